@@ -1,0 +1,109 @@
+//! `criu-rs`: the command line. Option names follow CRIU's.
+
+mod log;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "criu-rs", version, about = "Checkpoint/restore in userspace for Linux")]
+struct Cli {
+    /// Log verbosity, 0 (errors only) .. 4 (everything), as CRIU's -v.
+    #[arg(short = 'v', global = true, value_name = "LEVEL", default_value = "2",
+          value_parser = clap::value_parser!(u8).range(0..=4))]
+    verbosity: u8,
+    /// Write the log to FILE (relative to the images directory, as in CRIU, when -D is given).
+    #[arg(short = 'o', long = "log-file", global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Checkpoint a process tree into image files.
+    Dump(DumpArgs),
+    /// Restore a process tree from image files.
+    Restore(RestoreArgs),
+    /// Report the kernel features criu-rs relies on.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct DumpArgs {
+    /// Pid of the root of the tree to dump.
+    #[arg(short = 't', long = "tree", value_name = "PID")]
+    pid: i32,
+    /// Directory to write the images to.
+    #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
+    dir: PathBuf,
+    /// Let the tree run on after the dump instead of killing it.
+    #[arg(short = 'R', long = "leave-running")]
+    leave_running: bool,
+    /// Allow dumping a tree attached to a terminal session.
+    #[arg(short = 'j', long = "shell-job")]
+    shell_job: bool,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// Directory to read the images from.
+    #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
+    dir: PathBuf,
+    /// Detach once the tree is restored instead of waiting for it.
+    #[arg(short = 'd', long = "restore-detached")]
+    detached: bool,
+    /// Write the restored root's pid to FILE.
+    #[arg(long = "pidfile", value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// Allow restoring a tree attached to a terminal session.
+    #[arg(short = 'j', long = "shell-job")]
+    shell_job: bool,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Check one feature only; exit 0 when it is supported.
+    #[arg(long = "feature", value_name = "NAME")]
+    feature: Option<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let dir = match &cli.cmd {
+        Cmd::Dump(a) => Some(a.dir.clone()),
+        Cmd::Restore(a) => Some(a.dir.clone()),
+        Cmd::Check(_) => None,
+    };
+    if let Err(e) = log::init(cli.verbosity, cli.log_file.as_deref(), dir.as_deref()) {
+        eprintln!("criu-rs: cannot open the log: {e:#}");
+        std::process::exit(1);
+    }
+    let code = match run(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("Error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Dump(a) => {
+            let _ = (a.pid, a.leave_running, a.shell_job);
+            anyhow::bail!("dump is not implemented yet")
+        }
+        Cmd::Restore(a) => {
+            let _ = (a.detached, a.pidfile, a.shell_job);
+            anyhow::bail!("restore is not implemented yet")
+        }
+        Cmd::Check(a) => {
+            let _ = a.feature;
+            Ok(0)
+        }
+    }
+}

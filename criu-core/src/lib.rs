@@ -1,0 +1,14 @@
+//! criu-core: the checkpoint/restore engine behind the `criu-rs` command.
+//!
+//! - [`pie`]: the embedded restorer blob, and placing/relocating/calling it.
+//! - [`abi`]: the `#[repr(C)]` argument blocks shared with the blob.
+//! - [`images`]: CRIU-compatible image files (magics, framing, protobuf).
+//! - [`check`]: probing the kernel features criu-rs relies on.
+
+pub mod check;
+pub mod pie;
+
+/// The argument ABI shared with the restorer blob. The one source file is
+/// compiled into both sides so they cannot drift apart.
+#[path = "../../restorer-pie/src/abi.rs"]
+pub mod abi;

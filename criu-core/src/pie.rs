@@ -1,0 +1,1 @@
+//! The embedded restorer blob: placing it, relocating it, calling it.

@@ -1,0 +1,2 @@
+//! `cargo xtask`: project tasks (build-pie, bench, demo, setup).
+fn main() {}
