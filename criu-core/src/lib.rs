@@ -3,10 +3,12 @@
 //! - [`pie`]: the embedded restorer blob, and placing/relocating/calling it.
 //! - [`abi`]: the `#[repr(C)]` argument blocks shared with the blob.
 //! - [`images`]: CRIU-compatible image files (magics, framing, protobuf).
+//! - [`restore`]: bringing a dumped process back.
 //! - [`check`]: probing the kernel features criu-rs relies on.
 
 pub mod check;
 pub mod pie;
+pub mod restore;
 
 /// The argument ABI shared with the restorer blob. The one source file is
 /// compiled into both sides so they cannot drift apart.
