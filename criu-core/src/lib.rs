@@ -7,6 +7,7 @@
 //! - [`check`]: probing the kernel features criu-rs relies on.
 
 pub mod check;
+pub mod images;
 pub mod pie;
 pub mod restore;
 
