@@ -95,30 +95,11 @@ fn name_is(img: &[u8], d: &Dynsym, name: u64, want: &[u8]) -> bool {
     }
 }
 
-/// Finds PT_LOAD bias and the dynamic table through the program headers.
+/// Finds the dynamic table through the program headers.
 fn from_dynamic(img: &[u8]) -> Result<Dynsym, VdsoError> {
-    let phoff = u64_at(img, 32)?;
-    let phentsize = u16_at(img, 54)? as u64;
-    let phnum = u16_at(img, 56)? as u64;
-    if phentsize < 56 {
-        return Err(VdsoError::NotElf);
-    }
-    let mut bias = None;
-    let mut dynamic = None;
-    for i in 0..phnum {
-        let ph = add(phoff, mul(i, phentsize)?)?;
-        let ty = u32_at(img, ph)?;
-        let offset = u64_at(img, ph + 8)?;
-        let vaddr = u64_at(img, ph + 16)?;
-        let filesz = u64_at(img, ph + 32)?;
-        if ty == PT_LOAD && bias.is_none() {
-            bias = Some(vaddr.wrapping_sub(offset));
-        } else if ty == PT_DYNAMIC {
-            dynamic = Some((offset, filesz));
-        }
-    }
-    let bias = bias.ok_or(VdsoError::NoSymtab)?;
-    let (dyn_off, dyn_size) = dynamic.ok_or(VdsoError::NoSymtab)?;
+    let bias = load_bias(img)?;
+    let ph = find_phdr(img, PT_DYNAMIC)?;
+    let (dyn_off, dyn_size) = (u64_at(img, ph + 8)?, u64_at(img, ph + 32)?);
     let (mut symtab, mut strtab, mut strsz, mut hash) = (None, None, None, None);
     for i in 0..dyn_size / 16 {
         let e = add(dyn_off, i * 16)?;
@@ -149,7 +130,7 @@ fn from_sections(img: &[u8]) -> Result<Dynsym, VdsoError> {
     if shentsize < 64 {
         return Err(VdsoError::NoSymtab);
     }
-    let bias = from_dynamic(img).map(|d| d.bias).or_else(|_| load_bias(img))?;
+    let bias = load_bias(img)?;
     for i in 0..shnum {
         let sh = add(shoff, mul(i, shentsize)?)?;
         if u32_at(img, sh + 4)? != SHT_DYNSYM {
@@ -166,16 +147,27 @@ fn from_sections(img: &[u8]) -> Result<Dynsym, VdsoError> {
     Err(VdsoError::NoSymtab)
 }
 
-fn load_bias(img: &[u8]) -> Result<u64, VdsoError> {
+/// Position of the first program header of type `ty`.
+fn find_phdr(img: &[u8], ty: u32) -> Result<u64, VdsoError> {
     let phoff = u64_at(img, 32)?;
     let phentsize = u16_at(img, 54)? as u64;
+    if phentsize < 56 {
+        return Err(VdsoError::NotElf);
+    }
     for i in 0..u16_at(img, 56)? as u64 {
         let ph = add(phoff, mul(i, phentsize)?)?;
-        if u32_at(img, ph)? == PT_LOAD {
-            return Ok(u64_at(img, ph + 16)?.wrapping_sub(u64_at(img, ph + 8)?));
+        if u32_at(img, ph)? == ty {
+            return Ok(ph);
         }
     }
     Err(VdsoError::NoSymtab)
+}
+
+/// `p_vaddr - p_offset` of the first PT_LOAD: subtracting it from an
+/// address gives an offset in the image.
+fn load_bias(img: &[u8]) -> Result<u64, VdsoError> {
+    let ph = find_phdr(img, PT_LOAD)?;
+    Ok(u64_at(img, ph + 16)?.wrapping_sub(u64_at(img, ph + 8)?))
 }
 
 /// Looks up [`VDSO_SYM_NAMES`] in the vDSO image `img`.
