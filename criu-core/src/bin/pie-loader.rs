@@ -42,6 +42,9 @@ fn run() -> Result<(), String> {
 
 /// Runs entry `name` and checks what it reports.
 fn check(loaded: &Loaded, name: &str) -> Result<(), String> {
+    if loaded.entry(name).is_none() {
+        return Err(pie::PieError::NoSuchEntry(name.to_owned()).to_string());
+    }
     let inside = |what: &str, a: u64| {
         let range = loaded.base() as u64..(loaded.base() + loaded.len()) as u64;
         if range.contains(&a) {
