@@ -100,9 +100,12 @@ pub const SELFTEST_WRITE_MESSAGE: &[u8] = b"criu-rs pie: hello from the restorer
 //    SIGTRAP (signal 0). The next instructions are `mov eax, 15; syscall`.
 // 3. Syscall-enter stop (`orig_rax == 15`), `PTRACE_SYSCALL` again,
 //    syscall-exit stop: the task now holds the dumped registers and state.
-// 4. The host removes the blob, the argument block (with the stacks) and
-//    the parked vDSO copy if any from outside (injected `munmap`s), then
-//    detaches. Nothing of criu-rs stays mapped.
+// 4. The host removes the blob and the argument block (with the stacks)
+//    from outside (injected `munmap`s), then detaches. It must NOT unmap
+//    `vdso.park`: if the dumped vDSO differed from the running one, the
+//    running vDSO stays parked there and the old copy jumps into it (if
+//    it matched, `park` is already empty). The blob itself unmaps `bounce`
+//    and the emptied premap area.
 //
 // On failure the blob writes `stage`, `error` (negative errno or a
 // `ERR_*` code) and `detail` into [`RestoreStatus`], a short line to
@@ -259,6 +262,32 @@ pub struct RestoreArgs {
     pub mm: MmMapArg,
     /// The vDSO: where it is now, where it was at dump.
     pub vdso: VdsoArg,
+    // ---- appended after the first publication ----
+    /// Writable scratch inside `args` for the remap planner: at least
+    /// `vmas.count * PLAN_SCRATCH_PER_VMA` bytes, 8-byte aligned.
+    pub scratch: MemRange,
+    /// The rseq registration the task has when it enters the blob (it
+    /// inherits the forking thread's, e.g. glibc's): the blob unregisters it
+    /// before unmapping the old world (the kernel would write to it on
+    /// every preemption). `len == 0`: none. Get it with
+    /// `PTRACE_GET_RSEQ_CONFIGURATION`.
+    pub cur_rseq: RseqArg,
+}
+
+/// Bytes of [`RestoreArgs::scratch`] needed per VMA.
+pub const PLAN_SCRATCH_PER_VMA: u64 = 48;
+/// Bytes at the top of each [`ThreadArg::stack`] the blob runs on; the
+/// rt_sigframe + xsave area go below, so `stack.len` must be at least
+/// this + 1024 + the xsave size.
+pub const THREAD_STACK_RESERVE: u64 = 64 * 1024;
+
+/// An rseq registration: `rseq(ptr, len, flags, sig)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RseqArg {
+    pub ptr: u64,
+    pub len: u32,
+    pub sig: u32,
 }
 
 /// `VmaArg::kind`: premapped in the premap area at `premap`; the blob

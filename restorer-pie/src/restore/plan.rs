@@ -23,6 +23,10 @@ pub struct PlanMove {
     parked_at: u64,
 }
 
+// The scratch area the host reserves holds one PlanMove per VMA.
+const _: () = assert!(core::mem::size_of::<PlanMove>() as u64 <= crate::abi::PLAN_SCRATCH_PER_VMA);
+const _: () = assert!(core::mem::align_of::<PlanMove>() <= 8);
+
 const PENDING: u8 = 0;
 const PARKED: u8 = 1;
 const DONE: u8 = 2;
