@@ -11,15 +11,19 @@
 //!
 //! [`task::TaskGuard`] kills the task if anything fails once it exists.
 
+pub mod args;
 pub mod clone;
 pub mod error;
 pub mod fds;
 pub mod fs;
 pub mod hole;
+pub mod load;
 pub mod maps;
 pub mod plan;
 pub mod premap;
 pub mod task;
 pub mod validate;
+pub mod vdso;
+pub mod xsave;
 
 pub use error::{RestoreError, Result};

@@ -24,6 +24,12 @@ pub struct TaskPlan {
     /// Every dumped VMA, sorted by address, non-overlapping.
     pub vmas: Vec<VmaPlan>,
     pub pages: PagesPlan,
+    /// The executable (`mm_entry.exe_file_id`), for `/proc/PID/exe`.
+    pub exe: Option<PathBuf>,
+    /// Registers, signal state, timers, rlimits, creds (`core-PID.img`).
+    pub core: Box<crate::images::pb::CoreEntry>,
+    /// `mm-PID.img` without its VMA list (code/data/brk/stack/arg/env, auxv).
+    pub mm: Box<crate::images::pb::MmEntry>,
 }
 
 /// Root, cwd and umask.
@@ -92,7 +98,7 @@ impl VmaPlan {
 
     /// Whether the VMA is premapped and moved into place by the blob.
     pub fn is_premapped(&self) -> bool {
-        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. })
+        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::Vdso)
     }
 
     /// Whether this is a grows-down (stack) VMA.
@@ -110,7 +116,7 @@ pub enum VmaKind {
     PrivateFile { path: PathBuf },
     /// A shared mapping of a file, mapped in place by the blob.
     SharedFile { path: PathBuf, open_flags: i32 },
-    /// The dumped `[vdso]`.
+    /// The dumped `[vdso]`: premapped as an anonymous copy of its pages.
     Vdso,
     /// The dumped `[vvar]` (or `[vvar_vclock]`).
     Vvar,

@@ -99,7 +99,7 @@ pub fn premap(
         match &v.kind {
             // SAFETY: addr..addr+len lies inside the area reserved above,
             // which nothing else uses.
-            VmaKind::Anon => unsafe { rustix::mm::mmap_anonymous(addr as *mut c_void, v.len() as usize, prot, flags) }
+            VmaKind::Anon | VmaKind::Vdso => unsafe { rustix::mm::mmap_anonymous(addr as *mut c_void, v.len() as usize, prot, flags) }
                 .sys(what)?,
             VmaKind::PrivateFile { path } => {
                 let fd = open_file(path)?;

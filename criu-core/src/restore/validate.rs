@@ -10,12 +10,7 @@ use super::hole::TASK_SIZE;
 use super::plan::{PageRun, VmaKind, VmaPlan, PAGE_SIZE};
 use std::path::Path;
 
-/// Pagemap entry flag: the pages live in a parent (pre-dump) image.
-pub const PE_PARENT: u32 = 1 << 0;
-/// Pagemap entry flag: the pages are served lazily.
-pub const PE_LAZY: u32 = 1 << 1;
-/// Pagemap entry flag: the pages are in this image's pages file.
-pub const PE_PRESENT: u32 = 1 << 2;
+use crate::images::consts::pagemap_flags::{LAZY as PE_LAZY, PARENT as PE_PARENT, PRESENT as PE_PRESENT};
 
 /// The fixed `[vsyscall]` page, the one VMA above the user address space.
 const VSYSCALL_START: u64 = 0xffff_ffff_ff60_0000;

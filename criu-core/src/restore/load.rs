@@ -1,0 +1,378 @@
+//! Reading and validating the image set of a single-process dump into a
+//! [`TaskPlan`].
+//!
+//! Images are opened read-only and never modified. Anything missing,
+//! truncated, corrupt or inconsistent is an error naming the file.
+
+use super::error::{RestoreError, Result};
+use super::plan::{DescPlan, FdPlan, FsPlan, PagesPlan, RegFile, TaskPlan, VmaKind, VmaPlan};
+use super::validate::{check_vmas, pagemap_runs, PagemapEntry};
+use crate::images::consts::vma_status as st;
+use crate::images::pb::{self, core_entry::March, FdTypes, RemapType};
+use crate::images::{ImageDir, ImageError, ImageKind};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Top bit of `remap_file_path_entry.remap_id`: the target is a ghost file.
+const REMAP_GHOST: u32 = 1 << 31;
+
+/// What restore was asked to do with the images.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// `--shell-job`: terminal fds are taken over from criu-rs's own fds.
+    pub shell_job: bool,
+}
+
+impl From<ImageError> for RestoreError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Io { path, op, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                RestoreError::BadImage { file: path, problem: format!("missing ({op}: {source})") }
+            }
+            ImageError::Io { path, source, .. } => RestoreError::ImageIo { file: path, source },
+            other => {
+                let problem = other.to_string();
+                let file = image_error_path(&other);
+                let problem = problem.strip_prefix(&format!("{}: ", file.display())).unwrap_or(&problem).to_string();
+                RestoreError::BadImage { file, problem }
+            }
+        }
+    }
+}
+
+/// The file an [`ImageError`] is about.
+fn image_error_path(e: &ImageError) -> PathBuf {
+    match e {
+        ImageError::Io { path, .. }
+        | ImageError::BadMagic { path, .. }
+        | ImageError::Truncated { path, .. }
+        | ImageError::Oversize { path, .. }
+        | ImageError::Decode { path, .. }
+        | ImageError::MissingRequired { path, .. }
+        | ImageError::Empty { path, .. }
+        | ImageError::Trailing { path, .. }
+        | ImageError::Version { path, .. } => path.clone(),
+    }
+}
+
+/// Opens `dir` as a complete image set (it must hold a valid inventory).
+pub fn open_dir(dir: &Path) -> Result<ImageDir> {
+    let problem = |p: &str| RestoreError::ImagesDir { dir: dir.into(), problem: p.into() };
+    match std::fs::metadata(dir) {
+        Err(e) => return Err(problem(&format!("cannot use the images directory: {e}"))),
+        Ok(m) if !m.is_dir() => return Err(problem("not a directory")),
+        Ok(_) => {}
+    }
+    let images = ImageDir::open_unchecked(dir);
+    if !images.exists(ImageKind::Inventory, 0) {
+        return Err(problem("no inventory.img: not a complete dump (the dump failed or did not finish)"));
+    }
+    Ok(ImageDir::open(dir)?)
+}
+
+/// Loads the single task of the dump in `dir`.
+pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
+    let images = open_dir(dir)?;
+    let pstree_path = images.image_path(ImageKind::Pstree, 0);
+    let tree: Vec<pb::PstreeEntry> = images.read_all(ImageKind::Pstree, 0)?;
+    let root = match tree.as_slice() {
+        [one] => one,
+        [] => return Err(RestoreError::bad(&pstree_path, "no process")),
+        _ => {
+            return Err(RestoreError::Unsupported { file: pstree_path, what: format!("{} processes (only one for now)", tree.len()) })
+        }
+    };
+    let pid = root.pid.unwrap_or_default() as i32;
+    if pid <= 0 {
+        return Err(RestoreError::bad(&pstree_path, format!("bad pid {pid}")));
+    }
+    if root.threads.len() > 1 || root.threads.first().is_some_and(|&t| t as i32 != pid) {
+        return Err(RestoreError::Unsupported { file: pstree_path, what: format!("threads {:?} (single-threaded only)", root.threads) });
+    }
+    let core = load_core(&images, pid)?;
+    let mut mm: pb::MmEntry = images.read_one(ImageKind::Mm, pid as u64)?;
+    let mm_path = images.image_path(ImageKind::Mm, pid as u64);
+    let files_path = images.image_path(ImageKind::Files, 0);
+    let files = load_files(&images)?;
+    let reg_path = |id: u32, what: &str| -> Result<PathBuf> {
+        match files.get(&id).and_then(|f| f.reg.as_ref()) {
+            Some(r) => Ok(PathBuf::from(r.name.clone().unwrap_or_default())),
+            None => Err(RestoreError::bad(&files_path, format!("no regular file with id {id:#x} (needed by {what})"))),
+        }
+    };
+    let vmas = mm.vmas.iter().map(|v| vma_plan(v, &mm_path, &files, &reg_path)).collect::<Result<Vec<_>>>()?;
+    check_vmas(&mm_path, &vmas)?;
+    let exe = match mm.exe_file_id {
+        Some(id) if files.contains_key(&id) => Some(reg_path(id, "mm exe_file_id")?),
+        _ => None,
+    };
+    mm.vmas.clear();
+    let pages = load_pages(&images, pid, &vmas)?;
+    let fs = load_fs(&images, pid, &reg_path)?;
+    let files_id = core.ids.as_ref().and_then(|i| i.files_id).unwrap_or(pid as u32);
+    let (fds, descs) = load_fds(&images, files_id, &files, opts)?;
+    Ok(TaskPlan {
+        pid,
+        pgid: root.pgid.unwrap_or_default() as i32,
+        sid: root.sid.unwrap_or_default() as i32,
+        fs,
+        fds,
+        descs,
+        vmas,
+        pages,
+        exe,
+        core: Box::new(core),
+        mm: Box::new(mm),
+    })
+}
+
+/// `core-PID.img`: must be an x86_64 task with thread info.
+fn load_core(images: &ImageDir, pid: i32) -> Result<pb::CoreEntry> {
+    let path = images.image_path(ImageKind::Core, pid as u64);
+    let core: pb::CoreEntry = images.read_one(ImageKind::Core, pid as u64)?;
+    let mtype = core.mtype.unwrap_or_default();
+    if mtype != March::X8664 as i32 {
+        let name = March::try_from(mtype).map(|m| m.as_str_name().to_string()).unwrap_or_else(|_| mtype.to_string());
+        return Err(RestoreError::bad(path, format!("architecture {name}, this host restores X86_64 only")));
+    }
+    if core.thread_info.is_none() {
+        return Err(RestoreError::bad(path, "no thread_info (registers)"));
+    }
+    if core.tc.is_none() {
+        return Err(RestoreError::bad(path, "no task core (tc)"));
+    }
+    Ok(core)
+}
+
+/// `files.img` by file id (absent: no files).
+fn load_files(images: &ImageDir) -> Result<BTreeMap<u32, pb::FileEntry>> {
+    if !images.exists(ImageKind::Files, 0) {
+        return Ok(BTreeMap::new());
+    }
+    let path = images.image_path(ImageKind::Files, 0);
+    let mut out = BTreeMap::new();
+    for f in images.read_all::<pb::FileEntry>(ImageKind::Files, 0)? {
+        let id = f.id.unwrap_or_default();
+        if out.insert(id, f).is_some() {
+            return Err(RestoreError::bad(&path, format!("file id {id:#x} appears twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// One `vma_entry` as a [`VmaPlan`].
+fn vma_plan(
+    v: &pb::VmaEntry,
+    mm_path: &Path,
+    files: &BTreeMap<u32, pb::FileEntry>,
+    reg_path: &dyn Fn(u32, &str) -> Result<PathBuf>,
+) -> Result<VmaPlan> {
+    let (start, end) = (v.start.unwrap_or_default(), v.end.unwrap_or_default());
+    let status = v.status.unwrap_or_default();
+    let what = format!("VMA {start:#x}-{end:#x}");
+    let unsupported = |kind: &str| RestoreError::Unsupported { file: mm_path.into(), what: format!("{what}: {kind}") };
+    let kind = if status & st::AREA_VSYSCALL != 0 {
+        VmaKind::Vsyscall
+    } else if status & st::AREA_VVAR != 0 {
+        VmaKind::Vvar
+    } else if status & st::AREA_VDSO != 0 {
+        VmaKind::Vdso
+    } else if status & st::UNSUPP != 0 {
+        return Err(unsupported("marked unsupported by the dump"));
+    } else if status & (st::AREA_SYSVIPC | st::AREA_SOCKET | st::AREA_AIORING | st::AREA_MEMFD | st::AREA_SHSTK | st::ANON_SHARED) != 0 {
+        return Err(unsupported(&format!("status {status:#x} (shared memory, socket, AIO or memfd areas)")));
+    } else if status & st::FILE_PRIVATE != 0 {
+        VmaKind::PrivateFile { path: reg_path(v.shmid.unwrap_or_default() as u32, &what)? }
+    } else if status & st::FILE_SHARED != 0 {
+        let id = v.shmid.unwrap_or_default() as u32;
+        let reg_flags = files.get(&id).and_then(|f| f.reg.as_ref()).and_then(|r| r.flags).unwrap_or(0) as i32;
+        let open_flags = v.fdflags.map(|f| f as i32).unwrap_or(reg_flags);
+        VmaKind::SharedFile { path: reg_path(id, &what)?, open_flags }
+    } else if status & st::ANON_PRIVATE != 0 {
+        VmaKind::Anon
+    } else {
+        return Err(RestoreError::bad(mm_path, format!("{what} has unknown status {status:#x}")));
+    };
+    Ok(VmaPlan {
+        start,
+        end,
+        pgoff: v.pgoff.unwrap_or_default(),
+        prot: v.prot.unwrap_or_default(),
+        flags: v.flags.unwrap_or_default(),
+        madv: v.madv.unwrap_or_default(),
+        kind,
+    })
+}
+
+/// `pagemap-PID.img` and its `pages-N.img`.
+fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<PagesPlan> {
+    let path = images.image_path(ImageKind::Pagemap, pid as u64);
+    let mut r = images.open_image(ImageKind::Pagemap, pid as u64)?;
+    let head: pb::PagemapHead = r.read_next()?;
+    let mut entries = Vec::new();
+    while let Some(e) = r.read_entry::<pb::PagemapEntry>()? {
+        let nr_pages = e.nr_pages.unwrap_or(e.compat_nr_pages.unwrap_or_default() as u64);
+        let mut flags = e.flags.unwrap_or(crate::images::consts::pagemap_flags::PRESENT);
+        if e.in_parent == Some(true) {
+            flags |= crate::images::consts::pagemap_flags::PARENT;
+        }
+        entries.push(PagemapEntry { vaddr: e.vaddr.unwrap_or_default(), nr_pages, flags });
+    }
+    let pages_id = head.pages_id.unwrap_or_default() as u64;
+    let pages_path = images.image_path(ImageKind::Pages, pages_id);
+    let pages_len = match std::fs::metadata(&pages_path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && entries.is_empty() => 0,
+        Err(source) => return Err(RestoreError::ImageIo { file: pages_path, source }),
+    };
+    let runs = pagemap_runs(&path, vmas, &entries, &pages_path, pages_len)?;
+    Ok(PagesPlan { path: pages_path, runs })
+}
+
+/// `fs-PID.img`: cwd and root by file id, umask.
+fn load_fs(images: &ImageDir, pid: i32, reg_path: &dyn Fn(u32, &str) -> Result<PathBuf>) -> Result<FsPlan> {
+    let fs: pb::FsEntry = images.read_one(ImageKind::Fs, pid as u64)?;
+    Ok(FsPlan {
+        cwd: reg_path(fs.cwd_id.unwrap_or_default(), "fs cwd_id")?,
+        root: reg_path(fs.root_id.unwrap_or_default(), "fs root_id")?,
+        umask: fs.umask.unwrap_or(0o022),
+    })
+}
+
+/// `fdinfo-FILES_ID.img` with the descriptions it refers to.
+fn load_fds(
+    images: &ImageDir,
+    files_id: u32,
+    files: &BTreeMap<u32, pb::FileEntry>,
+    opts: LoadOptions,
+) -> Result<(Vec<FdPlan>, BTreeMap<u32, DescPlan>)> {
+    let fdinfo_path = images.image_path(ImageKind::Fdinfo, files_id as u64);
+    let files_path = images.image_path(ImageKind::Files, 0);
+    let infos: Vec<pb::FdinfoEntry> = images.read_all(ImageKind::Fdinfo, files_id as u64)?;
+    let remaps = load_remaps(images)?;
+    let pipe_data = load_pipe_data(images)?;
+    let mut fds: Vec<FdPlan> = Vec::with_capacity(infos.len());
+    let mut descs = BTreeMap::new();
+    for info in &infos {
+        let (fd, id) = (info.fd.unwrap_or_default() as i32, info.id.unwrap_or_default());
+        if fd < 0 || fds.iter().any(|f| f.fd == fd) {
+            return Err(RestoreError::bad(&fdinfo_path, format!("fd {fd} is negative or listed twice")));
+        }
+        let cloexec = info.flags.unwrap_or_default() & libc::FD_CLOEXEC as u32 != 0;
+        fds.push(FdPlan { fd, desc: id, cloexec });
+        if descs.contains_key(&id) {
+            continue;
+        }
+        let Some(file) = files.get(&id) else {
+            return Err(RestoreError::bad(&files_path, format!("no file with id {id:#x} (fd {fd} in {})", fdinfo_path.display())));
+        };
+        let desc = desc_plan(images, file, fd, &remaps, &pipe_data, opts, &files_path)?;
+        descs.insert(id, desc);
+    }
+    fds.sort_by_key(|f| f.fd);
+    Ok((fds, descs))
+}
+
+/// How to recreate one open file description.
+fn desc_plan(
+    images: &ImageDir,
+    file: &pb::FileEntry,
+    fd: i32,
+    remaps: &BTreeMap<u32, u32>,
+    pipe_data: &BTreeMap<u32, Vec<u8>>,
+    opts: LoadOptions,
+    files_path: &Path,
+) -> Result<DescPlan> {
+    let id = file.id.unwrap_or_default();
+    let ty = file.r#type.unwrap_or_default();
+    if ty == FdTypes::Reg as i32 {
+        let Some(reg) = &file.reg else {
+            return Err(RestoreError::bad(files_path, format!("file {id:#x} is REG without reg_file_entry")));
+        };
+        let rf = RegFile {
+            path: PathBuf::from(reg.name.clone().unwrap_or_default()),
+            flags: reg.flags.unwrap_or_default() as i32,
+            pos: reg.pos.unwrap_or_default(),
+            size: reg.size,
+            mode: reg.mode,
+        };
+        return match remaps.get(&id) {
+            Some(&ghost_id) => Ok(DescPlan::Ghost { contents: load_ghost(images, ghost_id)?, file: RegFile { size: None, ..rf } }),
+            None => Ok(DescPlan::Reg(rf)),
+        };
+    }
+    if ty == FdTypes::Pipe as i32 {
+        let Some(p) = &file.pipe else {
+            return Err(RestoreError::bad(files_path, format!("file {id:#x} is PIPE without pipe_entry")));
+        };
+        let pipe_id = p.pipe_id.unwrap_or_default();
+        let queued = pipe_data.get(&pipe_id).cloned().unwrap_or_default();
+        return Ok(DescPlan::Pipe { pipe_id, flags: p.flags.unwrap_or_default() as i32, queued });
+    }
+    if ty == FdTypes::Tty as i32 && opts.shell_job && (0..=2).contains(&fd) {
+        let flags = file.tty.as_ref().and_then(|t| t.flags).unwrap_or(libc::O_RDWR as u32) as i32;
+        return Ok(DescPlan::Inherit { fd, flags });
+    }
+    let name = FdTypes::try_from(ty).map(|t| t.as_str_name().to_string()).unwrap_or_else(|_| ty.to_string());
+    let hint = if ty == FdTypes::Tty as i32 { " (a terminal: use --shell-job)" } else { "" };
+    Err(RestoreError::Unsupported { file: files_path.into(), what: format!("fd {fd}: file {id:#x} of type {name}{hint}") })
+}
+
+/// `remap-fpath.img`: original file id → ghost file id (ghosts only).
+fn load_remaps(images: &ImageDir) -> Result<BTreeMap<u32, u32>> {
+    if !images.exists(ImageKind::RemapFpath, 0) {
+        return Ok(BTreeMap::new());
+    }
+    let path = images.image_path(ImageKind::RemapFpath, 0);
+    let mut out = BTreeMap::new();
+    for r in images.read_all::<pb::RemapFilePathEntry>(ImageKind::RemapFpath, 0)? {
+        let (orig, remap) = (r.orig_id.unwrap_or_default(), r.remap_id.unwrap_or_default());
+        let ghost = r.remap_type == Some(RemapType::Ghost as i32) || remap & REMAP_GHOST != 0;
+        if !ghost {
+            return Err(RestoreError::Unsupported { file: path, what: format!("remap of file {orig:#x} that is not a ghost") });
+        }
+        out.insert(orig, remap & !REMAP_GHOST);
+    }
+    Ok(out)
+}
+
+/// The saved contents of ghost file `id` (`ghost-file-ID.img`).
+fn load_ghost(images: &ImageDir, id: u32) -> Result<Vec<u8>> {
+    let path = images.image_path(ImageKind::GhostFile, id as u64);
+    let mut r = images.open_image(ImageKind::GhostFile, id as u64)?;
+    let g: pb::GhostFileEntry = r.read_next()?;
+    if g.mode.unwrap_or_default() & libc::S_IFMT != libc::S_IFREG {
+        return Err(RestoreError::Unsupported { file: path, what: "ghost that is not a regular file".into() });
+    }
+    let size = g.size.unwrap_or_default();
+    let mut data = Vec::new();
+    if g.chunks == Some(true) {
+        data.resize(size as usize, 0u8);
+        while let Some(c) = r.read_entry::<pb::GhostChunkEntry>()? {
+            let (off, len) = (c.off.unwrap_or_default(), c.len.unwrap_or_default());
+            let end = off.checked_add(len).filter(|&e| e <= size);
+            let Some(end) = end else {
+                return Err(RestoreError::bad(&path, format!("chunk {off:#x}+{len:#x} is past the file size {size}")));
+            };
+            r.read_raw_into(&mut data[off as usize..end as usize])?;
+        }
+    } else {
+        data = r.read_raw(size)?;
+        r.expect_eof("ghost_file_entry contents")?;
+    }
+    Ok(data)
+}
+
+/// `pipes-data.img`: queued bytes by pipe id.
+fn load_pipe_data(images: &ImageDir) -> Result<BTreeMap<u32, Vec<u8>>> {
+    if !images.exists(ImageKind::PipesData, 0) {
+        return Ok(BTreeMap::new());
+    }
+    let mut r = images.open_image(ImageKind::PipesData, 0)?;
+    let mut out = BTreeMap::new();
+    while let Some(e) = r.read_entry::<pb::PipeDataEntry>()? {
+        let bytes = r.read_raw(e.bytes.unwrap_or_default() as u64)?;
+        out.insert(e.pipe_id.unwrap_or_default(), bytes);
+    }
+    Ok(out)
+}
