@@ -11,6 +11,7 @@
 pub mod check;
 pub mod pie;
 pub mod proc;
+pub mod ptrace;
 
 /// The argument ABI shared with the restorer blob. The one source file is
 /// compiled into both sides so they cannot drift apart.
