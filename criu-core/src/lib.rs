@@ -9,6 +9,7 @@
 //! - [`dump`]: collecting a process's state and writing the images.
 
 pub mod check;
+pub mod dump;
 pub mod pie;
 pub mod proc;
 pub mod ptrace;

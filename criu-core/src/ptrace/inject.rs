@@ -6,9 +6,9 @@
 //! thread single-steps over the instruction. All signals are blocked while
 //! this happens, `orig_rax` is set to -1 so the kernel does not apply
 //! syscall-restart logic to our call, and everything (registers, signal
-//! mask, code bytes) is restored exactly by [`Injector::restore`] or on drop.
+//! mask, FPU state, code bytes) is restored exactly by [`Injector::restore`] or on drop.
 
-use super::regs::{get_gpregs, set_gpregs, GpRegs};
+use super::regs::{get_fpstate, get_gpregs, set_fpstate, set_gpregs, FpState, GpRegs};
 use super::raw::{ptrace_getsigmask, ptrace_setsigmask};
 use super::{npid, sys, PtraceError, Result};
 use nix::sys::ptrace;
@@ -22,6 +22,7 @@ pub const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
 pub struct Injector {
     tid: i32,
     saved: GpRegs,
+    saved_fp: FpState,
     saved_mask: u64,
     syscall_ip: u64,
     /// Address and original word of a code patch, when we made one.
@@ -39,8 +40,9 @@ impl Injector {
     /// at the thread's `rip` are replaced by `syscall` until [`restore`](Self::restore).
     pub fn new(tid: i32, syscall_ip: Option<u64>) -> Result<Injector> {
         let saved = get_gpregs(tid)?;
+        let saved_fp = get_fpstate(tid)?;
         let saved_mask = ptrace_getsigmask(tid).map_err(sys("PTRACE_GETSIGMASK", tid))?;
-        let mut inj = Injector { tid, saved, saved_mask, syscall_ip: saved.rip, patch: None, restored: false };
+        let mut inj = Injector { tid, saved, saved_fp, saved_mask, syscall_ip: saved.rip, patch: None, restored: false };
         ptrace_setsigmask(tid, !0).map_err(sys("PTRACE_SETSIGMASK", tid))?;
         match syscall_ip {
             Some(ip) => inj.syscall_ip = ip,
@@ -122,7 +124,7 @@ impl Injector {
     fn put_back(&mut self) -> Result<()> {
         self.restored = true;
         let tid = self.tid;
-        let mut first = set_gpregs(tid, &self.saved);
+        let mut first = set_gpregs(tid, &self.saved).and(set_fpstate(tid, &self.saved_fp));
         if let Some((addr, word)) = self.patch.take() {
             let r = ptrace::write(npid(tid), addr as ptrace::AddressType, word).map_err(sys("PTRACE_POKEDATA", tid));
             first = first.and(r);
@@ -131,7 +133,7 @@ impl Injector {
         first.and(r)
     }
 
-    /// Puts back the registers, code bytes and signal mask.
+    /// Puts back the registers (general and FPU), code bytes and signal mask.
     pub fn restore(mut self) -> Result<()> {
         self.put_back()
     }
