@@ -2,7 +2,7 @@
 
 mod log;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -94,8 +94,24 @@ fn main() {
 fn run(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Dump(a) => {
-            let _ = (a.pid, a.leave_running, a.shell_job);
-            anyhow::bail!("dump is not implemented yet")
+            let opts = criu_core::dump::DumpOptions {
+                pid: a.pid,
+                dir: a.dir,
+                leave_running: a.leave_running,
+                shell_job: a.shell_job,
+            };
+            let s = criu_core::dump::dump(&opts)
+                .with_context(|| format!("dumping process {}", opts.pid))?;
+            tracing::info!(
+                pid = opts.pid,
+                threads = s.process.threads.len(),
+                pages_written = s.mem.pages_written,
+                pages_skipped_zero = s.mem.pages_skipped_zero,
+                frozen_ms = s.frozen_time.as_millis() as u64,
+                memdump_ms = s.memdump_time.as_millis() as u64,
+                "dump finished"
+            );
+            Ok(0)
         }
         Cmd::Restore(a) => {
             let _ = (a.detached, a.pidfile, a.shell_job);

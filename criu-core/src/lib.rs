@@ -5,10 +5,16 @@
 //! - [`images`]: CRIU-compatible image files (magics, framing, protobuf).
 //! - [`restore`]: bringing a dumped process back.
 //! - [`check`]: probing the kernel features criu-rs relies on.
+//! - [`proc`]: parsing `/proc/PID` files.
+//! - [`ptrace`]: freezing tasks, reading registers, injecting syscalls.
+//! - [`dump`]: collecting a process's state and writing the images.
 
 pub mod check;
+pub mod dump;
 pub mod images;
 pub mod pie;
+pub mod proc;
+pub mod ptrace;
 pub mod restore;
 
 /// The argument ABI shared with the restorer blob. The one source file is

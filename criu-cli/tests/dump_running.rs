@@ -1,0 +1,106 @@
+//! `criu-rs dump` on live test programs: --leave-running leaves them intact,
+//! forced failures leave them as they were, the default kills them.
+
+mod support;
+use support::*;
+
+const FAILPOINTS: [&str; 5] = ["after-freeze", "mid-inject", "after-inject", "mid-memory", "before-write"];
+
+fn start_dumpee(name: &str, mib: &str, threads: &str) -> (Program, std::path::PathBuf) {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir(&format!("{name}-files"));
+    let p = Program::start(&exe, &[mib, threads, tmp.to_str().unwrap()]);
+    (p, tmp)
+}
+
+#[test]
+fn leave_running_keeps_the_process_intact() {
+    let (mut p, _tmp) = start_dumpee("leave-running", "16", "2");
+    let dir = scratch_dir("leave-running");
+    let maps_before = p.maps();
+    let out = dump(p.pid(), &dir, &["-R", "-j"]);
+    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(p.maps(), maps_before, "the address space changed");
+    assert!(dir.join("pages-1.img").metadata().unwrap().len() > 0);
+    let report = p.finish();
+    assert_eq!(report.trim(), "OK", "self-check after the dump: {report}");
+    assert!(p.child.wait().unwrap().success());
+}
+
+#[test]
+fn forced_failures_leave_the_process_as_it_was() {
+    for point in FAILPOINTS {
+        let (mut p, _tmp) = start_dumpee(&format!("fail-{point}"), "8", "2");
+        let dir = scratch_dir(&format!("fail-{point}"));
+        let maps_before = p.maps();
+        let out = criu_rs()
+            .args(["dump", "-j", "-t", &p.pid().to_string(), "-D"])
+            .arg(&dir)
+            .env("CRIU_RS_FAIL_AT", point)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{point}: dump should fail");
+        assert!(err.contains("forced failure"), "{point}: {err}");
+        assert!(!dir.join("inventory.img").exists(), "{point}: inventory written");
+        assert_eq!(p.maps(), maps_before, "{point}: the address space changed");
+        assert_eq!(p.state(), Some('S'), "{point}: not sleeping in its read");
+        let report = p.finish();
+        assert_eq!(report.trim(), "OK", "{point}: self-check: {report}");
+    }
+}
+
+#[test]
+fn default_dump_kills_the_process() {
+    let (mut p, _tmp) = start_dumpee("kill", "4", "1");
+    let dir = scratch_dir("kill");
+    let out = dump(p.pid(), &dir, &["-j"]);
+    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(p.child.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn unwritable_images_dir_leaves_the_process_running() {
+    let (mut p, _tmp) = start_dumpee("bad-dir", "4", "1");
+    let file = scratch_dir("bad-dir").join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    for dir in [file.clone(), file.join("sub"), "/proc/1/nonexistent".into()] {
+        let out = dump(p.pid(), &dir, &["-j"]);
+        assert!(!out.status.success(), "dump into {} should fail", dir.display());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("images directory"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(p.finish().trim(), "OK");
+}
+
+/// A small tmpfs makes the pages image hit ENOSPC in the middle of memory.
+#[test]
+fn full_disk_leaves_the_process_running() {
+    let (mut p, _tmp) = start_dumpee("enospc", "8", "1");
+    let dir = scratch_dir("enospc");
+    let target = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: mount(2) with valid NUL-terminated strings; the mount is ours and removed below.
+    let r = unsafe {
+        libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, c"size=1m".as_ptr().cast())
+    };
+    assert_eq!(r, 0, "mounting a tmpfs: {}", std::io::Error::last_os_error());
+    let maps_before = p.maps();
+    let out = dump(p.pid(), &dir, &["-j"]);
+    // SAFETY: unmounting the tmpfs mounted above.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dump into a full tmpfs should fail");
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(p.maps(), maps_before);
+    assert_eq!(p.finish().trim(), "OK");
+}
+
+#[test]
+fn shell_job_is_required_for_a_foreign_session() {
+    let (mut p, _tmp) = start_dumpee("no-j", "1", "0");
+    let dir = scratch_dir("no-j");
+    let out = dump(p.pid(), &dir, &["-R"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shell-job"));
+    assert_eq!(p.finish().trim(), "OK");
+}
