@@ -12,11 +12,14 @@
 //! [`task::TaskGuard`] kills the task if anything fails once it exists.
 
 pub mod args;
+pub mod child;
 pub mod clone;
 pub mod error;
 pub mod fds;
+pub mod finalize;
 pub mod fs;
 pub mod hole;
+pub mod jump;
 pub mod load;
 pub mod maps;
 pub mod plan;
@@ -27,3 +30,72 @@ pub mod vdso;
 pub mod xsave;
 
 pub use error::{RestoreError, Result};
+
+use clone::{clone3_set_tid, Forked};
+use error::SysContext;
+use rustix::fd::OwnedFd;
+use std::path::PathBuf;
+
+/// What `criu-rs restore` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The images directory.
+    pub dir: PathBuf,
+    /// `--shell-job`: terminal fds are taken over from criu-rs.
+    pub shell_job: bool,
+}
+
+/// A task brought back and running (detached from criu-rs's ptrace; still
+/// criu-rs's child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub pid: i32,
+}
+
+/// Restores the single-process dump in `opts.dir`. Validates every image
+/// first; if anything fails once the task exists, it is killed and reaped.
+///
+/// Must be called from a single-threaded process (the task is a fork).
+pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
+    let plan = load::load(&opts.dir, load::LoadOptions { shell_job: opts.shell_job })?;
+    tracing::info!(pid = plan.pid, vmas = plan.vmas.len(), fds = plan.fds.len(), "images loaded");
+    let (go_rx, go_tx) = pipe("go")?;
+    let (status_rx, status_tx) = pipe("status")?;
+    // SAFETY: criu-rs is single-threaded here (documented requirement).
+    match unsafe { clone3_set_tid(plan.pid)? } {
+        Forked::Child => {
+            drop((go_tx, status_rx));
+            child::child_main(&plan, go_rx, status_tx)
+        }
+        Forked::Parent { child } => {
+            let guard = task::TaskGuard::new(child);
+            drop((go_rx, status_tx));
+            finalize::seize(child)?;
+            rustix::io::write(&go_tx, b"g").sys(|| "starting the task".into())?;
+            drop(go_tx);
+            rustix::fs::fcntl_setfl(&status_rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
+            finalize::finish(child, &status_rx)?;
+            tracing::info!(pid = child, "restored");
+            Ok(Restored { pid: guard.disarm() })
+        }
+    }
+}
+
+/// `pipe2(O_CLOEXEC)`.
+fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).sys(|| format!("pipe2 ({what})"))
+}
+
+/// Waits for a restored task (a child of this process) to end; returns its
+/// exit code, or 128 + signal number if a signal killed it.
+pub fn wait_exit(pid: i32) -> Result<i32> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(e) => return Err(RestoreError::sys(format!("waitpid({pid})"), rustix::io::Errno::from_raw_os_error(e as i32))),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The parent's side of the blob's last step: catch the task right before
+//! and after its `rt_sigreturn`, remove everything of criu-rs from it from
+//! outside (injected `close`/`munmap`), and let it go.
+//!
+//! Handshake (see `abi.rs`): the blob stops itself with `int3` once the
+//! task is restored; we check `status.stage == STAGE_SIGRETURN`, step it
+//! through the `rt_sigreturn` syscall with `PTRACE_SYSCALL` (entry, then
+//! exit, which leaves the dumped registers in place), then inject the
+//! clean-up calls on the blob's own `syscall` instruction with all signals
+//! blocked, put the registers and mask back and detach.
+
+use super::error::{RestoreError, Result};
+use crate::abi::{RestoreArgs, RestoreStatus, STAGE_SIGRETURN};
+use crate::ptrace::inject::Injector;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use rustix::fd::OwnedFd;
+
+/// `PTRACE_EVENT_STOP` (group stop or interrupt under PTRACE_SEIZE).
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// Where the child put the blob and its arguments (its `placed` line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobPlace {
+    pub blob_start: u64,
+    pub blob_len: u64,
+    pub args_start: u64,
+    pub args_len: u64,
+    /// The task's fds that belong to criu-rs (closed at the end).
+    pub close_fds: Vec<i32>,
+}
+
+/// The status pipe's contents so far: the `placed` line, error lines.
+#[derive(Debug, Default)]
+struct StatusLog {
+    text: String,
+}
+
+impl StatusLog {
+    /// Reads whatever is in the pipe without blocking.
+    fn drain(&mut self, fd: &OwnedFd) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = rustix::io::read(fd, &mut buf) {
+            self.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    fn place(&self) -> Option<BlobPlace> {
+        let line = self.text.lines().find_map(|l| l.strip_prefix(super::child::PLACED))?;
+        let n: Vec<u64> = line.split_whitespace().map(|w| w.parse().ok()).collect::<Option<_>>()?;
+        match n[..] {
+            [blob_start, blob_len, args_start, args_len, ref fds @ ..] => Some(BlobPlace {
+                blob_start,
+                blob_len,
+                args_start,
+                args_len,
+                close_fds: fds.iter().map(|&f| f as i32).collect(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The error lines the task or the blob wrote.
+    fn errors(&self) -> String {
+        let lines: Vec<&str> = self.text.lines().filter(|l| !l.starts_with(super::child::PLACED)).collect();
+        lines.join("; ")
+    }
+}
+
+fn died(pid: i32, problem: impl Into<String>) -> RestoreError {
+    RestoreError::TaskDied { pid, problem: problem.into() }
+}
+
+fn ptrace_err(pid: i32, what: &str) -> impl Fn(nix::errno::Errno) -> RestoreError + '_ {
+    move |e| died(pid, format!("{what}: {e}"))
+}
+
+/// `PTRACE_SEIZE(pid, EXITKILL | TRACESYSGOOD | TRACEEXIT)`: if criu-rs
+/// dies, the task dies with it.
+pub fn seize(pid: i32) -> Result<()> {
+    let opts = ptrace::Options::PTRACE_O_EXITKILL | ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_TRACEEXIT;
+    ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
+}
+
+/// Reads the blob's [`RestoreStatus`] through `/proc/PID/mem`.
+fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
+    let off = place.args_start + std::mem::offset_of!(RestoreArgs, status) as u64;
+    let mut buf = [0u8; std::mem::size_of::<RestoreStatus>()];
+    crate::ptrace::remote::read_exact(pid, off, &mut buf).ok()?;
+    // SAFETY: RestoreStatus is plain integers; any bytes are a valid value.
+    Some(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<RestoreStatus>()) })
+}
+
+/// Describes a failed blob from its status block.
+fn blob_failure(st: Option<RestoreStatus>) -> String {
+    match st {
+        Some(s) => format!("the blob failed at stage {} with error {} (detail {:#x})", s.stage, s.error, s.detail),
+        None => "the blob failed (status unreadable)".to_string(),
+    }
+}
+
+/// Waits for the blob's trap, finishes the handshake and cleans up.
+/// On success the task is detached and runs.
+pub fn finish(pid: i32, status_rx: &OwnedFd) -> Result<()> {
+    let mut log = StatusLog::default();
+    let p = Pid::from_raw(pid);
+    let place = loop {
+        let ws = waitpid(p, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))?;
+        match ws {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                log.drain(status_rx);
+                let place = log.place().ok_or_else(|| died(pid, "trapped before placing the blob"))?;
+                match read_status(pid, &place) {
+                    Some(st) if st.stage == STAGE_SIGRETURN => break place,
+                    st => return Err(died(pid, format!("unexpected SIGTRAP: {}", blob_failure(st)))),
+                }
+            }
+            WaitStatus::Stopped(_, sig) => {
+                tracing::debug!(pid, ?sig, "signal while restoring; passing it on");
+                ptrace::cont(p, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+            }
+            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
+                log.drain(status_rx);
+                let st = log.place().and_then(|pl| read_status(pid, &pl));
+                let errors = log.errors();
+                let what = if errors.is_empty() { blob_failure(st) } else { errors };
+                let _ = ptrace::cont(p, None);
+                return Err(died(pid, what));
+            }
+            WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {
+                ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+            }
+            WaitStatus::Exited(_, code) => {
+                log.drain(status_rx);
+                let errors = log.errors();
+                return Err(match errors.strip_prefix("error: ") {
+                    Some(msg) => RestoreError::InTask { pid, message: msg.to_string() },
+                    None => died(pid, format!("exited with status {code} {errors}")),
+                });
+            }
+            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("killed by {sig:?}"))),
+            other => tracing::debug!(pid, ?other, "wait status while restoring"),
+        }
+    };
+    // Step through rt_sigreturn: entry stop, then exit stop.
+    let syscall_insn = step_syscall(pid, libc::SYS_rt_sigreturn)?;
+    cleanup(pid, syscall_insn, &place)?;
+    ptrace::detach(p, None).map_err(ptrace_err(pid, "PTRACE_DETACH"))
+}
+
+/// Resumes to the entry and exit stops of system call `nr`; returns the
+/// address of its `syscall` instruction.
+fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
+    let p = Pid::from_raw(pid);
+    let mut insn = None;
+    loop {
+        ptrace::syscall(p, None).map_err(ptrace_err(pid, "PTRACE_SYSCALL"))?;
+        match waitpid(p, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))? {
+            WaitStatus::PtraceSyscall(_) => {
+                let regs = ptrace::getregs(p).map_err(ptrace_err(pid, "PTRACE_GETREGS"))?;
+                match insn {
+                    None if regs.orig_rax as i64 == nr => insn = Some(regs.rip - 2),
+                    None => return Err(died(pid, format!("expected rt_sigreturn, the blob called syscall {}", regs.orig_rax as i64))),
+                    Some(at) => return Ok(at),
+                }
+            }
+            WaitStatus::Exited(_, code) => return Err(died(pid, format!("exited with status {code} in rt_sigreturn"))),
+            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("killed by {sig:?} in rt_sigreturn"))),
+            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
+                return Err(died(pid, "exiting in rt_sigreturn (bad signal frame?)"))
+            }
+            other => return Err(died(pid, format!("unexpected stop {other:?} around rt_sigreturn"))),
+        }
+    }
+}
+
+/// Closes criu-rs's fds in the task and unmaps the blob and its arguments,
+/// running the calls on the blob's `syscall` instruction.
+fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace) -> Result<()> {
+    let inj_err = |e: crate::ptrace::PtraceError| died(pid, format!("cleaning up: {e}"));
+    let mut inj = Injector::new(pid, Some(syscall_insn)).map_err(inj_err)?;
+    for &fd in &place.close_fds {
+        inj.syscall_ok(libc::SYS_close, &[fd as u64]).map_err(inj_err)?;
+    }
+    let (start, end) = (place.blob_start.min(place.args_start), (place.blob_start + place.blob_len).max(place.args_start + place.args_len));
+    // The blob and its arguments are one contiguous range; the syscall
+    // instruction lies in it, so this is the last call.
+    inj.syscall_ok(libc::SYS_munmap, &[start, end - start]).map_err(inj_err)?;
+    inj.restore().map_err(inj_err)
+}
