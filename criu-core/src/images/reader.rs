@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use prost::{Message, Name};
 
+use super::entries::Payload;
 use super::error::{ImageError, Result};
 use super::kind::{Header, ImageKind, IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
 use super::pb::Validate;
@@ -121,6 +122,18 @@ impl<R: Read> ImageReader<R> {
             });
         }
         Ok(Some(msg))
+    }
+
+    /// Reads the next entry and the raw payload following it (pipe data,
+    /// ghost file chunks); `Ok(None)` at a clean end of file.
+    pub fn read_entry_with_payload<M: Message + Default + Name + Validate + Payload>(
+        &mut self,
+    ) -> Result<Option<(M, Vec<u8>)>> {
+        let Some(m) = self.read_entry::<M>()? else {
+            return Ok(None);
+        };
+        let data = self.read_raw(m.payload_len())?;
+        Ok(Some((m, data)))
     }
 
     /// Reads the next entry, which must exist.
