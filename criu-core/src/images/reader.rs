@@ -106,7 +106,7 @@ impl<R: Read> ImageReader<R> {
                 limit: MAX_ENTRY_LEN,
             });
         }
-        let buf = self.take(len, M::NAME)?;
+        let buf = self.take(len, M::NAME, start)?;
         let msg = M::decode(buf.as_slice()).map_err(|source| ImageError::Decode {
             path: self.path.clone(),
             msg: M::NAME,
@@ -185,7 +185,7 @@ impl<R: Read> ImageReader<R> {
                 limit: MAX_RAW_LEN,
             });
         }
-        self.take(len, "raw payload")
+        self.take(len, "raw payload", self.offset)
     }
 
     /// Fills `buf` entirely with raw bytes (e.g. pages).
@@ -223,8 +223,8 @@ impl<R: Read> ImageReader<R> {
 
     /// Reads exactly `len` bytes into a fresh vector, growing it only as
     /// data arrives (a bogus length cannot force a huge allocation).
-    fn take(&mut self, len: u64, what: &'static str) -> Result<Vec<u8>> {
-        let start = self.offset;
+    /// `start` is the offset reported if the data is cut short.
+    fn take(&mut self, len: u64, what: &'static str, start: u64) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(len.min(64 << 10) as usize);
         let got = (&mut self.inner)
             .take(len)

@@ -2,9 +2,13 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::Command;
+
 use criu_core::images::consts::{pagemap_flags, task_state, vma_status};
 use criu_core::images::pb::*;
 use criu_core::images::{ImageDir, ImageKind, IMG_VERSION};
+use serde_json::Value;
 
 /// The pid used in the sample set's per-task file names.
 pub const PID: u64 = 4242;
@@ -353,7 +357,7 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
     let inv = InventoryEntry {
         img_version: Some(IMG_VERSION),
         fdinfo_per_id: Some(true),
-        root_ids: Some(ids.clone()),
+        root_ids: Some(ids),
         ns_per_id: Some(true),
         lsmtype: Some(Lsmtype::NoLsm as i32),
         dump_criu_run_id: Some("criu-rs-test".into()),
@@ -362,4 +366,60 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
     dir.write_inventory(&inv).unwrap();
 
     inv
+}
+
+/// Runs `crit decode -i PATH [--pretty]` and parses its JSON.
+pub fn crit_decode(path: &Path, pretty: bool) -> Value {
+    let mut cmd = Command::new("crit");
+    cmd.arg("decode").arg("-i").arg(path);
+    if pretty {
+        cmd.arg("--pretty");
+    }
+    let out = cmd.output().expect("run crit");
+    assert!(
+        out.status.success(),
+        "crit decode {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("crit output for {}: {e}", path.display()))
+}
+
+/// Runs `crit encode` on `json` (as printed by `crit decode`), writing `out`.
+pub fn crit_encode(json: &Value, out: &Path) {
+    let src = out.with_extension("json");
+    std::fs::write(&src, serde_json::to_vec(json).unwrap()).unwrap();
+    let res = Command::new("crit")
+        .arg("encode")
+        .arg("-i")
+        .arg(&src)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .expect("run crit");
+    assert!(
+        res.status.success(),
+        "crit encode {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+/// Whether `crit` can be run; fails under CI when it cannot.
+pub fn have_crit() -> bool {
+    let ok = Command::new("crit")
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "crit is required under CI (Debian package `criu`)"
+        );
+        eprintln!(
+            "\n*** SKIPPING crit interop test: `crit` not found (install Debian's `criu`) ***\n"
+        );
+    }
+    ok
 }
