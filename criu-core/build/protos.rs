@@ -1,8 +1,10 @@
 //! Compiles the image schemas in `proto/` with protox + prost-build.
 //!
-//! Two outputs land in `OUT_DIR`:
+//! Three outputs land in `OUT_DIR`:
 //! - `_.rs`: the prost message types (CRIU's schemas have no package, so
 //!   prost-build names the file `_`);
+//! - `descriptors.bin`: the encoded `FileDescriptorSet` of the schemas as
+//!   written (exposed as `pb::FILE_DESCRIPTOR_SET`);
 //! - `required.rs`: a generated `Validate` impl per message that reports the
 //!   first missing proto2 `required` field.
 //!
@@ -50,11 +52,13 @@ pub fn build() {
     compiler
         .open_files(&names)
         .unwrap_or_else(|e| panic!("compiling proto/: {e}"));
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    // The schemas as written (labels untouched), for layout checks in tests.
+    std::fs::write(out.join("descriptors.bin"), compiler.encode_file_descriptor_set()).expect("write descriptors.bin");
     let mut fds = compiler.file_descriptor_set();
     fds.file.retain(|f| f.name() != DESCRIPTOR_PROTO);
 
     let required = relabel_required(&mut fds);
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     std::fs::write(out.join("required.rs"), validate_impls(&fds, &required))
         .expect("write required.rs");
 

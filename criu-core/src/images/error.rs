@@ -59,6 +59,15 @@ pub enum ImageError {
         offset: u64,
         field: String,
     },
+    /// An entry records a payload length different from the data given.
+    #[error("{path}: {msg} at offset {offset} records a {recorded}-byte payload, but {actual} bytes were given")]
+    PayloadMismatch {
+        path: PathBuf,
+        msg: &'static str,
+        offset: u64,
+        recorded: u64,
+        actual: u64,
+    },
     /// The image has no entry where one was required.
     #[error("{path}: no {msg} entry (empty image)")]
     Empty { path: PathBuf, msg: &'static str },

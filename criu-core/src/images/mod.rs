@@ -36,6 +36,7 @@
 
 pub mod consts;
 mod dir;
+mod entries;
 mod error;
 mod kind;
 pub mod pb;
@@ -44,6 +45,7 @@ mod writer;
 
 pub use consts::IMG_VERSION;
 pub use dir::ImageDir;
+pub use entries::Payload;
 pub use error::{ImageError, Result};
 pub use kind::{Header, ImageKind, IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC, INVENTORY_MAGIC};
 pub use pb::Validate;

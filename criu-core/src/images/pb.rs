@@ -13,5 +13,9 @@ pub trait Validate {
     fn missing_required(&self) -> Option<String>;
 }
 
+/// The encoded `google.protobuf.FileDescriptorSet` of `proto/` as written
+/// (`required` labels intact), for tools and layout checks.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+
 include!(concat!(env!("OUT_DIR"), "/_.rs"));
 include!(concat!(env!("OUT_DIR"), "/required.rs"));

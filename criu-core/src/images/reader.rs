@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use prost::{Message, Name};
 
+use super::entries::Payload;
 use super::error::{ImageError, Result};
 use super::kind::{Header, ImageKind, IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
 use super::pb::Validate;
@@ -105,7 +106,7 @@ impl<R: Read> ImageReader<R> {
                 limit: MAX_ENTRY_LEN,
             });
         }
-        let buf = self.take(len, M::NAME)?;
+        let buf = self.take(len, M::NAME, start)?;
         let msg = M::decode(buf.as_slice()).map_err(|source| ImageError::Decode {
             path: self.path.clone(),
             msg: M::NAME,
@@ -121,6 +122,18 @@ impl<R: Read> ImageReader<R> {
             });
         }
         Ok(Some(msg))
+    }
+
+    /// Reads the next entry and the raw payload following it (pipe data,
+    /// ghost file chunks); `Ok(None)` at a clean end of file.
+    pub fn read_entry_with_payload<M: Message + Default + Name + Validate + Payload>(
+        &mut self,
+    ) -> Result<Option<(M, Vec<u8>)>> {
+        let Some(m) = self.read_entry::<M>()? else {
+            return Ok(None);
+        };
+        let data = self.read_raw(m.payload_len())?;
+        Ok(Some((m, data)))
     }
 
     /// Reads the next entry, which must exist.
@@ -172,7 +185,7 @@ impl<R: Read> ImageReader<R> {
                 limit: MAX_RAW_LEN,
             });
         }
-        self.take(len, "raw payload")
+        self.take(len, "raw payload", self.offset)
     }
 
     /// Fills `buf` entirely with raw bytes (e.g. pages).
@@ -210,8 +223,8 @@ impl<R: Read> ImageReader<R> {
 
     /// Reads exactly `len` bytes into a fresh vector, growing it only as
     /// data arrives (a bogus length cannot force a huge allocation).
-    fn take(&mut self, len: u64, what: &'static str) -> Result<Vec<u8>> {
-        let start = self.offset;
+    /// `start` is the offset reported if the data is cut short.
+    fn take(&mut self, len: u64, what: &'static str, start: u64) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(len.min(64 << 10) as usize);
         let got = (&mut self.inner)
             .take(len)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use prost::{Message, Name};
 
+use super::entries::Payload;
 use super::error::{ImageError, Result};
 use super::kind::ImageKind;
 use super::pb::Validate;
@@ -150,6 +151,26 @@ impl<W: Write> ImageWriter<W> {
         buf.extend_from_slice(&(len as u32).to_le_bytes());
         msg.encode(&mut buf).expect("Vec<u8> grows as needed");
         self.put(&buf)
+    }
+
+    /// Appends an entry and its raw payload, whose length must match the
+    /// entry's record of it.
+    pub fn write_entry_with_payload<M: Message + Name + Validate + Payload>(
+        &mut self,
+        msg: &M,
+        data: &[u8],
+    ) -> Result<()> {
+        if msg.payload_len() != data.len() as u64 {
+            return Err(ImageError::PayloadMismatch {
+                path: self.path.clone(),
+                msg: M::NAME,
+                offset: self.offset,
+                recorded: msg.payload_len(),
+                actual: data.len() as u64,
+            });
+        }
+        self.write_entry(msg)?;
+        self.write_raw(data)
     }
 
     /// Appends each message of `msgs` as an entry.

@@ -5,15 +5,9 @@ use crate::abi::{SelftestRelocArgs, SELFTEST_RELOC_CHECKSUM};
 
 const SELFTESTS: [&str; 3] = ["pie_selftest_reloc", "pie_selftest_syscall", "pie_selftest_write"];
 
-/// A page-aligned address that is free right now (reserve, then release).
-fn free_address(len: usize) -> usize {
-    use rustix::mm::{mmap_anonymous, munmap, MapFlags, ProtFlags};
-    // SAFETY: a fresh anonymous mapping, released at once; nothing uses it.
-    unsafe {
-        let p = mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::empty(), MapFlags::PRIVATE).expect("mmap");
-        munmap(p, len).expect("munmap");
-        p as usize
-    }
+/// A page-aligned address that is free right now.
+fn free_address(pkg: &Package) -> usize {
+    Loaded::map_anywhere(pkg).expect("map_anywhere").base()
 }
 
 #[test]
@@ -57,7 +51,7 @@ fn relocate_into_rejects_bad_destinations() {
 #[test]
 fn map_at_runs_the_reloc_selftest_in_process() {
     let pkg = embedded().unwrap();
-    let addr = free_address(pkg.mem_size() as usize);
+    let addr = free_address(pkg);
     let loaded = Loaded::map_at(pkg, addr).expect("map_at");
     assert_eq!(loaded.base(), addr);
     let mut args = SelftestRelocArgs::default();
@@ -76,7 +70,7 @@ fn map_at_runs_the_reloc_selftest_in_process() {
 #[test]
 fn map_at_refuses_taken_and_misaligned_addresses() {
     let pkg = embedded().unwrap();
-    let addr = free_address(pkg.mem_size() as usize);
+    let addr = free_address(pkg);
     let first = Loaded::map_at(pkg, addr).unwrap();
     assert!(matches!(Loaded::map_at(pkg, addr), Err(PieError::AddressInUse { .. })));
     assert!(matches!(Loaded::map_at(pkg, addr + 8), Err(PieError::Misaligned(_))));
