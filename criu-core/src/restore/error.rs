@@ -17,6 +17,9 @@ pub enum RestoreError {
     /// An image file is missing, truncated, corrupt or inconsistent.
     #[error("{file}: {problem}")]
     BadImage { file: PathBuf, problem: String },
+    /// An image file is missing, unreadable or malformed (the message names it).
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
     /// An image file could not be read.
     #[error("{file}: {source}")]
     ImageIo { file: PathBuf, #[source] source: std::io::Error },

@@ -9,7 +9,7 @@ use super::plan::{DescPlan, FdPlan, FsPlan, PagesPlan, RegFile, TaskPlan, VmaKin
 use super::validate::{check_vmas, pagemap_runs, PagemapEntry};
 use crate::images::consts::vma_status as st;
 use crate::images::pb::{self, core_entry::March, FdTypes, RemapType};
-use crate::images::{ImageDir, ImageError, ImageKind};
+use crate::images::{ImageDir, ImageKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -21,38 +21,6 @@ const REMAP_GHOST: u32 = 1 << 31;
 pub struct LoadOptions {
     /// `--shell-job`: terminal fds are taken over from criu-rs's own fds.
     pub shell_job: bool,
-}
-
-impl From<ImageError> for RestoreError {
-    fn from(e: ImageError) -> Self {
-        match e {
-            ImageError::Io { path, op, source } if source.kind() == std::io::ErrorKind::NotFound => {
-                RestoreError::BadImage { file: path, problem: format!("missing ({op}: {source})") }
-            }
-            ImageError::Io { path, source, .. } => RestoreError::ImageIo { file: path, source },
-            other => {
-                let problem = other.to_string();
-                let file = image_error_path(&other);
-                let problem = problem.strip_prefix(&format!("{}: ", file.display())).unwrap_or(&problem).to_string();
-                RestoreError::BadImage { file, problem }
-            }
-        }
-    }
-}
-
-/// The file an [`ImageError`] is about.
-fn image_error_path(e: &ImageError) -> PathBuf {
-    match e {
-        ImageError::Io { path, .. }
-        | ImageError::BadMagic { path, .. }
-        | ImageError::Truncated { path, .. }
-        | ImageError::Oversize { path, .. }
-        | ImageError::Decode { path, .. }
-        | ImageError::MissingRequired { path, .. }
-        | ImageError::Empty { path, .. }
-        | ImageError::Trailing { path, .. }
-        | ImageError::Version { path, .. } => path.clone(),
-    }
 }
 
 /// Opens `dir` as a complete image set (it must hold a valid inventory).
