@@ -50,7 +50,7 @@ fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::I
     let mut byte = [0u8; 1];
     match rustix::io::read(&go, &mut byte) {
         Ok(1) => {}
-        _ => return Err(RestoreError::InTask { pid: plan.pid, message: "the parent went away before seizing".into() }),
+        _ => return Err(RestoreError::Prepare("the parent went away before seizing".into())),
     }
     drop(go);
     set_session(plan)?;
@@ -169,7 +169,7 @@ fn take_hole(busy: &mut Vec<(u64, u64)>, len: u64, what: &'static str) -> Result
 /// Maps the blob, its argument block + stack, and the bounce area; returns
 /// the entry address, the placement and the block's address.
 fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds) -> Result<(u64, Placement, u64)> {
-    let pkg = crate::pie::embedded().map_err(|e| RestoreError::InTask { pid: plan.pid, message: e.to_string() })?;
+    let pkg = crate::pie::embedded().map_err(|e| RestoreError::Prepare(e.to_string()))?;
     let now: SpecialAreas = special_areas(&read_maps(None)?);
     let dumped_vdso = dumped_vdso_image(plan, pm);
     // The block's size does not depend on where it goes: size it first.
@@ -196,11 +196,8 @@ fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds) -> Result<(u64, Place
         park: MemRange { start: park, len: park_len },
     };
     let loaded = crate::pie::Loaded::map_at(pkg, base as usize)
-        .map_err(|e| RestoreError::InTask { pid: plan.pid, message: format!("placing the blob: {e}") })?;
-    let entry = loaded.entry(RESTORE_ENTRY).ok_or_else(|| RestoreError::InTask {
-        pid: plan.pid,
-        message: format!("the blob has no `{RESTORE_ENTRY}` entry"),
-    })? as u64;
+        .map_err(|e| RestoreError::Prepare(format!("placing the blob: {e}")))?;
+    let entry = loaded.entry(RESTORE_ENTRY).ok_or_else(|| RestoreError::Prepare(format!("the blob has no `{RESTORE_ENTRY}` entry")))? as u64;
     // The mapping now belongs to the task; the parent removes it at the end.
     std::mem::forget(loaded);
     map_fixed(place.args.start, place.args.len, true, "argument block")?;

@@ -38,6 +38,9 @@ pub enum RestoreError {
     /// No free address range is large enough.
     #[error("no free address range of {size:#x} bytes for {what}")]
     NoHole { size: u64, what: &'static str },
+    /// Preparing the task (inside it, before the blob) failed.
+    #[error("{0}")]
+    Prepare(String),
     /// The task being restored reported an error before the blob ran.
     #[error("restoring task {pid}: {message}")]
     InTask { pid: i32, message: String },

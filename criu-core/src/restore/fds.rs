@@ -78,10 +78,7 @@ pub fn restore_fds(fds: &[FdPlan], descs: &BTreeMap<u32, DescPlan>, keep: &[RawF
     keep_all.extend(opened.values().map(|f| f.as_raw_fd()));
     close_all_but(&keep_all)?;
     for f in fds {
-        let desc = opened.get(&f.desc).ok_or_else(|| RestoreError::InTask {
-            pid: std::process::id() as i32,
-            message: format!("fd {} refers to unknown file id {}", f.fd, f.desc),
-        })?;
+        let desc = opened.get(&f.desc).ok_or_else(|| RestoreError::Prepare(format!("fd {} refers to unknown file id {}", f.fd, f.desc)))?;
         dup3_to(desc.as_fd(), f.fd, f.cloexec)?;
     }
     drop(opened);
@@ -204,10 +201,7 @@ fn make_pipe(pipe_id: u32, queued: &[u8]) -> Result<(OwnedFd, OwnedFd)> {
         let got = rustix::pipe::fcntl_setpipe_size(&w, queued.len())
             .sys(|| format!("F_SETPIPE_SZ({}) for pipe {pipe_id:#x}", queued.len()))?;
         if got < queued.len() {
-            return Err(RestoreError::InTask {
-                pid: std::process::id() as i32,
-                message: format!("pipe {pipe_id:#x}: capacity {got} is below its {} queued bytes", queued.len()),
-            });
+            return Err(RestoreError::Prepare(format!("pipe {pipe_id:#x}: capacity {got} is below its {} queued bytes", queued.len())));
         }
     }
     // Non-blocking while filling: a full pipe is an error, not a hang.
@@ -230,7 +224,7 @@ fn reopen_pipe_end(
             if *p == pipe_id && (flags & libc::O_ACCMODE == libc::O_WRONLY) == write_end)
     });
     let Some((_, fd)) = same else {
-        return Err(RestoreError::InTask { pid: std::process::id() as i32, message: format!("pipe {pipe_id:#x}: end lost") });
+        return Err(RestoreError::Prepare(format!("pipe {pipe_id:#x}: end lost")));
     };
     let mode = if write_end { OFlags::WRONLY } else { OFlags::RDONLY };
     rustix::fs::open(format!("/proc/self/fd/{}", fd.as_raw_fd()), mode | OFlags::CLOEXEC, Mode::empty())

@@ -69,6 +69,17 @@ impl StatusLog {
     }
 }
 
+/// The error for a task that ended before the handshake: its own message
+/// if it wrote one, else `otherwise()`.
+fn failure(pid: i32, log: &StatusLog, otherwise: impl FnOnce() -> String) -> RestoreError {
+    let errors = log.errors();
+    match errors.strip_prefix("error: ") {
+        Some(msg) => RestoreError::InTask { pid, message: msg.to_string() },
+        None if errors.is_empty() => died(pid, otherwise()),
+        None => died(pid, format!("{}: {errors}", otherwise())),
+    }
+}
+
 fn died(pid: i32, problem: impl Into<String>) -> RestoreError {
     RestoreError::TaskDied { pid, problem: problem.into() }
 }
@@ -124,21 +135,15 @@ pub fn finish(pid: i32, status_rx: &OwnedFd) -> Result<()> {
             WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
                 log.drain(status_rx);
                 let st = log.place().and_then(|pl| read_status(pid, &pl));
-                let errors = log.errors();
-                let what = if errors.is_empty() { blob_failure(st) } else { errors };
                 let _ = ptrace::cont(p, None);
-                return Err(died(pid, what));
+                return Err(failure(pid, &log, || blob_failure(st)));
             }
             WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {
                 ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
             }
             WaitStatus::Exited(_, code) => {
                 log.drain(status_rx);
-                let errors = log.errors();
-                return Err(match errors.strip_prefix("error: ") {
-                    Some(msg) => RestoreError::InTask { pid, message: msg.to_string() },
-                    None => died(pid, format!("exited with status {code} {errors}")),
-                });
+                return Err(failure(pid, &log, || format!("exited with status {code}")));
             }
             WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("killed by {sig:?}"))),
             other => tracing::debug!(pid, ?other, "wait status while restoring"),
