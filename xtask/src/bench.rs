@@ -31,7 +31,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))),
         ("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))),
         ("dump throughput", "n/a".into()),
-        ("restore throughput", "n/a".into()),
+        crate::bench_restore::row(3)?,
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("{:width$}  value", "measure");

@@ -7,6 +7,7 @@
 //! - `demo`: not yet.
 
 mod bench;
+mod bench_restore;
 mod setup;
 
 use anyhow::{bail, Context, Result};
