@@ -19,6 +19,7 @@ pub mod fds;
 pub mod finalize;
 pub mod fs;
 pub mod hole;
+pub mod hugefill;
 pub mod jump;
 pub mod load;
 pub mod maps;

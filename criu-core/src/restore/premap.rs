@@ -9,6 +9,7 @@
 
 use super::error::{RestoreError, Result, SysContext};
 use super::hole::find_hole;
+use super::hugefill::{HugeFiller, HUGE};
 use super::plan::{PagesPlan, VmaKind, VmaPlan, PAGE_SIZE};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
@@ -43,12 +44,19 @@ impl Premap {
 }
 
 /// Offsets of each premapped VMA inside the area, and the area's size.
+/// VMAs of 2 MiB or more keep their address modulo 2 MiB, so huge pages
+/// stay whole through the blob's `mremap`; the area itself starts 2 MiB
+/// aligned.
 pub fn layout(vmas: &[VmaPlan]) -> (Vec<(usize, u64)>, u64) {
     let mut off = 0u64;
     let mut out = Vec::new();
     for (i, v) in vmas.iter().enumerate().filter(|(_, v)| v.is_premapped()) {
         if v.grows_down() {
             off += PAGE_SIZE;
+        }
+        if v.len() >= HUGE {
+            let want = v.start % HUGE;
+            off += (want + HUGE - off % HUGE) % HUGE;
         }
         out.push((i, off));
         off += v.len();
@@ -81,7 +89,7 @@ pub fn premap(
     open_file: &dyn Fn(&std::path::Path) -> Result<OwnedFd>,
 ) -> Result<Premap> {
     let (offsets, len) = layout(vmas);
-    let base = find_hole(busy, len, PAGE_SIZE, PAGE_SIZE).ok_or(RestoreError::NoHole { size: len, what: "premap area" })?;
+    let base = find_hole(busy, len, HUGE, PAGE_SIZE).ok_or(RestoreError::NoHole { size: len, what: "premap area" })?;
     reserve(base, len)?;
     let mut placed = Vec::with_capacity(offsets.len());
     for (i, off) in offsets {
@@ -115,10 +123,67 @@ pub fn premap(
 }
 
 /// Reads every present page from the pages file into the premapped VMAs.
+/// Large private anonymous stretches go through [`HugeFiller`]; the rest
+/// (and everything if that is unavailable) is read with `preadv`.
 /// Returns the number of bytes read.
 pub fn fill(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd) -> Result<u64> {
-    // Destination segments in file order: (premap address, len, file offset).
-    let mut segs: Vec<(u64, u64, u64)> = Vec::with_capacity(pages.runs.len());
+    let segs = segments(pm, vmas, pages)?;
+    let mut huge: Option<Option<HugeFiller>> = None;
+    // Plain segments: (premap address, len, file offset).
+    let mut plain: Vec<(u64, u64, u64)> = Vec::with_capacity(segs.len());
+    let mut total = 0u64;
+    for s in segs {
+        let (a, b) = (s.addr.next_multiple_of(HUGE), (s.addr + s.len) / HUGE * HUGE);
+        let filler = if s.anon && b > a { huge.get_or_insert_with(HugeFiller::new).as_mut() } else { None };
+        let Some(filler) = filler else {
+            push_plain(&mut plain, (s.addr, s.len, s.off));
+            continue;
+        };
+        let done = filler.fill(fd, a, b - a, s.off + (a - s.addr))?;
+        total += done;
+        push_plain(&mut plain, (s.addr, a - s.addr, s.off));
+        let rest = a + done;
+        push_plain(&mut plain, (rest, s.addr + s.len - rest, s.off + (rest - s.addr)));
+    }
+    drop(huge);
+    let mut i = 0;
+    while i < plain.len() {
+        // One preadv over consecutive segments that are contiguous in the file.
+        let mut j = i + 1;
+        while j < plain.len() && j - i < IOV_MAX && plain[j].2 == plain[j - 1].2 + plain[j - 1].1 {
+            j += 1;
+        }
+        total += read_segments(fd, &plain[i..j], &pages.path)?;
+        i = j;
+    }
+    Ok(total)
+}
+
+/// Appends a non-empty segment, merging it with the previous one when both
+/// memory and file ranges continue.
+fn push_plain(plain: &mut Vec<(u64, u64, u64)>, seg: (u64, u64, u64)) {
+    if seg.1 == 0 {
+        return;
+    }
+    match plain.last_mut() {
+        Some(p) if p.0 + p.1 == seg.0 && p.2 + p.1 == seg.2 => p.1 += seg.1,
+        _ => plain.push(seg),
+    }
+}
+
+/// One stretch of present pages: where it goes, how long, where in the
+/// pages file, and whether its VMA is private anonymous memory.
+struct Segment {
+    addr: u64,
+    len: u64,
+    off: u64,
+    anon: bool,
+}
+
+/// The pages file's runs cut at VMA boundaries and translated to premap
+/// addresses, in file order.
+fn segments(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan) -> Result<Vec<Segment>> {
+    let mut segs: Vec<Segment> = Vec::with_capacity(pages.runs.len());
     let mut pi = 0usize;
     for run in &pages.runs {
         let mut vaddr = run.vaddr;
@@ -131,26 +196,16 @@ pub fn fill(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd) -> R
                 RestoreError::bad(&pages.path, format!("page {vaddr:#x} is outside the premapped VMAs"))
             })?;
             let seg_end = end.min(vmas[p.vma].end);
-            let file_off = run.file_off + (vaddr - run.vaddr);
-            match segs.last_mut() {
-                Some(s) if s.0 + s.1 == pm.translate(vmas, p, vaddr) && s.2 + s.1 == file_off => s.1 += seg_end - vaddr,
-                _ => segs.push((pm.translate(vmas, p, vaddr), seg_end - vaddr, file_off)),
-            }
+            segs.push(Segment {
+                addr: pm.translate(vmas, p, vaddr),
+                len: seg_end - vaddr,
+                off: run.file_off + (vaddr - run.vaddr),
+                anon: vmas[p.vma].kind == VmaKind::Anon,
+            });
             vaddr = seg_end;
         }
     }
-    let mut total = 0u64;
-    let mut i = 0;
-    while i < segs.len() {
-        // One preadv over consecutive segments that are contiguous in the file.
-        let mut j = i + 1;
-        while j < segs.len() && j - i < IOV_MAX && segs[j].2 == segs[j - 1].2 + segs[j - 1].1 {
-            j += 1;
-        }
-        total += read_segments(fd, &segs[i..j], &pages.path)?;
-        i = j;
-    }
-    Ok(total)
+    Ok(segs)
 }
 
 /// `preadv(fd, iov[segs], segs[0].offset)`, repeated until all is read.
@@ -289,6 +344,48 @@ mod tests {
         let prot_none = pm.placed[2].addr;
         let line = maps.iter().find(|m| m.start <= prot_none && prot_none < m.end).unwrap();
         assert_eq!(line.name, "");
+        // SAFETY: unmapping the area this test mapped.
+        unsafe { rustix::mm::munmap(pm.base as *mut c_void, pm.len as usize) }.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn large_anonymous_ranges_fill_correctly_and_keep_their_flags() {
+        let dir = std::env::temp_dir().join(format!("criu-rs-premap-huge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pages_path = dir.join("pages-2.img");
+        // 2000 pages, page k starts with the u32 k + 7.
+        let n = 2000u64;
+        let mut data = vec![0u8; (n * PAGE_SIZE) as usize];
+        for k in 0..n {
+            let o = (k * PAGE_SIZE) as usize;
+            data[o..o + 4].copy_from_slice(&(k as u32 + 7).to_le_bytes());
+        }
+        std::fs::write(&pages_path, &data).unwrap();
+        // A 9 MiB VMA not 2 MiB aligned; pages start 3 pages in.
+        let t = 0x5100_0000_3000u64;
+        let vmas = vec![vma(t, 9 * 256, VmaKind::Anon, 3)];
+        let pages = PagesPlan { path: pages_path, runs: vec![PageRun { vaddr: t + 3 * PAGE_SIZE, nr_pages: n, file_off: 0 }] };
+        let mut busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
+        busy.extend(read_maps(None).unwrap().iter().map(|m| (m.start, m.end)));
+        let open = |p: &std::path::Path| rustix::fs::open(p, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).sys(|| "open".into());
+        let pm = premap(&vmas, &busy, &|_| true, &open).unwrap();
+        assert_eq!(pm.placed[0].addr % HUGE, t % HUGE, "premap keeps the 2 MiB phase");
+        let fd = open(&pages.path).unwrap();
+        assert_eq!(fill(&pm, &vmas, &pages, &fd).unwrap(), n * PAGE_SIZE);
+        finish(&pm, &vmas).unwrap();
+        let base = pm.placed[0].addr;
+        for k in 0..9 * 256u64 {
+            // SAFETY: reading the readable premapped VMA.
+            let got = unsafe { std::ptr::read((base + k * PAGE_SIZE) as *const u32) };
+            let want = if (3..3 + n).contains(&k) { k as u32 - 3 + 7 } else { 0 };
+            assert_eq!(got, want, "page {k}");
+        }
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{base:x}-");
+        let block: String = smaps.split_inclusive('\n').skip_while(|l| !l.starts_with(&head)).take(30).collect();
+        let flags = block.lines().find(|l| l.starts_with("VmFlags:")).unwrap();
+        assert!(!flags.contains(" hg") && !flags.contains(" um"), "VMA flags changed: {flags}");
         // SAFETY: unmapping the area this test mapped.
         unsafe { rustix::mm::munmap(pm.base as *mut c_void, pm.len as usize) }.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
