@@ -22,11 +22,23 @@ const EINVAL: i64 = -22;
 /// The exported entry points, read by the packager from `.entries`.
 #[used]
 #[link_section = ".entries"]
-static ENTRIES: [Entry; 3] = [
+static ENTRIES: [Entry; 4] = [
     Entry::new("pie_selftest_reloc", pie_selftest_reloc),
     Entry::new("pie_selftest_syscall", pie_selftest_syscall),
     Entry::new("pie_selftest_write", pie_selftest_write),
+    Entry::noreturn("restore_entry", restore_entry),
 ];
+
+/// Entry `restore_entry`: restores the task from the argument block
+/// (`abi::RestoreArgs`) at `args` and ends in `rt_sigreturn` (or
+/// `exit_group(1)`). Entered on thread 0's blob stack.
+///
+/// # Safety
+/// See `restorer_pie::restore::run::restore`.
+unsafe extern "C" fn restore_entry(args: *mut u8) -> ! {
+    // SAFETY: the host set up the block and the stack as documented.
+    unsafe { restorer_pie::restore::run::restore(args) }
+}
 
 /// Entry `pie_selftest_reloc`; `args` points to a [`SelftestRelocArgs`].
 ///
