@@ -131,16 +131,20 @@ impl Ctx {
         log_line(self.args.log_fd, b"warning", self.current_stage(), f);
     }
 
-    /// Records `f` in the status, logs it and ends the process.
-    pub fn die(&self, f: Fail) -> ! {
-        let stage = self.current_stage();
+    /// Records `f` in the status and logs it.
+    pub fn record(&self, f: Fail) {
         // SAFETY: as for `stage`.
         unsafe {
             let s = self.status_ptr();
             ptr::write_volatile(ptr::addr_of_mut!((*s).error), f.error);
             ptr::write_volatile(ptr::addr_of_mut!((*s).detail), f.detail);
         }
-        log_line(self.args.log_fd, b"error", stage, f);
+        log_line(self.args.log_fd, b"error", self.current_stage(), f);
+    }
+
+    /// Records `f` in the status, logs it and ends the process.
+    pub fn die(&self, f: Fail) -> ! {
+        self.record(f);
         sys::exit_group(1)
     }
 }

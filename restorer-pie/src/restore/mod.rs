@@ -6,6 +6,7 @@
 //! - [`layout`]: VMA list checks, gaps to unmap, vDSO parking positions.
 //! - [`ctx`]: the argument block as seen from the blob; failure reporting.
 //! - [`memory`], [`task`], [`finish`]: the stages of [`run::restore`].
+//! - [`testentry`]: stages run as PIE test entries by a loader.
 
 pub mod ctx;
 pub mod finish;
@@ -15,4 +16,5 @@ pub mod plan;
 pub mod run;
 pub mod sigframe;
 pub mod task;
+pub mod testentry;
 pub mod vdso;
