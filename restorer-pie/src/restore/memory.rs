@@ -36,9 +36,16 @@ fn reserved(ctx: &Ctx) -> [MemRange; 4] {
     [a.blob, a.args, a.bounce, a.vdso.park]
 }
 
-/// Checks the VMA list once, before anything is changed.
+/// Checks the VMA list and the blob's areas once, before anything is
+/// changed: every area is page aligned (they are kept or unmapped whole).
 pub fn check(ctx: &Ctx) -> Step<&[VmaArg]> {
     let a = &ctx.args;
+    let page = a.page_size.max(1);
+    for r in [a.blob, a.args, a.premap, a.bounce, a.vdso.park, a.vdso.running_vdso, a.vdso.running_vvar] {
+        if r.start % page != 0 || r.len % page != 0 {
+            return Err(Fail::new(ERR_BAD_VMAS, r.start, b"area not page aligned"));
+        }
+    }
     let vmas = ctx.array::<VmaArg>(a.vmas)?;
     check_vmas(vmas, a.page_size, a.task_size, a.premap, &reserved(ctx))?;
     Ok(vmas)

@@ -3,17 +3,33 @@
 use criu_core::abi::{ArgArray, MemRange, RestoreArgs, RESTORE_MAGIC, RESTORE_VERSION};
 use std::mem::size_of;
 
-/// An argument block of fixed capacity (it never moves, so addresses
-/// inside it can be handed out while it is filled).
+/// An argument block of fixed capacity in its own page-aligned anonymous
+/// mapping (it never moves, so addresses inside it can be handed out while
+/// it is filled; the blob keeps whole pages).
 pub struct Block {
-    words: Vec<u64>,
+    words: &'static mut [u64],
     used: usize,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the block's own mapping.
+        unsafe { libc::munmap(self.words.as_mut_ptr().cast(), self.words.len() * 8) };
+    }
 }
 
 impl Block {
     /// A block of `bytes` capacity with a default header.
     pub fn new(bytes: usize) -> Self {
-        let mut b = Self { words: vec![0; bytes.div_ceil(8)], used: size_of::<RestoreArgs>() };
+        let len = bytes.next_multiple_of(4096);
+        // SAFETY: a fresh anonymous mapping, owned by the Block.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap of the argument block");
+        // SAFETY: `len` zeroed bytes, page aligned, ours until Drop.
+        let words = unsafe { std::slice::from_raw_parts_mut(p.cast::<u64>(), len / 8) };
+        let mut b = Self { words, used: size_of::<RestoreArgs>() };
         let base = b.base();
         *b.header_mut() = RestoreArgs {
             magic: RESTORE_MAGIC,
