@@ -9,11 +9,14 @@
 //! - `pie-restore-check vdso <image> jump-near|jump-far|stub`: a dumped vDSO copy placed
 //!   and redirected to the running vDSO (`jump-*`) or to syscall stubs;
 //! - `pie-restore-check sigreturn`: sigframe + `rt_sigreturn` into chosen
-//!   registers and FPU state, checked by the landing code.
+//!   registers and FPU state, checked by the landing code;
+//! - `pie-restore-check full trap|notrap|bad`: the whole `restore_entry`
+//!   turning this process into a small restored task (see `full.rs`).
 //!
 //! Prints `ok: ...` and exits 0 on success, `FAIL: ...` and exits 1.
 
 mod block;
+mod full;
 mod memory;
 mod sigreturn;
 mod vdso;
@@ -48,7 +51,8 @@ fn run() -> Result<String, String> {
         }
         ["vdso", image, mode] => vdso::run(&loaded, image, mode),
         ["sigreturn"] => sigreturn::run(&loaded),
-        _ => Err("usage: pie-restore-check memory <seed> [--no-smaps] | vdso <image> jump-near|jump-far|stub | sigreturn".into()),
+        ["full", mode] => full::run(&loaded, mode),
+        _ => Err("usage: pie-restore-check memory <seed> [--no-smaps] | vdso <image> jump-near|jump-far|stub | sigreturn | full trap|notrap|bad".into()),
     }
 }
 
