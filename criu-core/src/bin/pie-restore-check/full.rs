@@ -14,6 +14,7 @@
 //! otherwise be unmapped while registered).
 
 use super::block::Block;
+use super::map_fixed;
 use criu_core::abi::*;
 use criu_core::pie::Loaded;
 use std::arch::asm;
@@ -39,17 +40,6 @@ const CODE: [u8; 14] = [0x0f, 0x05, 0xb8, 0xe7, 0, 0, 0, 0xbf, 0x2a, 0, 0, 0, 0x
 
 pub fn data_word(i: u64) -> u64 {
     0xda7a_0000_0000_0000 | i
-}
-
-fn map_fixed(addr: u64, len: u64) -> Result<(), String> {
-    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-    let got = unsafe {
-        libc::mmap(addr as *mut _, len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0)
-    };
-    if got as u64 != addr {
-        return Err(format!("cannot map {addr:#x}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 fn maps_range(name: &str) -> MemRange {

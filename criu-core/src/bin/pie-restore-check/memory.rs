@@ -5,7 +5,7 @@
 //! protections including PROT_NONE, a madvise bit, and staging cleanup.
 
 use super::block::Block;
-use super::maps_perms;
+use super::{map_fixed, maps_perms};
 use criu_core::abi::{MemRange, VmaArg, PLAN_SCRATCH_PER_VMA, VMA_FILE_SHARED, VMA_PREMAPPED};
 use criu_core::pie::Loaded;
 use rustix::fs::{memfd_create, MemfdFlags};
@@ -36,18 +36,6 @@ impl Rng {
 
 fn pattern(round: u64, id: usize, word: u64) -> u64 {
     round << 48 | (id as u64) << 32 | word
-}
-
-/// `mmap` of fresh anonymous read-write memory exactly at `addr`.
-fn map_fixed(addr: u64, len: u64) -> Result<(), String> {
-    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-    let got = unsafe {
-        libc::mmap(addr as *mut _, len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0)
-    };
-    if got as u64 != addr {
-        return Err(format!("cannot map {addr:#x}+{len:#x}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 fn fill(addr: u64, len: u64, round: u64, id: usize) {

@@ -5,7 +5,7 @@
 //! stubs (`stub`); then `clock_gettime` is called through the placed copy.
 
 use super::block::Block;
-use super::{call, maps_perms};
+use super::{call, map_fixed, maps_perms};
 use criu_core::abi::{MemRange, VmaArg, VMA_VDSO};
 use criu_core::pie::Loaded;
 use object::{Object, ObjectSymbol};
@@ -56,13 +56,7 @@ pub fn run(loaded: &Loaded, image: &str, mode: &str) -> Result<String, String> {
     let off = sym.address();
     let len = (bytes.len() as u64).next_multiple_of(4096);
 
-    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-    let got = unsafe {
-        libc::mmap(COPY_AT as *mut _, len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0)
-    };
-    if got as u64 != COPY_AT {
-        return Err(format!("cannot map the copy: {}", std::io::Error::last_os_error()));
-    }
+    map_fixed(COPY_AT, len)?;
     // SAFETY: the fresh mapping is `len >= bytes.len()` bytes.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), COPY_AT as *mut u8, bytes.len()) };
 
