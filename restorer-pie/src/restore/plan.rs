@@ -69,8 +69,21 @@ fn sort_by_src(moves: &mut [PlanMove]) {
     let mut last = n;
     while last > 1 {
         last -= 1;
-        moves.swap(0, last);
+        swap(moves, 0, last);
         sift_down(moves, 0, last);
+    }
+}
+
+/// Swaps two elements; out-of-range indices do nothing (no panic path).
+fn swap(moves: &mut [PlanMove], a: usize, b: usize) {
+    if a < b {
+        if let Some((lo, hi)) = moves.split_at_mut_checked(b) {
+            if let (Some(x), Some(y)) = (lo.get_mut(a), hi.first_mut()) {
+                core::mem::swap(x, y);
+            }
+        }
+    } else if b < a {
+        swap(moves, b, a);
     }
 }
 
@@ -89,9 +102,7 @@ fn sift_down(moves: &mut [PlanMove], mut root: usize, n: usize) {
         if key(moves, child) <= key(moves, root) {
             return;
         }
-        if child < moves.len() && root < moves.len() {
-            moves.swap(root, child);
-        }
+        swap(moves, root, child);
         root = child;
     }
 }

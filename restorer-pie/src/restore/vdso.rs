@@ -268,5 +268,58 @@ pub fn patch_vdso(
     Ok(patched)
 }
 
+/// What each of [`VDSO_SYM_NAMES`] becomes when no running vDSO exists
+/// (e.g. under an emulator): the syscall number it stands for, or `None`
+/// for a function that must report "not available" (`__vdso_getrandom`
+/// takes different arguments than the syscall; callers fall back on
+/// -ENOSYS).
+const STUB_SYSCALLS: [Option<u32>; VDSO_NSYMS] = [
+    Some(228), // clock_gettime
+    Some(96),  // gettimeofday
+    Some(201), // time
+    Some(309), // getcpu
+    Some(229), // clock_getres
+    None,      // getrandom
+];
+
+/// Length of each stub.
+pub const STUB_LEN: usize = 8;
+
+/// Writes at the start of `code` `mov eax, nr; syscall; ret`, or, for
+/// `None`, `mov rax, -ENOSYS; ret`.
+pub fn write_stub(code: &mut [u8], nr: Option<u32>) -> Option<usize> {
+    let dst = code.get_mut(..STUB_LEN)?;
+    match nr {
+        Some(nr) => {
+            dst[0] = 0xb8; // mov eax, imm32
+            dst[1..5].copy_from_slice(&nr.to_le_bytes());
+            dst[5..8].copy_from_slice(&[0x0f, 0x05, 0xc3]); // syscall; ret
+        }
+        None => {
+            // mov rax, imm32 (sign-extended): -38 = ENOSYS; ret
+            dst.copy_from_slice(&[0x48, 0xc7, 0xc0, 0xda, 0xff, 0xff, 0xff, 0xc3]);
+        }
+    }
+    Some(STUB_LEN)
+}
+
+/// Replaces every symbol of the old vDSO copy with a syscall stub, for
+/// when there is no running vDSO to jump to. Returns the number patched.
+pub fn stub_vdso(old: &mut [u8], old_syms: &VdsoSyms) -> Result<usize, VdsoError> {
+    let mut patched = 0;
+    for (k, nr) in STUB_SYSCALLS.iter().enumerate() {
+        let (Some(&off), Some(&size)) = (old_syms.offsets.get(k), old_syms.sizes.get(k)) else { continue };
+        if off == VDSO_SYM_ABSENT {
+            continue;
+        }
+        let start = usize::try_from(off).map_err(|_| VdsoError::OutOfBounds)?;
+        let code = old.get_mut(start..).ok_or(VdsoError::OutOfBounds)?;
+        let room = if size == 0 { code.len() } else { code.len().min(size as usize) };
+        write_stub(code.get_mut(..room).ok_or(VdsoError::OutOfBounds)?, *nr).ok_or(VdsoError::TooShort(k))?;
+        patched += 1;
+    }
+    Ok(patched)
+}
+
 #[cfg(test)]
 mod tests;

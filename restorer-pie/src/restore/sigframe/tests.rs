@@ -3,7 +3,7 @@
 //! the landing code in a forked child.
 
 use super::*;
-use core::arch::{asm, global_asm};
+use core::arch::asm;
 use syscalls::{syscall, Sysno};
 
 #[test]
@@ -125,33 +125,9 @@ extern "C" {
     fn sigframe_test_landing_avx();
 }
 
-/// Landing code for the restored context: saves rflags, the GPRs, the
-/// original rsp and the 16 vector registers (stored by `$store`, an
-/// instruction template over `\i`) on the restored stack, then calls `landed`.
-macro_rules! landing {
-    ($name:literal, $store:literal) => {
-        global_asm!(
-            concat!(".globl ", $name, "\n", $name, ":"),
-            "pushfq",
-            ".irp r,rax,rbx,rcx,rdx,rsi,rdi,rbp,r8,r9,r10,r11,r12,r13,r14,r15",
-            "push \\r",
-            ".endr",
-            "lea rax, [rsp + 128]",
-            "push rax",
-            "sub rsp, 512",
-            ".irp i,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
-            $store,
-            ".endr",
-            "mov rdi, rsp",
-            "and rsp, -16",
-            "call {check}",
-            "ud2",
-            check = sym landed,
-        );
-    };
-}
-landing!("sigframe_test_landing_sse", "movdqu [rsp + 32*\\i], xmm\\i");
-landing!("sigframe_test_landing_avx", "vmovdqu [rsp + 32*\\i], ymm\\i");
+include!("landing.rs");
+sigreturn_landing!("sigframe_test_landing_sse", "movdqu [rsp + 32*\\i], xmm\\i", landed);
+sigreturn_landing!("sigframe_test_landing_avx", "vmovdqu [rsp + 32*\\i], ymm\\i", landed);
 
 /// Runs on the restored context: reports registers, mask and altstack.
 extern "C" fn landed(saved: *const u8) -> ! {

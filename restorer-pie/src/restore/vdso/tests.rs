@@ -179,3 +179,23 @@ fn malformed_images_are_errors_not_panics() {
         let _ = vdso_symbols(&copy[..copy.len() - (x as usize % 64)]);
     }
 }
+
+#[test]
+fn stubbed_copy_works_without_a_running_vdso() {
+    let (addr, img) = host_vdso();
+    let (caddr, copy) = find_copy(img, addr, -0x20_0000_0000);
+    let old = vdso_symbols(copy).unwrap();
+    assert!(stub_vdso(copy, &old).unwrap() >= 5);
+    // SAFETY: make the copy executable only.
+    unsafe { syscall!(Sysno::mprotect, caddr, copy.len(), PROT_RX) }.unwrap();
+    check_clock_gettime_at(caddr + old.offsets[idx("__vdso_clock_gettime")]);
+    if old.offsets[idx("__vdso_getrandom")] != VDSO_SYM_ABSENT {
+        type GetRandom = unsafe extern "C" fn(*mut u8, usize, u32, *mut u8, usize) -> isize;
+        // SAFETY: the stub ignores its arguments and returns -ENOSYS.
+        let f: GetRandom = unsafe { std::mem::transmute((caddr + old.offsets[idx("__vdso_getrandom")]) as usize) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { f(std::ptr::null_mut(), 0, 0, std::ptr::null_mut(), 0) }, -38);
+    }
+    // SAFETY: unmapping our copy.
+    unsafe { syscall!(Sysno::munmap, caddr, copy.len()) }.unwrap();
+}

@@ -1,0 +1,172 @@
+//! The whole restore routine (`restore_entry`) run in this process, which
+//! it turns into a small "restored" task: a code VMA, a data VMA, a
+//! PROT_NONE VMA (all premapped in an area overlapping their final places)
+//! and a shared memfd VMA; sigactions, pending signals, a POSIX timer, an
+//! itimer, an rlimit; the running vDSO stays parked. Thread 0's registers
+//! make the restored code `write(1, data, 64)` and `exit_group(42)`.
+//!
+//! Modes: `trap` (the handshake: prints `ready <block> <status offset>`,
+//! waits for a line on stdin while the test seizes it with ptrace, then
+//! traps before `rt_sigreturn`), `notrap` (no tracer), `bad` (a layout
+//! the blob must refuse: exits 1 with a log line).
+//!
+//! Run with `GLIBC_TUNABLES=glibc.pthread.rseq=0` (glibc's rseq area would
+//! otherwise be unmapped while registered).
+
+use super::block::Block;
+use super::map_fixed;
+use criu_core::abi::*;
+use criu_core::pie::Loaded;
+use std::arch::asm;
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, IntoRawFd};
+
+const PAGE: u64 = 4096;
+pub const FINAL: u64 = 0x1000_0000_0000;
+pub const CODE_AT: u64 = FINAL;
+pub const DATA_AT: u64 = FINAL + 0x10000;
+pub const NONE_AT: u64 = FINAL + 0x20000;
+pub const FILE_AT: u64 = FINAL + 0x30000;
+const PREMAP: u64 = FINAL + 0x8000;
+const BOUNCE: u64 = 0x1100_0000_0000;
+pub const PARK: u64 = 0x1200_0000_0000;
+const SIGUSR1: usize = 10;
+const SIGUSR2: usize = 12;
+const SIGRT1: usize = 35;
+
+/// The restored code: `syscall` (the write set up by the registers), then
+/// `mov eax, 231; mov edi, 42; syscall` (exit_group(42)).
+const CODE: [u8; 14] = [0x0f, 0x05, 0xb8, 0xe7, 0, 0, 0, 0xbf, 0x2a, 0, 0, 0, 0x0f, 0x05];
+
+pub fn data_word(i: u64) -> u64 {
+    0xda7a_0000_0000_0000 | i
+}
+
+fn maps_range(name: &str) -> MemRange {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut r = MemRange::default();
+    for l in maps.lines().filter(|l| l.ends_with(name)) {
+        let (a, b) = l.split_whitespace().next().and_then(|x| x.split_once('-')).unwrap_or(("0", "0"));
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap_or(0), u64::from_str_radix(b, 16).unwrap_or(0));
+        if r.len == 0 {
+            r = MemRange { start: a, len: b - a };
+        } else {
+            r.len = b - r.start;
+        }
+    }
+    r
+}
+
+fn siginfo(signo: i32, value: u64) -> [u8; SIGINFO_SIZE] {
+    let mut si = [0u8; SIGINFO_SIZE];
+    si[0..4].copy_from_slice(&signo.to_le_bytes());
+    si[8..12].copy_from_slice(&(-1i32).to_le_bytes()); // si_code = SI_QUEUE
+    si[16..20].copy_from_slice(&(std::process::id() as i32).to_le_bytes());
+    si[24..32].copy_from_slice(&value.to_le_bytes());
+    si
+}
+
+pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
+    let vma = |start: u64, pages: u64, prot: u32, kind: u32, premap: u64| VmaArg {
+        start,
+        end: start + pages * PAGE,
+        premap,
+        prot,
+        flags: 2,
+        kind,
+        fd: -1,
+        ..Default::default()
+    };
+    // Premapped copies, packed in order, overlapping the final layout.
+    let code = vma(CODE_AT, 1, 5, VMA_PREMAPPED, PREMAP);
+    let data = vma(DATA_AT, 3, 3, VMA_PREMAPPED, PREMAP + PAGE);
+    let none = vma(NONE_AT, 1, 0, VMA_PREMAPPED, PREMAP + 4 * PAGE);
+    map_fixed(PREMAP, 5 * PAGE)?;
+    // SAFETY: writing the premapped copies we just mapped.
+    unsafe {
+        std::ptr::copy_nonoverlapping(CODE.as_ptr(), PREMAP as *mut u8, CODE.len());
+        for i in 0..3 * PAGE / 8 {
+            ((PREMAP + PAGE + 8 * i) as *mut u64).write(data_word(i));
+        }
+    }
+    let memfd = rustix::fs::memfd_create("full", rustix::fs::MemfdFlags::empty()).map_err(|e| e.to_string())?;
+    rustix::io::write(&memfd, &[0xf1; 2 * PAGE as usize]).map_err(|e| e.to_string())?;
+    let file = VmaArg { flags: 1, fd: memfd.into_raw_fd(), ..vma(FILE_AT, 2, 3, VMA_FILE_SHARED, 0) };
+    let mut vmas = vec![code, data, none, file];
+    if mode == "bad" {
+        vmas[1].premap = PREMAP + 0x100_0000; // outside the premap area
+    }
+
+    let mut acts = [SigactionArg::default(); 64];
+    acts[SIGUSR1 - 1] = SigactionArg { handler: CODE_AT, flags: 0x0400_0004, restorer: CODE_AT, mask: 0 };
+    acts[SIGUSR2 - 1] = SigactionArg { handler: 1, ..Default::default() }; // SIG_IGN
+    let sigmask = 1u64 << (SIGUSR1 - 1) | 1 << (SIGRT1 - 1);
+    let pid = std::process::id() as i32;
+
+    let mut regs = [0u64; GPREGS_WORDS];
+    regs[gpreg::RIP] = CODE_AT;
+    regs[gpreg::RAX] = 1; // write
+    regs[gpreg::RDI] = 1;
+    regs[gpreg::RSI] = DATA_AT;
+    regs[gpreg::RDX] = 64;
+    regs[gpreg::RSP] = DATA_AT + 3 * PAGE;
+    regs[gpreg::CS] = 0x33;
+    regs[gpreg::SS] = 0x2b;
+    regs[gpreg::EFLAGS] = 0x202;
+
+    let (vvar, vdso) = (maps_range("[vvar]"), maps_range("[vdso]"));
+    let vvar = MemRange { len: vvar.len + maps_range("[vvar_vclock]").len, ..vvar };
+    let lo = if vvar.len != 0 { vvar.start.min(vdso.start) } else { vdso.start };
+    let span = (vdso.start + vdso.len).max(vvar.start + vvar.len) - lo;
+
+    let mut block = Block::new(1 << 20);
+    let varr = block.push(&vmas);
+    let sarr = block.push(&acts);
+    let shared = block.push(&[siginfo(SIGUSR1 as i32, 0x77)]);
+    let own = block.push(&[siginfo(SIGRT1 as i32, 0x88)]);
+    let timers = block.push(&[PosixTimerArg {
+        timer_id: 5,
+        clock_id: libc::CLOCK_MONOTONIC,
+        sigev_notify: libc::SIGEV_SIGNAL,
+        sigev_signo: SIGUSR2 as i32,
+        value_sec: 100,
+        ..Default::default()
+    }]);
+    let mut nofile = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: reading a limit into a local.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
+    let rl = block.push(&[RlimitArg { resource: libc::RLIMIT_NOFILE as u32, _pad: 0, cur: 100, max: nofile.rlim_max }]);
+    let scratch = block.area(4 * PLAN_SCRATCH_PER_VMA as usize, 8);
+    let stack = block.area(THREAD_STACK_RESERVE as usize + 16 * 1024, 4096);
+    let t = ThreadArg { tid: pid, gpregs: regs, sigmask, sas_flags: 2, siginfos: own, stack, ..Default::default() };
+    let threads = block.push(&[t]);
+    let base = block.base();
+    let h = block.header_mut();
+    h.flags = if mode == "trap" { 0 } else { RESTORE_F_NO_TRAP };
+    h.blob = MemRange { start: loaded.base() as u64, len: loaded.len() as u64 };
+    h.premap = MemRange { start: PREMAP, len: 5 * PAGE };
+    h.bounce = MemRange { start: BOUNCE, len: 3 * PAGE };
+    h.scratch = scratch;
+    h.vmas = varr;
+    h.threads = threads;
+    h.sigactions = sarr;
+    h.shared_siginfos = shared;
+    h.posix_timers = timers;
+    h.rlimits = rl;
+    h.itimers[0] = ItimerArg { interval_sec: 50, value_sec: 50, ..Default::default() };
+    h.vdso = VdsoArg { running_vdso: vdso, running_vvar: vvar, park: MemRange { start: PARK, len: span }, ..Default::default() };
+
+    let entry = loaded.entry("restore_entry").ok_or("no restore_entry")?;
+    let status_off = std::mem::offset_of!(RestoreArgs, status);
+    println!("ready {base:#x} {status_off}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    if mode == "trap" {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+    }
+    let top = stack.start + stack.len;
+    let _keep = std::io::stdout().as_raw_fd();
+    // SAFETY: enters the blob on thread 0's stack with the block; it never
+    // returns (rt_sigreturn into the restored code, or exit_group(1)).
+    unsafe { asm!("mov rsp, {top}", "call {entry}", "ud2", top = in(reg) top, entry = in(reg) entry, in("rdi") base, options(noreturn)) }
+}
