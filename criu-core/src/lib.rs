@@ -6,6 +6,7 @@
 //! - [`check`]: probing the kernel features criu-rs relies on.
 
 pub mod check;
+pub mod images;
 pub mod pie;
 
 /// The argument ABI shared with the restorer blob. The one source file is
