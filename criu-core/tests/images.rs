@@ -62,7 +62,7 @@ fn sample_set_round_trips() {
     let tree: Vec<PstreeEntry> = dir.read_all(ImageKind::Pstree, 0).unwrap();
     assert_eq!(tree[0].threads, vec![4242, 4243]);
     let mm: MmEntry = dir.read_one(ImageKind::Mm, PID).unwrap();
-    assert_eq!(mm.vmas.len(), 2);
+    assert_eq!(mm.vmas.len(), 3);
     assert_eq!(mm.vmas[1].fd, Some(-1));
 
     let mut pm = dir.open_image(ImageKind::Pagemap, PID).unwrap();

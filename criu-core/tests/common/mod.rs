@@ -12,6 +12,43 @@ use serde_json::Value;
 
 /// The pid used in the sample set's per-task file names.
 pub const PID: u64 = 4242;
+/// The second thread of the sample process.
+pub const THREAD: u64 = 4243;
+
+/// A read-only regular file entry for `path` (exe, cwd, root...).
+pub fn reg_file(id: u32, path: &str) -> FileEntry {
+    FileEntry {
+        r#type: Some(FdTypes::Reg as i32),
+        id: Some(id),
+        reg: Some(RegFileEntry {
+            id: Some(id),
+            flags: Some(0),
+            pos: Some(0),
+            fown: Some(fown()),
+            name: Some(path.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The core of a non-leader thread: registers and per-thread state only.
+pub fn thread_core_entry() -> CoreEntry {
+    let leader = core_entry();
+    let mut regs = gpregs();
+    regs.ip = Some(0x40_1800);
+    regs.sp = Some(0x7f00_1000_0000);
+    let mut ti = leader.thread_info.unwrap();
+    ti.gpregs = Some(regs);
+    let mut tc = leader.thread_core.unwrap();
+    tc.blk_sigset = Some(0x4);
+    CoreEntry {
+        mtype: leader.mtype,
+        thread_info: Some(ti),
+        thread_core: Some(tc),
+        ..Default::default()
+    }
+}
 
 pub fn gpregs() -> UserX86RegsEntry {
     let v = |n: u64| Some(0x1000_0000_0000 + n);
@@ -196,6 +233,8 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
     };
     dir.write_one(ImageKind::Ids, pid, &ids).unwrap();
     dir.write_one(ImageKind::Core, pid, &core_entry()).unwrap();
+    dir.write_one(ImageKind::Core, THREAD, &thread_core_entry())
+        .unwrap();
 
     // mm + pagemap + pages
     let mm = MmEntry {
@@ -213,19 +252,30 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
         exe_file_id: Some(7),
         mm_saved_auxv: vec![33, 0x7ffc_0000_5000, 0, 0],
         vmas: vec![
-            vma(
-                0x40_0000,
-                0x40_2000,
-                5,
-                2,
-                vma_status::AREA_REGULAR | vma_status::FILE_PRIVATE,
-            ),
+            // A file mapping's shmid is the id of its reg file entry.
+            VmaEntry {
+                shmid: Some(7),
+                ..vma(
+                    0x40_0000,
+                    0x40_2000,
+                    5,
+                    2,
+                    vma_status::AREA_REGULAR | vma_status::FILE_PRIVATE,
+                )
+            },
             vma(
                 0x7ffc_0000_0000,
                 0x7ffc_0002_1000,
                 3,
                 0x122,
                 vma_status::AREA_REGULAR | vma_status::AREA_STACK | vma_status::ANON_PRIVATE,
+            ),
+            vma(
+                0x7ffc_0010_0000,
+                0x7ffc_0010_2000,
+                5,
+                0x22,
+                vma_status::AREA_REGULAR | vma_status::AREA_VDSO | vma_status::ANON_PRIVATE,
             ),
         ],
         dumpable: Some(1),
@@ -290,6 +340,20 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
             }),
             ..Default::default()
         },
+        FileEntry {
+            r#type: Some(FdTypes::Pipe as i32),
+            id: Some(8),
+            pipe: Some(PipeEntry {
+                id: Some(8),
+                pipe_id: Some(77_000),
+                flags: Some(1),
+                fown: Some(fown()),
+            }),
+            ..Default::default()
+        },
+        reg_file(7, "/usr/bin/loop"),
+        reg_file(9, "/tmp"),
+        reg_file(10, "/"),
     ];
     dir.write_all(ImageKind::Files, 0, &files).unwrap();
     dir.write_one(
