@@ -443,3 +443,110 @@ fn payload_length_must_match() {
         Some((e, b"abcd".to_vec()))
     );
 }
+
+#[test]
+fn kinds_are_recognised_from_names_and_headers() {
+    assert_eq!(
+        ImageKind::from_file_name("core-12.img"),
+        Some((ImageKind::Core, 12))
+    );
+    assert_eq!(
+        ImageKind::from_file_name("pagemap-shmem-5.img"),
+        Some((ImageKind::ShmemPagemap, 5))
+    );
+    assert_eq!(
+        ImageKind::from_file_name("ghost-file-1f.img"),
+        Some((ImageKind::GhostFile, 0x1f))
+    );
+    assert_eq!(
+        ImageKind::from_file_name("fifo-data.img"),
+        Some((ImageKind::FifoData, 0))
+    );
+    assert_eq!(
+        ImageKind::from_file_name("stats-dump.img"),
+        Some((ImageKind::StatsDump, 0))
+    );
+    assert_eq!(ImageKind::from_file_name("core-x.img"), None);
+    assert_eq!(ImageKind::from_file_name("core.img"), None);
+    assert_eq!(ImageKind::from_file_name("files.json"), None);
+    for k in ImageKind::ALL {
+        assert_eq!(
+            ImageKind::from_file_name(&k.file_name(77)).map(|x| x.0),
+            Some(*k),
+            "{k:?}"
+        );
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    write_sample_set(&ImageDir::create(tmp.path()).unwrap());
+    let mut seen = 0;
+    for e in std::fs::read_dir(tmp.path()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        let (want, _) = ImageKind::from_file_name(&name).unwrap();
+        assert_eq!(ImageReader::open_detect(&p).unwrap().kind(), want, "{name}");
+        seen += 1;
+    }
+    assert!(seen >= 14);
+    // Shared magics are told apart by name; unknown headers are an error.
+    let head = ImageKind::ShmemPagemap.header().bytes();
+    assert_eq!(
+        ImageKind::detect("pagemap-shmem-3.img", &head),
+        Some(ImageKind::ShmemPagemap)
+    );
+    assert_eq!(
+        ImageKind::detect("pagemap-3.img", &head),
+        Some(ImageKind::Pagemap)
+    );
+    let junk = tmp.path().join("junk.img");
+    std::fs::write(&junk, [1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    expect_err(
+        ImageReader::open_detect(&junk),
+        &["junk.img", "not a known image kind"],
+    );
+}
+
+#[test]
+fn file_entry_unions_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ImageDir::create(tmp.path()).unwrap();
+    write_sample_set(&dir);
+    assert_eq!(dir.read_files().unwrap().len(), 6);
+
+    let mut wrong = common::reg_file(3, "/x");
+    wrong.r#type = Some(FdTypes::Pipe as i32);
+    assert_eq!(
+        wrong.union_error().as_deref(),
+        Some("type pipe with parts [\"reg\"]")
+    );
+    dir.write_all(ImageKind::Files, 0, &[common::reg_file(1, "/a"), wrong])
+        .unwrap();
+    expect_err(
+        dir.read_files(),
+        &[
+            "files.img",
+            "file_entry entry at offset",
+            "type pipe with parts",
+        ],
+    );
+
+    let bare = FileEntry {
+        r#type: Some(FdTypes::Reg as i32),
+        id: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(
+        bare.union_error().as_deref(),
+        Some("type reg without its `reg` part")
+    );
+}
+
+#[test]
+fn dump_inventory_matches_criu_defaults() {
+    let ids = common::task_ids();
+    let inv = InventoryEntry::for_dump(ids, Lsmtype::Apparmor);
+    assert_eq!(inv.img_version, Some(2));
+    assert_eq!((inv.fdinfo_per_id, inv.ns_per_id), (Some(true), Some(true)));
+    assert_eq!(inv.lsmtype(), Lsmtype::Apparmor);
+    assert_eq!(inv.missing_required(), None);
+}

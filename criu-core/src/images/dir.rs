@@ -9,7 +9,7 @@ use prost::{Message, Name};
 use super::consts::IMG_VERSION;
 use super::error::{ImageError, Result};
 use super::kind::ImageKind;
-use super::pb::{InventoryEntry, Validate};
+use super::pb::{FileEntry, InventoryEntry, Validate};
 use super::reader::ImageReader;
 use super::writer::ImageWriter;
 
@@ -138,6 +138,29 @@ impl ImageDir {
         id: u64,
     ) -> Result<Vec<M>> {
         self.open_image(kind, id)?.read_all()
+    }
+
+    /// Reads `files.img`, checking that each `file_entry` carries exactly the
+    /// part its `type` names.
+    pub fn read_files(&self) -> Result<Vec<FileEntry>> {
+        let mut r = self.open_image(ImageKind::Files, 0)?;
+        let mut files = Vec::new();
+        loop {
+            let offset = r.offset();
+            let Some(f) = r.read_entry::<FileEntry>()? else {
+                break;
+            };
+            if let Some(problem) = f.union_error() {
+                return Err(ImageError::Invalid {
+                    path: r.path().into(),
+                    msg: "file_entry",
+                    offset,
+                    problem,
+                });
+            }
+            files.push(f);
+        }
+        Ok(files)
     }
 
     /// Starts writing `pages-<id>.img` (raw bytes, no header): use

@@ -15,6 +15,17 @@ pub const PID: u64 = 4242;
 /// The second thread of the sample process.
 pub const THREAD: u64 = 4243;
 
+/// The sample process's kernel object ids (files_id 2 names `fdinfo-2.img`).
+pub fn task_ids() -> TaskKobjIdsEntry {
+    TaskKobjIdsEntry {
+        vm_id: Some(1),
+        files_id: Some(2),
+        fs_id: Some(3),
+        sighand_id: Some(4),
+        ..Default::default()
+    }
+}
+
 /// A read-only regular file entry for `path` (exe, cwd, root...).
 pub fn reg_file(id: u32, path: &str) -> FileEntry {
     FileEntry {
@@ -224,13 +235,7 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
         }],
     )
     .unwrap();
-    let ids = TaskKobjIdsEntry {
-        vm_id: Some(1),
-        files_id: Some(2),
-        fs_id: Some(3),
-        sighand_id: Some(4),
-        ..Default::default()
-    };
+    let ids = task_ids();
     dir.write_one(ImageKind::Ids, pid, &ids).unwrap();
     dir.write_one(ImageKind::Core, pid, &core_entry()).unwrap();
     dir.write_one(ImageKind::Core, THREAD, &thread_core_entry())
