@@ -94,6 +94,8 @@ fn crit_reads_our_image_set() {
     assert_eq!(tc["sigactions"][0]["sigaction"], "0x402000");
     assert_eq!(tc["sigactions"][0]["flags"], "0x4000000");
     assert_eq!(tc["sigactions"][0]["restorer"], "0x403000");
+    assert_eq!(tc["sigactions"].as_array().unwrap().len(), 62);
+    assert_eq!(tc["sigactions"][61]["sigaction"], "0x0");
     let th = &e["thread_core"];
     assert_eq!(th["futex_rla_len"], 24);
     assert_eq!(th["sched_nice"], -5);

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use criu_core::images::consts::{pagemap_flags, task_state, vma_status};
+use criu_core::images::consts::{pagemap_flags, task_state, vma_status, x86, SIGACTION_COUNT};
 use criu_core::images::pb::*;
 use criu_core::images::{ImageDir, ImageKind, IMG_VERSION};
 use serde_json::Value;
@@ -95,6 +95,24 @@ pub fn gpregs() -> UserX86RegsEntry {
     }
 }
 
+/// Sigactions as CRIU stores them: signals 1..=64 but SIGKILL and SIGSTOP;
+/// SIGHUP has a handler, the rest are SIG_DFL.
+pub fn sigactions() -> Vec<SaEntry> {
+    let v: Vec<SaEntry> = (1..=64u32)
+        .filter(|&s| s != 9 && s != 19)
+        .map(|s| SaEntry {
+            sigaction: Some(if s == 1 { 0x40_2000 } else { 0 }),
+            flags: Some(if s == 1 { 0x0400_0000 } else { 0 }),
+            restorer: Some(if s == 1 { 0x40_3000 } else { 0 }),
+            mask: Some(0),
+            compat_sigaction: Some(false),
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(v.len(), SIGACTION_COUNT);
+    v
+}
+
 pub fn core_entry() -> CoreEntry {
     let creds = CredsEntry {
         uid: Some(1000),
@@ -133,12 +151,12 @@ pub fn core_entry() -> CoreEntry {
                 rdp: Some(0),
                 mxcsr: Some(0x1f80),
                 mxcsr_mask: Some(0xffff),
-                st_space: (0..32).collect(),
-                xmm_space: (100..164).collect(),
-                padding: vec![0; 24],
+                st_space: (0..x86::ST_SPACE as u32).collect(),
+                xmm_space: (100..100 + x86::XMM_SPACE as u32).collect(),
+                padding: vec![],
                 xsave: Some(UserX86XsaveEntry {
                     xstate_bv: Some(7),
-                    ymmh_space: (1000..1064).collect(),
+                    ymmh_space: (1000..1000 + x86::YMMH_SPACE as u32).collect(),
                     ..Default::default()
                 }),
             }),
@@ -163,18 +181,12 @@ pub fn core_entry() -> CoreEntry {
                     max: Some(u64::MAX),
                 }],
             }),
-            sigactions: vec![SaEntry {
-                sigaction: Some(0x40_2000),
-                flags: Some(0x0400_0000),
-                restorer: Some(0x40_3000),
-                mask: Some(0),
-                ..Default::default()
-            }],
+            sigactions: sigactions(),
             ..Default::default()
         }),
         thread_core: Some(ThreadCoreEntry {
             futex_rla: Some(0x7f00_0000_0a20),
-            futex_rla_len: Some(24),
+            futex_rla_len: Some(x86::ROBUST_LIST_HEAD_LEN),
             sched_nice: Some(-5),
             creds: Some(creds),
             sas: Some(ThreadSasEntry {
