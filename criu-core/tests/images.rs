@@ -550,3 +550,99 @@ fn dump_inventory_matches_criu_defaults() {
     assert_eq!(inv.lsmtype(), Lsmtype::Apparmor);
     assert_eq!(inv.missing_required(), None);
 }
+
+#[test]
+fn restore_checks_reject_inconsistent_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ImageDir::create(tmp.path()).unwrap();
+    write_sample_set(&dir);
+    assert!(dir.read_core(PID, true).is_ok());
+    assert!(dir.read_core(common::THREAD, false).is_ok());
+    expect_err(
+        dir.read_core(common::THREAD, true),
+        &["core-4243.img", "core_entry", "leader without tc"],
+    );
+    let mm = dir.read_mm(PID).unwrap();
+    let (pages_id, pm) = dir.read_pagemap(PID, &mm).unwrap();
+    assert_eq!((pages_id, pm.len()), (1, 1));
+
+    let mut core = core_entry();
+    core.thread_info
+        .as_mut()
+        .unwrap()
+        .fpregs
+        .as_mut()
+        .unwrap()
+        .xmm_space
+        .pop();
+    assert_eq!(
+        core.restore_error(true).as_deref(),
+        Some("fpregs.xmm_space has 63 elements, expected 64")
+    );
+    let mut core = core_entry();
+    core.thread_info
+        .as_mut()
+        .unwrap()
+        .fpregs
+        .as_mut()
+        .unwrap()
+        .xsave
+        .as_mut()
+        .unwrap()
+        .pkru = vec![1];
+    assert_eq!(
+        core.restore_error(true).as_deref(),
+        Some("xsave.pkru has 1 elements, expected 2")
+    );
+    let mut core = core_entry();
+    core.tc.as_mut().unwrap().sigactions.pop();
+    dir.write_one(ImageKind::Core, 1, &core).unwrap();
+    expect_err(
+        dir.read_core(1, true),
+        &["core-1.img", "61 sigactions, expected 62"],
+    );
+    core.mtype = Some(core_entry::March::Aarch64 as i32);
+    assert!(core.restore_error(true).unwrap().contains("not x86-64"));
+
+    let mut bad = mm.clone();
+    bad.vmas.swap(0, 1);
+    dir.write_one(ImageKind::Mm, 2, &bad).unwrap();
+    expect_err(
+        dir.read_mm(2),
+        &[
+            "mm-2.img",
+            "mm_entry",
+            "vmas[1] 0x400000-0x402000 overlaps or precedes",
+        ],
+    );
+    let mut bad = mm.clone();
+    bad.vmas[0].end = Some(0x40_2001);
+    assert!(bad.layout_error().unwrap().contains("not page-aligned"));
+    bad.vmas[0].end = bad.vmas[0].start;
+    assert!(bad.layout_error().unwrap().contains("empty or inverted"));
+
+    let outside = PagemapEntry::new(0x50_0000, 1, pagemap_flags::PRESENT);
+    let mut w = dir.create_image(ImageKind::Pagemap, 3).unwrap();
+    w.write_entry(&PagemapHead { pages_id: Some(2) }).unwrap();
+    w.write_entry(&outside).unwrap();
+    w.finish().unwrap();
+    expect_err(
+        dir.read_pagemap(3, &mm),
+        &[
+            "pagemap-3.img",
+            "entry 0 0x500000-0x501000 is not inside one VMA",
+        ],
+    );
+    let across = PagemapEntry::new(0x40_1000, 2, pagemap_flags::PRESENT);
+    assert!(criu_core::images::pagemap_error(&mm.vmas, &[across])
+        .unwrap()
+        .contains("not inside one VMA"));
+    let huge = PagemapEntry::new(0x40_0000, u64::MAX / 2, pagemap_flags::PRESENT);
+    assert!(criu_core::images::pagemap_error(&mm.vmas, &[huge])
+        .unwrap()
+        .contains("overflow"));
+    let a = PagemapEntry::new(0x40_0000, 1, pagemap_flags::PRESENT);
+    assert!(criu_core::images::pagemap_error(&mm.vmas, &[a.clone(), a])
+        .unwrap()
+        .contains("overlaps"));
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::write_sample_set;
 use criu_core::images::pb::*;
-use criu_core::images::{ImageDir, ImageKind, ImageReader, Result};
+use criu_core::images::{pagemap_error, ImageDir, ImageKind, ImageReader, Result};
 
 /// Iterations per seed image.
 const ROUNDS: usize = 20_000;
@@ -35,14 +35,17 @@ fn decode(kind: ImageKind, bytes: &[u8]) -> Result<()> {
     match kind {
         ImageKind::Inventory => drop(r.read_one::<InventoryEntry>()?),
         ImageKind::Pstree => drop(r.read_all::<PstreeEntry>()?),
-        ImageKind::Core => drop(r.read_all::<CoreEntry>()?),
+        ImageKind::Core => {
+            for c in r.read_all::<CoreEntry>()? {
+                let _ = c.restore_error(true);
+            }
+        }
         ImageKind::Ids => drop(r.read_one::<TaskKobjIdsEntry>()?),
-        ImageKind::Mm => drop(r.read_one::<MmEntry>()?),
+        ImageKind::Mm => drop(r.read_one::<MmEntry>()?.layout_error()),
         ImageKind::Pagemap => {
             r.read_next::<PagemapHead>()?;
-            for e in r.read_all::<PagemapEntry>()? {
-                let _ = e.page_count();
-            }
+            let entries = r.read_all::<PagemapEntry>()?;
+            let _ = pagemap_error(&common::core_vmas(), &entries);
         }
         ImageKind::Fdinfo => drop(r.read_all::<FdinfoEntry>()?),
         ImageKind::Files => {

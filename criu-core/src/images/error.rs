@@ -79,6 +79,13 @@ pub enum ImageError {
         offset: u64,
         problem: String,
     },
+    /// The entries of an image do not fit together (or restore cannot use them).
+    #[error("{path}: {msg}: {problem}")]
+    Inconsistent {
+        path: PathBuf,
+        msg: &'static str,
+        problem: String,
+    },
     /// The image has no entry where one was required.
     #[error("{path}: no {msg} entry (empty image)")]
     Empty { path: PathBuf, msg: &'static str },

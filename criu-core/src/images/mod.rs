@@ -52,6 +52,7 @@
 //! 5. `stats-dump.img` (optional), then `inventory.img`
 //!    ([`InventoryEntry::for_dump`](pb::InventoryEntry::for_dump)).
 
+mod checks;
 pub mod consts;
 mod dir;
 mod entries;
@@ -61,6 +62,7 @@ pub mod pb;
 mod reader;
 mod writer;
 
+pub use checks::{pagemap_error, PAGE_SIZE};
 pub use consts::IMG_VERSION;
 pub use dir::ImageDir;
 pub use entries::Payload;

@@ -26,6 +26,37 @@ pub fn task_ids() -> TaskKobjIdsEntry {
     }
 }
 
+/// The sample process's VMAs: text (file 7), stack (with one dumped page), vDSO.
+pub fn core_vmas() -> Vec<VmaEntry> {
+    vec![
+        // A file mapping's shmid is the id of its reg file entry.
+        VmaEntry {
+            shmid: Some(7),
+            ..vma(
+                0x40_0000,
+                0x40_2000,
+                5,
+                2,
+                vma_status::AREA_REGULAR | vma_status::FILE_PRIVATE,
+            )
+        },
+        vma(
+            0x7ffc_0000_0000,
+            0x7ffc_0002_1000,
+            3,
+            0x122,
+            vma_status::AREA_REGULAR | vma_status::AREA_STACK | vma_status::ANON_PRIVATE,
+        ),
+        vma(
+            0x7ffc_0010_0000,
+            0x7ffc_0010_2000,
+            5,
+            0x22,
+            vma_status::AREA_REGULAR | vma_status::AREA_VDSO | vma_status::ANON_PRIVATE,
+        ),
+    ]
+}
+
 /// A read-only regular file entry for `path` (exe, cwd, root...).
 pub fn reg_file(id: u32, path: &str) -> FileEntry {
     FileEntry {
@@ -268,33 +299,7 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
         mm_env_end: Some(0x7ffc_0000_3100),
         exe_file_id: Some(7),
         mm_saved_auxv: vec![33, 0x7ffc_0000_5000, 0, 0],
-        vmas: vec![
-            // A file mapping's shmid is the id of its reg file entry.
-            VmaEntry {
-                shmid: Some(7),
-                ..vma(
-                    0x40_0000,
-                    0x40_2000,
-                    5,
-                    2,
-                    vma_status::AREA_REGULAR | vma_status::FILE_PRIVATE,
-                )
-            },
-            vma(
-                0x7ffc_0000_0000,
-                0x7ffc_0002_1000,
-                3,
-                0x122,
-                vma_status::AREA_REGULAR | vma_status::AREA_STACK | vma_status::ANON_PRIVATE,
-            ),
-            vma(
-                0x7ffc_0010_0000,
-                0x7ffc_0010_2000,
-                5,
-                0x22,
-                vma_status::AREA_REGULAR | vma_status::AREA_VDSO | vma_status::ANON_PRIVATE,
-            ),
-        ],
+        vmas: core_vmas(),
         dumpable: Some(1),
         ..Default::default()
     };
