@@ -551,6 +551,10 @@ fn dump_inventory_matches_criu_defaults() {
     assert_eq!(inv.missing_required(), None);
 }
 
+fn fpregs(c: &mut CoreEntry) -> &mut UserX86FpregsEntry {
+    c.thread_info.as_mut().unwrap().fpregs.as_mut().unwrap()
+}
+
 #[test]
 fn restore_checks_reject_inconsistent_entries() {
     let tmp = tempfile::tempdir().unwrap();
@@ -567,29 +571,13 @@ fn restore_checks_reject_inconsistent_entries() {
     assert_eq!((pages_id, pm.len()), (1, 1));
 
     let mut core = core_entry();
-    core.thread_info
-        .as_mut()
-        .unwrap()
-        .fpregs
-        .as_mut()
-        .unwrap()
-        .xmm_space
-        .pop();
+    fpregs(&mut core).xmm_space.pop();
     assert_eq!(
         core.restore_error(true).as_deref(),
         Some("fpregs.xmm_space has 63 elements, expected 64")
     );
     let mut core = core_entry();
-    core.thread_info
-        .as_mut()
-        .unwrap()
-        .fpregs
-        .as_mut()
-        .unwrap()
-        .xsave
-        .as_mut()
-        .unwrap()
-        .pkru = vec![1];
+    fpregs(&mut core).xsave.as_mut().unwrap().pkru = vec![1];
     assert_eq!(
         core.restore_error(true).as_deref(),
         Some("xsave.pkru has 1 elements, expected 2")
@@ -642,7 +630,7 @@ fn restore_checks_reject_inconsistent_entries() {
         .unwrap()
         .contains("overflow"));
     let a = PagemapEntry::new(0x40_0000, 1, pagemap_flags::PRESENT);
-    assert!(criu_core::images::pagemap_error(&mm.vmas, &[a.clone(), a])
+    assert!(criu_core::images::pagemap_error(&mm.vmas, &[a, a])
         .unwrap()
         .contains("overlaps"));
 }
