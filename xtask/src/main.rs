@@ -4,9 +4,10 @@
 //!   the package summary (size, segments, relocations, entries).
 //! - `bench [--runs N]`: prints a table of measurements.
 //! - `setup`: installs the test tools (qemu-user, criu's `crit`) if missing.
-//! - `demo`: not yet.
+//! - `demo`: checkpoints and restores a demo process (the README's main job).
 
 mod bench;
+mod demo;
 mod setup;
 
 use anyhow::{bail, Context, Result};
@@ -21,10 +22,7 @@ fn main() -> Result<()> {
         "build-pie" => build_pie(rest),
         "bench" => bench::run(rest),
         "setup" => setup::run(),
-        "demo" => {
-            println!("demo: not yet");
-            Ok(())
-        }
+        "demo" => demo::run(&workspace_root()),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
