@@ -34,12 +34,15 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every file of `dir` with a hash of its contents and its mtime.
+/// Every regular file of `dir` with a hash of its contents and its mtime.
 pub fn snapshot(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
     use std::hash::{Hash, Hasher};
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            continue;
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::fs::read(e.path()).unwrap().hash(&mut h);
         out.insert(e.file_name().to_string_lossy().into_owned(), (h.finish(), e.metadata().unwrap().modified().unwrap()));
@@ -87,6 +90,42 @@ pub fn reg_file(id: u32, name: &str, flags: u32, size: Option<u64>) -> pb::FileE
     }
 }
 
+/// A pipe end's `file_entry` (`flags`: O_RDONLY or O_WRONLY, plus status flags).
+pub fn pipe_file(id: u32, pipe_id: u32, flags: u32) -> pb::FileEntry {
+    pb::FileEntry {
+        r#type: Some(pb::FdTypes::Pipe as i32),
+        id: Some(id),
+        pipe: Some(pb::PipeEntry { id: Some(id), pipe_id: Some(pipe_id), flags: Some(flags), fown: Some(fown()) }),
+        ..Default::default()
+    }
+}
+
+/// `jmp $`: spins forever.
+pub const SPIN: [u8; 2] = [0xeb, 0xfe];
+
+/// Waits (up to 10 s) until `/proc/PID` is gone.
+pub fn wait_gone(pid: i32) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(pid) {
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
+/// SIGKILLs `pid` on drop (a restored task this test started).
+pub struct KillOnDrop(pub i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) of a pid this test restored.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+        wait_gone(self.0);
+    }
+}
+
 /// A private anonymous `vma_entry`.
 pub fn anon_vma(start: u64, end: u64) -> pb::VmaEntry {
     pb::VmaEntry {
@@ -94,13 +133,16 @@ pub fn anon_vma(start: u64, end: u64) -> pb::VmaEntry {
         end: Some(end),
         pgoff: Some(0),
         shmid: Some(0),
-        prot: Some(3),
+        prot: Some(7),
         flags: Some((libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32),
         status: Some(vma_status::AREA_REGULAR | vma_status::ANON_PRIVATE),
         fd: Some(-1),
         ..Default::default()
     }
 }
+
+/// `mov eax, 60; mov edi, 42; syscall`: exit(42).
+pub const EXIT_42: [u8; 12] = [0xb8, 0x3c, 0, 0, 0, 0xbf, 0x2a, 0, 0, 0, 0x0f, 0x05];
 
 /// The pieces of a minimal single-process image set; tests tweak them
 /// before [`ImageSet::write`].
@@ -112,10 +154,19 @@ pub struct ImageSet {
     pub pages: Vec<u8>,
     pub files: Vec<pb::FileEntry>,
     pub fdinfo: Vec<pb::FdinfoEntry>,
+    /// `pipes-data.img` entries: pipe id and queued bytes.
+    pub pipe_data: Vec<(u32, Vec<u8>)>,
+    /// `fs_entry`: cwd file id and umask (root is file 1, `/`).
+    pub cwd_id: u32,
+    pub umask: u32,
+    /// Ghost files: original file id, ghost id, contents.
+    pub ghosts: Vec<(u32, u32, Vec<u8>)>,
 }
 
 impl ImageSet {
-    /// One anonymous VMA with two dumped pages, cwd and root `/`, no fds.
+    /// One anonymous rwx VMA with two dumped pages, cwd and root `/`, no
+    /// fds. The first page holds code that calls `exit(42)`, where `rip`
+    /// points: restoring the set yields a task that exits with 42.
     pub fn minimal(pid: i32) -> ImageSet {
         let r = |v| Some(v);
         let gpregs = pb::UserX86RegsEntry {
@@ -147,10 +198,11 @@ impl ImageSet {
             }),
             ..Default::default()
         };
-        let z = Some(0u64);
+        // Plausible layout fields: PR_SET_MM_MAP checks their order.
         let mm = pb::MmEntry {
-            mm_start_code: z, mm_end_code: z, mm_start_data: z, mm_end_data: z, mm_start_stack: z, mm_start_brk: z,
-            mm_brk: z, mm_arg_start: z, mm_arg_end: z, mm_env_start: z, mm_env_end: z, exe_file_id: Some(0),
+            mm_start_code: r(0x10000), mm_end_code: r(0x10800), mm_start_data: r(0x10800), mm_end_data: r(0x11000),
+            mm_start_stack: r(0x11f00), mm_start_brk: r(0x12000), mm_brk: r(0x12000), mm_arg_start: r(0x11f00),
+            mm_arg_end: r(0x11f10), mm_env_start: r(0x11f10), mm_env_end: r(0x11f20), exe_file_id: Some(0),
             vmas: vec![anon_vma(0x10000, 0x12000)],
             ..Default::default()
         };
@@ -165,10 +217,35 @@ impl ImageSet {
                 flags: Some(pagemap_flags::PRESENT),
                 in_parent: None,
             }],
-            pages: vec![0xab; 2 * 4096],
+            pages: {
+                let mut p = vec![0xab; 2 * 4096];
+                p[..EXIT_42.len()].copy_from_slice(&EXIT_42);
+                p
+            },
             files: vec![reg_file(1, "/", libc::O_RDONLY as u32, None)],
             fdinfo: vec![],
+            pipe_data: vec![],
+            cwd_id: 1,
+            umask: 0o22,
+            ghosts: vec![],
         }
+    }
+
+    /// Replaces the code page with `code` (at `rip`, 0x10000).
+    pub fn with_code(mut self, code: &[u8]) -> ImageSet {
+        self.pages[..code.len()].copy_from_slice(code);
+        self
+    }
+
+    /// Adds fd `fd` pointing at file `id` (a `files` entry added separately).
+    pub fn add_fd(&mut self, fd: u32, id: u32, ty: pb::FdTypes, cloexec: bool) {
+        self.fdinfo.push(pb::FdinfoEntry {
+            id: Some(id),
+            flags: Some(cloexec as u32),
+            r#type: Some(ty as i32),
+            fd: Some(fd),
+            ..Default::default()
+        });
     }
 
     /// Writes every image into `dir` (inventory last).
@@ -191,7 +268,40 @@ impl ImageSet {
         w.finish().unwrap();
         d.write_all(ImageKind::Files, 0, &self.files).unwrap();
         d.write_all(ImageKind::Fdinfo, pid, &self.fdinfo).unwrap();
-        d.write_one(ImageKind::Fs, pid, &pb::FsEntry { cwd_id: Some(1), root_id: Some(1), umask: Some(0o22) }).unwrap();
+        d.write_one(ImageKind::Fs, pid, &pb::FsEntry { cwd_id: Some(self.cwd_id), root_id: Some(1), umask: Some(self.umask) }).unwrap();
+        if !self.ghosts.is_empty() {
+            let remaps: Vec<pb::RemapFilePathEntry> = self
+                .ghosts
+                .iter()
+                .map(|(orig, ghost, _)| pb::RemapFilePathEntry {
+                    orig_id: Some(*orig),
+                    remap_id: Some(*ghost),
+                    remap_type: Some(pb::RemapType::Ghost as i32),
+                })
+                .collect();
+            d.write_all(ImageKind::RemapFpath, 0, &remaps).unwrap();
+            for (_, ghost, data) in &self.ghosts {
+                let mut w = d.create_image(ImageKind::GhostFile, *ghost as u64).unwrap();
+                w.write_entry(&pb::GhostFileEntry {
+                    uid: Some(0),
+                    gid: Some(0),
+                    mode: Some(libc::S_IFREG | 0o640),
+                    size: Some(data.len() as u64),
+                    ..Default::default()
+                })
+                .unwrap();
+                w.write_raw(data).unwrap();
+                w.finish().unwrap();
+            }
+        }
+        if !self.pipe_data.is_empty() {
+            let mut w = d.create_image(ImageKind::PipesData, 0).unwrap();
+            for (id, bytes) in &self.pipe_data {
+                w.write_entry(&pb::PipeDataEntry { pipe_id: Some(*id), bytes: Some(bytes.len() as u32), size: None }).unwrap();
+                w.write_raw(bytes).unwrap();
+            }
+            w.finish().unwrap();
+        }
         d.write_inventory(&pb::InventoryEntry { img_version: Some(IMG_VERSION), ..Default::default() }).unwrap();
     }
 }
