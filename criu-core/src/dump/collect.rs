@@ -97,9 +97,34 @@ fn run_injection(
     Ok(vals)
 }
 
+/// Dumps every shared anonymous object mapped by the process into its own
+/// pages image (`pages-2.img`, `pages-3.img`, ...).
+fn dump_shmem_objects(pid: i32, dir: &std::path::Path, vmas: &[Vma], stats: &mut MemStats) -> Result<Vec<ShmemDump>, DumpError> {
+    let mut out: Vec<ShmemDump> = Vec::new();
+    for v in vmas.iter().filter(|v| v.status & vmas::status::ANON_SHARED != 0) {
+        let size = v.map.offset + v.map.len();
+        if let Some(s) = out.iter_mut().find(|s| s.shmid == v.map.inode) {
+            s.size = s.size.max(size);
+            continue;
+        }
+        let pages_id = super::PAGES_ID + 1 + out.len() as u32;
+        let path = dir.join(format!("pages-{pages_id}.img"));
+        let mut f = std::fs::File::create(&path).map_err(|source| DumpError::ImagesDir { path, source })?;
+        let size = vmas.iter().filter(|o| o.map.inode == v.map.inode && o.status & vmas::status::ANON_SHARED != 0)
+            .map(|o| o.map.offset + o.map.len()).max().unwrap_or(size);
+        let pagemap = super::memory::dump_shmem(pid, v.map.start, v.map.end, size, &mut f, stats)?;
+        out.push(ShmemDump { shmid: v.map.inode, size, pages_id, pagemap });
+    }
+    Ok(out)
+}
+
 /// Collects everything about the frozen process and writes its memory to
 /// `pages`. Returns the state, the memory counters and the memory time.
-pub fn collect(fr: &Frozen, pages: &mut std::fs::File) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
+pub fn collect(
+    fr: &Frozen,
+    dir: &std::path::Path,
+    pages: &mut std::fs::File,
+) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
     let stat = proc::stat::read_stat(pid)?;
@@ -134,8 +159,9 @@ pub fn collect(fr: &Frozen, pages: &mut std::fs::File) -> Result<(ProcessDump, M
     for v in &vma_list {
         md.dump_vma(&pm, v)?;
     }
-    let (pagemap, mem_stats) = (std::mem::take(&mut md.entries), md.stats);
+    let (pagemap, mut mem_stats) = (std::mem::take(&mut md.entries), md.stats);
     drop(md);
+    let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
     let memdump_time = t_mem.elapsed();
 
     let mut files_state = files::collect_fds(pid, &mut next_id)?;
@@ -220,6 +246,7 @@ pub fn collect(fr: &Frozen, pages: &mut std::fs::File) -> Result<(ProcessDump, M
         creds,
         mm,
         pagemap,
+        shmem,
         files: files_state,
     };
     Ok((dump, mem_stats, memdump_time))

@@ -191,8 +191,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let t0 = std::time::Instant::now();
     let frozen = Frozen::freeze(opts.pid)?;
     tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
-    let res = collect::collect(&frozen, &mut pages).and_then(|(process, mem, memdump_time)| {
-        pages.sync_data().map_err(DumpError::WritePages)?;
+    let res = collect::collect(&frozen, &opts.dir, &mut pages).and_then(|(process, mem, memdump_time)| {
         failpoint::check(failpoint::BEFORE_WRITE)?;
         Ok(DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time })
     });

@@ -28,6 +28,8 @@ pub struct ProcessDump {
     pub mm: MmState,
     /// Which pages were written to the pages image, and where.
     pub pagemap: Vec<PagemapEntry>,
+    /// Shared anonymous memory objects and their dumped pages.
+    pub shmem: Vec<ShmemDump>,
     /// Open files and file-system context.
     pub files: FilesState,
 }
@@ -210,6 +212,19 @@ pub struct PagemapEntry {
     pub nr_pages: u32,
     /// `PE_*` flags.
     pub flags: u32,
+}
+
+/// One shared anonymous memory object (`pagemap-shmem-SHMID.img`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShmemDump {
+    /// Its id: the inode of the object, as in the VMAs' `shmid`.
+    pub shmid: u64,
+    /// Size of the object covered by mappings.
+    pub size: u64,
+    /// Id of its pages image (`pages-<id>.img`).
+    pub pages_id: u32,
+    /// Dumped runs; `vaddr` is the offset in the object.
+    pub pagemap: Vec<PagemapEntry>,
 }
 
 /// Files and the file-system context.
