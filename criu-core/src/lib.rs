@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod images;
 pub mod pie;
 pub mod proc;
 pub mod ptrace;

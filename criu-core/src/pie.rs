@@ -1,1 +1,0 @@
-//! The embedded restorer blob: placing it, relocating it, calling it.
