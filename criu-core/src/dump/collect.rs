@@ -24,6 +24,28 @@ pub fn get_robust_list(tid: i32) -> Result<(u64, u64), nix::errno::Errno> {
     Ok((head, len as u64))
 }
 
+/// Reads a thread's scheduling policy, static priority and nice value
+/// (`sched_getscheduler`, `sched_getparam`, `getpriority`).
+pub fn sched_params(tid: i32) -> Result<(u32, u32, i32), nix::errno::Errno> {
+    // SAFETY: sched_getscheduler takes no pointers.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    if policy < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel writes one sched_param to the pointer given.
+    if unsafe { libc::sched_getparam(tid, &mut param) } < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    nix::errno::Errno::clear();
+    // SAFETY: getpriority takes no pointers; -1 is a valid result, so errno tells failures.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    if nice == -1 && nix::errno::Errno::last_raw() != 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok((policy as u32, param.sched_priority as u32, nice))
+}
+
 /// Reads one thread's registers and signal state (no injection).
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
@@ -44,6 +66,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         clear_tid_addr: 0,
         robust_list: get_robust_list(tid).map_err(sys("get_robust_list"))?,
         rseq,
+        sched: sched_params(tid).map_err(sys("sched_getparam"))?,
     })
 }
 
@@ -168,8 +191,11 @@ pub fn collect(
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
-    files_state.files.push(files::dir_file(pid, "cwd", cwd_id)?);
-    files_state.files.push(files::dir_file(pid, "root", root_id)?);
+    files_state.files.push(files::path_file(pid, "cwd", cwd_id, files::DIR_FLAGS)?);
+    files_state.files.push(files::path_file(pid, "root", root_id, files::DIR_FLAGS)?);
+    let exe_file_id = next_id;
+    next_id += 1;
+    files_state.files.push(files::path_file(pid, "exe", exe_file_id, libc::O_RDONLY as u32)?);
     files_state.cwd_id = cwd_id;
     files_state.root_id = root_id;
     // File-backed areas get a file id each (same file, same id).
@@ -185,6 +211,9 @@ pub fn collect(
                 let id = next_id;
                 next_id += 1;
                 vma_files.push((key.0, key.1, id));
+                let flags = if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32;
+                let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
+                files_state.files.push(files::path_file(pid, &link, id, flags)?);
                 id
             }
         };
@@ -219,6 +248,12 @@ pub fn collect(
         thp_disabled: vals.thp_disabled,
         seccomp_mode: status.seccomp,
         umask: status.umask.unwrap_or(0o022),
+        loginuid: proc::read_text(&proc::path(pid, "loginuid")).ok().and_then(|s| s.trim().parse::<u32>().ok()),
+        oom_score_adj: {
+            let path = proc::path(pid, "oom_score_adj");
+            let text = proc::read_text(&path)?;
+            text.trim().parse().map_err(|_| proc::ProcError::Parse { path, what: "a number", line: text.clone() })?
+        },
     };
     let mm = MmState {
         start_code: stat.start_code,
@@ -234,6 +269,7 @@ pub fn collect(
         env_end: stat.env_end,
         auxv: proc::misc::read_auxv(pid)?,
         exe: proc::misc::read_link(pid, "exe")?.to_string_lossy().into_owned(),
+        exe_file_id,
         vmas: vma_list,
     };
     let dump = ProcessDump {

@@ -67,6 +67,10 @@ pub struct TaskState {
     pub seccomp_mode: u32,
     /// `umask`.
     pub umask: u32,
+    /// `/proc/PID/loginuid` (None when unreadable).
+    pub loginuid: Option<u32>,
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
 }
 
 /// One signal's action, as the kernel's `struct sigaction` holds it.
@@ -131,6 +135,8 @@ pub struct ThreadState {
     pub robust_list: (u64, u64),
     /// rseq registration.
     pub rseq: RseqConfig,
+    /// Scheduling: (policy, static priority, nice).
+    pub sched: (u32, u32, i32),
 }
 
 /// Credentials.
@@ -179,6 +185,8 @@ pub struct MmState {
     pub auxv: Vec<(u64, u64)>,
     /// Path of the executable (`/proc/PID/exe`).
     pub exe: String,
+    /// File id of the executable.
+    pub exe_file_id: u32,
     /// The memory areas, in address order.
     pub vmas: Vec<Vma>,
 }
