@@ -318,6 +318,12 @@ fn fown() -> pb::FownEntry {
     pb::FownEntry { uid: Some(0), euid: Some(0), signum: Some(0), pid_type: Some(0), pid: Some(0) }
 }
 
+/// A device number in the kernel's internal encoding (major << 20 | minor),
+/// which CRIU images use.
+fn kdev(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | libc::minor(dev)
+}
+
 /// Counter for ghost file ids.
 struct Ghosts {
     next: u32,
@@ -347,9 +353,9 @@ fn file_entry(dir: &ImageDir, f: &FileDesc, ghosts: &mut Ghosts) -> Result<pb::F
                     uid: Some(g.uid),
                     gid: Some(g.gid),
                     mode: Some(g.mode),
-                    dev: Some(dev_ino.0 as u32),
+                    dev: Some(kdev(dev_ino.0)),
                     ino: Some(dev_ino.1),
-                    rdev: Some(*rdev as u32),
+                    rdev: Some(kdev(*rdev)),
                     atim: Some(pb::Timeval { tv_sec: Some(g.atime.0 as u64), tv_usec: Some(g.atime.1 as u64 / 1000) }),
                     mtim: Some(pb::Timeval { tv_sec: Some(g.mtime.0 as u64), tv_usec: Some(g.mtime.1 as u64 / 1000) }),
                     chunks: Some(false),
@@ -391,9 +397,9 @@ fn write_files(dir: &ImageDir, p: &ProcessDump) -> Result<(), DumpError> {
     for f in &p.files.files {
         entries.push(file_entry(dir, f, &mut ghosts)?);
         match &f.kind {
-            FileKind::Pipe { pipe_ino, data: Some(d) } => pipes.push((*pipe_ino as u32, d)),
+            FileKind::Pipe { pipe_ino, data: Some(d) } if !d.is_empty() => pipes.push((*pipe_ino as u32, d)),
             FileKind::Fifo { path, pipe_ino, data, mode } => {
-                if let Some(d) = data {
+                if let Some(d) = data.as_ref().filter(|d| !d.is_empty()) {
                     fifos.push((*pipe_ino as u32, d));
                 }
                 entries.push(pb::FileEntry {
