@@ -62,7 +62,7 @@ fn sample_set_round_trips() {
     let tree: Vec<PstreeEntry> = dir.read_all(ImageKind::Pstree, 0).unwrap();
     assert_eq!(tree[0].threads, vec![4242, 4243]);
     let mm: MmEntry = dir.read_one(ImageKind::Mm, PID).unwrap();
-    assert_eq!(mm.vmas.len(), 2);
+    assert_eq!(mm.vmas.len(), 3);
     assert_eq!(mm.vmas[1].fd, Some(-1));
 
     let mut pm = dir.open_image(ImageKind::Pagemap, PID).unwrap();
@@ -442,4 +442,195 @@ fn payload_length_must_match() {
         r.read_entry_with_payload::<PipeDataEntry>().unwrap(),
         Some((e, b"abcd".to_vec()))
     );
+}
+
+#[test]
+fn kinds_are_recognised_from_names_and_headers() {
+    assert_eq!(
+        ImageKind::from_file_name("core-12.img"),
+        Some((ImageKind::Core, 12))
+    );
+    assert_eq!(
+        ImageKind::from_file_name("pagemap-shmem-5.img"),
+        Some((ImageKind::ShmemPagemap, 5))
+    );
+    assert_eq!(
+        ImageKind::from_file_name("ghost-file-1f.img"),
+        Some((ImageKind::GhostFile, 0x1f))
+    );
+    assert_eq!(
+        ImageKind::from_file_name("fifo-data.img"),
+        Some((ImageKind::FifoData, 0))
+    );
+    assert_eq!(
+        ImageKind::from_file_name("stats-dump.img"),
+        Some((ImageKind::StatsDump, 0))
+    );
+    assert_eq!(ImageKind::from_file_name("core-x.img"), None);
+    assert_eq!(ImageKind::from_file_name("core.img"), None);
+    assert_eq!(ImageKind::from_file_name("files.json"), None);
+    for k in ImageKind::ALL {
+        assert_eq!(
+            ImageKind::from_file_name(&k.file_name(77)).map(|x| x.0),
+            Some(*k),
+            "{k:?}"
+        );
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    write_sample_set(&ImageDir::create(tmp.path()).unwrap());
+    let mut seen = 0;
+    for e in std::fs::read_dir(tmp.path()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        let (want, _) = ImageKind::from_file_name(&name).unwrap();
+        assert_eq!(ImageReader::open_detect(&p).unwrap().kind(), want, "{name}");
+        seen += 1;
+    }
+    assert!(seen >= 14);
+    // Shared magics are told apart by name; unknown headers are an error.
+    let head = ImageKind::ShmemPagemap.header().bytes();
+    assert_eq!(
+        ImageKind::detect("pagemap-shmem-3.img", &head),
+        Some(ImageKind::ShmemPagemap)
+    );
+    assert_eq!(
+        ImageKind::detect("pagemap-3.img", &head),
+        Some(ImageKind::Pagemap)
+    );
+    let junk = tmp.path().join("junk.img");
+    std::fs::write(&junk, [1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    expect_err(
+        ImageReader::open_detect(&junk),
+        &["junk.img", "not a known image kind"],
+    );
+}
+
+#[test]
+fn file_entry_unions_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ImageDir::create(tmp.path()).unwrap();
+    write_sample_set(&dir);
+    assert_eq!(dir.read_files().unwrap().len(), 6);
+
+    let mut wrong = common::reg_file(3, "/x");
+    wrong.r#type = Some(FdTypes::Pipe as i32);
+    assert_eq!(
+        wrong.union_error().as_deref(),
+        Some("type pipe with parts [\"reg\"]")
+    );
+    dir.write_all(ImageKind::Files, 0, &[common::reg_file(1, "/a"), wrong])
+        .unwrap();
+    expect_err(
+        dir.read_files(),
+        &[
+            "files.img",
+            "file_entry entry at offset",
+            "type pipe with parts",
+        ],
+    );
+
+    let bare = FileEntry {
+        r#type: Some(FdTypes::Reg as i32),
+        id: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(
+        bare.union_error().as_deref(),
+        Some("type reg without its `reg` part")
+    );
+}
+
+#[test]
+fn dump_inventory_matches_criu_defaults() {
+    let ids = common::task_ids();
+    let inv = InventoryEntry::for_dump(ids, Lsmtype::Apparmor);
+    assert_eq!(inv.img_version, Some(2));
+    assert_eq!((inv.fdinfo_per_id, inv.ns_per_id), (Some(true), Some(true)));
+    assert_eq!(inv.lsmtype(), Lsmtype::Apparmor);
+    assert_eq!(inv.missing_required(), None);
+}
+
+fn fpregs(c: &mut CoreEntry) -> &mut UserX86FpregsEntry {
+    c.thread_info.as_mut().unwrap().fpregs.as_mut().unwrap()
+}
+
+#[test]
+fn restore_checks_reject_inconsistent_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ImageDir::create(tmp.path()).unwrap();
+    write_sample_set(&dir);
+    assert!(dir.read_core(PID, true).is_ok());
+    assert!(dir.read_core(common::THREAD, false).is_ok());
+    expect_err(
+        dir.read_core(common::THREAD, true),
+        &["core-4243.img", "core_entry", "leader without tc"],
+    );
+    let mm = dir.read_mm(PID).unwrap();
+    let (pages_id, pm) = dir.read_pagemap(PID, &mm).unwrap();
+    assert_eq!((pages_id, pm.len()), (1, 1));
+
+    let mut core = core_entry();
+    fpregs(&mut core).xmm_space.pop();
+    assert_eq!(
+        core.restore_error(true).as_deref(),
+        Some("fpregs.xmm_space has 63 elements, expected 64")
+    );
+    let mut core = core_entry();
+    fpregs(&mut core).xsave.as_mut().unwrap().pkru = vec![1];
+    assert_eq!(
+        core.restore_error(true).as_deref(),
+        Some("xsave.pkru has 1 elements, expected 2")
+    );
+    let mut core = core_entry();
+    core.tc.as_mut().unwrap().sigactions.pop();
+    dir.write_one(ImageKind::Core, 1, &core).unwrap();
+    expect_err(
+        dir.read_core(1, true),
+        &["core-1.img", "61 sigactions, expected 62"],
+    );
+    core.mtype = Some(core_entry::March::Aarch64 as i32);
+    assert!(core.restore_error(true).unwrap().contains("not x86-64"));
+
+    let mut bad = mm.clone();
+    bad.vmas.swap(0, 1);
+    dir.write_one(ImageKind::Mm, 2, &bad).unwrap();
+    expect_err(
+        dir.read_mm(2),
+        &[
+            "mm-2.img",
+            "mm_entry",
+            "vmas[1] 0x400000-0x402000 overlaps or precedes",
+        ],
+    );
+    let mut bad = mm.clone();
+    bad.vmas[0].end = Some(0x40_2001);
+    assert!(bad.layout_error().unwrap().contains("not page-aligned"));
+    bad.vmas[0].end = bad.vmas[0].start;
+    assert!(bad.layout_error().unwrap().contains("empty or inverted"));
+
+    let outside = PagemapEntry::new(0x50_0000, 1, pagemap_flags::PRESENT);
+    let mut w = dir.create_image(ImageKind::Pagemap, 3).unwrap();
+    w.write_entry(&PagemapHead { pages_id: Some(2) }).unwrap();
+    w.write_entry(&outside).unwrap();
+    w.finish().unwrap();
+    expect_err(
+        dir.read_pagemap(3, &mm),
+        &[
+            "pagemap-3.img",
+            "entry 0 0x500000-0x501000 is not inside one VMA",
+        ],
+    );
+    let across = PagemapEntry::new(0x40_1000, 2, pagemap_flags::PRESENT);
+    assert!(criu_core::images::pagemap_error(&mm.vmas, &[across])
+        .unwrap()
+        .contains("not inside one VMA"));
+    let huge = PagemapEntry::new(0x40_0000, u64::MAX / 2, pagemap_flags::PRESENT);
+    assert!(criu_core::images::pagemap_error(&mm.vmas, &[huge])
+        .unwrap()
+        .contains("overflow"));
+    let a = PagemapEntry::new(0x40_0000, 1, pagemap_flags::PRESENT);
+    assert!(criu_core::images::pagemap_error(&mm.vmas, &[a, a])
+        .unwrap()
+        .contains("overlaps"));
 }

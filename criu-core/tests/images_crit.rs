@@ -8,7 +8,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{core_entry, crit_decode, crit_encode, have_crit, write_sample_set, PID};
+use common::{core_entry, crit_decode, crit_encode, have_crit, write_sample_set, PID, THREAD};
 use criu_core::images::pb::*;
 use criu_core::images::{ImageDir, ImageKind};
 use serde_json::Value;
@@ -94,6 +94,8 @@ fn crit_reads_our_image_set() {
     assert_eq!(tc["sigactions"][0]["sigaction"], "0x402000");
     assert_eq!(tc["sigactions"][0]["flags"], "0x4000000");
     assert_eq!(tc["sigactions"][0]["restorer"], "0x403000");
+    assert_eq!(tc["sigactions"].as_array().unwrap().len(), 62);
+    assert_eq!(tc["sigactions"][61]["sigaction"], "0x0");
     let th = &e["thread_core"];
     assert_eq!(th["futex_rla_len"], 24);
     assert_eq!(th["sched_nice"], -5);
@@ -108,6 +110,12 @@ fn crit_reads_our_image_set() {
     assert_eq!(th["rseq_entry"]["rseq_abi_size"], 32);
     assert_eq!(th["rseq_entry"]["signature"], 0x5305_3053);
 
+    let v = crit_decode(&p(ImageKind::Core, THREAD), true);
+    let e = &entries(&v)[0];
+    assert_eq!(e["thread_info"]["gpregs"]["ip"], "0x401800");
+    assert_eq!(e["thread_core"]["blk_sigset"], 4);
+    assert!(e.get("tc").is_none(), "a thread core has no task part");
+
     let v = crit_decode(&p(ImageKind::Mm, pid), true);
     assert_eq!(v["magic"], "MM");
     let e = &entries(&v)[0];
@@ -118,13 +126,14 @@ fn crit_reads_our_image_set() {
     assert_eq!(e["mm_saved_auxv"][1], 0x7ffc_0000_5000u64);
     assert_eq!(e["dumpable"], 1);
     let vm = e["vmas"].as_array().unwrap();
-    assert_eq!(vm.len(), 2);
+    assert_eq!(vm.len(), 3);
     assert_eq!(vm[0]["start"], "0x400000");
     assert_eq!(vm[0]["end"], "0x402000");
     assert_eq!(vm[0]["prot"], "PROT_READ | PROT_EXEC");
     assert_eq!(vm[0]["flags"], "MAP_PRIVATE");
     assert_eq!(vm[0]["status"], "VMA_AREA_REGULAR | VMA_FILE_PRIVATE");
     assert_eq!(vm[0]["fd"], -1);
+    assert_eq!(vm[0]["shmid"], 7);
     assert_eq!(vm[1]["prot"], "PROT_READ | PROT_WRITE");
     assert_eq!(vm[1]["flags"], "MAP_PRIVATE | MAP_ANON | MAP_GROWSDOWN");
     assert_eq!(
@@ -274,4 +283,58 @@ fn we_read_crit_encoded_images() {
         .unwrap()
         .unwrap();
     assert_eq!((e.pipe_id, data.as_slice()), (Some(77_000), &b"hello"[..]));
+}
+
+/// `crit x` joins the images of a directory (pstree + core, ids + fdinfo +
+/// files + fs, mm + files, pagemap + mm): our cross-references must resolve.
+#[test]
+fn crit_explores_our_image_dir() {
+    if !have_crit() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write_sample_set(&ImageDir::create(tmp.path()).unwrap());
+    let explore = |what: &str| {
+        let out = Command::new("crit")
+            .arg("x")
+            .arg(tmp.path())
+            .arg(what)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "crit x {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    let ps = explore("ps");
+    assert!(ps.iter().any(|l| l == "4242 4242 17 loop"), "{ps:?}");
+    let fds = explore("fds");
+    for want in [
+        "0: /tmp/data file",
+        "3: pipe[77000]",
+        "4: pipe[77000]",
+        "cwd: /tmp",
+        "root: /",
+    ] {
+        assert!(fds.iter().any(|l| l == want), "{want:?} not in {fds:?}");
+    }
+    let mems = explore("mems");
+    for want in [
+        "exe /usr/bin/loop",
+        "00400000-00402000 r-x /usr/bin/loop",
+        "7ffc00000000-7ffc00021000 rw- [stack]",
+    ] {
+        assert!(mems.iter().any(|l| l == want), "{want:?} not in {mems:?}");
+    }
+    let rss = explore("rss");
+    assert!(
+        rss.iter()
+            .any(|l| l.starts_with("7ffc00020000 / 1 7ffc00000000 / 33")),
+        "{rss:?}"
+    );
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::write_sample_set;
 use criu_core::images::pb::*;
-use criu_core::images::{ImageDir, ImageKind, ImageReader, Result};
+use criu_core::images::{pagemap_error, ImageDir, ImageKind, ImageReader, Result};
 
 /// Iterations per seed image.
 const ROUNDS: usize = 20_000;
@@ -35,17 +35,24 @@ fn decode(kind: ImageKind, bytes: &[u8]) -> Result<()> {
     match kind {
         ImageKind::Inventory => drop(r.read_one::<InventoryEntry>()?),
         ImageKind::Pstree => drop(r.read_all::<PstreeEntry>()?),
-        ImageKind::Core => drop(r.read_all::<CoreEntry>()?),
-        ImageKind::Ids => drop(r.read_one::<TaskKobjIdsEntry>()?),
-        ImageKind::Mm => drop(r.read_one::<MmEntry>()?),
-        ImageKind::Pagemap => {
-            r.read_next::<PagemapHead>()?;
-            for e in r.read_all::<PagemapEntry>()? {
-                let _ = e.page_count();
+        ImageKind::Core => {
+            for c in r.read_all::<CoreEntry>()? {
+                let _ = c.restore_error(true);
             }
         }
+        ImageKind::Ids => drop(r.read_one::<TaskKobjIdsEntry>()?),
+        ImageKind::Mm => drop(r.read_one::<MmEntry>()?.layout_error()),
+        ImageKind::Pagemap => {
+            r.read_next::<PagemapHead>()?;
+            let entries = r.read_all::<PagemapEntry>()?;
+            let _ = pagemap_error(&common::core_vmas(), &entries);
+        }
         ImageKind::Fdinfo => drop(r.read_all::<FdinfoEntry>()?),
-        ImageKind::Files => drop(r.read_all::<FileEntry>()?),
+        ImageKind::Files => {
+            for f in r.read_all::<FileEntry>()? {
+                let _ = f.union_error();
+            }
+        }
         ImageKind::Fs => drop(r.read_one::<FsEntry>()?),
         ImageKind::PipesData => while r.read_entry_with_payload::<PipeDataEntry>()?.is_some() {},
         ImageKind::GhostFile => {
@@ -95,22 +102,12 @@ fn mutate(rng: &mut XorShift, data: &mut Vec<u8>) {
     }
 }
 
-/// Kind of a seed file, from its name.
+/// Kind of a seed file, from its name (`crit-` prefix allowed); `None` for
+/// files without a header.
 fn kind_of(path: &Path) -> Option<ImageKind> {
     let name = path.file_name()?.to_str()?;
-    let name = name.strip_prefix("crit-").unwrap_or(name);
-    ImageKind::ALL
-        .iter()
-        .copied()
-        .filter(|k| !k.header().bytes().is_empty())
-        .find(|k| {
-            let stem = name.strip_suffix(".img").unwrap_or(name);
-            stem == k.stem()
-                || stem
-                    .strip_prefix(k.stem())
-                    .and_then(|rest| rest.strip_prefix('-'))
-                    .is_some_and(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()))
-        })
+    let (kind, _) = ImageKind::from_file_name(name.strip_prefix("crit-").unwrap_or(name))?;
+    (!kind.header().bytes().is_empty()).then_some(kind)
 }
 
 fn seeds() -> Vec<(ImageKind, PathBuf, Vec<u8>)> {
@@ -145,6 +142,7 @@ fn mutated_images_never_panic() {
         for _ in 0..ROUNDS {
             let mut data = seed.clone();
             mutate(&mut rng, &mut data);
+            let _ = ImageKind::detect("fuzz.img", &data);
             // Mostly as the seed's own kind; sometimes as a random one.
             let k = if rng.below(8) == 0 {
                 ImageKind::ALL[rng.below(ImageKind::ALL.len())]

@@ -3,16 +3,19 @@
 //! - `build-pie [--out FILE]`: builds and packages the restorer blob, prints
 //!   the package summary (size, segments, relocations, entries).
 //! - `bench [--runs N]`: prints a table of measurements.
+//! - `test [ARGS]`: every test: the workspace's, then the blob library's
+//!   host unit tests (restorer-pie is a workspace of its own).
 //! - `setup`: installs the test tools (qemu-user, criu's `crit`) if missing.
-//! - `demo`: not yet.
+//! - `demo`: checkpoints and restores a demo process (the README's main job).
 
 mod bench;
+mod demo;
 mod setup;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] | setup | demo>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] | setup | demo | test [ARGS]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,10 +24,8 @@ fn main() -> Result<()> {
         "build-pie" => build_pie(rest),
         "bench" => bench::run(rest),
         "setup" => setup::run(),
-        "demo" => {
-            println!("demo: not yet");
-            Ok(())
-        }
+        "demo" => demo::run(&workspace_root()),
+        "test" => test(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -56,5 +57,25 @@ fn build_pie(args: &[String]) -> Result<()> {
     let file_size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     println!("wrote {} ({file_size} bytes)", out.display());
     print!("{}", pkg.summary());
+    Ok(())
+}
+
+/// Runs `cargo test --workspace ARGS`, then the restorer blob's library
+/// tests on the host.
+fn test(args: &[String]) -> Result<()> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let blob_manifest = root.join("restorer-pie/Cargo.toml");
+    let blob_target = root.join("target/restorer-pie-tests");
+    let runs: [Vec<std::ffi::OsString>; 2] = [
+        ["test", "--workspace"].iter().map(Into::into).chain(args.iter().map(Into::into)).collect(),
+        vec!["test".into(), "--lib".into(), "--manifest-path".into(), blob_manifest.into(), "--target-dir".into(), blob_target.into()],
+    ];
+    for run in runs {
+        let status = std::process::Command::new(&cargo).args(&run).current_dir(&root).status()?;
+        if !status.success() {
+            bail!("cargo {run:?} failed: {status}");
+        }
+    }
     Ok(())
 }

@@ -67,3 +67,37 @@ pub mod task_state {
     /// Zombie.
     pub const ZOMBIE: u32 = 0x06;
 }
+
+/// Number of `sa_entry`s in `task_core_entry.sigactions`: signals 1..=64
+/// except SIGKILL and SIGSTOP, in signal order (CRIU refuses other counts).
+pub const SIGACTION_COUNT: usize = 62;
+
+/// Number of `rlimit_entry`s in `task_rlimits_entry` (`RLIM_NLIMITS`), in
+/// resource-number order.
+pub const RLIMIT_COUNT: usize = 16;
+
+/// Element counts of the repeated fields of the x86 register entries, as
+/// CRIU fills and checks them (each equals the kernel structure's size
+/// divided by the element size).
+pub mod x86 {
+    /// `user_x86_fpregs_entry.st_space` (u32): 8 x87 registers, 16 bytes each.
+    pub const ST_SPACE: usize = 32;
+    /// `user_x86_fpregs_entry.xmm_space` (u32): 16 XMM registers.
+    pub const XMM_SPACE: usize = 64;
+    /// `user_x86_xsave_entry.ymmh_space` (u32): upper halves of 16 YMM registers.
+    pub const YMMH_SPACE: usize = 64;
+    /// `user_x86_xsave_entry.bndreg_state` (u64): 4 MPX bound registers.
+    pub const BNDREG_STATE: usize = 8;
+    /// `user_x86_xsave_entry.bndcsr_state` (u64): MPX config/status, padded to 64 bytes.
+    pub const BNDCSR_STATE: usize = 8;
+    /// `user_x86_xsave_entry.opmask_reg` (u64): AVX-512 k0..k7.
+    pub const OPMASK_REG: usize = 8;
+    /// `user_x86_xsave_entry.zmm_upper` (u64): upper 256 bits of ZMM0..15.
+    pub const ZMM_UPPER: usize = 64;
+    /// `user_x86_xsave_entry.hi16_zmm` (u64): ZMM16..31.
+    pub const HI16_ZMM: usize = 128;
+    /// `user_x86_xsave_entry.pkru` (u32): PKRU and its padding word.
+    pub const PKRU: usize = 2;
+    /// `thread_core_entry.futex_rla_len`: size of `struct robust_list_head`.
+    pub const ROBUST_LIST_HEAD_LEN: u32 = 24;
+}

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 
 use prost::{Message, Name};
 
+use super::checks::pagemap_error;
 use super::consts::IMG_VERSION;
 use super::error::{ImageError, Result};
 use super::kind::ImageKind;
-use super::pb::{InventoryEntry, Validate};
+use super::pb::{
+    CoreEntry, FileEntry, InventoryEntry, MmEntry, PagemapEntry, PagemapHead, Validate,
+};
 use super::reader::ImageReader;
 use super::writer::ImageWriter;
 
@@ -138,6 +141,68 @@ impl ImageDir {
         id: u64,
     ) -> Result<Vec<M>> {
         self.open_image(kind, id)?.read_all()
+    }
+
+    /// Reads `files.img`, checking that each `file_entry` carries exactly the
+    /// part its `type` names.
+    pub fn read_files(&self) -> Result<Vec<FileEntry>> {
+        let mut r = self.open_image(ImageKind::Files, 0)?;
+        let mut files = Vec::new();
+        loop {
+            let offset = r.offset();
+            let Some(f) = r.read_entry::<FileEntry>()? else {
+                break;
+            };
+            if let Some(problem) = f.union_error() {
+                return Err(ImageError::Invalid {
+                    path: r.path().into(),
+                    msg: "file_entry",
+                    offset,
+                    problem,
+                });
+            }
+            files.push(f);
+        }
+        Ok(files)
+    }
+
+    /// Reads `core-<tid>.img` and checks it can be restored on x86-64
+    /// (`leader`: the thread group leader, whose core carries the task part).
+    pub fn read_core(&self, tid: u64, leader: bool) -> Result<CoreEntry> {
+        let core: CoreEntry = self.read_one(ImageKind::Core, tid)?;
+        match core.restore_error(leader) {
+            None => Ok(core),
+            Some(problem) => Err(self.invalid(ImageKind::Core, tid, "core_entry", problem)),
+        }
+    }
+
+    /// Reads `mm-<pid>.img` and checks its VMA layout.
+    pub fn read_mm(&self, pid: u64) -> Result<MmEntry> {
+        let mm: MmEntry = self.read_one(ImageKind::Mm, pid)?;
+        match mm.layout_error() {
+            None => Ok(mm),
+            Some(problem) => Err(self.invalid(ImageKind::Mm, pid, "mm_entry", problem)),
+        }
+    }
+
+    /// Reads `pagemap-<pid>.img`: the pages image id and the entries, checked
+    /// against `mm`'s VMAs.
+    pub fn read_pagemap(&self, pid: u64, mm: &MmEntry) -> Result<(u32, Vec<PagemapEntry>)> {
+        let mut r = self.open_image(ImageKind::Pagemap, pid)?;
+        let head: PagemapHead = r.read_next()?;
+        let entries: Vec<PagemapEntry> = r.read_all()?;
+        match pagemap_error(&mm.vmas, &entries) {
+            None => Ok((head.pages_id(), entries)),
+            Some(problem) => Err(self.invalid(ImageKind::Pagemap, pid, "pagemap_entry", problem)),
+        }
+    }
+
+    fn invalid(&self, kind: ImageKind, id: u64, msg: &'static str, problem: String) -> ImageError {
+        ImageError::Inconsistent {
+            path: self.image_path(kind, id),
+            msg,
+            problem,
+        }
     }
 
     /// Starts writing `pages-<id>.img` (raw bytes, no header): use

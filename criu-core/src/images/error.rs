@@ -24,6 +24,9 @@ pub enum ImageError {
         expected: u32,
         what: &'static str,
     },
+    /// The header matches no known image kind.
+    #[error("{path}: not a known image kind (first bytes {head:02x?})")]
+    UnknownKind { path: PathBuf, head: Vec<u8> },
     /// The file ends in the middle of a header, an entry or a payload.
     #[error("{path}: truncated {what} at offset {offset}: wanted {wanted} bytes, got {got}")]
     Truncated {
@@ -67,6 +70,21 @@ pub enum ImageError {
         offset: u64,
         recorded: u64,
         actual: u64,
+    },
+    /// An entry is well-formed protobuf but inconsistent.
+    #[error("{path}: {msg} entry at offset {offset}: {problem}")]
+    Invalid {
+        path: PathBuf,
+        msg: &'static str,
+        offset: u64,
+        problem: String,
+    },
+    /// The entries of an image do not fit together (or restore cannot use them).
+    #[error("{path}: {msg}: {problem}")]
+    Inconsistent {
+        path: PathBuf,
+        msg: &'static str,
+        problem: String,
     },
     /// The image has no entry where one was required.
     #[error("{path}: no {msg} entry (empty image)")]

@@ -195,6 +195,50 @@ impl ImageKind {
     }
 }
 
+impl ImageKind {
+    /// Parses a file name such as `core-1234.img` or `ghost-file-1f.img`
+    /// into its kind and id (0 for kinds without one).
+    pub fn from_file_name(name: &str) -> Option<(ImageKind, u64)> {
+        let base = name.strip_suffix(".img")?;
+        let parse = |k: ImageKind| {
+            let (digits, radix) = match k.id_format() {
+                IdFormat::None => return (base == k.stem()).then_some((k, 0)),
+                IdFormat::Dec => (base.strip_prefix(k.stem())?.strip_prefix('-')?, 10),
+                IdFormat::Hex => (base.strip_prefix(k.stem())?.strip_prefix('-')?, 16),
+            };
+            // from_str_radix would also take a sign.
+            if !digits.bytes().all(|b| (b as char).is_digit(radix)) {
+                return None;
+            }
+            u64::from_str_radix(digits, radix).ok().map(|n| (k, n))
+        };
+        // The longest matching stem wins: `pagemap-shmem-5` is not
+        // `pagemap` with id "shmem-5".
+        Self::ALL
+            .iter()
+            .filter_map(|&k| parse(k))
+            .max_by_key(|(k, _)| k.stem().len())
+    }
+
+    /// Identifies an image from its first 8 bytes (`head`, fewer if the
+    /// file is shorter) and, where kinds share a magic, its file name.
+    pub fn detect(file_name: &str, head: &[u8]) -> Option<ImageKind> {
+        let word = |i: usize| {
+            head.get(i..i + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let header = match word(0)? {
+            IMG_COMMON_MAGIC => Header::Common(word(4)?),
+            IMG_SERVICE_MAGIC => Header::Service(word(4)?),
+            m => Header::Single(m),
+        };
+        let by_name = Self::from_file_name(file_name).map(|(k, _)| k);
+        let mut candidates = Self::with_header(header).peekable();
+        let first = candidates.peek().copied();
+        candidates.find(|k| Some(*k) == by_name).or(first)
+    }
+}
+
 impl std::fmt::Display for ImageKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.id_format() {

@@ -33,7 +33,26 @@
 //! last; restore opens the directory with [`ImageDir::open`], which fails
 //! without a valid inventory. File writers write under a temporary name and
 //! rename on [`ImageWriter::finish`].
+//!
+//! # A complete image set, as current CRIU writes it
+//!
+//! 1. [`ImageDir::create`] (drops any old `inventory.img`).
+//! 2. Per process `PID`: `ids-PID.img` (`task_kobj_ids_entry`), `core-TID.img`
+//!    for every thread (the leader's holds `tc` + `thread_core` +
+//!    `thread_info`; other threads' only `thread_core` + `thread_info`),
+//!    `mm-PID.img` (`mm_entry`, VMAs inside), `pagemap-PID.img` +
+//!    `pages-N.img` (N from a counter starting at 1, one per pagemap),
+//!    `fs-PID.img`. Creds, sigactions, timers, rlimits and pending signals
+//!    live in the core entries, not in files of their own.
+//! 3. Per files id: `fdinfo-FILES_ID.img`; all open files, cwd/root and the
+//!    exe/mapped files as `file_entry`s in `files.img`; pipe contents in
+//!    `pipes-data.img`; unlinked files in `ghost-file-ID.img` with a
+//!    `remap-fpath.img` entry.
+//! 4. `pstree.img` (one `pstree_entry` per process, parents first).
+//! 5. `stats-dump.img` (optional), then `inventory.img`
+//!    ([`InventoryEntry::for_dump`](pb::InventoryEntry::for_dump)).
 
+mod checks;
 pub mod consts;
 mod dir;
 mod entries;
@@ -43,6 +62,7 @@ pub mod pb;
 mod reader;
 mod writer;
 
+pub use checks::{pagemap_error, PAGE_SIZE};
 pub use consts::IMG_VERSION;
 pub use dir::ImageDir;
 pub use entries::Payload;

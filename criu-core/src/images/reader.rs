@@ -37,6 +37,32 @@ impl ImageReader {
         })?;
         Self::from_reader(path, BufReader::new(file), kind)
     }
+
+    /// Opens `path`, working out its kind from the header (and the file
+    /// name where kinds share a magic). `pages-N.img` files, which have no
+    /// header, are recognised by name only.
+    pub fn open_detect(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some((ImageKind::Pages, _)) = ImageKind::from_file_name(name) {
+            return Self::open(path, ImageKind::Pages);
+        }
+        let mut head = Vec::with_capacity(8);
+        File::open(path)
+            .and_then(|f| f.take(8).read_to_end(&mut head))
+            .map_err(|source| ImageError::Io {
+                path: path.into(),
+                op: "open",
+                source,
+            })?;
+        match ImageKind::detect(name, &head) {
+            Some(kind) => Self::open(path, kind),
+            None => Err(ImageError::UnknownKind {
+                path: path.into(),
+                head,
+            }),
+        }
+    }
 }
 
 impl<R: Read> ImageReader<R> {

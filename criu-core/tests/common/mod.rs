@@ -5,13 +5,92 @@
 use std::path::Path;
 use std::process::Command;
 
-use criu_core::images::consts::{pagemap_flags, task_state, vma_status};
+use criu_core::images::consts::{pagemap_flags, task_state, vma_status, x86, SIGACTION_COUNT};
 use criu_core::images::pb::*;
 use criu_core::images::{ImageDir, ImageKind, IMG_VERSION};
 use serde_json::Value;
 
 /// The pid used in the sample set's per-task file names.
 pub const PID: u64 = 4242;
+/// The second thread of the sample process.
+pub const THREAD: u64 = 4243;
+
+/// The sample process's kernel object ids (files_id 2 names `fdinfo-2.img`).
+pub fn task_ids() -> TaskKobjIdsEntry {
+    TaskKobjIdsEntry {
+        vm_id: Some(1),
+        files_id: Some(2),
+        fs_id: Some(3),
+        sighand_id: Some(4),
+        ..Default::default()
+    }
+}
+
+/// The sample process's VMAs: text (file 7), stack (with one dumped page), vDSO.
+pub fn core_vmas() -> Vec<VmaEntry> {
+    vec![
+        // A file mapping's shmid is the id of its reg file entry.
+        VmaEntry {
+            shmid: Some(7),
+            ..vma(
+                0x40_0000,
+                0x40_2000,
+                5,
+                2,
+                vma_status::AREA_REGULAR | vma_status::FILE_PRIVATE,
+            )
+        },
+        vma(
+            0x7ffc_0000_0000,
+            0x7ffc_0002_1000,
+            3,
+            0x122,
+            vma_status::AREA_REGULAR | vma_status::AREA_STACK | vma_status::ANON_PRIVATE,
+        ),
+        vma(
+            0x7ffc_0010_0000,
+            0x7ffc_0010_2000,
+            5,
+            0x22,
+            vma_status::AREA_REGULAR | vma_status::AREA_VDSO | vma_status::ANON_PRIVATE,
+        ),
+    ]
+}
+
+/// A read-only regular file entry for `path` (exe, cwd, root...).
+pub fn reg_file(id: u32, path: &str) -> FileEntry {
+    FileEntry {
+        r#type: Some(FdTypes::Reg as i32),
+        id: Some(id),
+        reg: Some(RegFileEntry {
+            id: Some(id),
+            flags: Some(0),
+            pos: Some(0),
+            fown: Some(fown()),
+            name: Some(path.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The core of a non-leader thread: registers and per-thread state only.
+pub fn thread_core_entry() -> CoreEntry {
+    let leader = core_entry();
+    let mut regs = gpregs();
+    regs.ip = Some(0x40_1800);
+    regs.sp = Some(0x7f00_1000_0000);
+    let mut ti = leader.thread_info.unwrap();
+    ti.gpregs = Some(regs);
+    let mut tc = leader.thread_core.unwrap();
+    tc.blk_sigset = Some(0x4);
+    CoreEntry {
+        mtype: leader.mtype,
+        thread_info: Some(ti),
+        thread_core: Some(tc),
+        ..Default::default()
+    }
+}
 
 pub fn gpregs() -> UserX86RegsEntry {
     let v = |n: u64| Some(0x1000_0000_0000 + n);
@@ -45,6 +124,24 @@ pub fn gpregs() -> UserX86RegsEntry {
         gs: Some(0),
         mode: Some(UserX86RegsMode::Native as i32),
     }
+}
+
+/// Sigactions as CRIU stores them: signals 1..=64 but SIGKILL and SIGSTOP;
+/// SIGHUP has a handler, the rest are SIG_DFL.
+pub fn sigactions() -> Vec<SaEntry> {
+    let v: Vec<SaEntry> = (1..=64u32)
+        .filter(|&s| s != 9 && s != 19)
+        .map(|s| SaEntry {
+            sigaction: Some(if s == 1 { 0x40_2000 } else { 0 }),
+            flags: Some(if s == 1 { 0x0400_0000 } else { 0 }),
+            restorer: Some(if s == 1 { 0x40_3000 } else { 0 }),
+            mask: Some(0),
+            compat_sigaction: Some(false),
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(v.len(), SIGACTION_COUNT);
+    v
 }
 
 pub fn core_entry() -> CoreEntry {
@@ -85,12 +182,12 @@ pub fn core_entry() -> CoreEntry {
                 rdp: Some(0),
                 mxcsr: Some(0x1f80),
                 mxcsr_mask: Some(0xffff),
-                st_space: (0..32).collect(),
-                xmm_space: (100..164).collect(),
-                padding: vec![0; 24],
+                st_space: (0..x86::ST_SPACE as u32).collect(),
+                xmm_space: (100..100 + x86::XMM_SPACE as u32).collect(),
+                padding: vec![],
                 xsave: Some(UserX86XsaveEntry {
                     xstate_bv: Some(7),
-                    ymmh_space: (1000..1064).collect(),
+                    ymmh_space: (1000..1000 + x86::YMMH_SPACE as u32).collect(),
                     ..Default::default()
                 }),
             }),
@@ -115,18 +212,12 @@ pub fn core_entry() -> CoreEntry {
                     max: Some(u64::MAX),
                 }],
             }),
-            sigactions: vec![SaEntry {
-                sigaction: Some(0x40_2000),
-                flags: Some(0x0400_0000),
-                restorer: Some(0x40_3000),
-                mask: Some(0),
-                ..Default::default()
-            }],
+            sigactions: sigactions(),
             ..Default::default()
         }),
         thread_core: Some(ThreadCoreEntry {
             futex_rla: Some(0x7f00_0000_0a20),
-            futex_rla_len: Some(24),
+            futex_rla_len: Some(x86::ROBUST_LIST_HEAD_LEN),
             sched_nice: Some(-5),
             creds: Some(creds),
             sas: Some(ThreadSasEntry {
@@ -187,15 +278,11 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
         }],
     )
     .unwrap();
-    let ids = TaskKobjIdsEntry {
-        vm_id: Some(1),
-        files_id: Some(2),
-        fs_id: Some(3),
-        sighand_id: Some(4),
-        ..Default::default()
-    };
+    let ids = task_ids();
     dir.write_one(ImageKind::Ids, pid, &ids).unwrap();
     dir.write_one(ImageKind::Core, pid, &core_entry()).unwrap();
+    dir.write_one(ImageKind::Core, THREAD, &thread_core_entry())
+        .unwrap();
 
     // mm + pagemap + pages
     let mm = MmEntry {
@@ -212,22 +299,7 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
         mm_env_end: Some(0x7ffc_0000_3100),
         exe_file_id: Some(7),
         mm_saved_auxv: vec![33, 0x7ffc_0000_5000, 0, 0],
-        vmas: vec![
-            vma(
-                0x40_0000,
-                0x40_2000,
-                5,
-                2,
-                vma_status::AREA_REGULAR | vma_status::FILE_PRIVATE,
-            ),
-            vma(
-                0x7ffc_0000_0000,
-                0x7ffc_0002_1000,
-                3,
-                0x122,
-                vma_status::AREA_REGULAR | vma_status::AREA_STACK | vma_status::ANON_PRIVATE,
-            ),
-        ],
+        vmas: core_vmas(),
         dumpable: Some(1),
         ..Default::default()
     };
@@ -290,6 +362,20 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
             }),
             ..Default::default()
         },
+        FileEntry {
+            r#type: Some(FdTypes::Pipe as i32),
+            id: Some(8),
+            pipe: Some(PipeEntry {
+                id: Some(8),
+                pipe_id: Some(77_000),
+                flags: Some(1),
+                fown: Some(fown()),
+            }),
+            ..Default::default()
+        },
+        reg_file(7, "/usr/bin/loop"),
+        reg_file(9, "/tmp"),
+        reg_file(10, "/"),
     ];
     dir.write_all(ImageKind::Files, 0, &files).unwrap();
     dir.write_one(
