@@ -113,6 +113,8 @@ fn run(cmd: Cmd) -> Result<i32> {
                 pages_skipped_zero = s.mem.pages_skipped_zero,
                 frozen_ms = s.frozen_time.as_millis() as u64,
                 memdump_ms = s.memdump_time.as_millis() as u64,
+                memread_ms = s.mem.read_time.as_millis() as u64,
+                memwrite_ms = s.mem.write_time.as_millis() as u64,
                 "dump finished"
             );
             Ok(0)

@@ -102,6 +102,12 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < 64; i++)
 		ymm_in[i] = (uint8_t)(i * 3 + 1);
+	/* Shared anonymous memory: 16 pages, pages 0 and 2 written. */
+	char *shm = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shm == MAP_FAILED)
+		return 3;
+	strcpy(shm, "shared page 0");
+	strcpy(shm + 2 * PAGE, "shared page 2");
 
 	/* Files. */
 	char path[4096];
@@ -160,8 +166,8 @@ int main(int argc, char **argv)
 	usleep(50000);
 
 	printf("READY pid=%d mem=%p pages=%zu ymm=%p reg=%d dup=%d app=%d ghost=%d pipe_r=%d pipe_w=%d devnull=%d "
-	       "altstack=%p\n",
-	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp);
+	       "altstack=%p shm=%p\n",
+	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm);
 
 	/* Block in read(0) with known registers; store them afterwards. */
 	char go;
@@ -226,6 +232,8 @@ int main(int argc, char **argv)
 	CHECK(cur_it.it_interval.tv_sec == 500 && cur_it.it_value.tv_sec > 900, "itimer");
 	/* Nothing left mapped by the dumper: same number of mappings as before? Checked by the test. */
 	CHECK(devnull >= 0, "devnull");
+	CHECK(strcmp(shm, "shared page 0") == 0 && strcmp(shm + 2 * PAGE, "shared page 2") == 0 && shm[PAGE] == 0,
+	      "shared memory");
 	if (!fail_count)
 		printf("OK\n");
 	return fail_count ? 1 : 0;

@@ -24,6 +24,28 @@ pub fn get_robust_list(tid: i32) -> Result<(u64, u64), nix::errno::Errno> {
     Ok((head, len as u64))
 }
 
+/// Reads a thread's scheduling policy, static priority and nice value
+/// (`sched_getscheduler`, `sched_getparam`, `getpriority`).
+pub fn sched_params(tid: i32) -> Result<(u32, u32, i32), nix::errno::Errno> {
+    // SAFETY: sched_getscheduler takes no pointers.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    if policy < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel writes one sched_param to the pointer given.
+    if unsafe { libc::sched_getparam(tid, &mut param) } < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    nix::errno::Errno::clear();
+    // SAFETY: getpriority takes no pointers; -1 is a valid result, so errno tells failures.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    if nice == -1 && nix::errno::Errno::last_raw() != 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok((policy as u32, param.sched_priority as u32, nice))
+}
+
 /// Reads one thread's registers and signal state (no injection).
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
@@ -44,6 +66,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         clear_tid_addr: 0,
         robust_list: get_robust_list(tid).map_err(sys("get_robust_list"))?,
         rseq,
+        sched: sched_params(tid).map_err(sys("sched_getparam"))?,
     })
 }
 
@@ -97,9 +120,34 @@ fn run_injection(
     Ok(vals)
 }
 
+/// Dumps every shared anonymous object mapped by the process into its own
+/// pages image (`pages-2.img`, `pages-3.img`, ...).
+fn dump_shmem_objects(pid: i32, dir: &std::path::Path, vmas: &[Vma], stats: &mut MemStats) -> Result<Vec<ShmemDump>, DumpError> {
+    let mut out: Vec<ShmemDump> = Vec::new();
+    for v in vmas.iter().filter(|v| v.status & vmas::status::ANON_SHARED != 0) {
+        let size = v.map.offset + v.map.len();
+        if let Some(s) = out.iter_mut().find(|s| s.shmid == v.map.inode) {
+            s.size = s.size.max(size);
+            continue;
+        }
+        let pages_id = super::PAGES_ID + 1 + out.len() as u32;
+        let path = dir.join(format!("pages-{pages_id}.img"));
+        let mut f = std::fs::File::create(&path).map_err(|source| DumpError::ImagesDir { path, source })?;
+        let size = vmas.iter().filter(|o| o.map.inode == v.map.inode && o.status & vmas::status::ANON_SHARED != 0)
+            .map(|o| o.map.offset + o.map.len()).max().unwrap_or(size);
+        let pagemap = super::memory::dump_shmem(pid, v.map.start, v.map.end, size, &mut f, stats)?;
+        out.push(ShmemDump { shmid: v.map.inode, size, pages_id, pagemap });
+    }
+    Ok(out)
+}
+
 /// Collects everything about the frozen process and writes its memory to
 /// `pages`. Returns the state, the memory counters and the memory time.
-pub fn collect(fr: &Frozen, pages: &mut std::fs::File) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
+pub fn collect(
+    fr: &Frozen,
+    dir: &std::path::Path,
+    pages: &mut std::fs::File,
+) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
     let stat = proc::stat::read_stat(pid)?;
@@ -134,16 +182,20 @@ pub fn collect(fr: &Frozen, pages: &mut std::fs::File) -> Result<(ProcessDump, M
     for v in &vma_list {
         md.dump_vma(&pm, v)?;
     }
-    let (pagemap, mem_stats) = (std::mem::take(&mut md.entries), md.stats);
+    let (pagemap, mut mem_stats) = (std::mem::take(&mut md.entries), md.stats);
     drop(md);
+    let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
     let memdump_time = t_mem.elapsed();
 
     let mut files_state = files::collect_fds(pid, &mut next_id)?;
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
-    files_state.files.push(files::dir_file(pid, "cwd", cwd_id)?);
-    files_state.files.push(files::dir_file(pid, "root", root_id)?);
+    files_state.files.push(files::path_file(pid, "cwd", cwd_id, files::DIR_FLAGS)?);
+    files_state.files.push(files::path_file(pid, "root", root_id, files::DIR_FLAGS)?);
+    let exe_file_id = next_id;
+    next_id += 1;
+    files_state.files.push(files::path_file(pid, "exe", exe_file_id, libc::O_RDONLY as u32)?);
     files_state.cwd_id = cwd_id;
     files_state.root_id = root_id;
     // File-backed areas get a file id each (same file, same id).
@@ -159,6 +211,9 @@ pub fn collect(fr: &Frozen, pages: &mut std::fs::File) -> Result<(ProcessDump, M
                 let id = next_id;
                 next_id += 1;
                 vma_files.push((key.0, key.1, id));
+                let flags = if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32;
+                let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
+                files_state.files.push(files::path_file(pid, &link, id, flags)?);
                 id
             }
         };
@@ -193,6 +248,12 @@ pub fn collect(fr: &Frozen, pages: &mut std::fs::File) -> Result<(ProcessDump, M
         thp_disabled: vals.thp_disabled,
         seccomp_mode: status.seccomp,
         umask: status.umask.unwrap_or(0o022),
+        loginuid: proc::read_text(&proc::path(pid, "loginuid")).ok().and_then(|s| s.trim().parse::<u32>().ok()),
+        oom_score_adj: {
+            let path = proc::path(pid, "oom_score_adj");
+            let text = proc::read_text(&path)?;
+            text.trim().parse().map_err(|_| proc::ProcError::Parse { path, what: "a number", line: text.clone() })?
+        },
     };
     let mm = MmState {
         start_code: stat.start_code,
@@ -208,6 +269,7 @@ pub fn collect(fr: &Frozen, pages: &mut std::fs::File) -> Result<(ProcessDump, M
         env_end: stat.env_end,
         auxv: proc::misc::read_auxv(pid)?,
         exe: proc::misc::read_link(pid, "exe")?.to_string_lossy().into_owned(),
+        exe_file_id,
         vmas: vma_list,
     };
     let dump = ProcessDump {
@@ -220,6 +282,7 @@ pub fn collect(fr: &Frozen, pages: &mut std::fs::File) -> Result<(ProcessDump, M
         creds,
         mm,
         pagemap,
+        shmem,
         files: files_state,
     };
     Ok((dump, mem_stats, memdump_time))

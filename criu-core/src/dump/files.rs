@@ -160,18 +160,19 @@ pub fn collect_fds(pid: i32, next_id: &mut u32) -> Result<FilesState, DumpError>
     Ok(st)
 }
 
-/// Describes a directory link of the process (`cwd`, `root`) as a file.
-pub fn dir_file(pid: i32, name: &str, id: u32) -> Result<FileDesc, DumpError> {
+/// Describes the file behind a `/proc/PID/NAME` link (`cwd`, `root`, `exe`,
+/// `map_files/START-END`) as an open file description with `flags`.
+pub fn path_file(pid: i32, name: &str, id: u32, flags: u32) -> Result<FileDesc, DumpError> {
     let target = crate::proc::misc::read_link(pid, name)?;
     let md = std::fs::metadata(crate::proc::path(pid, name)).map_err(|e| DumpError::File { fd: -1, what: format!("{name}: {e}") })?;
     let target = target.to_string_lossy().into_owned();
     let (path, deleted) = strip_deleted(&target);
-    if deleted {
+    if deleted && md.is_dir() {
         return Err(DumpError::File { fd: -1, what: format!("{name} {path:?} was removed") });
     }
     Ok(FileDesc {
         id,
-        flags: (libc::O_RDONLY | libc::O_DIRECTORY) as u32,
+        flags,
         pos: 0,
         kind: FileKind::Reg {
             path: path.to_owned(),
@@ -179,8 +180,11 @@ pub fn dir_file(pid: i32, name: &str, id: u32) -> Result<FileDesc, DumpError> {
             size: md.len(),
             mode: md.mode(),
             dev_ino: (md.dev(), md.ino()),
-            rdev: 0,
+            rdev: md.rdev(),
             ghost: None,
         },
     })
 }
+
+/// Open flags CRIU records for directories (cwd, root).
+pub const DIR_FLAGS: u32 = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;

@@ -19,7 +19,7 @@ const BATCH: usize = 64 << 20;
 const IOV_MAX: usize = 1024;
 
 /// Counters for the stats image and the log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MemStats {
     /// Pages looked at (populated).
     pub pages_scanned: u64,
@@ -27,6 +27,10 @@ pub struct MemStats {
     pub pages_skipped_zero: u64,
     /// Pages written.
     pub pages_written: u64,
+    /// Time spent reading the process's memory.
+    pub read_time: std::time::Duration,
+    /// Time spent writing the pages image (including zero checks).
+    pub write_time: std::time::Duration,
 }
 
 /// A run of populated pages: (address, number of pages).
@@ -185,8 +189,12 @@ impl<'a> MemoryDumper<'a> {
                 if self.buf.len() < bytes {
                     self.buf.resize(bytes, 0);
                 }
+                let t = std::time::Instant::now();
                 self.read_runs(&runs, vma.map.read)?;
+                let t2 = std::time::Instant::now();
                 self.write_runs(&runs, vma.zero_pages_implicit())?;
+                self.stats.read_time += t2 - t;
+                self.stats.write_time += t2.elapsed();
                 let written = self.stats.pages_written * PAGE_SIZE;
                 if let Some(cb) = self.on_batch.as_mut() {
                     cb(written)?;
@@ -212,4 +220,69 @@ mod tests {
         p[1] = 1;
         assert!(!is_zero(&p[1..]));
     }
+}
+
+/// `lseek(fd, off, whence)` for SEEK_DATA / SEEK_HOLE; None at end of file.
+fn seek_data_hole(fd: &std::fs::File, off: u64, whence: libc::c_int) -> Result<Option<u64>, std::io::Error> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off as libc::off_t, whence) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(e) };
+    }
+    Ok(Some(r as u64))
+}
+
+/// Dumps the contents of a shared anonymous memory object (read through
+/// `/proc/PID/map_files/START-END`, which opens the object itself, so pages
+/// other processes touched are included). Holes are skipped with
+/// `SEEK_DATA`/`SEEK_HOLE`, zero pages are left out. Returns the pagemap
+/// entries; as in CRIU's shmem pagemaps their `vaddr` is the offset in the
+/// object, not an address.
+pub fn dump_shmem(
+    pid: i32,
+    vma_start: u64,
+    vma_end: u64,
+    size: u64,
+    out: &mut std::fs::File,
+    stats: &mut MemStats,
+) -> Result<Vec<PagemapEntry>, DumpError> {
+    let path = crate::proc::path(pid, &format!("map_files/{vma_start:x}-{vma_end:x}"));
+    let f = std::fs::File::open(&path).map_err(|source| crate::proc::ProcError::Io { path: path.clone(), source })?;
+    let io = |e: std::io::Error| DumpError::Memory { addr: vma_start, errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) };
+    let mut entries: Vec<PagemapEntry> = Vec::new();
+    let mut buf = vec![0u8; BATCH.min(size as usize).max(PAGE_SIZE as usize)];
+    let mut off = 0u64;
+    while off < size {
+        let Some(data) = seek_data_hole(&f, off, libc::SEEK_DATA).map_err(io)? else { break };
+        if data >= size {
+            break;
+        }
+        let hole = seek_data_hole(&f, data, libc::SEEK_HOLE).map_err(io)?.unwrap_or(size).min(size);
+        let mut pos = data & !(PAGE_SIZE - 1);
+        while pos < hole {
+            let len = ((hole - pos).min(buf.len() as u64) + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+            let len = len.min(size - pos) as usize;
+            f.read_exact_at(&mut buf[..len], pos).map_err(io)?;
+            for p in 0..len / PAGE_SIZE as usize {
+                let page = &buf[p * PAGE_SIZE as usize..(p + 1) * PAGE_SIZE as usize];
+                stats.pages_scanned += 1;
+                if is_zero(page) {
+                    stats.pages_skipped_zero += 1;
+                    continue;
+                }
+                out.write_all(page).map_err(DumpError::WritePages)?;
+                stats.pages_written += 1;
+                let va = pos + (p as u64) * PAGE_SIZE;
+                match entries.last_mut() {
+                    Some(l) if l.vaddr + l.nr_pages as u64 * PAGE_SIZE == va => l.nr_pages += 1,
+                    _ => entries.push(PagemapEntry { vaddr: va, nr_pages: 1, flags: PE_PRESENT }),
+                }
+            }
+            pos += len as u64;
+        }
+        off = hole;
+    }
+    Ok(entries)
 }

@@ -3,6 +3,7 @@
 //! - [`model`]: the collected state as plain structs.
 //! - [`collect`]: gathering it from `/proc`, ptrace and injected syscalls.
 //! - [`vmas`], [`memory`], [`files`], [`injected`]: the pieces of collection.
+//! - [`write`]: writing the collected state as CRIU images.
 //! - [`failpoint`]: forced failures for tests (`CRIU_RS_FAIL_AT`).
 //!
 //! Whatever fails, the process is left running as it was: every thread is
@@ -17,6 +18,7 @@ pub mod injected;
 pub mod memory;
 pub mod model;
 pub mod vmas;
+pub mod write;
 
 use crate::proc::ProcError;
 use crate::ptrace::freeze::Frozen;
@@ -85,13 +87,8 @@ pub enum DumpError {
     #[error("unsupported memory area {0}")]
     UnsupportedVma(String),
     /// Writing an image failed.
-    #[error("writing {name}: {what}")]
-    Image {
-        /// Image file name.
-        name: String,
-        /// What went wrong.
-        what: String,
-    },
+    #[error("writing images: {0}")]
+    Image(#[from] crate::images::ImageError),
     /// A failure forced by `CRIU_RS_FAIL_AT`.
     #[error("forced failure at {0} (CRIU_RS_FAIL_AT)")]
     Forced(&'static str),
@@ -191,10 +188,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let t0 = std::time::Instant::now();
     let frozen = Frozen::freeze(opts.pid)?;
     tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
-    let res = collect::collect(&frozen, &mut pages).and_then(|(process, mem, memdump_time)| {
-        pages.sync_data().map_err(DumpError::WritePages)?;
+    let res = collect::collect(&frozen, &opts.dir, &mut pages).and_then(|(process, mem, memdump_time)| {
         failpoint::check(failpoint::BEFORE_WRITE)?;
-        Ok(DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time })
+        let summary = DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time };
+        write::write_images(&opts.dir, &summary)?;
+        Ok(summary)
     });
     match res {
         Ok(summary) => {

@@ -28,6 +28,8 @@ pub struct ProcessDump {
     pub mm: MmState,
     /// Which pages were written to the pages image, and where.
     pub pagemap: Vec<PagemapEntry>,
+    /// Shared anonymous memory objects and their dumped pages.
+    pub shmem: Vec<ShmemDump>,
     /// Open files and file-system context.
     pub files: FilesState,
 }
@@ -65,6 +67,10 @@ pub struct TaskState {
     pub seccomp_mode: u32,
     /// `umask`.
     pub umask: u32,
+    /// `/proc/PID/loginuid` (None when unreadable).
+    pub loginuid: Option<u32>,
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
 }
 
 /// One signal's action, as the kernel's `struct sigaction` holds it.
@@ -129,6 +135,8 @@ pub struct ThreadState {
     pub robust_list: (u64, u64),
     /// rseq registration.
     pub rseq: RseqConfig,
+    /// Scheduling: (policy, static priority, nice).
+    pub sched: (u32, u32, i32),
 }
 
 /// Credentials.
@@ -177,6 +185,8 @@ pub struct MmState {
     pub auxv: Vec<(u64, u64)>,
     /// Path of the executable (`/proc/PID/exe`).
     pub exe: String,
+    /// File id of the executable.
+    pub exe_file_id: u32,
     /// The memory areas, in address order.
     pub vmas: Vec<Vma>,
 }
@@ -210,6 +220,19 @@ pub struct PagemapEntry {
     pub nr_pages: u32,
     /// `PE_*` flags.
     pub flags: u32,
+}
+
+/// One shared anonymous memory object (`pagemap-shmem-SHMID.img`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShmemDump {
+    /// Its id: the inode of the object, as in the VMAs' `shmid`.
+    pub shmid: u64,
+    /// Size of the object covered by mappings.
+    pub size: u64,
+    /// Id of its pages image (`pages-<id>.img`).
+    pub pages_id: u32,
+    /// Dumped runs; `vaddr` is the offset in the object.
+    pub pagemap: Vec<PagemapEntry>,
 }
 
 /// Files and the file-system context.
