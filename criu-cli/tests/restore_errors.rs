@@ -80,7 +80,7 @@ fn pagemap_outside_the_vmas() {
     let mut set = ImageSet::minimal(pid);
     set.pagemap[0].vaddr = Some(0x11000);
     set.write(&dir);
-    expect_failure(&dir, pid, &[&format!("pagemap-{pid}.img"), "not inside one VMA"]);
+    expect_failure(&dir, pid, &[&format!("pagemap-{pid}.img"), "not inside the VMAs"]);
 }
 
 #[test]

@@ -77,17 +77,7 @@ pub fn pagemap_runs(
             return Err(RestoreError::bad(file, format!("{what} overlaps or is out of order")));
         }
         prev_end = end;
-        let vma = vmas.iter().find(|v| v.start <= e.vaddr && end <= v.end);
-        match vma {
-            Some(v) if v.is_premapped() => {}
-            Some(v) => {
-                return Err(RestoreError::bad(
-                    file,
-                    format!("{what} lies in VMA {:#x}-{:#x}, which has no dumpable pages", v.start, v.end),
-                ))
-            }
-            None => return Err(RestoreError::bad(file, format!("{what} is not inside one VMA"))),
-        }
+        check_covered(file, vmas, e.vaddr, end, &what)?;
         if e.flags & PE_PARENT != 0 {
             return Err(RestoreError::Unsupported {
                 file: file.into(),
@@ -118,6 +108,32 @@ pub fn pagemap_runs(
         file_off += len;
     }
     Ok(runs)
+}
+
+/// Checks that `[start, end)` is covered, without gaps, by premapped VMAs
+/// (an entry may span adjacent VMAs).
+fn check_covered(file: &Path, vmas: &[VmaPlan], start: u64, end: u64, what: &str) -> Result<()> {
+    let mut at = start;
+    let first = vmas.partition_point(|v| v.end <= start);
+    for v in &vmas[first..] {
+        if at >= end {
+            break;
+        }
+        if v.start > at {
+            break;
+        }
+        if !v.is_premapped() {
+            return Err(RestoreError::bad(
+                file,
+                format!("{what} covers VMA {:#x}-{:#x}, which has no dumpable pages", v.start, v.end),
+            ));
+        }
+        at = v.end;
+    }
+    if at < end {
+        return Err(RestoreError::bad(file, format!("{what} is not inside the VMAs (page {at:#x} is unmapped)")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -159,6 +175,10 @@ mod tests {
         let err = pagemap_runs(f, &vmas, &entries, p, 3 * PAGE_SIZE).unwrap_err().to_string();
         assert!(err.contains("pages-1.img") && err.contains("too short"), "{err}");
         assert!(pagemap_runs(f, &vmas, &[e(0x1f000, 2, PE_PRESENT)], p, 1 << 20).is_err());
+        // Spanning two adjacent VMAs is fine; across a gap it is not.
+        let two = [anon(0x10000, 0x12000), anon(0x12000, 0x14000), anon(0x15000, 0x16000)];
+        assert!(pagemap_runs(f, &two, &[e(0x11000, 2, PE_PRESENT)], p, 1 << 20).is_ok());
+        assert!(pagemap_runs(f, &two, &[e(0x13000, 3, PE_PRESENT)], p, 1 << 20).is_err());
         assert!(pagemap_runs(f, &vmas, &[e(0x12000, 1, PE_PRESENT), e(0x11000, 1, PE_PRESENT)], p, 1 << 20).is_err());
         assert!(pagemap_runs(f, &vmas, &[e(0x12000, 0, PE_PRESENT)], p, 1 << 20).is_err());
     }
