@@ -136,11 +136,12 @@ pub fn build_args(
         Some(fp) => b.push_bytes(&xsave_area(fp)),
         None => ArgArray::default(),
     };
-    let siginfos = |q: &Option<pb::SignalQueueEntry>| -> Vec<u8> {
-        q.iter().flat_map(|q| &q.signals).flat_map(|s| siginfo_bytes(s.siginfo.as_deref().unwrap_or(&[]))).collect()
+    // Siginfo arrays count siginfos, not bytes.
+    let siginfos = |q: &Option<pb::SignalQueueEntry>| -> Vec<[u8; SIGINFO_SIZE]> {
+        q.iter().flat_map(|q| &q.signals).map(|s| siginfo_bytes(s.siginfo.as_deref().unwrap_or(&[]))).collect()
     };
-    let private_sigs = b.push_bytes(&siginfos(&th.signals_p));
-    let shared_sigs = b.push_bytes(&siginfos(&tc.signals_s));
+    let private_sigs = b.push(&siginfos(&th.signals_p));
+    let shared_sigs = b.push(&siginfos(&tc.signals_s));
     let thread = ThreadArg {
         tid: plan.pid,
         gpregs: gpregs(ti.gpregs.as_ref().ok_or_else(|| RestoreError::bad(core_file(), "no gpregs"))?),
@@ -178,14 +179,6 @@ pub fn build_args(
     };
     let auxv: Vec<u8> = plan.mm.mm_saved_auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
     let mm = mm_arg(&plan.mm, b.push_bytes(&auxv), fds.exe);
-    let itimer = |t: &Option<pb::ItimerEntry>| {
-        t.as_ref().map_or(ItimerArg::default(), |t| ItimerArg {
-            interval_sec: t.isec.unwrap_or_default() as i64,
-            interval_usec: t.iusec.unwrap_or_default() as i64,
-            value_sec: t.vsec.unwrap_or_default() as i64,
-            value_usec: t.vusec.unwrap_or_default() as i64,
-        })
-    };
     let timers = tc.timers.clone().unwrap_or_default();
     let head = RestoreArgs {
         magic: RESTORE_MAGIC,
@@ -222,10 +215,27 @@ pub fn build_args(
     Ok(b.finish(&RestoreArgs { total_size: total, ..head }))
 }
 
+/// An interval timer. An armed periodic timer dumped with a zero value (it
+/// was about to fire) gets 1 µs, since a zero value would disarm it.
+fn itimer(t: &Option<pb::ItimerEntry>) -> ItimerArg {
+    let Some(t) = t else { return ItimerArg::default() };
+    let mut a = ItimerArg {
+        interval_sec: t.isec.unwrap_or_default() as i64,
+        interval_usec: t.iusec.unwrap_or_default() as i64,
+        value_sec: t.vsec.unwrap_or_default() as i64,
+        value_usec: t.vusec.unwrap_or_default() as i64,
+    };
+    if a.value_sec == 0 && a.value_usec == 0 && (a.interval_sec != 0 || a.interval_usec != 0) {
+        a.value_usec = 1;
+    }
+    a
+}
+
 /// A dumped siginfo as exactly [`SIGINFO_SIZE`] bytes.
-fn siginfo_bytes(raw: &[u8]) -> Vec<u8> {
-    let mut s = raw.to_vec();
-    s.resize(SIGINFO_SIZE, 0);
+fn siginfo_bytes(raw: &[u8]) -> [u8; SIGINFO_SIZE] {
+    let mut s = [0u8; SIGINFO_SIZE];
+    let n = raw.len().min(SIGINFO_SIZE);
+    s[..n].copy_from_slice(&raw[..n]);
     s
 }
 

@@ -1,0 +1,262 @@
+/*
+ * Test program for criu-rs restore.
+ *
+ * Usage: restoree WORKDIR   (stdout: a log file; stdin: /dev/null)
+ * Puts known state in place (memory of every kind, registers, signal
+ * state, files, cwd, umask), prints "READY" and waits in pause() with
+ * known values in r12-r15 and ymm0-ymm3 until SIGUSR1 arrives. Then it
+ * checks everything from inside, prints "OK" or "FAIL <what>" lines and
+ * exits 0 if all checks passed, 1 otherwise.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+#define ANON_PAGES 2048 /* 8 MiB */
+
+static int fails;
+#define CHECK(cond, ...)                                 \
+	do {                                             \
+		if (!(cond)) {                           \
+			printf("FAIL ");                 \
+			printf(__VA_ARGS__);             \
+			printf("\n");                    \
+			fails++;                         \
+		}                                        \
+	} while (0)
+
+static volatile sig_atomic_t got_usr1, alarms, rt_value = -1, usr2_count;
+static uint8_t ymm_in[128] __attribute__((aligned(32)));
+static uint8_t ymm_out[128] __attribute__((aligned(32)));
+static uint64_t gp_out[4];
+static const uint64_t GP[4] = {0x1111222233334444ULL, 0x5555666677778888ULL, 0x99990000aaaabbbbULL, 0xccccddddeeeeffffULL};
+
+static uint64_t pattern(uint64_t page, uint64_t word)
+{
+	return 0xc0ffee0000000000ULL ^ (page << 24) ^ (word * 0x9e3779b97f4a7c15ULL);
+}
+
+static int is_hole(uint64_t p) { return p % 7 == 3; }
+
+static void on_usr1(int s) { (void)s; got_usr1 = 1; }
+static void on_alarm(int s) { (void)s; alarms++; }
+static void on_usr2(int s) { (void)s; usr2_count++; }
+static void on_rt(int s, siginfo_t *si, void *uc) { (void)s; (void)uc; rt_value = si->si_value.sival_int; }
+
+static void fill(uint8_t *p, size_t n, uint8_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed + i * 13);
+}
+
+static int same(const uint8_t *p, size_t n, uint8_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != (uint8_t)(seed + i * 13))
+			return 0;
+	return 1;
+}
+
+/* Loads r12-r15 and ymm0-3, pauses until SIGUSR1 set got_usr1, stores them. */
+static void wait_with_registers(void)
+{
+	__asm__ volatile(
+		"mov 0(%[gp]), %%r12\n\t"
+		"mov 8(%[gp]), %%r13\n\t"
+		"mov 16(%[gp]), %%r14\n\t"
+		"mov 24(%[gp]), %%r15\n\t"
+		"vmovdqa 0(%[yin]), %%ymm0\n\t"
+		"vmovdqa 32(%[yin]), %%ymm1\n\t"
+		"vmovdqa 64(%[yin]), %%ymm2\n\t"
+		"vmovdqa 96(%[yin]), %%ymm3\n\t"
+		"1:\n\t"
+		"mov %[nr], %%eax\n\t"
+		"syscall\n\t"
+		"cmpl $0, %[flag]\n\t"
+		"je 1b\n\t"
+		"mov %%r12, 0(%[gout])\n\t"
+		"mov %%r13, 8(%[gout])\n\t"
+		"mov %%r14, 16(%[gout])\n\t"
+		"mov %%r15, 24(%[gout])\n\t"
+		"vmovdqa %%ymm0, 0(%[yout])\n\t"
+		"vmovdqa %%ymm1, 32(%[yout])\n\t"
+		"vmovdqa %%ymm2, 64(%[yout])\n\t"
+		"vmovdqa %%ymm3, 96(%[yout])\n\t"
+		:
+		: [gp] "r"(GP), [yin] "r"(ymm_in), [gout] "r"(gp_out), [yout] "r"(ymm_out), [nr] "i"(SYS_pause),
+		  [flag] "m"(got_usr1)
+		: "rax", "rcx", "r11", "r12", "r13", "r14", "r15", "xmm0", "xmm1", "xmm2", "xmm3", "memory");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return 2;
+	setvbuf(stdout, NULL, _IONBF, 0);
+	const char *dir = argv[1];
+	char path[4096];
+
+	/* Anonymous memory with MADV_DONTNEED holes. */
+	uint64_t *anon = mmap(NULL, ANON_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	for (uint64_t p = 0; p < ANON_PAGES; p++)
+		for (uint64_t w = 0; w < PAGE / 8; w++)
+			anon[p * PAGE / 8 + w] = pattern(p, w);
+	for (uint64_t p = 0; p < ANON_PAGES; p++)
+		if (is_hole(p))
+			madvise((char *)anon + p * PAGE, PAGE, MADV_DONTNEED);
+	/* Read-only and PROT_NONE areas with contents. */
+	uint8_t *ro = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	fill(ro, 4 * PAGE, 11);
+	mprotect(ro, 4 * PAGE, PROT_READ);
+	uint8_t *none = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	fill(none, 4 * PAGE, 22);
+	mprotect(none, 4 * PAGE, PROT_NONE);
+	/* Private file mapping: page 1 copied-on-write, pages 0/2/3 untouched. */
+	snprintf(path, sizeof path, "%s/private.bin", dir);
+	int pf = open(path, O_RDONLY);
+	uint8_t *priv = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, pf, 0);
+	close(pf);
+	fill(priv + PAGE, PAGE, 33);
+	/* Shared file mapping: written through, so the file holds the data. */
+	snprintf(path, sizeof path, "%s/shared.bin", dir);
+	int sf = open(path, O_RDWR);
+	uint8_t *shared = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, sf, 0);
+	close(sf);
+	fill(shared, 2 * PAGE, 44);
+	/* A grows-down area. */
+	uint8_t *gd = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN, -1, 0);
+	fill(gd, 4 * PAGE, 55);
+
+	/* Files. */
+	snprintf(path, sizeof path, "%s/data.txt", dir);
+	int data = open(path, O_RDWR);
+	char buf[64];
+	if (read(data, buf, 5) != 5)
+		return 3;
+	int dupd = dup(data);
+	snprintf(path, sizeof path, "%s/append.txt", dir);
+	int app = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	snprintf(path, sizeof path, "%s/ghost.txt", dir);
+	int ghost = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (write(ghost, "ghost contents", 14) != 14)
+		return 3;
+	unlink(path);
+	lseek(ghost, 6, SEEK_SET);
+	snprintf(path, sizeof path, "%s/sub", dir);
+	mkdir(path, 0755);
+	if (chdir(path))
+		return 3;
+	umask(027);
+
+	/* Signals: handlers, a blocked mask, a queued RT signal, an itimer. */
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = on_alarm;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	sa.sa_handler = on_usr2;
+	sa.sa_flags = SA_RESTART | SA_NODEFER;
+	sigaddset(&sa.sa_mask, SIGINT);
+	sigaction(SIGUSR2, &sa, NULL);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_rt;
+	sa.sa_flags = SA_SIGINFO;
+	sigaction(SIGRTMIN + 2, &sa, NULL);
+	sigset_t block;
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGRTMIN + 2);
+	sigprocmask(SIG_BLOCK, &block, NULL);
+	union sigval v = {.sival_int = 4242};
+	sigqueue(getpid(), SIGRTMIN + 2, v);
+	struct itimerval it = {.it_interval = {0, 20000}, .it_value = {0, 20000}};
+	setitimer(ITIMER_REAL, &it, NULL);
+
+	for (int i = 0; i < 128; i++)
+		ymm_in[i] = (uint8_t)(i * 7 + 3);
+	printf("READY pid=%d\n", getpid());
+	wait_with_registers();
+
+	/* ---- restored: check everything ---- */
+	for (int i = 0; i < 4; i++)
+		CHECK(gp_out[i] == GP[i], "r%d %#lx", 12 + i, (unsigned long)gp_out[i]);
+	CHECK(memcmp(ymm_in, ymm_out, sizeof ymm_in) == 0, "ymm0-3 changed");
+	uint64_t bad = 0;
+	for (uint64_t p = 0; p < ANON_PAGES; p++)
+		for (uint64_t w = 0; w < PAGE / 8; w++)
+			if (anon[p * PAGE / 8 + w] != (is_hole(p) ? 0 : pattern(p, w)))
+				bad++;
+	CHECK(bad == 0, "anonymous memory: %lu bad words", (unsigned long)bad);
+	CHECK(same(ro, 4 * PAGE, 11), "read-only area contents");
+	CHECK(mprotect(none, 4 * PAGE, PROT_READ) == 0 && same(none, 4 * PAGE, 22), "PROT_NONE area contents");
+	uint8_t file_page[PAGE];
+	snprintf(path, sizeof path, "%s/private.bin", dir);
+	int pf2 = open(path, O_RDONLY);
+	CHECK(pread(pf2, file_page, PAGE, 0) == PAGE && memcmp(priv, file_page, PAGE) == 0, "private file page 0");
+	CHECK(same(priv + PAGE, PAGE, 33), "private file page 1 (copied on write)");
+	CHECK(pread(pf2, file_page, PAGE, 2 * PAGE) == PAGE && memcmp(priv + 2 * PAGE, file_page, PAGE) == 0,
+	      "private file page 2");
+	close(pf2);
+	CHECK(same(shared, 2 * PAGE, 44), "shared file mapping contents");
+	shared[0] = 0x5a;
+	snprintf(path, sizeof path, "%s/shared.bin", dir);
+	int sf2 = open(path, O_RDONLY);
+	CHECK(pread(sf2, buf, 1, 0) == 1 && buf[0] == 0x5a, "shared mapping writes reach the file");
+	close(sf2);
+	CHECK(same(gd, 4 * PAGE, 55), "grows-down area contents");
+
+	CHECK(lseek(data, 0, SEEK_CUR) == 5, "data.txt offset %ld", (long)lseek(data, 0, SEEK_CUR));
+	CHECK(read(dupd, buf, 3) == 3 && memcmp(buf, "567", 3) == 0, "dup'd fd reads on");
+	CHECK(lseek(data, 0, SEEK_CUR) == 8, "dup'd fds share the offset");
+	CHECK((fcntl(app, F_GETFL) & O_APPEND) != 0, "O_APPEND");
+	CHECK((fcntl(app, F_GETFD) & FD_CLOEXEC) != 0, "close-on-exec kept");
+	CHECK((fcntl(data, F_GETFD) & FD_CLOEXEC) == 0, "no close-on-exec on data");
+	CHECK(lseek(ghost, 0, SEEK_CUR) == 6, "ghost offset");
+	memset(buf, 0, sizeof buf);
+	CHECK(pread(ghost, buf, 14, 0) == 14 && memcmp(buf, "ghost contents", 14) == 0, "ghost contents");
+	struct stat st;
+	CHECK(fstat(ghost, &st) == 0 && st.st_nlink == 0, "ghost file unlinked");
+	char cwd[4096];
+	snprintf(path, sizeof path, "%s/sub", dir);
+	CHECK(getcwd(cwd, sizeof cwd) && strcmp(cwd, path) == 0, "cwd %s", cwd);
+	mode_t old = umask(0);
+	CHECK(old == 027, "umask %o", old);
+
+	struct sigaction cur;
+	sigaction(SIGUSR2, NULL, &cur);
+	CHECK(cur.sa_handler == on_usr2 && (cur.sa_flags & SA_NODEFER) && sigismember(&cur.sa_mask, SIGINT), "SIGUSR2 action");
+	sigset_t now;
+	sigprocmask(SIG_SETMASK, NULL, &now);
+	CHECK(sigismember(&now, SIGINT) && sigismember(&now, SIGRTMIN + 2), "blocked mask");
+	sigset_t pend;
+	sigpending(&pend);
+	CHECK(sigismember(&pend, SIGRTMIN + 2), "queued RT signal still pending");
+	sigprocmask(SIG_UNBLOCK, &block, NULL);
+	CHECK(rt_value == 4242, "RT signal value %d", (int)rt_value);
+	raise(SIGUSR2);
+	CHECK(usr2_count == 1, "SIGUSR2 handler ran");
+	int before = alarms;
+	struct timespec ts = {0, 200000000};
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+	CHECK(alarms > before, "interval timer still fires (%d)", alarms - before);
+	struct timespec t1;
+	CHECK(clock_gettime(CLOCK_MONOTONIC, &t1) == 0 && t1.tv_sec > 0, "clock_gettime (vDSO)");
+
+	printf(fails ? "FAILED %d\n" : "OK\n", fails);
+	return fails ? 1 : 0;
+}
