@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,15 +28,21 @@
 #define ANON_PAGES 2048 /* 8 MiB */
 
 static int fails;
-#define CHECK(cond, ...)                                 \
-	do {                                             \
-		if (!(cond)) {                           \
-			printf("FAIL ");                 \
-			printf(__VA_ARGS__);             \
-			printf("\n");                    \
-			fails++;                         \
-		}                                        \
-	} while (0)
+
+/* Prints "FAIL <what>" and counts it unless ok. */
+static void check(int ok, const char *fmt, ...)
+{
+	va_list ap;
+	if (ok)
+		return;
+	va_start(ap, fmt);
+	fputs("FAIL ", stdout);
+	vprintf(fmt, ap);
+	putchar('\n');
+	va_end(ap);
+	fails++;
+}
+#define CHECK(cond, ...) check(!!(cond), __VA_ARGS__)
 
 static volatile sig_atomic_t got_usr1, alarms, rt_value = -1, usr2_count;
 static uint8_t ymm_in[128] __attribute__((aligned(32)));
