@@ -177,6 +177,8 @@ impl ImageSet {
         };
         let fpregs = pb::UserX86FpregsEntry {
             cwd: Some(0x37f), swd: Some(0), twd: Some(0), fop: Some(0), rip: Some(0), rdp: Some(0), mxcsr: Some(0x1f80), mxcsr_mask: Some(0xffff),
+            st_space: vec![0; 32],
+            xmm_space: vec![0; 64],
             ..Default::default()
         };
         let core = pb::CoreEntry {
@@ -196,6 +198,7 @@ impl ImageSet {
                 comm: Some("fake".into()),
                 ..Default::default()
             }),
+            thread_core: Some(pb::ThreadCoreEntry { futex_rla: Some(0), futex_rla_len: Some(0), ..Default::default() }),
             ..Default::default()
         };
         // Plausible layout fields: PR_SET_MM_MAP checks their order.

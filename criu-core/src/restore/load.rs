@@ -6,9 +6,9 @@
 
 use super::error::{RestoreError, Result};
 use super::plan::{DescPlan, FdPlan, FsPlan, PagesPlan, RegFile, TaskPlan, VmaKind, VmaPlan};
-use super::validate::{check_vmas, pagemap_runs, PagemapEntry};
+use super::validate::{check_address_space, pagemap_runs, PagemapEntry};
 use crate::images::consts::vma_status as st;
-use crate::images::pb::{self, core_entry::March, FdTypes, RemapType};
+use crate::images::pb::{self, FdTypes, RemapType};
 use crate::images::{ImageDir, ImageKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,8 +57,10 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
     if root.threads.len() > 1 || root.threads.first().is_some_and(|&t| t as i32 != pid) {
         return Err(RestoreError::Unsupported { file: pstree_path, what: format!("threads {:?} (single-threaded only)", root.threads) });
     }
-    let core = load_core(&images, pid)?;
-    let mut mm: pb::MmEntry = images.read_one(ImageKind::Mm, pid as u64)?;
+    // Both readers check what the image layer knows: x86-64 state of the
+    // right sizes, and a sorted, disjoint, page-aligned VMA list.
+    let core = images.read_core(pid as u64, true)?;
+    let mut mm = images.read_mm(pid as u64)?;
     let mm_path = images.image_path(ImageKind::Mm, pid as u64);
     let files_path = images.image_path(ImageKind::Files, 0);
     let files = load_files(&images)?;
@@ -69,7 +71,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
         }
     };
     let vmas = mm.vmas.iter().map(|v| vma_plan(v, &mm_path, &files, &reg_path)).collect::<Result<Vec<_>>>()?;
-    check_vmas(&mm_path, &vmas)?;
+    check_address_space(&mm_path, &vmas)?;
     let exe = match mm.exe_file_id {
         Some(id) if files.contains_key(&id) => Some(reg_path(id, "mm exe_file_id")?),
         _ => None,
@@ -92,24 +94,6 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
         core: Box::new(core),
         mm: Box::new(mm),
     })
-}
-
-/// `core-PID.img`: must be an x86_64 task with thread info.
-fn load_core(images: &ImageDir, pid: i32) -> Result<pb::CoreEntry> {
-    let path = images.image_path(ImageKind::Core, pid as u64);
-    let core: pb::CoreEntry = images.read_one(ImageKind::Core, pid as u64)?;
-    let mtype = core.mtype.unwrap_or_default();
-    if mtype != March::X8664 as i32 {
-        let name = March::try_from(mtype).map(|m| m.as_str_name().to_string()).unwrap_or_else(|_| mtype.to_string());
-        return Err(RestoreError::bad(path, format!("architecture {name}, this host restores X86_64 only")));
-    }
-    if core.thread_info.is_none() {
-        return Err(RestoreError::bad(path, "no thread_info (registers)"));
-    }
-    if core.tc.is_none() {
-        return Err(RestoreError::bad(path, "no task core (tc)"));
-    }
-    Ok(core)
 }
 
 /// `files.img` by file id (absent: no files).
