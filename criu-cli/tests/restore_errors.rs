@@ -165,3 +165,25 @@ fn pid_in_use() {
     assert!(still_there, "restore touched the process holding the pid");
     assert_eq!(before, snapshot(&dir));
 }
+
+#[test]
+fn failure_inside_the_blob_kills_the_task() {
+    // Raising a hard rlimit needs CAP_SYS_RESOURCE, which criu-rs lacks
+    // here: the blob refuses and exits; the task must not survive.
+    let dir = scratch("blob-failure");
+    let pid = free_pid();
+    let mut set = ImageSet::minimal(pid);
+    let mut limits = Vec::new();
+    for res in 0..16 {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit(2) into a local struct.
+        unsafe { libc::getrlimit(res, &mut rl) };
+        limits.push(criu_core::images::pb::RlimitEntry { cur: Some(rl.rlim_cur), max: Some(rl.rlim_max) });
+    }
+    let nofile = libc::RLIMIT_NOFILE as usize;
+    limits[nofile].max = Some(limits[nofile].max.unwrap().saturating_mul(4).max(1 << 30));
+    set.core.tc.as_mut().unwrap().rlimits = Some(criu_core::images::pb::TaskRlimitsEntry { rlimits: limits });
+    set.write(&dir);
+    let err = expect_failure(&dir, pid, &["restoring task", "blob failed"]);
+    assert!(err.contains("rlimit") || err.contains("stage"), "{err}");
+}

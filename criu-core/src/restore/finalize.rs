@@ -149,9 +149,11 @@ pub fn finish(pid: i32, status_rx: &OwnedFd) -> Result<()> {
             other => tracing::debug!(pid, ?other, "wait status while restoring"),
         }
     };
+    tracing::debug!(pid, "the blob reached its last stop");
     // Step through rt_sigreturn: entry stop, then exit stop.
     let syscall_insn = step_syscall(pid, libc::SYS_rt_sigreturn)?;
     cleanup(pid, syscall_insn, &place)?;
+    tracing::debug!(pid, "blob and arguments removed");
     ptrace::detach(p, None).map_err(ptrace_err(pid, "PTRACE_DETACH"))
 }
 

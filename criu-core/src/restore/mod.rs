@@ -72,6 +72,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
             let guard = task::TaskGuard::new(child);
             drop((go_rx, status_tx));
             finalize::seize(child)?;
+            tracing::debug!(pid = child, "task created and seized");
             rustix::io::write(&go_tx, b"g").sys(|| "starting the task".into())?;
             drop(go_tx);
             rustix::fs::fcntl_setfl(&status_rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
