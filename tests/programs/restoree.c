@@ -4,11 +4,13 @@
  * Usage: restoree WORKDIR   (stdout: a log file; stdin: /dev/null)
  * Puts known state in place (memory of every kind, registers, signal
  * state, files, cwd, umask), prints "READY" and waits in pause() with
- * known values in r12-r15 and ymm0-ymm3 until SIGUSR1 arrives. Then it
+ * known values in r12-r15 and ymm0-ymm3 until SIGUSR1 arrives (having
+ * moved its vDSO first). Then it
  * checks everything from inside, prints "OK" or "FAIL <what>" lines and
  * exits 0 if all checks passed, 1 otherwise.
  */
 #define _GNU_SOURCE
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -74,6 +76,71 @@ static int same(const uint8_t *p, size_t n, uint8_t seed)
 		if (p[i] != (uint8_t)(seed + i * 13))
 			return 0;
 	return 1;
+}
+
+/* Address of dynamic symbol `name` in the vDSO image mapped at `base`. */
+static void *vdso_sym(uintptr_t base, const char *name)
+{
+	Elf64_Ehdr *eh = (void *)base;
+	Elf64_Phdr *ph = (void *)(base + eh->e_phoff);
+	uintptr_t load = 0;
+	for (int i = 0; i < eh->e_phnum; i++)
+		if (ph[i].p_type == PT_LOAD) {
+			load = ph[i].p_vaddr;
+			break;
+		}
+	Elf64_Shdr *sh = (void *)(base + eh->e_shoff);
+	for (int i = 0; i < eh->e_shnum; i++) {
+		if (sh[i].sh_type != SHT_DYNSYM)
+			continue;
+		Elf64_Sym *sym = (void *)(base + sh[i].sh_offset);
+		const char *str = (const char *)(base + sh[sh[i].sh_link].sh_offset);
+		for (size_t k = 0; k < sh[i].sh_size / sizeof *sym; k++)
+			if (!strcmp(str + sym[k].st_name, name))
+				return (void *)(base + sym[k].st_value - load);
+	}
+	return NULL;
+}
+
+typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
+
+/*
+ * Moves [vvar], [vvar_vclock] and [vdso] together (keeping their relative
+ * layout) to a new place; returns __vdso_clock_gettime there. glibc keeps
+ * pointing at the old place, so glibc's clock_gettime must not be used
+ * afterwards.
+ */
+static clock_gettime_fn move_vdso(uintptr_t *new_vdso)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	struct {
+		uintptr_t s, e;
+	} a[4];
+	int n = 0;
+	uintptr_t lo = ~0UL, hi = 0, vdso = 0;
+	while (n < 4 && fgets(line, sizeof line, f)) {
+		uintptr_t s, e;
+		char name[256] = "";
+		sscanf(line, "%lx-%lx %*s %*s %*s %*s %255s", &s, &e, name);
+		if (strcmp(name, "[vdso]") && strcmp(name, "[vvar]") && strcmp(name, "[vvar_vclock]"))
+			continue;
+		a[n].s = s;
+		a[n++].e = e;
+		lo = s < lo ? s : lo;
+		hi = e > hi ? e : hi;
+		if (!strcmp(name, "[vdso]"))
+			vdso = s;
+	}
+	fclose(f);
+	char *hole = mmap(NULL, hi - lo + (2 << 20), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uintptr_t dst = ((uintptr_t)hole + (1 << 20)) & ~0xfffUL;
+	for (int i = 0; i < n; i++)
+		if (mremap((void *)a[i].s, a[i].e - a[i].s, a[i].e - a[i].s, MREMAP_MAYMOVE | MREMAP_FIXED,
+			   (void *)(dst + (a[i].s - lo))) == MAP_FAILED)
+			return NULL;
+	*new_vdso = dst + (vdso - lo);
+	return (clock_gettime_fn)vdso_sym(*new_vdso, "__vdso_clock_gettime");
 }
 
 /* Loads r12-r15 and ymm0-3, pauses until SIGUSR1 set got_usr1, stores them. */
@@ -193,6 +260,12 @@ int main(int argc, char **argv)
 	struct itimerval it = {.it_interval = {0, 20000}, .it_value = {0, 20000}};
 	setitimer(ITIMER_REAL, &it, NULL);
 
+	uintptr_t moved_vdso = 0;
+	clock_gettime_fn moved_cg = move_vdso(&moved_vdso);
+	struct timespec t0 = {0, 0};
+	if (!moved_cg || moved_cg(CLOCK_MONOTONIC, &t0))
+		return 5;
+
 	for (int i = 0; i < 128; i++)
 		ymm_in[i] = (uint8_t)(i * 7 + 3);
 	printf("READY pid=%d\n", getpid());
@@ -261,8 +334,18 @@ int main(int argc, char **argv)
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
 	CHECK(alarms > before, "interval timer still fires (%d)", alarms - before);
-	struct timespec t1;
-	CHECK(clock_gettime(CLOCK_MONOTONIC, &t1) == 0 && t1.tv_sec > 0, "clock_gettime (vDSO)");
+	struct timespec t1 = {0, 0};
+	CHECK(moved_cg(CLOCK_MONOTONIC, &t1) == 0 && (t1.tv_sec > t0.tv_sec || t1.tv_nsec > t0.tv_nsec),
+	      "clock_gettime through the moved vDSO");
+	char want[64], line[512];
+	snprintf(want, sizeof want, "%lx-", (unsigned long)moved_vdso);
+	FILE *maps = fopen("/proc/self/maps", "r");
+	int at_moved = 0;
+	while (fgets(line, sizeof line, maps))
+		if (!strncmp(line, want, strlen(want)) && strstr(line, "[vdso]"))
+			at_moved = 1;
+	fclose(maps);
+	CHECK(at_moved, "[vdso] is where the program moved it");
 
 	printf(fails ? "FAILED %d\n" : "OK\n", fails);
 	return fails ? 1 : 0;
