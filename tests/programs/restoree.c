@@ -59,7 +59,9 @@ static uint64_t pattern(uint64_t page, uint64_t word)
 
 static int is_hole(uint64_t p) { return p % 7 == 3; }
 
+static volatile sig_atomic_t ptimer_ticks;
 static void on_usr1(int s) { (void)s; got_usr1 = 1; }
+static void on_ptimer(int s) { (void)s; ptimer_ticks++; }
 static void on_alarm(int s) { (void)s; alarms++; }
 static void on_usr2(int s) { (void)s; usr2_count++; }
 static void on_rt(int s, siginfo_t *si, void *uc) { (void)s; (void)uc; rt_value = si->si_value.sival_int; }
@@ -259,6 +261,20 @@ int main(int argc, char **argv)
 	sigqueue(getpid(), SIGRTMIN + 2, v);
 	struct itimerval it = {.it_interval = {0, 20000}, .it_value = {0, 20000}};
 	setitimer(ITIMER_REAL, &it, NULL);
+	/* A POSIX timer signalling SIGPROF every 10 ms, and an alternate stack. */
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_ptimer;
+	sa.sa_flags = SA_RESTART | SA_ONSTACK;
+	sigaction(SIGPROF, &sa, NULL);
+	struct sigevent sev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGPROF};
+	timer_t tid;
+	if (timer_create(CLOCK_MONOTONIC, &sev, &tid))
+		return 3;
+	struct itimerspec its = {.it_interval = {0, 10000000}, .it_value = {0, 10000000}};
+	timer_settime(tid, 0, &its, NULL);
+	static uint8_t altstack[64 * 1024];
+	stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
+	sigaltstack(&ss, NULL);
 
 	uintptr_t moved_vdso = 0;
 	clock_gettime_fn moved_cg = move_vdso(&moved_vdso);
@@ -334,6 +350,17 @@ int main(int argc, char **argv)
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
 	CHECK(alarms > before, "interval timer still fires (%d)", alarms - before);
+	int pbefore = ptimer_ticks;
+	ts.tv_sec = 0;
+	ts.tv_nsec = 100000000;
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+	CHECK(ptimer_ticks > pbefore, "POSIX timer still fires (%d)", ptimer_ticks - pbefore);
+	struct itimerspec cur_its;
+	CHECK(timer_gettime(tid, &cur_its) == 0 && cur_its.it_interval.tv_nsec == 10000000, "POSIX timer id and interval");
+	stack_t cur_ss;
+	CHECK(sigaltstack(NULL, &cur_ss) == 0 && cur_ss.ss_sp == altstack && cur_ss.ss_size == sizeof altstack,
+	      "sigaltstack");
 	struct timespec t1 = {0, 0};
 	CHECK(moved_cg(CLOCK_MONOTONIC, &t1) == 0 && (t1.tv_sec > t0.tv_sec || t1.tv_nsec > t0.tv_nsec),
 	      "clock_gettime through the moved vDSO");
