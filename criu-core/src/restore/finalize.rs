@@ -107,8 +107,43 @@ fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
 /// Describes a failed blob from its status block.
 fn blob_failure(st: Option<RestoreStatus>) -> String {
     match st {
-        Some(s) => format!("the blob failed at stage {} with error {} (detail {:#x})", s.stage, s.error, s.detail),
+        Some(s) => format!(
+            "the blob failed at stage {} ({}) with error {} (detail {:#x})",
+            s.stage,
+            stage_name(s.stage),
+            s.error,
+            s.detail
+        ),
         None => "the blob failed (status unreadable)".to_string(),
+    }
+}
+
+/// What the blob was doing at `STAGE_*` `stage`.
+fn stage_name(stage: u32) -> &'static str {
+    use crate::abi::*;
+    match stage {
+        STAGE_START => "start",
+        STAGE_CHECK_ARGS => "checking its arguments",
+        STAGE_BLOCK_SIGNALS => "blocking signals",
+        STAGE_PARK_VDSO => "parking the vDSO",
+        STAGE_UNMAP => "unmapping the old memory",
+        STAGE_REMAP => "moving memory into place",
+        STAGE_MAP_SHARED => "mapping shared files",
+        STAGE_PROTECT => "setting protections",
+        STAGE_MADVISE => "applying madvise",
+        STAGE_VDSO => "restoring the vDSO",
+        STAGE_MM => "PR_SET_MM_MAP",
+        STAGE_RLIMITS => "rlimits",
+        STAGE_SIGACTIONS => "sigactions",
+        STAGE_ITIMERS => "interval timers",
+        STAGE_POSIX_TIMERS => "POSIX timers",
+        STAGE_THREAD_STATE => "thread state",
+        STAGE_PERSONALITY => "personality",
+        STAGE_CREDS => "credentials",
+        STAGE_SIGNALS => "pending signals",
+        STAGE_SIGFRAME => "building the signal frame",
+        STAGE_SIGRETURN => "rt_sigreturn",
+        _ => "unknown stage",
     }
 }
 

@@ -96,6 +96,11 @@ impl VmaPlan {
         self.end - self.start
     }
 
+    /// Whether the VMA is empty (never, once validated).
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
     /// Whether the VMA is premapped and moved into place by the blob.
     pub fn is_premapped(&self) -> bool {
         matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::Vdso)
@@ -146,5 +151,10 @@ impl PageRun {
     /// Bytes covered.
     pub fn len(&self) -> u64 {
         self.nr_pages * PAGE_SIZE
+    }
+
+    /// Whether the run covers no page.
+    pub fn is_empty(&self) -> bool {
+        self.nr_pages == 0
     }
 }
