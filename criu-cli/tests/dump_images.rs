@@ -61,7 +61,8 @@ fn find_page(runs: &[(u64, u64, u64)], addr: u64) -> Option<u64> {
 fn images_hold_what_the_program_set_up() {
     let exe = compile("dumpee");
     let tmp = scratch_dir("images-files");
-    let mut p = Program::start(&exe, &["4", "2", tmp.to_str().unwrap()]);
+    // 80 MiB: several read batches, written by concurrent writers.
+    let mut p = Program::start(&exe, &["80", "2", tmp.to_str().unwrap()]);
     let dir = scratch_dir("images");
     let out = dump(p.pid(), &dir, &["-R", "-j", "-v4", "-o", "dump.log"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -3,7 +3,7 @@
 
 use super::failpoint;
 use super::injected::{self, map_scratch};
-use super::memory::{MemStats, MemoryDumper};
+use super::memory::MemStats;
 use super::model::*;
 use super::{files, vmas, DumpError};
 use crate::proc::{self, maps::MapEntry};
@@ -170,20 +170,14 @@ pub fn collect(
     }
     let t_mem = std::time::Instant::now();
     let pm = proc::pagemap::Pagemap::open(pid)?;
-    let mut md = MemoryDumper::new(pid, pages);
     let mut batches = 0u32;
-    md.on_batch = Some(Box::new(move |_| {
+    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, || {
         batches += 1;
         if batches == 1 {
             failpoint::check(failpoint::MID_MEMORY)?;
         }
         Ok(())
-    }));
-    for v in &vma_list {
-        md.dump_vma(&pm, v)?;
-    }
-    let (pagemap, mut mem_stats) = (std::mem::take(&mut md.entries), md.stats);
-    drop(md);
+    })?;
     let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
     let memdump_time = t_mem.elapsed();
 

@@ -175,7 +175,21 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
         Err(e) => return Err(err(&inv)(e)),
     }
     let pages = dir.join(format!("pages-{PAGES_ID}.img"));
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&pages).map_err(err(&pages))
+    let open = |direct: bool| {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(if direct { libc::O_DIRECT } else { 0 })
+            .open(&pages)
+    };
+    // Page data goes straight to the device where the file system allows it:
+    // no second copy through the page cache (buffers are page-aligned).
+    match open(true) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false).map_err(err(&pages)),
+        r => r.map_err(err(&pages)),
+    }
 }
 
 /// Dumps a process. See the module documentation for the guarantees.
