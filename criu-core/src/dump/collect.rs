@@ -195,7 +195,7 @@ pub fn collect(
     // File-backed areas get a file id each (same file, same id).
     let mut vma_files: Vec<((u32, u32), u64, u32)> = Vec::new();
     for v in vma_list.iter_mut() {
-        if v.map.inode == 0 || v.status & vmas::status::REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
+        if v.map.inode == 0 || v.status & vmas::status::AREA_REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
             continue;
         }
         let key = (v.map.dev, v.map.inode);
@@ -224,7 +224,7 @@ pub fn collect(
     let posix_timers = ptimers
         .into_iter()
         .zip(vals.timers.iter())
-        .map(|(p, &(overrun, interval, value))| PosixTimer { proc: p, overrun, interval, value })
+        .map(|(p, t)| PosixTimer { proc: p, overrun: t.overrun, interval: t.interval, value: t.value })
         .collect();
     let task = TaskState {
         comm: stat.comm.clone(),

@@ -87,8 +87,19 @@ pub struct ProcessValues {
     pub thp_disabled: bool,
     /// `PR_GET_SECUREBITS`.
     pub secbits: u32,
-    /// (overrun, interval (s, ns), value (s, ns)) per POSIX timer id asked.
-    pub timers: Vec<(i32, (u64, u64), (u64, u64))>,
+    /// Per POSIX timer id asked, in order.
+    pub timers: Vec<TimerValue>,
+}
+
+/// A POSIX timer's state as `timer_gettime` + `timer_getoverrun` report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerValue {
+    /// Overrun count.
+    pub overrun: i32,
+    /// Interval (sec, nsec).
+    pub interval: (u64, u64),
+    /// Remaining time (sec, nsec).
+    pub value: (u64, u64),
 }
 
 /// Reads the process-wide values through the leader.
@@ -112,7 +123,7 @@ pub fn process_values(inj: &mut Injector, pid: i32, s: Scratch, timer_ids: &[i32
         inj.syscall_ok(NR_TIMER_GETTIME, &[id as u64, s.addr])?;
         let [is, ins, vs, vns] = s.read_u64s::<4>(pid, 0)?;
         let overrun = inj.syscall_ok(NR_TIMER_GETOVERRUN, &[id as u64])? as i32;
-        v.timers.push((overrun, (is, ins), (vs, vns)));
+        v.timers.push(TimerValue { overrun, interval: (is, ins), value: (vs, vns) });
     }
     v.brk = inj.syscall_ok(NR_BRK, &[0])?;
     v.dumpable = inj.syscall_ok(NR_PRCTL, &[PR_GET_DUMPABLE])? as u32;

@@ -224,7 +224,7 @@ fn thread_core(p: &ProcessDump, t: &ThreadState) -> pb::ThreadCoreEntry {
         creds: Some(creds_entry(&p.creds)),
         seccomp_mode: Some(p.task.seccomp_mode as i32),
         comm: Some(t.comm.clone()),
-        rseq_entry: (t.rseq.rseq_abi_pointer != 0).then(|| pb::RseqEntry {
+        rseq_entry: (t.rseq.rseq_abi_pointer != 0).then_some(pb::RseqEntry {
             rseq_abi_pointer: Some(t.rseq.rseq_abi_pointer),
             rseq_abi_size: Some(t.rseq.rseq_abi_size),
             signature: Some(t.rseq.signature),
@@ -247,7 +247,6 @@ pub fn core_entry(p: &ProcessDump, t: &ThreadState, leader: bool) -> pb::CoreEnt
         tc: leader.then(|| task_core(p)),
         ids: None,
         thread_core: Some(thread_core(p, t)),
-        ..Default::default()
     }
 }
 
@@ -304,7 +303,7 @@ fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
                     status: Some(v.status),
                     fd: Some(-1),
                     madv: (v.madv != 0).then_some(v.madv),
-                    fdflags: (v.file_id != 0).then(|| if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32),
+                    fdflags: (v.file_id != 0).then_some(if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32),
                 }
             })
             .collect(),
