@@ -245,3 +245,39 @@ fn images_hold_what_the_program_set_up() {
     assert_eq!(files[&jnum(&fs["root_id"])]["reg"]["name"], "/");
     assert!(dir.join("dump.log").exists());
 }
+
+#[test]
+fn fifo_and_posix_timer() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("fifo-timer-files");
+    let mut p = Program::start(&exe, &["1", "0", tmp.to_str().unwrap()]);
+    let dir = scratch_dir("fifo-timer");
+    let out = dump(p.pid(), &dir, &["-j"]);
+    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(p.child.wait().unwrap().signal(), Some(libc::SIGKILL), "killed after the dump");
+    let pid = p.pid() as u64;
+
+    let core = &entries(&dir, &format!("core-{pid}.img"))[0];
+    let posix = core["tc"]["timers"]["posix"].as_array().unwrap();
+    assert_eq!(posix.len(), 1);
+    let t = &posix[0];
+    assert_eq!(jnum(&t["si_signo"]), 36, "SIGRTMIN+2");
+    assert_eq!(jnum(&t["sival_ptr"]), 0x5678);
+    assert_eq!(jnum(&t["clock_id"]), libc::CLOCK_MONOTONIC as u64);
+    assert_eq!(jnum(&t["it_sigev_notify"]), libc::SIGEV_SIGNAL as u64);
+    assert_eq!(jnum(&t["isec"]), 700);
+    assert!((2900..=3000).contains(&jnum(&t["vsec"])));
+
+    let files: HashMap<u64, Value> = entries(&dir, "files.img").into_iter().map(|f| (jnum(&f["id"]), f)).collect();
+    let fdinfo: HashMap<u64, Value> =
+        entries(&dir, &format!("fdinfo-{pid}.img")).into_iter().map(|f| (jnum(&f["fd"]), f)).collect();
+    let fifo = &files[&jnum(&fdinfo[&p.num("fifo")]["id"])];
+    assert_eq!(fifo["type"], "FIFO");
+    let reg = &files[&jnum(&fifo["fifo"]["regf_id"])];
+    assert!(reg["reg"]["name"].as_str().unwrap().ends_with("/dumpee-fifo"));
+    let pipe_id = jnum(&fifo["fifo"]["pipe_id"]);
+    let data = entries(&dir, "fifo-data.img");
+    let d = data.iter().find(|d| jnum(&d["pipe_id"]) == pipe_id).expect("fifo data");
+    assert_eq!(b64(d["extra"].as_str().unwrap()), b"fifo bytes");
+}

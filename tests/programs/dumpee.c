@@ -20,7 +20,9 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
@@ -132,6 +134,11 @@ int main(int argc, char **argv)
 	if (write(pfd[1], "queued bytes", 12) != 12)
 		return 5;
 	int devnull = open("/dev/null", O_WRONLY);
+	snprintf(path, sizeof path, "%s/dumpee-fifo", tmp);
+	mkfifo(path, 0600);
+	int fifo = open(path, O_RDWR | O_NONBLOCK);
+	if (write(fifo, "fifo bytes", 10) != 10)
+		return 5;
 	if (pipe(thread_pipe))
 		return 5;
 
@@ -157,6 +164,17 @@ int main(int argc, char **argv)
 	sigaltstack(&ss, NULL);
 	struct itimerval it = {.it_interval = {500, 0}, .it_value = {1000, 0}};
 	setitimer(ITIMER_REAL, &it, NULL);
+	/* A POSIX timer: SIGRTMIN+2 with value 0x5678, 3000 s then every 700 s. */
+	struct sigevent sev;
+	memset(&sev, 0, sizeof sev);
+	sev.sigev_notify = SIGEV_SIGNAL;
+	sev.sigev_signo = SIGRTMIN + 2;
+	sev.sigev_value.sival_ptr = (void *)0x5678;
+	timer_t tid;
+	if (timer_create(CLOCK_MONOTONIC, &sev, &tid))
+		return 6;
+	struct itimerspec its = {.it_interval = {700, 0}, .it_value = {3000, 0}};
+	timer_settime(tid, 0, &its, NULL);
 
 	for (long i = 0; i < nthreads; i++) {
 		pthread_t th;
@@ -166,8 +184,8 @@ int main(int argc, char **argv)
 	usleep(50000);
 
 	printf("READY pid=%d mem=%p pages=%zu ymm=%p reg=%d dup=%d app=%d ghost=%d pipe_r=%d pipe_w=%d devnull=%d "
-	       "altstack=%p shm=%p\n",
-	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm);
+	       "altstack=%p shm=%p fifo=%d\n",
+	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo);
 
 	/* Block in read(0) with known registers; store them afterwards. */
 	char go;
@@ -232,6 +250,11 @@ int main(int argc, char **argv)
 	CHECK(cur_it.it_interval.tv_sec == 500 && cur_it.it_value.tv_sec > 900, "itimer");
 	/* Nothing left mapped by the dumper: same number of mappings as before? Checked by the test. */
 	CHECK(devnull >= 0, "devnull");
+	memset(buf, 0, sizeof buf);
+	CHECK(read(fifo, buf, sizeof buf) == 10 && memcmp(buf, "fifo bytes", 10) == 0, "fifo contents '%s'", buf);
+	struct itimerspec cur_its;
+	timer_gettime(tid, &cur_its);
+	CHECK(cur_its.it_interval.tv_sec == 700 && cur_its.it_value.tv_sec > 2900, "posix timer");
 	CHECK(strcmp(shm, "shared page 0") == 0 && strcmp(shm + 2 * PAGE, "shared page 2") == 0 && shm[PAGE] == 0,
 	      "shared memory");
 	if (!fail_count)
