@@ -109,3 +109,25 @@ fn shell_job_is_required_for_a_foreign_session() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shell-job"));
     assert_eq!(p.finish().trim(), "OK");
 }
+
+/// Syscall injection by patching the code at each thread's `rip` (the
+/// fallback without a vDSO) puts the code back: the program runs on through
+/// the patched instructions and its self-check passes; a forced failure
+/// after injection also leaves the code intact.
+#[test]
+fn code_patching_injection_restores_the_code() {
+    for fail in [None, Some("after-inject"), Some("mid-inject")] {
+        let (mut p, _tmp) = start_dumpee("patch-code", "2", "2");
+        let dir = scratch_dir("patch-code");
+        let maps_before = p.maps();
+        let mut cmd = criu_rs();
+        cmd.args(["dump", "-R", "-j", "-t", &p.pid().to_string(), "-D"]).arg(&dir).env("CRIU_RS_PATCH_CODE", "1");
+        if let Some(f) = fail {
+            cmd.env("CRIU_RS_FAIL_AT", f);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.success(), fail.is_none(), "{fail:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(p.maps(), maps_before, "{fail:?}");
+        assert_eq!(p.finish().trim(), "OK", "{fail:?}");
+    }
+}

@@ -158,7 +158,8 @@ pub fn collect(
     let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
 
     let maps_before = proc::maps::read_smaps(pid)?;
-    let vals = run_injection(pid, &mut threads, vdso_syscall(pid, &maps_before), &timer_ids)?;
+    let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall(pid, &maps_before) };
+    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids)?;
     failpoint::check(failpoint::AFTER_INJECT)?;
 
     // The address space as it is with nothing of ours in it.
