@@ -147,6 +147,7 @@ fn images_hold_what_the_program_set_up() {
     assert_eq!(jnum(&th["sas"]["ss_sp"]), p.num("altstack"));
     assert_eq!(jnum(&th["sas"]["ss_size"]), 65536);
     assert_eq!(jnum(&th["creds"]["uid"]), 0);
+    assert_eq!(jnum(&th["creds"]["egid"]), 0);
 
     // Other threads: their own r12 and names.
     let mut seen = Vec::new();
@@ -157,6 +158,8 @@ fn images_hold_what_the_program_set_up() {
         assert_eq!(r12 >> 56, 0x77);
         let n = r12 & 0xff;
         assert_eq!(c["thread_core"]["comm"], format!("worker-{n}"));
+        let egid = jnum(&c["thread_core"]["creds"]["egid"]);
+        assert_eq!(egid, if n == 2 { 4321 } else { 0 }, "per-thread credentials of worker-{n}");
         seen.push(n);
     }
     seen.sort();

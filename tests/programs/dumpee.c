@@ -70,6 +70,9 @@ static void *thread_main(void *arg)
 	char name[16];
 	snprintf(name, sizeof name, "worker-%lu", (unsigned long)(uintptr_t)arg);
 	prctl(PR_SET_NAME, name);
+	/* Thread 2 changes its own effective gid only (raw syscall: no glibc broadcast). */
+	if ((uintptr_t)arg == 2)
+		syscall(SYS_setresgid, -1, 4321, -1);
 	/* Block in read with r12 = v; nobody ever writes to the pipe. */
 	__asm__ volatile("mov %[v], %%r12\n\tsyscall"
 			 : "=a"(ret)

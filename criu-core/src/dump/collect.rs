@@ -46,6 +46,18 @@ pub fn sched_params(tid: i32) -> Result<(u32, u32, i32), nix::errno::Errno> {
     Ok((policy as u32, param.sched_priority as u32, nice))
 }
 
+/// Credentials as `/proc/.../status` shows them (securebits come from injection).
+fn creds_of(status: &proc::status::ProcStatus) -> Creds {
+    Creds {
+        uid: status.uid,
+        gid: status.gid,
+        groups: status.groups.clone(),
+        caps: [status.cap_inh, status.cap_prm, status.cap_eff, status.cap_bnd, status.cap_amb],
+        no_new_privs: status.no_new_privs,
+        secbits: 0,
+    }
+}
+
 /// Reads one thread's registers and signal state (no injection).
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
@@ -55,6 +67,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         Err(e) => return Err(sys("PTRACE_GET_RSEQ_CONFIGURATION")(e).into()),
     };
     let comm = proc::read_text(&proc::path(pid, &format!("task/{tid}/comm")))?.trim_end_matches('\n').to_owned();
+    let status = proc::status::read_status_file(pid, &format!("task/{tid}/status"))?;
     Ok(ThreadState {
         tid,
         comm,
@@ -67,6 +80,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         robust_list: get_robust_list(tid).map_err(sys("get_robust_list"))?,
         rseq,
         sched: sched_params(tid).map_err(sys("sched_getparam"))?,
+        creds: creds_of(&status),
     })
 }
 
@@ -108,6 +122,7 @@ fn run_injection(
             };
             t.altstack = tv.altstack;
             t.clear_tid_addr = tv.clear_tid_addr;
+            t.creds.secbits = tv.secbits;
         }
         Ok(vals)
     };
@@ -214,14 +229,7 @@ pub fn collect(
         };
     }
 
-    let creds = Creds {
-        uid: status.uid,
-        gid: status.gid,
-        groups: status.groups.clone(),
-        caps: [status.cap_inh, status.cap_prm, status.cap_eff, status.cap_bnd, status.cap_amb],
-        no_new_privs: status.no_new_privs,
-        secbits: vals.secbits,
-    };
+    let creds = threads[0].creds.clone();
     let posix_timers = ptimers
         .into_iter()
         .zip(vals.timers.iter())

@@ -221,7 +221,7 @@ fn thread_core(p: &ProcessDump, t: &ThreadState) -> pb::ThreadCoreEntry {
         }),
         pdeath_sig: Some(p.task.pdeath_sig),
         signals_p: signals(&t.pending),
-        creds: Some(creds_entry(&p.creds)),
+        creds: Some(creds_entry(&t.creds)),
         seccomp_mode: Some(p.task.seccomp_mode as i32),
         comm: Some(t.comm.clone()),
         rseq_entry: (t.rseq.rseq_abi_pointer != 0).then_some(pb::RseqEntry {
