@@ -525,10 +525,12 @@ pub fn write_images(dir: &std::path::Path, s: &DumpSummary) -> Result<(), DumpEr
         },
     )
     .map_err(img_err)?;
+    // As in CRIU, root_ids are the dumper's own: restore compares a task's
+    // namespace ids with them to tell host namespaces from the task's own.
     let inv = pb::InventoryEntry {
         img_version: Some(crate::images::IMG_VERSION),
         fdinfo_per_id: Some(true),
-        root_ids: Some(ids),
+        root_ids: Some(kobj_ids(std::process::id() as i32)),
         ns_per_id: Some(true),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
         ..Default::default()
