@@ -205,7 +205,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let res = collect::collect(&frozen, &opts.dir, &mut pages).and_then(|(process, mem, memdump_time)| {
         failpoint::check(failpoint::BEFORE_WRITE)?;
         let summary = DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time };
-        write::write_images(&opts.dir, &summary)?;
+        write::write_images(&opts.dir, std::slice::from_ref(&summary.process), &summary)?;
         Ok(summary)
     });
     match res {

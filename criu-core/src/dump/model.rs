@@ -311,6 +311,8 @@ pub enum FileKind {
         data: Option<Vec<u8>>,
         /// `st_mode`.
         mode: u32,
+        /// Id of the regular-file entry naming the FIFO's path.
+        regf_id: u32,
     },
 }
 
