@@ -200,6 +200,16 @@ fn images_hold_what_the_program_set_up() {
     let auxv: Vec<u64> = mm["mm_saved_auxv"].as_array().unwrap().iter().map(jnum).collect();
     assert!(auxv.chunks(2).any(|kv| kv == [6, 4096]), "AT_PAGESZ in auxv");
 
+    // Special pages: PROT_NONE data (read through /proc/PID/mem), mlock, MADV_DONTFORK.
+    let special = p.num("special");
+    let none = vma_at(special);
+    assert_eq!(jnum(&none["prot"]), 0, "PROT_NONE area");
+    let off = find_page(&runs, special).expect("PROT_NONE page with data dumped") as usize;
+    assert!(pages[off..off + PAGE as usize].iter().all(|b| *b == 0xa5));
+    assert_ne!(jnum(&vma_at(special + PAGE)["flags"]) & libc::MAP_LOCKED as u64, 0, "mlock'ed area");
+    let dontfork = vma_at(special + 2 * PAGE);
+    assert_ne!(jnum(dontfork.get("madv").unwrap_or(&Value::from(0))) & (1 << libc::MADV_DONTFORK), 0, "MADV_DONTFORK");
+
     // Shared memory: pages 0 and 2 only.
     let shmid = jnum(&shm["shmid"]);
     let (sh_pages, sh_runs) = pagemap(&dir, &format!("pagemap-shmem-{shmid}.img"));

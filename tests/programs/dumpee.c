@@ -107,6 +107,17 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < 64; i++)
 		ymm_in[i] = (uint8_t)(i * 3 + 1);
+	/* Three special pages: PROT_NONE with data, mlock'ed, MADV_DONTFORK. */
+	char *special = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (special == MAP_FAILED)
+		return 3;
+	memset(special, 0xa5, PAGE);
+	mprotect(special, PAGE, PROT_NONE);
+	special[PAGE] = 1;
+	if (mlock(special + PAGE, PAGE))
+		return 3;
+	special[2 * PAGE] = 2;
+	madvise(special + 2 * PAGE, PAGE, MADV_DONTFORK);
 	/* Shared anonymous memory: 16 pages, pages 0 and 2 written. */
 	char *shm = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (shm == MAP_FAILED)
@@ -187,8 +198,8 @@ int main(int argc, char **argv)
 	usleep(50000);
 
 	printf("READY pid=%d mem=%p pages=%zu ymm=%p reg=%d dup=%d app=%d ghost=%d pipe_r=%d pipe_w=%d devnull=%d "
-	       "altstack=%p shm=%p fifo=%d\n",
-	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo);
+	       "altstack=%p shm=%p fifo=%d special=%p\n",
+	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo, (void *)special);
 
 	/* Block in read(0) with known registers; store them afterwards. */
 	char go;
@@ -253,6 +264,9 @@ int main(int argc, char **argv)
 	CHECK(cur_it.it_interval.tv_sec == 500 && cur_it.it_value.tv_sec > 900, "itimer");
 	/* Nothing left mapped by the dumper: same number of mappings as before? Checked by the test. */
 	CHECK(devnull >= 0, "devnull");
+	mprotect(special, PAGE, PROT_READ);
+	CHECK(special[0] == (char)0xa5 && special[PAGE - 1] == (char)0xa5 && special[PAGE] == 1 && special[2 * PAGE] == 2,
+	      "special pages");
 	memset(buf, 0, sizeof buf);
 	CHECK(read(fifo, buf, sizeof buf) == 10 && memcmp(buf, "fifo bytes", 10) == 0, "fifo contents '%s'", buf);
 	struct itimerspec cur_its;
