@@ -109,3 +109,58 @@ fn shell_job_is_required_for_a_foreign_session() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shell-job"));
     assert_eq!(p.finish().trim(), "OK");
 }
+
+/// Syscall injection by patching the code at each thread's `rip` (the
+/// fallback without a vDSO) puts the code back: the program runs on through
+/// the patched instructions and its self-check passes; a forced failure
+/// after injection also leaves the code intact.
+#[test]
+fn code_patching_injection_restores_the_code() {
+    for fail in [None, Some("after-inject"), Some("mid-inject")] {
+        let (mut p, _tmp) = start_dumpee("patch-code", "2", "2");
+        let dir = scratch_dir("patch-code");
+        let maps_before = p.maps();
+        let mut cmd = criu_rs();
+        cmd.args(["dump", "-R", "-j", "-t", &p.pid().to_string(), "-D"]).arg(&dir).env("CRIU_RS_PATCH_CODE", "1");
+        if let Some(f) = fail {
+            cmd.env("CRIU_RS_FAIL_AT", f);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.success(), fail.is_none(), "{fail:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(p.maps(), maps_before, "{fail:?}");
+        assert_eq!(p.finish().trim(), "OK", "{fail:?}");
+    }
+}
+
+/// A process of another user (limits read from /proc/PID/limits, which
+/// needs no CAP_SYS_RESOURCE): dumped, left running, its creds in the images.
+#[test]
+fn process_of_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("other-user-files");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = std::process::Command::new(&exe)
+        .args(["2", "1", tmp.to_str().unwrap()])
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.starts_with("READY"), "{line}");
+    let mut p = Program { child, stdin, stdout, info: Default::default() };
+    let dir = scratch_dir("other-user");
+    let out = dump(p.pid(), &dir, &["-R", "-j"]);
+    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    let core = crit_decode(&dir.join(format!("core-{}.img", p.pid())));
+    let creds = &core["entries"][0]["thread_core"]["creds"];
+    assert_eq!(jnum(&creds["uid"]), 65534);
+    assert_eq!(jnum(&creds["egid"]), 65534);
+    assert_eq!(p.finish().trim(), "OK");
+}

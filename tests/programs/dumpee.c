@@ -20,7 +20,9 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
@@ -68,6 +70,9 @@ static void *thread_main(void *arg)
 	char name[16];
 	snprintf(name, sizeof name, "worker-%lu", (unsigned long)(uintptr_t)arg);
 	prctl(PR_SET_NAME, name);
+	/* Thread 2 changes its own effective gid only (raw syscall: no glibc broadcast). */
+	if ((uintptr_t)arg == 2)
+		syscall(SYS_setresgid, -1, 4321, -1);
 	/* Block in read with r12 = v; nobody ever writes to the pipe. */
 	__asm__ volatile("mov %[v], %%r12\n\tsyscall"
 			 : "=a"(ret)
@@ -102,6 +107,17 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < 64; i++)
 		ymm_in[i] = (uint8_t)(i * 3 + 1);
+	/* Three special pages: PROT_NONE with data, mlock'ed, MADV_DONTFORK. */
+	char *special = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (special == MAP_FAILED)
+		return 3;
+	memset(special, 0xa5, PAGE);
+	mprotect(special, PAGE, PROT_NONE);
+	special[PAGE] = 1;
+	if (mlock(special + PAGE, PAGE))
+		return 3;
+	special[2 * PAGE] = 2;
+	madvise(special + 2 * PAGE, PAGE, MADV_DONTFORK);
 	/* Shared anonymous memory: 16 pages, pages 0 and 2 written. */
 	char *shm = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (shm == MAP_FAILED)
@@ -132,6 +148,11 @@ int main(int argc, char **argv)
 	if (write(pfd[1], "queued bytes", 12) != 12)
 		return 5;
 	int devnull = open("/dev/null", O_WRONLY);
+	snprintf(path, sizeof path, "%s/dumpee-fifo", tmp);
+	mkfifo(path, 0600);
+	int fifo = open(path, O_RDWR | O_NONBLOCK);
+	if (write(fifo, "fifo bytes", 10) != 10)
+		return 5;
 	if (pipe(thread_pipe))
 		return 5;
 
@@ -157,6 +178,17 @@ int main(int argc, char **argv)
 	sigaltstack(&ss, NULL);
 	struct itimerval it = {.it_interval = {500, 0}, .it_value = {1000, 0}};
 	setitimer(ITIMER_REAL, &it, NULL);
+	/* A POSIX timer: SIGRTMIN+2 with value 0x5678, 3000 s then every 700 s. */
+	struct sigevent sev;
+	memset(&sev, 0, sizeof sev);
+	sev.sigev_notify = SIGEV_SIGNAL;
+	sev.sigev_signo = SIGRTMIN + 2;
+	sev.sigev_value.sival_ptr = (void *)0x5678;
+	timer_t tid;
+	if (timer_create(CLOCK_MONOTONIC, &sev, &tid))
+		return 6;
+	struct itimerspec its = {.it_interval = {700, 0}, .it_value = {3000, 0}};
+	timer_settime(tid, 0, &its, NULL);
 
 	for (long i = 0; i < nthreads; i++) {
 		pthread_t th;
@@ -166,8 +198,8 @@ int main(int argc, char **argv)
 	usleep(50000);
 
 	printf("READY pid=%d mem=%p pages=%zu ymm=%p reg=%d dup=%d app=%d ghost=%d pipe_r=%d pipe_w=%d devnull=%d "
-	       "altstack=%p shm=%p\n",
-	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm);
+	       "altstack=%p shm=%p fifo=%d special=%p\n",
+	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo, (void *)special);
 
 	/* Block in read(0) with known registers; store them afterwards. */
 	char go;
@@ -232,6 +264,14 @@ int main(int argc, char **argv)
 	CHECK(cur_it.it_interval.tv_sec == 500 && cur_it.it_value.tv_sec > 900, "itimer");
 	/* Nothing left mapped by the dumper: same number of mappings as before? Checked by the test. */
 	CHECK(devnull >= 0, "devnull");
+	mprotect(special, PAGE, PROT_READ);
+	CHECK(special[0] == (char)0xa5 && special[PAGE - 1] == (char)0xa5 && special[PAGE] == 1 && special[2 * PAGE] == 2,
+	      "special pages");
+	memset(buf, 0, sizeof buf);
+	CHECK(read(fifo, buf, sizeof buf) == 10 && memcmp(buf, "fifo bytes", 10) == 0, "fifo contents '%s'", buf);
+	struct itimerspec cur_its;
+	timer_gettime(tid, &cur_its);
+	CHECK(cur_its.it_interval.tv_sec == 700 && cur_its.it_value.tv_sec > 2900, "posix timer");
 	CHECK(strcmp(shm, "shared page 0") == 0 && strcmp(shm + 2 * PAGE, "shared page 2") == 0 && shm[PAGE] == 0,
 	      "shared memory");
 	if (!fail_count)

@@ -3,7 +3,7 @@
 
 use super::failpoint;
 use super::injected::{self, map_scratch};
-use super::memory::{MemStats, MemoryDumper};
+use super::memory::MemStats;
 use super::model::*;
 use super::{files, vmas, DumpError};
 use crate::proc::{self, maps::MapEntry};
@@ -46,6 +46,18 @@ pub fn sched_params(tid: i32) -> Result<(u32, u32, i32), nix::errno::Errno> {
     Ok((policy as u32, param.sched_priority as u32, nice))
 }
 
+/// Credentials as `/proc/.../status` shows them (securebits come from injection).
+fn creds_of(status: &proc::status::ProcStatus) -> Creds {
+    Creds {
+        uid: status.uid,
+        gid: status.gid,
+        groups: status.groups.clone(),
+        caps: [status.cap_inh, status.cap_prm, status.cap_eff, status.cap_bnd, status.cap_amb],
+        no_new_privs: status.no_new_privs,
+        secbits: 0,
+    }
+}
+
 /// Reads one thread's registers and signal state (no injection).
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
@@ -55,6 +67,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         Err(e) => return Err(sys("PTRACE_GET_RSEQ_CONFIGURATION")(e).into()),
     };
     let comm = proc::read_text(&proc::path(pid, &format!("task/{tid}/comm")))?.trim_end_matches('\n').to_owned();
+    let status = proc::status::read_status_file(pid, &format!("task/{tid}/status"))?;
     Ok(ThreadState {
         tid,
         comm,
@@ -67,6 +80,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         robust_list: get_robust_list(tid).map_err(sys("get_robust_list"))?,
         rseq,
         sched: sched_params(tid).map_err(sys("sched_getparam"))?,
+        creds: creds_of(&status),
     })
 }
 
@@ -108,6 +122,7 @@ fn run_injection(
             };
             t.altstack = tv.altstack;
             t.clear_tid_addr = tv.clear_tid_addr;
+            t.creds.secbits = tv.secbits;
         }
         Ok(vals)
     };
@@ -158,7 +173,8 @@ pub fn collect(
     let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
 
     let maps_before = proc::maps::read_smaps(pid)?;
-    let vals = run_injection(pid, &mut threads, vdso_syscall(pid, &maps_before), &timer_ids)?;
+    let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall(pid, &maps_before) };
+    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids)?;
     failpoint::check(failpoint::AFTER_INJECT)?;
 
     // The address space as it is with nothing of ours in it.
@@ -170,20 +186,14 @@ pub fn collect(
     }
     let t_mem = std::time::Instant::now();
     let pm = proc::pagemap::Pagemap::open(pid)?;
-    let mut md = MemoryDumper::new(pid, pages);
     let mut batches = 0u32;
-    md.on_batch = Some(Box::new(move |_| {
+    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, || {
         batches += 1;
         if batches == 1 {
             failpoint::check(failpoint::MID_MEMORY)?;
         }
         Ok(())
-    }));
-    for v in &vma_list {
-        md.dump_vma(&pm, v)?;
-    }
-    let (pagemap, mut mem_stats) = (std::mem::take(&mut md.entries), md.stats);
-    drop(md);
+    })?;
     let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
     let memdump_time = t_mem.elapsed();
 
@@ -201,7 +211,7 @@ pub fn collect(
     // File-backed areas get a file id each (same file, same id).
     let mut vma_files: Vec<((u32, u32), u64, u32)> = Vec::new();
     for v in vma_list.iter_mut() {
-        if v.map.inode == 0 || v.status & vmas::status::REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
+        if v.map.inode == 0 || v.status & vmas::status::AREA_REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
             continue;
         }
         let key = (v.map.dev, v.map.inode);
@@ -219,18 +229,11 @@ pub fn collect(
         };
     }
 
-    let creds = Creds {
-        uid: status.uid,
-        gid: status.gid,
-        groups: status.groups.clone(),
-        caps: [status.cap_inh, status.cap_prm, status.cap_eff, status.cap_bnd, status.cap_amb],
-        no_new_privs: status.no_new_privs,
-        secbits: vals.secbits,
-    };
+    let creds = threads[0].creds.clone();
     let posix_timers = ptimers
         .into_iter()
         .zip(vals.timers.iter())
-        .map(|(p, &(overrun, interval, value))| PosixTimer { proc: p, overrun, interval, value })
+        .map(|(p, t)| PosixTimer { proc: p, overrun: t.overrun, interval: t.interval, value: t.value })
         .collect();
     let task = TaskState {
         comm: stat.comm.clone(),

@@ -136,7 +136,9 @@ pub fn collect_fds(pid: i32, next_id: &mut u32) -> Result<FilesState, DumpError>
                 if target.starts_with("pipe:[") {
                     FileKind::Pipe { pipe_ino: ino, data }
                 } else {
-                    FileKind::Fifo { path: strip_deleted(&target).0.to_owned(), pipe_ino: ino, data, mode: md.mode() }
+                    let regf_id = *next_id;
+                    *next_id += 1;
+                    FileKind::Fifo { path: strip_deleted(&target).0.to_owned(), pipe_ino: ino, data, mode: md.mode(), regf_id }
                 }
             }
             libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK if target.starts_with('/') => {

@@ -175,7 +175,21 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
         Err(e) => return Err(err(&inv)(e)),
     }
     let pages = dir.join(format!("pages-{PAGES_ID}.img"));
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&pages).map_err(err(&pages))
+    let open = |direct: bool| {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(if direct { libc::O_DIRECT } else { 0 })
+            .open(&pages)
+    };
+    // Page data goes straight to the device where the file system allows it:
+    // no second copy through the page cache (buffers are page-aligned).
+    match open(true) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false).map_err(err(&pages)),
+        r => r.map_err(err(&pages)),
+    }
 }
 
 /// Dumps a process. See the module documentation for the guarantees.
@@ -191,7 +205,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let res = collect::collect(&frozen, &opts.dir, &mut pages).and_then(|(process, mem, memdump_time)| {
         failpoint::check(failpoint::BEFORE_WRITE)?;
         let summary = DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time };
-        write::write_images(&opts.dir, &summary)?;
+        write::write_images(&opts.dir, std::slice::from_ref(&summary.process), &summary)?;
         Ok(summary)
     });
     match res {
