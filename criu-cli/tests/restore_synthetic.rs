@@ -131,3 +131,24 @@ fn unlinked_file_comes_back_unlinked_with_its_contents() {
     let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/3")).unwrap();
     assert!(info.starts_with("pos:\t4"), "{info}");
 }
+
+#[test]
+fn task_dumped_stopped_comes_back_stopped() {
+    let dir = scratch("stopped");
+    let pid = free_pid();
+    let mut set = ImageSet::minimal(pid).with_code(&SPIN);
+    set.core.tc.as_mut().unwrap().task_state = Some(criu_core::images::consts::task_state::STOPPED);
+    set.write(&dir);
+    let out = restore(&dir, &["-d"]);
+    let _guard = KillOnDrop(pid);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let state = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines().find_map(|l| l.strip_prefix("State:").map(|v| v.trim().to_string())).unwrap()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !state().starts_with('T') && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(state().starts_with('T'), "state {}", state());
+}

@@ -54,6 +54,13 @@ fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::I
     }
     drop(go);
     set_session(plan)?;
+    // Room for every dumped fd number (the blob puts the dumped limits back).
+    if let Ok(lim) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.ok_or(()) {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit { current: Some(lim), maximum: Some(lim) },
+        );
+    }
 
     let floor = fd_floor(&plan.fds);
     let open_ro = |p: &std::path::Path| -> Result<OwnedFd> {

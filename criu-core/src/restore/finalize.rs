@@ -148,8 +148,9 @@ fn stage_name(stage: u32) -> &'static str {
 }
 
 /// Waits for the blob's trap, finishes the handshake and cleans up.
-/// On success the task is detached and runs.
-pub fn finish(pid: i32, status_rx: &OwnedFd) -> Result<()> {
+/// On success the task is detached and runs (or, with `stopped`, sits in a
+/// job-control stop as it did when dumped).
+pub fn finish(pid: i32, status_rx: &OwnedFd, stopped: bool) -> Result<()> {
     let mut log = StatusLog::default();
     let p = Pid::from_raw(pid);
     let place = loop {
@@ -189,7 +190,8 @@ pub fn finish(pid: i32, status_rx: &OwnedFd) -> Result<()> {
     let syscall_insn = step_syscall(pid, libc::SYS_rt_sigreturn)?;
     cleanup(pid, syscall_insn, &place)?;
     tracing::debug!(pid, "blob and arguments removed");
-    ptrace::detach(p, None).map_err(ptrace_err(pid, "PTRACE_DETACH"))
+    let sig = stopped.then_some(Signal::SIGSTOP);
+    ptrace::detach(p, sig).map_err(ptrace_err(pid, "PTRACE_DETACH"))
 }
 
 /// Resumes to the entry and exit stops of system call `nr`; returns the

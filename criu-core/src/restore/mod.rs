@@ -76,7 +76,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
             rustix::io::write(&go_tx, b"g").sys(|| "starting the task".into())?;
             drop(go_tx);
             rustix::fs::fcntl_setfl(&status_rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
-            finalize::finish(child, &status_rx)?;
+            let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(crate::images::consts::task_state::STOPPED);
+            finalize::finish(child, &status_rx, stopped)?;
             tracing::info!(pid = child, "restored");
             Ok(Restored { pid: guard.disarm() })
         }
