@@ -79,7 +79,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
     mm.vmas.clear();
     let pages = load_pages(&images, pid, &vmas)?;
     let fs = load_fs(&images, pid, &reg_path)?;
-    let files_id = core.ids.as_ref().and_then(|i| i.files_id).unwrap_or(pid as u32);
+    let files_id = files_id(&images, &core, pid)?;
     let (fds, descs) = load_fds(&images, files_id, &files, opts)?;
     Ok(TaskPlan {
         pid,
@@ -94,6 +94,19 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
         core: Box::new(core),
         mm: Box::new(mm),
     })
+}
+
+/// The id naming the task's `fdinfo-ID.img`: from `core_entry.ids`, else
+/// from `ids-PID.img`, else the pid.
+fn files_id(images: &ImageDir, core: &pb::CoreEntry, pid: i32) -> Result<u32> {
+    if let Some(id) = core.ids.as_ref().and_then(|i| i.files_id) {
+        return Ok(id);
+    }
+    if images.exists(ImageKind::Ids, pid as u64) {
+        let ids: pb::TaskKobjIdsEntry = images.read_one(ImageKind::Ids, pid as u64)?;
+        return Ok(ids.files_id.unwrap_or(pid as u32));
+    }
+    Ok(pid as u32)
 }
 
 /// `files.img` by file id (absent: no files).
