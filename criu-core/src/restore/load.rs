@@ -116,7 +116,7 @@ fn load_files(images: &ImageDir) -> Result<BTreeMap<u32, pb::FileEntry>> {
     }
     let path = images.image_path(ImageKind::Files, 0);
     let mut out = BTreeMap::new();
-    for f in images.read_all::<pb::FileEntry>(ImageKind::Files, 0)? {
+    for f in images.read_files()? {
         let id = f.id.unwrap_or_default();
         if out.insert(id, f).is_some() {
             return Err(RestoreError::bad(&path, format!("file id {id:#x} appears twice")));
