@@ -1,7 +1,8 @@
 //! Dump → let it die → restore, with the program checking itself from
 //! inside (tests/programs/restoree.c): memory of every kind (anonymous with
 //! MADV_DONTNEED holes, private file with copied-on-write and untouched
-//! pages, shared file, read-only, PROT_NONE, grows-down), r12-r15 and
+//! pages, shared file, shared anonymous, read-only, PROT_NONE, grows-down),
+//! a vDSO the program moved, r12-r15 and
 //! ymm0-3 held across the checkpoint, signal handlers, mask, a queued RT
 //! signal with its value, an interval timer, files with offsets, a dup'd fd
 //! sharing its offset, O_APPEND, close-on-exec, an unlinked file, cwd and
@@ -27,9 +28,19 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// `/proc/PID/maps` lines.
+/// `/proc/PID/maps` lines; shared anonymous memory without its inode
+/// number (a restored object is a new one).
 fn maps(pid: i32) -> Vec<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap().lines().map(str::to_string).collect()
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    text.lines()
+        .map(|l| {
+            if !l.ends_with("/dev/zero (deleted)") {
+                return l.to_string();
+            }
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {} {} /dev/zero (deleted)", cols[0], cols[1], cols[2], cols[3])
+        })
+        .collect()
 }
 
 /// `(fd, link target)` of every fd; pipes without their inode number (a

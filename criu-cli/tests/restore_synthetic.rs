@@ -152,3 +152,31 @@ fn task_dumped_stopped_comes_back_stopped() {
     }
     assert!(state().starts_with('T'), "state {}", state());
 }
+
+#[test]
+fn shared_anonymous_memory_comes_back_shared_with_its_contents() {
+    let dir = scratch("shmem");
+    let pid = free_pid();
+    let mut set = ImageSet::minimal(pid).with_code(&SPIN);
+    let mut vma = anon_vma(0x40000, 0x43000);
+    vma.flags = Some((libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u32);
+    vma.status = Some(criu_core::images::consts::vma_status::AREA_REGULAR | criu_core::images::consts::vma_status::ANON_SHARED);
+    vma.shmid = Some(0x1234);
+    vma.prot = Some(3);
+    set.mm.vmas.push(vma);
+    let contents: Vec<u8> = (0..2 * 4096u32).map(|i| (i % 251) as u8).collect();
+    set.shmem.push((0x1234, 2, contents.clone()));
+    set.write(&dir);
+    let out = restore(&dir, &["-d"]);
+    let _guard = KillOnDrop(pid);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps.lines().find(|l| l.starts_with("00040000-00043000")).unwrap_or_else(|| panic!("{maps}"));
+    assert!(line.contains("rw-s") && line.contains("/dev/zero (deleted)"), "{line}");
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut got = vec![0u8; 3 * 4096];
+    mem.read_exact_at(&mut got, 0x40000).unwrap();
+    assert_eq!(&got[..contents.len()], &contents[..]);
+    assert!(got[contents.len()..].iter().all(|&b| b == 0));
+}

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -211,6 +212,9 @@ int main(int argc, char **argv)
 	uint8_t *shared = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, sf, 0);
 	close(sf);
 	fill(shared, 2 * PAGE, 44);
+	/* Shared anonymous memory: contents, and still shared with a child. */
+	uint8_t *shanon = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	fill(shanon, 3 * PAGE, 66);
 	/* A grows-down area. */
 	uint8_t *gd = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN, -1, 0);
 	fill(gd, 4 * PAGE, 55);
@@ -314,6 +318,15 @@ int main(int argc, char **argv)
 	CHECK(pread(sf2, buf, 1, 0) == 1 && buf[0] == 0x5a, "shared mapping writes reach the file");
 	close(sf2);
 	CHECK(same(gd, 4 * PAGE, 55), "grows-down area contents");
+	CHECK(same(shanon, 3 * PAGE, 66) && shanon[5 * PAGE] == 0, "shared anonymous contents");
+	pid_t kid = fork();
+	if (kid == 0) {
+		shanon[7 * PAGE] = 0x77;
+		_exit(0);
+	}
+	int kst;
+	waitpid(kid, &kst, 0);
+	CHECK(shanon[7 * PAGE] == 0x77, "shared anonymous memory still shared");
 
 	CHECK(lseek(data, 0, SEEK_CUR) == 5, "data.txt offset %ld", (long)lseek(data, 0, SEEK_CUR));
 	CHECK(read(dupd, buf, 3) == 3 && memcmp(buf, "567", 3) == 0, "dup'd fd reads on");

@@ -161,6 +161,8 @@ pub struct ImageSet {
     pub umask: u32,
     /// Ghost files: original file id, ghost id, contents.
     pub ghosts: Vec<(u32, u32, Vec<u8>)>,
+    /// Shared anonymous objects: shmid, pages id, contents from offset 0.
+    pub shmem: Vec<(u64, u32, Vec<u8>)>,
 }
 
 impl ImageSet {
@@ -231,6 +233,7 @@ impl ImageSet {
             cwd_id: 1,
             umask: 0o22,
             ghosts: vec![],
+            shmem: vec![],
         }
     }
 
@@ -272,6 +275,23 @@ impl ImageSet {
         d.write_all(ImageKind::Files, 0, &self.files).unwrap();
         d.write_all(ImageKind::Fdinfo, pid, &self.fdinfo).unwrap();
         d.write_one(ImageKind::Fs, pid, &pb::FsEntry { cwd_id: Some(self.cwd_id), root_id: Some(1), umask: Some(self.umask) }).unwrap();
+        for (shmid, pages_id, data) in &self.shmem {
+            let mut w = d.create_image(ImageKind::ShmemPagemap, *shmid).unwrap();
+            w.write_entry(&pb::PagemapHead { pages_id: Some(*pages_id) }).unwrap();
+            let n = data.len() as u64 / 4096;
+            w.write_entry(&pb::PagemapEntry {
+                vaddr: Some(0),
+                compat_nr_pages: Some(n as u32),
+                nr_pages: Some(n),
+                flags: Some(pagemap_flags::PRESENT),
+                in_parent: None,
+            })
+            .unwrap();
+            w.finish().unwrap();
+            let mut w = d.create_pages(*pages_id as u64).unwrap();
+            w.write_raw(data).unwrap();
+            w.finish().unwrap();
+        }
         if !self.ghosts.is_empty() {
             let remaps: Vec<pb::RemapFilePathEntry> = self
                 .ghosts

@@ -142,12 +142,18 @@ fn build_memory(
 ) -> Result<Premap> {
     let has_pages = |i: usize| {
         let v = &plan.vmas[i];
-        plan.pages.runs.iter().any(|r| r.vaddr < v.end && r.vaddr + r.len() > v.start)
+        std::iter::once(&plan.pages)
+            .chain(&plan.shmem_pages)
+            .flat_map(|p| &p.runs)
+            .any(|r| r.vaddr < v.end && r.vaddr + r.len() > v.start)
     };
     let pm = premap(&plan.vmas, &busy_now(plan)?, &has_pages, open_ro)?;
     // No logging here: fd 2 already is the restored task's.
     if let Some(fd) = pages {
         fill(&pm, &plan.vmas, &plan.pages, fd)?;
+    }
+    for shmem in plan.shmem_pages.iter().filter(|p| !p.runs.is_empty()) {
+        fill(&pm, &plan.vmas, shmem, &open_ro(&shmem.path)?)?;
     }
     finish(&pm, &plan.vmas)?;
     Ok(pm)

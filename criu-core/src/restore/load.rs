@@ -78,6 +78,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
     };
     mm.vmas.clear();
     let pages = load_pages(&images, pid, &vmas)?;
+    let shmem_pages = load_shmem_pages(&images, &mm_path, &vmas)?;
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
     let (fds, descs) = load_fds(&images, files_id, &files, opts)?;
@@ -90,6 +91,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
         descs,
         vmas,
         pages,
+        shmem_pages,
         exe,
         core: Box::new(core),
         mm: Box::new(mm),
@@ -144,8 +146,13 @@ fn vma_plan(
         VmaKind::Vdso
     } else if status & st::UNSUPP != 0 {
         return Err(unsupported("marked unsupported by the dump"));
-    } else if status & (st::AREA_SYSVIPC | st::AREA_SOCKET | st::AREA_AIORING | st::AREA_MEMFD | st::AREA_SHSTK | st::ANON_SHARED) != 0 {
-        return Err(unsupported(&format!("status {status:#x} (shared memory, socket, AIO or memfd areas)")));
+    } else if status & (st::AREA_SYSVIPC | st::AREA_SOCKET | st::AREA_AIORING | st::AREA_MEMFD | st::AREA_SHSTK) != 0 {
+        return Err(unsupported(&format!("status {status:#x} (SysV shared memory, socket, AIO or memfd areas)")));
+    } else if status & st::ANON_SHARED != 0 {
+        if v.pgoff.unwrap_or_default() != 0 {
+            return Err(unsupported("shared anonymous memory mapped at a non-zero offset"));
+        }
+        VmaKind::SharedAnon { shmid: v.shmid.unwrap_or_default() }
     } else if status & st::FILE_PRIVATE != 0 {
         VmaKind::PrivateFile { path: reg_path(v.shmid.unwrap_or_default() as u32, &what)? }
     } else if status & st::FILE_SHARED != 0 {
@@ -171,8 +178,38 @@ fn vma_plan(
 
 /// `pagemap-PID.img` and its `pages-N.img`.
 fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<PagesPlan> {
-    let path = images.image_path(ImageKind::Pagemap, pid as u64);
-    let mut r = images.open_image(ImageKind::Pagemap, pid as u64)?;
+    read_pagemap(images, ImageKind::Pagemap, pid as u64, vmas, 0)
+}
+
+/// `pagemap-shmem-SHMID.img` and its pages for every shared anonymous VMA,
+/// with the runs moved to the VMA's addresses (shmem pagemaps hold offsets
+/// in the object).
+fn load_shmem_pages(images: &ImageDir, mm_path: &Path, vmas: &[VmaPlan]) -> Result<Vec<PagesPlan>> {
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    for v in vmas {
+        let VmaKind::SharedAnon { shmid } = v.kind else { continue };
+        if seen.contains(&shmid) {
+            return Err(RestoreError::Unsupported {
+                file: mm_path.into(),
+                what: format!("shared anonymous object {shmid:#x} mapped more than once"),
+            });
+        }
+        seen.push(shmid);
+        if !images.exists(ImageKind::ShmemPagemap, shmid) {
+            continue; // never written: all zero
+        }
+        // Only this VMA may hold the object's pages: check against it alone.
+        out.push(read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(v), v.start)?);
+    }
+    Ok(out)
+}
+
+/// A pagemap image and its pages file; entries' `vaddr` plus `base` are
+/// addresses in `vmas`.
+fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[VmaPlan], base: u64) -> Result<PagesPlan> {
+    let path = images.image_path(kind, id);
+    let mut r = images.open_image(kind, id)?;
     let head: pb::PagemapHead = r.read_next()?;
     let mut entries = Vec::new();
     while let Some(e) = r.read_entry::<pb::PagemapEntry>()? {
@@ -181,7 +218,8 @@ fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<PagesPlan
         if e.in_parent == Some(true) {
             flags |= crate::images::consts::pagemap_flags::PARENT;
         }
-        entries.push(PagemapEntry { vaddr: e.vaddr.unwrap_or_default(), nr_pages, flags });
+        let vaddr = e.vaddr.unwrap_or_default().checked_add(base).ok_or_else(|| RestoreError::bad(&path, "address overflow"))?;
+        entries.push(PagemapEntry { vaddr, nr_pages, flags });
     }
     let pages_id = head.pages_id.unwrap_or_default() as u64;
     let pages_path = images.image_path(ImageKind::Pages, pages_id);

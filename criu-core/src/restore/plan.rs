@@ -24,6 +24,8 @@ pub struct TaskPlan {
     /// Every dumped VMA, sorted by address, non-overlapping.
     pub vmas: Vec<VmaPlan>,
     pub pages: PagesPlan,
+    /// Contents of shared anonymous objects (runs at their VMA's addresses).
+    pub shmem_pages: Vec<PagesPlan>,
     /// The executable (`mm_entry.exe_file_id`), for `/proc/PID/exe`.
     pub exe: Option<PathBuf>,
     /// Registers, signal state, timers, rlimits, creds (`core-PID.img`).
@@ -103,7 +105,7 @@ impl VmaPlan {
 
     /// Whether the VMA is premapped and moved into place by the blob.
     pub fn is_premapped(&self) -> bool {
-        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::Vdso)
+        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::SharedAnon { .. } | VmaKind::Vdso)
     }
 
     /// Whether this is a grows-down (stack) VMA.
@@ -119,6 +121,9 @@ pub enum VmaKind {
     Anon,
     /// A private (copy-on-write) mapping of a file.
     PrivateFile { path: PathBuf },
+    /// Shared anonymous memory (object `shmid`): premapped as a fresh shared
+    /// anonymous mapping, filled from its own pages file, moved by the blob.
+    SharedAnon { shmid: u64 },
     /// A shared mapping of a file, mapped in place by the blob.
     SharedFile { path: PathBuf, open_flags: i32 },
     /// The dumped `[vdso]`: premapped as an anonymous copy of its pages.
