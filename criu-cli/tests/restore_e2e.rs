@@ -2,9 +2,9 @@
 //! inside (tests/programs/restoree.c): memory of every kind (anonymous with
 //! MADV_DONTNEED holes, private file with copied-on-write and untouched
 //! pages, shared file, shared anonymous, read-only, PROT_NONE, grows-down),
-//! a vDSO the program moved, r12-r15 and
-//! ymm0-3 held across the checkpoint, signal handlers, mask, a queued RT
-//! signal with its value, an interval timer, files with offsets, a dup'd fd
+//! a vDSO the program moved, r12-r15 and ymm0-3 held across the checkpoint,
+//! signal handlers, mask, a queued RT signal with its value, sigaltstack,
+//! an interval timer and a POSIX timer, files with offsets, a dup'd fd
 //! sharing its offset, O_APPEND, close-on-exec, an unlinked file, cwd and
 //! umask. From outside: same pid, same mappings and fds as before the dump,
 //! images untouched, criu-rs exits with the task's status.
