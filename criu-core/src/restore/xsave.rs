@@ -13,13 +13,7 @@ const LEGACY: usize = 512;
 /// Size of the XSAVE header that follows it.
 const HEADER: usize = 64;
 
-/// `(offset, size)` of XSAVE component `i` in the standard format, from
-/// CPUID(0xD, i); `None` if the host does not support it.
-fn component(i: u32) -> Option<(usize, usize)> {
-    // CPUID is always available on x86_64; leaf 0xD exists wherever XSAVE does.
-    let r = std::arch::x86_64::__cpuid_count(0xd, i);
-    (r.eax != 0).then_some((r.ebx as usize, r.eax as usize))
-}
+use crate::ptrace::regs::xsave_component as component;
 
 /// The XCR0 features the host supports (CPUID(0xD, 0) EDX:EAX) and the
 /// XSAVE area size for the enabled ones (EBX).
