@@ -7,6 +7,7 @@ mod restore_support;
 
 use criu_core::images::pb::FdTypes;
 use restore_support::*;
+use std::os::unix::fs::OpenOptionsExt;
 
 #[test]
 fn restored_task_runs_and_its_exit_code_is_ours() {
@@ -179,4 +180,36 @@ fn shared_anonymous_memory_comes_back_shared_with_its_contents() {
     mem.read_exact_at(&mut got, 0x40000).unwrap();
     assert_eq!(&got[..contents.len()], &contents[..]);
     assert!(got[contents.len()..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn fifo_ends_come_back_with_their_queued_bytes() {
+    let dir = scratch("fifo");
+    let pid = free_pid();
+    let fifo = dir.join("the-fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut set = ImageSet::minimal(pid).with_code(&SPIN);
+    set.files.extend(fifo_files(2, 3, 0x99, fifo.to_str().unwrap(), libc::O_RDONLY as u32));
+    set.files.extend(fifo_files(4, 5, 0x99, fifo.to_str().unwrap(), (libc::O_WRONLY | libc::O_NONBLOCK) as u32));
+    set.fifo_data.push((0x99, b"fifo bytes".to_vec()));
+    set.add_fd(3, 2, FdTypes::Fifo, false);
+    set.add_fd(4, 4, FdTypes::Fifo, false);
+    set.write(&dir);
+    let out = restore(&dir, &["-d"]);
+    let _guard = KillOnDrop(pid);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let flags = |fd: i32| {
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+        let v = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim().to_string();
+        u32::from_str_radix(&v, 8).unwrap()
+    };
+    assert_eq!(flags(3) & (libc::O_ACCMODE | libc::O_NONBLOCK) as u32, libc::O_RDONLY as u32);
+    assert_eq!(flags(4) & (libc::O_ACCMODE | libc::O_NONBLOCK) as u32, (libc::O_WRONLY | libc::O_NONBLOCK) as u32);
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap(), fifo);
+    let mut buf = [0u8; 32];
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(format!("/proc/{pid}/fd/3")).unwrap();
+    let n = std::io::Read::read(&mut &f, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"fifo bytes");
 }

@@ -100,6 +100,19 @@ pub fn pipe_file(id: u32, pipe_id: u32, flags: u32) -> pb::FileEntry {
     }
 }
 
+/// A FIFO's `file_entry` (`id`) and the path entry (`regf_id`) it names.
+pub fn fifo_files(id: u32, regf_id: u32, pipe_id: u32, path: &str, flags: u32) -> [pb::FileEntry; 2] {
+    let fifo = pb::FileEntry {
+        r#type: Some(pb::FdTypes::Fifo as i32),
+        id: Some(id),
+        fifo: Some(pb::FifoEntry { id: Some(id), pipe_id: Some(pipe_id), regf_id: Some(regf_id) }),
+        ..Default::default()
+    };
+    let mut reg = reg_file(regf_id, path, flags, None);
+    reg.reg.as_mut().unwrap().mode = Some(libc::S_IFIFO | 0o600);
+    [fifo, reg]
+}
+
 /// `jmp $`: spins forever.
 pub const SPIN: [u8; 2] = [0xeb, 0xfe];
 
@@ -161,6 +174,8 @@ pub struct ImageSet {
     pub umask: u32,
     /// Ghost files: original file id, ghost id, contents.
     pub ghosts: Vec<(u32, u32, Vec<u8>)>,
+    /// `fifo-data.img` entries: pipe id and queued bytes.
+    pub fifo_data: Vec<(u32, Vec<u8>)>,
     /// Shared anonymous objects: shmid, pages id, contents from offset 0.
     pub shmem: Vec<(u64, u32, Vec<u8>)>,
 }
@@ -234,6 +249,7 @@ impl ImageSet {
             umask: 0o22,
             ghosts: vec![],
             shmem: vec![],
+            fifo_data: vec![],
         }
     }
 
@@ -317,9 +333,12 @@ impl ImageSet {
                 w.finish().unwrap();
             }
         }
-        if !self.pipe_data.is_empty() {
-            let mut w = d.create_image(ImageKind::PipesData, 0).unwrap();
-            for (id, bytes) in &self.pipe_data {
+        for (kind, list) in [(ImageKind::PipesData, &self.pipe_data), (ImageKind::FifoData, &self.fifo_data)] {
+            if list.is_empty() {
+                continue;
+            }
+            let mut w = d.create_image(kind, 0).unwrap();
+            for (id, bytes) in list {
                 w.write_entry(&pb::PipeDataEntry { pipe_id: Some(*id), bytes: Some(bytes.len() as u32), size: None }).unwrap();
                 w.write_raw(bytes).unwrap();
             }

@@ -89,10 +89,18 @@ pub fn restore_fds(fds: &[FdPlan], descs: &BTreeMap<u32, DescPlan>, keep: &[RawF
 fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<BTreeMap<u32, OwnedFd>> {
     let mut out = BTreeMap::new();
     let mut pipes: BTreeMap<u32, (Option<OwnedFd>, Option<OwnedFd>)> = BTreeMap::new();
+    // One read-write end per FIFO, held while its descriptions are opened.
+    let mut fifo_keepers: BTreeMap<u32, OwnedFd> = BTreeMap::new();
     for (&id, d) in descs {
         let fd = match d {
             DescPlan::Reg(r) => open_reg(r)?,
             DescPlan::Ghost { file, contents } => open_ghost(file, contents)?,
+            DescPlan::Fifo { file, pipe_id, queued } => {
+                if let std::collections::btree_map::Entry::Vacant(v) = fifo_keepers.entry(*pipe_id) {
+                    v.insert(open_fifo_keeper(file, queued)?);
+                }
+                open_fifo(file)?
+            }
             DescPlan::Inherit { fd, flags } => {
                 // SAFETY: criu-rs's own fd `fd` is open for the duration (it
                 // is closed only later by close_all_but).
@@ -122,7 +130,31 @@ fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<BTreeMap<
         };
         out.insert(id, move_above(fd, floor)?);
     }
+    drop(fifo_keepers);
     Ok(out)
+}
+
+/// `open(path, O_RDWR | O_NONBLOCK)` on a FIFO (never blocks, keeps the
+/// FIFO's buffer alive) and puts its queued bytes back through it.
+fn open_fifo_keeper(r: &RegFile, queued: &[u8]) -> Result<OwnedFd> {
+    let fd = rustix::fs::open(&r.path, OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| RestoreError::FileChanged { path: r.path.clone(), problem: format!("cannot open the FIFO: {e}") })?;
+    let st = rustix::fs::fstat(&fd).sys(|| format!("fstat({})", r.path.display()))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(RestoreError::FileChanged { path: r.path.clone(), problem: "no longer a FIFO".into() });
+    }
+    write_all(&fd, queued).map_err(|e| RestoreError::sys(format!("refilling FIFO {}", r.path.display()), e))?;
+    Ok(fd)
+}
+
+/// Opens a FIFO end with its dumped flags (non-blocking while opening: a
+/// keeper end exists, so this never waits for a peer).
+fn open_fifo(r: &RegFile) -> Result<OwnedFd> {
+    let flags = OFlags::from_bits_retain((r.flags & libc::O_ACCMODE) as u32) | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(&r.path, flags, Mode::empty())
+        .map_err(|e| RestoreError::FileChanged { path: r.path.clone(), problem: format!("cannot open the FIFO: {e}") })?;
+    set_status_flags(&fd, r.flags)?;
+    Ok(fd)
 }
 
 /// Opens a regular file or directory by path and checks it against the dump.

@@ -253,7 +253,8 @@ fn load_fds(
     let files_path = images.image_path(ImageKind::Files, 0);
     let infos: Vec<pb::FdinfoEntry> = images.read_all(ImageKind::Fdinfo, files_id as u64)?;
     let remaps = load_remaps(images)?;
-    let pipe_data = load_pipe_data(images)?;
+    let pipe_data = load_pipe_data(images, ImageKind::PipesData)?;
+    let fifo_data = load_pipe_data(images, ImageKind::FifoData)?;
     let mut fds: Vec<FdPlan> = Vec::with_capacity(infos.len());
     let mut descs = BTreeMap::new();
     for info in &infos {
@@ -269,20 +270,29 @@ fn load_fds(
         let Some(file) = files.get(&id) else {
             return Err(RestoreError::bad(&files_path, format!("no file with id {id:#x} (fd {fd} in {})", fdinfo_path.display())));
         };
-        let desc = desc_plan(images, file, fd, &remaps, &pipe_data, opts, &files_path)?;
+        let queued = Queued { pipes: &pipe_data, fifos: &fifo_data };
+        let desc = desc_plan(images, file, fd, files, &remaps, &queued, opts, &files_path)?;
         descs.insert(id, desc);
     }
     fds.sort_by_key(|f| f.fd);
     Ok((fds, descs))
 }
 
+/// Queued bytes of pipes and FIFOs, by pipe id.
+struct Queued<'a> {
+    pipes: &'a BTreeMap<u32, Vec<u8>>,
+    fifos: &'a BTreeMap<u32, Vec<u8>>,
+}
+
 /// How to recreate one open file description.
+#[allow(clippy::too_many_arguments)]
 fn desc_plan(
     images: &ImageDir,
     file: &pb::FileEntry,
     fd: i32,
+    files: &BTreeMap<u32, pb::FileEntry>,
     remaps: &BTreeMap<u32, u32>,
-    pipe_data: &BTreeMap<u32, Vec<u8>>,
+    queued: &Queued<'_>,
     opts: LoadOptions,
     files_path: &Path,
 ) -> Result<DescPlan> {
@@ -309,8 +319,25 @@ fn desc_plan(
             return Err(RestoreError::bad(files_path, format!("file {id:#x} is PIPE without pipe_entry")));
         };
         let pipe_id = p.pipe_id.unwrap_or_default();
-        let queued = pipe_data.get(&pipe_id).cloned().unwrap_or_default();
-        return Ok(DescPlan::Pipe { pipe_id, flags: p.flags.unwrap_or_default() as i32, queued });
+        let bytes = queued.pipes.get(&pipe_id).cloned().unwrap_or_default();
+        return Ok(DescPlan::Pipe { pipe_id, flags: p.flags.unwrap_or_default() as i32, queued: bytes });
+    }
+    if ty == FdTypes::Fifo as i32 {
+        let fifo = file.fifo.as_ref();
+        let (pipe_id, regf_id) = (fifo.and_then(|f| f.pipe_id), fifo.and_then(|f| f.regf_id).unwrap_or(id));
+        let reg = files.get(&regf_id).and_then(|f| f.reg.as_ref());
+        let (Some(pipe_id), Some(reg)) = (pipe_id, reg) else {
+            return Err(RestoreError::bad(files_path, format!("FIFO {id:#x} without its pipe id or path entry {regf_id:#x}")));
+        };
+        let file = RegFile {
+            path: PathBuf::from(reg.name.clone().unwrap_or_default()),
+            flags: reg.flags.unwrap_or_default() as i32,
+            pos: 0,
+            size: None,
+            mode: reg.mode,
+        };
+        let bytes = queued.fifos.get(&pipe_id).cloned().unwrap_or_default();
+        return Ok(DescPlan::Fifo { file, pipe_id, queued: bytes });
     }
     if ty == FdTypes::Tty as i32 && opts.shell_job && (0..=2).contains(&fd) {
         let flags = file.tty.as_ref().and_then(|t| t.flags).unwrap_or(libc::O_RDWR as u32) as i32;
@@ -366,12 +393,12 @@ fn load_ghost(images: &ImageDir, id: u32) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// `pipes-data.img`: queued bytes by pipe id.
-fn load_pipe_data(images: &ImageDir) -> Result<BTreeMap<u32, Vec<u8>>> {
-    if !images.exists(ImageKind::PipesData, 0) {
+/// `pipes-data.img` or `fifo-data.img`: queued bytes by pipe id.
+fn load_pipe_data(images: &ImageDir, kind: ImageKind) -> Result<BTreeMap<u32, Vec<u8>>> {
+    if !images.exists(kind, 0) {
         return Ok(BTreeMap::new());
     }
-    let mut r = images.open_image(ImageKind::PipesData, 0)?;
+    let mut r = images.open_image(kind, 0)?;
     let mut out = BTreeMap::new();
     while let Some(e) = r.read_entry::<pb::PipeDataEntry>()? {
         let bytes = r.read_raw(e.bytes.unwrap_or_default() as u64)?;

@@ -59,6 +59,8 @@ pub enum DescPlan {
     Ghost { file: RegFile, contents: Vec<u8> },
     /// One end of a pipe; both ends of one pipe share `pipe_id`.
     Pipe { pipe_id: u32, flags: i32, queued: Vec<u8> },
+    /// A FIFO opened by path; `queued` bytes are put back once per FIFO.
+    Fifo { file: RegFile, pipe_id: u32, queued: Vec<u8> },
     /// Take over criu-rs's own fd (a terminal with `--shell-job`).
     Inherit { fd: i32, flags: i32 },
 }
