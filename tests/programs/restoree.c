@@ -29,246 +29,17 @@
  * dynamic symbol table.
  */
 #define _GNU_SOURCE
-#include <cpuid.h>
 #include <dirent.h>
 #include <elf.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/rseq.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
 
-#define PAGE 4096UL
-
-/* ---------- reporting ---------- */
-
-static char report[1 << 16];
-static size_t report_len;
-static int fail_count;
-
-static void say(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(report + report_len, sizeof report - report_len, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		report_len += (size_t)n < sizeof report - report_len ? (size_t)n : sizeof report - report_len - 1;
-}
-
-#define CHECK(name, cond, ...)                                \
-	do {                                                  \
-		if (cond) {                                   \
-			say("ok %s\n", name);                 \
-		} else {                                      \
-			say("FAIL %s: ", name);               \
-			say(__VA_ARGS__);                     \
-			say("\n");                            \
-			fail_count++;                         \
-		}                                             \
-	} while (0)
-
-static void die(const char *what)
-{
-	fprintf(stderr, "restoree: %s: %s\n", what, strerror(errno));
-	exit(99);
-}
-
-/* ---------- patterns ---------- */
-
-static uint64_t pattern(uint64_t seed, uint64_t page, uint64_t word)
-{
-	return (seed << 48) ^ (page << 20) ^ ((word + 1) * 0x9e3779b97f4a7c15ULL);
-}
-
-static void fill(void *p, uint64_t seed, size_t pages)
-{
-	uint64_t *w = p;
-	for (size_t pg = 0; pg < pages; pg++)
-		for (size_t i = 0; i < PAGE / 8; i++)
-			w[pg * (PAGE / 8) + i] = pattern(seed, pg, i);
-}
-
-/* Number of words of page `pg` that differ from the pattern. */
-static size_t page_diff(const void *p, uint64_t seed, size_t pg)
-{
-	const uint64_t *w = (const uint64_t *)p + pg * (PAGE / 8);
-	size_t bad = 0;
-	for (size_t i = 0; i < PAGE / 8; i++)
-		bad += w[i] != pattern(seed, pg, i);
-	return bad;
-}
-
-static int page_is_zero(const void *p)
-{
-	const uint64_t *w = p;
-	for (size_t i = 0; i < PAGE / 8; i++)
-		if (w[i])
-			return 0;
-	return 1;
-}
-
-static void fill_bytes(uint8_t *b, size_t n, uint8_t seed)
-{
-	for (size_t i = 0; i < n; i++)
-		b[i] = (uint8_t)(seed + i * 7 + (i >> 8));
-}
-
-/* ---------- the register block the wait loop uses ---------- */
-
-struct regblock {
-	uint64_t gp_in[8];      /* rbx r8 r9 r10 r12 r13 r14 r15 */
-	uint64_t gp_out[8];     /* 64 */
-	uint8_t ymm_in[512];    /* 128: ymm0-ymm15 */
-	uint8_t ymm_out[512];   /* 640 */
-	uint32_t mx_in, mx_out; /* 1152, 1156 */
-	volatile int go;        /* 1160 */
-	uint32_t mx_default;    /* 1164 */
-	uint8_t zmm_in[1024];   /* 1168: zmm16-zmm31 */
-	uint8_t zmm_out[1024];  /* 2192 */
-	uint64_t k_in[8];       /* 3216: k1-k7 (k_in[0] unused) */
-	uint64_t k_out[8];      /* 3280 */
-} __attribute__((aligned(64)));
-_Static_assert(offsetof(struct regblock, gp_out) == 64, "layout");
-_Static_assert(offsetof(struct regblock, ymm_in) == 128, "layout");
-_Static_assert(offsetof(struct regblock, ymm_out) == 640, "layout");
-_Static_assert(offsetof(struct regblock, mx_in) == 1152, "layout");
-_Static_assert(offsetof(struct regblock, go) == 1160, "layout");
-_Static_assert(offsetof(struct regblock, zmm_in) == 1168, "layout");
-_Static_assert(offsetof(struct regblock, zmm_out) == 2192, "layout");
-_Static_assert(offsetof(struct regblock, k_in) == 3216, "layout");
-_Static_assert(offsetof(struct regblock, k_out) == 3280, "layout");
-
-static struct regblock rb;
-static uint64_t wait_mask; /* the mask rt_sigsuspend waits with */
-
-#define LOAD_GP_YMM                                                                    \
-	"vmovdqu 128(%%rdx), %%ymm0\n\tvmovdqu 160(%%rdx), %%ymm1\n\t"                 \
-	"vmovdqu 192(%%rdx), %%ymm2\n\tvmovdqu 224(%%rdx), %%ymm3\n\t"                 \
-	"vmovdqu 256(%%rdx), %%ymm4\n\tvmovdqu 288(%%rdx), %%ymm5\n\t"                 \
-	"vmovdqu 320(%%rdx), %%ymm6\n\tvmovdqu 352(%%rdx), %%ymm7\n\t"                 \
-	"vmovdqu 384(%%rdx), %%ymm8\n\tvmovdqu 416(%%rdx), %%ymm9\n\t"                 \
-	"vmovdqu 448(%%rdx), %%ymm10\n\tvmovdqu 480(%%rdx), %%ymm11\n\t"               \
-	"vmovdqu 512(%%rdx), %%ymm12\n\tvmovdqu 544(%%rdx), %%ymm13\n\t"               \
-	"vmovdqu 576(%%rdx), %%ymm14\n\tvmovdqu 608(%%rdx), %%ymm15\n\t"               \
-	"ldmxcsr 1152(%%rdx)\n\t"                                                      \
-	"mov 0(%%rdx), %%rbx\n\tmov 8(%%rdx), %%r8\n\tmov 16(%%rdx), %%r9\n\t"         \
-	"mov 24(%%rdx), %%r10\n\tmov 32(%%rdx), %%r12\n\tmov 40(%%rdx), %%r13\n\t"     \
-	"mov 48(%%rdx), %%r14\n\tmov 56(%%rdx), %%r15\n\t"
-
-#define WAIT_LOOP                                                                      \
-	"1:\n\tmov %[nr], %%eax\n\tsyscall\n\t"                                        \
-	"cmpl $0, 1160(%%rdx)\n\tje 1b\n\t"
-
-#define STORE_GP_YMM                                                                   \
-	"mov %%rbx, 64(%%rdx)\n\tmov %%r8, 72(%%rdx)\n\tmov %%r9, 80(%%rdx)\n\t"       \
-	"mov %%r10, 88(%%rdx)\n\tmov %%r12, 96(%%rdx)\n\tmov %%r13, 104(%%rdx)\n\t"    \
-	"mov %%r14, 112(%%rdx)\n\tmov %%r15, 120(%%rdx)\n\t"                           \
-	"stmxcsr 1156(%%rdx)\n\t"                                                      \
-	"vmovdqu %%ymm0, 640(%%rdx)\n\tvmovdqu %%ymm1, 672(%%rdx)\n\t"                 \
-	"vmovdqu %%ymm2, 704(%%rdx)\n\tvmovdqu %%ymm3, 736(%%rdx)\n\t"                 \
-	"vmovdqu %%ymm4, 768(%%rdx)\n\tvmovdqu %%ymm5, 800(%%rdx)\n\t"                 \
-	"vmovdqu %%ymm6, 832(%%rdx)\n\tvmovdqu %%ymm7, 864(%%rdx)\n\t"                 \
-	"vmovdqu %%ymm8, 896(%%rdx)\n\tvmovdqu %%ymm9, 928(%%rdx)\n\t"                 \
-	"vmovdqu %%ymm10, 960(%%rdx)\n\tvmovdqu %%ymm11, 992(%%rdx)\n\t"               \
-	"vmovdqu %%ymm12, 1024(%%rdx)\n\tvmovdqu %%ymm13, 1056(%%rdx)\n\t"             \
-	"vmovdqu %%ymm14, 1088(%%rdx)\n\tvmovdqu %%ymm15, 1120(%%rdx)\n\t"
-
-#define CLOBBERS                                                                       \
-	"rax", "rbx", "rcx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "xmm0", "xmm1", \
-	"xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", \
-	"xmm13", "xmm14", "xmm15", "memory"
-
-/* Waits for rb.go with registers loaded; AVX only. */
-static void wait_avx(void)
-{
-	__asm__ volatile(LOAD_GP_YMM WAIT_LOOP STORE_GP_YMM "ldmxcsr 1164(%%rdx)\n\t"
-			 :
-			 : "d"(&rb), "D"(&wait_mask), "S"(8L), [nr] "i"(SYS_rt_sigsuspend)
-			 : CLOBBERS);
-}
-
-/* The same, also holding zmm16-zmm31 and k1-k7. */
-__attribute__((target("avx512f"))) static void wait_avx512(void)
-{
-#define Z(n, off) "vmovdqu64 " #off "(%%rdx), %%zmm" #n "\n\t"
-#define ZS(n, off) "vmovdqu64 %%zmm" #n ", " #off "(%%rdx)\n\t"
-#define K(n) "kmovq " #n "*8+3216(%%rdx), %%k" #n "\n\t"
-#define KS(n) "kmovq %%k" #n ", " #n "*8+3280(%%rdx)\n\t"
-	__asm__ volatile(LOAD_GP_YMM
-			 Z(16, 1168) Z(17, 1232) Z(18, 1296) Z(19, 1360) Z(20, 1424) Z(21, 1488) Z(22, 1552)
-			 Z(23, 1616) Z(24, 1680) Z(25, 1744) Z(26, 1808) Z(27, 1872) Z(28, 1936) Z(29, 2000)
-			 Z(30, 2064) Z(31, 2128)
-			 K(1) K(2) K(3) K(4) K(5) K(6) K(7)
-			 WAIT_LOOP STORE_GP_YMM
-			 ZS(16, 2192) ZS(17, 2256) ZS(18, 2320) ZS(19, 2384) ZS(20, 2448) ZS(21, 2512)
-			 ZS(22, 2576) ZS(23, 2640) ZS(24, 2704) ZS(25, 2768) ZS(26, 2832) ZS(27, 2896)
-			 ZS(28, 2960) ZS(29, 3024) ZS(30, 3088) ZS(31, 3152)
-			 KS(1) KS(2) KS(3) KS(4) KS(5) KS(6) KS(7)
-			 "ldmxcsr 1164(%%rdx)\n\t"
-			 :
-			 : "d"(&rb), "D"(&wait_mask), "S"(8L), [nr] "i"(SYS_rt_sigsuspend)
-			 : CLOBBERS, "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23",
-			   "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k1", "k2",
-			   "k3", "k4", "k5", "k6", "k7");
-#undef Z
-#undef ZS
-#undef K
-#undef KS
-}
-
-static int have_avx512(void)
-{
-	unsigned a, b, c, d;
-	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 16)))
-		return 0;
-	/* The OS must have enabled opmask/ZMM state in XCR0. */
-	uint32_t lo, hi;
-	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-	return (lo & 0xe6) == 0xe6;
-}
-
-/* ---------- raw syscalls ---------- */
-
-struct ksigaction {
-	uint64_t handler, flags, restorer, mask;
-};
-
-static long raw_sigaction(int sig, const struct ksigaction *act, struct ksigaction *old)
-{
-	return syscall(SYS_rt_sigaction, sig, act, old, 8);
-}
-
-static uint64_t raw_sigmask(void)
-{
-	uint64_t m = 0;
-	syscall(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &m, 8);
-	return m;
-}
-
-static uint64_t bit(int sig) { return 1ULL << (sig - 1); }
-
-static int sys_clock_gettime(clockid_t c, struct timespec *ts) { return (int)syscall(SYS_clock_gettime, c, ts); }
-
-static void sys_sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	syscall(SYS_nanosleep, &ts, NULL);
-}
+#include "selfcheck.h"
 
 /* ---------- vDSO ---------- */
 
@@ -348,6 +119,9 @@ static uint8_t *anon, *priv, *shf, *shanon, *ro, *none, *holes, *gd, *heap, *alt
 static int fd_reg, fd_dup, fd_reg2, fd_hi = 100, fd_app, fd_cloexec, fd_ghost, fd_shf, fd_priv, pfd[2];
 static char ghost_path[PATH_MAX + 16], cwd_before[PATH_MAX];
 static char fds_before[1024];
+static struct regblock rb;
+static uint64_t wait_mask; /* the mask rt_sigsuspend waits with */
+static struct report R;
 static struct ksigaction sa_before[65];
 static uint64_t mask_before;
 static stack_t ss_before;
@@ -684,33 +458,6 @@ static void setup_signals(void)
 
 /* ---------- phase 2 ---------- */
 
-static void check_registers(void)
-{
-	int bad = 0;
-	static const char *gpn[8] = {"rbx", "r8", "r9", "r10", "r12", "r13", "r14", "r15"};
-	for (int i = 0; i < 8; i++)
-		if (rb.gp_out[i] != rb.gp_in[i]) {
-			say("FAIL regs: %s = %#lx, want %#lx\n", gpn[i], rb.gp_out[i], rb.gp_in[i]);
-			bad++;
-		}
-	CHECK("gp-registers", !bad, "%d registers differ", bad);
-	bad = 0;
-	for (int i = 0; i < 16; i++)
-		bad += memcmp(rb.ymm_out + 32 * i, rb.ymm_in + 32 * i, 32) != 0;
-	CHECK("ymm0-15", !bad, "%d ymm registers differ", bad);
-	CHECK("mxcsr", (rb.mx_out & 0xffc0) == (rb.mx_in & 0xffc0), "mxcsr %#x, want %#x", rb.mx_out, rb.mx_in);
-	if (avx512) {
-		bad = 0;
-		for (int i = 0; i < 16; i++)
-			bad += memcmp(rb.zmm_out + 64 * i, rb.zmm_in + 64 * i, 64) != 0;
-		CHECK("zmm16-31", !bad, "%d zmm registers differ", bad);
-		bad = 0;
-		for (int i = 1; i < 8; i++)
-			bad += rb.k_out[i] != rb.k_in[i];
-		CHECK("k1-7", !bad, "%d opmask registers differ", bad);
-	}
-}
-
 static void check_memory(void)
 {
 	size_t bad = 0;
@@ -721,10 +468,10 @@ static void check_memory(void)
 		else
 			bad += ((uint64_t *)pg)[0] != p || page_diff(pg, 1, 0) != 1;
 	}
-	CHECK("anon-private", !bad, "%zu of %d pages differ", bad, ANON_PAGES);
+	CHECK(&R, "anon-private", !bad, "%zu of %d pages differ", bad, ANON_PAGES);
 	uint8_t want[HEAP_LEN];
 	fill_bytes(want, HEAP_LEN, 0x31);
-	CHECK("heap", !memcmp(heap, want, HEAP_LEN), "malloc'd bytes differ");
+	CHECK(&R, "heap", !memcmp(heap, want, HEAP_LEN), "malloc'd bytes differ");
 
 	/* Private file mapping. */
 	bad = 0;
@@ -737,35 +484,35 @@ static void check_memory(void)
 			memset(exp, 0xc0 + p, 64);
 		bad += memcmp(priv + p * PAGE, exp, PAGE) != 0;
 	}
-	CHECK("private-file-contents", !bad, "%zu of %d pages differ", bad, PRIV_PAGES);
+	CHECK(&R, "private-file-contents", !bad, "%zu of %d pages differ", bad, PRIV_PAGES);
 	/* Untouched pages still come from the file; copied ones do not. */
 	uint8_t orig[8], mark[8] = "MARKMARK";
 	pread(fd_priv, orig, 8, 6 * PAGE + 128);
 	pwrite(fd_priv, mark, 8, 6 * PAGE + 128);
 	int sees_file = !memcmp(priv + 6 * PAGE + 128, mark, 8);
 	pwrite(fd_priv, orig, 8, 6 * PAGE + 128);
-	CHECK("private-file-untouched-page-is-file-backed", sees_file,
+	CHECK(&R, "private-file-untouched-page-is-file-backed", sees_file,
 	      "a write to the file is not seen in an untouched page of its MAP_PRIVATE mapping");
 	pread(fd_priv, orig, 8, 1 * PAGE + 128);
 	pwrite(fd_priv, mark, 8, 1 * PAGE + 128);
 	int cow_sees = !memcmp(priv + 1 * PAGE + 128, mark, 8);
 	pwrite(fd_priv, orig, 8, 1 * PAGE + 128);
-	CHECK("private-file-cow-page-is-private", !cow_sees, "a copied-on-write page follows the file");
+	CHECK(&R, "private-file-cow-page-is-private", !cow_sees, "a copied-on-write page follows the file");
 
 	/* Shared file mapping. */
 	bad = page_diff(shf, 3, 0) + page_diff(shf + 2 * PAGE, 3, 0);
 	bad += !page_is_zero(shf + PAGE) + !page_is_zero(shf + 3 * PAGE);
-	CHECK("shared-file-contents", !bad, "%zu words differ", bad);
+	CHECK(&R, "shared-file-contents", !bad, "%zu words differ", bad);
 	uint8_t fbuf[PAGE];
 	pread(fd_shf, fbuf, PAGE, 2 * PAGE);
-	CHECK("shared-file-matches-file", !memcmp(fbuf, shf + 2 * PAGE, PAGE), "mapping and file differ");
+	CHECK(&R, "shared-file-matches-file", !memcmp(fbuf, shf + 2 * PAGE, PAGE), "mapping and file differ");
 	memcpy(shf + 3 * PAGE, "through the mapping", 20);
 	pread(fd_shf, fbuf, 20, 3 * PAGE);
 	int coherent = !memcmp(fbuf, "through the mapping", 20);
 	memset(shf + 3 * PAGE, 0, 20);
-	CHECK("shared-file-still-shared", coherent, "a write through the mapping did not reach the file");
+	CHECK(&R, "shared-file-still-shared", coherent, "a write through the mapping did not reach the file");
 
-	CHECK("shared-anon", !strcmp((char *)shanon, "shared anon page 0") &&
+	CHECK(&R, "shared-anon", !strcmp((char *)shanon, "shared anon page 0") &&
 				     !strcmp((char *)shanon + 3 * PAGE, "shared anon page 3") &&
 				     page_is_zero(shanon + PAGE),
 	      "contents differ");
@@ -773,7 +520,7 @@ static void check_memory(void)
 	bad = 0;
 	for (size_t p = 0; p < RO_PAGES; p++)
 		bad += page_diff(ro, 4, p);
-	CHECK("read-only-contents", !bad, "%zu words differ", bad);
+	CHECK(&R, "read-only-contents", !bad, "%zu words differ", bad);
 
 	/* Protections as seen in /proc/self/maps. */
 	char want_ro[64], want_none[64], want_gd[64], line[512];
@@ -788,14 +535,14 @@ static void check_memory(void)
 	}
 	if (f)
 		fclose(f);
-	CHECK("read-only-protection", saw_ro, "no '%s' line in maps", want_ro);
-	CHECK("prot-none-protection", saw_none, "no '%s' line in maps", want_none);
+	CHECK(&R, "read-only-protection", saw_ro, "no '%s' line in maps", want_ro);
+	CHECK(&R, "prot-none-protection", saw_none, "no '%s' line in maps", want_none);
 	mprotect(none, NONE_PAGES * PAGE, PROT_READ);
 	bad = 0;
 	for (size_t p = 0; p < NONE_PAGES; p++)
 		bad += page_diff(none, 5, p);
 	mprotect(none, NONE_PAGES * PAGE, PROT_NONE);
-	CHECK("prot-none-contents", !bad, "%zu words differ", bad);
+	CHECK(&R, "prot-none-contents", !bad, "%zu words differ", bad);
 
 	/* Holes: not populated (pagemap) and zero; the rest intact. */
 	int pm = open("/proc/self/pagemap", O_RDONLY);
@@ -808,19 +555,19 @@ static void check_memory(void)
 			populated++;
 	}
 	close(pm);
-	CHECK("dontneed-holes-unpopulated", !populated, "%d punched pages are populated", populated);
+	CHECK(&R, "dontneed-holes-unpopulated", !populated, "%d punched pages are populated", populated);
 	bad = 0;
 	for (size_t p = 0; p < HOLE_PAGES; p++) {
 		int hole = (p >= 10 && p < 20) || p == 40 || p == 41;
 		bad += hole ? !page_is_zero(holes + p * PAGE) : page_diff(holes, 6, p) != 0;
 	}
-	CHECK("dontneed-holes-contents", !bad, "%zu pages differ", bad);
+	CHECK(&R, "dontneed-holes-contents", !bad, "%zu pages differ", bad);
 
 	/* Grows-down: contents, the flag, and it still grows. */
 	bad = 0;
 	for (size_t p = 0; p < GD_PAGES; p++)
 		bad += page_diff(gd, 7, p);
-	CHECK("growsdown-contents", !bad, "%zu words differ", bad);
+	CHECK(&R, "growsdown-contents", !bad, "%zu words differ", bad);
 	f = fopen("/proc/self/smaps", "r");
 	int in_gd = 0;
 	snprintf(want_gd, sizeof want_gd, "%lx-", (unsigned long)gd);
@@ -832,7 +579,7 @@ static void check_memory(void)
 	}
 	if (f)
 		fclose(f);
-	CHECK("growsdown-flag", gd_flag, "VmFlags of %p lack gd", gd);
+	CHECK(&R, "growsdown-flag", gd_flag, "VmFlags of %p lack gd", gd);
 	*(volatile uint8_t *)(gd - PAGE + 8) = 1; /* grows the area down by a page */
 	char want_grown[64];
 	snprintf(want_grown, sizeof want_grown, "%lx-%lx ", (unsigned long)(gd - PAGE),
@@ -843,12 +590,12 @@ static void check_memory(void)
 		grown |= !strncmp(line, want_grown, strlen(want_grown));
 	if (f)
 		fclose(f);
-	CHECK("growsdown-grows", grown, "no '%s' line after touching below", want_grown);
+	CHECK(&R, "growsdown-grows", grown, "no '%s' line after touching below", want_grown);
 
-	CHECK("tls", tls_value == (0x7153000000000000ULL | (uint64_t)my_pid), "tls value %#lx", tls_value);
+	CHECK(&R, "tls", tls_value == (0x7153000000000000ULL | (uint64_t)my_pid), "tls value %#lx", tls_value);
 	uint64_t fs = 0;
 	syscall(SYS_arch_prctl, 0x1003, &fs);
-	CHECK("fs-base", fs == fs_before, "fs base %#lx, want %#lx", fs, fs_before);
+	CHECK(&R, "fs-base", fs == fs_before, "fs base %#lx, want %#lx", fs, fs_before);
 }
 
 static void check_vdso(void)
@@ -859,19 +606,19 @@ static void check_vdso(void)
 	sys_clock_gettime(CLOCK_MONOTONIC, &b);
 	long long na = a.tv_sec * 1000000000LL + a.tv_nsec, nv = v.tv_sec * 1000000000LL + v.tv_nsec,
 		  nb = b.tv_sec * 1000000000LL + b.tv_nsec;
-	CHECK("moved-vdso-monotonic", r == 0 && na <= nv && nv <= nb, "vdso %lld not within syscall [%lld, %lld] (ret %d)",
+	CHECK(&R, "moved-vdso-monotonic", r == 0 && na <= nv && nv <= nb, "vdso %lld not within syscall [%lld, %lld] (ret %d)",
 	      nv, na, nb, r);
 	r = vdso_cgt(CLOCK_REALTIME, &rv);
 	sys_clock_gettime(CLOCK_REALTIME, &rs);
 	long long d = (rs.tv_sec - rv.tv_sec) * 1000000000LL + (rs.tv_nsec - rv.tv_nsec);
-	CHECK("moved-vdso-realtime", r == 0 && d >= 0 && d < 1000000000LL, "vdso realtime off by %lld ns", d);
+	CHECK(&R, "moved-vdso-realtime", r == 0 && d >= 0 && d < 1000000000LL, "vdso realtime off by %lld ns", d);
 	/* For the record: where the vDSO mappings are now. */
 	struct range now[4];
 	int n = find_vdso_ranges(now, 4);
 	for (int i = 0; i < n; i++)
-		say("info vdso-now %s %lx-%lx\n", now[i].name, now[i].start, now[i].end);
+		say(&R, "info vdso-now %s %lx-%lx\n", now[i].name, now[i].start, now[i].end);
 	for (int i = 0; i < vdso_nranges; i++)
-		say("info vdso-before-checkpoint %s %lx-%lx\n", vdso_moved[i].name, vdso_moved[i].start,
+		say(&R, "info vdso-before-checkpoint %s %lx-%lx\n", vdso_moved[i].name, vdso_moved[i].start,
 		    vdso_moved[i].end);
 }
 
@@ -884,19 +631,19 @@ static void check_signals(void)
 		struct ksigaction now;
 		raw_sigaction(s, NULL, &now);
 		if (memcmp(&now, &sa_before[s], sizeof now)) {
-			say("FAIL sigaction %d: handler %#lx flags %#lx restorer %#lx mask %#lx, want %#lx %#lx %#lx %#lx\n",
+			say(&R, "FAIL sigaction %d: handler %#lx flags %#lx restorer %#lx mask %#lx, want %#lx %#lx %#lx %#lx\n",
 			    s, now.handler, now.flags, now.restorer, now.mask, sa_before[s].handler,
 			    sa_before[s].flags, sa_before[s].restorer, sa_before[s].mask);
 			bad++;
 		}
 	}
-	CHECK("sigactions", !bad, "%d differ", bad);
-	CHECK("usr1-on-altstack", usr1_on_altstack, "the SA_ONSTACK handler did not run on the alternate stack");
+	CHECK(&R, "sigactions", !bad, "%d differ", bad);
+	CHECK(&R, "usr1-on-altstack", usr1_on_altstack, "the SA_ONSTACK handler did not run on the alternate stack");
 	uint64_t m = raw_sigmask();
-	CHECK("signal-mask", m == mask_before, "mask %#lx, want %#lx", m, mask_before);
+	CHECK(&R, "signal-mask", m == mask_before, "mask %#lx, want %#lx", m, mask_before);
 	stack_t ss;
 	sigaltstack(NULL, &ss);
-	CHECK("sigaltstack", ss.ss_sp == ss_before.ss_sp && ss.ss_size == ss_before.ss_size &&
+	CHECK(&R, "sigaltstack", ss.ss_sp == ss_before.ss_sp && ss.ss_size == ss_before.ss_size &&
 				     ss.ss_flags == ss_before.ss_flags,
 	      "sp %p size %zu flags %d", ss.ss_sp, ss.ss_size, ss.ss_flags);
 
@@ -936,131 +683,118 @@ static void check_signals(void)
 		    (want[i].code == SI_QUEUE && si.si_value.sival_int != want[i].value))
 			bad++;
 	}
-	CHECK("pending-signals-in-order", !bad, "got%s (sig/code/value/sender)", got);
+	CHECK(&R, "pending-signals-in-order", !bad, "got%s (sig/code/value/sender)", got);
 
 	/* Timers. */
 	struct itimerval it[3];
 	for (int w = 0; w < 3; w++)
 		getitimer(w, &it[w]);
-	CHECK("itimer-real-interval", it[0].it_interval.tv_sec == 0 && it[0].it_interval.tv_usec == 20000,
+	CHECK(&R, "itimer-real-interval", it[0].it_interval.tv_sec == 0 && it[0].it_interval.tv_usec == 20000,
 	      "interval %ld.%06ld", it[0].it_interval.tv_sec, it[0].it_interval.tv_usec);
-	CHECK("itimer-virtual", it[1].it_interval.tv_sec == 900 && it[1].it_value.tv_sec <= 900 && it[1].it_value.tv_sec >= 800,
+	CHECK(&R, "itimer-virtual", it[1].it_interval.tv_sec == 900 && it[1].it_value.tv_sec <= 900 && it[1].it_value.tv_sec >= 800,
 	      "interval %ld value %ld", it[1].it_interval.tv_sec, it[1].it_value.tv_sec);
-	CHECK("itimer-prof", it[2].it_interval.tv_sec == 1000 && it[2].it_value.tv_sec <= 1000 && it[2].it_value.tv_sec >= 900,
+	CHECK(&R, "itimer-prof", it[2].it_interval.tv_sec == 1000 && it[2].it_value.tv_sec <= 1000 && it[2].it_value.tv_sec >= 900,
 	      "interval %ld value %ld", it[2].it_interval.tv_sec, it[2].it_value.tv_sec);
 	struct itimerspec its;
 	long r = syscall(SYS_timer_gettime, ptimer_id, &its);
-	CHECK("posix-timer", r == 0 && its.it_interval.tv_sec == 0 && its.it_interval.tv_nsec == 30000000,
+	CHECK(&R, "posix-timer", r == 0 && its.it_interval.tv_sec == 0 && its.it_interval.tv_nsec == 30000000,
 	      "timer_gettime(%d) = %ld, interval %ld.%09ld", ptimer_id, r, its.it_interval.tv_sec, its.it_interval.tv_nsec);
 	r = syscall(SYS_timer_gettime, ptimer2_id, &its);
-	CHECK("posix-timer-disarmed", r == 0 && its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0,
+	CHECK(&R, "posix-timer-disarmed", r == 0 && its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0,
 	      "timer_gettime(%d) = %ld", ptimer2_id, r);
 	int t0 = ticks, p0 = ptimer_ticks;
 	for (int i = 0; i < 500 && (ticks < t0 + 2 || ptimer_ticks < p0 + 2); i++)
 		sys_sleep_ms(10);
-	CHECK("itimer-real-fires", ticks >= t0 + 2, "SIGALRM ticks %d -> %d", t0, (int)ticks);
-	CHECK("posix-timer-fires", ptimer_ticks >= p0 + 2 && ptimer_last_value == 0x77,
+	CHECK(&R, "itimer-real-fires", ticks >= t0 + 2, "SIGALRM ticks %d -> %d", t0, (int)ticks);
+	CHECK(&R, "posix-timer-fires", ptimer_ticks >= p0 + 2 && ptimer_last_value == 0x77,
 	      "ticks %d -> %d, value %#x", p0, (int)ptimer_ticks, ptimer_last_value);
 }
 
 static void check_files(void)
 {
 	uint8_t buf[GHOST_LEN], want[GHOST_LEN];
-	CHECK("reg-offset", lseek(fd_reg, 0, SEEK_CUR) == 100, "offset %ld", (long)lseek(fd_reg, 0, SEEK_CUR));
-	CHECK("dup-offset", lseek(fd_dup, 0, SEEK_CUR) == 100, "offset %ld", (long)lseek(fd_dup, 0, SEEK_CUR));
+	CHECK(&R, "reg-offset", lseek(fd_reg, 0, SEEK_CUR) == 100, "offset %ld", (long)lseek(fd_reg, 0, SEEK_CUR));
+	CHECK(&R, "dup-offset", lseek(fd_dup, 0, SEEK_CUR) == 100, "offset %ld", (long)lseek(fd_dup, 0, SEEK_CUR));
 	fill_bytes(want, 4096, 0x11);
-	CHECK("reg-read", read(fd_reg, buf, 10) == 10 && !memcmp(buf, want + 100, 10), "wrong bytes at 100");
-	CHECK("dup-shares-offset", lseek(fd_dup, 0, SEEK_CUR) == 110, "dup offset %ld after reading 10 bytes",
+	CHECK(&R, "reg-read", read(fd_reg, buf, 10) == 10 && !memcmp(buf, want + 100, 10), "wrong bytes at 100");
+	CHECK(&R, "dup-shares-offset", lseek(fd_dup, 0, SEEK_CUR) == 110, "dup offset %ld after reading 10 bytes",
 	      (long)lseek(fd_dup, 0, SEEK_CUR));
-	CHECK("separate-open-offset", lseek(fd_reg2, 0, SEEK_CUR) == 200, "offset %ld", (long)lseek(fd_reg2, 0, SEEK_CUR));
-	CHECK("fd-100-offset", lseek(fd_hi, 0, SEEK_CUR) == 300, "offset %ld", (long)lseek(fd_hi, 0, SEEK_CUR));
-	CHECK("access-modes", (fcntl(fd_reg, F_GETFL) & O_ACCMODE) == O_RDWR && (fcntl(fd_reg2, F_GETFL) & O_ACCMODE) == O_RDONLY &&
+	CHECK(&R, "separate-open-offset", lseek(fd_reg2, 0, SEEK_CUR) == 200, "offset %ld", (long)lseek(fd_reg2, 0, SEEK_CUR));
+	CHECK(&R, "fd-100-offset", lseek(fd_hi, 0, SEEK_CUR) == 300, "offset %ld", (long)lseek(fd_hi, 0, SEEK_CUR));
+	CHECK(&R, "access-modes", (fcntl(fd_reg, F_GETFL) & O_ACCMODE) == O_RDWR && (fcntl(fd_reg2, F_GETFL) & O_ACCMODE) == O_RDONLY &&
 				      (fcntl(fd_app, F_GETFL) & O_ACCMODE) == O_WRONLY,
 	      "flags %#x %#x %#x", fcntl(fd_reg, F_GETFL), fcntl(fd_reg2, F_GETFL), fcntl(fd_app, F_GETFL));
-	CHECK("cloexec", (fcntl(fd_cloexec, F_GETFD) & FD_CLOEXEC) && !(fcntl(fd_reg, F_GETFD) & FD_CLOEXEC) &&
+	CHECK(&R, "cloexec", (fcntl(fd_cloexec, F_GETFD) & FD_CLOEXEC) && !(fcntl(fd_reg, F_GETFD) & FD_CLOEXEC) &&
 				 !(fcntl(fd_hi, F_GETFD) & FD_CLOEXEC),
 	      "FD_CLOEXEC: cloexec fd %d, reg %d, fd100 %d", fcntl(fd_cloexec, F_GETFD), fcntl(fd_reg, F_GETFD),
 	      fcntl(fd_hi, F_GETFD));
-	CHECK("cloexec-offset", lseek(fd_cloexec, 0, SEEK_CUR) == 50, "offset %ld", (long)lseek(fd_cloexec, 0, SEEK_CUR));
+	CHECK(&R, "cloexec-offset", lseek(fd_cloexec, 0, SEEK_CUR) == 50, "offset %ld", (long)lseek(fd_cloexec, 0, SEEK_CUR));
 
-	CHECK("append-flag", fcntl(fd_app, F_GETFL) & O_APPEND, "flags %#x", fcntl(fd_app, F_GETFL));
-	CHECK("append-offset", lseek(fd_app, 0, SEEK_CUR) == 6, "offset %ld", (long)lseek(fd_app, 0, SEEK_CUR));
+	CHECK(&R, "append-flag", fcntl(fd_app, F_GETFL) & O_APPEND, "flags %#x", fcntl(fd_app, F_GETFL));
+	CHECK(&R, "append-offset", lseek(fd_app, 0, SEEK_CUR) == 6, "offset %ld", (long)lseek(fd_app, 0, SEEK_CUR));
 	lseek(fd_app, 0, SEEK_SET);
 	write_all(fd_app, "x", 1);
 	int rfd = open("app.log", O_RDONLY);
 	ssize_t n = rfd >= 0 ? read(rfd, buf, 64) : -1;
 	if (rfd >= 0)
 		close(rfd);
-	CHECK("append-writes-at-end", n == 7 && !memcmp(buf, "hello x", 7), "file holds %zd bytes", n);
+	CHECK(&R, "append-writes-at-end", n == 7 && !memcmp(buf, "hello x", 7), "file holds %zd bytes", n);
 	if (ftruncate(fd_app, 6))
-		say("info ftruncate app.log: %s\n", strerror(errno));
+		say(&R, "info ftruncate app.log: %s\n", strerror(errno));
 
 	struct stat st;
 	fstat(fd_ghost, &st);
-	CHECK("unlinked-still-unlinked", st.st_nlink == 0 && access(ghost_path, F_OK) != 0, "nlink %lu", (unsigned long)st.st_nlink);
+	CHECK(&R, "unlinked-still-unlinked", st.st_nlink == 0 && access(ghost_path, F_OK) != 0, "nlink %lu", (unsigned long)st.st_nlink);
 	fill_bytes(want, GHOST_LEN, 0x47);
-	CHECK("unlinked-contents", st.st_size == GHOST_LEN && pread(fd_ghost, buf, GHOST_LEN, 0) == GHOST_LEN &&
+	CHECK(&R, "unlinked-contents", st.st_size == GHOST_LEN && pread(fd_ghost, buf, GHOST_LEN, 0) == GHOST_LEN &&
 					   !memcmp(buf, want, GHOST_LEN),
 	      "size %ld", (long)st.st_size);
-	CHECK("unlinked-offset", lseek(fd_ghost, 0, SEEK_CUR) == 7, "offset %ld", (long)lseek(fd_ghost, 0, SEEK_CUR));
+	CHECK(&R, "unlinked-offset", lseek(fd_ghost, 0, SEEK_CUR) == 7, "offset %ld", (long)lseek(fd_ghost, 0, SEEK_CUR));
 	char link[PATH_MAX + 32] = "", fdp[64], want_link[PATH_MAX + 32];
 	snprintf(fdp, sizeof fdp, "/proc/self/fd/%d", fd_ghost);
 	ssize_t l = readlink(fdp, link, sizeof link - 1);
 	if (l > 0)
 		link[l] = 0;
 	snprintf(want_link, sizeof want_link, "%s (deleted)", ghost_path);
-	CHECK("unlinked-path", !strcmp(link, want_link), "link '%s', want '%s'", link, want_link);
+	CHECK(&R, "unlinked-path", !strcmp(link, want_link), "link '%s', want '%s'", link, want_link);
 
-	CHECK("pipe-nonblock", fcntl(pfd[0], F_GETFL) & O_NONBLOCK, "flags %#x", fcntl(pfd[0], F_GETFL));
+	CHECK(&R, "pipe-nonblock", fcntl(pfd[0], F_GETFL) & O_NONBLOCK, "flags %#x", fcntl(pfd[0], F_GETFL));
 	fill_bytes(want, PIPE_LEN, 0x50);
 	n = read(pfd[0], buf, sizeof buf);
-	CHECK("pipe-data", n == PIPE_LEN && !memcmp(buf, want, PIPE_LEN), "read %zd bytes", n);
+	CHECK(&R, "pipe-data", n == PIPE_LEN && !memcmp(buf, want, PIPE_LEN), "read %zd bytes", n);
 	n = read(pfd[0], buf, sizeof buf);
-	CHECK("pipe-drained", n < 0 && errno == EAGAIN, "read %zd more", n);
+	CHECK(&R, "pipe-drained", n < 0 && errno == EAGAIN, "read %zd more", n);
 	write_all(pfd[1], "ping", 4);
 	n = read(pfd[0], buf, sizeof buf);
-	CHECK("pipe-connected", n == 4 && !memcmp(buf, "ping", 4), "read %zd", n);
+	CHECK(&R, "pipe-connected", n == 4 && !memcmp(buf, "ping", 4), "read %zd", n);
 
 	char cwd[PATH_MAX] = "";
-	CHECK("cwd", getcwd(cwd, sizeof cwd) && !strcmp(cwd, cwd_before), "cwd '%s', want '%s'", cwd, cwd_before);
+	CHECK(&R, "cwd", getcwd(cwd, sizeof cwd) && !strcmp(cwd, cwd_before), "cwd '%s', want '%s'", cwd, cwd_before);
 	mode_t um = umask(027);
-	CHECK("umask", um == 027, "umask %03o", um);
+	CHECK(&R, "umask", um == 027, "umask %03o", um);
 	struct rlimit rl;
 	getrlimit(RLIMIT_NOFILE, &rl);
-	CHECK("rlimit-nofile", rl.rlim_cur == nofile_before.rlim_cur && rl.rlim_max == nofile_before.rlim_max,
+	CHECK(&R, "rlimit-nofile", rl.rlim_cur == nofile_before.rlim_cur && rl.rlim_max == nofile_before.rlim_max,
 	      "%lu/%lu", (unsigned long)rl.rlim_cur, (unsigned long)rl.rlim_max);
 	char fds_now[1024];
 	list_fds(fds_now, sizeof fds_now);
-	CHECK("fd-table", !strcmp(fds_now, fds_before), "fds '%s', want '%s'", fds_now, fds_before);
+	CHECK(&R, "fd-table", !strcmp(fds_now, fds_before), "fds '%s', want '%s'", fds_now, fds_before);
 	struct stat s0, snull;
 	fstat(0, &s0);
 	stat("/dev/null", &snull);
-	CHECK("stdin-devnull", s0.st_rdev == snull.st_rdev && S_ISCHR(s0.st_mode), "fd 0 is not /dev/null");
+	CHECK(&R, "stdin-devnull", s0.st_rdev == snull.st_rdev && S_ISCHR(s0.st_mode), "fd 0 is not /dev/null");
 }
 
 static void check_process(void)
 {
 	pid_t pid = (pid_t)syscall(SYS_getpid), tid = (pid_t)syscall(SYS_gettid);
-	CHECK("pid", pid == my_pid && tid == my_pid, "pid %d tid %d, want %d", pid, tid, my_pid);
-	CHECK("session-and-group", getsid(0) == my_pid && getpgrp() == my_pid, "sid %d pgid %d", getsid(0), getpgrp());
+	CHECK(&R, "pid", pid == my_pid && tid == my_pid, "pid %d tid %d, want %d", pid, tid, my_pid);
+	CHECK(&R, "session-and-group", getsid(0) == my_pid && getpgrp() == my_pid, "sid %d pgid %d", getsid(0), getpgrp());
 	char name[17] = "";
 	prctl(PR_GET_NAME, name);
-	CHECK("comm", !strcmp(name, "restoree-main"), "comm '%s'", name);
+	CHECK(&R, "comm", !strcmp(name, "restoree-main"), "comm '%s'", name);
 	long rs = rseq_probe();
-	CHECK("rseq-registered", rs == rseq_probe_before, "rseq probe %ld, before %ld", rs, rseq_probe_before);
-}
-
-static void write_result(void)
-{
-	if (fail_count)
-		say("FAIL %d check(s)\n", fail_count);
-	else
-		say("ALL OK\n");
-	char tmp[PATH_MAX];
-	snprintf(tmp, sizeof tmp, "%s.tmp", result_path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || write(fd, report, report_len) != (ssize_t)report_len || close(fd) || rename(tmp, result_path))
-		exit(98);
+	CHECK(&R, "rseq-registered", rs == rseq_probe_before, "rseq probe %ld, before %ld", rs, rseq_probe_before);
 }
 
 int main(int argc, char **argv)
@@ -1093,14 +827,7 @@ int main(int argc, char **argv)
 	move_vdso();
 
 	avx512 = have_avx512();
-	for (int i = 0; i < 8; i++)
-		rb.gp_in[i] = 0x0123456789abcdefULL * (i + 1) ^ 0xa5a5a5a500000000ULL;
-	fill_bytes(rb.ymm_in, sizeof rb.ymm_in, 0x99);
-	fill_bytes(rb.zmm_in, sizeof rb.zmm_in, 0x3c);
-	for (int i = 1; i < 8; i++)
-		rb.k_in[i] = 0x1111111111111111ULL * i + 0x0102030405060708ULL;
-	rb.mx_in = 0x1f80 | (3 << 13) | (1 << 15); /* round toward zero, flush to zero */
-	rb.mx_default = 0x1f80;
+	regs_init(&rb, 0);
 
 	/* Nothing outside the process from here on: stdio goes to /dev/null. */
 	int out = dup(1), null = open("/dev/null", O_RDWR);
@@ -1117,17 +844,15 @@ int main(int argc, char **argv)
 	close(out);
 	list_fds(fds_before, sizeof fds_before);
 
-	if (avx512)
-		wait_avx512();
-	else
-		wait_avx();
+	wait_for_go(&rb, &wait_mask, avx512);
 
-	check_registers();
+	check_registers(&R, &rb, avx512);
 	check_process();
 	check_signals();
 	check_memory();
 	check_vdso();
 	check_files();
-	write_result();
-	return fail_count ? 10 + (fail_count > 100 ? 100 : fail_count) : 0;
+	if (finish_report(&R, result_path))
+		exit(98);
+	return report_status(&R);
 }

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-use crate::support::{compile, crit_decode, criu_rs, jnum};
+use crate::support::{compile, crit_decode, criu_rs, jnum, repo_root};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -35,6 +35,22 @@ pub fn restore_not_implemented(test: &str) -> bool {
     }
 }
 
+static PROGRAM_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Compiles `tests/programs/NAME.c` like `support::compile`, and also
+/// rebuilds it when the shared `selfcheck.h` it includes is newer.
+pub fn compile_program(name: &str) -> PathBuf {
+    let _g = PROGRAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = compile(name);
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let header = repo_root().join("tests/programs/selfcheck.h");
+    if mtime(&header) > mtime(&exe) {
+        std::fs::remove_file(&exe).unwrap();
+        return compile(name);
+    }
+    exe
+}
+
 /// A per-test scratch directory (emptied first).
 pub fn scratch(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("restore-tests").join(name);
@@ -54,7 +70,7 @@ impl Started {
     /// Compiles and starts `tests/programs/NAME.c` with `args`, stdin at
     /// /dev/null, and waits for its READY line.
     pub fn start(name: &str, args: &[&Path]) -> Started {
-        let exe = compile(name);
+        let exe = compile_program(name);
         let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::null())
