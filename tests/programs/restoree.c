@@ -829,19 +829,8 @@ int main(int argc, char **argv)
 	avx512 = have_avx512();
 	regs_init(&rb, 0);
 
-	/* Nothing outside the process from here on: stdio goes to /dev/null. */
-	int out = dup(1), null = open("/dev/null", O_RDWR);
-	if (out < 0 || null < 0)
-		die("open /dev/null");
-	dup2(null, 0);
-	dup2(null, 1);
-	dup2(null, 2);
-	close(null);
-	char ready[256];
-	int len = snprintf(ready, sizeof ready, "READY pid=%d vdso=%#lx vdso_old=%#lx growsdown=%p avx512=%d\n", my_pid,
-			   vdso_new, vdso_old, (void *)gd, avx512);
-	write_all(out, ready, (size_t)len);
-	close(out);
+	announce_ready("READY pid=%d vdso=%#lx vdso_old=%#lx growsdown=%p avx512=%d\n", my_pid, vdso_new, vdso_old,
+		       (void *)gd, avx512);
 	list_fds(fds_before, sizeof fds_before);
 
 	wait_for_go(&rb, &wait_mask, avx512);

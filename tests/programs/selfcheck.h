@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,7 +31,7 @@ struct report {
 	int fails;
 };
 
-__attribute__((format(printf, 2, 3))) static void say(struct report *r, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static inline void say(struct report *r, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -55,7 +56,7 @@ __attribute__((format(printf, 2, 3))) static void say(struct report *r, const ch
 
 /* Appends "ALL OK" or "FAIL N check(s)" and writes the report to PATH
  * (via PATH.tmp and rename, so a reader sees it whole). */
-static int finish_report(struct report *r, const char *path)
+static inline int finish_report(struct report *r, const char *path)
 {
 	if (r->fails)
 		say(r, "FAIL %d check(s)\n", r->fails);
@@ -70,25 +71,55 @@ static int finish_report(struct report *r, const char *path)
 }
 
 /* The exit status for a report: 0 if all passed, 10 + failures (at most 110). */
-static int report_status(const struct report *r)
+static inline int report_status(const struct report *r)
 {
 	return r->fails ? 10 + (r->fails > 100 ? 100 : r->fails) : 0;
 }
 
-static void die(const char *what)
+static inline void die(const char *what)
 {
 	fprintf(stderr, "%s: %s: %s\n", program_invocation_short_name, what, strerror(errno));
 	exit(99);
 }
 
+/* Points fds 0-2 at /dev/null (nothing outside the process is needed after
+ * a restore) and writes LINE, the READY line, on the original stdout. */
+__attribute__((format(printf, 1, 2))) static inline void announce_ready(const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	int out = dup(1), null = open("/dev/null", O_RDWR);
+	if (out < 0 || null < 0 || n < 0 || n >= (int)sizeof line)
+		die("announce_ready");
+	dup2(null, 0);
+	dup2(null, 1);
+	dup2(null, 2);
+	close(null);
+	if (write(out, line, (size_t)n) != n)
+		die("write READY");
+	close(out);
+}
+
+/* Sleeps until *counter reaches n (phase 1 start-up only). */
+static inline void wait_count(atomic_int *counter, int n)
+{
+	while (atomic_load(counter) < n) {
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* ---------- patterns ---------- */
 
-static uint64_t pattern(uint64_t seed, uint64_t page, uint64_t word)
+static inline uint64_t pattern(uint64_t seed, uint64_t page, uint64_t word)
 {
 	return (seed << 48) ^ (page << 20) ^ ((word + 1) * 0x9e3779b97f4a7c15ULL);
 }
 
-static void fill(void *p, uint64_t seed, size_t pages)
+static inline void fill(void *p, uint64_t seed, size_t pages)
 {
 	uint64_t *w = p;
 	for (size_t pg = 0; pg < pages; pg++)
@@ -97,7 +128,7 @@ static void fill(void *p, uint64_t seed, size_t pages)
 }
 
 /* Number of words of page `pg` that differ from the pattern. */
-static size_t page_diff(const void *p, uint64_t seed, size_t pg)
+static inline size_t page_diff(const void *p, uint64_t seed, size_t pg)
 {
 	const uint64_t *w = (const uint64_t *)p + pg * (PAGE / 8);
 	size_t bad = 0;
@@ -106,7 +137,7 @@ static size_t page_diff(const void *p, uint64_t seed, size_t pg)
 	return bad;
 }
 
-static int page_is_zero(const void *p)
+static inline int page_is_zero(const void *p)
 {
 	const uint64_t *w = p;
 	for (size_t i = 0; i < PAGE / 8; i++)
@@ -115,7 +146,7 @@ static int page_is_zero(const void *p)
 	return 1;
 }
 
-static void fill_bytes(uint8_t *b, size_t n, uint8_t seed)
+static inline void fill_bytes(uint8_t *b, size_t n, uint8_t seed)
 {
 	for (size_t i = 0; i < n; i++)
 		b[i] = (uint8_t)(seed + i * 7 + (i >> 8));
@@ -186,7 +217,7 @@ _Static_assert(offsetof(struct regblock, k_out) == 3280, "layout");
 
 /* Waits in rt_sigsuspend(mask) until a handler sets rb->go, with registers
  * loaded from rb and stored back to rb afterwards; AVX only. */
-static void wait_avx(struct regblock *rb, const uint64_t *mask)
+static inline void wait_avx(struct regblock *rb, const uint64_t *mask)
 {
 	__asm__ volatile(LOAD_GP_YMM WAIT_LOOP STORE_GP_YMM "ldmxcsr 1164(%%rdx)\n\t"
 			 :
@@ -195,7 +226,7 @@ static void wait_avx(struct regblock *rb, const uint64_t *mask)
 }
 
 /* The same, also holding zmm16-zmm31 and k1-k7. */
-__attribute__((target("avx512f"))) static void wait_avx512(struct regblock *rb, const uint64_t *mask)
+__attribute__((target("avx512f"))) static inline void wait_avx512(struct regblock *rb, const uint64_t *mask)
 {
 #define Z(n, off) "vmovdqu64 " #off "(%%rdx), %%zmm" #n "\n\t"
 #define ZS(n, off) "vmovdqu64 %%zmm" #n ", " #off "(%%rdx)\n\t"
@@ -223,7 +254,7 @@ __attribute__((target("avx512f"))) static void wait_avx512(struct regblock *rb, 
 #undef KS
 }
 
-static int have_avx512(void)
+static inline int have_avx512(void)
 {
 	unsigned a, b, c, d;
 	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 16)))
@@ -240,29 +271,29 @@ struct ksigaction {
 	uint64_t handler, flags, restorer, mask;
 };
 
-static long raw_sigaction(int sig, const struct ksigaction *act, struct ksigaction *old)
+static inline long raw_sigaction(int sig, const struct ksigaction *act, struct ksigaction *old)
 {
 	return syscall(SYS_rt_sigaction, sig, act, old, 8);
 }
 
-static uint64_t raw_sigmask(void)
+static inline uint64_t raw_sigmask(void)
 {
 	uint64_t m = 0;
 	syscall(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &m, 8);
 	return m;
 }
 
-static uint64_t bit(int sig) { return 1ULL << (sig - 1); }
+static inline uint64_t bit(int sig) { return 1ULL << (sig - 1); }
 
-static int sys_clock_gettime(clockid_t c, struct timespec *ts) { return (int)syscall(SYS_clock_gettime, c, ts); }
+static inline int sys_clock_gettime(clockid_t c, struct timespec *ts) { return (int)syscall(SYS_clock_gettime, c, ts); }
 
-static void sys_sleep_ms(long ms)
+static inline void sys_sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 	syscall(SYS_nanosleep, &ts, NULL);
 }
 /* Fills rb's input values from SEED (distinct per thread/task). */
-static void regs_init(struct regblock *rb, uint64_t seed)
+static inline void regs_init(struct regblock *rb, uint64_t seed)
 {
 	for (int i = 0; i < 8; i++)
 		rb->gp_in[i] = (0x0123456789abcdefULL * (i + 1) ^ 0xa5a5a5a500000000ULL) + (seed << 56);
@@ -275,7 +306,7 @@ static void regs_init(struct regblock *rb, uint64_t seed)
 }
 
 /* Waits for rb->go with the registers held (zmm/k too when AVX-512 is there). */
-static void wait_for_go(struct regblock *rb, const uint64_t *mask, int avx512)
+static inline void wait_for_go(struct regblock *rb, const uint64_t *mask, int avx512)
 {
 	if (avx512)
 		wait_avx512(rb, mask);
@@ -284,7 +315,7 @@ static void wait_for_go(struct regblock *rb, const uint64_t *mask, int avx512)
 }
 
 /* Compares the registers held across the wait with what was loaded. */
-static void check_registers(struct report *R, const struct regblock *rb, int avx512)
+static inline void check_registers(struct report *R, const struct regblock *rb, int avx512)
 {
 	int bad = 0;
 	static const char *gpn[8] = {"rbx", "r8", "r9", "r10", "r12", "r13", "r14", "r15"};
