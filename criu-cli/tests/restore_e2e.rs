@@ -222,3 +222,31 @@ fn leave_running_dump_keeps_restoree_intact() {
     assert_all_ok("restoree after dump -R", &wait_result(&d.result));
     assert_eq!(st.code(), Some(0));
 }
+
+/// The register check is not vacuous: change r12 of the waiting program
+/// with ptrace (as a broken restore might) and it reports exactly that.
+#[test]
+fn restoree_detects_a_changed_register() {
+    let d = dirs("detects-register");
+    let mut p = start_restoree(&d);
+    let pid = p.pid();
+    // SAFETY: ptrace(2)/waitpid(2) on our own child: seize, interrupt, flip
+    // one bit of r12 in its saved registers, detach. regs is a plain C struct.
+    unsafe {
+        assert_eq!(libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0), 0);
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0, 0), 0);
+        let mut st = 0;
+        assert_eq!(libc::waitpid(pid, &mut st, libc::__WALL), pid);
+        let mut regs: libc::user_regs_struct = std::mem::zeroed();
+        assert_eq!(libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs), 0);
+        regs.r12 ^= 1;
+        assert_eq!(libc::ptrace(libc::PTRACE_SETREGS, pid, 0, &regs), 0);
+        assert_eq!(libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0), 0);
+        libc::kill(pid, libc::SIGUSR1);
+    }
+    let st = p.child.wait().unwrap();
+    let report = wait_result(&d.result);
+    assert!(report.contains("FAIL regs: r12 = "), "{report}");
+    assert!(report.ends_with("FAIL 1 check(s)\n"), "{report}");
+    assert_eq!(st.code(), Some(11));
+}

@@ -149,6 +149,9 @@ impl Tree {
         if let Some(mut root) = self.root.take() {
             root.reap();
         }
+        for h in &self.held {
+            assert!(h.wait_exit(std::time::Duration::from_secs(10)), "the dump left tree task {} running", h.pid);
+        }
         self.held.clear();
         for &pid in self.pids.iter().chain(std::iter::once(&self.zombie)) {
             wait_pid_gone(pid);
