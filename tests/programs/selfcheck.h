@@ -1,5 +1,5 @@
 /*
- * Shared by the self-checking test programs (restoree.c, threads.c, tree.c):
+ * Shared by the self-checking test programs (fullstate.c, threads.c, tree.c):
  * check reports, memory patterns, the register-holding wait loop and raw
  * signal helpers. Header-only; each program includes it once.
  */

@@ -1,9 +1,11 @@
-//! Restore acceptance tests (issue 4): `tests/programs/restoree.c` sets up
+//! Restore acceptance tests (issue 4): `tests/programs/fullstate.c` sets up
 //! memory, registers, a moved vDSO, signals, timers and files, is dumped,
 //! dies, is restored and checks itself from the inside after SIGUSR1.
 //!
-//! While `criu-rs restore` is the "not implemented" stub every test but the
-//! no-checkpoint one prints a SKIPPED notice and returns.
+//! While `criu-rs restore` is the "not implemented" stub the restore tests
+//! print a SKIPPED notice and return; the tests of the program itself (no
+//! checkpoint, a changed file or register is detected, a --leave-running
+//! dump leaves it intact) always run.
 
 mod support;
 mod support_restore;
@@ -27,17 +29,17 @@ fn dirs(name: &str) -> Dirs {
     Dirs { result: work.with_extension("result"), images: scratch(&format!("{name}-images")), work }
 }
 
-fn start_restoree(d: &Dirs) -> Started {
+fn start_fullstate(d: &Dirs) -> Started {
     let _ = std::fs::remove_file(&d.result);
-    let p = Started::start("restoree", &[&d.work, &d.result]);
+    let p = Started::start("fullstate", &[&d.work, &d.result]);
     wait_all_suspended(&[p.pid()]);
     p
 }
 
-/// Starts restoree, dumps it (killing it) and waits until its pid is free.
+/// Starts fullstate, dumps it (killing it) and waits until its pid is free.
 /// Returns the pid and what its fds were.
 fn start_and_dump(d: &Dirs) -> (i32, Vec<(i32, String)>, Vec<(u64, u64, String)>) {
-    let mut p = start_restoree(d);
+    let mut p = start_fullstate(d);
     let pid = p.pid();
     let fds = fd_kinds(pid);
     let maps = coalesce(proc_maps(pid));
@@ -46,7 +48,7 @@ fn start_and_dump(d: &Dirs) -> (i32, Vec<(i32, String)>, Vec<(u64, u64, String)>
     (pid, fds, maps)
 }
 
-/// Checks a freshly restored restoree from outside (mappings, fds), then
+/// Checks a freshly restored fullstate from outside (mappings, fds), then
 /// triggers its self-check and returns the report.
 fn check_restored(d: &Dirs, held: &Held, fds: &[(i32, String)], maps: &[(u64, u64, String)]) -> String {
     wait_all_suspended(&[held.pid]);
@@ -65,14 +67,14 @@ fn trigger(d: &Dirs, held: &Held) -> String {
 }
 
 #[test]
-fn restoree_checks_pass_without_checkpoint() {
+fn fullstate_checks_pass_without_checkpoint() {
     let d = dirs("nockpt");
-    let mut p = start_restoree(&d);
+    let mut p = start_fullstate(&d);
     // SAFETY: kill(2) on our own unreaped child.
     unsafe { libc::kill(p.pid(), libc::SIGUSR1) };
     let st = p.child.wait().unwrap();
     let report = wait_result(&d.result);
-    assert_all_ok("restoree without checkpoint", &report);
+    assert_all_ok("fullstate without checkpoint", &report);
     assert_eq!(st.code(), Some(0), "{report}");
     // The checks are not vacuous: the full list ran.
     for name in ["gp-registers", "ymm0-15", "pending-signals-in-order", "moved-vdso-monotonic", "unlinked-contents",
@@ -82,9 +84,9 @@ fn restoree_checks_pass_without_checkpoint() {
 }
 
 #[test]
-fn restoree_detects_a_changed_file() {
+fn fullstate_detects_a_changed_file() {
     let d = dirs("detects");
-    let mut p = start_restoree(&d);
+    let mut p = start_fullstate(&d);
     std::fs::write(d.work.join("app.log"), b"HELLO ").unwrap();
     // SAFETY: kill(2) on our own unreaped child.
     unsafe { libc::kill(p.pid(), libc::SIGUSR1) };
@@ -96,8 +98,8 @@ fn restoree_detects_a_changed_file() {
 }
 
 #[test]
-fn restore_detached_brings_restoree_back() {
-    if restore_not_implemented("restore_detached_brings_restoree_back") {
+fn restore_detached_brings_fullstate_back() {
+    if restore_not_implemented("restore_detached_brings_fullstate_back") {
         return;
     }
     let d = dirs("detached");
@@ -105,7 +107,7 @@ fn restore_detached_brings_restoree_back() {
     let before = snapshot_dir(&d.images);
     let held = restore_detached(&d.images, pid);
     let report = check_restored(&d, &held, &fds, &maps);
-    assert_all_ok("restored restoree", &report);
+    assert_all_ok("restored fullstate", &report);
     assert_same_dir(&before, &snapshot_dir(&d.images));
 }
 
@@ -188,7 +190,7 @@ fn restore_attached_exits_with_the_programs_status() {
     let (mut criu, held) = restore_attached(&d.images, pid);
     let report = trigger(&d, &held);
     let st = criu.0.wait().unwrap();
-    assert_all_ok("restored restoree (attached)", &report);
+    assert_all_ok("restored fullstate (attached)", &report);
     assert_eq!(st.code(), Some(0), "criu-rs exit status {st:?} (signal {:?})", st.signal());
     drop(held);
     wait_pid_gone(pid);
@@ -205,12 +207,12 @@ fn restore_attached_exits_with_the_programs_status() {
 }
 
 /// Not a restore test, but it runs today: a dump with --leave-running must
-/// leave restoree exactly as it was (its self-check passes), and the image
+/// leave fullstate exactly as it was (its self-check passes), and the image
 /// lists exactly the live mappings (this is what the restore tests compare).
 #[test]
-fn leave_running_dump_keeps_restoree_intact() {
+fn leave_running_dump_keeps_fullstate_intact() {
     let d = dirs("leave-running");
-    let mut p = start_restoree(&d);
+    let mut p = start_fullstate(&d);
     let fds = fd_kinds(p.pid());
     dump_ok(p.pid(), &d.images, &["-R"]);
     wait_all_suspended(&[p.pid()]);
@@ -219,16 +221,16 @@ fn leave_running_dump_keeps_restoree_intact() {
     // SAFETY: kill(2) on our own unreaped child.
     unsafe { libc::kill(p.pid(), libc::SIGUSR1) };
     let st = p.child.wait().unwrap();
-    assert_all_ok("restoree after dump -R", &wait_result(&d.result));
+    assert_all_ok("fullstate after dump -R", &wait_result(&d.result));
     assert_eq!(st.code(), Some(0));
 }
 
 /// The register check is not vacuous: change r12 of the waiting program
 /// with ptrace (as a broken restore might) and it reports exactly that.
 #[test]
-fn restoree_detects_a_changed_register() {
+fn fullstate_detects_a_changed_register() {
     let d = dirs("detects-register");
-    let mut p = start_restoree(&d);
+    let mut p = start_fullstate(&d);
     let pid = p.pid();
     // SAFETY: ptrace(2)/waitpid(2) on our own child: seize, interrupt, flip
     // one bit of r12 in its saved registers, detach. regs is a plain C struct.

@@ -1,7 +1,7 @@
 /*
  * Test program for criu-rs restore: a process that checks itself.
  *
- * Usage: restoree DIR RESULT_FILE
+ * Usage: fullstate DIR RESULT_FILE
  *
  * Phase 1 puts known state in place (memory of every kind, a moved vDSO,
  * registers, signal state, timers, files, cwd, umask, rlimits), snapshots
@@ -302,12 +302,12 @@ static void move_vdso(void)
 			vdso_old = r[i].start;
 	}
 	if (!vdso_old) {
-		fprintf(stderr, "restoree: no vDSO\n");
+		fprintf(stderr, "fullstate: no vDSO\n");
 		exit(99);
 	}
 	uint64_t off = vdso_sym(vdso_old, "__vdso_clock_gettime");
 	if (!off) {
-		fprintf(stderr, "restoree: no __vdso_clock_gettime in the vDSO\n");
+		fprintf(stderr, "fullstate: no __vdso_clock_gettime in the vDSO\n");
 		exit(99);
 	}
 	/* Move vvar, vvar_vclock and vdso together, keeping their layout. */
@@ -323,7 +323,7 @@ static void move_vdso(void)
 	vdso_cgt = (clock_gettime_fn)(vdso_new + off);
 	struct timespec ts;
 	if (vdso_cgt(CLOCK_MONOTONIC, &ts)) {
-		fprintf(stderr, "restoree: the moved vDSO failed\n");
+		fprintf(stderr, "fullstate: the moved vDSO failed\n");
 		exit(99);
 	}
 }
@@ -792,7 +792,7 @@ static void check_process(void)
 	CHECK(&R, "session-and-group", getsid(0) == my_pid && getpgrp() == my_pid, "sid %d pgid %d", getsid(0), getpgrp());
 	char name[17] = "";
 	prctl(PR_GET_NAME, name);
-	CHECK(&R, "comm", !strcmp(name, "restoree-main"), "comm '%s'", name);
+	CHECK(&R, "comm", !strcmp(name, "fullstate-main"), "comm '%s'", name);
 	long rs = rseq_probe();
 	CHECK(&R, "rseq-registered", rs == rseq_probe_before, "rseq probe %ld, before %ld", rs, rseq_probe_before);
 }
@@ -800,7 +800,7 @@ static void check_process(void)
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
-		fprintf(stderr, "usage: restoree DIR RESULT_FILE\n");
+		fprintf(stderr, "usage: fullstate DIR RESULT_FILE\n");
 		return 99;
 	}
 	/* Only what this program opens: no fds inherited from whoever started it. */
@@ -813,7 +813,7 @@ int main(int argc, char **argv)
 	if (chdir(dir) || !getcwd(cwd_before, sizeof cwd_before))
 		die("chdir");
 	umask(027);
-	prctl(PR_SET_NAME, "restoree-main");
+	prctl(PR_SET_NAME, "fullstate-main");
 	getrlimit(RLIMIT_NOFILE, &nofile_before);
 	nofile_before.rlim_cur = nofile_before.rlim_cur > 1000 ? 1000 : nofile_before.rlim_cur;
 	setrlimit(RLIMIT_NOFILE, &nofile_before);
