@@ -3,7 +3,9 @@
 //! registers, TLS, mask, altstack, pending signal) and `tests/programs/tree.c`
 //! (root, zombie, child in its own group, grandchild in its own session,
 //! great-grandchild; a pipe with unread bytes, a shared file offset, shared
-//! anonymous memory) are dumped, die, are restored and check themselves.
+//! anonymous memory; optionally a task in a session whose leader is gone,
+//! under a child subreaper) are dumped, die, are restored and check
+//! themselves.
 //!
 //! While `criu-rs restore` is the "not implemented" stub the restore tests
 //! print a SKIPPED notice and return; the no-checkpoint tests always run.
@@ -111,25 +113,38 @@ fn threads_dump_restore() {
 struct Tree {
     root: Option<Started>,
     held: Vec<Held>,
-    /// root, a, b, c
-    pids: [i32; 4],
+    /// R, A, B, C (and F with orphans)
+    pids: Vec<i32>,
     zombie: i32,
+    /// E, the exited session leader of F (with orphans)
+    gone: Option<i32>,
 }
 
 impl Tree {
-    fn start(d: &Dirs) -> Tree {
+    fn start(d: &Dirs, orphans: bool) -> Tree {
         let _ = std::fs::remove_file(&d.result);
-        let p = Started::start("tree", &[&d.work, &d.result]);
-        let pids = [p.pid(), p.num("a"), p.num("b"), p.num("c")];
+        let mut args: Vec<&std::path::Path> = vec![&d.work, &d.result];
+        if orphans {
+            args.push(std::path::Path::new("orphans"));
+        }
+        let p = Started::start("tree", &args);
+        let mut pids = vec![p.pid(), p.num("a"), p.num("b"), p.num("c")];
+        let gone = orphans.then(|| {
+            pids.push(p.num("f"));
+            p.num("e")
+        });
         let held = pids[1..].iter().map(|&pid| Held::open(pid).unwrap()).collect();
         let zombie = p.num("z");
-        let t = Tree { root: Some(p), held, pids, zombie };
+        let t = Tree { root: Some(p), held, pids, zombie, gone };
         wait_all_suspended(&t.pids);
         t
     }
 
-    /// (pid, state, ppid, pgid, sid) of every task but the root's ppid.
+    /// (pid, state, ppid, pgid, sid) of every task (the root's ppid as 0).
     fn layout(&self) -> Vec<(i32, char, i32, i32, i32)> {
+        if let Some(e) = self.gone {
+            wait_pid_gone(e);
+        }
         let mut v: Vec<_> = self
             .pids
             .iter()
@@ -172,19 +187,28 @@ impl Tree {
     fn root_handle(&self) -> Held {
         Held::open(self.pids[0]).unwrap()
     }
+
+    /// Checks the layout it started with from outside.
+    fn assert_initial_layout(&self) {
+        let lay = self.layout();
+        let (r, a, b, c) = (self.pids[0], self.pids[1], self.pids[2], self.pids[3]);
+        let find = |pid| lay.iter().find(|x| x.0 == pid).copied().unwrap();
+        assert_eq!(find(self.zombie), (self.zombie, 'Z', r, r, r), "zombie");
+        assert_eq!(find(a), (a, 'S', r, a, r), "A: own group");
+        assert_eq!(find(b), (b, 'S', a, b, b), "B: own session");
+        assert_eq!(find(c), (c, 'S', b, b, b), "C");
+        if let Some(e) = self.gone {
+            let f = self.pids[4];
+            assert_eq!(find(f), (f, 'S', r, e, e), "F: in the gone E's session and group, reparented to R");
+        }
+    }
 }
 
 #[test]
 fn tree_checks_pass_without_checkpoint() {
     let d = dirs("tree-nockpt");
-    let t = Tree::start(&d);
-    let lay = t.layout();
-    let [r, a, b, c] = t.pids;
-    let expect = |pid| lay.iter().find(|x| x.0 == pid).copied().unwrap();
-    assert_eq!(expect(t.zombie), (t.zombie, 'Z', r, r, r), "zombie");
-    assert_eq!(expect(a), (a, 'S', r, a, r), "A: own group");
-    assert_eq!(expect(b), (b, 'S', a, b, b), "B: own session");
-    assert_eq!(expect(c), (c, 'S', b, b, b), "C");
+    let t = Tree::start(&d, false);
+    t.assert_initial_layout();
     let report = trigger(&d, &t.root_handle());
     assert_all_ok("tree without checkpoint", &report);
     for task in ["R", "A", "B", "C"] {
@@ -200,18 +224,44 @@ fn tree_dump_restore() {
     if restore_not_implemented("tree_dump_restore") {
         return;
     }
-    let d = dirs("tree-restore");
-    let images = scratch("tree-restore-images");
-    let mut t = Tree::start(&d);
+    dump_restore_tree("tree-restore", false);
+}
+
+fn dump_restore_tree(name: &str, orphans: bool) {
+    let d = dirs(name);
+    let images = scratch(&format!("{name}-images"));
+    let mut t = Tree::start(&d, orphans);
     let before = t.layout();
     t.dump(&images);
     let snap = snapshot_dir(&images);
     t.restore(&images);
     assert_eq!(t.layout(), before, "pids, parents, groups, sessions or the zombie differ");
-    assert_maps_match_image(&images, t.pids[0]);
+    for &pid in &t.pids {
+        assert_maps_match_image(&images, pid);
+    }
     let report = trigger(&d, &t.held[0]);
-    assert_all_ok("restored tree", &report);
+    assert_all_ok(name, &report);
     assert_same_dir(&snap, &snapshot_dir(&images));
+}
+
+#[test]
+fn tree_with_orphaned_session_checks_pass_without_checkpoint() {
+    let d = dirs("orphans-nockpt");
+    let t = Tree::start(&d, true);
+    t.assert_initial_layout();
+    let report = trigger(&d, &t.root_handle());
+    assert_all_ok("tree with orphans without checkpoint", &report);
+    assert!(report.contains("F: ok leader-gone\n") && report.contains("R: ok child-subreaper\n"), "{report}");
+}
+
+/// Beyond issue 5's "done when": a session and group whose leader is gone
+/// (restore needs a helper task for it) and a child subreaper.
+#[test]
+fn tree_with_orphaned_session_dump_restore() {
+    if restore_not_implemented("tree_with_orphaned_session_dump_restore") {
+        return;
+    }
+    dump_restore_tree("orphans-restore", true);
 }
 
 #[test]
@@ -220,7 +270,7 @@ fn tree_twenty_dump_restore_cycles() {
         return;
     }
     let d = dirs("tree-cycles");
-    let mut t = Tree::start(&d);
+    let mut t = Tree::start(&d, false);
     let before = t.layout();
     for cycle in 1..=20 {
         let images = scratch(&format!("tree-cycles-images-{cycle}"));

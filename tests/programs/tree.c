@@ -2,13 +2,18 @@
  * Test program for criu-rs restore of process trees: four levels, every
  * task checking itself, the root collecting the reports.
  *
- * Usage: tree DIR RESULT_FILE
+ * Usage: tree DIR RESULT_FILE [orphans]
  *
  *   R  root: session and group leader (setsid)
  *   +- Z  zombie: exits 42 at once, R reaps it only in phase 2
  *   +- A  child in its own process group (setpgid)
  *      +- B  grandchild in its own session (setsid)
  *         +- C  great-grandchild (B's session and group)
+ *
+ * With "orphans", R is also a child subreaper and has one more child:
+ *   +- F  forked by E, a child of R that called setsid() and exited (R
+ *         reaped it): F is in a session and group whose leader is gone,
+ *         and was reparented to R. Restoring it needs a helper for E.
  *
  * Shared between tasks: a pipe from A to R holding bytes A wrote and R has
  * not read; one open file description (R opened it, A inherited it);
@@ -37,8 +42,9 @@
 
 #include "selfcheck.h"
 
-enum { R_, A_, B_, C_, NTASKS };
-static const char NAMES[NTASKS] = {'R', 'A', 'B', 'C'};
+enum { R_, A_, B_, C_, F_, NTASKS };
+static const char NAMES[NTASKS] = {'R', 'A', 'B', 'C', 'F'};
+static int ntasks = F_; /* F_ + 1 with "orphans" */
 
 struct shared {
 	char page0[4096];               /* written by R before the forks */
@@ -56,7 +62,7 @@ struct shared {
 
 static struct shared *shm;
 static int role, avx512, pipe_r = -1, pipe_w = -1, shfd = -1;
-static pid_t want_pid, want_ppid, want_pgid, want_sid, child_pid = -1, zombie_pid = -1;
+static pid_t want_pid, want_ppid, want_pgid, want_sid, child_pid = -1, zombie_pid = -1, gone_pid = -1;
 static __thread uint64_t tls_value;
 static struct regblock rb;
 static uint64_t mask_before, wait_mask;
@@ -121,7 +127,7 @@ static void check_self(void)
 	      !strcmp(shm->page0, "written by R before fork") && !strcmp(shm->page1, "written by A after fork"),
 	      "'%.30s' / '%.30s'", shm->page0, shm->page1);
 	int pids_ok = 1;
-	for (int i = 0; i < NTASKS; i++)
+	for (int i = 0; i < ntasks; i++)
 		pids_ok &= shm->pid[i] > 0;
 	CHECK(R, "shared-memory-pids", pids_ok && shm->pid[role] == want_pid, "slot %d holds %d", role, shm->pid[role]);
 }
@@ -132,10 +138,10 @@ static void check_still_shared(void)
 	for (int i = 0; i < 1000; i++)
 		__atomic_add_fetch(&shm->count[role], 1, __ATOMIC_SEQ_CST);
 	int missing = 0;
-	for (int i = 0; i < NTASKS; i++)
+	for (int i = 0; i < ntasks; i++)
 		missing += !wait_until(&shm->count[i], 1000);
-	CHECK(&rep, "shared-memory-still-shared", !missing, "counts %u %u %u %u", shm->count[0], shm->count[1],
-	      shm->count[2], shm->count[3]);
+	CHECK(&rep, "shared-memory-still-shared", !missing, "counts %u %u %u %u %u", shm->count[0], shm->count[1],
+	      shm->count[2], shm->count[3], shm->count[4]);
 }
 
 /* Writes this task's report to result-NAME (in DIR, the cwd). */
@@ -159,6 +165,8 @@ static void wait_for_go_and_pass_on(void)
 	wait_for_go(&rb, &wait_mask, avx512);
 	if (child_pid > 0)
 		kill(child_pid, SIGUSR1);
+	if (role == R_ && ntasks > F_)
+		kill(shm->pid[F_], SIGUSR1);
 }
 
 static void run_c(void)
@@ -215,6 +223,47 @@ static void run_a(void)
 	wait_child("child-B-exited-ok");
 	write_own_result();
 	exit(report_status(&rep));
+}
+
+/* F: waits until its parent E is gone and it belongs to R, then is a task like the others. */
+static void run_f(pid_t root)
+{
+	while (getppid() != root) {
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	become(F_);
+	wait_for_go_and_pass_on();
+	check_self();
+	CHECK(&rep, "leader-gone", want_sid == want_pgid && want_sid != want_pid && kill(want_sid, 0) < 0 && errno == ESRCH,
+	      "sid %d pgid %d", want_sid, want_pgid);
+	check_still_shared();
+	write_own_result();
+	exit(report_status(&rep));
+}
+
+/* Forks E, which starts a session, forks F and exits; reaps E. */
+static void start_orphan(void)
+{
+	pid_t root = getpid();
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1))
+		die("PR_SET_CHILD_SUBREAPER");
+	gone_pid = fork();
+	if (gone_pid < 0)
+		die("fork");
+	if (!gone_pid) {
+		if (setsid() < 0)
+			die("setsid");
+		pid_t f = fork();
+		if (f < 0)
+			die("fork");
+		if (!f)
+			run_f(root);
+		_exit(0);
+	}
+	int st;
+	if (waitpid(gone_pid, &st, 0) != gone_pid)
+		die("waitpid E");
 }
 
 /* R's own checks of what it shares with A and of its zombie. */
@@ -283,10 +332,12 @@ static void collect(struct report *all, int r)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: tree DIR RESULT_FILE\n");
+	if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "orphans"))) {
+		fprintf(stderr, "usage: tree DIR RESULT_FILE [orphans]\n");
 		return 99;
 	}
+	if (argc == 4)
+		ntasks = F_ + 1;
 	syscall(SYS_close_range, 3, ~0U, 0);
 	if (setsid() < 0 || chdir(argv[1]))
 		die("setsid/chdir");
@@ -303,6 +354,9 @@ int main(int argc, char **argv)
 	if (shm == MAP_FAILED)
 		die("mmap");
 	strcpy(shm->page0, "written by R before fork");
+	shm->pid[R_] = getpid();
+	if (ntasks > F_)
+		start_orphan();
 	int pfd[2];
 	if (pipe(pfd))
 		die("pipe");
@@ -328,19 +382,33 @@ int main(int argc, char **argv)
 		run_a();
 	close(pipe_w);
 	become(R_);
-	wait_count(&shm->ready, 3);
-	announce_ready("READY pid=%d a=%d b=%d c=%d z=%d\n", shm->pid[R_], shm->pid[A_], shm->pid[B_], shm->pid[C_],
-		       zombie_pid);
+	wait_count(&shm->ready, ntasks - 1);
+	char extra[64] = "";
+	if (ntasks > F_)
+		snprintf(extra, sizeof extra, " f=%d e=%d", shm->pid[F_], gone_pid);
+	announce_ready("READY pid=%d a=%d b=%d c=%d z=%d%s\n", shm->pid[R_], shm->pid[A_], shm->pid[B_], shm->pid[C_],
+		       zombie_pid, extra);
 
 	wait_for_go_and_pass_on();
 	check_self();
 	check_root_extras();
+	if (ntasks > F_) {
+		int sub = 0;
+		prctl(PR_GET_CHILD_SUBREAPER, &sub);
+		CHECK(&rep, "child-subreaper", sub == 1, "PR_GET_CHILD_SUBREAPER %d", sub);
+	}
 	check_still_shared();
 	wait_child("child-A-exited-ok");
+	if (ntasks > F_) {
+		int st = 0;
+		pid_t w = waitpid(shm->pid[F_], &st, 0);
+		CHECK(&rep, "orphan-F-exited-ok", w == shm->pid[F_] && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		      "waitpid %d status %#x", w, st);
+	}
 	write_own_result();
 
 	static struct report all;
-	for (int r = 0; r < NTASKS; r++)
+	for (int r = 0; r < ntasks; r++)
 		collect(&all, r);
 	if (finish_report(&all, argv[2]))
 		return 98;
