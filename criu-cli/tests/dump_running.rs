@@ -164,3 +164,29 @@ fn process_of_another_user() {
     assert_eq!(jnum(&creds["egid"]), 65534);
     assert_eq!(p.finish().trim(), "OK");
 }
+
+/// Threads that keep appearing and exiting while the process is frozen:
+/// every dump succeeds and the process carries on creating threads.
+#[test]
+fn threads_appearing_while_freezing() {
+    let exe = compile("threadstorm");
+    let mut p = Program::start(&exe, &[]);
+    let dir = scratch_dir("threadstorm");
+    let mut last = 0;
+    for round in 0..5 {
+        let out = dump(p.pid(), &dir, &["-R", "-j"]);
+        assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        let ps = crit_decode(&dir.join("pstree.img"));
+        assert!(!ps["entries"][0]["threads"].as_array().unwrap().is_empty());
+        use std::io::{BufRead, Write};
+        p.stdin.as_mut().unwrap().write_all(b"c").unwrap();
+        let mut line = String::new();
+        p.stdout.read_line(&mut line).unwrap();
+        let n: u64 = line.trim().strip_prefix("COUNT ").unwrap().parse().unwrap();
+        assert!(n > last, "round {round}: still creating threads ({n} after {last})");
+        last = n;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let rest = p.finish();
+    assert!(rest.trim().ends_with("OK"), "{rest}");
+}
