@@ -6,8 +6,8 @@
 use super::model::{FdEntry, FileDesc, FileKind, FilesState, Ghost};
 use super::DumpError;
 use crate::proc::fds::{read_fdinfo, read_fds};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 /// Largest unlinked file whose contents we keep.
 pub const GHOST_LIMIT: u64 = 64 << 20;
@@ -37,12 +37,8 @@ pub fn peek_pipe(pid: i32, fd: i32) -> Result<Vec<u8>, DumpError> {
         .open(&path)
         .map_err(io)?
         .into();
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int to the pointer we pass.
-    if unsafe { libc::ioctl(src.as_raw_fd(), libc::FIONREAD, &mut queued) } < 0 {
-        return Err(io(std::io::Error::last_os_error()));
-    }
-    if queued <= 0 {
+    let queued = rustix::io::ioctl_fionread(&src).map_err(errno)?;
+    if queued == 0 {
         return Ok(Vec::new());
     }
     let size = rustix::pipe::fcntl_getpipe_size(&src).map_err(errno)?;
@@ -65,11 +61,9 @@ pub fn peek_pipe(pid: i32, fd: i32) -> Result<Vec<u8>, DumpError> {
         }
         out.extend_from_slice(&buf[..k]);
     }
-    let _ = src.as_fd();
     Ok(out)
 }
 
-use std::os::unix::fs::OpenOptionsExt;
 
 fn read_ghost(pid: i32, fd: i32, md: &std::fs::Metadata) -> Result<Ghost, DumpError> {
     if md.len() > GHOST_LIMIT {
