@@ -141,20 +141,9 @@ fn process_of_another_user() {
     let exe = compile("dumpee");
     let tmp = scratch_dir("other-user-files");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut child = std::process::Command::new(&exe)
-        .args(["2", "1", tmp.to_str().unwrap()])
-        .uid(65534)
-        .gid(65534)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert!(line.starts_with("READY"), "{line}");
-    let mut p = Program { child, stdin, stdout, info: Default::default() };
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["2", "1", tmp.to_str().unwrap()]).uid(65534).gid(65534);
+    let mut p = Program::start_cmd(cmd);
     let dir = scratch_dir("other-user");
     let out = dump(p.pid(), &dir, &["-R", "-j"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));

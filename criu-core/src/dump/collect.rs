@@ -162,6 +162,7 @@ pub fn collect(
     fr: &Frozen,
     dir: &std::path::Path,
     pages: &mut std::fs::File,
+    shell_job: bool,
 ) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
@@ -197,7 +198,7 @@ pub fn collect(
     let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
     let memdump_time = t_mem.elapsed();
 
-    let mut files_state = files::collect_fds(pid, &mut next_id)?;
+    let mut files_state = files::collect_fds(pid, &mut next_id, shell_job)?;
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;

@@ -89,9 +89,18 @@ fn strip_deleted(p: &str) -> (&str, bool) {
     }
 }
 
+/// Whether a character device number is a terminal: the tty and pts
+/// majors, `/dev/tty`, `/dev/console`, `/dev/ptmx`.
+pub fn is_tty(rdev: u64) -> bool {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    major == 4 || (136..=143).contains(&major) || (major == 5 && minor <= 2)
+}
+
 /// Collects the descriptors of `pid`. File ids start at `next_id`, which is
 /// advanced; descriptions already known (same `kcmp`) reuse their id.
-pub fn collect_fds(pid: i32, next_id: &mut u32) -> Result<FilesState, DumpError> {
+/// Terminals are refused unless `shell_job` (they are then recorded by path,
+/// to be replaced by the restoring shell's terminal).
+pub fn collect_fds(pid: i32, next_id: &mut u32, shell_job: bool) -> Result<FilesState, DumpError> {
     let mut st = FilesState::default();
     // (representative fd, dev, ino, file id)
     let mut reps: Vec<(i32, u64, u64, u32)> = Vec::new();
@@ -134,6 +143,9 @@ pub fn collect_fds(pid: i32, next_id: &mut u32) -> Result<FilesState, DumpError>
                     *next_id += 1;
                     FileKind::Fifo { path: strip_deleted(&target).0.to_owned(), pipe_ino: ino, data, mode: md.mode(), regf_id }
                 }
+            }
+            libc::S_IFCHR if is_tty(md.rdev()) && !shell_job => {
+                return Err(DumpError::File { fd, what: format!("{target} is a terminal; pass --shell-job (-j)") })
             }
             libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK if target.starts_with('/') => {
                 let (path, deleted) = strip_deleted(&target);

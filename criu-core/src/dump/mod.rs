@@ -106,7 +106,8 @@ pub struct DumpOptions {
     pub dir: PathBuf,
     /// Resume the process after the dump instead of killing it.
     pub leave_running: bool,
-    /// Allow a process whose session/group leader is not dumped.
+    /// Allow a process whose session/group leader is not dumped, or that
+    /// has a terminal open.
     pub shell_job: bool,
 }
 
@@ -202,7 +203,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let t0 = std::time::Instant::now();
     let frozen = Frozen::freeze(opts.pid)?;
     tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
-    let res = collect::collect(&frozen, &opts.dir, &mut pages).and_then(|(process, mem, memdump_time)| {
+    let res = collect::collect(&frozen, &opts.dir, &mut pages, opts.shell_job).and_then(|(process, mem, memdump_time)| {
         failpoint::check(failpoint::BEFORE_WRITE)?;
         let summary = DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time };
         write::write_images(&opts.dir, std::slice::from_ref(&summary.process), &summary)?;
