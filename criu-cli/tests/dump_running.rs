@@ -32,6 +32,11 @@ fn forced_failures_leave_the_process_as_it_was() {
     for point in FAILPOINTS {
         let (mut p, _tmp) = start_dumpee(&format!("fail-{point}"), "8", "2");
         let dir = scratch_dir(&format!("fail-{point}"));
+        // A complete older dump in the same directory must not survive as
+        // "complete" when the new one fails.
+        let good = dump(p.pid(), &dir, &["-R", "-j"]);
+        assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+        assert!(dir.join("inventory.img").exists());
         let maps_before = p.maps();
         let out = criu_rs()
             .args(["dump", "-j", "-t", &p.pid().to_string(), "-D"])
