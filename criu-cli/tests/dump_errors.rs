@@ -135,3 +135,18 @@ fn terminal_needs_shell_job() {
     assert_eq!(p.finish().trim(), "OK");
     drop(master);
 }
+
+#[test]
+fn thread_id_instead_of_process_id() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("thread-id-files");
+    let mut p = Program::start(&exe, &["1", "1", tmp.to_str().unwrap()]);
+    let tid = std::fs::read_dir(format!("/proc/{}/task", p.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap().parse::<i32>().unwrap())
+        .find(|t| *t != p.pid())
+        .unwrap();
+    let dir = scratch_dir("thread-id");
+    assert_fails(&dump(tid, &dir, &["-j"]), &format!("{tid} is a thread of process {}", p.pid()));
+    assert_eq!(p.finish().trim(), "OK");
+}

@@ -37,6 +37,14 @@ pub enum DumpError {
     /// Kernel threads have no user state to dump.
     #[error("pid {0} is a kernel thread; only user processes can be dumped")]
     KernelThread(i32),
+    /// A thread id was given instead of a process id.
+    #[error("{tid} is a thread of process {tgid}; dump the process")]
+    Thread {
+        /// The thread.
+        tid: i32,
+        /// Its process.
+        tgid: i32,
+    },
     /// A zombie has no state left to dump.
     #[error("pid {0} is a zombie (exited, not yet reaped)")]
     Zombie(i32),
@@ -153,7 +161,7 @@ pub fn check_target(pid: i32) -> Result<crate::proc::stat::ProcStat, DumpError> 
     // A thread id that is not a thread group leader.
     let status = crate::proc::status::read_status(pid)?;
     if status.tgid != pid {
-        return Err(DumpError::NoProcess(pid));
+        return Err(DumpError::Thread { tid: pid, tgid: status.tgid });
     }
     Ok(stat)
 }
