@@ -251,6 +251,13 @@ fn images_hold_what_the_program_set_up() {
     let pd = entries(&dir, "pipes-data.img");
     let d = pd.iter().find(|d| jnum(&d["pipe_id"]) == pipe_id).expect("queued pipe data");
     assert_eq!(b64(d["extra"].as_str().unwrap()), b"queued bytes");
+    // A mapped file unlinked and closed: its contents travel as a ghost.
+    let mg = vma_at(p.num("mapghost"));
+    let mg_id = jnum(&mg["shmid"]);
+    assert!(files[&mg_id]["reg"]["name"].as_str().unwrap().ends_with("/dumpee-mapped"));
+    let r = remap.iter().find(|r| jnum(&r["orig_id"]) == mg_id).expect("ghost remap of the mapped file");
+    let g = &entries(&dir, &format!("ghost-file-{:x}.img", jnum(&r["remap_id"])))[0];
+    assert_eq!(b64(g["extra"].as_str().unwrap()), b"mapped ghost");
     let exe_file = &files[&jnum(&mm["exe_file_id"])];
     assert_eq!(exe_file["reg"]["name"].as_str().unwrap(), exe.to_str().unwrap());
     let fs = &entries(&dir, &format!("fs-{pid}.img"))[0];

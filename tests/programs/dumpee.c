@@ -147,6 +147,16 @@ int main(int argc, char **argv)
 	if (write(ghost, "ghost contents", 14) != 14)
 		return 4;
 	unlink(path);
+	/* A mapped file that is then unlinked and closed: only the mapping keeps it. */
+	snprintf(path, sizeof path, "%s/dumpee-mapped", tmp);
+	int mf = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (write(mf, "mapped ghost", 12) != 12)
+		return 4;
+	char *mapghost = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE, mf, 0);
+	if (mapghost == MAP_FAILED)
+		return 4;
+	close(mf);
+	unlink(path);
 	int pfd[2];
 	if (pipe(pfd))
 		return 5;
@@ -203,8 +213,8 @@ int main(int argc, char **argv)
 	usleep(50000);
 
 	printf("READY pid=%d mem=%p pages=%zu ymm=%p reg=%d dup=%d app=%d ghost=%d pipe_r=%d pipe_w=%d devnull=%d "
-	       "altstack=%p shm=%p fifo=%d special=%p\n",
-	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo, (void *)special);
+	       "altstack=%p shm=%p fifo=%d special=%p mapghost=%p\n",
+	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo, (void *)special, (void *)mapghost);
 
 	/* Block in read(0) with known registers; store them afterwards. */
 	char go;
@@ -269,6 +279,7 @@ int main(int argc, char **argv)
 	CHECK(cur_it.it_interval.tv_sec == 500 && cur_it.it_value.tv_sec > 900, "itimer");
 	/* Nothing left mapped by the dumper: same number of mappings as before? Checked by the test. */
 	CHECK(devnull >= 0, "devnull");
+	CHECK(memcmp(mapghost, "mapped ghost", 12) == 0, "mapped unlinked file");
 	mprotect(special, PAGE, PROT_READ);
 	CHECK(special[0] == (char)0xa5 && special[PAGE - 1] == (char)0xa5 && special[PAGE] == 1 && special[2 * PAGE] == 2,
 	      "special pages");

@@ -65,11 +65,13 @@ pub fn peek_pipe(pid: i32, fd: i32) -> Result<Vec<u8>, DumpError> {
 }
 
 
-fn read_ghost(pid: i32, fd: i32, md: &std::fs::Metadata) -> Result<Ghost, DumpError> {
+/// Saves an unlinked file through its `/proc/PID/NAME` link (`fd/N`,
+/// `exe`, `map_files/START-END`); `fd` is for error messages (-1 if none).
+fn read_ghost(pid: i32, name: &str, fd: i32, md: &std::fs::Metadata) -> Result<Ghost, DumpError> {
     if md.len() > GHOST_LIMIT {
         return Err(DumpError::File { fd, what: format!("unlinked file of {} bytes is over the {GHOST_LIMIT} limit", md.len()) });
     }
-    let path = crate::proc::path(pid, &format!("fd/{fd}"));
+    let path = crate::proc::path(pid, name);
     let data = std::fs::read(&path).map_err(|e| DumpError::File { fd, what: format!("reading unlinked file: {e}") })?;
     Ok(Ghost {
         uid: md.uid(),
@@ -149,7 +151,11 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, shell_job: bool) -> Result<Files
             }
             libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK if target.starts_with('/') => {
                 let (path, deleted) = strip_deleted(&target);
-                let ghost = if deleted && md.nlink() == 0 && ft == libc::S_IFREG { Some(read_ghost(pid, fd, &md)?) } else { None };
+                let ghost = if deleted && md.nlink() == 0 && ft == libc::S_IFREG {
+                    Some(read_ghost(pid, &format!("fd/{fd}"), fd, &md)?)
+                } else {
+                    None
+                };
                 FileKind::Reg {
                     path: path.to_owned(),
                     mnt_id: info.mnt_id,
@@ -178,6 +184,8 @@ pub fn path_file(pid: i32, name: &str, id: u32, flags: u32) -> Result<FileDesc, 
     if deleted && md.is_dir() {
         return Err(DumpError::File { fd: -1, what: format!("{name} {path:?} was removed") });
     }
+    // An unlinked executable or mapped file (or a memfd) travels as a ghost.
+    let ghost = if deleted && md.is_file() && md.nlink() == 0 { Some(read_ghost(pid, name, -1, &md)?) } else { None };
     Ok(FileDesc {
         id,
         flags,
@@ -189,7 +197,7 @@ pub fn path_file(pid: i32, name: &str, id: u32, flags: u32) -> Result<FileDesc, 
             mode: md.mode(),
             dev_ino: (md.dev(), md.ino()),
             rdev: md.rdev(),
-            ghost: None,
+            ghost,
         },
     })
 }
