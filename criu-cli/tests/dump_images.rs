@@ -200,6 +200,16 @@ fn images_hold_what_the_program_set_up() {
     let auxv: Vec<u64> = mm["mm_saved_auxv"].as_array().unwrap().iter().map(jnum).collect();
     assert!(auxv.chunks(2).any(|kv| kv == [6, 4096]), "AT_PAGESZ in auxv");
 
+    // Private file mappings: the program's text (never written) is left to
+    // the file; its written data page (ymm_in) is dumped with its bytes.
+    let text = vma_at(jnum(&mm["mm_start_code"]));
+    assert_ne!(jnum(&text["status"]) & (1 << 6), 0, "text is a private file mapping");
+    let (ts, te) = (jnum(&text["start"]), jnum(&text["end"]));
+    assert!(runs.iter().all(|r| r.0 + r.1 * PAGE <= ts || r.0 >= te), "unmodified text pages must not be dumped");
+    let ymm_addr = p.num("ymm");
+    let off = find_page(&runs, ymm_addr & !(PAGE - 1)).expect("written data page dumped") as usize + (ymm_addr % PAGE) as usize;
+    assert_eq!(&pages[off..off + 64], &ymm[..], "ymm_in in the data page");
+
     // Special pages: PROT_NONE data (read through /proc/PID/mem), mlock, MADV_DONTFORK.
     let special = p.num("special");
     let none = vma_at(special);

@@ -10,7 +10,7 @@
 
 use super::model::{PagemapEntry, Vma, PE_PRESENT};
 use super::DumpError;
-use crate::proc::pagemap::{is_populated, Pagemap, PAGE_SIZE};
+use crate::proc::pagemap::{is_file_page, is_populated, Pagemap, PAGE_SIZE};
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::unix::fs::FileExt;
 
@@ -41,11 +41,13 @@ pub struct MemStats {
 /// A run of populated pages: (address, number of pages).
 type Run = (u64, usize);
 
-/// The runs of populated pages of `[start, end)`: present or swapped, and
-/// (with `PAGEMAP_SCAN`) not the shared zero page.
-fn populated_runs(pm: &Pagemap, start: u64, end: u64) -> Result<Vec<Run>, DumpError> {
+/// The runs of populated pages of `[start, end)`: present or swapped, (with
+/// `PAGEMAP_SCAN`) not the shared zero page, and with `skip_file` not a
+/// page-cache page (a private file mapping's pages not yet copied on write
+/// are read from the file again at restore, as CRIU does).
+fn populated_runs(pm: &Pagemap, start: u64, end: u64, skip_file: bool) -> Result<Vec<Run>, DumpError> {
     let mut ranges = Vec::new();
-    if pm.scan(start, end, &mut ranges)? {
+    if pm.scan(start, end, skip_file, &mut ranges)? {
         return Ok(ranges.into_iter().map(|(a, b)| (a, ((b - a) / PAGE_SIZE) as usize)).collect());
     }
     // Older kernels: read the entries, a batch at a time.
@@ -55,13 +57,14 @@ fn populated_runs(pm: &Pagemap, start: u64, end: u64) -> Result<Vec<Run>, DumpEr
     while from < end {
         let to = (from + BATCH as u64).min(end);
         pm.read(from, to, &mut entries)?;
+        let wanted = |e: u64| is_populated(e) && !(skip_file && is_file_page(e));
         let mut i = 0;
         while i < entries.len() {
-            if !is_populated(entries[i]) {
+            if !wanted(entries[i]) {
                 i += 1;
                 continue;
             }
-            let j = entries[i..].iter().position(|e| !is_populated(*e)).map_or(entries.len(), |p| i + p);
+            let j = entries[i..].iter().position(|e| !wanted(*e)).map_or(entries.len(), |p| i + p);
             match runs.last_mut() {
                 Some((a, n)) if *a + *n as u64 * PAGE_SIZE == from + i as u64 * PAGE_SIZE => *n += j - i,
                 _ => runs.push((from + i as u64 * PAGE_SIZE, j - i)),
@@ -297,7 +300,7 @@ pub fn dump_private(
             let mut mem = None;
             let mut file_off = 0u64;
             for vma in vmas.iter().filter(|v| v.dumps_private_pages()) {
-                for runs in batches(populated_runs(pm, vma.map.start, vma.map.end)?) {
+                for runs in batches(populated_runs(pm, vma.map.start, vma.map.end, vma.file_pages_implicit())?) {
                     let bytes = runs.iter().map(|r| r.1).sum::<usize>() * PAGE_SIZE as usize;
                     // A closed channel means the writers failed; their error is reported below.
                     let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
@@ -437,7 +440,7 @@ mod tests {
         let z = unsafe { std::ptr::read_volatile((p as *const u8).add(20 * PAGE_SIZE as usize)) };
         assert_eq!(z, 0);
         let pm = Pagemap::open(std::process::id() as i32).unwrap();
-        let runs = populated_runs(&pm, base, base + len as u64).unwrap();
+        let runs = populated_runs(&pm, base, base + len as u64, false).unwrap();
         assert_eq!(runs, vec![(base + PAGE_SIZE, 3), (base + 10 * PAGE_SIZE, 1)]);
         // SAFETY: unmapping what we mapped.
         unsafe { libc::munmap(p, len) };

@@ -47,6 +47,8 @@ impl Pagemap {
 
 /// `PAGEMAP_SCAN`: `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+/// Category: file page or shared anonymous page (not a private copy).
+const PAGE_IS_FILE: u64 = 1 << 2;
 /// Category: page present.
 const PAGE_IS_PRESENT: u64 = 1 << 3;
 /// Category: page swapped out.
@@ -84,9 +86,11 @@ struct PageRegion {
 impl Pagemap {
     /// `ioctl(pagemap, PAGEMAP_SCAN, &arg)`: appends to `out` the ranges of
     /// `[start, end)` whose pages are present or swapped and not the shared
-    /// zero page. Returns false when the kernel lacks the ioctl (then use
+    /// zero page (nor, with `exclude_file`, page-cache pages not yet copied
+    /// on write). Returns false when the kernel lacks the ioctl (then use
     /// [`Pagemap::read`]).
-    pub fn scan(&self, start: u64, end: u64, out: &mut Vec<(u64, u64)>) -> Result<bool> {
+    pub fn scan(&self, start: u64, end: u64, exclude_file: bool, out: &mut Vec<(u64, u64)>) -> Result<bool> {
+        let not = PAGE_IS_PFNZERO | if exclude_file { PAGE_IS_FILE } else { 0 };
         use std::os::fd::AsRawFd;
         let mut regions = [PageRegion::default(); 512];
         let mut from = start;
@@ -97,8 +101,8 @@ impl Pagemap {
                 end,
                 vec: regions.as_mut_ptr() as u64,
                 vec_len: regions.len() as u64,
-                category_inverted: PAGE_IS_PFNZERO,
-                category_mask: PAGE_IS_PFNZERO,
+                category_inverted: not,
+                category_mask: not,
                 category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                 return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                 ..Default::default()
@@ -133,6 +137,11 @@ pub fn is_populated(entry: u64) -> bool {
     entry & (PM_PRESENT | PM_SWAP) != 0
 }
 
+/// Whether a present page is a file (page-cache) page rather than a private copy.
+pub fn is_file_page(entry: u64) -> bool {
+    entry & PM_SWAP == 0 && entry & PM_FILE != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,7 +165,7 @@ mod tests {
         let z = unsafe { std::ptr::read_volatile((p as *const u8).add(5 * PAGE_SIZE as usize)) };
         assert_eq!(z, 0);
         let mut ranges = Vec::new();
-        assert!(pm.scan(p as u64, p as u64 + len as u64, &mut ranges).unwrap(), "PAGEMAP_SCAN (Linux 6.7+)");
+        assert!(pm.scan(p as u64, p as u64 + len as u64, true, &mut ranges).unwrap(), "PAGEMAP_SCAN (Linux 6.7+)");
         {
             let a = p as u64 + 3 * PAGE_SIZE;
             assert_eq!(ranges, vec![(a, a + PAGE_SIZE)]);
