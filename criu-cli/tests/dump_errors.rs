@@ -150,3 +150,13 @@ fn thread_id_instead_of_process_id() {
     assert_fails(&dump(tid, &dir, &["-j"]), &format!("{tid} is a thread of process {}", p.pid()));
     assert_eq!(p.finish().trim(), "OK");
 }
+
+#[test]
+fn seccomp_is_refused_before_freezing() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("seccomp-files");
+    let mut p = Program::start(&exe, &["1", "1", tmp.to_str().unwrap(), "seccomp"]);
+    let dir = scratch_dir("seccomp");
+    assert_fails(&dump(p.pid(), &dir, &["-j", "-R"]), "uses seccomp");
+    assert_eq!(p.finish().trim(), "OK");
+}

@@ -1,7 +1,7 @@
 /*
  * Test program for criu-rs dump.
  *
- * Usage: dumpee MEM_MIB NTHREADS TMPDIR
+ * Usage: dumpee MEM_MIB NTHREADS TMPDIR [seccomp]
  * Puts known state in place (memory pattern, registers, files, signals,
  * timers), prints one "READY key=value ..." line on stdout and blocks in a
  * raw read(0) syscall with known values in r12-r15 and ymm0/ymm1. When a
@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -211,6 +213,13 @@ int main(int argc, char **argv)
 	}
 	/* Wait until the threads sit in their read. */
 	usleep(50000);
+	if (argc > 4 && strcmp(argv[4], "seccomp") == 0) {
+		/* An allow-everything seccomp filter. */
+		struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+		struct sock_fprog prog = {.len = 1, .filter = &allow};
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+			return 7;
+	}
 
 	printf("READY pid=%d mem=%p pages=%zu ymm=%p reg=%d dup=%d app=%d ghost=%d pipe_r=%d pipe_w=%d devnull=%d "
 	       "altstack=%p shm=%p fifo=%d special=%p mapghost=%p\n",

@@ -45,6 +45,10 @@ pub enum DumpError {
         /// Its process.
         tgid: i32,
     },
+    /// Seccomp state is not dumped yet; restoring without it would drop the
+    /// process's sandbox, and injected syscalls could trip its filter.
+    #[error("pid {0} uses seccomp, which criu-rs cannot dump yet")]
+    Seccomp(i32),
     /// A zombie has no state left to dump.
     #[error("pid {0} is a zombie (exited, not yet reaped)")]
     Zombie(i32),
@@ -162,6 +166,9 @@ pub fn check_target(pid: i32) -> Result<crate::proc::stat::ProcStat, DumpError> 
     let status = crate::proc::status::read_status(pid)?;
     if status.tgid != pid {
         return Err(DumpError::Thread { tid: pid, tgid: status.tgid });
+    }
+    if status.seccomp != 0 {
+        return Err(DumpError::Seccomp(pid));
     }
     Ok(stat)
 }
