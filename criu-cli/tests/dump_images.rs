@@ -61,7 +61,8 @@ fn find_page(runs: &[(u64, u64, u64)], addr: u64) -> Option<u64> {
 fn images_hold_what_the_program_set_up() {
     let exe = compile("dumpee");
     let tmp = scratch_dir("images-files");
-    let mut p = Program::start(&exe, &["4", "2", tmp.to_str().unwrap()]);
+    // 80 MiB: several read batches, written by concurrent writers.
+    let mut p = Program::start(&exe, &["80", "2", tmp.to_str().unwrap()]);
     let dir = scratch_dir("images");
     let out = dump(p.pid(), &dir, &["-R", "-j", "-v4", "-o", "dump.log"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -146,6 +147,7 @@ fn images_hold_what_the_program_set_up() {
     assert_eq!(jnum(&th["sas"]["ss_sp"]), p.num("altstack"));
     assert_eq!(jnum(&th["sas"]["ss_size"]), 65536);
     assert_eq!(jnum(&th["creds"]["uid"]), 0);
+    assert_eq!(jnum(&th["creds"]["egid"]), 0);
 
     // Other threads: their own r12 and names.
     let mut seen = Vec::new();
@@ -156,6 +158,8 @@ fn images_hold_what_the_program_set_up() {
         assert_eq!(r12 >> 56, 0x77);
         let n = r12 & 0xff;
         assert_eq!(c["thread_core"]["comm"], format!("worker-{n}"));
+        let egid = jnum(&c["thread_core"]["creds"]["egid"]);
+        assert_eq!(egid, if n == 2 { 4321 } else { 0 }, "per-thread credentials of worker-{n}");
         seen.push(n);
     }
     seen.sort();
@@ -195,6 +199,26 @@ fn images_hold_what_the_program_set_up() {
     assert!(jnum(&mm["mm_start_code"]) < jnum(&mm["mm_end_code"]));
     let auxv: Vec<u64> = mm["mm_saved_auxv"].as_array().unwrap().iter().map(jnum).collect();
     assert!(auxv.chunks(2).any(|kv| kv == [6, 4096]), "AT_PAGESZ in auxv");
+
+    // Private file mappings: the program's text (never written) is left to
+    // the file; its written data page (ymm_in) is dumped with its bytes.
+    let text = vma_at(jnum(&mm["mm_start_code"]));
+    assert_ne!(jnum(&text["status"]) & (1 << 6), 0, "text is a private file mapping");
+    let (ts, te) = (jnum(&text["start"]), jnum(&text["end"]));
+    assert!(runs.iter().all(|r| r.0 + r.1 * PAGE <= ts || r.0 >= te), "unmodified text pages must not be dumped");
+    let ymm_addr = p.num("ymm");
+    let off = find_page(&runs, ymm_addr & !(PAGE - 1)).expect("written data page dumped") as usize + (ymm_addr % PAGE) as usize;
+    assert_eq!(&pages[off..off + 64], &ymm[..], "ymm_in in the data page");
+
+    // Special pages: PROT_NONE data (read through /proc/PID/mem), mlock, MADV_DONTFORK.
+    let special = p.num("special");
+    let none = vma_at(special);
+    assert_eq!(jnum(&none["prot"]), 0, "PROT_NONE area");
+    let off = find_page(&runs, special).expect("PROT_NONE page with data dumped") as usize;
+    assert!(pages[off..off + PAGE as usize].iter().all(|b| *b == 0xa5));
+    assert_ne!(jnum(&vma_at(special + PAGE)["flags"]) & libc::MAP_LOCKED as u64, 0, "mlock'ed area");
+    let dontfork = vma_at(special + 2 * PAGE);
+    assert_ne!(jnum(dontfork.get("madv").unwrap_or(&Value::from(0))) & (1 << libc::MADV_DONTFORK), 0, "MADV_DONTFORK");
 
     // Shared memory: pages 0 and 2 only.
     let shmid = jnum(&shm["shmid"]);
@@ -237,10 +261,53 @@ fn images_hold_what_the_program_set_up() {
     let pd = entries(&dir, "pipes-data.img");
     let d = pd.iter().find(|d| jnum(&d["pipe_id"]) == pipe_id).expect("queued pipe data");
     assert_eq!(b64(d["extra"].as_str().unwrap()), b"queued bytes");
+    // A mapped file unlinked and closed: its contents travel as a ghost.
+    let mg = vma_at(p.num("mapghost"));
+    let mg_id = jnum(&mg["shmid"]);
+    assert!(files[&mg_id]["reg"]["name"].as_str().unwrap().ends_with("/dumpee-mapped"));
+    let r = remap.iter().find(|r| jnum(&r["orig_id"]) == mg_id).expect("ghost remap of the mapped file");
+    let g = &entries(&dir, &format!("ghost-file-{:x}.img", jnum(&r["remap_id"])))[0];
+    assert_eq!(b64(g["extra"].as_str().unwrap()), b"mapped ghost");
     let exe_file = &files[&jnum(&mm["exe_file_id"])];
     assert_eq!(exe_file["reg"]["name"].as_str().unwrap(), exe.to_str().unwrap());
     let fs = &entries(&dir, &format!("fs-{pid}.img"))[0];
     assert_eq!(jnum(&fs["umask"]), 0o022);
     assert_eq!(files[&jnum(&fs["root_id"])]["reg"]["name"], "/");
     assert!(dir.join("dump.log").exists());
+}
+
+#[test]
+fn fifo_and_posix_timer() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("fifo-timer-files");
+    let mut p = Program::start(&exe, &["1", "0", tmp.to_str().unwrap()]);
+    let dir = scratch_dir("fifo-timer");
+    let out = dump(p.pid(), &dir, &["-j"]);
+    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(p.child.wait().unwrap().signal(), Some(libc::SIGKILL), "killed after the dump");
+    let pid = p.pid() as u64;
+
+    let core = &entries(&dir, &format!("core-{pid}.img"))[0];
+    let posix = core["tc"]["timers"]["posix"].as_array().unwrap();
+    assert_eq!(posix.len(), 1);
+    let t = &posix[0];
+    assert_eq!(jnum(&t["si_signo"]), 36, "SIGRTMIN+2");
+    assert_eq!(jnum(&t["sival_ptr"]), 0x5678);
+    assert_eq!(jnum(&t["clock_id"]), libc::CLOCK_MONOTONIC as u64);
+    assert_eq!(jnum(&t["it_sigev_notify"]), libc::SIGEV_SIGNAL as u64);
+    assert_eq!(jnum(&t["isec"]), 700);
+    assert!((2900..=3000).contains(&jnum(&t["vsec"])));
+
+    let files: HashMap<u64, Value> = entries(&dir, "files.img").into_iter().map(|f| (jnum(&f["id"]), f)).collect();
+    let fdinfo: HashMap<u64, Value> =
+        entries(&dir, &format!("fdinfo-{pid}.img")).into_iter().map(|f| (jnum(&f["fd"]), f)).collect();
+    let fifo = &files[&jnum(&fdinfo[&p.num("fifo")]["id"])];
+    assert_eq!(fifo["type"], "FIFO");
+    let reg = &files[&jnum(&fifo["fifo"]["regf_id"])];
+    assert!(reg["reg"]["name"].as_str().unwrap().ends_with("/dumpee-fifo"));
+    let pipe_id = jnum(&fifo["fifo"]["pipe_id"]);
+    let data = entries(&dir, "fifo-data.img");
+    let d = data.iter().find(|d| jnum(&d["pipe_id"]) == pipe_id).expect("fifo data");
+    assert_eq!(b64(d["extra"].as_str().unwrap()), b"fifo bytes");
 }

@@ -1,7 +1,7 @@
 /*
  * Test program for criu-rs dump.
  *
- * Usage: dumpee MEM_MIB NTHREADS TMPDIR
+ * Usage: dumpee MEM_MIB NTHREADS TMPDIR [seccomp]
  * Puts known state in place (memory pattern, registers, files, signals,
  * timers), prints one "READY key=value ..." line on stdout and blocks in a
  * raw read(0) syscall with known values in r12-r15 and ymm0/ymm1. When a
@@ -17,10 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
@@ -48,7 +52,7 @@ static uint64_t pattern(uint64_t page, uint64_t word)
 	return 0x5eed000000000000ULL ^ (page << 20) ^ (word * 0x9e3779b97f4a7c15ULL);
 }
 
-/* Pages with p % 7 == 3 are never touched; p % 11 == 5 are written with zeros. */
+/* Pages with p % 7 == 3 are never written (some are read); p % 11 == 5 are written with zeros. */
 static int page_untouched(uint64_t p) { return p % 7 == 3; }
 static int page_zeroed(uint64_t p) { return p % 11 == 5; }
 
@@ -68,6 +72,9 @@ static void *thread_main(void *arg)
 	char name[16];
 	snprintf(name, sizeof name, "worker-%lu", (unsigned long)(uintptr_t)arg);
 	prctl(PR_SET_NAME, name);
+	/* Thread 2 changes its own effective gid only (raw syscall: no glibc broadcast). */
+	if ((uintptr_t)arg == 2)
+		syscall(SYS_setresgid, -1, 4321, -1);
 	/* Block in read with r12 = v; nobody ever writes to the pipe. */
 	__asm__ volatile("mov %[v], %%r12\n\tsyscall"
 			 : "=a"(ret)
@@ -93,15 +100,31 @@ int main(int argc, char **argv)
 	uint64_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		return 3;
+	volatile uint64_t sink = 0;
 	for (uint64_t p = 0; p < npages; p++) {
-		if (page_untouched(p))
+		if (page_untouched(p)) {
+			/* Only read: every other one maps the shared zero page. */
+			if (p % 2)
+				sink += mem[p * (PAGE / 8)];
 			continue;
+		}
 		uint64_t *pg = mem + p * (PAGE / 8);
 		for (uint64_t w = 0; w < PAGE / 8; w++)
 			pg[w] = page_zeroed(p) ? 0 : pattern(p, w);
 	}
 	for (int i = 0; i < 64; i++)
 		ymm_in[i] = (uint8_t)(i * 3 + 1);
+	/* Three special pages: PROT_NONE with data, mlock'ed, MADV_DONTFORK. */
+	char *special = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (special == MAP_FAILED)
+		return 3;
+	memset(special, 0xa5, PAGE);
+	mprotect(special, PAGE, PROT_NONE);
+	special[PAGE] = 1;
+	if (mlock(special + PAGE, PAGE))
+		return 3;
+	special[2 * PAGE] = 2;
+	madvise(special + 2 * PAGE, PAGE, MADV_DONTFORK);
 	/* Shared anonymous memory: 16 pages, pages 0 and 2 written. */
 	char *shm = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (shm == MAP_FAILED)
@@ -126,12 +149,27 @@ int main(int argc, char **argv)
 	if (write(ghost, "ghost contents", 14) != 14)
 		return 4;
 	unlink(path);
+	/* A mapped file that is then unlinked and closed: only the mapping keeps it. */
+	snprintf(path, sizeof path, "%s/dumpee-mapped", tmp);
+	int mf = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (write(mf, "mapped ghost", 12) != 12)
+		return 4;
+	char *mapghost = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE, mf, 0);
+	if (mapghost == MAP_FAILED)
+		return 4;
+	close(mf);
+	unlink(path);
 	int pfd[2];
 	if (pipe(pfd))
 		return 5;
 	if (write(pfd[1], "queued bytes", 12) != 12)
 		return 5;
 	int devnull = open("/dev/null", O_WRONLY);
+	snprintf(path, sizeof path, "%s/dumpee-fifo", tmp);
+	mkfifo(path, 0600);
+	int fifo = open(path, O_RDWR | O_NONBLOCK);
+	if (write(fifo, "fifo bytes", 10) != 10)
+		return 5;
 	if (pipe(thread_pipe))
 		return 5;
 
@@ -157,6 +195,17 @@ int main(int argc, char **argv)
 	sigaltstack(&ss, NULL);
 	struct itimerval it = {.it_interval = {500, 0}, .it_value = {1000, 0}};
 	setitimer(ITIMER_REAL, &it, NULL);
+	/* A POSIX timer: SIGRTMIN+2 with value 0x5678, 3000 s then every 700 s. */
+	struct sigevent sev;
+	memset(&sev, 0, sizeof sev);
+	sev.sigev_notify = SIGEV_SIGNAL;
+	sev.sigev_signo = SIGRTMIN + 2;
+	sev.sigev_value.sival_ptr = (void *)0x5678;
+	timer_t tid;
+	if (timer_create(CLOCK_MONOTONIC, &sev, &tid))
+		return 6;
+	struct itimerspec its = {.it_interval = {700, 0}, .it_value = {3000, 0}};
+	timer_settime(tid, 0, &its, NULL);
 
 	for (long i = 0; i < nthreads; i++) {
 		pthread_t th;
@@ -164,10 +213,17 @@ int main(int argc, char **argv)
 	}
 	/* Wait until the threads sit in their read. */
 	usleep(50000);
+	if (argc > 4 && strcmp(argv[4], "seccomp") == 0) {
+		/* An allow-everything seccomp filter. */
+		struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+		struct sock_fprog prog = {.len = 1, .filter = &allow};
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+			return 7;
+	}
 
 	printf("READY pid=%d mem=%p pages=%zu ymm=%p reg=%d dup=%d app=%d ghost=%d pipe_r=%d pipe_w=%d devnull=%d "
-	       "altstack=%p shm=%p\n",
-	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm);
+	       "altstack=%p shm=%p fifo=%d special=%p mapghost=%p\n",
+	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo, (void *)special, (void *)mapghost);
 
 	/* Block in read(0) with known registers; store them afterwards. */
 	char go;
@@ -232,6 +288,15 @@ int main(int argc, char **argv)
 	CHECK(cur_it.it_interval.tv_sec == 500 && cur_it.it_value.tv_sec > 900, "itimer");
 	/* Nothing left mapped by the dumper: same number of mappings as before? Checked by the test. */
 	CHECK(devnull >= 0, "devnull");
+	CHECK(memcmp(mapghost, "mapped ghost", 12) == 0, "mapped unlinked file");
+	mprotect(special, PAGE, PROT_READ);
+	CHECK(special[0] == (char)0xa5 && special[PAGE - 1] == (char)0xa5 && special[PAGE] == 1 && special[2 * PAGE] == 2,
+	      "special pages");
+	memset(buf, 0, sizeof buf);
+	CHECK(read(fifo, buf, sizeof buf) == 10 && memcmp(buf, "fifo bytes", 10) == 0, "fifo contents '%s'", buf);
+	struct itimerspec cur_its;
+	timer_gettime(tid, &cur_its);
+	CHECK(cur_its.it_interval.tv_sec == 700 && cur_its.it_value.tv_sec > 2900, "posix timer");
 	CHECK(strcmp(shm, "shared page 0") == 0 && strcmp(shm + 2 * PAGE, "shared page 2") == 0 && shm[PAGE] == 0,
 	      "shared memory");
 	if (!fail_count)

@@ -3,7 +3,7 @@
 
 use super::failpoint;
 use super::injected::{self, map_scratch};
-use super::memory::{MemStats, MemoryDumper};
+use super::memory::MemStats;
 use super::model::*;
 use super::{files, vmas, DumpError};
 use crate::proc::{self, maps::MapEntry};
@@ -46,6 +46,18 @@ pub fn sched_params(tid: i32) -> Result<(u32, u32, i32), nix::errno::Errno> {
     Ok((policy as u32, param.sched_priority as u32, nice))
 }
 
+/// Credentials as `/proc/.../status` shows them (securebits come from injection).
+fn creds_of(status: &proc::status::ProcStatus) -> Creds {
+    Creds {
+        uid: status.uid,
+        gid: status.gid,
+        groups: status.groups.clone(),
+        caps: [status.cap_inh, status.cap_prm, status.cap_eff, status.cap_bnd, status.cap_amb],
+        no_new_privs: status.no_new_privs,
+        secbits: 0,
+    }
+}
+
 /// Reads one thread's registers and signal state (no injection).
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
@@ -55,6 +67,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         Err(e) => return Err(sys("PTRACE_GET_RSEQ_CONFIGURATION")(e).into()),
     };
     let comm = proc::read_text(&proc::path(pid, &format!("task/{tid}/comm")))?.trim_end_matches('\n').to_owned();
+    let status = proc::status::read_status_file(pid, &format!("task/{tid}/status"))?;
     Ok(ThreadState {
         tid,
         comm,
@@ -67,6 +80,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         robust_list: get_robust_list(tid).map_err(sys("get_robust_list"))?,
         rseq,
         sched: sched_params(tid).map_err(sys("sched_getparam"))?,
+        creds: creds_of(&status),
     })
 }
 
@@ -108,6 +122,7 @@ fn run_injection(
             };
             t.altstack = tv.altstack;
             t.clear_tid_addr = tv.clear_tid_addr;
+            t.creds.secbits = tv.secbits;
         }
         Ok(vals)
     };
@@ -141,53 +156,12 @@ fn dump_shmem_objects(pid: i32, dir: &std::path::Path, vmas: &[Vma], stats: &mut
     Ok(out)
 }
 
-/// Collects everything about the frozen process and writes its memory to
-/// `pages`. Returns the state, the memory counters and the memory time.
-pub fn collect(
-    fr: &Frozen,
-    dir: &std::path::Path,
-    pages: &mut std::fs::File,
-) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
-    let pid = fr.pid();
-    failpoint::check(failpoint::AFTER_FREEZE)?;
-    let stat = proc::stat::read_stat(pid)?;
-    let status = proc::status::read_status(pid)?;
-    let mut threads = fr.tids().into_iter().map(|tid| thread_state(pid, tid)).collect::<Result<Vec<_>, _>>()?;
-    let shared_pending = ptrace_peeksiginfo(pid, true).map_err(|errno| PtraceError::Sys { op: "PTRACE_PEEKSIGINFO", tid: pid, errno })?;
-    let ptimers = proc::misc::read_timers(pid)?;
-    let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
-
-    let maps_before = proc::maps::read_smaps(pid)?;
-    let vals = run_injection(pid, &mut threads, vdso_syscall(pid, &maps_before), &timer_ids)?;
-    failpoint::check(failpoint::AFTER_INJECT)?;
-
-    // The address space as it is with nothing of ours in it.
-    let maps = proc::maps::read_smaps(pid)?;
+/// Collects the descriptors, cwd, root, the executable and the files behind
+/// file-backed areas (setting each area's `file_id`). Returns the files and
+/// the executable's file id.
+fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool) -> Result<(FilesState, u32), DumpError> {
     let mut next_id = 1u32;
-    let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
-    if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
-        return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}", bad.map.start, bad.map.end, bad.map.path)));
-    }
-    let t_mem = std::time::Instant::now();
-    let pm = proc::pagemap::Pagemap::open(pid)?;
-    let mut md = MemoryDumper::new(pid, pages);
-    let mut batches = 0u32;
-    md.on_batch = Some(Box::new(move |_| {
-        batches += 1;
-        if batches == 1 {
-            failpoint::check(failpoint::MID_MEMORY)?;
-        }
-        Ok(())
-    }));
-    for v in &vma_list {
-        md.dump_vma(&pm, v)?;
-    }
-    let (pagemap, mut mem_stats) = (std::mem::take(&mut md.entries), md.stats);
-    drop(md);
-    let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
-    let memdump_time = t_mem.elapsed();
-
-    let mut files_state = files::collect_fds(pid, &mut next_id)?;
+    let mut files_state = files::collect_fds(pid, &mut next_id, shell_job)?;
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
@@ -201,7 +175,7 @@ pub fn collect(
     // File-backed areas get a file id each (same file, same id).
     let mut vma_files: Vec<((u32, u32), u64, u32)> = Vec::new();
     for v in vma_list.iter_mut() {
-        if v.map.inode == 0 || v.status & vmas::status::REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
+        if v.map.inode == 0 || v.status & vmas::status::AREA_REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
             continue;
         }
         let key = (v.map.dev, v.map.inode);
@@ -218,19 +192,57 @@ pub fn collect(
             }
         };
     }
+    Ok((files_state, exe_file_id))
+}
 
-    let creds = Creds {
-        uid: status.uid,
-        gid: status.gid,
-        groups: status.groups.clone(),
-        caps: [status.cap_inh, status.cap_prm, status.cap_eff, status.cap_bnd, status.cap_amb],
-        no_new_privs: status.no_new_privs,
-        secbits: vals.secbits,
-    };
+/// Collects everything about the frozen process and writes its memory to
+/// `pages`. Returns the state, the memory counters and the memory time.
+pub fn collect(
+    fr: &Frozen,
+    dir: &std::path::Path,
+    pages: &mut std::fs::File,
+    shell_job: bool,
+) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
+    let pid = fr.pid();
+    failpoint::check(failpoint::AFTER_FREEZE)?;
+    let stat = proc::stat::read_stat(pid)?;
+    let status = proc::status::read_status(pid)?;
+    let mut threads = fr.tids().into_iter().map(|tid| thread_state(pid, tid)).collect::<Result<Vec<_>, _>>()?;
+    let shared_pending = ptrace_peeksiginfo(pid, true).map_err(|errno| PtraceError::Sys { op: "PTRACE_PEEKSIGINFO", tid: pid, errno })?;
+    let ptimers = proc::misc::read_timers(pid)?;
+    let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
+
+    let maps_before = proc::maps::read_smaps(pid)?;
+    let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall(pid, &maps_before) };
+    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids)?;
+    failpoint::check(failpoint::AFTER_INJECT)?;
+
+    // The address space as it is with nothing of ours in it.
+    let maps = proc::maps::read_smaps(pid)?;
+    let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
+    if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
+        return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}", bad.map.start, bad.map.end, bad.map.path)));
+    }
+    let t_mem = std::time::Instant::now();
+    let pm = proc::pagemap::Pagemap::open(pid)?;
+    let mut batches = 0u32;
+    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, || {
+        batches += 1;
+        if batches == 1 {
+            failpoint::check(failpoint::MID_MEMORY)?;
+        }
+        Ok(())
+    })?;
+    let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
+    let memdump_time = t_mem.elapsed();
+
+    let (files_state, exe_file_id) = collect_files(pid, &mut vma_list, shell_job)?;
+
+    let creds = threads[0].creds.clone();
     let posix_timers = ptimers
         .into_iter()
         .zip(vals.timers.iter())
-        .map(|(p, &(overrun, interval, value))| PosixTimer { proc: p, overrun, interval, value })
+        .map(|(p, t)| PosixTimer { proc: p, overrun: t.overrun, interval: t.interval, value: t.value })
         .collect();
     let task = TaskState {
         comm: stat.comm.clone(),

@@ -1,5 +1,6 @@
-//! Forced failures for testing the "a failed dump leaves the process as it
-//! was" guarantee: set `CRIU_RS_FAIL_AT` to one of the names below.
+//! Test knobs: forced failures for testing the "a failed dump leaves the
+//! process as it was" guarantee (set `CRIU_RS_FAIL_AT` to one of the names
+//! below), and forcing the code-patching injection path.
 
 use super::DumpError;
 
@@ -23,4 +24,14 @@ pub fn check(point: &'static str) -> Result<(), DumpError> {
         Ok(v) if v == point => Err(DumpError::Forced(point)),
         _ => Ok(()),
     }
+}
+
+/// Test knob: with `CRIU_RS_PATCH_CODE=1`, syscalls are injected by
+/// patching the code at each thread's `rip` instead of using a `syscall`
+/// instruction of the vDSO (the fallback for processes without one).
+pub const PATCH_CODE_ENV: &str = "CRIU_RS_PATCH_CODE";
+
+/// Whether [`PATCH_CODE_ENV`] asks for code patching.
+pub fn patch_code_forced() -> bool {
+    std::env::var(PATCH_CODE_ENV).is_ok_and(|v| v == "1")
 }

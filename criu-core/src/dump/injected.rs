@@ -85,10 +85,19 @@ pub struct ProcessValues {
     pub child_subreaper: bool,
     /// `PR_GET_THP_DISABLE`.
     pub thp_disabled: bool,
-    /// `PR_GET_SECUREBITS`.
-    pub secbits: u32,
-    /// (overrun, interval (s, ns), value (s, ns)) per POSIX timer id asked.
-    pub timers: Vec<(i32, (u64, u64), (u64, u64))>,
+    /// Per POSIX timer id asked, in order.
+    pub timers: Vec<TimerValue>,
+}
+
+/// A POSIX timer's state as `timer_gettime` + `timer_getoverrun` report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerValue {
+    /// Overrun count.
+    pub overrun: i32,
+    /// Interval (sec, nsec).
+    pub interval: (u64, u64),
+    /// Remaining time (sec, nsec).
+    pub value: (u64, u64),
 }
 
 /// Reads the process-wide values through the leader.
@@ -112,11 +121,10 @@ pub fn process_values(inj: &mut Injector, pid: i32, s: Scratch, timer_ids: &[i32
         inj.syscall_ok(NR_TIMER_GETTIME, &[id as u64, s.addr])?;
         let [is, ins, vs, vns] = s.read_u64s::<4>(pid, 0)?;
         let overrun = inj.syscall_ok(NR_TIMER_GETOVERRUN, &[id as u64])? as i32;
-        v.timers.push((overrun, (is, ins), (vs, vns)));
+        v.timers.push(TimerValue { overrun, interval: (is, ins), value: (vs, vns) });
     }
     v.brk = inj.syscall_ok(NR_BRK, &[0])?;
     v.dumpable = inj.syscall_ok(NR_PRCTL, &[PR_GET_DUMPABLE])? as u32;
-    v.secbits = inj.syscall_ok(NR_PRCTL, &[PR_GET_SECUREBITS])? as u32;
     v.thp_disabled = inj.syscall_ok(NR_PRCTL, &[PR_GET_THP_DISABLE, 0, 0, 0, 0])? != 0;
     inj.syscall_ok(NR_PRCTL, &[PR_GET_PDEATHSIG, s.addr])?;
     let mut b = [0u8; 4];
@@ -135,6 +143,8 @@ pub struct ThreadValues {
     pub altstack: (u64, i32, u64),
     /// `PR_GET_TID_ADDRESS`.
     pub clear_tid_addr: u64,
+    /// `PR_GET_SECUREBITS` (credentials are per thread).
+    pub secbits: u32,
 }
 
 /// Reads the per-thread values through `inj` (any thread of the process).
@@ -143,5 +153,6 @@ pub fn thread_values(inj: &mut Injector, pid: i32, s: Scratch) -> Result<ThreadV
     let [sp, flags, size] = s.read_u64s::<3>(pid, 0)?;
     inj.syscall_ok(NR_PRCTL, &[PR_GET_TID_ADDRESS, s.addr + 64])?;
     let [tid_addr] = s.read_u64s::<1>(pid, 64)?;
-    Ok(ThreadValues { altstack: (sp, flags as i32, size), clear_tid_addr: tid_addr })
+    let secbits = inj.syscall_ok(NR_PRCTL, &[PR_GET_SECUREBITS])? as u32;
+    Ok(ThreadValues { altstack: (sp, flags as i32, size), clear_tid_addr: tid_addr, secbits })
 }

@@ -3,18 +3,23 @@
 //! For each area, `/proc/PID/pagemap` tells which pages were ever touched
 //! (present or swapped); those are read in large batches with one
 //! `process_vm_readv` per batch (many iovecs), all-zero anonymous pages are
-//! dropped, and the rest is appended to the pages file while the pagemap
-//! entries are recorded. Areas without read permission are read through
+//! dropped and the pagemap entries recorded; writer threads put each batch
+//! at its place in the pages file (`pwritev`, `O_DIRECT` where possible,
+//! from page-aligned buffers) while the next batch is being read. Areas without read permission are read through
 //! `/proc/PID/mem`, which may read them on behalf of a tracer.
 
 use super::model::{PagemapEntry, Vma, PE_PRESENT};
 use super::DumpError;
-use crate::proc::pagemap::{is_populated, Pagemap, PAGE_SIZE};
+use crate::proc::pagemap::{is_file_page, is_populated, Pagemap, PAGE_SIZE};
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::unix::fs::FileExt;
 
 /// Bytes read per batch.
-const BATCH: usize = 64 << 20;
+const BATCH: usize = 32 << 20;
+/// Batch buffers in flight between the reader and the writers.
+const BUFFERS: usize = 3;
+/// Threads writing batches to the pages image.
+const WRITERS: usize = 2;
 /// Most iovecs in one `process_vm_readv` call (`IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
@@ -36,20 +41,64 @@ pub struct MemStats {
 /// A run of populated pages: (address, number of pages).
 type Run = (u64, usize);
 
-/// Appends runs of populated pages in `[start, end)` to `runs`.
-fn populated_runs(pm: &Pagemap, start: u64, end: u64, scratch: &mut Vec<u64>, runs: &mut Vec<Run>) -> Result<(), DumpError> {
-    pm.read(start, end, scratch)?;
-    let mut i = 0;
-    while i < scratch.len() {
-        if !is_populated(scratch[i]) {
-            i += 1;
-            continue;
-        }
-        let j = scratch[i..].iter().position(|e| !is_populated(*e)).map_or(scratch.len(), |p| i + p);
-        runs.push((start + i as u64 * PAGE_SIZE, j - i));
-        i = j;
+/// The runs of populated pages of `[start, end)`: present or swapped, (with
+/// `PAGEMAP_SCAN`) not the shared zero page, and with `skip_file` not a
+/// page-cache page (a private file mapping's pages not yet copied on write
+/// are read from the file again at restore, as CRIU does).
+fn populated_runs(pm: &Pagemap, start: u64, end: u64, skip_file: bool) -> Result<Vec<Run>, DumpError> {
+    let mut ranges = Vec::new();
+    if pm.scan(start, end, skip_file, &mut ranges)? {
+        return Ok(ranges.into_iter().map(|(a, b)| (a, ((b - a) / PAGE_SIZE) as usize)).collect());
     }
-    Ok(())
+    // Older kernels: read the entries, a batch at a time.
+    let mut runs = Vec::new();
+    let mut entries = Vec::new();
+    let mut from = start;
+    while from < end {
+        let to = (from + BATCH as u64).min(end);
+        pm.read(from, to, &mut entries)?;
+        let wanted = |e: u64| is_populated(e) && !(skip_file && is_file_page(e));
+        let mut i = 0;
+        while i < entries.len() {
+            if !wanted(entries[i]) {
+                i += 1;
+                continue;
+            }
+            let j = entries[i..].iter().position(|e| !wanted(*e)).map_or(entries.len(), |p| i + p);
+            match runs.last_mut() {
+                Some((a, n)) if *a + *n as u64 * PAGE_SIZE == from + i as u64 * PAGE_SIZE => *n += j - i,
+                _ => runs.push((from + i as u64 * PAGE_SIZE, j - i)),
+            }
+            i = j;
+        }
+        from = to;
+    }
+    Ok(runs)
+}
+
+/// Splits runs into batches of at most [`BATCH`] bytes (splitting long runs).
+fn batches(runs: Vec<Run>) -> Vec<Vec<Run>> {
+    let max = BATCH / PAGE_SIZE as usize;
+    let mut out: Vec<Vec<Run>> = Vec::new();
+    let mut cur: Vec<Run> = Vec::new();
+    let mut pages = 0usize;
+    for (mut addr, mut n) in runs {
+        while n > 0 {
+            let take = n.min(max - pages);
+            cur.push((addr, take));
+            pages += take;
+            addr += take as u64 * PAGE_SIZE;
+            n -= take;
+            if pages == max {
+                out.push(std::mem::take(&mut cur));
+                pages = 0;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 fn is_zero(page: &[u8]) -> bool {
@@ -60,166 +109,230 @@ fn is_zero(page: &[u8]) -> bool {
     pre.iter().all(|b| *b == 0) && post.iter().all(|b| *b == 0) && mid.iter().fold(0, |a, w| a | w) == 0
 }
 
-/// The state of one dump of private memory.
-pub struct MemoryDumper<'a> {
+/// Merges a run of `nr` pages at `vaddr` into the last entry when adjacent.
+fn record(entries: &mut Vec<PagemapEntry>, vaddr: u64, nr: usize) {
+    if let Some(last) = entries.last_mut() {
+        if last.vaddr + last.nr_pages as u64 * PAGE_SIZE == vaddr && (last.nr_pages as usize + nr) <= u32::MAX as usize {
+            last.nr_pages += nr as u32;
+            return;
+        }
+    }
+    entries.push(PagemapEntry { vaddr, nr_pages: nr as u32, flags: PE_PRESENT });
+}
+
+/// Reads the runs into `buf` (large enough) with `process_vm_readv`, or
+/// through `/proc/PID/mem` for areas without read permission.
+fn read_runs(pid: i32, mem: &mut Option<std::fs::File>, buf: &mut [u8], runs: &[Run], readable: bool) -> Result<(), DumpError> {
+    let mut done = 0usize;
+    if readable {
+        for chunk in runs.chunks(IOV_MAX) {
+            let bytes: usize = chunk.iter().map(|r| r.1 * PAGE_SIZE as usize).sum();
+            let remote: Vec<nix::sys::uio::RemoteIoVec> =
+                chunk.iter().map(|r| nix::sys::uio::RemoteIoVec { base: r.0 as usize, len: r.1 * PAGE_SIZE as usize }).collect();
+            let n = nix::sys::uio::process_vm_readv(
+                nix::unistd::Pid::from_raw(pid),
+                &mut [IoSliceMut::new(&mut buf[done..done + bytes])],
+                &remote,
+            )
+            .map_err(|e| DumpError::Memory { addr: chunk[0].0, errno: e })?;
+            if n != bytes {
+                // A short read: a page vanished, impossible while frozen
+                // unless the area was not readable after all.
+                return Err(DumpError::Memory { addr: chunk[0].0, errno: nix::errno::Errno::EFAULT });
+            }
+            done += bytes;
+        }
+        return Ok(());
+    }
+    if mem.is_none() {
+        let path = crate::proc::path(pid, "mem");
+        *mem = Some(std::fs::File::open(&path).map_err(|source| crate::proc::ProcError::Io { path, source })?);
+    }
+    let mem = mem.as_ref().ok_or(DumpError::Internal("no /proc/PID/mem"))?;
+    for &(addr, nr) in runs {
+        let len = nr * PAGE_SIZE as usize;
+        mem.read_exact_at(&mut buf[done..done + len], addr)
+            .map_err(|e| DumpError::Memory { addr, errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) })?;
+        done += len;
+    }
+    Ok(())
+}
+
+/// One page-aligned page of a batch buffer (page alignment lets the pages
+/// image be written with `O_DIRECT`).
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+struct AlignedPage([u8; PAGE_SIZE as usize]);
+
+/// A page-aligned buffer of whole pages.
+#[derive(Default)]
+struct PageBuf(Vec<AlignedPage>);
+
+impl PageBuf {
+    /// Grows the buffer to at least `bytes` (a multiple of the page size).
+    fn reserve_bytes(&mut self, bytes: usize) {
+        let pages = bytes.div_ceil(PAGE_SIZE as usize);
+        if self.0.len() < pages {
+            self.0.resize(pages, AlignedPage([0; PAGE_SIZE as usize]));
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: AlignedPage is a repr(C) array of bytes without padding, so
+        // the Vec's pages are len*4096 initialised, contiguous bytes.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.0.len() * PAGE_SIZE as usize) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; the exclusive borrow of self covers the slice.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), self.0.len() * PAGE_SIZE as usize) }
+    }
+}
+
+/// A batch read from the process, on its way to a writer thread: the
+/// non-zero stretches of `buf` go to the pages image at `file_off`.
+struct Batch {
+    buf: PageBuf,
+    /// (offset in `buf`, length) of each stretch, in file order.
+    pieces: Vec<(usize, usize)>,
+    file_off: u64,
+}
+
+/// Picks the pages of a freshly read buffer to keep (all, or the non-zero
+/// ones when `skip_zero`), records their pagemap entries and returns the
+/// stretches of the buffer to write.
+fn select_pages(
+    buf: &[u8],
+    runs: &[Run],
+    skip_zero: bool,
+    entries: &mut Vec<PagemapEntry>,
+    stats: &mut MemStats,
+) -> Vec<(usize, usize)> {
+    let ps = PAGE_SIZE as usize;
+    let mut pieces: Vec<(usize, usize, u64)> = Vec::new();
+    let mut off = 0usize;
+    for &(addr, nr) in runs {
+        for p in 0..nr {
+            let o = off + p * ps;
+            stats.pages_scanned += 1;
+            if skip_zero && is_zero(&buf[o..o + ps]) {
+                stats.pages_skipped_zero += 1;
+                continue;
+            }
+            let va = addr + (p * ps) as u64;
+            match pieces.last_mut() {
+                Some(last) if last.0 + last.1 == o && last.2 + last.1 as u64 == va => last.1 += ps,
+                _ => pieces.push((o, ps, va)),
+            }
+        }
+        off += nr * ps;
+    }
+    for &(_, len, va) in &pieces {
+        record(entries, va, len / ps);
+        stats.pages_written += (len / ps) as u64;
+    }
+    pieces.into_iter().map(|(o, l, _)| (o, l)).collect()
+}
+
+/// Writes one batch with `pwritev` at its file offset.
+fn write_batch(out: &std::fs::File, b: &Batch) -> Result<(), DumpError> {
+    let buf = b.buf.bytes();
+    let mut file_off = b.file_off;
+    for group in b.pieces.chunks(IOV_MAX) {
+        let mut slices: Vec<IoSlice> = group.iter().map(|&(o, l)| IoSlice::new(&buf[o..o + l])).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            let n = nix::sys::uio::pwritev(out, slices, file_off as libc::off_t)
+                .map_err(|e| DumpError::WritePages(std::io::Error::from_raw_os_error(e as i32)))?;
+            if n == 0 {
+                return Err(DumpError::WritePages(std::io::ErrorKind::WriteZero.into()));
+            }
+            file_off += n as u64;
+            IoSlice::advance_slices(&mut slices, n);
+        }
+    }
+    Ok(())
+}
+
+/// Dumps the populated pages of every private area of `vmas` into `out`
+/// (the pages image). This thread reads batches and picks the pages to
+/// keep; [`WRITERS`] threads write finished batches at their offsets
+/// meanwhile. `on_batch` runs after each batch is read; an error from it
+/// aborts the dump. Returns the pagemap entries and counters (`write_time`
+/// is summed over the writers).
+pub fn dump_private(
     pid: i32,
-    out: &'a mut std::fs::File,
-    buf: Vec<u8>,
-    mem: Option<std::fs::File>,
-    /// The entries written so far (adjacent runs merged).
-    pub entries: Vec<PagemapEntry>,
-    /// Counters.
-    pub stats: MemStats,
-    /// Called after each batch with the bytes written so far; an error aborts.
-    pub on_batch: Option<Box<dyn FnMut(u64) -> Result<(), DumpError> + 'a>>,
-}
-
-impl<'a> MemoryDumper<'a> {
-    /// Prepares to dump `pid`'s memory into `out` (the pages image).
-    pub fn new(pid: i32, out: &'a mut std::fs::File) -> Self {
-        MemoryDumper { pid, out, buf: Vec::new(), mem: None, entries: Vec::new(), stats: MemStats::default(), on_batch: None }
+    pm: &Pagemap,
+    vmas: &[Vma],
+    out: &std::fs::File,
+    mut on_batch: impl FnMut() -> Result<(), DumpError>,
+) -> Result<(Vec<PagemapEntry>, MemStats), DumpError> {
+    use std::sync::mpsc::sync_channel;
+    use std::sync::Mutex;
+    let (full_tx, full_rx) = sync_channel::<Batch>(1);
+    let full_rx = Mutex::new(full_rx);
+    let (free_tx, free_rx) = sync_channel::<PageBuf>(BUFFERS);
+    for _ in 0..BUFFERS {
+        free_tx.send(PageBuf::default()).map_err(|_| DumpError::Internal("buffer channel"))?;
     }
-
-    fn record(&mut self, vaddr: u64, nr: usize) {
-        if let Some(last) = self.entries.last_mut() {
-            if last.vaddr + last.nr_pages as u64 * PAGE_SIZE == vaddr && (last.nr_pages as usize + nr) <= u32::MAX as usize {
-                last.nr_pages += nr as u32;
-                return;
-            }
-        }
-        self.entries.push(PagemapEntry { vaddr, nr_pages: nr as u32, flags: PE_PRESENT });
-    }
-
-    /// Reads the runs into the buffer (which must be large enough).
-    fn read_runs(&mut self, runs: &[Run], readable: bool) -> Result<(), DumpError> {
-        let total: usize = runs.iter().map(|r| r.1 * PAGE_SIZE as usize).sum();
-        if readable {
-            let mut done = 0usize;
-            for chunk in runs.chunks(IOV_MAX) {
-                let bytes: usize = chunk.iter().map(|r| r.1 * PAGE_SIZE as usize).sum();
-                let remote: Vec<nix::sys::uio::RemoteIoVec> = chunk
-                    .iter()
-                    .map(|r| nix::sys::uio::RemoteIoVec { base: r.0 as usize, len: r.1 * PAGE_SIZE as usize })
-                    .collect();
-                let n = nix::sys::uio::process_vm_readv(
-                    nix::unistd::Pid::from_raw(self.pid),
-                    &mut [IoSliceMut::new(&mut self.buf[done..done + bytes])],
-                    &remote,
-                )
-                .map_err(|e| DumpError::Memory { addr: chunk[0].0, errno: e })?;
-                if n != bytes {
-                    // A short read means a page vanished under us: not possible
-                    // while frozen unless the area was unreadable after all.
-                    return Err(DumpError::Memory { addr: chunk[0].0, errno: nix::errno::Errno::EFAULT });
-                }
-                done += bytes;
-            }
-        } else {
-            if self.mem.is_none() {
-                let path = crate::proc::path(self.pid, "mem");
-                self.mem = Some(std::fs::File::open(&path).map_err(|source| crate::proc::ProcError::Io { path, source })?);
-            }
-            let mem = self.mem.as_ref().ok_or(DumpError::Internal("no /proc/PID/mem"))?;
-            let mut done = 0usize;
-            for &(addr, nr) in runs {
-                let len = nr * PAGE_SIZE as usize;
-                mem.read_exact_at(&mut self.buf[done..done + len], addr)
-                    .map_err(|e| DumpError::Memory { addr, errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) })?;
-                done += len;
-            }
-        }
-        debug_assert_eq!(runs.iter().map(|r| r.1).sum::<usize>() * PAGE_SIZE as usize, total);
-        Ok(())
-    }
-
-    /// Writes the pages of the runs now in the buffer, leaving out zero pages
-    /// when `skip_zero`.
-    fn write_runs(&mut self, runs: &[Run], skip_zero: bool) -> Result<(), DumpError> {
-        let ps = PAGE_SIZE as usize;
-        // Collect (buffer offset, len, vaddr) pieces of non-zero pages.
-        let mut pieces: Vec<(usize, usize, u64)> = Vec::new();
-        let mut off = 0usize;
-        for &(addr, nr) in runs {
-            for p in 0..nr {
-                let o = off + p * ps;
-                self.stats.pages_scanned += 1;
-                if skip_zero && is_zero(&self.buf[o..o + ps]) {
-                    self.stats.pages_skipped_zero += 1;
-                    continue;
-                }
-                let va = addr + (p * ps) as u64;
-                match pieces.last_mut() {
-                    Some(last) if last.0 + last.1 == o && last.2 + last.1 as u64 == va => last.1 += ps,
-                    _ => pieces.push((o, ps, va)),
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (free_tx, full_rx) = (free_tx.clone(), &full_rx);
+                s.spawn(move || -> Result<std::time::Duration, DumpError> {
+                    let mut busy = std::time::Duration::ZERO;
+                    loop {
+                        let next = full_rx.lock().map_err(|_| DumpError::Internal("writer queue"))?.recv();
+                        let Ok(b) = next else { return Ok(busy) };
+                        let t = std::time::Instant::now();
+                        write_batch(out, &b)?;
+                        busy += t.elapsed();
+                        // The reader may be gone already; then nobody needs the buffer.
+                        let _ = free_tx.send(b.buf);
+                    }
+                })
+            })
+            .collect();
+        drop(free_tx);
+        let mut entries = Vec::new();
+        let mut stats = MemStats::default();
+        let reader = (|| -> Result<(), DumpError> {
+            let mut mem = None;
+            let mut file_off = 0u64;
+            for vma in vmas.iter().filter(|v| v.dumps_private_pages()) {
+                for runs in batches(populated_runs(pm, vma.map.start, vma.map.end, vma.file_pages_implicit())?) {
+                    let bytes = runs.iter().map(|r| r.1).sum::<usize>() * PAGE_SIZE as usize;
+                    // A closed channel means the writers failed; their error is reported below.
+                    let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
+                    buf.reserve_bytes(bytes);
+                    let t = std::time::Instant::now();
+                    read_runs(pid, &mut mem, buf.bytes_mut(), &runs, vma.map.read)?;
+                    stats.read_time += t.elapsed();
+                    let pieces = select_pages(buf.bytes(), &runs, vma.zero_pages_implicit(), &mut entries, &mut stats);
+                    let len: usize = pieces.iter().map(|p| p.1).sum();
+                    if full_tx.send(Batch { buf, pieces, file_off }).is_err() {
+                        return Ok(());
+                    }
+                    file_off += len as u64;
+                    on_batch()?;
                 }
             }
-            off += nr * ps;
-        }
-        for &(_, len, va) in &pieces {
-            self.record(va, len / ps);
-            self.stats.pages_written += (len / ps) as u64;
-        }
-        for group in pieces.chunks(IOV_MAX) {
-            let mut slices: Vec<IoSlice> = group.iter().map(|&(o, l, _)| IoSlice::new(&self.buf[o..o + l])).collect();
-            let mut slices = &mut slices[..];
-            while !slices.is_empty() {
-                let n = self.out.write_vectored(slices).map_err(DumpError::WritePages)?;
-                if n == 0 {
-                    return Err(DumpError::WritePages(std::io::ErrorKind::WriteZero.into()));
-                }
-                IoSlice::advance_slices(&mut slices, n);
+            Ok(())
+        })();
+        drop(full_tx);
+        let mut first_err = None;
+        for w in writers {
+            match w.join().map_err(|_| DumpError::Internal("a page writer thread panicked")).and_then(|r| r) {
+                Ok(busy) => stats.write_time += busy,
+                Err(e) => first_err = first_err.or(Some(e)),
             }
         }
-        Ok(())
-    }
-
-    /// Dumps the populated pages of one area.
-    pub fn dump_vma(&mut self, pm: &Pagemap, vma: &Vma) -> Result<(), DumpError> {
-        if !vma.dumps_private_pages() {
-            return Ok(());
+        reader?;
+        if let Some(e) = first_err {
+            return Err(e);
         }
-        let mut scratch = Vec::new();
-        let mut start = vma.map.start;
-        while start < vma.map.end {
-            let end = (start + BATCH as u64).min(vma.map.end);
-            let mut runs = Vec::new();
-            populated_runs(pm, start, end, &mut scratch, &mut runs)?;
-            if !runs.is_empty() {
-                let bytes = runs.iter().map(|r| r.1).sum::<usize>() * PAGE_SIZE as usize;
-                if self.buf.len() < bytes {
-                    self.buf.resize(bytes, 0);
-                }
-                let t = std::time::Instant::now();
-                self.read_runs(&runs, vma.map.read)?;
-                let t2 = std::time::Instant::now();
-                self.write_runs(&runs, vma.zero_pages_implicit())?;
-                self.stats.read_time += t2 - t;
-                self.stats.write_time += t2.elapsed();
-                let written = self.stats.pages_written * PAGE_SIZE;
-                if let Some(cb) = self.on_batch.as_mut() {
-                    cb(written)?;
-                }
-            }
-            start = end;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_detection() {
-        let mut p = vec![0u8; 4096];
-        assert!(is_zero(&p));
-        p[4095] = 1;
-        assert!(!is_zero(&p));
-        p[4095] = 0;
-        p[1] = 1;
-        assert!(!is_zero(&p[1..]));
-    }
+        Ok((entries, stats))
+    })
 }
 
 /// `lseek(fd, off, whence)` for SEEK_DATA / SEEK_HOLE; None at end of file.
@@ -285,4 +398,51 @@ pub fn dump_shmem(
         off = hole;
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+        p[4095] = 0;
+        p[1] = 1;
+        assert!(!is_zero(&p[1..]));
+    }
+
+    #[test]
+    fn batching_splits_long_runs() {
+        let max = BATCH / PAGE_SIZE as usize;
+        let b = batches(vec![(0x1000, 3), (0x10_0000, max), (0x9000_0000, 1)]);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0], vec![(0x1000, 3), (0x10_0000, max - 3)]);
+        assert_eq!(b[1], vec![(0x10_0000 + (max - 3) as u64 * PAGE_SIZE, 3), (0x9000_0000, 1)]);
+        assert!(batches(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn populated_runs_skip_untouched_and_zero_pages() {
+        let len = 64 * PAGE_SIZE as usize;
+        // SAFETY: anonymous private mapping, unmapped at the end of the test.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        assert_ne!(p, libc::MAP_FAILED);
+        let base = p as u64;
+        for i in [1usize, 2, 3, 10] {
+            // SAFETY: page i is inside the mapping.
+            unsafe { *(p as *mut u8).add(i * PAGE_SIZE as usize) = 7 };
+        }
+        // SAFETY: reading page 20 maps the shared zero page.
+        let z = unsafe { std::ptr::read_volatile((p as *const u8).add(20 * PAGE_SIZE as usize)) };
+        assert_eq!(z, 0);
+        let pm = Pagemap::open(std::process::id() as i32).unwrap();
+        let runs = populated_runs(&pm, base, base + len as u64, false).unwrap();
+        assert_eq!(runs, vec![(base + PAGE_SIZE, 3), (base + 10 * PAGE_SIZE, 1)]);
+        // SAFETY: unmapping what we mapped.
+        unsafe { libc::munmap(p, len) };
+    }
 }

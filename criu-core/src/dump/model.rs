@@ -22,7 +22,7 @@ pub struct ProcessDump {
     pub task: TaskState,
     /// Every thread, the leader first.
     pub threads: Vec<ThreadState>,
-    /// Credentials of the leader.
+    /// Credentials of the leader (each thread's are in [`ThreadState::creds`]).
     pub creds: Creds,
     /// Address space layout and areas.
     pub mm: MmState,
@@ -137,6 +137,8 @@ pub struct ThreadState {
     pub rseq: RseqConfig,
     /// Scheduling: (policy, static priority, nice).
     pub sched: (u32, u32, i32),
+    /// The thread's credentials (threads may differ, e.g. after a raw setuid syscall).
+    pub creds: Creds,
 }
 
 /// Credentials.
@@ -309,6 +311,8 @@ pub enum FileKind {
         data: Option<Vec<u8>>,
         /// `st_mode`.
         mode: u32,
+        /// Id of the regular-file entry naming the FIFO's path.
+        regf_id: u32,
     },
 }
 

@@ -4,35 +4,8 @@
 use super::model::Vma;
 use crate::proc::maps::{vmflag, MapEntry};
 
-/// CRIU `VMA_*` status bits (image ABI).
-pub mod status {
-    /// Dumpable area.
-    pub const REGULAR: u32 = 1 << 0;
-    /// The main thread's stack.
-    pub const STACK: u32 = 1 << 1;
-    /// `[vsyscall]`.
-    pub const VSYSCALL: u32 = 1 << 2;
-    /// `[vdso]`.
-    pub const VDSO: u32 = 1 << 3;
-    /// `[heap]`.
-    pub const HEAP: u32 = 1 << 5;
-    /// Private file mapping.
-    pub const FILE_PRIVATE: u32 = 1 << 6;
-    /// Shared file mapping.
-    pub const FILE_SHARED: u32 = 1 << 7;
-    /// Shared anonymous memory.
-    pub const ANON_SHARED: u32 = 1 << 8;
-    /// Private anonymous memory.
-    pub const ANON_PRIVATE: u32 = 1 << 9;
-    /// SysV shared memory.
-    pub const SYSVIPC: u32 = 1 << 10;
-    /// `[vvar]` / `[vvar_vclock]`.
-    pub const VVAR: u32 = 1 << 12;
-    /// memfd-backed area.
-    pub const MEMFD: u32 = 1 << 14;
-    /// An area we cannot dump.
-    pub const UNSUPP: u32 = 1 << 31;
-}
+/// CRIU `VMA_*` status bits (image ABI), as the images module defines them.
+pub use crate::images::consts::vma_status as status;
 
 const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
@@ -53,9 +26,8 @@ const MADV_WIPEONFORK: u32 = 18;
 
 /// Describes one smaps area as an image VMA (file ids are filled in later).
 pub fn classify(m: &MapEntry) -> Vma {
-    let prot = (m.read as u32) * libc::PROT_READ as u32
-        | (m.write as u32) * libc::PROT_WRITE as u32
-        | (m.exec as u32) * libc::PROT_EXEC as u32;
+    let bit = |on: bool, v: libc::c_int| if on { v as u32 } else { 0 };
+    let prot = bit(m.read, libc::PROT_READ) | bit(m.write, libc::PROT_WRITE) | bit(m.exec, libc::PROT_EXEC);
     let mut flags = if m.shared { MAP_SHARED } else { MAP_PRIVATE };
     if m.has(vmflag::GROWSDOWN) {
         flags |= MAP_GROWSDOWN;
@@ -82,25 +54,25 @@ pub fn classify(m: &MapEntry) -> Vma {
         }
     }
     let st = match m.path.as_str() {
-        "[vsyscall]" => status::VSYSCALL,
-        "[vdso]" => status::REGULAR | status::VDSO | status::ANON_PRIVATE,
-        "[vvar]" | "[vvar_vclock]" => status::REGULAR | status::VVAR | status::ANON_PRIVATE,
+        "[vsyscall]" => status::AREA_VSYSCALL,
+        "[vdso]" => status::AREA_REGULAR | status::AREA_VDSO | status::ANON_PRIVATE,
+        "[vvar]" | "[vvar_vclock]" => status::AREA_REGULAR | status::AREA_VVAR | status::ANON_PRIVATE,
         _ if m.has(vmflag::IO) || m.has(vmflag::PFNMAP) || m.has(vmflag::HUGETLB) => status::UNSUPP,
-        p if p.starts_with("/SYSV") && m.shared => status::REGULAR | status::SYSVIPC,
+        p if p.starts_with("/SYSV") && m.shared => status::AREA_REGULAR | status::AREA_SYSVIPC,
         _ if m.is_anon() => {
-            let mut s = status::REGULAR | if m.shared { status::ANON_SHARED } else { status::ANON_PRIVATE };
+            let mut s = status::AREA_REGULAR | if m.shared { status::ANON_SHARED } else { status::ANON_PRIVATE };
             if m.path == "[heap]" {
-                s |= status::HEAP;
+                s |= status::AREA_HEAP;
             }
             if m.path == "[stack]" {
-                s |= status::STACK;
+                s |= status::AREA_STACK;
             }
             s
         }
         _ if m.shared && (m.path == "/dev/zero" || m.path.starts_with("/dev/zero")) && m.deleted => {
-            status::REGULAR | status::ANON_SHARED
+            status::AREA_REGULAR | status::ANON_SHARED
         }
-        _ => status::REGULAR | if m.shared { status::FILE_SHARED } else { status::FILE_PRIVATE },
+        _ => status::AREA_REGULAR | if m.shared { status::FILE_SHARED } else { status::FILE_PRIVATE },
     };
     if st & status::ANON_PRIVATE != 0 || st & status::ANON_SHARED != 0 {
         flags |= MAP_ANONYMOUS;
@@ -111,9 +83,15 @@ pub fn classify(m: &MapEntry) -> Vma {
 impl Vma {
     /// Whether this area's pages go into the process's pages image.
     pub fn dumps_private_pages(&self) -> bool {
-        self.status & status::REGULAR != 0
-            && self.status & (status::VVAR | status::FILE_SHARED | status::ANON_SHARED | status::SYSVIPC) == 0
+        self.status & status::AREA_REGULAR != 0
+            && self.status & (status::AREA_VVAR | status::FILE_SHARED | status::ANON_SHARED | status::AREA_SYSVIPC) == 0
             && self.status & status::UNSUPP == 0
+    }
+
+    /// Whether pages still shared with the page cache may be left out (a
+    /// private file mapping reads them from the file again).
+    pub fn file_pages_implicit(&self) -> bool {
+        self.status & status::FILE_PRIVATE != 0
     }
 
     /// Whether an all-zero page here may be left out (anonymous memory reads
@@ -147,18 +125,18 @@ mod tests {
     #[test]
     fn kinds() {
         let s = classify(&entry("[stack]", false, 0, vmflag::GROWSDOWN | vmflag::DONTCOPY));
-        assert_eq!(s.status, status::REGULAR | status::ANON_PRIVATE | status::STACK);
+        assert_eq!(s.status, status::AREA_REGULAR | status::ANON_PRIVATE | status::AREA_STACK);
         assert_eq!(s.mmap_flags, MAP_PRIVATE | MAP_GROWSDOWN | MAP_ANONYMOUS);
         assert_eq!(s.madv, 1 << MADV_DONTFORK);
         assert!(s.dumps_private_pages() && s.zero_pages_implicit());
         let f = classify(&entry("/usr/lib/libc.so.6", false, 42, 0));
-        assert_eq!(f.status, status::REGULAR | status::FILE_PRIVATE);
+        assert_eq!(f.status, status::AREA_REGULAR | status::FILE_PRIVATE);
         assert!(f.dumps_private_pages() && !f.zero_pages_implicit());
         let sh = classify(&entry("/tmp/x", true, 42, vmflag::LOCKED));
-        assert_eq!(sh.status, status::REGULAR | status::FILE_SHARED);
+        assert_eq!(sh.status, status::AREA_REGULAR | status::FILE_SHARED);
         assert_eq!(sh.mmap_flags, MAP_SHARED | MAP_LOCKED);
         assert!(!sh.dumps_private_pages());
-        assert_eq!(classify(&entry("[vsyscall]", false, 0, 0)).status, status::VSYSCALL);
+        assert_eq!(classify(&entry("[vsyscall]", false, 0, 0)).status, status::AREA_VSYSCALL);
         assert!(!classify(&entry("[vvar]", false, 0, 0)).dumps_private_pages());
     }
 }
