@@ -125,7 +125,6 @@ static struct report R;
 static struct ksigaction sa_before[65];
 static uint64_t mask_before;
 static stack_t ss_before;
-static struct itimerval it_before[3];
 static int ptimer_id = -1, ptimer2_id = -1;
 static struct rlimit nofile_before;
 static long rseq_probe_before;
@@ -448,8 +447,6 @@ static void setup_signals(void)
 	sev.sigev_notify = SIGEV_NONE;
 	if (syscall(SYS_timer_create, CLOCK_REALTIME, &sev, &ptimer2_id))
 		die("timer_create 2");
-	for (int w = 0; w < 3; w++)
-		getitimer(w, &it_before[w]);
 
 	for (int s = 1; s <= 64; s++)
 		if (s != SIGKILL && s != SIGSTOP)
