@@ -36,9 +36,11 @@ fn start_fullstate(d: &Dirs) -> Started {
     p
 }
 
+/// What the program looked like from outside before the dump: pid, fds, mappings.
+type Before = (i32, Vec<(i32, String)>, Vec<(u64, u64, String)>);
+
 /// Starts fullstate, dumps it (killing it) and waits until its pid is free.
-/// Returns the pid and what its fds were.
-fn start_and_dump(d: &Dirs) -> (i32, Vec<(i32, String)>, Vec<(u64, u64, String)>) {
+fn start_and_dump(d: &Dirs) -> Before {
     let mut p = start_fullstate(d);
     let pid = p.pid();
     let fds = fd_kinds(pid);
