@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -280,6 +281,7 @@ int main(int argc, char **argv)
 	stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
 	sigaltstack(&ss, NULL);
 
+	prctl(PR_SET_NAME, "restoree-name");
 	uintptr_t moved_vdso = 0;
 	clock_gettime_fn moved_cg = move_vdso(&moved_vdso);
 	struct timespec t0 = {0, 0};
@@ -342,6 +344,9 @@ int main(int argc, char **argv)
 	char cwd[4096];
 	snprintf(path, sizeof path, "%s/sub", dir);
 	CHECK(getcwd(cwd, sizeof cwd) && strcmp(cwd, path) == 0, "cwd %s", cwd);
+	char comm[32] = "";
+	prctl(PR_GET_NAME, comm);
+	CHECK(!strcmp(comm, "restoree-name"), "comm %s", comm);
 	mode_t old = umask(0);
 	CHECK(old == 027, "umask %o", old);
 

@@ -90,6 +90,7 @@ fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::I
     let pm = build_memory(plan, pages.as_ref(), &open_ro)?;
     drop(pages);
     restore_fs(&plan.fs)?;
+    set_comm(plan)?;
 
     let fds = BlobFds {
         shared: shared.iter().map(|(i, f)| (*i, f.as_raw_fd())).collect(),
@@ -110,6 +111,15 @@ fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::I
     // SAFETY: the blob is mapped and relocated at place.blob, the argument
     // block at `args`, and the stack lies inside the args mapping.
     unsafe { super::jump::jump(entry, args, place.stack.start + place.stack.len) }
+}
+
+/// `prctl(PR_SET_NAME, comm)`: the task's name as dumped.
+fn set_comm(plan: &TaskPlan) -> Result<()> {
+    let comm = plan.core.tc.as_ref().and_then(|tc| tc.comm.clone()).unwrap_or_default();
+    let Ok(name) = std::ffi::CString::new(comm.as_bytes().iter().copied().take(15).collect::<Vec<u8>>()) else {
+        return Err(RestoreError::Prepare(format!("task name {comm:?} holds a NUL byte")));
+    };
+    rustix::thread::set_name(&name).sys(|| format!("PR_SET_NAME({comm:?})"))
 }
 
 /// Becomes session leader or group leader when the dumped task was one.
