@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 /// A scratch directory under cargo's target tmpdir, emptied first.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("restore-tests").join(name);
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("restore-host-tests").join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
