@@ -119,6 +119,8 @@ mod full {
     const NONE_AT: u64 = FINAL + 0x20000;
     const FILE_AT: u64 = FINAL + 0x30000;
     const PARK: u64 = 0x1200_0000_0000;
+    const VDSO_DUMPED: u64 = FINAL + 0x40000;
+    const RSEQ_AT: u64 = DATA_AT + 0x2000;
     const BLOB_AT: u64 = 0x3a00_0000_0000;
 
     /// Kills the child (by pid) unless it was reaped.
@@ -136,8 +138,7 @@ mod full {
     fn spawn(mode: &str) -> (Guard, BufReader<std::process::ChildStdout>, u64, u64) {
         let mut child = Command::new(CHECK)
             .args(["full", mode])
-            .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
-            .stdin(Stdio::piped())
+                .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -208,8 +209,9 @@ mod full {
         let error = i64::from_le_bytes(raw[8..16].try_into().unwrap());
         assert_eq!((stage, error), (STAGE_SIGRETURN, 0));
 
-        // The address space: the restored VMAs, the parked vDSO, and the
-        // blob + argument block the host removes next; nothing else.
+        // The address space: the restored VMAs, the vDSO moved to its
+        // dumped place, and the blob + argument block the host removes
+        // next; nothing else (the park area is empty again).
         let maps = proc("maps");
         let perms_at = |a: u64| {
             maps.lines()
@@ -224,16 +226,42 @@ mod full {
         assert_eq!(perms_at(FILE_AT), "rw-s");
         for l in maps.lines() {
             let start = u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap();
-            let ok = (FINAL..FINAL + 0x40000).contains(&start)
-                || (PARK..PARK + 0x10_0000).contains(&start)
+            let ok = (FINAL..FINAL + 0x60000).contains(&start)
                 || (BLOB_AT..BLOB_AT + 0x10_0000).contains(&start)
                 || (base..base + (1 << 20)).contains(&start)
                 || l.ends_with("[vsyscall]");
             assert!(ok, "unexpected mapping left: {l}\n{maps}");
         }
-        assert!(maps.lines().any(|l| l.ends_with("[vdso]") && l.starts_with("12000000")), "vDSO not parked:\n{maps}");
+        assert!(maps.lines().any(|l| l.ends_with("[vvar]") && l.starts_with(&format!("{VDSO_DUMPED:x}-"))), "vvar:\n{maps}");
+        assert!(maps.lines().any(|l| l.ends_with("[vdso]") && l.starts_with("1000000")), "vDSO not moved:\n{maps}");
+        assert!(!maps.contains(&format!("{PARK:x}")), "park area not empty:\n{maps}");
+
+        // PR_SET_MM_MAP fields (stat fields 26-28, 45-51) and the auxv.
+        let stat = proc("stat");
+        let f: Vec<u64> = stat.rsplit_once(") ").unwrap().1.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        let field = |n: usize| f[n - 3];
+        assert_eq!((field(26), field(27), field(28)), (CODE_AT, CODE_AT + 0x1000, DATA_AT + 0x3000 - 8), "code/stack");
+        assert_eq!((field(45), field(46), field(47)), (DATA_AT, DATA_AT + 0x1000, DATA_AT + 0x2000), "data/brk");
+        assert_eq!((field(48), field(49), field(50), field(51)), (DATA_AT + 0x100, DATA_AT + 0x180, DATA_AT + 0x180, DATA_AT + 0x200));
+        let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap();
+        let words: Vec<u64> = auxv.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(&words[..4], &[6, 4096, 0x1234_5678, 0xabcd], "auxv");
+        assert_eq!(proc("personality").trim(), "00040000");
+
+        // rseq: glibc's registration dropped, the dumped one registered.
+        let mut conf = [0u64; 3];
+        // SAFETY: PTRACE_GET_RSEQ_CONFIGURATION writes 24 bytes into `conf`.
+        let r = unsafe { libc::ptrace(0x420f, pid.as_raw(), 24usize, conf.as_mut_ptr()) };
+        assert_eq!(r, 24, "PTRACE_GET_RSEQ_CONFIGURATION: {}", std::io::Error::last_os_error());
+        assert_eq!((conf[0], conf[1] as u32, (conf[1] >> 32) as u32), (RSEQ_AT, 32, 0x5305_3053), "rseq");
 
         let status = proc("status");
+        let line = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+        assert_eq!(line("Uid:"), "1000 1000 1000 1000");
+        assert_eq!(line("Gid:"), "1000 1000 1000 1000");
+        assert_eq!(line("Groups:"), "4242");
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert_eq!(status_mask(&status, "CapEff:"), status_mask(&own, "CapEff:"), "capabilities kept");
         assert_ne!(status_mask(&status, "SigCgt:") & 1 << 9, 0, "SIGUSR1 handler");
         assert_ne!(status_mask(&status, "SigIgn:") & 1 << 11, 0, "SIGUSR2 ignored");
         assert_ne!(status_mask(&status, "ShdPnd:") & 1 << 9, 0, "SIGUSR1 queued process-wide");

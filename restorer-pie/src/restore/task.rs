@@ -206,7 +206,8 @@ pub fn set_creds(ctx: &Ctx, c: &CredsArg) -> Step {
         if !cap_bit(c.cap_bnd, cap) {
             // SAFETY: integer-only prctl; EINVAL past the last capability.
             match unsafe { sys::prctl(PR_CAPBSET_DROP, cap as usize, 0, 0, 0) } {
-                Ok(_) | Err(sys::Errno::EINVAL) => {}
+                Ok(_) => {}
+                Err(sys::Errno::EINVAL) => break, // past the last capability
                 Err(e) => return Err(Fail::errno(e, cap as u64, b"PR_CAPBSET_DROP")),
             }
         }

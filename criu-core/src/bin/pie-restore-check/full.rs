@@ -10,8 +10,11 @@
 //! traps before `rt_sigreturn`), `notrap` (no tracer), `bad` (a layout
 //! the blob must refuse: exits 1 with a log line).
 //!
-//! Run with `GLIBC_TUNABLES=glibc.pthread.rseq=0` (glibc's rseq area would
-//! otherwise be unmapped while registered).
+//! Also restored: the vDSO (the running one moved to a "dumped" place of
+//! the same shape), `PR_SET_MM_MAP` fields and auxv, personality, an rseq
+//! registration in the data VMA (glibc's own registration is handed over
+//! as `cur_rseq` and dropped), and credentials (uid/gid 1000, a
+//! supplementary group, capabilities kept).
 
 use super::block::Block;
 use super::map_fixed;
@@ -30,6 +33,12 @@ pub const FILE_AT: u64 = FINAL + 0x30000;
 const PREMAP: u64 = FINAL + 0x8000;
 const BOUNCE: u64 = 0x1100_0000_0000;
 pub const PARK: u64 = 0x1200_0000_0000;
+/// Where the "dumped" vvar pages (and after them the vDSO) were.
+pub const VDSO_DUMPED: u64 = FINAL + 0x40000;
+pub const RSEQ_AT: u64 = DATA_AT + 0x2000;
+pub const RSEQ_SIG: u32 = 0x5305_3053;
+pub const PERSONALITY: u32 = 0x0040000; // ADDR_NO_RANDOMIZE
+pub const GROUP: u32 = 4242;
 const SIGUSR1: usize = 10;
 const SIGUSR2: usize = 12;
 const SIGRT1: usize = 35;
@@ -55,6 +64,36 @@ fn maps_range(name: &str) -> MemRange {
         }
     }
     r
+}
+
+extern "C" {
+    static __rseq_offset: isize;
+    static __rseq_size: u32;
+}
+
+/// glibc's rseq registration of this thread (len 0 if none).
+fn glibc_rseq() -> RseqArg {
+    let mut fs = 0u64;
+    // SAFETY: ARCH_GET_FS writes the fs base.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs) };
+    // SAFETY: glibc (2.35+) exports these read-only variables.
+    let (off, size) = unsafe { (__rseq_offset, __rseq_size) };
+    if size == 0 {
+        return RseqArg::default();
+    }
+    // glibc registers at least the 32-byte original struct rseq.
+    RseqArg { ptr: fs.wrapping_add(off as u64), len: size.max(32), sig: RSEQ_SIG }
+}
+
+/// A capability set from this process's /proc/self/status line `key`.
+fn cap_set(key: &str) -> [u32; 2] {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let v = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .unwrap_or(0);
+    [v as u32, (v >> 32) as u32]
 }
 
 fn siginfo(signo: i32, value: u64) -> [u8; SIGINFO_SIZE] {
@@ -92,9 +131,24 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     let memfd = rustix::fs::memfd_create("full", rustix::fs::MemfdFlags::empty()).map_err(|e| e.to_string())?;
     rustix::io::write(&memfd, &[0xf1; 2 * PAGE as usize]).map_err(|e| e.to_string())?;
     let file = VmaArg { flags: 1, fd: memfd.into_raw_fd(), ..vma(FILE_AT, 2, 3, VMA_FILE_SHARED, 0) };
-    let mut vmas = vec![code, data, none, file];
+    let (vvar, vdso) = (maps_range("[vvar]"), maps_range("[vdso]"));
+    let vvar = MemRange { len: vvar.len + maps_range("[vvar_vclock]").len, ..vvar };
+    let lo = if vvar.len != 0 { vvar.start.min(vdso.start) } else { vdso.start };
+    let span = (vdso.start + vdso.len).max(vvar.start + vvar.len) - lo;
+    // The dumped vDSO: same shape as the running one, at VDSO_DUMPED; its
+    // premapped copy (the running image) after the other copies.
+    let dumped_vvar = MemRange { start: VDSO_DUMPED + (vvar.start - lo), len: vvar.len };
+    let dumped_vdso = MemRange { start: VDSO_DUMPED + (vdso.start - lo), len: vdso.len };
+    let copy_at = PREMAP + 5 * PAGE;
+    map_fixed(copy_at, vdso.len)?;
+    // SAFETY: copying the readable running vDSO into our fresh mapping.
+    unsafe { std::ptr::copy_nonoverlapping(vdso.start as *const u8, copy_at as *mut u8, vdso.len as usize) };
+    let vvar_vma = VmaArg { end: dumped_vvar.start + dumped_vvar.len, ..vma(dumped_vvar.start, 0, 1, VMA_VVAR, 0) };
+    let vdso_vma = VmaArg { end: dumped_vdso.start + dumped_vdso.len, ..vma(dumped_vdso.start, 0, 5, VMA_VDSO, copy_at) };
+    let mut vmas = vec![code, data, none, file, vvar_vma, vdso_vma];
+    vmas.sort_by_key(|v| v.start);
     if mode == "bad" {
-        vmas[1].premap = PREMAP + 0x100_0000; // outside the premap area
+        vmas[1].premap = PREMAP + 0x100_0000; // data: outside the premap area
     }
 
     let mut acts = [SigactionArg::default(); 64];
@@ -114,11 +168,6 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     regs[gpreg::SS] = 0x2b;
     regs[gpreg::EFLAGS] = 0x202;
 
-    let (vvar, vdso) = (maps_range("[vvar]"), maps_range("[vdso]"));
-    let vvar = MemRange { len: vvar.len + maps_range("[vvar_vclock]").len, ..vvar };
-    let lo = if vvar.len != 0 { vvar.start.min(vdso.start) } else { vdso.start };
-    let span = (vdso.start + vdso.len).max(vvar.start + vvar.len) - lo;
-
     let mut block = Block::new(1 << 20);
     let varr = block.push(&vmas);
     let sarr = block.push(&acts);
@@ -136,15 +185,64 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     // SAFETY: reading a limit into a local.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
     let rl = block.push(&[RlimitArg { resource: libc::RLIMIT_NOFILE as u32, _pad: 0, cur: 100, max: nofile.rlim_max }]);
-    let scratch = block.area(4 * PLAN_SCRATCH_PER_VMA as usize, 8);
+    let scratch = block.area(vmas.len() * PLAN_SCRATCH_PER_VMA as usize, 8);
     let stack = block.area(THREAD_STACK_RESERVE as usize + 16 * 1024, 4096);
-    let t = ThreadArg { tid: pid, gpregs: regs, sigmask, sas_flags: 2, siginfos: own, stack, ..Default::default() };
+    let groups = block.push(&[GROUP]);
+    let auxv = block.push(&[6u64, 4096, 0x1234_5678, 0xabcd, 0, 0]); // AT_PAGESZ, a private tag, AT_NULL
+    let t = ThreadArg {
+        tid: pid,
+        gpregs: regs,
+        sigmask,
+        sas_flags: 2,
+        siginfos: own,
+        stack,
+        rseq_ptr: RSEQ_AT,
+        rseq_len: 32,
+        rseq_sig: RSEQ_SIG,
+        ..Default::default()
+    };
     let threads = block.push(&[t]);
     let base = block.base();
     let h = block.header_mut();
-    h.flags = if mode == "trap" { 0 } else { RESTORE_F_NO_TRAP };
+    h.flags = RESTORE_F_MM | RESTORE_F_PERSONALITY | RESTORE_F_CREDS | if mode == "trap" { 0 } else { RESTORE_F_NO_TRAP };
+    h.cur_rseq = glibc_rseq();
+    h.personality = PERSONALITY;
+    h.mm = MmMapArg {
+        start_code: CODE_AT,
+        end_code: CODE_AT + PAGE,
+        start_data: DATA_AT,
+        end_data: DATA_AT + PAGE,
+        start_brk: DATA_AT + 2 * PAGE,
+        brk: DATA_AT + 3 * PAGE,
+        start_stack: DATA_AT + 3 * PAGE - 8,
+        arg_start: DATA_AT + 0x100,
+        arg_end: DATA_AT + 0x180,
+        env_start: DATA_AT + 0x180,
+        env_end: DATA_AT + 0x200,
+        auxv: ArgArray { off: auxv.off, count: 48 },
+        exe_fd: -1,
+        _pad: 0,
+    };
+    h.creds = CredsArg {
+        uid: 1000,
+        euid: 1000,
+        suid: 1000,
+        fsuid: 1000,
+        gid: 1000,
+        egid: 1000,
+        sgid: 1000,
+        fsgid: 1000,
+        groups,
+        cap_inh: cap_set("CapInh:"),
+        cap_prm: cap_set("CapPrm:"),
+        cap_eff: cap_set("CapEff:"),
+        cap_bnd: cap_set("CapBnd:"),
+        cap_amb: cap_set("CapAmb:"),
+        secbits: 0,
+        no_new_privs: 0,
+    };
     h.blob = MemRange { start: loaded.base() as u64, len: loaded.len() as u64 };
-    h.premap = MemRange { start: PREMAP, len: 5 * PAGE };
+    h.premap = MemRange { start: PREMAP, len: 5 * PAGE + vdso.len };
     h.bounce = MemRange { start: BOUNCE, len: 3 * PAGE };
     h.scratch = scratch;
     h.vmas = varr;
@@ -154,7 +252,14 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     h.posix_timers = timers;
     h.rlimits = rl;
     h.itimers[0] = ItimerArg { interval_sec: 50, value_sec: 50, ..Default::default() };
-    h.vdso = VdsoArg { running_vdso: vdso, running_vvar: vvar, park: MemRange { start: PARK, len: span }, ..Default::default() };
+    h.vdso = VdsoArg {
+        running_vdso: vdso,
+        running_vvar: vvar,
+        park: MemRange { start: PARK, len: span.next_multiple_of(PAGE) },
+        dumped_vdso,
+        dumped_vvar,
+        ..Default::default()
+    };
 
     let entry = loaded.entry("restore_entry").ok_or("no restore_entry")?;
     let status_off = std::mem::offset_of!(RestoreArgs, status);
