@@ -120,7 +120,7 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     let code = vma(CODE_AT, 1, 5, VMA_PREMAPPED, PREMAP);
     let data = vma(DATA_AT, 3, 3, VMA_PREMAPPED, PREMAP + PAGE);
     let none = vma(NONE_AT, 1, 0, VMA_PREMAPPED, PREMAP + 4 * PAGE);
-    map_fixed(PREMAP, 5 * PAGE)?;
+    map_fixed(PREMAP, 5 * PAGE, false)?;
     // SAFETY: writing the premapped copies we just mapped.
     unsafe {
         std::ptr::copy_nonoverlapping(CODE.as_ptr(), PREMAP as *mut u8, CODE.len());
@@ -140,7 +140,7 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     let dumped_vvar = MemRange { start: VDSO_DUMPED + (vvar.start - lo), len: vvar.len };
     let dumped_vdso = MemRange { start: VDSO_DUMPED + (vdso.start - lo), len: vdso.len };
     let copy_at = PREMAP + 5 * PAGE;
-    map_fixed(copy_at, vdso.len)?;
+    map_fixed(copy_at, vdso.len, false)?;
     // SAFETY: copying the readable running vDSO into our fresh mapping.
     unsafe { std::ptr::copy_nonoverlapping(vdso.start as *const u8, copy_at as *mut u8, vdso.len as usize) };
     let vvar_vma = VmaArg { end: dumped_vvar.start + dumped_vvar.len, ..vma(dumped_vvar.start, 0, 1, VMA_VVAR, 0) };

@@ -80,12 +80,12 @@ fn maps_perms(addr: u64) -> Option<String> {
     })
 }
 
-/// `mmap` of fresh anonymous read-write memory exactly at `addr`.
-pub fn map_fixed(addr: u64, len: u64) -> Result<(), String> {
+/// `mmap` of fresh anonymous read-write memory exactly at `addr`
+/// (`MAP_GROWSDOWN` if `growsdown`).
+pub fn map_fixed(addr: u64, len: u64, growsdown: bool) -> Result<(), String> {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE | if growsdown { libc::MAP_GROWSDOWN } else { 0 };
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-    let got = unsafe {
-        libc::mmap(addr as *mut _, len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0)
-    };
+    let got = unsafe { libc::mmap(addr as *mut _, len as usize, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
     if got as u64 != addr {
         return Err(format!("cannot map {addr:#x}+{len:#x}: {}", std::io::Error::last_os_error()));
     }

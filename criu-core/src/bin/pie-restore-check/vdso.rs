@@ -56,7 +56,7 @@ pub fn run(loaded: &Loaded, image: &str, mode: &str) -> Result<String, String> {
     let off = sym.address();
     let len = (bytes.len() as u64).next_multiple_of(4096);
 
-    map_fixed(COPY_AT, len)?;
+    map_fixed(COPY_AT, len, false)?;
     // SAFETY: the fresh mapping is `len >= bytes.len()` bytes.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), COPY_AT as *mut u8, bytes.len()) };
 
