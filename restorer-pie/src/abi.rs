@@ -180,6 +180,8 @@ pub const STAGE_SIGNALS: u32 = 19;
 pub const STAGE_SIGFRAME: u32 = 20;
 /// Reached right before the trap + `rt_sigreturn` (see the handshake).
 pub const STAGE_SIGRETURN: u32 = 21;
+/// Cloning threads 1.. (added after the first publication).
+pub const STAGE_THREADS: u32 = 22;
 
 /// Bad magic/version/size in the header.
 pub const ERR_BAD_HEADER: i64 = -1000;

@@ -242,16 +242,26 @@ fn signo(info: &[u8; SIGINFO_SIZE]) -> i32 {
     i32::from_le_bytes([info[0], info[1], info[2], info[3]])
 }
 
-/// Re-queues the dumped pending signals: process-wide ones with
-/// `rt_sigqueueinfo`, the thread's own with `rt_tgsigqueueinfo`. They stay
-/// blocked until `rt_sigreturn` installs the dumped mask.
-pub fn queue_signals(ctx: &Ctx, t: &ThreadArg) -> Step {
-    let pid = sys::getpid().map_err(|e| Fail::errno(e, 0, b"getpid"))? as i32;
+fn getpid() -> Step<i32> {
+    sys::getpid().map(|p| p as i32).map_err(|e| Fail::errno(e, 0, b"getpid"))
+}
+
+/// Re-queues the dumped process-wide pending signals with
+/// `rt_sigqueueinfo`. They stay blocked until each thread's
+/// `rt_sigreturn` installs its dumped mask.
+pub fn queue_shared_signals(ctx: &Ctx) -> Step {
+    let pid = getpid()?;
     for info in ctx.array::<[u8; SIGINFO_SIZE]>(ctx.args.shared_siginfos)? {
         // SAFETY: a full 128-byte siginfo is read by the kernel.
         unsafe { sys::rt_sigqueueinfo(pid, signo(info), info.as_ptr().cast::<siginfo_t>()) }
             .map_err(|e| Fail::errno(e, signo(info) as u64, b"rt_sigqueueinfo"))?;
     }
+    Ok(())
+}
+
+/// Re-queues thread `t`'s own pending signals with `rt_tgsigqueueinfo`.
+pub fn queue_own_signals(ctx: &Ctx, t: &ThreadArg) -> Step {
+    let pid = getpid()?;
     for info in ctx.array::<[u8; SIGINFO_SIZE]>(t.siginfos)? {
         // SAFETY: as above.
         unsafe { sys::rt_tgsigqueueinfo(pid, t.tid, signo(info), info.as_ptr().cast::<siginfo_t>()) }
