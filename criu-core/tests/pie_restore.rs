@@ -136,6 +136,13 @@ mod full {
     }
 
     fn spawn(mode: &str) -> (Guard, BufReader<std::process::ChildStdout>, u64, u64) {
+        let (g, out, base, off, _) = spawn_tid(mode);
+        (g, out, base, off)
+    }
+
+    /// Starts `pie-restore-check full MODE`; returns the child, its stdout,
+    /// the block address, the status offset and thread 1's tid (0 if none).
+    fn spawn_tid(mode: &str) -> (Guard, BufReader<std::process::ChildStdout>, u64, u64, i32) {
         let mut child = Command::new(CHECK)
             .args(["full", mode])
                 .stdin(Stdio::piped())
@@ -150,16 +157,21 @@ mod full {
         assert_eq!(it.next(), Some("ready"), "child said {line:?}");
         let base = u64::from_str_radix(it.next().unwrap().trim_start_matches("0x"), 16).unwrap();
         let off = it.next().unwrap().parse().unwrap();
-        (Guard(child, false), out, base, off)
+        let tid = it.next().unwrap().parse().unwrap();
+        (Guard(child, false), out, base, off, tid)
+    }
+
+    /// The restored code wrote data words `words`, in this order.
+    fn expect_words(out: &mut impl Read, words: impl Iterator<Item = u64>) {
+        let mut data = Vec::new();
+        out.read_to_end(&mut data).unwrap();
+        let got: Vec<u64> = data.chunks(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))).collect();
+        let want: Vec<u64> = words.map(|i| 0xda7a_0000_0000_0000 | i).collect();
+        assert_eq!(got, want, "restored code wrote {data:x?}");
     }
 
     fn expect_data(out: &mut impl Read) {
-        let mut data = Vec::new();
-        out.read_to_end(&mut data).unwrap();
-        assert_eq!(data.len(), 64, "restored code wrote {data:x?}");
-        for (i, w) in data.chunks(8).enumerate() {
-            assert_eq!(u64::from_le_bytes(w.try_into().unwrap()), 0xda7a_0000_0000_0000 | i as u64);
-        }
+        expect_words(out, 0..8);
     }
 
     /// Hex mask from a /proc/PID/status line.
@@ -288,5 +300,74 @@ mod full {
         assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 42));
         g.1 = true;
         expect_data(&mut out);
+    }
+
+    #[test]
+    fn threads_restored_without_a_tracer() {
+        let (mut g, mut out, _, _, tid) = spawn_tid("threads");
+        assert!(tid > 0);
+        expect_words(&mut out, (8..16).chain(0..8));
+        let st = g.0.wait().unwrap();
+        g.1 = true;
+        assert_eq!(st.code(), Some(42), "{st:?}");
+    }
+
+    /// The threaded handshake: the host seizes thread 0 with
+    /// PTRACE_O_TRACECLONE, lets event stops go, and waits until every
+    /// thread sits at its trap before resuming them all.
+    #[test]
+    fn threads_handshake_under_ptrace() {
+        use nix::sys::wait::WaitPidFlag;
+        let (mut g, mut out, base, off, tid1) = spawn_tid("threads-trap");
+        let pid = Pid::from_raw(g.0.id() as i32);
+        ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACECLONE).expect("PTRACE_SEIZE");
+        g.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        // Wait on our two tids only (other tests run in parallel).
+        let tids = [pid, Pid::from_raw(tid1)];
+        let mut trapped = std::collections::BTreeSet::new();
+        while trapped.len() < 2 {
+            for &t in &tids {
+                match waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Stopped(p, Signal::SIGTRAP)) => {
+                        trapped.insert(p.as_raw());
+                    }
+                    Ok(WaitStatus::PtraceEvent(p, _, _)) => ptrace::cont(p, None).unwrap(),
+                    Ok(WaitStatus::Stopped(p, sig)) => ptrace::cont(p, Some(sig)).unwrap(),
+                    Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(trapped, [pid.as_raw(), tid1].into_iter().collect(), "both threads at their trap");
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+        let mut raw = [0u8; std::mem::size_of::<RestoreStatus>()];
+        mem.read_exact_at(&mut raw, base + off).unwrap();
+        assert_eq!(u32::from_le_bytes(raw[0..4].try_into().unwrap()), STAGE_SIGRETURN);
+        assert_eq!(i64::from_le_bytes(raw[8..16].try_into().unwrap()), 0);
+        // Per-thread state of thread 1: its own queued signal and creds.
+        let st1 = std::fs::read_to_string(format!("/proc/{pid}/task/{tid1}/status")).unwrap();
+        assert_ne!(status_mask(&st1, "SigPnd:") & 1 << 35, 0, "SIGRTMIN+2 queued to thread 1");
+        assert!(st1.lines().any(|l| l.starts_with("Uid:") && l.contains("1000")), "thread 1 creds");
+        for t in [pid.as_raw(), tid1] {
+            ptrace::cont(Pid::from_raw(t), None).unwrap();
+        }
+        // Thread 1 exits first and must be reaped before the leader's
+        // exit is reported.
+        let mut code = None;
+        while code.is_none() {
+            for &t in &tids {
+                match waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(p, c)) if p == pid => code = Some(c),
+                    Ok(WaitStatus::PtraceEvent(p, _, _)) => ptrace::cont(p, None).unwrap(),
+                    Ok(WaitStatus::Stopped(p, sig)) => ptrace::cont(p, Some(sig)).unwrap(),
+                    _ => {}
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(code, Some(42));
+        g.1 = true;
+        expect_words(&mut out, (8..16).chain(0..8));
     }
 }

@@ -107,6 +107,16 @@ pub const SELFTEST_WRITE_MESSAGE: &[u8] = b"criu-rs pie: hello from the restorer
 //    it matched, `park` is already empty). The blob itself unmaps `bounce`
 //    and the emptied premap area.
 //
+// Threads: the host seizes with `PTRACE_O_TRACECLONE`. Thread 0 clones
+// threads 1.. (`clone3`, `set_tid` = their dumped tids, on their
+// `ThreadArg::stack`) after the process-wide state; each then restores its
+// own tid address, rseq, credentials and pending signals and traps at its
+// own `rt_sigreturn`. The host lets the clone/event stops go on, waits
+// until every thread of `threads` sits at its SIGTRAP (all of them: that
+// is the barrier; `status.stage` is thread 0's, other threads only ever
+// set STAGE_SIGRETURN), then resumes them all. A failing thread ends the
+// whole process with `exit_group(1)`.
+//
 // On failure the blob writes `stage`, `error` (negative errno or a
 // `ERR_*` code) and `detail` into [`RestoreStatus`], a short line to
 // `log_fd`, and calls `exit_group(1)`; the host may read the status through
@@ -382,8 +392,8 @@ pub mod gpreg {
     pub const GS: usize = 26;
 }
 
-/// Per-thread state. Only thread 0 is restored for now; the array form
-/// leaves room for cloning the others in the blob (`clone3` + `set_tid`).
+/// Per-thread state. Thread 0 runs the blob; threads 1.. are cloned by it
+/// with their `tid` (`clone3` + `set_tid`), see the handshake notes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ThreadArg {

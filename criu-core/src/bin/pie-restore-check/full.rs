@@ -8,7 +8,11 @@
 //! Modes: `trap` (the handshake: prints `ready <block> <status offset>`,
 //! waits for a line on stdin while the test seizes it with ptrace, then
 //! traps before `rt_sigreturn`), `notrap` (no tracer), `bad` (a layout
-//! the blob must refuse: exits 1 with a log line).
+//! the blob must refuse: exits 1 with a log line), `threads` and
+//! `threads-trap` (a second thread, cloned by the blob with a chosen tid,
+//! prints `ready <block> <status offset> <tid>`: it writes data words
+//! 8..15 and exits; thread 0 waits for it on its clear_child_tid futex,
+//! then writes words 0..7 and calls exit_group(42)).
 //!
 //! Also restored: the vDSO (the running one moved to a "dumped" place of
 //! the same shape), `PR_SET_MM_MAP` fields and auxv, personality, an rseq
@@ -46,6 +50,29 @@ const SIGRT1: usize = 35;
 /// The restored code: `syscall` (the write set up by the registers), then
 /// `mov eax, 231; mov edi, 42; syscall` (exit_group(42)).
 const CODE: [u8; 14] = [0x0f, 0x05, 0xb8, 0xe7, 0, 0, 0, 0xbf, 0x2a, 0, 0, 0, 0x0f, 0x05];
+/// Thread 1's code (at CODE_AT + 0x100): `syscall` (its write), then
+/// `mov eax, 60; xor edi, edi; syscall` (exit of the thread).
+const CODE_T1: [u8; 11] = [0x0f, 0x05, 0xb8, 0x3c, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05];
+/// Where thread 1's clear_child_tid word is.
+pub const T1_TID_WORD: u64 = DATA_AT + 0x1800;
+
+/// Thread 0's code in the thread modes (at CODE_AT + 0x200): `syscall`
+/// (futex wait on thread 1's clear_child_tid), then write(1, DATA_AT, 64),
+/// then exit_group(42).
+fn code_t0() -> Vec<u8> {
+    let mut c = vec![0x0f, 0x05, 0xb8, 1, 0, 0, 0, 0xbf, 1, 0, 0, 0, 0x48, 0xbe];
+    c.extend_from_slice(&DATA_AT.to_le_bytes());
+    c.extend_from_slice(&[0xba, 64, 0, 0, 0, 0x0f, 0x05]);
+    c.extend_from_slice(&[0x90, 0x90]); // where CODE has its first syscall
+    c.extend_from_slice(&CODE[2..]);
+    c
+}
+
+/// A tid no task uses now (for thread 1).
+fn free_tid() -> i32 {
+    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(32768);
+    (max / 2..max).rev().find(|t| !std::path::Path::new(&format!("/proc/{t}")).exists()).unwrap_or(max - 1)
+}
 
 pub fn data_word(i: u64) -> u64 {
     0xda7a_0000_0000_0000 | i
@@ -124,10 +151,17 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     // SAFETY: writing the premapped copies we just mapped.
     unsafe {
         std::ptr::copy_nonoverlapping(CODE.as_ptr(), PREMAP as *mut u8, CODE.len());
+        std::ptr::copy_nonoverlapping(CODE_T1.as_ptr(), (PREMAP + 0x100) as *mut u8, CODE_T1.len());
+        let t0 = code_t0();
+        std::ptr::copy_nonoverlapping(t0.as_ptr(), (PREMAP + 0x200) as *mut u8, t0.len());
         for i in 0..3 * PAGE / 8 {
             ((PREMAP + PAGE + 8 * i) as *mut u64).write(data_word(i));
         }
     }
+    let threaded = mode.starts_with("threads");
+    let tid1 = if threaded { free_tid() } else { 0 };
+    // SAFETY: thread 1's clear_child_tid word, in the premapped data copy.
+    unsafe { ((PREMAP + PAGE + (T1_TID_WORD - DATA_AT)) as *mut u64).write(tid1 as u64) };
     let memfd = rustix::fs::memfd_create("full", rustix::fs::MemfdFlags::empty()).map_err(|e| e.to_string())?;
     rustix::io::write(&memfd, &[0xf1; 2 * PAGE as usize]).map_err(|e| e.to_string())?;
     let file = VmaArg { flags: 1, fd: memfd.into_raw_fd(), ..vma(FILE_AT, 2, 3, VMA_FILE_SHARED, 0) };
@@ -167,6 +201,18 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     regs[gpreg::CS] = 0x33;
     regs[gpreg::SS] = 0x2b;
     regs[gpreg::EFLAGS] = 0x202;
+    let mut regs1 = regs;
+    regs1[gpreg::RIP] = CODE_AT + 0x100;
+    regs1[gpreg::RSI] = DATA_AT + 64;
+    regs1[gpreg::RSP] = DATA_AT + 2 * PAGE;
+    if threaded {
+        regs[gpreg::RIP] = CODE_AT + 0x200;
+        regs[gpreg::RAX] = 202; // futex
+        regs[gpreg::RDI] = T1_TID_WORD;
+        regs[gpreg::RSI] = 0; // FUTEX_WAIT
+        regs[gpreg::RDX] = tid1 as u64;
+        regs[gpreg::R10] = 0;
+    }
 
     let mut block = Block::new(1 << 20);
     let varr = block.push(&vmas);
@@ -201,10 +247,24 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
         rseq_sig: RSEQ_SIG,
         ..Default::default()
     };
-    let threads = block.push(&[t]);
+    let own1 = block.push(&[siginfo(SIGRT1 as i32 + 1, 0x99)]);
+    let stack1 = block.area(THREAD_STACK_RESERVE as usize + 16 * 1024, 4096);
+    let t1 = ThreadArg {
+        tid: tid1,
+        gpregs: regs1,
+        sigmask: sigmask | 1 << SIGRT1, // also SIGRTMIN+2
+        sas_flags: 2,
+        siginfos: own1,
+        stack: stack1,
+        clear_child_tid: T1_TID_WORD,
+        ..Default::default()
+    };
+    let both = [t, t1];
+    let threads = block.push(if threaded { &both[..] } else { &both[..1] });
     let base = block.base();
     let h = block.header_mut();
-    h.flags = RESTORE_F_MM | RESTORE_F_PERSONALITY | RESTORE_F_CREDS | if mode == "trap" { 0 } else { RESTORE_F_NO_TRAP };
+    let trap = mode == "trap" || mode == "threads-trap";
+    h.flags = RESTORE_F_MM | RESTORE_F_PERSONALITY | RESTORE_F_CREDS | if trap { 0 } else { RESTORE_F_NO_TRAP };
     h.cur_rseq = glibc_rseq();
     h.personality = PERSONALITY;
     h.mm = MmMapArg {
@@ -263,9 +323,9 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
 
     let entry = loaded.entry("restore_entry").ok_or("no restore_entry")?;
     let status_off = std::mem::offset_of!(RestoreArgs, status);
-    println!("ready {base:#x} {status_off}");
+    println!("ready {base:#x} {status_off} {tid1}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
-    if mode == "trap" {
+    if trap {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
     }

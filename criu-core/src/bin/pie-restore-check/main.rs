@@ -10,7 +10,7 @@
 //!   and redirected to the running vDSO (`jump-*`) or to syscall stubs;
 //! - `pie-restore-check sigreturn`: sigframe + `rt_sigreturn` into chosen
 //!   registers and FPU state, checked by the landing code;
-//! - `pie-restore-check full trap|notrap|bad`: the whole `restore_entry`
+//! - `pie-restore-check full trap|notrap|bad|threads|threads-trap`: the whole `restore_entry`
 //!   turning this process into a small restored task (see `full.rs`).
 //!
 //! Prints `ok: ...` and exits 0 on success, `FAIL: ...` and exits 1.
@@ -52,7 +52,7 @@ fn run() -> Result<String, String> {
         ["vdso", image, mode] => vdso::run(&loaded, image, mode),
         ["sigreturn"] => sigreturn::run(&loaded),
         ["full", mode] => full::run(&loaded, mode),
-        _ => Err("usage: pie-restore-check memory <seed> [--no-smaps] | vdso <image> jump-near|jump-far|stub | sigreturn | full trap|notrap|bad".into()),
+        _ => Err("usage: pie-restore-check memory <seed> [--no-smaps] | vdso <image> jump-near|jump-far|stub | sigreturn | full trap|notrap|bad|threads|threads-trap".into()),
     }
 }
 
