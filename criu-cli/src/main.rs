@@ -2,7 +2,7 @@
 
 mod log;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -80,10 +80,14 @@ fn main() {
         eprintln!("criu-rs: cannot open the log: {e:#}");
         std::process::exit(1);
     }
+    let log_to_file = cli.log_file.is_some();
     let code = match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // The terminal gets the error once; a log file gets it too.
+            if log_to_file {
+                tracing::error!("{e:#}");
+            }
             eprintln!("Error: {e:#}");
             1
         }
@@ -94,16 +98,75 @@ fn main() {
 fn run(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Dump(a) => {
-            let _ = (a.pid, a.leave_running, a.shell_job);
-            anyhow::bail!("dump is not implemented yet")
+            let opts = criu_core::dump::DumpOptions {
+                pid: a.pid,
+                dir: a.dir,
+                leave_running: a.leave_running,
+                shell_job: a.shell_job,
+            };
+            let s = criu_core::dump::dump(&opts)
+                .with_context(|| format!("dumping process {}", opts.pid))?;
+            tracing::info!(
+                pid = opts.pid,
+                threads = s.process.threads.len(),
+                pages_written = s.mem.pages_written,
+                pages_skipped_zero = s.mem.pages_skipped_zero,
+                frozen_ms = s.frozen_time.as_millis() as u64,
+                memdump_ms = s.memdump_time.as_millis() as u64,
+                memread_ms = s.mem.read_time.as_millis() as u64,
+                memwrite_ms = s.mem.write_time.as_millis() as u64,
+                "dump finished"
+            );
+            Ok(0)
         }
         Cmd::Restore(a) => {
             let _ = (a.detached, a.pidfile, a.shell_job);
             anyhow::bail!("restore is not implemented yet")
         }
-        Cmd::Check(a) => {
-            let _ = a.feature;
-            Ok(0)
+        Cmd::Check(a) => check(a.feature.as_deref()),
+    }
+}
+
+/// `criu-rs check [--feature NAME]`: probe the kernel, as `criu check`.
+fn check(feature: Option<&str>) -> Result<i32> {
+    use criu_core::check;
+    if let Some(name) = feature {
+        let Some(f) = check::find(name) else {
+            let names: Vec<&str> = check::FEATURES.iter().map(|f| f.name).collect();
+            anyhow::bail!("unknown feature {name:?}; known features: {}", names.join(", "));
+        };
+        return Ok(match f.check().result {
+            Ok(()) => {
+                println!("{name} is supported");
+                0
+            }
+            Err(why) => {
+                println!("{name} is NOT supported: {why}");
+                println!("  disables: {}", f.disables);
+                1
+            }
+        });
+    }
+    let mut missing = 0;
+    for r in check::check_all() {
+        match &r.result {
+            Ok(()) => println!("{:<16} yes  {}", r.feature.name, r.feature.what),
+            Err(why) => {
+                // soft-dirty is optional: its absence disables nothing.
+                if r.feature.name != "soft_dirty" {
+                    missing += 1;
+                }
+                println!("{:<16} NO   {}", r.feature.name, r.feature.what);
+                println!("{:<16}      {why}", "");
+                println!("{:<16}      disables: {}", "", r.feature.disables);
+            }
         }
+    }
+    if missing == 0 {
+        println!("Looks good.");
+        Ok(0)
+    } else {
+        println!("{missing} feature(s) missing: the features listed as disabled will not work.");
+        Ok(1)
     }
 }

@@ -4,9 +4,16 @@
 //! - [`abi`]: the `#[repr(C)]` argument blocks shared with the blob.
 //! - [`images`]: CRIU-compatible image files (magics, framing, protobuf).
 //! - [`check`]: probing the kernel features criu-rs relies on.
+//! - [`proc`]: parsing `/proc/PID` files.
+//! - [`ptrace`]: freezing tasks, reading registers, injecting syscalls.
+//! - [`dump`]: collecting a process's state and writing the images.
 
 pub mod check;
+pub mod dump;
+pub mod images;
 pub mod pie;
+pub mod proc;
+pub mod ptrace;
 
 /// The argument ABI shared with the restorer blob. The one source file is
 /// compiled into both sides so they cannot drift apart.

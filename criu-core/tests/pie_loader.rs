@@ -12,15 +12,25 @@ const LOADER: &str = env!("CARGO_BIN_EXE_pie-loader");
 /// Load addresses: the lowest one mmap_min_addr allows, a high one, one in
 /// the middle, and one that is page aligned but not 2 MiB aligned.
 const ADDRESSES: [&str; 4] = ["0x10000", "0x7f0000000000", "0x5a5a00000000", "0x12345000"];
-const ENTRIES: [&str; 3] = ["pie_selftest_reloc", "pie_selftest_syscall", "pie_selftest_write"];
+const ENTRIES: [&str; 3] = [
+    "pie_selftest_reloc",
+    "pie_selftest_syscall",
+    "pie_selftest_write",
+];
 
 /// The qemu-x86_64 binary, if installed. Missing under CI (env `CI` set) is
 /// a failure; elsewhere the test is skipped loudly.
 fn qemu() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("qemu-x86_64")).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("qemu-x86_64"))
+            .find(|p| p.is_file())
+    });
     if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "qemu-x86_64 is not installed but CI is set: install qemu-user");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "qemu-x86_64 is not installed but CI is set: install qemu-user"
+        );
         eprintln!("\n*** SKIPPED: qemu-x86_64 not found (run `cargo xtask setup`) ***\n");
     }
     found
@@ -31,7 +41,11 @@ fn run(prefix: &[&str], args: &[&str]) -> Output {
         Some((p, rest)) => (*p, [rest, &[LOADER]].concat()),
         None => (LOADER, vec![]),
     };
-    Command::new(program).args(rest).args(args).output().expect("run pie-loader")
+    Command::new(program)
+        .args(rest)
+        .args(args)
+        .output()
+        .expect("run pie-loader")
 }
 
 fn assert_ok(out: &Output, what: &str) {
@@ -50,7 +64,10 @@ fn check_all(prefix: &[&str]) {
             let out = run(prefix, &[addr, entry]);
             assert_ok(&out, &format!("{prefix:?} {entry} at {addr}"));
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(stdout.contains(&format!("ok: {entry} at {addr}")), "no ok line for {entry} at {addr}: {stdout}");
+            assert!(
+                stdout.contains(&format!("ok: {entry} at {addr}")),
+                "no ok line for {entry} at {addr}: {stdout}"
+            );
         }
     }
 }
@@ -98,13 +115,20 @@ fn write_selftest_syscall_sequence_under_qemu_strace() {
     // Low 32 bits distinct from small offsets: qemu 7.2's -strace prints
     // only the low 32 bits of write's buffer pointer.
     let base = 0x5a5a_1234_5000u64;
-    let out = run(&[qemu.to_str().unwrap(), "-strace"], &[&format!("{base:#x}"), "pie_selftest_write"]);
+    let out = run(
+        &[qemu.to_str().unwrap(), "-strace"],
+        &[&format!("{base:#x}"), "pie_selftest_write"],
+    );
     assert_ok(&out, "qemu -strace pie_selftest_write");
     let trace = String::from_utf8_lossy(&out.stderr);
     let calls: Vec<_> = trace.lines().filter_map(parse_strace).collect();
     let len = SELFTEST_WRITE_MESSAGE.len().to_string();
     let found = calls.windows(3).find(|w| {
-        w[0].0 == "getpid" && w[1].0 == "write" && w[1].1.starts_with("1,") && w[1].1.ends_with(&format!(",{len}")) && w[2].0 == "gettid"
+        w[0].0 == "getpid"
+            && w[1].0 == "write"
+            && w[1].1.starts_with("1,")
+            && w[1].1.ends_with(&format!(",{len}"))
+            && w[2].0 == "gettid"
     });
     let Some(w) = found else {
         panic!("no getpid / write(1, .., {len}) / gettid sequence in the trace:\n{trace}");
@@ -114,5 +138,8 @@ fn write_selftest_syscall_sequence_under_qemu_strace() {
     let buf = w[1].1.split(',').nth(1).unwrap();
     let buf = u64::from_str_radix(buf.trim_start_matches("0x"), 16).unwrap() & 0xffff_ffff;
     let low = base & 0xffff_ffff;
-    assert!((low..low + (1 << 20)).contains(&buf), "write buffer {buf:#x} is not inside the blob at {base:#x}");
+    assert!(
+        (low..low + (1 << 20)).contains(&buf),
+        "write buffer {buf:#x} is not inside the blob at {base:#x}"
+    );
 }

@@ -3,7 +3,8 @@
 //! The input must be what `restorer.ld` produces: an x86_64 ELF64 `ET_DYN`
 //! (static PIE) whose only dynamic relocations are `R_X86_64_RELATIVE`,
 //! with no program interpreter, no TLS, no undefined symbols, no
-//! writable+executable segment, and a non-empty `.entries` section (see
+//! writable+executable segment, no linked-in panic or `core::fmt` code
+//! (checked by symbol name), and a non-empty `.entries` section (see
 //! `restorer_pie::entry`). Anything else is refused with a [`PackError`]
 //! that names the problem, because the loader can do nothing but add the
 //! load base to 8-byte slots.
@@ -51,6 +52,11 @@ pub enum PackError {
     RelocationOutsideImage { offset: u64 },
     #[error("undefined symbol `{0}`: the blob must not refer to anything outside itself")]
     UndefinedSymbol(String),
+    #[error(
+        "the blob links `{symbol}`: {reason} (blob code must not index unchecked, unwrap, \
+         overflow-check or format; find the caller with `nm`/`objdump -d` on the ELF)"
+    )]
+    ForbiddenSymbol { symbol: String, reason: &'static str },
     #[error("no entry points: the `.entries` section is missing or empty")]
     NoEntries,
     #[error("bad `.entries` section: {0}")]
@@ -208,6 +214,7 @@ pub fn pack(data: &[u8]) -> Result<Package, PackError> {
         }
     }
 
+    check_forbidden_symbols(&sections, data)?;
     let entries = read_entries(&sections, data, base, &relocs)?;
     Ok(Package::new(image, mem_size, segments, relocs.into_keys().collect(), entries)?)
 }
@@ -243,6 +250,29 @@ fn read_entries(
             Ok(EntryPoint { name, offset })
         })
         .collect()
+}
+
+/// Symbol-name fragments that show a panic or formatting path was linked
+/// in, with the reason given. The panic handler is only kept by the linker
+/// when something can reach it.
+const FORBIDDEN: [(&str, &str); 3] = [
+    ("rust_begin_unwind", "the panic handler is reachable"),
+    ("4core9panicking", "a panic is reachable"),
+    ("4core3fmt", "core::fmt is linked in"),
+];
+
+/// Refuses a blob whose symbol table shows reachable panics or formatting.
+fn check_forbidden_symbols(sections: &SectionTable<'_, Header>, data: &[u8]) -> Result<(), PackError> {
+    let table = sections.symbols(LE, data, elf::SHT_SYMTAB)?;
+    for sym in table.symbols() {
+        let name = table.symbol_name(LE, sym)?;
+        for (fragment, reason) in FORBIDDEN {
+            if name.windows(fragment.len()).any(|w| w == fragment.as_bytes()) {
+                return Err(PackError::ForbiddenSymbol { symbol: String::from_utf8_lossy(name).into_owned(), reason });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Merges segments whose page ranges touch the same page; refuses it when

@@ -219,7 +219,7 @@ impl Package {
 
     fn validate(&self) -> Result<(), PackageError> {
         let mem = self.mem_size;
-        if mem == 0 || mem % PAGE_SIZE != 0 || mem > MAX_MEM_SIZE {
+        if mem == 0 || !mem.is_multiple_of(PAGE_SIZE) || mem > MAX_MEM_SIZE {
             return Err(PackageError::BadMemSize(mem));
         }
         let image = self.image.len() as u64;

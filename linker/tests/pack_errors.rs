@@ -92,6 +92,15 @@ fn refuses_a_blob_without_entries() {
 }
 
 #[test]
+fn refuses_a_blob_with_a_reachable_panic_handler() {
+    let ld = script();
+    let args = ["-static-pie", "-Wl,--no-dynamic-linker", "-Wl,-T", ld.to_str().unwrap()];
+    let source = format!("void rust_begin_unwind(void) {{ for (;;) ; }}\n{}", ENTRY_C.replace("return args ? 1 : 2;", "if (!args) rust_begin_unwind(); return 1;"));
+    let msg = pack_error("panics", &source, &args);
+    assert!(msg.contains("`rust_begin_unwind`") && msg.contains("panic handler is reachable"), "{msg}");
+}
+
+#[test]
 fn packs_a_c_blob_linked_with_the_restorer_script() {
     let ld = script();
     let args = ["-static-pie", "-Wl,--no-dynamic-linker", "-Wl,-T", ld.to_str().unwrap()];

@@ -6,8 +6,11 @@ use crate::sys;
 use core::ffi::CStr;
 use core::hint::black_box;
 
+/// A name and a function, both pointers in a static.
+type Row = (&'static str, fn(u64) -> u64);
+
 /// A static table whose every field is a pointer the loader must relocate.
-static TABLE: [(&str, fn(u64) -> u64); 3] = [("alpha", plus_one), ("bravo", twice), ("charlie", square)];
+static TABLE: [Row; 3] = [("alpha", plus_one), ("bravo", twice), ("charlie", square)];
 
 fn plus_one(x: u64) -> u64 {
     x.wrapping_add(1)

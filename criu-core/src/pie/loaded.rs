@@ -17,7 +17,7 @@ impl Loaded {
     /// `MAP_FIXED_NOREPLACE`), relocates it for that address and applies
     /// each segment's protection (pages no segment covers get none).
     pub fn map_at(pkg: &Package, addr: usize) -> Result<Self, PieError> {
-        if addr as u64 % PAGE_SIZE != 0 {
+        if !(addr as u64).is_multiple_of(PAGE_SIZE) {
             return Err(PieError::Misaligned(addr));
         }
         let len = usize::try_from(pkg.mem_size()).map_err(|_| PieError::AddressOverflow { base: addr, len: pkg.mem_size() })?;
@@ -55,6 +55,20 @@ impl Loaded {
         }
         loaded.protect(covered, pkg.mem_size() - covered, Prot(0))?;
         Ok(loaded)
+    }
+
+    /// Maps `pkg` wherever the kernel finds room (benchmarks, tests).
+    pub fn map_anywhere(pkg: &Package) -> Result<Self, PieError> {
+        let len = usize::try_from(pkg.mem_size()).map_err(|_| PieError::AddressOverflow { base: 0, len: pkg.mem_size() })?;
+        // SAFETY: a fresh inaccessible mapping at a kernel-chosen address,
+        // released at once: it only finds a free range.
+        let addr = unsafe {
+            let p = mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::empty(), MapFlags::PRIVATE)
+                .map_err(|source| PieError::Map { addr: 0, len, source })?;
+            munmap(p, len).map_err(|source| PieError::Map { addr: p as usize, len, source })?;
+            p as usize
+        };
+        Self::map_at(pkg, addr)
     }
 
     /// `mprotect(base + offset, len, prot)`; a no-op for `len == 0`.

@@ -8,7 +8,7 @@ use super::{Package, PieError, PAGE_SIZE};
 /// past that are left alone) and `base` must be page aligned.
 pub fn relocate_into(pkg: &Package, dst: &mut [u8], base: usize) -> Result<(), PieError> {
     let need = pkg.mem_size();
-    if base as u64 % PAGE_SIZE != 0 {
+    if !(base as u64).is_multiple_of(PAGE_SIZE) {
         return Err(PieError::Misaligned(base));
     }
     if (base as u64).checked_add(need).is_none() {

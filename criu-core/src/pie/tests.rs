@@ -5,15 +5,11 @@ use crate::abi::{SelftestRelocArgs, SELFTEST_RELOC_CHECKSUM};
 
 const SELFTESTS: [&str; 3] = ["pie_selftest_reloc", "pie_selftest_syscall", "pie_selftest_write"];
 
-/// A page-aligned address that is free right now (reserve, then release).
-fn free_address(len: usize) -> usize {
-    use rustix::mm::{mmap_anonymous, munmap, MapFlags, ProtFlags};
-    // SAFETY: a fresh anonymous mapping, released at once; nothing uses it.
-    unsafe {
-        let p = mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::empty(), MapFlags::PRIVATE).expect("mmap");
-        munmap(p, len).expect("munmap");
-        p as usize
-    }
+/// A page-aligned address that is free right now.
+/// A distinct address per caller, far from where mmap places things, so
+/// tests running in parallel threads cannot take each other's spot.
+fn free_address(slot: usize) -> usize {
+    0x3a00_0000_0000 + slot * 0x1000_0000
 }
 
 #[test]
@@ -57,7 +53,7 @@ fn relocate_into_rejects_bad_destinations() {
 #[test]
 fn map_at_runs_the_reloc_selftest_in_process() {
     let pkg = embedded().unwrap();
-    let addr = free_address(pkg.mem_size() as usize);
+    let addr = free_address(1);
     let loaded = Loaded::map_at(pkg, addr).expect("map_at");
     assert_eq!(loaded.base(), addr);
     let mut args = SelftestRelocArgs::default();
@@ -76,7 +72,7 @@ fn map_at_runs_the_reloc_selftest_in_process() {
 #[test]
 fn map_at_refuses_taken_and_misaligned_addresses() {
     let pkg = embedded().unwrap();
-    let addr = free_address(pkg.mem_size() as usize);
+    let addr = free_address(2);
     let first = Loaded::map_at(pkg, addr).unwrap();
     assert!(matches!(Loaded::map_at(pkg, addr), Err(PieError::AddressInUse { .. })));
     assert!(matches!(Loaded::map_at(pkg, addr + 8), Err(PieError::Misaligned(_))));

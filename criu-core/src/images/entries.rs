@@ -1,0 +1,131 @@
+//! Conveniences on generated entry types where CRIU's conventions are not
+//! visible in the schema: page counts in `pagemap_entry`, and the entries
+//! that are followed by a raw payload.
+
+use super::consts::IMG_VERSION;
+use super::pb::{
+    FdTypes, FileEntry, GhostChunkEntry, InventoryEntry, Lsmtype, PagemapEntry, PipeDataEntry,
+    TaskKobjIdsEntry,
+};
+
+impl InventoryEntry {
+    /// The inventory of a dump as current CRIU writes it: image version 2,
+    /// one fdinfo image per files id, namespaces per id, `root_ids` of the
+    /// dumping process itself, and the host LSM.
+    pub fn for_dump(root_ids: TaskKobjIdsEntry, lsm: Lsmtype) -> Self {
+        InventoryEntry {
+            img_version: Some(IMG_VERSION),
+            fdinfo_per_id: Some(true),
+            root_ids: Some(root_ids),
+            ns_per_id: Some(true),
+            lsmtype: Some(lsm as i32),
+            ..Default::default()
+        }
+    }
+}
+
+impl FileEntry {
+    /// Checks that the sub-message named by `type` is present and no other
+    /// is (`file_entry` is a union); returns the problem if not.
+    pub fn union_error(&self) -> Option<String> {
+        let present: Vec<&'static str> = [
+            ("reg", self.reg.is_some()),
+            ("isk", self.isk.is_some()),
+            ("nsf", self.nsf.is_some()),
+            ("psk", self.psk.is_some()),
+            ("nlsk", self.nlsk.is_some()),
+            ("efd", self.efd.is_some()),
+            ("epfd", self.epfd.is_some()),
+            ("sgfd", self.sgfd.is_some()),
+            ("tunf", self.tunf.is_some()),
+            ("tfd", self.tfd.is_some()),
+            ("ify", self.ify.is_some()),
+            ("ffy", self.ffy.is_some()),
+            ("ext", self.ext.is_some()),
+            ("usk", self.usk.is_some()),
+            ("fifo", self.fifo.is_some()),
+            ("pipe", self.pipe.is_some()),
+            ("tty", self.tty.is_some()),
+            ("memfd", self.memfd.is_some()),
+            ("bpf", self.bpf.is_some()),
+            ("pidfd", self.pidfd.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        let want = match FdTypes::try_from(self.r#type.unwrap_or(0)) {
+            Ok(FdTypes::Reg) => "reg",
+            Ok(FdTypes::Inetsk) => "isk",
+            Ok(FdTypes::Ns) => "nsf",
+            Ok(FdTypes::Packetsk) => "psk",
+            Ok(FdTypes::Netlinksk) => "nlsk",
+            Ok(FdTypes::Eventfd) => "efd",
+            Ok(FdTypes::Eventpoll) => "epfd",
+            Ok(FdTypes::Signalfd) => "sgfd",
+            Ok(FdTypes::Tunf) => "tunf",
+            Ok(FdTypes::Timerfd) => "tfd",
+            Ok(FdTypes::Inotify) => "ify",
+            Ok(FdTypes::Fanotify) => "ffy",
+            Ok(FdTypes::Ext) => "ext",
+            Ok(FdTypes::Unixsk) => "usk",
+            Ok(FdTypes::Fifo) => "fifo",
+            Ok(FdTypes::Pipe) => "pipe",
+            Ok(FdTypes::Tty) => "tty",
+            Ok(FdTypes::Memfd) => "memfd",
+            Ok(FdTypes::Bpfmap) => "bpf",
+            Ok(FdTypes::Pidfd) => "pidfd",
+            _ => {
+                return Some(format!(
+                    "file type {} is not a storable type",
+                    self.r#type.unwrap_or(0)
+                ))
+            }
+        };
+        match present.as_slice() {
+            [only] if *only == want => None,
+            [] => Some(format!("type {want} without its `{want}` part")),
+            _ => Some(format!("type {want} with parts {present:?}")),
+        }
+    }
+}
+
+impl PagemapEntry {
+    /// An entry for `nr_pages` pages at `vaddr` with `flags`
+    /// ([`pagemap_flags`](super::consts::pagemap_flags)). Fills both the
+    /// 64-bit `nr_pages` (current CRIU) and the 32-bit field 2 that older
+    /// readers (such as Debian's crit 3.17) take as the page count.
+    pub fn new(vaddr: u64, nr_pages: u64, flags: u32) -> Self {
+        PagemapEntry {
+            vaddr: Some(vaddr),
+            compat_nr_pages: Some(u32::try_from(nr_pages).unwrap_or(0)),
+            in_parent: None,
+            flags: Some(flags),
+            nr_pages: Some(nr_pages),
+        }
+    }
+
+    /// The page count: `nr_pages` if present, else the old 32-bit field.
+    pub fn page_count(&self) -> u64 {
+        self.nr_pages
+            .unwrap_or_else(|| u64::from(self.compat_nr_pages.unwrap_or(0)))
+    }
+}
+
+/// An entry that is followed in its image by a raw payload whose length it
+/// records.
+pub trait Payload {
+    /// Length in bytes of the raw data following the entry.
+    fn payload_len(&self) -> u64;
+}
+
+impl Payload for PipeDataEntry {
+    fn payload_len(&self) -> u64 {
+        u64::from(self.bytes.unwrap_or(0))
+    }
+}
+
+impl Payload for GhostChunkEntry {
+    fn payload_len(&self) -> u64 {
+        self.len.unwrap_or(0)
+    }
+}

@@ -1,0 +1,47 @@
+//! `cargo xtask bench`: a table of measurements. Rows other parts of the
+//! project will fill (dump/restore throughput) show "n/a" for now.
+
+use anyhow::{Context, Result};
+use criu_core::pie::{self, Loaded};
+use std::time::{Duration, Instant};
+
+pub fn run(args: &[String]) -> Result<()> {
+    let runs: u32 = match crate::flag_value(args, "--runs")? {
+        Some(v) => v.parse().with_context(|| format!("bad --runs value {v}"))?,
+        None => 1000,
+    }
+    .max(1);
+    let pkg = pie::embedded()?;
+
+    let start = Instant::now();
+    for _ in 0..runs {
+        drop(Loaded::map_anywhere(pkg)?);
+    }
+    let map = start.elapsed() / runs;
+
+    let mut buf = vec![0u8; pkg.mem_size() as usize];
+    let start = Instant::now();
+    for _ in 0..runs {
+        pie::relocate_into(pkg, &mut buf, 0x7f00_0000_0000)?;
+    }
+    let reloc = start.elapsed() / runs;
+
+    let rows: [(&str, String); 5] = [
+        ("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())),
+        ("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))),
+        ("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))),
+        ("dump throughput", crate::bench_dump::dump_throughput(&crate::workspace_root(), runs.min(3))?),
+        ("restore throughput", "n/a".into()),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    println!("{:width$}  value", "measure");
+    println!("{:-<width$}  {:-<30}", "", "");
+    for (k, v) in rows {
+        println!("{k:width$}  {v}");
+    }
+    Ok(())
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.2} µs", d.as_secs_f64() * 1e6)
+}

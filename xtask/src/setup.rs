@@ -1,0 +1,41 @@
+//! `cargo xtask setup`: installs the tools the tests use (qemu-x86_64 from
+//! qemu-user, crit from criu) with apt-get when they are missing.
+
+use anyhow::{bail, Result};
+use std::process::Command;
+
+/// (command looked up on PATH, Debian package providing it)
+const TOOLS: [(&str, &str); 3] = [("qemu-x86_64", "qemu-user"), ("crit", "criu"), ("gcc", "gcc")];
+
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+fn run_cmd(program: &str, args: &[&str]) -> Result<()> {
+    println!("+ {program} {}", args.join(" "));
+    let status = Command::new(program).args(args).status()?;
+    if !status.success() {
+        bail!("{program} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn run() -> Result<()> {
+    let mut missing = Vec::new();
+    for (cmd, pkg) in TOOLS {
+        if on_path(cmd) {
+            println!("{cmd}: found");
+        } else {
+            println!("{cmd}: missing, will install package {pkg}");
+            missing.push(pkg);
+        }
+    }
+    if missing.is_empty() {
+        println!("nothing to do");
+        return Ok(());
+    }
+    run_cmd("apt-get", &["update"])?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(missing);
+    run_cmd("apt-get", &args)
+}
