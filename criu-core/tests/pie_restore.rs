@@ -121,6 +121,7 @@ mod full {
     const PARK: u64 = 0x1200_0000_0000;
     const VDSO_DUMPED: u64 = FINAL + 0x40000;
     const RSEQ_AT: u64 = DATA_AT + 0x2000;
+    const LAZY_AT: u64 = FINAL + 0x38000;
     const BLOB_AT: u64 = 0x3a00_0000_0000;
 
     /// Kills the child (by pid) unless it was reaped.
@@ -259,6 +260,24 @@ mod full {
         let words: Vec<u64> = auxv.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(&words[..4], &[6, 4096, 0x1234_5678, 0xabcd], "auxv");
         assert_eq!(proc("personality").trim(), "00040000");
+
+        // The lazy VMA is registered with the userfaultfd (VmFlags "um");
+        // the fds handed to the blob (memfd, userfaultfd) are closed: only
+        // the child's extra copy of the userfaultfd (100) is left.
+        let smaps = proc("smaps");
+        let lazy = smaps.split(&format!("\n{LAZY_AT:x}-")).nth(1).unwrap_or_else(|| panic!("no lazy VMA:\n{smaps}"));
+        let vmflags = lazy.lines().find(|l| l.starts_with("VmFlags:")).unwrap();
+        assert!(vmflags.split_whitespace().any(|f| f == "um"), "lazy VMA not registered: {vmflags}");
+        let links: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().into_string().unwrap(), std::fs::read_link(e.path()).unwrap().display().to_string())
+            })
+            .collect();
+        assert!(!links.iter().any(|(_, l)| l.contains("memfd:full")), "file VMA fd left open: {links:?}");
+        let uffds: Vec<&str> = links.iter().filter(|(_, l)| l.contains("userfaultfd")).map(|(n, _)| n.as_str()).collect();
+        assert_eq!(uffds, vec!["100"], "the blob's userfaultfd left open: {links:?}");
 
         // rseq: glibc's registration dropped, the dumped one registered.
         let mut conf = [0u64; 3];

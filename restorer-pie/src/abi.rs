@@ -137,6 +137,11 @@ pub const RESTORE_F_CREDS: u64 = 1 << 1;
 pub const RESTORE_F_PERSONALITY: u64 = 1 << 2;
 /// `RestoreArgs::flags`: `mm` is valid; issue `PR_SET_MM_MAP`.
 pub const RESTORE_F_MM: u64 = 1 << 3;
+/// `RestoreArgs::flags`: the blob closes the fds it was handed once used:
+/// every `VmaArg::fd` after mapping and `mm.exe_fd` after PR_SET_MM_MAP
+/// (`log_fd` stays: the host closes it). Without the flag the host closes
+/// them after the handshake.
+pub const RESTORE_F_CLOSE_FDS: u64 = 1 << 4;
 
 /// A range of target addresses `[start, start + len)`.
 #[repr(C)]
@@ -192,6 +197,8 @@ pub const STAGE_SIGFRAME: u32 = 20;
 pub const STAGE_SIGRETURN: u32 = 21;
 /// Cloning threads 1.. (added after the first publication).
 pub const STAGE_THREADS: u32 = 22;
+/// Registering lazy VMAs with the userfaultfd.
+pub const STAGE_LAZY: u32 = 23;
 
 /// Bad magic/version/size in the header.
 pub const ERR_BAD_HEADER: i64 = -1000;
@@ -284,6 +291,10 @@ pub struct RestoreArgs {
     /// every preemption). `len == 0`: none. Get it with
     /// `PTRACE_GET_RSEQ_CONFIGURATION`.
     pub cur_rseq: RseqArg,
+    /// A userfaultfd for VMAs with `VMA_F_LAZY` (registered in MISSING
+    /// mode once in place, then closed by the blob), or -1.
+    pub uffd: i32,
+    pub _pad2: u32,
 }
 
 /// Bytes of [`RestoreArgs::scratch`] needed per VMA.
@@ -306,7 +317,8 @@ pub struct RseqArg {
 /// moves it with `mremap(MREMAP_MAYMOVE | MREMAP_FIXED)`.
 pub const VMA_PREMAPPED: u32 = 1;
 /// `VmaArg::kind`: the blob maps `fd` at `start` with `pgoff`
-/// (`MAP_SHARED | MAP_FIXED`); `fd` is closed by the host afterwards.
+/// (`MAP_SHARED | MAP_FIXED`, or `MAP_PRIVATE` if `flags` says so); the
+/// fd is closed by the blob with `RESTORE_F_CLOSE_FDS`, else by the host.
 pub const VMA_FILE_SHARED: u32 = 2;
 /// `VmaArg::kind`: already at its final address; left alone (not unmapped,
 /// not moved); only prot/madvise are applied.

@@ -3,8 +3,8 @@
 //! madvise bits, put the vDSO in place (or redirect the old copy).
 
 use crate::abi::{
-    MemRange, VmaArg, ERR_BAD_VMAS, ERR_NO_BOUNCE, ERR_VDSO, PLAN_SCRATCH_PER_VMA, VMA_FILE_SHARED, VMA_PINNED,
-    VMA_PREMAPPED, VMA_VDSO,
+    MemRange, VmaArg, ERR_BAD_VMAS, ERR_NO_BOUNCE, ERR_VDSO, PLAN_SCRATCH_PER_VMA, RESTORE_F_CLOSE_FDS, VMA_FILE_SHARED,
+    VMA_F_LAZY, VMA_PINNED, VMA_PREMAPPED, VMA_VDSO,
 };
 use crate::restore::ctx::{Ctx, Fail, Step};
 use crate::restore::layout::{check_vmas, for_each_gap, parked, same_vdso_shape};
@@ -18,6 +18,9 @@ const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
 const MAP_FIXED: u32 = 0x10;
 const PROT_READ_WRITE: u32 = 0x3;
+/// `_IOWR(0xAA, 0x00, struct uffdio_register)` (32-byte argument).
+const UFFDIO_REGISTER: u32 = 0xc020_aa00;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 
 /// `mremap(from, len, len, MAYMOVE | FIXED, to)`.
 fn move_range(from: u64, len: u64, to: u64) -> Result<(), sys::Errno> {
@@ -136,6 +139,37 @@ pub fn map_files(vmas: &[VmaArg]) -> Step {
         if got as u64 != v.start {
             return Err(Fail::new(ERR_BAD_VMAS, v.start, b"file VMA mapped elsewhere"));
         }
+    }
+    Ok(())
+}
+
+/// With RESTORE_F_CLOSE_FDS, closes the fds of file VMAs (now mapped).
+pub fn close_vma_fds(ctx: &Ctx, vmas: &[VmaArg]) {
+    if ctx.args.flags & RESTORE_F_CLOSE_FDS == 0 {
+        return;
+    }
+    for v in vmas.iter().filter(|v| v.kind == VMA_FILE_SHARED && v.fd >= 0) {
+        // Several VMAs may share an fd: EBADF after the first close is fine.
+        let _ = sys::close(v.fd);
+    }
+}
+
+/// Registers every lazy VMA, now in place, with the userfaultfd (MISSING
+/// mode), then closes the blob's copy of it.
+pub fn register_lazy(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
+    let uffd = ctx.args.uffd;
+    for v in vmas.iter().filter(|v| v.vflags & VMA_F_LAZY != 0) {
+        if uffd < 0 {
+            return Err(Fail::new(ERR_BAD_VMAS, v.start, b"lazy VMA without a userfaultfd"));
+        }
+        // struct uffdio_register { range { start, len }, mode, ioctls (out) }
+        let mut reg = [v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING, 0];
+        // SAFETY: the kernel reads and writes the 32-byte struct on our stack.
+        unsafe { sys::ioctl(uffd, UFFDIO_REGISTER, reg.as_mut_ptr() as usize) }
+            .map_err(|e| Fail::errno(e, v.start, b"UFFDIO_REGISTER"))?;
+    }
+    if uffd >= 0 {
+        sys::close(uffd).map_err(|e| Fail::errno(e, uffd as u64, b"close userfaultfd"))?;
     }
     Ok(())
 }

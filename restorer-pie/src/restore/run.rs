@@ -65,11 +65,14 @@ fn stages(ctx: &Ctx, base: u64) -> Step<u64> {
     memory::move_premapped(ctx, vmas)?;
     ctx.stage(STAGE_MAP_SHARED);
     memory::map_files(vmas)?;
+    memory::close_vma_fds(ctx, vmas);
     ctx.stage(STAGE_PROTECT);
     memory::protect(ctx, vmas)?;
     ctx.stage(STAGE_VDSO);
     memory::place_vdso(ctx, vmas)?;
     memory::drop_staging(ctx, vmas)?;
+    ctx.stage(STAGE_LAZY);
+    memory::register_lazy(ctx, vmas)?;
 
     if a.flags & RESTORE_F_MM != 0 {
         ctx.stage(STAGE_MM);

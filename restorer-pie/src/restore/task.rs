@@ -62,8 +62,11 @@ pub fn set_mm(ctx: &Ctx) -> Step {
     };
     // SAFETY: the kernel reads `map` and the auxv bytes it points to.
     unsafe { sys::prctl(PR_SET_MM, PR_SET_MM_MAP, &map as *const PrctlMmMap as usize, core::mem::size_of::<PrctlMmMap>(), 0) }
-        .map(drop)
-        .map_err(|e| Fail::errno(e, 0, b"PR_SET_MM_MAP"))
+        .map_err(|e| Fail::errno(e, 0, b"PR_SET_MM_MAP"))?;
+    if m.exe_fd >= 0 && ctx.args.flags & crate::abi::RESTORE_F_CLOSE_FDS != 0 {
+        let _ = sys::close(m.exe_fd);
+    }
+    Ok(())
 }
 
 /// Applies the dumped rlimits. Limits already equal are skipped; any

@@ -17,8 +17,9 @@
 //! Also restored: the vDSO (the running one moved to a "dumped" place of
 //! the same shape), `PR_SET_MM_MAP` fields and auxv, personality, an rseq
 //! registration in the data VMA (glibc's own registration is handed over
-//! as `cur_rseq` and dropped), and credentials (uid/gid 1000, a
-//! supplementary group, capabilities kept).
+//! as `cur_rseq` and dropped), credentials (uid/gid 1000, a
+//! supplementary group, capabilities kept), a lazy VMA registered with a
+//! userfaultfd, and the fds handed to the blob closed by it.
 
 use super::block::Block;
 use super::map_fixed;
@@ -43,6 +44,11 @@ pub const RSEQ_AT: u64 = DATA_AT + 0x2000;
 pub const RSEQ_SIG: u32 = 0x5305_3053;
 pub const PERSONALITY: u32 = 0x0040000; // ADDR_NO_RANDOMIZE
 pub const GROUP: u32 = 4242;
+/// A lazy VMA: left empty, registered with a userfaultfd by the blob.
+pub const LAZY_AT: u64 = FINAL + 0x38000;
+/// Where a second copy of the userfaultfd is kept open (the blob closes
+/// its own; a lazy-pages daemon would hold the other in real use).
+pub const UFFD_KEPT: i32 = 100;
 const SIGUSR1: usize = 10;
 const SIGUSR2: usize = 12;
 const SIGRT1: usize = 35;
@@ -91,6 +97,22 @@ fn maps_range(name: &str) -> MemRange {
         }
     }
     r
+}
+
+/// A userfaultfd after the UFFDIO_API handshake, also dup'ed to UFFD_KEPT.
+fn userfaultfd() -> Result<i32, String> {
+    // SAFETY: plain syscalls on fds we own and a local struct.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_userfaultfd, 0) as i32;
+        if fd < 0 {
+            return Err(format!("userfaultfd: {}", std::io::Error::last_os_error()));
+        }
+        let mut api = [0xaau64, 0, 0];
+        if libc::ioctl(fd, 0xc018_aa3f, api.as_mut_ptr()) != 0 || libc::dup2(fd, UFFD_KEPT) != UFFD_KEPT {
+            return Err(format!("UFFDIO_API/dup2: {}", std::io::Error::last_os_error()));
+        }
+        Ok(fd)
+    }
 }
 
 extern "C" {
@@ -179,7 +201,11 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     unsafe { std::ptr::copy_nonoverlapping(vdso.start as *const u8, copy_at as *mut u8, vdso.len as usize) };
     let vvar_vma = VmaArg { end: dumped_vvar.start + dumped_vvar.len, ..vma(dumped_vvar.start, 0, 1, VMA_VVAR, 0) };
     let vdso_vma = VmaArg { end: dumped_vdso.start + dumped_vdso.len, ..vma(dumped_vdso.start, 0, 5, VMA_VDSO, copy_at) };
-    let mut vmas = vec![code, data, none, file, vvar_vma, vdso_vma];
+    let lazy_copy = copy_at + vdso.len;
+    map_fixed(lazy_copy, PAGE, false)?;
+    let lazy = VmaArg { vflags: VMA_F_LAZY, ..vma(LAZY_AT, 1, 3, VMA_PREMAPPED, lazy_copy) };
+    let uffd = userfaultfd()?;
+    let mut vmas = vec![code, data, none, file, lazy, vvar_vma, vdso_vma];
     vmas.sort_by_key(|v| v.start);
     if mode == "bad" {
         vmas[1].premap = PREMAP + 0x100_0000; // data: outside the premap area
@@ -264,7 +290,11 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     let base = block.base();
     let h = block.header_mut();
     let trap = mode == "trap" || mode == "threads-trap";
-    h.flags = RESTORE_F_MM | RESTORE_F_PERSONALITY | RESTORE_F_CREDS | if trap { 0 } else { RESTORE_F_NO_TRAP };
+    h.flags = RESTORE_F_MM
+        | RESTORE_F_PERSONALITY
+        | RESTORE_F_CREDS
+        | RESTORE_F_CLOSE_FDS
+        | if trap { 0 } else { RESTORE_F_NO_TRAP };
     h.cur_rseq = glibc_rseq();
     h.personality = PERSONALITY;
     h.mm = MmMapArg {
@@ -302,7 +332,8 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
         no_new_privs: 0,
     };
     h.blob = MemRange { start: loaded.base() as u64, len: loaded.len() as u64 };
-    h.premap = MemRange { start: PREMAP, len: 5 * PAGE + vdso.len };
+    h.premap = MemRange { start: PREMAP, len: 6 * PAGE + vdso.len };
+    h.uffd = uffd;
     h.bounce = MemRange { start: BOUNCE, len: 3 * PAGE };
     h.scratch = scratch;
     h.vmas = varr;
