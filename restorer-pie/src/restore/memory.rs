@@ -45,7 +45,7 @@ pub fn check(ctx: &Ctx) -> Step<&[VmaArg]> {
     let a = &ctx.args;
     let page = a.page_size.max(1);
     for r in [a.blob, a.args, a.premap, a.bounce, a.vdso.park, a.vdso.running_vdso, a.vdso.running_vvar] {
-        if r.start % page != 0 || r.len % page != 0 {
+        if !r.start.is_multiple_of(page) || !r.len.is_multiple_of(page) {
             return Err(Fail::new(ERR_BAD_VMAS, r.start, b"area not page aligned"));
         }
     }
@@ -99,7 +99,7 @@ pub fn move_premapped(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let a = &ctx.args;
     let n = vmas.iter().filter(|v| v.kind == VMA_PREMAPPED).count();
     let need = (n as u64).saturating_mul(PLAN_SCRATCH_PER_VMA);
-    if need > a.scratch.len || a.scratch.start % 8 != 0 {
+    if need > a.scratch.len || !a.scratch.start.is_multiple_of(8) {
         return Err(Fail::new(ERR_NO_BOUNCE, need, b"planner scratch too small"));
     }
     // SAFETY: the scratch area is reserved for this and referenced nowhere

@@ -256,7 +256,7 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     let mut nofile = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: reading a limit into a local.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
-    let rl = block.push(&[RlimitArg { resource: libc::RLIMIT_NOFILE as u32, _pad: 0, cur: 100, max: nofile.rlim_max }]);
+    let rl = block.push(&[RlimitArg { resource: libc::RLIMIT_NOFILE, _pad: 0, cur: 100, max: nofile.rlim_max }]);
     let scratch = block.area(vmas.len() * PLAN_SCRATCH_PER_VMA as usize, 8);
     let stack = block.area(THREAD_STACK_RESERVE as usize + 16 * 1024, 4096);
     let groups = block.push(&[GROUP]);
