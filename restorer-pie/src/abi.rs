@@ -292,7 +292,8 @@ pub struct RestoreArgs {
     /// `PTRACE_GET_RSEQ_CONFIGURATION`.
     pub cur_rseq: RseqArg,
     /// A userfaultfd for VMAs with `VMA_F_LAZY` (registered in MISSING
-    /// mode once in place, then closed by the blob), or -1.
+    /// mode once in place, then closed by the blob). Ignored, not closed,
+    /// when no VMA is lazy (so 0 from `Default` is harmless).
     pub uffd: i32,
     pub _pad2: u32,
 }

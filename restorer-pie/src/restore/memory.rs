@@ -155,9 +155,11 @@ pub fn close_vma_fds(ctx: &Ctx, vmas: &[VmaArg]) {
 }
 
 /// Registers every lazy VMA, now in place, with the userfaultfd (MISSING
-/// mode), then closes the blob's copy of it.
+/// mode), then closes the blob's copy of it. Without lazy VMAs the uffd
+/// field is ignored (not even closed), so a zeroed field is harmless.
 pub fn register_lazy(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let uffd = ctx.args.uffd;
+    let mut any = false;
     for v in vmas.iter().filter(|v| v.vflags & VMA_F_LAZY != 0) {
         if uffd < 0 {
             return Err(Fail::new(ERR_BAD_VMAS, v.start, b"lazy VMA without a userfaultfd"));
@@ -167,8 +169,9 @@ pub fn register_lazy(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
         // SAFETY: the kernel reads and writes the 32-byte struct on our stack.
         unsafe { sys::ioctl(uffd, UFFDIO_REGISTER, reg.as_mut_ptr() as usize) }
             .map_err(|e| Fail::errno(e, v.start, b"UFFDIO_REGISTER"))?;
+        any = true;
     }
-    if uffd >= 0 {
+    if any {
         sys::close(uffd).map_err(|e| Fail::errno(e, uffd as u64, b"close userfaultfd"))?;
     }
     Ok(())
