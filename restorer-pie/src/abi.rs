@@ -327,8 +327,9 @@ pub const VMA_PINNED: u32 = 3;
 /// `VmaArg::kind`: the dumped `[vdso]` (final place of the vDSO). The host
 /// premaps a copy with the dumped contents (`premap != 0`). If the running
 /// vDSO matches (see [`VdsoArg::dumped_syms`]) the blob drops that copy and
-/// moves the running vDSO here; otherwise it moves the copy here like a
-/// PREMAPPED VMA and patches jumps into it.
+/// moves the running vDSO here; otherwise it keeps the copy here and
+/// patches jumps into it. (The copy moves home with the PREMAPPED VMAs,
+/// in planner order; `premap == 0`: no copy, only the matching path.)
 pub const VMA_VDSO: u32 = 4;
 /// `VmaArg::kind`: a dumped `[vvar]` or `[vvar_vclock]` (no contents,
 /// `premap == 0`). Filled by the running vvar pages when the vDSO matches,

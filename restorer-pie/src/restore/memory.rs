@@ -94,10 +94,17 @@ pub fn unmap_old_world(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     })
 }
 
-/// Moves every premapped VMA to its final address, in planner order.
+/// Whether `v` has a premapped copy to move home: PREMAPPED VMAs and the
+/// dumped vDSO's copy (moved with the others so no move lands on it; the
+/// vDSO stage then keeps it or replaces it with the running vDSO).
+fn is_moved(v: &VmaArg) -> bool {
+    v.kind == VMA_PREMAPPED || (v.kind == VMA_VDSO && v.premap != 0)
+}
+
+/// Moves every premapped copy to its final address, in planner order.
 pub fn move_premapped(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let a = &ctx.args;
-    let n = vmas.iter().filter(|v| v.kind == VMA_PREMAPPED).count();
+    let n = vmas.iter().filter(|v| is_moved(v)).count();
     let need = (n as u64).saturating_mul(PLAN_SCRATCH_PER_VMA);
     if need > a.scratch.len || !a.scratch.start.is_multiple_of(8) {
         return Err(Fail::new(ERR_NO_BOUNCE, need, b"planner scratch too small"));
@@ -110,7 +117,7 @@ pub fn move_premapped(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
         let bytes = ctx.area_mut(MemRange { start: a.scratch.start, len: need })?;
         core::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<PlanMove>(), n)
     };
-    for (slot, v) in moves.iter_mut().zip(vmas.iter().filter(|v| v.kind == VMA_PREMAPPED)) {
+    for (slot, v) in moves.iter_mut().zip(vmas.iter().filter(|v| is_moved(v))) {
         *slot = PlanMove::new(v.premap, v.start, v.end - v.start);
     }
     run_plan(moves, (a.bounce.start, a.bounce.len), |from, to, len| {
@@ -215,8 +222,9 @@ fn syms_of(r: MemRange) -> Step<VdsoSyms> {
 }
 
 /// Puts the vDSO where the process had it: the running one (with its
-/// vvar) if it matches the dumped one, else the dumped copy with jumps to
-/// the running one (or syscall stubs when there is no running vDSO).
+/// vvar) if it matches the dumped one, else the dumped copy (already moved
+/// to its place with the other premapped VMAs) with jumps to the running
+/// one, or syscall stubs when there is no running vDSO.
 pub fn place_vdso(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let vd = &ctx.args.vdso;
     let Some(dumped) = vmas.iter().find(|v| v.kind == VMA_VDSO) else {
@@ -226,17 +234,18 @@ pub fn place_vdso(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let (vvar_at, vdso_at) = parked(vd).unwrap_or((0, 0));
     let running = MemRange { start: vdso_at, len: vd.running_vdso.len };
     let running_syms = if running.len != 0 { Some(syms_of(running)?) } else { None };
-    let copy = MemRange { start: dumped.premap, len: dumped_range.len };
-    let copy_syms = if copy.start != 0 { Some(syms_of(copy)?) } else { None };
+    let has_copy = dumped.premap != 0;
+    let copy_syms = if has_copy { Some(syms_of(dumped_range)?) } else { None };
     let matches = match (&running_syms, &copy_syms) {
         (Some(r), Some(c)) => r.offsets == c.offsets && same_vdso_shape(vd, dumped_range),
         (Some(r), None) => r.offsets == vd.dumped_syms && same_vdso_shape(vd, dumped_range),
         _ => false,
     };
     if matches {
-        if copy.start != 0 {
-            // SAFETY: the copy is ours and no longer needed.
-            unsafe { sys::munmap(copy.start as usize, copy.len as usize) }.map_err(|e| Fail::errno(e, copy.start, b"munmap vDSO copy"))?;
+        if has_copy {
+            // SAFETY: the copy is ours; the running vDSO takes its place.
+            unsafe { sys::munmap(dumped.start as usize, dumped_range.len as usize) }
+                .map_err(|e| Fail::errno(e, dumped.start, b"munmap vDSO copy"))?;
         }
         if vd.running_vvar.len != 0 {
             move_range(vvar_at, vd.running_vvar.len, vd.dumped_vvar.start).map_err(|e| Fail::errno(e, vvar_at, b"moving vvar"))?;
@@ -246,11 +255,10 @@ pub fn place_vdso(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let Some(copy_syms) = copy_syms else {
         return Err(Fail::new(ERR_VDSO, dumped.start, b"vDSO differs and no dumped copy"));
     };
-    move_range(copy.start, copy.len, dumped.start).map_err(|e| Fail::errno(e, copy.start, b"moving vDSO copy"))?;
     // SAFETY: making our own copy writable to patch it.
-    unsafe { sys::mprotect(dumped.start as usize, copy.len as usize, PROT_READ_WRITE) }
+    unsafe { sys::mprotect(dumped.start as usize, dumped_range.len as usize, PROT_READ_WRITE) }
         .map_err(|e| Fail::errno(e, dumped.start, b"mprotect vDSO copy"))?;
-    // SAFETY: the copy is now mapped read-write at its final place.
+    // SAFETY: the copy is mapped read-write at its final place.
     let image = unsafe { mapped(dumped_range) };
     let patched = match &running_syms {
         Some(r) => patch_vdso(image, dumped.start, &copy_syms, running.start, &r.offsets),
@@ -258,7 +266,7 @@ pub fn place_vdso(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     };
     patched.map_err(|_| Fail::new(ERR_VDSO, dumped.start, b"cannot patch the old vDSO"))?;
     // SAFETY: restoring the dumped protection of the copy.
-    unsafe { sys::mprotect(dumped.start as usize, copy.len as usize, dumped.prot) }
+    unsafe { sys::mprotect(dumped.start as usize, dumped_range.len as usize, dumped.prot) }
         .map(drop)
         .map_err(|e| Fail::errno(e, dumped.start, b"mprotect vDSO copy"))
 }
