@@ -196,16 +196,23 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     let dumped_vvar = MemRange { start: VDSO_DUMPED + (vvar.start - lo), len: vvar.len };
     let dumped_vdso = MemRange { start: VDSO_DUMPED + (vdso.start - lo), len: vdso.len };
     let copy_at = PREMAP + 5 * PAGE;
-    map_fixed(copy_at, vdso.len, false)?;
-    // SAFETY: copying the readable running vDSO into our fresh mapping.
-    unsafe { std::ptr::copy_nonoverlapping(vdso.start as *const u8, copy_at as *mut u8, vdso.len as usize) };
-    let vvar_vma = VmaArg { end: dumped_vvar.start + dumped_vvar.len, ..vma(dumped_vvar.start, 0, 1, VMA_VVAR, 0) };
-    let vdso_vma = VmaArg { end: dumped_vdso.start + dumped_vdso.len, ..vma(dumped_vdso.start, 0, 5, VMA_VDSO, copy_at) };
+    let mut vmas = vec![code, data, none, file];
+    // Without a vDSO (qemu-user) there is nothing to move or copy.
+    if vdso.len != 0 {
+        map_fixed(copy_at, vdso.len, false)?;
+        // SAFETY: copying the readable running vDSO into our fresh mapping.
+        unsafe { std::ptr::copy_nonoverlapping(vdso.start as *const u8, copy_at as *mut u8, vdso.len as usize) };
+        let vvar_vma = VmaArg { end: dumped_vvar.start + dumped_vvar.len, ..vma(dumped_vvar.start, 0, 1, VMA_VVAR, 0) };
+        let vdso_vma = VmaArg { end: dumped_vdso.start + dumped_vdso.len, ..vma(dumped_vdso.start, 0, 5, VMA_VDSO, copy_at) };
+        vmas.extend([vvar_vma, vdso_vma]);
+    }
+    // A lazy VMA if userfaultfd works here (not under qemu-user).
     let lazy_copy = copy_at + vdso.len;
-    map_fixed(lazy_copy, PAGE, false)?;
-    let lazy = VmaArg { vflags: VMA_F_LAZY, ..vma(LAZY_AT, 1, 3, VMA_PREMAPPED, lazy_copy) };
-    let uffd = userfaultfd()?;
-    let mut vmas = vec![code, data, none, file, lazy, vvar_vma, vdso_vma];
+    let uffd = userfaultfd().unwrap_or(-1);
+    if uffd >= 0 {
+        map_fixed(lazy_copy, PAGE, false)?;
+        vmas.push(VmaArg { vflags: VMA_F_LAZY, ..vma(LAZY_AT, 1, 3, VMA_PREMAPPED, lazy_copy) });
+    }
     vmas.sort_by_key(|v| v.start);
     if mode == "bad" {
         vmas[1].premap = PREMAP + 0x100_0000; // data: outside the premap area
