@@ -74,10 +74,16 @@ fn code_t0() -> Vec<u8> {
     c
 }
 
-/// A tid no task uses now (for thread 1).
+/// A tid no task uses now (for thread 1), searched from a start that
+/// depends on our pid so concurrent runs do not pick the same one.
 fn free_tid() -> i32 {
     let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(32768);
-    (max / 2..max).rev().find(|t| !std::path::Path::new(&format!("/proc/{t}")).exists()).unwrap_or(max - 1)
+    let span = max / 2 - 1;
+    let first = max / 2 + (std::process::id() as i32).wrapping_mul(7919).rem_euclid(span);
+    (0..span)
+        .map(|k| max / 2 + (first - max / 2 + k) % span)
+        .find(|t| !std::path::Path::new(&format!("/proc/{t}")).exists())
+        .unwrap_or(max - 1)
 }
 
 pub fn data_word(i: u64) -> u64 {
