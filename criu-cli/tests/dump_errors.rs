@@ -95,3 +95,68 @@ fn already_traced_process() {
     assert_fails(&out, "already traced");
     assert_eq!(p.finish().trim(), "OK");
 }
+
+/// A process (its own session leader) with a terminal open is refused
+/// without --shell-job and dumped with it.
+#[test]
+fn terminal_needs_shell_job() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on a descriptor we own;
+    // ptsname_r writes at most the buffer length given.
+    let (master, slave_path) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(m >= 0);
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut name = [0u8; 64];
+        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr().cast(), name.len()), 0);
+        let len = name.iter().position(|b| *b == 0).unwrap();
+        (OwnedFd::from_raw_fd(m), String::from_utf8(name[..len].to_vec()).unwrap())
+    };
+    let slave = std::fs::OpenOptions::new().read(true).write(true).open(&slave_path).unwrap();
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("tty-files");
+    let mut cmd = Command::new(&exe);
+    cmd.args(["1", "0", tmp.to_str().unwrap()]).stderr(slave);
+    // SAFETY: setsid is async-signal-safe; the child becomes its own session
+    // (and group) leader, so only the terminal needs --shell-job.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut p = Program::start_cmd(cmd);
+    let dir = scratch_dir("tty");
+    assert_fails(&dump(p.pid(), &dir, &["-R"]), "is a terminal; pass --shell-job");
+    let out = dump(p.pid(), &dir, &["-R", "-j"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(p.finish().trim(), "OK");
+    drop(master);
+}
+
+#[test]
+fn thread_id_instead_of_process_id() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("thread-id-files");
+    let mut p = Program::start(&exe, &["1", "1", tmp.to_str().unwrap()]);
+    let tid = std::fs::read_dir(format!("/proc/{}/task", p.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap().parse::<i32>().unwrap())
+        .find(|t| *t != p.pid())
+        .unwrap();
+    let dir = scratch_dir("thread-id");
+    assert_fails(&dump(tid, &dir, &["-j"]), &format!("{tid} is a thread of process {}", p.pid()));
+    assert_eq!(p.finish().trim(), "OK");
+}
+
+#[test]
+fn seccomp_is_refused_before_freezing() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("seccomp-files");
+    let mut p = Program::start(&exe, &["1", "1", tmp.to_str().unwrap(), "seccomp"]);
+    let dir = scratch_dir("seccomp");
+    assert_fails(&dump(p.pid(), &dir, &["-j", "-R"]), "uses seccomp");
+    assert_eq!(p.finish().trim(), "OK");
+}

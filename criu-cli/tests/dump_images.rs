@@ -200,6 +200,16 @@ fn images_hold_what_the_program_set_up() {
     let auxv: Vec<u64> = mm["mm_saved_auxv"].as_array().unwrap().iter().map(jnum).collect();
     assert!(auxv.chunks(2).any(|kv| kv == [6, 4096]), "AT_PAGESZ in auxv");
 
+    // Private file mappings: the program's text (never written) is left to
+    // the file; its written data page (ymm_in) is dumped with its bytes.
+    let text = vma_at(jnum(&mm["mm_start_code"]));
+    assert_ne!(jnum(&text["status"]) & (1 << 6), 0, "text is a private file mapping");
+    let (ts, te) = (jnum(&text["start"]), jnum(&text["end"]));
+    assert!(runs.iter().all(|r| r.0 + r.1 * PAGE <= ts || r.0 >= te), "unmodified text pages must not be dumped");
+    let ymm_addr = p.num("ymm");
+    let off = find_page(&runs, ymm_addr & !(PAGE - 1)).expect("written data page dumped") as usize + (ymm_addr % PAGE) as usize;
+    assert_eq!(&pages[off..off + 64], &ymm[..], "ymm_in in the data page");
+
     // Special pages: PROT_NONE data (read through /proc/PID/mem), mlock, MADV_DONTFORK.
     let special = p.num("special");
     let none = vma_at(special);
@@ -251,6 +261,13 @@ fn images_hold_what_the_program_set_up() {
     let pd = entries(&dir, "pipes-data.img");
     let d = pd.iter().find(|d| jnum(&d["pipe_id"]) == pipe_id).expect("queued pipe data");
     assert_eq!(b64(d["extra"].as_str().unwrap()), b"queued bytes");
+    // A mapped file unlinked and closed: its contents travel as a ghost.
+    let mg = vma_at(p.num("mapghost"));
+    let mg_id = jnum(&mg["shmid"]);
+    assert!(files[&mg_id]["reg"]["name"].as_str().unwrap().ends_with("/dumpee-mapped"));
+    let r = remap.iter().find(|r| jnum(&r["orig_id"]) == mg_id).expect("ghost remap of the mapped file");
+    let g = &entries(&dir, &format!("ghost-file-{:x}.img", jnum(&r["remap_id"])))[0];
+    assert_eq!(b64(g["extra"].as_str().unwrap()), b"mapped ghost");
     let exe_file = &files[&jnum(&mm["exe_file_id"])];
     assert_eq!(exe_file["reg"]["name"].as_str().unwrap(), exe.to_str().unwrap());
     let fs = &entries(&dir, &format!("fs-{pid}.img"))[0];

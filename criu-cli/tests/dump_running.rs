@@ -32,6 +32,11 @@ fn forced_failures_leave_the_process_as_it_was() {
     for point in FAILPOINTS {
         let (mut p, _tmp) = start_dumpee(&format!("fail-{point}"), "8", "2");
         let dir = scratch_dir(&format!("fail-{point}"));
+        // A complete older dump in the same directory must not survive as
+        // "complete" when the new one fails.
+        let good = dump(p.pid(), &dir, &["-R", "-j"]);
+        assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+        assert!(dir.join("inventory.img").exists());
         let maps_before = p.maps();
         let out = criu_rs()
             .args(["dump", "-j", "-t", &p.pid().to_string(), "-D"])
@@ -141,20 +146,9 @@ fn process_of_another_user() {
     let exe = compile("dumpee");
     let tmp = scratch_dir("other-user-files");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut child = std::process::Command::new(&exe)
-        .args(["2", "1", tmp.to_str().unwrap()])
-        .uid(65534)
-        .gid(65534)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert!(line.starts_with("READY"), "{line}");
-    let mut p = Program { child, stdin, stdout, info: Default::default() };
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["2", "1", tmp.to_str().unwrap()]).uid(65534).gid(65534);
+    let mut p = Program::start_cmd(cmd);
     let dir = scratch_dir("other-user");
     let out = dump(p.pid(), &dir, &["-R", "-j"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -163,4 +157,30 @@ fn process_of_another_user() {
     assert_eq!(jnum(&creds["uid"]), 65534);
     assert_eq!(jnum(&creds["egid"]), 65534);
     assert_eq!(p.finish().trim(), "OK");
+}
+
+/// Threads that keep appearing and exiting while the process is frozen:
+/// every dump succeeds and the process carries on creating threads.
+#[test]
+fn threads_appearing_while_freezing() {
+    let exe = compile("threadstorm");
+    let mut p = Program::start(&exe, &[]);
+    let dir = scratch_dir("threadstorm");
+    let mut last = 0;
+    for round in 0..5 {
+        let out = dump(p.pid(), &dir, &["-R", "-j"]);
+        assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        let ps = crit_decode(&dir.join("pstree.img"));
+        assert!(!ps["entries"][0]["threads"].as_array().unwrap().is_empty());
+        use std::io::{BufRead, Write};
+        p.stdin.as_mut().unwrap().write_all(b"c").unwrap();
+        let mut line = String::new();
+        p.stdout.read_line(&mut line).unwrap();
+        let n: u64 = line.trim().strip_prefix("COUNT ").unwrap().parse().unwrap();
+        assert!(n > last, "round {round}: still creating threads ({n} after {last})");
+        last = n;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let rest = p.finish();
+    assert!(rest.trim().ends_with("OK"), "{rest}");
 }

@@ -1,7 +1,7 @@
 /*
  * Test program for criu-rs dump.
  *
- * Usage: dumpee MEM_MIB NTHREADS TMPDIR
+ * Usage: dumpee MEM_MIB NTHREADS TMPDIR [seccomp]
  * Puts known state in place (memory pattern, registers, files, signals,
  * timers), prints one "READY key=value ..." line on stdout and blocks in a
  * raw read(0) syscall with known values in r12-r15 and ymm0/ymm1. When a
@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -50,7 +52,7 @@ static uint64_t pattern(uint64_t page, uint64_t word)
 	return 0x5eed000000000000ULL ^ (page << 20) ^ (word * 0x9e3779b97f4a7c15ULL);
 }
 
-/* Pages with p % 7 == 3 are never touched; p % 11 == 5 are written with zeros. */
+/* Pages with p % 7 == 3 are never written (some are read); p % 11 == 5 are written with zeros. */
 static int page_untouched(uint64_t p) { return p % 7 == 3; }
 static int page_zeroed(uint64_t p) { return p % 11 == 5; }
 
@@ -98,9 +100,14 @@ int main(int argc, char **argv)
 	uint64_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		return 3;
+	volatile uint64_t sink = 0;
 	for (uint64_t p = 0; p < npages; p++) {
-		if (page_untouched(p))
+		if (page_untouched(p)) {
+			/* Only read: every other one maps the shared zero page. */
+			if (p % 2)
+				sink += mem[p * (PAGE / 8)];
 			continue;
+		}
 		uint64_t *pg = mem + p * (PAGE / 8);
 		for (uint64_t w = 0; w < PAGE / 8; w++)
 			pg[w] = page_zeroed(p) ? 0 : pattern(p, w);
@@ -141,6 +148,16 @@ int main(int argc, char **argv)
 	int ghost = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (write(ghost, "ghost contents", 14) != 14)
 		return 4;
+	unlink(path);
+	/* A mapped file that is then unlinked and closed: only the mapping keeps it. */
+	snprintf(path, sizeof path, "%s/dumpee-mapped", tmp);
+	int mf = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (write(mf, "mapped ghost", 12) != 12)
+		return 4;
+	char *mapghost = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE, mf, 0);
+	if (mapghost == MAP_FAILED)
+		return 4;
+	close(mf);
 	unlink(path);
 	int pfd[2];
 	if (pipe(pfd))
@@ -196,10 +213,17 @@ int main(int argc, char **argv)
 	}
 	/* Wait until the threads sit in their read. */
 	usleep(50000);
+	if (argc > 4 && strcmp(argv[4], "seccomp") == 0) {
+		/* An allow-everything seccomp filter. */
+		struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+		struct sock_fprog prog = {.len = 1, .filter = &allow};
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+			return 7;
+	}
 
 	printf("READY pid=%d mem=%p pages=%zu ymm=%p reg=%d dup=%d app=%d ghost=%d pipe_r=%d pipe_w=%d devnull=%d "
-	       "altstack=%p shm=%p fifo=%d special=%p\n",
-	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo, (void *)special);
+	       "altstack=%p shm=%p fifo=%d special=%p mapghost=%p\n",
+	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo, (void *)special, (void *)mapghost);
 
 	/* Block in read(0) with known registers; store them afterwards. */
 	char go;
@@ -264,6 +288,7 @@ int main(int argc, char **argv)
 	CHECK(cur_it.it_interval.tv_sec == 500 && cur_it.it_value.tv_sec > 900, "itimer");
 	/* Nothing left mapped by the dumper: same number of mappings as before? Checked by the test. */
 	CHECK(devnull >= 0, "devnull");
+	CHECK(memcmp(mapghost, "mapped ghost", 12) == 0, "mapped unlinked file");
 	mprotect(special, PAGE, PROT_READ);
 	CHECK(special[0] == (char)0xa5 && special[PAGE - 1] == (char)0xa5 && special[PAGE] == 1 && special[2 * PAGE] == 2,
 	      "special pages");

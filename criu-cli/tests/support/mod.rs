@@ -69,13 +69,14 @@ pub struct Program {
 impl Program {
     /// Starts `exe args...` and waits for its `READY` line.
     pub fn start(exe: &Path, args: &[&str]) -> Program {
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the test program");
+        let mut cmd = Command::new(exe);
+        cmd.args(args).stderr(Stdio::inherit());
+        Self::start_cmd(cmd)
+    }
+
+    /// Starts `cmd` with piped stdin/stdout and waits for its `READY` line.
+    pub fn start_cmd(mut cmd: Command) -> Program {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("starting the test program");
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();

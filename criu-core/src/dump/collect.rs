@@ -156,48 +156,12 @@ fn dump_shmem_objects(pid: i32, dir: &std::path::Path, vmas: &[Vma], stats: &mut
     Ok(out)
 }
 
-/// Collects everything about the frozen process and writes its memory to
-/// `pages`. Returns the state, the memory counters and the memory time.
-pub fn collect(
-    fr: &Frozen,
-    dir: &std::path::Path,
-    pages: &mut std::fs::File,
-) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
-    let pid = fr.pid();
-    failpoint::check(failpoint::AFTER_FREEZE)?;
-    let stat = proc::stat::read_stat(pid)?;
-    let status = proc::status::read_status(pid)?;
-    let mut threads = fr.tids().into_iter().map(|tid| thread_state(pid, tid)).collect::<Result<Vec<_>, _>>()?;
-    let shared_pending = ptrace_peeksiginfo(pid, true).map_err(|errno| PtraceError::Sys { op: "PTRACE_PEEKSIGINFO", tid: pid, errno })?;
-    let ptimers = proc::misc::read_timers(pid)?;
-    let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
-
-    let maps_before = proc::maps::read_smaps(pid)?;
-    let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall(pid, &maps_before) };
-    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids)?;
-    failpoint::check(failpoint::AFTER_INJECT)?;
-
-    // The address space as it is with nothing of ours in it.
-    let maps = proc::maps::read_smaps(pid)?;
+/// Collects the descriptors, cwd, root, the executable and the files behind
+/// file-backed areas (setting each area's `file_id`). Returns the files and
+/// the executable's file id.
+fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool) -> Result<(FilesState, u32), DumpError> {
     let mut next_id = 1u32;
-    let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
-    if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
-        return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}", bad.map.start, bad.map.end, bad.map.path)));
-    }
-    let t_mem = std::time::Instant::now();
-    let pm = proc::pagemap::Pagemap::open(pid)?;
-    let mut batches = 0u32;
-    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, || {
-        batches += 1;
-        if batches == 1 {
-            failpoint::check(failpoint::MID_MEMORY)?;
-        }
-        Ok(())
-    })?;
-    let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
-    let memdump_time = t_mem.elapsed();
-
-    let mut files_state = files::collect_fds(pid, &mut next_id)?;
+    let mut files_state = files::collect_fds(pid, &mut next_id, shell_job)?;
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
@@ -228,6 +192,51 @@ pub fn collect(
             }
         };
     }
+    Ok((files_state, exe_file_id))
+}
+
+/// Collects everything about the frozen process and writes its memory to
+/// `pages`. Returns the state, the memory counters and the memory time.
+pub fn collect(
+    fr: &Frozen,
+    dir: &std::path::Path,
+    pages: &mut std::fs::File,
+    shell_job: bool,
+) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
+    let pid = fr.pid();
+    failpoint::check(failpoint::AFTER_FREEZE)?;
+    let stat = proc::stat::read_stat(pid)?;
+    let status = proc::status::read_status(pid)?;
+    let mut threads = fr.tids().into_iter().map(|tid| thread_state(pid, tid)).collect::<Result<Vec<_>, _>>()?;
+    let shared_pending = ptrace_peeksiginfo(pid, true).map_err(|errno| PtraceError::Sys { op: "PTRACE_PEEKSIGINFO", tid: pid, errno })?;
+    let ptimers = proc::misc::read_timers(pid)?;
+    let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
+
+    let maps_before = proc::maps::read_smaps(pid)?;
+    let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall(pid, &maps_before) };
+    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids)?;
+    failpoint::check(failpoint::AFTER_INJECT)?;
+
+    // The address space as it is with nothing of ours in it.
+    let maps = proc::maps::read_smaps(pid)?;
+    let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
+    if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
+        return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}", bad.map.start, bad.map.end, bad.map.path)));
+    }
+    let t_mem = std::time::Instant::now();
+    let pm = proc::pagemap::Pagemap::open(pid)?;
+    let mut batches = 0u32;
+    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, || {
+        batches += 1;
+        if batches == 1 {
+            failpoint::check(failpoint::MID_MEMORY)?;
+        }
+        Ok(())
+    })?;
+    let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
+    let memdump_time = t_mem.elapsed();
+
+    let (files_state, exe_file_id) = collect_files(pid, &mut vma_list, shell_job)?;
 
     let creds = threads[0].creds.clone();
     let posix_timers = ptimers

@@ -6,8 +6,8 @@
 use super::model::{FdEntry, FileDesc, FileKind, FilesState, Ghost};
 use super::DumpError;
 use crate::proc::fds::{read_fdinfo, read_fds};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 /// Largest unlinked file whose contents we keep.
 pub const GHOST_LIMIT: u64 = 64 << 20;
@@ -37,12 +37,8 @@ pub fn peek_pipe(pid: i32, fd: i32) -> Result<Vec<u8>, DumpError> {
         .open(&path)
         .map_err(io)?
         .into();
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int to the pointer we pass.
-    if unsafe { libc::ioctl(src.as_raw_fd(), libc::FIONREAD, &mut queued) } < 0 {
-        return Err(io(std::io::Error::last_os_error()));
-    }
-    if queued <= 0 {
+    let queued = rustix::io::ioctl_fionread(&src).map_err(errno)?;
+    if queued == 0 {
         return Ok(Vec::new());
     }
     let size = rustix::pipe::fcntl_getpipe_size(&src).map_err(errno)?;
@@ -65,17 +61,17 @@ pub fn peek_pipe(pid: i32, fd: i32) -> Result<Vec<u8>, DumpError> {
         }
         out.extend_from_slice(&buf[..k]);
     }
-    let _ = src.as_fd();
     Ok(out)
 }
 
-use std::os::unix::fs::OpenOptionsExt;
 
-fn read_ghost(pid: i32, fd: i32, md: &std::fs::Metadata) -> Result<Ghost, DumpError> {
+/// Saves an unlinked file through its `/proc/PID/NAME` link (`fd/N`,
+/// `exe`, `map_files/START-END`); `fd` is for error messages (-1 if none).
+fn read_ghost(pid: i32, name: &str, fd: i32, md: &std::fs::Metadata) -> Result<Ghost, DumpError> {
     if md.len() > GHOST_LIMIT {
         return Err(DumpError::File { fd, what: format!("unlinked file of {} bytes is over the {GHOST_LIMIT} limit", md.len()) });
     }
-    let path = crate::proc::path(pid, &format!("fd/{fd}"));
+    let path = crate::proc::path(pid, name);
     let data = std::fs::read(&path).map_err(|e| DumpError::File { fd, what: format!("reading unlinked file: {e}") })?;
     Ok(Ghost {
         uid: md.uid(),
@@ -95,9 +91,18 @@ fn strip_deleted(p: &str) -> (&str, bool) {
     }
 }
 
+/// Whether a character device number is a terminal: the tty and pts
+/// majors, `/dev/tty`, `/dev/console`, `/dev/ptmx`.
+pub fn is_tty(rdev: u64) -> bool {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    major == 4 || (136..=143).contains(&major) || (major == 5 && minor <= 2)
+}
+
 /// Collects the descriptors of `pid`. File ids start at `next_id`, which is
 /// advanced; descriptions already known (same `kcmp`) reuse their id.
-pub fn collect_fds(pid: i32, next_id: &mut u32) -> Result<FilesState, DumpError> {
+/// Terminals are refused unless `shell_job` (they are then recorded by path,
+/// to be replaced by the restoring shell's terminal).
+pub fn collect_fds(pid: i32, next_id: &mut u32, shell_job: bool) -> Result<FilesState, DumpError> {
     let mut st = FilesState::default();
     // (representative fd, dev, ino, file id)
     let mut reps: Vec<(i32, u64, u64, u32)> = Vec::new();
@@ -141,9 +146,16 @@ pub fn collect_fds(pid: i32, next_id: &mut u32) -> Result<FilesState, DumpError>
                     FileKind::Fifo { path: strip_deleted(&target).0.to_owned(), pipe_ino: ino, data, mode: md.mode(), regf_id }
                 }
             }
+            libc::S_IFCHR if is_tty(md.rdev()) && !shell_job => {
+                return Err(DumpError::File { fd, what: format!("{target} is a terminal; pass --shell-job (-j)") })
+            }
             libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK if target.starts_with('/') => {
                 let (path, deleted) = strip_deleted(&target);
-                let ghost = if deleted && md.nlink() == 0 && ft == libc::S_IFREG { Some(read_ghost(pid, fd, &md)?) } else { None };
+                let ghost = if deleted && md.nlink() == 0 && ft == libc::S_IFREG {
+                    Some(read_ghost(pid, &format!("fd/{fd}"), fd, &md)?)
+                } else {
+                    None
+                };
                 FileKind::Reg {
                     path: path.to_owned(),
                     mnt_id: info.mnt_id,
@@ -172,6 +184,8 @@ pub fn path_file(pid: i32, name: &str, id: u32, flags: u32) -> Result<FileDesc, 
     if deleted && md.is_dir() {
         return Err(DumpError::File { fd: -1, what: format!("{name} {path:?} was removed") });
     }
+    // An unlinked executable or mapped file (or a memfd) travels as a ghost.
+    let ghost = if deleted && md.is_file() && md.nlink() == 0 { Some(read_ghost(pid, name, -1, &md)?) } else { None };
     Ok(FileDesc {
         id,
         flags,
@@ -183,7 +197,7 @@ pub fn path_file(pid: i32, name: &str, id: u32, flags: u32) -> Result<FileDesc, 
             mode: md.mode(),
             dev_ino: (md.dev(), md.ino()),
             rdev: md.rdev(),
-            ghost: None,
+            ghost,
         },
     })
 }

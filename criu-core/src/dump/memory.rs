@@ -10,7 +10,7 @@
 
 use super::model::{PagemapEntry, Vma, PE_PRESENT};
 use super::DumpError;
-use crate::proc::pagemap::{is_populated, Pagemap, PAGE_SIZE};
+use crate::proc::pagemap::{is_file_page, is_populated, Pagemap, PAGE_SIZE};
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::unix::fs::FileExt;
 
@@ -41,20 +41,64 @@ pub struct MemStats {
 /// A run of populated pages: (address, number of pages).
 type Run = (u64, usize);
 
-/// Appends runs of populated pages in `[start, end)` to `runs`.
-fn populated_runs(pm: &Pagemap, start: u64, end: u64, scratch: &mut Vec<u64>, runs: &mut Vec<Run>) -> Result<(), DumpError> {
-    pm.read(start, end, scratch)?;
-    let mut i = 0;
-    while i < scratch.len() {
-        if !is_populated(scratch[i]) {
-            i += 1;
-            continue;
-        }
-        let j = scratch[i..].iter().position(|e| !is_populated(*e)).map_or(scratch.len(), |p| i + p);
-        runs.push((start + i as u64 * PAGE_SIZE, j - i));
-        i = j;
+/// The runs of populated pages of `[start, end)`: present or swapped, (with
+/// `PAGEMAP_SCAN`) not the shared zero page, and with `skip_file` not a
+/// page-cache page (a private file mapping's pages not yet copied on write
+/// are read from the file again at restore, as CRIU does).
+fn populated_runs(pm: &Pagemap, start: u64, end: u64, skip_file: bool) -> Result<Vec<Run>, DumpError> {
+    let mut ranges = Vec::new();
+    if pm.scan(start, end, skip_file, &mut ranges)? {
+        return Ok(ranges.into_iter().map(|(a, b)| (a, ((b - a) / PAGE_SIZE) as usize)).collect());
     }
-    Ok(())
+    // Older kernels: read the entries, a batch at a time.
+    let mut runs = Vec::new();
+    let mut entries = Vec::new();
+    let mut from = start;
+    while from < end {
+        let to = (from + BATCH as u64).min(end);
+        pm.read(from, to, &mut entries)?;
+        let wanted = |e: u64| is_populated(e) && !(skip_file && is_file_page(e));
+        let mut i = 0;
+        while i < entries.len() {
+            if !wanted(entries[i]) {
+                i += 1;
+                continue;
+            }
+            let j = entries[i..].iter().position(|e| !wanted(*e)).map_or(entries.len(), |p| i + p);
+            match runs.last_mut() {
+                Some((a, n)) if *a + *n as u64 * PAGE_SIZE == from + i as u64 * PAGE_SIZE => *n += j - i,
+                _ => runs.push((from + i as u64 * PAGE_SIZE, j - i)),
+            }
+            i = j;
+        }
+        from = to;
+    }
+    Ok(runs)
+}
+
+/// Splits runs into batches of at most [`BATCH`] bytes (splitting long runs).
+fn batches(runs: Vec<Run>) -> Vec<Vec<Run>> {
+    let max = BATCH / PAGE_SIZE as usize;
+    let mut out: Vec<Vec<Run>> = Vec::new();
+    let mut cur: Vec<Run> = Vec::new();
+    let mut pages = 0usize;
+    for (mut addr, mut n) in runs {
+        while n > 0 {
+            let take = n.min(max - pages);
+            cur.push((addr, take));
+            pages += take;
+            addr += take as u64 * PAGE_SIZE;
+            n -= take;
+            if pages == max {
+                out.push(std::mem::take(&mut cur));
+                pages = 0;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 fn is_zero(page: &[u8]) -> bool {
@@ -254,18 +298,9 @@ pub fn dump_private(
         let mut stats = MemStats::default();
         let reader = (|| -> Result<(), DumpError> {
             let mut mem = None;
-            let mut scratch = Vec::new();
             let mut file_off = 0u64;
             for vma in vmas.iter().filter(|v| v.dumps_private_pages()) {
-                let mut start = vma.map.start;
-                while start < vma.map.end {
-                    let end = (start + BATCH as u64).min(vma.map.end);
-                    let mut runs = Vec::new();
-                    populated_runs(pm, start, end, &mut scratch, &mut runs)?;
-                    start = end;
-                    if runs.is_empty() {
-                        continue;
-                    }
+                for runs in batches(populated_runs(pm, vma.map.start, vma.map.end, vma.file_pages_implicit())?) {
                     let bytes = runs.iter().map(|r| r.1).sum::<usize>() * PAGE_SIZE as usize;
                     // A closed channel means the writers failed; their error is reported below.
                     let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
@@ -363,4 +398,51 @@ pub fn dump_shmem(
         off = hole;
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+        p[4095] = 0;
+        p[1] = 1;
+        assert!(!is_zero(&p[1..]));
+    }
+
+    #[test]
+    fn batching_splits_long_runs() {
+        let max = BATCH / PAGE_SIZE as usize;
+        let b = batches(vec![(0x1000, 3), (0x10_0000, max), (0x9000_0000, 1)]);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0], vec![(0x1000, 3), (0x10_0000, max - 3)]);
+        assert_eq!(b[1], vec![(0x10_0000 + (max - 3) as u64 * PAGE_SIZE, 3), (0x9000_0000, 1)]);
+        assert!(batches(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn populated_runs_skip_untouched_and_zero_pages() {
+        let len = 64 * PAGE_SIZE as usize;
+        // SAFETY: anonymous private mapping, unmapped at the end of the test.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        assert_ne!(p, libc::MAP_FAILED);
+        let base = p as u64;
+        for i in [1usize, 2, 3, 10] {
+            // SAFETY: page i is inside the mapping.
+            unsafe { *(p as *mut u8).add(i * PAGE_SIZE as usize) = 7 };
+        }
+        // SAFETY: reading page 20 maps the shared zero page.
+        let z = unsafe { std::ptr::read_volatile((p as *const u8).add(20 * PAGE_SIZE as usize)) };
+        assert_eq!(z, 0);
+        let pm = Pagemap::open(std::process::id() as i32).unwrap();
+        let runs = populated_runs(&pm, base, base + len as u64, false).unwrap();
+        assert_eq!(runs, vec![(base + PAGE_SIZE, 3), (base + 10 * PAGE_SIZE, 1)]);
+        // SAFETY: unmapping what we mapped.
+        unsafe { libc::munmap(p, len) };
+    }
 }

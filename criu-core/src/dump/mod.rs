@@ -37,6 +37,18 @@ pub enum DumpError {
     /// Kernel threads have no user state to dump.
     #[error("pid {0} is a kernel thread; only user processes can be dumped")]
     KernelThread(i32),
+    /// A thread id was given instead of a process id.
+    #[error("{tid} is a thread of process {tgid}; dump the process")]
+    Thread {
+        /// The thread.
+        tid: i32,
+        /// Its process.
+        tgid: i32,
+    },
+    /// Seccomp state is not dumped yet; restoring without it would drop the
+    /// process's sandbox, and injected syscalls could trip its filter.
+    #[error("pid {0} uses seccomp, which criu-rs cannot dump yet")]
+    Seccomp(i32),
     /// A zombie has no state left to dump.
     #[error("pid {0} is a zombie (exited, not yet reaped)")]
     Zombie(i32),
@@ -106,7 +118,8 @@ pub struct DumpOptions {
     pub dir: PathBuf,
     /// Resume the process after the dump instead of killing it.
     pub leave_running: bool,
-    /// Allow a process whose session/group leader is not dumped.
+    /// Allow a process whose session/group leader is not dumped, or that
+    /// has a terminal open.
     pub shell_job: bool,
 }
 
@@ -152,7 +165,10 @@ pub fn check_target(pid: i32) -> Result<crate::proc::stat::ProcStat, DumpError> 
     // A thread id that is not a thread group leader.
     let status = crate::proc::status::read_status(pid)?;
     if status.tgid != pid {
-        return Err(DumpError::NoProcess(pid));
+        return Err(DumpError::Thread { tid: pid, tgid: status.tgid });
+    }
+    if status.seccomp != 0 {
+        return Err(DumpError::Seccomp(pid));
     }
     Ok(stat)
 }
@@ -202,7 +218,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let t0 = std::time::Instant::now();
     let frozen = Frozen::freeze(opts.pid)?;
     tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
-    let res = collect::collect(&frozen, &opts.dir, &mut pages).and_then(|(process, mem, memdump_time)| {
+    let res = collect::collect(&frozen, &opts.dir, &mut pages, opts.shell_job).and_then(|(process, mem, memdump_time)| {
         failpoint::check(failpoint::BEFORE_WRITE)?;
         let summary = DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time };
         write::write_images(&opts.dir, std::slice::from_ref(&summary.process), &summary)?;

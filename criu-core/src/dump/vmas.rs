@@ -88,6 +88,12 @@ impl Vma {
             && self.status & status::UNSUPP == 0
     }
 
+    /// Whether pages still shared with the page cache may be left out (a
+    /// private file mapping reads them from the file again).
+    pub fn file_pages_implicit(&self) -> bool {
+        self.status & status::FILE_PRIVATE != 0
+    }
+
     /// Whether an all-zero page here may be left out (anonymous memory reads
     /// back as zeros when absent; a file page would read the file instead).
     pub fn zero_pages_implicit(&self) -> bool {

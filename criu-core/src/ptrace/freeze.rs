@@ -76,20 +76,23 @@ impl Frozen {
             for tid in new {
                 match ptrace::seize(npid(tid), ptrace::Options::empty()) {
                     Ok(()) => {}
+                    // The thread exited since the listing.
                     Err(Errno::ESRCH) if tid != pid => continue,
                     Err(Errno::EPERM) => {
-                        let tracer = read_status_file(pid, &format!("task/{tid}/status")).map(|s| s.tracer_pid).unwrap_or(0);
-                        if tracer != 0 {
-                            return Err(PtraceError::AlreadyTraced { pid, tracer });
+                        match read_status_file(pid, &format!("task/{tid}/status")) {
+                            Ok(s) if s.tracer_pid != 0 => return Err(PtraceError::AlreadyTraced { pid, tracer: s.tracer_pid }),
+                            // A thread on its way out refuses to be attached.
+                            Ok(s) if tid != pid && matches!(s.state, 'Z' | 'X') => continue,
+                            Err(_) if tid != pid => continue,
+                            _ => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: Errno::EPERM }),
                         }
-                        return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: Errno::EPERM });
                     }
                     Err(e) => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: e }),
                 }
                 fr.tids.push(tid);
                 match ptrace::interrupt(npid(tid)) {
                     Ok(()) => seized.push(tid),
-                    Err(Errno::ESRCH) => {}
+                    Err(Errno::ESRCH) if tid != pid => fr.tids.retain(|t| *t != tid),
                     Err(e) => return Err(PtraceError::Sys { op: "PTRACE_INTERRUPT", tid, errno: e }),
                 }
             }
