@@ -260,6 +260,7 @@ mod full {
         let words: Vec<u64> = auxv.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(&words[..4], &[6, 4096, 0x1234_5678, 0xabcd], "auxv");
         assert_eq!(proc("personality").trim(), "00040000");
+        assert_eq!(proc("comm").trim(), "restored-main");
 
         // The lazy VMA is registered with the userfaultfd (VmFlags "um");
         // the fds handed to the blob (memfd, userfaultfd) are closed: only
@@ -368,6 +369,8 @@ mod full {
         let st1 = std::fs::read_to_string(format!("/proc/{pid}/task/{tid1}/status")).unwrap();
         assert_ne!(status_mask(&st1, "SigPnd:") & 1 << 35, 0, "SIGRTMIN+2 queued to thread 1");
         assert!(st1.lines().any(|l| l.starts_with("Uid:") && l.contains("1000")), "thread 1 creds");
+        let comm1 = std::fs::read_to_string(format!("/proc/{pid}/task/{tid1}/comm")).unwrap();
+        assert_eq!(comm1.trim(), "restored-thread", "thread 1 name (15 bytes kept)");
         for t in [pid.as_raw(), tid1] {
             ptrace::cont(Pid::from_raw(t), None).unwrap();
         }

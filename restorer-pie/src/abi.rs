@@ -441,6 +441,10 @@ pub struct ThreadArg {
     /// The blob's stack for this thread (inside `RestoreArgs::args`);
     /// the rt_sigframe is built at its top.
     pub stack: MemRange,
+    // ---- appended after the first publication ----
+    /// The thread's name (`PR_SET_NAME`, /proc/PID/task/TID/comm),
+    /// NUL-padded; all zero: left as is.
+    pub comm: [u8; 16],
 }
 
 /// Kernel `struct sigaction` as taken by `rt_sigaction` on x86_64
@@ -587,7 +591,7 @@ pub struct VdsoArg {
 }
 
 const _: () = assert!(core::mem::size_of::<VmaArg>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadArg>() == 328);
+const _: () = assert!(core::mem::size_of::<ThreadArg>() == 344);
 const _: () = assert!(core::mem::size_of::<SigactionArg>() == 32);
 const _: () = assert!(core::mem::size_of::<PosixTimerArg>() == 64);
 const _: () = assert!(core::mem::size_of::<MmMapArg>() == 112);

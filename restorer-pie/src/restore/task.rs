@@ -15,6 +15,7 @@ use linux_raw_sys::general::{
 const SIG_SETMASK: u32 = 2;
 const SIGKILL: i32 = 9;
 const SIGSTOP: i32 = 19;
+const PR_SET_NAME: u32 = 15;
 const PR_SET_MM: u32 = 35;
 const PR_SET_MM_MAP: usize = 14;
 const PR_SET_SECUREBITS: u32 = 28;
@@ -172,9 +173,15 @@ pub fn set_posix_timers(ctx: &Ctx) -> Step {
     Ok(())
 }
 
-/// Per-thread kernel state of the calling thread: clear_child_tid, rseq.
-/// (Mask, sigaltstack and registers come with the sigframe.)
+/// Per-thread kernel state of the calling thread: name, clear_child_tid,
+/// rseq. (Mask, sigaltstack and registers come with the sigframe.)
 pub fn set_thread_state(t: &ThreadArg) -> Step {
+    if t.comm[0] != 0 {
+        // The kernel copies 16 bytes and terminates them itself.
+        // SAFETY: the kernel reads 16 bytes from `t.comm`.
+        unsafe { sys::prctl(PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0) }
+            .map_err(|e| Fail::errno(e, 0, b"PR_SET_NAME"))?;
+    }
     // SAFETY: the address is the dumped one, inside restored memory.
     unsafe { sys::set_tid_address(t.clear_child_tid as usize) }.map_err(|e| Fail::errno(e, t.clear_child_tid, b"set_tid_address"))?;
     if t.rseq_len != 0 {

@@ -284,6 +284,7 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
         rseq_ptr: RSEQ_AT,
         rseq_len: 32,
         rseq_sig: RSEQ_SIG,
+        comm: *b"restored-main\0\0\0",
         ..Default::default()
     };
     let own1 = block.push(&[siginfo(SIGRT1 as i32 + 1, 0x99)]);
@@ -296,6 +297,7 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
         siginfos: own1,
         stack: stack1,
         clear_child_tid: T1_TID_WORD,
+        comm: *b"restored-thread1",
         ..Default::default()
     };
     let both = [t, t1];
