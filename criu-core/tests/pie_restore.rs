@@ -119,6 +119,9 @@ mod full {
     const NONE_AT: u64 = FINAL + 0x20000;
     const FILE_AT: u64 = FINAL + 0x30000;
     const PARK: u64 = 0x1200_0000_0000;
+    const VDSO_DUMPED: u64 = FINAL + 0x40000;
+    const RSEQ_AT: u64 = DATA_AT + 0x2000;
+    const LAZY_AT: u64 = FINAL + 0x38000;
     const BLOB_AT: u64 = 0x3a00_0000_0000;
 
     /// Kills the child (by pid) unless it was reaped.
@@ -134,10 +137,16 @@ mod full {
     }
 
     fn spawn(mode: &str) -> (Guard, BufReader<std::process::ChildStdout>, u64, u64) {
+        let (g, out, base, off, _) = spawn_tid(mode);
+        (g, out, base, off)
+    }
+
+    /// Starts `pie-restore-check full MODE`; returns the child, its stdout,
+    /// the block address, the status offset and thread 1's tid (0 if none).
+    fn spawn_tid(mode: &str) -> (Guard, BufReader<std::process::ChildStdout>, u64, u64, i32) {
         let mut child = Command::new(CHECK)
             .args(["full", mode])
-            .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
-            .stdin(Stdio::piped())
+                .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -149,16 +158,21 @@ mod full {
         assert_eq!(it.next(), Some("ready"), "child said {line:?}");
         let base = u64::from_str_radix(it.next().unwrap().trim_start_matches("0x"), 16).unwrap();
         let off = it.next().unwrap().parse().unwrap();
-        (Guard(child, false), out, base, off)
+        let tid = it.next().unwrap().parse().unwrap();
+        (Guard(child, false), out, base, off, tid)
+    }
+
+    /// The restored code wrote data words `words`, in this order.
+    fn expect_words(out: &mut impl Read, words: impl Iterator<Item = u64>) {
+        let mut data = Vec::new();
+        out.read_to_end(&mut data).unwrap();
+        let got: Vec<u64> = data.chunks(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))).collect();
+        let want: Vec<u64> = words.map(|i| 0xda7a_0000_0000_0000 | i).collect();
+        assert_eq!(got, want, "restored code wrote {data:x?}");
     }
 
     fn expect_data(out: &mut impl Read) {
-        let mut data = Vec::new();
-        out.read_to_end(&mut data).unwrap();
-        assert_eq!(data.len(), 64, "restored code wrote {data:x?}");
-        for (i, w) in data.chunks(8).enumerate() {
-            assert_eq!(u64::from_le_bytes(w.try_into().unwrap()), 0xda7a_0000_0000_0000 | i as u64);
-        }
+        expect_words(out, 0..8);
     }
 
     /// Hex mask from a /proc/PID/status line.
@@ -208,8 +222,9 @@ mod full {
         let error = i64::from_le_bytes(raw[8..16].try_into().unwrap());
         assert_eq!((stage, error), (STAGE_SIGRETURN, 0));
 
-        // The address space: the restored VMAs, the parked vDSO, and the
-        // blob + argument block the host removes next; nothing else.
+        // The address space: the restored VMAs, the vDSO moved to its
+        // dumped place, and the blob + argument block the host removes
+        // next; nothing else (the park area is empty again).
         let maps = proc("maps");
         let perms_at = |a: u64| {
             maps.lines()
@@ -224,16 +239,61 @@ mod full {
         assert_eq!(perms_at(FILE_AT), "rw-s");
         for l in maps.lines() {
             let start = u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap();
-            let ok = (FINAL..FINAL + 0x40000).contains(&start)
-                || (PARK..PARK + 0x10_0000).contains(&start)
+            let ok = (FINAL..FINAL + 0x60000).contains(&start)
                 || (BLOB_AT..BLOB_AT + 0x10_0000).contains(&start)
                 || (base..base + (1 << 20)).contains(&start)
                 || l.ends_with("[vsyscall]");
             assert!(ok, "unexpected mapping left: {l}\n{maps}");
         }
-        assert!(maps.lines().any(|l| l.ends_with("[vdso]") && l.starts_with("12000000")), "vDSO not parked:\n{maps}");
+        assert!(maps.lines().any(|l| l.ends_with("[vvar]") && l.starts_with(&format!("{VDSO_DUMPED:x}-"))), "vvar:\n{maps}");
+        assert!(maps.lines().any(|l| l.ends_with("[vdso]") && l.starts_with("1000000")), "vDSO not moved:\n{maps}");
+        assert!(!maps.contains(&format!("{PARK:x}")), "park area not empty:\n{maps}");
+
+        // PR_SET_MM_MAP fields (stat fields 26-28, 45-51) and the auxv.
+        let stat = proc("stat");
+        let f: Vec<u64> = stat.rsplit_once(") ").unwrap().1.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        let field = |n: usize| f[n - 3];
+        assert_eq!((field(26), field(27), field(28)), (CODE_AT, CODE_AT + 0x1000, DATA_AT + 0x3000 - 8), "code/stack");
+        assert_eq!((field(45), field(46), field(47)), (DATA_AT, DATA_AT + 0x1000, DATA_AT + 0x2000), "data/brk");
+        assert_eq!((field(48), field(49), field(50), field(51)), (DATA_AT + 0x100, DATA_AT + 0x180, DATA_AT + 0x180, DATA_AT + 0x200));
+        let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap();
+        let words: Vec<u64> = auxv.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(&words[..4], &[6, 4096, 0x1234_5678, 0xabcd], "auxv");
+        assert_eq!(proc("personality").trim(), "00040000");
+        assert_eq!(proc("comm").trim(), "restored-main");
+
+        // The lazy VMA is registered with the userfaultfd (VmFlags "um");
+        // the fds handed to the blob (memfd, userfaultfd) are closed: only
+        // the child's extra copy of the userfaultfd (100) is left.
+        let smaps = proc("smaps");
+        let lazy = smaps.split(&format!("\n{LAZY_AT:x}-")).nth(1).unwrap_or_else(|| panic!("no lazy VMA:\n{smaps}"));
+        let vmflags = lazy.lines().find(|l| l.starts_with("VmFlags:")).unwrap();
+        assert!(vmflags.split_whitespace().any(|f| f == "um"), "lazy VMA not registered: {vmflags}");
+        let links: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().into_string().unwrap(), std::fs::read_link(e.path()).unwrap().display().to_string())
+            })
+            .collect();
+        assert!(!links.iter().any(|(_, l)| l.contains("memfd:full")), "file VMA fd left open: {links:?}");
+        let uffds: Vec<&str> = links.iter().filter(|(_, l)| l.contains("userfaultfd")).map(|(n, _)| n.as_str()).collect();
+        assert_eq!(uffds, vec!["100"], "the blob's userfaultfd left open: {links:?}");
+
+        // rseq: glibc's registration dropped, the dumped one registered.
+        let mut conf = [0u64; 3];
+        // SAFETY: PTRACE_GET_RSEQ_CONFIGURATION writes 24 bytes into `conf`.
+        let r = unsafe { libc::ptrace(0x420f, pid.as_raw(), 24usize, conf.as_mut_ptr()) };
+        assert_eq!(r, 24, "PTRACE_GET_RSEQ_CONFIGURATION: {}", std::io::Error::last_os_error());
+        assert_eq!((conf[0], conf[1] as u32, (conf[1] >> 32) as u32), (RSEQ_AT, 32, 0x5305_3053), "rseq");
 
         let status = proc("status");
+        let line = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+        assert_eq!(line("Uid:"), "1000 1000 1000 1000");
+        assert_eq!(line("Gid:"), "1000 1000 1000 1000");
+        assert_eq!(line("Groups:"), "4242");
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert_eq!(status_mask(&status, "CapEff:"), status_mask(&own, "CapEff:"), "capabilities kept");
         assert_ne!(status_mask(&status, "SigCgt:") & 1 << 9, 0, "SIGUSR1 handler");
         assert_ne!(status_mask(&status, "SigIgn:") & 1 << 11, 0, "SIGUSR2 ignored");
         assert_ne!(status_mask(&status, "ShdPnd:") & 1 << 9, 0, "SIGUSR1 queued process-wide");
@@ -260,5 +320,76 @@ mod full {
         assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 42));
         g.1 = true;
         expect_data(&mut out);
+    }
+
+    #[test]
+    fn threads_restored_without_a_tracer() {
+        let (mut g, mut out, _, _, tid) = spawn_tid("threads");
+        assert!(tid > 0);
+        expect_words(&mut out, (8..16).chain(0..8));
+        let st = g.0.wait().unwrap();
+        g.1 = true;
+        assert_eq!(st.code(), Some(42), "{st:?}");
+    }
+
+    /// The threaded handshake: the host seizes thread 0 with
+    /// PTRACE_O_TRACECLONE, lets event stops go, and waits until every
+    /// thread sits at its trap before resuming them all.
+    #[test]
+    fn threads_handshake_under_ptrace() {
+        use nix::sys::wait::WaitPidFlag;
+        let (mut g, mut out, base, off, tid1) = spawn_tid("threads-trap");
+        let pid = Pid::from_raw(g.0.id() as i32);
+        ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACECLONE).expect("PTRACE_SEIZE");
+        g.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        // Wait on our two tids only (other tests run in parallel).
+        let tids = [pid, Pid::from_raw(tid1)];
+        let mut trapped = std::collections::BTreeSet::new();
+        while trapped.len() < 2 {
+            for &t in &tids {
+                match waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Stopped(p, Signal::SIGTRAP)) => {
+                        trapped.insert(p.as_raw());
+                    }
+                    Ok(WaitStatus::PtraceEvent(p, _, _)) => ptrace::cont(p, None).unwrap(),
+                    Ok(WaitStatus::Stopped(p, sig)) => ptrace::cont(p, Some(sig)).unwrap(),
+                    Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(trapped, [pid.as_raw(), tid1].into_iter().collect(), "both threads at their trap");
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+        let mut raw = [0u8; std::mem::size_of::<RestoreStatus>()];
+        mem.read_exact_at(&mut raw, base + off).unwrap();
+        assert_eq!(u32::from_le_bytes(raw[0..4].try_into().unwrap()), STAGE_SIGRETURN);
+        assert_eq!(i64::from_le_bytes(raw[8..16].try_into().unwrap()), 0);
+        // Per-thread state of thread 1: its own queued signal and creds.
+        let st1 = std::fs::read_to_string(format!("/proc/{pid}/task/{tid1}/status")).unwrap();
+        assert_ne!(status_mask(&st1, "SigPnd:") & 1 << 35, 0, "SIGRTMIN+2 queued to thread 1");
+        assert!(st1.lines().any(|l| l.starts_with("Uid:") && l.contains("1000")), "thread 1 creds");
+        let comm1 = std::fs::read_to_string(format!("/proc/{pid}/task/{tid1}/comm")).unwrap();
+        assert_eq!(comm1.trim(), "restored-thread", "thread 1 name (15 bytes kept)");
+        for t in [pid.as_raw(), tid1] {
+            ptrace::cont(Pid::from_raw(t), None).unwrap();
+        }
+        // Thread 1 exits first and must be reaped before the leader's
+        // exit is reported.
+        let mut code = None;
+        while code.is_none() {
+            for &t in &tids {
+                match waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(p, c)) if p == pid => code = Some(c),
+                    Ok(WaitStatus::PtraceEvent(p, _, _)) => ptrace::cont(p, None).unwrap(),
+                    Ok(WaitStatus::Stopped(p, sig)) => ptrace::cont(p, Some(sig)).unwrap(),
+                    _ => {}
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(code, Some(42));
+        g.1 = true;
+        expect_words(&mut out, (8..16).chain(0..8));
     }
 }

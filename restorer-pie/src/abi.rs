@@ -107,6 +107,16 @@ pub const SELFTEST_WRITE_MESSAGE: &[u8] = b"criu-rs pie: hello from the restorer
 //    it matched, `park` is already empty). The blob itself unmaps `bounce`
 //    and the emptied premap area.
 //
+// Threads: the host seizes with `PTRACE_O_TRACECLONE`. Thread 0 clones
+// threads 1.. (`clone3`, `set_tid` = their dumped tids, on their
+// `ThreadArg::stack`) after the process-wide state; each then restores its
+// own tid address, rseq, credentials and pending signals and traps at its
+// own `rt_sigreturn`. The host lets the clone/event stops go on, waits
+// until every thread of `threads` sits at its SIGTRAP (all of them: that
+// is the barrier; `status.stage` is thread 0's, other threads only ever
+// set STAGE_SIGRETURN), then resumes them all. A failing thread ends the
+// whole process with `exit_group(1)`.
+//
 // On failure the blob writes `stage`, `error` (negative errno or a
 // `ERR_*` code) and `detail` into [`RestoreStatus`], a short line to
 // `log_fd`, and calls `exit_group(1)`; the host may read the status through
@@ -127,6 +137,11 @@ pub const RESTORE_F_CREDS: u64 = 1 << 1;
 pub const RESTORE_F_PERSONALITY: u64 = 1 << 2;
 /// `RestoreArgs::flags`: `mm` is valid; issue `PR_SET_MM_MAP`.
 pub const RESTORE_F_MM: u64 = 1 << 3;
+/// `RestoreArgs::flags`: the blob closes the fds it was handed once used:
+/// every `VmaArg::fd` after mapping and `mm.exe_fd` after PR_SET_MM_MAP
+/// (`log_fd` stays: the host closes it). Without the flag the host closes
+/// them after the handshake.
+pub const RESTORE_F_CLOSE_FDS: u64 = 1 << 4;
 
 /// A range of target addresses `[start, start + len)`.
 #[repr(C)]
@@ -180,6 +195,10 @@ pub const STAGE_SIGNALS: u32 = 19;
 pub const STAGE_SIGFRAME: u32 = 20;
 /// Reached right before the trap + `rt_sigreturn` (see the handshake).
 pub const STAGE_SIGRETURN: u32 = 21;
+/// Cloning threads 1.. (added after the first publication).
+pub const STAGE_THREADS: u32 = 22;
+/// Registering lazy VMAs with the userfaultfd.
+pub const STAGE_LAZY: u32 = 23;
 
 /// Bad magic/version/size in the header.
 pub const ERR_BAD_HEADER: i64 = -1000;
@@ -272,6 +291,11 @@ pub struct RestoreArgs {
     /// every preemption). `len == 0`: none. Get it with
     /// `PTRACE_GET_RSEQ_CONFIGURATION`.
     pub cur_rseq: RseqArg,
+    /// A userfaultfd for VMAs with `VMA_F_LAZY` (registered in MISSING
+    /// mode once in place, then closed by the blob). Ignored, not closed,
+    /// when no VMA is lazy (so 0 from `Default` is harmless).
+    pub uffd: i32,
+    pub _pad2: u32,
 }
 
 /// Bytes of [`RestoreArgs::scratch`] needed per VMA.
@@ -294,7 +318,8 @@ pub struct RseqArg {
 /// moves it with `mremap(MREMAP_MAYMOVE | MREMAP_FIXED)`.
 pub const VMA_PREMAPPED: u32 = 1;
 /// `VmaArg::kind`: the blob maps `fd` at `start` with `pgoff`
-/// (`MAP_SHARED | MAP_FIXED`); `fd` is closed by the host afterwards.
+/// (`MAP_SHARED | MAP_FIXED`, or `MAP_PRIVATE` if `flags` says so); the
+/// fd is closed by the blob with `RESTORE_F_CLOSE_FDS`, else by the host.
 pub const VMA_FILE_SHARED: u32 = 2;
 /// `VmaArg::kind`: already at its final address; left alone (not unmapped,
 /// not moved); only prot/madvise are applied.
@@ -302,8 +327,9 @@ pub const VMA_PINNED: u32 = 3;
 /// `VmaArg::kind`: the dumped `[vdso]` (final place of the vDSO). The host
 /// premaps a copy with the dumped contents (`premap != 0`). If the running
 /// vDSO matches (see [`VdsoArg::dumped_syms`]) the blob drops that copy and
-/// moves the running vDSO here; otherwise it moves the copy here like a
-/// PREMAPPED VMA and patches jumps into it.
+/// moves the running vDSO here; otherwise it keeps the copy here and
+/// patches jumps into it. (The copy moves home with the PREMAPPED VMAs,
+/// in planner order; `premap == 0`: no copy, only the matching path.)
 pub const VMA_VDSO: u32 = 4;
 /// `VmaArg::kind`: a dumped `[vvar]` or `[vvar_vclock]` (no contents,
 /// `premap == 0`). Filled by the running vvar pages when the vDSO matches,
@@ -380,8 +406,8 @@ pub mod gpreg {
     pub const GS: usize = 26;
 }
 
-/// Per-thread state. Only thread 0 is restored for now; the array form
-/// leaves room for cloning the others in the blob (`clone3` + `set_tid`).
+/// Per-thread state. Thread 0 runs the blob; threads 1.. are cloned by it
+/// with their `tid` (`clone3` + `set_tid`), see the handshake notes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ThreadArg {
@@ -415,6 +441,10 @@ pub struct ThreadArg {
     /// The blob's stack for this thread (inside `RestoreArgs::args`);
     /// the rt_sigframe is built at its top.
     pub stack: MemRange,
+    // ---- appended after the first publication ----
+    /// The thread's name (`PR_SET_NAME`, /proc/PID/task/TID/comm),
+    /// NUL-padded; all zero: left as is.
+    pub comm: [u8; 16],
 }
 
 /// Kernel `struct sigaction` as taken by `rt_sigaction` on x86_64
@@ -561,7 +591,7 @@ pub struct VdsoArg {
 }
 
 const _: () = assert!(core::mem::size_of::<VmaArg>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadArg>() == 328);
+const _: () = assert!(core::mem::size_of::<ThreadArg>() == 344);
 const _: () = assert!(core::mem::size_of::<SigactionArg>() == 32);
 const _: () = assert!(core::mem::size_of::<PosixTimerArg>() == 64);
 const _: () = assert!(core::mem::size_of::<MmMapArg>() == 112);

@@ -50,7 +50,7 @@ impl Ctx {
     /// header says so, `total_size` bytes, for the life of the `Ctx`.
     pub unsafe fn new(base: *mut u8) -> Result<Self, (usize, Fail)> {
         let bad = |d: u64| Fail::new(ERR_BAD_HEADER, d, b"bad argument header");
-        if base.is_null() || (base as usize) % align_of::<RestoreArgs>() != 0 {
+        if base.is_null() || !(base as usize).is_multiple_of(align_of::<RestoreArgs>()) {
             return Err((0, bad(base as u64)));
         }
         // SAFETY: the caller guarantees the header is mapped; alignment checked.
@@ -78,7 +78,7 @@ impl Ctx {
         }
         let bytes = a.count.checked_mul(size_of::<T>() as u64).ok_or(bad)?;
         let end = a.off.checked_add(bytes).ok_or(bad)?;
-        if a.off < size_of::<RestoreArgs>() as u64 || end > self.args.total_size || a.off % align_of::<T>() as u64 != 0 {
+        if a.off < size_of::<RestoreArgs>() as u64 || end > self.args.total_size || !a.off.is_multiple_of(align_of::<T>() as u64) {
             return Err(bad);
         }
         // SAFETY: the range lies inside the block (checked above against
@@ -96,9 +96,10 @@ impl Ctx {
     ///
     /// # Safety
     /// No other live reference may cover the same bytes (in particular not
-    /// one from [`Ctx::array`]); the caller's stack may lie in the area only
-    /// where it does not write.
-    pub unsafe fn area_mut(&self, r: MemRange) -> Step<&mut [u8]> {
+    /// one from [`Ctx::array`]) for the chosen lifetime `'a` (at most as
+    /// long as the block stays mapped); the caller's stack may lie in the
+    /// area only where it does not write.
+    pub unsafe fn area_mut<'a>(&self, r: MemRange) -> Step<&'a mut [u8]> {
         let bad = Fail::new(ERR_BAD_ARRAY, r.start, b"area outside the argument area");
         let end = r.start.checked_add(r.len).ok_or(bad)?;
         let a = self.args.args;

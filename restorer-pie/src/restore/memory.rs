@@ -3,8 +3,8 @@
 //! madvise bits, put the vDSO in place (or redirect the old copy).
 
 use crate::abi::{
-    MemRange, VmaArg, ERR_BAD_VMAS, ERR_NO_BOUNCE, ERR_VDSO, PLAN_SCRATCH_PER_VMA, VMA_FILE_SHARED, VMA_PINNED,
-    VMA_PREMAPPED, VMA_VDSO,
+    MemRange, VmaArg, ERR_BAD_VMAS, ERR_NO_BOUNCE, ERR_VDSO, PLAN_SCRATCH_PER_VMA, RESTORE_F_CLOSE_FDS, VMA_FILE_SHARED,
+    VMA_F_LAZY, VMA_PINNED, VMA_PREMAPPED, VMA_VDSO,
 };
 use crate::restore::ctx::{Ctx, Fail, Step};
 use crate::restore::layout::{check_vmas, for_each_gap, parked, same_vdso_shape};
@@ -18,6 +18,9 @@ const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
 const MAP_FIXED: u32 = 0x10;
 const PROT_READ_WRITE: u32 = 0x3;
+/// `_IOWR(0xAA, 0x00, struct uffdio_register)` (32-byte argument).
+const UFFDIO_REGISTER: u32 = 0xc020_aa00;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 
 /// `mremap(from, len, len, MAYMOVE | FIXED, to)`.
 fn move_range(from: u64, len: u64, to: u64) -> Result<(), sys::Errno> {
@@ -42,7 +45,7 @@ pub fn check(ctx: &Ctx) -> Step<&[VmaArg]> {
     let a = &ctx.args;
     let page = a.page_size.max(1);
     for r in [a.blob, a.args, a.premap, a.bounce, a.vdso.park, a.vdso.running_vdso, a.vdso.running_vvar] {
-        if r.start % page != 0 || r.len % page != 0 {
+        if !r.start.is_multiple_of(page) || !r.len.is_multiple_of(page) {
             return Err(Fail::new(ERR_BAD_VMAS, r.start, b"area not page aligned"));
         }
     }
@@ -91,12 +94,19 @@ pub fn unmap_old_world(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     })
 }
 
-/// Moves every premapped VMA to its final address, in planner order.
+/// Whether `v` has a premapped copy to move home: PREMAPPED VMAs and the
+/// dumped vDSO's copy (moved with the others so no move lands on it; the
+/// vDSO stage then keeps it or replaces it with the running vDSO).
+fn is_moved(v: &VmaArg) -> bool {
+    v.kind == VMA_PREMAPPED || (v.kind == VMA_VDSO && v.premap != 0)
+}
+
+/// Moves every premapped copy to its final address, in planner order.
 pub fn move_premapped(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let a = &ctx.args;
-    let n = vmas.iter().filter(|v| v.kind == VMA_PREMAPPED).count();
+    let n = vmas.iter().filter(|v| is_moved(v)).count();
     let need = (n as u64).saturating_mul(PLAN_SCRATCH_PER_VMA);
-    if need > a.scratch.len || a.scratch.start % 8 != 0 {
+    if need > a.scratch.len || !a.scratch.start.is_multiple_of(8) {
         return Err(Fail::new(ERR_NO_BOUNCE, need, b"planner scratch too small"));
     }
     // SAFETY: the scratch area is reserved for this and referenced nowhere
@@ -107,7 +117,7 @@ pub fn move_premapped(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
         let bytes = ctx.area_mut(MemRange { start: a.scratch.start, len: need })?;
         core::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<PlanMove>(), n)
     };
-    for (slot, v) in moves.iter_mut().zip(vmas.iter().filter(|v| v.kind == VMA_PREMAPPED)) {
+    for (slot, v) in moves.iter_mut().zip(vmas.iter().filter(|v| is_moved(v))) {
         *slot = PlanMove::new(v.premap, v.start, v.end - v.start);
     }
     run_plan(moves, (a.bounce.start, a.bounce.len), |from, to, len| {
@@ -136,6 +146,40 @@ pub fn map_files(vmas: &[VmaArg]) -> Step {
         if got as u64 != v.start {
             return Err(Fail::new(ERR_BAD_VMAS, v.start, b"file VMA mapped elsewhere"));
         }
+    }
+    Ok(())
+}
+
+/// With RESTORE_F_CLOSE_FDS, closes the fds of file VMAs (now mapped).
+pub fn close_vma_fds(ctx: &Ctx, vmas: &[VmaArg]) {
+    if ctx.args.flags & RESTORE_F_CLOSE_FDS == 0 {
+        return;
+    }
+    for v in vmas.iter().filter(|v| v.kind == VMA_FILE_SHARED && v.fd >= 0) {
+        // Several VMAs may share an fd: EBADF after the first close is fine.
+        let _ = sys::close(v.fd);
+    }
+}
+
+/// Registers every lazy VMA, now in place, with the userfaultfd (MISSING
+/// mode), then closes the blob's copy of it. Without lazy VMAs the uffd
+/// field is ignored (not even closed), so a zeroed field is harmless.
+pub fn register_lazy(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
+    let uffd = ctx.args.uffd;
+    let mut any = false;
+    for v in vmas.iter().filter(|v| v.vflags & VMA_F_LAZY != 0) {
+        if uffd < 0 {
+            return Err(Fail::new(ERR_BAD_VMAS, v.start, b"lazy VMA without a userfaultfd"));
+        }
+        // struct uffdio_register { range { start, len }, mode, ioctls (out) }
+        let mut reg = [v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING, 0];
+        // SAFETY: the kernel reads and writes the 32-byte struct on our stack.
+        unsafe { sys::ioctl(uffd, UFFDIO_REGISTER, reg.as_mut_ptr() as usize) }
+            .map_err(|e| Fail::errno(e, v.start, b"UFFDIO_REGISTER"))?;
+        any = true;
+    }
+    if any {
+        sys::close(uffd).map_err(|e| Fail::errno(e, uffd as u64, b"close userfaultfd"))?;
     }
     Ok(())
 }
@@ -178,8 +222,9 @@ fn syms_of(r: MemRange) -> Step<VdsoSyms> {
 }
 
 /// Puts the vDSO where the process had it: the running one (with its
-/// vvar) if it matches the dumped one, else the dumped copy with jumps to
-/// the running one (or syscall stubs when there is no running vDSO).
+/// vvar) if it matches the dumped one, else the dumped copy (already moved
+/// to its place with the other premapped VMAs) with jumps to the running
+/// one, or syscall stubs when there is no running vDSO.
 pub fn place_vdso(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let vd = &ctx.args.vdso;
     let Some(dumped) = vmas.iter().find(|v| v.kind == VMA_VDSO) else {
@@ -189,17 +234,18 @@ pub fn place_vdso(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let (vvar_at, vdso_at) = parked(vd).unwrap_or((0, 0));
     let running = MemRange { start: vdso_at, len: vd.running_vdso.len };
     let running_syms = if running.len != 0 { Some(syms_of(running)?) } else { None };
-    let copy = MemRange { start: dumped.premap, len: dumped_range.len };
-    let copy_syms = if copy.start != 0 { Some(syms_of(copy)?) } else { None };
+    let has_copy = dumped.premap != 0;
+    let copy_syms = if has_copy { Some(syms_of(dumped_range)?) } else { None };
     let matches = match (&running_syms, &copy_syms) {
         (Some(r), Some(c)) => r.offsets == c.offsets && same_vdso_shape(vd, dumped_range),
         (Some(r), None) => r.offsets == vd.dumped_syms && same_vdso_shape(vd, dumped_range),
         _ => false,
     };
     if matches {
-        if copy.start != 0 {
-            // SAFETY: the copy is ours and no longer needed.
-            unsafe { sys::munmap(copy.start as usize, copy.len as usize) }.map_err(|e| Fail::errno(e, copy.start, b"munmap vDSO copy"))?;
+        if has_copy {
+            // SAFETY: the copy is ours; the running vDSO takes its place.
+            unsafe { sys::munmap(dumped.start as usize, dumped_range.len as usize) }
+                .map_err(|e| Fail::errno(e, dumped.start, b"munmap vDSO copy"))?;
         }
         if vd.running_vvar.len != 0 {
             move_range(vvar_at, vd.running_vvar.len, vd.dumped_vvar.start).map_err(|e| Fail::errno(e, vvar_at, b"moving vvar"))?;
@@ -209,11 +255,10 @@ pub fn place_vdso(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let Some(copy_syms) = copy_syms else {
         return Err(Fail::new(ERR_VDSO, dumped.start, b"vDSO differs and no dumped copy"));
     };
-    move_range(copy.start, copy.len, dumped.start).map_err(|e| Fail::errno(e, copy.start, b"moving vDSO copy"))?;
     // SAFETY: making our own copy writable to patch it.
-    unsafe { sys::mprotect(dumped.start as usize, copy.len as usize, PROT_READ_WRITE) }
+    unsafe { sys::mprotect(dumped.start as usize, dumped_range.len as usize, PROT_READ_WRITE) }
         .map_err(|e| Fail::errno(e, dumped.start, b"mprotect vDSO copy"))?;
-    // SAFETY: the copy is now mapped read-write at its final place.
+    // SAFETY: the copy is mapped read-write at its final place.
     let image = unsafe { mapped(dumped_range) };
     let patched = match &running_syms {
         Some(r) => patch_vdso(image, dumped.start, &copy_syms, running.start, &r.offsets),
@@ -221,7 +266,7 @@ pub fn place_vdso(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     };
     patched.map_err(|_| Fail::new(ERR_VDSO, dumped.start, b"cannot patch the old vDSO"))?;
     // SAFETY: restoring the dumped protection of the copy.
-    unsafe { sys::mprotect(dumped.start as usize, copy.len as usize, dumped.prot) }
+    unsafe { sys::mprotect(dumped.start as usize, dumped_range.len as usize, dumped.prot) }
         .map(drop)
         .map_err(|e| Fail::errno(e, dumped.start, b"mprotect vDSO copy"))
 }

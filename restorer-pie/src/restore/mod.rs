@@ -5,7 +5,7 @@
 //! - [`vdso`]: vDSO ELF symbol lookup, jump patching and syscall stubs.
 //! - [`layout`]: VMA list checks, gaps to unmap, vDSO parking positions.
 //! - [`ctx`]: the argument block as seen from the blob; failure reporting.
-//! - [`memory`], [`task`], [`finish`]: the stages of [`run::restore`].
+//! - [`memory`], [`task`], [`threads`], [`finish`]: the stages of [`run::restore`].
 //! - [`testentry`]: stages run as PIE test entries by a loader.
 
 pub mod ctx;
@@ -17,4 +17,5 @@ pub mod run;
 pub mod sigframe;
 pub mod task;
 pub mod testentry;
+pub mod threads;
 pub mod vdso;

@@ -4,7 +4,8 @@
 
 use crate::abi::*;
 use crate::restore::ctx::{Ctx, Fail, Step};
-use crate::restore::{finish, memory, task};
+use crate::restore::{memory, task, threads};
+use crate::restore::finish;
 use crate::sys;
 
 /// Restores the task from the argument block at `base`; never returns.
@@ -29,7 +30,7 @@ pub unsafe fn restore(base: *mut u8) -> ! {
         }
     };
     ctx.stage(STAGE_START);
-    match stages(&ctx) {
+    match stages(&ctx, base as u64) {
         Ok(rsp) => {
             let Ok(threads) = ctx.array::<ThreadArg>(ctx.args.threads) else { ctx.die(Fail::new(ERR_BAD_ARRAY, 0, b"threads")) };
             match threads.first() {
@@ -41,8 +42,11 @@ pub unsafe fn restore(base: *mut u8) -> ! {
     }
 }
 
-/// Every stage up to the built frame; returns the `rt_sigreturn` rsp.
-fn stages(ctx: &Ctx) -> Step<u64> {
+/// Every stage up to thread 0's built frame; returns its `rt_sigreturn`
+/// rsp. Threads 1.. are cloned after the process-wide state that they
+/// inherit (personality, signal mask) and before what needs them (POSIX
+/// timers aimed at a thread) or drops privileges (credentials).
+fn stages(ctx: &Ctx, base: u64) -> Step<u64> {
     let a = &ctx.args;
     ctx.stage(STAGE_CHECK_ARGS);
     let vmas = memory::check(ctx)?;
@@ -61,11 +65,14 @@ fn stages(ctx: &Ctx) -> Step<u64> {
     memory::move_premapped(ctx, vmas)?;
     ctx.stage(STAGE_MAP_SHARED);
     memory::map_files(vmas)?;
+    memory::close_vma_fds(ctx, vmas);
     ctx.stage(STAGE_PROTECT);
     memory::protect(ctx, vmas)?;
     ctx.stage(STAGE_VDSO);
     memory::place_vdso(ctx, vmas)?;
     memory::drop_staging(ctx, vmas)?;
+    ctx.stage(STAGE_LAZY);
+    memory::register_lazy(ctx, vmas)?;
 
     if a.flags & RESTORE_F_MM != 0 {
         ctx.stage(STAGE_MM);
@@ -77,20 +84,16 @@ fn stages(ctx: &Ctx) -> Step<u64> {
     task::set_sigactions(ctx)?;
     ctx.stage(STAGE_ITIMERS);
     task::set_itimers(ctx)?;
-    ctx.stage(STAGE_POSIX_TIMERS);
-    task::set_posix_timers(ctx)?;
-    ctx.stage(STAGE_THREAD_STATE);
-    task::set_thread_state(t0)?;
     if a.flags & RESTORE_F_PERSONALITY != 0 {
         ctx.stage(STAGE_PERSONALITY);
         task::set_personality(a.personality)?;
     }
-    if a.flags & RESTORE_F_CREDS != 0 {
-        ctx.stage(STAGE_CREDS);
-        task::set_creds(ctx, &a.creds)?;
-    }
+    ctx.stage(STAGE_THREADS);
+    threads::clone_threads(ctx, base)?;
+    ctx.stage(STAGE_POSIX_TIMERS);
+    task::set_posix_timers(ctx)?;
     ctx.stage(STAGE_SIGNALS);
-    task::queue_signals(ctx, t0)?;
-    ctx.stage(STAGE_SIGFRAME);
-    finish::build_frame(ctx, t0)
+    task::queue_shared_signals(ctx)?;
+    ctx.stage(STAGE_THREAD_STATE);
+    threads::own_state(ctx, t0)
 }

@@ -15,6 +15,7 @@ use linux_raw_sys::general::{
 const SIG_SETMASK: u32 = 2;
 const SIGKILL: i32 = 9;
 const SIGSTOP: i32 = 19;
+const PR_SET_NAME: u32 = 15;
 const PR_SET_MM: u32 = 35;
 const PR_SET_MM_MAP: usize = 14;
 const PR_SET_SECUREBITS: u32 = 28;
@@ -62,8 +63,11 @@ pub fn set_mm(ctx: &Ctx) -> Step {
     };
     // SAFETY: the kernel reads `map` and the auxv bytes it points to.
     unsafe { sys::prctl(PR_SET_MM, PR_SET_MM_MAP, &map as *const PrctlMmMap as usize, core::mem::size_of::<PrctlMmMap>(), 0) }
-        .map(drop)
-        .map_err(|e| Fail::errno(e, 0, b"PR_SET_MM_MAP"))
+        .map_err(|e| Fail::errno(e, 0, b"PR_SET_MM_MAP"))?;
+    if m.exe_fd >= 0 && ctx.args.flags & crate::abi::RESTORE_F_CLOSE_FDS != 0 {
+        let _ = sys::close(m.exe_fd);
+    }
+    Ok(())
 }
 
 /// Applies the dumped rlimits. Limits already equal are skipped; any
@@ -169,9 +173,15 @@ pub fn set_posix_timers(ctx: &Ctx) -> Step {
     Ok(())
 }
 
-/// Per-thread kernel state of the calling thread: clear_child_tid, rseq.
-/// (Mask, sigaltstack and registers come with the sigframe.)
+/// Per-thread kernel state of the calling thread: name, clear_child_tid,
+/// rseq. (Mask, sigaltstack and registers come with the sigframe.)
 pub fn set_thread_state(t: &ThreadArg) -> Step {
+    if t.comm[0] != 0 {
+        // The kernel copies 16 bytes and terminates them itself.
+        // SAFETY: the kernel reads 16 bytes from `t.comm`.
+        unsafe { sys::prctl(PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0) }
+            .map_err(|e| Fail::errno(e, 0, b"PR_SET_NAME"))?;
+    }
     // SAFETY: the address is the dumped one, inside restored memory.
     unsafe { sys::set_tid_address(t.clear_child_tid as usize) }.map_err(|e| Fail::errno(e, t.clear_child_tid, b"set_tid_address"))?;
     if t.rseq_len != 0 {
@@ -206,7 +216,8 @@ pub fn set_creds(ctx: &Ctx, c: &CredsArg) -> Step {
         if !cap_bit(c.cap_bnd, cap) {
             // SAFETY: integer-only prctl; EINVAL past the last capability.
             match unsafe { sys::prctl(PR_CAPBSET_DROP, cap as usize, 0, 0, 0) } {
-                Ok(_) | Err(sys::Errno::EINVAL) => {}
+                Ok(_) => {}
+                Err(sys::Errno::EINVAL) => break, // past the last capability
                 Err(e) => return Err(Fail::errno(e, cap as u64, b"PR_CAPBSET_DROP")),
             }
         }
@@ -241,16 +252,26 @@ fn signo(info: &[u8; SIGINFO_SIZE]) -> i32 {
     i32::from_le_bytes([info[0], info[1], info[2], info[3]])
 }
 
-/// Re-queues the dumped pending signals: process-wide ones with
-/// `rt_sigqueueinfo`, the thread's own with `rt_tgsigqueueinfo`. They stay
-/// blocked until `rt_sigreturn` installs the dumped mask.
-pub fn queue_signals(ctx: &Ctx, t: &ThreadArg) -> Step {
-    let pid = sys::getpid().map_err(|e| Fail::errno(e, 0, b"getpid"))? as i32;
+fn getpid() -> Step<i32> {
+    sys::getpid().map(|p| p as i32).map_err(|e| Fail::errno(e, 0, b"getpid"))
+}
+
+/// Re-queues the dumped process-wide pending signals with
+/// `rt_sigqueueinfo`. They stay blocked until each thread's
+/// `rt_sigreturn` installs its dumped mask.
+pub fn queue_shared_signals(ctx: &Ctx) -> Step {
+    let pid = getpid()?;
     for info in ctx.array::<[u8; SIGINFO_SIZE]>(ctx.args.shared_siginfos)? {
         // SAFETY: a full 128-byte siginfo is read by the kernel.
         unsafe { sys::rt_sigqueueinfo(pid, signo(info), info.as_ptr().cast::<siginfo_t>()) }
             .map_err(|e| Fail::errno(e, signo(info) as u64, b"rt_sigqueueinfo"))?;
     }
+    Ok(())
+}
+
+/// Re-queues thread `t`'s own pending signals with `rt_tgsigqueueinfo`.
+pub fn queue_own_signals(ctx: &Ctx, t: &ThreadArg) -> Step {
+    let pid = getpid()?;
     for info in ctx.array::<[u8; SIGINFO_SIZE]>(t.siginfos)? {
         // SAFETY: as above.
         unsafe { sys::rt_tgsigqueueinfo(pid, t.tid, signo(info), info.as_ptr().cast::<siginfo_t>()) }

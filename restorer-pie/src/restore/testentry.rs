@@ -4,8 +4,9 @@
 //!
 //! - [`memory`]: check + planned remap + file maps + protections + staging
 //!   cleanup (no parking, no unmapping of the old world);
-//! - [`vdso`]: the vDSO stage (the loader sets `park` around its running
-//!   vDSO so nothing moves it, and hands a copy as the dumped one);
+//! - [`vdso`]: planned remap (which brings the dumped vDSO copy home) and
+//!   the vDSO stage (the loader sets `park` around its running vDSO so
+//!   nothing moves it, and hands a copy as the dumped one);
 //! - [`sigreturn`]: the final stage: sigframe from thread 0 and
 //!   `rt_sigreturn` into the loader's landing code.
 //!
@@ -69,6 +70,8 @@ pub unsafe fn vdso(base: *mut u8) -> i64 {
     unsafe {
         with_ctx(base, |ctx| {
             let vmas = memory::check(ctx)?;
+            ctx.stage(STAGE_REMAP);
+            memory::move_premapped(ctx, vmas)?;
             ctx.stage(STAGE_VDSO);
             memory::place_vdso(ctx, vmas)
         })

@@ -1,6 +1,6 @@
 //! Per-task state syscalls the restorer needs: rlimits, POSIX timers,
-//! credentials and capabilities, personality, rseq, and queueing signals
-//! to one thread.
+//! credentials and capabilities, personality, rseq, queueing signals to one
+//! thread, and `ioctl` (to register userfaultfd ranges).
 
 use linux_raw_sys::general::{__user_cap_data_struct, __user_cap_header_struct, rlimit64, siginfo_t};
 use syscalls::{syscall, Errno, Sysno};
@@ -99,4 +99,14 @@ pub unsafe fn rseq(rseq: u64, rseq_len: u32, flags: i32, sig: u32) -> Result<usi
 pub unsafe fn rt_tgsigqueueinfo(tgid: i32, tid: i32, sig: i32, info: *const siginfo_t) -> Result<usize, Errno> {
     // SAFETY: the caller vouches for info.
     unsafe { syscall!(Sysno::rt_tgsigqueueinfo, tgid as isize, tid as isize, sig as isize, info) }
+}
+
+/// `ioctl(fd, request, arg)`.
+///
+/// # Safety
+/// `arg` must be what `request` expects (often a pointer the kernel reads
+/// and writes).
+pub unsafe fn ioctl(fd: i32, request: u32, arg: usize) -> Result<usize, Errno> {
+    // SAFETY: the caller vouches for the request and its argument.
+    unsafe { syscall!(Sysno::ioctl, fd as isize, request, arg) }
 }

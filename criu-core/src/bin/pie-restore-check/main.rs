@@ -10,7 +10,7 @@
 //!   and redirected to the running vDSO (`jump-*`) or to syscall stubs;
 //! - `pie-restore-check sigreturn`: sigframe + `rt_sigreturn` into chosen
 //!   registers and FPU state, checked by the landing code;
-//! - `pie-restore-check full trap|notrap|bad`: the whole `restore_entry`
+//! - `pie-restore-check full trap|notrap|bad|threads|threads-trap`: the whole `restore_entry`
 //!   turning this process into a small restored task (see `full.rs`).
 //!
 //! Prints `ok: ...` and exits 0 on success, `FAIL: ...` and exits 1.
@@ -52,7 +52,7 @@ fn run() -> Result<String, String> {
         ["vdso", image, mode] => vdso::run(&loaded, image, mode),
         ["sigreturn"] => sigreturn::run(&loaded),
         ["full", mode] => full::run(&loaded, mode),
-        _ => Err("usage: pie-restore-check memory <seed> [--no-smaps] | vdso <image> jump-near|jump-far|stub | sigreturn | full trap|notrap|bad".into()),
+        _ => Err("usage: pie-restore-check memory <seed> [--no-smaps] | vdso <image> jump-near|jump-far|stub | sigreturn | full trap|notrap|bad|threads|threads-trap".into()),
     }
 }
 
@@ -80,12 +80,12 @@ fn maps_perms(addr: u64) -> Option<String> {
     })
 }
 
-/// `mmap` of fresh anonymous read-write memory exactly at `addr`.
-pub fn map_fixed(addr: u64, len: u64) -> Result<(), String> {
+/// `mmap` of fresh anonymous read-write memory exactly at `addr`
+/// (`MAP_GROWSDOWN` if `growsdown`).
+pub fn map_fixed(addr: u64, len: u64, growsdown: bool) -> Result<(), String> {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE | if growsdown { libc::MAP_GROWSDOWN } else { 0 };
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-    let got = unsafe {
-        libc::mmap(addr as *mut _, len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0)
-    };
+    let got = unsafe { libc::mmap(addr as *mut _, len as usize, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
     if got as u64 != addr {
         return Err(format!("cannot map {addr:#x}+{len:#x}: {}", std::io::Error::last_os_error()));
     }

@@ -6,7 +6,7 @@
 
 use super::block::Block;
 use super::{map_fixed, maps_perms};
-use criu_core::abi::{MemRange, VmaArg, PLAN_SCRATCH_PER_VMA, VMA_FILE_SHARED, VMA_PREMAPPED};
+use criu_core::abi::{MemRange, VmaArg, PLAN_SCRATCH_PER_VMA, VMA_FILE_SHARED, VMA_F_GROWSDOWN, VMA_PREMAPPED};
 use criu_core::pie::Loaded;
 use rustix::fs::{memfd_create, MemfdFlags};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -124,6 +124,14 @@ fn one_layout(loaded: &Loaded, rng: &mut Rng, round: u64, smaps: bool) -> Result
     };
     let dontfork = rng.below(n as u64) as usize;
     vmas[dontfork].madv = 1 << MADV_DONTFORK;
+    // One grows-down (stack-like) VMA: premapped with MAP_GROWSDOWN (not
+    // under qemu-user 7.2, whose mmap refuses MAP_GROWSDOWN here; `smaps`
+    // is false exactly there).
+    let growsdown = (0..n).find(|&i| smaps && vmas[i].kind == VMA_PREMAPPED && i != dontfork);
+    if let Some(i) = growsdown {
+        vmas[i].vflags = VMA_F_GROWSDOWN;
+        vmas[i].flags |= libc::MAP_GROWSDOWN as u32;
+    }
 
     // Premapped copies.
     let premapped: Vec<usize> = (0..n).filter(|&i| vmas[i].kind == VMA_PREMAPPED).collect();
@@ -155,7 +163,7 @@ fn one_layout(loaded: &Loaded, rng: &mut Rng, round: u64, smaps: bool) -> Result
     });
     for &i in &premapped {
         let v = &vmas[i];
-        map_fixed(v.premap, v.end - v.start)?;
+        map_fixed(v.premap, v.end - v.start, v.vflags & VMA_F_GROWSDOWN != 0)?;
         fill(v.premap, v.end - v.start, round, i);
     }
 
@@ -200,6 +208,12 @@ fn one_layout(loaded: &Loaded, rng: &mut Rng, round: u64, smaps: bool) -> Result
                 unsafe { libc::mprotect(v.start as *mut _, len as usize, libc::PROT_READ) };
             }
             check_fill(v.start, len, round, i)?;
+        }
+        if smaps && v.vflags & VMA_F_GROWSDOWN != 0 {
+            let flags = vm_flags(v.start).unwrap_or_default();
+            if !flags.split_whitespace().any(|f| f == "gd") {
+                return Err(format!("round {round}: VMA {i} lost its grows-down (gd) flag: {flags}"));
+            }
         }
         if smaps && v.madv != 0 {
             let flags = vm_flags(v.start).unwrap_or_default();

@@ -56,7 +56,7 @@ pub fn run(loaded: &Loaded, image: &str, mode: &str) -> Result<String, String> {
     let off = sym.address();
     let len = (bytes.len() as u64).next_multiple_of(4096);
 
-    map_fixed(COPY_AT, len)?;
+    map_fixed(COPY_AT, len, false)?;
     // SAFETY: the fresh mapping is `len >= bytes.len()` bytes.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), COPY_AT as *mut u8, bytes.len()) };
 
@@ -77,8 +77,10 @@ pub fn run(loaded: &Loaded, image: &str, mode: &str) -> Result<String, String> {
     let vma = VmaArg { start: dumped_at, end: dumped_at + len, premap: COPY_AT, prot: 5, kind: VMA_VDSO, fd: -1, ..Default::default() };
     let mut block = Block::new(1 << 14);
     let arr = block.push(&[vma]);
+    let scratch = block.area(criu_core::abi::PLAN_SCRATCH_PER_VMA as usize, 8);
     let h = block.header_mut();
     h.vmas = arr;
+    h.scratch = scratch;
     h.premap = MemRange { start: COPY_AT, len };
     h.blob = MemRange { start: loaded.base() as u64, len: loaded.len() as u64 };
     h.vdso.running_vdso = vdso;
