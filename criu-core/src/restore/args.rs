@@ -210,6 +210,9 @@ pub fn build_args(
         scratch: MemRange { start: place.args.start + scratch_off, len: scratch_len },
         // The task unregisters its inherited rseq area before the jump.
         cur_rseq: RseqArg::default(),
+        // No lazy VMAs: the blob ignores it.
+        uffd: -1,
+        _pad2: 0,
     };
     let total = b.buf.len().next_multiple_of(PAGE_SIZE as usize) as u64;
     Ok(b.finish(&RestoreArgs { total_size: total, ..head }))

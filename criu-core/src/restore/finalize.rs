@@ -143,6 +143,7 @@ fn stage_name(stage: u32) -> &'static str {
         STAGE_SIGNALS => "pending signals",
         STAGE_SIGFRAME => "building the signal frame",
         STAGE_SIGRETURN => "rt_sigreturn",
+        STAGE_THREADS => "creating threads",
         _ => "unknown stage",
     }
 }
