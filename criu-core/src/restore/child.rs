@@ -109,8 +109,9 @@ fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::I
     std::mem::forget(exe);
     unregister_rseq();
     // SAFETY: the blob is mapped and relocated at place.blob, the argument
-    // block at `args`, and the stack lies inside the args mapping.
-    unsafe { super::jump::jump(entry, args, place.stack.start + place.stack.len) }
+    // block at `args`, and thread 0's stack (the first slice) lies inside
+    // the args mapping.
+    unsafe { super::jump::jump(entry, args, place.stack.start + STACK_SIZE) }
 }
 
 /// `prctl(PR_SET_NAME, comm)`: the task's name as dumped.
@@ -200,7 +201,8 @@ fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds) -> Result<(u64, Place
     let blob_len = pkg.mem_size().next_multiple_of(PAGE_SIZE);
     let block_len = sizing.len() as u64;
     let mut busy = busy_now(plan)?;
-    let base = take_hole(&mut busy, blob_len + block_len + STACK_SIZE, "blob, arguments and stack")?;
+    let stacks = STACK_SIZE * (1 + plan.threads.len() as u64);
+    let base = take_hole(&mut busy, blob_len + block_len + stacks, "blob, arguments and stacks")?;
     let largest = plan.vmas.iter().filter(|v| v.is_premapped()).map(|v| v.len()).max().unwrap_or(PAGE_SIZE);
     let bounce = take_hole(&mut busy, largest, "bounce area")?;
     let vvar = super::args::running_vvar(&now);
@@ -212,8 +214,8 @@ fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds) -> Result<(u64, Place
 
     let place = Placement {
         blob: MemRange { start: base, len: blob_len },
-        args: MemRange { start: base + blob_len, len: block_len + STACK_SIZE },
-        stack: MemRange { start: base + blob_len + block_len, len: STACK_SIZE },
+        args: MemRange { start: base + blob_len, len: block_len + stacks },
+        stack: MemRange { start: base + blob_len + block_len, len: stacks },
         premap: MemRange { start: pm.base, len: pm.len },
         bounce: MemRange { start: bounce, len: largest },
         park: MemRange { start: park, len: park_len },

@@ -18,9 +18,6 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use rustix::fd::OwnedFd;
 
-/// `PTRACE_EVENT_STOP` (group stop or interrupt under PTRACE_SEIZE).
-const PTRACE_EVENT_STOP: i32 = 128;
-
 /// Where the child put the blob and its arguments (its `placed` line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobPlace {
@@ -88,10 +85,14 @@ fn ptrace_err(pid: i32, what: &str) -> impl Fn(nix::errno::Errno) -> RestoreErro
     move |e| died(pid, format!("{what}: {e}"))
 }
 
-/// `PTRACE_SEIZE(pid, EXITKILL | TRACESYSGOOD | TRACEEXIT)`: if criu-rs
-/// dies, the task dies with it.
+/// `PTRACE_SEIZE(pid, EXITKILL | TRACESYSGOOD | TRACEEXIT | TRACECLONE)`:
+/// if criu-rs dies, the task dies with it; threads the blob creates are
+/// traced too.
 pub fn seize(pid: i32) -> Result<()> {
-    let opts = ptrace::Options::PTRACE_O_EXITKILL | ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_TRACEEXIT;
+    let opts = ptrace::Options::PTRACE_O_EXITKILL
+        | ptrace::Options::PTRACE_O_TRACESYSGOOD
+        | ptrace::Options::PTRACE_O_TRACEEXIT
+        | ptrace::Options::PTRACE_O_TRACECLONE;
     ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
 }
 
@@ -148,51 +149,86 @@ fn stage_name(stage: u32) -> &'static str {
     }
 }
 
-/// Waits for the blob's trap, finishes the handshake and cleans up.
-/// On success the task is detached and runs (or, with `stopped`, sits in a
-/// job-control stop as it did when dumped).
-pub fn finish(pid: i32, status_rx: &OwnedFd, stopped: bool) -> Result<()> {
+/// One thread to finish: its tid and its robust futex list (`head`, `len`;
+/// 0 = none), which only the thread itself can set and the blob does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadEnd {
+    pub tid: i32,
+    pub robust_head: u64,
+    pub robust_len: u64,
+}
+
+/// Waits until every thread (thread 0 = `pid` first) sits at the blob's
+/// trap, steps each through its `rt_sigreturn`, cleans up and detaches. On
+/// success the task runs (or, with `stopped`, sits in a job-control stop
+/// as it did when dumped).
+pub fn finish(pid: i32, status_rx: &OwnedFd, threads: &[ThreadEnd], stopped: bool) -> Result<()> {
+    let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
     let mut log = StatusLog::default();
-    let p = Pid::from_raw(pid);
+    let mut trapped: Vec<i32> = Vec::with_capacity(tids.len());
+    let any = Pid::from_raw(-1);
     let place = loop {
-        let ws = waitpid(p, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))?;
+        // Only the task's threads are children/tracees of this process.
+        let ws = waitpid(any, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))?;
+        let tid = ws.pid().map_or(pid, |p| p.as_raw());
         match ws {
             WaitStatus::Stopped(_, Signal::SIGTRAP) => {
                 log.drain(status_rx);
                 let place = log.place().ok_or_else(|| died(pid, "trapped before placing the blob"))?;
-                match read_status(pid, &place) {
-                    Some(st) if st.stage == STAGE_SIGRETURN => break place,
-                    st => return Err(died(pid, format!("unexpected SIGTRAP: {}", blob_failure(st)))),
+                // status.stage is thread 0's; other threads only prove they
+                // trapped in the blob by where they stopped.
+                let in_blob = ptrace::getregs(Pid::from_raw(tid))
+                    .is_ok_and(|r| (place.blob_start..place.blob_start + place.blob_len).contains(&r.rip));
+                let st = read_status(pid, &place);
+                let ready = in_blob && tids.contains(&tid) && (tid != pid || st.is_some_and(|s| s.stage == STAGE_SIGRETURN));
+                if !ready {
+                    return Err(died(pid, format!("unexpected SIGTRAP in thread {tid}: {}", blob_failure(st))));
+                }
+                if !trapped.contains(&tid) {
+                    trapped.push(tid);
+                }
+                if trapped.len() == tids.len() {
+                    break place;
                 }
             }
             WaitStatus::Stopped(_, sig) => {
-                tracing::debug!(pid, ?sig, "signal while restoring; passing it on");
-                ptrace::cont(p, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+                tracing::debug!(tid, ?sig, "signal while restoring; passing it on");
+                ptrace::cont(Pid::from_raw(tid), Some(sig)).map_err(ptrace_err(tid, "PTRACE_CONT"))?;
             }
             WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
                 log.drain(status_rx);
                 let st = log.place().and_then(|pl| read_status(pid, &pl));
-                let _ = ptrace::cont(p, None);
+                let _ = ptrace::cont(Pid::from_raw(tid), None);
                 return Err(failure(pid, &log, || blob_failure(st)));
             }
-            WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {
-                ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+            // A new thread's first stop, a clone event, a group stop: go on.
+            WaitStatus::PtraceEvent(..) => {
+                ptrace::cont(Pid::from_raw(tid), None).map_err(ptrace_err(tid, "PTRACE_CONT"))?;
             }
             WaitStatus::Exited(_, code) => {
                 log.drain(status_rx);
-                return Err(failure(pid, &log, || format!("exited with status {code}")));
+                return Err(failure(pid, &log, || format!("thread {tid} exited with status {code}")));
             }
-            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("killed by {sig:?}"))),
+            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("thread {tid} killed by {sig:?}"))),
             other => tracing::debug!(pid, ?other, "wait status while restoring"),
         }
     };
-    tracing::debug!(pid, "the blob reached its last stop");
-    // Step through rt_sigreturn: entry stop, then exit stop.
-    let syscall_insn = step_syscall(pid, libc::SYS_rt_sigreturn)?;
-    cleanup(pid, syscall_insn, &place)?;
+    tracing::debug!(pid, threads = tids.len(), "every thread reached the blob's last stop");
+    // Step each thread through rt_sigreturn: entry stop, then exit stop.
+    let mut syscall_insn = 0;
+    for &tid in &tids {
+        let insn = step_syscall(tid, libc::SYS_rt_sigreturn)?;
+        if tid == pid {
+            syscall_insn = insn;
+        }
+    }
+    cleanup(pid, syscall_insn, &place, threads)?;
     tracing::debug!(pid, "blob and arguments removed");
-    let sig = stopped.then_some(Signal::SIGSTOP);
-    ptrace::detach(p, sig).map_err(ptrace_err(pid, "PTRACE_DETACH"))
+    for &tid in &tids {
+        let sig = (stopped && tid == pid).then_some(Signal::SIGSTOP);
+        ptrace::detach(Pid::from_raw(tid), sig).map_err(ptrace_err(tid, "PTRACE_DETACH"))?;
+    }
+    Ok(())
 }
 
 /// Resumes to the entry and exit stops of system call `nr`; returns the
@@ -221,11 +257,20 @@ fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
     }
 }
 
-/// Closes criu-rs's fds in the task and unmaps the blob and its arguments,
-/// running the calls on the blob's `syscall` instruction.
-fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace) -> Result<()> {
+/// Sets each thread's robust futex list, closes criu-rs's fds in the task
+/// and unmaps the blob and its arguments, running the calls on the blob's
+/// `syscall` instruction (thread 0 last: the munmap removes it).
+fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace, threads: &[ThreadEnd]) -> Result<()> {
     let inj_err = |e: crate::ptrace::PtraceError| died(pid, format!("cleaning up: {e}"));
+    for t in threads.iter().filter(|t| t.tid != pid && t.robust_head != 0) {
+        let mut inj = Injector::new(t.tid, Some(syscall_insn)).map_err(inj_err)?;
+        inj.syscall_ok(libc::SYS_set_robust_list, &[t.robust_head, t.robust_len]).map_err(inj_err)?;
+        inj.restore().map_err(inj_err)?;
+    }
     let mut inj = Injector::new(pid, Some(syscall_insn)).map_err(inj_err)?;
+    if let Some(t) = threads.iter().find(|t| t.tid == pid && t.robust_head != 0) {
+        inj.syscall_ok(libc::SYS_set_robust_list, &[t.robust_head, t.robust_len]).map_err(inj_err)?;
+    }
     for &fd in &place.close_fds {
         inj.syscall_ok(libc::SYS_close, &[fd as u64]).map_err(inj_err)?;
     }

@@ -54,13 +54,14 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
     if pid <= 0 {
         return Err(RestoreError::bad(&pstree_path, format!("bad pid {pid}")));
     }
-    if root.threads.len() > 1 || root.threads.first().is_some_and(|&t| t as i32 != pid) {
-        return Err(RestoreError::Unsupported { file: pstree_path, what: format!("threads {:?} (single-threaded only)", root.threads) });
+    if root.threads.first().is_some_and(|&t| t as i32 != pid) {
+        return Err(RestoreError::bad(&pstree_path, format!("threads {:?} do not start with the pid {pid}", root.threads)));
     }
     // Both readers check what the image layer knows: x86-64 state of the
     // right sizes, and a sorted, disjoint, page-aligned VMA list.
     let core = images.read_core(pid as u64, true)?;
     let mut mm = images.read_mm(pid as u64)?;
+    let threads = root.threads.iter().skip(1).map(|&t| Ok((t as i32, images.read_core(t as u64, false)?))).collect::<Result<Vec<_>>>()?;
     let mm_path = images.image_path(ImageKind::Mm, pid as u64);
     let files_path = images.image_path(ImageKind::Files, 0);
     let files = load_files(&images)?;
@@ -94,6 +95,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
         shmem_pages,
         exe,
         core: Box::new(core),
+        threads,
         mm: Box::new(mm),
     })
 }

@@ -77,7 +77,18 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
             drop(go_tx);
             rustix::fs::fcntl_setfl(&status_rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
             let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(crate::images::consts::task_state::STOPPED);
-            finalize::finish(child, &status_rx, stopped)?;
+            let cores = std::iter::once((plan.pid, &*plan.core)).chain(plan.threads.iter().map(|(t, c)| (*t, c)));
+            let threads: Vec<finalize::ThreadEnd> = cores
+                .map(|(tid, core)| {
+                    let tc = core.thread_core.as_ref();
+                    finalize::ThreadEnd {
+                        tid,
+                        robust_head: tc.and_then(|t| t.futex_rla).unwrap_or(0),
+                        robust_len: tc.and_then(|t| t.futex_rla_len).unwrap_or(0) as u64,
+                    }
+                })
+                .collect();
+            finalize::finish(child, &status_rx, &threads, stopped)?;
             tracing::info!(pid = child, "restored");
             Ok(Restored { pid: guard.disarm() })
         }

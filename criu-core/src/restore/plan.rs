@@ -30,6 +30,8 @@ pub struct TaskPlan {
     pub exe: Option<PathBuf>,
     /// Registers, signal state, timers, rlimits, creds (`core-PID.img`).
     pub core: Box<crate::images::pb::CoreEntry>,
+    /// The other threads, in `pstree` order: tid and `core-TID.img`.
+    pub threads: Vec<(i32, crate::images::pb::CoreEntry)>,
     /// `mm-PID.img` without its VMA list (code/data/brk/stack/arg/env, auxv).
     pub mm: Box<crate::images::pb::MmEntry>,
 }

@@ -38,12 +38,20 @@ impl Drop for TaskGuard {
         tracing::warn!(pid = self.pid, "killing the half-restored task");
         if let Some(pid) = Pid::from_raw(self.pid) {
             let _ = rustix::process::kill_process(pid, Signal::KILL);
-            // Reap it; a traced child may still report stops queued before the kill.
+            // Reap it. Its traced threads stop at PTRACE_EVENT_EXIT even
+            // when killed and wait for us to let them go; the leader's exit
+            // comes only after they are gone. So resume whatever stops and
+            // wait for any child until the leader itself is reaped.
             use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
             loop {
-                match waitpid(nix::unistd::Pid::from_raw(self.pid), Some(WaitPidFlag::__WALL)) {
-                    Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_) => break,
-                    Ok(_) => continue,
+                match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
+                    Ok(WaitStatus::Exited(p, _)) | Ok(WaitStatus::Signaled(p, _, _)) if p.as_raw() == self.pid => break,
+                    Err(_) => break,
+                    Ok(status) => {
+                        if let Some(p) = status.pid() {
+                            let _ = nix::sys::ptrace::cont(p, None);
+                        }
+                    }
                 }
             }
         }
