@@ -1,0 +1,483 @@
+//! The daemon's event loop: accepting tasks, serving faults, following
+//! events, copying the rest in the background, and deciding when it is done.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::event::Timespec;
+use rustix::io::Errno;
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
+
+use super::guard::Guard;
+use super::hello;
+use super::ranges::{PageSet, Piece};
+use super::{LazyError, Stats};
+use crate::images::consts::pagemap_flags;
+use crate::images::{ImageDir, ImageKind, PAGE_SIZE};
+use crate::pageserver::client::PageClient;
+use crate::pageserver::store::{read_pagemap, ImagesStore, PageStore};
+use crate::uffd::{Copied, Event, Uffd};
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Images directory (pagemaps; pages too unless `page_server` is set).
+    pub dir: PathBuf,
+    /// Unix socket the tasks connect to.
+    pub socket: PathBuf,
+    /// Fetch page data from this page server instead of `pages-N.img`.
+    pub page_server: Option<String>,
+    /// Bytes filled per fault (an aligned block around the fault).
+    pub fault_chunk: u64,
+    /// Bytes per background copy.
+    pub bg_chunk: u64,
+    /// Copy pages nobody asked for in the background.
+    pub background: bool,
+    /// Tasks to wait for (default: entries of `pstree.img`, else the number
+    /// of `pagemap-*.img` files).
+    pub tasks: Option<usize>,
+}
+
+impl Options {
+    /// Defaults for `dir` and `socket`: 16 KiB per fault, 1 MiB background chunks.
+    pub fn new(dir: impl Into<PathBuf>, socket: impl Into<PathBuf>) -> Self {
+        Options {
+            dir: dir.into(),
+            socket: socket.into(),
+            page_server: None,
+            fault_chunk: 4 * PAGE_SIZE,
+            bg_chunk: 1 << 20,
+            background: true,
+            tasks: None,
+        }
+    }
+}
+
+const LISTENER: u64 = 0;
+const PIDFD_BIT: u64 = 1 << 63;
+
+struct Task {
+    uffd: Uffd,
+    image_pid: u32,
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+    missing: PageSet,
+    cursor: u64,
+    retry: Vec<u64>,
+}
+
+struct Daemon {
+    opts: Options,
+    source: Box<dyn PageStore>,
+    epoll: OwnedFd,
+    listener: UnixListener,
+    guard: Guard,
+    tasks: BTreeMap<u64, Task>,
+    next_token: u64,
+    bg_token: u64,
+    expected: usize,
+    connected: usize,
+    stats: Stats,
+    lat_ns: Vec<u32>,
+}
+
+/// Runs the daemon until every expected task connected and every task's
+/// pages are in (or the task is gone). On error the guard kills the tasks
+/// not complete (see the [module doc](super)).
+pub fn run(opts: Options) -> Result<Stats, LazyError> {
+    let sys = |what: &str| {
+        let what = what.to_string();
+        move |source: Errno| LazyError::Sys { what, source }
+    };
+    // The guard first, while this process is single-threaded and holds
+    // nothing it should not inherit.
+    let guard = Guard::spawn().map_err(sys("fork the guard"))?;
+    let dir = ImageDir::open(&opts.dir)?;
+    let expected = match opts.tasks {
+        Some(n) => n,
+        None => count_tasks(&dir)?,
+    };
+    let source: Box<dyn PageStore> = match &opts.page_server {
+        Some(addr) => Box::new(PageClient::connect(addr.as_str())?),
+        None => Box::new(ImagesStore::new(dir)),
+    };
+    let _ = std::fs::remove_file(&opts.socket);
+    let listener = UnixListener::bind(&opts.socket)
+        .map_err(|source| LazyError::Socket { path: opts.socket.clone(), source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| LazyError::Socket { path: opts.socket.clone(), source })?;
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(sys("epoll_create"))?;
+    epoll::add(&ep, &listener, EventData::new_u64(LISTENER), EventFlags::IN).map_err(sys("epoll_ctl"))?;
+    tracing::info!(
+        "lazy-pages: serving {} on {} for {expected} task(s), guard pid {}",
+        opts.dir.display(),
+        opts.socket.display(),
+        guard.pid()
+    );
+    let mut d = Daemon {
+        opts,
+        source,
+        epoll: ep,
+        listener,
+        guard,
+        tasks: BTreeMap::new(),
+        next_token: 1,
+        bg_token: 0,
+        expected,
+        connected: 0,
+        stats: Stats::default(),
+        lat_ns: Vec::new(),
+    };
+    let started = Instant::now();
+    d.serve()?;
+    d.stats.elapsed = started.elapsed();
+    d.lat_ns.sort_unstable();
+    d.stats.fault_median = d.lat_ns.get(d.lat_ns.len() / 2).map(|&n| Duration::from_nanos(n.into()));
+    let _ = std::fs::remove_file(&d.opts.socket);
+    let Daemon { guard, stats, .. } = d;
+    let gpid = guard.pid();
+    drop(guard);
+    // SAFETY: reaping our own child, the guard, which exits once its
+    // socket closes.
+    unsafe { libc::waitpid(gpid, std::ptr::null_mut(), 0) };
+    tracing::info!("lazy-pages: done: {stats}");
+    Ok(stats)
+}
+
+fn spare_capacity(v: &mut Vec<epoll::Event>) -> rustix::buffer::SpareCapacity<'_, epoll::Event> {
+    rustix::buffer::spare_capacity(v)
+}
+
+/// Tasks to wait for: processes in `pstree.img`, else pagemap images.
+fn count_tasks(dir: &ImageDir) -> Result<usize, LazyError> {
+    if dir.exists(ImageKind::Pstree, 0) {
+        let p: Vec<crate::images::pb::PstreeEntry> = dir.read_all(ImageKind::Pstree, 0)?;
+        return Ok(p.len());
+    }
+    let rd = std::fs::read_dir(dir.path())
+        .map_err(|source| LazyError::Socket { path: dir.path().into(), source })?;
+    Ok(rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("pagemap-") && !n.starts_with("pagemap-shmem") && n.ends_with(".img")
+        })
+        .count())
+}
+
+impl Daemon {
+    fn serve(&mut self) -> Result<(), LazyError> {
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
+        while self.connected < self.expected || !self.tasks.is_empty() {
+            let bg = self.opts.background && self.tasks.values().any(|t| !t.missing.is_empty());
+            let timeout = Timespec { tv_sec: if bg { 0 } else { 1 }, tv_nsec: 0 };
+            events.clear();
+            match epoll::wait(&self.epoll, spare_capacity(&mut events), Some(&timeout)) {
+                Ok(_) => {}
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(LazyError::Sys { what: "epoll_wait".into(), source: e }),
+            }
+            let mut faults = false;
+            let ready: Vec<u64> = events.iter().map(|e| e.data.u64()).collect();
+            for token in ready {
+                if token == LISTENER {
+                    self.accept()?;
+                } else if token & PIDFD_BIT != 0 {
+                    self.finish(token & !PIDFD_BIT, "exited");
+                } else {
+                    faults = true;
+                    self.serve_uffd(token)?;
+                }
+            }
+            if bg && !faults {
+                self.background()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self) -> Result<(), LazyError> {
+        loop {
+            let conn = match self.listener.accept() {
+                Ok((c, _)) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(source) => return Err(LazyError::Socket { path: self.opts.socket.clone(), source }),
+            };
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let status = match self.take_task(&conn) {
+                Ok(()) => 0,
+                Err((errno, e)) => {
+                    tracing::error!("lazy-pages: refusing a task: {e}");
+                    errno.raw_os_error()
+                }
+            };
+            if let Err(e) = hello::ack(&conn, status) {
+                tracing::warn!("lazy-pages: cannot answer a task: {e}");
+            }
+        }
+    }
+
+    /// Reads a task's hello and takes over its uffd.
+    fn take_task(&mut self, conn: &UnixStream) -> Result<(), (Errno, LazyError)> {
+        let (h, fd) = hello::receive(conn).map_err(|e| (Errno::PROTO, e))?;
+        let missing = self.lazy_pages(h.image_pid).map_err(|e| (Errno::NOENT, e))?;
+        let sys = |what: &str| {
+            let what = format!("pid {}: {what}", h.pid);
+            move |source: Errno| (source, LazyError::Sys { what, source })
+        };
+        let pid = Pid::from_raw(h.pid as i32).ok_or((Errno::INVAL, LazyError::Hello("pid 0".into())))?;
+        let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(sys("pidfd_open"))?;
+        rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK).map_err(sys("fcntl"))?;
+        let token = self.next_token;
+        self.next_token += 1;
+        self.guard.add(token, h.pid, fd.as_fd(), Some(pidfd.as_fd())).map_err(sys("hand to the guard"))?;
+        epoll::add(&self.epoll, &fd, EventData::new_u64(token), EventFlags::IN).map_err(sys("epoll_ctl"))?;
+        epoll::add(&self.epoll, &pidfd, EventData::new_u64(token | PIDFD_BIT), EventFlags::IN)
+            .map_err(sys("epoll_ctl"))?;
+        tracing::info!("lazy-pages: pid {} (images of {}): {} pages to serve", h.pid, h.image_pid, missing.pages());
+        self.connected += 1;
+        self.stats.tasks += 1;
+        self.tasks.insert(
+            token,
+            Task { uffd: Uffd::from_fd(fd), image_pid: h.image_pid, pid: h.pid, pidfd: Some(pidfd), missing, cursor: 0, retry: Vec::new() },
+        );
+        self.check_done(token);
+        Ok(())
+    }
+
+    /// The lazy pages of an image pid, each at its own address.
+    fn lazy_pages(&self, image_pid: u32) -> Result<PageSet, LazyError> {
+        let dir = ImageDir::open_unchecked(&self.opts.dir);
+        let (_, entries) = read_pagemap(&dir, image_pid)?;
+        let mut set = PageSet::new();
+        for e in entries.iter().filter(|e| e.flags() & pagemap_flags::LAZY != 0) {
+            if self.opts.page_server.is_none() && e.flags() & pagemap_flags::PRESENT == 0 {
+                return Err(LazyError::NoPages { pid: image_pid, vaddr: e.vaddr() });
+            }
+            set.insert(e.vaddr(), e.page_count() * PAGE_SIZE, e.vaddr());
+        }
+        Ok(set)
+    }
+
+    /// Reads and handles everything pending on a task's uffd.
+    fn serve_uffd(&mut self, token: u64) -> Result<(), LazyError> {
+        let mut evs = Vec::new();
+        for _ in 0..10_000 {
+            let Some(t) = self.tasks.get(&token) else { return Ok(()) };
+            let n = match t.uffd.read_events(&mut evs) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!("lazy-pages: pid {}: read uffd: {e}", t.pid);
+                    self.finish(token, "unreadable");
+                    return Ok(());
+                }
+            };
+            for ev in evs.drain(..) {
+                self.event(token, ev)?;
+            }
+            let retry = self.tasks.get_mut(&token).map(|t| std::mem::take(&mut t.retry)).unwrap_or_default();
+            for addr in &retry {
+                self.fault(token, *addr)?;
+            }
+            let again = self.tasks.get(&token).is_some_and(|t| !t.retry.is_empty());
+            if n == 0 && !again {
+                break;
+            }
+        }
+        self.check_done(token);
+        Ok(())
+    }
+
+    fn event(&mut self, token: u64, ev: Event) -> Result<(), LazyError> {
+        match ev {
+            Event::PageFault { addr, .. } => {
+                let t0 = Instant::now();
+                self.stats.faults += 1;
+                self.fault(token, addr & !(PAGE_SIZE - 1))?;
+                self.lat_ns.push(t0.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+            }
+            Event::Fork { uffd } => {
+                self.stats.forks += 1;
+                let Some(parent) = self.tasks.get(&token) else { return Ok(()) };
+                let (image_pid, missing) = (parent.image_pid, parent.missing.clone());
+                let child = self.next_token;
+                self.next_token += 1;
+                let sys = |what: &'static str| move |source| LazyError::Sys { what: what.into(), source };
+                rustix::fs::fcntl_setfl(&uffd, rustix::fs::OFlags::NONBLOCK).map_err(sys("fcntl"))?;
+                self.guard.add(child, 0, uffd.as_fd(), None).map_err(sys("hand to the guard"))?;
+                epoll::add(&self.epoll, &uffd, EventData::new_u64(child), EventFlags::IN).map_err(sys("epoll_ctl"))?;
+                tracing::debug!("lazy-pages: fork: child task {child} inherits {} pages", missing.pages());
+                self.stats.tasks += 1;
+                self.tasks.insert(
+                    child,
+                    Task { uffd: Uffd::from_fd(uffd), image_pid, pid: 0, pidfd: None, missing, cursor: 0, retry: Vec::new() },
+                );
+                // The child's faults may already be queued: look now.
+                self.serve_uffd(child)?;
+            }
+            Event::Remap { from, to, len } => {
+                self.stats.remaps += 1;
+                if let Some(t) = self.tasks.get_mut(&token) {
+                    t.missing.remap(from, to, len);
+                }
+            }
+            Event::Remove { start, end } | Event::Unmap { start, end } => {
+                self.stats.removes += 1;
+                if let Some(t) = self.tasks.get_mut(&token) {
+                    t.missing.cut(start, end);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves a fault at page `page`: its block from the images, or a zero
+    /// page where the dump had nothing.
+    fn fault(&mut self, token: u64, page: u64) -> Result<(), LazyError> {
+        let chunk = self.opts.fault_chunk;
+        let Some(t) = self.tasks.get_mut(&token) else { return Ok(()) };
+        let Some(piece) = t.missing.take_around(page, chunk) else {
+            return match t.uffd.zeropage(page, PAGE_SIZE, 0) {
+                Ok(Copied::All) => {
+                    self.stats.zero_pages += 1;
+                    Ok(())
+                }
+                Ok(Copied::Exists) => {
+                    let _ = t.uffd.wake(page, PAGE_SIZE);
+                    Ok(())
+                }
+                Ok(Copied::Partial(_)) => {
+                    t.retry.push(page);
+                    Ok(())
+                }
+                Err(e) => {
+                    self.fill_failed(token, page, e);
+                    Ok(())
+                }
+            };
+        };
+        let (image_pid, _) = (t.image_pid, ());
+        let res = self.fill(token, image_pid, piece)?;
+        match res {
+            Ok(n) => self.stats.fault_pages += n / PAGE_SIZE,
+            Err(e) => self.fill_failed(token, page, e),
+        }
+        if let Some(t) = self.tasks.get_mut(&token) {
+            if t.missing.contains(page) {
+                t.retry.push(page);
+            } else {
+                let _ = t.uffd.wake(page, PAGE_SIZE);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `piece` into the task; what did not go in is put back (the
+    /// first page dropped if it was already present). Returns the bytes
+    /// copied, or the errno that makes the task unservable.
+    fn fill(&mut self, token: u64, image_pid: u32, piece: Piece) -> Result<Result<u64, Errno>, LazyError> {
+        let data = match self.source.pages(image_pid, piece.orig, piece.len) {
+            Ok(d) => d,
+            Err(e) => {
+                // No data: this task cannot be completed. Fatal: the guard
+                // kills the tasks left.
+                return Err(LazyError::Source { pid: image_pid, source: e });
+            }
+        };
+        let Some(t) = self.tasks.get_mut(&token) else { return Ok(Ok(0)) };
+        let rest = |done: u64| Piece { start: piece.start + done, len: piece.len - done, orig: piece.orig + done };
+        Ok(match t.uffd.copy(piece.start, data, 0) {
+            Ok(Copied::All) => Ok(piece.len),
+            Ok(Copied::Partial(n)) => {
+                let n = n - n % PAGE_SIZE;
+                t.missing.put_back(rest(n));
+                Ok(n)
+            }
+            Ok(Copied::Exists) => {
+                if piece.len > PAGE_SIZE {
+                    t.missing.put_back(rest(PAGE_SIZE));
+                }
+                Ok(0)
+            }
+            // The range is not registered any more (unmapped under us).
+            Err(Errno::NOENT) | Err(Errno::INVAL) => Ok(0),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn fill_failed(&mut self, token: u64, page: u64, e: Errno) {
+        match e {
+            Errno::SRCH => self.finish(token, "exited"),
+            Errno::NOENT | Errno::INVAL => {}
+            e => {
+                let pid = self.tasks.get(&token).map_or(0, |t| t.pid);
+                tracing::error!("lazy-pages: pid {pid}: filling {page:#x}: {e}; killing it");
+                self.kill(token);
+            }
+        }
+    }
+
+    /// One background chunk of the next task with pages left.
+    fn background(&mut self) -> Result<(), LazyError> {
+        let token = self
+            .tasks
+            .range(self.bg_token + 1..)
+            .chain(self.tasks.range(..=self.bg_token))
+            .find(|(_, t)| !t.missing.is_empty())
+            .map(|(&k, _)| k);
+        let Some(token) = token else { return Ok(()) };
+        self.bg_token = token;
+        let max = self.opts.bg_chunk;
+        let Some(t) = self.tasks.get_mut(&token) else { return Ok(()) };
+        let Some(piece) = t.missing.take_next(t.cursor, max) else { return Ok(()) };
+        t.cursor = piece.start + piece.len;
+        let image_pid = t.image_pid;
+        match self.fill(token, image_pid, piece)? {
+            Ok(n) => {
+                self.stats.bg_pages += n / PAGE_SIZE;
+                self.stats.bg_chunks += 1;
+            }
+            Err(e) => self.fill_failed(token, piece.start, e),
+        }
+        self.check_done(token);
+        Ok(())
+    }
+
+    fn check_done(&mut self, token: u64) {
+        if self.tasks.get(&token).is_some_and(|t| t.missing.is_empty()) {
+            self.finish(token, "all pages in");
+        }
+    }
+
+    /// Forgets a task: tells the guard, closes its uffd (the kernel then
+    /// unregisters the ranges; what is still missing was zero at dump time).
+    fn finish(&mut self, token: u64, why: &str) {
+        let Some(t) = self.tasks.remove(&token) else { return };
+        let _ = epoll::delete(&self.epoll, &t.uffd);
+        if let Some(p) = &t.pidfd {
+            let _ = epoll::delete(&self.epoll, p);
+        }
+        if let Err(e) = self.guard.done(token) {
+            tracing::warn!("lazy-pages: guard: {e}");
+        }
+        tracing::info!("lazy-pages: task {token} (pid {}): {why}, {} pages left", t.pid, t.missing.pages());
+        if why != "all pages in" {
+            self.stats.gone += 1;
+        }
+    }
+
+    fn kill(&mut self, token: u64) {
+        if let Some(p) = self.tasks.get(&token).and_then(|t| t.pidfd.as_ref()) {
+            let _ = rustix::process::pidfd_send_signal(p, rustix::process::Signal::KILL);
+        }
+        self.stats.killed += 1;
+        self.finish(token, "killed");
+    }
+}

@@ -1,0 +1,176 @@
+//! Lazy restore: the `lazy-pages` daemon that fills a restored task's memory
+//! over userfaultfd, on demand when it faults and in the background
+//! otherwise.
+//!
+//! # How a task is served
+//!
+//! 1. The restore side creates a userfaultfd in the task, calls
+//!    `UFFDIO_API` with [`LAZY_FEATURES`](crate::uffd::LAZY_FEATURES),
+//!    registers the lazy ranges in MISSING mode, and hands the descriptor
+//!    over with [`hello::hand_over`] (protocol in [`hello`]). After the
+//!    daemon's "taken" answer the task closes its copy.
+//! 2. The daemon reads `pagemap-PID.img`: entries flagged `LAZY` are the
+//!    pages it owes the task ([`ranges::PageSet`]); their data is in
+//!    `pages-N.img` (`PRESENT`), or on a page server (`--page-server`).
+//! 3. One thread, one epoll over the listening socket, every task's uffd and
+//!    pidfd. A fault gets the aligned block around it ([`Options::fault_chunk`])
+//!    with `UFFDIO_COPY`, or a zero page where the dump had no data. When no
+//!    fault is pending, one background chunk ([`Options::bg_chunk`]) of the
+//!    next task is copied (faults always first).
+//! 4. Events: FORK adds a task for the child (a new uffd, inheriting the
+//!    parent's missing pages), REMAP moves the bookkeeping, REMOVE/UNMAP drop
+//!    pages. A fill answered `EAGAIN` (layout changing) is retried after the
+//!    pending events are read; `ESRCH` means the task is gone.
+//! 5. A task is complete when nothing is missing: its uffd is closed. Pages
+//!    never dumped stay unpopulated and read as zero, as they did. The daemon
+//!    exits once the expected number of tasks connected and all are complete
+//!    or gone, logging its counters ([`Stats`]).
+//!
+//! # When the daemon dies
+//!
+//! Closing the last reference to a userfaultfd unregisters its ranges: a
+//! task would then read zeroes where its data was never delivered. (Asking
+//! for `UFFD_FEATURE_SIGBUS` instead would make every missing page a SIGBUS,
+//! which rules out serving them at all.)
+//!
+//! So a second reference is kept by a [`guard`] process the daemon forks
+//! before anything else. The daemon gives it every uffd (and the task's
+//! pidfd) before answering the task, and tells it when the task is complete.
+//! If the daemon ends in any way (error, panic, SIGKILL, OOM) with tasks
+//! incomplete, the guard's socket reads EOF: the guard, still holding the
+//! uffds, so faults keep waiting rather than zero-filling, SIGKILLs those
+//! tasks and their descendants, logs it, and only then releases the uffds.
+//! Faults of a task stuck on the dead daemon block killably, so the kill
+//! always lands before the task can run on. The guard ignores terminal and
+//! termination signals; only SIGKILL of both processes at once defeats it.
+//!
+//! The daemon also kills a task itself when a fill fails for a reason other
+//! than the task exiting, and stops with an error (the guard then kills the
+//! rest) when page data cannot be read (broken page-server connection,
+//! truncated images).
+
+pub mod daemon;
+pub mod guard;
+pub mod hello;
+pub mod ranges;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustix::io::Errno;
+
+pub use daemon::{run, Options};
+pub use hello::{hand_over, TaskHello};
+
+use crate::images::ImageError;
+use crate::pageserver::PageServerError;
+
+/// Lazy-pages failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LazyError {
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The errno.
+        source: Errno,
+    },
+    /// The unix socket.
+    #[error("lazy-pages socket {path}: {source}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A malformed hand-over.
+    #[error("lazy-pages hand-over: {0}")]
+    Hello(String),
+    /// The daemon refused a task.
+    #[error("lazy-pages daemon refused pid {pid}: {errno}")]
+    Refused {
+        /// Image pid.
+        pid: u32,
+        /// Its reason.
+        errno: Errno,
+    },
+    /// A lazy entry has no data here.
+    #[error("pid {pid}: lazy pages at {vaddr:#x} are not in the images (dumped with --lazy-pages? serve them with --page-server)")]
+    NoPages {
+        /// Image pid.
+        pid: u32,
+        /// Entry address.
+        vaddr: u64,
+    },
+    /// Page data could not be read.
+    #[error("pid {pid}: reading page data: {source}")]
+    Source {
+        /// Image pid.
+        pid: u32,
+        /// Cause.
+        source: PageServerError,
+    },
+    /// Page server connection.
+    #[error(transparent)]
+    PageServer(#[from] PageServerError),
+    /// Images.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// Counters of one daemon run, logged at exit.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Tasks served (connected and forked).
+    pub tasks: u64,
+    /// Page faults answered.
+    pub faults: u64,
+    /// Pages copied for faults.
+    pub fault_pages: u64,
+    /// Zero pages mapped for faults where the dump had nothing.
+    pub zero_pages: u64,
+    /// Pages copied in the background.
+    pub bg_pages: u64,
+    /// Background copies.
+    pub bg_chunks: u64,
+    /// Fork events.
+    pub forks: u64,
+    /// Remap events.
+    pub remaps: u64,
+    /// Remove and unmap events.
+    pub removes: u64,
+    /// Tasks that went away before completion.
+    pub gone: u64,
+    /// Tasks the daemon killed.
+    pub killed: u64,
+    /// Median time to serve a fault (read to fill), when there were faults.
+    pub fault_median: Option<Duration>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} task(s), {} faults ({} pages copied, {} zero pages, median service {}), \
+             {} pages in background in {} chunks, {} forks, {} remaps, {} removes/unmaps, \
+             {} gone early, {} killed, {:.3} s",
+            self.tasks,
+            self.faults,
+            self.fault_pages,
+            self.zero_pages,
+            self.fault_median.map_or("n/a".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6)),
+            self.bg_pages,
+            self.bg_chunks,
+            self.forks,
+            self.remaps,
+            self.removes,
+            self.gone,
+            self.killed,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
