@@ -122,6 +122,23 @@ fn killing_the_daemon_mid_way_kills_the_task() {
     assert!(err.contains("incomplete task(s); killed"), "the guard must log the kill: {err}");
 }
 
+#[test]
+fn killing_the_daemon_kills_forked_children_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = kid("forkhalt", 16 * MIB, 0, &dir);
+    let mut d = serve(&dir, std::slice::from_mut(&mut k), &["--no-background"]);
+    // The forked child checked half of its memory (served through its own uffd).
+    assert_eq!(k.line(), "half");
+    assert_eq!(unsafe_kill(d.pid()), 0);
+    let (_, _, err) = d.finish();
+    k.go();
+    // End of output means every writer (the forked child too) is gone.
+    let (st, out) = k.wait();
+    assert_eq!(st.signal(), Some(9), "the task must be killed: {st}: {out}");
+    assert!(!out.contains("done"), "the forked child ran on: {out}");
+    assert!(err.contains("incomplete task(s); killed"), "{err}");
+}
+
 fn unsafe_kill(pid: u32) -> i32 {
     // SAFETY: sending SIGKILL to a process this test spawned and has not reaped.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) }

@@ -14,6 +14,9 @@
  *                MADV_DONTNEED (they must read zero); both check the rest
  *        halt    check the first half, print "half", wait for a line on
  *                stdin, check the rest, print "done"
+ *        forkhalt  fork; the child does "halt", the parent waits for it and
+ *                exits with its status
+ *        idle    wait for a line on stdin, then check everything
  * exit 0: all correct; 2: wrong data (printed); 1: setup failed. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -61,8 +64,14 @@ static void hand_over(const char *path, int uffd)
     int s = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     strncpy(sa.sun_path, path, sizeof(sa.sun_path) - 1);
-    if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)))
-        die("connect");
+    if (s < 0)
+        die("socket");
+    /* The daemon may still be starting: retry for up to 20 s. */
+    for (int i = 0; connect(s, (struct sockaddr *)&sa, sizeof(sa)); i++) {
+        if ((errno != ENOENT && errno != ECONNREFUSED) || i == 20000)
+            die("connect");
+        usleep(1000);
+    }
     uint32_t hello[4] = { 0x47505a4c, 1, (uint32_t)getpid(), 0 };
     char cbuf[CMSG_SPACE(sizeof(int))];
     memset(cbuf, 0, sizeof(cbuf));
@@ -183,6 +192,23 @@ int main(int argc, char **argv)
             return rc ? rc : 2;
         }
         return rc;
+    }
+    if (!strcmp(mode, "idle")) {
+        if (!fgets(line, sizeof(line), stdin))
+            return 1;
+        return check(base, base, size, hole);
+    }
+    if (!strcmp(mode, "forkhalt")) {
+        pid_t child = fork();
+        if (child < 0)
+            die("fork");
+        if (child > 0) {
+            int st;
+            if (waitpid(child, &st, 0) != child)
+                die("waitpid");
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 3;
+        }
+        mode = "halt";
     }
     if (!strcmp(mode, "halt")) {
         int rc = check(base, base, size / 2, hole);

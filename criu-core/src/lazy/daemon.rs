@@ -40,6 +40,9 @@ pub struct Options {
     /// Tasks to wait for (default: entries of `pstree.img`, else the number
     /// of `pagemap-*.img` files).
     pub tasks: Option<usize>,
+    /// Give up when no new task connects for this long while some are still
+    /// expected (the tasks already served are then killed by the guard).
+    pub accept_timeout: Duration,
 }
 
 impl Options {
@@ -53,6 +56,7 @@ impl Options {
             bg_chunk: 1 << 20,
             background: true,
             tasks: None,
+            accept_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -83,6 +87,8 @@ struct Daemon {
     connected: usize,
     stats: Stats,
     lat_ns: Vec<u32>,
+    first_task: Option<Instant>,
+    last_accept: Instant,
 }
 
 /// Runs the daemon until every expected task connected and every task's
@@ -132,10 +138,13 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
         connected: 0,
         stats: Stats::default(),
         lat_ns: Vec::new(),
+        first_task: None,
+        last_accept: Instant::now(),
     };
     let started = Instant::now();
     d.serve()?;
     d.stats.elapsed = started.elapsed();
+    d.stats.served = d.first_task.map_or(Duration::ZERO, |t| t.elapsed());
     d.lat_ns.sort_unstable();
     d.stats.fault_median = d.lat_ns.get(d.lat_ns.len() / 2).map(|&n| Duration::from_nanos(n.into()));
     let _ = std::fs::remove_file(&d.opts.socket);
@@ -198,6 +207,12 @@ impl Daemon {
             if bg && !faults {
                 self.background()?;
             }
+            if self.connected < self.expected && self.last_accept.elapsed() > self.opts.accept_timeout {
+                return Err(LazyError::Hello(format!(
+                    "only {} of {} tasks connected within {:?}",
+                    self.connected, self.expected, self.opts.accept_timeout
+                )));
+            }
         }
         Ok(())
     }
@@ -244,6 +259,8 @@ impl Daemon {
         tracing::info!("lazy-pages: pid {} (images of {}): {} pages to serve", h.pid, h.image_pid, missing.pages());
         self.connected += 1;
         self.stats.tasks += 1;
+        self.last_accept = Instant::now();
+        self.first_task.get_or_insert(self.last_accept);
         self.tasks.insert(
             token,
             Task { uffd: Uffd::from_fd(fd), image_pid: h.image_pid, pid: h.pid, pidfd: Some(pidfd), missing, cursor: 0, retry: Vec::new() },
@@ -297,7 +314,10 @@ impl Daemon {
 
     fn event(&mut self, token: u64, ev: Event) -> Result<(), LazyError> {
         match ev {
-            Event::PageFault { addr, .. } => {
+            Event::PageFault { addr, tid, .. } => {
+                if tid != 0 && self.tasks.get(&token).is_some_and(|t| t.pid == 0) {
+                    self.learn_pid(token, tid);
+                }
                 let t0 = Instant::now();
                 self.stats.faults += 1;
                 self.fault(token, addr & !(PAGE_SIZE - 1))?;
@@ -338,6 +358,26 @@ impl Daemon {
         Ok(())
     }
 
+    /// A task reported by a fork event faulted: its thread id names the
+    /// process, so the daemon can watch it and the guard can kill it.
+    fn learn_pid(&mut self, token: u64, tid: u32) {
+        let tgid = std::fs::read_to_string(format!("/proc/{tid}/status")).ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse::<u32>().ok()))
+        });
+        let Some(pid) = tgid.and_then(|p| Pid::from_raw(p as i32)) else { return };
+        let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else { return };
+        let Some(t) = self.tasks.get_mut(&token) else { return };
+        t.pid = pid.as_raw_nonzero().get() as u32;
+        // Re-adding under the same token replaces the guard's entry.
+        if let Err(e) = self.guard.add(token, t.pid, t.uffd.as_fd(), Some(pidfd.as_fd())) {
+            tracing::warn!("lazy-pages: guard: {e}");
+        }
+        if epoll::add(&self.epoll, &pidfd, EventData::new_u64(token | PIDFD_BIT), EventFlags::IN).is_ok() {
+            t.pidfd = Some(pidfd);
+        }
+        tracing::debug!("lazy-pages: task {token} is pid {}", t.pid);
+    }
+
     /// Serves a fault at page `page`: its block from the images, or a zero
     /// page where the dump had nothing.
     fn fault(&mut self, token: u64, page: u64) -> Result<(), LazyError> {
@@ -363,7 +403,7 @@ impl Daemon {
                 }
             };
         };
-        let (image_pid, _) = (t.image_pid, ());
+        let image_pid = t.image_pid;
         let res = self.fill(token, image_pid, piece)?;
         match res {
             Ok(n) => self.stats.fault_pages += n / PAGE_SIZE,

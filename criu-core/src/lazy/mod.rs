@@ -149,6 +149,8 @@ pub struct Stats {
     pub fault_median: Option<Duration>,
     /// Wall time.
     pub elapsed: Duration,
+    /// Time from the first task's hand-over to the end.
+    pub served: Duration,
 }
 
 impl fmt::Display for Stats {
@@ -157,7 +159,7 @@ impl fmt::Display for Stats {
             f,
             "{} task(s), {} faults ({} pages copied, {} zero pages, median service {}), \
              {} pages in background in {} chunks, {} forks, {} remaps, {} removes/unmaps, \
-             {} gone early, {} killed, {:.3} s",
+             {} gone early, {} killed, served in {:.3} s, {:.3} s in all",
             self.tasks,
             self.faults,
             self.fault_pages,
@@ -170,6 +172,7 @@ impl fmt::Display for Stats {
             self.removes,
             self.gone,
             self.killed,
+            self.served.as_secs_f64(),
             self.elapsed.as_secs_f64()
         )
     }
