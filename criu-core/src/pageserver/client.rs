@@ -52,7 +52,7 @@ impl PageSink {
     /// One pagemap entry with its pages (`flags` gets PRESENT added); split
     /// into entries of at most [`MAX_PAGES`] pages.
     pub fn put(&mut self, pid: u32, vaddr: u64, flags: u32, data: &[u8]) -> Result<()> {
-        if data.is_empty() || data.len() as u64 % PAGE_SIZE != 0 {
+        if data.is_empty() || !(data.len() as u64).is_multiple_of(PAGE_SIZE) {
             return Err(PageServerError::Protocol(format!("{} bytes is not whole pages", data.len())));
         }
         for (i, chunk) in data.chunks((MAX_PAGES * PAGE_SIZE) as usize).enumerate() {
@@ -112,7 +112,7 @@ impl PageClient {
 
     /// `len` bytes at image address `vaddr` of `pid`.
     pub fn get(&mut self, pid: u32, vaddr: u64, len: u64) -> Result<&[u8]> {
-        if len % PAGE_SIZE != 0 {
+        if !len.is_multiple_of(PAGE_SIZE) {
             return Err(PageServerError::Protocol(format!("{len} bytes is not whole pages")));
         }
         self.buf.resize(len as usize, 0);

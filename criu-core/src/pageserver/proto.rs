@@ -187,7 +187,7 @@ impl Request {
             .find(|x| *x as u32 == c)
             .ok_or_else(|| PageServerError::Protocol(format!("unknown command {c}")))?;
         let r = Request { cmd, flags: le32(b, 4), pid: le32(b, 8), vaddr: le64(b, 16), nr_pages: le64(b, 24) };
-        if r.vaddr % PAGE_SIZE != 0 {
+        if !r.vaddr.is_multiple_of(PAGE_SIZE) {
             return Err(PageServerError::Protocol(format!("unaligned address {:#x}", r.vaddr)));
         }
         if r.nr_pages > MAX_PAGES {

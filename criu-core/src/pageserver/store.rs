@@ -1,10 +1,11 @@
 //! Where served pages come from: a [`PageStore`] answers "the bytes of pid
 //! P at image address A, length L". [`ImagesStore`] reads an image
-//! directory (pagemap + mmapped `pages-N.img`), [`MemStore`] holds pages in
+//! directory (pagemap + `pages-N.img`), [`MemStore`] holds pages in
 //! memory (a dump keeping the memory of a process that has ended).
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::AsFd;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 use super::proto::{PageServerError, Result};
 use crate::images::consts::pagemap_flags;
@@ -32,7 +33,7 @@ pub fn read_pagemap(dir: &ImageDir, pid: u32) -> Result<(u32, Vec<PagemapEntry>)
     let mut r = dir.open_image(ImageKind::Pagemap, pid64)?;
     let head: PagemapHead = r.read_next()?;
     let entries: Vec<PagemapEntry> = r.read_all()?;
-    let all = VmaEntry { start: Some(0), end: Some(u64::MAX & !(PAGE_SIZE - 1)), ..Default::default() };
+    let all = VmaEntry { start: Some(0), end: Some(!(PAGE_SIZE - 1)), ..Default::default() };
     if let Some(problem) = pagemap_error(std::slice::from_ref(&all), &entries) {
         return Err(ImageError::Inconsistent {
             path: dir.image_path(ImageKind::Pagemap, pid64),
@@ -48,46 +49,23 @@ pub fn read_pagemap(dir: &ImageDir, pid: u32) -> Result<(u32, Vec<PagemapEntry>)
 struct PidPages {
     /// (vaddr, len, offset in the pages file) of every PRESENT entry.
     entries: Vec<(u64, u64, u64)>,
-    map: Option<Mapping>,
-}
-
-/// A read-only mapping of a whole pages file.
-struct Mapping {
-    ptr: *mut std::ffi::c_void,
-    len: usize,
-}
-
-impl Mapping {
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes until Drop; the file is an
-        // image nobody writes while it is served.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
-    }
-}
-
-// SAFETY: the mapping is read-only and owned; moving it to another thread
-// moves the only handle.
-unsafe impl Send for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping made in `ImagesStore::load`;
-        // no slice of it outlives `self`.
-        let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
-    }
+    file: File,
 }
 
 /// Pages served from an image directory. Each pid's pagemap is read and its
-/// pages file mapped on first use.
+/// pages file opened on first use; data is read with `pread` into a buffer
+/// kept resident (a fill from freshly mapped file pages would take the
+/// kernel's slow path on every fault).
 pub struct ImagesStore {
     dir: ImageDir,
     pids: HashMap<u32, PidPages>,
+    buf: Vec<u8>,
 }
 
 impl ImagesStore {
     /// A store over `dir`.
     pub fn new(dir: ImageDir) -> Self {
-        ImagesStore { dir, pids: HashMap::new() }
+        ImagesStore { dir, pids: HashMap::new(), buf: Vec::new() }
     }
 
     /// The directory.
@@ -105,33 +83,18 @@ impl ImagesStore {
                 entries.push((e.vaddr(), len, off));
                 off += len;
             }
+            let path = self.dir.image_path(ImageKind::Pages, u64::from(pages_id));
             let file = self.dir.open_pages(u64::from(pages_id))?;
-            let size = file.metadata().map_err(|source| ImageError::Io {
-                path: self.dir.image_path(ImageKind::Pages, u64::from(pages_id)),
-                op: "stat",
-                source,
-            })?;
+            let size = file.metadata().map_err(|source| ImageError::Io { path: path.clone(), op: "stat", source })?;
             if size.len() < off {
                 return Err(ImageError::Inconsistent {
-                    path: self.dir.image_path(ImageKind::Pages, u64::from(pages_id)),
+                    path,
                     msg: "pages",
                     problem: format!("{} bytes, the pagemap needs {off}", size.len()),
                 }
                 .into());
             }
-            let map = if off == 0 {
-                None
-            } else {
-                use rustix::mm::{mmap, MapFlags, ProtFlags};
-                // SAFETY: a fresh private read-only mapping of the file at a
-                // kernel-chosen address; it replaces nothing.
-                let ptr = unsafe {
-                    mmap(std::ptr::null_mut(), off as usize, ProtFlags::READ, MapFlags::PRIVATE, file.as_fd(), 0)
-                }
-                .map_err(|e| PageServerError::Io(e.into()))?;
-                Some(Mapping { ptr, len: off as usize })
-            };
-            self.pids.insert(pid, PidPages { entries, map });
+            self.pids.insert(pid, PidPages { entries, file });
         }
         self.pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))
     }
@@ -139,15 +102,20 @@ impl ImagesStore {
 
 impl PageStore for ImagesStore {
     fn pages(&mut self, pid: u32, vaddr: u64, len: u64) -> Result<&[u8]> {
-        let p = self.load(pid)?;
         let no = || PageServerError::NoData { pid, vaddr, len };
+        let p = self.load(pid)?;
         let i = p.entries.partition_point(|&(v, _, _)| v <= vaddr);
         let &(v, elen, off) = i.checked_sub(1).and_then(|i| p.entries.get(i)).ok_or_else(no)?;
         if vaddr.checked_add(len).is_none_or(|end| end > v + elen) {
             return Err(no());
         }
-        let start = (off + (vaddr - v)) as usize;
-        p.map.as_ref().and_then(|m| m.bytes().get(start..start + len as usize)).ok_or_else(no)
+        let (pids, buf) = (&self.pids, &mut self.buf);
+        let file = &pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))?.file;
+        if buf.len() < len as usize {
+            buf.resize(len as usize, 0);
+        }
+        file.read_exact_at(&mut buf[..len as usize], off + (vaddr - v)).map_err(PageServerError::Io)?;
+        Ok(&buf[..len as usize])
     }
 }
 
