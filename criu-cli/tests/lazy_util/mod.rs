@@ -51,7 +51,20 @@ pub struct Kid {
 impl Kid {
     /// Starts the child mapping `size` bytes at `base`, and waits for "ready".
     pub fn spawn(mode: &str, size: u64, base: u64, socket: &Path) -> Kid {
-        let mut child = Command::new(child_binary())
+        Self::spawn_in(None, mode, size, base, socket)
+    }
+
+    /// As [`Kid::spawn`], inside network namespace `netns` when given.
+    pub fn spawn_in(netns: Option<&str>, mode: &str, size: u64, base: u64, socket: &Path) -> Kid {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(child_binary());
+                c
+            }
+            None => Command::new(child_binary()),
+        };
+        let mut child = cmd
             .args([mode, &size.to_string(), &format!("{base:x}")])
             .arg(socket)
             .stdin(Stdio::piped())
@@ -100,11 +113,17 @@ impl Kid {
     /// Writes this child's images into `dir`: two LAZY|PRESENT entries
     /// covering all but the last page (a hole the daemon fills with zeroes).
     pub fn write_images(&self, dir: &ImageDir) {
+        self.write_images_flagged(dir, LAZY | PRESENT)
+    }
+
+    /// As [`Kid::write_images`] with entry flags `flags` (without PRESENT:
+    /// pagemap only, as a `dump --lazy-pages` leaves it).
+    pub fn write_images_flagged(&self, dir: &ImageDir, flags: u32) {
         let first = (1 << 20).min(self.size / 2) / PAGE_SIZE;
         let total = self.size / PAGE_SIZE - 1;
         let runs = [
-            PageRun { vaddr: self.base, nr_pages: first, flags: LAZY | PRESENT },
-            PageRun { vaddr: self.base + first * PAGE_SIZE, nr_pages: total - first, flags: LAZY | PRESENT },
+            PageRun { vaddr: self.base, nr_pages: first, flags },
+            PageRun { vaddr: self.base + first * PAGE_SIZE, nr_pages: total - first, flags },
         ];
         write_pagemap(dir, self.pid(), self.pid(), &runs, &mut fill).expect("write pagemap");
     }
@@ -159,8 +178,21 @@ impl Drop for Proc {
 
 /// Starts `criu-rs ARGS` with piped output.
 pub fn criu_rs(args: &[&str]) -> Proc {
+    criu_rs_in(None, args)
+}
+
+/// Starts `criu-rs ARGS` in network namespace `netns` when given.
+pub fn criu_rs_in(netns: Option<&str>, args: &[&str]) -> Proc {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_criu-rs")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_criu-rs")),
+    };
     Proc(Some(
-        Command::new(env!("CARGO_BIN_EXE_criu-rs"))
+        cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -188,12 +220,24 @@ pub fn free_port() -> u16 {
 
 /// Waits until something listens on `port`.
 pub fn wait_port(port: u16, p: &mut Proc) {
+    wait_port_in(None, port, p)
+}
+
+/// Waits until something listens on `port` in network namespace `netns`.
+pub fn wait_port_in(netns: Option<&str>, port: u16, p: &mut Proc) {
     let t0 = Instant::now();
     // Probing with a connect would use up the one-session server: watch
     // /proc/net/tcp for the listening socket instead.
     let hex = format!(":{port:04X} ");
     loop {
-        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let tcp = match netns {
+            None => std::fs::read_to_string("/proc/net/tcp").unwrap_or_default(),
+            Some(ns) => Command::new("ip")
+                .args(["netns", "exec", ns, "cat", "/proc/net/tcp"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default(),
+        };
         if tcp.lines().any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A")) {
             return;
         }

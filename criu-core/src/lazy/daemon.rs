@@ -109,7 +109,10 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
     };
     let source: Box<dyn PageStore> = match &opts.page_server {
         Some(addr) => Box::new(PageClient::connect(addr.as_str())?),
-        None => Box::new(ImagesStore::new(dir)),
+        None => {
+            check_local_data(&dir)?;
+            Box::new(ImagesStore::new(dir))
+        }
     };
     let _ = std::fs::remove_file(&opts.socket);
     let listener = UnixListener::bind(&opts.socket)
@@ -162,22 +165,40 @@ fn spare_capacity(v: &mut Vec<epoll::Event>) -> rustix::buffer::SpareCapacity<'_
     rustix::buffer::spare_capacity(v)
 }
 
+/// Pids of the `pagemap-PID.img` files in `dir`.
+fn pagemap_pids(dir: &ImageDir) -> Result<Vec<u32>, LazyError> {
+    let rd = std::fs::read_dir(dir.path())
+        .map_err(|source| LazyError::Socket { path: dir.path().into(), source })?;
+    Ok(rd
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name();
+            let n = n.to_str()?;
+            n.strip_prefix("pagemap-")?.strip_suffix(".img")?.parse().ok()
+        })
+        .collect())
+}
+
+/// Serving from local images: every lazy entry must have its data there
+/// (images of `dump --lazy-pages` keep it on the source host).
+fn check_local_data(dir: &ImageDir) -> Result<(), LazyError> {
+    for pid in pagemap_pids(dir)? {
+        let (_, entries) = read_pagemap(dir, pid)?;
+        let lazy = pagemap_flags::LAZY;
+        if let Some(e) = entries.iter().find(|e| e.flags() & lazy != 0 && e.flags() & pagemap_flags::PRESENT == 0) {
+            return Err(LazyError::NoPages { pid, vaddr: e.vaddr() });
+        }
+    }
+    Ok(())
+}
+
 /// Tasks to wait for: processes in `pstree.img`, else pagemap images.
 fn count_tasks(dir: &ImageDir) -> Result<usize, LazyError> {
     if dir.exists(ImageKind::Pstree, 0) {
         let p: Vec<crate::images::pb::PstreeEntry> = dir.read_all(ImageKind::Pstree, 0)?;
         return Ok(p.len());
     }
-    let rd = std::fs::read_dir(dir.path())
-        .map_err(|source| LazyError::Socket { path: dir.path().into(), source })?;
-    Ok(rd
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with("pagemap-") && !n.starts_with("pagemap-shmem") && n.ends_with(".img")
-        })
-        .count())
+    Ok(pagemap_pids(dir)?.len())
 }
 
 impl Daemon {
