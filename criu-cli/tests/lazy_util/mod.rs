@@ -110,22 +110,42 @@ impl Kid {
         (self.child.wait().expect("wait child"), rest)
     }
 
-    /// Writes this child's images into `dir`: two LAZY|PRESENT entries
-    /// covering all but the last page (a hole the daemon fills with zeroes).
+    /// Writes this child's images into `dir` (see [`Region::write`]).
     pub fn write_images(&self, dir: &ImageDir) {
-        self.write_images_flagged(dir, LAZY | PRESENT)
+        Kid::image_writer(self.pid(), self.base, self.size).write(dir)
     }
 
     /// As [`Kid::write_images`] with entry flags `flags` (without PRESENT:
     /// pagemap only, as a `dump --lazy-pages` leaves it).
     pub fn write_images_flagged(&self, dir: &ImageDir, flags: u32) {
+        Region { flags, ..Kid::image_writer(self.pid(), self.base, self.size) }.write(dir)
+    }
+
+    /// The images of a patterned region of process `pid`.
+    pub fn image_writer(pid: u32, base: u64, size: u64) -> Region {
+        Region { pid, base, size, flags: LAZY | PRESENT }
+    }
+}
+
+/// A patterned region of a process, as images.
+pub struct Region {
+    pub pid: u32,
+    pub base: u64,
+    pub size: u64,
+    pub flags: u32,
+}
+
+impl Region {
+    /// Two entries with `flags` covering all but the last page (a hole the
+    /// daemon fills with zeroes).
+    pub fn write(&self, dir: &ImageDir) {
         let first = (1 << 20).min(self.size / 2) / PAGE_SIZE;
         let total = self.size / PAGE_SIZE - 1;
         let runs = [
-            PageRun { vaddr: self.base, nr_pages: first, flags },
-            PageRun { vaddr: self.base + first * PAGE_SIZE, nr_pages: total - first, flags },
+            PageRun { vaddr: self.base, nr_pages: first, flags: self.flags },
+            PageRun { vaddr: self.base + first * PAGE_SIZE, nr_pages: total - first, flags: self.flags },
         ];
-        write_pagemap(dir, self.pid(), self.pid(), &runs, &mut fill).expect("write pagemap");
+        write_pagemap(dir, self.pid, self.pid, &runs, &mut fill).expect("write pagemap");
     }
 }
 

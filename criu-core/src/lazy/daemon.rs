@@ -63,6 +63,7 @@ impl Options {
 
 const LISTENER: u64 = 0;
 const PIDFD_BIT: u64 = 1 << 63;
+const CONN_BIT: u64 = 1 << 62;
 
 struct Task {
     uffd: Uffd,
@@ -89,6 +90,9 @@ struct Daemon {
     lat_ns: Vec<u32>,
     first_task: Option<Instant>,
     last_accept: Instant,
+    /// Accepted connections whose hello has not arrived yet.
+    pending: std::collections::HashMap<u64, UnixStream>,
+    next_conn: u64,
 }
 
 /// Runs the daemon until every expected task connected and every task's
@@ -143,6 +147,8 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
         lat_ns: Vec::new(),
         first_task: None,
         last_accept: Instant::now(),
+        pending: Default::default(),
+        next_conn: 0,
     };
     let started = Instant::now();
     d.serve()?;
@@ -218,6 +224,8 @@ impl Daemon {
             for token in ready {
                 if token == LISTENER {
                     self.accept()?;
+                } else if token & CONN_BIT != 0 {
+                    self.hello(token);
                 } else if token & PIDFD_BIT != 0 {
                     self.finish(token & !PIDFD_BIT, "exited");
                 } else {
@@ -238,6 +246,8 @@ impl Daemon {
         Ok(())
     }
 
+    /// Accepts connections; each is read once its hello arrives (a silent
+    /// client never stalls the service of others).
     fn accept(&mut self) -> Result<(), LazyError> {
         loop {
             let conn = match self.listener.accept() {
@@ -245,24 +255,41 @@ impl Daemon {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(source) => return Err(LazyError::Socket { path: self.opts.socket.clone(), source }),
             };
-            let _ = conn.set_nonblocking(false);
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-            let status = match self.take_task(&conn) {
-                Ok(()) => 0,
-                Err((errno, e)) => {
-                    tracing::error!("lazy-pages: refusing a task: {e}");
-                    errno.raw_os_error()
-                }
-            };
-            if let Err(e) = hello::ack(&conn, status) {
-                tracing::warn!("lazy-pages: cannot answer a task: {e}");
+            let token = CONN_BIT | self.next_conn;
+            self.next_conn += 1;
+            let ok = conn.set_nonblocking(true).is_ok()
+                && epoll::add(&self.epoll, &conn, EventData::new_u64(token), EventFlags::IN).is_ok();
+            if ok {
+                self.pending.insert(token, conn);
             }
         }
     }
 
-    /// Reads a task's hello and takes over its uffd.
-    fn take_task(&mut self, conn: &UnixStream) -> Result<(), (Errno, LazyError)> {
-        let (h, fd) = hello::receive(conn).map_err(|e| (Errno::PROTO, e))?;
+    /// A pending connection became readable: take the task or refuse it.
+    fn hello(&mut self, token: u64) {
+        let Some(conn) = self.pending.remove(&token) else { return };
+        let status = match self.take_task(&conn) {
+            Ok(true) => 0,
+            Ok(false) => {
+                self.pending.insert(token, conn);
+                return;
+            }
+            Err((errno, e)) => {
+                tracing::error!("lazy-pages: refusing a task: {e}");
+                errno.raw_os_error()
+            }
+        };
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+        if let Err(e) = hello::ack(&conn, status) {
+            tracing::warn!("lazy-pages: cannot answer a task: {e}");
+        }
+    }
+
+    /// Reads a task's hello and takes over its uffd; `false` when the hello
+    /// has not arrived yet.
+    fn take_task(&mut self, conn: &UnixStream) -> Result<bool, (Errno, LazyError)> {
+        let Some((h, fd)) = hello::receive(conn).map_err(|e| (Errno::PROTO, e))? else { return Ok(false) };
         let missing = self.lazy_pages(h.image_pid).map_err(|e| (Errno::NOENT, e))?;
         let sys = |what: &str| {
             let what = format!("pid {}: {what}", h.pid);
@@ -287,7 +314,7 @@ impl Daemon {
             Task { uffd: Uffd::from_fd(fd), image_pid: h.image_pid, pid: h.pid, pidfd: Some(pidfd), missing, cursor: 0, retry: Vec::new() },
         );
         self.check_done(token);
-        Ok(())
+        Ok(true)
     }
 
     /// The lazy pages of an image pid, each at its own address.

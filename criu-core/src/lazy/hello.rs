@@ -77,13 +77,17 @@ pub fn hand_over(socket: &Path, hello: TaskHello, uffd: BorrowedFd<'_>) -> Resul
     }
 }
 
-/// Daemon side: reads a task's hello and its descriptor.
-pub(crate) fn receive(s: &UnixStream) -> Result<(TaskHello, OwnedFd), LazyError> {
+/// Daemon side: reads a task's hello and its descriptor; `None` while
+/// nothing has arrived on the (non-blocking) connection.
+pub(crate) fn receive(s: &UnixStream) -> Result<Option<(TaskHello, OwnedFd)>, LazyError> {
     let mut b = [0u8; 16];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
-    let r = recvmsg(s, &mut [std::io::IoSliceMut::new(&mut b)], &mut anc, RecvFlags::CMSG_CLOEXEC)
-        .map_err(|e| LazyError::Hello(format!("recvmsg: {e}")))?;
+    let r = match recvmsg(s, &mut [std::io::IoSliceMut::new(&mut b)], &mut anc, RecvFlags::CMSG_CLOEXEC) {
+        Ok(r) => r,
+        Err(Errno::AGAIN) => return Ok(None),
+        Err(e) => return Err(LazyError::Hello(format!("recvmsg: {e}"))),
+    };
     let mut fds: Vec<OwnedFd> = Vec::new();
     for m in anc.drain() {
         if let RecvAncillaryMessage::ScmRights(it) = m {
@@ -107,7 +111,7 @@ pub(crate) fn receive(s: &UnixStream) -> Result<(TaskHello, OwnedFd), LazyError>
         0 => image_pid,
         p => p,
     };
-    Ok((TaskHello { image_pid, pid }, fds.remove(0)))
+    Ok(Some((TaskHello { image_pid, pid }, fds.remove(0))))
 }
 
 /// Daemon side: answers the hello (0 = taken over, else an errno).
