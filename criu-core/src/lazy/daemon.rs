@@ -123,6 +123,12 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
         .map_err(|source| LazyError::Socket { path: opts.socket.clone(), source })?;
     listener
         .set_nonblocking(true)
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            // Only our user may hand tasks over (a task named in a hello may
+            // be killed later).
+            std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))
+        })
         .map_err(|source| LazyError::Socket { path: opts.socket.clone(), source })?;
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(sys("epoll_create"))?;
     epoll::add(&ep, &listener, EventData::new_u64(LISTENER), EventFlags::IN).map_err(sys("epoll_ctl"))?;
@@ -290,6 +296,12 @@ impl Daemon {
     /// has not arrived yet.
     fn take_task(&mut self, conn: &UnixStream) -> Result<bool, (Errno, LazyError)> {
         let Some((h, fd)) = hello::receive(conn).map_err(|e| (Errno::PROTO, e))? else { return Ok(false) };
+        let me = rustix::process::geteuid();
+        match rustix::net::sockopt::socket_peercred(conn) {
+            Ok(c) if c.uid == me || c.uid.is_root() => {}
+            Ok(c) => return Err((Errno::PERM, LazyError::Hello(format!("peer uid {} may not hand tasks over", c.uid.as_raw())))),
+            Err(e) => return Err((e, LazyError::Sys { what: "SO_PEERCRED".into(), source: e })),
+        }
         let missing = self.lazy_pages(h.image_pid).map_err(|e| (Errno::NOENT, e))?;
         let sys = |what: &str| {
             let what = format!("pid {}: {what}", h.pid);
