@@ -145,6 +145,16 @@ fn unsafe_kill(pid: u32) -> i32 {
 }
 
 #[test]
+fn refuses_a_task_whose_lazy_pages_are_not_all_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = kid("partial", 4 * MIB, 0, &dir);
+    let _d = serve(&dir, std::slice::from_mut(&mut k), &[]);
+    let (st, _) = k.wait();
+    // lazy_child exits 1 when the daemon answers with an errno (EINVAL).
+    assert_eq!(st.code(), Some(1), "the hand-over must be refused");
+}
+
+#[test]
 fn refuses_a_task_without_images() {
     let dir = tempfile::tempdir().unwrap();
     let images = ImageDir::open_unchecked(dir.path());

@@ -17,6 +17,7 @@
  *        forkhalt  fork; the child does "halt", the parent waits for it and
  *                exits with its status
  *        idle    wait for a line on stdin, then check everything
+ *        partial register only the first half (the daemon must refuse)
  * exit 0: all correct; 2: wrong data (printed); 1: setup failed. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -125,6 +126,8 @@ int main(int argc, char **argv)
     if (ioctl(uffd, UFFDIO_API, &api))
         die("UFFDIO_API");
     struct uffdio_register reg = { .range = { base, size }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+    if (!strcmp(mode, "partial"))
+        reg.range.len = size / 2;
     if (ioctl(uffd, UFFDIO_REGISTER, &reg))
         die("UFFDIO_REGISTER");
     printf("ready\n");

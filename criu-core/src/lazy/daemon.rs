@@ -308,6 +308,19 @@ impl Daemon {
             move |source: Errno| (source, LazyError::Sys { what, source })
         };
         let pid = Pid::from_raw(h.pid as i32).ok_or((Errno::INVAL, LazyError::Hello("pid 0".into())))?;
+        // Every lazy page must be in a registered range, or the task would
+        // read zeroes there without the daemon ever knowing.
+        let registered = super::smaps::missing_registered(h.pid)
+            .map_err(|e| (Errno::SRCH, LazyError::Hello(format!("pid {}: smaps: {e}", h.pid))))?;
+        if let Some((s, e)) = missing.extents().find_map(|(s, e)| super::smaps::uncovered(&registered, s, e)) {
+            return Err((
+                Errno::INVAL,
+                LazyError::Hello(format!(
+                    "pid {}: lazy pages {s:#x}-{e:#x} are not registered with userfaultfd (MISSING); register every lazy range before the hand-over",
+                    h.pid
+                )),
+            ));
+        }
         let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(sys("pidfd_open"))?;
         rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK).map_err(sys("fcntl"))?;
         let token = self.next_token;
@@ -457,6 +470,11 @@ impl Daemon {
                     t.retry.push(page);
                     Ok(())
                 }
+                // Unmapped since the fault: nothing owed there.
+                Err(Errno::NOENT) => {
+                    let _ = t.uffd.wake(page, PAGE_SIZE);
+                    Ok(())
+                }
                 Err(e) => {
                     self.fill_failed(token, page, e);
                     Ok(())
@@ -506,16 +524,18 @@ impl Daemon {
                 }
                 Ok(0)
             }
-            // The range is not registered any more (unmapped under us).
-            Err(Errno::NOENT) | Err(Errno::INVAL) => Ok(0),
-            Err(e) => Err(e),
+            // ENOENT: not registered (any more) without an event telling
+            // so; the pages cannot be delivered: the caller kills the task.
+            Err(e) => {
+                t.missing.put_back(piece);
+                Err(e)
+            }
         })
     }
 
     fn fill_failed(&mut self, token: u64, page: u64, e: Errno) {
         match e {
             Errno::SRCH => self.finish(token, "exited"),
-            Errno::NOENT | Errno::INVAL => {}
             e => {
                 let pid = self.tasks.get(&token).map_or(0, |t| t.pid);
                 tracing::error!("lazy-pages: pid {pid}: filling {page:#x}: {e}; killing it");

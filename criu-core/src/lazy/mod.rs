@@ -53,6 +53,7 @@ pub mod daemon;
 pub mod guard;
 pub mod hello;
 pub mod ranges;
+pub mod smaps;
 
 use std::fmt;
 use std::path::PathBuf;

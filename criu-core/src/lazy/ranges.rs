@@ -65,6 +65,11 @@ impl PageSet {
         self.map.is_empty()
     }
 
+    /// The missing extents as `(start, end)`, in address order.
+    pub fn extents(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.map.iter().map(|(&s, e)| (s, e.end))
+    }
+
     /// Whether `addr` is in a missing extent.
     pub fn contains(&self, addr: u64) -> bool {
         self.map.range(..=addr).next_back().is_some_and(|(_, e)| addr < e.end)
