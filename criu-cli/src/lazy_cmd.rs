@@ -35,6 +35,12 @@ pub struct LazyPagesArgs {
     /// Number of tasks to wait for (default: from pstree.img or the pagemaps).
     #[arg(long = "tasks", value_name = "N")]
     pub tasks: Option<usize>,
+    /// Seconds a task may take to register all its lazy ranges after the hand-over.
+    #[arg(long = "register-timeout", value_name = "SECS", default_value = "30")]
+    pub register_timeout: u64,
+    /// Seconds to wait for the next task to connect.
+    #[arg(long = "connect-timeout", value_name = "SECS", default_value = "60")]
+    pub connect_timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -66,8 +72,14 @@ pub fn lazy_pages(a: LazyPagesArgs) -> Result<i32> {
     opts.bg_chunk = a.bg_chunk.max(4) * 1024;
     opts.background = !a.no_background;
     opts.tasks = a.tasks;
+    opts.register_timeout = std::time::Duration::from_secs(a.register_timeout);
+    opts.accept_timeout = std::time::Duration::from_secs(a.connect_timeout);
     let stats = lazy::run(opts).context("lazy-pages")?;
     println!("lazy-pages: {stats}");
+    if stats.killed > 0 {
+        tracing::error!("lazy-pages: {} task(s) had to be killed", stats.killed);
+        return Ok(1);
+    }
     Ok(0)
 }
 

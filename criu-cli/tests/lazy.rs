@@ -60,6 +60,15 @@ fn serves_256_mib_and_every_byte_is_right() {
 }
 
 #[test]
+fn hand_over_before_registration_as_the_blob_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = kid("late", 32 * MIB, 0, &dir);
+    let d = serve(&dir, std::slice::from_mut(&mut k), &[]);
+    assert_ok(&mut k);
+    assert_daemon_ok(d);
+}
+
+#[test]
 fn fault_only_service_with_random_touches() {
     let dir = tempfile::tempdir().unwrap();
     let mut k = kid("random", 16 * MIB, 0, &dir);
@@ -145,13 +154,17 @@ fn unsafe_kill(pid: u32) -> i32 {
 }
 
 #[test]
-fn refuses_a_task_whose_lazy_pages_are_not_all_registered() {
+fn a_task_that_never_registers_all_lazy_pages_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let mut k = kid("partial", 4 * MIB, 0, &dir);
-    let _d = serve(&dir, std::slice::from_mut(&mut k), &[]);
-    let (st, _) = k.wait();
-    // lazy_child exits 1 when the daemon answers with an errno (EINVAL).
-    assert_eq!(st.code(), Some(1), "the hand-over must be refused");
+    let d = serve(&dir, std::slice::from_mut(&mut k), &["--register-timeout", "1"]);
+    // The task waits for "go"; the daemon must kill it first.
+    let (dst, out, err) = d.finish();
+    assert_eq!(dst.code(), Some(1), "the daemon reports the kill: {out}\n{err}");
+    assert!(err.contains("still not registered"), "{err}");
+    k.go();
+    let (st, out) = k.wait();
+    assert_eq!(st.signal(), Some(9), "{st}: {out}");
 }
 
 #[test]

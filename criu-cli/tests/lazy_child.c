@@ -17,7 +17,10 @@
  *        forkhalt  fork; the child does "halt", the parent waits for it and
  *                exits with its status
  *        idle    wait for a line on stdin, then check everything
- *        partial register only the first half (the daemon must refuse)
+ *        late    hand over first, register afterwards (as the restorer
+ *                blob does), then as check
+ *        partial register only the first half, then as idle (the daemon
+ *                must kill it once its registration timeout passes)
  * exit 0: all correct; 2: wrong data (printed); 1: setup failed. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -128,7 +131,8 @@ int main(int argc, char **argv)
     struct uffdio_register reg = { .range = { base, size }, .mode = UFFDIO_REGISTER_MODE_MISSING };
     if (!strcmp(mode, "partial"))
         reg.range.len = size / 2;
-    if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+    int late = !strcmp(mode, "late");
+    if (!late && ioctl(uffd, UFFDIO_REGISTER, &reg))
         die("UFFDIO_REGISTER");
     printf("ready\n");
     fflush(stdout);
@@ -136,7 +140,15 @@ int main(int argc, char **argv)
     if (!fgets(line, sizeof(line), stdin))
         return 1;
     hand_over(argv[4], uffd);
+    if (late) {
+        /* The blob's order: the daemon already holds the uffd. */
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+            die("UFFDIO_REGISTER");
+        mode = "check";
+    }
     close(uffd);
+    if (!strcmp(mode, "partial"))
+        mode = "idle";
 
     if (!strcmp(mode, "check"))
         return check(base, base, size, hole);

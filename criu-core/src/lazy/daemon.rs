@@ -43,6 +43,9 @@ pub struct Options {
     /// Give up when no new task connects for this long while some are still
     /// expected (the tasks already served are then killed by the guard).
     pub accept_timeout: Duration,
+    /// A task handed over before its lazy ranges were registered must have
+    /// them all registered within this time, or it is killed.
+    pub register_timeout: Duration,
 }
 
 impl Options {
@@ -57,6 +60,7 @@ impl Options {
             background: true,
             tasks: None,
             accept_timeout: Duration::from_secs(60),
+            register_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -73,6 +77,10 @@ struct Task {
     missing: PageSet,
     cursor: u64,
     retry: Vec<u64>,
+    /// Since when the hand-over happened while some lazy page was not yet
+    /// in a registered range (`None`: all covered). No background copy
+    /// before; killed if it lasts past [`Options::register_timeout`].
+    unregistered_since: Option<Instant>,
 }
 
 struct Daemon {
@@ -217,8 +225,18 @@ impl Daemon {
     fn serve(&mut self) -> Result<(), LazyError> {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
         while self.connected < self.expected || !self.tasks.is_empty() {
-            let bg = self.opts.background && self.tasks.values().any(|t| !t.missing.is_empty());
-            let timeout = Timespec { tv_sec: if bg { 0 } else { 1 }, tv_nsec: 0 };
+            let bg = self.opts.background
+                && self.tasks.values().any(|t| !t.missing.is_empty() && t.unregistered_since.is_none());
+            let waiting: Vec<u64> =
+                self.tasks.iter().filter(|(_, t)| t.unregistered_since.is_some()).map(|(&k, _)| k).collect();
+            let timeout = match (bg, waiting.is_empty()) {
+                (true, _) => Timespec { tv_sec: 0, tv_nsec: 0 },
+                (false, false) => Timespec { tv_sec: 0, tv_nsec: 5_000_000 },
+                (false, true) => Timespec { tv_sec: 1, tv_nsec: 0 },
+            };
+            for token in waiting {
+                self.check_registered(token);
+            }
             events.clear();
             match epoll::wait(&self.epoll, spare_capacity(&mut events), Some(&timeout)) {
                 Ok(_) => {}
@@ -308,19 +326,6 @@ impl Daemon {
             move |source: Errno| (source, LazyError::Sys { what, source })
         };
         let pid = Pid::from_raw(h.pid as i32).ok_or((Errno::INVAL, LazyError::Hello("pid 0".into())))?;
-        // Every lazy page must be in a registered range, or the task would
-        // read zeroes there without the daemon ever knowing.
-        let registered = super::smaps::missing_registered(h.pid)
-            .map_err(|e| (Errno::SRCH, LazyError::Hello(format!("pid {}: smaps: {e}", h.pid))))?;
-        if let Some((s, e)) = missing.extents().find_map(|(s, e)| super::smaps::uncovered(&registered, s, e)) {
-            return Err((
-                Errno::INVAL,
-                LazyError::Hello(format!(
-                    "pid {}: lazy pages {s:#x}-{e:#x} are not registered with userfaultfd (MISSING); register every lazy range before the hand-over",
-                    h.pid
-                )),
-            ));
-        }
         let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(sys("pidfd_open"))?;
         rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK).map_err(sys("fcntl"))?;
         let token = self.next_token;
@@ -336,8 +341,18 @@ impl Daemon {
         self.first_task.get_or_insert(self.last_accept);
         self.tasks.insert(
             token,
-            Task { uffd: Uffd::from_fd(fd), image_pid: h.image_pid, pid: h.pid, pidfd: Some(pidfd), missing, cursor: 0, retry: Vec::new() },
+            Task {
+                uffd: Uffd::from_fd(fd),
+                image_pid: h.image_pid,
+                pid: h.pid,
+                pidfd: Some(pidfd),
+                missing,
+                cursor: 0,
+                retry: Vec::new(),
+                unregistered_since: Some(Instant::now()),
+            },
         );
+        self.check_registered(token);
         self.check_done(token);
         Ok(true)
     }
@@ -410,7 +425,17 @@ impl Daemon {
                 self.stats.tasks += 1;
                 self.tasks.insert(
                     child,
-                    Task { uffd: Uffd::from_fd(uffd), image_pid, pid: 0, pidfd: None, missing, cursor: 0, retry: Vec::new() },
+                    Task {
+                        uffd: Uffd::from_fd(uffd),
+                        image_pid,
+                        pid: 0,
+                        pidfd: None,
+                        missing,
+                        cursor: 0,
+                        retry: Vec::new(),
+                        // A fork copies the registrations.
+                        unregistered_since: None,
+                    },
                 );
                 // The child's faults may already be queued: look now.
                 self.serve_uffd(child)?;
@@ -550,7 +575,7 @@ impl Daemon {
             .tasks
             .range(self.bg_token + 1..)
             .chain(self.tasks.range(..=self.bg_token))
-            .find(|(_, t)| !t.missing.is_empty())
+            .find(|(_, t)| !t.missing.is_empty() && t.unregistered_since.is_none())
             .map(|(&k, _)| k);
         let Some(token) = token else { return Ok(()) };
         self.bg_token = token;
@@ -568,6 +593,34 @@ impl Daemon {
         }
         self.check_done(token);
         Ok(())
+    }
+
+    /// Whether every lazy page of the task is now in a range registered
+    /// with userfaultfd (`um` in smaps). Until then nothing is copied in the
+    /// background (a copy there would fail, or worse, the task would read
+    /// zeroes there unnoticed); past the timeout the task is killed.
+    fn check_registered(&mut self, token: u64) {
+        let timeout = self.opts.register_timeout;
+        let Some(t) = self.tasks.get_mut(&token) else { return };
+        let Some(since) = t.unregistered_since else { return };
+        let gap = super::smaps::missing_registered(t.pid)
+            .ok()
+            .map(|r| t.missing.extents().find_map(|(s, e)| super::smaps::uncovered(&r, s, e)));
+        match gap {
+            Some(None) => {
+                t.unregistered_since = None;
+                tracing::debug!("lazy-pages: pid {}: every lazy range is registered", t.pid);
+            }
+            Some(Some((s, e))) if since.elapsed() > timeout => {
+                tracing::error!(
+                    "lazy-pages: pid {}: lazy pages {s:#x}-{e:#x} still not registered with userfaultfd after {timeout:?}; killing it",
+                    t.pid
+                );
+                self.kill(token);
+            }
+            // Not yet, or smaps unreadable (the task is exiting): look again later.
+            _ => {}
+        }
     }
 
     fn check_done(&mut self, token: u64) {
