@@ -13,9 +13,11 @@
 //!  +------------------+-------------+   else an errno (nothing was taken)
 //! ```
 //!
-//! The uffd must have had `UFFDIO_API` with [`LAZY_FEATURES`] and its lazy
-//! ranges registered (MISSING) before it is sent; the sender may close its
-//! copy only after status 0.
+//! The uffd must have had `UFFDIO_API` with [`LAZY_FEATURES`] before it is
+//! sent (the daemon never calls it). The lazy ranges may be registered
+//! (MISSING) before or after the hand-over; the daemon copies nothing in the
+//! background until all are. The sender may close its copy only after
+//! status 0.
 //!
 //! [`LAZY_FEATURES`]: crate::uffd::LAZY_FEATURES
 

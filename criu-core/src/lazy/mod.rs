@@ -5,23 +5,29 @@
 //! # How a task is served
 //!
 //! 1. The restore side creates a userfaultfd in the task, calls
-//!    `UFFDIO_API` with [`LAZY_FEATURES`](crate::uffd::LAZY_FEATURES),
-//!    registers the lazy ranges in MISSING mode, and hands the descriptor
-//!    over with [`hello::hand_over`] (protocol in [`hello`]). After the
-//!    daemon's "taken" answer the task closes its copy.
+//!    `UFFDIO_API` with [`LAZY_FEATURES`](crate::uffd::LAZY_FEATURES) and
+//!    hands the descriptor over with [`hello::hand_over`] (protocol in
+//!    [`hello`]); the lazy ranges are registered in MISSING mode before or
+//!    after that. Once the daemon answered "taken", the task may close its
+//!    copy (the blob does, right after registering).
 //! 2. The daemon reads `pagemap-PID.img`: entries flagged `LAZY` are the
 //!    pages it owes the task ([`ranges::PageSet`]); their data is in
 //!    `pages-N.img` (`PRESENT`), or on a page server (`--page-server`).
-//! 3. One thread, one epoll over the listening socket, every task's uffd and
+//! 3. The daemon checks in `/proc/PID/smaps` ([`smaps`]) that every lazy
+//!    page is in a registered VMA (`um`); until then it copies nothing in
+//!    the background, and a task not fully registered within
+//!    [`Options::register_timeout`] is killed (it may be reading zeroes
+//!    where its data belongs).
+//! 4. One thread, one epoll over the listening socket, every task's uffd and
 //!    pidfd. A fault gets the aligned block around it ([`Options::fault_chunk`])
 //!    with `UFFDIO_COPY`, or a zero page where the dump had no data. When no
 //!    fault is pending, one background chunk ([`Options::bg_chunk`]) of the
 //!    next task is copied (faults always first).
-//! 4. Events: FORK adds a task for the child (a new uffd, inheriting the
+//! 5. Events: FORK adds a task for the child (a new uffd, inheriting the
 //!    parent's missing pages), REMAP moves the bookkeeping, REMOVE/UNMAP drop
 //!    pages. A fill answered `EAGAIN` (layout changing) is retried after the
 //!    pending events are read; `ESRCH` means the task is gone.
-//! 5. A task is complete when nothing is missing: its uffd is closed. Pages
+//! 6. A task is complete when nothing is missing: its uffd is closed. Pages
 //!    never dumped stay unpopulated and read as zero, as they did. The daemon
 //!    exits once the expected number of tasks connected and all are complete
 //!    or gone, logging its counters ([`Stats`]).
@@ -45,9 +51,37 @@
 //! termination signals; only SIGKILL of both processes at once defeats it.
 //!
 //! The daemon also kills a task itself when a fill fails for a reason other
-//! than the task exiting, and stops with an error (the guard then kills the
-//! rest) when page data cannot be read (broken page-server connection,
-//! truncated images).
+//! than the task exiting (e.g. `ENOENT`: a lazy range unregistered without
+//! an event), and stops with an error (the guard then kills the rest) when
+//! page data cannot be read (broken page-server connection, truncated
+//! images).
+//!
+//! # What the restore side must do
+//!
+//! - Dump: flag `LAZY` (with `PRESENT` when the data is in `pages-N.img`)
+//!   the pagemap entries of private anonymous VMAs that are not locked and
+//!   not `[vdso]`/`[vvar]`/`[vsyscall]`; other pages stay eager.
+//! - Start `criu-rs lazy-pages -D DIR --address SOCK` first. It expects one
+//!   hand-over per process of `pstree.img` (a process without lazy pages
+//!   still hands one over; it completes at once).
+//! - Per process, before its blob runs, in the process itself (a uffd
+//!   belongs to the memory of its creator): `Uffd::create()`,
+//!   `api(LAZY_FEATURES)`, then `hand_over(SOCK, TaskHello { image_pid:
+//!   pid, pid: 0 }, uffd)`, and pass the descriptor number to the blob
+//!   (`args.uffd`). The blob registers every lazy VMA in MISSING mode once
+//!   it is at its final address, leaves the lazy pages unfilled, closes the
+//!   uffd and must not touch registered memory before `rt_sigreturn`.
+//! - A restore failing after the hand-over just kills its tasks: the daemon
+//!   sees them exit (pidfd) and drops them.
+//! - Restoring `LAZY` entries without `PRESENT` without a daemon is an
+//!   error; the daemon itself refuses such images unless `--page-server`.
+//! - Task identity: the daemon opens a pidfd for `pid` at hand-over, so the
+//!   process must exist then, and `pid` is as the daemon sees it (give it
+//!   explicitly when the tree lives in its own pid namespace). The kernel
+//!   puts thread ids into fault messages as the faulting task sees them; the
+//!   daemon uses them to find forked children, which only works when it
+//!   shares their pid namespace (otherwise those children are still served,
+//!   and the guard still finds them as descendants of known tasks).
 
 pub mod daemon;
 pub mod guard;

@@ -15,8 +15,8 @@
 //! serves memory lazily must keep the descriptor open until every page is in
 //! (see [`crate::lazy`]).
 //!
-//! - [`ioctl`]: the `UFFDIO_*` calls ([`Uffd`]'s methods).
-//! - [`msg`]: the 32-byte `struct uffd_msg` and [`Event`].
+//! - `ioctl.rs`: the `UFFDIO_*` calls ([`Uffd`]'s methods).
+//! - `msg.rs`: the 32-byte `struct uffd_msg` and [`Event`].
 
 mod ioctl;
 mod msg;
