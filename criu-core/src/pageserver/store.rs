@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 use super::proto::{PageServerError, Result};
 use crate::images::consts::pagemap_flags;
@@ -49,7 +48,48 @@ pub fn read_pagemap(dir: &ImageDir, pid: u32) -> Result<(u32, Vec<PagemapEntry>)
 struct PidPages {
     /// (vaddr, len, offset in the pages file) of every PRESENT entry.
     entries: Vec<(u64, u64, u64)>,
-    file: File,
+    map: Option<Mapping>,
+}
+
+/// A read-only mapping of a whole pages file.
+struct Mapping {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned; moving it to another thread
+// moves the only handle.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn map(file: &File, len: usize) -> std::io::Result<Mapping> {
+        use rustix::mm::{mmap, MapFlags, ProtFlags};
+        // SAFETY: a fresh private read-only mapping of the file at a
+        // kernel-chosen address; it replaces nothing.
+        let ptr = unsafe { mmap(std::ptr::null_mut(), len, ProtFlags::READ, MapFlags::PRIVATE, file, 0) }?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// `len` bytes at `off`, their page-table entries populated first so a
+    /// `UFFDIO_COPY` from them takes the kernel's fast path.
+    fn populated(&self, off: usize, len: usize) -> Option<&[u8]> {
+        let end = off.checked_add(len).filter(|&e| e <= self.len)?;
+        // SAFETY: `ptr` maps `self.len` readable bytes until Drop, and
+        // `off..end` is inside; the image file is not written while served.
+        let bytes = unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(off), end - off) };
+        // SAFETY: MADV_POPULATE_READ only faults the range in (no change to
+        // its contents); the range is inside our mapping.
+        let _ = unsafe { rustix::mm::madvise(bytes.as_ptr() as *mut _, bytes.len(), rustix::mm::Advice::LinuxPopulateRead) };
+        Some(bytes)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `map`; no slice of it
+        // outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
+    }
 }
 
 /// Pages served from an image directory. Each pid's pagemap is read and its
@@ -59,13 +99,12 @@ struct PidPages {
 pub struct ImagesStore {
     dir: ImageDir,
     pids: HashMap<u32, PidPages>,
-    buf: Vec<u8>,
 }
 
 impl ImagesStore {
     /// A store over `dir`.
     pub fn new(dir: ImageDir) -> Self {
-        ImagesStore { dir, pids: HashMap::new(), buf: Vec::new() }
+        ImagesStore { dir, pids: HashMap::new() }
     }
 
     /// The directory.
@@ -94,7 +133,12 @@ impl ImagesStore {
                 }
                 .into());
             }
-            self.pids.insert(pid, PidPages { entries, file });
+            let map = if off == 0 {
+                None
+            } else {
+                Some(Mapping::map(&file, off as usize).map_err(PageServerError::Io)?)
+            };
+            self.pids.insert(pid, PidPages { entries, map });
         }
         self.pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))
     }
@@ -109,13 +153,7 @@ impl PageStore for ImagesStore {
         if vaddr.checked_add(len).is_none_or(|end| end > v + elen) {
             return Err(no());
         }
-        let (pids, buf) = (&self.pids, &mut self.buf);
-        let file = &pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))?.file;
-        if buf.len() < len as usize {
-            buf.resize(len as usize, 0);
-        }
-        file.read_exact_at(&mut buf[..len as usize], off + (vaddr - v)).map_err(PageServerError::Io)?;
-        Ok(&buf[..len as usize])
+        p.map.as_ref().and_then(|m| m.populated((off + (vaddr - v)) as usize, len as usize)).ok_or_else(no)
     }
 }
 
