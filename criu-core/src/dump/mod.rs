@@ -121,6 +121,8 @@ pub struct DumpOptions {
     /// Allow a process whose session/group leader is not dumped, or that
     /// has a terminal open.
     pub shell_job: bool,
+    /// Longest time to wait for every thread to stop.
+    pub freeze_timeout: std::time::Duration,
 }
 
 /// Summary of a successful dump.
@@ -216,7 +218,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     }
     let mut pages = prepare_dir(&opts.dir)?;
     let t0 = std::time::Instant::now();
-    let frozen = Frozen::freeze(opts.pid)?;
+    let frozen = Frozen::freeze(opts.pid, opts.freeze_timeout)?;
     tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
     let res = collect::collect(&frozen, &opts.dir, &mut pages, opts.shell_job).and_then(|(process, mem, memdump_time)| {
         failpoint::check(failpoint::BEFORE_WRITE)?;
