@@ -44,6 +44,9 @@ struct DumpArgs {
     /// Allow dumping a tree attached to a terminal session.
     #[arg(short = 'j', long = "shell-job")]
     shell_job: bool,
+    /// Seconds to wait for every thread to stop before giving up.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value = "10")]
+    timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -103,6 +106,7 @@ fn run(cmd: Cmd) -> Result<i32> {
                 dir: a.dir,
                 leave_running: a.leave_running,
                 shell_job: a.shell_job,
+                freeze_timeout: std::time::Duration::from_secs(a.timeout),
             };
             let s = criu_core::dump::dump(&opts)
                 .with_context(|| format!("dumping process {}", opts.pid))?;
