@@ -3,7 +3,7 @@
 mod lazy_cmd;
 mod log;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -49,6 +49,9 @@ struct DumpArgs {
     /// Allow dumping a tree attached to a terminal session.
     #[arg(short = 'j', long = "shell-job")]
     shell_job: bool,
+    /// Seconds to wait for every thread to stop before giving up.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value = "10")]
+    timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -105,8 +108,27 @@ fn main() {
 fn run(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Dump(a) => {
-            let _ = (a.pid, a.leave_running, a.shell_job);
-            anyhow::bail!("dump is not implemented yet")
+            let opts = criu_core::dump::DumpOptions {
+                pid: a.pid,
+                dir: a.dir,
+                leave_running: a.leave_running,
+                shell_job: a.shell_job,
+                freeze_timeout: std::time::Duration::from_secs(a.timeout),
+            };
+            let s = criu_core::dump::dump(&opts)
+                .with_context(|| format!("dumping process {}", opts.pid))?;
+            tracing::info!(
+                pid = opts.pid,
+                threads = s.process.threads.len(),
+                pages_written = s.mem.pages_written,
+                pages_skipped_zero = s.mem.pages_skipped_zero,
+                frozen_ms = s.frozen_time.as_millis() as u64,
+                memdump_ms = s.memdump_time.as_millis() as u64,
+                memread_ms = s.mem.read_time.as_millis() as u64,
+                memwrite_ms = s.mem.write_time.as_millis() as u64,
+                "dump finished"
+            );
+            Ok(0)
         }
         Cmd::Restore(a) => {
             let _ = (a.detached, a.pidfile, a.shell_job);

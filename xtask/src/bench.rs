@@ -30,7 +30,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())),
         ("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))),
         ("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))),
-        ("dump throughput", "n/a".into()),
+        ("dump throughput", crate::bench_dump::dump_throughput(&crate::workspace_root(), runs.min(3))?),
         ("restore throughput", "n/a".into()),
     ];
     rows.extend(crate::bench_lazy::rows(&crate::workspace_root())?);

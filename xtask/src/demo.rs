@@ -75,11 +75,14 @@ pub fn run(root: &Path) -> Result<()> {
     let out = fs::OpenOptions::new().create(true).append(true).open(&log)?;
     let mut child = Command::new(&demo);
     child.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-    // SAFETY: setsid() is async-signal-safe; the demo gets its own session
-    // so that it is a whole tree of its own (no --shell-job needed).
+    // SAFETY: setsid() and close_range() are async-signal-safe. The demo
+    // gets its own session so that it is a whole tree of its own (no
+    // --shell-job needed), and no fds but 0-2 (cargo's jobserver pipe would
+    // otherwise leak into it).
     unsafe {
         child.pre_exec(|| {
             libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
             Ok(())
         });
     }

@@ -9,6 +9,7 @@
 //! - `demo`: checkpoints and restores a demo process (the README's main job).
 
 mod bench;
+mod bench_dump;
 mod bench_lazy;
 mod demo;
 mod setup;

@@ -1,0 +1,180 @@
+//! `criu-rs dump` refuses what it cannot dump with a clear message and a
+//! non-zero exit code, and leaves such processes alone.
+
+mod support;
+use std::process::{Command, Stdio};
+use support::*;
+
+fn assert_fails(out: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dump should fail ({needle})");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+#[test]
+fn missing_pid() {
+    // A pid that just went away (reaped child).
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id() as i32;
+    c.wait().unwrap();
+    let dir = scratch_dir("missing-pid");
+    assert_fails(&dump(pid, &dir, &["-j"]), &format!("no process with pid {pid}"));
+    assert_fails(&dump(0, &dir, &["-j"]), "no process with pid 0");
+}
+
+#[test]
+fn kernel_thread() {
+    let dir = scratch_dir("kthread");
+    assert_fails(&dump(2, &dir, &["-j"]), "kernel thread");
+}
+
+#[test]
+fn own_process() {
+    let dir = scratch_dir("own");
+    // `exec` keeps the shell's pid, so $$ is criu-rs's own pid.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {} dump -j -t $$ -D {}", env!("CARGO_BIN_EXE_criu-rs"), dir.display()))
+        .output()
+        .unwrap();
+    assert_fails(&out, "criu-rs itself");
+}
+
+#[test]
+fn zombie() {
+    let c = Command::new("true").stdout(Stdio::null()).spawn().unwrap();
+    let pid = c.id() as i32;
+    let start = std::time::Instant::now();
+    while proc_state(pid) != Some('Z') {
+        assert!(start.elapsed().as_secs() < 10, "child never became a zombie");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let dir = scratch_dir("zombie");
+    assert_fails(&dump(pid, &dir, &["-j"]), "zombie");
+    let mut c = c;
+    c.wait().unwrap();
+}
+
+#[test]
+fn stopped_process() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("stopped-files");
+    let mut p = Program::start(&exe, &["1", "0", tmp.to_str().unwrap()]);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(p.pid(), libc::SIGSTOP) };
+    while p.state() != Some('T') {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let dir = scratch_dir("stopped");
+    assert_fails(&dump(p.pid(), &dir, &["-j"]), "stopped");
+    assert_eq!(p.state(), Some('T'));
+    // SAFETY: as above.
+    unsafe { libc::kill(p.pid(), libc::SIGCONT) };
+    assert_eq!(p.finish().trim(), "OK");
+}
+
+#[test]
+fn already_traced_process() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("traced-files");
+    let mut p = Program::start(&exe, &["1", "0", tmp.to_str().unwrap()]);
+    let pid = p.pid();
+    // SAFETY: PTRACE_SEIZE of our own child, no data pointers.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
+    assert_eq!(r, 0, "seize: {}", std::io::Error::last_os_error());
+    let dir = scratch_dir("traced");
+    let out = dump(pid, &dir, &["-j"]);
+    // SAFETY: stopping and detaching the tracee seized above, from the same
+    // thread; waitpid writes one int.
+    unsafe {
+        libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0, 0);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, libc::__WALL);
+        assert_eq!(libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0), 0);
+    }
+    assert_fails(&out, "already traced");
+    assert_eq!(p.finish().trim(), "OK");
+}
+
+/// A process (its own session leader) with a terminal open is refused
+/// without --shell-job and dumped with it.
+#[test]
+fn terminal_needs_shell_job() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on a descriptor we own;
+    // ptsname_r writes at most the buffer length given.
+    let (master, slave_path) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(m >= 0);
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut name = [0u8; 64];
+        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr().cast(), name.len()), 0);
+        let len = name.iter().position(|b| *b == 0).unwrap();
+        (OwnedFd::from_raw_fd(m), String::from_utf8(name[..len].to_vec()).unwrap())
+    };
+    let slave = std::fs::OpenOptions::new().read(true).write(true).open(&slave_path).unwrap();
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("tty-files");
+    let mut cmd = Command::new(&exe);
+    cmd.args(["1", "0", tmp.to_str().unwrap()]).stderr(slave);
+    // SAFETY: setsid is async-signal-safe; the child becomes its own session
+    // (and group) leader, so only the terminal needs --shell-job.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut p = Program::start_cmd(cmd);
+    let dir = scratch_dir("tty");
+    assert_fails(&dump(p.pid(), &dir, &["-R"]), "is a terminal; pass --shell-job");
+    let out = dump(p.pid(), &dir, &["-R", "-j"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(p.finish().trim(), "OK");
+    drop(master);
+}
+
+#[test]
+fn thread_id_instead_of_process_id() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("thread-id-files");
+    let mut p = Program::start(&exe, &["1", "1", tmp.to_str().unwrap()]);
+    let tid = std::fs::read_dir(format!("/proc/{}/task", p.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap().parse::<i32>().unwrap())
+        .find(|t| *t != p.pid())
+        .unwrap();
+    let dir = scratch_dir("thread-id");
+    assert_fails(&dump(tid, &dir, &["-j"]), &format!("{tid} is a thread of process {}", p.pid()));
+    assert_eq!(p.finish().trim(), "OK");
+}
+
+#[test]
+fn seccomp_is_refused_before_freezing() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("seccomp-files");
+    let mut p = Program::start(&exe, &["1", "1", tmp.to_str().unwrap(), "seccomp"]);
+    let dir = scratch_dir("seccomp");
+    assert_fails(&dump(p.pid(), &dir, &["-j", "-R"]), "uses seccomp");
+    assert_eq!(p.finish().trim(), "OK");
+}
+
+/// A task that cannot stop (a vfork parent waits uninterruptibly for its
+/// child) makes the dump give up after --timeout with a clear error, and the
+/// process carries on once its wait ends.
+#[test]
+fn task_that_cannot_stop_times_out() {
+    let exe = compile("vforker");
+    let mut p = Program::start(&exe, &[]);
+    let t = std::time::Instant::now();
+    while p.state() != Some('D') {
+        assert!(t.elapsed().as_secs() < 10, "parent never blocked in vfork (state {:?})", p.state());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let dir = scratch_dir("vfork");
+    assert_fails(&dump(p.pid(), &dir, &["-j", "-R", "--timeout", "1"]), "did not stop in time");
+    assert!(!dir.join("inventory.img").exists());
+    assert_eq!(p.finish().trim(), "OK");
+}

@@ -1,0 +1,301 @@
+//! Gathering a frozen process's state into a [`ProcessDump`], writing its
+//! memory to the pages image on the way.
+
+use super::failpoint;
+use super::injected::{self, map_scratch};
+use super::memory::MemStats;
+use super::model::*;
+use super::{files, vmas, DumpError};
+use crate::proc::{self, maps::MapEntry};
+use crate::ptrace::freeze::Frozen;
+use crate::ptrace::inject::{find_syscall_insn, Injector};
+use crate::ptrace::raw::{ptrace_get_rseq_configuration, ptrace_getsigmask, ptrace_peeksiginfo, RseqConfig};
+use crate::ptrace::{regs, remote, PtraceError};
+
+/// `get_robust_list(tid, &head, &len)`: a thread's robust futex list.
+pub fn get_robust_list(tid: i32) -> Result<(u64, u64), nix::errno::Errno> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: the kernel writes one pointer and one size_t to the addresses given.
+    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut usize) };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok((head, len as u64))
+}
+
+/// Reads a thread's scheduling policy, static priority and nice value
+/// (`sched_getscheduler`, `sched_getparam`, `getpriority`).
+pub fn sched_params(tid: i32) -> Result<(u32, u32, i32), nix::errno::Errno> {
+    // SAFETY: sched_getscheduler takes no pointers.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    if policy < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel writes one sched_param to the pointer given.
+    if unsafe { libc::sched_getparam(tid, &mut param) } < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    nix::errno::Errno::clear();
+    // SAFETY: getpriority takes no pointers; -1 is a valid result, so errno tells failures.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    if nice == -1 && nix::errno::Errno::last_raw() != 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok((policy as u32, param.sched_priority as u32, nice))
+}
+
+/// Credentials as `/proc/.../status` shows them (securebits come from injection).
+fn creds_of(status: &proc::status::ProcStatus) -> Creds {
+    Creds {
+        uid: status.uid,
+        gid: status.gid,
+        groups: status.groups.clone(),
+        caps: [status.cap_inh, status.cap_prm, status.cap_eff, status.cap_bnd, status.cap_amb],
+        no_new_privs: status.no_new_privs,
+        secbits: 0,
+    }
+}
+
+/// Reads one thread's registers and signal state (no injection).
+fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
+    let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
+    let rseq = match ptrace_get_rseq_configuration(tid) {
+        Ok(c) => c,
+        Err(nix::errno::Errno::EIO | nix::errno::Errno::EINVAL) => RseqConfig::default(),
+        Err(e) => return Err(sys("PTRACE_GET_RSEQ_CONFIGURATION")(e).into()),
+    };
+    let comm = proc::read_text(&proc::path(pid, &format!("task/{tid}/comm")))?.trim_end_matches('\n').to_owned();
+    let status = proc::status::read_status_file(pid, &format!("task/{tid}/status"))?;
+    Ok(ThreadState {
+        tid,
+        comm,
+        gpregs: regs::get_gpregs(tid)?,
+        fpstate: regs::get_fpstate(tid)?,
+        sigmask: ptrace_getsigmask(tid).map_err(sys("PTRACE_GETSIGMASK"))?,
+        pending: ptrace_peeksiginfo(tid, false).map_err(sys("PTRACE_PEEKSIGINFO"))?,
+        altstack: (0, 0, 0),
+        clear_tid_addr: 0,
+        robust_list: get_robust_list(tid).map_err(sys("get_robust_list"))?,
+        rseq,
+        sched: sched_params(tid).map_err(sys("sched_getparam"))?,
+        creds: creds_of(&status),
+    })
+}
+
+/// Finds a `syscall` instruction in the process's vDSO.
+fn vdso_syscall(pid: i32, maps: &[MapEntry]) -> Option<u64> {
+    let v = maps.iter().find(|m| m.path == "[vdso]" && m.read && m.exec)?;
+    let mut buf = vec![0u8; v.len() as usize];
+    remote::read_exact(pid, v.start, &mut buf).ok()?;
+    find_syscall_insn(&buf, v.start)
+}
+
+/// Runs the injected queries: process-wide ones in the leader, per-thread
+/// ones in every thread. Everything is undone before returning, on errors too.
+fn run_injection(
+    pid: i32,
+    threads: &mut [ThreadState],
+    syscall_ip: Option<u64>,
+    timer_ids: &[i32],
+) -> Result<injected::ProcessValues, DumpError> {
+    let mut leader = Injector::new(pid, syscall_ip)?;
+    let scratch = match map_scratch(&mut leader) {
+        Ok(s) => s,
+        Err(e) => {
+            leader.restore()?;
+            return Err(e);
+        }
+    };
+    let mut work = |leader: &mut Injector| -> Result<injected::ProcessValues, DumpError> {
+        let vals = injected::process_values(leader, pid, scratch, timer_ids)?;
+        failpoint::check(failpoint::MID_INJECT)?;
+        for t in threads.iter_mut() {
+            let tv = if t.tid == pid {
+                injected::thread_values(leader, pid, scratch)?
+            } else {
+                let mut inj = Injector::new(t.tid, syscall_ip)?;
+                let r = injected::thread_values(&mut inj, pid, scratch);
+                inj.restore()?;
+                r?
+            };
+            t.altstack = tv.altstack;
+            t.clear_tid_addr = tv.clear_tid_addr;
+            t.creds.secbits = tv.secbits;
+        }
+        Ok(vals)
+    };
+    let res = work(&mut leader);
+    let unmapped = scratch.unmap(&mut leader);
+    let restored = leader.restore();
+    let vals = res?;
+    unmapped?;
+    restored?;
+    Ok(vals)
+}
+
+/// Dumps every shared anonymous object mapped by the process into its own
+/// pages image (`pages-2.img`, `pages-3.img`, ...).
+fn dump_shmem_objects(pid: i32, dir: &std::path::Path, vmas: &[Vma], stats: &mut MemStats) -> Result<Vec<ShmemDump>, DumpError> {
+    let mut out: Vec<ShmemDump> = Vec::new();
+    for v in vmas.iter().filter(|v| v.status & vmas::status::ANON_SHARED != 0) {
+        let size = v.map.offset + v.map.len();
+        if let Some(s) = out.iter_mut().find(|s| s.shmid == v.map.inode) {
+            s.size = s.size.max(size);
+            continue;
+        }
+        let pages_id = super::PAGES_ID + 1 + out.len() as u32;
+        let path = dir.join(format!("pages-{pages_id}.img"));
+        let mut f = std::fs::File::create(&path).map_err(|source| DumpError::ImagesDir { path, source })?;
+        let size = vmas.iter().filter(|o| o.map.inode == v.map.inode && o.status & vmas::status::ANON_SHARED != 0)
+            .map(|o| o.map.offset + o.map.len()).max().unwrap_or(size);
+        let pagemap = super::memory::dump_shmem(pid, v.map.start, v.map.end, size, &mut f, stats)?;
+        out.push(ShmemDump { shmid: v.map.inode, size, pages_id, pagemap });
+    }
+    Ok(out)
+}
+
+/// Collects the descriptors, cwd, root, the executable and the files behind
+/// file-backed areas (setting each area's `file_id`). Returns the files and
+/// the executable's file id.
+fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool) -> Result<(FilesState, u32), DumpError> {
+    let mut next_id = 1u32;
+    let mut files_state = files::collect_fds(pid, &mut next_id, shell_job)?;
+    let cwd_id = next_id;
+    let root_id = next_id + 1;
+    next_id += 2;
+    files_state.files.push(files::path_file(pid, "cwd", cwd_id, files::DIR_FLAGS)?);
+    files_state.files.push(files::path_file(pid, "root", root_id, files::DIR_FLAGS)?);
+    let exe_file_id = next_id;
+    next_id += 1;
+    files_state.files.push(files::path_file(pid, "exe", exe_file_id, libc::O_RDONLY as u32)?);
+    files_state.cwd_id = cwd_id;
+    files_state.root_id = root_id;
+    // File-backed areas get a file id each (same file, same id).
+    let mut vma_files: Vec<((u32, u32), u64, u32)> = Vec::new();
+    for v in vma_list.iter_mut() {
+        if v.map.inode == 0 || v.status & vmas::status::AREA_REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
+            continue;
+        }
+        let key = (v.map.dev, v.map.inode);
+        v.file_id = match vma_files.iter().find(|f| (f.0, f.1) == key) {
+            Some(f) => f.2,
+            None => {
+                let id = next_id;
+                next_id += 1;
+                vma_files.push((key.0, key.1, id));
+                let flags = if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32;
+                let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
+                files_state.files.push(files::path_file(pid, &link, id, flags)?);
+                id
+            }
+        };
+    }
+    Ok((files_state, exe_file_id))
+}
+
+/// Collects everything about the frozen process and writes its memory to
+/// `pages`. Returns the state, the memory counters and the memory time.
+pub fn collect(
+    fr: &Frozen,
+    dir: &std::path::Path,
+    pages: &mut std::fs::File,
+    shell_job: bool,
+) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
+    let pid = fr.pid();
+    failpoint::check(failpoint::AFTER_FREEZE)?;
+    let stat = proc::stat::read_stat(pid)?;
+    let status = proc::status::read_status(pid)?;
+    let mut threads = fr.tids().into_iter().map(|tid| thread_state(pid, tid)).collect::<Result<Vec<_>, _>>()?;
+    let shared_pending = ptrace_peeksiginfo(pid, true).map_err(|errno| PtraceError::Sys { op: "PTRACE_PEEKSIGINFO", tid: pid, errno })?;
+    let ptimers = proc::misc::read_timers(pid)?;
+    let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
+
+    let maps_before = proc::maps::read_smaps(pid)?;
+    let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall(pid, &maps_before) };
+    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids)?;
+    failpoint::check(failpoint::AFTER_INJECT)?;
+
+    // The address space as it is with nothing of ours in it.
+    let maps = proc::maps::read_smaps(pid)?;
+    let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
+    if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
+        return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}", bad.map.start, bad.map.end, bad.map.path)));
+    }
+    let t_mem = std::time::Instant::now();
+    let pm = proc::pagemap::Pagemap::open(pid)?;
+    let mut batches = 0u32;
+    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, || {
+        batches += 1;
+        if batches == 1 {
+            failpoint::check(failpoint::MID_MEMORY)?;
+        }
+        Ok(())
+    })?;
+    let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
+    let memdump_time = t_mem.elapsed();
+
+    let (files_state, exe_file_id) = collect_files(pid, &mut vma_list, shell_job)?;
+
+    let creds = threads[0].creds.clone();
+    let posix_timers = ptimers
+        .into_iter()
+        .zip(vals.timers.iter())
+        .map(|(p, t)| PosixTimer { proc: p, overrun: t.overrun, interval: t.interval, value: t.value })
+        .collect();
+    let task = TaskState {
+        comm: stat.comm.clone(),
+        personality: proc::misc::read_personality(pid)?,
+        flags: stat.flags,
+        exit_signal: stat.exit_signal,
+        sigactions: vals.sigactions.clone(),
+        rlimits: proc::limits::read_limits(pid)?,
+        itimers: vals.itimers,
+        posix_timers,
+        shared_pending,
+        dumpable: vals.dumpable,
+        pdeath_sig: vals.pdeath_sig,
+        child_subreaper: vals.child_subreaper,
+        thp_disabled: vals.thp_disabled,
+        seccomp_mode: status.seccomp,
+        umask: status.umask.unwrap_or(0o022),
+        loginuid: proc::read_text(&proc::path(pid, "loginuid")).ok().and_then(|s| s.trim().parse::<u32>().ok()),
+        oom_score_adj: {
+            let path = proc::path(pid, "oom_score_adj");
+            let text = proc::read_text(&path)?;
+            text.trim().parse().map_err(|_| proc::ProcError::Parse { path, what: "a number", line: text.clone() })?
+        },
+    };
+    let mm = MmState {
+        start_code: stat.start_code,
+        end_code: stat.end_code,
+        start_data: stat.start_data,
+        end_data: stat.end_data,
+        start_stack: stat.start_stack,
+        start_brk: stat.start_brk,
+        brk: vals.brk,
+        arg_start: stat.arg_start,
+        arg_end: stat.arg_end,
+        env_start: stat.env_start,
+        env_end: stat.env_end,
+        auxv: proc::misc::read_auxv(pid)?,
+        exe: proc::misc::read_link(pid, "exe")?.to_string_lossy().into_owned(),
+        exe_file_id,
+        vmas: vma_list,
+    };
+    let dump = ProcessDump {
+        pid,
+        ppid: stat.ppid,
+        pgid: stat.pgid,
+        sid: stat.sid,
+        task,
+        threads,
+        creds,
+        mm,
+        pagemap,
+        shmem,
+        files: files_state,
+    };
+    Ok((dump, mem_stats, memdump_time))
+}

@@ -1,0 +1,37 @@
+//! Test knobs: forced failures for testing the "a failed dump leaves the
+//! process as it was" guarantee (set `CRIU_RS_FAIL_AT` to one of the names
+//! below), and forcing the code-patching injection path.
+
+use super::DumpError;
+
+/// Right after every thread is frozen.
+pub const AFTER_FREEZE: &str = "after-freeze";
+/// In the middle of syscall injection (scratch page mapped, sigactions read).
+pub const MID_INJECT: &str = "mid-inject";
+/// After injection is undone.
+pub const AFTER_INJECT: &str = "after-inject";
+/// After the first batch of memory was written.
+pub const MID_MEMORY: &str = "mid-memory";
+/// After everything was collected, before the images are written.
+pub const BEFORE_WRITE: &str = "before-write";
+
+/// The environment variable naming the failure point.
+pub const ENV: &str = "CRIU_RS_FAIL_AT";
+
+/// Fails with [`DumpError::Forced`] when `CRIU_RS_FAIL_AT` names `point`.
+pub fn check(point: &'static str) -> Result<(), DumpError> {
+    match std::env::var(ENV) {
+        Ok(v) if v == point => Err(DumpError::Forced(point)),
+        _ => Ok(()),
+    }
+}
+
+/// Test knob: with `CRIU_RS_PATCH_CODE=1`, syscalls are injected by
+/// patching the code at each thread's `rip` instead of using a `syscall`
+/// instruction of the vDSO (the fallback for processes without one).
+pub const PATCH_CODE_ENV: &str = "CRIU_RS_PATCH_CODE";
+
+/// Whether [`PATCH_CODE_ENV`] asks for code patching.
+pub fn patch_code_forced() -> bool {
+    std::env::var(PATCH_CODE_ENV).is_ok_and(|v| v == "1")
+}

@@ -1,0 +1,454 @@
+//! Copying the populated pages of private areas into the pages image.
+//!
+//! For each area, `/proc/PID/pagemap` tells which pages were ever touched
+//! (present or swapped); those are read in large batches with one
+//! `process_vm_readv` per batch (many iovecs), all-zero anonymous pages are
+//! dropped and the pagemap entries recorded; writer threads put each batch
+//! at its place in the pages file (`pwritev`, `O_DIRECT` where possible,
+//! from page-aligned buffers) while the next batch is being read. Areas without read permission are read through
+//! `/proc/PID/mem`, which may read them on behalf of a tracer.
+
+use super::model::{PagemapEntry, Vma, PE_PRESENT};
+use super::DumpError;
+use crate::proc::pagemap::{is_file_page, is_populated, Pagemap, PAGE_SIZE};
+use std::io::{IoSlice, IoSliceMut, Write};
+use std::os::unix::fs::FileExt;
+
+/// Bytes read per batch.
+const BATCH: usize = 32 << 20;
+/// Batch buffers in flight between the reader and the writers.
+const BUFFERS: usize = 3;
+/// Threads writing batches to the pages image.
+const WRITERS: usize = 2;
+/// Most iovecs in one `process_vm_readv` call (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Counters for the stats image and the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemStats {
+    /// Pages looked at (populated).
+    pub pages_scanned: u64,
+    /// Pages left out because they were all zeros.
+    pub pages_skipped_zero: u64,
+    /// Pages written.
+    pub pages_written: u64,
+    /// Time spent reading the process's memory.
+    pub read_time: std::time::Duration,
+    /// Time spent writing the pages image (including zero checks).
+    pub write_time: std::time::Duration,
+}
+
+/// A run of populated pages: (address, number of pages).
+type Run = (u64, usize);
+
+/// The runs of populated pages of `[start, end)`: present or swapped, (with
+/// `PAGEMAP_SCAN`) not the shared zero page, and with `skip_file` not a
+/// page-cache page (a private file mapping's pages not yet copied on write
+/// are read from the file again at restore, as CRIU does).
+fn populated_runs(pm: &Pagemap, start: u64, end: u64, skip_file: bool) -> Result<Vec<Run>, DumpError> {
+    let mut ranges = Vec::new();
+    if pm.scan(start, end, skip_file, &mut ranges)? {
+        return Ok(ranges.into_iter().map(|(a, b)| (a, ((b - a) / PAGE_SIZE) as usize)).collect());
+    }
+    // Older kernels: read the entries, a batch at a time.
+    let mut runs = Vec::new();
+    let mut entries = Vec::new();
+    let mut from = start;
+    while from < end {
+        let to = (from + BATCH as u64).min(end);
+        pm.read(from, to, &mut entries)?;
+        let wanted = |e: u64| is_populated(e) && !(skip_file && is_file_page(e));
+        let mut i = 0;
+        while i < entries.len() {
+            if !wanted(entries[i]) {
+                i += 1;
+                continue;
+            }
+            let j = entries[i..].iter().position(|e| !wanted(*e)).map_or(entries.len(), |p| i + p);
+            match runs.last_mut() {
+                Some((a, n)) if *a + *n as u64 * PAGE_SIZE == from + i as u64 * PAGE_SIZE => *n += j - i,
+                _ => runs.push((from + i as u64 * PAGE_SIZE, j - i)),
+            }
+            i = j;
+        }
+        from = to;
+    }
+    Ok(runs)
+}
+
+/// Splits runs into batches of at most [`BATCH`] bytes (splitting long runs).
+fn batches(runs: Vec<Run>) -> Vec<Vec<Run>> {
+    let max = BATCH / PAGE_SIZE as usize;
+    let mut out: Vec<Vec<Run>> = Vec::new();
+    let mut cur: Vec<Run> = Vec::new();
+    let mut pages = 0usize;
+    for (mut addr, mut n) in runs {
+        while n > 0 {
+            let take = n.min(max - pages);
+            cur.push((addr, take));
+            pages += take;
+            addr += take as u64 * PAGE_SIZE;
+            n -= take;
+            if pages == max {
+                out.push(std::mem::take(&mut cur));
+                pages = 0;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    let (pre, mid, post) = {
+        // SAFETY: u64 has no invalid bit patterns; align_to gives the aligned middle part.
+        unsafe { page.align_to::<u64>() }
+    };
+    pre.iter().all(|b| *b == 0) && post.iter().all(|b| *b == 0) && mid.iter().fold(0, |a, w| a | w) == 0
+}
+
+/// Merges a run of `nr` pages at `vaddr` into the last entry when adjacent
+/// and in the same area (an entry never spans two VMAs: restore requires
+/// each inside one), else appends it.
+fn record(entries: &mut Vec<PagemapEntry>, vma_start: u64, vaddr: u64, nr: usize) {
+    if let Some(last) = entries.last_mut() {
+        if last.vaddr >= vma_start
+            && last.vaddr + last.nr_pages as u64 * PAGE_SIZE == vaddr
+            && (last.nr_pages as usize + nr) <= u32::MAX as usize
+        {
+            last.nr_pages += nr as u32;
+            return;
+        }
+    }
+    entries.push(PagemapEntry { vaddr, nr_pages: nr as u32, flags: PE_PRESENT });
+}
+
+/// Reads the runs into `buf` (large enough) with `process_vm_readv`, or
+/// through `/proc/PID/mem` for areas without read permission.
+fn read_runs(pid: i32, mem: &mut Option<std::fs::File>, buf: &mut [u8], runs: &[Run], readable: bool) -> Result<(), DumpError> {
+    let mut done = 0usize;
+    if readable {
+        for chunk in runs.chunks(IOV_MAX) {
+            let bytes: usize = chunk.iter().map(|r| r.1 * PAGE_SIZE as usize).sum();
+            let remote: Vec<nix::sys::uio::RemoteIoVec> =
+                chunk.iter().map(|r| nix::sys::uio::RemoteIoVec { base: r.0 as usize, len: r.1 * PAGE_SIZE as usize }).collect();
+            let n = nix::sys::uio::process_vm_readv(
+                nix::unistd::Pid::from_raw(pid),
+                &mut [IoSliceMut::new(&mut buf[done..done + bytes])],
+                &remote,
+            )
+            .map_err(|e| DumpError::Memory { addr: chunk[0].0, errno: e })?;
+            if n != bytes {
+                // A short read: a page vanished, impossible while frozen
+                // unless the area was not readable after all.
+                return Err(DumpError::Memory { addr: chunk[0].0, errno: nix::errno::Errno::EFAULT });
+            }
+            done += bytes;
+        }
+        return Ok(());
+    }
+    if mem.is_none() {
+        let path = crate::proc::path(pid, "mem");
+        *mem = Some(std::fs::File::open(&path).map_err(|source| crate::proc::ProcError::Io { path, source })?);
+    }
+    let mem = mem.as_ref().ok_or(DumpError::Internal("no /proc/PID/mem"))?;
+    for &(addr, nr) in runs {
+        let len = nr * PAGE_SIZE as usize;
+        mem.read_exact_at(&mut buf[done..done + len], addr)
+            .map_err(|e| DumpError::Memory { addr, errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) })?;
+        done += len;
+    }
+    Ok(())
+}
+
+/// One page-aligned page of a batch buffer (page alignment lets the pages
+/// image be written with `O_DIRECT`).
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+struct AlignedPage([u8; PAGE_SIZE as usize]);
+
+/// A page-aligned buffer of whole pages.
+#[derive(Default)]
+struct PageBuf(Vec<AlignedPage>);
+
+impl PageBuf {
+    /// Grows the buffer to at least `bytes` (a multiple of the page size).
+    fn reserve_bytes(&mut self, bytes: usize) {
+        let pages = bytes.div_ceil(PAGE_SIZE as usize);
+        if self.0.len() < pages {
+            self.0.resize(pages, AlignedPage([0; PAGE_SIZE as usize]));
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: AlignedPage is a repr(C) array of bytes without padding, so
+        // the Vec's pages are len*4096 initialised, contiguous bytes.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.0.len() * PAGE_SIZE as usize) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; the exclusive borrow of self covers the slice.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), self.0.len() * PAGE_SIZE as usize) }
+    }
+}
+
+/// A batch read from the process, on its way to a writer thread: the
+/// non-zero stretches of `buf` go to the pages image at `file_off`.
+struct Batch {
+    buf: PageBuf,
+    /// (offset in `buf`, length) of each stretch, in file order.
+    pieces: Vec<(usize, usize)>,
+    file_off: u64,
+}
+
+/// Picks the pages of a freshly read buffer to keep (all, or the non-zero
+/// ones when `skip_zero`), records their pagemap entries (for the area
+/// starting at `vma_start`) and returns the stretches of the buffer to write.
+fn select_pages(
+    buf: &[u8],
+    runs: &[Run],
+    skip_zero: bool,
+    vma_start: u64,
+    entries: &mut Vec<PagemapEntry>,
+    stats: &mut MemStats,
+) -> Vec<(usize, usize)> {
+    let ps = PAGE_SIZE as usize;
+    let mut pieces: Vec<(usize, usize, u64)> = Vec::new();
+    let mut off = 0usize;
+    for &(addr, nr) in runs {
+        for p in 0..nr {
+            let o = off + p * ps;
+            stats.pages_scanned += 1;
+            if skip_zero && is_zero(&buf[o..o + ps]) {
+                stats.pages_skipped_zero += 1;
+                continue;
+            }
+            let va = addr + (p * ps) as u64;
+            match pieces.last_mut() {
+                Some(last) if last.0 + last.1 == o && last.2 + last.1 as u64 == va => last.1 += ps,
+                _ => pieces.push((o, ps, va)),
+            }
+        }
+        off += nr * ps;
+    }
+    for &(_, len, va) in &pieces {
+        record(entries, vma_start, va, len / ps);
+        stats.pages_written += (len / ps) as u64;
+    }
+    pieces.into_iter().map(|(o, l, _)| (o, l)).collect()
+}
+
+/// Writes one batch with `pwritev` at its file offset.
+fn write_batch(out: &std::fs::File, b: &Batch) -> Result<(), DumpError> {
+    let buf = b.buf.bytes();
+    let mut file_off = b.file_off;
+    for group in b.pieces.chunks(IOV_MAX) {
+        let mut slices: Vec<IoSlice> = group.iter().map(|&(o, l)| IoSlice::new(&buf[o..o + l])).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            let n = nix::sys::uio::pwritev(out, slices, file_off as libc::off_t)
+                .map_err(|e| DumpError::WritePages(std::io::Error::from_raw_os_error(e as i32)))?;
+            if n == 0 {
+                return Err(DumpError::WritePages(std::io::ErrorKind::WriteZero.into()));
+            }
+            file_off += n as u64;
+            IoSlice::advance_slices(&mut slices, n);
+        }
+    }
+    Ok(())
+}
+
+/// Dumps the populated pages of every private area of `vmas` into `out`
+/// (the pages image). This thread reads batches and picks the pages to
+/// keep; [`WRITERS`] threads write finished batches at their offsets
+/// meanwhile. `on_batch` runs after each batch is read; an error from it
+/// aborts the dump. Returns the pagemap entries and counters (`write_time`
+/// is summed over the writers).
+pub fn dump_private(
+    pid: i32,
+    pm: &Pagemap,
+    vmas: &[Vma],
+    out: &std::fs::File,
+    mut on_batch: impl FnMut() -> Result<(), DumpError>,
+) -> Result<(Vec<PagemapEntry>, MemStats), DumpError> {
+    use std::sync::mpsc::sync_channel;
+    use std::sync::Mutex;
+    let (full_tx, full_rx) = sync_channel::<Batch>(1);
+    let full_rx = Mutex::new(full_rx);
+    let (free_tx, free_rx) = sync_channel::<PageBuf>(BUFFERS);
+    for _ in 0..BUFFERS {
+        free_tx.send(PageBuf::default()).map_err(|_| DumpError::Internal("buffer channel"))?;
+    }
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (free_tx, full_rx) = (free_tx.clone(), &full_rx);
+                s.spawn(move || -> Result<std::time::Duration, DumpError> {
+                    let mut busy = std::time::Duration::ZERO;
+                    loop {
+                        let next = full_rx.lock().map_err(|_| DumpError::Internal("writer queue"))?.recv();
+                        let Ok(b) = next else { return Ok(busy) };
+                        let t = std::time::Instant::now();
+                        write_batch(out, &b)?;
+                        busy += t.elapsed();
+                        // The reader may be gone already; then nobody needs the buffer.
+                        let _ = free_tx.send(b.buf);
+                    }
+                })
+            })
+            .collect();
+        drop(free_tx);
+        let mut entries = Vec::new();
+        let mut stats = MemStats::default();
+        let reader = (|| -> Result<(), DumpError> {
+            let mut mem = None;
+            let mut file_off = 0u64;
+            for vma in vmas.iter().filter(|v| v.dumps_private_pages()) {
+                for runs in batches(populated_runs(pm, vma.map.start, vma.map.end, vma.file_pages_implicit())?) {
+                    let bytes = runs.iter().map(|r| r.1).sum::<usize>() * PAGE_SIZE as usize;
+                    // A closed channel means the writers failed; their error is reported below.
+                    let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
+                    buf.reserve_bytes(bytes);
+                    let t = std::time::Instant::now();
+                    read_runs(pid, &mut mem, buf.bytes_mut(), &runs, vma.map.read)?;
+                    stats.read_time += t.elapsed();
+                    let pieces = select_pages(buf.bytes(), &runs, vma.zero_pages_implicit(), vma.map.start, &mut entries, &mut stats);
+                    let len: usize = pieces.iter().map(|p| p.1).sum();
+                    if full_tx.send(Batch { buf, pieces, file_off }).is_err() {
+                        return Ok(());
+                    }
+                    file_off += len as u64;
+                    on_batch()?;
+                }
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let mut first_err = None;
+        for w in writers {
+            match w.join().map_err(|_| DumpError::Internal("a page writer thread panicked")).and_then(|r| r) {
+                Ok(busy) => stats.write_time += busy,
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        reader?;
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        Ok((entries, stats))
+    })
+}
+
+/// `lseek(fd, off, whence)` for SEEK_DATA / SEEK_HOLE; None at end of file.
+fn seek_data_hole(fd: &std::fs::File, off: u64, whence: libc::c_int) -> Result<Option<u64>, std::io::Error> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off as libc::off_t, whence) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(e) };
+    }
+    Ok(Some(r as u64))
+}
+
+/// Dumps the contents of a shared anonymous memory object (read through
+/// `/proc/PID/map_files/START-END`, which opens the object itself, so pages
+/// other processes touched are included). Holes are skipped with
+/// `SEEK_DATA`/`SEEK_HOLE`, zero pages are left out. Returns the pagemap
+/// entries; as in CRIU's shmem pagemaps their `vaddr` is the offset in the
+/// object, not an address.
+pub fn dump_shmem(
+    pid: i32,
+    vma_start: u64,
+    vma_end: u64,
+    size: u64,
+    out: &mut std::fs::File,
+    stats: &mut MemStats,
+) -> Result<Vec<PagemapEntry>, DumpError> {
+    let path = crate::proc::path(pid, &format!("map_files/{vma_start:x}-{vma_end:x}"));
+    let f = std::fs::File::open(&path).map_err(|source| crate::proc::ProcError::Io { path: path.clone(), source })?;
+    let io = |e: std::io::Error| DumpError::Memory { addr: vma_start, errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) };
+    let mut entries: Vec<PagemapEntry> = Vec::new();
+    let mut buf = vec![0u8; BATCH.min(size as usize).max(PAGE_SIZE as usize)];
+    let mut off = 0u64;
+    while off < size {
+        let Some(data) = seek_data_hole(&f, off, libc::SEEK_DATA).map_err(io)? else { break };
+        if data >= size {
+            break;
+        }
+        let hole = seek_data_hole(&f, data, libc::SEEK_HOLE).map_err(io)?.unwrap_or(size).min(size);
+        let mut pos = data & !(PAGE_SIZE - 1);
+        while pos < hole {
+            let len = ((hole - pos).min(buf.len() as u64) + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+            let len = len.min(size - pos) as usize;
+            f.read_exact_at(&mut buf[..len], pos).map_err(io)?;
+            for p in 0..len / PAGE_SIZE as usize {
+                let page = &buf[p * PAGE_SIZE as usize..(p + 1) * PAGE_SIZE as usize];
+                stats.pages_scanned += 1;
+                if is_zero(page) {
+                    stats.pages_skipped_zero += 1;
+                    continue;
+                }
+                out.write_all(page).map_err(DumpError::WritePages)?;
+                stats.pages_written += 1;
+                let va = pos + (p as u64) * PAGE_SIZE;
+                match entries.last_mut() {
+                    Some(l) if l.vaddr + l.nr_pages as u64 * PAGE_SIZE == va => l.nr_pages += 1,
+                    _ => entries.push(PagemapEntry { vaddr: va, nr_pages: 1, flags: PE_PRESENT }),
+                }
+            }
+            pos += len as u64;
+        }
+        off = hole;
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+        p[4095] = 0;
+        p[1] = 1;
+        assert!(!is_zero(&p[1..]));
+    }
+
+    #[test]
+    fn batching_splits_long_runs() {
+        let max = BATCH / PAGE_SIZE as usize;
+        let b = batches(vec![(0x1000, 3), (0x10_0000, max), (0x9000_0000, 1)]);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0], vec![(0x1000, 3), (0x10_0000, max - 3)]);
+        assert_eq!(b[1], vec![(0x10_0000 + (max - 3) as u64 * PAGE_SIZE, 3), (0x9000_0000, 1)]);
+        assert!(batches(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn populated_runs_skip_untouched_and_zero_pages() {
+        let len = 64 * PAGE_SIZE as usize;
+        // SAFETY: anonymous private mapping, unmapped at the end of the test.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        assert_ne!(p, libc::MAP_FAILED);
+        let base = p as u64;
+        for i in [1usize, 2, 3, 10] {
+            // SAFETY: page i is inside the mapping.
+            unsafe { *(p as *mut u8).add(i * PAGE_SIZE as usize) = 7 };
+        }
+        // SAFETY: reading page 20 maps the shared zero page.
+        let z = unsafe { std::ptr::read_volatile((p as *const u8).add(20 * PAGE_SIZE as usize)) };
+        assert_eq!(z, 0);
+        let pm = Pagemap::open(std::process::id() as i32).unwrap();
+        let runs = populated_runs(&pm, base, base + len as u64, false).unwrap();
+        assert_eq!(runs, vec![(base + PAGE_SIZE, 3), (base + 10 * PAGE_SIZE, 1)]);
+        // SAFETY: unmapping what we mapped.
+        unsafe { libc::munmap(p, len) };
+    }
+}

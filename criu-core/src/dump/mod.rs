@@ -1,0 +1,259 @@
+//! `criu-rs dump`: freeze a process, collect its state and write the images.
+//!
+//! - [`model`]: the collected state as plain structs.
+//! - [`collect`]: gathering it from `/proc`, ptrace and injected syscalls.
+//! - [`vmas`], [`memory`], [`files`], [`injected`]: the pieces of collection.
+//! - [`write`]: writing the collected state as CRIU images.
+//! - [`failpoint`]: test knobs (`CRIU_RS_FAIL_AT`, `CRIU_RS_PATCH_CODE`).
+//!
+//! Order: check the pid (missing, ourselves, kernel thread, zombie, thread
+//! id, seccomp), prepare the directory (stale inventory removed, pages
+//! image created), freeze every thread, read registers and signal state,
+//! inject the queries (scratch page mapped and unmapped again), read the
+//! address space and copy memory, collect files, write the images with the
+//! inventory last, then resume (`--leave-running`) or kill the process and
+//! wait for it to go.
+//!
+//! Whatever fails, the process is left running as it was: every thread is
+//! detached with its registers (general and FPU), signal mask and code
+//! restored, and nothing injected stays mapped. Without an inventory, a
+//! failed dump's directory is never taken for a complete one.
+//!
+//! Not dumped yet (refused with a clear error where it matters): sockets,
+//! eventfd/epoll/signalfd/timerfd/inotify and other anonymous-inode files,
+//! seccomp, namespaces, cgroups, file locks, process trees (the writer
+//! already takes a list of processes).
+
+pub mod collect;
+pub mod failpoint;
+pub mod files;
+pub mod injected;
+pub mod memory;
+pub mod model;
+pub mod vmas;
+pub mod write;
+
+use crate::proc::ProcError;
+use crate::ptrace::freeze::Frozen;
+use crate::ptrace::PtraceError;
+use std::path::{Path, PathBuf};
+
+/// Why a dump failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// No process with that pid.
+    #[error("no process with pid {0}")]
+    NoProcess(i32),
+    /// We were asked to dump ourselves.
+    #[error("pid {0} is criu-rs itself; cannot dump our own process")]
+    OwnProcess(i32),
+    /// Kernel threads have no user state to dump.
+    #[error("pid {0} is a kernel thread; only user processes can be dumped")]
+    KernelThread(i32),
+    /// A thread id was given instead of a process id.
+    #[error("{tid} is a thread of process {tgid}; dump the process")]
+    Thread {
+        /// The thread.
+        tid: i32,
+        /// Its process.
+        tgid: i32,
+    },
+    /// Seccomp state is not dumped yet; restoring without it would drop the
+    /// process's sandbox, and injected syscalls could trip its filter.
+    #[error("pid {0} uses seccomp, which criu-rs cannot dump yet")]
+    Seccomp(i32),
+    /// A zombie has no state left to dump.
+    #[error("pid {0} is a zombie (exited, not yet reaped)")]
+    Zombie(i32),
+    /// The process belongs to a session or group led from outside.
+    #[error("pid {pid} is in session {sid} / group {pgid} led by a process outside the dump; pass --shell-job (-j)")]
+    ShellJob {
+        /// The process.
+        pid: i32,
+        /// Its session.
+        sid: i32,
+        /// Its process group.
+        pgid: i32,
+    },
+    /// The images directory cannot be used.
+    #[error("images directory {path}: {source}")]
+    ImagesDir {
+        /// The directory or file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Reading `/proc` failed.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    /// A ptrace operation failed.
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    /// Reading the process's memory failed.
+    #[error("reading memory at {addr:#x}: {errno}")]
+    Memory {
+        /// Address.
+        addr: u64,
+        /// Error.
+        errno: nix::errno::Errno,
+    },
+    /// Writing the pages image failed.
+    #[error("writing the pages image: {0}")]
+    WritePages(std::io::Error),
+    /// A file descriptor cannot be dumped.
+    #[error("fd {fd}: {what}")]
+    File {
+        /// Descriptor (-1 for cwd/root).
+        fd: i32,
+        /// What.
+        what: String,
+    },
+    /// A memory area cannot be dumped.
+    #[error("unsupported memory area {0}")]
+    UnsupportedVma(String),
+    /// Writing an image failed.
+    #[error("writing images: {0}")]
+    Image(#[from] crate::images::ImageError),
+    /// A failure forced by `CRIU_RS_FAIL_AT`.
+    #[error("forced failure at {0} (CRIU_RS_FAIL_AT)")]
+    Forced(&'static str),
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// What to dump and how.
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    /// The process.
+    pub pid: i32,
+    /// Where the images go (must exist).
+    pub dir: PathBuf,
+    /// Resume the process after the dump instead of killing it.
+    pub leave_running: bool,
+    /// Allow a process whose session/group leader is not dumped, or that
+    /// has a terminal open.
+    pub shell_job: bool,
+    /// Longest time to wait for every thread to stop.
+    pub freeze_timeout: std::time::Duration,
+}
+
+/// Summary of a successful dump.
+#[derive(Debug, Clone)]
+pub struct DumpSummary {
+    /// The collected state (what the images hold).
+    pub process: model::ProcessDump,
+    /// Memory counters.
+    pub mem: memory::MemStats,
+    /// Time spent frozen.
+    pub frozen_time: std::time::Duration,
+    /// Time spent copying memory.
+    pub memdump_time: std::time::Duration,
+}
+
+/// Name of the completeness marker.
+pub const INVENTORY: &str = "inventory.img";
+/// Id of the pages image (`pages-<id>.img`).
+pub const PAGES_ID: u32 = 1;
+
+/// Refuses pids that cannot be dumped, with a clear reason.
+pub fn check_target(pid: i32) -> Result<crate::proc::stat::ProcStat, DumpError> {
+    if pid <= 0 {
+        return Err(DumpError::NoProcess(pid));
+    }
+    if pid == std::process::id() as i32 {
+        return Err(DumpError::OwnProcess(pid));
+    }
+    let stat = match crate::proc::stat::read_stat(pid) {
+        Ok(s) => s,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) || e.raw_os_error() == Some(libc::ESRCH) => {
+            return Err(DumpError::NoProcess(pid))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if stat.flags & crate::proc::stat::PF_KTHREAD != 0 {
+        return Err(DumpError::KernelThread(pid));
+    }
+    if matches!(stat.state, 'Z' | 'X') {
+        return Err(DumpError::Zombie(pid));
+    }
+    // A thread id that is not a thread group leader.
+    let status = crate::proc::status::read_status(pid)?;
+    if status.tgid != pid {
+        return Err(DumpError::Thread { tid: pid, tgid: status.tgid });
+    }
+    if status.seccomp != 0 {
+        return Err(DumpError::Seccomp(pid));
+    }
+    Ok(stat)
+}
+
+/// Opens the images directory for writing: checks it, removes a stale
+/// inventory and creates the pages image.
+fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| DumpError::ImagesDir { path, source }
+    };
+    let md = std::fs::metadata(dir).map_err(err(dir))?;
+    if !md.is_dir() {
+        return Err(DumpError::ImagesDir { path: dir.into(), source: std::io::Error::from_raw_os_error(libc::ENOTDIR) });
+    }
+    let inv = dir.join(INVENTORY);
+    match std::fs::remove_file(&inv) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(&inv)(e)),
+    }
+    let pages = dir.join(format!("pages-{PAGES_ID}.img"));
+    let open = |direct: bool| {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(if direct { libc::O_DIRECT } else { 0 })
+            .open(&pages)
+    };
+    // Page data goes straight to the device where the file system allows it:
+    // no second copy through the page cache (buffers are page-aligned).
+    match open(true) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false).map_err(err(&pages)),
+        r => r.map_err(err(&pages)),
+    }
+}
+
+/// Dumps a process. See the module documentation for the guarantees.
+pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
+    let stat = check_target(opts.pid)?;
+    if !opts.shell_job && (stat.sid != opts.pid || stat.pgid != opts.pid) {
+        return Err(DumpError::ShellJob { pid: opts.pid, sid: stat.sid, pgid: stat.pgid });
+    }
+    let mut pages = prepare_dir(&opts.dir)?;
+    let t0 = std::time::Instant::now();
+    let frozen = Frozen::freeze(opts.pid, opts.freeze_timeout)?;
+    tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
+    let res = collect::collect(&frozen, &opts.dir, &mut pages, opts.shell_job).and_then(|(process, mem, memdump_time)| {
+        failpoint::check(failpoint::BEFORE_WRITE)?;
+        let summary = DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time };
+        write::write_images(&opts.dir, std::slice::from_ref(&summary.process), &summary)?;
+        Ok(summary)
+    });
+    match res {
+        Ok(summary) => {
+            if opts.leave_running {
+                frozen.detach()?;
+            } else {
+                frozen.kill()?;
+            }
+            Ok(summary)
+        }
+        Err(e) => {
+            tracing::error!("dump failed: {e}; resuming the process");
+            if let Err(d) = frozen.detach() {
+                tracing::error!("resuming after the failure: {d}");
+            }
+            Err(e)
+        }
+    }
+}

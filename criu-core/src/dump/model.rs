@@ -1,0 +1,334 @@
+//! What a dump collects, in plain Rust structs, before anything is written.
+//!
+//! [`super::write`] turns a [`ProcessDump`] into image files; collecting and
+//! writing are kept apart so each can be tested on its own.
+
+use crate::proc::limits::{Rlimit, RLIM_NLIMITS};
+use crate::ptrace::regs::{FpState, GpRegs};
+use crate::ptrace::raw::{RseqConfig, SIGINFO_SIZE};
+
+/// Everything collected about one process (one entry of the tree).
+#[derive(Debug, Clone)]
+pub struct ProcessDump {
+    /// Process id (thread group id).
+    pub pid: i32,
+    /// Parent, group and session ids.
+    pub ppid: i32,
+    /// Process group id.
+    pub pgid: i32,
+    /// Session id.
+    pub sid: i32,
+    /// Process-wide state (`task_core`).
+    pub task: TaskState,
+    /// Every thread, the leader first.
+    pub threads: Vec<ThreadState>,
+    /// Credentials of the leader (each thread's are in [`ThreadState::creds`]).
+    pub creds: Creds,
+    /// Address space layout and areas.
+    pub mm: MmState,
+    /// Which pages were written to the pages image, and where.
+    pub pagemap: Vec<PagemapEntry>,
+    /// Shared anonymous memory objects and their dumped pages.
+    pub shmem: Vec<ShmemDump>,
+    /// Open files and file-system context.
+    pub files: FilesState,
+}
+
+/// Process-wide task state.
+#[derive(Debug, Clone, Default)]
+pub struct TaskState {
+    /// `comm` of the leader.
+    pub comm: String,
+    /// `personality(2)` value.
+    pub personality: u32,
+    /// Kernel task flags (PF_*) from `stat`.
+    pub flags: u32,
+    /// Exit signal sent to the parent.
+    pub exit_signal: i32,
+    /// Actions for signals 1..=64 (index = signo - 1).
+    pub sigactions: Vec<SigAction>,
+    /// Resource limits (`RLIMIT_*` order).
+    pub rlimits: [Rlimit; RLIM_NLIMITS],
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`.
+    pub itimers: [ItimerVal; 3],
+    /// POSIX timers.
+    pub posix_timers: Vec<PosixTimer>,
+    /// Signals queued for the whole process (raw `siginfo_t`).
+    pub shared_pending: Vec<[u8; SIGINFO_SIZE]>,
+    /// `PR_GET_DUMPABLE`.
+    pub dumpable: u32,
+    /// `PR_GET_PDEATHSIG`.
+    pub pdeath_sig: u32,
+    /// `PR_GET_CHILD_SUBREAPER`.
+    pub child_subreaper: bool,
+    /// `PR_GET_THP_DISABLE`.
+    pub thp_disabled: bool,
+    /// Seccomp mode from `status` (filters are not dumped).
+    pub seccomp_mode: u32,
+    /// `umask`.
+    pub umask: u32,
+    /// `/proc/PID/loginuid` (None when unreadable).
+    pub loginuid: Option<u32>,
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
+}
+
+/// One signal's action, as the kernel's `struct sigaction` holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SigAction {
+    /// Handler address, or 0 (`SIG_DFL`) / 1 (`SIG_IGN`).
+    pub handler: u64,
+    /// `SA_*` flags.
+    pub flags: u64,
+    /// `sa_restorer`.
+    pub restorer: u64,
+    /// Signals blocked while the handler runs.
+    pub mask: u64,
+}
+
+/// An interval timer value (`struct itimerval`), in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItimerVal {
+    /// Interval seconds.
+    pub isec: u64,
+    /// Interval microseconds.
+    pub iusec: u64,
+    /// Remaining seconds.
+    pub vsec: u64,
+    /// Remaining microseconds.
+    pub vusec: u64,
+}
+
+/// One POSIX timer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PosixTimer {
+    /// What `/proc/PID/timers` says.
+    pub proc: crate::proc::misc::ProcTimer,
+    /// Overrun count (`timer_getoverrun`).
+    pub overrun: i32,
+    /// Interval (sec, nsec).
+    pub interval: (u64, u64),
+    /// Remaining time (sec, nsec).
+    pub value: (u64, u64),
+}
+
+/// Per-thread state (`thread_core` + registers).
+#[derive(Debug, Clone)]
+pub struct ThreadState {
+    /// Thread id.
+    pub tid: i32,
+    /// Thread name.
+    pub comm: String,
+    /// General registers at the freeze (with fs/gs base).
+    pub gpregs: GpRegs,
+    /// XSAVE (or FXSAVE) area.
+    pub fpstate: FpState,
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// Signals queued for this thread only (raw `siginfo_t`).
+    pub pending: Vec<[u8; SIGINFO_SIZE]>,
+    /// `sigaltstack`: (sp, flags, size).
+    pub altstack: (u64, i32, u64),
+    /// `set_tid_address` value (`PR_GET_TID_ADDRESS`).
+    pub clear_tid_addr: u64,
+    /// Robust futex list head and length (`get_robust_list`).
+    pub robust_list: (u64, u64),
+    /// rseq registration.
+    pub rseq: RseqConfig,
+    /// Scheduling: (policy, static priority, nice).
+    pub sched: (u32, u32, i32),
+    /// The thread's credentials (threads may differ, e.g. after a raw setuid syscall).
+    pub creds: Creds,
+}
+
+/// Credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Creds {
+    /// Real, effective, saved, fs uid.
+    pub uid: [u32; 4],
+    /// Real, effective, saved, fs gid.
+    pub gid: [u32; 4],
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// Inheritable, permitted, effective, bounding, ambient capabilities.
+    pub caps: [u64; 5],
+    /// `no_new_privs`.
+    pub no_new_privs: bool,
+    /// Securebits (`PR_GET_SECUREBITS`).
+    pub secbits: u32,
+}
+
+/// The address space.
+#[derive(Debug, Clone, Default)]
+pub struct MmState {
+    /// Start of text.
+    pub start_code: u64,
+    /// End of text.
+    pub end_code: u64,
+    /// Start of data.
+    pub start_data: u64,
+    /// End of data.
+    pub end_data: u64,
+    /// Start of stack.
+    pub start_stack: u64,
+    /// Start of the heap.
+    pub start_brk: u64,
+    /// Current program break.
+    pub brk: u64,
+    /// Start of argv.
+    pub arg_start: u64,
+    /// End of argv.
+    pub arg_end: u64,
+    /// Start of the environment.
+    pub env_start: u64,
+    /// End of the environment.
+    pub env_end: u64,
+    /// The auxiliary vector as (type, value) pairs, without `AT_NULL`.
+    pub auxv: Vec<(u64, u64)>,
+    /// Path of the executable (`/proc/PID/exe`).
+    pub exe: String,
+    /// File id of the executable.
+    pub exe_file_id: u32,
+    /// The memory areas, in address order.
+    pub vmas: Vec<Vma>,
+}
+
+/// One memory area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vma {
+    /// What `/proc/PID/smaps` says.
+    pub map: crate::proc::maps::MapEntry,
+    /// `PROT_*`.
+    pub prot: u32,
+    /// `MAP_*` flags (PRIVATE/SHARED, ANONYMOUS, GROWSDOWN, LOCKED, NORESERVE).
+    pub mmap_flags: u32,
+    /// What kind of area it is (CRIU `VMA_*` status bits).
+    pub status: u32,
+    /// `madvise` advice to replay, as `1 << MADV_*` bits.
+    pub madv: u64,
+    /// File id of the backing file (0 for anonymous areas).
+    pub file_id: u32,
+}
+
+/// Pagemap entry flag: the pages are in the pages image.
+pub const PE_PRESENT: u32 = 1 << 2;
+
+/// A run of pages written to the pages image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagemapEntry {
+    /// Address of the first page.
+    pub vaddr: u64,
+    /// Number of pages.
+    pub nr_pages: u32,
+    /// `PE_*` flags.
+    pub flags: u32,
+}
+
+/// One shared anonymous memory object (`pagemap-shmem-SHMID.img`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShmemDump {
+    /// Its id: the inode of the object, as in the VMAs' `shmid`.
+    pub shmid: u64,
+    /// Size of the object covered by mappings.
+    pub size: u64,
+    /// Id of its pages image (`pages-<id>.img`).
+    pub pages_id: u32,
+    /// Dumped runs; `vaddr` is the offset in the object.
+    pub pagemap: Vec<PagemapEntry>,
+}
+
+/// Files and the file-system context.
+#[derive(Debug, Clone, Default)]
+pub struct FilesState {
+    /// Open file descriptions, each with its id.
+    pub files: Vec<FileDesc>,
+    /// Descriptors: (fd, file id, close-on-exec).
+    pub fds: Vec<FdEntry>,
+    /// File id of the working directory.
+    pub cwd_id: u32,
+    /// File id of the root directory.
+    pub root_id: u32,
+}
+
+/// One descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdEntry {
+    /// Descriptor number.
+    pub fd: i32,
+    /// The open file description it refers to.
+    pub file_id: u32,
+    /// `FD_CLOEXEC`.
+    pub cloexec: bool,
+}
+
+/// One open file description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDesc {
+    /// Id shared by every descriptor that refers to this description.
+    pub id: u32,
+    /// Open flags without `O_CLOEXEC`.
+    pub flags: u32,
+    /// File position.
+    pub pos: u64,
+    /// What it is.
+    pub kind: FileKind,
+}
+
+/// The kinds of files a dump understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    /// A path on a file system: regular file, directory or device.
+    Reg {
+        /// Path (without ` (deleted)`).
+        path: String,
+        /// Mount id.
+        mnt_id: i32,
+        /// `st_size`.
+        size: u64,
+        /// `st_mode`.
+        mode: u32,
+        /// `st_dev` and `st_ino`.
+        dev_ino: (u64, u64),
+        /// `st_rdev` (devices).
+        rdev: u64,
+        /// Contents of a file unlinked while open.
+        ghost: Option<Ghost>,
+    },
+    /// An anonymous pipe end.
+    Pipe {
+        /// The pipe's inode number (shared by both ends).
+        pipe_ino: u64,
+        /// Bytes queued in the pipe (recorded once per pipe, on the first end seen).
+        data: Option<Vec<u8>>,
+    },
+    /// A named pipe end.
+    Fifo {
+        /// The FIFO's path.
+        path: String,
+        /// The FIFO's inode number.
+        pipe_ino: u64,
+        /// Bytes queued in it (first end seen only).
+        data: Option<Vec<u8>>,
+        /// `st_mode`.
+        mode: u32,
+        /// Id of the regular-file entry naming the FIFO's path.
+        regf_id: u32,
+    },
+}
+
+/// An unlinked file's saved contents and attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ghost {
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Mode.
+    pub mode: u32,
+    /// Modification time (sec, nsec).
+    pub mtime: (i64, i64),
+    /// Access time (sec, nsec).
+    pub atime: (i64, i64),
+    /// The contents.
+    pub data: Vec<u8>,
+}

@@ -1,0 +1,142 @@
+//! Classifying the areas of `/proc/PID/smaps` the way CRIU images describe
+//! them: `MAP_*` flags, `VMA_*` status bits and `madvise` advice.
+
+use super::model::Vma;
+use crate::proc::maps::{vmflag, MapEntry};
+
+/// CRIU `VMA_*` status bits (image ABI), as the images module defines them.
+pub use crate::images::consts::vma_status as status;
+
+const MAP_SHARED: u32 = 0x01;
+const MAP_PRIVATE: u32 = 0x02;
+const MAP_ANONYMOUS: u32 = 0x20;
+const MAP_GROWSDOWN: u32 = 0x100;
+const MAP_LOCKED: u32 = 0x2000;
+const MAP_NORESERVE: u32 = 0x4000;
+
+/// `madvise` advice numbers (`MADV_*`).
+const MADV_RANDOM: u32 = 1;
+const MADV_SEQUENTIAL: u32 = 2;
+const MADV_DONTFORK: u32 = 10;
+const MADV_MERGEABLE: u32 = 12;
+const MADV_HUGEPAGE: u32 = 14;
+const MADV_NOHUGEPAGE: u32 = 15;
+const MADV_DONTDUMP: u32 = 16;
+const MADV_WIPEONFORK: u32 = 18;
+
+/// Describes one smaps area as an image VMA (file ids are filled in later).
+pub fn classify(m: &MapEntry) -> Vma {
+    let bit = |on: bool, v: libc::c_int| if on { v as u32 } else { 0 };
+    let prot = bit(m.read, libc::PROT_READ) | bit(m.write, libc::PROT_WRITE) | bit(m.exec, libc::PROT_EXEC);
+    let mut flags = if m.shared { MAP_SHARED } else { MAP_PRIVATE };
+    if m.has(vmflag::GROWSDOWN) {
+        flags |= MAP_GROWSDOWN;
+    }
+    if m.has(vmflag::LOCKED) {
+        flags |= MAP_LOCKED;
+    }
+    if m.has(vmflag::NORESERVE) {
+        flags |= MAP_NORESERVE;
+    }
+    let mut madv = 0u64;
+    for (bit, adv) in [
+        (vmflag::RAND_READ, MADV_RANDOM),
+        (vmflag::SEQ_READ, MADV_SEQUENTIAL),
+        (vmflag::DONTCOPY, MADV_DONTFORK),
+        (vmflag::MERGEABLE, MADV_MERGEABLE),
+        (vmflag::HUGEPAGE, MADV_HUGEPAGE),
+        (vmflag::NOHUGEPAGE, MADV_NOHUGEPAGE),
+        (vmflag::DONTDUMP, MADV_DONTDUMP),
+        (vmflag::WIPEONFORK, MADV_WIPEONFORK),
+    ] {
+        if m.has(bit) {
+            madv |= 1 << adv;
+        }
+    }
+    let st = match m.path.as_str() {
+        "[vsyscall]" => status::AREA_VSYSCALL,
+        "[vdso]" => status::AREA_REGULAR | status::AREA_VDSO | status::ANON_PRIVATE,
+        "[vvar]" | "[vvar_vclock]" => status::AREA_REGULAR | status::AREA_VVAR | status::ANON_PRIVATE,
+        _ if m.has(vmflag::IO) || m.has(vmflag::PFNMAP) || m.has(vmflag::HUGETLB) => status::UNSUPP,
+        p if p.starts_with("/SYSV") && m.shared => status::AREA_REGULAR | status::AREA_SYSVIPC,
+        _ if m.is_anon() => {
+            let mut s = status::AREA_REGULAR | if m.shared { status::ANON_SHARED } else { status::ANON_PRIVATE };
+            if m.path == "[heap]" {
+                s |= status::AREA_HEAP;
+            }
+            if m.path == "[stack]" {
+                s |= status::AREA_STACK;
+            }
+            s
+        }
+        _ if m.shared && (m.path == "/dev/zero" || m.path.starts_with("/dev/zero")) && m.deleted => {
+            status::AREA_REGULAR | status::ANON_SHARED
+        }
+        _ => status::AREA_REGULAR | if m.shared { status::FILE_SHARED } else { status::FILE_PRIVATE },
+    };
+    if st & status::ANON_PRIVATE != 0 || st & status::ANON_SHARED != 0 {
+        flags |= MAP_ANONYMOUS;
+    }
+    Vma { map: m.clone(), prot, mmap_flags: flags, status: st, madv, file_id: 0 }
+}
+
+impl Vma {
+    /// Whether this area's pages go into the process's pages image.
+    pub fn dumps_private_pages(&self) -> bool {
+        self.status & status::AREA_REGULAR != 0
+            && self.status & (status::AREA_VVAR | status::FILE_SHARED | status::ANON_SHARED | status::AREA_SYSVIPC) == 0
+            && self.status & status::UNSUPP == 0
+    }
+
+    /// Whether pages still shared with the page cache may be left out (a
+    /// private file mapping reads them from the file again).
+    pub fn file_pages_implicit(&self) -> bool {
+        self.status & status::FILE_PRIVATE != 0
+    }
+
+    /// Whether an all-zero page here may be left out (anonymous memory reads
+    /// back as zeros when absent; a file page would read the file instead).
+    pub fn zero_pages_implicit(&self) -> bool {
+        self.status & status::ANON_PRIVATE != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, shared: bool, inode: u64, flags: u64) -> MapEntry {
+        MapEntry {
+            start: 0x1000,
+            end: 0x3000,
+            read: true,
+            write: true,
+            exec: false,
+            shared,
+            offset: 0,
+            dev: (0, 0),
+            inode,
+            path: path.into(),
+            deleted: false,
+            vmflags: flags,
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        let s = classify(&entry("[stack]", false, 0, vmflag::GROWSDOWN | vmflag::DONTCOPY));
+        assert_eq!(s.status, status::AREA_REGULAR | status::ANON_PRIVATE | status::AREA_STACK);
+        assert_eq!(s.mmap_flags, MAP_PRIVATE | MAP_GROWSDOWN | MAP_ANONYMOUS);
+        assert_eq!(s.madv, 1 << MADV_DONTFORK);
+        assert!(s.dumps_private_pages() && s.zero_pages_implicit());
+        let f = classify(&entry("/usr/lib/libc.so.6", false, 42, 0));
+        assert_eq!(f.status, status::AREA_REGULAR | status::FILE_PRIVATE);
+        assert!(f.dumps_private_pages() && !f.zero_pages_implicit());
+        let sh = classify(&entry("/tmp/x", true, 42, vmflag::LOCKED));
+        assert_eq!(sh.status, status::AREA_REGULAR | status::FILE_SHARED);
+        assert_eq!(sh.mmap_flags, MAP_SHARED | MAP_LOCKED);
+        assert!(!sh.dumps_private_pages());
+        assert_eq!(classify(&entry("[vsyscall]", false, 0, 0)).status, status::AREA_VSYSCALL);
+        assert!(!classify(&entry("[vvar]", false, 0, 0)).dumps_private_pages());
+    }
+}

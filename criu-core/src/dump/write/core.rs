@@ -1,0 +1,259 @@
+//! The per-thread `core-TID.img` entries (registers in CRIU's x86 layout,
+//! task and thread state) and the kernel-object ids of a process.
+
+use crate::dump::model::*;
+use crate::images::pb;
+use crate::ptrace::regs::{xsave_component, FpState};
+
+fn le_u32s(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn le_u64s(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+}
+
+fn u16_at(b: &[u8], off: usize) -> u32 {
+    b.get(off..off + 2).map_or(0, |x| u16::from_le_bytes([x[0], x[1]]) as u32)
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    b.get(off..off + 4).map_or(0, |x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+}
+
+/// The general registers in CRIU's layout.
+pub fn gpregs_entry(r: &crate::ptrace::regs::GpRegs) -> pb::UserX86RegsEntry {
+    pb::UserX86RegsEntry {
+        r15: Some(r.r15),
+        r14: Some(r.r14),
+        r13: Some(r.r13),
+        r12: Some(r.r12),
+        bp: Some(r.rbp),
+        bx: Some(r.rbx),
+        r11: Some(r.r11),
+        r10: Some(r.r10),
+        r9: Some(r.r9),
+        r8: Some(r.r8),
+        ax: Some(r.rax),
+        cx: Some(r.rcx),
+        dx: Some(r.rdx),
+        si: Some(r.rsi),
+        di: Some(r.rdi),
+        orig_ax: Some(r.orig_rax),
+        ip: Some(r.rip),
+        cs: Some(r.cs),
+        flags: Some(r.eflags),
+        sp: Some(r.rsp),
+        ss: Some(r.ss),
+        fs_base: Some(r.fs_base),
+        gs_base: Some(r.gs_base),
+        ds: Some(r.ds),
+        es: Some(r.es),
+        fs: Some(r.fs),
+        gs: Some(r.gs),
+        mode: Some(pb::UserX86RegsMode::Native as i32),
+    }
+}
+
+/// The FXSAVE area and the XSAVE components in CRIU's layout.
+pub fn fpregs_entry(fp: &FpState) -> pb::UserX86FpregsEntry {
+    let b = &fp.bytes;
+    let range = |off: usize, len: usize| b.get(off..off + len).unwrap_or(&[]);
+    let comp = |i: u32| fp.component(i).map(|c| c.to_vec()).unwrap_or_default();
+    let xsave = (fp.kind == crate::ptrace::regs::FpKind::Xsave).then(|| pb::UserX86XsaveEntry {
+        xstate_bv: Some(fp.xstate_bv()),
+        ymmh_space: le_u32s(&comp(2)),
+        bndreg_state: le_u64s(&comp(3)),
+        bndcsr_state: le_u64s(&comp(4)),
+        opmask_reg: le_u64s(&comp(5)),
+        zmm_upper: le_u64s(&comp(6)),
+        hi16_zmm: le_u64s(&comp(7)),
+        pkru: if xsave_component(9).is_some() { le_u32s(&comp(9)) } else { Vec::new() },
+        ..Default::default()
+    });
+    pb::UserX86FpregsEntry {
+        cwd: Some(u16_at(b, 0)),
+        swd: Some(u16_at(b, 2)),
+        twd: Some(u16_at(b, 4)),
+        fop: Some(u16_at(b, 6)),
+        rip: Some(fp.u64_at(8)),
+        rdp: Some(fp.u64_at(16)),
+        mxcsr: Some(u32_at(b, 24)),
+        mxcsr_mask: Some(u32_at(b, 28)),
+        st_space: le_u32s(range(32, 128)),
+        xmm_space: le_u32s(range(160, 256)),
+        padding: le_u32s(range(416, 96)),
+        xsave,
+    }
+}
+
+fn signals(q: &[[u8; crate::ptrace::raw::SIGINFO_SIZE]]) -> Option<pb::SignalQueueEntry> {
+    (!q.is_empty()).then(|| pb::SignalQueueEntry {
+        signals: q.iter().map(|s| pb::SiginfoEntry { siginfo: Some(s.to_vec()) }).collect(),
+    })
+}
+
+fn caps(v: u64) -> Vec<u32> {
+    vec![v as u32, (v >> 32) as u32]
+}
+
+fn creds_entry(c: &Creds) -> pb::CredsEntry {
+    pb::CredsEntry {
+        uid: Some(c.uid[0]),
+        euid: Some(c.uid[1]),
+        suid: Some(c.uid[2]),
+        fsuid: Some(c.uid[3]),
+        gid: Some(c.gid[0]),
+        egid: Some(c.gid[1]),
+        sgid: Some(c.gid[2]),
+        fsgid: Some(c.gid[3]),
+        cap_inh: caps(c.caps[0]),
+        cap_prm: caps(c.caps[1]),
+        cap_eff: caps(c.caps[2]),
+        cap_bnd: caps(c.caps[3]),
+        cap_amb: caps(c.caps[4]),
+        secbits: Some(c.secbits),
+        groups: c.groups.clone(),
+        no_new_privs: Some(c.no_new_privs as u32),
+        ..Default::default()
+    }
+}
+
+fn itimer(t: &ItimerVal) -> pb::ItimerEntry {
+    pb::ItimerEntry { isec: Some(t.isec), iusec: Some(t.iusec), vsec: Some(t.vsec), vusec: Some(t.vusec) }
+}
+
+/// `SIGEV_*` number for a `/proc/PID/timers` notify word.
+fn sigev_notify(kind: &str) -> u32 {
+    match kind {
+        "none" => 1,
+        "thread" => 2,
+        "thread+signal" | "signal+thread" => 4,
+        _ => 0,
+    }
+}
+
+fn task_core(p: &ProcessDump) -> pb::TaskCoreEntry {
+    let t = &p.task;
+    let leader = &p.threads[0];
+    pb::TaskCoreEntry {
+        task_state: Some(crate::images::consts::task_state::ALIVE),
+        exit_code: Some(0),
+        personality: Some(t.personality),
+        flags: Some(t.flags),
+        blk_sigset: Some(leader.sigmask),
+        comm: Some(t.comm.clone()),
+        timers: Some(pb::TaskTimersEntry {
+            real: Some(itimer(&t.itimers[0])),
+            virt: Some(itimer(&t.itimers[1])),
+            prof: Some(itimer(&t.itimers[2])),
+            posix: t
+                .posix_timers
+                .iter()
+                .map(|pt| pb::PosixTimerEntry {
+                    it_id: Some(pt.proc.id as u32),
+                    clock_id: Some(pt.proc.clock_id as u32),
+                    si_signo: Some(pt.proc.signo as u32),
+                    it_sigev_notify: Some(sigev_notify(&pt.proc.notify)),
+                    sival_ptr: Some(pt.proc.sigval),
+                    overrun: Some(pt.overrun as u32),
+                    isec: Some(pt.interval.0),
+                    insec: Some(pt.interval.1),
+                    vsec: Some(pt.value.0),
+                    vnsec: Some(pt.value.1),
+                    notify_thread_id: Some(pt.proc.notify_tid),
+                })
+                .collect(),
+        }),
+        rlimits: Some(pb::TaskRlimitsEntry {
+            rlimits: t.rlimits.iter().map(|&(cur, max)| pb::RlimitEntry { cur: Some(cur), max: Some(max) }).collect(),
+        }),
+        signals_s: signals(&t.shared_pending),
+        old_seccomp_mode: None,
+        loginuid: t.loginuid,
+        oom_score_adj: Some(t.oom_score_adj),
+        sigactions: t
+            .sigactions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i + 1 != libc::SIGKILL as usize && *i + 1 != libc::SIGSTOP as usize)
+            .map(|(_, a)| pb::SaEntry {
+                sigaction: Some(a.handler),
+                flags: Some(a.flags),
+                restorer: Some(a.restorer),
+                mask: Some(a.mask),
+                compat_sigaction: Some(false),
+                mask_extended: None,
+            })
+            .collect(),
+        child_subreaper: Some(t.child_subreaper),
+        ..Default::default()
+    }
+}
+
+fn thread_core(p: &ProcessDump, t: &ThreadState) -> pb::ThreadCoreEntry {
+    pb::ThreadCoreEntry {
+        futex_rla: Some(t.robust_list.0),
+        futex_rla_len: Some(t.robust_list.1 as u32),
+        sched_nice: Some(t.sched.2),
+        sched_policy: Some(t.sched.0),
+        sched_prio: Some(t.sched.1),
+        blk_sigset: Some(t.sigmask),
+        sas: Some(pb::ThreadSasEntry {
+            ss_sp: Some(t.altstack.0),
+            ss_size: Some(t.altstack.2),
+            ss_flags: Some(t.altstack.1 as u32),
+        }),
+        pdeath_sig: Some(p.task.pdeath_sig),
+        signals_p: signals(&t.pending),
+        creds: Some(creds_entry(&t.creds)),
+        seccomp_mode: Some(p.task.seccomp_mode as i32),
+        comm: Some(t.comm.clone()),
+        rseq_entry: (t.rseq.rseq_abi_pointer != 0).then_some(pb::RseqEntry {
+            rseq_abi_pointer: Some(t.rseq.rseq_abi_pointer),
+            rseq_abi_size: Some(t.rseq.rseq_abi_size),
+            signature: Some(t.rseq.signature),
+            rseq_cs_pointer: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The `core-TID.img` entry of one thread (`leader` adds `task_core`).
+pub fn core_entry(p: &ProcessDump, t: &ThreadState, leader: bool) -> pb::CoreEntry {
+    pb::CoreEntry {
+        mtype: Some(pb::core_entry::March::X8664 as i32),
+        thread_info: Some(pb::ThreadInfoX86 {
+            clear_tid_addr: Some(t.clear_tid_addr),
+            gpregs: Some(gpregs_entry(&t.gpregs)),
+            fpregs: Some(fpregs_entry(&t.fpstate)),
+            tls: Vec::new(),
+        }),
+        tc: leader.then(|| task_core(p)),
+        ids: None,
+        thread_core: Some(thread_core(p, t)),
+    }
+}
+
+/// The kernel-object ids of the process: vm/files/fs/sighand are the
+/// process's own pid (one process, nothing shared yet); namespaces use the
+/// inode numbers of `/proc/PID/ns/*`.
+pub fn kobj_ids(pid: i32) -> pb::TaskKobjIdsEntry {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |name: &str| std::fs::metadata(crate::proc::path(pid, &format!("ns/{name}"))).ok().map(|m| m.ino() as u32);
+    pb::TaskKobjIdsEntry {
+        vm_id: Some(pid as u32),
+        files_id: Some(pid as u32),
+        fs_id: Some(pid as u32),
+        sighand_id: Some(pid as u32),
+        pid_ns_id: ns("pid"),
+        net_ns_id: ns("net"),
+        ipc_ns_id: ns("ipc"),
+        uts_ns_id: ns("uts"),
+        mnt_ns_id: ns("mnt"),
+        user_ns_id: ns("user"),
+        cgroup_ns_id: ns("cgroup"),
+        time_ns_id: ns("time"),
+    }
+}
+

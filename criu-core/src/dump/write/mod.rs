@@ -1,0 +1,105 @@
+//! Turning collected state ([`ProcessDump`]s) into CRIU image files.
+//!
+//! Layout (as current CRIU writes it): `pstree.img`; per thread
+//! `core-TID.img` (the leader's also holds `task_core`: sigactions,
+//! rlimits, timers, shared pending signals; every thread's `thread_core`
+//! holds creds, mask, private pending signals, sigaltstack, rseq);
+//! `ids-PID.img`, `mm-PID.img` (with the VMAs), `pagemap-PID.img` (pages
+//! in `pages-1.img`, written during collection), `pagemap-shmem-SHMID.img`,
+//! `files.img`, `fdinfo-FILES_ID.img`, `fs-PID.img`, `pipes-data.img`,
+//! `fifo-data.img`, `remap-fpath.img` + `ghost-file-ID.img`,
+//! `stats-dump.img`, and `inventory.img` last.
+//!
+//! The entry points take a slice of processes so a tree is written the same
+//! way as one process (file ids must then be unique across the tree).
+//!
+//! - [`core`]: registers and task/thread state (`core-TID.img`), kobj ids.
+//! - [`mm`]: `mm-PID.img` and pagemaps.
+//! - [`files`]: files, fdinfo, fs, pipe/FIFO data, ghost files.
+
+mod core;
+mod files;
+mod mm;
+
+pub use self::core::{core_entry, fpregs_entry, gpregs_entry, kobj_ids};
+use super::model::ProcessDump;
+use super::{DumpError, DumpSummary, PAGES_ID};
+use crate::images::{pb, ImageDir, ImageError, ImageKind};
+
+fn img_err(e: ImageError) -> DumpError {
+    DumpError::Image(e)
+}
+
+/// Writes one process's own images: cores, ids, mm, pagemaps.
+fn write_process(dir: &ImageDir, p: &ProcessDump) -> Result<(), DumpError> {
+    let pid = p.pid as u64;
+    for (i, t) in p.threads.iter().enumerate() {
+        dir.write_one(ImageKind::Core, t.tid as u64, &core_entry(p, t, i == 0)).map_err(img_err)?;
+    }
+    dir.write_one(ImageKind::Ids, pid, &kobj_ids(p.pid)).map_err(img_err)?;
+    dir.write_one(ImageKind::Mm, pid, &mm::mm_entry(p)).map_err(img_err)?;
+    mm::pagemap_image(dir, ImageKind::Pagemap, pid, PAGES_ID, &p.pagemap)?;
+    for sh in &p.shmem {
+        mm::pagemap_image(dir, ImageKind::ShmemPagemap, sh.shmid, sh.pages_id, &sh.pagemap)?;
+    }
+    Ok(())
+}
+
+/// Writes every image of a dump of `procs` (the root first; a parent before
+/// its children), the inventory last.
+pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], s: &DumpSummary) -> Result<(), DumpError> {
+    let dir = ImageDir::open_unchecked(dir);
+    let pstree: Vec<pb::PstreeEntry> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| pb::PstreeEntry {
+            pid: Some(p.pid as u32),
+            // The root's parent is outside the dump.
+            ppid: Some(if i == 0 { 0 } else { p.ppid as u32 }),
+            pgid: Some(p.pgid as u32),
+            sid: Some(p.sid as u32),
+            threads: p.threads.iter().map(|t| t.tid as u32).collect(),
+        })
+        .collect();
+    dir.write_all(ImageKind::Pstree, 0, &pstree).map_err(img_err)?;
+    for p in procs {
+        write_process(&dir, p)?;
+    }
+    files::write_files(&dir, procs)?;
+    let ms = |d: std::time::Duration| Some(d.as_micros().min(u32::MAX as u128) as u32);
+    dir.write_one(
+        ImageKind::StatsDump,
+        0,
+        &pb::StatsEntry {
+            dump: Some(pb::DumpStatsEntry {
+                freezing_time: Some(0),
+                frozen_time: ms(s.frozen_time),
+                memdump_time: ms(s.memdump_time),
+                memwrite_time: ms(s.mem.write_time),
+                pages_scanned: Some(s.mem.pages_scanned),
+                pages_skipped_parent: Some(0),
+                pages_written: Some(s.mem.pages_written),
+                irmap_resolve: Some(0),
+                pages_lazy: Some(0),
+                page_pipes: Some(0),
+                page_pipe_bufs: Some(0),
+                shpages_scanned: Some(0),
+                shpages_skipped_parent: Some(0),
+                shpages_written: Some(0),
+            }),
+            restore: None,
+        },
+    )
+    .map_err(img_err)?;
+    // As in CRIU, root_ids are the dumper's own: restore compares a task's
+    // namespace ids with them to tell host namespaces from the task's own.
+    let inv = pb::InventoryEntry {
+        img_version: Some(crate::images::IMG_VERSION),
+        fdinfo_per_id: Some(true),
+        root_ids: Some(kobj_ids(std::process::id() as i32)),
+        ns_per_id: Some(true),
+        lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+        ..Default::default()
+    };
+    dir.write_inventory(&inv).map_err(img_err)
+}

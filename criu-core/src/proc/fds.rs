@@ -1,0 +1,89 @@
+//! `/proc/PID/fd` and `/proc/PID/fdinfo`: the open descriptors of a process.
+
+use super::{parse_err, read_text, ProcError, Result};
+use std::path::{Path, PathBuf};
+
+/// What `/proc/PID/fdinfo/N` says about one descriptor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FdInfo {
+    /// File position.
+    pub pos: u64,
+    /// Open flags (`O_*`, including `O_CLOEXEC` for the descriptor).
+    pub flags: u32,
+    /// Mount id of the file.
+    pub mnt_id: i32,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// Parses fdinfo text (only the common first lines).
+pub fn parse_fdinfo(text: &str, path: &Path) -> Result<FdInfo> {
+    let mut fi = FdInfo::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        let v = v.trim();
+        let bad = || parse_err(path, "an fdinfo value", line);
+        match k {
+            "pos" => fi.pos = v.parse().map_err(|_| bad())?,
+            "flags" => fi.flags = u32::from_str_radix(v, 8).map_err(|_| bad())?,
+            "mnt_id" => fi.mnt_id = v.parse().map_err(|_| bad())?,
+            "ino" => fi.ino = v.parse().map_err(|_| bad())?,
+            _ => {}
+        }
+    }
+    Ok(fi)
+}
+
+/// Reads `/proc/PID/fdinfo/FD`.
+pub fn read_fdinfo(pid: i32, fd: i32) -> Result<FdInfo> {
+    let path = super::path(pid, &format!("fdinfo/{fd}"));
+    parse_fdinfo(&read_text(&path)?, &path)
+}
+
+/// One open descriptor: its number and where its `/proc` link points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdLink {
+    /// Descriptor number.
+    pub fd: i32,
+    /// The link text (`/path`, `pipe:[123]`, `socket:[45]`, `anon_inode:[eventfd]`, ...).
+    pub target: PathBuf,
+}
+
+/// Lists `/proc/PID/fd`, sorted by descriptor number.
+pub fn read_fds(pid: i32) -> Result<Vec<FdLink>> {
+    let dir = super::path(pid, "fd");
+    let rd = std::fs::read_dir(&dir).map_err(|source| ProcError::Io { path: dir.clone(), source })?;
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|source| ProcError::Io { path: dir.clone(), source })?;
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse().ok()) else { continue };
+        let target = std::fs::read_link(e.path()).map_err(|source| ProcError::Io { path: e.path(), source })?;
+        out.push(FdLink { fd, target });
+    }
+    out.sort_by_key(|l| l.fd);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn own_fd_pos_and_flags() {
+        let dir = std::env::temp_dir().join(format!("criu-rs-fdinfo-{}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        std::io::Write::write_all(&mut file, b"hello").unwrap();
+        let me = std::process::id() as i32;
+        let fi = read_fdinfo(me, file.as_raw_fd()).unwrap();
+        assert_eq!(fi.pos, 5);
+        assert_ne!(fi.flags & libc::O_APPEND as u32, 0);
+        assert_ne!(fi.flags & libc::O_CLOEXEC as u32, 0);
+        let links = read_fds(me).unwrap();
+        let l = links.iter().find(|l| l.fd == file.as_raw_fd()).unwrap();
+        assert!(l.target.to_string_lossy().ends_with(" (deleted)"));
+    }
+}

@@ -1,0 +1,155 @@
+//! `/proc/PID/status`: credentials, capabilities, signal sets and counts.
+
+use super::{hex, parse_err, read_text, Result};
+use std::path::Path;
+
+/// The fields of `/proc/PID/status` that a dump needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcStatus {
+    /// `Name`: the command name.
+    pub name: String,
+    /// `Umask` (absent on old kernels).
+    pub umask: Option<u32>,
+    /// First letter of `State` (R, S, D, T, t, Z, X, ...).
+    pub state: char,
+    /// `Tgid`.
+    pub tgid: i32,
+    /// `Pid`.
+    pub pid: i32,
+    /// `PPid`.
+    pub ppid: i32,
+    /// `TracerPid` (0 when not traced).
+    pub tracer_pid: i32,
+    /// `Uid`: real, effective, saved, filesystem.
+    pub uid: [u32; 4],
+    /// `Gid`: real, effective, saved, filesystem.
+    pub gid: [u32; 4],
+    /// `Groups`: supplementary groups.
+    pub groups: Vec<u32>,
+    /// `NSpid`: the pid in each nested pid namespace, outermost first.
+    pub ns_pid: Vec<i32>,
+    /// `Kthread`: 1 for kernel threads (absent on old kernels).
+    pub kthread: Option<bool>,
+    /// `Threads`.
+    pub threads: u32,
+    /// `SigQ`: queued signals / limit.
+    pub sigq: (u64, u64),
+    /// `SigPnd`: pending for this thread.
+    pub sig_pnd: u64,
+    /// `ShdPnd`: pending for the whole process.
+    pub shd_pnd: u64,
+    /// `SigBlk`: blocked mask.
+    pub sig_blk: u64,
+    /// `SigIgn`: ignored signals.
+    pub sig_ign: u64,
+    /// `SigCgt`: caught signals.
+    pub sig_cgt: u64,
+    /// `CapInh`.
+    pub cap_inh: u64,
+    /// `CapPrm`.
+    pub cap_prm: u64,
+    /// `CapEff`.
+    pub cap_eff: u64,
+    /// `CapBnd`.
+    pub cap_bnd: u64,
+    /// `CapAmb`.
+    pub cap_amb: u64,
+    /// `NoNewPrivs`.
+    pub no_new_privs: bool,
+    /// `Seccomp` mode (0 none, 1 strict, 2 filter).
+    pub seccomp: u32,
+}
+
+fn ids<T: std::str::FromStr>(v: &str) -> Option<Vec<T>> {
+    v.split_whitespace().map(|x| x.parse().ok()).collect()
+}
+
+fn quad(v: &str) -> Option<[u32; 4]> {
+    ids::<u32>(v)?.try_into().ok()
+}
+
+/// Parses status text.
+pub fn parse_status(text: &str, path: &Path) -> Result<ProcStatus> {
+    let mut s = ProcStatus::default();
+    for line in text.lines() {
+        let Some((key, val)) = line.split_once(':') else { continue };
+        let val = val.trim();
+        let bad = || parse_err(path, "a status value", line);
+        let num = |v: &str| v.parse::<i64>().map_err(|_| bad());
+        match key {
+            "Name" => s.name = val.to_owned(),
+            "Umask" => s.umask = Some(u32::from_str_radix(val, 8).map_err(|_| bad())?),
+            "State" => s.state = val.chars().next().ok_or_else(bad)?,
+            "Tgid" => s.tgid = num(val)? as i32,
+            "Pid" => s.pid = num(val)? as i32,
+            "PPid" => s.ppid = num(val)? as i32,
+            "TracerPid" => s.tracer_pid = num(val)? as i32,
+            "Uid" => s.uid = quad(val).ok_or_else(bad)?,
+            "Gid" => s.gid = quad(val).ok_or_else(bad)?,
+            "Groups" => s.groups = ids(val).ok_or_else(bad)?,
+            "NSpid" => s.ns_pid = ids(val).ok_or_else(bad)?,
+            "Kthread" => s.kthread = Some(num(val)? != 0),
+            "Threads" => s.threads = num(val)? as u32,
+            "SigQ" => {
+                let (a, b) = val.split_once('/').ok_or_else(bad)?;
+                s.sigq = (num(a)? as u64, num(b)? as u64);
+            }
+            "SigPnd" => s.sig_pnd = hex(val).ok_or_else(bad)?,
+            "ShdPnd" => s.shd_pnd = hex(val).ok_or_else(bad)?,
+            "SigBlk" => s.sig_blk = hex(val).ok_or_else(bad)?,
+            "SigIgn" => s.sig_ign = hex(val).ok_or_else(bad)?,
+            "SigCgt" => s.sig_cgt = hex(val).ok_or_else(bad)?,
+            "CapInh" => s.cap_inh = hex(val).ok_or_else(bad)?,
+            "CapPrm" => s.cap_prm = hex(val).ok_or_else(bad)?,
+            "CapEff" => s.cap_eff = hex(val).ok_or_else(bad)?,
+            "CapBnd" => s.cap_bnd = hex(val).ok_or_else(bad)?,
+            "CapAmb" => s.cap_amb = hex(val).ok_or_else(bad)?,
+            "NoNewPrivs" => s.no_new_privs = num(val)? != 0,
+            "Seccomp" => s.seccomp = num(val)? as u32,
+            _ => {}
+        }
+    }
+    if s.pid == 0 {
+        return Err(parse_err(path, "a Pid line", ""));
+    }
+    Ok(s)
+}
+
+/// Reads `/proc/PID/status` (or `/proc/PID/task/TID/status` with `name`).
+pub fn read_status_file(pid: i32, name: &str) -> Result<ProcStatus> {
+    let path = super::path(pid, name);
+    parse_status(&read_text(&path)?, &path)
+}
+
+/// Reads `/proc/PID/status`.
+pub fn read_status(pid: i32) -> Result<ProcStatus> {
+    read_status_file(pid, "status")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_status() {
+        let me = std::process::id() as i32;
+        let s = read_status(me).unwrap();
+        assert_eq!(s.pid, me);
+        assert_eq!(s.tgid, me);
+        assert_eq!(s.uid[0], rustix::process::getuid().as_raw());
+        assert_eq!(s.kthread, Some(false));
+        assert!(s.umask.is_some());
+        assert!(s.threads >= 1);
+    }
+
+    #[test]
+    fn parses_sets() {
+        let t = "Name:\ta b\nPid:\t5\nSigBlk:\t0000000000010002\nGroups:\t1 2 3 \nSigQ:\t1/100\nCapEff:\t000001ffffffffff\n";
+        let s = parse_status(t, Path::new("x")).unwrap();
+        assert_eq!(s.name, "a b");
+        assert_eq!(s.sig_blk, 0x10002);
+        assert_eq!(s.groups, vec![1, 2, 3]);
+        assert_eq!(s.sigq, (1, 100));
+        assert_eq!(s.cap_eff, 0x1ff_ffff_ffff);
+    }
+}

@@ -1,0 +1,195 @@
+//! Freezing every thread of a process with `PTRACE_SEIZE` +
+//! `PTRACE_INTERRUPT`, and letting them go again.
+
+use super::{npid, sys, PtraceError, Result};
+use crate::proc::misc::read_tasks;
+use crate::proc::status::read_status_file;
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use std::time::{Duration, Instant};
+
+/// `PTRACE_EVENT_STOP`: the stop a `PTRACE_INTERRUPT` produces.
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// A process whose threads are all stopped under our ptrace.
+///
+/// Dropping it detaches every thread (they resume as they were); call
+/// [`Frozen::detach`] to see errors, or [`Frozen::kill`] to end the process.
+#[derive(Debug)]
+pub struct Frozen {
+    pid: i32,
+    tids: Vec<i32>,
+    released: bool,
+}
+
+/// Whether a stop signal is a job-control (group) stop.
+fn is_group_stop(sig: Signal) -> bool {
+    matches!(sig, Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)
+}
+
+/// Outcome of waiting for a seized thread.
+enum Stopped {
+    Yes,
+    Gone,
+}
+
+/// Waits until `tid` sits in the stop our interrupt asked for, at most until
+/// `deadline` (a thread in an uninterruptible wait cannot stop). Signals the
+/// thread dequeued just before are handed back to it (as if they had come
+/// before the dump).
+fn wait_stop(tid: i32, deadline: Instant) -> Result<Stopped> {
+    let mut pause = Duration::from_micros(20);
+    loop {
+        match waitpid(npid(tid), Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)).map_err(sys("waitpid", tid))? {
+            WaitStatus::StillAlive => {
+                if Instant::now() >= deadline {
+                    let state = crate::proc::stat::read_stat_file(tid, "stat").map(|s| s.state).unwrap_or('?');
+                    return Err(PtraceError::Unexpected {
+                        tid,
+                        what: format!("did not stop in time (state {state}; an uninterruptible wait?)"),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(2));
+            }
+            WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => return Ok(Stopped::Yes),
+            WaitStatus::Stopped(_, sig) if is_group_stop(sig) => return Ok(Stopped::Yes),
+            WaitStatus::Stopped(_, sig) => {
+                tracing::debug!(tid, ?sig, "signal-delivery stop while freezing; passing it on");
+                ptrace::cont(npid(tid), Some(sig)).map_err(sys("PTRACE_CONT", tid))?;
+            }
+            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Ok(Stopped::Gone),
+            other => {
+                return Err(PtraceError::Unexpected { tid, what: format!("unexpected wait status {other:?} while freezing") })
+            }
+        }
+    }
+}
+
+impl Frozen {
+    /// Seizes and stops every thread of `pid`, repeating until no new thread
+    /// shows up in `/proc/PID/task`; fails if that takes longer than `timeout`.
+    pub fn freeze(pid: i32, timeout: Duration) -> Result<Frozen> {
+        let deadline = Instant::now() + timeout;
+        let st = read_status_file(pid, "status")?;
+        if st.tracer_pid != 0 {
+            return Err(PtraceError::AlreadyTraced { pid, tracer: st.tracer_pid });
+        }
+        if matches!(st.state, 'T' | 't') {
+            return Err(PtraceError::Stopped(pid));
+        }
+        let mut fr = Frozen { pid, tids: Vec::new(), released: false };
+        loop {
+            let tids = read_tasks(pid)?;
+            let new: Vec<i32> = tids.into_iter().filter(|t| !fr.tids.contains(t)).collect();
+            if new.is_empty() {
+                break;
+            }
+            let mut seized = Vec::new();
+            for tid in new {
+                match ptrace::seize(npid(tid), ptrace::Options::empty()) {
+                    Ok(()) => {}
+                    // The thread exited since the listing.
+                    Err(Errno::ESRCH) if tid != pid => continue,
+                    Err(Errno::EPERM) => {
+                        match read_status_file(pid, &format!("task/{tid}/status")) {
+                            Ok(s) if s.tracer_pid != 0 => return Err(PtraceError::AlreadyTraced { pid, tracer: s.tracer_pid }),
+                            // A thread on its way out refuses to be attached.
+                            Ok(s) if tid != pid && matches!(s.state, 'Z' | 'X') => continue,
+                            Err(_) if tid != pid => continue,
+                            _ => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: Errno::EPERM }),
+                        }
+                    }
+                    Err(e) => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: e }),
+                }
+                fr.tids.push(tid);
+                match ptrace::interrupt(npid(tid)) {
+                    Ok(()) => seized.push(tid),
+                    Err(Errno::ESRCH) if tid != pid => fr.tids.retain(|t| *t != tid),
+                    Err(e) => return Err(PtraceError::Sys { op: "PTRACE_INTERRUPT", tid, errno: e }),
+                }
+            }
+            for tid in seized {
+                if let Stopped::Gone = wait_stop(tid, deadline)? {
+                    if tid == pid {
+                        return Err(PtraceError::Unexpected { tid, what: "the process exited while being frozen".into() });
+                    }
+                    fr.tids.retain(|t| *t != tid);
+                }
+            }
+        }
+        tracing::debug!(pid, threads = fr.tids.len(), "frozen");
+        Ok(fr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Every frozen thread, the leader first when it is alive.
+    pub fn tids(&self) -> Vec<i32> {
+        let mut v = self.tids.clone();
+        v.sort_by_key(|t| (*t != self.pid, *t));
+        v
+    }
+
+    /// Lets every thread run on from where it stopped.
+    pub fn detach(mut self) -> Result<()> {
+        self.released = true;
+        let mut first = Ok(());
+        for &tid in &self.tids {
+            if let Err(e) = ptrace::detach(npid(tid), None) {
+                if e != Errno::ESRCH && first.is_ok() {
+                    first = Err(PtraceError::Sys { op: "PTRACE_DETACH", tid, errno: e });
+                }
+            }
+        }
+        first
+    }
+
+    /// Kills the process with SIGKILL and waits until it is gone (or a
+    /// zombie its parent has not reaped yet).
+    pub fn kill(mut self) -> Result<()> {
+        self.released = true;
+        nix::sys::signal::kill(npid(self.pid), Signal::SIGKILL).map_err(sys("kill", self.pid))?;
+        for &tid in &self.tids {
+            let _ = ptrace::detach(npid(tid), None);
+        }
+        wait_gone(self.pid, std::time::Duration::from_secs(10));
+        Ok(())
+    }
+}
+
+/// Waits until `/proc/PID` disappears; returns early (false) at the deadline,
+/// or after a grace period once it is a zombie that someone else must reap.
+pub fn wait_gone(pid: i32, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    let mut zombie_since = None;
+    while start.elapsed() < limit {
+        match crate::proc::stat::read_stat(pid) {
+            Err(_) => return true,
+            Ok(s) if s.state == 'Z' || s.state == 'X' => {
+                let since = *zombie_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > std::time::Duration::from_secs(1) {
+                    return false;
+                }
+            }
+            Ok(_) => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    false
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.released {
+            for &tid in &self.tids {
+                let _ = ptrace::detach(npid(tid), None);
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Running system calls inside a stopped thread.
+//!
+//! The thread's registers are saved, `rip` is pointed at a `syscall`
+//! instruction (one found in the vDSO, or two bytes patched over the code at
+//! `rip` and put back afterwards), the call's registers are loaded and the
+//! thread single-steps over the instruction. All signals are blocked while
+//! this happens, `orig_rax` is set to -1 so the kernel does not apply
+//! syscall-restart logic to our call, and everything (registers, signal
+//! mask, FPU state, code bytes) is restored exactly by [`Injector::restore`] or on drop.
+
+use super::regs::{get_fpstate, get_gpregs, set_fpstate, set_gpregs, FpState, GpRegs};
+use super::raw::{ptrace_getsigmask, ptrace_setsigmask};
+use super::{npid, sys, PtraceError, Result};
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+/// The `syscall` instruction.
+pub const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
+
+/// A thread prepared for syscall injection.
+pub struct Injector {
+    tid: i32,
+    saved: GpRegs,
+    saved_fp: FpState,
+    saved_mask: u64,
+    syscall_ip: u64,
+    /// Address and original word of a code patch, when we made one.
+    patch: Option<(u64, i64)>,
+    restored: bool,
+}
+
+/// Finds a `syscall` instruction in `bytes` (a copy of the vDSO mapped at `base`).
+pub fn find_syscall_insn(bytes: &[u8], base: u64) -> Option<u64> {
+    bytes.windows(2).position(|w| w == SYSCALL_INSN).map(|i| base + i as u64)
+}
+
+impl Injector {
+    /// Prepares the frozen thread `tid`. With `syscall_ip` None the two bytes
+    /// at the thread's `rip` are replaced by `syscall` until [`restore`](Self::restore).
+    pub fn new(tid: i32, syscall_ip: Option<u64>) -> Result<Injector> {
+        let saved = get_gpregs(tid)?;
+        let saved_fp = get_fpstate(tid)?;
+        let saved_mask = ptrace_getsigmask(tid).map_err(sys("PTRACE_GETSIGMASK", tid))?;
+        let mut inj = Injector { tid, saved, saved_fp, saved_mask, syscall_ip: saved.rip, patch: None, restored: false };
+        ptrace_setsigmask(tid, !0).map_err(sys("PTRACE_SETSIGMASK", tid))?;
+        match syscall_ip {
+            Some(ip) => inj.syscall_ip = ip,
+            None => {
+                let addr = saved.rip;
+                let word = ptrace::read(npid(tid), addr as ptrace::AddressType).map_err(sys("PTRACE_PEEKDATA", tid))?;
+                let mut bytes = word.to_ne_bytes();
+                bytes[..2].copy_from_slice(&SYSCALL_INSN);
+                ptrace::write(npid(tid), addr as ptrace::AddressType, i64::from_ne_bytes(bytes))
+                    .map_err(sys("PTRACE_POKEDATA", tid))?;
+                inj.patch = Some((addr, word));
+            }
+        }
+        Ok(inj)
+    }
+
+    /// The thread.
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// The registers the thread had before injection.
+    pub fn saved_regs(&self) -> &GpRegs {
+        &self.saved
+    }
+
+    /// The signal mask the thread had before injection.
+    pub fn saved_sigmask(&self) -> u64 {
+        self.saved_mask
+    }
+
+    /// Runs syscall `nr` with up to six arguments in the thread; returns the
+    /// raw result (negative errno on failure).
+    pub fn syscall(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+        let tid = self.tid;
+        let mut r = self.saved;
+        r.rip = self.syscall_ip;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        let mut a = [0u64; 6];
+        a[..args.len().min(6)].copy_from_slice(&args[..args.len().min(6)]);
+        (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (a[0], a[1], a[2], a[3], a[4], a[5]);
+        set_gpregs(tid, &r)?;
+        ptrace::step(npid(tid), None).map_err(sys("PTRACE_SINGLESTEP", tid))?;
+        loop {
+            match waitpid(npid(tid), Some(WaitPidFlag::__WALL)).map_err(sys("waitpid", tid))? {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+                WaitStatus::Stopped(_, sig) => {
+                    // Only unblockable signals get here; keep them for later.
+                    return Err(PtraceError::Unexpected { tid, what: format!("got {sig:?} during an injected syscall") });
+                }
+                WaitStatus::PtraceEvent(..) => {
+                    ptrace::step(npid(tid), None).map_err(sys("PTRACE_SINGLESTEP", tid))?;
+                }
+                other => {
+                    return Err(PtraceError::Unexpected { tid, what: format!("wait status {other:?} during an injected syscall") })
+                }
+            }
+        }
+        let after = get_gpregs(tid)?;
+        if after.rip != self.syscall_ip + 2 {
+            return Err(PtraceError::Unexpected {
+                tid,
+                what: format!("injected syscall {nr} stopped at {:#x}, expected {:#x}", after.rip, self.syscall_ip + 2),
+            });
+        }
+        Ok(after.rax as i64)
+    }
+
+    /// Like [`syscall`](Self::syscall) but turns a negative result into an error.
+    pub fn syscall_ok(&mut self, nr: i64, args: &[u64]) -> Result<u64> {
+        let r = self.syscall(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(PtraceError::Sys { op: "injected syscall", tid: self.tid, errno: nix::errno::Errno::from_raw(-r as i32) });
+        }
+        Ok(r as u64)
+    }
+
+    fn put_back(&mut self) -> Result<()> {
+        self.restored = true;
+        let tid = self.tid;
+        let mut first = set_gpregs(tid, &self.saved).and(set_fpstate(tid, &self.saved_fp));
+        if let Some((addr, word)) = self.patch.take() {
+            let r = ptrace::write(npid(tid), addr as ptrace::AddressType, word).map_err(sys("PTRACE_POKEDATA", tid));
+            first = first.and(r);
+        }
+        let r = ptrace_setsigmask(tid, self.saved_mask).map_err(sys("PTRACE_SETSIGMASK", tid));
+        first.and(r)
+    }
+
+    /// Puts back the registers (general and FPU), code bytes and signal mask.
+    pub fn restore(mut self) -> Result<()> {
+        self.put_back()
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        if !self.restored {
+            if let Err(e) = self.put_back() {
+                tracing::error!(tid = self.tid, "cannot restore the thread after injection: {e}");
+            }
+        }
+    }
+}
