@@ -73,7 +73,8 @@
 //! - Per process, before its blob runs, in the process itself (a uffd
 //!   belongs to the memory of its creator): `Uffd::create()`,
 //!   `api(LAZY_FEATURES)`, then `hand_over(SOCK, TaskHello { image_pid:
-//!   pid, pid: 0 }, uffd)`, and pass the descriptor number to the blob
+//!   pid, pid: 0 }, uffd)` (the daemon refuses a uffd whose handshake lacks
+//!   those features: it reads them from fdinfo), and pass the descriptor number to the blob
 //!   (`args.uffd`). The blob registers every lazy VMA in MISSING mode once
 //!   it is at its final address, leaves the lazy pages unfilled, closes the
 //!   uffd and must not touch registered memory before `rt_sigreturn`.
