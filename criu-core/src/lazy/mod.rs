@@ -70,11 +70,13 @@
 //! - Start `criu-rs lazy-pages -D DIR --address SOCK` first. It expects one
 //!   hand-over per process of `pstree.img` (a process without lazy pages
 //!   still hands one over; it completes at once).
-//! - Per process, before its blob runs, in the process itself (a uffd
-//!   belongs to the memory of its creator): `Uffd::create()`,
-//!   `api(LAZY_FEATURES)`, then `hand_over(SOCK, TaskHello { image_pid:
-//!   pid, pid: 0 }, uffd)` (the daemon refuses a uffd whose handshake lacks
-//!   those features: it reads them from fdinfo), and pass the descriptor number to the blob
+//! - Per process, before its blob runs: create the uffd in the process
+//!   itself (a uffd belongs to the memory of its creator: the task's own
+//!   code before the blob, or an injected syscall), `api(LAZY_FEATURES)`
+//!   (the daemon reads the granted features from fdinfo and refuses a uffd
+//!   without them), then `hand_over(SOCK, TaskHello { image_pid: pid, pid:
+//!   0 }, uffd)` from the task or from criu-rs holding a copy
+//!   (`pidfd_getfd`), and pass the descriptor number to the blob
 //!   (`args.uffd`). The blob registers every lazy VMA in MISSING mode once
 //!   it is at its final address, leaves the lazy pages unfilled, closes the
 //!   uffd and must not touch registered memory before `rt_sigreturn`.
