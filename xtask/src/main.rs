@@ -11,6 +11,7 @@
 mod bench;
 mod bench_dump;
 mod bench_restore;
+mod bench_lazy;
 mod demo;
 mod setup;
 
