@@ -4,12 +4,25 @@
 //! - [`collect`]: gathering it from `/proc`, ptrace and injected syscalls.
 //! - [`vmas`], [`memory`], [`files`], [`injected`]: the pieces of collection.
 //! - [`write`]: writing the collected state as CRIU images.
-//! - [`failpoint`]: forced failures for tests (`CRIU_RS_FAIL_AT`).
+//! - [`failpoint`]: test knobs (`CRIU_RS_FAIL_AT`, `CRIU_RS_PATCH_CODE`).
+//!
+//! Order: check the pid (missing, ourselves, kernel thread, zombie, thread
+//! id, seccomp), prepare the directory (stale inventory removed, pages
+//! image created), freeze every thread, read registers and signal state,
+//! inject the queries (scratch page mapped and unmapped again), read the
+//! address space and copy memory, collect files, write the images with the
+//! inventory last, then resume (`--leave-running`) or kill the process and
+//! wait for it to go.
 //!
 //! Whatever fails, the process is left running as it was: every thread is
-//! detached with its registers, signal mask and code restored, and nothing
-//! injected stays mapped. The inventory image, the completeness marker, is
-//! written last and any stale one is removed first.
+//! detached with its registers (general and FPU), signal mask and code
+//! restored, and nothing injected stays mapped. Without an inventory, a
+//! failed dump's directory is never taken for a complete one.
+//!
+//! Not dumped yet (refused with a clear error where it matters): sockets,
+//! eventfd/epoll/signalfd/timerfd/inotify and other anonymous-inode files,
+//! seccomp, namespaces, cgroups, file locks, process trees (the writer
+//! already takes a list of processes).
 
 pub mod collect;
 pub mod failpoint;
@@ -121,6 +134,8 @@ pub struct DumpOptions {
     /// Allow a process whose session/group leader is not dumped, or that
     /// has a terminal open.
     pub shell_job: bool,
+    /// Longest time to wait for every thread to stop.
+    pub freeze_timeout: std::time::Duration,
 }
 
 /// Summary of a successful dump.
@@ -216,7 +231,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     }
     let mut pages = prepare_dir(&opts.dir)?;
     let t0 = std::time::Instant::now();
-    let frozen = Frozen::freeze(opts.pid)?;
+    let frozen = Frozen::freeze(opts.pid, opts.freeze_timeout)?;
     tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
     let res = collect::collect(&frozen, &opts.dir, &mut pages, opts.shell_job).and_then(|(process, mem, memdump_time)| {
         failpoint::check(failpoint::BEFORE_WRITE)?;
