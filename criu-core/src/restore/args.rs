@@ -151,6 +151,10 @@ pub fn build_args(
         .collect();
     let rlimits = b.push(&rl);
     let mut flags = RESTORE_F_PERSONALITY | RESTORE_F_MM;
+    // PR_SET_DUMPABLE takes 0 or 1 only (2, "suid dumpable", is not settable).
+    if matches!(plan.mm.dumpable, Some(0 | 1)) {
+        flags |= RESTORE_F_DUMPABLE;
+    }
     let creds = match plan.core.thread_core.as_ref().and_then(|t| t.creds.as_ref()) {
         Some(c) => {
             flags |= RESTORE_F_CREDS;
@@ -194,6 +198,8 @@ pub fn build_args(
         // No lazy VMAs: the blob ignores it.
         uffd: -1,
         _pad2: 0,
+        dumpable: plan.mm.dumpable.unwrap_or(1).clamp(0, 1) as u32,
+        _pad3: 0,
     };
     let total = b.buf.len().next_multiple_of(PAGE_SIZE as usize) as u64;
     Ok(b.finish(&RestoreArgs { total_size: total, ..head }))
