@@ -11,9 +11,12 @@
 pub mod check;
 pub mod dump;
 pub mod images;
+pub mod lazy;
+pub mod pageserver;
 pub mod pie;
 pub mod proc;
 pub mod ptrace;
+pub mod uffd;
 
 /// The argument ABI shared with the restorer blob. The one source file is
 /// compiled into both sides so they cannot drift apart.

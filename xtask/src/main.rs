@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_dump;
+mod bench_lazy;
 mod demo;
 mod setup;
 
