@@ -33,6 +33,7 @@ use crate::images::PAGE_SIZE;
 use crate::pageserver::client::PageSink;
 use crate::pageserver::server::{serve_one, SessionStats};
 use crate::pageserver::store::PageStore;
+use crate::pageserver::proto::PUT_CONTINUES;
 use crate::pageserver::PageServerError;
 
 /// Where the private pages of a dump go.
@@ -61,8 +62,9 @@ pub fn memfd_create() -> Result<File, DumpError> {
 const CHUNK: usize = 4 << 20;
 
 /// Sends the private pages of `p` (data in `pages`, in pagemap order) to the
-/// page server behind `sink`: OPEN, one PUT per entry (split by the sink
-/// into pieces the protocol allows), CLOSE.
+/// page server behind `sink`: OPEN, the entries (each as PUTs the protocol
+/// allows, the later ones continuing the first: one entry on the server as
+/// here), CLOSE.
 pub fn send_pages(sink: &mut PageSink, p: &ProcessDump, pages: &File) -> Result<(), DumpError> {
     let pid = p.pid as u32;
     sink.open(pid)?;
@@ -74,7 +76,8 @@ pub fn send_pages(sink: &mut PageSink, p: &ProcessDump, pages: &File) -> Result<
         while at < end {
             let n = ((end - at) as usize).min(CHUNK);
             pages.read_exact_at(&mut buf[..n], off).map_err(DumpError::WritePages)?;
-            sink.put(pid, at, e.flags & !PE_PRESENT, &buf[..n])?;
+            let more = if at > e.vaddr { PUT_CONTINUES } else { 0 };
+            sink.put(pid, at, (e.flags & !PE_PRESENT) | more, &buf[..n])?;
             at += n as u64;
             off += n as u64;
         }

@@ -51,7 +51,8 @@ impl PageSink {
 
     /// One pagemap entry with its pages (`flags` gets PRESENT added); sent
     /// as PUTs of at most [`MAX_PAGES`] pages, the later ones flagged
-    /// [`PUT_CONTINUES`] so the server writes one entry.
+    /// [`PUT_CONTINUES`] so the server writes one entry (with
+    /// `PUT_CONTINUES` in `flags`, the entry continues the previous call's).
     pub fn put(&mut self, pid: u32, vaddr: u64, flags: u32, data: &[u8]) -> Result<()> {
         if data.is_empty() || !(data.len() as u64).is_multiple_of(PAGE_SIZE) {
             return Err(PageServerError::Protocol(format!("{} bytes is not whole pages", data.len())));
