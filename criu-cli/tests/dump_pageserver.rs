@@ -141,14 +141,19 @@ fn breaking_server(puts: usize) -> (u16, std::thread::JoinHandle<usize>) {
     (port, t)
 }
 
-/// Waits until the process sleeps in its read again and runs its self-check.
-fn still_fine(p: &mut Program, maps_before: &str, what: &str) {
+/// Waits until the process sleeps in its read again, as it was.
+fn still_running(p: &mut Program, maps_before: &str, what: &str) {
     assert_eq!(p.maps(), maps_before, "{what}: the address space changed");
     let t = Instant::now();
     while p.state() != Some('S') {
         assert!(t.elapsed() < Duration::from_secs(10), "{what}: state {:?}", p.state());
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// [`still_running`], then its self-check.
+fn still_fine(p: &mut Program, maps_before: &str, what: &str) {
+    still_running(p, maps_before, what);
     assert_eq!(p.finish().trim(), "OK", "{what}: self-check");
 }
 
@@ -168,7 +173,25 @@ fn broken_page_server_connection_leaves_the_process_running() {
     assert!(err.contains("page server"), "{err}");
     assert_eq!(server.join().unwrap(), 4, "the connection broke after 3 PUTs");
     assert!(!dir.join("inventory.img").exists(), "inventory written by a failed dump");
-    still_fine(&mut p, &maps_before, "broken connection");
+    still_running(&mut p, &maps_before, "broken connection");
+
+    // A real page server, the dump failing after its first pages: the
+    // server says its images are not whole.
+    let served = scratch_dir("ps-broken-served");
+    let (srv, port) = page_server(&served);
+    let maps_before = p.maps();
+    let out = criu_rs()
+        .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", dir.to_str().unwrap(), "--page-server"])
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .env("CRIU_RS_FAIL_AT", "mid-send")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forced failure at mid-send"));
+    let (st, sout, serr) = srv.finish();
+    assert!(!st.success() && serr.contains("unfinished"), "page server: {st} {sout} {serr}");
+    assert!(!dir.join("inventory.img").exists());
+    still_fine(&mut p, &maps_before, "mid-send");
 
     // Nobody listening: refused before the process is touched.
     let mut p = Program::start(&exe, &["8", "1", tmp.to_str().unwrap()]);
@@ -260,7 +283,7 @@ fn gone(mut p: Program) {
 fn lazy_dump_holds_the_memory_and_serves_it() {
     let exe = compile("dumpee");
     let tmp = scratch_dir("lazy-files");
-    let mut p = start_pinned(&exe, &["16", "2", tmp.to_str().unwrap()]);
+    let p = start_pinned(&exe, &["16", "2", tmp.to_str().unwrap()]);
     let pid = p.pid();
     let special = p.num("special");
     let (p_mem, p_pages) = (p.num("mem"), p.num("pages"));
@@ -329,7 +352,7 @@ fn lazy_dump_holds_the_memory_and_serves_it() {
 #[test]
 fn lazy_source_exits_when_its_client_goes_away() {
     // A client that takes one piece and disconnects.
-    let mut p = Program::start(&compile("bigmem"), &["8"]);
+    let p = Program::start(&compile("bigmem"), &["8"]);
     let (pid, mem) = (p.pid(), p.num("mem"));
     let dir = scratch_dir("lazy-drop");
     let mut src = LazySource::start(pid, &dir);
@@ -346,7 +369,7 @@ fn lazy_source_exits_when_its_client_goes_away() {
 
     // The real lazy-pages daemon: it connects, no task ever comes, it gives
     // up; the source sees it go and exits.
-    let mut p = Program::start(&compile("bigmem"), &["8"]);
+    let p = Program::start(&compile("bigmem"), &["8"]);
     let pid = p.pid();
     let dir = scratch_dir("lazy-daemon");
     let mut src = LazySource::start(pid, &dir);

@@ -78,6 +78,9 @@ pub fn send_pages(sink: &mut PageSink, p: &ProcessDump, pages: &File) -> Result<
             pages.read_exact_at(&mut buf[..n], off).map_err(DumpError::WritePages)?;
             let more = if at > e.vaddr { PUT_CONTINUES } else { 0 };
             sink.put(pid, at, (e.flags & !PE_PRESENT) | more, &buf[..n])?;
+            if off == 0 {
+                super::failpoint::check(super::failpoint::MID_SEND)?;
+            }
             at += n as u64;
             off += n as u64;
         }

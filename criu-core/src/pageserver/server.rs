@@ -73,7 +73,11 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        self.close_open()
+        // A dump that went away mid-process failed: its images are not whole.
+        match &self.open {
+            Some(inc) => Err(PageServerError::Protocol(format!("connection closed with the images of pid {} unfinished", inc.pid))),
+            None => Ok(()),
+        }
     }
 
     fn get(&mut self, s: &mut impl Write, req: &Request) -> Result<()> {
