@@ -83,17 +83,20 @@ fn fault_only_service_with_random_touches() {
 
 #[test]
 fn fork_mremap_munmap_madvise_right_after_hand_over() {
-    for extra in [&["--no-background"][..], &[][..]] {
+    for background in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let mut k = kid("events", 16 * MIB, 0, &dir);
+        let extra: &[&str] = if background { &[] } else { &["--no-background"] };
         let d = serve(&dir, std::slice::from_mut(&mut k), extra);
         assert_ok(&mut k);
         let out = assert_daemon_ok(d);
-        assert!(out.contains("1 forks"), "{out}");
-        if extra.is_empty() {
+        if background {
+            // The background copy may finish before the task forks: then
+            // there is no event to see, and the child simply inherits.
             continue;
         }
-        // Fault-only: the events must have been seen for the daemon to finish.
+        // Fault-only: the daemon can only finish by following the events.
+        assert!(out.contains("1 forks"), "{out}");
         assert!(out.contains("1 remaps"), "{out}");
         assert!(!out.contains(" 0 removes/unmaps"), "{out}");
     }

@@ -81,7 +81,23 @@ struct Task {
     /// in a registered range (`None`: all covered). No background copy
     /// before; killed if it lasts past [`Options::register_timeout`].
     unregistered_since: Option<Instant>,
+    /// For a task reported by a fork event: the parent's pid and the
+    /// parent's children at that moment (the new one is not among them).
+    parent: Option<(u32, Vec<u32>)>,
+    /// Background fills found no VMA (`ENOENT`) since then (first, last):
+    /// the layout is changing and the event telling how is not read yet.
+    /// Cleared by any event; if it lasts, the range is not registered and
+    /// the task dies.
+    stalled: Option<(Instant, Instant)>,
+    /// To be killed, but its pid is not known yet: its uffd stays open
+    /// (faults wait) and is no longer served.
+    doomed: bool,
 }
+
+/// Background fills into a vanished VMA are retried after this pause...
+const STALL_PAUSE: Duration = Duration::from_millis(1);
+/// ...and the task is killed when no event explains it within this time.
+const STALL_LIMIT: Duration = Duration::from_secs(2);
 
 struct Daemon {
     opts: Options,
@@ -181,6 +197,18 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
     Ok(stats)
 }
 
+/// Children of every thread of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
 fn spare_capacity(v: &mut Vec<epoll::Event>) -> rustix::buffer::SpareCapacity<'_, epoll::Event> {
     rustix::buffer::spare_capacity(v)
 }
@@ -224,7 +252,10 @@ fn count_tasks(dir: &ImageDir) -> Result<usize, LazyError> {
 impl Daemon {
     fn serve(&mut self) -> Result<(), LazyError> {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
-        while self.connected < self.expected || !self.tasks.is_empty() {
+        while self.connected < self.expected || self.tasks.values().any(|t| !t.doomed) {
+            if self.tasks.values().any(|t| t.pid == 0) {
+                self.resolve_children();
+            }
             let bg = self.opts.background
                 && self.tasks.values().any(|t| !t.missing.is_empty() && t.unregistered_since.is_none());
             let waiting: Vec<u64> =
@@ -266,6 +297,9 @@ impl Daemon {
                     self.connected, self.expected, self.opts.accept_timeout
                 )));
             }
+        }
+        if self.tasks.values().any(|t| t.doomed) {
+            return Err(LazyError::Hello("forked task(s) to be killed whose pid never showed; the guard kills them".into()));
         }
         Ok(())
     }
@@ -350,6 +384,9 @@ impl Daemon {
                 cursor: 0,
                 retry: Vec::new(),
                 unregistered_since: Some(Instant::now()),
+                parent: None,
+                stalled: None,
+                doomed: false,
             },
         );
         self.check_registered(token);
@@ -384,6 +421,11 @@ impl Daemon {
                     return Ok(());
                 }
             };
+            if evs.iter().any(|e| !matches!(e, Event::PageFault { .. })) {
+                if let Some(t) = self.tasks.get_mut(&token) {
+                    t.stalled = None;
+                }
+            }
             for ev in evs.drain(..) {
                 self.event(token, ev)?;
             }
@@ -414,12 +456,15 @@ impl Daemon {
             Event::Fork { uffd } => {
                 self.stats.forks += 1;
                 let Some(parent) = self.tasks.get(&token) else { return Ok(()) };
-                let (image_pid, missing) = (parent.image_pid, parent.missing.clone());
+                let (image_pid, missing, ppid) = (parent.image_pid, parent.missing.clone(), parent.pid);
+                // The child is not in its parent's children list yet: what
+                // is there now is what it is not.
+                let siblings = children(ppid);
                 let child = self.next_token;
                 self.next_token += 1;
                 let sys = |what: &'static str| move |source| LazyError::Sys { what: what.into(), source };
                 rustix::fs::fcntl_setfl(&uffd, rustix::fs::OFlags::NONBLOCK).map_err(sys("fcntl"))?;
-                self.guard.add(child, 0, uffd.as_fd(), None).map_err(sys("hand to the guard"))?;
+                self.guard.add_child(child, ppid, uffd.as_fd()).map_err(sys("hand to the guard"))?;
                 epoll::add(&self.epoll, &uffd, EventData::new_u64(child), EventFlags::IN).map_err(sys("epoll_ctl"))?;
                 tracing::debug!("lazy-pages: fork: child task {child} inherits {} pages", missing.pages());
                 self.stats.tasks += 1;
@@ -435,18 +480,23 @@ impl Daemon {
                         retry: Vec::new(),
                         // A fork copies the registrations.
                         unregistered_since: None,
+                        parent: Some((ppid, siblings)),
+                        stalled: None,
+                        doomed: false,
                     },
                 );
                 // The child's faults may already be queued: look now.
                 self.serve_uffd(child)?;
             }
             Event::Remap { from, to, len } => {
+                tracing::debug!("lazy-pages: task {token}: remap {from:#x} -> {to:#x} ({len:#x})");
                 self.stats.remaps += 1;
                 if let Some(t) = self.tasks.get_mut(&token) {
                     t.missing.remap(from, to, len);
                 }
             }
             Event::Remove { start, end } | Event::Unmap { start, end } => {
+                tracing::debug!("lazy-pages: task {token}: remove/unmap {start:#x}-{end:#x}");
                 self.stats.removes += 1;
                 if let Some(t) = self.tasks.get_mut(&token) {
                     t.missing.cut(start, end);
@@ -462,7 +512,34 @@ impl Daemon {
         let tgid = std::fs::read_to_string(format!("/proc/{tid}/status")).ok().and_then(|s| {
             s.lines().find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse::<u32>().ok()))
         });
-        let Some(pid) = tgid.and_then(|p| Pid::from_raw(p as i32)) else { return };
+        if let Some(p) = tgid {
+            self.set_pid(token, p);
+        }
+    }
+
+    /// Forked tasks whose pid is unknown: a child of their parent that was
+    /// not there at the fork and belongs to no task is theirs.
+    fn resolve_children(&mut self) {
+        let unknown: Vec<(u64, u32, Vec<u32>)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.pid == 0)
+            .filter_map(|(&k, t)| t.parent.as_ref().map(|(pp, sib)| (k, *pp, sib.clone())))
+            .collect();
+        for (token, ppid, siblings) in unknown {
+            let known: Vec<u32> = self.tasks.values().map(|t| t.pid).collect();
+            let new: Vec<u32> =
+                children(ppid).into_iter().filter(|c| !siblings.contains(c) && !known.contains(c)).collect();
+            // Two forks at once are told apart by their faults' thread ids.
+            if let [pid] = new[..] {
+                self.set_pid(token, pid);
+            }
+        }
+    }
+
+    /// Records the pid of a forked task: watched by pidfd, known to the guard.
+    fn set_pid(&mut self, token: u64, pid: u32) {
+        let Some(pid) = Pid::from_raw(pid as i32) else { return };
         let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else { return };
         let Some(t) = self.tasks.get_mut(&token) else { return };
         t.pid = pid.as_raw_nonzero().get() as u32;
@@ -474,6 +551,9 @@ impl Daemon {
             t.pidfd = Some(pidfd);
         }
         tracing::debug!("lazy-pages: task {token} is pid {}", t.pid);
+        if t.doomed {
+            self.kill(token);
+        }
     }
 
     /// Serves a fault at page `page`: its block from the images, or a zero
@@ -484,6 +564,7 @@ impl Daemon {
         let Some(piece) = t.missing.take_around(page, chunk) else {
             return match t.uffd.zeropage(page, PAGE_SIZE, 0) {
                 Ok(Copied::All) => {
+                    tracing::debug!("lazy-pages: task {token}: zero page at {page:#x}");
                     self.stats.zero_pages += 1;
                     Ok(())
                 }
@@ -510,6 +591,15 @@ impl Daemon {
         let res = self.fill(token, image_pid, piece)?;
         match res {
             Ok(n) => self.stats.fault_pages += n / PAGE_SIZE,
+            // The VMA went away since the fault (an unmap or remap whose
+            // event is on its way): the pages stay owed where the event
+            // will put them; the thread, woken, faults again or gets SIGSEGV.
+            Err(Errno::NOENT) => {
+                if let Some(t) = self.tasks.get(&token) {
+                    let _ = t.uffd.wake(page, PAGE_SIZE);
+                }
+                return Ok(());
+            }
             Err(e) => self.fill_failed(token, page, e),
         }
         if let Some(t) = self.tasks.get_mut(&token) {
@@ -544,6 +634,7 @@ impl Daemon {
                 Ok(n)
             }
             Ok(Copied::Exists) => {
+                tracing::debug!("lazy-pages: task {token}: {:#x} already present", piece.start);
                 if piece.len > PAGE_SIZE {
                     t.missing.put_back(rest(PAGE_SIZE));
                 }
@@ -575,7 +666,12 @@ impl Daemon {
             .tasks
             .range(self.bg_token + 1..)
             .chain(self.tasks.range(..=self.bg_token))
-            .find(|(_, t)| !t.missing.is_empty() && t.unregistered_since.is_none())
+            .find(|(_, t)| {
+                !t.missing.is_empty()
+                    && t.unregistered_since.is_none()
+                    && !t.doomed
+                    && t.stalled.is_none_or(|(_, last)| last.elapsed() >= STALL_PAUSE)
+            })
             .map(|(&k, _)| k);
         let Some(token) = token else { return Ok(()) };
         self.bg_token = token;
@@ -588,6 +684,18 @@ impl Daemon {
             Ok(n) => {
                 self.stats.bg_pages += n / PAGE_SIZE;
                 self.stats.bg_chunks += 1;
+                if let Some(t) = self.tasks.get_mut(&token) {
+                    t.stalled = None;
+                }
+            }
+            Err(Errno::NOENT) => {
+                let now = Instant::now();
+                let Some(t) = self.tasks.get_mut(&token) else { return Ok(()) };
+                let first = t.stalled.map_or(now, |(first, _)| first);
+                t.stalled = Some((first, now));
+                if first.elapsed() > STALL_LIMIT {
+                    self.fill_failed(token, piece.start, Errno::NOENT);
+                }
             }
             Err(e) => self.fill_failed(token, piece.start, e),
         }
@@ -646,10 +754,23 @@ impl Daemon {
         }
     }
 
+    /// Kills a task. One whose pid is not known yet keeps its uffd open
+    /// (its faults wait) until the pid is found; releasing the uffd first
+    /// would let it run on zero pages.
     fn kill(&mut self, token: u64) {
-        if let Some(p) = self.tasks.get(&token).and_then(|t| t.pidfd.as_ref()) {
-            let _ = rustix::process::pidfd_send_signal(p, rustix::process::Signal::KILL);
+        if self.tasks.get(&token).is_some_and(|t| t.pidfd.is_none()) {
+            self.resolve_children();
         }
+        let Some(t) = self.tasks.get_mut(&token) else { return };
+        let Some(p) = t.pidfd.as_ref() else {
+            if !t.doomed {
+                t.doomed = true;
+                let _ = epoll::delete(&self.epoll, &t.uffd);
+                tracing::error!("lazy-pages: task {token}: to be killed once its pid is known");
+            }
+            return;
+        };
+        let _ = rustix::process::pidfd_send_signal(p, rustix::process::Signal::KILL);
         self.stats.killed += 1;
         self.finish(token, "killed");
     }

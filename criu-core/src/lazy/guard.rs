@@ -10,7 +10,9 @@
 //! forked after restore), logs it, and only then drops its references.
 //!
 //! Messages (`SOCK_SEQPACKET`, 16 bytes: op u32, pid u32, token u64):
-//! ADD (op 1, SCM_RIGHTS [uffd, pidfd?]) and DONE (op 2).
+//! ADD (op 1, SCM_RIGHTS [uffd, pidfd?]), CHILD (op 3: a forked task whose
+//! pid is not known yet, `pid` is its parent's; SCM_RIGHTS [uffd]) and DONE
+//! (op 2).
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -26,6 +28,7 @@ use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
 const ADD: u32 = 1;
 const DONE: u32 = 2;
+const CHILD: u32 = 3;
 
 /// The daemon's handle on its guard process.
 pub struct Guard {
@@ -71,6 +74,18 @@ impl Guard {
         Ok(())
     }
 
+    /// Hands the guard the uffd of a task reported by a fork event of the
+    /// process `ppid`, pid still unknown: on the daemon's death the guard
+    /// kills `ppid`'s descendants.
+    pub fn add_child(&self, token: u64, ppid: u32, uffd: BorrowedFd<'_>) -> Result<(), Errno> {
+        let fds = [uffd];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut anc = SendAncillaryBuffer::new(&mut space);
+        anc.push(SendAncillaryMessage::ScmRights(&fds));
+        sendmsg(&self.sock, &[IoSlice::new(&msg(CHILD, ppid, token))], &mut anc, SendFlags::NOSIGNAL)?;
+        Ok(())
+    }
+
     /// Tells the guard task `token` is complete (or gone): it drops its
     /// references.
     pub fn done(&self, token: u64) -> Result<(), Errno> {
@@ -88,7 +103,9 @@ fn msg(op: u32, pid: u32, token: u64) -> [u8; 16] {
 }
 
 struct Held {
+    /// The task's pid, or (`child`) its parent's.
     pid: u32,
+    child: bool,
     _uffd: OwnedFd,
     pidfd: Option<OwnedFd>,
 }
@@ -138,10 +155,10 @@ fn run(sock: OwnedFd) -> ! {
         let pid = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         let token = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
         match op {
-            ADD if !fds.is_empty() => {
+            ADD | CHILD if !fds.is_empty() => {
                 let mut it = fds.into_iter();
                 if let Some(uffd) = it.next() {
-                    held.insert(token, Held { pid, _uffd: uffd, pidfd: it.next() });
+                    held.insert(token, Held { pid, child: op == CHILD, _uffd: uffd, pidfd: it.next() });
                 }
             }
             DONE => {
@@ -167,7 +184,7 @@ fn kill_all(held: &HashMap<u64, Held>) {
         descendants(h.pid, &mut tree);
     }
     let mut killed = Vec::new();
-    for h in held.values() {
+    for h in held.values().filter(|h| !h.child) {
         if let Some(pidfd) = &h.pidfd {
             if pidfd_send_signal(pidfd.as_fd(), Signal::KILL).is_ok() {
                 killed.push(h.pid);
