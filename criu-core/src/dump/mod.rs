@@ -4,6 +4,7 @@
 //! - [`collect`]: gathering it from `/proc`, ptrace and injected syscalls.
 //! - [`vmas`], [`memory`], [`files`], [`injected`]: the pieces of collection.
 //! - [`write`]: writing the collected state as CRIU images.
+//! - [`remote`]: pages sent to a page server or held for post-copy.
 //! - [`failpoint`]: test knobs (`CRIU_RS_FAIL_AT`, `CRIU_RS_PATCH_CODE`).
 //!
 //! Order: check the pid (missing, ourselves, kernel thread, zombie, thread
@@ -30,6 +31,7 @@ pub mod files;
 pub mod injected;
 pub mod memory;
 pub mod model;
+pub mod remote;
 pub mod vmas;
 pub mod write;
 
@@ -114,6 +116,9 @@ pub enum DumpError {
     /// Writing an image failed.
     #[error("writing images: {0}")]
     Image(#[from] crate::images::ImageError),
+    /// Sending pages to the page server failed.
+    #[error("page server: {0}")]
+    PageServer(#[from] crate::pageserver::PageServerError),
     /// A failure forced by `CRIU_RS_FAIL_AT`.
     #[error("forced failure at {0} (CRIU_RS_FAIL_AT)")]
     Forced(&'static str),
@@ -136,6 +141,8 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// Longest time to wait for every thread to stop.
     pub freeze_timeout: std::time::Duration,
+    /// Where the private pages go (`--page-server`, `--lazy-pages`).
+    pub pages_to: remote::PagesTo,
 }
 
 /// Summary of a successful dump.
@@ -149,6 +156,8 @@ pub struct DumpSummary {
     pub frozen_time: std::time::Duration,
     /// Time spent copying memory.
     pub memdump_time: std::time::Duration,
+    /// The private pages went to a page server (no local pagemap).
+    pub pages_remote: bool,
 }
 
 /// Name of the completeness marker.
@@ -189,8 +198,10 @@ pub fn check_target(pid: i32) -> Result<crate::proc::stat::ProcStat, DumpError> 
 }
 
 /// Opens the images directory for writing: checks it, removes a stale
-/// inventory and creates the pages image.
-fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
+/// inventory and creates the pages image (`None` when `pages_to` is a page
+/// server, which writes it; a stale local one and the pagemap of `pid` are
+/// removed then).
+fn prepare_dir(dir: &Path, pid: i32, pages_to: &remote::PagesTo) -> Result<Option<std::fs::File>, DumpError> {
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| DumpError::ImagesDir { path, source }
@@ -199,13 +210,18 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
     if !md.is_dir() {
         return Err(DumpError::ImagesDir { path: dir.into(), source: std::io::Error::from_raw_os_error(libc::ENOTDIR) });
     }
-    let inv = dir.join(INVENTORY);
-    match std::fs::remove_file(&inv) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(&inv)(e)),
-    }
+    let remove = |path: PathBuf| match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(&path)(e)),
+    };
+    remove(dir.join(INVENTORY))?;
     let pages = dir.join(format!("pages-{PAGES_ID}.img"));
+    if matches!(pages_to, remote::PagesTo::PageServer(_)) {
+        remove(pages)?;
+        remove(dir.join(format!("pagemap-{pid}.img")))?;
+        return Ok(None);
+    }
     let open = |direct: bool| {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -216,37 +232,89 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
             .open(&pages)
     };
     // Page data goes straight to the device where the file system allows it:
-    // no second copy through the page cache (buffers are page-aligned).
+    // no second copy through the page cache (buffers are page-aligned). Held
+    // pages are copied in afterwards, not in page-aligned pieces.
+    if *pages_to == remote::PagesTo::Held {
+        return open(false).map(Some).map_err(err(&pages));
+    }
     match open(true) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false).map_err(err(&pages)),
         r => r.map_err(err(&pages)),
     }
+    .map(Some)
 }
 
 /// Dumps a process. See the module documentation for the guarantees.
+/// With [`remote::PagesTo::Held`], use [`dump_keeping_memory`].
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
+    if opts.pages_to == remote::PagesTo::Held {
+        return Err(DumpError::Internal("held pages need dump_keeping_memory"));
+    }
+    dump_inner(opts).map(|(s, _)| s)
+}
+
+/// Dumps a process keeping the pages of its lazy areas in this process
+/// (`dump --lazy-pages`): the images get `LAZY` entries for them and no
+/// data; serve the returned pages with [`remote::serve_held`].
+pub fn dump_keeping_memory(opts: &DumpOptions) -> Result<(DumpSummary, remote::HeldPages), DumpError> {
+    let mut opts = opts.clone();
+    opts.pages_to = remote::PagesTo::Held;
+    let (s, held) = dump_inner(&opts)?;
+    Ok((s, held.ok_or(DumpError::Internal("no held pages"))?))
+}
+
+fn dump_inner(opts: &DumpOptions) -> Result<(DumpSummary, Option<remote::HeldPages>), DumpError> {
     let stat = check_target(opts.pid)?;
     if !opts.shell_job && (stat.sid != opts.pid || stat.pgid != opts.pid) {
         return Err(DumpError::ShellJob { pid: opts.pid, sid: stat.sid, pgid: stat.pgid });
     }
-    let mut pages = prepare_dir(&opts.dir)?;
+    // Connect before touching the process: a server that is not there is
+    // an error with nothing to undo.
+    let mut sink = match &opts.pages_to {
+        remote::PagesTo::PageServer(addr) => Some(crate::pageserver::client::PageSink::connect(addr.as_str())?),
+        _ => None,
+    };
+    let local = prepare_dir(&opts.dir, opts.pid, &opts.pages_to)?;
+    let mut pages = match (&opts.pages_to, &local) {
+        (remote::PagesTo::Local, Some(f)) => f.try_clone().map_err(DumpError::WritePages)?,
+        _ => remote::memfd_create()?,
+    };
     let t0 = std::time::Instant::now();
     let frozen = Frozen::freeze(opts.pid, opts.freeze_timeout)?;
     tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
-    let res = collect::collect(&frozen, &opts.dir, &mut pages, opts.shell_job).and_then(|(process, mem, memdump_time)| {
+    let res = collect::collect(&frozen, &opts.dir, &mut pages, opts.shell_job).and_then(|(mut process, mut mem, memdump_time)| {
         failpoint::check(failpoint::BEFORE_WRITE)?;
-        let summary = DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time };
+        let mut held = None;
+        let pages_remote = sink.is_some();
+        if let Some(mut sink) = sink.take() {
+            // Everything sent before the inventory is written.
+            remote::send_pages(&mut sink, &process, &pages)?;
+            sink.finish()?;
+        } else if opts.pages_to == remote::PagesTo::Held {
+            let mut local = local.ok_or(DumpError::Internal("no local pages image"))?;
+            let h = remote::hold_lazy(&mut process, pages, &mut local)?;
+            mem.pages_lazy = h.pages();
+            mem.pages_written -= mem.pages_lazy;
+            held = Some(h);
+        }
+        let summary = DumpSummary {
+            process,
+            mem,
+            frozen_time: t0.elapsed(),
+            memdump_time,
+            pages_remote,
+        };
         write::write_images(&opts.dir, std::slice::from_ref(&summary.process), &summary)?;
-        Ok(summary)
+        Ok((summary, held))
     });
     match res {
-        Ok(summary) => {
+        Ok(done) => {
             if opts.leave_running {
                 frozen.detach()?;
             } else {
                 frozen.kill()?;
             }
-            Ok(summary)
+            Ok(done)
         }
         Err(e) => {
             tracing::error!("dump failed: {e}; resuming the process");

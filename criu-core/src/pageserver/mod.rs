@@ -31,7 +31,10 @@
 //!
 //!  cmd   1 OPEN  pid                  start pagemap-PID.img (put role)
 //!        2 PUT   pid vaddr nr flags   one pagemap entry (flags: PRESENT, LAZY...);
-//!                                     with PRESENT, nr*4096 bytes follow the request
+//!                                     with PRESENT, nr*4096 bytes follow the request;
+//!                                     flag bit 31 (PUT_CONTINUES): the entry goes on
+//!                                     the previous PUT's (same flags, adjacent), so a
+//!                                     run above MAX_PAGES stays one pagemap entry
 //!        3 CLOSE pid                  finish that pid's images
 //!        4 GET   pid vaddr nr         reply carries nr*4096 bytes (get role)
 //!        5 FINISH                     end of session; the server closes

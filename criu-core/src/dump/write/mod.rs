@@ -30,15 +30,18 @@ fn img_err(e: ImageError) -> DumpError {
     DumpError::Image(e)
 }
 
-/// Writes one process's own images: cores, ids, mm, pagemaps.
-fn write_process(dir: &ImageDir, p: &ProcessDump) -> Result<(), DumpError> {
+/// Writes one process's own images: cores, ids, mm, pagemaps (its private
+/// pagemap only when `pagemap`: a page server writes it otherwise).
+fn write_process(dir: &ImageDir, p: &ProcessDump, pagemap: bool) -> Result<(), DumpError> {
     let pid = p.pid as u64;
     for (i, t) in p.threads.iter().enumerate() {
         dir.write_one(ImageKind::Core, t.tid as u64, &core_entry(p, t, i == 0)).map_err(img_err)?;
     }
     dir.write_one(ImageKind::Ids, pid, &kobj_ids(p.pid)).map_err(img_err)?;
     dir.write_one(ImageKind::Mm, pid, &mm::mm_entry(p)).map_err(img_err)?;
-    mm::pagemap_image(dir, ImageKind::Pagemap, pid, PAGES_ID, &p.pagemap)?;
+    if pagemap {
+        mm::pagemap_image(dir, ImageKind::Pagemap, pid, PAGES_ID, &p.pagemap)?;
+    }
     for sh in &p.shmem {
         mm::pagemap_image(dir, ImageKind::ShmemPagemap, sh.shmid, sh.pages_id, &sh.pagemap)?;
     }
@@ -63,7 +66,7 @@ pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], s: &DumpSummar
         .collect();
     dir.write_all(ImageKind::Pstree, 0, &pstree).map_err(img_err)?;
     for p in procs {
-        write_process(&dir, p)?;
+        write_process(&dir, p, !s.pages_remote)?;
     }
     files::write_files(&dir, procs)?;
     let ms = |d: std::time::Duration| Some(d.as_micros().min(u32::MAX as u128) as u32);
@@ -80,7 +83,7 @@ pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], s: &DumpSummar
                 pages_skipped_parent: Some(0),
                 pages_written: Some(s.mem.pages_written),
                 irmap_resolve: Some(0),
-                pages_lazy: Some(0),
+                pages_lazy: Some(s.mem.pages_lazy),
                 page_pipes: Some(0),
                 page_pipe_bufs: Some(0),
                 shpages_scanned: Some(0),
