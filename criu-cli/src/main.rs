@@ -84,6 +84,12 @@ struct RestoreArgs {
     /// Allow restoring a tree attached to a terminal session.
     #[arg(short = 'j', long = "shell-job")]
     shell_job: bool,
+    /// Start the tasks without their lazy memory; `criu-rs lazy-pages` fills it.
+    #[arg(long = "lazy-pages")]
+    lazy_pages: bool,
+    /// With --lazy-pages: the lazy-pages daemon's socket (default DIR/lazy-pages.socket).
+    #[arg(long = "address", value_name = "SOCKET", requires = "lazy_pages")]
+    address: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -125,7 +131,8 @@ fn run(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Dump(a) => dump_cmd::dump(a),
         Cmd::Restore(a) => {
-            let opts = criu_core::restore::RestoreOptions { dir: a.dir, shell_job: a.shell_job };
+            let lazy_pages = a.lazy_pages.then(|| a.address.clone().unwrap_or_else(|| a.dir.join("lazy-pages.socket")));
+            let opts = criu_core::restore::RestoreOptions { dir: a.dir, shell_job: a.shell_job, lazy_pages };
             let r = criu_core::restore::restore(&opts)
                 .with_context(|| format!("restoring from {}", opts.dir.display()))?;
             if let Some(pidfile) = &a.pidfile {

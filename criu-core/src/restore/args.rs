@@ -35,6 +35,10 @@ pub struct BlobFds {
     pub log: i32,
     /// The executable, for `PR_SET_MM_MAP` (-1: leave it).
     pub exe: i32,
+    /// The userfaultfd for the `lazy` VMAs (see [`super::lazy`]).
+    pub uffd: i32,
+    /// Indices of the VMAs the blob registers with `uffd`.
+    pub lazy: Vec<usize>,
 }
 
 /// Bytes of blob stack per thread (thread i's stack is the i-th slice of
@@ -124,7 +128,7 @@ pub fn build_args(
             kind,
             fd,
             madv: v.madv,
-            vflags: if v.grows_down() { VMA_F_GROWSDOWN } else { 0 },
+            vflags: if v.grows_down() { VMA_F_GROWSDOWN } else { 0 } | if fds.lazy.binary_search(&i).is_ok() { VMA_F_LAZY } else { 0 },
             _pad: 0,
         });
     }
@@ -195,8 +199,8 @@ pub fn build_args(
         scratch: MemRange { start: place.args.start + scratch_off, len: scratch_len },
         // The task unregisters its inherited rseq area before the jump.
         cur_rseq: RseqArg::default(),
-        // No lazy VMAs: the blob ignores it.
-        uffd: -1,
+        // Without lazy VMAs the blob ignores it.
+        uffd: if fds.lazy.is_empty() { -1 } else { fds.uffd },
         _pad2: 0,
         dumpable: plan.mm.dumpable.unwrap_or(1).clamp(0, 1) as u32,
         _pad3: 0,

@@ -10,6 +10,7 @@ use super::error::{RestoreError, Result, SysContext};
 use super::fds::{fd_floor, move_above, restore_fds};
 use super::fs::restore_fs;
 use super::hole::find_hole;
+use super::lazy::{hand_over_uffd, LazySetup};
 use super::maps::{read_maps, special_areas, SpecialAreas};
 use super::plan::{TaskPlan, VmaKind, PAGE_SIZE};
 use super::premap::{fill, finish, premap, Premap};
@@ -28,13 +29,13 @@ pub const RESTORE_ENTRY: &str = "restore_entry";
 pub const PLACED: &str = "placed";
 
 /// Runs the child's side; never returns.
-pub fn child_main(plan: &TaskPlan, go: OwnedFd, status: OwnedFd) -> ! {
+pub fn child_main(plan: &TaskPlan, lazy: Option<&LazySetup>, go: OwnedFd, status: OwnedFd) -> ! {
     // Keep the status pipe above every fd number the task will use.
     let Ok(status) = move_above(status, fd_floor(&plan.fds)) else {
         // SAFETY: leaving without running exit handlers, as after fork.
         unsafe { libc::_exit(2) }
     };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(plan, go, &status)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(plan, lazy, go, &status)));
     let message = match result {
         Ok(Err(e)) => format!("error: {e}\n"),
         Ok(Ok(never)) => match never {},
@@ -46,7 +47,7 @@ pub fn child_main(plan: &TaskPlan, go: OwnedFd, status: OwnedFd) -> ! {
 }
 
 /// Everything the child does; `Ok` never happens (the jump does not return).
-fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::Infallible> {
+fn run(plan: &TaskPlan, lazy: Option<&LazySetup>, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::Infallible> {
     let mut byte = [0u8; 1];
     match rustix::io::read(&go, &mut byte) {
         Ok(1) => {}
@@ -89,6 +90,8 @@ fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::I
 
     let pm = build_memory(plan, pages.as_ref(), &open_ro)?;
     drop(pages);
+    // Before restore_fs: the socket path is relative to criu-rs's root and cwd.
+    let uffd = lazy.map(|l| hand_over_uffd(l, plan.pid, floor)).transpose()?.unwrap_or(-1);
     restore_fs(&plan.fs)?;
     set_comm(plan)?;
 
@@ -96,6 +99,8 @@ fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::I
         shared: shared.iter().map(|(i, f)| (*i, f.as_raw_fd())).collect(),
         log: status.as_raw_fd(),
         exe: exe.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        uffd,
+        lazy: lazy.map(|l| l.vmas.clone()).unwrap_or_default(),
     };
     let (entry, place, args) = place_blob(plan, &pm, &fds)?;
     let mut line = format!("{PLACED} {} {} {} {}", place.blob.start, place.blob.len, place.args.start, place.args.len);

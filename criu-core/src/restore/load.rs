@@ -5,8 +5,9 @@
 //! truncated, corrupt or inconsistent is an error naming the file.
 
 use super::error::{RestoreError, Result};
-use super::plan::{DescPlan, FdPlan, FsPlan, PagesPlan, RegFile, TaskPlan, VmaKind, VmaPlan};
+use super::plan::{DescPlan, FdPlan, FsPlan, LazyRun, PagesPlan, RegFile, TaskPlan, VmaKind, VmaPlan};
 use super::validate::{check_address_space, pagemap_runs, PagemapEntry};
+use crate::images::consts::pagemap_flags::{LAZY as PE_LAZY, PRESENT as PE_PRESENT};
 use crate::images::consts::vma_status as st;
 use crate::images::pb::{self, FdTypes, RemapType};
 use crate::images::{ImageDir, ImageKind};
@@ -78,7 +79,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
         _ => None,
     };
     mm.vmas.clear();
-    let pages = load_pages(&images, pid, &vmas)?;
+    let (pages, lazy) = load_pages(&images, pid, &vmas)?;
     let shmem_pages = load_shmem_pages(&images, &mm_path, &vmas)?;
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
@@ -92,6 +93,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
         descs,
         vmas,
         pages,
+        lazy,
         shmem_pages,
         exe,
         core: Box::new(core),
@@ -178,8 +180,8 @@ fn vma_plan(
     })
 }
 
-/// `pagemap-PID.img` and its `pages-N.img`.
-fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<PagesPlan> {
+/// `pagemap-PID.img` and its `pages-N.img`, and the `LAZY` entries.
+fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<(PagesPlan, Vec<LazyRun>)> {
     read_pagemap(images, ImageKind::Pagemap, pid as u64, vmas, 0)
 }
 
@@ -202,14 +204,19 @@ fn load_shmem_pages(images: &ImageDir, mm_path: &Path, vmas: &[VmaPlan]) -> Resu
             continue; // never written: all zero
         }
         // Only this VMA may hold the object's pages: check against it alone.
-        out.push(read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(v), v.start)?);
+        let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(v), v.start)?;
+        if let Some(l) = lazy.iter().find(|l| !l.present) {
+            let what = format!("lazy pages at {:#x} of shared anonymous object {shmid:#x} (only private memory is served lazily)", l.vaddr);
+            return Err(RestoreError::Unsupported { file: images.image_path(ImageKind::ShmemPagemap, shmid), what });
+        }
+        out.push(pages);
     }
     Ok(out)
 }
 
-/// A pagemap image and its pages file; entries' `vaddr` plus `base` are
-/// addresses in `vmas`.
-fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[VmaPlan], base: u64) -> Result<PagesPlan> {
+/// A pagemap image and its pages file, and its `LAZY` entries; entries'
+/// `vaddr` plus `base` are addresses in `vmas`.
+fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[VmaPlan], base: u64) -> Result<(PagesPlan, Vec<LazyRun>)> {
     let path = images.image_path(kind, id);
     let mut r = images.open_image(kind, id)?;
     let head: pb::PagemapHead = r.read_next()?;
@@ -227,11 +234,16 @@ fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[VmaPlan], b
     let pages_path = images.image_path(ImageKind::Pages, pages_id);
     let pages_len = match std::fs::metadata(&pages_path) {
         Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && entries.is_empty() => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && entries.iter().all(|e| e.flags & PE_PRESENT == 0) => 0,
         Err(source) => return Err(RestoreError::ImageIo { file: pages_path, source }),
     };
     let runs = pagemap_runs(&path, vmas, &entries, &pages_path, pages_len)?;
-    Ok(PagesPlan { path: pages_path, runs })
+    let lazy = entries
+        .iter()
+        .filter(|e| e.flags & PE_LAZY != 0)
+        .map(|e| LazyRun { vaddr: e.vaddr, nr_pages: e.nr_pages, present: e.flags & PE_PRESENT != 0 })
+        .collect();
+    Ok((PagesPlan { path: pages_path, runs }, lazy))
 }
 
 /// `fs-PID.img`: cwd and root by file id, umask.

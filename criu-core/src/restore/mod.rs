@@ -21,6 +21,7 @@ pub mod fs;
 pub mod hole;
 pub mod hugefill;
 pub mod jump;
+pub mod lazy;
 pub mod load;
 pub mod maps;
 pub mod plan;
@@ -44,6 +45,8 @@ pub struct RestoreOptions {
     pub dir: PathBuf,
     /// `--shell-job`: terminal fds are taken over from criu-rs.
     pub shell_job: bool,
+    /// `--lazy-pages`: the lazy-pages daemon's socket (see [`lazy`]).
+    pub lazy_pages: Option<PathBuf>,
 }
 
 /// A task brought back and running (detached from criu-rs's ptrace; still
@@ -58,7 +61,8 @@ pub struct Restored {
 ///
 /// Must be called from a single-threaded process (the task is a fork).
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
-    let plan = load::load(&opts.dir, load::LoadOptions { shell_job: opts.shell_job })?;
+    let mut plan = load::load(&opts.dir, load::LoadOptions { shell_job: opts.shell_job })?;
+    let lazy = lazy::setup(&mut plan, opts.lazy_pages.as_deref())?;
     tracing::info!(pid = plan.pid, vmas = plan.vmas.len(), fds = plan.fds.len(), "images loaded");
     let (go_rx, go_tx) = pipe("go")?;
     let (status_rx, status_tx) = pipe("status")?;
@@ -66,7 +70,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     match unsafe { clone3_set_tid(plan.pid)? } {
         Forked::Child => {
             drop((go_tx, status_rx));
-            child::child_main(&plan, go_rx, status_tx)
+            child::child_main(&plan, lazy.as_ref(), go_rx, status_tx)
         }
         Forked::Parent { child } => {
             let guard = task::TaskGuard::new(child);

@@ -24,6 +24,9 @@ pub struct TaskPlan {
     /// Every dumped VMA, sorted by address, non-overlapping.
     pub vmas: Vec<VmaPlan>,
     pub pages: PagesPlan,
+    /// Entries of `pagemap-PID.img` flagged `LAZY`, in address order (their
+    /// `PRESENT` ones are also in `pages.runs`); see [`super::lazy`].
+    pub lazy: Vec<LazyRun>,
     /// Contents of shared anonymous objects (runs at their VMA's addresses).
     pub shmem_pages: Vec<PagesPlan>,
     /// The executable (`mm_entry.exe_file_id`), for `/proc/PID/exe`.
@@ -146,6 +149,15 @@ pub struct PagesPlan {
     /// Present pages, in file order; each run is contiguous in memory and
     /// in the file.
     pub runs: Vec<PageRun>,
+}
+
+/// A `LAZY` pagemap entry: `nr_pages` pages at `vaddr`, whose data is in
+/// the pages file (`present`) or only with a page server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LazyRun {
+    pub vaddr: u64,
+    pub nr_pages: u64,
+    pub present: bool,
 }
 
 /// `nr_pages` pages at `vaddr`, stored at `file_off` in the pages file.

@@ -11,7 +11,7 @@ use super::hole::TASK_SIZE;
 use super::plan::{PageRun, VmaKind, VmaPlan, PAGE_SIZE};
 use std::path::Path;
 
-use crate::images::consts::pagemap_flags::{LAZY as PE_LAZY, PARENT as PE_PARENT, PRESENT as PE_PRESENT};
+use crate::images::consts::pagemap_flags::{PARENT as PE_PARENT, PRESENT as PE_PRESENT};
 
 /// The fixed `[vsyscall]` page, the one VMA above the user address space.
 const VSYSCALL_START: u64 = 0xffff_ffff_ff60_0000;
@@ -43,7 +43,8 @@ pub struct PagemapEntry {
 
 /// Checks the pagemap of `file` against the VMAs and the pages file
 /// (`pages_file`, `pages_len` bytes) and returns the present runs with their
-/// file offsets. Entries that are not present (holes) are skipped.
+/// file offsets. Entries that are not present (holes, and `LAZY` entries
+/// whose data is elsewhere) are skipped.
 pub fn pagemap_runs(
     file: &Path,
     vmas: &[VmaPlan],
@@ -75,10 +76,8 @@ pub fn pagemap_runs(
                 what: format!("{what}: pages in a parent image (incremental dumps)"),
             });
         }
-        if e.flags & PE_LAZY != 0 {
-            return Err(RestoreError::Unsupported { file: file.into(), what: format!("{what}: lazy pages") });
-        }
         if e.flags & PE_PRESENT == 0 {
+            // A hole, or lazy pages kept elsewhere (`super::lazy` decides).
             continue;
         }
         if file_off + len > pages_len {
