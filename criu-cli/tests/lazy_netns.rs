@@ -5,53 +5,9 @@
 
 mod lazy_util;
 
-use std::process::Command;
-
 use criu_core::images::consts::pagemap_flags::LAZY;
 use criu_core::images::ImageDir;
 use lazy_util::*;
-
-const SRC_ADDR: &str = "10.213.77.1";
-const DST_ADDR: &str = "10.213.77.2";
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status().expect("run ip");
-    assert!(st.success(), "ip {args:?} failed");
-}
-
-/// Two namespaces and a veth pair, named after this test process; removed on drop.
-struct Netns {
-    src: String,
-    dst: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let id = std::process::id();
-        let n = Netns { src: format!("crlz-src-{id}"), dst: format!("crlz-dst-{id}") };
-        let (va, vb) = (format!("crlzs{}", id % 1_000_000), format!("crlzd{}", id % 1_000_000));
-        ip(&["netns", "add", &n.src]);
-        ip(&["netns", "add", &n.dst]);
-        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
-        ip(&["link", "set", &va, "netns", &n.src]);
-        ip(&["link", "set", &vb, "netns", &n.dst]);
-        for (ns, dev, addr) in [(&n.src, &va, SRC_ADDR), (&n.dst, &vb, DST_ADDR)] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        n
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting a namespace destroys its end of the veth pair (and so both).
-        for ns in [&self.src, &self.dst] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 #[test]
 fn post_copy_between_two_network_namespaces() {

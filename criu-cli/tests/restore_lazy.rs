@@ -13,9 +13,10 @@ mod support_restore;
 use criu_core::images::consts::{pagemap_flags, vma_status};
 use criu_core::images::pb::{MmEntry, PagemapEntry, PagemapHead};
 use criu_core::images::{ImageDir, ImageKind};
-use lazy_util::{criu_rs, wait_for, Proc};
+use lazy_util::{criu_rs, wait_for, Netns, Proc, SRC_ADDR};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 use support_restore::*;
 
 /// Flags every pagemap entry of `pid` lying in private anonymous memory
@@ -143,4 +144,165 @@ fn a_256_mib_process_restored_lazily_checks_every_byte() {
     assert_eq!(count(&sum, "pages copied") + count(&sum, "pages in background"), lazy, "every lazy page served once: {sum}");
     assert_eq!(count(&sum, "killed"), 0, "{sum}");
     assert_same_dir(&before, &snapshot_dir(&d.images));
+}
+
+#[test]
+fn forking_mremapping_and_unmapping_right_after_restore_stays_correct() {
+    let d = Dirs::new("churn");
+    let (pid, _) = dump_lazymem(&d, 64, "churn");
+    // No background copy: every page the program touches arrives by a fault,
+    // so the fork, mremap, munmap and madvise all meet missing pages.
+    let dm = daemon(&d, &["--no-background"]);
+    let held = restore_lazy(&d, pid);
+    let report = trigger(&d, &held, &d.result);
+    assert_all_ok("fork/mremap/munmap after a lazy restore", &report);
+    assert!(held.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
+    let sum = daemon_done(dm);
+    assert!(count(&sum, "forks") >= 1, "the daemon saw no fork: {sum}");
+    assert!(count(&sum, "remaps") >= 1, "the daemon saw no mremap: {sum}");
+    assert!(count(&sum, "removes/unmaps") >= 2, "the daemon saw no munmap/madvise: {sum}");
+    assert_eq!(count(&sum, "killed"), 0, "{sum}");
+}
+
+#[test]
+fn killing_the_daemon_midway_leaves_no_process_running_on_bad_memory() {
+    let d = Dirs::new("kill");
+    let (pid, _) = dump_lazymem(&d, 64, "halves");
+    let mut dm = daemon(&d, &["--no-background"]);
+    let held = restore_lazy(&d, pid);
+    // First half: served by faults, checked.
+    let report = trigger(&d, &held, &d.result_of("half"));
+    assert_all_ok("first half", &report);
+    // The second half is still missing when the daemon dies.
+    // SAFETY: kill(2) on the daemon this test started (not yet reaped).
+    unsafe { libc::kill(dm.pid() as i32, libc::SIGKILL) };
+    let (st, _, _) = dm.finish();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL));
+    // The task must not go on to read zeroes: its guard kills it (whether
+    // or not it is woken again).
+    let _ = held.signal(libc::SIGUSR1);
+    assert!(held.wait_exit(PATIENCE), "pid {pid} still runs after its lazy-pages daemon died");
+    assert!(!d.result.exists(), "the task checked its second half without its memory:\n{}",
+            std::fs::read_to_string(&d.result).unwrap_or_default());
+}
+
+#[test]
+fn lazy_images_without_page_data_need_lazy_pages() {
+    let d = Dirs::new("nodata");
+    let (pid, _) = dump_lazymem(&d, 4, "check");
+    // As `dump --lazy-pages` leaves them: LAZY entries without PRESENT (the
+    // pages file still holds their data here, at offsets nothing points to).
+    let images = ImageDir::open(&d.images).unwrap();
+    let mut r = images.open_image(ImageKind::Pagemap, pid as u64).unwrap();
+    let head: PagemapHead = r.read_next().unwrap();
+    let entries: Vec<PagemapEntry> = r.read_all().unwrap();
+    drop(r);
+    let mut w = images.create_image(ImageKind::Pagemap, pid as u64).unwrap();
+    w.write_entry(&head).unwrap();
+    for mut e in entries {
+        if e.flags.unwrap_or_default() & pagemap_flags::LAZY != 0 {
+            e.flags = Some(pagemap_flags::LAZY);
+        }
+        w.write_entry(&e).unwrap();
+    }
+    w.finish().unwrap();
+    let before = snapshot_dir(&d.images);
+    let out = restore(&d.images, &["-d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restored without the lazy pages");
+    assert!(err.contains("lazy pages") && err.contains("--lazy-pages") && err.contains(&format!("pagemap-{pid}.img")), "{err}");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "a task was left behind");
+    assert_same_dir(&before, &snapshot_dir(&d.images));
+}
+
+/// `nsenter --net=/run/netns/NS PROGRAM`: PROGRAM in network namespace NS
+/// only (unlike `ip netns exec`, no mount namespace of its own).
+fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+    c
+}
+
+/// Starts `cmd` with piped output; killed on drop.
+fn spawn(mut cmd: Command) -> Proc {
+    Proc::from(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn"))
+}
+
+/// Reads lines from `r` until one contains `what`.
+fn wait_line(r: &mut impl BufRead, what: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "no line with {what:?}");
+        if line.contains(what) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn post_copy_migration_between_two_network_namespaces() {
+    let net = Netns::new();
+    let d = Dirs::new("postcopy");
+    let dst_images = scratch("lazy-postcopy-dst-images");
+    // The program runs on the "source host".
+    let exe = compile_program("lazymem");
+    let mut cmd = in_netns(&net.src, &exe);
+    cmd.args([d.work.as_os_str(), d.result.as_os_str()]).args(["64", "check"]);
+    let mut p = Started::from_child(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap());
+    let pid = p.pid();
+    wait_all_suspended(&[pid]);
+    // Source: dump --lazy-pages keeps the memory and serves it.
+    let port = lazy_util::free_port().to_string();
+    let mut src = Command::new(env!("CARGO_BIN_EXE_criu-rs"));
+    src.args(["dump", "-t", &pid.to_string(), "-D"]).arg(&d.images);
+    src.args(["--lazy-pages", "--address", SRC_ADDR, "--port", &port, "--lazy-timeout", "60"]);
+    let mut dump = spawn(in_netns_cmd(&net.src, src));
+    let mut dump_out = BufReader::new(dump.stdout().unwrap());
+    wait_line(&mut dump_out, "serving on");
+    p.reap();
+    // The images move to the destination (memory stays behind).
+    for e in std::fs::read_dir(&d.images).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst_images.join(e.file_name())).unwrap();
+    }
+    let sock = d.socket();
+    let mut lazy = Command::new(env!("CARGO_BIN_EXE_criu-rs"));
+    lazy.args(["lazy-pages", "-D"]).arg(&dst_images).args(["--page-server", "--address", SRC_ADDR, "--port", &port]);
+    lazy.arg("--lazy-socket").arg(&sock);
+    let mut dm = spawn(in_netns_cmd(&net.dst, lazy));
+    wait_for(&sock, &mut dm);
+    // Without the daemon the images cannot be restored.
+    let out = restore(&dst_images, &["-d"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--lazy-pages"));
+    let mut rst = Command::new(env!("CARGO_BIN_EXE_criu-rs"));
+    rst.args(["restore", "-D"]).arg(&dst_images).args(["-d", "--lazy-pages", "--address"]).arg(&sock);
+    let out = in_netns_cmd(&net.dst, rst).output().unwrap();
+    let held = Held::open(pid);
+    assert!(out.status.success(), "restore on the destination failed: {}", String::from_utf8_lossy(&out.stderr));
+    let held = held.unwrap();
+    let netns_of = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    let dst_ns = std::fs::metadata(format!("/run/netns/{}", net.dst)).unwrap();
+    assert_eq!(
+        netns_of(pid),
+        PathBuf::from(format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&dst_ns))),
+        "the task is not on the destination"
+    );
+    let report = trigger(&d, &held, &d.result);
+    assert_all_ok("after post-copy migration", &report);
+    assert!(held.wait_exit(PATIENCE));
+    let sum = daemon_done(dm);
+    eprintln!("{sum}");
+    let mut out = String::new();
+    dump_out.read_to_string(&mut out).unwrap();
+    let (st, _, err) = dump.finish();
+    assert!(st.success(), "dump --lazy-pages: {out}\n{err}");
+    assert!(out.contains("lazy pages served"), "{out}");
+}
+
+/// `cmd` run in network namespace `ns` (same program, same arguments).
+fn in_netns_cmd(ns: &str, cmd: Command) -> Command {
+    let mut c = in_netns(ns, cmd.get_program());
+    c.args(cmd.get_args());
+    c
 }

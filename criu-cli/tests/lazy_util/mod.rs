@@ -165,9 +165,20 @@ pub fn finish_images(dir: &ImageDir) {
 /// A process started by a test (daemon, page server); killed on drop.
 pub struct Proc(Option<Child>);
 
+impl From<Child> for Proc {
+    fn from(c: Child) -> Proc {
+        Proc(Some(c))
+    }
+}
+
 impl Proc {
     fn child(&mut self) -> &mut Child {
         self.0.as_mut().expect("process already waited for")
+    }
+
+    /// Its piped stdout (taken; `finish` then returns no stdout).
+    pub fn stdout(&mut self) -> Option<ChildStdout> {
+        self.child().stdout.take()
     }
 
     pub fn pid(&mut self) -> u32 {
@@ -266,5 +277,54 @@ pub fn wait_port_in(netns: Option<&str>, port: u16, p: &mut Proc) {
         }
         assert!(t0.elapsed() < Duration::from_secs(20), "nothing listens on {port}");
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---------- two network namespaces (post-copy between "hosts") ----------
+
+/// The source namespace's address.
+pub const SRC_ADDR: &str = "10.213.77.1";
+/// The destination namespace's address.
+pub const DST_ADDR: &str = "10.213.77.2";
+
+/// Runs `ip ARGS`, asserting success.
+pub fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("run ip");
+    assert!(st.success(), "ip {args:?} failed");
+}
+
+/// Two namespaces and a veth pair, named after this test process; removed on drop.
+pub struct Netns {
+    pub src: String,
+    pub dst: String,
+}
+
+impl Netns {
+    /// Creates both namespaces and the veth pair between them.
+    pub fn new() -> Netns {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = std::process::id() % 100_000 * 10 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let n = Netns { src: format!("crlz-src-{id}"), dst: format!("crlz-dst-{id}") };
+        let (va, vb) = (format!("crlzs{id}"), format!("crlzd{id}"));
+        ip(&["netns", "add", &n.src]);
+        ip(&["netns", "add", &n.dst]);
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        ip(&["link", "set", &va, "netns", &n.src]);
+        ip(&["link", "set", &vb, "netns", &n.dst]);
+        for (ns, dev, addr) in [(&n.src, &va, SRC_ADDR), (&n.dst, &vb, DST_ADDR)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        n
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting a namespace destroys its end of the veth pair (and so both).
+        for ns in [&self.src, &self.dst] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
     }
 }

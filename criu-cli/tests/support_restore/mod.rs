@@ -71,19 +71,24 @@ impl Started {
     /// /dev/null, and waits for its READY line.
     pub fn start(name: &str, args: &[&Path]) -> Started {
         let exe = compile_program(name);
-        let mut child = Command::new(exe)
+        let child = Command::new(exe)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting the test program");
+        Started::from_child(child)
+    }
+
+    /// Takes a started program (stdout piped) and waits for its READY line.
+    pub fn from_child(mut child: Child) -> Started {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         if !line.starts_with("READY") {
             let _ = child.kill();
             let st = child.wait();
-            panic!("{name} said {line:?} instead of READY ({st:?})");
+            panic!("the program said {line:?} instead of READY ({st:?})");
         }
         let info = line
             .split_whitespace()
