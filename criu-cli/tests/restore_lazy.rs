@@ -3,15 +3,15 @@
 //! while `criu-rs lazy-pages` serves its memory; it then checks itself.
 //!
 //! Local images get their private anonymous entries flagged `LAZY | PRESENT`
-//! after a normal dump (what a local lazy dump would write); the post-copy
-//! test uses `dump --lazy-pages` (no page data in the images at all).
+//! after a normal dump ([`criu_core::lazy::mark`]); the post-copy test uses
+//! `dump --lazy-pages` (no page data in the images at all).
 
 mod lazy_util;
 mod support;
 mod support_restore;
 
-use criu_core::images::consts::{pagemap_flags, vma_status};
-use criu_core::images::pb::{MmEntry, PagemapEntry, PagemapHead};
+use criu_core::images::consts::pagemap_flags;
+use criu_core::images::pb::{PagemapEntry, PagemapHead};
 use criu_core::images::{ImageDir, ImageKind};
 use lazy_util::{criu_rs, wait_for, Netns, Proc, SRC_ADDR};
 use std::io::{BufRead, BufReader, Read};
@@ -19,37 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use support_restore::*;
 
-/// Flags every pagemap entry of `pid` lying in private anonymous memory
-/// (not vDSO/vvar/vsyscall) `LAZY`, keeping `PRESENT`: the daemon serves
-/// them from `pages-N.img`. Returns the number of lazy pages.
+/// Flags the private anonymous memory of `pid`'s dump `LAZY | PRESENT`.
 fn mark_lazy(dir: &Path, pid: i32) -> u64 {
-    let images = ImageDir::open(dir).unwrap();
-    let mm: MmEntry = images.read_one(ImageKind::Mm, pid as u64).unwrap();
-    let mut r = images.open_image(ImageKind::Pagemap, pid as u64).unwrap();
-    let head: PagemapHead = r.read_next().unwrap();
-    let mut entries: Vec<PagemapEntry> = r.read_all().unwrap();
-    drop(r);
-    let special = vma_status::AREA_VDSO | vma_status::AREA_VVAR | vma_status::AREA_VSYSCALL;
-    let mut lazy = 0;
-    for e in &mut entries {
-        let start = e.vaddr.unwrap();
-        let end = start + e.nr_pages.unwrap() * 4096;
-        let anon = mm.vmas.iter().filter(|v| v.start.unwrap() < end && v.end.unwrap() > start).all(|v| {
-            let st = v.status.unwrap_or_default();
-            st & vma_status::ANON_PRIVATE != 0 && st & special == 0
-        });
-        if anon {
-            e.flags = Some(e.flags.unwrap_or(pagemap_flags::PRESENT) | pagemap_flags::LAZY);
-            lazy += e.nr_pages.unwrap();
-        }
-    }
-    let mut w = images.create_image(ImageKind::Pagemap, pid as u64).unwrap();
-    w.write_entry(&head).unwrap();
-    for e in &entries {
-        w.write_entry(e).unwrap();
-    }
-    w.finish().unwrap();
-    lazy
+    criu_core::lazy::mark::mark_lazy(&ImageDir::open(dir).unwrap(), pid as u32).unwrap()
 }
 
 /// Working directory, images directory and result file of one test.

@@ -1,4 +1,5 @@
-//! Lazy-pages rows of `cargo xtask bench`: fault latency seen by a task
+//! Lazy-pages rows of `cargo xtask bench`: lazy restore time
+//! ([`crate::bench_lazy_restore`]), fault latency seen by a task
 //! touching its pages in random order (timing itself), the daemon's own
 //! service time per fault, and the background copy throughput. Runs a
 //! release `criu-rs lazy-pages` against the C stand-in task of the lazy
@@ -46,7 +47,9 @@ pub fn rows(root: &Path) -> Result<Vec<(&'static str, String)>> {
     let bg_pages: f64 = number_before(&daemon_out, " pages in background").unwrap_or(0.0);
     let secs: f64 = between(&daemon_out, "served in ", " s").and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let gbps = if secs > 0.0 { bg_pages * PAGE_SIZE as f64 / secs / 1e9 } else { 0.0 };
+    let restore = crate::bench_lazy_restore::row(root, &criu_rs, 3)?;
     Ok(vec![
+        restore,
         ("lazy fault, task view (median)", format!("{:.2} µs per 4 KiB fault, random order, 64 MiB", task_ns / 1e3)),
         ("lazy fault, daemon service (median)", service),
         ("lazy background copy", format!("{gbps:.2} GB/s (256 MiB, 1 MiB chunks, {secs:.3} s)")),

@@ -64,6 +64,9 @@
 //!
 //! # What the restore side must do
 //!
+//! (`criu-rs restore --lazy-pages` does this: [`crate::restore::lazy`];
+//! [`mark`] turns a local dump's pagemap into a lazy one.)
+//!
 //! - Dump: flag `LAZY` (with `PRESENT` when the data is in `pages-N.img`)
 //!   the pagemap entries of private anonymous VMAs that are not locked and
 //!   not `[vdso]`/`[vvar]`/`[vsyscall]`; other pages stay eager.
@@ -95,6 +98,7 @@
 pub mod daemon;
 pub mod guard;
 pub mod hello;
+pub mod mark;
 pub mod ranges;
 pub mod smaps;
 
