@@ -271,7 +271,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<(DumpSummary, Option<remote::HeldPag
     // Connect before touching the process: a server that is not there is
     // an error with nothing to undo.
     let mut sink = match &opts.pages_to {
-        remote::PagesTo::PageServer(addr) => Some(crate::pageserver::client::PageSink::connect(addr.as_str())?),
+        remote::PagesTo::PageServer(addr) => Some(crate::pageserver::stream_sink::StreamSink::connect(addr.as_str())?),
         _ => None,
     };
     let local = prepare_dir(&opts.dir, opts.pid, &opts.pages_to)?;

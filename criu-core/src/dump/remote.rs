@@ -7,7 +7,7 @@
 //! Then, while the process is still frozen:
 //!
 //! - page server: every pagemap entry and its data are sent with a
-//!   [`PageSink`] (the server writes `pagemap-PID.img` and `pages-N.img`);
+//!   [`StreamSink`] (pipelined; the server writes `pagemap-PID.img` and `pages-N.img`);
 //!   the local directory gets every other image. A failure here (refused,
 //!   connection broken) fails the dump, which resumes the process.
 //! - lazy: the entries of areas that may be restored lazily (as CRIU:
@@ -30,7 +30,7 @@ use super::vmas::status;
 use super::DumpError;
 use crate::images::consts::pagemap_flags;
 use crate::images::PAGE_SIZE;
-use crate::pageserver::client::PageSink;
+use crate::pageserver::stream_sink::StreamSink;
 use crate::pageserver::server::{serve_one, SessionStats};
 use crate::pageserver::store::PageStore;
 use crate::pageserver::proto::PUT_CONTINUES;
@@ -65,7 +65,7 @@ const CHUNK: usize = 4 << 20;
 /// page server behind `sink`: OPEN, the entries (each as PUTs the protocol
 /// allows, the later ones continuing the first: one entry on the server as
 /// here), CLOSE.
-pub fn send_pages(sink: &mut PageSink, p: &ProcessDump, pages: &File) -> Result<(), DumpError> {
+pub fn send_pages(sink: &mut StreamSink, p: &ProcessDump, pages: &File) -> Result<(), DumpError> {
     let pid = p.pid as u32;
     sink.open(pid)?;
     let mut buf = vec![0u8; CHUNK];
