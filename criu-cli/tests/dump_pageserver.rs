@@ -385,7 +385,7 @@ fn lazy_source_exits_when_its_client_goes_away() {
 }
 
 #[test]
-fn lazy_dump_without_a_port_is_refused() {
+fn lazy_dump_without_a_usable_port_is_refused() {
     let mut p = Program::start(&compile("bigmem"), &["1"]);
     let out = Command::new(env!("CARGO_BIN_EXE_criu-rs"))
         .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", scratch_dir("lazy-noport").to_str().unwrap(), "--lazy-pages"])
@@ -393,5 +393,13 @@ fn lazy_dump_without_a_port_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--port"));
+    // A port already taken: refused before the process is touched.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = scratch_dir("lazy-taken");
+    let out = dump(p.pid(), &dir, &["-j", "--lazy-pages", "--address", "127.0.0.1", "--port", &port]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen on"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.join("inventory.img").exists());
     assert_eq!(p.finish().trim(), "OK");
 }
