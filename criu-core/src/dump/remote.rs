@@ -89,13 +89,21 @@ pub fn send_pages(sink: &mut StreamSink, p: &ProcessDump, pages: &File) -> Resul
     Ok(())
 }
 
-/// Whether the pages of `v` may be left to lazy restore (CRIU's rule:
-/// private anonymous, not locked, not vDSO/vvar/vsyscall).
-pub fn can_be_lazy(v: &Vma) -> bool {
+/// Whether an area with `VMA_*` status `st` and `MAP_*` `flags` (as in
+/// `vma_entry`) is restored lazily (CRIU's rule: private anonymous, not
+/// locked, not vDSO/vvar/vsyscall). The dump flags the pages of exactly
+/// these areas `LAZY`; a lazy restore registers exactly these with
+/// userfaultfd.
+pub fn vma_can_be_lazy(st: u32, flags: u32) -> bool {
     const MAP_LOCKED: u32 = 0x2000;
-    v.status & status::ANON_PRIVATE != 0
-        && v.status & (status::AREA_VDSO | status::AREA_VVAR | status::AREA_VSYSCALL) == 0
-        && v.mmap_flags & MAP_LOCKED == 0
+    st & status::ANON_PRIVATE != 0
+        && st & (status::AREA_VDSO | status::AREA_VVAR | status::AREA_VSYSCALL) == 0
+        && flags & MAP_LOCKED == 0
+}
+
+/// [`vma_can_be_lazy`] for a collected area.
+pub fn can_be_lazy(v: &Vma) -> bool {
+    vma_can_be_lazy(v.status, v.mmap_flags)
 }
 
 /// Pages the dump keeps for a post-copy restore: (vaddr, length, offset in
