@@ -4,7 +4,7 @@ mod dump_cmd;
 mod lazy_cmd;
 mod log;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -125,8 +125,18 @@ fn run(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Dump(a) => dump_cmd::dump(a),
         Cmd::Restore(a) => {
-            let _ = (a.detached, a.pidfile, a.shell_job);
-            anyhow::bail!("restore is not implemented yet")
+            let opts = criu_core::restore::RestoreOptions { dir: a.dir, shell_job: a.shell_job };
+            let r = criu_core::restore::restore(&opts)
+                .with_context(|| format!("restoring from {}", opts.dir.display()))?;
+            if let Some(pidfile) = &a.pidfile {
+                std::fs::write(pidfile, format!("{}\n", r.pid))
+                    .with_context(|| format!("writing the pid file {}", pidfile.display()))?;
+            }
+            if a.detached {
+                return Ok(0);
+            }
+            // As CRIU: wait for the restored task and exit with its status.
+            Ok(criu_core::restore::wait_exit(r.pid)?)
         }
         Cmd::Check(a) => check(a.feature.as_deref()),
         Cmd::LazyPages(a) => lazy_cmd::lazy_pages(a),

@@ -171,6 +171,16 @@ fn a_task_that_never_registers_all_lazy_pages_is_killed() {
 }
 
 #[test]
+fn refuses_a_uffd_without_the_event_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = kid("nofeatures", 4 * MIB, 0, &dir);
+    let _d = serve(&dir, std::slice::from_mut(&mut k), &[]);
+    let (st, _) = k.wait();
+    // lazy_child exits 1 when the daemon answers with an errno.
+    assert_eq!(st.code(), Some(1), "the hand-over must be refused");
+}
+
+#[test]
 fn refuses_a_task_without_images() {
     let dir = tempfile::tempdir().unwrap();
     let images = ImageDir::open_unchecked(dir.path());

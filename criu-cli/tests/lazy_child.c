@@ -19,6 +19,7 @@
  *        idle    wait for a line on stdin, then check everything
  *        late    hand over first, register afterwards (as the restorer
  *                blob does), then as check
+ *        nofeatures  UFFDIO_API without the event features (refused)
  *        partial register only the first half, then as idle (the daemon
  *                must kill it once its registration timeout passes)
  * exit 0: all correct; 2: wrong data (printed); 1: setup failed. */
@@ -126,6 +127,8 @@ int main(int argc, char **argv)
     struct uffdio_api api = { .api = UFFD_API,
         .features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
                     UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID };
+    if (!strcmp(mode, "nofeatures"))
+        api.features = 0;
     if (ioctl(uffd, UFFDIO_API, &api))
         die("UFFDIO_API");
     struct uffdio_register reg = { .range = { base, size }, .mode = UFFDIO_REGISTER_MODE_MISSING };

@@ -46,8 +46,10 @@ fn page_of(v: u8) -> Vec<u8> {
 fn copy_zeropage_exists_and_unregister() {
     let r = Region::new(4);
     let u = Uffd::create().unwrap();
+    assert_eq!(u.features().unwrap(), 0, "no handshake yet");
     let (got, _) = u.api(LAZY_FEATURES).unwrap();
     assert_eq!(got & LAZY_FEATURES, LAZY_FEATURES);
+    assert_eq!(u.features().unwrap() & LAZY_FEATURES, LAZY_FEATURES);
     // The handshake happens once.
     assert!(u.api(0).is_err());
     let ioctls = u.register(r.base, r.len, mode::MISSING).unwrap();

@@ -20,7 +20,7 @@ use crate::images::consts::pagemap_flags;
 use crate::images::{ImageDir, ImageKind, PAGE_SIZE};
 use crate::pageserver::client::PageClient;
 use crate::pageserver::store::{read_pagemap, ImagesStore, PageStore};
-use crate::uffd::{Copied, Event, Uffd};
+use crate::uffd::{Copied, Event, Uffd, LAZY_FEATURES};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -348,6 +348,20 @@ impl Daemon {
     /// has not arrived yet.
     fn take_task(&mut self, conn: &UnixStream) -> Result<bool, (Errno, LazyError)> {
         let Some((h, fd)) = hello::receive(conn).map_err(|e| (Errno::PROTO, e))? else { return Ok(false) };
+        // Without the non-cooperative events a fork, mremap or munmap would
+        // go unnoticed (a child would even lose its registration).
+        let features = Uffd::from_fd(fd);
+        let granted = features.features().unwrap_or(0);
+        let fd = features.into_fd();
+        if granted & LAZY_FEATURES != LAZY_FEATURES {
+            return Err((
+                Errno::PROTO,
+                LazyError::Hello(format!(
+                    "pid {}: the userfaultfd has features {granted:#x}; UFFDIO_API must grant {LAZY_FEATURES:#x} before the hand-over",
+                    h.pid
+                )),
+            ));
+        }
         let me = rustix::process::geteuid();
         match rustix::net::sockopt::socket_peercred(conn) {
             Ok(c) if c.uid == me || c.uid.is_root() => {}

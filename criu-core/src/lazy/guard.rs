@@ -10,8 +10,8 @@
 //! forked after restore), logs it, and only then drops its references.
 //!
 //! Messages (`SOCK_SEQPACKET`, 16 bytes: op u32, pid u32, token u64):
-//! ADD (op 1, SCM_RIGHTS [uffd, pidfd?]), CHILD (op 3: a forked task whose
-//! pid is not known yet, `pid` is its parent's; SCM_RIGHTS [uffd]) and DONE
+//! ADD (op 1, SCM_RIGHTS `[uffd, pidfd?]`), CHILD (op 3: a forked task whose
+//! pid is not known yet, `pid` is its parent's; SCM_RIGHTS `[uffd]`) and DONE
 //! (op 2).
 
 use std::collections::HashMap;

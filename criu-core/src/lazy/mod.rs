@@ -24,9 +24,12 @@
 //!    fault is pending, one background chunk ([`Options::bg_chunk`]) of the
 //!    next task is copied (faults always first).
 //! 5. Events: FORK adds a task for the child (a new uffd, inheriting the
-//!    parent's missing pages), REMAP moves the bookkeeping, REMOVE/UNMAP drop
-//!    pages. A fill answered `EAGAIN` (layout changing) is retried after the
-//!    pending events are read; `ESRCH` means the task is gone.
+//!    parent's missing pages; its pid is found among the parent's new
+//!    children, or from the thread id of its first fault), REMAP moves the
+//!    bookkeeping, REMOVE/UNMAP drop pages. A fill answered `EAGAIN`, or
+//!    `ENOENT` (the VMA is gone but the event saying where is not read yet),
+//!    is retried after the pending events are read; `ESRCH` means the task
+//!    is gone.
 //! 6. A task is complete when nothing is missing: its uffd is closed. Pages
 //!    never dumped stay unpopulated and read as zero, as they did. The daemon
 //!    exits once the expected number of tasks connected and all are complete
@@ -51,10 +54,13 @@
 //! termination signals; only SIGKILL of both processes at once defeats it.
 //!
 //! The daemon also kills a task itself when a fill fails for a reason other
-//! than the task exiting (e.g. `ENOENT`: a lazy range unregistered without
-//! an event), and stops with an error (the guard then kills the rest) when
-//! page data cannot be read (broken page-server connection, truncated
-//! images).
+//! than the task exiting (e.g. `ENOENT` that no event explains within 2 s:
+//! a lazy range unregistered behind its back), and stops with an error (the
+//! guard then kills the rest) when page data cannot be read (broken
+//! page-server connection, truncated images). A task it must kill before
+//! knowing its pid (a fresh fork child) keeps its uffd open until the pid
+//! shows; the guard also knows such a child's parent and kills the parent's
+//! descendants.
 //!
 //! # What the restore side must do
 //!
@@ -64,10 +70,13 @@
 //! - Start `criu-rs lazy-pages -D DIR --address SOCK` first. It expects one
 //!   hand-over per process of `pstree.img` (a process without lazy pages
 //!   still hands one over; it completes at once).
-//! - Per process, before its blob runs, in the process itself (a uffd
-//!   belongs to the memory of its creator): `Uffd::create()`,
-//!   `api(LAZY_FEATURES)`, then `hand_over(SOCK, TaskHello { image_pid:
-//!   pid, pid: 0 }, uffd)`, and pass the descriptor number to the blob
+//! - Per process, before its blob runs: create the uffd in the process
+//!   itself (a uffd belongs to the memory of its creator: the task's own
+//!   code before the blob, or an injected syscall), `api(LAZY_FEATURES)`
+//!   (the daemon reads the granted features from fdinfo and refuses a uffd
+//!   without them), then `hand_over(SOCK, TaskHello { image_pid: pid, pid:
+//!   0 }, uffd)` from the task or from criu-rs holding a copy
+//!   (`pidfd_getfd`), and pass the descriptor number to the blob
 //!   (`args.uffd`). The blob registers every lazy VMA in MISSING mode once
 //!   it is at its final address, leaves the lazy pages unfilled, closes the
 //!   uffd and must not touch registered memory before `rt_sigreturn`.

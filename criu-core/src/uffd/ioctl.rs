@@ -70,6 +70,18 @@ impl Uffd {
         Ok((a.features, a.ioctls))
     }
 
+    /// The features the `UFFDIO_API` handshake granted, read from
+    /// `/proc/self/fdinfo/FD` (`API: aa:FEATURES:IOCTLS`); 0 before the
+    /// handshake. Tells what a descriptor received from elsewhere can do.
+    pub fn features(&self) -> std::io::Result<u64> {
+        use std::os::fd::AsRawFd;
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.fd.as_raw_fd()))?;
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "no userfaultfd API line in fdinfo");
+        let api = info.lines().find_map(|l| l.strip_prefix("API:")).ok_or_else(bad)?;
+        let features = api.trim().split(':').nth(1).ok_or_else(bad)?;
+        u64::from_str_radix(features, 16).map_err(|_| bad())
+    }
+
     /// `ioctl(fd, UFFDIO_REGISTER, {start, len, mode})`: start handling faults
     /// of `mode` ([`super::mode`]) in the creator's `[start, start+len)`.
     /// Returns the ioctls usable on the range.
