@@ -6,6 +6,7 @@
 //! exits when its client goes away.
 
 mod lazy_util;
+mod restore_support;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -404,4 +405,86 @@ fn lazy_dump_without_a_usable_port_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen on"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dir.join("inventory.img").exists());
     assert_eq!(p.finish().trim(), "OK");
+}
+
+/// `restoree` (tests/programs/restoree.c) started in its own session with
+/// its work files, waiting for SIGUSR1; `(pid, work dir, log)`.
+fn start_restoree(name: &str) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::process::CommandExt;
+    let wd = restore_support::scratch(name);
+    let noise: Vec<u8> = (0..16384u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    for (file, data) in [("private.bin", noise), ("shared.bin", vec![0; 8192]), ("data.txt", b"0123456789abcdef".to_vec()), ("append.txt", b"app".to_vec())] {
+        std::fs::write(wd.join(file), data).unwrap();
+    }
+    let log = wd.join("log.txt");
+    let mut cmd = Command::new(compile("restoree"));
+    cmd.arg(&wd).stdin(Stdio::null()).stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null());
+    // SAFETY: setsid(2) between fork and exec touches no Rust state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let child = cmd.spawn().unwrap();
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("READY") || proc_state(child.id() as i32) != Some('S') {
+        assert!(t.elapsed() < Duration::from_secs(10), "restoree never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child, wd, log)
+}
+
+#[test]
+fn page_server_dump_restores_with_the_served_pages() {
+    let (mut child, _wd, log) = start_restoree("ps-restoree");
+    let pid = child.id() as i32;
+    let _kill = restore_support::KillOnDrop(pid);
+    let images = restore_support::scratch("ps-restoree-images");
+    let served = restore_support::scratch("ps-restoree-served");
+    let (srv, port) = page_server(&served);
+    dump_ok(pid, &images, &["--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
+    assert!(srv.finish().0.success());
+    child.wait().unwrap();
+    assert!(restore_support::wait_gone(pid));
+    // Without the served images the restore has no pagemap to go on.
+    assert!(!restore_support::restore(&images, &["-d"]).status.success());
+    for f in file_names(&served) {
+        std::fs::copy(served.join(&f), images.join(&f)).unwrap();
+    }
+    let mut restore = criu_rs().args(["restore", "-D"]).arg(&images).stderr(Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| !s.contains("TracerPid:\t0\n")) {
+        if let Some(st) = restore.try_wait().unwrap() {
+            let mut err = String::new();
+            restore.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("restore ended early: {st}: {err}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the restored task never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) of the task this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let st = restore.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("OK"), "the restored program's checks: {text}");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn lazy_images_are_refused_by_a_plain_restore() {
+    let (mut child, _wd, _log) = start_restoree("lazy-restoree");
+    let pid = child.id() as i32;
+    let images = restore_support::scratch("lazy-restoree-images");
+    let src = LazySource::start(pid, &images);
+    child.wait().unwrap();
+    assert!(restore_support::wait_gone(pid), "the pid is free while the memory is served");
+    let before = restore_support::snapshot(&images);
+    let out = restore_support::restore(&images, &["-d"]);
+    let err = restore_support::stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("lazy"), "{err}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "nothing restored");
+    assert_eq!(before, restore_support::snapshot(&images));
+    drop(src);
 }
