@@ -1,9 +1,11 @@
 //! `criu-rs dump --page-server` and `criu-rs dump --lazy-pages` over
 //! loopback, on live test programs: the page server's images are those of a
-//! local dump; a connection broken mid-dump leaves the process running as
-//! it was; a lazy dump holds the memory of lazy areas (images with `LAZY`
-//! entries and no data for them), serves exactly the dumped bytes, and
-//! exits when its client goes away.
+//! local dump, and with them copied in the dump restores (the program checks
+//! itself); a connection broken mid-dump, or any other failure, leaves the
+//! process running as it was; a lazy dump holds the memory of lazy areas
+//! (images with `LAZY` entries and no data for them, refused by a plain
+//! restore), frees the pid, serves exactly the dumped bytes, and exits when
+//! its client goes away.
 
 mod lazy_util;
 mod restore_support;
@@ -388,7 +390,7 @@ fn lazy_source_exits_when_its_client_goes_away() {
 }
 
 #[test]
-fn lazy_dump_without_a_usable_port_is_refused() {
+fn failed_lazy_dumps_leave_the_process_running() {
     let mut p = Program::start(&compile("bigmem"), &["1"]);
     let out = Command::new(env!("CARGO_BIN_EXE_criu-rs"))
         .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", scratch_dir("lazy-noport").to_str().unwrap(), "--lazy-pages"])
@@ -403,6 +405,18 @@ fn lazy_dump_without_a_usable_port_is_refused() {
     let out = dump(p.pid(), &dir, &["-j", "--lazy-pages", "--address", "127.0.0.1", "--port", &port]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen on"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.join("inventory.img").exists());
+    // A lazy dump failing late: nothing held, nothing served, the process
+    // runs on.
+    let out = criu_rs()
+        .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", dir.to_str().unwrap(), "--lazy-pages"])
+        .args(["--address", "127.0.0.1", "--port", &lazy_util::free_port().to_string()])
+        .env("CRIU_RS_FAIL_AT", "before-write")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forced failure"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("held"));
     assert!(!dir.join("inventory.img").exists());
     assert_eq!(p.finish().trim(), "OK");
 }
