@@ -82,6 +82,13 @@ fn dump_gone_mid_process_is_an_error() {
         Err(PageServerError::Protocol(m)) => assert!(m.contains("unfinished"), "{m}"),
         r => panic!("a dump that went away mid-process must be an error, got {r:?}"),
     }
+    // Even before its first OPEN: a put session ends with FINISH.
+    let (s, server) = connect(dir.path());
+    drop(s);
+    match server.join().unwrap() {
+        Err(PageServerError::Protocol(m)) => assert!(m.contains("without FINISH"), "{m}"),
+        r => panic!("a put session without FINISH must be an error, got {r:?}"),
+    }
 }
 
 #[test]
