@@ -1,11 +1,14 @@
 //! `criu-rs dump --page-server` and `criu-rs dump --lazy-pages` over
 //! loopback, on live test programs: the page server's images are those of a
-//! local dump; a connection broken mid-dump leaves the process running as
-//! it was; a lazy dump holds the memory of lazy areas (images with `LAZY`
-//! entries and no data for them), serves exactly the dumped bytes, and
-//! exits when its client goes away.
+//! local dump, and with them copied in the dump restores (the program checks
+//! itself); a connection broken mid-dump, or any other failure, leaves the
+//! process running as it was; a lazy dump holds the memory of lazy areas
+//! (images with `LAZY` entries and no data for them, refused by a plain
+//! restore), frees the pid, serves exactly the dumped bytes, and exits when
+//! its client goes away.
 
 mod lazy_util;
+mod restore_support;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -176,7 +179,7 @@ fn broken_page_server_connection_leaves_the_process_running() {
     still_running(&mut p, &maps_before, "broken connection");
 
     // A real page server, the dump failing after its first pages: the
-    // server says its images are not whole.
+    // server fails too (its images are not whole).
     let served = scratch_dir("ps-broken-served");
     let (srv, port) = page_server(&served);
     let maps_before = p.maps();
@@ -189,7 +192,9 @@ fn broken_page_server_connection_leaves_the_process_running() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("forced failure at mid-send"));
     let (st, sout, serr) = srv.finish();
-    assert!(!st.success() && serr.contains("unfinished"), "page server: {st} {sout} {serr}");
+    // "unfinished", or a reset or broken pipe when the dump exited with
+    // replies in flight.
+    assert!(!st.success() && serr.contains("page server"), "page server: {st} {sout} {serr}");
     assert!(!dir.join("inventory.img").exists());
     still_fine(&mut p, &maps_before, "mid-send");
 
@@ -385,7 +390,7 @@ fn lazy_source_exits_when_its_client_goes_away() {
 }
 
 #[test]
-fn lazy_dump_without_a_port_is_refused() {
+fn failed_lazy_dumps_leave_the_process_running() {
     let mut p = Program::start(&compile("bigmem"), &["1"]);
     let out = Command::new(env!("CARGO_BIN_EXE_criu-rs"))
         .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", scratch_dir("lazy-noport").to_str().unwrap(), "--lazy-pages"])
@@ -393,5 +398,107 @@ fn lazy_dump_without_a_port_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--port"));
+    // A port already taken: refused before the process is touched.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = scratch_dir("lazy-taken");
+    let out = dump(p.pid(), &dir, &["-j", "--lazy-pages", "--address", "127.0.0.1", "--port", &port]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen on"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.join("inventory.img").exists());
+    // A lazy dump failing late: nothing held, nothing served, the process
+    // runs on.
+    let out = criu_rs()
+        .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", dir.to_str().unwrap(), "--lazy-pages"])
+        .args(["--address", "127.0.0.1", "--port", &lazy_util::free_port().to_string()])
+        .env("CRIU_RS_FAIL_AT", "before-write")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forced failure"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("held"));
+    assert!(!dir.join("inventory.img").exists());
     assert_eq!(p.finish().trim(), "OK");
+}
+
+/// `restoree` (tests/programs/restoree.c) started in its own session with
+/// its work files, waiting for SIGUSR1; `(pid, work dir, log)`.
+fn start_restoree(name: &str) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::process::CommandExt;
+    let wd = restore_support::scratch(name);
+    let noise: Vec<u8> = (0..16384u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    for (file, data) in [("private.bin", noise), ("shared.bin", vec![0; 8192]), ("data.txt", b"0123456789abcdef".to_vec()), ("append.txt", b"app".to_vec())] {
+        std::fs::write(wd.join(file), data).unwrap();
+    }
+    let log = wd.join("log.txt");
+    let mut cmd = Command::new(compile("restoree"));
+    cmd.arg(&wd).stdin(Stdio::null()).stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null());
+    // SAFETY: setsid(2) between fork and exec touches no Rust state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let child = cmd.spawn().unwrap();
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("READY") || proc_state(child.id() as i32) != Some('S') {
+        assert!(t.elapsed() < Duration::from_secs(10), "restoree never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child, wd, log)
+}
+
+#[test]
+fn page_server_dump_restores_with_the_served_pages() {
+    let (mut child, _wd, log) = start_restoree("ps-restoree");
+    let pid = child.id() as i32;
+    let _kill = restore_support::KillOnDrop(pid);
+    let images = restore_support::scratch("ps-restoree-images");
+    let served = restore_support::scratch("ps-restoree-served");
+    let (srv, port) = page_server(&served);
+    dump_ok(pid, &images, &["--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
+    assert!(srv.finish().0.success());
+    child.wait().unwrap();
+    assert!(restore_support::wait_gone(pid));
+    // Without the served images the restore has no pagemap to go on.
+    assert!(!restore_support::restore(&images, &["-d"]).status.success());
+    for f in file_names(&served) {
+        std::fs::copy(served.join(&f), images.join(&f)).unwrap();
+    }
+    let mut restore = criu_rs().args(["restore", "-D"]).arg(&images).stderr(Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| !s.contains("TracerPid:\t0\n")) {
+        if let Some(st) = restore.try_wait().unwrap() {
+            let mut err = String::new();
+            restore.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("restore ended early: {st}: {err}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the restored task never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) of the task this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let st = restore.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("OK"), "the restored program's checks: {text}");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn lazy_images_are_refused_by_a_plain_restore() {
+    let (mut child, _wd, _log) = start_restoree("lazy-restoree");
+    let pid = child.id() as i32;
+    let images = restore_support::scratch("lazy-restoree-images");
+    let src = LazySource::start(pid, &images);
+    child.wait().unwrap();
+    assert!(restore_support::wait_gone(pid), "the pid is free while the memory is served");
+    let before = restore_support::snapshot(&images);
+    let out = restore_support::restore(&images, &["-d"]);
+    let err = restore_support::stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("lazy"), "{err}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "nothing restored");
+    assert_eq!(before, restore_support::snapshot(&images));
+    drop(src);
 }

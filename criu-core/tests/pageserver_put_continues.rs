@@ -2,7 +2,8 @@
 //! requests: PUTs flagged `PUT_CONTINUES` extend the entry before them (one
 //! pagemap entry however many PUTs), a continuation that does not fit is
 //! refused with its data consumed, and a dump going away mid-process is an
-//! error, not a whole set of images.
+//! error, not a whole set of images; the pipelined StreamSink gets the
+//! same entries and reports a refusal at the end of the session.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -81,4 +82,54 @@ fn dump_gone_mid_process_is_an_error() {
         Err(PageServerError::Protocol(m)) => assert!(m.contains("unfinished"), "{m}"),
         r => panic!("a dump that went away mid-process must be an error, got {r:?}"),
     }
+    // Even before its first OPEN: a put session ends with FINISH.
+    let (s, server) = connect(dir.path());
+    drop(s);
+    match server.join().unwrap() {
+        Err(PageServerError::Protocol(m)) => assert!(m.contains("without FINISH"), "{m}"),
+        r => panic!("a put session without FINISH must be an error, got {r:?}"),
+    }
+}
+
+#[test]
+fn stream_sink_pipelines_and_reports_refusals() {
+    use criu_core::pageserver::stream_sink::StreamSink;
+    let serve = |dir: &std::path::Path| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let images = ImageDir::open_unchecked(dir);
+        (addr, std::thread::spawn(move || serve_one(&listener, Some(&images), None).map(|s| s.pages_put)))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, server) = serve(dir.path());
+    let big = pages(2000, 7);
+    let mut s = StreamSink::connect(addr).unwrap();
+    s.open(9).unwrap();
+    // 2000 pages in two calls, the second continuing the first.
+    s.put(9, 0x2000_0000, 0, &big[..1500 * 4096]).unwrap();
+    s.put(9, 0x2000_0000 + 1500 * PAGE_SIZE, PUT_CONTINUES, &big[1500 * 4096..]).unwrap();
+    s.put(9, 0x3000_0000, LAZY, &pages(1, 1)).unwrap();
+    s.close(9).unwrap();
+    s.finish().unwrap();
+    assert_eq!(server.join().unwrap().unwrap(), 2001);
+    let images = ImageDir::open_unchecked(dir.path());
+    let (_, entries) = read_pagemap(&images, 9).unwrap();
+    let got: Vec<(u64, u64, u32)> = entries.iter().map(|e| (e.vaddr(), e.page_count(), e.flags())).collect();
+    assert_eq!(got, [(0x2000_0000, 2000, PRESENT), (0x3000_0000, 1, LAZY | PRESENT)]);
+    assert_eq!(ImagesStore::new(images).pages(9, 0x2000_0000, 2000 * PAGE_SIZE).unwrap(), &big[..]);
+
+    // A refused PUT (a continuation that does not fit) fails the session.
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, server) = serve(dir.path());
+    let mut s = StreamSink::connect(addr).unwrap();
+    s.open(9).unwrap();
+    s.put(9, 0x2000_0000, 0, &pages(2, 0)).unwrap();
+    s.put(9, 0x2000_0000 + 5 * PAGE_SIZE, PUT_CONTINUES, &pages(1, 0)).unwrap();
+    s.close(9).unwrap();
+    match s.finish() {
+        Err(PageServerError::Refused { cmd: Cmd::Put, vaddr: 0x2000_5000, status: Status::BadRequest, .. }) => {}
+        r => panic!("the refusal must fail the session, got {r:?}"),
+    }
+    // The server saw a whole, if refused, session.
+    assert!(server.join().unwrap().is_ok());
 }

@@ -15,6 +15,12 @@
 //! inventory last, then resume (`--leave-running`) or kill the process and
 //! wait for it to go.
 //!
+//! With `--page-server` ([`remote::PagesTo::PageServer`]) the server is
+//! connected before the freeze and the private pages go there (from a
+//! memfd, after collection, before the inventory is written); with
+//! `--lazy-pages` ([`dump_keeping_memory`]) the pages of lazy areas stay in
+//! this process, flagged `LAZY` in the pagemap. See [`remote`].
+//!
 //! Whatever fails, the process is left running as it was: every thread is
 //! detached with its registers (general and FPU), signal mask and code
 //! restored, and nothing injected stays mapped. Without an inventory, a
@@ -271,7 +277,7 @@ fn dump_inner(opts: &DumpOptions) -> Result<(DumpSummary, Option<remote::HeldPag
     // Connect before touching the process: a server that is not there is
     // an error with nothing to undo.
     let mut sink = match &opts.pages_to {
-        remote::PagesTo::PageServer(addr) => Some(crate::pageserver::client::PageSink::connect(addr.as_str())?),
+        remote::PagesTo::PageServer(addr) => Some(crate::pageserver::stream_sink::StreamSink::connect(addr.as_str())?),
         _ => None,
     };
     let local = prepare_dir(&opts.dir, opts.pid, &opts.pages_to)?;

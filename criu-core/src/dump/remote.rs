@@ -7,7 +7,7 @@
 //! Then, while the process is still frozen:
 //!
 //! - page server: every pagemap entry and its data are sent with a
-//!   [`PageSink`] (the server writes `pagemap-PID.img` and `pages-N.img`);
+//!   [`StreamSink`] (pipelined; the server writes `pagemap-PID.img` and `pages-N.img`);
 //!   the local directory gets every other image. A failure here (refused,
 //!   connection broken) fails the dump, which resumes the process.
 //! - lazy: the entries of areas that may be restored lazily (as CRIU:
@@ -30,7 +30,7 @@ use super::vmas::status;
 use super::DumpError;
 use crate::images::consts::pagemap_flags;
 use crate::images::PAGE_SIZE;
-use crate::pageserver::client::PageSink;
+use crate::pageserver::stream_sink::StreamSink;
 use crate::pageserver::server::{serve_one, SessionStats};
 use crate::pageserver::store::PageStore;
 use crate::pageserver::proto::PUT_CONTINUES;
@@ -65,7 +65,7 @@ const CHUNK: usize = 4 << 20;
 /// page server behind `sink`: OPEN, the entries (each as PUTs the protocol
 /// allows, the later ones continuing the first: one entry on the server as
 /// here), CLOSE.
-pub fn send_pages(sink: &mut PageSink, p: &ProcessDump, pages: &File) -> Result<(), DumpError> {
+pub fn send_pages(sink: &mut StreamSink, p: &ProcessDump, pages: &File) -> Result<(), DumpError> {
     let pid = p.pid as u32;
     sink.open(pid)?;
     let mut buf = vec![0u8; CHUNK];
@@ -89,13 +89,21 @@ pub fn send_pages(sink: &mut PageSink, p: &ProcessDump, pages: &File) -> Result<
     Ok(())
 }
 
-/// Whether the pages of `v` may be left to lazy restore (CRIU's rule:
-/// private anonymous, not locked, not vDSO/vvar/vsyscall).
-pub fn can_be_lazy(v: &Vma) -> bool {
+/// Whether an area with `VMA_*` status `st` and `MAP_*` `flags` (as in
+/// `vma_entry`) is restored lazily (CRIU's rule: private anonymous, not
+/// locked, not vDSO/vvar/vsyscall). The dump flags the pages of exactly
+/// these areas `LAZY`; a lazy restore registers exactly these with
+/// userfaultfd.
+pub fn vma_can_be_lazy(st: u32, flags: u32) -> bool {
     const MAP_LOCKED: u32 = 0x2000;
-    v.status & status::ANON_PRIVATE != 0
-        && v.status & (status::AREA_VDSO | status::AREA_VVAR | status::AREA_VSYSCALL) == 0
-        && v.mmap_flags & MAP_LOCKED == 0
+    st & status::ANON_PRIVATE != 0
+        && st & (status::AREA_VDSO | status::AREA_VVAR | status::AREA_VSYSCALL) == 0
+        && flags & MAP_LOCKED == 0
+}
+
+/// [`vma_can_be_lazy`] for a collected area.
+pub fn can_be_lazy(v: &Vma) -> bool {
+    vma_can_be_lazy(v.status, v.mmap_flags)
 }
 
 /// Pages the dump keeps for a post-copy restore: (vaddr, length, offset in

@@ -7,19 +7,14 @@
 //! This rewrites `pagemap-PID.img` in place; benchmarks and tests use it to
 //! get lazy images from a plain dump.
 
-use crate::images::consts::{pagemap_flags, vma_status as st};
+use crate::images::consts::pagemap_flags;
 use crate::images::pb::{MmEntry, PagemapEntry, PagemapHead, VmaEntry};
 use crate::images::{ImageDir, ImageError, ImageKind, PAGE_SIZE};
 
-/// `MAP_LOCKED` in `vma_entry.flags`.
-const MAP_LOCKED: u32 = 0x2000;
-
-/// Whether the pages of `v` may be restored lazily.
-pub fn vma_can_be_lazy(v: &VmaEntry) -> bool {
-    let status = v.status.unwrap_or_default();
-    status & st::ANON_PRIVATE != 0
-        && status & (st::AREA_VDSO | st::AREA_VVAR | st::AREA_VSYSCALL) == 0
-        && v.flags.unwrap_or_default() & MAP_LOCKED == 0
+/// Whether the pages of `v` may be restored lazily (the dump's rule,
+/// [`vma_can_be_lazy`](crate::dump::remote::vma_can_be_lazy)).
+pub fn entry_can_be_lazy(v: &VmaEntry) -> bool {
+    crate::dump::remote::vma_can_be_lazy(v.status.unwrap_or_default(), v.flags.unwrap_or_default())
 }
 
 /// Flags `LAZY` every entry of `pagemap-PID.img` in `dir` that lies in
@@ -34,7 +29,7 @@ pub fn mark_lazy(dir: &ImageDir, pid: u32) -> Result<u64, ImageError> {
         let start = e.vaddr.unwrap_or_default();
         let end = start + e.page_count() * PAGE_SIZE;
         let mut vmas = mm.vmas.iter().filter(|v| v.start.unwrap_or_default() < end && v.end.unwrap_or_default() > start);
-        if vmas.all(vma_can_be_lazy) {
+        if vmas.all(entry_can_be_lazy) {
             e.flags = Some(e.flags.unwrap_or(pagemap_flags::PRESENT) | pagemap_flags::LAZY);
             lazy += e.page_count();
         }

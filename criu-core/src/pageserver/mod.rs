@@ -2,7 +2,8 @@
 //!
 //! Two uses: a remote `criu-rs dump --page-server` sends its pages to
 //! `criu-rs page-server`, which writes `pagemap-PID.img`/`pages-N.img`
-//! ([`client::PageSink`] → [`server::Session`] with an images directory);
+//! ([`client::PageSink`], or pipelined [`stream_sink::StreamSink`] →
+//! [`server::Session`] with an images directory);
 //! and post-copy migration, where the destination's lazy-pages daemon asks
 //! the source for pages as faults arrive ([`client::PageClient`] → a server
 //! backed by a [`store::PageStore`]: the images of a directory, or memory the
@@ -48,5 +49,6 @@ pub mod client;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod stream_sink;
 
 pub use proto::PageServerError;

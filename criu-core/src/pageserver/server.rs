@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use super::proto::{read_exact_header, read_header, Cmd, Hello, PageServerError, Reply, Request, Result, Status, PUT_CONTINUES, VERSION};
+use super::proto::{read_exact_header, read_header, Cmd, Hello, PageServerError, Reply, Request, Result, Role, Status, PUT_CONTINUES, VERSION};
 use super::store::PageStore;
 use crate::images::consts::pagemap_flags;
 use crate::images::pb::{PagemapEntry, PagemapHead};
@@ -73,9 +73,11 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        // A dump that went away mid-process failed: its images are not whole.
+        // A dump that went away without FINISH failed: its images are not
+        // whole. (A GET client may just close.)
         match &self.open {
             Some(inc) => Err(PageServerError::Protocol(format!("connection closed with the images of pid {} unfinished", inc.pid))),
+            None if h.role == Role::Put as u32 => Err(PageServerError::Protocol("the dump closed the connection without FINISH".into())),
             None => Ok(()),
         }
     }
