@@ -47,13 +47,13 @@ pub fn rows(root: &Path) -> Result<Vec<(&'static str, String)>> {
     let bg_pages: f64 = number_before(&daemon_out, " pages in background").unwrap_or(0.0);
     let secs: f64 = between(&daemon_out, "served in ", " s").and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let gbps = if secs > 0.0 { bg_pages * PAGE_SIZE as f64 / secs / 1e9 } else { 0.0 };
-    let restore = crate::bench_lazy_restore::row(root, &criu_rs, 3)?;
-    Ok(vec![
-        restore,
+    let mut rows = crate::bench_lazy_restore::rows(root, &criu_rs, 3)?;
+    rows.extend([
         ("lazy fault, task view (median)", format!("{:.2} µs per 4 KiB fault, random order, 64 MiB", task_ns / 1e3)),
         ("lazy fault, daemon service (median)", service),
         ("lazy background copy", format!("{gbps:.2} GB/s (256 MiB, 1 MiB chunks, {secs:.3} s)")),
-    ])
+    ]);
+    Ok(rows)
 }
 
 /// The number just before `marker` in `s`.

@@ -1,7 +1,9 @@
-//! `cargo xtask bench`, lazy restore row: wall time of `criu-rs restore -d
+//! `cargo xtask bench`, lazy restore rows: wall time of `criu-rs restore -d
 //! --lazy-pages` from start to return, for a process of 64 MiB and of
 //! 1 GiB (it should not depend on the size: no memory is copied before the
-//! task runs).
+//! task runs), and the fault latency the restored program measures itself
+//! (`lazymem random`: every page touched once in random order, the daemon
+//! copying nothing in the background).
 //!
 //! For each size: `tests/programs/lazymem.c` fills its memory, is dumped
 //! (release `criu-rs`), its images flagged lazy ([`criu_core::lazy::mark`]);
@@ -13,7 +15,7 @@ use anyhow::{bail, ensure, Context, Result};
 use criu_core::images::ImageDir;
 use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,8 +29,10 @@ impl Drop for Kill {
     }
 }
 
-/// The row: best-of-`runs` restore times for 64 MiB and 1 GiB.
-pub fn row(root: &Path, criu_rs: &Path, runs: u32) -> Result<(&'static str, String)> {
+/// The rows: best-of-`runs` restore times for 64 MiB and 1 GiB, and the
+/// fault latency a lazily restored program sees (64 MiB touched in random
+/// order, faults only, one page per fault).
+pub fn rows(root: &Path, criu_rs: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
     let work = root.join("target/bench-lazy/restore");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -41,52 +45,80 @@ pub fn row(root: &Path, criu_rs: &Path, runs: u32) -> Result<(&'static str, Stri
     ensure!(st.success(), "compiling lazymem.c failed");
     let mut cells = Vec::new();
     for mib in [64u32, 1024] {
-        let ms = restore_ms(criu_rs, &lazymem, &work.join(format!("{mib}m")), mib, runs)?;
-        cells.push(format!("{} MiB: {ms:.1} ms", mib));
+        let d = Dumped::new(criu_rs, &lazymem, &work.join(format!("{mib}m")), mib, "check")?;
+        let mut best = f64::MAX;
+        for _ in 0..runs.max(1) {
+            best = best.min(d.restore(criu_rs, &[])?);
+        }
+        cells.push(format!("{mib} MiB: {best:.1} ms"));
     }
+    let d = Dumped::new(criu_rs, &lazymem, &work.join("random"), 64, "random")?;
+    d.restore(criu_rs, &["--no-background", "--fault-chunk", "4"])?;
+    let times = std::fs::read_to_string(d.result.with_extension("times"))?;
+    let ns = |key: &str| -> Result<f64> {
+        let v = times.split_whitespace().find_map(|w| w.strip_prefix(key)).with_context(|| format!("no {key} in {times:?}"))?;
+        Ok(v.parse::<f64>()? / 1e3)
+    };
+    let fault = format!("{:.2} µs median, {:.2} µs p99 per 4 KiB fault (64 MiB, random order)", ns("touch_median_ns=")?, ns("touch_p99_ns=")?);
     let _ = std::fs::remove_dir_all(&work);
-    Ok(("lazy restore -d, start to return", format!("{} (best of {runs}; memory served after)", cells.join(", "))))
+    Ok(vec![
+        ("lazy restore -d, start to return", format!("{} (best of {runs}; memory served after)", cells.join(", "))),
+        ("lazy fault, restored program", fault),
+    ])
 }
 
-/// Dumps lazymem holding `mib` MiB into `dir`, then restores it lazily
-/// `runs` times; returns the best restore time in ms.
-fn restore_ms(criu_rs: &Path, lazymem: &Path, dir: &Path, mib: u32, runs: u32) -> Result<f64> {
-    let images = dir.join("images");
-    std::fs::create_dir_all(&images)?;
-    let result = dir.join("result");
-    let mut prog = Kill(
-        Command::new(lazymem)
-            .arg(dir)
-            .arg(&result)
-            .args([&mib.to_string(), "check"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()?,
-    );
-    let mut line = String::new();
-    BufReader::new(prog.0.stdout.take().context("stdout")?).read_line(&mut line)?;
-    ensure!(line.starts_with("READY"), "lazymem said {line:?}");
-    let pid = prog.0.id() as i32;
-    wait_until("lazymem to wait", || {
-        std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| s.starts_with("130 "))
-    })?;
-    let out = Command::new(criu_rs).args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output()?;
-    ensure!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
-    prog.0.wait()?;
-    wait_until("the dumped pid to be free", || !Path::new(&format!("/proc/{pid}")).exists())?;
-    criu_core::lazy::mark::mark_lazy(&ImageDir::open(&images)?, pid as u32)?;
+/// A dumped lazymem with its images flagged lazy.
+struct Dumped {
+    pid: i32,
+    images: PathBuf,
+    result: PathBuf,
+    sock: PathBuf,
+}
 
-    let sock = dir.join("lazy.sock");
-    let mut best = f64::MAX;
-    for _ in 0..runs.max(1) {
-        let _ = std::fs::remove_file(&result);
-        let _ = std::fs::remove_file(&sock);
+impl Dumped {
+    /// Starts lazymem holding `mib` MiB in `mode`, dumps it into `dir` and
+    /// flags its memory lazy.
+    fn new(criu_rs: &Path, lazymem: &Path, dir: &Path, mib: u32, mode: &str) -> Result<Dumped> {
+        let images = dir.join("images");
+        std::fs::create_dir_all(&images)?;
+        let result = dir.join("result");
+        let mut prog = Kill(
+            Command::new(lazymem)
+                .arg(dir)
+                .arg(&result)
+                .args([&mib.to_string(), mode])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()?,
+        );
+        let mut line = String::new();
+        BufReader::new(prog.0.stdout.take().context("stdout")?).read_line(&mut line)?;
+        ensure!(line.starts_with("READY"), "lazymem said {line:?}");
+        let pid = prog.0.id() as i32;
+        wait_until("lazymem to wait", || {
+            std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| s.starts_with("130 "))
+        })?;
+        let out = Command::new(criu_rs).args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output()?;
+        ensure!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        prog.0.wait()?;
+        wait_until("the dumped pid to be free", || !Path::new(&format!("/proc/{pid}")).exists())?;
+        criu_core::lazy::mark::mark_lazy(&ImageDir::open(&images)?, pid as u32)?;
+        Ok(Dumped { pid, images, result, sock: dir.join("lazy.sock") })
+    }
+
+    /// One lazy restore with a daemon run with `daemon_args`; returns its
+    /// time in ms once the program reported ALL OK and exited.
+    fn restore(&self, criu_rs: &Path, daemon_args: &[&str]) -> Result<f64> {
+        let (pid, sock, result) = (self.pid, &self.sock, &self.result);
+        let _ = std::fs::remove_file(result);
+        let _ = std::fs::remove_file(sock);
         let mut daemon = Kill(
             Command::new(criu_rs)
                 .args(["-v", "1", "lazy-pages", "-D"])
-                .arg(&images)
+                .arg(&self.images)
                 .arg("--address")
-                .arg(&sock)
+                .arg(sock)
+                .args(daemon_args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()?,
@@ -95,17 +127,17 @@ fn restore_ms(criu_rs: &Path, lazymem: &Path, dir: &Path, mib: u32, runs: u32) -
         let t = Instant::now();
         let out = Command::new(criu_rs)
             .args(["restore", "-d", "--lazy-pages", "-D"])
-            .arg(&images)
+            .arg(&self.images)
             .arg("--address")
-            .arg(&sock)
+            .arg(sock)
             .output()?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let task = pidfd_open(pid);
         ensure!(out.status.success(), "lazy restore failed: {}", String::from_utf8_lossy(&out.stderr));
         let task = task?;
         rustix::process::pidfd_send_signal(&task, rustix::process::Signal::USR1)?;
-        wait_until("the restored program's report", || std::fs::read_to_string(&result).is_ok_and(|r| r.ends_with("ALL OK\n")))
-            .with_context(|| std::fs::read_to_string(&result).unwrap_or_default())?;
+        wait_until("the restored program's report", || std::fs::read_to_string(result).is_ok_and(|r| r.ends_with("ALL OK\n")))
+            .with_context(|| std::fs::read_to_string(result).unwrap_or_default())?;
         wait_until("the restored program to exit", || {
             let mut fds = [rustix::event::PollFd::new(&task, rustix::event::PollFlags::IN)];
             rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })).is_ok_and(|n| n > 0)
@@ -118,9 +150,8 @@ fn restore_ms(criu_rs: &Path, lazymem: &Path, dir: &Path, mib: u32, runs: u32) -
             std::io::Read::read_to_string(daemon.0.stderr.as_mut().context("stderr")?, &mut err)?;
             bail!("lazy-pages failed: {st}: {err}");
         }
-        best = best.min(ms);
+        Ok(ms)
     }
-    Ok(best)
 }
 
 /// `pidfd_open(pid, 0)`.
