@@ -95,8 +95,7 @@ fn count(summary: &str, what: &str) -> u64 {
 }
 
 /// Signals `held` and returns its report once written.
-fn trigger(d: &Dirs, held: &Held, result: &Path) -> String {
-    let _ = d;
+fn trigger(held: &Held, result: &Path) -> String {
     held.signal(libc::SIGUSR1).unwrap();
     wait_result(result)
 }
@@ -108,7 +107,7 @@ fn a_256_mib_process_restored_lazily_checks_every_byte() {
     let before = snapshot_dir(&d.images);
     let dm = daemon(&d, &[]);
     let held = restore_lazy(&d, pid);
-    let report = trigger(&d, &held, &d.result);
+    let report = trigger(&held, &d.result);
     assert_all_ok("256 MiB lazily restored", &report);
     assert!(held.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
     let sum = daemon_done(dm);
@@ -126,7 +125,7 @@ fn forking_mremapping_and_unmapping_right_after_restore_stays_correct() {
     // so the fork, mremap, munmap and madvise all meet missing pages.
     let dm = daemon(&d, &["--no-background"]);
     let held = restore_lazy(&d, pid);
-    let report = trigger(&d, &held, &d.result);
+    let report = trigger(&held, &d.result);
     assert_all_ok("fork/mremap/munmap after a lazy restore", &report);
     assert!(held.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
     let sum = daemon_done(dm);
@@ -143,7 +142,7 @@ fn killing_the_daemon_midway_leaves_no_process_running_on_bad_memory() {
     let mut dm = daemon(&d, &["--no-background"]);
     let held = restore_lazy(&d, pid);
     // First half: served by faults, checked.
-    let report = trigger(&d, &held, &d.result_of("half"));
+    let report = trigger(&held, &d.result_of("half"));
     assert_all_ok("first half", &report);
     // The second half is still missing when the daemon dies.
     // SAFETY: kill(2) on the daemon this test started (not yet reaped).
@@ -260,7 +259,7 @@ fn post_copy_migration_between_two_network_namespaces() {
         PathBuf::from(format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&dst_ns))),
         "the task is not on the destination"
     );
-    let report = trigger(&d, &held, &d.result);
+    let report = trigger(&held, &d.result);
     assert_all_ok("after post-copy migration", &report);
     assert!(held.wait_exit(PATIENCE));
     let sum = daemon_done(dm);
@@ -277,4 +276,22 @@ fn in_netns_cmd(ns: &str, cmd: Command) -> Command {
     let mut c = in_netns(ns, cmd.get_program());
     c.args(cmd.get_args());
     c
+}
+
+#[test]
+fn a_lazy_restore_without_its_daemon_fails_cleanly() {
+    let d = Dirs::new("nodaemon");
+    let (pid, _) = dump_lazymem(&d, 4, "check");
+    let before = snapshot_dir(&d.images);
+    let sock = d.socket();
+    let out = restore(&d.images, &["-d", "--lazy-pages", "--address", sock.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restored without a lazy-pages daemon");
+    assert!(err.contains("lazy-pages daemon") && err.contains(sock.to_str().unwrap()), "{err}");
+    wait_pid_gone(pid);
+    assert_same_dir(&before, &snapshot_dir(&d.images));
+    // The same images restore eagerly (their LAZY pages have data).
+    let held = restore_detached(&d.images, pid);
+    let report = trigger(&held, &d.result);
+    assert_all_ok("eager restore of lazy images", &report);
 }
