@@ -261,6 +261,9 @@ mod full {
         assert_eq!(&words[..4], &[6, 4096, 0x1234_5678, 0xabcd], "auxv");
         assert_eq!(proc("personality").trim(), "00040000");
         assert_eq!(proc("comm").trim(), "restored-main");
+        // Dumpable again after the uid change: /proc/PID belongs to uid 1000.
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(format!("/proc/{pid}/stat")).unwrap().uid(), 1000, "dumpable");
 
         // The lazy VMA is registered with the userfaultfd (VmFlags "um");
         // the fds handed to the blob (memfd, userfaultfd) are closed: only

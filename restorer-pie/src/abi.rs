@@ -142,6 +142,9 @@ pub const RESTORE_F_MM: u64 = 1 << 3;
 /// (`log_fd` stays: the host closes it). Without the flag the host closes
 /// them after the handshake.
 pub const RESTORE_F_CLOSE_FDS: u64 = 1 << 4;
+/// `RestoreArgs::flags`: `dumpable` is valid: every thread sets it with
+/// PR_SET_DUMPABLE after its credentials (a uid change resets it).
+pub const RESTORE_F_DUMPABLE: u64 = 1 << 5;
 
 /// A range of target addresses `[start, start + len)`.
 #[repr(C)]
@@ -296,6 +299,9 @@ pub struct RestoreArgs {
     /// when no VMA is lazy (so 0 from `Default` is harmless).
     pub uffd: i32,
     pub _pad2: u32,
+    /// `PR_SET_DUMPABLE` value (MmEntry.dumpable), with RESTORE_F_DUMPABLE.
+    pub dumpable: u32,
+    pub _pad3: u32,
 }
 
 /// Bytes of [`RestoreArgs::scratch`] needed per VMA.

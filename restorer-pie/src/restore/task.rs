@@ -16,6 +16,7 @@ const SIG_SETMASK: u32 = 2;
 const SIGKILL: i32 = 9;
 const SIGSTOP: i32 = 19;
 const PR_SET_NAME: u32 = 15;
+const PR_SET_DUMPABLE: u32 = 4;
 const PR_SET_MM: u32 = 35;
 const PR_SET_MM_MAP: usize = 14;
 const PR_SET_SECUREBITS: u32 = 28;
@@ -189,6 +190,11 @@ pub fn set_thread_state(t: &ThreadArg) -> Step {
         unsafe { sys::rseq(t.rseq_ptr, t.rseq_len, 0, t.rseq_sig) }.map_err(|e| Fail::errno(e, t.rseq_ptr, b"rseq"))?;
     }
     Ok(())
+}
+
+/// `prctl(PR_SET_DUMPABLE, value)`.
+pub fn set_dumpable(value: u32) -> Step {
+    prctl_step(PR_SET_DUMPABLE, value as usize, 0, b"PR_SET_DUMPABLE")
 }
 
 /// `personality(persona)`.

@@ -3,7 +3,7 @@
 //! restoring its own per-thread state (tid address, rseq, credentials,
 //! pending signals) and ending in its own trap + `rt_sigreturn`.
 
-use crate::abi::{ThreadArg, RESTORE_F_CREDS};
+use crate::abi::{ThreadArg, RESTORE_F_CREDS, RESTORE_F_DUMPABLE};
 use crate::restore::ctx::{Ctx, Fail, Step};
 use crate::restore::{finish, task};
 use crate::sys;
@@ -99,6 +99,9 @@ pub fn own_state(ctx: &Ctx, t: &ThreadArg) -> Step<u64> {
     task::set_thread_state(t)?;
     if ctx.args.flags & RESTORE_F_CREDS != 0 {
         task::set_creds(ctx, &ctx.args.creds)?;
+    }
+    if ctx.args.flags & RESTORE_F_DUMPABLE != 0 {
+        task::set_dumpable(ctx.args.dumpable)?;
     }
     task::queue_own_signals(ctx, t)?;
     finish::build_frame(ctx, t)

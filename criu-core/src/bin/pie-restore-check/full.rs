@@ -309,6 +309,7 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
         | RESTORE_F_PERSONALITY
         | RESTORE_F_CREDS
         | RESTORE_F_CLOSE_FDS
+        | RESTORE_F_DUMPABLE
         | if trap { 0 } else { RESTORE_F_NO_TRAP };
     h.cur_rseq = glibc_rseq();
     h.personality = PERSONALITY;
@@ -349,6 +350,7 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     h.blob = MemRange { start: loaded.base() as u64, len: loaded.len() as u64 };
     h.premap = MemRange { start: PREMAP, len: 6 * PAGE + vdso.len };
     h.uffd = uffd;
+    h.dumpable = 1;
     h.bounce = MemRange { start: BOUNCE, len: 3 * PAGE };
     h.scratch = scratch;
     h.vmas = varr;
