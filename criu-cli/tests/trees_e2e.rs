@@ -1,0 +1,283 @@
+//! Threads and process trees acceptance tests (issue 5):
+//! `tests/programs/threads.c` (8 threads + main, each with its own
+//! registers, TLS, mask, altstack, pending signal) and `tests/programs/tree.c`
+//! (root, zombie, child in its own group, grandchild in its own session,
+//! great-grandchild; a pipe with unread bytes, a shared file offset, shared
+//! anonymous memory; optionally a task in a session whose leader is gone,
+//! under a child subreaper) are dumped, die, are restored and check
+//! themselves.
+//!
+//! While `criu-rs restore` is the "not implemented" stub the restore tests
+//! print a SKIPPED notice and return; the no-checkpoint tests always run.
+
+mod support;
+mod support_restore;
+
+use std::path::PathBuf;
+use support_restore::*;
+
+struct Dirs {
+    work: PathBuf,
+    result: PathBuf,
+}
+
+fn dirs(name: &str) -> Dirs {
+    let work = scratch(&format!("{name}-work"));
+    Dirs { result: work.with_extension("result"), work }
+}
+
+/// Trigger the root's self-check (it passes SIGUSR1 on) and return its report.
+fn trigger(d: &Dirs, root: &Held) -> String {
+    let _ = std::fs::remove_file(&d.result);
+    root.signal(libc::SIGUSR1).unwrap();
+    let report = wait_result(&d.result);
+    assert!(root.wait_exit(PATIENCE), "pid {} did not exit after its self-check", root.pid);
+    report
+}
+
+/// State, ppid, pgid and sid from `/proc/PID/stat`.
+fn ids(pid: i32) -> (char, i32, i32, i32) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_else(|e| panic!("pid {pid}: {e}"));
+    let rest: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    (rest[0].chars().next().unwrap(), rest[1].parse().unwrap(), rest[2].parse().unwrap(), rest[3].parse().unwrap())
+}
+
+// ---------- threads ----------
+
+fn start_threads(d: &Dirs) -> (Started, Vec<i32>) {
+    let _ = std::fs::remove_file(&d.result);
+    let p = Started::start("threads", &[&d.work, &d.result]);
+    let mut tids: Vec<i32> = p.info["tids"].split(',').map(|t| t.parse().unwrap()).collect();
+    tids.push(p.pid());
+    tids.sort();
+    assert_eq!(tids.len(), 9);
+    wait_all_suspended(&[p.pid()]);
+    assert_eq!(threads_of(p.pid()), tids);
+    (p, tids)
+}
+
+#[test]
+fn threads_checks_pass_without_checkpoint() {
+    let d = dirs("threads-nockpt");
+    let (mut p, _) = start_threads(&d);
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(p.pid(), libc::SIGUSR1) };
+    let st = p.child.wait().unwrap();
+    let report = wait_result(&d.result);
+    assert_all_ok("threads without checkpoint", &report);
+    assert_eq!(st.code(), Some(0));
+    for t in 0..=8 {
+        for check in ["gp-registers", "ymm0-15", "tls", "signal-mask", "own-pending-signal", "sigaltstack"] {
+            assert!(report.contains(&format!("thread {t}: ok {check}\n")), "thread {t} lacks {check}:\n{report}");
+        }
+    }
+}
+
+#[test]
+fn leave_running_dump_keeps_threads_intact() {
+    let d = dirs("threads-leave-running");
+    let (mut p, tids) = start_threads(&d);
+    let images = scratch("threads-leave-running-images");
+    dump_ok(p.pid(), &images, &["-R"]);
+    wait_all_suspended(&[p.pid()]);
+    assert_eq!(threads_of(p.pid()), tids);
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(p.pid(), libc::SIGUSR1) };
+    let st = p.child.wait().unwrap();
+    assert_all_ok("threads after dump -R", &wait_result(&d.result));
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn threads_dump_restore() {
+    if restore_not_implemented("threads_dump_restore") {
+        return;
+    }
+    let d = dirs("threads-restore");
+    let images = scratch("threads-restore-images");
+    let (mut p, tids) = start_threads(&d);
+    let pid = p.pid();
+    dump_ok(pid, &images, &[]);
+    p.reap();
+    let held = restore_detached(&images, pid);
+    wait_all_suspended(&[pid]);
+    assert_eq!(threads_of(pid), tids, "threads restored with other tids");
+    assert_maps_match_image(&images, pid);
+    let report = trigger(&d, &held);
+    assert_all_ok("restored threads", &report);
+}
+
+// ---------- trees ----------
+
+/// A running tree: the root (our child) and pidfds on its descendants.
+struct Tree {
+    root: Option<Started>,
+    held: Vec<Held>,
+    /// R, A, B, C (and F with orphans)
+    pids: Vec<i32>,
+    zombie: i32,
+    /// E, the exited session leader of F (with orphans)
+    gone: Option<i32>,
+}
+
+impl Tree {
+    fn start(d: &Dirs, orphans: bool) -> Tree {
+        let _ = std::fs::remove_file(&d.result);
+        let mut args: Vec<&std::path::Path> = vec![&d.work, &d.result];
+        if orphans {
+            args.push(std::path::Path::new("orphans"));
+        }
+        let p = Started::start("tree", &args);
+        let mut pids = vec![p.pid(), p.num("a"), p.num("b"), p.num("c")];
+        let gone = orphans.then(|| {
+            pids.push(p.num("f"));
+            p.num("e")
+        });
+        let held = pids[1..].iter().map(|&pid| Held::open(pid).unwrap()).collect();
+        let zombie = p.num("z");
+        let t = Tree { root: Some(p), held, pids, zombie, gone };
+        wait_all_suspended(&t.pids);
+        t
+    }
+
+    /// (pid, state, ppid, pgid, sid) of every task (the root's ppid as 0).
+    fn layout(&self) -> Vec<(i32, char, i32, i32, i32)> {
+        if let Some(e) = self.gone {
+            wait_pid_gone(e);
+        }
+        let mut v: Vec<_> = self
+            .pids
+            .iter()
+            .chain(std::iter::once(&self.zombie))
+            .map(|&pid| {
+                let (st, ppid, pgid, sid) = ids(pid);
+                (pid, st, if pid == self.pids[0] { 0 } else { ppid }, pgid, sid)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Dumps the tree (killing it) and waits until all its pids are free.
+    fn dump(&mut self, images: &std::path::Path) {
+        dump_ok(self.pids[0], images, &[]);
+        if let Some(mut root) = self.root.take() {
+            root.reap();
+        }
+        for h in &self.held {
+            assert!(h.wait_exit(std::time::Duration::from_secs(10)), "the dump left tree task {} running", h.pid);
+        }
+        self.held.clear();
+        for &pid in self.pids.iter().chain(std::iter::once(&self.zombie)) {
+            wait_pid_gone(pid);
+        }
+    }
+
+    /// Restores it detached and takes hold of every task again.
+    fn restore(&mut self, images: &std::path::Path) {
+        let root = restore_detached(images, self.pids[0]);
+        self.held = std::iter::once(root)
+            .chain(self.pids[1..].iter().map(|&pid| {
+                Held::open(pid).unwrap_or_else(|e| panic!("restored tree lacks pid {pid}: {e}"))
+            }))
+            .collect();
+        wait_all_suspended(&self.pids);
+    }
+
+    fn root_handle(&self) -> Held {
+        Held::open(self.pids[0]).unwrap()
+    }
+
+    /// Checks the layout it started with from outside.
+    fn assert_initial_layout(&self) {
+        let lay = self.layout();
+        let (r, a, b, c) = (self.pids[0], self.pids[1], self.pids[2], self.pids[3]);
+        let find = |pid| lay.iter().find(|x| x.0 == pid).copied().unwrap();
+        assert_eq!(find(self.zombie), (self.zombie, 'Z', r, r, r), "zombie");
+        assert_eq!(find(a), (a, 'S', r, a, r), "A: own group");
+        assert_eq!(find(b), (b, 'S', a, b, b), "B: own session");
+        assert_eq!(find(c), (c, 'S', b, b, b), "C");
+        if let Some(e) = self.gone {
+            let f = self.pids[4];
+            assert_eq!(find(f), (f, 'S', r, e, e), "F: in the gone E's session and group, reparented to R");
+        }
+    }
+}
+
+#[test]
+fn tree_checks_pass_without_checkpoint() {
+    let d = dirs("tree-nockpt");
+    let t = Tree::start(&d, false);
+    t.assert_initial_layout();
+    let report = trigger(&d, &t.root_handle());
+    assert_all_ok("tree without checkpoint", &report);
+    for task in ["R", "A", "B", "C"] {
+        for check in ["pid", "sid", "tls", "signal-mask", "shared-memory-still-shared"] {
+            assert!(report.contains(&format!("{task}: ok {check}\n")), "{task} lacks {check}:\n{report}");
+        }
+    }
+    assert!(report.contains("R: ok pipe-old-bytes\n") && report.contains("R: ok zombie-status\n"), "{report}");
+}
+
+#[test]
+fn tree_dump_restore() {
+    if restore_not_implemented("tree_dump_restore") {
+        return;
+    }
+    dump_restore_tree("tree-restore", false);
+}
+
+fn dump_restore_tree(name: &str, orphans: bool) {
+    let d = dirs(name);
+    let images = scratch(&format!("{name}-images"));
+    let mut t = Tree::start(&d, orphans);
+    let before = t.layout();
+    t.dump(&images);
+    let snap = snapshot_dir(&images);
+    t.restore(&images);
+    assert_eq!(t.layout(), before, "pids, parents, groups, sessions or the zombie differ");
+    for &pid in &t.pids {
+        assert_maps_match_image(&images, pid);
+    }
+    let report = trigger(&d, &t.held[0]);
+    assert_all_ok(name, &report);
+    assert_same_dir(&snap, &snapshot_dir(&images));
+}
+
+#[test]
+fn tree_with_orphaned_session_checks_pass_without_checkpoint() {
+    let d = dirs("orphans-nockpt");
+    let t = Tree::start(&d, true);
+    t.assert_initial_layout();
+    let report = trigger(&d, &t.root_handle());
+    assert_all_ok("tree with orphans without checkpoint", &report);
+    assert!(report.contains("F: ok leader-gone\n") && report.contains("R: ok child-subreaper\n"), "{report}");
+}
+
+/// Beyond issue 5's "done when": a session and group whose leader is gone
+/// (restore needs a helper task for it) and a child subreaper.
+#[test]
+fn tree_with_orphaned_session_dump_restore() {
+    if restore_not_implemented("tree_with_orphaned_session_dump_restore") {
+        return;
+    }
+    dump_restore_tree("orphans-restore", true);
+}
+
+#[test]
+fn tree_twenty_dump_restore_cycles() {
+    if restore_not_implemented("tree_twenty_dump_restore_cycles") {
+        return;
+    }
+    let d = dirs("tree-cycles");
+    let mut t = Tree::start(&d, false);
+    let before = t.layout();
+    for cycle in 1..=20 {
+        let images = scratch(&format!("tree-cycles-images-{cycle}"));
+        t.dump(&images);
+        t.restore(&images);
+        assert_eq!(t.layout(), before, "cycle {cycle}: the tree changed");
+    }
+    let report = trigger(&d, &t.held[0]);
+    assert_all_ok("tree after 20 cycles", &report);
+}
