@@ -112,6 +112,8 @@ fn run(cmd: Cmd) -> Result<i32> {
                 .with_context(|| format!("dumping process {}", opts.pid))?;
             tracing::info!(
                 pid = opts.pid,
+                tasks = s.tasks,
+                zombies = s.zombies,
                 threads = s.process.threads.len(),
                 pages_written = s.mem.pages_written,
                 pages_skipped_zero = s.mem.pages_skipped_zero,
