@@ -44,6 +44,9 @@ struct DumpArgs {
     /// Allow dumping a tree attached to a terminal session.
     #[arg(short = 'j', long = "shell-job")]
     shell_job: bool,
+    /// Seconds to wait for every thread to stop before giving up.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value = "10")]
+    timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -103,11 +106,14 @@ fn run(cmd: Cmd) -> Result<i32> {
                 dir: a.dir,
                 leave_running: a.leave_running,
                 shell_job: a.shell_job,
+                freeze_timeout: std::time::Duration::from_secs(a.timeout),
             };
             let s = criu_core::dump::dump(&opts)
                 .with_context(|| format!("dumping process {}", opts.pid))?;
             tracing::info!(
                 pid = opts.pid,
+                tasks = s.tasks,
+                zombies = s.zombies,
                 threads = s.process.threads.len(),
                 pages_written = s.mem.pages_written,
                 pages_skipped_zero = s.mem.pages_skipped_zero,

@@ -160,3 +160,21 @@ fn seccomp_is_refused_before_freezing() {
     assert_fails(&dump(p.pid(), &dir, &["-j", "-R"]), "uses seccomp");
     assert_eq!(p.finish().trim(), "OK");
 }
+
+/// A task that cannot stop (a vfork parent waits uninterruptibly for its
+/// child) makes the dump give up after --timeout with a clear error, and the
+/// process carries on once its wait ends.
+#[test]
+fn task_that_cannot_stop_times_out() {
+    let exe = compile("vforker");
+    let mut p = Program::start(&exe, &[]);
+    let t = std::time::Instant::now();
+    while p.state() != Some('D') {
+        assert!(t.elapsed().as_secs() < 10, "parent never blocked in vfork (state {:?})", p.state());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let dir = scratch_dir("vfork");
+    assert_fails(&dump(p.pid(), &dir, &["-j", "-R", "--timeout", "1"]), "did not stop in time");
+    assert!(!dir.join("inventory.img").exists());
+    assert_eq!(p.finish().trim(), "OK");
+}

@@ -85,6 +85,13 @@ fn images_hold_what_the_program_set_up() {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
 
+    // The restore side's own readers accept the set (inventory, cores,
+    // VMA layout, pagemap entries each inside one VMA).
+    let images = criu_core::images::ImageDir::open(&dir).expect("complete image set");
+    let mm_e = images.read_mm(pid).expect("mm layout");
+    images.read_pagemap(pid, &mm_e).expect("pagemap within the VMAs");
+    images.read_core(pid, true).expect("leader core");
+
     // Process tree: one process, three threads.
     let ps = entries(&dir, "pstree.img");
     assert_eq!(ps.len(), 1);
@@ -92,6 +99,9 @@ fn images_hold_what_the_program_set_up() {
     let tids: Vec<u64> = ps[0]["threads"].as_array().unwrap().iter().map(jnum).collect();
     assert_eq!(tids.len(), 3);
     assert_eq!(tids[0], pid);
+    for &t in &tids[1..] {
+        images.read_core(t, false).expect("thread core");
+    }
 
     // Leader registers: r12..r15 and ymm0/ymm1 as set by the inline asm.
     let core = &entries(&dir, &format!("core-{pid}.img"))[0];
@@ -209,6 +219,16 @@ fn images_hold_what_the_program_set_up() {
     let ymm_addr = p.num("ymm");
     let off = find_page(&runs, ymm_addr & !(PAGE - 1)).expect("written data page dumped") as usize + (ymm_addr % PAGE) as usize;
     assert_eq!(&pages[off..off + 64], &ymm[..], "ymm_in in the data page");
+
+    // A 64 GiB sparse area: exactly its two written pages.
+    let sparse = p.num("sparse");
+    let sv = vma_at(sparse);
+    let in_sparse: Vec<_> = runs.iter().filter(|r| r.0 >= jnum(&sv["start"]) && r.0 < jnum(&sv["end"])).map(|r| (r.0, r.1)).collect();
+    assert_eq!(in_sparse, vec![(sparse, 1), (sparse + (32 << 30), 1)]);
+    for (addr, text) in [(sparse, &b"sparse start"[..]), (sparse + (32 << 30), b"sparse middle")] {
+        let off = find_page(&runs, addr).unwrap() as usize;
+        assert_eq!(&pages[off..off + text.len()], text);
+    }
 
     // Special pages: PROT_NONE data (read through /proc/PID/mem), mlock, MADV_DONTFORK.
     let special = p.num("special");

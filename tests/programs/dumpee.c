@@ -125,6 +125,12 @@ int main(int argc, char **argv)
 		return 3;
 	special[2 * PAGE] = 2;
 	madvise(special + 2 * PAGE, PAGE, MADV_DONTFORK);
+	/* A huge sparse area: 64 GiB reserved, two pages written. */
+	char *sparse = mmap(NULL, 64UL << 30, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (sparse == MAP_FAILED)
+		return 3;
+	strcpy(sparse, "sparse start");
+	strcpy(sparse + (32UL << 30), "sparse middle");
 	/* Shared anonymous memory: 16 pages, pages 0 and 2 written. */
 	char *shm = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (shm == MAP_FAILED)
@@ -222,8 +228,8 @@ int main(int argc, char **argv)
 	}
 
 	printf("READY pid=%d mem=%p pages=%zu ymm=%p reg=%d dup=%d app=%d ghost=%d pipe_r=%d pipe_w=%d devnull=%d "
-	       "altstack=%p shm=%p fifo=%d special=%p mapghost=%p\n",
-	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo, (void *)special, (void *)mapghost);
+	       "altstack=%p shm=%p fifo=%d special=%p mapghost=%p sparse=%p\n",
+	       getpid(), (void *)mem, npages, (void *)ymm_in, reg, dupfd, app, ghost, pfd[0], pfd[1], devnull, ss.ss_sp, (void *)shm, fifo, (void *)special, (void *)mapghost, (void *)sparse);
 
 	/* Block in read(0) with known registers; store them afterwards. */
 	char go;
@@ -289,6 +295,7 @@ int main(int argc, char **argv)
 	/* Nothing left mapped by the dumper: same number of mappings as before? Checked by the test. */
 	CHECK(devnull >= 0, "devnull");
 	CHECK(memcmp(mapghost, "mapped ghost", 12) == 0, "mapped unlinked file");
+	CHECK(strcmp(sparse, "sparse start") == 0 && strcmp(sparse + (32UL << 30), "sparse middle") == 0, "sparse area");
 	mprotect(special, PAGE, PROT_READ);
 	CHECK(special[0] == (char)0xa5 && special[PAGE - 1] == (char)0xa5 && special[PAGE] == 1 && special[2 * PAGE] == 2,
 	      "special pages");

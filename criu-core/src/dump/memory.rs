@@ -109,10 +109,15 @@ fn is_zero(page: &[u8]) -> bool {
     pre.iter().all(|b| *b == 0) && post.iter().all(|b| *b == 0) && mid.iter().fold(0, |a, w| a | w) == 0
 }
 
-/// Merges a run of `nr` pages at `vaddr` into the last entry when adjacent.
-fn record(entries: &mut Vec<PagemapEntry>, vaddr: u64, nr: usize) {
+/// Merges a run of `nr` pages at `vaddr` into the last entry when adjacent
+/// and in the same area (an entry never spans two VMAs: restore requires
+/// each inside one), else appends it.
+fn record(entries: &mut Vec<PagemapEntry>, vma_start: u64, vaddr: u64, nr: usize) {
     if let Some(last) = entries.last_mut() {
-        if last.vaddr + last.nr_pages as u64 * PAGE_SIZE == vaddr && (last.nr_pages as usize + nr) <= u32::MAX as usize {
+        if last.vaddr >= vma_start
+            && last.vaddr + last.nr_pages as u64 * PAGE_SIZE == vaddr
+            && (last.nr_pages as usize + nr) <= u32::MAX as usize
+        {
             last.nr_pages += nr as u32;
             return;
         }
@@ -199,12 +204,13 @@ struct Batch {
 }
 
 /// Picks the pages of a freshly read buffer to keep (all, or the non-zero
-/// ones when `skip_zero`), records their pagemap entries and returns the
-/// stretches of the buffer to write.
+/// ones when `skip_zero`), records their pagemap entries (for the area
+/// starting at `vma_start`) and returns the stretches of the buffer to write.
 fn select_pages(
     buf: &[u8],
     runs: &[Run],
     skip_zero: bool,
+    vma_start: u64,
     entries: &mut Vec<PagemapEntry>,
     stats: &mut MemStats,
 ) -> Vec<(usize, usize)> {
@@ -228,7 +234,7 @@ fn select_pages(
         off += nr * ps;
     }
     for &(_, len, va) in &pieces {
-        record(entries, va, len / ps);
+        record(entries, vma_start, va, len / ps);
         stats.pages_written += (len / ps) as u64;
     }
     pieces.into_iter().map(|(o, l, _)| (o, l)).collect()
@@ -308,7 +314,7 @@ pub fn dump_private(
                     let t = std::time::Instant::now();
                     read_runs(pid, &mut mem, buf.bytes_mut(), &runs, vma.map.read)?;
                     stats.read_time += t.elapsed();
-                    let pieces = select_pages(buf.bytes(), &runs, vma.zero_pages_implicit(), &mut entries, &mut stats);
+                    let pieces = select_pages(buf.bytes(), &runs, vma.zero_pages_implicit(), vma.map.start, &mut entries, &mut stats);
                     let len: usize = pieces.iter().map(|p| p.1).sum();
                     if full_tx.send(Batch { buf, pieces, file_off }).is_err() {
                         return Ok(());

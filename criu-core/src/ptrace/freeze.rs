@@ -8,6 +8,7 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use std::time::{Duration, Instant};
 
 /// `PTRACE_EVENT_STOP`: the stop a `PTRACE_INTERRUPT` produces.
 const PTRACE_EVENT_STOP: i32 = 128;
@@ -34,12 +35,25 @@ enum Stopped {
     Gone,
 }
 
-/// Waits until `tid` sits in the stop our interrupt asked for. Signals the
+/// Waits until `tid` sits in the stop our interrupt asked for, at most until
+/// `deadline` (a thread in an uninterruptible wait cannot stop). Signals the
 /// thread dequeued just before are handed back to it (as if they had come
 /// before the dump).
-fn wait_stop(tid: i32) -> Result<Stopped> {
+fn wait_stop(tid: i32, deadline: Instant) -> Result<Stopped> {
+    let mut pause = Duration::from_micros(20);
     loop {
-        match waitpid(npid(tid), Some(WaitPidFlag::__WALL)).map_err(sys("waitpid", tid))? {
+        match waitpid(npid(tid), Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)).map_err(sys("waitpid", tid))? {
+            WaitStatus::StillAlive => {
+                if Instant::now() >= deadline {
+                    let state = crate::proc::stat::read_stat_file(tid, "stat").map(|s| s.state).unwrap_or('?');
+                    return Err(PtraceError::Unexpected {
+                        tid,
+                        what: format!("did not stop in time (state {state}; an uninterruptible wait?)"),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(2));
+            }
             WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => return Ok(Stopped::Yes),
             WaitStatus::Stopped(_, sig) if is_group_stop(sig) => return Ok(Stopped::Yes),
             WaitStatus::Stopped(_, sig) => {
@@ -56,8 +70,9 @@ fn wait_stop(tid: i32) -> Result<Stopped> {
 
 impl Frozen {
     /// Seizes and stops every thread of `pid`, repeating until no new thread
-    /// shows up in `/proc/PID/task`.
-    pub fn freeze(pid: i32) -> Result<Frozen> {
+    /// shows up in `/proc/PID/task`; fails if that takes longer than `timeout`.
+    pub fn freeze(pid: i32, timeout: Duration) -> Result<Frozen> {
+        let deadline = Instant::now() + timeout;
         let st = read_status_file(pid, "status")?;
         if st.tracer_pid != 0 {
             return Err(PtraceError::AlreadyTraced { pid, tracer: st.tracer_pid });
@@ -97,7 +112,7 @@ impl Frozen {
                 }
             }
             for tid in seized {
-                if let Stopped::Gone = wait_stop(tid)? {
+                if let Stopped::Gone = wait_stop(tid, deadline)? {
                     if tid == pid {
                         return Err(PtraceError::Unexpected { tid, what: "the process exited while being frozen".into() });
                     }
@@ -133,6 +148,13 @@ impl Frozen {
             }
         }
         first
+    }
+
+    /// Gives up the hold without touching the threads (the caller has killed
+    /// them and collects their exits); returns the thread ids.
+    pub fn release(mut self) -> Vec<i32> {
+        self.released = true;
+        std::mem::take(&mut self.tids)
     }
 
     /// Kills the process with SIGKILL and waits until it is gone (or a
