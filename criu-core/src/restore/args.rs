@@ -169,7 +169,7 @@ pub fn build_args(
         .map(|(i, r)| RlimitArg { resource: i as u32, _pad: 0, cur: r.cur.unwrap_or_default(), max: r.max.unwrap_or_default() })
         .collect();
     let rlimits = b.push(&rl);
-    let mut flags = RESTORE_F_PERSONALITY | RESTORE_F_MM;
+    let mut flags = RESTORE_F_PERSONALITY | RESTORE_F_MM | RESTORE_F_DUMPABLE;
     let creds = match &th.creds {
         Some(c) => {
             flags |= RESTORE_F_CREDS;
@@ -213,6 +213,8 @@ pub fn build_args(
         // No lazy VMAs: the blob ignores it.
         uffd: -1,
         _pad2: 0,
+        dumpable: plan.mm.dumpable.unwrap_or(1) as u32,
+        _pad3: 0,
     };
     let total = b.buf.len().next_multiple_of(PAGE_SIZE as usize) as u64;
     Ok(b.finish(&RestoreArgs { total_size: total, ..head }))
