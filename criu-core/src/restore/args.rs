@@ -96,7 +96,6 @@ pub fn build_args(
     dumped_vdso: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     let core_file = || format!("core-{}.img", plan.pid);
-    let ti = plan.core.thread_info.as_ref().ok_or_else(|| RestoreError::bad(core_file(), "no thread_info"))?;
     let tc = plan.core.tc.as_ref().ok_or_else(|| RestoreError::bad(core_file(), "no task core"))?;
     let th = plan.core.thread_core.clone().unwrap_or_default();
     let mut b = Block::new();
@@ -132,33 +131,14 @@ pub fn build_args(
     let vmas = b.push(&vmas);
     let scratch_off = b.push_bytes(&vec![0u8; scratch_len as usize]).off;
 
-    let xsave = match &ti.fpregs {
-        Some(fp) => b.push_bytes(&xsave_area(fp)),
-        None => ArgArray::default(),
-    };
     // Siginfo arrays count siginfos, not bytes.
-    let siginfos = |q: &Option<pb::SignalQueueEntry>| -> Vec<[u8; SIGINFO_SIZE]> {
-        q.iter().flat_map(|q| &q.signals).map(|s| siginfo_bytes(s.siginfo.as_deref().unwrap_or(&[]))).collect()
-    };
-    let private_sigs = b.push(&siginfos(&th.signals_p));
     let shared_sigs = b.push(&siginfos(&tc.signals_s));
-    let thread = ThreadArg {
-        tid: plan.pid,
-        gpregs: gpregs(ti.gpregs.as_ref().ok_or_else(|| RestoreError::bad(core_file(), "no gpregs"))?),
-        xsave,
-        sigmask: th.blk_sigset.unwrap_or(tc.blk_sigset.unwrap_or_default()),
-        sas_sp: th.sas.as_ref().and_then(|s| s.ss_sp).unwrap_or_default(),
-        sas_flags: th.sas.as_ref().and_then(|s| s.ss_flags).map_or(libc::SS_DISABLE, |f| f as i32),
-        sas_size: th.sas.as_ref().and_then(|s| s.ss_size).unwrap_or_default(),
-        clear_child_tid: ti.clear_tid_addr.unwrap_or_default(),
-        rseq_ptr: th.rseq_entry.as_ref().and_then(|r| r.rseq_abi_pointer).unwrap_or_default(),
-        rseq_len: th.rseq_entry.as_ref().and_then(|r| r.rseq_abi_size).unwrap_or_default(),
-        rseq_sig: th.rseq_entry.as_ref().and_then(|r| r.signature).unwrap_or_default(),
-        siginfos: private_sigs,
-        stack: place.stack,
-        ..Default::default()
-    };
-    let threads = b.push(&[thread]);
+    let mut thread_args = Vec::with_capacity(plan.nr_threads());
+    let cores = std::iter::once((plan.pid, &*plan.core)).chain(plan.thread_cores.iter().map(|(t, c)| (*t, &**c)));
+    for (i, (tid, core)) in cores.enumerate() {
+        thread_args.push(thread_arg(&mut b, tid, core, tc, thread_stack(place, i))?);
+    }
+    let threads = b.push(&thread_args);
     let sigactions = b.push(&sigactions(&tc.sigactions).map_err(|p| RestoreError::bad(core_file(), p))?);
     let posix: Vec<PosixTimerArg> = tc.timers.iter().flat_map(|t| &t.posix).map(posix_timer).collect();
     let posix_timers = b.push(&posix);
@@ -218,6 +198,52 @@ pub fn build_args(
     };
     let total = b.buf.len().next_multiple_of(PAGE_SIZE as usize) as u64;
     Ok(b.finish(&RestoreArgs { total_size: total, ..head }))
+}
+
+/// Thread `i`'s blob stack: thread 0 gets the top [`STACK_SIZE`] bytes of
+/// `place.stack` (where the jump starts), thread 1 the next ones down, ...
+pub fn thread_stack(place: &Placement, i: usize) -> MemRange {
+    let top = place.stack.start.wrapping_add(place.stack.len);
+    MemRange { start: top.wrapping_sub((i as u64 + 1) * STACK_SIZE), len: STACK_SIZE }
+}
+
+/// Siginfos of a signal queue, each exactly [`SIGINFO_SIZE`] bytes.
+fn siginfos(q: &Option<pb::SignalQueueEntry>) -> Vec<[u8; SIGINFO_SIZE]> {
+    q.iter().flat_map(|q| &q.signals).map(|s| siginfo_bytes(s.siginfo.as_deref().unwrap_or(&[]))).collect()
+}
+
+/// One thread's [`ThreadArg`] from its `core-TID.img` (`tc`: the leader's
+/// task core, the fallback for the mask and name), its arrays appended to `b`.
+fn thread_arg(b: &mut Block, tid: i32, core: &pb::CoreEntry, tc: &pb::TaskCoreEntry, stack: MemRange) -> Result<ThreadArg> {
+    let core_file = || format!("core-{tid}.img");
+    let ti = core.thread_info.as_ref().ok_or_else(|| RestoreError::bad(core_file(), "no thread_info"))?;
+    let th = core.thread_core.clone().unwrap_or_default();
+    let xsave = match &ti.fpregs {
+        Some(fp) => b.push_bytes(&xsave_area(fp)),
+        None => ArgArray::default(),
+    };
+    let mut comm = [0u8; 16];
+    let name = th.comm.as_ref().or(tc.comm.as_ref()).map(|c| c.as_bytes()).unwrap_or_default();
+    for (dst, src) in comm.iter_mut().zip(name.iter().take(15)) {
+        *dst = *src;
+    }
+    Ok(ThreadArg {
+        tid,
+        gpregs: gpregs(ti.gpregs.as_ref().ok_or_else(|| RestoreError::bad(core_file(), "no gpregs"))?),
+        xsave,
+        sigmask: th.blk_sigset.unwrap_or(tc.blk_sigset.unwrap_or_default()),
+        sas_sp: th.sas.as_ref().and_then(|s| s.ss_sp).unwrap_or_default(),
+        sas_flags: th.sas.as_ref().and_then(|s| s.ss_flags).map_or(libc::SS_DISABLE, |f| f as i32),
+        sas_size: th.sas.as_ref().and_then(|s| s.ss_size).unwrap_or_default(),
+        clear_child_tid: ti.clear_tid_addr.unwrap_or_default(),
+        rseq_ptr: th.rseq_entry.as_ref().and_then(|r| r.rseq_abi_pointer).unwrap_or_default(),
+        rseq_len: th.rseq_entry.as_ref().and_then(|r| r.rseq_abi_size).unwrap_or_default(),
+        rseq_sig: th.rseq_entry.as_ref().and_then(|r| r.signature).unwrap_or_default(),
+        siginfos: b.push(&siginfos(&th.signals_p)),
+        stack,
+        comm,
+        ..Default::default()
+    })
 }
 
 /// An interval timer. An armed periodic timer dumped with a zero value (it

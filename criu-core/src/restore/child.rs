@@ -7,7 +7,7 @@
 
 use super::args::{build_args, BlobFds, Placement, STACK_SIZE};
 use super::error::{RestoreError, Result, SysContext};
-use super::fds::{fd_floor, move_above, restore_fds};
+use super::fds::{fd_floor, install_fds, move_above};
 use super::fs::restore_fs;
 use super::hole::find_hole;
 use super::maps::{read_maps, special_areas, SpecialAreas};
@@ -17,6 +17,7 @@ use crate::abi::MemRange;
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 
 /// Name of the blob's restore entry point.
@@ -27,14 +28,16 @@ pub const RESTORE_ENTRY: &str = "restore_entry";
 /// the fds being those of criu-rs the parent must close in the task.
 pub const PLACED: &str = "placed";
 
-/// Runs the child's side; never returns.
-pub fn child_main(plan: &TaskPlan, go: OwnedFd, status: OwnedFd) -> ! {
+/// Runs `f` (the task's preparation, which ends in the blob) with the
+/// status pipe moved above the task's fds; any error or panic is written to
+/// the status pipe and the task exits. Never returns.
+pub fn guarded(plan: &TaskPlan, status: OwnedFd, f: impl FnOnce(&OwnedFd) -> Result<std::convert::Infallible>) -> ! {
     // Keep the status pipe above every fd number the task will use.
     let Ok(status) = move_above(status, fd_floor(&plan.fds)) else {
         // SAFETY: leaving without running exit handlers, as after fork.
         unsafe { libc::_exit(2) }
     };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(plan, go, &status)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&status)));
     let message = match result {
         Ok(Err(e)) => format!("error: {e}\n"),
         Ok(Ok(never)) => match never {},
@@ -45,15 +48,11 @@ pub fn child_main(plan: &TaskPlan, go: OwnedFd, status: OwnedFd) -> ! {
     unsafe { libc::_exit(1) }
 }
 
-/// Everything the child does; `Ok` never happens (the jump does not return).
-fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::Infallible> {
-    let mut byte = [0u8; 1];
-    match rustix::io::read(&go, &mut byte) {
-        Ok(1) => {}
-        _ => return Err(RestoreError::Prepare("the parent went away before seizing".into())),
-    }
-    drop(go);
-    set_session(plan)?;
+/// Everything after the task's session and group are set and its children
+/// forked: files (`opened`: every description of the tree, created by
+/// criu-rs and inherited), memory, fs context, name, the blob; ends in the
+/// jump (`Ok` never happens).
+pub fn prepare(plan: &TaskPlan, status: &OwnedFd, opened: &BTreeMap<u32, OwnedFd>) -> Result<std::convert::Infallible> {
     // Room for every dumped fd number (the blob puts the dumped limits back).
     if let Ok(lim) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.ok_or(()) {
         let _ = rustix::process::setrlimit(
@@ -85,7 +84,7 @@ fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::I
     let mut keep: Vec<i32> = vec![status.as_raw_fd()];
     keep.extend(pages.iter().chain(exe.iter()).map(|f| f.as_raw_fd()));
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
-    restore_fds(&plan.fds, &plan.descs, &keep)?;
+    install_fds(&plan.fds, opened, &keep)?;
 
     let pm = build_memory(plan, pages.as_ref(), &open_ro)?;
     drop(pages);
@@ -120,16 +119,6 @@ fn set_comm(plan: &TaskPlan) -> Result<()> {
         return Err(RestoreError::Prepare(format!("task name {comm:?} holds a NUL byte")));
     };
     rustix::thread::set_name(&name).sys(|| format!("PR_SET_NAME({comm:?})"))
-}
-
-/// Becomes session leader or group leader when the dumped task was one.
-fn set_session(plan: &TaskPlan) -> Result<()> {
-    if plan.sid == plan.pid {
-        rustix::process::setsid().sys(|| "setsid".into())?;
-    } else if plan.pgid == plan.pid {
-        rustix::process::setpgid(None, None).sys(|| "setpgid(0, 0)".into())?;
-    }
-    Ok(())
 }
 
 /// Ranges the blob and scratch areas must avoid: the whole target layout.
@@ -200,7 +189,8 @@ fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds) -> Result<(u64, Place
     let blob_len = pkg.mem_size().next_multiple_of(PAGE_SIZE);
     let block_len = sizing.len() as u64;
     let mut busy = busy_now(plan)?;
-    let base = take_hole(&mut busy, blob_len + block_len + STACK_SIZE, "blob, arguments and stack")?;
+    let stacks = STACK_SIZE * plan.nr_threads() as u64;
+    let base = take_hole(&mut busy, blob_len + block_len + stacks, "blob, arguments and stacks")?;
     let largest = plan.vmas.iter().filter(|v| v.is_premapped()).map(|v| v.len()).max().unwrap_or(PAGE_SIZE);
     let bounce = take_hole(&mut busy, largest, "bounce area")?;
     let vvar = super::args::running_vvar(&now);
@@ -212,8 +202,8 @@ fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds) -> Result<(u64, Place
 
     let place = Placement {
         blob: MemRange { start: base, len: blob_len },
-        args: MemRange { start: base + blob_len, len: block_len + STACK_SIZE },
-        stack: MemRange { start: base + blob_len + block_len, len: STACK_SIZE },
+        args: MemRange { start: base + blob_len, len: block_len + stacks },
+        stack: MemRange { start: base + blob_len + block_len, len: stacks },
         premap: MemRange { start: pm.base, len: pm.len },
         bounce: MemRange { start: bounce, len: largest },
         park: MemRange { start: park, len: park_len },

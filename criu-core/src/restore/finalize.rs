@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use rustix::fd::OwnedFd;
 
 /// `PTRACE_EVENT_STOP` (group stop or interrupt under PTRACE_SEIZE).
-const PTRACE_EVENT_STOP: i32 = 128;
+pub(super) const PTRACE_EVENT_STOP: i32 = 128;
 
 /// Where the child put the blob and its arguments (its `placed` line).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,20 +34,20 @@ pub struct BlobPlace {
 
 /// The status pipe's contents so far: the `placed` line, error lines.
 #[derive(Debug, Default)]
-struct StatusLog {
+pub(super) struct StatusLog {
     text: String,
 }
 
 impl StatusLog {
     /// Reads whatever is in the pipe without blocking.
-    fn drain(&mut self, fd: &OwnedFd) {
+    pub(super) fn drain(&mut self, fd: &OwnedFd) {
         let mut buf = [0u8; 4096];
         while let Ok(n @ 1..) = rustix::io::read(fd, &mut buf) {
             self.text.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     }
 
-    fn place(&self) -> Option<BlobPlace> {
+    pub(super) fn place(&self) -> Option<BlobPlace> {
         let line = self.text.lines().find_map(|l| l.strip_prefix(super::child::PLACED))?;
         let n: Vec<u64> = line.split_whitespace().map(|w| w.parse().ok()).collect::<Option<_>>()?;
         match n[..] {
@@ -71,7 +71,7 @@ impl StatusLog {
 
 /// The error for a task that ended before the handshake: its own message
 /// if it wrote one, else `otherwise()`.
-fn failure(pid: i32, log: &StatusLog, otherwise: impl FnOnce() -> String) -> RestoreError {
+pub(super) fn failure(pid: i32, log: &StatusLog, otherwise: impl FnOnce() -> String) -> RestoreError {
     let errors = log.errors();
     match errors.strip_prefix("error: ") {
         Some(msg) => RestoreError::InTask { pid, message: msg.to_string() },
@@ -80,11 +80,11 @@ fn failure(pid: i32, log: &StatusLog, otherwise: impl FnOnce() -> String) -> Res
     }
 }
 
-fn died(pid: i32, problem: impl Into<String>) -> RestoreError {
+pub(super) fn died(pid: i32, problem: impl Into<String>) -> RestoreError {
     RestoreError::TaskDied { pid, problem: problem.into() }
 }
 
-fn ptrace_err(pid: i32, what: &str) -> impl Fn(nix::errno::Errno) -> RestoreError + '_ {
+pub(super) fn ptrace_err(pid: i32, what: &str) -> impl Fn(nix::errno::Errno) -> RestoreError + '_ {
     move |e| died(pid, format!("{what}: {e}"))
 }
 
@@ -96,7 +96,7 @@ pub fn seize(pid: i32) -> Result<()> {
 }
 
 /// Reads the blob's [`RestoreStatus`] through `/proc/PID/mem`.
-fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
+pub(super) fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
     let off = place.args_start + std::mem::offset_of!(RestoreArgs, status) as u64;
     let mut buf = [0u8; std::mem::size_of::<RestoreStatus>()];
     crate::ptrace::remote::read_exact(pid, off, &mut buf).ok()?;
@@ -105,7 +105,7 @@ fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
 }
 
 /// Describes a failed blob from its status block.
-fn blob_failure(st: Option<RestoreStatus>) -> String {
+pub(super) fn blob_failure(st: Option<RestoreStatus>) -> String {
     match st {
         Some(s) => format!(
             "the blob failed at stage {} ({}) with error {} (detail {:#x})",
@@ -197,7 +197,7 @@ pub fn finish(pid: i32, status_rx: &OwnedFd, stopped: bool) -> Result<()> {
 
 /// Resumes to the entry and exit stops of system call `nr`; returns the
 /// address of its `syscall` instruction.
-fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
+pub(super) fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
     let p = Pid::from_raw(pid);
     let mut insn = None;
     loop {
@@ -223,7 +223,7 @@ fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
 
 /// Closes criu-rs's fds in the task and unmaps the blob and its arguments,
 /// running the calls on the blob's `syscall` instruction.
-fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace) -> Result<()> {
+pub(super) fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace) -> Result<()> {
     let inj_err = |e: crate::ptrace::PtraceError| died(pid, format!("cleaning up: {e}"));
     let mut inj = Injector::new(pid, Some(syscall_insn)).map_err(inj_err)?;
     for &fd in &place.close_fds {

@@ -43,19 +43,27 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
     let images = open_dir(dir)?;
     let pstree_path = images.image_path(ImageKind::Pstree, 0);
     let tree: Vec<pb::PstreeEntry> = images.read_all(ImageKind::Pstree, 0)?;
-    let root = match tree.as_slice() {
-        [one] => one,
-        [] => return Err(RestoreError::bad(&pstree_path, "no process")),
-        _ => {
-            return Err(RestoreError::Unsupported { file: pstree_path, what: format!("{} processes (only one for now)", tree.len()) })
-        }
-    };
+    match tree.as_slice() {
+        [one] => load_task(&images, one, opts),
+        [] => Err(RestoreError::bad(&pstree_path, "no process")),
+        _ => Err(RestoreError::Unsupported { file: pstree_path, what: format!("{} processes (only one for now)", tree.len()) }),
+    }
+}
+
+/// Loads the live task `root` of the dump in `images` with all its threads.
+pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: LoadOptions) -> Result<TaskPlan> {
+    let images = images.clone();
+    let pstree_path = images.image_path(ImageKind::Pstree, 0);
     let pid = root.pid.unwrap_or_default() as i32;
     if pid <= 0 {
         return Err(RestoreError::bad(&pstree_path, format!("bad pid {pid}")));
     }
-    if root.threads.len() > 1 || root.threads.first().is_some_and(|&t| t as i32 != pid) {
-        return Err(RestoreError::Unsupported { file: pstree_path, what: format!("threads {:?} (single-threaded only)", root.threads) });
+    if root.threads.first().is_some_and(|&t| t as i32 != pid) || root.threads.iter().any(|&t| t as i32 <= 0) {
+        return Err(RestoreError::bad(&pstree_path, format!("task {pid}: bad thread list {:?} (the leader comes first)", root.threads)));
+    }
+    let mut thread_cores = Vec::new();
+    for &tid in root.threads.iter().skip(1) {
+        thread_cores.push((tid as i32, Box::new(images.read_core(tid as u64, false)?)));
     }
     // Both readers check what the image layer knows: x86-64 state of the
     // right sizes, and a sorted, disjoint, page-aligned VMA list.
@@ -93,6 +101,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
         pages,
         shmem_pages,
         exe,
+        thread_cores,
         core: Box::new(core),
         mm: Box::new(mm),
     })
@@ -207,7 +216,7 @@ fn load_shmem_pages(images: &ImageDir, mm_path: &Path, vmas: &[VmaPlan]) -> Resu
 
 /// A pagemap image and its pages file; entries' `vaddr` plus `base` are
 /// addresses in `vmas`.
-fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[VmaPlan], base: u64) -> Result<PagesPlan> {
+pub(super) fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[VmaPlan], base: u64) -> Result<PagesPlan> {
     let path = images.image_path(kind, id);
     let mut r = images.open_image(kind, id)?;
     let head: pb::PagemapHead = r.read_next()?;

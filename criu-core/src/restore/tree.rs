@@ -1,0 +1,308 @@
+//! Restoring every task of `pstree.img`: pids, parents, process groups,
+//! sessions, zombies.
+//!
+//! criu-rs creates what the tasks share ([`super::shared`]), then forks the
+//! root with its pid and traces it (with `PTRACE_O_TRACEFORK`/`TRACECLONE`,
+//! so every task and thread created below it is traced from birth). Each
+//! task, still running criu-rs's code, takes its session (`setsid`) and
+//! group (`setpgid`), then forks its children in `pstree.img` order, each
+//! with its pid (`clone3` + `set_tid`): a session or group leader has set
+//! itself up before any child exists, so children inherit or join it.
+//! Zombies are forked untraced, take their ids and name, exit with their
+//! dumped status and are left unreaped for their restored parent. Then the
+//! task prepares itself and enters the blob ([`super::child::prepare`]).
+//! [`super::barrier`] holds every thread of every task at the blob's last
+//! trap until the whole tree is there, then lets them all go.
+
+use super::barrier::{self, Tracked, TreeGuard};
+use super::child::{guarded, prepare};
+use super::clone::{clone3_set_tid, clone3_set_tid_flags, Forked};
+use super::error::{RestoreError, Result, SysContext};
+use super::load::{load_task, open_dir, LoadOptions};
+use super::plan::TaskPlan;
+use super::{RestoreOptions, Restored};
+use crate::images::consts::task_state;
+use crate::images::{pb, ImageKind};
+use rustix::fd::OwnedFd;
+use std::collections::BTreeMap;
+
+/// `CLONE_UNTRACED`: the child is not auto-attached to our tracer.
+const CLONE_UNTRACED: u64 = 0x0080_0000;
+
+/// One task of the tree.
+#[derive(Debug)]
+pub struct TreeTask {
+    pub pid: i32,
+    /// 0 for the root.
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub kind: TaskKind,
+}
+
+/// A live task or a zombie.
+#[derive(Debug)]
+pub enum TaskKind {
+    Live(Box<TaskPlan>),
+    /// Exits with `status` (as `wait` reports it) and stays unreaped.
+    Zombie { status: i32, comm: String },
+}
+
+/// Every task, parents before children; `tasks[0]` is the root.
+#[derive(Debug)]
+pub struct TreePlan {
+    pub tasks: Vec<TreeTask>,
+}
+
+impl TreePlan {
+    /// The live tasks' plans.
+    pub fn live(&self) -> impl Iterator<Item = &TaskPlan> {
+        self.tasks.iter().filter_map(|t| match &t.kind {
+            TaskKind::Live(p) => Some(&**p),
+            TaskKind::Zombie { .. } => None,
+        })
+    }
+
+    /// Indices of the tasks whose parent is task `idx`, in image order.
+    fn children(&self, idx: usize) -> impl Iterator<Item = usize> + '_ {
+        let pid = self.tasks[idx].pid;
+        self.tasks.iter().enumerate().filter(move |(_, t)| t.ppid == pid && t.ppid != 0).map(|(i, _)| i)
+    }
+}
+
+/// Reads and checks the whole tree of the dump in `dir`.
+pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
+    let images = open_dir(dir)?;
+    let path = images.image_path(ImageKind::Pstree, 0);
+    let entries: Vec<pb::PstreeEntry> = images.read_all(ImageKind::Pstree, 0)?;
+    if entries.is_empty() {
+        return Err(RestoreError::bad(&path, "no process"));
+    }
+    let mut tasks: Vec<TreeTask> = Vec::with_capacity(entries.len());
+    let mut ids: Vec<i32> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let pid = e.pid.unwrap_or_default() as i32;
+        let ppid = if i == 0 { 0 } else { e.ppid.unwrap_or_default() as i32 };
+        let (pgid, sid) = (e.pgid.unwrap_or_default() as i32, e.sid.unwrap_or_default() as i32);
+        if pid <= 0 || pgid <= 0 || sid <= 0 {
+            return Err(RestoreError::bad(&path, format!("task {pid}: bad pid, pgid {pgid} or sid {sid}")));
+        }
+        let tids: Vec<i32> = e.threads.iter().map(|&t| t as i32).collect();
+        if let Some(dup) = std::iter::once(pid).chain(tids.iter().copied().skip(1)).find(|t| ids.contains(t)) {
+            return Err(RestoreError::bad(&path, format!("pid {dup} appears twice")));
+        }
+        ids.push(pid);
+        ids.extend(tids.iter().skip(1));
+        let parent = tasks.iter().find(|t| t.pid == ppid);
+        if i > 0 && !matches!(parent, Some(TreeTask { kind: TaskKind::Live(_), .. })) {
+            return Err(RestoreError::bad(&path, format!("task {pid}: parent {ppid} is not a live task listed before it")));
+        }
+        let core: pb::CoreEntry = images.read_one(ImageKind::Core, pid as u64)?;
+        let tc = core.tc.as_ref();
+        let kind = if tc.and_then(|tc| tc.task_state) == Some(task_state::DEAD) {
+            if i == 0 {
+                return Err(RestoreError::Unsupported { file: path, what: format!("the root {pid} is a zombie") });
+            }
+            let tc = tc.cloned().unwrap_or_default();
+            TaskKind::Zombie { status: tc.exit_code.unwrap_or_default() as i32, comm: tc.comm.unwrap_or_default() }
+        } else {
+            TaskKind::Live(Box::new(load_task(&images, e, opts)?))
+        };
+        let task = TreeTask { pid, ppid, pgid, sid, kind };
+        check_ids(&task, &tasks, &path)?;
+        tasks.push(task);
+    }
+    Ok(TreePlan { tasks })
+}
+
+/// A task below the root must get its session by `setsid` or from its
+/// parent, and its group by `setpgid(0, 0)` or from an ancestor: a session
+/// or group whose leader is gone would need a helper task (not done yet).
+fn check_ids(t: &TreeTask, before: &[TreeTask], path: &std::path::Path) -> Result<()> {
+    if t.ppid == 0 {
+        return Ok(());
+    }
+    let ancestors = || {
+        std::iter::successors(before.iter().find(|p| p.pid == t.ppid), |p| before.iter().find(|q| q.pid == p.ppid))
+    };
+    let parent = ancestors().next().map_or((0, 0), |p| (p.sid, p.pgid));
+    let unsupported = |what: String| Err(RestoreError::Unsupported { file: path.into(), what });
+    if t.sid != t.pid && t.sid != parent.0 {
+        return unsupported(format!("task {}: session {} whose leader is gone (needs a helper task)", t.pid, t.sid));
+    }
+    if t.pgid != t.pid && !ancestors().any(|a| a.pgid == t.pgid && a.sid == t.sid) {
+        return unsupported(format!("task {}: process group {} with no member among its ancestors (needs a helper task)", t.pid, t.pgid));
+    }
+    Ok(())
+}
+
+/// The pipes one task reports on, and the one the root waits on.
+struct TaskPipes {
+    status_rx: Vec<Option<OwnedFd>>,
+    status_tx: Vec<Option<OwnedFd>>,
+}
+
+/// Restores the whole tree of the dump in `opts.dir`. On failure every task
+/// created is killed (nothing half-restored stays).
+///
+/// Must be called from a single-threaded process (the tasks are forks).
+pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
+    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job })?;
+    let images = open_dir(&opts.dir)?;
+    tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
+    let mut live: Vec<&mut TaskPlan> = tree
+        .tasks
+        .iter_mut()
+        .filter_map(|t| match &mut t.kind {
+            TaskKind::Live(p) => Some(&mut **p),
+            TaskKind::Zombie { .. } => None,
+        })
+        .collect();
+    let shared = super::shared::create(&images, &mut live)?;
+    let floor = super::shared::tree_floor(&tree.live().collect::<Vec<_>>());
+    let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new() };
+    for t in &tree.tasks {
+        let (rx, tx) = match t.kind {
+            TaskKind::Live(_) => {
+                let (rx, tx) = super::pipe("status")?;
+                (Some(super::fds::move_above(rx, floor)?), Some(super::fds::move_above(tx, floor)?))
+            }
+            TaskKind::Zombie { .. } => (None, None),
+        };
+        pipes.status_rx.push(rx);
+        pipes.status_tx.push(tx);
+    }
+    let (go_rx, go_tx) = super::pipe("go")?;
+    let go_rx = super::fds::move_above(go_rx, floor)?;
+    let root = tree.tasks[0].pid;
+    // SAFETY: criu-rs is single-threaded here (documented requirement).
+    match unsafe { clone3_set_tid(root)? } {
+        Forked::Child => {
+            drop(go_tx);
+            task_main(&tree, 0, Some(go_rx), &mut pipes, &shared.descs)
+        }
+        Forked::Parent { child } => {
+            drop(go_rx);
+            drop(shared);
+            pipes.status_tx.clear();
+            let mut guard = TreeGuard::new(child);
+            barrier::seize_tree_root(child)?;
+            rustix::io::write(&go_tx, b"g").sys(|| "starting the root task".into())?;
+            drop(go_tx);
+            let mut tracked = Vec::new();
+            for (t, rx) in tree.tasks.iter().zip(pipes.status_rx.drain(..)) {
+                let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
+                rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
+                let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
+                let tids = std::iter::once(t.pid).chain(plan.thread_cores.iter().map(|c| c.0)).collect();
+                tracked.push(Tracked::new(t.pid, tids, rx, stopped));
+            }
+            barrier::run(&mut tracked, &mut guard)?;
+            guard.disarm();
+            tracing::info!(pid = child, tasks = tracked.len(), "restored");
+            Ok(Restored { pid: child })
+        }
+    }
+}
+
+/// A task's own side: session and group, its children, then itself.
+/// Never returns.
+fn task_main(tree: &TreePlan, idx: usize, go: Option<OwnedFd>, pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> ! {
+    let t = &tree.tasks[idx];
+    let TaskKind::Live(plan) = &t.kind else {
+        // SAFETY: leaving without running exit handlers, as after fork.
+        unsafe { libc::_exit(3) }
+    };
+    let Some(status) = pipes.status_tx.get_mut(idx).and_then(Option::take) else {
+        // SAFETY: as above.
+        unsafe { libc::_exit(3) }
+    };
+    // criu-rs's ends are no business of the tasks.
+    pipes.status_rx.clear();
+    guarded(plan, status, |status| {
+        if let Some(go) = go {
+            let mut byte = [0u8; 1];
+            if rustix::io::read(&go, &mut byte) != Ok(1) {
+                return Err(RestoreError::Prepare("criu-rs went away before tracing the task".into()));
+            }
+        }
+        set_ids(t)?;
+        for c in tree.children(idx).collect::<Vec<_>>() {
+            fork_child(tree, c, pipes, descs)?;
+        }
+        prepare(plan, status, descs)
+    })
+}
+
+/// Forks task `idx` with its pid (a zombie untraced, then waits until it
+/// is one); the child never returns from here.
+fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> Result<()> {
+    let t = &tree.tasks[idx];
+    match &t.kind {
+        TaskKind::Live(_) => {
+            // SAFETY: the task is single-threaded (a fork of criu-rs).
+            if let Forked::Child = unsafe { clone3_set_tid(t.pid)? } {
+                task_main(tree, idx, None, pipes, descs)
+            }
+        }
+        TaskKind::Zombie { status, comm } => {
+            // SAFETY: as above; the child only makes raw calls and exits.
+            if let Forked::Child = unsafe { clone3_set_tid_flags(t.pid, CLONE_UNTRACED)? } {
+                become_zombie(t, *status, comm)
+            }
+            // It must be dead before the tree runs: its SIGCHLD belongs to now.
+            rustix::process::waitid(
+                rustix::process::WaitId::Pid(rustix::process::Pid::from_raw(t.pid).ok_or(RestoreError::PidInUse { pid: t.pid })?),
+                rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+            )
+            .sys(|| format!("waiting for zombie {} to exit", t.pid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the task's session and group: `setsid` for a session leader,
+/// then `setpgid(0, pgid)` unless already in the group. The root only does
+/// what makes it a leader (its session and group are otherwise criu-rs's).
+fn set_ids(t: &TreeTask) -> Result<()> {
+    if t.sid == t.pid {
+        rustix::process::setsid().sys(|| "setsid".into())?;
+    }
+    let cur = rustix::process::getpgrp().as_raw_nonzero().get();
+    if cur != t.pgid && (t.ppid != 0 || t.pgid == t.pid) {
+        let pgid = rustix::process::Pid::from_raw(t.pgid);
+        let own = if t.pgid == t.pid { None } else { pgid };
+        rustix::process::setpgid(None, own).sys(|| format!("setpgid(0, {})", t.pgid))?;
+    }
+    if t.ppid != 0 {
+        let sid = rustix::process::getsid(None).sys(|| "getsid".into())?.as_raw_nonzero().get();
+        if sid != t.sid {
+            return Err(RestoreError::Prepare(format!("task {} got session {sid}, not {}", t.pid, t.sid)));
+        }
+    }
+    Ok(())
+}
+
+/// A zombie-to-be: its ids and name, then the dumped exit (a signal it
+/// died of is raised again, without a core dump). Never returns.
+fn become_zombie(t: &TreeTask, status: i32, comm: &str) -> ! {
+    let _ = set_ids(t);
+    if let Ok(name) = std::ffi::CString::new(comm.bytes().take(15).filter(|&b| b != 0).collect::<Vec<u8>>()) {
+        let _ = rustix::thread::set_name(&name);
+    }
+    let sig = status & 0x7f;
+    if sig != 0 {
+        // SAFETY: plain syscalls on this process; no Rust state involved.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    // SAFETY: leaving without running exit handlers, as after fork.
+    unsafe { libc::_exit((status >> 8) & 0xff) }
+}
