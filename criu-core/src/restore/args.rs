@@ -242,6 +242,8 @@ fn thread_arg(b: &mut Block, tid: i32, core: &pb::CoreEntry, tc: &pb::TaskCoreEn
         siginfos: b.push(&siginfos(&th.signals_p)),
         stack,
         comm,
+        robust_list: th.futex_rla.unwrap_or_default(),
+        robust_list_len: th.futex_rla_len.unwrap_or_default() as u64,
         ..Default::default()
     })
 }
