@@ -25,6 +25,8 @@ pub struct Tracked {
     /// Its threads, the leader first.
     pub tids: Vec<i32>,
     status_rx: OwnedFd,
+    /// For a task not traced from birth: it waits on this until seized.
+    go: Option<OwnedFd>,
     log: StatusLog,
     place: Option<BlobPlace>,
     /// Leave it in a job-control stop, as dumped.
@@ -32,15 +34,15 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    pub fn new(pid: i32, tids: Vec<i32>, status_rx: OwnedFd, stopped: bool) -> Self {
-        Tracked { pid, tids, status_rx, log: StatusLog::default(), place: None, stopped }
+    pub fn new(pid: i32, tids: Vec<i32>, status_rx: OwnedFd, go: Option<OwnedFd>, stopped: bool) -> Self {
+        Tracked { pid, tids, status_rx, go, log: StatusLog::default(), place: None, stopped }
     }
 }
 
 /// `PTRACE_SEIZE(pid, EXITKILL | TRACESYSGOOD | TRACEEXIT | TRACEFORK |
 /// TRACECLONE)`: every task and thread created below it is ours to trace,
 /// and dies if criu-rs dies.
-pub fn seize_tree_root(pid: i32) -> Result<()> {
+fn seize_tree(pid: i32) -> Result<()> {
     use ptrace::Options as O;
     let opts = O::PTRACE_O_EXITKILL | O::PTRACE_O_TRACESYSGOOD | O::PTRACE_O_TRACEEXIT | O::PTRACE_O_TRACEFORK | O::PTRACE_O_TRACECLONE;
     ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
@@ -49,6 +51,13 @@ pub fn seize_tree_root(pid: i32) -> Result<()> {
 /// Holds every task until all reached the trap, then lets them all go.
 pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard) -> Result<()> {
     for t in tasks.iter_mut() {
+        if let Some(go) = t.go.take() {
+            // The root (our child), or a task forked by a helper (whose
+            // parent has reaped the helper, so it exists by now).
+            seize_tree(t.pid)?;
+            guard.saw(t.pid, t.pid);
+            rustix::io::write(&go, b"g").map_err(|e| died(t.pid, format!("starting the task: {e}")))?;
+        }
         for i in 0..t.tids.len() {
             let tid = t.tids[i];
             wait_trap(t, tid, guard)?;

@@ -115,9 +115,10 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
     Ok(TreePlan { tasks })
 }
 
-/// A task below the root must get its session by `setsid` or from its
-/// parent, and its group by `setpgid(0, 0)` or from an ancestor: a session
-/// or group whose leader is gone would need a helper task (not done yet).
+/// A task below the root must get its session by `setsid`, from its
+/// parent, or from a helper (a session whose leader is gone and is no task
+/// of the tree: [`needs_helper`]); its group by `setpgid(0, 0)`, from an
+/// ancestor, or the helper's.
 fn check_ids(t: &TreeTask, before: &[TreeTask], path: &std::path::Path) -> Result<()> {
     if t.ppid == 0 {
         return Ok(());
@@ -125,21 +126,41 @@ fn check_ids(t: &TreeTask, before: &[TreeTask], path: &std::path::Path) -> Resul
     let ancestors = || {
         std::iter::successors(before.iter().find(|p| p.pid == t.ppid), |p| before.iter().find(|q| q.pid == p.ppid))
     };
-    let parent = ancestors().next().map_or((0, 0), |p| (p.sid, p.pgid));
+    let parent_sid = ancestors().next().map_or(0, |p| p.sid);
     let unsupported = |what: String| Err(RestoreError::Unsupported { file: path.into(), what });
-    if t.sid != t.pid && t.sid != parent.0 {
-        return unsupported(format!("task {}: session {} whose leader is gone (needs a helper task)", t.pid, t.sid));
+    if t.sid != t.pid && t.sid != parent_sid {
+        if before.iter().any(|o| o.pid == t.sid) {
+            return unsupported(format!("task {}: session {} of another task that is not its ancestor", t.pid, t.sid));
+        }
+        if t.pgid != t.sid && t.pgid != t.pid {
+            return unsupported(format!("task {}: group {} in session {} whose leader is gone", t.pid, t.pgid, t.sid));
+        }
+        return Ok(());
     }
     if t.pgid != t.pid && !ancestors().any(|a| a.pgid == t.pgid && a.sid == t.sid) {
-        return unsupported(format!("task {}: process group {} with no member among its ancestors (needs a helper task)", t.pid, t.pgid));
+        return unsupported(format!("task {}: process group {} with no member among its ancestors", t.pid, t.pgid));
     }
     Ok(())
 }
 
-/// The pipes one task reports on, and the one the root waits on.
+/// Whether task `idx` lives in a session whose leader is gone: then a
+/// helper with the leader's pid is forked by its parent, starts the session
+/// (and group), forks the task, and exits; the task is reparented to its
+/// parent, a child subreaper (as it must have been at dump time).
+fn needs_helper(tree: &TreePlan, idx: usize) -> bool {
+    let t = &tree.tasks[idx];
+    let parent_sid = tree.tasks.iter().find(|p| p.pid == t.ppid).map_or(0, |p| p.sid);
+    t.ppid != 0 && t.sid != t.pid && t.sid != parent_sid
+}
+
+/// Per task (by index): the pipe it reports on, and for the tasks criu-rs
+/// seizes itself (the root, and tasks forked by helpers, which are not
+/// traced from birth) the pipe it waits on until it is traced.
 struct TaskPipes {
     status_rx: Vec<Option<OwnedFd>>,
     status_tx: Vec<Option<OwnedFd>>,
+    go_rx: Vec<Option<OwnedFd>>,
+    go_tx: Vec<Option<OwnedFd>>,
 }
 
 /// Restores the whole tree of the dump in `opts.dir`. On failure every task
@@ -160,42 +181,35 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         .collect();
     let shared = super::shared::create(&images, &mut live)?;
     let floor = super::shared::tree_floor(&tree.live().collect::<Vec<_>>());
-    let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new() };
-    for t in &tree.tasks {
-        let (rx, tx) = match t.kind {
-            TaskKind::Live(_) => {
-                let (rx, tx) = super::pipe("status")?;
-                (Some(super::fds::move_above(rx, floor)?), Some(super::fds::move_above(tx, floor)?))
-            }
-            TaskKind::Zombie { .. } => (None, None),
-        };
+    let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
+    let above = |(rx, tx): (OwnedFd, OwnedFd)| -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+        Ok((Some(super::fds::move_above(rx, floor)?), Some(super::fds::move_above(tx, floor)?)))
+    };
+    for (i, t) in tree.tasks.iter().enumerate() {
+        let live = matches!(t.kind, TaskKind::Live(_));
+        let (rx, tx) = if live { above(super::pipe("status")?)? } else { (None, None) };
         pipes.status_rx.push(rx);
         pipes.status_tx.push(tx);
+        let (rx, tx) = if live && (i == 0 || needs_helper(&tree, i)) { above(super::pipe("go")?)? } else { (None, None) };
+        pipes.go_rx.push(rx);
+        pipes.go_tx.push(tx);
     }
-    let (go_rx, go_tx) = super::pipe("go")?;
-    let go_rx = super::fds::move_above(go_rx, floor)?;
     let root = tree.tasks[0].pid;
     // SAFETY: criu-rs is single-threaded here (documented requirement).
     match unsafe { clone3_set_tid(root)? } {
-        Forked::Child => {
-            drop(go_tx);
-            task_main(&tree, 0, Some(go_rx), &mut pipes, &shared.descs)
-        }
+        Forked::Child => task_main(&tree, 0, &mut pipes, &shared.descs),
         Forked::Parent { child } => {
-            drop(go_rx);
             drop(shared);
             pipes.status_tx.clear();
+            pipes.go_rx.clear();
             let mut guard = TreeGuard::new(child);
-            barrier::seize_tree_root(child)?;
-            rustix::io::write(&go_tx, b"g").sys(|| "starting the root task".into())?;
-            drop(go_tx);
             let mut tracked = Vec::new();
-            for (t, rx) in tree.tasks.iter().zip(pipes.status_rx.drain(..)) {
+            for ((t, rx), go) in tree.tasks.iter().zip(pipes.status_rx.drain(..)).zip(pipes.go_tx.drain(..)) {
                 let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
                 rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
                 let tids = std::iter::once(t.pid).chain(plan.thread_cores.iter().map(|c| c.0)).collect();
-                tracked.push(Tracked::new(t.pid, tids, rx, stopped));
+                tracked.push(Tracked::new(t.pid, tids, rx, go, stopped));
             }
             barrier::run(&mut tracked, &mut guard)?;
             guard.disarm();
@@ -207,7 +221,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
 
 /// A task's own side: session and group, its children, then itself.
 /// Never returns.
-fn task_main(tree: &TreePlan, idx: usize, go: Option<OwnedFd>, pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> ! {
+fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> ! {
     let t = &tree.tasks[idx];
     let TaskKind::Live(plan) = &t.kind else {
         // SAFETY: leaving without running exit handlers, as after fork.
@@ -217,8 +231,11 @@ fn task_main(tree: &TreePlan, idx: usize, go: Option<OwnedFd>, pipes: &mut TaskP
         // SAFETY: as above.
         unsafe { libc::_exit(3) }
     };
-    // criu-rs's ends are no business of the tasks.
+    let go = pipes.go_rx.get_mut(idx).and_then(Option::take);
+    // criu-rs's ends are no business of the tasks (and a task waiting to be
+    // traced must see EOF if criu-rs gives up).
     pipes.status_rx.clear();
+    pipes.go_tx.clear();
     guarded(plan, status, |status| {
         if let Some(go) = go {
             let mut byte = [0u8; 1];
@@ -227,11 +244,50 @@ fn task_main(tree: &TreePlan, idx: usize, go: Option<OwnedFd>, pipes: &mut TaskP
             }
         }
         set_ids(t)?;
-        for c in tree.children(idx).collect::<Vec<_>>() {
+        let subreaper = plan.core.tc.as_ref().and_then(|tc| tc.child_subreaper).unwrap_or(false);
+        let kids: Vec<usize> = tree.children(idx).collect();
+        let (orphans, kids): (Vec<usize>, Vec<usize>) = kids.into_iter().partition(|&c| needs_helper(tree, c));
+        for c in kids {
             fork_child(tree, c, pipes, descs)?;
         }
+        // The orphans' helpers exit at once: they must come back to us.
+        set_child_subreaper(subreaper || !orphans.is_empty())?;
+        let mut sessions: Vec<i32> = orphans.iter().map(|&c| tree.tasks[c].sid).collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        for sid in sessions {
+            let members: Vec<usize> = orphans.iter().copied().filter(|&c| tree.tasks[c].sid == sid).collect();
+            fork_helper(tree, sid, &members, pipes, descs)?;
+        }
+        set_child_subreaper(subreaper)?;
         prepare(plan, status, descs)
     })
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, on)`.
+fn set_child_subreaper(on: bool) -> Result<()> {
+    // SAFETY: an integer-only prctl.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, 0, 0, 0) } < 0 {
+        return Err(RestoreError::sys("PR_SET_CHILD_SUBREAPER", rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL)));
+    }
+    Ok(())
+}
+
+/// Forks, untraced, a helper with pid `sid` that starts session `sid`,
+/// forks `members` (tasks of that session) and exits; reaps it. The members
+/// wait until criu-rs traces them (they are not traced from birth).
+fn fork_helper(tree: &TreePlan, sid: i32, members: &[usize], pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> Result<()> {
+    // SAFETY: the task is single-threaded; the helper only forks and exits.
+    if let Forked::Child = unsafe { clone3_set_tid_flags(sid, CLONE_UNTRACED)? } {
+        let ok = rustix::process::setsid().is_ok() && members.iter().all(|&m| fork_child(tree, m, pipes, descs).is_ok());
+        // SAFETY: leaving without running exit handlers, as after fork.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+    }
+    let pid = nix::unistd::Pid::from_raw(sid);
+    match nix::sys::wait::waitpid(pid, None) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        other => Err(RestoreError::Prepare(format!("the helper for session {sid} failed: {other:?}"))),
+    }
 }
 
 /// Forks task `idx` with its pid (a zombie untraced, then waits until it
@@ -242,7 +298,7 @@ fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeM
         TaskKind::Live(_) => {
             // SAFETY: the task is single-threaded (a fork of criu-rs).
             if let Forked::Child = unsafe { clone3_set_tid(t.pid)? } {
-                task_main(tree, idx, None, pipes, descs)
+                task_main(tree, idx, pipes, descs)
             }
         }
         TaskKind::Zombie { status, comm } => {
