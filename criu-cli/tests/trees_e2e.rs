@@ -281,3 +281,74 @@ fn tree_twenty_dump_restore_cycles() {
     let report = trigger(&d, &t.held[0]);
     assert_all_ok("tree after 20 cycles", &report);
 }
+
+/// Holds one pid with a process of ours (forked with `clone3` + `set_tid`,
+/// it only waits); killed and reaped by pid on drop.
+struct PidHolder(i32);
+
+impl PidHolder {
+    fn take(pid: i32) -> PidHolder {
+        #[repr(C)]
+        struct CloneArgs([u64; 11]);
+        let tid: libc::pid_t = pid;
+        let mut a = CloneArgs([0; 11]);
+        a.0[4] = libc::SIGCHLD as u64; // exit_signal
+        a.0[8] = &tid as *const libc::pid_t as u64; // set_tid
+        a.0[9] = 1; // set_tid_size
+        // SAFETY: a fork (no CLONE_VM); the child only makes raw pause
+        // syscalls until it is killed, which is safe in a threaded parent.
+        let r = unsafe { libc::syscall(libc::SYS_clone3, &a as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        if r == 0 {
+            loop {
+                // SAFETY: pause(2) has no arguments.
+                unsafe { libc::syscall(libc::SYS_pause) };
+            }
+        }
+        assert_eq!(r, pid as i64, "could not take pid {pid}: {}", std::io::Error::last_os_error());
+        PidHolder(pid)
+    }
+}
+
+impl Drop for PidHolder {
+    fn drop(&mut self) {
+        // SAFETY: kill/waitpid on our own child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// A tree restore that fails mid-way (B's pid is taken when A forks it:
+/// R and A and the zombie exist by then) leaves no task behind, names the
+/// pid, keeps the images as they were; once the pid is free the same
+/// images restore and pass every check.
+#[test]
+fn tree_restore_with_a_pid_in_use_leaves_nothing() {
+    if restore_not_implemented("tree_restore_with_a_pid_in_use_leaves_nothing") {
+        return;
+    }
+    let d = dirs("tree-pid-in-use");
+    let images = scratch("tree-pid-in-use-images");
+    let mut t = Tree::start(&d, false);
+    let before = t.layout();
+    t.dump(&images);
+    let snap = snapshot_dir(&images);
+    let b = t.pids[2];
+    let holder = PidHolder::take(b);
+    let out = support_restore::restore(&images, &["-d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore succeeded with pid {b} taken");
+    assert!(err.contains(&b.to_string()), "the error does not name pid {b}: {err}");
+    for &pid in t.pids.iter().chain(std::iter::once(&t.zombie)).filter(|&&p| p != b) {
+        wait_pid_gone(pid);
+    }
+    assert_eq!(ids(b).0, 'S', "the holder of pid {b} was touched");
+    assert_same_dir(&snap, &snapshot_dir(&images));
+    drop(holder);
+    wait_pid_gone(b);
+    t.restore(&images);
+    assert_eq!(t.layout(), before, "the tree differs after the failed restore and a good one");
+    let report = trigger(&d, &t.held[0]);
+    assert_all_ok("tree restored after a failed restore", &report);
+}
