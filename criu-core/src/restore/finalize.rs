@@ -1,6 +1,7 @@
-//! The parent's side of the blob's last step: catch the task right before
-//! and after its `rt_sigreturn`, remove everything of criu-rs from it from
-//! outside (injected `close`/`munmap`), and let it go.
+//! The parent's side of the blob's last step for one task: read what the
+//! task and the blob reported, step a thread through its `rt_sigreturn`,
+//! remove everything of criu-rs from the task from outside (injected
+//! `close`/`munmap`). [`super::barrier`] drives it for every task.
 //!
 //! Handshake (see `abi.rs`): the blob stops itself with `int3` once the
 //! task is restored; we check `status.stage == STAGE_SIGRETURN`, step it
@@ -10,10 +11,9 @@
 //! blocked, put the registers and mask back and detach.
 
 use super::error::{RestoreError, Result};
-use crate::abi::{RestoreArgs, RestoreStatus, STAGE_SIGRETURN};
+use crate::abi::{RestoreArgs, RestoreStatus};
 use crate::ptrace::inject::Injector;
 use nix::sys::ptrace;
-use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use rustix::fd::OwnedFd;
@@ -88,13 +88,6 @@ pub(super) fn ptrace_err(pid: i32, what: &str) -> impl Fn(nix::errno::Errno) -> 
     move |e| died(pid, format!("{what}: {e}"))
 }
 
-/// `PTRACE_SEIZE(pid, EXITKILL | TRACESYSGOOD | TRACEEXIT)`: if criu-rs
-/// dies, the task dies with it.
-pub fn seize(pid: i32) -> Result<()> {
-    let opts = ptrace::Options::PTRACE_O_EXITKILL | ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_TRACEEXIT;
-    ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
-}
-
 /// Reads the blob's [`RestoreStatus`] through `/proc/PID/mem`.
 pub(super) fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
     let off = place.args_start + std::mem::offset_of!(RestoreArgs, status) as u64;
@@ -146,53 +139,6 @@ fn stage_name(stage: u32) -> &'static str {
         STAGE_THREADS => "creating threads",
         _ => "unknown stage",
     }
-}
-
-/// Waits for the blob's trap, finishes the handshake and cleans up.
-/// On success the task is detached and runs (or, with `stopped`, sits in a
-/// job-control stop as it did when dumped).
-pub fn finish(pid: i32, status_rx: &OwnedFd, stopped: bool) -> Result<()> {
-    let mut log = StatusLog::default();
-    let p = Pid::from_raw(pid);
-    let place = loop {
-        let ws = waitpid(p, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))?;
-        match ws {
-            WaitStatus::Stopped(_, Signal::SIGTRAP) => {
-                log.drain(status_rx);
-                let place = log.place().ok_or_else(|| died(pid, "trapped before placing the blob"))?;
-                match read_status(pid, &place) {
-                    Some(st) if st.stage == STAGE_SIGRETURN => break place,
-                    st => return Err(died(pid, format!("unexpected SIGTRAP: {}", blob_failure(st)))),
-                }
-            }
-            WaitStatus::Stopped(_, sig) => {
-                tracing::debug!(pid, ?sig, "signal while restoring; passing it on");
-                ptrace::cont(p, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
-            }
-            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
-                log.drain(status_rx);
-                let st = log.place().and_then(|pl| read_status(pid, &pl));
-                let _ = ptrace::cont(p, None);
-                return Err(failure(pid, &log, || blob_failure(st)));
-            }
-            WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {
-                ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
-            }
-            WaitStatus::Exited(_, code) => {
-                log.drain(status_rx);
-                return Err(failure(pid, &log, || format!("exited with status {code}")));
-            }
-            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("killed by {sig:?}"))),
-            other => tracing::debug!(pid, ?other, "wait status while restoring"),
-        }
-    };
-    tracing::debug!(pid, "the blob reached its last stop");
-    // Step through rt_sigreturn: entry stop, then exit stop.
-    let syscall_insn = step_syscall(pid, libc::SYS_rt_sigreturn)?;
-    cleanup(pid, syscall_insn, &place)?;
-    tracing::debug!(pid, "blob and arguments removed");
-    let sig = stopped.then_some(Signal::SIGSTOP);
-    ptrace::detach(p, sig).map_err(ptrace_err(pid, "PTRACE_DETACH"))
 }
 
 /// Resumes to the entry and exit stops of system call `nr`; returns the

@@ -31,7 +31,6 @@ pub mod maps;
 pub mod plan;
 pub mod premap;
 pub mod shared;
-pub mod task;
 pub mod tree;
 pub mod validate;
 pub mod vdso;

@@ -179,6 +179,12 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             TaskKind::Zombie { .. } => None,
         })
         .collect();
+    // Room for every fd number of every task and the shared descriptions
+    // above them (each task's blob puts its dumped limits back).
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if let Some(max) = nofile.maximum {
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: Some(max), maximum: Some(max) });
+    }
     let shared = super::shared::create(&images, &mut live)?;
     let floor = super::shared::tree_floor(&tree.live().collect::<Vec<_>>());
     let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
