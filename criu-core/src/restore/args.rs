@@ -460,6 +460,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn thread_stacks_are_disjoint_and_thread_0_is_on_top() {
+        let place = Placement { stack: MemRange { start: 0x10000, len: 3 * STACK_SIZE }, ..Default::default() };
+        let s: Vec<MemRange> = (0..3).map(|i| thread_stack(&place, i)).collect();
+        assert_eq!(s[0].start + s[0].len, 0x10000 + 3 * STACK_SIZE);
+        assert_eq!(s[2].start, 0x10000);
+        assert!(s.windows(2).all(|w| w[1].start + w[1].len == w[0].start && w[0].len == STACK_SIZE));
+    }
+
+    #[test]
     fn interrupted_syscalls_restart() {
         let mut w = [0u64; GPREGS_WORDS];
         w[gpreg::ORIG_RAX] = 7;

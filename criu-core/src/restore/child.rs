@@ -1,9 +1,10 @@
 //! The task being restored, from its own side (a fork of criu-rs).
 //!
-//! Waits until the parent has seized it, rebuilds session, files, memory
-//! and fs context, places the blob with its argument block, reports the
-//! placement to the parent and jumps into the blob. Any error is written to
-//! the status pipe and the task exits; it never returns into criu-rs.
+//! Once traced, with its session and group set and its children forked
+//! ([`super::tree`]), the task rebuilds its files, memory and fs context,
+//! places the blob with its argument block, reports the placement to
+//! criu-rs and jumps into the blob. Any error is written to the status
+//! pipe and the task exits; it never returns into criu-rs.
 
 use super::args::{build_args, BlobFds, Placement, STACK_SIZE};
 use super::error::{RestoreError, Result, SysContext};

@@ -368,3 +368,44 @@ fn become_zombie(t: &TreeTask, status: i32, comm: &str) -> ! {
     // SAFETY: leaving without running exit handlers, as after fork.
     unsafe { libc::_exit((status >> 8) & 0xff) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zombie(pid: i32, ppid: i32, pgid: i32, sid: i32) -> TreeTask {
+        TreeTask { pid, ppid, pgid, sid, kind: TaskKind::Zombie { status: 0, comm: String::new() } }
+    }
+
+    fn check(t: &TreeTask, before: &[TreeTask]) -> bool {
+        check_ids(t, before, std::path::Path::new("pstree.img")).is_ok()
+    }
+
+    #[test]
+    fn sessions_and_groups_that_can_be_rebuilt() {
+        // R(sid R) > A(own group) > B(own session) > C(B's group): all fine.
+        let before = vec![zombie(10, 0, 10, 10), zombie(11, 10, 11, 10), zombie(12, 11, 12, 12)];
+        assert!(check(&zombie(13, 12, 12, 12), &before), "inherits");
+        assert!(check(&zombie(13, 12, 13, 12), &before), "own group");
+        assert!(check(&zombie(13, 12, 13, 13), &before), "own session");
+        // A group of an ancestor only within the same session.
+        assert!(!check(&zombie(13, 12, 11, 12), &before), "group of another session");
+        assert!(check(&zombie(14, 11, 10, 10), &before), "grandparent's group, same session");
+        // Gone session leader 20 (no task): a helper does it, with its group or an own one.
+        assert!(check(&zombie(15, 10, 20, 20), &before));
+        assert!(check(&zombie(15, 10, 15, 20), &before));
+        assert!(!check(&zombie(15, 10, 21, 20), &before), "a gone group inside a gone session");
+        // Session of a live task that is not an ancestor.
+        assert!(!check(&zombie(15, 10, 12, 12), &before));
+    }
+
+    #[test]
+    fn helpers_only_for_sessions_whose_leader_is_gone() {
+        let tree = TreePlan {
+            tasks: vec![zombie(10, 0, 10, 10), zombie(11, 10, 11, 10), zombie(12, 10, 20, 20), zombie(13, 10, 13, 13)],
+        };
+        let need: Vec<bool> = (0..4).map(|i| needs_helper(&tree, i)).collect();
+        assert_eq!(need, [false, false, true, false]);
+        assert_eq!(tree.children(0).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+}
