@@ -352,3 +352,35 @@ fn tree_restore_with_a_pid_in_use_leaves_nothing() {
     let report = trigger(&d, &t.held[0]);
     assert_all_ok("tree restored after a failed restore", &report);
 }
+
+/// A thread's tid taken: the blob cannot clone it, the restore fails and
+/// leaves no process; once the tid is free the same images restore.
+#[test]
+fn threads_restore_with_a_tid_in_use_leaves_nothing() {
+    if restore_not_implemented("threads_restore_with_a_tid_in_use_leaves_nothing") {
+        return;
+    }
+    let d = dirs("threads-tid-in-use");
+    let images = scratch("threads-tid-in-use-images");
+    let (mut p, tids) = start_threads(&d);
+    let pid = p.pid();
+    dump_ok(pid, &images, &[]);
+    p.reap();
+    for &t in &tids {
+        wait_pid_gone(t);
+    }
+    let taken = *tids.iter().find(|&&t| t != pid).unwrap();
+    let holder = PidHolder::take(taken);
+    let out = support_restore::restore(&images, &["-d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore succeeded with tid {taken} taken");
+    assert!(err.contains(&format!("thread {taken} ")), "the error does not name thread {taken}: {err}");
+    wait_pid_gone(pid);
+    assert_eq!(ids(taken).0, 'S', "the holder of tid {taken} was touched");
+    drop(holder);
+    wait_pid_gone(taken);
+    let held = restore_detached(&images, pid);
+    wait_all_suspended(&[pid]);
+    assert_eq!(threads_of(pid), tids, "threads restored with other tids");
+    assert_all_ok("threads restored after a failed restore", &trigger(&d, &held));
+}

@@ -100,6 +100,9 @@ pub(super) fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> 
 /// Describes a failed blob from its status block.
 pub(super) fn blob_failure(st: Option<RestoreStatus>) -> String {
     match st {
+        Some(s) if s.stage == crate::abi::STAGE_THREADS && s.error == -(libc::EEXIST as i64) => {
+            format!("thread {} cannot get its tid: it is already in use (EEXIST)", s.detail)
+        }
         Some(s) => format!(
             "the blob failed at stage {} ({}) with error {} (detail {:#x})",
             s.stage,
