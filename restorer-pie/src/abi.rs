@@ -451,9 +451,6 @@ pub struct ThreadArg {
     /// The thread's name (`PR_SET_NAME`, /proc/PID/task/TID/comm),
     /// NUL-padded; all zero: left as is.
     pub comm: [u8; 16],
-    /// `set_robust_list(robust_list, robust_list_len)` (len 0: leave it).
-    pub robust_list: u64,
-    pub robust_list_len: u64,
 }
 
 /// Kernel `struct sigaction` as taken by `rt_sigaction` on x86_64
@@ -600,7 +597,7 @@ pub struct VdsoArg {
 }
 
 const _: () = assert!(core::mem::size_of::<VmaArg>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadArg>() == 360);
+const _: () = assert!(core::mem::size_of::<ThreadArg>() == 344);
 const _: () = assert!(core::mem::size_of::<SigactionArg>() == 32);
 const _: () = assert!(core::mem::size_of::<PosixTimerArg>() == 64);
 const _: () = assert!(core::mem::size_of::<MmMapArg>() == 112);

@@ -17,8 +17,9 @@ use crate::images::pb;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Placement {
     pub blob: MemRange,
-    /// The whole argument mapping: block, then the thread stack.
+    /// The whole argument mapping: block, then the thread stacks.
     pub args: MemRange,
+    /// Every thread's stack, [`STACK_SIZE`] bytes each, thread 0 first.
     pub stack: MemRange,
     pub premap: MemRange,
     pub bounce: MemRange,
@@ -36,8 +37,9 @@ pub struct BlobFds {
     pub exe: i32,
 }
 
-/// Bytes of blob stack per thread: the blob's reserve plus room for the
-/// rt_sigframe with an XSAVE area of up to ~11 KiB.
+/// Bytes of blob stack per thread (thread i's stack is the i-th slice of
+/// [`Placement::stack`]): the blob's reserve plus room for the rt_sigframe
+/// with an XSAVE area of up to ~11 KiB.
 pub const STACK_SIZE: u64 = THREAD_STACK_RESERVE + 64 * 1024;
 
 /// The argument block being assembled.
@@ -97,7 +99,6 @@ pub fn build_args(
 ) -> Result<Vec<u8>> {
     let core_file = || format!("core-{}.img", plan.pid);
     let tc = plan.core.tc.as_ref().ok_or_else(|| RestoreError::bad(core_file(), "no task core"))?;
-    let th = plan.core.thread_core.clone().unwrap_or_default();
     let mut b = Block::new();
 
     let mut vmas = Vec::with_capacity(plan.vmas.len());
@@ -131,14 +132,14 @@ pub fn build_args(
     let vmas = b.push(&vmas);
     let scratch_off = b.push_bytes(&vec![0u8; scratch_len as usize]).off;
 
-    // Siginfo arrays count siginfos, not bytes.
     let shared_sigs = b.push(&siginfos(&tc.signals_s));
-    let mut thread_args = Vec::with_capacity(plan.nr_threads());
-    let cores = std::iter::once((plan.pid, &*plan.core)).chain(plan.thread_cores.iter().map(|(t, c)| (*t, &**c)));
+    let mut threads = Vec::with_capacity(1 + plan.threads.len());
+    let cores = std::iter::once((plan.pid, &*plan.core)).chain(plan.threads.iter().map(|(tid, c)| (*tid, c)));
     for (i, (tid, core)) in cores.enumerate() {
-        thread_args.push(thread_arg(&mut b, tid, core, tc, thread_stack(place, i))?);
+        let stack = MemRange { start: place.stack.start + i as u64 * STACK_SIZE, len: STACK_SIZE };
+        threads.push(thread_arg(&mut b, tid, core, tc.blk_sigset.unwrap_or_default(), stack)?);
     }
-    let threads = b.push(&thread_args);
+    let threads = b.push(&threads);
     let sigactions = b.push(&sigactions(&tc.sigactions).map_err(|p| RestoreError::bad(core_file(), p))?);
     let posix: Vec<PosixTimerArg> = tc.timers.iter().flat_map(|t| &t.posix).map(posix_timer).collect();
     let posix_timers = b.push(&posix);
@@ -150,7 +151,7 @@ pub fn build_args(
         .collect();
     let rlimits = b.push(&rl);
     let mut flags = RESTORE_F_PERSONALITY | RESTORE_F_MM | RESTORE_F_DUMPABLE;
-    let creds = match &th.creds {
+    let creds = match plan.core.thread_core.as_ref().and_then(|t| t.creds.as_ref()) {
         Some(c) => {
             flags |= RESTORE_F_CREDS;
             creds_arg(c, b.push(&c.groups))
@@ -200,38 +201,31 @@ pub fn build_args(
     Ok(b.finish(&RestoreArgs { total_size: total, ..head }))
 }
 
-/// Thread `i`'s blob stack: thread 0 gets the top [`STACK_SIZE`] bytes of
-/// `place.stack` (where the jump starts), thread 1 the next ones down, ...
-pub fn thread_stack(place: &Placement, i: usize) -> MemRange {
-    let top = place.stack.start.wrapping_add(place.stack.len);
-    MemRange { start: top.wrapping_sub((i as u64 + 1) * STACK_SIZE), len: STACK_SIZE }
-}
-
-/// Siginfos of a signal queue, each exactly [`SIGINFO_SIZE`] bytes.
+/// Siginfos of a signal queue, each exactly [`SIGINFO_SIZE`] bytes (siginfo
+/// arrays count siginfos, not bytes).
 fn siginfos(q: &Option<pb::SignalQueueEntry>) -> Vec<[u8; SIGINFO_SIZE]> {
     q.iter().flat_map(|q| &q.signals).map(|s| siginfo_bytes(s.siginfo.as_deref().unwrap_or(&[]))).collect()
 }
 
-/// One thread's [`ThreadArg`] from its `core-TID.img` (`tc`: the leader's
-/// task core, the fallback for the mask and name), its arrays appended to `b`.
-fn thread_arg(b: &mut Block, tid: i32, core: &pb::CoreEntry, tc: &pb::TaskCoreEntry, stack: MemRange) -> Result<ThreadArg> {
-    let core_file = || format!("core-{tid}.img");
-    let ti = core.thread_info.as_ref().ok_or_else(|| RestoreError::bad(core_file(), "no thread_info"))?;
+/// One thread's registers and per-thread state from its `core-TID.img`
+/// (`task_mask`: the process's mask, for a core without its own).
+fn thread_arg(b: &mut Block, tid: i32, core: &pb::CoreEntry, task_mask: u64, stack: MemRange) -> Result<ThreadArg> {
+    let file = || format!("core-{tid}.img");
+    let ti = core.thread_info.as_ref().ok_or_else(|| RestoreError::bad(file(), "no thread_info"))?;
     let th = core.thread_core.clone().unwrap_or_default();
     let xsave = match &ti.fpregs {
         Some(fp) => b.push_bytes(&xsave_area(fp)),
         None => ArgArray::default(),
     };
     let mut comm = [0u8; 16];
-    let name = th.comm.as_ref().or(tc.comm.as_ref()).map(|c| c.as_bytes()).unwrap_or_default();
-    for (dst, src) in comm.iter_mut().zip(name.iter().take(15)) {
-        *dst = *src;
-    }
+    let name = th.comm.as_deref().or(core.tc.as_ref().and_then(|tc| tc.comm.as_deref())).unwrap_or("");
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name.as_bytes()[..n]);
     Ok(ThreadArg {
         tid,
-        gpregs: gpregs(ti.gpregs.as_ref().ok_or_else(|| RestoreError::bad(core_file(), "no gpregs"))?),
+        gpregs: gpregs(ti.gpregs.as_ref().ok_or_else(|| RestoreError::bad(file(), "no gpregs"))?),
         xsave,
-        sigmask: th.blk_sigset.unwrap_or(tc.blk_sigset.unwrap_or_default()),
+        sigmask: th.blk_sigset.unwrap_or(task_mask),
         sas_sp: th.sas.as_ref().and_then(|s| s.ss_sp).unwrap_or_default(),
         sas_flags: th.sas.as_ref().and_then(|s| s.ss_flags).map_or(libc::SS_DISABLE, |f| f as i32),
         sas_size: th.sas.as_ref().and_then(|s| s.ss_size).unwrap_or_default(),
@@ -242,8 +236,6 @@ fn thread_arg(b: &mut Block, tid: i32, core: &pb::CoreEntry, tc: &pb::TaskCoreEn
         siginfos: b.push(&siginfos(&th.signals_p)),
         stack,
         comm,
-        robust_list: th.futex_rla.unwrap_or_default(),
-        robust_list_len: th.futex_rla_len.unwrap_or_default() as u64,
         ..Default::default()
     })
 }
@@ -458,15 +450,6 @@ fn vdso_arg(plan: &TaskPlan, now: &SpecialAreas, park: MemRange, dumped_vdso: Op
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thread_stacks_are_disjoint_and_thread_0_is_on_top() {
-        let place = Placement { stack: MemRange { start: 0x10000, len: 3 * STACK_SIZE }, ..Default::default() };
-        let s: Vec<MemRange> = (0..3).map(|i| thread_stack(&place, i)).collect();
-        assert_eq!(s[0].start + s[0].len, 0x10000 + 3 * STACK_SIZE);
-        assert_eq!(s[2].start, 0x10000);
-        assert!(s.windows(2).all(|w| w[1].start + w[1].len == w[0].start && w[0].len == STACK_SIZE));
-    }
 
     #[test]
     fn interrupted_syscalls_restart() {

@@ -10,7 +10,7 @@
 //! they come. [`TreeGuard`] kills every task of ours if anything fails.
 
 use super::error::Result;
-use super::finalize::{blob_failure, cleanup, died, failure, ptrace_err, read_status, step_syscall, BlobPlace, StatusLog, PTRACE_EVENT_STOP};
+use super::finalize::{blob_failure, cleanup, died, failure, ptrace_err, read_status, step_syscall, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
 use crate::abi::STAGE_SIGRETURN;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
@@ -23,7 +23,7 @@ use rustix::fd::OwnedFd;
 pub struct Tracked {
     pub pid: i32,
     /// Its threads, the leader first.
-    pub tids: Vec<i32>,
+    pub threads: Vec<ThreadEnd>,
     status_rx: OwnedFd,
     /// For a task not traced from birth: it waits on this until seized.
     go: Option<OwnedFd>,
@@ -34,8 +34,8 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    pub fn new(pid: i32, tids: Vec<i32>, status_rx: OwnedFd, go: Option<OwnedFd>, stopped: bool) -> Self {
-        Tracked { pid, tids, status_rx, go, log: StatusLog::default(), place: None, stopped }
+    pub fn new(pid: i32, threads: Vec<ThreadEnd>, status_rx: OwnedFd, go: Option<OwnedFd>, stopped: bool) -> Self {
+        Tracked { pid, threads, status_rx, go, log: StatusLog::default(), place: None, stopped }
     }
 }
 
@@ -58,8 +58,8 @@ pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard) -> Result<()> {
             guard.saw(t.pid, t.pid);
             rustix::io::write(&go, b"g").map_err(|e| died(t.pid, format!("starting the task: {e}")))?;
         }
-        for i in 0..t.tids.len() {
-            let tid = t.tids[i];
+        for i in 0..t.threads.len() {
+            let tid = t.threads[i].tid;
             wait_trap(t, tid, guard)?;
         }
     }
@@ -90,11 +90,16 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
             WaitStatus::Stopped(_, Signal::SIGTRAP) => {
                 t.log.drain(&t.status_rx);
                 let place = t.log.place().ok_or_else(|| died(pid, format!("thread {tid} trapped before the blob was placed")))?;
-                if tid == pid {
-                    let st = read_status(pid, &place);
-                    if st.map(|s| s.stage) != Some(STAGE_SIGRETURN) {
-                        return Err(died(pid, format!("unexpected SIGTRAP: {}", blob_failure(st))));
-                    }
+                // status.stage is thread 0's; other threads show they
+                // trapped in the blob by where they stopped.
+                let st = read_status(pid, &place);
+                let ready = if tid == pid {
+                    st.map(|s| s.stage) == Some(STAGE_SIGRETURN)
+                } else {
+                    ptrace::getregs(p).is_ok_and(|r| (place.blob_start..place.blob_start + place.blob_len).contains(&r.rip))
+                };
+                if !ready {
+                    return Err(died(pid, format!("unexpected SIGTRAP in thread {tid}: {}", blob_failure(st))));
                 }
                 t.place = Some(place);
                 return Ok(());
@@ -114,7 +119,11 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
                     if let Ok(child) = ptrace::getevent(p) {
                         guard.saw(child as i32, child as i32);
                     }
-                } else if ev != libc::PTRACE_EVENT_CLONE && ev != PTRACE_EVENT_STOP {
+                } else if ev == libc::PTRACE_EVENT_CLONE {
+                    if let Ok(thread) = ptrace::getevent(p) {
+                        guard.saw(pid, thread as i32);
+                    }
+                } else if ev != PTRACE_EVENT_STOP {
                     tracing::debug!(pid, tid, ev, "ptrace event while restoring");
                 }
                 ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
@@ -137,18 +146,18 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
 fn finish(t: &Tracked) -> Result<()> {
     let place = t.place.as_ref().ok_or_else(|| died(t.pid, "no blob placement"))?;
     let mut leader_insn = 0;
-    for &tid in &t.tids {
-        let insn = step_syscall(tid, libc::SYS_rt_sigreturn)?;
-        if tid == t.pid {
+    for th in &t.threads {
+        let insn = step_syscall(th.tid, libc::SYS_rt_sigreturn)?;
+        if th.tid == t.pid {
             leader_insn = insn;
         }
     }
-    cleanup(t.pid, leader_insn, place)?;
-    for &tid in t.tids.iter().rev() {
+    cleanup(t.pid, leader_insn, place, &t.threads)?;
+    for tid in t.threads.iter().rev().map(|th| th.tid) {
         let sig = (t.stopped && tid == t.pid).then_some(Signal::SIGSTOP);
         ptrace::detach(Pid::from_raw(tid), sig).map_err(ptrace_err(t.pid, "PTRACE_DETACH"))?;
     }
-    tracing::debug!(pid = t.pid, threads = t.tids.len(), "task restored and running");
+    tracing::debug!(pid = t.pid, threads = t.threads.len(), "task restored and running");
     Ok(())
 }
 
@@ -211,6 +220,16 @@ impl Drop for TreeGuard {
         let extra = unseen_tracees(&self.tasks);
         for pid in extra {
             self.tasks.push((pid, vec![pid]));
+        }
+        // Killed traced threads stop at PTRACE_EVENT_EXIT until let go, and
+        // the leader's exit waits for them: know every one of them.
+        for (pid, tids) in self.tasks.iter_mut() {
+            let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+            for tid in rd.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+                if !tids.contains(&tid) {
+                    tids.push(tid);
+                }
+            }
         }
         tracing::warn!(tasks = self.tasks.len(), all_trapped = self.all_trapped, "killing the half-restored tree");
         for (pid, _) in &self.tasks {

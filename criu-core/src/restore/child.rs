@@ -109,8 +109,9 @@ pub fn prepare(plan: &TaskPlan, status: &OwnedFd, opened: &BTreeMap<u32, OwnedFd
     std::mem::forget(exe);
     unregister_rseq();
     // SAFETY: the blob is mapped and relocated at place.blob, the argument
-    // block at `args`, and the stack lies inside the args mapping.
-    unsafe { super::jump::jump(entry, args, place.stack.start + place.stack.len) }
+    // block at `args`, and thread 0's stack (the first slice) lies inside
+    // the args mapping.
+    unsafe { super::jump::jump(entry, args, place.stack.start + STACK_SIZE) }
 }
 
 /// `prctl(PR_SET_NAME, comm)`: the task's name as dumped.
@@ -190,7 +191,7 @@ fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds) -> Result<(u64, Place
     let blob_len = pkg.mem_size().next_multiple_of(PAGE_SIZE);
     let block_len = sizing.len() as u64;
     let mut busy = busy_now(plan)?;
-    let stacks = STACK_SIZE * plan.nr_threads() as u64;
+    let stacks = STACK_SIZE * (1 + plan.threads.len() as u64);
     let base = take_hole(&mut busy, blob_len + block_len + stacks, "blob, arguments and stacks")?;
     let largest = plan.vmas.iter().filter(|v| v.is_premapped()).map(|v| v.len()).max().unwrap_or(PAGE_SIZE);
     let bounce = take_hole(&mut busy, largest, "bounce area")?;

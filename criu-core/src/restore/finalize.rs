@@ -144,6 +144,15 @@ fn stage_name(stage: u32) -> &'static str {
     }
 }
 
+/// One thread to finish: its tid and its robust futex list (`head`, `len`;
+/// 0 = none), which only the thread itself can set and the blob does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadEnd {
+    pub tid: i32,
+    pub robust_head: u64,
+    pub robust_len: u64,
+}
+
 /// Resumes to the entry and exit stops of system call `nr`; returns the
 /// address of its `syscall` instruction.
 pub(super) fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
@@ -170,11 +179,20 @@ pub(super) fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
     }
 }
 
-/// Closes criu-rs's fds in the task and unmaps the blob and its arguments,
-/// running the calls on the blob's `syscall` instruction.
-pub(super) fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace) -> Result<()> {
+/// Sets each thread's robust futex list, closes criu-rs's fds in the task
+/// and unmaps the blob and its arguments, running the calls on the blob's
+/// `syscall` instruction (thread 0 last: the munmap removes it).
+pub(super) fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace, threads: &[ThreadEnd]) -> Result<()> {
     let inj_err = |e: crate::ptrace::PtraceError| died(pid, format!("cleaning up: {e}"));
+    for t in threads.iter().filter(|t| t.tid != pid && t.robust_head != 0) {
+        let mut inj = Injector::new(t.tid, Some(syscall_insn)).map_err(inj_err)?;
+        inj.syscall_ok(libc::SYS_set_robust_list, &[t.robust_head, t.robust_len]).map_err(inj_err)?;
+        inj.restore().map_err(inj_err)?;
+    }
     let mut inj = Injector::new(pid, Some(syscall_insn)).map_err(inj_err)?;
+    if let Some(t) = threads.iter().find(|t| t.tid == pid && t.robust_head != 0) {
+        inj.syscall_ok(libc::SYS_set_robust_list, &[t.robust_head, t.robust_len]).map_err(inj_err)?;
+    }
     for &fd in &place.close_fds {
         inj.syscall_ok(libc::SYS_close, &[fd as u64]).map_err(inj_err)?;
     }

@@ -61,14 +61,11 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: LoadOptions) -
     if root.threads.first().is_some_and(|&t| t as i32 != pid) || root.threads.iter().any(|&t| t as i32 <= 0) {
         return Err(RestoreError::bad(&pstree_path, format!("task {pid}: bad thread list {:?} (the leader comes first)", root.threads)));
     }
-    let mut thread_cores = Vec::new();
-    for &tid in root.threads.iter().skip(1) {
-        thread_cores.push((tid as i32, Box::new(images.read_core(tid as u64, false)?)));
-    }
     // Both readers check what the image layer knows: x86-64 state of the
     // right sizes, and a sorted, disjoint, page-aligned VMA list.
     let core = images.read_core(pid as u64, true)?;
     let mut mm = images.read_mm(pid as u64)?;
+    let threads = root.threads.iter().skip(1).map(|&t| Ok((t as i32, images.read_core(t as u64, false)?))).collect::<Result<Vec<_>>>()?;
     let mm_path = images.image_path(ImageKind::Mm, pid as u64);
     let files_path = images.image_path(ImageKind::Files, 0);
     let files = load_files(&images)?;
@@ -101,8 +98,8 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: LoadOptions) -
         pages,
         shmem_pages,
         exe,
-        thread_cores,
         core: Box::new(core),
+        threads,
         mm: Box::new(mm),
     })
 }

@@ -28,10 +28,10 @@ pub struct TaskPlan {
     pub shmem_pages: Vec<PagesPlan>,
     /// The executable (`mm_entry.exe_file_id`), for `/proc/PID/exe`.
     pub exe: Option<PathBuf>,
-    /// Threads other than the leader: tid and `core-TID.img`, in dump order.
-    pub thread_cores: Vec<(i32, Box<crate::images::pb::CoreEntry>)>,
     /// Registers, signal state, timers, rlimits, creds (`core-PID.img`).
     pub core: Box<crate::images::pb::CoreEntry>,
+    /// The other threads, in `pstree` order: tid and `core-TID.img`.
+    pub threads: Vec<(i32, crate::images::pb::CoreEntry)>,
     /// `mm-PID.img` without its VMA list (code/data/brk/stack/arg/env, auxv).
     pub mm: Box<crate::images::pb::MmEntry>,
 }
@@ -94,13 +94,6 @@ pub struct VmaPlan {
     /// `MADV_*` bits as a mask (bit n set = madvise advice n applied).
     pub madv: u64,
     pub kind: VmaKind,
-}
-
-impl TaskPlan {
-    /// Number of threads, the leader included.
-    pub fn nr_threads(&self) -> usize {
-        1 + self.thread_cores.len()
-    }
 }
 
 impl VmaPlan {

@@ -18,6 +18,7 @@ use super::barrier::{self, Tracked, TreeGuard};
 use super::child::{guarded, prepare};
 use super::clone::{clone3_set_tid, clone3_set_tid_flags, Forked};
 use super::error::{RestoreError, Result, SysContext};
+use super::finalize::ThreadEnd;
 use super::load::{load_task, open_dir, LoadOptions};
 use super::plan::TaskPlan;
 use super::{RestoreOptions, Restored};
@@ -214,8 +215,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
                 rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
-                let tids = std::iter::once(t.pid).chain(plan.thread_cores.iter().map(|c| c.0)).collect();
-                tracked.push(Tracked::new(t.pid, tids, rx, go, stopped));
+                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
             }
             barrier::run(&mut tracked, &mut guard)?;
             guard.disarm();
@@ -223,6 +223,22 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             Ok(Restored { pid: child })
         }
     }
+}
+
+/// Every thread of `plan` (the leader first) with its robust futex list,
+/// which criu-rs sets in it at the end.
+fn thread_ends(plan: &TaskPlan) -> Vec<ThreadEnd> {
+    let cores = std::iter::once((plan.pid, &*plan.core)).chain(plan.threads.iter().map(|(t, c)| (*t, c)));
+    cores
+        .map(|(tid, core)| {
+            let tc = core.thread_core.as_ref();
+            ThreadEnd {
+                tid,
+                robust_head: tc.and_then(|t| t.futex_rla).unwrap_or(0),
+                robust_len: tc.and_then(|t| t.futex_rla_len).unwrap_or(0) as u64,
+            }
+        })
+        .collect()
 }
 
 /// A task's own side: session and group, its children, then itself.

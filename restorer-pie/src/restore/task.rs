@@ -185,11 +185,6 @@ pub fn set_thread_state(t: &ThreadArg) -> Step {
     }
     // SAFETY: the address is the dumped one, inside restored memory.
     unsafe { sys::set_tid_address(t.clear_child_tid as usize) }.map_err(|e| Fail::errno(e, t.clear_child_tid, b"set_tid_address"))?;
-    if t.robust_list_len != 0 {
-        // SAFETY: the dumped robust futex list head, inside restored memory.
-        unsafe { sys::set_robust_list(t.robust_list as usize, t.robust_list_len as usize) }
-            .map_err(|e| Fail::errno(e, t.robust_list, b"set_robust_list"))?;
-    }
     if t.rseq_len != 0 {
         // SAFETY: registering the dumped rseq area, inside restored memory.
         unsafe { sys::rseq(t.rseq_ptr, t.rseq_len, 0, t.rseq_sig) }.map_err(|e| Fail::errno(e, t.rseq_ptr, b"rseq"))?;

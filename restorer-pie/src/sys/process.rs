@@ -48,15 +48,6 @@ pub unsafe fn set_tid_address(tidptr: usize) -> Result<usize, Errno> {
     unsafe { syscall!(Sysno::set_tid_address, tidptr) }
 }
 
-/// `set_robust_list(head, len)`.
-///
-/// # Safety
-/// The kernel walks the list at `head` when the thread exits.
-pub unsafe fn set_robust_list(head: usize, len: usize) -> Result<usize, Errno> {
-    // SAFETY: the caller vouches for head.
-    unsafe { syscall!(Sysno::set_robust_list, head, len) }
-}
-
 /// `arch_prctl(code, addr)`.
 ///
 /// # Safety
