@@ -20,7 +20,8 @@
  * MAP_SHARED|MAP_ANONYMOUS memory created by R before forking, inherited by
  * all. Each task has its own TLS value, signal mask and register values,
  * and waits in a raw rt_sigsuspend loop (selfcheck.h). R writes
- * "READY pid=R a=A b=B c=C z=Z" once all wait (then fds 0-2 are /dev/null).
+ * "READY pid=R a=A b=B c=C z=Z" once all wait (then every task has fds 0-2
+ * on /dev/null).
  *
  * Phase 2 (SIGUSR1 to R; each task passes it on to its child): every task
  * checks its registers, pid, ppid, pgid, sid, TLS, mask, the shared memory
@@ -78,6 +79,14 @@ static void on_usr1(int sig)
 static void become(int r)
 {
 	role = r;
+	if (r != R_) {
+		/* Like R after READY: no fd on whatever the test's stdio is (a
+		 * log file would grow between dump and restore). */
+		int null = open("/dev/null", O_RDWR);
+		if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+			die("/dev/null");
+		close(null);
+	}
 	want_pid = getpid();
 	want_ppid = getppid();
 	want_pgid = getpgrp();
