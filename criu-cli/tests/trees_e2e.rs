@@ -384,3 +384,33 @@ fn threads_restore_with_a_tid_in_use_leaves_nothing() {
     assert_eq!(threads_of(pid), tids, "threads restored with other tids");
     assert_all_ok("threads restored after a failed restore", &trigger(&d, &held));
 }
+
+/// A process group whose leader is gone (`tests/programs/orphan_group.c`):
+/// restore needs a helper with the leader's pid that makes the group,
+/// forks the task and exits.
+#[test]
+fn orphaned_group_dump_restore() {
+    if restore_not_implemented("orphaned_group_dump_restore") {
+        return;
+    }
+    let d = dirs("orphan-group");
+    let images = scratch("orphan-group-images");
+    let _ = std::fs::remove_file(&d.result);
+    let mut p = Started::start("orphan_group", &[&d.result]);
+    let (r, t, g) = (p.pid(), p.num("t"), p.num("g"));
+    wait_all_suspended(&[r, t]);
+    wait_pid_gone(g);
+    assert_eq!(ids(t), ('S', r, g, r), "T before the dump");
+    dump_ok(r, &images, &[]);
+    p.reap();
+    wait_pid_gone(r);
+    wait_pid_gone(t);
+    let root = restore_detached(&images, r);
+    let held_t = Held::open(t).unwrap_or_else(|e| panic!("restored tree lacks pid {t}: {e}"));
+    wait_all_suspended(&[r, t]);
+    assert_eq!(ids(t), ('S', r, g, r), "T after the restore");
+    assert!(!std::path::Path::new(&format!("/proc/{g}")).exists(), "the helper {g} is still there");
+    let report = trigger(&d, &root);
+    assert_all_ok("orphaned group", &report);
+    assert!(held_t.wait_exit(PATIENCE), "T did not exit");
+}

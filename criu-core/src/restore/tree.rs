@@ -116,42 +116,56 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
     Ok(TreePlan { tasks })
 }
 
-/// A task below the root must get its session by `setsid`, from its
-/// parent, or from a helper (a session whose leader is gone and is no task
-/// of the tree: [`needs_helper`]); its group by `setpgid(0, 0)`, from an
-/// ancestor, or the helper's.
-fn check_ids(t: &TreeTask, before: &[TreeTask], path: &std::path::Path) -> Result<()> {
-    if t.ppid == 0 {
-        return Ok(());
-    }
-    let ancestors = || {
-        std::iter::successors(before.iter().find(|p| p.pid == t.ppid), |p| before.iter().find(|q| q.pid == p.ppid))
-    };
-    let parent_sid = ancestors().next().map_or(0, |p| p.sid);
-    let unsupported = |what: String| Err(RestoreError::Unsupported { file: path.into(), what });
-    if t.sid != t.pid && t.sid != parent_sid {
-        if before.iter().any(|o| o.pid == t.sid) {
-            return unsupported(format!("task {}: session {} of another task that is not its ancestor", t.pid, t.sid));
-        }
-        if t.pgid != t.sid && t.pgid != t.pid {
-            return unsupported(format!("task {}: group {} in session {} whose leader is gone", t.pid, t.pgid, t.sid));
-        }
-        return Ok(());
-    }
-    if t.pgid != t.pid && !ancestors().any(|a| a.pgid == t.pgid && a.sid == t.sid) {
-        return unsupported(format!("task {}: process group {} with no member among its ancestors", t.pid, t.pgid));
-    }
-    Ok(())
+/// A task whose session or group leader is gone (and is no task of the
+/// tree) is forked by such a helper: one with the leader's pid, forked by
+/// the task's parent, that starts the session (`setsid`) or the group
+/// (`setpgid(0, 0)`), forks the task and exits. The task is then
+/// reparented to its parent, a child subreaper meanwhile (as it must have
+/// been at dump time for the task to be its child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Helper {
+    Session(i32),
+    Group(i32),
 }
 
-/// Whether task `idx` lives in a session whose leader is gone: then a
-/// helper with the leader's pid is forked by its parent, starts the session
-/// (and group), forks the task, and exits; the task is reparented to its
-/// parent, a child subreaper (as it must have been at dump time).
-fn needs_helper(tree: &TreePlan, idx: usize) -> bool {
-    let t = &tree.tasks[idx];
-    let parent_sid = tree.tasks.iter().find(|p| p.pid == t.ppid).map_or(0, |p| p.sid);
-    t.ppid != 0 && t.sid != t.pid && t.sid != parent_sid
+/// How task `t` gets its session and group, given the tasks listed before
+/// it (`tasks` may hold more; only pids are looked up): by `setsid` or
+/// from its parent, and by `setpgid(0, 0)`, from an ancestor, or from a
+/// [`Helper`]. `Err` describes a layout that cannot be rebuilt.
+fn helper_for(t: &TreeTask, tasks: &[TreeTask]) -> std::result::Result<Option<Helper>, String> {
+    if t.ppid == 0 {
+        return Ok(None);
+    }
+    let find = |pid: i32| tasks.iter().find(|p| p.pid == pid);
+    let ancestors = || std::iter::successors(find(t.ppid), |p| find(p.ppid));
+    let parent_sid = ancestors().next().map_or(0, |p| p.sid);
+    let in_tree = |pid: i32| find(pid).is_some();
+    if t.sid != t.pid && t.sid != parent_sid {
+        if in_tree(t.sid) {
+            return Err(format!("task {}: session {} of a task of the tree, not its parent's ({parent_sid})", t.pid, t.sid));
+        }
+        if t.pgid != t.sid && t.pgid != t.pid {
+            return Err(format!("task {}: group {} in session {} whose leaders are both gone", t.pid, t.pgid, t.sid));
+        }
+        return Ok(Some(Helper::Session(t.sid)));
+    }
+    if t.pgid == t.pid || ancestors().any(|a| a.pgid == t.pgid && a.sid == t.sid) {
+        return Ok(None);
+    }
+    if in_tree(t.pgid) || t.sid != parent_sid {
+        return Err(format!("task {}: process group {} with no member among its ancestors", t.pid, t.pgid));
+    }
+    Ok(Some(Helper::Group(t.pgid)))
+}
+
+/// Checks at load time that task `t`'s session and group can be rebuilt.
+fn check_ids(t: &TreeTask, before: &[TreeTask], path: &std::path::Path) -> Result<()> {
+    helper_for(t, before).map(drop).map_err(|what| RestoreError::Unsupported { file: path.into(), what })
+}
+
+/// The helper task `idx` is forked by, if any (checked at load time).
+fn needs_helper(tree: &TreePlan, idx: usize) -> Option<Helper> {
+    helper_for(&tree.tasks[idx], &tree.tasks).ok().flatten()
 }
 
 /// Per task (by index): the pipe it reports on, and for the tasks criu-rs
@@ -197,7 +211,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         let (rx, tx) = if live { above(super::pipe("status")?)? } else { (None, None) };
         pipes.status_rx.push(rx);
         pipes.status_tx.push(tx);
-        let (rx, tx) = if live && (i == 0 || needs_helper(&tree, i)) { above(super::pipe("go")?)? } else { (None, None) };
+        let (rx, tx) = if live && (i == 0 || needs_helper(&tree, i).is_some()) { above(super::pipe("go")?)? } else { (None, None) };
         pipes.go_rx.push(rx);
         pipes.go_tx.push(tx);
     }
@@ -268,18 +282,18 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMa
         set_ids(t)?;
         let subreaper = plan.core.tc.as_ref().and_then(|tc| tc.child_subreaper).unwrap_or(false);
         let kids: Vec<usize> = tree.children(idx).collect();
-        let (orphans, kids): (Vec<usize>, Vec<usize>) = kids.into_iter().partition(|&c| needs_helper(tree, c));
+        let (orphans, kids): (Vec<usize>, Vec<usize>) = kids.into_iter().partition(|&c| needs_helper(tree, c).is_some());
         for c in kids {
             fork_child(tree, c, pipes, descs)?;
         }
         // The orphans' helpers exit at once: they must come back to us.
         set_child_subreaper(subreaper || !orphans.is_empty())?;
-        let mut sessions: Vec<i32> = orphans.iter().map(|&c| tree.tasks[c].sid).collect();
-        sessions.sort_unstable();
-        sessions.dedup();
-        for sid in sessions {
-            let members: Vec<usize> = orphans.iter().copied().filter(|&c| tree.tasks[c].sid == sid).collect();
-            fork_helper(tree, sid, &members, pipes, descs)?;
+        let mut helpers: Vec<Helper> = orphans.iter().filter_map(|&c| needs_helper(tree, c)).collect();
+        helpers.sort_unstable();
+        helpers.dedup();
+        for h in helpers {
+            let members: Vec<usize> = orphans.iter().copied().filter(|&c| needs_helper(tree, c) == Some(h)).collect();
+            fork_helper(tree, h, &members, pipes, descs)?;
         }
         set_child_subreaper(subreaper)?;
         prepare(plan, status, descs)
@@ -295,20 +309,24 @@ fn set_child_subreaper(on: bool) -> Result<()> {
     Ok(())
 }
 
-/// Forks, untraced, a helper with pid `sid` that starts session `sid`,
-/// forks `members` (tasks of that session) and exits; reaps it. The members
+/// Forks, untraced, helper `h` (with the gone leader's pid) that starts
+/// its session or group, forks `members` and exits; reaps it. The members
 /// wait until criu-rs traces them (they are not traced from birth).
-fn fork_helper(tree: &TreePlan, sid: i32, members: &[usize], pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> Result<()> {
+fn fork_helper(tree: &TreePlan, h: Helper, members: &[usize], pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> Result<()> {
+    let (Helper::Session(pid) | Helper::Group(pid)) = h;
     // SAFETY: the task is single-threaded; the helper only forks and exits.
-    if let Forked::Child = unsafe { clone3_set_tid_flags(sid, CLONE_UNTRACED)? } {
-        let ok = rustix::process::setsid().is_ok() && members.iter().all(|&m| fork_child(tree, m, pipes, descs).is_ok());
+    if let Forked::Child = unsafe { clone3_set_tid_flags(pid, CLONE_UNTRACED)? } {
+        let lead = match h {
+            Helper::Session(_) => rustix::process::setsid().map(drop),
+            Helper::Group(_) => rustix::process::setpgid(None, None),
+        };
+        let ok = lead.is_ok() && members.iter().all(|&m| fork_child(tree, m, pipes, descs).is_ok());
         // SAFETY: leaving without running exit handlers, as after fork.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
     }
-    let pid = nix::unistd::Pid::from_raw(sid);
-    match nix::sys::wait::waitpid(pid, None) {
+    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
         Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-        other => Err(RestoreError::Prepare(format!("the helper for session {sid} failed: {other:?}"))),
+        other => Err(RestoreError::Prepare(format!("the helper for {h:?} failed: {other:?}"))),
     }
 }
 
@@ -411,6 +429,9 @@ mod tests {
         assert!(check(&zombie(15, 10, 20, 20), &before));
         assert!(check(&zombie(15, 10, 15, 20), &before));
         assert!(!check(&zombie(15, 10, 21, 20), &before), "a gone group inside a gone session");
+        // Gone group leader 30 in the parent's session: a group helper.
+        assert_eq!(helper_for(&zombie(16, 11, 30, 10), &before), Ok(Some(Helper::Group(30))));
+        assert!(!check(&zombie(16, 12, 30, 10), &before), "a gone group in a session that is not the parent's");
         // Session of a live task that is not an ancestor.
         assert!(!check(&zombie(15, 10, 12, 12), &before));
     }
@@ -420,8 +441,8 @@ mod tests {
         let tree = TreePlan {
             tasks: vec![zombie(10, 0, 10, 10), zombie(11, 10, 11, 10), zombie(12, 10, 20, 20), zombie(13, 10, 13, 13)],
         };
-        let need: Vec<bool> = (0..4).map(|i| needs_helper(&tree, i)).collect();
-        assert_eq!(need, [false, false, true, false]);
+        let need: Vec<Option<Helper>> = (0..4).map(|i| needs_helper(&tree, i)).collect();
+        assert_eq!(need, [None, None, Some(Helper::Session(20)), None]);
         assert_eq!(tree.children(0).collect::<Vec<_>>(), [1, 2, 3]);
     }
 }
