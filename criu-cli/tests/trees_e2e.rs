@@ -88,23 +88,37 @@ fn leave_running_dump_keeps_threads_intact() {
     assert_eq!(st.code(), Some(0));
 }
 
+/// Starts threads.c as `name`, dumps it (the dump kills it) and waits
+/// until all its tids are free; returns the dirs, images, pid and tids.
+fn dumped_threads(name: &str) -> (Dirs, PathBuf, i32, Vec<i32>) {
+    let d = dirs(name);
+    let images = scratch(&format!("{name}-images"));
+    let (mut p, tids) = start_threads(&d);
+    let pid = p.pid();
+    dump_ok(pid, &images, &[]);
+    p.reap();
+    for &t in &tids {
+        wait_pid_gone(t);
+    }
+    (d, images, pid, tids)
+}
+
+/// Restores threads.c detached; checks its tids, mappings and self-check.
+fn restore_threads_and_check(d: &Dirs, images: &std::path::Path, pid: i32, tids: &[i32], what: &str) {
+    let held = restore_detached(images, pid);
+    wait_all_suspended(&[pid]);
+    assert_eq!(threads_of(pid), tids, "{what}: threads restored with other tids");
+    assert_maps_match_image(images, pid);
+    assert_all_ok(what, &trigger(d, &held));
+}
+
 #[test]
 fn threads_dump_restore() {
     if restore_not_implemented("threads_dump_restore") {
         return;
     }
-    let d = dirs("threads-restore");
-    let images = scratch("threads-restore-images");
-    let (mut p, tids) = start_threads(&d);
-    let pid = p.pid();
-    dump_ok(pid, &images, &[]);
-    p.reap();
-    let held = restore_detached(&images, pid);
-    wait_all_suspended(&[pid]);
-    assert_eq!(threads_of(pid), tids, "threads restored with other tids");
-    assert_maps_match_image(&images, pid);
-    let report = trigger(&d, &held);
-    assert_all_ok("restored threads", &report);
+    let (d, images, pid, tids) = dumped_threads("threads-restore");
+    restore_threads_and_check(&d, &images, pid, &tids, "restored threads");
 }
 
 // ---------- trees ----------
@@ -360,15 +374,7 @@ fn threads_restore_with_a_tid_in_use_leaves_nothing() {
     if restore_not_implemented("threads_restore_with_a_tid_in_use_leaves_nothing") {
         return;
     }
-    let d = dirs("threads-tid-in-use");
-    let images = scratch("threads-tid-in-use-images");
-    let (mut p, tids) = start_threads(&d);
-    let pid = p.pid();
-    dump_ok(pid, &images, &[]);
-    p.reap();
-    for &t in &tids {
-        wait_pid_gone(t);
-    }
+    let (d, images, pid, tids) = dumped_threads("threads-tid-in-use");
     let taken = *tids.iter().find(|&&t| t != pid).unwrap();
     let holder = PidHolder::take(taken);
     let out = support_restore::restore(&images, &["-d"]);
@@ -379,10 +385,7 @@ fn threads_restore_with_a_tid_in_use_leaves_nothing() {
     assert_eq!(ids(taken).0, 'S', "the holder of tid {taken} was touched");
     drop(holder);
     wait_pid_gone(taken);
-    let held = restore_detached(&images, pid);
-    wait_all_suspended(&[pid]);
-    assert_eq!(threads_of(pid), tids, "threads restored with other tids");
-    assert_all_ok("threads restored after a failed restore", &trigger(&d, &held));
+    restore_threads_and_check(&d, &images, pid, &tids, "threads restored after a failed restore");
 }
 
 /// A process group whose leader is gone (`tests/programs/orphan_group.c`):
