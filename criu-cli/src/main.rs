@@ -1,5 +1,6 @@
 //! `criu-rs`: the command line. Option names follow CRIU's.
 
+mod lazy_cmd;
 mod log;
 
 use anyhow::{Context, Result};
@@ -28,6 +29,10 @@ enum Cmd {
     Restore(RestoreArgs),
     /// Report the kernel features criu-rs relies on.
     Check(CheckArgs),
+    /// Serve the memory of lazily restored tasks over userfaultfd.
+    LazyPages(lazy_cmd::LazyPagesArgs),
+    /// Receive pages from a remote dump, or serve pages for post-copy.
+    PageServer(lazy_cmd::PageServerArgs),
 }
 
 #[derive(clap::Args)]
@@ -78,6 +83,8 @@ fn main() {
         Cmd::Dump(a) => Some(a.dir.clone()),
         Cmd::Restore(a) => Some(a.dir.clone()),
         Cmd::Check(_) => None,
+        Cmd::LazyPages(a) => Some(a.dir.clone()),
+        Cmd::PageServer(a) => Some(a.dir.clone()),
     };
     if let Err(e) = log::init(cli.verbosity, cli.log_file.as_deref(), dir.as_deref()) {
         eprintln!("criu-rs: cannot open the log: {e:#}");
@@ -140,6 +147,8 @@ fn run(cmd: Cmd) -> Result<i32> {
             Ok(criu_core::restore::wait_exit(r.pid)?)
         }
         Cmd::Check(a) => check(a.feature.as_deref()),
+        Cmd::LazyPages(a) => lazy_cmd::lazy_pages(a),
+        Cmd::PageServer(a) => lazy_cmd::page_server(a),
     }
 }
 

@@ -8,14 +8,20 @@
 //! - [`proc`]: parsing `/proc/PID` files.
 //! - [`ptrace`]: freezing tasks, reading registers, injecting syscalls.
 //! - [`dump`]: collecting a process's state and writing the images.
+//! - [`uffd`]: userfaultfd ioctls and messages.
+//! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
+//! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
 
 pub mod check;
 pub mod dump;
 pub mod images;
+pub mod lazy;
+pub mod pageserver;
 pub mod pie;
 pub mod proc;
 pub mod ptrace;
 pub mod restore;
+pub mod uffd;
 
 /// The argument ABI shared with the restorer blob. The one source file is
 /// compiled into both sides so they cannot drift apart.

@@ -150,7 +150,11 @@ pub fn build_args(
         .map(|(i, r)| RlimitArg { resource: i as u32, _pad: 0, cur: r.cur.unwrap_or_default(), max: r.max.unwrap_or_default() })
         .collect();
     let rlimits = b.push(&rl);
-    let mut flags = RESTORE_F_PERSONALITY | RESTORE_F_MM | RESTORE_F_DUMPABLE;
+    let mut flags = RESTORE_F_PERSONALITY | RESTORE_F_MM;
+    // PR_SET_DUMPABLE takes 0 or 1 only (2, "suid dumpable", is not settable).
+    if matches!(plan.mm.dumpable, Some(0 | 1)) {
+        flags |= RESTORE_F_DUMPABLE;
+    }
     let creds = match plan.core.thread_core.as_ref().and_then(|t| t.creds.as_ref()) {
         Some(c) => {
             flags |= RESTORE_F_CREDS;
@@ -194,7 +198,7 @@ pub fn build_args(
         // No lazy VMAs: the blob ignores it.
         uffd: -1,
         _pad2: 0,
-        dumpable: plan.mm.dumpable.unwrap_or(1) as u32,
+        dumpable: plan.mm.dumpable.unwrap_or(1).clamp(0, 1) as u32,
         _pad3: 0,
     };
     let total = b.buf.len().next_multiple_of(PAGE_SIZE as usize) as u64;

@@ -7,7 +7,9 @@
 //! reading the data itself; huge pages make the allocation ~4x cheaper.
 //! The scratch area carries `MADV_HUGEPAGE`, the restored VMA does not: its
 //! flags stay exactly as dumped. Anything unsupported (no userfaultfd, no
-//! `UFFD_FEATURE_MOVE`) makes the caller fall back to plain `preadv`.
+//! `UFFD_FEATURE_MOVE`), or huge pages arriving slowly because the kernel
+//! has to compact memory for them, makes the caller fall back to plain
+//! `preadv` into 4 KiB pages.
 
 use super::error::{Result, SysContext};
 use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,6 +20,12 @@ use std::ffi::c_void;
 pub const HUGE: u64 = 2 << 20;
 /// Bytes moved per round (the scratch area's size).
 const CHUNK: u64 = 64 << 20;
+/// Below this rate (bytes per second) a round was slowed down by the
+/// kernel compacting memory for huge pages (plain 4 KiB pages fill at
+/// about 2 GB/s); after [`SLOW_ROUNDS`] such rounds in a row the caller
+/// takes over with plain pages.
+const SLOW_RATE: f64 = 1.2e9;
+const SLOW_ROUNDS: u32 = 2;
 
 const UFFD_API: u64 = 0xaa;
 const UFFD_USER_MODE_ONLY: i32 = 1;
@@ -79,6 +87,8 @@ pub struct HugeFiller {
     /// The scratch mapping (with its alignment slack) and its aligned start.
     map: (u64, u64),
     scratch: u64,
+    /// Consecutive slow rounds; at [`SLOW_ROUNDS`] huge pages are given up.
+    slow_rounds: u32,
 }
 
 impl HugeFiller {
@@ -102,7 +112,7 @@ impl HugeFiller {
         }
         .ok()? as u64;
         let scratch = raw.next_multiple_of(HUGE);
-        let filler = HugeFiller { uffd, map: (raw, len), scratch };
+        let filler = HugeFiller { uffd, map: (raw, len), scratch, slow_rounds: 0 };
         // SAFETY: the scratch area is ours; the advice only sets VMA flags.
         unsafe { rustix::mm::madvise(scratch as *mut c_void, CHUNK as usize, rustix::mm::Advice::LinuxHugepage) }.ok()?;
         Some(filler)
@@ -112,6 +122,9 @@ impl HugeFiller {
     /// anonymous) from `fd` at `file_off`. Returns how many bytes from the
     /// start were filled; the caller reads the rest the plain way.
     pub fn fill(&mut self, fd: &OwnedFd, dst: u64, len: u64, file_off: u64) -> Result<u64> {
+        if self.slow_rounds >= SLOW_ROUNDS {
+            return Ok(0);
+        }
         let mut reg = UffdioRegister { range: UffdioRange { start: dst, len }, mode: UFFDIO_REGISTER_MODE_MISSING, ioctls: 0 };
         if uffd_ioctl(&self.uffd, UFFDIO_REGISTER, &mut reg).is_err() {
             return Ok(0);
@@ -120,6 +133,7 @@ impl HugeFiller {
         let result = (|| -> Result<()> {
             while done < len {
                 let n = (len - done).min(CHUNK);
+                let started = std::time::Instant::now();
                 // SAFETY: the scratch area is ours and writable.
                 let _ = unsafe {
                     rustix::mm::madvise(self.scratch as *mut c_void, n as usize, rustix::mm::Advice::LinuxPopulateWrite)
@@ -145,6 +159,14 @@ impl HugeFiller {
                     return Ok(());
                 }
                 done += n;
+                if n == CHUNK && (n as f64) < SLOW_RATE * started.elapsed().as_secs_f64() {
+                    self.slow_rounds += 1;
+                    if self.slow_rounds >= SLOW_ROUNDS {
+                        return Ok(());
+                    }
+                } else {
+                    self.slow_rounds = 0;
+                }
             }
             Ok(())
         })();
