@@ -285,7 +285,10 @@ fn stopped_or_traced_descendant_is_refused() {
     let t = Tree::start("dump-tree-refused", false);
     let images = scratch("dump-tree-refused");
     let c = t.pids[3];
+    let others: Vec<i32> = t.pids.iter().copied().filter(|&p| p != c).collect();
     let check_untouched = |what: &str| {
+        // Let go, each returns to its wait.
+        wait_all_suspended(&others);
         for &pid in &t.pids {
             let (state, tracer) = state_and_tracer(pid);
             assert!(tracer == 0 || pid == c, "{what}: pid {pid} still traced by {tracer}");
@@ -393,4 +396,52 @@ fn tree_that_forks_while_freezing() {
     let after = forks_done(&counter);
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert_eq!(forks_done(&counter), after, "something still forks");
+}
+
+/// Waits until a task sleeps again, untraced.
+fn wait_sleeping(pid: i32) {
+    let t = std::time::Instant::now();
+    while state_and_tracer(pid) != ('S', 0) {
+        assert!(t.elapsed() < PATIENCE, "pid {pid}: {:?}", state_and_tracer(pid));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn tasks_sharing_a_descriptor_table_share_its_ids() {
+    let work = scratch("dump-tree-sharers-work");
+    let mut p = Started::start("sharers", &[&work]);
+    let (r, x, y, ytid, fd) = (p.pid(), p.num("x"), p.num("y"), p.num("ytid"), p.num("fd"));
+    let images = scratch("dump-tree-sharers");
+    dump_ok(r, &images, &["-R"]);
+    let tree = pstree(&images);
+    assert_parents_first(&tree);
+    let mut pids: Vec<i32> = tree.iter().map(|e| e.0).collect();
+    pids.sort();
+    assert_eq!(pids, { let mut v = vec![r, x, y]; v.sort(); v });
+    let y_entry = tree.iter().find(|e| e.0 == y).unwrap();
+    assert_eq!(y_entry.4, { let mut v = vec![y, ytid]; v.sort(); v }, "Y's threads");
+    let core_t = crit_decode(&images.join(format!("core-{ytid}.img")));
+    assert!(core_t["entries"][0].get("tc").is_none() && core_t["entries"][0].get("thread_core").is_some(), "{core_t}");
+
+    let ids = |pid: i32| {
+        let v = crit_decode(&images.join(format!("ids-{pid}.img")));
+        let n = |k: &str| jnum(&v["entries"][0][k]) as i32;
+        (n("vm_id"), n("files_id"), n("fs_id"), n("sighand_id"))
+    };
+    assert_eq!(ids(r), (r, r, r, r));
+    assert_eq!(ids(x), (x, r, x, x), "X shares R's descriptor table only");
+    assert_eq!(ids(y), (y, y, y, y));
+    assert!(!images.join(format!("fdinfo-{x}.img")).exists(), "X's table is R's: no fdinfo of its own");
+    let table = fdinfo(&images, r);
+    assert!(table.iter().any(|f| f.0 == fd as u64), "fd {fd} in R's table: {table:?}");
+
+    for pid in [r, x, y] {
+        wait_sleeping(pid);
+    }
+    let images = scratch("dump-tree-sharers-kill");
+    dump_ok(r, &images, &[]);
+    p.reap();
+    wait_pid_gone(x);
+    wait_pid_gone(y);
 }
