@@ -43,6 +43,8 @@ use crate::ptrace::freeze::Frozen;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::time::{Duration, Instant};
 
+/// How long a task that failed to freeze gets to show it was exiting.
+const EXIT_GRACE: Duration = Duration::from_millis(100);
 /// How long a dump waits for killed tasks to disappear.
 const KILL_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -131,29 +133,34 @@ impl FrozenTree {
     }
 
     /// Freezes (or records as a zombie) `pid`, a child of the frozen `ppid`.
+    /// A failure is forgiven if the child turns out to have exited meanwhile
+    /// (then it is recorded as a zombie, or skipped once reaped).
     fn add(&mut self, pid: i32, ppid: i32, deadline: Instant) -> Result<(), DumpError> {
-        let gone_or_zombie = |tree: &mut FrozenTree| match read_stat(pid) {
-            Ok(st) if st.state == 'Z' => {
-                tree.zombies.extend(zombie_of(&st, ppid));
-                true
-            }
-            Ok(st) => st.state == 'X',
-            Err(_) => true,
-        };
-        match check_target(pid) {
-            Ok(_) => {}
-            Err(DumpError::Zombie(_) | DumpError::NoProcess(_)) if gone_or_zombie(self) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        match Frozen::freeze(pid, deadline.saturating_duration_since(Instant::now())) {
+        let res = check_target(pid).and_then(|_| {
+            Frozen::freeze(pid, deadline.saturating_duration_since(Instant::now())).map_err(DumpError::from)
+        });
+        match res {
             Ok(frozen) => {
                 tracing::debug!(pid, ppid, threads = frozen.tids().len(), "frozen");
                 self.live.push(LiveTask { frozen, ppid });
                 Ok(())
             }
-            // It exited while we froze it.
-            Err(_) if gone_or_zombie(self) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                // An exiting task takes a moment to become a zombie.
+                let until = Instant::now() + EXIT_GRACE;
+                loop {
+                    match read_stat(pid) {
+                        Ok(st) if st.state == 'Z' => {
+                            self.zombies.extend(zombie_of(&st, ppid));
+                            return Ok(());
+                        }
+                        Ok(st) if st.state != 'X' && Instant::now() >= until => return Err(e),
+                        Ok(st) if st.state != 'X' => std::thread::sleep(Duration::from_millis(1)),
+                        // Gone, or being reaped.
+                        _ => return Ok(()),
+                    }
+                }
+            }
         }
     }
 
