@@ -223,16 +223,27 @@ fn probe_rseq_conf() -> Result<(), String> {
 }
 
 fn probe_clone3_set_tid() -> Result<(), String> {
-    // Pick a pid nobody uses: walk down from the top of the pid range.
+    // Try a few pids nobody uses, from the top of the pid range down: one
+    // may be taken between the look and the clone (EEXIST), so try again.
     let pid_max: i32 = fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(32768);
-    let want = (300..pid_max)
-        .rev()
-        .step_by(7)
-        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-        .ok_or("no free pid to try")?;
+    let mut last = String::from("no free pid to try");
+    let free = (300..pid_max).rev().step_by(7).filter(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+    for want in free.take(5) {
+        match clone3_with_pid(want) {
+            Ok(()) => return Ok(()),
+            Err((libc::EEXIST, why)) => last = why,
+            Err((_, why)) => return Err(why),
+        }
+    }
+    Err(last)
+}
+
+/// Creates a child with pid `want` through clone3(set_tid); it exits at
+/// once and is reaped. Errors carry the errno.
+fn clone3_with_pid(want: i32) -> Result<(), (i32, String)> {
     let set_tid = [want as u64];
     // struct clone_args (CLONE_ARGS_SIZE_VER2 = 88 bytes).
     let mut args = [0u64; 11];
@@ -247,13 +258,14 @@ fn probe_clone3_set_tid() -> Result<(), String> {
         unsafe { libc::_exit(0) };
     }
     if r < 0 {
-        return Err(errno_text("clone3(set_tid)"));
+        let e = io::Error::last_os_error();
+        return Err((e.raw_os_error().unwrap_or(0), format!("clone3(set_tid={want}): {e}")));
     }
     let mut st = 0;
     // SAFETY: reaping the child just created.
     unsafe { libc::waitpid(r as libc::pid_t, &mut st, 0) };
     if r as i32 != want {
-        return Err(format!("clone3 gave pid {r}, asked for {want}"));
+        return Err((0, format!("clone3 gave pid {r}, asked for {want}")));
     }
     Ok(())
 }

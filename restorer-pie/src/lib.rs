@@ -15,5 +15,6 @@
 pub mod abi;
 pub mod entry;
 pub mod mem;
+pub mod restore;
 pub mod selftest;
 pub mod sys;

@@ -22,11 +22,54 @@ const EINVAL: i64 = -22;
 /// The exported entry points, read by the packager from `.entries`.
 #[used]
 #[link_section = ".entries"]
-static ENTRIES: [Entry; 3] = [
+static ENTRIES: [Entry; 7] = [
     Entry::new("pie_selftest_reloc", pie_selftest_reloc),
     Entry::new("pie_selftest_syscall", pie_selftest_syscall),
     Entry::new("pie_selftest_write", pie_selftest_write),
+    Entry::noreturn("restore_entry", restore_entry),
+    Entry::new("restore_test_memory", restore_test_memory),
+    Entry::new("restore_test_vdso", restore_test_vdso),
+    Entry::new("restore_test_sigreturn", restore_test_sigreturn),
 ];
+
+/// Entry `restore_test_memory`: the memory stages on a `RestoreArgs` block.
+///
+/// # Safety
+/// See `restorer_pie::restore::testentry::memory`.
+unsafe extern "C" fn restore_test_memory(args: *mut u8) -> i64 {
+    // SAFETY: forwarded promise.
+    unsafe { restorer_pie::restore::testentry::memory(args) }
+}
+
+/// Entry `restore_test_vdso`: the vDSO stage on a `RestoreArgs` block.
+///
+/// # Safety
+/// See `restorer_pie::restore::testentry::vdso`.
+unsafe extern "C" fn restore_test_vdso(args: *mut u8) -> i64 {
+    // SAFETY: forwarded promise.
+    unsafe { restorer_pie::restore::testentry::vdso(args) }
+}
+
+/// Entry `restore_test_sigreturn`: sigframe + rt_sigreturn from thread 0
+/// of a `RestoreArgs` block; returns only on failure.
+///
+/// # Safety
+/// See `restorer_pie::restore::testentry::sigreturn`.
+unsafe extern "C" fn restore_test_sigreturn(args: *mut u8) -> i64 {
+    // SAFETY: forwarded promise.
+    unsafe { restorer_pie::restore::testentry::sigreturn(args) }
+}
+
+/// Entry `restore_entry`: restores the task from the argument block
+/// (`abi::RestoreArgs`) at `args` and ends in `rt_sigreturn` (or
+/// `exit_group(1)`). Entered on thread 0's blob stack.
+///
+/// # Safety
+/// See `restorer_pie::restore::run::restore`.
+unsafe extern "C" fn restore_entry(args: *mut u8) -> ! {
+    // SAFETY: the host set up the block and the stack as documented.
+    unsafe { restorer_pie::restore::run::restore(args) }
+}
 
 /// Entry `pie_selftest_reloc`; `args` points to a [`SelftestRelocArgs`].
 ///

@@ -15,11 +15,13 @@ mod io;
 mod mm;
 mod process;
 mod signal;
+mod task;
 
 pub use io::*;
 pub use mm::*;
 pub use process::*;
 pub use signal::*;
+pub use task::*;
 
 pub use syscalls::{Errno, Sysno};
 

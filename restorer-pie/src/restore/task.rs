@@ -1,0 +1,314 @@
+//! Task-state stages of the restore: mm fields, rlimits, signal
+//! dispositions, interval and POSIX timers, per-thread state (tid address,
+//! rseq), personality, credentials, pending signals.
+
+use crate::abi::{
+    CredsArg, PosixTimerArg, RlimitArg, SigactionArg, ThreadArg, ERR_BAD_ARRAY, ERR_RLIMIT, ERR_TIMER_ID, SIGINFO_SIZE,
+};
+use crate::restore::ctx::{Ctx, Fail, Step};
+use crate::sys;
+use linux_raw_sys::general::{
+    __user_cap_data_struct, __user_cap_header_struct, itimerval, kernel_sigaction, kernel_sigset_t, rlimit64,
+    siginfo_t, _LINUX_CAPABILITY_VERSION_3,
+};
+
+const SIG_SETMASK: u32 = 2;
+const SIGKILL: i32 = 9;
+const SIGSTOP: i32 = 19;
+const PR_SET_NAME: u32 = 15;
+const PR_SET_DUMPABLE: u32 = 4;
+const PR_SET_MM: u32 = 35;
+const PR_SET_MM_MAP: usize = 14;
+const PR_SET_SECUREBITS: u32 = 28;
+const PR_CAPBSET_DROP: u32 = 24;
+const PR_CAP_AMBIENT: u32 = 47;
+const PR_CAP_AMBIENT_RAISE: usize = 2;
+const PR_CAP_AMBIENT_CLEAR_ALL: usize = 4;
+const PR_SET_NO_NEW_PRIVS: u32 = 38;
+const PR_TIMER_CREATE_RESTORE_IDS: u32 = 77;
+const SECBIT_NO_SETUID_FIXUP: usize = 1 << 2;
+/// Upper bound of linear `timer_create` attempts to reach one id.
+const MAX_TIMER_TRIES: i32 = 1 << 16;
+
+/// Blocks every signal: nothing may run a handler in the half-built task.
+pub fn block_all_signals() -> Step {
+    let all = kernel_sigset_t { sig: [!0] };
+    // SAFETY: `all` is a valid sigset on our stack.
+    unsafe { sys::rt_sigprocmask(SIG_SETMASK, &all, core::ptr::null_mut()) }
+        .map(drop)
+        .map_err(|e| Fail::errno(e, 0, b"rt_sigprocmask"))
+}
+
+/// The kernel's `struct prctl_mm_map`.
+#[repr(C)]
+struct PrctlMmMap {
+    fields: [u64; 11],
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+
+/// `PR_SET_MM_MAP` with the dumped code/data/brk/stack/args/env bounds,
+/// auxv and exe file.
+pub fn set_mm(ctx: &Ctx) -> Step {
+    let m = &ctx.args.mm;
+    let auxv = ctx.bytes(m.auxv)?;
+    let map = PrctlMmMap {
+        fields: [
+            m.start_code, m.end_code, m.start_data, m.end_data, m.start_brk, m.brk, m.start_stack, m.arg_start,
+            m.arg_end, m.env_start, m.env_end,
+        ],
+        auxv: auxv.as_ptr() as u64,
+        auxv_size: auxv.len() as u32,
+        exe_fd: m.exe_fd as u32,
+    };
+    // SAFETY: the kernel reads `map` and the auxv bytes it points to.
+    unsafe { sys::prctl(PR_SET_MM, PR_SET_MM_MAP, &map as *const PrctlMmMap as usize, core::mem::size_of::<PrctlMmMap>(), 0) }
+        .map_err(|e| Fail::errno(e, 0, b"PR_SET_MM_MAP"))?;
+    if m.exe_fd >= 0 && ctx.args.flags & crate::abi::RESTORE_F_CLOSE_FDS != 0 {
+        let _ = sys::close(m.exe_fd);
+    }
+    Ok(())
+}
+
+/// Applies the dumped rlimits. Limits already equal are skipped; any
+/// other failure (e.g. raising a hard limit without CAP_SYS_RESOURCE) is
+/// fatal.
+pub fn set_rlimits(ctx: &Ctx) -> Step {
+    for r in ctx.array::<RlimitArg>(ctx.args.rlimits)? {
+        let mut old = rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: reading the current limit into `old`.
+        unsafe { sys::prlimit64(0, r.resource, core::ptr::null(), &mut old) }
+            .map_err(|e| Fail::errno(e, r.resource as u64, b"prlimit64 get"))?;
+        if old.rlim_cur == r.cur && old.rlim_max == r.max {
+            continue;
+        }
+        let new = rlimit64 { rlim_cur: r.cur, rlim_max: r.max };
+        // SAFETY: the kernel reads `new`.
+        if let Err(e) = unsafe { sys::prlimit64(0, r.resource, &new, core::ptr::null_mut()) } {
+            let code = if r.max > old.rlim_max { ERR_RLIMIT } else { sys::neg_errno(e) };
+            return Err(Fail::new(code, r.resource as u64, b"cannot restore an rlimit"));
+        }
+    }
+    Ok(())
+}
+
+/// Installs the dumped signal dispositions.
+pub fn set_sigactions(ctx: &Ctx) -> Step {
+    let acts = ctx.array::<SigactionArg>(ctx.args.sigactions)?;
+    if !acts.is_empty() && acts.len() != 64 {
+        return Err(Fail::new(ERR_BAD_ARRAY, acts.len() as u64, b"sigactions must be 64"));
+    }
+    for (i, act) in acts.iter().enumerate() {
+        let sig = i as i32 + 1;
+        if sig == SIGKILL || sig == SIGSTOP {
+            continue;
+        }
+        // SAFETY: SigactionArg has the layout of the kernel's sigaction
+        // (handler, flags, restorer, mask: four 64-bit words); handlers
+        // point into the restored process's code.
+        unsafe { sys::rt_sigaction(sig, (act as *const SigactionArg).cast::<kernel_sigaction>(), core::ptr::null_mut()) }
+            .map_err(|e| Fail::errno(e, sig as u64, b"rt_sigaction"))?;
+    }
+    Ok(())
+}
+
+/// Arms ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF as dumped.
+pub fn set_itimers(ctx: &Ctx) -> Step {
+    for (which, t) in ctx.args.itimers.iter().enumerate() {
+        // SAFETY: ItimerArg has the layout of `struct itimerval` (interval
+        // then value, each sec + usec as 64-bit words).
+        unsafe { sys::setitimer(which as i32, (t as *const crate::abi::ItimerArg).cast::<itimerval>(), core::ptr::null_mut()) }
+            .map_err(|e| Fail::errno(e, which as u64, b"setitimer"))?;
+    }
+    Ok(())
+}
+
+/// The kernel `sigevent` (64 bytes) of a dumped timer.
+pub fn sigevent_bytes(t: &PosixTimerArg) -> [u8; 64] {
+    let mut ev = [0u8; 64];
+    ev[0..8].copy_from_slice(&t.sigev_value.to_le_bytes());
+    ev[8..12].copy_from_slice(&t.sigev_signo.to_le_bytes());
+    ev[12..16].copy_from_slice(&t.sigev_notify.to_le_bytes());
+    ev[16..20].copy_from_slice(&t.notify_thread_id.to_le_bytes());
+    ev
+}
+
+/// Creates the POSIX timers with their dumped ids (asking the kernel for
+/// the id with PR_TIMER_CREATE_RESTORE_IDS, else creating and deleting
+/// timers until the id comes up) and arms them.
+pub fn set_posix_timers(ctx: &Ctx) -> Step {
+    let timers = ctx.array::<PosixTimerArg>(ctx.args.posix_timers)?;
+    if timers.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: toggles how timer_create picks ids for this process.
+    let explicit = unsafe { sys::prctl(PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) }.is_ok();
+    for t in timers {
+        let ev = sigevent_bytes(t);
+        let want = t.timer_id;
+        let mut tries = 0;
+        loop {
+            let mut id = want;
+            // SAFETY: `ev` is a 64-byte sigevent, `id` a writable int.
+            unsafe { sys::timer_create(t.clock_id, ev.as_ptr(), &mut id) }
+                .map_err(|e| Fail::errno(e, want as u64, b"timer_create"))?;
+            if id == want {
+                break;
+            }
+            let _ = sys::timer_delete(id);
+            tries += 1;
+            if explicit || id > want || tries > MAX_TIMER_TRIES {
+                return Err(Fail::new(ERR_TIMER_ID, want as u64, b"cannot get the dumped timer id"));
+            }
+        }
+        let spec = [t.interval_sec, t.interval_nsec, t.value_sec, t.value_nsec];
+        // SAFETY: `spec` has the layout of `struct itimerspec`.
+        unsafe { sys::timer_settime(want, 0, spec.as_ptr(), core::ptr::null_mut()) }
+            .map_err(|e| Fail::errno(e, want as u64, b"timer_settime"))?;
+    }
+    if explicit {
+        // SAFETY: back to normal id allocation.
+        let _ = unsafe { sys::prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0) };
+    }
+    Ok(())
+}
+
+/// Per-thread kernel state of the calling thread: name, clear_child_tid,
+/// rseq. (Mask, sigaltstack and registers come with the sigframe.)
+pub fn set_thread_state(t: &ThreadArg) -> Step {
+    if t.comm[0] != 0 {
+        // The kernel copies 16 bytes and terminates them itself.
+        // SAFETY: the kernel reads 16 bytes from `t.comm`.
+        unsafe { sys::prctl(PR_SET_NAME, t.comm.as_ptr() as usize, 0, 0, 0) }
+            .map_err(|e| Fail::errno(e, 0, b"PR_SET_NAME"))?;
+    }
+    // SAFETY: the address is the dumped one, inside restored memory.
+    unsafe { sys::set_tid_address(t.clear_child_tid as usize) }.map_err(|e| Fail::errno(e, t.clear_child_tid, b"set_tid_address"))?;
+    if t.rseq_len != 0 {
+        // SAFETY: registering the dumped rseq area, inside restored memory.
+        unsafe { sys::rseq(t.rseq_ptr, t.rseq_len, 0, t.rseq_sig) }.map_err(|e| Fail::errno(e, t.rseq_ptr, b"rseq"))?;
+    }
+    Ok(())
+}
+
+/// `prctl(PR_SET_DUMPABLE, value)`.
+pub fn set_dumpable(value: u32) -> Step {
+    prctl_step(PR_SET_DUMPABLE, value as usize, 0, b"PR_SET_DUMPABLE")
+}
+
+/// `personality(persona)`.
+pub fn set_personality(persona: u32) -> Step {
+    sys::personality(persona).map(drop).map_err(|e| Fail::errno(e, persona as u64, b"personality"))
+}
+
+fn prctl_step(option: u32, arg2: usize, arg3: usize, msg: &'static [u8]) -> Step {
+    // SAFETY: credential prctls take integers only.
+    unsafe { sys::prctl(option, arg2, arg3, 0, 0) }.map(drop).map_err(|e| Fail::errno(e, arg2 as u64, msg))
+}
+
+fn cap_bit(set: [u32; 2], cap: u32) -> bool {
+    set.get((cap / 32) as usize).is_some_and(|w| w & (1 << (cap % 32)) != 0)
+}
+
+/// Credentials: bounding set, groups, ids, capabilities, ambient set,
+/// securebits, no_new_privs, in an order where each step still has the
+/// privilege it needs.
+pub fn set_creds(ctx: &Ctx, c: &CredsArg) -> Step {
+    let groups = ctx.array::<u32>(c.groups)?;
+    // Keep capabilities across the uid change; capset sets them exactly.
+    prctl_step(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, b"PR_SET_SECUREBITS")?;
+    for cap in 0..64 {
+        if !cap_bit(c.cap_bnd, cap) {
+            // SAFETY: integer-only prctl; EINVAL past the last capability.
+            match unsafe { sys::prctl(PR_CAPBSET_DROP, cap as usize, 0, 0, 0) } {
+                Ok(_) => {}
+                Err(sys::Errno::EINVAL) => break, // past the last capability
+                Err(e) => return Err(Fail::errno(e, cap as u64, b"PR_CAPBSET_DROP")),
+            }
+        }
+    }
+    sys::setgroups(groups).map_err(|e| Fail::errno(e, groups.len() as u64, b"setgroups"))?;
+    sys::setresgid(c.gid, c.egid, c.sgid).map_err(|e| Fail::errno(e, c.gid as u64, b"setresgid"))?;
+    sys::setresuid(c.uid, c.euid, c.suid).map_err(|e| Fail::errno(e, c.uid as u64, b"setresuid"))?;
+    let _ = sys::setfsgid(c.fsgid);
+    let _ = sys::setfsuid(c.fsuid);
+    let hdr = __user_cap_header_struct { version: _LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data = [0, 1].map(|i| __user_cap_data_struct {
+        effective: c.cap_eff.get(i).copied().unwrap_or(0),
+        permitted: c.cap_prm.get(i).copied().unwrap_or(0),
+        inheritable: c.cap_inh.get(i).copied().unwrap_or(0),
+    });
+    sys::capset(&hdr, &data).map_err(|e| Fail::errno(e, 0, b"capset"))?;
+    prctl_step(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, b"PR_CAP_AMBIENT clear")?;
+    for cap in 0..64 {
+        if cap_bit(c.cap_amb, cap) {
+            prctl_step(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap as usize, b"PR_CAP_AMBIENT raise")?;
+        }
+    }
+    prctl_step(PR_SET_SECUREBITS, c.secbits as usize, 0, b"PR_SET_SECUREBITS")?;
+    if c.no_new_privs != 0 {
+        prctl_step(PR_SET_NO_NEW_PRIVS, 1, 0, b"PR_SET_NO_NEW_PRIVS")?;
+    }
+    Ok(())
+}
+
+/// The signal number of a raw siginfo.
+fn signo(info: &[u8; SIGINFO_SIZE]) -> i32 {
+    i32::from_le_bytes([info[0], info[1], info[2], info[3]])
+}
+
+fn getpid() -> Step<i32> {
+    sys::getpid().map(|p| p as i32).map_err(|e| Fail::errno(e, 0, b"getpid"))
+}
+
+/// Re-queues the dumped process-wide pending signals with
+/// `rt_sigqueueinfo`. They stay blocked until each thread's
+/// `rt_sigreturn` installs its dumped mask.
+pub fn queue_shared_signals(ctx: &Ctx) -> Step {
+    let pid = getpid()?;
+    for info in ctx.array::<[u8; SIGINFO_SIZE]>(ctx.args.shared_siginfos)? {
+        // SAFETY: a full 128-byte siginfo is read by the kernel.
+        unsafe { sys::rt_sigqueueinfo(pid, signo(info), info.as_ptr().cast::<siginfo_t>()) }
+            .map_err(|e| Fail::errno(e, signo(info) as u64, b"rt_sigqueueinfo"))?;
+    }
+    Ok(())
+}
+
+/// Re-queues thread `t`'s own pending signals with `rt_tgsigqueueinfo`.
+pub fn queue_own_signals(ctx: &Ctx, t: &ThreadArg) -> Step {
+    let pid = getpid()?;
+    for info in ctx.array::<[u8; SIGINFO_SIZE]>(t.siginfos)? {
+        // SAFETY: as above.
+        unsafe { sys::rt_tgsigqueueinfo(pid, t.tid, signo(info), info.as_ptr().cast::<siginfo_t>()) }
+            .map_err(|e| Fail::errno(e, signo(info) as u64, b"rt_tgsigqueueinfo"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigevent_layout() {
+        let t = PosixTimerArg { sigev_value: 0x1122, sigev_signo: 14, sigev_notify: 4, notify_thread_id: 77, ..Default::default() };
+        let ev = sigevent_bytes(&t);
+        assert_eq!(u64::from_le_bytes(ev[0..8].try_into().unwrap()), 0x1122);
+        assert_eq!(i32::from_le_bytes(ev[8..12].try_into().unwrap()), 14);
+        assert_eq!(i32::from_le_bytes(ev[12..16].try_into().unwrap()), 4);
+        assert_eq!(i32::from_le_bytes(ev[16..20].try_into().unwrap()), 77);
+        assert_eq!(core::mem::size_of::<linux_raw_sys::general::sigevent>(), 64);
+        assert_eq!(core::mem::size_of::<PrctlMmMap>(), 104);
+        assert_eq!(core::mem::size_of::<itimerval>(), core::mem::size_of::<crate::abi::ItimerArg>());
+        assert_eq!(core::mem::size_of::<kernel_sigaction>(), core::mem::size_of::<SigactionArg>());
+    }
+
+    #[test]
+    fn capability_bits() {
+        assert!(cap_bit([1, 0], 0));
+        assert!(cap_bit([0, 1 << 8], 40));
+        assert!(!cap_bit([!0, 0], 32));
+        assert!(!cap_bit([!0, !0], 64));
+    }
+}
