@@ -5,7 +5,10 @@
 //! and its images checked with crit; `--leave-running` and forced failures
 //! leave every task as it was (their self-check passes); a stopped or
 //! traced task is refused; `tests/programs/forker.c` forks while frozen;
-//! a normal dump leaves no descendant behind.
+//! `sharers.c` shares a descriptor table (`CLONE_FILES`) and has a second
+//! thread in a child; `outsider.c` has a task in a group led from outside
+//! the tree (refused without `--shell-job`); a normal dump leaves no
+//! descendant behind.
 
 mod support;
 mod support_restore;
@@ -444,4 +447,32 @@ fn tasks_sharing_a_descriptor_table_share_its_ids() {
     p.reap();
     wait_pid_gone(x);
     wait_pid_gone(y);
+}
+
+#[test]
+fn group_led_from_outside_the_tree_needs_shell_job() {
+    let p = Started::start("outsider", &[]);
+    let (r, q, s) = (p.pid(), p.num("q"), p.num("s"));
+    // Q is not ours to reap (init adopted it); hold it by pidfd to kill it safely at the end.
+    let _q = Held::open(q).unwrap();
+    let _s = Held::open(s).unwrap();
+    assert_eq!(stat_ids(s).1, q, "S joined Q's group");
+    assert_ne!(stat_ids(q).0, r, "Q is outside R's tree");
+    let images = scratch("dump-tree-outsider");
+    let out = criu_rs().args(["dump", "-t", &r.to_string(), "-D"]).arg(&images).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dump should fail without --shell-job");
+    assert!(err.contains(&format!("pid {s} is in session {r} / group {q}")) && err.contains("--shell-job"), "{err}");
+    for pid in [r, s] {
+        wait_sleeping(pid);
+    }
+    assert!(!images.join("inventory.img").exists());
+    dump_ok(r, &images, &["-R", "-j"]);
+    let tree = pstree(&images);
+    let se = tree.iter().find(|e| e.0 == s).unwrap_or_else(|| panic!("no S in {tree:?}"));
+    assert_eq!((se.1, se.2, se.3), (r, q, r), "S recorded in Q's group");
+    assert!(!tree.iter().any(|e| e.0 == q), "Q is not part of the tree");
+    for pid in [r, s, q] {
+        wait_sleeping(pid);
+    }
 }
