@@ -205,7 +205,8 @@ impl FrozenTree {
     /// Kills every task and waits for them to go (see the module documentation).
     pub fn kill(self) -> Result<(), DumpError> {
         let root = self.live.first().map_or(0, |t| t.frozen.pid());
-        let pids = self.pids();
+        // Start times tell a task from a later process given its pid.
+        let pids: Vec<(i32, u64)> = self.pids().into_iter().map(|p| (p, read_stat(p).map_or(0, |s| s.start_time))).collect();
         let live: Vec<i32> = self.live.iter().map(|t| t.frozen.pid()).collect();
         for t in &self.live {
             // A task that is already gone needs no signal.
@@ -223,8 +224,8 @@ impl FrozenTree {
             tracing::debug!(pid, "exits collected");
         }
         let mut left = Vec::new();
-        for pid in pids {
-            if !wait_task_gone(pid, pid == root, &live, deadline) {
+        for (pid, start) in pids {
+            if !wait_task_gone(pid, start, pid == root, &live, deadline) {
                 left.push(pid);
             }
             tracing::debug!(pid, "gone");
@@ -250,15 +251,15 @@ fn reap_traced(tid: i32, deadline: Instant) {
     }
 }
 
-/// Waits until task `pid` has left `/proc` (the root: until it is a zombie
-/// for its own parent to reap). A zombie adopted by a process that is
-/// neither init nor `tree_parents` is its new parent's business. False if
-/// it still runs at `deadline`.
-fn wait_task_gone(pid: i32, is_root: bool, tree_parents: &[i32], deadline: Instant) -> bool {
+/// Waits until task `pid` (started at `start`) has left `/proc` (the root:
+/// until it is a zombie for its own parent to reap). A zombie adopted by a
+/// process that is neither init nor `tree_parents` is its new parent's
+/// business. False if it still runs at `deadline`.
+fn wait_task_gone(pid: i32, start: u64, is_root: bool, tree_parents: &[i32], deadline: Instant) -> bool {
     loop {
         let st = match read_stat(pid) {
-            Err(_) => return true,
-            Ok(st) => st,
+            Ok(st) if st.start_time == start => st,
+            _ => return true,
         };
         let zombie = matches!(st.state, 'Z' | 'X');
         if zombie && (is_root || (st.ppid != 1 && !tree_parents.contains(&st.ppid))) {
