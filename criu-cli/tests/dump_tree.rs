@@ -344,6 +344,16 @@ fn orphaned_session_is_recorded_as_it_is() {
     assert!(!tree.iter().any(|x| x.0 == e), "E is gone, not a task");
     wait_all_suspended(&t.pids);
     assert_all_ok("orphans tree after dump -R", &t.self_check());
+
+    // Killed, the tree (the subreaper's adopted F too) leaves nothing behind.
+    let mut t = Tree::start("dump-tree-orphans-kill", true);
+    let images = scratch("dump-tree-orphans-kill");
+    dump_ok(t.pids[0], &images, &[]);
+    t.root.reap();
+    for &pid in t.pids[1..].iter().chain(std::iter::once(&t.zombie)) {
+        wait_pid_gone(pid);
+    }
+    assert!(processes_in(&t.work, &[]).is_empty(), "processes still run in the tree's directory");
 }
 
 /// The counter forker.c keeps.
