@@ -5,7 +5,10 @@
 //! and its images checked with crit; `--leave-running` and forced failures
 //! leave every task as it was (their self-check passes); a stopped or
 //! traced task is refused; `tests/programs/forker.c` forks while frozen;
-//! a normal dump leaves no descendant behind.
+//! `sharers.c` shares a descriptor table (`CLONE_FILES`) and has a second
+//! thread in a child; `outsider.c` has a task in a group led from outside
+//! the tree (refused without `--shell-job`); a normal dump leaves no
+//! descendant behind.
 
 mod support;
 mod support_restore;
@@ -285,7 +288,10 @@ fn stopped_or_traced_descendant_is_refused() {
     let t = Tree::start("dump-tree-refused", false);
     let images = scratch("dump-tree-refused");
     let c = t.pids[3];
+    let others: Vec<i32> = t.pids.iter().copied().filter(|&p| p != c).collect();
     let check_untouched = |what: &str| {
+        // Let go, each returns to its wait.
+        wait_all_suspended(&others);
         for &pid in &t.pids {
             let (state, tracer) = state_and_tracer(pid);
             assert!(tracer == 0 || pid == c, "{what}: pid {pid} still traced by {tracer}");
@@ -338,6 +344,16 @@ fn orphaned_session_is_recorded_as_it_is() {
     assert!(!tree.iter().any(|x| x.0 == e), "E is gone, not a task");
     wait_all_suspended(&t.pids);
     assert_all_ok("orphans tree after dump -R", &t.self_check());
+
+    // Killed, the tree (the subreaper's adopted F too) leaves nothing behind.
+    let mut t = Tree::start("dump-tree-orphans-kill", true);
+    let images = scratch("dump-tree-orphans-kill");
+    dump_ok(t.pids[0], &images, &[]);
+    t.root.reap();
+    for &pid in t.pids[1..].iter().chain(std::iter::once(&t.zombie)) {
+        wait_pid_gone(pid);
+    }
+    assert!(processes_in(&t.work, &[]).is_empty(), "processes still run in the tree's directory");
 }
 
 /// The counter forker.c keeps.
@@ -393,4 +409,80 @@ fn tree_that_forks_while_freezing() {
     let after = forks_done(&counter);
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert_eq!(forks_done(&counter), after, "something still forks");
+}
+
+/// Waits until a task sleeps again, untraced.
+fn wait_sleeping(pid: i32) {
+    let t = std::time::Instant::now();
+    while state_and_tracer(pid) != ('S', 0) {
+        assert!(t.elapsed() < PATIENCE, "pid {pid}: {:?}", state_and_tracer(pid));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn tasks_sharing_a_descriptor_table_share_its_ids() {
+    let work = scratch("dump-tree-sharers-work");
+    let mut p = Started::start("sharers", &[&work]);
+    let (r, x, y, ytid, fd) = (p.pid(), p.num("x"), p.num("y"), p.num("ytid"), p.num("fd"));
+    let images = scratch("dump-tree-sharers");
+    dump_ok(r, &images, &["-R"]);
+    let tree = pstree(&images);
+    assert_parents_first(&tree);
+    let mut pids: Vec<i32> = tree.iter().map(|e| e.0).collect();
+    pids.sort();
+    assert_eq!(pids, { let mut v = vec![r, x, y]; v.sort(); v });
+    let y_entry = tree.iter().find(|e| e.0 == y).unwrap();
+    assert_eq!(y_entry.4, { let mut v = vec![y, ytid]; v.sort(); v }, "Y's threads");
+    let core_t = crit_decode(&images.join(format!("core-{ytid}.img")));
+    assert!(core_t["entries"][0].get("tc").is_none() && core_t["entries"][0].get("thread_core").is_some(), "{core_t}");
+
+    let ids = |pid: i32| {
+        let v = crit_decode(&images.join(format!("ids-{pid}.img")));
+        let n = |k: &str| jnum(&v["entries"][0][k]) as i32;
+        (n("vm_id"), n("files_id"), n("fs_id"), n("sighand_id"))
+    };
+    assert_eq!(ids(r), (r, r, r, r));
+    assert_eq!(ids(x), (x, r, x, x), "X shares R's descriptor table only");
+    assert_eq!(ids(y), (y, y, y, y));
+    assert!(!images.join(format!("fdinfo-{x}.img")).exists(), "X's table is R's: no fdinfo of its own");
+    let table = fdinfo(&images, r);
+    assert!(table.iter().any(|f| f.0 == fd as u64), "fd {fd} in R's table: {table:?}");
+
+    for pid in [r, x, y] {
+        wait_sleeping(pid);
+    }
+    let images = scratch("dump-tree-sharers-kill");
+    dump_ok(r, &images, &[]);
+    p.reap();
+    wait_pid_gone(x);
+    wait_pid_gone(y);
+}
+
+#[test]
+fn group_led_from_outside_the_tree_needs_shell_job() {
+    let p = Started::start("outsider", &[]);
+    let (r, q, s) = (p.pid(), p.num("q"), p.num("s"));
+    // Q is not ours to reap (init adopted it); hold it by pidfd to kill it safely at the end.
+    let _q = Held::open(q).unwrap();
+    let _s = Held::open(s).unwrap();
+    assert_eq!(stat_ids(s).1, q, "S joined Q's group");
+    assert_ne!(stat_ids(q).0, r, "Q is outside R's tree");
+    let images = scratch("dump-tree-outsider");
+    let out = criu_rs().args(["dump", "-t", &r.to_string(), "-D"]).arg(&images).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dump should fail without --shell-job");
+    assert!(err.contains(&format!("pid {s} is in session {r} / group {q}")) && err.contains("--shell-job"), "{err}");
+    for pid in [r, s] {
+        wait_sleeping(pid);
+    }
+    assert!(!images.join("inventory.img").exists());
+    dump_ok(r, &images, &["-R", "-j"]);
+    let tree = pstree(&images);
+    let se = tree.iter().find(|e| e.0 == s).unwrap_or_else(|| panic!("no S in {tree:?}"));
+    assert_eq!((se.1, se.2, se.3), (r, q, r), "S recorded in Q's group");
+    assert!(!tree.iter().any(|e| e.0 == q), "Q is not part of the tree");
+    for pid in [r, s, q] {
+        wait_sleeping(pid);
+    }
 }

@@ -5,14 +5,16 @@
 //! - [`vmas`], [`memory`], [`files`], [`injected`]: the pieces of collection.
 //! - [`write`]: writing the collected state as CRIU images.
 //! - [`failpoint`]: test knobs (`CRIU_RS_FAIL_AT`, `CRIU_RS_PATCH_CODE`).
+//! - [`tree`]: taking the root and all its descendants (freezing, zombies,
+//!   sessions, killing); [`shared`]: what the tasks' collections share.
 //!
 //! Order: check the pid (missing, ourselves, kernel thread, zombie, thread
 //! id, seccomp), prepare the directory (stale inventory removed, pages
-//! image created), freeze every thread, read registers and signal state,
-//! inject the queries (scratch page mapped and unmapped again), read the
-//! address space and copy memory, collect files, write the images with the
-//! inventory last, then resume (`--leave-running`) or kill the process and
-//! wait for it to go.
+//! image created), freeze every thread of every task of the tree, then for
+//! each task: read registers and signal state, inject the queries (scratch
+//! page mapped and unmapped again), read the address space and copy memory,
+//! collect files; write the images with the inventory last, then resume
+//! (`--leave-running`) or kill every task and wait for them to go.
 //!
 //! Whatever fails, the process is left running as it was: every thread is
 //! detached with its registers (general and FPU), signal mask and code
@@ -21,8 +23,9 @@
 //!
 //! Not dumped yet (refused with a clear error where it matters): sockets,
 //! eventfd/epoll/signalfd/timerfd/inotify and other anonymous-inode files,
-//! seccomp, namespaces, cgroups, file locks, process trees (the writer
-//! already takes a list of processes).
+//! seccomp, namespaces, cgroups, file locks; tasks sharing an address
+//! space without being threads (`CLONE_VM`, e.g. a vfork child: its parent
+//! cannot be frozen anyway).
 
 pub mod collect;
 pub mod failpoint;

@@ -43,6 +43,8 @@ use crate::ptrace::freeze::Frozen;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::time::{Duration, Instant};
 
+/// How long a task that failed to freeze gets to show it was exiting.
+const EXIT_GRACE: Duration = Duration::from_millis(100);
 /// How long a dump waits for killed tasks to disappear.
 const KILL_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -131,29 +133,34 @@ impl FrozenTree {
     }
 
     /// Freezes (or records as a zombie) `pid`, a child of the frozen `ppid`.
+    /// A failure is forgiven if the child turns out to have exited meanwhile
+    /// (then it is recorded as a zombie, or skipped once reaped).
     fn add(&mut self, pid: i32, ppid: i32, deadline: Instant) -> Result<(), DumpError> {
-        let gone_or_zombie = |tree: &mut FrozenTree| match read_stat(pid) {
-            Ok(st) if st.state == 'Z' => {
-                tree.zombies.extend(zombie_of(&st, ppid));
-                true
-            }
-            Ok(st) => st.state == 'X',
-            Err(_) => true,
-        };
-        match check_target(pid) {
-            Ok(_) => {}
-            Err(DumpError::Zombie(_) | DumpError::NoProcess(_)) if gone_or_zombie(self) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        match Frozen::freeze(pid, deadline.saturating_duration_since(Instant::now())) {
+        let res = check_target(pid).and_then(|_| {
+            Frozen::freeze(pid, deadline.saturating_duration_since(Instant::now())).map_err(DumpError::from)
+        });
+        match res {
             Ok(frozen) => {
                 tracing::debug!(pid, ppid, threads = frozen.tids().len(), "frozen");
                 self.live.push(LiveTask { frozen, ppid });
                 Ok(())
             }
-            // It exited while we froze it.
-            Err(_) if gone_or_zombie(self) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                // An exiting task takes a moment to become a zombie.
+                let until = Instant::now() + EXIT_GRACE;
+                loop {
+                    match read_stat(pid) {
+                        Ok(st) if st.state == 'Z' => {
+                            self.zombies.extend(zombie_of(&st, ppid));
+                            return Ok(());
+                        }
+                        Ok(st) if st.state != 'X' && Instant::now() >= until => return Err(e),
+                        Ok(st) if st.state != 'X' => std::thread::sleep(Duration::from_millis(1)),
+                        // Gone, or being reaped.
+                        _ => return Ok(()),
+                    }
+                }
+            }
         }
     }
 
@@ -198,7 +205,8 @@ impl FrozenTree {
     /// Kills every task and waits for them to go (see the module documentation).
     pub fn kill(self) -> Result<(), DumpError> {
         let root = self.live.first().map_or(0, |t| t.frozen.pid());
-        let pids = self.pids();
+        // Start times tell a task from a later process given its pid.
+        let pids: Vec<(i32, u64)> = self.pids().into_iter().map(|p| (p, read_stat(p).map_or(0, |s| s.start_time))).collect();
         let live: Vec<i32> = self.live.iter().map(|t| t.frozen.pid()).collect();
         for t in &self.live {
             // A task that is already gone needs no signal.
@@ -216,8 +224,8 @@ impl FrozenTree {
             tracing::debug!(pid, "exits collected");
         }
         let mut left = Vec::new();
-        for pid in pids {
-            if !wait_task_gone(pid, pid == root, &live, deadline) {
+        for (pid, start) in pids {
+            if !wait_task_gone(pid, start, pid == root, &live, deadline) {
                 left.push(pid);
             }
             tracing::debug!(pid, "gone");
@@ -243,15 +251,15 @@ fn reap_traced(tid: i32, deadline: Instant) {
     }
 }
 
-/// Waits until task `pid` has left `/proc` (the root: until it is a zombie
-/// for its own parent to reap). A zombie adopted by a process that is
-/// neither init nor `tree_parents` is its new parent's business. False if
-/// it still runs at `deadline`.
-fn wait_task_gone(pid: i32, is_root: bool, tree_parents: &[i32], deadline: Instant) -> bool {
+/// Waits until task `pid` (started at `start`) has left `/proc` (the root:
+/// until it is a zombie for its own parent to reap). A zombie adopted by a
+/// process that is neither init nor `tree_parents` is its new parent's
+/// business. False if it still runs at `deadline`.
+fn wait_task_gone(pid: i32, start: u64, is_root: bool, tree_parents: &[i32], deadline: Instant) -> bool {
     loop {
         let st = match read_stat(pid) {
-            Err(_) => return true,
-            Ok(st) => st,
+            Ok(st) if st.start_time == start => st,
+            _ => return true,
         };
         let zombie = matches!(st.state, 'Z' | 'X');
         if zombie && (is_root || (st.ppid != 1 && !tree_parents.contains(&st.ppid))) {

@@ -5,13 +5,21 @@
 //! rlimits, timers, shared pending signals; every thread's `thread_core`
 //! holds creds, mask, private pending signals, sigaltstack, rseq);
 //! `ids-PID.img`, `mm-PID.img` (with the VMAs), `pagemap-PID.img` (pages
-//! in `pages-1.img`, written during collection), `pagemap-shmem-SHMID.img`,
+//! in the task's own `pages-<pages_id>.img`, written during collection:
+//! the root's is `pages-1.img`), `pagemap-shmem-SHMID.img` (once per shared
+//! anonymous object, whichever task mapped it first),
 //! `files.img`, `fdinfo-FILES_ID.img`, `fs-PID.img`, `pipes-data.img`,
 //! `fifo-data.img`, `remap-fpath.img` + `ghost-file-ID.img`,
 //! `stats-dump.img`, and `inventory.img` last.
 //!
-//! The entry points take a slice of processes so a tree is written the same
-//! way as one process (file ids must then be unique across the tree).
+//! A tree: `pstree.img` lists the live tasks parents first (the root with
+//! ppid 0), then the zombies (leaves, so still parents first; `threads` is
+//! the zombie's pid); a zombie has only `core-PID.img` with `task_core`
+//! (`task_state` `TASK_DEAD` as CRIU writes it, `exit_code` the raw wait
+//! status). File ids are unique across the tree; a description shared by
+//! several tasks is one `files.img` entry that each task's fdinfo names;
+//! `ids-PID.img` carries `kcmp`-compared vm/files/fs/sighand ids, and tasks
+//! sharing a descriptor table share one `fdinfo-FILES_ID.img`.
 //!
 //! - [`core`]: registers and task/thread state (`core-TID.img`), kobj ids.
 //! - [`mm`]: `mm-PID.img` and pagemaps.
