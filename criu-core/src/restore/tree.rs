@@ -279,7 +279,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMa
                 return Err(RestoreError::Prepare("criu-rs went away before tracing the task".into()));
             }
         }
-        set_ids(t)?;
+        set_ids(t, &tree.tasks[0])?;
         let subreaper = plan.core.tc.as_ref().and_then(|tc| tc.child_subreaper).unwrap_or(false);
         let kids: Vec<usize> = tree.children(idx).collect();
         let (orphans, kids): (Vec<usize>, Vec<usize>) = kids.into_iter().partition(|&c| needs_helper(tree, c).is_some());
@@ -344,7 +344,7 @@ fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeM
         TaskKind::Zombie { status, comm } => {
             // SAFETY: as above; the child only makes raw calls and exits.
             if let Forked::Child = unsafe { clone3_set_tid_flags(t.pid, CLONE_UNTRACED)? } {
-                become_zombie(t, *status, comm)
+                become_zombie(t, &tree.tasks[0], *status, comm)
             }
             // It must be dead before the tree runs: its SIGCHLD belongs to now.
             rustix::process::waitid(
@@ -359,18 +359,21 @@ fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeM
 
 /// Takes the task's session and group: `setsid` for a session leader,
 /// then `setpgid(0, pgid)` unless already in the group. The root only does
-/// what makes it a leader (its session and group are otherwise criu-rs's).
-fn set_ids(t: &TreeTask) -> Result<()> {
+/// what makes it a leader: its session and group are otherwise criu-rs's,
+/// and so are they for tasks below that were in the root's (outside) ones.
+fn set_ids(t: &TreeTask, root: &TreeTask) -> Result<()> {
     if t.sid == t.pid {
         rustix::process::setsid().sys(|| "setsid".into())?;
     }
+    let outside_group = t.pgid == root.pgid && root.pgid != root.pid;
     let cur = rustix::process::getpgrp().as_raw_nonzero().get();
-    if cur != t.pgid && (t.ppid != 0 || t.pgid == t.pid) {
+    if cur != t.pgid && !outside_group && (t.ppid != 0 || t.pgid == t.pid) {
         let pgid = rustix::process::Pid::from_raw(t.pgid);
         let own = if t.pgid == t.pid { None } else { pgid };
         rustix::process::setpgid(None, own).sys(|| format!("setpgid(0, {})", t.pgid))?;
     }
-    if t.ppid != 0 {
+    let outside_session = t.sid == root.sid && root.sid != root.pid;
+    if t.ppid != 0 && !outside_session {
         let sid = rustix::process::getsid(None).sys(|| "getsid".into())?.as_raw_nonzero().get();
         if sid != t.sid {
             return Err(RestoreError::Prepare(format!("task {} got session {sid}, not {}", t.pid, t.sid)));
@@ -381,8 +384,8 @@ fn set_ids(t: &TreeTask) -> Result<()> {
 
 /// A zombie-to-be: its ids and name, then the dumped exit (a signal it
 /// died of is raised again, without a core dump). Never returns.
-fn become_zombie(t: &TreeTask, status: i32, comm: &str) -> ! {
-    let _ = set_ids(t);
+fn become_zombie(t: &TreeTask, root: &TreeTask, status: i32, comm: &str) -> ! {
+    let _ = set_ids(t, root);
     if let Ok(name) = std::ffi::CString::new(comm.bytes().take(15).filter(|&b| b != 0).collect::<Vec<u8>>()) {
         let _ = rustix::thread::set_name(&name);
     }
