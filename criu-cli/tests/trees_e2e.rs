@@ -342,29 +342,45 @@ fn tree_restore_with_a_pid_in_use_leaves_nothing() {
     if restore_not_implemented("tree_restore_with_a_pid_in_use_leaves_nothing") {
         return;
     }
-    let d = dirs("tree-pid-in-use");
-    let images = scratch("tree-pid-in-use-images");
-    let mut t = Tree::start(&d, false);
+    pid_in_use_leaves_nothing("tree-pid-in-use", false, 2);
+}
+
+/// The same when the pid taken is F's, which the helper for the gone
+/// session leader E forks.
+#[test]
+fn orphaned_session_restore_with_a_pid_in_use_leaves_nothing() {
+    if restore_not_implemented("orphaned_session_restore_with_a_pid_in_use_leaves_nothing") {
+        return;
+    }
+    pid_in_use_leaves_nothing("orphans-pid-in-use", true, 4);
+}
+
+/// Dumps a tree, takes the pid of `pids[victim]`, checks the failed
+/// restore, frees the pid and restores for real.
+fn pid_in_use_leaves_nothing(name: &str, orphans: bool, victim: usize) {
+    let d = dirs(name);
+    let images = scratch(&format!("{name}-images"));
+    let mut t = Tree::start(&d, orphans);
     let before = t.layout();
     t.dump(&images);
     let snap = snapshot_dir(&images);
-    let b = t.pids[2];
-    let holder = PidHolder::take(b);
+    let taken = t.pids[victim];
+    let holder = PidHolder::take(taken);
     let out = support_restore::restore(&images, &["-d"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the restore succeeded with pid {b} taken");
-    assert!(err.contains(&b.to_string()), "the error does not name pid {b}: {err}");
-    for &pid in t.pids.iter().chain(std::iter::once(&t.zombie)).filter(|&&p| p != b) {
+    assert!(!out.status.success(), "the restore succeeded with pid {taken} taken");
+    assert!(err.contains(&format!("pid {taken} is already in use")), "the error does not name pid {taken}: {err}");
+    for &pid in t.pids.iter().chain(std::iter::once(&t.zombie)).chain(t.gone.iter()).filter(|&&p| p != taken) {
         wait_pid_gone(pid);
     }
-    assert_eq!(ids(b).0, 'S', "the holder of pid {b} was touched");
+    assert_eq!(ids(taken).0, 'S', "the holder of pid {taken} was touched");
     assert_same_dir(&snap, &snapshot_dir(&images));
     drop(holder);
-    wait_pid_gone(b);
+    wait_pid_gone(taken);
     t.restore(&images);
     assert_eq!(t.layout(), before, "the tree differs after the failed restore and a good one");
     let report = trigger(&d, &t.held[0]);
-    assert_all_ok("tree restored after a failed restore", &report);
+    assert_all_ok(&format!("{name}: restored after a failed restore"), &report);
 }
 
 /// A thread's tid taken: the blob cannot clone it, the restore fails and

@@ -293,7 +293,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMa
         helpers.dedup();
         for h in helpers {
             let members: Vec<usize> = orphans.iter().copied().filter(|&c| needs_helper(tree, c) == Some(h)).collect();
-            fork_helper(tree, h, &members, pipes, descs)?;
+            fork_helper(tree, h, &members, pipes, descs, status)?;
         }
         set_child_subreaper(subreaper)?;
         prepare(plan, status, descs)
@@ -311,18 +311,29 @@ fn set_child_subreaper(on: bool) -> Result<()> {
 
 /// Forks, untraced, helper `h` (with the gone leader's pid) that starts
 /// its session or group, forks `members` and exits; reaps it. The members
-/// wait until criu-rs traces them (they are not traced from birth).
-fn fork_helper(tree: &TreePlan, h: Helper, members: &[usize], pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> Result<()> {
+/// wait until criu-rs traces them (they are not traced from birth). The
+/// helper reports a failure on the forking task's `status` pipe.
+fn fork_helper(
+    tree: &TreePlan,
+    h: Helper,
+    members: &[usize],
+    pipes: &mut TaskPipes,
+    descs: &BTreeMap<u32, OwnedFd>,
+    status: &OwnedFd,
+) -> Result<()> {
     let (Helper::Session(pid) | Helper::Group(pid)) = h;
     // SAFETY: the task is single-threaded; the helper only forks and exits.
     if let Forked::Child = unsafe { clone3_set_tid_flags(pid, CLONE_UNTRACED)? } {
         let lead = match h {
-            Helper::Session(_) => rustix::process::setsid().map(drop),
-            Helper::Group(_) => rustix::process::setpgid(None, None),
+            Helper::Session(_) => rustix::process::setsid().map(drop).sys(|| "setsid".into()),
+            Helper::Group(_) => rustix::process::setpgid(None, None).sys(|| "setpgid(0, 0)".into()),
         };
-        let ok = lead.is_ok() && members.iter().all(|&m| fork_child(tree, m, pipes, descs).is_ok());
+        let done = lead.and_then(|()| members.iter().try_for_each(|&m| fork_child(tree, m, pipes, descs)));
+        if let Err(e) = &done {
+            let _ = rustix::io::write(status, format!("error: helper {pid}: {e}\n").as_bytes());
+        }
         // SAFETY: leaving without running exit handlers, as after fork.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        unsafe { libc::_exit(if done.is_ok() { 0 } else { 1 }) }
     }
     match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
         Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
@@ -348,7 +359,9 @@ fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeM
             }
             // It must be dead before the tree runs: its SIGCHLD belongs to now.
             rustix::process::waitid(
-                rustix::process::WaitId::Pid(rustix::process::Pid::from_raw(t.pid).ok_or(RestoreError::PidInUse { pid: t.pid })?),
+                rustix::process::WaitId::Pid(
+                    rustix::process::Pid::from_raw(t.pid).ok_or_else(|| RestoreError::Prepare(format!("bad zombie pid {}", t.pid)))?,
+                ),
                 rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
             )
             .sys(|| format!("waiting for zombie {} to exit", t.pid))?;
