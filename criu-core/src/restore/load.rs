@@ -106,7 +106,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: LoadOptions) -
 
 /// The id naming the task's `fdinfo-ID.img`: from `core_entry.ids`, else
 /// from `ids-PID.img`, else the pid.
-fn files_id(images: &ImageDir, core: &pb::CoreEntry, pid: i32) -> Result<u32> {
+pub(super) fn files_id(images: &ImageDir, core: &pb::CoreEntry, pid: i32) -> Result<u32> {
     if let Some(id) = core.ids.as_ref().and_then(|i| i.files_id) {
         return Ok(id);
     }

@@ -113,7 +113,22 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
         check_ids(&task, &tasks, &path)?;
         tasks.push(task);
     }
+    warn_shared_tables(&images, &tasks)?;
     Ok(TreePlan { tasks })
+}
+
+/// Tasks that shared one descriptor table (`CLONE_FILES`) get a copy each
+/// (same descriptions, separate tables): said in the log.
+fn warn_shared_tables(images: &crate::images::ImageDir, tasks: &[TreeTask]) -> Result<()> {
+    let mut seen: BTreeMap<u32, i32> = BTreeMap::new();
+    for t in tasks {
+        let TaskKind::Live(plan) = &t.kind else { continue };
+        let id = super::load::files_id(images, &plan.core, t.pid)?;
+        if let Some(first) = seen.insert(id, t.pid) {
+            tracing::warn!(first, pid = t.pid, "tasks shared one fd table (CLONE_FILES): each gets its own copy");
+        }
+    }
+    Ok(())
 }
 
 /// A task whose session or group leader is gone (and is no task of the
