@@ -132,6 +132,9 @@ static void check_self(void)
 	prctl(PR_GET_NAME, name);
 	snprintf(want_name, sizeof want_name, "tree-%c", NAMES[role]);
 	CHECK(R, "comm", !strcmp(name, want_name), "'%s'", name);
+	int pdeath = -1;
+	prctl(PR_GET_PDEATHSIG, &pdeath);
+	CHECK(R, "pdeath-signal", pdeath == (role == C_ ? SIGURG : 0), "%d", pdeath);
 	CHECK(R, "shared-memory-contents",
 	      !strcmp(shm->page0, "written by R before fork") && !strcmp(shm->page1, "written by A after fork"),
 	      "'%.30s' / '%.30s'", shm->page0, shm->page1);
@@ -180,6 +183,9 @@ static void wait_for_go_and_pass_on(void)
 
 static void run_c(void)
 {
+	/* A parent-death signal (harmless: B outlives C). */
+	if (prctl(PR_SET_PDEATHSIG, SIGURG))
+		die("PR_SET_PDEATHSIG");
 	become(C_);
 	wait_for_go_and_pass_on();
 	check_self();

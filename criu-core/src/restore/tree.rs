@@ -311,15 +311,32 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMa
             fork_helper(tree, h, &members, pipes, descs, status)?;
         }
         set_child_subreaper(subreaper)?;
+        // Set once the task has its restored parent (a helper that forked
+        // it is gone by now); not for the root, whose parent is criu-rs.
+        let pdeath = plan.core.thread_core.as_ref().and_then(|t| t.pdeath_sig).unwrap_or(0);
+        if t.ppid != 0 && pdeath != 0 {
+            set_pdeathsig(pdeath)?;
+        }
         prepare(plan, status, descs)
     })
 }
 
 /// `prctl(PR_SET_CHILD_SUBREAPER, on)`.
 fn set_child_subreaper(on: bool) -> Result<()> {
-    // SAFETY: an integer-only prctl.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, 0, 0, 0) } < 0 {
-        return Err(RestoreError::sys("PR_SET_CHILD_SUBREAPER", rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL)));
+    prctl_int(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, "PR_SET_CHILD_SUBREAPER")
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)`.
+fn set_pdeathsig(sig: u32) -> Result<()> {
+    prctl_int(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, "PR_SET_PDEATHSIG")
+}
+
+/// `prctl(option, arg, 0, 0, 0)` for an integer-only option.
+fn prctl_int(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<()> {
+    // SAFETY: the options used here take integers only.
+    if unsafe { libc::prctl(option, arg, 0, 0, 0) } < 0 {
+        let errno = rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL);
+        return Err(RestoreError::sys(format!("{what}({arg})"), errno));
     }
     Ok(())
 }
