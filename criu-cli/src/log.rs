@@ -35,7 +35,19 @@ pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>) -> std::io::
             let out = std::fs::File::create(path)?;
             builder.with_ansi(false).with_writer(Mutex::new(out)).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder.with_writer(|| Stderr).init(),
     }
     Ok(())
+}
+
+/// stderr, written with any progress bar cleared out of the way.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::suspend(|| std::io::stderr().write(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -2,6 +2,7 @@
 
 mod lazy_cmd;
 mod log;
+mod progress;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -90,6 +91,7 @@ fn main() {
         eprintln!("criu-rs: cannot open the log: {e:#}");
         std::process::exit(1);
     }
+    progress::install();
     let log_to_file = cli.log_file.is_some();
     let code = match run(cli.cmd) {
         Ok(code) => code,
