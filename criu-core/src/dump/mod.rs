@@ -249,7 +249,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
             Ok(summary)
         }
         Err(e) => {
-            tracing::error!("dump failed: {e}; resuming the process");
+            // The caller reports `e`; here only what happens next.
+            tracing::info!("dump failed ({e}); resuming the process");
             if let Err(d) = frozen.detach() {
                 tracing::error!("resuming after the failure: {d}");
             }
