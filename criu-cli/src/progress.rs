@@ -46,7 +46,7 @@ impl Progress for Bar {
         if total < min || !is_tty(out.as_raw_fd()) {
             return;
         }
-        let style = ProgressStyle::with_template("{msg} [{bar:40}] {human_pos}/{human_len} pages {percent}%")
+        let style = ProgressStyle::with_template("{msg} [{wide_bar}] {human_pos}/{human_len} pages {percent:>3}%")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
         let target = ProgressDrawTarget::term_like(Box::new(FdTerm(out.as_raw_fd())));
