@@ -1,6 +1,8 @@
 //! `criu-rs`: the command line. Option names follow CRIU's.
 
+mod lazy_cmd;
 mod log;
+mod progress;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -28,6 +30,10 @@ enum Cmd {
     Restore(RestoreArgs),
     /// Report the kernel features criu-rs relies on.
     Check(CheckArgs),
+    /// Serve the memory of lazily restored tasks over userfaultfd.
+    LazyPages(lazy_cmd::LazyPagesArgs),
+    /// Receive pages from a remote dump, or serve pages for post-copy.
+    PageServer(lazy_cmd::PageServerArgs),
 }
 
 #[derive(clap::Args)]
@@ -78,20 +84,21 @@ fn main() {
         Cmd::Dump(a) => Some(a.dir.clone()),
         Cmd::Restore(a) => Some(a.dir.clone()),
         Cmd::Check(_) => None,
+        Cmd::LazyPages(a) => Some(a.dir.clone()),
+        Cmd::PageServer(a) => Some(a.dir.clone()),
     };
-    if let Err(e) = log::init(cli.verbosity, cli.log_file.as_deref(), dir.as_deref()) {
-        eprintln!("criu-rs: cannot open the log: {e:#}");
-        std::process::exit(1);
-    }
-    let log_to_file = cli.log_file.is_some();
+    let log = match log::init(cli.verbosity, cli.log_file.as_deref(), dir.as_deref()) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("Error: {}", log::one_line(&e));
+            std::process::exit(1);
+        }
+    };
+    progress::install();
     let code = match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
-            // The terminal gets the error once; a log file gets it too.
-            if log_to_file {
-                tracing::error!("{e:#}");
-            }
-            eprintln!("Error: {e:#}");
+            log.error(&e);
             1
         }
     };
@@ -108,8 +115,7 @@ fn run(cmd: Cmd) -> Result<i32> {
                 shell_job: a.shell_job,
                 freeze_timeout: std::time::Duration::from_secs(a.timeout),
             };
-            let s = criu_core::dump::dump(&opts)
-                .with_context(|| format!("dumping process {}", opts.pid))?;
+            let s = criu_core::dump::dump(&opts).context("dump failed")?;
             tracing::info!(
                 pid = opts.pid,
                 tasks = s.tasks,
@@ -126,10 +132,21 @@ fn run(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Restore(a) => {
-            let _ = (a.detached, a.pidfile, a.shell_job);
-            anyhow::bail!("restore is not implemented yet")
+            let opts = criu_core::restore::RestoreOptions { dir: a.dir, shell_job: a.shell_job };
+            let r = criu_core::restore::restore(&opts).context("restore failed")?;
+            if let Some(pidfile) = &a.pidfile {
+                std::fs::write(pidfile, format!("{}\n", r.pid))
+                    .with_context(|| format!("writing the pid file {}", pidfile.display()))?;
+            }
+            if a.detached {
+                return Ok(0);
+            }
+            // As CRIU: wait for the restored task and exit with its status.
+            Ok(criu_core::restore::wait_exit(r.pid)?)
         }
         Cmd::Check(a) => check(a.feature.as_deref()),
+        Cmd::LazyPages(a) => lazy_cmd::lazy_pages(a),
+        Cmd::PageServer(a) => lazy_cmd::page_server(a),
     }
 }
 

@@ -3,17 +3,27 @@
 //! - [`pie`]: the embedded restorer blob, and placing/relocating/calling it.
 //! - [`abi`]: the `#[repr(C)]` argument blocks shared with the blob.
 //! - [`images`]: CRIU-compatible image files (magics, framing, protobuf).
+//! - [`restore`]: bringing a dumped process back.
 //! - [`check`]: probing the kernel features criu-rs relies on.
 //! - [`proc`]: parsing `/proc/PID` files.
 //! - [`ptrace`]: freezing tasks, reading registers, injecting syscalls.
 //! - [`dump`]: collecting a process's state and writing the images.
+//! - [`uffd`]: userfaultfd ioctls and messages.
+//! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
+//! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
+//! - [`progress`]: page counts of long dumps and restores, for a front end to draw.
 
 pub mod check;
 pub mod dump;
 pub mod images;
+pub mod lazy;
+pub mod pageserver;
 pub mod pie;
 pub mod proc;
+pub mod progress;
 pub mod ptrace;
+pub mod restore;
+pub mod uffd;
 
 /// The argument ABI shared with the restorer blob. The one source file is
 /// compiled into both sides so they cannot drift apart.

@@ -26,13 +26,14 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let reloc = start.elapsed() / runs;
 
-    let rows: [(&str, String); 5] = [
+    let mut rows: Vec<(&str, String)> = vec![
         ("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())),
         ("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))),
         ("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))),
         ("dump throughput", crate::bench_dump::dump_throughput(&crate::workspace_root(), runs.min(3))?),
-        ("restore throughput", "n/a".into()),
+        crate::bench_restore::row(3)?,
     ];
+    rows.extend(crate::bench_lazy::rows(&crate::workspace_root())?);
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("{:width$}  value", "measure");
     println!("{:-<width$}  {:-<30}", "", "");

@@ -27,7 +27,8 @@ impl Drop for Kill {
     }
 }
 
-fn build(root: &Path) -> Result<(PathBuf, PathBuf)> {
+/// Builds release `criu-rs` and `bigmem`; returns their paths.
+pub(crate) fn build(root: &Path) -> Result<(PathBuf, PathBuf)> {
     let st = Command::new(env!("CARGO")).args(["build", "--release", "-q", "-p", "criu-cli"]).current_dir(root).status()?;
     if !st.success() {
         bail!("building criu-rs failed");

@@ -10,6 +10,8 @@
 
 mod bench;
 mod bench_dump;
+mod bench_lazy;
+mod bench_restore;
 mod demo;
 mod setup;
 

@@ -1,0 +1,349 @@
+//! Helpers for the restore tests: hand-built image sets (for error paths,
+//! before any process is involved), running `criu-rs restore`, hashing an
+//! image directory, finding a free pid.
+
+#![allow(dead_code)]
+
+use criu_core::images::consts::{pagemap_flags, vma_status};
+use criu_core::images::pb;
+use criu_core::images::{ImageDir, ImageKind, IMG_VERSION};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch directory under cargo's target tmpdir, emptied first.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("restore-host-tests").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `criu-rs restore -D dir extra...`.
+pub fn restore(dir: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_criu-rs"))
+        .args(["restore", "-D"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("running criu-rs")
+}
+
+/// stderr of a run, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every regular file of `dir` with a hash of its contents and its mtime.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
+    use std::hash::{Hash, Hasher};
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            continue;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(e.path()).unwrap().hash(&mut h);
+        out.insert(e.file_name().to_string_lossy().into_owned(), (h.finish(), e.metadata().unwrap().modified().unwrap()));
+    }
+    out
+}
+
+/// A pid no process uses now (high, so the kernel is unlikely to hand it
+/// out meanwhile).
+pub fn free_pid() -> i32 {
+    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    // Distinct per call, so parallel tests never share one.
+    static NEXT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+    let seed = std::process::id() as i32 % 1000 * 1000;
+    (0..1000)
+        .map(|_| max - 1000 - (seed + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 7) % (max / 2))
+        .find(|p| *p > 300 && !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap()
+}
+
+/// Whether `/proc/PID` exists.
+pub fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn fown() -> pb::FownEntry {
+    pb::FownEntry { uid: Some(0), euid: Some(0), signum: Some(0), pid_type: Some(0), pid: Some(0) }
+}
+
+/// A regular-file `file_entry`.
+pub fn reg_file(id: u32, name: &str, flags: u32, size: Option<u64>) -> pb::FileEntry {
+    pb::FileEntry {
+        r#type: Some(pb::FdTypes::Reg as i32),
+        id: Some(id),
+        reg: Some(pb::RegFileEntry {
+            id: Some(id),
+            flags: Some(flags),
+            pos: Some(0),
+            fown: Some(fown()),
+            name: Some(name.to_string()),
+            size,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A pipe end's `file_entry` (`flags`: O_RDONLY or O_WRONLY, plus status flags).
+pub fn pipe_file(id: u32, pipe_id: u32, flags: u32) -> pb::FileEntry {
+    pb::FileEntry {
+        r#type: Some(pb::FdTypes::Pipe as i32),
+        id: Some(id),
+        pipe: Some(pb::PipeEntry { id: Some(id), pipe_id: Some(pipe_id), flags: Some(flags), fown: Some(fown()) }),
+        ..Default::default()
+    }
+}
+
+/// A FIFO's `file_entry` (`id`) and the path entry (`regf_id`) it names.
+pub fn fifo_files(id: u32, regf_id: u32, pipe_id: u32, path: &str, flags: u32) -> [pb::FileEntry; 2] {
+    let fifo = pb::FileEntry {
+        r#type: Some(pb::FdTypes::Fifo as i32),
+        id: Some(id),
+        fifo: Some(pb::FifoEntry { id: Some(id), pipe_id: Some(pipe_id), regf_id: Some(regf_id) }),
+        ..Default::default()
+    };
+    let mut reg = reg_file(regf_id, path, flags, None);
+    reg.reg.as_mut().unwrap().mode = Some(libc::S_IFIFO | 0o600);
+    [fifo, reg]
+}
+
+/// `jmp $`: spins forever.
+pub const SPIN: [u8; 2] = [0xeb, 0xfe];
+
+/// Waits (up to 10 s) until `/proc/PID` is gone.
+pub fn wait_gone(pid: i32) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(pid) {
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
+/// SIGKILLs `pid` on drop (a restored task this test started).
+pub struct KillOnDrop(pub i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) of a pid this test restored.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+        wait_gone(self.0);
+    }
+}
+
+/// A private anonymous `vma_entry`.
+pub fn anon_vma(start: u64, end: u64) -> pb::VmaEntry {
+    pb::VmaEntry {
+        start: Some(start),
+        end: Some(end),
+        pgoff: Some(0),
+        shmid: Some(0),
+        prot: Some(7),
+        flags: Some((libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32),
+        status: Some(vma_status::AREA_REGULAR | vma_status::ANON_PRIVATE),
+        fd: Some(-1),
+        ..Default::default()
+    }
+}
+
+/// `mov eax, 60; mov edi, 42; syscall`: exit(42).
+pub const EXIT_42: [u8; 12] = [0xb8, 0x3c, 0, 0, 0, 0xbf, 0x2a, 0, 0, 0, 0x0f, 0x05];
+
+/// The pieces of a minimal single-process image set; tests tweak them
+/// before [`ImageSet::write`].
+pub struct ImageSet {
+    pub pid: i32,
+    pub core: pb::CoreEntry,
+    pub mm: pb::MmEntry,
+    pub pagemap: Vec<pb::PagemapEntry>,
+    pub pages: Vec<u8>,
+    pub files: Vec<pb::FileEntry>,
+    pub fdinfo: Vec<pb::FdinfoEntry>,
+    /// `pipes-data.img` entries: pipe id and queued bytes.
+    pub pipe_data: Vec<(u32, Vec<u8>)>,
+    /// `fs_entry`: cwd file id and umask (root is file 1, `/`).
+    pub cwd_id: u32,
+    pub umask: u32,
+    /// Ghost files: original file id, ghost id, contents.
+    pub ghosts: Vec<(u32, u32, Vec<u8>)>,
+    /// `fifo-data.img` entries: pipe id and queued bytes.
+    pub fifo_data: Vec<(u32, Vec<u8>)>,
+    /// Shared anonymous objects: shmid, pages id, contents from offset 0.
+    pub shmem: Vec<(u64, u32, Vec<u8>)>,
+}
+
+impl ImageSet {
+    /// One anonymous rwx VMA with two dumped pages, cwd and root `/`, no
+    /// fds. The first page holds code that calls `exit(42)`, where `rip`
+    /// points: restoring the set yields a task that exits with 42.
+    pub fn minimal(pid: i32) -> ImageSet {
+        let r = |v| Some(v);
+        let gpregs = pb::UserX86RegsEntry {
+            r15: r(0), r14: r(0), r13: r(0), r12: r(0), bp: r(0), bx: r(0), r11: r(0), r10: r(0), r9: r(0), r8: r(0),
+            ax: r(0), cx: r(0), dx: r(0), si: r(0), di: r(0), orig_ax: r(u64::MAX), ip: r(0x10000), cs: r(0x33),
+            flags: r(0x246), sp: r(0x11000), ss: r(0x2b), fs_base: r(0), gs_base: r(0), ds: r(0), es: r(0), fs: r(0), gs: r(0),
+            mode: None,
+        };
+        let fpregs = pb::UserX86FpregsEntry {
+            cwd: Some(0x37f), swd: Some(0), twd: Some(0), fop: Some(0), rip: Some(0), rdp: Some(0), mxcsr: Some(0x1f80), mxcsr_mask: Some(0xffff),
+            st_space: vec![0; 32],
+            xmm_space: vec![0; 64],
+            ..Default::default()
+        };
+        let core = pb::CoreEntry {
+            mtype: Some(pb::core_entry::March::X8664 as i32),
+            thread_info: Some(pb::ThreadInfoX86 {
+                clear_tid_addr: Some(0),
+                gpregs: Some(gpregs),
+                fpregs: Some(fpregs),
+                tls: vec![],
+            }),
+            tc: Some(pb::TaskCoreEntry {
+                task_state: Some(1),
+                exit_code: Some(0),
+                personality: Some(0),
+                flags: Some(0),
+                blk_sigset: Some(0),
+                comm: Some("fake".into()),
+                ..Default::default()
+            }),
+            thread_core: Some(pb::ThreadCoreEntry { futex_rla: Some(0), futex_rla_len: Some(0), ..Default::default() }),
+            ..Default::default()
+        };
+        // Plausible layout fields: PR_SET_MM_MAP checks their order.
+        let mm = pb::MmEntry {
+            mm_start_code: r(0x10000), mm_end_code: r(0x10800), mm_start_data: r(0x10800), mm_end_data: r(0x11000),
+            mm_start_stack: r(0x11f00), mm_start_brk: r(0x12000), mm_brk: r(0x12000), mm_arg_start: r(0x11f00),
+            mm_arg_end: r(0x11f10), mm_env_start: r(0x11f10), mm_env_end: r(0x11f20), exe_file_id: Some(0),
+            vmas: vec![anon_vma(0x10000, 0x12000)],
+            ..Default::default()
+        };
+        ImageSet {
+            pid,
+            core,
+            mm,
+            pagemap: vec![pb::PagemapEntry {
+                vaddr: Some(0x10000),
+                compat_nr_pages: Some(2),
+                nr_pages: Some(2),
+                flags: Some(pagemap_flags::PRESENT),
+                in_parent: None,
+            }],
+            pages: {
+                let mut p = vec![0xab; 2 * 4096];
+                p[..EXIT_42.len()].copy_from_slice(&EXIT_42);
+                p
+            },
+            files: vec![reg_file(1, "/", libc::O_RDONLY as u32, None)],
+            fdinfo: vec![],
+            pipe_data: vec![],
+            cwd_id: 1,
+            umask: 0o22,
+            ghosts: vec![],
+            shmem: vec![],
+            fifo_data: vec![],
+        }
+    }
+
+    /// Replaces the code page with `code` (at `rip`, 0x10000).
+    pub fn with_code(mut self, code: &[u8]) -> ImageSet {
+        self.pages[..code.len()].copy_from_slice(code);
+        self
+    }
+
+    /// Adds fd `fd` pointing at file `id` (a `files` entry added separately).
+    pub fn add_fd(&mut self, fd: u32, id: u32, ty: pb::FdTypes, cloexec: bool) {
+        self.fdinfo.push(pb::FdinfoEntry {
+            id: Some(id),
+            flags: Some(cloexec as u32),
+            r#type: Some(ty as i32),
+            fd: Some(fd),
+            ..Default::default()
+        });
+    }
+
+    /// Writes every image into `dir` (inventory last).
+    pub fn write(&self, dir: &Path) {
+        let d = ImageDir::create(dir).unwrap();
+        let pid = self.pid as u64;
+        let p = self.pid as u32;
+        d.write_all(ImageKind::Pstree, 0, &[pb::PstreeEntry { pid: Some(p), ppid: Some(0), pgid: Some(p), sid: Some(p), threads: vec![p] }])
+            .unwrap();
+        d.write_one(ImageKind::Core, pid, &self.core).unwrap();
+        d.write_one(ImageKind::Mm, pid, &self.mm).unwrap();
+        let mut w = d.create_image(ImageKind::Pagemap, pid).unwrap();
+        w.write_entry(&pb::PagemapHead { pages_id: Some(1) }).unwrap();
+        for e in &self.pagemap {
+            w.write_entry(e).unwrap();
+        }
+        w.finish().unwrap();
+        let mut w = d.create_pages(1).unwrap();
+        w.write_raw(&self.pages).unwrap();
+        w.finish().unwrap();
+        d.write_all(ImageKind::Files, 0, &self.files).unwrap();
+        d.write_all(ImageKind::Fdinfo, pid, &self.fdinfo).unwrap();
+        d.write_one(ImageKind::Fs, pid, &pb::FsEntry { cwd_id: Some(self.cwd_id), root_id: Some(1), umask: Some(self.umask) }).unwrap();
+        for (shmid, pages_id, data) in &self.shmem {
+            let mut w = d.create_image(ImageKind::ShmemPagemap, *shmid).unwrap();
+            w.write_entry(&pb::PagemapHead { pages_id: Some(*pages_id) }).unwrap();
+            let n = data.len() as u64 / 4096;
+            w.write_entry(&pb::PagemapEntry {
+                vaddr: Some(0),
+                compat_nr_pages: Some(n as u32),
+                nr_pages: Some(n),
+                flags: Some(pagemap_flags::PRESENT),
+                in_parent: None,
+            })
+            .unwrap();
+            w.finish().unwrap();
+            let mut w = d.create_pages(*pages_id as u64).unwrap();
+            w.write_raw(data).unwrap();
+            w.finish().unwrap();
+        }
+        if !self.ghosts.is_empty() {
+            let remaps: Vec<pb::RemapFilePathEntry> = self
+                .ghosts
+                .iter()
+                .map(|(orig, ghost, _)| pb::RemapFilePathEntry {
+                    orig_id: Some(*orig),
+                    remap_id: Some(*ghost),
+                    remap_type: Some(pb::RemapType::Ghost as i32),
+                })
+                .collect();
+            d.write_all(ImageKind::RemapFpath, 0, &remaps).unwrap();
+            for (_, ghost, data) in &self.ghosts {
+                let mut w = d.create_image(ImageKind::GhostFile, *ghost as u64).unwrap();
+                w.write_entry(&pb::GhostFileEntry {
+                    uid: Some(0),
+                    gid: Some(0),
+                    mode: Some(libc::S_IFREG | 0o640),
+                    size: Some(data.len() as u64),
+                    ..Default::default()
+                })
+                .unwrap();
+                w.write_raw(data).unwrap();
+                w.finish().unwrap();
+            }
+        }
+        for (kind, list) in [(ImageKind::PipesData, &self.pipe_data), (ImageKind::FifoData, &self.fifo_data)] {
+            if list.is_empty() {
+                continue;
+            }
+            let mut w = d.create_image(kind, 0).unwrap();
+            for (id, bytes) in list {
+                w.write_entry(&pb::PipeDataEntry { pipe_id: Some(*id), bytes: Some(bytes.len() as u32), size: None }).unwrap();
+                w.write_raw(bytes).unwrap();
+            }
+            w.finish().unwrap();
+        }
+        d.write_inventory(&pb::InventoryEntry { img_version: Some(IMG_VERSION), ..Default::default() }).unwrap();
+    }
+}

@@ -1,0 +1,49 @@
+//! The page server: moving page data between hosts over TCP.
+//!
+//! Two uses: a remote `criu-rs dump --page-server` sends its pages to
+//! `criu-rs page-server`, which writes `pagemap-PID.img`/`pages-N.img`
+//! ([`client::PageSink`] → [`server::Session`] with an images directory);
+//! and post-copy migration, where the destination's lazy-pages daemon asks
+//! the source for pages as faults arrive ([`client::PageClient`] → a server
+//! backed by a [`store::PageStore`]: the images of a directory, or memory the
+//! dumping process kept, [`store::MemStore`]).
+//!
+//! # Protocol (version 1)
+//!
+//! All integers little-endian. The client speaks first; every request gets
+//! exactly one reply, in order.
+//!
+//! ```text
+//!  hello, 16 bytes, client -> server, then server -> client
+//!  +-------------------+-------------+-------------+-------------+
+//!  | magic 0x53505243  | version u32 | role u32    | reserved 0  |
+//!  | "CRPS"            | (1)         | 1 put 2 get |             |
+//!  +-------------------+-------------+-------------+-------------+
+//!  The server answers with its own hello; a version it does not speak gets
+//!  a reply {status VERSION} instead, and the connection closes.
+//!
+//!  request, 32 bytes                                  reply, 16 bytes
+//!  +--------+--------+--------+--------+              +--------+--------+---------+
+//!  | cmd    | flags  | pid    | 0      |              | status | 0      | len u64 |
+//!  +--------+--------+--------+--------+              +--------+--------+---------+
+//!  | vaddr u64       | nr_pages u64    |              then `len` bytes of pages
+//!  +-----------------+-----------------+
+//!
+//!  cmd   1 OPEN  pid                  start pagemap-PID.img (put role)
+//!        2 PUT   pid vaddr nr flags   one pagemap entry (flags: PRESENT, LAZY...);
+//!                                     with PRESENT, nr*4096 bytes follow the request
+//!        3 CLOSE pid                  finish that pid's images
+//!        4 GET   pid vaddr nr         reply carries nr*4096 bytes (get role)
+//!        5 FINISH                     end of session; the server closes
+//!  status 0 OK, 1 UNKNOWN_PID, 2 NO_DATA, 3 BAD_REQUEST, 4 TOO_LARGE, 5 IO, 6 VERSION
+//! ```
+//!
+//! Bounds: at most [`proto::MAX_PAGES`] pages per PUT or GET; a reply's `len`
+//! must be what was asked for. Anything else is a [`PageServerError`].
+
+pub mod client;
+pub mod proto;
+pub mod server;
+pub mod store;
+
+pub use proto::PageServerError;

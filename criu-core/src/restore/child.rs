@@ -1,0 +1,292 @@
+//! The task being restored, from its own side (a fork of criu-rs).
+//!
+//! Waits until the parent has seized it, rebuilds session, files, memory
+//! and fs context, places the blob with its argument block, reports the
+//! placement to the parent and jumps into the blob. Any error is written to
+//! the status pipe and the task exits; it never returns into criu-rs.
+
+use super::args::{build_args, BlobFds, Placement, STACK_SIZE};
+use super::error::{RestoreError, Result, SysContext};
+use super::fds::{fd_floor, move_above, restore_fds};
+use super::fs::restore_fs;
+use super::hole::find_hole;
+use super::maps::{read_maps, special_areas, SpecialAreas};
+use super::plan::{TaskPlan, VmaKind, PAGE_SIZE};
+use super::premap::{fill, finish, premap, Premap};
+use crate::abi::MemRange;
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+use std::ffi::c_void;
+
+/// Name of the blob's restore entry point.
+pub const RESTORE_ENTRY: &str = "restore_entry";
+
+/// The first line the task writes to the status pipe before entering the
+/// blob: `placed <blob start> <blob len> <args start> <args len> <fd>...`,
+/// the fds being those of criu-rs the parent must close in the task.
+pub const PLACED: &str = "placed";
+
+/// Runs the child's side; never returns.
+pub fn child_main(plan: &TaskPlan, go: OwnedFd, status: OwnedFd) -> ! {
+    // Keep the status pipe above every fd number the task will use.
+    let Ok(status) = move_above(status, fd_floor(&plan.fds)) else {
+        // SAFETY: leaving without running exit handlers, as after fork.
+        unsafe { libc::_exit(2) }
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(plan, go, &status)));
+    let message = match result {
+        Ok(Err(e)) => format!("error: {e}\n"),
+        Ok(Ok(never)) => match never {},
+        Err(_) => "error: panic while preparing the task\n".to_string(),
+    };
+    let _ = rustix::io::write(&status, message.as_bytes());
+    // SAFETY: leaving without running Rust or libc exit handlers, as after fork.
+    unsafe { libc::_exit(1) }
+}
+
+/// Everything the child does; `Ok` never happens (the jump does not return).
+fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::Infallible> {
+    let mut byte = [0u8; 1];
+    match rustix::io::read(&go, &mut byte) {
+        Ok(1) => {}
+        _ => return Err(RestoreError::Prepare("the parent went away before seizing".into())),
+    }
+    drop(go);
+    set_session(plan)?;
+    // Room for every dumped fd number (the blob puts the dumped limits back).
+    if let Ok(lim) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.ok_or(()) {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit { current: Some(lim), maximum: Some(lim) },
+        );
+    }
+
+    let floor = fd_floor(&plan.fds);
+    let open_ro = |p: &std::path::Path| -> Result<OwnedFd> {
+        let fd = rustix::fs::open(p, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| RestoreError::FileChanged { path: p.into(), problem: format!("cannot open: {e}") })?;
+        move_above(fd, floor)
+    };
+    let pages = if plan.pages.runs.is_empty() { None } else { Some(open_ro(&plan.pages.path)?) };
+    let mut shared = Vec::new();
+    for (i, v) in plan.vmas.iter().enumerate() {
+        if let VmaKind::SharedFile { path, open_flags } = &v.kind {
+            let flags = OFlags::from_bits_retain((open_flags & libc::O_ACCMODE) as u32) | OFlags::CLOEXEC;
+            let fd = rustix::fs::open(path, flags, Mode::empty())
+                .map_err(|e| RestoreError::FileChanged { path: path.clone(), problem: format!("cannot open for a shared mapping: {e}") })?;
+            shared.push((i, move_above(fd, floor)?));
+        }
+    }
+    let exe = match &plan.exe {
+        Some(p) => Some(open_ro(p)?),
+        None => None,
+    };
+    // criu-rs's stderr, kept apart while memory is filled so progress can
+    // be drawn after fd 2 became the task's; closed before the blob runs.
+    let progress_out = match crate::progress::installed() {
+        true => rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), floor).ok(),
+        false => None,
+    };
+    let mut keep: Vec<i32> = vec![status.as_raw_fd()];
+    keep.extend(pages.iter().chain(exe.iter()).chain(progress_out.iter()).map(|f| f.as_raw_fd()));
+    keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
+    restore_fds(&plan.fds, &plan.descs, &keep)?;
+
+    let pm = build_memory(plan, pages.as_ref(), &open_ro, progress_out.as_ref())?;
+    drop(pages);
+    drop(progress_out);
+    restore_fs(&plan.fs)?;
+    set_comm(plan)?;
+
+    let fds = BlobFds {
+        shared: shared.iter().map(|(i, f)| (*i, f.as_raw_fd())).collect(),
+        log: status.as_raw_fd(),
+        exe: exe.as_ref().map_or(-1, |f| f.as_raw_fd()),
+    };
+    let (entry, place, args) = place_blob(plan, &pm, &fds)?;
+    let mut line = format!("{PLACED} {} {} {} {}", place.blob.start, place.blob.len, place.args.start, place.args.len);
+    for fd in std::iter::once(fds.log).chain(fds.shared.iter().map(|s| s.1)).chain((fds.exe >= 0).then_some(fds.exe)) {
+        line += &format!(" {fd}");
+    }
+    line.push('\n');
+    rustix::io::write(status, line.as_bytes()).sys(|| "writing to the status pipe".into())?;
+    // These fds now belong to the restored task; the parent closes them.
+    std::mem::forget(shared);
+    std::mem::forget(exe);
+    unregister_rseq();
+    // SAFETY: the blob is mapped and relocated at place.blob, the argument
+    // block at `args`, and thread 0's stack (the first slice) lies inside
+    // the args mapping.
+    unsafe { super::jump::jump(entry, args, place.stack.start + STACK_SIZE) }
+}
+
+/// `prctl(PR_SET_NAME, comm)`: the task's name as dumped.
+fn set_comm(plan: &TaskPlan) -> Result<()> {
+    let comm = plan.core.tc.as_ref().and_then(|tc| tc.comm.clone()).unwrap_or_default();
+    let Ok(name) = std::ffi::CString::new(comm.as_bytes().iter().copied().take(15).collect::<Vec<u8>>()) else {
+        return Err(RestoreError::Prepare(format!("task name {comm:?} holds a NUL byte")));
+    };
+    rustix::thread::set_name(&name).sys(|| format!("PR_SET_NAME({comm:?})"))
+}
+
+/// Becomes session leader or group leader when the dumped task was one.
+fn set_session(plan: &TaskPlan) -> Result<()> {
+    if plan.sid == plan.pid {
+        rustix::process::setsid().sys(|| "setsid".into())?;
+    } else if plan.pgid == plan.pid {
+        rustix::process::setpgid(None, None).sys(|| "setpgid(0, 0)".into())?;
+    }
+    Ok(())
+}
+
+/// Ranges the blob and scratch areas must avoid: the whole target layout.
+fn target_ranges(plan: &TaskPlan) -> Vec<(u64, u64)> {
+    plan.vmas.iter().map(|v| (v.start, v.end)).collect()
+}
+
+/// Ranges in use now plus the target layout.
+fn busy_now(plan: &TaskPlan) -> Result<Vec<(u64, u64)>> {
+    let mut busy = target_ranges(plan);
+    busy.extend(read_maps(None)?.iter().map(|m| (m.start, m.end)));
+    Ok(busy)
+}
+
+/// Premaps the private VMAs and fills them from the pages file.
+fn build_memory(
+    plan: &TaskPlan,
+    pages: Option<&OwnedFd>,
+    open_ro: &dyn Fn(&std::path::Path) -> Result<OwnedFd>,
+    progress_out: Option<&OwnedFd>,
+) -> Result<Premap> {
+    let has_pages = |i: usize| {
+        let v = &plan.vmas[i];
+        std::iter::once(&plan.pages)
+            .chain(&plan.shmem_pages)
+            .flat_map(|p| &p.runs)
+            .any(|r| r.vaddr < v.end && r.vaddr + r.len() > v.start)
+    };
+    let pm = premap(&plan.vmas, &busy_now(plan)?, &has_pages, open_ro)?;
+    // No logging here: fd 2 already is the restored task's.
+    let _phase = progress_out.map(|out| {
+        let total = std::iter::once(&plan.pages).chain(&plan.shmem_pages).flat_map(|p| &p.runs).map(|r| r.len() / PAGE_SIZE).sum();
+        crate::progress::Phase::start("restoring memory", total, out.as_fd())
+    });
+    if let Some(fd) = pages {
+        fill(&pm, &plan.vmas, &plan.pages, fd)?;
+    }
+    for shmem in plan.shmem_pages.iter().filter(|p| !p.runs.is_empty()) {
+        fill(&pm, &plan.vmas, shmem, &open_ro(&shmem.path)?)?;
+    }
+    finish(&pm, &plan.vmas)?;
+    Ok(pm)
+}
+
+/// `mmap(addr, len, PROT_READ|PROT_WRITE or PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE)`.
+fn map_fixed(addr: u64, len: u64, writable: bool, what: &str) -> Result<()> {
+    let prot = if writable { ProtFlags::READ | ProtFlags::WRITE } else { ProtFlags::empty() };
+    let mut flags = MapFlags::PRIVATE | MapFlags::FIXED_NOREPLACE;
+    if !writable {
+        flags |= MapFlags::NORESERVE;
+    }
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    unsafe { rustix::mm::mmap_anonymous(addr as *mut c_void, len as usize, prot, flags) }
+        .sys(|| format!("mapping the {what} at {addr:#x}+{len:#x}"))?;
+    Ok(())
+}
+
+/// Finds a hole and adds it to `busy`.
+fn take_hole(busy: &mut Vec<(u64, u64)>, len: u64, what: &'static str) -> Result<u64> {
+    let at = find_hole(busy, len, PAGE_SIZE, PAGE_SIZE).ok_or(RestoreError::NoHole { size: len, what })?;
+    busy.push((at, at + len));
+    Ok(at)
+}
+
+/// Maps the blob, its argument block + stack, and the bounce area; returns
+/// the entry address, the placement and the block's address.
+fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds) -> Result<(u64, Placement, u64)> {
+    let pkg = crate::pie::embedded().map_err(|e| RestoreError::Prepare(e.to_string()))?;
+    let now: SpecialAreas = special_areas(&read_maps(None)?);
+    let dumped_vdso = dumped_vdso_image(plan, pm);
+    // The block's size does not depend on where it goes: size it first.
+    let sizing = build_args(plan, pm, fds, &Placement::default(), &now, dumped_vdso)?;
+    let blob_len = pkg.mem_size().next_multiple_of(PAGE_SIZE);
+    let block_len = sizing.len() as u64;
+    let mut busy = busy_now(plan)?;
+    let stacks = STACK_SIZE * (1 + plan.threads.len() as u64);
+    let base = take_hole(&mut busy, blob_len + block_len + stacks, "blob, arguments and stacks")?;
+    let largest = plan.vmas.iter().filter(|v| v.is_premapped()).map(|v| v.len()).max().unwrap_or(PAGE_SIZE);
+    let bounce = take_hole(&mut busy, largest, "bounce area")?;
+    let vvar = super::args::running_vvar(&now);
+    let vdso = now.vdso.unwrap_or_default();
+    let park_lo = if vvar.len > 0 { vvar.start.min(vdso.0) } else { vdso.0 };
+    let park_hi = (vvar.start + vvar.len).max(vdso.1);
+    let park_len = park_hi.saturating_sub(park_lo).max(PAGE_SIZE);
+    let park = take_hole(&mut busy, park_len, "vDSO parking spot")?;
+
+    let place = Placement {
+        blob: MemRange { start: base, len: blob_len },
+        args: MemRange { start: base + blob_len, len: block_len + stacks },
+        stack: MemRange { start: base + blob_len + block_len, len: stacks },
+        premap: MemRange { start: pm.base, len: pm.len },
+        bounce: MemRange { start: bounce, len: largest },
+        park: MemRange { start: park, len: park_len },
+    };
+    let loaded = crate::pie::Loaded::map_at(pkg, base as usize)
+        .map_err(|e| RestoreError::Prepare(format!("placing the blob: {e}")))?;
+    let entry = loaded.entry(RESTORE_ENTRY).ok_or_else(|| RestoreError::Prepare(format!("the blob has no `{RESTORE_ENTRY}` entry")))? as u64;
+    // The mapping now belongs to the task; the parent removes it at the end.
+    std::mem::forget(loaded);
+    map_fixed(place.args.start, place.args.len, true, "argument block")?;
+    map_fixed(place.bounce.start, place.bounce.len, false, "bounce area")?;
+    let block = build_args(plan, pm, fds, &place, &now, dumped_vdso)?;
+    // SAFETY: the args mapping was just created read-write with at least
+    // block.len() bytes (same size as the sizing pass).
+    unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), place.args.start as *mut u8, block.len().min(block_len as usize)) };
+    Ok((entry, place, place.args.start))
+}
+
+/// The dumped vDSO's bytes, read from its premapped copy.
+fn dumped_vdso_image<'a>(plan: &TaskPlan, pm: &'a Premap) -> Option<&'a [u8]> {
+    let p = pm.placed.iter().find(|p| plan.vmas[p.vma].kind == VmaKind::Vdso)?;
+    let v = &plan.vmas[p.vma];
+    if v.prot & libc::PROT_READ as u32 == 0 {
+        return None;
+    }
+    // SAFETY: the premapped copy is readable and lives until the blob moves
+    // it; the slice is only used while building the arguments.
+    Some(unsafe { std::slice::from_raw_parts(p.addr as *const u8, v.len() as usize) })
+}
+
+extern "C" {
+    /// glibc: offset of this thread's rseq area from the thread pointer.
+    static __rseq_offset: isize;
+    /// glibc: size of the registered rseq area (0: not registered).
+    static __rseq_size: u32;
+}
+
+/// The rseq signature glibc registers with on x86_64.
+const RSEQ_SIG: u32 = 0x5305_3053;
+
+/// Unregisters the rseq area glibc registered for this thread (inherited
+/// from criu-rs): once the old world is unmapped the kernel must not write
+/// to it. `rseq(ptr, len, RSEQ_FLAG_UNREGISTER, sig)`.
+fn unregister_rseq() {
+    // SAFETY: plain reads of glibc's exported constants.
+    let (offset, size) = unsafe { (__rseq_offset, __rseq_size) };
+    if size == 0 {
+        return;
+    }
+    let tp: u64;
+    // SAFETY: reads the thread pointer (fs:0 holds the TCB's own address).
+    unsafe { std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+    let ptr = (tp as i64 + offset as i64) as u64;
+    // The registered length is glibc's area size; try it and the original 32.
+    for len in [size.max(32), 32, size] {
+        // SAFETY: unregistering only stops the kernel writing to the area.
+        let r = unsafe { libc::syscall(libc::SYS_rseq, ptr, len, 1, RSEQ_SIG) };
+        if r == 0 {
+            return;
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The parent's side of the blob's last step: catch the task right before
+//! and after its `rt_sigreturn`, remove everything of criu-rs from it from
+//! outside (injected `close`/`munmap`), and let it go.
+//!
+//! Handshake (see `abi.rs`): the blob stops itself with `int3` once the
+//! task is restored; we check `status.stage == STAGE_SIGRETURN`, step it
+//! through the `rt_sigreturn` syscall with `PTRACE_SYSCALL` (entry, then
+//! exit, which leaves the dumped registers in place), then inject the
+//! clean-up calls on the blob's own `syscall` instruction with all signals
+//! blocked, put the registers and mask back and detach.
+
+use super::error::{RestoreError, Result};
+use crate::abi::{RestoreArgs, RestoreStatus, STAGE_SIGRETURN};
+use crate::ptrace::inject::Injector;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use rustix::fd::OwnedFd;
+
+/// Where the child put the blob and its arguments (its `placed` line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobPlace {
+    pub blob_start: u64,
+    pub blob_len: u64,
+    pub args_start: u64,
+    pub args_len: u64,
+    /// The task's fds that belong to criu-rs (closed at the end).
+    pub close_fds: Vec<i32>,
+}
+
+/// The status pipe's contents so far: the `placed` line, error lines.
+#[derive(Debug, Default)]
+struct StatusLog {
+    text: String,
+}
+
+impl StatusLog {
+    /// Reads whatever is in the pipe without blocking.
+    fn drain(&mut self, fd: &OwnedFd) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = rustix::io::read(fd, &mut buf) {
+            self.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    fn place(&self) -> Option<BlobPlace> {
+        let line = self.text.lines().find_map(|l| l.strip_prefix(super::child::PLACED))?;
+        let n: Vec<u64> = line.split_whitespace().map(|w| w.parse().ok()).collect::<Option<_>>()?;
+        match n[..] {
+            [blob_start, blob_len, args_start, args_len, ref fds @ ..] => Some(BlobPlace {
+                blob_start,
+                blob_len,
+                args_start,
+                args_len,
+                close_fds: fds.iter().map(|&f| f as i32).collect(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The error lines the task or the blob wrote.
+    fn errors(&self) -> String {
+        let lines: Vec<&str> = self.text.lines().filter(|l| !l.starts_with(super::child::PLACED)).collect();
+        lines.join("; ")
+    }
+}
+
+/// The error for a task that ended before the handshake: its own message
+/// if it wrote one, else `otherwise()`.
+fn failure(pid: i32, log: &StatusLog, otherwise: impl FnOnce() -> String) -> RestoreError {
+    let errors = log.errors();
+    match errors.strip_prefix("error: ") {
+        Some(msg) => RestoreError::InTask { pid, message: msg.to_string() },
+        None if errors.is_empty() => died(pid, otherwise()),
+        None => died(pid, format!("{}: {errors}", otherwise())),
+    }
+}
+
+fn died(pid: i32, problem: impl Into<String>) -> RestoreError {
+    RestoreError::TaskDied { pid, problem: problem.into() }
+}
+
+fn ptrace_err(pid: i32, what: &str) -> impl Fn(nix::errno::Errno) -> RestoreError + '_ {
+    move |e| died(pid, format!("{what}: {e}"))
+}
+
+/// `PTRACE_SEIZE(pid, EXITKILL | TRACESYSGOOD | TRACEEXIT | TRACECLONE)`:
+/// if criu-rs dies, the task dies with it; threads the blob creates are
+/// traced too.
+pub fn seize(pid: i32) -> Result<()> {
+    let opts = ptrace::Options::PTRACE_O_EXITKILL
+        | ptrace::Options::PTRACE_O_TRACESYSGOOD
+        | ptrace::Options::PTRACE_O_TRACEEXIT
+        | ptrace::Options::PTRACE_O_TRACECLONE;
+    ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
+}
+
+/// Reads the blob's [`RestoreStatus`] through `/proc/PID/mem`.
+fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
+    let off = place.args_start + std::mem::offset_of!(RestoreArgs, status) as u64;
+    let mut buf = [0u8; std::mem::size_of::<RestoreStatus>()];
+    crate::ptrace::remote::read_exact(pid, off, &mut buf).ok()?;
+    // SAFETY: RestoreStatus is plain integers; any bytes are a valid value.
+    Some(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<RestoreStatus>()) })
+}
+
+/// Describes a failed blob from its status block.
+fn blob_failure(st: Option<RestoreStatus>) -> String {
+    match st {
+        Some(s) => format!(
+            "the blob failed at stage {} ({}) with error {} (detail {:#x})",
+            s.stage,
+            stage_name(s.stage),
+            s.error,
+            s.detail
+        ),
+        None => "the blob failed (status unreadable)".to_string(),
+    }
+}
+
+/// What the blob was doing at `STAGE_*` `stage`.
+fn stage_name(stage: u32) -> &'static str {
+    use crate::abi::*;
+    match stage {
+        STAGE_START => "start",
+        STAGE_CHECK_ARGS => "checking its arguments",
+        STAGE_BLOCK_SIGNALS => "blocking signals",
+        STAGE_PARK_VDSO => "parking the vDSO",
+        STAGE_UNMAP => "unmapping the old memory",
+        STAGE_REMAP => "moving memory into place",
+        STAGE_MAP_SHARED => "mapping shared files",
+        STAGE_PROTECT => "setting protections",
+        STAGE_MADVISE => "applying madvise",
+        STAGE_VDSO => "restoring the vDSO",
+        STAGE_MM => "PR_SET_MM_MAP",
+        STAGE_RLIMITS => "rlimits",
+        STAGE_SIGACTIONS => "sigactions",
+        STAGE_ITIMERS => "interval timers",
+        STAGE_POSIX_TIMERS => "POSIX timers",
+        STAGE_THREAD_STATE => "thread state",
+        STAGE_PERSONALITY => "personality",
+        STAGE_CREDS => "credentials",
+        STAGE_SIGNALS => "pending signals",
+        STAGE_SIGFRAME => "building the signal frame",
+        STAGE_SIGRETURN => "rt_sigreturn",
+        STAGE_THREADS => "creating threads",
+        _ => "unknown stage",
+    }
+}
+
+/// One thread to finish: its tid and its robust futex list (`head`, `len`;
+/// 0 = none), which only the thread itself can set and the blob does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadEnd {
+    pub tid: i32,
+    pub robust_head: u64,
+    pub robust_len: u64,
+}
+
+/// Waits until every thread (thread 0 = `pid` first) sits at the blob's
+/// trap, steps each through its `rt_sigreturn`, cleans up and detaches. On
+/// success the task runs (or, with `stopped`, sits in a job-control stop
+/// as it did when dumped).
+pub fn finish(pid: i32, status_rx: &OwnedFd, threads: &[ThreadEnd], stopped: bool) -> Result<()> {
+    let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
+    let mut log = StatusLog::default();
+    let mut trapped: Vec<i32> = Vec::with_capacity(tids.len());
+    let any = Pid::from_raw(-1);
+    let place = loop {
+        // Only the task's threads are children/tracees of this process.
+        let ws = waitpid(any, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))?;
+        let tid = ws.pid().map_or(pid, |p| p.as_raw());
+        match ws {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                log.drain(status_rx);
+                let place = log.place().ok_or_else(|| died(pid, "trapped before placing the blob"))?;
+                // status.stage is thread 0's; other threads only prove they
+                // trapped in the blob by where they stopped.
+                let in_blob = ptrace::getregs(Pid::from_raw(tid))
+                    .is_ok_and(|r| (place.blob_start..place.blob_start + place.blob_len).contains(&r.rip));
+                let st = read_status(pid, &place);
+                let ready = in_blob && tids.contains(&tid) && (tid != pid || st.is_some_and(|s| s.stage == STAGE_SIGRETURN));
+                if !ready {
+                    return Err(died(pid, format!("unexpected SIGTRAP in thread {tid}: {}", blob_failure(st))));
+                }
+                if !trapped.contains(&tid) {
+                    trapped.push(tid);
+                }
+                if trapped.len() == tids.len() {
+                    break place;
+                }
+            }
+            WaitStatus::Stopped(_, sig) => {
+                tracing::debug!(tid, ?sig, "signal while restoring; passing it on");
+                ptrace::cont(Pid::from_raw(tid), Some(sig)).map_err(ptrace_err(tid, "PTRACE_CONT"))?;
+            }
+            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
+                log.drain(status_rx);
+                let st = log.place().and_then(|pl| read_status(pid, &pl));
+                let _ = ptrace::cont(Pid::from_raw(tid), None);
+                return Err(failure(pid, &log, || blob_failure(st)));
+            }
+            // A new thread's first stop, a clone event, a group stop: go on.
+            WaitStatus::PtraceEvent(..) => {
+                ptrace::cont(Pid::from_raw(tid), None).map_err(ptrace_err(tid, "PTRACE_CONT"))?;
+            }
+            WaitStatus::Exited(_, code) => {
+                log.drain(status_rx);
+                return Err(failure(pid, &log, || format!("thread {tid} exited with status {code}")));
+            }
+            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("thread {tid} killed by {sig:?}"))),
+            other => tracing::debug!(pid, ?other, "wait status while restoring"),
+        }
+    };
+    tracing::debug!(pid, threads = tids.len(), "every thread reached the blob's last stop");
+    // Step each thread through rt_sigreturn: entry stop, then exit stop.
+    let mut syscall_insn = 0;
+    for &tid in &tids {
+        let insn = step_syscall(tid, libc::SYS_rt_sigreturn)?;
+        if tid == pid {
+            syscall_insn = insn;
+        }
+    }
+    cleanup(pid, syscall_insn, &place, threads)?;
+    tracing::debug!(pid, "blob and arguments removed");
+    for &tid in &tids {
+        let sig = (stopped && tid == pid).then_some(Signal::SIGSTOP);
+        ptrace::detach(Pid::from_raw(tid), sig).map_err(ptrace_err(tid, "PTRACE_DETACH"))?;
+    }
+    Ok(())
+}
+
+/// Resumes to the entry and exit stops of system call `nr`; returns the
+/// address of its `syscall` instruction.
+fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
+    let p = Pid::from_raw(pid);
+    let mut insn = None;
+    loop {
+        ptrace::syscall(p, None).map_err(ptrace_err(pid, "PTRACE_SYSCALL"))?;
+        match waitpid(p, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))? {
+            WaitStatus::PtraceSyscall(_) => {
+                let regs = ptrace::getregs(p).map_err(ptrace_err(pid, "PTRACE_GETREGS"))?;
+                match insn {
+                    None if regs.orig_rax as i64 == nr => insn = Some(regs.rip - 2),
+                    None => return Err(died(pid, format!("expected rt_sigreturn, the blob called syscall {}", regs.orig_rax as i64))),
+                    Some(at) => return Ok(at),
+                }
+            }
+            WaitStatus::Exited(_, code) => return Err(died(pid, format!("exited with status {code} in rt_sigreturn"))),
+            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("killed by {sig:?} in rt_sigreturn"))),
+            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
+                return Err(died(pid, "exiting in rt_sigreturn (bad signal frame?)"))
+            }
+            other => return Err(died(pid, format!("unexpected stop {other:?} around rt_sigreturn"))),
+        }
+    }
+}
+
+/// Sets each thread's robust futex list, closes criu-rs's fds in the task
+/// and unmaps the blob and its arguments, running the calls on the blob's
+/// `syscall` instruction (thread 0 last: the munmap removes it).
+fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace, threads: &[ThreadEnd]) -> Result<()> {
+    let inj_err = |e: crate::ptrace::PtraceError| died(pid, format!("cleaning up: {e}"));
+    for t in threads.iter().filter(|t| t.tid != pid && t.robust_head != 0) {
+        let mut inj = Injector::new(t.tid, Some(syscall_insn)).map_err(inj_err)?;
+        inj.syscall_ok(libc::SYS_set_robust_list, &[t.robust_head, t.robust_len]).map_err(inj_err)?;
+        inj.restore().map_err(inj_err)?;
+    }
+    let mut inj = Injector::new(pid, Some(syscall_insn)).map_err(inj_err)?;
+    if let Some(t) = threads.iter().find(|t| t.tid == pid && t.robust_head != 0) {
+        inj.syscall_ok(libc::SYS_set_robust_list, &[t.robust_head, t.robust_len]).map_err(inj_err)?;
+    }
+    for &fd in &place.close_fds {
+        inj.syscall_ok(libc::SYS_close, &[fd as u64]).map_err(inj_err)?;
+    }
+    let (start, end) = (place.blob_start.min(place.args_start), (place.blob_start + place.blob_len).max(place.args_start + place.args_len));
+    // The blob and its arguments are one contiguous range; the syscall
+    // instruction lies in it, so this is the last call.
+    inj.syscall_ok(libc::SYS_munmap, &[start, end - start]).map_err(inj_err)?;
+    inj.restore().map_err(inj_err)
+}

@@ -1,0 +1,169 @@
+//! The validated description of one task to restore.
+//!
+//! [`super::load`] turns the image files into a [`TaskPlan`]; everything after
+//! (fds, premap, blob arguments) works from the plan only, never from raw
+//! protobuf messages, so every image check happens in one place.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Page size on x86_64.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Everything needed to rebuild one single-threaded task.
+#[derive(Debug, Clone)]
+pub struct TaskPlan {
+    pub pid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub fs: FsPlan,
+    /// The fd table, sorted by fd number.
+    pub fds: Vec<FdPlan>,
+    /// Open file descriptions by image id (shared by dup'd fds).
+    pub descs: BTreeMap<u32, DescPlan>,
+    /// Every dumped VMA, sorted by address, non-overlapping.
+    pub vmas: Vec<VmaPlan>,
+    pub pages: PagesPlan,
+    /// Contents of shared anonymous objects (runs at their VMA's addresses).
+    pub shmem_pages: Vec<PagesPlan>,
+    /// The executable (`mm_entry.exe_file_id`), for `/proc/PID/exe`.
+    pub exe: Option<PathBuf>,
+    /// Registers, signal state, timers, rlimits, creds (`core-PID.img`).
+    pub core: Box<crate::images::pb::CoreEntry>,
+    /// The other threads, in `pstree` order: tid and `core-TID.img`.
+    pub threads: Vec<(i32, crate::images::pb::CoreEntry)>,
+    /// `mm-PID.img` without its VMA list (code/data/brk/stack/arg/env, auxv).
+    pub mm: Box<crate::images::pb::MmEntry>,
+}
+
+/// Root, cwd and umask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsPlan {
+    pub cwd: PathBuf,
+    pub root: PathBuf,
+    pub umask: u32,
+}
+
+/// One fd number and the description it refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdPlan {
+    pub fd: i32,
+    pub desc: u32,
+    pub cloexec: bool,
+}
+
+/// How to recreate an open file description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescPlan {
+    /// A regular file (or directory) opened by path.
+    Reg(RegFile),
+    /// An unlinked file: recreated from its saved contents, opened, unlinked.
+    Ghost { file: RegFile, contents: Vec<u8> },
+    /// One end of a pipe; both ends of one pipe share `pipe_id`.
+    Pipe { pipe_id: u32, flags: i32, queued: Vec<u8> },
+    /// A FIFO opened by path; `queued` bytes are put back once per FIFO.
+    Fifo { file: RegFile, pipe_id: u32, queued: Vec<u8> },
+    /// Take over criu-rs's own fd (a terminal with `--shell-job`).
+    Inherit { fd: i32, flags: i32 },
+}
+
+/// A file opened by path, with what the dump recorded about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegFile {
+    pub path: PathBuf,
+    /// `open(2)` flags (access mode, O_APPEND, O_NONBLOCK, ...).
+    pub flags: i32,
+    pub pos: u64,
+    /// Size at dump time (checked for regular files).
+    pub size: Option<u64>,
+    /// `st_mode` at dump time (type and permission bits).
+    pub mode: Option<u32>,
+}
+
+/// One VMA: where it lives, its protection and what backs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmaPlan {
+    pub start: u64,
+    pub end: u64,
+    /// Offset into the backing file, in bytes.
+    pub pgoff: u64,
+    /// `PROT_*` bits.
+    pub prot: u32,
+    /// `MAP_*` bits as dumped (MAP_PRIVATE/SHARED, MAP_GROWSDOWN, ...).
+    pub flags: u32,
+    /// `MADV_*` bits as a mask (bit n set = madvise advice n applied).
+    pub madv: u64,
+    pub kind: VmaKind,
+}
+
+impl VmaPlan {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the VMA is empty (never, once validated).
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Whether the VMA is premapped and moved into place by the blob.
+    pub fn is_premapped(&self) -> bool {
+        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::SharedAnon { .. } | VmaKind::Vdso)
+    }
+
+    /// Whether this is a grows-down (stack) VMA.
+    pub fn grows_down(&self) -> bool {
+        self.flags & libc::MAP_GROWSDOWN as u32 != 0
+    }
+}
+
+/// What backs a VMA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmaKind {
+    /// Private anonymous memory (heap, stack, anonymous mmaps).
+    Anon,
+    /// A private (copy-on-write) mapping of a file.
+    PrivateFile { path: PathBuf },
+    /// Shared anonymous memory (object `shmid`): premapped as a fresh shared
+    /// anonymous mapping, filled from its own pages file, moved by the blob.
+    SharedAnon { shmid: u64 },
+    /// A shared mapping of a file, mapped in place by the blob.
+    SharedFile { path: PathBuf, open_flags: i32 },
+    /// The dumped `[vdso]`: premapped as an anonymous copy of its pages.
+    Vdso,
+    /// The dumped `[vvar]` (or `[vvar_vclock]`).
+    Vvar,
+    /// `[vsyscall]`: fixed by the kernel, nothing to do.
+    Vsyscall,
+}
+
+/// Where the dumped page contents are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagesPlan {
+    /// `pages-N.img`.
+    pub path: PathBuf,
+    /// Present pages, in file order; each run is contiguous in memory and
+    /// in the file.
+    pub runs: Vec<PageRun>,
+}
+
+/// `nr_pages` pages at `vaddr`, stored at `file_off` in the pages file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRun {
+    pub vaddr: u64,
+    pub nr_pages: u64,
+    pub file_off: u64,
+}
+
+impl PageRun {
+    /// Bytes covered.
+    pub fn len(&self) -> u64 {
+        self.nr_pages * PAGE_SIZE
+    }
+
+    /// Whether the run covers no page.
+    pub fn is_empty(&self) -> bool {
+        self.nr_pages == 0
+    }
+}
