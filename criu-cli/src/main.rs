@@ -118,6 +118,8 @@ fn run(cmd: Cmd) -> Result<i32> {
             let s = criu_core::dump::dump(&opts).context("dump failed")?;
             tracing::info!(
                 pid = opts.pid,
+                tasks = s.tasks,
+                zombies = s.zombies,
                 threads = s.process.threads.len(),
                 pages_written = s.mem.pages_written,
                 pages_skipped_zero = s.mem.pages_skipped_zero,

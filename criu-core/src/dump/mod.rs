@@ -5,14 +5,16 @@
 //! - [`vmas`], [`memory`], [`files`], [`injected`]: the pieces of collection.
 //! - [`write`]: writing the collected state as CRIU images.
 //! - [`failpoint`]: test knobs (`CRIU_RS_FAIL_AT`, `CRIU_RS_PATCH_CODE`).
+//! - [`tree`]: taking the root and all its descendants (freezing, zombies,
+//!   sessions, killing); [`shared`]: what the tasks' collections share.
 //!
 //! Order: check the pid (missing, ourselves, kernel thread, zombie, thread
 //! id, seccomp), prepare the directory (stale inventory removed, pages
-//! image created), freeze every thread, read registers and signal state,
-//! inject the queries (scratch page mapped and unmapped again), read the
-//! address space and copy memory, collect files, write the images with the
-//! inventory last, then resume (`--leave-running`) or kill the process and
-//! wait for it to go.
+//! image created), freeze every thread of every task of the tree, then for
+//! each task: read registers and signal state, inject the queries (scratch
+//! page mapped and unmapped again), read the address space and copy memory,
+//! collect files; write the images with the inventory last, then resume
+//! (`--leave-running`) or kill every task and wait for them to go.
 //!
 //! Whatever fails, the process is left running as it was: every thread is
 //! detached with its registers (general and FPU), signal mask and code
@@ -21,8 +23,9 @@
 //!
 //! Not dumped yet (refused with a clear error where it matters): sockets,
 //! eventfd/epoll/signalfd/timerfd/inotify and other anonymous-inode files,
-//! seccomp, namespaces, cgroups, file locks, process trees (the writer
-//! already takes a list of processes).
+//! seccomp, namespaces, cgroups, file locks; tasks sharing an address
+//! space without being threads (`CLONE_VM`, e.g. a vfork child: its parent
+//! cannot be frozen anyway).
 
 pub mod collect;
 pub mod failpoint;
@@ -30,11 +33,12 @@ pub mod files;
 pub mod injected;
 pub mod memory;
 pub mod model;
+pub mod shared;
+pub mod tree;
 pub mod vmas;
 pub mod write;
 
 use crate::proc::ProcError;
-use crate::ptrace::freeze::Frozen;
 use crate::ptrace::PtraceError;
 use std::path::{Path, PathBuf};
 
@@ -117,6 +121,9 @@ pub enum DumpError {
     /// A failure forced by `CRIU_RS_FAIL_AT`.
     #[error("forced failure at {0} (CRIU_RS_FAIL_AT)")]
     Forced(&'static str),
+    /// The process tree cannot be dumped as it is.
+    #[error("process tree: {0}")]
+    Tree(String),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -149,6 +156,10 @@ pub struct DumpSummary {
     pub frozen_time: std::time::Duration,
     /// Time spent copying memory.
     pub memdump_time: std::time::Duration,
+    /// Live tasks dumped (the root and its descendants).
+    pub tasks: usize,
+    /// Zombies recorded.
+    pub zombies: usize,
 }
 
 /// Name of the completeness marker.
@@ -205,7 +216,12 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(&inv)(e)),
     }
-    let pages = dir.join(format!("pages-{PAGES_ID}.img"));
+    create_pages_image(dir, PAGES_ID)
+}
+
+/// Creates (truncating) `pages-<id>.img` in `dir` for page data.
+pub fn create_pages_image(dir: &Path, id: u32) -> Result<std::fs::File, DumpError> {
+    let pages = dir.join(format!("pages-{id}.img"));
     let open = |direct: bool| {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -215,46 +231,17 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
             .custom_flags(if direct { libc::O_DIRECT } else { 0 })
             .open(&pages)
     };
+    let err = |source| DumpError::ImagesDir { path: pages.clone(), source };
     // Page data goes straight to the device where the file system allows it:
     // no second copy through the page cache (buffers are page-aligned).
     match open(true) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false).map_err(err(&pages)),
-        r => r.map_err(err(&pages)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false).map_err(err),
+        r => r.map_err(err),
     }
 }
 
-/// Dumps a process. See the module documentation for the guarantees.
+/// Dumps a process and all its descendants. See the module documentation
+/// for the guarantees and [`tree`] for how the tree is taken.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
-    let stat = check_target(opts.pid)?;
-    if !opts.shell_job && (stat.sid != opts.pid || stat.pgid != opts.pid) {
-        return Err(DumpError::ShellJob { pid: opts.pid, sid: stat.sid, pgid: stat.pgid });
-    }
-    let mut pages = prepare_dir(&opts.dir)?;
-    let t0 = std::time::Instant::now();
-    let frozen = Frozen::freeze(opts.pid, opts.freeze_timeout)?;
-    tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
-    let res = collect::collect(&frozen, &opts.dir, &mut pages, opts.shell_job).and_then(|(process, mem, memdump_time)| {
-        failpoint::check(failpoint::BEFORE_WRITE)?;
-        let summary = DumpSummary { process, mem, frozen_time: t0.elapsed(), memdump_time };
-        write::write_images(&opts.dir, std::slice::from_ref(&summary.process), &summary)?;
-        Ok(summary)
-    });
-    match res {
-        Ok(summary) => {
-            if opts.leave_running {
-                frozen.detach()?;
-            } else {
-                frozen.kill()?;
-            }
-            Ok(summary)
-        }
-        Err(e) => {
-            // The caller reports `e`; here only what happens next.
-            tracing::info!("dump failed ({e}); resuming the process");
-            if let Err(d) = frozen.detach() {
-                tracing::error!("resuming after the failure: {d}");
-            }
-            Err(e)
-        }
-    }
+    tree::dump_tree(opts)
 }

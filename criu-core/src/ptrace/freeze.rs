@@ -151,6 +151,13 @@ impl Frozen {
         first
     }
 
+    /// Gives up the hold without touching the threads (the caller has killed
+    /// them and collects their exits); returns the thread ids.
+    pub fn release(mut self) -> Vec<i32> {
+        self.released = true;
+        std::mem::take(&mut self.tids)
+    }
+
     /// Kills the process with SIGKILL and waits until it is gone (or a
     /// zombie its parent has not reaped yet).
     pub fn kill(mut self) -> Result<()> {
