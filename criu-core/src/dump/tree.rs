@@ -359,7 +359,8 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
             Ok(summary)
         }
         Err(e) => {
-            tracing::error!("dump failed: {e}; resuming every task");
+            // The caller reports `e`; here only what happens next.
+            tracing::info!("dump failed ({e}); resuming every task");
             if let Err(d) = tree.detach() {
                 tracing::error!("resuming after the failure: {d}");
             }

@@ -99,6 +99,7 @@ impl Frozen {
                             // A thread on its way out refuses to be attached.
                             Ok(s) if tid != pid && matches!(s.state, 'Z' | 'X') => continue,
                             Err(_) if tid != pid => continue,
+                            _ if tid == pid => return Err(PtraceError::NotPermitted(pid)),
                             _ => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: Errno::EPERM }),
                         }
                     }
