@@ -106,11 +106,14 @@ pub fn can_be_lazy(v: &Vma) -> bool {
     vma_can_be_lazy(v.status, v.mmap_flags)
 }
 
-/// Pages the dump keeps for a post-copy restore: per pid, its memfd and the
-/// (vaddr, length, offset in the memfd) of every held entry.
+/// One process's held pages: its memfd and the (vaddr, length, offset in
+/// the memfd) of every held entry, in address order.
+type PidHeld = (File, Vec<(u64, u64, u64)>);
+
+/// Pages the dump keeps for a post-copy restore, per pid.
 #[derive(Default)]
 pub struct HeldPages {
-    pids: HashMap<u32, (File, Vec<(u64, u64, u64)>)>,
+    pids: HashMap<u32, PidHeld>,
     buf: Vec<u8>,
 }
 
