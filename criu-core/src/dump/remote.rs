@@ -58,6 +58,13 @@ pub fn memfd_create() -> Result<File, DumpError> {
     Ok(File::from(fd))
 }
 
+/// Creates (truncating) `pages-<id>.img` in `dir` for plain (not
+/// `O_DIRECT`) writes: the eager pages of a lazy dump.
+pub fn plain_pages_image(dir: &std::path::Path, id: u32) -> Result<File, DumpError> {
+    let path = dir.join(format!("pages-{id}.img"));
+    File::create(&path).map_err(|source| DumpError::ImagesDir { path, source })
+}
+
 /// Bytes copied per read from the memfd.
 const CHUNK: usize = 4 << 20;
 

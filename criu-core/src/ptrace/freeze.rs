@@ -99,6 +99,7 @@ impl Frozen {
                             // A thread on its way out refuses to be attached.
                             Ok(s) if tid != pid && matches!(s.state, 'Z' | 'X') => continue,
                             Err(_) if tid != pid => continue,
+                            _ if tid == pid => return Err(PtraceError::NotPermitted(pid)),
                             _ => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: Errno::EPERM }),
                         }
                     }
@@ -148,6 +149,13 @@ impl Frozen {
             }
         }
         first
+    }
+
+    /// Gives up the hold without touching the threads (the caller has killed
+    /// them and collects their exits); returns the thread ids.
+    pub fn release(mut self) -> Vec<i32> {
+        self.released = true;
+        std::mem::take(&mut self.tids)
     }
 
     /// Kills the process with SIGKILL and waits until it is gone (or a

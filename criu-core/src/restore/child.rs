@@ -14,7 +14,7 @@ use super::maps::{read_maps, special_areas, SpecialAreas};
 use super::plan::{TaskPlan, VmaKind, PAGE_SIZE};
 use super::premap::{fill, finish, premap, Premap};
 use crate::abi::MemRange;
-use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use std::ffi::c_void;
@@ -82,13 +82,20 @@ fn run(plan: &TaskPlan, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::I
         Some(p) => Some(open_ro(p)?),
         None => None,
     };
+    // criu-rs's stderr, kept apart while memory is filled so progress can
+    // be drawn after fd 2 became the task's; closed before the blob runs.
+    let progress_out = match crate::progress::installed() {
+        true => rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), floor).ok(),
+        false => None,
+    };
     let mut keep: Vec<i32> = vec![status.as_raw_fd()];
-    keep.extend(pages.iter().chain(exe.iter()).map(|f| f.as_raw_fd()));
+    keep.extend(pages.iter().chain(exe.iter()).chain(progress_out.iter()).map(|f| f.as_raw_fd()));
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
     restore_fds(&plan.fds, &plan.descs, &keep)?;
 
-    let pm = build_memory(plan, pages.as_ref(), &open_ro)?;
+    let pm = build_memory(plan, pages.as_ref(), &open_ro, progress_out.as_ref())?;
     drop(pages);
+    drop(progress_out);
     restore_fs(&plan.fs)?;
     set_comm(plan)?;
 
@@ -150,6 +157,7 @@ fn build_memory(
     plan: &TaskPlan,
     pages: Option<&OwnedFd>,
     open_ro: &dyn Fn(&std::path::Path) -> Result<OwnedFd>,
+    progress_out: Option<&OwnedFd>,
 ) -> Result<Premap> {
     let has_pages = |i: usize| {
         let v = &plan.vmas[i];
@@ -160,6 +168,10 @@ fn build_memory(
     };
     let pm = premap(&plan.vmas, &busy_now(plan)?, &has_pages, open_ro)?;
     // No logging here: fd 2 already is the restored task's.
+    let _phase = progress_out.map(|out| {
+        let total = std::iter::once(&plan.pages).chain(&plan.shmem_pages).flat_map(|p| &p.runs).map(|r| r.len() / PAGE_SIZE).sum();
+        crate::progress::Phase::start("restoring memory", total, out.as_fd())
+    });
     if let Some(fd) = pages {
         fill(&pm, &plan.vmas, &plan.pages, fd)?;
     }

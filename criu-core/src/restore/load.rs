@@ -33,7 +33,13 @@ pub fn open_dir(dir: &Path) -> Result<ImageDir> {
     }
     let images = ImageDir::open_unchecked(dir);
     if !images.exists(ImageKind::Inventory, 0) {
-        return Err(problem("no inventory.img: not a complete dump (the dump failed or did not finish)"));
+        let any_image = std::fs::read_dir(dir)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".img")))
+            .unwrap_or(false);
+        return Err(problem(match any_image {
+            true => "no inventory.img: not a complete dump (the dump failed or did not finish)",
+            false => "not an images directory (no inventory.img, no image files)",
+        }));
     }
     Ok(ImageDir::open(dir)?)
 }
