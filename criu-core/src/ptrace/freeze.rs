@@ -163,19 +163,8 @@ impl Frozen {
     pub fn kill(mut self) -> Result<()> {
         self.released = true;
         nix::sys::signal::kill(npid(self.pid), Signal::SIGKILL).map_err(sys("kill", self.pid))?;
-        // A traced thread's exit is reported to its tracer first: until we
-        // have waited for it (or exited), its real parent cannot reap it and
-        // its pid stays taken (a lazy dump lives on to serve pages). The
-        // leader is reported after the other threads.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for tid in self.tids().into_iter().rev() {
-            while Instant::now() < deadline {
-                match waitpid(npid(tid), Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
-                    Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
-                    Ok(_) => {}
-                }
-            }
+        for &tid in &self.tids {
+            let _ = ptrace::detach(npid(tid), None);
         }
         wait_gone(self.pid, std::time::Duration::from_secs(10));
         Ok(())
