@@ -1,5 +1,6 @@
 //! `criu-rs`: the command line. Option names follow CRIU's.
 
+mod dump_cmd;
 mod lazy_cmd;
 mod log;
 mod progress;
@@ -37,7 +38,7 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
-struct DumpArgs {
+pub(crate) struct DumpArgs {
     /// Pid of the root of the tree to dump.
     #[arg(short = 't', long = "tree", value_name = "PID")]
     pid: i32,
@@ -53,6 +54,21 @@ struct DumpArgs {
     /// Seconds to wait for every thread to stop before giving up.
     #[arg(long = "timeout", value_name = "SECONDS", default_value = "10")]
     timeout: u64,
+    /// Send the pages to `criu-rs page-server` at --address/--port instead of writing them.
+    #[arg(long = "page-server", conflicts_with = "lazy_pages")]
+    page_server: bool,
+    /// Keep the memory here and serve it to `criu-rs lazy-pages --page-server` (post-copy).
+    #[arg(long = "lazy-pages")]
+    lazy_pages: bool,
+    /// Page server host (--page-server), or the address to listen on (--lazy-pages; default 0.0.0.0).
+    #[arg(long = "address", value_name = "ADDR")]
+    address: Option<String>,
+    /// Page server port (--page-server), or the port to listen on (--lazy-pages).
+    #[arg(long = "port", value_name = "PORT")]
+    port: Option<u16>,
+    /// With --lazy-pages: give up when no lazy-pages client connects within SECONDS.
+    #[arg(long = "lazy-timeout", value_name = "SECONDS")]
+    lazy_timeout: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -107,30 +123,7 @@ fn main() {
 
 fn run(cmd: Cmd) -> Result<i32> {
     match cmd {
-        Cmd::Dump(a) => {
-            let opts = criu_core::dump::DumpOptions {
-                pid: a.pid,
-                dir: a.dir,
-                leave_running: a.leave_running,
-                shell_job: a.shell_job,
-                freeze_timeout: std::time::Duration::from_secs(a.timeout),
-            };
-            let s = criu_core::dump::dump(&opts).context("dump failed")?;
-            tracing::info!(
-                pid = opts.pid,
-                tasks = s.tasks,
-                zombies = s.zombies,
-                threads = s.process.threads.len(),
-                pages_written = s.mem.pages_written,
-                pages_skipped_zero = s.mem.pages_skipped_zero,
-                frozen_ms = s.frozen_time.as_millis() as u64,
-                memdump_ms = s.memdump_time.as_millis() as u64,
-                memread_ms = s.mem.read_time.as_millis() as u64,
-                memwrite_ms = s.mem.write_time.as_millis() as u64,
-                "dump finished"
-            );
-            Ok(0)
-        }
+        Cmd::Dump(a) => dump_cmd::dump(a),
         Cmd::Restore(a) => {
             let opts = criu_core::restore::RestoreOptions { dir: a.dir, shell_job: a.shell_job };
             let r = criu_core::restore::restore(&opts).context("restore failed")?;

@@ -33,6 +33,8 @@ pub struct MemStats {
     pub pages_skipped_zero: u64,
     /// Pages written.
     pub pages_written: u64,
+    /// Pages left to lazy restore (held by the dump, not in the images).
+    pub pages_lazy: u64,
     /// Time spent reading the process's memory.
     pub read_time: std::time::Duration,
     /// Time spent writing the pages image (including zero checks).

@@ -4,6 +4,7 @@
 //! - [`collect`]: gathering it from `/proc`, ptrace and injected syscalls.
 //! - [`vmas`], [`memory`], [`files`], [`injected`]: the pieces of collection.
 //! - [`write`]: writing the collected state as CRIU images.
+//! - [`remote`]: pages sent to a page server or held for post-copy.
 //! - [`failpoint`]: test knobs (`CRIU_RS_FAIL_AT`, `CRIU_RS_PATCH_CODE`).
 //! - [`tree`]: taking the root and all its descendants (freezing, zombies,
 //!   sessions, killing); [`shared`]: what the tasks' collections share.
@@ -15,6 +16,12 @@
 //! page mapped and unmapped again), read the address space and copy memory,
 //! collect files; write the images with the inventory last, then resume
 //! (`--leave-running`) or kill every task and wait for them to go.
+//!
+//! With `--page-server` ([`remote::PagesTo::PageServer`]) the server is
+//! connected before the freeze and the private pages go there (from a
+//! memfd, after collection, before the inventory is written); with
+//! `--lazy-pages` ([`dump_keeping_memory`]) the pages of lazy areas stay in
+//! this process, flagged `LAZY` in the pagemap. See [`remote`].
 //!
 //! Whatever fails, the process is left running as it was: every thread is
 //! detached with its registers (general and FPU), signal mask and code
@@ -33,6 +40,7 @@ pub mod files;
 pub mod injected;
 pub mod memory;
 pub mod model;
+pub mod remote;
 pub mod shared;
 pub mod tree;
 pub mod vmas;
@@ -124,6 +132,9 @@ pub enum DumpError {
     /// The process tree cannot be dumped as it is.
     #[error("process tree: {0}")]
     Tree(String),
+    /// Sending pages to the page server failed.
+    #[error("page server: {0}")]
+    PageServer(#[from] crate::pageserver::PageServerError),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -143,6 +154,8 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// Longest time to wait for every thread to stop.
     pub freeze_timeout: std::time::Duration,
+    /// Where the private pages go (`--page-server`, `--lazy-pages`).
+    pub pages_to: remote::PagesTo,
 }
 
 /// Summary of a successful dump.
@@ -160,6 +173,8 @@ pub struct DumpSummary {
     pub tasks: usize,
     /// Zombies recorded.
     pub zombies: usize,
+    /// The private pages went to a page server (no local pagemaps).
+    pub pages_remote: bool,
 }
 
 /// Name of the completeness marker.
@@ -200,8 +215,10 @@ pub fn check_target(pid: i32) -> Result<crate::proc::stat::ProcStat, DumpError> 
 }
 
 /// Opens the images directory for writing: checks it, removes a stale
-/// inventory and creates the pages image.
-fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
+/// inventory and creates the pages image (`None` when `pages_to` is a page
+/// server, which writes it; a stale local one and the pagemap of `pid` are
+/// removed then).
+fn prepare_dir(dir: &Path, pid: i32, pages_to: &remote::PagesTo) -> Result<Option<std::fs::File>, DumpError> {
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| DumpError::ImagesDir { path, source }
@@ -210,13 +227,18 @@ fn prepare_dir(dir: &Path) -> Result<std::fs::File, DumpError> {
     if !md.is_dir() {
         return Err(DumpError::ImagesDir { path: dir.into(), source: std::io::Error::from_raw_os_error(libc::ENOTDIR) });
     }
-    let inv = dir.join(INVENTORY);
-    match std::fs::remove_file(&inv) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(&inv)(e)),
+    let remove = |path: PathBuf| match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(&path)(e)),
+    };
+    remove(dir.join(INVENTORY))?;
+    if matches!(pages_to, remote::PagesTo::PageServer(_)) {
+        remove(dir.join(format!("pages-{PAGES_ID}.img")))?;
+        remove(dir.join(format!("pagemap-{pid}.img")))?;
+        return Ok(None);
     }
-    create_pages_image(dir, PAGES_ID)
+    create_pages_image(dir, PAGES_ID).map(Some)
 }
 
 /// Creates (truncating) `pages-<id>.img` in `dir` for page data.
@@ -242,6 +264,20 @@ pub fn create_pages_image(dir: &Path, id: u32) -> Result<std::fs::File, DumpErro
 
 /// Dumps a process and all its descendants. See the module documentation
 /// for the guarantees and [`tree`] for how the tree is taken.
+/// With [`remote::PagesTo::Held`], use [`dump_keeping_memory`].
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
-    tree::dump_tree(opts)
+    if opts.pages_to == remote::PagesTo::Held {
+        return Err(DumpError::Internal("held pages need dump_keeping_memory"));
+    }
+    tree::dump_tree(opts).map(|(s, _)| s)
+}
+
+/// Dumps a tree keeping the pages of its lazy areas in this process
+/// (`dump --lazy-pages`): the images get `LAZY` entries for them and no
+/// data; serve the returned pages with [`remote::serve_held`].
+pub fn dump_keeping_memory(opts: &DumpOptions) -> Result<(DumpSummary, remote::HeldPages), DumpError> {
+    let mut opts = opts.clone();
+    opts.pages_to = remote::PagesTo::Held;
+    let (s, held) = tree::dump_tree(&opts)?;
+    Ok((s, held.ok_or(DumpError::Internal("no held pages"))?))
 }

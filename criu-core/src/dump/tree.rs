@@ -37,7 +37,9 @@ use super::failpoint;
 use super::memory::MemStats;
 use super::model::{ProcessDump, ZombieDump};
 use super::shared::Shared;
+use super::remote::{self, HeldPages, PagesTo};
 use super::{check_target, collect, create_pages_image, prepare_dir, vmas, write, DumpError, DumpOptions, DumpSummary, PAGES_ID};
+use crate::pageserver::stream_sink::StreamSink;
 use crate::proc::stat::{read_stat, ProcStat};
 use crate::ptrace::freeze::Frozen;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -289,45 +291,80 @@ fn add_stats(a: &mut MemStats, b: &MemStats) {
     a.pages_scanned += b.pages_scanned;
     a.pages_skipped_zero += b.pages_skipped_zero;
     a.pages_written += b.pages_written;
+    a.pages_lazy += b.pages_lazy;
     a.read_time += b.read_time;
     a.write_time += b.write_time;
 }
 
-/// Collects every task of a frozen tree and writes the images.
+/// Where one task's pages go: the local pages image, and (page server,
+/// held) the memfd collection writes into instead.
+fn task_pages(opts: &DumpOptions, id: u32, root_pages: &Option<std::fs::File>) -> Result<(Option<std::fs::File>, std::fs::File), DumpError> {
+    let local = match (&opts.pages_to, id == PAGES_ID) {
+        (PagesTo::PageServer(_), _) => None,
+        // Held pages' neighbours are appended unaligned: no O_DIRECT.
+        (PagesTo::Held, _) => Some(remote::plain_pages_image(&opts.dir, id)?),
+        (PagesTo::Local, true) => Some(root_pages.as_ref().ok_or(DumpError::Internal("no pages image"))?.try_clone().map_err(DumpError::WritePages)?),
+        (PagesTo::Local, false) => Some(create_pages_image(&opts.dir, id)?),
+    };
+    let collect_into = match (&opts.pages_to, &local) {
+        (PagesTo::Local, Some(f)) => f.try_clone().map_err(DumpError::WritePages)?,
+        _ => remote::memfd_create()?,
+    };
+    Ok((local, collect_into))
+}
+
+/// Collects every task of a frozen tree and writes the images; with
+/// `sink`, the private pages go to the page server, with
+/// [`PagesTo::Held`] those of lazy areas are returned.
 fn collect_tree(
     tree: &FrozenTree,
     opts: &DumpOptions,
-    mut root_pages: std::fs::File,
+    root_pages: Option<std::fs::File>,
+    mut sink: Option<StreamSink>,
     t0: Instant,
-) -> Result<DumpSummary, DumpError> {
+) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     tree.check_sessions(opts.shell_job)?;
+    if sink.is_some() && tree.live.len() > 1 {
+        // The page server numbers pages images itself; with several tasks
+        // they would collide with the local ones (shared memory).
+        return Err(DumpError::Tree(format!("--page-server dumps one process; this tree has {} tasks", tree.live.len())));
+    }
     let mut sh = Shared::default();
     note_shared_memory(tree, &mut sh)?;
     let mut procs: Vec<ProcessDump> = Vec::new();
     let mut mem = MemStats::default();
     let mut memdump_time = Duration::ZERO;
+    let mut held = (opts.pages_to == PagesTo::Held).then(HeldPages::default);
     for (i, t) in tree.live.iter().enumerate() {
         if i > 0 && i + 1 == tree.live.len() {
             failpoint::check(failpoint::MID_TREE)?;
         }
-        let (mut own_pages, pages_id) = if i == 0 {
-            (None, PAGES_ID)
-        } else {
-            let id = sh.alloc_pages_id();
-            (Some(create_pages_image(&opts.dir, id)?), id)
-        };
-        let pages = own_pages.as_mut().unwrap_or(&mut root_pages);
-        let (mut p, m, d) = collect::collect(&t.frozen, &opts.dir, pages, opts.shell_job, &mut sh)?;
+        let pages_id = if i == 0 { PAGES_ID } else { sh.alloc_pages_id() };
+        let (local, mut pages) = task_pages(opts, pages_id, &root_pages)?;
+        let (mut p, mut m, d) = collect::collect(&t.frozen, &opts.dir, &mut pages, opts.shell_job, &mut sh)?;
         p.pages_id = pages_id;
         if i > 0 {
             p.ppid = t.ppid;
         }
         p.kobj = sh.kobj_ids(p.pid).map_err(|e| DumpError::Tree(format!("kcmp on pid {}: {e}", p.pid)))?;
+        if let Some(sink) = sink.as_mut() {
+            remote::send_pages(sink, &p, &pages)?;
+        } else if let (Some(all), Some(mut local)) = (held.as_mut(), local) {
+            let h = remote::hold_lazy(&mut p, pages, &mut local)?;
+            m.pages_lazy = h.pages();
+            m.pages_written -= m.pages_lazy;
+            all.add(h);
+        }
         add_stats(&mut mem, &m);
         memdump_time += d;
         procs.push(p);
     }
     failpoint::check(failpoint::BEFORE_WRITE)?;
+    let pages_remote = sink.is_some();
+    if let Some(sink) = sink.take() {
+        // Everything sent and accepted before the inventory is written.
+        sink.finish()?;
+    }
     let summary = DumpSummary {
         process: procs.first().cloned().ok_or(DumpError::Internal("empty tree"))?,
         mem,
@@ -335,28 +372,35 @@ fn collect_tree(
         memdump_time,
         tasks: procs.len(),
         zombies: tree.zombies.len(),
+        pages_remote,
     };
     write::write_images(&opts.dir, &procs, &tree.zombies, &summary)?;
-    Ok(summary)
+    Ok((summary, held))
 }
 
 /// Dumps `opts.pid` and all its descendants. See the module documentation.
-pub fn dump_tree(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
+pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     let stat = check_target(opts.pid)?;
     if !opts.shell_job && (stat.sid != opts.pid || stat.pgid != opts.pid) {
         return Err(DumpError::ShellJob { pid: opts.pid, sid: stat.sid, pgid: stat.pgid });
     }
-    let pages = prepare_dir(&opts.dir)?;
+    // Connect before touching the tree: a server that is not there is an
+    // error with nothing to undo.
+    let sink = match &opts.pages_to {
+        PagesTo::PageServer(addr) => Some(StreamSink::connect(addr.as_str())?),
+        _ => None,
+    };
+    let pages = prepare_dir(&opts.dir, opts.pid, &opts.pages_to)?;
     let t0 = Instant::now();
     let tree = FrozenTree::freeze(opts.pid, opts.freeze_timeout)?;
-    match collect_tree(&tree, opts, pages, t0) {
-        Ok(summary) => {
+    match collect_tree(&tree, opts, pages, sink, t0) {
+        Ok(done) => {
             if opts.leave_running {
                 tree.detach()?;
             } else {
                 tree.kill()?;
             }
-            Ok(summary)
+            Ok(done)
         }
         Err(e) => {
             // The caller reports `e`; here only what happens next.

@@ -4,7 +4,7 @@
 use std::io::{BufWriter, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 
-use super::proto::{client_hello, read_exact_header, Cmd, PageServerError, Reply, Request, Result, Role, Status, MAX_PAGES};
+use super::proto::{client_hello, read_exact_header, Cmd, PageServerError, Reply, Request, Result, Role, Status, MAX_PAGES, PUT_CONTINUES};
 use super::store::PageStore;
 use crate::images::consts::pagemap_flags;
 use crate::images::PAGE_SIZE;
@@ -49,8 +49,10 @@ impl PageSink {
         self.call(Request { cmd: Cmd::Open, flags: 0, pid, vaddr: 0, nr_pages: 0 }, &[])
     }
 
-    /// One pagemap entry with its pages (`flags` gets PRESENT added); split
-    /// into entries of at most [`MAX_PAGES`] pages.
+    /// One pagemap entry with its pages (`flags` gets PRESENT added); sent
+    /// as PUTs of at most [`MAX_PAGES`] pages, the later ones flagged
+    /// [`PUT_CONTINUES`] so the server writes one entry (with
+    /// `PUT_CONTINUES` in `flags`, the entry continues the previous call's).
     pub fn put(&mut self, pid: u32, vaddr: u64, flags: u32, data: &[u8]) -> Result<()> {
         if data.is_empty() || !(data.len() as u64).is_multiple_of(PAGE_SIZE) {
             return Err(PageServerError::Protocol(format!("{} bytes is not whole pages", data.len())));
@@ -59,7 +61,7 @@ impl PageSink {
             let at = vaddr + i as u64 * MAX_PAGES * PAGE_SIZE;
             let req = Request {
                 cmd: Cmd::Put,
-                flags: flags | pagemap_flags::PRESENT,
+                flags: flags | pagemap_flags::PRESENT | if i > 0 { PUT_CONTINUES } else { 0 },
                 pid,
                 vaddr: at,
                 nr_pages: chunk.len() as u64 / PAGE_SIZE,
@@ -69,14 +71,15 @@ impl PageSink {
         Ok(())
     }
 
-    /// A pagemap entry without data (e.g. LAZY pages the source keeps).
+    /// A pagemap entry without data (e.g. LAZY pages the source keeps);
+    /// one entry however long, as [`PageSink::put`].
     pub fn put_entry(&mut self, pid: u32, vaddr: u64, nr_pages: u64, flags: u32) -> Result<()> {
         let mut done = 0;
         while done < nr_pages {
             let n = (nr_pages - done).min(MAX_PAGES);
             let req = Request {
                 cmd: Cmd::Put,
-                flags: flags & !pagemap_flags::PRESENT,
+                flags: (flags & !pagemap_flags::PRESENT) | if done > 0 { PUT_CONTINUES } else { 0 },
                 pid,
                 vaddr: vaddr + done * PAGE_SIZE,
                 nr_pages: n,

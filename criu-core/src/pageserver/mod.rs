@@ -2,7 +2,8 @@
 //!
 //! Two uses: a remote `criu-rs dump --page-server` sends its pages to
 //! `criu-rs page-server`, which writes `pagemap-PID.img`/`pages-N.img`
-//! ([`client::PageSink`] → [`server::Session`] with an images directory);
+//! ([`client::PageSink`], or pipelined [`stream_sink::StreamSink`] →
+//! [`server::Session`] with an images directory);
 //! and post-copy migration, where the destination's lazy-pages daemon asks
 //! the source for pages as faults arrive ([`client::PageClient`] → a server
 //! backed by a [`store::PageStore`]: the images of a directory, or memory the
@@ -31,7 +32,10 @@
 //!
 //!  cmd   1 OPEN  pid                  start pagemap-PID.img (put role)
 //!        2 PUT   pid vaddr nr flags   one pagemap entry (flags: PRESENT, LAZY...);
-//!                                     with PRESENT, nr*4096 bytes follow the request
+//!                                     with PRESENT, nr*4096 bytes follow the request;
+//!                                     flag bit 31 (PUT_CONTINUES): the entry goes on
+//!                                     the previous PUT's (same flags, adjacent), so a
+//!                                     run above MAX_PAGES stays one pagemap entry
 //!        3 CLOSE pid                  finish that pid's images
 //!        4 GET   pid vaddr nr         reply carries nr*4096 bytes (get role)
 //!        5 FINISH                     end of session; the server closes
@@ -45,5 +49,6 @@ pub mod client;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod stream_sink;
 
 pub use proto::PageServerError;

@@ -12,6 +12,10 @@ pub const VERSION: u32 = 1;
 /// Most pages one PUT or GET may carry (4 MiB).
 pub const MAX_PAGES: u64 = 1024;
 
+/// PUT flag: this PUT continues the previous one's pagemap entry (same
+/// flags, adjacent address); the server writes them as one entry.
+pub const PUT_CONTINUES: u32 = 1 << 31;
+
 /// What a connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

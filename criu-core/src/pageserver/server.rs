@@ -4,11 +4,11 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use super::proto::{read_exact_header, read_header, Cmd, Hello, PageServerError, Reply, Request, Result, Status, VERSION};
+use super::proto::{read_exact_header, read_header, Cmd, Hello, PageServerError, Reply, Request, Result, Role, Status, PUT_CONTINUES, VERSION};
 use super::store::PageStore;
 use crate::images::consts::pagemap_flags;
 use crate::images::pb::{PagemapEntry, PagemapHead};
-use crate::images::{ImageDir, ImageKind, ImageWriter};
+use crate::images::{ImageDir, ImageKind, ImageWriter, PAGE_SIZE};
 
 /// Counters of one session.
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,6 +26,9 @@ struct Incoming {
     pid: u32,
     pagemap: ImageWriter,
     pages: ImageWriter,
+    /// The entry being received (vaddr, pages, flags): written when the
+    /// next PUT does not continue it ([`PUT_CONTINUES`]) or at CLOSE.
+    entry: Option<(u64, u64, u32)>,
 }
 
 /// One connection's state: where PUTs go and where GETs come from.
@@ -70,7 +73,13 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        self.close_open()
+        // A dump that went away without FINISH failed: its images are not
+        // whole. (A GET client may just close.)
+        match &self.open {
+            Some(inc) => Err(PageServerError::Protocol(format!("connection closed with the images of pid {} unfinished", inc.pid))),
+            None if h.role == Role::Put as u32 => Err(PageServerError::Protocol("the dump closed the connection without FINISH".into())),
+            None => Ok(()),
+        }
     }
 
     fn get(&mut self, s: &mut impl Write, req: &Request) -> Result<()> {
@@ -117,7 +126,7 @@ impl<'a> Session<'a> {
                 let mut pagemap = dir.create_image(ImageKind::Pagemap, u64::from(req.pid))?;
                 pagemap.write_entry(&PagemapHead { pages_id: Some(id) })?;
                 let pages = dir.create_pages(u64::from(id))?;
-                self.open = Some(Incoming { pid: req.pid, pagemap, pages });
+                self.open = Some(Incoming { pid: req.pid, pagemap, pages, entry: None });
                 Ok(Status::Ok)
             }
             Cmd::Put => {
@@ -127,7 +136,21 @@ impl<'a> Session<'a> {
                 if req.nr_pages == 0 {
                     return Ok(Status::BadRequest);
                 }
-                inc.pagemap.write_entry(&PagemapEntry::new(req.vaddr, req.nr_pages, req.flags))?;
+                let flags = req.flags & !PUT_CONTINUES;
+                match inc.entry.as_mut() {
+                    Some((v, n, f)) if req.flags & PUT_CONTINUES != 0 => {
+                        if *f != flags || *v + *n * PAGE_SIZE != req.vaddr {
+                            return Ok(Status::BadRequest);
+                        }
+                        *n += req.nr_pages;
+                    }
+                    None if req.flags & PUT_CONTINUES != 0 => return Ok(Status::BadRequest),
+                    _ => {
+                        if let Some((v, n, f)) = inc.entry.replace((req.vaddr, req.nr_pages, flags)) {
+                            inc.pagemap.write_entry(&PagemapEntry::new(v, n, f))?;
+                        }
+                    }
+                }
                 if req.flags & pagemap_flags::PRESENT != 0 {
                     inc.pages.write_raw(&self.buf)?;
                     self.stats.pages_put += req.nr_pages;
@@ -146,7 +169,10 @@ impl<'a> Session<'a> {
     }
 
     fn close_open(&mut self) -> Result<()> {
-        if let Some(inc) = self.open.take() {
+        if let Some(mut inc) = self.open.take() {
+            if let Some((v, n, f)) = inc.entry.take() {
+                inc.pagemap.write_entry(&PagemapEntry::new(v, n, f))?;
+            }
             inc.pagemap.finish()?;
             inc.pages.finish()?;
         }

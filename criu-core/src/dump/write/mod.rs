@@ -38,15 +38,18 @@ fn img_err(e: ImageError) -> DumpError {
     DumpError::Image(e)
 }
 
-/// Writes one process's own images: cores, ids, mm, pagemaps.
-fn write_process(dir: &ImageDir, p: &ProcessDump) -> Result<(), DumpError> {
+/// Writes one process's own images: cores, ids, mm, pagemaps (its private
+/// pagemap only when `pagemap`: a page server writes it otherwise).
+fn write_process(dir: &ImageDir, p: &ProcessDump, pagemap: bool) -> Result<(), DumpError> {
     let pid = p.pid as u64;
     for (i, t) in p.threads.iter().enumerate() {
         dir.write_one(ImageKind::Core, t.tid as u64, &core_entry(p, t, i == 0)).map_err(img_err)?;
     }
     dir.write_one(ImageKind::Ids, pid, &task_kobj_ids(p)).map_err(img_err)?;
     dir.write_one(ImageKind::Mm, pid, &mm::mm_entry(p)).map_err(img_err)?;
-    mm::pagemap_image(dir, ImageKind::Pagemap, pid, p.pages_id, &p.pagemap)?;
+    if pagemap {
+        mm::pagemap_image(dir, ImageKind::Pagemap, pid, p.pages_id, &p.pagemap)?;
+    }
     for sh in &p.shmem {
         mm::pagemap_image(dir, ImageKind::ShmemPagemap, sh.shmid, sh.pages_id, &sh.pagemap)?;
     }
@@ -75,7 +78,7 @@ pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], zombies: &[Zom
         .collect();
     dir.write_all(ImageKind::Pstree, 0, &pstree).map_err(img_err)?;
     for p in procs {
-        write_process(&dir, p)?;
+        write_process(&dir, p, !s.pages_remote)?;
     }
     for z in zombies {
         dir.write_one(ImageKind::Core, z.pid as u64, &zombie_core_entry(z)).map_err(img_err)?;
@@ -95,7 +98,7 @@ pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], zombies: &[Zom
                 pages_skipped_parent: Some(0),
                 pages_written: Some(s.mem.pages_written),
                 irmap_resolve: Some(0),
-                pages_lazy: Some(0),
+                pages_lazy: Some(s.mem.pages_lazy),
                 page_pipes: Some(0),
                 page_pipe_bufs: Some(0),
                 shpages_scanned: Some(0),

@@ -1,0 +1,504 @@
+//! `criu-rs dump --page-server` and `criu-rs dump --lazy-pages` over
+//! loopback, on live test programs: the page server's images are those of a
+//! local dump, and with them copied in the dump restores (the program checks
+//! itself); a connection broken mid-dump, or any other failure, leaves the
+//! process running as it was; a lazy dump holds the memory of lazy areas
+//! (images with `LAZY` entries and no data for them, refused by a plain
+//! restore), frees the pid, serves exactly the dumped bytes, and exits when
+//! its client goes away.
+
+mod lazy_util;
+mod restore_support;
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criu_core::images::consts::pagemap_flags::{LAZY, PRESENT};
+use criu_core::images::PAGE_SIZE;
+use criu_core::pageserver::client::PageClient;
+use criu_core::pageserver::proto::{read_exact_header, Hello, Reply, Request, Status, VERSION};
+use support::*;
+
+/// Pagemap entries (vaddr, pages, flags) as crit decodes them.
+fn pagemap(path: &Path) -> Vec<(u64, u64, u32)> {
+    let v = crit_decode(path);
+    let e = v["entries"].as_array().unwrap();
+    e[1..].iter().map(|e| (jnum(&e["vaddr"]), jnum(&e["nr_pages"]), jnum(&e["flags"]) as u32)).collect()
+}
+
+/// The data of every page of a local dump, by address.
+fn local_pages(dir: &Path, pid: i32) -> std::collections::BTreeMap<u64, Vec<u8>> {
+    let data = std::fs::read(dir.join("pages-1.img")).unwrap();
+    let mut off = 0usize;
+    let mut out = std::collections::BTreeMap::new();
+    for (v, n, f) in pagemap(&dir.join(format!("pagemap-{pid}.img"))) {
+        assert_eq!(f, PRESENT);
+        for i in 0..n {
+            out.insert(v + i * PAGE_SIZE, data[off..off + PAGE_SIZE as usize].to_vec());
+            off += PAGE_SIZE as usize;
+        }
+    }
+    assert_eq!(off, data.len());
+    out
+}
+
+fn dump_ok(pid: i32, dir: &Path, extra: &[&str]) {
+    let out = dump(pid, dir, extra);
+    assert!(out.status.success(), "dump {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn page_server(dir: &Path) -> (lazy_util::Proc, u16) {
+    let port = lazy_util::free_port();
+    let mut p = lazy_util::criu_rs(&["page-server", "-D", dir.to_str().unwrap(), "--address", "127.0.0.1", "--port", &port.to_string()]);
+    lazy_util::wait_port(port, &mut p);
+    (p, port)
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    v.sort();
+    v
+}
+
+/// Starts `exe args` on CPU 0 only: the kernel rewrites the rseq area's
+/// cpu id when a task migrates, which would make two dumps differ.
+fn start_pinned(exe: &Path, args: &[&str]) -> Program {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stderr(Stdio::inherit());
+    // SAFETY: sched_setaffinity on the child itself between fork and exec;
+    // it only reads the set on our stack and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    Program::start_cmd(cmd)
+}
+
+#[test]
+fn page_server_images_are_those_of_a_local_dump() {
+    let mut p = start_pinned(&compile("bigmem"), &["24"]);
+    let pid = p.pid();
+    // The first dump of a fresh process sees its stack before the read
+    // restarted once; compare two later dumps.
+    dump_ok(pid, &scratch_dir("ps-warmup"), &["-R", "-j"]);
+    let remote = scratch_dir("ps-remote");
+    let served = scratch_dir("ps-served");
+    let (srv, port) = page_server(&served);
+    dump_ok(pid, &remote, &["-R", "-j", "--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
+    let (st, out, err) = srv.finish();
+    assert!(st.success(), "page server: {out}\n{err}");
+    assert!(out.contains("pages received"), "{out}");
+    let local = scratch_dir("ps-local");
+    dump_ok(pid, &local, &["-R", "-j"]);
+
+    let pm = format!("pagemap-{pid}.img");
+    assert_eq!(file_names(&served), [pm.clone(), "pages-1.img".into()]);
+    assert!(!remote.join("pages-1.img").exists() && !remote.join(&pm).exists(), "pages written locally too");
+    for f in [&pm, "pages-1.img"] {
+        assert!(std::fs::read(served.join(f)).unwrap() == std::fs::read(local.join(f)).unwrap(), "{f} differs from the local dump's");
+        std::fs::copy(served.join(f), remote.join(f)).unwrap();
+    }
+    // The 24 MiB run went as many PUTs and is one entry, as locally.
+    assert!(pagemap(&remote.join(&pm)).iter().any(|e| e.1 >= 24 << 8), "{:?}", pagemap(&remote.join(&pm)));
+    assert_eq!(file_names(&remote), file_names(&local));
+    for f in file_names(&remote).iter().filter(|f| !f.starts_with("pages-")) {
+        crit_decode(&remote.join(f));
+    }
+    assert_eq!(p.finish().trim(), "OK");
+}
+
+/// A page server that takes the hello, OPEN and `puts` PUTs, then drops the
+/// connection. Returns its port and the number of PUTs it saw.
+fn breaking_server(puts: usize) -> (u16, std::thread::JoinHandle<usize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let h = Hello::decode(&read_exact_header(&mut s).unwrap()).unwrap();
+        s.write_all(&Hello { version: VERSION, role: h.role }.encode()).unwrap();
+        let mut seen = 0;
+        loop {
+            let req = Request::decode(&read_exact_header(&mut s).unwrap()).unwrap();
+            if req.flags & PRESENT != 0 {
+                let mut data = vec![0u8; req.data_len()];
+                s.read_exact(&mut data).unwrap();
+                seen += 1;
+            }
+            if seen > puts {
+                return seen;
+            }
+            s.write_all(&Reply { status: Status::Ok, len: 0 }.encode()).unwrap();
+        }
+    });
+    (port, t)
+}
+
+/// Waits until the process sleeps in its read again, as it was.
+fn still_running(p: &mut Program, maps_before: &str, what: &str) {
+    assert_eq!(p.maps(), maps_before, "{what}: the address space changed");
+    let t = Instant::now();
+    while p.state() != Some('S') {
+        assert!(t.elapsed() < Duration::from_secs(10), "{what}: state {:?}", p.state());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// [`still_running`], then its self-check.
+fn still_fine(p: &mut Program, maps_before: &str, what: &str) {
+    still_running(p, maps_before, what);
+    assert_eq!(p.finish().trim(), "OK", "{what}: self-check");
+}
+
+#[test]
+fn broken_page_server_connection_leaves_the_process_running() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("ps-broken-files");
+    let mut p = Program::start(&exe, &["32", "2", tmp.to_str().unwrap()]);
+    let dir = scratch_dir("ps-broken");
+    // A complete earlier dump must not pass for the failed one.
+    dump_ok(p.pid(), &dir, &["-R", "-j"]);
+    let maps_before = p.maps();
+    let (port, server) = breaking_server(3);
+    let out = dump(p.pid(), &dir, &["-j", "--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the dump should fail");
+    assert!(err.contains("page server"), "{err}");
+    assert_eq!(server.join().unwrap(), 4, "the connection broke after 3 PUTs");
+    assert!(!dir.join("inventory.img").exists(), "inventory written by a failed dump");
+    still_running(&mut p, &maps_before, "broken connection");
+
+    // A real page server, the dump failing after its first pages: the
+    // server fails too (its images are not whole).
+    let served = scratch_dir("ps-broken-served");
+    let (srv, port) = page_server(&served);
+    let maps_before = p.maps();
+    let out = criu_rs()
+        .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", dir.to_str().unwrap(), "--page-server"])
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .env("CRIU_RS_FAIL_AT", "mid-send")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forced failure at mid-send"));
+    let (st, sout, serr) = srv.finish();
+    // "unfinished", or a reset or broken pipe when the dump exited with
+    // replies in flight.
+    assert!(!st.success() && serr.contains("page server"), "page server: {st} {sout} {serr}");
+    assert!(!dir.join("inventory.img").exists());
+    still_fine(&mut p, &maps_before, "mid-send");
+
+    // Nobody listening: refused before the process is touched.
+    let mut p = Program::start(&exe, &["8", "1", tmp.to_str().unwrap()]);
+    let maps_before = p.maps();
+    let port = lazy_util::free_port();
+    let out = dump(p.pid(), &dir, &["-j", "--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("page server") && err.contains("refused"), "{err}");
+    still_fine(&mut p, &maps_before, "no server");
+}
+
+/// `criu-rs dump --lazy-pages` running: its first stdout line says the
+/// images are complete; killed on drop.
+struct LazySource {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+    port: u16,
+}
+
+impl LazySource {
+    fn start(pid: i32, dir: &Path) -> LazySource {
+        let port = lazy_util::free_port();
+        let mut child = criu_rs()
+            .args(["dump", "-j", "-t", &pid.to_string(), "-D", dir.to_str().unwrap(), "--lazy-pages"])
+            .args(["--address", "127.0.0.1", "--port", &port.to_string(), "--lazy-timeout", "60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        if !line.contains("held for lazy restore") {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("lazy dump said {line:?}: {err}");
+        }
+        LazySource { child, out, port }
+    }
+
+    /// Waits for it to exit; its status and the rest of its stdout.
+    fn wait(&mut self) -> (std::process::ExitStatus, String) {
+        let mut rest = String::new();
+        self.out.read_to_string(&mut rest).unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st, rest);
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "the lazy source did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl LazySource {
+    /// A client of it; on failure, says how the source is doing.
+    fn client(&mut self) -> PageClient {
+        match PageClient::connect(("127.0.0.1", self.port)) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.child.kill();
+                let mut err = String::new();
+                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                panic!("connecting to the lazy source on {}: {e}; it said: {err}", self.port);
+            }
+        }
+    }
+}
+
+impl Drop for LazySource {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The process was killed by the dump and its pid is free.
+fn gone(mut p: Program) {
+    let st = p.child.wait().unwrap();
+    assert!(!st.success(), "killed by the dump: {st}");
+    assert!(!Path::new(&format!("/proc/{}", p.pid())).exists());
+    // Reaped: its Drop must not kill the pid, which may be someone else's now.
+    std::mem::forget(p);
+}
+
+#[test]
+fn lazy_dump_holds_the_memory_and_serves_it() {
+    let exe = compile("dumpee");
+    let tmp = scratch_dir("lazy-files");
+    let p = start_pinned(&exe, &["16", "2", tmp.to_str().unwrap()]);
+    let pid = p.pid();
+    let special = p.num("special");
+    let (p_mem, p_pages) = (p.num("mem"), p.num("pages"));
+    dump_ok(pid, &scratch_dir("lazy-warmup"), &["-R", "-j"]);
+    let local = scratch_dir("lazy-local");
+    dump_ok(pid, &local, &["-R", "-j"]);
+    let want = local_pages(&local, pid);
+
+    let dir = scratch_dir("lazy-images");
+    let mut src = LazySource::start(pid, &dir);
+    gone(p);
+
+    // Every dumped page is in the pagemap, as locally; those of private
+    // anonymous areas are LAZY without data, the others in pages-1.img.
+    let entries = pagemap(&dir.join(format!("pagemap-{pid}.img")));
+    let mut present = 0;
+    let mut lazy = 0;
+    let mut addrs = Vec::new();
+    for &(v, n, f) in &entries {
+        assert!(f == LAZY || f == PRESENT, "flags {f:#x}");
+        if f == LAZY {
+            lazy += n;
+        } else {
+            present += n;
+        }
+        addrs.extend((0..n).map(|i| v + i * PAGE_SIZE));
+    }
+    assert_eq!(addrs, want.keys().copied().collect::<Vec<_>>());
+    assert!(lazy >= 16 << 8 >> 1, "{lazy} lazy pages");
+    let locked = special + PAGE_SIZE;
+    assert!(entries.iter().any(|&(v, n, f)| f == PRESENT && v <= locked && locked < v + n * PAGE_SIZE), "the mlocked page stays eager");
+    assert_eq!(std::fs::metadata(dir.join("pages-1.img")).unwrap().len(), present * PAGE_SIZE);
+    let stats = crit_decode(&dir.join("stats-dump.img"));
+    assert_eq!(jnum(&stats["entries"][0]["dump"]["pages_lazy"]), lazy);
+    for f in file_names(&dir).iter().filter(|f| !f.starts_with("pages-")) {
+        crit_decode(&dir.join(f));
+    }
+
+    // The held pages are the dumped bytes; fetched in pieces of every size.
+    let mut c = src.client();
+    let mut bad = Vec::new();
+    for &(v, n, _) in entries.iter().filter(|e| e.2 == LAZY) {
+        let got = c.get(pid as u32, v, n * PAGE_SIZE).unwrap().to_vec();
+        for i in 0..n as usize {
+            let page = &got[i * PAGE_SIZE as usize..(i + 1) * PAGE_SIZE as usize];
+            if page != &want[&(v + i as u64 * PAGE_SIZE)][..] {
+                bad.push(v + i as u64 * PAGE_SIZE);
+            }
+        }
+    }
+    // Only the patterned area is sure to be as it was in the local dump: a
+    // timer signal may have run on a stack in between.
+    let (mem, mem_end) = (p_mem, p_mem + p_pages * PAGE_SIZE);
+    bad.retain(|a| (mem..mem_end).contains(a));
+    assert!(bad.is_empty(), "{} pages of the patterned area differ: {bad:x?}", bad.len());
+    let served = entries.iter().filter(|e| e.2 == LAZY && (mem..mem_end).contains(&e.0)).map(|e| e.1).sum::<u64>();
+    assert!(served > p_pages / 2, "{served} lazy pages in the patterned area");
+    // Eager pages are not served (refused, the session goes on).
+    assert!(c.get(pid as u32, locked, PAGE_SIZE).is_err());
+    c.finish().unwrap();
+    let (st, out) = src.wait();
+    assert!(st.success(), "{st}: {out}");
+    assert!(out.contains(&format!("{lazy} pages sent")), "{out}");
+}
+
+#[test]
+fn lazy_source_exits_when_its_client_goes_away() {
+    // A client that takes one piece and disconnects.
+    let p = Program::start(&compile("bigmem"), &["8"]);
+    let (pid, mem) = (p.pid(), p.num("mem"));
+    let dir = scratch_dir("lazy-drop");
+    let mut src = LazySource::start(pid, &dir);
+    gone(p);
+    let mut c = src.client();
+    let page = c.get(pid as u32, mem + 5 * PAGE_SIZE, PAGE_SIZE).unwrap();
+    // bigmem's pattern: word i holds i * 0x9e3779b97f4a7c15 + 1.
+    let w = (5 * PAGE_SIZE / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
+    assert_eq!(&page[..8], &w.to_le_bytes());
+    drop(c);
+    let (st, out) = src.wait();
+    assert!(st.success(), "{st}: {out}");
+    assert!(out.contains("1 pages sent"), "{out}");
+
+    // The real lazy-pages daemon: it connects, no task ever comes, it gives
+    // up; the source sees it go and exits.
+    let p = Program::start(&compile("bigmem"), &["8"]);
+    let pid = p.pid();
+    let dir = scratch_dir("lazy-daemon");
+    let mut src = LazySource::start(pid, &dir);
+    gone(p);
+    let d = lazy_util::criu_rs(&[
+        "lazy-pages", "-D", dir.to_str().unwrap(), "--page-server", "--address", "127.0.0.1",
+        "--port", &src.port.to_string(), "--tasks", "1", "--connect-timeout", "1",
+    ]);
+    let (st, out) = src.wait();
+    assert!(st.success(), "{st}: {out}");
+    assert!(out.contains("0 pages sent"), "{out}");
+    drop(d);
+}
+
+#[test]
+fn failed_lazy_dumps_leave_the_process_running() {
+    let mut p = Program::start(&compile("bigmem"), &["1"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_criu-rs"))
+        .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", scratch_dir("lazy-noport").to_str().unwrap(), "--lazy-pages"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--port"));
+    // A port already taken: refused before the process is touched.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = scratch_dir("lazy-taken");
+    let out = dump(p.pid(), &dir, &["-j", "--lazy-pages", "--address", "127.0.0.1", "--port", &port]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen on"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.join("inventory.img").exists());
+    // A lazy dump failing late: nothing held, nothing served, the process
+    // runs on.
+    let out = criu_rs()
+        .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", dir.to_str().unwrap(), "--lazy-pages"])
+        .args(["--address", "127.0.0.1", "--port", &lazy_util::free_port().to_string()])
+        .env("CRIU_RS_FAIL_AT", "before-write")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forced failure"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("held"));
+    assert!(!dir.join("inventory.img").exists());
+    assert_eq!(p.finish().trim(), "OK");
+}
+
+/// `restoree` (tests/programs/restoree.c) started in its own session with
+/// its work files, waiting for SIGUSR1; `(pid, work dir, log)`.
+fn start_restoree(name: &str) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::process::CommandExt;
+    let wd = restore_support::scratch(name);
+    let noise: Vec<u8> = (0..16384u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    for (file, data) in [("private.bin", noise), ("shared.bin", vec![0; 8192]), ("data.txt", b"0123456789abcdef".to_vec()), ("append.txt", b"app".to_vec())] {
+        std::fs::write(wd.join(file), data).unwrap();
+    }
+    let log = wd.join("log.txt");
+    let mut cmd = Command::new(compile("restoree"));
+    cmd.arg(&wd).stdin(Stdio::null()).stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null());
+    // SAFETY: setsid(2) between fork and exec touches no Rust state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let child = cmd.spawn().unwrap();
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("READY") || proc_state(child.id() as i32) != Some('S') {
+        assert!(t.elapsed() < Duration::from_secs(10), "restoree never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child, wd, log)
+}
+
+#[test]
+fn page_server_dump_restores_with_the_served_pages() {
+    let (mut child, _wd, log) = start_restoree("ps-restoree");
+    let pid = child.id() as i32;
+    let _kill = restore_support::KillOnDrop(pid);
+    let images = restore_support::scratch("ps-restoree-images");
+    let served = restore_support::scratch("ps-restoree-served");
+    let (srv, port) = page_server(&served);
+    dump_ok(pid, &images, &["--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
+    assert!(srv.finish().0.success());
+    child.wait().unwrap();
+    assert!(restore_support::wait_gone(pid));
+    // Without the served images the restore has no pagemap to go on.
+    assert!(!restore_support::restore(&images, &["-d"]).status.success());
+    for f in file_names(&served) {
+        std::fs::copy(served.join(&f), images.join(&f)).unwrap();
+    }
+    let mut restore = criu_rs().args(["restore", "-D"]).arg(&images).stderr(Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| !s.contains("TracerPid:\t0\n")) {
+        if let Some(st) = restore.try_wait().unwrap() {
+            let mut err = String::new();
+            restore.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("restore ended early: {st}: {err}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the restored task never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) of the task this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let st = restore.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("OK"), "the restored program's checks: {text}");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn lazy_images_are_refused_by_a_plain_restore() {
+    let (mut child, _wd, _log) = start_restoree("lazy-restoree");
+    let pid = child.id() as i32;
+    let images = restore_support::scratch("lazy-restoree-images");
+    let src = LazySource::start(pid, &images);
+    child.wait().unwrap();
+    assert!(restore_support::wait_gone(pid), "the pid is free while the memory is served");
+    let before = restore_support::snapshot(&images);
+    let out = restore_support::restore(&images, &["-d"]);
+    let err = restore_support::stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("lazy"), "{err}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "nothing restored");
+    assert_eq!(before, restore_support::snapshot(&images));
+    drop(src);
+}
