@@ -10,6 +10,8 @@ use crate::DumpArgs;
 fn log_summary(pid: i32, s: &DumpSummary) {
     tracing::info!(
         pid,
+        tasks = s.tasks,
+        zombies = s.zombies,
         threads = s.process.threads.len(),
         pages_written = s.mem.pages_written,
         pages_lazy = s.mem.pages_lazy,
@@ -42,7 +44,7 @@ pub fn dump(a: DumpArgs) -> Result<i32> {
         pages_to,
     };
     if !a.lazy_pages {
-        let s = dump::dump(&opts).with_context(|| format!("dumping process {}", opts.pid))?;
+        let s = dump::dump(&opts).context("dump failed")?;
         log_summary(opts.pid, &s);
         return Ok(0);
     }
@@ -51,7 +53,7 @@ pub fn dump(a: DumpArgs) -> Result<i32> {
     let port = a.port.context("--lazy-pages needs --port PORT")?;
     let host = a.address.as_deref().unwrap_or("0.0.0.0");
     let listener = std::net::TcpListener::bind((host, port)).with_context(|| format!("listen on {host}:{port}"))?;
-    let (s, mut held) = dump::dump_keeping_memory(&opts).with_context(|| format!("dumping process {}", opts.pid))?;
+    let (s, mut held) = dump::dump_keeping_memory(&opts).context("dump failed")?;
     log_summary(opts.pid, &s);
     // Tells whoever waits for the images (they are complete now).
     println!("dump: {} pages held for lazy restore, serving on {}", held.pages(), listener.local_addr()?);

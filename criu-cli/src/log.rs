@@ -1,13 +1,22 @@
 //! Logging set-up: `-v0..4` and `-o FILE`, as CRIU's options.
+//!
+//! As in CRIU: `-v0` logs nothing, 1 errors, 2 (default) warnings too, 3
+//! information, 4 everything; `-o FILE` sends the log to FILE (relative to
+//! the images directory when the command has one), created before the
+//! command runs so it exists even when the command fails. The command's
+//! final error is always one `Error: ...` line on stderr and, with `-o`,
+//! also in the log file, whatever the level.
 
+use anyhow::{bail, Context, Result};
+use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tracing::level_filters::LevelFilter;
 
 /// Maps CRIU's verbosity 0..4 to a tracing level filter.
 fn level(v: u8) -> LevelFilter {
     match v {
-        0 => LevelFilter::ERROR,
+        0 => LevelFilter::OFF,
         1 => LevelFilter::ERROR,
         2 => LevelFilter::WARN,
         3 => LevelFilter::INFO,
@@ -15,27 +24,94 @@ fn level(v: u8) -> LevelFilter {
     }
 }
 
+/// The log, as set up by [`init`].
+pub struct Log {
+    /// The `-o` file, shared with the subscriber.
+    file: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+impl Log {
+    /// Reports the command's final error: on stderr, and in the log file.
+    pub fn error(&self, e: &anyhow::Error) {
+        let line = one_line(e);
+        if let Some(f) = &self.file {
+            if let Ok(mut f) = f.lock() {
+                let _ = writeln!(f, "Error: {line}");
+            }
+        }
+        crate::progress::suspend(|| eprintln!("Error: {line}"));
+    }
+}
+
+/// An error and its causes on one line, `: `-separated, leaving out a
+/// cause whose text the line already ends with (many errors quote their
+/// source in their own message).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// Installs the global subscriber: to stderr, or to `file` (relative to
 /// `dir` when given, like CRIU's `-o` with `-D`).
-pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>) -> std::io::Result<()> {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level(verbosity))
-        .with_target(false);
-    match file {
-        Some(f) => {
-            let path = match dir {
-                Some(d) if f.is_relative() => d.join(f),
-                _ => f.to_path_buf(),
-            };
-            if let Some(parent) = path.parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent)?;
-                }
+pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>) -> Result<Log> {
+    let builder = tracing_subscriber::fmt().with_max_level(level(verbosity)).with_target(false);
+    let Some(f) = file else {
+        // SAFETY: isatty only inspects the descriptor.
+        let tty = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;
+        builder.with_ansi(tty).with_writer(|| Stderr).init();
+        return Ok(Log { file: None });
+    };
+    let path = match dir {
+        Some(d) if f.is_relative() => {
+            match std::fs::metadata(d) {
+                Err(e) => bail!("images directory {}: {e}", d.display()),
+                Ok(m) if !m.is_dir() => bail!("images directory {}: not a directory", d.display()),
+                Ok(_) => {}
             }
-            let out = std::fs::File::create(path)?;
-            builder.with_ansi(false).with_writer(Mutex::new(out)).init();
+            d.join(f)
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        _ => f.to_path_buf(),
+    };
+    let out = std::fs::File::create(&path).with_context(|| format!("cannot create the log file {}", path.display()))?;
+    let out = Arc::new(Mutex::new(out));
+    let writer = Arc::clone(&out);
+    builder
+        .with_ansi(false)
+        .with_writer(move || LogFile(Arc::clone(&writer)))
+        .init();
+    Ok(Log { file: Some(out) })
+}
+
+/// The `-o` file, one whole event per write.
+struct LogFile(Arc<Mutex<std::fs::File>>);
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("log file lock poisoned"))?.write(buf)
     }
-    Ok(())
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// stderr, written with any progress bar cleared out of the way.
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::suspend(|| std::io::stderr().write(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

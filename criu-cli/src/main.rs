@@ -3,6 +3,7 @@
 mod dump_cmd;
 mod lazy_cmd;
 mod log;
+mod progress;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -108,19 +109,18 @@ fn main() {
         Cmd::LazyPages(a) => Some(a.dir.clone()),
         Cmd::PageServer(a) => Some(a.dir.clone()),
     };
-    if let Err(e) = log::init(cli.verbosity, cli.log_file.as_deref(), dir.as_deref()) {
-        eprintln!("criu-rs: cannot open the log: {e:#}");
-        std::process::exit(1);
-    }
-    let log_to_file = cli.log_file.is_some();
+    let log = match log::init(cli.verbosity, cli.log_file.as_deref(), dir.as_deref()) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("Error: {}", log::one_line(&e));
+            std::process::exit(1);
+        }
+    };
+    progress::install();
     let code = match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
-            // The terminal gets the error once; a log file gets it too.
-            if log_to_file {
-                tracing::error!("{e:#}");
-            }
-            eprintln!("Error: {e:#}");
+            log.error(&e);
             1
         }
     };
@@ -133,8 +133,7 @@ fn run(cmd: Cmd) -> Result<i32> {
         Cmd::Restore(a) => {
             let lazy_pages = a.lazy_pages.then(|| a.address.clone().unwrap_or_else(|| a.dir.join("lazy-pages.socket")));
             let opts = criu_core::restore::RestoreOptions { dir: a.dir, shell_job: a.shell_job, lazy_pages };
-            let r = criu_core::restore::restore(&opts)
-                .with_context(|| format!("restoring from {}", opts.dir.display()))?;
+            let r = criu_core::restore::restore(&opts).context("restore failed")?;
             if let Some(pidfile) = &a.pidfile {
                 std::fs::write(pidfile, format!("{}\n", r.pid))
                     .with_context(|| format!("writing the pid file {}", pidfile.display()))?;

@@ -38,16 +38,7 @@ fn forced_failures_leave_the_process_as_it_was() {
         assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
         assert!(dir.join("inventory.img").exists());
         let maps_before = p.maps();
-        let out = criu_rs()
-            .args(["dump", "-j", "-t", &p.pid().to_string(), "-D"])
-            .arg(&dir)
-            .env("CRIU_RS_FAIL_AT", point)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{point}: dump should fail");
-        assert!(err.contains("forced failure"), "{point}: {err}");
-        assert!(!dir.join("inventory.img").exists(), "{point}: inventory written");
+        dump_failing_at(p.pid(), &dir, point, &["-j"]);
         assert_eq!(p.maps(), maps_before, "{point}: the address space changed");
         // It goes back to sleep in its read (after restarting the syscall).
         let t = std::time::Instant::now();

@@ -88,23 +88,37 @@ fn leave_running_dump_keeps_threads_intact() {
     assert_eq!(st.code(), Some(0));
 }
 
+/// Starts threads.c as `name`, dumps it (the dump kills it) and waits
+/// until all its tids are free; returns the dirs, images, pid and tids.
+fn dumped_threads(name: &str) -> (Dirs, PathBuf, i32, Vec<i32>) {
+    let d = dirs(name);
+    let images = scratch(&format!("{name}-images"));
+    let (mut p, tids) = start_threads(&d);
+    let pid = p.pid();
+    dump_ok(pid, &images, &[]);
+    p.reap();
+    for &t in &tids {
+        wait_pid_gone(t);
+    }
+    (d, images, pid, tids)
+}
+
+/// Restores threads.c detached; checks its tids, mappings and self-check.
+fn restore_threads_and_check(d: &Dirs, images: &std::path::Path, pid: i32, tids: &[i32], what: &str) {
+    let held = restore_detached(images, pid);
+    wait_all_suspended(&[pid]);
+    assert_eq!(threads_of(pid), tids, "{what}: threads restored with other tids");
+    assert_maps_match_image(images, pid);
+    assert_all_ok(what, &trigger(d, &held));
+}
+
 #[test]
 fn threads_dump_restore() {
     if restore_not_implemented("threads_dump_restore") {
         return;
     }
-    let d = dirs("threads-restore");
-    let images = scratch("threads-restore-images");
-    let (mut p, tids) = start_threads(&d);
-    let pid = p.pid();
-    dump_ok(pid, &images, &[]);
-    p.reap();
-    let held = restore_detached(&images, pid);
-    wait_all_suspended(&[pid]);
-    assert_eq!(threads_of(pid), tids, "threads restored with other tids");
-    assert_maps_match_image(&images, pid);
-    let report = trigger(&d, &held);
-    assert_all_ok("restored threads", &report);
+    let (d, images, pid, tids) = dumped_threads("threads-restore");
+    restore_threads_and_check(&d, &images, pid, &tids, "restored threads");
 }
 
 // ---------- trees ----------
@@ -280,4 +294,142 @@ fn tree_twenty_dump_restore_cycles() {
     }
     let report = trigger(&d, &t.held[0]);
     assert_all_ok("tree after 20 cycles", &report);
+}
+
+/// Holds one pid with a process of ours (forked with `clone3` + `set_tid`,
+/// it only waits); killed and reaped by pid on drop.
+struct PidHolder(i32);
+
+impl PidHolder {
+    fn take(pid: i32) -> PidHolder {
+        #[repr(C)]
+        struct CloneArgs([u64; 11]);
+        let tid: libc::pid_t = pid;
+        let mut a = CloneArgs([0; 11]);
+        a.0[4] = libc::SIGCHLD as u64; // exit_signal
+        a.0[8] = &tid as *const libc::pid_t as u64; // set_tid
+        a.0[9] = 1; // set_tid_size
+        // SAFETY: a fork (no CLONE_VM); the child only makes raw pause
+        // syscalls until it is killed, which is safe in a threaded parent.
+        let r = unsafe { libc::syscall(libc::SYS_clone3, &a as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        if r == 0 {
+            loop {
+                // SAFETY: pause(2) has no arguments.
+                unsafe { libc::syscall(libc::SYS_pause) };
+            }
+        }
+        assert_eq!(r, pid as i64, "could not take pid {pid}: {}", std::io::Error::last_os_error());
+        PidHolder(pid)
+    }
+}
+
+impl Drop for PidHolder {
+    fn drop(&mut self) {
+        // SAFETY: kill/waitpid on our own child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// A tree restore that fails mid-way (B's pid is taken when A forks it:
+/// R and A and the zombie exist by then) leaves no task behind, names the
+/// pid, keeps the images as they were; once the pid is free the same
+/// images restore and pass every check.
+#[test]
+fn tree_restore_with_a_pid_in_use_leaves_nothing() {
+    if restore_not_implemented("tree_restore_with_a_pid_in_use_leaves_nothing") {
+        return;
+    }
+    pid_in_use_leaves_nothing("tree-pid-in-use", false, 2);
+}
+
+/// The same when the pid taken is F's, which the helper for the gone
+/// session leader E forks.
+#[test]
+fn orphaned_session_restore_with_a_pid_in_use_leaves_nothing() {
+    if restore_not_implemented("orphaned_session_restore_with_a_pid_in_use_leaves_nothing") {
+        return;
+    }
+    pid_in_use_leaves_nothing("orphans-pid-in-use", true, 4);
+}
+
+/// Dumps a tree, takes the pid of `pids[victim]`, checks the failed
+/// restore, frees the pid and restores for real.
+fn pid_in_use_leaves_nothing(name: &str, orphans: bool, victim: usize) {
+    let d = dirs(name);
+    let images = scratch(&format!("{name}-images"));
+    let mut t = Tree::start(&d, orphans);
+    let before = t.layout();
+    t.dump(&images);
+    let snap = snapshot_dir(&images);
+    let taken = t.pids[victim];
+    let holder = PidHolder::take(taken);
+    let out = support_restore::restore(&images, &["-d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore succeeded with pid {taken} taken");
+    assert!(err.contains(&format!("pid {taken} is already in use")), "the error does not name pid {taken}: {err}");
+    for &pid in t.pids.iter().chain(std::iter::once(&t.zombie)).chain(t.gone.iter()).filter(|&&p| p != taken) {
+        wait_pid_gone(pid);
+    }
+    assert_eq!(ids(taken).0, 'S', "the holder of pid {taken} was touched");
+    assert_same_dir(&snap, &snapshot_dir(&images));
+    drop(holder);
+    wait_pid_gone(taken);
+    t.restore(&images);
+    assert_eq!(t.layout(), before, "the tree differs after the failed restore and a good one");
+    let report = trigger(&d, &t.held[0]);
+    assert_all_ok(&format!("{name}: restored after a failed restore"), &report);
+}
+
+/// A thread's tid taken: the blob cannot clone it, the restore fails and
+/// leaves no process; once the tid is free the same images restore.
+#[test]
+fn threads_restore_with_a_tid_in_use_leaves_nothing() {
+    if restore_not_implemented("threads_restore_with_a_tid_in_use_leaves_nothing") {
+        return;
+    }
+    let (d, images, pid, tids) = dumped_threads("threads-tid-in-use");
+    let taken = *tids.iter().find(|&&t| t != pid).unwrap();
+    let holder = PidHolder::take(taken);
+    let out = support_restore::restore(&images, &["-d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore succeeded with tid {taken} taken");
+    assert!(err.contains(&format!("thread {taken} ")), "the error does not name thread {taken}: {err}");
+    wait_pid_gone(pid);
+    assert_eq!(ids(taken).0, 'S', "the holder of tid {taken} was touched");
+    drop(holder);
+    wait_pid_gone(taken);
+    restore_threads_and_check(&d, &images, pid, &tids, "threads restored after a failed restore");
+}
+
+/// A process group whose leader is gone (`tests/programs/orphan_group.c`):
+/// restore needs a helper with the leader's pid that makes the group,
+/// forks the task and exits.
+#[test]
+fn orphaned_group_dump_restore() {
+    if restore_not_implemented("orphaned_group_dump_restore") {
+        return;
+    }
+    let d = dirs("orphan-group");
+    let images = scratch("orphan-group-images");
+    let _ = std::fs::remove_file(&d.result);
+    let mut p = Started::start("orphan_group", &[&d.result]);
+    let (r, t, g) = (p.pid(), p.num("t"), p.num("g"));
+    wait_all_suspended(&[r, t]);
+    wait_pid_gone(g);
+    assert_eq!(ids(t), ('S', r, g, r), "T before the dump");
+    dump_ok(r, &images, &[]);
+    p.reap();
+    wait_pid_gone(r);
+    wait_pid_gone(t);
+    let root = restore_detached(&images, r);
+    let held_t = Held::open(t).unwrap_or_else(|e| panic!("restored tree lacks pid {t}: {e}"));
+    wait_all_suspended(&[r, t]);
+    assert_eq!(ids(t), ('S', r, g, r), "T after the restore");
+    assert!(!std::path::Path::new(&format!("/proc/{g}")).exists(), "the helper {g} is still there");
+    let report = trigger(&d, &root);
+    assert_all_ok("orphaned group", &report);
+    assert!(held_t.wait_exit(PATIENCE), "T did not exit");
 }

@@ -11,6 +11,7 @@
 //! - [`uffd`]: userfaultfd ioctls and messages.
 //! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
 //! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
+//! - [`progress`]: page counts of long dumps and restores, for a front end to draw.
 
 pub mod check;
 pub mod dump;
@@ -19,6 +20,7 @@ pub mod lazy;
 pub mod pageserver;
 pub mod pie;
 pub mod proc;
+pub mod progress;
 pub mod ptrace;
 pub mod restore;
 pub mod uffd;

@@ -20,7 +20,8 @@
  * MAP_SHARED|MAP_ANONYMOUS memory created by R before forking, inherited by
  * all. Each task has its own TLS value, signal mask and register values,
  * and waits in a raw rt_sigsuspend loop (selfcheck.h). R writes
- * "READY pid=R a=A b=B c=C z=Z" once all wait (then fds 0-2 are /dev/null).
+ * "READY pid=R a=A b=B c=C z=Z" once all wait (then every task has fds 0-2
+ * on /dev/null).
  *
  * Phase 2 (SIGUSR1 to R; each task passes it on to its child): every task
  * checks its registers, pid, ppid, pgid, sid, TLS, mask, the shared memory
@@ -78,6 +79,14 @@ static void on_usr1(int sig)
 static void become(int r)
 {
 	role = r;
+	if (r != R_) {
+		/* Like R after READY: no fd on whatever the test's stdio is (a
+		 * log file would grow between dump and restore). */
+		int null = open("/dev/null", O_RDWR);
+		if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+			die("/dev/null");
+		close(null);
+	}
 	want_pid = getpid();
 	want_ppid = getppid();
 	want_pgid = getpgrp();
@@ -123,6 +132,9 @@ static void check_self(void)
 	prctl(PR_GET_NAME, name);
 	snprintf(want_name, sizeof want_name, "tree-%c", NAMES[role]);
 	CHECK(R, "comm", !strcmp(name, want_name), "'%s'", name);
+	int pdeath = -1;
+	prctl(PR_GET_PDEATHSIG, &pdeath);
+	CHECK(R, "pdeath-signal", pdeath == (role == C_ ? SIGURG : 0), "%d", pdeath);
 	CHECK(R, "shared-memory-contents",
 	      !strcmp(shm->page0, "written by R before fork") && !strcmp(shm->page1, "written by A after fork"),
 	      "'%.30s' / '%.30s'", shm->page0, shm->page1);
@@ -171,6 +183,9 @@ static void wait_for_go_and_pass_on(void)
 
 static void run_c(void)
 {
+	/* A parent-death signal (harmless: B outlives C). */
+	if (prctl(PR_SET_PDEATHSIG, SIGURG))
+		die("PR_SET_PDEATHSIG");
 	become(C_);
 	wait_for_go_and_pass_on();
 	check_self();

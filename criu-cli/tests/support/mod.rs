@@ -148,6 +148,22 @@ pub fn dump(pid: i32, dir: &Path, extra: &[&str]) -> Output {
     criu_rs().arg("dump").arg("-t").arg(pid.to_string()).arg("-D").arg(dir).args(extra).output().unwrap()
 }
 
+/// Runs `criu-rs dump -t PID -D DIR EXTRA...` with `CRIU_RS_FAIL_AT=point`
+/// and asserts it fails at that point without writing an inventory.
+pub fn dump_failing_at(pid: i32, dir: &Path, point: &str, extra: &[&str]) {
+    let out = criu_rs()
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(dir)
+        .args(extra)
+        .env("CRIU_RS_FAIL_AT", point)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{point}: dump should fail");
+    assert!(err.contains("forced failure"), "{point}: {err}");
+    assert!(!dir.join("inventory.img").exists(), "{point}: inventory written");
+}
+
 /// Decodes an image with `crit decode` into JSON (numbers stay numbers;
 /// `--pretty` would turn flags into names and addresses into hex strings).
 pub fn crit_decode(path: &Path) -> serde_json::Value {

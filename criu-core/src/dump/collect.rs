@@ -5,6 +5,7 @@ use super::failpoint;
 use super::injected::{self, map_scratch};
 use super::memory::MemStats;
 use super::model::*;
+use super::shared::Shared;
 use super::{files, vmas, DumpError};
 use crate::proc::{self, maps::MapEntry};
 use crate::ptrace::freeze::Frozen;
@@ -135,23 +136,33 @@ fn run_injection(
     Ok(vals)
 }
 
-/// Dumps every shared anonymous object mapped by the process into its own
-/// pages image (`pages-2.img`, `pages-3.img`, ...).
-fn dump_shmem_objects(pid: i32, dir: &std::path::Path, vmas: &[Vma], stats: &mut MemStats) -> Result<Vec<ShmemDump>, DumpError> {
+/// Dumps every shared anonymous object mapped by the process that no
+/// earlier task of the dump has dumped, each into its own pages image; its
+/// size is the largest over every task's mappings (`sh.shmem_sizes`).
+fn dump_shmem_objects(
+    pid: i32,
+    dir: &std::path::Path,
+    vmas: &[Vma],
+    stats: &mut MemStats,
+    sh: &mut Shared,
+) -> Result<Vec<ShmemDump>, DumpError> {
     let mut out: Vec<ShmemDump> = Vec::new();
     for v in vmas.iter().filter(|v| v.status & vmas::status::ANON_SHARED != 0) {
-        let size = v.map.offset + v.map.len();
-        if let Some(s) = out.iter_mut().find(|s| s.shmid == v.map.inode) {
-            s.size = s.size.max(size);
+        let shmid = v.map.inode;
+        if sh.shmem_done.contains(&shmid) {
             continue;
         }
-        let pages_id = super::PAGES_ID + 1 + out.len() as u32;
+        sh.shmem_done.push(shmid);
+        let size = vmas
+            .iter()
+            .filter(|o| o.map.inode == shmid && o.status & vmas::status::ANON_SHARED != 0)
+            .map(|o| o.map.offset + o.map.len())
+            .fold(sh.shmem_size(shmid), u64::max);
+        let pages_id = sh.alloc_pages_id();
         let path = dir.join(format!("pages-{pages_id}.img"));
         let mut f = std::fs::File::create(&path).map_err(|source| DumpError::ImagesDir { path, source })?;
-        let size = vmas.iter().filter(|o| o.map.inode == v.map.inode && o.status & vmas::status::ANON_SHARED != 0)
-            .map(|o| o.map.offset + o.map.len()).max().unwrap_or(size);
         let pagemap = super::memory::dump_shmem(pid, v.map.start, v.map.end, size, &mut f, stats)?;
-        out.push(ShmemDump { shmid: v.map.inode, size, pages_id, pagemap });
+        out.push(ShmemDump { shmid, size, pages_id, pagemap });
     }
     Ok(out)
 }
@@ -159,9 +170,9 @@ fn dump_shmem_objects(pid: i32, dir: &std::path::Path, vmas: &[Vma], stats: &mut
 /// Collects the descriptors, cwd, root, the executable and the files behind
 /// file-backed areas (setting each area's `file_id`). Returns the files and
 /// the executable's file id.
-fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool) -> Result<(FilesState, u32), DumpError> {
-    let mut next_id = 1u32;
-    let mut files_state = files::collect_fds(pid, &mut next_id, shell_job)?;
+fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Shared) -> Result<(FilesState, u32), DumpError> {
+    let mut next_id = sh.next_file_id;
+    let mut files_state = files::collect_fds(pid, &mut next_id, &mut sh.seen, shell_job)?;
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
@@ -192,6 +203,7 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool) -> Result<(Fil
             }
         };
     }
+    sh.next_file_id = next_id;
     Ok((files_state, exe_file_id))
 }
 
@@ -202,6 +214,7 @@ pub fn collect(
     dir: &std::path::Path,
     pages: &mut std::fs::File,
     shell_job: bool,
+    sh: &mut Shared,
 ) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
@@ -233,10 +246,10 @@ pub fn collect(
         }
         Ok(())
     })?;
-    let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats)?;
+    let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats, sh)?;
     let memdump_time = t_mem.elapsed();
 
-    let (files_state, exe_file_id) = collect_files(pid, &mut vma_list, shell_job)?;
+    let (files_state, exe_file_id) = collect_files(pid, &mut vma_list, shell_job, sh)?;
 
     let creds = threads[0].creds.clone();
     let posix_timers = ptimers
@@ -296,6 +309,8 @@ pub fn collect(
         pagemap,
         shmem,
         files: files_state,
+        pages_id: super::PAGES_ID,
+        kobj: KobjIds::own(pid),
     };
     Ok((dump, mem_stats, memdump_time))
 }

@@ -14,6 +14,8 @@ pub const AFTER_INJECT: &str = "after-inject";
 pub const MID_MEMORY: &str = "mid-memory";
 /// After the first pages went to the page server (`dump --page-server`).
 pub const MID_SEND: &str = "mid-send";
+/// In a tree, before the last task is collected (the others are done).
+pub const MID_TREE: &str = "mid-tree";
 /// After everything was collected, before the images are written.
 pub const BEFORE_WRITE: &str = "before-write";
 

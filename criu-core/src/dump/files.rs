@@ -4,6 +4,7 @@
 //! `tee(2)`, so the pipe keeps them).
 
 use super::model::{FdEntry, FileDesc, FileKind, FilesState, Ghost};
+use super::shared::{SeenFile, SeenFiles};
 use super::DumpError;
 use crate::proc::fds::{read_fdinfo, read_fds};
 use std::os::fd::OwnedFd;
@@ -12,17 +13,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 /// Largest unlinked file whose contents we keep.
 pub const GHOST_LIMIT: u64 = 64 << 20;
 
-const KCMP_FILE: libc::c_long = 0;
-
 /// `kcmp(pid, pid, KCMP_FILE, fd1, fd2)`: whether two descriptors of `pid`
 /// refer to the same open file description.
 pub fn kcmp_same_file(pid: i32, fd1: i32, fd2: i32) -> Result<bool, nix::errno::Errno> {
-    // SAFETY: kcmp only compares kernel objects; it takes no pointers.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long) };
-    if r < 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    Ok(r == 0)
+    super::shared::kcmp(pid, pid, super::shared::kcmp_type::FILE, fd1 as u64, fd2 as u64)
 }
 
 /// Copies the bytes queued in the pipe behind `/proc/PID/fd/FD` without
@@ -99,14 +93,13 @@ pub fn is_tty(rdev: u64) -> bool {
 }
 
 /// Collects the descriptors of `pid`. File ids start at `next_id`, which is
-/// advanced; descriptions already known (same `kcmp`) reuse their id.
+/// advanced; descriptions already known (same `kcmp`, in this task or one
+/// collected before, as `seen` records) reuse their id, and a pipe's queued
+/// bytes are saved on its first end only.
 /// Terminals are refused unless `shell_job` (they are then recorded by path,
 /// to be replaced by the restoring shell's terminal).
-pub fn collect_fds(pid: i32, next_id: &mut u32, shell_job: bool) -> Result<FilesState, DumpError> {
+pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, shell_job: bool) -> Result<FilesState, DumpError> {
     let mut st = FilesState::default();
-    // (representative fd, dev, ino, file id)
-    let mut reps: Vec<(i32, u64, u64, u32)> = Vec::new();
-    let mut pipes_seen: Vec<u64> = Vec::new();
     for link in read_fds(pid)? {
         let fd = link.fd;
         let info = read_fdinfo(pid, fd)?;
@@ -114,30 +107,19 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, shell_job: bool) -> Result<Files
         let md = std::fs::metadata(crate::proc::path(pid, &format!("fd/{fd}")))
             .map_err(|e| DumpError::File { fd, what: format!("stat: {e}") })?;
         let (dev, ino) = (md.dev(), md.ino());
-        let mut shared_with = None;
-        for &(rfd, rdev, rino, id) in &reps {
-            if rdev == dev && rino == ino && kcmp_same_file(pid, fd, rfd).map_err(|e| DumpError::File { fd, what: format!("kcmp: {e}") })? {
-                shared_with = Some(id);
-                break;
-            }
-        }
+        let shared_with = seen.find(pid, fd, dev, ino).map_err(|e| DumpError::File { fd, what: format!("kcmp: {e}") })?;
         if let Some(id) = shared_with {
             st.fds.push(FdEntry { fd, file_id: id, cloexec });
             continue;
         }
         let id = *next_id;
         *next_id += 1;
-        reps.push((fd, dev, ino, id));
+        seen.files.push(SeenFile { pid, fd, dev, ino, id });
         let target = link.target.to_string_lossy().into_owned();
         let ft = md.mode() & libc::S_IFMT;
         let kind = match ft {
             libc::S_IFIFO => {
-                let data = if pipes_seen.contains(&ino) {
-                    None
-                } else {
-                    pipes_seen.push(ino);
-                    Some(peek_pipe(pid, fd)?)
-                };
+                let data = if seen.first_sight_of_pipe(ino) { Some(peek_pipe(pid, fd)?) } else { None };
                 if target.starts_with("pipe:[") {
                     FileKind::Pipe { pipe_ino: ino, data }
                 } else {

@@ -12,6 +12,7 @@ use super::model::{PagemapEntry, Vma, PE_PRESENT};
 use super::DumpError;
 use crate::proc::pagemap::{is_file_page, is_populated, Pagemap, PAGE_SIZE};
 use std::io::{IoSlice, IoSliceMut, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
 /// Bytes read per batch.
@@ -307,8 +308,16 @@ pub fn dump_private(
         let reader = (|| -> Result<(), DumpError> {
             let mut mem = None;
             let mut file_off = 0u64;
-            for vma in vmas.iter().filter(|v| v.dumps_private_pages()) {
-                for runs in batches(populated_runs(pm, vma.map.start, vma.map.end, vma.file_pages_implicit())?) {
+            // Every area's runs first: their total sizes the progress report.
+            let areas = vmas
+                .iter()
+                .filter(|v| v.dumps_private_pages())
+                .map(|v| Ok((v, populated_runs(pm, v.map.start, v.map.end, v.file_pages_implicit())?)))
+                .collect::<Result<Vec<_>, DumpError>>()?;
+            let total = areas.iter().flat_map(|a| &a.1).map(|r| r.1 as u64).sum();
+            let _phase = crate::progress::Phase::start("dumping memory", total, std::io::stderr().as_fd());
+            for (vma, runs) in areas {
+                for runs in batches(runs) {
                     let bytes = runs.iter().map(|r| r.1).sum::<usize>() * PAGE_SIZE as usize;
                     // A closed channel means the writers failed; their error is reported below.
                     let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
@@ -322,6 +331,7 @@ pub fn dump_private(
                         return Ok(());
                     }
                     file_off += len as u64;
+                    crate::progress::advance(runs.iter().map(|r| r.1 as u64).sum());
                     on_batch()?;
                 }
             }

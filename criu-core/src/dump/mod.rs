@@ -6,14 +6,16 @@
 //! - [`write`]: writing the collected state as CRIU images.
 //! - [`remote`]: pages sent to a page server or held for post-copy.
 //! - [`failpoint`]: test knobs (`CRIU_RS_FAIL_AT`, `CRIU_RS_PATCH_CODE`).
+//! - [`tree`]: taking the root and all its descendants (freezing, zombies,
+//!   sessions, killing); [`shared`]: what the tasks' collections share.
 //!
 //! Order: check the pid (missing, ourselves, kernel thread, zombie, thread
 //! id, seccomp), prepare the directory (stale inventory removed, pages
-//! image created), freeze every thread, read registers and signal state,
-//! inject the queries (scratch page mapped and unmapped again), read the
-//! address space and copy memory, collect files, write the images with the
-//! inventory last, then resume (`--leave-running`) or kill the process and
-//! wait for it to go.
+//! image created), freeze every thread of every task of the tree, then for
+//! each task: read registers and signal state, inject the queries (scratch
+//! page mapped and unmapped again), read the address space and copy memory,
+//! collect files; write the images with the inventory last, then resume
+//! (`--leave-running`) or kill every task and wait for them to go.
 //!
 //! With `--page-server` ([`remote::PagesTo::PageServer`]) the server is
 //! connected before the freeze and the private pages go there (from a
@@ -28,8 +30,9 @@
 //!
 //! Not dumped yet (refused with a clear error where it matters): sockets,
 //! eventfd/epoll/signalfd/timerfd/inotify and other anonymous-inode files,
-//! seccomp, namespaces, cgroups, file locks, process trees (the writer
-//! already takes a list of processes).
+//! seccomp, namespaces, cgroups, file locks; tasks sharing an address
+//! space without being threads (`CLONE_VM`, e.g. a vfork child: its parent
+//! cannot be frozen anyway).
 
 pub mod collect;
 pub mod failpoint;
@@ -38,11 +41,12 @@ pub mod injected;
 pub mod memory;
 pub mod model;
 pub mod remote;
+pub mod shared;
+pub mod tree;
 pub mod vmas;
 pub mod write;
 
 use crate::proc::ProcError;
-use crate::ptrace::freeze::Frozen;
 use crate::ptrace::PtraceError;
 use std::path::{Path, PathBuf};
 
@@ -122,12 +126,15 @@ pub enum DumpError {
     /// Writing an image failed.
     #[error("writing images: {0}")]
     Image(#[from] crate::images::ImageError),
-    /// Sending pages to the page server failed.
-    #[error("page server: {0}")]
-    PageServer(#[from] crate::pageserver::PageServerError),
     /// A failure forced by `CRIU_RS_FAIL_AT`.
     #[error("forced failure at {0} (CRIU_RS_FAIL_AT)")]
     Forced(&'static str),
+    /// The process tree cannot be dumped as it is.
+    #[error("process tree: {0}")]
+    Tree(String),
+    /// Sending pages to the page server failed.
+    #[error("page server: {0}")]
+    PageServer(#[from] crate::pageserver::PageServerError),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -162,7 +169,11 @@ pub struct DumpSummary {
     pub frozen_time: std::time::Duration,
     /// Time spent copying memory.
     pub memdump_time: std::time::Duration,
-    /// The private pages went to a page server (no local pagemap).
+    /// Live tasks dumped (the root and its descendants).
+    pub tasks: usize,
+    /// Zombies recorded.
+    pub zombies: usize,
+    /// The private pages went to a page server (no local pagemaps).
     pub pages_remote: bool,
 }
 
@@ -222,12 +233,17 @@ fn prepare_dir(dir: &Path, pid: i32, pages_to: &remote::PagesTo) -> Result<Optio
         Err(e) => Err(err(&path)(e)),
     };
     remove(dir.join(INVENTORY))?;
-    let pages = dir.join(format!("pages-{PAGES_ID}.img"));
     if matches!(pages_to, remote::PagesTo::PageServer(_)) {
-        remove(pages)?;
+        remove(dir.join(format!("pages-{PAGES_ID}.img")))?;
         remove(dir.join(format!("pagemap-{pid}.img")))?;
         return Ok(None);
     }
+    create_pages_image(dir, PAGES_ID).map(Some)
+}
+
+/// Creates (truncating) `pages-<id>.img` in `dir` for page data.
+pub fn create_pages_image(dir: &Path, id: u32) -> Result<std::fs::File, DumpError> {
+    let pages = dir.join(format!("pages-{id}.img"));
     let open = |direct: bool| {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -237,97 +253,31 @@ fn prepare_dir(dir: &Path, pid: i32, pages_to: &remote::PagesTo) -> Result<Optio
             .custom_flags(if direct { libc::O_DIRECT } else { 0 })
             .open(&pages)
     };
+    let err = |source| DumpError::ImagesDir { path: pages.clone(), source };
     // Page data goes straight to the device where the file system allows it:
-    // no second copy through the page cache (buffers are page-aligned). Held
-    // pages are copied in afterwards, not in page-aligned pieces.
-    if *pages_to == remote::PagesTo::Held {
-        return open(false).map(Some).map_err(err(&pages));
-    }
+    // no second copy through the page cache (buffers are page-aligned).
     match open(true) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false).map_err(err(&pages)),
-        r => r.map_err(err(&pages)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false).map_err(err),
+        r => r.map_err(err),
     }
-    .map(Some)
 }
 
-/// Dumps a process. See the module documentation for the guarantees.
+/// Dumps a process and all its descendants. See the module documentation
+/// for the guarantees and [`tree`] for how the tree is taken.
 /// With [`remote::PagesTo::Held`], use [`dump_keeping_memory`].
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     if opts.pages_to == remote::PagesTo::Held {
         return Err(DumpError::Internal("held pages need dump_keeping_memory"));
     }
-    dump_inner(opts).map(|(s, _)| s)
+    tree::dump_tree(opts).map(|(s, _)| s)
 }
 
-/// Dumps a process keeping the pages of its lazy areas in this process
+/// Dumps a tree keeping the pages of its lazy areas in this process
 /// (`dump --lazy-pages`): the images get `LAZY` entries for them and no
 /// data; serve the returned pages with [`remote::serve_held`].
 pub fn dump_keeping_memory(opts: &DumpOptions) -> Result<(DumpSummary, remote::HeldPages), DumpError> {
     let mut opts = opts.clone();
     opts.pages_to = remote::PagesTo::Held;
-    let (s, held) = dump_inner(&opts)?;
+    let (s, held) = tree::dump_tree(&opts)?;
     Ok((s, held.ok_or(DumpError::Internal("no held pages"))?))
-}
-
-fn dump_inner(opts: &DumpOptions) -> Result<(DumpSummary, Option<remote::HeldPages>), DumpError> {
-    let stat = check_target(opts.pid)?;
-    if !opts.shell_job && (stat.sid != opts.pid || stat.pgid != opts.pid) {
-        return Err(DumpError::ShellJob { pid: opts.pid, sid: stat.sid, pgid: stat.pgid });
-    }
-    // Connect before touching the process: a server that is not there is
-    // an error with nothing to undo.
-    let mut sink = match &opts.pages_to {
-        remote::PagesTo::PageServer(addr) => Some(crate::pageserver::stream_sink::StreamSink::connect(addr.as_str())?),
-        _ => None,
-    };
-    let local = prepare_dir(&opts.dir, opts.pid, &opts.pages_to)?;
-    let mut pages = match (&opts.pages_to, &local) {
-        (remote::PagesTo::Local, Some(f)) => f.try_clone().map_err(DumpError::WritePages)?,
-        _ => remote::memfd_create()?,
-    };
-    let t0 = std::time::Instant::now();
-    let frozen = Frozen::freeze(opts.pid, opts.freeze_timeout)?;
-    tracing::info!(pid = opts.pid, threads = frozen.tids().len(), "frozen");
-    let res = collect::collect(&frozen, &opts.dir, &mut pages, opts.shell_job).and_then(|(mut process, mut mem, memdump_time)| {
-        failpoint::check(failpoint::BEFORE_WRITE)?;
-        let mut held = None;
-        let pages_remote = sink.is_some();
-        if let Some(mut sink) = sink.take() {
-            // Everything sent before the inventory is written.
-            remote::send_pages(&mut sink, &process, &pages)?;
-            sink.finish()?;
-        } else if opts.pages_to == remote::PagesTo::Held {
-            let mut local = local.ok_or(DumpError::Internal("no local pages image"))?;
-            let h = remote::hold_lazy(&mut process, pages, &mut local)?;
-            mem.pages_lazy = h.pages();
-            mem.pages_written -= mem.pages_lazy;
-            held = Some(h);
-        }
-        let summary = DumpSummary {
-            process,
-            mem,
-            frozen_time: t0.elapsed(),
-            memdump_time,
-            pages_remote,
-        };
-        write::write_images(&opts.dir, std::slice::from_ref(&summary.process), &summary)?;
-        Ok((summary, held))
-    });
-    match res {
-        Ok(done) => {
-            if opts.leave_running {
-                frozen.detach()?;
-            } else {
-                frozen.kill()?;
-            }
-            Ok(done)
-        }
-        Err(e) => {
-            tracing::error!("dump failed: {e}; resuming the process");
-            if let Err(d) = frozen.detach() {
-                tracing::error!("resuming after the failure: {d}");
-            }
-            Err(e)
-        }
-    }
 }

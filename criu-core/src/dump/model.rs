@@ -32,6 +32,10 @@ pub struct ProcessDump {
     pub shmem: Vec<ShmemDump>,
     /// Open files and file-system context.
     pub files: FilesState,
+    /// Id of its pages image (`pages-<id>.img`).
+    pub pages_id: u32,
+    /// Kernel objects it shares with other tasks of the dump.
+    pub kobj: KobjIds,
 }
 
 /// Process-wide task state.
@@ -331,4 +335,45 @@ pub struct Ghost {
     pub atime: (i64, i64),
     /// The contents.
     pub data: Vec<u8>,
+}
+
+/// Ids of the kernel objects a task may share with others (`ids-PID.img`):
+/// tasks with the same object carry the same id (the pid of the first task
+/// seen holding it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KobjIds {
+    /// Address space (`CLONE_VM` without a thread group).
+    pub vm: u32,
+    /// Descriptor table (`CLONE_FILES`); names `fdinfo-<files>.img`.
+    pub files: u32,
+    /// cwd/root/umask (`CLONE_FS`).
+    pub fs: u32,
+    /// Signal handlers (`CLONE_SIGHAND`).
+    pub sighand: u32,
+}
+
+impl KobjIds {
+    /// Ids of a task that shares nothing: its own pid for each.
+    pub fn own(pid: i32) -> KobjIds {
+        let p = pid as u32;
+        KobjIds { vm: p, files: p, fs: p, sighand: p }
+    }
+}
+
+/// A zombie of the tree: recorded in `pstree.img` and a `core-PID.img`
+/// holding only its exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZombieDump {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent (a task of the tree).
+    pub ppid: i32,
+    /// Process group.
+    pub pgid: i32,
+    /// Session.
+    pub sid: i32,
+    /// `comm`.
+    pub comm: String,
+    /// Exit status as `wait` reports it (`/proc/PID/stat` field 52).
+    pub exit_code: i32,
 }

@@ -58,6 +58,13 @@ pub fn memfd_create() -> Result<File, DumpError> {
     Ok(File::from(fd))
 }
 
+/// Creates (truncating) `pages-<id>.img` in `dir` for plain (not
+/// `O_DIRECT`) writes: the eager pages of a lazy dump.
+pub fn plain_pages_image(dir: &std::path::Path, id: u32) -> Result<File, DumpError> {
+    let path = dir.join(format!("pages-{id}.img"));
+    File::create(&path).map_err(|source| DumpError::ImagesDir { path, source })
+}
+
 /// Bytes copied per read from the memfd.
 const CHUNK: usize = 4 << 20;
 
@@ -106,11 +113,14 @@ pub fn can_be_lazy(v: &Vma) -> bool {
     vma_can_be_lazy(v.status, v.mmap_flags)
 }
 
-/// Pages the dump keeps for a post-copy restore: (vaddr, length, offset in
-/// the memfd) of every held entry, per pid.
+/// One process's held pages: its memfd and the (vaddr, length, offset in
+/// the memfd) of every held entry, in address order.
+type PidHeld = (File, Vec<(u64, u64, u64)>);
+
+/// Pages the dump keeps for a post-copy restore, per pid.
+#[derive(Default)]
 pub struct HeldPages {
-    file: File,
-    pids: HashMap<u32, Vec<(u64, u64, u64)>>,
+    pids: HashMap<u32, PidHeld>,
     buf: Vec<u8>,
 }
 
@@ -123,7 +133,12 @@ impl std::fmt::Debug for HeldPages {
 impl HeldPages {
     /// Pages held, over every pid.
     pub fn pages(&self) -> u64 {
-        self.pids.values().flatten().map(|e| e.1 / PAGE_SIZE).sum()
+        self.pids.values().flat_map(|p| &p.1).map(|e| e.1 / PAGE_SIZE).sum()
+    }
+
+    /// Takes over the pages `other` holds (another process of a tree).
+    pub fn add(&mut self, other: HeldPages) {
+        self.pids.extend(other.pids);
     }
 }
 
@@ -131,7 +146,7 @@ impl PageStore for HeldPages {
     /// Any range covered by held entries without a gap (a lazy-pages
     /// daemon may merge adjacent entries into one request).
     fn pages(&mut self, pid: u32, vaddr: u64, len: u64) -> crate::pageserver::proto::Result<&[u8]> {
-        let entries = self.pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))?;
+        let (file, entries) = self.pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))?;
         let no = || PageServerError::NoData { pid, vaddr, len };
         let end = vaddr.checked_add(len).ok_or_else(no)?;
         self.buf.resize(len as usize, 0);
@@ -144,7 +159,7 @@ impl PageStore for HeldPages {
             }
             let n = (v + elen).min(end) - at;
             let dst = &mut self.buf[(at - vaddr) as usize..(at - vaddr + n) as usize];
-            self.file.read_exact_at(dst, off + (at - v))?;
+            file.read_exact_at(dst, off + (at - v))?;
             at += n;
             i += 1;
         }
@@ -181,8 +196,8 @@ pub fn hold_lazy(p: &mut ProcessDump, held: File, local: &mut File) -> Result<He
         off += len;
     }
     let mut pids = HashMap::new();
-    pids.insert(p.pid as u32, kept);
-    Ok(HeldPages { file: held, pids, buf: Vec::new() })
+    pids.insert(p.pid as u32, (held, kept));
+    Ok(HeldPages { pids, buf: Vec::new() })
 }
 
 /// Serves `held` to one `criu-rs lazy-pages --page-server` connecting to
@@ -215,8 +230,9 @@ mod tests {
         f.write_all_at(&data, 0).unwrap();
         let mut pids = HashMap::new();
         // Two adjacent entries (2 + 1 pages), then one after a gap.
-        pids.insert(5, vec![(0x10000, 2 * PAGE_SIZE, 0), (0x12000, PAGE_SIZE, 2 * PAGE_SIZE), (0x20000, 3 * PAGE_SIZE, 3 * PAGE_SIZE)]);
-        let mut h = HeldPages { file: f, pids, buf: Vec::new() };
+        let entries = vec![(0x10000, 2 * PAGE_SIZE, 0), (0x12000, PAGE_SIZE, 2 * PAGE_SIZE), (0x20000, 3 * PAGE_SIZE, 3 * PAGE_SIZE)];
+        pids.insert(5, (f, entries));
+        let mut h = HeldPages { pids, buf: Vec::new() };
         assert_eq!(h.pages(), 6);
         let p = PAGE_SIZE as usize;
         assert_eq!(PageStore::pages(&mut h, 5, 0x11000, 2 * PAGE_SIZE).unwrap(), &data[p..3 * p]);
@@ -225,5 +241,14 @@ mod tests {
         assert!(PageStore::pages(&mut h, 5, 0xf000, PAGE_SIZE).is_err());
         assert!(PageStore::pages(&mut h, 5, 0x22000, 2 * PAGE_SIZE).is_err(), "past the end");
         assert!(matches!(PageStore::pages(&mut h, 6, 0x10000, PAGE_SIZE), Err(PageServerError::UnknownPid(6))));
+        // Another process's pages, from its own memfd.
+        let g = memfd_create().unwrap();
+        g.write_all_at(&data[..PAGE_SIZE as usize], 0).unwrap();
+        let mut other = HeldPages::default();
+        other.pids.insert(6, (g, vec![(0x10000, PAGE_SIZE, 0)]));
+        h.add(other);
+        assert_eq!(h.pages(), 7);
+        assert_eq!(PageStore::pages(&mut h, 6, 0x10000, PAGE_SIZE).unwrap(), &data[..p]);
+        assert_eq!(PageStore::pages(&mut h, 5, 0x10000, PAGE_SIZE).unwrap(), &data[..p]);
     }
 }

@@ -99,6 +99,7 @@ impl Frozen {
                             // A thread on its way out refuses to be attached.
                             Ok(s) if tid != pid && matches!(s.state, 'Z' | 'X') => continue,
                             Err(_) if tid != pid => continue,
+                            _ if tid == pid => return Err(PtraceError::NotPermitted(pid)),
                             _ => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: Errno::EPERM }),
                         }
                     }
@@ -150,24 +151,20 @@ impl Frozen {
         first
     }
 
+    /// Gives up the hold without touching the threads (the caller has killed
+    /// them and collects their exits); returns the thread ids.
+    pub fn release(mut self) -> Vec<i32> {
+        self.released = true;
+        std::mem::take(&mut self.tids)
+    }
+
     /// Kills the process with SIGKILL and waits until it is gone (or a
     /// zombie its parent has not reaped yet).
     pub fn kill(mut self) -> Result<()> {
         self.released = true;
         nix::sys::signal::kill(npid(self.pid), Signal::SIGKILL).map_err(sys("kill", self.pid))?;
-        // A traced thread's exit is reported to its tracer first: until we
-        // have waited for it (or exited), its real parent cannot reap it and
-        // its pid stays taken (a lazy dump lives on to serve pages). The
-        // leader is reported after the other threads.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for tid in self.tids().into_iter().rev() {
-            while Instant::now() < deadline {
-                match waitpid(npid(tid), Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
-                    Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
-                    Ok(_) => {}
-                }
-            }
+        for &tid in &self.tids {
+            let _ = ptrace::detach(npid(tid), None);
         }
         wait_gone(self.pid, std::time::Duration::from_secs(10));
         Ok(())

@@ -33,6 +33,9 @@ pub enum PtraceError {
         /// Its tracer.
         tracer: i32,
     },
+    /// The kernel refused to let us trace the process.
+    #[error("not allowed to trace process {0} (PTRACE_SEIZE: EPERM): it runs as another user, is not dumpable, or ptrace is restricted")]
+    NotPermitted(i32),
     /// The process is stopped by job control.
     #[error("process {0} is stopped (job control); continue it (SIGCONT) before dumping")]
     Stopped(i32),

@@ -1,13 +1,14 @@
 //! The task being restored, from its own side (a fork of criu-rs).
 //!
-//! Waits until the parent has seized it, rebuilds session, files, memory
-//! and fs context, places the blob with its argument block, reports the
-//! placement to the parent and jumps into the blob. Any error is written to
-//! the status pipe and the task exits; it never returns into criu-rs.
+//! Once traced, with its session and group set and its children forked
+//! ([`super::tree`]), the task rebuilds its files, memory and fs context,
+//! places the blob with its argument block, reports the placement to
+//! criu-rs and jumps into the blob. Any error is written to the status
+//! pipe and the task exits; it never returns into criu-rs.
 
 use super::args::{build_args, BlobFds, Placement, STACK_SIZE};
 use super::error::{RestoreError, Result, SysContext};
-use super::fds::{fd_floor, move_above, restore_fds};
+use super::fds::{fd_floor, install_fds, move_above};
 use super::fs::restore_fs;
 use super::hole::find_hole;
 use super::lazy::{hand_over_uffd, LazySetup};
@@ -15,9 +16,10 @@ use super::maps::{read_maps, special_areas, SpecialAreas};
 use super::plan::{TaskPlan, VmaKind, PAGE_SIZE};
 use super::premap::{fill, finish, premap, Premap};
 use crate::abi::MemRange;
-use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 
 /// Name of the blob's restore entry point.
@@ -28,14 +30,16 @@ pub const RESTORE_ENTRY: &str = "restore_entry";
 /// the fds being those of criu-rs the parent must close in the task.
 pub const PLACED: &str = "placed";
 
-/// Runs the child's side; never returns.
-pub fn child_main(plan: &TaskPlan, lazy: Option<&LazySetup>, go: OwnedFd, status: OwnedFd) -> ! {
+/// Runs `f` (the task's preparation, which ends in the blob) with the
+/// status pipe moved above the task's fds; any error or panic is written to
+/// the status pipe and the task exits. Never returns.
+pub fn guarded(plan: &TaskPlan, status: OwnedFd, f: impl FnOnce(&OwnedFd) -> Result<std::convert::Infallible>) -> ! {
     // Keep the status pipe above every fd number the task will use.
     let Ok(status) = move_above(status, fd_floor(&plan.fds)) else {
         // SAFETY: leaving without running exit handlers, as after fork.
         unsafe { libc::_exit(2) }
     };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(plan, lazy, go, &status)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&status)));
     let message = match result {
         Ok(Err(e)) => format!("error: {e}\n"),
         Ok(Ok(never)) => match never {},
@@ -46,15 +50,16 @@ pub fn child_main(plan: &TaskPlan, lazy: Option<&LazySetup>, go: OwnedFd, status
     unsafe { libc::_exit(1) }
 }
 
-/// Everything the child does; `Ok` never happens (the jump does not return).
-fn run(plan: &TaskPlan, lazy: Option<&LazySetup>, go: OwnedFd, status: &OwnedFd) -> Result<std::convert::Infallible> {
-    let mut byte = [0u8; 1];
-    match rustix::io::read(&go, &mut byte) {
-        Ok(1) => {}
-        _ => return Err(RestoreError::Prepare("the parent went away before seizing".into())),
-    }
-    drop(go);
-    set_session(plan)?;
+/// Everything after the task's session and group are set and its children
+/// forked: files (`opened`: every description of the tree, created by
+/// criu-rs and inherited), memory, fs context, name, the blob; ends in the
+/// jump (`Ok` never happens).
+pub fn prepare(
+    plan: &TaskPlan,
+    lazy: Option<&LazySetup>,
+    status: &OwnedFd,
+    opened: &BTreeMap<u32, OwnedFd>,
+) -> Result<std::convert::Infallible> {
     // Room for every dumped fd number (the blob puts the dumped limits back).
     if let Ok(lim) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.ok_or(()) {
         let _ = rustix::process::setrlimit(
@@ -83,13 +88,20 @@ fn run(plan: &TaskPlan, lazy: Option<&LazySetup>, go: OwnedFd, status: &OwnedFd)
         Some(p) => Some(open_ro(p)?),
         None => None,
     };
+    // criu-rs's stderr, kept apart while memory is filled so progress can
+    // be drawn after fd 2 became the task's; closed before the blob runs.
+    let progress_out = match crate::progress::installed() {
+        true => rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), floor).ok(),
+        false => None,
+    };
     let mut keep: Vec<i32> = vec![status.as_raw_fd()];
-    keep.extend(pages.iter().chain(exe.iter()).map(|f| f.as_raw_fd()));
+    keep.extend(pages.iter().chain(exe.iter()).chain(progress_out.iter()).map(|f| f.as_raw_fd()));
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
-    restore_fds(&plan.fds, &plan.descs, &keep)?;
+    install_fds(&plan.fds, opened, &keep)?;
 
-    let pm = build_memory(plan, pages.as_ref(), &open_ro)?;
+    let pm = build_memory(plan, pages.as_ref(), &open_ro, progress_out.as_ref())?;
     drop(pages);
+    drop(progress_out);
     // Before restore_fs: the socket path is relative to criu-rs's root and cwd.
     let uffd = lazy.map(|l| hand_over_uffd(l, plan.pid, floor)).transpose()?.unwrap_or(-1);
     restore_fs(&plan.fs)?;
@@ -128,16 +140,6 @@ fn set_comm(plan: &TaskPlan) -> Result<()> {
     rustix::thread::set_name(&name).sys(|| format!("PR_SET_NAME({comm:?})"))
 }
 
-/// Becomes session leader or group leader when the dumped task was one.
-fn set_session(plan: &TaskPlan) -> Result<()> {
-    if plan.sid == plan.pid {
-        rustix::process::setsid().sys(|| "setsid".into())?;
-    } else if plan.pgid == plan.pid {
-        rustix::process::setpgid(None, None).sys(|| "setpgid(0, 0)".into())?;
-    }
-    Ok(())
-}
-
 /// Ranges the blob and scratch areas must avoid: the whole target layout.
 fn target_ranges(plan: &TaskPlan) -> Vec<(u64, u64)> {
     plan.vmas.iter().map(|v| (v.start, v.end)).collect()
@@ -155,6 +157,7 @@ fn build_memory(
     plan: &TaskPlan,
     pages: Option<&OwnedFd>,
     open_ro: &dyn Fn(&std::path::Path) -> Result<OwnedFd>,
+    progress_out: Option<&OwnedFd>,
 ) -> Result<Premap> {
     let has_pages = |i: usize| {
         let v = &plan.vmas[i];
@@ -165,6 +168,10 @@ fn build_memory(
     };
     let pm = premap(&plan.vmas, &busy_now(plan)?, &has_pages, open_ro)?;
     // No logging here: fd 2 already is the restored task's.
+    let _phase = progress_out.map(|out| {
+        let total = std::iter::once(&plan.pages).chain(&plan.shmem_pages).flat_map(|p| &p.runs).map(|r| r.len() / PAGE_SIZE).sum();
+        crate::progress::Phase::start("restoring memory", total, out.as_fd())
+    });
     if let Some(fd) = pages {
         fill(&pm, &plan.vmas, &plan.pages, fd)?;
     }

@@ -39,8 +39,19 @@ pub enum Forked {
 /// The process must be single-threaded (or the child must only use
 /// async-signal-safe code), as after `fork`.
 pub unsafe fn clone3_set_tid(pid: i32) -> Result<Forked> {
+    // SAFETY: the caller's promise.
+    unsafe { clone3_set_tid_flags(pid, 0) }
+}
+
+/// `clone3(&{flags, exit_signal: SIGCHLD, set_tid: [pid]}, sizeof)`: as
+/// [`clone3_set_tid`] with extra `CLONE_*` flags (e.g. `CLONE_UNTRACED`).
+///
+/// # Safety
+/// As [`clone3_set_tid`].
+pub unsafe fn clone3_set_tid_flags(pid: i32, flags: u64) -> Result<Forked> {
     let tid: libc::pid_t = pid;
     let args = CloneArgs {
+        flags,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,

@@ -85,8 +85,21 @@ pub fn restore_fds(fds: &[FdPlan], descs: &BTreeMap<u32, DescPlan>, keep: &[RawF
     Ok(())
 }
 
+/// Puts descriptions created earlier (by [`open_descs`], possibly in an
+/// ancestor, so shared with other tasks) at the fd numbers of `fds`, then
+/// closes every other fd except `keep`.
+pub fn install_fds(fds: &[FdPlan], opened: &BTreeMap<u32, OwnedFd>, keep: &[RawFd]) -> Result<()> {
+    for f in fds {
+        let desc = opened.get(&f.desc).ok_or_else(|| RestoreError::Prepare(format!("fd {} refers to unknown file id {}", f.fd, f.desc)))?;
+        dup3_to(desc.as_fd(), f.fd, f.cloexec)?;
+    }
+    let mut keep_all: Vec<RawFd> = keep.to_vec();
+    keep_all.extend(fds.iter().map(|f| f.fd));
+    close_all_but(&keep_all)
+}
+
 /// Creates every description on a temporary fd at or above `floor`.
-fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<BTreeMap<u32, OwnedFd>> {
+pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<BTreeMap<u32, OwnedFd>> {
     let mut out = BTreeMap::new();
     let mut pipes: BTreeMap<u32, (Option<OwnedFd>, Option<OwnedFd>)> = BTreeMap::new();
     // One read-write end per FIFO, held while its descriptions are opened.

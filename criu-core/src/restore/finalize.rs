@@ -1,6 +1,7 @@
-//! The parent's side of the blob's last step: catch the task right before
-//! and after its `rt_sigreturn`, remove everything of criu-rs from it from
-//! outside (injected `close`/`munmap`), and let it go.
+//! The parent's side of the blob's last step for one task: read what the
+//! task and the blob reported, step a thread through its `rt_sigreturn`,
+//! remove everything of criu-rs from the task from outside (injected
+//! `close`/`munmap`). [`super::barrier`] drives it for every task.
 //!
 //! Handshake (see `abi.rs`): the blob stops itself with `int3` once the
 //! task is restored; we check `status.stage == STAGE_SIGRETURN`, step it
@@ -10,13 +11,15 @@
 //! blocked, put the registers and mask back and detach.
 
 use super::error::{RestoreError, Result};
-use crate::abi::{RestoreArgs, RestoreStatus, STAGE_SIGRETURN};
+use crate::abi::{RestoreArgs, RestoreStatus};
 use crate::ptrace::inject::Injector;
 use nix::sys::ptrace;
-use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use rustix::fd::OwnedFd;
+
+/// `PTRACE_EVENT_STOP` (group stop or interrupt under PTRACE_SEIZE).
+pub(super) const PTRACE_EVENT_STOP: i32 = 128;
 
 /// Where the child put the blob and its arguments (its `placed` line).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,20 +34,20 @@ pub struct BlobPlace {
 
 /// The status pipe's contents so far: the `placed` line, error lines.
 #[derive(Debug, Default)]
-struct StatusLog {
+pub(super) struct StatusLog {
     text: String,
 }
 
 impl StatusLog {
     /// Reads whatever is in the pipe without blocking.
-    fn drain(&mut self, fd: &OwnedFd) {
+    pub(super) fn drain(&mut self, fd: &OwnedFd) {
         let mut buf = [0u8; 4096];
         while let Ok(n @ 1..) = rustix::io::read(fd, &mut buf) {
             self.text.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     }
 
-    fn place(&self) -> Option<BlobPlace> {
+    pub(super) fn place(&self) -> Option<BlobPlace> {
         let line = self.text.lines().find_map(|l| l.strip_prefix(super::child::PLACED))?;
         let n: Vec<u64> = line.split_whitespace().map(|w| w.parse().ok()).collect::<Option<_>>()?;
         match n[..] {
@@ -68,7 +71,7 @@ impl StatusLog {
 
 /// The error for a task that ended before the handshake: its own message
 /// if it wrote one, else `otherwise()`.
-fn failure(pid: i32, log: &StatusLog, otherwise: impl FnOnce() -> String) -> RestoreError {
+pub(super) fn failure(pid: i32, log: &StatusLog, otherwise: impl FnOnce() -> String) -> RestoreError {
     let errors = log.errors();
     match errors.strip_prefix("error: ") {
         Some(msg) => RestoreError::InTask { pid, message: msg.to_string() },
@@ -77,27 +80,16 @@ fn failure(pid: i32, log: &StatusLog, otherwise: impl FnOnce() -> String) -> Res
     }
 }
 
-fn died(pid: i32, problem: impl Into<String>) -> RestoreError {
+pub(super) fn died(pid: i32, problem: impl Into<String>) -> RestoreError {
     RestoreError::TaskDied { pid, problem: problem.into() }
 }
 
-fn ptrace_err(pid: i32, what: &str) -> impl Fn(nix::errno::Errno) -> RestoreError + '_ {
+pub(super) fn ptrace_err(pid: i32, what: &str) -> impl Fn(nix::errno::Errno) -> RestoreError + '_ {
     move |e| died(pid, format!("{what}: {e}"))
 }
 
-/// `PTRACE_SEIZE(pid, EXITKILL | TRACESYSGOOD | TRACEEXIT | TRACECLONE)`:
-/// if criu-rs dies, the task dies with it; threads the blob creates are
-/// traced too.
-pub fn seize(pid: i32) -> Result<()> {
-    let opts = ptrace::Options::PTRACE_O_EXITKILL
-        | ptrace::Options::PTRACE_O_TRACESYSGOOD
-        | ptrace::Options::PTRACE_O_TRACEEXIT
-        | ptrace::Options::PTRACE_O_TRACECLONE;
-    ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
-}
-
 /// Reads the blob's [`RestoreStatus`] through `/proc/PID/mem`.
-fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
+pub(super) fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
     let off = place.args_start + std::mem::offset_of!(RestoreArgs, status) as u64;
     let mut buf = [0u8; std::mem::size_of::<RestoreStatus>()];
     crate::ptrace::remote::read_exact(pid, off, &mut buf).ok()?;
@@ -106,8 +98,11 @@ fn read_status(pid: i32, place: &BlobPlace) -> Option<RestoreStatus> {
 }
 
 /// Describes a failed blob from its status block.
-fn blob_failure(st: Option<RestoreStatus>) -> String {
+pub(super) fn blob_failure(st: Option<RestoreStatus>) -> String {
     match st {
+        Some(s) if s.stage == crate::abi::STAGE_THREADS && s.error == -(libc::EEXIST as i64) => {
+            format!("thread {} cannot get its tid: it is already in use (EEXIST)", s.detail)
+        }
         Some(s) => format!(
             "the blob failed at stage {} ({}) with error {} (detail {:#x})",
             s.stage,
@@ -158,82 +153,9 @@ pub struct ThreadEnd {
     pub robust_len: u64,
 }
 
-/// Waits until every thread (thread 0 = `pid` first) sits at the blob's
-/// trap, steps each through its `rt_sigreturn`, cleans up and detaches. On
-/// success the task runs (or, with `stopped`, sits in a job-control stop
-/// as it did when dumped).
-pub fn finish(pid: i32, status_rx: &OwnedFd, threads: &[ThreadEnd], stopped: bool) -> Result<()> {
-    let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
-    let mut log = StatusLog::default();
-    let mut trapped: Vec<i32> = Vec::with_capacity(tids.len());
-    let any = Pid::from_raw(-1);
-    let place = loop {
-        // Only the task's threads are children/tracees of this process.
-        let ws = waitpid(any, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))?;
-        let tid = ws.pid().map_or(pid, |p| p.as_raw());
-        match ws {
-            WaitStatus::Stopped(_, Signal::SIGTRAP) => {
-                log.drain(status_rx);
-                let place = log.place().ok_or_else(|| died(pid, "trapped before placing the blob"))?;
-                // status.stage is thread 0's; other threads only prove they
-                // trapped in the blob by where they stopped.
-                let in_blob = ptrace::getregs(Pid::from_raw(tid))
-                    .is_ok_and(|r| (place.blob_start..place.blob_start + place.blob_len).contains(&r.rip));
-                let st = read_status(pid, &place);
-                let ready = in_blob && tids.contains(&tid) && (tid != pid || st.is_some_and(|s| s.stage == STAGE_SIGRETURN));
-                if !ready {
-                    return Err(died(pid, format!("unexpected SIGTRAP in thread {tid}: {}", blob_failure(st))));
-                }
-                if !trapped.contains(&tid) {
-                    trapped.push(tid);
-                }
-                if trapped.len() == tids.len() {
-                    break place;
-                }
-            }
-            WaitStatus::Stopped(_, sig) => {
-                tracing::debug!(tid, ?sig, "signal while restoring; passing it on");
-                ptrace::cont(Pid::from_raw(tid), Some(sig)).map_err(ptrace_err(tid, "PTRACE_CONT"))?;
-            }
-            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
-                log.drain(status_rx);
-                let st = log.place().and_then(|pl| read_status(pid, &pl));
-                let _ = ptrace::cont(Pid::from_raw(tid), None);
-                return Err(failure(pid, &log, || blob_failure(st)));
-            }
-            // A new thread's first stop, a clone event, a group stop: go on.
-            WaitStatus::PtraceEvent(..) => {
-                ptrace::cont(Pid::from_raw(tid), None).map_err(ptrace_err(tid, "PTRACE_CONT"))?;
-            }
-            WaitStatus::Exited(_, code) => {
-                log.drain(status_rx);
-                return Err(failure(pid, &log, || format!("thread {tid} exited with status {code}")));
-            }
-            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("thread {tid} killed by {sig:?}"))),
-            other => tracing::debug!(pid, ?other, "wait status while restoring"),
-        }
-    };
-    tracing::debug!(pid, threads = tids.len(), "every thread reached the blob's last stop");
-    // Step each thread through rt_sigreturn: entry stop, then exit stop.
-    let mut syscall_insn = 0;
-    for &tid in &tids {
-        let insn = step_syscall(tid, libc::SYS_rt_sigreturn)?;
-        if tid == pid {
-            syscall_insn = insn;
-        }
-    }
-    cleanup(pid, syscall_insn, &place, threads)?;
-    tracing::debug!(pid, "blob and arguments removed");
-    for &tid in &tids {
-        let sig = (stopped && tid == pid).then_some(Signal::SIGSTOP);
-        ptrace::detach(Pid::from_raw(tid), sig).map_err(ptrace_err(tid, "PTRACE_DETACH"))?;
-    }
-    Ok(())
-}
-
 /// Resumes to the entry and exit stops of system call `nr`; returns the
 /// address of its `syscall` instruction.
-fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
+pub(super) fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
     let p = Pid::from_raw(pid);
     let mut insn = None;
     loop {
@@ -260,7 +182,7 @@ fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
 /// Sets each thread's robust futex list, closes criu-rs's fds in the task
 /// and unmaps the blob and its arguments, running the calls on the blob's
 /// `syscall` instruction (thread 0 last: the munmap removes it).
-fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace, threads: &[ThreadEnd]) -> Result<()> {
+pub(super) fn cleanup(pid: i32, syscall_insn: u64, place: &BlobPlace, threads: &[ThreadEnd]) -> Result<()> {
     let inj_err = |e: crate::ptrace::PtraceError| died(pid, format!("cleaning up: {e}"));
     for t in threads.iter().filter(|t| t.tid != pid && t.robust_head != 0) {
         let mut inj = Injector::new(t.tid, Some(syscall_insn)).map_err(inj_err)?;

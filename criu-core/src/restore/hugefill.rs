@@ -154,11 +154,14 @@ impl HugeFiller {
                     // Whatever moved stays; a partial move is not resumable
                     // here, so report only whole rounds.
                     if mv.moved > 0 {
-                        done += mv.moved as u64 & !(rustix::param::page_size() as u64 - 1);
+                        let whole = mv.moved as u64 & !(rustix::param::page_size() as u64 - 1);
+                        done += whole;
+                        crate::progress::advance(whole / rustix::param::page_size() as u64);
                     }
                     return Ok(());
                 }
                 done += n;
+                crate::progress::advance(n / rustix::param::page_size() as u64);
                 if n == CHUNK && (n as f64) < SLOW_RATE * started.elapsed().as_secs_f64() {
                     self.slow_rounds += 1;
                     if self.slow_rounds >= SLOW_ROUNDS {

@@ -34,7 +34,13 @@ pub fn open_dir(dir: &Path) -> Result<ImageDir> {
     }
     let images = ImageDir::open_unchecked(dir);
     if !images.exists(ImageKind::Inventory, 0) {
-        return Err(problem("no inventory.img: not a complete dump (the dump failed or did not finish)"));
+        let any_image = std::fs::read_dir(dir)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".img")))
+            .unwrap_or(false);
+        return Err(problem(match any_image {
+            true => "no inventory.img: not a complete dump (the dump failed or did not finish)",
+            false => "not an images directory (no inventory.img, no image files)",
+        }));
     }
     Ok(ImageDir::open(dir)?)
 }
@@ -44,19 +50,23 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
     let images = open_dir(dir)?;
     let pstree_path = images.image_path(ImageKind::Pstree, 0);
     let tree: Vec<pb::PstreeEntry> = images.read_all(ImageKind::Pstree, 0)?;
-    let root = match tree.as_slice() {
-        [one] => one,
-        [] => return Err(RestoreError::bad(&pstree_path, "no process")),
-        _ => {
-            return Err(RestoreError::Unsupported { file: pstree_path, what: format!("{} processes (only one for now)", tree.len()) })
-        }
-    };
+    match tree.as_slice() {
+        [one] => load_task(&images, one, opts),
+        [] => Err(RestoreError::bad(&pstree_path, "no process")),
+        _ => Err(RestoreError::Unsupported { file: pstree_path, what: format!("{} processes (only one for now)", tree.len()) }),
+    }
+}
+
+/// Loads the live task `root` of the dump in `images` with all its threads.
+pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: LoadOptions) -> Result<TaskPlan> {
+    let images = images.clone();
+    let pstree_path = images.image_path(ImageKind::Pstree, 0);
     let pid = root.pid.unwrap_or_default() as i32;
     if pid <= 0 {
         return Err(RestoreError::bad(&pstree_path, format!("bad pid {pid}")));
     }
-    if root.threads.first().is_some_and(|&t| t as i32 != pid) {
-        return Err(RestoreError::bad(&pstree_path, format!("threads {:?} do not start with the pid {pid}", root.threads)));
+    if root.threads.first().is_some_and(|&t| t as i32 != pid) || root.threads.iter().any(|&t| t as i32 <= 0) {
+        return Err(RestoreError::bad(&pstree_path, format!("task {pid}: bad thread list {:?} (the leader comes first)", root.threads)));
     }
     // Both readers check what the image layer knows: x86-64 state of the
     // right sizes, and a sorted, disjoint, page-aligned VMA list.
@@ -104,7 +114,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
 
 /// The id naming the task's `fdinfo-ID.img`: from `core_entry.ids`, else
 /// from `ids-PID.img`, else the pid.
-fn files_id(images: &ImageDir, core: &pb::CoreEntry, pid: i32) -> Result<u32> {
+pub(super) fn files_id(images: &ImageDir, core: &pb::CoreEntry, pid: i32) -> Result<u32> {
     if let Some(id) = core.ids.as_ref().and_then(|i| i.files_id) {
         return Ok(id);
     }
@@ -216,7 +226,7 @@ fn load_shmem_pages(images: &ImageDir, mm_path: &Path, vmas: &[VmaPlan]) -> Resu
 
 /// A pagemap image and its pages file, and its `LAZY` entries; entries'
 /// `vaddr` plus `base` are addresses in `vmas`.
-fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[VmaPlan], base: u64) -> Result<(PagesPlan, Vec<LazyRun>)> {
+pub(super) fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[VmaPlan], base: u64) -> Result<(PagesPlan, Vec<LazyRun>)> {
     let path = images.image_path(kind, id);
     let mut r = images.open_image(kind, id)?;
     let head: pb::PagemapHead = r.read_next()?;

@@ -1,17 +1,22 @@
 //! Restore: bring a dumped process back from its image files.
 //!
 //! The host side, in order:
-//! - [`load`] reads and validates the images into a [`plan::TaskPlan`];
-//! - [`clone`] creates the task with its dumped pid (a fork of criu-rs);
-//! - in the child, [`fds`] and [`fs`] rebuild files, [`premap`] builds the
+//! - [`load`] reads and validates the images into a [`plan::TaskPlan`] per
+//!   task, [`tree`] into the whole tree;
+//! - [`shared`] creates what tasks share (file descriptions, shared memory);
+//! - [`tree`] forks every task with its dumped pid (a fork of criu-rs,
+//!   [`clone`]), sessions and groups first, zombies included;
+//! - in each task, [`fds`] and [`fs`] rebuild files, [`premap`] builds the
 //!   memory in a reserved area, [`args`] fills the blob's argument block and
-//!   [`jump`] enters the blob;
-//! - in the parent, [`finalize`] catches the blob's last stop, removes the
-//!   blob from the task and lets it run.
+//!   [`jump`] enters the blob ([`child`]);
+//! - in criu-rs, [`barrier`] holds every thread at the blob's last stop
+//!   until the whole tree is there, then ([`finalize`]) removes the blob
+//!   from each task and lets them all run.
 //!
-//! [`task::TaskGuard`] kills the task if anything fails once it exists.
+//! [`barrier::TreeGuard`] kills every task if anything fails.
 
 pub mod args;
+pub mod barrier;
 pub mod child;
 pub mod clone;
 pub mod error;
@@ -26,14 +31,14 @@ pub mod load;
 pub mod maps;
 pub mod plan;
 pub mod premap;
-pub mod task;
+pub mod shared;
+pub mod tree;
 pub mod validate;
 pub mod vdso;
 pub mod xsave;
 
 pub use error::{RestoreError, Result};
 
-use clone::{clone3_set_tid, Forked};
 use error::SysContext;
 use rustix::fd::OwnedFd;
 use std::path::PathBuf;
@@ -56,47 +61,13 @@ pub struct Restored {
     pub pid: i32,
 }
 
-/// Restores the single-process dump in `opts.dir`. Validates every image
-/// first; if anything fails once the task exists, it is killed and reaped.
+/// Restores the dump in `opts.dir`: every task of its tree with its
+/// threads ([`tree::restore_tree`]). Validates every image first; if
+/// anything fails once a task exists, every task created is killed.
 ///
-/// Must be called from a single-threaded process (the task is a fork).
+/// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
-    let mut plan = load::load(&opts.dir, load::LoadOptions { shell_job: opts.shell_job })?;
-    let lazy = lazy::setup(&mut plan, opts.lazy_pages.as_deref())?;
-    tracing::info!(pid = plan.pid, vmas = plan.vmas.len(), fds = plan.fds.len(), "images loaded");
-    let (go_rx, go_tx) = pipe("go")?;
-    let (status_rx, status_tx) = pipe("status")?;
-    // SAFETY: criu-rs is single-threaded here (documented requirement).
-    match unsafe { clone3_set_tid(plan.pid)? } {
-        Forked::Child => {
-            drop((go_tx, status_rx));
-            child::child_main(&plan, lazy.as_ref(), go_rx, status_tx)
-        }
-        Forked::Parent { child } => {
-            let guard = task::TaskGuard::new(child);
-            drop((go_rx, status_tx));
-            finalize::seize(child)?;
-            tracing::debug!(pid = child, "task created and seized");
-            rustix::io::write(&go_tx, b"g").sys(|| "starting the task".into())?;
-            drop(go_tx);
-            rustix::fs::fcntl_setfl(&status_rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
-            let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(crate::images::consts::task_state::STOPPED);
-            let cores = std::iter::once((plan.pid, &*plan.core)).chain(plan.threads.iter().map(|(t, c)| (*t, c)));
-            let threads: Vec<finalize::ThreadEnd> = cores
-                .map(|(tid, core)| {
-                    let tc = core.thread_core.as_ref();
-                    finalize::ThreadEnd {
-                        tid,
-                        robust_head: tc.and_then(|t| t.futex_rla).unwrap_or(0),
-                        robust_len: tc.and_then(|t| t.futex_rla_len).unwrap_or(0) as u64,
-                    }
-                })
-                .collect();
-            finalize::finish(child, &status_rx, &threads, stopped)?;
-            tracing::info!(pid = child, "restored");
-            Ok(Restored { pid: guard.disarm() })
-        }
-    }
+    tree::restore_tree(opts)
 }
 
 /// `pipe2(O_CLOEXEC)`.

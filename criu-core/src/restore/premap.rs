@@ -248,6 +248,7 @@ fn read_segments(fd: &OwnedFd, segs: &[(u64, u64, u64)], path: &std::path::Path)
             return Err(RestoreError::bad(path, format!("unexpected end of file at {:#x}", segs[0].2 + done)));
         }
         done += n as u64;
+        crate::progress::advance(n as u64 / PAGE_SIZE);
     }
     Ok(done)
 }

@@ -257,3 +257,33 @@ pub fn kobj_ids(pid: i32) -> pb::TaskKobjIdsEntry {
     }
 }
 
+
+/// The kernel-object ids of a task of the dump: vm/files/fs/sighand as
+/// collected (shared objects share ids), namespaces as [`kobj_ids`].
+pub fn task_kobj_ids(p: &ProcessDump) -> pb::TaskKobjIdsEntry {
+    pb::TaskKobjIdsEntry {
+        vm_id: Some(p.kobj.vm),
+        files_id: Some(p.kobj.files),
+        fs_id: Some(p.kobj.fs),
+        sighand_id: Some(p.kobj.sighand),
+        ..kobj_ids(p.pid)
+    }
+}
+
+/// The `core-PID.img` entry of a zombie: only `task_core` with its state
+/// (`TASK_DEAD`, which CRIU writes for zombies) and exit status.
+pub fn zombie_core_entry(z: &ZombieDump) -> pb::CoreEntry {
+    pb::CoreEntry {
+        mtype: Some(pb::core_entry::March::X8664 as i32),
+        tc: Some(pb::TaskCoreEntry {
+            task_state: Some(crate::images::consts::task_state::DEAD),
+            exit_code: Some(z.exit_code as u32),
+            personality: Some(0),
+            flags: Some(0),
+            blk_sigset: Some(0),
+            comm: Some(z.comm.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

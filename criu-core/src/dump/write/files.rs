@@ -3,7 +3,6 @@
 //! (`pipes-data.img`, `fifo-data.img`) and unlinked files
 //! (`remap-fpath.img` + `ghost-file-ID.img`).
 
-use super::core::kobj_ids;
 use super::img_err;
 use crate::dump::model::*;
 use crate::dump::DumpError;
@@ -129,15 +128,18 @@ pub(super) fn write_files(dir: &ImageDir, procs: &[ProcessDump]) -> Result<(), D
     if !ghosts.remaps.is_empty() {
         dir.write_all(ImageKind::RemapFpath, 0, &ghosts.remaps).map_err(img_err)?;
     }
+    let mut tables: Vec<u32> = Vec::new();
     for p in procs {
-        write_fdinfo_fs(dir, p)?;
+        // Tasks sharing a descriptor table (CLONE_FILES) share one fdinfo image.
+        let first = !tables.contains(&p.kobj.files);
+        tables.push(p.kobj.files);
+        write_fdinfo_fs(dir, p, first)?;
     }
     Ok(())
 }
 
-/// One process's `fdinfo-FILES_ID.img` and `fs-PID.img`.
-fn write_fdinfo_fs(dir: &ImageDir, p: &ProcessDump) -> Result<(), DumpError> {
-    let ids = kobj_ids(p.pid);
+/// One process's `fdinfo-FILES_ID.img` (when `fdinfo`) and `fs-PID.img`.
+fn write_fdinfo_fs(dir: &ImageDir, p: &ProcessDump, fdinfo: bool) -> Result<(), DumpError> {
     let fdinfos: Vec<pb::FdinfoEntry> = p
         .files
         .fds
@@ -157,7 +159,9 @@ fn write_fdinfo_fs(dir: &ImageDir, p: &ProcessDump) -> Result<(), DumpError> {
             }
         })
         .collect();
-    dir.write_all(ImageKind::Fdinfo, ids.files_id.unwrap_or(0) as u64, &fdinfos).map_err(img_err)?;
+    if fdinfo {
+        dir.write_all(ImageKind::Fdinfo, p.kobj.files as u64, &fdinfos).map_err(img_err)?;
+    }
     dir.write_one(
         ImageKind::Fs,
         p.pid as u64,

@@ -5,13 +5,21 @@
 //! rlimits, timers, shared pending signals; every thread's `thread_core`
 //! holds creds, mask, private pending signals, sigaltstack, rseq);
 //! `ids-PID.img`, `mm-PID.img` (with the VMAs), `pagemap-PID.img` (pages
-//! in `pages-1.img`, written during collection), `pagemap-shmem-SHMID.img`,
+//! in the task's own `pages-<pages_id>.img`, written during collection:
+//! the root's is `pages-1.img`), `pagemap-shmem-SHMID.img` (once per shared
+//! anonymous object, whichever task mapped it first),
 //! `files.img`, `fdinfo-FILES_ID.img`, `fs-PID.img`, `pipes-data.img`,
 //! `fifo-data.img`, `remap-fpath.img` + `ghost-file-ID.img`,
 //! `stats-dump.img`, and `inventory.img` last.
 //!
-//! The entry points take a slice of processes so a tree is written the same
-//! way as one process (file ids must then be unique across the tree).
+//! A tree: `pstree.img` lists the live tasks parents first (the root with
+//! ppid 0), then the zombies (leaves, so still parents first; `threads` is
+//! the zombie's pid); a zombie has only `core-PID.img` with `task_core`
+//! (`task_state` `TASK_DEAD` as CRIU writes it, `exit_code` the raw wait
+//! status). File ids are unique across the tree; a description shared by
+//! several tasks is one `files.img` entry that each task's fdinfo names;
+//! `ids-PID.img` carries `kcmp`-compared vm/files/fs/sighand ids, and tasks
+//! sharing a descriptor table share one `fdinfo-FILES_ID.img`.
 //!
 //! - [`core`]: registers and task/thread state (`core-TID.img`), kobj ids.
 //! - [`mm`]: `mm-PID.img` and pagemaps.
@@ -21,9 +29,9 @@ mod core;
 mod files;
 mod mm;
 
-pub use self::core::{core_entry, fpregs_entry, gpregs_entry, kobj_ids};
-use super::model::ProcessDump;
-use super::{DumpError, DumpSummary, PAGES_ID};
+pub use self::core::{core_entry, fpregs_entry, gpregs_entry, kobj_ids, task_kobj_ids, zombie_core_entry};
+use super::model::{ProcessDump, ZombieDump};
+use super::{DumpError, DumpSummary};
 use crate::images::{pb, ImageDir, ImageError, ImageKind};
 
 fn img_err(e: ImageError) -> DumpError {
@@ -37,10 +45,10 @@ fn write_process(dir: &ImageDir, p: &ProcessDump, pagemap: bool) -> Result<(), D
     for (i, t) in p.threads.iter().enumerate() {
         dir.write_one(ImageKind::Core, t.tid as u64, &core_entry(p, t, i == 0)).map_err(img_err)?;
     }
-    dir.write_one(ImageKind::Ids, pid, &kobj_ids(p.pid)).map_err(img_err)?;
+    dir.write_one(ImageKind::Ids, pid, &task_kobj_ids(p)).map_err(img_err)?;
     dir.write_one(ImageKind::Mm, pid, &mm::mm_entry(p)).map_err(img_err)?;
     if pagemap {
-        mm::pagemap_image(dir, ImageKind::Pagemap, pid, PAGES_ID, &p.pagemap)?;
+        mm::pagemap_image(dir, ImageKind::Pagemap, pid, p.pages_id, &p.pagemap)?;
     }
     for sh in &p.shmem {
         mm::pagemap_image(dir, ImageKind::ShmemPagemap, sh.shmid, sh.pages_id, &sh.pagemap)?;
@@ -49,24 +57,31 @@ fn write_process(dir: &ImageDir, p: &ProcessDump, pagemap: bool) -> Result<(), D
 }
 
 /// Writes every image of a dump of `procs` (the root first; a parent before
-/// its children), the inventory last.
-pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], s: &DumpSummary) -> Result<(), DumpError> {
+/// its children) and `zombies` (listed after the live tasks in `pstree.img`,
+/// which keeps parents first since zombies have no children), the
+/// inventory last.
+pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], zombies: &[ZombieDump], s: &DumpSummary) -> Result<(), DumpError> {
     let dir = ImageDir::open_unchecked(dir);
+    let entry = |pid: i32, ppid: i32, pgid: i32, sid: i32, threads: Vec<u32>| pb::PstreeEntry {
+        pid: Some(pid as u32),
+        ppid: Some(ppid as u32),
+        pgid: Some(pgid as u32),
+        sid: Some(sid as u32),
+        threads,
+    };
     let pstree: Vec<pb::PstreeEntry> = procs
         .iter()
         .enumerate()
-        .map(|(i, p)| pb::PstreeEntry {
-            pid: Some(p.pid as u32),
-            // The root's parent is outside the dump.
-            ppid: Some(if i == 0 { 0 } else { p.ppid as u32 }),
-            pgid: Some(p.pgid as u32),
-            sid: Some(p.sid as u32),
-            threads: p.threads.iter().map(|t| t.tid as u32).collect(),
-        })
+        // The root's parent is outside the dump.
+        .map(|(i, p)| entry(p.pid, if i == 0 { 0 } else { p.ppid }, p.pgid, p.sid, p.threads.iter().map(|t| t.tid as u32).collect()))
+        .chain(zombies.iter().map(|z| entry(z.pid, z.ppid, z.pgid, z.sid, vec![z.pid as u32])))
         .collect();
     dir.write_all(ImageKind::Pstree, 0, &pstree).map_err(img_err)?;
     for p in procs {
         write_process(&dir, p, !s.pages_remote)?;
+    }
+    for z in zombies {
+        dir.write_one(ImageKind::Core, z.pid as u64, &zombie_core_entry(z)).map_err(img_err)?;
     }
     files::write_files(&dir, procs)?;
     let ms = |d: std::time::Duration| Some(d.as_micros().min(u32::MAX as u128) as u32);

@@ -1,0 +1,156 @@
+//! What the tasks of one dump share: ids that must be unique across the
+//! tree (file ids, pages image ids), open file descriptions and pipes seen
+//! in earlier tasks (so a description shared across tasks gets one id and a
+//! pipe's queued bytes are saved once), shared anonymous memory objects
+//! already dumped, and the kernel objects (`CLONE_VM`/`FILES`/`FS`/
+//! `SIGHAND` sharing) of the tasks collected so far, compared with `kcmp`.
+
+use super::model::KobjIds;
+
+/// `kcmp` types (`linux/kcmp.h`).
+pub mod kcmp_type {
+    /// One open file description (`idx1`, `idx2` are fds).
+    pub const FILE: i32 = 0;
+    /// Address space.
+    pub const VM: i32 = 1;
+    /// Descriptor table.
+    pub const FILES: i32 = 2;
+    /// cwd/root/umask.
+    pub const FS: i32 = 3;
+    /// Signal handlers.
+    pub const SIGHAND: i32 = 4;
+}
+
+/// `kcmp(pid1, pid2, type, idx1, idx2)`: whether two tasks' objects of
+/// `type` are the same kernel object.
+pub fn kcmp(pid1: i32, pid2: i32, ty: i32, idx1: u64, idx2: u64) -> Result<bool, nix::errno::Errno> {
+    // SAFETY: kcmp only compares kernel objects; it takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, ty, idx1 as libc::c_ulong, idx2 as libc::c_ulong) };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(r == 0)
+}
+
+/// One open file description already given an id: a descriptor of some
+/// task that refers to it, and what `stat` said about it.
+#[derive(Debug, Clone, Copy)]
+pub struct SeenFile {
+    /// A task holding it.
+    pub pid: i32,
+    /// Its descriptor there.
+    pub fd: i32,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// The file id it got.
+    pub id: u32,
+}
+
+/// Descriptions and pipes seen so far in the dump.
+#[derive(Debug, Default)]
+pub struct SeenFiles {
+    /// Every description given an id, with one descriptor referring to it.
+    pub files: Vec<SeenFile>,
+    /// Inodes of the pipes whose queued bytes are already saved.
+    pub pipes: Vec<u64>,
+}
+
+impl SeenFiles {
+    /// The id of the description behind `pid`'s `fd` (with `dev`/`ino`),
+    /// if a task collected earlier (or an earlier fd) refers to it.
+    pub fn find(&self, pid: i32, fd: i32, dev: u64, ino: u64) -> Result<Option<u32>, nix::errno::Errno> {
+        for s in self.files.iter().filter(|s| s.dev == dev && s.ino == ino) {
+            if kcmp(pid, s.pid, kcmp_type::FILE, fd as u64, s.fd as u64)? {
+                return Ok(Some(s.id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether this pipe's bytes still need saving (true once per pipe).
+    pub fn first_sight_of_pipe(&mut self, ino: u64) -> bool {
+        if self.pipes.contains(&ino) {
+            return false;
+        }
+        self.pipes.push(ino);
+        true
+    }
+}
+
+/// State carried from one task's collection to the next.
+#[derive(Debug)]
+pub struct Shared {
+    /// Next free file id.
+    pub next_file_id: u32,
+    /// Next free pages image id (`pages-<id>.img`).
+    pub next_pages_id: u32,
+    /// Descriptions and pipes seen.
+    pub seen: SeenFiles,
+    /// Shared anonymous memory objects: (shmid, size over every task's
+    /// mappings), filled in before collection starts (0 = unknown).
+    pub shmem_sizes: Vec<(u64, u64)>,
+    /// Shared anonymous objects already dumped (by an earlier task).
+    pub shmem_done: Vec<u64>,
+    /// Tasks collected so far and their kernel-object ids.
+    pub tasks: Vec<(i32, KobjIds)>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            next_file_id: 1,
+            next_pages_id: super::PAGES_ID + 1,
+            seen: SeenFiles::default(),
+            shmem_sizes: Vec::new(),
+            shmem_done: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+}
+
+impl Shared {
+    /// A fresh pages image id.
+    pub fn alloc_pages_id(&mut self) -> u32 {
+        let id = self.next_pages_id;
+        self.next_pages_id += 1;
+        id
+    }
+
+    /// The size of a shared anonymous object over all tasks' mappings.
+    pub fn shmem_size(&self, shmid: u64) -> u64 {
+        self.shmem_sizes.iter().find(|s| s.0 == shmid).map_or(0, |s| s.1)
+    }
+
+    /// Notes that a mapping reaches `end` bytes into object `shmid`.
+    pub fn note_shmem(&mut self, shmid: u64, end: u64) {
+        match self.shmem_sizes.iter_mut().find(|s| s.0 == shmid) {
+            Some(s) => s.1 = s.1.max(end),
+            None => self.shmem_sizes.push((shmid, end)),
+        }
+    }
+
+    /// The kernel-object ids of `pid`: for each of vm, files, fs and
+    /// sighand, the id of an earlier task holding the same object
+    /// (`kcmp`), else `pid` itself. Records the task.
+    pub fn kobj_ids(&mut self, pid: i32) -> Result<KobjIds, nix::errno::Errno> {
+        let mut ids = KobjIds::own(pid);
+        for &(other, oids) in &self.tasks {
+            if kcmp(pid, other, kcmp_type::VM, 0, 0)? {
+                ids.vm = oids.vm;
+            }
+            if kcmp(pid, other, kcmp_type::FILES, 0, 0)? {
+                ids.files = oids.files;
+            }
+            if kcmp(pid, other, kcmp_type::FS, 0, 0)? {
+                ids.fs = oids.fs;
+            }
+            if kcmp(pid, other, kcmp_type::SIGHAND, 0, 0)? {
+                ids.sighand = oids.sighand;
+            }
+        }
+        self.tasks.push((pid, ids));
+        Ok(ids)
+    }
+}

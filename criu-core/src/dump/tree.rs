@@ -1,0 +1,414 @@
+//! Dumping a process tree: the root and every descendant.
+//!
+//! Taking the tree: the root is frozen first; then, round after round,
+//! `/proc` is scanned for processes whose parent is a frozen task (this
+//! kernel has no `/proc/PID/task/TID/children`), and each new one is frozen
+//! (every thread seized and interrupted, see [`Frozen::freeze`]) or, if it
+//! has exited, recorded as a zombie. A frozen task cannot fork, so once a
+//! round finds nothing new the tree is complete; a task that forks while we
+//! freeze it has its child found in the next round, and a child that exits
+//! before we reach it is recorded as a zombie (or skipped once reaped).
+//! Stopped tasks, tasks traced by someone else, seccomp tasks and criu-rs
+//! itself inside the tree are refused with a clear error.
+//!
+//! Sessions and groups: every task's pgid and sid must be a task of the
+//! tree or a leader that no longer exists (restore recreates such a group
+//! or session with a helper task); a live leader outside the tree means the
+//! tree belongs to a shell session, refused without `--shell-job` (as the
+//! root not leading its own session and group is).
+//!
+//! Then each task is collected in order (parents first) with state shared
+//! across the tree in [`Shared`]: file ids, pages images (one per task,
+//! `pages-1.img` for the root), shared memory objects (dumped once, by the
+//! first task mapping them, over the largest extent any task maps), open
+//! file descriptions (one id for a description shared across tasks), pipe
+//! data (saved once per pipe) and `kcmp`-compared kernel objects.
+//!
+//! Afterwards every task is let go (`--leave-running`, or on any failure:
+//! each as it was) or killed: SIGKILL to every live task, each thread's
+//! exit collected as its tracer (so the kernel passes it on to the real
+//! parent), then we wait until every task but the root has left `/proc`
+//! (their parents are dead, so init reaps them and the zombies), and until
+//! the root is a zombie or gone (its parent, outside the tree, reaps it).
+//! A zombie whose new parent is neither init nor in the tree (a child
+//! subreaper outside) is that parent's to reap; we stop waiting for it.
+
+use super::failpoint;
+use super::memory::MemStats;
+use super::model::{ProcessDump, ZombieDump};
+use super::shared::Shared;
+use super::remote::{self, HeldPages, PagesTo};
+use super::{check_target, collect, create_pages_image, prepare_dir, vmas, write, DumpError, DumpOptions, DumpSummary, PAGES_ID};
+use crate::pageserver::stream_sink::StreamSink;
+use crate::proc::stat::{read_stat, ProcStat};
+use crate::ptrace::freeze::Frozen;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use std::time::{Duration, Instant};
+
+/// How long a task that failed to freeze gets to show it was exiting.
+const EXIT_GRACE: Duration = Duration::from_millis(100);
+/// How long a dump waits for killed tasks to disappear.
+const KILL_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A live task of the tree, frozen.
+#[derive(Debug)]
+pub struct LiveTask {
+    /// Its threads, stopped.
+    pub frozen: Frozen,
+    /// The task that forked it (0 for the root).
+    pub ppid: i32,
+}
+
+/// A frozen tree: live tasks parents first (the root first), and zombies.
+/// Dropping it lets every task go.
+#[derive(Debug, Default)]
+pub struct FrozenTree {
+    /// Live tasks, each after its parent.
+    pub live: Vec<LiveTask>,
+    /// Zombies (children of live tasks).
+    pub zombies: Vec<ZombieDump>,
+}
+
+/// Every process (not thread) whose parent is in `parents` and that is not
+/// in `known`, as (pid, parent), from a scan of `/proc`.
+pub fn children_of(parents: &[i32], known: &[i32]) -> Result<Vec<(i32, i32)>, DumpError> {
+    let rd = std::fs::read_dir("/proc").map_err(|source| crate::proc::ProcError::Io { path: "/proc".into(), source })?;
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if known.contains(&pid) {
+            continue;
+        }
+        // A process that vanished since the listing is no child of ours any more.
+        if let Ok(st) = read_stat(pid) {
+            if parents.contains(&st.ppid) {
+                out.push((pid, st.ppid));
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// A zombie's record from its `stat`; None if it is no zombie.
+fn zombie_of(st: &ProcStat, ppid: i32) -> Option<ZombieDump> {
+    (st.state == 'Z').then(|| ZombieDump {
+        pid: st.pid,
+        ppid,
+        pgid: st.pgid,
+        sid: st.sid,
+        comm: st.comm.clone(),
+        exit_code: st.exit_code,
+    })
+}
+
+impl FrozenTree {
+    /// Pids of every task (live and zombie).
+    pub fn pids(&self) -> Vec<i32> {
+        self.live.iter().map(|t| t.frozen.pid()).chain(self.zombies.iter().map(|z| z.pid)).collect()
+    }
+
+    /// Freezes `root` (already checked with [`check_target`]) and all its
+    /// descendants within `timeout`.
+    pub fn freeze(root: i32, timeout: Duration) -> Result<FrozenTree, DumpError> {
+        let deadline = Instant::now() + timeout;
+        let mut tree = FrozenTree::default();
+        tree.live.push(LiveTask { frozen: Frozen::freeze(root, timeout)?, ppid: 0 });
+        loop {
+            let parents: Vec<i32> = tree.live.iter().map(|t| t.frozen.pid()).collect();
+            let new = children_of(&parents, &tree.pids())?;
+            if new.is_empty() {
+                break;
+            }
+            for (pid, ppid) in new {
+                tree.add(pid, ppid, deadline)?;
+            }
+        }
+        tracing::info!(
+            root,
+            tasks = tree.live.len(),
+            zombies = tree.zombies.len(),
+            threads = tree.live.iter().map(|t| t.frozen.tids().len()).sum::<usize>(),
+            "tree frozen"
+        );
+        Ok(tree)
+    }
+
+    /// Freezes (or records as a zombie) `pid`, a child of the frozen `ppid`.
+    /// A failure is forgiven if the child turns out to have exited meanwhile
+    /// (then it is recorded as a zombie, or skipped once reaped).
+    fn add(&mut self, pid: i32, ppid: i32, deadline: Instant) -> Result<(), DumpError> {
+        let res = check_target(pid).and_then(|_| {
+            Frozen::freeze(pid, deadline.saturating_duration_since(Instant::now())).map_err(DumpError::from)
+        });
+        match res {
+            Ok(frozen) => {
+                tracing::debug!(pid, ppid, threads = frozen.tids().len(), "frozen");
+                self.live.push(LiveTask { frozen, ppid });
+                Ok(())
+            }
+            Err(e) => {
+                // An exiting task takes a moment to become a zombie.
+                let until = Instant::now() + EXIT_GRACE;
+                loop {
+                    match read_stat(pid) {
+                        Ok(st) if st.state == 'Z' => {
+                            self.zombies.extend(zombie_of(&st, ppid));
+                            return Ok(());
+                        }
+                        Ok(st) if st.state != 'X' && Instant::now() >= until => return Err(e),
+                        Ok(st) if st.state != 'X' => std::thread::sleep(Duration::from_millis(1)),
+                        // Gone, or being reaped.
+                        _ => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refuses groups and sessions led by a live process outside the tree
+    /// (unless `shell_job`); see the module documentation.
+    pub fn check_sessions(&self, shell_job: bool) -> Result<(), DumpError> {
+        if shell_job {
+            return Ok(());
+        }
+        let pids = self.pids();
+        let mut ids: Vec<(i32, i32, i32)> = self.zombies.iter().map(|z| (z.pid, z.pgid, z.sid)).collect();
+        for t in &self.live {
+            let st = read_stat(t.frozen.pid())?;
+            ids.push((st.pid, st.pgid, st.sid));
+        }
+        for (pid, pgid, sid) in ids {
+            let led_outside = |id: i32, session: bool| {
+                !pids.contains(&id)
+                    && read_stat(id).is_ok_and(|s| if session { s.sid == id } else { s.pgid == id })
+            };
+            if led_outside(sid, true) || led_outside(pgid, false) {
+                return Err(DumpError::ShellJob { pid, sid, pgid });
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets every task run on as it was.
+    pub fn detach(self) -> Result<(), DumpError> {
+        let mut first = Ok(());
+        for t in self.live {
+            if let Err(e) = t.frozen.detach() {
+                tracing::error!("resuming a task: {e}");
+                if first.is_ok() {
+                    first = Err(e.into());
+                }
+            }
+        }
+        first
+    }
+
+    /// Kills every task and waits for them to go (see the module documentation).
+    pub fn kill(self) -> Result<(), DumpError> {
+        let root = self.live.first().map_or(0, |t| t.frozen.pid());
+        // Start times tell a task from a later process given its pid.
+        let pids: Vec<(i32, u64)> = self.pids().into_iter().map(|p| (p, read_stat(p).map_or(0, |s| s.start_time))).collect();
+        let live: Vec<i32> = self.live.iter().map(|t| t.frozen.pid()).collect();
+        for t in &self.live {
+            // A task that is already gone needs no signal.
+            let _ = nix::sys::signal::kill(crate::ptrace::npid(t.frozen.pid()), nix::sys::signal::Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + KILL_PATIENCE;
+        for t in self.live {
+            let pid = t.frozen.pid();
+            let mut tids = t.frozen.release();
+            // The leader's exit is reported once its other threads are gone.
+            tids.sort_by_key(|&tid| (tid == pid, tid));
+            for tid in tids {
+                reap_traced(tid, deadline);
+            }
+            tracing::debug!(pid, "exits collected");
+        }
+        let mut left = Vec::new();
+        for (pid, start) in pids {
+            if !wait_task_gone(pid, start, pid == root, &live, deadline) {
+                left.push(pid);
+            }
+            tracing::debug!(pid, "gone");
+        }
+        if !left.is_empty() {
+            return Err(DumpError::Tree(format!("tasks {left:?} still run after SIGKILL")));
+        }
+        Ok(())
+    }
+}
+
+/// Collects the exit of a killed thread we trace (`waitpid(tid, __WALL)`),
+/// until `deadline`.
+fn reap_traced(tid: i32, deadline: Instant) {
+    loop {
+        match waitpid(crate::ptrace::npid(tid), Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => return,
+            Ok(WaitStatus::StillAlive) if Instant::now() >= deadline => return,
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
+            // A stop reported before the kill took effect.
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Waits until task `pid` (started at `start`) has left `/proc` (the root:
+/// until it is a zombie for its own parent to reap). A zombie adopted by a
+/// process that is neither init nor `tree_parents` is its new parent's
+/// business. False if it still runs at `deadline`.
+fn wait_task_gone(pid: i32, start: u64, is_root: bool, tree_parents: &[i32], deadline: Instant) -> bool {
+    loop {
+        let st = match read_stat(pid) {
+            Ok(st) if st.start_time == start => st,
+            _ => return true,
+        };
+        let zombie = matches!(st.state, 'Z' | 'X');
+        if zombie && (is_root || (st.ppid != 1 && !tree_parents.contains(&st.ppid))) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(pid, state = %st.state, ppid = st.ppid, "task still there after SIGKILL");
+            return zombie;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The sizes of the shared anonymous objects over every task's mappings.
+fn note_shared_memory(tree: &FrozenTree, sh: &mut Shared) -> Result<(), DumpError> {
+    for t in &tree.live {
+        for m in crate::proc::maps::read_smaps(t.frozen.pid())? {
+            if vmas::classify(&m).status & vmas::status::ANON_SHARED != 0 {
+                sh.note_shmem(m.inode, m.offset + m.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn add_stats(a: &mut MemStats, b: &MemStats) {
+    a.pages_scanned += b.pages_scanned;
+    a.pages_skipped_zero += b.pages_skipped_zero;
+    a.pages_written += b.pages_written;
+    a.pages_lazy += b.pages_lazy;
+    a.read_time += b.read_time;
+    a.write_time += b.write_time;
+}
+
+/// Where one task's pages go: the local pages image, and (page server,
+/// held) the memfd collection writes into instead.
+fn task_pages(opts: &DumpOptions, id: u32, root_pages: &Option<std::fs::File>) -> Result<(Option<std::fs::File>, std::fs::File), DumpError> {
+    let local = match (&opts.pages_to, id == PAGES_ID) {
+        (PagesTo::PageServer(_), _) => None,
+        // Held pages' neighbours are appended unaligned: no O_DIRECT.
+        (PagesTo::Held, _) => Some(remote::plain_pages_image(&opts.dir, id)?),
+        (PagesTo::Local, true) => Some(root_pages.as_ref().ok_or(DumpError::Internal("no pages image"))?.try_clone().map_err(DumpError::WritePages)?),
+        (PagesTo::Local, false) => Some(create_pages_image(&opts.dir, id)?),
+    };
+    let collect_into = match (&opts.pages_to, &local) {
+        (PagesTo::Local, Some(f)) => f.try_clone().map_err(DumpError::WritePages)?,
+        _ => remote::memfd_create()?,
+    };
+    Ok((local, collect_into))
+}
+
+/// Collects every task of a frozen tree and writes the images; with
+/// `sink`, the private pages go to the page server, with
+/// [`PagesTo::Held`] those of lazy areas are returned.
+fn collect_tree(
+    tree: &FrozenTree,
+    opts: &DumpOptions,
+    root_pages: Option<std::fs::File>,
+    mut sink: Option<StreamSink>,
+    t0: Instant,
+) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
+    tree.check_sessions(opts.shell_job)?;
+    if sink.is_some() && tree.live.len() > 1 {
+        // The page server numbers pages images itself; with several tasks
+        // they would collide with the local ones (shared memory).
+        return Err(DumpError::Tree(format!("--page-server dumps one process; this tree has {} tasks", tree.live.len())));
+    }
+    let mut sh = Shared::default();
+    note_shared_memory(tree, &mut sh)?;
+    let mut procs: Vec<ProcessDump> = Vec::new();
+    let mut mem = MemStats::default();
+    let mut memdump_time = Duration::ZERO;
+    let mut held = (opts.pages_to == PagesTo::Held).then(HeldPages::default);
+    for (i, t) in tree.live.iter().enumerate() {
+        if i > 0 && i + 1 == tree.live.len() {
+            failpoint::check(failpoint::MID_TREE)?;
+        }
+        let pages_id = if i == 0 { PAGES_ID } else { sh.alloc_pages_id() };
+        let (local, mut pages) = task_pages(opts, pages_id, &root_pages)?;
+        let (mut p, mut m, d) = collect::collect(&t.frozen, &opts.dir, &mut pages, opts.shell_job, &mut sh)?;
+        p.pages_id = pages_id;
+        if i > 0 {
+            p.ppid = t.ppid;
+        }
+        p.kobj = sh.kobj_ids(p.pid).map_err(|e| DumpError::Tree(format!("kcmp on pid {}: {e}", p.pid)))?;
+        if let Some(sink) = sink.as_mut() {
+            remote::send_pages(sink, &p, &pages)?;
+        } else if let (Some(all), Some(mut local)) = (held.as_mut(), local) {
+            let h = remote::hold_lazy(&mut p, pages, &mut local)?;
+            m.pages_lazy = h.pages();
+            m.pages_written -= m.pages_lazy;
+            all.add(h);
+        }
+        add_stats(&mut mem, &m);
+        memdump_time += d;
+        procs.push(p);
+    }
+    failpoint::check(failpoint::BEFORE_WRITE)?;
+    let pages_remote = sink.is_some();
+    if let Some(sink) = sink.take() {
+        // Everything sent and accepted before the inventory is written.
+        sink.finish()?;
+    }
+    let summary = DumpSummary {
+        process: procs.first().cloned().ok_or(DumpError::Internal("empty tree"))?,
+        mem,
+        frozen_time: t0.elapsed(),
+        memdump_time,
+        tasks: procs.len(),
+        zombies: tree.zombies.len(),
+        pages_remote,
+    };
+    write::write_images(&opts.dir, &procs, &tree.zombies, &summary)?;
+    Ok((summary, held))
+}
+
+/// Dumps `opts.pid` and all its descendants. See the module documentation.
+pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
+    let stat = check_target(opts.pid)?;
+    if !opts.shell_job && (stat.sid != opts.pid || stat.pgid != opts.pid) {
+        return Err(DumpError::ShellJob { pid: opts.pid, sid: stat.sid, pgid: stat.pgid });
+    }
+    // Connect before touching the tree: a server that is not there is an
+    // error with nothing to undo.
+    let sink = match &opts.pages_to {
+        PagesTo::PageServer(addr) => Some(StreamSink::connect(addr.as_str())?),
+        _ => None,
+    };
+    let pages = prepare_dir(&opts.dir, opts.pid, &opts.pages_to)?;
+    let t0 = Instant::now();
+    let tree = FrozenTree::freeze(opts.pid, opts.freeze_timeout)?;
+    match collect_tree(&tree, opts, pages, sink, t0) {
+        Ok(done) => {
+            if opts.leave_running {
+                tree.detach()?;
+            } else {
+                tree.kill()?;
+            }
+            Ok(done)
+        }
+        Err(e) => {
+            // The caller reports `e`; here only what happens next.
+            tracing::info!("dump failed ({e}); resuming every task");
+            if let Err(d) = tree.detach() {
+                tracing::error!("resuming after the failure: {d}");
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The host's side of the blob handshake for a whole tree: every thread of
+//! every task must sit at its last trap (right before `rt_sigreturn`)
+//! before any of them goes on; then each thread is stepped through its
+//! `rt_sigreturn`, the blob and its arguments are removed from each task
+//! from outside, and everything is detached.
+//!
+//! The root is seized with `PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE`, so
+//! the tasks it forks (and theirs) and the threads the blob clones are
+//! traced from birth; their creation events and first stops are let go as
+//! they come. [`TreeGuard`] kills every task of ours if anything fails.
+
+use super::error::Result;
+use super::finalize::{blob_failure, cleanup, died, failure, ptrace_err, read_status, step_syscall, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
+use crate::abi::STAGE_SIGRETURN;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use rustix::fd::OwnedFd;
+
+/// One live task being restored, from the host's side.
+#[derive(Debug)]
+pub struct Tracked {
+    pub pid: i32,
+    /// Its threads, the leader first.
+    pub threads: Vec<ThreadEnd>,
+    status_rx: OwnedFd,
+    /// For a task not traced from birth: it waits on this until seized.
+    go: Option<OwnedFd>,
+    log: StatusLog,
+    place: Option<BlobPlace>,
+    /// Leave it in a job-control stop, as dumped.
+    stopped: bool,
+}
+
+impl Tracked {
+    pub fn new(pid: i32, threads: Vec<ThreadEnd>, status_rx: OwnedFd, go: Option<OwnedFd>, stopped: bool) -> Self {
+        Tracked { pid, threads, status_rx, go, log: StatusLog::default(), place: None, stopped }
+    }
+}
+
+/// `PTRACE_SEIZE(pid, EXITKILL | TRACESYSGOOD | TRACEEXIT | TRACEFORK |
+/// TRACECLONE)`: every task and thread created below it is ours to trace,
+/// and dies if criu-rs dies.
+fn seize_tree(pid: i32) -> Result<()> {
+    use ptrace::Options as O;
+    let opts = O::PTRACE_O_EXITKILL | O::PTRACE_O_TRACESYSGOOD | O::PTRACE_O_TRACEEXIT | O::PTRACE_O_TRACEFORK | O::PTRACE_O_TRACECLONE;
+    ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
+}
+
+/// Holds every task until all reached the trap, then lets them all go.
+pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard) -> Result<()> {
+    for t in tasks.iter_mut() {
+        if let Some(go) = t.go.take() {
+            // The root (our child), or a task forked by a helper (whose
+            // parent has reaped the helper, so it exists by now).
+            seize_tree(t.pid)?;
+            guard.saw(t.pid, t.pid);
+            rustix::io::write(&go, b"g").map_err(|e| died(t.pid, format!("starting the task: {e}")))?;
+        }
+        for i in 0..t.threads.len() {
+            let tid = t.threads[i].tid;
+            wait_trap(t, tid, guard)?;
+        }
+    }
+    tracing::debug!(tasks = tasks.len(), "every thread of every task reached the blob's last stop");
+    guard.all_trapped = true;
+    for t in tasks.iter() {
+        finish(t)?;
+    }
+    Ok(())
+}
+
+/// Lets `tid` of task `t` run until the blob's trap, passing on signals
+/// and creation events.
+fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
+    let pid = t.pid;
+    let p = Pid::from_raw(tid);
+    loop {
+        let ws = match waitpid(p, Some(WaitPidFlag::__WALL)) {
+            Ok(ws) => ws,
+            Err(nix::errno::Errno::ECHILD) => {
+                t.log.drain(&t.status_rx);
+                return Err(failure(pid, &t.log, || format!("thread {tid} was never created")));
+            }
+            Err(e) => return Err(died(pid, format!("waitpid({tid}): {e}"))),
+        };
+        guard.saw(pid, tid);
+        match ws {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                t.log.drain(&t.status_rx);
+                let place = t.log.place().ok_or_else(|| died(pid, format!("thread {tid} trapped before the blob was placed")))?;
+                // status.stage is thread 0's; other threads show they
+                // trapped in the blob by where they stopped.
+                let st = read_status(pid, &place);
+                let ready = if tid == pid {
+                    st.map(|s| s.stage) == Some(STAGE_SIGRETURN)
+                } else {
+                    ptrace::getregs(p).is_ok_and(|r| (place.blob_start..place.blob_start + place.blob_len).contains(&r.rip))
+                };
+                if !ready {
+                    return Err(died(pid, format!("unexpected SIGTRAP in thread {tid}: {}", blob_failure(st))));
+                }
+                t.place = Some(place);
+                return Ok(());
+            }
+            WaitStatus::Stopped(_, sig) => {
+                tracing::debug!(pid, tid, ?sig, "signal while restoring; passing it on");
+                ptrace::cont(p, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+            }
+            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
+                t.log.drain(&t.status_rx);
+                let st = t.log.place().and_then(|pl| read_status(pid, &pl));
+                let _ = ptrace::cont(p, None);
+                return Err(failure(pid, &t.log, || blob_failure(st)));
+            }
+            WaitStatus::PtraceEvent(_, _, ev) => {
+                if ev == libc::PTRACE_EVENT_FORK || ev == libc::PTRACE_EVENT_VFORK {
+                    if let Ok(child) = ptrace::getevent(p) {
+                        guard.saw(child as i32, child as i32);
+                    }
+                } else if ev == libc::PTRACE_EVENT_CLONE {
+                    if let Ok(thread) = ptrace::getevent(p) {
+                        guard.saw(pid, thread as i32);
+                    }
+                } else if ev != PTRACE_EVENT_STOP {
+                    tracing::debug!(pid, tid, ev, "ptrace event while restoring");
+                }
+                ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+            }
+            WaitStatus::PtraceSyscall(_) => {
+                ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+            }
+            WaitStatus::Exited(_, code) => {
+                t.log.drain(&t.status_rx);
+                return Err(failure(pid, &t.log, || format!("thread {tid} exited with status {code}")));
+            }
+            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("thread {tid} killed by {sig:?}"))),
+            other => tracing::debug!(pid, tid, ?other, "wait status while restoring"),
+        }
+    }
+}
+
+/// Steps every thread of `t` through `rt_sigreturn`, removes the blob (on
+/// the leader) and detaches them all.
+fn finish(t: &Tracked) -> Result<()> {
+    let place = t.place.as_ref().ok_or_else(|| died(t.pid, "no blob placement"))?;
+    let mut leader_insn = 0;
+    for th in &t.threads {
+        let insn = step_syscall(th.tid, libc::SYS_rt_sigreturn)?;
+        if th.tid == t.pid {
+            leader_insn = insn;
+        }
+    }
+    cleanup(t.pid, leader_insn, place, &t.threads)?;
+    for tid in t.threads.iter().rev().map(|th| th.tid) {
+        let sig = (t.stopped && tid == t.pid).then_some(Signal::SIGSTOP);
+        ptrace::detach(Pid::from_raw(tid), sig).map_err(ptrace_err(t.pid, "PTRACE_DETACH"))?;
+    }
+    tracing::debug!(pid = t.pid, threads = t.threads.len(), "task restored and running");
+    Ok(())
+}
+
+/// Every task created for the restore; on drop (unless disarmed) all are
+/// SIGKILLed and waited for, so a failed restore leaves nothing behind.
+/// A task is ours if it is the root, if a task of ours reported forking
+/// it, or if we trace it.
+#[derive(Debug)]
+pub struct TreeGuard {
+    /// (pid, tids seen).
+    tasks: Vec<(i32, Vec<i32>)>,
+    all_trapped: bool,
+    armed: bool,
+}
+
+impl TreeGuard {
+    /// Takes charge of the root, our child.
+    pub fn new(root: i32) -> Self {
+        TreeGuard { tasks: vec![(root, vec![root])], all_trapped: false, armed: true }
+    }
+
+    /// Records thread `tid` of task `pid` as ours.
+    fn saw(&mut self, pid: i32, tid: i32) {
+        match self.tasks.iter_mut().find(|t| t.0 == pid) {
+            Some(t) if !t.1.contains(&tid) => t.1.push(tid),
+            Some(_) => {}
+            None => self.tasks.push((pid, vec![tid])),
+        }
+    }
+
+    /// Restore succeeded: leave every task alone.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+/// Whether `/proc/PID/status` names us as the tracer.
+fn traced_by_us(pid: i32) -> bool {
+    let me = std::process::id().to_string();
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| s.lines().any(|l| l.strip_prefix("TracerPid:").is_some_and(|v| v.trim() == me)))
+        .unwrap_or(false)
+}
+
+/// Tasks of ours not seen yet: children of ours still traced (forked but
+/// not waited for) found in `/proc`.
+fn unseen_tracees(known: &[(i32, Vec<i32>)]) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !known.iter().any(|t| t.0 == *pid) && traced_by_us(*pid))
+        .collect()
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let extra = unseen_tracees(&self.tasks);
+        for pid in extra {
+            self.tasks.push((pid, vec![pid]));
+        }
+        // Killed traced threads stop at PTRACE_EVENT_EXIT until let go, and
+        // the leader's exit waits for them: know every one of them.
+        for (pid, tids) in self.tasks.iter_mut() {
+            let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+            for tid in rd.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+                if !tids.contains(&tid) {
+                    tids.push(tid);
+                }
+            }
+        }
+        tracing::warn!(tasks = self.tasks.len(), all_trapped = self.all_trapped, "killing the half-restored tree");
+        for (pid, _) in &self.tasks {
+            // SAFETY: kill(2) on a task this restore created (see above).
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        for (pid, tids) in &self.tasks {
+            for &tid in tids.iter().filter(|&&t| t != *pid).chain(std::iter::once(pid)) {
+                reap(tid);
+            }
+        }
+    }
+}
+
+/// Waits until `tid` (killed) is gone for us: exited, or not ours to wait.
+fn reap(tid: i32) {
+    let p = Pid::from_raw(tid);
+    loop {
+        match waitpid(p, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_) => break,
+            Ok(_) => {
+                let _ = ptrace::cont(p, None);
+            }
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! Restoring every task of `pstree.img`: pids, parents, process groups,
+//! sessions, zombies.
+//!
+//! criu-rs creates what the tasks share ([`super::shared`]), then forks the
+//! root with its pid and traces it (with `PTRACE_O_TRACEFORK`/`TRACECLONE`,
+//! so every task and thread created below it is traced from birth). Each
+//! task, still running criu-rs's code, takes its session (`setsid`) and
+//! group (`setpgid`), then forks its children in `pstree.img` order, each
+//! with its pid (`clone3` + `set_tid`): a session or group leader has set
+//! itself up before any child exists, so children inherit or join it.
+//! Zombies are forked untraced, take their ids and name, exit with their
+//! dumped status and are left unreaped for their restored parent. Then the
+//! task prepares itself and enters the blob ([`super::child::prepare`]).
+//! [`super::barrier`] holds every thread of every task at the blob's last
+//! trap until the whole tree is there, then lets them all go.
+
+use super::barrier::{self, Tracked, TreeGuard};
+use super::child::{guarded, prepare};
+use super::clone::{clone3_set_tid, clone3_set_tid_flags, Forked};
+use super::error::{RestoreError, Result, SysContext};
+use super::finalize::ThreadEnd;
+use super::lazy::{self, LazySetup};
+use super::load::{load_task, open_dir, LoadOptions};
+use super::plan::TaskPlan;
+use super::{RestoreOptions, Restored};
+use crate::images::consts::task_state;
+use crate::images::{pb, ImageKind};
+use rustix::fd::OwnedFd;
+use std::collections::BTreeMap;
+
+/// `CLONE_UNTRACED`: the child is not auto-attached to our tracer.
+const CLONE_UNTRACED: u64 = 0x0080_0000;
+
+/// One task of the tree.
+#[derive(Debug)]
+pub struct TreeTask {
+    pub pid: i32,
+    /// 0 for the root.
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub kind: TaskKind,
+}
+
+/// A live task or a zombie.
+#[derive(Debug)]
+pub enum TaskKind {
+    Live(Box<TaskPlan>),
+    /// Exits with `status` (as `wait` reports it) and stays unreaped.
+    Zombie { status: i32, comm: String },
+}
+
+/// Every task, parents before children; `tasks[0]` is the root.
+#[derive(Debug)]
+pub struct TreePlan {
+    pub tasks: Vec<TreeTask>,
+    /// Per task (same indices as `tasks`), its lazy-pages setup when
+    /// restoring with `--lazy-pages` ([`lazy::setup`]); empty until then.
+    pub lazy: Vec<Option<LazySetup>>,
+}
+
+impl TreePlan {
+    /// The live tasks' plans.
+    pub fn live(&self) -> impl Iterator<Item = &TaskPlan> {
+        self.tasks.iter().filter_map(|t| match &t.kind {
+            TaskKind::Live(p) => Some(&**p),
+            TaskKind::Zombie { .. } => None,
+        })
+    }
+
+    /// Indices of the tasks whose parent is task `idx`, in image order.
+    fn children(&self, idx: usize) -> impl Iterator<Item = usize> + '_ {
+        let pid = self.tasks[idx].pid;
+        self.tasks.iter().enumerate().filter(move |(_, t)| t.ppid == pid && t.ppid != 0).map(|(i, _)| i)
+    }
+}
+
+/// Reads and checks the whole tree of the dump in `dir`.
+pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
+    let images = open_dir(dir)?;
+    let path = images.image_path(ImageKind::Pstree, 0);
+    let entries: Vec<pb::PstreeEntry> = images.read_all(ImageKind::Pstree, 0)?;
+    if entries.is_empty() {
+        return Err(RestoreError::bad(&path, "no process"));
+    }
+    let mut tasks: Vec<TreeTask> = Vec::with_capacity(entries.len());
+    let mut ids: Vec<i32> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let pid = e.pid.unwrap_or_default() as i32;
+        let ppid = if i == 0 { 0 } else { e.ppid.unwrap_or_default() as i32 };
+        let (pgid, sid) = (e.pgid.unwrap_or_default() as i32, e.sid.unwrap_or_default() as i32);
+        if pid <= 0 || pgid <= 0 || sid <= 0 {
+            return Err(RestoreError::bad(&path, format!("task {pid}: bad pid, pgid {pgid} or sid {sid}")));
+        }
+        let tids: Vec<i32> = e.threads.iter().map(|&t| t as i32).collect();
+        if let Some(dup) = std::iter::once(pid).chain(tids.iter().copied().skip(1)).find(|t| ids.contains(t)) {
+            return Err(RestoreError::bad(&path, format!("pid {dup} appears twice")));
+        }
+        ids.push(pid);
+        ids.extend(tids.iter().skip(1));
+        let parent = tasks.iter().find(|t| t.pid == ppid);
+        if i > 0 && !matches!(parent, Some(TreeTask { kind: TaskKind::Live(_), .. })) {
+            return Err(RestoreError::bad(&path, format!("task {pid}: parent {ppid} is not a live task listed before it")));
+        }
+        let core: pb::CoreEntry = images.read_one(ImageKind::Core, pid as u64)?;
+        let tc = core.tc.as_ref();
+        let kind = if tc.and_then(|tc| tc.task_state) == Some(task_state::DEAD) {
+            if i == 0 {
+                return Err(RestoreError::Unsupported { file: path, what: format!("the root {pid} is a zombie") });
+            }
+            let tc = tc.cloned().unwrap_or_default();
+            TaskKind::Zombie { status: tc.exit_code.unwrap_or_default() as i32, comm: tc.comm.unwrap_or_default() }
+        } else {
+            TaskKind::Live(Box::new(load_task(&images, e, opts)?))
+        };
+        let task = TreeTask { pid, ppid, pgid, sid, kind };
+        check_ids(&task, &tasks, &path)?;
+        tasks.push(task);
+    }
+    warn_shared_tables(&images, &tasks)?;
+    Ok(TreePlan { tasks, lazy: Vec::new() })
+}
+
+/// Tasks that shared one descriptor table (`CLONE_FILES`) get a copy each
+/// (same descriptions, separate tables): said in the log.
+fn warn_shared_tables(images: &crate::images::ImageDir, tasks: &[TreeTask]) -> Result<()> {
+    let mut seen: BTreeMap<u32, i32> = BTreeMap::new();
+    for t in tasks {
+        let TaskKind::Live(plan) = &t.kind else { continue };
+        let id = super::load::files_id(images, &plan.core, t.pid)?;
+        if let Some(first) = seen.insert(id, t.pid) {
+            tracing::warn!(first, pid = t.pid, "tasks shared one fd table (CLONE_FILES): each gets its own copy");
+        }
+    }
+    Ok(())
+}
+
+/// A task whose session or group leader is gone (and is no task of the
+/// tree) is forked by such a helper: one with the leader's pid, forked by
+/// the task's parent, that starts the session (`setsid`) or the group
+/// (`setpgid(0, 0)`), forks the task and exits. The task is then
+/// reparented to its parent, a child subreaper meanwhile (as it must have
+/// been at dump time for the task to be its child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Helper {
+    Session(i32),
+    Group(i32),
+}
+
+/// How task `t` gets its session and group, given the tasks listed before
+/// it (`tasks` may hold more; only pids are looked up): by `setsid` or
+/// from its parent, and by `setpgid(0, 0)`, from an ancestor, or from a
+/// [`Helper`]. `Err` describes a layout that cannot be rebuilt.
+fn helper_for(t: &TreeTask, tasks: &[TreeTask]) -> std::result::Result<Option<Helper>, String> {
+    if t.ppid == 0 {
+        return Ok(None);
+    }
+    let find = |pid: i32| tasks.iter().find(|p| p.pid == pid);
+    let ancestors = || std::iter::successors(find(t.ppid), |p| find(p.ppid));
+    let parent_sid = ancestors().next().map_or(0, |p| p.sid);
+    let in_tree = |pid: i32| find(pid).is_some();
+    if t.sid != t.pid && t.sid != parent_sid {
+        if in_tree(t.sid) {
+            return Err(format!("task {}: session {} of a task of the tree, not its parent's ({parent_sid})", t.pid, t.sid));
+        }
+        if t.pgid != t.sid && t.pgid != t.pid {
+            return Err(format!("task {}: group {} in session {} whose leaders are both gone", t.pid, t.pgid, t.sid));
+        }
+        return Ok(Some(Helper::Session(t.sid)));
+    }
+    if t.pgid == t.pid || ancestors().any(|a| a.pgid == t.pgid && a.sid == t.sid) {
+        return Ok(None);
+    }
+    if in_tree(t.pgid) || t.sid != parent_sid {
+        return Err(format!("task {}: process group {} with no member among its ancestors", t.pid, t.pgid));
+    }
+    Ok(Some(Helper::Group(t.pgid)))
+}
+
+/// Checks at load time that task `t`'s session and group can be rebuilt.
+fn check_ids(t: &TreeTask, before: &[TreeTask], path: &std::path::Path) -> Result<()> {
+    helper_for(t, before).map(drop).map_err(|what| RestoreError::Unsupported { file: path.into(), what })
+}
+
+/// The helper task `idx` is forked by, if any (checked at load time).
+fn needs_helper(tree: &TreePlan, idx: usize) -> Option<Helper> {
+    helper_for(&tree.tasks[idx], &tree.tasks).ok().flatten()
+}
+
+/// Per task (by index): the pipe it reports on, and for the tasks criu-rs
+/// seizes itself (the root, and tasks forked by helpers, which are not
+/// traced from birth) the pipe it waits on until it is traced.
+struct TaskPipes {
+    status_rx: Vec<Option<OwnedFd>>,
+    status_tx: Vec<Option<OwnedFd>>,
+    go_rx: Vec<Option<OwnedFd>>,
+    go_tx: Vec<Option<OwnedFd>>,
+}
+
+/// Restores the whole tree of the dump in `opts.dir`. On failure every task
+/// created is killed (nothing half-restored stays).
+///
+/// Must be called from a single-threaded process (the tasks are forks).
+pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
+    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job })?;
+    let images = open_dir(&opts.dir)?;
+    tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
+    let mut lazy_setups = Vec::with_capacity(tree.tasks.len());
+    for t in &mut tree.tasks {
+        lazy_setups.push(match &mut t.kind {
+            TaskKind::Live(plan) => lazy::setup(plan, opts.lazy_pages.as_deref())?,
+            TaskKind::Zombie { .. } => None,
+        });
+    }
+    tree.lazy = lazy_setups;
+    let mut live: Vec<&mut TaskPlan> = tree
+        .tasks
+        .iter_mut()
+        .filter_map(|t| match &mut t.kind {
+            TaskKind::Live(p) => Some(&mut **p),
+            TaskKind::Zombie { .. } => None,
+        })
+        .collect();
+    // Room for every fd number of every task and the shared descriptions
+    // above them (each task's blob puts its dumped limits back).
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if let Some(max) = nofile.maximum {
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: Some(max), maximum: Some(max) });
+    }
+    let shared = super::shared::create(&images, &mut live)?;
+    let floor = super::shared::tree_floor(&tree.live().collect::<Vec<_>>());
+    let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
+    let above = |(rx, tx): (OwnedFd, OwnedFd)| -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+        Ok((Some(super::fds::move_above(rx, floor)?), Some(super::fds::move_above(tx, floor)?)))
+    };
+    for (i, t) in tree.tasks.iter().enumerate() {
+        let live = matches!(t.kind, TaskKind::Live(_));
+        let (rx, tx) = if live { above(super::pipe("status")?)? } else { (None, None) };
+        pipes.status_rx.push(rx);
+        pipes.status_tx.push(tx);
+        let (rx, tx) = if live && (i == 0 || needs_helper(&tree, i).is_some()) { above(super::pipe("go")?)? } else { (None, None) };
+        pipes.go_rx.push(rx);
+        pipes.go_tx.push(tx);
+    }
+    let root = tree.tasks[0].pid;
+    // SAFETY: criu-rs is single-threaded here (documented requirement).
+    match unsafe { clone3_set_tid(root)? } {
+        Forked::Child => task_main(&tree, 0, &mut pipes, &shared.descs),
+        Forked::Parent { child } => {
+            drop(shared);
+            pipes.status_tx.clear();
+            pipes.go_rx.clear();
+            let mut guard = TreeGuard::new(child);
+            let mut tracked = Vec::new();
+            for ((t, rx), go) in tree.tasks.iter().zip(pipes.status_rx.drain(..)).zip(pipes.go_tx.drain(..)) {
+                let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
+                rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
+                let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
+                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
+            }
+            barrier::run(&mut tracked, &mut guard)?;
+            guard.disarm();
+            tracing::info!(pid = child, tasks = tracked.len(), "restored");
+            Ok(Restored { pid: child })
+        }
+    }
+}
+
+/// Every thread of `plan` (the leader first) with its robust futex list,
+/// which criu-rs sets in it at the end.
+fn thread_ends(plan: &TaskPlan) -> Vec<ThreadEnd> {
+    let cores = std::iter::once((plan.pid, &*plan.core)).chain(plan.threads.iter().map(|(t, c)| (*t, c)));
+    cores
+        .map(|(tid, core)| {
+            let tc = core.thread_core.as_ref();
+            ThreadEnd {
+                tid,
+                robust_head: tc.and_then(|t| t.futex_rla).unwrap_or(0),
+                robust_len: tc.and_then(|t| t.futex_rla_len).unwrap_or(0) as u64,
+            }
+        })
+        .collect()
+}
+
+/// A task's own side: session and group, its children, then itself.
+/// Never returns.
+fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> ! {
+    let t = &tree.tasks[idx];
+    let TaskKind::Live(plan) = &t.kind else {
+        // SAFETY: leaving without running exit handlers, as after fork.
+        unsafe { libc::_exit(3) }
+    };
+    let Some(status) = pipes.status_tx.get_mut(idx).and_then(Option::take) else {
+        // SAFETY: as above.
+        unsafe { libc::_exit(3) }
+    };
+    let go = pipes.go_rx.get_mut(idx).and_then(Option::take);
+    // criu-rs's ends are no business of the tasks (and a task waiting to be
+    // traced must see EOF if criu-rs gives up).
+    pipes.status_rx.clear();
+    pipes.go_tx.clear();
+    guarded(plan, status, |status| {
+        if let Some(go) = go {
+            let mut byte = [0u8; 1];
+            if rustix::io::read(&go, &mut byte) != Ok(1) {
+                return Err(RestoreError::Prepare("criu-rs went away before tracing the task".into()));
+            }
+        }
+        set_ids(t, &tree.tasks[0])?;
+        let subreaper = plan.core.tc.as_ref().and_then(|tc| tc.child_subreaper).unwrap_or(false);
+        let kids: Vec<usize> = tree.children(idx).collect();
+        let (orphans, kids): (Vec<usize>, Vec<usize>) = kids.into_iter().partition(|&c| needs_helper(tree, c).is_some());
+        for c in kids {
+            fork_child(tree, c, pipes, descs)?;
+        }
+        // The orphans' helpers exit at once: they must come back to us.
+        set_child_subreaper(subreaper || !orphans.is_empty())?;
+        let mut helpers: Vec<Helper> = orphans.iter().filter_map(|&c| needs_helper(tree, c)).collect();
+        helpers.sort_unstable();
+        helpers.dedup();
+        for h in helpers {
+            let members: Vec<usize> = orphans.iter().copied().filter(|&c| needs_helper(tree, c) == Some(h)).collect();
+            fork_helper(tree, h, &members, pipes, descs, status)?;
+        }
+        set_child_subreaper(subreaper)?;
+        // Set once the task has its restored parent (a helper that forked
+        // it is gone by now); not for the root, whose parent is criu-rs.
+        let pdeath = plan.core.thread_core.as_ref().and_then(|t| t.pdeath_sig).unwrap_or(0);
+        if t.ppid != 0 && pdeath != 0 {
+            set_pdeathsig(pdeath)?;
+        }
+        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, descs)
+    })
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, on)`.
+fn set_child_subreaper(on: bool) -> Result<()> {
+    prctl_int(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, "PR_SET_CHILD_SUBREAPER")
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)`.
+fn set_pdeathsig(sig: u32) -> Result<()> {
+    prctl_int(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, "PR_SET_PDEATHSIG")
+}
+
+/// `prctl(option, arg, 0, 0, 0)` for an integer-only option.
+fn prctl_int(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<()> {
+    // SAFETY: the options used here take integers only.
+    if unsafe { libc::prctl(option, arg, 0, 0, 0) } < 0 {
+        let errno = rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL);
+        return Err(RestoreError::sys(format!("{what}({arg})"), errno));
+    }
+    Ok(())
+}
+
+/// Forks, untraced, helper `h` (with the gone leader's pid) that starts
+/// its session or group, forks `members` and exits; reaps it. The members
+/// wait until criu-rs traces them (they are not traced from birth). The
+/// helper reports a failure on the forking task's `status` pipe.
+fn fork_helper(
+    tree: &TreePlan,
+    h: Helper,
+    members: &[usize],
+    pipes: &mut TaskPipes,
+    descs: &BTreeMap<u32, OwnedFd>,
+    status: &OwnedFd,
+) -> Result<()> {
+    let (Helper::Session(pid) | Helper::Group(pid)) = h;
+    // SAFETY: the task is single-threaded; the helper only forks and exits.
+    if let Forked::Child = unsafe { clone3_set_tid_flags(pid, CLONE_UNTRACED)? } {
+        let lead = match h {
+            Helper::Session(_) => rustix::process::setsid().map(drop).sys(|| "setsid".into()),
+            Helper::Group(_) => rustix::process::setpgid(None, None).sys(|| "setpgid(0, 0)".into()),
+        };
+        let done = lead.and_then(|()| members.iter().try_for_each(|&m| fork_child(tree, m, pipes, descs)));
+        if let Err(e) = &done {
+            let _ = rustix::io::write(status, format!("error: helper {pid}: {e}\n").as_bytes());
+        }
+        // SAFETY: leaving without running exit handlers, as after fork.
+        unsafe { libc::_exit(if done.is_ok() { 0 } else { 1 }) }
+    }
+    match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        other => Err(RestoreError::Prepare(format!("the helper for {h:?} failed: {other:?}"))),
+    }
+}
+
+/// Forks task `idx` with its pid (a zombie untraced, then waits until it
+/// is one); the child never returns from here.
+fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> Result<()> {
+    let t = &tree.tasks[idx];
+    match &t.kind {
+        TaskKind::Live(_) => {
+            // SAFETY: the task is single-threaded (a fork of criu-rs).
+            if let Forked::Child = unsafe { clone3_set_tid(t.pid)? } {
+                task_main(tree, idx, pipes, descs)
+            }
+        }
+        TaskKind::Zombie { status, comm } => {
+            // SAFETY: as above; the child only makes raw calls and exits.
+            if let Forked::Child = unsafe { clone3_set_tid_flags(t.pid, CLONE_UNTRACED)? } {
+                become_zombie(t, &tree.tasks[0], *status, comm)
+            }
+            // It must be dead before the tree runs: its SIGCHLD belongs to now.
+            rustix::process::waitid(
+                rustix::process::WaitId::Pid(
+                    rustix::process::Pid::from_raw(t.pid).ok_or_else(|| RestoreError::Prepare(format!("bad zombie pid {}", t.pid)))?,
+                ),
+                rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+            )
+            .sys(|| format!("waiting for zombie {} to exit", t.pid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the task's session and group: `setsid` for a session leader,
+/// then `setpgid(0, pgid)` unless already in the group. The root only does
+/// what makes it a leader: its session and group are otherwise criu-rs's,
+/// and so are they for tasks below that were in the root's (outside) ones.
+fn set_ids(t: &TreeTask, root: &TreeTask) -> Result<()> {
+    if t.sid == t.pid {
+        rustix::process::setsid().sys(|| "setsid".into())?;
+    }
+    let outside_group = t.pgid == root.pgid && root.pgid != root.pid;
+    let cur = rustix::process::getpgrp().as_raw_nonzero().get();
+    if cur != t.pgid && !outside_group && (t.ppid != 0 || t.pgid == t.pid) {
+        let pgid = rustix::process::Pid::from_raw(t.pgid);
+        let own = if t.pgid == t.pid { None } else { pgid };
+        rustix::process::setpgid(None, own).sys(|| format!("setpgid(0, {})", t.pgid))?;
+    }
+    let outside_session = t.sid == root.sid && root.sid != root.pid;
+    if t.ppid != 0 && !outside_session {
+        let sid = rustix::process::getsid(None).sys(|| "getsid".into())?.as_raw_nonzero().get();
+        if sid != t.sid {
+            return Err(RestoreError::Prepare(format!("task {} got session {sid}, not {}", t.pid, t.sid)));
+        }
+    }
+    Ok(())
+}
+
+/// A zombie-to-be: its ids and name, then the dumped exit (a signal it
+/// died of is raised again, without a core dump). Never returns.
+fn become_zombie(t: &TreeTask, root: &TreeTask, status: i32, comm: &str) -> ! {
+    let _ = set_ids(t, root);
+    if let Ok(name) = std::ffi::CString::new(comm.bytes().take(15).filter(|&b| b != 0).collect::<Vec<u8>>()) {
+        let _ = rustix::thread::set_name(&name);
+    }
+    let sig = status & 0x7f;
+    if sig != 0 {
+        // SAFETY: plain syscalls on this process; no Rust state involved.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    // SAFETY: leaving without running exit handlers, as after fork.
+    unsafe { libc::_exit((status >> 8) & 0xff) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zombie(pid: i32, ppid: i32, pgid: i32, sid: i32) -> TreeTask {
+        TreeTask { pid, ppid, pgid, sid, kind: TaskKind::Zombie { status: 0, comm: String::new() } }
+    }
+
+    fn check(t: &TreeTask, before: &[TreeTask]) -> bool {
+        check_ids(t, before, std::path::Path::new("pstree.img")).is_ok()
+    }
+
+    #[test]
+    fn sessions_and_groups_that_can_be_rebuilt() {
+        // R(sid R) > A(own group) > B(own session) > C(B's group): all fine.
+        let before = vec![zombie(10, 0, 10, 10), zombie(11, 10, 11, 10), zombie(12, 11, 12, 12)];
+        assert!(check(&zombie(13, 12, 12, 12), &before), "inherits");
+        assert!(check(&zombie(13, 12, 13, 12), &before), "own group");
+        assert!(check(&zombie(13, 12, 13, 13), &before), "own session");
+        // A group of an ancestor only within the same session.
+        assert!(!check(&zombie(13, 12, 11, 12), &before), "group of another session");
+        assert!(check(&zombie(14, 11, 10, 10), &before), "grandparent's group, same session");
+        // Gone session leader 20 (no task): a helper does it, with its group or an own one.
+        assert!(check(&zombie(15, 10, 20, 20), &before));
+        assert!(check(&zombie(15, 10, 15, 20), &before));
+        assert!(!check(&zombie(15, 10, 21, 20), &before), "a gone group inside a gone session");
+        // Gone group leader 30 in the parent's session: a group helper.
+        assert_eq!(helper_for(&zombie(16, 11, 30, 10), &before), Ok(Some(Helper::Group(30))));
+        assert!(!check(&zombie(16, 12, 30, 10), &before), "a gone group in a session that is not the parent's");
+        // Session of a live task that is not an ancestor.
+        assert!(!check(&zombie(15, 10, 12, 12), &before));
+    }
+
+    #[test]
+    fn helpers_only_for_sessions_whose_leader_is_gone() {
+        let tree = TreePlan {
+            tasks: vec![zombie(10, 0, 10, 10), zombie(11, 10, 11, 10), zombie(12, 10, 20, 20), zombie(13, 10, 13, 13)],
+            lazy: Vec::new(),
+        };
+        let need: Vec<Option<Helper>> = (0..4).map(|i| needs_helper(&tree, i)).collect();
+        assert_eq!(need, [None, None, Some(Helper::Session(20)), None]);
+        assert_eq!(tree.children(0).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+}
