@@ -97,6 +97,8 @@ pub fn run(root: &Path) -> Result<()> {
         println!("demo pid {pid} is at tick {before}; checkpointing");
 
         let images = work.join("images");
+        // As with CRIU, the images directory must exist before the dump.
+        fs::create_dir_all(&images)?;
         let t = Instant::now();
         run_checked(Command::new(&criu_rs).args(["dump", "-v4", "-o", "dump.log", "-t"]).arg(pid.to_string()).arg("-D").arg(&images))?;
         let dump_time = t.elapsed();
