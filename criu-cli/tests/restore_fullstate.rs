@@ -101,9 +101,6 @@ fn fullstate_detects_a_changed_file() {
 
 #[test]
 fn restore_detached_brings_fullstate_back() {
-    if restore_not_implemented("restore_detached_brings_fullstate_back") {
-        return;
-    }
     let d = dirs("detached");
     let (pid, fds, maps) = start_and_dump(&d);
     let before = snapshot_dir(&d.images);
@@ -115,9 +112,6 @@ fn restore_detached_brings_fullstate_back() {
 
 #[test]
 fn restore_same_images_twice() {
-    if restore_not_implemented("restore_same_images_twice") {
-        return;
-    }
     let d = dirs("twice");
     let (pid, fds, maps) = start_and_dump(&d);
     let before = snapshot_dir(&d.images);
@@ -133,9 +127,6 @@ fn restore_same_images_twice() {
 
 #[test]
 fn restore_with_pid_in_use_fails_cleanly() {
-    if restore_not_implemented("restore_with_pid_in_use_fails_cleanly") {
-        return;
-    }
     let d = dirs("pid-in-use");
     let (pid, fds, maps) = start_and_dump(&d);
     let first = restore_detached(&d.images, pid);
@@ -183,9 +174,6 @@ fn restore_attached(images: &Path, pid: i32) -> (CriuChild, Held) {
 
 #[test]
 fn restore_attached_exits_with_the_programs_status() {
-    if restore_not_implemented("restore_attached_exits_with_the_programs_status") {
-        return;
-    }
     let d = dirs("attached");
     let (pid, _fds, _maps) = start_and_dump(&d);
 

@@ -114,9 +114,6 @@ fn restore_threads_and_check(d: &Dirs, images: &std::path::Path, pid: i32, tids:
 
 #[test]
 fn threads_dump_restore() {
-    if restore_not_implemented("threads_dump_restore") {
-        return;
-    }
     let (d, images, pid, tids) = dumped_threads("threads-restore");
     restore_threads_and_check(&d, &images, pid, &tids, "restored threads");
 }
@@ -235,9 +232,6 @@ fn tree_checks_pass_without_checkpoint() {
 
 #[test]
 fn tree_dump_restore() {
-    if restore_not_implemented("tree_dump_restore") {
-        return;
-    }
     dump_restore_tree("tree-restore", false);
 }
 
@@ -272,17 +266,11 @@ fn tree_with_orphaned_session_checks_pass_without_checkpoint() {
 /// (restore needs a helper task for it) and a child subreaper.
 #[test]
 fn tree_with_orphaned_session_dump_restore() {
-    if restore_not_implemented("tree_with_orphaned_session_dump_restore") {
-        return;
-    }
     dump_restore_tree("orphans-restore", true);
 }
 
 #[test]
 fn tree_twenty_dump_restore_cycles() {
-    if restore_not_implemented("tree_twenty_dump_restore_cycles") {
-        return;
-    }
     let d = dirs("tree-cycles");
     let mut t = Tree::start(&d, false);
     let before = t.layout();
@@ -339,9 +327,6 @@ impl Drop for PidHolder {
 /// images restore and pass every check.
 #[test]
 fn tree_restore_with_a_pid_in_use_leaves_nothing() {
-    if restore_not_implemented("tree_restore_with_a_pid_in_use_leaves_nothing") {
-        return;
-    }
     pid_in_use_leaves_nothing("tree-pid-in-use", false, 2);
 }
 
@@ -349,9 +334,6 @@ fn tree_restore_with_a_pid_in_use_leaves_nothing() {
 /// session leader E forks.
 #[test]
 fn orphaned_session_restore_with_a_pid_in_use_leaves_nothing() {
-    if restore_not_implemented("orphaned_session_restore_with_a_pid_in_use_leaves_nothing") {
-        return;
-    }
     pid_in_use_leaves_nothing("orphans-pid-in-use", true, 4);
 }
 
@@ -387,9 +369,6 @@ fn pid_in_use_leaves_nothing(name: &str, orphans: bool, victim: usize) {
 /// leaves no process; once the tid is free the same images restore.
 #[test]
 fn threads_restore_with_a_tid_in_use_leaves_nothing() {
-    if restore_not_implemented("threads_restore_with_a_tid_in_use_leaves_nothing") {
-        return;
-    }
     let (d, images, pid, tids) = dumped_threads("threads-tid-in-use");
     let taken = *tids.iter().find(|&&t| t != pid).unwrap();
     let holder = PidHolder::take(taken);
@@ -409,9 +388,6 @@ fn threads_restore_with_a_tid_in_use_leaves_nothing() {
 /// forks the task and exits.
 #[test]
 fn orphaned_group_dump_restore() {
-    if restore_not_implemented("orphaned_group_dump_restore") {
-        return;
-    }
     let d = dirs("orphan-group");
     let images = scratch("orphan-group-images");
     let _ = std::fs::remove_file(&d.result);

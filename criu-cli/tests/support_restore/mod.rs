@@ -21,19 +21,6 @@ pub const NR_RT_SIGSUSPEND: u64 = 130;
 /// How long a test waits for anything a program does (never a timing assertion, a hang guard).
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// True (after printing a loud notice) while `criu-rs restore` is the
-/// "not implemented" stub; the e2e tests then return early.
-pub fn restore_not_implemented(test: &str) -> bool {
-    let empty = scratch(&format!("{test}-gate"));
-    let out = criu_rs().arg("restore").arg("-D").arg(&empty).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("not implemented") {
-        eprintln!("\n*** SKIPPED {test}: restore not implemented yet ***\n");
-        true
-    } else {
-        false
-    }
-}
 
 static PROGRAM_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
