@@ -4,26 +4,53 @@
 mod support;
 mod support_restore;
 
-use std::io::{BufRead, BufReader};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+
 use support::{compile, criu_rs};
 use support_restore::{scratch, wait_pid_gone, Held};
 
-/// Starts `bigmem MIB` (pattern-filled anonymous memory, waits on stdin)
-/// and waits for its READY line.
-fn start_bigmem(mib: u32) -> Child {
-    let mut c = Command::new(compile("bigmem"))
-        .arg(mib.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("READY"), "bigmem said {line:?}");
-    c
+/// `bigmem MIB` (pattern-filled anonymous memory; one byte on stdin makes
+/// it check the pattern and print OK) in a session of its own, with stdin a
+/// FIFO the test holds open read-write (so it never sees EOF, before or
+/// after the restore) and stdout a file (no reader to lose on restore).
+struct Bigmem {
+    child: Reap,
+    fifo: std::fs::File,
+    out: std::path::PathBuf,
+}
+
+fn start_bigmem(mib: u32, dir: &Path) -> Bigmem {
+    let fifo_path = dir.join("in.fifo");
+    let out = dir.join("out.txt");
+    let c = std::ffi::CString::new(fifo_path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let fifo = std::fs::OpenOptions::new().read(true).write(true).open(&fifo_path).unwrap();
+    let mut cmd = Command::new(compile("bigmem"));
+    cmd.arg(mib.to_string())
+        .stdin(std::fs::File::open(&fifo_path).unwrap())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; the child only calls it before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = Reap(cmd.spawn().unwrap());
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&out).unwrap().starts_with("READY") {
+        assert!(t.elapsed() < Duration::from_secs(60), "bigmem never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Bigmem { child, fifo, out }
 }
 
 /// Kills and reaps a child still running (after a failed assertion).
@@ -59,9 +86,10 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn captured_stderr_gets_no_bar() {
-    let p = Reap(start_bigmem(16));
-    let pid = p.0.id() as i32;
     let dir = scratch("progress-captured");
+    let work = scratch("progress-captured-work");
+    let b = start_bigmem(16, &work);
+    let pid = b.child.0.id() as i32;
     let out = criu_rs()
         .env("CRIU_RS_PROGRESS_MIN_PAGES", "1")
         .args(["-v0", "dump", "-j", "-R", "-t", &pid.to_string(), "-D"])
@@ -75,16 +103,17 @@ fn captured_stderr_gets_no_bar() {
 
 #[test]
 fn terminal_shows_the_bar_for_dump_and_restore() {
-    let mut p = Reap(start_bigmem(16));
-    let pid = p.0.id() as i32;
     let dir = scratch("progress-pty");
+    let work = scratch("progress-pty-work");
+    let mut b = start_bigmem(16, &work);
+    let pid = b.child.0.id() as i32;
     let d = dir.to_str().unwrap();
     let out = in_pty(&["-v0", "dump", "-j", "-t", &pid.to_string(), "-D", d]);
     let shown = text(&out.stdout);
     assert!(out.status.success(), "dump failed: {shown}");
     assert!(shown.contains("dumping memory"), "no bar in {shown:?}");
     assert!(shown.contains("pages"), "no page count in {shown:?}");
-    let _ = p.0.wait();
+    let _ = b.child.0.wait();
     wait_pid_gone(pid);
 
     let pidfile = Path::new(d).with_extension("pid");
@@ -92,6 +121,11 @@ fn terminal_shows_the_bar_for_dump_and_restore() {
     let held = Held::open(pid);
     let shown = text(&out.stdout);
     assert!(out.status.success(), "restore failed: {shown}");
-    assert!(held.is_ok(), "restored pid {pid} is not there");
+    let held = held.unwrap_or_else(|e| panic!("restored pid {pid} is not there: {e}"));
     assert!(shown.contains("restoring memory"), "no bar in {shown:?}");
+    // The restored process checks its memory when given a byte, and exits.
+    b.fifo.write_all(b"x").unwrap();
+    assert!(held.wait_exit(Duration::from_secs(60)), "restored pid {pid} did not finish");
+    let said = std::fs::read_to_string(&b.out).unwrap();
+    assert!(said.ends_with("OK\n"), "restored bigmem said {said:?}");
 }

@@ -179,9 +179,12 @@ impl FrozenTree {
             ids.push((st.pid, st.pgid, st.sid));
         }
         for (pid, pgid, sid) in ids {
+            // 0: led by a process outside our pid namespace (or by none,
+            // for a session the kernel started): outside the tree too.
             let led_outside = |id: i32, session: bool| {
-                !pids.contains(&id)
-                    && read_stat(id).is_ok_and(|s| if session { s.sid == id } else { s.pgid == id })
+                id == 0
+                    || !pids.contains(&id)
+                        && read_stat(id).is_ok_and(|s| if session { s.sid == id } else { s.pgid == id })
             };
             if led_outside(sid, true) || led_outside(pgid, false) {
                 return Err(DumpError::ShellJob { pid, sid, pgid });

@@ -89,7 +89,9 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
         let pid = e.pid.unwrap_or_default() as i32;
         let ppid = if i == 0 { 0 } else { e.ppid.unwrap_or_default() as i32 };
         let (pgid, sid) = (e.pgid.unwrap_or_default() as i32, e.sid.unwrap_or_default() as i32);
-        if pid <= 0 || pgid <= 0 || sid <= 0 {
+        // A pgid or sid of 0 is a group or session led from outside the
+        // dumping pid namespace: restored like any outside one (inherited).
+        if pid <= 0 || pgid < 0 || sid < 0 {
             return Err(RestoreError::bad(&path, format!("task {pid}: bad pid, pgid {pgid} or sid {sid}")));
         }
         let tids: Vec<i32> = e.threads.iter().map(|&t| t as i32).collect();
@@ -166,12 +168,15 @@ fn helper_for(t: &TreeTask, tasks: &[TreeTask]) -> std::result::Result<Option<He
         if t.pgid != t.sid && t.pgid != t.pid {
             return Err(format!("task {}: group {} in session {} whose leaders are both gone", t.pid, t.pgid, t.sid));
         }
+        if t.sid == 0 {
+            return Err(format!("task {}: session led from outside the pid namespace, not its parent's", t.pid));
+        }
         return Ok(Some(Helper::Session(t.sid)));
     }
     if t.pgid == t.pid || ancestors().any(|a| a.pgid == t.pgid && a.sid == t.sid) {
         return Ok(None);
     }
-    if in_tree(t.pgid) || t.sid != parent_sid {
+    if in_tree(t.pgid) || t.sid != parent_sid || t.pgid == 0 {
         return Err(format!("task {}: process group {} with no member among its ancestors", t.pid, t.pgid));
     }
     Ok(Some(Helper::Group(t.pgid)))
@@ -423,7 +428,7 @@ fn set_ids(t: &TreeTask, root: &TreeTask) -> Result<()> {
         rustix::process::setsid().sys(|| "setsid".into())?;
     }
     let outside_group = t.pgid == root.pgid && root.pgid != root.pid;
-    let cur = rustix::process::getpgrp().as_raw_nonzero().get();
+    let cur = getpgrp();
     if cur != t.pgid && !outside_group && (t.ppid != 0 || t.pgid == t.pid) {
         let pgid = rustix::process::Pid::from_raw(t.pgid);
         let own = if t.pgid == t.pid { None } else { pgid };
@@ -431,12 +436,29 @@ fn set_ids(t: &TreeTask, root: &TreeTask) -> Result<()> {
     }
     let outside_session = t.sid == root.sid && root.sid != root.pid;
     if t.ppid != 0 && !outside_session {
-        let sid = rustix::process::getsid(None).sys(|| "getsid".into())?.as_raw_nonzero().get();
+        let sid = getsid()?;
         if sid != t.sid {
             return Err(RestoreError::Prepare(format!("task {} got session {sid}, not {}", t.pid, t.sid)));
         }
     }
     Ok(())
+}
+
+/// `getpgrp()`: our process group, 0 when its leader is outside our pid
+/// namespace (rustix's wrapper refuses that answer).
+fn getpgrp() -> i32 {
+    // SAFETY: getpgrp takes no arguments and cannot fail.
+    unsafe { libc::getpgrp() }
+}
+
+/// `getsid(0)`: our session, 0 when its leader is outside our pid namespace.
+fn getsid() -> Result<i32> {
+    // SAFETY: getsid(0) asks about the caller; it only returns a number.
+    let sid = unsafe { libc::getsid(0) };
+    if sid < 0 {
+        return Err(RestoreError::sys("getsid", rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL)));
+    }
+    Ok(sid)
 }
 
 /// A zombie-to-be: its ids and name, then the dumped exit (a signal it
@@ -494,6 +516,20 @@ mod tests {
         assert!(!check(&zombie(16, 12, 30, 10), &before), "a gone group in a session that is not the parent's");
         // Session of a live task that is not an ancestor.
         assert!(!check(&zombie(15, 10, 12, 12), &before));
+    }
+
+    #[test]
+    fn ids_led_from_outside_the_pid_namespace() {
+        // sid/pgid 0: the root's session and group are led from outside; its
+        // children inherit them or make their own, but cannot rejoin them.
+        let before = vec![zombie(10, 0, 0, 0), zombie(11, 10, 11, 0)];
+        assert!(check(&zombie(12, 10, 0, 0), &before), "inherits both");
+        assert!(check(&zombie(12, 11, 0, 0), &before), "grandparent's group");
+        assert!(check(&zombie(12, 10, 12, 12), &before), "own session");
+        assert!(!check(&zombie(12, 10, 0, 10), &before), "outside group in another session");
+        let own = vec![zombie(10, 0, 10, 10)];
+        assert!(!check(&zombie(11, 10, 11, 0), &own), "outside session below a session leader");
+        assert!(!check(&zombie(11, 10, 0, 10), &own), "outside group below a group leader");
     }
 
     #[test]
