@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: a table of measurements. Rows other parts of the
-//! project will fill (dump/restore throughput) show "n/a" for now.
+//! `cargo xtask bench`: a table of measurements. `--only restore` prints
+//! just the restore throughput rows ([`crate::bench_restore`]).
 
 use anyhow::{Context, Result};
 use criu_core::pie::{self, Loaded};
@@ -11,6 +11,10 @@ pub fn run(args: &[String]) -> Result<()> {
         None => 1000,
     }
     .max(1);
+    if crate::flag_value(args, "--only")? == Some("restore") {
+        print_table(crate::bench_restore::rows(runs.min(15))?);
+        return Ok(());
+    }
     let pkg = pie::embedded()?;
 
     let start = Instant::now();
@@ -31,16 +35,21 @@ pub fn run(args: &[String]) -> Result<()> {
         ("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))),
         ("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))),
         ("dump throughput", crate::bench_dump::dump_throughput(&crate::workspace_root(), runs.min(3))?),
-        crate::bench_restore::row(3)?,
     ];
+    rows.extend(crate::bench_restore::rows(runs.min(5))?);
     rows.extend(crate::bench_lazy::rows(&crate::workspace_root())?);
+    print_table(rows);
+    Ok(())
+}
+
+/// Prints (measure, value) rows as a two-column table.
+fn print_table(rows: Vec<(&str, String)>) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("{:width$}  value", "measure");
     println!("{:-<width$}  {:-<30}", "", "");
     for (k, v) in rows {
         println!("{k:width$}  {v}");
     }
-    Ok(())
 }
 
 fn micros(d: Duration) -> String {

@@ -2,7 +2,7 @@
 //!
 //! - `build-pie [--out FILE]`: builds and packages the restorer blob, prints
 //!   the package summary (size, segments, relocations, entries).
-//! - `bench [--runs N]`: prints a table of measurements.
+//! - `bench [--runs N] [--only restore]`: prints a table of measurements.
 //! - `test [ARGS]`: every test: the workspace's, then the blob library's
 //!   host unit tests (restorer-pie is a workspace of its own).
 //! - `setup`: installs the test tools (qemu-user, criu's `crit`) if missing.
@@ -19,7 +19,7 @@ mod setup;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] | setup | demo | test [ARGS]>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only restore] | setup | demo | test [ARGS]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

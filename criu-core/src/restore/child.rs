@@ -53,12 +53,13 @@ pub fn guarded(plan: &TaskPlan, status: OwnedFd, f: impl FnOnce(&OwnedFd) -> Res
 /// Everything after the task's session and group are set and its children
 /// forked: files (`opened`: every description of the tree, created by
 /// criu-rs and inherited), memory, fs context, name, the blob; ends in the
-/// jump (`Ok` never happens).
+/// jump (`Ok` never happens). `ids` holds every pid and tid of the tree.
 pub fn prepare(
     plan: &TaskPlan,
     lazy: Option<&LazySetup>,
     status: &OwnedFd,
     opened: &BTreeMap<u32, OwnedFd>,
+    ids: &[i32],
 ) -> Result<std::convert::Infallible> {
     // Room for every dumped fd number (the blob puts the dumped limits back).
     if let Ok(lim) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.ok_or(()) {
@@ -99,7 +100,7 @@ pub fn prepare(
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
     install_fds(&plan.fds, opened, &keep)?;
 
-    let pm = build_memory(plan, pages.as_ref(), &open_ro, progress_out.as_ref())?;
+    let pm = build_memory(plan, ids, pages.as_ref(), &open_ro, progress_out.as_ref())?;
     drop(pages);
     drop(progress_out);
     // Before restore_fs: the socket path is relative to criu-rs's root and cwd.
@@ -152,9 +153,12 @@ fn busy_now(plan: &TaskPlan) -> Result<Vec<(u64, u64)>> {
     Ok(busy)
 }
 
-/// Premaps the private VMAs and fills them from the pages file.
+/// Premaps the private VMAs and fills them from the pages file. `ids`:
+/// every pid and tid of the tree (the fill's helper thread must not hold
+/// one of them).
 fn build_memory(
     plan: &TaskPlan,
+    ids: &[i32],
     pages: Option<&OwnedFd>,
     open_ro: &dyn Fn(&std::path::Path) -> Result<OwnedFd>,
     progress_out: Option<&OwnedFd>,
@@ -173,10 +177,10 @@ fn build_memory(
         crate::progress::Phase::start("restoring memory", total, out.as_fd())
     });
     if let Some(fd) = pages {
-        fill(&pm, &plan.vmas, &plan.pages, fd)?;
+        fill(&pm, &plan.vmas, &plan.pages, fd, ids)?;
     }
     for shmem in plan.shmem_pages.iter().filter(|p| !p.runs.is_empty()) {
-        fill(&pm, &plan.vmas, shmem, &open_ro(&shmem.path)?)?;
+        fill(&pm, &plan.vmas, shmem, &open_ro(&shmem.path)?, ids)?;
     }
     finish(&pm, &plan.vmas)?;
     Ok(pm)

@@ -7,7 +7,7 @@
 //! - [`tree`] forks every task with its dumped pid (a fork of criu-rs,
 //!   [`clone`]), sessions and groups first, zombies included;
 //! - in each task, [`fds`] and [`fs`] rebuild files, [`premap`] builds the
-//!   memory in a reserved area, [`args`] fills the blob's argument block and
+//!   memory in a reserved area, [`fill`] fills it from the pages file, [`args`] fills the blob's argument block and
 //!   [`jump`] enters the blob ([`child`]);
 //! - in criu-rs, [`barrier`] holds every thread at the blob's last stop
 //!   until the whole tree is there, then ([`finalize`]) removes the blob
@@ -22,7 +22,9 @@ pub mod clone;
 pub mod error;
 pub mod fds;
 pub mod finalize;
+pub mod fill;
 pub mod fs;
+pub mod helper_thread;
 pub mod hole;
 pub mod hugefill;
 pub mod jump;

@@ -9,15 +9,11 @@
 
 use super::error::{RestoreError, Result, SysContext};
 use super::hole::find_hole;
-use super::hugefill::{HugeFiller, HUGE};
+use super::hugefill::HUGE;
 use super::plan::{PagesPlan, VmaKind, VmaPlan, PAGE_SIZE};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use std::ffi::c_void;
-use std::io::IoSliceMut;
-
-/// Most iovecs one `preadv` takes (IOV_MAX).
-const IOV_MAX: usize = 1024;
 
 /// One VMA built in the premap area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,67 +124,22 @@ pub fn premap(
     Ok(Premap { base, len, placed })
 }
 
-/// Reads every present page from the pages file into the premapped VMAs.
-/// Large private anonymous stretches go through [`HugeFiller`]; the rest
-/// (and everything if that is unavailable) is read with `preadv`.
-/// Returns the number of bytes read.
-pub fn fill(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd) -> Result<u64> {
-    let segs = segments(pm, vmas, pages)?;
-    let mut huge: Option<Option<HugeFiller>> = None;
-    // Plain segments: (premap address, len, file offset).
-    let mut plain: Vec<(u64, u64, u64)> = Vec::with_capacity(segs.len());
-    let mut total = 0u64;
-    for s in segs {
-        let (a, b) = (s.addr.next_multiple_of(HUGE), (s.addr + s.len) / HUGE * HUGE);
-        let filler = if s.anon && b > a { huge.get_or_insert_with(HugeFiller::new).as_mut() } else { None };
-        let Some(filler) = filler else {
-            push_plain(&mut plain, (s.addr, s.len, s.off));
-            continue;
-        };
-        let done = filler.fill(fd, a, b - a, s.off + (a - s.addr))?;
-        total += done;
-        push_plain(&mut plain, (s.addr, a - s.addr, s.off));
-        let rest = a + done;
-        push_plain(&mut plain, (rest, s.addr + s.len - rest, s.off + (rest - s.addr)));
-    }
-    drop(huge);
-    let mut i = 0;
-    while i < plain.len() {
-        // One preadv over consecutive segments that are contiguous in the file.
-        let mut j = i + 1;
-        while j < plain.len() && j - i < IOV_MAX && plain[j].2 == plain[j - 1].2 + plain[j - 1].1 {
-            j += 1;
-        }
-        total += read_segments(fd, &plain[i..j], &pages.path)?;
-        i = j;
-    }
-    Ok(total)
-}
-
-/// Appends a non-empty segment, merging it with the previous one when both
-/// memory and file ranges continue.
-fn push_plain(plain: &mut Vec<(u64, u64, u64)>, seg: (u64, u64, u64)) {
-    if seg.1 == 0 {
-        return;
-    }
-    match plain.last_mut() {
-        Some(p) if p.0 + p.1 == seg.0 && p.2 + p.1 == seg.2 => p.1 += seg.1,
-        _ => plain.push(seg),
-    }
-}
+pub use super::fill::fill;
 
 /// One stretch of present pages: where it goes, how long, where in the
-/// pages file, and whether its VMA is private anonymous memory.
-struct Segment {
-    addr: u64,
-    len: u64,
-    off: u64,
-    anon: bool,
+/// pages file, whether its VMA is private anonymous memory, and whether
+/// huge pages may back it (the VMA was not advised `MADV_NOHUGEPAGE`).
+pub(super) struct Segment {
+    pub addr: u64,
+    pub len: u64,
+    pub off: u64,
+    pub anon: bool,
+    pub huge_ok: bool,
 }
 
 /// The pages file's runs cut at VMA boundaries and translated to premap
 /// addresses, in file order.
-fn segments(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan) -> Result<Vec<Segment>> {
+pub(super) fn segments(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan) -> Result<Vec<Segment>> {
     let mut segs: Vec<Segment> = Vec::with_capacity(pages.runs.len());
     let mut pi = 0usize;
     for run in &pages.runs {
@@ -207,50 +158,12 @@ fn segments(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan) -> Result<Vec<Segm
                 len: seg_end - vaddr,
                 off: run.file_off + (vaddr - run.vaddr),
                 anon: vmas[p.vma].kind == VmaKind::Anon,
+                huge_ok: vmas[p.vma].madv & (1 << libc::MADV_NOHUGEPAGE) == 0,
             });
             vaddr = seg_end;
         }
     }
     Ok(segs)
-}
-
-/// `preadv(fd, iov[segs], segs[0].offset)`, repeated until all is read.
-/// The destination pages are faulted in first with one
-/// `madvise(MADV_POPULATE_WRITE)` per segment, which is much cheaper than
-/// taking one page fault per page inside the copy.
-fn read_segments(fd: &OwnedFd, segs: &[(u64, u64, u64)], path: &std::path::Path) -> Result<u64> {
-    for &(addr, len, _) in segs {
-        // SAFETY: the range is a writable premapped VMA owned by this
-        // restore; populating it only allocates its pages.
-        // Best effort: on failure the copy below faults the pages in.
-        let _ = unsafe { rustix::mm::madvise(addr as *mut c_void, len as usize, rustix::mm::Advice::LinuxPopulateWrite) };
-    }
-    let mut done = 0u64;
-    let want: u64 = segs.iter().map(|s| s.1).sum();
-    while done < want {
-        // Rebuild the iovecs past what was already read.
-        let mut skip = done;
-        let mut iov: Vec<IoSliceMut<'_>> = Vec::with_capacity(segs.len());
-        for &(addr, len, _) in segs {
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            // SAFETY: addr..addr+len is a writable premapped range owned by
-            // this restore; nothing else references it.
-            let buf = unsafe { std::slice::from_raw_parts_mut((addr + skip) as *mut u8, (len - skip) as usize) };
-            iov.push(IoSliceMut::new(buf));
-            skip = 0;
-        }
-        let n = rustix::io::preadv(fd, &mut iov, segs[0].2 + done)
-            .sys(|| format!("preadv({}, {:#x})", path.display(), segs[0].2 + done))?;
-        if n == 0 {
-            return Err(RestoreError::bad(path, format!("unexpected end of file at {:#x}", segs[0].2 + done)));
-        }
-        done += n as u64;
-        crate::progress::advance(n as u64 / PAGE_SIZE);
-    }
-    Ok(done)
 }
 
 /// Gives every premapped VMA its dumped protection and madvise flags.
@@ -294,6 +207,18 @@ fn mprotect_flags(prot: u32) -> MprotectFlags {
     MprotectFlags::from_bits_truncate(prot)
 }
 
+/// Test helper: premaps `vmas` where neither they nor anything mapped now
+/// lie, and opens the pages file `pages`.
+#[cfg(test)]
+pub(super) fn premap_here(vmas: &[VmaPlan], pages: &std::path::Path) -> (Premap, OwnedFd) {
+    use super::error::SysContext;
+    let mut busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
+    busy.extend(super::maps::read_maps(None).unwrap().iter().map(|m| (m.start, m.end)));
+    let open = |p: &std::path::Path| rustix::fs::open(p, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).sys(|| "open".into());
+    let pm = premap(vmas, &busy, &|_| true, &open).unwrap();
+    (pm, open(pages).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,12 +256,8 @@ mod tests {
             PageRun { vaddr: t + 0x21000, nr_pages: 1, file_off: 3 * PAGE_SIZE },
         ];
         let pages = PagesPlan { path: pages_path.clone(), runs };
-        let mut busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
-        busy.extend(read_maps(None).unwrap().iter().map(|m| (m.start, m.end)));
-        let open = |p: &std::path::Path| rustix::fs::open(p, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).sys(|| "open".into());
-        let pm = premap(&vmas, &busy, &|_| true, &open).unwrap();
-        let fd = open(&pages_path).unwrap();
-        assert_eq!(fill(&pm, &vmas, &pages, &fd).unwrap(), 4 * PAGE_SIZE);
+        let (pm, fd) = premap_here(&vmas, &pages_path);
+        assert_eq!(fill(&pm, &vmas, &pages, &fd, &[]).unwrap(), 4 * PAGE_SIZE);
         finish(&pm, &vmas).unwrap();
         let byte = |vma: usize, page: u64| {
             let p = pm.placed.iter().find(|p| p.vma == vma).unwrap();
@@ -372,14 +293,10 @@ mod tests {
         // A 9 MiB VMA not 2 MiB aligned; pages start 3 pages in.
         let t = 0x5100_0000_3000u64;
         let vmas = vec![vma(t, 9 * 256, VmaKind::Anon, 3)];
+        let (pm, fd) = premap_here(&vmas, &pages_path);
         let pages = PagesPlan { path: pages_path, runs: vec![PageRun { vaddr: t + 3 * PAGE_SIZE, nr_pages: n, file_off: 0 }] };
-        let mut busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
-        busy.extend(read_maps(None).unwrap().iter().map(|m| (m.start, m.end)));
-        let open = |p: &std::path::Path| rustix::fs::open(p, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).sys(|| "open".into());
-        let pm = premap(&vmas, &busy, &|_| true, &open).unwrap();
         assert_eq!(pm.placed[0].addr % HUGE, t % HUGE, "premap keeps the 2 MiB phase");
-        let fd = open(&pages.path).unwrap();
-        assert_eq!(fill(&pm, &vmas, &pages, &fd).unwrap(), n * PAGE_SIZE);
+        assert_eq!(fill(&pm, &vmas, &pages, &fd, &[]).unwrap(), n * PAGE_SIZE);
         finish(&pm, &vmas).unwrap();
         let base = pm.placed[0].addr;
         for k in 0..9 * 256u64 {
@@ -392,7 +309,7 @@ mod tests {
         let head = format!("{base:x}-");
         let block: String = smaps.split_inclusive('\n').skip_while(|l| !l.starts_with(&head)).take(30).collect();
         let flags = block.lines().find(|l| l.starts_with("VmFlags:")).unwrap();
-        assert!(!flags.contains(" hg") && !flags.contains(" um"), "VMA flags changed: {flags}");
+        assert!(!flags.contains(" hg") && !flags.contains(" um") && !flags.contains(" uw"), "VMA flags changed: {flags}");
         // SAFETY: unmapping the area this test mapped.
         unsafe { rustix::mm::munmap(pm.base as *mut c_void, pm.len as usize) }.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

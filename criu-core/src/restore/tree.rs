@@ -68,6 +68,12 @@ impl TreePlan {
         })
     }
 
+    /// Every pid and tid the restore creates.
+    pub fn ids(&self) -> Vec<i32> {
+        let tids = self.live().flat_map(|p| p.threads.iter().map(|t| t.0));
+        self.tasks.iter().map(|t| t.pid).chain(tids).collect()
+    }
+
     /// Indices of the tasks whose parent is task `idx`, in image order.
     fn children(&self, idx: usize) -> impl Iterator<Item = usize> + '_ {
         let pid = self.tasks[idx].pid;
@@ -334,7 +340,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMa
         if t.ppid != 0 && pdeath != 0 {
             set_pdeathsig(pdeath)?;
         }
-        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, descs)
+        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, descs, &tree.ids())
     })
 }
 
