@@ -149,6 +149,9 @@ fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avo
     (f.jobs, f.plain) = make_jobs(&pieces);
 
     let f = &f;
+    // rustix finds the vDSO's clock_gettime on first use: do that here, not
+    // on the helper thread.
+    let _ = now_ns();
     let mut helper = false;
     let result = if f.jobs.len() > 1 {
         run_pair(&|| { let _ = f.work(true); }, |tid| {
