@@ -134,7 +134,7 @@ fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avo
     for s in &segs {
         let (a, b) = (s.addr.next_multiple_of(HUGE), (s.addr + s.len) / HUGE * HUGE);
         let registered_ok = s.anon && b > a && f.uffd.as_ref().is_some_and(|u| {
-            give_anon_vma(a);
+            give_anon_vma(s.vma, (a, b));
             u.register(a, b - a)
         });
         if !registered_ok {
@@ -362,12 +362,21 @@ fn copy(uffd: &Uffd, dst: u64, src: u64, len: u64, off: u64) -> std::result::Res
     uffd.copy_pages(dst, src, len).map_err(|(e, done)| JobError { what: "UFFDIO_COPY", errno: Some(e), off: off + done })
 }
 
-/// Makes sure the VMA holding `addr` has its anon_vma before a part of it
-/// is registered with the userfaultfd (which splits it): otherwise each
-/// part gets its own when first filled, and the parts can no longer merge
-/// back into one VMA when unregistered. Writing one page and dropping it
-/// again does that (`MADV_POPULATE_WRITE`, `MADV_DONTNEED`).
-fn give_anon_vma(addr: u64) {
+/// Makes sure `vma` has its anon_vma before its part `huge` is registered
+/// with the userfaultfd (which splits it): otherwise each part gets its own
+/// when first filled, and the parts can no longer merge back into one VMA
+/// when unregistered. Writing one page and dropping it again does that
+/// (`MADV_POPULATE_WRITE`, `MADV_DONTNEED`); the page is taken outside
+/// `huge` if there is room, as the page table it leaves behind keeps a
+/// huge page from moving in whole.
+fn give_anon_vma(vma: (u64, u64), huge: (u64, u64)) {
+    let addr = if vma.0 < huge.0 {
+        vma.0
+    } else if huge.1 < vma.1 {
+        vma.1 - PAGE_SIZE
+    } else {
+        huge.0
+    };
     populate(addr, PAGE_SIZE);
     // SAFETY: the page is part of a premapped VMA owned by this restore
     // and holds nothing yet.

@@ -127,14 +127,16 @@ pub fn premap(
 pub use super::fill::fill;
 
 /// One stretch of present pages: where it goes, how long, where in the
-/// pages file, whether its VMA is private anonymous memory, and whether
-/// huge pages may back it (the VMA was not advised `MADV_NOHUGEPAGE`).
+/// pages file, whether its VMA is private anonymous memory, whether huge
+/// pages may back it (the VMA was not advised `MADV_NOHUGEPAGE`), and the
+/// VMA's premap range.
 pub(super) struct Segment {
     pub addr: u64,
     pub len: u64,
     pub off: u64,
     pub anon: bool,
     pub huge_ok: bool,
+    pub vma: (u64, u64),
 }
 
 /// The pages file's runs cut at VMA boundaries and translated to premap
@@ -159,6 +161,7 @@ pub(super) fn segments(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan) -> Resu
                 off: run.file_off + (vaddr - run.vaddr),
                 anon: vmas[p.vma].kind == VmaKind::Anon,
                 huge_ok: vmas[p.vma].madv & (1 << libc::MADV_NOHUGEPAGE) == 0,
+                vma: (p.addr, p.addr + vmas[p.vma].len()),
             });
             vaddr = seg_end;
         }
