@@ -22,7 +22,7 @@
 
 use super::error::{RestoreError, Result};
 use super::helper_thread::run_pair;
-use super::hugefill::{thp_available, Scratch, Uffd, HUGE, STEP};
+use super::hugefill::{thp_available, Scratch, Uffd, BOUNCE, HUGE, STEP};
 use super::plan::{PagesPlan, VmaPlan, PAGE_SIZE};
 use super::premap::{segments, Premap};
 use rustix::fd::OwnedFd;
@@ -105,16 +105,35 @@ pub fn fill(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avoi
     fill_report(pm, vmas, pages, fd, avoid).map(|f| f.bytes)
 }
 
-/// [`fill`], saying how the work was done.
-pub fn fill_report(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avoid: &[i32]) -> Result<Filled> {
-    fill_with(pm, vmas, pages, fd, avoid, thp_available())
+/// Which ways of filling [`fill_with`] may use (all of them by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillWays {
+    /// Huge pages moved in (only where the system allows them).
+    pub huge: bool,
+    /// A userfaultfd (`UFFDIO_MOVE`/`UFFDIO_COPY`); without it, no huge
+    /// pages either.
+    pub uffd: bool,
+    /// A helper thread.
+    pub helper: bool,
 }
 
-/// [`fill_report`], with huge pages allowed or not.
-fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avoid: &[i32], huge: bool) -> Result<Filled> {
+impl Default for FillWays {
+    fn default() -> Self {
+        FillWays { huge: true, uffd: true, helper: true }
+    }
+}
+
+/// [`fill`], saying how the work was done.
+pub fn fill_report(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avoid: &[i32]) -> Result<Filled> {
+    fill_with(pm, vmas, pages, fd, avoid, FillWays::default())
+}
+
+/// [`fill_report`] using only the ways allowed (benchmarks compare them).
+pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avoid: &[i32], ways: FillWays) -> Result<Filled> {
     let segs = segments(pm, vmas, pages)?;
-    let want_uffd = segs.iter().any(|s| s.anon && s.addr.next_multiple_of(HUGE) + HUGE <= s.addr + s.len);
+    let want_uffd = ways.uffd && segs.iter().any(|s| s.anon && s.addr.next_multiple_of(HUGE) + HUGE <= s.addr + s.len);
     let uffd = if want_uffd { Uffd::open() } else { None };
+    let huge = ways.huge && thp_available();
     let mut f = Filler {
         fd,
         jobs: Vec::new(),
@@ -153,7 +172,7 @@ fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avo
     // on the helper thread.
     let _ = now_ns();
     let mut helper = false;
-    let result = if f.jobs.len() > 1 {
+    let result = if ways.helper && f.jobs.len() > 1 {
         run_pair(&|| { let _ = f.work(true); }, |tid| {
             helper = tid.is_some_and(|t| !avoid.contains(&t));
             if !helper {
@@ -324,8 +343,13 @@ impl Filler<'_> {
                     let Some(b) = areas.bounce.get_or_insert_with(|| Scratch::new(false)) else {
                         return Err(JobError { what: "mmap (bounce area)", errno: Some(Errno::NOMEM), off });
                     };
-                    read_exact(self.fd, b.addr, len - huge, off + huge)?;
-                    copy(uffd, addr + huge, b.addr, len - huge, off + huge)?;
+                    let mut at = huge;
+                    while at < len {
+                        let n = (len - at).min(BOUNCE);
+                        read_exact(self.fd, b.addr, n, off + at)?;
+                        copy(uffd, addr + at, b.addr, n, off + at)?;
+                        at += n;
+                    }
                 }
                 Ok(len)
             }
@@ -494,9 +518,10 @@ mod tests {
     }
 
     /// Fills a 40 MiB anonymous VMA (not 2 MiB aligned) with runs that
-    /// leave holes, with or without huge pages, and checks every page.
-    fn fill_and_check(huge: bool) {
-        let dir = std::env::temp_dir().join(format!("criu-rs-fill-{}-{huge}", std::process::id()));
+    /// leave holes, the ways given, and checks every page.
+    fn fill_and_check(ways: FillWays) {
+        let dir = std::env::temp_dir()
+            .join(format!("criu-rs-fill-{}-{}{}{}", std::process::id(), ways.huge as u8, ways.uffd as u8, ways.helper as u8));
         std::fs::create_dir_all(&dir).unwrap();
         let pages_path = dir.join("pages-1.img");
         let t = 0x5200_0000_5000u64;
@@ -519,11 +544,12 @@ mod tests {
         let vmas = vec![VmaPlan { start: t, end: t + 40 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, kind: VmaKind::Anon }];
         let pages = PagesPlan { path: pages_path.clone(), runs };
         let (pm, fd) = premap_here(&vmas, &pages_path);
-        let filled = fill_with(&pm, &vmas, &pages, &fd, &[], huge).unwrap();
+        let filled = fill_with(&pm, &vmas, &pages, &fd, &[], ways).unwrap();
         assert_eq!(filled.bytes, data.len() as u64);
-        if !huge {
+        if !ways.huge {
             assert_eq!(filled.huge, 0);
         }
+        assert_eq!(filled.helper, ways.helper);
         finish(&pm, &vmas).unwrap();
         let base = pm.placed[0].addr;
         for k in 0..vma_pages {
@@ -533,7 +559,7 @@ mod tests {
                 (std::ptr::read((base + k * PAGE_SIZE) as *const u32), std::ptr::read((base + (k + 1) * PAGE_SIZE - 1) as *const u8))
             };
             let want = if present { (word(k), k as u8 | 1) } else { (0, 0) };
-            assert_eq!((head, tail), want, "page {k} (huge: {huge})");
+            assert_eq!((head, tail), want, "page {k} ({ways:?})");
         }
         // Still one VMA with its own flags (the blob moves it as a whole).
         let maps = read_maps(None).unwrap();
@@ -554,12 +580,17 @@ mod tests {
 
     #[test]
     fn fill_with_huge_pages_puts_every_page_in_place() {
-        fill_and_check(true);
+        fill_and_check(FillWays::default());
     }
 
     #[test]
     fn fill_without_huge_pages_puts_every_page_in_place() {
-        fill_and_check(false);
+        fill_and_check(FillWays { huge: false, ..FillWays::default() });
+    }
+
+    #[test]
+    fn plain_fill_on_one_thread_puts_every_page_in_place() {
+        fill_and_check(FillWays { huge: false, uffd: false, helper: false });
     }
 
     #[test]
@@ -573,7 +604,7 @@ mod tests {
         let pages = PagesPlan { path: pages_path.clone(), runs: vec![PageRun { vaddr: t, nr_pages: 16 * MIB / PAGE_SIZE, file_off: 0 }] };
         let (pm, fd) = premap_here(&vmas, &pages_path);
         for huge in [true, false] {
-            let err = fill_with(&pm, &vmas, &pages, &fd, &[], huge).unwrap_err().to_string();
+            let err = fill_with(&pm, &vmas, &pages, &fd, &[], FillWays { huge, ..FillWays::default() }).unwrap_err().to_string();
             assert!(err.contains("unexpected end of file"), "{err}");
         }
         // SAFETY: unmapping the area this test mapped.

@@ -24,8 +24,10 @@ use std::ffi::c_void;
 
 /// Huge page size on x86_64.
 pub const HUGE: u64 = 2 << 20;
-/// Bytes filled per round (the scratch area's size).
+/// Bytes filled per round (the huge-page scratch area's size).
 pub const STEP: u64 = 8 << 20;
+/// Bytes of the bounce area: read, then copied while still in the cache.
+pub const BOUNCE: u64 = 1 << 20;
 
 const UFFD_API: u64 = 0xaa;
 const UFFD_USER_MODE_ONLY: i32 = 1;
@@ -163,9 +165,9 @@ impl Uffd {
     }
 }
 
-/// A [`STEP`]-byte, 2 MiB aligned scratch area: with `MADV_HUGEPAGE` (to
-/// move huge pages from), or populated once with plain pages (a bounce
-/// area to copy from).
+/// A 2 MiB aligned scratch area: [`STEP`] bytes with `MADV_HUGEPAGE` (to
+/// move huge pages from), or [`BOUNCE`] bytes populated once with plain
+/// pages (a bounce area to copy from).
 pub struct Scratch {
     /// The mapping (with its alignment slack).
     map: (u64, u64),
@@ -176,7 +178,8 @@ impl Scratch {
     /// `mmap` + `madvise(MADV_HUGEPAGE)`, or `mmap` +
     /// `madvise(MADV_POPULATE_WRITE)`; `None` on failure.
     pub fn new(huge: bool) -> Option<Scratch> {
-        let len = STEP + HUGE;
+        let size = if huge { STEP } else { BOUNCE };
+        let len = size + HUGE;
         // SAFETY: a fresh mapping wherever the kernel likes.
         let raw = unsafe {
             rustix::mm::mmap_anonymous(std::ptr::null_mut(), len as usize, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE)
@@ -186,7 +189,7 @@ impl Scratch {
         let advice = if huge { rustix::mm::Advice::LinuxHugepage } else { rustix::mm::Advice::LinuxPopulateWrite };
         // SAFETY: the scratch area is ours; the advice only sets VMA flags
         // or allocates its pages.
-        unsafe { rustix::mm::madvise(s.addr as *mut c_void, STEP as usize, advice) }.ok()?;
+        unsafe { rustix::mm::madvise(s.addr as *mut c_void, size as usize, advice) }.ok()?;
         Some(s)
     }
 }
