@@ -319,7 +319,8 @@ impl Filler<'_> {
                 read_plain(self.fd, segs)
             }
             Job::Huge { addr, len, off, thp } => {
-                let Some(uffd) = &self.uffd else { return Err(JobError { what: "userfaultfd", errno: None, off }) };
+                // Huge jobs exist only where the userfaultfd registered the range.
+                let Some(uffd) = &self.uffd else { return Err(JobError { what: "userfaultfd", errno: Some(Errno::INVAL), off }) };
                 // Huge pages one at a time while they come fast.
                 let mut huge = 0;
                 if thp && !no_huge {
