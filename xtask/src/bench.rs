@@ -11,6 +11,18 @@ pub fn run(args: &[String]) -> Result<()> {
         None => 1000,
     }
     .max(1);
+    match crate::flag_value(args, "--only")? {
+        Some("lazy") => {
+            print_rows(&crate::bench_lazy::rows(&crate::workspace_root(), runs.min(3))?);
+            return Ok(());
+        }
+        Some("lazy-fault") => {
+            print_rows(&crate::bench_lazy::fault_rows(&crate::workspace_root(), runs.min(20))?);
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("--only: unknown part {other} (lazy, lazy-fault)"),
+        None => {}
+    }
     let pkg = pie::embedded()?;
 
     let start = Instant::now();
@@ -33,14 +45,18 @@ pub fn run(args: &[String]) -> Result<()> {
         ("dump throughput", crate::bench_dump::dump_throughput(&crate::workspace_root(), runs.min(3))?),
         crate::bench_restore::row(3)?,
     ];
-    rows.extend(crate::bench_lazy::rows(&crate::workspace_root())?);
+    rows.extend(crate::bench_lazy::rows(&crate::workspace_root(), 3)?);
+    print_rows(&rows);
+    Ok(())
+}
+
+fn print_rows(rows: &[(&str, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("{:width$}  value", "measure");
     println!("{:-<width$}  {:-<30}", "", "");
     for (k, v) in rows {
         println!("{k:width$}  {v}");
     }
-    Ok(())
 }
 
 fn micros(d: Duration) -> String {

@@ -18,13 +18,10 @@ const MIB: u64 = 1 << 20;
 const BASE: u64 = 0x6200_0000_0000;
 
 /// The lazy-pages rows.
-pub fn rows(root: &Path) -> Result<Vec<(&'static str, String)>> {
+pub fn rows(root: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
     let work = root.join("target/bench-lazy");
     std::fs::create_dir_all(&work)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo).args(["build", "--quiet", "--release", "-p", "criu-cli"]).current_dir(root).status()?;
-    ensure!(st.success(), "building criu-rs (release) failed");
-    let criu_rs = root.join("target/release/criu-rs");
+    let criu_rs = build_criu_rs(root)?;
     let child = work.join("lazy_child");
     let st = Command::new("gcc")
         .args(["-O2", "-o"])
@@ -47,13 +44,27 @@ pub fn rows(root: &Path) -> Result<Vec<(&'static str, String)>> {
     let bg_pages: f64 = number_before(&daemon_out, " pages in background").unwrap_or(0.0);
     let secs: f64 = between(&daemon_out, "served in ", " s").and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let gbps = if secs > 0.0 { bg_pages * PAGE_SIZE as f64 / secs / 1e9 } else { 0.0 };
-    let mut rows = crate::bench_lazy_restore::rows(root, &criu_rs, 3)?;
+    let mut rows = crate::bench_lazy_restore::rows(root, &criu_rs, runs)?;
     rows.extend([
         ("lazy fault, task view (median)", format!("{:.2} µs per 4 KiB fault, random order, 64 MiB", task_ns / 1e3)),
         ("lazy fault, daemon service (median)", service),
         ("lazy background copy", format!("{gbps:.2} GB/s (256 MiB, 1 MiB chunks, {secs:.3} s)")),
     ]);
     Ok(rows)
+}
+
+/// The fault rows alone, `runs` times ([`crate::bench_lazy_restore::fault_rows`]).
+pub fn fault_rows(root: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
+    let criu_rs = build_criu_rs(root)?;
+    crate::bench_lazy_restore::fault_only(root, &criu_rs, runs)
+}
+
+/// Builds the release `criu-rs`; returns its path.
+fn build_criu_rs(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo).args(["build", "--quiet", "--release", "-p", "criu-cli"]).current_dir(root).status()?;
+    ensure!(st.success(), "building criu-rs (release) failed");
+    Ok(root.join("target/release/criu-rs"))
 }
 
 /// The number just before `marker` in `s`.

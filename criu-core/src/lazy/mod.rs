@@ -95,6 +95,7 @@
 //!   shares their pid namespace (otherwise those children are still served,
 //!   and the guard still finds them as descendants of known tasks).
 
+pub mod cpu;
 pub mod daemon;
 pub mod guard;
 pub mod hello;
@@ -168,6 +169,10 @@ pub enum LazyError {
     Image(#[from] ImageError),
 }
 
+fn micros(d: Option<Duration>) -> String {
+    d.map_or("n/a".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6))
+}
+
 /// Counters of one daemon run, logged at exit.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
@@ -193,8 +198,20 @@ pub struct Stats {
     pub gone: u64,
     /// Tasks the daemon killed.
     pub killed: u64,
-    /// Median time to serve a fault (read to fill), when there were faults.
+    /// Median time to serve a fault (message read to fill done), when
+    /// there were faults.
     pub fault_median: Option<Duration>,
+    /// 90th percentile of the same.
+    pub fault_p90: Option<Duration>,
+    /// Median time of a fault's fill ioctl (`UFFDIO_COPY`, which also wakes
+    /// the faulting thread).
+    pub copy_median: Option<Duration>,
+    /// Median time of a fault's data lookup (finding the page data).
+    pub lookup_median: Option<Duration>,
+    /// Times the daemon moved to a faulting thread's CPU ([`cpu`]).
+    pub cpu_follows: u64,
+    /// Times the daemon left idle priority because the system was busy.
+    pub cpu_starved: u64,
     /// Wall time.
     pub elapsed: Duration,
     /// Time from the first task's hand-over to the end.
@@ -205,14 +222,19 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} task(s), {} faults ({} pages copied, {} zero pages, median service {}), \
+            "{} task(s), {} faults ({} pages copied, {} zero pages, median service {}, p90 {}, data {}, copy {}, {} CPU follows, {} busy), \
              {} pages in background in {} chunks, {} forks, {} remaps, {} removes/unmaps, \
              {} gone early, {} killed, served in {:.3} s, {:.3} s in all",
             self.tasks,
             self.faults,
             self.fault_pages,
             self.zero_pages,
-            self.fault_median.map_or("n/a".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6)),
+            micros(self.fault_median),
+            micros(self.fault_p90),
+            micros(self.lookup_median),
+            micros(self.copy_median),
+            self.cpu_follows,
+            self.cpu_starved,
             self.bg_pages,
             self.bg_chunks,
             self.forks,
