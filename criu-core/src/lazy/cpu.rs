@@ -22,8 +22,9 @@
 //! woken by the daemon's copy, stays on its CPU and preempts the daemon at
 //! once. A fault is then two context switches on one CPU, no interrupt
 //! between CPUs. The daemon goes back to its original CPU set and policy
-//! once no fault came for [`RELEASE`] (background copies then run wherever
-//! the scheduler likes, at normal priority). At idle priority the daemon
+//! once no fault came for [`RELEASE`], and does not follow at all while it
+//! has background copies to make (at idle priority next to the task they
+//! would only progress while the task waits). At idle priority the daemon
 //! would starve next to a busy process, so it uses `SCHED_IDLE` only while
 //! the system has no more runnable tasks than the daemon has CPUs (the
 //! running count of `/proc/loadavg`, looked up with the CPU), normal
@@ -52,6 +53,8 @@ pub struct Follower {
     /// When the faulting thread's CPU was last looked up, and whose it was.
     checked: Option<(Instant, u32)>,
     last_fault: Instant,
+    /// Background copies are pending: no following.
+    paused: bool,
     follows: u64,
     starved: u64,
 }
@@ -66,6 +69,7 @@ impl Follower {
             idle_policy: false,
             checked: None,
             last_fault: Instant::now(),
+            paused: false,
             follows: 0,
             starved: 0,
         }
@@ -89,7 +93,7 @@ impl Follower {
     /// A fault of thread `tid` of process `pid` (as the daemon sees them;
     /// `tid` 0 or foreign: the process's main thread) was served: follow it.
     pub fn on_fault(&mut self, pid: u32, tid: u32) {
-        if self.home.is_none() {
+        if self.home.is_none() || self.paused {
             return;
         }
         let now = Instant::now();
@@ -126,13 +130,16 @@ impl Follower {
         }
     }
 
-    /// Called when the daemon is about to wait or copy in the background:
-    /// lets go once no fault came for [`RELEASE`]. Returns how long until
-    /// that happens while pinned (so a wait can be bounded by it).
-    pub fn settle(&mut self) -> Option<Duration> {
+    /// Called when the daemon is about to wait or copy in the background
+    /// (`background`: it has background copies to make): lets go at once
+    /// with background copies to make, else once no fault came for
+    /// [`RELEASE`]. Returns how long until that happens while pinned (so a
+    /// wait can be bounded by it).
+    pub fn settle(&mut self, background: bool) -> Option<Duration> {
+        self.paused = background;
         self.pinned?;
         let idle = self.last_fault.elapsed();
-        if idle < RELEASE {
+        if idle < RELEASE && !background {
             return Some(RELEASE - idle);
         }
         self.set_idle(false);

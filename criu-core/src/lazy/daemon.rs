@@ -296,7 +296,7 @@ impl Daemon {
                 (false, true) => Duration::from_secs(1),
             };
             // Pinned to a faulting task's CPU: wake up to let go of it.
-            if let Some(release) = self.follower.settle() {
+            if let Some(release) = self.follower.settle(bg) {
                 timeout = timeout.min(release);
             }
             let timeout = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos().into() };
