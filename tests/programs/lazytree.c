@@ -102,30 +102,6 @@ static void run(int role, struct shared *shm, const sigset_t *unblocked, const p
 		exit(98);
 }
 
-static void collect(struct report *all, int r)
-{
-	char path[32], buf[1 << 14];
-	snprintf(path, sizeof path, "result-%c", NAMES[r]);
-	int fd = open(path, O_RDONLY);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n < 0) {
-		say(all, "FAIL %c: no %s\n", NAMES[r], path);
-		all->fails++;
-		return;
-	}
-	buf[n] = 0;
-	char *save, *l = strtok_r(buf, "\n", &save);
-	const char *last = "";
-	for (; l; l = strtok_r(NULL, "\n", &save)) {
-		say(all, "%c: %s\n", NAMES[r], l);
-		last = l;
-	}
-	if (strcmp(last, "ALL OK"))
-		all->fails++;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
@@ -174,7 +150,7 @@ int main(int argc, char **argv)
 	}
 	static struct report all;
 	for (int r = 0; r < NTASKS; r++)
-		collect(&all, r);
+		collect_report(&all, NAMES[r]);
 	if (all.fails == 0 && rep.fails)
 		all.fails = rep.fails;
 	if (finish_report(&all, argv[2]))
