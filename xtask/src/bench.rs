@@ -20,7 +20,11 @@ pub fn run(args: &[String]) -> Result<()> {
             print_rows(&crate::bench_lazy::fault_rows(&crate::workspace_root(), runs.min(20))?);
             return Ok(());
         }
-        Some(other) => anyhow::bail!("--only: unknown part {other} (lazy, lazy-fault)"),
+        Some("lazy-bg") => {
+            print_rows(&crate::bench_lazy::bg_rows(&crate::workspace_root(), runs.min(20))?);
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("--only: unknown part {other} (lazy, lazy-fault, lazy-bg)"),
         None => {}
     }
     let pkg = pie::embedded()?;

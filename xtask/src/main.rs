@@ -2,9 +2,10 @@
 //!
 //! - `build-pie [--out FILE]`: builds and packages the restorer blob, prints
 //!   the package summary (size, segments, relocations, entries).
-//! - `bench [--runs N] [--only lazy|lazy-fault]`: prints a table of
-//!   measurements (`--only lazy`: the lazy-pages rows alone; `lazy-fault`:
-//!   the lazy fault latency, N runs).
+//! - `bench [--runs N] [--only lazy|lazy-fault|lazy-bg]`: prints a table
+//!   of measurements (`--only lazy`: the lazy-pages rows alone;
+//!   `lazy-fault`: the lazy fault latency, N runs; `lazy-bg`: the
+//!   background copy throughput, N runs per chunk size).
 //! - `test [ARGS]`: every test: the workspace's, then the blob library's
 //!   host unit tests (restorer-pie is a workspace of its own).
 //! - `setup`: installs the test tools (qemu-user, criu's `crit`) if missing.
@@ -21,7 +22,7 @@ mod setup;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only lazy|lazy-fault] | setup | demo | test [ARGS]>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only lazy|lazy-fault|lazy-bg] | setup | demo | test [ARGS]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -99,6 +99,10 @@ struct Task {
     doomed: bool,
 }
 
+/// While faults keep coming, one background chunk is still copied at
+/// least this often.
+const BG_SHARE: Duration = Duration::from_millis(1);
+
 /// Background fills into a vanished VMA are retried after this pause...
 const STALL_PAUSE: Duration = Duration::from_millis(1);
 /// ...and the task is killed when no event explains it within this time.
@@ -125,6 +129,8 @@ struct Daemon {
     follower: Follower,
     first_task: Option<Instant>,
     last_accept: Instant,
+    /// When the last background chunk was copied.
+    last_bg: Instant,
     /// Accepted connections whose hello has not arrived yet.
     pending: std::collections::HashMap<u64, UnixStream>,
     next_conn: u64,
@@ -193,6 +199,7 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
         lookup: Duration::ZERO,
         first_task: None,
         last_accept: Instant::now(),
+        last_bg: Instant::now(),
         pending: Default::default(),
         next_conn: 0,
     };
@@ -323,8 +330,11 @@ impl Daemon {
                     self.serve_uffd(token)?;
                 }
             }
-            if bg && !faults {
+            // Faults first; but a steady stream of them must not stop the
+            // background copy altogether.
+            if bg && (!faults || self.last_bg.elapsed() >= BG_SHARE) {
                 self.background()?;
+                self.last_bg = Instant::now();
             }
             if self.connected < self.expected && self.last_accept.elapsed() > self.opts.accept_timeout {
                 return Err(LazyError::Hello(format!(
@@ -747,7 +757,11 @@ impl Daemon {
         let Some(piece) = t.missing.take_next(t.cursor, max) else { return Ok(()) };
         t.cursor = piece.start + piece.len;
         let image_pid = t.image_pid;
-        match self.fill(token, image_pid, piece)? {
+        let t0 = Instant::now();
+        let res = self.fill(token, image_pid, piece)?;
+        self.stats.bg_time += t0.elapsed();
+        self.stats.bg_data_time += self.lookup;
+        match res {
             Ok(n) => {
                 self.stats.bg_pages += n / PAGE_SIZE;
                 self.stats.bg_chunks += 1;

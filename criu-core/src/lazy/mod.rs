@@ -22,7 +22,10 @@
 //!    pidfd. A fault gets the aligned block around it ([`Options::fault_chunk`])
 //!    with `UFFDIO_COPY`, or a zero page where the dump had no data. When no
 //!    fault is pending, one background chunk ([`Options::bg_chunk`]) of the
-//!    next task is copied (faults always first).
+//!    next task is copied (faults first, but at least one chunk a
+//!    millisecond however many faults come). While faults come and no
+//!    background copy is pending, the daemon runs on the faulting task's
+//!    CPU ([`cpu`]).
 //! 5. Events: FORK adds a task for the child (a new uffd, inheriting the
 //!    parent's missing pages; its pid is found among the parent's new
 //!    children, or from the thread id of its first fault), REMAP moves the
@@ -188,6 +191,11 @@ pub struct Stats {
     pub bg_pages: u64,
     /// Background copies.
     pub bg_chunks: u64,
+    /// Time spent in background copies, and the part of it spent finding
+    /// (mapping in) their data.
+    pub bg_time: Duration,
+    /// See `bg_time`.
+    pub bg_data_time: Duration,
     /// Fork events.
     pub forks: u64,
     /// Remap events.
@@ -223,7 +231,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} task(s), {} faults ({} pages copied, {} zero pages, median service {}, p90 {}, data {}, copy {}, {} CPU follows, {} busy), \
-             {} pages in background in {} chunks, {} forks, {} remaps, {} removes/unmaps, \
+             {} pages in background in {} chunks ({:.1} ms, {:.1} ms of it reading data), {} forks, {} remaps, {} removes/unmaps, \
              {} gone early, {} killed, served in {:.3} s, {:.3} s in all",
             self.tasks,
             self.faults,
@@ -237,6 +245,8 @@ impl fmt::Display for Stats {
             self.cpu_starved,
             self.bg_pages,
             self.bg_chunks,
+            self.bg_time.as_secs_f64() * 1e3,
+            self.bg_data_time.as_secs_f64() * 1e3,
             self.forks,
             self.remaps,
             self.removes,
