@@ -11,25 +11,29 @@
 //! waking the other across CPUs.
 //!
 //! So while faults come in, the daemon pins itself to the CPU the faulting
-//! thread last ran on (read from `/proc/PID/task/TID/stat`, looked up again
-//! every [`RECHECK`], or sooner, [`Follower::drifted`], when the task seems
-//! to run elsewhere: on the daemon's CPU, a task woken by a fill preempts
-//! the daemon at once and has faulted again when the daemon runs next, so
-//! finding no fault queued right after a fill means the task runs on
-//! another CPU; the scheduler does move it now and then, as the daemon
-//! stays runnable beside it) and runs there as `SCHED_IDLE`: a CPU running
-//! only idle-policy work counts as idle when a task is woken, so the task,
-//! woken by the daemon's copy, stays on its CPU and preempts the daemon at
-//! once. A fault is then two context switches on one CPU, no interrupt
-//! between CPUs. The daemon goes back to its original CPU set and policy
-//! once no fault came for [`RELEASE`], and does not follow at all while it
-//! has background copies to make (at idle priority next to the task they
-//! would only progress while the task waits). At idle priority the daemon
-//! would starve next to a busy process, so it uses `SCHED_IDLE` only while
-//! the system has no more runnable tasks than the daemon has CPUs (the
-//! running count of `/proc/loadavg`, looked up with the CPU), normal
-//! priority otherwise. Only the daemon's own placement changes, never the
-//! task's.
+//! thread last ran on and runs there as `SCHED_IDLE`: a CPU running only
+//! idle-policy work counts as idle when a task is woken, so the task, woken
+//! by the daemon's copy, stays on its CPU and preempts the daemon at once.
+//! A fault is then two context switches on one CPU, no interrupt between
+//! CPUs. Only the daemon's own placement changes, never the task's.
+//!
+//! - Where the task runs: field 39 of `/proc/PID/task/TID/stat`, looked up
+//!   every [`RECHECK`], or sooner ([`Follower::drifted`]) when the task
+//!   seems to run elsewhere. On the daemon's CPU, a task woken by a fill
+//!   preempts the daemon and has faulted again by the time the daemon runs
+//!   next, so finding no fault queued right after a fill means the task runs
+//!   on another CPU (the scheduler does move it now and then, the daemon
+//!   being runnable beside it).
+//! - When: only while the daemon serves a single task, expects no other and
+//!   has no background copies to make. At idle priority next to a busy task
+//!   the daemon runs only when that task waits, so background copies, the
+//!   faults of other tasks (a fork child on another CPU) and new hand-overs
+//!   would wait as well. It lets go (original CPU set, normal policy) once
+//!   no fault came for [`RELEASE`].
+//! - Not next to other work: `SCHED_IDLE` only while the system has no more
+//!   runnable tasks than the daemon has CPUs (the running count of
+//!   `/proc/loadavg`, looked up with the CPU); normal priority otherwise, or
+//!   the daemon would starve beside a busy process.
 
 use std::time::{Duration, Instant};
 
@@ -53,7 +57,7 @@ pub struct Follower {
     /// When the faulting thread's CPU was last looked up, and whose it was.
     checked: Option<(Instant, u32)>,
     last_fault: Instant,
-    /// Background copies are pending: no following.
+    /// Other work is pending ([`Follower::settle`]): no following.
     paused: bool,
     follows: u64,
     starved: u64,
@@ -131,15 +135,15 @@ impl Follower {
     }
 
     /// Called when the daemon is about to wait or copy in the background
-    /// (`background`: it has background copies to make): lets go at once
-    /// with background copies to make, else once no fault came for
-    /// [`RELEASE`]. Returns how long until that happens while pinned (so a
+    /// (`other_work`: it has background copies to make, or more than one
+    /// task to serve): lets go at once with other work, else once no fault
+    /// came for [`RELEASE`]; no following while there is other work. Returns how long until that happens while pinned (so a
     /// wait can be bounded by it).
-    pub fn settle(&mut self, background: bool) -> Option<Duration> {
-        self.paused = background;
+    pub fn settle(&mut self, other_work: bool) -> Option<Duration> {
+        self.paused = other_work;
         self.pinned?;
         let idle = self.last_fault.elapsed();
-        if idle < RELEASE && !background {
+        if idle < RELEASE && !other_work {
             return Some(RELEASE - idle);
         }
         self.set_idle(false);

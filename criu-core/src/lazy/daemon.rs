@@ -302,8 +302,12 @@ impl Daemon {
                 (false, false) => Duration::from_millis(5),
                 (false, true) => Duration::from_secs(1),
             };
-            // Pinned to a faulting task's CPU: wake up to let go of it.
-            if let Some(release) = self.follower.settle(bg) {
+            // Following a task's CPU is for one task alone, all connected,
+            // and nothing to copy in the background: idle priority next to
+            // a busy task would leave the others (or new ones) waiting.
+            // Pinned: wake up in time to let go.
+            let single = self.tasks.len() == 1 && self.connected >= self.expected && self.pending.is_empty();
+            if let Some(release) = self.follower.settle(bg || !single) {
                 timeout = timeout.min(release);
             }
             let timeout = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos().into() };
@@ -522,6 +526,8 @@ impl Daemon {
             }
             Event::Fork { uffd } => {
                 self.stats.forks += 1;
+                // Two tasks now: stop following one of them.
+                self.follower.settle(true);
                 let Some(parent) = self.tasks.get(&token) else { return Ok(()) };
                 let (image_pid, missing, ppid) = (parent.image_pid, parent.missing.clone(), parent.pid);
                 // The child is not in its parent's children list yet: what
