@@ -26,14 +26,28 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let reloc = start.elapsed() / runs;
 
-    let mut rows: Vec<(&str, String)> = vec![
-        ("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())),
-        ("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))),
-        ("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))),
-        ("dump throughput", crate::bench_dump::dump_throughput(&crate::workspace_root(), runs.min(3))?),
-        crate::bench_restore::row(3)?,
-    ];
-    rows.extend(crate::bench_lazy::rows(&crate::workspace_root())?);
+    // `--only blob|dump|restore|predump|lazy`: one group of rows.
+    let only = crate::flag_value(args, "--only")?;
+    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let root = crate::workspace_root();
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    if want("blob") {
+        rows.push(("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())));
+        rows.push(("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))));
+        rows.push(("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))));
+    }
+    if want("dump") {
+        rows.push(("dump throughput", crate::bench_dump::dump_throughput(&root, runs.min(3))?));
+    }
+    if want("restore") {
+        rows.push(crate::bench_restore::row(3)?);
+    }
+    if want("predump") {
+        rows.push(crate::bench_predump::row(&root)?);
+    }
+    if want("lazy") {
+        rows.extend(crate::bench_lazy::rows(&root)?);
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("{:width$}  value", "measure");
     println!("{:-<width$}  {:-<30}", "", "");

@@ -12,6 +12,7 @@ mod bench;
 mod bench_dump;
 mod bench_lazy;
 mod bench_lazy_restore;
+mod bench_predump;
 mod bench_restore;
 mod demo;
 mod setup;
