@@ -11,21 +11,18 @@ pub fn run(args: &[String]) -> Result<()> {
         None => 1000,
     }
     .max(1);
+    let root = crate::workspace_root();
+    // Details of the lazy-pages rows, only on request, N runs each.
     match crate::flag_value(args, "--only")? {
-        Some("lazy") => {
-            print_rows(&crate::bench_lazy::rows(&crate::workspace_root(), runs.min(3))?);
-            return Ok(());
-        }
         Some("lazy-fault") => {
-            print_rows(&crate::bench_lazy::fault_rows(&crate::workspace_root(), runs.min(20))?);
+            print_rows(&crate::bench_lazy::fault_rows(&root, runs.min(20))?);
             return Ok(());
         }
         Some("lazy-bg") => {
-            print_rows(&crate::bench_lazy::bg_rows(&crate::workspace_root(), runs.min(20))?);
+            print_rows(&crate::bench_lazy::bg_rows(&root, runs.min(20))?);
             return Ok(());
         }
-        Some(other) => anyhow::bail!("--only: unknown part {other} (lazy, lazy-fault, lazy-bg)"),
-        None => {}
+        _ => {}
     }
     let pkg = pie::embedded()?;
 
@@ -42,14 +39,27 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let reloc = start.elapsed() / runs;
 
-    let mut rows: Vec<(&str, String)> = vec![
-        ("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())),
-        ("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))),
-        ("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))),
-        ("dump throughput", crate::bench_dump::dump_throughput(&crate::workspace_root(), runs.min(3))?),
-        crate::bench_restore::row(3)?,
-    ];
-    rows.extend(crate::bench_lazy::rows(&crate::workspace_root(), 3)?);
+    // `--only blob|dump|restore|predump|lazy`: one group of rows.
+    let only = crate::flag_value(args, "--only")?;
+    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    if want("blob") {
+        rows.push(("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())));
+        rows.push(("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))));
+        rows.push(("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))));
+    }
+    if want("dump") {
+        rows.push(("dump throughput", crate::bench_dump::dump_throughput(&root, runs.min(3))?));
+    }
+    if want("restore") {
+        rows.push(crate::bench_restore::row(3)?);
+    }
+    if want("predump") {
+        rows.push(crate::bench_predump::row(&root)?);
+    }
+    if want("lazy") {
+        rows.extend(crate::bench_lazy::rows(&root, runs.min(3))?);
+    }
     print_rows(&rows);
     Ok(())
 }
