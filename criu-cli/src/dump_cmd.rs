@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use criu_core::dump::{self, remote::PagesTo, DumpOptions, DumpSummary};
 
-use crate::DumpArgs;
+use crate::{DumpArgs, PreDumpArgs};
 
 fn log_summary(pid: i32, s: &DumpSummary) {
     tracing::info!(
@@ -15,6 +15,7 @@ fn log_summary(pid: i32, s: &DumpSummary) {
         threads = s.process.threads.len(),
         pages_written = s.mem.pages_written,
         pages_lazy = s.mem.pages_lazy,
+        pages_in_parent = s.mem.pages_in_parent,
         pages_skipped_zero = s.mem.pages_skipped_zero,
         frozen_ms = s.frozen_time.as_millis() as u64,
         memdump_ms = s.memdump_time.as_millis() as u64,
@@ -22,6 +23,32 @@ fn log_summary(pid: i32, s: &DumpSummary) {
         memwrite_ms = s.mem.write_time.as_millis() as u64,
         "dump finished"
     );
+}
+
+/// `criu-rs pre-dump`: the memory only, the tree left running, written
+/// pages tracked for the next dump (`--prev-images-dir` pointing here).
+pub fn pre_dump(a: PreDumpArgs) -> Result<i32> {
+    let opts = DumpOptions {
+        pid: a.pid,
+        dir: a.dir,
+        leave_running: true,
+        shell_job: true,
+        freeze_timeout: std::time::Duration::from_secs(a.timeout),
+        pages_to: PagesTo::Local,
+        parent: a.prev_images_dir,
+        track_mem: true,
+        pre_dump: true,
+    };
+    let s = dump::dump(&opts).context("pre-dump failed")?;
+    tracing::info!(
+        pid = opts.pid,
+        tasks = s.tasks,
+        pages_written = s.mem.pages_written,
+        pages_in_parent = s.mem.pages_in_parent,
+        frozen_ms = s.frozen_time.as_millis() as u64,
+        "pre-dump finished"
+    );
+    Ok(0)
 }
 
 pub fn dump(a: DumpArgs) -> Result<i32> {
@@ -42,7 +69,14 @@ pub fn dump(a: DumpArgs) -> Result<i32> {
         shell_job: a.shell_job,
         freeze_timeout: std::time::Duration::from_secs(a.timeout),
         pages_to,
+        parent: a.prev_images_dir.clone(),
+        track_mem: a.track_mem,
+        pre_dump: false,
     };
+    anyhow::ensure!(
+        opts.parent.is_none() || opts.pages_to == PagesTo::Local,
+        "--prev-images-dir works with local images only (not with --page-server or --lazy-pages)"
+    );
     if !a.lazy_pages {
         let s = dump::dump(&opts).context("dump failed")?;
         log_summary(opts.pid, &s);

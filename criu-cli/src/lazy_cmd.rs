@@ -32,6 +32,10 @@ pub struct LazyPagesArgs {
     /// Serve faults only; copy nothing in the background.
     #[arg(long = "no-background")]
     pub no_background: bool,
+    /// Stay on the daemon's CPUs; by default, while faults come in, it runs
+    /// on the CPU of the faulting thread (cheaper wake-ups).
+    #[arg(long = "no-follow-cpu")]
+    pub no_follow_cpu: bool,
     /// Number of tasks to wait for (default: from pstree.img or the pagemaps).
     #[arg(long = "tasks", value_name = "N")]
     pub tasks: Option<usize>,
@@ -72,6 +76,7 @@ pub fn lazy_pages(a: LazyPagesArgs) -> Result<i32> {
     opts.bg_chunk = a.bg_chunk.max(4) * 1024;
     opts.background = !a.no_background;
     opts.tasks = a.tasks;
+    opts.follow_cpu = !a.no_follow_cpu;
     opts.register_timeout = std::time::Duration::from_secs(a.register_timeout);
     opts.accept_timeout = std::time::Duration::from_secs(a.connect_timeout);
     let stats = lazy::run(opts).context("lazy-pages")?;

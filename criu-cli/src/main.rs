@@ -27,6 +27,9 @@ struct Cli {
 enum Cmd {
     /// Checkpoint a process tree into image files.
     Dump(DumpArgs),
+    /// Copy a running tree's memory and track what it writes next, for a
+    /// later dump with --prev-images-dir (the tree keeps running).
+    PreDump(PreDumpArgs),
     /// Restore a process tree from image files.
     Restore(RestoreArgs),
     /// Report the kernel features criu-rs relies on.
@@ -69,6 +72,35 @@ pub(crate) struct DumpArgs {
     /// With --lazy-pages: give up when no lazy-pages client connects within SECONDS.
     #[arg(long = "lazy-timeout", value_name = "SECONDS")]
     lazy_timeout: Option<u64>,
+    /// The parent dump (a pre-dump), relative to the images directory:
+    /// pages not written since it are left there.
+    #[arg(long = "prev-images-dir", value_name = "DIR")]
+    prev_images_dir: Option<PathBuf>,
+    /// Keep tracking written pages for a later dump (with --leave-running).
+    #[arg(long = "track-mem")]
+    track_mem: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct PreDumpArgs {
+    /// Pid of the root of the tree.
+    #[arg(short = 't', long = "tree", value_name = "PID")]
+    pid: i32,
+    /// Directory to write the images to.
+    #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
+    dir: PathBuf,
+    /// The previous pre-dump, relative to the images directory.
+    #[arg(long = "prev-images-dir", value_name = "DIR")]
+    prev_images_dir: Option<PathBuf>,
+    /// Accepted for CRIU compatibility: a pre-dump always tracks memory.
+    #[arg(long = "track-mem")]
+    track_mem: bool,
+    /// Accepted for CRIU compatibility (a pre-dump never restores sessions).
+    #[arg(short = 'j', long = "shell-job")]
+    shell_job: bool,
+    /// Seconds to wait for every thread to stop before giving up.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value = "10")]
+    timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -104,6 +136,7 @@ fn main() {
     let cli = Cli::parse();
     let dir = match &cli.cmd {
         Cmd::Dump(a) => Some(a.dir.clone()),
+        Cmd::PreDump(a) => Some(a.dir.clone()),
         Cmd::Restore(a) => Some(a.dir.clone()),
         Cmd::Check(_) => None,
         Cmd::LazyPages(a) => Some(a.dir.clone()),
@@ -130,6 +163,7 @@ fn main() {
 fn run(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Dump(a) => dump_cmd::dump(a),
+        Cmd::PreDump(a) => dump_cmd::pre_dump(a),
         Cmd::Restore(a) => {
             let lazy_pages = a.lazy_pages.then(|| a.address.clone().unwrap_or_else(|| a.dir.join("lazy-pages.socket")));
             let opts = criu_core::restore::RestoreOptions { dir: a.dir, shell_job: a.shell_job, lazy_pages };

@@ -103,16 +103,24 @@ fn trigger(held: &Held, result: &Path) -> String {
 #[test]
 fn a_256_mib_process_restored_lazily_checks_every_byte() {
     let d = Dirs::new("256m");
-    let (pid, lazy) = dump_lazymem(&d, 256, "check");
+    let (pid, lazy) = dump_lazymem(&d, 256, "halves");
     let before = snapshot_dir(&d.images);
     let dm = daemon(&d, &[]);
     let held = restore_lazy(&d, pid);
-    let report = trigger(&held, &d.result);
-    assert_all_ok("256 MiB lazily restored", &report);
-    assert!(held.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
+    // The first half is checked while the daemon serves faults and copies
+    // in the background; then the program waits, so the daemon must bring
+    // in every page (the program still alive) and exit by itself before
+    // the second half is checked. (Were the program to exit first, pages it
+    // never touched would rightly never be served.)
+    let report = trigger(&held, &d.result_of("half"));
+    assert_all_ok("first half of 256 MiB lazily restored", &report);
     let sum = daemon_done(dm);
+    let report = trigger(&held, &d.result);
+    assert_all_ok("second half of 256 MiB lazily restored", &report);
+    assert!(held.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
     assert_eq!(count(&sum, "task(s)"), 1, "{sum}");
     assert_eq!(count(&sum, "pages copied") + count(&sum, "pages in background"), lazy, "every lazy page served once: {sum}");
+    assert_eq!(count(&sum, "gone early"), 0, "{sum}");
     assert_eq!(count(&sum, "killed"), 0, "{sum}");
     assert_same_dir(&before, &snapshot_dir(&d.images));
 }
@@ -294,4 +302,74 @@ fn a_lazy_restore_without_its_daemon_fails_cleanly() {
     let held = restore_detached(&d.images, pid);
     let report = trigger(&held, &d.result);
     assert_all_ok("eager restore of lazy images", &report);
+}
+
+/// Starts lazytree (a root and two children, `mib` MiB of their own memory
+/// each, plus as much inherited), dumps the tree (killing it) and flags
+/// every task's anonymous memory lazy. Returns the three pids (root first)
+/// and the lazy page count of all three.
+fn dump_lazytree(d: &Dirs, mib: u32) -> ([i32; 3], u64) {
+    let mut p = Started::start("lazytree", &[&d.work, &d.result, Path::new(&mib.to_string())]);
+    let pids = [p.pid(), p.num("a"), p.num("b")];
+    wait_all_suspended(&pids);
+    dump_ok(pids[0], &d.images, &[]);
+    p.reap();
+    for &pid in &pids[1..] {
+        wait_pid_gone(pid);
+    }
+    let lazy: u64 = pids.iter().map(|&pid| mark_lazy(&d.images, pid)).sum();
+    assert!(lazy >= 3 * 2 * u64::from(mib) * 256, "only {lazy} lazy pages");
+    (pids, lazy)
+}
+
+/// `restore_lazy` for a tree: every pid must be back.
+fn restore_lazy_tree(d: &Dirs, pids: &[i32]) -> Vec<Held> {
+    let out = restore(&d.images, &["-d", "--lazy-pages", "--address", d.socket().to_str().unwrap()]);
+    let held: Vec<_> = pids.iter().map(|&pid| Held::open(pid)).collect();
+    assert!(out.status.success(), "lazy restore of the tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    held.into_iter().zip(pids).map(|(h, pid)| h.unwrap_or_else(|e| panic!("restored pid {pid} is not there: {e}"))).collect()
+}
+
+#[test]
+fn a_process_tree_is_served_by_one_daemon_that_exits_once_all_pages_are_in() {
+    let d = Dirs::new("tree-bg");
+    let (pids, lazy) = dump_lazytree(&d, 8);
+    let before = snapshot_dir(&d.images);
+    let dm = daemon(&d, &[]);
+    let held = restore_lazy_tree(&d, &pids);
+    // The tasks wait untouched: the daemon must fill all three in the
+    // background and exit by itself.
+    let sum = daemon_done(dm);
+    assert_eq!(count(&sum, "task(s)"), 3, "{sum}");
+    assert_eq!(count(&sum, "pages copied") + count(&sum, "pages in background"), lazy, "every lazy page of every task served once: {sum}");
+    assert_eq!(count(&sum, "gone early"), 0, "{sum}");
+    assert_eq!(count(&sum, "killed"), 0, "{sum}");
+    // Each task then checks its memory from inside (no daemon any more).
+    let report = trigger(&held[0], &d.result);
+    assert_all_ok("lazily restored tree, after the daemon", &report);
+    for (h, pid) in held.iter().zip(pids) {
+        assert!(h.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
+    }
+    assert_same_dir(&before, &snapshot_dir(&d.images));
+}
+
+#[test]
+fn a_process_tree_faulting_all_at_once_is_served_by_one_daemon() {
+    let d = Dirs::new("tree-faults");
+    let (pids, _) = dump_lazytree(&d, 8);
+    // No background copy: every page the three tasks check arrives by a
+    // fault, the three faulting at the same time in different orders.
+    let dm = daemon(&d, &["--no-background"]);
+    let held = restore_lazy_tree(&d, &pids);
+    let report = trigger(&held[0], &d.result);
+    assert_all_ok("lazily restored tree, faulting", &report);
+    for (h, pid) in held.iter().zip(pids) {
+        assert!(h.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
+    }
+    // The daemon leaves once every task is gone.
+    let sum = daemon_done(dm);
+    assert_eq!(count(&sum, "task(s)"), 3, "{sum}");
+    // Own and inherited memory of all three: 2 * 8 MiB each, one page per fault at most 16 KiB.
+    assert!(count(&sum, "pages copied") >= 3 * 2 * 8 * 256, "{sum}");
+    assert_eq!(count(&sum, "killed"), 0, "{sum}");
 }

@@ -171,7 +171,12 @@ impl Tree {
 
     /// Dumps the tree (killing it) and waits until all its pids are free.
     fn dump(&mut self, images: &std::path::Path) {
-        dump_ok(self.pids[0], images, &[]);
+        self.dump_with(images, &[]);
+    }
+
+    /// [`Tree::dump`] with extra `criu-rs dump` arguments.
+    fn dump_with(&mut self, images: &std::path::Path, extra: &[&str]) {
+        dump_ok(self.pids[0], images, extra);
         if let Some(mut root) = self.root.take() {
             root.reap();
         }
@@ -228,6 +233,32 @@ fn tree_checks_pass_without_checkpoint() {
         }
     }
     assert!(report.contains("R: ok pipe-old-bytes\n") && report.contains("R: ok zombie-status\n"), "{report}");
+}
+
+#[test]
+fn tree_pre_dump_then_incremental_dump_restore() {
+    let d = dirs("tree-predump");
+    let base = scratch("tree-predump-images");
+    let (pre, images) = (base.join("pre"), base.join("final"));
+    std::fs::create_dir_all(&pre).unwrap();
+    std::fs::create_dir_all(&images).unwrap();
+    let mut t = Tree::start(&d, false);
+    let before = t.layout();
+    let out = support::criu_rs().args(["pre-dump", "-t", &t.pids[0].to_string(), "-D"]).arg(&pre).output().unwrap();
+    assert!(out.status.success(), "pre-dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    wait_all_suspended(&t.pids);
+    assert_eq!(t.layout(), before, "the pre-dump changed the tree");
+    t.dump_with(&images, &["--prev-images-dir", "../pre"]);
+    // Every live task left its unchanged pages to the pre-dump.
+    for &pid in &t.pids {
+        let v = support::crit_decode(&images.join(format!("pagemap-{pid}.img")));
+        let in_parent = v["entries"].as_array().unwrap().iter().skip(1).any(|e| e.get("in_parent").and_then(|b| b.as_bool()) == Some(true));
+        assert!(in_parent, "task {pid} has no pages in the parent");
+    }
+    t.restore(&images);
+    assert_eq!(t.layout(), before, "pids, parents, groups, sessions or the zombie differ");
+    let report = trigger(&d, &t.held[0]);
+    assert_all_ok("tree from a pre-dump and an incremental dump", &report);
 }
 
 #[test]

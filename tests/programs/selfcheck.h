@@ -70,6 +70,34 @@ static inline int finish_report(struct report *r, const char *path)
 	return 0;
 }
 
+/* Appends the lines of the report file "result-NAME" (in the cwd), each
+ * prefixed "NAME: ", to ALL; a missing file or one not ending in "ALL OK"
+ * counts as a failure (a tree's root collecting its tasks' reports). */
+static inline void collect_report(struct report *all, char name)
+{
+	char path[32];
+	static char buf[1 << 15];
+	snprintf(path, sizeof path, "result-%c", name);
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n < 0) {
+		say(all, "FAIL %c: no %s\n", name, path);
+		all->fails++;
+		return;
+	}
+	buf[n] = 0;
+	char *save, *l = strtok_r(buf, "\n", &save);
+	const char *last = "";
+	for (; l; l = strtok_r(NULL, "\n", &save)) {
+		say(all, "%c: %s\n", name, l);
+		last = l;
+	}
+	if (strcmp(last, "ALL OK"))
+		all->fails++;
+}
+
 /* The exit status for a report: 0 if all passed, 10 + failures (at most 110). */
 static inline int report_status(const struct report *r)
 {

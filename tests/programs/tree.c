@@ -320,31 +320,6 @@ static void check_root_extras(void)
 	CHECK(R, "zombie-reaped", w == zombie_pid && WIFEXITED(st) && WEXITSTATUS(st) == 42, "waitpid %d status %#x", w, st);
 }
 
-/* Appends result-NAME's lines, prefixed, to the root's final report. */
-static void collect(struct report *all, int r)
-{
-	char path[32], buf[1 << 15];
-	snprintf(path, sizeof path, "result-%c", NAMES[r]);
-	int fd = open(path, O_RDONLY);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n < 0) {
-		say(all, "FAIL %c: no %s\n", NAMES[r], path);
-		all->fails++;
-		return;
-	}
-	buf[n] = 0;
-	char *save, *l = strtok_r(buf, "\n", &save);
-	const char *last = "";
-	for (; l; l = strtok_r(NULL, "\n", &save)) {
-		say(all, "%c: %s\n", NAMES[r], l);
-		last = l;
-	}
-	if (strcmp(last, "ALL OK"))
-		all->fails++;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "orphans"))) {
@@ -424,7 +399,7 @@ int main(int argc, char **argv)
 
 	static struct report all;
 	for (int r = 0; r < ntasks; r++)
-		collect(&all, r);
+		collect_report(&all, NAMES[r]);
 	if (finish_report(&all, argv[2]))
 		return 98;
 	return report_status(&all);

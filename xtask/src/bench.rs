@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: a table of measurements. `--only restore` prints
-//! just the restore throughput rows ([`crate::bench_restore`]).
+//! `cargo xtask bench`: a table of measurements (`--only GROUP`: one group
+//! of rows, see `main.rs`).
 
 use anyhow::{Context, Result};
 use criu_core::pie::{self, Loaded};
@@ -11,9 +11,18 @@ pub fn run(args: &[String]) -> Result<()> {
         None => 1000,
     }
     .max(1);
-    if crate::flag_value(args, "--only")? == Some("restore") {
-        print_table(crate::bench_restore::rows(runs.min(15))?);
-        return Ok(());
+    let root = crate::workspace_root();
+    // Details of the lazy-pages rows, only on request, N runs each.
+    match crate::flag_value(args, "--only")? {
+        Some("lazy-fault") => {
+            print_rows(&crate::bench_lazy::fault_rows(&root, runs.min(20))?);
+            return Ok(());
+        }
+        Some("lazy-bg") => {
+            print_rows(&crate::bench_lazy::bg_rows(&root, runs.min(20))?);
+            return Ok(());
+        }
+        _ => {}
     }
     let pkg = pie::embedded()?;
 
@@ -30,20 +39,33 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let reloc = start.elapsed() / runs;
 
-    let mut rows: Vec<(&str, String)> = vec![
-        ("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())),
-        ("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))),
-        ("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))),
-        ("dump throughput", crate::bench_dump::dump_throughput(&crate::workspace_root(), runs.min(3))?),
-    ];
-    rows.extend(crate::bench_restore::rows(runs.min(5))?);
-    rows.extend(crate::bench_lazy::rows(&crate::workspace_root())?);
-    print_table(rows);
+    // `--only blob|dump|restore|predump|lazy`: one group of rows.
+    let only = crate::flag_value(args, "--only")?;
+    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    if want("blob") {
+        rows.push(("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())));
+        rows.push(("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))));
+        rows.push(("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))));
+    }
+    if want("dump") {
+        rows.push(("dump throughput", crate::bench_dump::dump_throughput(&root, runs.min(3))?));
+    }
+    if want("restore") {
+        // Medians: more runs when the restore rows are all that is asked for.
+        rows.extend(crate::bench_restore::rows(if only.is_some() { runs.min(15) } else { runs.min(5) })?);
+    }
+    if want("predump") {
+        rows.push(crate::bench_predump::row(&root)?);
+    }
+    if want("lazy") {
+        rows.extend(crate::bench_lazy::rows(&root, runs.min(3))?);
+    }
+    print_rows(&rows);
     Ok(())
 }
 
-/// Prints (measure, value) rows as a two-column table.
-fn print_table(rows: Vec<(&str, String)>) {
+fn print_rows(rows: &[(&str, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("{:width$}  value", "measure");
     println!("{:-<width$}  {:-<30}", "", "");

@@ -18,13 +18,46 @@ const MIB: u64 = 1 << 20;
 const BASE: u64 = 0x6200_0000_0000;
 
 /// The lazy-pages rows.
-pub fn rows(root: &Path) -> Result<Vec<(&'static str, String)>> {
+pub fn rows(root: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
+    let (work, criu_rs, child) = prepare(root)?;
+    let size = 64 * MIB;
+    let (kid_out, daemon_out) = run(&criu_rs, &child, &work, "random", size, &["--no-background", "--fault-chunk", "4"])?;
+    let ns = |key: &str| -> Result<f64> {
+        kid_out
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no {key} from the task"))
+    };
+    let task = format!("{:.2} µs median, {:.2} µs p90 per 4 KiB fault, random order, 64 MiB", ns("median_ns ")? / 1e3, ns("p90_ns ")? / 1e3);
+    let service = between(&daemon_out, "median service ", ")").unwrap_or("n/a").to_string();
+    let mut rows = crate::bench_lazy_restore::rows(root, &criu_rs, runs)?;
+    rows.extend([
+        ("lazy fault, stand-in task view", task),
+        ("lazy fault, stand-in daemon counters", format!("median service {service}")),
+        ("lazy background copy", bg_copy(&criu_rs, &child, &work, 1024)?),
+    ]);
+    Ok(rows)
+}
+
+/// The background copy rows alone: `runs` times with 1 MiB chunks, then
+/// with 4 MiB chunks.
+pub fn bg_rows(root: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
+    let (work, criu_rs, child) = prepare(root)?;
+    let mut rows = Vec::new();
+    for kib in [1024, 4096] {
+        for _ in 0..runs.max(1) {
+            rows.push(("lazy background copy", bg_copy(&criu_rs, &child, &work, kib)?));
+        }
+    }
+    Ok(rows)
+}
+
+/// The work directory, the release `criu-rs` and the compiled stand-in task.
+fn prepare(root: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let work = root.join("target/bench-lazy");
     std::fs::create_dir_all(&work)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo).args(["build", "--quiet", "--release", "-p", "criu-cli"]).current_dir(root).status()?;
-    ensure!(st.success(), "building criu-rs (release) failed");
-    let criu_rs = root.join("target/release/criu-rs");
+    let criu_rs = build_criu_rs(root)?;
     let child = work.join("lazy_child");
     let st = Command::new("gcc")
         .args(["-O2", "-o"])
@@ -32,28 +65,36 @@ pub fn rows(root: &Path) -> Result<Vec<(&'static str, String)>> {
         .arg(root.join("criu-cli/tests/lazy_child.c"))
         .status()?;
     ensure!(st.success(), "gcc lazy_child.c failed");
+    Ok((work, criu_rs, child))
+}
 
-    let size = 64 * MIB;
-    let (kid_out, daemon_out) = run(&criu_rs, &child, &work, "random", size, &["--no-background", "--fault-chunk", "4"])?;
-    let task_ns: f64 = kid_out
-        .lines()
-        .find_map(|l| l.strip_prefix("median_ns "))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no median from the task")?;
-    let service = between(&daemon_out, "median service ", ")").unwrap_or("n/a").to_string();
-
-    let size = 256 * MIB;
-    let (_, daemon_out) = run(&criu_rs, &child, &work, "idle", size, &[])?;
+/// 256 MiB of an idle task copied in the background in `kib` KiB chunks:
+/// the throughput from the hand-over to the end.
+fn bg_copy(criu_rs: &Path, child: &Path, work: &Path, kib: u64) -> Result<String> {
+    let (_, daemon_out) = run(criu_rs, child, work, "idle", 256 * MIB, &["--bg-chunk", &kib.to_string()])?;
     let bg_pages: f64 = number_before(&daemon_out, " pages in background").unwrap_or(0.0);
     let secs: f64 = between(&daemon_out, "served in ", " s").and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let gbps = if secs > 0.0 { bg_pages * PAGE_SIZE as f64 / secs / 1e9 } else { 0.0 };
-    let mut rows = crate::bench_lazy_restore::rows(root, &criu_rs, 3)?;
-    rows.extend([
-        ("lazy fault, task view (median)", format!("{:.2} µs per 4 KiB fault, random order, 64 MiB", task_ns / 1e3)),
-        ("lazy fault, daemon service (median)", service),
-        ("lazy background copy", format!("{gbps:.2} GB/s (256 MiB, 1 MiB chunks, {secs:.3} s)")),
-    ]);
-    Ok(rows)
+    let split = between(&daemon_out, " chunks (", ")").unwrap_or("n/a");
+    Ok(format!("{gbps:.2} GB/s (256 MiB, {kib} KiB chunks, {secs:.3} s; copying {split})"))
+}
+
+/// The fault rows alone, `runs` times ([`crate::bench_lazy_restore::fault_rows`]).
+pub fn fault_rows(root: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
+    let criu_rs = build_criu_rs(root)?;
+    crate::bench_lazy_restore::fault_only(root, &criu_rs, runs)
+}
+
+/// Builds the release `criu-rs`; returns its path. `BENCH_CRIU_RS=PATH`
+/// measures that binary instead (e.g. another branch's build).
+fn build_criu_rs(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BENCH_CRIU_RS") {
+        return Ok(PathBuf::from(p));
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo).args(["build", "--quiet", "--release", "-p", "criu-cli"]).current_dir(root).status()?;
+    ensure!(st.success(), "building criu-rs (release) failed");
+    Ok(root.join("target/release/criu-rs"))
 }
 
 /// The number just before `marker` in `s`.

@@ -33,6 +33,65 @@ impl Drop for Kill {
 /// fault latency a lazily restored program sees (64 MiB touched in random
 /// order, faults only, one page per fault).
 pub fn rows(root: &Path, criu_rs: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
+    let (work, lazymem) = prepare(root)?;
+    let mut cells = Vec::new();
+    for mib in [64u32, 1024] {
+        let d = Dumped::new(criu_rs, &lazymem, &work.join(format!("{mib}m")), mib, "check")?;
+        let mut best = f64::MAX;
+        for _ in 0..runs.max(1) {
+            best = best.min(d.restore(criu_rs, &[])?.0);
+        }
+        cells.push(format!("{mib} MiB: {best:.1} ms"));
+    }
+    let mut rows = vec![("lazy restore -d, start to return", format!("{} (best of {runs}; memory served after)", cells.join(", ")))];
+    rows.extend(fault_rows(criu_rs, &lazymem, &work, runs)?);
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(rows)
+}
+
+/// `runs` lazy restores of a 64 MiB lazymem touching every page once in
+/// random order, the daemon serving one page per fault and copying nothing
+/// in the background: per run, the program's own median and p90 per first
+/// touch, and the daemon's counters (service time from reading the fault
+/// to the fill done, its data lookup and `UFFDIO_COPY` parts).
+pub fn fault_rows(criu_rs: &Path, lazymem: &Path, work: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
+    let d = Dumped::new(criu_rs, lazymem, &work.join("random"), 64, "random")?;
+    let mut rows = Vec::new();
+    for _ in 0..runs.max(1) {
+        let (_, daemon) = d.restore(criu_rs, &["--no-background", "--fault-chunk", "4"])?;
+        let times = std::fs::read_to_string(d.result.with_extension("times"))?;
+        let ns = |key: &str| -> Result<f64> {
+            let v = times.split_whitespace().find_map(|w| w.strip_prefix(key)).with_context(|| format!("no {key} in {times:?}"))?;
+            Ok(v.parse::<f64>()? / 1e3)
+        };
+        rows.push((
+            "lazy fault, restored program",
+            format!(
+                "{:.2} µs median, {:.2} µs p90, {:.2} µs p99 per 4 KiB fault (64 MiB, random order)",
+                ns("touch_median_ns=")?,
+                ns("touch_p90_ns=")?,
+                ns("touch_p99_ns=")?
+            ),
+        ));
+        let counters = daemon
+            .find("median service ")
+            .and_then(|i| daemon[i..].find(')').map(|j| daemon[i..i + j].to_string()))
+            .unwrap_or_else(|| "n/a".into());
+        rows.push(("lazy fault, daemon counters", counters));
+    }
+    Ok(rows)
+}
+
+/// Only the fault rows ([`fault_rows`]), `runs` times.
+pub fn fault_only(root: &Path, criu_rs: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
+    let (work, lazymem) = prepare(root)?;
+    let rows = fault_rows(criu_rs, &lazymem, &work, runs)?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(rows)
+}
+
+/// A fresh work directory with lazymem compiled in it.
+fn prepare(root: &Path) -> Result<(PathBuf, PathBuf)> {
     let work = root.join("target/bench-lazy/restore");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -43,28 +102,7 @@ pub fn rows(root: &Path, criu_rs: &Path, runs: u32) -> Result<Vec<(&'static str,
         .arg(root.join("tests/programs/lazymem.c"))
         .status()?;
     ensure!(st.success(), "compiling lazymem.c failed");
-    let mut cells = Vec::new();
-    for mib in [64u32, 1024] {
-        let d = Dumped::new(criu_rs, &lazymem, &work.join(format!("{mib}m")), mib, "check")?;
-        let mut best = f64::MAX;
-        for _ in 0..runs.max(1) {
-            best = best.min(d.restore(criu_rs, &[])?);
-        }
-        cells.push(format!("{mib} MiB: {best:.1} ms"));
-    }
-    let d = Dumped::new(criu_rs, &lazymem, &work.join("random"), 64, "random")?;
-    d.restore(criu_rs, &["--no-background", "--fault-chunk", "4"])?;
-    let times = std::fs::read_to_string(d.result.with_extension("times"))?;
-    let ns = |key: &str| -> Result<f64> {
-        let v = times.split_whitespace().find_map(|w| w.strip_prefix(key)).with_context(|| format!("no {key} in {times:?}"))?;
-        Ok(v.parse::<f64>()? / 1e3)
-    };
-    let fault = format!("{:.2} µs median, {:.2} µs p99 per 4 KiB fault (64 MiB, random order)", ns("touch_median_ns=")?, ns("touch_p99_ns=")?);
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(vec![
-        ("lazy restore -d, start to return", format!("{} (best of {runs}; memory served after)", cells.join(", "))),
-        ("lazy fault, restored program", fault),
-    ])
+    Ok((work, lazymem))
 }
 
 /// A dumped lazymem with its images flagged lazy.
@@ -107,8 +145,9 @@ impl Dumped {
     }
 
     /// One lazy restore with a daemon run with `daemon_args`; returns its
-    /// time in ms once the program reported ALL OK and exited.
-    fn restore(&self, criu_rs: &Path, daemon_args: &[&str]) -> Result<f64> {
+    /// time in ms once the program reported ALL OK and exited, and what the
+    /// daemon printed.
+    fn restore(&self, criu_rs: &Path, daemon_args: &[&str]) -> Result<(f64, String)> {
         let (pid, sock, result) = (self.pid, &self.sock, &self.result);
         let _ = std::fs::remove_file(result);
         let _ = std::fs::remove_file(sock);
@@ -144,13 +183,15 @@ impl Dumped {
         })?;
         // Reaped by whoever inherited it: the pid must be free for the next run.
         wait_until("the restored pid to be free", || !Path::new(&format!("/proc/{pid}")).exists())?;
+        let mut out = String::new();
+        std::io::Read::read_to_string(daemon.0.stdout.as_mut().context("stdout")?, &mut out)?;
         let st = daemon.0.wait()?;
         if !st.success() {
             let mut err = String::new();
             std::io::Read::read_to_string(daemon.0.stderr.as_mut().context("stderr")?, &mut err)?;
             bail!("lazy-pages failed: {st}: {err}");
         }
-        Ok(ms)
+        Ok((ms, out))
     }
 }
 

@@ -2,7 +2,10 @@
 //!
 //! - `build-pie [--out FILE]`: builds and packages the restorer blob, prints
 //!   the package summary (size, segments, relocations, entries).
-//! - `bench [--runs N] [--only restore]`: prints a table of measurements.
+//! - `bench [--runs N] [--only GROUP]`: prints a table of measurements
+//!   (`--only blob|dump|restore|predump|lazy`: one group of rows;
+//!   `lazy-fault`: the lazy fault latency, N runs; `lazy-bg`: the lazy
+//!   background copy throughput, N runs per chunk size).
 //! - `test [ARGS]`: every test: the workspace's, then the blob library's
 //!   host unit tests (restorer-pie is a workspace of its own).
 //! - `setup`: installs the test tools (qemu-user, criu's `crit`) if missing.
@@ -12,6 +15,7 @@ mod bench;
 mod bench_dump;
 mod bench_lazy;
 mod bench_lazy_restore;
+mod bench_predump;
 mod bench_restore;
 mod demo;
 mod setup;
@@ -19,7 +23,7 @@ mod setup;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only restore] | setup | demo | test [ARGS]>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|lazy-fault|lazy-bg] | setup | demo | test [ARGS]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

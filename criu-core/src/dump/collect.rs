@@ -100,6 +100,7 @@ fn run_injection(
     threads: &mut [ThreadState],
     syscall_ip: Option<u64>,
     timer_ids: &[i32],
+    track: &mut super::track::TaskTrack,
 ) -> Result<injected::ProcessValues, DumpError> {
     let mut leader = Injector::new(pid, syscall_ip)?;
     let scratch = match map_scratch(&mut leader) {
@@ -111,6 +112,9 @@ fn run_injection(
     };
     let mut work = |leader: &mut Injector| -> Result<injected::ProcessValues, DumpError> {
         let vals = injected::process_values(leader, pid, scratch, timer_ids)?;
+        if track.want && track.uffd.is_none() {
+            track.uffd = Some(super::track::take_task_uffd(leader, pid)?);
+        }
         failpoint::check(failpoint::MID_INJECT)?;
         for t in threads.iter_mut() {
             let tv = if t.tid == pid {
@@ -215,6 +219,7 @@ pub fn collect(
     pages: &mut std::fs::File,
     shell_job: bool,
     sh: &mut Shared,
+    track: &mut super::track::TaskTrack,
 ) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
@@ -227,7 +232,7 @@ pub fn collect(
 
     let maps_before = proc::maps::read_smaps(pid)?;
     let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall(pid, &maps_before) };
-    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids)?;
+    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids, track)?;
     failpoint::check(failpoint::AFTER_INJECT)?;
 
     // The address space as it is with nothing of ours in it.
@@ -238,8 +243,9 @@ pub fn collect(
     }
     let t_mem = std::time::Instant::now();
     let pm = proc::pagemap::Pagemap::open(pid)?;
+    let inc = track.prepare(&pm, &vma_list)?;
     let mut batches = 0u32;
-    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, || {
+    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, inc.as_ref(), || {
         batches += 1;
         if batches == 1 {
             failpoint::check(failpoint::MID_MEMORY)?;

@@ -8,7 +8,7 @@
 //! from page-aligned buffers) while the next batch is being read. Areas without read permission are read through
 //! `/proc/PID/mem`, which may read them on behalf of a tracer.
 
-use super::model::{PagemapEntry, Vma, PE_PRESENT};
+use super::model::{PagemapEntry, Vma, PE_PARENT, PE_PRESENT};
 use super::DumpError;
 use crate::proc::pagemap::{is_file_page, is_populated, Pagemap, PAGE_SIZE};
 use std::io::{IoSlice, IoSliceMut, Write};
@@ -35,6 +35,8 @@ pub struct MemStats {
     pub pages_written: u64,
     /// Pages left to lazy restore (held by the dump, not in the images).
     pub pages_lazy: u64,
+    /// Pages unchanged since the parent dump, left in its images.
+    pub pages_in_parent: u64,
     /// Time spent reading the process's memory.
     pub read_time: std::time::Duration,
     /// Time spent writing the pages image (including zero checks).
@@ -77,6 +79,48 @@ fn populated_runs(pm: &Pagemap, start: u64, end: u64, skip_file: bool) -> Result
         from = to;
     }
     Ok(runs)
+}
+
+/// What an incremental dump knows: per tracked area (by start address)
+/// the ranges written since the parent dump, and the ranges whose pages
+/// the parent images hold (sorted, disjoint). Areas not in `written` are
+/// dumped whole.
+#[derive(Debug, Default)]
+pub struct Incremental {
+    pub written: std::collections::BTreeMap<u64, Vec<(u64, u64)>>,
+    pub in_parent: Vec<(u64, u64)>,
+}
+
+/// Splits populated runs into those to dump (written since the parent, or
+/// not in the parent images) and those left in the parent images.
+fn split_runs(runs: &[Run], written: &[(u64, u64)], parent: &[(u64, u64)]) -> (Vec<Run>, Vec<Run>) {
+    fn push(out: &mut Vec<Run>, addr: u64) {
+        match out.last_mut() {
+            Some((a, n)) if *a + *n as u64 * PAGE_SIZE == addr => *n += 1,
+            _ => out.push((addr, 1)),
+        }
+    }
+    // Whether `addr` lies in `ranges`, moving the cursor `i` forward only.
+    fn inside(ranges: &[(u64, u64)], i: &mut usize, addr: u64) -> bool {
+        while *i < ranges.len() && ranges[*i].1 <= addr {
+            *i += 1;
+        }
+        *i < ranges.len() && ranges[*i].0 <= addr
+    }
+    let (mut dump, mut keep) = (Vec::new(), Vec::new());
+    let (mut wi, mut pi) = (0usize, 0usize);
+    for &(addr, n) in runs {
+        for p in 0..n as u64 {
+            let a = addr + p * PAGE_SIZE;
+            let written = inside(written, &mut wi, a);
+            if !written && inside(parent, &mut pi, a) {
+                push(&mut keep, a);
+            } else {
+                push(&mut dump, a);
+            }
+        }
+    }
+    (dump, keep)
 }
 
 /// Splits runs into batches of at most [`BATCH`] bytes (splitting long runs).
@@ -269,11 +313,16 @@ fn write_batch(out: &std::fs::File, b: &Batch) -> Result<(), DumpError> {
 /// meanwhile. `on_batch` runs after each batch is read; an error from it
 /// aborts the dump. Returns the pagemap entries and counters (`write_time`
 /// is summed over the writers).
+///
+/// With `inc` (a dump against a parent), pages of tracked areas neither
+/// written since nor missing from the parent get `PE_PARENT` entries and
+/// are not copied.
 pub fn dump_private(
     pid: i32,
     pm: &Pagemap,
     vmas: &[Vma],
     out: &std::fs::File,
+    inc: Option<&Incremental>,
     mut on_batch: impl FnMut() -> Result<(), DumpError>,
 ) -> Result<(Vec<PagemapEntry>, MemStats), DumpError> {
     use std::sync::mpsc::sync_channel;
@@ -304,16 +353,28 @@ pub fn dump_private(
             .collect();
         drop(free_tx);
         let mut entries = Vec::new();
+        let mut in_parent: Vec<PagemapEntry> = Vec::new();
         let mut stats = MemStats::default();
         let reader = (|| -> Result<(), DumpError> {
             let mut mem = None;
             let mut file_off = 0u64;
             // Every area's runs first: their total sizes the progress report.
-            let areas = vmas
-                .iter()
-                .filter(|v| v.dumps_private_pages())
-                .map(|v| Ok((v, populated_runs(pm, v.map.start, v.map.end, v.file_pages_implicit())?)))
-                .collect::<Result<Vec<_>, DumpError>>()?;
+            let mut areas = Vec::new();
+            for v in vmas.iter().filter(|v| v.dumps_private_pages()) {
+                let runs = populated_runs(pm, v.map.start, v.map.end, v.file_pages_implicit())?;
+                match inc.and_then(|i| Some((i.written.get(&v.map.start)?, &i.in_parent))) {
+                    Some((written, parent)) => {
+                        let (dump, keep) = split_runs(&runs, written, parent);
+                        for (vaddr, n) in keep {
+                            stats.pages_scanned += n as u64;
+                            stats.pages_in_parent += n as u64;
+                            in_parent.push(PagemapEntry { vaddr, nr_pages: n as u32, flags: PE_PARENT });
+                        }
+                        areas.push((v, dump));
+                    }
+                    None => areas.push((v, runs)),
+                }
+            }
             let total = areas.iter().flat_map(|a| &a.1).map(|r| r.1 as u64).sum();
             let _phase = crate::progress::Phase::start("dumping memory", total, std::io::stderr().as_fd());
             for (vma, runs) in areas {
@@ -348,6 +409,11 @@ pub fn dump_private(
         reader?;
         if let Some(e) = first_err {
             return Err(e);
+        }
+        if !in_parent.is_empty() {
+            // Present entries keep their order (it is the pages file's).
+            entries.extend(in_parent);
+            entries.sort_by_key(|e| e.vaddr);
         }
         Ok((entries, stats))
     })
@@ -431,6 +497,19 @@ mod tests {
         p[4095] = 0;
         p[1] = 1;
         assert!(!is_zero(&p[1..]));
+    }
+
+    #[test]
+    fn incremental_split() {
+        let pg = |n: u64| 0x10_0000 + n * PAGE_SIZE;
+        // Pages 0..10 populated; 2..4 written; the parent holds 0..6 and 8..9.
+        let runs = [(pg(0), 10usize)];
+        let (dump, keep) = split_runs(&runs, &[(pg(2), pg(4))], &[(pg(0), pg(6)), (pg(8), pg(9))]);
+        assert_eq!(keep, vec![(pg(0), 2), (pg(4), 2), (pg(8), 1)]);
+        assert_eq!(dump, vec![(pg(2), 2), (pg(6), 2), (pg(9), 1)]);
+        // Nothing written, nothing in the parent: everything is dumped.
+        let (dump, keep) = split_runs(&runs, &[], &[]);
+        assert_eq!((dump, keep), (vec![(pg(0), 10)], vec![]));
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub mod memory;
 pub mod model;
 pub mod remote;
 pub mod shared;
+pub mod track;
+pub mod tracker;
 pub mod tree;
 pub mod vmas;
 pub mod write;
@@ -74,6 +76,9 @@ pub enum DumpError {
     /// process's sandbox, and injected syscalls could trip its filter.
     #[error("pid {0} uses seccomp, which criu-rs cannot dump yet")]
     Seccomp(i32),
+    /// Dirty-page tracking could not be set up or carried on.
+    #[error("dirty-page tracking: {0}")]
+    Track(String),
     /// A zombie has no state left to dump.
     #[error("pid {0} is a zombie (exited, not yet reaped)")]
     Zombie(i32),
@@ -156,6 +161,14 @@ pub struct DumpOptions {
     pub freeze_timeout: std::time::Duration,
     /// Where the private pages go (`--page-server`, `--lazy-pages`).
     pub pages_to: remote::PagesTo,
+    /// `--prev-images-dir`: the parent dump, relative to `dir` (as the
+    /// `parent` link made in `dir` holds it) or absolute. Pages unchanged
+    /// since are left there when its dirty tracking still runs.
+    pub parent: Option<PathBuf>,
+    /// `--track-mem`: keep tracking written pages for a later dump.
+    pub track_mem: bool,
+    /// `pre-dump`: only memory, the tree always left running, tracking kept.
+    pub pre_dump: bool,
 }
 
 /// Summary of a successful dump.
@@ -179,6 +192,8 @@ pub struct DumpSummary {
 
 /// Name of the completeness marker.
 pub const INVENTORY: &str = "inventory.img";
+/// The link from an images directory to its parent dump's.
+pub const PARENT_LINK: &str = "parent";
 /// Id of the pages image (`pages-<id>.img`).
 pub const PAGES_ID: u32 = 1;
 
@@ -233,6 +248,8 @@ fn prepare_dir(dir: &Path, pid: i32, pages_to: &remote::PagesTo) -> Result<Optio
         Err(e) => Err(err(&path)(e)),
     };
     remove(dir.join(INVENTORY))?;
+    remove(dir.join(tracker::RECORD))?;
+    remove(dir.join(PARENT_LINK))?;
     if matches!(pages_to, remote::PagesTo::PageServer(_)) {
         remove(dir.join(format!("pages-{PAGES_ID}.img")))?;
         remove(dir.join(format!("pagemap-{pid}.img")))?;

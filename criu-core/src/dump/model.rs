@@ -214,6 +214,8 @@ pub struct Vma {
     pub file_id: u32,
 }
 
+/// Pagemap entry flag: the pages are in the parent dump's images.
+pub const PE_PARENT: u32 = 1 << 0;
 /// Pagemap entry flag: the pages are in the pages image.
 pub const PE_PRESENT: u32 = 1 << 2;
 

@@ -33,6 +33,8 @@
 //! A zombie whose new parent is neither init nor in the tree (a child
 //! subreaper outside) is that parent's to reap; we stop waiting for it.
 
+use super::track::{self, TaskTrack};
+use super::tracker::{self, Adopted};
 use super::failpoint;
 use super::memory::MemStats;
 use super::model::{ProcessDump, ZombieDump};
@@ -295,6 +297,7 @@ fn add_stats(a: &mut MemStats, b: &MemStats) {
     a.pages_skipped_zero += b.pages_skipped_zero;
     a.pages_written += b.pages_written;
     a.pages_lazy += b.pages_lazy;
+    a.pages_in_parent += b.pages_in_parent;
     a.read_time += b.read_time;
     a.write_time += b.write_time;
 }
@@ -325,8 +328,11 @@ fn collect_tree(
     root_pages: Option<std::fs::File>,
     mut sink: Option<StreamSink>,
     t0: Instant,
+    adopted: &mut Option<Adopted>,
 ) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
-    tree.check_sessions(opts.shell_job)?;
+    if !opts.pre_dump {
+        tree.check_sessions(opts.shell_job)?;
+    }
     if sink.is_some() && tree.live.len() > 1 {
         // The page server numbers pages images itself; with several tasks
         // they would collide with the local ones (shared memory).
@@ -338,13 +344,25 @@ fn collect_tree(
     let mut mem = MemStats::default();
     let mut memdump_time = Duration::ZERO;
     let mut held = (opts.pages_to == PagesTo::Held).then(HeldPages::default);
+    let mut tracked: Vec<(i32, crate::uffd::Uffd)> = Vec::new();
     for (i, t) in tree.live.iter().enumerate() {
         if i > 0 && i + 1 == tree.live.len() {
             failpoint::check(failpoint::MID_TREE)?;
         }
         let pages_id = if i == 0 { PAGES_ID } else { sh.alloc_pages_id() };
         let (local, mut pages) = task_pages(opts, pages_id, &root_pages)?;
-        let (mut p, mut m, d) = collect::collect(&t.frozen, &opts.dir, &mut pages, opts.shell_job, &mut sh)?;
+        let pid = t.frozen.pid();
+        let mut track = TaskTrack { want: opts.pre_dump || opts.track_mem, ..Default::default() };
+        if let (Some(a), Some(parent)) = (adopted.as_mut(), opts.parent.as_ref()) {
+            track.uffd = a.uffds.remove(&pid);
+            if track.uffd.is_some() {
+                track.parent_pages = track::parent_pages(&opts.dir.join(parent), pid);
+            }
+        }
+        let (mut p, mut m, d) = collect::collect(&t.frozen, &opts.dir, &mut pages, opts.shell_job, &mut sh, &mut track)?;
+        if let Some(uffd) = track.uffd.take() {
+            tracked.push((pid, uffd));
+        }
         p.pages_id = pages_id;
         if i > 0 {
             p.ppid = t.ppid;
@@ -377,14 +395,26 @@ fn collect_tree(
         zombies: tree.zombies.len(),
         pages_remote,
     };
-    write::write_images(&opts.dir, &procs, &tree.zombies, &summary)?;
+    if let Some(parent) = &opts.parent {
+        let link = opts.dir.join(super::PARENT_LINK);
+        std::os::unix::fs::symlink(parent, &link).map_err(|source| DumpError::ImagesDir { path: link, source })?;
+    }
+    if opts.pre_dump {
+        write::write_pagemaps(&opts.dir, &procs)?;
+    } else {
+        write::write_images(&opts.dir, &procs, &tree.zombies, &summary)?;
+    }
+    if opts.pre_dump || (opts.track_mem && opts.leave_running) {
+        let tasks: Vec<(i32, &crate::uffd::Uffd)> = tracked.iter().map(|(p, u)| (*p, u)).collect();
+        tracker::spawn(&opts.dir, &tasks)?;
+    }
     Ok((summary, held))
 }
 
 /// Dumps `opts.pid` and all its descendants. See the module documentation.
 pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     let stat = check_target(opts.pid)?;
-    if !opts.shell_job && (stat.sid != opts.pid || stat.pgid != opts.pid) {
+    if !opts.shell_job && !opts.pre_dump && (stat.sid != opts.pid || stat.pgid != opts.pid) {
         return Err(DumpError::ShellJob { pid: opts.pid, sid: stat.sid, pgid: stat.pgid });
     }
     // Connect before touching the tree: a server that is not there is an
@@ -394,11 +424,34 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>),
         _ => None,
     };
     let pages = prepare_dir(&opts.dir, opts.pid, &opts.pages_to)?;
+    let mut adopted = match &opts.parent {
+        Some(parent) => {
+            let parent = opts.dir.join(parent);
+            if !parent.is_dir() {
+                return Err(DumpError::ImagesDir { path: parent, source: std::io::Error::from_raw_os_error(libc::ENOTDIR) });
+            }
+            tracker::adopt(&parent)
+        }
+        None => None,
+    };
     let t0 = Instant::now();
-    let tree = FrozenTree::freeze(opts.pid, opts.freeze_timeout)?;
-    match collect_tree(&tree, opts, pages, sink, t0) {
+    let tree = match FrozenTree::freeze(opts.pid, opts.freeze_timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            // Nothing was scanned: the parent's tracking is still good.
+            drop(adopted);
+            return Err(e);
+        }
+    };
+    let result = collect_tree(&tree, opts, pages, sink, t0, &mut adopted);
+    // Scanning re-protected what it reported: the parent's tracker has
+    // nothing left to tell anyone (its successor, if any, holds the rest).
+    if let Some(a) = adopted {
+        a.retire();
+    }
+    match result {
         Ok(done) => {
-            if opts.leave_running {
+            if opts.leave_running || opts.pre_dump {
                 tree.detach()?;
             } else {
                 tree.kill()?;

@@ -98,7 +98,8 @@ impl PagemapEntry {
         PagemapEntry {
             vaddr: Some(vaddr),
             compat_nr_pages: Some(u32::try_from(nr_pages).unwrap_or(0)),
-            in_parent: None,
+            // Older readers know only the bool for pages in the parent.
+            in_parent: (flags & super::consts::pagemap_flags::PARENT != 0).then_some(true),
             flags: Some(flags),
             nr_pages: Some(nr_pages),
         }

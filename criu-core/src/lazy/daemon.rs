@@ -12,6 +12,7 @@ use rustix::event::Timespec;
 use rustix::io::Errno;
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
+use super::cpu::Follower;
 use super::guard::Guard;
 use super::hello;
 use super::ranges::{PageSet, Piece};
@@ -46,6 +47,9 @@ pub struct Options {
     /// A task handed over before its lazy ranges were registered must have
     /// them all registered within this time, or it is killed.
     pub register_timeout: Duration,
+    /// While faults come in, run on the CPU of the faulting thread
+    /// ([`super::cpu`]).
+    pub follow_cpu: bool,
 }
 
 impl Options {
@@ -61,6 +65,7 @@ impl Options {
             tasks: None,
             accept_timeout: Duration::from_secs(60),
             register_timeout: Duration::from_secs(30),
+            follow_cpu: true,
         }
     }
 }
@@ -94,6 +99,10 @@ struct Task {
     doomed: bool,
 }
 
+/// While faults keep coming, one background chunk is still copied at
+/// least this often.
+const BG_SHARE: Duration = Duration::from_millis(1);
+
 /// Background fills into a vanished VMA are retried after this pause...
 const STALL_PAUSE: Duration = Duration::from_millis(1);
 /// ...and the task is killed when no event explains it within this time.
@@ -111,9 +120,17 @@ struct Daemon {
     expected: usize,
     connected: usize,
     stats: Stats,
+    /// Per fault: read to fill done, and the fill ioctl alone (ns).
     lat_ns: Vec<u32>,
+    copy_ns: Vec<u32>,
+    lookup_ns: Vec<u32>,
+    /// Time the last [`Daemon::fill`] took to find its data.
+    lookup: Duration,
+    follower: Follower,
     first_task: Option<Instant>,
     last_accept: Instant,
+    /// When the last background chunk was copied.
+    last_bg: Instant,
     /// Accepted connections whose hello has not arrived yet.
     pending: std::collections::HashMap<u64, UnixStream>,
     next_conn: u64,
@@ -162,6 +179,7 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
         opts.socket.display(),
         guard.pid()
     );
+    let follower = Follower::new(opts.follow_cpu);
     let mut d = Daemon {
         opts,
         source,
@@ -173,10 +191,15 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
         bg_token: 0,
         expected,
         connected: 0,
+        follower,
         stats: Stats::default(),
         lat_ns: Vec::new(),
+        copy_ns: Vec::new(),
+        lookup_ns: Vec::new(),
+        lookup: Duration::ZERO,
         first_task: None,
         last_accept: Instant::now(),
+        last_bg: Instant::now(),
         pending: Default::default(),
         next_conn: 0,
     };
@@ -184,8 +207,12 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
     d.serve()?;
     d.stats.elapsed = started.elapsed();
     d.stats.served = d.first_task.map_or(Duration::ZERO, |t| t.elapsed());
-    d.lat_ns.sort_unstable();
-    d.stats.fault_median = d.lat_ns.get(d.lat_ns.len() / 2).map(|&n| Duration::from_nanos(n.into()));
+    d.stats.fault_median = quantile(&mut d.lat_ns, 50);
+    d.stats.fault_p90 = quantile(&mut d.lat_ns, 90);
+    d.stats.copy_median = quantile(&mut d.copy_ns, 50);
+    d.stats.lookup_median = quantile(&mut d.lookup_ns, 50);
+    d.stats.cpu_follows = d.follower.follows();
+    d.stats.cpu_starved = d.follower.starved();
     let _ = std::fs::remove_file(&d.opts.socket);
     let Daemon { guard, stats, .. } = d;
     let gpid = guard.pid();
@@ -195,6 +222,12 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
     unsafe { libc::waitpid(gpid, std::ptr::null_mut(), 0) };
     tracing::info!("lazy-pages: done: {stats}");
     Ok(stats)
+}
+
+/// The `pct`-th percentile of `ns` (sorted here), if any.
+fn quantile(ns: &mut [u32], pct: usize) -> Option<Duration> {
+    ns.sort_unstable();
+    ns.get(ns.len() * pct / 100).map(|&n| Duration::from_nanos(n.into()))
 }
 
 /// Children of every thread of `pid`.
@@ -207,6 +240,10 @@ fn children(pid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+fn nanos(d: Duration) -> u32 {
+    d.as_nanos().min(u32::MAX as u128) as u32
 }
 
 fn spare_capacity(v: &mut Vec<epoll::Event>) -> rustix::buffer::SpareCapacity<'_, epoll::Event> {
@@ -260,11 +297,20 @@ impl Daemon {
                 && self.tasks.values().any(|t| !t.missing.is_empty() && t.unregistered_since.is_none());
             let waiting: Vec<u64> =
                 self.tasks.iter().filter(|(_, t)| t.unregistered_since.is_some()).map(|(&k, _)| k).collect();
-            let timeout = match (bg, waiting.is_empty()) {
-                (true, _) => Timespec { tv_sec: 0, tv_nsec: 0 },
-                (false, false) => Timespec { tv_sec: 0, tv_nsec: 5_000_000 },
-                (false, true) => Timespec { tv_sec: 1, tv_nsec: 0 },
+            let mut timeout = match (bg, waiting.is_empty()) {
+                (true, _) => Duration::ZERO,
+                (false, false) => Duration::from_millis(5),
+                (false, true) => Duration::from_secs(1),
             };
+            // Following a task's CPU is for one task alone, all connected,
+            // and nothing to copy in the background: idle priority next to
+            // a busy task would leave the others (or new ones) waiting.
+            // Pinned: wake up in time to let go.
+            let single = self.tasks.len() == 1 && self.connected >= self.expected && self.pending.is_empty();
+            if let Some(release) = self.follower.settle(bg || !single) {
+                timeout = timeout.min(release);
+            }
+            let timeout = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos().into() };
             for token in waiting {
                 self.check_registered(token);
             }
@@ -288,8 +334,11 @@ impl Daemon {
                     self.serve_uffd(token)?;
                 }
             }
-            if bg && !faults {
+            // Faults first; but a steady stream of them must not stop the
+            // background copy altogether.
+            if bg && (!faults || self.last_bg.elapsed() >= BG_SHARE) {
                 self.background()?;
+                self.last_bg = Instant::now();
             }
             if self.connected < self.expected && self.last_accept.elapsed() > self.opts.accept_timeout {
                 return Err(LazyError::Hello(format!(
@@ -425,6 +474,7 @@ impl Daemon {
     /// Reads and handles everything pending on a task's uffd.
     fn serve_uffd(&mut self, token: u64) -> Result<(), LazyError> {
         let mut evs = Vec::new();
+        let mut faulted = false;
         for _ in 0..10_000 {
             let Some(t) = self.tasks.get(&token) else { return Ok(()) };
             let n = match t.uffd.read_events(&mut evs) {
@@ -440,6 +490,10 @@ impl Daemon {
                     t.stalled = None;
                 }
             }
+            if n == 0 && faulted {
+                self.follower.drifted();
+            }
+            faulted = evs.iter().any(|e| matches!(e, Event::PageFault { .. }));
             for ev in evs.drain(..) {
                 self.event(token, ev)?;
             }
@@ -465,10 +519,15 @@ impl Daemon {
                 let t0 = Instant::now();
                 self.stats.faults += 1;
                 self.fault(token, addr & !(PAGE_SIZE - 1))?;
-                self.lat_ns.push(t0.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+                self.lat_ns.push(nanos(t0.elapsed()));
+                if let Some(t) = self.tasks.get(&token) {
+                    self.follower.on_fault(t.pid, tid);
+                }
             }
             Event::Fork { uffd } => {
                 self.stats.forks += 1;
+                // Two tasks now: stop following one of them.
+                self.follower.settle(true);
                 let Some(parent) = self.tasks.get(&token) else { return Ok(()) };
                 let (image_pid, missing, ppid) = (parent.image_pid, parent.missing.clone(), parent.pid);
                 // The child is not in its parent's children list yet: what
@@ -602,8 +661,16 @@ impl Daemon {
             };
         };
         let image_pid = t.image_pid;
+        let t0 = Instant::now();
         let res = self.fill(token, image_pid, piece)?;
+        self.copy_ns.push(nanos(t0.elapsed() - self.lookup));
+        self.lookup_ns.push(nanos(self.lookup));
         match res {
+            // The copy woke the threads waiting in what it filled.
+            Ok(n) if (piece.start..piece.start + n).contains(&page) => {
+                self.stats.fault_pages += n / PAGE_SIZE;
+                return Ok(());
+            }
             Ok(n) => self.stats.fault_pages += n / PAGE_SIZE,
             // The VMA went away since the fault (an unmap or remap whose
             // event is on its way): the pages stay owed where the event
@@ -630,6 +697,7 @@ impl Daemon {
     /// first page dropped if it was already present). Returns the bytes
     /// copied, or the errno that makes the task unservable.
     fn fill(&mut self, token: u64, image_pid: u32, piece: Piece) -> Result<Result<u64, Errno>, LazyError> {
+        let t0 = Instant::now();
         let data = match self.source.pages(image_pid, piece.orig, piece.len) {
             Ok(d) => d,
             Err(e) => {
@@ -638,6 +706,7 @@ impl Daemon {
                 return Err(LazyError::Source { pid: image_pid, source: e });
             }
         };
+        self.lookup = t0.elapsed();
         let Some(t) = self.tasks.get_mut(&token) else { return Ok(Ok(0)) };
         let rest = |done: u64| Piece { start: piece.start + done, len: piece.len - done, orig: piece.orig + done };
         Ok(match t.uffd.copy(piece.start, data, 0) {
@@ -694,7 +763,11 @@ impl Daemon {
         let Some(piece) = t.missing.take_next(t.cursor, max) else { return Ok(()) };
         t.cursor = piece.start + piece.len;
         let image_pid = t.image_pid;
-        match self.fill(token, image_pid, piece)? {
+        let t0 = Instant::now();
+        let res = self.fill(token, image_pid, piece)?;
+        self.stats.bg_time += t0.elapsed();
+        self.stats.bg_data_time += self.lookup;
+        match res {
             Ok(n) => {
                 self.stats.bg_pages += n / PAGE_SIZE;
                 self.stats.bg_chunks += 1;

@@ -22,7 +22,10 @@
 //!    pidfd. A fault gets the aligned block around it ([`Options::fault_chunk`])
 //!    with `UFFDIO_COPY`, or a zero page where the dump had no data. When no
 //!    fault is pending, one background chunk ([`Options::bg_chunk`]) of the
-//!    next task is copied (faults always first).
+//!    next task is copied (faults first, but at least one chunk a
+//!    millisecond however many faults come). While faults come and no
+//!    background copy is pending, the daemon runs on the faulting task's
+//!    CPU ([`cpu`]).
 //! 5. Events: FORK adds a task for the child (a new uffd, inheriting the
 //!    parent's missing pages; its pid is found among the parent's new
 //!    children, or from the thread id of its first fault), REMAP moves the
@@ -95,6 +98,7 @@
 //!   shares their pid namespace (otherwise those children are still served,
 //!   and the guard still finds them as descendants of known tasks).
 
+pub mod cpu;
 pub mod daemon;
 pub mod guard;
 pub mod hello;
@@ -168,6 +172,10 @@ pub enum LazyError {
     Image(#[from] ImageError),
 }
 
+fn micros(d: Option<Duration>) -> String {
+    d.map_or("n/a".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6))
+}
+
 /// Counters of one daemon run, logged at exit.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
@@ -183,6 +191,11 @@ pub struct Stats {
     pub bg_pages: u64,
     /// Background copies.
     pub bg_chunks: u64,
+    /// Time spent in background copies, and the part of it spent finding
+    /// (mapping in) their data.
+    pub bg_time: Duration,
+    /// See `bg_time`.
+    pub bg_data_time: Duration,
     /// Fork events.
     pub forks: u64,
     /// Remap events.
@@ -193,8 +206,20 @@ pub struct Stats {
     pub gone: u64,
     /// Tasks the daemon killed.
     pub killed: u64,
-    /// Median time to serve a fault (read to fill), when there were faults.
+    /// Median time to serve a fault (message read to fill done), when
+    /// there were faults.
     pub fault_median: Option<Duration>,
+    /// 90th percentile of the same.
+    pub fault_p90: Option<Duration>,
+    /// Median time of a fault's fill ioctl (`UFFDIO_COPY`, which also wakes
+    /// the faulting thread).
+    pub copy_median: Option<Duration>,
+    /// Median time of a fault's data lookup (finding the page data).
+    pub lookup_median: Option<Duration>,
+    /// Times the daemon moved to a faulting thread's CPU ([`cpu`]).
+    pub cpu_follows: u64,
+    /// Times the daemon left idle priority because the system was busy.
+    pub cpu_starved: u64,
     /// Wall time.
     pub elapsed: Duration,
     /// Time from the first task's hand-over to the end.
@@ -205,16 +230,23 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} task(s), {} faults ({} pages copied, {} zero pages, median service {}), \
-             {} pages in background in {} chunks, {} forks, {} remaps, {} removes/unmaps, \
+            "{} task(s), {} faults ({} pages copied, {} zero pages, median service {}, p90 {}, data {}, copy {}, {} CPU follows, {} busy), \
+             {} pages in background in {} chunks ({:.1} ms, {:.1} ms of it reading data), {} forks, {} remaps, {} removes/unmaps, \
              {} gone early, {} killed, served in {:.3} s, {:.3} s in all",
             self.tasks,
             self.faults,
             self.fault_pages,
             self.zero_pages,
-            self.fault_median.map_or("n/a".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6)),
+            micros(self.fault_median),
+            micros(self.fault_p90),
+            micros(self.lookup_median),
+            micros(self.copy_median),
+            self.cpu_follows,
+            self.cpu_starved,
             self.bg_pages,
             self.bg_chunks,
+            self.bg_time.as_secs_f64() * 1e3,
+            self.bg_data_time.as_secs_f64() * 1e3,
             self.forks,
             self.remaps,
             self.removes,

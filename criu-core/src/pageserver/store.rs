@@ -55,7 +55,13 @@ struct PidPages {
 struct Mapping {
     ptr: *mut std::ffi::c_void,
     len: usize,
+    /// One bit per [`POPULATE_BLOCK`]: its page-table entries are in.
+    populated: Vec<u64>,
 }
+
+/// The mapping's page-table entries are filled this much at a time: one
+/// `madvise` then serves many faults in the block.
+const POPULATE_BLOCK: usize = 64 << 10;
 
 // SAFETY: the mapping is read-only and owned; moving it to another thread
 // moves the only handle.
@@ -67,20 +73,35 @@ impl Mapping {
         // SAFETY: a fresh private read-only mapping of the file at a
         // kernel-chosen address; it replaces nothing.
         let ptr = unsafe { mmap(std::ptr::null_mut(), len, ProtFlags::READ, MapFlags::PRIVATE, file, 0) }?;
-        Ok(Mapping { ptr, len })
+        Ok(Mapping { ptr, len, populated: vec![0; len.div_ceil(POPULATE_BLOCK).div_ceil(64)] })
     }
 
-    /// `len` bytes at `off`, their page-table entries populated first so a
-    /// `UFFDIO_COPY` from them takes the kernel's fast path.
-    fn populated(&self, off: usize, len: usize) -> Option<&[u8]> {
+    /// `len` bytes at `off`, their page-table entries populated first (by
+    /// whole [`POPULATE_BLOCK`]s, once) so a `UFFDIO_COPY` from them takes
+    /// the kernel's fast path.
+    fn populated(&mut self, off: usize, len: usize) -> Option<&[u8]> {
         let end = off.checked_add(len).filter(|&e| e <= self.len)?;
+        let blocks = off / POPULATE_BLOCK..end.div_ceil(POPULATE_BLOCK);
+        let done = |bits: &[u64], b: usize| bits.get(b / 64).is_some_and(|w| w & (1 << (b % 64)) != 0);
+        if blocks.clone().any(|b| !done(&self.populated, b)) {
+            let from = blocks.start * POPULATE_BLOCK;
+            let to = (blocks.end * POPULATE_BLOCK).min(self.len);
+            // SAFETY: MADV_POPULATE_READ only faults the range in (no change
+            // to its contents); `from..to` is inside our mapping.
+            let r = unsafe {
+                rustix::mm::madvise((self.ptr as *mut u8).add(from).cast(), to - from, rustix::mm::Advice::LinuxPopulateRead)
+            };
+            if r.is_ok() {
+                for b in blocks {
+                    if let Some(w) = self.populated.get_mut(b / 64) {
+                        *w |= 1 << (b % 64);
+                    }
+                }
+            }
+        }
         // SAFETY: `ptr` maps `self.len` readable bytes until Drop, and
         // `off..end` is inside; the image file is not written while served.
-        let bytes = unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(off), end - off) };
-        // SAFETY: MADV_POPULATE_READ only faults the range in (no change to
-        // its contents); the range is inside our mapping.
-        let _ = unsafe { rustix::mm::madvise(bytes.as_ptr() as *mut _, bytes.len(), rustix::mm::Advice::LinuxPopulateRead) };
-        Some(bytes)
+        Some(unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(off), end - off) })
     }
 }
 
@@ -93,9 +114,10 @@ impl Drop for Mapping {
 }
 
 /// Pages served from an image directory. Each pid's pagemap is read and its
-/// pages file opened on first use; data is read with `pread` into a buffer
-/// kept resident (a fill from freshly mapped file pages would take the
-/// kernel's slow path on every fault).
+/// pages file mapped on first use; data is handed out straight from the
+/// mapping, whose page-table entries are populated block by block first (a
+/// `UFFDIO_COPY` from file pages not mapped yet takes the kernel's slow
+/// path: it drops its locks, faults the source in and starts over).
 pub struct ImagesStore {
     dir: ImageDir,
     pids: HashMap<u32, PidPages>,
@@ -147,13 +169,14 @@ impl ImagesStore {
 impl PageStore for ImagesStore {
     fn pages(&mut self, pid: u32, vaddr: u64, len: u64) -> Result<&[u8]> {
         let no = || PageServerError::NoData { pid, vaddr, len };
-        let p = self.load(pid)?;
+        self.load(pid)?;
+        let p = self.pids.get_mut(&pid).ok_or(PageServerError::UnknownPid(pid))?;
         let i = p.entries.partition_point(|&(v, _, _)| v <= vaddr);
         let &(v, elen, off) = i.checked_sub(1).and_then(|i| p.entries.get(i)).ok_or_else(no)?;
         if vaddr.checked_add(len).is_none_or(|end| end > v + elen) {
             return Err(no());
         }
-        p.map.as_ref().and_then(|m| m.populated((off + (vaddr - v)) as usize, len as usize)).ok_or_else(no)
+        p.map.as_mut().and_then(|m| m.populated((off + (vaddr - v)) as usize, len as usize)).ok_or_else(no)
     }
 }
 

@@ -47,6 +47,14 @@ impl Pagemap {
 
 /// `PAGEMAP_SCAN`: `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+/// Category: written since write protection was last set (a page without
+/// the userfaultfd write-protect bit).
+const PAGE_IS_WRITTEN: u64 = 1 << 1;
+/// `PAGEMAP_SCAN` flag: write-protect the matching pages (async uffd-wp).
+const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+/// `PAGEMAP_SCAN` flag: fail with `EPERM` on areas not registered for
+/// async write-protection.
+const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 /// Category: file page or shared anonymous page (not a private copy).
 const PAGE_IS_FILE: u64 = 1 << 2;
 /// Category: page present.
@@ -91,6 +99,44 @@ impl Pagemap {
     /// [`Pagemap::read`]).
     pub fn scan(&self, start: u64, end: u64, exclude_file: bool, out: &mut Vec<(u64, u64)>) -> Result<bool> {
         let not = PAGE_IS_PFNZERO | if exclude_file { PAGE_IS_FILE } else { 0 };
+        let query = PmScanArg {
+            category_inverted: not,
+            category_mask: not,
+            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            ..Default::default()
+        };
+        match self.scan_with(start, end, query, out) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) && out.is_empty() => Ok(false),
+            Err(source) => Err(ProcError::Io { path: self.path.clone(), source }),
+            Ok(()) => Ok(true),
+        }
+    }
+
+    /// `ioctl(pagemap, PAGEMAP_SCAN, &arg)` with `PM_SCAN_WP_MATCHING`:
+    /// appends to `out` the ranges of `[start, end)` written since their
+    /// last write protection and write-protects them again, so the next
+    /// call reports only what is written after this one. `Ok(false)` when
+    /// part of the range is not registered for asynchronous
+    /// write-protection (nothing can be said about it).
+    pub fn scan_written(&self, start: u64, end: u64, out: &mut Vec<(u64, u64)>) -> Result<bool> {
+        let query = PmScanArg {
+            flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+            category_mask: PAGE_IS_WRITTEN,
+            return_mask: PAGE_IS_WRITTEN,
+            ..Default::default()
+        };
+        match self.scan_with(start, end, query, out) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(false),
+            Err(source) => Err(ProcError::Io { path: self.path.clone(), source }),
+            Ok(()) => Ok(true),
+        }
+    }
+
+    /// Runs `PAGEMAP_SCAN` with `query`'s flags and masks over `[start,
+    /// end)`, as many calls as the result vector needs, merging adjacent
+    /// ranges into `out`.
+    fn scan_with(&self, start: u64, end: u64, query: PmScanArg, out: &mut Vec<(u64, u64)>) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
         let mut regions = [PageRegion::default(); 512];
         let mut from = start;
@@ -101,21 +147,13 @@ impl Pagemap {
                 end,
                 vec: regions.as_mut_ptr() as u64,
                 vec_len: regions.len() as u64,
-                category_inverted: not,
-                category_mask: not,
-                category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                ..Default::default()
+                ..query
             };
             // SAFETY: arg is a valid pm_scan_arg whose vec points at `regions`
             // with vec_len entries; the kernel writes at most that many.
             let n = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
             if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) && from == start {
-                    return Ok(false);
-                }
-                return Err(ProcError::Io { path: self.path.clone(), source: e });
+                return Err(std::io::Error::last_os_error());
             }
             for r in &regions[..(n as usize).min(regions.len())] {
                 match out.last_mut() {
@@ -128,7 +166,7 @@ impl Pagemap {
             }
             from = arg.walk_end;
         }
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -167,20 +167,26 @@ fn build_memory(
         let v = &plan.vmas[i];
         std::iter::once(&plan.pages)
             .chain(&plan.shmem_pages)
+            .chain(&plan.parent_pages)
             .flat_map(|p| &p.runs)
             .any(|r| r.vaddr < v.end && r.vaddr + r.len() > v.start)
     };
     let pm = premap(&plan.vmas, &busy_now(plan)?, &has_pages, open_ro)?;
     // No logging here: fd 2 already is the restored task's.
     let _phase = progress_out.map(|out| {
-        let total = std::iter::once(&plan.pages).chain(&plan.shmem_pages).flat_map(|p| &p.runs).map(|r| r.len() / PAGE_SIZE).sum();
+        let total = std::iter::once(&plan.pages)
+            .chain(&plan.shmem_pages)
+            .chain(&plan.parent_pages)
+            .flat_map(|p| &p.runs)
+            .map(|r| r.len() / PAGE_SIZE)
+            .sum();
         crate::progress::Phase::start("restoring memory", total, out.as_fd())
     });
     if let Some(fd) = pages {
         fill(&pm, &plan.vmas, &plan.pages, fd, ids)?;
     }
-    for shmem in plan.shmem_pages.iter().filter(|p| !p.runs.is_empty()) {
-        fill(&pm, &plan.vmas, shmem, &open_ro(&shmem.path)?, ids)?;
+    for other in plan.shmem_pages.iter().chain(&plan.parent_pages).filter(|p| !p.runs.is_empty()) {
+        fill(&pm, &plan.vmas, other, &open_ro(&other.path)?, ids)?;
     }
     finish(&pm, &plan.vmas)?;
     Ok(pm)

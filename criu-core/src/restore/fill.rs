@@ -393,7 +393,9 @@ fn copy(uffd: &Uffd, dst: u64, src: u64, len: u64, off: u64) -> std::result::Res
 /// when unregistered. Writing one page and dropping it again does that
 /// (`MADV_POPULATE_WRITE`, `MADV_DONTNEED`); the page is taken outside
 /// `huge` if there is room, as the page table it leaves behind keeps a
-/// huge page from moving in whole.
+/// huge page from moving in whole. A page already there (an earlier fill
+/// of the same VMA, e.g. from a parent image) means the VMA has its
+/// anon_vma already, and is left alone.
 fn give_anon_vma(vma: (u64, u64), huge: (u64, u64)) {
     let addr = if vma.0 < huge.0 {
         vma.0
@@ -402,6 +404,12 @@ fn give_anon_vma(vma: (u64, u64), huge: (u64, u64)) {
     } else {
         huge.0
     };
+    let mut resident = [0u8; 1];
+    // SAFETY: mincore(2) of one page of a premapped VMA into a 1-byte vector.
+    let r = unsafe { libc::mincore(addr as *mut c_void, PAGE_SIZE as usize, resident.as_mut_ptr()) };
+    if r != 0 || resident[0] & 1 != 0 {
+        return;
+    }
     populate(addr, PAGE_SIZE);
     // SAFETY: the page is part of a premapped VMA owned by this restore
     // and holds nothing yet.
@@ -592,6 +600,34 @@ mod tests {
     #[test]
     fn plain_fill_on_one_thread_puts_every_page_in_place() {
         fill_and_check(FillWays { huge: false, uffd: false, helper: false });
+    }
+
+    #[test]
+    fn a_second_fill_of_the_same_vma_keeps_what_the_first_put_there() {
+        // As when pages come from the task's own image and then from a
+        // parent image: the second fill registers a part of a VMA whose
+        // first page the first fill wrote.
+        let dir = std::env::temp_dir().join(format!("criu-rs-fill-twice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (own, parent) = (dir.join("pages-1.img"), dir.join("pages-2.img"));
+        std::fs::write(&own, vec![0x11u8; PAGE_SIZE as usize]).unwrap();
+        std::fs::write(&parent, vec![0x22u8; 900 * PAGE_SIZE as usize]).unwrap();
+        let t = 0x5400_0000_1000u64;
+        let vmas = vec![VmaPlan { start: t, end: t + 8 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, kind: VmaKind::Anon }];
+        let (pm, fd) = premap_here(&vmas, &own);
+        let own_pages = PagesPlan { path: own, runs: vec![PageRun { vaddr: t, nr_pages: 1, file_off: 0 }] };
+        fill(&pm, &vmas, &own_pages, &fd, &[]).unwrap();
+        let parent_fd = rustix::fs::open(&parent, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+        let parent_pages = PagesPlan { path: parent, runs: vec![PageRun { vaddr: t + 1000 * PAGE_SIZE, nr_pages: 900, file_off: 0 }] };
+        fill(&pm, &vmas, &parent_pages, &parent_fd, &[]).unwrap();
+        let base = pm.placed[0].addr;
+        // SAFETY: reading the readable VMA premapped above.
+        let byte = |k: u64| unsafe { std::ptr::read((base + k * PAGE_SIZE + 5) as *const u8) };
+        assert_eq!(byte(0), 0x11, "the first fill's page was lost");
+        assert_eq!([byte(1), byte(999), byte(1000), byte(1899), byte(1900)], [0, 0, 0x22, 0x22, 0]);
+        // SAFETY: unmapping the area this test mapped.
+        unsafe { rustix::mm::munmap(pm.base as *mut c_void, pm.len as usize) }.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

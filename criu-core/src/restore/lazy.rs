@@ -56,6 +56,12 @@ pub fn setup(plan: &mut TaskPlan, socket: Option<&Path>) -> Result<Option<LazySe
         }
         return Ok(None);
     };
+    if !plan.parent_pages.is_empty() {
+        return Err(RestoreError::Unsupported {
+            file: pagemap(),
+            what: "lazy restore of an incremental dump (pages in parent images); restore it without --lazy-pages".into(),
+        });
+    }
     let mut vmas = Vec::new();
     for l in &plan.lazy {
         let end = l.vaddr + l.nr_pages * PAGE_SIZE;

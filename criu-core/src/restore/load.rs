@@ -89,7 +89,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: LoadOptions) -
         _ => None,
     };
     mm.vmas.clear();
-    let (pages, lazy) = load_pages(&images, pid, &vmas)?;
+    let (pages, lazy, parent_pages) = load_pages(&images, pid, &vmas)?;
     let shmem_pages = load_shmem_pages(&images, &mm_path, &vmas)?;
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
@@ -105,6 +105,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: LoadOptions) -
         pages,
         lazy,
         shmem_pages,
+        parent_pages,
         exe,
         core: Box::new(core),
         threads,
@@ -191,8 +192,17 @@ fn vma_plan(
 }
 
 /// `pagemap-PID.img` and its `pages-N.img`, and the `LAZY` entries.
-fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<(PagesPlan, Vec<LazyRun>)> {
-    read_pagemap(images, ImageKind::Pagemap, pid as u64, vmas, 0)
+/// Pages left in the parent images (`PE_PARENT`) are looked up there
+/// ([`super::parent`]).
+fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<(PagesPlan, Vec<LazyRun>, Vec<PagesPlan>)> {
+    let mut in_parent = Vec::new();
+    let (pages, lazy) = read_pagemap(images, ImageKind::Pagemap, pid as u64, vmas, 0, Some(&mut in_parent))?;
+    let parents = if in_parent.is_empty() {
+        Vec::new()
+    } else {
+        super::parent::resolve(images.path(), &images.image_path(ImageKind::Pagemap, pid as u64), pid, in_parent)?
+    };
+    Ok((pages, lazy, parents))
 }
 
 /// `pagemap-shmem-SHMID.img` and its pages for every shared anonymous VMA,
@@ -214,7 +224,7 @@ fn load_shmem_pages(images: &ImageDir, mm_path: &Path, vmas: &[VmaPlan]) -> Resu
             continue; // never written: all zero
         }
         // Only this VMA may hold the object's pages: check against it alone.
-        let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(v), v.start)?;
+        let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(v), v.start, None)?;
         if let Some(l) = lazy.iter().find(|l| !l.present) {
             let what = format!("lazy pages at {:#x} of shared anonymous object {shmid:#x} (only private memory is served lazily)", l.vaddr);
             return Err(RestoreError::Unsupported { file: images.image_path(ImageKind::ShmemPagemap, shmid), what });
@@ -226,7 +236,14 @@ fn load_shmem_pages(images: &ImageDir, mm_path: &Path, vmas: &[VmaPlan]) -> Resu
 
 /// A pagemap image and its pages file, and its `LAZY` entries; entries'
 /// `vaddr` plus `base` are addresses in `vmas`.
-pub(super) fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[VmaPlan], base: u64) -> Result<(PagesPlan, Vec<LazyRun>)> {
+pub(super) fn read_pagemap(
+    images: &ImageDir,
+    kind: ImageKind,
+    id: u64,
+    vmas: &[VmaPlan],
+    base: u64,
+    parents: Option<&mut Vec<(u64, u64)>>,
+) -> Result<(PagesPlan, Vec<LazyRun>)> {
     let path = images.image_path(kind, id);
     let mut r = images.open_image(kind, id)?;
     let head: pb::PagemapHead = r.read_next()?;
@@ -247,7 +264,7 @@ pub(super) fn read_pagemap(images: &ImageDir, kind: ImageKind, id: u64, vmas: &[
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && entries.iter().all(|e| e.flags & PE_PRESENT == 0) => 0,
         Err(source) => return Err(RestoreError::ImageIo { file: pages_path, source }),
     };
-    let runs = pagemap_runs(&path, vmas, &entries, &pages_path, pages_len)?;
+    let runs = pagemap_runs(&path, vmas, &entries, &pages_path, pages_len, parents)?;
     let lazy = entries
         .iter()
         .filter(|e| e.flags & PE_LAZY != 0)

@@ -31,6 +31,7 @@ pub mod jump;
 pub mod lazy;
 pub mod load;
 pub mod maps;
+pub mod parent;
 pub mod plan;
 pub mod premap;
 pub mod shared;

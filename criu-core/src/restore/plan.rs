@@ -29,6 +29,9 @@ pub struct TaskPlan {
     pub lazy: Vec<LazyRun>,
     /// Contents of shared anonymous objects (runs at their VMA's addresses).
     pub shmem_pages: Vec<PagesPlan>,
+    /// Pages left in the parent dumps' images (`--prev-images-dir`), one
+    /// plan per pages file they come from.
+    pub parent_pages: Vec<PagesPlan>,
     /// The executable (`mm_entry.exe_file_id`), for `/proc/PID/exe`.
     pub exe: Option<PathBuf>,
     /// Registers, signal state, timers, rlimits, creds (`core-PID.img`).

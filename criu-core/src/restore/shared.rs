@@ -89,7 +89,7 @@ fn shmem_object(images: &ImageDir, shmid: u64, size: u64, floor: RawFd) -> Resul
 fn fill_and_open(images: &ImageDir, shmid: u64, mem: u64, size: u64) -> Result<OwnedFd> {
     if images.exists(ImageKind::ShmemPagemap, shmid) {
         let whole = VmaPlan { start: 0, end: size, pgoff: 0, prot: 0, flags: 0, madv: 0, kind: VmaKind::SharedAnon { shmid } };
-        let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(&whole), 0)?;
+        let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(&whole), 0, None)?;
         if let Some(l) = lazy.iter().find(|l| !l.present) {
             let what = format!("lazy pages at offset {:#x} of shared anonymous object {shmid:#x} (only private memory is served lazily)", l.vaddr);
             return Err(RestoreError::Unsupported { file: images.image_path(ImageKind::ShmemPagemap, shmid), what });

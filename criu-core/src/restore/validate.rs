@@ -44,13 +44,15 @@ pub struct PagemapEntry {
 /// Checks the pagemap of `file` against the VMAs and the pages file
 /// (`pages_file`, `pages_len` bytes) and returns the present runs with their
 /// file offsets. Entries that are not present (holes, and `LAZY` entries
-/// whose data is elsewhere) are skipped.
+/// whose data is elsewhere) are skipped; entries in the parent images go to
+/// `parents` as (start, end) ranges, and are refused without it.
 pub fn pagemap_runs(
     file: &Path,
     vmas: &[VmaPlan],
     entries: &[PagemapEntry],
     pages_file: &Path,
     pages_len: u64,
+    mut parents: Option<&mut Vec<(u64, u64)>>,
 ) -> Result<Vec<PageRun>> {
     let mut runs: Vec<PageRun> = Vec::with_capacity(entries.len());
     let mut file_off = 0u64;
@@ -71,10 +73,11 @@ pub fn pagemap_runs(
         prev_end = end;
         check_covered(file, vmas, e.vaddr, end, &what)?;
         if e.flags & PE_PARENT != 0 {
-            return Err(RestoreError::Unsupported {
-                file: file.into(),
-                what: format!("{what}: pages in a parent image (incremental dumps)"),
-            });
+            let Some(parents) = parents.as_deref_mut() else {
+                return Err(RestoreError::Unsupported { file: file.into(), what: format!("{what}: pages in a parent image here") });
+            };
+            parents.push((e.vaddr, end));
+            continue;
         }
         if e.flags & PE_PRESENT == 0 {
             // A hole, or lazy pages kept elsewhere (`super::lazy` decides).
@@ -154,7 +157,7 @@ mod tests {
         let vmas = [anon(0x10000, 0x20000)];
         let e = |vaddr, nr_pages, flags| PagemapEntry { vaddr, nr_pages, flags };
         let entries = [e(0x10000, 2, PE_PRESENT), e(0x12000, 1, PE_PRESENT), e(0x13000, 1, 0), e(0x15000, 1, PE_PRESENT)];
-        let runs = pagemap_runs(f, &vmas, &entries, p, 4 * PAGE_SIZE).unwrap();
+        let runs = pagemap_runs(f, &vmas, &entries, p, 4 * PAGE_SIZE, None).unwrap();
         assert_eq!(
             runs,
             vec![
@@ -162,14 +165,14 @@ mod tests {
                 PageRun { vaddr: 0x15000, nr_pages: 1, file_off: 3 * PAGE_SIZE }
             ]
         );
-        let err = pagemap_runs(f, &vmas, &entries, p, 3 * PAGE_SIZE).unwrap_err().to_string();
+        let err = pagemap_runs(f, &vmas, &entries, p, 3 * PAGE_SIZE, None).unwrap_err().to_string();
         assert!(err.contains("pages-1.img") && err.contains("too short"), "{err}");
-        assert!(pagemap_runs(f, &vmas, &[e(0x1f000, 2, PE_PRESENT)], p, 1 << 20).is_err());
+        assert!(pagemap_runs(f, &vmas, &[e(0x1f000, 2, PE_PRESENT)], p, 1 << 20, None).is_err());
         // Spanning two adjacent VMAs is fine; across a gap it is not.
         let two = [anon(0x10000, 0x12000), anon(0x12000, 0x14000), anon(0x15000, 0x16000)];
-        assert!(pagemap_runs(f, &two, &[e(0x11000, 2, PE_PRESENT)], p, 1 << 20).is_ok());
-        assert!(pagemap_runs(f, &two, &[e(0x13000, 3, PE_PRESENT)], p, 1 << 20).is_err());
-        assert!(pagemap_runs(f, &vmas, &[e(0x12000, 1, PE_PRESENT), e(0x11000, 1, PE_PRESENT)], p, 1 << 20).is_err());
-        assert!(pagemap_runs(f, &vmas, &[e(0x12000, 0, PE_PRESENT)], p, 1 << 20).is_err());
+        assert!(pagemap_runs(f, &two, &[e(0x11000, 2, PE_PRESENT)], p, 1 << 20, None).is_ok());
+        assert!(pagemap_runs(f, &two, &[e(0x13000, 3, PE_PRESENT)], p, 1 << 20, None).is_err());
+        assert!(pagemap_runs(f, &vmas, &[e(0x12000, 1, PE_PRESENT), e(0x11000, 1, PE_PRESENT)], p, 1 << 20, None).is_err());
+        assert!(pagemap_runs(f, &vmas, &[e(0x12000, 0, PE_PRESENT)], p, 1 << 20, None).is_err());
     }
 }

@@ -56,6 +56,20 @@ fn write_process(dir: &ImageDir, p: &ProcessDump, pagemap: bool) -> Result<(), D
     Ok(())
 }
 
+/// Writes what a pre-dump leaves: every task's pagemaps (the pages images
+/// were written during collection). No inventory: a pre-dump is only ever
+/// a parent of another dump, never restored by itself.
+pub fn write_pagemaps(dir: &std::path::Path, procs: &[ProcessDump]) -> Result<(), DumpError> {
+    let dir = ImageDir::open_unchecked(dir);
+    for p in procs {
+        mm::pagemap_image(&dir, ImageKind::Pagemap, p.pid as u64, p.pages_id, &p.pagemap)?;
+        for sh in &p.shmem {
+            mm::pagemap_image(&dir, ImageKind::ShmemPagemap, sh.shmid, sh.pages_id, &sh.pagemap)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes every image of a dump of `procs` (the root first; a parent before
 /// its children) and `zombies` (listed after the live tasks in `pstree.img`,
 /// which keeps parents first since zombies have no children), the
@@ -95,7 +109,7 @@ pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], zombies: &[Zom
                 memdump_time: ms(s.memdump_time),
                 memwrite_time: ms(s.mem.write_time),
                 pages_scanned: Some(s.mem.pages_scanned),
-                pages_skipped_parent: Some(0),
+                pages_skipped_parent: Some(s.mem.pages_in_parent),
                 pages_written: Some(s.mem.pages_written),
                 irmap_resolve: Some(0),
                 pages_lazy: Some(s.mem.pages_lazy),

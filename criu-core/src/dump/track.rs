@@ -1,0 +1,160 @@
+//! Dirty-page tracking between dumps, without soft-dirty: each task gets a
+//! userfaultfd in asynchronous write-protect mode (`UFFD_FEATURE_WP_ASYNC`
+//! and `WP_UNPOPULATED`). Its private areas are registered and
+//! write-protected while the task is frozen; from then on the kernel clears
+//! a page's protection on the first write, without stopping the task, and
+//! `PAGEMAP_SCAN` with `PAGE_IS_WRITTEN` ([`Pagemap::scan_written`]) lists
+//! the pages written since and protects them again, in one call.
+//!
+//! A userfaultfd belongs to the memory of the process that created it, so
+//! the task creates it (an injected `userfaultfd(2)`), we take a copy with
+//! `pidfd_getfd` and close the task's own (an injected `close`): the task's
+//! descriptor table ends as it was. The registration lives as long as the
+//! descriptor, which must outlive this criu-rs process: a holder process
+//! ([`super::tracker`]) keeps every task's descriptor until the next dump
+//! takes them over, or until the tasks are gone.
+//!
+//! An area counts as tracked when the scan succeeds on it (it is still
+//! registered with an asynchronous write-protect userfaultfd: an area
+//! mapped, or moved with `mremap`, since the last dump is not, and is dumped
+//! whole, then registered for the next time).
+
+use super::DumpError;
+use crate::proc::pagemap::Pagemap;
+use crate::ptrace::inject::Injector;
+use crate::uffd::{feature, mode, Uffd};
+use rustix::fd::OwnedFd;
+
+/// `UFFD_USER_MODE_ONLY`: lets an unprivileged task create the descriptor
+/// (`vm.unprivileged_userfaultfd` is 0); asynchronous write-protection
+/// never needs kernel-mode faults.
+const UFFD_USER_MODE_ONLY: u64 = 1;
+
+/// Features the tracking descriptor is opened with.
+pub const TRACK_FEATURES: u64 = feature::WP_ASYNC | feature::WP_UNPOPULATED;
+
+/// Makes the injected thread's process create a userfaultfd and returns
+/// our copy of it; the task's own descriptor is closed again.
+///
+/// Call form in the task: `userfaultfd(O_CLOEXEC | O_NONBLOCK |
+/// UFFD_USER_MODE_ONLY)`, then `close(fd)`.
+pub fn take_task_uffd(inj: &mut Injector, pid: i32) -> Result<Uffd, DumpError> {
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
+    let fd = inj.syscall_ok(libc::SYS_userfaultfd, &[flags])?;
+    let copied = copy_fd(pid, fd as i32);
+    // Whatever happened, the task's descriptor goes.
+    let closed = inj.syscall_ok(libc::SYS_close, &[fd]);
+    let ours = copied?;
+    closed?;
+    let uffd = Uffd::from_fd(ours);
+    uffd.api(TRACK_FEATURES).map_err(|errno| DumpError::Track(format!("UFFDIO_API with WP_ASYNC|WP_UNPOPULATED: {errno}")))?;
+    Ok(uffd)
+}
+
+/// `pidfd_getfd(pidfd_open(pid), fd)`: our copy of another process's descriptor.
+pub fn copy_fd(pid: i32, fd: i32) -> Result<OwnedFd, DumpError> {
+    use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+    let what = |call: &str, e: rustix::io::Errno| DumpError::Track(format!("{call} on pid {pid}: {e}"));
+    let p = Pid::from_raw(pid).ok_or_else(|| DumpError::Track(format!("bad pid {pid}")))?;
+    let pidfd = pidfd_open(p, PidfdFlags::empty()).map_err(|e| what("pidfd_open", e))?;
+    let raw = rustix::fd::RawFd::from(fd);
+    pidfd_getfd(&pidfd, raw, PidfdGetfdFlags::empty()).map_err(|e| what("pidfd_getfd", e))
+}
+
+/// Registers `[start, end)` on `uffd` for asynchronous write-protection and
+/// protects every page of it (unpopulated ones too), so that the next scan
+/// reports exactly the pages written from now on. False when the area
+/// cannot be registered (an I/O or PFN mapping, or one another
+/// userfaultfd holds): it is then dumped whole every time.
+pub fn start_area(uffd: &Uffd, start: u64, end: u64) -> bool {
+    let len = end - start;
+    if let Err(e) = uffd.register(start, len, mode::WP) {
+        tracing::debug!("area {start:#x}-{end:#x} not tracked: UFFDIO_REGISTER: {e}");
+        return false;
+    }
+    if let Err(e) = uffd.writeprotect(start, len, mode::WRITEPROTECT) {
+        tracing::debug!("area {start:#x}-{end:#x} not tracked: UFFDIO_WRITEPROTECT: {e}");
+        let _ = uffd.unregister(start, len);
+        return false;
+    }
+    true
+}
+
+/// The ranges of `[start, end)` written since the last dump (protected
+/// again on the way), or `None` when the area is not tracked.
+pub fn written_since(pm: &Pagemap, start: u64, end: u64) -> Result<Option<Vec<(u64, u64)>>, DumpError> {
+    let mut out = Vec::new();
+    Ok(pm.scan_written(start, end, &mut out)?.then_some(out))
+}
+
+/// One task's tracking state through a dump.
+#[derive(Debug, Default)]
+pub struct TaskTrack {
+    /// Leave tracking set up for a later dump (pre-dump, `--track-mem`).
+    pub want: bool,
+    /// The task's descriptor: taken over from the parent's tracker, or
+    /// made during this dump when `want`.
+    pub uffd: Option<Uffd>,
+    /// The pages the parent images hold for this task (sorted ranges):
+    /// `Some` only when `uffd` has tracked writes since the parent dump.
+    pub parent_pages: Option<Vec<(u64, u64)>>,
+}
+
+impl TaskTrack {
+    /// While the task is frozen: scans the tracked areas of `vmas` for
+    /// pages written since the parent dump (protecting them again), and
+    /// (when `want`) registers the untracked ones. Returns what the memory
+    /// dump needs to leave unchanged pages in the parent images.
+    pub fn prepare(&mut self, pm: &Pagemap, vmas: &[super::model::Vma]) -> Result<Option<super::memory::Incremental>, DumpError> {
+        let Some(uffd) = &self.uffd else { return Ok(None) };
+        let mut written = std::collections::BTreeMap::new();
+        for v in vmas.iter().filter(|v| v.dumps_private_pages()) {
+            if self.parent_pages.is_some() {
+                if let Some(w) = written_since(pm, v.map.start, v.map.end)? {
+                    written.insert(v.map.start, w);
+                    continue;
+                }
+            }
+            if self.want {
+                start_area(uffd, v.map.start, v.map.end);
+            }
+        }
+        Ok(self.parent_pages.take().map(|in_parent| super::memory::Incremental { written, in_parent }))
+    }
+}
+
+/// The pages `parent/pagemap-PID.img` holds (present there, or in its own
+/// parent), as sorted ranges; `None` when it cannot be read (then nothing
+/// is left to the parent).
+pub fn parent_pages(parent: &std::path::Path, pid: i32) -> Option<Vec<(u64, u64)>> {
+    use crate::images::consts::pagemap_flags::{PARENT, PRESENT};
+    use crate::images::{pb, ImageDir, ImageKind};
+    let dir = ImageDir::open_unchecked(parent);
+    let read = || -> Result<Vec<(u64, u64)>, String> {
+        let s = |e: crate::images::ImageError| e.to_string();
+        let mut r = dir.open_image(ImageKind::Pagemap, pid as u64).map_err(s)?;
+        let _head: pb::PagemapHead = r.read_next().map_err(s)?;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        while let Some(e) = r.read_entry::<pb::PagemapEntry>().map_err(s)? {
+            let flags = e.flags.unwrap_or(PRESENT) | if e.in_parent == Some(true) { PARENT } else { 0 };
+            if flags & (PRESENT | PARENT) == 0 {
+                continue;
+            }
+            let start = e.vaddr.unwrap_or_default();
+            let end = start.saturating_add(e.page_count().saturating_mul(crate::proc::pagemap::PAGE_SIZE));
+            match out.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                Some(last) if last.1 > start => return Err("entries out of order".into()),
+                _ => out.push((start, end)),
+            }
+        }
+        Ok(out)
+    };
+    match read() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(pid, "parent pagemap in {}: {e}; this task's pages are dumped whole", parent.display());
+            None
+        }
+    }
+}
