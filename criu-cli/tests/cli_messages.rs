@@ -20,15 +20,35 @@ impl Sleeper {
         cmd.arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: setsid is async-signal-safe, called between fork and exec.
         unsafe { cmd.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }) };
-        Sleeper(cmd.spawn().unwrap())
+        let s = Sleeper(cmd.spawn().unwrap());
+        // Asleep in nanosleep (past exec) before any test looks at it.
+        let t = std::time::Instant::now();
+        while !std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap_or_default().contains("State:\tS") {
+            assert!(t.elapsed() < std::time::Duration::from_secs(60), "sleep never went to sleep");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        s
     }
     fn pid(&self) -> i32 {
         self.0.id() as i32
     }
-    /// Still running and not stopped or traced by anyone.
+    /// Still running and not stopped or traced by anyone. A sleeper that
+    /// is briefly runnable (woken by the scheduler under load) is asked again.
     fn untouched(&self) -> bool {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status.contains("State:\tS") && status.contains("TracerPid:\t0\n")
+        for _ in 0..500 {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            if !status.contains("TracerPid:\t0\n") {
+                return false;
+            }
+            if status.contains("State:\tS") {
+                return true;
+            }
+            if !status.contains("State:\tR") {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        false
     }
 }
 impl Drop for Sleeper {
