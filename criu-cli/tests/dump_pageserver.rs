@@ -2,7 +2,10 @@
 //! loopback, on live test programs: the page server's images are those of a
 //! local dump, and with them copied in the dump restores (the program checks
 //! itself); a connection broken mid-dump, or any other failure, leaves the
-//! process running as it was; a lazy dump holds the memory of lazy areas
+//! process running as it was; a process tree goes through the page server
+//! too (each task's pages image under the id the dump gave it, never one of
+//! the local shared memory images: the two directories merge into one dump
+//! that restores and checks itself); a lazy dump holds the memory of lazy areas
 //! (images with `LAZY` entries and no data for them, refused by a plain
 //! restore), frees the pid, serves exactly the dumped bytes, and exits when
 //! its client goes away.
@@ -10,6 +13,7 @@
 mod lazy_util;
 mod restore_support;
 mod support;
+mod support_restore;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -116,6 +120,112 @@ fn page_server_images_are_those_of_a_local_dump() {
         crit_decode(&remote.join(f));
     }
     assert_eq!(p.finish().trim(), "OK");
+}
+
+/// The pages image a pagemap names and the bytes its PRESENT entries
+/// carry, as crit decodes it.
+fn pagemap_pages(path: &Path) -> (u64, u64) {
+    let v = crit_decode(path);
+    let id = jnum(&v["entries"][0]["pages_id"]);
+    let present = pagemap(path).iter().filter(|e| e.2 & PRESENT != 0).map(|e| e.1 * PAGE_SIZE).sum();
+    (id, present)
+}
+
+#[test]
+fn page_server_dumps_a_tree_that_restores() {
+    tree_through_page_server("ps-tree", false);
+}
+
+#[test]
+fn page_server_dumps_a_tree_into_the_images_directory() {
+    tree_through_page_server("ps-tree-same", true);
+}
+
+/// Dumps `tests/programs/tree.c` with its pages sent to a page server
+/// writing into a directory of its own (checked against the local images,
+/// then merged in) or, `same_dir`, into the images directory itself;
+/// restores it and has it check itself.
+fn tree_through_page_server(name: &str, same_dir: bool) {
+    use support_restore::{assert_all_ok, restore_detached, scratch, wait_all_suspended, wait_pid_gone, wait_result, Held, Started, PATIENCE};
+    let work = scratch(&format!("{name}-work"));
+    let result = work.with_extension("result");
+    let _ = std::fs::remove_file(&result);
+    let mut root = Started::start("tree", &[&work, &result]);
+    let pids = [root.pid(), root.num("a"), root.num("b"), root.num("c")];
+    let zombie = root.num("z");
+    let held: Vec<Held> = pids[1..].iter().map(|&p| Held::open(p).unwrap()).collect();
+    wait_all_suspended(&pids);
+
+    let images = scratch(&format!("{name}-images"));
+    // A stale pagemap of a child (an earlier local dump): the dump removes
+    // it, the server's takes its place.
+    std::fs::write(images.join(format!("pagemap-{}.img", pids[2])), b"stale").unwrap();
+    let served = if same_dir { images.clone() } else { scratch(&format!("{name}-served")) };
+    let (srv, port) = page_server(&served);
+    dump_ok(pids[0], &images, &["--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
+    let (st, out, err) = srv.finish();
+    assert!(st.success(), "page server: {out}\n{err}");
+    root.reap();
+    for h in &held {
+        assert!(h.wait_exit(PATIENCE), "the dump left tree task {} running", h.pid);
+    }
+    drop(held);
+    for pid in pids.into_iter().chain([zombie]) {
+        wait_pid_gone(pid);
+    }
+
+    // The server wrote every live task's pagemap and pages image (the
+    // root's pages-1.img); the dump the rest, among them the shared
+    // memory's pagemap and pages under ids of their own.
+    let mut from_server: Vec<String> = pids.iter().map(|p| format!("pagemap-{p}.img")).collect();
+    let mut ids = Vec::new();
+    for pid in pids {
+        let (id, bytes) = pagemap_pages(&served.join(format!("pagemap-{pid}.img")));
+        assert!(!ids.contains(&id), "pages id {id} twice");
+        ids.push(id);
+        let pages = format!("pages-{id}.img");
+        assert_eq!(std::fs::metadata(served.join(&pages)).unwrap().len(), bytes, "{pages} against pagemap-{pid}.img");
+        from_server.push(pages);
+    }
+    assert_eq!(ids[0], 1, "the root's pages are pages-1.img");
+    from_server.sort();
+    let local: Vec<String> = file_names(&images).into_iter().filter(|f| !(same_dir && from_server.contains(f))).collect();
+    if !same_dir {
+        assert_eq!(file_names(&served), from_server);
+        assert!(!local.iter().any(|f| from_server.contains(f)), "written on both sides: {local:?} {from_server:?}");
+    }
+    let shmem: Vec<&String> = local.iter().filter(|f| f.starts_with("pagemap-shmem-")).collect();
+    assert!(!shmem.is_empty(), "the tree's shared memory: {local:?}");
+    let mut local_pages = Vec::new();
+    for f in shmem {
+        let (id, bytes) = pagemap_pages(&images.join(f));
+        assert!(!ids.contains(&id), "{f} names the served pages-{id}.img");
+        assert_eq!(std::fs::metadata(images.join(format!("pages-{id}.img"))).unwrap().len(), bytes, "{f}");
+        local_pages.push(format!("pages-{id}.img"));
+    }
+    local_pages.sort();
+    // Nothing else of pages locally: no task's pagemap, no pages image no
+    // pagemap names.
+    let others: Vec<&String> = local.iter().filter(|f| f.starts_with("pages-") || f.starts_with("pagemap-") && !f.starts_with("pagemap-shmem-")).collect();
+    assert_eq!(others, local_pages.iter().collect::<Vec<_>>());
+
+    // Merged, the two directories are one dump.
+    if !same_dir {
+        for f in &from_server {
+            std::fs::copy(served.join(f), images.join(f)).unwrap();
+        }
+    }
+    for f in file_names(&images).iter().filter(|f| !f.starts_with("pages-")) {
+        crit_decode(&images.join(f));
+    }
+    let restored_root = restore_detached(&images, pids[0]);
+    let restored: Vec<Held> = pids[1..].iter().map(|&p| Held::open(p).unwrap_or_else(|e| panic!("restored tree lacks {p}: {e}"))).collect();
+    wait_all_suspended(&pids);
+    restored_root.signal(libc::SIGUSR1).unwrap();
+    let report = wait_result(&result);
+    assert!(restored_root.wait_exit(PATIENCE), "the restored root did not exit after its self-check");
+    assert_all_ok("tree dumped through the page server", &report);
+    drop(restored);
 }
 
 /// A page server that takes the hello, OPEN and `puts` PUTs, then drops the

@@ -27,7 +27,7 @@ fn dump_pages_arrive_as_images() {
     let (srv, port) = page_server(dir.path());
     let data: Vec<u8> = (0..2000 * PAGE_SIZE as usize).map(|i| (i / 4096 + i % 251) as u8).collect();
     let mut sink = PageSink::connect(("127.0.0.1", port)).unwrap();
-    sink.open(77).unwrap();
+    sink.open(77, 5).unwrap();
     sink.put(77, 0x10_0000, LAZY, &data).unwrap();
     sink.put_entry(77, 0x90_0000, 3, LAZY).unwrap();
     sink.close(77).unwrap();
@@ -37,7 +37,9 @@ fn dump_pages_arrive_as_images() {
     assert!(out.contains("2000 pages received"), "{out}");
 
     let images = ImageDir::open_unchecked(dir.path());
-    let (_, entries) = read_pagemap(&images, 77).unwrap();
+    let (pages_id, entries) = read_pagemap(&images, 77).unwrap();
+    assert_eq!(pages_id, 5, "the pages image OPEN named");
+    assert!(dir.path().join("pages-5.img").exists());
     // 2000 pages went as PUTs of at most 1024 and came back as one entry,
     // then the data-less one.
     let got: Vec<(u64, u64, u32)> = entries.iter().map(|e| (e.vaddr(), e.page_count(), e.flags())).collect();

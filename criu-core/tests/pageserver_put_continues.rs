@@ -3,7 +3,9 @@
 //! pagemap entry however many PUTs), a continuation that does not fit is
 //! refused with its data consumed, and a dump going away mid-process is an
 //! error, not a whole set of images; the pipelined StreamSink gets the
-//! same entries and reports a refusal at the end of the session.
+//! same entries and reports a refusal at the end of the session. OPEN
+//! names the pages image (the dump's numbering, several processes in one
+//! session); an id of 0 or a pid or id opened before is refused.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -28,8 +30,15 @@ fn connect(dir: &std::path::Path) -> (TcpStream, std::thread::JoinHandle<Result<
     (s, server)
 }
 
+/// The pages image id OPEN asks for in [`call`].
+const OPEN_ID: u32 = 3;
+
 fn call(s: &mut TcpStream, cmd: Cmd, flags: u32, vaddr: u64, data: &[u8]) -> Status {
-    let req = Request { cmd, flags, pid: 9, vaddr, nr_pages: data.len() as u64 / PAGE_SIZE };
+    call_pid(s, cmd, 9, if cmd == Cmd::Open { OPEN_ID } else { 0 }, flags, vaddr, data)
+}
+
+fn call_pid(s: &mut TcpStream, cmd: Cmd, pid: u32, pages_id: u32, flags: u32, vaddr: u64, data: &[u8]) -> Status {
+    let req = Request { cmd, flags, pid, pages_id, vaddr, nr_pages: data.len() as u64 / PAGE_SIZE };
     s.write_all(&req.encode()).unwrap();
     s.write_all(data).unwrap();
     let mut b = [0u8; 16];
@@ -62,7 +71,9 @@ fn continued_puts_make_one_entry() {
     assert_eq!(server.join().unwrap().unwrap(), 4);
 
     let images = ImageDir::open_unchecked(dir.path());
-    let (_, entries) = read_pagemap(&images, 9).unwrap();
+    let (id, entries) = read_pagemap(&images, 9).unwrap();
+    assert_eq!(id, OPEN_ID);
+    assert!(dir.path().join(format!("pages-{OPEN_ID}.img")).exists());
     let got: Vec<(u64, u64, u32)> = entries.iter().map(|e| (e.vaddr(), e.page_count(), e.flags())).collect();
     assert_eq!(got, [(0x1000_0000, 3, PRESENT), (0x1000_0000 + 3 * p, 1, PRESENT)]);
     let mut store = ImagesStore::new(images);
@@ -104,7 +115,7 @@ fn stream_sink_pipelines_and_reports_refusals() {
     let (addr, server) = serve(dir.path());
     let big = pages(2000, 7);
     let mut s = StreamSink::connect(addr).unwrap();
-    s.open(9).unwrap();
+    s.open(9, 1).unwrap();
     // 2000 pages in two calls, the second continuing the first.
     s.put(9, 0x2000_0000, 0, &big[..1500 * 4096]).unwrap();
     s.put(9, 0x2000_0000 + 1500 * PAGE_SIZE, PUT_CONTINUES, &big[1500 * 4096..]).unwrap();
@@ -122,7 +133,7 @@ fn stream_sink_pipelines_and_reports_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, server) = serve(dir.path());
     let mut s = StreamSink::connect(addr).unwrap();
-    s.open(9).unwrap();
+    s.open(9, 1).unwrap();
     s.put(9, 0x2000_0000, 0, &pages(2, 0)).unwrap();
     s.put(9, 0x2000_0000 + 5 * PAGE_SIZE, PUT_CONTINUES, &pages(1, 0)).unwrap();
     s.close(9).unwrap();
@@ -132,4 +143,35 @@ fn stream_sink_pipelines_and_reports_refusals() {
     }
     // The server saw a whole, if refused, session.
     assert!(server.join().unwrap().is_ok());
+}
+
+#[test]
+fn open_names_the_pages_image_and_each_pid_and_id_comes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, server) = connect(dir.path());
+    let one = pages(1, 5);
+    assert_eq!(call_pid(&mut s, Cmd::Open, 10, 0, 0, 0, &[]), Status::BadRequest, "id 0");
+    assert_eq!(call_pid(&mut s, Cmd::Open, 10, 4, 0, 0, &[]), Status::Ok);
+    assert_eq!(call_pid(&mut s, Cmd::Open, 11, 6, 0, 0, &[]), Status::BadRequest, "one pid at a time");
+    assert_eq!(call_pid(&mut s, Cmd::Put, 10, 0, PRESENT, 0x1000_0000, &one), Status::Ok);
+    assert_eq!(call_pid(&mut s, Cmd::Close, 10, 0, 0, 0, &[]), Status::Ok);
+    assert_eq!(call_pid(&mut s, Cmd::Open, 11, 4, 0, 0, &[]), Status::BadRequest, "id 4 again");
+    assert_eq!(call_pid(&mut s, Cmd::Open, 10, 6, 0, 0, &[]), Status::BadRequest, "pid 10 again");
+    assert_eq!(call_pid(&mut s, Cmd::Open, 11, 6, 0, 0, &[]), Status::Ok);
+    assert_eq!(call_pid(&mut s, Cmd::Put, 11, 0, PRESENT, 0x2000_0000, &pages(2, 6)), Status::Ok);
+    assert_eq!(call_pid(&mut s, Cmd::Close, 11, 0, 0, 0, &[]), Status::Ok);
+    assert_eq!(call_pid(&mut s, Cmd::Finish, 0, 0, 0, 0, &[]), Status::Ok);
+    assert_eq!(server.join().unwrap().unwrap(), 3);
+    let images = ImageDir::open_unchecked(dir.path());
+    assert_eq!(read_pagemap(&images, 10).unwrap().0, 4);
+    assert_eq!(read_pagemap(&images, 11).unwrap().0, 6);
+    assert_eq!(std::fs::read(dir.path().join("pages-4.img")).unwrap(), one);
+    assert_eq!(std::fs::metadata(dir.path().join("pages-6.img")).unwrap().len(), 2 * PAGE_SIZE);
+    assert!(!dir.path().join("pages-1.img").exists(), "the server picks no id of its own");
+
+    // A pages id outside OPEN is malformed: the server ends the session.
+    let (mut s, server) = connect(dir.path());
+    let req = Request { cmd: Cmd::Close, flags: 0, pid: 10, pages_id: 4, vaddr: 0, nr_pages: 0 };
+    s.write_all(&req.encode()).unwrap();
+    assert!(matches!(server.join().unwrap(), Err(PageServerError::Protocol(_))));
 }

@@ -242,20 +242,31 @@ fn prepare_dir(dir: &Path, pid: i32, pages_to: &remote::PagesTo) -> Result<Optio
     if !md.is_dir() {
         return Err(DumpError::ImagesDir { path: dir.into(), source: std::io::Error::from_raw_os_error(libc::ENOTDIR) });
     }
-    let remove = |path: PathBuf| match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(err(&path)(e)),
-    };
-    remove(dir.join(INVENTORY))?;
-    remove(dir.join(tracker::RECORD))?;
-    remove(dir.join(PARENT_LINK))?;
+    remove_stale(&dir.join(INVENTORY))?;
+    remove_stale(&dir.join(tracker::RECORD))?;
+    remove_stale(&dir.join(PARENT_LINK))?;
     if matches!(pages_to, remote::PagesTo::PageServer(_)) {
-        remove(dir.join(format!("pages-{PAGES_ID}.img")))?;
-        remove(dir.join(format!("pagemap-{pid}.img")))?;
+        remove_served(dir, pid, PAGES_ID)?;
         return Ok(None);
     }
     create_pages_image(dir, PAGES_ID).map(Some)
+}
+
+/// Removes `path` if it is there.
+fn remove_stale(path: &Path) -> Result<(), DumpError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DumpError::ImagesDir { path: path.to_owned(), source }),
+    }
+}
+
+/// Removes a stale local `pagemap-PID.img` and `pages-<pages_id>.img` of a
+/// task whose pages go to a page server (which writes them; when it writes
+/// into this same directory it does so only after this task's OPEN).
+fn remove_served(dir: &Path, pid: i32, pages_id: u32) -> Result<(), DumpError> {
+    remove_stale(&dir.join(format!("pages-{pages_id}.img")))?;
+    remove_stale(&dir.join(format!("pagemap-{pid}.img")))
 }
 
 /// Creates (truncating) `pages-<id>.img` in `dir` for page data.

@@ -7,8 +7,10 @@
 //! Then, while the process is still frozen:
 //!
 //! - page server: every pagemap entry and its data are sent with a
-//!   [`StreamSink`] (pipelined; the server writes `pagemap-PID.img` and `pages-N.img`);
-//!   the local directory gets every other image. A failure here (refused,
+//!   [`StreamSink`] (pipelined; the server writes `pagemap-PID.img` and
+//!   `pages-N.img`, N the task's pages id, which the dump allocates from the
+//!   numbering its shared memory images use too); the local directory gets
+//!   every other image, and the two directories merged are one dump. A failure here (refused,
 //!   connection broken) fails the dump, which resumes the process.
 //! - lazy: the entries of areas that may be restored lazily (as CRIU:
 //!   private anonymous, not locked, not vDSO/vvar/vsyscall) become `LAZY`
@@ -69,12 +71,13 @@ pub fn plain_pages_image(dir: &std::path::Path, id: u32) -> Result<File, DumpErr
 const CHUNK: usize = 4 << 20;
 
 /// Sends the private pages of `p` (data in `pages`, in pagemap order) to the
-/// page server behind `sink`: OPEN, the entries (each as PUTs the protocol
-/// allows, the later ones continuing the first: one entry on the server as
-/// here), CLOSE.
+/// page server behind `sink`: OPEN (with the pages id the dump gave `p`,
+/// so the server's `pages-N.img` is the one `p`'s pagemap names), the
+/// entries (each as PUTs the protocol allows, the later ones continuing the
+/// first: one entry on the server as here), CLOSE.
 pub fn send_pages(sink: &mut StreamSink, p: &ProcessDump, pages: &File) -> Result<(), DumpError> {
     let pid = p.pid as u32;
-    sink.open(pid)?;
+    sink.open(pid, p.pages_id)?;
     let mut buf = vec![0u8; CHUNK];
     let mut off = 0u64;
     for e in &p.pagemap {

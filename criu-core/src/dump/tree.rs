@@ -19,7 +19,9 @@
 //!
 //! Then each task is collected in order (parents first) with state shared
 //! across the tree in [`Shared`]: file ids, pages images (one per task,
-//! `pages-1.img` for the root), shared memory objects (dumped once, by the
+//! `pages-1.img` for the root; with `--page-server` the server writes each
+//! task's under the id given here, so it never collides with a shared
+//! memory object's local one), shared memory objects (dumped once, by the
 //! first task mapping them, over the largest extent any task maps), open
 //! file descriptions (one id for a description shared across tasks), pipe
 //! data (saved once per pipe) and `kcmp`-compared kernel objects.
@@ -333,11 +335,6 @@ fn collect_tree(
     if !opts.pre_dump {
         tree.check_sessions(opts.shell_job)?;
     }
-    if sink.is_some() && tree.live.len() > 1 {
-        // The page server numbers pages images itself; with several tasks
-        // they would collide with the local ones (shared memory).
-        return Err(DumpError::Tree(format!("--page-server dumps one process; this tree has {} tasks", tree.live.len())));
-    }
     let mut sh = Shared::default();
     note_shared_memory(tree, &mut sh)?;
     let mut procs: Vec<ProcessDump> = Vec::new();
@@ -369,6 +366,10 @@ fn collect_tree(
         }
         p.kobj = sh.kobj_ids(p.pid).map_err(|e| DumpError::Tree(format!("kcmp on pid {}: {e}", p.pid)))?;
         if let Some(sink) = sink.as_mut() {
+            // The root's were removed with the directory's other stale files.
+            if i > 0 {
+                super::remove_served(&opts.dir, pid, pages_id)?;
+            }
             remote::send_pages(sink, &p, &pages)?;
         } else if let (Some(all), Some(mut local)) = (held.as_mut(), local) {
             let h = remote::hold_lazy(&mut p, pages, &mut local)?;

@@ -44,9 +44,10 @@ impl PageSink {
         Ok(())
     }
 
-    /// Starts the images of process `pid`.
-    pub fn open(&mut self, pid: u32) -> Result<()> {
-        self.call(Request { cmd: Cmd::Open, flags: 0, pid, vaddr: 0, nr_pages: 0 }, &[])
+    /// Starts the images of process `pid`: `pagemap-PID.img` naming
+    /// `pages-<pages_id>.img` (an id the dump does not use for anything else).
+    pub fn open(&mut self, pid: u32, pages_id: u32) -> Result<()> {
+        self.call(Request { cmd: Cmd::Open, flags: 0, pid, pages_id, vaddr: 0, nr_pages: 0 }, &[])
     }
 
     /// One pagemap entry with its pages (`flags` gets PRESENT added); sent
@@ -63,6 +64,7 @@ impl PageSink {
                 cmd: Cmd::Put,
                 flags: flags | pagemap_flags::PRESENT | if i > 0 { PUT_CONTINUES } else { 0 },
                 pid,
+                pages_id: 0,
                 vaddr: at,
                 nr_pages: chunk.len() as u64 / PAGE_SIZE,
             };
@@ -81,6 +83,7 @@ impl PageSink {
                 cmd: Cmd::Put,
                 flags: (flags & !pagemap_flags::PRESENT) | if done > 0 { PUT_CONTINUES } else { 0 },
                 pid,
+                pages_id: 0,
                 vaddr: vaddr + done * PAGE_SIZE,
                 nr_pages: n,
             };
@@ -92,12 +95,12 @@ impl PageSink {
 
     /// Finishes the images of `pid`.
     pub fn close(&mut self, pid: u32) -> Result<()> {
-        self.call(Request { cmd: Cmd::Close, flags: 0, pid, vaddr: 0, nr_pages: 0 }, &[])
+        self.call(Request { cmd: Cmd::Close, flags: 0, pid, pages_id: 0, vaddr: 0, nr_pages: 0 }, &[])
     }
 
     /// Ends the session.
     pub fn finish(mut self) -> Result<()> {
-        self.call(Request { cmd: Cmd::Finish, flags: 0, pid: 0, vaddr: 0, nr_pages: 0 }, &[])
+        self.call(Request { cmd: Cmd::Finish, flags: 0, pid: 0, pages_id: 0, vaddr: 0, nr_pages: 0 }, &[])
     }
 }
 
@@ -122,7 +125,7 @@ impl PageClient {
         let mut done = 0u64;
         while done < len {
             let n = ((len - done) / PAGE_SIZE).min(MAX_PAGES);
-            let req = Request { cmd: Cmd::Get, flags: 0, pid, vaddr: vaddr + done, nr_pages: n };
+            let req = Request { cmd: Cmd::Get, flags: 0, pid, pages_id: 0, vaddr: vaddr + done, nr_pages: n };
             std::io::Write::write_all(&mut self.s, &req.encode())?;
             let rep = expect_ok(&mut self.s, &req)?;
             if rep.len != n * PAGE_SIZE {
@@ -136,7 +139,7 @@ impl PageClient {
 
     /// Ends the session.
     pub fn finish(mut self) -> Result<()> {
-        let req = Request { cmd: Cmd::Finish, flags: 0, pid: 0, vaddr: 0, nr_pages: 0 };
+        let req = Request { cmd: Cmd::Finish, flags: 0, pid: 0, pages_id: 0, vaddr: 0, nr_pages: 0 };
         std::io::Write::write_all(&mut self.s, &req.encode())?;
         expect_ok(&mut self.s, &req).map(|_| ())
     }

@@ -9,7 +9,7 @@
 //! backed by a [`store::PageStore`]: the images of a directory, or memory the
 //! dumping process kept, [`store::MemStore`]).
 //!
-//! # Protocol (version 1)
+//! # Protocol (version 2)
 //!
 //! All integers little-endian. The client speaks first; every request gets
 //! exactly one reply, in order.
@@ -18,19 +18,25 @@
 //!  hello, 16 bytes, client -> server, then server -> client
 //!  +-------------------+-------------+-------------+-------------+
 //!  | magic 0x53505243  | version u32 | role u32    | reserved 0  |
-//!  | "CRPS"            | (1)         | 1 put 2 get |             |
+//!  | "CRPS"            | (2)         | 1 put 2 get |             |
 //!  +-------------------+-------------+-------------+-------------+
 //!  The server answers with its own hello; a version it does not speak gets
 //!  a reply {status VERSION} instead, and the connection closes.
 //!
 //!  request, 32 bytes                                  reply, 16 bytes
 //!  +--------+--------+--------+--------+              +--------+--------+---------+
-//!  | cmd    | flags  | pid    | 0      |              | status | 0      | len u64 |
+//!  | cmd    | flags  | pid    | id     |              | status | 0      | len u64 |
 //!  +--------+--------+--------+--------+              +--------+--------+---------+
 //!  | vaddr u64       | nr_pages u64    |              then `len` bytes of pages
 //!  +-----------------+-----------------+
 //!
-//!  cmd   1 OPEN  pid                  start pagemap-PID.img (put role)
+//!  cmd   1 OPEN  pid id               start pagemap-PID.img and pages-ID.img (put role);
+//!                                     the dump picks the id (a tree's tasks and its
+//!                                     shared memory share one numbering, so the
+//!                                     server's images and the local ones never
+//!                                     collide); id 0, or a pid or id already opened
+//!                                     in the session, is refused. `id` is 0 in every
+//!                                     other request (else a protocol error)
 //!        2 PUT   pid vaddr nr flags   one pagemap entry (flags: PRESENT, LAZY...);
 //!                                     with PRESENT, nr*4096 bytes follow the request;
 //!                                     flag bit 31 (PUT_CONTINUES): the entry goes on

@@ -7,8 +7,8 @@ use crate::images::{ImageError, PAGE_SIZE};
 
 /// `"CRPS"` as a little-endian u32.
 pub const MAGIC: u32 = 0x5350_5243;
-/// The protocol version spoken here.
-pub const VERSION: u32 = 1;
+/// The protocol version spoken here (2: OPEN names the pages image id).
+pub const VERSION: u32 = 2;
 /// Most pages one PUT or GET may carry (4 MiB).
 pub const MAX_PAGES: u64 = 1024;
 
@@ -163,6 +163,10 @@ pub struct Request {
     pub flags: u32,
     /// Process id (image pid).
     pub pid: u32,
+    /// OPEN: the id of the pages image to write (`pages-<id>.img`, chosen
+    /// by the dump so it cannot collide with the images it writes itself);
+    /// 0 in every other request.
+    pub pages_id: u32,
     /// Page-aligned address.
     pub vaddr: u64,
     /// Pages.
@@ -176,13 +180,14 @@ impl Request {
         b[0..4].copy_from_slice(&(self.cmd as u32).to_le_bytes());
         b[4..8].copy_from_slice(&self.flags.to_le_bytes());
         b[8..12].copy_from_slice(&self.pid.to_le_bytes());
+        b[12..16].copy_from_slice(&self.pages_id.to_le_bytes());
         b[16..24].copy_from_slice(&self.vaddr.to_le_bytes());
         b[24..32].copy_from_slice(&self.nr_pages.to_le_bytes());
         b
     }
 
     /// Decodes and checks the bounds: known command, aligned address, at
-    /// most [`MAX_PAGES`] pages.
+    /// most [`MAX_PAGES`] pages, a pages id only in OPEN.
     pub fn decode(b: &[u8; 32]) -> Result<Request> {
         use Cmd::*;
         let c = le32(b, 0);
@@ -190,7 +195,10 @@ impl Request {
             .into_iter()
             .find(|x| *x as u32 == c)
             .ok_or_else(|| PageServerError::Protocol(format!("unknown command {c}")))?;
-        let r = Request { cmd, flags: le32(b, 4), pid: le32(b, 8), vaddr: le64(b, 16), nr_pages: le64(b, 24) };
+        let r = Request { cmd, flags: le32(b, 4), pid: le32(b, 8), pages_id: le32(b, 12), vaddr: le64(b, 16), nr_pages: le64(b, 24) };
+        if r.pages_id != 0 && cmd != Open {
+            return Err(PageServerError::Protocol(format!("{cmd:?} with a pages id ({})", r.pages_id)));
+        }
         if !r.vaddr.is_multiple_of(PAGE_SIZE) {
             return Err(PageServerError::Protocol(format!("unaligned address {:#x}", r.vaddr)));
         }
@@ -291,8 +299,12 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_bounds() {
-        let r = Request { cmd: Cmd::Get, flags: 4, pid: 42, vaddr: 0x7000_0000, nr_pages: 16 };
+        let r = Request { cmd: Cmd::Get, flags: 4, pid: 42, pages_id: 0, vaddr: 0x7000_0000, nr_pages: 16 };
         assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        let open = Request { cmd: Cmd::Open, flags: 0, pid: 42, pages_id: 7, vaddr: 0, nr_pages: 0 };
+        assert_eq!(Request::decode(&open.encode()).unwrap(), open);
+        // A pages id belongs in OPEN only.
+        assert!(matches!(Request::decode(&Request { pages_id: 7, ..r }.encode()), Err(PageServerError::Protocol(_))));
         let mut big = r;
         big.nr_pages = MAX_PAGES + 1;
         assert!(matches!(Request::decode(&big.encode()), Err(PageServerError::TooLarge { .. })));

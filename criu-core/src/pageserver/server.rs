@@ -36,7 +36,8 @@ pub struct Session<'a> {
     sink: Option<&'a ImageDir>,
     store: Option<&'a mut dyn PageStore>,
     open: Option<Incoming>,
-    next_pages_id: u32,
+    /// (pid, pages id) of every OPEN accepted so far: neither may come again.
+    opened: Vec<(u32, u32)>,
     buf: Vec<u8>,
     /// Counters.
     pub stats: SessionStats,
@@ -46,7 +47,7 @@ impl<'a> Session<'a> {
     /// A session writing received pages into `sink` and answering GETs from
     /// `store` (either may be absent: those requests are refused).
     pub fn new(sink: Option<&'a ImageDir>, store: Option<&'a mut dyn PageStore>) -> Self {
-        Session { sink, store, open: None, next_pages_id: 1, buf: Vec::new(), stats: SessionStats::default() }
+        Session { sink, store, open: None, opened: Vec::new(), buf: Vec::new(), stats: SessionStats::default() }
     }
 
     /// Serves one connection until FINISH or the peer closes.
@@ -118,11 +119,13 @@ impl<'a> Session<'a> {
         };
         match req.cmd {
             Cmd::Open => {
-                if self.open.is_some() {
+                // One pid at a time, each once, each into its own pages image.
+                let again = self.opened.iter().any(|&(pid, id)| pid == req.pid || id == req.pages_id);
+                if self.open.is_some() || req.pages_id == 0 || again {
                     return Ok(Status::BadRequest);
                 }
-                let id = self.next_pages_id;
-                self.next_pages_id += 1;
+                let id = req.pages_id;
+                self.opened.push((req.pid, id));
                 let mut pagemap = dir.create_image(ImageKind::Pagemap, u64::from(req.pid))?;
                 pagemap.write_entry(&PagemapHead { pages_id: Some(id) })?;
                 let pages = dir.create_pages(u64::from(id))?;

@@ -78,9 +78,10 @@ impl StreamSink {
         Ok(())
     }
 
-    /// Starts the images of process `pid`.
-    pub fn open(&mut self, pid: u32) -> Result<()> {
-        self.send(Request { cmd: Cmd::Open, flags: 0, pid, vaddr: 0, nr_pages: 0 }, &[])
+    /// Starts the images of process `pid`: `pagemap-PID.img` naming
+    /// `pages-<pages_id>.img` (an id the dump does not use for anything else).
+    pub fn open(&mut self, pid: u32, pages_id: u32) -> Result<()> {
+        self.send(Request { cmd: Cmd::Open, flags: 0, pid, pages_id, vaddr: 0, nr_pages: 0 }, &[])
     }
 
     /// Pages at `vaddr` with pagemap `flags` (PRESENT added). With
@@ -94,7 +95,7 @@ impl StreamSink {
         let mut at = vaddr;
         for piece in data.chunks((MAX_PAGES * PAGE_SIZE) as usize) {
             let nr_pages = piece.len() as u64 / PAGE_SIZE;
-            self.send(Request { cmd: Cmd::Put, flags, pid, vaddr: at, nr_pages }, piece)?;
+            self.send(Request { cmd: Cmd::Put, flags, pid, pages_id: 0, vaddr: at, nr_pages }, piece)?;
             flags |= PUT_CONTINUES;
             at += piece.len() as u64;
         }
@@ -103,13 +104,13 @@ impl StreamSink {
 
     /// Finishes the images of `pid`.
     pub fn close(&mut self, pid: u32) -> Result<()> {
-        self.send(Request { cmd: Cmd::Close, flags: 0, pid, vaddr: 0, nr_pages: 0 }, &[])
+        self.send(Request { cmd: Cmd::Close, flags: 0, pid, pages_id: 0, vaddr: 0, nr_pages: 0 }, &[])
     }
 
     /// Ends the session and waits for every reply: `Ok` only when the
     /// server accepted everything.
     pub fn finish(mut self) -> Result<()> {
-        let sent = self.send(Request { cmd: Cmd::Finish, flags: 0, pid: 0, vaddr: 0, nr_pages: 0 }, &[]);
+        let sent = self.send(Request { cmd: Cmd::Finish, flags: 0, pid: 0, pages_id: 0, vaddr: 0, nr_pages: 0 }, &[]);
         let flushed = self.w.flush().map_err(PageServerError::from);
         self.sent = None;
         let replies = self.replies.take().ok_or_else(|| PageServerError::Protocol("no reply reader".into()))?;
