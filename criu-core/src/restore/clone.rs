@@ -6,22 +6,8 @@
 use super::error::{RestoreError, Result};
 use rustix::io::Errno;
 
-/// `struct clone_args` of `clone3(2)` (CLONE_ARGS_SIZE_VER2).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
+// The kernel's `struct clone_args` (version 2, with `set_tid`).
+use linux_raw_sys::general::clone_args as CloneArgs;
 
 /// Which side of the fork the caller is on.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,10 +38,16 @@ pub unsafe fn clone3_set_tid_flags(pid: i32, flags: u64) -> Result<Forked> {
     let tid: libc::pid_t = pid;
     let args = CloneArgs {
         flags,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,
-        ..Default::default()
+        cgroup: 0,
     };
     // SAFETY: args and tid outlive the call; without CLONE_VM the child gets
     // a copy of this address space and returns here with 0, like fork.

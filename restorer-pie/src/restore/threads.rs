@@ -17,22 +17,8 @@ const CLONE_THREAD: u64 = 0x10000;
 const CLONE_SYSVSEM: u64 = 0x40000;
 const SYS_CLONE3: usize = 435;
 
-/// The kernel's `struct clone_args` (version 2, with `set_tid`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
+// The kernel's `struct clone_args` (version 2, with `set_tid`).
+use linux_raw_sys::general::clone_args as CloneArgs;
 
 /// `clone3(args, size)` for a thread that starts in `entry(a0, a1)` on
 /// the stack given in `args`; returns the new tid in the caller.
@@ -77,11 +63,16 @@ pub fn clone_threads(ctx: &Ctx, base: u64) -> Step {
         let tid = t.tid as u64;
         let args = CloneArgs {
             flags: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: 0,
             stack: t.stack.start,
             stack_size: t.stack.len,
+            tls: 0,
             set_tid: &tid as *const u64 as u64,
             set_tid_size: 1,
-            ..Default::default()
+            cgroup: 0,
         };
         // SAFETY: the thread's stack area is reserved for it in the block;
         // `thread_main` never returns.
