@@ -76,17 +76,24 @@ fn crit_all(dir: &Path) {
     }
 }
 
-#[test]
-fn pre_dumps_then_an_incremental_dump_restore_everything() {
-    let base = scratch("predump-chain");
-    let (d1, d2, d3) = (base.join("pre1"), base.join("pre2"), base.join("final"));
-    for d in [&d1, &d2, &d3] {
+/// A scratch directory with three empty image directories in it, and
+/// `dirtier` started on `mib` MiB with its result file there, waiting.
+fn start_dirtier(name: &str, dirs: [&str; 3], mib: &str) -> (PathBuf, [PathBuf; 3], PathBuf, Started) {
+    let base = scratch(name);
+    let dirs = dirs.map(|d| base.join(d));
+    for d in &dirs {
         std::fs::create_dir_all(d).unwrap();
     }
     let result = base.join("result");
-    let mut p = Started::start("dirtier", &[&result, Path::new("64")]);
+    let p = Started::start("dirtier", &[&result, Path::new(mib)]);
+    wait_all_suspended(&[p.pid()]);
+    (base, dirs, result, p)
+}
+
+#[test]
+fn pre_dumps_then_an_incremental_dump_restore_everything() {
+    let (base, [d1, d2, d3], result, mut p) = start_dirtier("predump-chain", ["pre1", "pre2", "final"], "64");
     let pid = p.pid();
-    wait_all_suspended(&[pid]);
 
     pre_dump(pid, &d1, &[]);
     wait_all_suspended(&[pid]);
@@ -140,15 +147,8 @@ fn pre_dumps_then_an_incremental_dump_restore_everything() {
 
 #[test]
 fn a_failed_incremental_dump_never_leaves_stale_tracking() {
-    let base = scratch("predump-failed");
-    let (d1, d2, d3) = (base.join("pre1"), base.join("failed"), base.join("final"));
-    for d in [&d1, &d2, &d3] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let result = base.join("result");
-    let mut p = Started::start("dirtier", &[&result, Path::new("16")]);
+    let (_, [d1, d2, d3], result, mut p) = start_dirtier("predump-failed", ["pre1", "failed", "final"], "16");
     let pid = p.pid();
-    wait_all_suspended(&[pid]);
     pre_dump(pid, &d1, &[]);
     let t1 = tracker_of(&d1);
     round(&p, &result, 1);

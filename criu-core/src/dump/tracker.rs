@@ -50,15 +50,9 @@ impl Adopted {
     }
 }
 
-/// Field 22 of `/proc/PID/stat` (start time in clock ticks after boot).
+/// The start time of `pid` (field 22 of `/proc/PID/stat`), if it runs.
 fn starttime(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].split(' ').nth(19)?.parse().ok()
-}
-
-/// `/proc/PID/comm` without its newline.
-fn comm(pid: i32) -> Option<String> {
-    Some(std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end().to_owned())
+    crate::proc::stat::read_stat(pid).ok().map(|st| st.start_time)
 }
 
 /// Takes over the descriptors recorded in `parent/dirty-track`, if its
@@ -93,7 +87,8 @@ pub fn adopt(parent: &Path) -> Option<Adopted> {
         }
     }
     let (tpid, tstart) = tracker?;
-    if starttime(tpid) != Some(tstart) || comm(tpid).as_deref() != Some("criu-rs-track") {
+    let alive = crate::proc::stat::read_stat(tpid).is_ok_and(|st| st.start_time == tstart && st.comm == "criu-rs-track");
+    if !alive {
         tracing::warn!("the dirty tracker of {} (pid {tpid}) is gone; every page is dumped", parent.display());
         return None;
     }
