@@ -119,6 +119,9 @@ image_kinds! {
     TtyInfo => Common(0x5945_3036), "tty-info", None, "tty_info_entry";
     /// `tty-data.img`: `tty_data_entry` records.
     TtyData => Common(0x5941_3026), "tty-data", None, "tty_data_entry";
+    /// `sk-queues.img`: `sk_packet_entry` each followed by `length` raw
+    /// bytes: the receive queues of the dumped sockets, in queue order.
+    SkQueues => Common(0x5626_4026), "sk-queues", None, "sk_packet_entry";
     /// `filelocks.img`: `file_lock_entry` records.
     FileLocks => Common(0x5432_3616), "filelocks", None, "file_lock_entry";
     /// `eventpoll-tfd.img`: legacy epoll targets.

@@ -13,3 +13,4 @@ pub mod diag;
 pub mod netns;
 pub mod sockopts;
 pub mod unix_diag;
+pub mod unix_sk;
