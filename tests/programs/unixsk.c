@@ -3,7 +3,7 @@
  * child) holding unix sockets of every kind in known states, checking them
  * from the inside after a restore.
  *
- * Usage: unixsk DIR RESULT_FILE
+ * Usage: unixsk DIR RESULT_FILE [ext=PATH] [scm]
  *
  * Phase 1 (in DIR, which must be short enough for socket paths):
  *   dgram    socketpair(SOCK_DGRAM): three datagrams queued one way, one
@@ -24,6 +24,11 @@
  *   shut     stream pair, one end shut down for writing after 5 bytes
  *   child    a child holding one end of a stream pair, blocked in read()
  *   unbound  a plain unconnected datagram socket
+ *   ext      (with ext=PATH) a datagram socket connected to PATH, a socket
+ *            outside the process; phase 2 sends "restored" through it
+ *   scm      (with scm) a datagram pair with a message carrying a pipe's
+ *            read end in flight (SCM_RIGHTS); phase 2 receives it and reads
+ *            the pipe
  * then writes "READY pid=N child=C" and waits for SIGUSR1.
  *
  * Phase 2 (SIGUSR1): checks every queue (bytes, order, message boundaries),
@@ -59,6 +64,8 @@ struct fds {
 	int sh[2];
 	int ch; /* our end of the child's pair */
 	int unb;
+	int ext;
+	int scm[2];
 };
 static struct fds F;
 static char lpath_name[108], dsrv_name[108], abs_name[64];
@@ -111,6 +118,9 @@ static int connect_to(struct sockaddr_un *a, int len, int type)
 		die("connect");
 	return s;
 }
+
+static const char *ext_path;
+static int with_scm;
 
 static void setup(const char *dir)
 {
@@ -214,6 +224,31 @@ static void setup(const char *dir)
 	F.unb = socket(AF_UNIX, SOCK_DGRAM, 0);
 	if (F.unb < 0)
 		die("socket");
+
+	F.ext = -1;
+	if (ext_path) {
+		len = un_addr(&a, ext_path);
+		F.ext = connect_to(&a, len, SOCK_DGRAM);
+	}
+	F.scm[0] = F.scm[1] = -1;
+	if (with_scm) {
+		int p[2];
+		xsocketpair(SOCK_DGRAM, F.scm);
+		if (pipe(p) || write(p[1], "through fd", 10) != 10)
+			die("pipe");
+		close(p[1]);
+		char c[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = {"fd", 2};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof c};
+		struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
+		ch->cmsg_level = SOL_SOCKET;
+		ch->cmsg_type = SCM_RIGHTS;
+		ch->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(ch), &p[0], sizeof(int));
+		if (sendmsg(F.scm[0], &mh, 0) != 2)
+			die("sendmsg SCM_RIGHTS");
+		close(p[0]);
+	}
 }
 
 /* ---------- phase 2 ---------- */
@@ -389,12 +424,38 @@ static void check_all(void)
 	CHECK(&R, "child-exit", WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
 
 	CHECK(&R, "unbound", sock_int(F.unb, SO_TYPE) == SOCK_DGRAM, "SO_TYPE %d", sock_int(F.unb, SO_TYPE));
+
+	if (F.ext >= 0) {
+		n = send(F.ext, "restored", 8, MSG_NOSIGNAL);
+		CHECK(&R, "ext-send", n == 8, "send to %s gave %zd (%s)", ext_path, n, n < 0 ? strerror(errno) : "short");
+	}
+	if (F.scm[1] >= 0) {
+		char c[CMSG_SPACE(sizeof(int))], b2[4];
+		struct iovec iov = {b2, sizeof b2};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof c};
+		n = recvmsg(F.scm[1], &mh, MSG_DONTWAIT);
+		struct cmsghdr *ch = n == 2 ? CMSG_FIRSTHDR(&mh) : NULL;
+		int got = -1;
+		if (ch && ch->cmsg_type == SCM_RIGHTS)
+			memcpy(&got, CMSG_DATA(ch), sizeof got);
+		char through[16] = {0};
+		CHECK(&R, "scm-rights", got >= 0 && read(got, through, 10) == 10 && !memcmp(through, "through fd", 10),
+		      "recvmsg gave %zd, fd %d", n, got);
+	}
 }
 
 int main(int argc, char **argv)
 {
-	if (argc != 3 || chdir(argv[1]))
+	if (argc < 3 || chdir(argv[1]))
 		return 99;
+	for (int i = 3; i < argc; i++) {
+		if (!strncmp(argv[i], "ext=", 4))
+			ext_path = argv[i] + 4;
+		else if (!strcmp(argv[i], "scm"))
+			with_scm = 1;
+		else
+			return 99;
+	}
 	if (setsid() < 0 && getpgrp() != getpid())
 		return 99;
 	sigset_t usr1, old;

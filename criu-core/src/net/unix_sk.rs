@@ -278,6 +278,9 @@ pub struct UnixSocketDump {
     pub queue: Vec<Vec<u8>>,
     /// Where it was found, for messages (`fd N of pid P`).
     pub place: String,
+    /// The outside peer it is connected to, when this socket is the first
+    /// of the tree to name it (written right after it).
+    pub external: Option<ExternalPeer>,
 }
 
 impl UnixSocketDump {
@@ -373,6 +376,7 @@ impl UnixDumpCtx {
             netns: ns as u32,
             queue: Vec::new(),
             place,
+            external: None,
         };
         let sock = d.describe();
         let ty = u32::from(d.info.ty);
@@ -531,8 +535,9 @@ fn peek_one(sock: BorrowedFd<'_>, buf: &mut [u8], trunc: bool) -> Result<(usize,
 /// Checks the peers of every socket collected in the tree and fixes up
 /// pending connections (their client names the listener as peer).
 /// Sockets whose peer is outside the tree are refused unless `ext` allows
-/// them; the outside datagram peers they connect to again are returned,
-/// with ids from `next_id`.
+/// them; each outside peer gets an id from `next_id` and is recorded in
+/// the first socket naming it ([`UnixSocketDump::external`]); all of them
+/// are returned.
 pub fn resolve_peers(
     sockets: &mut [UnixSocketDump],
     ctx: &UnixDumpCtx,
@@ -631,8 +636,10 @@ pub fn resolve_peers(
             }
         }
         if !externals.iter().any(|e| e.ino == peer_ino) {
-            externals.push(ExternalPeer { id: *next_id, ino: peer_ino, name: name.unwrap_or_default() });
+            let e = ExternalPeer { id: *next_id, ino: peer_ino, name: name.unwrap_or_default() };
             *next_id += 1;
+            sockets[i].external = Some(e.clone());
+            externals.push(e);
         }
     }
     Ok(externals)
