@@ -8,6 +8,7 @@
 //! - [`proc`]: parsing `/proc/PID` files.
 //! - [`ptrace`]: freezing tasks, reading registers, injecting syscalls.
 //! - [`dump`]: collecting a process's state and writing the images.
+//! - [`files`]: open files, one module per kind (dump and restore side by side).
 //! - [`uffd`]: userfaultfd ioctls and messages.
 //! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
 //! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
@@ -15,6 +16,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod files;
 pub mod images;
 pub mod lazy;
 pub mod pageserver;
