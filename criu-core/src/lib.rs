@@ -11,6 +11,7 @@
 //! - [`files`]: open files, one module per kind (dump and restore side by side).
 //! - [`uffd`]: userfaultfd ioctls and messages.
 //! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
+//! - [`net`]: sockets: sock_diag queries, socket options, network namespaces.
 //! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
 //! - [`progress`]: page counts of long dumps and restores, for a front end to draw.
 
@@ -19,6 +20,7 @@ pub mod dump;
 pub mod files;
 pub mod images;
 pub mod lazy;
+pub mod net;
 pub mod pageserver;
 pub mod pie;
 pub mod proc;
