@@ -6,16 +6,18 @@
 //!   keeps one offset); each task then puts the ones it uses at their fd
 //!   numbers ([`super::fds::install_fds`]);
 //! - every shared anonymous memory object (`MAP_SHARED|MAP_ANONYMOUS`),
-//!   filled from its `pagemap-shmem-SHMID.img`, kept as an fd on its shmem
-//!   file (`/proc/self/map_files`); each task maps that file where the
-//!   object was, so all of them see one object again.
+//!   as long as its furthest mapping reaches (`pgoff` + length, over every
+//!   task), filled from its `pagemap-shmem-SHMID.img`, kept as an fd on its
+//!   shmem file (`/proc/self/map_files`); each task's blob maps that file
+//!   where the object was, at the dumped offset, so all of them see one
+//!   object again (and it still shows as `/dev/zero (deleted)`).
 
 use super::error::{RestoreError, Result, SysContext};
 use super::fds::{fd_floor, move_above, open_descs};
 use super::load::read_pagemap;
 use super::plan::{DescPlan, TaskPlan, VmaKind, VmaPlan};
 use crate::images::{ImageDir, ImageKind};
-use rustix::fd::{AsRawFd, OwnedFd, RawFd};
+use rustix::fd::{OwnedFd, RawFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use std::collections::BTreeMap;
@@ -35,11 +37,9 @@ pub fn tree_floor(tasks: &[&TaskPlan]) -> RawFd {
 }
 
 /// Creates every description and shared memory object of `tasks` above
-/// their fd tables, and points each task's shared anonymous VMAs at its
-/// object (they become shared mappings of `/proc/self/fd/N`, which every
-/// task inherits, instead of being premapped).
-pub fn create(images: &ImageDir, tasks: &mut [&mut TaskPlan]) -> Result<SharedObjects> {
-    let floor = tree_floor(&tasks.iter().map(|t| &**t).collect::<Vec<_>>());
+/// their fd tables.
+pub fn create(images: &ImageDir, tasks: &[&TaskPlan]) -> Result<SharedObjects> {
+    let floor = tree_floor(tasks);
     let mut all: BTreeMap<u32, DescPlan> = BTreeMap::new();
     for t in tasks.iter() {
         for (id, d) in &t.descs {
@@ -47,27 +47,24 @@ pub fn create(images: &ImageDir, tasks: &mut [&mut TaskPlan]) -> Result<SharedOb
         }
     }
     let descs = open_descs(&all, floor)?;
-    let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
-    for v in tasks.iter().flat_map(|t| &t.vmas) {
-        if let VmaKind::SharedAnon { shmid } = v.kind {
-            let s = sizes.entry(shmid).or_default();
-            *s = (*s).max(v.len());
-        }
-    }
     let mut shmem = BTreeMap::new();
-    for (&shmid, &size) in &sizes {
+    for (shmid, size) in shmem_sizes(tasks) {
         shmem.insert(shmid, shmem_object(images, shmid, size, floor)?);
     }
-    for t in tasks.iter_mut() {
-        for v in t.vmas.iter_mut() {
-            if let VmaKind::SharedAnon { shmid } = v.kind {
-                let fd = shmem.get(&shmid).map_or(-1, |f| f.as_raw_fd());
-                v.kind = VmaKind::SharedFile { path: format!("/proc/self/fd/{fd}").into(), open_flags: libc::O_RDWR };
-            }
-        }
-        t.shmem_pages.clear();
-    }
     Ok(SharedObjects { descs, shmem })
+}
+
+/// Every shared anonymous object of `tasks` with its size: what the images
+/// say (a memfd inode's size), or else as far as its mappings reach.
+fn shmem_sizes(tasks: &[&TaskPlan]) -> BTreeMap<u64, u64> {
+    let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
+    for v in tasks.iter().flat_map(|t| &t.vmas) {
+        if let VmaKind::SharedAnon { shmid, size } = v.kind {
+            let s = sizes.entry(shmid).or_default();
+            *s = (*s).max(size).max(v.pgoff.saturating_add(v.len()));
+        }
+    }
+    sizes
 }
 
 /// One shared anonymous object of `size` bytes with its dumped pages, as an
@@ -88,7 +85,8 @@ fn shmem_object(images: &ImageDir, shmid: u64, size: u64, floor: RawFd) -> Resul
 /// opens its shmem file through `/proc/self/map_files`.
 fn fill_and_open(images: &ImageDir, shmid: u64, mem: u64, size: u64) -> Result<OwnedFd> {
     if images.exists(ImageKind::ShmemPagemap, shmid) {
-        let whole = VmaPlan { start: 0, end: size, pgoff: 0, prot: 0, flags: 0, madv: 0, kind: VmaKind::SharedAnon { shmid } };
+        // The object as one area from offset 0: its pagemap holds offsets.
+        let whole = VmaPlan { start: 0, end: size, pgoff: 0, prot: 0, flags: 0, madv: 0, kind: VmaKind::Anon };
         let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(&whole), 0, None)?;
         if let Some(l) = lazy.iter().find(|l| !l.present) {
             let what = format!("lazy pages at offset {:#x} of shared anonymous object {shmid:#x} (only private memory is served lazily)", l.vaddr);
