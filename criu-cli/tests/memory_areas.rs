@@ -5,7 +5,9 @@
 //! - shared anonymous memory mapped in pieces at non-zero offsets, aliased
 //!   within a task and shared between the two, in criu-rs's images and in
 //!   the layout CRIU 4.x writes (a memfd named `/dev/zero`, which this test
-//!   makes from criu-rs's images, since CI has no CRIU).
+//!   makes from criu-rs's images, since CI has no CRIU); the same images
+//!   naming another memfd give that memfd, and a private memfd mapping is
+//!   refused by name.
 
 mod support;
 mod support_restore;
@@ -53,6 +55,9 @@ impl Dumped {
         let report = wait_result(&self.result);
         assert!(root.wait_exit(PATIENCE), "pid {} did not exit after its self-check", root.pid);
         drop(child);
+        for pid in self.pids {
+            wait_pid_gone(pid);
+        }
         report
     }
 }
@@ -146,17 +151,34 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn criu_memfd_layout_of_shared_anonymous_memory_restores() {
     let d = dumped("mem-shmem-criu", &["shmem"]);
-    // An inode that is not shared anonymous memory is refused by name, and
-    // nothing is left behind.
-    let other = d.images.with_extension("other");
-    copy_dir(&d.images, &other);
-    to_criu_memfd_layout(&other, &d.pids, "other");
-    let out = restore(&other, &["-d"]);
+    // A private mapping of a memfd is refused by name, leaving nothing.
+    let private = d.images.with_extension("private");
+    copy_dir(&d.images, &private);
+    to_criu_memfd_layout(&private, &d.pids, "/dev/zero");
+    let images = ImageDir::open(&private).unwrap();
+    let mut mm: pb::MmEntry = images.read_one(ImageKind::Mm, d.pids[0] as u64).unwrap();
+    let v = mm.vmas.iter_mut().find(|v| v.status() & st::AREA_MEMFD != 0).unwrap();
+    v.status = Some(st::AREA_REGULAR | st::FILE_PRIVATE | st::AREA_MEMFD);
+    v.flags = Some(libc::MAP_PRIVATE as u32);
+    images.write_one(ImageKind::Mm, d.pids[0] as u64, &mm).unwrap();
+    let out = restore(&private, &["-d"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("memfd \"other\""), "{err}");
+    assert!(!out.status.success() && err.contains("private mapping of memfd \"/dev/zero\""), "{err}");
     for pid in d.pids {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a failed restore left {pid}");
     }
+    // A real memfd (another name): the same memory, shared again, now shown as that memfd.
+    let other = d.images.with_extension("other");
+    copy_dir(&d.images, &other);
+    to_criu_memfd_layout(&other, &d.pids, "other");
+    let report = d.restore_and_check(&other);
+    for check in ["shmem-pattern", "shmem-alias-same-memory", "shmem-shared-with-child"] {
+        assert!(report.contains(&format!("R: ok {check}\n")), "R lacks {check}:\n{report}");
+    }
+    let named: Vec<&str> = report.lines().filter(|l| l.contains("shmem-offset-")).collect();
+    assert_eq!(named.len(), 8, "{report}");
+    assert!(named.iter().all(|l| l.contains("FAIL") && l.contains("/memfd:other (deleted)")), "{report}");
+    // CRIU's own layout of shared anonymous memory: exactly as it was.
     to_criu_memfd_layout(&d.images, &d.pids, "/dev/zero");
     let decoded = support::crit_decode(&d.images.join("memfd.img"));
     assert_eq!(decoded["entries"][0]["name"], "/dev/zero", "{decoded}");

@@ -112,7 +112,7 @@ pub fn build_args(
             VmaKind::Anon | VmaKind::PrivateFile { .. } => (VMA_PREMAPPED, -1),
             VmaKind::Vdso => (VMA_VDSO, -1),
             VmaKind::Vvar => (VMA_VVAR, -1),
-            VmaKind::SharedFile { .. } | VmaKind::SharedAnon { .. } => {
+            VmaKind::SharedFile { .. } | VmaKind::Shmem { .. } => {
                 let fd = fds.shared.iter().find(|(vi, _)| *vi == i).map(|&(_, fd)| fd).unwrap_or(-1);
                 (VMA_FILE_SHARED, fd)
             }

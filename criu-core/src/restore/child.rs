@@ -139,7 +139,7 @@ fn shared_mapping_fds(plan: &TaskPlan, objs: &SharedObjects, floor: i32) -> Resu
                     problem: format!("cannot open for a shared mapping: {e}"),
                 })?
             }
-            VmaKind::SharedAnon { shmid, .. } => {
+            VmaKind::Shmem { shmid, .. } => {
                 let obj = objs.shmem.get(shmid).ok_or_else(|| RestoreError::Prepare(format!("no shared memory object {shmid:#x}")))?;
                 rustix::io::fcntl_dupfd_cloexec(obj, floor).sys(|| format!("dup of shared memory object {shmid:#x}"))?
             }

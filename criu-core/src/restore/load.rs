@@ -142,7 +142,7 @@ fn load_files(images: &ImageDir) -> Result<BTreeMap<u32, pb::FileEntry>> {
 }
 
 /// `memfd.img` by inode id (absent: no memfd inodes).
-fn load_memfd_inodes(images: &ImageDir) -> Result<BTreeMap<u64, pb::MemfdInodeEntry>> {
+pub(super) fn load_memfd_inodes(images: &ImageDir) -> Result<BTreeMap<u64, pb::MemfdInodeEntry>> {
     if !images.exists(ImageKind::MemfdInode, 0) {
         return Ok(BTreeMap::new());
     }
@@ -156,14 +156,9 @@ fn load_memfd_inodes(images: &ImageDir) -> Result<BTreeMap<u64, pb::MemfdInodeEn
     Ok(out)
 }
 
-/// The name CRIU gives a memfd inode that is shared anonymous memory (the
-/// shmem file behind `MAP_SHARED|MAP_ANONYMOUS`, shown as `/dev/zero
-/// (deleted)` in `/proc/PID/maps`); CRIU 4.x writes such areas as memfd
-/// mappings (`FILE_SHARED | AREA_MEMFD`).
-const ANON_SHMEM_NAME: &str = "/dev/zero";
-
 /// A memfd-backed VMA (`AREA_MEMFD`, `shmid` a file id of type `MEMFD`):
-/// the shared anonymous object it is, from its `memfd.img` inode.
+/// a shared mapping of its inode's shmem object (CRIU 4.x also writes
+/// shared anonymous memory this way, as an inode named `/dev/zero`).
 fn memfd_vma(
     v: &pb::VmaEntry,
     files: &BTreeMap<u32, pb::FileEntry>,
@@ -175,13 +170,11 @@ fn memfd_vma(
     let Some(inode) = inode_id.and_then(|i| memfds.get(&(i as u64))) else {
         return Err(unsupported(&format!("memfd mapping of file {id:#x} with no memfd entry or inode in memfd.img")));
     };
-    let shared = v.status.unwrap_or_default() & st::FILE_SHARED != 0;
-    let name = inode.name.as_deref().unwrap_or_default();
-    if name != ANON_SHMEM_NAME || !shared || inode.hugetlb_flag.unwrap_or(0) != 0 {
-        let how = if shared { "shared" } else { "private" };
-        return Err(unsupported(&format!("{how} mapping of memfd {name:?} (only shared anonymous memory is restored as a memfd area)")));
+    if v.status.unwrap_or_default() & st::FILE_SHARED == 0 {
+        let name = inode.name.as_deref().unwrap_or_default();
+        return Err(unsupported(&format!("private mapping of memfd {name:?}")));
     }
-    Ok(VmaKind::SharedAnon { shmid: inode.shmid.unwrap_or_default() as u64, size: inode.size.unwrap_or_default() })
+    Ok(VmaKind::Shmem { shmid: inode.shmid.unwrap_or_default() as u64, size: inode.size.unwrap_or_default() })
 }
 
 /// One `vma_entry` as a [`VmaPlan`].
@@ -209,7 +202,7 @@ fn vma_plan(
     } else if status & (st::AREA_SYSVIPC | st::AREA_SOCKET | st::AREA_AIORING | st::AREA_SHSTK) != 0 {
         return Err(unsupported(&format!("status {status:#x} (SysV shared memory, socket, AIO or shadow stack areas)")));
     } else if status & st::ANON_SHARED != 0 {
-        VmaKind::SharedAnon { shmid: v.shmid.unwrap_or_default(), size: 0 }
+        VmaKind::Shmem { shmid: v.shmid.unwrap_or_default(), size: 0 }
     } else if status & st::FILE_PRIVATE != 0 {
         VmaKind::PrivateFile { path: reg_path(v.shmid.unwrap_or_default() as u32, &what)? }
     } else if status & st::FILE_SHARED != 0 {

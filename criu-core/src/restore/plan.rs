@@ -129,12 +129,13 @@ pub enum VmaKind {
     Anon,
     /// A private (copy-on-write) mapping of a file.
     PrivateFile { path: PathBuf },
-    /// Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`), object `shmid`
-    /// (its contents in `pagemap-shmem-SHMID.img`), mapped `pgoff` bytes
-    /// into the object. Created once for the whole tree
-    /// ([`super::shared`]), at least `size` bytes long (0: as long as its
-    /// mappings reach), and mapped at its place by the blob.
-    SharedAnon { shmid: u64, size: u64 },
+    /// A shared mapping, `pgoff` bytes in, of shmem object `shmid` (its
+    /// contents in `pagemap-shmem-SHMID.img`): shared anonymous memory
+    /// (`MAP_SHARED|MAP_ANONYMOUS`) or a memfd (an inode of `memfd.img`).
+    /// Created once for the whole tree ([`super::shared`]), at least `size`
+    /// bytes long (0: as long as its mappings reach), and mapped at its
+    /// place by the blob.
+    Shmem { shmid: u64, size: u64 },
     /// A shared mapping of a file, mapped in place by the blob.
     SharedFile { path: PathBuf, open_flags: i32 },
     /// The dumped `[vdso]`: premapped as an anonymous copy of its pages.
