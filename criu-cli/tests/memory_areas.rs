@@ -9,13 +9,12 @@
 //!   naming another memfd give that memfd, and a private memfd mapping is
 //!   refused by name.
 
-mod support;
-mod support_restore;
+mod common;
 
 use criu_core::images::consts::vma_status as st;
 use criu_core::images::{pb, ImageDir, ImageKind};
 use std::path::{Path, PathBuf};
-use support_restore::*;
+use common::*;
 
 /// A dumped memareas.c: its work dir, result file, images and pids.
 struct Dumped {
@@ -33,8 +32,8 @@ fn dumped(name: &str, features: &[&str]) -> Dumped {
     let _ = std::fs::remove_file(&result);
     let mut args: Vec<&Path> = vec![&work, &result];
     args.extend(features.iter().map(Path::new));
-    let mut p = Started::start("memareas", &args);
-    let pids = [p.pid(), p.num("c")];
+    let mut p = Program::spawn("memareas", &args);
+    let pids = [p.pid(), p.int("c")];
     wait_all_suspended(&pids);
     dump_ok(pids[0], &images, &[]);
     p.reap();
@@ -180,7 +179,7 @@ fn criu_memfd_layout_of_shared_anonymous_memory_restores() {
     assert!(named.iter().all(|l| l.contains("FAIL") && l.contains("/memfd:other (deleted)")), "{report}");
     // CRIU's own layout of shared anonymous memory: exactly as it was.
     to_criu_memfd_layout(&d.images, &d.pids, "/dev/zero");
-    let decoded = support::crit_decode(&d.images.join("memfd.img"));
+    let decoded = crit_decode(&d.images.join("memfd.img"));
     assert_eq!(decoded["entries"][0]["name"], "/dev/zero", "{decoded}");
     let report = d.restore_and_check(&d.images);
     assert_all_ok("shared anonymous memory from CRIU's memfd layout", &report);
