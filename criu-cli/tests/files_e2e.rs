@@ -4,11 +4,9 @@
 //! what the program holds, the restored fds point at the same kinds of
 //! files, restore leaves the images alone.
 
-mod support;
-mod support_restore;
+mod common;
 
-use support::{crit_decode, jnum};
-use support_restore::*;
+use common::*;
 
 /// The `files.img` entries of `type` (crit's JSON).
 fn entries_of(images: &std::path::Path, ty: &str) -> Vec<serde_json::Value> {
@@ -21,7 +19,7 @@ fn eventfds_come_back_with_counter_mode_and_flags() {
     let work = scratch("fdkinds-work");
     let images = scratch("fdkinds-images");
     let result = work.join("result");
-    let mut p = Started::start("fdkinds", &[&result]);
+    let mut p = Program::spawn("fdkinds", &[&result]);
     let pid = p.pid();
     wait_all_suspended(&[pid]);
     let fds = fd_kinds(pid);
@@ -33,7 +31,7 @@ fn eventfds_come_back_with_counter_mode_and_flags() {
     let mut counters: Vec<u64> = efds.iter().map(|e| jnum(&e["efd"]["counter"])).collect();
     counters.sort();
     assert_eq!(counters, vec![3, 5, (1 << 40) + 7], "one entry per description (the dup shares one): {efds:?}");
-    let before = snapshot_dir(&images);
+    let before = snapshot(&images);
 
     let held = restore_detached(&images, pid);
     wait_all_suspended(&[pid]);
@@ -42,14 +40,14 @@ fn eventfds_come_back_with_counter_mode_and_flags() {
     let report = wait_result(&result);
     assert!(held.wait_exit(PATIENCE), "pid {pid} did not exit after its self-check");
     assert_all_ok("restored fdkinds", &report);
-    assert_same_dir(&before, &snapshot_dir(&images));
+    assert_same_dir(&before, &snapshot(&images));
 }
 
 #[test]
 fn fdkinds_checks_pass_without_checkpoint_and_fail_on_change() {
     let work = scratch("fdkinds-nockpt");
     let result = work.join("result");
-    let p = Started::start("fdkinds", &[&result]);
+    let p = Program::spawn("fdkinds", &[&result]);
     wait_all_suspended(&[p.pid()]);
     // Disturb one counter from outside (through a copy of its fd 10): the
     // program must notice.
@@ -126,7 +124,7 @@ fn shell_job_takes_over_the_restoring_terminal() {
     let images = scratch("shelljob-images");
     let result = work.join("result");
     let (a, b) = (Pty::new(), Pty::new());
-    let exe = compile_program("shelljob");
+    let exe = compile("shelljob");
     let slave_a = a.slave();
     let shell = std::process::Command::new(exe)
         .arg(&result)
@@ -139,7 +137,7 @@ fn shell_job_takes_over_the_restoring_terminal() {
     let job: i32 = wait_result(&result.with_extension("ready")).trim().parse().unwrap();
     wait_all_suspended(&[job]);
 
-    let out = support::criu_rs().args(["dump", "-t", &job.to_string(), "-D"]).arg(&images).output().unwrap();
+    let out = criu_rs().args(["dump", "-t", &job.to_string(), "-D"]).arg(&images).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--shell-job"), "{out:?}");
     dump_ok(job, &images, &["-j"]);
     wait_pid_gone(job);
@@ -150,7 +148,7 @@ fn shell_job_takes_over_the_restoring_terminal() {
     let index: u64 = a.path.rsplit('/').next().unwrap().parse().unwrap();
     assert_eq!((jnum(&pts["pty"]["index"]), jnum(&pts["winsize"]["ws_row"]), jnum(&pts["winsize"]["ws_col"])), (index, 33, 77), "{pts}");
     assert_eq!((jnum(&pts["sid"]), jnum(&pts["pgrp"])), (shell.id() as u64, job as u64), "session and foreground group: {pts}");
-    let before = snapshot_dir(&images);
+    let before = snapshot(&images);
 
     // criu-rs on terminal B, as its session leader (a shell would be).
     let err_log = work.join("restore.err");
@@ -195,5 +193,5 @@ fn shell_job_takes_over_the_restoring_terminal() {
         t.c_lflag
     };
     assert_eq!(lflag & (libc::ECHO | libc::ICANON) as u32, 0, "terminal B is in the dumped raw mode");
-    assert_same_dir(&before, &snapshot_dir(&images));
+    assert_same_dir(&before, &snapshot(&images));
 }
