@@ -27,8 +27,6 @@ pub struct TaskPlan {
     /// Entries of `pagemap-PID.img` flagged `LAZY`, in address order (their
     /// `PRESENT` ones are also in `pages.runs`); see [`super::lazy`].
     pub lazy: Vec<LazyRun>,
-    /// Contents of shared anonymous objects (runs at their VMA's addresses).
-    pub shmem_pages: Vec<PagesPlan>,
     /// Pages left in the parent dumps' images (`--prev-images-dir`), one
     /// plan per pages file they come from.
     pub parent_pages: Vec<PagesPlan>,
@@ -50,41 +48,9 @@ pub struct FsPlan {
     pub umask: u32,
 }
 
-/// One fd number and the description it refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FdPlan {
-    pub fd: i32,
-    pub desc: u32,
-    pub cloexec: bool,
-}
-
-/// How to recreate an open file description.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DescPlan {
-    /// A regular file (or directory) opened by path.
-    Reg(RegFile),
-    /// An unlinked file: recreated from its saved contents, opened, unlinked.
-    Ghost { file: RegFile, contents: Vec<u8> },
-    /// One end of a pipe; both ends of one pipe share `pipe_id`.
-    Pipe { pipe_id: u32, flags: i32, queued: Vec<u8> },
-    /// A FIFO opened by path; `queued` bytes are put back once per FIFO.
-    Fifo { file: RegFile, pipe_id: u32, queued: Vec<u8> },
-    /// Take over criu-rs's own fd (a terminal with `--shell-job`).
-    Inherit { fd: i32, flags: i32 },
-}
-
-/// A file opened by path, with what the dump recorded about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegFile {
-    pub path: PathBuf,
-    /// `open(2)` flags (access mode, O_APPEND, O_NONBLOCK, ...).
-    pub flags: i32,
-    pub pos: u64,
-    /// Size at dump time (checked for regular files).
-    pub size: Option<u64>,
-    /// `st_mode` at dump time (type and permission bits).
-    pub mode: Option<u32>,
-}
+pub use crate::files::fdtable::FdPlan;
+pub use crate::files::reg::RegFile;
+pub use crate::files::DescPlan;
 
 /// One VMA: where it lives, its protection and what backs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +81,7 @@ impl VmaPlan {
 
     /// Whether the VMA is premapped and moved into place by the blob.
     pub fn is_premapped(&self) -> bool {
-        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::SharedAnon { .. } | VmaKind::Vdso)
+        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::Vdso)
     }
 
     /// Whether this is a grows-down (stack) VMA.
@@ -131,9 +97,13 @@ pub enum VmaKind {
     Anon,
     /// A private (copy-on-write) mapping of a file.
     PrivateFile { path: PathBuf },
-    /// Shared anonymous memory (object `shmid`): premapped as a fresh shared
-    /// anonymous mapping, filled from its own pages file, moved by the blob.
-    SharedAnon { shmid: u64 },
+    /// A shared mapping, `pgoff` bytes in, of shmem object `shmid` (its
+    /// contents in `pagemap-shmem-SHMID.img`): shared anonymous memory
+    /// (`MAP_SHARED|MAP_ANONYMOUS`) or a memfd (an inode of `memfd.img`).
+    /// Created once for the whole tree ([`super::shared`]), at least `size`
+    /// bytes long (0: as long as its mappings reach), and mapped at its
+    /// place by the blob.
+    Shmem { shmid: u64, size: u64 },
     /// A shared mapping of a file, mapped in place by the blob.
     SharedFile { path: PathBuf, open_flags: i32 },
     /// The dumped `[vdso]`: premapped as an anonymous copy of its pages.
