@@ -381,6 +381,7 @@ fn collect_tree(
         memdump_time += d;
         procs.push(p);
     }
+    crate::files::finish_tree(&mut procs, &mut sh.seen, &mut sh.next_file_id)?;
     failpoint::check(failpoint::BEFORE_WRITE)?;
     let pages_remote = sink.is_some();
     if let Some(sink) = sink.take() {

@@ -24,7 +24,8 @@
 //!
 //! Kinds: [`reg`] (regular files, directories, devices by path, unlinked
 //! files), [`pipe`], [`fifo`], [`tty`] (terminals: `--shell-job`),
-//! [`eventfd`].
+//! [`eventfd`], [`unix`] (unix sockets; the peers of the whole tree are
+//! checked in [`finish_tree`], once every task is collected).
 //!
 //! # Adding a kind
 //! Write `files/NAME.rs` with a unit struct implementing [`FdKind`] (its
@@ -44,6 +45,7 @@ pub mod fifo;
 pub mod pipe;
 pub mod reg;
 pub mod tty;
+pub mod unix;
 
 #[cfg(test)]
 mod roundtrip;
@@ -178,6 +180,8 @@ fd_kinds! {
     Pipe => pipe::Pipe;
     /// A named pipe end.
     Fifo => fifo::Fifo;
+    /// A unix socket.
+    UnixSk => unix::UnixSk;
     /// A path: regular file, directory or device; an unlinked file.
     Reg => reg::Reg;
 }
@@ -351,6 +355,24 @@ impl<'a> FilesSink<'a> {
     }
 }
 
+/// What needs every task of the tree collected: the peers of unix sockets
+/// (both ends in the tree, pending connections, outside peers; file ids
+/// for outside peers from `next_id`).
+pub fn finish_tree(procs: &mut [crate::dump::model::ProcessDump], seen: &mut SeenFiles, next_id: &mut u32) -> Result<(), FileDumpError> {
+    let mut unix: Vec<&mut unix::UnixSocketDump> = procs
+        .iter_mut()
+        .flat_map(|p| p.files.files.iter_mut())
+        .filter_map(|f| match &mut f.kind {
+            FileKind::UnixSk(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    if !unix.is_empty() {
+        unix::resolve_peers(&mut unix, &seen.unix, next_id)?;
+    }
+    Ok(())
+}
+
 /// Writes one description's entries (with its kind).
 pub fn write_desc(f: &FileDesc, sink: &mut FilesSink<'_>) -> Result<(), ImageError> {
     FileKind::write(f, sink)
@@ -366,6 +388,9 @@ pub struct LoadOptions {
     /// `--inherit-fd fd[N]:KEY`: the file CRIU names KEY (`tty[RDEV:DEV]`)
     /// is criu-rs's fd N.
     pub inherit_fds: Vec<(String, RawFd)>,
+    /// `--ext-unix-sk`: unix sockets whose peer was outside the dumped tree
+    /// are connected to that peer's name again.
+    pub ext_unix_sk: bool,
 }
 
 impl LoadOptions {

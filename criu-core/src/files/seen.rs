@@ -35,6 +35,9 @@ pub struct SeenFiles {
     pub files: Vec<SeenFile>,
     /// Objects whose once-per-object data is saved: (kind, key).
     once: Vec<(FdTypes, u64)>,
+    /// Unix sockets: the kernel's view of each network namespace met,
+    /// what `--ext-unix-sk` allows.
+    pub unix: crate::files::unix::UnixDumpCtx,
 }
 
 impl SeenFiles {

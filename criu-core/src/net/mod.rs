@@ -13,7 +13,6 @@ pub mod diag;
 pub mod netns;
 pub mod sockopts;
 pub mod unix_diag;
-pub mod unix_sk;
 
 /// The protocol name of the socket behind `path` (a `/proc/PID/fd/N`
 /// link): the `system.sockprotoname` attribute of its inode, e.g.

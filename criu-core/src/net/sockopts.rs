@@ -6,8 +6,8 @@
 //! Buffer sizes are kept as `getsockopt` reports them (the kernel doubles
 //! what `setsockopt` asks for) and set again with the `*FORCE` variants at
 //! half that, so a size above `wmem_max`/`rmem_max` comes back too.
-//! `SO_PEEK_OFF` has no field in `sk_opts_entry`; a kind that peeks puts it
-//! back itself.
+//! `SO_PEEK_OFF` has no field in CRIU's `sk_opts_entry`: criu-rs keeps an
+//! enabled peek offset in an extension field (1000) that CRIU and crit skip.
 
 use crate::images::pb;
 use rustix::fd::{AsRawFd, BorrowedFd};
@@ -60,6 +60,8 @@ pub struct SockOpts {
     /// `SO_GET_FILTER`: the classic BPF program, one `struct sock_filter`
     /// (8 bytes, native endian) per entry.
     pub filter: Vec<u64>,
+    /// `SO_PEEK_OFF` when enabled (families that have it; -1 is disabled).
+    pub peek_off: Option<i32>,
 }
 
 /// `getsockopt(fd, SOL_SOCKET, opt, &int)`.
@@ -167,6 +169,11 @@ impl SockOpts {
         let dev = dev.split(|&b| b == 0).next().unwrap_or_default();
         o.bound_dev = (!dev.is_empty()).then(|| String::from_utf8_lossy(dev).into_owned());
         o.filter = read_filter(fd)?;
+        o.peek_off = match get_int(fd, libc::SO_PEEK_OFF) {
+            Ok(v) if v >= 0 => Some(v),
+            Ok(_) | Err(Errno::OPNOTSUPP) => None,
+            Err(e) => return Err(SockOptError { opt: "get SO_PEEK_OFF", errno: e }),
+        };
         Ok(o)
     }
 
@@ -223,6 +230,9 @@ impl SockOpts {
             name[..n].copy_from_slice(&dev.as_bytes()[..n]);
             set_raw(fd, libc::SO_BINDTODEVICE, &name).map_err(named("set SO_BINDTODEVICE"))?;
         }
+        if let Some(off) = self.peek_off {
+            set(libc::SO_PEEK_OFF, "set SO_PEEK_OFF", off)?;
+        }
         if !self.filter.is_empty() {
             let prog = libc::sock_fprog { len: self.filter.len() as u16, filter: self.filter.as_ptr() as *mut libc::sock_filter };
             set_raw(fd, libc::SO_ATTACH_FILTER, &prog).map_err(named("set SO_ATTACH_FILTER"))?;
@@ -255,6 +265,7 @@ impl SockOpts {
             so_oobinline: Some(self.oobinline as u32),
             so_linger: self.linger,
             so_buf_lock: self.buf_lock,
+            so_peek_off: self.peek_off,
             ..Default::default()
         }
     }
@@ -293,6 +304,7 @@ impl SockOpts {
             buf_lock: e.so_buf_lock,
             bound_dev: e.so_bound_dev.clone().filter(|d| !d.is_empty()),
             filter: e.so_filter.clone(),
+            peek_off: e.so_peek_off.filter(|&o| o >= 0),
         })
     }
 }
@@ -344,6 +356,7 @@ mod tests {
         set_int(fd, libc::SO_MARK, 77).unwrap();
         set_raw(fd, libc::SO_LINGER, &libc::linger { l_onoff: 1, l_linger: 4 }).unwrap();
         set_raw(fd, libc::SO_RCVTIMEO, &libc::timeval { tv_sec: 2, tv_usec: 500_000 }).unwrap();
+        set_int(fd, libc::SO_PEEK_OFF, 3).unwrap();
         // A one-instruction filter: accept everything.
         let ret_all = libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0xffff_ffff };
         let prog = libc::sock_fprog { len: 1, filter: &ret_all as *const _ as *mut _ };
@@ -353,6 +366,7 @@ mod tests {
         assert!(o.passcred && !o.passsec);
         assert_eq!(o.rcv_timeout, (2, 500_000));
         assert_eq!(o.filter.len(), 1);
+        assert_eq!(o.peek_off, Some(3));
         let back = SockOpts::from_entry(&o.to_entry()).unwrap();
         assert_eq!(back, o);
         let b = sock();

@@ -24,7 +24,7 @@
 //!
 //! # Restore
 //! criu-rs creates every socket itself before the tasks are forked (see
-//! [`open_all`]): listeners are bound and listening first; a connection
+//! [`UnixWorld::open_all`]): listeners are bound and listening first; a connection
 //! whose accepted end carries a listener's name is made again with
 //! `connect` + `accept` on the restored listener (so both ends keep their
 //! addresses), other connected pairs with `socketpair`; pending clients
@@ -32,13 +32,92 @@
 //! refilled by sending from the peer, or from a temporary socket when
 //! there is none; then options, shutdown state and file flags are set.
 
-use super::diag::{DiagError, DiagSocket};
-use super::sockopts::{SockOptError, SockOpts};
-use super::unix_diag::{self, display_name, state, UnixSockInfo};
-use crate::images::pb;
+use super::fdtable::set_status_flags;
+use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, Fown, LoadCtx, OpenCtx, Opened, SideImage};
+use crate::images::{pb, ImageDir, ImageError, ImageKind};
+use crate::net::diag::{DiagError, DiagSocket};
+use crate::net::sockopts::{SockOptError, SockOpts};
+use crate::net::unix_diag::{self, display_name, state, UnixSockInfo};
+use crate::restore::error::{RestoreError, Result as RestoreResult, SysContext};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// The kind.
+pub struct UnixSk;
+
+/// How to recreate one unix socket: its id, with every unix socket of the
+/// dump (they are made together, on the first `open`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnixSkPlan {
+    /// File id.
+    pub id: u32,
+    /// Every unix socket of the images.
+    pub world: Rc<UnixWorld>,
+    /// `--ext-unix-sk` given to restore.
+    pub ext_unix_sk: bool,
+}
+
+/// The sockets made by the first `open`, handed out by file id.
+#[derive(Default)]
+pub struct UnixOpened {
+    made: Option<BTreeMap<u32, OwnedFd>>,
+}
+
+impl SideImage for UnixWorld {
+    fn read(images: &ImageDir) -> RestoreResult<Self> {
+        let files = crate::files::load::load_files(images)?;
+        UnixWorld::load(images, files.values())
+    }
+}
+
+impl FdKind for UnixSk {
+    const FD_TYPE: pb::FdTypes = pb::FdTypes::Unixsk;
+    type Dumped = UnixSocketDump;
+    type Plan = UnixSkPlan;
+    type OpenState = UnixOpened;
+
+    fn claims(p: &FdProbe) -> bool {
+        p.file_type() == libc::S_IFSOCK && crate::net::sock_proto(&p.proc_path()).is_some_and(|n| n.starts_with("UNIX"))
+    }
+
+    fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> Result<UnixSocketDump, FileDumpError> {
+        Ok(cx.seen.unix.collect(p.pid, p.fd, std::os::unix::fs::MetadataExt::ino(&p.md), p.flags())?)
+    }
+
+    fn write(f: &FileDesc, d: &UnixSocketDump, sink: &mut FilesSink<'_>) -> Result<(), ImageError> {
+        sink.push(file_entry(f.id, d));
+        if let Some(e) = &d.external {
+            sink.push(external_entry(e));
+        }
+        for (e, data) in queue_entries(f.id, d) {
+            sink.side(ImageKind::SkQueues)?.write_entry_with_payload(&e, data)?;
+        }
+        Ok(())
+    }
+
+    fn load(e: &pb::FileEntry, cx: &LoadCtx<'_>) -> RestoreResult<UnixSkPlan> {
+        let world = cx.side::<UnixWorld>()?;
+        Ok(UnixSkPlan { id: e.id.unwrap_or_default(), world, ext_unix_sk: cx.opts.ext_unix_sk })
+    }
+
+    fn open(p: &UnixSkPlan, st: &mut UnixOpened, _cx: &OpenCtx<'_>) -> RestoreResult<Opened> {
+        if st.made.is_none() {
+            st.made = Some(p.world.open_all(p.ext_unix_sk)?);
+        }
+        let made = st.made.as_mut().expect("made above");
+        made.remove(&p.id).map(Opened::Fd).ok_or_else(|| RestoreError::Prepare(format!("unix socket {:#x} opened twice", p.id)))
+    }
+
+    fn name(p: &UnixSkPlan) -> String {
+        p.world.sockets.iter().find(|s| s.id == p.id).map_or(format!("unix socket {:#x}", p.id), |s| s.describe())
+    }
+}
+
 
 /// `uflags`: the entry describes a socket outside the tree (`USK_EXTERN`).
 pub const USK_EXTERN: u32 = 1;
@@ -54,10 +133,8 @@ pub const USK_INHERIT: u32 = 8;
 const SIOCUNIXFILE: u32 = 0x89e0;
 /// `F_GETOWNER_UIDS` (`CONFIG_CHECKPOINT_RESTORE`): the owner's uid and euid.
 const F_GETOWNER_UIDS: i32 = 17;
-/// `F_SETSIG`, `F_GETSIG`, `F_SETOWN_EX`, `F_GETOWN_EX` (`asm-generic/fcntl.h`).
-const F_SETSIG: i32 = 10;
+/// `F_GETSIG`, `F_GETOWN_EX` (`asm-generic/fcntl.h`).
 const F_GETSIG: i32 = 11;
-const F_SETOWN_EX: i32 = 15;
 const F_GETOWN_EX: i32 = 16;
 
 /// `struct f_owner_ex`.
@@ -165,85 +242,27 @@ pub enum UnixDumpError {
     },
 }
 
-/// `fown_entry`: the owner of a file's signals (`F_SETOWN_EX`, `F_SETSIG`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fown {
-    /// Owner's uid and euid (`F_GETOWNER_UIDS`).
-    pub uid: u32,
-    /// Effective uid.
-    pub euid: u32,
-    /// `F_GETSIG` (0: SIGIO).
-    pub signum: u32,
-    /// `f_owner_ex.type`: `F_OWNER_TID` 0, `F_OWNER_PID` 1, `F_OWNER_PGRP` 2.
-    pub pid_type: u32,
-    /// `f_owner_ex.pid` (0: no owner).
-    pub pid: u32,
-}
-
-impl Fown {
-    /// Reads the owner of the file behind `fd` (which may be a copy of
-    /// the task's descriptor: the owner belongs to the description).
-    pub fn read(fd: BorrowedFd<'_>) -> Result<Fown, (String, Errno)> {
-        let mut ex = FOwnerEx { type_: 0, pid: 0 };
-        // SAFETY: F_GETOWN_EX writes one f_owner_ex into `ex`.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut ex) } < 0 {
-            return Err(("fcntl(F_GETOWN_EX)".into(), last_errno()));
-        }
-        // SAFETY: F_GETSIG takes no argument.
-        let sig = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) };
-        if sig < 0 {
-            return Err(("fcntl(F_GETSIG)".into(), last_errno()));
-        }
-        let mut uids = [0u32; 2];
-        // SAFETY: F_GETOWNER_UIDS writes two uid_t into `uids`.
-        let r = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWNER_UIDS, uids.as_mut_ptr()) };
-        if r < 0 && last_errno() != Errno::INVAL {
-            return Err(("fcntl(F_GETOWNER_UIDS)".into(), last_errno()));
-        }
-        Ok(Fown { uid: uids[0], euid: uids[1], signum: sig as u32, pid_type: ex.type_ as u32, pid: ex.pid as u32 })
+/// Reads the owner of the file behind `fd` (`F_GETOWN_EX`, `F_GETSIG`,
+/// `F_GETOWNER_UIDS`); `fd` may be a copy of the task's descriptor: the
+/// owner belongs to the description.
+pub fn read_fown(fd: BorrowedFd<'_>) -> Result<Fown, (String, Errno)> {
+    let mut ex = FOwnerEx { type_: 0, pid: 0 };
+    // SAFETY: F_GETOWN_EX writes one f_owner_ex into `ex`.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut ex) } < 0 {
+        return Err(("fcntl(F_GETOWN_EX)".into(), last_errno()));
     }
-
-    /// The image form.
-    pub fn to_entry(self) -> pb::FownEntry {
-        pb::FownEntry {
-            uid: Some(self.uid),
-            euid: Some(self.euid),
-            signum: Some(self.signum),
-            pid_type: Some(self.pid_type),
-            pid: Some(self.pid),
-        }
+    // SAFETY: F_GETSIG takes no argument.
+    let sig = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) };
+    if sig < 0 {
+        return Err(("fcntl(F_GETSIG)".into(), last_errno()));
     }
-
-    /// From the image form.
-    pub fn from_entry(e: &pb::FownEntry) -> Fown {
-        Fown {
-            uid: e.uid.unwrap_or(0),
-            euid: e.euid.unwrap_or(0),
-            signum: e.signum.unwrap_or(0),
-            pid_type: e.pid_type.unwrap_or(0),
-            pid: e.pid.unwrap_or(0),
-        }
+    let mut uids = [0u32; 2];
+    // SAFETY: F_GETOWNER_UIDS writes two uid_t into `uids`.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWNER_UIDS, uids.as_mut_ptr()) };
+    if r < 0 && last_errno() != Errno::INVAL {
+        return Err(("fcntl(F_GETOWNER_UIDS)".into(), last_errno()));
     }
-
-    /// Sets the owner on `fd` (`F_SETOWN_EX`, `F_SETSIG`); the owner must
-    /// exist. Nothing to do for a file without one.
-    pub fn apply(&self, fd: BorrowedFd<'_>) -> Result<(), (String, Errno)> {
-        if self.signum != 0 {
-            // SAFETY: F_SETSIG takes an int.
-            if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, self.signum as libc::c_int) } < 0 {
-                return Err((format!("fcntl(F_SETSIG, {})", self.signum), last_errno()));
-            }
-        }
-        if self.pid == 0 {
-            return Ok(());
-        }
-        let ex = FOwnerEx { type_: self.pid_type as libc::c_int, pid: self.pid as libc::pid_t };
-        // SAFETY: F_SETOWN_EX reads one f_owner_ex.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &ex) } < 0 {
-            return Err((format!("fcntl(F_SETOWN_EX, type {} pid {})", self.pid_type, self.pid), last_errno()));
-        }
-        Ok(())
-    }
+    Ok(Fown { uid: uids[0], euid: uids[1], signum: sig as u32, pid_type: ex.type_ as u32, pid: ex.pid as u32 })
 }
 
 /// The errno of the last failed libc call.
@@ -256,8 +275,6 @@ fn last_errno() -> Errno {
 /// One unix socket as dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixSocketDump {
-    /// File id of its description.
-    pub id: u32,
     /// What sock_diag said (the peer fixed up for pending connections).
     pub info: UnixSockInfo,
     /// File status flags (`O_RDWR`, `O_NONBLOCK`, ...).
@@ -320,13 +337,15 @@ pub struct UnixDumpCtx {
     netns: HashMap<u64, (DiagSocket, HashMap<u32, UnixSockInfo>)>,
     /// pidfds of the tasks met so far.
     pidfds: HashMap<i32, OwnedFd>,
+    /// What `--ext-unix-sk` allows.
+    pub ext: ExtUnixSk,
 }
 
 impl UnixDumpCtx {
     /// The unix sockets of the network namespace of `pid` (asked once per
     /// namespace and dump).
     fn sockets_of(&mut self, pid: i32, sock: &dyn Fn() -> String) -> Result<(u64, &HashMap<u32, UnixSockInfo>), UnixDumpError> {
-        let ns = super::netns::netns_ino(pid).map_err(|errno| UnixDumpError::Sys { sock: sock(), call: format!("stat(/proc/{pid}/ns/net)"), errno })?;
+        let ns = crate::net::netns::netns_ino(pid).map_err(|errno| UnixDumpError::Sys { sock: sock(), call: format!("stat(/proc/{pid}/ns/net)"), errno })?;
         if !self.netns.contains_key(&ns) {
             let diag_err = |source| UnixDumpError::Diag { sock: sock(), source };
             let mut d = DiagSocket::open_for(pid).map_err(diag_err)?;
@@ -355,9 +374,9 @@ impl UnixDumpCtx {
     }
 
     /// Collects the socket behind `pid`'s `fd` (inode `ino`, status
-    /// `flags`) as description `id`: its kernel state, options, owner, name
-    /// and queue (peeked, left in place).
-    pub fn collect(&mut self, pid: i32, fd: i32, ino: u64, flags: u32, id: u32) -> Result<UnixSocketDump, UnixDumpError> {
+    /// `flags`): its kernel state, options, owner, name and queue (peeked,
+    /// left in place).
+    pub fn collect(&mut self, pid: i32, fd: i32, ino: u64, flags: u32) -> Result<UnixSocketDump, UnixDumpError> {
         let place = format!("fd {fd} of pid {pid}");
         let generic = format!("{place}: unix socket socket:[{ino}]");
         let (ns, all) = self.sockets_of(pid, &|| generic.clone())?;
@@ -365,7 +384,6 @@ impl UnixDumpCtx {
             return Err(UnixDumpError::NotFound { sock: generic });
         };
         let mut d = UnixSocketDump {
-            id,
             info,
             flags,
             fown: Fown::default(),
@@ -388,7 +406,7 @@ impl UnixDumpCtx {
         }
         let sys = |(call, errno): (String, Errno)| UnixDumpError::Sys { sock: sock.clone(), call, errno };
         let own = self.take_fd(pid, fd).map_err(sys)?;
-        d.fown = Fown::read(own.as_fd()).map_err(sys)?;
+        d.fown = read_fown(own.as_fd()).map_err(sys)?;
         d.opts = SockOpts::read(own.as_fd(), libc::AF_UNIX).map_err(|source| UnixDumpError::Opt { sock: sock.clone(), source })?;
         if d.info.has_path() {
             let (perms, dir, deleted) = path_name(own.as_fd(), d.info.name.as_deref().unwrap_or_default()).map_err(sys)?;
@@ -451,7 +469,7 @@ enum PeekError {
 /// `SO_PEEK_OFF` moving over it, one element per datagram or packet, stream
 /// data in chunks. The peek offset is set back whatever happens.
 fn peek_queue(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Vec<u8>>, PeekError> {
-    use super::sockopts::{get_int, set_int};
+    use crate::net::sockopts::{get_int, set_int};
     let orig = get_int(sock, libc::SO_PEEK_OFF).map_err(|e| PeekError::Sys("getsockopt(SO_PEEK_OFF)".into(), e))?;
     set_int(sock, libc::SO_PEEK_OFF, 0).map_err(|e| PeekError::Sys("setsockopt(SO_PEEK_OFF, 0)".into(), e))?;
     let result = peek_all(sock, ty);
@@ -478,7 +496,7 @@ fn peek_all(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Vec<u8>>, PeekError> {
         if full > n {
             // A datagram larger than the buffer: read it whole again.
             buf.resize(full, 0);
-            super::sockopts::set_int(sock, libc::SO_PEEK_OFF, off).map_err(|e| PeekError::Sys(format!("setsockopt(SO_PEEK_OFF, {off})"), e))?;
+            crate::net::sockopts::set_int(sock, libc::SO_PEEK_OFF, off).map_err(|e| PeekError::Sys(format!("setsockopt(SO_PEEK_OFF, {off})"), e))?;
             continue;
         }
         out.push(buf[..n].to_vec());
@@ -534,16 +552,12 @@ fn peek_one(sock: BorrowedFd<'_>, buf: &mut [u8], trunc: bool) -> Result<(usize,
 
 /// Checks the peers of every socket collected in the tree and fixes up
 /// pending connections (their client names the listener as peer).
-/// Sockets whose peer is outside the tree are refused unless `ext` allows
-/// them; each outside peer gets an id from `next_id` and is recorded in
+/// Sockets whose peer is outside the tree are refused unless `ctx.ext`
+/// (`--ext-unix-sk`) allows them; each outside peer gets an id from `next_id` and is recorded in
 /// the first socket naming it ([`UnixSocketDump::external`]); all of them
 /// are returned.
-pub fn resolve_peers(
-    sockets: &mut [UnixSocketDump],
-    ctx: &UnixDumpCtx,
-    ext: &ExtUnixSk,
-    next_id: &mut u32,
-) -> Result<Vec<ExternalPeer>, UnixDumpError> {
+pub fn resolve_peers(sockets: &mut [&mut UnixSocketDump], ctx: &UnixDumpCtx, next_id: &mut u32) -> Result<Vec<ExternalPeer>, UnixDumpError> {
+    let ext = &ctx.ext;
     let index: HashMap<u32, usize> = sockets.iter().enumerate().map(|(i, s)| (s.info.ino, i)).collect();
     let listener_of: HashMap<u32, u32> = sockets
         .iter()
@@ -645,8 +659,8 @@ pub fn resolve_peers(
     Ok(externals)
 }
 
-/// The `files.img` entry of a dumped socket.
-pub fn file_entry(s: &UnixSocketDump) -> pb::FileEntry {
+/// The `files.img` entry of a dumped socket, description `id`.
+pub fn file_entry(id: u32, s: &UnixSocketDump) -> pb::FileEntry {
     let shutdown = match s.info.shutdown & 3 {
         0 => None,
         1 => Some(pb::SkShutdown::Read),
@@ -654,7 +668,7 @@ pub fn file_entry(s: &UnixSocketDump) -> pb::FileEntry {
         _ => Some(pb::SkShutdown::Both),
     };
     let usk = pb::UnixSkEntry {
-        id: Some(s.id),
+        id: Some(id),
         ino: Some(s.info.ino),
         r#type: Some(s.info.ty.into()),
         state: Some(s.info.state.into()),
@@ -663,7 +677,7 @@ pub fn file_entry(s: &UnixSocketDump) -> pb::FileEntry {
         // CRIU records the send queue length here for a non-listener.
         backlog: Some(s.info.wqlen),
         peer: Some(s.info.peer),
-        fown: Some(s.fown.to_entry()),
+        fown: Some(s.fown.entry()),
         opts: Some(s.opts.to_entry()),
         name: Some(s.info.name.clone().unwrap_or_default()),
         shutdown: shutdown.map(|x| x as i32),
@@ -673,7 +687,7 @@ pub fn file_entry(s: &UnixSocketDump) -> pb::FileEntry {
         ns_id: Some(s.netns),
         mnt_id: None,
     };
-    pb::FileEntry { r#type: Some(pb::FdTypes::Unixsk as i32), id: Some(s.id), usk: Some(usk), ..Default::default() }
+    pb::FileEntry { r#type: Some(pb::FdTypes::Unixsk as i32), id: Some(id), usk: Some(usk), ..Default::default() }
 }
 
 /// The entry of an outside peer (`USK_EXTERN`): a datagram "listener" with
@@ -688,7 +702,7 @@ pub fn external_entry(e: &ExternalPeer) -> pb::FileEntry {
         uflags: Some(USK_EXTERN),
         backlog: Some(0),
         peer: Some(0),
-        fown: Some(Fown::default().to_entry()),
+        fown: Some(Fown::default().entry()),
         opts: Some(SockOpts::default().to_entry()),
         name: Some(e.name.clone()),
         ..Default::default()
@@ -696,19 +710,14 @@ pub fn external_entry(e: &ExternalPeer) -> pb::FileEntry {
     pb::FileEntry { r#type: Some(pb::FdTypes::Unixsk as i32), id: Some(e.id), usk: Some(usk), ..Default::default() }
 }
 
-/// The `sk-queues.img` records of a socket: one `sk_packet_entry` (with
-/// its payload) per queued element.
-pub fn queue_entries(s: &UnixSocketDump) -> impl Iterator<Item = (pb::SkPacketEntry, &[u8])> {
-    s.queue.iter().map(move |m| (pb::SkPacketEntry { id_for: Some(s.id), length: Some(m.len() as u32), scm: Vec::new() }, m.as_slice()))
+/// The `sk-queues.img` records of socket `id`: one `sk_packet_entry`
+/// (with its payload) per queued element.
+pub fn queue_entries(id: u32, s: &UnixSocketDump) -> impl Iterator<Item = (pb::SkPacketEntry, &[u8])> {
+    s.queue.iter().map(move |m| (pb::SkPacketEntry { id_for: Some(id), length: Some(m.len() as u32), scm: Vec::new() }, m.as_slice()))
 }
 
 // ------------------------------------------------------------- restore --
 
-use crate::images::{ImageDir, ImageKind};
-use crate::restore::error::{RestoreError, Result as RestoreResult, SysContext};
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 
 /// Longest `sun_path`.
 const UNIX_PATH_MAX: usize = 108;
@@ -733,8 +742,6 @@ pub struct UnixPlan {
     pub peer: u32,
     /// Options.
     pub opts: SockOpts,
-    /// Signal owner.
-    pub fown: Fown,
     /// Bound name (`sun_path` bytes as the kernel keeps them), empty if none.
     pub name: Vec<u8>,
     /// Directory of a relative path name.
@@ -841,8 +848,20 @@ impl UnixWorld {
     /// file id. `ext_unix_sk`: connecting to outside peers is allowed.
     /// See the module documentation for the order.
     pub fn open_all(&self, ext_unix_sk: bool) -> RestoreResult<BTreeMap<u32, OwnedFd>> {
-        let mut b = Builder { world: self, by_ino: HashMap::new(), made: HashMap::new(), targets: HashMap::new(), ghosts: Vec::new() };
-        b.by_ino = self.sockets.iter().enumerate().map(|(i, s)| (s.ino, i)).collect();
+        let mut b = Builder {
+            world: self,
+            by_ino: self.sockets.iter().enumerate().map(|(i, s)| (s.ino, i)).collect(),
+            made: HashMap::new(),
+            targets: HashMap::new(),
+            ghosts: Vec::new(),
+            listeners: self
+                .sockets
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.state == state::LISTEN && !l.external && !l.name.is_empty())
+                .map(|(i, l)| (l.name.as_slice(), i))
+                .collect(),
+        };
         let result = b.build(ext_unix_sk);
         // Removed names are removed again whatever happened.
         let unlinked = b.unlink_ghosts();
@@ -895,7 +914,6 @@ fn plan_of(u: &pb::UnixSkEntry) -> Result<UnixPlan, String> {
         backlog: u.backlog.unwrap_or(0),
         peer: u.peer.unwrap_or(0),
         opts,
-        fown: u.fown.as_ref().map(Fown::from_entry).unwrap_or_default(),
         name,
         name_dir: u.name_dir.as_ref().filter(|d| !d.is_empty()).map(PathBuf::from),
         deleted,
@@ -925,6 +943,8 @@ struct Builder<'a> {
     targets: HashMap<u32, Target>,
     /// Path names to remove once every connection is made: (dir, name).
     ghosts: Vec<(Option<PathBuf>, Vec<u8>)>,
+    /// Listeners of the tree by name.
+    listeners: HashMap<&'a [u8], usize>,
 }
 
 impl<'a> Builder<'a> {
@@ -944,7 +964,7 @@ impl<'a> Builder<'a> {
             return None;
         }
         let world: &'a UnixWorld = self.world;
-        world.sockets.iter().find(|l| l.state == state::LISTEN && !l.external && l.name == name)
+        self.listeners.get(name).map(|&i| &world.sockets[i])
     }
 
     fn build(&mut self, ext_unix_sk: bool) -> RestoreResult<()> {
@@ -1071,7 +1091,7 @@ impl<'a> Builder<'a> {
                 };
                 rustix::net::shutdown(fd, how).sys(|| format!("shutdown({}, {how:?})", s.describe()))?;
             }
-            set_status_flags(fd.as_fd(), s.flags).sys(|| format!("F_SETFL({:#x}) on {}", s.flags, s.describe()))?;
+            set_status_flags(fd, s.flags)?;
         }
         Ok(())
     }
@@ -1205,7 +1225,7 @@ fn send_queue(from: &OwnedFd, _to: &OwnedFd, s: &UnixPlan) -> RestoreResult<()> 
     if s.queue.is_empty() {
         return Ok(());
     }
-    super::sockopts::set_int(from.as_fd(), libc::SO_SNDBUFFORCE, i32::MAX / 2).sys(|| format!("SO_SNDBUFFORCE to refill {}", s.describe()))?;
+    crate::net::sockopts::set_int(from.as_fd(), libc::SO_SNDBUFFORCE, i32::MAX / 2).sys(|| format!("SO_SNDBUFFORCE to refill {}", s.describe()))?;
     for (k, m) in s.queue.iter().enumerate() {
         let mut sent = 0;
         loop {
@@ -1226,11 +1246,7 @@ fn send_queue(from: &OwnedFd, _to: &OwnedFd, s: &UnixPlan) -> RestoreResult<()> 
     Ok(())
 }
 
-/// `fcntl(fd, F_SETFL, flags)` with the flags it can set.
-fn set_status_flags(fd: BorrowedFd<'_>, flags: i32) -> Result<(), Errno> {
-    let settable = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
-    rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::from_bits_retain((flags & settable) as u32))
-}
+
 
 #[cfg(test)]
 mod tests {
@@ -1290,30 +1306,72 @@ mod tests {
 
     /// Dumps `socks` of this very process into `dir` and loads them back.
     fn dump_and_load(dir: &ImageDir, socks: &[&OwnedFd]) -> UnixWorld {
+        dump_and_load_ext(dir, socks, &ExtUnixSk::default()).unwrap()
+    }
+
+    /// [`dump_and_load`] with what `--ext-unix-sk` allows.
+    fn dump_and_load_ext(dir: &ImageDir, socks: &[&OwnedFd], ext: &ExtUnixSk) -> Result<UnixWorld, UnixDumpError> {
         let pid = std::process::id() as i32;
-        let mut ctx = UnixDumpCtx::default();
-        let mut dumped: Vec<UnixSocketDump> = socks
+        let mut ctx = UnixDumpCtx { ext: ext.clone(), ..Default::default() };
+        let mut dumped: Vec<(u32, UnixSocketDump)> = socks
             .iter()
             .enumerate()
             .map(|(i, fd)| {
                 let flags = rustix::fs::fcntl_getfl(fd).unwrap().bits() | libc::O_RDWR as u32;
-                ctx.collect(pid, fd.as_raw_fd(), ino(fd), flags, 10 + i as u32).unwrap()
+                (10 + i as u32, ctx.collect(pid, fd.as_raw_fd(), ino(fd), flags).unwrap())
             })
             .collect();
         let mut next = 100;
-        let ext = resolve_peers(&mut dumped, &ctx, &ExtUnixSk::default(), &mut next).unwrap();
-        assert!(ext.is_empty());
-        let entries: Vec<pb::FileEntry> = dumped.iter().map(file_entry).collect();
+        let mut refs: Vec<&mut UnixSocketDump> = dumped.iter_mut().map(|(_, d)| d).collect();
+        resolve_peers(&mut refs, &ctx, &mut next)?;
+        let mut entries: Vec<pb::FileEntry> = Vec::new();
+        for (id, d) in &dumped {
+            entries.push(file_entry(*id, d));
+            entries.extend(d.external.iter().map(external_entry));
+        }
         dir.write_all(ImageKind::Files, 0, &entries).unwrap();
         let mut w = dir.create_image(ImageKind::SkQueues, 0).unwrap();
-        for d in &dumped {
-            for (e, data) in queue_entries(d) {
+        for (id, d) in &dumped {
+            for (e, data) in queue_entries(*id, d) {
                 w.write_entry_with_payload(&e, data).unwrap();
             }
         }
         w.finish().unwrap();
         let files = dir.read_files().unwrap();
-        UnixWorld::load(dir, &files).unwrap()
+        Ok(UnixWorld::load(dir, &files).unwrap())
+    }
+
+    #[test]
+    fn an_outside_datagram_peer_is_refused_or_connected_again_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ImageDir::open_unchecked(tmp.path());
+        let path = tmp.path().join("log.sock");
+        let outside = sock(SocketType::DGRAM);
+        rustix::net::bind(&outside, &SocketAddrUnix::new(path.as_path()).unwrap()).unwrap();
+        let client = sock(SocketType::DGRAM);
+        rustix::net::connect(&client, &SocketAddrUnix::new(path.as_path()).unwrap()).unwrap();
+        let e = dump_and_load_ext(&dir, &[&client], &ExtUnixSk::default()).unwrap_err().to_string();
+        assert!(e.contains("log.sock") && e.contains("outside the dumped tree") && e.contains("--ext-unix-sk"), "{e}");
+        let world = dump_and_load_ext(&dir, &[&client], &ExtUnixSk { all: true, inodes: vec![] }).unwrap();
+        assert_eq!(world.sockets.len(), 2);
+        assert!(world.sockets[1].external && world.sockets[1].name.ends_with(b"log.sock\0"));
+        let e = world.open_all(false).unwrap_err().to_string();
+        assert!(e.contains("--ext-unix-sk"), "{e}");
+        let mut got = world.open_all(true).unwrap();
+        let again = got.remove(&world.sockets[0].id).unwrap();
+        send(&again, b"hello log");
+        assert_eq!(recv(&outside, 64).unwrap(), b"hello log");
+        // A stream connection to an outside listener is refused even so.
+        let l = sock(SocketType::STREAM);
+        let lpath = tmp.path().join("srv.sock");
+        rustix::net::bind(&l, &SocketAddrUnix::new(lpath.as_path()).unwrap()).unwrap();
+        rustix::net::listen(&l, 1).unwrap();
+        let c = sock(SocketType::STREAM);
+        rustix::net::connect(&c, &SocketAddrUnix::new(lpath.as_path()).unwrap()).unwrap();
+        let a = rustix::net::accept(&l).unwrap();
+        let e = dump_and_load_ext(&dir, &[&c], &ExtUnixSk { all: true, inodes: vec![] }).unwrap_err().to_string();
+        assert!(e.contains("half of a stream connection"), "{e}");
+        drop(a);
     }
 
     #[test]
@@ -1461,7 +1519,7 @@ mod tests {
         rustix::net::sendmsg(&x, &[std::io::IoSlice::new(b"fd")], &mut cm, SendFlags::empty()).unwrap();
         let mut ctx = UnixDumpCtx::default();
         let pid = std::process::id() as i32;
-        let e = ctx.collect(pid, y.as_raw_fd(), ino(&y), 2, 1).unwrap_err().to_string();
+        let e = ctx.collect(pid, y.as_raw_fd(), ino(&y), 2).unwrap_err().to_string();
         assert!(e.contains("SCM_RIGHTS"), "{e}");
         assert_eq!(copies(), 2, "the descriptor peeking installed is closed (both pipe ends remain)");
         assert_eq!(recv(&y, 64).unwrap(), b"fd", "the message is still there");
