@@ -10,19 +10,11 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// A test's directories: the program's working dir (its socket files), its
-/// result file, the images.
-struct Dirs {
-    work: PathBuf,
-    result: PathBuf,
-    images: PathBuf,
-}
-
+/// A test's directories (the program's socket files are in `work`).
 fn dirs(name: &str) -> Dirs {
-    let work = scratch(&format!("{name}-work"));
-    Dirs { result: work.with_extension("result"), images: scratch(&format!("{name}-images")), work }
+    Dirs::new(name)
 }
 
 /// Starts unixsk in its own session with `extra` arguments; returns it once
@@ -52,13 +44,9 @@ fn start_in(d: &Dirs, extra: &[&str], netns: bool) -> Program {
     p
 }
 
-/// Sends SIGUSR1 to the (restored or still running) program and returns its
-/// report once it exits.
+/// Runs the program's self-check; returns the report.
 fn trigger(d: &Dirs, held: &Held) -> String {
-    held.signal(libc::SIGUSR1).unwrap();
-    let report = wait_result(&d.result);
-    assert!(held.wait_exit(PATIENCE), "pid {} did not exit after its self-check", held.pid);
-    report
+    d.trigger(held)
 }
 
 /// Every image of `dir` decodes with crit.
