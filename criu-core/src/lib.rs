@@ -10,7 +10,7 @@
 //! - [`dump`]: collecting a process's state and writing the images.
 //! - [`uffd`]: userfaultfd ioctls and messages.
 //! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
-//! - [`net`]: internet, netlink and packet sockets (TCP repair, network lock).
+//! - [`net`]: sockets: sock_diag queries, socket options, network namespaces.
 //! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
 //! - [`progress`]: page counts of long dumps and restores, for a front end to draw.
 

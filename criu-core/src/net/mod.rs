@@ -1,10 +1,23 @@
-//! Sockets of the internet and netlink families: the kernel interfaces a
-//! dump reads them through and a restore rebuilds them with.
+//! Sockets: asking the kernel about them and moving them between network
+//! namespaces.
 //!
-//! - [`sockopt`]: raw `getsockopt`/`setsockopt` for options rustix lacks.
+//! - [`diag`]: `NETLINK_SOCK_DIAG` requests and replies, for any family
+//!   (the family's request and reply structs live with their users).
+//! - [`unix_diag`]: `AF_UNIX` sockets as sock_diag reports them.
+//! - [`netns`]: running something in another process's network namespace
+//!   (a diag socket answers about the namespace it was created in).
+//! - [`sockopts`]: the `SOL_SOCKET` options every socket kind saves in
+//!   CRIU's `sk_opts_entry`, read and set again.
+//! - [`sockopt`]: raw `getsockopt`/`setsockopt` at any level, for the
+//!   options rustix lacks (`SOL_TCP`, `SOL_IP`, `SOL_PACKET`...).
 //! - [`tcp_repair`]: established TCP connections through `TCP_REPAIR`.
 //! - [`lock`]: the network lock (iptables or nftables rules per connection).
 
+pub mod diag;
+pub mod netns;
+pub mod sockopts;
+pub mod unix_diag;
+
+pub mod lock;
 pub mod sockopt;
 pub mod tcp_repair;
-pub mod lock;
