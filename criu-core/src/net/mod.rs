@@ -8,6 +8,8 @@
 //!   (a diag socket answers about the namespace it was created in).
 //! - [`sockopts`]: the `SOL_SOCKET` options every socket kind saves in
 //!   CRIU's `sk_opts_entry`, read and set again.
+//! - [`inet`]: TCP/UDP sockets: read from a socket, made again.
+//! - [`inet_diag`]: TCP/UDP sockets as sock_diag reports them.
 //! - [`sockopt`]: raw `getsockopt`/`setsockopt` at any level, for the
 //!   options rustix lacks (`SOL_TCP`, `SOL_IP`, `SOL_PACKET`...).
 //! - [`tcp_repair`]: established TCP connections through `TCP_REPAIR`.
@@ -18,6 +20,8 @@ pub mod netns;
 pub mod sockopts;
 pub mod unix_diag;
 
+pub mod inet;
+pub mod inet_diag;
 pub mod lock;
 pub mod sockopt;
 pub mod tcp_repair;
