@@ -10,6 +10,7 @@
 //!   CRIU's `sk_opts_entry`, read and set again.
 //! - [`inet`]: TCP/UDP sockets: read from a socket, made again.
 //! - [`inet_diag`]: TCP/UDP sockets as sock_diag reports them.
+//! - [`netlink`]: netlink sockets: read from a socket, made again.
 //! - [`sockopt`]: raw `getsockopt`/`setsockopt` at any level, for the
 //!   options rustix lacks (`SOL_TCP`, `SOL_IP`, `SOL_PACKET`...).
 //! - [`tcp_repair`]: established TCP connections through `TCP_REPAIR`.
@@ -23,5 +24,6 @@ pub mod unix_diag;
 pub mod inet;
 pub mod inet_diag;
 pub mod lock;
+pub mod netlink;
 pub mod sockopt;
 pub mod tcp_repair;
