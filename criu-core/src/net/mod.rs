@@ -11,6 +11,7 @@
 //! - [`inet`]: TCP/UDP sockets: read from a socket, made again.
 //! - [`inet_diag`]: TCP/UDP sockets as sock_diag reports them.
 //! - [`netlink`]: netlink sockets: read from a socket, made again.
+//! - [`packet`]: packet sockets as sock_diag reports them, made again.
 //! - [`sockopt`]: raw `getsockopt`/`setsockopt` at any level, for the
 //!   options rustix lacks (`SOL_TCP`, `SOL_IP`, `SOL_PACKET`...).
 //! - [`tcp_repair`]: established TCP connections through `TCP_REPAIR`.
@@ -25,5 +26,6 @@ pub mod inet;
 pub mod inet_diag;
 pub mod lock;
 pub mod netlink;
+pub mod packet;
 pub mod sockopt;
 pub mod tcp_repair;
