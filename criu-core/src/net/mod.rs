@@ -8,6 +8,7 @@
 //!   (a diag socket answers about the namespace it was created in).
 //! - [`sockopts`]: the `SOL_SOCKET` options every socket kind saves in
 //!   CRIU's `sk_opts_entry`, read and set again.
+//! - [`dump_state`]: a dump's sockets: diag tables, repaired connections, the lock.
 //! - [`inet`]: TCP/UDP sockets: read from a socket, made again.
 //! - [`inet_diag`]: TCP/UDP sockets as sock_diag reports them.
 //! - [`netlink`]: netlink sockets: read from a socket, made again.
@@ -22,6 +23,7 @@ pub mod netns;
 pub mod sockopts;
 pub mod unix_diag;
 
+pub mod dump_state;
 pub mod inet;
 pub mod inet_diag;
 pub mod lock;
