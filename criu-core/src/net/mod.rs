@@ -16,6 +16,7 @@
 //! - [`sockopt`]: raw `getsockopt`/`setsockopt` at any level, for the
 //!   options rustix lacks (`SOL_TCP`, `SOL_IP`, `SOL_PACKET`...).
 //! - [`tcp_repair`]: established TCP connections through `TCP_REPAIR`.
+//! - [`tcp_stream`]: `tcp-stream-INO.img`, a connection's state in the images.
 //! - [`lock`]: the network lock (iptables or nftables rules per connection).
 
 pub mod diag;
@@ -31,3 +32,4 @@ pub mod netlink;
 pub mod packet;
 pub mod sockopt;
 pub mod tcp_repair;
+pub mod tcp_stream;
