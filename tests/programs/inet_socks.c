@@ -54,6 +54,24 @@ static void set_int(int fd, int level, int name, int v)
 		die("setsockopt");
 }
 
+/* Fills SS with ADDR:PORT of FAMILY; returns its length. */
+static socklen_t sockaddr_of(struct sockaddr_storage *ss, int family, const char *addr, int port)
+{
+	memset(ss, 0, sizeof *ss);
+	if (family == AF_INET) {
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		inet_pton(AF_INET, addr, &a->sin_addr);
+		return sizeof *a;
+	}
+	struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+	a->sin6_family = AF_INET6;
+	a->sin6_port = htons((uint16_t)port);
+	inet_pton(AF_INET6, addr, &a->sin6_addr);
+	return sizeof *a;
+}
+
 static int sock_bound(int family, int type, const char *addr, int port)
 {
 	int s = socket(family, type, 0);
@@ -61,21 +79,8 @@ static int sock_bound(int family, int type, const char *addr, int port)
 		die("socket");
 	if (!addr)
 		return s;
-	struct sockaddr_storage ss = {0};
-	socklen_t len;
-	if (family == AF_INET) {
-		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-		a->sin_family = AF_INET;
-		a->sin_port = htons((uint16_t)port);
-		inet_pton(AF_INET, addr, &a->sin_addr);
-		len = sizeof *a;
-	} else {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-		a->sin6_family = AF_INET6;
-		a->sin6_port = htons((uint16_t)port);
-		inet_pton(AF_INET6, addr, &a->sin6_addr);
-		len = sizeof *a;
-	}
+	struct sockaddr_storage ss;
+	socklen_t len = sockaddr_of(&ss, family, addr, port);
 	if (bind(s, (struct sockaddr *)&ss, len))
 		die("bind");
 	return s;
@@ -111,21 +116,8 @@ static void same_names(struct report *R, const char *name, int fd, const struct 
 static void accepts(struct report *R, const char *name, int l, int family, const char *addr, int port)
 {
 	int c = sock_bound(family, SOCK_STREAM, NULL, 0);
-	struct sockaddr_storage ss = {0};
-	socklen_t len;
-	if (family == AF_INET) {
-		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-		a->sin_family = AF_INET;
-		a->sin_port = htons((uint16_t)port);
-		inet_pton(AF_INET, addr, &a->sin_addr);
-		len = sizeof *a;
-	} else {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-		a->sin6_family = AF_INET6;
-		a->sin6_port = htons((uint16_t)port);
-		inet_pton(AF_INET6, addr, &a->sin6_addr);
-		len = sizeof *a;
-	}
+	struct sockaddr_storage ss;
+	socklen_t len = sockaddr_of(&ss, family, addr, port);
 	int r = connect(c, (struct sockaddr *)&ss, len);
 	struct pollfd p = {.fd = l, .events = POLLIN};
 	int ready = r == 0 ? poll(&p, 1, 30000) : -1;

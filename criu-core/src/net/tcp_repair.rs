@@ -379,6 +379,16 @@ mod tests {
         s
     }
 
+    /// Both ends rebuilt on fresh sockets, live again.
+    fn rebuild(sa: &TcpStream, sb: &TcpStream, la: &SocketAddr, lb: &SocketAddr) -> (OwnedFd, OwnedFd) {
+        let (na, nb) = (fresh(la), fresh(lb));
+        restore(&na, sa, la, lb).unwrap();
+        restore(&nb, sb, lb, la).unwrap();
+        go_live(&na, sa.unsent()).unwrap();
+        go_live(&nb, sb.unsent()).unwrap();
+        (na, nb)
+    }
+
     /// Saves both ends of a loopback connection with bytes in flight both
     /// ways, drops them silently, rebuilds them on new sockets and checks
     /// every byte arrives once, in order, and the connection carries on.
@@ -403,11 +413,7 @@ mod tests {
         // Saving consumed nothing.
         assert_eq!(sockopt::ioctl_int(&a, SIOCINQ).unwrap(), 12);
         drop((a, b));
-        let (na, nb) = (fresh(&la), fresh(&lb));
-        restore(&na, &sa, &la, &lb).unwrap();
-        restore(&nb, &sb, &lb, &la).unwrap();
-        go_live(&na, sa.unsent()).unwrap();
-        go_live(&nb, sb.unsent()).unwrap();
+        let (na, nb) = rebuild(&sa, &sb, &la, &lb);
         let mut a = StdTcp::from(na);
         let mut b = StdTcp::from(nb);
         a.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
@@ -450,11 +456,7 @@ mod tests {
         assert_eq!(sa.outq, b"never acked");
         assert_eq!(sb.inq, b"");
         drop((a, b));
-        let (na, nb) = (fresh(&la), fresh(&lb));
-        restore(&na, &sa, &la, &lb).unwrap();
-        restore(&nb, &sb, &lb, &la).unwrap();
-        go_live(&na, sa.unsent()).unwrap();
-        go_live(&nb, sb.unsent()).unwrap();
+        let (na, nb) = rebuild(&sa, &sb, &la, &lb);
         // Retransmitted after the restore.
         let mut b = StdTcp::from(nb);
         b.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
@@ -500,11 +502,7 @@ mod tests {
         assert!(sa.unsq_len > 0, "the writer has bytes never sent");
         assert!(!sb.inq.is_empty(), "the reader has bytes unread");
         drop((a, b));
-        let (na, nb) = (fresh(&la), fresh(&lb));
-        restore(&na, &sa, &la, &lb).unwrap();
-        restore(&nb, &sb, &lb, &la).unwrap();
-        go_live(&na, sa.unsent()).unwrap();
-        go_live(&nb, sb.unsent()).unwrap();
+        let (na, nb) = rebuild(&sa, &sb, &la, &lb);
         let _a = StdTcp::from(na);
         let mut b = StdTcp::from(nb);
         b.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
