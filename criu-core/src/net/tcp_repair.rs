@@ -456,7 +456,7 @@ mod tests {
         assert_eq!(sa.outq, b"never acked");
         assert_eq!(sb.inq, b"");
         drop((a, b));
-        let (na, nb) = rebuild(&sa, &sb, &la, &lb);
+        let (_na, nb) = rebuild(&sa, &sb, &la, &lb);
         // Retransmitted after the restore.
         let mut b = StdTcp::from(nb);
         b.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
