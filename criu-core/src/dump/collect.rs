@@ -82,6 +82,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         rseq,
         sched: sched_params(tid).map_err(sys("sched_getparam"))?,
         creds: creds_of(&status),
+        pdeath_sig: 0,
     })
 }
 
@@ -128,6 +129,7 @@ fn run_injection(
             t.altstack = tv.altstack;
             t.clear_tid_addr = tv.clear_tid_addr;
             t.creds.secbits = tv.secbits;
+            t.pdeath_sig = tv.pdeath_sig;
         }
         Ok(vals)
     };

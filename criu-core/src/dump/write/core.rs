@@ -204,7 +204,7 @@ fn thread_core(p: &ProcessDump, t: &ThreadState) -> pb::ThreadCoreEntry {
             ss_size: Some(t.altstack.2),
             ss_flags: Some(t.altstack.1 as u32),
         }),
-        pdeath_sig: Some(p.task.pdeath_sig),
+        pdeath_sig: Some(t.pdeath_sig),
         signals_p: signals(&t.pending),
         creds: Some(creds_entry(&t.creds)),
         seccomp_mode: Some(p.task.seccomp_mode as i32),
