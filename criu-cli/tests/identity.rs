@@ -2,24 +2,22 @@
 //! users (`tests/programs/creds.c`) dumped, restored and checked from
 //! inside; credentials criu-rs cannot grant refused before any task exists.
 
-mod support;
-mod support_restore;
+mod common;
 
+use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use support::crit_decode;
-use support_restore::*;
 
 /// Starts creds.c (its tree set up and waiting); returns it, the pids of
 /// R, A, B, C and D, and the result file.
-fn start_creds(name: &str) -> (Started, Vec<i32>, PathBuf) {
+fn start_creds(name: &str) -> (Program, Vec<i32>, PathBuf) {
     let work = scratch(&format!("{name}-work"));
     // Tasks of other users write their reports there.
     std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
     let result = work.with_extension("result");
     let _ = std::fs::remove_file(&result);
-    let p = Started::start("creds", &[&work, &result]);
-    let pids = vec![p.pid(), p.num("a"), p.num("b"), p.num("c"), p.num("d")];
+    let p = Program::spawn("creds", &[&work, &result]);
+    let pids = vec![p.pid(), p.int("a"), p.int("b"), p.int("c"), p.int("d")];
     wait_all_suspended(&pids);
     (p, pids, result)
 }
@@ -122,7 +120,7 @@ fn edit_creds(images: &Path, pid: i32, edit: impl FnOnce(&mut serde_json::Value)
 
 /// Restore must fail naming the credentials, with no task left behind.
 fn assert_refused(images: &Path, pid: i32, wrapper: &[&str], want: &str) {
-    let before = snapshot_dir(images);
+    let before = snapshot(images);
     let out = match wrapper.split_first() {
         Some((prog, args)) => std::process::Command::new(prog)
             .args(args)
@@ -137,7 +135,7 @@ fn assert_refused(images: &Path, pid: i32, wrapper: &[&str], want: &str) {
     assert!(!out.status.success(), "restore should fail");
     assert!(err.contains("cannot restore its credentials") && err.contains(want), "{err}");
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} exists after a refused restore");
-    assert_same_dir(&before, &snapshot_dir(images));
+    assert_same_dir(&before, &snapshot(images));
 }
 
 /// Capabilities beyond criu-rs's own (CAP_SYS_RESOURCE, which this machine
