@@ -287,6 +287,7 @@ pub fn collect(
             let text = proc::read_text(&path)?;
             text.trim().parse().map_err(|_| proc::ProcError::Parse { path, what: "a number", line: text.clone() })?
         },
+        stop_signo: fr.stop_signo().map(|s| s as u32),
     };
     let mm = MmState {
         start_code: stat.start_code,

@@ -76,6 +76,9 @@ pub struct TaskState {
     pub loginuid: Option<u32>,
     /// `/proc/PID/oom_score_adj`.
     pub oom_score_adj: i32,
+    /// The signal of the job-control stop the process was in (it is dumped
+    /// as `TASK_STOPPED` and restored stopped), or None if it ran.
+    pub stop_signo: Option<u32>,
 }
 
 /// One signal's action, as the kernel's `struct sigaction` holds it.

@@ -137,7 +137,11 @@ fn task_core(p: &ProcessDump) -> pb::TaskCoreEntry {
     let t = &p.task;
     let leader = &p.threads[0];
     pb::TaskCoreEntry {
-        task_state: Some(crate::images::consts::task_state::ALIVE),
+        task_state: Some(match t.stop_signo {
+            Some(_) => crate::images::consts::task_state::STOPPED,
+            None => crate::images::consts::task_state::ALIVE,
+        }),
+        stop_signo: t.stop_signo,
         exit_code: Some(0),
         personality: Some(t.personality),
         flags: Some(t.flags),
