@@ -9,8 +9,9 @@
 //! `SO_PEEK_OFF` has no field in CRIU's `sk_opts_entry`: criu-rs keeps an
 //! enabled peek offset in an extension field (1000) that CRIU and crit skip.
 
+use super::sockopt;
 use crate::images::pb;
-use rustix::fd::{AsRawFd, BorrowedFd};
+use rustix::fd::BorrowedFd;
 use rustix::io::Errno;
 
 /// `SO_BUF_LOCK` (Linux 5.14).
@@ -66,51 +67,29 @@ pub struct SockOpts {
 
 /// `getsockopt(fd, SOL_SOCKET, opt, &int)`.
 pub fn get_int(fd: BorrowedFd<'_>, opt: i32) -> Result<i32, Errno> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v` and `len` are valid for writes of the sizes given.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
-    if r < 0 {
-        return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL)));
-    }
-    Ok(v)
+    sockopt::get::<i32>(fd, libc::SOL_SOCKET as u32, opt as u32)
 }
 
 /// `setsockopt(fd, SOL_SOCKET, opt, &int)`.
 pub fn set_int(fd: BorrowedFd<'_>, opt: i32, v: i32) -> Result<(), Errno> {
-    set_raw(fd, opt, &v)
+    sockopt::set(fd, libc::SOL_SOCKET as u32, opt as u32, &v)
 }
 
 /// `setsockopt(fd, SOL_SOCKET, opt, value)` for a plain C struct value.
 fn set_raw<T: Copy>(fd: BorrowedFd<'_>, opt: i32, v: &T) -> Result<(), Errno> {
-    // SAFETY: `v` points to a live `T` of the size given; the kernel only reads it.
-    let r = unsafe {
-        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, (v as *const T).cast(), std::mem::size_of::<T>() as libc::socklen_t)
-    };
-    if r < 0 {
-        return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL)));
-    }
-    Ok(())
+    sockopt::set(fd, libc::SOL_SOCKET as u32, opt as u32, v)
 }
 
 /// `getsockopt(fd, SOL_SOCKET, opt, buf)` into raw bytes; returns the
 /// length the kernel reported.
 fn get_bytes(fd: BorrowedFd<'_>, opt: i32, buf: &mut [u8]) -> Result<usize, Errno> {
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: `buf` is valid for `len` bytes of writes.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, buf.as_mut_ptr().cast(), &mut len) };
-    if r < 0 {
-        return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL)));
-    }
-    Ok(len as usize)
+    sockopt::get_bytes(fd, libc::SOL_SOCKET as u32, opt as u32, buf)
 }
 
-/// A `SO_*TIMEO` value as (seconds, microseconds).
+/// A `SO_*TIMEO` value as (seconds, microseconds): a `struct timeval`,
+/// two 64-bit words.
 fn get_timeout(fd: BorrowedFd<'_>, opt: i32) -> Result<(u64, u64), Errno> {
-    let mut tv = [0u8; std::mem::size_of::<libc::timeval>()];
-    get_bytes(fd, opt, &mut tv)?;
-    let sec = i64::from_ne_bytes(tv[..8].try_into().unwrap_or_default());
-    let usec = i64::from_ne_bytes(tv[8..16].try_into().unwrap_or_default());
+    let [sec, usec] = sockopt::get::<[i64; 2]>(fd, libc::SOL_SOCKET as u32, opt as u32)?;
     Ok((sec as u64, usec as u64))
 }
 
@@ -154,9 +133,8 @@ impl SockOpts {
             o.passcred = flag(libc::SO_PASSCRED, "get SO_PASSCRED")?;
             o.passsec = flag(libc::SO_PASSSEC, "get SO_PASSSEC")?;
         }
-        let mut linger = [0u8; 8];
-        get_bytes(fd, libc::SO_LINGER, &mut linger).map_err(named("get SO_LINGER"))?;
-        let (onoff, secs) = (i32::from_ne_bytes(linger[..4].try_into().unwrap_or_default()), i32::from_ne_bytes(linger[4..].try_into().unwrap_or_default()));
+        // struct linger { int l_onoff; int l_linger; }
+        let [onoff, secs] = sockopt::get::<[i32; 2]>(fd, libc::SOL_SOCKET as u32, libc::SO_LINGER as u32).map_err(named("get SO_LINGER"))?;
         o.linger = (onoff != 0).then_some(secs as u32);
         o.buf_lock = match get_int(fd, SO_BUF_LOCK) {
             Ok(v) => Some(v as u32),
@@ -309,28 +287,20 @@ impl SockOpts {
     }
 }
 
-/// `getsockopt(SO_GET_FILTER)`: the attached classic BPF program, if any.
+/// `getsockopt(SO_GET_FILTER)`: the attached classic BPF program, if any
+/// (for this option the length is counted in instructions).
 fn read_filter(fd: BorrowedFd<'_>) -> Result<Vec<u64>, SockOptError> {
+    let err = |errno| SockOptError { opt: "get SO_GET_FILTER", errno };
     // With a zero length the kernel reports the number of instructions.
-    let mut len: libc::socklen_t = 0;
-    // SAFETY: a zero-length buffer: the kernel writes nothing but `len`.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER, std::ptr::null_mut(), &mut len) };
-    if r < 0 {
-        let errno = Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
-        return Err(SockOptError { opt: "get SO_GET_FILTER", errno });
-    }
-    if len == 0 {
+    let count = get_bytes(fd, libc::SO_GET_FILTER, &mut []).map_err(err)?;
+    if count == 0 {
         return Ok(Vec::new());
     }
-    let mut prog = vec![0u64; len as usize];
-    // The length is in instructions here, not bytes.
-    // SAFETY: `prog` holds `len` 8-byte instructions.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER, prog.as_mut_ptr().cast(), &mut len) };
-    if r < 0 {
-        let errno = Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
-        return Err(SockOptError { opt: "get SO_GET_FILTER", errno });
-    }
-    prog.truncate(len as usize);
+    let mut prog = vec![0u64; count];
+    // SAFETY: viewing the u64 buffer as bytes (plain integers).
+    let bytes = unsafe { std::slice::from_raw_parts_mut(prog.as_mut_ptr().cast::<u8>(), count * 8) };
+    let got = get_bytes(fd, libc::SO_GET_FILTER, bytes).map_err(err)?;
+    prog.truncate(got);
     Ok(prog)
 }
 
