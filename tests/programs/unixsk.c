@@ -129,6 +129,21 @@ static int connect_to(struct sockaddr_un *a, int len, int type)
 static const char *ext_path;
 static int with_scm;
 
+/* A stream listener bound to PATH (backlog BACKLOG), returned, with one
+ * connection made (*CLI) and accepted (*ACC). */
+static int listen_with_one(const char *path, int backlog, int *cli, int *acc)
+{
+	struct sockaddr_un a;
+	unlink(path);
+	int len = un_addr(&a, path);
+	int l = listener(&a, len, backlog);
+	*cli = connect_to(&a, len, SOCK_STREAM);
+	*acc = accept(l, NULL, NULL);
+	if (*acc < 0)
+		die("accept");
+	return l;
+}
+
 static void setup(const char *dir)
 {
 	struct sockaddr_un a;
@@ -151,15 +166,10 @@ static void setup(const char *dir)
 	xsend(F.sq[0], "packet three", 12);
 
 	snprintf(lpath_name, sizeof lpath_name, "%s/l.sock", dir);
-	unlink(lpath_name);
-	len = un_addr(&a, lpath_name);
-	F.lpath = listener(&a, len, 5);
-	F.lp_cli = connect_to(&a, len, SOCK_STREAM);
-	F.lp_acc = accept(F.lpath, NULL, NULL);
-	if (F.lp_acc < 0)
-		die("accept");
+	F.lpath = listen_with_one(lpath_name, 5, &F.lp_cli, &F.lp_acc);
 	xsend(F.lp_cli, "to server", 9);
 	xsend(F.lp_acc, "to client!", 10);
+	len = un_addr(&a, lpath_name);
 	F.lp_pending = connect_to(&a, len, SOCK_STREAM);
 
 	abs_len = (socklen_t)(1 + snprintf(abs_name + 1, sizeof abs_name - 1, "criu-rs-unixsk-%d", getpid()));
@@ -242,13 +252,9 @@ static void setup(const char *dir)
 		die("bind r.sock");
 
 	snprintf(gone_name, sizeof gone_name, "%s/gone.sock", dir);
-	unlink(gone_name);
-	len = un_addr(&a, gone_name);
-	F.gone = listener(&a, len, 2);
-	F.gone_cli = connect_to(&a, len, SOCK_STREAM);
-	F.gone_acc = accept(F.gone, NULL, NULL);
-	if (F.gone_acc < 0 || unlink(gone_name))
-		die("gone.sock");
+	F.gone = listen_with_one(gone_name, 2, &F.gone_cli, &F.gone_acc);
+	if (unlink(gone_name))
+		die("unlink gone.sock");
 	xsend(F.gone_cli, "to the gone one", 15);
 
 	F.ext = -1;
