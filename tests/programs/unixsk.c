@@ -17,7 +17,9 @@
  *              wrote nothing)
  *   labs     stream listener on an abstract name, one connection accepted
  *   dsrv     datagram socket bound to DIR/d.sock, two datagrams queued from
- *            a client connected to it (the client is kept)
+ *            a client connected to it (the client is kept), then one from
+ *            a sender bound to DIR/snd.sock (kept) and one from a sender
+ *            bound to an abstract name (closed): recvfrom must name them
  *   opts     a stream pair end with SO_SNDBUF, SO_RCVBUF, SO_PASSCRED,
  *            SO_PASSSEC, SO_PEEK_OFF, SO_RCVLOWAT, SO_PRIORITY, SO_RCVTIMEO,
  *            SO_SNDTIMEO, SO_LINGER set, O_NONBLOCK and an F_SETOWN owner
@@ -64,7 +66,7 @@ struct fds {
 	int dg[2], st[2], sq[2];
 	int lpath, lp_acc, lp_cli, lp_pending;
 	int labs, la_acc, la_cli;
-	int dsrv, dcli;
+	int dsrv, dcli, dsnd;
 	int opt[2];
 	int sh[2];
 	int ch; /* our end of the child's pair */
@@ -75,7 +77,8 @@ struct fds {
 	int gone, gone_cli, gone_acc;
 };
 static struct fds F;
-static char lpath_name[108], dsrv_name[108], abs_name[64], gone_name[108];
+static char lpath_name[108], dsrv_name[108], abs_name[64], gone_name[108], snd_name[108], gsnd_name[64];
+static socklen_t gsnd_len;
 static socklen_t abs_len;
 
 /* What phase 1 set on the options socket, as getsockopt reported it. */
@@ -190,6 +193,23 @@ static void setup(const char *dir)
 	F.dcli = connect_to(&a, len, SOCK_DGRAM);
 	xsend(F.dcli, "log line 1", 10);
 	xsend(F.dcli, "log line two", 12);
+	snprintf(snd_name, sizeof snd_name, "%s/snd.sock", dir);
+	unlink(snd_name);
+	struct sockaddr_un b;
+	int blen = un_addr(&b, snd_name);
+	F.dsnd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (F.dsnd < 0 || bind(F.dsnd, (struct sockaddr *)&b, blen) ||
+	    sendto(F.dsnd, "from snd", 8, 0, (struct sockaddr *)&a, len) != 8)
+		die("bound sender");
+	gsnd_len = (socklen_t)(1 + snprintf(gsnd_name + 1, sizeof gsnd_name - 1, "criu-rs-unixsk-gone-%d", getpid()));
+	memset(&b, 0, sizeof b);
+	b.sun_family = AF_UNIX;
+	memcpy(b.sun_path, gsnd_name, gsnd_len);
+	int g = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (g < 0 || bind(g, (struct sockaddr *)&b, (socklen_t)offsetof(struct sockaddr_un, sun_path) + gsnd_len) ||
+	    sendto(g, "from gone", 9, 0, (struct sockaddr *)&a, len) != 9)
+		die("closed sender");
+	close(g);
 
 	xsocketpair(SOCK_STREAM, F.opt);
 	int v = 300000, one = 1;
@@ -303,6 +323,20 @@ static void check_msg(const char *name, int fd, const void *want, size_t n)
 	ssize_t got = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
 	CHECK(&R, name, got == (ssize_t)n && !memcmp(buf, want, n), "got %zd bytes (%.*s), want %zu", got,
 	      got > 0 && got < 40 ? (int)got : 0, buf, n);
+}
+
+/* Receives one datagram and checks its bytes and its sender's name. */
+static void check_from(const char *name, int fd, const void *want, size_t n, const void *from, socklen_t from_len)
+{
+	char buf[256];
+	struct sockaddr_un a;
+	socklen_t l = sizeof a;
+	memset(&a, 0, sizeof a);
+	ssize_t got = recvfrom(fd, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&a, &l);
+	socklen_t alen = l > offsetof(struct sockaddr_un, sun_path) ? l - (socklen_t)offsetof(struct sockaddr_un, sun_path) : 0;
+	CHECK(&R, name, got == (ssize_t)n && !memcmp(buf, want, n) && alen == from_len && !memcmp(a.sun_path, from, from_len),
+	      "got %zd bytes from a name of %u bytes (%.*s), want %zu from %u bytes", got, alen, (int)alen,
+	      a.sun_path[0] ? a.sun_path : a.sun_path + 1, n, from_len);
 }
 
 /* Reads exactly N bytes of a stream and compares them with WANT. */
@@ -422,6 +456,8 @@ static void check_all(void)
 
 	check_msg("dsrv-1", F.dsrv, "log line 1", 10);
 	check_msg("dsrv-2", F.dsrv, "log line two", 12);
+	check_from("dsrv-3-sender", F.dsrv, "from snd", 8, snd_name, (socklen_t)strlen(snd_name) + 1);
+	check_from("dsrv-4-sender", F.dsrv, "from gone", 9, gsnd_name, gsnd_len);
 	check_empty("dsrv-drained", F.dsrv);
 	xsend(F.dcli, "after", 5);
 	check_msg("dsrv-client-still-connected", F.dsrv, "after", 5);
@@ -529,6 +565,7 @@ int main(int argc, char **argv)
 	unlink(lpath_name);
 	unlink(dsrv_name);
 	unlink("r.sock");
+	unlink(snd_name);
 	if (finish_report(&R, argv[2]))
 		return 98;
 	return report_status(&R);

@@ -19,8 +19,9 @@
 //! datagrams and seqpackets keep their boundaries (one `sk_packet_entry`
 //! per message), a stream queue is written in large chunks. `id_for` names
 //! the socket whose receive queue holds the message. A message carrying
-//! descriptors (`SCM_RIGHTS`) is refused. Sender addresses and credentials
-//! are not kept (CRIU's format has no field for them).
+//! descriptors (`SCM_RIGHTS`) is refused. A datagram's sender address is
+//! kept in the field CRIU reserves for it (`sk_packet_entry.addr`, 3;
+//! CRIU skips it); credentials are not kept.
 //!
 //! # Restore
 //! criu-rs creates every socket itself before the tasks are forked (see
@@ -30,7 +31,10 @@
 //! addresses), other connected pairs with `socketpair`; pending clients
 //! connect last, so the listener's queue holds exactly them. Queues are
 //! refilled by sending from the peer, or from a temporary socket when
-//! there is none; then options, shutdown state and file flags are set.
+//! there is none; datagrams with a sender address are sent again from the
+//! socket of the tree bound to it, or from a temporary socket bound to it
+//! (the sender had closed), so `recvfrom` names the same sender. Then
+//! options, shutdown state and file flags are set.
 
 use super::fdtable::set_status_flags;
 use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, Fown, LoadCtx, OpenCtx, Opened, SideImage};
@@ -272,6 +276,16 @@ fn last_errno() -> Errno {
 
 // ---------------------------------------------------------------- dump --
 
+/// One message (or stream chunk) of a receive queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// A datagram's sender address (`sun_path` bytes as the kernel reports
+    /// them), if the sender was bound.
+    pub sender: Option<Vec<u8>>,
+}
+
 /// One unix socket as dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixSocketDump {
@@ -292,7 +306,7 @@ pub struct UnixSocketDump {
     /// Network namespace (inode of `/proc/PID/ns/net`).
     pub netns: u32,
     /// Messages queued for it, oldest first (stream data in chunks).
-    pub queue: Vec<Vec<u8>>,
+    pub queue: Vec<Queued>,
     /// Where it was found, for messages (`fd N of pid P`).
     pub place: String,
     /// The outside peer it is connected to, when this socket is the first
@@ -468,7 +482,7 @@ enum PeekError {
 /// Reads the receive queue of `sock` without consuming it: `MSG_PEEK` with
 /// `SO_PEEK_OFF` moving over it, one element per datagram or packet, stream
 /// data in chunks. The peek offset is set back whatever happens.
-fn peek_queue(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Vec<u8>>, PeekError> {
+fn peek_queue(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Queued>, PeekError> {
     use crate::net::sockopts::{get_int, set_int};
     let orig = get_int(sock, libc::SO_PEEK_OFF).map_err(|e| PeekError::Sys("getsockopt(SO_PEEK_OFF)".into(), e))?;
     set_int(sock, libc::SO_PEEK_OFF, 0).map_err(|e| PeekError::Sys("setsockopt(SO_PEEK_OFF, 0)".into(), e))?;
@@ -479,12 +493,12 @@ fn peek_queue(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Vec<u8>>, PeekError> 
     Ok(queue)
 }
 
-fn peek_all(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Vec<u8>>, PeekError> {
+fn peek_all(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Queued>, PeekError> {
     let mut out = Vec::new();
     let mut off: i32 = 0;
     let mut buf = vec![0u8; if ty == STREAM { STREAM_CHUNK } else { 64 << 10 }];
     loop {
-        let (n, full, rights) = peek_one(sock, &mut buf, ty != STREAM)?;
+        let (n, full, rights, sender) = peek_one(sock, &mut buf, ty != STREAM, ty == DGRAM)?;
         if rights {
             return Err(PeekError::Rights);
         }
@@ -499,19 +513,26 @@ fn peek_all(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Vec<u8>>, PeekError> {
             crate::net::sockopts::set_int(sock, libc::SO_PEEK_OFF, off).map_err(|e| PeekError::Sys(format!("setsockopt(SO_PEEK_OFF, {off})"), e))?;
             continue;
         }
-        out.push(buf[..n].to_vec());
+        out.push(Queued { data: buf[..n].to_vec(), sender });
         off = off.saturating_add(n as i32);
     }
 }
 
 /// One `recvmsg(MSG_PEEK | MSG_DONTWAIT)`: (bytes copied, message length
-/// (with `MSG_TRUNC` for datagrams), whether descriptors came with it).
-/// An empty queue reads as 0 bytes.
-fn peek_one(sock: BorrowedFd<'_>, buf: &mut [u8], trunc: bool) -> Result<(usize, usize, bool), PeekError> {
+/// (with `MSG_TRUNC` for datagrams), whether descriptors came with it, the
+/// sender's name when `name` is asked and the sender was bound). An empty
+/// queue reads as 0 bytes.
+fn peek_one(sock: BorrowedFd<'_>, buf: &mut [u8], trunc: bool, name: bool) -> Result<(usize, usize, bool, Option<Vec<u8>>), PeekError> {
     let mut cmsg = [0u64; CMSG_ROOM / 8];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // SAFETY: an all-zero msghdr is valid; the pointers are set below.
+    // SAFETY: all-zero msghdr and sockaddr_un are valid; pointers set below.
     let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut from: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name {
+        mh.msg_name = (&mut from as *mut libc::sockaddr_un).cast();
+        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    }
     mh.msg_iov = &mut iov;
     mh.msg_iovlen = 1;
     mh.msg_control = cmsg.as_mut_ptr().cast();
@@ -523,7 +544,7 @@ fn peek_one(sock: BorrowedFd<'_>, buf: &mut [u8], trunc: bool) -> Result<(usize,
     if r < 0 {
         let e = last_errno();
         if e == Errno::AGAIN {
-            return Ok((0, 0, false));
+            return Ok((0, 0, false, None));
         }
         return Err(PeekError::Sys("recvmsg(MSG_PEEK)".into(), e));
     }
@@ -547,7 +568,12 @@ fn peek_one(sock: BorrowedFd<'_>, buf: &mut [u8], trunc: bool) -> Result<(usize,
             c = libc::CMSG_NXTHDR(&mh, c);
         }
     }
-    Ok((n, full, rights))
+    let path_off = std::mem::size_of::<libc::sa_family_t>();
+    let sender = (name && mh.msg_namelen as usize > path_off).then(|| {
+        let len = (mh.msg_namelen as usize - path_off).min(from.sun_path.len());
+        from.sun_path[..len].iter().map(|&c| c as u8).collect()
+    });
+    Ok((n, full, rights, sender))
 }
 
 /// Checks the peers of every socket collected in the tree and fixes up
@@ -713,7 +739,10 @@ pub fn external_entry(e: &ExternalPeer) -> pb::FileEntry {
 /// The `sk-queues.img` records of socket `id`: one `sk_packet_entry`
 /// (with its payload) per queued element.
 pub fn queue_entries(id: u32, s: &UnixSocketDump) -> impl Iterator<Item = (pb::SkPacketEntry, &[u8])> {
-    s.queue.iter().map(move |m| (pb::SkPacketEntry { id_for: Some(id), length: Some(m.len() as u32), scm: Vec::new() }, m.as_slice()))
+    s.queue.iter().map(move |m| {
+        let e = pb::SkPacketEntry { id_for: Some(id), length: Some(m.data.len() as u32), addr: m.sender.clone(), scm: Vec::new() };
+        (e, m.data.as_slice())
+    })
 }
 
 // ------------------------------------------------------------- restore --
@@ -755,7 +784,7 @@ pub struct UnixPlan {
     /// An outside peer (`USK_EXTERN`): only its name is used.
     pub external: bool,
     /// Its receive queue, oldest first.
-    pub queue: Vec<Vec<u8>>,
+    pub queue: Vec<Queued>,
 }
 
 impl UnixPlan {
@@ -839,7 +868,10 @@ impl UnixWorld {
             if s.external || s.state == state::LISTEN {
                 return Err(bad(format!("{} cannot have a receive queue", s.describe())));
             }
-            s.queue.push(data);
+            if e.addr.as_ref().is_some_and(|a| a.len() > UNIX_PATH_MAX) {
+                return Err(bad(format!("a sender address of {} bytes", e.addr.as_ref().map_or(0, Vec::len))));
+            }
+            s.queue.push(Queued { data, sender: e.addr.filter(|a| !a.is_empty()) });
         }
         Ok(())
     }
@@ -854,6 +886,7 @@ impl UnixWorld {
             made: HashMap::new(),
             targets: HashMap::new(),
             ghosts: Vec::new(),
+            scratch: None,
             listeners: self
                 .sockets
                 .iter()
@@ -865,6 +898,9 @@ impl UnixWorld {
         let result = b.build(ext_unix_sk);
         // Removed names are removed again whatever happened.
         let unlinked = b.unlink_ghosts();
+        if let Some(d) = b.scratch.take() {
+            let _ = std::fs::remove_dir(d);
+        }
         result?;
         unlinked?;
         let mut out = BTreeMap::new();
@@ -945,6 +981,8 @@ struct Builder<'a> {
     ghosts: Vec<(Option<PathBuf>, Vec<u8>)>,
     /// Listeners of the tree by name.
     listeners: HashMap<&'a [u8], usize>,
+    /// A directory of ours where relative sender names were bound.
+    scratch: Option<PathBuf>,
 }
 
 impl<'a> Builder<'a> {
@@ -984,7 +1022,8 @@ impl<'a> Builder<'a> {
             }
             // A datagram socket's queue goes in before it is connected
             // anywhere (from a throw-away peer it is then cut from).
-            let fd = if s.queue.is_empty() { new_socket(s)? } else { prefilled_dgram(s)? };
+            // (Or later, from their senders, once those are bound too.)
+            let fd = if s.queue.is_empty() || from_senders(s) { new_socket(s)? } else { prefilled_dgram(s)? };
             if !s.name.is_empty() {
                 self.bind(&fd, s)?;
             }
@@ -1061,8 +1100,16 @@ impl<'a> Builder<'a> {
             };
             self.made.insert(s.ino, fd);
         }
+        // Datagrams from named senders, sent again by them (every socket is
+        // bound by now, none is connected yet to the receivers).
+        let mut connected = std::collections::HashSet::new();
+        for s in world.sockets.iter().filter(|s| !s.external && from_senders(s) && !is_mutual(s)) {
+            if self.refill_from_senders(s)? {
+                connected.insert(s.ino);
+            }
+        }
         // Datagram sockets connected to a peer that is not connected back.
-        for s in world.sockets.iter().filter(|s| !s.external && !s.stream_like() && s.peer != 0 && !is_mutual(s)) {
+        for s in world.sockets.iter().filter(|s| !s.external && !s.stream_like() && s.peer != 0 && !is_mutual(s) && !connected.contains(&s.ino)) {
             let p = self.sock(s.peer);
             if p.external && !ext_unix_sk {
                 return Err(RestoreError::Prepare(format!(
@@ -1142,6 +1189,120 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// Puts back the queue of datagram socket `x` (bound, connected to
+    /// nothing yet) message by message, each from its sender: the socket
+    /// of the tree bound to the sender's name, else a temporary socket
+    /// bound to it (the sender had closed; an unbound one if the name is
+    /// taken), else an unbound one. When every message came from `x`'s own
+    /// peer, `x` is connected to it first (the kernel then puts no limit on
+    /// its queue, as when they were sent); returns whether it was.
+    fn refill_from_senders(&mut self, x: &UnixPlan) -> RestoreResult<bool> {
+        let peer = (x.peer != 0).then(|| self.sock(x.peer)).filter(|p| !p.external && !p.name.is_empty());
+        let early = peer.is_some_and(|p| x.queue.iter().all(|q| q.sender.as_deref() == Some(p.name.as_slice())));
+        if let (true, Some(p)) = (early, peer) {
+            let fd = &self.made[&x.ino];
+            self.connect(fd, x, p.ino)?;
+        }
+        let mut temps: HashMap<Vec<u8>, OwnedFd> = HashMap::new();
+        for (k, q) in x.queue.iter().enumerate() {
+            let key = q.sender.clone().unwrap_or_default();
+            let tree_sender = q.sender.as_deref().and_then(|n| self.dgram_named(n));
+            if tree_sender.is_none() && !temps.contains_key(&key) {
+                let t = self.temp_sender(x, q.sender.as_deref())?;
+                crate::net::sockopts::set_int(t.as_fd(), libc::SO_SNDBUFFORCE, i32::MAX / 2).sys(|| format!("SO_SNDBUFFORCE to refill {}", x.describe()))?;
+                temps.insert(key.clone(), t);
+            }
+            let from = match tree_sender {
+                Some(ino) => {
+                    let fd = self.made[&ino].as_fd();
+                    crate::net::sockopts::set_int(fd, libc::SO_SNDBUFFORCE, i32::MAX / 2).sys(|| format!("SO_SNDBUFFORCE to refill {}", x.describe()))?;
+                    fd
+                }
+                None => temps[&key].as_fd(),
+            };
+            let sent = if early { rustix::net::send(from, &q.data, send_flags()) } else { self.send_to(from, &q.data, x.ino) };
+            match sent {
+                Ok(n) if n == q.data.len() => {}
+                Ok(n) => return Err(RestoreError::Prepare(format!("refilling {}: message {k} cut to {n} of {} bytes", x.describe(), q.data.len()))),
+                Err(e) => {
+                    let hint = if e == Errno::AGAIN { " (more datagrams than net.unix.max_dgram_qlen allows?)" } else { "" };
+                    return Err(RestoreError::sys(format!("refilling {}: message {k} of {}{hint}", x.describe(), x.queue.len()), e));
+                }
+            }
+        }
+        Ok(early)
+    }
+
+    /// The datagram socket of the tree bound to `name`, if any.
+    fn dgram_named(&self, name: &[u8]) -> Option<u32> {
+        self.world.sockets.iter().find(|s| !s.external && s.ty == DGRAM && s.name == name && self.targets.contains_key(&s.ino)).map(|s| s.ino)
+    }
+
+    /// A temporary datagram socket bound to `name` (a path name removed
+    /// again with the others), or unbound if there is no name or it is
+    /// taken. A relative path name is bound in a scratch directory: only
+    /// the name matters to the receiver.
+    fn temp_sender(&mut self, x: &UnixPlan, name: Option<&[u8]>) -> RestoreResult<OwnedFd> {
+        let t = rustix::net::socket_with(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None)
+            .sys(|| format!("socket() to refill {}", x.describe()))?;
+        let Some(name) = name else { return Ok(t) };
+        let Ok(addr) = sockaddr(name) else { return Ok(t) };
+        let relative = name.first().is_some_and(|&b| b != 0 && b != b'/');
+        let dir = if relative { Some(self.scratch_dir()?) } else { None };
+        // A closed sender's socket file may still be there: it is replaced
+        // by ours, which stays (as stale as the old one) once we close it;
+        // a file we create where there was none is removed again.
+        let mut stale = false;
+        let bound = in_dir(dir.as_deref(), || {
+            if name.first().is_some_and(|&b| b != 0) {
+                let path = path_of(name);
+                if rustix::fs::lstat(path).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK) {
+                    stale = rustix::fs::unlink(path).is_ok();
+                }
+            }
+            Ok(rustix::net::bind(&t, &addr))
+        })?;
+        match bound {
+            Ok(()) if name.first().is_some_and(|&b| b != 0) && (!stale || relative) => self.ghosts.push((dir, name.to_vec())),
+            Ok(()) => {}
+            Err(e) => tracing::warn!("{}: cannot bind a socket to the sender name {} ({e}); its datagrams come from an unnamed one", x.describe(), display_name(Some(name), 0)),
+        }
+        Ok(t)
+    }
+
+    /// A directory of criu-rs's own for binding relative sender names.
+    fn scratch_dir(&mut self) -> RestoreResult<PathBuf> {
+        if let Some(d) = &self.scratch {
+            return Ok(d.clone());
+        }
+        let d = std::env::temp_dir().join(format!("criu-rs-senders-{}", std::process::id()));
+        std::fs::create_dir_all(&d).map_err(|e| RestoreError::Prepare(format!("creating {}: {e}", d.display())))?;
+        self.scratch = Some(d.clone());
+        Ok(d)
+    }
+
+    /// `sendto(from, data, the bound socket to)`.
+    fn send_to(&self, from: BorrowedFd<'_>, data: &[u8], to: u32) -> std::result::Result<usize, Errno> {
+        match self.targets.get(&to) {
+            Some(Target::Name(name, dir)) => {
+                let addr = sockaddr(name)?;
+                let dir = if name.first().is_some_and(|&b| b != 0) { dir.as_deref() } else { None };
+                let mut r = Err(Errno::INVAL);
+                in_dir(dir, || {
+                    r = rustix::net::sendto(from, data, send_flags(), &addr);
+                    Ok(())
+                })
+                .map_err(|_| Errno::NOENT)?;
+                r
+            }
+            Some(Target::Ghost(file)) => {
+                let addr = SocketAddrUnix::new(format!("/proc/self/fd/{}", file.as_raw_fd()).as_str())?;
+                rustix::net::sendto(from, data, send_flags(), &addr)
+            }
+            None => Err(Errno::DESTADDRREQ),
+        }
+    }
+
     /// Connects `fd` (socket `s`) to the bound socket `to`.
     fn connect(&self, fd: &OwnedFd, s: &UnixPlan, to: u32) -> RestoreResult<()> {
         let t = self.sock(to);
@@ -1173,6 +1334,18 @@ impl<'a> Builder<'a> {
         self.targets.clear();
         first
     }
+}
+
+/// Whether `s` is a datagram socket whose queue holds messages from named
+/// senders, refilled by [`Builder::refill_from_senders`] (it needs a name
+/// of its own to be sent to).
+fn from_senders(s: &UnixPlan) -> bool {
+    s.ty == DGRAM && !s.name.is_empty() && s.queue.iter().any(|q| q.sender.is_some())
+}
+
+/// Flags of every send while refilling: never block, no SIGPIPE.
+fn send_flags() -> rustix::net::SendFlags {
+    rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL
 }
 
 /// The path of a path name, without its terminating NUL.
@@ -1226,7 +1399,7 @@ fn send_queue(from: &OwnedFd, _to: &OwnedFd, s: &UnixPlan) -> RestoreResult<()> 
         return Ok(());
     }
     crate::net::sockopts::set_int(from.as_fd(), libc::SO_SNDBUFFORCE, i32::MAX / 2).sys(|| format!("SO_SNDBUFFORCE to refill {}", s.describe()))?;
-    for (k, m) in s.queue.iter().enumerate() {
+    for (k, m) in s.queue.iter().map(|q| &q.data).enumerate() {
         let mut sent = 0;
         loop {
             let n = rustix::net::send(from, &m[sent..], rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL).map_err(|e| {
@@ -1415,9 +1588,10 @@ mod tests {
         let all = [&d0, &d1, &s0, &s1, &q0, &q1, &l, &c, &a, &pending, &srv, &cli, &h0, &h1];
         let world = dump_and_load(&dir, &all);
         let by = |fd: &OwnedFd| world.sockets.iter().find(|s| s.ino as u64 == ino(fd)).unwrap().clone();
-        assert_eq!(by(&d1).queue, vec![b"one".to_vec(), b"two-2".to_vec()]);
-        assert_eq!(by(&s1).queue.concat(), big);
-        assert_eq!(by(&q1).queue, vec![b"p1".to_vec(), big[..5000].to_vec()]);
+        let data = |fd: &OwnedFd| by(fd).queue.into_iter().map(|q| q.data).collect::<Vec<_>>();
+        assert_eq!(data(&d1), vec![b"one".to_vec(), b"two-2".to_vec()]);
+        assert_eq!(data(&s1).concat(), big);
+        assert_eq!(data(&q1), vec![b"p1".to_vec(), big[..5000].to_vec()]);
         assert_eq!(by(&pending).peer as u64, ino(&l), "the pending client names its listener");
         assert_eq!(by(&h0).shutdown, 2);
         assert_eq!(by(&srv).perms.map(|p| p.0 & libc::S_IFMT), Some(libc::S_IFSOCK));
@@ -1468,6 +1642,55 @@ mod tests {
         assert_eq!(rustix::net::send(&h0, b"x", SendFlags::NOSIGNAL), Err(Errno::PIPE));
         assert!(rustix::fs::fcntl_getfl(&h1).unwrap().contains(rustix::fs::OFlags::NONBLOCK));
         drop((c, a));
+    }
+
+    /// `recvfrom` without waiting: (data, sender name bytes).
+    fn recv_from(fd: &OwnedFd) -> (Vec<u8>, Vec<u8>) {
+        let mut b = vec![0u8; 256];
+        let (n, _, from) = rustix::net::recvfrom(fd, &mut b[..], RecvFlags::DONTWAIT).unwrap();
+        let name = match from.map(SocketAddrUnix::try_from) {
+            Some(Ok(u)) => u.path_bytes().map(|p| [p, &[0]].concat()).or_else(|| u.abstract_name().map(|a| [&[0u8][..], a].concat())).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        (b[..n].to_vec(), name)
+    }
+
+    #[test]
+    fn datagrams_come_back_from_the_same_senders() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ImageDir::open_unchecked(tmp.path());
+        let srv_path = tmp.path().join("srv.sock");
+        let srv_addr = SocketAddrUnix::new(srv_path.as_path()).unwrap();
+        let srv = sock(SocketType::DGRAM);
+        rustix::net::bind(&srv, &srv_addr).unwrap();
+        let a_name = format!("criu-rs-sender-a-{}", std::process::id());
+        let a = sock(SocketType::DGRAM);
+        rustix::net::bind(&a, &SocketAddrUnix::new_abstract_name(a_name.as_bytes()).unwrap()).unwrap();
+        let b_path = tmp.path().join("b.sock");
+        let b = sock(SocketType::DGRAM);
+        rustix::net::bind(&b, &SocketAddrUnix::new(b_path.as_path()).unwrap()).unwrap();
+        let anon = sock(SocketType::DGRAM);
+        let sendto = |fd: &OwnedFd, m: &[u8]| rustix::net::sendto(fd, m, SendFlags::empty(), &srv_addr).unwrap();
+        sendto(&a, b"from a");
+        sendto(&b, b"from b");
+        sendto(&anon, b"anon");
+        sendto(&a, b"a again");
+        drop((b, anon)); // closed senders: b's socket file stays behind
+        let world = dump_and_load(&dir, &[&srv, &a]);
+        let a_id = world.sockets[1].id;
+        let srv_id = world.sockets[0].id;
+        let senders: Vec<Option<Vec<u8>>> = world.sockets[0].queue.iter().map(|q| q.sender.clone()).collect();
+        let a_full = [&[0u8][..], a_name.as_bytes()].concat();
+        let b_full = [b_path.as_os_str().as_encoded_bytes(), &[0]].concat();
+        assert_eq!(senders, vec![Some(a_full.clone()), Some(b_full.clone()), None, Some(a_full.clone())]);
+        drop((srv, a));
+        let mut got = world.open_all(false).unwrap();
+        let (srv, _a) = (got.remove(&srv_id).unwrap(), got.remove(&a_id).unwrap());
+        assert_eq!(recv_from(&srv), (b"from a".to_vec(), a_full.clone()));
+        assert_eq!(recv_from(&srv), (b"from b".to_vec(), b_full));
+        assert_eq!(recv_from(&srv), (b"anon".to_vec(), Vec::new()));
+        assert_eq!(recv_from(&srv), (b"a again".to_vec(), a_full));
+        assert!(b_path.exists(), "the closed sender's socket file is left as it was");
     }
 
     #[test]
