@@ -81,7 +81,7 @@ fn images_hold_what_the_program_set_up() {
         let pretty = std::process::Command::new("crit").args(["decode", "--pretty", "-i"]).arg(dir.join(n)).output().unwrap();
         assert!(pretty.status.success(), "crit decode --pretty {n}");
     }
-    for want in ["inventory.img", "pstree.img", "files.img", "stats-dump.img", "remap-fpath.img", "pipes-data.img"] {
+    for want in ["inventory.img", "pstree.img", "files.img", "stats-dump", "remap-fpath.img", "pipes-data.img"] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
 

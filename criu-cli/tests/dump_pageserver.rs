@@ -431,7 +431,7 @@ fn lazy_dump_holds_the_memory_and_serves_it() {
     let locked = special + PAGE_SIZE;
     assert!(entries.iter().any(|&(v, n, f)| f == PRESENT && v <= locked && locked < v + n * PAGE_SIZE), "the mlocked page stays eager");
     assert_eq!(std::fs::metadata(dir.join("pages-1.img")).unwrap().len(), present * PAGE_SIZE);
-    let stats = crit_decode(&dir.join("stats-dump.img"));
+    let stats = crit_decode(&dir.join("stats-dump"));
     assert_eq!(jnum(&stats["entries"][0]["dump"]["pages_lazy"]), lazy);
     for f in file_names(&dir).iter().filter(|f| !f.starts_with("pages-")) {
         crit_decode(&dir.join(f));

@@ -40,7 +40,9 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
+        // stats-restore: CRIU's restore statistics, which every successful
+        // restore writes (as CRIU); not an image.
+        if e.file_type().unwrap().is_dir() || e.file_name() == "stats-restore" {
             continue;
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -258,6 +258,9 @@ pub fn snapshot_dir(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         let p = e.unwrap().path();
         if p.is_dir() {
             m.extend(snapshot_dir(&p));
+        } else if p.file_name().is_some_and(|n| n == "stats-restore") {
+            // CRIU's restore statistics, written by every successful
+            // restore (as CRIU does); not an image.
         } else {
             m.insert(p.clone(), std::fs::read(&p).unwrap());
         }

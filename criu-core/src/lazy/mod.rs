@@ -140,6 +140,9 @@ pub enum LazyError {
     /// A malformed hand-over.
     #[error("lazy-pages hand-over: {0}")]
     Hello(String),
+    /// An action hook (`--action-script`, `--status-fd`) failed.
+    #[error("{0}")]
+    Action(#[from] crate::actions::ActionFailed),
     /// The daemon refused a task.
     #[error("lazy-pages daemon refused pid {pid}: {errno}")]
     Refused {

@@ -22,7 +22,8 @@ use super::finalize::ThreadEnd;
 use super::lazy::{self, LazySetup};
 use super::load::{load_task, open_dir, LoadOptions};
 use super::plan::TaskPlan;
-use super::{RestoreOptions, Restored};
+use super::{RestoreOptions, RestoreStats, Restored};
+use crate::actions::Action;
 use crate::images::consts::task_state;
 use crate::images::{pb, ImageKind};
 use rustix::fd::OwnedFd;
@@ -213,6 +214,7 @@ struct TaskPipes {
 ///
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
+    let start = std::time::Instant::now();
     let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job })?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
@@ -224,6 +226,12 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         });
     }
     tree.lazy = lazy_setups;
+    let pages_restored: u64 = tree
+        .live()
+        .flat_map(|p| std::iter::once(&p.pages).chain(&p.shmem_pages).chain(&p.parent_pages))
+        .flat_map(|pages| &pages.runs)
+        .map(|r| r.nr_pages)
+        .sum();
     let mut live: Vec<&mut TaskPlan> = tree
         .tasks
         .iter_mut()
@@ -258,6 +266,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     match unsafe { clone3_set_tid(root)? } {
         Forked::Child => task_main(&tree, 0, &mut pipes, &shared.descs),
         Forked::Parent { child } => {
+            let forking_time = start.elapsed();
             drop(shared);
             pipes.status_tx.clear();
             pipes.go_rx.clear();
@@ -269,10 +278,20 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
                 tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
             }
-            barrier::run(&mut tracked, &mut guard)?;
+            // Every task is held before its first instruction: the caller
+            // may still refuse (post-restore) or prepare (pre-resume).
+            let hooks = opts.actions.as_ref();
+            barrier::run(&mut tracked, &mut guard, &mut || {
+                crate::actions::run(hooks, Action::PostRestore, Some(child))?;
+                if let Err(e) = crate::actions::run(hooks, Action::PreResume, Some(child)) {
+                    tracing::error!("pre-resume: {e} (the tasks resume anyway)");
+                }
+                Ok(())
+            })?;
             guard.disarm();
-            tracing::info!(pid = child, tasks = tracked.len(), "restored");
-            Ok(Restored { pid: child })
+            let stats = RestoreStats { forking_time, restore_time: start.elapsed(), pages_restored };
+            tracing::info!(pid = child, tasks = tracked.len(), restore_ms = stats.restore_time.as_millis() as u64, pages_restored, "restored");
+            Ok(Restored { pid: child, stats })
         }
     }
 }
