@@ -4,56 +4,18 @@
 //! `--display-stats`, options refused where criu-rs would do something
 //! else, and `check` answering CRIU's feature names.
 
-mod support;
-mod support_restore;
+mod common;
 
+use common::*;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use support::{criu_rs, scratch_dir};
-use support_restore::{wait_pid_gone, Held, PATIENCE};
+use std::process::{Command, Output, Stdio};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `sleep 1000` in its own session (so no -j), asleep before it is used;
-/// killed and reaped on drop.
-struct Sleeper(Child);
-impl Sleeper {
-    fn start() -> Sleeper {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe, called between fork and exec.
-        unsafe { cmd.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }) };
-        let s = Sleeper(cmd.spawn().unwrap());
-        let t = std::time::Instant::now();
-        while !std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap_or_default().contains("State:\tS") {
-            assert!(t.elapsed() < PATIENCE, "sleep never went to sleep");
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        s
-    }
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-    /// Reaps it after a dump killed it; its pid is free afterwards.
-    fn reap(&mut self) {
-        let _ = self.0.wait();
-        wait_pid_gone(self.pid());
-    }
-    fn running(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
-            && std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default().contains("TracerPid:\t0\n")
-    }
-}
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Still running, untraced, not reaped.
+fn running(p: &Sleeper) -> bool {
+    p.untouched()
 }
 
 /// An action script that appends `ACTION INIT_PID IMAGE_DIR` to `log` and
@@ -83,7 +45,7 @@ fn run(cmd: &mut Command) -> Output {
 
 #[test]
 fn scripts_status_fd_pidfile_and_stats_as_criu() {
-    let base = scratch_dir("dropin-stages");
+    let base = scratch("dropin-stages");
     let (images, work) = (base.join("images"), base.join("work"));
     std::fs::create_dir_all(&images).unwrap();
     std::fs::create_dir_all(&work).unwrap();
@@ -127,8 +89,8 @@ fn scripts_status_fd_pidfile_and_stats_as_criu() {
     assert_eq!(std::fs::read_to_string(work.join("root.pid")).unwrap().trim(), pid.to_string());
     assert!(std::fs::read_to_string(work.join("restore.log")).unwrap().contains("restored"));
     assert!(work.join("stats-restore").is_file() && !images.join("stats-restore").exists());
-    let stats = support::crit_decode(&work.join("stats-restore"));
-    assert!(support::jnum(&stats["entries"][0]["restore"]["pages_restored"]) > 0, "{stats}");
+    let stats = crit_decode(&work.join("stats-restore"));
+    assert!(jnum(&stats["entries"][0]["restore"]["pages_restored"]) > 0, "{stats}");
     assert_eq!(
         lines(&log)[2..],
         [format!("pre-restore - {d}"), format!("post-restore {pid} {d}"), format!("pre-resume {pid} {d}"), format!("post-resume {pid} {d}")]
@@ -139,7 +101,7 @@ fn scripts_status_fd_pidfile_and_stats_as_criu() {
 
 #[test]
 fn failing_scripts_stop_the_command() {
-    let base = scratch_dir("dropin-script-fails");
+    let base = scratch("dropin-script-fails");
     let log = base.join("actions.log");
     // post-dump fails: the dump fails with the script's status and the
     // tree runs on (CRIU's rule), the images complete.
@@ -147,12 +109,12 @@ fn failing_scripts_stop_the_command() {
     let out = run(criu_rs().args(["dump", "-t", &p.pid().to_string(), "-D"]).arg(&base).arg("--action-script").arg(script(&base, &log, "post-dump", 7)));
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("post-dump"), "{}", text(&out.stderr));
-    assert!(p.running(), "the tree was not resumed");
+    assert!(running(&p), "the tree was not resumed");
     assert!(base.join("inventory.img").exists());
     // pre-dump fails: nothing is touched.
     let out = run(criu_rs().args(["dump", "-t", &p.pid().to_string(), "-D"]).arg(&base).arg("--action-script").arg(script(&base, &log, "pre-dump", 3)));
     assert!(!out.status.success());
-    assert!(p.running());
+    assert!(running(&p));
     // post-restore fails: the restored tree is killed, the restore fails.
     let out = run(criu_rs().args(["dump", "-t", &p.pid().to_string(), "-D"]).arg(&base));
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -165,7 +127,7 @@ fn failing_scripts_stop_the_command() {
 
 #[test]
 fn configuration_files_are_read_unless_told_not_to() {
-    let base = scratch_dir("dropin-config");
+    let base = scratch("dropin-config");
     let home = base.join("home");
     std::fs::create_dir_all(home.join(".criu")).unwrap();
     std::fs::write(home.join(".criu/default.conf"), "# left running, as CRIU's R\nleave-running\n").unwrap();
@@ -173,7 +135,7 @@ fn configuration_files_are_read_unless_told_not_to() {
     let pid = p.pid().to_string();
     let out = run(criu_rs().env("HOME", &home).env_remove("CRIU_CONFIG_FILE").args(["dump", "-t", &pid, "-D"]).arg(&base));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(p.running(), "$HOME/.criu/default.conf was not read");
+    assert!(running(&p), "$HOME/.criu/default.conf was not read");
     // CRIU_CONFIG_FILE is read even with --no-default-config.
     let env_conf = base.join("env.conf");
     std::fs::write(&env_conf, "log-file \"env log.txt\"\n").unwrap();
@@ -188,15 +150,15 @@ fn configuration_files_are_read_unless_told_not_to() {
 
 #[test]
 fn unsupported_options_are_refused_before_anything_happens() {
-    let base = scratch_dir("dropin-refused");
-    let mut p = Sleeper::start();
+    let base = scratch("dropin-refused");
+    let p = Sleeper::start();
     let pid = p.pid().to_string();
     for extra in [&["--stream"][..], &["--auto-dedup"], &["--manage-cgroups=full"], &["--leave-stopped"], &["--external", "mnt[/x]:y"], &["--ghost-limit", "2M"]] {
         let out = run(criu_rs().args(["dump", "-t", &pid, "-D"]).arg(&base).args(extra));
         let err = text(&out.stderr);
         assert!(!out.status.success() && err.contains("not supported:"), "{extra:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(p.running(), "{extra:?} touched the process");
+        assert!(running(&p), "{extra:?} touched the process");
     }
     // Options that cannot change criu-rs's result are accepted.
     let out = run(criu_rs()
@@ -209,7 +171,7 @@ fn unsupported_options_are_refused_before_anything_happens() {
     assert!(text(&out.stderr).contains("not supported: --restore-sibling"), "{}", text(&out.stderr));
     let out = run(criu_rs().args(["restore", "--inherit-fd", "fd[0]:pipe:[1234]", "-D"]).arg(&base));
     assert!(text(&out.stderr).contains("not supported: --inherit-fd fd[0]:pipe:[1234]"), "{}", text(&out.stderr));
-    assert!(p.running());
+    assert!(running(&p));
 }
 
 #[test]

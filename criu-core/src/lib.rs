@@ -11,6 +11,7 @@
 //! - [`dump`]: collecting a process's state and writing the images.
 //! - [`uffd`]: userfaultfd ioctls and messages.
 //! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
+//! - [`net`]: sockets: sock_diag queries, socket options, network namespaces.
 //! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
 //! - [`stats`]: CRIU's `stats-dump` / `stats-restore` images.
 //! - [`progress`]: page counts of long dumps and restores, for a front end to draw.
@@ -20,6 +21,7 @@ pub mod check;
 pub mod dump;
 pub mod images;
 pub mod lazy;
+pub mod net;
 pub mod pageserver;
 pub mod pie;
 pub mod proc;
