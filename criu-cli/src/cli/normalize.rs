@@ -123,7 +123,7 @@ pub fn tokenize(args: &[String], out: &mut Vec<Occurrence>, positional: &mut Vec
 
 /// CRIU's `atoi`: leading blanks, a sign, digits; anything else ends it
 /// (0 if none).
-pub fn atoi(s: &str) -> i64 {
+fn atoi(s: &str) -> i64 {
     let t = s.trim_start();
     let (neg, digits) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),

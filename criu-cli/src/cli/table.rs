@@ -176,11 +176,9 @@ use Arg::{None as NoArg, Optional, Required};
 /// Every option, CRIU's first (in criu/config.c's order), then criu-rs's.
 pub static OPTIONS: &[Opt] = &[
     opt("tree", Some('t'), Required("PID"), DUMPS, set!(|o, v, on| {
-        let pid = super::normalize::atoi(v.unwrap_or(""));
-        if pid <= 0 || pid > i32::MAX as i64 {
-            return Err(format!("invalid pid {:?}", v.unwrap_or("")));
-        }
-        o.tree = Some(pid as i32);
+        // A number; whether a process has it is the dump's to say.
+        let pid: i32 = v.unwrap_or("").trim().parse().map_err(|_| format!("invalid pid {:?}", v.unwrap_or("")))?;
+        o.tree = Some(pid);
         Ok(())
     }), "the root of the process tree to dump"),
     opt("leave-stopped", Some('s'), NoArg, DUMP_RESTORE, set!(|o, v, on| { o.final_state = FinalState::Stopped; Ok(()) }),

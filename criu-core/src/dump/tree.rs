@@ -365,6 +365,11 @@ fn collect_tree(
             p.ppid = t.ppid;
         }
         p.kobj = sh.kobj_ids(p.pid).map_err(|e| DumpError::Tree(format!("kcmp on pid {}: {e}", p.pid)))?;
+        // As CRIU: the pages a lazy restore may leave to the daemon are
+        // flagged in every dump (not a pre-dump's: it is never restored).
+        if !opts.pre_dump {
+            remote::flag_lazy(&mut p);
+        }
         if let Some(sink) = sink.as_mut() {
             // The root's were removed with the directory's other stale files.
             if i > 0 {
