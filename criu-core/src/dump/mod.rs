@@ -2,7 +2,8 @@
 //!
 //! - [`model`]: the collected state as plain structs.
 //! - [`collect`]: gathering it from `/proc`, ptrace and injected syscalls.
-//! - [`vmas`], [`memory`], [`files`], [`injected`]: the pieces of collection.
+//! - [`vmas`], [`memory`], [`injected`]: the pieces of collection (files:
+//!   [`crate::files`]).
 //! - [`write`]: writing the collected state as CRIU images.
 //! - [`remote`]: pages sent to a page server or held for post-copy.
 //! - [`failpoint`]: test knobs (`CRIU_RS_FAIL_AT`, `CRIU_RS_PATCH_CODE`).
@@ -29,14 +30,13 @@
 //! failed dump's directory is never taken for a complete one.
 //!
 //! Not dumped yet (refused with a clear error where it matters): sockets,
-//! eventfd/epoll/signalfd/timerfd/inotify and other anonymous-inode files,
+//! epoll/signalfd/timerfd/inotify and other anonymous-inode files,
 //! seccomp, namespaces, cgroups, file locks; tasks sharing an address
 //! space without being threads (`CLONE_VM`, e.g. a vfork child: its parent
 //! cannot be frozen anyway).
 
 pub mod collect;
 pub mod failpoint;
-pub mod files;
 pub mod injected;
 pub mod memory;
 pub mod model;
@@ -117,14 +117,9 @@ pub enum DumpError {
     /// Writing the pages image failed.
     #[error("writing the pages image: {0}")]
     WritePages(std::io::Error),
-    /// A file descriptor cannot be dumped.
-    #[error("fd {fd}: {what}")]
-    File {
-        /// Descriptor (-1 for cwd/root).
-        fd: i32,
-        /// What.
-        what: String,
-    },
+    /// A file cannot be dumped.
+    #[error(transparent)]
+    Files(#[from] crate::files::FileDumpError),
     /// A memory area cannot be dumped.
     #[error("unsupported memory area {0}")]
     UnsupportedVma(String),
@@ -194,7 +189,7 @@ pub struct DumpOptions {
     /// `--link-remap`: unlinked files may be linked back at restore.
     pub link_remap: bool,
     /// `--ghost-limit`: the largest deleted file carried in the images
-    /// (only [`files::GHOST_LIMIT`] so far; another value is refused).
+    /// (only [`crate::files::reg::GHOST_LIMIT`] so far; another value is refused).
     pub ghost_limit: u64,
     /// `--external TYPE[ID]:VALUE` as given: resources outside the dump.
     pub external: Vec<String>,
@@ -206,7 +201,7 @@ pub struct DumpOptions {
 impl DumpOptions {
     /// A dump of the tree rooted at `pid` into `dir` with CRIU's defaults:
     /// killed afterwards, 10 s to freeze, pages written locally, nothing
-    /// external allowed; deleted files up to [`files::GHOST_LIMIT`] (CRIU's
+    /// external allowed; deleted files up to [`crate::files::reg::GHOST_LIMIT`] (CRIU's
     /// default is 1 MiB).
     pub fn new(pid: i32, dir: impl Into<PathBuf>) -> Self {
         DumpOptions {
@@ -226,7 +221,7 @@ impl DumpOptions {
             tcp_close: false,
             file_locks: false,
             link_remap: false,
-            ghost_limit: files::GHOST_LIMIT,
+            ghost_limit: crate::files::reg::GHOST_LIMIT,
             external: Vec::new(),
             actions: None,
         }
@@ -243,8 +238,8 @@ pub fn check_supported(opts: &DumpOptions) -> Result<(), DumpError> {
     if let Some(e) = opts.external.first() {
         return refuse(format!("--external {e} (no resource can be marked external yet)"));
     }
-    if opts.ghost_limit != files::GHOST_LIMIT {
-        return refuse(format!("--ghost-limit {} (deleted files are kept up to {} bytes)", opts.ghost_limit, files::GHOST_LIMIT));
+    if opts.ghost_limit != crate::files::reg::GHOST_LIMIT {
+        return refuse(format!("--ghost-limit {} (deleted files are kept up to {} bytes)", opts.ghost_limit, crate::files::reg::GHOST_LIMIT));
     }
     Ok(())
 }
