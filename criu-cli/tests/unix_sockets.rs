@@ -131,7 +131,6 @@ fn a_leave_running_or_failed_dump_loses_no_queued_byte() {
 }
 
 #[test]
-#[ignore = "needs the --ext-unix-sk option of the drop-in command line (dropin)"]
 fn an_outside_peer_is_refused_by_name_unless_ext_unix_sk() {
     let d = dirs("ext");
     let server_path = d.work.join("outside.sock");

@@ -338,6 +338,7 @@ fn collect_tree(
         tree.check_sessions(opts.shell_job)?;
     }
     let mut sh = Shared::default();
+    sh.seen.unix.ext = crate::files::unix::ExtUnixSk::from_options(opts.ext_unix_sk.as_deref(), &opts.external);
     note_shared_memory(tree, &mut sh)?;
     let mut procs: Vec<ProcessDump> = Vec::new();
     let mut mem = MemStats::default();

@@ -343,6 +343,22 @@ pub struct ExtUnixSk {
     pub inodes: Vec<u32>,
 }
 
+impl ExtUnixSk {
+    /// From the dump's options: `--ext-unix-sk[=INODE,...]` (`Some(empty)`:
+    /// all; `None`: not given) and the `unix[INODE]` items of `--external`.
+    pub fn from_options(ext_unix_sk: Option<&[u64]>, external: &[String]) -> ExtUnixSk {
+        let mut inodes: Vec<u32> = ext_unix_sk.unwrap_or_default().iter().map(|&i| i as u32).collect();
+        inodes.extend(external.iter().filter_map(|e| external_unix_inode(e)));
+        ExtUnixSk { all: ext_unix_sk.is_some_and(|v| v.is_empty()), inodes }
+    }
+}
+
+/// The inode of a `--external unix[INODE]` item (CRIU's spelling for a
+/// unix socket of the tree whose peer is outside it).
+pub fn external_unix_inode(item: &str) -> Option<u32> {
+    item.strip_prefix("unix[")?.strip_suffix(']')?.parse().ok()
+}
+
 /// Per-dump state for unix sockets: the kernel's view of every network
 /// namespace met so far.
 #[derive(Debug, Default)]
