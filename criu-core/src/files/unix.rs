@@ -444,7 +444,9 @@ impl UnixDumpCtx {
             d.name_dir = dir;
             d.deleted = deleted;
         }
-        if d.info.state != state::LISTEN {
+        // Only a connected stream or seqpacket socket can be read (an
+        // unconnected datagram socket can hold a queue).
+        if ty == DGRAM || d.info.state == state::ESTABLISHED {
             d.queue = peek_queue(own.as_fd(), ty).map_err(|e| match e {
                 PeekError::Rights => UnixDumpError::ScmRights { sock: sock.clone() },
                 PeekError::Sys(call, errno) => UnixDumpError::Sys { sock: sock.clone(), call, errno },
@@ -912,7 +914,7 @@ impl UnixWorld {
                 .collect(),
         };
         let result = b.build(ext_unix_sk);
-        // Removed names are removed again whatever happened.
+        // Names bound by temporary senders are removed whatever happened.
         let unlinked = b.unlink_ghosts();
         if let Some(d) = b.scratch.take() {
             let _ = std::fs::remove_dir(d);
@@ -993,7 +995,7 @@ struct Builder<'a> {
     made: HashMap<u32, OwnedFd>,
     /// How to reach the bound ones.
     targets: HashMap<u32, Target>,
-    /// Path names to remove once every connection is made: (dir, name).
+    /// Path names bound by temporary senders, removed at the end: (dir, name).
     ghosts: Vec<(Option<PathBuf>, Vec<u8>)>,
     /// Listeners of the tree by name.
     listeners: HashMap<&'a [u8], usize>,
@@ -1160,9 +1162,10 @@ impl<'a> Builder<'a> {
     }
 
     /// Binds `fd` to `s`'s name: in its directory for a relative path, a
-    /// stale socket file removed first, the file's permissions set again,
-    /// and a removed name bound and removed again (reachable through an
-    /// `O_PATH` descriptor until every connection is made).
+    /// stale socket file removed first, the file's permissions set again.
+    /// A name whose file had been removed is bound and removed again at
+    /// once (see [`bind_removed`]); the socket stays reachable through an
+    /// `O_PATH` descriptor of its file.
     fn bind(&mut self, fd: &OwnedFd, s: &UnixPlan) -> RestoreResult<()> {
         let addr = sockaddr(&s.name).sys(|| format!("the name of {}", s.describe()))?;
         if !s.has_path() {
@@ -1171,7 +1174,10 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         let path = path_of(&s.name);
-        in_dir(s.name_dir.as_deref(), || {
+        let target = in_dir(s.name_dir.as_deref(), || {
+            if s.deleted {
+                return bind_removed(fd, s, &addr).map(Target::Ghost);
+            }
             match rustix::fs::lstat(path) {
                 Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK => {
                     // The dumped socket's file, left behind: the name is ours.
@@ -1186,23 +1192,11 @@ impl<'a> Builder<'a> {
                 Err(_) => {}
             }
             rustix::net::bind(fd, &addr).sys(|| format!("bind({})", s.describe()))?;
-            if let Some((mode, uid, gid)) = s.perms {
-                let p = std::ffi::OsStr::from_bytes(path);
-                rustix::fs::chownat(rustix::fs::CWD, p, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    .sys(|| format!("chown of the socket file of {}", s.describe()))?;
-                rustix::fs::chmodat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(mode & 0o7777), rustix::fs::AtFlags::empty())
-                    .sys(|| format!("chmod of the socket file of {}", s.describe()))?;
-            }
-            if s.deleted {
-                let o = rustix::fs::open(path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-                    .sys(|| format!("O_PATH of the socket file of {}", s.describe()))?;
-                self.targets.insert(s.ino, Target::Ghost(o));
-                self.ghosts.push((s.name_dir.clone(), s.name.clone()));
-            } else {
-                self.targets.insert(s.ino, Target::Name(s.name.clone(), s.name_dir.clone()));
-            }
-            Ok(())
-        })
+            set_perms(s)?;
+            Ok(Target::Name(s.name.clone(), s.name_dir.clone()))
+        })?;
+        self.targets.insert(s.ino, target);
+        Ok(())
     }
 
     /// Puts back the queue of datagram socket `x` (bound, connected to
@@ -1350,6 +1344,61 @@ impl<'a> Builder<'a> {
         self.targets.clear();
         first
     }
+}
+
+/// Sets the permissions of `s`'s socket file (just bound, in the current
+/// directory for a relative name).
+fn set_perms(s: &UnixPlan) -> RestoreResult<()> {
+    let Some((mode, uid, gid)) = s.perms else { return Ok(()) };
+    let p = std::ffi::OsStr::from_bytes(path_of(&s.name));
+    rustix::fs::chownat(rustix::fs::CWD, p, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        .sys(|| format!("chown of the socket file of {}", s.describe()))?;
+    rustix::fs::chmodat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(mode & 0o7777), rustix::fs::AtFlags::empty())
+        .sys(|| format!("chmod of the socket file of {}", s.describe()))
+}
+
+/// Binds `fd` to the path name of `s`, whose file had been removed before
+/// the dump, and removes it again: whatever is at that path now is moved
+/// aside meanwhile (and back), missing directories are made (and removed).
+/// Returns an `O_PATH` descriptor of the socket's file, through which it
+/// can still be connected to (`/proc/self/fd/N`).
+fn bind_removed(fd: &OwnedFd, s: &UnixPlan, addr: &SocketAddrUnix) -> RestoreResult<OwnedFd> {
+    let path = path_of(&s.name);
+    let what = |w: &str| format!("{w} for the removed name of {}", s.describe());
+    let parked = rustix::fs::lstat(path).is_ok().then(|| [path, b".criu-rs-park"].concat());
+    if let Some(p) = &parked {
+        rustix::fs::rename(path, p.as_slice()).sys(|| what("moving the file there aside"))?;
+    }
+    let mut made_dirs: Vec<Vec<u8>> = Vec::new();
+    let result = (|| {
+        // Missing directories, outermost first.
+        let mut dir = path;
+        let mut missing = Vec::new();
+        while let Some(i) = dir.iter().rposition(|&b| b == b'/') {
+            dir = &dir[..i];
+            if dir.is_empty() || rustix::fs::lstat(dir).is_ok() {
+                break;
+            }
+            missing.push(dir.to_vec());
+        }
+        for d in missing.into_iter().rev() {
+            rustix::fs::mkdir(d.as_slice(), rustix::fs::Mode::from_raw_mode(0o755)).sys(|| what("mkdir"))?;
+            made_dirs.push(d);
+        }
+        rustix::net::bind(fd, addr).sys(|| format!("bind({})", s.describe()))?;
+        let o = rustix::fs::open(path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty());
+        let perms = set_perms(s);
+        rustix::fs::unlink(path).sys(|| what("unlink"))?;
+        perms?;
+        o.sys(|| what("O_PATH of the socket file"))
+    })();
+    for d in made_dirs.iter().rev() {
+        let _ = rustix::fs::rmdir(d.as_slice());
+    }
+    if let Some(p) = &parked {
+        rustix::fs::rename(p.as_slice(), path).sys(|| what("moving the file there back"))?;
+    }
+    result
 }
 
 /// Whether `s` is a datagram socket whose queue holds messages from named
