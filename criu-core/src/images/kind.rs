@@ -127,6 +127,8 @@ image_kinds! {
     FileLocks => Common(0x5432_3616), "filelocks", None, "file_lock_entry";
     /// `eventpoll-tfd.img`: legacy epoll targets.
     EventpollTfd => Common(0x4443_3746), "eventpoll-tfd", None, "eventpoll_tfd_entry";
+    /// `seccomp.img`: one `seccomp_entry` with every thread's filters.
+    Seccomp => Common(0x6441_3049), "seccomp", None, "seccomp_entry";
     /// `stats-dump.img`: one `stats_entry` (service image).
     StatsDump => Service(0x5709_3306), "stats-dump", None, "stats_entry";
     /// `stats-restore.img`: one `stats_entry` (service image).
