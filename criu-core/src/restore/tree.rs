@@ -262,11 +262,12 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             pipes.go_rx.clear();
             let mut guard = TreeGuard::new(child);
             let mut tracked = Vec::new();
+            let seccomp = tree.live().any(|p| p.seccomp.iter().any(|(_, s)| s.mode != 0));
             for ((t, rx), go) in tree.tasks.iter().zip(pipes.status_rx.drain(..)).zip(pipes.go_tx.drain(..)) {
                 let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
                 rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
-                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
+                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped).suspending_seccomp(seccomp));
             }
             barrier::run(&mut tracked, &mut guard)?;
             guard.disarm();
