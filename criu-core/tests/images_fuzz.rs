@@ -315,7 +315,7 @@ fn mutated_images_never_panic_hang_or_allocate_wildly() {
 #[test]
 #[ignore]
 fn refresh_corpus() {
-    assert!(common::have_crit(), "refreshing the corpus needs crit");
+    common::need_crit();
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let tmp = tempfile::tempdir().unwrap();
     write_sample_set(&ImageDir::create(tmp.path()).unwrap());
