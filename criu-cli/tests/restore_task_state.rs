@@ -2,7 +2,8 @@
 //! process (tests/programs/taskstate.c): eleven resource limits with soft
 //! below hard (hard limits lowered: nothing here may raise one), the
 //! personality (`ADDR_NO_RANDOMIZE | UNAME26`, which uname shows), and, for
-//! a process running as another user, every uid, gid and group.
+//! a process running as another user, every uid, gid and group. Also a
+//! pipe raised to 1 MiB holding 1 MiB (tests/programs/bigpipe.c).
 //!
 //! Each restore test has a twin that runs the same checks without any
 //! checkpoint, so a failure after restore is the restore's.
@@ -27,10 +28,10 @@ fn dirs(name: &str) -> Dirs {
     Dirs { work, images, result }
 }
 
-fn start(d: &Dirs, extra: &[&str]) -> Program {
+fn start_program(name: &str, d: &Dirs, extra: &[&str]) -> Program {
     let mut args: Vec<&Path> = vec![&d.work, &d.result];
     args.extend(extra.iter().map(Path::new));
-    let p = Program::spawn("taskstate", &args);
+    let p = Program::spawn(name, &args);
     wait_state(p.pid(), 'S');
     p
 }
@@ -44,8 +45,12 @@ fn trigger(d: &Dirs, held: &Held) -> String {
 }
 
 fn checks_pass_without_checkpoint(name: &str, extra: &[&str]) {
+    checks_pass_without_checkpoint_of("taskstate", name, extra)
+}
+
+fn checks_pass_without_checkpoint_of(program: &str, name: &str, extra: &[&str]) {
     let d = dirs(name);
-    let mut p = start(&d, extra);
+    let mut p = start_program(program, &d, extra);
     let held = Held::open(p.pid()).unwrap();
     let report = trigger(&d, &held);
     let _ = p.child.wait();
@@ -53,8 +58,12 @@ fn checks_pass_without_checkpoint(name: &str, extra: &[&str]) {
 }
 
 fn dump_restore_check(name: &str, extra: &[&str]) {
+    dump_restore_check_of("taskstate", name, extra)
+}
+
+fn dump_restore_check_of(program: &str, name: &str, extra: &[&str]) {
     let d = dirs(name);
-    let mut p = start(&d, extra);
+    let mut p = start_program(program, &d, extra);
     let pid = p.pid();
     dump_ok(pid, &d.images, &[]);
     p.reap();
@@ -89,4 +98,17 @@ fn other_user_checks_pass_without_checkpoint() {
 #[ignore = "non-root restore not landed yet (PR_SET_SECUREBITS EPERM); enable with ident's change"]
 fn other_user_comes_back_with_its_ids() {
     dump_restore_check("ids", &["ids"]);
+}
+
+#[test]
+fn big_pipe_checks_pass_without_checkpoint() {
+    checks_pass_without_checkpoint_of("bigpipe", "bigpipe-live", &[]);
+}
+
+/// A pipe raised to 1 MiB with 1 MiB queued comes back with its size and
+/// every byte (restore must raise the new pipe with `F_SETPIPE_SZ` and
+/// check the result before splicing the data in).
+#[test]
+fn big_pipe_comes_back_full() {
+    dump_restore_check_of("bigpipe", "bigpipe", &[]);
 }

@@ -7,7 +7,12 @@
 //!   `lazy-fault`: the lazy fault latency, N runs; `lazy-bg`: the lazy
 //!   background copy throughput, N runs per chunk size).
 //! - `test [ARGS]`: every test: the workspace's, then the blob library's
-//!   host unit tests (restorer-pie is a workspace of its own).
+//!   host unit tests (restorer-pie is a workspace of its own); then the
+//!   skipped checks and ignored tests with their reasons.
+//! - `mutants [--list] [SCOPE...]`: mutation testing (cargo-mutants) of the
+//!   restore argument builder, credentials, rlimits, fds, fill and the
+//!   blob's pure logic; survivors must be listed with a reason in
+//!   `mutants-survivors.txt`.
 //! - `setup`: installs the test tools (qemu-user, criu's `crit`) if missing.
 //! - `demo`: checkpoints and restores a demo process (the README's main job).
 
@@ -19,11 +24,12 @@ mod bench_predump;
 mod bench_restore;
 mod demo;
 mod setup;
+mod mutants;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|lazy-fault|lazy-bg] | setup | demo | test [ARGS]>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|lazy-fault|lazy-bg] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +40,7 @@ fn main() -> Result<()> {
         "setup" => setup::run(),
         "demo" => demo::run(&workspace_root()),
         "test" => test(rest),
+        "mutants" => mutants::run(&workspace_root(), rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
