@@ -313,7 +313,7 @@ fn mutated_images_never_panic_hang_or_allocate_wildly() {
 /// encoder (field order and encoding choices of another implementation).
 /// Run with `cargo test --test images_fuzz -- --ignored refresh_corpus`.
 #[test]
-#[ignore]
+#[ignore = "a tool, not a test: rewrites tests/corpus with crit"]
 fn refresh_corpus() {
     common::need_crit();
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
