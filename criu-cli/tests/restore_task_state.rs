@@ -88,14 +88,9 @@ fn other_user_checks_pass_without_checkpoint() {
 }
 
 /// A process running as another user (uids 65534/1001/1002, gids alike,
-/// two groups) comes back with every id, without capabilities.
-///
-/// DISABLED UNTIL NON-ROOT RESTORE LANDS (the `ident` developer's work):
-/// today the restore fails with `PR_SET_SECUREBITS` EPERM. Remove the
-/// `#[ignore]` with that change; it is the test that catches a restore
-/// that brings every task back as root.
+/// two groups) comes back with every id, without capabilities: the test
+/// that catches a restore bringing every task back as root.
 #[test]
-#[ignore = "non-root restore not landed yet (PR_SET_SECUREBITS EPERM); enable with ident's change"]
 fn other_user_comes_back_with_its_ids() {
     dump_restore_check("ids", &["ids"]);
 }
