@@ -4,7 +4,6 @@
 //! reports it.
 
 use criu_core::abi::SELFTEST_WRITE_MESSAGE;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const LOADER: &str = env!("CARGO_BIN_EXE_pie-loader");
@@ -18,15 +17,9 @@ const ENTRIES: [&str; 3] = [
     "pie_selftest_write",
 ];
 
-/// The qemu-x86_64 binary; missing fails the test (these tests are not
-/// optional: `cargo xtask setup` installs qemu-user).
-fn qemu() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("qemu-x86_64"))
-        .find(|p| p.is_file())
-        .expect("qemu-x86_64 not found: run `cargo xtask setup` (installs qemu-user)")
-}
+mod common;
+
+use common::qemu;
 
 fn run(prefix: &[&str], args: &[&str]) -> Output {
     let (program, rest) = match prefix.split_first() {

@@ -9,15 +9,9 @@ use std::process::{Command, Output};
 
 const CHECK: &str = env!("CARGO_BIN_EXE_pie-restore-check");
 
-/// qemu-x86_64 on PATH; missing fails the test (these tests are not
-/// optional: `cargo xtask setup` installs qemu-user).
-fn qemu() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("qemu-x86_64"))
-        .find(|p| p.is_file())
-        .expect("qemu-x86_64 not found: run `cargo xtask setup` (installs qemu-user)")
-}
+mod common;
+
+use common::qemu;
 
 fn check(qemu: Option<&Path>, args: &[&str]) -> String {
     let out: Output = match qemu {

@@ -36,16 +36,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: bigpipe DIR RESULT_FILE\n");
 		return 2;
 	}
-	if (chdir(argv[1]) || setsid() < 0)
-		die("chdir/setsid");
-	struct sigaction sa = {0};
-	sa.sa_handler = on_usr1;
-	sigset_t usr1, old;
-	sigemptyset(&usr1);
-	sigaddset(&usr1, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &usr1, &old);
-	if (sigaction(SIGUSR1, &sa, NULL))
-		die("sigaction");
+	sigset_t old;
+	start_usr1_waiter(argv[1], on_usr1, &old);
 	int p[2];
 	if (pipe2(p, O_NONBLOCK) || fcntl(p[1], F_SETPIPE_SZ, SIZE) != SIZE)
 		die("pipe of 1 MiB");

@@ -64,16 +64,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	int ids = argc > 3;
-	if (chdir(argv[1]) || setsid() < 0)
-		die("chdir/setsid");
-	struct sigaction sa = {0};
-	sa.sa_handler = on_usr1;
-	sigset_t usr1, old;
-	sigemptyset(&usr1);
-	sigaddset(&usr1, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &usr1, &old);
-	if (sigaction(SIGUSR1, &sa, NULL))
-		die("sigaction");
+	sigset_t old;
+	start_usr1_waiter(argv[1], on_usr1, &old);
 	for (size_t i = 0; i < NLIMITS; i++) {
 		struct rlimit rl = {LIMITS[i].cur, LIMITS[i].max};
 		if (setrlimit(LIMITS[i].res, &rl))

@@ -465,6 +465,16 @@ pub fn crit_encode(json: &Value, out: &Path) {
     );
 }
 
+/// qemu-x86_64 on PATH; missing fails the test (the qemu tests are not
+/// optional: `cargo xtask setup` installs qemu-user).
+pub fn qemu() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("qemu-x86_64"))
+        .find(|p| p.is_file())
+        .expect("qemu-x86_64 not found: run `cargo xtask setup` (installs qemu-user)")
+}
+
 /// Fails the test unless `crit` runs: the crit checks are not optional
 /// (`cargo xtask setup` installs Debian's `criu`, which ships it).
 pub fn need_crit() {
