@@ -1,265 +1,123 @@
 /*
- * Test program for per-task state that must come back exactly: scheduling
- * policy, priority and nice of every thread, oom_score_adj of every
- * process, membarrier registrations of every address space.
+ * Test program for the per-task state restore sets late, in the blob:
+ * resource limits, personality and (optionally) credentials.
  *
- * Usage: taskstate DIR RESULT_FILE
+ * Usage: taskstate DIR RESULT_FILE [ids]
  *
- *   R  oom_score_adj 300; main thread SCHED_OTHER nice 5, thread R1
- *   |  SCHED_BATCH nice 10, thread R2 SCHED_IDLE; membarrier: every
- *   |  registration the kernel offers (global, private, sync-core, rseq)
- *   +- A  oom_score_adj 700; main thread SCHED_RR priority 3 with
- *         SCHED_RESET_ON_FORK, thread A1 SCHED_FIFO priority 7; membarrier:
- *         private expedited only
+ * Phase 1: in its own session (setsid) and in DIR, it lowers eleven resource
+ * limits to values no default has, each soft limit below its hard one
+ * (hard limits only go down: there is no CAP_SYS_RESOURCE here), and sets
+ * the personality ADDR_NO_RANDOMIZE | UNAME26 (harmless: the first only
+ * matters at the next exec, the second makes uname(2) report a 2.6
+ * release). With "ids" it then becomes another user: groups {65534, 27},
+ * gids r=65534 e=1001 s=1002, uids r=65534 e=1001 s=1002 (fsuid and
+ * fsgid follow the effective ids). It writes "READY pid=N" on the original
+ * stdout (fds 0-2 then point at /dev/null) and waits in sigsuspend.
  *
- * Every thread waits in rt_sigsuspend. R writes "READY pid=R a=A" once all
- * do. On SIGUSR1, R passes it on to A; each process has its threads check
- * themselves (SIGUSR2 to each), checks itself, and writes its report
- * ("result-A" in DIR; R collects it into RESULT_FILE, with "ALL OK" or
- * "FAIL N check(s)" last). The checks compare with the values set, read
- * back from inside: sched_getscheduler/sched_getparam/getpriority per
- * thread, /proc/self/oom_score_adj, membarrier(GET_REGISTRATIONS) and a
- * private expedited barrier (refused without its registration).
+ * Phase 2 (SIGUSR1): it checks every limit, the personality, what uname
+ * says and, with "ids", every id from the inside; writes one line per check
+ * and a last line "ALL OK" or "FAIL N check(s)" to RESULT_FILE, and exits
+ * 0 or 10 + failures.
  */
 #define _GNU_SOURCE
-#include <pthread.h>
-#include <sched.h>
-#include <sys/mman.h>
+#include <grp.h>
+#include <sys/personality.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
+#include <sys/fsuid.h>
+#include <sys/utsname.h>
 
 #include "selfcheck.h"
 
-#define MB_QUERY 0
-#define MB_REGISTER_GLOBAL_EXPEDITED (1 << 2)
-#define MB_PRIVATE_EXPEDITED (1 << 3)
-#define MB_REGISTER_PRIVATE_EXPEDITED (1 << 4)
-#define MB_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE (1 << 6)
-#define MB_REGISTER_PRIVATE_EXPEDITED_RSEQ (1 << 8)
-#define MB_GET_REGISTRATIONS (1 << 9)
+static const struct {
+	int res;
+	const char *name;
+	rlim_t cur, max;
+} LIMITS[] = {
+	{RLIMIT_CPU, "cpu", 1000003, 2000003},
+	{RLIMIT_FSIZE, "fsize", 1UL << 30, 3UL << 30},
+	{RLIMIT_STACK, "stack", 7UL << 20, 30UL << 20},
+	{RLIMIT_CORE, "core", 1UL << 20, 5UL << 20},
+	{RLIMIT_NOFILE, "nofile", 999, 1999},
+	{RLIMIT_MEMLOCK, "memlock", 3UL << 20, 6UL << 20},
+	{RLIMIT_LOCKS, "locks", 4001, 8001},
+	{RLIMIT_SIGPENDING, "sigpending", 5003, 6007},
+	{RLIMIT_MSGQUEUE, "msgqueue", 204801, 409601},
+	{RLIMIT_RSS, "rss", 1UL << 30, 2UL << 30},
+	{RLIMIT_RTTIME, "rttime", 5000011, 9000011},
+};
+#define NLIMITS (sizeof LIMITS / sizeof LIMITS[0])
 
-static struct report rep;
+#define PERSONA (ADDR_NO_RANDOMIZE | UNAME26)
+
 static volatile sig_atomic_t go;
-static pthread_mutex_t rep_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void on_signal(int sig)
+static void on_usr1(int sig)
 {
 	(void)sig;
 	go = 1;
 }
 
-static long membarrier(int cmd)
-{
-	return syscall(SYS_membarrier, cmd, 0, 0);
-}
-
-/* What one thread should run with. */
-struct sched_want {
-	const char *name;
-	int policy; /* with SCHED_RESET_ON_FORK if wanted */
-	int prio;
-	int nice;
-};
-
-static void set_sched(const struct sched_want *w)
-{
-	if (setpriority(PRIO_PROCESS, 0, w->nice))
-		die("setpriority");
-	struct sched_param p = {.sched_priority = w->prio};
-	if (sched_setscheduler(0, w->policy, &p))
-		die("sched_setscheduler");
-}
-
-static void check_sched(const struct sched_want *w)
-{
-	char name[64];
-	struct sched_param p = {0};
-	int policy = sched_getscheduler(0);
-	int r = sched_getparam(0, &p);
-	errno = 0;
-	int nice = getpriority(PRIO_PROCESS, 0);
-	pthread_mutex_lock(&rep_lock);
-	snprintf(name, sizeof name, "%s policy", w->name);
-	CHECK(&rep, name, policy == w->policy, "%#x, want %#x", policy, w->policy);
-	snprintf(name, sizeof name, "%s priority", w->name);
-	CHECK(&rep, name, r == 0 && p.sched_priority == w->prio, "%d, want %d", p.sched_priority, w->prio);
-	snprintf(name, sizeof name, "%s nice", w->name);
-	CHECK(&rep, name, nice == w->nice, "%d, want %d", nice, w->nice);
-	pthread_mutex_unlock(&rep_lock);
-}
-
-/* ---------- threads ---------- */
-
-struct thread {
-	const struct sched_want *want;
-	pthread_t th;
-	atomic_int state; /* 1: set up and waiting; 2: checked */
-	volatile sig_atomic_t *flag;
-};
-
-static volatile sig_atomic_t t_go;
-
-static void *thread_main(void *arg)
-{
-	struct thread *t = arg;
-	set_sched(t->want);
-	sigset_t wait_mask;
-	sigfillset(&wait_mask);
-	sigdelset(&wait_mask, SIGUSR2);
-	atomic_store(&t->state, 1);
-	while (!t_go)
-		sigsuspend(&wait_mask);
-	check_sched(t->want);
-	atomic_store(&t->state, 2);
-	return NULL;
-}
-
-static void start_threads(struct thread *ts, int n)
-{
-	for (int i = 0; i < n; i++) {
-		if (pthread_create(&ts[i].th, NULL, thread_main, &ts[i]))
-			die("pthread_create");
-		while (atomic_load(&ts[i].state) != 1)
-			usleep(1000);
-	}
-}
-
-/* Wakes every thread (one SIGUSR2 to the process reaches one of them; the
- * flag then lets each leave its loop once woken by its own signal). */
-static void check_threads(struct thread *ts, int n)
-{
-	t_go = 1;
-	for (int i = 0; i < n; i++) {
-		pthread_kill(ts[i].th, SIGUSR2);
-		pthread_join(ts[i].th, NULL);
-		CHECK(&rep, "thread checked", atomic_load(&ts[i].state) == 2, "state %d", atomic_load(&ts[i].state));
-	}
-}
-
-/* ---------- process-wide ---------- */
-
-static void set_oom(int v)
-{
-	int fd = open("/proc/self/oom_score_adj", O_WRONLY);
-	char buf[16];
-	int n = snprintf(buf, sizeof buf, "%d", v);
-	if (fd < 0 || write(fd, buf, n) != n)
-		die("oom_score_adj");
-	close(fd);
-}
-
-static void check_process(const char *who, int oom, long mb_want)
-{
-	char name[64], buf[32] = {0};
-	int fd = open("/proc/self/oom_score_adj", O_RDONLY);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	snprintf(name, sizeof name, "%s oom_score_adj", who);
-	CHECK(&rep, name, n > 0 && atoi(buf) == oom, "%s, want %d", buf, oom);
-	long mb = membarrier(MB_GET_REGISTRATIONS);
-	snprintf(name, sizeof name, "%s membarrier registrations", who);
-	CHECK(&rep, name, mb == mb_want, "%#lx, want %#lx", mb, mb_want);
-	long r = membarrier(MB_PRIVATE_EXPEDITED);
-	snprintf(name, sizeof name, "%s private expedited barrier", who);
-	CHECK(&rep, name, r == 0, "ret %ld errno %d", r, errno);
-}
-
-static const struct sched_want R_MAIN = {"R", SCHED_OTHER, 0, 5};
-static const struct sched_want R_THREADS[2] = {{"R1", SCHED_BATCH, 0, 10}, {"R2", SCHED_IDLE, 0, 0}};
-static const struct sched_want A_MAIN = {"A", SCHED_RR | SCHED_RESET_ON_FORK, 3, 0};
-static const struct sched_want A_THREADS[1] = {{"A1", SCHED_FIFO, 7, 0}};
-
-/* Registers every membarrier the kernel offers; returns what it registered. */
-static long register_all(void)
-{
-	long offered = membarrier(MB_QUERY);
-	long want = 0;
-	const int cmds[] = {MB_REGISTER_GLOBAL_EXPEDITED, MB_REGISTER_PRIVATE_EXPEDITED,
-			    MB_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, MB_REGISTER_PRIVATE_EXPEDITED_RSEQ};
-	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-		if (offered < 0 || !(offered & cmds[i]))
-			continue;
-		if (membarrier(cmds[i]))
-			die("membarrier register");
-		want |= cmds[i];
-	}
-	return want;
-}
-
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: taskstate DIR RESULT_FILE\n");
+	if (argc < 3 || (argc > 3 && strcmp(argv[3], "ids"))) {
+		fprintf(stderr, "usage: taskstate DIR RESULT_FILE [ids]\n");
 		return 2;
 	}
-	if (chdir(argv[1]))
-		die("chdir");
-	const char *result = argv[2];
-	if (setsid() < 0)
-		die("setsid");
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGUSR1, &sa, NULL);
-	struct sigaction sa2 = {.sa_handler = on_signal};
-	sigemptyset(&sa2.sa_mask);
-	sigaction(SIGUSR2, &sa2, NULL);
-	sigset_t block, wait_mask;
-	sigemptyset(&block);
-	sigaddset(&block, SIGUSR1);
-	sigaddset(&block, SIGUSR2);
-	sigprocmask(SIG_BLOCK, &block, NULL);
-	sigfillset(&wait_mask);
-	sigdelset(&wait_mask, SIGUSR1);
-	atomic_int *ready = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (ready == MAP_FAILED)
-		die("mmap");
-
-	pid_t a = fork();
-	if (a < 0)
-		die("fork");
-	if (a == 0) {
-		int null = open("/dev/null", O_RDWR);
-		if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
-			die("/dev/null");
-		close(null);
-		set_oom(700);
-		if (membarrier(MB_REGISTER_PRIVATE_EXPEDITED))
-			die("membarrier");
-		static struct thread ts[1] = {{.want = &A_THREADS[0]}};
-		start_threads(ts, 1);
-		set_sched(&A_MAIN);
-		atomic_fetch_add(ready, 1);
-		while (!go)
-			sigsuspend(&wait_mask);
-		check_sched(&A_MAIN);
-		check_threads(ts, 1);
-		check_process("A", 700, MB_REGISTER_PRIVATE_EXPEDITED);
-		if (finish_report(&rep, "result-A"))
-			die("writing the report");
-		exit(report_status(&rep));
+	int ids = argc > 3;
+	sigset_t old;
+	start_usr1_waiter(argv[1], on_usr1, &old);
+	for (size_t i = 0; i < NLIMITS; i++) {
+		struct rlimit rl = {LIMITS[i].cur, LIMITS[i].max};
+		if (setrlimit(LIMITS[i].res, &rl))
+			die(LIMITS[i].name);
 	}
-	set_oom(300);
-	long mb = register_all();
-	static struct thread ts[2] = {{.want = &R_THREADS[0]}, {.want = &R_THREADS[1]}};
-	start_threads(ts, 2);
-	set_sched(&R_MAIN);
-	wait_count(ready, 1);
-	announce_ready("READY pid=%d a=%d\n", getpid(), a);
+	if (personality(PERSONA) < 0 || personality(0xffffffff) != PERSONA)
+		die("personality");
+	if (ids) {
+		gid_t groups[] = {65534, 27};
+		if (setgroups(2, groups) || setresgid(65534, 1001, 1002) || setresuid(65534, 1001, 1002))
+			die("setgroups/setresgid/setresuid");
+	}
+	announce_ready("READY pid=%d\n", getpid());
+
 	while (!go)
-		sigsuspend(&wait_mask);
-	if (kill(a, SIGUSR1))
-		die("kill");
-	check_sched(&R_MAIN);
-	check_threads(ts, 2);
-	check_process("R", 300, mb);
-	CHECK(&rep, "R registered something", mb & MB_REGISTER_PRIVATE_EXPEDITED, "%#lx", mb);
-	int st;
-	if (waitpid(a, &st, 0) != a)
-		die("waitpid");
-	CHECK(&rep, "A-exit", WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
-	collect_report(&rep, 'A');
-	if (finish_report(&rep, result))
-		die("writing the result");
-	return report_status(&rep);
+		sigsuspend(&old);
+
+	struct report R = {0};
+	for (size_t i = 0; i < NLIMITS; i++) {
+		struct rlimit rl;
+		char name[32];
+		snprintf(name, sizeof name, "rlimit-%s", LIMITS[i].name);
+		if (getrlimit(LIMITS[i].res, &rl)) {
+			CHECK(&R, name, 0, "getrlimit: %s", strerror(errno));
+			continue;
+		}
+		CHECK(&R, name, rl.rlim_cur == LIMITS[i].cur && rl.rlim_max == LIMITS[i].max,
+		      "soft %lu hard %lu, want %lu %lu", (unsigned long)rl.rlim_cur, (unsigned long)rl.rlim_max,
+		      (unsigned long)LIMITS[i].cur, (unsigned long)LIMITS[i].max);
+	}
+	int persona = personality(0xffffffff);
+	CHECK(&R, "personality", persona == PERSONA, "%#x, want %#x", persona, PERSONA);
+	struct utsname u;
+	CHECK(&R, "uname26", uname(&u) == 0 && !strncmp(u.release, "2.6.", 4), "release %s", u.release);
+	if (ids) {
+		uid_t ru, eu, su;
+		gid_t rg, eg, sg;
+		getresuid(&ru, &eu, &su);
+		getresgid(&rg, &eg, &sg);
+		CHECK(&R, "uids", ru == 65534 && eu == 1001 && su == 1002, "r %u e %u s %u", ru, eu, su);
+		CHECK(&R, "gids", rg == 65534 && eg == 1001 && sg == 1002, "r %u e %u s %u", rg, eg, sg);
+		/* setfsuid(-1) fails and returns the current value. */
+		int fsu = setfsuid(-1), fsg = setfsgid(-1);
+		CHECK(&R, "fsuid-fsgid", fsu == 1001 && fsg == 1001, "fsuid %d fsgid %d", fsu, fsg);
+		gid_t g[8];
+		int n = getgroups(8, g);
+		/* The kernel keeps groups sorted. */
+		CHECK(&R, "groups", n == 2 && g[0] == 27 && g[1] == 65534, "%d groups: %u %u", n, n > 0 ? g[0] : 0,
+		      n > 1 ? g[1] : 0);
+		CHECK(&R, "no-capabilities", kill(1, 0) < 0 && errno == EPERM, "kill(1, 0) allowed: still root");
+	}
+	if (finish_report(&R, argv[2]))
+		return 98;
+	return report_status(&R);
 }
