@@ -115,6 +115,10 @@ image_kinds! {
     /// `ghost-file-ID.img` (hex id): `ghost_file_entry`, then the contents
     /// (raw, or `ghost_chunk_entry` + bytes pairs when `chunks` is set).
     GhostFile => Common(0x5258_3605), "ghost-file", Hex, "ghost_file_entry";
+    /// `memfd.img`: one `memfd_inode_entry` per memfd inode (CRIU 4.x also
+    /// writes shared anonymous memory this way, named `/dev/zero`); the
+    /// contents are in `pagemap-shmem-SHMID.img`.
+    MemfdInode => Common(0x4845_3499), "memfd", None, "memfd_inode_entry";
     /// `tty-info.img`: `tty_info_entry` records.
     TtyInfo => Common(0x5945_3036), "tty-info", None, "tty_info_entry";
     /// `tty-data.img`: `tty_data_entry` records.
