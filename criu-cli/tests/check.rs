@@ -1,20 +1,19 @@
 //! `criu-rs check`: the full report and `--feature NAME` must agree, and
 //! unknown names are refused.
 
-use std::process::Command;
+mod common;
 
-fn criu_rs(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_criu-rs")).args(args).output().expect("run criu-rs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+use common::*;
+
+/// `criu-rs ARGS`: exit code, stdout, stderr.
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = criu_rs().args(args).output().expect("run criu-rs");
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
 #[test]
 fn report_lists_every_feature_and_single_checks_agree() {
-    let (code, out, _) = criu_rs(&["check"]);
+    let (code, out, _) = run(&["check"]);
     let mut missing_required = 0;
     for name in criu_core::check::FEATURES.iter().map(|f| f.name) {
         let line = out
@@ -25,7 +24,7 @@ fn report_lists_every_feature_and_single_checks_agree() {
         if !supported && name != "soft_dirty" {
             missing_required += 1;
         }
-        let (one, one_out, _) = criu_rs(&["check", "--feature", name]);
+        let (one, one_out, _) = run(&["check", "--feature", name]);
         assert_eq!(one == 0, supported, "check --feature {name} disagrees with the report: {one_out}");
         if !supported {
             assert!(one_out.contains("disables:"), "no consequence given for {name}: {one_out}");
@@ -39,14 +38,14 @@ fn features_this_project_needs_are_present_here() {
     // The machines this project runs on provide these (see the README); a
     // regression in a probe shows up here.
     for name in ["ptrace", "clone3_set_tid", "uffd", "uffd-wp-async", "pagemap_scan", "map_files", "prctl_mm_map"] {
-        let (code, out, err) = criu_rs(&["check", "--feature", name]);
+        let (code, out, err) = run(&["check", "--feature", name]);
         assert_eq!(code, 0, "{name}: {out}{err}");
     }
 }
 
 #[test]
 fn unknown_feature_is_refused() {
-    let (code, _, err) = criu_rs(&["check", "--feature", "no-such-thing"]);
+    let (code, _, err) = run(&["check", "--feature", "no-such-thing"]);
     assert_ne!(code, 0);
     assert!(err.contains("unknown feature") && err.contains("uffd"), "{err}");
 }

@@ -2,15 +2,12 @@
 //! (relative to -D, created even when the command fails, holding the
 //! error too), and one clear `Error:` line for the common mistakes.
 
-mod support;
+mod common;
+
+use common::*;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
-use support::{criu_rs, scratch_dir};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A `sleep` in its own session (so no -j is needed), killed and reaped on drop.
 struct Sleeper(Child);
@@ -18,15 +15,9 @@ impl Sleeper {
     fn start() -> Sleeper {
         let mut cmd = Command::new("sleep");
         cmd.arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe, called between fork and exec.
-        unsafe { cmd.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }) };
-        let s = Sleeper(cmd.spawn().unwrap());
+        let s = Sleeper(in_own_session(&mut cmd).spawn().unwrap());
         // Asleep in nanosleep (past exec) before any test looks at it.
-        let t = std::time::Instant::now();
-        while !std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap_or_default().contains("State:\tS") {
-            assert!(t.elapsed() < std::time::Duration::from_secs(60), "sleep never went to sleep");
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        wait_state(s.pid(), 'S');
         s
     }
     fn pid(&self) -> i32 {
@@ -76,7 +67,7 @@ fn one_error_line(out: &Output, needles: &[&str]) -> String {
 
 #[test]
 fn log_file_is_relative_to_the_images_dir_and_holds_the_error() {
-    let dir = scratch_dir("log-rel");
+    let dir = scratch("log-rel");
     let d = dir.to_str().unwrap();
     let out = run(&["-o", "dump.log", "dump", "-t", "999999999", "-D", d]);
     let err = one_error_line(&out, &["no process with pid 999999999"]);
@@ -96,8 +87,8 @@ fn log_file_is_relative_to_the_images_dir_and_holds_the_error() {
 
 #[test]
 fn absolute_log_file_and_check_relative_to_cwd() {
-    let dir = scratch_dir("log-abs");
-    let imgs = scratch_dir("log-abs-imgs");
+    let dir = scratch("log-abs");
+    let imgs = scratch("log-abs-imgs");
     let abs = dir.join("abs.log");
     let out = run(&["-o", abs.to_str().unwrap(), "dump", "-t", "999999999", "-D", imgs.to_str().unwrap()]);
     one_error_line(&out, &["no process"]);
@@ -114,7 +105,7 @@ fn absolute_log_file_and_check_relative_to_cwd() {
 #[test]
 fn verbosity_levels() {
     let p = Sleeper::start();
-    let dir = scratch_dir("levels");
+    let dir = scratch("levels");
     let d = dir.to_str().unwrap();
     let pid = p.pid().to_string();
     // -v0 and the default: a successful dump says nothing.
@@ -145,7 +136,7 @@ fn verbosity_levels() {
 #[test]
 fn dump_into_a_missing_directory() {
     let p = Sleeper::start();
-    let dir = scratch_dir("missing-d").join("nope");
+    let dir = scratch("missing-d").join("nope");
     let d = dir.to_str().unwrap();
     let out = run(&["dump", "-t", &p.pid().to_string(), "-D", d]);
     one_error_line(&out, &["images directory", d, "No such file or directory"]);
@@ -159,7 +150,7 @@ fn dump_into_a_missing_directory() {
 #[test]
 fn dump_of_a_process_we_may_not_trace() {
     let p = Sleeper::start();
-    let dir = scratch_dir("not-ours");
+    let dir = scratch("not-ours");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     // criu-rs as nobody, the sleeper as root.
     let out = criu_rs()
@@ -174,7 +165,7 @@ fn dump_of_a_process_we_may_not_trace() {
 
 #[test]
 fn restore_of_something_else() {
-    let dir = scratch_dir("not-images");
+    let dir = scratch("not-images");
     std::fs::write(dir.join("notes.txt"), "hello").unwrap();
     let out = run(&["restore", "-D", dir.to_str().unwrap()]);
     one_error_line(&out, &[dir.to_str().unwrap(), "not an images directory"]);
@@ -190,7 +181,7 @@ fn restore_of_something_else() {
 #[test]
 fn restore_over_a_live_pid() {
     let p = Sleeper::start();
-    let dir = scratch_dir("live-pid");
+    let dir = scratch("live-pid");
     let pid = p.pid().to_string();
     let out = run(&["dump", "-R", "-t", &pid, "-D", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -1,9 +1,10 @@
 //! `criu-rs dump` refuses what it cannot dump with a clear message and a
 //! non-zero exit code, and leaves such processes alone.
 
-mod support;
+mod common;
+
+use common::*;
 use std::process::{Command, Stdio};
-use support::*;
 
 fn assert_fails(out: &std::process::Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
@@ -17,7 +18,7 @@ fn missing_pid() {
     let mut c = Command::new("true").spawn().unwrap();
     let pid = c.id() as i32;
     c.wait().unwrap();
-    let dir = scratch_dir("missing-pid");
+    let dir = scratch("missing-pid");
     assert_fails(&dump(pid, &dir, &["-j"]), &format!("no process with pid {pid}"));
     assert_fails(&dump(0, &dir, &["-j"]), "no process with pid 0");
 }
@@ -42,13 +43,13 @@ fn a_kernel_thread() -> i32 {
 
 #[test]
 fn kernel_thread() {
-    let dir = scratch_dir("kthread");
+    let dir = scratch("kthread");
     assert_fails(&dump(a_kernel_thread(), &dir, &["-j"]), "kernel thread");
 }
 
 #[test]
 fn own_process() {
-    let dir = scratch_dir("own");
+    let dir = scratch("own");
     // `exec` keeps the shell's pid, so $$ is criu-rs's own pid.
     let out = Command::new("sh")
         .arg("-c")
@@ -62,12 +63,8 @@ fn own_process() {
 fn zombie() {
     let c = Command::new("true").stdout(Stdio::null()).spawn().unwrap();
     let pid = c.id() as i32;
-    let start = std::time::Instant::now();
-    while proc_state(pid) != Some('Z') {
-        assert!(start.elapsed().as_secs() < 10, "child never became a zombie");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let dir = scratch_dir("zombie");
+    wait_state(pid, 'Z');
+    let dir = scratch("zombie");
     assert_fails(&dump(pid, &dir, &["-j"]), "zombie");
     let mut c = c;
     c.wait().unwrap();
@@ -76,14 +73,12 @@ fn zombie() {
 #[test]
 fn stopped_process() {
     let exe = compile("dumpee");
-    let tmp = scratch_dir("stopped-files");
+    let tmp = scratch("stopped-files");
     let mut p = Program::start(&exe, &["1", "0", tmp.to_str().unwrap()]);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(p.pid(), libc::SIGSTOP) };
-    while p.state() != Some('T') {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let dir = scratch_dir("stopped");
+    wait_state(p.pid(), 'T');
+    let dir = scratch("stopped");
     assert_fails(&dump(p.pid(), &dir, &["-j"]), "stopped");
     assert_eq!(p.state(), Some('T'));
     // SAFETY: as above.
@@ -94,13 +89,13 @@ fn stopped_process() {
 #[test]
 fn already_traced_process() {
     let exe = compile("dumpee");
-    let tmp = scratch_dir("traced-files");
+    let tmp = scratch("traced-files");
     let mut p = Program::start(&exe, &["1", "0", tmp.to_str().unwrap()]);
     let pid = p.pid();
     // SAFETY: PTRACE_SEIZE of our own child, no data pointers.
     let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
     assert_eq!(r, 0, "seize: {}", std::io::Error::last_os_error());
-    let dir = scratch_dir("traced");
+    let dir = scratch("traced");
     let out = dump(pid, &dir, &["-j"]);
     // SAFETY: stopping and detaching the tracee seized above, from the same
     // thread; waitpid writes one int.
@@ -134,7 +129,7 @@ fn terminal_needs_shell_job() {
     };
     let slave = std::fs::OpenOptions::new().read(true).write(true).open(&slave_path).unwrap();
     let exe = compile("dumpee");
-    let tmp = scratch_dir("tty-files");
+    let tmp = scratch("tty-files");
     let mut cmd = Command::new(&exe);
     cmd.args(["1", "0", tmp.to_str().unwrap()]).stderr(slave);
     // SAFETY: setsid is async-signal-safe; the child becomes its own session
@@ -146,7 +141,7 @@ fn terminal_needs_shell_job() {
         });
     }
     let mut p = Program::start_cmd(cmd);
-    let dir = scratch_dir("tty");
+    let dir = scratch("tty");
     assert_fails(&dump(p.pid(), &dir, &["-R"]), "is a terminal; pass --shell-job");
     let out = dump(p.pid(), &dir, &["-R", "-j"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -157,14 +152,14 @@ fn terminal_needs_shell_job() {
 #[test]
 fn thread_id_instead_of_process_id() {
     let exe = compile("dumpee");
-    let tmp = scratch_dir("thread-id-files");
+    let tmp = scratch("thread-id-files");
     let mut p = Program::start(&exe, &["1", "1", tmp.to_str().unwrap()]);
     let tid = std::fs::read_dir(format!("/proc/{}/task", p.pid()))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap().parse::<i32>().unwrap())
         .find(|t| *t != p.pid())
         .unwrap();
-    let dir = scratch_dir("thread-id");
+    let dir = scratch("thread-id");
     assert_fails(&dump(tid, &dir, &["-j"]), &format!("{tid} is a thread of process {}", p.pid()));
     assert_eq!(p.finish().trim(), "OK");
 }
@@ -172,9 +167,9 @@ fn thread_id_instead_of_process_id() {
 #[test]
 fn seccomp_is_refused_before_freezing() {
     let exe = compile("dumpee");
-    let tmp = scratch_dir("seccomp-files");
+    let tmp = scratch("seccomp-files");
     let mut p = Program::start(&exe, &["1", "1", tmp.to_str().unwrap(), "seccomp"]);
-    let dir = scratch_dir("seccomp");
+    let dir = scratch("seccomp");
     assert_fails(&dump(p.pid(), &dir, &["-j", "-R"]), "uses seccomp");
     assert_eq!(p.finish().trim(), "OK");
 }
@@ -186,12 +181,8 @@ fn seccomp_is_refused_before_freezing() {
 fn task_that_cannot_stop_times_out() {
     let exe = compile("vforker");
     let mut p = Program::start(&exe, &[]);
-    let t = std::time::Instant::now();
-    while p.state() != Some('D') {
-        assert!(t.elapsed().as_secs() < 10, "parent never blocked in vfork (state {:?})", p.state());
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    let dir = scratch_dir("vfork");
+    wait_state(p.pid(), 'D');
+    let dir = scratch("vfork");
     assert_fails(&dump(p.pid(), &dir, &["-j", "-R", "--timeout", "1"]), "did not stop in time");
     assert!(!dir.join("inventory.img").exists());
     assert_eq!(p.finish().trim(), "OK");

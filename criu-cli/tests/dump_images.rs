@@ -2,11 +2,12 @@
 //! `crit decode` (`--pretty` is checked to work too), field by field: registers the program put in place,
 //! memory contents at the offsets the pagemap gives, files, signals, timers.
 
-mod support;
+mod common;
+
+use common::*;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use support::*;
 
 const GP_VALS: [u64; 4] = [0x1111222233334444, 0x5555666677778888, 0x99990000aaaabbbb, 0xccccddddeeeeffff];
 const PAGE: u64 = 4096;
@@ -60,10 +61,10 @@ fn find_page(runs: &[(u64, u64, u64)], addr: u64) -> Option<u64> {
 #[test]
 fn images_hold_what_the_program_set_up() {
     let exe = compile("dumpee");
-    let tmp = scratch_dir("images-files");
+    let tmp = scratch("images-files");
     // 80 MiB: several read batches, written by concurrent writers.
     let mut p = Program::start(&exe, &["80", "2", tmp.to_str().unwrap()]);
-    let dir = scratch_dir("images");
+    let dir = scratch("images");
     let out = dump(p.pid(), &dir, &["-R", "-j", "-v4", "-o", "dump.log"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(p.finish().trim(), "OK");
@@ -299,9 +300,9 @@ fn images_hold_what_the_program_set_up() {
 #[test]
 fn fifo_and_posix_timer() {
     let exe = compile("dumpee");
-    let tmp = scratch_dir("fifo-timer-files");
+    let tmp = scratch("fifo-timer-files");
     let mut p = Program::start(&exe, &["1", "0", tmp.to_str().unwrap()]);
-    let dir = scratch_dir("fifo-timer");
+    let dir = scratch("fifo-timer");
     let out = dump(p.pid(), &dir, &["-j"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
     use std::os::unix::process::ExitStatusExt;

@@ -10,10 +10,9 @@
 //! restore), frees the pid, serves exactly the dumped bytes, and exits when
 //! its client goes away.
 
-mod lazy_util;
-mod restore_support;
-mod support;
-mod support_restore;
+mod common;
+
+use common::*;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -25,7 +24,6 @@ use criu_core::images::consts::pagemap_flags::{LAZY, PRESENT};
 use criu_core::images::PAGE_SIZE;
 use criu_core::pageserver::client::PageClient;
 use criu_core::pageserver::proto::{read_exact_header, Hello, Reply, Request, Status, VERSION};
-use support::*;
 
 /// Pagemap entries (vaddr, pages, flags) as crit decodes them.
 fn pagemap(path: &Path) -> Vec<(u64, u64, u32)> {
@@ -50,15 +48,10 @@ fn local_pages(dir: &Path, pid: i32) -> std::collections::BTreeMap<u64, Vec<u8>>
     out
 }
 
-fn dump_ok(pid: i32, dir: &Path, extra: &[&str]) {
-    let out = dump(pid, dir, extra);
-    assert!(out.status.success(), "dump {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn page_server(dir: &Path) -> (lazy_util::Proc, u16) {
-    let port = lazy_util::free_port();
-    let mut p = lazy_util::criu_rs(&["page-server", "-D", dir.to_str().unwrap(), "--address", "127.0.0.1", "--port", &port.to_string()]);
-    lazy_util::wait_port(port, &mut p);
+fn page_server(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let mut p = spawn_criu_rs(&["page-server", "-D", dir.to_str().unwrap(), "--address", "127.0.0.1", "--port", &port.to_string()]);
+    wait_port(port, &mut p);
     (p, port)
 }
 
@@ -95,15 +88,15 @@ fn page_server_images_are_those_of_a_local_dump() {
     let pid = p.pid();
     // The first dump of a fresh process sees its stack before the read
     // restarted once; compare two later dumps.
-    dump_ok(pid, &scratch_dir("ps-warmup"), &["-R", "-j"]);
-    let remote = scratch_dir("ps-remote");
-    let served = scratch_dir("ps-served");
+    dump_ok(pid, &scratch("ps-warmup"), &["-R", "-j"]);
+    let remote = scratch("ps-remote");
+    let served = scratch("ps-served");
     let (srv, port) = page_server(&served);
     dump_ok(pid, &remote, &["-R", "-j", "--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
     let (st, out, err) = srv.finish();
     assert!(st.success(), "page server: {out}\n{err}");
     assert!(out.contains("pages received"), "{out}");
-    let local = scratch_dir("ps-local");
+    let local = scratch("ps-local");
     dump_ok(pid, &local, &["-R", "-j"]);
 
     let pm = format!("pagemap-{pid}.img");
@@ -146,13 +139,12 @@ fn page_server_dumps_a_tree_into_the_images_directory() {
 /// then merged in) or, `same_dir`, into the images directory itself;
 /// restores it and has it check itself.
 fn tree_through_page_server(name: &str, same_dir: bool) {
-    use support_restore::{assert_all_ok, restore_detached, scratch, wait_all_suspended, wait_pid_gone, wait_result, Held, Started, PATIENCE};
     let work = scratch(&format!("{name}-work"));
     let result = work.with_extension("result");
     let _ = std::fs::remove_file(&result);
-    let mut root = Started::start("tree", &[&work, &result]);
-    let pids = [root.pid(), root.num("a"), root.num("b"), root.num("c")];
-    let zombie = root.num("z");
+    let mut root = Program::spawn("tree", &[&work, &result]);
+    let pids = [root.pid(), root.int("a"), root.int("b"), root.int("c")];
+    let zombie = root.int("z");
     let held: Vec<Held> = pids[1..].iter().map(|&p| Held::open(p).unwrap()).collect();
     wait_all_suspended(&pids);
 
@@ -257,11 +249,7 @@ fn breaking_server(puts: usize) -> (u16, std::thread::JoinHandle<usize>) {
 /// Waits until the process sleeps in its read again, as it was.
 fn still_running(p: &mut Program, maps_before: &str, what: &str) {
     assert_eq!(p.maps(), maps_before, "{what}: the address space changed");
-    let t = Instant::now();
-    while p.state() != Some('S') {
-        assert!(t.elapsed() < Duration::from_secs(10), "{what}: state {:?}", p.state());
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_state(p.pid(), 'S');
 }
 
 /// [`still_running`], then its self-check.
@@ -273,9 +261,9 @@ fn still_fine(p: &mut Program, maps_before: &str, what: &str) {
 #[test]
 fn broken_page_server_connection_leaves_the_process_running() {
     let exe = compile("dumpee");
-    let tmp = scratch_dir("ps-broken-files");
+    let tmp = scratch("ps-broken-files");
     let mut p = Program::start(&exe, &["32", "2", tmp.to_str().unwrap()]);
-    let dir = scratch_dir("ps-broken");
+    let dir = scratch("ps-broken");
     // A complete earlier dump must not pass for the failed one.
     dump_ok(p.pid(), &dir, &["-R", "-j"]);
     let maps_before = p.maps();
@@ -290,7 +278,7 @@ fn broken_page_server_connection_leaves_the_process_running() {
 
     // A real page server, the dump failing after its first pages: the
     // server fails too (its images are not whole).
-    let served = scratch_dir("ps-broken-served");
+    let served = scratch("ps-broken-served");
     let (srv, port) = page_server(&served);
     let maps_before = p.maps();
     let out = criu_rs()
@@ -311,7 +299,7 @@ fn broken_page_server_connection_leaves_the_process_running() {
     // Nobody listening: refused before the process is touched.
     let mut p = Program::start(&exe, &["8", "1", tmp.to_str().unwrap()]);
     let maps_before = p.maps();
-    let port = lazy_util::free_port();
+    let port = free_port();
     let out = dump(p.pid(), &dir, &["-j", "--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -329,7 +317,7 @@ struct LazySource {
 
 impl LazySource {
     fn start(pid: i32, dir: &Path) -> LazySource {
-        let port = lazy_util::free_port();
+        let port = free_port();
         let mut child = criu_rs()
             .args(["dump", "-j", "-t", &pid.to_string(), "-D", dir.to_str().unwrap(), "--lazy-pages"])
             .args(["--address", "127.0.0.1", "--port", &port.to_string(), "--lazy-timeout", "60"])
@@ -357,7 +345,7 @@ impl LazySource {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return (st, rest);
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "the lazy source did not exit");
+            assert!(t.elapsed() < PATIENCE, "the lazy source did not exit");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -397,17 +385,17 @@ fn gone(mut p: Program) {
 #[test]
 fn lazy_dump_holds_the_memory_and_serves_it() {
     let exe = compile("dumpee");
-    let tmp = scratch_dir("lazy-files");
+    let tmp = scratch("lazy-files");
     let p = start_pinned(&exe, &["16", "2", tmp.to_str().unwrap()]);
     let pid = p.pid();
     let special = p.num("special");
     let (p_mem, p_pages) = (p.num("mem"), p.num("pages"));
-    dump_ok(pid, &scratch_dir("lazy-warmup"), &["-R", "-j"]);
-    let local = scratch_dir("lazy-local");
+    dump_ok(pid, &scratch("lazy-warmup"), &["-R", "-j"]);
+    let local = scratch("lazy-local");
     dump_ok(pid, &local, &["-R", "-j"]);
     let want = local_pages(&local, pid);
 
-    let dir = scratch_dir("lazy-images");
+    let dir = scratch("lazy-images");
     let mut src = LazySource::start(pid, &dir);
     gone(p);
 
@@ -469,7 +457,7 @@ fn lazy_source_exits_when_its_client_goes_away() {
     // A client that takes one piece and disconnects.
     let p = Program::start(&compile("bigmem"), &["8"]);
     let (pid, mem) = (p.pid(), p.num("mem"));
-    let dir = scratch_dir("lazy-drop");
+    let dir = scratch("lazy-drop");
     let mut src = LazySource::start(pid, &dir);
     gone(p);
     let mut c = src.client();
@@ -486,10 +474,10 @@ fn lazy_source_exits_when_its_client_goes_away() {
     // up; the source sees it go and exits.
     let p = Program::start(&compile("bigmem"), &["8"]);
     let pid = p.pid();
-    let dir = scratch_dir("lazy-daemon");
+    let dir = scratch("lazy-daemon");
     let mut src = LazySource::start(pid, &dir);
     gone(p);
-    let d = lazy_util::criu_rs(&[
+    let d = spawn_criu_rs(&[
         "lazy-pages", "-D", dir.to_str().unwrap(), "--page-server", "--address", "127.0.0.1",
         "--port", &src.port.to_string(), "--tasks", "1", "--connect-timeout", "1",
     ]);
@@ -503,7 +491,7 @@ fn lazy_source_exits_when_its_client_goes_away() {
 fn failed_lazy_dumps_leave_the_process_running() {
     let mut p = Program::start(&compile("bigmem"), &["1"]);
     let out = Command::new(env!("CARGO_BIN_EXE_criu-rs"))
-        .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", scratch_dir("lazy-noport").to_str().unwrap(), "--lazy-pages"])
+        .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", scratch("lazy-noport").to_str().unwrap(), "--lazy-pages"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -511,7 +499,7 @@ fn failed_lazy_dumps_leave_the_process_running() {
     // A port already taken: refused before the process is touched.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let dir = scratch_dir("lazy-taken");
+    let dir = scratch("lazy-taken");
     let out = dump(p.pid(), &dir, &["-j", "--lazy-pages", "--address", "127.0.0.1", "--port", &port]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen on"), "{}", String::from_utf8_lossy(&out.stderr));
@@ -520,7 +508,7 @@ fn failed_lazy_dumps_leave_the_process_running() {
     // runs on.
     let out = criu_rs()
         .args(["dump", "-j", "-t", &p.pid().to_string(), "-D", dir.to_str().unwrap(), "--lazy-pages"])
-        .args(["--address", "127.0.0.1", "--port", &lazy_util::free_port().to_string()])
+        .args(["--address", "127.0.0.1", "--port", &free_port().to_string()])
         .env("CRIU_RS_FAIL_AT", "before-write")
         .output()
         .unwrap();
@@ -531,65 +519,35 @@ fn failed_lazy_dumps_leave_the_process_running() {
     assert_eq!(p.finish().trim(), "OK");
 }
 
-/// `restoree` (tests/programs/restoree.c) started in its own session with
-/// its work files, waiting for SIGUSR1; `(pid, work dir, log)`.
-fn start_restoree(name: &str) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
-    use std::os::unix::process::CommandExt;
-    let wd = restore_support::scratch(name);
-    let noise: Vec<u8> = (0..16384u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    for (file, data) in [("private.bin", noise), ("shared.bin", vec![0; 8192]), ("data.txt", b"0123456789abcdef".to_vec()), ("append.txt", b"app".to_vec())] {
-        std::fs::write(wd.join(file), data).unwrap();
-    }
-    let log = wd.join("log.txt");
-    let mut cmd = Command::new(compile("restoree"));
-    cmd.arg(&wd).stdin(Stdio::null()).stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null());
-    // SAFETY: setsid(2) between fork and exec touches no Rust state.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        })
-    };
-    let child = cmd.spawn().unwrap();
-    let t = Instant::now();
-    while !std::fs::read_to_string(&log).unwrap().contains("READY") || proc_state(child.id() as i32) != Some('S') {
-        assert!(t.elapsed() < Duration::from_secs(10), "restoree never got ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    (child, wd, log)
-}
-
 #[test]
 fn page_server_dump_restores_with_the_served_pages() {
-    let (mut child, _wd, log) = start_restoree("ps-restoree");
+    let (child, log) = start_restoree(&scratch("ps-restoree"));
     let pid = child.id() as i32;
-    let _kill = restore_support::KillOnDrop(pid);
-    let images = restore_support::scratch("ps-restoree-images");
-    let served = restore_support::scratch("ps-restoree-served");
+    let mut child = Proc::from(child);
+    let images = scratch("ps-restoree-images");
+    let served = scratch("ps-restoree-served");
     let (srv, port) = page_server(&served);
     dump_ok(pid, &images, &["--page-server", "--address", "127.0.0.1", "--port", &port.to_string()]);
     assert!(srv.finish().0.success());
-    child.wait().unwrap();
-    assert!(restore_support::wait_gone(pid));
+    child.wait();
+    wait_pid_gone(pid);
     // Without the served images the restore has no pagemap to go on.
-    assert!(!restore_support::restore(&images, &["-d"]).status.success());
+    assert!(!restore(&images, &["-d"]).status.success());
     for f in file_names(&served) {
         std::fs::copy(served.join(&f), images.join(&f)).unwrap();
     }
-    let mut restore = criu_rs().args(["restore", "-D"]).arg(&images).stderr(Stdio::piped()).spawn().unwrap();
-    let t = Instant::now();
-    while std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| !s.contains("TracerPid:\t0\n")) {
-        if let Some(st) = restore.try_wait().unwrap() {
+    let mut restore = Proc::from(criu_rs().args(["restore", "-D"]).arg(&images).stderr(Stdio::piped()).spawn().unwrap());
+    wait_until("the restored task to run", PATIENCE, || {
+        if let Some(st) = restore.try_wait() {
             let mut err = String::new();
-            restore.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            restore.stderr().unwrap().read_to_string(&mut err).unwrap();
             panic!("restore ended early: {st}: {err}");
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "the restored task never ran");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // SAFETY: kill(2) of the task this test restored.
-    unsafe { libc::kill(pid, libc::SIGUSR1) };
-    let st = restore.wait().unwrap();
+        restoree_waits(pid)
+    });
+    let held = Held::open(pid).expect("the restored task");
+    held.signal(libc::SIGUSR1).unwrap();
+    let st = restore.wait();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("OK"), "the restored program's checks: {text}");
     assert_eq!(st.code(), Some(0));
@@ -597,18 +555,19 @@ fn page_server_dump_restores_with_the_served_pages() {
 
 #[test]
 fn lazy_images_are_refused_by_a_plain_restore() {
-    let (mut child, _wd, _log) = start_restoree("lazy-restoree");
+    let (child, _log) = start_restoree(&scratch("lazy-restoree"));
     let pid = child.id() as i32;
-    let images = restore_support::scratch("lazy-restoree-images");
+    let mut child = Proc::from(child);
+    let images = scratch("lazy-restoree-images");
     let src = LazySource::start(pid, &images);
-    child.wait().unwrap();
-    assert!(restore_support::wait_gone(pid), "the pid is free while the memory is served");
-    let before = restore_support::snapshot(&images);
-    let out = restore_support::restore(&images, &["-d"]);
-    let err = restore_support::stderr(&out);
+    child.wait();
+    wait_pid_gone(pid);
+    let before = snapshot(&images);
+    let out = restore(&images, &["-d"]);
+    let err = text(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("lazy"), "{err}");
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "nothing restored");
-    assert_eq!(before, restore_support::snapshot(&images));
+    assert_same_dir(&before, &snapshot(&images));
     drop(src);
 }

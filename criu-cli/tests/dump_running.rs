@@ -1,14 +1,15 @@
 //! `criu-rs dump` on live test programs: --leave-running leaves them intact,
 //! forced failures leave them as they were, the default kills them.
 
-mod support;
-use support::*;
+mod common;
+
+use common::*;
 
 const FAILPOINTS: [&str; 5] = ["after-freeze", "mid-inject", "after-inject", "mid-memory", "before-write"];
 
 fn start_dumpee(name: &str, mib: &str, threads: &str) -> (Program, std::path::PathBuf) {
     let exe = compile("dumpee");
-    let tmp = scratch_dir(&format!("{name}-files"));
+    let tmp = scratch(&format!("{name}-files"));
     let p = Program::start(&exe, &[mib, threads, tmp.to_str().unwrap()]);
     (p, tmp)
 }
@@ -16,7 +17,7 @@ fn start_dumpee(name: &str, mib: &str, threads: &str) -> (Program, std::path::Pa
 #[test]
 fn leave_running_keeps_the_process_intact() {
     let (mut p, _tmp) = start_dumpee("leave-running", "16", "2");
-    let dir = scratch_dir("leave-running");
+    let dir = scratch("leave-running");
     let maps_before = p.maps();
     let out = dump(p.pid(), &dir, &["-R", "-j"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -31,7 +32,7 @@ fn leave_running_keeps_the_process_intact() {
 fn forced_failures_leave_the_process_as_it_was() {
     for point in FAILPOINTS {
         let (mut p, _tmp) = start_dumpee(&format!("fail-{point}"), "8", "2");
-        let dir = scratch_dir(&format!("fail-{point}"));
+        let dir = scratch(&format!("fail-{point}"));
         // A complete older dump in the same directory must not survive as
         // "complete" when the new one fails.
         let good = dump(p.pid(), &dir, &["-R", "-j"]);
@@ -41,11 +42,7 @@ fn forced_failures_leave_the_process_as_it_was() {
         dump_failing_at(p.pid(), &dir, point, &["-j"]);
         assert_eq!(p.maps(), maps_before, "{point}: the address space changed");
         // It goes back to sleep in its read (after restarting the syscall).
-        let t = std::time::Instant::now();
-        while p.state() != Some('S') {
-            assert!(t.elapsed().as_secs() < 10, "{point}: state {:?}, not back in its read", p.state());
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_state(p.pid(), 'S');
         let report = p.finish();
         assert_eq!(report.trim(), "OK", "{point}: self-check: {report}");
     }
@@ -54,7 +51,7 @@ fn forced_failures_leave_the_process_as_it_was() {
 #[test]
 fn default_dump_kills_the_process() {
     let (mut p, _tmp) = start_dumpee("kill", "4", "1");
-    let dir = scratch_dir("kill");
+    let dir = scratch("kill");
     let out = dump(p.pid(), &dir, &["-j"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
     use std::os::unix::process::ExitStatusExt;
@@ -64,7 +61,7 @@ fn default_dump_kills_the_process() {
 #[test]
 fn unwritable_images_dir_leaves_the_process_running() {
     let (mut p, _tmp) = start_dumpee("bad-dir", "4", "1");
-    let file = scratch_dir("bad-dir").join("not-a-dir");
+    let file = scratch("bad-dir").join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
     for dir in [file.clone(), file.join("sub"), "/proc/1/nonexistent".into()] {
         let out = dump(p.pid(), &dir, &["-j"]);
@@ -78,7 +75,7 @@ fn unwritable_images_dir_leaves_the_process_running() {
 #[test]
 fn full_disk_leaves_the_process_running() {
     let (mut p, _tmp) = start_dumpee("enospc", "8", "1");
-    let dir = scratch_dir("enospc");
+    let dir = scratch("enospc");
     let target = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
     // SAFETY: mount(2) with valid NUL-terminated strings; the mount is ours and removed below.
     let r = unsafe {
@@ -99,7 +96,7 @@ fn full_disk_leaves_the_process_running() {
 #[test]
 fn shell_job_is_required_for_a_foreign_session() {
     let (mut p, _tmp) = start_dumpee("no-j", "1", "0");
-    let dir = scratch_dir("no-j");
+    let dir = scratch("no-j");
     let out = dump(p.pid(), &dir, &["-R"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shell-job"));
@@ -114,7 +111,7 @@ fn shell_job_is_required_for_a_foreign_session() {
 fn code_patching_injection_restores_the_code() {
     for fail in [None, Some("after-inject"), Some("mid-inject")] {
         let (mut p, _tmp) = start_dumpee("patch-code", "2", "2");
-        let dir = scratch_dir("patch-code");
+        let dir = scratch("patch-code");
         let maps_before = p.maps();
         let mut cmd = criu_rs();
         cmd.args(["dump", "-R", "-j", "-t", &p.pid().to_string(), "-D"]).arg(&dir).env("CRIU_RS_PATCH_CODE", "1");
@@ -135,12 +132,12 @@ fn process_of_another_user() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let exe = compile("dumpee");
-    let tmp = scratch_dir("other-user-files");
+    let tmp = scratch("other-user-files");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["2", "1", tmp.to_str().unwrap()]).uid(65534).gid(65534);
     let mut p = Program::start_cmd(cmd);
-    let dir = scratch_dir("other-user");
+    let dir = scratch("other-user");
     let out = dump(p.pid(), &dir, &["-R", "-j"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
     let core = crit_decode(&dir.join(format!("core-{}.img", p.pid())));
@@ -156,21 +153,25 @@ fn process_of_another_user() {
 fn threads_appearing_while_freezing() {
     let exe = compile("threadstorm");
     let mut p = Program::start(&exe, &[]);
-    let dir = scratch_dir("threadstorm");
+    let dir = scratch("threadstorm");
     let mut last = 0;
     for round in 0..5 {
         let out = dump(p.pid(), &dir, &["-R", "-j"]);
         assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
         let ps = crit_decode(&dir.join("pstree.img"));
         assert!(!ps["entries"][0]["threads"].as_array().unwrap().is_empty());
+        // It carries on creating threads: the count grows (asked until it
+        // does, however slowly the machine runs).
         use std::io::{BufRead, Write};
-        p.stdin.as_mut().unwrap().write_all(b"c").unwrap();
-        let mut line = String::new();
-        p.stdout.read_line(&mut line).unwrap();
-        let n: u64 = line.trim().strip_prefix("COUNT ").unwrap().parse().unwrap();
-        assert!(n > last, "round {round}: still creating threads ({n} after {last})");
+        let mut n = 0;
+        wait_until(&format!("round {round}: more threads than {last}"), PATIENCE, || {
+            p.stdin.as_mut().unwrap().write_all(b"c").unwrap();
+            let mut line = String::new();
+            p.stdout.as_mut().unwrap().read_line(&mut line).unwrap();
+            n = line.trim().strip_prefix("COUNT ").unwrap().parse().unwrap();
+            n > last
+        });
         last = n;
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let rest = p.finish();
     assert!(rest.trim().ends_with("OK"), "{rest}");

@@ -10,12 +10,11 @@
 //! the tree (refused without `--shell-job`); a normal dump leaves no
 //! descendant behind.
 
-mod support;
-mod support_restore;
+mod common;
+
+use common::*;
 
 use std::path::{Path, PathBuf};
-use support::{crit_decode, criu_rs, dump_failing_at, jnum};
-use support_restore::*;
 
 const VMA_ANON_SHARED: u64 = 1 << 8;
 const TASK_DEAD: u64 = 2;
@@ -23,7 +22,7 @@ const PIPE_OLD: &[u8] = b"bytes A wrote before the checkpoint\0";
 
 /// A running tree.c: the root (our child) and pidfds on its descendants.
 struct Tree {
-    root: Started,
+    root: Program,
     held: Vec<Held>,
     /// R, A, B, C (and F with orphans).
     pids: Vec<i32>,
@@ -41,13 +40,13 @@ impl Tree {
         if orphans {
             args.push(Path::new("orphans"));
         }
-        let root = Started::start("tree", &args);
-        let mut pids = vec![root.pid(), root.num("a"), root.num("b"), root.num("c")];
+        let root = Program::spawn("tree", &args);
+        let mut pids = vec![root.pid(), root.int("a"), root.int("b"), root.int("c")];
         if orphans {
-            pids.push(root.num("f"));
+            pids.push(root.int("f"));
         }
         let held = pids[1..].iter().map(|&p| Held::open(p).unwrap()).collect();
-        let zombie = root.num("z");
+        let zombie = root.int("z");
         let t = Tree { root, held, pids, zombie, work, result };
         wait_all_suspended(&t.pids);
         t
@@ -334,7 +333,7 @@ fn stopped_or_traced_descendant_is_refused() {
 #[test]
 fn orphaned_session_is_recorded_as_it_is() {
     let t = Tree::start("dump-tree-orphans", true);
-    let (f, e) = (t.pids[4], t.root.num("e"));
+    let (f, e) = (t.pids[4], t.root.int("e"));
     let images = scratch("dump-tree-orphans");
     dump_ok(t.pids[0], &images, &["-R"]);
     let tree = pstree(&images);
@@ -377,7 +376,7 @@ fn wait_more_forks(counter: &Path, than: u64) -> u64 {
 fn tree_that_forks_while_freezing() {
     let work = scratch("dump-tree-forker");
     let counter = work.join("counter");
-    let mut p = Started::start("forker", &[&counter]);
+    let mut p = Program::spawn("forker", &[&counter]);
     let root = p.pid();
     let mut n = wait_more_forks(&counter, 0);
     let mut seen_children = 0;
@@ -423,8 +422,8 @@ fn wait_sleeping(pid: i32) {
 #[test]
 fn tasks_sharing_a_descriptor_table_share_its_ids() {
     let work = scratch("dump-tree-sharers-work");
-    let mut p = Started::start("sharers", &[&work]);
-    let (r, x, y, ytid, fd) = (p.pid(), p.num("x"), p.num("y"), p.num("ytid"), p.num("fd"));
+    let mut p = Program::spawn("sharers", &[&work]);
+    let (r, x, y, ytid, fd) = (p.pid(), p.int("x"), p.int("y"), p.int("ytid"), p.int("fd"));
     let images = scratch("dump-tree-sharers");
     dump_ok(r, &images, &["-R"]);
     let tree = pstree(&images);
@@ -461,8 +460,8 @@ fn tasks_sharing_a_descriptor_table_share_its_ids() {
 
 #[test]
 fn group_led_from_outside_the_tree_needs_shell_job() {
-    let p = Started::start("outsider", &[]);
-    let (r, q, s) = (p.pid(), p.num("q"), p.num("s"));
+    let p = Program::spawn("outsider", &[]);
+    let (r, q, s) = (p.pid(), p.int("q"), p.int("s"));
     // Q is not ours to reap (init adopted it); hold it by pidfd to kill it safely at the end.
     let _q = Held::open(q).unwrap();
     let _s = Held::open(s).unwrap();

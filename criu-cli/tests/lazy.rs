@@ -2,12 +2,13 @@
 //! each maps a region, registers it with userfaultfd, hands the uffd to the
 //! daemon and checks every byte from inside.
 
-mod lazy_util;
+mod common;
+
+use common::*;
 
 use std::os::unix::process::ExitStatusExt;
 
 use criu_core::images::ImageDir;
-use lazy_util::*;
 
 const MIB: u64 = 1 << 20;
 
@@ -26,7 +27,7 @@ fn serve(dir: &tempfile::TempDir, kids: &mut [Kid], extra: &[&str]) -> Proc {
     let n = kids.len().to_string();
     let mut args = vec!["lazy-pages", "-D", dir.path().to_str().unwrap(), "--address", sock.to_str().unwrap(), "--tasks", &n];
     args.extend_from_slice(extra);
-    let mut d = criu_rs(&args);
+    let mut d = spawn_criu_rs(&args);
     wait_for(&sock, &mut d);
     for k in kids.iter_mut() {
         k.go();
@@ -186,7 +187,7 @@ fn refuses_a_task_without_images() {
     let images = ImageDir::open_unchecked(dir.path());
     finish_images(&images);
     let sock = dir.path().join("lazy.sock");
-    let mut d = criu_rs(&["lazy-pages", "-D", dir.path().to_str().unwrap(), "--address", sock.to_str().unwrap(), "--tasks", "1"]);
+    let mut d = spawn_criu_rs(&["lazy-pages", "-D", dir.path().to_str().unwrap(), "--address", sock.to_str().unwrap(), "--tasks", "1"]);
     wait_for(&sock, &mut d);
     let mut k = Kid::spawn("check", MIB, base(0), &sock);
     k.go();

@@ -3,7 +3,9 @@
 //! with a userfaultfd, hands it to `criu-rs lazy-pages` and reads the region
 //! back. A silent connection opened first must not stall the service.
 
-mod lazy_util;
+mod common;
+
+use common::*;
 
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -11,7 +13,6 @@ use std::os::unix::net::UnixStream;
 use criu_core::images::ImageDir;
 use criu_core::lazy::{hand_over, TaskHello};
 use criu_core::uffd::{mode, Uffd, LAZY_FEATURES};
-use lazy_util::*;
 
 #[test]
 fn this_process_hands_over_its_own_region() {
@@ -36,7 +37,7 @@ fn this_process_hands_over_its_own_region() {
     me.write(&images);
     finish_images(&images);
     let sock = dir.path().join("lazy.sock");
-    let mut d = criu_rs(&["lazy-pages", "-D", dir.path().to_str().unwrap(), "--address", sock.to_str().unwrap(), "--tasks", "1"]);
+    let mut d = spawn_criu_rs(&["lazy-pages", "-D", dir.path().to_str().unwrap(), "--address", sock.to_str().unwrap(), "--tasks", "1"]);
     wait_for(&sock, &mut d);
     let _silent = UnixStream::connect(&sock).unwrap();
     hand_over(&sock, TaskHello { image_pid: std::process::id(), pid: 0 }, uffd.as_fd()).expect("hand over");

@@ -3,11 +3,12 @@
 //! lazy-pages daemon and a pagemap without page data are in the
 //! "destination" namespace; the task checks every byte on arrival.
 
-mod lazy_util;
+mod common;
+
+use common::*;
 
 use criu_core::images::consts::pagemap_flags::LAZY;
 use criu_core::images::ImageDir;
-use lazy_util::*;
 
 #[test]
 fn post_copy_between_two_network_namespaces() {
@@ -24,15 +25,15 @@ fn post_copy_between_two_network_namespaces() {
     k.write_images_flagged(&dst_images, LAZY);
     finish_images(&dst_images);
     let port = free_port().to_string();
-    let mut srv = criu_rs_in(
+    let mut srv = spawn_criu_rs_in(
         Some(&net.src),
         &["page-server", "-D", src.path().to_str().unwrap(), "--address", SRC_ADDR, "--port", &port],
     );
     wait_port_in(Some(&net.src), port.parse().unwrap(), &mut srv);
     // Without --page-server the destination has no data to serve: refused.
-    let (st, _, err) = criu_rs(&["lazy-pages", "-D", dst.path().to_str().unwrap(), "--tasks", "1"]).finish();
+    let (st, _, err) = spawn_criu_rs(&["lazy-pages", "-D", dst.path().to_str().unwrap(), "--tasks", "1"]).finish();
     assert!(!st.success() && err.contains("are not in the images"), "{err}");
-    let mut d = criu_rs_in(
+    let mut d = spawn_criu_rs_in(
         Some(&net.dst),
         &[
             "lazy-pages", "-D", dst.path().to_str().unwrap(), "--page-server", "--address", SRC_ADDR, "--port", &port,

@@ -2,7 +2,9 @@
 //! (PageSink → images), and feeding `criu-rs lazy-pages --page-server`
 //! (post-copy), including the connection breaking mid-way.
 
-mod lazy_util;
+mod common;
+
+use common::*;
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -10,13 +12,12 @@ use criu_core::images::consts::pagemap_flags::{LAZY, PRESENT};
 use criu_core::images::{ImageDir, PAGE_SIZE};
 use criu_core::pageserver::client::PageSink;
 use criu_core::pageserver::store::{read_pagemap, ImagesStore, PageStore};
-use lazy_util::*;
 
 const MIB: u64 = 1 << 20;
 
 fn page_server(dir: &std::path::Path) -> (Proc, u16) {
     let port = free_port();
-    let mut p = criu_rs(&["page-server", "-D", dir.to_str().unwrap(), "--address", "127.0.0.1", "--port", &port.to_string()]);
+    let mut p = spawn_criu_rs(&["page-server", "-D", dir.to_str().unwrap(), "--address", "127.0.0.1", "--port", &port.to_string()]);
     wait_port(port, &mut p);
     (p, port)
 }
@@ -66,7 +67,7 @@ fn post_copy(mode: &str, size: u64, extra: &[&str]) -> (tempfile::TempDir, Kid, 
         "--port", &port, "--lazy-socket", sock.to_str().unwrap(), "--tasks", "1",
     ];
     args.extend_from_slice(extra);
-    let mut d = criu_rs(&args);
+    let mut d = spawn_criu_rs(&args);
     wait_for(&sock, &mut d);
     k.go();
     (dir, k, d, srv)

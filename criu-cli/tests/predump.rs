@@ -5,13 +5,12 @@
 //! zeros written, an area unmapped and mapped again, a new area, a page
 //! behind mprotect) and checks all of it from inside after the restore.
 
-mod support;
-mod support_restore;
+mod common;
+
+use common::*;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::{crit_decode, criu_rs, jnum};
-use support_restore::*;
 
 /// `criu-rs pre-dump -t PID -D DIR EXTRA...`, asserted to succeed.
 fn pre_dump(pid: i32, dir: &Path, extra: &[&str]) {
@@ -20,7 +19,7 @@ fn pre_dump(pid: i32, dir: &Path, extra: &[&str]) {
 }
 
 /// Sends SIGUSR1 (one round of changes) and waits until the program says it is done.
-fn round(p: &Started, result: &Path, k: u32) {
+fn round(p: &Program, result: &Path, k: u32) {
     // SAFETY: kill on our own unreaped child.
     unsafe { libc::kill(p.pid(), libc::SIGUSR1) };
     let file = PathBuf::from(format!("{}.round", result.display()));
@@ -78,14 +77,14 @@ fn crit_all(dir: &Path) {
 
 /// A scratch directory with three empty image directories in it, and
 /// `dirtier` started on `mib` MiB with its result file there, waiting.
-fn start_dirtier(name: &str, dirs: [&str; 3], mib: &str) -> (PathBuf, [PathBuf; 3], PathBuf, Started) {
+fn start_dirtier(name: &str, dirs: [&str; 3], mib: &str) -> (PathBuf, [PathBuf; 3], PathBuf, Program) {
     let base = scratch(name);
     let dirs = dirs.map(|d| base.join(d));
     for d in &dirs {
         std::fs::create_dir_all(d).unwrap();
     }
     let result = base.join("result");
-    let p = Started::start("dirtier", &[&result, Path::new(mib)]);
+    let p = Program::spawn("dirtier", &[&result, Path::new(mib)]);
     wait_all_suspended(&[p.pid()]);
     (base, dirs, result, p)
 }
@@ -123,7 +122,7 @@ fn pre_dumps_then_an_incremental_dump_restore_everything() {
         crit_all(d);
     }
 
-    let snap = || [&d1, &d2, &d3].map(|d| snapshot_dir(d));
+    let snap = || [&d1, &d2, &d3].map(|d| snapshot(d));
     let before = snap();
     let held = restore_detached(&d3, pid);
     held.signal(libc::SIGUSR2).unwrap();
@@ -153,7 +152,7 @@ fn a_failed_incremental_dump_never_leaves_stale_tracking() {
     let t1 = tracker_of(&d1);
     round(&p, &result, 1);
     // Fails after the scan re-protected what round 1 wrote.
-    support::dump_failing_at(pid, &d2, "mid-memory", &["-j", "--prev-images-dir", "../pre1"]);
+    dump_failing_at(pid, &d2, "mid-memory", &["-j", "--prev-images-dir", "../pre1"]);
     wait_all_suspended(&[pid]);
     // That tracking is spent: its tracker is gone, so the next dump against
     // the same parent copies every page rather than trusting it.

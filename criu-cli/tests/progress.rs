@@ -1,24 +1,21 @@
 //! The progress bar: drawn on a terminal (a pty made by script(1)) for the
 //! memory phases of dump and restore, and never when stderr is captured.
 
-mod support;
-mod support_restore;
+mod common;
+
+use common::*;
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
-use std::time::Duration;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-use support::{compile, criu_rs};
-use support_restore::{scratch, wait_pid_gone, Held};
 
 /// `bigmem MIB` (pattern-filled anonymous memory; one byte on stdin makes
 /// it check the pattern and print OK) in a session of its own, with stdin a
 /// FIFO the test holds open read-write (so it never sees EOF, before or
 /// after the restore) and stdout a file (no reader to lose on restore).
 struct Bigmem {
-    child: Reap,
+    child: Proc,
     fifo: std::fs::File,
     out: std::path::PathBuf,
 }
@@ -35,33 +32,9 @@ fn start_bigmem(mib: u32, dir: &Path) -> Bigmem {
         .stdin(std::fs::File::open(&fifo_path).unwrap())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; the child only calls it before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = Reap(cmd.spawn().unwrap());
-    let t = std::time::Instant::now();
-    while !std::fs::read_to_string(&out).unwrap().starts_with("READY") {
-        assert!(t.elapsed() < Duration::from_secs(60), "bigmem never got ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = Proc::from(in_own_session(&mut cmd).spawn().unwrap());
+    wait_until("bigmem to be READY", PATIENCE, || std::fs::read_to_string(&out).unwrap().starts_with("READY"));
     Bigmem { child, fifo, out }
-}
-
-/// Kills and reaps a child still running (after a failed assertion).
-struct Reap(Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
 }
 
 /// Runs criu-rs with `args` inside script(1), so its stderr is a pty;
@@ -80,16 +53,12 @@ fn in_pty(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[test]
 fn captured_stderr_gets_no_bar() {
     let dir = scratch("progress-captured");
     let work = scratch("progress-captured-work");
-    let b = start_bigmem(16, &work);
-    let pid = b.child.0.id() as i32;
+    let mut b = start_bigmem(16, &work);
+    let pid = b.child.pid() as i32;
     let out = criu_rs()
         .env("CRIU_RS_PROGRESS_MIN_PAGES", "1")
         .args(["-v0", "dump", "-j", "-R", "-t", &pid.to_string(), "-D"])
@@ -106,14 +75,14 @@ fn terminal_shows_the_bar_for_dump_and_restore() {
     let dir = scratch("progress-pty");
     let work = scratch("progress-pty-work");
     let mut b = start_bigmem(16, &work);
-    let pid = b.child.0.id() as i32;
+    let pid = b.child.pid() as i32;
     let d = dir.to_str().unwrap();
     let out = in_pty(&["-v0", "dump", "-j", "-t", &pid.to_string(), "-D", d]);
     let shown = text(&out.stdout);
     assert!(out.status.success(), "dump failed: {shown}");
     assert!(shown.contains("dumping memory"), "no bar in {shown:?}");
     assert!(shown.contains("pages"), "no page count in {shown:?}");
-    let _ = b.child.0.wait();
+    b.child.wait();
     wait_pid_gone(pid);
 
     let pidfile = Path::new(d).with_extension("pid");
@@ -125,7 +94,7 @@ fn terminal_shows_the_bar_for_dump_and_restore() {
     assert!(shown.contains("restoring memory"), "no bar in {shown:?}");
     // The restored process checks its memory when given a byte, and exits.
     b.fifo.write_all(b"x").unwrap();
-    assert!(held.wait_exit(Duration::from_secs(60)), "restored pid {pid} did not finish");
+    assert!(held.wait_exit(PATIENCE), "restored pid {pid} did not finish");
     let said = std::fs::read_to_string(&b.out).unwrap();
     assert!(said.ends_with("OK\n"), "restored bigmem said {said:?}");
 }

@@ -1,9 +1,10 @@
 //! `criu-rs restore` on bad input: a clear error naming the problem (and
 //! the image file), a non-zero exit, no process left, images untouched.
 
-mod restore_support;
+mod common;
 
-use restore_support::*;
+use common::*;
+
 use std::path::Path;
 
 /// Restores `dir`, expects failure mentioning every `needle`, and checks
@@ -11,7 +12,7 @@ use std::path::Path;
 fn expect_failure(dir: &Path, pid: i32, needles: &[&str]) -> String {
     let before = snapshot(dir);
     let out = restore(dir, &[]);
-    let err = stderr(&out);
+    let err = text(&out.stderr);
     assert!(!out.status.success(), "restore succeeded on bad input: {err}");
     for n in needles {
         assert!(err.contains(n), "error should mention {n:?}: {err}");
@@ -26,7 +27,7 @@ fn missing_directory() {
     let dir = scratch("missing").join("nope");
     let out = restore(&dir, &[]);
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = text(&out.stderr);
     assert!(err.contains("nope") && err.contains("images directory"), "{err}");
     assert!(!dir.exists(), "restore created the directory");
 }
@@ -156,7 +157,7 @@ fn pid_in_use() {
     ImageSet::minimal(pid).write(&dir);
     let before = snapshot(&dir);
     let out = restore(&dir, &[]);
-    let err = stderr(&out);
+    let err = text(&out.stderr);
     let still_there = alive(pid);
     let _ = sleeper.kill();
     let _ = sleeper.wait();

@@ -1,21 +1,18 @@
 //! Restore acceptance tests (issue 4): `tests/programs/fullstate.c` sets up
 //! memory, registers, a moved vDSO, signals, timers and files, is dumped,
 //! dies, is restored and checks itself from the inside after SIGUSR1.
-//!
-//! While `criu-rs restore` is the "not implemented" stub the restore tests
-//! print a SKIPPED notice and return; the tests of the program itself (no
-//! checkpoint, a changed file or register is detected, a --leave-running
-//! dump leaves it intact) always run.
+//! Tests of the program itself (no checkpoint, a changed file or register
+//! is detected, a --leave-running dump leaves it intact) show its checks
+//! can fail and do not depend on restore.
 
-mod support;
-mod support_restore;
+mod common;
+
+use common::*;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-use support::criu_rs;
-use support_restore::*;
+use std::process::Stdio;
+use criu_rs;
 
 /// A test's directories: the program's working dir, its result file, the images.
 struct Dirs {
@@ -29,9 +26,9 @@ fn dirs(name: &str) -> Dirs {
     Dirs { result: work.with_extension("result"), images: scratch(&format!("{name}-images")), work }
 }
 
-fn start_fullstate(d: &Dirs) -> Started {
+fn start_fullstate(d: &Dirs) -> Program {
     let _ = std::fs::remove_file(&d.result);
-    let p = Started::start("fullstate", &[&d.work, &d.result]);
+    let p = Program::spawn("fullstate", &[&d.work, &d.result]);
     wait_all_suspended(&[p.pid()]);
     p
 }
@@ -103,18 +100,18 @@ fn fullstate_detects_a_changed_file() {
 fn restore_detached_brings_fullstate_back() {
     let d = dirs("detached");
     let (pid, fds, maps) = start_and_dump(&d);
-    let before = snapshot_dir(&d.images);
+    let before = snapshot(&d.images);
     let held = restore_detached(&d.images, pid);
     let report = check_restored(&d, &held, &fds, &maps);
     assert_all_ok("restored fullstate", &report);
-    assert_same_dir(&before, &snapshot_dir(&d.images));
+    assert_same_dir(&before, &snapshot(&d.images));
 }
 
 #[test]
 fn restore_same_images_twice() {
     let d = dirs("twice");
     let (pid, fds, maps) = start_and_dump(&d);
-    let before = snapshot_dir(&d.images);
+    let before = snapshot(&d.images);
     for round in 1..=2 {
         let held = restore_detached(&d.images, pid);
         let report = check_restored(&d, &held, &fds, &maps);
@@ -122,7 +119,7 @@ fn restore_same_images_twice() {
         drop(held);
         wait_pid_gone(pid);
     }
-    assert_same_dir(&before, &snapshot_dir(&d.images));
+    assert_same_dir(&before, &snapshot(&d.images));
 }
 
 #[test]
@@ -131,43 +128,28 @@ fn restore_with_pid_in_use_fails_cleanly() {
     let (pid, fds, maps) = start_and_dump(&d);
     let first = restore_detached(&d.images, pid);
     wait_all_suspended(&[pid]);
-    let before = snapshot_dir(&d.images);
+    let before = snapshot(&d.images);
     let out = restore(&d.images, &["-d"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a second restore with pid {pid} taken succeeded");
     assert!(err.contains(&pid.to_string()), "the error does not name the pid: {err}");
-    assert_same_dir(&before, &snapshot_dir(&d.images));
+    assert_same_dir(&before, &snapshot(&d.images));
     assert_eq!(processes_in(&d.work, &[pid]), Vec::<i32>::new(), "the failed restore left processes behind");
     // The first copy is unharmed.
     let report = check_restored(&d, &first, &fds, &maps);
     assert_all_ok("first copy after the failed restore", &report);
 }
 
-/// Kills (by pid) and reaps a `criu-rs` child on drop.
-struct CriuChild(Child);
-
-impl Drop for CriuChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `criu-rs restore -D DIR` (not detached) and waits until the
 /// restored pid waits for its trigger.
-fn restore_attached(images: &Path, pid: i32) -> (CriuChild, Held) {
-    let mut c = CriuChild(criu_rs().arg("restore").arg("-D").arg(images).stdin(Stdio::null()).spawn().unwrap());
-    let t = Instant::now();
-    loop {
-        if let Some(st) = c.0.try_wait().unwrap() {
+fn restore_attached(images: &Path, pid: i32) -> (Proc, Held) {
+    let mut c = Proc::from(criu_rs().arg("restore").arg("-D").arg(images).stdin(Stdio::null()).spawn().unwrap());
+    wait_until(&format!("restored pid {pid} to come up"), PATIENCE, || {
+        if let Some(st) = c.try_wait() {
             panic!("criu-rs restore exited early with {st}");
         }
-        if blocked_in(pid, pid) == Some(NR_RT_SIGSUSPEND) {
-            break;
-        }
-        assert!(t.elapsed() < PATIENCE, "restored pid {pid} never came up");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+        blocked_in(pid, pid) == Some(NR_RT_SIGSUSPEND)
+    });
     let held = Held::open(pid).unwrap();
     (c, held)
 }
@@ -179,7 +161,7 @@ fn restore_attached_exits_with_the_programs_status() {
 
     let (mut criu, held) = restore_attached(&d.images, pid);
     let report = trigger(&d, &held);
-    let st = criu.0.wait().unwrap();
+    let st = criu.wait();
     assert_all_ok("restored fullstate (attached)", &report);
     assert_eq!(st.code(), Some(0), "criu-rs exit status {st:?} (signal {:?})", st.signal());
     drop(held);
@@ -191,7 +173,7 @@ fn restore_attached_exits_with_the_programs_status() {
     std::fs::write(&app, b"HELLO ").unwrap();
     let report = trigger(&d, &held);
     std::fs::write(&app, b"hello ").unwrap();
-    let st = criu.0.wait().unwrap();
+    let st = criu.wait();
     assert!(report.contains("FAIL append-writes-at-end"), "{report}");
     assert_eq!(st.code(), Some(11), "criu-rs exit status {st:?}; report:\n{report}");
 }

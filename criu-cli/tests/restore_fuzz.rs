@@ -3,9 +3,10 @@
 //! either restores the task (which then exits 42, or dies of a signal if a
 //! flipped register made it crash) or fails with an error message.
 
-mod restore_support;
+mod common;
 
-use restore_support::*;
+use common::*;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,7 @@ fn flipped_bytes_never_crash_criu_rs_nor_leave_a_task() {
             Some(c) if c > 128 => {} // the restored task died of a signal
             other => panic!("{what}: criu-rs ended with {other:?}: {err}"),
         }
-        assert!(wait_gone(pid), "{what}: a task is left behind");
+        wait_pid_gone(pid);
         assert_eq!(before, snapshot(&dir), "{what}: restore changed the images");
     }
 }

@@ -6,18 +6,16 @@
 //! after a normal dump ([`criu_core::lazy::mark`]); the post-copy test uses
 //! `dump --lazy-pages` (no page data in the images at all).
 
-mod lazy_util;
-mod support;
-mod support_restore;
+mod common;
+
+use common::*;
 
 use criu_core::images::consts::pagemap_flags;
 use criu_core::images::pb::{PagemapEntry, PagemapHead};
 use criu_core::images::{ImageDir, ImageKind};
-use lazy_util::{criu_rs, wait_for, Netns, Proc, SRC_ADDR};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use support_restore::*;
 
 /// Flags the private anonymous memory of `pid`'s dump `LAZY | PRESENT`.
 fn mark_lazy(dir: &Path, pid: i32) -> u64 {
@@ -50,7 +48,7 @@ impl Dirs {
 /// Starts lazymem with `mib` MiB in `mode`, dumps it (killing it) and
 /// flags its anonymous memory lazy. Returns its pid and the lazy page count.
 fn dump_lazymem(d: &Dirs, mib: u32, mode: &str) -> (i32, u64) {
-    let mut p = Started::start("lazymem", &[&d.work, &d.result, Path::new(&mib.to_string()), Path::new(mode)]);
+    let mut p = Program::spawn("lazymem", &[&d.work, &d.result, Path::new(&mib.to_string()), Path::new(mode)]);
     let pid = p.pid();
     wait_all_suspended(&[pid]);
     dump_ok(pid, &d.images, &[]);
@@ -66,7 +64,7 @@ fn daemon(d: &Dirs, extra: &[&str]) -> Proc {
     let _ = std::fs::remove_file(&sock);
     let mut args = vec!["lazy-pages", "-D", d.images.to_str().unwrap(), "--address", sock.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let mut p = criu_rs(&args);
+    let mut p = spawn_criu_rs(&args);
     wait_for(&sock, &mut p);
     p
 }
@@ -104,7 +102,7 @@ fn trigger(held: &Held, result: &Path) -> String {
 fn a_256_mib_process_restored_lazily_checks_every_byte() {
     let d = Dirs::new("256m");
     let (pid, lazy) = dump_lazymem(&d, 256, "halves");
-    let before = snapshot_dir(&d.images);
+    let before = snapshot(&d.images);
     let dm = daemon(&d, &[]);
     let held = restore_lazy(&d, pid);
     // The first half is checked while the daemon serves faults and copies
@@ -122,7 +120,7 @@ fn a_256_mib_process_restored_lazily_checks_every_byte() {
     assert_eq!(count(&sum, "pages copied") + count(&sum, "pages in background"), lazy, "every lazy page served once: {sum}");
     assert_eq!(count(&sum, "gone early"), 0, "{sum}");
     assert_eq!(count(&sum, "killed"), 0, "{sum}");
-    assert_same_dir(&before, &snapshot_dir(&d.images));
+    assert_same_dir(&before, &snapshot(&d.images));
 }
 
 #[test]
@@ -185,13 +183,13 @@ fn lazy_images_without_page_data_need_lazy_pages() {
         w.write_entry(&e).unwrap();
     }
     w.finish().unwrap();
-    let before = snapshot_dir(&d.images);
+    let before = snapshot(&d.images);
     let out = restore(&d.images, &["-d"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "restored without the lazy pages");
     assert!(err.contains("lazy pages") && err.contains("--lazy-pages") && err.contains(&format!("pagemap-{pid}.img")), "{err}");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "a task was left behind");
-    assert_same_dir(&before, &snapshot_dir(&d.images));
+    assert_same_dir(&before, &snapshot(&d.images));
 }
 
 /// `nsenter --net=/run/netns/NS PROGRAM`: PROGRAM in network namespace NS
@@ -225,14 +223,14 @@ fn post_copy_migration_between_two_network_namespaces() {
     let d = Dirs::new("postcopy");
     let dst_images = scratch("lazy-postcopy-dst-images");
     // The program runs on the "source host".
-    let exe = compile_program("lazymem");
+    let exe = compile("lazymem");
     let mut cmd = in_netns(&net.src, &exe);
     cmd.args([d.work.as_os_str(), d.result.as_os_str()]).args(["64", "check"]);
-    let mut p = Started::from_child(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap());
+    let mut p = Program::from_child(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap(), false);
     let pid = p.pid();
     wait_all_suspended(&[pid]);
     // Source: dump --lazy-pages keeps the memory and serves it.
-    let port = lazy_util::free_port().to_string();
+    let port = free_port().to_string();
     let mut src = Command::new(env!("CARGO_BIN_EXE_criu-rs"));
     src.args(["dump", "-t", &pid.to_string(), "-D"]).arg(&d.images);
     src.args(["--lazy-pages", "--address", SRC_ADDR, "--port", &port, "--lazy-timeout", "60"]);
@@ -290,14 +288,14 @@ fn in_netns_cmd(ns: &str, cmd: Command) -> Command {
 fn a_lazy_restore_without_its_daemon_fails_cleanly() {
     let d = Dirs::new("nodaemon");
     let (pid, _) = dump_lazymem(&d, 4, "check");
-    let before = snapshot_dir(&d.images);
+    let before = snapshot(&d.images);
     let sock = d.socket();
     let out = restore(&d.images, &["-d", "--lazy-pages", "--address", sock.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "restored without a lazy-pages daemon");
     assert!(err.contains("lazy-pages daemon") && err.contains(sock.to_str().unwrap()), "{err}");
     wait_pid_gone(pid);
-    assert_same_dir(&before, &snapshot_dir(&d.images));
+    assert_same_dir(&before, &snapshot(&d.images));
     // The same images restore eagerly (their LAZY pages have data).
     let held = restore_detached(&d.images, pid);
     let report = trigger(&held, &d.result);
@@ -309,8 +307,8 @@ fn a_lazy_restore_without_its_daemon_fails_cleanly() {
 /// every task's anonymous memory lazy. Returns the three pids (root first)
 /// and the lazy page count of all three.
 fn dump_lazytree(d: &Dirs, mib: u32) -> ([i32; 3], u64) {
-    let mut p = Started::start("lazytree", &[&d.work, &d.result, Path::new(&mib.to_string())]);
-    let pids = [p.pid(), p.num("a"), p.num("b")];
+    let mut p = Program::spawn("lazytree", &[&d.work, &d.result, Path::new(&mib.to_string())]);
+    let pids = [p.pid(), p.int("a"), p.int("b")];
     wait_all_suspended(&pids);
     dump_ok(pids[0], &d.images, &[]);
     p.reap();
@@ -334,7 +332,7 @@ fn restore_lazy_tree(d: &Dirs, pids: &[i32]) -> Vec<Held> {
 fn a_process_tree_is_served_by_one_daemon_that_exits_once_all_pages_are_in() {
     let d = Dirs::new("tree-bg");
     let (pids, lazy) = dump_lazytree(&d, 8);
-    let before = snapshot_dir(&d.images);
+    let before = snapshot(&d.images);
     let dm = daemon(&d, &[]);
     let held = restore_lazy_tree(&d, &pids);
     // The tasks wait untouched: the daemon must fill all three in the
@@ -350,7 +348,7 @@ fn a_process_tree_is_served_by_one_daemon_that_exits_once_all_pages_are_in() {
     for (h, pid) in held.iter().zip(pids) {
         assert!(h.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
     }
-    assert_same_dir(&before, &snapshot_dir(&d.images));
+    assert_same_dir(&before, &snapshot(&d.images));
 }
 
 #[test]

@@ -3,10 +3,11 @@
 //! whole restore path (pid, fds, memory, blob, handshake, clean-up) from
 //! outside through `/proc`, without depending on `criu-rs dump`.
 
-mod restore_support;
+mod common;
+
+use common::*;
 
 use criu_core::images::pb::FdTypes;
-use restore_support::*;
 use std::os::unix::fs::OpenOptionsExt;
 
 #[test]
@@ -16,7 +17,7 @@ fn restored_task_runs_and_its_exit_code_is_ours() {
     ImageSet::minimal(pid).write(&dir);
     let before = snapshot(&dir);
     let out = restore(&dir, &[]);
-    assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(42), "{}", text(&out.stderr));
     assert_eq!(before, snapshot(&dir), "restore changed the images");
 }
 
@@ -49,8 +50,8 @@ fn detached_task_has_its_pid_files_and_nothing_of_criu_rs() {
     let before = snapshot(&dir);
     let pidfile = scratch("detached-pidfile").join("pidfile");
     let out = restore(&dir, &["-d", "--pidfile", pidfile.to_str().unwrap()]);
-    let _guard = KillOnDrop(pid);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let _guard = Held::open(pid).ok();
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), pid.to_string());
     assert!(alive(pid));
 
@@ -122,8 +123,8 @@ fn unlinked_file_comes_back_unlinked_with_its_contents() {
     set.ghosts.push((2, 9, b"ghost contents".to_vec()));
     set.write(&dir);
     let out = restore(&dir, &["-d"]);
-    let _guard = KillOnDrop(pid);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let _guard = Held::open(pid).ok();
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap();
     assert_eq!(link.to_string_lossy(), format!("{} (deleted)", gone.display()));
     assert!(!gone.exists(), "the ghost file must be unlinked again");
@@ -141,17 +142,9 @@ fn task_dumped_stopped_comes_back_stopped() {
     set.core.tc.as_mut().unwrap().task_state = Some(criu_core::images::consts::task_state::STOPPED);
     set.write(&dir);
     let out = restore(&dir, &["-d"]);
-    let _guard = KillOnDrop(pid);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let state = || {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        s.lines().find_map(|l| l.strip_prefix("State:").map(|v| v.trim().to_string())).unwrap()
-    };
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !state().starts_with('T') && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(state().starts_with('T'), "state {}", state());
+    let _guard = Held::open(pid).ok();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_state(pid, 'T');
 }
 
 #[test]
@@ -169,8 +162,8 @@ fn shared_anonymous_memory_comes_back_shared_with_its_contents() {
     set.shmem.push((0x1234, 2, contents.clone()));
     set.write(&dir);
     let out = restore(&dir, &["-d"]);
-    let _guard = KillOnDrop(pid);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let _guard = Held::open(pid).ok();
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let line = maps.lines().find(|l| l.starts_with("00040000-00043000")).unwrap_or_else(|| panic!("{maps}"));
     assert!(line.contains("rw-s") && line.contains("/dev/zero (deleted)"), "{line}");
@@ -198,8 +191,8 @@ fn fifo_ends_come_back_with_their_queued_bytes() {
     set.add_fd(4, 4, FdTypes::Fifo, false);
     set.write(&dir);
     let out = restore(&dir, &["-d"]);
-    let _guard = KillOnDrop(pid);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let _guard = Held::open(pid).ok();
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let flags = |fd: i32| {
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
         let v = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim().to_string();

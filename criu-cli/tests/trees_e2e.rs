@@ -5,16 +5,15 @@
 //! great-grandchild; a pipe with unread bytes, a shared file offset, shared
 //! anonymous memory; optionally a task in a session whose leader is gone,
 //! under a child subreaper) are dumped, die, are restored and check
-//! themselves.
-//!
-//! While `criu-rs restore` is the "not implemented" stub the restore tests
-//! print a SKIPPED notice and return; the no-checkpoint tests always run.
+//! themselves. The `..._checks_pass_without_checkpoint` tests run the
+//! programs' self-checks alone, so a failure there is the program's, not
+//! the restore's.
 
-mod support;
-mod support_restore;
+mod common;
+
+use common::*;
 
 use std::path::PathBuf;
-use support_restore::*;
 
 struct Dirs {
     work: PathBuf,
@@ -44,9 +43,9 @@ fn ids(pid: i32) -> (char, i32, i32, i32) {
 
 // ---------- threads ----------
 
-fn start_threads(d: &Dirs) -> (Started, Vec<i32>) {
+fn start_threads(d: &Dirs) -> (Program, Vec<i32>) {
     let _ = std::fs::remove_file(&d.result);
-    let p = Started::start("threads", &[&d.work, &d.result]);
+    let p = Program::spawn("threads", &[&d.work, &d.result]);
     let mut tids: Vec<i32> = p.info["tids"].split(',').map(|t| t.parse().unwrap()).collect();
     tids.push(p.pid());
     tids.sort();
@@ -122,7 +121,7 @@ fn threads_dump_restore() {
 
 /// A running tree: the root (our child) and pidfds on its descendants.
 struct Tree {
-    root: Option<Started>,
+    root: Option<Program>,
     held: Vec<Held>,
     /// R, A, B, C (and F with orphans)
     pids: Vec<i32>,
@@ -138,14 +137,14 @@ impl Tree {
         if orphans {
             args.push(std::path::Path::new("orphans"));
         }
-        let p = Started::start("tree", &args);
-        let mut pids = vec![p.pid(), p.num("a"), p.num("b"), p.num("c")];
+        let p = Program::spawn("tree", &args);
+        let mut pids = vec![p.pid(), p.int("a"), p.int("b"), p.int("c")];
         let gone = orphans.then(|| {
-            pids.push(p.num("f"));
-            p.num("e")
+            pids.push(p.int("f"));
+            p.int("e")
         });
         let held = pids[1..].iter().map(|&pid| Held::open(pid).unwrap()).collect();
-        let zombie = p.num("z");
+        let zombie = p.int("z");
         let t = Tree { root: Some(p), held, pids, zombie, gone };
         wait_all_suspended(&t.pids);
         t
@@ -244,14 +243,14 @@ fn tree_pre_dump_then_incremental_dump_restore() {
     std::fs::create_dir_all(&images).unwrap();
     let mut t = Tree::start(&d, false);
     let before = t.layout();
-    let out = support::criu_rs().args(["pre-dump", "-t", &t.pids[0].to_string(), "-D"]).arg(&pre).output().unwrap();
+    let out = criu_rs().args(["pre-dump", "-t", &t.pids[0].to_string(), "-D"]).arg(&pre).output().unwrap();
     assert!(out.status.success(), "pre-dump failed: {}", String::from_utf8_lossy(&out.stderr));
     wait_all_suspended(&t.pids);
     assert_eq!(t.layout(), before, "the pre-dump changed the tree");
     t.dump_with(&images, &["--prev-images-dir", "../pre"]);
     // Every live task left its unchanged pages to the pre-dump.
     for &pid in &t.pids {
-        let v = support::crit_decode(&images.join(format!("pagemap-{pid}.img")));
+        let v = crit_decode(&images.join(format!("pagemap-{pid}.img")));
         let in_parent = v["entries"].as_array().unwrap().iter().skip(1).any(|e| e.get("in_parent").and_then(|b| b.as_bool()) == Some(true));
         assert!(in_parent, "task {pid} has no pages in the parent");
     }
@@ -272,7 +271,7 @@ fn dump_restore_tree(name: &str, orphans: bool) {
     let mut t = Tree::start(&d, orphans);
     let before = t.layout();
     t.dump(&images);
-    let snap = snapshot_dir(&images);
+    let snap = snapshot(&images);
     t.restore(&images);
     assert_eq!(t.layout(), before, "pids, parents, groups, sessions or the zombie differ");
     for &pid in &t.pids {
@@ -280,7 +279,7 @@ fn dump_restore_tree(name: &str, orphans: bool) {
     }
     let report = trigger(&d, &t.held[0]);
     assert_all_ok(name, &report);
-    assert_same_dir(&snap, &snapshot_dir(&images));
+    assert_same_dir(&snap, &snapshot(&images));
 }
 
 #[test]
@@ -376,10 +375,10 @@ fn pid_in_use_leaves_nothing(name: &str, orphans: bool, victim: usize) {
     let mut t = Tree::start(&d, orphans);
     let before = t.layout();
     t.dump(&images);
-    let snap = snapshot_dir(&images);
+    let snap = snapshot(&images);
     let taken = t.pids[victim];
     let holder = PidHolder::take(taken);
-    let out = support_restore::restore(&images, &["-d"]);
+    let out = restore(&images, &["-d"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the restore succeeded with pid {taken} taken");
     assert!(err.contains(&format!("pid {taken} is already in use")), "the error does not name pid {taken}: {err}");
@@ -387,7 +386,7 @@ fn pid_in_use_leaves_nothing(name: &str, orphans: bool, victim: usize) {
         wait_pid_gone(pid);
     }
     assert_eq!(ids(taken).0, 'S', "the holder of pid {taken} was touched");
-    assert_same_dir(&snap, &snapshot_dir(&images));
+    assert_same_dir(&snap, &snapshot(&images));
     drop(holder);
     wait_pid_gone(taken);
     t.restore(&images);
@@ -403,7 +402,7 @@ fn threads_restore_with_a_tid_in_use_leaves_nothing() {
     let (d, images, pid, tids) = dumped_threads("threads-tid-in-use");
     let taken = *tids.iter().find(|&&t| t != pid).unwrap();
     let holder = PidHolder::take(taken);
-    let out = support_restore::restore(&images, &["-d"]);
+    let out = restore(&images, &["-d"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the restore succeeded with tid {taken} taken");
     assert!(err.contains(&format!("thread {taken} ")), "the error does not name thread {taken}: {err}");
@@ -422,8 +421,8 @@ fn orphaned_group_dump_restore() {
     let d = dirs("orphan-group");
     let images = scratch("orphan-group-images");
     let _ = std::fs::remove_file(&d.result);
-    let mut p = Started::start("orphan_group", &[&d.result]);
-    let (r, t, g) = (p.pid(), p.num("t"), p.num("g"));
+    let mut p = Program::spawn("orphan_group", &[&d.result]);
+    let (r, t, g) = (p.pid(), p.int("t"), p.int("g"));
     wait_all_suspended(&[r, t]);
     wait_pid_gone(g);
     assert_eq!(ids(t), ('S', r, g, r), "T before the dump");

@@ -10,6 +10,7 @@
 //! - [`dump`]: collecting a process's state and writing the images.
 //! - [`uffd`]: userfaultfd ioctls and messages.
 //! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
+//! - [`net`]: sockets: sock_diag queries, socket options, network namespaces.
 //! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
 //! - [`progress`]: page counts of long dumps and restores, for a front end to draw.
 
@@ -17,6 +18,7 @@ pub mod check;
 pub mod dump;
 pub mod images;
 pub mod lazy;
+pub mod net;
 pub mod pageserver;
 pub mod pie;
 pub mod proc;

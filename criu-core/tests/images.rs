@@ -513,13 +513,13 @@ fn file_entry_unions_are_checked() {
     write_sample_set(&dir);
     assert_eq!(dir.read_files().unwrap().len(), 6);
 
-    let mut wrong = common::reg_file(3, "/x");
+    let mut wrong = FileEntry::reg(3, "/x", 0);
     wrong.r#type = Some(FdTypes::Pipe as i32);
     assert_eq!(
         wrong.union_error().as_deref(),
         Some("type pipe with parts [\"reg\"]")
     );
-    dir.write_all(ImageKind::Files, 0, &[common::reg_file(1, "/a"), wrong])
+    dir.write_all(ImageKind::Files, 0, &[FileEntry::reg(1, "/a", 0), wrong])
         .unwrap();
     expect_err(
         dir.read_files(),

@@ -3,7 +3,7 @@
 //! touching its pages in random order (timing itself), the daemon's own
 //! service time per fault, and the background copy throughput. Runs a
 //! release `criu-rs lazy-pages` against the C stand-in task of the lazy
-//! tests (`criu-cli/tests/lazy_child.c`), with images written here.
+//! tests (`tests/programs/lazy_child.c`), with images written here.
 
 use anyhow::{bail, ensure, Context, Result};
 use criu_core::images::consts::pagemap_flags::{LAZY, PRESENT};
@@ -62,7 +62,7 @@ fn prepare(root: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let st = Command::new("gcc")
         .args(["-O2", "-o"])
         .arg(&child)
-        .arg(root.join("criu-cli/tests/lazy_child.c"))
+        .arg(root.join("tests/programs/lazy_child.c"))
         .status()?;
     ensure!(st.success(), "gcc lazy_child.c failed");
     Ok((work, criu_rs, child))

@@ -1,11 +1,12 @@
 //! Conveniences on generated entry types where CRIU's conventions are not
-//! visible in the schema: page counts in `pagemap_entry`, and the entries
-//! that are followed by a raw payload.
+//! visible in the schema: the inventory of a dump, files without an owner,
+//! page counts in `pagemap_entry`, and the entries that are followed by a
+//! raw payload.
 
 use super::consts::IMG_VERSION;
 use super::pb::{
-    FdTypes, FileEntry, GhostChunkEntry, InventoryEntry, Lsmtype, PagemapEntry, PipeDataEntry,
-    TaskKobjIdsEntry,
+    FdTypes, FileEntry, FownEntry, GhostChunkEntry, InventoryEntry, Lsmtype, PagemapEntry,
+    PipeDataEntry, RegFileEntry, TaskKobjIdsEntry,
 };
 
 impl InventoryEntry {
@@ -24,7 +25,33 @@ impl InventoryEntry {
     }
 }
 
+impl FownEntry {
+    /// The owner of a file nobody called `F_SETOWN`/`F_SETSIG` on: no
+    /// pid, no signal, uids 0 (as CRIU records it).
+    pub fn unowned() -> Self {
+        FownEntry { uid: Some(0), euid: Some(0), signum: Some(0), pid_type: Some(0), pid: Some(0) }
+    }
+}
+
 impl FileEntry {
+    /// A regular file's entry: description `id` of `path` opened with
+    /// `flags` (`O_*`), at offset 0, unowned; other fields unset.
+    pub fn reg(id: u32, path: &str, flags: u32) -> Self {
+        FileEntry {
+            r#type: Some(FdTypes::Reg as i32),
+            id: Some(id),
+            reg: Some(RegFileEntry {
+                id: Some(id),
+                flags: Some(flags),
+                pos: Some(0),
+                fown: Some(FownEntry::unowned()),
+                name: Some(path.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     /// Checks that the sub-message named by `type` is present and no other
     /// is (`file_entry` is a union); returns the problem if not.
     pub fn union_error(&self) -> Option<String> {

@@ -57,23 +57,6 @@ pub fn core_vmas() -> Vec<VmaEntry> {
     ]
 }
 
-/// A read-only regular file entry for `path` (exe, cwd, root...).
-pub fn reg_file(id: u32, path: &str) -> FileEntry {
-    FileEntry {
-        r#type: Some(FdTypes::Reg as i32),
-        id: Some(id),
-        reg: Some(RegFileEntry {
-            id: Some(id),
-            flags: Some(0),
-            pos: Some(0),
-            fown: Some(fown()),
-            name: Some(path.into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// The core of a non-leader thread: registers and per-thread state only.
 pub fn thread_core_entry() -> CoreEntry {
     let leader = core_entry();
@@ -251,16 +234,6 @@ pub fn vma(start: u64, end: u64, prot: u32, flags: u32, status: u32) -> VmaEntry
     }
 }
 
-pub fn fown() -> FownEntry {
-    FownEntry {
-        uid: Some(0),
-        euid: Some(0),
-        signum: Some(0),
-        pid_type: Some(0),
-        pid: Some(0),
-    }
-}
-
 /// Writes the sample image set (inventory last) into `dir`; returns the inventory.
 pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
     let pid = PID;
@@ -343,7 +316,7 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
                 id: Some(5),
                 flags: Some(0o2),
                 pos: Some(123),
-                fown: Some(fown()),
+                fown: Some(FownEntry::unowned()),
                 name: Some("/tmp/data file".into()),
                 size: Some(4096),
                 mode: Some(0o100644),
@@ -358,7 +331,7 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
                 id: Some(6),
                 pipe_id: Some(77_000),
                 flags: Some(0),
-                fown: Some(fown()),
+                fown: Some(FownEntry::unowned()),
             }),
             ..Default::default()
         },
@@ -369,13 +342,13 @@ pub fn write_sample_set(dir: &ImageDir) -> InventoryEntry {
                 id: Some(8),
                 pipe_id: Some(77_000),
                 flags: Some(1),
-                fown: Some(fown()),
+                fown: Some(FownEntry::unowned()),
             }),
             ..Default::default()
         },
-        reg_file(7, "/usr/bin/loop"),
-        reg_file(9, "/tmp"),
-        reg_file(10, "/"),
+        FileEntry::reg(7, "/usr/bin/loop", 0),
+        FileEntry::reg(9, "/tmp", 0),
+        FileEntry::reg(10, "/", 0),
     ];
     dir.write_all(ImageKind::Files, 0, &files).unwrap();
     dir.write_one(

@@ -8,10 +8,6 @@ use crate::dump::model::*;
 use crate::dump::DumpError;
 use crate::images::{pb, ImageDir, ImageKind};
 
-fn fown() -> pb::FownEntry {
-    pb::FownEntry { uid: Some(0), euid: Some(0), signum: Some(0), pid_type: Some(0), pid: Some(0) }
-}
-
 /// A device number in the kernel's internal encoding (major << 20 | minor),
 /// which CRIU images use.
 fn kdev(dev: u64) -> u32 {
@@ -33,7 +29,7 @@ fn file_entry(dir: &ImageDir, f: &FileDesc, ghosts: &mut Ghosts) -> Result<pb::F
                 id: Some(f.id),
                 flags: Some(f.flags),
                 pos: Some(f.pos),
-                fown: Some(fown()),
+                fown: Some(pb::FownEntry::unowned()),
                 name: Some(path.clone()),
                 mnt_id: Some(*mnt_id),
                 size: Some(*size),
@@ -69,7 +65,7 @@ fn file_entry(dir: &ImageDir, f: &FileDesc, ghosts: &mut Ghosts) -> Result<pb::F
         }
         FileKind::Pipe { pipe_ino, .. } => {
             e.r#type = Some(pb::FdTypes::Pipe as i32);
-            e.pipe = Some(pb::PipeEntry { id: Some(f.id), pipe_id: Some(*pipe_ino as u32), flags: Some(f.flags), fown: Some(fown()) });
+            e.pipe = Some(pb::PipeEntry { id: Some(f.id), pipe_id: Some(*pipe_ino as u32), flags: Some(f.flags), fown: Some(pb::FownEntry::unowned()) });
         }
         FileKind::Fifo { pipe_ino, regf_id, .. } => {
             e.r#type = Some(pb::FdTypes::Fifo as i32);
@@ -95,20 +91,11 @@ pub(super) fn write_files(dir: &ImageDir, procs: &[ProcessDump]) -> Result<(), D
                     fifos.push((*pipe_ino as u32, d));
                 }
                 // The FIFO's path, as the regular-file entry `regf_id` names it.
-                entries.push(pb::FileEntry {
-                    r#type: Some(pb::FdTypes::Reg as i32),
-                    id: Some(*regf_id),
-                    reg: Some(pb::RegFileEntry {
-                        id: Some(*regf_id),
-                        flags: Some(f.flags),
-                        pos: Some(0),
-                        fown: Some(fown()),
-                        name: Some(path.clone()),
-                        mode: Some(*mode),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
+                let mut reg = pb::FileEntry::reg(*regf_id, path, f.flags);
+                if let Some(r) = reg.reg.as_mut() {
+                    r.mode = Some(*mode);
+                }
+                entries.push(reg);
             }
             _ => {}
         }

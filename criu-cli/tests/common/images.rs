@@ -1,93 +1,22 @@
-//! Helpers for the restore tests: hand-built image sets (for error paths,
-//! before any process is involved), running `criu-rs restore`, hashing an
-//! image directory, finding a free pid.
+//! Images without a process: hand-built image sets ([`ImageSet`], for
+//! restore's error paths and synthetic tasks), the patterned memory the
+//! lazy-pages tests serve ([`Region`], [`pattern`]), and reading any image
+//! with CRIU's `crit` ([`crit_decode`]).
 
-#![allow(dead_code)]
+use criu_core::images::consts::pagemap_flags::{self, LAZY, PRESENT};
+use criu_core::images::consts::vma_status;
+use criu_core::images::pb::{self, InventoryEntry, Lsmtype, TaskKobjIdsEntry};
+use criu_core::images::{ImageDir, ImageKind, IMG_VERSION, PAGE_SIZE};
+use criu_core::pageserver::store::{write_pagemap, PageRun};
+use std::path::Path;
+use std::process::Command;
 
-use criu_core::images::consts::{pagemap_flags, vma_status};
-use criu_core::images::pb;
-use criu_core::images::{ImageDir, ImageKind, IMG_VERSION};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// A scratch directory under cargo's target tmpdir, emptied first.
-pub fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("restore-host-tests").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Runs `criu-rs restore -D dir extra...`.
-pub fn restore(dir: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_criu-rs"))
-        .args(["restore", "-D"])
-        .arg(dir)
-        .args(extra)
-        .output()
-        .expect("running criu-rs")
-}
-
-/// stderr of a run, as text.
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Every regular file of `dir` with a hash of its contents and its mtime.
-pub fn snapshot(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
-    use std::hash::{Hash, Hasher};
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            continue;
-        }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::fs::read(e.path()).unwrap().hash(&mut h);
-        out.insert(e.file_name().to_string_lossy().into_owned(), (h.finish(), e.metadata().unwrap().modified().unwrap()));
-    }
-    out
-}
-
-/// A pid no process uses now (high, so the kernel is unlikely to hand it
-/// out meanwhile).
-pub fn free_pid() -> i32 {
-    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
-    // Distinct per call, so parallel tests never share one.
-    static NEXT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-    let seed = std::process::id() as i32 % 1000 * 1000;
-    (0..1000)
-        .map(|_| max - 1000 - (seed + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 7) % (max / 2))
-        .find(|p| *p > 300 && !Path::new(&format!("/proc/{p}")).exists())
-        .unwrap()
-}
-
-/// Whether `/proc/PID` exists.
-pub fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn fown() -> pb::FownEntry {
-    pb::FownEntry { uid: Some(0), euid: Some(0), signum: Some(0), pid_type: Some(0), pid: Some(0) }
-}
-
-/// A regular-file `file_entry`.
+/// A regular file's `file_entry` ([`pb::FileEntry::reg`]) with the size
+/// restore checks the file against.
 pub fn reg_file(id: u32, name: &str, flags: u32, size: Option<u64>) -> pb::FileEntry {
-    pb::FileEntry {
-        r#type: Some(pb::FdTypes::Reg as i32),
-        id: Some(id),
-        reg: Some(pb::RegFileEntry {
-            id: Some(id),
-            flags: Some(flags),
-            pos: Some(0),
-            fown: Some(fown()),
-            name: Some(name.to_string()),
-            size,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let mut e = pb::FileEntry::reg(id, name, flags);
+    e.reg.as_mut().unwrap().size = size;
+    e
 }
 
 /// A pipe end's `file_entry` (`flags`: O_RDONLY or O_WRONLY, plus status flags).
@@ -95,7 +24,7 @@ pub fn pipe_file(id: u32, pipe_id: u32, flags: u32) -> pb::FileEntry {
     pb::FileEntry {
         r#type: Some(pb::FdTypes::Pipe as i32),
         id: Some(id),
-        pipe: Some(pb::PipeEntry { id: Some(id), pipe_id: Some(pipe_id), flags: Some(flags), fown: Some(fown()) }),
+        pipe: Some(pb::PipeEntry { id: Some(id), pipe_id: Some(pipe_id), flags: Some(flags), fown: Some(pb::FownEntry::unowned()) }),
         ..Default::default()
     }
 }
@@ -108,36 +37,13 @@ pub fn fifo_files(id: u32, regf_id: u32, pipe_id: u32, path: &str, flags: u32) -
         fifo: Some(pb::FifoEntry { id: Some(id), pipe_id: Some(pipe_id), regf_id: Some(regf_id) }),
         ..Default::default()
     };
-    let mut reg = reg_file(regf_id, path, flags, None);
+    let mut reg = pb::FileEntry::reg(regf_id, path, flags);
     reg.reg.as_mut().unwrap().mode = Some(libc::S_IFIFO | 0o600);
     [fifo, reg]
 }
 
 /// `jmp $`: spins forever.
 pub const SPIN: [u8; 2] = [0xeb, 0xfe];
-
-/// Waits (up to 10 s) until `/proc/PID` is gone.
-pub fn wait_gone(pid: i32) -> bool {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while alive(pid) {
-        if std::time::Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    true
-}
-
-/// SIGKILLs `pid` on drop (a restored task this test started).
-pub struct KillOnDrop(pub i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) of a pid this test restored.
-        unsafe { libc::kill(self.0, libc::SIGKILL) };
-        wait_gone(self.0);
-    }
-}
 
 /// A private anonymous `vma_entry`.
 pub fn anon_vma(start: u64, end: u64) -> pb::VmaEntry {
@@ -242,7 +148,7 @@ impl ImageSet {
                 p[..EXIT_42.len()].copy_from_slice(&EXIT_42);
                 p
             },
-            files: vec![reg_file(1, "/", libc::O_RDONLY as u32, None)],
+            files: vec![pb::FileEntry::reg(1, "/", libc::O_RDONLY as u32)],
             fdinfo: vec![],
             pipe_data: vec![],
             cwd_id: 1,
@@ -345,5 +251,65 @@ impl ImageSet {
             w.finish().unwrap();
         }
         d.write_inventory(&pb::InventoryEntry { img_version: Some(IMG_VERSION), ..Default::default() }).unwrap();
+    }
+}
+
+/// The word the child expects at address `a` (see `lazy_child.c`).
+pub fn pattern(a: u64) -> u64 {
+    a.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x123_4567)
+}
+
+/// Fills `buf` (image address `at`) with the pattern.
+pub fn fill(at: u64, buf: &mut [u8]) {
+    for (i, w) in buf.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&pattern(at + 8 * i as u64).to_le_bytes());
+    }
+}
+
+/// A patterned region of a process, as images.
+pub struct Region {
+    pub pid: u32,
+    pub base: u64,
+    pub size: u64,
+    pub flags: u32,
+}
+
+impl Region {
+    /// Two entries with `flags` covering all but the last page (a hole the
+    /// daemon fills with zeroes).
+    pub fn write(&self, dir: &ImageDir) {
+        let first = (1 << 20).min(self.size / 2) / PAGE_SIZE;
+        let total = self.size / PAGE_SIZE - 1;
+        let runs = [
+            PageRun { vaddr: self.base, nr_pages: first, flags: self.flags },
+            PageRun { vaddr: self.base + first * PAGE_SIZE, nr_pages: total - first, flags: self.flags },
+        ];
+        write_pagemap(dir, self.pid, self.pid, &runs, &mut fill).expect("write pagemap");
+    }
+}
+
+/// Makes `dir` a complete image set (inventory) for the daemon.
+pub fn finish_images(dir: &ImageDir) {
+    let ids = TaskKobjIdsEntry { vm_id: Some(1), files_id: Some(1), fs_id: Some(1), sighand_id: Some(1), ..Default::default() };
+    dir.write_inventory(&InventoryEntry::for_dump(ids, Lsmtype::NoLsm)).expect("write inventory");
+}
+
+/// Decodes an image with `crit decode` into JSON (numbers stay numbers;
+/// `--pretty` would turn flags into names and addresses into hex strings).
+pub fn crit_decode(path: &Path) -> serde_json::Value {
+    let out = Command::new("crit").args(["decode", "-i"]).arg(path).output().expect("running crit");
+    assert!(out.status.success(), "crit decode {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("crit output for {}: {e}", path.display()))
+}
+
+/// Parses a number crit printed (it prints some as "0x..." strings).
+pub fn jnum(v: &serde_json::Value) -> u64 {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| n.as_i64().map(|i| i as u64)).unwrap(),
+        serde_json::Value::String(s) => match s.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).unwrap(),
+            None => s.parse().unwrap(),
+        },
+        other => panic!("not a number: {other}"),
     }
 }

@@ -1,0 +1,104 @@
+//! Networking for the page-server and post-copy tests: free ports,
+//! waiting for a listener or a socket file, and two network namespaces
+//! joined by a veth pair (two "hosts").
+
+use super::procs::Proc;
+use super::PATIENCE;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Waits until `path` exists (a daemon's socket).
+pub fn wait_for(path: &Path, daemon: &mut Proc) {
+    super::wait_until(&format!("{} to appear", path.display()), PATIENCE, || {
+        if let Some(st) = daemon.try_wait() {
+            panic!("daemon exited early: {st}");
+        }
+        path.exists()
+    });
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind").port()
+}
+
+/// Waits until something listens on `port`.
+pub fn wait_port(port: u16, p: &mut Proc) {
+    wait_port_in(None, port, p)
+}
+
+/// Waits until something listens on `port` in network namespace `netns`.
+pub fn wait_port_in(netns: Option<&str>, port: u16, p: &mut Proc) {
+    let t0 = Instant::now();
+    // Probing with a connect would use up the one-session server: watch
+    // /proc/net/tcp for the listening socket instead.
+    let hex = format!(":{port:04X} ");
+    loop {
+        let tcp = match netns {
+            None => std::fs::read_to_string("/proc/net/tcp").unwrap_or_default(),
+            Some(ns) => Command::new("ip")
+                .args(["netns", "exec", ns, "cat", "/proc/net/tcp"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default(),
+        };
+        if tcp.lines().any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A")) {
+            return;
+        }
+        if let Some(st) = p.try_wait() {
+            panic!("page server exited early: {st}");
+        }
+        assert!(t0.elapsed() < PATIENCE, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---------- two network namespaces (post-copy between "hosts") ----------
+
+/// The source namespace's address.
+pub const SRC_ADDR: &str = "10.213.77.1";
+/// The destination namespace's address.
+pub const DST_ADDR: &str = "10.213.77.2";
+
+/// Runs `ip ARGS`, asserting success.
+pub fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("run ip");
+    assert!(st.success(), "ip {args:?} failed");
+}
+
+/// Two namespaces and a veth pair, named after this test process; removed on drop.
+pub struct Netns {
+    pub src: String,
+    pub dst: String,
+}
+
+impl Netns {
+    /// Creates both namespaces and the veth pair between them.
+    pub fn new() -> Netns {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = std::process::id() % 100_000 * 10 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let n = Netns { src: format!("crlz-src-{id}"), dst: format!("crlz-dst-{id}") };
+        let (va, vb) = (format!("crlzs{id}"), format!("crlzd{id}"));
+        ip(&["netns", "add", &n.src]);
+        ip(&["netns", "add", &n.dst]);
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        ip(&["link", "set", &va, "netns", &n.src]);
+        ip(&["link", "set", &vb, "netns", &n.dst]);
+        for (ns, dev, addr) in [(&n.src, &va, SRC_ADDR), (&n.dst, &vb, DST_ADDR)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        n
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting a namespace destroys its end of the veth pair (and so both).
+        for ns in [&self.src, &self.dst] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}

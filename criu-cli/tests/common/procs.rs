@@ -1,0 +1,426 @@
+//! Processes: guards that kill what a test started or restored (on drop,
+//! never by name), and what `/proc` says about a process.
+//!
+//! - [`Program`]: a test program we forked, with the `key=value` pairs of
+//!   its `READY` line.
+//! - [`Held`]: a process we did not fork (a restored one), held by a pidfd
+//!   so that a signal never reaches a recycled pid.
+//! - [`Proc`]: any other child (a `criu-rs` daemon, a helper command).
+//! - [`Kid`]: `lazy_child`, the stand-in for a lazily restored task.
+
+use super::images::Region;
+use super::programs::compile;
+use super::PATIENCE;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use criu_core::images::consts::pagemap_flags::{LAZY, PRESENT};
+use criu_core::images::ImageDir;
+
+/// `rt_sigsuspend`'s syscall number: where the self-checking programs wait.
+pub const NR_RT_SIGSUSPEND: u64 = 130;
+
+/// A test program we started: killed (unless already reaped) and reaped on drop.
+pub struct Program {
+    pub child: Child,
+    /// Its stdin when piped ([`Program::start`]): [`Program::finish`] writes the go-ahead.
+    pub stdin: Option<ChildStdin>,
+    /// Its stdout after the READY line when kept ([`Program::start`]).
+    pub stdout: Option<BufReader<ChildStdout>>,
+    /// The `key=value` pairs of its READY line.
+    pub info: BTreeMap<String, String>,
+}
+
+impl Program {
+    /// Starts `exe args...` with stdin and stdout piped and waits for its
+    /// `READY` line (the dump tests' programs: they wait for a byte on
+    /// stdin, check themselves and print the result).
+    pub fn start(exe: &Path, args: &[&str]) -> Program {
+        let mut cmd = Command::new(exe);
+        cmd.args(args).stderr(Stdio::inherit());
+        Self::start_cmd(cmd)
+    }
+
+    /// [`Program::start`] of a prepared command.
+    pub fn start_cmd(mut cmd: Command) -> Program {
+        let child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("starting the test program");
+        Program::from_child(child, true)
+    }
+
+    /// Compiles and starts `tests/programs/NAME.c` with `args`, stdin at
+    /// /dev/null, and waits for its READY line; its stdout is closed after
+    /// that (the self-checking programs report into files).
+    pub fn spawn(name: &str, args: &[&Path]) -> Program {
+        let child = Command::new(compile(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the test program");
+        Program::from_child(child, false)
+    }
+
+    /// Takes a started program (stdout piped) and waits for its READY
+    /// line; keeps its stdout for later reading if `keep_stdout`.
+    pub fn from_child(mut child: Child, keep_stdout: bool) -> Program {
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        if !line.starts_with("READY") {
+            let _ = child.kill();
+            let st = child.wait();
+            panic!("the program said {line:?} instead of READY ({st:?})");
+        }
+        let info = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        Program { child, stdin, stdout: keep_stdout.then_some(stdout), info }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// A hex (`0x...`) or decimal value from the READY line.
+    pub fn num(&self, key: &str) -> u64 {
+        let v = self.info.get(key).unwrap_or_else(|| panic!("no {key}= in READY {:?}", self.info));
+        match v.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).unwrap(),
+            None => v.parse().unwrap(),
+        }
+    }
+
+    /// A pid, tid or fd from the READY line.
+    pub fn int(&self, key: &str) -> i32 {
+        i32::try_from(self.num(key)).unwrap_or_else(|_| panic!("{key}= in READY is not an int: {:?}", self.info))
+    }
+
+    /// Writes the go-ahead byte, closes stdin, and returns everything else
+    /// the program printed (its self-check).
+    pub fn finish(&mut self) -> String {
+        let mut stdin = self.stdin.take().expect("stdin piped");
+        stdin.write_all(b"g").unwrap();
+        drop(stdin);
+        let mut out = String::new();
+        self.stdout.as_mut().expect("stdout kept").read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// Reaps the child after a dump killed it and waits until its pid is free.
+    pub fn reap(&mut self) {
+        let _ = self.child.wait();
+        wait_pid_gone(self.pid());
+    }
+
+    /// `/proc/PID/maps` now.
+    pub fn maps(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/maps", self.pid())).unwrap()
+    }
+
+    /// The process's state letter, or None once it is gone.
+    pub fn state(&self) -> Option<char> {
+        proc_state(self.pid())
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // Not yet reaped (try_wait remembers a reaped status), so the pid is still ours.
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A process we did not fork (a restored one), held by a pidfd so that
+/// signals never reach a recycled pid. Killed on drop.
+pub struct Held {
+    pub pid: i32,
+    fd: OwnedFd,
+}
+
+impl Held {
+    /// `pidfd_open(pid, 0)`.
+    pub fn open(pid: i32) -> std::io::Result<Held> {
+        let p = rustix::process::Pid::from_raw(pid).ok_or(std::io::ErrorKind::InvalidInput)?;
+        let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())?;
+        Ok(Held { pid, fd })
+    }
+
+    /// `pidfd_send_signal(fd, sig, NULL, 0)`.
+    pub fn signal(&self, sig: i32) -> std::io::Result<()> {
+        let sig = rustix::process::Signal::from_named_raw(sig).ok_or(std::io::ErrorKind::InvalidInput)?;
+        Ok(rustix::process::pidfd_send_signal(&self.fd, sig)?)
+    }
+
+    /// Waits (up to `limit`) for the process to exit; true if it did.
+    pub fn wait_exit(&self, limit: Duration) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let fd = self.fd.as_fd();
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            if poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 100_000_000 })).unwrap_or(0) > 0 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.signal(libc::SIGKILL);
+        self.wait_exit(PATIENCE);
+    }
+}
+
+/// A child process started by a test (a daemon, a helper command); killed
+/// and reaped on drop.
+pub struct Proc(Option<Child>);
+
+impl From<Child> for Proc {
+    fn from(c: Child) -> Proc {
+        Proc(Some(c))
+    }
+}
+
+impl Proc {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("process already waited for")
+    }
+
+    /// Its piped stdout (taken; `finish` then returns no stdout).
+    pub fn stdout(&mut self) -> Option<ChildStdout> {
+        self.child().stdout.take()
+    }
+
+    /// Its piped stderr (taken; `finish` then returns no stderr).
+    pub fn stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child().stderr.take()
+    }
+
+    pub fn pid(&mut self) -> u32 {
+        self.child().id()
+    }
+
+    /// Whether it has exited (reaping it).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child().try_wait().ok().flatten()
+    }
+
+    /// Waits up to [`PATIENCE`] for it to exit (killing it and failing the
+    /// test if it does not); its status.
+    pub fn wait(&mut self) -> ExitStatus {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.try_wait() {
+                return st;
+            }
+            if t.elapsed() > PATIENCE {
+                let _ = self.child().kill();
+                panic!("process {} still running after {PATIENCE:?}", self.pid());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the end; returns status, stdout, stderr.
+    pub fn finish(mut self) -> (ExitStatus, String, String) {
+        let child = self.0.take().expect("process already waited for");
+        let out = child.wait_with_output().expect("wait");
+        (out.status, String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running `lazy_child` (tests/programs/lazy_child.c), the stand-in for
+/// a lazily restored task: it maps `size` bytes at `base`, hands a
+/// userfaultfd over `socket`, then reads every byte; killed on drop.
+pub struct Kid {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub out: BufReader<ChildStdout>,
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Kid {
+    /// Starts the child mapping `size` bytes at `base`, and waits for "ready".
+    pub fn spawn(mode: &str, size: u64, base: u64, socket: &Path) -> Kid {
+        Self::spawn_in(None, mode, size, base, socket)
+    }
+
+    /// As [`Kid::spawn`], inside network namespace `netns` when given.
+    pub fn spawn_in(netns: Option<&str>, mode: &str, size: u64, base: u64, socket: &Path) -> Kid {
+        let exe = compile("lazy_child");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = cmd
+            .args([mode, &size.to_string(), &format!("{base:x}")])
+            .arg(socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn lazy_child");
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut k = Kid { child, stdin, out, base, size };
+        assert_eq!(k.line(), "ready");
+        k
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Next line of output ("" at end).
+    pub fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.out.read_line(&mut s).expect("read child output");
+        s.trim_end().to_string()
+    }
+
+    /// Lets the child go on (hand-over, or the second half in "halt").
+    /// A child already gone is not an error here: its status tells.
+    pub fn go(&mut self) {
+        let w = self.stdin.as_mut().expect("stdin");
+        let _ = w.write_all(b"go\n").and_then(|_| w.flush());
+    }
+
+    /// Waits for the end: exit status and the rest of the output.
+    pub fn wait(&mut self) -> (ExitStatus, String) {
+        let mut rest = String::new();
+        loop {
+            let l = self.line();
+            if l.is_empty() {
+                break;
+            }
+            rest.push_str(&l);
+            rest.push('\n');
+        }
+        (self.child.wait().expect("wait child"), rest)
+    }
+
+    /// Writes this child's images into `dir` (see [`Region::write`]).
+    pub fn write_images(&self, dir: &ImageDir) {
+        Kid::image_writer(self.pid(), self.base, self.size).write(dir)
+    }
+
+    /// As [`Kid::write_images`] with entry flags `flags` (without PRESENT:
+    /// pagemap only, as a `dump --lazy-pages` leaves it).
+    pub fn write_images_flagged(&self, dir: &ImageDir, flags: u32) {
+        Region { flags, ..Kid::image_writer(self.pid(), self.base, self.size) }.write(dir)
+    }
+
+    /// The images of a patterned region of process `pid`.
+    pub fn image_writer(pid: u32, base: u64, size: u64) -> Region {
+        Region { pid, base, size, flags: LAZY | PRESENT }
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `/proc/PID` exists.
+pub fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The state letter of a process (`/proc/PID/stat`), or None if it does not exist.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].chars().next()
+}
+
+/// A field of `/proc/PID/status` (`key` with its colon, e.g. `"TracerPid:"`), trimmed.
+pub fn status_field(pid: i32, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+}
+
+/// Waits until the process's state letter is `want` (`S` asleep, `T`
+/// stopped, `Z` zombie, `D` in an uninterruptible wait).
+pub fn wait_state(pid: i32, want: char) {
+    super::wait_until(&format!("pid {pid} in state {want}"), PATIENCE, || proc_state(pid) == Some(want));
+}
+
+/// Waits until `/proc/PID` is gone (the pid can be given out again).
+pub fn wait_pid_gone(pid: i32) {
+    super::wait_until(&format!("pid {pid} to go away"), PATIENCE, || !alive(pid));
+}
+
+/// The syscall number a task is blocked in, from `/proc/PID/task/TID/syscall`.
+pub fn blocked_in(pid: i32, tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Waits until every thread of every pid sits in `rt_sigsuspend`.
+pub fn wait_all_suspended(pids: &[i32]) {
+    super::wait_until(&format!("tasks {pids:?} all waiting in rt_sigsuspend"), PATIENCE, || {
+        pids.iter().all(|&pid| {
+            let tids = threads_of(pid);
+            !tids.is_empty() && tids.iter().all(|&tid| blocked_in(pid, tid) == Some(NR_RT_SIGSUSPEND))
+        })
+    });
+}
+
+/// The thread ids of a process, sorted.
+pub fn threads_of(pid: i32) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return vec![] };
+    let mut v: Vec<i32> = rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    v.sort();
+    v
+}
+
+/// A pid no process uses now (high, so the kernel is unlikely to hand it
+/// out meanwhile; distinct per call, so parallel tests never share one).
+pub fn free_pid() -> i32 {
+    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    static NEXT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+    let seed = std::process::id() as i32 % 1000 * 1000;
+    (0..1000)
+        .map(|_| max - 1000 - (seed + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 7) % (max / 2))
+        .find(|p| *p > 300 && !alive(*p))
+        .unwrap()
+}
+
+/// Pids of processes whose cwd is `dir` (programs of one test), except `but`.
+pub fn processes_in(dir: &Path, but: &[i32]) -> Vec<i32> {
+    let Ok(canon) = dir.canonicalize() else { return vec![] };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !but.contains(pid))
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).map(|c| c == canon).unwrap_or(false))
+        .collect()
+}
