@@ -14,14 +14,16 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, opts: File
     for link in read_fds(pid)? {
         let p = FdProbe::read(pid, &link)?;
         let (dev, ino) = (p.md.dev(), p.md.ino());
-        let shared_with = seen.find(pid, p.fd, dev, ino).map_err(|errno| FileDumpError::Kcmp { at: p.at(), errno })?;
-        if let Some(id) = shared_with {
-            st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
-            continue;
-        }
+        let slot = match seen.find(pid, p.fd, dev, ino).map_err(|errno| FileDumpError::Kcmp { at: p.at(), errno })? {
+            Ok(id) => {
+                st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
+                continue;
+            }
+            Err(slot) => slot,
+        };
         let mut cx = CollectCtx::new(pid, opts, seen, next_id);
         let id = cx.alloc_id();
-        cx.seen.files.push(SeenFile { pid, fd: p.fd, dev, ino, id });
+        cx.seen.insert(slot, SeenFile { pid, fd: p.fd, dev, ino, id });
         let kind = FileKind::collect(&p, &mut cx)?;
         tracing::debug!(pid, fd = p.fd, id, kind = ?kind.fd_type(), target = %p.target, "collected fd");
         st.files.push(FileDesc { id, flags: p.flags(), pos: p.info.pos, fown: Fown::default(), kind });

@@ -40,7 +40,7 @@ pub fn move_above(fd: OwnedFd, floor: RawFd) -> Result<OwnedFd> {
 }
 
 /// `dup3(old, new, cloexec ? O_CLOEXEC : 0)` onto an exact fd number.
-fn dup3_to(old: BorrowedFd<'_>, new: RawFd, cloexec: bool) -> Result<()> {
+pub(crate) fn dup3_to(old: BorrowedFd<'_>, new: RawFd, cloexec: bool) -> Result<()> {
     // SAFETY: `new` is only a target number for dup3; ManuallyDrop keeps the
     // OwnedFd from closing it, the caller owns the resulting fd table entry.
     let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(new) });
@@ -124,6 +124,8 @@ pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<BTree
                     out.insert(*id, move_above(fd, floor)?);
                 }
                 Opened::NotYet => later.push((id, d)),
+                // Each task holding it opens it (files::task::install).
+                Opened::InTask => tracing::debug!(id, name = %d.name(), "left to the tasks"),
             }
         }
         if later.len() == pending.len() {

@@ -108,7 +108,7 @@ fn memfd_name(target: &str) -> Option<&str> {
 /// pending). `at` names it in errors.
 fn inode_of(pid: i32, name: &str, link: &str, at: &str, seen: &mut SeenFiles) -> std::result::Result<MemfdDumped, FileDumpError> {
     let path = crate::proc::path(pid, name);
-    let sys = |what: &str| move |errno| FileDumpError::Sys { at: at.to_owned(), what: what.to_owned(), errno };
+    let sys = |what: &'static str| move |errno| FileDumpError::Sys { at: at.to_owned(), what: what.to_owned(), errno };
     let file = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(sys("reopening the memfd"))?;
     let st = rustix::fs::fstat(&file).map_err(sys("fstat"))?;
     let sf = rustix::fs::fstatfs(&file).map_err(sys("fstatfs"))?;

@@ -94,6 +94,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         fs,
         fds,
         descs,
+        first_held: Default::default(),
         vmas,
         pages,
         lazy,
@@ -213,7 +214,7 @@ fn load_shmem_pages(images: &ImageDir, mm_path: &Path, vmas: &[VmaPlan]) -> Resu
 
 /// A pagemap image and its pages file, and its `LAZY` entries; entries'
 /// `vaddr` plus `base` are addresses in `vmas`.
-pub(super) fn read_pagemap(
+pub(crate) fn read_pagemap(
     images: &ImageDir,
     kind: ImageKind,
     id: u64,
