@@ -8,7 +8,7 @@
  * Opens about N descriptors in groups of 11: a pipe with a queued byte (2),
  * an eventfd with counter k, two dups of it (3), a timerfd armed for an hour,
  * a signalfd, an epoll set over the pipe's read end and the eventfd, a
- * regular file and a dup of it (2), /dev/null, a memfd of one page (every
+ * regular file (RESULT_FILE.data) and a dup of it (2), /dev/null, a memfd of one page (every
  * 16th group), a socketpair-free remainder of /dev/null opens. Records what
  * each fd is (its /proc/self/fd link kind), prints "READY pid=P fds=M" and
  * waits for SIGUSR1; then checks every fd: same kind at the same number,
@@ -81,10 +81,10 @@ int main(int argc, char **argv)
 		die("sigaction");
 	ngroups = want / 11 + 1;
 	groups = calloc(ngroups, sizeof *groups);
-	char name[64];
-	snprintf(name, sizeof name, "/tmp/manyfds-%d", getpid());
+	char name[4200];
+	snprintf(name, sizeof name, "%s.data", result);
 	int base = open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (base < 0 || unlink(name))
+	if (base < 0)
 		die("file");
 	sigset_t ss;
 	sigemptyset(&ss);
@@ -108,7 +108,6 @@ int main(int argc, char **argv)
 		ev.data.u64 = ((uint64_t)i << 1) | 1;
 		if (epoll_ctl(g->ep, EPOLL_CTL_ADD, g->efd, &ev))
 			die("epoll add");
-		snprintf(name, sizeof name, "/proc/self/fd/%d", base);
 		if ((g->file = open(name, O_RDONLY)) < 0 || (g->filedup = dup(g->file)) < 0)
 			die("file");
 		if ((g->null = open("/dev/null", O_WRONLY)) < 0)

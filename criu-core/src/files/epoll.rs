@@ -160,6 +160,11 @@ impl FdKind for Epoll {
         p.target == "anon_inode:[eventpoll]"
     }
 
+    fn share_key(p: &FdProbe) -> u64 {
+        // The targets (stable while the tree is frozen).
+        super::fdinfo_key(p, |l| l.starts_with("tfd:"))
+    }
+
     fn collect(p: &FdProbe, _cx: &mut CollectCtx<'_>) -> std::result::Result<EpollSet, FileDumpError> {
         let path = crate::proc::path(p.pid, &format!("fdinfo/{}", p.fd));
         let found = parse_epoll(&p.fdinfo, &path)?;

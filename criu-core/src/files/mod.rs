@@ -98,6 +98,14 @@ pub trait FdKind {
     /// A name for messages (`pipe:[id]`, a path, ...).
     fn name(p: &Self::Plan) -> String;
 
+    /// A number every descriptor of one description shares (an eventfd's
+    /// id, an epoll set's targets...), read from the probe; 0 when the kind
+    /// has none. Only descriptors with the same device, inode and key are
+    /// compared with `kcmp`: with thousands of eventfds, timerfds and
+    /// epoll sets sharing one anonymous inode, that keeps the dump fast.
+    fn share_key(_p: &FdProbe) -> u64 {
+        0
+    }
     /// Work only the task can do, with its fd table in place, done by the
     /// first task (in `pstree` order) holding the description, which is at
     /// `fd` ([`TaskStage`] says when): an epoll set's targets are added
@@ -190,6 +198,14 @@ macro_rules! fd_kinds {
                 Err(FileDumpError::Unsupported { at: p.at(), target: p.target.clone() })
             }
 
+            /// [`FdKind::share_key`] of the first kind that claims the fd.
+            pub fn share_key(p: &FdProbe) -> u64 {
+                $(if <$ty as FdKind>::claims(p) {
+                    return <$ty as FdKind>::share_key(p);
+                })*
+                0
+            }
+
             fn write(f: &FileDesc, sink: &mut FilesSink<'_>) -> Result<(), ImageError> {
                 match &f.kind { $(FileKind::$kind(d) => <$ty as FdKind>::write(f, d, sink),)* }
             }
@@ -269,6 +285,18 @@ fd_kinds! {
 }
 
 // ---------------------------------------------------------------- dump side
+
+/// A [`FdKind::share_key`] from the fdinfo lines of `p` that `keep` picks:
+/// an FNV-1a hash of them (never 0).
+pub fn fdinfo_key(p: &FdProbe, keep: impl Fn(&str) -> bool) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for line in p.fdinfo.lines().filter(|l| keep(l)) {
+        for b in line.bytes().chain([b'\n']) {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h.max(1)
+}
 
 /// Options of a dump that file kinds look at.
 #[derive(Debug, Clone, Copy, Default)]

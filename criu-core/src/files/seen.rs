@@ -38,18 +38,26 @@ pub fn kcmp_same_file(pid: i32, fd1: i32, fd2: i32) -> Result<bool, rustix::io::
     Ok(kcmp_order(pid, pid, kcmp_type::FILE, fd1 as u64, fd2 as u64)? == Some(std::cmp::Ordering::Equal))
 }
 
+/// What every descriptor of one description has in common, cheap to read:
+/// descriptions are compared with `kcmp` only within one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// The kind's [`super::FdKind::share_key`] (0: none).
+    pub share: u64,
+}
+
 /// One open file description already given an id: a descriptor of some
-/// task that refers to it, and what `stat` said about it.
+/// task that refers to it.
 #[derive(Debug, Clone, Copy)]
 pub struct SeenFile {
     /// A task holding it.
     pub pid: i32,
     /// Its descriptor there.
     pub fd: i32,
-    /// `st_dev`.
-    pub dev: u64,
-    /// `st_ino`.
-    pub ino: u64,
     /// The file id it got.
     pub id: u32,
 }
@@ -58,16 +66,16 @@ pub struct SeenFile {
 /// [`SeenFiles::find`], for [`SeenFiles::insert`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
-    key: (u64, u64),
+    key: FileKey,
     at: usize,
 }
 
 /// Descriptions and objects seen so far in the dump.
 #[derive(Debug, Default)]
 pub struct SeenFiles {
-    /// Every description given an id, by (dev, ino), each group in `kcmp`
-    /// order (or in insertion order once the kernel could not order two).
-    groups: HashMap<(u64, u64), Group>,
+    /// Every description given an id, by key, each group in `kcmp` order
+    /// (or in insertion order once the kernel could not order two).
+    groups: HashMap<FileKey, Group>,
     /// Objects whose once-per-object data is saved: (kind, key).
     once: HashSet<(FdTypes, u64)>,
     /// Pids of the tree being dumped (live tasks and zombies).
@@ -87,11 +95,10 @@ struct Group {
 }
 
 impl SeenFiles {
-    /// The id of the description behind `pid`'s `fd` (with `dev`/`ino`)
+    /// The id of the description behind `pid`'s `fd` (whose key is `key`)
     /// if a task collected earlier (or an earlier fd) refers to it, else
     /// where it goes.
-    pub fn find(&mut self, pid: i32, fd: i32, dev: u64, ino: u64) -> Result<Result<u32, Slot>, rustix::io::Errno> {
-        let key = (dev, ino);
+    pub fn find(&mut self, pid: i32, fd: i32, key: FileKey) -> Result<Result<u32, Slot>, rustix::io::Errno> {
         let Some(g) = self.groups.get_mut(&key) else { return Ok(Err(Slot { key, at: 0 })) };
         let cmp = |s: &SeenFile| kcmp_order(pid, s.pid, kcmp_type::FILE, fd as u64, s.fd as u64);
         if !g.unordered {
@@ -177,16 +184,16 @@ mod tests {
         let mut seen = SeenFiles::default();
         let fds: Vec<_> = (0..200).map(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap()).collect();
         let st = rustix::fs::fstat(&fds[0]).unwrap();
-        let (dev, ino) = (st.st_dev, st.st_ino);
+        let key = FileKey { dev: st.st_dev, ino: st.st_ino, share: 0 };
         for (i, fd) in fds.iter().enumerate() {
-            let slot = seen.find(me, fd.as_raw_fd(), dev, ino).unwrap().expect_err("not seen yet");
-            seen.insert(slot, SeenFile { pid: me, fd: fd.as_raw_fd(), dev, ino, id: i as u32 });
+            let slot = seen.find(me, fd.as_raw_fd(), key).unwrap().expect_err("not seen yet");
+            seen.insert(slot, SeenFile { pid: me, fd: fd.as_raw_fd(), id: i as u32 });
         }
         for (i, fd) in fds.iter().enumerate().step_by(7) {
             let dup = rustix::io::fcntl_dupfd_cloexec(fd, 3).unwrap();
-            assert_eq!(seen.find(me, dup.as_raw_fd(), dev, ino).unwrap(), Ok(i as u32));
+            assert_eq!(seen.find(me, dup.as_raw_fd(), key).unwrap(), Ok(i as u32));
         }
         let other = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
-        assert!(seen.find(me, other.as_raw_fd(), dev, ino).unwrap().is_err());
+        assert!(seen.find(me, other.as_raw_fd(), key).unwrap().is_err());
     }
 }

@@ -34,6 +34,10 @@ impl FdKind for Signalfd {
         p.target == "anon_inode:[signalfd]"
     }
 
+    fn share_key(p: &FdProbe) -> u64 {
+        super::fdinfo_key(p, |l| l.starts_with("sigmask:"))
+    }
+
     fn collect(p: &FdProbe, _cx: &mut CollectCtx<'_>) -> std::result::Result<u64, FileDumpError> {
         let path = crate::proc::path(p.pid, &format!("fdinfo/{}", p.fd));
         Ok(parse_signalfd(&p.fdinfo, &path)?)

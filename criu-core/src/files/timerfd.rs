@@ -72,6 +72,11 @@ impl FdKind for Timerfd {
         p.target == "anon_inode:[timerfd]"
     }
 
+    fn share_key(p: &FdProbe) -> u64 {
+        // What does not change as the timer runs.
+        super::fdinfo_key(p, |l| l.starts_with("clockid:") || l.starts_with("settime flags:") || l.starts_with("it_interval:"))
+    }
+
     fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> std::result::Result<TimerfdState, FileDumpError> {
         let ours = cx.copy_fd(p)?;
         rustix::time::timerfd_gettime(&ours).map_err(|errno| FileDumpError::Sys { at: p.at(), what: "timerfd_gettime".into(), errno })?;
