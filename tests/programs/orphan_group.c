@@ -66,14 +66,7 @@ int main(int argc, char **argv)
 		return 99;
 	}
 	syscall(SYS_close_range, 3, ~0U, 0);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &sa, NULL);
-	sigset_t usr1;
-	sigemptyset(&usr1);
-	sigaddset(&usr1, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &usr1, NULL);
+	handle_blocked(SIGUSR1, on_usr1);
 	pid_t root = getpid();
 	if (setsid() < 0 || prctl(PR_SET_CHILD_SUBREAPER, 1))
 		die("setsid/subreaper");

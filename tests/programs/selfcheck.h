@@ -131,6 +131,19 @@ __attribute__((format(printf, 1, 2))) static inline void announce_ready(const ch
 	close(out);
 }
 
+/* Installs FN as SIG's handler and blocks SIG (taken in sigsuspend). */
+static inline void handle_blocked(int sig, void (*fn)(int))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = fn;
+	sigaction(sig, &sa, NULL);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
 /* Sleeps until *counter reaches n (phase 1 start-up only). */
 static inline void wait_count(atomic_int *counter, int n)
 {

@@ -111,13 +111,19 @@ fn dup_all(fds: &[FdPlan], opened: &BTreeMap<u32, OwnedFd>) -> Result<()> {
 /// first): those are asked again after the others, until a round opens
 /// nothing.
 pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<BTreeMap<u32, OwnedFd>> {
+    open_descs_with(descs, floor, &BTreeMap::new())
+}
+
+/// [`open_descs`] with the tree's memfd objects by inode id (see
+/// [`super::OpenCtx::memfds`]).
+pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &BTreeMap<u64, BorrowedFd<'_>>) -> Result<BTreeMap<u32, OwnedFd>> {
     let mut out = BTreeMap::new();
     let mut states = OpenStates::default();
     let mut pending: Vec<(&u32, &DescPlan)> = descs.iter().collect();
     while !pending.is_empty() {
         let mut later = Vec::new();
         for &(id, d) in &pending {
-            let cx = OpenCtx { floor, opened: &out };
+            let cx = OpenCtx { floor, opened: &out, memfds };
             match d.open(&mut states, &cx)? {
                 Opened::Fd(fd) => {
                     tracing::debug!(id, name = %d.name(), "opened description");

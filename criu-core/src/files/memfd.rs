@@ -13,20 +13,18 @@
 //! [`SeenFiles::take_memfd_contents`] into shmem page images while the
 //! tree is frozen). Hugetlb memfds are refused by name.
 //!
-//! Restore: one memfd per inode ([`memfd_object`]: `memfd_create` with its
-//! name, sized, filled, owner and mode set, sealed), every description a
-//! reopening of it through `/proc/self/fd` with its own flags and position.
-//! Seals are added once the object is filled; a writable shared mapping of
-//! a memfd sealed with `F_SEAL_FUTURE_WRITE` cannot be made again after
-//! that and is refused when loading.
+//! Restore: every memfd inode is one object, made with the tree's shared
+//! memory ([`crate::restore::shared`]: `memfd_create` with its name, sized,
+//! filled, owner, mode and seals set) and mapped by its areas; each
+//! description is a reopening of it through `/proc/self/fd` with its own
+//! flags and position.
 
 use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, LoadCtx, OpenCtx, Opened, SeenFiles, SideImage};
 use crate::images::pb::{self, FdTypes};
 use crate::images::{ImageDir, ImageError, ImageKind};
 use crate::restore::error::{RestoreError, Result, SysContext};
-use crate::restore::plan::PagesPlan;
-use rustix::fd::{AsRawFd, OwnedFd};
-use rustix::fs::{Mode, OFlags, SealFlags, SeekFrom};
+use rustix::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fs::{Mode, OFlags, SeekFrom};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -79,10 +77,10 @@ pub struct MemfdPlan {
     pub flags: i32,
     /// File position.
     pub pos: u64,
-    /// Its inode.
-    pub inode: MemfdInode,
-    /// Where the inode's pages are (offsets as `vaddr`), if any.
-    pub pages: Option<PagesPlan>,
+    /// Its inode's id (`memfd.img`).
+    pub inode_id: u64,
+    /// Its inode's name, for messages.
+    pub name: String,
 }
 
 /// The contents of a memfd inode to copy while the tree is frozen: its
@@ -152,7 +150,7 @@ impl FdKind for Memfd {
     const FD_TYPE: FdTypes = FdTypes::Memfd;
     type Dumped = MemfdDumped;
     type Plan = MemfdPlan;
-    type OpenState = MemfdObjects;
+    type OpenState = ();
 
     fn claims(p: &FdProbe) -> bool {
         p.file_type() == libc::S_IFREG && is_memfd_link(&p.target) && p.md.nlink() == 0
@@ -195,27 +193,29 @@ impl FdKind for Memfd {
         let inode_id = m.inode_id.unwrap_or_default() as u64;
         let inodes = cx.side::<MemfdInodes>()?;
         let inode = inodes.0.get(&inode_id).ok_or_else(|| cx.bad(format!("memfd {id:#x} names inode {inode_id}, which memfd.img lacks")))?;
-        let pages = inode_pages(cx.images, inode)?;
-        Ok(MemfdPlan { flags: m.flags.unwrap_or_default() as i32, pos: m.pos.unwrap_or_default(), inode: inode.clone(), pages })
+        Ok(MemfdPlan { flags: m.flags.unwrap_or_default() as i32, pos: m.pos.unwrap_or_default(), inode_id, name: inode.name.clone() })
     }
 
-    fn open(p: &MemfdPlan, st: &mut MemfdObjects, _cx: &OpenCtx<'_>) -> Result<Opened> {
-        let object = st.get_or_create(&p.inode, p.pages.as_ref())?;
-        let fd = reopen(object, p.flags)?;
+    fn open(p: &MemfdPlan, _st: &mut (), cx: &OpenCtx<'_>) -> Result<Opened> {
+        let object = cx
+            .memfds
+            .get(&p.inode_id)
+            .ok_or_else(|| RestoreError::Prepare(format!("no object for memfd inode {} ({:?})", p.inode_id, p.name)))?;
+        let fd = reopen(*object, p.flags)?;
         if p.pos != 0 {
-            rustix::fs::seek(&fd, SeekFrom::Start(p.pos)).sys(|| format!("lseek(memfd:{}, {})", p.inode.name, p.pos))?;
+            rustix::fs::seek(&fd, SeekFrom::Start(p.pos)).sys(|| format!("lseek(memfd:{}, {})", p.name, p.pos))?;
         }
         Ok(Opened::Fd(fd))
     }
 
     fn name(p: &MemfdPlan) -> String {
-        format!("memfd:{}", p.inode.name)
+        format!("memfd:{}", p.name)
     }
 }
 
 /// Opens another description of memfd `object` with `flags` (access mode,
 /// `O_APPEND`, `O_NONBLOCK`, ...).
-pub fn reopen(object: &OwnedFd, flags: i32) -> Result<OwnedFd> {
+pub fn reopen(object: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd> {
     let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK | libc::O_NOATIME | libc::O_LARGEFILE;
     let flags = OFlags::from_bits_retain((flags & keep) as u32) | OFlags::CLOEXEC;
     rustix::fs::open(format!("/proc/self/fd/{}", object.as_raw_fd()), flags, Mode::empty())
@@ -257,106 +257,6 @@ impl SideImage for MemfdInodes {
     }
 }
 
-/// Where the pages of `inode` are, read from `pagemap-shmem-SHMID.img`
-/// (none written: all zero).
-pub fn inode_pages(images: &ImageDir, inode: &MemfdInode) -> Result<Option<PagesPlan>> {
-    if !images.exists(ImageKind::ShmemPagemap, inode.shmid) {
-        return Ok(None);
-    }
-    let size = inode.size.next_multiple_of(crate::restore::plan::PAGE_SIZE);
-    let whole = crate::restore::plan::VmaPlan {
-        start: 0,
-        end: size.max(crate::restore::plan::PAGE_SIZE),
-        pgoff: 0,
-        prot: 0,
-        flags: 0,
-        madv: 0,
-        kind: crate::restore::plan::VmaKind::Anon,
-    };
-    let (pages, lazy) = crate::restore::load::read_pagemap(images, ImageKind::ShmemPagemap, inode.shmid, std::slice::from_ref(&whole), 0, None)?;
-    if lazy.iter().any(|l| !l.present) {
-        let file = images.image_path(ImageKind::ShmemPagemap, inode.shmid);
-        return Err(RestoreError::Unsupported { file, what: format!("lazy pages of memfd {:?}", inode.name) });
-    }
-    Ok(Some(pages))
-}
-
-/// The memfd objects made so far in a restore, by inode id.
-#[derive(Default)]
-pub struct MemfdObjects {
-    objects: BTreeMap<u64, OwnedFd>,
-}
-
-impl MemfdObjects {
-    /// The object of `inode`, made on first use.
-    pub fn get_or_create(&mut self, inode: &MemfdInode, pages: Option<&PagesPlan>) -> Result<&OwnedFd> {
-        use std::collections::btree_map::Entry;
-        Ok(match self.objects.entry(inode.inode_id) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(memfd_object(inode, pages)?),
-        })
-    }
-}
-
-/// A new memfd for `inode`: `memfd_create(name)`, sized, filled from
-/// `pages`, owner and mode set, then sealed.
-pub fn memfd_object(inode: &MemfdInode, pages: Option<&PagesPlan>) -> Result<OwnedFd> {
-    use rustix::fs::MemfdFlags;
-    let what = || format!("memfd:{}", inode.name);
-    let fd = rustix::fs::memfd_create(inode.name.as_str(), MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-        .sys(|| format!("memfd_create({:?})", inode.name))?;
-    rustix::fs::ftruncate(&fd, inode.size).sys(|| format!("ftruncate({}, {})", what(), inode.size))?;
-    if let Some(pages) = pages.filter(|p| !p.runs.is_empty()) {
-        let src = rustix::fs::open(&pages.path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| RestoreError::ImageIo { file: pages.path.clone(), source: e.into() })?;
-        let mut buf = vec![0u8; 1 << 20];
-        for r in &pages.runs {
-            // Pages past the size (the last one, partly) are cut to it.
-            let (mut off, end) = (r.vaddr, (r.vaddr + r.len()).min(inode.size));
-            let mut file_off = r.file_off;
-            while off < end {
-                let n = ((end - off) as usize).min(buf.len());
-                read_exact_at(&src, &mut buf[..n], file_off).map_err(|e| RestoreError::ImageIo { file: pages.path.clone(), source: e.into() })?;
-                write_all_at(&fd, &buf[..n], off).sys(|| format!("filling {}", what()))?;
-                off += n as u64;
-                file_off += n as u64;
-            }
-        }
-    }
-    rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(inode.uid)), Some(rustix::fs::Gid::from_raw(inode.gid)))
-        .sys(|| format!("fchown({}, {}, {})", what(), inode.uid, inode.gid))?;
-    rustix::fs::fchmod(&fd, Mode::from_bits_truncate(inode.mode & 0o7777)).sys(|| format!("fchmod({}, {:o})", what(), inode.mode))?;
-    let seals = SealFlags::from_bits_retain(inode.seals);
-    if !seals.is_empty() {
-        rustix::fs::fcntl_add_seals(&fd, seals).sys(|| format!("F_ADD_SEALS({}, {seals:?})", what()))?;
-    }
-    Ok(fd)
-}
-
-/// `pread` until `buf` is full.
-fn read_exact_at(fd: &OwnedFd, mut buf: &mut [u8], mut off: u64) -> std::result::Result<(), rustix::io::Errno> {
-    while !buf.is_empty() {
-        match rustix::io::pread(fd, &mut *buf, off)? {
-            0 => return Err(rustix::io::Errno::NODATA),
-            n => {
-                buf = &mut buf[n..];
-                off += n as u64;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `pwrite` all of `buf`.
-fn write_all_at(fd: &OwnedFd, mut buf: &[u8], mut off: u64) -> std::result::Result<(), rustix::io::Errno> {
-    while !buf.is_empty() {
-        let n = rustix::io::pwrite(fd, buf, off)?;
-        buf = &buf[n..];
-        off += n as u64;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,37 +268,5 @@ mod tests {
         assert!(is_memfd_link("/memfd:x (deleted)"));
         assert!(!is_memfd_link("/memfd:x"), "a file named so on disk");
         assert!(!is_memfd_link("/tmp/memfd:x (deleted)"));
-    }
-
-    #[test]
-    fn an_object_gets_name_size_contents_and_seals() {
-        let dir = tempfile::tempdir().unwrap();
-        let pages = dir.path().join("pages-9.img");
-        let mut data = vec![7u8; 4096];
-        data[100] = 1;
-        std::fs::write(&pages, &data).unwrap();
-        let plan = PagesPlan { path: pages, runs: vec![crate::restore::plan::PageRun { vaddr: 4096, nr_pages: 1, file_off: 0 }] };
-        let inode = MemfdInode {
-            inode_id: 1,
-            name: "t-memfd".into(),
-            size: 4096 + 200,
-            uid: 0,
-            gid: 0,
-            mode: libc::S_IFREG | 0o640,
-            seals: (libc::F_SEAL_GROW | libc::F_SEAL_SHRINK) as u32,
-            shmid: 5,
-        };
-        let fd = memfd_object(&inode, Some(&plan)).unwrap();
-        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
-        assert_eq!(link.to_string_lossy(), "/memfd:t-memfd (deleted)");
-        let st = rustix::fs::fstat(&fd).unwrap();
-        assert_eq!((st.st_size, st.st_mode & 0o777), (4296, 0o640));
-        assert_eq!(rustix::fs::fcntl_get_seals(&fd).unwrap().bits(), inode.seals);
-        let mut got = vec![0u8; 4296];
-        read_exact_at(&fd, &mut got, 0).unwrap();
-        assert!(got[..4096].iter().all(|&b| b == 0));
-        assert_eq!(&got[4096..], &data[..200]);
-        let again = reopen(&fd, libc::O_RDONLY).unwrap();
-        assert_eq!(rustix::fs::fstat(&again).unwrap().st_ino, st.st_ino);
     }
 }

@@ -573,4 +573,8 @@ pub struct OpenCtx<'a> {
     pub floor: RawFd,
     /// Descriptions already open, by file id.
     pub opened: &'a BTreeMap<u32, OwnedFd>,
+    /// The memfd objects of the tree by memfd inode id (made with the
+    /// shared memory, [`crate::restore::shared`]): a memfd description is
+    /// a reopening of its inode's object, the one its areas map too.
+    pub memfds: &'a BTreeMap<u64, BorrowedFd<'a>>,
 }

@@ -109,10 +109,10 @@ pub fn build_args(
     for (i, v) in plan.vmas.iter().enumerate() {
         let premap_addr = premap.placed.iter().find(|p| p.vma == i).map_or(0, |p| p.addr);
         let (kind, fd) = match &v.kind {
-            VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::SharedAnon { .. } => (VMA_PREMAPPED, -1),
+            VmaKind::Anon | VmaKind::PrivateFile { .. } => (VMA_PREMAPPED, -1),
             VmaKind::Vdso => (VMA_VDSO, -1),
             VmaKind::Vvar => (VMA_VVAR, -1),
-            VmaKind::SharedFile { .. } => {
+            VmaKind::SharedFile { .. } | VmaKind::Shmem { .. } => {
                 let fd = fds.shared.iter().find(|(vi, _)| *vi == i).map(|&(_, fd)| fd).unwrap_or(-1);
                 (VMA_FILE_SHARED, fd)
             }

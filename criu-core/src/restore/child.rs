@@ -15,11 +15,11 @@ use super::lazy::{hand_over_uffd, LazySetup};
 use super::maps::{read_maps, special_areas, SpecialAreas};
 use super::plan::{TaskPlan, VmaKind, PAGE_SIZE};
 use super::premap::{fill, finish, premap, Premap};
+use super::shared::SharedObjects;
 use crate::abi::MemRange;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
-use std::collections::BTreeMap;
 use std::ffi::c_void;
 
 /// Name of the blob's restore entry point.
@@ -51,14 +51,15 @@ pub fn guarded(plan: &TaskPlan, status: OwnedFd, f: impl FnOnce(&OwnedFd) -> Res
 }
 
 /// Everything after the task's session and group are set and its children
-/// forked: files (`opened`: every description of the tree, created by
-/// criu-rs and inherited), memory, fs context, name, the blob; ends in the
-/// jump (`Ok` never happens). `ids` holds every pid and tid of the tree.
+/// forked: files (`objs`: every description and shared memory object of
+/// the tree, created by criu-rs and inherited), memory, fs context, name,
+/// the blob; ends in the jump (`Ok` never happens). `ids` holds every pid
+/// and tid of the tree.
 pub fn prepare(
     plan: &TaskPlan,
     lazy: Option<&LazySetup>,
     status: &OwnedFd,
-    opened: &BTreeMap<u32, OwnedFd>,
+    objs: &SharedObjects,
     ids: &[i32],
 ) -> Result<std::convert::Infallible> {
     // Room for every dumped fd number (the blob puts the dumped limits back).
@@ -76,15 +77,7 @@ pub fn prepare(
         move_above(fd, floor)
     };
     let pages = if plan.pages.runs.is_empty() { None } else { Some(open_ro(&plan.pages.path)?) };
-    let mut shared = Vec::new();
-    for (i, v) in plan.vmas.iter().enumerate() {
-        if let VmaKind::SharedFile { path, open_flags } = &v.kind {
-            let flags = OFlags::from_bits_retain((open_flags & libc::O_ACCMODE) as u32) | OFlags::CLOEXEC;
-            let fd = rustix::fs::open(path, flags, Mode::empty())
-                .map_err(|e| RestoreError::FileChanged { path: path.clone(), problem: format!("cannot open for a shared mapping: {e}") })?;
-            shared.push((i, move_above(fd, floor)?));
-        }
-    }
+    let shared = shared_mapping_fds(plan, objs, floor)?;
     let exe = match &plan.exe {
         Some(p) => Some(open_ro(p)?),
         None => None,
@@ -99,7 +92,7 @@ pub fn prepare(
     keep.extend(pages.iter().chain(exe.iter()).chain(progress_out.iter()).map(|f| f.as_raw_fd()));
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
     let files = crate::files::task::TaskFiles { pid: plan.pid, fds: &plan.fds, descs: &plan.descs, first_held: &plan.first_held };
-    crate::files::task::install(&files, opened, &keep)?;
+    crate::files::task::install(&files, &objs.descs, &keep)?;
 
     let pm = build_memory(plan, ids, pages.as_ref(), &open_ro, progress_out.as_ref())?;
     drop(pages);
@@ -133,6 +126,31 @@ pub fn prepare(
     // block at `args`, and thread 0's stack (the first slice) lies inside
     // the args mapping.
     unsafe { super::jump::jump(entry, args, place.stack.start + STACK_SIZE) }
+}
+
+/// An fd (at or above `floor`) for every VMA the blob maps from a file:
+/// shared file mappings (opened by path) and shared anonymous memory (a
+/// copy of the tree's object, `objs.shmem`), as `(VMA index, fd)`.
+fn shared_mapping_fds(plan: &TaskPlan, objs: &SharedObjects, floor: i32) -> Result<Vec<(usize, OwnedFd)>> {
+    let mut shared = Vec::new();
+    for (i, v) in plan.vmas.iter().enumerate() {
+        let fd = match &v.kind {
+            VmaKind::SharedFile { path, open_flags } => {
+                let flags = OFlags::from_bits_retain((open_flags & libc::O_ACCMODE) as u32) | OFlags::CLOEXEC;
+                rustix::fs::open(path, flags, Mode::empty()).map_err(|e| RestoreError::FileChanged {
+                    path: path.clone(),
+                    problem: format!("cannot open for a shared mapping: {e}"),
+                })?
+            }
+            VmaKind::Shmem { shmid, .. } => {
+                let obj = objs.shmem.get(shmid).ok_or_else(|| RestoreError::Prepare(format!("no shared memory object {shmid:#x}")))?;
+                rustix::io::fcntl_dupfd_cloexec(obj, floor).sys(|| format!("dup of shared memory object {shmid:#x}"))?
+            }
+            _ => continue,
+        };
+        shared.push((i, move_above(fd, floor)?));
+    }
+    Ok(shared)
 }
 
 /// `prctl(PR_SET_NAME, comm)`: the task's name as dumped.
@@ -169,7 +187,6 @@ fn build_memory(
     let has_pages = |i: usize| {
         let v = &plan.vmas[i];
         std::iter::once(&plan.pages)
-            .chain(&plan.shmem_pages)
             .chain(&plan.parent_pages)
             .flat_map(|p| &p.runs)
             .any(|r| r.vaddr < v.end && r.vaddr + r.len() > v.start)
@@ -178,7 +195,6 @@ fn build_memory(
     // No logging here: fd 2 already is the restored task's.
     let _phase = progress_out.map(|out| {
         let total = std::iter::once(&plan.pages)
-            .chain(&plan.shmem_pages)
             .chain(&plan.parent_pages)
             .flat_map(|p| &p.runs)
             .map(|r| r.len() / PAGE_SIZE)
@@ -188,7 +204,7 @@ fn build_memory(
     if let Some(fd) = pages {
         fill(&pm, &plan.vmas, &plan.pages, fd, ids)?;
     }
-    for other in plan.shmem_pages.iter().chain(&plan.parent_pages).filter(|p| !p.runs.is_empty()) {
+    for other in plan.parent_pages.iter().filter(|p| !p.runs.is_empty()) {
         fill(&pm, &plan.vmas, other, &open_ro(&other.path)?, ids)?;
     }
     finish(&pm, &plan.vmas)?;

@@ -75,7 +75,8 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
             None => Err(RestoreError::bad(&files_path, format!("no regular file with id {id:#x} (needed by {what})"))),
         }
     };
-    let vmas = mm.vmas.iter().map(|v| vma_plan(v, &mm_path, &files, &reg_path)).collect::<Result<Vec<_>>>()?;
+    let memfds = load_memfd_inodes(&images)?;
+    let vmas = mm.vmas.iter().map(|v| vma_plan(v, &mm_path, &files, &memfds, &reg_path)).collect::<Result<Vec<_>>>()?;
     check_address_space(&mm_path, &vmas)?;
     let exe = match mm.exe_file_id {
         Some(id) if files.contains_key(&id) => Some(reg_path(id, "mm exe_file_id")?),
@@ -83,7 +84,6 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
     };
     mm.vmas.clear();
     let (pages, lazy, parent_pages) = load_pages(&images, pid, &vmas)?;
-    let shmem_pages = load_shmem_pages(&images, &mm_path, &vmas)?;
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
     let (fds, descs) = load_fds(&images, files_id, &files, opts)?;
@@ -98,7 +98,6 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         vmas,
         pages,
         lazy,
-        shmem_pages,
         parent_pages,
         exe,
         core: Box::new(core),
@@ -120,11 +119,48 @@ pub(super) fn files_id(images: &ImageDir, core: &pb::CoreEntry, pid: i32) -> Res
     Ok(pid as u32)
 }
 
+/// `memfd.img` by inode id (absent: no memfd inodes).
+pub(super) fn load_memfd_inodes(images: &ImageDir) -> Result<BTreeMap<u64, pb::MemfdInodeEntry>> {
+    if !images.exists(ImageKind::MemfdInode, 0) {
+        return Ok(BTreeMap::new());
+    }
+    let path = images.image_path(ImageKind::MemfdInode, 0);
+    let mut out = BTreeMap::new();
+    for m in images.read_all::<pb::MemfdInodeEntry>(ImageKind::MemfdInode, 0)? {
+        if out.insert(m.inode_id.unwrap_or_default(), m).is_some() {
+            return Err(RestoreError::bad(&path, "an inode id appears twice"));
+        }
+    }
+    Ok(out)
+}
+
+/// A memfd-backed VMA (`AREA_MEMFD`, `shmid` a file id of type `MEMFD`):
+/// a shared mapping of its inode's shmem object (CRIU 4.x also writes
+/// shared anonymous memory this way, as an inode named `/dev/zero`).
+fn memfd_vma(
+    v: &pb::VmaEntry,
+    files: &BTreeMap<u32, pb::FileEntry>,
+    memfds: &BTreeMap<u64, pb::MemfdInodeEntry>,
+    unsupported: &dyn Fn(&str) -> RestoreError,
+) -> Result<VmaKind> {
+    let id = v.shmid.unwrap_or_default() as u32;
+    let inode_id = files.get(&id).and_then(|f| f.memfd.as_ref()).and_then(|m| m.inode_id);
+    let Some(inode) = inode_id.and_then(|i| memfds.get(&(i as u64))) else {
+        return Err(unsupported(&format!("memfd mapping of file {id:#x} with no memfd entry or inode in memfd.img")));
+    };
+    if v.status.unwrap_or_default() & st::FILE_SHARED == 0 {
+        let name = inode.name.as_deref().unwrap_or_default();
+        return Err(unsupported(&format!("private mapping of memfd {name:?}")));
+    }
+    Ok(VmaKind::Shmem { shmid: inode.shmid.unwrap_or_default() as u64, size: inode.size.unwrap_or_default() })
+}
+
 /// One `vma_entry` as a [`VmaPlan`].
 fn vma_plan(
     v: &pb::VmaEntry,
     mm_path: &Path,
     files: &BTreeMap<u32, pb::FileEntry>,
+    memfds: &BTreeMap<u64, pb::MemfdInodeEntry>,
     reg_path: &dyn Fn(u32, &str) -> Result<PathBuf>,
 ) -> Result<VmaPlan> {
     let (start, end) = (v.start.unwrap_or_default(), v.end.unwrap_or_default());
@@ -139,13 +175,12 @@ fn vma_plan(
         VmaKind::Vdso
     } else if status & st::UNSUPP != 0 {
         return Err(unsupported("marked unsupported by the dump"));
-    } else if status & (st::AREA_SYSVIPC | st::AREA_SOCKET | st::AREA_AIORING | st::AREA_MEMFD | st::AREA_SHSTK) != 0 {
-        return Err(unsupported(&format!("status {status:#x} (SysV shared memory, socket, AIO or memfd areas)")));
+    } else if status & st::AREA_MEMFD != 0 {
+        memfd_vma(v, files, memfds, &unsupported)?
+    } else if status & (st::AREA_SYSVIPC | st::AREA_SOCKET | st::AREA_AIORING | st::AREA_SHSTK) != 0 {
+        return Err(unsupported(&format!("status {status:#x} (SysV shared memory, socket, AIO or shadow stack areas)")));
     } else if status & st::ANON_SHARED != 0 {
-        if v.pgoff.unwrap_or_default() != 0 {
-            return Err(unsupported("shared anonymous memory mapped at a non-zero offset"));
-        }
-        VmaKind::SharedAnon { shmid: v.shmid.unwrap_or_default() }
+        VmaKind::Shmem { shmid: v.shmid.unwrap_or_default(), size: 0 }
     } else if status & st::FILE_PRIVATE != 0 {
         VmaKind::PrivateFile { path: reg_path(v.shmid.unwrap_or_default() as u32, &what)? }
     } else if status & st::FILE_SHARED != 0 {
@@ -181,35 +216,6 @@ fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<(PagesPla
         super::parent::resolve(images.path(), &images.image_path(ImageKind::Pagemap, pid as u64), pid, in_parent)?
     };
     Ok((pages, lazy, parents))
-}
-
-/// `pagemap-shmem-SHMID.img` and its pages for every shared anonymous VMA,
-/// with the runs moved to the VMA's addresses (shmem pagemaps hold offsets
-/// in the object).
-fn load_shmem_pages(images: &ImageDir, mm_path: &Path, vmas: &[VmaPlan]) -> Result<Vec<PagesPlan>> {
-    let mut out = Vec::new();
-    let mut seen = Vec::new();
-    for v in vmas {
-        let VmaKind::SharedAnon { shmid } = v.kind else { continue };
-        if seen.contains(&shmid) {
-            return Err(RestoreError::Unsupported {
-                file: mm_path.into(),
-                what: format!("shared anonymous object {shmid:#x} mapped more than once"),
-            });
-        }
-        seen.push(shmid);
-        if !images.exists(ImageKind::ShmemPagemap, shmid) {
-            continue; // never written: all zero
-        }
-        // Only this VMA may hold the object's pages: check against it alone.
-        let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(v), v.start, None)?;
-        if let Some(l) = lazy.iter().find(|l| !l.present) {
-            let what = format!("lazy pages at {:#x} of shared anonymous object {shmid:#x} (only private memory is served lazily)", l.vaddr);
-            return Err(RestoreError::Unsupported { file: images.image_path(ImageKind::ShmemPagemap, shmid), what });
-        }
-        out.push(pages);
-    }
-    Ok(out)
 }
 
 /// A pagemap image and its pages file, and its `LAZY` entries; entries'

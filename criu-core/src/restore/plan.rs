@@ -30,8 +30,6 @@ pub struct TaskPlan {
     /// Entries of `pagemap-PID.img` flagged `LAZY`, in address order (their
     /// `PRESENT` ones are also in `pages.runs`); see [`super::lazy`].
     pub lazy: Vec<LazyRun>,
-    /// Contents of shared anonymous objects (runs at their VMA's addresses).
-    pub shmem_pages: Vec<PagesPlan>,
     /// Pages left in the parent dumps' images (`--prev-images-dir`), one
     /// plan per pages file they come from.
     pub parent_pages: Vec<PagesPlan>,
@@ -86,7 +84,7 @@ impl VmaPlan {
 
     /// Whether the VMA is premapped and moved into place by the blob.
     pub fn is_premapped(&self) -> bool {
-        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::SharedAnon { .. } | VmaKind::Vdso)
+        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::Vdso)
     }
 
     /// Whether this is a grows-down (stack) VMA.
@@ -102,9 +100,13 @@ pub enum VmaKind {
     Anon,
     /// A private (copy-on-write) mapping of a file.
     PrivateFile { path: PathBuf },
-    /// Shared anonymous memory (object `shmid`): premapped as a fresh shared
-    /// anonymous mapping, filled from its own pages file, moved by the blob.
-    SharedAnon { shmid: u64 },
+    /// A shared mapping, `pgoff` bytes in, of shmem object `shmid` (its
+    /// contents in `pagemap-shmem-SHMID.img`): shared anonymous memory
+    /// (`MAP_SHARED|MAP_ANONYMOUS`) or a memfd (an inode of `memfd.img`).
+    /// Created once for the whole tree ([`super::shared`]), at least `size`
+    /// bytes long (0: as long as its mappings reach), and mapped at its
+    /// place by the blob.
+    Shmem { shmid: u64, size: u64 },
     /// A shared mapping of a file, mapped in place by the blob.
     SharedFile { path: PathBuf, open_flags: i32 },
     /// The dumped `[vdso]`: premapped as an anonymous copy of its pages.

@@ -105,12 +105,6 @@ pub fn premap(
             // which nothing else uses.
             VmaKind::Anon | VmaKind::Vdso => unsafe { rustix::mm::mmap_anonymous(addr as *mut c_void, v.len() as usize, prot, flags) }
                 .sys(what)?,
-            // SAFETY: as above; a new shared object only this task maps.
-            VmaKind::SharedAnon { .. } => unsafe {
-                let shared = (flags - MapFlags::PRIVATE) | MapFlags::SHARED;
-                rustix::mm::mmap_anonymous(addr as *mut c_void, v.len() as usize, prot, shared)
-            }
-            .sys(what)?,
             VmaKind::PrivateFile { path } => {
                 let fd = open_file(path)?;
                 // SAFETY: as above; a private mapping never writes the file.

@@ -22,6 +22,7 @@ use super::finalize::ThreadEnd;
 use super::lazy::{self, LazySetup};
 use super::load::{load_task, open_dir, LoadOptions};
 use super::plan::TaskPlan;
+use super::shared::SharedObjects;
 use super::{RestoreOptions, Restored};
 use crate::images::consts::task_state;
 use crate::images::{pb, ImageKind};
@@ -247,22 +248,16 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         });
     }
     tree.lazy = lazy_setups;
-    let mut live: Vec<&mut TaskPlan> = tree
-        .tasks
-        .iter_mut()
-        .filter_map(|t| match &mut t.kind {
-            TaskKind::Live(p) => Some(&mut **p),
-            TaskKind::Zombie { .. } => None,
-        })
-        .collect();
     // Room for every fd number of every task and the shared descriptions
     // above them (each task's blob puts its dumped limits back).
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     if let Some(max) = nofile.maximum {
         let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: Some(max), maximum: Some(max) });
     }
-    let shared = super::shared::create(&images, &mut live)?;
-    let floor = super::shared::tree_floor(&tree.live().collect::<Vec<_>>());
+    let live: Vec<&TaskPlan> = tree.live().collect();
+    let shared = super::shared::create(&images, &live)?;
+    let floor = super::shared::tree_floor(&live);
+    drop(live);
     let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
     let above = |(rx, tx): (OwnedFd, OwnedFd)| -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
         Ok((Some(super::fds::move_above(rx, floor)?), Some(super::fds::move_above(tx, floor)?)))
@@ -279,7 +274,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let root = tree.tasks[0].pid;
     // SAFETY: criu-rs is single-threaded here (documented requirement).
     match unsafe { clone3_set_tid(root)? } {
-        Forked::Child => task_main(&tree, 0, &mut pipes, &shared.descs),
+        Forked::Child => task_main(&tree, 0, &mut pipes, &shared),
         Forked::Parent { child } => {
             drop(shared);
             pipes.status_tx.clear();
@@ -318,7 +313,7 @@ fn thread_ends(plan: &TaskPlan) -> Vec<ThreadEnd> {
 
 /// A task's own side: session and group, its children, then itself.
 /// Never returns.
-fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> ! {
+fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects) -> ! {
     let t = &tree.tasks[idx];
     let TaskKind::Live(plan) = &t.kind else {
         // SAFETY: leaving without running exit handlers, as after fork.
@@ -345,7 +340,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMa
         let kids: Vec<usize> = tree.children(idx).collect();
         let (orphans, kids): (Vec<usize>, Vec<usize>) = kids.into_iter().partition(|&c| needs_helper(tree, c).is_some());
         for c in kids {
-            fork_child(tree, c, pipes, descs)?;
+            fork_child(tree, c, pipes, objs)?;
         }
         // The orphans' helpers exit at once: they must come back to us.
         set_child_subreaper(subreaper || !orphans.is_empty())?;
@@ -354,7 +349,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMa
         helpers.dedup();
         for h in helpers {
             let members: Vec<usize> = orphans.iter().copied().filter(|&c| needs_helper(tree, c) == Some(h)).collect();
-            fork_helper(tree, h, &members, pipes, descs, status)?;
+            fork_helper(tree, h, &members, pipes, objs, status)?;
         }
         set_child_subreaper(subreaper)?;
         // Set once the task has its restored parent (a helper that forked
@@ -363,7 +358,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMa
         if t.ppid != 0 && pdeath != 0 {
             set_pdeathsig(pdeath)?;
         }
-        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, descs, &tree.ids())
+        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, &tree.ids())
     })
 }
 
@@ -396,7 +391,7 @@ fn fork_helper(
     h: Helper,
     members: &[usize],
     pipes: &mut TaskPipes,
-    descs: &BTreeMap<u32, OwnedFd>,
+    objs: &SharedObjects,
     status: &OwnedFd,
 ) -> Result<()> {
     let (Helper::Session(pid) | Helper::Group(pid)) = h;
@@ -406,7 +401,7 @@ fn fork_helper(
             Helper::Session(_) => rustix::process::setsid().map(drop).sys(|| "setsid".into()),
             Helper::Group(_) => rustix::process::setpgid(None, None).sys(|| "setpgid(0, 0)".into()),
         };
-        let done = lead.and_then(|()| members.iter().try_for_each(|&m| fork_child(tree, m, pipes, descs)));
+        let done = lead.and_then(|()| members.iter().try_for_each(|&m| fork_child(tree, m, pipes, objs)));
         if let Err(e) = &done {
             let _ = rustix::io::write(status, format!("error: helper {pid}: {e}\n").as_bytes());
         }
@@ -421,13 +416,13 @@ fn fork_helper(
 
 /// Forks task `idx` with its pid (a zombie untraced, then waits until it
 /// is one); the child never returns from here.
-fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, descs: &BTreeMap<u32, OwnedFd>) -> Result<()> {
+fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects) -> Result<()> {
     let t = &tree.tasks[idx];
     match &t.kind {
         TaskKind::Live(_) => {
             // SAFETY: the task is single-threaded (a fork of criu-rs).
             if let Forked::Child = unsafe { clone3_set_tid(t.pid)? } {
-                task_main(tree, idx, pipes, descs)
+                task_main(tree, idx, pipes, objs)
             }
         }
         TaskKind::Zombie { status, comm } => {

@@ -1,0 +1,186 @@
+//! Memory areas restored exactly (issues 9 and 11): `tests/programs/memareas.c`
+//! sets up the areas of the features it is given in a parent and its child,
+//! is dumped (which kills it), restored, and checks itself from inside.
+//!
+//! - shared anonymous memory mapped in pieces at non-zero offsets, aliased
+//!   within a task and shared between the two, in criu-rs's images and in
+//!   the layout CRIU 4.x writes (a memfd named `/dev/zero`, which this test
+//!   makes from criu-rs's images, since CI has no CRIU); the same images
+//!   naming another memfd give that memfd, and a private memfd mapping is
+//!   refused by name.
+
+mod common;
+
+use criu_core::images::consts::vma_status as st;
+use criu_core::images::{pb, ImageDir, ImageKind};
+use std::path::{Path, PathBuf};
+use common::*;
+
+/// A dumped memareas.c: its work dir, result file, images and pids.
+struct Dumped {
+    work: PathBuf,
+    result: PathBuf,
+    images: PathBuf,
+    pids: [i32; 2],
+}
+
+/// Starts memareas.c with `features`, dumps it and waits until its pids are free.
+fn dumped(name: &str, features: &[&str]) -> Dumped {
+    let work = scratch(&format!("{name}-work"));
+    let result = work.with_extension("result");
+    let images = scratch(&format!("{name}-images"));
+    let _ = std::fs::remove_file(&result);
+    let mut args: Vec<&Path> = vec![&work, &result];
+    args.extend(features.iter().map(Path::new));
+    let mut p = Program::spawn("memareas", &args);
+    let pids = [p.pid(), p.int("c")];
+    wait_all_suspended(&pids);
+    dump_ok(pids[0], &images, &[]);
+    p.reap();
+    for pid in pids {
+        wait_pid_gone(pid);
+    }
+    Dumped { work, result, images, pids }
+}
+
+impl Dumped {
+    /// Restores it (from `images`) and returns the root's self-check report.
+    fn restore_and_check(&self, images: &Path) -> String {
+        let root = restore_detached(images, self.pids[0]);
+        let child = Held::open(self.pids[1]).unwrap_or_else(|e| panic!("restored tree lacks pid {}: {e}", self.pids[1]));
+        wait_all_suspended(&self.pids);
+        let _ = std::fs::remove_file(&self.result);
+        root.signal(libc::SIGUSR1).unwrap();
+        let report = wait_result(&self.result);
+        assert!(root.wait_exit(PATIENCE), "pid {} did not exit after its self-check", root.pid);
+        drop(child);
+        for pid in self.pids {
+            wait_pid_gone(pid);
+        }
+        report
+    }
+}
+
+#[test]
+fn shared_anonymous_memory_at_offsets_is_shared_again() {
+    let d = dumped("mem-shmem", &["shmem"]);
+    assert!(d.work.is_dir());
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("shared anonymous memory", &report);
+    for check in ["shmem-offset-b", "shmem-alias-same-memory", "shmem-shared-with-child"] {
+        assert!(report.contains(&format!("R: ok {check}\n")), "R lacks {check}:\n{report}");
+    }
+    assert!(report.contains("C: ok shmem-shared-with-parent\n"), "{report}");
+}
+
+/// Rewrites the shared anonymous areas of the images in `dir` the way CRIU
+/// 4.x dumps them on this kernel: each object becomes a memfd inode named
+/// `/dev/zero` in `memfd.img` (its `shmid` naming the same
+/// `pagemap-shmem-SHMID.img`), one `MEMFD` file per object in `files.img`,
+/// and the areas `FILE_SHARED | AREA_MEMFD` mappings of that file.
+/// `name` is the inode name to write.
+fn to_criu_memfd_layout(dir: &Path, pids: &[i32], name: &str) {
+    let images = ImageDir::open(dir).unwrap();
+    let mut files: Vec<pb::FileEntry> = images.read_all(ImageKind::Files, 0).unwrap();
+    let mut next_id = files.iter().filter_map(|f| f.id).max().unwrap_or(0) + 1;
+    // shmid -> (file id, inode id, size)
+    let mut objects: std::collections::BTreeMap<u64, (u32, u64, u64)> = Default::default();
+    let mut mms = Vec::new();
+    for &pid in pids {
+        let mut mm: pb::MmEntry = images.read_one(ImageKind::Mm, pid as u64).unwrap();
+        for v in mm.vmas.iter_mut().filter(|v| v.status() & st::ANON_SHARED != 0) {
+            let n = objects.len() as u64;
+            let obj = objects.entry(v.shmid()).or_insert_with(|| {
+                next_id += 1;
+                (next_id - 1, 1 + n, 0)
+            });
+            obj.2 = obj.2.max(v.pgoff() + v.end() - v.start());
+            v.shmid = Some(obj.0 as u64);
+            v.status = Some(st::AREA_REGULAR | st::FILE_SHARED | st::AREA_MEMFD);
+            v.flags = Some(libc::MAP_SHARED as u32);
+            v.fdflags = Some(libc::O_RDWR as u32);
+        }
+        mms.push((pid, mm));
+    }
+    assert!(!objects.is_empty(), "no shared anonymous area in {}", dir.display());
+    for (pid, mm) in mms {
+        images.write_one(ImageKind::Mm, pid as u64, &mm).unwrap();
+    }
+    let fown = pb::FownEntry { uid: Some(0), euid: Some(0), signum: Some(0), pid_type: Some(0), pid: Some(0) };
+    let mut inodes = Vec::new();
+    for (&shmid, &(id, inode_id, size)) in &objects {
+        files.push(pb::FileEntry {
+            r#type: Some(pb::FdTypes::Memfd as i32),
+            id: Some(id),
+            memfd: Some(pb::MemfdFileEntry {
+                id: Some(id),
+                flags: Some(libc::O_RDWR as u32),
+                pos: Some(0),
+                fown: Some(fown),
+                inode_id: Some(inode_id as u32),
+            }),
+            ..Default::default()
+        });
+        inodes.push(pb::MemfdInodeEntry {
+            name: Some(name.into()),
+            uid: Some(0),
+            gid: Some(0),
+            size: Some(size),
+            shmid: Some(shmid as u32),
+            seals: Some(libc::F_SEAL_SEAL as u32),
+            inode_id: Some(inode_id),
+            hugetlb_flag: None,
+            mode: None,
+        });
+    }
+    images.write_all(ImageKind::Files, 0, &files).unwrap();
+    images.write_all(ImageKind::MemfdInode, 0, &inodes).unwrap();
+}
+
+/// Copies the flat images directory `from` to a fresh `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn criu_memfd_layout_of_shared_anonymous_memory_restores() {
+    let d = dumped("mem-shmem-criu", &["shmem"]);
+    // A private mapping of a memfd is refused by name, leaving nothing.
+    let private = d.images.with_extension("private");
+    copy_dir(&d.images, &private);
+    to_criu_memfd_layout(&private, &d.pids, "/dev/zero");
+    let images = ImageDir::open(&private).unwrap();
+    let mut mm: pb::MmEntry = images.read_one(ImageKind::Mm, d.pids[0] as u64).unwrap();
+    let v = mm.vmas.iter_mut().find(|v| v.status() & st::AREA_MEMFD != 0).unwrap();
+    v.status = Some(st::AREA_REGULAR | st::FILE_PRIVATE | st::AREA_MEMFD);
+    v.flags = Some(libc::MAP_PRIVATE as u32);
+    images.write_one(ImageKind::Mm, d.pids[0] as u64, &mm).unwrap();
+    let out = restore(&private, &["-d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("private mapping of memfd \"/dev/zero\""), "{err}");
+    for pid in d.pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a failed restore left {pid}");
+    }
+    // A real memfd (another name): the same memory, shared again, now shown as that memfd.
+    let other = d.images.with_extension("other");
+    copy_dir(&d.images, &other);
+    to_criu_memfd_layout(&other, &d.pids, "other");
+    let report = d.restore_and_check(&other);
+    for check in ["shmem-pattern", "shmem-alias-same-memory", "shmem-shared-with-child"] {
+        assert!(report.contains(&format!("R: ok {check}\n")), "R lacks {check}:\n{report}");
+    }
+    let named: Vec<&str> = report.lines().filter(|l| l.contains("shmem-offset-")).collect();
+    assert_eq!(named.len(), 8, "{report}");
+    assert!(named.iter().all(|l| l.contains("FAIL") && l.contains("/memfd:other (deleted)")), "{report}");
+    // CRIU's own layout of shared anonymous memory: exactly as it was.
+    to_criu_memfd_layout(&d.images, &d.pids, "/dev/zero");
+    let decoded = crit_decode(&d.images.join("memfd.img"));
+    assert_eq!(decoded["entries"][0]["name"], "/dev/zero", "{decoded}");
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("shared anonymous memory from CRIU's memfd layout", &report);
+}

@@ -1,0 +1,292 @@
+/*
+ * Test program for memory areas that must come back exactly as they were:
+ * two tasks, each checking its own memory from inside after the restore.
+ *
+ * Usage: memareas DIR RESULT_FILE FEATURE...
+ *
+ *   R  root: session leader, sets up the areas of every FEATURE, forks
+ *   +- C  its child, which inherits them (and adds its own part).
+ *
+ * FEATUREs:
+ *   shmem  a 64 MiB MAP_SHARED|MAP_ANONYMOUS object, every page holding a
+ *          pattern, mapped by R in pieces: its first page unmapped (the
+ *          first piece starts at offset 4 KiB), [16, 48) MiB moved
+ *          elsewhere with mremap (offset 16 MiB), [48, 64) MiB where it
+ *          was, and 1 MiB at offset 40 MiB mapped a second time through
+ *          /proc/self/map_files (an alias of part of the moved piece). C
+ *          inherits all four. After the restore both check the pattern,
+ *          the pages each wrote, the offsets in /proc/self/maps, that the
+ *          alias still is the same memory, and that a write by one task is
+ *          seen by the other (through different pieces).
+ *
+ * R writes "READY pid=R c=C" once both wait. On SIGUSR1 (R passes it on to
+ * C) both check; C writes "result-C" in DIR and exits 0 or 10 + failures; R
+ * waits for it and writes both reports, prefixed "R: " / "C: ", and "ALL
+ * OK" or "FAIL N check(s)" to RESULT_FILE.
+ */
+#define _GNU_SOURCE
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "selfcheck.h"
+
+/* What both tasks share for the test's own bookkeeping. */
+struct ctl {
+	atomic_int ready;
+	volatile uint64_t token[2]; /* shmem: R's and C's answers */
+};
+
+static struct ctl *ctl;
+static volatile sig_atomic_t go;
+static struct report rep;
+static int is_child;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	go = 1;
+}
+
+/* Waits (bounded: a hang guard) until *p == v. */
+static int wait_for_u64(volatile uint64_t *p, uint64_t v)
+{
+	for (int i = 0; i < 40000 && __atomic_load_n(p, __ATOMIC_SEQ_CST) != v; i++)
+		sys_sleep_ms(1);
+	return __atomic_load_n(p, __ATOMIC_SEQ_CST) == v;
+}
+
+/* The /proc/self/maps line of the area holding ADDR, copied into LINE. */
+static int maps_line(const void *addr, char *line, size_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return 0;
+	int found = 0;
+	while (fgets(line, (int)len, f)) {
+		unsigned long s, e;
+		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s <= (unsigned long)addr && (unsigned long)addr < e) {
+			found = 1;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* ---------- shmem ---------- */
+
+#define SH_SIZE (64UL << 20)
+#define SH_SEED 0x5e
+#define SH_R_PAGE ((50UL << 20) / PAGE) /* object page R writes before the fork */
+#define SH_C_PAGE ((20UL << 20) / PAGE) /* object page C writes after the fork */
+#define SH_TOKEN_R ((8UL << 20) / PAGE) /* R's phase-2 token goes here (piece a) */
+#define SH_TOKEN_C ((40UL << 20) / PAGE + 3) /* C's answer (through the alias d) */
+
+static char *sh_a, *sh_b, *sh_c, *sh_d; /* object [4K,16M) [16M,48M) [48M,64M), alias of [40M,41M) */
+
+/* The address of object page PG in R's and C's pieces (a, b or c). */
+static char *sh_page(uint64_t pg)
+{
+	uint64_t off = pg * PAGE;
+	if (off < (16UL << 20))
+		return sh_a + off - PAGE;
+	if (off < (48UL << 20))
+		return sh_b + off - (16UL << 20);
+	return sh_c + off - (48UL << 20);
+}
+
+#define SH_ALIAS_PAGE ((40UL << 20) / PAGE) /* the alias's first object page */
+
+/* Object pages written by the tasks (not holding the pattern any more). */
+static int sh_written_after(uint64_t pg)
+{
+	return pg == SH_R_PAGE || pg == SH_C_PAGE || pg == SH_TOKEN_R || pg == SH_TOKEN_C || pg == SH_ALIAS_PAGE + 5 ||
+	       pg == SH_ALIAS_PAGE + 7;
+}
+
+static void shmem_setup(void)
+{
+	char *base = mmap(NULL, SH_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (base == MAP_FAILED)
+		die("mmap shmem");
+	fill(base, SH_SEED, SH_SIZE / PAGE);
+	/* Piece b: moved to a spot of its own (reserved first, far from base). */
+	char *spot = mmap(NULL, 64UL << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (spot == MAP_FAILED)
+		die("mmap spot");
+	sh_b = mremap(base + (16UL << 20), 32UL << 20, 32UL << 20, MREMAP_MAYMOVE | MREMAP_FIXED, spot + (16UL << 20));
+	if (sh_b == MAP_FAILED)
+		die("mremap");
+	munmap(spot, 16UL << 20);
+	munmap(spot + (48UL << 20), 16UL << 20);
+	if (munmap(base, PAGE))
+		die("munmap first page");
+	sh_a = base + PAGE;
+	sh_c = base + (48UL << 20);
+	char path[80];
+	snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", (unsigned long)sh_c, (unsigned long)sh_c + (16UL << 20));
+	int fd = open(path, O_RDWR);
+	if (fd < 0)
+		die(path);
+	sh_d = mmap(NULL, 1UL << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 40UL << 20);
+	if (sh_d == MAP_FAILED)
+		die("mmap alias");
+	close(fd);
+	strcpy(sh_page(SH_R_PAGE), "written by R before the fork");
+}
+
+static void shmem_child_setup(void)
+{
+	strcpy(sh_page(SH_C_PAGE), "written by C after the fork");
+}
+
+/* Whether the maps line of ADDR says shared, offset OFF, /dev/zero (deleted). */
+static void check_piece(struct report *R, const char *name, const void *addr, unsigned long off)
+{
+	char line[512] = "", perms[8] = "";
+	unsigned long s, e, o = ~0UL;
+	int ok = maps_line(addr, line, sizeof line) && sscanf(line, "%lx-%lx %7s %lx", &s, &e, perms, &o) == 4;
+	CHECK(R, name, ok && s == (unsigned long)addr && o == off && perms[3] == 's' && strstr(line, "/dev/zero (deleted)"),
+	      "maps line '%.100s', want offset %#lx", line, off);
+}
+
+static void shmem_check(void)
+{
+	struct report *R = &rep;
+	size_t bad = 0, bad_pages = 0;
+	for (uint64_t pg = 1; pg < SH_SIZE / PAGE; pg++) {
+		if (sh_written_after(pg))
+			continue;
+		const uint64_t *w = (const uint64_t *)sh_page(pg);
+		size_t d = 0;
+		for (size_t i = 0; i < PAGE / 8; i++)
+			d += w[i] != pattern(SH_SEED, pg, i);
+		bad += d;
+		bad_pages += d != 0;
+	}
+	CHECK(R, "shmem-pattern", !bad, "%zu words in %zu pages differ", bad, bad_pages);
+	CHECK(R, "shmem-r-page", !strcmp(sh_page(SH_R_PAGE), "written by R before the fork"), "'%.40s'",
+	      sh_page(SH_R_PAGE));
+	CHECK(R, "shmem-c-page", !strcmp(sh_page(SH_C_PAGE), "written by C after the fork"), "'%.40s'",
+	      sh_page(SH_C_PAGE));
+	check_piece(R, "shmem-offset-a", sh_a, PAGE);
+	check_piece(R, "shmem-offset-b", sh_b, 16UL << 20);
+	check_piece(R, "shmem-offset-c", sh_c, 48UL << 20);
+	check_piece(R, "shmem-offset-alias", sh_d, 40UL << 20);
+	/* The alias and piece b are one memory: a write through one shows in the other. */
+	volatile uint64_t *via_d = (uint64_t *)(sh_d + PAGE * (is_child ? 7 : 5));
+	volatile uint64_t *via_b = (uint64_t *)(sh_b + (24UL << 20) + PAGE * (is_child ? 7 : 5));
+	*via_d = 0xa11a5000 + (uint64_t)is_child;
+	CHECK(R, "shmem-alias-same-memory", *via_b == 0xa11a5000 + (uint64_t)is_child, "read %#lx", *via_b);
+	/* Across the tasks: R writes through a, C sees it, answers through d, R sees it through b. */
+	uint64_t token = 0x70c0000000000000ULL | (uint64_t)getppid();
+	volatile uint64_t *r_tok = (uint64_t *)sh_page(SH_TOKEN_R);
+	volatile uint64_t *c_tok = (uint64_t *)(sh_d + (SH_TOKEN_C - SH_ALIAS_PAGE) * PAGE);
+	volatile uint64_t *c_tok_b = (uint64_t *)sh_page(SH_TOKEN_C);
+	if (!is_child) {
+		uint64_t mine = 0x70c0000000000000ULL | (uint64_t)getpid();
+		__atomic_store_n(r_tok, mine, __ATOMIC_SEQ_CST);
+		CHECK(R, "shmem-shared-with-child", wait_for_u64(c_tok_b, mine + 1), "C's answer %#lx", *c_tok_b);
+	} else {
+		int seen = wait_for_u64(r_tok, token);
+		CHECK(R, "shmem-shared-with-parent", seen, "R's token %#lx, want %#lx", *r_tok, token);
+		__atomic_store_n(c_tok, token + 1, __ATOMIC_SEQ_CST);
+	}
+}
+
+/* ---------- the features ---------- */
+
+struct feature {
+	const char *name;
+	void (*setup)(void);       /* R, before the fork */
+	void (*child_setup)(void); /* C, after the fork (may be NULL) */
+	void (*check)(void);       /* both, after SIGUSR1 */
+	int on;
+};
+
+static struct feature features[] = {
+	{"shmem", shmem_setup, shmem_child_setup, shmem_check, 0},
+};
+#define NFEATURES (sizeof features / sizeof features[0])
+
+static void wait_go(void)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	while (!go)
+		sigsuspend(&none);
+}
+
+static void run_checks(void)
+{
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (features[i].on)
+			features[i].check();
+}
+
+static void run_child(void)
+{
+	is_child = 1;
+	int null = open("/dev/null", O_RDWR);
+	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+		die("/dev/null");
+	close(null);
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (features[i].on && features[i].child_setup)
+			features[i].child_setup();
+	atomic_fetch_add(&ctl->ready, 1);
+	wait_go();
+	run_checks();
+	if (finish_report(&rep, "result-C"))
+		_exit(98);
+	_exit(report_status(&rep));
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4) {
+		fprintf(stderr, "usage: memareas DIR RESULT_FILE FEATURE...\n");
+		return 99;
+	}
+	for (int a = 3; a < argc; a++) {
+		size_t i = 0;
+		while (i < NFEATURES && strcmp(features[i].name, argv[a]))
+			i++;
+		if (i == NFEATURES) {
+			fprintf(stderr, "memareas: unknown feature %s\n", argv[a]);
+			return 99;
+		}
+		features[i].on = 1;
+	}
+	syscall(SYS_close_range, 3, ~0U, 0);
+	if (setsid() < 0 || chdir(argv[1]))
+		die("setsid/chdir");
+	handle_blocked(SIGUSR1, on_usr1);
+	ctl = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (ctl == MAP_FAILED)
+		die("mmap ctl");
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (features[i].on)
+			features[i].setup();
+	pid_t child = fork();
+	if (child < 0)
+		die("fork");
+	if (!child)
+		run_child();
+	wait_count(&ctl->ready, 1);
+	announce_ready("READY pid=%d c=%d\n", getpid(), child);
+	wait_go();
+	kill(child, SIGUSR1);
+	run_checks();
+	int st = 0;
+	pid_t w = waitpid(child, &st, 0);
+	CHECK(&rep, "child-exited-ok", w == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "waitpid %d status %#x", w, st);
+	if (finish_report(&rep, "result-R"))
+		return 98;
+	static struct report all;
+	collect_report(&all, 'R');
+	collect_report(&all, 'C');
+	if (finish_report(&all, argv[2]))
+		return 98;
+	return report_status(&all);
+}
