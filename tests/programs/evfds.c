@@ -581,12 +581,7 @@ int main(int argc, char **argv)
 		return 99;
 	parts = argv[1];
 	const char *work = argv[2], *result = argv[3];
-	struct sigaction sa = {.sa_handler = on_usr1};
-	sigset_t block;
-	sigemptyset(&block);
-	sigaddset(&block, SIGUSR1);
-	if (sigaction(SIGUSR1, &sa, NULL) || sigprocmask(SIG_BLOCK, &block, NULL))
-		die("sigaction");
+	handle_blocked(SIGUSR1, on_usr1);
 	if (want("epoll"))
 		setup_epoll();
 	if (want("timer"))
@@ -604,11 +599,7 @@ int main(int argc, char **argv)
 	for (int fd = 0; fd < 1024; fd++)
 		nfds += fcntl(fd, F_GETFD) >= 0;
 	announce_ready("READY pid=%d fds=%d\n", getpid(), nfds);
-	sigset_t wait;
-	sigprocmask(SIG_BLOCK, NULL, &wait);
-	sigdelset(&wait, SIGUSR1);
-	while (!go)
-		sigsuspend(&wait);
+	suspend_until(SIGUSR1, &go);
 	if (want("epoll"))
 		check_epoll();
 	if (want("timer"))

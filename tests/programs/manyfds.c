@@ -72,13 +72,8 @@ int main(int argc, char **argv)
 	getrlimit(RLIMIT_NOFILE, &rl);
 	rl.rlim_cur = rl.rlim_max;
 	setrlimit(RLIMIT_NOFILE, &rl);
-	struct sigaction sa = {.sa_handler = on_usr1};
-	sigset_t block;
-	sigemptyset(&block);
-	sigaddset(&block, SIGUSR1);
-	sigaddset(&block, SIGUSR2);
-	if (sigaction(SIGUSR1, &sa, NULL) || sigprocmask(SIG_BLOCK, &block, NULL))
-		die("sigaction");
+	handle_blocked(SIGUSR1, on_usr1);
+	handle_blocked(SIGUSR2, SIG_IGN);
 	ngroups = want / 11 + 1;
 	groups = calloc(ngroups, sizeof *groups);
 	char name[4200];
@@ -128,11 +123,7 @@ int main(int argc, char **argv)
 		nfds += kinds[fd][0] != '-';
 	}
 	announce_ready("READY pid=%d fds=%d\n", getpid(), nfds);
-	sigset_t wait;
-	sigprocmask(SIG_BLOCK, NULL, &wait);
-	sigdelset(&wait, SIGUSR1);
-	while (!go)
-		sigsuspend(&wait);
+	suspend_until(SIGUSR1, &go);
 
 	static struct report rep;
 	int bad_kind = 0, bad_counter = 0, bad_pipe = 0, bad_epoll = 0, bad_memfd = 0;

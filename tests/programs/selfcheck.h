@@ -144,6 +144,17 @@ static inline void handle_blocked(int sig, void (*fn)(int))
 	sigprocmask(SIG_BLOCK, &set, NULL);
 }
 
+/* Waits in sigsuspend (the current mask but SIG) until *FLAG is set, by
+ * SIG's handler (installed with handle_blocked). */
+static inline void suspend_until(int sig, volatile sig_atomic_t *flag)
+{
+	sigset_t wait;
+	sigprocmask(SIG_BLOCK, NULL, &wait);
+	sigdelset(&wait, sig);
+	while (!*flag)
+		sigsuspend(&wait);
+}
+
 /* Sleeps until *counter reaches n (phase 1 start-up only). */
 static inline void wait_count(atomic_int *counter, int n)
 {

@@ -108,17 +108,6 @@ fn run_once(tool: &Path, manyfds: &Path, work: &Path, check: bool) -> Result<(f6
     Ok((dump, restore, fds))
 }
 
-/// The median of `v` (not empty).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn ms(s: f64) -> String {
     format!("{:.0} ms", s * 1e3)
 }
@@ -150,11 +139,11 @@ pub fn rows(root: &Path, runs: u32) -> Result<Vec<(&'static str, String)>> {
     }
     let _ = std::fs::remove_dir_all(&work);
     let cell = |ours: &[f64], theirs: &[f64]| {
-        let o = median(ours.to_vec());
+        let o = crate::bench_restore::median(ours.to_vec());
         let criu = if theirs.is_empty() {
             format!("CRIU: {}", criu_error.as_deref().unwrap_or("not run"))
         } else {
-            let t = median(theirs.to_vec());
+            let t = crate::bench_restore::median(theirs.to_vec());
             format!("CRIU 4.2 {} ({:.1}x)", ms(t), t / o)
         };
         format!("{} median of {} ({fds} fds, mixed kinds; {criu})", ms(o), ours.len())
