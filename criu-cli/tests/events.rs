@@ -116,6 +116,14 @@ fn pidfd_of_a_child_sees_its_exit_after_restore() {
 }
 
 #[test]
+fn fanotify_marks_see_writes_after_restore() {
+    let d = dump_restore_check("fanotify", "fanotify");
+    let ffy: Vec<_> = files_img(&d.images).into_iter().filter_map(|f| f.ffy).collect();
+    assert_eq!(ffy.len(), 1);
+    assert_eq!(ffy[0].mark.len(), 2, "an inode mark and a mount mark: {ffy:?}");
+}
+
+#[test]
 fn every_kind_at_once_and_crit_decodes_the_images() {
     let d = dump_restore_check("all", "all");
     for e in std::fs::read_dir(&d.images).unwrap().flatten() {
@@ -126,7 +134,7 @@ fn every_kind_at_once_and_crit_decodes_the_images() {
     }
     let files = crit_decode(&d.images.join("files.img"));
     let types: Vec<String> = files["entries"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect();
-    for t in ["EVENTPOLL", "TIMERFD", "SIGNALFD", "INOTIFY", "MEMFD"] {
+    for t in ["EVENTPOLL", "TIMERFD", "SIGNALFD", "INOTIFY", "FANOTIFY", "MEMFD"] {
         assert!(types.iter().any(|x| x == t), "no {t} entry in {types:?}");
     }
 }

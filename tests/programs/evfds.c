@@ -7,7 +7,8 @@
  * Usage: evfds PARTS WORKDIR RESULT_FILE
  *
  * PARTS is a comma-separated list of: epoll, timer, signal, inotify, memfd,
- * pidfd, or "all". WORKDIR must exist (inotify watches files there).
+ * pidfd, fanotify, or "all". WORKDIR must exist (inotify and fanotify
+ * watch files there).
  *
  * Phase 1 sets up every part, points fds 0-2 at /dev/null, prints
  * "READY pid=N fds=M" and waits in rt_sigsuspend for SIGUSR1 (sent by the
@@ -16,8 +17,8 @@
  * "FAIL N check(s)") to RESULT_FILE and exits 0, or 10 + failures; 99 when
  * set-up failed.
  *
- * Extra parts, for refusals: "pidfd-outside" opens a pidfd of the parent
- * (outside any dumped tree); "fanotify" makes a fanotify group with a mark.
+ * Extra part, for a refusal: "pidfd-outside" opens a pidfd of the parent
+ * (outside any dumped tree).
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -52,7 +53,7 @@ static struct report rep;
 static int want(const char *name)
 {
 	if (!strcmp(parts, "all"))
-		return strcmp(name, "pidfd-outside") && strcmp(name, "fanotify");
+		return strcmp(name, "pidfd-outside");
 	size_t n = strlen(name);
 	for (const char *p = parts; (p = strstr(p, name)); p += n)
 		if ((p == parts || p[-1] == ',') && (p[n] == ',' || !p[n]))
@@ -552,17 +553,64 @@ static void check_pidfd(void)
 	CHECK(&rep, "pidfd.dead_pid", !strcmp(line, "Pid:\t-1"), "%s", line);
 }
 
+/* ---------- fanotify ---------- */
+
+static struct {
+	int fd;
+	char file[4200];
+} fa;
+
+static void setup_fanotify(const char *work)
+{
+	snprintf(fa.file, sizeof fa.file, "%s/fanotified", work);
+	int f = open(fa.file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (f < 0 || close(f))
+		die("fanotify file");
+	fa.fd = fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE);
+	if (fa.fd < 0 || fanotify_mark(fa.fd, FAN_MARK_ADD, FAN_MODIFY, AT_FDCWD, fa.file) ||
+	    fanotify_mark(fa.fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY, FAN_CLOSE_NOWRITE, AT_FDCWD,
+			  fa.file) ||
+	    fanotify_mark(fa.fd, FAN_MARK_ADD | FAN_MARK_MOUNT, FAN_CLOSE_WRITE, AT_FDCWD, work))
+		die("fanotify");
+}
+
+static void check_fanotify(void)
+{
+	char line[512] = "";
+	int mount = fdinfo_line(fa.fd, "fanotify mnt_id:", NULL, line, sizeof line);
+	CHECK(&rep, "fanotify.mount_mark", mount && strstr(line, "mask:8 "), "%s", line);
+	int inode = fdinfo_line(fa.fd, "fanotify ino:", NULL, line, sizeof line);
+	CHECK(&rep, "fanotify.inode_mark", inode && strstr(line, "mask:2 ") && strstr(line, "ignored_mask:10"), "%s", line);
+	CHECK(&rep, "fanotify.nonblock", fcntl(fa.fd, F_GETFL) & O_NONBLOCK, "status flags");
+	int f = open(fa.file, O_WRONLY | O_APPEND);
+	if (f < 0 || write(f, "z", 1) != 1)
+		die("fanotify write");
+	int modify = 0;
+	char buf[4096] __attribute__((aligned(8)));
+	struct pollfd pf = {.fd = fa.fd, .events = POLLIN};
+	while (!modify && poll(&pf, 1, 10000) == 1) {
+		ssize_t n = read(fa.fd, buf, sizeof buf);
+		for (struct fanotify_event_metadata *m = (void *)buf; n > 0 && FAN_EVENT_OK(m, n); m = FAN_EVENT_NEXT(m, n)) {
+			if (m->fd >= 0) {
+				char path[64], link[4200] = "";
+				snprintf(path, sizeof path, "/proc/self/fd/%d", m->fd);
+				ssize_t k = readlink(path, link, sizeof link - 1);
+				link[k > 0 ? k : 0] = 0;
+				modify |= (m->mask & FAN_MODIFY) && !strcmp(link, fa.file);
+				close(m->fd);
+			}
+		}
+	}
+	close(f);
+	CHECK(&rep, "fanotify.modify", modify, "no FAN_MODIFY event for %s within 10 s", fa.file);
+}
+
 /* ---------- refusals ---------- */
 
 static void setup_refusals(void)
 {
 	if (want("pidfd-outside") && pidfd_open(getppid(), 0) < 0)
 		die("pidfd of the parent");
-	if (want("fanotify")) {
-		int fa = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
-		if (fa < 0 || fanotify_mark(fa, FAN_MARK_ADD, FAN_MODIFY, AT_FDCWD, "/"))
-			die("fanotify");
-	}
 }
 
 /* ---------- main ---------- */
@@ -594,6 +642,8 @@ int main(int argc, char **argv)
 		setup_memfd();
 	if (want("pidfd"))
 		setup_pidfd();
+	if (want("fanotify"))
+		setup_fanotify(work);
 	setup_refusals();
 	int nfds = 0;
 	for (int fd = 0; fd < 1024; fd++)
@@ -612,6 +662,8 @@ int main(int argc, char **argv)
 		check_memfd();
 	if (want("pidfd"))
 		check_pidfd();
+	if (want("fanotify"))
+		check_fanotify();
 	if (finish_report(&rep, result))
 		return 98;
 	return report_status(&rep);

@@ -71,7 +71,7 @@ fn user_dev(kdev: u32) -> u64 {
 }
 
 /// The handle bytes as `fh_entry.handle` words (little-endian, padded).
-fn handle_words(bytes: &[u8]) -> Vec<u64> {
+pub(super) fn handle_words(bytes: &[u8]) -> Vec<u64> {
     let mut words: Vec<u64> = bytes
         .chunks(8)
         .map(|c| {
@@ -85,7 +85,7 @@ fn handle_words(bytes: &[u8]) -> Vec<u64> {
 }
 
 /// `fh_entry.handle` words back to `len` handle bytes.
-fn handle_bytes(words: &[u64], len: usize) -> Option<Vec<u8>> {
+pub(super) fn handle_bytes(words: &[u64], len: usize) -> Option<Vec<u8>> {
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     (len <= bytes.len() && len <= 128).then(|| bytes[..len].to_vec())
 }

@@ -43,6 +43,7 @@ pub mod task;
 
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod fifo;
 pub mod inotify;
 pub mod memfd;
@@ -272,6 +273,8 @@ fd_kinds! {
     Signalfd => signalfd::Signalfd;
     /// An inotify instance and its watches.
     Inotify => inotify::Inotify;
+    /// A fanotify group and its marks.
+    Fanotify => fanotify::Fanotify;
     /// A pidfd.
     Pidfd => pidfd::Pidfd;
     /// A memfd (before `Reg`: its link looks like a path).
