@@ -24,7 +24,15 @@
 //!
 //! Kinds: [`reg`] (regular files, directories, devices by path, unlinked
 //! files), [`pipe`], [`fifo`], [`tty`] (terminals: `--shell-job`),
-//! [`eventfd`].
+//! [`eventfd`], [`epoll`], [`timerfd`], [`signalfd`], [`inotify`],
+//! [`fanotify`], [`pidfd`], [`memfd`].
+//!
+//! Most descriptions are made by criu-rs before the tree is forked and
+//! inherited; [`task`] is the tasks' own side: installing them at their
+//! numbers, opening those only a task can ([`Opened::InTask`]: a pidfd of
+//! another task), and the steps a kind takes in the first task holding a
+//! description ([`FdKind::in_task`]: an epoll set's targets, a timer armed
+//! last).
 //!
 //! # Adding a kind
 //! Write `files/NAME.rs` with a unit struct implementing [`FdKind`] (its
