@@ -19,6 +19,7 @@ pub mod args;
 pub mod barrier;
 pub mod child;
 pub mod clone;
+pub mod creds;
 pub mod error;
 pub mod fds;
 pub mod finalize;
