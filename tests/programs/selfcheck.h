@@ -144,6 +144,17 @@ static inline void handle_blocked(int sig, void (*fn)(int))
 	sigprocmask(SIG_BLOCK, &set, NULL);
 }
 
+/* Waits in sigsuspend (the current mask but SIG) until *FLAG is set, by
+ * SIG's handler (installed with handle_blocked). */
+static inline void suspend_until(int sig, volatile sig_atomic_t *flag)
+{
+	sigset_t wait;
+	sigprocmask(SIG_BLOCK, NULL, &wait);
+	sigdelset(&wait, sig);
+	while (!*flag)
+		sigsuspend(&wait);
+}
+
 /* Phase 1 start-up of a program that waits for SIGUSR1 in sigsuspend:
  * enters DIR in a session of its own, blocks SIGUSR1 (the mask to wait
  * with goes to *wait_mask) and installs HANDLER for it. */

@@ -30,8 +30,8 @@
 //! failed dump's directory is never taken for a complete one.
 //!
 //! Not dumped yet (refused with a clear error where it matters): sockets,
-//! epoll/signalfd/timerfd/inotify and other anonymous-inode files,
-//! seccomp, namespaces, cgroups, file locks; tasks sharing an address
+//! anonymous-inode files other than eventfd, epoll, timerfd, signalfd,
+//! inotify, fanotify and pidfd (userfaultfd, io_uring, ...), seccomp, namespaces, cgroups, file locks; tasks sharing an address
 //! space without being threads (`CLONE_VM`, e.g. a vfork child: its parent
 //! cannot be frozen anyway).
 

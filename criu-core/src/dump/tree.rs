@@ -338,6 +338,7 @@ fn collect_tree(
         tree.check_sessions(opts.shell_job)?;
     }
     let mut sh = Shared::default();
+    sh.seen.set_tree(tree.live.iter().map(|t| t.frozen.pid()).chain(tree.zombies.iter().map(|z| z.pid)));
     note_shared_memory(tree, &mut sh)?;
     let mut procs: Vec<ProcessDump> = Vec::new();
     let mut mem = MemStats::default();
