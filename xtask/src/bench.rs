@@ -15,11 +15,16 @@ pub fn run(args: &[String]) -> Result<()> {
     // Details of the lazy-pages rows, only on request, N runs each.
     match crate::flag_value(args, "--only")? {
         Some("lazy-fault") => {
-            print_rows(&crate::bench_lazy::fault_rows(&root, runs.min(20))?);
+            print_rows(&owned(crate::bench_lazy::fault_rows(&root, runs.min(20))?));
             return Ok(());
         }
         Some("lazy-bg") => {
-            print_rows(&crate::bench_lazy::bg_rows(&root, runs.min(20))?);
+            print_rows(&owned(crate::bench_lazy::bg_rows(&root, runs.min(20))?));
+            return Ok(());
+        }
+        Some(o) if o == "user" || o.starts_with("user:") => {
+            let cases = crate::bench_user::selected(Some(o))?;
+            print_rows(&crate::bench_user::rows(&root, &cases, runs)?);
             return Ok(());
         }
         _ => {}
@@ -43,13 +48,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let only = crate::flag_value(args, "--only")?;
     let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut rows: Vec<(&str, String)> = Vec::new();
+    // The user's flow first (issue 15); the rows after it are warm
+    // synthetic measurements of parts of it.
+    let user = if only.is_none() { crate::bench_user::rows(&root, &crate::bench_user::selected(None)?, runs.min(3))? } else { Vec::new() };
     if want("blob") {
         rows.push(("blob package size", format!("{} bytes ({} mapped)", pie::EMBEDDED_PACKAGE.len(), pkg.mem_size())));
         rows.push(("blob map+relocate+mprotect", format!("{} (avg of {runs})", micros(map))));
         rows.push(("blob relocate_into buffer", format!("{} (avg of {runs})", micros(reloc))));
     }
     if want("dump") {
-        rows.push(("dump throughput", crate::bench_dump::dump_throughput(&root, runs.min(3))?));
+        rows.push(("dump throughput (warm, synthetic)", crate::bench_dump::dump_throughput(&root, runs.min(3))?));
     }
     if want("restore") {
         // Medians: more runs when the restore rows are all that is asked for.
@@ -64,11 +72,18 @@ pub fn run(args: &[String]) -> Result<()> {
     if want("fds") {
         rows.extend(crate::bench_fds::rows(&root, if only.is_some() { runs.min(7) } else { runs.min(3) })?);
     }
-    print_rows(&rows);
+    let mut all = user;
+    all.extend(owned(rows));
+    print_rows(&all);
     Ok(())
 }
 
-fn print_rows(rows: &[(&str, String)]) {
+/// Rows with owned labels.
+fn owned(rows: Vec<(&str, String)>) -> Vec<(String, String)> {
+    rows.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+fn print_rows(rows: &[(String, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     println!("{:width$}  value", "measure");
     println!("{:-<width$}  {:-<30}", "", "");

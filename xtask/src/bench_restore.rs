@@ -69,7 +69,7 @@ fn run(path: &std::path::Path, runs: u32) -> Result<(Vec<MemRun>, Vec<MemRun>)> 
             .map_err(|e| criu_core::restore::RestoreError::sys(format!("open {}", p.display()), e))
     };
     let fd = open(path)?;
-    let plain = FillWays { huge: false, uffd: false, helper: false };
+    let plain = FillWays { huge: false, uffd: false, helper: false, direct: false };
     let (mut best, mut old) = (Vec::new(), Vec::new());
     for i in 0..=2 * runs.max(1) {
         let ways = if i % 2 == 0 { FillWays::default() } else { plain };
@@ -188,7 +188,7 @@ pub fn rows(runs: u32) -> Result<Vec<(&'static str, String)>> {
     let helper = mem.iter().filter(|r| r.helper).count();
     Ok(vec![
         (
-            "restore -d, 1 GiB warm",
+            "restore -d, 1 GiB warm (synthetic: same images in a loop)",
             format!(
                 "{:.2} GB/s median of {runs} (runs: {} GB/s; target 4 GB/s)",
                 wb as f64 / median(ws.clone()) / 1e9,
@@ -196,7 +196,7 @@ pub fn rows(runs: u32) -> Result<Vec<(&'static str, String)>> {
             ),
         ),
         (
-            "restore memory phase",
+            "restore memory phase (warm, synthetic)",
             format!(
                 "{:.2} GB/s median of {runs} (runs: {} GB/s; premap+fill of 1 GiB, {:.0}% huge pages, helper thread in {helper}/{runs})",
                 SIZE as f64 / median(secs.clone()) / 1e9,

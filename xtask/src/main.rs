@@ -5,7 +5,9 @@
 //! - `bench [--runs N] [--only GROUP]`: prints a table of measurements
 //!   (`--only blob|dump|restore|predump|lazy|fds`: one group of rows;
 //!   `lazy-fault`: the lazy fault latency, N runs; `lazy-bg`: the lazy
-//!   background copy throughput, N runs per chunk size).
+//!   background copy throughput, N runs per chunk size; `user`: every
+//!   user-flow row, `user:NAME,...` some (see `bench_user.rs`), CRIU's
+//!   runs interleaved when `CRIU_BIN` is set).
 //! - `test [ARGS]`: every test: the workspace's, then the blob library's
 //!   host unit tests (restorer-pie is a workspace of its own); then the
 //!   skipped checks and ignored tests with their reasons.
@@ -23,6 +25,7 @@ mod bench_lazy;
 mod bench_lazy_restore;
 mod bench_predump;
 mod bench_restore;
+mod bench_user;
 mod demo;
 mod setup;
 mod mutants;
@@ -30,7 +33,7 @@ mod mutants;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|lazy-fault|lazy-bg] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...]>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|lazy-fault|lazy-bg|user|user:NAME,...] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,8 +1,9 @@
 //! Dumping a process tree: the root and every descendant.
 //!
-//! Taking the tree: the root is frozen first; then, round after round,
-//! `/proc` is scanned for processes whose parent is a frozen task (this
-//! kernel has no `/proc/PID/task/TID/children`), and each new one is frozen
+//! Taking the tree: the root is frozen first; then, round after round, the
+//! children of the tasks frozen in the last round are listed
+//! (`/proc/PID/task/TID/children`, or a scan of `/proc` on kernels without
+//! it), and each new one is frozen
 //! (every thread seized and interrupted, see [`Frozen::freeze`]) or, if it
 //! has exited, recorded as a zombie. A frozen task cannot fork, so once a
 //! round finds nothing new the tree is complete; a task that forks while we
@@ -32,11 +33,10 @@
 //! Afterwards every task is let go (`--leave-running`, or on any failure:
 //! each as it was) or killed: SIGKILL to every live task, each thread's
 //! exit collected as its tracer (so the kernel passes it on to the real
-//! parent), then we wait until every task but the root has left `/proc`
-//! (their parents are dead, so init reaps them and the zombies), and until
-//! the root is a zombie or gone (its parent, outside the tree, reaps it).
-//! A zombie whose new parent is neither init nor in the tree (a child
-//! subreaper outside) is that parent's to reap; we stop waiting for it.
+//! parent), then we wait until every task is dead (a zombie, or gone): it
+//! can run no code any more. Reaping is left to whoever is its parent now
+//! (init for the orphans, which may take its time); a restore that needs
+//! one of the pids waits for it ([`crate::restore::clone::wait_pids_free`]).
 
 use super::track::{self, TaskTrack};
 use super::tracker::{self, Adopted};
@@ -77,8 +77,45 @@ pub struct FrozenTree {
 }
 
 /// Every process (not thread) whose parent is in `parents` and that is not
-/// in `known`, as (pid, parent), from a scan of `/proc`.
+/// in `known`, as (pid, parent): from each parent thread's
+/// `/proc/PID/task/TID/children`, or (kernels without that file) from a
+/// scan of `/proc`.
 pub fn children_of(parents: &[i32], known: &[i32]) -> Result<Vec<(i32, i32)>, DumpError> {
+    let mut out = Vec::new();
+    for &parent in parents {
+        match children_files(parent) {
+            Some(kids) => out.extend(kids.into_iter().filter(|k| !known.contains(k)).map(|k| (k, parent))),
+            None => return scan_children_of(parents, known),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The children of every thread of `pid` from `/proc/PID/task/*/children`;
+/// None if the kernel has no such file. A task that vanished has none.
+fn children_files(pid: i32) -> Option<Vec<i32>> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Some(Vec::new()) };
+    let mut kids = Vec::new();
+    for e in rd.flatten() {
+        match std::fs::read_to_string(e.path().join("children")) {
+            Ok(text) => kids.extend(text.split_whitespace().filter_map(|k| k.parse::<i32>().ok())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+                // The thread may have exited; the file is missing for all
+                // threads on a kernel without CONFIG_PROC_CHILDREN.
+                if !std::path::Path::new(&format!("/proc/self/task/{}/children", rustix::thread::gettid().as_raw_nonzero())).exists() {
+                    return None;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    Some(kids)
+}
+
+/// [`children_of`] by a scan of `/proc`.
+fn scan_children_of(parents: &[i32], known: &[i32]) -> Result<Vec<(i32, i32)>, DumpError> {
     let rd = std::fs::read_dir("/proc").map_err(|source| crate::proc::ProcError::Io { path: "/proc".into(), source })?;
     let mut out = Vec::new();
     for e in rd.flatten() {
@@ -121,9 +158,15 @@ impl FrozenTree {
         let deadline = Instant::now() + timeout;
         let mut tree = FrozenTree::default();
         tree.live.push(LiveTask { frozen: Frozen::freeze(root, timeout)?, ppid: 0 });
+        // Tasks frozen in the last round: the only ones whose children are
+        // not known yet (a frozen task cannot fork).
+        let mut fresh = 0;
         loop {
-            let parents: Vec<i32> = tree.live.iter().map(|t| t.frozen.pid()).collect();
-            let new = children_of(&parents, &tree.pids())?;
+            let parents: Vec<i32> = tree.live[fresh..].iter().map(|t| t.frozen.pid()).collect();
+            fresh = tree.live.len();
+            let mut known = tree.pids();
+            known.sort_unstable();
+            let new: Vec<(i32, i32)> = children_of(&parents, &[])?.into_iter().filter(|(k, _)| known.binary_search(k).is_err()).collect();
             if new.is_empty() {
                 break;
             }
@@ -216,10 +259,8 @@ impl FrozenTree {
 
     /// Kills every task and waits for them to go (see the module documentation).
     pub fn kill(self) -> Result<(), DumpError> {
-        let root = self.live.first().map_or(0, |t| t.frozen.pid());
         // Start times tell a task from a later process given its pid.
         let pids: Vec<(i32, u64)> = self.pids().into_iter().map(|p| (p, read_stat(p).map_or(0, |s| s.start_time))).collect();
-        let live: Vec<i32> = self.live.iter().map(|t| t.frozen.pid()).collect();
         for t in &self.live {
             // A task that is already gone needs no signal.
             let _ = nix::sys::signal::kill(crate::ptrace::npid(t.frozen.pid()), nix::sys::signal::Signal::SIGKILL);
@@ -237,10 +278,10 @@ impl FrozenTree {
         }
         let mut left = Vec::new();
         for (pid, start) in pids {
-            if !wait_task_gone(pid, start, pid == root, &live, deadline) {
+            if !wait_task_dead(pid, start, deadline) {
                 left.push(pid);
             }
-            tracing::debug!(pid, "gone");
+            tracing::debug!(pid, "dead");
         }
         if !left.is_empty() {
             return Err(DumpError::Tree(format!("tasks {left:?} still run after SIGKILL")));
@@ -263,25 +304,25 @@ fn reap_traced(tid: i32, deadline: Instant) {
     }
 }
 
-/// Waits until task `pid` (started at `start`) has left `/proc` (the root:
-/// until it is a zombie for its own parent to reap). A zombie adopted by a
-/// process that is neither init nor `tree_parents` is its new parent's
-/// business. False if it still runs at `deadline`.
-fn wait_task_gone(pid: i32, start: u64, is_root: bool, tree_parents: &[i32], deadline: Instant) -> bool {
+/// Waits until task `pid` (started at `start`) is dead: a zombie or gone
+/// from `/proc`. It can no longer run code then; whoever its parent now is
+/// (its own parent, init, a subreaper) reaps it when it gets to it, and a
+/// restore that needs the pid waits for that. False if it still runs at
+/// `deadline`.
+fn wait_task_dead(pid: i32, start: u64, deadline: Instant) -> bool {
     loop {
         let st = match read_stat(pid) {
             Ok(st) if st.start_time == start => st,
             _ => return true,
         };
-        let zombie = matches!(st.state, 'Z' | 'X');
-        if zombie && (is_root || (st.ppid != 1 && !tree_parents.contains(&st.ppid))) {
+        if matches!(st.state, 'Z' | 'X') {
             return true;
         }
         if Instant::now() >= deadline {
             tracing::warn!(pid, state = %st.state, ppid = st.ppid, "task still there after SIGKILL");
-            return zombie;
+            return false;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

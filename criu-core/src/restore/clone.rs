@@ -68,6 +68,40 @@ pub unsafe fn clone3_set_tid_flags(pid: i32, flags: u64) -> Result<Forked> {
     }
 }
 
+/// How long [`wait_pids_free`] waits for a dead task to let go of a pid.
+pub const PID_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `PF_EXITING` in `/proc/PID/stat`'s flags: the task is on its way out.
+const PF_EXITING: u32 = 0x4;
+
+/// Waits (at most `patience`) until none of `pids` is held by a task that
+/// is dead or dying: a zombie not yet reaped (e.g. a task a dump just
+/// killed, whose new parent, init, reaps it when it gets to it) or a task
+/// already exiting. Each wait is logged. A pid held by a live task is
+/// [`RestoreError::PidInUse`] at once; so is one still held at the end.
+pub fn wait_pids_free(pids: &[i32], patience: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    for &pid in pids {
+        let mut logged = false;
+        loop {
+            let Ok(st) = crate::proc::stat::read_stat(pid) else { break };
+            let dying = matches!(st.state, 'Z' | 'X') || st.flags & PF_EXITING != 0;
+            if !dying || std::time::Instant::now() >= deadline {
+                return Err(RestoreError::PidInUse { pid });
+            }
+            if !logged {
+                tracing::info!(pid, state = %st.state, ppid = st.ppid, "pid still held by a dead task: waiting for it to be reaped");
+                logged = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if logged {
+            tracing::info!(pid, "pid free");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +112,37 @@ mod tests {
         // SAFETY: the call fails (EEXIST); no child runs.
         let r = unsafe { clone3_set_tid(std::process::id() as i32) };
         assert!(matches!(r, Err(RestoreError::PidInUse { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_live_pid_is_in_use_and_a_free_one_is_not() {
+        let me = std::process::id() as i32;
+        let r = wait_pids_free(&[me], PID_PATIENCE);
+        assert!(matches!(r, Err(RestoreError::PidInUse { pid }) if pid == me), "{r:?}");
+        // A child that exited and was reaped leaves its pid free.
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let mut child = child;
+        child.wait().unwrap();
+        wait_pids_free(&[pid], PID_PATIENCE).unwrap();
+    }
+
+    #[test]
+    fn a_zombie_pid_is_waited_for_until_reaped() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Until reaped, the pid is a zombie's: the wait ends at the deadline.
+        while crate::proc::stat::read_stat(pid).map(|s| s.state).unwrap_or('Z') != 'Z' {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let r = wait_pids_free(&[pid], std::time::Duration::from_millis(50));
+        assert!(matches!(r, Err(RestoreError::PidInUse { .. })), "{r:?}");
+        // Reaped while waited for: free.
+        let reaper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            child.wait().unwrap();
+        });
+        wait_pids_free(&[pid], PID_PATIENCE).unwrap();
+        reaper.join().unwrap();
     }
 }

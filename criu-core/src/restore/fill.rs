@@ -17,6 +17,17 @@
 //! [`SLOW_ROUNDS`] in a row come slower than [`SLOW_RATE`], the rest of
 //! its step and every later one is copied from the bounce area instead.
 //!
+//! Whether the pages file is in the page cache decides how it is read
+//! ([`page_cache_share`], `cachestat(2)`): a file mostly cached (CRIU's
+//! dumps, which write through the page cache, or a file read before) is
+//! read as above; a file mostly not cached (our dumps write it with
+//! `O_DIRECT`) is read with `O_DIRECT` straight into the premapped VMAs,
+//! all of it by plain jobs: the device writes into the process's pages, no
+//! page-cache pages are allocated and nothing is copied (a buffered read of
+//! a cold file allocates page-cache memory as well, and on this VM fresh
+//! memory costs about 3-4 s per GiB, disk reads about 1-2 s). A job
+//! `O_DIRECT` refuses is read the buffered way.
+//!
 //! The job code runs on the helper thread too, so it follows that module's
 //! rules: rustix syscalls only, no allocation, no logging, no panics.
 
@@ -25,7 +36,7 @@ use super::helper_thread::run_pair;
 use super::hugefill::{thp_available, Scratch, Uffd, BOUNCE, HUGE, STEP};
 use super::plan::{PagesPlan, VmaPlan, PAGE_SIZE};
 use super::premap::{segments, Premap};
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::io::Errno;
 use std::ffi::c_void;
 use std::io::IoSliceMut;
@@ -62,9 +73,15 @@ struct JobError {
     off: u64,
 }
 
+/// Below this share of the pages file in the page cache, it is read with
+/// `O_DIRECT`.
+const CACHED_ENOUGH: f64 = 0.5;
+
 /// The work list and what the workers share.
 struct Filler<'a> {
     fd: &'a OwnedFd,
+    /// The same file opened with `O_DIRECT`, for plain jobs (cold files).
+    direct: Option<OwnedFd>,
     jobs: Vec<Job>,
     /// Plain stretches: (premap address, length, file offset).
     plain: Vec<(u64, u64, u64)>,
@@ -95,6 +112,8 @@ pub struct Filled {
     pub huge: u64,
     /// Whether a helper thread shared the work.
     pub helper: bool,
+    /// Whether the file was read with `O_DIRECT` (it was not cached).
+    pub direct: bool,
 }
 
 /// Reads every present page of `pages` from `fd` into the premapped VMAs;
@@ -115,12 +134,53 @@ pub struct FillWays {
     pub uffd: bool,
     /// A helper thread.
     pub helper: bool,
+    /// `O_DIRECT` reads of a file mostly not in the page cache.
+    pub direct: bool,
 }
 
 impl Default for FillWays {
     fn default() -> Self {
-        FillWays { huge: true, uffd: true, helper: true }
+        FillWays { huge: true, uffd: true, helper: true, direct: true }
     }
+}
+
+/// The share of `fd`'s file in the page cache (`cachestat(2)`, Linux 6.5);
+/// 1.0 when the kernel cannot tell (then the file is read as if cached).
+pub fn page_cache_share(fd: &OwnedFd) -> f64 {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct CacheStat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let size = rustix::fs::fstat(fd).map(|st| st.st_size as u64).unwrap_or(0);
+    if size == 0 {
+        return 1.0;
+    }
+    let range = Range { off: 0, len: 0 };
+    let mut cs = CacheStat::default();
+    // SAFETY: cachestat(2) reads `range` and writes `cs`, both live here.
+    let r = unsafe { libc::syscall(SYS_CACHESTAT, fd.as_raw_fd(), &range as *const Range, &mut cs as *mut CacheStat, 0) };
+    if r != 0 {
+        return 1.0;
+    }
+    (cs.nr_cache * PAGE_SIZE) as f64 / size as f64
+}
+
+/// `fd`'s file opened again with `O_DIRECT` (through `/proc/self/fd`);
+/// None where the file system refuses it.
+fn reopen_direct(fd: &OwnedFd) -> Option<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::fs::open(path.as_str(), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::DIRECT, rustix::fs::Mode::empty()).ok()
 }
 
 /// [`fill`], saying how the work was done.
@@ -131,11 +191,13 @@ pub fn fill_report(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedF
 /// [`fill_report`] using only the ways allowed (benchmarks compare them).
 pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avoid: &[i32], ways: FillWays) -> Result<Filled> {
     let segs = segments(pm, vmas, pages)?;
-    let want_uffd = ways.uffd && segs.iter().any(|s| s.anon && s.addr.next_multiple_of(HUGE) + HUGE <= s.addr + s.len);
+    let direct = if ways.direct && page_cache_share(fd) < CACHED_ENOUGH { reopen_direct(fd) } else { None };
+    let want_uffd = direct.is_none() && ways.uffd && segs.iter().any(|s| s.anon && s.addr.next_multiple_of(HUGE) + HUGE <= s.addr + s.len);
     let uffd = if want_uffd { Uffd::open() } else { None };
     let huge = ways.huge && thp_available();
     let mut f = Filler {
         fd,
+        direct,
         jobs: Vec::new(),
         plain: Vec::new(),
         uffd,
@@ -198,7 +260,7 @@ pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd,
         Some(errno) => RestoreError::sys(format!("{} ({} at {:#x})", e.what, pages.path.display(), e.off), errno),
         None => RestoreError::bad(&pages.path, format!("unexpected end of file at {:#x}", e.off)),
     })?;
-    Ok(Filled { bytes: done, huge: f.moved.load(Ordering::SeqCst), helper })
+    Ok(Filled { bytes: done, huge: f.moved.load(Ordering::SeqCst), helper, direct: f.direct.is_some() })
 }
 
 /// A stretch to fill (premap address, length, file offset): registered
@@ -316,7 +378,11 @@ impl Filler<'_> {
         match *job {
             Job::Plain { first, count } => {
                 let segs = self.plain.get(first..first + count).unwrap_or(&[]);
-                read_plain(self.fd, segs)
+                match &self.direct {
+                    // Nothing is read twice: a failed read is retried whole.
+                    Some(d) => read_plain(d, segs).or_else(|_| read_plain_unpopulated(self.fd, segs)),
+                    None => read_plain(self.fd, segs),
+                }
             }
             Job::Huge { addr, len, off, thp } => {
                 // Huge jobs exist only where the userfaultfd registered the range.
@@ -528,9 +594,26 @@ mod tests {
 
     /// Fills a 40 MiB anonymous VMA (not 2 MiB aligned) with runs that
     /// leave holes, the ways given, and checks every page.
-    fn fill_and_check(ways: FillWays) {
+    /// Writes `data` (whole pages) to `path` with `O_DIRECT`, as the dump
+    /// writes pages: none of it is left in the page cache.
+    fn write_direct(path: &std::path::Path, data: &[u8]) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(path).unwrap();
+        // SAFETY: a fresh anonymous mapping, unmapped below.
+        let buf = unsafe { rustix::mm::mmap_anonymous(std::ptr::null_mut(), data.len(), rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE, rustix::mm::MapFlags::PRIVATE) }.unwrap();
+        // SAFETY: the mapping is data.len() writable bytes.
+        let aligned = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), data.len()) };
+        aligned.copy_from_slice(data);
+        std::io::Write::write_all(&mut f, aligned).unwrap();
+        // SAFETY: unmapping the buffer mapped above.
+        unsafe { rustix::mm::munmap(buf, data.len()) }.unwrap();
+    }
+
+    /// With `cold`, the pages file is written with `O_DIRECT` (as our dumps
+    /// write it): not in the page cache, it must be read with `O_DIRECT`.
+    fn fill_and_check(ways: FillWays, cold: bool) {
         let dir = std::env::temp_dir()
-            .join(format!("criu-rs-fill-{}-{}{}{}", std::process::id(), ways.huge as u8, ways.uffd as u8, ways.helper as u8));
+            .join(format!("criu-rs-fill-{}-{:?}-{cold}", std::process::id(), ways).replace(['{', '}', ' ', ',', ':'], ""));
         std::fs::create_dir_all(&dir).unwrap();
         let pages_path = dir.join("pages-1.img");
         let t = 0x5200_0000_5000u64;
@@ -549,12 +632,22 @@ mod tests {
                 data.extend_from_slice(&page);
             }
         }
-        std::fs::write(&pages_path, &data).unwrap();
+        if cold {
+            write_direct(&pages_path, &data);
+        } else {
+            std::fs::write(&pages_path, &data).unwrap();
+        }
         let vmas = vec![VmaPlan { start: t, end: t + 40 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, kind: VmaKind::Anon }];
         let pages = PagesPlan { path: pages_path.clone(), runs };
         let (pm, fd) = premap_here(&vmas, &pages_path);
+        if cold {
+            assert!(page_cache_share(&fd) < CACHED_ENOUGH, "the pages file written with O_DIRECT is in the page cache");
+        } else {
+            assert!(page_cache_share(&fd) > 0.99, "the pages file just written is not in the page cache");
+        }
         let filled = fill_with(&pm, &vmas, &pages, &fd, &[], ways).unwrap();
         assert_eq!(filled.bytes, data.len() as u64);
+        assert_eq!(filled.direct, cold && ways.direct, "read with O_DIRECT");
         if !ways.huge {
             assert_eq!(filled.huge, 0);
         }
@@ -589,17 +682,27 @@ mod tests {
 
     #[test]
     fn fill_with_huge_pages_puts_every_page_in_place() {
-        fill_and_check(FillWays::default());
+        fill_and_check(FillWays::default(), false);
     }
 
     #[test]
     fn fill_without_huge_pages_puts_every_page_in_place() {
-        fill_and_check(FillWays { huge: false, ..FillWays::default() });
+        fill_and_check(FillWays { huge: false, ..FillWays::default() }, false);
     }
 
     #[test]
     fn plain_fill_on_one_thread_puts_every_page_in_place() {
-        fill_and_check(FillWays { huge: false, uffd: false, helper: false });
+        fill_and_check(FillWays { huge: false, uffd: false, helper: false, direct: false }, false);
+    }
+
+    #[test]
+    fn a_file_not_in_the_page_cache_is_read_with_o_direct() {
+        fill_and_check(FillWays::default(), true);
+    }
+
+    #[test]
+    fn a_file_not_in_the_page_cache_is_read_buffered_when_told() {
+        fill_and_check(FillWays { direct: false, ..FillWays::default() }, true);
     }
 
     #[test]

@@ -286,6 +286,8 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         pipes.go_tx.push(tx);
     }
     let root = tree.tasks[0].pid;
+    // A dump that just killed the tree leaves zombies for init to reap.
+    super::clone::wait_pids_free(&tree.ids(), super::clone::PID_PATIENCE)?;
     // SAFETY: criu-rs is single-threaded here (documented requirement).
     match unsafe { clone3_set_tid(root)? } {
         Forked::Child => task_main(&tree, 0, &mut pipes, &shared),
