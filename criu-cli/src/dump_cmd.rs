@@ -38,6 +38,10 @@ pub fn pre_dump(a: PreDumpArgs) -> Result<i32> {
         parent: a.prev_images_dir,
         track_mem: true,
         pre_dump: true,
+        tcp_established: false,
+        tcp_skip_in_flight: false,
+        tcp_close: false,
+        network_lock: Default::default(),
     };
     let s = dump::dump(&opts).context("pre-dump failed")?;
     tracing::info!(
@@ -72,6 +76,10 @@ pub fn dump(a: DumpArgs) -> Result<i32> {
         parent: a.prev_images_dir.clone(),
         track_mem: a.track_mem,
         pre_dump: false,
+        tcp_established: a.tcp_established,
+        tcp_skip_in_flight: a.skip_in_flight,
+        tcp_close: a.tcp_close,
+        network_lock: a.network_lock,
     };
     anyhow::ensure!(
         opts.parent.is_none() || opts.pages_to == PagesTo::Local,

@@ -79,6 +79,18 @@ pub(crate) struct DumpArgs {
     /// Keep tracking written pages for a later dump (with --leave-running).
     #[arg(long = "track-mem")]
     track_mem: bool,
+    /// Dump established TCP connections (through TCP repair mode).
+    #[arg(long = "tcp-established")]
+    tcp_established: bool,
+    /// Leave out TCP connections not accepted yet and datagrams waiting.
+    #[arg(long = "skip-in-flight")]
+    skip_in_flight: bool,
+    /// Dump TCP connections as closed ones.
+    #[arg(long = "tcp-close")]
+    tcp_close: bool,
+    /// How connections are locked while the tree is down: iptables, nftables or skip.
+    #[arg(long = "network-lock", value_name = "METHOD", default_value = "iptables")]
+    network_lock: criu_core::net::lock::LockMethod,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +135,12 @@ struct RestoreArgs {
     /// With --lazy-pages: the lazy-pages daemon's socket (default DIR/lazy-pages.socket).
     #[arg(long = "address", value_name = "SOCKET", requires = "lazy_pages")]
     address: Option<PathBuf>,
+    /// Restore established TCP connections (dumped with --tcp-established).
+    #[arg(long = "tcp-established")]
+    tcp_established: bool,
+    /// Restore TCP connections closed.
+    #[arg(long = "tcp-close")]
+    tcp_close: bool,
 }
 
 #[derive(clap::Args)]
@@ -166,7 +184,7 @@ fn run(cmd: Cmd) -> Result<i32> {
         Cmd::PreDump(a) => dump_cmd::pre_dump(a),
         Cmd::Restore(a) => {
             let lazy_pages = a.lazy_pages.then(|| a.address.clone().unwrap_or_else(|| a.dir.join("lazy-pages.socket")));
-            let opts = criu_core::restore::RestoreOptions { dir: a.dir, shell_job: a.shell_job, lazy_pages };
+            let opts = criu_core::restore::RestoreOptions { dir: a.dir, shell_job: a.shell_job, lazy_pages, tcp_established: a.tcp_established, tcp_close: a.tcp_close };
             let r = criu_core::restore::restore(&opts).context("restore failed")?;
             if let Some(pidfile) = &a.pidfile {
                 std::fs::write(pidfile, format!("{}\n", r.pid))

@@ -164,6 +164,27 @@ pub struct DumpOptions {
     pub track_mem: bool,
     /// `pre-dump`: only memory, the tree always left running, tracking kept.
     pub pre_dump: bool,
+    /// `--tcp-established`: established TCP connections may be dumped.
+    pub tcp_established: bool,
+    /// `--skip-in-flight`: TCP connections not accepted yet (and datagrams
+    /// waiting) are left out instead of refusing the dump.
+    pub tcp_skip_in_flight: bool,
+    /// `--tcp-close`: TCP connections are dumped as closed.
+    pub tcp_close: bool,
+    /// `--network-lock`: how connections are locked while the tree is down.
+    pub network_lock: crate::net::lock::LockMethod,
+}
+
+impl DumpOptions {
+    /// What the file kinds' socket side was asked for.
+    pub fn socket_opts(&self) -> crate::net::dump_state::SocketDumpOptions {
+        crate::net::dump_state::SocketDumpOptions {
+            tcp_established: self.tcp_established,
+            skip_in_flight: self.tcp_skip_in_flight,
+            tcp_close: self.tcp_close,
+            lock: self.network_lock,
+        }
+    }
 }
 
 /// Summary of a successful dump.

@@ -2,14 +2,14 @@
 //! descriptions found, each new description collected by its kind.
 
 use super::seen::SeenFile;
-use super::{CollectCtx, FdEntry, FdProbe, FileDesc, FileDumpError, FileKind, FilesOptions, FilesState, Fown, SeenFiles};
+use super::{CollectCtx, DumpSockets, FdEntry, FdProbe, FileDesc, FileDumpError, FileKind, FilesOptions, FilesState, Fown, SeenFiles};
 use crate::proc::fds::read_fds;
 use std::os::unix::fs::MetadataExt;
 
 /// Collects the descriptors of `pid`. File ids start at `next_id`, which is
 /// advanced; descriptions already known (same `kcmp`, in this task or one
 /// collected before, as `seen` records) reuse their id.
-pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, opts: FilesOptions) -> Result<FilesState, FileDumpError> {
+pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, sockets: &mut DumpSockets, opts: FilesOptions) -> Result<FilesState, FileDumpError> {
     let mut st = FilesState::default();
     for link in read_fds(pid)? {
         let p = FdProbe::read(pid, &link)?;
@@ -19,7 +19,7 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, opts: File
             st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
             continue;
         }
-        let mut cx = CollectCtx::new(pid, opts, seen, next_id);
+        let mut cx = CollectCtx::new(pid, opts, seen, sockets, next_id);
         let id = cx.alloc_id();
         cx.seen.files.push(SeenFile { pid, fd: p.fd, dev, ino, id });
         let kind = FileKind::collect(&p, &mut cx)?;

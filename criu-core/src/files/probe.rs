@@ -54,6 +54,19 @@ impl FdProbe {
         fdinfo_field(&self.fdinfo, key)
     }
 
+    /// A socket's protocol name (`system.sockprotoname`: `TCP`, `UDPv6`,
+    /// `UNIX-STREAM`, `NETLINK`, `PACKET`, ...), read without taking the
+    /// socket; `None` for other files.
+    pub fn socket_proto(&self) -> Option<String> {
+        if self.file_type() != libc::S_IFSOCK {
+            return None;
+        }
+        let mut buf = [0u8; 64];
+        let n = rustix::fs::getxattr(self.proc_path().as_path(), "system.sockprotoname", &mut buf[..]).ok()?;
+        let name = buf[..n.min(buf.len())].split(|&b| b == 0).next()?;
+        Some(String::from_utf8_lossy(name).into_owned())
+    }
+
     /// Whether the descriptor is close-on-exec.
     pub fn cloexec(&self) -> bool {
         self.info.flags & libc::O_CLOEXEC as u32 != 0

@@ -225,7 +225,13 @@ impl InetSocket {
         };
         let udp = matches!(proto, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
         let udp_cork = udp && flag(fd, libc::SOL_UDP, libc::UDP_CORK, "UDP_CORK")?;
-        let queued = udp && readable(fd)?;
+        // What waits in the receive queue (a socket shut down for reading
+        // polls readable without anything queued).
+        let queued = udp
+            && match info {
+                Some(i) => i.rqueue > 0,
+                None => shutdown & RCV_SHUTDOWN == 0 && readable(fd)?,
+            };
         Ok(InetSocket { family, ty, proto, state: st, local, peer, backlog, pending, v6only, ifname, opts, ip, tcp, shutdown, queued, udp_cork })
     }
 

@@ -56,6 +56,10 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     /// `--lazy-pages`: the lazy-pages daemon's socket (see [`lazy`]).
     pub lazy_pages: Option<PathBuf>,
+    /// `--tcp-established`: established TCP connections may be restored.
+    pub tcp_established: bool,
+    /// `--tcp-close`: TCP connections are restored closed.
+    pub tcp_close: bool,
 }
 
 /// A task brought back and running (detached from criu-rs's ptrace; still

@@ -35,6 +35,9 @@ pub struct SharedObjects {
     pub shmem: BTreeMap<u64, OwnedFd>,
     /// The shmid of every memfd inode, by inode id (`memfd_inode_entry`).
     pub memfd_shmids: BTreeMap<u64, u64>,
+    /// What the file kinds left for when the tree is about to run and runs
+    /// (TCP connections out of repair mode, the network lock lifted).
+    pub later: crate::files::Later,
 }
 
 impl SharedObjects {
@@ -59,7 +62,7 @@ pub fn create(images: &ImageDir, tasks: &[&TaskPlan]) -> Result<SharedObjects> {
             all.entry(*id).or_insert_with(|| d.clone());
         }
     }
-    let descs = open_descs(&all, floor)?;
+    let (descs, later) = open_descs(&all, floor)?;
     let inodes: BTreeMap<u64, pb::MemfdInodeEntry> =
         load_memfd_inodes(images)?.into_values().map(|m| (m.shmid.unwrap_or_default() as u64, m)).collect();
     let memfd_shmids = inodes.values().map(|m| (m.inode_id.unwrap_or_default(), m.shmid.unwrap_or_default() as u64)).collect();
@@ -76,7 +79,7 @@ pub fn create(images: &ImageDir, tasks: &[&TaskPlan]) -> Result<SharedObjects> {
         };
         shmem.insert(shmid, move_above(obj, floor)?);
     }
-    Ok(SharedObjects { descs, shmem, memfd_shmids })
+    Ok(SharedObjects { descs, shmem, memfd_shmids, later })
 }
 
 /// The name CRIU gives a memfd inode that is shared anonymous memory (the

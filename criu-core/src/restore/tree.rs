@@ -216,7 +216,8 @@ struct TaskPipes {
 ///
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
-    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ..Default::default() })?;
+    let load_opts = LoadOptions { shell_job: opts.shell_job, tcp_established: opts.tcp_established, tcp_close: opts.tcp_close, ..Default::default() };
+    let mut tree = load_tree(&opts.dir, load_opts)?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
     // Before any task exists: every thread's credentials are ours to give.
@@ -236,7 +237,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: Some(max), maximum: Some(max) });
     }
     let live: Vec<&TaskPlan> = tree.live().collect();
-    let shared = super::shared::create(&images, &live)?;
+    let mut shared = super::shared::create(&images, &live)?;
     let floor = super::shared::tree_floor(&live);
     drop(live);
     let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
@@ -257,6 +258,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     match unsafe { clone3_set_tid(root)? } {
         Forked::Child => task_main(&tree, 0, &mut pipes, &shared),
         Forked::Parent { child } => {
+            let mut later = std::mem::take(&mut shared.later);
             drop(shared);
             pipes.status_tx.clear();
             pipes.go_rx.clear();
@@ -268,8 +270,9 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
                 tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
             }
-            barrier::run(&mut tracked, &mut guard)?;
+            barrier::run(&mut tracked, &mut guard, &mut || later.before_run())?;
             guard.disarm();
+            later.after_run();
             tracing::info!(pid = child, tasks = tracked.len(), "restored");
             Ok(Restored { pid: child })
         }
