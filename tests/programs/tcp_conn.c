@@ -15,7 +15,8 @@
  *     unacknowledged and never sent at R); A writes "A4 before";
  *   - on the IPv6 connection each side writes "<X>6 before" (unread);
  *   - to the outside peer R writes "hello from R" (the test reads it), and
- *     the test writes "to R before" (unread when the dump comes).
+ *     the test writes "to R before" (unread; the test may send part of it
+ *     while the tree is down, against the network lock).
  *   TCP_NODELAY and SO_KEEPALIVE are set on R's IPv4 end.
  * R prints "READY pid=R a=A stream=N" once all of that is done.
  *

@@ -27,10 +27,14 @@
 //! Whatever fails, the process is left running as it was: every thread is
 //! detached with its registers (general and FPU), signal mask and code
 //! restored, and nothing injected stays mapped. Without an inventory, a
-//! failed dump's directory is never taken for a complete one.
+//! failed dump's directory is never taken for a complete one. TCP
+//! connections put in repair mode and locked ([`crate::net::dump_state`])
+//! leave repair mode and are unlocked then too (and with
+//! `--leave-running`); after a successful dump they die silently and stay
+//! locked for the restore.
 //!
-//! Not dumped yet (refused with a clear error where it matters): sockets,
-//! epoll/signalfd/timerfd/inotify and other anonymous-inode files,
+//! Not dumped yet (refused with a clear error where it matters): unix
+//! sockets, epoll/signalfd/timerfd/inotify and other anonymous-inode files,
 //! seccomp, namespaces, cgroups, file locks; tasks sharing an address
 //! space without being threads (`CLONE_VM`, e.g. a vfork child: its parent
 //! cannot be frozen anyway).
