@@ -48,8 +48,9 @@ fn seize_tree(pid: i32) -> Result<()> {
     ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
 }
 
-/// Holds every task until all reached the trap, calls `before_release`,
-/// then lets them all go.
+/// Holds every task until all reached the trap, asks `before_release`
+/// (an error there fails the restore, the guard kills the tree), then lets
+/// them all go.
 pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, before_release: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     for t in tasks.iter_mut() {
         if let Some(go) = t.go.take() {

@@ -23,7 +23,8 @@ use super::lazy::{self, LazySetup};
 use super::load::{load_task, open_dir, LoadOptions};
 use super::plan::TaskPlan;
 use super::shared::SharedObjects;
-use super::{RestoreOptions, Restored};
+use super::{RestoreOptions, RestoreStats, Restored};
+use crate::actions::Action;
 use crate::images::consts::task_state;
 use crate::images::{pb, ImageKind};
 use rustix::fd::OwnedFd;
@@ -216,6 +217,7 @@ struct TaskPipes {
 ///
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
+    let start = std::time::Instant::now();
     let load_opts = LoadOptions { shell_job: opts.shell_job, tcp_established: opts.tcp_established, tcp_close: opts.tcp_close, ..Default::default() };
     let mut tree = load_tree(&opts.dir, load_opts)?;
     let images = open_dir(&opts.dir)?;
@@ -230,6 +232,14 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         });
     }
     tree.lazy = lazy_setups;
+    // Private pages filled before the tasks run (shared memory objects are
+    // filled once for the tree and not counted, as CRIU's count).
+    let pages_restored: u64 = tree
+        .live()
+        .flat_map(|p| std::iter::once(&p.pages).chain(&p.parent_pages))
+        .flat_map(|pages| &pages.runs)
+        .map(|r| r.nr_pages)
+        .sum();
     // Room for every fd number of every task and the shared descriptions
     // above them (each task's blob puts its dumped limits back).
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
@@ -258,6 +268,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     match unsafe { clone3_set_tid(root)? } {
         Forked::Child => task_main(&tree, 0, &mut pipes, &shared),
         Forked::Parent { child } => {
+            let forking_time = start.elapsed();
             let mut later = std::mem::take(&mut shared.later);
             drop(shared);
             pipes.status_tx.clear();
@@ -270,11 +281,23 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
                 tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
             }
-            barrier::run(&mut tracked, &mut guard, &mut || later.before_run())?;
+            // Every task is held before its first instruction: the caller
+            // may still refuse (post-restore) or prepare (pre-resume).
+            let hooks = opts.actions.as_ref();
+            barrier::run(&mut tracked, &mut guard, &mut || {
+                crate::actions::run(hooks, Action::PostRestore, Some(child))?;
+                // TCP connections out of repair mode before anything runs.
+                later.before_run()?;
+                if let Err(e) = crate::actions::run(hooks, Action::PreResume, Some(child)) {
+                    tracing::error!("pre-resume: {e} (the tasks resume anyway)");
+                }
+                Ok(())
+            })?;
             guard.disarm();
             later.after_run();
-            tracing::info!(pid = child, tasks = tracked.len(), "restored");
-            Ok(Restored { pid: child })
+            let stats = RestoreStats { forking_time, restore_time: start.elapsed(), pages_restored };
+            tracing::info!(pid = child, tasks = tracked.len(), restore_ms = stats.restore_time.as_millis() as u64, pages_restored, "restored");
+            Ok(Restored { pid: child, stats })
         }
     }
 }
