@@ -125,6 +125,9 @@ fn listeners_bound_udp_and_netlink_sockets_come_back() {
     assert_eq!((jnum(&l6["isk"]["family"]), l6["isk"]["v6only"].as_bool()), (libc::AF_INET6 as u64, Some(true)), "{l6}");
     let nl = entries_of(&images, "NETLINKSK");
     assert_eq!(nl.len(), 1, "{nl:?}");
+    let pk = entries_of(&images, "PACKETSK");
+    assert_eq!(pk.len(), 1, "{pk:?}");
+    assert!(pk[0]["psk"]["aux_data"].as_bool().unwrap(), "{pk:?}");
     let before = snapshot(&images);
 
     let held = restore_detached(&images, pid);
