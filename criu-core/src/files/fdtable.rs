@@ -41,7 +41,7 @@ pub fn move_above(fd: OwnedFd, floor: RawFd) -> Result<OwnedFd> {
 }
 
 /// `dup3(old, new, cloexec ? O_CLOEXEC : 0)` onto an exact fd number.
-fn dup3_to(old: BorrowedFd<'_>, new: RawFd, cloexec: bool) -> Result<()> {
+pub(crate) fn dup3_to(old: BorrowedFd<'_>, new: RawFd, cloexec: bool) -> Result<()> {
     // SAFETY: `new` is only a target number for dup3; ManuallyDrop keeps the
     // OwnedFd from closing it, the caller owns the resulting fd table entry.
     let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(new) });
@@ -114,6 +114,12 @@ fn dup_all(fds: &[FdPlan], opened: &BTreeMap<u32, OwnedFd>) -> Result<()> {
 /// nothing. Then what the kinds left for "once everything is open" is
 /// done; the rest of [`Later`] is the caller's.
 pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<(BTreeMap<u32, OwnedFd>, Later)> {
+    open_descs_with(descs, floor, &BTreeMap::new())
+}
+
+/// [`open_descs`] with the tree's memfd objects by inode id (see
+/// [`super::OpenCtx::memfds`]).
+pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &BTreeMap<u64, BorrowedFd<'_>>) -> Result<(BTreeMap<u32, OwnedFd>, Later)> {
     let mut out = BTreeMap::new();
     let mut states = OpenStates::default();
     let leftover = RefCell::new(Later::default());
@@ -121,13 +127,15 @@ pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<(BTre
     while !pending.is_empty() {
         let mut later = Vec::new();
         for &(id, d) in &pending {
-            let cx = OpenCtx { floor, opened: &out, later: &leftover };
+            let cx = OpenCtx { floor, opened: &out, memfds, later: &leftover };
             match d.open(&mut states, &cx)? {
                 Opened::Fd(fd) => {
                     tracing::debug!(id, name = %d.name(), "opened description");
                     out.insert(*id, move_above(fd, floor)?);
                 }
                 Opened::NotYet => later.push((id, d)),
+                // Each task holding it opens it (files::task::install).
+                Opened::InTask => tracing::debug!(id, name = %d.name(), "left to the tasks"),
             }
         }
         if later.len() == pending.len() {
