@@ -33,8 +33,8 @@
 //! `--leave-running`); after a successful dump they die silently and stay
 //! locked for the restore.
 //!
-//! Not dumped yet (refused with a clear error where it matters): unix
-//! sockets (until that kind lands), raw/ping/MPTCP sockets,
+//! Not dumped yet (refused with a clear error where it matters):
+//! raw/ping/MPTCP sockets,
 //! anonymous-inode files other than eventfd, epoll, timerfd, signalfd,
 //! inotify, fanotify and pidfd (userfaultfd, io_uring, ...), namespaces,
 //! cgroups, file locks; tasks sharing an address
@@ -258,8 +258,8 @@ pub fn check_supported(opts: &DumpOptions) -> Result<(), DumpError> {
     if opts.leave_stopped {
         return refuse("--leave-stopped (leaving the dumped tree stopped)".into());
     }
-    if let Some(e) = opts.external.first() {
-        return refuse(format!("--external {e} (no resource can be marked external yet)"));
+    if let Some(e) = opts.external.iter().find(|e| crate::files::unix::external_unix_inode(e).is_none()) {
+        return refuse(format!("--external {e} (only unix[INODE] can be marked external yet)"));
     }
     if opts.ghost_limit != crate::files::reg::GHOST_LIMIT {
         return refuse(format!("--ghost-limit {} (deleted files are kept up to {} bytes)", opts.ghost_limit, crate::files::reg::GHOST_LIMIT));

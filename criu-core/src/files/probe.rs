@@ -66,10 +66,7 @@ impl FdProbe {
         if self.file_type() != libc::S_IFSOCK {
             return None;
         }
-        let mut buf = [0u8; 64];
-        let n = rustix::fs::getxattr(self.proc_path().as_path(), "system.sockprotoname", &mut buf[..]).ok()?;
-        let name = buf[..n.min(buf.len())].split(|&b| b == 0).next()?;
-        Some(String::from_utf8_lossy(name).into_owned())
+        crate::net::sock_proto(&self.proc_path())
     }
 
     /// Whether the descriptor is close-on-exec.

@@ -241,7 +241,13 @@ struct TaskPipes {
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let start = std::time::Instant::now();
-    let load_opts = LoadOptions { shell_job: opts.shell_job, tcp_established: opts.tcp_established, tcp_close: opts.tcp_close, ..Default::default() };
+    let load_opts = LoadOptions {
+        shell_job: opts.shell_job,
+        ext_unix_sk: opts.ext_unix_sk,
+        tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
+        ..Default::default()
+    };
     let mut tree = load_tree(&opts.dir, load_opts)?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
