@@ -142,7 +142,7 @@ int main(int argc, char **argv)
 		die("chdir");
 	const char *result = argv[2];
 	setsid();
-	signal(SIGUSR1, on_usr1);
+	handle_blocked(SIGUSR1, on_usr1);
 
 	int l4 = socket(AF_INET, SOCK_STREAM, 0);
 	set_int(l4, SOL_SOCKET, SO_REUSEADDR, 1);
@@ -219,10 +219,7 @@ int main(int argc, char **argv)
 		names(fds[i], &s[i], &p[i]);
 
 	announce_ready("READY pid=%d l4=%d l6=%d lm=%d u4=%d\n", getpid(), port_of(l4), port_of(l6), port_of(lm), port_of(u4));
-	sigset_t none;
-	sigemptyset(&none);
-	while (!go)
-		sigsuspend(&none);
+	suspend_until(SIGUSR1, &go);
 
 	struct report rep = {0}, *R = &rep;
 	static const char *what[8] = {"l4-names", "l6-names", "lm-names", "b4-names", "t0-names", "u4-names", "uc-names", "u6-names"};

@@ -116,10 +116,7 @@ static void names(int fd, struct sockaddr_storage *self, struct sockaddr_storage
 
 static void wait_go(void)
 {
-	sigset_t none;
-	sigemptyset(&none);
-	while (!go)
-		sigsuspend(&none);
+	suspend_until(SIGUSR1, &go);
 }
 
 static int listener(int family, struct sockaddr_storage *addr)
@@ -194,7 +191,7 @@ int main(int argc, char **argv)
 	const char *result = argv[2];
 	int outside_port = atoi(argv[3]);
 	setsid();
-	signal(SIGUSR1, on_usr1);
+	handle_blocked(SIGUSR1, on_usr1);
 	struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED)
 		die("mmap");
