@@ -44,6 +44,35 @@ pub fn assert_same_dir(before: &Snapshot, after: &Snapshot) {
     }
 }
 
+/// The directories of a self-checking program's test: its working dir,
+/// its result file (beside it) and the images.
+pub struct Dirs {
+    /// The program's working directory (`scratch("NAME-work")`).
+    pub work: PathBuf,
+    /// Where it writes its report (`NAME-work.result`).
+    pub result: PathBuf,
+    /// The images (`scratch("NAME-images")`).
+    pub images: PathBuf,
+}
+
+impl Dirs {
+    /// Fresh directories for test `name`.
+    pub fn new(name: &str) -> Dirs {
+        let work = super::scratch(&format!("{name}-work"));
+        Dirs { result: work.with_extension("result"), images: super::scratch(&format!("{name}-images")), work }
+    }
+
+    /// Sends SIGUSR1 to the (restored or still running) program, waits for
+    /// its report and for it to exit; returns the report.
+    pub fn trigger(&self, held: &super::procs::Held) -> String {
+        let _ = std::fs::remove_file(&self.result);
+        held.signal(libc::SIGUSR1).unwrap();
+        let report = wait_result(&self.result);
+        assert!(held.wait_exit(PATIENCE), "pid {} did not exit after its self-check", held.pid);
+        report
+    }
+}
+
 /// Waits for a program's result file; returns its contents.
 pub fn wait_result(path: &Path) -> String {
     let mut got = None;
@@ -55,10 +84,37 @@ pub fn wait_result(path: &Path) -> String {
 }
 
 /// Asserts a result file says ALL OK, showing the failed lines otherwise.
+/// Its `skip ...` lines (checks the program could not run here, such as
+/// AVX-512 registers on a CPU without them) are recorded with [`record_skip`].
 pub fn assert_all_ok(what: &str, report: &str) {
     if report.lines().last() != Some("ALL OK") {
         let bad: Vec<&str> = report.lines().filter(|l| !l.starts_with("ok ")).collect();
         panic!("{what}: self-check failed:\n{}", bad.join("\n"));
+    }
+    let mut skips: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("skip ").or_else(|| l.split_once(": skip ").map(|(_, r)| r)))
+        .collect();
+    skips.sort();
+    skips.dedup();
+    for s in skips {
+        record_skip(&format!("{what}: {s}"));
+    }
+}
+
+/// Records that part of the running test was skipped, and why: appended to
+/// the file `CRIU_RS_SKIPS` names (`cargo xtask test` sets it, counts the
+/// lines and prints them; under CI any skip fails the run), else printed.
+pub fn record_skip(reason: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let line = format!("{}::{test}: {reason}\n", env!("CARGO_CRATE_NAME"));
+    match std::env::var_os("CRIU_RS_SKIPS") {
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("CRIU_RS_SKIPS file");
+            f.write_all(line.as_bytes()).unwrap();
+        }
+        None => eprint!("SKIPPED {line}"),
     }
 }
 
