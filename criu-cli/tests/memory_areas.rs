@@ -7,7 +7,13 @@
 //!   the layout CRIU 4.x writes (a memfd named `/dev/zero`, which this test
 //!   makes from criu-rs's images, since CI has no CRIU); the same images
 //!   naming another memfd give that memfd, and a private memfd mapping is
-//!   refused by name.
+//!   refused by name;
+//! - special areas: memory locked (populated, and on fault), areas advised
+//!   DONTFORK, WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE, DONTDUMP,
+//!   SEQUENTIAL, RANDOM, `MAP_NORESERVE` and `MAP_DROPPABLE` ones (their
+//!   VmFlags as before the dump, and what a fork after the restore makes of
+//!   them), `PR_SET_THP_DISABLE` per task; the "except advised" THP mode,
+//!   which CRIU's images cannot hold, refused at dump by name.
 
 mod common;
 
@@ -34,6 +40,8 @@ fn dumped(name: &str, features: &[&str]) -> Dumped {
     args.extend(features.iter().map(Path::new));
     let mut p = Program::spawn("memareas", &args);
     let pids = [p.pid(), p.int("c")];
+    // Killed if the dump fails (the dump itself kills both).
+    let _child = Held::open(pids[1]).unwrap();
     wait_all_suspended(&pids);
     dump_ok(pids[0], &images, &[]);
     p.reap();
@@ -183,4 +191,32 @@ fn criu_memfd_layout_of_shared_anonymous_memory_restores() {
     assert_eq!(decoded["entries"][0]["name"], "/dev/zero", "{decoded}");
     let report = d.restore_and_check(&d.images);
     assert_all_ok("shared anonymous memory from CRIU's memfd layout", &report);
+}
+
+#[test]
+fn locked_and_advised_areas_and_thp_setting_come_back() {
+    let d = dumped("mem-special", &["locked", "madvise", "thp"]);
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("locked and advised areas", &report);
+    for check in ["lock-on-fault-resident", "madvise-droppable-flags", "droppable-empty", "madvise-fork-after-restore", "thp-disable"] {
+        assert!(report.contains(&format!("R: ok {check}\n")), "R lacks {check}:\n{report}");
+    }
+}
+
+#[test]
+fn thp_disabled_except_advised_is_refused_at_dump() {
+    let work = scratch("mem-thp-advised-work");
+    let result = work.with_extension("result");
+    let images = scratch("mem-thp-advised-images");
+    let p = Program::spawn("memareas", &[&work, &result, Path::new("thp-advised")]);
+    let pids = [p.pid(), p.int("c")];
+    let _child = Held::open(pids[1]).unwrap();
+    wait_all_suspended(&pids);
+    let out = dump(pids[0], &images, &[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("unsupported: PR_SET_THP_DISABLE mode 0x3"), "{err}");
+    assert!(!images.join("inventory.img").exists());
+    for pid in pids {
+        assert_eq!(proc_state(pid), Some('S'), "pid {pid} after the refused dump");
+    }
 }

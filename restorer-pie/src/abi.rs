@@ -347,6 +347,9 @@ pub const VMA_VVAR: u32 = 5;
 pub const VMA_F_GROWSDOWN: u32 = 1 << 0;
 /// `VmaArg::vflags`: lazy (userfaultfd) — reserved for later.
 pub const VMA_F_LAZY: u32 = 1 << 1;
+/// `VmaArg::vflags`: with `MAP_LOCKED` in `flags`, locked on fault
+/// (`mlock2(MLOCK_ONFAULT)`) instead of populated and locked.
+pub const VMA_F_LOCK_ONFAULT: u32 = 1 << 2;
 
 /// One VMA of the final layout.
 #[repr(C)]

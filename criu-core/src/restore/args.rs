@@ -128,7 +128,9 @@ pub fn build_args(
             kind,
             fd,
             madv: v.madv,
-            vflags: if v.grows_down() { VMA_F_GROWSDOWN } else { 0 } | if fds.lazy.binary_search(&i).is_ok() { VMA_F_LAZY } else { 0 },
+            vflags: if v.grows_down() { VMA_F_GROWSDOWN } else { 0 }
+                | if fds.lazy.binary_search(&i).is_ok() { VMA_F_LAZY } else { 0 }
+                | if v.lock_on_fault { VMA_F_LOCK_ONFAULT } else { 0 },
             _pad: 0,
         });
     }

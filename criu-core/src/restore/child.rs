@@ -93,6 +93,7 @@ pub fn prepare(
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
     install_fds(&plan.fds, &objs.descs, &keep)?;
 
+    set_thp_disabled(plan.mm.thp_disabled.unwrap_or(false))?;
     let pm = build_memory(plan, ids, pages.as_ref(), &open_ro, progress_out.as_ref())?;
     drop(pages);
     drop(progress_out);
@@ -148,6 +149,18 @@ fn shared_mapping_fds(plan: &TaskPlan, objs: &SharedObjects, floor: i32) -> Resu
         shared.push((i, move_above(fd, floor)?));
     }
     Ok(shared)
+}
+
+/// `prctl(PR_SET_THP_DISABLE, disabled, 0, 0, 0)`, before the memory is
+/// built (so no huge page backs it if the task had them disabled), and
+/// always (a fork inherits the setting).
+fn set_thp_disabled(disabled: bool) -> Result<()> {
+    // SAFETY: PR_SET_THP_DISABLE takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, disabled as libc::c_ulong, 0, 0, 0) } < 0 {
+        let errno = rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL);
+        return Err(RestoreError::sys(format!("PR_SET_THP_DISABLE({disabled})"), errno));
+    }
+    Ok(())
 }
 
 /// `prctl(PR_SET_NAME, comm)`: the task's name as dumped.

@@ -5,7 +5,7 @@
 //! truncated, corrupt or inconsistent is an error naming the file.
 
 use super::error::{RestoreError, Result};
-use super::plan::{DescPlan, FdPlan, FsPlan, LazyRun, PagesPlan, RegFile, TaskPlan, VmaKind, VmaPlan};
+use super::plan::{DescPlan, FdPlan, FsPlan, LazyRun, PagesPlan, RegFile, TaskPlan, VmaKind, VmaPlan, MAP_DROPPABLE, MAP_TYPE};
 use super::validate::{check_address_space, pagemap_runs, PagemapEntry};
 use crate::images::consts::pagemap_flags::{LAZY as PE_LAZY, PRESENT as PE_PRESENT};
 use crate::images::consts::vma_status as st;
@@ -215,13 +215,19 @@ fn vma_plan(
     } else {
         return Err(RestoreError::bad(mm_path, format!("{what} has unknown status {status:#x}")));
     };
+    let flags = v.flags.unwrap_or_default();
+    let map_type = flags & MAP_TYPE;
+    if kind == VmaKind::Anon && ![0, libc::MAP_PRIVATE as u32, MAP_DROPPABLE].contains(&map_type) {
+        return Err(RestoreError::bad(mm_path, format!("{what}: private anonymous memory with mapping type {map_type:#x}")));
+    }
     Ok(VmaPlan {
         start,
         end,
         pgoff: v.pgoff.unwrap_or_default(),
         prot: v.prot.unwrap_or_default(),
-        flags: v.flags.unwrap_or_default(),
+        flags,
         madv: v.madv.unwrap_or_default(),
+        lock_on_fault: status & st::LOCK_ONFAULT != 0,
         kind,
     })
 }

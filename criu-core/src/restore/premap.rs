@@ -95,9 +95,15 @@ pub fn premap(
         if has_pages(i) {
             prot |= ProtFlags::WRITE | ProtFlags::READ;
         }
-        let mut flags = MapFlags::PRIVATE | MapFlags::FIXED;
+        // Only anonymous memory may be droppable; everything premapped is
+        // private otherwise (a premapped file is never written).
+        let map_type = if v.kind == VmaKind::Anon { v.map_type() } else { libc::MAP_PRIVATE as u32 };
+        let mut flags = MapFlags::from_bits_retain(map_type) | MapFlags::FIXED;
         if v.grows_down() {
             flags |= MapFlags::GROWSDOWN;
+        }
+        if v.flags & libc::MAP_NORESERVE as u32 != 0 {
+            flags |= MapFlags::NORESERVE;
         }
         let what = || format!("premapping VMA {:#x}-{:#x} at {addr:#x}", v.start, v.end);
         match &v.kind {
@@ -224,7 +230,7 @@ mod tests {
     use std::io::Write;
 
     fn vma(start: u64, pages: u64, kind: VmaKind, prot: u32) -> VmaPlan {
-        VmaPlan { start, end: start + pages * PAGE_SIZE, pgoff: 0, prot, flags: 0x22, madv: 0, kind }
+        VmaPlan { start, end: start + pages * PAGE_SIZE, pgoff: 0, prot, flags: 0x22, madv: 0, lock_on_fault: false, kind }
     }
 
     #[test]

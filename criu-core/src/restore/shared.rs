@@ -160,7 +160,7 @@ fn fill_object(images: &ImageDir, shmid: u64, mem: u64, size: u64) -> Result<()>
         return Ok(());
     }
     // The object as one area from offset 0: its pagemap holds offsets.
-    let whole = VmaPlan { start: 0, end: size, pgoff: 0, prot: 0, flags: 0, madv: 0, kind: VmaKind::Anon };
+    let whole = VmaPlan { start: 0, end: size, pgoff: 0, prot: 0, flags: 0, madv: 0, lock_on_fault: false, kind: VmaKind::Anon };
     let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(&whole), 0, None)?;
     if let Some(l) = lazy.iter().find(|l| !l.present) {
         let what = format!("lazy pages at offset {:#x} of shared memory object {shmid:#x} (only private memory is served lazily)", l.vaddr);
