@@ -118,7 +118,7 @@ fn terminal_needs_shell_job() {
     // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on a descriptor we own;
     // ptsname_r writes at most the buffer length given.
     let (master, slave_path) = unsafe {
-        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
         assert!(m >= 0);
         assert_eq!(libc::grantpt(m), 0);
         assert_eq!(libc::unlockpt(m), 0);

@@ -8,6 +8,7 @@
 //! - [`proc`]: parsing `/proc/PID` files.
 //! - [`ptrace`]: freezing tasks, reading registers, injecting syscalls.
 //! - [`dump`]: collecting a process's state and writing the images.
+//! - [`files`]: open files, one module per kind (dump and restore side by side).
 //! - [`uffd`]: userfaultfd ioctls and messages.
 //! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
 //! - [`net`]: sockets: sock_diag queries, socket options, network namespaces.
@@ -16,6 +17,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod files;
 pub mod images;
 pub mod lazy;
 pub mod net;

@@ -6,7 +6,9 @@ use super::injected::{self, map_scratch};
 use super::memory::MemStats;
 use super::model::*;
 use super::shared::Shared;
-use super::{files, vmas, DumpError};
+use super::{vmas, DumpError};
+use crate::files::reg::{path_file, DIR_FLAGS};
+use crate::files::FilesOptions;
 use crate::proc::{self, maps::MapEntry};
 use crate::ptrace::freeze::Frozen;
 use crate::ptrace::inject::{find_syscall_insn, Injector};
@@ -176,15 +178,15 @@ fn dump_shmem_objects(
 /// the executable's file id.
 fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Shared) -> Result<(FilesState, u32), DumpError> {
     let mut next_id = sh.next_file_id;
-    let mut files_state = files::collect_fds(pid, &mut next_id, &mut sh.seen, shell_job)?;
+    let mut files_state = crate::files::dump::collect_fds(pid, &mut next_id, &mut sh.seen, FilesOptions { shell_job })?;
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
-    files_state.files.push(files::path_file(pid, "cwd", cwd_id, files::DIR_FLAGS)?);
-    files_state.files.push(files::path_file(pid, "root", root_id, files::DIR_FLAGS)?);
+    files_state.files.push(path_file(pid, "cwd", cwd_id, DIR_FLAGS)?);
+    files_state.files.push(path_file(pid, "root", root_id, DIR_FLAGS)?);
     let exe_file_id = next_id;
     next_id += 1;
-    files_state.files.push(files::path_file(pid, "exe", exe_file_id, libc::O_RDONLY as u32)?);
+    files_state.files.push(path_file(pid, "exe", exe_file_id, libc::O_RDONLY as u32)?);
     files_state.cwd_id = cwd_id;
     files_state.root_id = root_id;
     // File-backed areas get a file id each (same file, same id).
@@ -202,7 +204,7 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
                 vma_files.push((key.0, key.1, id));
                 let flags = if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32;
                 let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
-                files_state.files.push(files::path_file(pid, &link, id, flags)?);
+                files_state.files.push(path_file(pid, &link, id, flags)?);
                 id
             }
         };

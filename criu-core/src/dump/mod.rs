@@ -2,7 +2,8 @@
 //!
 //! - [`model`]: the collected state as plain structs.
 //! - [`collect`]: gathering it from `/proc`, ptrace and injected syscalls.
-//! - [`vmas`], [`memory`], [`files`], [`injected`]: the pieces of collection.
+//! - [`vmas`], [`memory`], [`injected`]: the pieces of collection (files:
+//!   [`crate::files`]).
 //! - [`write`]: writing the collected state as CRIU images.
 //! - [`remote`]: pages sent to a page server or held for post-copy.
 //! - [`failpoint`]: test knobs (`CRIU_RS_FAIL_AT`, `CRIU_RS_PATCH_CODE`).
@@ -29,14 +30,13 @@
 //! failed dump's directory is never taken for a complete one.
 //!
 //! Not dumped yet (refused with a clear error where it matters): sockets,
-//! eventfd/epoll/signalfd/timerfd/inotify and other anonymous-inode files,
+//! epoll/signalfd/timerfd/inotify and other anonymous-inode files,
 //! seccomp, namespaces, cgroups, file locks; tasks sharing an address
 //! space without being threads (`CLONE_VM`, e.g. a vfork child: its parent
 //! cannot be frozen anyway).
 
 pub mod collect;
 pub mod failpoint;
-pub mod files;
 pub mod injected;
 pub mod memory;
 pub mod model;
@@ -117,14 +117,9 @@ pub enum DumpError {
     /// Writing the pages image failed.
     #[error("writing the pages image: {0}")]
     WritePages(std::io::Error),
-    /// A file descriptor cannot be dumped.
-    #[error("fd {fd}: {what}")]
-    File {
-        /// Descriptor (-1 for cwd/root).
-        fd: i32,
-        /// What.
-        what: String,
-    },
+    /// A file cannot be dumped.
+    #[error(transparent)]
+    Files(#[from] crate::files::FileDumpError),
     /// A memory area cannot be dumped.
     #[error("unsupported memory area {0}")]
     UnsupportedVma(String),

@@ -32,52 +32,7 @@ pub fn kcmp(pid1: i32, pid2: i32, ty: i32, idx1: u64, idx2: u64) -> Result<bool,
     Ok(r == 0)
 }
 
-/// One open file description already given an id: a descriptor of some
-/// task that refers to it, and what `stat` said about it.
-#[derive(Debug, Clone, Copy)]
-pub struct SeenFile {
-    /// A task holding it.
-    pub pid: i32,
-    /// Its descriptor there.
-    pub fd: i32,
-    /// `st_dev`.
-    pub dev: u64,
-    /// `st_ino`.
-    pub ino: u64,
-    /// The file id it got.
-    pub id: u32,
-}
-
-/// Descriptions and pipes seen so far in the dump.
-#[derive(Debug, Default)]
-pub struct SeenFiles {
-    /// Every description given an id, with one descriptor referring to it.
-    pub files: Vec<SeenFile>,
-    /// Inodes of the pipes whose queued bytes are already saved.
-    pub pipes: Vec<u64>,
-}
-
-impl SeenFiles {
-    /// The id of the description behind `pid`'s `fd` (with `dev`/`ino`),
-    /// if a task collected earlier (or an earlier fd) refers to it.
-    pub fn find(&self, pid: i32, fd: i32, dev: u64, ino: u64) -> Result<Option<u32>, nix::errno::Errno> {
-        for s in self.files.iter().filter(|s| s.dev == dev && s.ino == ino) {
-            if kcmp(pid, s.pid, kcmp_type::FILE, fd as u64, s.fd as u64)? {
-                return Ok(Some(s.id));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Whether this pipe's bytes still need saving (true once per pipe).
-    pub fn first_sight_of_pipe(&mut self, ino: u64) -> bool {
-        if self.pipes.contains(&ino) {
-            return false;
-        }
-        self.pipes.push(ino);
-        true
-    }
-}
+pub use crate::files::seen::{SeenFile, SeenFiles};
 
 /// State carried from one task's collection to the next.
 #[derive(Debug)]

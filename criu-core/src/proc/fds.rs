@@ -36,8 +36,20 @@ pub fn parse_fdinfo(text: &str, path: &Path) -> Result<FdInfo> {
 
 /// Reads `/proc/PID/fdinfo/FD`.
 pub fn read_fdinfo(pid: i32, fd: i32) -> Result<FdInfo> {
+    Ok(read_fdinfo_text(pid, fd)?.0)
+}
+
+/// Reads `/proc/PID/fdinfo/FD`: the common fields and the whole text (for
+/// the lines of one kind, `eventfd-count:`, `tfd:`, ...).
+pub fn read_fdinfo_text(pid: i32, fd: i32) -> Result<(FdInfo, String)> {
     let path = super::path(pid, &format!("fdinfo/{fd}"));
-    parse_fdinfo(&read_text(&path)?, &path)
+    let text = read_text(&path)?;
+    Ok((parse_fdinfo(&text, &path)?, text))
+}
+
+/// The value of the first `KEY:` line of fdinfo `text`, trimmed.
+pub fn fdinfo_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
 }
 
 /// One open descriptor: its number and where its `/proc` link points.

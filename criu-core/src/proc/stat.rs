@@ -20,6 +20,8 @@ pub struct ProcStat {
     pub sid: i32,
     /// Controlling terminal device number.
     pub tty_nr: u32,
+    /// Foreground process group of the controlling terminal (-1: none).
+    pub tpgid: i32,
     /// Kernel task flags (PF_*).
     pub flags: u32,
     /// Nice value.
@@ -79,6 +81,7 @@ pub fn parse_stat(text: &str, path: &Path) -> Result<ProcStat> {
         pgid: n(5)? as i32,
         sid: n(6)? as i32,
         tty_nr: n(7)? as u32,
+        tpgid: n(8)? as i32,
         flags: u(9)? as u32,
         nice: n(19)? as i32,
         num_threads: n(20)? as u32,

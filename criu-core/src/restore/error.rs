@@ -38,6 +38,12 @@ pub enum RestoreError {
     /// No free address range is large enough.
     #[error("no free address range of {size:#x} bytes for {what}")]
     NoHole { size: u64, what: &'static str },
+    /// An fd of the table names a description no image has.
+    #[error("fd {fd} refers to unknown file id {id:#x}")]
+    UnknownFileId { fd: i32, id: u32 },
+    /// A pipe cannot hold the bytes that were queued in it.
+    #[error("pipe {pipe_id:#x}: capacity {got} is below its {queued} queued bytes")]
+    PipeTooSmall { pipe_id: u32, got: usize, queued: usize },
     /// Preparing the task (inside it, before the blob) failed.
     #[error("{0}")]
     Prepare(String),

@@ -1,28 +1,21 @@
-//! Reading and validating the image set of a single-process dump into a
-//! [`TaskPlan`].
+//! Reading and validating the images of one task into a [`TaskPlan`]
+//! ([`super::tree`] loads every task of the tree through [`load_task`]).
 //!
 //! Images are opened read-only and never modified. Anything missing,
 //! truncated, corrupt or inconsistent is an error naming the file.
 
 use super::error::{RestoreError, Result};
-use super::plan::{DescPlan, FdPlan, FsPlan, LazyRun, PagesPlan, RegFile, TaskPlan, VmaKind, VmaPlan, MAP_DROPPABLE, MAP_TYPE};
+use super::plan::{FsPlan, LazyRun, PagesPlan, TaskPlan, VmaKind, VmaPlan, MAP_DROPPABLE, MAP_TYPE};
+use crate::files::load::{load_fds, load_files};
 use super::validate::{check_address_space, pagemap_runs, PagemapEntry};
 use crate::images::consts::pagemap_flags::{LAZY as PE_LAZY, PRESENT as PE_PRESENT};
 use crate::images::consts::vma_status as st;
-use crate::images::pb::{self, FdTypes, RemapType};
+use crate::images::pb;
 use crate::images::{ImageDir, ImageKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Top bit of `remap_file_path_entry.remap_id`: the target is a ghost file.
-const REMAP_GHOST: u32 = 1 << 31;
-
-/// What restore was asked to do with the images.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LoadOptions {
-    /// `--shell-job`: terminal fds are taken over from criu-rs's own fds.
-    pub shell_job: bool,
-}
+pub use crate::files::LoadOptions;
 
 /// Opens `dir` as a complete image set (it must hold a valid inventory).
 pub fn open_dir(dir: &Path) -> Result<ImageDir> {
@@ -46,7 +39,7 @@ pub fn open_dir(dir: &Path) -> Result<ImageDir> {
 }
 
 /// Loads the single task of the dump in `dir`.
-pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
+pub fn load(dir: &Path, opts: &LoadOptions) -> Result<TaskPlan> {
     let images = open_dir(dir)?;
     let pstree_path = images.image_path(ImageKind::Pstree, 0);
     let tree: Vec<pb::PstreeEntry> = images.read_all(ImageKind::Pstree, 0)?;
@@ -58,7 +51,7 @@ pub fn load(dir: &Path, opts: LoadOptions) -> Result<TaskPlan> {
 }
 
 /// Loads the live task `root` of the dump in `images` with all its threads.
-pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: LoadOptions) -> Result<TaskPlan> {
+pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) -> Result<TaskPlan> {
     let images = images.clone();
     let pstree_path = images.image_path(ImageKind::Pstree, 0);
     let pid = root.pid.unwrap_or_default() as i32;
@@ -123,22 +116,6 @@ pub(super) fn files_id(images: &ImageDir, core: &pb::CoreEntry, pid: i32) -> Res
         return Ok(ids.files_id.unwrap_or(pid as u32));
     }
     Ok(pid as u32)
-}
-
-/// `files.img` by file id (absent: no files).
-fn load_files(images: &ImageDir) -> Result<BTreeMap<u32, pb::FileEntry>> {
-    if !images.exists(ImageKind::Files, 0) {
-        return Ok(BTreeMap::new());
-    }
-    let path = images.image_path(ImageKind::Files, 0);
-    let mut out = BTreeMap::new();
-    for f in images.read_files()? {
-        let id = f.id.unwrap_or_default();
-        if out.insert(id, f).is_some() {
-            return Err(RestoreError::bad(&path, format!("file id {id:#x} appears twice")));
-        }
-    }
-    Ok(out)
 }
 
 /// `memfd.img` by inode id (absent: no memfd inodes).
@@ -293,169 +270,4 @@ fn load_fs(images: &ImageDir, pid: i32, reg_path: &dyn Fn(u32, &str) -> Result<P
         root: reg_path(fs.root_id.unwrap_or_default(), "fs root_id")?,
         umask: fs.umask.unwrap_or(0o022),
     })
-}
-
-/// `fdinfo-FILES_ID.img` with the descriptions it refers to.
-fn load_fds(
-    images: &ImageDir,
-    files_id: u32,
-    files: &BTreeMap<u32, pb::FileEntry>,
-    opts: LoadOptions,
-) -> Result<(Vec<FdPlan>, BTreeMap<u32, DescPlan>)> {
-    let fdinfo_path = images.image_path(ImageKind::Fdinfo, files_id as u64);
-    let files_path = images.image_path(ImageKind::Files, 0);
-    let infos: Vec<pb::FdinfoEntry> = images.read_all(ImageKind::Fdinfo, files_id as u64)?;
-    let remaps = load_remaps(images)?;
-    let pipe_data = load_pipe_data(images, ImageKind::PipesData)?;
-    let fifo_data = load_pipe_data(images, ImageKind::FifoData)?;
-    let mut fds: Vec<FdPlan> = Vec::with_capacity(infos.len());
-    let mut descs = BTreeMap::new();
-    for info in &infos {
-        let (fd, id) = (info.fd.unwrap_or_default() as i32, info.id.unwrap_or_default());
-        if fd < 0 || fds.iter().any(|f| f.fd == fd) {
-            return Err(RestoreError::bad(&fdinfo_path, format!("fd {fd} is negative or listed twice")));
-        }
-        let cloexec = info.flags.unwrap_or_default() & libc::FD_CLOEXEC as u32 != 0;
-        fds.push(FdPlan { fd, desc: id, cloexec });
-        if descs.contains_key(&id) {
-            continue;
-        }
-        let Some(file) = files.get(&id) else {
-            return Err(RestoreError::bad(&files_path, format!("no file with id {id:#x} (fd {fd} in {})", fdinfo_path.display())));
-        };
-        let queued = Queued { pipes: &pipe_data, fifos: &fifo_data };
-        let desc = desc_plan(images, file, fd, files, &remaps, &queued, opts, &files_path)?;
-        descs.insert(id, desc);
-    }
-    fds.sort_by_key(|f| f.fd);
-    Ok((fds, descs))
-}
-
-/// Queued bytes of pipes and FIFOs, by pipe id.
-struct Queued<'a> {
-    pipes: &'a BTreeMap<u32, Vec<u8>>,
-    fifos: &'a BTreeMap<u32, Vec<u8>>,
-}
-
-/// How to recreate one open file description.
-#[allow(clippy::too_many_arguments)]
-fn desc_plan(
-    images: &ImageDir,
-    file: &pb::FileEntry,
-    fd: i32,
-    files: &BTreeMap<u32, pb::FileEntry>,
-    remaps: &BTreeMap<u32, u32>,
-    queued: &Queued<'_>,
-    opts: LoadOptions,
-    files_path: &Path,
-) -> Result<DescPlan> {
-    let id = file.id.unwrap_or_default();
-    let ty = file.r#type.unwrap_or_default();
-    if ty == FdTypes::Reg as i32 {
-        let Some(reg) = &file.reg else {
-            return Err(RestoreError::bad(files_path, format!("file {id:#x} is REG without reg_file_entry")));
-        };
-        let rf = RegFile {
-            path: PathBuf::from(reg.name.clone().unwrap_or_default()),
-            flags: reg.flags.unwrap_or_default() as i32,
-            pos: reg.pos.unwrap_or_default(),
-            size: reg.size,
-            mode: reg.mode,
-        };
-        return match remaps.get(&id) {
-            Some(&ghost_id) => Ok(DescPlan::Ghost { contents: load_ghost(images, ghost_id)?, file: RegFile { size: None, ..rf } }),
-            None => Ok(DescPlan::Reg(rf)),
-        };
-    }
-    if ty == FdTypes::Pipe as i32 {
-        let Some(p) = &file.pipe else {
-            return Err(RestoreError::bad(files_path, format!("file {id:#x} is PIPE without pipe_entry")));
-        };
-        let pipe_id = p.pipe_id.unwrap_or_default();
-        let bytes = queued.pipes.get(&pipe_id).cloned().unwrap_or_default();
-        return Ok(DescPlan::Pipe { pipe_id, flags: p.flags.unwrap_or_default() as i32, queued: bytes });
-    }
-    if ty == FdTypes::Fifo as i32 {
-        let fifo = file.fifo.as_ref();
-        let (pipe_id, regf_id) = (fifo.and_then(|f| f.pipe_id), fifo.and_then(|f| f.regf_id).unwrap_or(id));
-        let reg = files.get(&regf_id).and_then(|f| f.reg.as_ref());
-        let (Some(pipe_id), Some(reg)) = (pipe_id, reg) else {
-            return Err(RestoreError::bad(files_path, format!("FIFO {id:#x} without its pipe id or path entry {regf_id:#x}")));
-        };
-        let file = RegFile {
-            path: PathBuf::from(reg.name.clone().unwrap_or_default()),
-            flags: reg.flags.unwrap_or_default() as i32,
-            pos: 0,
-            size: None,
-            mode: reg.mode,
-        };
-        let bytes = queued.fifos.get(&pipe_id).cloned().unwrap_or_default();
-        return Ok(DescPlan::Fifo { file, pipe_id, queued: bytes });
-    }
-    if ty == FdTypes::Tty as i32 && opts.shell_job && (0..=2).contains(&fd) {
-        let flags = file.tty.as_ref().and_then(|t| t.flags).unwrap_or(libc::O_RDWR as u32) as i32;
-        return Ok(DescPlan::Inherit { fd, flags });
-    }
-    let name = FdTypes::try_from(ty).map(|t| t.as_str_name().to_string()).unwrap_or_else(|_| ty.to_string());
-    let hint = if ty == FdTypes::Tty as i32 { " (a terminal: use --shell-job)" } else { "" };
-    Err(RestoreError::Unsupported { file: files_path.into(), what: format!("fd {fd}: file {id:#x} of type {name}{hint}") })
-}
-
-/// `remap-fpath.img`: original file id → ghost file id (ghosts only).
-fn load_remaps(images: &ImageDir) -> Result<BTreeMap<u32, u32>> {
-    if !images.exists(ImageKind::RemapFpath, 0) {
-        return Ok(BTreeMap::new());
-    }
-    let path = images.image_path(ImageKind::RemapFpath, 0);
-    let mut out = BTreeMap::new();
-    for r in images.read_all::<pb::RemapFilePathEntry>(ImageKind::RemapFpath, 0)? {
-        let (orig, remap) = (r.orig_id.unwrap_or_default(), r.remap_id.unwrap_or_default());
-        let ghost = r.remap_type == Some(RemapType::Ghost as i32) || remap & REMAP_GHOST != 0;
-        if !ghost {
-            return Err(RestoreError::Unsupported { file: path, what: format!("remap of file {orig:#x} that is not a ghost") });
-        }
-        out.insert(orig, remap & !REMAP_GHOST);
-    }
-    Ok(out)
-}
-
-/// The saved contents of ghost file `id` (`ghost-file-ID.img`).
-fn load_ghost(images: &ImageDir, id: u32) -> Result<Vec<u8>> {
-    let path = images.image_path(ImageKind::GhostFile, id as u64);
-    let mut r = images.open_image(ImageKind::GhostFile, id as u64)?;
-    let g: pb::GhostFileEntry = r.read_next()?;
-    if g.mode.unwrap_or_default() & libc::S_IFMT != libc::S_IFREG {
-        return Err(RestoreError::Unsupported { file: path, what: "ghost that is not a regular file".into() });
-    }
-    let size = g.size.unwrap_or_default();
-    let mut data = Vec::new();
-    if g.chunks == Some(true) {
-        data.resize(size as usize, 0u8);
-        while let Some(c) = r.read_entry::<pb::GhostChunkEntry>()? {
-            let (off, len) = (c.off.unwrap_or_default(), c.len.unwrap_or_default());
-            let end = off.checked_add(len).filter(|&e| e <= size);
-            let Some(end) = end else {
-                return Err(RestoreError::bad(&path, format!("chunk {off:#x}+{len:#x} is past the file size {size}")));
-            };
-            r.read_raw_into(&mut data[off as usize..end as usize])?;
-        }
-    } else {
-        data = r.read_raw(size)?;
-        r.expect_eof("ghost_file_entry contents")?;
-    }
-    Ok(data)
-}
-
-/// `pipes-data.img` or `fifo-data.img`: queued bytes by pipe id.
-fn load_pipe_data(images: &ImageDir, kind: ImageKind) -> Result<BTreeMap<u32, Vec<u8>>> {
-    if !images.exists(kind, 0) {
-        return Ok(BTreeMap::new());
-    }
-    let mut r = images.open_image(kind, 0)?;
-    let mut out = BTreeMap::new();
-    while let Some(e) = r.read_entry::<pb::PipeDataEntry>()? {
-        let bytes = r.read_raw(e.bytes.unwrap_or_default() as u64)?;
-        out.insert(e.pipe_id.unwrap_or_default(), bytes);
-    }
-    Ok(out)
 }

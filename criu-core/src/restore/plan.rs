@@ -54,41 +54,9 @@ pub struct FsPlan {
     pub umask: u32,
 }
 
-/// One fd number and the description it refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FdPlan {
-    pub fd: i32,
-    pub desc: u32,
-    pub cloexec: bool,
-}
-
-/// How to recreate an open file description.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DescPlan {
-    /// A regular file (or directory) opened by path.
-    Reg(RegFile),
-    /// An unlinked file: recreated from its saved contents, opened, unlinked.
-    Ghost { file: RegFile, contents: Vec<u8> },
-    /// One end of a pipe; both ends of one pipe share `pipe_id`.
-    Pipe { pipe_id: u32, flags: i32, queued: Vec<u8> },
-    /// A FIFO opened by path; `queued` bytes are put back once per FIFO.
-    Fifo { file: RegFile, pipe_id: u32, queued: Vec<u8> },
-    /// Take over criu-rs's own fd (a terminal with `--shell-job`).
-    Inherit { fd: i32, flags: i32 },
-}
-
-/// A file opened by path, with what the dump recorded about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegFile {
-    pub path: PathBuf,
-    /// `open(2)` flags (access mode, O_APPEND, O_NONBLOCK, ...).
-    pub flags: i32,
-    pub pos: u64,
-    /// Size at dump time (checked for regular files).
-    pub size: Option<u64>,
-    /// `st_mode` at dump time (type and permission bits).
-    pub mode: Option<u32>,
-}
+pub use crate::files::fdtable::FdPlan;
+pub use crate::files::reg::RegFile;
+pub use crate::files::DescPlan;
 
 /// One VMA: where it lives, its protection and what backs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

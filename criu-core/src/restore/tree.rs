@@ -120,7 +120,7 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
             let tc = tc.cloned().unwrap_or_default();
             TaskKind::Zombie { status: tc.exit_code.unwrap_or_default() as i32, comm: tc.comm.unwrap_or_default() }
         } else {
-            TaskKind::Live(Box::new(load_task(&images, e, opts)?))
+            TaskKind::Live(Box::new(load_task(&images, e, &opts)?))
         };
         let task = TreeTask { pid, ppid, pgid, sid, kind };
         check_ids(&task, &tasks, &path)?;
@@ -214,7 +214,7 @@ struct TaskPipes {
 ///
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
-    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job })?;
+    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ..Default::default() })?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
     let mut lazy_setups = Vec::with_capacity(tree.tasks.len());

@@ -1,0 +1,153 @@
+//! The restored fd table, kind-free.
+//!
+//! Every open file description is created once ([`open_descs`], each by its
+//! kind), parked on a temporary fd above all target numbers, then `dup3`'d
+//! onto each fd number that shares it (so dup'd fds share offset and flags
+//! again). Everything else criu-rs had open is closed, except the service
+//! fds the caller still needs.
+
+use super::{DescPlan, OpenCtx, OpenStates, Opened};
+use crate::restore::error::{RestoreError, Result, SysContext};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use rustix::fs::OFlags;
+use std::collections::BTreeMap;
+use std::mem::ManuallyDrop;
+
+/// One fd number and the description it refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdPlan {
+    /// The fd number.
+    pub fd: i32,
+    /// The file id of its description.
+    pub desc: u32,
+    /// `FD_CLOEXEC`.
+    pub cloexec: bool,
+}
+
+/// The lowest fd number not used by the restored table; service fds and
+/// temporaries live at or above it.
+pub fn fd_floor(fds: &[FdPlan]) -> RawFd {
+    fds.iter().map(|f| f.fd + 1).max().unwrap_or(0).max(3)
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, floor)` then closes `fd`: moves an fd to the
+/// lowest free number at or above `floor`.
+pub fn move_above(fd: OwnedFd, floor: RawFd) -> Result<OwnedFd> {
+    if fd.as_raw_fd() >= floor {
+        return Ok(fd);
+    }
+    rustix::io::fcntl_dupfd_cloexec(&fd, floor).sys(|| format!("F_DUPFD_CLOEXEC({}, {floor})", fd.as_raw_fd()))
+}
+
+/// `dup3(old, new, cloexec ? O_CLOEXEC : 0)` onto an exact fd number.
+fn dup3_to(old: BorrowedFd<'_>, new: RawFd, cloexec: bool) -> Result<()> {
+    // SAFETY: `new` is only a target number for dup3; ManuallyDrop keeps the
+    // OwnedFd from closing it, the caller owns the resulting fd table entry.
+    let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(new) });
+    let flags = if cloexec { rustix::io::DupFlags::CLOEXEC } else { rustix::io::DupFlags::empty() };
+    rustix::io::dup3(old, &mut target, flags).sys(|| format!("dup3({}, {new})", old.as_raw_fd()))
+}
+
+/// `close_range(first, last, 0)`.
+fn close_range(first: u32, last: u32) -> Result<()> {
+    if first > last {
+        return Ok(());
+    }
+    // SAFETY: closing fds this process owns; no Rust object keeps them (the
+    // caller kept every fd it still uses out of the range).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if r < 0 {
+        let errno = rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL);
+        return Err(RestoreError::sys(format!("close_range({first}, {last})"), errno));
+    }
+    Ok(())
+}
+
+/// Closes every fd except those in `keep`.
+pub fn close_all_but(keep: &[RawFd]) -> Result<()> {
+    let mut keep: Vec<u32> = keep.iter().map(|&f| f as u32).collect();
+    keep.sort_unstable();
+    let mut first = 0u32;
+    for k in keep {
+        if k > first {
+            close_range(first, k - 1)?;
+        }
+        first = k + 1;
+    }
+    close_range(first, u32::MAX)
+}
+
+/// Rebuilds the fd table: `fds` at their numbers, each pointing at its
+/// description from `descs`. Every other fd is closed except `keep`, which
+/// must already be at or above [`fd_floor`].
+pub fn restore_fds(fds: &[FdPlan], descs: &BTreeMap<u32, DescPlan>, keep: &[RawFd]) -> Result<()> {
+    let opened = open_descs(descs, fd_floor(fds))?;
+    let mut keep_all: Vec<RawFd> = keep.to_vec();
+    keep_all.extend(opened.values().map(|f| f.as_raw_fd()));
+    close_all_but(&keep_all)?;
+    dup_all(fds, &opened)
+}
+
+/// Puts descriptions created earlier (by [`open_descs`], possibly in an
+/// ancestor, so shared with other tasks) at the fd numbers of `fds`, then
+/// closes every other fd except `keep`.
+pub fn install_fds(fds: &[FdPlan], opened: &BTreeMap<u32, OwnedFd>, keep: &[RawFd]) -> Result<()> {
+    dup_all(fds, opened)?;
+    let mut keep_all: Vec<RawFd> = keep.to_vec();
+    keep_all.extend(fds.iter().map(|f| f.fd));
+    close_all_but(&keep_all)
+}
+
+fn dup_all(fds: &[FdPlan], opened: &BTreeMap<u32, OwnedFd>) -> Result<()> {
+    for f in fds {
+        let desc = opened.get(&f.desc).ok_or(RestoreError::UnknownFileId { fd: f.fd, id: f.desc })?;
+        dup3_to(desc.as_fd(), f.fd, f.cloexec)?;
+    }
+    Ok(())
+}
+
+/// Creates every description on a temporary fd at or above `floor`, each
+/// by its kind. A kind may answer "not yet" (it needs another description
+/// first): those are asked again after the others, until a round opens
+/// nothing.
+pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<BTreeMap<u32, OwnedFd>> {
+    let mut out = BTreeMap::new();
+    let mut states = OpenStates::default();
+    let mut pending: Vec<(&u32, &DescPlan)> = descs.iter().collect();
+    while !pending.is_empty() {
+        let mut later = Vec::new();
+        for &(id, d) in &pending {
+            let cx = OpenCtx { floor, opened: &out };
+            match d.open(&mut states, &cx)? {
+                Opened::Fd(fd) => {
+                    tracing::debug!(id, name = %d.name(), "opened description");
+                    out.insert(*id, move_above(fd, floor)?);
+                }
+                Opened::NotYet => later.push((id, d)),
+            }
+        }
+        if later.len() == pending.len() {
+            let names: Vec<String> = later.iter().map(|(id, d)| format!("{:#x} ({})", id, d.name())).collect();
+            return Err(RestoreError::Prepare(format!("files {} wait for each other and cannot be opened", names.join(", "))));
+        }
+        pending = later;
+    }
+    drop(states);
+    Ok(out)
+}
+
+/// Writes all of `buf` to `fd`.
+pub fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> std::result::Result<(), rustix::io::Errno> {
+    while !buf.is_empty() {
+        let n = rustix::io::write(fd, buf)?;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// `fcntl(fd, F_SETFL, flags)`: O_APPEND, O_NONBLOCK, O_ASYNC, O_DIRECT, O_NOATIME.
+pub fn set_status_flags(fd: &OwnedFd, flags: i32) -> Result<()> {
+    let settable = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+    rustix::fs::fcntl_setfl(fd, OFlags::from_bits_retain((flags & settable) as u32))
+        .sys(|| format!("F_SETFL({:#x}) on fd {}", flags & settable, fd.as_raw_fd()))
+}

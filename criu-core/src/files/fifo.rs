@@ -1,0 +1,147 @@
+//! Named pipe ends (`FD_TYPES__FIFO`): a `fifo_entry` (pipe id = the
+//! FIFO's inode) and a REG entry (`regf_id`) naming its path; queued bytes
+//! go once per FIFO to `fifo-data.img`. Restore holds one read-write end
+//! per FIFO while its descriptions are opened (so opening never blocks and
+//! the buffer survives), puts the bytes back through it, then lets it go.
+
+use super::fdtable::{set_status_flags, write_all};
+use super::pipe::{peek_pipe, read_queued, write_queued};
+use super::reg::{reg_entry, reg_file, strip_deleted, RegFile};
+use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, LoadCtx, OpenCtx, Opened, SideImage};
+use crate::images::pb::{self, FdTypes};
+use crate::images::{ImageDir, ImageError, ImageKind};
+use crate::restore::error::{RestoreError, Result, SysContext};
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+
+/// The kind.
+pub struct Fifo;
+
+/// A FIFO end as dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FifoDumped {
+    /// The FIFO's path.
+    pub path: String,
+    /// The FIFO's inode number.
+    pub pipe_ino: u64,
+    /// Bytes queued in it (first end seen only).
+    pub data: Option<Vec<u8>>,
+    /// `st_mode`.
+    pub mode: u32,
+    /// Id of the regular-file entry naming the FIFO's path.
+    pub regf_id: u32,
+}
+
+/// How to reopen a FIFO end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FifoPlan {
+    /// Its path and flags.
+    pub file: RegFile,
+    /// Shared by every end of one FIFO.
+    pub pipe_id: u32,
+    /// Bytes to put back once per FIFO.
+    pub queued: Vec<u8>,
+}
+
+/// One read-write end per FIFO, held while its descriptions are opened.
+#[derive(Default)]
+pub struct Keepers(BTreeMap<u32, OwnedFd>);
+
+impl FdKind for Fifo {
+    const FD_TYPE: FdTypes = FdTypes::Fifo;
+    type Dumped = FifoDumped;
+    type Plan = FifoPlan;
+    type OpenState = Keepers;
+
+    fn claims(p: &FdProbe) -> bool {
+        p.file_type() == libc::S_IFIFO && !p.target.starts_with("pipe:[")
+    }
+
+    fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> std::result::Result<FifoDumped, FileDumpError> {
+        let ino = p.md.ino();
+        let data = if cx.seen.first_sight(FdTypes::Pipe, ino) { Some(peek_pipe(p)?) } else { None };
+        let regf_id = cx.alloc_id();
+        Ok(FifoDumped { path: strip_deleted(&p.target).0.to_owned(), pipe_ino: ino, data, mode: p.md.mode(), regf_id })
+    }
+
+    fn write(f: &FileDesc, d: &FifoDumped, sink: &mut FilesSink<'_>) -> std::result::Result<(), ImageError> {
+        let pipe_id = d.pipe_ino as u32;
+        let fifo = pb::FifoEntry { id: Some(f.id), pipe_id: Some(pipe_id), regf_id: Some(d.regf_id) };
+        sink.push(pb::FileEntry { r#type: Some(FdTypes::Fifo as i32), id: Some(f.id), fifo: Some(fifo), ..Default::default() });
+        write_queued(sink, ImageKind::FifoData, pipe_id, d.data.as_deref())?;
+        // The FIFO's path, as the regular-file entry `regf_id` names it.
+        let mut reg = reg_entry(d.regf_id, f.flags, &f.fown, &d.path);
+        reg.mode = Some(d.mode);
+        sink.push(pb::FileEntry { r#type: Some(FdTypes::Reg as i32), id: Some(d.regf_id), reg: Some(reg), ..Default::default() });
+        Ok(())
+    }
+
+    fn load(e: &pb::FileEntry, cx: &LoadCtx<'_>) -> Result<FifoPlan> {
+        let id = e.id.unwrap_or_default();
+        let fifo = e.fifo.as_ref();
+        let (pipe_id, regf_id) = (fifo.and_then(|f| f.pipe_id), fifo.and_then(|f| f.regf_id).unwrap_or(id));
+        let reg = cx.files.get(&regf_id).and_then(|f| f.reg.as_ref());
+        let (Some(pipe_id), Some(reg)) = (pipe_id, reg) else {
+            return Err(cx.bad(format!("FIFO {id:#x} without its pipe id or path entry {regf_id:#x}")));
+        };
+        let file = RegFile { pos: 0, size: None, ..reg_file(reg) };
+        let queued = cx.side::<FifoData>()?.0.get(&pipe_id).cloned().unwrap_or_default();
+        Ok(FifoPlan { file, pipe_id, queued })
+    }
+
+    fn open(p: &FifoPlan, st: &mut Keepers, _cx: &OpenCtx<'_>) -> Result<Opened> {
+        if let std::collections::btree_map::Entry::Vacant(v) = st.0.entry(p.pipe_id) {
+            v.insert(open_keeper(&p.file, &p.queued)?);
+        }
+        let r = &p.file;
+        let flags = OFlags::from_bits_retain((r.flags & libc::O_ACCMODE) as u32) | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(&r.path, flags, Mode::empty())
+            .map_err(|e| RestoreError::FileChanged { path: r.path.clone(), problem: format!("cannot open the FIFO: {e}") })?;
+        set_status_flags(&fd, r.flags)?;
+        Ok(Opened::Fd(fd))
+    }
+
+    fn name(p: &FifoPlan) -> String {
+        p.file.path.display().to_string()
+    }
+}
+
+/// `fifo-data.img`.
+struct FifoData(BTreeMap<u32, Vec<u8>>);
+
+impl SideImage for FifoData {
+    fn read(images: &ImageDir) -> Result<Self> {
+        read_queued(images, ImageKind::FifoData).map(FifoData)
+    }
+}
+
+/// `open(path, O_RDWR | O_NONBLOCK)` on a FIFO (never blocks, keeps the
+/// FIFO's buffer alive) and puts its queued bytes back through it.
+fn open_keeper(r: &RegFile, queued: &[u8]) -> Result<OwnedFd> {
+    let fd = rustix::fs::open(&r.path, OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| RestoreError::FileChanged { path: r.path.clone(), problem: format!("cannot open the FIFO: {e}") })?;
+    let st = rustix::fs::fstat(&fd).sys(|| format!("fstat({})", r.path.display()))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(RestoreError::FileChanged { path: r.path.clone(), problem: "no longer a FIFO".into() });
+    }
+    write_all(&fd, queued).map_err(|e| RestoreError::sys(format!("refilling FIFO {}", r.path.display()), e))?;
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::roundtrip::{crit_decodes, desc, roundtrip};
+    use crate::files::{DescPlan, FileKind, LoadOptions};
+
+    #[test]
+    fn fifo_and_its_path_round_trip() {
+        let d = FifoDumped { path: "/tmp/ff".into(), pipe_ino: 9, data: Some(b"xy".to_vec()), mode: libc::S_IFIFO | 0o600, regf_id: 5 };
+        let (plans, tmp) = roundtrip(&[desc(1, libc::O_RDONLY, FileKind::Fifo(d))], &LoadOptions::default());
+        let file = RegFile { path: "/tmp/ff".into(), flags: libc::O_RDONLY, pos: 0, size: None, mode: Some(libc::S_IFIFO | 0o600) };
+        assert_eq!(plans.unwrap()[&1], DescPlan::Fifo(FifoPlan { file, pipe_id: 9, queued: b"xy".to_vec() }));
+        crit_decodes(&tmp.path().join("fifo-data.img"));
+    }
+}

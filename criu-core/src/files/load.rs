@@ -1,0 +1,58 @@
+//! The restore side's kind-free loading: a task's `fdinfo-FILES_ID.img`
+//! and the descriptions it names, each loaded by its kind.
+
+use super::fdtable::FdPlan;
+use super::{DescPlan, LoadCtx, LoadOptions, SideImages};
+use crate::images::pb;
+use crate::images::{ImageDir, ImageKind};
+use crate::restore::error::{RestoreError, Result};
+use std::collections::BTreeMap;
+
+/// `files.img` by file id (absent: no files).
+pub fn load_files(images: &ImageDir) -> Result<BTreeMap<u32, pb::FileEntry>> {
+    if !images.exists(ImageKind::Files, 0) {
+        return Ok(BTreeMap::new());
+    }
+    let path = images.image_path(ImageKind::Files, 0);
+    let mut out = BTreeMap::new();
+    for f in images.read_files()? {
+        let id = f.id.unwrap_or_default();
+        if out.insert(id, f).is_some() {
+            return Err(RestoreError::bad(&path, format!("file id {id:#x} appears twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// `fdinfo-FILES_ID.img` with the descriptions it refers to; the fd table
+/// sorted by fd number.
+pub fn load_fds(
+    images: &ImageDir,
+    files_id: u32,
+    files: &BTreeMap<u32, pb::FileEntry>,
+    opts: &LoadOptions,
+) -> Result<(Vec<FdPlan>, BTreeMap<u32, DescPlan>)> {
+    let fdinfo_path = images.image_path(ImageKind::Fdinfo, files_id as u64);
+    let infos: Vec<pb::FdinfoEntry> = images.read_all(ImageKind::Fdinfo, files_id as u64)?;
+    let side = SideImages::default();
+    let cx = LoadCtx::new(images, files, &side, opts);
+    let mut fds: Vec<FdPlan> = Vec::with_capacity(infos.len());
+    let mut descs = BTreeMap::new();
+    for info in &infos {
+        let (fd, id) = (info.fd.unwrap_or_default() as i32, info.id.unwrap_or_default());
+        if fd < 0 || fds.iter().any(|f| f.fd == fd) {
+            return Err(RestoreError::bad(&fdinfo_path, format!("fd {fd} is negative or listed twice")));
+        }
+        let cloexec = info.flags.unwrap_or_default() & libc::FD_CLOEXEC as u32 != 0;
+        fds.push(FdPlan { fd, desc: id, cloexec });
+        if descs.contains_key(&id) {
+            continue;
+        }
+        let Some(file) = files.get(&id) else {
+            return Err(RestoreError::bad(cx.files_path(), format!("no file with id {id:#x} (fd {fd} in {})", fdinfo_path.display())));
+        };
+        descs.insert(id, DescPlan::load(file, &cx.for_fd(fd))?);
+    }
+    fds.sort_by_key(|f| f.fd);
+    Ok((fds, descs))
+}

@@ -1,0 +1,457 @@
+//! Open files: one module per file kind, dump and restore side by side,
+//! registered in one table ([`fd_kinds!`] below).
+//!
+//! ```text
+//!  dump                                     restore
+//!  /proc/PID/fd/N ──FdProbe──┐              files.img entry ──┐
+//!   (stat, fdinfo, link)     │ claims?       + side images     │ load
+//!                            ▼ collect                         ▼
+//!                  FileDesc{kind: FileKind}           DescPlan (no protobuf after this)
+//!                            │ write                           │ open (may say NotYet)
+//!                            ▼                                 ▼
+//!        files.img entries + side images             OwnedFd, parked above the fd table,
+//!        (pipes-data, ghost-file, tty-info..)        then dup3'd to its numbers (fdtable)
+//! ```
+//!
+//! A kind is a unit struct implementing [`FdKind`] in its own file and one
+//! row of the table. What is the same for every kind lives here and in:
+//! - [`dump`] / [`load`]: the kind-free loops of each side;
+//! - [`probe`]: what is known about one fd before a kind claims it;
+//! - [`seen`]: descriptions shared between fds and tasks (`kcmp`), ids;
+//! - [`fdtable`]: the restored fd table (open every description, `dup3` to
+//!   the dumped numbers, close-on-exec, close the rest);
+//! - [`error`]: [`FileDumpError`]; the restore side uses [`RestoreError`].
+//!
+//! Kinds: [`reg`] (regular files, directories, devices by path, unlinked
+//! files), [`pipe`], [`fifo`], [`tty`] (terminals: `--shell-job`),
+//! [`eventfd`].
+//!
+//! # Adding a kind
+//! Write `files/NAME.rs` with a unit struct implementing [`FdKind`] (its
+//! `FD_TYPE`, `claims`, `collect`, `write`, `load`, `open`, `name`, each
+//! kind's round-trip test at the bottom), and add one row to `fd_kinds!`.
+//! Rows are tried in order by `claims`, so put more specific kinds first.
+
+pub mod dump;
+pub mod error;
+pub mod fdtable;
+pub mod load;
+pub mod probe;
+pub mod seen;
+
+pub mod eventfd;
+pub mod fifo;
+pub mod pipe;
+pub mod reg;
+pub mod tty;
+
+#[cfg(test)]
+mod roundtrip;
+
+pub use error::FileDumpError;
+pub use probe::FdProbe;
+pub use seen::SeenFiles;
+
+use crate::images::{pb, ImageDir, ImageError, ImageKind, ImageWriter};
+use crate::restore::error::{RestoreError, Result as RestoreResult};
+use rustix::fd::{OwnedFd, RawFd};
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+/// One kind of file: how it is recognised, collected, written, loaded and
+/// reopened. Implemented by a unit struct per kind; every method is an
+/// associated function (no `self`), the table dispatches by `match`.
+pub trait FdKind {
+    /// The value of `file_entry.type` and `fdinfo_entry.type`.
+    const FD_TYPE: pb::FdTypes;
+    /// What a dump keeps about one description of this kind.
+    type Dumped: std::fmt::Debug + Clone + PartialEq;
+    /// What restore needs to recreate it (no protobuf).
+    type Plan: std::fmt::Debug + Clone + PartialEq;
+    /// State shared by this kind's descriptions while a restore opens them
+    /// (pipe ends by pipe id, ...); dropped once all are open.
+    type OpenState: Default;
+
+    /// Whether this kind takes the fd (the first row that claims wins).
+    fn claims(p: &FdProbe) -> bool;
+    /// Reads what the images need from `/proc` and the fd.
+    fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> Result<Self::Dumped, FileDumpError>;
+    /// Pushes the `file_entry`(s) of description `f` and its records in
+    /// side images.
+    fn write(f: &FileDesc, d: &Self::Dumped, sink: &mut FilesSink<'_>) -> Result<(), ImageError>;
+    /// Turns `e` (already checked to carry this kind's part) into a plan;
+    /// every check of the images happens here, errors name the image.
+    fn load(e: &pb::FileEntry, cx: &LoadCtx<'_>) -> RestoreResult<Self::Plan>;
+    /// Creates the description (any fd number; the caller moves it).
+    fn open(p: &Self::Plan, st: &mut Self::OpenState, cx: &OpenCtx<'_>) -> RestoreResult<Opened>;
+    /// A name for messages (`pipe:[id]`, a path, ...).
+    fn name(p: &Self::Plan) -> String;
+}
+
+/// What [`FdKind::open`] made of a plan.
+#[derive(Debug)]
+pub enum Opened {
+    /// The description, on some fd.
+    Fd(OwnedFd),
+    /// It depends on another description not opened yet (a unix socket
+    /// connecting to a listener): asked again after the others.
+    NotYet,
+}
+
+macro_rules! fd_kinds {
+    ($($(#[$doc:meta])* $kind:ident => $ty:ty;)*) => {
+        /// A collected description, by kind.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum FileKind {
+            $($(#[$doc])* $kind(<$ty as FdKind>::Dumped),)*
+        }
+
+        /// How to recreate a description, by kind.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum DescPlan {
+            $($(#[$doc])* $kind(<$ty as FdKind>::Plan),)*
+        }
+
+        /// Every kind's [`FdKind::OpenState`].
+        #[allow(non_snake_case)]
+        #[derive(Default)]
+        pub(crate) struct OpenStates {
+            $($kind: <$ty as FdKind>::OpenState,)*
+        }
+
+        impl FileKind {
+            /// `file_entry.type` of this description.
+            pub fn fd_type(&self) -> pb::FdTypes {
+                match self { $(FileKind::$kind(_) => <$ty as FdKind>::FD_TYPE,)* }
+            }
+
+            /// Collects the fd with the first kind that claims it.
+            pub fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> Result<FileKind, FileDumpError> {
+                $(if <$ty as FdKind>::claims(p) {
+                    return Ok(FileKind::$kind(<$ty as FdKind>::collect(p, cx)?));
+                })*
+                Err(FileDumpError::Unsupported { at: p.at(), target: p.target.clone() })
+            }
+
+            fn write(f: &FileDesc, sink: &mut FilesSink<'_>) -> Result<(), ImageError> {
+                match &f.kind { $(FileKind::$kind(d) => <$ty as FdKind>::write(f, d, sink),)* }
+            }
+        }
+
+        impl DescPlan {
+            /// Loads `e` with the kind its `type` names.
+            pub fn load(e: &pb::FileEntry, cx: &LoadCtx<'_>) -> RestoreResult<DescPlan> {
+                let ty = e.r#type.unwrap_or_default();
+                $(if ty == <$ty as FdKind>::FD_TYPE as i32 {
+                    return Ok(DescPlan::$kind(<$ty as FdKind>::load(e, cx)?));
+                })*
+                let name = pb::FdTypes::try_from(ty).map(|t| t.as_str_name().to_string()).unwrap_or_else(|_| ty.to_string());
+                Err(cx.unsupported(format!("file {:#x} of type {name}", e.id.unwrap_or_default())))
+            }
+
+            pub(crate) fn open(&self, st: &mut OpenStates, cx: &OpenCtx<'_>) -> RestoreResult<Opened> {
+                match self { $(DescPlan::$kind(p) => <$ty as FdKind>::open(p, &mut st.$kind, cx),)* }
+            }
+
+            /// `file_entry.type` of this description.
+            pub fn fd_type(&self) -> pb::FdTypes {
+                match self { $(DescPlan::$kind(_) => <$ty as FdKind>::FD_TYPE,)* }
+            }
+
+            /// A name for messages.
+            pub fn name(&self) -> String {
+                match self { $(DescPlan::$kind(p) => <$ty as FdKind>::name(p),)* }
+            }
+        }
+    };
+}
+
+fd_kinds! {
+    /// A terminal (before `Reg`: it is a character device too).
+    Tty => tty::Tty;
+    /// An eventfd.
+    Eventfd => eventfd::Eventfd;
+    /// An anonymous pipe end.
+    Pipe => pipe::Pipe;
+    /// A named pipe end.
+    Fifo => fifo::Fifo;
+    /// A path: regular file, directory or device; an unlinked file.
+    Reg => reg::Reg;
+}
+
+// ---------------------------------------------------------------- dump side
+
+/// Options of a dump that file kinds look at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FilesOptions {
+    /// `--shell-job`: terminals are dumped, to be replaced by the restoring
+    /// criu-rs's own.
+    pub shell_job: bool,
+}
+
+/// What a kind's `collect` may use besides the probe.
+pub struct CollectCtx<'a> {
+    /// The task.
+    pub pid: i32,
+    /// What the dump was asked for.
+    pub opts: FilesOptions,
+    /// Descriptions and pipes seen so far in the whole dump.
+    pub seen: &'a mut SeenFiles,
+    next_id: &'a mut u32,
+}
+
+impl<'a> CollectCtx<'a> {
+    /// A context for the fds of `pid`, file ids taken from `next_id`.
+    pub fn new(pid: i32, opts: FilesOptions, seen: &'a mut SeenFiles, next_id: &'a mut u32) -> Self {
+        CollectCtx { pid, opts, seen, next_id }
+    }
+
+    /// A fresh file id (for an extra entry, e.g. the path of a FIFO).
+    pub fn alloc_id(&mut self) -> u32 {
+        let id = *self.next_id;
+        *self.next_id += 1;
+        id
+    }
+
+    /// `pidfd_getfd(pidfd_open(pid), fd)`: our own descriptor for the task's
+    /// open file description (same offset, flags, owner).
+    pub fn copy_fd(&self, p: &FdProbe) -> Result<OwnedFd, FileDumpError> {
+        use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+        let sys = |what: &'static str, errno| FileDumpError::Sys { at: p.at(), what: what.into(), errno };
+        let pid = Pid::from_raw(self.pid).ok_or(FileDumpError::Sys { at: p.at(), what: "pid".into(), errno: rustix::io::Errno::SRCH })?;
+        let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| sys("pidfd_open", e))?;
+        pidfd_getfd(&pidfd, p.fd as RawFd, PidfdGetfdFlags::empty()).map_err(|e| sys("pidfd_getfd", e))
+    }
+}
+
+/// The collected descriptors and descriptions of one task.
+#[derive(Debug, Clone, Default)]
+pub struct FilesState {
+    /// Open file descriptions, each with its id.
+    pub files: Vec<FileDesc>,
+    /// Descriptors: (fd, file id, close-on-exec).
+    pub fds: Vec<FdEntry>,
+    /// File id of the working directory.
+    pub cwd_id: u32,
+    /// File id of the root directory.
+    pub root_id: u32,
+}
+
+/// One descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdEntry {
+    /// Descriptor number.
+    pub fd: i32,
+    /// The open file description it refers to.
+    pub file_id: u32,
+    /// `FD_CLOEXEC`.
+    pub cloexec: bool,
+}
+
+/// One open file description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileDesc {
+    /// Id shared by every descriptor that refers to this description.
+    pub id: u32,
+    /// Open flags without `O_CLOEXEC`.
+    pub flags: u32,
+    /// File position.
+    pub pos: u64,
+    /// `F_SETOWN`/`F_SETSIG` owner.
+    pub fown: Fown,
+    /// What it is.
+    pub kind: FileKind,
+}
+
+/// The owner of a description (`fown_entry`): who gets SIGIO/`signum`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fown {
+    /// Real uid of whoever set the owner.
+    pub uid: u32,
+    /// Effective uid of whoever set the owner.
+    pub euid: u32,
+    /// `F_SETSIG` signal (0: SIGIO).
+    pub signum: u32,
+    /// `F_OWNER_TID` / `F_OWNER_PID` / `F_OWNER_PGRP`.
+    pub pid_type: u32,
+    /// The owner (0: none).
+    pub pid: u32,
+}
+
+impl Fown {
+    /// As a `fown_entry`.
+    pub fn entry(&self) -> pb::FownEntry {
+        pb::FownEntry {
+            uid: Some(self.uid),
+            euid: Some(self.euid),
+            signum: Some(self.signum),
+            pid_type: Some(self.pid_type),
+            pid: Some(self.pid),
+        }
+    }
+
+    /// From a `fown_entry` (absent: no owner).
+    pub fn from_entry(e: Option<&pb::FownEntry>) -> Fown {
+        let Some(e) = e else { return Fown::default() };
+        Fown {
+            uid: e.uid.unwrap_or_default(),
+            euid: e.euid.unwrap_or_default(),
+            signum: e.signum.unwrap_or_default(),
+            pid_type: e.pid_type.unwrap_or_default(),
+            pid: e.pid.unwrap_or_default(),
+        }
+    }
+}
+
+/// Where kinds put what they write: `files.img` entries, records of side
+/// images with id 0 (`pipes-data.img`, `tty-info.img`, ...: created on
+/// first use, in push order) and images of their own (`ghost-file-N.img`).
+pub struct FilesSink<'a> {
+    /// The images directory.
+    pub dir: &'a ImageDir,
+    entries: Vec<pb::FileEntry>,
+    side: BTreeMap<&'static str, ImageWriter>,
+    counters: BTreeMap<&'static str, u64>,
+}
+
+impl<'a> FilesSink<'a> {
+    /// An empty sink writing into `dir`.
+    pub fn new(dir: &'a ImageDir) -> Self {
+        FilesSink { dir, entries: Vec::new(), side: BTreeMap::new(), counters: BTreeMap::new() }
+    }
+
+    /// Adds a `files.img` entry.
+    pub fn push(&mut self, e: pb::FileEntry) {
+        self.entries.push(e);
+    }
+
+    /// The writer of side image `kind` (id 0), created on first use.
+    pub fn side(&mut self, kind: ImageKind) -> Result<&mut ImageWriter, ImageError> {
+        use std::collections::btree_map::Entry;
+        match self.side.entry(kind.stem()) {
+            Entry::Occupied(o) => Ok(o.into_mut()),
+            Entry::Vacant(v) => Ok(v.insert(self.dir.create_image(kind, 0)?)),
+        }
+    }
+
+    /// The next id of images of `kind` (1, 2, ...), e.g. ghost files.
+    pub fn next_image_id(&mut self, kind: ImageKind) -> u64 {
+        let n = self.counters.entry(kind.stem()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Writes `files.img` and finishes every side image.
+    pub fn finish(self) -> Result<(), ImageError> {
+        self.dir.write_all(ImageKind::Files, 0, &self.entries)?;
+        self.side.into_values().try_for_each(ImageWriter::finish)
+    }
+}
+
+/// Writes one description's entries (with its kind).
+pub fn write_desc(f: &FileDesc, sink: &mut FilesSink<'_>) -> Result<(), ImageError> {
+    FileKind::write(f, sink)
+}
+
+// ------------------------------------------------------------- restore side
+
+/// What restore was asked to do with the files.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--shell-job`: terminals are taken over from criu-rs's own.
+    pub shell_job: bool,
+    /// `--inherit-fd fd[N]:KEY`: the file CRIU names KEY (`tty[RDEV:DEV]`)
+    /// is criu-rs's fd N.
+    pub inherit_fds: Vec<(String, RawFd)>,
+}
+
+impl LoadOptions {
+    /// The fd `--inherit-fd` gives for `key`.
+    pub fn inherit_fd(&self, key: &str) -> Option<RawFd> {
+        self.inherit_fds.iter().find(|(k, _)| k == key).map(|&(_, fd)| fd)
+    }
+}
+
+/// A side image a kind reads once per load (`pipes-data.img`, the ghost
+/// remaps, `tty-info.img`, ...), through [`LoadCtx::side`].
+pub trait SideImage: Any + Sized {
+    /// Reads it (absent image: empty).
+    fn read(images: &ImageDir) -> RestoreResult<Self>;
+}
+
+/// Side images read so far, by type.
+#[derive(Default)]
+pub struct SideImages {
+    cache: RefCell<Vec<(TypeId, Rc<dyn Any>)>>,
+}
+
+/// What a kind's `load` may use besides its entry.
+pub struct LoadCtx<'a> {
+    /// The images.
+    pub images: &'a ImageDir,
+    /// Every `files.img` entry by id (entries naming others, e.g. a FIFO's
+    /// path entry).
+    pub files: &'a BTreeMap<u32, pb::FileEntry>,
+    /// The first fd referring to the description (for messages).
+    pub fd: i32,
+    /// What restore was asked for.
+    pub opts: &'a LoadOptions,
+    side: &'a SideImages,
+}
+
+impl<'a> LoadCtx<'a> {
+    /// A context over `images` and its `files`.
+    pub fn new(images: &'a ImageDir, files: &'a BTreeMap<u32, pb::FileEntry>, side: &'a SideImages, opts: &'a LoadOptions) -> Self {
+        LoadCtx { images, files, fd: -1, opts, side }
+    }
+
+    /// The same context for fd `fd`.
+    pub fn for_fd(&self, fd: i32) -> LoadCtx<'a> {
+        LoadCtx { fd, ..*self }
+    }
+
+    /// Side image `T`, read on first use.
+    pub fn side<T: SideImage>(&self) -> RestoreResult<Rc<T>> {
+        let key = TypeId::of::<T>();
+        if let Some((_, v)) = self.side.cache.borrow().iter().find(|(k, _)| *k == key) {
+            return Ok(Rc::clone(v).downcast::<T>().expect("keyed by type"));
+        }
+        let v = Rc::new(T::read(self.images)?);
+        self.side.cache.borrow_mut().push((key, v.clone()));
+        Ok(v)
+    }
+
+    /// Path of `files.img`.
+    pub fn files_path(&self) -> PathBuf {
+        self.images.image_path(ImageKind::Files, 0)
+    }
+
+    /// A problem with `files.img`.
+    pub fn bad(&self, problem: impl Into<String>) -> RestoreError {
+        RestoreError::bad(self.files_path(), format!("fd {}: {}", self.fd, problem.into()))
+    }
+
+    /// Something in `files.img` this restorer does not handle.
+    pub fn unsupported(&self, what: impl Into<String>) -> RestoreError {
+        RestoreError::Unsupported { file: self.files_path(), what: format!("fd {}: {}", self.fd, what.into()) }
+    }
+
+    /// The `reg_file_entry` of file `id` (a path another entry names).
+    pub fn reg_entry(&self, id: u32, needed_by: &str) -> RestoreResult<&'a pb::RegFileEntry> {
+        self.files
+            .get(&id)
+            .and_then(|f| f.reg.as_ref())
+            .ok_or_else(|| self.bad(format!("no regular file with id {id:#x} (needed by {needed_by})")))
+    }
+}
+
+/// What a kind's `open` may use besides its plan.
+pub struct OpenCtx<'a> {
+    /// Lowest fd number above every restored fd table.
+    pub floor: RawFd,
+    /// Descriptions already open, by file id.
+    pub opened: &'a BTreeMap<u32, OwnedFd>,
+}

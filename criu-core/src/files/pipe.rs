@@ -1,0 +1,224 @@
+//! Anonymous pipe ends (`FD_TYPES__PIPE`). Both ends of one pipe carry the
+//! same `pipe_id` (the pipe's inode); the bytes queued in it are copied with
+//! `tee(2)` (the pipe keeps them) on the first end seen and written once to
+//! `pipes-data.img`. Restore makes one pipe per `pipe_id`, refills it, and
+//! opens further descriptions of an end through `/proc/self/fd`.
+
+use super::fdtable::{set_status_flags, write_all};
+use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, LoadCtx, OpenCtx, Opened, SideImage};
+use crate::images::pb::{self, FdTypes};
+use crate::images::{ImageDir, ImageError, ImageKind};
+use crate::restore::error::{RestoreError, Result, SysContext};
+use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+/// The kind.
+pub struct Pipe;
+
+/// A pipe end as dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeDumped {
+    /// The pipe's inode number (shared by both ends).
+    pub pipe_ino: u64,
+    /// Bytes queued in the pipe (recorded once per pipe, on the first end seen).
+    pub data: Option<Vec<u8>>,
+}
+
+/// How to recreate a pipe end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipePlan {
+    /// Shared by both ends of one pipe.
+    pub pipe_id: u32,
+    /// Open flags (the access mode tells the end).
+    pub flags: i32,
+    /// Bytes to put back (the same for every end of the pipe).
+    pub queued: Vec<u8>,
+}
+
+impl PipePlan {
+    fn write_end(&self) -> bool {
+        self.flags & libc::O_ACCMODE == libc::O_WRONLY
+    }
+}
+
+/// The pipes made so far: both ends of each, and whether an end was given
+/// out already (a second description of it is opened anew).
+#[derive(Default)]
+pub struct PipeEnds {
+    pipes: BTreeMap<u32, [(OwnedFd, bool); 2]>,
+}
+
+impl FdKind for Pipe {
+    const FD_TYPE: FdTypes = FdTypes::Pipe;
+    type Dumped = PipeDumped;
+    type Plan = PipePlan;
+    type OpenState = PipeEnds;
+
+    fn claims(p: &FdProbe) -> bool {
+        p.file_type() == libc::S_IFIFO && p.target.starts_with("pipe:[")
+    }
+
+    fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> std::result::Result<PipeDumped, FileDumpError> {
+        let ino = p.md.ino();
+        let data = if cx.seen.first_sight(FdTypes::Pipe, ino) { Some(peek_pipe(p)?) } else { None };
+        Ok(PipeDumped { pipe_ino: ino, data })
+    }
+
+    fn write(f: &FileDesc, d: &PipeDumped, sink: &mut FilesSink<'_>) -> std::result::Result<(), ImageError> {
+        let pipe_id = d.pipe_ino as u32;
+        let e = pb::PipeEntry { id: Some(f.id), pipe_id: Some(pipe_id), flags: Some(f.flags), fown: Some(f.fown.entry()) };
+        sink.push(pb::FileEntry { r#type: Some(FdTypes::Pipe as i32), id: Some(f.id), pipe: Some(e), ..Default::default() });
+        write_queued(sink, ImageKind::PipesData, pipe_id, d.data.as_deref())
+    }
+
+    fn load(e: &pb::FileEntry, cx: &LoadCtx<'_>) -> Result<PipePlan> {
+        let id = e.id.unwrap_or_default();
+        let p = e.pipe.as_ref().ok_or_else(|| cx.bad(format!("file {id:#x} is PIPE without pipe_entry")))?;
+        let pipe_id = p.pipe_id.unwrap_or_default();
+        let queued = cx.side::<PipesData>()?.0.get(&pipe_id).cloned().unwrap_or_default();
+        Ok(PipePlan { pipe_id, flags: p.flags.unwrap_or_default() as i32, queued })
+    }
+
+    fn open(p: &PipePlan, st: &mut PipeEnds, _cx: &OpenCtx<'_>) -> Result<Opened> {
+        use std::collections::btree_map::Entry;
+        let ends = match st.pipes.entry(p.pipe_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let (r, w) = make_pipe(p.pipe_id, &p.queued)?;
+                v.insert([(r, false), (w, false)])
+            }
+        };
+        let (end, given) = &mut ends[p.write_end() as usize];
+        let fd = if !*given {
+            *given = true;
+            rustix::io::fcntl_dupfd_cloexec(&*end, 0).sys(|| format!("dup of pipe {:#x}", p.pipe_id))?
+        } else {
+            // A second description of the same end: open it anew.
+            let mode = if p.write_end() { OFlags::WRONLY } else { OFlags::RDONLY };
+            rustix::fs::open(format!("/proc/self/fd/{}", end.as_raw_fd()), mode | OFlags::CLOEXEC, Mode::empty())
+                .sys(|| format!("reopening pipe {:#x}", p.pipe_id))?
+        };
+        set_status_flags(&fd, p.flags)?;
+        Ok(Opened::Fd(fd))
+    }
+
+    fn name(p: &PipePlan) -> String {
+        format!("pipe:[{}]", p.pipe_id)
+    }
+}
+
+/// Copies the bytes queued in the pipe behind the probed fd without
+/// consuming them.
+pub fn peek_pipe(p: &FdProbe) -> std::result::Result<Vec<u8>, FileDumpError> {
+    let path = p.proc_path();
+    let fail = |step: &'static str| {
+        let path = path.display().to_string();
+        move |errno: rustix::io::Errno| FileDumpError::PeekPipe { at: p.at(), path, step, errno }
+    };
+    let src: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| fail("open")(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)))?
+        .into();
+    let queued = rustix::io::ioctl_fionread(&src).map_err(fail("FIONREAD"))?;
+    if queued == 0 {
+        return Ok(Vec::new());
+    }
+    let size = rustix::pipe::fcntl_getpipe_size(&src).map_err(fail("F_GETPIPE_SZ"))?;
+    let (r, w) = rustix::pipe::pipe().map_err(fail("pipe"))?;
+    let got = rustix::pipe::fcntl_setpipe_size(&w, size).map_err(fail("F_SETPIPE_SZ"))?;
+    if got < size {
+        return Err(FileDumpError::PipeCopy { at: p.at(), problem: format!("cannot make a pipe of {size} bytes (got {got})") });
+    }
+    let n = rustix::pipe::tee(&src, &w, queued as usize, rustix::pipe::SpliceFlags::NONBLOCK).map_err(fail("tee"))?;
+    if n != queued as usize {
+        return Err(FileDumpError::PipeCopy { at: p.at(), problem: format!("tee copied {n} of {queued} queued bytes") });
+    }
+    drop(w);
+    let mut out = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let k = rustix::io::read(&r, &mut buf).map_err(fail("read"))?;
+        if k == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..k]);
+    }
+    Ok(out)
+}
+
+/// One `pipe_data_entry` and its bytes in `kind` (`pipes-data.img`,
+/// `fifo-data.img`), if there are any.
+pub(super) fn write_queued(sink: &mut FilesSink<'_>, kind: ImageKind, pipe_id: u32, data: Option<&[u8]>) -> std::result::Result<(), ImageError> {
+    let Some(data) = data.filter(|d| !d.is_empty()) else { return Ok(()) };
+    let e = pb::PipeDataEntry { pipe_id: Some(pipe_id), bytes: Some(data.len() as u32), size: None };
+    sink.side(kind)?.write_entry_with_payload(&e, data)
+}
+
+/// `pipes-data.img` or `fifo-data.img`: queued bytes by pipe id.
+pub(super) fn read_queued(images: &ImageDir, kind: ImageKind) -> Result<BTreeMap<u32, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    if !images.exists(kind, 0) {
+        return Ok(out);
+    }
+    let mut r = images.open_image(kind, 0)?;
+    while let Some(e) = r.read_entry::<pb::PipeDataEntry>()? {
+        let bytes = r.read_raw(e.bytes.unwrap_or_default() as u64)?;
+        out.insert(e.pipe_id.unwrap_or_default(), bytes);
+    }
+    Ok(out)
+}
+
+/// `pipes-data.img`.
+struct PipesData(BTreeMap<u32, Vec<u8>>);
+
+impl SideImage for PipesData {
+    fn read(images: &ImageDir) -> Result<Self> {
+        read_queued(images, ImageKind::PipesData).map(PipesData)
+    }
+}
+
+/// `pipe2(O_CLOEXEC)`, sized for and filled with the queued bytes.
+fn make_pipe(pipe_id: u32, queued: &[u8]) -> Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).sys(|| format!("pipe2 for pipe {pipe_id:#x}"))?;
+    if queued.len() > 65536 {
+        let got = rustix::pipe::fcntl_setpipe_size(&w, queued.len())
+            .sys(|| format!("F_SETPIPE_SZ({}) for pipe {pipe_id:#x}", queued.len()))?;
+        if got < queued.len() {
+            return Err(RestoreError::PipeTooSmall { pipe_id, got, queued: queued.len() });
+        }
+    }
+    // Non-blocking while filling: a full pipe is an error, not a hang.
+    rustix::fs::fcntl_setfl(&w, OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
+    write_all(&w, queued).map_err(|e| RestoreError::sys(format!("refilling pipe {pipe_id:#x}"), e))?;
+    rustix::fs::fcntl_setfl(&w, OFlags::empty()).sys(|| "F_SETFL(0)".into())?;
+    Ok((r, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::roundtrip::{crit_decodes, desc, roundtrip};
+    use crate::files::{fdtable, DescPlan, FileKind, LoadOptions};
+
+    #[test]
+    fn both_ends_round_trip_and_reopen_with_the_bytes() {
+        let r = desc(1, libc::O_RDONLY, FileKind::Pipe(PipeDumped { pipe_ino: 77, data: Some(b"queued".to_vec()) }));
+        let w = desc(2, libc::O_WRONLY | libc::O_NONBLOCK, FileKind::Pipe(PipeDumped { pipe_ino: 77, data: None }));
+        let (plans, tmp) = roundtrip(&[r, w], &LoadOptions::default());
+        let plans = plans.unwrap();
+        let want = |flags, queued: &[u8]| DescPlan::Pipe(PipePlan { pipe_id: 77, flags, queued: queued.to_vec() });
+        assert_eq!(plans[&1], want(libc::O_RDONLY, b"queued"));
+        assert_eq!(plans[&2], want(libc::O_WRONLY | libc::O_NONBLOCK, b"queued"));
+        crit_decodes(&tmp.path().join("pipes-data.img"));
+        let opened = fdtable::open_descs(&plans, 100).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(rustix::io::write(&opened[&2], b"+").unwrap(), 1);
+        let n = rustix::io::read(&opened[&1], &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"queued+");
+        assert!(opened.values().all(|fd| fd.as_raw_fd() >= 100));
+    }
+}
