@@ -13,7 +13,9 @@
 //!   SEQUENTIAL, RANDOM, `MAP_NORESERVE` and `MAP_DROPPABLE` ones (their
 //!   VmFlags as before the dump, and what a fork after the restore makes of
 //!   them), `PR_SET_THP_DISABLE` per task; the "except advised" THP mode,
-//!   which CRIU's images cannot hold, refused at dump by name.
+//!   which CRIU's images cannot hold, refused at dump by name;
+//! - pages a parent and its child share copy-on-write are one page each
+//!   again after the restore (and the pages either wrote are not).
 
 mod common;
 
@@ -216,7 +218,14 @@ fn thp_disabled_except_advised_is_refused_at_dump() {
     let err = text(&out.stderr);
     assert!(!out.status.success() && err.contains("unsupported: PR_SET_THP_DISABLE mode 0x3"), "{err}");
     assert!(!images.join("inventory.img").exists());
-    for pid in pids {
-        assert_eq!(proc_state(pid), Some('S'), "pid {pid} after the refused dump");
-    }
+    // Both still there, back waiting where they were.
+    wait_all_suspended(&pids);
+}
+
+#[test]
+fn pages_shared_copy_on_write_stay_shared() {
+    let d = dumped("mem-cow", &["cow"]);
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("copy-on-write sharing", &report);
+    assert!(report.contains("R: ok cow-pages-shared\n") && report.contains("C: ok cow-pages-shared\n"), "{report}");
 }

@@ -32,6 +32,11 @@
  *   thp    PR_SET_THP_DISABLE: R sets it, C (inheriting it) clears it.
  *   thp-advised  R sets PR_SET_THP_DISABLE with PR_THP_DISABLE_EXCEPT_ADVISED
  *          (which CRIU's images cannot hold: the dump refuses it).
+ *   cow    4 MiB of private anonymous memory with a pattern, made by R
+ *          before the fork: C writes 10 pages and zeroes one, R writes 10
+ *          others. Checked (as root, through both tasks' pagemaps): the
+ *          contents, and that every page neither wrote is one page shared
+ *          by both (copy-on-write, as the fork left it) and the others not.
  *
  * R writes "READY pid=R c=C" once both wait. On SIGUSR1 (R passes it on to
  * C) both check; C writes "result-C" in DIR and exits 0 or 10 + failures; R
@@ -48,7 +53,7 @@
 /* What both tasks share for the test's own bookkeeping. */
 struct ctl {
 	atomic_int ready;
-	volatile uint64_t token[2]; /* shmem: R's and C's answers */
+	atomic_int cow_read; /* cow: tasks done reading both pagemaps */
 };
 
 static struct ctl *ctl;
@@ -433,22 +438,114 @@ static void thp_check(void)
 	CHECK(&rep, "thp-disable", v == (is_child ? 0 : 1), "PR_GET_THP_DISABLE %d", v);
 }
 
+/* ---------- cow ---------- */
+
+#define COW_PAGES 1024
+#define COW_SEED 0xc0
+static char *cow;
+static pid_t cow_peer; /* the other task */
+
+/* Pages C writes after the fork (30 with zeros), and pages R writes. */
+static int cow_by_c(size_t pg) { return (pg >= 10 && pg < 20) || pg == 30; }
+static int cow_by_r(size_t pg) { return pg >= 40 && pg < 50; }
+
+static void cow_setup(void)
+{
+	cow = mmap((void *)0x6e0000000000UL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (cow == MAP_FAILED)
+		die("mmap cow");
+	fill(cow, COW_SEED, COW_PAGES);
+}
+
+static void cow_mark(size_t pg)
+{
+	*(uint64_t *)(cow + pg * PAGE) = 0xc0ffee0000ULL + pg;
+}
+
+static void cow_child_setup(void)
+{
+	cow_peer = getppid();
+	for (size_t pg = 0; pg < COW_PAGES; pg++)
+		if (cow_by_c(pg) && pg != 30)
+			cow_mark(pg);
+	memset(cow + 30 * PAGE, 0, PAGE);
+}
+
+static void cow_after_fork(pid_t child)
+{
+	cow_peer = child;
+	for (size_t pg = 0; pg < COW_PAGES; pg++)
+		if (cow_by_r(pg))
+			cow_mark(pg);
+}
+
+/* The pagemap entries of the cow area in process PID (0: ourselves). */
+static int cow_pagemap(pid_t pid, uint64_t *out)
+{
+	char path[64];
+	snprintf(path, sizeof path, pid ? "/proc/%d/pagemap" : "/proc/self/pagemap", pid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	ssize_t want = COW_PAGES * 8, n = pread(fd, out, want, (off_t)((unsigned long)cow / PAGE * 8));
+	close(fd);
+	return n == want;
+}
+
+static void cow_check(void)
+{
+	struct report *R = &rep;
+	size_t bad = 0;
+	for (size_t pg = 0; pg < COW_PAGES; pg++) {
+		const uint64_t *w = (const uint64_t *)(cow + pg * PAGE);
+		int mine = is_child ? cow_by_c(pg) : cow_by_r(pg);
+		if (mine && pg == 30)
+			bad += !page_is_zero(w);
+		else if (mine)
+			bad += w[0] != 0xc0ffee0000ULL + pg || w[1] != pattern(COW_SEED, pg, 1);
+		else
+			bad += page_diff(cow, COW_SEED, pg) != 0;
+	}
+	CHECK(R, "cow-contents", !bad, "%zu pages differ", bad);
+	static uint64_t own[COW_PAGES], peer[COW_PAGES];
+	int ok = cow_pagemap(0, own) && cow_pagemap(cow_peer, peer);
+	size_t shared = 0, wrong = 0, no_pfn = 0;
+	for (size_t pg = 0; ok && pg < COW_PAGES; pg++) {
+		uint64_t pfn = own[pg] & ((1ULL << 55) - 1), peer_pfn = peer[pg] & ((1ULL << 55) - 1);
+		int both = (own[pg] >> 63) && (peer[pg] >> 63);
+		no_pfn += (own[pg] >> 63) && !pfn;
+		int same = both && pfn == peer_pfn;
+		shared += same;
+		wrong += same == (cow_by_c(pg) || cow_by_r(pg));
+	}
+	/* The other task stays until both have read both pagemaps. */
+	atomic_fetch_add(&ctl->cow_read, 1);
+	for (int i = 0; i < 40000 && atomic_load(&ctl->cow_read) < 2; i++)
+		sys_sleep_ms(1);
+	/* Every page neither task wrote is one page shared by both. */
+	CHECK(R, "cow-pages-shared", ok && !no_pfn && !wrong && shared == COW_PAGES - 21,
+	      "pagemaps read %d, %zu shared, %zu wrong, %zu without a pfn", ok, shared, wrong, no_pfn);
+}
+
 /* ---------- the features ---------- */
 
 struct feature {
 	const char *name;
-	void (*setup)(void);       /* R, before the fork */
-	void (*child_setup)(void); /* C, after the fork (may be NULL) */
-	void (*check)(void);       /* both, after SIGUSR1 */
+	void (*setup)(void);            /* R, before the fork */
+	void (*child_setup)(void);      /* C, after the fork (may be NULL) */
+	void (*after_fork)(pid_t child); /* R, after the fork (may be NULL) */
+	void (*check)(void);            /* both, after SIGUSR1 */
 	int on;
 };
 
 static struct feature features[] = {
-	{"shmem", shmem_setup, shmem_child_setup, shmem_check, 0},
-	{"locked", locked_setup, NULL, locked_check, 0},
-	{"madvise", madvise_setup, NULL, madvise_check, 0},
-	{"thp", thp_setup, thp_child_setup, thp_check, 0},
-	{"thp-advised", thp_advised_setup, NULL, thp_check, 0},
+	{"shmem", shmem_setup, shmem_child_setup, NULL, shmem_check, 0},
+	{"locked", locked_setup, NULL, NULL, locked_check, 0},
+	{"madvise", madvise_setup, NULL, NULL, madvise_check, 0},
+	{"thp", thp_setup, thp_child_setup, NULL, thp_check, 0},
+	{"thp-advised", thp_advised_setup, NULL, NULL, thp_check, 0},
+	{"cow", cow_setup, cow_child_setup, cow_after_fork, cow_check, 0},
 };
 #define NFEATURES (sizeof features / sizeof features[0])
 
@@ -516,6 +613,9 @@ int main(int argc, char **argv)
 		die("fork");
 	if (!child)
 		run_child();
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (features[i].on && features[i].after_fork)
+			features[i].after_fork(child);
 	wait_count(&ctl->ready, 1);
 	announce_ready("READY pid=%d c=%d\n", getpid(), child);
 	wait_go();

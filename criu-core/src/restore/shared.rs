@@ -181,7 +181,7 @@ fn fill_object(images: &ImageDir, shmid: u64, mem: u64, size: u64) -> Result<()>
 }
 
 /// `pread` until `buf` is full.
-fn read_exact_at(fd: &OwnedFd, mut buf: &mut [u8], mut off: u64) -> std::result::Result<(), rustix::io::Errno> {
+pub(super) fn read_exact_at(fd: &OwnedFd, mut buf: &mut [u8], mut off: u64) -> std::result::Result<(), rustix::io::Errno> {
     while !buf.is_empty() {
         match rustix::io::pread(fd, &mut *buf, off)? {
             0 => return Err(rustix::io::Errno::NODATA),
