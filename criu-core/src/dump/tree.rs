@@ -8,8 +8,10 @@
 //! round finds nothing new the tree is complete; a task that forks while we
 //! freeze it has its child found in the next round, and a child that exits
 //! before we reach it is recorded as a zombie (or skipped once reaped).
-//! Stopped tasks, tasks traced by someone else, seccomp tasks and criu-rs
-//! itself inside the tree are refused with a clear error.
+//! Tasks traced by someone else, seccomp tasks and criu-rs itself inside
+//! the tree are refused with a clear error; a task stopped by job control
+//! is dumped stopped (`TASK_STOPPED` and its stop signal in `task_core`)
+//! and, with `--leave-running`, left stopped.
 //!
 //! Sessions and groups: every task's pgid and sid must be a task of the
 //! tree or a leader that no longer exists (restore recreates such a group

@@ -123,6 +123,9 @@ image_kinds! {
     TtyInfo => Common(0x5945_3036), "tty-info", None, "tty_info_entry";
     /// `tty-data.img`: `tty_data_entry` records.
     TtyData => Common(0x5941_3026), "tty-data", None, "tty_data_entry";
+    /// `tcp-stream-INO.img` (hex socket inode): one `tcp_stream_entry`,
+    /// then the receive queue's and the send queue's bytes.
+    TcpStream => Common(0x5146_5506), "tcp-stream", Hex, "tcp_stream_entry";
     /// `filelocks.img`: `file_lock_entry` records.
     FileLocks => Common(0x5432_3616), "filelocks", None, "file_lock_entry";
     /// `eventpoll-tfd.img`: legacy epoll targets.
@@ -161,6 +164,12 @@ image_kinds! {
     EventpollFile => Common(0x4502_3858), "eventpoll", None, "eventpoll_file_entry";
     /// `signalfd.img`: legacy (now `file_entry.sgfd`).
     Signalfd => Common(0x5732_3820), "signalfd", None, "signalfd_entry";
+    /// `inetsk.img`: legacy (now `file_entry.isk`).
+    InetSk => Common(0x5644_3851), "inetsk", None, "inet_sk_entry";
+    /// `packetsk.img`: legacy (now `file_entry.psk`).
+    PacketSk => Common(0x6045_4618), "packetsk", None, "packet_sock_entry";
+    /// `netlinksk.img`: legacy (now `file_entry.nlsk`).
+    NetlinkSk => Common(0x5800_5614), "netlinksk", None, "netlink_sk_entry";
     /// `timerfd.img`: legacy (now `file_entry.tfd`).
     Timerfd => Common(0x5049_3712), "timerfd", None, "timerfd_entry";
 }

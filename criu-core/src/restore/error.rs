@@ -26,6 +26,10 @@ pub enum RestoreError {
     /// The images describe something this restorer does not handle yet.
     #[error("{file}: unsupported: {what}")]
     Unsupported { file: PathBuf, what: String },
+    /// A thread's dumped credentials are more than criu-rs can give
+    /// (capabilities beyond its own, ids outside its user namespace).
+    #[error("task {pid}, thread {tid}: cannot restore its credentials: {what}")]
+    CannotGrant { pid: i32, tid: i32, what: String },
     /// The dumped pid is taken by a running process.
     #[error("pid {pid} is already in use (EEXIST): cannot restore the task with its pid")]
     PidInUse { pid: i32 },

@@ -23,6 +23,7 @@ pub mod barrier;
 pub mod child;
 pub mod clone;
 pub mod cow;
+pub mod creds;
 pub mod error;
 pub mod fds;
 pub mod finalize;

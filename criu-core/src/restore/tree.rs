@@ -123,7 +123,9 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
             let tc = tc.cloned().unwrap_or_default();
             TaskKind::Zombie { status: tc.exit_code.unwrap_or_default() as i32, comm: tc.comm.unwrap_or_default() }
         } else {
-            TaskKind::Live(Box::new(load_task(&images, e, &opts)?))
+            let mut plan = load_task(&images, e, &opts)?;
+            plan.root = i == 0;
+            TaskKind::Live(Box::new(plan))
         };
         let task = TreeTask { pid, ppid, pgid, sid, kind };
         check_ids(&task, &tasks, &path)?;
@@ -220,6 +222,8 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ..Default::default() })?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
+    // Before any task exists: every thread's credentials are ours to give.
+    super::creds::check_grantable(tree.live().map(|p| (p.pid, &p.creds[..])))?;
     let mut lazy_setups = Vec::with_capacity(tree.tasks.len());
     for t in &mut tree.tasks {
         lazy_setups.push(match &mut t.kind {
@@ -338,12 +342,8 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
             fork_helper(tree, h, &members, pipes, objs, me, status)?;
         }
         set_child_subreaper(subreaper)?;
-        // Set once the task has its restored parent (a helper that forked
-        // it is gone by now); not for the root, whose parent is criu-rs.
-        let pdeath = plan.core.thread_core.as_ref().and_then(|t| t.pdeath_sig).unwrap_or(0);
-        if t.ppid != 0 && pdeath != 0 {
-            set_pdeathsig(pdeath)?;
-        }
+        // The parent-death signal is set by the blob, after the
+        // credentials (whose change clears it).
         prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, pm)
     })
 }
@@ -351,11 +351,6 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
 /// `prctl(PR_SET_CHILD_SUBREAPER, on)`.
 fn set_child_subreaper(on: bool) -> Result<()> {
     prctl_int(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, "PR_SET_CHILD_SUBREAPER")
-}
-
-/// `prctl(PR_SET_PDEATHSIG, sig)`.
-fn set_pdeathsig(sig: u32) -> Result<()> {
-    prctl_int(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, "PR_SET_PDEATHSIG")
 }
 
 /// `prctl(option, arg, 0, 0, 0)` for an integer-only option.
