@@ -37,6 +37,13 @@
  *          others. Checked (as root, through both tasks' pagemaps): the
  *          contents, and that every page neither wrote is one page shared
  *          by both (copy-on-write, as the fork left it) and the others not.
+ *   sysv   a 64 KiB SysV shared memory segment (IPC_PRIVATE), attached
+ *          twice by R (read-write and SHM_RDONLY) and inherited by C.
+ *          Checked: contents, 4 attachments, the read-only one without
+ *          write access, one segment seen through all of them. The
+ *          segment outlives the processes (READY says shmid=ID; the test
+ *          removes it).
+ *   sysv-rmid  the same, the segment marked IPC_RMID: the dump refuses it.
  *
  * R writes "READY pid=R c=C" once both wait. On SIGUSR1 (R passes it on to
  * C) both check; C writes "result-C" in DIR and exits 0 or 10 + failures; R
@@ -46,6 +53,7 @@
 #define _GNU_SOURCE
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/wait.h>
 
 #include "selfcheck.h"
@@ -528,6 +536,63 @@ static void cow_check(void)
 	      "pagemaps read %d, %zu shared, %zu wrong, %zu without a pfn", ok, shared, wrong, no_pfn);
 }
 
+/* ---------- sysv ---------- */
+
+#define SV_SIZE (64UL << 10)
+#define SV_SEED 0x5f
+static int sv_id = -1;
+static char *sv_rw, *sv_ro; /* the segment attached twice: read-write and read-only */
+
+static void sysv_attach(void)
+{
+	sv_rw = shmat(sv_id, NULL, 0);
+	sv_ro = shmat(sv_id, NULL, SHM_RDONLY);
+	if (sv_rw == (void *)-1 || sv_ro == (void *)-1)
+		die("shmat");
+}
+
+static void sysv_setup(void)
+{
+	sv_id = shmget(IPC_PRIVATE, SV_SIZE, IPC_CREAT | 0600);
+	if (sv_id < 0)
+		die("shmget");
+	sysv_attach();
+	fill(sv_rw, SV_SEED, SV_SIZE / PAGE);
+}
+
+/* Marked for removal while attached: it goes away with its last user. */
+static void sysv_rmid_setup(void)
+{
+	sysv_setup();
+	if (shmctl(sv_id, IPC_RMID, NULL))
+		die("IPC_RMID");
+}
+
+static void sysv_check(void)
+{
+	struct report *R = &rep;
+	size_t bad = 0;
+	for (size_t pg = 1; pg < SV_SIZE / PAGE; pg++)
+		bad += page_diff(sv_rw, SV_SEED, pg) + page_diff(sv_ro, SV_SEED, pg);
+	CHECK(R, "sysv-contents", !bad, "%zu words differ", bad);
+	struct shmid_ds ds;
+	int st = shmctl(sv_id, IPC_STAT, &ds);
+	CHECK(R, "sysv-attached", st == 0 && ds.shm_nattch == 4, "IPC_STAT %d, %lu attachments", st, (unsigned long)ds.shm_nattch);
+	char fl[256];
+	CHECK(R, "sysv-read-only", smaps_of(sv_ro, fl, sizeof fl) && !has_flag(fl, "mw") && !has_flag(fl, "wr"), "VmFlags '%s'", fl);
+	CHECK(R, "sysv-read-write", smaps_of(sv_rw, fl, sizeof fl) && has_flag(fl, "mw") && has_flag(fl, "wr"), "VmFlags '%s'", fl);
+	/* One segment: R's write through its read-write attachment shows in
+	 * both of C's attachments, and in R's read-only one. */
+	volatile uint64_t *w = (uint64_t *)sv_rw, *r = (uint64_t *)sv_ro;
+	uint64_t token = 0x5e9e000000000000ULL | (uint64_t)(is_child ? getppid() : getpid());
+	if (!is_child) {
+		*w = token;
+		CHECK(R, "sysv-same-segment", *r == token, "read-only view %#lx", *r);
+	} else {
+		CHECK(R, "sysv-shared-with-parent", wait_for_u64(r, token) && *w == token, "%#lx / %#lx", *r, *w);
+	}
+}
+
 /* ---------- the features ---------- */
 
 struct feature {
@@ -546,6 +611,8 @@ static struct feature features[] = {
 	{"thp", thp_setup, thp_child_setup, NULL, thp_check, 0},
 	{"thp-advised", thp_advised_setup, NULL, NULL, thp_check, 0},
 	{"cow", cow_setup, cow_child_setup, cow_after_fork, cow_check, 0},
+	{"sysv", sysv_setup, NULL, NULL, sysv_check, 0},
+	{"sysv-rmid", sysv_rmid_setup, NULL, NULL, sysv_check, 0},
 };
 #define NFEATURES (sizeof features / sizeof features[0])
 
@@ -617,7 +684,7 @@ int main(int argc, char **argv)
 		if (features[i].on && features[i].after_fork)
 			features[i].after_fork(child);
 	wait_count(&ctl->ready, 1);
-	announce_ready("READY pid=%d c=%d\n", getpid(), child);
+	announce_ready("READY pid=%d c=%d shmid=%d\n", getpid(), child, sv_id);
 	wait_go();
 	kill(child, SIGUSR1);
 	run_checks();

@@ -42,6 +42,7 @@ pub mod memory;
 pub mod model;
 pub mod remote;
 pub mod shared;
+pub mod sysv;
 pub mod track;
 pub mod tracker;
 pub mod tree;

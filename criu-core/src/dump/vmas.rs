@@ -64,7 +64,9 @@ pub fn classify(m: &MapEntry) -> Vma {
         "[vdso]" => status::AREA_REGULAR | status::AREA_VDSO | status::ANON_PRIVATE,
         "[vvar]" | "[vvar_vclock]" => status::AREA_REGULAR | status::AREA_VVAR | status::ANON_PRIVATE,
         _ if m.has(vmflag::IO) || m.has(vmflag::PFNMAP) || m.has(vmflag::HUGETLB) => status::UNSUPP,
-        p if p.starts_with("/SYSV") && m.shared => status::AREA_REGULAR | status::AREA_SYSVIPC,
+        // As CRIU writes them: shared anonymous memory of SysV kind, `shmid`
+        // the segment id (the inode number of its shmem file).
+        p if p.starts_with("/SYSV") && m.shared => status::AREA_REGULAR | status::ANON_SHARED | status::AREA_SYSVIPC,
         _ if m.is_anon() => {
             let mut s = status::AREA_REGULAR | if m.shared { status::ANON_SHARED } else { status::ANON_PRIVATE };
             if m.path == "[heap]" {
@@ -96,6 +98,13 @@ impl Vma {
             && self.mmap_flags & 0x0f != MAP_DROPPABLE
             && self.status & (status::AREA_VVAR | status::FILE_SHARED | status::ANON_SHARED | status::AREA_SYSVIPC) == 0
             && self.status & status::UNSUPP == 0
+    }
+
+    /// Whether this is a mapping of a shared anonymous memory object the
+    /// dump saves (`MAP_SHARED|MAP_ANONYMOUS`; not a SysV segment, which
+    /// stays in the kernel).
+    pub fn is_shmem_object(&self) -> bool {
+        self.status & status::ANON_SHARED != 0 && self.status & status::AREA_SYSVIPC == 0
     }
 
     /// Whether pages still shared with the page cache may be left out (a

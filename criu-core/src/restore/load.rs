@@ -165,6 +165,32 @@ fn memfd_vma(
     Ok(VmaKind::Shmem { shmid: inode.shmid.unwrap_or_default() as u64, size: inode.size.unwrap_or_default() })
 }
 
+/// A SysV shared memory attachment (`AREA_SYSVIPC`, `shmid` the segment
+/// id): the segment must still be there, as large as the area, which
+/// attaches it whole.
+fn sysv_vma(v: &pb::VmaEntry, unsupported: &dyn Fn(&str) -> RestoreError) -> Result<VmaKind> {
+    let shmid = v.shmid.unwrap_or_default();
+    let len = v.end.unwrap_or_default().saturating_sub(v.start.unwrap_or_default());
+    let Ok(id) = i32::try_from(shmid) else {
+        return Err(unsupported(&format!("SysV shared memory id {shmid:#x}")));
+    };
+    // SAFETY: IPC_STAT writes one shmid_ds into the zeroed struct given.
+    let (r, ds) = unsafe {
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        (libc::shmctl(id, libc::IPC_STAT, &mut ds), ds)
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(unsupported(&format!("SysV shared memory segment {id} is gone ({e}); segments are not in the images")));
+    }
+    if v.pgoff.unwrap_or_default() != 0 || (ds.shm_segsz as u64).next_multiple_of(super::plan::PAGE_SIZE) != len {
+        return Err(unsupported(&format!("SysV shared memory segment {id} is {} bytes, not this {len}-byte area", ds.shm_segsz)));
+    }
+    // No fdflags (older images): the widest attachment, as CRIU does.
+    let read_only = v.fdflags.is_some_and(|f| f as i32 & libc::O_ACCMODE == libc::O_RDONLY);
+    Ok(VmaKind::SysvShm { shmid: id, read_only })
+}
+
 /// One `vma_entry` as a [`VmaPlan`].
 fn vma_plan(
     v: &pb::VmaEntry,
@@ -187,8 +213,10 @@ fn vma_plan(
         return Err(unsupported("marked unsupported by the dump"));
     } else if status & st::AREA_MEMFD != 0 {
         memfd_vma(v, files, memfds, &unsupported)?
-    } else if status & (st::AREA_SYSVIPC | st::AREA_SOCKET | st::AREA_AIORING | st::AREA_SHSTK) != 0 {
-        return Err(unsupported(&format!("status {status:#x} (SysV shared memory, socket, AIO or shadow stack areas)")));
+    } else if status & st::AREA_SYSVIPC != 0 {
+        sysv_vma(v, &unsupported)?
+    } else if status & (st::AREA_SOCKET | st::AREA_AIORING | st::AREA_SHSTK) != 0 {
+        return Err(unsupported(&format!("status {status:#x} (socket, AIO or shadow stack areas)")));
     } else if status & st::ANON_SHARED != 0 {
         VmaKind::Shmem { shmid: v.shmid.unwrap_or_default(), size: 0 }
     } else if status & st::FILE_PRIVATE != 0 {

@@ -128,6 +128,10 @@ pub enum VmaKind {
     /// bytes long (0: as long as its mappings reach), and mapped at its
     /// place by the blob.
     Shmem { shmid: u64, size: u64 },
+    /// A SysV shared memory segment attached whole (`shmat`) at its place
+    /// by the blob; `read_only`: attached `SHM_RDONLY`. The segment stayed
+    /// in the kernel ([`crate::dump::sysv`]).
+    SysvShm { shmid: i32, read_only: bool },
     /// A shared mapping of a file, mapped in place by the blob.
     SharedFile { path: PathBuf, open_flags: i32 },
     /// The dumped `[vdso]`: premapped as an anonymous copy of its pages.

@@ -4,7 +4,7 @@
 
 use crate::abi::{
     MemRange, VmaArg, ERR_BAD_VMAS, ERR_NO_BOUNCE, ERR_VDSO, PLAN_SCRATCH_PER_VMA, RESTORE_F_CLOSE_FDS, VMA_FILE_SHARED,
-    VMA_F_LAZY, VMA_F_LOCK_ONFAULT, VMA_PINNED, VMA_PREMAPPED, VMA_VDSO,
+    VMA_F_LAZY, VMA_F_LOCK_ONFAULT, VMA_F_SHM_RDONLY, VMA_PINNED, VMA_PREMAPPED, VMA_SYSV_SHM, VMA_VDSO,
 };
 use crate::restore::ctx::{Ctx, Fail, Step};
 use crate::restore::layout::{check_vmas, for_each_gap, parked, same_vdso_shape};
@@ -20,6 +20,7 @@ const MAP_FIXED: u32 = 0x10;
 const PROT_READ_WRITE: u32 = 0x3;
 const MAP_LOCKED: u32 = 0x2000;
 const MLOCK_ONFAULT: u32 = 1;
+const SHM_RDONLY: u32 = 0o10000;
 /// `_IOWR(0xAA, 0x00, struct uffdio_register)` (32-byte argument).
 const UFFDIO_REGISTER: u32 = 0xc020_aa00;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
@@ -133,8 +134,17 @@ pub fn move_premapped(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     })
 }
 
-/// Maps the VMAs that come straight from a file at their place.
+/// Maps the VMAs that come straight from a file at their place, and
+/// attaches SysV shared memory segments at theirs.
 pub fn map_files(vmas: &[VmaArg]) -> Step {
+    for v in vmas.iter().filter(|v| v.kind == VMA_SYSV_SHM) {
+        let flags = if v.vflags & VMA_F_SHM_RDONLY != 0 { SHM_RDONLY } else { 0 };
+        // SAFETY: the final layout has this range free (as for files below).
+        let got = unsafe { sys::shmat(v.fd, v.start as usize, flags) }.map_err(|e| Fail::errno(e, v.start, b"shmat"))?;
+        if got as u64 != v.start {
+            return Err(Fail::new(ERR_BAD_VMAS, v.start, b"SysV segment attached elsewhere"));
+        }
+    }
     for v in vmas.iter().filter(|v| v.kind == VMA_FILE_SHARED) {
         let share = match v.flags & (MAP_SHARED | MAP_PRIVATE) {
             0 => MAP_SHARED,
@@ -190,7 +200,7 @@ pub fn register_lazy(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
 /// and file VMAs. A madvise or mlock the kernel refuses fails the restore
 /// (the area would come back other than it was).
 pub fn protect(vmas: &[VmaArg]) -> Step {
-    for v in vmas.iter().filter(|v| matches!(v.kind, VMA_PREMAPPED | VMA_PINNED | VMA_FILE_SHARED)) {
+    for v in vmas.iter().filter(|v| matches!(v.kind, VMA_PREMAPPED | VMA_PINNED | VMA_FILE_SHARED | VMA_SYSV_SHM)) {
         let len = (v.end - v.start) as usize;
         if v.kind != VMA_FILE_SHARED {
             // SAFETY: changes protections of restored memory only.

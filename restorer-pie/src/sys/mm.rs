@@ -1,5 +1,5 @@
 //! Memory-management syscalls: mmap, munmap, mremap, mprotect, madvise,
-//! mlock2.
+//! mlock2, shmat.
 
 use syscalls::{syscall, Errno, Sysno};
 
@@ -58,4 +58,13 @@ pub unsafe fn madvise(addr: usize, len: usize, advice: u32) -> Result<usize, Err
 pub unsafe fn mlock2(addr: usize, len: usize, flags: u32) -> Result<usize, Errno> {
     // SAFETY: the caller owns the range.
     unsafe { syscall!(Sysno::mlock2, addr, len, flags) }
+}
+
+/// `shmat(shmid, addr, flags)`; returns the attachment's address.
+///
+/// # Safety
+/// The segment is mapped at `addr`: nothing else may be there.
+pub unsafe fn shmat(shmid: i32, addr: usize, flags: u32) -> Result<usize, Errno> {
+    // SAFETY: the caller owns the target range.
+    unsafe { syscall!(Sysno::shmat, shmid as isize, addr, flags) }
 }
