@@ -4,7 +4,7 @@
 //! (`dump -R`, after a warm-up), then pre-dumps it, lets it rewrite a
 //! seventh of its memory (one round), and dumps it against the pre-dump
 //! (`--prev-images-dir`). Reports the time each command took, how long the
-//! process was frozen (`stats-dump.img` frozen_time) and the pages written.
+//! process was frozen (`stats-dump` frozen_time) and the pages written.
 //! The program checks its memory at the end.
 
 use anyhow::{bail, Context, Result};
@@ -59,7 +59,7 @@ pub fn row(root: &Path) -> Result<(&'static str, String)> {
     }
     let result = work.join("result");
     let _ = std::fs::remove_file(&result);
-    let mut child = Command::new(&exe).arg(&result).arg("1024").stdout(Stdio::piped()).spawn()?;
+    let mut child = Command::new(&exe).arg(&result).arg("1024").arg("1").stdout(Stdio::piped()).spawn()?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
     let pid = child.id().to_string();

@@ -414,6 +414,22 @@ pub fn free_pid() -> i32 {
         .unwrap()
 }
 
+/// Pids of the processes whose parent is `parent` (zombies included), from
+/// every `/proc/PID/stat`; sorted.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            let Some(after) = s.rfind(')').map(|i| &s[i + 2..]) else { return false };
+            after.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Pids of processes whose cwd is `dir` (programs of one test), except `but`.
 pub fn processes_in(dir: &Path, but: &[i32]) -> Vec<i32> {
     let Ok(canon) = dir.canonicalize() else { return vec![] };
@@ -423,4 +439,56 @@ pub fn processes_in(dir: &Path, but: &[i32]) -> Vec<i32> {
         .filter(|pid| !but.contains(pid))
         .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).map(|c| c == canon).unwrap_or(false))
         .collect()
+}
+
+/// `sleep 1000` in its own session (so no `-j` is needed), asleep before
+/// the test looks at it; killed and reaped on drop. The simplest process
+/// to dump and restore.
+pub struct Sleeper(Child);
+
+impl Sleeper {
+    pub fn start() -> Sleeper {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let s = Sleeper(super::programs::in_own_session(&mut cmd).spawn().unwrap());
+        // Asleep in nanosleep (past exec) before any test looks at it.
+        wait_state(s.pid(), 'S');
+        s
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    /// Still running and not stopped or traced by anyone. A sleeper that
+    /// is briefly runnable (woken by the scheduler under load) is asked again.
+    pub fn untouched(&self) -> bool {
+        for _ in 0..500 {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            if !status.contains("TracerPid:\t0\n") {
+                return false;
+            }
+            if status.contains("State:\tS") {
+                return true;
+            }
+            if !status.contains("State:\tR") {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    /// Reaps it after a dump killed it; its pid is free afterwards.
+    pub fn reap(&mut self) {
+        let _ = self.0.wait();
+        wait_pid_gone(self.pid());
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -175,6 +175,21 @@ fn dump_shmem_objects(
     Ok(out)
 }
 
+/// Copies the contents of the memfd inodes first seen in this task (by its
+/// fds or areas), each into a pages image of its own, as shared memory
+/// objects (`pagemap-shmem-SHMID.img`, SHMID the inode number).
+fn dump_memfd_contents(dir: &std::path::Path, stats: &mut MemStats, sh: &mut Shared) -> Result<Vec<ShmemDump>, DumpError> {
+    let mut out = Vec::new();
+    for c in sh.seen.take_memfd_contents() {
+        let pages_id = sh.alloc_pages_id();
+        let path = dir.join(format!("pages-{pages_id}.img"));
+        let mut f = std::fs::File::create(&path).map_err(|source| DumpError::ImagesDir { path, source })?;
+        let pagemap = super::memory::dump_shmem_path(&c.path, c.size, &mut f, stats)?;
+        out.push(ShmemDump { shmid: c.shmid, size: c.size, pages_id, pagemap });
+    }
+    Ok(out)
+}
+
 /// Collects the descriptors, cwd, root, the executable and the files behind
 /// file-backed areas (setting each area's `file_id`). Returns the files and
 /// the executable's file id.
@@ -197,6 +212,9 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
         if v.map.inode == 0 || v.status & vmas::status::AREA_REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
             continue;
         }
+        if crate::files::memfd::is_memfd_link(&format!("{} (deleted)", v.map.path)) && v.map.deleted {
+            v.status |= vmas::status::AREA_MEMFD;
+        }
         let key = (v.map.dev, v.map.inode);
         v.file_id = match vma_files.iter().find(|f| (f.0, f.1) == key) {
             Some(f) => f.2,
@@ -206,7 +224,12 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
                 vma_files.push((key.0, key.1, id));
                 let flags = if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32;
                 let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
-                files_state.files.push(path_file(pid, &link, id, flags)?);
+                let target = format!("{}{}", v.map.path, if v.map.deleted { " (deleted)" } else { "" });
+                if crate::files::memfd::is_memfd_link(&target) {
+                    files_state.files.push(crate::files::memfd::vma_file(pid, &link, &target, id, flags, &mut sh.seen)?);
+                } else {
+                    files_state.files.push(path_file(pid, &link, id, flags)?);
+                }
                 id
             }
         };
@@ -261,6 +284,8 @@ pub fn collect(
     let memdump_time = t_mem.elapsed();
 
     let (files_state, exe_file_id) = collect_files(pid, &mut vma_list, shell_job, sh)?;
+    let mut shmem = shmem;
+    shmem.extend(dump_memfd_contents(dir, &mut mem_stats, sh)?);
 
     let creds = threads[0].creds.clone();
     let posix_timers = ptimers

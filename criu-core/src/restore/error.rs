@@ -57,6 +57,12 @@ pub enum RestoreError {
     /// The task died or misbehaved while the blob ran.
     #[error("restoring task {pid}: {problem}")]
     TaskDied { pid: i32, problem: String },
+    /// An option asks for something criu-rs does not do yet.
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// An action hook (`--action-script`) failed.
+    #[error("{0}")]
+    Action(#[from] crate::actions::ActionFailed),
 }
 
 impl RestoreError {

@@ -103,6 +103,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         fs,
         fds,
         descs,
+        first_held: Default::default(),
         vmas,
         pages,
         lazy,
@@ -264,7 +265,7 @@ fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<(PagesPla
 
 /// A pagemap image and its pages file, and its `LAZY` entries; entries'
 /// `vaddr` plus `base` are addresses in `vmas`.
-pub(super) fn read_pagemap(
+pub(crate) fn read_pagemap(
     images: &ImageDir,
     kind: ImageKind,
     id: u64,

@@ -27,6 +27,9 @@ pub struct TaskPlan {
     pub fds: Vec<FdPlan>,
     /// Open file descriptions by image id (shared by dup'd fds).
     pub descs: BTreeMap<u32, DescPlan>,
+    /// The descriptions this task is the first of the tree to hold: it
+    /// finishes them ([`crate::files::task`]); filled in with the tree.
+    pub first_held: std::collections::BTreeSet<u32>,
     /// Every dumped VMA, sorted by address, non-overlapping.
     pub vmas: Vec<VmaPlan>,
     pub pages: PagesPlan,

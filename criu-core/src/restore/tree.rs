@@ -26,7 +26,8 @@ use super::lazy::{self, LazySetup};
 use super::load::{load_task, open_dir, LoadOptions};
 use super::plan::TaskPlan;
 use super::shared::SharedObjects;
-use super::{RestoreOptions, Restored};
+use super::{RestoreOptions, RestoreStats, Restored};
+use crate::actions::Action;
 use crate::images::consts::task_state;
 use crate::images::{pb, ImageKind};
 use rustix::fd::OwnedFd;
@@ -132,7 +133,30 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
         tasks.push(task);
     }
     warn_shared_tables(&images, &tasks)?;
+    assign_first_held(&images, &mut tasks)?;
     Ok(TreePlan { tasks, lazy: Vec::new() })
+}
+
+/// Gives each live task the descriptions it is the first to hold (it
+/// finishes them: epoll targets, timers, ...), checking what they need.
+fn assign_first_held(images: &crate::images::ImageDir, tasks: &mut [TreeTask]) -> Result<()> {
+    let pids: Vec<i32> = tasks.iter().map(|t| t.pid).collect();
+    let live: Vec<(i32, &[crate::files::fdtable::FdPlan], &BTreeMap<u32, crate::files::DescPlan>)> = tasks
+        .iter()
+        .filter_map(|t| match &t.kind {
+            TaskKind::Live(p) => Some((t.pid, p.fds.as_slice(), &p.descs)),
+            TaskKind::Zombie { .. } => None,
+        })
+        .collect();
+    let held = crate::files::task::first_holders(&live, &pids, &images.image_path(ImageKind::Files, 0))?;
+    let plans = tasks.iter_mut().filter_map(|t| match &mut t.kind {
+        TaskKind::Live(p) => Some(p),
+        TaskKind::Zombie { .. } => None,
+    });
+    for (p, h) in plans.zip(held) {
+        p.first_held = h;
+    }
+    Ok(())
 }
 
 /// Tasks that shared one descriptor table (`CLONE_FILES`) get a copy each
@@ -219,6 +243,7 @@ struct TaskPipes {
 ///
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
+    let start = std::time::Instant::now();
     let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ..Default::default() })?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
@@ -232,6 +257,14 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         });
     }
     tree.lazy = lazy_setups;
+    // Private pages filled before the tasks run (shared memory objects are
+    // filled once for the tree and not counted, as CRIU's count).
+    let pages_restored: u64 = tree
+        .live()
+        .flat_map(|p| std::iter::once(&p.pages).chain(&p.parent_pages))
+        .flat_map(|pages| &pages.runs)
+        .map(|r| r.nr_pages)
+        .sum();
     // Room for every fd number of every task and the shared descriptions
     // above them (each task's blob puts its dumped limits back).
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
@@ -260,6 +293,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     match unsafe { clone3_set_tid(root)? } {
         Forked::Child => task_main(&tree, 0, &mut pipes, &shared, None),
         Forked::Parent { child } => {
+            let forking_time = start.elapsed();
             drop(shared);
             pipes.status_tx.clear();
             pipes.go_rx.clear();
@@ -271,10 +305,20 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
                 tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
             }
-            barrier::run(&mut tracked, &mut guard)?;
+            // Every task is held before its first instruction: the caller
+            // may still refuse (post-restore) or prepare (pre-resume).
+            let hooks = opts.actions.as_ref();
+            barrier::run(&mut tracked, &mut guard, &mut || {
+                crate::actions::run(hooks, Action::PostRestore, Some(child))?;
+                if let Err(e) = crate::actions::run(hooks, Action::PreResume, Some(child)) {
+                    tracing::error!("pre-resume: {e} (the tasks resume anyway)");
+                }
+                Ok(())
+            })?;
             guard.disarm();
-            tracing::info!(pid = child, tasks = tracked.len(), "restored");
-            Ok(Restored { pid: child })
+            let stats = RestoreStats { forking_time, restore_time: start.elapsed(), pages_restored };
+            tracing::info!(pid = child, tasks = tracked.len(), restore_ms = stats.restore_time.as_millis() as u64, pages_restored, "restored");
+            Ok(Restored { pid: child, stats })
         }
     }
 }

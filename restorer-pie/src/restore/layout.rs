@@ -225,6 +225,27 @@ mod tests {
         }
     }
 
+    /// The edges of each check: a VMA touching a reserved area or the top
+    /// of the address space is fine, one byte more is not; a page size that
+    /// is not a power of two is refused (mutation testing found these
+    /// unchecked).
+    #[test]
+    fn vma_check_edges() {
+        let premap = r(0x6000_0000, 0x10_0000);
+        let reserved = [r(0x7000_0000, 0x1000)];
+        let check = |vmas: &[VmaArg], page, top| check_vmas(vmas, page, top, premap, &reserved);
+        // Touching the reserved area from below and from above.
+        assert_eq!(check(&[vma(0x6fff_f000, 0x7000_0000, VMA_FILE_SHARED, 0)], P, TOP), Ok(()));
+        assert_eq!(check(&[vma(0x7000_1000, 0x7000_2000, VMA_FILE_SHARED, 0)], P, TOP), Ok(()));
+        // Ending exactly at the top, or one page past it.
+        assert_eq!(check(&[vma(TOP - P, TOP, VMA_FILE_SHARED, 0)], P, TOP), Ok(()));
+        let e = check(&[vma(TOP - P, TOP + P, VMA_FILE_SHARED, 0)], P, TOP).unwrap_err();
+        assert_eq!(e.msg, b"VMA bounds");
+        // A page size that is not a power of two.
+        let e = check(&[vma(0x3000, 0x6000, VMA_FILE_SHARED, 0)], 0x3000, TOP).unwrap_err();
+        assert_eq!(e.msg, b"bad page size");
+    }
+
     #[test]
     fn parking_keeps_relative_layout() {
         let vd = VdsoArg {
