@@ -42,6 +42,7 @@ pub mod injected;
 pub mod memory;
 pub mod model;
 pub mod remote;
+pub mod rseq;
 pub mod shared;
 pub mod track;
 pub mod tracker;
@@ -72,6 +73,22 @@ pub enum DumpError {
         tid: i32,
         /// Its process.
         tgid: i32,
+    },
+    /// A thread's scheduling cannot be dumped.
+    #[error("thread {tid}: unsupported: {what}")]
+    Sched {
+        /// The thread.
+        tid: i32,
+        /// What is wrong.
+        what: String,
+    },
+    /// A thread's rseq state cannot be dumped.
+    #[error("thread {tid}: unsupported: rseq {what}")]
+    Rseq {
+        /// The thread.
+        tid: i32,
+        /// What is wrong.
+        what: String,
     },
     /// A thread's seccomp state cannot be dumped.
     #[error("thread {tid}: unsupported: seccomp {what}")]

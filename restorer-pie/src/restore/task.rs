@@ -28,6 +28,7 @@ const PR_CAP_AMBIENT_CLEAR_ALL: usize = 4;
 const PR_SET_NO_NEW_PRIVS: u32 = 38;
 const PR_TIMER_CREATE_RESTORE_IDS: u32 = 77;
 const PR_GET_SECUREBITS: u32 = 27;
+const PRIO_PROCESS: i32 = 0;
 const PR_SET_PDEATHSIG: u32 = 1;
 const SECBIT_NO_SETUID_FIXUP: u32 = 1 << 2;
 const SECCOMP_SET_MODE_STRICT: u32 = 0;
@@ -195,6 +196,26 @@ pub fn set_thread_state(t: &ThreadArg) -> Step {
     if t.rseq_len != 0 {
         // SAFETY: registering the dumped rseq area, inside restored memory.
         unsafe { sys::rseq(t.rseq_ptr, t.rseq_len, 0, t.rseq_sig) }.map_err(|e| Fail::errno(e, t.rseq_ptr, b"rseq"))?;
+    }
+    Ok(())
+}
+
+/// The calling thread's scheduling policy and priority, then its nice
+/// value (while it still has CAP_SYS_NICE: real-time policies and
+/// negative nice values need it).
+pub fn set_sched(t: &ThreadArg) -> Step {
+    if t.sched_policy < 0 {
+        return Ok(());
+    }
+    sys::sched_setscheduler(0, t.sched_policy, t.sched_prio as i32)
+        .map_err(|e| Fail::errno(e, t.sched_policy as u64, b"sched_setscheduler"))?;
+    sys::setpriority(PRIO_PROCESS, 0, t.sched_nice).map(drop).map_err(|e| Fail::errno(e, t.sched_nice as u64, b"setpriority"))
+}
+
+/// Registers the dumped membarrier commands for the address space.
+pub fn set_membarriers(mask: u32) -> Step {
+    for cmd in crate::abi::MEMBARRIER_REGISTER_CMDS.into_iter().filter(|c| mask & c != 0) {
+        sys::membarrier(cmd, 0, 0).map_err(|e| Fail::errno(e, cmd as u64, b"membarrier register"))?;
     }
     Ok(())
 }
