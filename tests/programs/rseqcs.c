@@ -93,22 +93,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: rseqcs DIR RESULT_FILE\n");
 		return 2;
 	}
-	if (chdir(argv[1]))
-		die("chdir");
 	const char *result = argv[2];
-	if (setsid() < 0)
-		die("setsid");
+	sigset_t wait_mask;
+	start_usr1_waiter(argv[1], on_usr1, &wait_mask);
 	if (__rseq_size == 0) {
 		fprintf(stderr, "rseqcs: glibc did not register rseq\n");
 		return 3;
 	}
-	struct sigaction sa = {.sa_handler = on_usr1};
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGUSR1, &sa, NULL);
-	sigset_t block, wait_mask;
-	sigemptyset(&block);
-	sigaddset(&block, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &block, &wait_mask);
 	if (pipe(pipefd))
 		die("pipe");
 	pthread_t th;

@@ -193,24 +193,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: schedstate DIR RESULT_FILE\n");
 		return 2;
 	}
-	if (chdir(argv[1]))
-		die("chdir");
 	const char *result = argv[2];
-	if (setsid() < 0)
-		die("setsid");
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGUSR1, &sa, NULL);
-	struct sigaction sa2 = {.sa_handler = on_signal};
-	sigemptyset(&sa2.sa_mask);
-	sigaction(SIGUSR2, &sa2, NULL);
-	sigset_t block, wait_mask;
-	sigemptyset(&block);
-	sigaddset(&block, SIGUSR1);
-	sigaddset(&block, SIGUSR2);
-	sigprocmask(SIG_BLOCK, &block, NULL);
-	sigfillset(&wait_mask);
-	sigdelset(&wait_mask, SIGUSR1);
+	sigset_t wait_mask;
+	start_usr1_waiter(argv[1], on_signal, &wait_mask);
+	handle_blocked(SIGUSR2, on_signal);
+	/* Only SIGUSR1 ends the wait: SIGUSR2 is for the threads. */
+	sigaddset(&wait_mask, SIGUSR2);
 	atomic_int *ready = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (ready == MAP_FAILED)
 		die("mmap");

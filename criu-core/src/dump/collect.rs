@@ -96,6 +96,11 @@ fn seccomp_of(tid: i32, mode: u32) -> Result<Seccomp, DumpError> {
     Ok(Seccomp { mode, filters })
 }
 
+/// SIGTRAP in a `SigPnd`/`ShdPnd` mask. A pending one is refused, as CRIU
+/// does: calls run in the thread end in a trap, and the kernel would take
+/// the pending signal with it (or, were SIGTRAP blocked, reset its handler).
+const SIGTRAP_BIT: u64 = 1 << (libc::SIGTRAP - 1);
+
 /// Reads one thread's registers and signal state (no injection).
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
@@ -106,6 +111,9 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     };
     let comm = proc::read_text(&proc::path(pid, &format!("task/{tid}/comm")))?.trim_end_matches('\n').to_owned();
     let status = proc::status::read_status_file(pid, &format!("task/{tid}/status"))?;
+    if status.sig_pnd & SIGTRAP_BIT != 0 {
+        return Err(DumpError::PendingSigtrap { tid, queue: "thread" });
+    }
     let mut gpregs = regs::get_gpregs(tid)?;
     // Before anything runs in the thread (which would clear rseq_cs).
     let rseq_abort = super::rseq::abort_target(pid, tid, &rseq, gpregs.rip)?;
@@ -301,6 +309,9 @@ pub fn collect(
     failpoint::check(failpoint::AFTER_FREEZE)?;
     let stat = proc::stat::read_stat(pid)?;
     let status = proc::status::read_status(pid)?;
+    if status.shd_pnd & SIGTRAP_BIT != 0 {
+        return Err(DumpError::PendingSigtrap { tid: pid, queue: "shared" });
+    }
     let mut threads = fr.tids().into_iter().map(|tid| thread_state(pid, tid)).collect::<Result<Vec<_>, _>>()?;
     let shared_pending = ptrace_peeksiginfo(pid, true).map_err(|errno| PtraceError::Sys { op: "PTRACE_PEEKSIGINFO", tid: pid, errno })?;
     let ptimers = proc::misc::read_timers(pid)?;

@@ -90,6 +90,15 @@ pub enum DumpError {
         /// What is wrong.
         what: String,
     },
+    /// A SIGTRAP is pending: running calls in the thread traps, which
+    /// would take (or, blocked, reset the handler of) that signal.
+    #[error("thread {tid}: unsupported: a pending SIGTRAP ({queue} queue)")]
+    PendingSigtrap {
+        /// The thread (the process for its shared queue).
+        tid: i32,
+        /// "thread" or "shared".
+        queue: &'static str,
+    },
     /// A thread's seccomp state cannot be dumped.
     #[error("thread {tid}: unsupported: seccomp {what}")]
     Seccomp {

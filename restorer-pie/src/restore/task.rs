@@ -29,6 +29,7 @@ const PR_SET_NO_NEW_PRIVS: u32 = 38;
 const PR_TIMER_CREATE_RESTORE_IDS: u32 = 77;
 const PR_GET_SECUREBITS: u32 = 27;
 const PRIO_PROCESS: i32 = 0;
+const SIGTRAP: u64 = 5;
 const PR_SET_PDEATHSIG: u32 = 1;
 const SECBIT_NO_SETUID_FIXUP: u32 = 1 << 2;
 const SECCOMP_SET_MODE_STRICT: u32 = 0;
@@ -38,9 +39,13 @@ const SECCOMP_MODE_FILTER: u32 = 2;
 /// Upper bound of linear `timer_create` attempts to reach one id.
 const MAX_TIMER_TRIES: i32 = 1 << 16;
 
-/// Blocks every signal: nothing may run a handler in the half-built task.
+/// Blocks every signal but SIGTRAP: nothing may run a handler in the
+/// half-built task. SIGTRAP stays open because the final `int3` forces
+/// one, and the kernel resets the handler of a forced signal found
+/// blocked: the restored SIGTRAP handler would be lost (the host takes
+/// that trap; a dump refuses pending SIGTRAPs).
 pub fn block_all_signals() -> Step {
-    let all = kernel_sigset_t { sig: [!0] };
+    let all = kernel_sigset_t { sig: [!(1 << (SIGTRAP - 1))] };
     // SAFETY: `all` is a valid sigset on our stack.
     unsafe { sys::rt_sigprocmask(SIG_SETMASK, &all, core::ptr::null_mut()) }
         .map(drop)
