@@ -186,7 +186,7 @@ pub fn build_args(
     if matches!(plan.mm.dumpable, Some(0 | 1)) {
         flags |= RESTORE_F_DUMPABLE;
     }
-    let auxv: Vec<u8> = plan.mm.mm_saved_auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let auxv: Vec<u8> = plan.mm.auxv().iter().flat_map(|w| w.to_le_bytes()).collect();
     let mm = mm_arg(&plan.mm, b.push_bytes(&auxv), fds.exe);
     let timers = tc.timers.clone().unwrap_or_default();
     let head = RestoreArgs {
