@@ -5,9 +5,11 @@
 //! root with its pid and traces it (with `PTRACE_O_TRACEFORK`/`TRACECLONE`,
 //! so every task and thread created below it is traced from birth). Each
 //! task, still running criu-rs's code, takes its session (`setsid`) and
-//! group (`setpgid`), then forks its children in `pstree.img` order, each
-//! with its pid (`clone3` + `set_tid`): a session or group leader has set
-//! itself up before any child exists, so children inherit or join it.
+//! group (`setpgid`), builds its private memory (so that its children
+//! inherit it copy-on-write, [`super::cow`]), then forks its children in
+//! `pstree.img` order, each with its pid (`clone3` + `set_tid`): a session
+//! or group leader has set itself up before any child exists, so children
+//! inherit or join it.
 //! Zombies are forked untraced, take their ids and name, exit with their
 //! dumped status and are left unreaped for their restored parent. Then the
 //! task prepares itself and enters the blob ([`super::child::prepare`]).
@@ -15,7 +17,8 @@
 //! trap until the whole tree is there, then lets them all go.
 
 use super::barrier::{self, Tracked, TreeGuard};
-use super::child::{guarded, prepare};
+use super::child::{build_memory, guarded, prepare};
+use super::cow;
 use super::clone::{clone3_set_tid, clone3_set_tid_flags, Forked};
 use super::error::{RestoreError, Result, SysContext};
 use super::finalize::ThreadEnd;
@@ -241,7 +244,14 @@ struct TaskPipes {
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let start = std::time::Instant::now();
-    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ext_unix_sk: opts.ext_unix_sk, ..Default::default() })?;
+    let load_opts = LoadOptions {
+        shell_job: opts.shell_job,
+        ext_unix_sk: opts.ext_unix_sk,
+        tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
+        ..Default::default()
+    };
+    let mut tree = load_tree(&opts.dir, load_opts)?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
     // Before any task exists: every thread's credentials are ours to give.
@@ -269,7 +279,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: Some(max), maximum: Some(max) });
     }
     let live: Vec<&TaskPlan> = tree.live().collect();
-    let shared = super::shared::create(&images, &live)?;
+    let mut shared = super::shared::create(&images, &live)?;
     let floor = super::shared::tree_floor(&live);
     drop(live);
     let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
@@ -290,9 +300,10 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     super::clone::wait_pids_free(&tree.ids(), super::clone::PID_PATIENCE)?;
     // SAFETY: criu-rs is single-threaded here (documented requirement).
     match unsafe { clone3_set_tid(root)? } {
-        Forked::Child => task_main(&tree, 0, &mut pipes, &shared),
+        Forked::Child => task_main(&tree, 0, &mut pipes, &shared, None),
         Forked::Parent { child } => {
             let forking_time = start.elapsed();
+            let mut later = std::mem::take(&mut shared.later);
             drop(shared);
             pipes.status_tx.clear();
             pipes.go_rx.clear();
@@ -310,12 +321,15 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             let hooks = opts.actions.as_ref();
             barrier::run(&mut tracked, &mut guard, &mut || {
                 crate::actions::run(hooks, Action::PostRestore, Some(child))?;
+                // TCP connections out of repair mode before anything runs.
+                later.before_run()?;
                 if let Err(e) = crate::actions::run(hooks, Action::PreResume, Some(child)) {
                     tracing::error!("pre-resume: {e} (the tasks resume anyway)");
                 }
                 Ok(())
             })?;
             guard.disarm();
+            later.after_run();
             let stats = RestoreStats { forking_time, restore_time: start.elapsed(), pages_restored };
             tracing::info!(pid = child, tasks = tracked.len(), restore_ms = stats.restore_time.as_millis() as u64, pages_restored, "restored");
             Ok(Restored { pid: child, stats })
@@ -341,7 +355,7 @@ fn thread_ends(plan: &TaskPlan) -> Vec<ThreadEnd> {
 
 /// A task's own side: session and group, its children, then itself.
 /// Never returns.
-fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects) -> ! {
+fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects, parent: Option<&cow::Parent>) -> ! {
     let t = &tree.tasks[idx];
     let TaskKind::Live(plan) = &t.kind else {
         // SAFETY: leaving without running exit handlers, as after fork.
@@ -364,11 +378,17 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
             }
         }
         set_ids(t, &tree.tasks[0])?;
+        let pm = build_memory(plan, parent, &tree.ids())?;
+        // Children inherit this memory copy-on-write (not in a lazy
+        // restore, where pages come later, each task's on its own).
+        let shares = tree.lazy.iter().all(Option::is_none);
+        let me = cow::Parent { vmas: &plan.vmas, premap: &pm };
+        let me = shares.then_some(&me);
         let subreaper = plan.core.tc.as_ref().and_then(|tc| tc.child_subreaper).unwrap_or(false);
         let kids: Vec<usize> = tree.children(idx).collect();
         let (orphans, kids): (Vec<usize>, Vec<usize>) = kids.into_iter().partition(|&c| needs_helper(tree, c).is_some());
         for c in kids {
-            fork_child(tree, c, pipes, objs)?;
+            fork_child(tree, c, pipes, objs, me)?;
         }
         // The orphans' helpers exit at once: they must come back to us.
         set_child_subreaper(subreaper || !orphans.is_empty())?;
@@ -377,12 +397,12 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
         helpers.dedup();
         for h in helpers {
             let members: Vec<usize> = orphans.iter().copied().filter(|&c| needs_helper(tree, c) == Some(h)).collect();
-            fork_helper(tree, h, &members, pipes, objs, status)?;
+            fork_helper(tree, h, &members, pipes, objs, me, status)?;
         }
         set_child_subreaper(subreaper)?;
         // The parent-death signal is set by the blob, after the
         // credentials (whose change clears it).
-        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, &tree.ids())
+        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, pm)
     })
 }
 
@@ -411,6 +431,7 @@ fn fork_helper(
     members: &[usize],
     pipes: &mut TaskPipes,
     objs: &SharedObjects,
+    parent: Option<&cow::Parent>,
     status: &OwnedFd,
 ) -> Result<()> {
     let (Helper::Session(pid) | Helper::Group(pid)) = h;
@@ -420,7 +441,7 @@ fn fork_helper(
             Helper::Session(_) => rustix::process::setsid().map(drop).sys(|| "setsid".into()),
             Helper::Group(_) => rustix::process::setpgid(None, None).sys(|| "setpgid(0, 0)".into()),
         };
-        let done = lead.and_then(|()| members.iter().try_for_each(|&m| fork_child(tree, m, pipes, objs)));
+        let done = lead.and_then(|()| members.iter().try_for_each(|&m| fork_child(tree, m, pipes, objs, parent)));
         if let Err(e) = &done {
             let _ = rustix::io::write(status, format!("error: helper {pid}: {e}\n").as_bytes());
         }
@@ -435,13 +456,13 @@ fn fork_helper(
 
 /// Forks task `idx` with its pid (a zombie untraced, then waits until it
 /// is one); the child never returns from here.
-fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects) -> Result<()> {
+fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects, parent: Option<&cow::Parent>) -> Result<()> {
     let t = &tree.tasks[idx];
     match &t.kind {
         TaskKind::Live(_) => {
             // SAFETY: the task is single-threaded (a fork of criu-rs).
             if let Forked::Child = unsafe { clone3_set_tid(t.pid)? } {
-                task_main(tree, idx, pipes, objs)
+                task_main(tree, idx, pipes, objs, parent)
             }
         }
         TaskKind::Zombie { status, comm } => {

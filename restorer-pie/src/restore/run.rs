@@ -67,7 +67,7 @@ fn stages(ctx: &Ctx, base: u64) -> Step<u64> {
     memory::map_files(vmas)?;
     memory::close_vma_fds(ctx, vmas);
     ctx.stage(STAGE_PROTECT);
-    memory::protect(ctx, vmas)?;
+    memory::protect(vmas)?;
     ctx.stage(STAGE_VDSO);
     memory::place_vdso(ctx, vmas)?;
     memory::drop_staging(ctx, vmas)?;
@@ -78,6 +78,8 @@ fn stages(ctx: &Ctx, base: u64) -> Step<u64> {
         ctx.stage(STAGE_MM);
         task::set_mm(ctx)?;
     }
+    ctx.stage(STAGE_MEMBARRIER);
+    task::set_membarriers(a.membarrier_mask)?;
     ctx.stage(STAGE_RLIMITS);
     task::set_rlimits(ctx)?;
     ctx.stage(STAGE_SIGACTIONS);
