@@ -296,8 +296,11 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         pipes.go_tx.push(tx);
     }
     let root = tree.tasks[0].pid;
-    // A dump that just killed the tree leaves zombies for init to reap.
-    super::clone::wait_pids_free(&tree.ids(), super::clone::PID_PATIENCE)?;
+    // A dump that just killed the tree leaves zombies for init to reap
+    // (threads other than leaders leave none; a tid in use is reported by
+    // the blob that cannot create the thread).
+    let pids: Vec<i32> = tree.tasks.iter().map(|t| t.pid).collect();
+    super::clone::wait_pids_free(&pids, super::clone::PID_PATIENCE)?;
     // SAFETY: criu-rs is single-threaded here (documented requirement).
     match unsafe { clone3_set_tid(root)? } {
         Forked::Child => task_main(&tree, 0, &mut pipes, &shared, None),
