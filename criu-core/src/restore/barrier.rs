@@ -10,7 +10,7 @@
 //! they come. [`TreeGuard`] kills every task of ours if anything fails.
 
 use super::error::Result;
-use super::finalize::{blob_failure, cleanup, died, failure, ptrace_err, read_status, step_syscalls, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
+use super::finalize::{blob_failure, cleanup, died, failure, ptrace_err, read_status, step_syscall, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
 use crate::abi::STAGE_SIGRETURN;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
@@ -83,11 +83,8 @@ pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, before_release: &mut dy
     tracing::debug!(tasks = tasks.len(), "every thread of every task reached the blob's last stop");
     guard.all_trapped = true;
     before_release()?;
-    let threads: Vec<(i32, i32)> = tasks.iter().flat_map(|t| t.threads.iter().map(move |th| (t.pid, th.tid))).collect();
-    let insns = step_syscalls(&threads, libc::SYS_rt_sigreturn)?;
     for t in tasks.iter() {
-        let leader = threads.iter().position(|&(_, tid)| tid == t.pid).and_then(|k| insns.get(k));
-        finish(t, *leader.ok_or_else(|| died(t.pid, "no leader thread"))?)?;
+        finish(t)?;
     }
     Ok(())
 }
@@ -162,10 +159,17 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
     }
 }
 
-/// Removes the blob from `t` (its threads past `rt_sigreturn`; the
-/// leader's `syscall` instruction at `leader_insn`) and detaches them all.
-fn finish(t: &Tracked, leader_insn: u64) -> Result<()> {
+/// Steps every thread of `t` through `rt_sigreturn`, removes the blob (on
+/// the leader) and detaches them all.
+fn finish(t: &Tracked) -> Result<()> {
     let place = t.place.as_ref().ok_or_else(|| died(t.pid, "no blob placement"))?;
+    let mut leader_insn = 0;
+    for th in &t.threads {
+        let insn = step_syscall(th.tid, libc::SYS_rt_sigreturn)?;
+        if th.tid == t.pid {
+            leader_insn = insn;
+        }
+    }
     cleanup(t.pid, leader_insn, place, &t.threads)?;
     if t.stopped {
         // Queued while every thread is still ours: each one takes it (the
