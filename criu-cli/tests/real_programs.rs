@@ -4,8 +4,8 @@
 //! an HTTP server and a counting loop (unix, TCP, epoll, eventfd, dozens of
 //! threads) answers and keeps counting, PostgreSQL (a postmaster tree of
 //! another user with SysV and POSIX shared memory, unix and TCP listeners)
-//! answers queries and keeps its data. `python3 -m http.server` is in
-//! sockets_e2e.rs.
+//! answers queries and keeps its data, `python3 -m http.server` serves a
+//! file.
 //!
 //! The same programs go between CRIU 4.2 and criu-rs both ways when CRIU is
 //! built at `/tmp/upstream-criu` (`$CRIU_BIN`; skipped with a message
@@ -187,6 +187,11 @@ fn python_server_answers(name: &str, by: Tool, then: Tool) {
     assert_eq!(get(port, "hello.txt"), "hello from before the dump\n");
     drop(held);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn python_http_server_answers_after_restore() {
+    python_server_answers("py", Tool::CriuRs, Tool::CriuRs);
 }
 
 #[test]
