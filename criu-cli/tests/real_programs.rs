@@ -266,7 +266,10 @@ fn jvm_server_answers_and_counts(name: &str, by: Tool, then: Tool) {
     std::fs::write(work.join("Srv.java"), JVM_SERVER).unwrap();
     let out = work.join("counts.txt");
     let port = free_port();
-    let mut child = server(&work, "java", &["-Xmx64m", "-XX:TieredStopAtLevel=1", "Srv.java", out.to_str().unwrap(), &port.to_string()]);
+    // -XX:-UsePerfData: no /tmp/hsperfdata_USER/PID mapped, a file any
+    // other JVM starting meanwhile deletes as stale once the dumped JVM is
+    // gone (what CRIU's users are told to do too).
+    let mut child = server(&work, "java", &["-Xmx64m", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData", "Srv.java", out.to_str().unwrap(), &port.to_string()]);
     let pid = child.pid() as i32;
     // Compiling Srv.java in the JVM takes a while on a busy machine.
     wait_count(&out, 10, PATIENCE * 2);
