@@ -435,13 +435,16 @@ fn uid_of(name: &str) -> u32 {
         .unwrap_or_else(|| panic!("no user {name}"))
 }
 
-/// The postmaster's helper processes (checkpointer, writers, launchers),
-/// not the backends that come and go with each client ("postgres: USER
-/// DATABASE HOST").
+/// The postmaster's long-lived helper processes (checkpointer, writers,
+/// launchers), not the backends and workers that come and go.
 fn helpers_of(pm: i32) -> Vec<i32> {
+    const HELPERS: [&str; 5] = ["checkpointer", "background writer", "walwriter", "autovacuum launcher", "logical replication launcher"];
     children_of(pm)
         .into_iter()
-        .filter(|c| !std::fs::read_to_string(format!("/proc/{c}/cmdline")).unwrap_or_default().starts_with("postgres: postgres postgres"))
+        .filter(|c| {
+            let cmd = std::fs::read_to_string(format!("/proc/{c}/cmdline")).unwrap_or_default();
+            HELPERS.iter().any(|h| cmd.trim_end_matches(['\0', ' ']) == format!("postgres: {h}"))
+        })
         .collect()
 }
 
