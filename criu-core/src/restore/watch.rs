@@ -22,7 +22,6 @@
 use super::plan::{VmaKind, VmaPlan};
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
@@ -208,7 +207,7 @@ impl Watch {
             for &tid in &t.tids {
                 let p = Pid::from_raw(tid);
                 ptrace::setoptions(p, ptrace::Options::PTRACE_O_TRACEEXIT)?;
-                ptrace::cont(p, None)?;
+                resume(libc::PTRACE_CONT, tid, 0);
             }
         }
         self.released = Some(Instant::now());
@@ -226,13 +225,16 @@ impl Watch {
             let mut progressed = false;
             for t in self.tasks.iter_mut() {
                 for tid in t.tids.clone() {
-                    match waitpid(Pid::from_raw(tid), Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-                        Ok(WaitStatus::StillAlive) => {}
-                        Ok(ws) => {
+                    match wait(tid, libc::WNOHANG) {
+                        Ok(None) => {}
+                        Ok(Some(st)) => {
                             progressed = true;
-                            handle(t, tid, ws, root, &mut end);
+                            handle(t, tid, st, root, &mut end);
                         }
-                        Err(_) => t.tids.retain(|&x| x != tid),
+                        Err(e) => {
+                            tracing::debug!(pid = t.pid, tid, "watch: waitpid: {e}");
+                            t.tids.retain(|&x| x != tid)
+                        }
                     }
                 }
             }
@@ -254,24 +256,24 @@ impl Watch {
     fn let_go(&mut self, root: i32, end: &mut WatchEnd) {
         for t in self.tasks.iter_mut() {
             for tid in t.tids.clone() {
-                let p = Pid::from_raw(tid);
-                if ptrace::interrupt(p).is_err() {
+                if ptrace::interrupt(Pid::from_raw(tid)).is_err() {
                     t.tids.retain(|&x| x != tid);
                     continue;
                 }
                 // A stop follows the interrupt (or the thread's end).
                 while t.tids.contains(&tid) {
-                    match waitpid(p, Some(WaitPidFlag::__WALL)) {
-                        Ok(WaitStatus::PtraceEvent(_, _, ev)) if ev == super::finalize::PTRACE_EVENT_STOP => {
-                            let _ = ptrace::detach(p, None);
+                    match wait(tid, 0) {
+                        Ok(Some(Status::Stopped { event: PTRACE_EVENT_STOP, .. })) => {
+                            resume(libc::PTRACE_DETACH, tid, 0);
                             t.tids.retain(|&x| x != tid);
                         }
-                        Ok(WaitStatus::Stopped(_, sig)) => {
-                            let _ = ptrace::detach(p, Some(sig));
+                        Ok(Some(Status::Stopped { sig, event: 0 })) => {
+                            // Its signal goes with it.
+                            resume(libc::PTRACE_DETACH, tid, sig);
                             t.tids.retain(|&x| x != tid);
                         }
-                        Ok(ws) => handle(t, tid, ws, root, end),
-                        Err(_) => t.tids.retain(|&x| x != tid),
+                        Ok(Some(st)) => handle(t, tid, st, root, end),
+                        Ok(None) | Err(_) => t.tids.retain(|&x| x != tid),
                     }
                 }
             }
@@ -279,43 +281,75 @@ impl Watch {
     }
 }
 
+use super::finalize::PTRACE_EVENT_STOP;
+
+/// A wait status, raw: nix's `WaitStatus` cannot hold real-time signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// A ptrace stop: signal-delivery (`event` 0) or an event stop.
+    Stopped { sig: i32, event: i32 },
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// `waitpid(tid, &status, __WALL | flags)`; `None` for WNOHANG and no change.
+fn wait(tid: i32, flags: i32) -> Result<Option<Status>, nix::errno::Errno> {
+    let mut st = 0;
+    // SAFETY: waitpid writes one int to `st`.
+    let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL | flags) };
+    match r {
+        -1 => Err(nix::errno::Errno::last()),
+        0 => Ok(None),
+        _ if libc::WIFEXITED(st) => Ok(Some(Status::Exited(libc::WEXITSTATUS(st)))),
+        _ if libc::WIFSIGNALED(st) => Ok(Some(Status::Signaled(libc::WTERMSIG(st)))),
+        _ if libc::WIFSTOPPED(st) => Ok(Some(Status::Stopped { sig: libc::WSTOPSIG(st), event: st >> 16 })),
+        _ => Ok(None),
+    }
+}
+
+/// `ptrace(req, tid, 0, sig)` for `PTRACE_CONT` / `PTRACE_DETACH` with any
+/// signal number (nix's take only the classic ones).
+fn resume(req: libc::c_uint, tid: i32, sig: i32) {
+    // SAFETY: no memory is passed; the data argument is a signal number.
+    unsafe { libc::ptrace(req, tid, 0usize, sig as usize) };
+}
+
 /// Handles one wait status of watched thread `tid` of `t`.
-fn handle(t: &mut Watched, tid: i32, ws: WaitStatus, root: i32, end: &mut WatchEnd) {
+fn handle(t: &mut Watched, tid: i32, st: Status, root: i32, end: &mut WatchEnd) {
     let p = Pid::from_raw(tid);
-    match ws {
-        WaitStatus::Stopped(_, sig) => {
-            let f = Fault::read(tid, sig as i32);
+    tracing::trace!(pid = t.pid, tid, ?st, "watch: wait status");
+    match st {
+        Status::Stopped { sig, event: 0 } => {
+            let f = Fault::read(tid, sig);
             tracing::debug!(pid = t.pid, tid, "watch: {}", f.describe(&t.areas));
             t.faults.push(f);
-            let _ = ptrace::cont(p, Some(sig));
+            resume(libc::PTRACE_CONT, tid, sig);
         }
-        WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
+        Status::Stopped { event: libc::PTRACE_EVENT_EXIT, .. } => {
             let status = ptrace::getevent(p).unwrap_or(0) as i32;
             if libc::WIFSIGNALED(status) {
                 t.dying.get_or_insert(libc::WTERMSIG(status));
             }
-            let _ = ptrace::cont(p, None);
+            resume(libc::PTRACE_CONT, tid, 0);
         }
-        WaitStatus::PtraceEvent(_, _, ev) if ev == super::finalize::PTRACE_EVENT_STOP => {
+        Status::Stopped { event: PTRACE_EVENT_STOP, .. } => {
             // A job-control stop: it stays stopped without us.
-            let _ = ptrace::detach(p, None);
+            resume(libc::PTRACE_DETACH, tid, 0);
             t.tids.retain(|&x| x != tid);
         }
-        WaitStatus::Exited(_, code) => {
+        Status::Stopped { .. } => resume(libc::PTRACE_CONT, tid, 0),
+        Status::Exited(code) => {
             t.tids.retain(|&x| x != tid);
             if tid == root {
                 end.root_status = Some(code);
             }
         }
-        WaitStatus::Signaled(_, sig, _) => {
+        Status::Signaled(sig) => {
             t.tids.retain(|&x| x != tid);
-            t.dying.get_or_insert(sig as i32);
+            t.dying.get_or_insert(sig);
             if tid == root {
-                end.root_status = Some(128 + sig as i32);
+                end.root_status = Some(128 + sig);
             }
-        }
-        _ => {
-            let _ = ptrace::cont(p, None);
         }
     }
 }
