@@ -255,7 +255,7 @@ fn dump_memfd_contents(dir: &std::path::Path, stats: &mut MemStats, sh: &mut Sha
 #[tracing::instrument(level = "debug", skip_all, fields(pid))]
 fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Shared) -> Result<(FilesState, u32), DumpError> {
     let mut next_id = sh.next_file_id;
-    let mut files_state = crate::files::dump::collect_fds(pid, &mut next_id, &mut sh.seen, FilesOptions { shell_job })?;
+    let mut files_state = crate::files::dump::collect_fds(pid, &mut next_id, &mut sh.seen, &mut sh.sockets, FilesOptions { shell_job })?;
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
