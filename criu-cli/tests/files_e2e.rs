@@ -15,7 +15,7 @@ fn entries_of(images: &std::path::Path, ty: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn eventfds_come_back_with_counter_mode_and_flags() {
+fn eventfds_pipes_and_unlinked_files_come_back_with_their_state() {
     let work = scratch("fdkinds-work");
     let images = scratch("fdkinds-images");
     let result = work.join("result");
@@ -31,6 +31,22 @@ fn eventfds_come_back_with_counter_mode_and_flags() {
     let mut counters: Vec<u64> = efds.iter().map(|e| jnum(&e["efd"]["counter"])).collect();
     counters.sort();
     assert_eq!(counters, vec![3, 5, (1 << 40) + 7], "one entry per description (the dup shares one): {efds:?}");
+    let data = crit_decode(&images.join("pipes-data.img"));
+    let mut pipes: Vec<(u64, u64)> = data["entries"].as_array().unwrap().iter().map(|e| (jnum(&e["size"]), jnum(&e["bytes"]))).collect();
+    for want in [(4096, 100), (256 << 10, 0), (1 << 20, 1 << 20)] {
+        assert!(pipes.contains(&want), "no pipe of capacity {} holding {} bytes: {pipes:?}", want.0, want.1);
+    }
+    // The sparse unlinked file in CRIU 4.2's chunked form: one chunk per extent.
+    let ghosts: Vec<serde_json::Value> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("ghost-file-"))
+        .map(|p| crit_decode(&p))
+        .collect();
+    let sparse = ghosts.iter().find(|g| g["entries"][0]["chunks"] == true).expect("a chunked ghost file");
+    let chunks: Vec<(u64, u64)> = sparse["entries"].as_array().unwrap()[1..].iter().map(|c| (jnum(&c["off"]), jnum(&c["len"]))).collect();
+    assert_eq!((jnum(&sparse["entries"][0]["size"]), chunks.len()), (7 << 20, 2), "chunks {chunks:?}");
+    assert!(ghosts.iter().any(|g| g["entries"][0].get("size").is_none()), "the small one is raw, without a size");
     let before = snapshot(&images);
 
     let held = restore_detached(&images, pid);
@@ -59,7 +75,7 @@ fn fdkinds_checks_pass_without_checkpoint_and_fail_on_change() {
     let report = wait_result(&result);
     assert!(report.contains("FAIL eventfd-counter: read 6"), "{report}");
     assert!(report.ends_with("FAIL 1 check(s)\n"), "{report}");
-    for name in ["eventfd-semaphore", "eventfd-big-counter", "eventfd-cloexec", "eventfd-dup-shares"] {
+    for name in ["eventfd-semaphore", "eventfd-big-counter", "eventfd-cloexec", "eventfd-dup-shares", "ghost-holes", "ghost-mtime", "pipe-1MiB-full"] {
         assert!(report.contains(&format!("ok {name}\n")), "no check {name}:\n{report}");
     }
 }
