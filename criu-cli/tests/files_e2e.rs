@@ -32,7 +32,7 @@ fn eventfds_pipes_and_unlinked_files_come_back_with_their_state() {
     counters.sort();
     assert_eq!(counters, vec![3, 5, (1 << 40) + 7], "one entry per description (the dup shares one): {efds:?}");
     let data = crit_decode(&images.join("pipes-data.img"));
-    let mut pipes: Vec<(u64, u64)> = data["entries"].as_array().unwrap().iter().map(|e| (jnum(&e["size"]), jnum(&e["bytes"]))).collect();
+    let pipes: Vec<(u64, u64)> = data["entries"].as_array().unwrap().iter().map(|e| (jnum(&e["size"]), jnum(&e["bytes"]))).collect();
     for want in [(4096, 100), (256 << 10, 0), (1 << 20, 1 << 20)] {
         assert!(pipes.contains(&want), "no pipe of capacity {} holding {} bytes: {pipes:?}", want.0, want.1);
     }

@@ -6,7 +6,10 @@
  * mode, non-blocking, a counter above 32 bits, a dup sharing one
  * description, close-on-exec; pipes: 1 MiB of capacity holding 1 MiB, an
  * empty one of 256 KiB, one shrunk to a page; unlinked files: a sparse
- * one with an odd owner, set-id mode and mtime, and a small one), prints "READY pid=N" and waits in
+ * one with an odd owner, set-id mode and mtime, and a small one; owners:
+ * a pipe sending SIGRTMIN+1 to this process (F_SETOWN_EX, F_SETSIG,
+ * O_ASYNC, set under euid 1000), a FIFO sending SIGIO to its thread),
+ * prints "READY pid=N" and waits in
  * rt_sigsuspend until SIGUSR1. Phase 2 checks everything from inside and
  * writes the report to RESULT (selfcheck.h); exit status 0 if all passed.
  */
@@ -20,6 +23,11 @@ static const uint64_t BIG = (1ULL << 40) + 7;
 /* Pipes: read end, write end. */
 enum { P_FULL = 20, P_EMPTY = 22, P_SMALL = 24 };
 #define MiB (1 << 20)
+/* Owned descriptions: a pipe (read end, write end), a FIFO's read end. */
+enum { P_OWNED = 40, F_OWNED = 42 };
+#ifndef F_GETOWNER_UIDS
+#define F_GETOWNER_UIDS 17
+#endif
 /* Unlinked files. */
 enum { G_SPARSE = 30, G_SMALL = 31 };
 #define SPARSE_AT (4 * MiB)
@@ -145,6 +153,50 @@ static void check_ghosts(struct report *r)
 	      "read %zd bytes, mode %o", n, st.st_mode);
 }
 
+static void make_owned(const char *result)
+{
+	make_pipe(P_OWNED, 4096, 0);
+	struct f_owner_ex own = {F_OWNER_PID, getpid()};
+	/* The kernel records who set the owner: set it as euid 1000. */
+	if (setresuid(0, 1000, 0) || fcntl(P_OWNED, F_SETOWN_EX, &own) || setresuid(0, 0, 0))
+		die("F_SETOWN_EX");
+	if (fcntl(P_OWNED, F_SETSIG, SIGRTMIN + 1) || fcntl(P_OWNED, F_SETFL, O_ASYNC))
+		die("F_SETSIG");
+	char path[4200];
+	snprintf(path, sizeof path, "%s.fifo", result);
+	unlink(path);
+	if (mkfifo(path, 0600))
+		die("mkfifo");
+	place(open(path, O_RDONLY | O_NONBLOCK), F_OWNED);
+	struct f_owner_ex tid = {F_OWNER_TID, (pid_t)syscall(SYS_gettid)};
+	if (fcntl(F_OWNED, F_SETOWN_EX, &tid))
+		die("F_SETOWN_EX tid");
+}
+
+static void check_owned(struct report *r)
+{
+	struct f_owner_ex own = {0};
+	uint32_t uids[2] = {0};
+	int ok = fcntl(P_OWNED, F_GETOWN_EX, &own) == 0 && fcntl(P_OWNED, F_GETOWNER_UIDS, uids) == 0;
+	CHECK(r, "fown-pid", ok && own.type == F_OWNER_PID && own.pid == getpid() && uids[0] == 0 && uids[1] == 1000,
+	      "type %d pid %d uids %u/%u", own.type, own.pid, uids[0], uids[1]);
+	CHECK(r, "fown-signal", fcntl(P_OWNED, F_GETSIG) == SIGRTMIN + 1 && (fcntl(P_OWNED, F_GETFL) & O_ASYNC), "sig %d flags %#x",
+	      fcntl(P_OWNED, F_GETSIG), fcntl(P_OWNED, F_GETFL));
+	/* It works: writing into the pipe signals us. */
+	sigset_t rt;
+	sigemptyset(&rt);
+	sigaddset(&rt, SIGRTMIN + 1);
+	sigprocmask(SIG_BLOCK, &rt, NULL);
+	struct timespec patience = {30, 0};
+	siginfo_t si = {0};
+	int sent = write(P_OWNED + 1, "x", 1) == 1;
+	int got = sigtimedwait(&rt, &si, &patience);
+	CHECK(r, "fown-delivers", sent && got == SIGRTMIN + 1 && si.si_fd == P_OWNED, "write %d, signal %d fd %d", sent, got, si.si_fd);
+	struct f_owner_ex tid = {0};
+	CHECK(r, "fown-fifo-tid", fcntl(F_OWNED, F_GETOWN_EX, &tid) == 0 && tid.type == F_OWNER_TID && tid.pid == getpid(), "type %d pid %d",
+	      tid.type, tid.pid);
+}
+
 static void setup(void)
 {
 	make_pipe(P_FULL, MiB, MiB);
@@ -175,6 +227,7 @@ static void check(struct report *r)
 	CHECK(r, "eventfd-nonblock", fcntl(EFD_SEM, F_GETFL) & O_NONBLOCK, "flags %#x", fcntl(EFD_SEM, F_GETFL));
 	CHECK(r, "eventfd-big-counter", eventfd_read(EFD_BIG, &v) == 0 && v == BIG, "read %#llx", (unsigned long long)v);
 	check_ghosts(r);
+	check_owned(r);
 	char why[128] = "";
 	CHECK(r, "pipe-1MiB-full", pipe_intact(P_FULL, MiB, MiB, why, sizeof why), "%s", why);
 	CHECK(r, "pipe-256KiB-empty", pipe_intact(P_EMPTY, 256 << 10, 0, why, sizeof why), "%s", why);
@@ -200,6 +253,7 @@ int main(int argc, char **argv)
 	sigemptyset(&empty);
 	setup();
 	make_ghosts(argv[1]);
+	make_owned(argv[1]);
 	announce_ready("READY pid=%d\n", getpid());
 	while (!go)
 		sigsuspend(&empty);

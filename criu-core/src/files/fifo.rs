@@ -133,7 +133,8 @@ fn open_keeper(r: &RegFile, pipe_id: u32, data: &PipeData) -> Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::roundtrip::{crit_decodes, desc, roundtrip};
+    use crate::files::roundtrip::{crit_decodes, desc, roundtrip, roundtrip_files};
+    use crate::files::Fown;
     use crate::files::{DescPlan, FileKind, LoadOptions};
 
     #[test]
@@ -144,5 +145,14 @@ mod tests {
         let file = RegFile { path: "/tmp/ff".into(), flags: libc::O_RDONLY, pos: 0, size: None, mode: Some(libc::S_IFIFO | 0o600) };
         assert_eq!(plans.unwrap()[&1], DescPlan::Fifo(FifoPlan { file, pipe_id: 9, data }));
         crit_decodes(&tmp.path().join("fifo-data.img"));
+    }
+
+    #[test]
+    fn owner_of_a_fifo_travels_in_its_path_entry() {
+        let d = FifoDumped { path: "/tmp/ff".into(), pipe_ino: 9, data: None, mode: libc::S_IFIFO | 0o600, regf_id: 5 };
+        let mut f = desc(1, libc::O_RDONLY, FileKind::Fifo(d));
+        f.fown = Fown { uid: 0, euid: 1000, signum: 0, pid_type: 0, pid: 77 };
+        let (files, _tmp) = roundtrip_files(&[f.clone()], &LoadOptions::default());
+        assert_eq!(files.unwrap().owners, [(1, f.fown)].into());
     }
 }

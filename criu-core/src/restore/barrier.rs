@@ -48,8 +48,10 @@ fn seize_tree(pid: i32) -> Result<()> {
     ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
 }
 
-/// Holds every task until all reached the trap, then lets them all go.
-pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard) -> Result<()> {
+/// Holds every task until all reached the trap, asks `before_release`
+/// (an error there fails the restore, the guard kills the tree), then lets
+/// them all go.
+pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, before_release: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     for t in tasks.iter_mut() {
         if let Some(go) = t.go.take() {
             // The root (our child), or a task forked by a helper (whose
@@ -65,6 +67,7 @@ pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard) -> Result<()> {
     }
     tracing::debug!(tasks = tasks.len(), "every thread of every task reached the blob's last stop");
     guard.all_trapped = true;
+    before_release()?;
     for t in tasks.iter() {
         finish(t)?;
     }

@@ -86,14 +86,15 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
     let (pages, lazy, parent_pages) = load_pages(&images, pid, &vmas)?;
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
-    let (fds, descs) = load_fds(&images, files_id, &files, opts)?;
+    let task_files = load_fds(&images, files_id, &files, opts)?;
     Ok(TaskPlan {
         pid,
         pgid: root.pgid.unwrap_or_default() as i32,
         sid: root.sid.unwrap_or_default() as i32,
         fs,
-        fds,
-        descs,
+        fds: task_files.fds,
+        descs: task_files.descs,
+        owners: task_files.owners,
         vmas,
         pages,
         lazy,

@@ -21,6 +21,9 @@ pub struct TaskPlan {
     pub fds: Vec<FdPlan>,
     /// Open file descriptions by image id (shared by dup'd fds).
     pub descs: BTreeMap<u32, DescPlan>,
+    /// Owners (`F_SETOWN_EX`, `F_SETSIG`) of descriptions that have one,
+    /// set once every task exists ([`crate::files::fdtable::set_owners`]).
+    pub owners: BTreeMap<u32, crate::files::Fown>,
     /// Every dumped VMA, sorted by address, non-overlapping.
     pub vmas: Vec<VmaPlan>,
     pub pages: PagesPlan,

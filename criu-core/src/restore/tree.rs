@@ -234,6 +234,8 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let live: Vec<&TaskPlan> = tree.live().collect();
     let shared = super::shared::create(&images, &live)?;
     let floor = super::shared::tree_floor(&live);
+    // Owners are set once every task exists (the owner may be any of them).
+    let owned = crate::files::fdtable::owned(&shared.descs, live.iter().flat_map(|t| &t.owners), floor)?;
     drop(live);
     let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
     let above = |(rx, tx): (OwnedFd, OwnedFd)| -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
@@ -264,7 +266,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
                 tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
             }
-            barrier::run(&mut tracked, &mut guard)?;
+            barrier::run(&mut tracked, &mut guard, &mut || crate::files::fdtable::set_owners(&owned))?;
             guard.disarm();
             tracing::info!(pid = child, tasks = tracked.len(), "restored");
             Ok(Restored { pid: child })
