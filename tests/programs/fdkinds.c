@@ -8,14 +8,15 @@
  * empty one of 256 KiB, one shrunk to a page; unlinked files: a sparse
  * one with an odd owner, set-id mode and mtime, and a small one; owners:
  * a pipe sending SIGRTMIN+1 to this process (F_SETOWN_EX, F_SETSIG,
- * O_ASYNC, set under euid 1000), a FIFO sending SIGIO to its thread),
- * prints "READY pid=N" and waits in
+ * O_ASYNC, set under euid 1000), a FIFO sending SIGIO to its thread; a
+ * shared mapping of a file opened O_RDWR, read-only in part), prints "READY pid=N" and waits in
  * rt_sigsuspend until SIGUSR1. Phase 2 checks everything from inside and
  * writes the report to RESULT (selfcheck.h); exit status 0 if all passed.
  */
 #define _GNU_SOURCE
 #include "selfcheck.h"
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 enum { EFD_PLAIN = 10, EFD_SEM = 11, EFD_BIG = 12, EFD_DUP = 13 };
@@ -197,6 +198,30 @@ static void check_owned(struct report *r)
 	      tid.type, tid.pid);
 }
 
+/* Two pages of a file opened O_RDWR, mapped shared and read-only, the
+ * second page made writable; the fd closed (zdtm maps_file_prot). */
+static char *shared_map;
+
+static void make_shared_map(const char *result)
+{
+	char path[4200];
+	snprintf(path, sizeof path, "%s.map", result);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || ftruncate(fd, 2 * PAGE))
+		die("the mapped file");
+	shared_map = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (shared_map == MAP_FAILED || mprotect(shared_map + PAGE, PAGE, PROT_READ | PROT_WRITE))
+		die("mapping the file");
+	close(fd);
+}
+
+static void check_shared_map(struct report *r)
+{
+	shared_map[PAGE] = 1;
+	CHECK(r, "map-file-mode", mprotect(shared_map, PAGE, PROT_READ | PROT_WRITE) == 0, "mprotect(PROT_WRITE) of the read-only part: %s",
+	      strerror(errno));
+}
+
 static void setup(void)
 {
 	make_pipe(P_FULL, MiB, MiB);
@@ -228,6 +253,7 @@ static void check(struct report *r)
 	CHECK(r, "eventfd-big-counter", eventfd_read(EFD_BIG, &v) == 0 && v == BIG, "read %#llx", (unsigned long long)v);
 	check_ghosts(r);
 	check_owned(r);
+	check_shared_map(r);
 	char why[128] = "";
 	CHECK(r, "pipe-1MiB-full", pipe_intact(P_FULL, MiB, MiB, why, sizeof why), "%s", why);
 	CHECK(r, "pipe-256KiB-empty", pipe_intact(P_EMPTY, 256 << 10, 0, why, sizeof why), "%s", why);
@@ -254,6 +280,7 @@ int main(int argc, char **argv)
 	setup();
 	make_ghosts(argv[1]);
 	make_owned(argv[1]);
+	make_shared_map(argv[1]);
 	announce_ready("READY pid=%d\n", getpid());
 	while (!go)
 		sigsuspend(&empty);

@@ -257,6 +257,19 @@ pub fn path_file(pid: i32, name: &str, id: u32, flags: u32) -> std::result::Resu
     Ok(FileDesc { id, flags, pos: 0, fown: Fown::default(), kind: FileKind::Reg(dumped(path, -1, &md, ghost)) })
 }
 
+/// The access mode (`O_RDONLY`/`O_WRONLY`/`O_RDWR`) of the file mapped at
+/// `/proc/PID/LINK` (`map_files/START-END`), which the kernel shows as the
+/// link's owner permissions.
+pub fn map_file_flags(pid: i32, link: &str) -> std::result::Result<u32, FileDumpError> {
+    let md = std::fs::symlink_metadata(crate::proc::path(pid, link)).map_err(|source| FileDumpError::Stat { at: link.into(), source })?;
+    let (r, w) = (md.mode() & libc::S_IRUSR != 0, md.mode() & libc::S_IWUSR != 0);
+    Ok(match (r, w) {
+        (true, true) => libc::O_RDWR,
+        (false, true) => libc::O_WRONLY,
+        _ => libc::O_RDONLY,
+    } as u32)
+}
+
 /// A `reg_file_entry` naming `path` (pos 0; no mount id, size or mode).
 pub fn reg_entry(id: u32, flags: u32, fown: &Fown, path: &str) -> pb::RegFileEntry {
     pb::RegFileEntry {

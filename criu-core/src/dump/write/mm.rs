@@ -36,7 +36,8 @@ pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
                     status: Some(v.status),
                     fd: Some(-1),
                     madv: (v.madv != 0).then_some(v.madv),
-                    fdflags: (v.file_id != 0).then_some(if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32),
+                    // The mode the mapped file was opened in (its REG entry's).
+                    fdflags: (v.file_id != 0).then(|| p.files.files.iter().find(|f| f.id == v.file_id).map_or(libc::O_RDONLY as u32, |f| f.flags)),
                 }
             })
             .collect(),
