@@ -132,8 +132,8 @@ impl Pty {
 /// (refused without), and restored by a criu-rs running on terminal B: the
 /// job's terminal fds become B (never A, nor whatever /dev/pts/N is by
 /// then), with the dumped raw mode, control characters and window size;
-/// /dev/tty is reopened (B, criu-rs's controlling terminal); the job's
-/// output appears on B.
+/// /dev/tty is reopened (B, criu-rs's controlling terminal); the job
+/// becomes B's foreground group; its output appears on B.
 #[test]
 fn shell_job_takes_over_the_restoring_terminal() {
     let work = scratch("shelljob-work");
@@ -186,6 +186,11 @@ fn shell_job_takes_over_the_restoring_terminal() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let held = Held::open(job).unwrap();
+    // As CRIU does: the restored job (a group leader) is B's foreground group.
+    let mut fg: libc::pid_t = 0;
+    // SAFETY: TIOCGPGRP on our own master fd writes one pid_t.
+    assert_eq!(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&b.master), libc::TIOCGPGRP, &mut fg) }, 0);
+    assert_eq!(fg, job, "the job is the foreground group of the restoring terminal");
     let link = |fd: i32| std::fs::read_link(format!("/proc/{job}/fd/{fd}")).unwrap().display().to_string();
     assert_eq!([link(0), link(1), link(2), link(5)], [b.path.clone(), b.path.clone(), b.path.clone(), "/dev/tty".into()]);
     let _ = std::fs::remove_file(&result);

@@ -315,6 +315,9 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
             }
         }
         set_ids(t, &tree.tasks[0])?;
+        if idx == 0 {
+            crate::files::tty::take_foreground(plan, t.pid, t.pgid, t.sid)?;
+        }
         let subreaper = plan.core.tc.as_ref().and_then(|tc| tc.child_subreaper).unwrap_or(false);
         let kids: Vec<usize> = tree.children(idx).collect();
         let (orphans, kids): (Vec<usize>, Vec<usize>) = kids.into_iter().partition(|&c| needs_helper(tree, c).is_some());
