@@ -2,7 +2,7 @@
 //!
 //! As in CRIU: `-v0` logs nothing, 1 errors, 2 (default) warnings too, 3
 //! information, 4 everything; `-o FILE` sends the log to FILE (relative to
-//! the images directory when the command has one), created before the
+//! the work directory, which is the images directory unless `-W`), created before the
 //! command runs so it exists even when the command fails. The command's
 //! final error is always one `Error: ...` line on stderr and, with `-o`,
 //! also in the log file, whatever the level.
@@ -62,8 +62,9 @@ pub fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// Installs the global subscriber: to stderr, or to `file` (relative to
-/// `dir` when given, like CRIU's `-o` with `-D`).
-pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>) -> Result<Log> {
+/// `dir` when given: CRIU's work directory, the images directory unless
+/// `-W`; `label` names it in errors).
+pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>, label: &str) -> Result<Log> {
     let builder = tracing_subscriber::fmt().with_max_level(level(verbosity)).with_target(false);
     let Some(f) = file else {
         // SAFETY: isatty only inspects the descriptor.
@@ -74,8 +75,8 @@ pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>) -> Result<Lo
     let path = match dir {
         Some(d) if f.is_relative() => {
             match std::fs::metadata(d) {
-                Err(e) => bail!("images directory {}: {e}", d.display()),
-                Ok(m) if !m.is_dir() => bail!("images directory {}: not a directory", d.display()),
+                Err(e) => bail!("{label} {}: {e}", d.display()),
+                Ok(m) if !m.is_dir() => bail!("{label} {}: not a directory", d.display()),
                 Ok(_) => {}
             }
             d.join(f)

@@ -7,47 +7,7 @@ mod common;
 use common::*;
 
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Output, Stdio};
-
-/// A `sleep` in its own session (so no -j is needed), killed and reaped on drop.
-struct Sleeper(Child);
-impl Sleeper {
-    fn start() -> Sleeper {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let s = Sleeper(in_own_session(&mut cmd).spawn().unwrap());
-        // Asleep in nanosleep (past exec) before any test looks at it.
-        wait_state(s.pid(), 'S');
-        s
-    }
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-    /// Still running and not stopped or traced by anyone. A sleeper that
-    /// is briefly runnable (woken by the scheduler under load) is asked again.
-    fn untouched(&self) -> bool {
-        for _ in 0..500 {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-            if !status.contains("TracerPid:\t0\n") {
-                return false;
-            }
-            if status.contains("State:\tS") {
-                return true;
-            }
-            if !status.contains("State:\tR") {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        false
-    }
-}
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{Output, Stdio};
 
 fn run(args: &[&str]) -> Output {
     criu_rs().args(args).stdin(Stdio::null()).output().unwrap()
@@ -129,8 +89,14 @@ fn verbosity_levels() {
     }
     assert!(lines[1] > lines[0], "-v4 logs more than -v3: {lines:?}");
     assert!(p.untouched());
-    let out = run(&["-v5", "check"]);
-    assert!(!out.status.success(), "-v5 is refused");
+    // As CRIU: levels above 4 log everything, and -v / -vv raise the default (2).
+    for v in ["-v5", "-vv"] {
+        let out = run(&[v, "-o", "l5.log", "dump", "-R", "-t", &pid, "-D", d]);
+        assert!(out.status.success(), "{v}: {}", text(&out.stderr));
+        let log = std::fs::read_to_string(dir.join("l5.log")).unwrap();
+        assert!(log.lines().count() > lines[0], "{v} logs more than -v3, as -v4");
+    }
+    assert!(p.untouched());
 }
 
 #[test]

@@ -36,8 +36,13 @@ fn b64(s: &str) -> Vec<u8> {
     out
 }
 
-/// (vaddr, nr_pages, offset in the pages image) for each entry of a pagemap.
-fn pagemap(dir: &Path, name: &str) -> (u64, Vec<(u64, u64, u64)>) {
+/// `PE_PRESENT` and `PE_LAZY`.
+const PRESENT: u64 = 4;
+const LAZY: u64 = 2;
+
+/// (vaddr, nr_pages, offset in the pages image, flags) for each entry of a
+/// pagemap; every entry has its data (`PE_PRESENT`), some are `PE_LAZY` too.
+fn pagemap(dir: &Path, name: &str) -> (u64, Vec<(u64, u64, u64, u64)>) {
     let e = entries(dir, name);
     let pages_id = jnum(&e[0]["pages_id"]);
     let mut off = 0;
@@ -45,8 +50,9 @@ fn pagemap(dir: &Path, name: &str) -> (u64, Vec<(u64, u64, u64)>) {
         .iter()
         .map(|x| {
             let n = jnum(&x["nr_pages"]);
-            assert_eq!(jnum(&x["flags"]), 4, "PE_PRESENT");
-            let r = (jnum(&x["vaddr"]), n, off);
+            let flags = jnum(&x["flags"]);
+            assert!(flags == PRESENT || flags == PRESENT | LAZY, "flags {flags:#x}");
+            let r = (jnum(&x["vaddr"]), n, off, flags);
             off += n * PAGE;
             r
         })
@@ -54,7 +60,12 @@ fn pagemap(dir: &Path, name: &str) -> (u64, Vec<(u64, u64, u64)>) {
     (pages_id, runs)
 }
 
-fn find_page(runs: &[(u64, u64, u64)], addr: u64) -> Option<u64> {
+/// The flags of the entry holding `addr`.
+fn flags_at(runs: &[(u64, u64, u64, u64)], addr: u64) -> Option<u64> {
+    runs.iter().find(|r| addr >= r.0 && addr < r.0 + r.1 * PAGE).map(|r| r.3)
+}
+
+fn find_page(runs: &[(u64, u64, u64, u64)], addr: u64) -> Option<u64> {
     runs.iter().find(|r| addr >= r.0 && addr < r.0 + r.1 * PAGE).map(|r| r.2 + (addr - r.0))
 }
 
@@ -74,7 +85,7 @@ fn images_hold_what_the_program_set_up() {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".img") && !n.starts_with("pages-"))
+        .filter(|n| (n.ends_with(".img") || n.starts_with("stats-")) && !n.starts_with("pages-"))
         .collect();
     names.sort();
     for n in &names {
@@ -82,7 +93,7 @@ fn images_hold_what_the_program_set_up() {
         let pretty = std::process::Command::new("crit").args(["decode", "--pretty", "-i"]).arg(dir.join(n)).output().unwrap();
         assert!(pretty.status.success(), "crit decode --pretty {n}");
     }
-    for want in ["inventory.img", "pstree.img", "files.img", "stats-dump.img", "remap-fpath.img", "pipes-data.img"] {
+    for want in ["inventory.img", "pstree.img", "files.img", "stats-dump", "remap-fpath.img", "pipes-data.img"] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
 
@@ -197,6 +208,16 @@ fn images_hold_what_the_program_set_up() {
         }
     }
 
+    // As CRIU, the private anonymous pages are flagged lazy (with their
+    // data) but for the page each thread's stack pointer is in.
+    for pg in (0..p.num("pages")).filter(|pg| !(pg % 7 == 3 || pg % 11 == 5)) {
+        assert_eq!(flags_at(&runs, mem + pg * PAGE), Some(PRESENT | LAZY), "page {pg}");
+    }
+    for &t in &tids {
+        let sp = jnum(&entries(&dir, &format!("core-{t}.img"))[0]["thread_info"]["gpregs"]["sp"]);
+        assert_eq!(flags_at(&runs, sp & !(PAGE - 1)), Some(PRESENT), "the stack-pointer page of {t} is eager");
+    }
+
     // VMAs and mm fields.
     let mm = &entries(&dir, &format!("mm-{pid}.img"))[0];
     let vmas = mm["vmas"].as_array().unwrap();
@@ -219,6 +240,7 @@ fn images_hold_what_the_program_set_up() {
     assert!(runs.iter().all(|r| r.0 + r.1 * PAGE <= ts || r.0 >= te), "unmodified text pages must not be dumped");
     let ymm_addr = p.num("ymm");
     let off = find_page(&runs, ymm_addr & !(PAGE - 1)).expect("written data page dumped") as usize + (ymm_addr % PAGE) as usize;
+    assert_eq!(flags_at(&runs, ymm_addr), Some(PRESENT), "a private file page is never lazy");
     assert_eq!(&pages[off..off + 64], &ymm[..], "ymm_in in the data page");
 
     // A 64 GiB sparse area: exactly its two written pages.
@@ -245,6 +267,7 @@ fn images_hold_what_the_program_set_up() {
     let shmid = jnum(&shm["shmid"]);
     let (sh_pages, sh_runs) = pagemap(&dir, &format!("pagemap-shmem-{shmid}.img"));
     assert_eq!(sh_runs.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), vec![(0, 1), (2 * PAGE, 1)]);
+    assert!(sh_runs.iter().all(|r| r.3 == PRESENT), "shared memory is never lazy");
     let sp = std::fs::read(dir.join(format!("pages-{sh_pages}.img"))).unwrap();
     assert!(sp.starts_with(b"shared page 0"));
     assert!(sp[PAGE as usize..].starts_with(b"shared page 2"));

@@ -2,9 +2,10 @@
 //! is dumped, dies, and comes back with `criu-rs restore -d --lazy-pages`
 //! while `criu-rs lazy-pages` serves its memory; it then checks itself.
 //!
-//! Local images get their private anonymous entries flagged `LAZY | PRESENT`
-//! after a normal dump ([`criu_core::lazy::mark`]); the post-copy test uses
-//! `dump --lazy-pages` (no page data in the images at all).
+//! A plain dump flags its private anonymous memory `LAZY | PRESENT`, as
+//! CRIU's do, so its images restore lazily when asked (and eagerly when
+//! not); the post-copy test uses `dump --lazy-pages` (no page data in the
+//! images at all).
 
 mod common;
 
@@ -17,9 +18,16 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Flags the private anonymous memory of `pid`'s dump `LAZY | PRESENT`.
-fn mark_lazy(dir: &Path, pid: i32) -> u64 {
-    criu_core::lazy::mark::mark_lazy(&ImageDir::open(dir).unwrap(), pid as u32).unwrap()
+/// The pages of `pid`'s dump flagged `LAZY` (all with their data:
+/// `PRESENT`), and all its pages.
+fn lazy_pages(dir: &Path, pid: i32) -> (u64, u64) {
+    let images = ImageDir::open(dir).unwrap();
+    let mm = images.read_mm(pid as u64).unwrap();
+    let (_, entries) = images.read_pagemap(pid as u64, &mm).unwrap();
+    let flags = |e: &PagemapEntry| e.flags.unwrap_or(pagemap_flags::PRESENT);
+    assert!(entries.iter().all(|e| flags(e) & pagemap_flags::PRESENT != 0), "a plain dump has every page's data");
+    let lazy = entries.iter().filter(|e| flags(e) & pagemap_flags::LAZY != 0).map(|e| e.page_count()).sum();
+    (lazy, entries.iter().map(|e| e.page_count()).sum())
 }
 
 /// Working directory, images directory and result file of one test.
@@ -45,15 +53,16 @@ impl Dirs {
     }
 }
 
-/// Starts lazymem with `mib` MiB in `mode`, dumps it (killing it) and
-/// flags its anonymous memory lazy. Returns its pid and the lazy page count.
+/// Starts lazymem with `mib` MiB in `mode` and dumps it (killing it): a
+/// plain dump, which flags its anonymous memory lazy. Returns its pid and
+/// the lazy page count.
 fn dump_lazymem(d: &Dirs, mib: u32, mode: &str) -> (i32, u64) {
     let mut p = Program::spawn("lazymem", &[&d.work, &d.result, Path::new(&mib.to_string()), Path::new(mode)]);
     let pid = p.pid();
     wait_all_suspended(&[pid]);
     dump_ok(pid, &d.images, &[]);
     p.reap();
-    let lazy = mark_lazy(&d.images, pid);
+    let (lazy, _) = lazy_pages(&d.images, pid);
     assert!(lazy >= u64::from(mib) * 256, "only {lazy} lazy pages");
     (pid, lazy)
 }
@@ -121,6 +130,46 @@ fn a_256_mib_process_restored_lazily_checks_every_byte() {
     assert_eq!(count(&sum, "gone early"), 0, "{sum}");
     assert_eq!(count(&sum, "killed"), 0, "{sum}");
     assert_same_dir(&before, &snapshot(&d.images));
+}
+
+/// `pages_restored` of the last restore's `stats-restore`.
+fn pages_restored(dir: &Path) -> u64 {
+    jnum(&crit_decode(&dir.join("stats-restore"))["entries"][0]["restore"]["pages_restored"])
+}
+
+/// The user's flow: a plain `criu-rs dump` of 1 GiB, then `restore
+/// --lazy-pages`: the restore leaves that memory to the daemon (its
+/// `stats-restore` counts only the few eager pages; the daemon serves
+/// every lazy page) and the program finds every byte. The same images
+/// restore eagerly without `--lazy-pages`. (`cargo xtask bench --only
+/// lazy` times the lazy restore.)
+#[test]
+fn a_plain_dump_of_1_gib_restores_lazily_when_asked() {
+    let d = Dirs::new("plain-1g");
+    let (pid, lazy) = dump_lazymem(&d, 1024, "check");
+    let (_, total) = lazy_pages(&d.images, pid);
+    let dm = daemon(&d, &[]);
+    let held = restore_lazy(&d, pid);
+    let eager = pages_restored(&d.images);
+    assert_eq!(eager, total - lazy, "the lazy restore filled only the pages not flagged lazy");
+    assert!(eager < lazy / 100, "{eager} pages restored before the task ran, {lazy} left to the daemon");
+    let report = trigger(&held, &d.result);
+    assert_all_ok("1 GiB lazily restored from a plain dump", &report);
+    assert!(held.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
+    let sum = daemon_done(dm);
+    assert_eq!(count(&sum, "pages copied") + count(&sum, "pages in background"), lazy, "every lazy page served by the daemon: {sum}");
+    assert_eq!(count(&sum, "killed"), 0, "{sum}");
+    drop(held);
+    wait_pid_gone(pid);
+    // Without --lazy-pages: every page before the task runs.
+    let _ = std::fs::remove_file(&d.result);
+    let held = restore_detached(&d.images, pid);
+    assert_eq!(pages_restored(&d.images), total);
+    let report = trigger(&held, &d.result);
+    assert_all_ok("1 GiB eagerly restored from the same images", &report);
+    assert!(held.wait_exit(PATIENCE));
+    drop(held);
+    let _ = std::fs::remove_dir_all(&d.images);
 }
 
 #[test]
@@ -304,7 +353,7 @@ fn a_lazy_restore_without_its_daemon_fails_cleanly() {
 
 /// Starts lazytree (a root and two children, `mib` MiB of their own memory
 /// each, plus as much inherited), dumps the tree (killing it) and flags
-/// every task's anonymous memory lazy. Returns the three pids (root first)
+/// (a plain dump flags every task's anonymous memory lazy). Returns the three pids (root first)
 /// and the lazy page count of all three.
 fn dump_lazytree(d: &Dirs, mib: u32) -> ([i32; 3], u64) {
     let mut p = Program::spawn("lazytree", &[&d.work, &d.result, Path::new(&mib.to_string())]);
@@ -315,7 +364,7 @@ fn dump_lazytree(d: &Dirs, mib: u32) -> ([i32; 3], u64) {
     for &pid in &pids[1..] {
         wait_pid_gone(pid);
     }
-    let lazy: u64 = pids.iter().map(|&pid| mark_lazy(&d.images, pid)).sum();
+    let lazy: u64 = pids.iter().map(|&pid| lazy_pages(&d.images, pid).0).sum();
     assert!(lazy >= 3 * 2 * u64::from(mib) * 256, "only {lazy} lazy pages");
     (pids, lazy)
 }

@@ -452,3 +452,116 @@ fn probe_vdso() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// How criu-rs answers one of CRIU's `check --feature` names.
+pub enum Answer {
+    /// The same as criu-rs's own feature of that name ([`FEATURES`]).
+    Probe(&'static str),
+    /// criu-rs does this whatever the kernel (it has a fallback).
+    Yes(&'static str),
+    /// criu-rs cannot do this yet, whatever the kernel says.
+    No(&'static str),
+}
+
+/// One feature name CRIU's `check --feature` knows (criu/cr-check.c).
+pub struct CriuFeature {
+    /// CRIU's name.
+    pub name: &'static str,
+    /// What criu-rs answers.
+    pub answer: Answer,
+}
+
+impl CriuFeature {
+    /// Whether criu-rs can do it here: `Ok(note)` or `Err(why not)`.
+    pub fn check(&self) -> Result<&'static str, String> {
+        match &self.answer {
+            Answer::Probe(own) => {
+                let f = find(own).expect("CRIU_FEATURES names an existing probe");
+                (f.probe)().map(|()| f.what)
+            }
+            Answer::Yes(note) => Ok(note),
+            Answer::No(why) => Err((*why).to_string()),
+        }
+    }
+}
+
+const NO_MNTNS: &str = "criu-rs does not dump or restore mount namespaces";
+const NO_NETNS: &str = "criu-rs does not dump or restore network namespaces";
+const NO_SOCKETS: &str = "criu-rs does not dump sockets of this kind yet";
+const NO_NETLOCK: &str = "criu-rs does not lock the network (it dumps no network namespace or TCP connection)";
+
+/// Every feature name of CRIU's `check --feature` (CRIU 4.2's list, in its
+/// order), with criu-rs's answer: a yes only for what criu-rs can really
+/// dump and restore, so that tools asking (CRIU's test driver skips the
+/// tests whose feature is missing) do not expect more.
+pub static CRIU_FEATURES: &[CriuFeature] = &[
+    CriuFeature { name: "mnt_id", answer: Answer::No(NO_MNTNS) },
+    CriuFeature { name: "mem_dirty_track", answer: Answer::Probe("mem_dirty_track") },
+    CriuFeature { name: "aio_remap", answer: Answer::No("criu-rs does not dump AIO rings") },
+    CriuFeature { name: "timerfd", answer: Answer::No("criu-rs does not dump timerfd descriptors yet") },
+    CriuFeature { name: "tun", answer: Answer::No("criu-rs does not dump tun devices") },
+    CriuFeature { name: "tun_ns", answer: Answer::No("criu-rs does not dump tun devices") },
+    CriuFeature { name: "userns", answer: Answer::No("criu-rs does not dump or restore user namespaces") },
+    CriuFeature { name: "fdinfo_lock", answer: Answer::No("criu-rs does not dump file locks") },
+    CriuFeature { name: "seccomp_suspend", answer: Answer::No("criu-rs does not dump seccomp filters yet") },
+    CriuFeature { name: "seccomp_filters", answer: Answer::No("criu-rs does not dump seccomp filters yet") },
+    CriuFeature { name: "loginuid", answer: Answer::No("criu-rs does not restore the audit loginuid") },
+    CriuFeature { name: "cgroupns", answer: Answer::No("criu-rs does not dump or restore cgroups") },
+    CriuFeature { name: "autofs", answer: Answer::No(NO_MNTNS) },
+    CriuFeature { name: "tcp_half_closed", answer: Answer::No(NO_SOCKETS) },
+    CriuFeature { name: "compat_cr", answer: Answer::No("criu-rs does not dump 32-bit tasks") },
+    CriuFeature { name: "uffd", answer: Answer::Probe("uffd") },
+    CriuFeature { name: "uffd-noncoop", answer: Answer::Probe("uffd-noncoop") },
+    CriuFeature { name: "can_map_vdso", answer: Answer::Probe("vdso") },
+    CriuFeature { name: "sk_ns", answer: Answer::No(NO_SOCKETS) },
+    CriuFeature { name: "sk_unix_file", answer: Answer::No(NO_SOCKETS) },
+    CriuFeature { name: "net_diag_raw", answer: Answer::No(NO_SOCKETS) },
+    CriuFeature { name: "nsid", answer: Answer::No(NO_NETNS) },
+    CriuFeature { name: "link_nsid", answer: Answer::No(NO_NETNS) },
+    CriuFeature { name: "kcmp_epoll", answer: Answer::No("criu-rs does not dump epoll descriptors yet") },
+    CriuFeature { name: "timens", answer: Answer::No("criu-rs does not dump or restore time namespaces") },
+    CriuFeature { name: "external_net_ns", answer: Answer::No(NO_NETNS) },
+    CriuFeature { name: "clone3_set_tid", answer: Answer::Probe("clone3_set_tid") },
+    CriuFeature { name: "newifindex", answer: Answer::No(NO_NETNS) },
+    CriuFeature { name: "nftables", answer: Answer::No(NO_NETLOCK) },
+    CriuFeature { name: "has_ipt_legacy", answer: Answer::No(NO_NETLOCK) },
+    CriuFeature { name: "pidfd_store", answer: Answer::No("criu-rs has no RPC mode (pidfd store)") },
+    CriuFeature { name: "ns_pid", answer: Answer::No("criu-rs does not dump or restore pid namespaces") },
+    CriuFeature { name: "apparmor_stacking", answer: Answer::No("criu-rs does not dump or restore LSM profiles") },
+    CriuFeature { name: "network_lock_nftables", answer: Answer::No(NO_NETLOCK) },
+    CriuFeature { name: "sockopt_buf_lock", answer: Answer::No(NO_SOCKETS) },
+    CriuFeature { name: "memfd_hugetlb", answer: Answer::No("criu-rs does not dump hugetlb memory yet") },
+    CriuFeature { name: "move_mount_set_group", answer: Answer::No(NO_MNTNS) },
+    CriuFeature { name: "openat2", answer: Answer::No(NO_MNTNS) },
+    CriuFeature { name: "get_rseq_conf", answer: Answer::Probe("get_rseq_conf") },
+    CriuFeature { name: "ipv6_freebind", answer: Answer::No(NO_SOCKETS) },
+    CriuFeature { name: "pagemap_scan", answer: Answer::Probe("pagemap_scan") },
+    CriuFeature {
+        name: "timer_cr_ids",
+        answer: Answer::Yes("POSIX timers get their ids back (PR_TIMER_CREATE_RESTORE_IDS, else by creating until the id comes)"),
+    },
+    CriuFeature { name: "overlayfs_maps", answer: Answer::No(NO_MNTNS) },
+    CriuFeature { name: "breakpoints", answer: Answer::No("criu-rs does not restore hardware breakpoints") },
+    CriuFeature { name: "pagemap_scan_guard_pages", answer: Answer::No("criu-rs does not dump guard regions (MADV_GUARD_INSTALL)") },
+];
+
+/// Looks up one of CRIU's feature names.
+pub fn find_criu(name: &str) -> Option<&'static CriuFeature> {
+    CRIU_FEATURES.iter().find(|f| f.name == name)
+}
+
+#[cfg(test)]
+mod criu_feature_tests {
+    use super::*;
+
+    #[test]
+    fn every_criu_name_is_answered_and_probes_exist() {
+        assert_eq!(CRIU_FEATURES.len(), 45, "CRIU 4.2 lists 45 feature names");
+        for f in CRIU_FEATURES {
+            if let Answer::Probe(own) = f.answer {
+                assert!(find(own).is_some(), "{} names a missing probe {own}", f.name);
+            }
+        }
+        assert!(find_criu("userns").unwrap().check().is_err());
+    }
+}

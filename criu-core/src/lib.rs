@@ -1,5 +1,6 @@
 //! criu-core: the checkpoint/restore engine behind the `criu-rs` command.
 //!
+//! - [`actions`]: the stages a dump or restore reports (CRIU's action scripts).
 //! - [`pie`]: the embedded restorer blob, and placing/relocating/calling it.
 //! - [`abi`]: the `#[repr(C)]` argument blocks shared with the blob.
 //! - [`images`]: CRIU-compatible image files (magics, framing, protobuf).
@@ -13,8 +14,10 @@
 //! - [`lazy`]: the lazy-pages daemon (post-copy memory over userfaultfd).
 //! - [`net`]: sockets: sock_diag queries, socket options, network namespaces.
 //! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
+//! - [`stats`]: CRIU's `stats-dump` / `stats-restore` images.
 //! - [`progress`]: page counts of long dumps and restores, for a front end to draw.
 
+pub mod actions;
 pub mod check;
 pub mod dump;
 pub mod files;
@@ -27,6 +30,7 @@ pub mod proc;
 pub mod progress;
 pub mod ptrace;
 pub mod restore;
+pub mod stats;
 pub mod uffd;
 
 /// The argument ABI shared with the restorer blob. The one source file is

@@ -128,7 +128,7 @@ fn file_names_follow_criu() {
             "pagemap-shmem-5.img",
             "fdinfo-2.img",
             "ghost-file-1f.img",
-            "stats-dump.img",
+            "stats-dump",
             "signal-p-13.img"
         ]
     );
@@ -463,7 +463,7 @@ fn kinds_are_recognised_from_names_and_headers() {
         Some((ImageKind::FifoData, 0))
     );
     assert_eq!(
-        ImageKind::from_file_name("stats-dump.img"),
+        ImageKind::from_file_name("stats-dump"),
         Some((ImageKind::StatsDump, 0))
     );
     assert_eq!(ImageKind::from_file_name("core-x.img"), None);

@@ -371,7 +371,11 @@ mod full {
         // Per-thread state of thread 1: its own queued signal and creds.
         let st1 = std::fs::read_to_string(format!("/proc/{pid}/task/{tid1}/status")).unwrap();
         assert_ne!(status_mask(&st1, "SigPnd:") & 1 << 35, 0, "SIGRTMIN+2 queued to thread 1");
-        assert!(st1.lines().any(|l| l.starts_with("Uid:") && l.contains("1000")), "thread 1 creds");
+        let line1 = |key: &str| st1.lines().find(|l| l.starts_with(key)).map(|l| l[key.len()..].split_whitespace().collect::<Vec<_>>().join(" "));
+        assert_eq!(line1("Uid:").as_deref(), Some("1000 1001 1002 1001"), "thread 1's own uids");
+        assert_eq!(line1("Groups:").as_deref(), Some(""), "thread 1's own groups");
+        let st0 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+        assert!(st0.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().skip(1).all(|u| u == "1000")), "thread 0's uids:\n{st0}");
         let comm1 = std::fs::read_to_string(format!("/proc/{pid}/task/{tid1}/comm")).unwrap();
         assert_eq!(comm1.trim(), "restored-thread", "thread 1 name (15 bytes kept)");
         for t in [pid.as_raw(), tid1] {

@@ -131,7 +131,8 @@ pub const RESTORE_VERSION: u32 = 1;
 /// `RestoreArgs::flags`: do not execute `int3` before `rt_sigreturn`
 /// (for runs without a tracer, e.g. tests).
 pub const RESTORE_F_NO_TRAP: u64 = 1 << 0;
-/// `RestoreArgs::flags`: the `creds` field is valid and must be applied.
+/// `RestoreArgs::flags`: every thread's [`ThreadArg::creds`] is valid and
+/// must be applied (by that thread: credentials are per thread).
 pub const RESTORE_F_CREDS: u64 = 1 << 1;
 /// `RestoreArgs::flags`: `personality` is valid and must be applied.
 pub const RESTORE_F_PERSONALITY: u64 = 1 << 2;
@@ -142,8 +143,9 @@ pub const RESTORE_F_MM: u64 = 1 << 3;
 /// (`log_fd` stays: the host closes it). Without the flag the host closes
 /// them after the handshake.
 pub const RESTORE_F_CLOSE_FDS: u64 = 1 << 4;
-/// `RestoreArgs::flags`: `dumpable` is valid: every thread sets it with
-/// PR_SET_DUMPABLE after its credentials (a uid change resets it).
+/// `RestoreArgs::flags`: `dumpable` is valid: the last thread to finish its
+/// credentials sets it with PR_SET_DUMPABLE (any thread's uid change resets
+/// it, and it belongs to the address space).
 pub const RESTORE_F_DUMPABLE: u64 = 1 << 5;
 
 /// A range of target addresses `[start, start + len)`.
@@ -275,8 +277,6 @@ pub struct RestoreArgs {
     pub posix_timers: ArgArray,
     /// [`RlimitArg`]s.
     pub rlimits: ArgArray,
-    /// Valid if `flags & RESTORE_F_CREDS`.
-    pub creds: CredsArg,
     /// Valid if `flags & RESTORE_F_PERSONALITY`.
     pub personality: u32,
     pub _pad1: u32,
@@ -301,7 +301,10 @@ pub struct RestoreArgs {
     pub _pad2: u32,
     /// `PR_SET_DUMPABLE` value (MmEntry.dumpable), with RESTORE_F_DUMPABLE.
     pub dumpable: u32,
-    pub _pad3: u32,
+    /// Written by the blob: how many threads have applied their
+    /// credentials (counted atomically; the last one sets `dumpable`).
+    /// The host leaves it 0.
+    pub creds_done: u32,
 }
 
 /// Bytes of [`RestoreArgs::scratch`] needed per VMA.
@@ -451,6 +454,12 @@ pub struct ThreadArg {
     /// The thread's name (`PR_SET_NAME`, /proc/PID/task/TID/comm),
     /// NUL-padded; all zero: left as is.
     pub comm: [u8; 16],
+    /// The thread's credentials, with `RESTORE_F_CREDS`.
+    pub creds: CredsArg,
+    /// `PR_SET_PDEATHSIG` value (0: none); set after the credentials,
+    /// since a change of ids clears it.
+    pub pdeath_sig: u32,
+    pub _pad2: u32,
 }
 
 /// Kernel `struct sigaction` as taken by `rt_sigaction` on x86_64
@@ -506,7 +515,9 @@ pub struct RlimitArg {
     pub max: u64,
 }
 
-/// Credentials, applied near the end (before re-queueing signals).
+/// One thread's credentials, applied by the thread itself near the end
+/// (before re-queueing signals), in an order where each step still has the
+/// capability it needs (see `restore::task::set_creds`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CredsArg {
@@ -597,7 +608,8 @@ pub struct VdsoArg {
 }
 
 const _: () = assert!(core::mem::size_of::<VmaArg>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadArg>() == 344);
+const _: () = assert!(core::mem::size_of::<ThreadArg>() == 448);
+const _: () = assert!(core::mem::size_of::<CredsArg>() == 96);
 const _: () = assert!(core::mem::size_of::<SigactionArg>() == 32);
 const _: () = assert!(core::mem::size_of::<PosixTimerArg>() == 64);
 const _: () = assert!(core::mem::size_of::<MmMapArg>() == 112);

@@ -5,7 +5,7 @@
 //! `--leave-running` to warm everything up, then times further dumps into
 //! fresh directories on the images disk and on tmpfs (`/dev/shm`). Reports
 //! GB/s of dumped memory over the whole command, over the memory phase
-//! (`stats-dump.img` memdump_time) and over the reading alone
+//! (`stats-dump` memdump_time) and over the reading alone
 //! (`process_vm_readv` time from the log), and checks the program's memory
 //! after.
 

@@ -151,7 +151,7 @@ fn run(criu_rs: &Path, child: &Path, work: &Path, mode: &str, size: u64, args: &
     // The task retries its connect until the daemon listens.
     stdin.write_all(b"go\n")?;
     let daemon = Command::new(criu_rs)
-        .args(["-v", "1", "lazy-pages", "-D"])
+        .args(["-v1", "lazy-pages", "-D"])
         .arg(&dir)
         .arg("--address")
         .arg(&sock)

@@ -6,13 +6,12 @@
 //! copying nothing in the background).
 //!
 //! For each size: `tests/programs/lazymem.c` fills its memory, is dumped
-//! (release `criu-rs`), its images flagged lazy ([`criu_core::lazy::mark`]);
-//! then, per run, a `criu-rs lazy-pages` daemon is started, the restore is
+//! (release `criu-rs`; a plain dump flags its anonymous memory lazy, as
+//! CRIU's do); then, per run, a `criu-rs lazy-pages` daemon is started, the restore is
 //! timed, and the restored program checks every byte (it must say ALL OK)
 //! while the daemon serves it.
 
 use anyhow::{bail, ensure, Context, Result};
-use criu_core::images::ImageDir;
 use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -140,7 +139,6 @@ impl Dumped {
         ensure!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
         prog.0.wait()?;
         wait_until("the dumped pid to be free", || !Path::new(&format!("/proc/{pid}")).exists())?;
-        criu_core::lazy::mark::mark_lazy(&ImageDir::open(&images)?, pid as u32)?;
         Ok(Dumped { pid, images, result, sock: dir.join("lazy.sock") })
     }
 
@@ -153,7 +151,7 @@ impl Dumped {
         let _ = std::fs::remove_file(sock);
         let mut daemon = Kill(
             Command::new(criu_rs)
-                .args(["-v", "1", "lazy-pages", "-D"])
+                .args(["-v1", "lazy-pages", "-D"])
                 .arg(&self.images)
                 .arg("--address")
                 .arg(sock)

@@ -4,7 +4,7 @@
 //! (`dump -R`, after a warm-up), then pre-dumps it, lets it rewrite a
 //! seventh of its memory (one round), and dumps it against the pre-dump
 //! (`--prev-images-dir`). Reports the time each command took, how long the
-//! process was frozen (`stats-dump.img` frozen_time) and the pages written.
+//! process was frozen (`stats-dump` frozen_time) and the pages written.
 //! The program checks its memory at the end.
 
 use anyhow::{bail, Context, Result};

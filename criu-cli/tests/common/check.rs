@@ -20,6 +20,9 @@ pub fn snapshot(dir: &Path) -> Snapshot {
         let (p, ty) = (e.path(), e.file_type().unwrap());
         if ty.is_dir() {
             m.extend(snapshot(&p));
+        } else if e.file_name() == "stats-restore" {
+            // CRIU's restore statistics, which every successful restore
+            // writes into the work directory (as CRIU does); not an image.
         } else if ty.is_file() {
             let mtime = e.metadata().ok().and_then(|m| m.modified().ok());
             m.insert(p.clone(), (std::fs::read(&p).unwrap(), mtime));

@@ -86,6 +86,39 @@ pub struct ImageSet {
     pub shmem: Vec<(u64, u32, Vec<u8>)>,
 }
 
+/// The test's own credentials as a `creds_entry` (a synthetic task gets
+/// what criu-rs, started by the test, can grant).
+pub fn own_creds() -> pb::CredsEntry {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |key: &str| -> Vec<&str> {
+        status.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in status")).split_whitespace().collect()
+    };
+    let ids = |key: &str| -> Vec<u32> { field(key).iter().map(|v| v.parse().unwrap()).collect() };
+    let caps = |key: &str| -> Vec<u32> {
+        let v = u64::from_str_radix(field(key)[0], 16).unwrap();
+        vec![v as u32, (v >> 32) as u32]
+    };
+    let (u, g) = (ids("Uid:"), ids("Gid:"));
+    pb::CredsEntry {
+        uid: Some(u[0]),
+        euid: Some(u[1]),
+        suid: Some(u[2]),
+        fsuid: Some(u[3]),
+        gid: Some(g[0]),
+        egid: Some(g[1]),
+        sgid: Some(g[2]),
+        fsgid: Some(g[3]),
+        cap_inh: caps("CapInh:"),
+        cap_prm: caps("CapPrm:"),
+        cap_eff: caps("CapEff:"),
+        cap_bnd: caps("CapBnd:"),
+        cap_amb: caps("CapAmb:"),
+        secbits: Some(0),
+        groups: ids("Groups:"),
+        ..Default::default()
+    }
+}
+
 impl ImageSet {
     /// One anonymous rwx VMA with two dumped pages, cwd and root `/`, no
     /// fds. The first page holds code that calls `exit(42)`, where `rip`
@@ -121,7 +154,12 @@ impl ImageSet {
                 comm: Some("fake".into()),
                 ..Default::default()
             }),
-            thread_core: Some(pb::ThreadCoreEntry { futex_rla: Some(0), futex_rla_len: Some(0), ..Default::default() }),
+            thread_core: Some(pb::ThreadCoreEntry {
+                futex_rla: Some(0),
+                futex_rla_len: Some(0),
+                creds: Some(own_creds()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         // Plausible layout fields: PR_SET_MM_MAP checks their order.

@@ -424,3 +424,55 @@ pub fn processes_in(dir: &Path, but: &[i32]) -> Vec<i32> {
         .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).map(|c| c == canon).unwrap_or(false))
         .collect()
 }
+
+/// `sleep 1000` in its own session (so no `-j` is needed), asleep before
+/// the test looks at it; killed and reaped on drop. The simplest process
+/// to dump and restore.
+pub struct Sleeper(Child);
+
+impl Sleeper {
+    pub fn start() -> Sleeper {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let s = Sleeper(super::programs::in_own_session(&mut cmd).spawn().unwrap());
+        // Asleep in nanosleep (past exec) before any test looks at it.
+        wait_state(s.pid(), 'S');
+        s
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    /// Still running and not stopped or traced by anyone. A sleeper that
+    /// is briefly runnable (woken by the scheduler under load) is asked again.
+    pub fn untouched(&self) -> bool {
+        for _ in 0..500 {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            if !status.contains("TracerPid:\t0\n") {
+                return false;
+            }
+            if status.contains("State:\tS") {
+                return true;
+            }
+            if !status.contains("State:\tR") {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    /// Reaps it after a dump killed it; its pid is free afterwards.
+    pub fn reap(&mut self) {
+        let _ = self.0.wait();
+        wait_pid_gone(self.pid());
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

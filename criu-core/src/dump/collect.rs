@@ -84,6 +84,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         rseq,
         sched: sched_params(tid).map_err(sys("sched_getparam"))?,
         creds: creds_of(&status),
+        pdeath_sig: 0,
     })
 }
 
@@ -130,6 +131,7 @@ fn run_injection(
             t.altstack = tv.altstack;
             t.clear_tid_addr = tv.clear_tid_addr;
             t.creds.secbits = tv.secbits;
+            t.pdeath_sig = tv.pdeath_sig;
         }
         Ok(vals)
     };
@@ -289,6 +291,7 @@ pub fn collect(
             let text = proc::read_text(&path)?;
             text.trim().parse().map_err(|_| proc::ProcError::Parse { path, what: "a number", line: text.clone() })?
         },
+        stop_signo: fr.stop_signo().map(|s| s as u32),
     };
     let mm = MmState {
         start_code: stat.start_code,

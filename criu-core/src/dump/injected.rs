@@ -145,6 +145,8 @@ pub struct ThreadValues {
     pub clear_tid_addr: u64,
     /// `PR_GET_SECUREBITS` (credentials are per thread).
     pub secbits: u32,
+    /// `PR_GET_PDEATHSIG` (per thread too).
+    pub pdeath_sig: u32,
 }
 
 /// Reads the per-thread values through `inj` (any thread of the process).
@@ -154,5 +156,8 @@ pub fn thread_values(inj: &mut Injector, pid: i32, s: Scratch) -> Result<ThreadV
     inj.syscall_ok(NR_PRCTL, &[PR_GET_TID_ADDRESS, s.addr + 64])?;
     let [tid_addr] = s.read_u64s::<1>(pid, 64)?;
     let secbits = inj.syscall_ok(NR_PRCTL, &[PR_GET_SECUREBITS])? as u32;
-    Ok(ThreadValues { altstack: (sp, flags as i32, size), clear_tid_addr: tid_addr, secbits })
+    inj.syscall_ok(NR_PRCTL, &[PR_GET_PDEATHSIG, s.addr + 128])?;
+    let mut b = [0u8; 4];
+    s.read(pid, 128, &mut b)?;
+    Ok(ThreadValues { altstack: (sp, flags as i32, size), clear_tid_addr: tid_addr, secbits, pdeath_sig: u32::from_ne_bytes(b) })
 }

@@ -135,6 +135,12 @@ pub enum DumpError {
     /// Sending pages to the page server failed.
     #[error("page server: {0}")]
     PageServer(#[from] crate::pageserver::PageServerError),
+    /// An option asks for something criu-rs does not do yet.
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// An action hook (`--action-script`) failed.
+    #[error("{0}")]
+    Action(#[from] crate::actions::ActionFailed),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -164,6 +170,78 @@ pub struct DumpOptions {
     pub track_mem: bool,
     /// `pre-dump`: only memory, the tree always left running, tracking kept.
     pub pre_dump: bool,
+    /// `--leave-stopped` (`-s`): leave every task stopped after the dump
+    /// (not implemented yet: refused before the tree is touched).
+    pub leave_stopped: bool,
+    /// `--ext-unix-sk` (`-x`): a unix socket whose peer is outside the dump
+    /// may be dumped, its peer marked external. `Some(empty)`: any such
+    /// socket; `Some(inodes)`: only those (`-xINODE,...`); `None`: refuse.
+    pub ext_unix_sk: Option<Vec<u64>>,
+    /// `--tcp-established`: established TCP connections may be dumped.
+    pub tcp_established: bool,
+    /// `--skip-in-flight`: TCP connections not yet accepted are left out
+    /// instead of failing the dump.
+    pub tcp_skip_in_flight: bool,
+    /// `--tcp-close`: TCP connections are dumped as closed.
+    pub tcp_close: bool,
+    /// `--file-locks` (`-l`): file locks held by the tree may be dumped.
+    pub file_locks: bool,
+    /// `--link-remap`: unlinked files may be linked back at restore.
+    pub link_remap: bool,
+    /// `--ghost-limit`: the largest deleted file carried in the images
+    /// (only [`crate::files::reg::GHOST_LIMIT`] so far; another value is refused).
+    pub ghost_limit: u64,
+    /// `--external TYPE[ID]:VALUE` as given: resources outside the dump.
+    pub external: Vec<String>,
+    /// The caller's action hook ([`crate::actions`]): called at
+    /// `post-dump`, once the images are complete.
+    pub actions: Option<crate::actions::ActionHook>,
+}
+
+impl DumpOptions {
+    /// A dump of the tree rooted at `pid` into `dir` with CRIU's defaults:
+    /// killed afterwards, 10 s to freeze, pages written locally, nothing
+    /// external allowed; deleted files up to [`crate::files::reg::GHOST_LIMIT`] (CRIU's
+    /// default is 1 MiB).
+    pub fn new(pid: i32, dir: impl Into<PathBuf>) -> Self {
+        DumpOptions {
+            pid,
+            dir: dir.into(),
+            leave_running: false,
+            shell_job: false,
+            freeze_timeout: std::time::Duration::from_secs(10),
+            pages_to: remote::PagesTo::Local,
+            parent: None,
+            track_mem: false,
+            pre_dump: false,
+            leave_stopped: false,
+            ext_unix_sk: None,
+            tcp_established: false,
+            tcp_skip_in_flight: false,
+            tcp_close: false,
+            file_locks: false,
+            link_remap: false,
+            ghost_limit: crate::files::reg::GHOST_LIMIT,
+            external: Vec::new(),
+            actions: None,
+        }
+    }
+}
+
+/// Refuses what the options ask for and the engine cannot do yet, before
+/// anything is touched (CRIU option names in the message).
+pub fn check_supported(opts: &DumpOptions) -> Result<(), DumpError> {
+    let refuse = |what: String| Err(DumpError::NotSupported(what));
+    if opts.leave_stopped {
+        return refuse("--leave-stopped (leaving the dumped tree stopped)".into());
+    }
+    if let Some(e) = opts.external.first() {
+        return refuse(format!("--external {e} (no resource can be marked external yet)"));
+    }
+    if opts.ghost_limit != crate::files::reg::GHOST_LIMIT {
+        return refuse(format!("--ghost-limit {} (deleted files are kept up to {} bytes)", opts.ghost_limit, crate::files::reg::GHOST_LIMIT));
+    }
+    Ok(())
 }
 
 /// Summary of a successful dump.
@@ -173,6 +251,8 @@ pub struct DumpSummary {
     pub process: model::ProcessDump,
     /// Memory counters.
     pub mem: memory::MemStats,
+    /// Time taken to freeze the tree.
+    pub freezing_time: std::time::Duration,
     /// Time spent frozen.
     pub frozen_time: std::time::Duration,
     /// Time spent copying memory.

@@ -61,7 +61,8 @@ pub struct TaskState {
     pub shared_pending: Vec<[u8; SIGINFO_SIZE]>,
     /// `PR_GET_DUMPABLE`.
     pub dumpable: u32,
-    /// `PR_GET_PDEATHSIG`.
+    /// `PR_GET_PDEATHSIG` of the leader (each thread's is in
+    /// [`ThreadState::pdeath_sig`]).
     pub pdeath_sig: u32,
     /// `PR_GET_CHILD_SUBREAPER`.
     pub child_subreaper: bool,
@@ -75,6 +76,9 @@ pub struct TaskState {
     pub loginuid: Option<u32>,
     /// `/proc/PID/oom_score_adj`.
     pub oom_score_adj: i32,
+    /// The signal of the job-control stop the process was in (it is dumped
+    /// as `TASK_STOPPED` and restored stopped), or None if it ran.
+    pub stop_signo: Option<u32>,
 }
 
 /// One signal's action, as the kernel's `struct sigaction` holds it.
@@ -143,6 +147,8 @@ pub struct ThreadState {
     pub sched: (u32, u32, i32),
     /// The thread's credentials (threads may differ, e.g. after a raw setuid syscall).
     pub creds: Creds,
+    /// `PR_GET_PDEATHSIG` of this thread.
+    pub pdeath_sig: u32,
 }
 
 /// Credentials.

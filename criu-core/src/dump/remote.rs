@@ -12,9 +12,9 @@
 //!   numbering its shared memory images use too); the local directory gets
 //!   every other image, and the two directories merged are one dump. A failure here (refused,
 //!   connection broken) fails the dump, which resumes the process.
-//! - lazy: the entries of areas that may be restored lazily (as CRIU:
-//!   private anonymous, not locked, not vDSO/vvar/vsyscall) become `LAZY`
-//!   entries without `PRESENT` and their data stays in the memfd
+//! - lazy: the entries [`flag_lazy`] flagged (as CRIU: private anonymous,
+//!   not locked, not vDSO/vvar/vsyscall, not a thread's stack-pointer
+//!   page) lose `PRESENT` and their data stays in the memfd
 //!   ([`HeldPages`]); the other entries' data is copied to the local
 //!   `pages-1.img` and they stay `PRESENT`. After the process is gone the
 //!   caller serves the held pages ([`serve_held`]) to `criu-rs lazy-pages
@@ -27,7 +27,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use super::model::{ProcessDump, Vma, PE_PRESENT};
+use super::model::{PagemapEntry, ProcessDump, Vma, PE_PRESENT};
 use super::vmas::status;
 use super::DumpError;
 use crate::images::consts::pagemap_flags;
@@ -106,9 +106,79 @@ pub fn send_pages(sink: &mut StreamSink, p: &ProcessDump, pages: &File) -> Resul
 /// userfaultfd.
 pub fn vma_can_be_lazy(st: u32, flags: u32) -> bool {
     const MAP_LOCKED: u32 = 0x2000;
+    const MAP_HUGETLB: u32 = 0x40000;
     st & status::ANON_PRIVATE != 0
         && st & (status::AREA_VDSO | status::AREA_VVAR | status::AREA_VSYSCALL) == 0
-        && flags & MAP_LOCKED == 0
+        && flags & (MAP_LOCKED | MAP_HUGETLB) == 0
+}
+
+/// Flags `LAZY` (keeping `PRESENT`) the pages of `p` that may be restored
+/// lazily, as CRIU's every dump does: the pages of areas that may be lazy
+/// ([`vma_can_be_lazy`]), except the page each thread's stack pointer is
+/// in (CRIU's `is_stack`: touched as soon as the thread runs). Entries are
+/// split where that changes. Without `--lazy-pages` a restore fills them
+/// like the others; with it, the lazy-pages daemon serves them from the
+/// images. Returns the number of pages flagged.
+pub fn flag_lazy(p: &mut ProcessDump) -> u64 {
+    let sps: Vec<u64> = p.threads.iter().map(|t| t.gpregs.rsp).collect();
+    let (entries, lazy) = lazy_entries(&p.pagemap, &p.mm.vmas, &sps);
+    p.pagemap = entries;
+    lazy
+}
+
+/// [`flag_lazy`] on `pagemap` (in address order) of `vmas` (sorted), with
+/// the threads' stack pointers `sps`: the new entries and the lazy count.
+fn lazy_entries(pagemap: &[PagemapEntry], vmas: &[Vma], sps: &[u64]) -> (Vec<PagemapEntry>, u64) {
+    let mut sps: Vec<u64> = sps.iter().map(|sp| sp & !(PAGE_SIZE - 1)).collect();
+    sps.sort_unstable();
+    sps.dedup();
+    let mut out: Vec<PagemapEntry> = Vec::with_capacity(pagemap.len());
+    // Pieces join the previous entry only within one VMA (entries never
+    // span two: the restore refuses them).
+    let mut vma_start = 0;
+    let mut push = |vaddr: u64, end: u64, flags: u32, vma_start: u64| {
+        if end <= vaddr {
+            return;
+        }
+        let nr = ((end - vaddr) / PAGE_SIZE) as u32;
+        match out.last_mut() {
+            Some(l) if l.flags == flags && l.vaddr >= vma_start && l.vaddr + u64::from(l.nr_pages) * PAGE_SIZE == vaddr => l.nr_pages += nr,
+            _ => out.push(PagemapEntry { vaddr, nr_pages: nr, flags }),
+        }
+    };
+    let mut lazy = 0;
+    for e in pagemap {
+        let end = e.vaddr + u64::from(e.nr_pages) * PAGE_SIZE;
+        let first = vmas.partition_point(|v| v.map.end <= e.vaddr);
+        if e.flags != PE_PRESENT {
+            // In the parent dump: kept as it is.
+            vma_start = vmas.get(first).map_or(e.vaddr, |v| v.map.start);
+            push(e.vaddr, end, e.flags, vma_start);
+            continue;
+        }
+        let mut at = e.vaddr;
+        for v in vmas[first..].iter().take_while(|v| v.map.start < end) {
+            let (from, to) = (at.max(v.map.start), end.min(v.map.end));
+            push(at, from, PE_PRESENT, vma_start);
+            vma_start = v.map.start;
+            if !can_be_lazy(v) {
+                push(from, to, PE_PRESENT, vma_start);
+            } else {
+                let mut cur = from;
+                for &sp in sps.iter().filter(|&&sp| sp >= from && sp < to) {
+                    push(cur, sp, PE_PRESENT | pagemap_flags::LAZY, vma_start);
+                    lazy += (sp - cur) / PAGE_SIZE;
+                    push(sp, sp + PAGE_SIZE, PE_PRESENT, vma_start);
+                    cur = sp + PAGE_SIZE;
+                }
+                push(cur, to, PE_PRESENT | pagemap_flags::LAZY, vma_start);
+                lazy += (to - cur) / PAGE_SIZE;
+            }
+            at = to;
+        }
+        push(at, end, PE_PRESENT, vma_start);
+    }
+    (out, lazy)
 }
 
 /// [`vma_can_be_lazy`] for a collected area.
@@ -170,21 +240,18 @@ impl PageStore for HeldPages {
     }
 }
 
-/// Splits the pages of `p` (data in `held`, in pagemap order): entries of
-/// areas that may be lazy become `LAZY` (no `PRESENT`) and stay in `held`;
-/// the others' data is appended to `local` (`pages-1.img`). Rewrites
-/// `p.pagemap` accordingly and returns the held pages and their count.
+/// Splits the pages of `p` (data in `held`, in pagemap order; entries
+/// flagged by [`flag_lazy`]): `LAZY` entries lose `PRESENT` and their data
+/// stays in `held`; the others' data is appended to `local`
+/// (`pages-1.img`). Rewrites `p.pagemap` accordingly and returns the held
+/// pages.
 pub fn hold_lazy(p: &mut ProcessDump, held: File, local: &mut File) -> Result<HeldPages, DumpError> {
-    let vmas = &p.mm.vmas;
     let mut kept = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     let mut off = 0u64;
     for e in p.pagemap.iter_mut() {
         let len = u64::from(e.nr_pages) * PAGE_SIZE;
-        let i = vmas.partition_point(|v| v.map.start <= e.vaddr);
-        let vma = i.checked_sub(1).and_then(|i| vmas.get(i)).filter(|v| e.vaddr + len <= v.map.end);
-        let vma = vma.ok_or(DumpError::Internal("a pagemap entry outside every area"))?;
-        if can_be_lazy(vma) {
+        if e.flags & pagemap_flags::LAZY != 0 {
             e.flags = pagemap_flags::LAZY;
             kept.push((e.vaddr, len, off));
         } else {
@@ -225,6 +292,68 @@ pub fn serve_held(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vma(start: u64, end: u64, status: u32, mmap_flags: u32) -> Vma {
+        let map = crate::proc::maps::MapEntry {
+            start,
+            end,
+            read: true,
+            write: true,
+            exec: false,
+            shared: false,
+            offset: 0,
+            dev: (0, 0),
+            inode: 0,
+            path: String::new(),
+            deleted: false,
+            vmflags: 0,
+        };
+        Vma { map, prot: 3, mmap_flags, status, madv: 0, file_id: 0 }
+    }
+
+    fn pe(vaddr: u64, nr_pages: u32, flags: u32) -> PagemapEntry {
+        PagemapEntry { vaddr, nr_pages, flags }
+    }
+
+    #[test]
+    fn plain_dumps_flag_private_anonymous_pages_but_the_stack_pointer_s() {
+        const P: u64 = PAGE_SIZE;
+        const L: u32 = PE_PRESENT | pagemap_flags::LAZY;
+        let anon = status::AREA_REGULAR | status::ANON_PRIVATE;
+        let vmas = [
+            vma(0x10000, 0x20000, anon, 0x22),                       // private anonymous
+            vma(0x20000, 0x30000, anon, 0x22),                       // adjacent, another VMA
+            vma(0x30000, 0x40000, anon, 0x22 | 0x2000),              // MAP_LOCKED
+            vma(0x40000, 0x50000, status::AREA_REGULAR | status::ANON_PRIVATE | status::AREA_VDSO, 0x22),
+            vma(0x50000, 0x60000, status::AREA_REGULAR | status::FILE_PRIVATE, 0x2), // a file
+        ];
+        // One entry over the first two VMAs (split at the boundary), a
+        // stack pointer in the second, then the others; a parent entry
+        // stays as it is.
+        let pagemap = [
+            pe(0x18000, 16, PE_PRESENT),
+            pe(0x30000, 2, PE_PRESENT),
+            pe(0x40000, 1, PE_PRESENT),
+            pe(0x50000, 1, PE_PRESENT),
+            pe(0x58000, 1, super::super::model::PE_PARENT),
+        ];
+        let (out, lazy) = lazy_entries(&pagemap, &vmas, &[0x22000 + 0x123, 0x22ff0]);
+        assert_eq!(
+            out,
+            [
+                pe(0x18000, 8, L),
+                pe(0x20000, 2, L),
+                pe(0x22000, 1, PE_PRESENT),
+                pe(0x23000, 5, L),
+                pe(0x30000, 2, PE_PRESENT),
+                pe(0x40000, 1, PE_PRESENT),
+                pe(0x50000, 1, PE_PRESENT),
+                pe(0x58000, 1, super::super::model::PE_PARENT),
+            ]
+        );
+        assert_eq!(lazy, 15);
+        assert_eq!(out.iter().map(|e| u64::from(e.nr_pages)).sum::<u64>() * P, 21 * P, "no page lost or added");
+    }
 
     #[test]
     fn held_ranges_span_adjacent_entries_but_not_gaps() {

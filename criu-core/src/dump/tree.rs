@@ -8,8 +8,10 @@
 //! round finds nothing new the tree is complete; a task that forks while we
 //! freeze it has its child found in the next round, and a child that exits
 //! before we reach it is recorded as a zombie (or skipped once reaped).
-//! Stopped tasks, tasks traced by someone else, seccomp tasks and criu-rs
-//! itself inside the tree are refused with a clear error.
+//! Tasks traced by someone else, seccomp tasks and criu-rs itself inside
+//! the tree are refused with a clear error; a task stopped by job control
+//! is dumped stopped (`TASK_STOPPED` and its stop signal in `task_core`)
+//! and, with `--leave-running`, left stopped.
 //!
 //! Sessions and groups: every task's pgid and sid must be a task of the
 //! tree or a leader that no longer exists (restore recreates such a group
@@ -365,6 +367,11 @@ fn collect_tree(
             p.ppid = t.ppid;
         }
         p.kobj = sh.kobj_ids(p.pid).map_err(|e| DumpError::Tree(format!("kcmp on pid {}: {e}", p.pid)))?;
+        // As CRIU: the pages a lazy restore may leave to the daemon are
+        // flagged in every dump (not a pre-dump's: it is never restored).
+        if !opts.pre_dump {
+            remote::flag_lazy(&mut p);
+        }
         if let Some(sink) = sink.as_mut() {
             // The root's were removed with the directory's other stale files.
             if i > 0 {
@@ -390,6 +397,7 @@ fn collect_tree(
     let summary = DumpSummary {
         process: procs.first().cloned().ok_or(DumpError::Internal("empty tree"))?,
         mem,
+        freezing_time: Duration::ZERO,
         frozen_time: t0.elapsed(),
         memdump_time,
         tasks: procs.len(),
@@ -414,6 +422,7 @@ fn collect_tree(
 
 /// Dumps `opts.pid` and all its descendants. See the module documentation.
 pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
+    super::check_supported(opts)?;
     let stat = check_target(opts.pid)?;
     if !opts.shell_job && !opts.pre_dump && (stat.sid != opts.pid || stat.pgid != opts.pid) {
         return Err(DumpError::ShellJob { pid: opts.pid, sid: stat.sid, pgid: stat.pgid });
@@ -444,12 +453,25 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>),
             return Err(e);
         }
     };
-    let result = collect_tree(&tree, opts, pages, sink, t0, &mut adopted);
+    let freezing_time = t0.elapsed();
+    let result = collect_tree(&tree, opts, pages, sink, t0, &mut adopted).map(|(mut s, held)| {
+        s.freezing_time = freezing_time;
+        (s, held)
+    });
     // Scanning re-protected what it reported: the parent's tracker has
     // nothing left to tell anyone (its successor, if any, holds the rest).
     if let Some(a) = adopted {
         a.retire();
     }
+    // The images are complete and the tree still frozen: the caller may
+    // act on both (CRIU's post-dump scripts, not run by a pre-dump); if it
+    // refuses, the tree runs on.
+    let result = result.and_then(|done| {
+        if !opts.pre_dump {
+            crate::actions::run(opts.actions.as_ref(), crate::actions::Action::PostDump, Some(opts.pid))?;
+        }
+        Ok(done)
+    });
     match result {
         Ok(done) => {
             if opts.leave_running || opts.pre_dump {

@@ -38,6 +38,8 @@ impl Header {
 enum IdFormat {
     /// One file per dump (`pstree.img`).
     None,
+    /// One file per dump, without `.img` (CRIU's `stats-dump`).
+    Bare,
     /// Decimal id (`core-1234.img`).
     Dec,
     /// Hexadecimal id (`ghost-file-1a.img`).
@@ -123,14 +125,18 @@ image_kinds! {
     TtyInfo => Common(0x5945_3036), "tty-info", None, "tty_info_entry";
     /// `tty-data.img`: `tty_data_entry` records.
     TtyData => Common(0x5941_3026), "tty-data", None, "tty_data_entry";
+    /// `tcp-stream-INO.img` (hex socket inode): one `tcp_stream_entry`,
+    /// then the receive queue's and the send queue's bytes.
+    TcpStream => Common(0x5146_5506), "tcp-stream", Hex, "tcp_stream_entry";
     /// `filelocks.img`: `file_lock_entry` records.
     FileLocks => Common(0x5432_3616), "filelocks", None, "file_lock_entry";
     /// `eventpoll-tfd.img`: legacy epoll targets.
     EventpollTfd => Common(0x4443_3746), "eventpoll-tfd", None, "eventpoll_tfd_entry";
-    /// `stats-dump.img`: one `stats_entry` (service image).
-    StatsDump => Service(0x5709_3306), "stats-dump", None, "stats_entry";
-    /// `stats-restore.img`: one `stats_entry` (service image).
-    StatsRestore => Service(0x5709_3306), "stats-restore", None, "stats_entry";
+    /// `stats-dump` (no `.img`, as CRIU names it): one `stats_entry`
+    /// (service image), in the work directory.
+    StatsDump => Service(0x5709_3306), "stats-dump", Bare, "stats_entry";
+    /// `stats-restore`: one `stats_entry` (service image).
+    StatsRestore => Service(0x5709_3306), "stats-restore", Bare, "stats_entry";
     /// `signal-s-PID.img`: legacy shared pending signals (`siginfo_entry`).
     Signal => Common(0x5925_5647), "signal-s", Dec, "siginfo_entry";
     /// `signal-p-TID.img`: legacy private pending signals (`siginfo_entry`).
@@ -161,6 +167,12 @@ image_kinds! {
     EventpollFile => Common(0x4502_3858), "eventpoll", None, "eventpoll_file_entry";
     /// `signalfd.img`: legacy (now `file_entry.sgfd`).
     Signalfd => Common(0x5732_3820), "signalfd", None, "signalfd_entry";
+    /// `inetsk.img`: legacy (now `file_entry.isk`).
+    InetSk => Common(0x5644_3851), "inetsk", None, "inet_sk_entry";
+    /// `packetsk.img`: legacy (now `file_entry.psk`).
+    PacketSk => Common(0x6045_4618), "packetsk", None, "packet_sock_entry";
+    /// `netlinksk.img`: legacy (now `file_entry.nlsk`).
+    NetlinkSk => Common(0x5800_5614), "netlinksk", None, "netlink_sk_entry";
     /// `timerfd.img`: legacy (now `file_entry.tfd`).
     Timerfd => Common(0x5049_3712), "timerfd", None, "timerfd_entry";
 }
@@ -184,6 +196,7 @@ impl ImageKind {
     pub fn file_name(self, id: u64) -> String {
         match self.id_format() {
             IdFormat::None => format!("{}.img", self.stem()),
+            IdFormat::Bare => self.stem().to_string(),
             IdFormat::Dec => format!("{}-{id}.img", self.stem()),
             IdFormat::Hex => format!("{}-{id:x}.img", self.stem()),
         }
@@ -200,13 +213,18 @@ impl ImageKind {
 }
 
 impl ImageKind {
-    /// Parses a file name such as `core-1234.img` or `ghost-file-1f.img`
-    /// into its kind and id (0 for kinds without one).
+    /// Parses a file name such as `core-1234.img`, `ghost-file-1f.img` or
+    /// `stats-dump` into its kind and id (0 for kinds without one).
     pub fn from_file_name(name: &str) -> Option<(ImageKind, u64)> {
-        let base = name.strip_suffix(".img")?;
+        let base = name.strip_suffix(".img");
         let parse = |k: ImageKind| {
+            if k.id_format() == IdFormat::Bare {
+                return (name == k.stem()).then_some((k, 0));
+            }
+            let base = base?;
             let (digits, radix) = match k.id_format() {
                 IdFormat::None => return (base == k.stem()).then_some((k, 0)),
+                IdFormat::Bare => return None,
                 IdFormat::Dec => (base.strip_prefix(k.stem())?.strip_prefix('-')?, 10),
                 IdFormat::Hex => (base.strip_prefix(k.stem())?.strip_prefix('-')?, 16),
             };

@@ -11,7 +11,7 @@
 //!  | 0x54564319      | e.g. 0x55053847 |         | len bytes |         | len bytes |
 //!  +-----------------+-----------------+---------+-----------+---------+-----------+--
 //!
-//!  service image (stats-dump.img): IMG_SERVICE 0x55105940 instead of IMG_COMMON
+//!  service image (stats-dump): IMG_SERVICE 0x55105940 instead of IMG_COMMON
 //!  inventory.img:                  a single magic word 0x58313116, then entries
 //!
 //!  entry with a raw payload (pipes-data.img, ghost-file-N.img):
@@ -49,7 +49,7 @@
 //!    `pipes-data.img`; unlinked files in `ghost-file-ID.img` with a
 //!    `remap-fpath.img` entry.
 //! 4. `pstree.img` (one `pstree_entry` per process, parents first).
-//! 5. `stats-dump.img` (optional), then `inventory.img`
+//! 5. `stats-dump` (optional), then `inventory.img`
 //!    ([`InventoryEntry::for_dump`](pb::InventoryEntry::for_dump)).
 
 mod checks;

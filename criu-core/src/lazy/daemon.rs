@@ -50,6 +50,8 @@ pub struct Options {
     /// While faults come in, run on the CPU of the faulting thread
     /// ([`super::cpu`]).
     pub follow_cpu: bool,
+    /// Told `status-ready` once the socket listens ([`crate::actions`]).
+    pub actions: Option<crate::actions::ActionHook>,
 }
 
 impl Options {
@@ -66,6 +68,7 @@ impl Options {
             accept_timeout: Duration::from_secs(60),
             register_timeout: Duration::from_secs(30),
             follow_cpu: true,
+            actions: None,
         }
     }
 }
@@ -179,6 +182,7 @@ pub fn run(opts: Options) -> Result<Stats, LazyError> {
         opts.socket.display(),
         guard.pid()
     );
+    crate::actions::run(opts.actions.as_ref(), crate::actions::Action::StatusReady, None)?;
     let follower = Follower::new(opts.follow_cpu);
     let mut d = Daemon {
         opts,

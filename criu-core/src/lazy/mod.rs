@@ -67,12 +67,13 @@
 //!
 //! # What the restore side must do
 //!
-//! (`criu-rs restore --lazy-pages` does this: [`crate::restore::lazy`];
-//! [`mark`] turns a local dump's pagemap into a lazy one.)
+//! (`criu-rs restore --lazy-pages` does this: [`crate::restore::lazy`].)
 //!
-//! - Dump: flag `LAZY` (with `PRESENT` when the data is in `pages-N.img`)
-//!   the pagemap entries of private anonymous VMAs that are not locked and
-//!   not `[vdso]`/`[vvar]`/`[vsyscall]`; other pages stay eager.
+//! - Dump: flag `LAZY` (with `PRESENT` when the data is in `pages-N.img`,
+//!   as every plain dump does: [`crate::dump::remote::flag_lazy`]) the
+//!   pagemap entries of private anonymous VMAs that are not locked and not
+//!   `[vdso]`/`[vvar]`/`[vsyscall]`, but for each thread's stack-pointer
+//!   page; other pages stay eager.
 //! - Start `criu-rs lazy-pages -D DIR --address SOCK` first. It expects one
 //!   hand-over per process of `pstree.img` (a process without lazy pages
 //!   still hands one over; it completes at once).
@@ -102,7 +103,6 @@ pub mod cpu;
 pub mod daemon;
 pub mod guard;
 pub mod hello;
-pub mod mark;
 pub mod ranges;
 pub mod smaps;
 
@@ -140,6 +140,9 @@ pub enum LazyError {
     /// A malformed hand-over.
     #[error("lazy-pages hand-over: {0}")]
     Hello(String),
+    /// An action hook (`--action-script`, `--status-fd`) failed.
+    #[error("{0}")]
+    Action(#[from] crate::actions::ActionFailed),
     /// The daemon refused a task.
     #[error("lazy-pages daemon refused pid {pid}: {errno}")]
     Refused {

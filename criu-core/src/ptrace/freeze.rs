@@ -1,5 +1,14 @@
 //! Freezing every thread of a process with `PTRACE_SEIZE` +
 //! `PTRACE_INTERRUPT`, and letting them go again.
+//!
+//! A process stopped by job control (state `T`) is frozen like any other:
+//! seized, its threads report `PTRACE_EVENT_STOP` with the stop signal
+//! (the kernel puts the stop signal there while the group stop is in
+//! effect, SIGTRAP otherwise), and [`Frozen::stop_signo`] says so. A stop signal a thread dequeues while we freeze it (sent just
+//! before) is passed on, so it stops as it would have. Syscalls can still
+//! be injected (a seized tracee runs when resumed, group stop or not), and
+//! on detach the kernel puts every thread back into the group stop, which
+//! lasts until a SIGCONT.
 
 use super::{npid, sys, PtraceError, Result};
 use crate::proc::misc::read_tasks;
@@ -22,6 +31,8 @@ pub struct Frozen {
     pid: i32,
     tids: Vec<i32>,
     released: bool,
+    /// The signal of the job-control stop the process is in, if any.
+    stop_signo: Option<i32>,
 }
 
 /// Whether a stop signal is a job-control (group) stop.
@@ -31,7 +42,10 @@ fn is_group_stop(sig: Signal) -> bool {
 
 /// Outcome of waiting for a seized thread.
 enum Stopped {
-    Yes,
+    /// In our interrupt trap.
+    Interrupted,
+    /// In a job-control stop by this signal.
+    Group(Signal),
     Gone,
 }
 
@@ -54,9 +68,11 @@ fn wait_stop(tid: i32, deadline: Instant) -> Result<Stopped> {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(2));
             }
-            WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => return Ok(Stopped::Yes),
-            WaitStatus::Stopped(_, sig) if is_group_stop(sig) => return Ok(Stopped::Yes),
+            WaitStatus::PtraceEvent(_, sig, PTRACE_EVENT_STOP) if is_group_stop(sig) => return Ok(Stopped::Group(sig)),
+            WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => return Ok(Stopped::Interrupted),
             WaitStatus::Stopped(_, sig) => {
+                // A stop signal passed on stops the thread's group, which
+                // it then reports as a group stop.
                 tracing::debug!(tid, ?sig, "signal-delivery stop while freezing; passing it on");
                 ptrace::cont(npid(tid), Some(sig)).map_err(sys("PTRACE_CONT", tid))?;
             }
@@ -77,10 +93,7 @@ impl Frozen {
         if st.tracer_pid != 0 {
             return Err(PtraceError::AlreadyTraced { pid, tracer: st.tracer_pid });
         }
-        if matches!(st.state, 'T' | 't') {
-            return Err(PtraceError::Stopped(pid));
-        }
-        let mut fr = Frozen { pid, tids: Vec::new(), released: false };
+        let mut fr = Frozen { pid, tids: Vec::new(), released: false, stop_signo: None };
         loop {
             let tids = read_tasks(pid)?;
             let new: Vec<i32> = tids.into_iter().filter(|t| !fr.tids.contains(t)).collect();
@@ -113,16 +126,24 @@ impl Frozen {
                 }
             }
             for tid in seized {
-                if let Stopped::Gone = wait_stop(tid, deadline)? {
-                    if tid == pid {
-                        return Err(PtraceError::Unexpected { tid, what: "the process exited while being frozen".into() });
+                match wait_stop(tid, deadline)? {
+                    Stopped::Gone if tid == pid => {
+                        return Err(PtraceError::Unexpected { tid, what: "the process exited while being frozen".into() })
                     }
-                    fr.tids.retain(|t| *t != tid);
+                    Stopped::Gone => fr.tids.retain(|t| *t != tid),
+                    Stopped::Group(sig) => fr.stop_signo = Some(sig as i32),
+                    Stopped::Interrupted => {}
                 }
             }
         }
-        tracing::debug!(pid, threads = fr.tids.len(), "frozen");
+        tracing::debug!(pid, threads = fr.tids.len(), stopped = ?fr.stop_signo, "frozen");
         Ok(fr)
+    }
+
+    /// The signal that stopped the process (job control), if it was
+    /// stopped when frozen.
+    pub fn stop_signo(&self) -> Option<i32> {
+        self.stop_signo
     }
 
     /// The process id.

@@ -36,9 +36,6 @@ pub enum PtraceError {
     /// The kernel refused to let us trace the process.
     #[error("not allowed to trace process {0} (PTRACE_SEIZE: EPERM): it runs as another user, is not dumpable, or ptrace is restricted")]
     NotPermitted(i32),
-    /// The process is stopped by job control.
-    #[error("process {0} is stopped (job control); continue it (SIGCONT) before dumping")]
-    Stopped(i32),
     /// The task did something we did not expect while traced.
     #[error("thread {tid}: {what}")]
     Unexpected {

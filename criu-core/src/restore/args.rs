@@ -141,7 +141,15 @@ pub fn build_args(
     let cores = std::iter::once((plan.pid, &*plan.core)).chain(plan.threads.iter().map(|(tid, c)| (*tid, c)));
     for (i, (tid, core)) in cores.enumerate() {
         let stack = MemRange { start: place.stack.start + i as u64 * STACK_SIZE, len: STACK_SIZE };
-        threads.push(thread_arg(&mut b, tid, core, tc.blk_sigset.unwrap_or_default(), stack)?);
+        let mut t = thread_arg(&mut b, tid, core, tc.blk_sigset.unwrap_or_default(), stack)?;
+        let creds = plan.creds.iter().find(|(id, _)| *id == tid).map(|(_, c)| c);
+        let creds = creds.ok_or_else(|| RestoreError::bad(format!("core-{tid}.img"), "no credentials"))?;
+        t.creds = creds.to_arg(b.push(&creds.groups));
+        // The root's parent is criu-rs, which goes away.
+        if plan.root {
+            t.pdeath_sig = 0;
+        }
+        threads.push(t);
     }
     let threads = b.push(&threads);
     let sigactions = b.push(&sigactions(&tc.sigactions).map_err(|p| RestoreError::bad(core_file(), p))?);
@@ -154,18 +162,11 @@ pub fn build_args(
         .map(|(i, r)| RlimitArg { resource: i as u32, _pad: 0, cur: r.cur.unwrap_or_default(), max: r.max.unwrap_or_default() })
         .collect();
     let rlimits = b.push(&rl);
-    let mut flags = RESTORE_F_PERSONALITY | RESTORE_F_MM;
+    let mut flags = RESTORE_F_PERSONALITY | RESTORE_F_MM | RESTORE_F_CREDS;
     // PR_SET_DUMPABLE takes 0 or 1 only (2, "suid dumpable", is not settable).
     if matches!(plan.mm.dumpable, Some(0 | 1)) {
         flags |= RESTORE_F_DUMPABLE;
     }
-    let creds = match plan.core.thread_core.as_ref().and_then(|t| t.creds.as_ref()) {
-        Some(c) => {
-            flags |= RESTORE_F_CREDS;
-            creds_arg(c, b.push(&c.groups))
-        }
-        None => CredsArg::default(),
-    };
     let auxv: Vec<u8> = plan.mm.mm_saved_auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
     let mm = mm_arg(&plan.mm, b.push_bytes(&auxv), fds.exe);
     let timers = tc.timers.clone().unwrap_or_default();
@@ -191,7 +192,6 @@ pub fn build_args(
         itimers: [itimer(&timers.real), itimer(&timers.virt), itimer(&timers.prof)],
         posix_timers,
         rlimits,
-        creds,
         personality: tc.personality.unwrap_or_default(),
         _pad1: 0,
         mm,
@@ -203,7 +203,7 @@ pub fn build_args(
         uffd: if fds.lazy.is_empty() { -1 } else { fds.uffd },
         _pad2: 0,
         dumpable: plan.mm.dumpable.unwrap_or(1).clamp(0, 1) as u32,
-        _pad3: 0,
+        creds_done: 0,
     };
     let total = b.buf.len().next_multiple_of(PAGE_SIZE as usize) as u64;
     Ok(b.finish(&RestoreArgs { total_size: total, ..head }))
@@ -244,6 +244,7 @@ fn thread_arg(b: &mut Block, tid: i32, core: &pb::CoreEntry, task_mask: u64, sta
         siginfos: b.push(&siginfos(&th.signals_p)),
         stack,
         comm,
+        pdeath_sig: th.pdeath_sig.unwrap_or_default(),
         ..Default::default()
     })
 }
@@ -371,28 +372,6 @@ fn posix_timer(t: &pb::PosixTimerEntry) -> PosixTimerArg {
         interval_nsec: t.insec.unwrap_or_default() as i64,
         value_sec: t.vsec.unwrap_or_default() as i64,
         value_nsec: t.vnsec.unwrap_or_default() as i64,
-    }
-}
-
-fn creds_arg(c: &pb::CredsEntry, groups: ArgArray) -> CredsArg {
-    let caps = |v: &[u32]| [v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0)];
-    CredsArg {
-        uid: c.uid.unwrap_or_default(),
-        euid: c.euid.unwrap_or_default(),
-        suid: c.suid.unwrap_or_default(),
-        fsuid: c.fsuid.unwrap_or_default(),
-        gid: c.gid.unwrap_or_default(),
-        egid: c.egid.unwrap_or_default(),
-        sgid: c.sgid.unwrap_or_default(),
-        fsgid: c.fsgid.unwrap_or_default(),
-        groups,
-        cap_inh: caps(&c.cap_inh),
-        cap_prm: caps(&c.cap_prm),
-        cap_eff: caps(&c.cap_eff),
-        cap_bnd: caps(&c.cap_bnd),
-        cap_amb: caps(&c.cap_amb),
-        secbits: c.secbits.unwrap_or_default(),
-        no_new_privs: c.no_new_privs.unwrap_or_default(),
     }
 }
 

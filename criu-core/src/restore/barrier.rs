@@ -29,7 +29,7 @@ pub struct Tracked {
     go: Option<OwnedFd>,
     log: StatusLog,
     place: Option<BlobPlace>,
-    /// Leave it in a job-control stop, as dumped.
+    /// Leave it in a job-control stop, as dumped (`TASK_STOPPED`).
     stopped: bool,
 }
 
@@ -156,9 +156,15 @@ fn finish(t: &Tracked) -> Result<()> {
         }
     }
     cleanup(t.pid, leader_insn, place, &t.threads)?;
+    if t.stopped {
+        // Queued while every thread is still ours: each one takes it (the
+        // whole group stops, the parent is told) before it runs any code.
+        // SIGSTOP whatever stopped it at dump time: the others can be
+        // handled or, in an orphaned process group, discarded.
+        nix::sys::signal::kill(Pid::from_raw(t.pid), Signal::SIGSTOP).map_err(ptrace_err(t.pid, "kill(SIGSTOP)"))?;
+    }
     for tid in t.threads.iter().rev().map(|th| th.tid) {
-        let sig = (t.stopped && tid == t.pid).then_some(Signal::SIGSTOP);
-        ptrace::detach(Pid::from_raw(tid), sig).map_err(ptrace_err(t.pid, "PTRACE_DETACH"))?;
+        ptrace::detach(Pid::from_raw(tid), None).map_err(ptrace_err(t.pid, "PTRACE_DETACH"))?;
     }
     tracing::debug!(pid = t.pid, threads = t.threads.len(), "task restored and running");
     Ok(())

@@ -26,6 +26,10 @@ pub enum RestoreError {
     /// The images describe something this restorer does not handle yet.
     #[error("{file}: unsupported: {what}")]
     Unsupported { file: PathBuf, what: String },
+    /// A thread's dumped credentials are more than criu-rs can give
+    /// (capabilities beyond its own, ids outside its user namespace).
+    #[error("task {pid}, thread {tid}: cannot restore its credentials: {what}")]
+    CannotGrant { pid: i32, tid: i32, what: String },
     /// The dumped pid is taken by a running process.
     #[error("pid {pid} is already in use (EEXIST): cannot restore the task with its pid")]
     PidInUse { pid: i32 },
@@ -53,6 +57,12 @@ pub enum RestoreError {
     /// The task died or misbehaved while the blob ran.
     #[error("restoring task {pid}: {problem}")]
     TaskDied { pid: i32, problem: String },
+    /// An option asks for something criu-rs does not do yet.
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// An action hook (`--action-script`) failed.
+    #[error("{0}")]
+    Action(#[from] crate::actions::ActionFailed),
 }
 
 impl RestoreError {

@@ -44,7 +44,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<TaskPlan> {
     let pstree_path = images.image_path(ImageKind::Pstree, 0);
     let tree: Vec<pb::PstreeEntry> = images.read_all(ImageKind::Pstree, 0)?;
     match tree.as_slice() {
-        [one] => load_task(&images, one, opts),
+        [one] => load_task(&images, one, opts).map(|p| TaskPlan { root: true, ..p }),
         [] => Err(RestoreError::bad(&pstree_path, "no process")),
         _ => Err(RestoreError::Unsupported { file: pstree_path, what: format!("{} processes (only one for now)", tree.len()) }),
     }
@@ -87,6 +87,15 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
     let task_files = load_fds(&images, files_id, &files, opts)?;
+    let creds = std::iter::once((pid, &core))
+        .chain(threads.iter().map(|(t, c)| (*t, c)))
+        .map(|(tid, c)| {
+            let file = images.image_path(ImageKind::Core, tid as u64);
+            let entry = c.thread_core.as_ref().and_then(|t| t.creds.as_ref());
+            let entry = entry.ok_or_else(|| RestoreError::bad(&file, "no credentials (thread_core.creds)"))?;
+            Ok((tid, super::creds::Creds::from_entry(&file, tid, entry)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(TaskPlan {
         pid,
         pgid: root.pgid.unwrap_or_default() as i32,
@@ -103,6 +112,8 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         core: Box::new(core),
         threads,
         mm: Box::new(mm),
+        creds,
+        root: false,
     })
 }
 

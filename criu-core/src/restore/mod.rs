@@ -19,6 +19,7 @@ pub mod args;
 pub mod barrier;
 pub mod child;
 pub mod clone;
+pub mod creds;
 pub mod error;
 pub mod fds;
 pub mod finalize;
@@ -55,13 +56,95 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     /// `--lazy-pages`: the lazy-pages daemon's socket (see [`lazy`]).
     pub lazy_pages: Option<PathBuf>,
+    /// `--leave-stopped` (`-s`): leave every task stopped instead of
+    /// resuming it (not implemented yet: refused before anything is made).
+    pub leave_stopped: bool,
+    /// `--ext-unix-sk`: unix sockets dumped with an external peer may be
+    /// restored (connected to whatever listens at the peer's address).
+    pub ext_unix_sk: bool,
+    /// `--tcp-established`: established TCP connections may be restored.
+    pub tcp_established: bool,
+    /// `--tcp-close`: TCP connections are restored closed.
+    pub tcp_close: bool,
+    /// `--file-locks` (`-l`): file locks in the images are restored.
+    pub file_locks: bool,
+    /// `--inherit-fd fd[N]:KEY`: descriptors of criu-rs standing for
+    /// resources outside the dump (not implemented yet: refused).
+    pub inherit_fd: Vec<InheritFd>,
+    /// `--external TYPE[ID]:VALUE` as given (not implemented yet: refused).
+    pub external: Vec<String>,
+    /// The caller's action hook ([`crate::actions`]): called at
+    /// `post-restore` and `pre-resume`, with the root's pid.
+    pub actions: Option<crate::actions::ActionHook>,
+}
+
+/// One `--inherit-fd fd[N]:KEY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InheritFd {
+    /// criu-rs's descriptor.
+    pub fd: i32,
+    /// What it stands for: `pipe:[INO]`, `socket:[INO]`, `tty[RDEV:DEV]`,
+    /// `file[MNT:INO]` or a path, as in the images.
+    pub key: String,
+}
+
+impl RestoreOptions {
+    /// A plain restore of the dump in `dir`: eager memory, tasks resumed,
+    /// nothing inherited.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RestoreOptions {
+            dir: dir.into(),
+            shell_job: false,
+            lazy_pages: None,
+            leave_stopped: false,
+            ext_unix_sk: false,
+            tcp_established: false,
+            tcp_close: false,
+            file_locks: false,
+            inherit_fd: Vec::new(),
+            external: Vec::new(),
+            actions: None,
+        }
+    }
+
+    /// Refuses what these options ask for and the engine cannot do yet
+    /// (CRIU option names in the message).
+    fn check_supported(&self) -> Result<()> {
+        let refuse = |what: String| Err(RestoreError::NotSupported(what));
+        if self.leave_stopped {
+            return refuse("--leave-stopped (leaving the restored tree stopped)".into());
+        }
+        // Terminals (`tty[RDEV:DEV]`) are taken by the tty file kind.
+        if let Some(i) = self.inherit_fd.iter().find(|i| !i.key.starts_with("tty[")) {
+            return refuse(format!("--inherit-fd fd[{}]:{}", i.fd, i.key));
+        }
+        if let Some(e) = self.external.first() {
+            return refuse(format!("--external {e}"));
+        }
+        Ok(())
+    }
 }
 
 /// A task brought back and running (detached from criu-rs's ptrace; still
 /// criu-rs's child).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Restored {
+    /// The root task's pid.
     pub pid: i32,
+    /// What the restore took (CRIU's `restore_stats_entry`).
+    pub stats: RestoreStats,
+}
+
+/// Counters of one restore, as CRIU's `stats-restore` holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RestoreStats {
+    /// From the start until the root task was created (each task forks
+    /// its own children afterwards).
+    pub forking_time: std::time::Duration,
+    /// From the start until the tasks were let go.
+    pub restore_time: std::time::Duration,
+    /// Pages filled from the images before the tasks ran (not the lazy ones).
+    pub pages_restored: u64,
 }
 
 /// Restores the dump in `opts.dir`: every task of its tree with its
@@ -70,6 +153,7 @@ pub struct Restored {
 ///
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
+    opts.check_supported()?;
     tree::restore_tree(opts)
 }
 

@@ -41,6 +41,12 @@ pub struct TaskPlan {
     pub threads: Vec<(i32, crate::images::pb::CoreEntry)>,
     /// `mm-PID.img` without its VMA list (code/data/brk/stack/arg/env, auxv).
     pub mm: Box<crate::images::pb::MmEntry>,
+    /// Every thread's credentials, checked: the leader first, then
+    /// `threads` in order, each with its tid.
+    pub creds: Vec<(i32, super::creds::Creds)>,
+    /// The root of the tree: its parent is criu-rs, so its parent-death
+    /// signal is not restored (criu-rs exits after a detached restore).
+    pub root: bool,
 }
 
 /// Root, cwd and umask.

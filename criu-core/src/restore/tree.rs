@@ -23,7 +23,8 @@ use super::lazy::{self, LazySetup};
 use super::load::{load_task, open_dir, LoadOptions};
 use super::plan::TaskPlan;
 use super::shared::SharedObjects;
-use super::{RestoreOptions, Restored};
+use super::{RestoreOptions, RestoreStats, Restored};
+use crate::actions::Action;
 use crate::images::consts::task_state;
 use crate::images::{pb, ImageKind};
 use rustix::fd::OwnedFd;
@@ -120,7 +121,9 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
             let tc = tc.cloned().unwrap_or_default();
             TaskKind::Zombie { status: tc.exit_code.unwrap_or_default() as i32, comm: tc.comm.unwrap_or_default() }
         } else {
-            TaskKind::Live(Box::new(load_task(&images, e, &opts)?))
+            let mut plan = load_task(&images, e, &opts)?;
+            plan.root = i == 0;
+            TaskKind::Live(Box::new(plan))
         };
         let task = TreeTask { pid, ppid, pgid, sid, kind };
         check_ids(&task, &tasks, &path)?;
@@ -214,9 +217,13 @@ struct TaskPipes {
 ///
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
-    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ..Default::default() })?;
+    let start = std::time::Instant::now();
+    let inherit_fds = opts.inherit_fd.iter().map(|i| (i.key.clone(), i.fd)).collect();
+    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, inherit_fds, ..Default::default() })?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
+    // Before any task exists: every thread's credentials are ours to give.
+    super::creds::check_grantable(tree.live().map(|p| (p.pid, &p.creds[..])))?;
     let mut lazy_setups = Vec::with_capacity(tree.tasks.len());
     for t in &mut tree.tasks {
         lazy_setups.push(match &mut t.kind {
@@ -225,6 +232,14 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         });
     }
     tree.lazy = lazy_setups;
+    // Private pages filled before the tasks run (shared memory objects are
+    // filled once for the tree and not counted, as CRIU's count).
+    let pages_restored: u64 = tree
+        .live()
+        .flat_map(|p| std::iter::once(&p.pages).chain(&p.parent_pages))
+        .flat_map(|pages| &pages.runs)
+        .map(|r| r.nr_pages)
+        .sum();
     // Room for every fd number of every task and the shared descriptions
     // above them (each task's blob puts its dumped limits back).
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
@@ -255,6 +270,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     match unsafe { clone3_set_tid(root)? } {
         Forked::Child => task_main(&tree, 0, &mut pipes, &shared),
         Forked::Parent { child } => {
+            let forking_time = start.elapsed();
             drop(shared);
             pipes.status_tx.clear();
             pipes.go_rx.clear();
@@ -266,10 +282,21 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
                 tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
             }
-            barrier::run(&mut tracked, &mut guard, &mut || crate::files::fdtable::set_owners(&owned))?;
+            // Every task is held before its first instruction: the caller
+            // may still refuse (post-restore) or prepare (pre-resume).
+            let hooks = opts.actions.as_ref();
+            barrier::run(&mut tracked, &mut guard, &mut || {
+                crate::files::fdtable::set_owners(&owned)?;
+                crate::actions::run(hooks, Action::PostRestore, Some(child))?;
+                if let Err(e) = crate::actions::run(hooks, Action::PreResume, Some(child)) {
+                    tracing::error!("pre-resume: {e} (the tasks resume anyway)");
+                }
+                Ok(())
+            })?;
             guard.disarm();
-            tracing::info!(pid = child, tasks = tracked.len(), "restored");
-            Ok(Restored { pid: child })
+            let stats = RestoreStats { forking_time, restore_time: start.elapsed(), pages_restored };
+            tracing::info!(pid = child, tasks = tracked.len(), restore_ms = stats.restore_time.as_millis() as u64, pages_restored, "restored");
+            Ok(Restored { pid: child, stats })
         }
     }
 }
@@ -334,12 +361,8 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
             fork_helper(tree, h, &members, pipes, objs, status)?;
         }
         set_child_subreaper(subreaper)?;
-        // Set once the task has its restored parent (a helper that forked
-        // it is gone by now); not for the root, whose parent is criu-rs.
-        let pdeath = plan.core.thread_core.as_ref().and_then(|t| t.pdeath_sig).unwrap_or(0);
-        if t.ppid != 0 && pdeath != 0 {
-            set_pdeathsig(pdeath)?;
-        }
+        // The parent-death signal is set by the blob, after the
+        // credentials (whose change clears it).
         prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, &tree.ids())
     })
 }
@@ -347,11 +370,6 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
 /// `prctl(PR_SET_CHILD_SUBREAPER, on)`.
 fn set_child_subreaper(on: bool) -> Result<()> {
     prctl_int(libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong, "PR_SET_CHILD_SUBREAPER")
-}
-
-/// `prctl(PR_SET_PDEATHSIG, sig)`.
-fn set_pdeathsig(sig: u32) -> Result<()> {
-    prctl_int(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, "PR_SET_PDEATHSIG")
 }
 
 /// `prctl(option, arg, 0, 0, 0)` for an integer-only option.

@@ -127,6 +127,17 @@ impl Ctx {
         unsafe { ptr::read_volatile(ptr::addr_of!((*self.status_ptr()).stage)) }
     }
 
+    /// Counts one more thread done with its credentials
+    /// ([`RestoreArgs::creds_done`]); returns the count including it.
+    pub fn count_creds_done(&self) -> u64 {
+        let at = (self.base + core::mem::offset_of!(RestoreArgs, creds_done)) as *mut u32;
+        // SAFETY: the field lies in the checked, writable header, is
+        // 4-byte aligned (the header is 8-byte aligned) and is only ever
+        // accessed atomically by the threads of the blob.
+        let counter = unsafe { core::sync::atomic::AtomicU32::from_ptr(at) };
+        u64::from(counter.fetch_add(1, core::sync::atomic::Ordering::SeqCst)) + 1
+    }
+
     /// Writes a log line for a non-fatal problem.
     pub fn warn(&self, f: Fail) {
         log_line(self.args.log_fd, b"warning", self.current_stage(), f);

@@ -95,5 +95,5 @@ fn stages(ctx: &Ctx, base: u64) -> Step<u64> {
     ctx.stage(STAGE_SIGNALS);
     task::queue_shared_signals(ctx)?;
     ctx.stage(STAGE_THREAD_STATE);
-    threads::own_state(ctx, t0)
+    threads::own_state(ctx, t0, true)
 }

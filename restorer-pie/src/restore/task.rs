@@ -26,7 +26,9 @@ const PR_CAP_AMBIENT_RAISE: usize = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL: usize = 4;
 const PR_SET_NO_NEW_PRIVS: u32 = 38;
 const PR_TIMER_CREATE_RESTORE_IDS: u32 = 77;
-const SECBIT_NO_SETUID_FIXUP: usize = 1 << 2;
+const PR_GET_SECUREBITS: u32 = 27;
+const PR_SET_PDEATHSIG: u32 = 1;
+const SECBIT_NO_SETUID_FIXUP: u32 = 1 << 2;
 /// Upper bound of linear `timer_create` attempts to reach one id.
 const MAX_TIMER_TRIES: i32 = 1 << 16;
 
@@ -211,46 +213,141 @@ fn cap_bit(set: [u32; 2], cap: u32) -> bool {
     set.get((cap / 32) as usize).is_some_and(|w| w & (1 << (cap % 32)) != 0)
 }
 
-/// Credentials: bounding set, groups, ids, capabilities, ambient set,
-/// securebits, no_new_privs, in an order where each step still has the
-/// privilege it needs.
-pub fn set_creds(ctx: &Ctx, c: &CredsArg) -> Step {
-    let groups = ctx.array::<u32>(c.groups)?;
-    // Keep capabilities across the uid change; capset sets them exactly.
-    prctl_step(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, b"PR_SET_SECUREBITS")?;
-    for cap in 0..64 {
-        if !cap_bit(c.cap_bnd, cap) {
-            // SAFETY: integer-only prctl; EINVAL past the last capability.
-            match unsafe { sys::prctl(PR_CAPBSET_DROP, cap as usize, 0, 0, 0) } {
-                Ok(_) => {}
-                Err(sys::Errno::EINVAL) => break, // past the last capability
-                Err(e) => return Err(Fail::errno(e, cap as u64, b"PR_CAPBSET_DROP")),
+/// A capability set as one 64-bit value.
+fn caps64(set: [u32; 2]) -> u64 {
+    set[0] as u64 | (set[1] as u64) << 32
+}
+
+/// The calling thread's (effective, permitted, inheritable) sets (`capget`).
+fn get_caps() -> Step<[u64; 3]> {
+    let mut hdr = __user_cap_header_struct { version: _LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [__user_cap_data_struct { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    sys::capget(&mut hdr, &mut data).map_err(|e| Fail::errno(e, 0, b"capget"))?;
+    let both = |f: fn(&__user_cap_data_struct) -> u32| caps64([f(&data[0]), f(&data[1])]);
+    Ok([both(|d| d.effective), both(|d| d.permitted), both(|d| d.inheritable)])
+}
+
+/// `capset` of the calling thread's effective, permitted and inheritable sets.
+fn set_caps(eff: u64, prm: u64, inh: u64, msg: &'static [u8]) -> Step {
+    let hdr = __user_cap_header_struct { version: _LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data = [0, 32].map(|shift| __user_cap_data_struct {
+        effective: (eff >> shift) as u32,
+        permitted: (prm >> shift) as u32,
+        inheritable: (inh >> shift) as u32,
+    });
+    sys::capset(&hdr, &data).map(drop).map_err(|e| Fail::errno(e, prm, msg))
+}
+
+/// Groups compared on the stack before `setgroups` (more are always set).
+const GROUPS_ON_STACK: usize = 64;
+
+/// `setgroups`, skipped when the list is already the dumped one (it may be
+/// refused in a user namespace even then).
+fn set_groups(want: &[u32]) -> Step {
+    let mut have = [0u32; GROUPS_ON_STACK];
+    if want.len() <= GROUPS_ON_STACK {
+        if let Ok(n) = sys::getgroups(&mut have) {
+            if have.get(..n) == Some(want) {
+                return Ok(());
             }
         }
     }
-    sys::setgroups(groups).map_err(|e| Fail::errno(e, groups.len() as u64, b"setgroups"))?;
-    sys::setresgid(c.gid, c.egid, c.sgid).map_err(|e| Fail::errno(e, c.gid as u64, b"setresgid"))?;
-    sys::setresuid(c.uid, c.euid, c.suid).map_err(|e| Fail::errno(e, c.uid as u64, b"setresuid"))?;
-    let _ = sys::setfsgid(c.fsgid);
-    let _ = sys::setfsuid(c.fsuid);
-    let hdr = __user_cap_header_struct { version: _LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [0, 1].map(|i| __user_cap_data_struct {
-        effective: c.cap_eff.get(i).copied().unwrap_or(0),
-        permitted: c.cap_prm.get(i).copied().unwrap_or(0),
-        inheritable: c.cap_inh.get(i).copied().unwrap_or(0),
-    });
-    sys::capset(&hdr, &data).map_err(|e| Fail::errno(e, 0, b"capset"))?;
-    prctl_step(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, b"PR_CAP_AMBIENT clear")?;
-    for cap in 0..64 {
-        if cap_bit(c.cap_amb, cap) {
-            prctl_step(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap as usize, b"PR_CAP_AMBIENT raise")?;
+    sys::setgroups(want).map(drop).map_err(|e| Fail::errno(e, want.len() as u64, b"setgroups"))
+}
+
+/// `PR_GET_SECUREBITS`.
+fn get_securebits() -> Step<u32> {
+    // SAFETY: integer-only prctl.
+    unsafe { sys::prctl(PR_GET_SECUREBITS, 0, 0, 0, 0) }.map(|v| v as u32).map_err(|e| Fail::errno(e, 0, b"PR_GET_SECUREBITS"))
+}
+
+/// The real, effective, saved and fs uids (or gids) into place: setresuid
+/// then setfsuid, checked (setfsuid reports no error).
+fn set_ids(want: [u32; 4], gids: bool) -> Step {
+    let (msg, fsmsg): (&'static [u8], &'static [u8]) =
+        if gids { (b"setresgid", b"setfsgid") } else { (b"setresuid", b"setfsuid") };
+    let set = if gids { sys::setresgid } else { sys::setresuid };
+    let setfs = if gids { sys::setfsgid } else { sys::setfsuid };
+    set(want[0], want[1], want[2]).map_err(|e| Fail::errno(e, want[0] as u64, msg))?;
+    let _ = setfs(want[3]);
+    // An invalid id (-1) changes nothing and returns the current one.
+    match setfs(u32::MAX) {
+        Ok(v) if v as u32 == want[3] => Ok(()),
+        _ => Err(Fail::new(-(sys::errno_value(sys::Errno::EPERM) as i64), want[3] as u64, fsmsg)),
+    }
+}
+
+/// The calling thread's credentials, from a thread still running with
+/// criu-rs's (root, with CAP_SETUID, CAP_SETGID and CAP_SETPCAP), in an
+/// order where each step still has the capability it needs:
+///
+/// 1. supplementary groups;
+/// 2. with SECBIT_NO_SETUID_FIXUP set first (so the change of ids clears
+///    no capability), gids then uids, real/effective/saved then fs;
+/// 3. the inheritable set (the ambient set must lie in it, and the
+///    bounding drop below may remove a capability it keeps);
+/// 4. the ambient set (before securebits, which may forbid raising it);
+/// 5. the bounding set (needs CAP_SETPCAP);
+/// 6. securebits (needs CAP_SETPCAP; may lock bits);
+/// 7. the effective and permitted sets, which drops the rest;
+/// 8. no_new_privs.
+///
+/// Ids already equal are not set again (they may need no capability then).
+/// criu-rs checked before creating any task that it can grant all of it.
+pub fn set_creds(ctx: &Ctx, c: &CredsArg) -> Step {
+    set_groups(ctx.array::<u32>(c.groups)?)?;
+    let uids = [c.uid, c.euid, c.suid, c.fsuid];
+    let gids = [c.gid, c.egid, c.sgid, c.fsgid];
+    let res_uid = sys::getresuid().map_err(|e| Fail::errno(e, 0, b"getresuid"))?;
+    let res_gid = sys::getresgid().map_err(|e| Fail::errno(e, 0, b"getresgid"))?;
+    // An invalid id (-1) changes nothing and returns the current one.
+    let fsuid = sys::setfsuid(u32::MAX).map_or(u32::MAX, |v| v as u32);
+    let fsgid = sys::setfsgid(u32::MAX).map_or(u32::MAX, |v| v as u32);
+    let same_uids = res_uid == [uids[0], uids[1], uids[2]] && fsuid == uids[3];
+    let same_gids = res_gid == [gids[0], gids[1], gids[2]] && fsgid == gids[3];
+    let secbits = get_securebits()?;
+    if !(same_uids && same_gids) {
+        if secbits & SECBIT_NO_SETUID_FIXUP == 0 {
+            prctl_step(PR_SET_SECUREBITS, (secbits | SECBIT_NO_SETUID_FIXUP) as usize, 0, b"PR_SET_SECUREBITS keep caps")?;
+        }
+        if !same_gids {
+            set_ids(gids, true)?;
+        }
+        if !same_uids {
+            set_ids(uids, false)?;
         }
     }
-    prctl_step(PR_SET_SECUREBITS, c.secbits as usize, 0, b"PR_SET_SECUREBITS")?;
+    let [eff, prm, inh] = get_caps()?;
+    let want_inh = caps64(c.cap_inh);
+    if inh != want_inh {
+        set_caps(eff, prm, want_inh, b"capset inheritable")?;
+    }
+    prctl_step(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, b"PR_CAP_AMBIENT clear")?;
+    for cap in (0..64).filter(|&cap| cap_bit(c.cap_amb, cap)) {
+        prctl_step(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap as usize, b"PR_CAP_AMBIENT raise")?;
+    }
+    for cap in (0..64).filter(|&cap| !cap_bit(c.cap_bnd, cap)) {
+        // SAFETY: integer-only prctl.
+        match unsafe { sys::prctl(PR_CAPBSET_DROP, cap as usize, 0, 0, 0) } {
+            Ok(_) => {}
+            Err(sys::Errno::EINVAL) => break, // past the last capability
+            Err(e) => return Err(Fail::errno(e, cap as u64, b"PR_CAPBSET_DROP")),
+        }
+    }
+    if get_securebits()? != c.secbits {
+        prctl_step(PR_SET_SECUREBITS, c.secbits as usize, 0, b"PR_SET_SECUREBITS")?;
+    }
+    set_caps(caps64(c.cap_eff), caps64(c.cap_prm), want_inh, b"capset")?;
     if c.no_new_privs != 0 {
         prctl_step(PR_SET_NO_NEW_PRIVS, 1, 0, b"PR_SET_NO_NEW_PRIVS")?;
     }
     Ok(())
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)`: after the credentials, whose change
+/// clears it.
+pub fn set_pdeath_sig(sig: u32) -> Step {
+    prctl_step(PR_SET_PDEATHSIG, sig as usize, 0, b"PR_SET_PDEATHSIG")
 }
 
 /// The signal number of a raw siginfo.

@@ -3,7 +3,7 @@
 //! restoring its own per-thread state (tid address, rseq, credentials,
 //! pending signals) and ending in its own trap + `rt_sigreturn`.
 
-use crate::abi::{ThreadArg, RESTORE_F_CREDS, RESTORE_F_DUMPABLE};
+use crate::abi::{ThreadArg, RESTORE_F_CREDS, RESTORE_F_DUMPABLE, STAGE_CREDS, STAGE_SIGFRAME, STAGE_SIGNALS};
 use crate::restore::ctx::{Ctx, Fail, Step};
 use crate::restore::{finish, task};
 use crate::sys;
@@ -86,15 +86,31 @@ pub fn clone_threads(ctx: &Ctx, base: u64) -> Step {
 }
 
 /// Per-thread stages shared by every thread; returns the sigreturn rsp.
-pub fn own_state(ctx: &Ctx, t: &ThreadArg) -> Step<u64> {
+/// Only thread 0 (`leader`) records its stages in the status.
+pub fn own_state(ctx: &Ctx, t: &ThreadArg, leader: bool) -> Step<u64> {
+    let stage = |s| {
+        if leader {
+            ctx.stage(s)
+        }
+    };
     task::set_thread_state(t)?;
     if ctx.args.flags & RESTORE_F_CREDS != 0 {
-        task::set_creds(ctx, &ctx.args.creds)?;
+        stage(STAGE_CREDS);
+        task::set_creds(ctx, &t.creds)?;
     }
-    if ctx.args.flags & RESTORE_F_DUMPABLE != 0 {
+    if t.pdeath_sig != 0 {
+        task::set_pdeath_sig(t.pdeath_sig)?;
+    }
+    // The dumpable flag belongs to the address space and any thread's
+    // change of ids resets it: the last thread done with its credentials
+    // sets it.
+    let done = ctx.count_creds_done();
+    if ctx.args.flags & RESTORE_F_DUMPABLE != 0 && done == ctx.args.threads.count {
         task::set_dumpable(ctx.args.dumpable)?;
     }
+    stage(STAGE_SIGNALS);
     task::queue_own_signals(ctx, t)?;
+    stage(STAGE_SIGFRAME);
     finish::build_frame(ctx, t)
 }
 
@@ -109,7 +125,7 @@ extern "C" fn thread_main(base: u64, idx: u64) -> ! {
         Ok(Some(t)) => t,
         _ => ctx.die(Fail::new(crate::abi::ERR_BAD_ARRAY, idx, b"no such thread")),
     };
-    match own_state(&ctx, t) {
+    match own_state(&ctx, t, false) {
         Ok(rsp) => finish::sigreturn(&ctx, t, rsp),
         Err(f) => ctx.die(f),
     }

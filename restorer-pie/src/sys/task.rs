@@ -64,6 +64,34 @@ pub fn setfsgid(fsgid: u32) -> Result<usize, Errno> {
     unsafe { syscall!(Sysno::setfsgid, fsgid) }
 }
 
+/// `getresuid(&ruid, &euid, &suid)`.
+pub fn getresuid() -> Result<[u32; 3], Errno> {
+    let mut ids = [0u32; 3];
+    // SAFETY: the kernel writes one u32 to each of the three pointers.
+    unsafe { syscall!(Sysno::getresuid, &mut ids[0] as *mut u32, &mut ids[1] as *mut u32, &mut ids[2] as *mut u32) }?;
+    Ok(ids)
+}
+
+/// `getresgid(&rgid, &egid, &sgid)`.
+pub fn getresgid() -> Result<[u32; 3], Errno> {
+    let mut ids = [0u32; 3];
+    // SAFETY: the kernel writes one u32 to each of the three pointers.
+    unsafe { syscall!(Sysno::getresgid, &mut ids[0] as *mut u32, &mut ids[1] as *mut u32, &mut ids[2] as *mut u32) }?;
+    Ok(ids)
+}
+
+/// `getgroups(size, list)`: with an empty `list`, the number of groups.
+pub fn getgroups(list: &mut [u32]) -> Result<usize, Errno> {
+    // SAFETY: the kernel writes at most `list.len()` gids to the slice.
+    unsafe { syscall!(Sysno::getgroups, list.len(), list.as_mut_ptr()) }
+}
+
+/// `capget(hdrp, datap)` with a v3 header (two data structs).
+pub fn capget(hdr: &mut __user_cap_header_struct, data: &mut [__user_cap_data_struct; 2]) -> Result<usize, Errno> {
+    // SAFETY: both pointers come from references of the right types.
+    unsafe { syscall!(Sysno::capget, hdr as *mut _, data.as_mut_ptr()) }
+}
+
 /// `setgroups(size, list)`.
 pub fn setgroups(list: &[u32]) -> Result<usize, Errno> {
     // SAFETY: the kernel reads `list.len()` gids from the slice.

@@ -274,6 +274,27 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
     let stack = block.area(THREAD_STACK_RESERVE as usize + 16 * 1024, 4096);
     let groups = block.push(&[GROUP]);
     let auxv = block.push(&[6u64, 4096, 0x1234_5678, 0xabcd, 0, 0]); // AT_PAGESZ, a private tag, AT_NULL
+    // Thread 1 keeps uid 1000 but gets another effective/saved uid and
+    // no supplementary group (credentials are per thread).
+    let creds = CredsArg {
+        uid: 1000,
+        euid: 1000,
+        suid: 1000,
+        fsuid: 1000,
+        gid: 1000,
+        egid: 1000,
+        sgid: 1000,
+        fsgid: 1000,
+        groups,
+        cap_inh: cap_set("CapInh:"),
+        cap_prm: cap_set("CapPrm:"),
+        cap_eff: cap_set("CapEff:"),
+        cap_bnd: cap_set("CapBnd:"),
+        cap_amb: cap_set("CapAmb:"),
+        secbits: 0,
+        no_new_privs: 0,
+    };
+    let creds1 = CredsArg { euid: 1001, suid: 1002, fsuid: 1001, groups: ArgArray::default(), ..creds };
     let t = ThreadArg {
         tid: pid,
         gpregs: regs,
@@ -285,6 +306,7 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
         rseq_len: 32,
         rseq_sig: RSEQ_SIG,
         comm: *b"restored-main\0\0\0",
+        creds,
         ..Default::default()
     };
     let own1 = block.push(&[siginfo(SIGRT1 as i32 + 1, 0x99)]);
@@ -298,6 +320,7 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
         stack: stack1,
         clear_child_tid: T1_TID_WORD,
         comm: *b"restored-thread1",
+        creds: creds1,
         ..Default::default()
     };
     let both = [t, t1];
@@ -328,24 +351,6 @@ pub fn run(loaded: &Loaded, mode: &str) -> Result<String, String> {
         auxv: ArgArray { off: auxv.off, count: 48 },
         exe_fd: -1,
         _pad: 0,
-    };
-    h.creds = CredsArg {
-        uid: 1000,
-        euid: 1000,
-        suid: 1000,
-        fsuid: 1000,
-        gid: 1000,
-        egid: 1000,
-        sgid: 1000,
-        fsgid: 1000,
-        groups,
-        cap_inh: cap_set("CapInh:"),
-        cap_prm: cap_set("CapPrm:"),
-        cap_eff: cap_set("CapEff:"),
-        cap_bnd: cap_set("CapBnd:"),
-        cap_amb: cap_set("CapAmb:"),
-        secbits: 0,
-        no_new_privs: 0,
     };
     h.blob = MemRange { start: loaded.base() as u64, len: loaded.len() as u64 };
     h.premap = MemRange { start: PREMAP, len: 6 * PAGE + vdso.len };

@@ -137,7 +137,11 @@ fn task_core(p: &ProcessDump) -> pb::TaskCoreEntry {
     let t = &p.task;
     let leader = &p.threads[0];
     pb::TaskCoreEntry {
-        task_state: Some(crate::images::consts::task_state::ALIVE),
+        task_state: Some(match t.stop_signo {
+            Some(_) => crate::images::consts::task_state::STOPPED,
+            None => crate::images::consts::task_state::ALIVE,
+        }),
+        stop_signo: t.stop_signo,
         exit_code: Some(0),
         personality: Some(t.personality),
         flags: Some(t.flags),
@@ -204,7 +208,7 @@ fn thread_core(p: &ProcessDump, t: &ThreadState) -> pb::ThreadCoreEntry {
             ss_size: Some(t.altstack.2),
             ss_flags: Some(t.altstack.1 as u32),
         }),
-        pdeath_sig: Some(p.task.pdeath_sig),
+        pdeath_sig: Some(t.pdeath_sig),
         signals_p: signals(&t.pending),
         creds: Some(creds_entry(&t.creds)),
         seccomp_mode: Some(p.task.seccomp_mode as i32),

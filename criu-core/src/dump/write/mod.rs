@@ -10,7 +10,7 @@
 //! anonymous object, whichever task mapped it first),
 //! `files.img`, `fdinfo-FILES_ID.img`, `fs-PID.img`, `pipes-data.img`,
 //! `fifo-data.img`, `remap-fpath.img` + `ghost-file-ID.img`,
-//! `stats-dump.img`, and `inventory.img` last.
+//! `stats-dump`, and `inventory.img` last.
 //!
 //! A tree: `pstree.img` lists the live tasks parents first (the root with
 //! ppid 0), then the zombies (leaves, so still parents first; `threads` is
@@ -98,31 +98,7 @@ pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], zombies: &[Zom
         dir.write_one(ImageKind::Core, z.pid as u64, &zombie_core_entry(z)).map_err(img_err)?;
     }
     files::write_files(&dir, procs)?;
-    let ms = |d: std::time::Duration| Some(d.as_micros().min(u32::MAX as u128) as u32);
-    dir.write_one(
-        ImageKind::StatsDump,
-        0,
-        &pb::StatsEntry {
-            dump: Some(pb::DumpStatsEntry {
-                freezing_time: Some(0),
-                frozen_time: ms(s.frozen_time),
-                memdump_time: ms(s.memdump_time),
-                memwrite_time: ms(s.mem.write_time),
-                pages_scanned: Some(s.mem.pages_scanned),
-                pages_skipped_parent: Some(s.mem.pages_in_parent),
-                pages_written: Some(s.mem.pages_written),
-                irmap_resolve: Some(0),
-                pages_lazy: Some(s.mem.pages_lazy),
-                page_pipes: Some(0),
-                page_pipe_bufs: Some(0),
-                shpages_scanned: Some(0),
-                shpages_skipped_parent: Some(0),
-                shpages_written: Some(0),
-            }),
-            restore: None,
-        },
-    )
-    .map_err(img_err)?;
+    dir.write_one(ImageKind::StatsDump, 0, &crate::stats::dump_entry(s)).map_err(img_err)?;
     // As in CRIU, root_ids are the dumper's own: restore compares a task's
     // namespace ids with them to tell host namespaces from the task's own.
     let inv = pb::InventoryEntry {

@@ -1,0 +1,71 @@
+//! `criu-rs restore`.
+//!
+//! Order, as CRIU: `pre-restore` scripts; the restore (the engine calls
+//! `post-restore` and `pre-resume` while every task is held); the pid file
+//! and `stats-restore` in the work directory; `post-resume` scripts; the
+//! status byte; then, without `-d`, waiting for the root and exiting with
+//! its status.
+
+use anyhow::{bail, Context, Result};
+use criu_core::actions::Action;
+use criu_core::restore::RestoreOptions;
+
+use crate::cli::{FinalState, Opts};
+use crate::stages::Stages;
+
+/// `criu-rs restore`.
+pub fn restore(o: &Opts) -> Result<i32> {
+    crate::dump_cmd::check_values(o)?;
+    if let Some(root) = &o.root {
+        let real = std::fs::canonicalize(root).with_context(|| format!("--root {}", root.display()))?;
+        if real != std::path::Path::new("/") {
+            bail!("not supported: --root {} (criu-rs restores into its own root directory)", root.display());
+        }
+    }
+    if let Some(caps) = &o.cpu_cap {
+        if caps.is_empty() || caps.split(',').any(|c| c == "cpu" || c == "all") {
+            bail!("not supported: --cpu-cap={caps} (criu-rs does not compare CPU features; fpu, ins and none are accepted)");
+        }
+    }
+    let dir = o.images_dir();
+    let stages = Stages::new(&o.action_scripts, &dir, o.status_fd);
+    let mut opts = RestoreOptions::new(&dir);
+    opts.shell_job = o.shell_job;
+    opts.lazy_pages = o.lazy_pages.then(|| match &o.address {
+        Some(socket) => socket.into(),
+        None => o.work_dir().join("lazy-pages.socket"),
+    });
+    if o.address.is_some() && !o.lazy_pages {
+        bail!("restore --address names the lazy-pages socket: it needs --lazy-pages");
+    }
+    opts.leave_stopped = o.final_state == FinalState::Stopped;
+    opts.ext_unix_sk = o.ext_unix_sk.is_some();
+    opts.tcp_established = o.tcp_established;
+    opts.tcp_close = o.tcp_close;
+    opts.file_locks = o.file_locks;
+    opts.inherit_fd = o.inherit_fd.clone();
+    opts.external = o.external.clone();
+    opts.actions = Some(stages.hook());
+    stages.run(Action::PreRestore, None).context("pre-restore script failed")?;
+    let r = criu_core::restore::restore(&opts).context("restore failed")?;
+    if let Some(pidfile) = &o.pidfile {
+        let path = o.in_work_dir(pidfile);
+        std::fs::write(&path, format!("{}", r.pid)).with_context(|| format!("writing the pid file {}", path.display()))?;
+    }
+    let stats = criu_core::stats::restore_entry(&r.stats);
+    if let Err(e) = criu_core::stats::write(&o.work_dir(), &stats) {
+        tracing::warn!("stats-restore not written: {e}");
+    }
+    if o.display_stats {
+        print!("{}", criu_core::stats::display(&stats));
+    }
+    if let Err(e) = stages.run(Action::PostResume, Some(r.pid)) {
+        tracing::error!("post-resume: {e}");
+    }
+    stages.ready()?;
+    if o.detach {
+        return Ok(0);
+    }
+    // As CRIU: wait for the restored task and exit with its status.
+    Ok(criu_core::restore::wait_exit(r.pid)?)
+}

@@ -1,0 +1,486 @@
+//! Internet sockets (TCP, UDP and UDP-Lite over IPv4 and IPv6, v4-mapped
+//! addresses included): what a dump reads from one ([`InetSocket::read`],
+//! on criu-rs's own copy of the task's socket) and how restore makes it
+//! again ([`InetSocket::create`], [`InetSocket::bind_listen_connect`],
+//! [`InetSocket::set_options`]).
+//!
+//! Restore order, as the kernel needs it: `socket`; `IPV6_V6ONLY`;
+//! `SO_REUSEADDR` on (so that a listener and the connections it accepted,
+//! which share its port, can all be bound; [`set_reuseaddr`] puts the
+//! dumped value back once every socket is bound); `bind` (IPv6 with
+//! `IP_FREEBIND` for the time of the call: an address still tentative
+//! would refuse it); `listen` with the dumped backlog or `connect` (UDP);
+//! then the options and the shutdown state. Established TCP connections
+//! are rebuilt by [`super::tcp_repair`] instead of bind/connect.
+
+use super::inet_diag::InetSockInfo;
+use super::sockopt;
+use super::sockopts::SockOpts;
+use super::tcp_repair::{self, state};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::io::Errno;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+/// `IP_*`-level options CRIU keeps in `ip_opts_entry`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IpOpts {
+    /// `IP_FREEBIND` / `IPV6_FREEBIND`.
+    pub freebind: bool,
+    /// `IP_PKTINFO` / `IPV6_RECVPKTINFO`.
+    pub pktinfo: bool,
+    /// `IP_TOS` (IPv4).
+    pub tos: u32,
+    /// `IP_TTL` (IPv4).
+    pub ttl: u32,
+}
+
+/// `TCP_*`-level options CRIU keeps in `tcp_opts_entry`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpOpts {
+    pub nodelay: bool,
+    pub cork: bool,
+    pub keepcnt: u32,
+    pub keepidle: u32,
+    pub keepintvl: u32,
+}
+
+/// `sk_shutdown` bits (and `sk_shutdown` enum values of the image).
+pub const RCV_SHUTDOWN: u8 = 1;
+/// Writing was shut down.
+pub const SEND_SHUTDOWN: u8 = 2;
+
+/// One internet socket as a dump sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InetSocket {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: i32,
+    /// `SOCK_STREAM` or `SOCK_DGRAM`.
+    pub ty: i32,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP` or `IPPROTO_UDPLITE`.
+    pub proto: i32,
+    /// TCP state; UDP: [`state::ESTABLISHED`] when connected, else
+    /// [`state::CLOSE`].
+    pub state: u32,
+    /// Bound address (unspecified, port 0: not bound).
+    pub local: SocketAddr,
+    /// Peer (unspecified, port 0: not connected).
+    pub peer: SocketAddr,
+    /// A listener's backlog.
+    pub backlog: u32,
+    /// A listener's connections not accepted yet (not kept: they are
+    /// refused or skipped).
+    pub pending: u32,
+    /// `IPV6_V6ONLY`.
+    pub v6only: bool,
+    /// The interface an IPv6 link-local address is bound on.
+    pub ifname: Option<String>,
+    /// `SOL_SOCKET` options.
+    pub opts: SockOpts,
+    /// `SOL_IP`/`SOL_IPV6` options.
+    pub ip: IpOpts,
+    /// `SOL_TCP` options (TCP only).
+    pub tcp: Option<TcpOpts>,
+    /// `sk_shutdown`.
+    pub shutdown: u8,
+    /// UDP: whether datagrams wait in the receive queue.
+    pub queued: bool,
+    /// `UDP_CORK` (a corked datagram waits in the send queue).
+    pub udp_cork: bool,
+}
+
+/// Error type for [`InetSocket`] operations: the call that failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{call}: {errno}")]
+pub struct InetError {
+    /// The call (and option).
+    pub call: String,
+    /// What the kernel said.
+    pub errno: Errno,
+}
+
+fn err(call: impl Into<String>) -> impl FnOnce(Errno) -> InetError {
+    let call = call.into();
+    move |errno| InetError { call, errno }
+}
+
+/// The unspecified address of `family` with port 0.
+pub fn unspecified(family: i32) -> SocketAddr {
+    if family == libc::AF_INET6 {
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+    } else {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    }
+}
+
+/// An address as `inet_sk_entry` keeps it: the address bytes as 32-bit
+/// words in memory order (1 word for IPv4, 4 for IPv6), the port apart.
+pub fn addr_words(a: &SocketAddr) -> Vec<u32> {
+    let bytes: Vec<u8> = match a.ip() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    bytes.chunks(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// The address of `family` from image words and a port (`None`: wrong
+/// number of words, or a port above 65535). IPv4 accepts more than one
+/// word (CRIU 0.1 wrote 4) and uses the first.
+pub fn addr_from_words(family: i32, words: &[u32], port: u32) -> Option<SocketAddr> {
+    let port = u16::try_from(port).ok()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let ip = match family {
+        libc::AF_INET if !words.is_empty() => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        libc::AF_INET6 if words.len() == 4 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[..]).ok()?)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Whether an IPv6 address needs an interface to be bound (link-local,
+/// and interface/link-local multicast), as the kernel's
+/// `__ipv6_addr_needs_scope_id` decides.
+fn needs_scope(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            (s[0] & 0xffc0) == 0xfe80 || ((s[0] & 0xff00) == 0xff00 && matches!(s[0] & 0x000f, 1 | 2))
+        }
+        IpAddr::V4(_) => false,
+    }
+}
+
+fn to_std(a: rustix::net::SocketAddrAny) -> Option<SocketAddr> {
+    SocketAddr::try_from(a).ok()
+}
+
+fn flag(fd: BorrowedFd<'_>, level: i32, name: i32, what: &str) -> Result<bool, InetError> {
+    sockopt::get_u32(fd, level as u32, name as u32).map(|v| v != 0).map_err(err(format!("getsockopt({what})")))
+}
+
+fn int(fd: BorrowedFd<'_>, level: i32, name: i32, what: &str) -> Result<u32, InetError> {
+    sockopt::get_u32(fd, level as u32, name as u32).map_err(err(format!("getsockopt({what})")))
+}
+
+fn set(fd: BorrowedFd<'_>, level: i32, name: i32, v: u32, what: &str) -> Result<(), InetError> {
+    sockopt::set_u32(fd, level as u32, name as u32, v).map_err(err(format!("setsockopt({what}, {v})")))
+}
+
+impl InetSocket {
+    /// Reads socket `fd` (an internet socket; criu-rs's copy of the task's).
+    /// `info` is what sock_diag said about it (absent for a socket the
+    /// kernel does not list, such as an unbound one).
+    pub fn read(fd: BorrowedFd<'_>, info: Option<&InetSockInfo>) -> Result<InetSocket, InetError> {
+        let family = int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, "SO_DOMAIN")? as i32;
+        let ty = int(fd, libc::SOL_SOCKET, libc::SO_TYPE, "SO_TYPE")? as i32;
+        let proto = int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL, "SO_PROTOCOL")? as i32;
+        let local = rustix::net::getsockname(fd).map_err(err("getsockname"))?;
+        let local = to_std(local).unwrap_or_else(|| unspecified(family));
+        let peer = match rustix::net::getpeername(fd) {
+            Ok(a) => a.and_then(to_std).unwrap_or_else(|| unspecified(family)),
+            Err(Errno::NOTCONN) => unspecified(family),
+            Err(e) => return Err(err("getpeername")(e)),
+        };
+        let is_tcp = proto == libc::IPPROTO_TCP && ty == libc::SOCK_STREAM;
+        let (mut st, mut backlog, mut pending) = (if peer.port() != 0 { state::ESTABLISHED } else { state::CLOSE }, 0, 0);
+        let mut tcp = None;
+        if is_tcp {
+            let ti = tcp_repair::tcp_info(fd).map_err(err("getsockopt(TCP_INFO)"))?;
+            st = ti.state as u32;
+            if st == state::LISTEN {
+                backlog = ti.sacked;
+                pending = ti.unacked;
+            }
+            tcp = Some(TcpOpts {
+                nodelay: flag(fd, libc::SOL_TCP, libc::TCP_NODELAY, "TCP_NODELAY")?,
+                cork: flag(fd, libc::SOL_TCP, libc::TCP_CORK, "TCP_CORK")?,
+                keepcnt: int(fd, libc::SOL_TCP, libc::TCP_KEEPCNT, "TCP_KEEPCNT")?,
+                keepidle: int(fd, libc::SOL_TCP, libc::TCP_KEEPIDLE, "TCP_KEEPIDLE")?,
+                keepintvl: int(fd, libc::SOL_TCP, libc::TCP_KEEPINTVL, "TCP_KEEPINTVL")?,
+            });
+        } else if let Some(i) = info {
+            st = i.state as u32;
+        }
+        let shutdown = match info.and_then(|i| i.shutdown) {
+            Some(s) => s,
+            None => shutdown_by_poll(fd)?,
+        };
+        let v6 = family == libc::AF_INET6;
+        let v6only = v6 && flag(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY")?;
+        let opts = SockOpts::read(fd, family).map_err(|e| InetError { call: format!("getsockopt({})", e.opt), errno: e.errno })?;
+        let ifname = if local.port() != 0 && needs_scope(&local.ip()) { opts.bound_dev.clone() } else { None };
+        let ip = if v6 {
+            IpOpts {
+                freebind: flag(fd, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, "IPV6_FREEBIND")?,
+                pktinfo: flag(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO")?,
+                tos: 0,
+                ttl: 0,
+            }
+        } else {
+            IpOpts {
+                freebind: flag(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, "IP_FREEBIND")?,
+                pktinfo: flag(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, "IP_PKTINFO")?,
+                tos: int(fd, libc::IPPROTO_IP, libc::IP_TOS, "IP_TOS")?,
+                ttl: int(fd, libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL")?,
+            }
+        };
+        let udp = matches!(proto, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
+        let udp_cork = udp && flag(fd, libc::SOL_UDP, libc::UDP_CORK, "UDP_CORK")?;
+        let queued = udp && readable(fd)?;
+        Ok(InetSocket { family, ty, proto, state: st, local, peer, backlog, pending, v6only, ifname, opts, ip, tcp, shutdown, queued, udp_cork })
+    }
+
+    /// Whether this is a TCP connection (a peer port), which restore
+    /// rebuilds through repair mode.
+    pub fn is_tcp_connection(&self) -> bool {
+        self.proto == libc::IPPROTO_TCP && self.peer.port() != 0
+    }
+
+    /// `socket(family, type | SOCK_CLOEXEC, proto)`, `IPV6_V6ONLY`,
+    /// `SO_REUSEADDR` on (see the module documentation) and `SO_REUSEPORT`
+    /// as dumped.
+    pub fn create(&self) -> Result<OwnedFd, InetError> {
+        use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
+        let proto = std::num::NonZeroU32::new(self.proto as u32).map(Protocol::from_raw);
+        let s = rustix::net::socket_with(AddressFamily::from_raw(self.family as u16), SocketType::from_raw(self.ty as u32), SocketFlags::CLOEXEC, proto)
+            .map_err(err(format!("socket({}, {}, {})", self.family, self.ty, self.proto)))?;
+        let fd = s.as_fd();
+        if self.family == libc::AF_INET6 {
+            set(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, self.v6only as u32, "IPV6_V6ONLY")?;
+        }
+        set(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
+        if self.opts.reuseport {
+            set(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
+        }
+        Ok(s)
+    }
+
+    /// The bound address as `bind` wants it (an IPv6 link-local address
+    /// with its interface as scope id).
+    pub fn bind_addr(&self) -> Result<SocketAddr, InetError> {
+        match (self.local, &self.ifname) {
+            (SocketAddr::V6(a), Some(dev)) => {
+                let index = rustix::net::netdevice::name_to_index(
+                    &rustix::net::socket(rustix::net::AddressFamily::INET6, rustix::net::SocketType::DGRAM, None).map_err(err("socket"))?,
+                    dev,
+                )
+                .map_err(err(format!("interface {dev:?}")))?;
+                Ok(SocketAddr::V6(SocketAddrV6::new(*a.ip(), a.port(), a.flowinfo(), index)))
+            }
+            (a, _) => Ok(a),
+        }
+    }
+
+    /// `bind` (when it was bound), then `listen(backlog)` for a listener
+    /// or `connect` for a connected datagram socket. Not for TCP
+    /// connections (see [`super::tcp_repair`]).
+    pub fn bind_listen_connect(&self, fd: BorrowedFd<'_>) -> Result<(), InetError> {
+        if self.local.port() != 0 {
+            let addr = self.bind_addr()?;
+            let v6 = self.family == libc::AF_INET6;
+            if v6 && !self.ip.freebind {
+                set(fd, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 1, "IPV6_FREEBIND")?;
+            }
+            rustix::net::bind(fd, &addr).map_err(err(format!("bind({addr})")))?;
+            if v6 && !self.ip.freebind {
+                set(fd, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 0, "IPV6_FREEBIND")?;
+            }
+        }
+        if self.state == state::LISTEN {
+            rustix::net::listen(fd, self.backlog as i32).map_err(err(format!("listen({})", self.backlog)))?;
+        } else if self.peer.port() != 0 && self.proto != libc::IPPROTO_TCP {
+            rustix::net::connect(fd, &self.peer).map_err(err(format!("connect({})", self.peer)))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the options and the shutdown state (after bind/listen/connect).
+    /// `SO_REUSEADDR` stays on: [`set_reuseaddr`] sets it last.
+    pub fn set_options(&self, fd: BorrowedFd<'_>) -> Result<(), InetError> {
+        self.opts.apply(fd).map_err(|e| InetError { call: format!("setsockopt({})", e.opt), errno: e.errno })?;
+        if self.family == libc::AF_INET6 {
+            if self.ip.freebind {
+                set(fd, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 1, "IPV6_FREEBIND")?;
+            }
+            if self.ip.pktinfo {
+                set(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1, "IPV6_RECVPKTINFO")?;
+            }
+        } else {
+            if self.ip.freebind {
+                set(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1, "IP_FREEBIND")?;
+            }
+            if self.ip.pktinfo {
+                set(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1, "IP_PKTINFO")?;
+            }
+            if self.ip.tos != 0 {
+                set(fd, libc::IPPROTO_IP, libc::IP_TOS, self.ip.tos, "IP_TOS")?;
+            }
+            if self.ip.ttl != 0 {
+                set(fd, libc::IPPROTO_IP, libc::IP_TTL, self.ip.ttl, "IP_TTL")?;
+            }
+        }
+        if let Some(t) = &self.tcp {
+            if t.nodelay {
+                set(fd, libc::SOL_TCP, libc::TCP_NODELAY, 1, "TCP_NODELAY")?;
+            }
+            if t.cork {
+                set(fd, libc::SOL_TCP, libc::TCP_CORK, 1, "TCP_CORK")?;
+            }
+            if t.keepcnt != 0 {
+                set(fd, libc::SOL_TCP, libc::TCP_KEEPCNT, t.keepcnt, "TCP_KEEPCNT")?;
+            }
+            if t.keepidle != 0 {
+                set(fd, libc::SOL_TCP, libc::TCP_KEEPIDLE, t.keepidle, "TCP_KEEPIDLE")?;
+            }
+            if t.keepintvl != 0 {
+                set(fd, libc::SOL_TCP, libc::TCP_KEEPINTVL, t.keepintvl, "TCP_KEEPINTVL")?;
+            }
+        }
+        if self.shutdown != 0 && !self.is_tcp_connection() {
+            let how = match self.shutdown & 3 {
+                RCV_SHUTDOWN => rustix::net::Shutdown::Read,
+                SEND_SHUTDOWN => rustix::net::Shutdown::Write,
+                _ => rustix::net::Shutdown::Both,
+            };
+            // An unconnected socket answers ENOTCONN but keeps the state.
+            match rustix::net::shutdown(fd, how) {
+                Ok(()) | Err(Errno::NOTCONN) => {}
+                Err(e) => return Err(err(format!("shutdown({how:?})"))(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `setsockopt(SO_REUSEADDR, on)`: the dumped value, once every socket of
+/// the restore is bound (and after repair mode is off: leaving repair mode
+/// clears it).
+pub fn set_reuseaddr(fd: impl AsFd, on: bool) -> Result<(), InetError> {
+    set(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, on as u32, "SO_REUSEADDR")
+}
+
+/// The shutdown state of a socket sock_diag does not list, as CRIU reads
+/// it: `POLLHUP` shows a shut down socket, `POLLRDHUP` its reading side.
+fn shutdown_by_poll(fd: BorrowedFd<'_>) -> Result<u8, InetError> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut p = [PollFd::new(&fd, PollFlags::RDHUP | PollFlags::HUP)];
+    poll(&mut p, Some(&rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 })).map_err(err("poll"))?;
+    let r = p[0].revents();
+    if !r.contains(PollFlags::HUP) {
+        return Ok(0);
+    }
+    Ok(if r.contains(PollFlags::RDHUP) { RCV_SHUTDOWN | SEND_SHUTDOWN } else { SEND_SHUTDOWN })
+}
+
+/// Whether something waits to be read (`POLLIN`).
+fn readable(fd: BorrowedFd<'_>) -> Result<bool, InetError> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut p = [PollFd::new(&fd, PollFlags::IN)];
+    poll(&mut p, Some(&rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 })).map_err(err("poll"))?;
+    Ok(p[0].revents().contains(PollFlags::IN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+
+    fn fd_of(s: &impl AsFd) -> BorrowedFd<'_> {
+        s.as_fd()
+    }
+
+    /// Reads a socket, makes it again from what was read, reads that.
+    fn again(s: &InetSocket) -> (OwnedFd, InetSocket) {
+        let fd = s.create().unwrap();
+        s.bind_listen_connect(fd.as_fd()).unwrap();
+        s.set_options(fd.as_fd()).unwrap();
+        set_reuseaddr(&fd, s.opts.reuseaddr).unwrap();
+        let r = InetSocket::read(fd.as_fd(), None).unwrap();
+        (fd, r)
+    }
+
+    #[test]
+    fn words_are_memory_order_as_criu_writes_them() {
+        let a: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(addr_words(&a), vec![0x0100_007f]);
+        assert_eq!(addr_from_words(libc::AF_INET, &[0x0100_007f], 80), Some(a));
+        let b: SocketAddr = "[::ffff:127.0.0.1]:5".parse().unwrap();
+        assert_eq!(addr_from_words(libc::AF_INET6, &addr_words(&b), 5), Some(b));
+        assert_eq!(addr_from_words(libc::AF_INET6, &[1, 2], 5), None);
+        assert_eq!(addr_from_words(libc::AF_INET, &[1], 70000), None);
+    }
+
+    #[test]
+    fn a_listener_comes_back_listening_with_its_options() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = fd_of(&l);
+        set(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1, "").unwrap();
+        set(fd, libc::SOL_TCP, libc::TCP_NODELAY, 1, "").unwrap();
+        set(fd, libc::SOL_TCP, libc::TCP_KEEPIDLE, 77, "").unwrap();
+        set(fd, libc::IPPROTO_IP, libc::IP_TOS, 0x10, "").unwrap();
+        let s = InetSocket::read(fd, None).unwrap();
+        assert_eq!((s.state, s.backlog, s.local), (state::LISTEN, 128, l.local_addr().unwrap()));
+        assert!(s.opts.reuseaddr, "std sets SO_REUSEADDR on listeners");
+        drop(l);
+        let (fd, r) = again(&s);
+        assert_eq!(r, s);
+        let c = TcpStream::connect(s.local).unwrap();
+        let (a, _) = rustix::net::accept(&fd).map(|a| (a, ())).unwrap();
+        assert_eq!(rustix::net::getpeername(&a).ok().flatten().and_then(to_std), Some(c.local_addr().unwrap()));
+    }
+
+    #[test]
+    fn v6_only_and_mapped_listeners_and_udp_come_back() {
+        let s6 = rustix::net::socket(rustix::net::AddressFamily::INET6, rustix::net::SocketType::STREAM, None).unwrap();
+        set(s6.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0, "").unwrap();
+        rustix::net::bind(&s6, &"[::ffff:127.0.0.1]:0".parse::<SocketAddr>().unwrap()).unwrap();
+        rustix::net::listen(&s6, 3).unwrap();
+        let m = InetSocket::read(s6.as_fd(), None).unwrap();
+        assert!(!m.v6only);
+        assert_eq!(m.backlog, 3);
+        drop(s6);
+        let (_fd, r) = again(&m);
+        assert_eq!(r, m);
+        // A v4 client reaches the mapped listener.
+        let port = m.local.port();
+        TcpStream::connect(("127.0.0.1", port)).unwrap();
+
+        let u = UdpSocket::bind("[::1]:0").unwrap();
+        let peer = UdpSocket::bind("[::1]:0").unwrap();
+        u.connect(peer.local_addr().unwrap()).unwrap();
+        set(fd_of(&u), libc::SOL_SOCKET, libc::SO_BROADCAST, 1, "").unwrap();
+        let us = InetSocket::read(fd_of(&u), None).unwrap();
+        assert_eq!((us.state, us.peer), (state::ESTABLISHED, peer.local_addr().unwrap()));
+        assert!(!us.queued);
+        drop(u);
+        let (ufd, r) = again(&us);
+        assert_eq!(r, us);
+        rustix::net::send(&ufd, b"dgram", rustix::net::SendFlags::empty()).unwrap();
+        let mut buf = [0u8; 8];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"dgram"[..], us.local));
+        // Queued datagrams are seen.
+        peer.send_to(b"x", us.local).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !InetSocket::read(ufd.as_fd(), None).unwrap().queued {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn shutdown_of_a_udp_socket_comes_back() {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.connect("127.0.0.1:9").unwrap();
+        rustix::net::shutdown(&u, rustix::net::Shutdown::Read).unwrap();
+        let mut d = super::super::diag::DiagSocket::open().unwrap();
+        let ino = rustix::fs::fstat(&u).unwrap().st_ino as u32;
+        let info = super::super::inet_diag::sockets(&mut d, libc::AF_INET, libc::IPPROTO_UDP).unwrap()[&ino];
+        let s = InetSocket::read(fd_of(&u), Some(&info)).unwrap();
+        assert_eq!(s.shutdown, RCV_SHUTDOWN);
+        drop(u);
+        let (fd, _) = again(&s);
+        let ino = rustix::fs::fstat(&fd).unwrap().st_ino as u32;
+        let info = super::super::inet_diag::sockets(&mut d, libc::AF_INET, libc::IPPROTO_UDP).unwrap()[&ino];
+        assert_eq!(info.shutdown, Some(RCV_SHUTDOWN));
+    }
+}

@@ -1,0 +1,269 @@
+//! Packet sockets (`AF_PACKET`, what a DHCP client or a capture tool
+//! holds), as CRIU's `packet_sock_entry` keeps them: read through
+//! `NETLINK_SOCK_DIAG` (`include/uapi/linux/packet_diag.h`), which reports
+//! what `getsockopt` cannot (the copy threshold, the multicast list).
+//!
+//! ```text
+//! packet_diag_req (20 bytes): u8 family = AF_PACKET, u8 protocol, u16 pad,
+//!                             u32 ino, u32 show (PACKET_SHOW_*), u32 cookie[2]
+//! packet_diag_msg (16 bytes): u8 family, u8 type, u16 num (protocol, host
+//!                             order), u32 ino, u32 cookie[2]
+//! INFO (0):    u32 index, version, reserve, copy_thresh, tstamp, flags
+//! MCLIST (1):  { u32 index, u32 count, u16 type, u16 alen, u8 addr[32] }*
+//! RX_RING (2), TX_RING (3): ring sizes     FANOUT (4): u32 id | type << 16
+//! ```
+//!
+//! Sockets with a mapped ring (`PACKET_RX_RING`/`TX_RING`) are refused by
+//! their users: the ring's memory is part of the address space.
+//! Packets waiting in the queue are not kept (a capture loses them).
+
+use super::diag::{attr_u32, attrs, DiagError, DiagSocket};
+use super::sockopt;
+use super::sockopts::SockOpts;
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::io::Errno;
+use std::collections::HashMap;
+
+/// `PACKET_SHOW_INFO | MCLIST | RING_CFG | FANOUT`.
+const SHOW: u32 = 1 | 2 | 4 | 8;
+/// Size of `struct packet_diag_msg`.
+const MSG_LEN: usize = 16;
+/// Size of `struct packet_diag_mclist`.
+const MCLIST_LEN: usize = 44;
+const SOL_PACKET: u32 = linux_raw_sys::net::SOL_PACKET;
+
+/// `packet_diag_info.flags` bits.
+const PDI_AUXDATA: u32 = 0x2;
+const PDI_ORIGDEV: u32 = 0x4;
+const PDI_VNETHDR: u32 = 0x8;
+const PDI_LOSS: u32 = 0x10;
+
+/// Packet socket options (`linux/if_packet.h`).
+const PACKET_ADD_MEMBERSHIP: u32 = 1;
+const PACKET_AUXDATA: u32 = 8;
+const PACKET_ORIGDEV: u32 = 9;
+const PACKET_VERSION: u32 = 10;
+const PACKET_RESERVE: u32 = 12;
+const PACKET_LOSS: u32 = 14;
+const PACKET_VNET_HDR: u32 = 15;
+const PACKET_TIMESTAMP: u32 = 17;
+const PACKET_FANOUT: u32 = 18;
+const PACKET_COPY_THRESH: u32 = 7;
+
+/// One multicast membership (`PACKET_ADD_MEMBERSHIP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Interface index.
+    pub index: u32,
+    /// `PACKET_MR_MULTICAST`, `_PROMISC`, `_ALLMULTI`, `_UNICAST`.
+    pub ty: u32,
+    /// Link-layer address (multicast and unicast types).
+    pub addr: Vec<u8>,
+}
+
+/// One packet socket as sock_diag and `getsockopt` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketSocket {
+    /// `SOCK_RAW` or `SOCK_DGRAM`.
+    pub ty: u32,
+    /// Protocol in network byte order, as `socket(2)` takes it.
+    pub protocol: u32,
+    /// Bound interface (0: any).
+    pub ifindex: u32,
+    /// `PACKET_VERSION`.
+    pub version: u32,
+    /// `PACKET_RESERVE`.
+    pub reserve: u32,
+    /// `PACKET_TIMESTAMP`.
+    pub timestamp: u32,
+    /// `PACKET_COPY_THRESH`.
+    pub copy_thresh: u32,
+    pub aux_data: bool,
+    pub orig_dev: bool,
+    pub vnet_hdr: bool,
+    pub loss: bool,
+    /// Multicast memberships, one per entry (the kernel counts repeats).
+    pub mclist: Vec<(Membership, u32)>,
+    /// `PACKET_FANOUT` (id | type << 16).
+    pub fanout: Option<u32>,
+    /// A receive or transmit ring is set up.
+    pub ring: bool,
+    /// `SOL_SOCKET` options.
+    pub opts: SockOpts,
+}
+
+/// Error type for [`PacketSocket`] operations.
+#[derive(Debug, thiserror::Error)]
+pub enum PacketError {
+    /// sock_diag failed.
+    #[error(transparent)]
+    Diag(#[from] DiagError),
+    /// A call failed.
+    #[error("{call}: {errno}")]
+    Call {
+        /// The call.
+        call: String,
+        /// What the kernel said.
+        errno: Errno,
+    },
+}
+
+fn call(c: impl Into<String>) -> impl FnOnce(Errno) -> PacketError {
+    let call = c.into();
+    move |errno| PacketError::Call { call, errno }
+}
+
+/// What sock_diag says of the packet sockets of a namespace, by inode
+/// (everything but the socket options).
+pub fn sockets(diag: &mut DiagSocket) -> Result<HashMap<u32, PacketSocket>, DiagError> {
+    let mut req = [0u8; 20];
+    req[0] = libc::AF_PACKET as u8;
+    req[8..12].copy_from_slice(&SHOW.to_ne_bytes());
+    let mut out = HashMap::new();
+    diag.query(&req, true, |p| {
+        let m = p.get(..MSG_LEN).ok_or_else(|| DiagError::Malformed(format!("packet_diag_msg of {} bytes", p.len())))?;
+        let ino = attr_u32(&m[4..8])?;
+        let num = u16::from_ne_bytes([m[2], m[3]]);
+        let mut s = PacketSocket {
+            ty: m[1] as u32,
+            protocol: num.to_be() as u32,
+            ifindex: 0,
+            version: 0,
+            reserve: 0,
+            timestamp: 0,
+            copy_thresh: 0,
+            aux_data: false,
+            orig_dev: false,
+            vnet_hdr: false,
+            loss: false,
+            mclist: Vec::new(),
+            fanout: None,
+            ring: false,
+            opts: SockOpts::default(),
+        };
+        for a in attrs(p, MSG_LEN) {
+            let (ty, d) = a?;
+            match ty {
+                0 => {
+                    let w = |i: usize| attr_u32(d.get(i * 4..).unwrap_or_default());
+                    s.ifindex = w(0)?;
+                    s.version = w(1)?;
+                    s.reserve = w(2)?;
+                    s.copy_thresh = w(3)?;
+                    s.timestamp = w(4)?;
+                    let f = w(5)?;
+                    (s.aux_data, s.orig_dev, s.vnet_hdr, s.loss) = (f & PDI_AUXDATA != 0, f & PDI_ORIGDEV != 0, f & PDI_VNETHDR != 0, f & PDI_LOSS != 0);
+                }
+                1 => {
+                    for mc in d.chunks_exact(MCLIST_LEN) {
+                        let alen = (u16::from_ne_bytes([mc[10], mc[11]]) as usize).min(32);
+                        let m = Membership { index: attr_u32(&mc[0..4])?, ty: u16::from_ne_bytes([mc[8], mc[9]]) as u32, addr: mc[12..12 + alen].to_vec() };
+                        s.mclist.push((m, attr_u32(&mc[4..8])?));
+                    }
+                }
+                2 | 3 => s.ring = true,
+                4 => s.fanout = Some(attr_u32(d)?),
+                _ => {}
+            }
+        }
+        out.insert(ino, s);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+impl PacketSocket {
+    /// Makes the socket again: `socket(AF_PACKET, type, protocol)` bound to
+    /// its interface, its packet options, memberships, fanout group and
+    /// socket options.
+    pub fn open(&self) -> Result<OwnedFd, PacketError> {
+        // SAFETY: plain socket(2); the result is checked and owned at once.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, self.ty as i32 | libc::SOCK_CLOEXEC, self.protocol as i32) };
+        if raw < 0 {
+            return Err(call(format!("socket(AF_PACKET, {}, {:#x})", self.ty, self.protocol))(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))));
+        }
+        // SAFETY: `raw` is a new descriptor nobody else owns.
+        let s = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        // sockaddr_ll with only the family and interface (protocol 0 keeps
+        // the socket's).
+        let mut ll = [0u8; 20];
+        ll[..2].copy_from_slice(&(libc::AF_PACKET as u16).to_ne_bytes());
+        ll[4..8].copy_from_slice(&(self.ifindex as i32).to_ne_bytes());
+        // SAFETY: `ll` is a complete sockaddr_ll of the length given.
+        if unsafe { libc::bind(raw, ll.as_ptr().cast(), ll.len() as u32) } < 0 {
+            return Err(call(format!("bind(AF_PACKET, ifindex {})", self.ifindex))(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))));
+        }
+        let set = |name: u32, v: u32, what: &str| sockopt::set_u32(&s, SOL_PACKET, name, v).map_err(call(format!("setsockopt({what}, {v})")));
+        set(PACKET_VERSION, self.version, "PACKET_VERSION")?;
+        set(PACKET_RESERVE, self.reserve, "PACKET_RESERVE")?;
+        set(PACKET_TIMESTAMP, self.timestamp, "PACKET_TIMESTAMP")?;
+        set(PACKET_COPY_THRESH, self.copy_thresh, "PACKET_COPY_THRESH")?;
+        for (on, name, what) in [
+            (self.aux_data, PACKET_AUXDATA, "PACKET_AUXDATA"),
+            (self.orig_dev, PACKET_ORIGDEV, "PACKET_ORIGDEV"),
+            (self.vnet_hdr, PACKET_VNET_HDR, "PACKET_VNET_HDR"),
+            (self.loss, PACKET_LOSS, "PACKET_LOSS"),
+        ] {
+            if on {
+                set(name, 1, what)?;
+            }
+        }
+        for (m, count) in &self.mclist {
+            // packet_mreq_max: int ifindex, u16 type, u16 alen, u8 addr[32].
+            let mut mreq = [0u8; 40];
+            mreq[..4].copy_from_slice(&(m.index as i32).to_ne_bytes());
+            mreq[4..6].copy_from_slice(&(m.ty as u16).to_ne_bytes());
+            mreq[6..8].copy_from_slice(&(m.addr.len() as u16).to_ne_bytes());
+            mreq[8..8 + m.addr.len().min(32)].copy_from_slice(&m.addr[..m.addr.len().min(32)]);
+            for _ in 0..*count {
+                sockopt::set_bytes(&s, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq).map_err(call("setsockopt(PACKET_ADD_MEMBERSHIP)"))?;
+            }
+        }
+        if let Some(f) = self.fanout {
+            set(PACKET_FANOUT, f, "PACKET_FANOUT")?;
+        }
+        self.opts.apply(s.as_fd()).map_err(|e| PacketError::Call { call: format!("setsockopt({})", e.opt), errno: e.errno })?;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ino(fd: impl AsFd) -> u32 {
+        rustix::fs::fstat(fd).unwrap().st_ino as u32
+    }
+
+    #[test]
+    fn a_bound_packet_socket_with_options_comes_back() {
+        const ETH_P_ALL: u16 = 3;
+        let lo = rustix::net::netdevice::name_to_index(
+            &rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::DGRAM, None).unwrap(),
+            "lo",
+        )
+        .unwrap();
+        let s = PacketSocket {
+            ty: libc::SOCK_DGRAM as u32,
+            protocol: ETH_P_ALL.to_be() as u32,
+            ifindex: lo,
+            version: 1,
+            reserve: 16,
+            timestamp: 0,
+            copy_thresh: 0,
+            aux_data: true,
+            orig_dev: false,
+            vnet_hdr: false,
+            loss: true,
+            mclist: vec![(Membership { index: lo, ty: 0, addr: vec![1, 0, 0x5e, 0, 0, 0xfb] }, 1)],
+            fanout: Some(0x4242),
+            ring: false,
+            opts: SockOpts::default(),
+        };
+        let fd = s.open().unwrap();
+        let mut d = DiagSocket::open().unwrap();
+        let mut got = sockets(&mut d).unwrap().remove(&ino(&fd)).unwrap();
+        got.opts = SockOpts::default();
+        assert_eq!(got, s);
+    }
+}
