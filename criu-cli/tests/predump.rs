@@ -84,7 +84,8 @@ fn start_dirtier(name: &str, dirs: [&str; 3], mib: &str) -> (PathBuf, [PathBuf; 
         std::fs::create_dir_all(d).unwrap();
     }
     let result = base.join("result");
-    let p = Program::spawn("dirtier", &[&result, Path::new(mib)]);
+    // Both tests run two rounds before the check.
+    let p = Program::spawn("dirtier", &[&result, Path::new(mib), Path::new("2")]);
     wait_all_suspended(&[p.pid()]);
     (base, dirs, result, p)
 }

@@ -180,7 +180,7 @@ impl Tree {
             root.reap();
         }
         for h in &self.held {
-            assert!(h.wait_exit(std::time::Duration::from_secs(10)), "the dump left tree task {} running", h.pid);
+            assert!(h.wait_exit(PATIENCE), "the dump left tree task {} running", h.pid);
         }
         self.held.clear();
         for &pid in self.pids.iter().chain(std::iter::once(&self.zombie)) {

@@ -8,7 +8,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{core_entry, crit_decode, crit_encode, have_crit, write_sample_set, PID, THREAD};
+use common::{core_entry, crit_decode, crit_encode, need_crit, write_sample_set, PID, THREAD};
 use criu_core::images::pb::*;
 use criu_core::images::{ImageDir, ImageKind};
 use serde_json::Value;
@@ -19,9 +19,7 @@ fn entries(v: &Value) -> &Vec<Value> {
 
 #[test]
 fn crit_reads_our_image_set() {
-    if !have_crit() {
-        return;
-    }
+    need_crit();
     let tmp = tempfile::tempdir().unwrap();
     let dir = ImageDir::create(tmp.path()).unwrap();
     let pid = PID;
@@ -225,9 +223,7 @@ fn crit_reads_our_image_set() {
 /// of our sample set) read back through our reader equal what we wrote.
 #[test]
 fn we_read_crit_encoded_images() {
-    if !have_crit() {
-        return;
-    }
+    need_crit();
     let ours = tempfile::tempdir().unwrap();
     let dir = ImageDir::create(ours.path()).unwrap();
     let mut inv = write_sample_set(&dir);
@@ -289,9 +285,7 @@ fn we_read_crit_encoded_images() {
 /// files + fs, mm + files, pagemap + mm): our cross-references must resolve.
 #[test]
 fn crit_explores_our_image_dir() {
-    if !have_crit() {
-        return;
-    }
+    need_crit();
     let tmp = tempfile::tempdir().unwrap();
     write_sample_set(&ImageDir::create(tmp.path()).unwrap());
     let explore = |what: &str| {

@@ -1,12 +1,24 @@
 //! Mutation fuzzing of the image reader: mutated versions of valid images
 //! (the sample set, plus the seed files in `tests/corpus/`) must decode or
-//! fail with an error, never panic, hang or allocate wildly. Deterministic:
-//! a fixed-seed xorshift generator drives the mutations.
+//! fail with an error, never panic, hang or allocate wildly. All three are
+//! enforced: a panic is caught and reported with its input, a watchdog
+//! fails the run when one decode makes no progress for [`STALL`] (or the
+//! run passes [`DEADLINE`]), and this test binary's counting allocator
+//! fails a decode whose live heap grows by more than [`ALLOC_CAP`].
+//!
+//! Deterministic: a seeded xorshift generator drives the mutations
+//! (`FUZZ_SEED`, printed; fixed by default), so a run reports the same
+//! counts every time. A failing input is written to
+//! `tests/corpus/failures/` (commit it with the fix) and replayed first.
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use common::write_sample_set;
 use criu_core::images::pb::*;
@@ -14,6 +26,70 @@ use criu_core::images::{pagemap_error, ImageDir, ImageKind, ImageReader, Result}
 
 /// Iterations per seed image.
 const ROUNDS: usize = 20_000;
+/// The default seed.
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Most a single decode may grow the live heap by (inputs are a few KiB:
+/// a decoder that trusts a length word would ask for up to 256 MiB).
+const ALLOC_CAP: usize = 8 << 20;
+/// How long one decode may take before the run counts as hung (a hang
+/// guard on a shared, loaded machine, never a timing check).
+const STALL: Duration = Duration::from_secs(60);
+/// The whole run's deadline.
+const DEADLINE: Duration = Duration::from_secs(600);
+
+/// The global allocator of this test binary: counts live bytes and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// The most one decode grew the heap by, for the summary.
+static MOST_GROWN: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Relaxed) + by;
+    PEAK.fetch_max(now, Relaxed);
+}
+
+// SAFETY: every call goes straight to the system allocator; the counters
+// are only statistics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller's layout, passed on.
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            grew(l.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { System.alloc_zeroed(l) };
+        if !p.is_null() {
+            grew(l.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Relaxed);
+        // SAFETY: p was allocated by System with layout l.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: p was allocated by System with layout l.
+        let q = unsafe { System.realloc(p, l, new) };
+        if !q.is_null() {
+            LIVE.fetch_sub(l.size(), Relaxed);
+            grew(new);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// What is being decoded now, for the watchdog: a description and when it began.
+static CURRENT: Mutex<Option<(String, Instant)>> = Mutex::new(None);
 
 struct XorShift(u64);
 
@@ -130,40 +206,102 @@ fn seeds() -> Vec<(ImageKind, PathBuf, Vec<u8>)> {
     out
 }
 
+fn failures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/failures")
+}
+
+/// Decodes `data` as `kind` under the panic catcher and the allocation
+/// cap; on a failure keeps the input and panics naming it (`what`).
+fn checked_decode(what: &str, kind: ImageKind, data: &[u8]) -> Result<()> {
+    *CURRENT.lock().unwrap() = Some((what.to_owned(), Instant::now()));
+    let base = LIVE.load(Relaxed);
+    PEAK.store(base, Relaxed);
+    let got = std::panic::catch_unwind(|| {
+        let _ = ImageKind::detect("fuzz.img", data);
+        decode(kind, data)
+    });
+    let grown = PEAK.load(Relaxed).saturating_sub(base);
+    MOST_GROWN.fetch_max(grown, Relaxed);
+    *CURRENT.lock().unwrap() = None;
+    let why = match &got {
+        Err(_) => Some("the decoder panicked".to_owned()),
+        Ok(_) if grown > ALLOC_CAP => Some(format!("one decode grew the heap by {grown} bytes (cap {ALLOC_CAP})")),
+        Ok(Err(e)) if !e.to_string().starts_with("fuzz.img: ") => Some(format!("error without file name: {e}")),
+        _ => None,
+    };
+    if let Some(why) = why {
+        let name = format!("{}-{:016x}.img", kind.stem(), data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)));
+        let kept = failures_dir().join(&name);
+        let _ = std::fs::create_dir_all(failures_dir());
+        let _ = std::fs::write(&kept, data);
+        panic!("{what}: {why}\n  input ({} bytes, as {kind:?}) kept in {}: {:02x?}", data.len(), kept.display(), data);
+    }
+    got.unwrap()
+}
+
+/// Fails the whole test binary if a decode stalls or the run overruns.
+fn start_watchdog() {
+    let start = Instant::now();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some((what, since)) = CURRENT.lock().unwrap().clone() {
+            let stalled = since.elapsed() > STALL;
+            if stalled || start.elapsed() > DEADLINE {
+                eprintln!(
+                    "images_fuzz: {} while decoding {what}; failing the run",
+                    if stalled { format!("no progress for {STALL:?}") } else { format!("past the {DEADLINE:?} deadline") }
+                );
+                std::process::exit(101);
+            }
+        }
+    });
+}
+
 #[test]
-fn mutated_images_never_panic() {
+fn mutated_images_never_panic_hang_or_allocate_wildly() {
+    start_watchdog();
+    let seed_value = std::env::var("FUZZ_SEED")
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("FUZZ_SEED={v} is not a number")))
+        .unwrap_or(SEED);
+    eprintln!("images_fuzz: FUZZ_SEED={seed_value}");
+    // Inputs that failed before: as each kind (none may panic, hang or blow up).
+    if let Ok(rd) = std::fs::read_dir(failures_dir()) {
+        let mut kept: Vec<PathBuf> = rd.filter_map(|e| Some(e.ok()?.path())).collect();
+        kept.sort();
+        for p in kept {
+            let data = std::fs::read(&p).unwrap();
+            for k in ImageKind::ALL {
+                let _ = checked_decode(&format!("kept input {} as {k:?}", p.display()), *k, &data);
+            }
+        }
+    }
     let seeds = seeds();
     assert!(seeds.len() >= 12, "too few seeds: {}", seeds.len());
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = XorShift(seed_value.max(1));
     let (mut ok, mut rejected) = (0usize, 0usize);
     for (kind, path, seed) in &seeds {
         decode(*kind, seed)
             .unwrap_or_else(|e| panic!("seed {} does not decode: {e}", path.display()));
-        for _ in 0..ROUNDS {
+        for i in 0..ROUNDS {
             let mut data = seed.clone();
             mutate(&mut rng, &mut data);
-            let _ = ImageKind::detect("fuzz.img", &data);
             // Mostly as the seed's own kind; sometimes as a random one.
             let k = if rng.below(8) == 0 {
                 ImageKind::ALL[rng.below(ImageKind::ALL.len())]
             } else {
                 *kind
             };
-            match decode(k, &data) {
+            let what = format!("FUZZ_SEED={seed_value}, seed {} mutant {i}", path.file_name().unwrap().to_string_lossy());
+            match checked_decode(&what, k, &data) {
                 Ok(()) => ok += 1,
-                Err(e) => {
-                    assert!(
-                        e.to_string().starts_with("fuzz.img: "),
-                        "error without file name: {e}"
-                    );
-                    rejected += 1;
-                }
+                Err(_) => rejected += 1,
             }
         }
     }
     eprintln!(
-        "fuzz: {} seeds, {ok} mutants decoded, {rejected} rejected",
-        seeds.len()
+        "images_fuzz: {} seeds, {ok} mutants decoded, {rejected} rejected, at most {} bytes of heap per decode",
+        seeds.len(),
+        MOST_GROWN.load(Relaxed)
     );
     assert!(
         rejected > ok / 10,
@@ -175,9 +313,9 @@ fn mutated_images_never_panic() {
 /// encoder (field order and encoding choices of another implementation).
 /// Run with `cargo test --test images_fuzz -- --ignored refresh_corpus`.
 #[test]
-#[ignore]
+#[ignore = "a tool, not a test: rewrites tests/corpus with crit"]
 fn refresh_corpus() {
-    assert!(common::have_crit(), "refreshing the corpus needs crit");
+    common::need_crit();
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let tmp = tempfile::tempdir().unwrap();
     write_sample_set(&ImageDir::create(tmp.path()).unwrap());

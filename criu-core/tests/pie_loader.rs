@@ -4,7 +4,6 @@
 //! reports it.
 
 use criu_core::abi::SELFTEST_WRITE_MESSAGE;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const LOADER: &str = env!("CARGO_BIN_EXE_pie-loader");
@@ -18,23 +17,9 @@ const ENTRIES: [&str; 3] = [
     "pie_selftest_write",
 ];
 
-/// The qemu-x86_64 binary, if installed. Missing under CI (env `CI` set) is
-/// a failure; elsewhere the test is skipped loudly.
-fn qemu() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("qemu-x86_64"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "qemu-x86_64 is not installed but CI is set: install qemu-user"
-        );
-        eprintln!("\n*** SKIPPED: qemu-x86_64 not found (run `cargo xtask setup`) ***\n");
-    }
-    found
-}
+mod common;
+
+use common::qemu;
 
 fn run(prefix: &[&str], args: &[&str]) -> Output {
     let (program, rest) = match prefix.split_first() {
@@ -79,7 +64,7 @@ fn selftests_pass_natively_at_every_address() {
 
 #[test]
 fn selftests_pass_under_qemu_at_every_address() {
-    let Some(qemu) = qemu() else { return };
+    let qemu = qemu();
     check_all(&[qemu.to_str().expect("utf-8 path")]);
 }
 
@@ -111,7 +96,7 @@ fn parse_strace(line: &str) -> Option<(&str, &str, &str)> {
 
 #[test]
 fn write_selftest_syscall_sequence_under_qemu_strace() {
-    let Some(qemu) = qemu() else { return };
+    let qemu = qemu();
     // Low 32 bits distinct from small offsets: qemu 7.2's -strace prints
     // only the low 32 bits of write's buffer pointer.
     let base = 0x5a5a_1234_5000u64;

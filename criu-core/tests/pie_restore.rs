@@ -9,16 +9,9 @@ use std::process::{Command, Output};
 
 const CHECK: &str = env!("CARGO_BIN_EXE_pie-restore-check");
 
-/// qemu-x86_64 on PATH; missing is a failure under CI, else a loud skip.
-fn qemu() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path).map(|d| d.join("qemu-x86_64")).find(|p| p.is_file());
-    if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "qemu-x86_64 missing under CI");
-        eprintln!("\n*** SKIPPED: qemu-x86_64 not found ***\n");
-    }
-    found
-}
+mod common;
+
+use common::qemu;
 
 fn check(qemu: Option<&Path>, args: &[&str]) -> String {
     let out: Output = match qemu {
@@ -69,7 +62,7 @@ fn memory_stages_natively() {
 
 #[test]
 fn memory_stages_under_qemu() {
-    let Some(q) = qemu() else { return };
+    let q = qemu();
     check(Some(&q), &["memory", "3", "--no-smaps"]);
 }
 
@@ -84,7 +77,7 @@ fn vdso_copy_redirected_natively() {
 
 #[test]
 fn vdso_copy_stubbed_under_qemu_without_vdso() {
-    let Some(q) = qemu() else { return };
+    let q = qemu();
     let img = VdsoFile::new("qemu");
     assert!(check(Some(&q), &["vdso", img.0.to_str().unwrap(), "stub"]).contains("syscall stub"));
 }
@@ -96,7 +89,7 @@ fn sigreturn_natively() {
 
 #[test]
 fn sigreturn_under_qemu() {
-    let Some(q) = qemu() else { return };
+    let q = qemu();
     check(Some(&q), &["sigreturn"]);
 }
 

@@ -3,7 +3,7 @@
  * between dumps in every way that matters to dirty tracking, and a check of
  * all of it from inside after the restore.
  *
- *   dirtier RESULT MIB
+ *   dirtier RESULT MIB ROUNDS
  *
  * Area A (MIB MiB, private anonymous) starts filled with pattern seed 1; a
  * table (gen[], itself in memory that gets dumped) says what each page
@@ -18,8 +18,10 @@
  *   - a one-page area D made read-only before the first dump gets written
  *     after an mprotect in round 2 (tracked pages behind changed protection).
  * then writes "k" to RESULT.round. Pages never touched stay as they were.
- * On SIGUSR2 it checks every page of A, B, C and D against what it should
- * hold, writes the report to RESULT and exits (0 if all is well).
+ * On SIGUSR2 it checks that it ran exactly ROUNDS rounds (a restore from a
+ * stale parent would bring back an older count), every page of A, B, C and
+ * D against what it should hold (C must exist once a round ran), writes the
+ * report to RESULT and exits (0 if all is well).
  */
 #define _GNU_SOURCE
 #include "selfcheck.h"
@@ -51,11 +53,12 @@ static void *map_at(void *at, size_t len)
 
 int main(int argc, char **argv)
 {
-	if (argc < 3) {
-		fprintf(stderr, "usage: dirtier RESULT MIB\n");
+	if (argc < 4) {
+		fprintf(stderr, "usage: dirtier RESULT MIB ROUNDS\n");
 		return 2;
 	}
 	const char *result = argv[1];
+	int rounds = atoi(argv[3]);
 	size_t pages = strtoull(argv[2], NULL, 0) << 8;
 	uint8_t *a = map_at(NULL, pages * PAGE);
 	uint8_t *gen = map_at(NULL, (pages + PAGE - 1) & ~(PAGE - 1));
@@ -160,7 +163,9 @@ int main(int argc, char **argv)
 	for (size_t pg = 0; pg < b_pages; pg++)
 		bad_b += page_diff(b, b_seed, pg) != 0;
 	CHECK(&r, "area B (mapped again)", bad_b == 0, "%zu bad pages (seed %d)", bad_b, b_seed);
-	if (c) {
+	if (!c) {
+		CHECK(&r, "area C (new)", k == 0, "not mapped after %d rounds", k);
+	} else {
 		size_t bad_c = 0;
 		uint64_t *w = (uint64_t *)c;
 		for (size_t i = 0; i < PAGE / 8; i++)
@@ -170,7 +175,7 @@ int main(int argc, char **argv)
 		CHECK(&r, "area C (new)", bad_c == 0, "%zu bad words/pages", bad_c);
 	}
 	CHECK(&r, "area D (read-only, written once)", page_diff(d, d_seed, 0) == 0, "seed %d", d_seed);
-	CHECK(&r, "rounds", k >= 0, "%d", k);
+	CHECK(&r, "rounds", k == rounds, "ran %d rounds, want %d", k, rounds);
 	if (finish_report(&r, result))
 		die("report");
 	return report_status(&r);

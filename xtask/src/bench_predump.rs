@@ -59,7 +59,7 @@ pub fn row(root: &Path) -> Result<(&'static str, String)> {
     }
     let result = work.join("result");
     let _ = std::fs::remove_file(&result);
-    let mut child = Command::new(&exe).arg(&result).arg("1024").stdout(Stdio::piped()).spawn()?;
+    let mut child = Command::new(&exe).arg(&result).arg("1024").arg("1").stdout(Stdio::piped()).spawn()?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
     let pid = child.id().to_string();

@@ -156,7 +156,7 @@ fn wait_gone(pid: i32) -> Result<()> {
 }
 
 /// The median of `v` (not empty).
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {

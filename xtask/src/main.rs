@@ -3,27 +3,34 @@
 //! - `build-pie [--out FILE]`: builds and packages the restorer blob, prints
 //!   the package summary (size, segments, relocations, entries).
 //! - `bench [--runs N] [--only GROUP]`: prints a table of measurements
-//!   (`--only blob|dump|restore|predump|lazy`: one group of rows;
+//!   (`--only blob|dump|restore|predump|lazy|fds`: one group of rows;
 //!   `lazy-fault`: the lazy fault latency, N runs; `lazy-bg`: the lazy
 //!   background copy throughput, N runs per chunk size).
 //! - `test [ARGS]`: every test: the workspace's, then the blob library's
-//!   host unit tests (restorer-pie is a workspace of its own).
+//!   host unit tests (restorer-pie is a workspace of its own); then the
+//!   skipped checks and ignored tests with their reasons.
+//! - `mutants [--list] [SCOPE...]`: mutation testing (cargo-mutants) of the
+//!   restore argument builder, credentials, rlimits, fds, fill and the
+//!   blob's pure logic; survivors must be listed with a reason in
+//!   `mutants-survivors.txt`.
 //! - `setup`: installs the test tools (qemu-user, criu's `crit`) if missing.
 //! - `demo`: checkpoints and restores a demo process (the README's main job).
 
 mod bench;
 mod bench_dump;
+mod bench_fds;
 mod bench_lazy;
 mod bench_lazy_restore;
 mod bench_predump;
 mod bench_restore;
 mod demo;
 mod setup;
+mod mutants;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|lazy-fault|lazy-bg] | setup | demo | test [ARGS]>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|lazy-fault|lazy-bg] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +41,7 @@ fn main() -> Result<()> {
         "setup" => setup::run(),
         "demo" => demo::run(&workspace_root()),
         "test" => test(rest),
+        "mutants" => mutants::run(&workspace_root(), rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -69,21 +77,58 @@ fn build_pie(args: &[String]) -> Result<()> {
 }
 
 /// Runs `cargo test --workspace ARGS`, then the restorer blob's library
-/// tests on the host.
+/// tests on the host; then prints what was not tested: checks skipped at
+/// run time (recorded by the tests into the file `CRIU_RS_SKIPS` names;
+/// any under CI fails the run) and tests marked `#[ignore]`, with reasons.
 fn test(args: &[String]) -> Result<()> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let blob_manifest = root.join("restorer-pie/Cargo.toml");
     let blob_target = root.join("target/restorer-pie-tests");
+    let skips = root.join("target/test-skips.txt");
+    std::fs::create_dir_all(root.join("target"))?;
+    std::fs::write(&skips, "")?;
     let runs: [Vec<std::ffi::OsString>; 2] = [
         ["test", "--workspace"].iter().map(Into::into).chain(args.iter().map(Into::into)).collect(),
         vec!["test".into(), "--lib".into(), "--manifest-path".into(), blob_manifest.into(), "--target-dir".into(), blob_target.into()],
     ];
+    let mut ignored = Vec::new();
     for run in runs {
-        let status = std::process::Command::new(&cargo).args(&run).current_dir(&root).status()?;
+        let mut child = std::process::Command::new(&cargo)
+            .args(&run)
+            .current_dir(&root)
+            .env("CRIU_RS_SKIPS", &skips)
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        // Passed through as it comes; "test NAME ... ignored[, REASON]" noted.
+        let out = std::io::BufReader::new(child.stdout.take().context("cargo test stdout")?);
+        for line in std::io::BufRead::lines(out) {
+            let line = line?;
+            println!("{line}");
+            if let Some((name, rest)) = line.strip_prefix("test ").and_then(|l| l.split_once(" ... ignored")) {
+                let reason = rest.strip_prefix(", ").unwrap_or("no reason given");
+                ignored.push(format!("{name}: {reason}"));
+            }
+        }
+        let status = child.wait()?;
         if !status.success() {
             bail!("cargo {run:?} failed: {status}");
         }
+    }
+    let text = std::fs::read_to_string(&skips).unwrap_or_default();
+    let mut skipped: Vec<&str> = text.lines().collect();
+    skipped.sort();
+    skipped.dedup();
+    println!("\nskipped at run time: {}", skipped.len());
+    for s in &skipped {
+        println!("  {s}");
+    }
+    println!("ignored (#[ignore] in the code): {}", ignored.len());
+    for s in &ignored {
+        println!("  {s}");
+    }
+    if !skipped.is_empty() && std::env::var_os("CI").is_some() {
+        bail!("{} check(s) skipped under CI: CI must run everything", skipped.len());
     }
     Ok(())
 }

@@ -55,10 +55,37 @@ pub fn wait_result(path: &Path) -> String {
 }
 
 /// Asserts a result file says ALL OK, showing the failed lines otherwise.
+/// Its `skip ...` lines (checks the program could not run here, such as
+/// AVX-512 registers on a CPU without them) are recorded with [`record_skip`].
 pub fn assert_all_ok(what: &str, report: &str) {
     if report.lines().last() != Some("ALL OK") {
         let bad: Vec<&str> = report.lines().filter(|l| !l.starts_with("ok ")).collect();
         panic!("{what}: self-check failed:\n{}", bad.join("\n"));
+    }
+    let mut skips: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("skip ").or_else(|| l.split_once(": skip ").map(|(_, r)| r)))
+        .collect();
+    skips.sort();
+    skips.dedup();
+    for s in skips {
+        record_skip(&format!("{what}: {s}"));
+    }
+}
+
+/// Records that part of the running test was skipped, and why: appended to
+/// the file `CRIU_RS_SKIPS` names (`cargo xtask test` sets it, counts the
+/// lines and prints them; under CI any skip fails the run), else printed.
+pub fn record_skip(reason: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let line = format!("{}::{test}: {reason}\n", env!("CARGO_CRATE_NAME"));
+    match std::env::var_os("CRIU_RS_SKIPS") {
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("CRIU_RS_SKIPS file");
+            f.write_all(line.as_bytes()).unwrap();
+        }
+        None => eprint!("SKIPPED {line}"),
     }
 }
 

@@ -414,6 +414,22 @@ pub fn free_pid() -> i32 {
         .unwrap()
 }
 
+/// Pids of the processes whose parent is `parent` (zombies included), from
+/// every `/proc/PID/stat`; sorted.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            let Some(after) = s.rfind(')').map(|i| &s[i + 2..]) else { return false };
+            after.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Pids of processes whose cwd is `dir` (programs of one test), except `but`.
 pub fn processes_in(dir: &Path, but: &[i32]) -> Vec<i32> {
     let Ok(canon) = dir.canonicalize() else { return vec![] };

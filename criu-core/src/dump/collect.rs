@@ -12,7 +12,10 @@ use crate::files::FilesOptions;
 use crate::proc::{self, maps::MapEntry};
 use crate::ptrace::freeze::Frozen;
 use crate::ptrace::inject::{find_syscall_insn, Injector};
-use crate::ptrace::raw::{ptrace_get_rseq_configuration, ptrace_getsigmask, ptrace_peeksiginfo, RseqConfig};
+use crate::ptrace::raw::{
+    ptrace_get_rseq_configuration, ptrace_getsigmask, ptrace_peeksiginfo, ptrace_seccomp_get_filter, ptrace_seccomp_get_metadata,
+    RseqConfig,
+};
 use crate::ptrace::{regs, remote, PtraceError};
 
 /// `get_robust_list(tid, &head, &len)`: a thread's robust futex list.
@@ -61,6 +64,33 @@ fn creds_of(status: &proc::status::ProcStatus) -> Creds {
     }
 }
 
+/// A thread's seccomp state: its mode from `status` and, in filter mode,
+/// every filter (`PTRACE_SECCOMP_GET_FILTER` from the oldest until
+/// `ENOENT`, with the flags `PTRACE_SECCOMP_GET_METADATA` reports).
+fn seccomp_of(tid: i32, mode: u32) -> Result<Seccomp, DumpError> {
+    use nix::errno::Errno;
+    let mut filters = Vec::new();
+    if mode == SECCOMP_MODE_FILTER {
+        for index in 0.. {
+            let prog = match ptrace_seccomp_get_filter(tid, index) {
+                Ok(p) => p,
+                Err(Errno::ENOENT) => break,
+                Err(Errno::EMEDIUMTYPE) => {
+                    return Err(DumpError::Seccomp { tid, what: format!("filter {index} is not a classic BPF program") })
+                }
+                Err(e) => return Err(PtraceError::Sys { op: "PTRACE_SECCOMP_GET_FILTER", tid, errno: e }.into()),
+            };
+            let flags = ptrace_seccomp_get_metadata(tid, index)
+                .map_err(|errno| PtraceError::Sys { op: "PTRACE_SECCOMP_GET_METADATA", tid, errno })?;
+            filters.push(SeccompFilter { flags: flags as u32, prog });
+        }
+        if filters.is_empty() {
+            return Err(DumpError::Seccomp { tid, what: "filter mode without a filter".into() });
+        }
+    }
+    Ok(Seccomp { mode, filters })
+}
+
 /// Reads one thread's registers and signal state (no injection).
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
@@ -85,6 +115,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         sched: sched_params(tid).map_err(sys("sched_getparam"))?,
         creds: creds_of(&status),
         pdeath_sig: 0,
+        seccomp: seccomp_of(tid, status.seccomp)?,
     })
 }
 
@@ -175,6 +206,21 @@ fn dump_shmem_objects(
     Ok(out)
 }
 
+/// Copies the contents of the memfd inodes first seen in this task (by its
+/// fds or areas), each into a pages image of its own, as shared memory
+/// objects (`pagemap-shmem-SHMID.img`, SHMID the inode number).
+fn dump_memfd_contents(dir: &std::path::Path, stats: &mut MemStats, sh: &mut Shared) -> Result<Vec<ShmemDump>, DumpError> {
+    let mut out = Vec::new();
+    for c in sh.seen.take_memfd_contents() {
+        let pages_id = sh.alloc_pages_id();
+        let path = dir.join(format!("pages-{pages_id}.img"));
+        let mut f = std::fs::File::create(&path).map_err(|source| DumpError::ImagesDir { path, source })?;
+        let pagemap = super::memory::dump_shmem_path(&c.path, c.size, &mut f, stats)?;
+        out.push(ShmemDump { shmid: c.shmid, size: c.size, pages_id, pagemap });
+    }
+    Ok(out)
+}
+
 /// Collects the descriptors, cwd, root, the executable and the files behind
 /// file-backed areas (setting each area's `file_id`). Returns the files and
 /// the executable's file id.
@@ -200,6 +246,9 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
         if v.map.inode == 0 || v.status & vmas::status::AREA_REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
             continue;
         }
+        if crate::files::memfd::is_memfd_link(&format!("{} (deleted)", v.map.path)) && v.map.deleted {
+            v.status |= vmas::status::AREA_MEMFD;
+        }
         let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
         let key = ((v.map.dev, v.map.inode), map_file_flags(pid, &link)?);
         v.file_id = match vma_files.iter().find(|f| (f.0, f.1) == key) {
@@ -208,7 +257,13 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
                 let id = next_id;
                 next_id += 1;
                 vma_files.push((key.0, key.1, id));
-                files_state.files.push(path_file(pid, &link, id, key.1)?);
+                let flags = key.1;
+                let target = format!("{}{}", v.map.path, if v.map.deleted { " (deleted)" } else { "" });
+                if crate::files::memfd::is_memfd_link(&target) {
+                    files_state.files.push(crate::files::memfd::vma_file(pid, &link, &target, id, flags, &mut sh.seen)?);
+                } else {
+                    files_state.files.push(path_file(pid, &link, id, flags)?);
+                }
                 id
             }
         };
@@ -262,6 +317,8 @@ pub fn collect(
     let memdump_time = t_mem.elapsed();
 
     let (files_state, exe_file_id) = collect_files(pid, &mut vma_list, shell_job, sh)?;
+    let mut shmem = shmem;
+    shmem.extend(dump_memfd_contents(dir, &mut mem_stats, sh)?);
 
     let creds = threads[0].creds.clone();
     let posix_timers = ptimers

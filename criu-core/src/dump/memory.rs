@@ -446,10 +446,17 @@ pub fn dump_shmem(
     stats: &mut MemStats,
 ) -> Result<Vec<PagemapEntry>, DumpError> {
     let path = crate::proc::path(pid, &format!("map_files/{vma_start:x}-{vma_end:x}"));
-    let f = std::fs::File::open(&path).map_err(|source| crate::proc::ProcError::Io { path: path.clone(), source })?;
-    let io = |e: std::io::Error| DumpError::Memory { addr: vma_start, errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) };
+    dump_shmem_path(&path, size, out, stats)
+}
+
+/// Dumps the first `size` bytes of the shared memory object (a shmem or
+/// memfd file) that `path` (`/proc/PID/map_files/..`, `/proc/PID/fd/N`)
+/// opens, as [`dump_shmem`] does.
+pub fn dump_shmem_path(path: &std::path::Path, size: u64, out: &mut std::fs::File, stats: &mut MemStats) -> Result<Vec<PagemapEntry>, DumpError> {
+    let f = std::fs::File::open(path).map_err(|source| crate::proc::ProcError::Io { path: path.to_owned(), source })?;
+    let io = |e: std::io::Error| DumpError::Memory { addr: 0, errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) };
     let mut entries: Vec<PagemapEntry> = Vec::new();
-    let mut buf = vec![0u8; BATCH.min(size as usize).max(PAGE_SIZE as usize)];
+    let mut buf = vec![0u8; BATCH.min(size.next_multiple_of(PAGE_SIZE) as usize).max(PAGE_SIZE as usize)];
     let mut off = 0u64;
     while off < size {
         let Some(data) = seek_data_hole(&f, off, libc::SEEK_DATA).map_err(io)? else { break };
@@ -460,8 +467,12 @@ pub fn dump_shmem(
         let mut pos = data & !(PAGE_SIZE - 1);
         while pos < hole {
             let len = ((hole - pos).min(buf.len() as u64) + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
-            let len = len.min(size - pos) as usize;
-            f.read_exact_at(&mut buf[..len], pos).map_err(io)?;
+            let len = len.min(buf.len() as u64) as usize;
+            // A last page the object only partly covers (a memfd's size need
+            // not be page-aligned) is read as far as it goes, zeros after.
+            let avail = len.min((size - pos) as usize);
+            f.read_exact_at(&mut buf[..avail], pos).map_err(io)?;
+            buf[avail..len].fill(0);
             for p in 0..len / PAGE_SIZE as usize {
                 let page = &buf[p * PAGE_SIZE as usize..(p + 1) * PAGE_SIZE as usize];
                 stats.pages_scanned += 1;

@@ -1,9 +1,9 @@
 //! The dump side's kind-free loop: every fd of a task probed, shared
 //! descriptions found, each new description collected by its kind.
 
-use super::seen::SeenFile;
+use super::seen::{FileKey, SeenFile};
 use super::{CollectCtx, FdEntry, FdProbe, FileDesc, FileDumpError, FileKind, FilesOptions, FilesState, Fown, SeenFiles};
-use crate::proc::fds::read_fds;
+use crate::proc::fds::FdDirs;
 use linux_raw_sys::general::{f_owner_ex, F_GETOWNER_UIDS, F_GETOWN_EX, F_GETSIG};
 use rustix::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -13,17 +13,20 @@ use std::os::unix::fs::MetadataExt;
 /// collected before, as `seen` records) reuse their id.
 pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, opts: FilesOptions) -> Result<FilesState, FileDumpError> {
     let mut st = FilesState::default();
-    for link in read_fds(pid)? {
-        let p = FdProbe::read(pid, &link)?;
-        let (dev, ino) = (p.md.dev(), p.md.ino());
-        let shared_with = seen.find(pid, p.fd, dev, ino).map_err(|errno| FileDumpError::Kcmp { at: p.at(), errno })?;
-        if let Some(id) = shared_with {
-            st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
-            continue;
-        }
+    let dirs = FdDirs::open(pid)?;
+    for link in dirs.links()? {
+        let p = FdProbe::read_in(&dirs, &link)?;
+        let key = FileKey { dev: p.md.dev(), ino: p.md.ino(), share: FileKind::share_key(&p) };
+        let slot = match seen.find(pid, p.fd, key).map_err(|errno| FileDumpError::Kcmp { at: p.at(), errno })? {
+            Ok(id) => {
+                st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
+                continue;
+            }
+            Err(slot) => slot,
+        };
         let mut cx = CollectCtx::new(pid, opts, seen, next_id);
         let id = cx.alloc_id();
-        cx.seen.files.push(SeenFile { pid, fd: p.fd, dev, ino, id });
+        cx.seen.insert(slot, SeenFile { pid, fd: p.fd, id });
         let kind = FileKind::collect(&p, &mut cx)?;
         let fown = read_fown(&p, &cx)?;
         tracing::debug!(pid, fd = p.fd, id, kind = ?kind.fd_type(), target = %p.target, ?fown, "collected fd");

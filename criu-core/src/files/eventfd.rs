@@ -44,6 +44,11 @@ impl FdKind for Eventfd {
         p.target == "anon_inode:[eventfd]"
     }
 
+    fn share_key(p: &FdProbe) -> u64 {
+        // One id per eventfd (kernel 5.1+).
+        super::fdinfo_key(p, |l| l.starts_with("eventfd-id:"))
+    }
+
     fn collect(p: &FdProbe, _cx: &mut CollectCtx<'_>) -> std::result::Result<EventfdState, FileDumpError> {
         let bad = |what: &str| FileDumpError::UnsupportedState { at: p.at(), what: format!("eventfd with fdinfo {what} {:?}", p.fdinfo) };
         let counter = p.field("eventfd-count").and_then(|v| u64::from_str_radix(v, 16).ok()).ok_or_else(|| bad("without a readable eventfd-count"))?;

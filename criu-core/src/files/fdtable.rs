@@ -41,7 +41,7 @@ pub fn move_above(fd: OwnedFd, floor: RawFd) -> Result<OwnedFd> {
 }
 
 /// `dup3(old, new, cloexec ? O_CLOEXEC : 0)` onto an exact fd number.
-fn dup3_to(old: BorrowedFd<'_>, new: RawFd, cloexec: bool) -> Result<()> {
+pub(crate) fn dup3_to(old: BorrowedFd<'_>, new: RawFd, cloexec: bool) -> Result<()> {
     // SAFETY: `new` is only a target number for dup3; ManuallyDrop keeps the
     // OwnedFd from closing it, the caller owns the resulting fd table entry.
     let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(new) });
@@ -131,19 +131,27 @@ fn renew_async(fd: RawFd) -> Result<()> {
 /// first): those are asked again after the others, until a round opens
 /// nothing.
 pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<BTreeMap<u32, OwnedFd>> {
+    open_descs_with(descs, floor, &BTreeMap::new())
+}
+
+/// [`open_descs`] with the tree's memfd objects by inode id (see
+/// [`super::OpenCtx::memfds`]).
+pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &BTreeMap<u64, BorrowedFd<'_>>) -> Result<BTreeMap<u32, OwnedFd>> {
     let mut out = BTreeMap::new();
     let mut states = OpenStates::default();
     let mut pending: Vec<(&u32, &DescPlan)> = descs.iter().collect();
     while !pending.is_empty() {
         let mut later = Vec::new();
         for &(id, d) in &pending {
-            let cx = OpenCtx { floor, opened: &out };
+            let cx = OpenCtx { floor, opened: &out, memfds };
             match d.open(&mut states, &cx)? {
                 Opened::Fd(fd) => {
                     tracing::debug!(id, name = %d.name(), "opened description");
                     out.insert(*id, move_above(fd, floor)?);
                 }
                 Opened::NotYet => later.push((id, d)),
+                // Each task holding it opens it (files::task::install).
+                Opened::InTask => tracing::debug!(id, name = %d.name(), "left to the tasks"),
             }
         }
         if later.len() == pending.len() {

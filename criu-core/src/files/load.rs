@@ -42,11 +42,12 @@ pub fn load_fds(images: &ImageDir, files_id: u32, files: &BTreeMap<u32, pb::File
     let side = SideImages::default();
     let cx = LoadCtx::new(images, files, &side, opts);
     let mut fds: Vec<FdPlan> = Vec::with_capacity(infos.len());
+    let mut numbers = std::collections::HashSet::with_capacity(infos.len());
     let mut descs = BTreeMap::new();
     let mut owners = BTreeMap::new();
     for info in &infos {
         let (fd, id) = (info.fd.unwrap_or_default() as i32, info.id.unwrap_or_default());
-        if fd < 0 || fds.iter().any(|f| f.fd == fd) {
+        if fd < 0 || !numbers.insert(fd) {
             return Err(RestoreError::bad(&fdinfo_path, format!("fd {fd} is negative or listed twice")));
         }
         let cloexec = info.flags.unwrap_or_default() & libc::FD_CLOEXEC as u32 != 0;

@@ -24,7 +24,15 @@
 //!
 //! Kinds: [`reg`] (regular files, directories, devices by path, unlinked
 //! files), [`pipe`], [`fifo`], [`tty`] (terminals: `--shell-job`),
-//! [`eventfd`].
+//! [`eventfd`], [`epoll`], [`timerfd`], [`signalfd`], [`inotify`],
+//! [`fanotify`], [`pidfd`], [`memfd`].
+//!
+//! Most descriptions are made by criu-rs before the tree is forked and
+//! inherited; [`task`] is the tasks' own side: installing them at their
+//! numbers, opening those only a task can ([`Opened::InTask`]: a pidfd of
+//! another task), and the steps a kind takes in the first task holding a
+//! description ([`FdKind::in_task`]: an epoll set's targets, a timer armed
+//! last).
 //!
 //! # Adding a kind
 //! Write `files/NAME.rs` with a unit struct implementing [`FdKind`] (its
@@ -39,10 +47,19 @@ pub mod load;
 pub mod probe;
 pub mod seen;
 
+pub mod task;
+
+pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod fifo;
+pub mod inotify;
+pub mod memfd;
+pub mod pidfd;
 pub mod pipe;
 pub mod reg;
+pub mod signalfd;
+pub mod timerfd;
 pub mod tty;
 
 #[cfg(test)]
@@ -54,7 +71,7 @@ pub use seen::SeenFiles;
 
 use crate::images::{pb, ImageDir, ImageError, ImageKind, ImageWriter};
 use crate::restore::error::{RestoreError, Result as RestoreResult};
-use rustix::fd::{OwnedFd, RawFd};
+use rustix::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -89,6 +106,58 @@ pub trait FdKind {
     fn open(p: &Self::Plan, st: &mut Self::OpenState, cx: &OpenCtx<'_>) -> RestoreResult<Opened>;
     /// A name for messages (`pipe:[id]`, a path, ...).
     fn name(p: &Self::Plan) -> String;
+
+    /// A number every descriptor of one description shares (an eventfd's
+    /// id, an epoll set's targets...), read from the probe; 0 when the kind
+    /// has none. Only descriptors with the same device, inode and key are
+    /// compared with `kcmp`: with thousands of eventfds, timerfds and
+    /// epoll sets sharing one anonymous inode, that keeps the dump fast.
+    fn share_key(_p: &FdProbe) -> u64 {
+        0
+    }
+    /// Work only the task can do, with its fd table in place, done by the
+    /// first task (in `pstree` order) holding the description, which is at
+    /// `fd` ([`TaskStage`] says when): an epoll set's targets are added
+    /// under that task's fd numbers, a timer is armed just before the task
+    /// resumes.
+    fn in_task(_p: &Self::Plan, _fd: BorrowedFd<'_>, _stage: TaskStage, _cx: &InTaskCtx<'_>) -> RestoreResult<()> {
+        Ok(())
+    }
+    /// Creates a description [`FdKind::open`] left to the task
+    /// ([`Opened::InTask`]): every task holding it opens its own, once the
+    /// tree is forked (a pidfd of another task).
+    fn open_in_task(p: &Self::Plan, _cx: &InTaskCtx<'_>) -> RestoreResult<OwnedFd> {
+        Err(RestoreError::Prepare(format!("{} cannot be opened by the task", Self::name(p))))
+    }
+    /// Fd numbers that must be open in the first task holding the
+    /// description (an epoll set's targets), checked when the tree is loaded.
+    fn fds_needed(_p: &Self::Plan) -> Vec<i32> {
+        Vec::new()
+    }
+    /// Pids that must be tasks of the tree (a pidfd's), checked when the
+    /// tree is loaded.
+    fn pids_needed(_p: &Self::Plan) -> Vec<i32> {
+        Vec::new()
+    }
+}
+
+/// When [`FdKind::in_task`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStage {
+    /// The task's whole fd table is in place (descriptions it opens itself
+    /// included); its memory is not restored yet.
+    FdsInstalled,
+    /// Everything is restored; the task jumps into the blob next.
+    BeforeResume,
+}
+
+/// What [`FdKind::in_task`] and [`FdKind::open_in_task`] may use.
+#[derive(Debug, Clone, Copy)]
+pub struct InTaskCtx<'a> {
+    /// The task (its dumped pid, which it has).
+    pub pid: i32,
+    /// Its fd table.
+    pub fds: &'a [fdtable::FdPlan],
 }
 
 /// What [`FdKind::open`] made of a plan.
@@ -99,6 +168,8 @@ pub enum Opened {
     /// It depends on another description not opened yet (a unix socket
     /// connecting to a listener): asked again after the others.
     NotYet,
+    /// Each task holding it opens it itself ([`FdKind::open_in_task`]).
+    InTask,
 }
 
 macro_rules! fd_kinds {
@@ -136,6 +207,14 @@ macro_rules! fd_kinds {
                 Err(FileDumpError::Unsupported { at: p.at(), target: p.target.clone() })
             }
 
+            /// [`FdKind::share_key`] of the first kind that claims the fd.
+            pub fn share_key(p: &FdProbe) -> u64 {
+                $(if <$ty as FdKind>::claims(p) {
+                    return <$ty as FdKind>::share_key(p);
+                })*
+                0
+            }
+
             fn write(f: &FileDesc, sink: &mut FilesSink<'_>) -> Result<(), ImageError> {
                 match &f.kind { $(FileKind::$kind(d) => <$ty as FdKind>::write(f, d, sink),)* }
             }
@@ -165,6 +244,26 @@ macro_rules! fd_kinds {
             pub fn name(&self) -> String {
                 match self { $(DescPlan::$kind(p) => <$ty as FdKind>::name(p),)* }
             }
+
+            /// [`FdKind::in_task`] of its kind.
+            pub fn in_task(&self, fd: BorrowedFd<'_>, stage: TaskStage, cx: &InTaskCtx<'_>) -> RestoreResult<()> {
+                match self { $(DescPlan::$kind(p) => <$ty as FdKind>::in_task(p, fd, stage, cx),)* }
+            }
+
+            /// [`FdKind::open_in_task`] of its kind.
+            pub fn open_in_task(&self, cx: &InTaskCtx<'_>) -> RestoreResult<OwnedFd> {
+                match self { $(DescPlan::$kind(p) => <$ty as FdKind>::open_in_task(p, cx),)* }
+            }
+
+            /// [`FdKind::fds_needed`] of its kind.
+            pub fn fds_needed(&self) -> Vec<i32> {
+                match self { $(DescPlan::$kind(p) => <$ty as FdKind>::fds_needed(p),)* }
+            }
+
+            /// [`FdKind::pids_needed`] of its kind.
+            pub fn pids_needed(&self) -> Vec<i32> {
+                match self { $(DescPlan::$kind(p) => <$ty as FdKind>::pids_needed(p),)* }
+            }
         }
     };
 }
@@ -174,6 +273,20 @@ fd_kinds! {
     Tty => tty::Tty;
     /// An eventfd.
     Eventfd => eventfd::Eventfd;
+    /// An epoll set and its targets.
+    Epoll => epoll::Epoll;
+    /// A timerfd.
+    Timerfd => timerfd::Timerfd;
+    /// A signalfd.
+    Signalfd => signalfd::Signalfd;
+    /// An inotify instance and its watches.
+    Inotify => inotify::Inotify;
+    /// A fanotify group and its marks.
+    Fanotify => fanotify::Fanotify;
+    /// A pidfd.
+    Pidfd => pidfd::Pidfd;
+    /// A memfd (before `Reg`: its link looks like a path).
+    Memfd => memfd::Memfd;
     /// An anonymous pipe end.
     Pipe => pipe::Pipe;
     /// A named pipe end.
@@ -183,6 +296,18 @@ fd_kinds! {
 }
 
 // ---------------------------------------------------------------- dump side
+
+/// A [`FdKind::share_key`] from the fdinfo lines of `p` that `keep` picks:
+/// an FNV-1a hash of them (never 0).
+pub fn fdinfo_key(p: &FdProbe, keep: impl Fn(&str) -> bool) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for line in p.fdinfo.lines().filter(|l| keep(l)) {
+        for b in line.bytes().chain([b'\n']) {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h.max(1)
+}
 
 /// Options of a dump that file kinds look at.
 #[derive(Debug, Clone, Copy, Default)]
@@ -207,6 +332,11 @@ impl<'a> CollectCtx<'a> {
     /// A context for the fds of `pid`, file ids taken from `next_id`.
     pub fn new(pid: i32, opts: FilesOptions, seen: &'a mut SeenFiles, next_id: &'a mut u32) -> Self {
         CollectCtx { pid, opts, seen, next_id }
+    }
+
+    /// Whether `pid` is a task (or zombie) of the tree being dumped.
+    pub fn in_tree(&self, pid: i32) -> bool {
+        self.seen.in_tree(pid)
     }
 
     /// A fresh file id (for an extra entry, e.g. the path of a FIFO).
@@ -484,4 +614,8 @@ pub struct OpenCtx<'a> {
     pub floor: RawFd,
     /// Descriptions already open, by file id.
     pub opened: &'a BTreeMap<u32, OwnedFd>,
+    /// The memfd objects of the tree by memfd inode id (made with the
+    /// shared memory, [`crate::restore::shared`]): a memfd description is
+    /// a reopening of its inode's object, the one its areas map too.
+    pub memfds: &'a BTreeMap<u64, BorrowedFd<'a>>,
 }

@@ -3,7 +3,7 @@
 //! `/proc/PID/fdinfo/N`.
 
 use super::FileDumpError;
-use crate::proc::fds::{fdinfo_field, read_fdinfo_text, FdInfo, FdLink};
+use crate::proc::fds::{fdinfo_field, FdDirs, FdInfo, FdLink};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -27,8 +27,13 @@ pub struct FdProbe {
 impl FdProbe {
     /// Probes `link` of task `pid`.
     pub fn read(pid: i32, link: &FdLink) -> Result<FdProbe, FileDumpError> {
-        let fd = link.fd;
-        let (info, fdinfo) = read_fdinfo_text(pid, fd)?;
+        Self::read_in(&FdDirs::open(pid)?, link)
+    }
+
+    /// Probes `link` of the task whose fd directories `dirs` are.
+    pub fn read_in(dirs: &FdDirs, link: &FdLink) -> Result<FdProbe, FileDumpError> {
+        let (pid, fd) = (dirs.pid(), link.fd);
+        let (info, fdinfo) = dirs.fdinfo(fd)?;
         let md = std::fs::metadata(crate::proc::path(pid, &format!("fd/{fd}")))
             .map_err(|source| FileDumpError::Stat { at: format!("fd {fd}"), source })?;
         Ok(FdProbe { pid, fd, target: link.target.to_string_lossy().into_owned(), md, info, fdinfo })

@@ -132,6 +132,8 @@ image_kinds! {
     FileLocks => Common(0x5432_3616), "filelocks", None, "file_lock_entry";
     /// `eventpoll-tfd.img`: legacy epoll targets.
     EventpollTfd => Common(0x4443_3746), "eventpoll-tfd", None, "eventpoll_tfd_entry";
+    /// `seccomp.img`: one `seccomp_entry` with every thread's filters.
+    Seccomp => Common(0x6441_3049), "seccomp", None, "seccomp_entry";
     /// `stats-dump` (no `.img`, as CRIU names it): one `stats_entry`
     /// (service image), in the work directory.
     StatsDump => Service(0x5709_3306), "stats-dump", Bare, "stats_entry";

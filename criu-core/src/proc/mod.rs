@@ -4,8 +4,10 @@
 //! error type and the helpers that open and read a `/proc` file.
 
 pub mod fds;
+pub mod kind_fdinfo;
 pub mod limits;
 pub mod maps;
+pub mod mounts;
 pub mod misc;
 pub mod pagemap;
 pub mod stat;

@@ -152,4 +152,52 @@ mod tests {
         assert_eq!(s.sigq, (1, 100));
         assert_eq!(s.cap_eff, 0x1ff_ffff_ffff);
     }
+
+    /// Every field a dump uses, each with a value no default has (a
+    /// process of another user: all four uids and gids differ), so that a
+    /// parser that drops one is caught (mutation testing found `Uid`,
+    /// `State`, `PPid` and `TracerPid` unchecked: a dump of a non-root
+    /// process would have recorded root).
+    #[test]
+    fn parses_every_field_of_another_users_process() {
+        let t = "Name:\tworker\nUmask:\t0027\nState:\tT (stopped)\nTgid:\t41\nPid:\t42\nPPid:\t7\n\
+                 TracerPid:\t9\nUid:\t65534\t1001\t1002\t1003\nGid:\t65533\t2001\t2002\t2003\n\
+                 Groups:\t27 100\nNSpid:\t42\t3\nKthread:\t0\nThreads:\t2\nSigQ:\t3/96363\n\
+                 SigPnd:\t0000000000000001\nShdPnd:\t0000000000000002\nSigBlk:\t0000000000000004\n\
+                 SigIgn:\t0000000000000008\nSigCgt:\t0000000000000010\nCapInh:\t0000000000000020\n\
+                 CapPrm:\t0000000000000040\nCapEff:\t0000000000000080\nCapBnd:\t0000000000000100\n\
+                 CapAmb:\t0000000000000200\nNoNewPrivs:\t1\nSeccomp:\t2\n";
+        let s = parse_status(t, Path::new("x")).unwrap();
+        let want = ProcStatus {
+            name: "worker".into(),
+            umask: Some(0o27),
+            state: 'T',
+            tgid: 41,
+            pid: 42,
+            ppid: 7,
+            tracer_pid: 9,
+            uid: [65534, 1001, 1002, 1003],
+            gid: [65533, 2001, 2002, 2003],
+            groups: vec![27, 100],
+            ns_pid: vec![42, 3],
+            kthread: Some(false),
+            threads: 2,
+            sigq: (3, 96363),
+            sig_pnd: 1,
+            shd_pnd: 2,
+            sig_blk: 4,
+            sig_ign: 8,
+            sig_cgt: 0x10,
+            cap_inh: 0x20,
+            cap_prm: 0x40,
+            cap_eff: 0x80,
+            cap_bnd: 0x100,
+            cap_amb: 0x200,
+            no_new_privs: true,
+            seccomp: 2,
+        };
+        assert_eq!(s, want);
+        // Three ids where four belong is an error, not a guess.
+        assert!(parse_status("Pid:\t1\nUid:\t1 2 3\n", Path::new("x")).is_err());
+    }
 }

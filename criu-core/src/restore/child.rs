@@ -8,7 +8,7 @@
 
 use super::args::{build_args, BlobFds, Placement, STACK_SIZE};
 use super::error::{RestoreError, Result, SysContext};
-use super::fds::{fd_floor, install_fds, move_above};
+use super::fds::{fd_floor, move_above};
 use super::fs::restore_fs;
 use super::hole::find_hole;
 use super::lazy::{hand_over_uffd, LazySetup};
@@ -91,7 +91,8 @@ pub fn prepare(
     let mut keep: Vec<i32> = vec![status.as_raw_fd()];
     keep.extend(pages.iter().chain(exe.iter()).chain(progress_out.iter()).map(|f| f.as_raw_fd()));
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
-    install_fds(&plan.fds, &objs.descs, &keep)?;
+    let files = crate::files::task::TaskFiles { pid: plan.pid, fds: &plan.fds, descs: &plan.descs, first_held: &plan.first_held };
+    crate::files::task::install(&files, &objs.descs, &keep)?;
 
     let pm = build_memory(plan, ids, pages.as_ref(), &open_ro, progress_out.as_ref())?;
     drop(pages);
@@ -109,6 +110,8 @@ pub fn prepare(
         lazy: lazy.map(|l| l.vmas.clone()).unwrap_or_default(),
     };
     let (entry, place, args) = place_blob(plan, &pm, &fds)?;
+    // Last: timers count from here.
+    crate::files::task::before_resume(&files)?;
     let mut line = format!("{PLACED} {} {} {} {}", place.blob.start, place.blob.len, place.args.start, place.args.len);
     for fd in std::iter::once(fds.log).chain(fds.shared.iter().map(|s| s.1)).chain((fds.exe >= 0).then_some(fds.exe)) {
         line += &format!(" {fd}");

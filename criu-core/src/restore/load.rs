@@ -96,6 +96,16 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
             Ok((tid, super::creds::Creds::from_entry(&file, tid, entry)?))
         })
         .collect::<Result<Vec<_>>>()?;
+    let all_cores: Vec<&pb::CoreEntry> = std::iter::once(&core).chain(threads.iter().map(|(_, c)| c)).collect();
+    let seccomp_img = super::seccomp::read_image(&images, &all_cores)?;
+    let seccomp = std::iter::once((pid, &core))
+        .chain(threads.iter().map(|(t, c)| (*t, c)))
+        .map(|(tid, c)| {
+            let file = images.image_path(ImageKind::Core, tid as u64);
+            let tc = c.thread_core.clone().unwrap_or_default();
+            Ok((tid, super::seccomp::thread_seccomp(&file, tid, &tc, seccomp_img.as_ref())?))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(TaskPlan {
         pid,
         pgid: root.pgid.unwrap_or_default() as i32,
@@ -104,6 +114,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         fds: task_files.fds,
         descs: task_files.descs,
         owners: task_files.owners,
+        first_held: Default::default(),
         vmas,
         pages,
         lazy,
@@ -113,6 +124,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         threads,
         mm: Box::new(mm),
         creds,
+        seccomp,
         root: false,
     })
 }
@@ -231,7 +243,7 @@ fn load_pages(images: &ImageDir, pid: i32, vmas: &[VmaPlan]) -> Result<(PagesPla
 
 /// A pagemap image and its pages file, and its `LAZY` entries; entries'
 /// `vaddr` plus `base` are addresses in `vmas`.
-pub(super) fn read_pagemap(
+pub(crate) fn read_pagemap(
     images: &ImageDir,
     kind: ImageKind,
     id: u64,

@@ -24,6 +24,9 @@ pub struct TaskPlan {
     /// Owners (`F_SETOWN_EX`, `F_SETSIG`) of descriptions that have one,
     /// set once every task exists ([`crate::files::fdtable::set_owners`]).
     pub owners: BTreeMap<u32, crate::files::Fown>,
+    /// The descriptions this task is the first of the tree to hold: it
+    /// finishes them ([`crate::files::task`]); filled in with the tree.
+    pub first_held: std::collections::BTreeSet<u32>,
     /// Every dumped VMA, sorted by address, non-overlapping.
     pub vmas: Vec<VmaPlan>,
     pub pages: PagesPlan,
@@ -44,6 +47,8 @@ pub struct TaskPlan {
     /// Every thread's credentials, checked: the leader first, then
     /// `threads` in order, each with its tid.
     pub creds: Vec<(i32, super::creds::Creds)>,
+    /// Every thread's seccomp mode and filters, in the same order.
+    pub seccomp: Vec<(i32, super::seccomp::ThreadSeccomp)>,
     /// The root of the tree: its parent is criu-rs, so its parent-death
     /// signal is not restored (criu-rs exits after a detached restore).
     pub root: bool,

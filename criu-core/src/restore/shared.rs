@@ -17,11 +17,12 @@
 //!   a memfd is `memfd_create`d with its name, owner, mode and seals.
 
 use super::error::{RestoreError, Result, SysContext};
-use super::fds::{fd_floor, move_above, open_descs};
+use super::fds::{fd_floor, move_above};
+use crate::files::fdtable::open_descs_with;
 use super::load::{load_memfd_inodes, read_pagemap};
 use super::plan::{DescPlan, TaskPlan, VmaKind, VmaPlan};
 use crate::images::{pb, ImageDir, ImageKind};
-use rustix::fd::{OwnedFd, RawFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use std::collections::BTreeMap;
@@ -59,14 +60,17 @@ pub fn create(images: &ImageDir, tasks: &[&TaskPlan]) -> Result<SharedObjects> {
             all.entry(*id).or_insert_with(|| d.clone());
         }
     }
-    let descs = open_descs(&all, floor)?;
     let inodes: BTreeMap<u64, pb::MemfdInodeEntry> =
         load_memfd_inodes(images)?.into_values().map(|m| (m.shmid.unwrap_or_default() as u64, m)).collect();
-    let memfd_shmids = inodes.values().map(|m| (m.inode_id.unwrap_or_default(), m.shmid.unwrap_or_default() as u64)).collect();
+    let memfd_shmids: BTreeMap<u64, u64> = inodes.values().map(|m| (m.inode_id.unwrap_or_default(), m.shmid.unwrap_or_default() as u64)).collect();
     let mut sizes = shmem_sizes(tasks);
     for (&shmid, inode) in &inodes {
         let s = sizes.entry(shmid).or_default();
-        *s = (*s).max(inode.size.unwrap_or_default());
+        *s = match inode.name.as_deref() {
+            Some(ANON_SHMEM_NAME) => (*s).max(inode.size.unwrap_or_default()),
+            // A memfd keeps its size: its areas may reach past the end.
+            _ => inode.size.unwrap_or_default(),
+        };
     }
     let mut shmem = BTreeMap::new();
     for (shmid, size) in sizes {
@@ -76,6 +80,11 @@ pub fn create(images: &ImageDir, tasks: &[&TaskPlan]) -> Result<SharedObjects> {
         };
         shmem.insert(shmid, move_above(obj, floor)?);
     }
+    // After the objects: a memfd's descriptions are reopenings of its object.
+    let memfds: BTreeMap<u64, BorrowedFd<'_>> =
+        memfd_shmids.iter().filter_map(|(&inode, shmid)| Some((inode, shmem.get(shmid)?.as_fd()))).collect();
+    let descs = open_descs_with(&all, floor, &memfds)?;
+    drop(memfds);
     Ok(SharedObjects { descs, shmem, memfd_shmids })
 }
 
@@ -115,9 +124,13 @@ fn anon_object(images: &ImageDir, shmid: u64, size: u64) -> Result<OwnedFd> {
 }
 
 /// `F_SEAL_*` a memfd may carry when restored: seals that do not stop the
-/// tasks' own mappings from being made (`F_SEAL_WRITE` and
-/// `F_SEAL_FUTURE_WRITE` would refuse writable shared ones).
-const SEALS_RESTORED: u32 = (libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) as u32;
+/// tasks' own mappings from being made. `F_SEAL_WRITE` is one: a memfd
+/// sealed so has no writable shared mapping (the kernel refuses the seal
+/// while one exists, and such a mapping after it), and read-only or
+/// private ones can be made after the seal. `F_SEAL_FUTURE_WRITE` is not:
+/// writable shared mappings made before it stay, and could not be made
+/// again after it.
+const SEALS_RESTORED: u32 = (libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE) as u32;
 
 /// Memfd inode `inode` (`size` bytes) with its dumped pages:
 /// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`, its owner, mode
@@ -159,8 +172,10 @@ fn fill_object(images: &ImageDir, shmid: u64, mem: u64, size: u64) -> Result<()>
     if !images.exists(ImageKind::ShmemPagemap, shmid) {
         return Ok(());
     }
-    // The object as one area from offset 0: its pagemap holds offsets.
-    let whole = VmaPlan { start: 0, end: size, pgoff: 0, prot: 0, flags: 0, madv: 0, kind: VmaKind::Anon };
+    // The object as one area from offset 0: its pagemap holds offsets. A
+    // memfd's last page may be partly past its size; the mapping has it all.
+    let end = size.next_multiple_of(super::plan::PAGE_SIZE);
+    let whole = VmaPlan { start: 0, end, pgoff: 0, prot: 0, flags: 0, madv: 0, kind: VmaKind::Anon };
     let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(&whole), 0, None)?;
     if let Some(l) = lazy.iter().find(|l| !l.present) {
         let what = format!("lazy pages at offset {:#x} of shared memory object {shmid:#x} (only private memory is served lazily)", l.vaddr);

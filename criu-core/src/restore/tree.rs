@@ -130,7 +130,30 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
         tasks.push(task);
     }
     warn_shared_tables(&images, &tasks)?;
+    assign_first_held(&images, &mut tasks)?;
     Ok(TreePlan { tasks, lazy: Vec::new() })
+}
+
+/// Gives each live task the descriptions it is the first to hold (it
+/// finishes them: epoll targets, timers, ...), checking what they need.
+fn assign_first_held(images: &crate::images::ImageDir, tasks: &mut [TreeTask]) -> Result<()> {
+    let pids: Vec<i32> = tasks.iter().map(|t| t.pid).collect();
+    let live: Vec<(i32, &[crate::files::fdtable::FdPlan], &BTreeMap<u32, crate::files::DescPlan>)> = tasks
+        .iter()
+        .filter_map(|t| match &t.kind {
+            TaskKind::Live(p) => Some((t.pid, p.fds.as_slice(), &p.descs)),
+            TaskKind::Zombie { .. } => None,
+        })
+        .collect();
+    let held = crate::files::task::first_holders(&live, &pids, &images.image_path(ImageKind::Files, 0))?;
+    let plans = tasks.iter_mut().filter_map(|t| match &mut t.kind {
+        TaskKind::Live(p) => Some(p),
+        TaskKind::Zombie { .. } => None,
+    });
+    for (p, h) in plans.zip(held) {
+        p.first_held = h;
+    }
+    Ok(())
 }
 
 /// Tasks that shared one descriptor table (`CLONE_FILES`) get a copy each
@@ -276,11 +299,12 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             pipes.go_rx.clear();
             let mut guard = TreeGuard::new(child);
             let mut tracked = Vec::new();
+            let seccomp = tree.live().any(|p| p.seccomp.iter().any(|(_, s)| s.mode != 0));
             for ((t, rx), go) in tree.tasks.iter().zip(pipes.status_rx.drain(..)).zip(pipes.go_tx.drain(..)) {
                 let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
                 rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
-                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
+                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped).suspending_seccomp(seccomp));
             }
             // Every task is held before its first instruction: the caller
             // may still refuse (post-restore) or prepare (pre-resume).
