@@ -242,7 +242,7 @@ struct TaskPipes {
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let start = std::time::Instant::now();
     let inherit_fds = opts.inherit_fd.iter().map(|i| (i.key.clone(), i.fd)).collect();
-    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, inherit_fds, ..Default::default() })?;
+    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, inherit_fds, ext_unix_sk: opts.ext_unix_sk, ..Default::default() })?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
     // Before any task exists: every thread's credentials are ours to give.
