@@ -23,8 +23,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Largest unlinked file whose contents we keep.
-pub const GHOST_LIMIT: u64 = 64 << 20;
+/// Largest unlinked file whose contents we keep, in allocated bytes
+/// (`st_blocks * 512`: holes are free), CRIU's default `--ghost-limit`.
+pub const GHOST_LIMIT: u64 = 1 << 20;
 
 /// Open flags CRIU records for directories (cwd, root).
 pub const DIR_FLAGS: u32 = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;
@@ -174,19 +175,20 @@ pub fn dumped(path: &str, mnt_id: i32, md: &std::fs::Metadata, ghost: Option<Gho
 
 /// Saves an unlinked file through its `/proc/PID/NAME` link (`fd/N`,
 /// `exe`, `map_files/START-END`): attributes and data extents; `at` names
-/// it in errors. The limit is on the data, not on the (maybe sparse) size.
+/// it in errors. The limit is on the blocks it occupies, not on its (maybe sparse) size.
 fn read_ghost(pid: i32, name: &str, at: &str, md: &std::fs::Metadata) -> std::result::Result<Ghost, FileDumpError> {
     let path = crate::proc::path(pid, name);
     let io = |e: rustix::io::Errno| FileDumpError::Ghost { at: at.into(), source: e.into() };
     let fd = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOATIME, Mode::empty())
         .or_else(|_| rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()))
         .map_err(io)?;
+    // As CRIU counts it: what the file occupies on disk.
+    let allocated = md.blocks() * 512;
+    if allocated > GHOST_LIMIT {
+        return Err(FileDumpError::GhostTooBig { at: at.into(), size: allocated, limit: GHOST_LIMIT });
+    }
     let size = md.len();
     let ranges = data_ranges(&fd, size).map_err(io)?;
-    let data: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
-    if data > GHOST_LIMIT {
-        return Err(FileDumpError::GhostTooBig { at: at.into(), size: data, limit: GHOST_LIMIT });
-    }
     let mut extents = Vec::with_capacity(ranges.len());
     for (start, end) in ranges {
         let mut buf = vec![0u8; (end - start) as usize];
