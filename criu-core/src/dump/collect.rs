@@ -312,6 +312,9 @@ pub fn collect(
     failpoint::check(failpoint::AFTER_FREEZE)?;
     let stat = proc::stat::read_stat(pid)?;
     let status = proc::status::read_status(pid)?;
+    if status.vm_pin_kb != 0 {
+        return Err(DumpError::Unsupported { pid, what: vmas::pinned_memory(status.vm_pin_kb) });
+    }
     if status.shd_pnd & SIGTRAP_BIT != 0 {
         return Err(DumpError::PendingSigtrap { tid: pid, queue: "shared" });
     }
@@ -334,7 +337,18 @@ pub fn collect(
     let maps = proc::maps::read_smaps(pid)?;
     let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
     if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
-        return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}", bad.map.start, bad.map.end, bad.map.path)));
+        let m = &bad.map;
+        return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}: {}", m.start, m.end, m.path, vmas::unsupported_reason(m))));
+    }
+    if let Some(v) = vma_list.iter().find(|v| vmas::private_shmem(&v.map)) {
+        let m = &v.map;
+        return Err(DumpError::Unsupported {
+            pid,
+            what: format!(
+                "private mapping {:#x}-{:#x} of the shared memory object {} (its unwritten pages follow the object)",
+                m.start, m.end, m.path
+            ),
+        });
     }
     super::sysv::check_attachments(pid, &vma_list)?;
     let t_mem = std::time::Instant::now();
