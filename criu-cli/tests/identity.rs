@@ -22,6 +22,11 @@ fn start_creds(name: &str) -> (Program, Vec<i32>, PathBuf) {
     (p, pids, result)
 }
 
+/// Handles on every task, so that a failing test leaves none behind.
+fn hold(pids: &[i32]) -> Vec<Held> {
+    pids.iter().filter_map(|&pid| Held::open(pid).ok()).collect()
+}
+
 /// `Uid:`, `Gid:`, `Groups:` and the `Cap*:` lines of a thread's status.
 fn identity_lines(pid: i32, tid: i32) -> Vec<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
@@ -38,9 +43,9 @@ fn identities(pids: &[i32]) -> Vec<(i32, Vec<String>)> {
 
 #[test]
 fn creds_checks_pass_without_checkpoint() {
-    let (p, _, result) = start_creds("creds-nockpt");
-    let root = Held::open(p.pid()).unwrap();
-    root.signal(libc::SIGUSR1).unwrap();
+    let (_p, pids, result) = start_creds("creds-nockpt");
+    let tasks = hold(&pids);
+    tasks[0].signal(libc::SIGUSR1).unwrap();
     assert_all_ok("creds without checkpoint", &wait_result(&result));
 }
 
@@ -50,11 +55,13 @@ fn creds_checks_pass_without_checkpoint() {
 #[test]
 fn tree_of_users_restores_every_identity() {
     let (mut p, pids, result) = start_creds("creds-tree");
+    let tasks = hold(&pids);
     let before = identities(&pids);
     assert!(before.len() == 6, "five tasks and A's second thread: {before:?}");
     let images = scratch("creds-tree-images");
     dump_ok(p.pid(), &images, &[]);
     p.reap();
+    drop(tasks);
     for &pid in &pids {
         wait_pid_gone(pid);
     }
@@ -71,6 +78,7 @@ fn tree_of_users_restores_every_identity() {
     assert_eq!(creds["cap_prm"], serde_json::json!([1 | 1 << 3 | 1 << 10, 0]));
 
     let root = restore_detached(&images, pids[0]);
+    let _tasks = hold(&pids[1..]);
     wait_all_suspended(&pids);
     let after = identities(&pids);
     root.signal(libc::SIGUSR1).unwrap();

@@ -43,17 +43,22 @@ fn start(name: &str, mode: &str) -> (Program, i32, PathBuf) {
     (p, stopped, result)
 }
 
-/// Dumps the tree, waits until its pids are free, restores it detached.
-fn dump_and_restore(name: &str, p: &mut Program, stopped: i32) -> Held {
+/// Dumps the tree, waits until its pids are free, restores it detached;
+/// returns handles on the root and the stopped task. `guard` (a handle on
+/// the stopped child before the dump) is let go once the dump killed it.
+fn dump_and_restore(name: &str, p: &mut Program, stopped: i32, guard: Option<Held>) -> (Held, Option<Held>) {
     let images = scratch(&format!("{name}-images"));
     let tids = threads_of(stopped);
     assert_eq!(tids.len(), 2, "the stopped task has two threads");
     dump_ok(p.pid(), &images, &[]);
     p.reap();
+    drop(guard);
     for pid in [p.pid(), stopped].into_iter().chain(tids) {
         wait_pid_gone(pid);
     }
-    restore_detached(&images, p.pid())
+    let root = restore_detached(&images, p.pid());
+    let other = (stopped != p.pid()).then(|| Held::open(stopped).unwrap());
+    (root, other)
 }
 
 #[test]
@@ -68,7 +73,7 @@ fn stopped_job_checks_pass_without_checkpoint() {
 #[test]
 fn stopped_job_comes_back_stopped_and_runs_on_sigcont() {
     let (mut p, pid, result) = start("stopped-job", "job");
-    let held = dump_and_restore("stopped-job", &mut p, pid);
+    let (held, _) = dump_and_restore("stopped-job", &mut p, pid, None);
     wait_stopped(pid);
     assert!(!result.exists(), "the job ran before SIGCONT");
     held.signal(libc::SIGCONT).unwrap();
@@ -77,8 +82,9 @@ fn stopped_job_comes_back_stopped_and_runs_on_sigcont() {
 
 #[test]
 fn stopped_child_checks_pass_without_checkpoint() {
-    let (p, _, result) = start("stopped-child-nockpt", "child");
+    let (p, child, result) = start("stopped-child-nockpt", "child");
     let held = Held::open(p.pid()).unwrap();
+    let _child = Held::open(child).unwrap();
     held.signal(libc::SIGUSR1).unwrap();
     assert_all_ok("stopped child without checkpoint", &wait_result(&result));
 }
@@ -89,7 +95,8 @@ fn stopped_child_checks_pass_without_checkpoint() {
 #[test]
 fn stopped_child_of_running_parent_comes_back_stopped() {
     let (mut p, child, result) = start("stopped-child", "child");
-    let held = dump_and_restore("stopped-child", &mut p, child);
+    let guard = Held::open(child).unwrap();
+    let (held, _child) = dump_and_restore("stopped-child", &mut p, child, Some(guard));
     wait_stopped(child);
     wait_all_suspended(&[p.pid()]);
     assert_eq!(thread_states(p.pid()), vec!['S'], "the parent runs (waits in rt_sigsuspend)");

@@ -204,6 +204,8 @@ pub const STAGE_SIGRETURN: u32 = 21;
 pub const STAGE_THREADS: u32 = 22;
 /// Registering lazy VMAs with the userfaultfd.
 pub const STAGE_LAZY: u32 = 23;
+/// Entering the thread's seccomp mode (strict, or its filters).
+pub const STAGE_SECCOMP: u32 = 24;
 
 /// Bad magic/version/size in the header.
 pub const ERR_BAD_HEADER: i64 = -1000;
@@ -221,6 +223,8 @@ pub const ERR_TIMER_ID: i64 = -1005;
 pub const ERR_RLIMIT: i64 = -1006;
 /// The xsave area is too large for the thread's stack area.
 pub const ERR_SIGFRAME: i64 = -1007;
+/// A seccomp mode or filter the blob cannot install as given.
+pub const ERR_SECCOMP: i64 = -1008;
 
 /// The header of the argument block (at offset 0).
 #[repr(C)]
@@ -459,7 +463,25 @@ pub struct ThreadArg {
     /// `PR_SET_PDEATHSIG` value (0: none); set after the credentials,
     /// since a change of ids clears it.
     pub pdeath_sig: u32,
-    pub _pad2: u32,
+    /// `SECCOMP_MODE_*` the thread ends in (0: none; 1: strict; 2:
+    /// filter, with `seccomp_filters`). Entered at the end of the blob,
+    /// before the last capability drop; the tracer suspends seccomp
+    /// (`PTRACE_O_SUSPEND_SECCOMP`) until it lets the task go.
+    pub seccomp_mode: u32,
+    /// [`SeccompFilterArg`]s in install order (oldest first).
+    pub seccomp_filters: ArgArray,
+}
+
+/// One seccomp filter: `seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeccompFilterArg {
+    /// `SECCOMP_FILTER_FLAG_*`.
+    pub flags: u32,
+    pub _pad: u32,
+    /// The classic BPF program: `struct sock_filter` instructions (8
+    /// bytes each; `count` is the length in bytes).
+    pub prog: ArgArray,
 }
 
 /// Kernel `struct sigaction` as taken by `rt_sigaction` on x86_64
@@ -608,7 +630,8 @@ pub struct VdsoArg {
 }
 
 const _: () = assert!(core::mem::size_of::<VmaArg>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadArg>() == 448);
+const _: () = assert!(core::mem::size_of::<ThreadArg>() == 464);
+const _: () = assert!(core::mem::size_of::<SeccompFilterArg>() == 24);
 const _: () = assert!(core::mem::size_of::<CredsArg>() == 96);
 const _: () = assert!(core::mem::size_of::<SigactionArg>() == 32);
 const _: () = assert!(core::mem::size_of::<PosixTimerArg>() == 64);

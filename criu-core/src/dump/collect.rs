@@ -12,7 +12,10 @@ use crate::files::FilesOptions;
 use crate::proc::{self, maps::MapEntry};
 use crate::ptrace::freeze::Frozen;
 use crate::ptrace::inject::{find_syscall_insn, Injector};
-use crate::ptrace::raw::{ptrace_get_rseq_configuration, ptrace_getsigmask, ptrace_peeksiginfo, RseqConfig};
+use crate::ptrace::raw::{
+    ptrace_get_rseq_configuration, ptrace_getsigmask, ptrace_peeksiginfo, ptrace_seccomp_get_filter, ptrace_seccomp_get_metadata,
+    RseqConfig,
+};
 use crate::ptrace::{regs, remote, PtraceError};
 
 /// `get_robust_list(tid, &head, &len)`: a thread's robust futex list.
@@ -61,6 +64,33 @@ fn creds_of(status: &proc::status::ProcStatus) -> Creds {
     }
 }
 
+/// A thread's seccomp state: its mode from `status` and, in filter mode,
+/// every filter (`PTRACE_SECCOMP_GET_FILTER` from the oldest until
+/// `ENOENT`, with the flags `PTRACE_SECCOMP_GET_METADATA` reports).
+fn seccomp_of(tid: i32, mode: u32) -> Result<Seccomp, DumpError> {
+    use nix::errno::Errno;
+    let mut filters = Vec::new();
+    if mode == SECCOMP_MODE_FILTER {
+        for index in 0.. {
+            let prog = match ptrace_seccomp_get_filter(tid, index) {
+                Ok(p) => p,
+                Err(Errno::ENOENT) => break,
+                Err(Errno::EMEDIUMTYPE) => {
+                    return Err(DumpError::Seccomp { tid, what: format!("filter {index} is not a classic BPF program") })
+                }
+                Err(e) => return Err(PtraceError::Sys { op: "PTRACE_SECCOMP_GET_FILTER", tid, errno: e }.into()),
+            };
+            let flags = ptrace_seccomp_get_metadata(tid, index)
+                .map_err(|errno| PtraceError::Sys { op: "PTRACE_SECCOMP_GET_METADATA", tid, errno })?;
+            filters.push(SeccompFilter { flags: flags as u32, prog });
+        }
+        if filters.is_empty() {
+            return Err(DumpError::Seccomp { tid, what: "filter mode without a filter".into() });
+        }
+    }
+    Ok(Seccomp { mode, filters })
+}
+
 /// Reads one thread's registers and signal state (no injection).
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
@@ -85,6 +115,7 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         sched: sched_params(tid).map_err(sys("sched_getparam"))?,
         creds: creds_of(&status),
         pdeath_sig: 0,
+        seccomp: seccomp_of(tid, status.seccomp)?,
     })
 }
 

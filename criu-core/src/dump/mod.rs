@@ -11,7 +11,7 @@
 //!   sessions, killing); [`shared`]: what the tasks' collections share.
 //!
 //! Order: check the pid (missing, ourselves, kernel thread, zombie, thread
-//! id, seccomp), prepare the directory (stale inventory removed, pages
+//! id), prepare the directory (stale inventory removed, pages
 //! image created), freeze every thread of every task of the tree, then for
 //! each task: read registers and signal state, inject the queries (scratch
 //! page mapped and unmapped again), read the address space and copy memory,
@@ -31,7 +31,8 @@
 //!
 //! Not dumped yet (refused with a clear error where it matters): sockets,
 //! anonymous-inode files other than eventfd, epoll, timerfd, signalfd,
-//! inotify, fanotify and pidfd (userfaultfd, io_uring, ...), seccomp, namespaces, cgroups, file locks; tasks sharing an address
+//! inotify, fanotify and pidfd (userfaultfd, io_uring, ...), namespaces,
+//! cgroups, file locks; tasks sharing an address
 //! space without being threads (`CLONE_VM`, e.g. a vfork child: its parent
 //! cannot be frozen anyway).
 
@@ -72,10 +73,14 @@ pub enum DumpError {
         /// Its process.
         tgid: i32,
     },
-    /// Seccomp state is not dumped yet; restoring without it would drop the
-    /// process's sandbox, and injected syscalls could trip its filter.
-    #[error("pid {0} uses seccomp, which criu-rs cannot dump yet")]
-    Seccomp(i32),
+    /// A thread's seccomp state cannot be dumped.
+    #[error("thread {tid}: unsupported: seccomp {what}")]
+    Seccomp {
+        /// The thread.
+        tid: i32,
+        /// What is wrong.
+        what: String,
+    },
     /// Dirty-page tracking could not be set up or carried on.
     #[error("dirty-page tracking: {0}")]
     Track(String),
@@ -235,8 +240,8 @@ pub fn check_supported(opts: &DumpOptions) -> Result<(), DumpError> {
     if opts.leave_stopped {
         return refuse("--leave-stopped (leaving the dumped tree stopped)".into());
     }
-    if let Some(e) = opts.external.first() {
-        return refuse(format!("--external {e} (no resource can be marked external yet)"));
+    if let Some(e) = opts.external.iter().find(|e| crate::files::unix::external_unix_inode(e).is_none()) {
+        return refuse(format!("--external {e} (only unix[INODE] can be marked external yet)"));
     }
     if opts.ghost_limit != crate::files::reg::GHOST_LIMIT {
         return refuse(format!("--ghost-limit {} (deleted files are kept up to {} bytes)", opts.ghost_limit, crate::files::reg::GHOST_LIMIT));
@@ -297,9 +302,6 @@ pub fn check_target(pid: i32) -> Result<crate::proc::stat::ProcStat, DumpError> 
     let status = crate::proc::status::read_status(pid)?;
     if status.tgid != pid {
         return Err(DumpError::Thread { tid: pid, tgid: status.tgid });
-    }
-    if status.seccomp != 0 {
-        return Err(DumpError::Seccomp(pid));
     }
     Ok(stat)
 }

@@ -68,7 +68,8 @@ pub struct TaskState {
     pub child_subreaper: bool,
     /// `PR_GET_THP_DISABLE`.
     pub thp_disabled: bool,
-    /// Seccomp mode from `status` (filters are not dumped).
+    /// Seccomp mode of the leader from `status` (each thread's mode and
+    /// filters are in [`ThreadState::seccomp`]).
     pub seccomp_mode: u32,
     /// `umask`.
     pub umask: u32,
@@ -149,6 +150,36 @@ pub struct ThreadState {
     pub creds: Creds,
     /// `PR_GET_PDEATHSIG` of this thread.
     pub pdeath_sig: u32,
+    /// The thread's seccomp mode and filters.
+    pub seccomp: Seccomp,
+}
+
+/// `SECCOMP_MODE_STRICT`.
+pub const SECCOMP_MODE_STRICT: u32 = 1;
+/// `SECCOMP_MODE_FILTER`.
+pub const SECCOMP_MODE_FILTER: u32 = 2;
+/// `SECCOMP_FILTER_FLAG_TSYNC`.
+pub const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
+
+/// A thread's seccomp state (seccomp is per thread).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seccomp {
+    /// 0 (none), [`SECCOMP_MODE_STRICT`] or [`SECCOMP_MODE_FILTER`].
+    pub mode: u32,
+    /// The filters, oldest (installed first) first; empty unless `mode`
+    /// is [`SECCOMP_MODE_FILTER`] (or the thread's filters are installed
+    /// by the leader's, see [`SECCOMP_FILTER_FLAG_TSYNC`]).
+    pub filters: Vec<SeccompFilter>,
+}
+
+/// One seccomp filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeccompFilter {
+    /// `SECCOMP_FILTER_FLAG_*` to install it with (LOG as the kernel
+    /// reports it; TSYNC when every thread shares the chain).
+    pub flags: u32,
+    /// The classic BPF program (`struct sock_filter` instructions).
+    pub prog: Vec<u8>,
 }
 
 /// Credentials.
@@ -291,4 +322,49 @@ pub struct ZombieDump {
     pub comm: String,
     /// Exit status as `wait` reports it (`/proc/PID/stat` field 52).
     pub exit_code: i32,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A thread with zeroed registers and nothing else.
+    pub fn thread(tid: i32) -> ThreadState {
+        ThreadState {
+            tid,
+            comm: String::new(),
+            // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+            gpregs: unsafe { std::mem::zeroed() },
+            fpstate: FpState { kind: crate::ptrace::regs::FpKind::Fxsave, bytes: vec![0; 512] },
+            sigmask: 0,
+            pending: Vec::new(),
+            altstack: (0, 0, 0),
+            clear_tid_addr: 0,
+            robust_list: (0, 0),
+            rseq: RseqConfig::default(),
+            sched: (0, 0, 0),
+            creds: Creds::default(),
+            pdeath_sig: 0,
+            seccomp: Seccomp::default(),
+        }
+    }
+
+    /// A process `pid` with threads `tids` (the leader first) and nothing else.
+    pub fn process(pid: i32, tids: &[i32]) -> ProcessDump {
+        ProcessDump {
+            pid,
+            ppid: 1,
+            pgid: pid,
+            sid: pid,
+            task: TaskState::default(),
+            threads: tids.iter().map(|&t| thread(t)).collect(),
+            creds: Creds::default(),
+            mm: MmState::default(),
+            pagemap: Vec::new(),
+            shmem: Vec::new(),
+            files: FilesState::default(),
+            pages_id: 1,
+            kobj: KobjIds::own(pid),
+        }
+    }
 }

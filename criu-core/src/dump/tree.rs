@@ -8,10 +8,11 @@
 //! round finds nothing new the tree is complete; a task that forks while we
 //! freeze it has its child found in the next round, and a child that exits
 //! before we reach it is recorded as a zombie (or skipped once reaped).
-//! Tasks traced by someone else, seccomp tasks and criu-rs itself inside
-//! the tree are refused with a clear error; a task stopped by job control
-//! is dumped stopped (`TASK_STOPPED` and its stop signal in `task_core`)
-//! and, with `--leave-running`, left stopped.
+//! Tasks traced by someone else and criu-rs itself inside the tree are
+//! refused with a clear error; a task stopped by job control is dumped
+//! stopped (`TASK_STOPPED` and its stop signal in `task_core`) and, with
+//! `--leave-running`, left stopped; a thread under seccomp is seized with
+//! its filters suspended, so the injected calls run.
 //!
 //! Sessions and groups: every task's pgid and sid must be a task of the
 //! tree or a leader that no longer exists (restore recreates such a group
@@ -339,6 +340,7 @@ fn collect_tree(
     }
     let mut sh = Shared::default();
     sh.seen.set_tree(tree.live.iter().map(|t| t.frozen.pid()).chain(tree.zombies.iter().map(|z| z.pid)));
+    sh.seen.unix.ext = crate::files::unix::ExtUnixSk::from_options(opts.ext_unix_sk.as_deref(), &opts.external);
     note_shared_memory(tree, &mut sh)?;
     let mut procs: Vec<ProcessDump> = Vec::new();
     let mut mem = MemStats::default();
@@ -389,6 +391,7 @@ fn collect_tree(
         memdump_time += d;
         procs.push(p);
     }
+    crate::files::finish_tree(&mut procs, &mut sh.seen, &mut sh.next_file_id)?;
     failpoint::check(failpoint::BEFORE_WRITE)?;
     let pages_remote = sink.is_some();
     if let Some(sink) = sink.take() {

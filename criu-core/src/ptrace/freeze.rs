@@ -40,6 +40,16 @@ fn is_group_stop(sig: Signal) -> bool {
     matches!(sig, Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)
 }
 
+/// Options to seize thread `tid` of `pid` with: a thread under seccomp has
+/// its filters suspended while we trace it (`PTRACE_O_SUSPEND_SECCOMP`, as
+/// root), so that the syscalls we inject run whatever they forbid.
+fn seize_options(pid: i32, tid: i32) -> ptrace::Options {
+    match read_status_file(pid, &format!("task/{tid}/status")) {
+        Ok(s) if s.seccomp != 0 => ptrace::Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
+        _ => ptrace::Options::empty(),
+    }
+}
+
 /// Outcome of waiting for a seized thread.
 enum Stopped {
     /// In our interrupt trap.
@@ -102,7 +112,7 @@ impl Frozen {
             }
             let mut seized = Vec::new();
             for tid in new {
-                match ptrace::seize(npid(tid), ptrace::Options::empty()) {
+                match ptrace::seize(npid(tid), seize_options(pid, tid)) {
                     Ok(()) => {}
                     // The thread exited since the listing.
                     Err(Errno::ESRCH) if tid != pid => continue,

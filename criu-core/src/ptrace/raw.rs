@@ -119,3 +119,35 @@ pub fn ptrace_get_rseq_configuration(tid: i32) -> Result<RseqConfig, Errno> {
     })?;
     Ok(c)
 }
+
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+/// `BPF_MAXINSNS`: the longest classic BPF program.
+pub const BPF_MAXINSNS: usize = 4096;
+/// Size of one `struct sock_filter` instruction.
+pub const SOCK_FILTER_SIZE: usize = 8;
+
+/// `ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, buf)`: the classic BPF
+/// program of the thread's seccomp filter number `index` (0 is the oldest,
+/// installed first), as raw `struct sock_filter` instructions. `ENOENT`
+/// past the last one, `EMEDIUMTYPE` if the filter is not classic BPF.
+pub fn ptrace_seccomp_get_filter(tid: i32, index: u64) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; BPF_MAXINSNS * SOCK_FILTER_SIZE];
+    // SAFETY: the kernel writes at most BPF_MAXINSNS instructions (the
+    // longest program it accepts) into `buf`, which holds that many.
+    let n = check(unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index as libc::c_ulong, buf.as_mut_ptr()) })?;
+    buf.truncate(n as usize * SOCK_FILTER_SIZE);
+    Ok(buf)
+}
+
+/// `ptrace(PTRACE_SECCOMP_GET_METADATA, tid, 16, &meta)`: the
+/// `SECCOMP_FILTER_FLAG_*` flags the kernel remembers for filter `index`
+/// (only `SECCOMP_FILTER_FLAG_LOG`).
+pub fn ptrace_seccomp_get_metadata(tid: i32, index: u64) -> Result<u64, Errno> {
+    // struct seccomp_metadata { __u64 filter_off; __u64 flags; }
+    let mut meta = [index, 0u64];
+    // SAFETY: the kernel reads `filter_off` and writes the 16-byte struct,
+    // whose size we pass.
+    check(unsafe { libc::ptrace(PTRACE_SECCOMP_GET_METADATA, tid, 16usize, meta.as_mut_ptr()) })?;
+    Ok(meta[1])
+}

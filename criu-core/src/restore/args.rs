@@ -149,6 +149,12 @@ pub fn build_args(
         if plan.root {
             t.pdeath_sig = 0;
         }
+        if let Some((_, sc)) = plan.seccomp.iter().find(|(id, _)| *id == tid) {
+            t.seccomp_mode = sc.mode;
+            let filters: Vec<SeccompFilterArg> =
+                sc.filters.iter().map(|f| SeccompFilterArg { flags: f.flags, _pad: 0, prog: b.push_bytes(&f.prog) }).collect();
+            t.seccomp_filters = b.push(&filters);
+        }
         threads.push(t);
     }
     let threads = b.push(&threads);

@@ -35,20 +35,35 @@ pub struct Tracked {
     place: Option<BlobPlace>,
     /// Leave it in a job-control stop, as dumped (`TASK_STOPPED`).
     stopped: bool,
+    /// Some task of the tree enters seccomp: trace with
+    /// `PTRACE_O_SUSPEND_SECCOMP`.
+    suspend_seccomp: bool,
 }
 
 impl Tracked {
     pub fn new(pid: i32, threads: Vec<ThreadEnd>, status_rx: OwnedFd, go: Option<OwnedFd>, stopped: bool) -> Self {
-        Tracked { pid, threads, status_rx, go, log: StatusLog::default(), place: None, stopped }
+        Tracked { pid, threads, status_rx, go, log: StatusLog::default(), place: None, stopped, suspend_seccomp: false }
+    }
+
+    /// Traces the task with its seccomp suspended (set on every task of a
+    /// tree where one enters seccomp).
+    pub fn suspending_seccomp(self, on: bool) -> Self {
+        Tracked { suspend_seccomp: on, ..self }
     }
 }
 
 /// `PTRACE_SEIZE(pid, EXITKILL | TRACESYSGOOD | TRACEEXIT | TRACEFORK |
-/// TRACECLONE)`: every task and thread created below it is ours to trace,
-/// and dies if criu-rs dies.
-fn seize_tree(pid: i32) -> Result<()> {
+/// TRACECLONE)`: every task and thread created below it is ours to trace
+/// (with the same options), and dies if criu-rs dies. With
+/// `suspend_seccomp`, also `PTRACE_O_SUSPEND_SECCOMP`: the filters a
+/// thread enters at the end of the blob do not apply to what is left of
+/// it nor to our clean-up calls, only once we let it go.
+fn seize_tree(pid: i32, suspend_seccomp: bool) -> Result<()> {
     use ptrace::Options as O;
-    let opts = O::PTRACE_O_EXITKILL | O::PTRACE_O_TRACESYSGOOD | O::PTRACE_O_TRACEEXIT | O::PTRACE_O_TRACEFORK | O::PTRACE_O_TRACECLONE;
+    let mut opts = O::PTRACE_O_EXITKILL | O::PTRACE_O_TRACESYSGOOD | O::PTRACE_O_TRACEEXIT | O::PTRACE_O_TRACEFORK | O::PTRACE_O_TRACECLONE;
+    if suspend_seccomp {
+        opts |= O::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP);
+    }
     ptrace::seize(Pid::from_raw(pid), opts).map_err(ptrace_err(pid, "PTRACE_SEIZE"))
 }
 
@@ -61,7 +76,7 @@ pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, before_release: &mut dy
         if let Some(go) = t.go.take() {
             // The root (our child), or a task forked by a helper (whose
             // parent has reaped the helper, so it exists by now).
-            seize_tree(t.pid)?;
+            seize_tree(t.pid, t.suspend_seccomp)?;
             guard.saw(t.pid, t.pid);
             rustix::io::write(&go, b"g").map_err(|e| died(t.pid, format!("starting the task: {e}")))?;
         }

@@ -140,6 +140,8 @@ fn stage_name(stage: u32) -> &'static str {
         STAGE_SIGFRAME => "building the signal frame",
         STAGE_SIGRETURN => "rt_sigreturn",
         STAGE_THREADS => "creating threads",
+        STAGE_LAZY => "registering lazy memory",
+        STAGE_SECCOMP => "seccomp",
         _ => "unknown stage",
     }
 }

@@ -96,6 +96,16 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
             Ok((tid, super::creds::Creds::from_entry(&file, tid, entry)?))
         })
         .collect::<Result<Vec<_>>>()?;
+    let all_cores: Vec<&pb::CoreEntry> = std::iter::once(&core).chain(threads.iter().map(|(_, c)| c)).collect();
+    let seccomp_img = super::seccomp::read_image(&images, &all_cores)?;
+    let seccomp = std::iter::once((pid, &core))
+        .chain(threads.iter().map(|(t, c)| (*t, c)))
+        .map(|(tid, c)| {
+            let file = images.image_path(ImageKind::Core, tid as u64);
+            let tc = c.thread_core.clone().unwrap_or_default();
+            Ok((tid, super::seccomp::thread_seccomp(&file, tid, &tc, seccomp_img.as_ref())?))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(TaskPlan {
         pid,
         pgid: root.pgid.unwrap_or_default() as i32,
@@ -113,6 +123,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         threads,
         mm: Box::new(mm),
         creds,
+        seccomp,
         root: false,
     })
 }

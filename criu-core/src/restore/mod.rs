@@ -35,6 +35,7 @@ pub mod maps;
 pub mod parent;
 pub mod plan;
 pub mod premap;
+pub mod seccomp;
 pub mod shared;
 pub mod tree;
 pub mod validate;

@@ -44,6 +44,8 @@ pub struct TaskPlan {
     /// Every thread's credentials, checked: the leader first, then
     /// `threads` in order, each with its tid.
     pub creds: Vec<(i32, super::creds::Creds)>,
+    /// Every thread's seccomp mode and filters, in the same order.
+    pub seccomp: Vec<(i32, super::seccomp::ThreadSeccomp)>,
     /// The root of the tree: its parent is criu-rs, so its parent-death
     /// signal is not restored (criu-rs exits after a detached restore).
     pub root: bool,

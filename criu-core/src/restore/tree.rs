@@ -241,7 +241,7 @@ struct TaskPipes {
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let start = std::time::Instant::now();
-    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ..Default::default() })?;
+    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ext_unix_sk: opts.ext_unix_sk, ..Default::default() })?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
     // Before any task exists: every thread's credentials are ours to give.
@@ -296,11 +296,12 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             pipes.go_rx.clear();
             let mut guard = TreeGuard::new(child);
             let mut tracked = Vec::new();
+            let seccomp = tree.live().any(|p| p.seccomp.iter().any(|(_, s)| s.mode != 0));
             for ((t, rx), go) in tree.tasks.iter().zip(pipes.status_rx.drain(..)).zip(pipes.go_tx.drain(..)) {
                 let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
                 rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
-                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped));
+                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped).suspending_seccomp(seccomp));
             }
             // Every task is held before its first instruction: the caller
             // may still refuse (post-restore) or prepare (pre-resume).

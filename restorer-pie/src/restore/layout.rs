@@ -203,6 +203,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!(out, vec![(0x3000, 0x5000), (0x9000, 0x1000)]);
+        // Keepers past the window's end once it is covered: no empty gap.
+        let vmas = [vma(0x1000, 0xa000, VMA_PINNED, 0), vma(0xb000, 0xc000, VMA_PINNED, 0)];
+        let mut out = vec![];
+        for_each_gap::<()>(&mut [], &vmas, |_| true, (0x2000, 0xa000), |a, l| {
+            out.push((a, l));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(out, vec![]);
     }
 
     #[test]
@@ -244,6 +253,23 @@ mod tests {
         // A page size that is not a power of two.
         let e = check(&[vma(0x3000, 0x6000, VMA_FILE_SHARED, 0)], 0x3000, TOP).unwrap_err();
         assert_eq!(e.msg, b"bad page size");
+    }
+
+    /// Where a premapped copy and a vDSO copy may lie: wholly inside the
+    /// premap area and page aligned (a vDSO may also have no copy, 0).
+    #[test]
+    fn copies_must_lie_inside_the_premap_area() {
+        let premap = r(0x6000_0000, 0x10_0000);
+        let end = premap.start + premap.len;
+        let check = |v: VmaArg| check_vmas(&[v], P, TOP, premap, &[]).map_err(|e| e.msg);
+        assert_eq!(check(vma(0x1000, 0x3000, VMA_PREMAPPED, end - 0x2000)), Ok(()));
+        assert_eq!(check(vma(0x1000, 0x3000, VMA_PREMAPPED, end - 0x1000)), Err(&b"premapped copy outside the premap area"[..]));
+        assert_eq!(check(vma(0x1000, 0x3000, VMA_VDSO, 0)), Ok(()));
+        assert_eq!(check(vma(0x1000, 0x3000, VMA_VDSO, premap.start)), Ok(()));
+        assert_eq!(check(vma(0x1000, 0x3000, VMA_VDSO, end - 0x2000)), Ok(()));
+        for bad in [premap.start - P, premap.start + 0x800, end - 0x1000, end] {
+            assert_eq!(check(vma(0x1000, 0x3000, VMA_VDSO, bad)), Err(&b"vDSO copy outside the premap area"[..]), "{bad:#x}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! rseq), personality, credentials, pending signals.
 
 use crate::abi::{
-    CredsArg, PosixTimerArg, RlimitArg, SigactionArg, ThreadArg, ERR_BAD_ARRAY, ERR_RLIMIT, ERR_TIMER_ID, SIGINFO_SIZE,
+    CredsArg, PosixTimerArg, RlimitArg, SeccompFilterArg, SigactionArg, ThreadArg, ERR_BAD_ARRAY, ERR_RLIMIT, ERR_SECCOMP,
+    ERR_TIMER_ID, SIGINFO_SIZE,
 };
 use crate::restore::ctx::{Ctx, Fail, Step};
 use crate::sys;
@@ -29,6 +30,10 @@ const PR_TIMER_CREATE_RESTORE_IDS: u32 = 77;
 const PR_GET_SECUREBITS: u32 = 27;
 const PR_SET_PDEATHSIG: u32 = 1;
 const SECBIT_NO_SETUID_FIXUP: u32 = 1 << 2;
+const SECCOMP_SET_MODE_STRICT: u32 = 0;
+const SECCOMP_SET_MODE_FILTER: u32 = 1;
+const SECCOMP_MODE_STRICT: u32 = 1;
+const SECCOMP_MODE_FILTER: u32 = 2;
 /// Upper bound of linear `timer_create` attempts to reach one id.
 const MAX_TIMER_TRIES: i32 = 1 << 16;
 
@@ -277,9 +282,10 @@ fn set_ids(want: [u32; 4], gids: bool) -> Step {
     }
 }
 
-/// The calling thread's credentials, from a thread still running with
-/// criu-rs's (root, with CAP_SETUID, CAP_SETGID and CAP_SETPCAP), in an
-/// order where each step still has the capability it needs:
+/// The calling thread's credentials but its last capability drop (see
+/// [`drop_caps`]), from a thread still running with criu-rs's (root, with
+/// CAP_SETUID, CAP_SETGID and CAP_SETPCAP), in an order where each step
+/// still has the capability it needs:
 ///
 /// 1. supplementary groups;
 /// 2. with SECBIT_NO_SETUID_FIXUP set first (so the change of ids clears
@@ -288,9 +294,7 @@ fn set_ids(want: [u32; 4], gids: bool) -> Step {
 ///    bounding drop below may remove a capability it keeps);
 /// 4. the ambient set (before securebits, which may forbid raising it);
 /// 5. the bounding set (needs CAP_SETPCAP);
-/// 6. securebits (needs CAP_SETPCAP; may lock bits);
-/// 7. the effective and permitted sets, which drops the rest;
-/// 8. no_new_privs.
+/// 6. securebits (needs CAP_SETPCAP; may lock bits).
 ///
 /// Ids already equal are not set again (they may need no capability then).
 /// criu-rs checked before creating any task that it can grant all of it.
@@ -337,11 +341,61 @@ pub fn set_creds(ctx: &Ctx, c: &CredsArg) -> Step {
     if get_securebits()? != c.secbits {
         prctl_step(PR_SET_SECUREBITS, c.secbits as usize, 0, b"PR_SET_SECUREBITS")?;
     }
-    set_caps(caps64(c.cap_eff), caps64(c.cap_prm), want_inh, b"capset")?;
+    Ok(())
+}
+
+/// The end of the calling thread's credentials: the effective and
+/// permitted sets (which drops whatever criu-rs's it still had; the
+/// change of ids is done, so this clears neither the parent-death signal
+/// nor the dumpable flag), then no_new_privs.
+pub fn drop_caps(c: &CredsArg) -> Step {
+    set_caps(caps64(c.cap_eff), caps64(c.cap_prm), caps64(c.cap_inh), b"capset")?;
     if c.no_new_privs != 0 {
         prctl_step(PR_SET_NO_NEW_PRIVS, 1, 0, b"PR_SET_NO_NEW_PRIVS")?;
     }
     Ok(())
+}
+
+/// The kernel's `struct sock_fprog`.
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const u8,
+}
+
+/// Puts the calling thread in its seccomp mode: strict, or its filters in
+/// install order. Needs `no_new_privs` or CAP_SYS_ADMIN (the thread still
+/// has criu-rs's capabilities here). A TSYNC filter that cannot sync (the
+/// kernel returns the other thread's tid) is an error.
+pub fn set_seccomp(ctx: &Ctx, t: &ThreadArg) -> Step {
+    match t.seccomp_mode {
+        0 => Ok(()),
+        SECCOMP_MODE_STRICT => {
+            // SAFETY: strict mode takes no argument.
+            unsafe { sys::seccomp(SECCOMP_SET_MODE_STRICT, 0, core::ptr::null()) }
+                .map(drop)
+                .map_err(|e| Fail::errno(e, t.tid as u64, b"seccomp strict"))
+        }
+        SECCOMP_MODE_FILTER => {
+            for f in ctx.array::<SeccompFilterArg>(t.seccomp_filters)? {
+                let prog = ctx.bytes(f.prog)?;
+                let insns = prog.len() / 8;
+                if insns == 0 || prog.len() % 8 != 0 || insns > u16::MAX as usize {
+                    return Err(Fail::new(ERR_SECCOMP, prog.len() as u64, b"bad seccomp program"));
+                }
+                let fprog = SockFprog { len: insns as u16, filter: prog.as_ptr() };
+                // SAFETY: `fprog` and the program it points to (inside
+                // the argument block) are readable; the kernel copies both.
+                let r = unsafe { sys::seccomp(SECCOMP_SET_MODE_FILTER, f.flags, (&fprog as *const SockFprog).cast()) }
+                    .map_err(|e| Fail::errno(e, f.flags as u64, b"seccomp filter"))?;
+                if r != 0 {
+                    return Err(Fail::new(ERR_SECCOMP, r as u64, b"seccomp TSYNC: another thread cannot sync"));
+                }
+            }
+            Ok(())
+        }
+        m => Err(Fail::new(ERR_SECCOMP, m as u64, b"unknown seccomp mode")),
+    }
 }
 
 /// `prctl(PR_SET_PDEATHSIG, sig)`: after the credentials, whose change
@@ -399,6 +453,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<PrctlMmMap>(), 104);
         assert_eq!(core::mem::size_of::<itimerval>(), core::mem::size_of::<crate::abi::ItimerArg>());
         assert_eq!(core::mem::size_of::<kernel_sigaction>(), core::mem::size_of::<SigactionArg>());
+        assert_eq!(core::mem::size_of::<SockFprog>(), 16, "struct sock_fprog");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Threads other than thread 0: created by thread 0 with `clone3` and
 //! `set_tid` (their dumped tids), each on its own stack area, each then
 //! restoring its own per-thread state (tid address, rseq, credentials,
-//! pending signals) and ending in its own trap + `rt_sigreturn`.
+//! pending signals, seccomp) and ending in its own trap + `rt_sigreturn`.
 
-use crate::abi::{ThreadArg, RESTORE_F_CREDS, RESTORE_F_DUMPABLE, STAGE_CREDS, STAGE_SIGFRAME, STAGE_SIGNALS};
+use crate::abi::{ThreadArg, RESTORE_F_CREDS, RESTORE_F_DUMPABLE, STAGE_CREDS, STAGE_SECCOMP, STAGE_SIGFRAME, STAGE_SIGNALS};
 use crate::restore::ctx::{Ctx, Fail, Step};
 use crate::restore::{finish, task};
 use crate::sys;
@@ -110,6 +110,15 @@ pub fn own_state(ctx: &Ctx, t: &ThreadArg, leader: bool) -> Step<u64> {
     }
     stage(STAGE_SIGNALS);
     task::queue_own_signals(ctx, t)?;
+    // Last, but before the capabilities that installing a filter may need
+    // are dropped: whatever the filters forbid is done by now (and the
+    // tracer suspends them until it lets the task go).
+    stage(STAGE_SECCOMP);
+    task::set_seccomp(ctx, t)?;
+    if ctx.args.flags & RESTORE_F_CREDS != 0 {
+        stage(STAGE_CREDS);
+        task::drop_caps(&t.creds)?;
+    }
     stage(STAGE_SIGFRAME);
     finish::build_frame(ctx, t)
 }

@@ -104,6 +104,17 @@ pub fn capset(hdr: &__user_cap_header_struct, data: &[__user_cap_data_struct; 2]
     unsafe { syscall!(Sysno::capset, hdr as *const _, data.as_ptr()) }
 }
 
+/// `seccomp(operation, flags, args)`.
+///
+/// # Safety
+/// `args` must be what `operation` expects: null for
+/// `SECCOMP_SET_MODE_STRICT`, a readable `struct sock_fprog` whose program
+/// is readable for `SECCOMP_SET_MODE_FILTER`.
+pub unsafe fn seccomp(operation: u32, flags: u32, args: *const u8) -> Result<usize, Errno> {
+    // SAFETY: the caller vouches for `args`.
+    unsafe { syscall!(Sysno::seccomp, operation, flags, args) }
+}
+
 /// `personality(persona)`; returns the previous persona.
 pub fn personality(persona: u32) -> Result<usize, Errno> {
     // SAFETY: no memory is passed.

@@ -195,7 +195,7 @@ fn task_core(p: &ProcessDump) -> pb::TaskCoreEntry {
     }
 }
 
-fn thread_core(p: &ProcessDump, t: &ThreadState) -> pb::ThreadCoreEntry {
+fn thread_core(t: &ThreadState) -> pb::ThreadCoreEntry {
     pb::ThreadCoreEntry {
         futex_rla: Some(t.robust_list.0),
         futex_rla_len: Some(t.robust_list.1 as u32),
@@ -211,7 +211,7 @@ fn thread_core(p: &ProcessDump, t: &ThreadState) -> pb::ThreadCoreEntry {
         pdeath_sig: Some(t.pdeath_sig),
         signals_p: signals(&t.pending),
         creds: Some(creds_entry(&t.creds)),
-        seccomp_mode: Some(p.task.seccomp_mode as i32),
+        seccomp_mode: Some(t.seccomp.mode as i32),
         comm: Some(t.comm.clone()),
         rseq_entry: (t.rseq.rseq_abi_pointer != 0).then_some(pb::RseqEntry {
             rseq_abi_pointer: Some(t.rseq.rseq_abi_pointer),
@@ -235,7 +235,7 @@ pub fn core_entry(p: &ProcessDump, t: &ThreadState, leader: bool) -> pb::CoreEnt
         }),
         tc: leader.then(|| task_core(p)),
         ids: None,
-        thread_core: Some(thread_core(p, t)),
+        thread_core: Some(thread_core(t)),
     }
 }
 

@@ -24,10 +24,13 @@
 //! - [`core`]: registers and task/thread state (`core-TID.img`), kobj ids.
 //! - [`mm`]: `mm-PID.img` and pagemaps.
 //! - [`files`]: files, fdinfo, fs, pipe/FIFO data, ghost files.
+//! - [`seccomp`]: `seccomp.img`, every thread's filters (written even when
+//!   empty, as CRIU does).
 
 mod core;
 mod files;
 mod mm;
+mod seccomp;
 
 pub use self::core::{core_entry, fpregs_entry, gpregs_entry, kobj_ids, task_kobj_ids, zombie_core_entry};
 use super::model::{ProcessDump, ZombieDump};
@@ -40,10 +43,15 @@ fn img_err(e: ImageError) -> DumpError {
 
 /// Writes one process's own images: cores, ids, mm, pagemaps (its private
 /// pagemap only when `pagemap`: a page server writes it otherwise).
-fn write_process(dir: &ImageDir, p: &ProcessDump, pagemap: bool) -> Result<(), DumpError> {
+fn write_process(dir: &ImageDir, p: &ProcessDump, pagemap: bool, sc: &seccomp::SeccompImage) -> Result<(), DumpError> {
     let pid = p.pid as u64;
     for (i, t) in p.threads.iter().enumerate() {
-        dir.write_one(ImageKind::Core, t.tid as u64, &core_entry(p, t, i == 0)).map_err(img_err)?;
+        let mut core = core_entry(p, t, i == 0);
+        if let (Some(tc), Some(s)) = (core.thread_core.as_mut(), sc.threads.get(&t.tid)) {
+            tc.seccomp_mode = Some(s.mode as i32);
+            tc.seccomp_filter = s.filter;
+        }
+        dir.write_one(ImageKind::Core, t.tid as u64, &core).map_err(img_err)?;
     }
     dir.write_one(ImageKind::Ids, pid, &task_kobj_ids(p)).map_err(img_err)?;
     dir.write_one(ImageKind::Mm, pid, &mm::mm_entry(p)).map_err(img_err)?;
@@ -91,9 +99,11 @@ pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], zombies: &[Zom
         .chain(zombies.iter().map(|z| entry(z.pid, z.ppid, z.pgid, z.sid, vec![z.pid as u32])))
         .collect();
     dir.write_all(ImageKind::Pstree, 0, &pstree).map_err(img_err)?;
+    let sc = seccomp::seccomp_image(procs);
     for p in procs {
-        write_process(&dir, p, !s.pages_remote)?;
+        write_process(&dir, p, !s.pages_remote, &sc)?;
     }
+    dir.write_one(ImageKind::Seccomp, 0, &sc.entry).map_err(img_err)?;
     for z in zombies {
         dir.write_one(ImageKind::Core, z.pid as u64, &zombie_core_entry(z)).map_err(img_err)?;
     }
