@@ -7,11 +7,7 @@
 //! The root is seized with `PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE`, so
 //! the tasks it forks (and theirs) and the threads the blob clones are
 //! traced from birth; their creation events and first stops are let go as
-//! they come, whichever task they belong to: tasks are waited for one
-//! after the other, but all of them keep running meanwhile (a task may need
-//! another one to exist before it can go on: a pidfd of it). A thread that
-//! reaches its last trap before its turn stays there until its turn.
-//! [`TreeGuard`] kills every task of ours if anything fails.
+//! they come. [`TreeGuard`] kills every task of ours if anything fails.
 
 use super::error::Result;
 use super::finalize::{blob_failure, cleanup, died, failure, ptrace_err, read_status, step_syscall, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
@@ -71,7 +67,6 @@ fn seize_tree(pid: i32, suspend_seccomp: bool) -> Result<()> {
 /// (an error there fails the restore, the guard kills the tree), then lets
 /// them all go.
 pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, before_release: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-    let mut early = Early::default();
     for t in tasks.iter_mut() {
         if let Some(go) = t.go.take() {
             // The root (our child), or a task forked by a helper (whose
@@ -82,7 +77,7 @@ pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, before_release: &mut dy
         }
         for i in 0..t.threads.len() {
             let tid = t.threads[i].tid;
-            wait_trap(t, tid, guard, &mut early)?;
+            wait_trap(t, tid, guard)?;
         }
     }
     tracing::debug!(tasks = tasks.len(), "every thread of every task reached the blob's last stop");
@@ -94,77 +89,19 @@ pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, before_release: &mut dy
     Ok(())
 }
 
-/// What threads other than the one waited for reported and must keep for
-/// their turn: their last trap (they stay stopped there) or their end.
-#[derive(Debug, Default)]
-struct Early {
-    kept: std::collections::BTreeMap<i32, WaitStatus>,
-}
-
-impl Early {
-    /// Handles `ws` of thread `tid` (not the one waited for): lets it go
-    /// on, or keeps it for `tid`'s turn.
-    fn other(&mut self, tid: i32, ws: WaitStatus, guard: &mut TreeGuard) -> Result<()> {
-        let task = crate::proc::status::read_status_file(tid, "status").map(|s| s.tgid).unwrap_or(tid);
-        guard.saw(task, tid);
-        let p = Pid::from_raw(tid);
-        match ws {
-            WaitStatus::Stopped(_, Signal::SIGTRAP) | WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
-                self.kept.insert(tid, ws);
-            }
-            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
-                self.kept.insert(tid, ws);
-            }
-            WaitStatus::Stopped(_, sig) => ptrace::cont(p, Some(sig)).map_err(ptrace_err(task, "PTRACE_CONT"))?,
-            WaitStatus::PtraceEvent(_, _, ev) => {
-                if ev == libc::PTRACE_EVENT_FORK || ev == libc::PTRACE_EVENT_VFORK {
-                    if let Ok(child) = ptrace::getevent(p) {
-                        guard.saw(child as i32, child as i32);
-                    }
-                } else if ev == libc::PTRACE_EVENT_CLONE {
-                    if let Ok(thread) = ptrace::getevent(p) {
-                        guard.saw(task, thread as i32);
-                    }
-                }
-                ptrace::cont(p, None).map_err(ptrace_err(task, "PTRACE_CONT"))?;
-            }
-            WaitStatus::PtraceSyscall(_) => ptrace::cont(p, None).map_err(ptrace_err(task, "PTRACE_CONT"))?,
-            other => tracing::debug!(task, tid, ?other, "wait status while restoring"),
-        }
-        Ok(())
-    }
-}
-
 /// Lets `tid` of task `t` run until the blob's trap, passing on signals
-/// and creation events (of every task: see [`Early`]).
-fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard, early: &mut Early) -> Result<()> {
+/// and creation events.
+fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
     let pid = t.pid;
     let p = Pid::from_raw(tid);
     loop {
-        let ws = match early.kept.remove(&tid) {
-            Some(ws) => ws,
-            None => match waitpid(None, Some(WaitPidFlag::__WALL)) {
-                Ok(ws) if ws.pid() != Some(p) => {
-                    let Some(other) = ws.pid() else { continue };
-                    // The end of a thread of this task is its failure now
-                    // (the thread waited for may never come).
-                    let ours = t.threads.iter().any(|th| th.tid == other.as_raw());
-                    let ends = matches!(ws, WaitStatus::Exited(..) | WaitStatus::Signaled(..))
-                        || matches!(ws, WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT);
-                    if ours && ends {
-                        ws
-                    } else {
-                        early.other(other.as_raw(), ws, guard)?;
-                        continue;
-                    }
-                }
-                Ok(ws) => ws,
-                Err(nix::errno::Errno::ECHILD) => {
-                    t.log.drain(&t.status_rx);
-                    return Err(failure(pid, &t.log, || format!("thread {tid} was never created")));
-                }
-                Err(e) => return Err(died(pid, format!("waitpid({tid}): {e}"))),
-            },
+        let ws = match waitpid(p, Some(WaitPidFlag::__WALL)) {
+            Ok(ws) => ws,
+            Err(nix::errno::Errno::ECHILD) => {
+                t.log.drain(&t.status_rx);
+                return Err(failure(pid, &t.log, || format!("thread {tid} was never created")));
+            }
+            Err(e) => return Err(died(pid, format!("waitpid({tid}): {e}"))),
         };
         guard.saw(pid, tid);
         match ws {
