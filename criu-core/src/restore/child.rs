@@ -54,10 +54,12 @@ pub fn guarded(plan: &TaskPlan, status: OwnedFd, f: impl FnOnce(&OwnedFd) -> Res
 /// forked: files (`objs`: every description and shared memory object of
 /// the tree, created by criu-rs and inherited), memory, fs context, name,
 /// the blob; ends in the jump (`Ok` never happens). `ids` holds every pid
-/// and tid of the tree.
+/// and tid of the tree. `map_pages`: private anonymous pages are mapped
+/// from the pages images ([`super::image_map`]).
 pub fn prepare(
     plan: &TaskPlan,
     lazy: Option<&LazySetup>,
+    map_pages: bool,
     status: &OwnedFd,
     objs: &SharedObjects,
     ids: &[i32],
@@ -94,7 +96,7 @@ pub fn prepare(
     let files = crate::files::task::TaskFiles { pid: plan.pid, fds: &plan.fds, descs: &plan.descs, first_held: &plan.first_held };
     crate::files::task::install(&files, &objs.descs, &keep)?;
 
-    let pm = build_memory(plan, ids, pages.as_ref(), &open_ro, progress_out.as_ref())?;
+    let pm = build_memory(plan, ids, pages.as_ref(), &open_ro, progress_out.as_ref(), map_pages)?;
     drop(pages);
     drop(progress_out);
     // Before restore_fs: the socket path is relative to criu-rs's root and cwd.
@@ -176,13 +178,15 @@ fn busy_now(plan: &TaskPlan) -> Result<Vec<(u64, u64)>> {
 
 /// Premaps the private VMAs and fills them from the pages file. `ids`:
 /// every pid and tid of the tree (the fill's helper thread must not hold
-/// one of them).
+/// one of them). With `map_pages`, what can be is mapped from the images
+/// instead ([`super::image_map::map_from_image`]) and the rest is read.
 fn build_memory(
     plan: &TaskPlan,
     ids: &[i32],
     pages: Option<&OwnedFd>,
     open_ro: &dyn Fn(&std::path::Path) -> Result<OwnedFd>,
     progress_out: Option<&OwnedFd>,
+    map_pages: bool,
 ) -> Result<Premap> {
     let has_pages = |i: usize| {
         let v = &plan.vmas[i];
@@ -201,11 +205,22 @@ fn build_memory(
             .sum();
         crate::progress::Phase::start("restoring memory", total, out.as_fd())
     });
+    let mut budget = super::image_map::MAX_MAPPED;
+    let mut fill_from = |pages: &super::plan::PagesPlan, fd: &OwnedFd| -> Result<()> {
+        if !map_pages {
+            return fill(&pm, &plan.vmas, pages, fd, ids).map(drop);
+        }
+        let mapped = super::image_map::map_from_image(&pm, &plan.vmas, pages, fd, &mut budget)?;
+        if mapped.rest.runs.is_empty() {
+            return Ok(());
+        }
+        fill(&pm, &plan.vmas, &mapped.rest, fd, ids).map(drop)
+    };
     if let Some(fd) = pages {
-        fill(&pm, &plan.vmas, &plan.pages, fd, ids)?;
+        fill_from(&plan.pages, fd)?;
     }
     for other in plan.parent_pages.iter().filter(|p| !p.runs.is_empty()) {
-        fill(&pm, &plan.vmas, other, &open_ro(&other.path)?, ids)?;
+        fill_from(other, &open_ro(&other.path)?)?;
     }
     finish(&pm, &plan.vmas)?;
     Ok(pm)

@@ -59,6 +59,9 @@ pub struct TreePlan {
     /// Per task (same indices as `tasks`), its lazy-pages setup when
     /// restoring with `--lazy-pages` ([`lazy::setup`]); empty until then.
     pub lazy: Vec<Option<LazySetup>>,
+    /// `--mmap-page-image`: private anonymous pages are mapped from the
+    /// images ([`super::image_map`]).
+    pub map_pages: bool,
 }
 
 impl TreePlan {
@@ -131,7 +134,7 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
     }
     warn_shared_tables(&images, &tasks)?;
     assign_first_held(&images, &mut tasks)?;
-    Ok(TreePlan { tasks, lazy: Vec::new() })
+    Ok(TreePlan { tasks, lazy: Vec::new(), map_pages: false })
 }
 
 /// Gives each live task the descriptions it is the first to hold (it
@@ -254,6 +257,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         });
     }
     tree.lazy = lazy_setups;
+    tree.map_pages = opts.mmap_page_image;
     // Private pages filled before the tasks run (shared memory objects are
     // filled once for the tree and not counted, as CRIU's count).
     let pages_restored: u64 = tree
@@ -380,7 +384,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
         set_child_subreaper(subreaper)?;
         // The parent-death signal is set by the blob, after the
         // credentials (whose change clears it).
-        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, &tree.ids())
+        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), tree.map_pages, status, objs, &tree.ids())
     })
 }
 
@@ -578,6 +582,7 @@ mod tests {
         let tree = TreePlan {
             tasks: vec![zombie(10, 0, 10, 10), zombie(11, 10, 11, 10), zombie(12, 10, 20, 20), zombie(13, 10, 13, 13)],
             lazy: Vec::new(),
+            map_pages: false,
         };
         let need: Vec<Option<Helper>> = (0..4).map(|i| needs_helper(&tree, i)).collect();
         assert_eq!(need, [None, None, Some(Helper::Session(20)), None]);
