@@ -289,7 +289,7 @@ fn wait_task_gone(pid: i32, start: u64, is_root: bool, tree_parents: &[i32], dea
 fn note_shared_memory(tree: &FrozenTree, sh: &mut Shared) -> Result<(), DumpError> {
     for t in &tree.live {
         for m in crate::proc::maps::read_smaps(t.frozen.pid())? {
-            if vmas::classify(&m).status & vmas::status::ANON_SHARED != 0 {
+            if vmas::classify(&m).is_shmem_object() {
                 sh.note_shmem(m.inode, m.offset + m.len());
             }
         }

@@ -36,7 +36,7 @@ pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
                     status: Some(v.status),
                     fd: Some(-1),
                     madv: (v.madv != 0).then_some(v.madv),
-                    fdflags: (v.file_id != 0).then_some(if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32),
+                    fdflags: fdflags(v),
                 }
             })
             .collect(),
@@ -44,6 +44,20 @@ pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
         aios: Vec::new(),
         thp_disabled: Some(p.task.thp_disabled),
     }
+}
+
+/// `vma_entry.fdflags`: how a file area's file was opened, or how a SysV
+/// segment was attached (`O_RDONLY` for `SHM_RDONLY`, which leaves the
+/// area without `VM_MAYWRITE`).
+fn fdflags(v: &Vma) -> Option<u32> {
+    let mode = if v.status & crate::dump::vmas::status::AREA_SYSVIPC != 0 {
+        if v.map.has(crate::proc::maps::vmflag::MAYWRITE) { libc::O_RDWR } else { libc::O_RDONLY }
+    } else if v.file_id != 0 {
+        if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY }
+    } else {
+        return None;
+    };
+    Some(mode as u32)
 }
 
 /// Writes a pagemap image: the head naming the pages image, then the runs.

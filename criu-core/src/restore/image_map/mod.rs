@@ -29,6 +29,9 @@
 //! which the kernel backs with huge pages as for any other (the VMA's
 //! `MADV_HUGEPAGE` is kept).
 //!
+//! In a tree, each task maps its own image: children do not take their
+//! parent's memory copy-on-write as they do otherwise ([`super::cow`]).
+//!
 //! The images must stay as they are until the conversion ends: a pages
 //! image truncated under the running process (before the conversion copied
 //! the truncated part) makes the process take `SIGBUS` on its next touch of
