@@ -161,3 +161,30 @@ fn without_detach_the_restore_converts_before_waiting() {
     let status = restore.wait().unwrap();
     assert!(status.success(), "criu-rs restore (waiting for the root) ended with {status}\n{}", log(&d));
 }
+
+#[test]
+fn pages_of_a_pre_dump_chain_are_mapped_from_each_image_and_converted() {
+    let d = dirs("mmap-chain");
+    let pre = scratch("mmap-chain-pre");
+    let mut p = Program::spawn("mmapimg", &[&d.work, Path::new("48"), Path::new("2")]);
+    let pid = p.pid();
+    let out = criu_rs().args(["pre-dump", "-t", &pid.to_string(), "-D"]).arg(&pre).output().unwrap();
+    assert!(out.status.success(), "pre-dump failed: {}", text(&out.stderr));
+    dump_ok(pid, &d.images, &["--prev-images-dir", "../mmap-chain-pre"]);
+    p.reap();
+    // Stalled before the first chunk: what the restore mapped can be seen.
+    let held = restore_mapped(&d, pid, &[("CRIU_RS_CONVERT_STALL_AFTER", "0")]);
+    let helper = helper_pid(&d);
+    wait_until("the helper to stall", PATIENCE, || log(&d).contains("stalling until killed"));
+    let from_parent = image_mappings(pid, &pre);
+    let from_last = image_mappings(pid, &d.images);
+    // SAFETY: kill(2) of the helper this test's restore started.
+    assert_eq!(unsafe { libc::kill(helper, libc::SIGKILL) }, 0);
+    assert!(!from_parent.is_empty(), "nothing mapped from the pre-dump's image");
+    assert!(!from_last.is_empty(), "nothing mapped from the last dump's image");
+    let out = criu_rs().args(["restore", "--finish-mmap", &pid.to_string(), "-v4", "-D"]).arg(&d.images).output().unwrap();
+    assert!(out.status.success(), "--finish-mmap failed: {}", text(&out.stderr));
+    assert_eq!(image_mappings(pid, &pre), Vec::<String>::new(), "mappings of the pre-dump's image left");
+    std::fs::remove_dir_all(&pre).unwrap();
+    delete_images_and_check(&d, &held, "mmapimg from a pre-dump chain");
+}

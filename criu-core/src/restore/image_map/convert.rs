@@ -43,7 +43,10 @@
 //!    VMA's flags (huge pages, dontdump, dontfork, mergeable) and `mlock`
 //!    when it was locked; *go*.
 //!
-//! The stop of step 3 copies only what was written during step 2's copy.
+//! Step 2 copies again, while the process runs, what was written during
+//! the copy before (the scan protects those pages again), up to [`ROUNDS`]
+//! times while that shrinks by half each round; so the stop of step 3
+//! copies only what was written during the last round.
 //! Where write-protection cannot be set up (an old kernel, the range held
 //! by another userfaultfd), step 3 copies every private copy in the chunk
 //! instead (`PAGEMAP_SCAN` for present pages that are not the file's):
@@ -77,7 +80,14 @@ use std::time::{Duration, Instant};
 
 /// Largest piece of a region switched at once (the copy area's size, and
 /// the most a stop may have to copy).
-pub const CHUNK: u64 = 64 << 20;
+pub const CHUNK: u64 = 16 << 20;
+/// Most copy rounds while the process runs, for the pages written during
+/// the round before (a process writing everything all the time never
+/// settles; one writing a little does after a round or two).
+const ROUNDS: usize = 3;
+/// Below this many bytes written during a round, the rest is copied
+/// during the stop.
+const SETTLED: u64 = 256 << 10;
 /// Bytes copied per `process_vm_readv`/`writev` pair.
 const COPY_STEP: usize = 4 << 20;
 /// Huge page size: copy areas keep the region's offset within one.
@@ -298,9 +308,25 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
                 r?
             }
         };
-        // 2. Protect, then copy while the process runs.
+        // 2. Protect, then copy while the process runs; again for what was
+        // written meanwhile, while that shrinks.
         let tracked = uffd.as_ref().is_some_and(|u| start_area(u, c.start, c.end));
         copy_range(pid, c.start, copy, c.len(), &c.map, &mut buf)?;
+        let mut last = c.len();
+        for _ in 1..ROUNDS {
+            let mut dirty = Vec::new();
+            if !tracked || !pagemap.scan_written(c.start, c.end, &mut dirty)? {
+                break;
+            }
+            let bytes: u64 = dirty.iter().map(|(s, e)| e - s).sum();
+            for &(s, e) in &dirty {
+                copy_range(pid, s, copy + (s - c.start), e - s, &c.map, &mut buf)?;
+            }
+            if bytes < SETTLED || bytes * 2 > last {
+                break;
+            }
+            last = bytes;
+        }
         // 3. Stop, copy what changed, switch.
         let t = Instant::now();
         let fr = Frozen::freeze(pid, FREEZE_TIMEOUT)?;
