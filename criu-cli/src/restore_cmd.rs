@@ -124,11 +124,13 @@ fn spawn_converter(o: &Opts, pid: i32, dir: &std::path::Path) -> Result<()> {
         let f = std::fs::OpenOptions::new().append(true).open(&path).with_context(|| format!("opening the log file {}", path.display()))?;
         cmd.stderr(f);
     }
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork
-    // and exec.
+    // SAFETY: setsid and close_range are plain syscalls (async-signal
+    // safe); nothing else runs between fork and exec. Descriptors above 2
+    // (a --status-fd pipe, ...) are not the helper's to keep open.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
             Ok(())
         });
     }

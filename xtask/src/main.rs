@@ -3,7 +3,7 @@
 //! - `build-pie [--out FILE]`: builds and packages the restorer blob, prints
 //!   the package summary (size, segments, relocations, entries).
 //! - `bench [--runs N] [--only GROUP]`: prints a table of measurements
-//!   (`--only blob|dump|restore|predump|lazy|fds`: one group of rows;
+//!   (`--only blob|dump|restore|predump|lazy|fds|mmap`: one group of rows;
 //!   `lazy-fault`: the lazy fault latency, N runs; `lazy-bg`: the lazy
 //!   background copy throughput, N runs per chunk size).
 //! - `test [ARGS]`: every test: the workspace's, then the blob library's
@@ -21,6 +21,7 @@ mod bench_dump;
 mod bench_fds;
 mod bench_lazy;
 mod bench_lazy_restore;
+mod bench_mmap;
 mod bench_predump;
 mod bench_restore;
 mod demo;
@@ -30,7 +31,7 @@ mod mutants;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|lazy-fault|lazy-bg] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...]>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|mmap|lazy-fault|lazy-bg] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -113,3 +113,100 @@ pub fn map_from_image(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &Own
     }
     Ok(Mapped { rest, count, bytes })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::maps::read_maps;
+    use crate::restore::premap::{finish, premap_here};
+
+    /// The u32 at the start of page `k` of a test pages file.
+    fn word(k: u64) -> u32 {
+        (k as u32).wrapping_mul(2654435761) | 1
+    }
+
+    fn page(k: u64) -> Vec<u8> {
+        let mut p = vec![0u8; PAGE_SIZE as usize];
+        p[..4].copy_from_slice(&word(k).to_le_bytes());
+        p
+    }
+
+    fn vma(start: u64, pages: u64) -> Vec<VmaPlan> {
+        vec![VmaPlan { start, end: start + pages * PAGE_SIZE, pgoff: 0, prot: 3, flags: 0x22, madv: 0, lock_on_fault: false, kind: VmaKind::Anon }]
+    }
+
+    /// Page `k` of the premapped VMA holds `word(k)` (or zero).
+    fn head(base: u64, k: u64) -> u32 {
+        // SAFETY: reading the readable VMA the test premapped.
+        unsafe { std::ptr::read((base + k * PAGE_SIZE) as *const u32) }
+    }
+
+    #[test]
+    fn long_stretches_are_mapped_from_the_image_short_ones_read() {
+        let dir = std::env::temp_dir().join(format!("criu-rs-image-map-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pages-1.img");
+        let t = 0x5600_0000_0000u64;
+        // (first page, pages): too short to map, long enough.
+        let runs_at = [(2u64, 3u64), (40, 100)];
+        let (mut data, mut runs) = (Vec::new(), Vec::new());
+        for &(first, n) in &runs_at {
+            runs.push(PageRun { vaddr: t + first * PAGE_SIZE, nr_pages: n, file_off: data.len() as u64 });
+            (first..first + n).for_each(|k| data.extend(page(k)));
+        }
+        std::fs::write(&path, &data).unwrap();
+        let vmas = vma(t, 200);
+        let pages = PagesPlan { path: path.clone(), runs };
+        let (pm, fd) = premap_here(&vmas, &path);
+        let mut budget = MAX_MAPPED;
+        let m = map_from_image(&pm, &vmas, &pages, &fd, &mut budget).unwrap();
+        assert_eq!((m.count, m.bytes, budget), (1, 100 * PAGE_SIZE, MAX_MAPPED - 1));
+        assert_eq!(m.rest.runs, vec![pages.runs[0]]);
+        super::super::fill::fill(&pm, &vmas, &m.rest, &fd, &[]).unwrap();
+        finish(&pm, &vmas).unwrap();
+        let base = pm.placed[0].addr;
+        for k in 0..200 {
+            let present = runs_at.iter().any(|&(first, n)| (first..first + n).contains(&k));
+            assert_eq!(head(base, k), if present { word(k) } else { 0 }, "page {k}");
+        }
+        let maps = read_maps(None).unwrap();
+        let mapped: Vec<_> = maps.iter().filter(|m| m.name == path.to_str().unwrap()).map(|m| (m.start, m.end)).collect();
+        assert_eq!(mapped, vec![(base + 40 * PAGE_SIZE, base + 140 * PAGE_SIZE)]);
+        // SAFETY: unmapping the area this test mapped.
+        unsafe { rustix::mm::munmap(pm.base as *mut c_void, pm.len as usize) }.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_mapped_is_read_instead() {
+        // /proc/self/mem reads at any offset (an address) but has no mmap:
+        // the "pages file" is a buffer of this process.
+        let n = 64u64;
+        let buf: Vec<u8> = (0..(n + 1) * PAGE_SIZE).map(|i| (i % 251) as u8 | 1).collect();
+        let off = (buf.as_ptr() as u64).next_multiple_of(PAGE_SIZE);
+        let first = (off - buf.as_ptr() as u64) / PAGE_SIZE;
+        let path = std::path::PathBuf::from("/proc/self/mem");
+        let t = 0x5700_0000_0000u64;
+        let vmas = vma(t, n);
+        let pages = PagesPlan { path: path.clone(), runs: vec![PageRun { vaddr: t, nr_pages: n, file_off: off }] };
+        let (pm, fd) = premap_here(&vmas, &path);
+        let mut budget = MAX_MAPPED;
+        let m = map_from_image(&pm, &vmas, &pages, &fd, &mut budget).unwrap();
+        assert_eq!((m.count, m.bytes), (0, 0));
+        assert_eq!(m.rest.runs, pages.runs);
+        super::super::fill::fill(&pm, &vmas, &m.rest, &fd, &[]).unwrap();
+        let base = pm.placed[0].addr;
+        // Page k of the VMA holds what the buffer holds at `off` + k pages
+        // (never zero).
+        for k in 0..n {
+            // SAFETY: reading the buffer, alive until the end of the test.
+            let want = unsafe { std::ptr::read((off + k * PAGE_SIZE) as *const u32) };
+            assert_eq!(head(base, k), want, "page {k} (buffer page {})", first + k);
+            assert_ne!(want, 0);
+        }
+        assert!(read_maps(None).unwrap().iter().all(|m| m.name != "/proc/self/mem"));
+        drop(buf);
+        // SAFETY: unmapping the area this test mapped.
+        unsafe { rustix::mm::munmap(pm.base as *mut c_void, pm.len as usize) }.unwrap();
+    }
+}
