@@ -95,7 +95,8 @@ fn delete_images_and_check(d: &Dirs, held: &Held, what: &str) {
 fn every_byte_of_256_mib_stays_right_through_the_conversion() {
     let d = dirs("mmap-256");
     let pid = start_and_dump(&d, 256, 0);
-    let held = restore_mapped(&d, pid, &[]);
+    // 20 ms after each of the 17 chunks: the program reads on meanwhile.
+    let held = restore_mapped(&d, pid, &[("CRIU_RS_CONVERT_PAUSE_MS", "20")]);
     let helper = helper_pid(&d);
     wait_converted(&d, helper);
     let l = log(&d);

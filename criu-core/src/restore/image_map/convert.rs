@@ -96,6 +96,9 @@ const HUGE: u64 = 2 << 20;
 /// stops for good (sleeps until killed) after switching N chunks, so that
 /// a test can kill it half-way.
 pub const STALL_ENV: &str = "CRIU_RS_CONVERT_STALL_AFTER";
+/// Test knob: `CRIU_RS_CONVERT_PAUSE_MS=N` makes the conversion wait N ms
+/// after each chunk (a test's program then surely runs during it).
+pub const PAUSE_ENV: &str = "CRIU_RS_CONVERT_PAUSE_MS";
 /// How long freezing a process may take.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -284,6 +287,7 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
     // The copy area for the next chunk, made during the previous stop.
     let mut area: Option<u64> = None;
     let stall_after: Option<usize> = std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok());
+    let pause = std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
     for (i, c) in chunks.iter().enumerate() {
         if stall_after.is_some_and(|n| total.chunks >= n) {
             tracing::warn!(pid, "{STALL_ENV}: stalling until killed");
@@ -358,6 +362,9 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
         total.longest_stop = total.longest_stop.max(stop);
         area = r?;
         tracing::info!(pid, start = c.start, end = c.end, stop_us = stop.as_micros() as u64, "region chunk converted to anonymous memory");
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+        }
     }
     tracing::info!(pid, elapsed_ms = started.elapsed().as_millis() as u64, "image mappings converted");
     Ok(())
