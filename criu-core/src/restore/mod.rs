@@ -129,7 +129,8 @@ impl RestoreOptions {
         if self.leave_stopped {
             return refuse("--leave-stopped (leaving the restored tree stopped)".into());
         }
-        if let Some(i) = self.inherit_fd.first() {
+        // Terminals (`tty[RDEV:DEV]`) are taken by the tty file kind.
+        if let Some(i) = self.inherit_fd.iter().find(|i| !i.key.starts_with("tty[")) {
             return refuse(format!("--inherit-fd fd[{}]:{}", i.fd, i.key));
         }
         if let Some(e) = self.external.first() {
