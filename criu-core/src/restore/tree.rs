@@ -244,7 +244,8 @@ struct TaskPipes {
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let start = std::time::Instant::now();
-    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ext_unix_sk: opts.ext_unix_sk, ..Default::default() })?;
+    let inherit_fds = opts.inherit_fd.iter().map(|i| (i.key.clone(), i.fd)).collect();
+    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ext_unix_sk: opts.ext_unix_sk, inherit_fds })?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
     // Before any task exists: every thread's credentials are ours to give.
