@@ -58,6 +58,9 @@ pub struct ProcStatus {
     pub no_new_privs: bool,
     /// `Seccomp` mode (0 none, 1 strict, 2 filter).
     pub seccomp: u32,
+    /// `VmPin`: memory whose pages something holds pinned (io_uring
+    /// registered buffers, RDMA memory regions), in kB.
+    pub vm_pin_kb: u64,
 }
 
 fn ids<T: std::str::FromStr>(v: &str) -> Option<Vec<T>> {
@@ -106,6 +109,7 @@ pub fn parse_status(text: &str, path: &Path) -> Result<ProcStatus> {
             "CapAmb" => s.cap_amb = hex(val).ok_or_else(bad)?,
             "NoNewPrivs" => s.no_new_privs = num(val)? != 0,
             "Seccomp" => s.seccomp = num(val)? as u32,
+            "VmPin" => s.vm_pin_kb = num(val.strip_suffix("kB").ok_or_else(bad)?.trim())? as u64,
             _ => {}
         }
     }
@@ -166,7 +170,7 @@ mod tests {
                  SigPnd:\t0000000000000001\nShdPnd:\t0000000000000002\nSigBlk:\t0000000000000004\n\
                  SigIgn:\t0000000000000008\nSigCgt:\t0000000000000010\nCapInh:\t0000000000000020\n\
                  CapPrm:\t0000000000000040\nCapEff:\t0000000000000080\nCapBnd:\t0000000000000100\n\
-                 CapAmb:\t0000000000000200\nNoNewPrivs:\t1\nSeccomp:\t2\n";
+                 CapAmb:\t0000000000000200\nNoNewPrivs:\t1\nSeccomp:\t2\nVmPin:\t      12 kB\n";
         let s = parse_status(t, Path::new("x")).unwrap();
         let want = ProcStatus {
             name: "worker".into(),
@@ -195,6 +199,7 @@ mod tests {
             cap_amb: 0x200,
             no_new_privs: true,
             seccomp: 2,
+            vm_pin_kb: 12,
         };
         assert_eq!(s, want);
         // Three ids where four belong is an error, not a guess.
