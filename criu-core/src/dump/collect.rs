@@ -102,6 +102,7 @@ fn seccomp_of(tid: i32, mode: u32) -> Result<Seccomp, DumpError> {
 const SIGTRAP_BIT: u64 = 1 << (libc::SIGTRAP - 1);
 
 /// Reads one thread's registers and signal state (no injection).
+#[tracing::instrument(level = "debug", skip_all, fields(tid))]
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
     let rseq = match ptrace_get_rseq_configuration(tid) {
@@ -155,6 +156,7 @@ fn vdso_syscall(pid: i32, maps: &[MapEntry]) -> Option<u64> {
 
 /// Runs the injected queries: process-wide ones in the leader, per-thread
 /// ones in every thread. Everything is undone before returning, on errors too.
+#[tracing::instrument(level = "debug", skip_all, fields(pid, threads = threads.len()))]
 fn run_injection(
     pid: i32,
     threads: &mut [ThreadState],
@@ -250,6 +252,7 @@ fn dump_memfd_contents(dir: &std::path::Path, stats: &mut MemStats, sh: &mut Sha
 /// Collects the descriptors, cwd, root, the executable and the files behind
 /// file-backed areas (setting each area's `file_id`). Returns the files and
 /// the executable's file id.
+#[tracing::instrument(level = "debug", skip_all, fields(pid))]
 fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Shared) -> Result<(FilesState, u32), DumpError> {
     let mut next_id = sh.next_file_id;
     let mut files_state = crate::files::dump::collect_fds(pid, &mut next_id, &mut sh.seen, &mut sh.sockets, FilesOptions { shell_job })?;
@@ -298,6 +301,7 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
 
 /// Collects everything about the frozen process and writes its memory to
 /// `pages`. Returns the state, the memory counters and the memory time.
+#[tracing::instrument(level = "debug", skip_all, fields(pid = fr.pid()))]
 pub fn collect(
     fr: &Frozen,
     dir: &std::path::Path,
@@ -334,6 +338,17 @@ pub fn collect(
     // The address space as it is with nothing of ours in it.
     let maps = proc::maps::read_smaps(pid)?;
     let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
+    for v in &vma_list {
+        tracing::debug!(
+            start = format_args!("{:#x}", v.map.start),
+            end = format_args!("{:#x}", v.map.end),
+            prot = v.prot,
+            flags = format_args!("{:#x}", v.mmap_flags),
+            status = format_args!("{:#x}", v.status),
+            "VMA {}",
+            v.map.path
+        );
+    }
     if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
         let m = &bad.map;
         return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}: {}", m.start, m.end, m.path, vmas::unsupported_reason(m))));

@@ -104,6 +104,7 @@ fn dup_all(fds: &[FdPlan], opened: &BTreeMap<u32, OwnedFd>) -> Result<()> {
     for f in fds {
         let desc = opened.get(&f.desc).ok_or(RestoreError::UnknownFileId { fd: f.fd, id: f.desc })?;
         dup3_to(desc.as_fd(), f.fd, f.cloexec)?;
+        tracing::debug!(fd = f.fd, id = f.desc, cloexec = f.cloexec, "fd installed");
     }
     Ok(())
 }
@@ -119,6 +120,7 @@ pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<(BTre
 
 /// [`open_descs`] with the tree's memfd objects by inode id (see
 /// [`super::OpenCtx::memfds`]).
+#[tracing::instrument(level = "debug", skip_all, fields(descs = descs.len()))]
 pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &BTreeMap<u64, BorrowedFd<'_>>) -> Result<(BTreeMap<u32, OwnedFd>, Later)> {
     let mut out = BTreeMap::new();
     let mut states = OpenStates::default();
@@ -128,9 +130,10 @@ pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &B
         let mut later = Vec::new();
         for &(id, d) in &pending {
             let cx = OpenCtx { floor, opened: &out, memfds, later: &leftover };
+            let t = std::time::Instant::now();
             match d.open(&mut states, &cx)? {
                 Opened::Fd(fd) => {
-                    tracing::debug!(id, name = %d.name(), "opened description");
+                    tracing::debug!(id, name = %d.name(), us = t.elapsed().as_micros() as u64, "opened description");
                     out.insert(*id, move_above(fd, floor)?);
                 }
                 Opened::NotYet => later.push((id, d)),

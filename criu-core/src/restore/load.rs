@@ -51,6 +51,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<TaskPlan> {
 }
 
 /// Loads the live task `root` of the dump in `images` with all its threads.
+#[tracing::instrument(level = "debug", skip_all, fields(pid = root.pid))]
 pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) -> Result<TaskPlan> {
     let images = images.clone();
     let pstree_path = images.image_path(ImageKind::Pstree, 0);

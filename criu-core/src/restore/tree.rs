@@ -87,6 +87,7 @@ impl TreePlan {
 }
 
 /// Reads and checks the whole tree of the dump in `dir`.
+#[tracing::instrument(level = "debug", skip_all, fields(dir = %dir.display()))]
 pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
     let images = open_dir(dir)?;
     let path = images.image_path(ImageKind::Pstree, 0);
@@ -242,6 +243,7 @@ struct TaskPipes {
 /// created is killed (nothing half-restored stays).
 ///
 /// Must be called from a single-threaded process (the tasks are forks).
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let start = std::time::Instant::now();
     let load_opts = LoadOptions {
@@ -313,12 +315,16 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
                 rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
-                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped).suspending_seccomp(seccomp));
+                tracked.push(
+                    Tracked::new(t.pid, thread_ends(plan), rx, go, stopped)
+                        .suspending_seccomp(seccomp)
+                        .with_areas(super::watch::Area::of_image(&plan.vmas)),
+                );
             }
             // Every task is held before its first instruction: the caller
             // may still refuse (post-restore) or prepare (pre-resume).
             let hooks = opts.actions.as_ref();
-            barrier::run(&mut tracked, &mut guard, &mut || {
+            let watch = barrier::run(&mut tracked, &mut guard, opts.watch, &mut || {
                 crate::actions::run(hooks, Action::PostRestore, Some(child))?;
                 // TCP connections out of repair mode before anything runs.
                 later.before_run()?;
@@ -331,7 +337,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             later.after_run();
             let stats = RestoreStats { forking_time, restore_time: start.elapsed(), pages_restored };
             tracing::info!(pid = child, tasks = tracked.len(), restore_ms = stats.restore_time.as_millis() as u64, pages_restored, "restored");
-            Ok(Restored { pid: child, stats })
+            Ok(Restored { pid: child, stats, watch })
         }
     }
 }
