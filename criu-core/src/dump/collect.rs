@@ -7,7 +7,7 @@ use super::memory::MemStats;
 use super::model::*;
 use super::shared::Shared;
 use super::{vmas, DumpError};
-use crate::files::reg::{path_file, DIR_FLAGS};
+use crate::files::reg::{map_file_flags, path_file, DIR_FLAGS};
 use crate::files::FilesOptions;
 use crate::proc::{self, maps::MapEntry};
 use crate::ptrace::freeze::Frozen;
@@ -266,8 +266,11 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
     files_state.files.push(path_file(pid, "exe", exe_file_id, libc::O_RDONLY as u32)?);
     files_state.cwd_id = cwd_id;
     files_state.root_id = root_id;
-    // File-backed areas get a file id each (same file, same id).
-    let mut vma_files: Vec<((u32, u32), u64, u32)> = Vec::new();
+    // File-backed areas get a file id each (same file opened the same way,
+    // same id), with the mode the file was opened in (not the area's
+    // protection: a read-only area of a file opened O_RDWR may become
+    // writable again with mprotect).
+    let mut vma_files: Vec<(((u32, u32), u64), u32, u32)> = Vec::new();
     for v in vma_list.iter_mut() {
         if v.map.inode == 0 || v.status & vmas::status::AREA_REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
             continue;
@@ -275,16 +278,15 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
         if crate::files::memfd::is_memfd_link(&format!("{} (deleted)", v.map.path)) && v.map.deleted {
             v.status |= vmas::status::AREA_MEMFD;
         }
-        let key = (v.map.dev, v.map.inode);
+        let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
+        let key = ((v.map.dev, v.map.inode), map_file_flags(pid, &link)?);
         v.file_id = match vma_files.iter().find(|f| (f.0, f.1) == key) {
             Some(f) => f.2,
             None => {
                 let id = next_id;
                 next_id += 1;
                 vma_files.push((key.0, key.1, id));
-                let writable = v.map.shared && v.map.has(crate::proc::maps::vmflag::MAYWRITE);
-                let flags = if writable { libc::O_RDWR } else { libc::O_RDONLY } as u32;
-                let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
+                let flags = key.1;
                 let target = format!("{}{}", v.map.path, if v.map.deleted { " (deleted)" } else { "" });
                 if crate::files::memfd::is_memfd_link(&target) {
                     files_state.files.push(crate::files::memfd::vma_file(pid, &link, &target, id, flags, &mut sh.seen)?);

@@ -248,10 +248,10 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let start = std::time::Instant::now();
     let load_opts = LoadOptions {
         shell_job: opts.shell_job,
+        inherit_fds: opts.inherit_fd.iter().map(|i| (i.key.clone(), i.fd)).collect(),
         ext_unix_sk: opts.ext_unix_sk,
         tcp_established: opts.tcp_established,
         tcp_close: opts.tcp_close,
-        inherit_fds: opts.inherit_fd.iter().map(|i| (i.key.clone(), i.fd)).collect(),
         ..Default::default()
     };
     let mut tree = load_tree(&opts.dir, load_opts)?;
@@ -284,6 +284,8 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let live: Vec<&TaskPlan> = tree.live().collect();
     let mut shared = super::shared::create(&images, &live)?;
     let floor = super::shared::tree_floor(&live);
+    // Owners are set once every task exists (the owner may be any of them).
+    let owned = crate::files::fdtable::owned(&shared.descs, live.iter().flat_map(|t| &t.owners), floor)?;
     drop(live);
     let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
     let above = |(rx, tx): (OwnedFd, OwnedFd)| -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
@@ -325,6 +327,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             // may still refuse (post-restore) or prepare (pre-resume).
             let hooks = opts.actions.as_ref();
             let watch = barrier::run(&mut tracked, &mut guard, opts.watch, &mut || {
+                crate::files::fdtable::set_owners(&owned)?;
                 crate::actions::run(hooks, Action::PostRestore, Some(child))?;
                 // TCP connections out of repair mode before anything runs.
                 later.before_run()?;
@@ -383,6 +386,9 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
             }
         }
         set_ids(t, &tree.tasks[0])?;
+        if idx == 0 {
+            crate::files::tty::take_foreground(plan, t.pid, t.pgid, t.sid)?;
+        }
         let pm = build_memory(plan, parent, &tree.ids())?;
         // Children inherit this memory copy-on-write (not in a lazy
         // restore, where pages come later, each task's on its own).
