@@ -510,24 +510,31 @@ static void cow_mark(char *area, size_t pg)
 	*(uint64_t *)(area + pg * PAGE) = 0xc0ffee0000ULL + pg;
 }
 
+/* A file NAME of PAGES pages holding the pattern of SEED, mapped privately
+ * and read-write at AT. */
+static char *pattern_file(const char *name, uint64_t seed, size_t pages, unsigned long at)
+{
+	int fd = open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)(pages * PAGE)))
+		die(name);
+	char *w = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (w == MAP_FAILED)
+		die(name);
+	fill(w, seed, pages);
+	munmap(w, pages * PAGE);
+	char *p = mmap((void *)at, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		die(name);
+	return p;
+}
+
 /* cow-file: a file holding the pattern, mapped privately; R writes its
  * first COW_PRE pages before the fork. */
 static void cow_file_setup(void)
 {
 	cow_file.read = &ctl->cowf_read;
-	int fd = open("cow-file", O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || ftruncate(fd, COW_PAGES * PAGE))
-		die("cow-file");
-	char *w = mmap(NULL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (w == MAP_FAILED)
-		die("mmap cow-file shared");
-	fill(w, COW_SEED, COW_PAGES);
-	munmap(w, COW_PAGES * PAGE);
-	cow_file.p = mmap((void *)0x6e1000000000UL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0);
-	close(fd);
-	if (cow_file.p == MAP_FAILED)
-		die("mmap cow-file");
+	cow_file.p = pattern_file("cow-file", COW_SEED, COW_PAGES, 0x6e1000000000UL);
 	for (size_t pg = 0; pg < COW_PRE; pg++)
 		cow_mark(cow_file.p, pg);
 }
@@ -760,19 +767,7 @@ static void guard_setup(void)
 	if (gd_anon == MAP_FAILED)
 		die("mmap guard");
 	fill(gd_anon, GD_SEED, GD_ANON_PAGES);
-	int fd = open("guard-file", O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || ftruncate(fd, GD_FILE_PAGES * PAGE))
-		die("guard-file");
-	char *w = mmap(NULL, GD_FILE_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (w == MAP_FAILED)
-		die("mmap guard-file shared");
-	fill(w, GD_SEED, GD_FILE_PAGES);
-	munmap(w, GD_FILE_PAGES * PAGE);
-	gd_file = mmap((void *)0x6e2100000000UL, GD_FILE_PAGES * PAGE, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0);
-	close(fd);
-	if (gd_file == MAP_FAILED)
-		die("mmap guard-file");
+	gd_file = pattern_file("guard-file", GD_SEED, GD_FILE_PAGES, 0x6e2100000000UL);
 	for (size_t pg = 0; pg < GD_ANON_PAGES; pg++)
 		if (GD_ANON_MASK >> pg & 1 && madvise(gd_anon + pg * PAGE, PAGE, MADV_GUARD_INSTALL))
 			die("MADV_GUARD_INSTALL");
