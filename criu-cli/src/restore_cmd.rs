@@ -7,6 +7,14 @@
 //! without `-d`) that reports a task dying of a signal with where it
 //! faulted; then, without `-d`, waiting for the root and exiting with its
 //! status.
+//!
+//! With `--mmap-page-image` the memory mapped from the images is converted
+//! to anonymous memory ([`criu_core::restore::image_map`]) after the
+//! status byte: by a detached `criu-rs restore --finish-mmap PID` with `-d`
+//! (its log goes to the restore's log file, or its stderr), by criu-rs
+//! itself after the watch and before it waits without `-d`.
+//! `--finish-mmap PID` alone runs that conversion again, for a helper that
+//! was killed.
 
 use anyhow::{bail, Context, Result};
 use criu_core::actions::Action;
@@ -34,6 +42,9 @@ pub fn restore(o: &Opts) -> Result<i32> {
         }
     }
     let dir = o.images_dir();
+    if let Some(pid) = o.finish_mmap {
+        return finish_mmap(pid, &dir).map(|()| 0);
+    }
     let stages = Stages::new(&o.action_scripts, &dir, o.status_fd);
     let mut opts = RestoreOptions::new(&dir);
     opts.shell_job = o.shell_job;
@@ -46,6 +57,7 @@ pub fn restore(o: &Opts) -> Result<i32> {
     }
     opts.leave_stopped = o.final_state == FinalState::Stopped;
     opts.ext_unix_sk = o.ext_unix_sk.is_some();
+    opts.mmap_page_image = o.mmap_page_image;
     opts.tcp_established = o.tcp_established;
     opts.tcp_close = o.tcp_close;
     opts.file_locks = o.file_locks;
@@ -71,6 +83,7 @@ pub fn restore(o: &Opts) -> Result<i32> {
         tracing::error!("post-resume: {e}");
     }
     stages.ready()?;
+    // The watch traces the tasks: the conversion comes after it.
     let seen = std::mem::take(&mut r.watch).run(watch, r.pid);
     for d in &seen.deaths {
         tracing::error!("{d}");
@@ -82,11 +95,69 @@ pub fn restore(o: &Opts) -> Result<i32> {
         if let Some(d) = seen.deaths.first() {
             bail!("{d}");
         }
+        if o.mmap_page_image {
+            spawn_converter(o, r.pid, &dir)?;
+        }
         return Ok(0);
+    }
+    if o.mmap_page_image && seen.root_status.is_none() {
+        // The tree runs meanwhile; a failure leaves it on its mappings.
+        if let Err(e) = finish_mmap(r.pid, &dir) {
+            tracing::error!("{e:#}");
+        }
     }
     // As CRIU: wait for the restored task and exit with its status.
     match seen.root_status {
         Some(status) => Ok(status),
         None => Ok(criu_core::restore::wait_exit(r.pid)?),
     }
+}
+
+/// Converts the image mappings of `pid`'s tree (see the module doc).
+fn finish_mmap(pid: i32, dir: &std::path::Path) -> Result<()> {
+    use criu_core::restore::image_map::convert;
+    let files = convert::image_files(dir).with_context(|| format!("finding the pages images in {}", dir.display()))?;
+    let t = std::time::Instant::now();
+    let done = convert::convert_tree(pid, &files).with_context(|| format!("converting the image mappings of pid {pid}"))?;
+    tracing::info!(
+        pid,
+        tasks = done.tasks,
+        chunks = done.chunks,
+        bytes = done.bytes,
+        recopied = done.recopied,
+        longest_stop_us = done.longest_stop.as_micros() as u64,
+        skipped = done.skipped,
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "image mappings converted: the images are no longer used"
+    );
+    Ok(())
+}
+
+/// Starts the detached conversion helper: `criu-rs restore --finish-mmap
+/// PID -D DIR`, in a session of its own, logging at our level to our log
+/// file (appended) or our stderr.
+fn spawn_converter(o: &Opts, pid: i32, dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding criu-rs's own binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("restore").arg("--finish-mmap").arg(pid.to_string()).arg("-D").arg(dir).arg(format!("-v{}", o.level()));
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    if let Some(log) = &o.log_file {
+        let path = o.in_work_dir(log);
+        let f = std::fs::OpenOptions::new().append(true).open(&path).with_context(|| format!("opening the log file {}", path.display()))?;
+        cmd.stderr(f);
+    }
+    // SAFETY: setsid and close_range are plain syscalls (async-signal
+    // safe); nothing else runs between fork and exec. Descriptors above 2
+    // (a --status-fd pipe, ...) are not the helper's to keep open.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("starting the conversion helper")?;
+    tracing::info!(helper = child.id(), pid, "conversion helper started");
+    Ok(())
 }

@@ -39,7 +39,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let reloc = start.elapsed() / runs;
 
-    // `--only blob|dump|restore|predump|lazy|fds`: one group of rows.
+    // `--only blob|dump|restore|predump|lazy|fds|mmap`: one group of rows.
     let only = crate::flag_value(args, "--only")?;
     let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut rows: Vec<(&str, String)> = Vec::new();
@@ -63,6 +63,10 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if want("fds") {
         rows.extend(crate::bench_fds::rows(&root, if only.is_some() { runs.min(7) } else { runs.min(3) })?);
+    }
+    if want("mmap") {
+        let criu_rs = crate::bench_lazy::build_criu_rs(&root)?;
+        rows.extend(crate::bench_mmap::rows(&root, &criu_rs, if only.is_some() { runs.min(5) } else { runs.min(3) })?);
     }
     print_rows(&rows);
     Ok(())

@@ -87,7 +87,7 @@ pub fn fault_rows(root: &Path, runs: u32) -> Result<Vec<(&'static str, String)>>
 
 /// Builds the release `criu-rs`; returns its path. `BENCH_CRIU_RS=PATH`
 /// measures that binary instead (e.g. another branch's build).
-fn build_criu_rs(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_criu_rs(root: &Path) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("BENCH_CRIU_RS") {
         return Ok(PathBuf::from(p));
     }

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Kills and reaps a child on drop.
-struct Kill(Child);
+pub(crate) struct Kill(pub(crate) Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -91,7 +91,12 @@ pub fn fault_only(root: &Path, criu_rs: &Path, runs: u32) -> Result<Vec<(&'stati
 
 /// A fresh work directory with lazymem compiled in it.
 fn prepare(root: &Path) -> Result<(PathBuf, PathBuf)> {
-    let work = root.join("target/bench-lazy/restore");
+    prepare_lazymem(root, "target/bench-lazy/restore")
+}
+
+/// A fresh work directory `root/sub` with lazymem compiled in it.
+pub(crate) fn prepare_lazymem(root: &Path, sub: &str) -> Result<(PathBuf, PathBuf)> {
+    let work = root.join(sub);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let lazymem = work.join("lazymem");
@@ -194,13 +199,13 @@ impl Dumped {
 }
 
 /// `pidfd_open(pid, 0)`.
-fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(pid).context("bad pid")?;
     Ok(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?)
 }
 
 /// Polls `cond` every millisecond for up to 60 s.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
     let t = Instant::now();
     while !cond() {
         ensure!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");

@@ -177,6 +177,10 @@ pub struct Opts {
     pub register_timeout: u64,
     /// criu-rs: `lazy-pages --connect-timeout SECS`.
     pub connect_timeout: u64,
+    /// criu-rs: `restore --mmap-page-image`.
+    pub mmap_page_image: bool,
+    /// criu-rs: `restore --finish-mmap PID`.
+    pub finish_mmap: Option<i32>,
     /// Options given that criu-rs refuses where they matter: long name ->
     /// (the option as written, commands where refused, why).
     pub refused: BTreeMap<&'static str, (String, &'static [Cmd], &'static str)>,
@@ -231,6 +235,8 @@ impl Default for Opts {
             tasks: None,
             register_timeout: 30,
             connect_timeout: 60,
+            mmap_page_image: false,
+            finish_mmap: None,
             refused: BTreeMap::new(),
         }
     }

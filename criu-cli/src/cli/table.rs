@@ -352,6 +352,13 @@ pub static OPTIONS: &[Opt] = &[
         "criu-rs: time a task may take to register its lazy ranges (default 30)"),
     opt("connect-timeout", None, Required("SECONDS"), &[LazyPages], set!(|o, v, on| { o.connect_timeout = number(v)?; Ok(()) }),
         "criu-rs: time to wait for the next task (default 60)"),
+    opt("mmap-page-image", None, NoArg, RESTORE, set!(|o, v, on| { o.mmap_page_image = true; Ok(()) }),
+        "criu-rs: map private memory from the pages images (instant restore), then make it anonymous in the background"),
+    opt("finish-mmap", None, Required("PID"), RESTORE, set!(|o, v, on| {
+        let pid: i32 = v.unwrap_or("").trim().parse().map_err(|_| format!("invalid pid {:?}", v.unwrap_or("")))?;
+        o.finish_mmap = Some(pid);
+        Ok(())
+    }), "criu-rs: convert what a --mmap-page-image restore of -D's images left mapped in PID and its descendants, then exit"),
 ];
 
 /// The clap argument for `o` in command `cmd`'s parser (hidden where it

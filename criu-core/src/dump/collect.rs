@@ -9,14 +9,14 @@ use super::shared::Shared;
 use super::{vmas, DumpError};
 use crate::files::reg::{map_file_flags, path_file, DIR_FLAGS};
 use crate::files::FilesOptions;
-use crate::proc::{self, maps::MapEntry};
+use crate::proc;
 use crate::ptrace::freeze::Frozen;
-use crate::ptrace::inject::{find_syscall_insn, Injector};
+use crate::ptrace::inject::{vdso_syscall_ip, Injector};
 use crate::ptrace::raw::{
     ptrace_get_rseq_configuration, ptrace_getsigmask, ptrace_peeksiginfo, ptrace_seccomp_get_filter, ptrace_seccomp_get_metadata,
     RseqConfig,
 };
-use crate::ptrace::{regs, remote, PtraceError};
+use crate::ptrace::{regs, PtraceError};
 
 /// `get_robust_list(tid, &head, &len)`: a thread's robust futex list.
 pub fn get_robust_list(tid: i32) -> Result<(u64, u64), nix::errno::Errno> {
@@ -144,14 +144,6 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         pdeath_sig: 0,
         seccomp: seccomp_of(tid, status.seccomp)?,
     })
-}
-
-/// Finds a `syscall` instruction in the process's vDSO.
-fn vdso_syscall(pid: i32, maps: &[MapEntry]) -> Option<u64> {
-    let v = maps.iter().find(|m| m.path == "[vdso]" && m.read && m.exec)?;
-    let mut buf = vec![0u8; v.len() as usize];
-    remote::read_exact(pid, v.start, &mut buf).ok()?;
-    find_syscall_insn(&buf, v.start)
 }
 
 /// Runs the injected queries: process-wide ones in the leader, per-thread
@@ -328,7 +320,7 @@ pub fn collect(
     let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
 
     let maps_before = proc::maps::read_smaps(pid)?;
-    let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall(pid, &maps_before) };
+    let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps_before) };
     let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids, track)?;
     // Threads dumped at their rseq abort handler go on from there too
     // (when let go), as the kernel would have sent them.

@@ -25,7 +25,7 @@ use crate::images::{ImageDir, ImageError, ImageKind};
 use crate::restore::error::{RestoreError, Result, SysContext};
 use rustix::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, SeekFrom};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -150,7 +150,8 @@ impl FdKind for Memfd {
     const FD_TYPE: FdTypes = FdTypes::Memfd;
     type Dumped = MemfdDumped;
     type Plan = MemfdPlan;
-    type OpenState = ();
+    /// Inodes whose memfd_create'd file was given to a description.
+    type OpenState = BTreeSet<u64>;
 
     fn claims(p: &FdProbe) -> bool {
         p.file_type() == libc::S_IFREG && is_memfd_link(&p.target) && p.md.nlink() == 0
@@ -196,12 +197,21 @@ impl FdKind for Memfd {
         Ok(MemfdPlan { flags: m.flags.unwrap_or_default() as i32, pos: m.pos.unwrap_or_default(), inode_id, name: inode.name.clone() })
     }
 
-    fn open(p: &MemfdPlan, _st: &mut (), cx: &OpenCtx<'_>) -> Result<Opened> {
+    fn open(p: &MemfdPlan, given: &mut BTreeSet<u64>, cx: &OpenCtx<'_>) -> Result<Opened> {
         let object = cx
             .memfds
             .get(&p.inode_id)
             .ok_or_else(|| RestoreError::Prepare(format!("no object for memfd inode {} ({:?})", p.inode_id, p.name)))?;
-        let fd = reopen(*object, p.flags)?;
+        // The first read-write description is the memfd_create'd file
+        // itself, as when the program made it: execveat() of a memfd works
+        // through that one only (as in CRIU).
+        let fd = if p.flags & libc::O_ACCMODE == libc::O_RDWR && given.insert(p.inode_id) {
+            let fd = rustix::io::fcntl_dupfd_cloexec(*object, 0).sys(|| format!("dup(memfd:{})", p.name))?;
+            super::fdtable::set_status_flags(&fd, p.flags)?;
+            fd
+        } else {
+            reopen(*object, p.flags)?
+        };
         if p.pos != 0 {
             rustix::fs::seek(&fd, SeekFrom::Start(p.pos)).sys(|| format!("lseek(memfd:{}, {})", p.name, p.pos))?;
         }

@@ -42,6 +42,15 @@ pub fn find_syscall_insn(bytes: &[u8], base: u64) -> Option<u64> {
     bytes.windows(2).position(|w| w == SYSCALL_INSN).map(|i| base + i as u64)
 }
 
+/// Finds a `syscall` instruction in process `pid`'s vDSO (`maps`: its
+/// mappings).
+pub fn vdso_syscall_ip(pid: i32, maps: &[crate::proc::maps::MapEntry]) -> Option<u64> {
+    let v = maps.iter().find(|m| m.path == "[vdso]" && m.read && m.exec)?;
+    let mut buf = vec![0u8; v.len() as usize];
+    super::remote::read_exact(pid, v.start, &mut buf).ok()?;
+    find_syscall_insn(&buf, v.start)
+}
+
 impl Injector {
     /// Prepares the frozen thread `tid`. With `syscall_ip` None the two bytes
     /// at the thread's `rip` are replaced by `syscall` until [`restore`](Self::restore).

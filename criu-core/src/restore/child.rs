@@ -214,11 +214,12 @@ fn open_ro(path: &std::path::Path, floor: i32) -> Result<OwnedFd> {
 /// group are set and before it forks its children (which inherit it): sets
 /// its THP setting, premaps its private VMAs (taking the copies inherited
 /// from `parent` where they stand for its own, see [`super::cow`]) and
-/// fills them from the pages files. Protections and advice come later
-/// ([`prepare`]), after the children are forked. `ids`: every pid and tid
-/// of the tree (the fill's helper thread must not hold one of them).
+/// fills them from the pages files (with `map_pages`, maps what it can
+/// from them instead: [`super::image_map`]). Protections and advice come
+/// later ([`prepare`]), after the children are forked. `ids`: every pid and
+/// tid of the tree (the fill's helper thread must not hold one of them).
 #[tracing::instrument(level = "debug", skip_all, fields(pid = plan.pid, vmas = plan.vmas.len()))]
-pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32]) -> Result<Premap> {
+pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32], map_pages: bool) -> Result<Premap> {
     raise_nofile();
     set_thp_disabled(plan.mm.thp_disabled.unwrap_or(false))?;
     let floor = fd_floor(&plan.fds);
@@ -239,9 +240,13 @@ pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32]) 
     });
     let take = |i: usize| pm.placed.iter().any(|p| p.vma == i && p.inherited);
     let mut stats = cow::CowStats::default();
+    let mut budget = super::image_map::MAX_MAPPED;
     for pages in &sources {
         let fd = open_ro(&pages.path, floor)?;
-        let (shared, own) = cow::split(pages, &plan.vmas, &take);
+        let (shared, mut own) = cow::split(pages, &plan.vmas, &take);
+        if map_pages && !own.runs.is_empty() {
+            own = super::image_map::map_from_image(&pm, &plan.vmas, &own, &fd, &mut budget)?.rest;
+        }
         if !own.runs.is_empty() {
             fill(&pm, &plan.vmas, &own, &fd, ids)?;
         }

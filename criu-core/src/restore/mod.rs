@@ -31,6 +31,7 @@ pub mod fill;
 pub mod fs;
 pub mod helper_thread;
 pub mod hole;
+pub mod image_map;
 pub mod hugefill;
 pub mod jump;
 pub mod lazy;
@@ -62,6 +63,9 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     /// `--lazy-pages`: the lazy-pages daemon's socket (see [`lazy`]).
     pub lazy_pages: Option<PathBuf>,
+    /// `--mmap-page-image`: private anonymous memory is mapped from the
+    /// pages images, to be converted afterwards ([`image_map`]).
+    pub mmap_page_image: bool,
     /// `--leave-stopped` (`-s`): leave every task stopped instead of
     /// resuming it (not implemented yet: refused before anything is made).
     pub leave_stopped: bool,
@@ -110,6 +114,7 @@ impl RestoreOptions {
             dir: dir.into(),
             shell_job: false,
             lazy_pages: None,
+            mmap_page_image: false,
             leave_stopped: false,
             ext_unix_sk: false,
             tcp_established: false,
@@ -140,6 +145,9 @@ impl RestoreOptions {
         }
         if let Some(e) = self.external.first() {
             return refuse(format!("--external {e}"));
+        }
+        if self.mmap_page_image && self.lazy_pages.is_some() {
+            return refuse("--mmap-page-image with --lazy-pages (pages are either mapped from the images or served lazily)".into());
         }
         Ok(())
     }

@@ -162,17 +162,19 @@ fn take_inherited(from: u64, to: u64, len: u64, prot: ProtFlags) -> std::result:
 
 pub use super::fill::fill;
 
-/// One stretch of present pages: where it goes, how long, where in the
-/// pages file, whether its VMA is private anonymous memory, whether huge
-/// pages may back it (the VMA was not advised `MADV_NOHUGEPAGE`), and the
-/// VMA's premap range.
+/// One stretch of present pages: where it goes (premap address, and the
+/// dumped address `vaddr`), how long, where in the pages file, whether its VMA is private anonymous memory, whether huge
+/// pages may back it (the VMA was not advised `MADV_NOHUGEPAGE`), the
+/// VMA's premap range and its index in the task's VMA list.
 pub(super) struct Segment {
     pub addr: u64,
+    pub vaddr: u64,
     pub len: u64,
     pub off: u64,
     pub anon: bool,
     pub huge_ok: bool,
     pub vma: (u64, u64),
+    pub index: usize,
 }
 
 /// The pages file's runs cut at VMA boundaries and translated to premap
@@ -193,11 +195,13 @@ pub(super) fn segments(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan) -> Resu
             let seg_end = end.min(vmas[p.vma].end);
             segs.push(Segment {
                 addr: pm.translate(vmas, p, vaddr),
+                vaddr,
                 len: seg_end - vaddr,
                 off: run.file_off + (vaddr - run.vaddr),
                 anon: vmas[p.vma].kind == VmaKind::Anon,
                 huge_ok: vmas[p.vma].madv & (1 << libc::MADV_NOHUGEPAGE) == 0,
                 vma: (p.addr, p.addr + vmas[p.vma].len()),
+                index: p.vma,
             });
             vaddr = seg_end;
         }

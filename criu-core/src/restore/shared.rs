@@ -151,13 +151,16 @@ fn memfd_object(images: &ImageDir, inode: &pb::MemfdInodeEntry, size: u64) -> Re
     let fd = rustix::fs::memfd_create(name.as_str(), rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING)
         .sys(|| format!("memfd_create({name:?})"))?;
     rustix::fs::ftruncate(&fd, size).sys(|| format!("ftruncate(memfd {name:?}, {size})"))?;
-    // SAFETY: a fresh shared mapping of our own memfd; unmapped below.
-    let mem = unsafe { rustix::mm::mmap(std::ptr::null_mut(), size as usize, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, &fd, 0) }
-        .sys(|| format!("mapping memfd {name:?}"))?;
-    let filled = fill_object(images, shmid, mem as u64, size);
-    // SAFETY: `mem` is the mapping made above; nothing refers to it now.
-    let _ = unsafe { rustix::mm::munmap(mem, size as usize) };
-    filled?;
+    // An empty memfd has nothing to fill (and cannot be mapped).
+    if size > 0 {
+        // SAFETY: a fresh shared mapping of our own memfd; unmapped below.
+        let mem = unsafe { rustix::mm::mmap(std::ptr::null_mut(), size as usize, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, &fd, 0) }
+            .sys(|| format!("mapping memfd {name:?}"))?;
+        let filled = fill_object(images, shmid, mem as u64, size);
+        // SAFETY: `mem` is the mapping made above; nothing refers to it now.
+        let _ = unsafe { rustix::mm::munmap(mem, size as usize) };
+        filled?;
+    }
     if let Some(mode) = inode.mode {
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777)).sys(|| format!("fchmod(memfd {name:?})"))?;
     }

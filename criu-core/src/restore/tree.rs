@@ -62,6 +62,9 @@ pub struct TreePlan {
     /// Per task (same indices as `tasks`), its lazy-pages setup when
     /// restoring with `--lazy-pages` ([`lazy::setup`]); empty until then.
     pub lazy: Vec<Option<LazySetup>>,
+    /// `--mmap-page-image`: private anonymous pages are mapped from the
+    /// images ([`super::image_map`]).
+    pub map_pages: bool,
 }
 
 impl TreePlan {
@@ -135,7 +138,7 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
     }
     warn_shared_tables(&images, &tasks)?;
     assign_first_held(&images, &mut tasks)?;
-    Ok(TreePlan { tasks, lazy: Vec::new() })
+    Ok(TreePlan { tasks, lazy: Vec::new(), map_pages: false })
 }
 
 /// Gives each live task the descriptions it is the first to hold (it
@@ -267,6 +270,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         });
     }
     tree.lazy = lazy_setups;
+    tree.map_pages = opts.mmap_page_image;
     // Private pages filled before the tasks run (shared memory objects are
     // filled once for the tree and not counted, as CRIU's count).
     let pages_restored: u64 = tree
@@ -389,10 +393,11 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
         if idx == 0 {
             crate::files::tty::take_foreground(plan, t.pid, t.pgid, t.sid)?;
         }
-        let pm = build_memory(plan, parent, &tree.ids())?;
+        let pm = build_memory(plan, parent, &tree.ids(), tree.map_pages)?;
         // Children inherit this memory copy-on-write (not in a lazy
-        // restore, where pages come later, each task's on its own).
-        let shares = tree.lazy.iter().all(Option::is_none);
+        // restore, where pages come later, each task's on its own, nor
+        // where pages are mapped from each task's own image).
+        let shares = tree.lazy.iter().all(Option::is_none) && !tree.map_pages;
         let me = cow::Parent { vmas: &plan.vmas, premap: &pm };
         let me = shares.then_some(&me);
         let subreaper = plan.core.tc.as_ref().and_then(|tc| tc.child_subreaper).unwrap_or(false);
@@ -612,6 +617,7 @@ mod tests {
         let tree = TreePlan {
             tasks: vec![zombie(10, 0, 10, 10), zombie(11, 10, 11, 10), zombie(12, 10, 20, 20), zombie(13, 10, 13, 13)],
             lazy: Vec::new(),
+            map_pages: false,
         };
         let need: Vec<Option<Helper>> = (0..4).map(|i| needs_helper(&tree, i)).collect();
         assert_eq!(need, [None, None, Some(Helper::Session(20)), None]);

@@ -1,0 +1,548 @@
+//! Turning the regions a `--mmap-page-image` restore mapped from the pages
+//! images into plain anonymous memory, while the process runs.
+//!
+//! # The switch, and why this one
+//!
+//! A region is a private mapping of a pages image: its pages are either
+//! still the file's (page-cache pages, never written) or private copies the
+//! process made by writing (anonymous pages in a file VMA). The process
+//! must end with an anonymous VMA at the same place holding the same bytes,
+//! and no write may be lost between the copy and the switch.
+//!
+//! What the kernel offers, and what each is good for here:
+//! - `UFFDIO_MOVE` would move the written pages without copying, but it
+//!   moves only between anonymous VMAs: the region is a file VMA.
+//! - A userfaultfd cannot catch missing faults on a private file mapping,
+//!   and synchronous write-protection is for anonymous, shmem and hugetlb
+//!   memory only; *asynchronous* write-protection (`UFFD_FEATURE_WP_ASYNC`
+//!   with `WP_UNPOPULATED`) works on any memory and never stops the
+//!   process: the kernel clears a page's protection on its first write,
+//!   and `PAGEMAP_SCAN` lists the pages written since ([`crate::dump::track`]
+//!   uses the same for pre-dumps).
+//! - `mremap(MREMAP_FIXED)` of a fresh anonymous copy over the region
+//!   replaces it atomically, page tables and all, and the file's last
+//!   reference goes with it.
+//! - The one thing nothing replaces is a moment where no thread writes
+//!   between the last copy and the `mremap`: a `PTRACE_INTERRUPT` stop of
+//!   the process's threads (they resume where they were; a syscall they
+//!   were in restarts, as after a dump with `--leave-running`).
+//!
+//! So each region, cut into chunks of at most [`CHUNK`] bytes, goes
+//! through:
+//! 1. *stop*: an injected `mmap` makes the anonymous copy area in the
+//!    process (2 MiB aligned like the region, so huge pages survive the
+//!    move); *go*;
+//! 2. running: the chunk is write-protected (asynchronously) through a
+//!    userfaultfd the process made (an injected `userfaultfd`, our copy by
+//!    `pidfd_getfd`, theirs closed), then copied into the copy area with
+//!    `process_vm_readv`/`process_vm_writev` (pages the process wrote come
+//!    from its private copies: reading the region reads what it sees);
+//! 3. *stop*: `PAGEMAP_SCAN` lists the pages written since step 2's
+//!    protection; they are copied again; injected `mprotect` (the region's
+//!    protection), `mremap` of the copy over the chunk, `madvise`s for the
+//!    VMA's flags (huge pages, dontdump, dontfork, mergeable) and `mlock`
+//!    when it was locked; *go*.
+//!
+//! Step 2 copies again, while the process runs, what was written during
+//! the copy before (the scan protects those pages again), up to [`ROUNDS`]
+//! times while that shrinks by half each round; so the stop of step 3
+//! copies only what was written during the last round.
+//! Where write-protection cannot be set up (an old kernel, the range held
+//! by another userfaultfd), step 3 copies every private copy in the chunk
+//! instead (`PAGEMAP_SCAN` for present pages that are not the file's):
+//! still exact, since a written page is always a private copy, only a
+//! longer stop. Before the `mremap`, step 3 checks in `/proc/PID/maps`
+//! that the chunk is still the same mapping of the same image: a process
+//! that unmapped or replaced it meanwhile keeps what it made.
+//!
+//! The conversion needs nothing kept from the restore: the regions are
+//! found in `/proc/PID/maps` as private mappings of the pages images
+//! (device and inode of every `pages-*.img` of the images directory and its
+//! parent chain). So a conversion stopped half-way (the helper killed)
+//! leaves a process running on what is left of its mappings (the images
+//! must stay), and the same function run again (`criu-rs restore
+//! --finish-mmap PID`) completes it; a copy area left mapped by a killed
+//! helper (step 1 done, step 3 not) stays in the process as unused
+//! anonymous memory of at most one chunk.
+
+use crate::dump::track::{copy_fd, start_area, TRACK_FEATURES};
+use crate::proc::maps::{read_smaps, vmflag, MapEntry};
+use crate::proc::pagemap::Pagemap;
+use crate::ptrace::freeze::Frozen;
+use crate::ptrace::inject::{vdso_syscall_ip, Injector};
+use crate::ptrace::remote;
+use crate::ptrace::PtraceError;
+use crate::uffd::Uffd;
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Largest piece of a region switched at once (the copy area's size, and
+/// the most a stop may have to copy).
+pub const CHUNK: u64 = 16 << 20;
+/// Most copy rounds while the process runs, for the pages written during
+/// the round before (a process writing everything all the time never
+/// settles; one writing a little does after a round or two).
+const ROUNDS: usize = 3;
+/// Below this many bytes written during a round, the rest is copied
+/// during the stop.
+const SETTLED: u64 = 256 << 10;
+/// Bytes copied per `process_vm_readv`/`writev` pair.
+const COPY_STEP: usize = 4 << 20;
+/// Huge page size: copy areas keep the region's offset within one.
+const HUGE: u64 = 2 << 20;
+/// Test knob: with `CRIU_RS_CONVERT_STALL_AFTER=N` set, the conversion
+/// stops for good (sleeps until killed) after switching N chunks, so that
+/// a test can kill it half-way.
+pub const STALL_ENV: &str = "CRIU_RS_CONVERT_STALL_AFTER";
+/// Test knob: `CRIU_RS_CONVERT_PAUSE_MS=N` makes the conversion wait N ms
+/// after each chunk (a test's program then surely runs during it).
+pub const PAUSE_ENV: &str = "CRIU_RS_CONVERT_PAUSE_MS";
+/// How long freezing a process may take.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(30);
+
+const NR_MMAP: i64 = libc::SYS_mmap;
+const NR_MUNMAP: i64 = libc::SYS_munmap;
+const NR_MPROTECT: i64 = libc::SYS_mprotect;
+const NR_MREMAP: i64 = libc::SYS_mremap;
+const NR_MADVISE: i64 = libc::SYS_madvise;
+const NR_MLOCK: i64 = libc::SYS_mlock;
+const NR_USERFAULTFD: i64 = libc::SYS_userfaultfd;
+const NR_CLOSE: i64 = libc::SYS_close;
+
+/// Error type for [`convert_tree`] and [`image_files`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Tracing the process failed.
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    /// Reading `/proc` failed.
+    #[error(transparent)]
+    Proc(#[from] crate::proc::ProcError),
+    /// A syscall run in the process failed.
+    #[error("pid {pid}: {call} in the process: {errno}")]
+    Injected { pid: i32, call: String, errno: rustix::io::Errno },
+    /// Copying a region's bytes failed (the image truncated under the
+    /// process, or the process gone).
+    #[error("pid {pid}: copying {what} {addr:#x}+{len:#x}: {errno}")]
+    Copy { pid: i32, what: &'static str, addr: u64, len: u64, errno: nix::errno::Errno },
+    /// The images directory could not be read.
+    #[error("{path}: {source}")]
+    Images { path: PathBuf, source: std::io::Error },
+    /// The process has no vDSO to run syscalls from.
+    #[error("pid {0}: no vDSO with a syscall instruction")]
+    NoVdso(i32),
+}
+
+type Result<T> = std::result::Result<T, ConvertError>;
+
+/// The pages images whose private mappings are converted, by (device
+/// major, minor, inode) as `/proc/PID/maps` names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFiles {
+    files: BTreeSet<(u32, u32, u64)>,
+}
+
+impl ImageFiles {
+    /// Whether `m` is a private mapping of one of the images.
+    pub fn maps(&self, m: &MapEntry) -> bool {
+        !m.shared && m.inode != 0 && self.files.contains(&(m.dev.0, m.dev.1, m.inode))
+    }
+
+    /// Whether there is no image at all.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Every `pages-*.img` of `dir` and of its parent chain (`dir/parent`,
+/// followed as pre-dumps link them).
+pub fn image_files(dir: &Path) -> Result<ImageFiles> {
+    let mut out = ImageFiles::default();
+    let mut seen = BTreeSet::new();
+    let mut at = Some(dir.to_path_buf());
+    while let Some(d) = at.take() {
+        let Ok(real) = std::fs::canonicalize(&d) else { break };
+        if !seen.insert(real.clone()) {
+            break;
+        }
+        let rd = std::fs::read_dir(&real).map_err(|source| ConvertError::Images { path: real.clone(), source })?;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("pages-") && name.ends_with(".img") {
+                if let Ok(md) = e.metadata() {
+                    let dev = md.dev();
+                    out.files.insert((libc::major(dev), libc::minor(dev), md.ino()));
+                }
+            }
+        }
+        let parent = real.join("parent");
+        if parent.exists() {
+            at = Some(parent);
+        }
+    }
+    Ok(out)
+}
+
+/// What a conversion did, for the log and the bench.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Converted {
+    /// Tasks looked at.
+    pub tasks: usize,
+    /// Chunks switched, and their bytes.
+    pub chunks: usize,
+    pub bytes: u64,
+    /// Bytes copied again during the stops.
+    pub recopied: u64,
+    /// Longest stop of a task.
+    pub longest_stop: Duration,
+    /// Chunks left alone because the process changed them meanwhile.
+    pub skipped: usize,
+}
+
+/// Converts every image mapping of `root` and of its descendants (as
+/// they are now) into anonymous memory; see the module doc.
+pub fn convert_tree(root: i32, files: &ImageFiles) -> Result<Converted> {
+    let mut total = Converted::default();
+    for pid in tree_of(root)? {
+        convert_task(pid, files, &mut total)?;
+        total.tasks += 1;
+    }
+    Ok(total)
+}
+
+/// `root` and its descendants, parents first.
+fn tree_of(root: i32) -> Result<Vec<i32>> {
+    let mut all = vec![root];
+    let mut i = 0;
+    while i < all.len() {
+        let pid = all[i];
+        for tid in crate::proc::misc::read_tasks(pid).unwrap_or_default() {
+            let path = format!("/proc/{pid}/task/{tid}/children");
+            for c in std::fs::read_to_string(path).unwrap_or_default().split_whitespace() {
+                if let Ok(c) = c.parse::<i32>() {
+                    if !all.contains(&c) {
+                        all.push(c);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(all)
+}
+
+/// One chunk to switch: where, and the mapping it belongs to as first seen.
+#[derive(Debug, Clone)]
+struct Chunk {
+    start: u64,
+    end: u64,
+    /// The region's map entry (for its file, offset, protection and flags).
+    map: MapEntry,
+}
+
+impl Chunk {
+    fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// The file offset at `addr` inside the chunk.
+    fn offset_at(&self, addr: u64) -> u64 {
+        self.map.offset + (addr - self.map.start)
+    }
+}
+
+/// The chunks of `pid`'s image mappings, in address order.
+fn chunks_of(maps: &[MapEntry], files: &ImageFiles) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    for m in maps.iter().filter(|m| files.maps(m)) {
+        let mut at = m.start;
+        while at < m.end {
+            // Chunk ends on CHUNK boundaries of the address space, so that
+            // a restart cuts the same way.
+            let end = ((at / CHUNK + 1) * CHUNK).min(m.end);
+            out.push(Chunk { start: at, end, map: m.clone() });
+            at = end;
+        }
+    }
+    out
+}
+
+/// Converts `pid`'s image mappings.
+fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<()> {
+    let maps = read_smaps(pid)?;
+    let chunks = chunks_of(&maps, files);
+    if chunks.is_empty() {
+        tracing::debug!(pid, "no image mapping left");
+        return Ok(());
+    }
+    let syscall_ip = vdso_syscall_ip(pid, &maps).ok_or(ConvertError::NoVdso(pid))?;
+    let started = Instant::now();
+    tracing::info!(pid, chunks = chunks.len(), bytes = chunks.iter().map(Chunk::len).sum::<u64>(), "converting image mappings");
+    let pagemap = Pagemap::open(pid)?;
+    let mut uffd: Option<Uffd> = None;
+    let mut buf = vec![0u8; COPY_STEP];
+    // The copy area for the next chunk, made during the previous stop.
+    let mut area: Option<u64> = None;
+    let stall_after: Option<usize> = std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok());
+    let pause = std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
+    for (i, c) in chunks.iter().enumerate() {
+        if stall_after.is_some_and(|n| total.chunks >= n) {
+            tracing::warn!(pid, "{STALL_ENV}: stalling until killed");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        // 1. A copy area (and, the first time, the userfaultfd).
+        let copy = match area.take() {
+            Some(a) => a,
+            None => {
+                let t = Instant::now();
+                let fr = Frozen::freeze(pid, FREEZE_TIMEOUT)?;
+                let r = stopped(pid, &fr, syscall_ip, |inj| {
+                    if uffd.is_none() {
+                        uffd = take_uffd(inj, pid);
+                    }
+                    map_copy_area(inj, pid, c)
+                });
+                fr.detach()?;
+                total.longest_stop = total.longest_stop.max(t.elapsed());
+                r?
+            }
+        };
+        // 2. Protect, then copy while the process runs; again for what was
+        // written meanwhile, while that shrinks.
+        let tracked = uffd.as_ref().is_some_and(|u| start_area(u, c.start, c.end));
+        copy_range(pid, c.start, copy, c.len(), &c.map, &mut buf)?;
+        let mut last = c.len();
+        for _ in 1..ROUNDS {
+            let mut dirty = Vec::new();
+            if !tracked || !pagemap.scan_written(c.start, c.end, &mut dirty)? {
+                break;
+            }
+            let bytes: u64 = dirty.iter().map(|(s, e)| e - s).sum();
+            for &(s, e) in &dirty {
+                copy_range(pid, s, copy + (s - c.start), e - s, &c.map, &mut buf)?;
+            }
+            if bytes < SETTLED || bytes * 2 > last {
+                break;
+            }
+            last = bytes;
+        }
+        // 3. Stop, copy what changed, switch.
+        let t = Instant::now();
+        let fr = Frozen::freeze(pid, FREEZE_TIMEOUT)?;
+        let next = chunks.get(i + 1);
+        let r = stopped(pid, &fr, syscall_ip, |inj| {
+            if !still_mapped(pid, c, files)? {
+                tracing::info!(pid, start = c.start, end = c.end, "chunk changed by the process meanwhile: left as it is");
+                total.skipped += 1;
+                unmap(inj, pid, copy, c.len())?;
+            } else {
+                let mut dirty = Vec::new();
+                let scanned = if tracked { pagemap.scan_written(c.start, c.end, &mut dirty)? } else { false };
+                if !scanned {
+                    dirty.clear();
+                    pagemap.scan(c.start, c.end, true, &mut dirty)?;
+                }
+                for &(s, e) in &dirty {
+                    copy_range(pid, s, copy + (s - c.start), e - s, &c.map, &mut buf)?;
+                    total.recopied += e - s;
+                }
+                switch(inj, pid, copy, c)?;
+                total.chunks += 1;
+                total.bytes += c.len();
+            }
+            next.map(|n| map_copy_area(inj, pid, n)).transpose()
+        });
+        fr.detach()?;
+        let stop = t.elapsed();
+        total.longest_stop = total.longest_stop.max(stop);
+        area = r?;
+        tracing::info!(pid, start = c.start, end = c.end, stop_us = stop.as_micros() as u64, "region chunk converted to anonymous memory");
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+        }
+    }
+    tracing::info!(pid, elapsed_ms = started.elapsed().as_millis() as u64, "image mappings converted");
+    Ok(())
+}
+
+/// Runs `f` with an injector on the leader (or the first thread) of the
+/// frozen process, putting the thread back afterwards.
+fn stopped<T>(pid: i32, fr: &Frozen, syscall_ip: u64, f: impl FnOnce(&mut Injector) -> Result<T>) -> Result<T> {
+    let tid = fr.tids().first().copied().unwrap_or(pid);
+    let mut inj = Injector::new(tid, Some(syscall_ip))?;
+    let r = f(&mut inj);
+    inj.restore()?;
+    r
+}
+
+/// Runs syscall `nr` in the process; a negative result is an error naming `call`.
+fn call(inj: &mut Injector, pid: i32, nr: i64, args: &[u64], call: impl FnOnce() -> String) -> Result<u64> {
+    let r = inj.syscall(nr, args)?;
+    if (-4095..0).contains(&r) {
+        return Err(ConvertError::Injected { pid, call: call(), errno: rustix::io::Errno::from_raw_os_error(-r as i32) });
+    }
+    Ok(r as u64)
+}
+
+/// The process's own userfaultfd with asynchronous write-protection, or
+/// None (then stops copy every private copy; see the module doc).
+fn take_uffd(inj: &mut Injector, pid: i32) -> Option<Uffd> {
+    const UFFD_USER_MODE_ONLY: u64 = 1;
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
+    let fd = match call(inj, pid, NR_USERFAULTFD, &[flags], || "userfaultfd".into()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!(pid, "no write tracking: {e}");
+            return None;
+        }
+    };
+    let ours = copy_fd(pid, fd as i32);
+    let _ = call(inj, pid, NR_CLOSE, &[fd], || "close".into());
+    let uffd = Uffd::from_fd(ours.map_err(|e| tracing::debug!(pid, "no write tracking: {e}")).ok()?);
+    match uffd.api(TRACK_FEATURES) {
+        Ok(_) => Some(uffd),
+        Err(e) => {
+            tracing::debug!(pid, "no write tracking: UFFDIO_API: {e}");
+            None
+        }
+    }
+}
+
+/// Maps the anonymous copy area for chunk `c` in the process, at the same
+/// offset within a huge page as the chunk.
+fn map_copy_area(inj: &mut Injector, pid: i32, c: &Chunk) -> Result<u64> {
+    let len = c.len();
+    let extra = if len >= HUGE { HUGE } else { 0 };
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let raw = call(inj, pid, NR_MMAP, &[0, len + extra, prot, flags, u64::MAX, 0], || format!("mmap({:#x})", len + extra))?;
+    if extra == 0 {
+        return Ok(raw);
+    }
+    let at = raw + (c.start.wrapping_sub(raw) % HUGE);
+    if at > raw {
+        unmap(inj, pid, raw, at - raw)?;
+    }
+    if raw + len + extra > at + len {
+        unmap(inj, pid, at + len, raw + len + extra - (at + len))?;
+    }
+    Ok(at)
+}
+
+/// `munmap(addr, len)` in the process.
+fn unmap(inj: &mut Injector, pid: i32, addr: u64, len: u64) -> Result<()> {
+    call(inj, pid, NR_MUNMAP, &[addr, len], || format!("munmap({addr:#x}, {len:#x})")).map(drop)
+}
+
+/// Copies `len` bytes at `from` to `to`, both in process `pid`, through
+/// `buf`. A region without read permission is read through
+/// `/proc/PID/mem` (which may read it).
+fn copy_range(pid: i32, from: u64, to: u64, len: u64, map: &MapEntry, buf: &mut [u8]) -> Result<()> {
+    let mem = if map.read { None } else { std::fs::File::open(format!("/proc/{pid}/mem")).ok() };
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..n];
+        let read = match &mem {
+            Some(f) => std::os::unix::fs::FileExt::read_exact_at(f, chunk, from + done)
+                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+            None => remote::read_exact(pid, from + done, chunk),
+        };
+        read.map_err(|errno| ConvertError::Copy { pid, what: "the image mapping", addr: from + done, len: n as u64, errno })?;
+        remote::process_vm_writev(pid, to + done, chunk)
+            .map_err(|errno| ConvertError::Copy { pid, what: "into the copy area", addr: to + done, len: n as u64, errno })?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Whether chunk `c` is still, whole, the mapping of the same image at the
+/// same offsets.
+fn still_mapped(pid: i32, c: &Chunk, files: &ImageFiles) -> Result<bool> {
+    let maps = crate::proc::maps::read_maps(pid)?;
+    let mut at = c.start;
+    for m in maps.iter().filter(|m| m.end > c.start && m.start < c.end) {
+        let same = files.maps(m) && (m.dev, m.inode) == (c.map.dev, c.map.inode) && m.offset + (at - m.start) == c.offset_at(at);
+        if m.start > at || !same {
+            return Ok(false);
+        }
+        at = m.end;
+    }
+    Ok(at >= c.end)
+}
+
+/// Gives the copy area the chunk's protection and flags and moves it over
+/// the chunk.
+fn switch(inj: &mut Injector, pid: i32, copy: u64, c: &Chunk) -> Result<()> {
+    let m = &c.map;
+    let len = c.len();
+    let prot = (m.read as u64 * libc::PROT_READ as u64) | (m.write as u64 * libc::PROT_WRITE as u64) | (m.exec as u64 * libc::PROT_EXEC as u64);
+    call(inj, pid, NR_MPROTECT, &[copy, len, prot], || format!("mprotect({copy:#x}, {len:#x}, {prot})"))?;
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    let got = call(inj, pid, NR_MREMAP, &[copy, len, len, flags, c.start], || format!("mremap({copy:#x} -> {:#x}, {len:#x})", c.start))?;
+    if got != c.start {
+        return Err(ConvertError::Injected { pid, call: format!("mremap to {:#x} went to {got:#x}", c.start), errno: rustix::io::Errno::FAULT });
+    }
+    for (flag, advice) in [
+        (vmflag::HUGEPAGE, libc::MADV_HUGEPAGE),
+        (vmflag::NOHUGEPAGE, libc::MADV_NOHUGEPAGE),
+        (vmflag::DONTDUMP, libc::MADV_DONTDUMP),
+        (vmflag::DONTCOPY, libc::MADV_DONTFORK),
+        (vmflag::MERGEABLE, libc::MADV_MERGEABLE),
+    ] {
+        if m.has(flag) {
+            call(inj, pid, NR_MADVISE, &[c.start, len, advice as u64], || format!("madvise({:#x}, {len:#x}, {advice})", c.start))?;
+        }
+    }
+    if m.has(vmflag::LOCKED) {
+        call(inj, pid, NR_MLOCK, &[c.start, len], || format!("mlock({:#x}, {len:#x})", c.start))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::plan::PAGE_SIZE;
+
+    fn entry(start: u64, end: u64, inode: u64) -> MapEntry {
+        MapEntry {
+            start,
+            end,
+            read: true,
+            write: true,
+            exec: false,
+            shared: false,
+            offset: 0x1000,
+            dev: (254, 0),
+            inode,
+            path: "/x/pages-1.img".into(),
+            deleted: false,
+            vmflags: 0,
+        }
+    }
+
+    #[test]
+    fn chunks_cut_image_mappings_at_chunk_boundaries_only() {
+        let files = ImageFiles { files: [(254, 0, 7)].into_iter().collect() };
+        let maps = [entry(CHUNK - PAGE_SIZE, 2 * CHUNK + PAGE_SIZE, 7), entry(4 * CHUNK, 4 * CHUNK + PAGE_SIZE, 8)];
+        let got: Vec<(u64, u64)> = chunks_of(&maps, &files).iter().map(|c| (c.start, c.end)).collect();
+        assert_eq!(got, vec![(CHUNK - PAGE_SIZE, CHUNK), (CHUNK, 2 * CHUNK), (2 * CHUNK, 2 * CHUNK + PAGE_SIZE)]);
+        let c = &chunks_of(&maps, &files)[1];
+        assert_eq!(c.offset_at(CHUNK), 0x1000 + PAGE_SIZE);
+    }
+
+    #[test]
+    fn shared_mappings_of_an_image_are_not_converted() {
+        let files = ImageFiles { files: [(254, 0, 7)].into_iter().collect() };
+        let mut m = entry(0, PAGE_SIZE, 7);
+        assert!(files.maps(&m));
+        m.shared = true;
+        assert!(!files.maps(&m));
+    }
+}

@@ -1,0 +1,143 @@
+/*
+ * Self-check for `restore --mmap-page-image` (criu-cli/tests/mmap_image.rs).
+ *
+ * Usage: mmapimg DIR MIB WRITERS
+ *
+ * Maps MIB MiB of private anonymous memory. The first part (all of it when
+ * WRITERS is 0, else all but WRITERS * 8 MiB) is filled with a pattern and
+ * read back, every byte, over and over by the main thread; the last
+ * WRITERS * 8 MiB are written by WRITERS threads, each its own 8 MiB, as
+ * fast as they can: every page holds a generation counter in its first and
+ * last word, and the thread checks the page still holds the generation it
+ * wrote last (kept in its own array) before writing the next one. This runs
+ * from start-up through the dump, the restore and the conversion of the
+ * mappings. Prints "READY PID" once every part runs. On SIGUSR1 (sent once
+ * the conversion is done and the images are deleted) the threads stop, each
+ * checks all of its pages once more, the main thread makes one more full
+ * pass, and the report goes to DIR/result: "ok" lines and "ALL OK".
+ */
+#define _GNU_SOURCE
+#include "selfcheck.h"
+#include <pthread.h>
+#include <sys/mman.h>
+
+#define WRITER_BYTES (8UL << 20)
+#define SEED 0x5eed
+
+static volatile sig_atomic_t stop;
+static atomic_int started;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+struct writer {
+	pthread_t th;
+	uint64_t *pages; /* WRITER_BYTES of the region */
+	uint64_t *gen;   /* the generation last written, per page */
+	uint64_t rounds, lost, first_lost_page;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	size_t n = WRITER_BYTES / PAGE, words = PAGE / 8;
+	atomic_fetch_add(&started, 1);
+	do {
+		for (size_t p = 0; p < n; p++) {
+			uint64_t *pg = w->pages + p * words;
+			if (pg[0] != w->gen[p] || pg[words - 1] != w->gen[p]) {
+				if (!w->lost)
+					w->first_lost_page = p;
+				w->lost++;
+			}
+			uint64_t next = w->gen[p] + 1;
+			pg[0] = next;
+			pg[words - 1] = next;
+			w->gen[p] = next;
+		}
+		w->rounds++;
+	} while (!stop);
+	/* Final check of every page. */
+	for (size_t p = 0; p < n; p++) {
+		uint64_t *pg = w->pages + p * words;
+		if (pg[0] != w->gen[p] || pg[words - 1] != w->gen[p])
+			w->lost++;
+	}
+	return NULL;
+}
+
+/* Pages of the checked part that differ from the pattern. */
+static size_t check_pass(const void *base, size_t pages, size_t *first_bad)
+{
+	size_t bad = 0;
+	for (size_t pg = 0; pg < pages; pg++)
+		if (page_diff(base, SEED, pg)) {
+			if (!bad)
+				*first_bad = pg;
+			bad++;
+		}
+	return bad;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 4)
+		return 2;
+	sigset_t wait_mask;
+	start_usr1_waiter(argv[1], on_usr1, &wait_mask);
+	size_t total = strtoul(argv[2], NULL, 10) << 20;
+	int nw = atoi(argv[3]);
+	size_t wbytes = (size_t)nw * WRITER_BYTES;
+	if (wbytes > total)
+		return 2;
+	size_t checked = total - wbytes;
+	char *region = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (region == MAP_FAILED)
+		die("mmap");
+	fill(region, SEED, checked / PAGE);
+	struct writer *ws = calloc((size_t)nw + 1, sizeof *ws);
+	for (int i = 0; i < nw; i++) {
+		ws[i].pages = (uint64_t *)(region + checked + (size_t)i * WRITER_BYTES);
+		ws[i].gen = calloc(WRITER_BYTES / PAGE, sizeof(uint64_t));
+		if (!ws[i].gen || pthread_create(&ws[i].th, NULL, writer_main, &ws[i]))
+			die("writer");
+	}
+	/* SIGUSR1 goes to the main thread only (the writers inherit the mask
+	 * with it blocked), which polls for it between passes. */
+	wait_count(&started, nw);
+	announce_ready("READY %d\n", getpid());
+
+	size_t passes = 0, bad = 0, first_bad = 0;
+	sigset_t usr1;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	while (!stop) {
+		bad += check_pass(region, checked / PAGE, &first_bad);
+		passes++;
+		struct timespec zero = {0, 0};
+		if (sigtimedwait(&usr1, NULL, &zero) == SIGUSR1)
+			stop = 1;
+	}
+	uint64_t rounds = 0, lost = 0;
+	for (int i = 0; i < nw; i++) {
+		pthread_join(ws[i].th, NULL);
+		rounds += ws[i].rounds;
+		lost += ws[i].lost;
+	}
+	size_t last = check_pass(region, checked / PAGE, &first_bad);
+
+	struct report r = {0};
+	CHECK(&r, "checked part read whole", passes >= 1, "%zu passes", passes);
+	CHECK(&r, "every byte right on every pass", bad == 0, "%zu bad pages, first %zu", bad, first_bad);
+	CHECK(&r, "every byte right after the images are gone", last == 0, "%zu bad pages, first %zu", last, first_bad);
+	if (nw) {
+		CHECK(&r, "writers ran", rounds >= (uint64_t)nw, "%llu rounds", (unsigned long long)rounds);
+		CHECK(&r, "no write lost", lost == 0, "%llu pages lost a write (writer 0 first at page %llu)", (unsigned long long)lost,
+		      (unsigned long long)ws[0].first_lost_page);
+	}
+	say(&r, "info passes %zu writer rounds %llu\n", passes, (unsigned long long)rounds);
+	return finish_report(&r, "result") ? 3 : report_status(&r);
+}
