@@ -47,6 +47,13 @@ fn eventfds_pipes_and_unlinked_files_come_back_with_their_state() {
     let chunks: Vec<(u64, u64)> = sparse["entries"].as_array().unwrap()[1..].iter().map(|c| (jnum(&c["off"]), jnum(&c["len"]))).collect();
     assert_eq!((jnum(&sparse["entries"][0]["size"]), chunks.len()), (7 << 20, 2), "chunks {chunks:?}");
     assert!(ghosts.iter().any(|g| g["entries"][0].get("size").is_none()), "the small one is raw, without a size");
+    // One ghost per inode: the file opened twice has one image, both remaps name it.
+    assert_eq!(ghosts.len(), 3, "sparse, small, and one for the file opened twice");
+    let remaps = crit_decode(&images.join("remap-fpath.img"));
+    let mut ids: Vec<u64> = remaps["entries"].as_array().unwrap().iter().map(|r| jnum(&r["remap_id"]) & 0x7fff_ffff).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((remaps["entries"].as_array().unwrap().len(), ids.len()), (4, 3), "{remaps}");
     let before = snapshot(&images);
 
     let held = restore_detached(&images, pid);
@@ -75,7 +82,8 @@ fn fdkinds_checks_pass_without_checkpoint_and_fail_on_change() {
     let report = wait_result(&result);
     assert!(report.contains("FAIL eventfd-counter: read 6"), "{report}");
     assert!(report.ends_with("FAIL 1 check(s)\n"), "{report}");
-    for name in ["eventfd-semaphore", "eventfd-big-counter", "eventfd-cloexec", "eventfd-dup-shares", "ghost-holes", "ghost-mtime", "pipe-1MiB-full"] {
+    for name in ["eventfd-semaphore", "eventfd-big-counter", "eventfd-cloexec", "eventfd-dup-shares", "ghost-holes", "ghost-mtime", "pipe-1MiB-full",
+                 "ghost-twice-shared-writes"] {
         assert!(report.contains(&format!("ok {name}\n")), "no check {name}:\n{report}");
     }
 }

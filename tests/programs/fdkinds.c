@@ -6,7 +6,9 @@
  * mode, non-blocking, a counter above 32 bits, a dup sharing one
  * description, close-on-exec; pipes: 1 MiB of capacity holding 1 MiB, an
  * empty one of 256 KiB, one shrunk to a page; unlinked files: a sparse
- * one with an odd owner, set-id mode and mtime, and a small one; owners:
+ * one with an odd owner, set-id mode and mtime, a small one, and one opened
+ * twice (two descriptions, read-write and read-only) before it was
+ * unlinked, which must stay one file; owners:
  * a pipe sending SIGRTMIN+1 to this process (F_SETOWN_EX, F_SETSIG,
  * O_ASYNC, set under euid 1000), a FIFO sending SIGIO to its thread; a
  * shared mapping of a file opened O_RDWR, read-only in part), prints "READY pid=N" and waits in
@@ -30,7 +32,7 @@ enum { P_OWNED = 40, F_OWNED = 42 };
 #define F_GETOWNER_UIDS 17
 #endif
 /* Unlinked files. */
-enum { G_SPARSE = 30, G_SMALL = 31 };
+enum { G_SPARSE = 30, G_SMALL = 31, G_TWICE_RW = 32, G_TWICE_RO = 33 };
 #define SPARSE_AT (4 * MiB)
 #define SPARSE_SIZE (7 * MiB)
 static const char SMALL[] = "a small unlinked file\n";
@@ -127,6 +129,12 @@ static void make_ghosts(const char *result)
 	fd = ghost(result, "small", G_SMALL);
 	if (write(fd, SMALL, sizeof SMALL - 1) != sizeof SMALL - 1 || fchmod(fd, 0640))
 		die("writing the small file");
+	char path[4200];
+	snprintf(path, sizeof path, "%s.twice", result);
+	place(open(path, O_RDWR | O_CREAT | O_TRUNC, 0600), G_TWICE_RW);
+	place(open(path, O_RDONLY), G_TWICE_RO);
+	if (unlink(path) || write(G_TWICE_RW, "twice", 5) != 5 || lseek(G_TWICE_RO, 3, SEEK_SET) != 3)
+		die("a file opened twice");
 }
 
 static void check_ghosts(struct report *r)
@@ -152,6 +160,15 @@ static void check_ghosts(struct report *r)
 	ssize_t n = pread(G_SMALL, small, sizeof small, 0);
 	CHECK(r, "ghost-small", n == sizeof SMALL - 1 && !memcmp(small, SMALL, n) && fstat(G_SMALL, &st) == 0 && st.st_mode == (S_IFREG | 0640),
 	      "read %zd bytes, mode %o", n, st.st_mode);
+	struct stat rw, ro;
+	CHECK(r, "ghost-twice-one-inode", fstat(G_TWICE_RW, &rw) == 0 && fstat(G_TWICE_RO, &ro) == 0 && rw.st_ino == ro.st_ino && rw.st_dev == ro.st_dev,
+	      "inodes %lu and %lu", (unsigned long)rw.st_ino, (unsigned long)ro.st_ino);
+	char two[8] = "";
+	CHECK(r, "ghost-twice-positions", lseek(G_TWICE_RW, 0, SEEK_CUR) == 5 && lseek(G_TWICE_RO, 0, SEEK_CUR) == 3 &&
+		      (fcntl(G_TWICE_RO, F_GETFL) & O_ACCMODE) == O_RDONLY,
+	      "positions %ld and %ld", (long)lseek(G_TWICE_RW, 0, SEEK_CUR), (long)lseek(G_TWICE_RO, 0, SEEK_CUR));
+	CHECK(r, "ghost-twice-shared-writes", pwrite(G_TWICE_RW, "TW", 2, 0) == 2 && pread(G_TWICE_RO, two, 5, 0) == 5 && !memcmp(two, "TWice", 5),
+	      "read \"%s\" through the other description", two);
 }
 
 static void make_owned(const char *result)

@@ -492,12 +492,13 @@ pub struct FilesSink<'a> {
     entries: Vec<pb::FileEntry>,
     side: BTreeMap<&'static str, ImageWriter>,
     counters: BTreeMap<&'static str, u64>,
+    keyed: BTreeMap<(&'static str, (u64, u64)), (u64, bool)>,
 }
 
 impl<'a> FilesSink<'a> {
     /// An empty sink writing into `dir`.
     pub fn new(dir: &'a ImageDir) -> Self {
-        FilesSink { dir, entries: Vec::new(), side: BTreeMap::new(), counters: BTreeMap::new() }
+        FilesSink { dir, entries: Vec::new(), side: BTreeMap::new(), counters: BTreeMap::new(), keyed: BTreeMap::new() }
     }
 
     /// Adds a `files.img` entry.
@@ -519,6 +520,20 @@ impl<'a> FilesSink<'a> {
         let n = self.counters.entry(kind.stem()).or_insert(0);
         *n += 1;
         *n
+    }
+
+    /// The id of the image of `kind` for object `key` (a ghost file by its
+    /// inode's (dev, ino)), which several descriptions may share, and
+    /// whether the caller, who `has_data`, writes it now (the first one
+    /// with the data does).
+    pub fn image_id_of(&mut self, kind: ImageKind, key: (u64, u64), has_data: bool) -> (u64, bool) {
+        let id = match self.keyed.get(&(kind.stem(), key)) {
+            Some(&(id, _)) => id,
+            None => self.next_image_id(kind),
+        };
+        let written = self.keyed.get(&(kind.stem(), key)).is_some_and(|e| e.1);
+        self.keyed.insert((kind.stem(), key), (id, written || has_data));
+        (id, has_data && !written)
     }
 
     /// Writes `files.img` and finishes every side image.

@@ -4,6 +4,13 @@
 //! `ghost-file-N.img`, named by a `remap-fpath.img` record, and restore
 //! recreates, opens and unlinks them again).
 //!
+//! One ghost per inode, as CRIU: an unlinked file held by several
+//! descriptions (opened twice, in one task or several) is saved once, with
+//! the first description collected, and every description's remap names
+//! that one image; restore recreates the file once, opens the first
+//! description on it by path and the others through `/proc/self/fd` of a
+//! keeper, so writes through one are seen through the others.
+//!
 //! Ghosts are written as CRIU 4.2 does: owner, mode, times, and the
 //! contents raw after the entry (below 12 KiB), or as `ghost_chunk_entry`
 //! records, one per data extent (`SEEK_DATA`/`SEEK_HOLE`), with `chunks`
@@ -17,11 +24,13 @@ use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FileKind, File
 use crate::images::pb::{self, FdTypes, RemapType};
 use crate::images::{ImageDir, ImageError, ImageKind};
 use crate::restore::error::{RestoreError, Result, SysContext};
-use rustix::fd::{OwnedFd, RawFd};
+use rustix::fd::{AsRawFd, OwnedFd, RawFd};
 use rustix::fs::{Mode, OFlags, SeekFrom};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Largest unlinked file whose contents we keep, in allocated bytes
 /// (`st_blocks * 512`: holes are free), CRIU's default `--ghost-limit`.
@@ -54,7 +63,10 @@ pub struct RegDumped {
     pub dev_ino: (u64, u64),
     /// `st_rdev` (devices).
     pub rdev: u64,
-    /// Contents of a file unlinked while open.
+    /// Unlinked while open: restored from a ghost file (one per inode).
+    pub unlinked: bool,
+    /// The ghost's contents, kept with the first description of the inode
+    /// collected (`None` on the others, which refer to it).
     pub ghost: Option<Ghost>,
 }
 
@@ -100,39 +112,49 @@ pub struct RegFile {
 pub struct RegPlan {
     /// The path and flags.
     pub file: RegFile,
-    /// An unlinked file: recreated, opened, unlinked again.
-    pub ghost: Option<Ghost>,
+    /// An unlinked file: recreated once per ghost image (its id), opened,
+    /// unlinked again.
+    pub ghost: Option<(u32, Rc<Ghost>)>,
     /// `--inherit-fd fd[N]:PATH` (the path without its leading `/`, as
     /// CRIU names it): criu-rs's fd N is used as this file (its own
     /// description, shared, as CRIU does).
     pub inherited: Option<RawFd>,
 }
 
+/// Ghost files recreated so far, by ghost image id: an `O_PATH` keeper
+/// the inode's other descriptions are opened through.
+#[derive(Default)]
+pub struct GhostsMade(BTreeMap<u32, OwnedFd>);
+
 impl FdKind for Reg {
     const FD_TYPE: FdTypes = FdTypes::Reg;
     type Dumped = RegDumped;
     type Plan = RegPlan;
-    type OpenState = ();
+    type OpenState = GhostsMade;
 
     fn claims(p: &FdProbe) -> bool {
         matches!(p.file_type(), libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK) && p.target.starts_with('/')
     }
 
-    fn collect(p: &FdProbe, _cx: &mut CollectCtx<'_>) -> std::result::Result<RegDumped, FileDumpError> {
+    fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> std::result::Result<RegDumped, FileDumpError> {
         let (path, deleted) = strip_deleted(&p.target);
-        let ghost = if deleted && p.md.nlink() == 0 && p.file_type() == libc::S_IFREG {
+        let unlinked = deleted && p.md.nlink() == 0 && p.file_type() == libc::S_IFREG;
+        // The contents once per inode: its other descriptions refer to them.
+        let ghost = if unlinked && cx.seen.first_ghost(p.md.dev(), p.md.ino()) {
             Some(read_ghost(p.pid, &format!("fd/{}", p.fd), &p.at(), &p.md)?)
         } else {
             None
         };
-        Ok(dumped(path, p.info.mnt_id, &p.md, ghost))
+        Ok(RegDumped { unlinked, ..dumped(path, p.info.mnt_id, &p.md, ghost) })
     }
 
     fn write(f: &FileDesc, d: &RegDumped, sink: &mut FilesSink<'_>) -> std::result::Result<(), ImageError> {
         write_reg(sink, f.id, f.flags, f.pos, &f.fown, d);
-        if let Some(g) = &d.ghost {
-            let gid = sink.next_image_id(ImageKind::GhostFile);
-            write_ghost(sink.dir, gid, d, g)?;
+        if d.unlinked {
+            let (gid, write) = sink.image_id_of(ImageKind::GhostFile, d.dev_ino, d.ghost.is_some());
+            if let (Some(g), true) = (&d.ghost, write) {
+                write_ghost(sink.dir, gid, d, g)?;
+            }
             let remap = pb::RemapFilePathEntry { orig_id: Some(f.id), remap_id: Some(gid as u32), remap_type: Some(RemapType::Ghost as i32) };
             sink.side(ImageKind::RemapFpath)?.write_entry(&remap)?;
         }
@@ -147,12 +169,15 @@ impl FdKind for Reg {
         let inherited = cx.opts.inherit_fd(key.strip_prefix('/').unwrap_or(&key));
         match cx.side::<Remaps>()?.0.get(&id) {
             _ if inherited.is_some() => Ok(RegPlan { file, ghost: None, inherited }),
-            Some(&ghost_id) => Ok(RegPlan { ghost: Some(load_ghost(cx.images, ghost_id)?), file: RegFile { size: None, mode: None, ..file }, inherited }),
+            Some(&ghost_id) => {
+                let ghost = cx.side::<Ghosts>()?.get(cx.images, ghost_id)?;
+                Ok(RegPlan { ghost: Some((ghost_id, ghost)), file: RegFile { size: None, mode: None, ..file }, inherited })
+            }
             None => Ok(RegPlan { file, ghost: None, inherited }),
         }
     }
 
-    fn open(p: &RegPlan, _st: &mut (), _cx: &OpenCtx<'_>) -> Result<Opened> {
+    fn open(p: &RegPlan, made: &mut GhostsMade, _cx: &OpenCtx<'_>) -> Result<Opened> {
         if let Some(n) = p.inherited {
             // SAFETY: `n` was checked to be open when the restore started,
             // and criu-rs's caller keeps it open until the restore ends.
@@ -160,11 +185,15 @@ impl FdKind for Reg {
             let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0).sys(|| format!("dup of inherited fd {n} for {}", p.file.path.display()))?;
             return Ok(Opened::Fd(dup));
         }
-        match &p.ghost {
-            None => open_reg(&p.file),
-            Some(g) => open_ghost(&p.file, g),
+        let Some((id, g)) = &p.ghost else { return open_reg(&p.file).map(Opened::Fd) };
+        if let Some(keeper) = made.0.get(id) {
+            // The same inode as a description opened before.
+            let path = PathBuf::from(format!("/proc/self/fd/{}", keeper.as_raw_fd()));
+            return open_reg(&RegFile { path, ..p.file.clone() }).map(Opened::Fd);
         }
-        .map(Opened::Fd)
+        let (fd, keeper) = open_ghost(&p.file, g)?;
+        made.0.insert(*id, keeper);
+        Ok(Opened::Fd(fd))
     }
 
     fn name(p: &RegPlan) -> String {
@@ -183,6 +212,7 @@ pub fn dumped(path: &str, mnt_id: i32, md: &std::fs::Metadata, ghost: Option<Gho
         mode: md.mode(),
         dev_ino: (md.dev(), md.ino()),
         rdev: md.rdev(),
+        unlinked: ghost.is_some(),
         ghost,
     }
 }
@@ -391,6 +421,28 @@ impl SideImage for Remaps {
     }
 }
 
+/// Ghost files loaded so far (several descriptions may name one).
+#[derive(Default)]
+struct Ghosts(RefCell<BTreeMap<u32, Rc<Ghost>>>);
+
+impl SideImage for Ghosts {
+    fn read(_images: &ImageDir) -> Result<Self> {
+        Ok(Ghosts::default())
+    }
+}
+
+impl Ghosts {
+    /// Ghost file `id`, read on first use.
+    fn get(&self, images: &ImageDir, id: u32) -> Result<Rc<Ghost>> {
+        if let Some(g) = self.0.borrow().get(&id) {
+            return Ok(g.clone());
+        }
+        let g = Rc::new(load_ghost(images, id)?);
+        self.0.borrow_mut().insert(id, g.clone());
+        Ok(g)
+    }
+}
+
 /// Ghost file `id` (`ghost-file-ID.img`): CRIU's chunked form, its raw
 /// form (contents up to the end of the image, no size), or ours before
 /// chunks (raw, `size` set).
@@ -474,18 +526,22 @@ fn check_reg(fd: &OwnedFd, r: &RegFile) -> Result<()> {
 
 /// Recreates an unlinked file from its saved contents (holes kept), gives
 /// it its owner, mode and times, opens it with the dumped flags and
-/// unlinks it again.
-fn open_ghost(r: &RegFile, g: &Ghost) -> Result<OwnedFd> {
+/// unlinks it again. Returns the description and an `O_PATH` keeper of
+/// the file (for its other descriptions).
+fn open_ghost(r: &RegFile, g: &Ghost) -> Result<(OwnedFd, OwnedFd)> {
     let path = free_name(&r.path);
     let create = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
     let w = rustix::fs::open(&path, create, Mode::from_bits_truncate(0o600)).sys(|| format!("creating ghost file {}", path.display()))?;
     let made = fill_ghost(&w, &path, g);
     drop(w);
-    let fd = made.and_then(|()| open_reg(&RegFile { path: path.clone(), ..r.clone() }));
+    let fds = made.and_then(|()| {
+        let keeper = rustix::fs::open(&path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).sys(|| format!("opening ghost file {}", path.display()))?;
+        Ok((open_reg(&RegFile { path: path.clone(), ..r.clone() })?, keeper))
+    });
     let unlinked = rustix::fs::unlink(&path).sys(|| format!("unlinking ghost file {}", path.display()));
-    let fd = fd?;
+    let fds = fds?;
     unlinked?;
-    Ok(fd)
+    Ok(fds)
 }
 
 /// Writes a ghost's extents, size, owner, mode (after the owner, which
@@ -532,6 +588,7 @@ mod tests {
             mode: libc::S_IFREG | 0o640,
             dev_ino: (0x803, 42),
             rdev: 0,
+            unlinked: ghost.is_some(),
             ghost,
         })
     }
@@ -547,13 +604,16 @@ mod tests {
         let mut a = desc(1, libc::O_RDWR | libc::O_APPEND, file("/tmp/a", None));
         a.pos = 3;
         let b = desc(2, libc::O_RDONLY, file("/tmp/b", Some(small.clone())));
-        let c = desc(3, libc::O_RDONLY, file("/tmp/c", Some(sparse_ghost())));
+        let mut c = desc(3, libc::O_RDONLY, file("/tmp/c", Some(sparse_ghost())));
+        if let FileKind::Reg(d) = &mut c.kind {
+            d.dev_ino.1 = 43;
+        }
         let (plans, tmp) = roundtrip(&[a, b, c], &LoadOptions::default());
         let plans = plans.unwrap();
         let a_file = RegFile { path: "/tmp/a".into(), flags: libc::O_RDWR | libc::O_APPEND, pos: 3, size: Some(5), mode: Some(libc::S_IFREG | 0o640) };
         assert_eq!(plans[&1], DescPlan::Reg(RegPlan { file: a_file, ghost: None, inherited: None }));
         let ghost_of = |id| match &plans[&id] {
-            DescPlan::Reg(RegPlan { ghost: Some(g), file, .. }) => (file.path.clone(), g.clone()),
+            DescPlan::Reg(RegPlan { ghost: Some((_, g)), file, .. }) => (file.path.clone(), (**g).clone()),
             other => panic!("{other:?}"),
         };
         assert_eq!(ghost_of(2), ("/tmp/b".into(), small));
@@ -576,7 +636,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = RegFile { path: tmp.path().join("g"), flags: libc::O_RDWR, pos: 4, size: None, mode: Some(libc::S_IFREG | 0o644) };
         let g = sparse_ghost();
-        let fd = open_ghost(&file, &g).unwrap();
+        let (fd, _keeper) = open_ghost(&file, &g).unwrap();
         assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "the ghost is unlinked again");
         let st = rustix::fs::fstat(&fd).unwrap();
         assert_eq!((st.st_uid, st.st_gid, st.st_mode, st.st_size as u64), (1, 2, libc::S_IFREG | 0o6604, g.size));
@@ -588,6 +648,39 @@ mod tests {
         assert_eq!(&buf, b"head");
         rustix::io::pread(&fd, &mut buf, (1 << 20) + 4996).unwrap();
         assert_eq!(buf, [7, 7, 7, 7]);
+    }
+
+    /// Two descriptions of one unlinked inode (the second collected without
+    /// the contents): one ghost image, both remaps naming it; restored as
+    /// one file, each description with its own flags and position.
+    #[test]
+    fn one_ghost_per_inode() {
+        let tmp_files = tempfile::tempdir().unwrap();
+        let path = tmp_files.path().join("g").to_str().unwrap().to_owned();
+        let small = Ghost { size: 5, extents: vec![(0, b"gone!".to_vec())], ..sparse_ghost() };
+        let a = desc(1, libc::O_RDWR, file(&path, Some(small)));
+        let mut b = desc(2, libc::O_RDONLY, file(&path, None));
+        b.pos = 2;
+        if let FileKind::Reg(d) = &mut b.kind {
+            d.unlinked = true;
+        }
+        let (plans, tmp) = roundtrip(&[b, a], &LoadOptions::default());
+        let plans = plans.unwrap();
+        let names: Vec<String> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names.iter().filter(|n| n.starts_with("ghost-file-")).count(), 1, "{names:?}");
+        let dir = ImageDir::open_unchecked(tmp.path());
+        let remaps: Vec<pb::RemapFilePathEntry> = dir.read_all(ImageKind::RemapFpath, 0).unwrap();
+        assert_eq!(remaps.iter().map(|r| (r.orig_id.unwrap(), r.remap_id.unwrap())).collect::<Vec<_>>(), vec![(2, 1), (1, 1)]);
+        let (opened, _) = crate::files::fdtable::open_descs(&plans, 100).unwrap();
+        assert!(std::fs::read_dir(tmp_files.path()).unwrap().next().is_none(), "recreated once and unlinked again");
+        let (rw, ro) = (&opened[&1], &opened[&2]);
+        let (st1, st2) = (rustix::fs::fstat(rw).unwrap(), rustix::fs::fstat(ro).unwrap());
+        assert_eq!((st1.st_dev, st1.st_ino), (st2.st_dev, st2.st_ino), "one inode");
+        rustix::io::pwrite(rw, b"NE", 2).unwrap();
+        let mut buf = [0u8; 3];
+        assert_eq!(rustix::io::read(ro, &mut buf).unwrap(), 3, "read from position 2");
+        assert_eq!(&buf, b"NE!", "a write through one seen through the other");
+        assert_eq!(rustix::fs::fcntl_getfl(ro).unwrap() & OFlags::ACCMODE, OFlags::RDONLY);
     }
 
     #[test]

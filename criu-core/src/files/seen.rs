@@ -84,6 +84,8 @@ pub struct SeenFiles {
     memfds: HashMap<(u64, u64), MemfdInode>,
     /// Memfd contents still to copy.
     memfd_pending: Vec<PendingContents>,
+    /// Unlinked files (dev, ino) whose contents are saved.
+    ghosts: HashSet<(u64, u64)>,
     /// Unix sockets: the kernel's view of each network namespace met,
     /// what `--ext-unix-sk` allows.
     pub unix: crate::files::unix::UnixDumpCtx,
@@ -142,6 +144,12 @@ impl SeenFiles {
     /// per object): e.g. a pipe by inode, whose bytes are saved once.
     pub fn first_sight(&mut self, kind: FdTypes, key: u64) -> bool {
         self.once.insert((kind, key))
+    }
+
+    /// Whether the unlinked file (dev, ino) is met for the first time
+    /// (its contents are then saved, once for all its descriptions).
+    pub fn first_ghost(&mut self, dev: u64, ino: u64) -> bool {
+        self.ghosts.insert((dev, ino))
     }
 
     /// Records the pids of the tree being dumped.
