@@ -58,6 +58,12 @@ pub struct ProcStatus {
     pub no_new_privs: bool,
     /// `Seccomp` mode (0 none, 1 strict, 2 filter).
     pub seccomp: u32,
+    /// `Seccomp_filters`: filters attached to the thread (absent on old
+    /// kernels).
+    pub seccomp_filters: Option<u32>,
+    /// `THP_enabled`: false after `PR_SET_THP_DISABLE` (absent on old
+    /// kernels).
+    pub thp_enabled: Option<bool>,
 }
 
 fn ids<T: std::str::FromStr>(v: &str) -> Option<Vec<T>> {
@@ -106,6 +112,8 @@ pub fn parse_status(text: &str, path: &Path) -> Result<ProcStatus> {
             "CapAmb" => s.cap_amb = hex(val).ok_or_else(bad)?,
             "NoNewPrivs" => s.no_new_privs = num(val)? != 0,
             "Seccomp" => s.seccomp = num(val)? as u32,
+            "Seccomp_filters" => s.seccomp_filters = Some(num(val)? as u32),
+            "THP_enabled" => s.thp_enabled = Some(num(val)? != 0),
             _ => {}
         }
     }
@@ -166,7 +174,7 @@ mod tests {
                  SigPnd:\t0000000000000001\nShdPnd:\t0000000000000002\nSigBlk:\t0000000000000004\n\
                  SigIgn:\t0000000000000008\nSigCgt:\t0000000000000010\nCapInh:\t0000000000000020\n\
                  CapPrm:\t0000000000000040\nCapEff:\t0000000000000080\nCapBnd:\t0000000000000100\n\
-                 CapAmb:\t0000000000000200\nNoNewPrivs:\t1\nSeccomp:\t2\n";
+                 CapAmb:\t0000000000000200\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t3\nTHP_enabled:\t0\n";
         let s = parse_status(t, Path::new("x")).unwrap();
         let want = ProcStatus {
             name: "worker".into(),
@@ -195,6 +203,8 @@ mod tests {
             cap_amb: 0x200,
             no_new_privs: true,
             seccomp: 2,
+            seccomp_filters: Some(3),
+            thp_enabled: Some(false),
         };
         assert_eq!(s, want);
         // Three ids where four belong is an error, not a guess.
