@@ -10,20 +10,12 @@ mod common;
 use common::*;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use criu_rs;
 
-/// A test's directories: the program's working dir, its result file, the images.
-struct Dirs {
-    work: PathBuf,
-    result: PathBuf,
-    images: PathBuf,
-}
-
 fn dirs(name: &str) -> Dirs {
-    let work = scratch(&format!("{name}-work"));
-    Dirs { result: work.with_extension("result"), images: scratch(&format!("{name}-images")), work }
+    Dirs::new(name)
 }
 
 fn start_fullstate(d: &Dirs) -> Program {
@@ -58,11 +50,7 @@ fn check_restored(d: &Dirs, held: &Held, fds: &[(i32, String)], maps: &[(u64, u6
 }
 
 fn trigger(d: &Dirs, held: &Held) -> String {
-    let _ = std::fs::remove_file(&d.result);
-    held.signal(libc::SIGUSR1).unwrap();
-    let report = wait_result(&d.result);
-    assert!(held.wait_exit(PATIENCE), "pid {} did not exit after its self-check", held.pid);
-    report
+    d.trigger(held)
 }
 
 #[test]

@@ -1,13 +1,21 @@
 //! `cargo xtask setup`: installs the tools the tests use (qemu-x86_64 from
 //! qemu-user, crit from criu, iptables and nft for the network lock of
-//! TCP connections) with apt-get when they are missing.
+//! TCP connections, a JDK for the JVM test) with apt-get when they are
+//! missing.
 
 use anyhow::{bail, Result};
 use std::process::Command;
 
 /// (command looked up on PATH, Debian package providing it)
-const TOOLS: [(&str, &str); 5] =
-    [("qemu-x86_64", "qemu-user"), ("crit", "criu"), ("gcc", "gcc"), ("iptables", "iptables"), ("nft", "nftables")];
+/// `javac`: `java Loop.java` (source-file mode) needs the JDK's compiler.
+const TOOLS: [(&str, &str); 6] = [
+    ("qemu-x86_64", "qemu-user"),
+    ("crit", "criu"),
+    ("gcc", "gcc"),
+    ("iptables", "iptables"),
+    ("nft", "nftables"),
+    ("javac", "openjdk-17-jdk-headless"),
+];
 
 fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))

@@ -44,6 +44,35 @@ pub fn assert_same_dir(before: &Snapshot, after: &Snapshot) {
     }
 }
 
+/// The directories of a self-checking program's test: its working dir,
+/// its result file (beside it) and the images.
+pub struct Dirs {
+    /// The program's working directory (`scratch("NAME-work")`).
+    pub work: PathBuf,
+    /// Where it writes its report (`NAME-work.result`).
+    pub result: PathBuf,
+    /// The images (`scratch("NAME-images")`).
+    pub images: PathBuf,
+}
+
+impl Dirs {
+    /// Fresh directories for test `name`.
+    pub fn new(name: &str) -> Dirs {
+        let work = super::scratch(&format!("{name}-work"));
+        Dirs { result: work.with_extension("result"), images: super::scratch(&format!("{name}-images")), work }
+    }
+
+    /// Sends SIGUSR1 to the (restored or still running) program, waits for
+    /// its report and for it to exit; returns the report.
+    pub fn trigger(&self, held: &super::procs::Held) -> String {
+        let _ = std::fs::remove_file(&self.result);
+        held.signal(libc::SIGUSR1).unwrap();
+        let report = wait_result(&self.result);
+        assert!(held.wait_exit(PATIENCE), "pid {} did not exit after its self-check", held.pid);
+        report
+    }
+}
+
 /// Waits for a program's result file; returns its contents.
 pub fn wait_result(path: &Path) -> String {
     let mut got = None;

@@ -340,6 +340,7 @@ fn collect_tree(
     }
     let mut sh = Shared::default();
     sh.seen.set_tree(tree.live.iter().map(|t| t.frozen.pid()).chain(tree.zombies.iter().map(|z| z.pid)));
+    sh.seen.unix.ext = crate::files::unix::ExtUnixSk::from_options(opts.ext_unix_sk.as_deref(), &opts.external);
     note_shared_memory(tree, &mut sh)?;
     let mut procs: Vec<ProcessDump> = Vec::new();
     let mut mem = MemStats::default();
@@ -390,6 +391,7 @@ fn collect_tree(
         memdump_time += d;
         procs.push(p);
     }
+    crate::files::finish_tree(&mut procs, &mut sh.seen, &mut sh.next_file_id)?;
     failpoint::check(failpoint::BEFORE_WRITE)?;
     let pages_remote = sink.is_some();
     if let Some(sink) = sink.take() {

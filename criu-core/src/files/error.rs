@@ -106,4 +106,7 @@ pub enum FileDumpError {
     /// Reading `/proc` failed.
     #[error(transparent)]
     Proc(#[from] crate::proc::ProcError),
+    /// A unix socket cannot be dumped (the message names it and why).
+    #[error(transparent)]
+    UnixSocket(#[from] crate::files::unix::UnixDumpError),
 }

@@ -25,7 +25,9 @@
 //! Kinds: [`reg`] (regular files, directories, devices by path, unlinked
 //! files), [`pipe`], [`fifo`], [`tty`] (terminals: `--shell-job`),
 //! [`eventfd`], [`epoll`], [`timerfd`], [`signalfd`], [`inotify`],
-//! [`fanotify`], [`pidfd`], [`memfd`].
+//! [`fanotify`], [`pidfd`], [`memfd`], [`unix`] (unix sockets; the peers
+//! of the whole tree are checked in [`finish_tree`], once every task is
+//! collected).
 //!
 //! Most descriptions are made by criu-rs before the tree is forked and
 //! inherited; [`task`] is the tasks' own side: installing them at their
@@ -61,6 +63,7 @@ pub mod reg;
 pub mod signalfd;
 pub mod timerfd;
 pub mod tty;
+pub mod unix;
 
 #[cfg(test)]
 mod roundtrip;
@@ -291,6 +294,8 @@ fd_kinds! {
     Pipe => pipe::Pipe;
     /// A named pipe end.
     Fifo => fifo::Fifo;
+    /// A unix socket.
+    UnixSk => unix::UnixSk;
     /// A path: regular file, directory or device; an unlinked file.
     Reg => reg::Reg;
 }
@@ -481,6 +486,24 @@ impl<'a> FilesSink<'a> {
     }
 }
 
+/// What needs every task of the tree collected: the peers of unix sockets
+/// (both ends in the tree, pending connections, outside peers; file ids
+/// for outside peers from `next_id`).
+pub fn finish_tree(procs: &mut [crate::dump::model::ProcessDump], seen: &mut SeenFiles, next_id: &mut u32) -> Result<(), FileDumpError> {
+    let mut unix: Vec<&mut unix::UnixSocketDump> = procs
+        .iter_mut()
+        .flat_map(|p| p.files.files.iter_mut())
+        .filter_map(|f| match &mut f.kind {
+            FileKind::UnixSk(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    if !unix.is_empty() {
+        unix::resolve_peers(&mut unix, &seen.unix, next_id)?;
+    }
+    Ok(())
+}
+
 /// Writes one description's entries (with its kind).
 pub fn write_desc(f: &FileDesc, sink: &mut FilesSink<'_>) -> Result<(), ImageError> {
     FileKind::write(f, sink)
@@ -496,6 +519,9 @@ pub struct LoadOptions {
     /// `--inherit-fd fd[N]:KEY`: the file CRIU names KEY (`tty[RDEV:DEV]`)
     /// is criu-rs's fd N.
     pub inherit_fds: Vec<(String, RawFd)>,
+    /// `--ext-unix-sk`: unix sockets whose peer was outside the dumped tree
+    /// are connected to that peer's name again.
+    pub ext_unix_sk: bool,
 }
 
 impl LoadOptions {

@@ -84,6 +84,9 @@ pub struct SeenFiles {
     memfds: HashMap<(u64, u64), MemfdInode>,
     /// Memfd contents still to copy.
     memfd_pending: Vec<PendingContents>,
+    /// Unix sockets: the kernel's view of each network namespace met,
+    /// what `--ext-unix-sk` allows.
+    pub unix: crate::files::unix::UnixDumpCtx,
 }
 
 /// One (dev, ino) group.

@@ -503,7 +503,7 @@ mod tests {
             crit_decodes(&tmp.path().join(name));
         }
         // --inherit-fd names the terminal as CRIU does.
-        let opts = LoadOptions { shell_job: false, inherit_fds: vec![("tty[8803:19]".into(), 7)] };
+        let opts = LoadOptions { shell_job: false, inherit_fds: vec![("tty[8803:19]".into(), 7)], ..Default::default() };
         let DescPlan::Tty(p) = &roundtrip(&descs, &opts).0.unwrap()[&1] else { panic!() };
         assert_eq!(p.how, TtyHow::Inherit(7));
     }

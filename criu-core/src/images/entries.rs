@@ -6,7 +6,7 @@
 use super::consts::IMG_VERSION;
 use super::pb::{
     FdTypes, FileEntry, FownEntry, GhostChunkEntry, InventoryEntry, Lsmtype, PagemapEntry,
-    PipeDataEntry, RegFileEntry, TaskKobjIdsEntry,
+    PipeDataEntry, RegFileEntry, SkPacketEntry, TaskKobjIdsEntry,
 };
 
 impl InventoryEntry {
@@ -155,5 +155,11 @@ impl Payload for PipeDataEntry {
 impl Payload for GhostChunkEntry {
     fn payload_len(&self) -> u64 {
         self.len.unwrap_or(0)
+    }
+}
+
+impl Payload for SkPacketEntry {
+    fn payload_len(&self) -> u64 {
+        u64::from(self.length.unwrap_or(0))
     }
 }

@@ -125,6 +125,9 @@ image_kinds! {
     TtyInfo => Common(0x5945_3036), "tty-info", None, "tty_info_entry";
     /// `tty-data.img`: `tty_data_entry` records.
     TtyData => Common(0x5941_3026), "tty-data", None, "tty_data_entry";
+    /// `sk-queues.img`: `sk_packet_entry` each followed by `length` raw
+    /// bytes: the receive queues of the dumped sockets, in queue order.
+    SkQueues => Common(0x5626_4026), "sk-queues", None, "sk_packet_entry";
     /// `tcp-stream-INO.img` (hex socket inode): one `tcp_stream_entry`,
     /// then the receive queue's and the send queue's bytes.
     TcpStream => Common(0x5146_5506), "tcp-stream", Hex, "tcp_stream_entry";

@@ -33,3 +33,30 @@ pub mod packet;
 pub mod sockopt;
 pub mod tcp_repair;
 pub mod tcp_stream;
+
+/// The protocol name of the socket behind `path` (a `/proc/PID/fd/N`
+/// link): the `system.sockprotoname` attribute of its inode, e.g.
+/// `UNIX-STREAM`, `UNIX` (datagram and seqpacket), `TCP`, `UDPv6`,
+/// `NETLINK`, `PACKET`. `None` if it is not a socket. One system call,
+/// no copy of the descriptor: what a file kind's `claims` can afford.
+pub fn sock_proto(path: &std::path::Path) -> Option<String> {
+    let mut buf = [0u8; 64];
+    let n = rustix::fs::getxattr(path, "system.sockprotoname", &mut buf[..]).ok()?;
+    let name = buf[..n].split(|&b| b == 0).next().unwrap_or_default();
+    Some(String::from_utf8_lossy(name).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn protocol_names_of_sockets() {
+        use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
+        let path = |fd: &rustix::fd::OwnedFd| std::path::PathBuf::from(format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(fd)));
+        let s = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None).unwrap();
+        assert_eq!(super::sock_proto(&path(&s)).as_deref(), Some("UNIX-STREAM"));
+        let d = socket_with(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None).unwrap();
+        assert_eq!(super::sock_proto(&path(&d)).as_deref(), Some("UNIX"));
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        assert_eq!(super::sock_proto(&path(&r)), None);
+    }
+}

@@ -6,11 +6,12 @@
 //! Buffer sizes are kept as `getsockopt` reports them (the kernel doubles
 //! what `setsockopt` asks for) and set again with the `*FORCE` variants at
 //! half that, so a size above `wmem_max`/`rmem_max` comes back too.
-//! `SO_PEEK_OFF` has no field in `sk_opts_entry`; a kind that peeks puts it
-//! back itself.
+//! `SO_PEEK_OFF` has no field in CRIU's `sk_opts_entry`: criu-rs keeps an
+//! enabled peek offset in an extension field (1000) that CRIU and crit skip.
 
+use super::sockopt;
 use crate::images::pb;
-use rustix::fd::{AsRawFd, BorrowedFd};
+use rustix::fd::BorrowedFd;
 use rustix::io::Errno;
 
 /// `SO_BUF_LOCK` (Linux 5.14).
@@ -60,55 +61,35 @@ pub struct SockOpts {
     /// `SO_GET_FILTER`: the classic BPF program, one `struct sock_filter`
     /// (8 bytes, native endian) per entry.
     pub filter: Vec<u64>,
+    /// `SO_PEEK_OFF` when enabled (families that have it; -1 is disabled).
+    pub peek_off: Option<i32>,
 }
 
 /// `getsockopt(fd, SOL_SOCKET, opt, &int)`.
 pub fn get_int(fd: BorrowedFd<'_>, opt: i32) -> Result<i32, Errno> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v` and `len` are valid for writes of the sizes given.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
-    if r < 0 {
-        return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL)));
-    }
-    Ok(v)
+    sockopt::get::<i32>(fd, libc::SOL_SOCKET as u32, opt as u32)
 }
 
 /// `setsockopt(fd, SOL_SOCKET, opt, &int)`.
 pub fn set_int(fd: BorrowedFd<'_>, opt: i32, v: i32) -> Result<(), Errno> {
-    set_raw(fd, opt, &v)
+    sockopt::set(fd, libc::SOL_SOCKET as u32, opt as u32, &v)
 }
 
 /// `setsockopt(fd, SOL_SOCKET, opt, value)` for a plain C struct value.
 fn set_raw<T: Copy>(fd: BorrowedFd<'_>, opt: i32, v: &T) -> Result<(), Errno> {
-    // SAFETY: `v` points to a live `T` of the size given; the kernel only reads it.
-    let r = unsafe {
-        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, (v as *const T).cast(), std::mem::size_of::<T>() as libc::socklen_t)
-    };
-    if r < 0 {
-        return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL)));
-    }
-    Ok(())
+    sockopt::set(fd, libc::SOL_SOCKET as u32, opt as u32, v)
 }
 
 /// `getsockopt(fd, SOL_SOCKET, opt, buf)` into raw bytes; returns the
 /// length the kernel reported.
 fn get_bytes(fd: BorrowedFd<'_>, opt: i32, buf: &mut [u8]) -> Result<usize, Errno> {
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: `buf` is valid for `len` bytes of writes.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, buf.as_mut_ptr().cast(), &mut len) };
-    if r < 0 {
-        return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL)));
-    }
-    Ok(len as usize)
+    sockopt::get_bytes(fd, libc::SOL_SOCKET as u32, opt as u32, buf)
 }
 
-/// A `SO_*TIMEO` value as (seconds, microseconds).
+/// A `SO_*TIMEO` value as (seconds, microseconds): a `struct timeval`,
+/// two 64-bit words.
 fn get_timeout(fd: BorrowedFd<'_>, opt: i32) -> Result<(u64, u64), Errno> {
-    let mut tv = [0u8; std::mem::size_of::<libc::timeval>()];
-    get_bytes(fd, opt, &mut tv)?;
-    let sec = i64::from_ne_bytes(tv[..8].try_into().unwrap_or_default());
-    let usec = i64::from_ne_bytes(tv[8..16].try_into().unwrap_or_default());
+    let [sec, usec] = sockopt::get::<[i64; 2]>(fd, libc::SOL_SOCKET as u32, opt as u32)?;
     Ok((sec as u64, usec as u64))
 }
 
@@ -152,9 +133,8 @@ impl SockOpts {
             o.passcred = flag(libc::SO_PASSCRED, "get SO_PASSCRED")?;
             o.passsec = flag(libc::SO_PASSSEC, "get SO_PASSSEC")?;
         }
-        let mut linger = [0u8; 8];
-        get_bytes(fd, libc::SO_LINGER, &mut linger).map_err(named("get SO_LINGER"))?;
-        let (onoff, secs) = (i32::from_ne_bytes(linger[..4].try_into().unwrap_or_default()), i32::from_ne_bytes(linger[4..].try_into().unwrap_or_default()));
+        // struct linger { int l_onoff; int l_linger; }
+        let [onoff, secs] = sockopt::get::<[i32; 2]>(fd, libc::SOL_SOCKET as u32, libc::SO_LINGER as u32).map_err(named("get SO_LINGER"))?;
         o.linger = (onoff != 0).then_some(secs as u32);
         o.buf_lock = match get_int(fd, SO_BUF_LOCK) {
             Ok(v) => Some(v as u32),
@@ -167,6 +147,11 @@ impl SockOpts {
         let dev = dev.split(|&b| b == 0).next().unwrap_or_default();
         o.bound_dev = (!dev.is_empty()).then(|| String::from_utf8_lossy(dev).into_owned());
         o.filter = read_filter(fd)?;
+        o.peek_off = match get_int(fd, libc::SO_PEEK_OFF) {
+            Ok(v) if v >= 0 => Some(v),
+            Ok(_) | Err(Errno::OPNOTSUPP) => None,
+            Err(e) => return Err(SockOptError { opt: "get SO_PEEK_OFF", errno: e }),
+        };
         Ok(o)
     }
 
@@ -223,6 +208,9 @@ impl SockOpts {
             name[..n].copy_from_slice(&dev.as_bytes()[..n]);
             set_raw(fd, libc::SO_BINDTODEVICE, &name).map_err(named("set SO_BINDTODEVICE"))?;
         }
+        if let Some(off) = self.peek_off {
+            set(libc::SO_PEEK_OFF, "set SO_PEEK_OFF", off)?;
+        }
         if !self.filter.is_empty() {
             let prog = libc::sock_fprog { len: self.filter.len() as u16, filter: self.filter.as_ptr() as *mut libc::sock_filter };
             set_raw(fd, libc::SO_ATTACH_FILTER, &prog).map_err(named("set SO_ATTACH_FILTER"))?;
@@ -255,6 +243,7 @@ impl SockOpts {
             so_oobinline: Some(self.oobinline as u32),
             so_linger: self.linger,
             so_buf_lock: self.buf_lock,
+            so_peek_off: self.peek_off,
             ..Default::default()
         }
     }
@@ -293,32 +282,25 @@ impl SockOpts {
             buf_lock: e.so_buf_lock,
             bound_dev: e.so_bound_dev.clone().filter(|d| !d.is_empty()),
             filter: e.so_filter.clone(),
+            peek_off: e.so_peek_off.filter(|&o| o >= 0),
         })
     }
 }
 
-/// `getsockopt(SO_GET_FILTER)`: the attached classic BPF program, if any.
+/// `getsockopt(SO_GET_FILTER)`: the attached classic BPF program, if any
+/// (for this option the length is counted in instructions).
 fn read_filter(fd: BorrowedFd<'_>) -> Result<Vec<u64>, SockOptError> {
+    let err = |errno| SockOptError { opt: "get SO_GET_FILTER", errno };
     // With a zero length the kernel reports the number of instructions.
-    let mut len: libc::socklen_t = 0;
-    // SAFETY: a zero-length buffer: the kernel writes nothing but `len`.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER, std::ptr::null_mut(), &mut len) };
-    if r < 0 {
-        let errno = Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
-        return Err(SockOptError { opt: "get SO_GET_FILTER", errno });
-    }
-    if len == 0 {
+    let count = get_bytes(fd, libc::SO_GET_FILTER, &mut []).map_err(err)?;
+    if count == 0 {
         return Ok(Vec::new());
     }
-    let mut prog = vec![0u64; len as usize];
-    // The length is in instructions here, not bytes.
-    // SAFETY: `prog` holds `len` 8-byte instructions.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER, prog.as_mut_ptr().cast(), &mut len) };
-    if r < 0 {
-        let errno = Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
-        return Err(SockOptError { opt: "get SO_GET_FILTER", errno });
-    }
-    prog.truncate(len as usize);
+    let mut prog = vec![0u64; count];
+    // SAFETY: viewing the u64 buffer as bytes (plain integers).
+    let bytes = unsafe { std::slice::from_raw_parts_mut(prog.as_mut_ptr().cast::<u8>(), count * 8) };
+    let got = get_bytes(fd, libc::SO_GET_FILTER, bytes).map_err(err)?;
+    prog.truncate(got);
     Ok(prog)
 }
 
@@ -344,6 +326,7 @@ mod tests {
         set_int(fd, libc::SO_MARK, 77).unwrap();
         set_raw(fd, libc::SO_LINGER, &libc::linger { l_onoff: 1, l_linger: 4 }).unwrap();
         set_raw(fd, libc::SO_RCVTIMEO, &libc::timeval { tv_sec: 2, tv_usec: 500_000 }).unwrap();
+        set_int(fd, libc::SO_PEEK_OFF, 3).unwrap();
         // A one-instruction filter: accept everything.
         let ret_all = libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0xffff_ffff };
         let prog = libc::sock_fprog { len: 1, filter: &ret_all as *const _ as *mut _ };
@@ -353,6 +336,7 @@ mod tests {
         assert!(o.passcred && !o.passsec);
         assert_eq!(o.rcv_timeout, (2, 500_000));
         assert_eq!(o.filter.len(), 1);
+        assert_eq!(o.peek_off, Some(3));
         let back = SockOpts::from_entry(&o.to_entry()).unwrap();
         assert_eq!(back, o);
         let b = sock();
