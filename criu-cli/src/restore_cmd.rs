@@ -45,6 +45,7 @@ pub fn restore(o: &Opts) -> Result<i32> {
     opts.file_locks = o.file_locks;
     opts.inherit_fd = o.inherit_fd.clone();
     opts.external = o.external.clone();
+    opts.verify = o.verify;
     opts.actions = Some(stages.hook());
     stages.run(Action::PreRestore, None).context("pre-restore script failed")?;
     let r = criu_core::restore::restore(&opts).context("restore failed")?;

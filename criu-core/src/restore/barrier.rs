@@ -64,9 +64,16 @@ fn seize_tree(pid: i32, suspend_seccomp: bool) -> Result<()> {
 }
 
 /// Holds every task until all reached the trap, asks `before_release`
-/// (an error there fails the restore, the guard kills the tree), then lets
-/// them all go.
-pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, before_release: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+/// (an error there fails the restore, the guard kills the tree), steps
+/// every thread through its `rt_sigreturn` and removes the blob, asks
+/// `check` (every task is then as it will run, still stopped and traced:
+/// `--verify` looks at it), then lets them all go.
+pub fn run(
+    tasks: &mut [Tracked],
+    guard: &mut TreeGuard,
+    before_release: &mut dyn FnMut() -> Result<()>,
+    check: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     for t in tasks.iter_mut() {
         if let Some(go) = t.go.take() {
             // The root (our child), or a task forked by a helper (whose
@@ -85,6 +92,10 @@ pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, before_release: &mut dy
     before_release()?;
     for t in tasks.iter() {
         finish(t)?;
+    }
+    check()?;
+    for t in tasks.iter() {
+        let_go(t)?;
     }
     Ok(())
 }
@@ -159,8 +170,8 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
     }
 }
 
-/// Steps every thread of `t` through `rt_sigreturn`, removes the blob (on
-/// the leader) and detaches them all.
+/// Steps every thread of `t` through `rt_sigreturn` and removes the blob
+/// (on the leader); every thread stays stopped and traced.
 fn finish(t: &Tracked) -> Result<()> {
     let place = t.place.as_ref().ok_or_else(|| died(t.pid, "no blob placement"))?;
     let mut leader_insn = 0;
@@ -170,7 +181,11 @@ fn finish(t: &Tracked) -> Result<()> {
             leader_insn = insn;
         }
     }
-    cleanup(t.pid, leader_insn, place, &t.threads)?;
+    cleanup(t.pid, leader_insn, place, &t.threads)
+}
+
+/// Detaches every thread of `t` (stopped first if it was dumped stopped).
+fn let_go(t: &Tracked) -> Result<()> {
     if t.stopped {
         // Queued while every thread is still ours: each one takes it (the
         // whole group stops, the parent is told) before it runs any code.

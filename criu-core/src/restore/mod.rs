@@ -11,7 +11,8 @@
 //!   [`jump`] enters the blob ([`child`]);
 //! - in criu-rs, [`barrier`] holds every thread at the blob's last stop
 //!   until the whole tree is there, then ([`finalize`]) removes the blob
-//!   from each task and lets them all run.
+//!   from each task and lets them all run; with `--verify`, [`verify`]
+//!   first compares every task with the images.
 //!
 //! [`barrier::TreeGuard`] kills every task if anything fails.
 
@@ -21,6 +22,7 @@ pub mod child;
 pub mod clone;
 pub mod creds;
 pub mod error;
+pub mod failpoint;
 pub mod fds;
 pub mod finalize;
 pub mod fill;
@@ -39,6 +41,7 @@ pub mod seccomp;
 pub mod shared;
 pub mod tree;
 pub mod validate;
+pub mod verify;
 pub mod vdso;
 pub mod xsave;
 
@@ -74,6 +77,9 @@ pub struct RestoreOptions {
     pub inherit_fd: Vec<InheritFd>,
     /// `--external TYPE[ID]:VALUE` as given (not implemented yet: refused).
     pub external: Vec<String>,
+    /// `--verify`: before the tasks run, compare each with the images and
+    /// fail (killing the tree) on a difference ([`verify`]).
+    pub verify: bool,
     /// The caller's action hook ([`crate::actions`]): called at
     /// `post-restore` and `pre-resume`, with the root's pid.
     pub actions: Option<crate::actions::ActionHook>,
@@ -104,6 +110,7 @@ impl RestoreOptions {
             file_locks: false,
             inherit_fd: Vec::new(),
             external: Vec::new(),
+            verify: false,
             actions: None,
         }
     }

@@ -1,0 +1,243 @@
+//! Memory areas: `/proc/PID/smaps` against `mm-PID.img`'s VMAs.
+//!
+//! Both sides become lists of areas (bounds, protection, shared or
+//! private, what backs it, the file offset where one matters, the
+//! `MAP_GROWSDOWN|MAP_LOCKED|MAP_NORESERVE` flags and the madvise advice
+//! `VmFlags` shows), adjacent areas alike in everything are joined (the
+//! kernel merges and splits VMAs as it likes), and the lists must be
+//! equal. `[vsyscall]` is the kernel's and is left out; a dumped vDSO may
+//! come back as an anonymous copy of its pages.
+
+use super::{proc_err, Check, TaskImages};
+use crate::dump::vmas::{classify, MADV_SHOWN, MAP_SHOWN};
+use crate::images::consts::vma_status as st;
+use crate::images::pb;
+use crate::proc::maps::{read_smaps, MapEntry};
+use std::fmt;
+
+/// What backs an area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Backing {
+    Anon,
+    Heap,
+    Stack,
+    Vdso,
+    Vvar,
+    /// `MAP_SHARED|MAP_ANONYMOUS` (the kernel's `/dev/zero` object).
+    SharedAnon,
+    /// A memfd, by name.
+    Memfd(String),
+    /// A file by path; `None` when the image names a file restored under
+    /// another name (ghost or linked-back files).
+    File(Option<String>),
+    /// A file that was deleted after the restore opened it (live only).
+    Deleted(String),
+    /// SysV shared memory, sockets, anything else.
+    Other(String),
+}
+
+/// One area, as compared.
+#[derive(Debug, Clone)]
+struct Area {
+    start: u64,
+    end: u64,
+    prot: u32,
+    shared: bool,
+    backing: Backing,
+    /// File offset in bytes, for areas backed by an object.
+    pgoff: Option<u64>,
+    /// `MAP_SHOWN` bits.
+    flags: u32,
+    /// `MADV_SHOWN` bits.
+    madv: u64,
+}
+
+impl Area {
+    /// Whether `next` continues `self` with the same attributes.
+    fn joins(&self, next: &Area) -> bool {
+        self.end == next.start
+            && self.prot == next.prot
+            && self.shared == next.shared
+            && self.backing == next.backing
+            && self.flags == next.flags
+            && self.madv == next.madv
+            && match (self.pgoff, next.pgoff) {
+                (Some(a), Some(b)) => a.checked_add(self.end.wrapping_sub(self.start)) == Some(b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+
+    fn same(&self, o: &Area) -> bool {
+        self.start == o.start && self.end == o.end && self.joins_attrs(o)
+    }
+
+    fn joins_attrs(&self, o: &Area) -> bool {
+        self.prot == o.prot && self.shared == o.shared && self.backing == o.backing && self.flags == o.flags && self.madv == o.madv && self.pgoff == o.pgoff
+    }
+}
+
+impl fmt::Display for Area {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = |bit: u32, c: char| if self.prot & bit != 0 { c } else { '-' };
+        write!(
+            f,
+            "{:x}-{:x} {}{}{}{}",
+            self.start,
+            self.end,
+            b(1, 'r'),
+            b(2, 'w'),
+            b(4, 'x'),
+            if self.shared { 's' } else { 'p' }
+        )?;
+        match &self.backing {
+            Backing::Anon => write!(f, " anon")?,
+            Backing::Heap => write!(f, " [heap]")?,
+            Backing::Stack => write!(f, " [stack]")?,
+            Backing::Vdso => write!(f, " [vdso]")?,
+            Backing::Vvar => write!(f, " [vvar]")?,
+            Backing::SharedAnon => write!(f, " /dev/zero")?,
+            Backing::Memfd(n) => write!(f, " memfd:{n}")?,
+            Backing::File(Some(p)) => write!(f, " {p}")?,
+            Backing::File(None) => write!(f, " (a ghost or linked-back file)")?,
+            Backing::Deleted(p) => write!(f, " {p} (deleted)")?,
+            Backing::Other(p) => write!(f, " {p}")?,
+        }
+        if let Some(off) = self.pgoff {
+            write!(f, " @{off:#x}")?;
+        }
+        if self.flags != 0 {
+            write!(f, " flags {:#x}", self.flags)?;
+        }
+        if self.madv != 0 {
+            write!(f, " madv {:#x}", self.madv)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn check(t: &TaskImages) -> Check {
+    let smaps = read_smaps(t.pid).map_err(proc_err)?;
+    let image: Vec<Area> = t.mm.vmas.iter().filter_map(|v| image_area(t, v)).collect();
+    let mut live: Vec<Area> = smaps.iter().filter(|m| m.path != "[vsyscall]").map(live_area).collect();
+    for a in live.iter_mut() {
+        let Some(v) = image.iter().find(|v| v.start <= a.start && a.end <= v.end) else { continue };
+        match (&a.backing, &v.backing) {
+            // A vDSO restored as a copy of the dumped one is anonymous
+            // memory.
+            (Backing::Anon, Backing::Vdso) => a.backing = Backing::Vdso,
+            // A ghost file is restored under a name of its own.
+            (Backing::File(_) | Backing::Deleted(_), Backing::File(None)) => a.backing = Backing::File(None),
+            _ => {}
+        }
+    }
+    compare(&join(live), &join(image))
+}
+
+/// The first difference between two joined lists.
+fn compare(live: &[Area], image: &[Area]) -> Check {
+    for i in 0..live.len().max(image.len()) {
+        match (live.get(i), image.get(i)) {
+            (Some(l), Some(m)) if l.same(m) => continue,
+            (Some(l), Some(m)) => return Err(format!("/proc maps {l}, image {m}")),
+            (Some(l), None) => return Err(format!("/proc maps {l}, not in the image")),
+            (None, Some(m)) => return Err(format!("/proc maps has nothing for image {m}")),
+            (None, None) => break,
+        }
+    }
+    Ok(())
+}
+
+/// Joins adjacent areas alike in everything.
+fn join(mut v: Vec<Area>) -> Vec<Area> {
+    v.sort_by_key(|a| a.start);
+    let mut out: Vec<Area> = Vec::with_capacity(v.len());
+    for a in v {
+        match out.last_mut() {
+            Some(last) if last.joins(&a) => last.end = a.end,
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
+fn live_area(m: &MapEntry) -> Area {
+    let c = classify(m);
+    let backing = match m.path.as_str() {
+        "[vdso]" => Backing::Vdso,
+        "[vvar]" | "[vvar_vclock]" => Backing::Vvar,
+        "[heap]" => Backing::Heap,
+        "[stack]" => Backing::Stack,
+        _ if m.is_anon() => Backing::Anon,
+        p if m.shared && m.deleted && p.starts_with("/dev/zero") => Backing::SharedAnon,
+        p if m.deleted && p.starts_with("/memfd:") => Backing::Memfd(p["/memfd:".len()..].to_string()),
+        p if m.deleted => Backing::Deleted(p.to_string()),
+        p => Backing::File(Some(p.to_string())),
+    };
+    let pgoff = match backing {
+        Backing::SharedAnon | Backing::Memfd(_) | Backing::File(_) | Backing::Deleted(_) => Some(m.offset),
+        _ => None,
+    };
+    Area {
+        start: m.start,
+        end: m.end,
+        prot: c.prot,
+        shared: m.shared,
+        backing,
+        pgoff,
+        flags: c.mmap_flags & MAP_SHOWN,
+        madv: c.madv & MADV_SHOWN,
+    }
+}
+
+fn image_area(t: &TaskImages, v: &pb::VmaEntry) -> Option<Area> {
+    let status = v.status.unwrap_or_default();
+    if status & st::AREA_VSYSCALL != 0 {
+        return None;
+    }
+    let id = v.shmid.unwrap_or_default();
+    let file = t.tree.files.get(&(id as u32));
+    let backing = if status & st::AREA_VVAR != 0 {
+        Backing::Vvar
+    } else if status & st::AREA_VDSO != 0 {
+        Backing::Vdso
+    } else if status & st::AREA_MEMFD != 0 {
+        let inode = file.and_then(|f| f.memfd.as_ref()).and_then(|m| m.inode_id).and_then(|i| t.tree.memfds.get(&(i as u64)));
+        match inode.and_then(|i| i.name.as_deref()) {
+            Some(n) if n.starts_with("/dev/zero") => Backing::SharedAnon,
+            Some(n) => Backing::Memfd(n.to_string()),
+            None => Backing::Other(format!("memfd {id:#x}")),
+        }
+    } else if status & st::ANON_SHARED != 0 {
+        Backing::SharedAnon
+    } else if status & (st::FILE_PRIVATE | st::FILE_SHARED) != 0 {
+        match file.and_then(|f| f.reg.as_ref()).and_then(|r| r.name.as_deref()) {
+            _ if t.tree.remapped.contains(&(id as u32)) => Backing::File(None),
+            Some(n) => Backing::File(Some(n.to_string())),
+            None => Backing::Other(format!("file {id:#x}")),
+        }
+    } else if status & st::AREA_HEAP != 0 {
+        Backing::Heap
+    } else if status & st::AREA_STACK != 0 {
+        Backing::Stack
+    } else if status & st::ANON_PRIVATE != 0 {
+        Backing::Anon
+    } else {
+        Backing::Other(format!("status {status:#x}"))
+    };
+    let pgoff = match backing {
+        Backing::SharedAnon | Backing::Memfd(_) | Backing::File(_) => Some(v.pgoff.unwrap_or_default()),
+        _ => None,
+    };
+    let flags = v.flags.unwrap_or_default();
+    Some(Area {
+        start: v.start.unwrap_or_default(),
+        end: v.end.unwrap_or_default(),
+        prot: v.prot.unwrap_or_default() & 7,
+        shared: flags & libc::MAP_SHARED as u32 != 0,
+        backing,
+        pgoff,
+        flags: flags & MAP_SHOWN,
+        madv: v.madv.unwrap_or_default() & MADV_SHOWN,
+    })
+}

@@ -1,0 +1,35 @@
+//! Task-wide state and thread names: `Name` of every thread, the
+//! personality, `oom_score_adj`, `THP_enabled` (`PR_SET_THP_DISABLE`) and
+//! the umask, against the core, mm and fs images.
+
+use super::{proc_err, same, thread_file, Check, TaskImages};
+use crate::proc::status::read_status_file;
+
+pub fn check(t: &TaskImages) -> Check {
+    let tc = t.tc();
+    for (tid, core) in &t.threads {
+        let st = read_status_file(t.pid, &thread_file(*tid, "status")).map_err(proc_err)?;
+        let name = core.thread_core.as_ref().and_then(|c| c.comm.as_deref()).or(tc.and_then(|c| c.comm.as_deref()));
+        if let Some(name) = name {
+            same(format_args!("thread {tid}: Name"), st.name.as_str(), name)?;
+        }
+    }
+    let st = read_status_file(t.pid, "status").map_err(proc_err)?;
+    if let Some(p) = tc.and_then(|c| c.personality) {
+        let live = crate::proc::misc::read_personality(t.pid).map_err(proc_err)?;
+        super::same_hex("personality", live as u64, p as u64)?;
+    }
+    if let Some(adj) = tc.and_then(|c| c.oom_score_adj) {
+        let path = crate::proc::path(t.pid, "oom_score_adj");
+        let text = crate::proc::read_text(&path).map_err(proc_err)?;
+        let live: i32 = text.trim().parse().map_err(|_| format!("{}: {text:?}", path.display()))?;
+        same("oom_score_adj", live, adj)?;
+    }
+    if let (Some(disabled), Some(enabled)) = (t.mm.thp_disabled, st.thp_enabled) {
+        same("THP disabled (PR_SET_THP_DISABLE)", !enabled, disabled)?;
+    }
+    if let (Some(umask), Some(live)) = (t.fs.as_ref().and_then(|f| f.umask), st.umask) {
+        same("umask", format!("{live:04o}"), format!("{umask:04o}"))?;
+    }
+    Ok(())
+}
