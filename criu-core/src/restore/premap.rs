@@ -99,6 +99,11 @@ pub fn premap(
         if v.grows_down() {
             flags |= MapFlags::GROWSDOWN;
         }
+        // Not accounted against the commit limit, as dumped (a JVM
+        // reserves its heap this way).
+        if v.flags & libc::MAP_NORESERVE as u32 != 0 {
+            flags |= MapFlags::NORESERVE;
+        }
         let what = || format!("premapping VMA {:#x}-{:#x} at {addr:#x}", v.start, v.end);
         match &v.kind {
             // SAFETY: addr..addr+len lies inside the area reserved above,

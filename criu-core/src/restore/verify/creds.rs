@@ -51,24 +51,44 @@ fn thread_creds(tid: i32, st: &ProcStatus, c: &pb::CredsEntry) -> Check {
 }
 
 /// The seccomp mode, and in filter mode the number of filters attached
-/// (`Seccomp_filters`, where the kernel shows it).
+/// (`Seccomp_filters`, where the kernel shows it). A thread recorded
+/// without seccomp in a task whose leader's chain was installed with
+/// `SECCOMP_FILTER_FLAG_TSYNC` shares the leader's chain (as CRIU records
+/// it).
 fn seccomp(t: &TaskImages, tid: i32, st: &ProcStatus, tc: &pb::ThreadCoreEntry) -> Check {
-    let Some(mode) = tc.seccomp_mode else { return Ok(()) };
-    same(format_args!("thread {tid}: Seccomp"), st.seccomp as i64, mode as i64)?;
-    let (Some(live), Some(first)) = (st.seccomp_filters, tc.seccomp_filter) else { return Ok(()) };
-    if mode != 2 {
-        return Ok(());
+    let Some(mut mode) = tc.seccomp_mode else { return Ok(()) };
+    let mut first = tc.seccomp_filter;
+    if mode == 0 && tid != t.pid {
+        let leader = t.threads.first().and_then(|(_, c)| c.thread_core.as_ref());
+        if let Some(l) = leader.filter(|l| l.seccomp_mode == Some(2)) {
+            if chain(t, l.seccomp_filter).iter().any(|f| f.flags.unwrap_or_default() & TSYNC != 0) {
+                mode = 2;
+                first = l.seccomp_filter;
+            }
+        }
     }
+    same(format_args!("thread {tid}: Seccomp"), st.seccomp as i64, mode as i64)?;
+    match (st.seccomp_filters, mode) {
+        (Some(live), 2) => same(format_args!("thread {tid}: Seccomp_filters"), live as usize, chain(t, first).len()),
+        _ => Ok(()),
+    }
+}
+
+/// `SECCOMP_FILTER_FLAG_TSYNC`.
+const TSYNC: u32 = 1;
+
+/// The chain of filters that starts at index `first` of `seccomp.img`
+/// (following `prev`; a loop or a bad index ends it).
+fn chain<'a>(t: &TaskImages<'a>, first: Option<u32>) -> Vec<&'a pb::SeccompFilter> {
     let list = t.tree.seccomp.as_ref().map_or(&[][..], |e| &e.seccomp_filters[..]);
-    let mut n = 0u32;
-    let mut at = Some(first);
-    while let Some(i) = at {
-        let Some(f) = list.get(i as usize) else { break };
-        n += 1;
-        if n as usize > list.len() {
+    let mut out = Vec::new();
+    let mut at = first;
+    while let Some(f) = at.and_then(|i| list.get(i as usize)) {
+        if out.len() >= list.len() {
             break;
         }
+        out.push(f);
         at = f.prev;
     }
-    same(format_args!("thread {tid}: Seccomp_filters"), live, n)
+    out
 }

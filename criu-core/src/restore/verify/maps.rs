@@ -6,7 +6,8 @@
 //! `VmFlags` shows), adjacent areas alike in everything are joined (the
 //! kernel merges and splits VMAs as it likes), and the lists must be
 //! equal. `[vsyscall]` is the kernel's and is left out; a dumped vDSO may
-//! come back as an anonymous copy of its pages.
+//! come back as an anonymous copy of its pages; a task dumped without a
+//! vDSO may keep the kernel's.
 
 use super::{proc_err, Check, TaskImages};
 use crate::dump::vmas::{classify, MADV_SHOWN, MAP_SHOWN};
@@ -18,9 +19,9 @@ use std::fmt;
 /// What backs an area.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Backing {
+    /// Private anonymous memory (`[heap]` and `[stack]` too: the kernel
+    /// names them from the mm's fields, which [`super::task`] compares).
     Anon,
-    Heap,
-    Stack,
     Vdso,
     Vvar,
     /// `MAP_SHARED|MAP_ANONYMOUS` (the kernel's `/dev/zero` object).
@@ -92,8 +93,6 @@ impl fmt::Display for Area {
         )?;
         match &self.backing {
             Backing::Anon => write!(f, " anon")?,
-            Backing::Heap => write!(f, " [heap]")?,
-            Backing::Stack => write!(f, " [stack]")?,
             Backing::Vdso => write!(f, " [vdso]")?,
             Backing::Vvar => write!(f, " [vvar]")?,
             Backing::SharedAnon => write!(f, " /dev/zero")?,
@@ -120,6 +119,11 @@ pub fn check(t: &TaskImages) -> Check {
     let smaps = read_smaps(t.pid).map_err(proc_err)?;
     let image: Vec<Area> = t.mm.vmas.iter().filter_map(|v| image_area(t, v)).collect();
     let mut live: Vec<Area> = smaps.iter().filter(|m| m.path != "[vsyscall]").map(live_area).collect();
+    // Images without a vDSO (made by hand, or of a task that had none)
+    // leave the kernel's own to the restored task.
+    if !image.iter().any(|v| matches!(v.backing, Backing::Vdso | Backing::Vvar)) {
+        live.retain(|a| !matches!(a.backing, Backing::Vdso | Backing::Vvar));
+    }
     for a in live.iter_mut() {
         let Some(v) = image.iter().find(|v| v.start <= a.start && a.end <= v.end) else { continue };
         match (&a.backing, &v.backing) {
@@ -166,8 +170,6 @@ fn live_area(m: &MapEntry) -> Area {
     let backing = match m.path.as_str() {
         "[vdso]" => Backing::Vdso,
         "[vvar]" | "[vvar_vclock]" => Backing::Vvar,
-        "[heap]" => Backing::Heap,
-        "[stack]" => Backing::Stack,
         _ if m.is_anon() => Backing::Anon,
         p if m.shared && m.deleted && p.starts_with("/dev/zero") => Backing::SharedAnon,
         p if m.deleted && p.starts_with("/memfd:") => Backing::Memfd(p["/memfd:".len()..].to_string()),
@@ -216,10 +218,6 @@ fn image_area(t: &TaskImages, v: &pb::VmaEntry) -> Option<Area> {
             Some(n) => Backing::File(Some(n.to_string())),
             None => Backing::Other(format!("file {id:#x}")),
         }
-    } else if status & st::AREA_HEAP != 0 {
-        Backing::Heap
-    } else if status & st::AREA_STACK != 0 {
-        Backing::Stack
     } else if status & st::ANON_PRIVATE != 0 {
         Backing::Anon
     } else {

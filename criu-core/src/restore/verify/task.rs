@@ -1,6 +1,7 @@
 //! Task-wide state and thread names: `Name` of every thread, the
-//! personality, `oom_score_adj`, `THP_enabled` (`PR_SET_THP_DISABLE`) and
-//! the umask, against the core, mm and fs images.
+//! personality, `oom_score_adj`, `THP_enabled` (`PR_SET_THP_DISABLE`), the
+//! umask and the mm's code, data, heap, stack, argument and environment
+//! bounds (`/proc/PID/stat`), against the core, mm and fs images.
 
 use super::{proc_err, same, thread_file, Check, TaskImages};
 use crate::proc::status::read_status_file;
@@ -15,6 +16,7 @@ pub fn check(t: &TaskImages) -> Check {
         }
     }
     let st = read_status_file(t.pid, "status").map_err(proc_err)?;
+    mm_fields(t)?;
     if let Some(p) = tc.and_then(|c| c.personality) {
         let live = crate::proc::misc::read_personality(t.pid).map_err(proc_err)?;
         super::same_hex("personality", live as u64, p as u64)?;
@@ -30,6 +32,30 @@ pub fn check(t: &TaskImages) -> Check {
     }
     if let (Some(umask), Some(live)) = (t.fs.as_ref().and_then(|f| f.umask), st.umask) {
         same("umask", format!("{live:04o}"), format!("{umask:04o}"))?;
+    }
+    Ok(())
+}
+
+/// The mm's bounds `/proc/PID/stat` shows against `mm-PID.img` (`brk`
+/// itself is not shown there).
+fn mm_fields(t: &TaskImages) -> Check {
+    let st = crate::proc::stat::read_stat(t.pid).map_err(proc_err)?;
+    let m = &t.mm;
+    for (name, live, image) in [
+        ("start_code", st.start_code, m.mm_start_code),
+        ("end_code", st.end_code, m.mm_end_code),
+        ("start_data", st.start_data, m.mm_start_data),
+        ("end_data", st.end_data, m.mm_end_data),
+        ("start_stack", st.start_stack, m.mm_start_stack),
+        ("start_brk", st.start_brk, m.mm_start_brk),
+        ("arg_start", st.arg_start, m.mm_arg_start),
+        ("arg_end", st.arg_end, m.mm_arg_end),
+        ("env_start", st.env_start, m.mm_env_start),
+        ("env_end", st.env_end, m.mm_env_end),
+    ] {
+        if let Some(image) = image {
+            super::same_hex(format_args!("mm {name}"), live, image)?;
+        }
     }
     Ok(())
 }
