@@ -26,6 +26,8 @@ enum Backing {
     Vvar,
     /// `MAP_SHARED|MAP_ANONYMOUS` (the kernel's `/dev/zero` object).
     SharedAnon,
+    /// A SysV shared memory attachment.
+    SysV,
     /// A memfd, by name.
     Memfd(String),
     /// A file by path; `None` when the image names a file restored under
@@ -96,6 +98,7 @@ impl fmt::Display for Area {
             Backing::Vdso => write!(f, " [vdso]")?,
             Backing::Vvar => write!(f, " [vvar]")?,
             Backing::SharedAnon => write!(f, " /dev/zero")?,
+            Backing::SysV => write!(f, " SysV shared memory")?,
             Backing::Memfd(n) => write!(f, " memfd:{n}")?,
             Backing::File(Some(p)) => write!(f, " {p}")?,
             Backing::File(None) => write!(f, " (a ghost or linked-back file)")?,
@@ -172,12 +175,13 @@ fn live_area(m: &MapEntry) -> Area {
         "[vvar]" | "[vvar_vclock]" => Backing::Vvar,
         _ if m.is_anon() => Backing::Anon,
         p if m.shared && m.deleted && p.starts_with("/dev/zero") => Backing::SharedAnon,
+        p if m.shared && p.starts_with("/SYSV") => Backing::SysV,
         p if m.deleted && p.starts_with("/memfd:") => Backing::Memfd(p["/memfd:".len()..].to_string()),
         p if m.deleted => Backing::Deleted(p.to_string()),
         p => Backing::File(Some(p.to_string())),
     };
     let pgoff = match backing {
-        Backing::SharedAnon | Backing::Memfd(_) | Backing::File(_) | Backing::Deleted(_) => Some(m.offset),
+        Backing::SharedAnon | Backing::SysV | Backing::Memfd(_) | Backing::File(_) | Backing::Deleted(_) => Some(m.offset),
         _ => None,
     };
     Area {
@@ -203,6 +207,8 @@ fn image_area(t: &TaskImages, v: &pb::VmaEntry) -> Option<Area> {
         Backing::Vvar
     } else if status & st::AREA_VDSO != 0 {
         Backing::Vdso
+    } else if status & st::AREA_SYSVIPC != 0 {
+        Backing::SysV
     } else if status & st::AREA_MEMFD != 0 {
         let inode = file.and_then(|f| f.memfd.as_ref()).and_then(|m| m.inode_id).and_then(|i| t.tree.memfds.get(&(i as u64)));
         match inode.and_then(|i| i.name.as_deref()) {
@@ -224,7 +230,7 @@ fn image_area(t: &TaskImages, v: &pb::VmaEntry) -> Option<Area> {
         Backing::Other(format!("status {status:#x}"))
     };
     let pgoff = match backing {
-        Backing::SharedAnon | Backing::Memfd(_) | Backing::File(_) => Some(v.pgoff.unwrap_or_default()),
+        Backing::SharedAnon | Backing::SysV | Backing::Memfd(_) | Backing::File(_) => Some(v.pgoff.unwrap_or_default()),
         _ => None,
     };
     let flags = v.flags.unwrap_or_default();
