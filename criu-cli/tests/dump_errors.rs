@@ -208,3 +208,34 @@ fn task_that_cannot_stop_times_out() {
     assert!(!dir.join("inventory.img").exists());
     assert_eq!(p.finish().trim(), "OK");
 }
+
+/// A task holding a file lock is refused (criu-rs does not dump locks
+/// yet; a restore without them would run on unlocked files), with or
+/// without `--file-locks`, and left running untraced.
+#[test]
+fn file_locks_are_refused() {
+    let dir = scratch("file-locks");
+    let lockfile = dir.join("lockfile");
+    std::fs::write(&lockfile, "x").unwrap();
+    let mut cmd = Command::new("flock");
+    cmd.arg("-x").arg(&lockfile).args(["sleep", "1000"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut p = Proc::from(in_own_session(&mut cmd).spawn().unwrap());
+    let pid = p.pid() as i32;
+    // flock holds the lock once its child runs.
+    wait_until("flock to take the lock", PATIENCE, || {
+        std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten().any(|e| {
+            std::fs::read_to_string(e.path()).unwrap_or_default().contains("lock:")
+        })
+    });
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for extra in [&["-R"][..], &["-R", "--file-locks"]] {
+        let out = dump(pid, &images, extra);
+        assert_fails(&out, "not supported:");
+        assert_fails(&out, &format!("pid {pid} fd"));
+        assert_fails(&out, "holds a file lock");
+    }
+    assert!(p.try_wait().is_none(), "flock went away");
+    assert!(!images.join("inventory.img").exists());
+    assert_eq!(status_field(pid, "TracerPid:").as_deref(), Some("0"));
+}

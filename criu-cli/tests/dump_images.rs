@@ -75,6 +75,8 @@ fn images_hold_what_the_program_set_up() {
     let tmp = scratch("images-files");
     // 80 MiB: several read batches, written by concurrent writers.
     let mut p = Program::start(&exe, &["80", "2", tmp.to_str().unwrap()]);
+    // READY comes before the leader loads r12..r15/ymm and enters read(2).
+    wait_all_in_read(p.pid());
     let dir = scratch("images");
     let out = dump(p.pid(), &dir, &["-R", "-j", "-v4", "-o", "dump.log"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -7,7 +7,18 @@
 //!   the layout CRIU 4.x writes (a memfd named `/dev/zero`, which this test
 //!   makes from criu-rs's images, since CI has no CRIU); the same images
 //!   naming another memfd give that memfd, and a private memfd mapping is
-//!   refused by name.
+//!   refused by name;
+//! - special areas: memory locked (populated, and on fault), areas advised
+//!   DONTFORK, WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE, DONTDUMP,
+//!   SEQUENTIAL, RANDOM, `MAP_NORESERVE` and `MAP_DROPPABLE` ones (their
+//!   VmFlags as before the dump, and what a fork after the restore makes of
+//!   them), `PR_SET_THP_DISABLE` per task; the "except advised" THP mode,
+//!   which CRIU's images cannot hold, refused at dump by name;
+//! - pages a parent and its child share copy-on-write are one page each
+//!   again after the restore (and the pages either wrote are not);
+//! - SysV shared memory attachments of a segment that outlives the
+//!   processes are attached again (a restore without the segment fails
+//!   cleanly); one marked for removal is refused at dump by name.
 
 mod common;
 
@@ -16,12 +27,30 @@ use criu_core::images::{pb, ImageDir, ImageKind};
 use std::path::{Path, PathBuf};
 use common::*;
 
-/// A dumped memareas.c: its work dir, result file, images and pids.
+/// A dumped memareas.c: its work dir, result file, images and pids, and
+/// the SysV segment it made (if any), removed on drop.
 struct Dumped {
     work: PathBuf,
     result: PathBuf,
     images: PathBuf,
     pids: [i32; 2],
+    segment: Option<Segment>,
+}
+
+/// A SysV shared memory segment a test program made: removed (`IPC_RMID`)
+/// on drop.
+struct Segment(i32);
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: IPC_RMID on the segment our test program created; no buffer.
+        unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}
+
+/// The segment memareas.c says it made (`shmid=` in READY; -1: none).
+fn segment_of(p: &Program) -> Option<Segment> {
+    p.info.get("shmid").and_then(|id| id.parse().ok()).filter(|&id: &i32| id >= 0).map(Segment)
 }
 
 /// Starts memareas.c with `features`, dumps it and waits until its pids are free.
@@ -34,13 +63,16 @@ fn dumped(name: &str, features: &[&str]) -> Dumped {
     args.extend(features.iter().map(Path::new));
     let mut p = Program::spawn("memareas", &args);
     let pids = [p.pid(), p.int("c")];
+    let segment = segment_of(&p);
+    // Killed if the dump fails (the dump itself kills both).
+    let _child = Held::open(pids[1]).unwrap();
     wait_all_suspended(&pids);
     dump_ok(pids[0], &images, &[]);
     p.reap();
     for pid in pids {
         wait_pid_gone(pid);
     }
-    Dumped { work, result, images, pids }
+    Dumped { work, result, images, pids, segment }
 }
 
 impl Dumped {
@@ -183,4 +215,67 @@ fn criu_memfd_layout_of_shared_anonymous_memory_restores() {
     assert_eq!(decoded["entries"][0]["name"], "/dev/zero", "{decoded}");
     let report = d.restore_and_check(&d.images);
     assert_all_ok("shared anonymous memory from CRIU's memfd layout", &report);
+}
+
+#[test]
+fn locked_and_advised_areas_and_thp_setting_come_back() {
+    let d = dumped("mem-special", &["locked", "madvise", "thp"]);
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("locked and advised areas", &report);
+    for check in ["lock-on-fault-resident", "madvise-droppable-flags", "droppable-empty", "madvise-fork-after-restore", "thp-disable"] {
+        assert!(report.contains(&format!("R: ok {check}\n")), "R lacks {check}:\n{report}");
+    }
+}
+
+/// Starts memareas.c with `feature`, which criu-rs must refuse to dump:
+/// the dump fails with every one of `says` in its message, writes no
+/// inventory and leaves both tasks waiting where they were.
+fn refused_at_dump(name: &str, feature: &str, says: &[&str]) {
+    let work = scratch(&format!("{name}-work"));
+    let result = work.with_extension("result");
+    let images = scratch(&format!("{name}-images"));
+    let p = Program::spawn("memareas", &[&work, &result, Path::new(feature)]);
+    let pids = [p.pid(), p.int("c")];
+    let _child = Held::open(pids[1]).unwrap();
+    let _segment = segment_of(&p);
+    wait_all_suspended(&pids);
+    let out = dump(pids[0], &images, &[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && says.iter().all(|s| err.contains(s)), "{feature}: {err}");
+    assert!(!images.join("inventory.img").exists());
+    wait_all_suspended(&pids);
+}
+
+#[test]
+fn thp_disabled_except_advised_is_refused_at_dump() {
+    refused_at_dump("mem-thp-advised", "thp-advised", &["unsupported: PR_SET_THP_DISABLE mode 0x3"]);
+}
+
+#[test]
+fn pages_shared_copy_on_write_stay_shared() {
+    let d = dumped("mem-cow", &["cow"]);
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("copy-on-write sharing", &report);
+    assert!(report.contains("R: ok cow-pages-shared\n") && report.contains("C: ok cow-pages-shared\n"), "{report}");
+}
+
+#[test]
+fn sysv_shared_memory_attachments_come_back() {
+    let mut d = dumped("mem-sysv", &["sysv"]);
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("SysV shared memory attachments", &report);
+    assert!(report.contains("C: ok sysv-shared-with-parent\n"), "{report}");
+    // The segment is not in the images: without it the restore fails, naming it.
+    let id = d.segment.take().unwrap().0;
+    let out = restore(&d.images, &["-d"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("SysV shared memory segment {id} is gone")), "{err}");
+    for pid in d.pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a failed restore left {pid}");
+    }
+}
+
+#[test]
+fn sysv_segment_marked_for_removal_is_refused_at_dump() {
+    refused_at_dump("mem-sysv-rmid", "sysv-rmid", &["unsupported: SysV shared memory segment", "marked for removal"]);
 }

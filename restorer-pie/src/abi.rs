@@ -349,11 +349,21 @@ pub const VMA_VDSO: u32 = 4;
 /// left unmapped otherwise.
 pub const VMA_VVAR: u32 = 5;
 
+/// `VmaArg::kind`: a SysV shared memory segment (`fd` holds its id)
+/// attached whole at `start` with `shmat` (`SHM_RDONLY` with
+/// [`VMA_F_SHM_RDONLY`]), then given `prot` and its advice.
+pub const VMA_SYSV_SHM: u32 = 6;
+
 /// `VmaArg::vflags`: the VMA grows down (stack); its premapped copy was
 /// mapped with MAP_GROWSDOWN and keeps its guard gap below `start`.
 pub const VMA_F_GROWSDOWN: u32 = 1 << 0;
 /// `VmaArg::vflags`: lazy (userfaultfd) — reserved for later.
 pub const VMA_F_LAZY: u32 = 1 << 1;
+/// `VmaArg::vflags`: with `MAP_LOCKED` in `flags`, locked on fault
+/// (`mlock2(MLOCK_ONFAULT)`) instead of populated and locked.
+pub const VMA_F_LOCK_ONFAULT: u32 = 1 << 2;
+/// `VmaArg::vflags`: a [`VMA_SYSV_SHM`] attached read-only.
+pub const VMA_F_SHM_RDONLY: u32 = 1 << 3;
 
 /// One VMA of the final layout.
 #[repr(C)]
@@ -372,7 +382,7 @@ pub struct VmaArg {
     pub flags: u32,
     /// `VMA_*` kind.
     pub kind: u32,
-    /// fd for VMA_FILE_SHARED, else -1.
+    /// fd for VMA_FILE_SHARED, segment id for VMA_SYSV_SHM, else -1.
     pub fd: i32,
     /// Bit `n` set => `madvise(start, len, n)` (CRIU `VmaEntry.madv`
     /// convention: MADV_DONTFORK=10, MADV_DONTDUMP=16, MADV_WIPEONFORK=18,

@@ -18,6 +18,32 @@
  *          the pages each wrote, the offsets in /proc/self/maps, that the
  *          alias still is the same memory, and that a write by one task is
  *          seen by the other (through different pieces).
+ *   locked R mlock()s one area (populated) and mlock2(MLOCK_ONFAULT)s
+ *          another, touching 2 of its pages; C's copies are not locked
+ *          (fork does not pass locks on). Checked: VmFlags lo/lf and the
+ *          Locked: size of each, in each task.
+ *   madvise  areas advised DONTFORK, WIPEONFORK, HUGEPAGE, NOHUGEPAGE,
+ *          MERGEABLE, DONTDUMP, SEQUENTIAL, RANDOM, one MAP_NORESERVE and
+ *          one MAP_DROPPABLE, each holding data, made by R before the fork
+ *          (C lacks the DONTFORK one, its WIPEONFORK and droppable ones are
+ *          empty). R checks its VmFlags lines are as before the dump, the
+ *          data is there (droppable memory comes back empty), and what a
+ *          fresh fork makes of the areas; C checks what its fork made.
+ *   thp    PR_SET_THP_DISABLE: R sets it, C (inheriting it) clears it.
+ *   thp-advised  R sets PR_SET_THP_DISABLE with PR_THP_DISABLE_EXCEPT_ADVISED
+ *          (which CRIU's images cannot hold: the dump refuses it).
+ *   cow    4 MiB of private anonymous memory with a pattern, made by R
+ *          before the fork: C writes 10 pages and zeroes one, R writes 10
+ *          others. Checked (as root, through both tasks' pagemaps): the
+ *          contents, and that every page neither wrote is one page shared
+ *          by both (copy-on-write, as the fork left it) and the others not.
+ *   sysv   a 64 KiB SysV shared memory segment (IPC_PRIVATE), attached
+ *          twice by R (read-write and SHM_RDONLY) and inherited by C.
+ *          Checked: contents, 4 attachments, the read-only one without
+ *          write access, one segment seen through all of them. The
+ *          segment outlives the processes (READY says shmid=ID; the test
+ *          removes it).
+ *   sysv-rmid  the same, the segment marked IPC_RMID: the dump refuses it.
  *
  * R writes "READY pid=R c=C" once both wait. On SIGUSR1 (R passes it on to
  * C) both check; C writes "result-C" in DIR and exits 0 or 10 + failures; R
@@ -26,6 +52,8 @@
  */
 #define _GNU_SOURCE
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/wait.h>
 
 #include "selfcheck.h"
@@ -33,7 +61,7 @@
 /* What both tasks share for the test's own bookkeeping. */
 struct ctl {
 	atomic_int ready;
-	volatile uint64_t token[2]; /* shmem: R's and C's answers */
+	atomic_int cow_read; /* cow: tasks done reading both pagemaps */
 };
 
 static struct ctl *ctl;
@@ -194,18 +222,397 @@ static void shmem_check(void)
 	}
 }
 
+/* ---------- locked ---------- */
+
+#define LK_PAGES 8
+#define LF_PAGES 16
+static char *lk, *lf; /* mlock()ed (populated) / mlock2(MLOCK_ONFAULT) with 2 pages touched */
+
+/* The VmFlags line of the smaps area holding ADDR. */
+static int smaps_of(const void *addr, char *flags, size_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (!f)
+		return 0;
+	char line[1024];
+	int in = 0, found = 0;
+	flags[0] = 0;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long s, e;
+		char c;
+		if (sscanf(line, "%lx-%lx %c", &s, &e, &c) == 3 && strchr(line, '-') < strchr(line, ' ')) {
+			if (in)
+				break;
+			in = s <= (unsigned long)addr && (unsigned long)addr < e;
+			found |= in;
+			continue;
+		}
+		if (!in)
+			continue;
+		if (!strncmp(line, "VmFlags:", 8)) {
+			size_t n = strcspn(line + 8, "\n");
+			n = n < len - 1 ? n : len - 1;
+			memcpy(flags, line + 8, n);
+			flags[n] = 0;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* Whether the two-letter VmFlags mnemonic NAME is in FLAGS. */
+static int has_flag(const char *flags, const char *name)
+{
+	for (const char *p = flags; (p = strstr(p, name)); p += 2)
+		if ((p == flags || p[-1] == ' ') && (p[2] == ' ' || p[2] == 0))
+			return 1;
+	return 0;
+}
+
+static void locked_setup(void)
+{
+	lk = mmap(NULL, LK_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	lf = mmap(NULL, LF_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (lk == MAP_FAILED || lf == MAP_FAILED)
+		die("mmap locked");
+	fill(lk, 0x10, LK_PAGES);
+	if (mlock(lk, LK_PAGES * PAGE) || syscall(SYS_mlock2, lf, LF_PAGES * PAGE, MLOCK_ONFAULT))
+		die("mlock");
+	lf[0] = 1;
+	lf[5 * PAGE] = 2;
+}
+
+/* Which of the N pages at P are resident, as a bit mask. */
+static uint64_t resident(const void *p, size_t n)
+{
+	unsigned char v[64];
+	uint64_t m = 0;
+	if (n > 64 || mincore((void *)p, n * PAGE, v))
+		return ~0ULL;
+	for (size_t i = 0; i < n; i++)
+		m |= (uint64_t)(v[i] & 1) << i;
+	return m;
+}
+
+static void locked_check(void)
+{
+	struct report *R = &rep;
+	char fl[512];
+	/* fork does not pass memory locks on: C's copies are not locked. */
+	int ok = smaps_of(lk, fl, sizeof fl);
+	if (!is_child)
+		CHECK(R, "locked-area", ok && has_flag(fl, "lo") && !has_flag(fl, "lf"), "VmFlags '%s'", fl);
+	else
+		CHECK(R, "locked-area-not-in-child", ok && !has_flag(fl, "lo"), "VmFlags '%s'", fl);
+	uint64_t all = (1ULL << LK_PAGES) - 1;
+	CHECK(R, "locked-resident", resident(lk, LK_PAGES) == all, "resident pages %#lx", resident(lk, LK_PAGES));
+	size_t bad = 0;
+	for (size_t pg = 0; pg < LK_PAGES; pg++)
+		bad += page_diff(lk, 0x10, pg);
+	CHECK(R, "locked-contents", !bad, "%zu words differ", bad);
+	ok = smaps_of(lf, fl, sizeof fl);
+	if (!is_child)
+		CHECK(R, "lock-on-fault-area", ok && has_flag(fl, "lo") && has_flag(fl, "lf"), "VmFlags '%s'", fl);
+	else
+		CHECK(R, "lock-on-fault-not-in-child", ok && !has_flag(fl, "lo") && !has_flag(fl, "lf"), "VmFlags '%s'", fl);
+	/* Locked on fault: only the 2 pages touched are there, not all 16. */
+	uint64_t two = (1ULL << 0) | (1ULL << 5), got = resident(lf, LF_PAGES);
+	CHECK(R, "lock-on-fault-resident", got == two, "resident pages %#lx, want %#lx", got, two);
+	CHECK(R, "lock-on-fault-contents", lf[0] == 1 && lf[5 * PAGE] == 2, "%d %d", lf[0], lf[5 * PAGE]);
+}
+
+/* ---------- madvise ---------- */
+
+#ifndef MAP_DROPPABLE
+#define MAP_DROPPABLE 0x08
+#endif
+
+enum { MA_DONTFORK, MA_WIPEONFORK, MA_HUGEPAGE, MA_NOHUGEPAGE, MA_MERGEABLE, MA_DONTDUMP, MA_SEQUENTIAL, MA_RANDOM,
+       MA_NORESERVE, MA_DROPPABLE, MA_N };
+static const struct {
+	const char *name;
+	int advice; /* -1: none */
+	int flags;  /* mmap flags */
+	const char *vmflag;
+} MA[MA_N] = {
+	{"dontfork", MADV_DONTFORK, MAP_PRIVATE, "dc"},
+	{"wipeonfork", MADV_WIPEONFORK, MAP_PRIVATE, "wf"},
+	{"hugepage", MADV_HUGEPAGE, MAP_PRIVATE, "hg"},
+	{"nohugepage", MADV_NOHUGEPAGE, MAP_PRIVATE, "nh"},
+	{"mergeable", MADV_MERGEABLE, MAP_PRIVATE, "mg"},
+	{"dontdump", MADV_DONTDUMP, MAP_PRIVATE, "dd"},
+	{"sequential", MADV_SEQUENTIAL, MAP_PRIVATE, "sr"},
+	{"random", MADV_RANDOM, MAP_PRIVATE, "rr"},
+	{"noreserve", -1, MAP_PRIVATE | MAP_NORESERVE, "nr"},
+	{"droppable", -1, MAP_DROPPABLE, "dp"},
+};
+#define MA_PAGES 4
+static char *ma[MA_N];
+static char ma_flags[MA_N][256]; /* R's VmFlags of each area before the dump */
+static const char MA_DATA[] = "data written before the fork";
+
+static void madvise_setup(void)
+{
+	for (int i = 0; i < MA_N; i++) {
+		/* 2 MiB apart, so no two areas merge whatever their flags. */
+		void *at = (void *)(0x6d0000000000UL + ((unsigned long)i << 21));
+		ma[i] = mmap(at, MA_PAGES * PAGE, PROT_READ | PROT_WRITE, MA[i].flags | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
+			     0);
+		if (ma[i] == MAP_FAILED)
+			die(MA[i].name);
+		if (MA[i].advice >= 0 && madvise(ma[i], MA_PAGES * PAGE, MA[i].advice))
+			die(MA[i].name);
+		strcpy(ma[i], MA_DATA);
+		if (!smaps_of(ma[i], ma_flags[i], sizeof ma_flags[i]) || !has_flag(ma_flags[i], MA[i].vmflag))
+			die("smaps of an advised area");
+	}
+}
+
+/* In a fresh fork: the areas as a child sees them. Exit status: bit i set
+ * when area i looks wrong (DONTFORK: mapped; WIPEONFORK, droppable: not
+ * zero; the others: not holding the data). */
+static int madvise_fork_view(void)
+{
+	int bad = 0;
+	for (int i = 0; i < MA_N; i++) {
+		unsigned char v;
+		if (i == MA_DONTFORK) {
+			bad |= (mincore(ma[i], PAGE, &v) == 0 || errno != ENOMEM) << i;
+			continue;
+		}
+		int zero = i == MA_WIPEONFORK || i == MA_DROPPABLE;
+		bad |= (zero ? ma[i][0] != 0 : strcmp(ma[i], MA_DATA) != 0) << i;
+	}
+	return bad;
+}
+
+static void madvise_check(void)
+{
+	struct report *R = &rep;
+	if (is_child) {
+		/* C was forked with every flag set: what a fork made of them, kept. */
+		int bad = madvise_fork_view();
+		CHECK(R, "madvise-as-forked", !bad, "areas %#x look wrong", bad);
+		return;
+	}
+	for (int i = 0; i < MA_N; i++) {
+		char fl[256], name[64];
+		int ok = smaps_of(ma[i], fl, sizeof fl);
+		snprintf(name, sizeof name, "madvise-%s-flags", MA[i].name);
+		CHECK(R, name, ok && !strcmp(fl, ma_flags[i]), "VmFlags '%s', was '%s'", fl, ma_flags[i]);
+	}
+	/* Droppable memory comes back empty (its pages were not dumped, as
+	 * the kernel may drop them any time); the others keep their data. */
+	int data_ok = 1;
+	for (int i = 0; i < MA_N; i++)
+		if (i != MA_DROPPABLE)
+			data_ok &= !strcmp(ma[i], MA_DATA);
+	CHECK(R, "madvise-data", data_ok, "an advised area lost its data");
+	CHECK(R, "droppable-empty", ma[MA_DROPPABLE][0] == 0, "'%.20s'", ma[MA_DROPPABLE]);
+	/* What a fork now makes of them: the flags work, not just show. */
+	pid_t p = fork();
+	if (p == 0)
+		_exit(madvise_fork_view());
+	int st = 0;
+	waitpid(p, &st, 0);
+	CHECK(R, "madvise-fork-after-restore", WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x (areas that look wrong)", st);
+}
+
+/* ---------- thp ---------- */
+
+static void thp_setup(void)
+{
+	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+		die("PR_SET_THP_DISABLE");
+}
+
+static void thp_child_setup(void)
+{
+	/* Inherited from R: C turns it off again. */
+	if (prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0))
+		die("PR_SET_THP_DISABLE");
+}
+
+/* Disabled except where advised (Linux 6.18): criu-rs refuses to dump it. */
+static void thp_advised_setup(void)
+{
+	if (prctl(PR_SET_THP_DISABLE, 1, 1 << 1 /* PR_THP_DISABLE_EXCEPT_ADVISED */, 0, 0))
+		die("PR_SET_THP_DISABLE except advised");
+}
+
+static void thp_check(void)
+{
+	int v = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);
+	CHECK(&rep, "thp-disable", v == (is_child ? 0 : 1), "PR_GET_THP_DISABLE %d", v);
+}
+
+/* ---------- cow ---------- */
+
+#define COW_PAGES 1024
+#define COW_SEED 0xc0
+static char *cow;
+static pid_t cow_peer; /* the other task */
+
+/* Pages C writes after the fork (30 with zeros), and pages R writes. */
+static int cow_by_c(size_t pg) { return (pg >= 10 && pg < 20) || pg == 30; }
+static int cow_by_r(size_t pg) { return pg >= 40 && pg < 50; }
+
+static void cow_setup(void)
+{
+	cow = mmap((void *)0x6e0000000000UL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (cow == MAP_FAILED)
+		die("mmap cow");
+	fill(cow, COW_SEED, COW_PAGES);
+}
+
+static void cow_mark(size_t pg)
+{
+	*(uint64_t *)(cow + pg * PAGE) = 0xc0ffee0000ULL + pg;
+}
+
+static void cow_child_setup(void)
+{
+	cow_peer = getppid();
+	for (size_t pg = 0; pg < COW_PAGES; pg++)
+		if (cow_by_c(pg) && pg != 30)
+			cow_mark(pg);
+	memset(cow + 30 * PAGE, 0, PAGE);
+}
+
+static void cow_after_fork(pid_t child)
+{
+	cow_peer = child;
+	for (size_t pg = 0; pg < COW_PAGES; pg++)
+		if (cow_by_r(pg))
+			cow_mark(pg);
+}
+
+/* The pagemap entries of the cow area in process PID (0: ourselves). */
+static int cow_pagemap(pid_t pid, uint64_t *out)
+{
+	char path[64];
+	snprintf(path, sizeof path, pid ? "/proc/%d/pagemap" : "/proc/self/pagemap", pid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	ssize_t want = COW_PAGES * 8, n = pread(fd, out, want, (off_t)((unsigned long)cow / PAGE * 8));
+	close(fd);
+	return n == want;
+}
+
+static void cow_check(void)
+{
+	struct report *R = &rep;
+	size_t bad = 0;
+	for (size_t pg = 0; pg < COW_PAGES; pg++) {
+		const uint64_t *w = (const uint64_t *)(cow + pg * PAGE);
+		int mine = is_child ? cow_by_c(pg) : cow_by_r(pg);
+		if (mine && pg == 30)
+			bad += !page_is_zero(w);
+		else if (mine)
+			bad += w[0] != 0xc0ffee0000ULL + pg || w[1] != pattern(COW_SEED, pg, 1);
+		else
+			bad += page_diff(cow, COW_SEED, pg) != 0;
+	}
+	CHECK(R, "cow-contents", !bad, "%zu pages differ", bad);
+	static uint64_t own[COW_PAGES], peer[COW_PAGES];
+	int ok = cow_pagemap(0, own) && cow_pagemap(cow_peer, peer);
+	size_t shared = 0, wrong = 0, no_pfn = 0;
+	for (size_t pg = 0; ok && pg < COW_PAGES; pg++) {
+		uint64_t pfn = own[pg] & ((1ULL << 55) - 1), peer_pfn = peer[pg] & ((1ULL << 55) - 1);
+		int both = (own[pg] >> 63) && (peer[pg] >> 63);
+		no_pfn += (own[pg] >> 63) && !pfn;
+		int same = both && pfn == peer_pfn;
+		shared += same;
+		wrong += same == (cow_by_c(pg) || cow_by_r(pg));
+	}
+	/* The other task stays until both have read both pagemaps. */
+	atomic_fetch_add(&ctl->cow_read, 1);
+	for (int i = 0; i < 40000 && atomic_load(&ctl->cow_read) < 2; i++)
+		sys_sleep_ms(1);
+	/* Every page neither task wrote is one page shared by both. */
+	CHECK(R, "cow-pages-shared", ok && !no_pfn && !wrong && shared == COW_PAGES - 21,
+	      "pagemaps read %d, %zu shared, %zu wrong, %zu without a pfn", ok, shared, wrong, no_pfn);
+}
+
+/* ---------- sysv ---------- */
+
+#define SV_SIZE (64UL << 10)
+#define SV_SEED 0x5f
+static int sv_id = -1;
+static char *sv_rw, *sv_ro; /* the segment attached twice: read-write and read-only */
+
+static void sysv_attach(void)
+{
+	sv_rw = shmat(sv_id, NULL, 0);
+	sv_ro = shmat(sv_id, NULL, SHM_RDONLY);
+	if (sv_rw == (void *)-1 || sv_ro == (void *)-1)
+		die("shmat");
+}
+
+static void sysv_setup(void)
+{
+	sv_id = shmget(IPC_PRIVATE, SV_SIZE, IPC_CREAT | 0600);
+	if (sv_id < 0)
+		die("shmget");
+	sysv_attach();
+	fill(sv_rw, SV_SEED, SV_SIZE / PAGE);
+}
+
+/* Marked for removal while attached: it goes away with its last user. */
+static void sysv_rmid_setup(void)
+{
+	sysv_setup();
+	if (shmctl(sv_id, IPC_RMID, NULL))
+		die("IPC_RMID");
+}
+
+static void sysv_check(void)
+{
+	struct report *R = &rep;
+	size_t bad = 0;
+	for (size_t pg = 1; pg < SV_SIZE / PAGE; pg++)
+		bad += page_diff(sv_rw, SV_SEED, pg) + page_diff(sv_ro, SV_SEED, pg);
+	CHECK(R, "sysv-contents", !bad, "%zu words differ", bad);
+	struct shmid_ds ds;
+	int st = shmctl(sv_id, IPC_STAT, &ds);
+	CHECK(R, "sysv-attached", st == 0 && ds.shm_nattch == 4, "IPC_STAT %d, %lu attachments", st, (unsigned long)ds.shm_nattch);
+	char fl[256];
+	CHECK(R, "sysv-read-only", smaps_of(sv_ro, fl, sizeof fl) && !has_flag(fl, "mw") && !has_flag(fl, "wr"), "VmFlags '%s'", fl);
+	CHECK(R, "sysv-read-write", smaps_of(sv_rw, fl, sizeof fl) && has_flag(fl, "mw") && has_flag(fl, "wr"), "VmFlags '%s'", fl);
+	/* One segment: R's write through its read-write attachment shows in
+	 * both of C's attachments, and in R's read-only one. */
+	volatile uint64_t *w = (uint64_t *)sv_rw, *r = (uint64_t *)sv_ro;
+	uint64_t token = 0x5e9e000000000000ULL | (uint64_t)(is_child ? getppid() : getpid());
+	if (!is_child) {
+		*w = token;
+		CHECK(R, "sysv-same-segment", *r == token, "read-only view %#lx", *r);
+	} else {
+		CHECK(R, "sysv-shared-with-parent", wait_for_u64(r, token) && *w == token, "%#lx / %#lx", *r, *w);
+	}
+}
+
 /* ---------- the features ---------- */
 
 struct feature {
 	const char *name;
-	void (*setup)(void);       /* R, before the fork */
-	void (*child_setup)(void); /* C, after the fork (may be NULL) */
-	void (*check)(void);       /* both, after SIGUSR1 */
+	void (*setup)(void);            /* R, before the fork */
+	void (*child_setup)(void);      /* C, after the fork (may be NULL) */
+	void (*after_fork)(pid_t child); /* R, after the fork (may be NULL) */
+	void (*check)(void);            /* both, after SIGUSR1 */
 	int on;
 };
 
 static struct feature features[] = {
-	{"shmem", shmem_setup, shmem_child_setup, shmem_check, 0},
+	{"shmem", shmem_setup, shmem_child_setup, NULL, shmem_check, 0},
+	{"locked", locked_setup, NULL, NULL, locked_check, 0},
+	{"madvise", madvise_setup, NULL, NULL, madvise_check, 0},
+	{"thp", thp_setup, thp_child_setup, NULL, thp_check, 0},
+	{"thp-advised", thp_advised_setup, NULL, NULL, thp_check, 0},
+	{"cow", cow_setup, cow_child_setup, cow_after_fork, cow_check, 0},
+	{"sysv", sysv_setup, NULL, NULL, sysv_check, 0},
+	{"sysv-rmid", sysv_rmid_setup, NULL, NULL, sysv_check, 0},
 };
 #define NFEATURES (sizeof features / sizeof features[0])
 
@@ -273,8 +680,11 @@ int main(int argc, char **argv)
 		die("fork");
 	if (!child)
 		run_child();
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (features[i].on && features[i].after_fork)
+			features[i].after_fork(child);
 	wait_count(&ctl->ready, 1);
-	announce_ready("READY pid=%d c=%d\n", getpid(), child);
+	announce_ready("READY pid=%d c=%d shmid=%d\n", getpid(), child, sv_id);
 	wait_go();
 	kill(child, SIGUSR1);
 	run_checks();

@@ -61,6 +61,7 @@ fn run(path: &std::path::Path, runs: u32) -> Result<(Vec<MemRun>, Vec<MemRun>)> 
         prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
         flags: (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
         madv: 0,
+        lock_on_fault: false,
         kind: VmaKind::Anon,
     }];
     let pages = PagesPlan { path: path.to_path_buf(), runs: vec![PageRun { vaddr: target, nr_pages: SIZE / PAGE_SIZE, file_off: 0 }] };
@@ -79,7 +80,7 @@ fn run(path: &std::path::Path, runs: u32) -> Result<(Vec<MemRun>, Vec<MemRun>)> 
             .chain([(target, target + SIZE)])
             .collect();
         let start = Instant::now();
-        let pm = premap(&vmas, &busy, &|_| true, &open)?;
+        let pm = premap(&vmas, &busy, &|_| true, &open, &|_| None)?;
         let filled = fill_with(&pm, &vmas, &pages, &fd, &[], ways)?;
         finish(&pm, &vmas)?;
         let secs = start.elapsed().as_secs_f64();

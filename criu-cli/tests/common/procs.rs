@@ -394,6 +394,15 @@ pub fn wait_all_suspended(pids: &[i32]) {
     });
 }
 
+/// Waits until every thread of `pid` sits in `read(2)` (syscall 0): the
+/// point where `dumpee` has set the registers a test compares.
+pub fn wait_all_in_read(pid: i32) {
+    super::wait_until(&format!("every thread of {pid} blocked in read"), PATIENCE, || {
+        let tids = threads_of(pid);
+        !tids.is_empty() && tids.iter().all(|&tid| blocked_in(pid, tid) == Some(0))
+    });
+}
+
 /// The thread ids of a process, sorted.
 pub fn threads_of(pid: i32) -> Vec<i32> {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return vec![] };

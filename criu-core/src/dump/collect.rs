@@ -186,7 +186,7 @@ fn dump_shmem_objects(
     sh: &mut Shared,
 ) -> Result<Vec<ShmemDump>, DumpError> {
     let mut out: Vec<ShmemDump> = Vec::new();
-    for v in vmas.iter().filter(|v| v.status & vmas::status::ANON_SHARED != 0) {
+    for v in vmas.iter().filter(|v| v.is_shmem_object()) {
         let shmid = v.map.inode;
         if sh.shmem_done.contains(&shmid) {
             continue;
@@ -194,7 +194,7 @@ fn dump_shmem_objects(
         sh.shmem_done.push(shmid);
         let size = vmas
             .iter()
-            .filter(|o| o.map.inode == shmid && o.status & vmas::status::ANON_SHARED != 0)
+            .filter(|o| o.map.inode == shmid && o.is_shmem_object())
             .map(|o| o.map.offset + o.map.len())
             .fold(sh.shmem_size(shmid), u64::max);
         let pages_id = sh.alloc_pages_id();
@@ -299,6 +299,7 @@ pub fn collect(
     if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
         return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}", bad.map.start, bad.map.end, bad.map.path)));
     }
+    super::sysv::check_attachments(pid, &vma_list)?;
     let t_mem = std::time::Instant::now();
     let pm = proc::pagemap::Pagemap::open(pid)?;
     let inc = track.prepare(&pm, &vma_list)?;

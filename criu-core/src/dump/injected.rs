@@ -125,7 +125,16 @@ pub fn process_values(inj: &mut Injector, pid: i32, s: Scratch, timer_ids: &[i32
     }
     v.brk = inj.syscall_ok(NR_BRK, &[0])?;
     v.dumpable = inj.syscall_ok(NR_PRCTL, &[PR_GET_DUMPABLE])? as u32;
-    v.thp_disabled = inj.syscall_ok(NR_PRCTL, &[PR_GET_THP_DISABLE, 0, 0, 0, 0])? != 0;
+    v.thp_disabled = match inj.syscall_ok(NR_PRCTL, &[PR_GET_THP_DISABLE, 0, 0, 0, 0])? {
+        0 => false,
+        1 => true,
+        // Bit 1: PR_THP_DISABLE_EXCEPT_ADVISED (6.18), which CRIU's
+        // thp_disabled flag cannot say.
+        other => {
+            let what = format!("PR_SET_THP_DISABLE mode {other:#x} (PR_THP_DISABLE_EXCEPT_ADVISED)");
+            return Err(DumpError::Unsupported { pid, what });
+        }
+    };
     inj.syscall_ok(NR_PRCTL, &[PR_GET_PDEATHSIG, s.addr])?;
     let mut b = [0u8; 4];
     s.read(pid, 0, &mut b)?;

@@ -43,6 +43,7 @@ pub mod memory;
 pub mod model;
 pub mod remote;
 pub mod shared;
+pub mod sysv;
 pub mod track;
 pub mod tracker;
 pub mod tree;
@@ -128,6 +129,14 @@ pub enum DumpError {
     /// A memory area cannot be dumped.
     #[error("unsupported memory area {0}")]
     UnsupportedVma(String),
+    /// A state of the process criu-rs cannot restore exactly.
+    #[error("pid {pid}: unsupported: {what}")]
+    Unsupported {
+        /// The process.
+        pid: i32,
+        /// The state, named.
+        what: String,
+    },
     /// Writing an image failed.
     #[error("writing images: {0}")]
     Image(#[from] crate::images::ImageError),

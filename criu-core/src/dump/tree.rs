@@ -76,6 +76,24 @@ pub struct FrozenTree {
     pub zombies: Vec<ZombieDump>,
 }
 
+/// Refuses a task holding a file lock: criu-rs does not dump locks yet,
+/// and a restore without them would run on unlocked files (CRIU refuses
+/// too unless `--file-locks`, and then dumps them). The kernel lists a
+/// descriptor's locks (POSIX, OFD, flock, lease) in its fdinfo `lock:` lines.
+fn refuse_file_locks(pid: i32, asked: bool) -> Result<(), DumpError> {
+    let dir = crate::proc::path(pid, "fdinfo");
+    let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
+    for e in rd.flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if let Some(lock) = text.lines().find_map(|l| l.strip_prefix("lock:")) {
+            let fd = e.file_name().to_string_lossy().into_owned();
+            let why = format!("pid {pid} fd {fd} holds a file lock ({}); criu-rs does not dump file locks yet", lock.trim());
+            return Err(DumpError::NotSupported(if asked { format!("--file-locks: {why}") } else { why }));
+        }
+    }
+    Ok(())
+}
+
 /// Every process (not thread) whose parent is in `parents` and that is not
 /// in `known`, as (pid, parent), from a scan of `/proc`.
 pub fn children_of(parents: &[i32], known: &[i32]) -> Result<Vec<(i32, i32)>, DumpError> {
@@ -289,7 +307,7 @@ fn wait_task_gone(pid: i32, start: u64, is_root: bool, tree_parents: &[i32], dea
 fn note_shared_memory(tree: &FrozenTree, sh: &mut Shared) -> Result<(), DumpError> {
     for t in &tree.live {
         for m in crate::proc::maps::read_smaps(t.frozen.pid())? {
-            if vmas::classify(&m).status & vmas::status::ANON_SHARED != 0 {
+            if vmas::classify(&m).is_shmem_object() {
                 sh.note_shmem(m.inode, m.offset + m.len());
             }
         }
@@ -337,6 +355,9 @@ fn collect_tree(
 ) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     if !opts.pre_dump {
         tree.check_sessions(opts.shell_job)?;
+        for t in &tree.live {
+            refuse_file_locks(t.frozen.pid(), opts.file_locks)?;
+        }
     }
     let mut sh = Shared::default();
     sh.seen.set_tree(tree.live.iter().map(|t| t.frozen.pid()).chain(tree.zombies.iter().map(|z| z.pid)));

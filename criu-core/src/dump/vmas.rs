@@ -9,6 +9,8 @@ pub use crate::images::consts::vma_status as status;
 
 const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
+/// A map type of its own (instead of private): pages the kernel may drop.
+const MAP_DROPPABLE: u32 = 0x08;
 const MAP_ANONYMOUS: u32 = 0x20;
 const MAP_GROWSDOWN: u32 = 0x100;
 const MAP_LOCKED: u32 = 0x2000;
@@ -55,7 +57,11 @@ pub const MAP_SHOWN: u32 = MAP_GROWSDOWN | MAP_LOCKED | MAP_NORESERVE;
 pub fn classify(m: &MapEntry) -> Vma {
     let bit = |on: bool, v: libc::c_int| if on { v as u32 } else { 0 };
     let prot = bit(m.read, libc::PROT_READ) | bit(m.write, libc::PROT_WRITE) | bit(m.exec, libc::PROT_EXEC);
-    let mut flags = if m.shared { MAP_SHARED } else { MAP_PRIVATE };
+    let mut flags = match (m.shared, m.has(vmflag::DROPPABLE)) {
+        (true, _) => MAP_SHARED,
+        (false, true) => MAP_DROPPABLE,
+        (false, false) => MAP_PRIVATE,
+    };
     if m.has(vmflag::GROWSDOWN) {
         flags |= MAP_GROWSDOWN;
     }
@@ -76,7 +82,9 @@ pub fn classify(m: &MapEntry) -> Vma {
         "[vdso]" => status::AREA_REGULAR | status::AREA_VDSO | status::ANON_PRIVATE,
         "[vvar]" | "[vvar_vclock]" => status::AREA_REGULAR | status::AREA_VVAR | status::ANON_PRIVATE,
         _ if m.has(vmflag::IO) || m.has(vmflag::PFNMAP) || m.has(vmflag::HUGETLB) => status::UNSUPP,
-        p if p.starts_with("/SYSV") && m.shared => status::AREA_REGULAR | status::AREA_SYSVIPC,
+        // As CRIU writes them: shared anonymous memory of SysV kind, `shmid`
+        // the segment id (the inode number of its shmem file).
+        p if p.starts_with("/SYSV") && m.shared => status::AREA_REGULAR | status::ANON_SHARED | status::AREA_SYSVIPC,
         _ if m.is_anon() => {
             let mut s = status::AREA_REGULAR | if m.shared { status::ANON_SHARED } else { status::ANON_PRIVATE };
             if m.path == "[heap]" {
@@ -95,15 +103,26 @@ pub fn classify(m: &MapEntry) -> Vma {
     if st & status::ANON_PRIVATE != 0 || st & status::ANON_SHARED != 0 {
         flags |= MAP_ANONYMOUS;
     }
+    let st = if m.has(vmflag::LOCKED) && m.has(vmflag::LOCKONFAULT) { st | status::LOCK_ONFAULT } else { st };
     Vma { map: m.clone(), prot, mmap_flags: flags, status: st, madv, file_id: 0 }
 }
 
 impl Vma {
-    /// Whether this area's pages go into the process's pages image.
+    /// Whether this area's pages go into the process's pages image (not
+    /// for droppable memory, whose pages the kernel may drop at any time:
+    /// it comes back empty, as from CRIU).
     pub fn dumps_private_pages(&self) -> bool {
         self.status & status::AREA_REGULAR != 0
+            && self.mmap_flags & 0x0f != MAP_DROPPABLE
             && self.status & (status::AREA_VVAR | status::FILE_SHARED | status::ANON_SHARED | status::AREA_SYSVIPC) == 0
             && self.status & status::UNSUPP == 0
+    }
+
+    /// Whether this is a mapping of a shared anonymous memory object the
+    /// dump saves (`MAP_SHARED|MAP_ANONYMOUS`; not a SysV segment, which
+    /// stays in the kernel).
+    pub fn is_shmem_object(&self) -> bool {
+        self.status & status::ANON_SHARED != 0 && self.status & status::AREA_SYSVIPC == 0
     }
 
     /// Whether pages still shared with the page cache may be left out (a
@@ -155,6 +174,12 @@ mod tests {
         assert_eq!(sh.mmap_flags, MAP_SHARED | MAP_LOCKED);
         assert!(!sh.dumps_private_pages());
         assert_eq!(classify(&entry("[vsyscall]", false, 0, 0)).status, status::AREA_VSYSCALL);
+        let dp = classify(&entry("", false, 0, vmflag::DROPPABLE | vmflag::WIPEONFORK | vmflag::DONTDUMP));
+        assert_eq!(dp.mmap_flags, MAP_DROPPABLE | MAP_ANONYMOUS);
+        assert!(!dp.dumps_private_pages());
+        let lf = classify(&entry("", false, 0, vmflag::LOCKED | vmflag::LOCKONFAULT));
+        assert_eq!(lf.status, status::AREA_REGULAR | status::ANON_PRIVATE | status::LOCK_ONFAULT);
+        assert_eq!(lf.mmap_flags, MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED);
         assert!(!classify(&entry("[vvar]", false, 0, 0)).dumps_private_pages());
     }
 }

@@ -40,6 +40,11 @@ pub mod vma_status {
     pub const AREA_GUARD: u32 = 1 << 16;
     /// `[uprobes]`.
     pub const AREA_UPROBES: u32 = 1 << 17;
+    /// criu-rs's own bit, set with `MAP_LOCKED` in `flags`: the area is
+    /// locked on fault (`mlock2(MLOCK_ONFAULT)`, `mlockall(MCL_ONFAULT)`;
+    /// `lf` in smaps) rather than populated. CRIU has no such bit (its
+    /// restore ignores it and locks the area whole).
+    pub const LOCK_ONFAULT: u32 = 1 << 26;
     /// Handled by a plugin.
     pub const EXT_PLUGIN: u32 = 1 << 27;
     /// Unsupported area: never valid in an image.

@@ -5,7 +5,7 @@
 
 use super::consts::IMG_VERSION;
 use super::pb::{
-    FdTypes, FileEntry, FownEntry, GhostChunkEntry, InventoryEntry, Lsmtype, PagemapEntry,
+    FdTypes, FileEntry, FownEntry, GhostChunkEntry, InventoryEntry, Lsmtype, MmEntry, PagemapEntry,
     PipeDataEntry, RegFileEntry, SkPacketEntry, TaskKobjIdsEntry,
 };
 
@@ -161,5 +161,59 @@ impl Payload for GhostChunkEntry {
 impl Payload for SkPacketEntry {
     fn payload_len(&self) -> u64 {
         u64::from(self.length.unwrap_or(0))
+    }
+}
+
+/// CRIU's `AT_VECTOR_SIZE` on x86_64, in words: its dump reads no more of
+/// `/proc/PID/auxv`, and its restore refuses a longer `mm_saved_auxv`.
+pub const AT_VECTOR_SIZE: usize = 44;
+
+impl MmEntry {
+    /// Stores the auxiliary vector `pairs` (without AT_NULL): in
+    /// `mm_saved_auxv` as many as CRIU's restore takes ([`AT_VECTOR_SIZE`]
+    /// words with the AT_NULL pair), the rest (kernels since 6.3 give about
+    /// 24 pairs) in criu-rs's `criu_rs_auxv_tail`.
+    pub fn set_auxv(&mut self, pairs: &[(u64, u64)]) {
+        let fit = AT_VECTOR_SIZE / 2 - 1;
+        let pairs: Vec<(u64, u64)> = pairs.iter().copied().take_while(|&(k, _)| k != 0).collect();
+        let (head, tail) = pairs.split_at(pairs.len().min(fit));
+        self.mm_saved_auxv = head.iter().flat_map(|&(k, v)| [k, v]).chain([0, 0]).collect();
+        self.criu_rs_auxv_tail = tail.iter().flat_map(|&(k, v)| [k, v]).collect();
+    }
+
+    /// The whole auxiliary vector in words, AT_NULL last: `mm_saved_auxv`
+    /// (CRIU's, possibly cut at [`AT_VECTOR_SIZE`] words without AT_NULL)
+    /// followed by criu-rs's tail.
+    pub fn auxv(&self) -> Vec<u64> {
+        let mut pairs: Vec<u64> = self.mm_saved_auxv.chunks_exact(2).take_while(|p| p[0] != 0).flatten().copied().collect();
+        if !self.criu_rs_auxv_tail.is_empty() {
+            pairs.extend(self.criu_rs_auxv_tail.chunks_exact(2).take_while(|p| p[0] != 0).flatten());
+        }
+        pairs.extend([0, 0]);
+        pairs
+    }
+}
+
+#[cfg(test)]
+mod auxv_tests {
+    use super::*;
+
+    #[test]
+    fn auxv_fits_criu_s_vector_and_comes_back_whole() {
+        let long: Vec<(u64, u64)> = (1..=24).map(|k| (k, k * 10)).collect();
+        let mut mm = MmEntry::default();
+        mm.set_auxv(&long);
+        assert_eq!(mm.mm_saved_auxv.len(), AT_VECTOR_SIZE);
+        assert_eq!(&mm.mm_saved_auxv[AT_VECTOR_SIZE - 2..], [0, 0]);
+        assert_eq!(mm.criu_rs_auxv_tail, [22, 220, 23, 230, 24, 240]);
+        let whole = mm.auxv();
+        assert_eq!(whole.len(), 2 * 24 + 2);
+        assert_eq!(&whole[..2], [1, 10]);
+        assert_eq!(&whole[46..], [24, 240, 0, 0]);
+        // Short vectors and CRIU's own (44 words, no AT_NULL, no tail).
+        mm.set_auxv(&[(6, 4096)]);
+        assert_eq!((mm.mm_saved_auxv.clone(), mm.auxv()), (vec![6, 4096, 0, 0], vec![6, 4096, 0, 0]));
+        let criu = MmEntry { mm_saved_auxv: (1..=44).collect(), ..Default::default() };
+        assert_eq!(criu.auxv().len(), 46);
     }
 }

@@ -71,6 +71,8 @@ pub mod vmflag {
     pub const LOCKONFAULT: u64 = 1 << 30;
     /// `ac` accountable.
     pub const ACCOUNT: u64 = 1 << 31;
+    /// `dp` droppable (`MAP_DROPPABLE`: the kernel may drop its pages).
+    pub const DROPPABLE: u64 = 1 << 32;
 
     /// Maps a mnemonic to its bit (0 for the ones we do not track).
     pub fn from_mnemonic(m: &str) -> u64 {
@@ -107,6 +109,7 @@ pub mod vmflag {
             "sl" => SEALED,
             "lf" => LOCKONFAULT,
             "ac" => ACCOUNT,
+            "dp" => DROPPABLE,
             _ => 0,
         }
     }

@@ -116,6 +116,7 @@ pub fn build_args(
                 let fd = fds.shared.iter().find(|(vi, _)| *vi == i).map(|&(_, fd)| fd).unwrap_or(-1);
                 (VMA_FILE_SHARED, fd)
             }
+            VmaKind::SysvShm { shmid, .. } => (VMA_SYSV_SHM, *shmid),
             VmaKind::Vsyscall => continue,
         };
         vmas.push(VmaArg {
@@ -128,7 +129,10 @@ pub fn build_args(
             kind,
             fd,
             madv: v.madv,
-            vflags: if v.grows_down() { VMA_F_GROWSDOWN } else { 0 } | if fds.lazy.binary_search(&i).is_ok() { VMA_F_LAZY } else { 0 },
+            vflags: if v.grows_down() { VMA_F_GROWSDOWN } else { 0 }
+                | if fds.lazy.binary_search(&i).is_ok() { VMA_F_LAZY } else { 0 }
+                | if v.lock_on_fault { VMA_F_LOCK_ONFAULT } else { 0 }
+                | if matches!(v.kind, VmaKind::SysvShm { read_only: true, .. }) { VMA_F_SHM_RDONLY } else { 0 },
             _pad: 0,
         });
     }
@@ -174,7 +178,7 @@ pub fn build_args(
     if matches!(plan.mm.dumpable, Some(0 | 1)) {
         flags |= RESTORE_F_DUMPABLE;
     }
-    let auxv: Vec<u8> = plan.mm.mm_saved_auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let auxv: Vec<u8> = plan.mm.auxv().iter().flat_map(|w| w.to_le_bytes()).collect();
     let mm = mm_arg(&plan.mm, b.push_bytes(&auxv), fds.exe);
     let timers = tc.timers.clone().unwrap_or_default();
     let head = RestoreArgs {

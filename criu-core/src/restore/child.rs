@@ -1,10 +1,12 @@
 //! The task being restored, from its own side (a fork of criu-rs).
 //!
-//! Once traced, with its session and group set and its children forked
-//! ([`super::tree`]), the task rebuilds its files, memory and fs context,
-//! places the blob with its argument block, reports the placement to
-//! criu-rs and jumps into the blob. Any error is written to the status
-//! pipe and the task exits; it never returns into criu-rs.
+//! Once traced, with its session and group set ([`super::tree`]), the task
+//! builds its private memory ([`build_memory`]); once its children are
+//! forked it rebuilds its files and fs context, gives its memory its final
+//! protections, places the blob with its argument block, reports the
+//! placement to criu-rs and jumps into the blob ([`prepare`]). Any error is
+//! written to the status pipe and the task exits; it never returns into
+//! criu-rs.
 
 use super::args::{build_args, BlobFds, Placement, STACK_SIZE};
 use super::error::{RestoreError, Result, SysContext};
@@ -13,7 +15,8 @@ use super::fs::restore_fs;
 use super::hole::find_hole;
 use super::lazy::{hand_over_uffd, LazySetup};
 use super::maps::{read_maps, special_areas, SpecialAreas};
-use super::plan::{TaskPlan, VmaKind, PAGE_SIZE};
+use super::cow;
+use super::plan::{PagesPlan, TaskPlan, VmaKind, PAGE_SIZE};
 use super::premap::{fill, finish, premap, Premap};
 use super::shared::SharedObjects;
 use crate::abi::MemRange;
@@ -50,53 +53,31 @@ pub fn guarded(plan: &TaskPlan, status: OwnedFd, f: impl FnOnce(&OwnedFd) -> Res
     unsafe { libc::_exit(1) }
 }
 
-/// Everything after the task's session and group are set and its children
-/// forked: files (`objs`: every description and shared memory object of
-/// the tree, created by criu-rs and inherited), memory, fs context, name,
-/// the blob; ends in the jump (`Ok` never happens). `ids` holds every pid
-/// and tid of the tree.
+/// Everything after the task's memory is built ([`build_memory`], `pm`)
+/// and its children forked: files (`objs`: every description and shared
+/// memory object of the tree, created by criu-rs and inherited), the
+/// memory's final protections, fs context, name, the blob; ends in the
+/// jump (`Ok` never happens).
 pub fn prepare(
     plan: &TaskPlan,
     lazy: Option<&LazySetup>,
     status: &OwnedFd,
     objs: &SharedObjects,
-    ids: &[i32],
+    pm: Premap,
 ) -> Result<std::convert::Infallible> {
-    // Room for every dumped fd number (the blob puts the dumped limits back).
-    if let Ok(lim) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.ok_or(()) {
-        let _ = rustix::process::setrlimit(
-            rustix::process::Resource::Nofile,
-            rustix::process::Rlimit { current: Some(lim), maximum: Some(lim) },
-        );
-    }
-
+    raise_nofile();
     let floor = fd_floor(&plan.fds);
-    let open_ro = |p: &std::path::Path| -> Result<OwnedFd> {
-        let fd = rustix::fs::open(p, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| RestoreError::FileChanged { path: p.into(), problem: format!("cannot open: {e}") })?;
-        move_above(fd, floor)
-    };
-    let pages = if plan.pages.runs.is_empty() { None } else { Some(open_ro(&plan.pages.path)?) };
     let shared = shared_mapping_fds(plan, objs, floor)?;
     let exe = match &plan.exe {
-        Some(p) => Some(open_ro(p)?),
+        Some(p) => Some(open_ro(p, floor)?),
         None => None,
     };
-    // criu-rs's stderr, kept apart while memory is filled so progress can
-    // be drawn after fd 2 became the task's; closed before the blob runs.
-    let progress_out = match crate::progress::installed() {
-        true => rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), floor).ok(),
-        false => None,
-    };
     let mut keep: Vec<i32> = vec![status.as_raw_fd()];
-    keep.extend(pages.iter().chain(exe.iter()).chain(progress_out.iter()).map(|f| f.as_raw_fd()));
+    keep.extend(exe.iter().map(|f| f.as_raw_fd()));
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
     let files = crate::files::task::TaskFiles { pid: plan.pid, fds: &plan.fds, descs: &plan.descs, first_held: &plan.first_held };
     crate::files::task::install(&files, &objs.descs, &keep)?;
-
-    let pm = build_memory(plan, ids, pages.as_ref(), &open_ro, progress_out.as_ref())?;
-    drop(pages);
-    drop(progress_out);
+    finish(&pm, &plan.vmas)?;
     // Before restore_fs: the socket path is relative to criu-rs's root and cwd.
     let uffd = lazy.map(|l| hand_over_uffd(l, plan.pid, floor)).transpose()?.unwrap_or(-1);
     restore_fs(&plan.fs)?;
@@ -153,6 +134,18 @@ fn shared_mapping_fds(plan: &TaskPlan, objs: &SharedObjects, floor: i32) -> Resu
     Ok(shared)
 }
 
+/// `prctl(PR_SET_THP_DISABLE, disabled, 0, 0, 0)`, before the memory is
+/// built (so no huge page backs it if the task had them disabled), and
+/// always (a fork inherits the setting).
+fn set_thp_disabled(disabled: bool) -> Result<()> {
+    // SAFETY: PR_SET_THP_DISABLE takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, disabled as libc::c_ulong, 0, 0, 0) } < 0 {
+        let errno = rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL);
+        return Err(RestoreError::sys(format!("PR_SET_THP_DISABLE({disabled})"), errno));
+    }
+    Ok(())
+}
+
 /// `prctl(PR_SET_NAME, comm)`: the task's name as dumped.
 fn set_comm(plan: &TaskPlan) -> Result<()> {
     let comm = plan.core.tc.as_ref().and_then(|tc| tc.comm.clone()).unwrap_or_default();
@@ -174,40 +167,65 @@ fn busy_now(plan: &TaskPlan) -> Result<Vec<(u64, u64)>> {
     Ok(busy)
 }
 
-/// Premaps the private VMAs and fills them from the pages file. `ids`:
-/// every pid and tid of the tree (the fill's helper thread must not hold
-/// one of them).
-fn build_memory(
-    plan: &TaskPlan,
-    ids: &[i32],
-    pages: Option<&OwnedFd>,
-    open_ro: &dyn Fn(&std::path::Path) -> Result<OwnedFd>,
-    progress_out: Option<&OwnedFd>,
-) -> Result<Premap> {
+/// Room for every dumped fd number (the blob puts the dumped limits back).
+fn raise_nofile() {
+    if let Some(max) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit { current: Some(max), maximum: Some(max) },
+        );
+    }
+}
+
+/// `open(path, O_RDONLY | O_CLOEXEC)`, moved to `floor` or above.
+fn open_ro(path: &std::path::Path, floor: i32) -> Result<OwnedFd> {
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| RestoreError::FileChanged { path: path.into(), problem: format!("cannot open: {e}") })?;
+    move_above(fd, floor)
+}
+
+/// Builds the task's private memory, first thing once its session and
+/// group are set and before it forks its children (which inherit it): sets
+/// its THP setting, premaps its private VMAs (taking the copies inherited
+/// from `parent` where they stand for its own, see [`super::cow`]) and
+/// fills them from the pages files. Protections and advice come later
+/// ([`prepare`]), after the children are forked. `ids`: every pid and tid
+/// of the tree (the fill's helper thread must not hold one of them).
+pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32]) -> Result<Premap> {
+    raise_nofile();
+    set_thp_disabled(plan.mm.thp_disabled.unwrap_or(false))?;
+    let floor = fd_floor(&plan.fds);
+    let sources: Vec<&PagesPlan> = std::iter::once(&plan.pages).chain(&plan.parent_pages).filter(|p| !p.runs.is_empty()).collect();
     let has_pages = |i: usize| {
         let v = &plan.vmas[i];
-        std::iter::once(&plan.pages)
-            .chain(&plan.parent_pages)
-            .flat_map(|p| &p.runs)
-            .any(|r| r.vaddr < v.end && r.vaddr + r.len() > v.start)
+        sources.iter().flat_map(|p| &p.runs).any(|r| r.vaddr < v.end && r.vaddr + r.len() > v.start)
     };
-    let pm = premap(&plan.vmas, &busy_now(plan)?, &has_pages, open_ro)?;
-    // No logging here: fd 2 already is the restored task's.
-    let _phase = progress_out.map(|out| {
-        let total = std::iter::once(&plan.pages)
-            .chain(&plan.parent_pages)
-            .flat_map(|p| &p.runs)
-            .map(|r| r.len() / PAGE_SIZE)
-            .sum();
-        crate::progress::Phase::start("restoring memory", total, out.as_fd())
+    let inherited = |i: usize| parent.and_then(|p| p.inherited(&plan.vmas[i]));
+    let pm = premap(&plan.vmas, &busy_now(plan)?, &has_pages, &|p| open_ro(p, floor), &inherited)?;
+    if let Some(p) = parent {
+        p.release()?;
+    }
+    // criu-rs's stderr still: progress can be drawn.
+    let _phase = crate::progress::installed().then(|| {
+        let total = sources.iter().flat_map(|p| &p.runs).map(|r| r.len() / PAGE_SIZE).sum();
+        crate::progress::Phase::start("restoring memory", total, std::io::stderr().as_fd())
     });
-    if let Some(fd) = pages {
-        fill(&pm, &plan.vmas, &plan.pages, fd, ids)?;
+    let take = |i: usize| pm.placed.iter().any(|p| p.vma == i && p.inherited);
+    let mut stats = cow::CowStats::default();
+    for pages in &sources {
+        let fd = open_ro(&pages.path, floor)?;
+        let (shared, own) = cow::split(pages, &plan.vmas, &take);
+        if !own.runs.is_empty() {
+            fill(&pm, &plan.vmas, &own, &fd, ids)?;
+        }
+        cow::fill_inherited(&pm, &plan.vmas, &shared, &fd, &mut stats)?;
     }
-    for other in plan.parent_pages.iter().filter(|p| !p.runs.is_empty()) {
-        fill(&pm, &plan.vmas, other, &open_ro(&other.path)?, ids)?;
+    for p in pm.placed.iter().filter(|p| p.inherited) {
+        cow::drop_unshared(p.addr, &plan.vmas[p.vma], &sources, &mut stats)?;
     }
-    finish(&pm, &plan.vmas)?;
+    if pm.placed.iter().any(|p| p.inherited) {
+        tracing::debug!(pid = plan.pid, shared = stats.shared, written = stats.written, dropped = stats.dropped, "pages inherited from the parent");
+    }
     Ok(pm)
 }
 

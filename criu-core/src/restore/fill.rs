@@ -550,7 +550,7 @@ mod tests {
             }
         }
         std::fs::write(&pages_path, &data).unwrap();
-        let vmas = vec![VmaPlan { start: t, end: t + 40 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, kind: VmaKind::Anon }];
+        let vmas = vec![VmaPlan { start: t, end: t + 40 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, lock_on_fault: false, kind: VmaKind::Anon }];
         let pages = PagesPlan { path: pages_path.clone(), runs };
         let (pm, fd) = premap_here(&vmas, &pages_path);
         let filled = fill_with(&pm, &vmas, &pages, &fd, &[], ways).unwrap();
@@ -613,7 +613,7 @@ mod tests {
         std::fs::write(&own, vec![0x11u8; PAGE_SIZE as usize]).unwrap();
         std::fs::write(&parent, vec![0x22u8; 900 * PAGE_SIZE as usize]).unwrap();
         let t = 0x5400_0000_1000u64;
-        let vmas = vec![VmaPlan { start: t, end: t + 8 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, kind: VmaKind::Anon }];
+        let vmas = vec![VmaPlan { start: t, end: t + 8 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, lock_on_fault: false, kind: VmaKind::Anon }];
         let (pm, fd) = premap_here(&vmas, &own);
         let own_pages = PagesPlan { path: own, runs: vec![PageRun { vaddr: t, nr_pages: 1, file_off: 0 }] };
         fill(&pm, &vmas, &own_pages, &fd, &[]).unwrap();
@@ -637,7 +637,7 @@ mod tests {
         let pages_path = dir.join("pages-1.img");
         std::fs::write(&pages_path, vec![7u8; 3 * MIB as usize]).unwrap();
         let t = 0x5300_0000_0000u64;
-        let vmas = vec![VmaPlan { start: t, end: t + 16 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, kind: VmaKind::Anon }];
+        let vmas = vec![VmaPlan { start: t, end: t + 16 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, lock_on_fault: false, kind: VmaKind::Anon }];
         let pages = PagesPlan { path: pages_path.clone(), runs: vec![PageRun { vaddr: t, nr_pages: 16 * MIB / PAGE_SIZE, file_off: 0 }] };
         let (pm, fd) = premap_here(&vmas, &pages_path);
         for huge in [true, false] {

@@ -67,11 +67,11 @@ pub fn setup(plan: &mut TaskPlan, socket: Option<&Path>) -> Result<Option<LazySe
         let end = l.vaddr + l.nr_pages * PAGE_SIZE;
         let first = plan.vmas.partition_point(|v| v.end <= l.vaddr);
         for (i, v) in plan.vmas.iter().enumerate().skip(first).take_while(|(_, v)| v.start < end) {
-            if v.kind != VmaKind::Anon {
+            if v.kind != VmaKind::Anon || v.flags & libc::MAP_LOCKED as u32 != 0 {
                 return Err(RestoreError::Unsupported {
                     file: pagemap(),
                     what: format!(
-                        "lazy pages at {:#x} in VMA {:#x}-{:#x}, which is not private anonymous memory",
+                        "lazy pages at {:#x} in VMA {:#x}-{:#x}, which is not unlocked private anonymous memory",
                         l.vaddr.max(v.start),
                         v.start,
                         v.end

@@ -5,7 +5,7 @@
 //! truncated, corrupt or inconsistent is an error naming the file.
 
 use super::error::{RestoreError, Result};
-use super::plan::{FsPlan, LazyRun, PagesPlan, TaskPlan, VmaKind, VmaPlan};
+use super::plan::{FsPlan, LazyRun, PagesPlan, TaskPlan, VmaKind, VmaPlan, MAP_DROPPABLE, MAP_TYPE};
 use crate::files::load::{load_fds, load_files};
 use super::validate::{check_address_space, pagemap_runs, PagemapEntry};
 use crate::images::consts::pagemap_flags::{LAZY as PE_LAZY, PRESENT as PE_PRESENT};
@@ -177,6 +177,32 @@ fn memfd_vma(
     Ok(VmaKind::Shmem { shmid: inode.shmid.unwrap_or_default() as u64, size: inode.size.unwrap_or_default() })
 }
 
+/// A SysV shared memory attachment (`AREA_SYSVIPC`, `shmid` the segment
+/// id): the segment must still be there, as large as the area, which
+/// attaches it whole.
+fn sysv_vma(v: &pb::VmaEntry, unsupported: &dyn Fn(&str) -> RestoreError) -> Result<VmaKind> {
+    let shmid = v.shmid.unwrap_or_default();
+    let len = v.end.unwrap_or_default().saturating_sub(v.start.unwrap_or_default());
+    let Ok(id) = i32::try_from(shmid) else {
+        return Err(unsupported(&format!("SysV shared memory id {shmid:#x}")));
+    };
+    // SAFETY: IPC_STAT writes one shmid_ds into the zeroed struct given.
+    let (r, ds) = unsafe {
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        (libc::shmctl(id, libc::IPC_STAT, &mut ds), ds)
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(unsupported(&format!("SysV shared memory segment {id} is gone ({e}); segments are not in the images")));
+    }
+    if v.pgoff.unwrap_or_default() != 0 || (ds.shm_segsz as u64).next_multiple_of(super::plan::PAGE_SIZE) != len {
+        return Err(unsupported(&format!("SysV shared memory segment {id} is {} bytes, not this {len}-byte area", ds.shm_segsz)));
+    }
+    // No fdflags (older images): the widest attachment, as CRIU does.
+    let read_only = v.fdflags.is_some_and(|f| f as i32 & libc::O_ACCMODE == libc::O_RDONLY);
+    Ok(VmaKind::SysvShm { shmid: id, read_only })
+}
+
 /// One `vma_entry` as a [`VmaPlan`].
 fn vma_plan(
     v: &pb::VmaEntry,
@@ -199,8 +225,10 @@ fn vma_plan(
         return Err(unsupported("marked unsupported by the dump"));
     } else if status & st::AREA_MEMFD != 0 {
         memfd_vma(v, files, memfds, &unsupported)?
-    } else if status & (st::AREA_SYSVIPC | st::AREA_SOCKET | st::AREA_AIORING | st::AREA_SHSTK) != 0 {
-        return Err(unsupported(&format!("status {status:#x} (SysV shared memory, socket, AIO or shadow stack areas)")));
+    } else if status & st::AREA_SYSVIPC != 0 {
+        sysv_vma(v, &unsupported)?
+    } else if status & (st::AREA_SOCKET | st::AREA_AIORING | st::AREA_SHSTK) != 0 {
+        return Err(unsupported(&format!("status {status:#x} (socket, AIO or shadow stack areas)")));
     } else if status & st::ANON_SHARED != 0 {
         VmaKind::Shmem { shmid: v.shmid.unwrap_or_default(), size: 0 }
     } else if status & st::FILE_PRIVATE != 0 {
@@ -215,13 +243,19 @@ fn vma_plan(
     } else {
         return Err(RestoreError::bad(mm_path, format!("{what} has unknown status {status:#x}")));
     };
+    let flags = v.flags.unwrap_or_default();
+    let map_type = flags & MAP_TYPE;
+    if kind == VmaKind::Anon && ![0, libc::MAP_PRIVATE as u32, MAP_DROPPABLE].contains(&map_type) {
+        return Err(RestoreError::bad(mm_path, format!("{what}: private anonymous memory with mapping type {map_type:#x}")));
+    }
     Ok(VmaPlan {
         start,
         end,
         pgoff: v.pgoff.unwrap_or_default(),
         prot: v.prot.unwrap_or_default(),
-        flags: v.flags.unwrap_or_default(),
+        flags,
         madv: v.madv.unwrap_or_default(),
+        lock_on_fault: status & st::LOCK_ONFAULT != 0,
         kind,
     })
 }

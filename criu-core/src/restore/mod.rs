@@ -5,10 +5,13 @@
 //!   task, [`tree`] into the whole tree;
 //! - [`shared`] creates what tasks share (file descriptions, shared memory);
 //! - [`tree`] forks every task with its dumped pid (a fork of criu-rs,
-//!   [`clone`]), sessions and groups first, zombies included;
-//! - in each task, [`fds`] and [`fs`] rebuild files, [`premap`] builds the
-//!   memory in a reserved area, [`fill`] fills it from the pages file, [`args`] fills the blob's argument block and
-//!   [`jump`] enters the blob ([`child`]);
+//!   [`clone`]), sessions and groups first, zombies included; each task
+//!   builds its memory before it forks its children, so that pages they
+//!   share copy-on-write stay shared ([`cow`]);
+//! - in each task, [`premap`] builds the memory in a reserved area, [`fill`]
+//!   fills it from the pages file, [`fds`] and [`fs`] rebuild files, [`args`]
+//!   fills the blob's argument block and [`jump`] enters the blob
+//!   ([`child`]);
 //! - in criu-rs, [`barrier`] holds every thread at the blob's last stop
 //!   until the whole tree is there, then ([`finalize`]) removes the blob
 //!   from each task and lets them all run; with `--verify`, [`verify`]
@@ -20,6 +23,7 @@ pub mod args;
 pub mod barrier;
 pub mod child;
 pub mod clone;
+pub mod cow;
 pub mod creds;
 pub mod error;
 pub mod failpoint;

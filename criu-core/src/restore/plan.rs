@@ -10,6 +10,12 @@ use std::path::PathBuf;
 /// Page size on x86_64.
 pub const PAGE_SIZE: u64 = 4096;
 
+/// The mapping-type bits of `mmap` flags (`MAP_SHARED`, `MAP_PRIVATE`,
+/// `MAP_SHARED_VALIDATE`, `MAP_DROPPABLE`).
+pub const MAP_TYPE: u32 = 0x0f;
+/// `MAP_DROPPABLE` (Linux 6.11): private memory the kernel may drop.
+pub const MAP_DROPPABLE: u32 = 0x08;
+
 /// Everything needed to rebuild one single-threaded task.
 #[derive(Debug, Clone)]
 pub struct TaskPlan {
@@ -76,6 +82,9 @@ pub struct VmaPlan {
     pub flags: u32,
     /// `MADV_*` bits as a mask (bit n set = madvise advice n applied).
     pub madv: u64,
+    /// With `MAP_LOCKED` in `flags`: locked on fault (`mlock2(MLOCK_ONFAULT)`)
+    /// rather than populated and locked.
+    pub lock_on_fault: bool,
     pub kind: VmaKind,
 }
 
@@ -93,6 +102,15 @@ impl VmaPlan {
     /// Whether the VMA is premapped and moved into place by the blob.
     pub fn is_premapped(&self) -> bool {
         matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::Vdso)
+    }
+
+    /// The mapping type for `mmap`: `MAP_PRIVATE`, `MAP_SHARED` or
+    /// `MAP_DROPPABLE` (`MAP_TYPE` bits of `flags`; private if none).
+    pub fn map_type(&self) -> u32 {
+        match self.flags & MAP_TYPE {
+            0 => libc::MAP_PRIVATE as u32,
+            t => t,
+        }
     }
 
     /// Whether this is a grows-down (stack) VMA.
@@ -115,6 +133,10 @@ pub enum VmaKind {
     /// bytes long (0: as long as its mappings reach), and mapped at its
     /// place by the blob.
     Shmem { shmid: u64, size: u64 },
+    /// A SysV shared memory segment attached whole (`shmat`) at its place
+    /// by the blob; `read_only`: attached `SHM_RDONLY`. The segment stayed
+    /// in the kernel ([`crate::dump::sysv`]).
+    SysvShm { shmid: i32, read_only: bool },
     /// A shared mapping of a file, mapped in place by the blob.
     SharedFile { path: PathBuf, open_flags: i32 },
     /// The dumped `[vdso]`: premapped as an anonymous copy of its pages.

@@ -22,6 +22,9 @@ pub struct Placed {
     pub vma: usize,
     /// Where it currently lives, inside the premap area.
     pub addr: u64,
+    /// It is the parent's copy, inherited through fork and moved here
+    /// ([`super::cow`]): filled by comparison.
+    pub inherited: bool,
 }
 
 /// The reserved area and what was placed in it.
@@ -77,12 +80,15 @@ fn reserve(addr: u64, len: u64) -> Result<()> {
 
 /// Reserves the premap area (avoiding `busy` ranges: target layout and
 /// current mappings) and maps every private VMA in it, writable where pages
-/// will be filled. `open_file` opens a private file mapping's backing file.
+/// will be filled. `open_file` opens a private file mapping's backing file;
+/// `inherited(i)` says where a copy of VMA `i` inherited from the parent is
+/// ([`super::cow`]): it is moved into place instead of a fresh mapping.
 pub fn premap(
     vmas: &[VmaPlan],
     busy: &[(u64, u64)],
     has_pages: &dyn Fn(usize) -> bool,
     open_file: &dyn Fn(&std::path::Path) -> Result<OwnedFd>,
+    inherited: &dyn Fn(usize) -> Option<u64>,
 ) -> Result<Premap> {
     let (offsets, len) = layout(vmas);
     let base = find_hole(busy, len, HUGE, PAGE_SIZE).ok_or(RestoreError::NoHole { size: len, what: "premap area" })?;
@@ -95,16 +101,22 @@ pub fn premap(
         if has_pages(i) {
             prot |= ProtFlags::WRITE | ProtFlags::READ;
         }
-        let mut flags = MapFlags::PRIVATE | MapFlags::FIXED;
+        // Only anonymous memory may be droppable; everything premapped is
+        // private otherwise (a premapped file is never written).
+        let map_type = if v.kind == VmaKind::Anon { v.map_type() } else { libc::MAP_PRIVATE as u32 };
+        let mut flags = MapFlags::from_bits_retain(map_type) | MapFlags::FIXED;
         if v.grows_down() {
             flags |= MapFlags::GROWSDOWN;
         }
-        // Not accounted against the commit limit, as dumped (a JVM
-        // reserves its heap this way).
         if v.flags & libc::MAP_NORESERVE as u32 != 0 {
             flags |= MapFlags::NORESERVE;
         }
         let what = || format!("premapping VMA {:#x}-{:#x} at {addr:#x}", v.start, v.end);
+        if let Some(from) = inherited(i) {
+            take_inherited(from, addr, v.len(), prot).sys(|| format!("moving the inherited copy of VMA {:#x}-{:#x} from {from:#x} to {addr:#x}", v.start, v.end))?;
+            placed.push(Placed { vma: i, addr, inherited: true });
+            continue;
+        }
         match &v.kind {
             // SAFETY: addr..addr+len lies inside the area reserved above,
             // which nothing else uses.
@@ -118,9 +130,21 @@ pub fn premap(
             }
             _ => return Err(RestoreError::bad("mm", format!("VMA {:#x}-{:#x} cannot be premapped", v.start, v.end))),
         };
-        placed.push(Placed { vma: i, addr });
+        placed.push(Placed { vma: i, addr, inherited: false });
     }
     Ok(Premap { base, len, placed })
+}
+
+/// `mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to)`, then
+/// `mprotect(to, len, prot)`: an inherited copy moved into its slot (its
+/// pages stay shared with the parent's).
+fn take_inherited(from: u64, to: u64, len: u64, prot: ProtFlags) -> std::result::Result<(), rustix::io::Errno> {
+    // SAFETY: `from` is the parent's premapped copy as this fork inherited
+    // it (nothing else refers to it), `to` a slot of our reserved area.
+    unsafe {
+        rustix::mm::mremap_fixed(from as *mut c_void, len as usize, len as usize, rustix::mm::MremapFlags::MAYMOVE, to as *mut c_void)?;
+        rustix::mm::mprotect(to as *mut c_void, len as usize, MprotectFlags::from_bits_retain(prot.bits()))
+    }
 }
 
 pub use super::fill::fill;
@@ -217,7 +241,7 @@ pub(super) fn premap_here(vmas: &[VmaPlan], pages: &std::path::Path) -> (Premap,
     let mut busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
     busy.extend(super::maps::read_maps(None).unwrap().iter().map(|m| (m.start, m.end)));
     let open = |p: &std::path::Path| rustix::fs::open(p, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).sys(|| "open".into());
-    let pm = premap(vmas, &busy, &|_| true, &open).unwrap();
+    let pm = premap(vmas, &busy, &|_| true, &open, &|_| None).unwrap();
     (pm, open(pages).unwrap())
 }
 
@@ -229,7 +253,7 @@ mod tests {
     use std::io::Write;
 
     fn vma(start: u64, pages: u64, kind: VmaKind, prot: u32) -> VmaPlan {
-        VmaPlan { start, end: start + pages * PAGE_SIZE, pgoff: 0, prot, flags: 0x22, madv: 0, kind }
+        VmaPlan { start, end: start + pages * PAGE_SIZE, pgoff: 0, prot, flags: 0x22, madv: 0, lock_on_fault: false, kind }
     }
 
     #[test]

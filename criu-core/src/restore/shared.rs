@@ -175,7 +175,7 @@ fn fill_object(images: &ImageDir, shmid: u64, mem: u64, size: u64) -> Result<()>
     // The object as one area from offset 0: its pagemap holds offsets. A
     // memfd's last page may be partly past its size; the mapping has it all.
     let end = size.next_multiple_of(super::plan::PAGE_SIZE);
-    let whole = VmaPlan { start: 0, end, pgoff: 0, prot: 0, flags: 0, madv: 0, kind: VmaKind::Anon };
+    let whole = VmaPlan { start: 0, end, pgoff: 0, prot: 0, flags: 0, madv: 0, lock_on_fault: false, kind: VmaKind::Anon };
     let (pages, lazy) = read_pagemap(images, ImageKind::ShmemPagemap, shmid, std::slice::from_ref(&whole), 0, None)?;
     if let Some(l) = lazy.iter().find(|l| !l.present) {
         let what = format!("lazy pages at offset {:#x} of shared memory object {shmid:#x} (only private memory is served lazily)", l.vaddr);
@@ -196,7 +196,7 @@ fn fill_object(images: &ImageDir, shmid: u64, mem: u64, size: u64) -> Result<()>
 }
 
 /// `pread` until `buf` is full.
-fn read_exact_at(fd: &OwnedFd, mut buf: &mut [u8], mut off: u64) -> std::result::Result<(), rustix::io::Errno> {
+pub(super) fn read_exact_at(fd: &OwnedFd, mut buf: &mut [u8], mut off: u64) -> std::result::Result<(), rustix::io::Errno> {
     while !buf.is_empty() {
         match rustix::io::pread(fd, &mut *buf, off)? {
             0 => return Err(rustix::io::Errno::NODATA),

@@ -5,9 +5,11 @@
 //! root with its pid and traces it (with `PTRACE_O_TRACEFORK`/`TRACECLONE`,
 //! so every task and thread created below it is traced from birth). Each
 //! task, still running criu-rs's code, takes its session (`setsid`) and
-//! group (`setpgid`), then forks its children in `pstree.img` order, each
-//! with its pid (`clone3` + `set_tid`): a session or group leader has set
-//! itself up before any child exists, so children inherit or join it.
+//! group (`setpgid`), builds its private memory (so that its children
+//! inherit it copy-on-write, [`super::cow`]), then forks its children in
+//! `pstree.img` order, each with its pid (`clone3` + `set_tid`): a session
+//! or group leader has set itself up before any child exists, so children
+//! inherit or join it.
 //! Zombies are forked untraced, take their ids and name, exit with their
 //! dumped status and are left unreaped for their restored parent. Then the
 //! task prepares itself and enters the blob ([`super::child::prepare`]).
@@ -15,7 +17,8 @@
 //! trap until the whole tree is there, then lets them all go.
 
 use super::barrier::{self, Tracked, TreeGuard};
-use super::child::{guarded, prepare};
+use super::child::{build_memory, guarded, prepare};
+use super::cow;
 use super::clone::{clone3_set_tid, clone3_set_tid_flags, Forked};
 use super::error::{RestoreError, Result, SysContext};
 use super::finalize::ThreadEnd;
@@ -288,7 +291,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let root = tree.tasks[0].pid;
     // SAFETY: criu-rs is single-threaded here (documented requirement).
     match unsafe { clone3_set_tid(root)? } {
-        Forked::Child => task_main(&tree, 0, &mut pipes, &shared),
+        Forked::Child => task_main(&tree, 0, &mut pipes, &shared, None),
         Forked::Parent { child } => {
             let forking_time = start.elapsed();
             drop(shared);
@@ -345,7 +348,7 @@ fn thread_ends(plan: &TaskPlan) -> Vec<ThreadEnd> {
 
 /// A task's own side: session and group, its children, then itself.
 /// Never returns.
-fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects) -> ! {
+fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects, parent: Option<&cow::Parent>) -> ! {
     let t = &tree.tasks[idx];
     let TaskKind::Live(plan) = &t.kind else {
         // SAFETY: leaving without running exit handlers, as after fork.
@@ -368,11 +371,17 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
             }
         }
         set_ids(t, &tree.tasks[0])?;
+        let pm = build_memory(plan, parent, &tree.ids())?;
+        // Children inherit this memory copy-on-write (not in a lazy
+        // restore, where pages come later, each task's on its own).
+        let shares = tree.lazy.iter().all(Option::is_none);
+        let me = cow::Parent { vmas: &plan.vmas, premap: &pm };
+        let me = shares.then_some(&me);
         let subreaper = plan.core.tc.as_ref().and_then(|tc| tc.child_subreaper).unwrap_or(false);
         let kids: Vec<usize> = tree.children(idx).collect();
         let (orphans, kids): (Vec<usize>, Vec<usize>) = kids.into_iter().partition(|&c| needs_helper(tree, c).is_some());
         for c in kids {
-            fork_child(tree, c, pipes, objs)?;
+            fork_child(tree, c, pipes, objs, me)?;
         }
         // The orphans' helpers exit at once: they must come back to us.
         set_child_subreaper(subreaper || !orphans.is_empty())?;
@@ -381,12 +390,12 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
         helpers.dedup();
         for h in helpers {
             let members: Vec<usize> = orphans.iter().copied().filter(|&c| needs_helper(tree, c) == Some(h)).collect();
-            fork_helper(tree, h, &members, pipes, objs, status)?;
+            fork_helper(tree, h, &members, pipes, objs, me, status)?;
         }
         set_child_subreaper(subreaper)?;
         // The parent-death signal is set by the blob, after the
         // credentials (whose change clears it).
-        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, &tree.ids())
+        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, pm)
     })
 }
 
@@ -415,6 +424,7 @@ fn fork_helper(
     members: &[usize],
     pipes: &mut TaskPipes,
     objs: &SharedObjects,
+    parent: Option<&cow::Parent>,
     status: &OwnedFd,
 ) -> Result<()> {
     let (Helper::Session(pid) | Helper::Group(pid)) = h;
@@ -424,7 +434,7 @@ fn fork_helper(
             Helper::Session(_) => rustix::process::setsid().map(drop).sys(|| "setsid".into()),
             Helper::Group(_) => rustix::process::setpgid(None, None).sys(|| "setpgid(0, 0)".into()),
         };
-        let done = lead.and_then(|()| members.iter().try_for_each(|&m| fork_child(tree, m, pipes, objs)));
+        let done = lead.and_then(|()| members.iter().try_for_each(|&m| fork_child(tree, m, pipes, objs, parent)));
         if let Err(e) = &done {
             let _ = rustix::io::write(status, format!("error: helper {pid}: {e}\n").as_bytes());
         }
@@ -439,13 +449,13 @@ fn fork_helper(
 
 /// Forks task `idx` with its pid (a zombie untraced, then waits until it
 /// is one); the child never returns from here.
-fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects) -> Result<()> {
+fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects, parent: Option<&cow::Parent>) -> Result<()> {
     let t = &tree.tasks[idx];
     match &t.kind {
         TaskKind::Live(_) => {
             // SAFETY: the task is single-threaded (a fork of criu-rs).
             if let Forked::Child = unsafe { clone3_set_tid(t.pid)? } {
-                task_main(tree, idx, pipes, objs)
+                task_main(tree, idx, pipes, objs, parent)
             }
         }
         TaskKind::Zombie { status, comm } => {

@@ -134,7 +134,7 @@ mod tests {
     use super::*;
 
     fn anon(start: u64, end: u64) -> VmaPlan {
-        VmaPlan { start, end, pgoff: 0, prot: 3, flags: 0x22, madv: 0, kind: VmaKind::Anon }
+        VmaPlan { start, end, pgoff: 0, prot: 3, flags: 0x22, madv: 0, lock_on_fault: false, kind: VmaKind::Anon }
     }
 
     #[test]

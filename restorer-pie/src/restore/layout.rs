@@ -3,7 +3,7 @@
 //! kept, and where the running vDSO/vvar land when parked.
 
 use crate::abi::{
-    MemRange, VdsoArg, VmaArg, ERR_BAD_VMAS, VMA_FILE_SHARED, VMA_PINNED, VMA_PREMAPPED, VMA_VDSO, VMA_VVAR,
+    MemRange, VdsoArg, VmaArg, ERR_BAD_VMAS, VMA_FILE_SHARED, VMA_PINNED, VMA_PREMAPPED, VMA_SYSV_SHM, VMA_VDSO, VMA_VVAR,
 };
 use crate::restore::ctx::{Fail, Step};
 
@@ -45,7 +45,7 @@ pub fn check_vmas(vmas: &[VmaArg], page: u64, task_size: u64, premap: MemRange, 
                     return Err(bad(b"vDSO copy outside the premap area"));
                 }
             }
-            VMA_FILE_SHARED | VMA_PINNED | VMA_VVAR => {}
+            VMA_FILE_SHARED | VMA_PINNED | VMA_VVAR | VMA_SYSV_SHM => {}
             _ => return Err(bad(b"unknown VMA kind")),
         }
         // Pinned VMAs are already in place; the host vouches they do not

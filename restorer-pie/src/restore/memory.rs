@@ -4,7 +4,7 @@
 
 use crate::abi::{
     MemRange, VmaArg, ERR_BAD_VMAS, ERR_NO_BOUNCE, ERR_VDSO, PLAN_SCRATCH_PER_VMA, RESTORE_F_CLOSE_FDS, VMA_FILE_SHARED,
-    VMA_F_LAZY, VMA_PINNED, VMA_PREMAPPED, VMA_VDSO,
+    VMA_F_LAZY, VMA_F_LOCK_ONFAULT, VMA_F_SHM_RDONLY, VMA_PINNED, VMA_PREMAPPED, VMA_SYSV_SHM, VMA_VDSO,
 };
 use crate::restore::ctx::{Ctx, Fail, Step};
 use crate::restore::layout::{check_vmas, for_each_gap, parked, same_vdso_shape};
@@ -18,6 +18,9 @@ const MAP_SHARED: u32 = 0x01;
 const MAP_PRIVATE: u32 = 0x02;
 const MAP_FIXED: u32 = 0x10;
 const PROT_READ_WRITE: u32 = 0x3;
+const MAP_LOCKED: u32 = 0x2000;
+const MLOCK_ONFAULT: u32 = 1;
+const SHM_RDONLY: u32 = 0o10000;
 /// `_IOWR(0xAA, 0x00, struct uffdio_register)` (32-byte argument).
 const UFFDIO_REGISTER: u32 = 0xc020_aa00;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
@@ -131,8 +134,17 @@ pub fn move_premapped(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     })
 }
 
-/// Maps the VMAs that come straight from a file at their place.
+/// Maps the VMAs that come straight from a file at their place, and
+/// attaches SysV shared memory segments at theirs.
 pub fn map_files(vmas: &[VmaArg]) -> Step {
+    for v in vmas.iter().filter(|v| v.kind == VMA_SYSV_SHM) {
+        let flags = if v.vflags & VMA_F_SHM_RDONLY != 0 { SHM_RDONLY } else { 0 };
+        // SAFETY: the final layout has this range free (as for files below).
+        let got = unsafe { sys::shmat(v.fd, v.start as usize, flags) }.map_err(|e| Fail::errno(e, v.start, b"shmat"))?;
+        if got as u64 != v.start {
+            return Err(Fail::new(ERR_BAD_VMAS, v.start, b"SysV segment attached elsewhere"));
+        }
+    }
     for v in vmas.iter().filter(|v| v.kind == VMA_FILE_SHARED) {
         let share = match v.flags & (MAP_SHARED | MAP_PRIVATE) {
             0 => MAP_SHARED,
@@ -184,10 +196,11 @@ pub fn register_lazy(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     Ok(())
 }
 
-/// Final protections and madvise bits of premapped and pinned VMAs.
-/// Failed madvise calls are logged and skipped.
-pub fn protect(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
-    for v in vmas.iter().filter(|v| matches!(v.kind, VMA_PREMAPPED | VMA_PINNED | VMA_FILE_SHARED)) {
+/// Final protections, madvise bits and memory locks of premapped, pinned
+/// and file VMAs. A madvise or mlock the kernel refuses fails the restore
+/// (the area would come back other than it was).
+pub fn protect(vmas: &[VmaArg]) -> Step {
+    for v in vmas.iter().filter(|v| matches!(v.kind, VMA_PREMAPPED | VMA_PINNED | VMA_FILE_SHARED | VMA_SYSV_SHM)) {
         let len = (v.end - v.start) as usize;
         if v.kind != VMA_FILE_SHARED {
             // SAFETY: changes protections of restored memory only.
@@ -196,10 +209,17 @@ pub fn protect(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
         for bit in 0..64u32 {
             if v.madv & (1 << bit) != 0 {
                 // SAFETY: advice on restored memory; bits come from the dump.
-                if let Err(e) = unsafe { sys::madvise(v.start as usize, len, bit) } {
-                    ctx.warn(Fail::errno(e, bit as u64, b"madvise"));
-                }
+                unsafe { sys::madvise(v.start as usize, len, bit) }.map_err(|e| Fail::errno(e, v.start, b"madvise"))?;
             }
+        }
+        if v.flags & MAP_LOCKED != 0 {
+            if v.vflags & VMA_F_LAZY != 0 {
+                // Locking would populate it before userfaultfd serves it.
+                return Err(Fail::new(ERR_BAD_VMAS, v.start, b"locked VMA marked lazy"));
+            }
+            let onfault = if v.vflags & VMA_F_LOCK_ONFAULT != 0 { MLOCK_ONFAULT } else { 0 };
+            // SAFETY: the VMA is in place with its final contents (not lazy).
+            unsafe { sys::mlock2(v.start as usize, len, onfault) }.map_err(|e| Fail::errno(e, v.start, b"mlock2"))?;
         }
     }
     Ok(())

@@ -67,7 +67,7 @@ fn stages(ctx: &Ctx, base: u64) -> Step<u64> {
     memory::map_files(vmas)?;
     memory::close_vma_fds(ctx, vmas);
     ctx.stage(STAGE_PROTECT);
-    memory::protect(ctx, vmas)?;
+    memory::protect(vmas)?;
     ctx.stage(STAGE_VDSO);
     memory::place_vdso(ctx, vmas)?;
     memory::drop_staging(ctx, vmas)?;

@@ -55,7 +55,7 @@ pub unsafe fn memory(base: *mut u8) -> i64 {
             memory::move_premapped(ctx, vmas)?;
             memory::map_files(vmas)?;
             ctx.stage(STAGE_PROTECT);
-            memory::protect(ctx, vmas)?;
+            memory::protect(vmas)?;
             memory::drop_staging(ctx, vmas)
         })
     }

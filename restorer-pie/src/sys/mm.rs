@@ -1,4 +1,5 @@
-//! Memory-management syscalls: mmap, munmap, mremap, mprotect, madvise.
+//! Memory-management syscalls: mmap, munmap, mremap, mprotect, madvise,
+//! mlock2, shmat.
 
 use syscalls::{syscall, Errno, Sysno};
 
@@ -46,4 +47,24 @@ pub unsafe fn mprotect(addr: usize, len: usize, prot: u32) -> Result<usize, Errn
 pub unsafe fn madvise(addr: usize, len: usize, advice: u32) -> Result<usize, Errno> {
     // SAFETY: the caller owns the range.
     unsafe { syscall!(Sysno::madvise, addr, len, advice) }
+}
+
+/// `mlock2(addr, len, flags)`.
+///
+/// # Safety
+/// Without `MLOCK_ONFAULT` it populates the range: its contents must be
+/// final (a range still to be registered with userfaultfd would be filled
+/// with zeros).
+pub unsafe fn mlock2(addr: usize, len: usize, flags: u32) -> Result<usize, Errno> {
+    // SAFETY: the caller owns the range.
+    unsafe { syscall!(Sysno::mlock2, addr, len, flags) }
+}
+
+/// `shmat(shmid, addr, flags)`; returns the attachment's address.
+///
+/// # Safety
+/// The segment is mapped at `addr`: nothing else may be there.
+pub unsafe fn shmat(shmid: i32, addr: usize, flags: u32) -> Result<usize, Errno> {
+    // SAFETY: the caller owns the target range.
+    unsafe { syscall!(Sysno::shmat, shmid as isize, addr, flags) }
 }

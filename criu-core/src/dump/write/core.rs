@@ -21,8 +21,31 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
     b.get(off..off + 4).map_or(0, |x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
 }
 
-/// The general registers in CRIU's layout.
+/// `ax` and `ip` as CRIU writes them (compel's `get_task_regs`): a task
+/// stopped in a system call that asks to be restarted (`-ERESTARTSYS`,
+/// `-ERESTARTNOINTR`, `-ERESTARTNOHAND`) is set to run it again (`ax =
+/// orig_ax`, `ip` back over the 2-byte `syscall`); `-ERESTART_RESTARTBLOCK`
+/// (its restart block is not carried over) returns `-EINTR`. CRIU's restore
+/// expects registers written so; ours rewinds only what is not.
+fn restart_regs(r: &crate::ptrace::regs::GpRegs) -> (u64, u64) {
+    const ERESTARTSYS: i64 = 512;
+    const ERESTARTNOINTR: i64 = 513;
+    const ERESTARTNOHAND: i64 = 514;
+    const ERESTART_RESTARTBLOCK: i64 = 516;
+    if (r.orig_rax as i64) < 0 {
+        return (r.rax, r.rip);
+    }
+    match -(r.rax as i64) {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => (r.orig_rax, r.rip.wrapping_sub(2)),
+        ERESTART_RESTARTBLOCK => ((-(libc::EINTR as i64)) as u64, r.rip),
+        _ => (r.rax, r.rip),
+    }
+}
+
+/// The general registers in CRIU's layout (a pending restart resolved as
+/// CRIU does: [`restart_regs`]).
 pub fn gpregs_entry(r: &crate::ptrace::regs::GpRegs) -> pb::UserX86RegsEntry {
+    let (ax, ip) = restart_regs(r);
     pb::UserX86RegsEntry {
         r15: Some(r.r15),
         r14: Some(r.r14),
@@ -34,13 +57,13 @@ pub fn gpregs_entry(r: &crate::ptrace::regs::GpRegs) -> pb::UserX86RegsEntry {
         r10: Some(r.r10),
         r9: Some(r.r9),
         r8: Some(r.r8),
-        ax: Some(r.rax),
+        ax: Some(ax),
         cx: Some(r.rcx),
         dx: Some(r.rdx),
         si: Some(r.rsi),
         di: Some(r.rdi),
         orig_ax: Some(r.orig_rax),
-        ip: Some(r.rip),
+        ip: Some(ip),
         cs: Some(r.cs),
         flags: Some(r.eflags),
         sp: Some(r.rsp),
@@ -289,5 +312,31 @@ pub fn zombie_core_entry(z: &ZombieDump) -> pb::CoreEntry {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_restarts_are_written_as_criu_writes_them() {
+        // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+        let mut r: crate::ptrace::regs::GpRegs = unsafe { std::mem::zeroed() };
+        r.rip = 0x1002;
+        r.orig_rax = 0; // read(2)
+        for code in [512i64, 513, 514] {
+            r.rax = (-code) as u64;
+            assert_eq!(restart_regs(&r), (0, 0x1000), "-{code}: run read(2) again");
+        }
+        r.rax = (-516i64) as u64;
+        assert_eq!(restart_regs(&r), ((-4i64) as u64, 0x1002), "nanosleep: -EINTR");
+        r.rax = (-11i64) as u64;
+        assert_eq!(restart_regs(&r), (r.rax, 0x1002), "a real error stays");
+        r.orig_rax = u64::MAX;
+        r.rax = (-512i64) as u64;
+        assert_eq!(restart_regs(&r), (r.rax, 0x1002), "not in a system call");
+        let e = gpregs_entry(&r);
+        assert_eq!((e.ax, e.ip), (Some(r.rax), Some(0x1002)));
     }
 }

@@ -7,7 +7,7 @@ use crate::images::{pb, ImageDir, ImageKind};
 
 pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
     let m = &p.mm;
-    pb::MmEntry {
+    let mut mm = pb::MmEntry {
         mm_start_code: Some(m.start_code),
         mm_end_code: Some(m.end_code),
         mm_start_data: Some(m.start_data),
@@ -20,7 +20,6 @@ pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
         mm_env_start: Some(m.env_start),
         mm_env_end: Some(m.env_end),
         exe_file_id: Some(m.exe_file_id),
-        mm_saved_auxv: m.auxv.iter().flat_map(|&(k, v)| [k, v]).chain([0, 0]).collect(),
         vmas: m
             .vmas
             .iter()
@@ -36,14 +35,31 @@ pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
                     status: Some(v.status),
                     fd: Some(-1),
                     madv: (v.madv != 0).then_some(v.madv),
-                    fdflags: (v.file_id != 0).then_some(if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32),
+                    fdflags: fdflags(v),
                 }
             })
             .collect(),
         dumpable: Some(p.task.dumpable as i32),
         aios: Vec::new(),
         thp_disabled: Some(p.task.thp_disabled),
-    }
+        ..Default::default()
+    };
+    mm.set_auxv(&m.auxv);
+    mm
+}
+
+/// `vma_entry.fdflags`: how a file area's file was opened, or how a SysV
+/// segment was attached (`O_RDONLY` for `SHM_RDONLY`, which leaves the
+/// area without `VM_MAYWRITE`).
+fn fdflags(v: &Vma) -> Option<u32> {
+    let mode = if v.status & crate::dump::vmas::status::AREA_SYSVIPC != 0 {
+        if v.map.has(crate::proc::maps::vmflag::MAYWRITE) { libc::O_RDWR } else { libc::O_RDONLY }
+    } else if v.file_id != 0 {
+        if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY }
+    } else {
+        return None;
+    };
+    Some(mode as u32)
 }
 
 /// Writes a pagemap image: the head naming the pages image, then the runs.
@@ -55,4 +71,3 @@ pub(super) fn pagemap_image(dir: &ImageDir, kind: ImageKind, id: u64, pages_id: 
     }
     w.finish().map_err(img_err)
 }
-
