@@ -1,8 +1,13 @@
 //! The fd table: `/proc/PID/fd` and `/proc/PID/fdinfo` against
 //! `fdinfo-ID.img` and `files.img` (numbers, close-on-exec, what kind of
 //! file each is, the status flags and position and path of regular files,
-//! the status flags of pipes), and the working and root directories
-//! against `fs-PID.img`.
+//! the status flags and buffer size of pipes, the owner (`F_SETOWN`,
+//! `F_SETSIG`) of any file the images give one), and the working and root
+//! directories against `fs-PID.img`.
+//!
+//! What only `fcntl` tells is read on our own copy of the task's
+//! descriptor (`pidfd_getfd`), taken only where the images have something
+//! to compare.
 
 use super::{proc_err, same, Check, TaskImages};
 use crate::images::pb::{self, FdTypes};
@@ -14,6 +19,7 @@ use std::path::Path;
 const STATUS_FLAGS: u32 = (libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME) as u32;
 
 pub fn check(t: &TaskImages) -> Check {
+    let mut peek = Peek { pid: t.pid, pidfd: None };
     let live = read_fds(t.pid).map_err(proc_err)?;
     let mut image: Vec<&pb::FdinfoEntry> = t.fdinfo.iter().collect();
     image.sort_by_key(|e| e.fd.unwrap_or_default());
@@ -21,7 +27,7 @@ pub fn check(t: &TaskImages) -> Check {
         let (l, m) = (live.get(i), image.get(i));
         let (lfd, mfd) = (l.map(|l| l.fd), m.map(|m| m.fd.unwrap_or_default() as i32));
         match (l, m) {
-            (Some(l), Some(m)) if lfd == mfd => one_fd(t, l.fd, &l.target, m)?,
+            (Some(l), Some(m)) if lfd == mfd => one_fd(t, &mut peek, l.fd, &l.target, m)?,
             (Some(l), m) if m.is_none() || lfd < mfd => {
                 return Err(format!("fd {} ({}) open, not in the image", l.fd, l.target.display()));
             }
@@ -47,7 +53,7 @@ fn reg_name<'a>(t: &TaskImages<'a>, id: u32) -> Option<&'a str> {
     t.tree.files.get(&id)?.reg.as_ref()?.name.as_deref()
 }
 
-fn one_fd(t: &TaskImages, fd: i32, link: &Path, m: &pb::FdinfoEntry) -> Check {
+fn one_fd(t: &TaskImages, peek: &mut Peek, fd: i32, link: &Path, m: &pb::FdinfoEntry) -> Check {
     let info = read_fdinfo(t.pid, fd).map_err(proc_err)?;
     let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
     let want_cloexec = m.flags.unwrap_or_default() & libc::FD_CLOEXEC as u32 != 0;
@@ -81,10 +87,73 @@ fn one_fd(t: &TaskImages, fd: i32, link: &Path, m: &pb::FdinfoEntry) -> Check {
             if let Some(want) = flags(file.pipe.as_ref().and_then(|p| p.flags)) {
                 same_flags(fd, info.flags & STATUS_FLAGS, want)?;
             }
+            let size = file.pipe.as_ref().and_then(|p| p.pipe_id).and_then(|id| t.tree.pipe_sizes.get(&id));
+            if let Some(&size) = size {
+                let copy = peek.copy(fd)?;
+                let live = rustix::pipe::fcntl_getpipe_size(&copy).map_err(|e| format!("fd {fd}: F_GETPIPE_SZ: {e}"))?;
+                same(format_args!("fd {fd} ({link}): pipe size"), live as u64, size as u64)?;
+            }
         }
         _ => {}
     }
+    owner(peek, fd, &link, file)
+}
+
+/// The owner of the file behind `fd`, if the image gives it one.
+fn owner(peek: &mut Peek, fd: i32, link: &str, file: &pb::FileEntry) -> Check {
+    let Some(want) = fown_of(file) else { return Ok(()) };
+    let want = crate::files::Fown::from_entry(Some(want));
+    if want.pid == 0 && want.signum == 0 {
+        return Ok(());
+    }
+    let copy = peek.copy(fd)?;
+    let live = crate::files::unix::read_fown(rustix::fd::AsFd::as_fd(&copy)).map_err(|(what, e)| format!("fd {fd}: {what}: {e}"))?;
+    let show = |f: &crate::files::Fown| format!("pid {} (type {}) signal {}", f.pid, f.pid_type, f.signum);
+    if (live.pid, live.pid_type, live.signum) != (want.pid, want.pid_type, want.signum) {
+        return Err(format!("fd {fd} ({link}): owner {}, image {}", show(&live), show(&want)));
+    }
     Ok(())
+}
+
+/// The `fown_entry` of a file of any kind that has one.
+fn fown_of(f: &pb::FileEntry) -> Option<&pb::FownEntry> {
+    None.or(f.reg.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.pipe.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.efd.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.epfd.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.sgfd.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.tfd.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.ify.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.ffy.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.usk.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.isk.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.psk.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.nlsk.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.memfd.as_ref().and_then(|e| e.fown.as_ref()))
+        .or(f.pidfd.as_ref().and_then(|e| e.fown.as_ref()))
+}
+
+/// Our own copies of the task's descriptors (`pidfd_getfd`), for what only
+/// `fcntl` tells; the pidfd is opened on first use.
+struct Peek {
+    pid: i32,
+    pidfd: Option<rustix::fd::OwnedFd>,
+}
+
+impl Peek {
+    fn copy(&mut self, fd: i32) -> std::result::Result<rustix::fd::OwnedFd, String> {
+        use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+        let pidfd = match self.pidfd.take() {
+            Some(p) => p,
+            None => {
+                let pid = Pid::from_raw(self.pid).ok_or("no pid")?;
+                pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("pidfd_open: {e}"))?
+            }
+        };
+        let copy = pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()).map_err(|e| format!("fd {fd}: pidfd_getfd: {e}"));
+        self.pidfd = Some(pidfd);
+        copy
+    }
 }
 
 fn same_flags(fd: i32, live: u32, image: u32) -> Check {

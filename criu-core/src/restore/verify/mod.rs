@@ -12,9 +12,10 @@
 //!   private, backing file and offset, grows-down/locked/noreserve, the
 //!   madvise advice `VmFlags` shows) against `mm-PID.img`'s VMAs;
 //! - [`fds`]: the fd table (numbers, close-on-exec, status flags, file
-//!   positions, kinds, paths, pipe sizes) against `fdinfo-ID.img` and
+//!   positions, kinds, paths, owners, pipe sizes) against `fdinfo-ID.img` and
 //!   `files.img`; the working and root directories and the umask against
 //!   `fs-PID.img`;
+//! - [`locks`]: the file locks of `filelocks.img` each task holds;
 //! - [`creds`]: every thread's uids, gids, groups, capability sets,
 //!   `NoNewPrivs`, seccomp mode and filter count;
 //! - [`signals`]: every thread's blocked mask and pending signals, the
@@ -30,6 +31,7 @@
 pub mod creds;
 pub mod fds;
 pub mod limits;
+pub mod locks;
 pub mod maps;
 pub mod sched;
 pub mod signals;
@@ -73,6 +75,10 @@ pub struct TreeImages {
     pub remapped: std::collections::BTreeSet<u32>,
     /// `seccomp.img`, if there is one.
     pub seccomp: Option<pb::SeccompEntry>,
+    /// `filelocks.img` (empty if there is none).
+    pub locks: Vec<pb::FileLockEntry>,
+    /// Pipe buffer sizes `pipes-data.img` records, by pipe id.
+    pub pipe_sizes: BTreeMap<u32, u32>,
 }
 
 impl TreeImages {
@@ -87,7 +93,19 @@ impl TreeImages {
             }
         }
         let seccomp = if images.exists(ImageKind::Seccomp, 0) { Some(images.read_one(ImageKind::Seccomp, 0)?) } else { None };
-        Ok(TreeImages { files, memfds, remapped, seccomp })
+        let locks = if images.exists(ImageKind::FileLocks, 0) { images.read_all(ImageKind::FileLocks, 0)? } else { Vec::new() };
+        let mut pipe_sizes = BTreeMap::new();
+        if images.exists(ImageKind::PipesData, 0) {
+            // Each entry is followed by the bytes queued in the pipe.
+            let mut r = images.open_image(ImageKind::PipesData, 0)?;
+            while let Some(e) = r.read_entry::<pb::PipeDataEntry>()? {
+                r.read_raw(e.bytes.unwrap_or_default() as u64)?;
+                if let (Some(id), Some(size)) = (e.pipe_id, e.size) {
+                    pipe_sizes.insert(id, size);
+                }
+            }
+        }
+        Ok(TreeImages { files, memfds, remapped, seccomp, locks, pipe_sizes })
     }
 }
 
@@ -122,6 +140,7 @@ const CHECKS: &[(&str, fn(&TaskImages) -> Check)] = &[
     ("signals", signals::check),
     ("maps", maps::check),
     ("fds", fds::check),
+    ("locks", locks::check),
 ];
 
 /// Compares every task of `tasks` (pid and its threads, the leader first)
