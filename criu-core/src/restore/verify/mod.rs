@@ -23,7 +23,11 @@
 //! - [`limits`]: resource limits;
 //! - [`sched`]: every thread's scheduling policy, real-time priority and
 //!   nice value;
-//! - [`task`]: thread names, personality, `oom_score_adj`, THP disable.
+//! - [`timers`]: POSIX timers (id, signal, clock, notification);
+//! - [`regs`]: every thread's general registers and rseq registration;
+//! - [`task`]: process group and session, the executable, the mm's
+//!   bounds, thread names, personality, `oom_score_adj`, THP disable,
+//!   umask.
 //!
 //! Reading `/proc` costs a few files per task and thread: cheap enough to
 //! run on every restore of the test suite.
@@ -33,9 +37,11 @@ pub mod fds;
 pub mod limits;
 pub mod locks;
 pub mod maps;
+pub mod regs;
 pub mod sched;
 pub mod signals;
 pub mod task;
+pub mod timers;
 
 use super::error::{RestoreError, Result};
 use crate::images::{pb, ImageDir, ImageKind};
@@ -77,6 +83,8 @@ pub struct TreeImages {
     pub seccomp: Option<pb::SeccompEntry>,
     /// `filelocks.img` (empty if there is none).
     pub locks: Vec<pb::FileLockEntry>,
+    /// `pstree.img`.
+    pub pstree: Vec<pb::PstreeEntry>,
     /// Pipe buffer sizes `pipes-data.img` records, by pipe id.
     pub pipe_sizes: BTreeMap<u32, u32>,
 }
@@ -105,7 +113,8 @@ impl TreeImages {
                 }
             }
         }
-        Ok(TreeImages { files, memfds, remapped, seccomp, locks, pipe_sizes })
+        let pstree = images.read_all(ImageKind::Pstree, 0)?;
+        Ok(TreeImages { files, memfds, remapped, seccomp, locks, pstree, pipe_sizes })
     }
 }
 
@@ -138,6 +147,8 @@ const CHECKS: &[(&str, fn(&TaskImages) -> Check)] = &[
     ("limits", limits::check),
     ("sched", sched::check),
     ("signals", signals::check),
+    ("timers", timers::check),
+    ("regs", regs::check),
     ("maps", maps::check),
     ("fds", fds::check),
     ("locks", locks::check),

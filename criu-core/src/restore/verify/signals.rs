@@ -1,7 +1,9 @@
 //! Signals: every thread's blocked mask (`SigBlk`) and pending signals
 //! (`SigPnd`), the process's shared pending signals (`ShdPnd`) and which
 //! signals are ignored or caught (`SigIgn`, `SigCgt`), against
-//! `blk_sigset`, `signals_p`, `signals_s` and `sigactions`.
+//! `blk_sigset`, `signals_p`, `signals_s` and `sigactions`. Timers run
+//! during the restore: the signals they send may be pending on top of the
+//! dumped ones.
 
 use super::{proc_err, thread_file, Check, TaskImages};
 use crate::images::pb;
@@ -16,6 +18,7 @@ const SIG_IGN: u64 = 1;
 pub fn check(t: &TaskImages) -> Check {
     let tc = t.tc();
     let task_mask = tc.and_then(|c| c.blk_sigset);
+    let late = late_signals(t);
     for (tid, core) in &t.threads {
         let th = core.thread_core.as_ref();
         let st = read_status_file(t.pid, &thread_file(*tid, "status")).map_err(proc_err)?;
@@ -23,12 +26,12 @@ pub fn check(t: &TaskImages) -> Check {
             masks(format_args!("thread {tid}: blocked signals (SigBlk)"), st.sig_blk, mask & !UNBLOCKABLE)?;
         }
         if let Some(q) = th.and_then(|c| c.signals_p.as_ref()) {
-            masks(format_args!("thread {tid}: pending signals (SigPnd)"), st.sig_pnd, queued(q))?;
+            pending(format_args!("thread {tid}: pending signals (SigPnd)"), st.sig_pnd, queued(q), late)?;
         }
     }
     let st = read_status_file(t.pid, "status").map_err(proc_err)?;
     if let Some(q) = tc.and_then(|c| c.signals_s.as_ref()) {
-        masks("shared pending signals (ShdPnd)", st.shd_pnd, queued(q))?;
+        pending("shared pending signals (ShdPnd)", st.shd_pnd, queued(q), late)?;
     }
     let acts = tc.map_or(&[][..], |c| &c.sigactions[..]);
     let signals: Vec<u32> = match acts.len() {
@@ -46,6 +49,37 @@ pub fn check(t: &TaskImages) -> Check {
     }
     masks("ignored signals (SigIgn)", st.sig_ign, ign & !UNBLOCKABLE)?;
     masks("caught signals (SigCgt)", st.sig_cgt, cgt & !UNBLOCKABLE)
+}
+
+/// Pending signals: every dumped one must be pending again; others may
+/// have come since the restore armed the timers (`late`).
+fn pending(what: impl std::fmt::Display, live: u64, image: u64, late: u64) -> Check {
+    if live & !late == image & !late && live & image == image {
+        return Ok(());
+    }
+    masks(what, live, image)
+}
+
+/// Signals that may come between the restore of the task's timers and
+/// this check: those its armed interval and POSIX timers send, and
+/// SIGCHLD (restored zombie children exit again).
+fn late_signals(t: &TaskImages) -> u64 {
+    let bit = |s: i32| 1u64 << (s - 1);
+    let mut m = bit(libc::SIGCHLD);
+    let Some(timers) = t.tc().and_then(|c| c.timers.as_ref()) else { return m };
+    let armed = |i: &Option<pb::ItimerEntry>| i.as_ref().is_some_and(|i| i.vsec.unwrap_or(0) != 0 || i.vusec.unwrap_or(0) != 0);
+    for (timer, sig) in [(&timers.real, libc::SIGALRM), (&timers.virt, libc::SIGVTALRM), (&timers.prof, libc::SIGPROF)] {
+        if armed(timer) {
+            m |= bit(sig);
+        }
+    }
+    for p in &timers.posix {
+        let s = p.si_signo.unwrap_or_default() as i32;
+        if (1..=64).contains(&s) {
+            m |= bit(s);
+        }
+    }
+    m
 }
 
 /// The signals of a queue, as a mask (bit `signo - 1`).

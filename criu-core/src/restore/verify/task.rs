@@ -1,4 +1,5 @@
-//! Task-wide state and thread names: `Name` of every thread, the
+//! Task-wide state and thread names: the process group and session where
+//! a task of the tree leads them, the executable, `Name` of every thread, the
 //! personality, `oom_score_adj`, `THP_enabled` (`PR_SET_THP_DISABLE`), the
 //! umask and the mm's code, data, heap, stack, argument and environment
 //! bounds (`/proc/PID/stat`), against the core, mm and fs images.
@@ -16,6 +17,8 @@ pub fn check(t: &TaskImages) -> Check {
         }
     }
     let st = read_status_file(t.pid, "status").map_err(proc_err)?;
+    ids(t)?;
+    exe(t)?;
     mm_fields(t)?;
     if let Some(p) = tc.and_then(|c| c.personality) {
         let live = crate::proc::misc::read_personality(t.pid).map_err(proc_err)?;
@@ -58,4 +61,30 @@ fn mm_fields(t: &TaskImages) -> Check {
         }
     }
     Ok(())
+}
+
+/// The process group and session, where the images say a task of the
+/// tree leads them (others may be inherited: a shell job joins criu-rs's).
+fn ids(t: &TaskImages) -> Check {
+    let Some(e) = t.tree.pstree.iter().find(|e| e.pid == Some(t.pid as u32)) else { return Ok(()) };
+    let in_tree = |id: Option<u32>| id.filter(|&i| i != 0 && t.tree.pstree.iter().any(|e| e.pid == Some(i)));
+    let st = crate::proc::stat::read_stat(t.pid).map_err(proc_err)?;
+    if let Some(pgid) = in_tree(e.pgid) {
+        same("process group", st.pgid, pgid as i32)?;
+    }
+    if let Some(sid) = in_tree(e.sid) {
+        same("session", st.sid, sid as i32)?;
+    }
+    Ok(())
+}
+
+/// `/proc/PID/exe` against `mm.exe_file_id`'s file.
+fn exe(t: &TaskImages) -> Check {
+    let Some(id) = t.mm.exe_file_id else { return Ok(()) };
+    if t.tree.remapped.contains(&id) {
+        return Ok(());
+    }
+    let Some(name) = t.tree.files.get(&id).and_then(|f| f.reg.as_ref()).and_then(|r| r.name.as_deref()) else { return Ok(()) };
+    let live = crate::proc::misc::read_link(t.pid, "exe").map_err(proc_err)?;
+    same("exe", live.to_string_lossy().as_ref(), name)
 }
