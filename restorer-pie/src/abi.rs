@@ -206,6 +206,10 @@ pub const STAGE_THREADS: u32 = 22;
 pub const STAGE_LAZY: u32 = 23;
 /// Entering the thread's seccomp mode (strict, or its filters).
 pub const STAGE_SECCOMP: u32 = 24;
+/// The thread's scheduling policy, priority and nice value.
+pub const STAGE_SCHED: u32 = 25;
+/// Registering the address space's membarrier commands.
+pub const STAGE_MEMBARRIER: u32 = 26;
 
 /// Bad magic/version/size in the header.
 pub const ERR_BAD_HEADER: i64 = -1000;
@@ -309,7 +313,17 @@ pub struct RestoreArgs {
     /// credentials (counted atomically; the last one sets `dumpable`).
     /// The host leaves it 0.
     pub creds_done: u32,
+    /// `MEMBARRIER_CMD_REGISTER_*` bits to register for the address space
+    /// (as `MEMBARRIER_CMD_GET_REGISTRATIONS` reported them); thread 0
+    /// issues each.
+    pub membarrier_mask: u32,
+    pub _pad3: u32,
 }
+
+/// The `MEMBARRIER_CMD_REGISTER_*` commands [`RestoreArgs::membarrier_mask`]
+/// may hold: global expedited, private expedited, private expedited
+/// sync-core, private expedited rseq.
+pub const MEMBARRIER_REGISTER_CMDS: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
 
 /// Bytes of [`RestoreArgs::scratch`] needed per VMA.
 pub const PLAN_SCRATCH_PER_VMA: u64 = 48;
@@ -480,6 +494,13 @@ pub struct ThreadArg {
     pub seccomp_mode: u32,
     /// [`SeccompFilterArg`]s in install order (oldest first).
     pub seccomp_filters: ArgArray,
+    /// `sched_setscheduler(0, sched_policy, {sched_prio})` (the policy may
+    /// carry SCHED_RESET_ON_FORK) and `setpriority(PRIO_PROCESS, 0,
+    /// sched_nice)`; a negative policy leaves them as they are.
+    pub sched_policy: i32,
+    pub sched_prio: u32,
+    pub sched_nice: i32,
+    pub _pad3: u32,
 }
 
 /// One seccomp filter: `seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog)`.
@@ -640,7 +661,7 @@ pub struct VdsoArg {
 }
 
 const _: () = assert!(core::mem::size_of::<VmaArg>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadArg>() == 464);
+const _: () = assert!(core::mem::size_of::<ThreadArg>() == 480);
 const _: () = assert!(core::mem::size_of::<SeccompFilterArg>() == 24);
 const _: () = assert!(core::mem::size_of::<CredsArg>() == 96);
 const _: () = assert!(core::mem::size_of::<SigactionArg>() == 32);

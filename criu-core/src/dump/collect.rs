@@ -30,8 +30,13 @@ pub fn get_robust_list(tid: i32) -> Result<(u64, u64), nix::errno::Errno> {
     Ok((head, len as u64))
 }
 
-/// Reads a thread's scheduling policy, static priority and nice value
-/// (`sched_getscheduler`, `sched_getparam`, `getpriority`).
+/// `SCHED_DEADLINE`, whose runtime, deadline and period CRIU's images do
+/// not hold.
+const SCHED_DEADLINE: i32 = 6;
+
+/// Reads a thread's scheduling policy (with `SCHED_RESET_ON_FORK`), static
+/// priority and nice value (`sched_getscheduler`, `sched_getparam`,
+/// `getpriority`).
 pub fn sched_params(tid: i32) -> Result<(u32, u32, i32), nix::errno::Errno> {
     // SAFETY: sched_getscheduler takes no pointers.
     let policy = unsafe { libc::sched_getscheduler(tid) };
@@ -91,6 +96,11 @@ fn seccomp_of(tid: i32, mode: u32) -> Result<Seccomp, DumpError> {
     Ok(Seccomp { mode, filters })
 }
 
+/// SIGTRAP in a `SigPnd`/`ShdPnd` mask. A pending one is refused, as CRIU
+/// does: calls run in the thread end in a trap, and the kernel would take
+/// the pending signal with it (or, were SIGTRAP blocked, reset its handler).
+const SIGTRAP_BIT: u64 = 1 << (libc::SIGTRAP - 1);
+
 /// Reads one thread's registers and signal state (no injection).
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
@@ -101,10 +111,21 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     };
     let comm = proc::read_text(&proc::path(pid, &format!("task/{tid}/comm")))?.trim_end_matches('\n').to_owned();
     let status = proc::status::read_status_file(pid, &format!("task/{tid}/status"))?;
+    if status.sig_pnd & SIGTRAP_BIT != 0 {
+        return Err(DumpError::PendingSigtrap { tid, queue: "thread" });
+    }
+    let mut gpregs = regs::get_gpregs(tid)?;
+    // Before anything runs in the thread (which would clear rseq_cs).
+    let rseq_abort = super::rseq::abort_target(pid, tid, &rseq, gpregs.rip)?;
+    if let Some(abort_ip) = rseq_abort {
+        tracing::info!(tid, ip = gpregs.rip, abort_ip, "thread inside an rseq critical section: dumped at its abort handler");
+        super::rseq::abort_regs(&mut gpregs, abort_ip);
+    }
     Ok(ThreadState {
         tid,
         comm,
-        gpregs: regs::get_gpregs(tid)?,
+        gpregs,
+        rseq_aborted: rseq_abort.is_some(),
         fpstate: regs::get_fpstate(tid)?,
         sigmask: ptrace_getsigmask(tid).map_err(sys("PTRACE_GETSIGMASK"))?,
         pending: ptrace_peeksiginfo(tid, false).map_err(sys("PTRACE_PEEKSIGINFO"))?,
@@ -112,7 +133,12 @@ fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
         clear_tid_addr: 0,
         robust_list: get_robust_list(tid).map_err(sys("get_robust_list"))?,
         rseq,
-        sched: sched_params(tid).map_err(sys("sched_getparam"))?,
+        sched: match sched_params(tid).map_err(sys("sched_getparam"))? {
+            (p, ..) if p as i32 & 0xff == SCHED_DEADLINE => {
+                return Err(DumpError::Sched { tid, what: "SCHED_DEADLINE scheduling (CRIU's images hold no runtime, deadline and period)".into() })
+            }
+            s => s,
+        },
         creds: creds_of(&status),
         pdeath_sig: 0,
         seccomp: seccomp_of(tid, status.seccomp)?,
@@ -283,6 +309,9 @@ pub fn collect(
     failpoint::check(failpoint::AFTER_FREEZE)?;
     let stat = proc::stat::read_stat(pid)?;
     let status = proc::status::read_status(pid)?;
+    if status.shd_pnd & SIGTRAP_BIT != 0 {
+        return Err(DumpError::PendingSigtrap { tid: pid, queue: "shared" });
+    }
     let mut threads = fr.tids().into_iter().map(|tid| thread_state(pid, tid)).collect::<Result<Vec<_>, _>>()?;
     let shared_pending = ptrace_peeksiginfo(pid, true).map_err(|errno| PtraceError::Sys { op: "PTRACE_PEEKSIGINFO", tid: pid, errno })?;
     let ptimers = proc::misc::read_timers(pid)?;
@@ -291,6 +320,11 @@ pub fn collect(
     let maps_before = proc::maps::read_smaps(pid)?;
     let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall(pid, &maps_before) };
     let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids, track)?;
+    // Threads dumped at their rseq abort handler go on from there too
+    // (when let go), as the kernel would have sent them.
+    for t in threads.iter().filter(|t| t.rseq_aborted) {
+        regs::set_gpregs(t.tid, &t.gpregs)?;
+    }
     failpoint::check(failpoint::AFTER_INJECT)?;
 
     // The address space as it is with nothing of ours in it.
@@ -347,6 +381,7 @@ pub fn collect(
             text.trim().parse().map_err(|_| proc::ProcError::Parse { path, what: "a number", line: text.clone() })?
         },
         stop_signo: fr.stop_signo().map(|s| s as u32),
+        membarrier_mask: vals.membarrier_mask,
     };
     let mm = MmState {
         start_code: stat.start_code,

@@ -20,6 +20,9 @@ const NR_SIGALTSTACK: i64 = 131;
 const NR_PRCTL: i64 = 157;
 const NR_TIMER_GETTIME: i64 = 224;
 const NR_TIMER_GETOVERRUN: i64 = 225;
+const NR_MEMBARRIER: i64 = 324;
+/// `MEMBARRIER_CMD_GET_REGISTRATIONS` (Linux 6.3).
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
 
 const PR_GET_PDEATHSIG: u64 = 2;
 const PR_GET_DUMPABLE: u64 = 3;
@@ -87,6 +90,8 @@ pub struct ProcessValues {
     pub thp_disabled: bool,
     /// Per POSIX timer id asked, in order.
     pub timers: Vec<TimerValue>,
+    /// `MEMBARRIER_CMD_GET_REGISTRATIONS`: the registered commands.
+    pub membarrier_mask: u32,
 }
 
 /// A POSIX timer's state as `timer_gettime` + `timer_getoverrun` report it.
@@ -124,6 +129,14 @@ pub fn process_values(inj: &mut Injector, pid: i32, s: Scratch, timer_ids: &[i32
         v.timers.push(TimerValue { overrun, interval: (is, ins), value: (vs, vns) });
     }
     v.brk = inj.syscall_ok(NR_BRK, &[0])?;
+    v.membarrier_mask = match inj.syscall(NR_MEMBARRIER, &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0])? {
+        r if r >= 0 => r as u32,
+        r => {
+            // Before Linux 6.3 the registrations cannot be read.
+            tracing::warn!(pid, errno = -r, "membarrier registrations unknown (MEMBARRIER_CMD_GET_REGISTRATIONS refused)");
+            0
+        }
+    };
     v.dumpable = inj.syscall_ok(NR_PRCTL, &[PR_GET_DUMPABLE])? as u32;
     v.thp_disabled = match inj.syscall_ok(NR_PRCTL, &[PR_GET_THP_DISABLE, 0, 0, 0, 0])? {
         0 => false,

@@ -42,6 +42,7 @@ pub mod injected;
 pub mod memory;
 pub mod model;
 pub mod remote;
+pub mod rseq;
 pub mod shared;
 pub mod sysv;
 pub mod track;
@@ -73,6 +74,31 @@ pub enum DumpError {
         tid: i32,
         /// Its process.
         tgid: i32,
+    },
+    /// A thread's scheduling cannot be dumped.
+    #[error("thread {tid}: unsupported: {what}")]
+    Sched {
+        /// The thread.
+        tid: i32,
+        /// What is wrong.
+        what: String,
+    },
+    /// A thread's rseq state cannot be dumped.
+    #[error("thread {tid}: unsupported: rseq {what}")]
+    Rseq {
+        /// The thread.
+        tid: i32,
+        /// What is wrong.
+        what: String,
+    },
+    /// A SIGTRAP is pending: running calls in the thread traps, which
+    /// would take (or, blocked, reset the handler of) that signal.
+    #[error("thread {tid}: unsupported: a pending SIGTRAP ({queue} queue)")]
+    PendingSigtrap {
+        /// The thread (the process for its shared queue).
+        tid: i32,
+        /// "thread" or "shared".
+        queue: &'static str,
     },
     /// A thread's seccomp state cannot be dumped.
     #[error("thread {tid}: unsupported: seccomp {what}")]

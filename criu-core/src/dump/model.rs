@@ -80,6 +80,9 @@ pub struct TaskState {
     /// The signal of the job-control stop the process was in (it is dumped
     /// as `TASK_STOPPED` and restored stopped), or None if it ran.
     pub stop_signo: Option<u32>,
+    /// The membarrier commands registered for the address space
+    /// (`MEMBARRIER_CMD_REGISTER_*` bits).
+    pub membarrier_mask: u32,
 }
 
 /// One signal's action, as the kernel's `struct sigaction` holds it.
@@ -128,8 +131,11 @@ pub struct ThreadState {
     pub tid: i32,
     /// Thread name.
     pub comm: String,
-    /// General registers at the freeze (with fs/gs base).
+    /// General registers at the freeze (with fs/gs base); at the abort
+    /// handler if it was stopped inside an rseq critical section.
     pub gpregs: GpRegs,
+    /// `gpregs` were moved to an rseq abort handler (see [`super::rseq`]).
+    pub rseq_aborted: bool,
     /// XSAVE (or FXSAVE) area.
     pub fpstate: FpState,
     /// Blocked signals.
@@ -335,6 +341,7 @@ pub(crate) mod tests {
             comm: String::new(),
             // SAFETY: user_regs_struct is plain integers; all-zero is valid.
             gpregs: unsafe { std::mem::zeroed() },
+            rseq_aborted: false,
             fpstate: FpState { kind: crate::ptrace::regs::FpKind::Fxsave, bytes: vec![0; 512] },
             sigmask: 0,
             pending: Vec::new(),

@@ -3,8 +3,8 @@
 //! The thread's registers are saved, `rip` is pointed at a `syscall`
 //! instruction (one found in the vDSO, or two bytes patched over the code at
 //! `rip` and put back afterwards), the call's registers are loaded and the
-//! thread single-steps over the instruction. All signals are blocked while
-//! this happens, `orig_rax` is set to -1 so the kernel does not apply
+//! thread single-steps over the instruction. All signals but SIGTRAP are
+//! blocked while this happens (see [`INJECT_SIGMASK`]), `orig_rax` is set to -1 so the kernel does not apply
 //! syscall-restart logic to our call, and everything (registers, signal
 //! mask, FPU state, code bytes) is restored exactly by [`Injector::restore`] or on drop.
 
@@ -17,6 +17,13 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 /// The `syscall` instruction.
 pub const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
+
+/// The signal mask while calls run: every signal but SIGTRAP. The step
+/// over each call ends in a forced SIGTRAP, and the kernel resets the
+/// handler of a forced signal that is blocked (and unblocks it): the
+/// program's SIGTRAP handler would be lost. A pending SIGTRAP would thus
+/// be taken by the step: the dump refuses such a thread beforehand.
+pub const INJECT_SIGMASK: u64 = !(1u64 << (libc::SIGTRAP - 1));
 
 /// A thread prepared for syscall injection.
 pub struct Injector {
@@ -43,7 +50,7 @@ impl Injector {
         let saved_fp = get_fpstate(tid)?;
         let saved_mask = ptrace_getsigmask(tid).map_err(sys("PTRACE_GETSIGMASK", tid))?;
         let mut inj = Injector { tid, saved, saved_fp, saved_mask, syscall_ip: saved.rip, patch: None, restored: false };
-        ptrace_setsigmask(tid, !0).map_err(sys("PTRACE_SETSIGMASK", tid))?;
+        ptrace_setsigmask(tid, INJECT_SIGMASK).map_err(sys("PTRACE_SETSIGMASK", tid))?;
         match syscall_ip {
             Some(ip) => inj.syscall_ip = ip,
             None => {

@@ -153,6 +153,15 @@ pub fn build_args(
         if plan.root {
             t.pdeath_sig = 0;
         }
+        let tc = core.thread_core.as_ref();
+        match tc.and_then(|t| t.sched_policy) {
+            Some(policy) => {
+                t.sched_policy = check_sched_policy(policy).map_err(|what| RestoreError::Unsupported { file: format!("core-{tid}.img").into(), what })?;
+                t.sched_prio = tc.and_then(|t| t.sched_prio).unwrap_or(0);
+                t.sched_nice = tc.and_then(|t| t.sched_nice).unwrap_or(0);
+            }
+            None => t.sched_policy = -1,
+        }
         if let Some((_, sc)) = plan.seccomp.iter().find(|(id, _)| *id == tid) {
             t.seccomp_mode = sc.mode;
             let filters: Vec<SeccompFilterArg> =
@@ -215,9 +224,36 @@ pub fn build_args(
         _pad2: 0,
         dumpable: plan.mm.dumpable.unwrap_or(1).clamp(0, 1) as u32,
         creds_done: 0,
+        membarrier_mask: membarrier_mask(tc.membarrier_registration_mask.unwrap_or(0))
+            .map_err(|what| RestoreError::Unsupported { file: core_file().into(), what })?,
+        _pad3: 0,
     };
     let total = b.buf.len().next_multiple_of(PAGE_SIZE as usize) as u64;
     Ok(b.finish(&RestoreArgs { total_size: total, ..head }))
+}
+
+/// `SCHED_RESET_ON_FORK`, which a dumped policy may carry.
+const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
+
+/// A dumped scheduling policy the blob can set with `sched_setscheduler`:
+/// SCHED_OTHER, FIFO, RR, BATCH or IDLE (SCHED_DEADLINE needs more than
+/// the image holds).
+pub(super) fn check_sched_policy(policy: u32) -> std::result::Result<i32, String> {
+    match policy & !SCHED_RESET_ON_FORK {
+        0 | 1 | 2 | 3 | 5 => Ok(policy as i32),
+        6 => Err("SCHED_DEADLINE scheduling (its runtime, deadline and period are not in the image)".into()),
+        p => Err(format!("scheduling policy {p}")),
+    }
+}
+
+/// A dumped membarrier registration mask, refused if it names a command
+/// the blob does not register.
+pub(super) fn membarrier_mask(mask: u32) -> std::result::Result<u32, String> {
+    let known = MEMBARRIER_REGISTER_CMDS.iter().fold(0, |a, c| a | c);
+    match mask & !known {
+        0 => Ok(mask),
+        bad => Err(format!("membarrier registrations {bad:#x}")),
+    }
 }
 
 /// Siginfos of a signal queue, each exactly [`SIGINFO_SIZE`] bytes (siginfo

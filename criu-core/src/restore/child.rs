@@ -80,6 +80,8 @@ pub fn prepare(
     finish(&pm, &plan.vmas)?;
     // Before restore_fs: the socket path is relative to criu-rs's root and cwd.
     let uffd = lazy.map(|l| hand_over_uffd(l, plan.pid, floor)).transpose()?.unwrap_or(-1);
+    // Through /proc, before the task takes its dumped root.
+    set_oom_score_adj(plan)?;
     restore_fs(&plan.fs)?;
     set_comm(plan)?;
 
@@ -153,6 +155,22 @@ fn set_comm(plan: &TaskPlan) -> Result<()> {
         return Err(RestoreError::Prepare(format!("task name {comm:?} holds a NUL byte")));
     };
     rustix::thread::set_name(&name).sys(|| format!("PR_SET_NAME({comm:?})"))
+}
+
+/// The dumped `oom_score_adj` (`/proc/self/oom_score_adj`), when it
+/// differs from the one inherited from criu-rs. Lowering it below the
+/// lowest value set with CAP_SYS_RESOURCE needs that capability.
+fn set_oom_score_adj(plan: &TaskPlan) -> Result<()> {
+    let Some(want) = plan.core.tc.as_ref().and_then(|tc| tc.oom_score_adj) else { return Ok(()) };
+    let path = "/proc/self/oom_score_adj";
+    let now = std::fs::read_to_string(path).map_err(|e| RestoreError::Prepare(format!("reading {path}: {e}")))?;
+    if now.trim().parse::<i32>().ok() == Some(want) {
+        return Ok(());
+    }
+    std::fs::write(path, want.to_string()).map_err(|e| {
+        let why = if e.raw_os_error() == Some(libc::EACCES) { " (below criu-rs's own it needs CAP_SYS_RESOURCE)" } else { "" };
+        RestoreError::Prepare(format!("oom_score_adj {want}: {e}{why}"))
+    })
 }
 
 /// Ranges the blob and scratch areas must avoid: the whole target layout.

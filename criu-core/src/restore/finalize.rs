@@ -142,6 +142,8 @@ fn stage_name(stage: u32) -> &'static str {
         STAGE_THREADS => "creating threads",
         STAGE_LAZY => "registering lazy memory",
         STAGE_SECCOMP => "seccomp",
+        STAGE_SCHED => "scheduling policy and nice value",
+        STAGE_MEMBARRIER => "membarrier registrations",
         _ => "unknown stage",
     }
 }

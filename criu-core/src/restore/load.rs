@@ -96,6 +96,16 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
             Ok((tid, super::creds::Creds::from_entry(&file, tid, entry)?))
         })
         .collect::<Result<Vec<_>>>()?;
+    // What the blob would refuse, refused before any task exists.
+    for (tid, c) in std::iter::once((pid, &core)).chain(threads.iter().map(|(t, c)| (*t, c))) {
+        let file = images.image_path(ImageKind::Core, tid as u64);
+        if let Some(p) = c.thread_core.as_ref().and_then(|t| t.sched_policy) {
+            super::args::check_sched_policy(p).map_err(|what| RestoreError::Unsupported { file: file.clone(), what })?;
+        }
+        if let Some(m) = c.tc.as_ref().and_then(|t| t.membarrier_registration_mask) {
+            super::args::membarrier_mask(m).map_err(|what| RestoreError::Unsupported { file, what })?;
+        }
+    }
     let all_cores: Vec<&pb::CoreEntry> = std::iter::once(&core).chain(threads.iter().map(|(_, c)| c)).collect();
     let seccomp_img = super::seccomp::read_image(&images, &all_cores)?;
     let seccomp = std::iter::once((pid, &core))

@@ -78,6 +78,8 @@ fn stages(ctx: &Ctx, base: u64) -> Step<u64> {
         ctx.stage(STAGE_MM);
         task::set_mm(ctx)?;
     }
+    ctx.stage(STAGE_MEMBARRIER);
+    task::set_membarriers(a.membarrier_mask)?;
     ctx.stage(STAGE_RLIMITS);
     task::set_rlimits(ctx)?;
     ctx.stage(STAGE_SIGACTIONS);

@@ -28,6 +28,8 @@ const PR_CAP_AMBIENT_CLEAR_ALL: usize = 4;
 const PR_SET_NO_NEW_PRIVS: u32 = 38;
 const PR_TIMER_CREATE_RESTORE_IDS: u32 = 77;
 const PR_GET_SECUREBITS: u32 = 27;
+const PRIO_PROCESS: i32 = 0;
+const SIGTRAP: u64 = 5;
 const PR_SET_PDEATHSIG: u32 = 1;
 const SECBIT_NO_SETUID_FIXUP: u32 = 1 << 2;
 const SECCOMP_SET_MODE_STRICT: u32 = 0;
@@ -37,9 +39,13 @@ const SECCOMP_MODE_FILTER: u32 = 2;
 /// Upper bound of linear `timer_create` attempts to reach one id.
 const MAX_TIMER_TRIES: i32 = 1 << 16;
 
-/// Blocks every signal: nothing may run a handler in the half-built task.
+/// Blocks every signal but SIGTRAP: nothing may run a handler in the
+/// half-built task. SIGTRAP stays open because the final `int3` forces
+/// one, and the kernel resets the handler of a forced signal found
+/// blocked: the restored SIGTRAP handler would be lost (the host takes
+/// that trap; a dump refuses pending SIGTRAPs).
 pub fn block_all_signals() -> Step {
-    let all = kernel_sigset_t { sig: [!0] };
+    let all = kernel_sigset_t { sig: [!(1 << (SIGTRAP - 1))] };
     // SAFETY: `all` is a valid sigset on our stack.
     unsafe { sys::rt_sigprocmask(SIG_SETMASK, &all, core::ptr::null_mut()) }
         .map(drop)
@@ -195,6 +201,26 @@ pub fn set_thread_state(t: &ThreadArg) -> Step {
     if t.rseq_len != 0 {
         // SAFETY: registering the dumped rseq area, inside restored memory.
         unsafe { sys::rseq(t.rseq_ptr, t.rseq_len, 0, t.rseq_sig) }.map_err(|e| Fail::errno(e, t.rseq_ptr, b"rseq"))?;
+    }
+    Ok(())
+}
+
+/// The calling thread's scheduling policy and priority, then its nice
+/// value (while it still has CAP_SYS_NICE: real-time policies and
+/// negative nice values need it).
+pub fn set_sched(t: &ThreadArg) -> Step {
+    if t.sched_policy < 0 {
+        return Ok(());
+    }
+    sys::sched_setscheduler(0, t.sched_policy, t.sched_prio as i32)
+        .map_err(|e| Fail::errno(e, t.sched_policy as u64, b"sched_setscheduler"))?;
+    sys::setpriority(PRIO_PROCESS, 0, t.sched_nice).map(drop).map_err(|e| Fail::errno(e, t.sched_nice as u64, b"setpriority"))
+}
+
+/// Registers the dumped membarrier commands for the address space.
+pub fn set_membarriers(mask: u32) -> Step {
+    for cmd in crate::abi::MEMBARRIER_REGISTER_CMDS.into_iter().filter(|c| mask & c != 0) {
+        sys::membarrier(cmd, 0, 0).map_err(|e| Fail::errno(e, cmd as u64, b"membarrier register"))?;
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! Threads other than thread 0: created by thread 0 with `clone3` and
 //! `set_tid` (their dumped tids), each on its own stack area, each then
-//! restoring its own per-thread state (tid address, rseq, credentials,
-//! pending signals, seccomp) and ending in its own trap + `rt_sigreturn`.
+//! restoring its own per-thread state (tid address, rseq, scheduling,
+//! credentials, pending signals, seccomp) and ending in its own trap + `rt_sigreturn`.
 
-use crate::abi::{ThreadArg, RESTORE_F_CREDS, RESTORE_F_DUMPABLE, STAGE_CREDS, STAGE_SECCOMP, STAGE_SIGFRAME, STAGE_SIGNALS};
+use crate::abi::{
+    ThreadArg, RESTORE_F_CREDS, RESTORE_F_DUMPABLE, STAGE_CREDS, STAGE_SCHED, STAGE_SECCOMP, STAGE_SIGFRAME, STAGE_SIGNALS,
+};
 use crate::restore::ctx::{Ctx, Fail, Step};
 use crate::restore::{finish, task};
 use crate::sys;
@@ -94,6 +96,8 @@ pub fn own_state(ctx: &Ctx, t: &ThreadArg, leader: bool) -> Step<u64> {
         }
     };
     task::set_thread_state(t)?;
+    stage(STAGE_SCHED);
+    task::set_sched(t)?;
     if ctx.args.flags & RESTORE_F_CREDS != 0 {
         stage(STAGE_CREDS);
         task::set_creds(ctx, &t.creds)?;

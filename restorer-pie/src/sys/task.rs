@@ -115,6 +115,26 @@ pub unsafe fn seccomp(operation: u32, flags: u32, args: *const u8) -> Result<usi
     unsafe { syscall!(Sysno::seccomp, operation, flags, args) }
 }
 
+/// `sched_setscheduler(pid, policy, &param)` with `param` the
+/// `sched_priority` (`struct sched_param` is one int).
+pub fn sched_setscheduler(pid: i32, policy: i32, priority: i32) -> Result<usize, Errno> {
+    let param = priority;
+    // SAFETY: the kernel reads one int from `param`.
+    unsafe { syscall!(Sysno::sched_setscheduler, pid as isize, policy as isize, &param as *const i32) }
+}
+
+/// `setpriority(which, who, nice)`.
+pub fn setpriority(which: i32, who: i32, nice: i32) -> Result<usize, Errno> {
+    // SAFETY: no memory is passed.
+    unsafe { syscall!(Sysno::setpriority, which as isize, who as isize, nice as isize) }
+}
+
+/// `membarrier(cmd, flags, cpu_id)`.
+pub fn membarrier(cmd: u32, flags: u32, cpu_id: i32) -> Result<usize, Errno> {
+    // SAFETY: no memory is passed.
+    unsafe { syscall!(Sysno::membarrier, cmd, flags, cpu_id as isize) }
+}
+
 /// `personality(persona)`; returns the previous persona.
 pub fn personality(persona: u32) -> Result<usize, Errno> {
     // SAFETY: no memory is passed.

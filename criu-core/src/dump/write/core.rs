@@ -214,6 +214,7 @@ fn task_core(p: &ProcessDump) -> pb::TaskCoreEntry {
             })
             .collect(),
         child_subreaper: Some(t.child_subreaper),
+        membarrier_registration_mask: Some(t.membarrier_mask),
         ..Default::default()
     }
 }
