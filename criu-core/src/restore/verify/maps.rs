@@ -245,3 +245,36 @@ fn image_area(t: &TaskImages, v: &pb::VmaEntry) -> Option<Area> {
         madv: v.madv.unwrap_or_default() & MADV_SHOWN,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn area(start: u64, end: u64, prot: u32, backing: Backing, pgoff: Option<u64>) -> Area {
+        Area { start, end, prot, shared: false, backing, pgoff, flags: 0, madv: 0 }
+    }
+
+    #[test]
+    fn areas_alike_join_and_differences_are_named() {
+        let file = || Backing::File(Some("/lib/x.so".into()));
+        // The kernel may split what was one VMA: joined again, offsets
+        // following on.
+        let live = join(vec![area(0x2000, 0x3000, 5, file(), Some(0x1000)), area(0x1000, 0x2000, 5, file(), Some(0))]);
+        let image = join(vec![area(0x1000, 0x3000, 5, file(), Some(0))]);
+        assert_eq!(compare(&live, &image), Ok(()));
+        // Offsets that do not follow on are two areas.
+        let gap = join(vec![area(0x1000, 0x2000, 5, file(), Some(0)), area(0x2000, 0x3000, 5, file(), Some(0x5000))]);
+        assert_eq!(gap.len(), 2);
+        assert!(compare(&gap, &image).is_err());
+        // Protection, backing and bounds differences name both sides.
+        let err = compare(&[area(0x1000, 0x3000, 3, Backing::Anon, None)], &[area(0x1000, 0x3000, 1, Backing::Anon, None)]).unwrap_err();
+        assert_eq!(err, "/proc maps 1000-3000 rw-p anon, image 1000-3000 r--p anon");
+        let err = compare(&[], &[area(0x1000, 0x2000, 1, Backing::Anon, None)]).unwrap_err();
+        assert!(err.contains("nothing for image 1000-2000"), "{err}");
+        let err = compare(&[area(0x1000, 0x2000, 1, Backing::Anon, None)], &[]).unwrap_err();
+        assert!(err.contains("not in the image"), "{err}");
+        let mut adv = area(0x1000, 0x2000, 3, Backing::Anon, None);
+        adv.madv = 1 << libc::MADV_DONTFORK;
+        assert!(compare(&[area(0x1000, 0x2000, 3, Backing::Anon, None)], &[adv]).unwrap_err().contains("madv 0x400"));
+    }
+}

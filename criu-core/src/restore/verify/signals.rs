@@ -67,7 +67,11 @@ fn late_signals(t: &TaskImages) -> u64 {
     let bit = |s: i32| 1u64 << (s - 1);
     let mut m = bit(libc::SIGCHLD);
     let Some(timers) = t.tc().and_then(|c| c.timers.as_ref()) else { return m };
-    let armed = |i: &Option<pb::ItimerEntry>| i.as_ref().is_some_and(|i| i.vsec.unwrap_or(0) != 0 || i.vusec.unwrap_or(0) != 0);
+    // A periodic timer may be dumped with a zero value (it had just
+    // expired): armed all the same.
+    let armed = |i: &Option<pb::ItimerEntry>| {
+        i.as_ref().is_some_and(|i| [i.isec, i.iusec, i.vsec, i.vusec].iter().any(|v| v.unwrap_or(0) != 0))
+    };
     for (timer, sig) in [(&timers.real, libc::SIGALRM), (&timers.virt, libc::SIGVTALRM), (&timers.prof, libc::SIGPROF)] {
         if armed(timer) {
             m |= bit(sig);
@@ -102,4 +106,27 @@ fn masks(what: impl std::fmt::Display, live: u64, image: u64) -> Check {
         if v.is_empty() { "none".to_string() } else { v.join(",") }
     };
     Err(format!("{what} {}, image {}", list(live), list(image)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_signals_may_gain_late_ones_but_never_lose_any() {
+        let late = 1 << (libc::SIGALRM - 1);
+        let usr1 = 1 << (libc::SIGUSR1 - 1);
+        assert_eq!(pending("p", usr1, usr1, late), Ok(()));
+        assert_eq!(pending("p", usr1 | late, usr1, late), Ok(()));
+        assert_eq!(pending("p", 0, usr1, late).unwrap_err(), "p none, image 10");
+        let usr2 = 1 << (libc::SIGUSR2 - 1);
+        assert_eq!(pending("p", usr1 | usr2, usr1, late).unwrap_err(), "p 10,12, image 10");
+    }
+
+    #[test]
+    fn queued_signals_as_a_mask() {
+        let si = |n: i32| pb::SiginfoEntry { siginfo: Some([n.to_ne_bytes().to_vec(), vec![0; 124]].concat()) };
+        let q = pb::SignalQueueEntry { signals: vec![si(10), si(34), si(10), si(0), si(65)] };
+        assert_eq!(queued(&q), 1 << 9 | 1 << 33);
+    }
 }
