@@ -51,6 +51,7 @@ fn options(o: &Opts, cmd: Cmd, pid: i32, stages: &std::sync::Arc<Stages>) -> Res
     d.tcp_established = o.tcp_established;
     d.tcp_skip_in_flight = o.tcp_skip_in_flight;
     d.tcp_close = o.tcp_close;
+    d.network_lock = o.network_lock;
     d.file_locks = o.file_locks;
     d.link_remap = o.link_remap;
     if let Some(limit) = o.ghost_limit {

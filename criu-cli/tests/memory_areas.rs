@@ -14,11 +14,16 @@
 //!   VmFlags as before the dump, and what a fork after the restore makes of
 //!   them), `PR_SET_THP_DISABLE` per task; the "except advised" THP mode,
 //!   which CRIU's images cannot hold, refused at dump by name;
-//! - pages a parent and its child share copy-on-write are one page each
-//!   again after the restore (and the pages either wrote are not);
+//! - pages a parent and its child share copy-on-write (private anonymous
+//!   memory, a private file mapping) are one page each again after the
+//!   restore (and the pages either wrote are not);
 //! - SysV shared memory attachments of a segment that outlives the
 //!   processes are attached again (a restore without the segment fails
-//!   cleanly); one marked for removal is refused at dump by name.
+//!   cleanly); one marked for removal is refused at dump by name;
+//! - refused at dump by name, the process left running: memory pinned by
+//!   a holder outside the tree (an io_uring fixed buffer: `VmPin`), device
+//!   memory (a perf_event ring, `VM_IO|VM_PFNMAP`), a private mapping of
+//!   shared anonymous memory (see `criu_core::dump::vmas` on pinned areas).
 
 mod common;
 
@@ -238,6 +243,8 @@ fn refused_at_dump(name: &str, feature: &str, says: &[&str]) {
     let pids = [p.pid(), p.int("c")];
     let _child = Held::open(pids[1]).unwrap();
     let _segment = segment_of(&p);
+    // The io_uring holder outside the tree ("pinned"), killed at the end.
+    let _holder = p.info.get("holder").and_then(|h| h.parse().ok()).filter(|&h: &i32| h > 0).map(|h| Held::open(h).unwrap());
     wait_all_suspended(&pids);
     let out = dump(pids[0], &images, &[]);
     let err = text(&out.stderr);
@@ -247,16 +254,39 @@ fn refused_at_dump(name: &str, feature: &str, says: &[&str]) {
 }
 
 #[test]
+fn shared_file_areas_keep_how_their_file_was_opened() {
+    let d = dumped("mem-file-prot", &["file-prot"]);
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("shared file areas' open mode", &report);
+    assert!(report.contains("R: ok file-prot-widened\n") && report.contains("R: ok file-prot-ro-stays\n"), "{report}");
+}
+
+#[test]
+fn pinned_memory_is_refused_at_dump() {
+    // R's fixed buffer stays pinned by an io_uring only a process outside
+    // the tree holds: nothing in the tree shows it but VmPin.
+    refused_at_dump("mem-pinned", "pinned", &["unsupported: 64 kB of memory pinned (VmPin"]);
+}
+
+#[test]
+fn device_memory_and_private_shared_memory_mappings_are_refused_at_dump() {
+    refused_at_dump("mem-device-ring", "device-ring", &["anon_inode:[perf_event]", "device memory mapped by a driver (VM_IO/VM_PFNMAP)"]);
+    refused_at_dump("mem-shmem-private", "shmem-private", &["unsupported: private mapping", "of the shared memory object /dev/zero"]);
+}
+
+#[test]
 fn thp_disabled_except_advised_is_refused_at_dump() {
     refused_at_dump("mem-thp-advised", "thp-advised", &["unsupported: PR_SET_THP_DISABLE mode 0x3"]);
 }
 
 #[test]
 fn pages_shared_copy_on_write_stay_shared() {
-    let d = dumped("mem-cow", &["cow"]);
+    let d = dumped("mem-cow", &["cow", "cow-file"]);
     let report = d.restore_and_check(&d.images);
     assert_all_ok("copy-on-write sharing", &report);
-    assert!(report.contains("R: ok cow-pages-shared\n") && report.contains("C: ok cow-pages-shared\n"), "{report}");
+    for check in ["cow-pages-shared", "cow-file-pages-shared"] {
+        assert!(report.contains(&format!("R: ok {check}\n")) && report.contains(&format!("C: ok {check}\n")), "{report}");
+    }
 }
 
 #[test]

@@ -15,17 +15,20 @@
  *   uc   UDP bound to 127.0.0.1 and connected to u4, SO_BINDTODEVICE lo
  *   u6   UDP bound to ::1, shut down for reading
  *   nl   NETLINK_ROUTE bound (kernel-chosen port id) to RTNLGRP_LINK
+ *   pk   AF_PACKET SOCK_DGRAM (ETH_P_ALL) bound to lo, PACKET_AUXDATA
  *
  * Prints "READY pid=P l4=PORT l6=PORT lm=PORT u4=PORT" once set up.
  *
  * Phase 2 (SIGUSR1): every socket is checked for its address, state and
  * options; each listener accepts a new connection made from inside (lm from
- * an IPv4 client); uc sends a datagram that u4 receives from uc's address,
+ * an IPv4 client), t0 connects to l4 and writes; uc sends a datagram that u4 receives from uc's address,
  * and u4 answers it; nl asks the kernel for the links and gets the answer.
  * Writes RESULT_FILE ("ALL OK" or "FAIL N check(s)").
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -139,7 +142,7 @@ int main(int argc, char **argv)
 		die("chdir");
 	const char *result = argv[2];
 	setsid();
-	signal(SIGUSR1, on_usr1);
+	handle_blocked(SIGUSR1, on_usr1);
 
 	int l4 = socket(AF_INET, SOCK_STREAM, 0);
 	set_int(l4, SOL_SOCKET, SO_REUSEADDR, 1);
@@ -204,16 +207,19 @@ int main(int argc, char **argv)
 	socklen_t nll = sizeof nl_self;
 	getsockname(nl, (struct sockaddr *)&nl_self, &nll);
 
+	int pk = socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_ALL));
+	struct sockaddr_ll pka = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = (int)if_nametoindex("lo")};
+	if (pk < 0 || bind(pk, (struct sockaddr *)&pka, sizeof pka))
+		die("packet socket");
+	set_int(pk, SOL_PACKET, PACKET_AUXDATA, 1);
+
 	struct sockaddr_storage s[8], p[8];
 	int fds[8] = {l4, l6, lm, b4, t0, u4, uc, u6};
 	for (int i = 0; i < 8; i++)
 		names(fds[i], &s[i], &p[i]);
 
 	announce_ready("READY pid=%d l4=%d l6=%d lm=%d u4=%d\n", getpid(), port_of(l4), port_of(l6), port_of(lm), port_of(u4));
-	sigset_t none;
-	sigemptyset(&none);
-	while (!go)
-		sigsuspend(&none);
+	suspend_until(SIGUSR1, &go);
 
 	struct report rep = {0}, *R = &rep;
 	static const char *what[8] = {"l4-names", "l6-names", "lm-names", "b4-names", "t0-names", "u4-names", "uc-names", "u6-names"};
@@ -254,6 +260,21 @@ int main(int argc, char **argv)
 	CHECK(R, "u6-shut-rd", poll(&pu, 1, 0) == 1 && (pu.revents & POLLRDHUP), "revents %#x", pu.revents);
 
 	accepts(R, "l4-accepts", l4, AF_INET, "127.0.0.1", port_of(l4));
+	struct sockaddr_in to4;
+	socklen_t to4l = sizeof to4;
+	getsockname(l4, (struct sockaddr *)&to4, &to4l);
+	int t0c = connect(t0, (struct sockaddr *)&to4, to4l);
+	int t0a = t0c == 0 ? accept(l4, NULL, NULL) : -1;
+	char t0b[1] = {0};
+	int t0ok = t0a >= 0 && write(t0, "t", 1) == 1 && read(t0a, t0b, 1) == 1 && t0b[0] == 't';
+	CHECK(R, "t0-connects-and-writes", t0ok, "connect %d accept %d: %s", t0c, t0a, strerror(errno));
+
+	struct sockaddr_ll pl = {0};
+	socklen_t pll = sizeof pl;
+	getsockname(pk, (struct sockaddr *)&pl, &pll);
+	CHECK(R, "pk-bound-to-lo", pl.sll_ifindex == (int)if_nametoindex("lo") && pl.sll_protocol == htons(ETH_P_ALL), "ifindex %d proto %#x",
+	      pl.sll_ifindex, ntohs(pl.sll_protocol));
+	CHECK(R, "pk-auxdata", get_int(pk, SOL_PACKET, PACKET_AUXDATA) == 1, "lost");
 	accepts(R, "l6-accepts", l6, AF_INET6, "::1", port_of(l6));
 	accepts(R, "lm-accepts-v4", lm, AF_INET, "127.0.0.1", port_of(lm));
 	CHECK(R, "b4-listens-again", listen(b4, 1) == 0, "%s", strerror(errno));

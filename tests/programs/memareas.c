@@ -37,6 +37,10 @@
  *          others. Checked (as root, through both tasks' pagemaps): the
  *          contents, and that every page neither wrote is one page shared
  *          by both (copy-on-write, as the fork left it) and the others not.
+ *   cow-file  the same with a private mapping of a 4 MiB file in DIR
+ *          holding the pattern, R having written its first 5 pages before
+ *          the fork: pages neither task wrote after the fork are one page
+ *          in both (R's copy for the first 5, else the file's page).
  *   sysv   a 64 KiB SysV shared memory segment (IPC_PRIVATE), attached
  *          twice by R (read-write and SHM_RDONLY) and inherited by C.
  *          Checked: contents, 4 attachments, the read-only one without
@@ -44,6 +48,16 @@
  *          segment outlives the processes (READY says shmid=ID; the test
  *          removes it).
  *   sysv-rmid  the same, the segment marked IPC_RMID: the dump refuses it.
+ *   file-prot  two files of 2 pages mapped shared and read-only, one opened
+ *          read-write (its second page then made writable), one opened
+ *          read-only (zdtm maps_file_prot). R checks the first can be made
+ *          writable and writes reach the file, the second cannot (EACCES).
+ *   pinned  64 KiB of R's memory registered as an io_uring fixed buffer
+ *          (pinned, VmPin), the ring held only by a process outside the
+ *          tree (READY says holder=PID; the test kills it): refused.
+ *   device-ring  a perf_event ring buffer mapped (VM_IO|VM_PFNMAP): refused.
+ *   shmem-private  shared anonymous memory mapped again privately through
+ *          /proc/self/map_files: refused.
  *
  * R writes "READY pid=R c=C" once both wait. On SIGUSR1 (R passes it on to
  * C) both check; C writes "result-C" in DIR and exits 0 or 10 + failures; R
@@ -51,9 +65,12 @@
  * OK" or "FAIL N check(s)" to RESULT_FILE.
  */
 #define _GNU_SOURCE
+#include <linux/io_uring.h>
+#include <linux/perf_event.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/shm.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 
 #include "selfcheck.h"
@@ -62,6 +79,7 @@
 struct ctl {
 	atomic_int ready;
 	atomic_int cow_read; /* cow: tasks done reading both pagemaps */
+	atomic_int cowf_read; /* cow-file: the same */
 };
 
 static struct ctl *ctl;
@@ -446,78 +464,121 @@ static void thp_check(void)
 	CHECK(&rep, "thp-disable", v == (is_child ? 0 : 1), "PR_GET_THP_DISABLE %d", v);
 }
 
-/* ---------- cow ---------- */
+/* ---------- cow, cow-file ---------- */
 
 #define COW_PAGES 1024
 #define COW_SEED 0xc0
-static char *cow;
+#define COW_PRE 5 /* cow-file: pages R writes before the fork */
+
+/* One area shared copy-on-write: private anonymous (cow) or a private
+ * mapping of a file (cow-file). */
+struct cow_area {
+	const char *name;
+	char *p;
+	int file;
+	atomic_int *read; /* 2 once both tasks mapped every page, 4 once both read both pagemaps */
+};
+static struct cow_area cow_anon = {"cow", NULL, 0, NULL}, cow_file = {"cow-file", NULL, 1, NULL};
 static pid_t cow_peer; /* the other task */
 
-/* Pages C writes after the fork (30 with zeros), and pages R writes. */
+/* Pages C writes after the fork (30 with zeros), pages R writes after it,
+ * and (cow-file) pages R wrote before it, which both tasks then share. */
 static int cow_by_c(size_t pg) { return (pg >= 10 && pg < 20) || pg == 30; }
 static int cow_by_r(size_t pg) { return pg >= 40 && pg < 50; }
+static int cow_pre(const struct cow_area *a, size_t pg) { return a->file && pg < COW_PRE; }
 
 static void cow_setup(void)
 {
-	cow = mmap((void *)0x6e0000000000UL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-	if (cow == MAP_FAILED)
+	cow_anon.read = &ctl->cow_read;
+	cow_anon.p = mmap((void *)0x6e0000000000UL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (cow_anon.p == MAP_FAILED)
 		die("mmap cow");
-	fill(cow, COW_SEED, COW_PAGES);
+	fill(cow_anon.p, COW_SEED, COW_PAGES);
 }
 
-static void cow_mark(size_t pg)
+static void cow_mark(char *area, size_t pg)
 {
-	*(uint64_t *)(cow + pg * PAGE) = 0xc0ffee0000ULL + pg;
+	*(uint64_t *)(area + pg * PAGE) = 0xc0ffee0000ULL + pg;
 }
 
-static void cow_child_setup(void)
+/* cow-file: a file holding the pattern, mapped privately; R writes its
+ * first COW_PRE pages before the fork. */
+static void cow_file_setup(void)
+{
+	cow_file.read = &ctl->cowf_read;
+	int fd = open("cow-file", O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, COW_PAGES * PAGE))
+		die("cow-file");
+	char *w = mmap(NULL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (w == MAP_FAILED)
+		die("mmap cow-file shared");
+	fill(w, COW_SEED, COW_PAGES);
+	munmap(w, COW_PAGES * PAGE);
+	cow_file.p = mmap((void *)0x6e1000000000UL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0);
+	close(fd);
+	if (cow_file.p == MAP_FAILED)
+		die("mmap cow-file");
+	for (size_t pg = 0; pg < COW_PRE; pg++)
+		cow_mark(cow_file.p, pg);
+}
+
+static void cow_area_child_setup(struct cow_area *a)
 {
 	cow_peer = getppid();
 	for (size_t pg = 0; pg < COW_PAGES; pg++)
 		if (cow_by_c(pg) && pg != 30)
-			cow_mark(pg);
-	memset(cow + 30 * PAGE, 0, PAGE);
+			cow_mark(a->p, pg);
+	memset(a->p + 30 * PAGE, 0, PAGE);
 }
 
-static void cow_after_fork(pid_t child)
+static void cow_area_after_fork(struct cow_area *a, pid_t child)
 {
 	cow_peer = child;
 	for (size_t pg = 0; pg < COW_PAGES; pg++)
 		if (cow_by_r(pg))
-			cow_mark(pg);
+			cow_mark(a->p, pg);
 }
 
-/* The pagemap entries of the cow area in process PID (0: ourselves). */
-static int cow_pagemap(pid_t pid, uint64_t *out)
+/* The pagemap entries of area A in process PID (0: ourselves). */
+static int cow_pagemap(const struct cow_area *a, pid_t pid, uint64_t *out)
 {
 	char path[64];
 	snprintf(path, sizeof path, pid ? "/proc/%d/pagemap" : "/proc/self/pagemap", pid);
 	int fd = open(path, O_RDONLY);
 	if (fd < 0)
 		return 0;
-	ssize_t want = COW_PAGES * 8, n = pread(fd, out, want, (off_t)((unsigned long)cow / PAGE * 8));
+	ssize_t want = COW_PAGES * 8, n = pread(fd, out, want, (off_t)((unsigned long)a->p / PAGE * 8));
 	close(fd);
 	return n == want;
 }
 
-static void cow_check(void)
+static void cow_area_check(const struct cow_area *a)
 {
 	struct report *R = &rep;
+	char what[64];
 	size_t bad = 0;
+	/* Reads every page (so that each is mapped for the pagemap below). */
 	for (size_t pg = 0; pg < COW_PAGES; pg++) {
-		const uint64_t *w = (const uint64_t *)(cow + pg * PAGE);
+		const uint64_t *w = (const uint64_t *)(a->p + pg * PAGE);
 		int mine = is_child ? cow_by_c(pg) : cow_by_r(pg);
 		if (mine && pg == 30)
 			bad += !page_is_zero(w);
-		else if (mine)
+		else if (mine || cow_pre(a, pg))
 			bad += w[0] != 0xc0ffee0000ULL + pg || w[1] != pattern(COW_SEED, pg, 1);
 		else
-			bad += page_diff(cow, COW_SEED, pg) != 0;
+			bad += page_diff(a->p, COW_SEED, pg) != 0;
 	}
-	CHECK(R, "cow-contents", !bad, "%zu pages differ", bad);
+	snprintf(what, sizeof what, "%s-contents", a->name);
+	CHECK(R, what, !bad, "%zu pages differ", bad);
+	/* Both tasks have every page mapped (a file page is mapped once read)
+	 * before either reads the pagemaps. */
+	atomic_fetch_add(a->read, 1);
+	for (int i = 0; i < 40000 && atomic_load(a->read) < 2; i++)
+		sys_sleep_ms(1);
 	static uint64_t own[COW_PAGES], peer[COW_PAGES];
-	int ok = cow_pagemap(0, own) && cow_pagemap(cow_peer, peer);
+	int ok = cow_pagemap(a, 0, own) && cow_pagemap(a, cow_peer, peer);
 	size_t shared = 0, wrong = 0, no_pfn = 0;
 	for (size_t pg = 0; ok && pg < COW_PAGES; pg++) {
 		uint64_t pfn = own[pg] & ((1ULL << 55) - 1), peer_pfn = peer[pg] & ((1ULL << 55) - 1);
@@ -528,13 +589,22 @@ static void cow_check(void)
 		wrong += same == (cow_by_c(pg) || cow_by_r(pg));
 	}
 	/* The other task stays until both have read both pagemaps. */
-	atomic_fetch_add(&ctl->cow_read, 1);
-	for (int i = 0; i < 40000 && atomic_load(&ctl->cow_read) < 2; i++)
+	atomic_fetch_add(a->read, 1);
+	for (int i = 0; i < 40000 && atomic_load(a->read) < 4; i++)
 		sys_sleep_ms(1);
-	/* Every page neither task wrote is one page shared by both. */
-	CHECK(R, "cow-pages-shared", ok && !no_pfn && !wrong && shared == COW_PAGES - 21,
+	/* Every page neither task wrote after the fork is one page shared by
+	 * both (an anonymous copy, or the file's page in the page cache). */
+	snprintf(what, sizeof what, "%s-pages-shared", a->name);
+	CHECK(R, what, ok && !no_pfn && !wrong && shared == COW_PAGES - 21,
 	      "pagemaps read %d, %zu shared, %zu wrong, %zu without a pfn", ok, shared, wrong, no_pfn);
 }
+
+static void cow_child_setup(void) { cow_area_child_setup(&cow_anon); }
+static void cow_after_fork(pid_t child) { cow_area_after_fork(&cow_anon, child); }
+static void cow_check(void) { cow_area_check(&cow_anon); }
+static void cow_file_child_setup(void) { cow_area_child_setup(&cow_file); }
+static void cow_file_after_fork(pid_t child) { cow_area_after_fork(&cow_file, child); }
+static void cow_file_check(void) { cow_area_check(&cow_file); }
 
 /* ---------- sysv ---------- */
 
@@ -593,6 +663,125 @@ static void sysv_check(void)
 	}
 }
 
+/* ---------- file-prot ---------- */
+
+static char *fp_rw_file, *fp_ro_file; /* 2 pages each: file-prot-rw, file-prot-ro */
+
+/* FILE (2 pages) mapped shared and read-only from an fd opened with
+ * OPEN_MODE (then closed); the second page of the read-write one made
+ * writable (two areas of one file, zdtm maps_file_prot). */
+static char *fp_map(const char *file, int open_mode)
+{
+	int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, 2 * PAGE))
+		die("file-prot file");
+	close(fd);
+	fd = open(file, open_mode);
+	char *p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (fd < 0 || p == MAP_FAILED)
+		die("file-prot mmap");
+	close(fd);
+	return p;
+}
+
+static void file_prot_setup(void)
+{
+	fp_rw_file = fp_map("file-prot-rw", O_RDWR);
+	fp_ro_file = fp_map("file-prot-ro", O_RDONLY);
+	if (mprotect(fp_rw_file + PAGE, PAGE, PROT_READ | PROT_WRITE))
+		die("file-prot mprotect");
+}
+
+static void file_prot_check(void)
+{
+	struct report *R = &rep;
+	if (is_child)
+		return;
+	fp_rw_file[PAGE] = 'w';
+	int widened = !mprotect(fp_rw_file, PAGE, PROT_READ | PROT_WRITE);
+	if (widened)
+		fp_rw_file[0] = 'v';
+	char got[2] = {0};
+	int fd = open("file-prot-rw", O_RDONLY);
+	int n = fd >= 0 ? (int)pread(fd, got, 1, 0) + (int)pread(fd, got + 1, 1, PAGE) : -1;
+	if (fd >= 0)
+		close(fd);
+	CHECK(R, "file-prot-widened", widened && n == 2 && got[0] == 'v' && got[1] == 'w',
+	      "mprotect %d, file holds %d %#x %#x", widened, n, got[0], got[1]);
+	/* A file opened read-only still cannot be written through its mapping. */
+	errno = 0;
+	int r = mprotect(fp_ro_file, PAGE, PROT_READ | PROT_WRITE);
+	CHECK(R, "file-prot-ro-stays", r < 0 && errno == EACCES, "mprotect %d errno %d", r, errno);
+}
+
+/* ---------- refused: pinned, device-ring, shmem-private ---------- */
+
+#define PIN_SIZE (64UL << 10)
+static pid_t pin_holder = -1; /* holds the io_uring outside the tree */
+
+/* 64 KiB registered as an io_uring fixed buffer (pinned: VmPin), the ring
+ * then held by a process outside the tree only (a grandchild whose parent
+ * exited), R's own descriptor closed. */
+static void pinned_setup(void)
+{
+	char *buf = mmap(NULL, PIN_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct io_uring_params p = {0};
+	int ring = (int)syscall(SYS_io_uring_setup, 4, &p);
+	struct iovec iov = {buf, PIN_SIZE};
+	if (buf == MAP_FAILED || ring < 0 || syscall(SYS_io_uring_register, ring, IORING_REGISTER_BUFFERS, &iov, 1) < 0)
+		die("io_uring fixed buffer");
+	int fds[2], life[2]; /* the holder's pid; its life (R and C hold the write end) */
+	if (pipe(fds) || pipe(life))
+		die("pipe");
+	pid_t x = fork();
+	if (x < 0)
+		die("fork");
+	if (!x) {
+		pid_t y = fork();
+		if (!y) {
+			close(life[1]);
+			char c;
+			while (read(life[0], &c, 1) != 0)
+				;
+			_exit(0);
+		}
+		_exit(write(fds[1], &y, sizeof y) == sizeof y ? 0 : 1);
+	}
+	if (read(fds[0], &pin_holder, sizeof pin_holder) != sizeof pin_holder || waitpid(x, NULL, 0) != x)
+		die("ring holder");
+	close(fds[0]);
+	close(fds[1]);
+	close(life[0]);
+	close(ring);
+}
+
+/* A perf_event ring buffer (VM_IO | VM_PFNMAP), its descriptor closed. */
+static void device_ring_setup(void)
+{
+	struct perf_event_attr a = {0};
+	a.type = PERF_TYPE_SOFTWARE;
+	a.size = sizeof a;
+	a.config = PERF_COUNT_SW_DUMMY;
+	int fd = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0);
+	if (fd < 0 || mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED)
+		die("perf_event ring");
+	close(fd);
+}
+
+/* Shared anonymous memory mapped again privately through map_files. */
+static void shmem_private_setup(void)
+{
+	char *sh = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char path[96];
+	snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", (unsigned long)sh, (unsigned long)sh + 4 * PAGE);
+	int fd = open(path, O_RDWR);
+	if (sh == MAP_FAILED || fd < 0 || mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) == MAP_FAILED)
+		die("private mapping of shared memory");
+	close(fd);
+}
+
+static void no_check(void) {}
+
 /* ---------- the features ---------- */
 
 struct feature {
@@ -611,8 +800,13 @@ static struct feature features[] = {
 	{"thp", thp_setup, thp_child_setup, NULL, thp_check, 0},
 	{"thp-advised", thp_advised_setup, NULL, NULL, thp_check, 0},
 	{"cow", cow_setup, cow_child_setup, cow_after_fork, cow_check, 0},
+	{"cow-file", cow_file_setup, cow_file_child_setup, cow_file_after_fork, cow_file_check, 0},
 	{"sysv", sysv_setup, NULL, NULL, sysv_check, 0},
 	{"sysv-rmid", sysv_rmid_setup, NULL, NULL, sysv_check, 0},
+	{"file-prot", file_prot_setup, NULL, NULL, file_prot_check, 0},
+	{"pinned", pinned_setup, NULL, NULL, no_check, 0},
+	{"device-ring", device_ring_setup, NULL, NULL, no_check, 0},
+	{"shmem-private", shmem_private_setup, NULL, NULL, no_check, 0},
 };
 #define NFEATURES (sizeof features / sizeof features[0])
 
@@ -684,7 +878,7 @@ int main(int argc, char **argv)
 		if (features[i].on && features[i].after_fork)
 			features[i].after_fork(child);
 	wait_count(&ctl->ready, 1);
-	announce_ready("READY pid=%d c=%d shmid=%d\n", getpid(), child, sv_id);
+	announce_ready("READY pid=%d c=%d shmid=%d holder=%d\n", getpid(), child, sv_id, pin_holder);
 	wait_go();
 	kill(child, SIGUSR1);
 	run_checks();

@@ -13,6 +13,9 @@
 //!   restore argument builder, credentials, rlimits, fds, fill and the
 //!   blob's pure logic; survivors must be listed with a reason in
 //!   `mutants-survivors.txt`.
+//! - `zdtm`: CRIU's own test suite (zdtm.py, built by
+//!   `../shared/tools/upstream-criu.sh`) over `tests/zdtm-pass.txt`: the
+//!   tests that passed must pass again (`criu-cli/tests/zdtm.rs`).
 //! - `setup`: installs the test tools (qemu-user, criu's `crit`) if missing.
 //! - `demo`: checkpoints and restores a demo process (the README's main job).
 
@@ -30,7 +33,7 @@ mod mutants;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|lazy-fault|lazy-bg] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...]>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|lazy-fault|lazy-bg] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...] | zdtm>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +45,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(&workspace_root()),
         "test" => test(rest),
         "mutants" => mutants::run(&workspace_root(), rest),
+        "zdtm" => zdtm(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -73,6 +77,19 @@ fn build_pie(args: &[String]) -> Result<()> {
     let file_size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     println!("wrote {} ({file_size} bytes)", out.display());
     print!("{}", pkg.summary());
+    Ok(())
+}
+
+/// Runs the ignored zdtm pass-list test (`criu-cli/tests/zdtm.rs`).
+fn zdtm() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["test", "-p", "criu-cli", "--test", "zdtm", "--", "--ignored", "--nocapture"])
+        .current_dir(workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("zdtm pass list: {status}");
+    }
     Ok(())
 }
 

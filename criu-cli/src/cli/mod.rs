@@ -128,6 +128,8 @@ pub struct Opts {
     pub tcp_skip_in_flight: bool,
     /// `--tcp-close`.
     pub tcp_close: bool,
+    /// `--network-lock`.
+    pub network_lock: criu_core::net::lock::LockMethod,
     /// `-l` / `--file-locks`.
     pub file_locks: bool,
     /// `--link-remap`.
@@ -204,6 +206,7 @@ impl Default for Opts {
             tcp_established: false,
             tcp_skip_in_flight: false,
             tcp_close: false,
+            network_lock: Default::default(),
             file_locks: false,
             link_remap: false,
             ghost_limit: None,

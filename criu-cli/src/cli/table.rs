@@ -321,8 +321,11 @@ pub static OPTIONS: &[Opt] = &[
     flag("skip-file-rwx-check", None, RESTORE, Effect::Tuning("criu-rs does not check file modes at restore"),
         "do not check file permissions"),
     opt("lsm-mount-context", None, Required("CONTEXT"), RESTORE, Effect::Tuning(NO_MNTNS), "mount context"),
-    opt("network-lock", None, Required("iptables|nftables|skip"), DUMPS, set!(|o, v, on| one_of(v, &["iptables", "nftables", "skip", "none"])),
-        "how the network is locked (criu-rs locks none: it dumps no network namespace or TCP connection)"),
+    opt("network-lock", None, Required("iptables|nftables|skip"), DUMPS, set!(|o, v, on| {
+            o.network_lock = v.unwrap_or("").parse()?;
+            Ok(())
+        }),
+        "how TCP connections are locked while the tree is down (iptables rules per connection, an nftables table, or skip)"),
     flag("mntns-compat-mode", None, RESTORE, Effect::Tuning(NO_MNTNS), "old mount restore engine"),
     flag("unprivileged", None, ALL, Effect::Tuning("criu-rs works with the rights it has"), "accept the limits of running as non-root"),
     flag("ghost-fiemap", None, DUMPS, Effect::Tuning("how sparse ghost files are read"), "read sparse ghost files with fiemap"),

@@ -60,9 +60,16 @@ pub fn restore_cmd(dir: &Path) -> Command {
 /// `criu-rs restore --verify -D DIR -d --pidfile F`, asserted to succeed and to
 /// give back `want_pid`; returns a handle on the restored root.
 pub fn restore_detached(dir: &Path, want_pid: i32) -> Held {
+    restore_detached_with(dir, want_pid, &[])
+}
+
+/// [`restore_detached`] with more options (`--tcp-established`, ...).
+pub fn restore_detached_with(dir: &Path, want_pid: i32, extra: &[&str]) -> Held {
     let pidfile = dir.with_extension("pid");
     let _ = std::fs::remove_file(&pidfile);
-    let out = restore(dir, &["-d", "--pidfile", pidfile.to_str().unwrap()]);
+    let mut args = vec!["-d", "--pidfile", pidfile.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = restore(dir, &args);
     // Take hold of the process before asserting, so that a failure still kills it.
     let held = Held::open(want_pid);
     assert!(out.status.success(), "restore failed: {}", text(&out.stderr));

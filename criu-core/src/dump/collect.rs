@@ -252,7 +252,7 @@ fn dump_memfd_contents(dir: &std::path::Path, stats: &mut MemStats, sh: &mut Sha
 /// the executable's file id.
 fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Shared) -> Result<(FilesState, u32), DumpError> {
     let mut next_id = sh.next_file_id;
-    let mut files_state = crate::files::dump::collect_fds(pid, &mut next_id, &mut sh.seen, FilesOptions { shell_job })?;
+    let mut files_state = crate::files::dump::collect_fds(pid, &mut next_id, &mut sh.seen, &mut sh.sockets, FilesOptions { shell_job })?;
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
@@ -279,7 +279,8 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
                 let id = next_id;
                 next_id += 1;
                 vma_files.push((key.0, key.1, id));
-                let flags = if v.map.shared && v.map.write { libc::O_RDWR } else { libc::O_RDONLY } as u32;
+                let writable = v.map.shared && v.map.has(crate::proc::maps::vmflag::MAYWRITE);
+                let flags = if writable { libc::O_RDWR } else { libc::O_RDONLY } as u32;
                 let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
                 let target = format!("{}{}", v.map.path, if v.map.deleted { " (deleted)" } else { "" });
                 if crate::files::memfd::is_memfd_link(&target) {
@@ -309,6 +310,9 @@ pub fn collect(
     failpoint::check(failpoint::AFTER_FREEZE)?;
     let stat = proc::stat::read_stat(pid)?;
     let status = proc::status::read_status(pid)?;
+    if status.vm_pin_kb != 0 {
+        return Err(DumpError::Unsupported { pid, what: vmas::pinned_memory(status.vm_pin_kb) });
+    }
     if status.shd_pnd & SIGTRAP_BIT != 0 {
         return Err(DumpError::PendingSigtrap { tid: pid, queue: "shared" });
     }
@@ -331,7 +335,18 @@ pub fn collect(
     let maps = proc::maps::read_smaps(pid)?;
     let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
     if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
-        return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}", bad.map.start, bad.map.end, bad.map.path)));
+        let m = &bad.map;
+        return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}: {}", m.start, m.end, m.path, vmas::unsupported_reason(m))));
+    }
+    if let Some(v) = vma_list.iter().find(|v| vmas::private_shmem(&v.map)) {
+        let m = &v.map;
+        return Err(DumpError::Unsupported {
+            pid,
+            what: format!(
+                "private mapping {:#x}-{:#x} of the shared memory object {} (its unwritten pages follow the object)",
+                m.start, m.end, m.path
+            ),
+        });
     }
     super::sysv::check_attachments(pid, &vma_list)?;
     let t_mem = std::time::Instant::now();

@@ -27,9 +27,14 @@
 //! Whatever fails, the process is left running as it was: every thread is
 //! detached with its registers (general and FPU), signal mask and code
 //! restored, and nothing injected stays mapped. Without an inventory, a
-//! failed dump's directory is never taken for a complete one.
+//! failed dump's directory is never taken for a complete one. TCP
+//! connections put in repair mode and locked ([`crate::net::dump_state`])
+//! leave repair mode and are unlocked then too (and with
+//! `--leave-running`); after a successful dump they die silently and stay
+//! locked for the restore.
 //!
-//! Not dumped yet (refused with a clear error where it matters): sockets,
+//! Not dumped yet (refused with a clear error where it matters):
+//! raw/ping/MPTCP sockets,
 //! anonymous-inode files other than eventfd, epoll, timerfd, signalfd,
 //! inotify, fanotify and pidfd (userfaultfd, io_uring, ...), namespaces,
 //! cgroups, file locks; tasks sharing an address
@@ -224,6 +229,8 @@ pub struct DumpOptions {
     pub tcp_skip_in_flight: bool,
     /// `--tcp-close`: TCP connections are dumped as closed.
     pub tcp_close: bool,
+    /// `--network-lock`: how connections are locked while the tree is down.
+    pub network_lock: crate::net::lock::LockMethod,
     /// `--file-locks` (`-l`): file locks held by the tree may be dumped.
     pub file_locks: bool,
     /// `--link-remap`: unlinked files may be linked back at restore.
@@ -259,11 +266,22 @@ impl DumpOptions {
             tcp_established: false,
             tcp_skip_in_flight: false,
             tcp_close: false,
+            network_lock: Default::default(),
             file_locks: false,
             link_remap: false,
             ghost_limit: crate::files::reg::GHOST_LIMIT,
             external: Vec::new(),
             actions: None,
+        }
+    }
+
+    /// What the file kinds' socket side was asked for.
+    pub fn socket_opts(&self) -> crate::net::dump_state::SocketDumpOptions {
+        crate::net::dump_state::SocketDumpOptions {
+            tcp_established: self.tcp_established,
+            skip_in_flight: self.tcp_skip_in_flight,
+            tcp_close: self.tcp_close,
+            lock: self.network_lock,
         }
     }
 }

@@ -50,6 +50,16 @@ pub struct Shared {
     pub shmem_done: Vec<u64>,
     /// Tasks collected so far and their kernel-object ids.
     pub tasks: Vec<(i32, KobjIds)>,
+    /// The dump's sockets: diag tables, connections in repair mode and
+    /// locked until the dump ends (released when dropped).
+    pub sockets: crate::net::dump_state::DumpSockets,
+}
+
+impl Shared {
+    /// The state of a dump whose sockets were asked `sockets`.
+    pub fn new(sockets: crate::net::dump_state::DumpSockets) -> Self {
+        Shared { sockets, ..Default::default() }
+    }
 }
 
 impl Default for Shared {
@@ -61,6 +71,7 @@ impl Default for Shared {
             shmem_sizes: Vec::new(),
             shmem_done: Vec::new(),
             tasks: Vec::new(),
+            sockets: crate::net::dump_state::DumpSockets::new(Default::default(), String::new()),
         }
     }
 }

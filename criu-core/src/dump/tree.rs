@@ -352,6 +352,7 @@ fn collect_tree(
     mut sink: Option<StreamSink>,
     t0: Instant,
     adopted: &mut Option<Adopted>,
+    sh: &mut Shared,
 ) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     if !opts.pre_dump {
         tree.check_sessions(opts.shell_job)?;
@@ -359,10 +360,9 @@ fn collect_tree(
             refuse_file_locks(t.frozen.pid(), opts.file_locks)?;
         }
     }
-    let mut sh = Shared::default();
     sh.seen.set_tree(tree.live.iter().map(|t| t.frozen.pid()).chain(tree.zombies.iter().map(|z| z.pid)));
     sh.seen.unix.ext = crate::files::unix::ExtUnixSk::from_options(opts.ext_unix_sk.as_deref(), &opts.external);
-    note_shared_memory(tree, &mut sh)?;
+    note_shared_memory(tree, sh)?;
     let mut procs: Vec<ProcessDump> = Vec::new();
     let mut mem = MemStats::default();
     let mut memdump_time = Duration::ZERO;
@@ -382,7 +382,7 @@ fn collect_tree(
                 track.parent_pages = track::parent_pages(&opts.dir.join(parent), pid);
             }
         }
-        let (mut p, mut m, d) = collect::collect(&t.frozen, &opts.dir, &mut pages, opts.shell_job, &mut sh, &mut track)?;
+        let (mut p, mut m, d) = collect::collect(&t.frozen, &opts.dir, &mut pages, opts.shell_job, sh, &mut track)?;
         if let Some(uffd) = track.uffd.take() {
             tracked.push((pid, uffd));
         }
@@ -436,7 +436,7 @@ fn collect_tree(
     if opts.pre_dump {
         write::write_pagemaps(&opts.dir, &procs)?;
     } else {
-        write::write_images(&opts.dir, &procs, &tree.zombies, &summary)?;
+        write::write_images(&opts.dir, &procs, &tree.zombies, &summary, &sh.sockets)?;
     }
     if opts.pre_dump || (opts.track_mem && opts.leave_running) {
         let tasks: Vec<(i32, &crate::uffd::Uffd)> = tracked.iter().map(|(p, u)| (*p, u)).collect();
@@ -479,7 +479,8 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>),
         }
     };
     let freezing_time = t0.elapsed();
-    let result = collect_tree(&tree, opts, pages, sink, t0, &mut adopted).map(|(mut s, held)| {
+    let mut sh = Shared::new(crate::net::dump_state::DumpSockets::new(opts.socket_opts(), crate::net::lock::new_run_id()));
+    let result = collect_tree(&tree, opts, pages, sink, t0, &mut adopted, &mut sh).map(|(mut s, held)| {
         s.freezing_time = freezing_time;
         (s, held)
     });
@@ -497,16 +498,22 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>),
         }
         Ok(done)
     });
+    let Shared { sockets, .. } = sh;
     match result {
         Ok(done) => {
             if opts.leave_running || opts.pre_dump {
+                // Connections out of repair mode before anything runs.
+                sockets.release();
                 tree.detach()?;
             } else {
                 tree.kill()?;
+                // The sockets died in repair mode: silently, still locked.
+                sockets.keep();
             }
             Ok(done)
         }
         Err(e) => {
+            sockets.release();
             // The caller reports `e`; here only what happens next.
             tracing::info!("dump failed ({e}); resuming every task");
             if let Err(d) = tree.detach() {

@@ -1,5 +1,27 @@
 //! Classifying the areas of `/proc/PID/smaps` the way CRIU images describe
 //! them: `MAP_*` flags, `VMA_*` status bits and `madvise` advice.
+//!
+//! # Memory whose physical pages must not change
+//! The blob can leave an area alone (`VMA_PINNED`: created at its final
+//! address before the blob runs, kept through the unmap of the old world).
+//! What a dump on this kernel can meet of that sort, and what becomes of it:
+//! - RAM pinned by a holder (`pin_user_pages`: io_uring registered
+//!   buffers, RDMA memory regions, vfio DMA maps). The kernel counts it per
+//!   process (`VmPin` in `status`), not per area. The holder goes on using
+//!   the old physical pages, which a restored process no longer has, and
+//!   the holder itself (an io_uring or RDMA fd, possibly in a process
+//!   outside the tree) is not restored: the dump refuses the process by
+//!   name ([`pinned_memory`]) rather than bring back memory nobody sees.
+//! - Device memory a driver maps (`VM_IO`/`VM_PFNMAP`, smaps `io`/`pf`):
+//!   not RAM, so its contents cannot be read into an image; the only
+//!   faithful restore maps the same device range again at the same
+//!   address, which is what `VMA_PINNED` is for. On this machine every such
+//!   area belongs to something criu-rs does not restore as a file: `[vvar]`
+//!   (handled apart) and perf_event rings; device nodes that map memory
+//!   (`/dev/mem`: CONFIG_DEVMEM off; uio, vfio, PCI `resourceN` files: none
+//!   present) do not exist, so a restore path for them could not be tested
+//!   and they are refused by name ([`unsupported_reason`]), as CRIU does.
+//! - `[vsyscall]` is the kernel's and is neither dumped nor mapped.
 
 use super::model::Vma;
 use crate::proc::maps::{vmflag, MapEntry};
@@ -105,6 +127,35 @@ pub fn classify(m: &MapEntry) -> Vma {
     }
     let st = if m.has(vmflag::LOCKED) && m.has(vmflag::LOCKONFAULT) { st | status::LOCK_ONFAULT } else { st };
     Vma { map: m.clone(), prot, mmap_flags: flags, status: st, madv, file_id: 0 }
+}
+
+/// Whether `m` is a private mapping of a shared memory object (shared
+/// anonymous memory mapped again through `/proc/PID/map_files`, which shows
+/// as a deleted `/dev/zero`, or a memfd). Its pages nobody wrote read the
+/// object as it is now, which criu-rs's restore does not rebuild (CRIU maps
+/// the object again, restored as a memfd).
+pub fn private_shmem(m: &MapEntry) -> bool {
+    !m.shared
+        && m.inode != 0
+        && m.deleted
+        && (m.path == "/dev/zero" || crate::files::memfd::is_memfd_link(&format!("{} (deleted)", m.path)))
+}
+
+/// Why the dump refuses a process with pinned memory (`VmPin`, in kB).
+pub fn pinned_memory(kb: u64) -> String {
+    format!(
+        "{kb} kB of memory pinned (VmPin: io_uring registered buffers, RDMA or vfio registrations); \
+         the holder would keep using the old pages, not the restored ones"
+    )
+}
+
+/// Why an area [`classify`] marked `UNSUPP` cannot be dumped.
+pub fn unsupported_reason(m: &MapEntry) -> &'static str {
+    if m.has(vmflag::HUGETLB) {
+        "hugetlbfs memory is not supported"
+    } else {
+        "device memory mapped by a driver (VM_IO/VM_PFNMAP): not RAM a dump can read, and not restorable by criu-rs"
+    }
 }
 
 impl Vma {

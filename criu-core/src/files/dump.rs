@@ -2,14 +2,14 @@
 //! descriptions found, each new description collected by its kind.
 
 use super::seen::{FileKey, SeenFile};
-use super::{CollectCtx, FdEntry, FdProbe, FileDesc, FileDumpError, FileKind, FilesOptions, FilesState, Fown, SeenFiles};
+use super::{CollectCtx, DumpSockets, FdEntry, FdProbe, FileDesc, FileDumpError, FileKind, FilesOptions, FilesState, Fown, SeenFiles};
 use crate::proc::fds::FdDirs;
 use std::os::unix::fs::MetadataExt;
 
 /// Collects the descriptors of `pid`. File ids start at `next_id`, which is
 /// advanced; descriptions already known (same `kcmp`, in this task or one
 /// collected before, as `seen` records) reuse their id.
-pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, opts: FilesOptions) -> Result<FilesState, FileDumpError> {
+pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, sockets: &mut DumpSockets, opts: FilesOptions) -> Result<FilesState, FileDumpError> {
     let mut st = FilesState::default();
     let dirs = FdDirs::open(pid)?;
     for link in dirs.links()? {
@@ -22,7 +22,7 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, opts: File
             }
             Err(slot) => slot,
         };
-        let mut cx = CollectCtx::new(pid, opts, seen, next_id);
+        let mut cx = CollectCtx::new(pid, opts, seen, sockets, next_id);
         let id = cx.alloc_id();
         cx.seen.insert(slot, SeenFile { pid, fd: p.fd, id });
         let kind = FileKind::collect(&p, &mut cx)?;

@@ -119,7 +119,7 @@ mod tests {
         let plans = plans.unwrap();
         assert_eq!(plans[&2], DescPlan::Eventfd(EventfdPlan { state: sem, flags: libc::O_RDWR | libc::O_NONBLOCK }));
         crit_decodes(&tmp.path().join("files.img"));
-        let opened = fdtable::open_descs(&plans, 3).unwrap();
+        let (opened, _) = fdtable::open_descs(&plans, 3).unwrap();
         let mut v = [0u8; 8];
         rustix::io::read(&opened[&1], &mut v).unwrap();
         assert_eq!(u64::from_ne_bytes(v), 5);

@@ -6,7 +6,8 @@
 //! again). Everything else criu-rs had open is closed, except the service
 //! fds the caller still needs.
 
-use super::{DescPlan, OpenCtx, OpenStates, Opened};
+use super::{DescPlan, Later, OpenCtx, OpenStates, Opened};
+use std::cell::RefCell;
 use crate::restore::error::{RestoreError, Result, SysContext};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use rustix::fs::OFlags;
@@ -80,12 +81,13 @@ pub fn close_all_but(keep: &[RawFd]) -> Result<()> {
 /// Rebuilds the fd table: `fds` at their numbers, each pointing at its
 /// description from `descs`. Every other fd is closed except `keep`, which
 /// must already be at or above [`fd_floor`].
-pub fn restore_fds(fds: &[FdPlan], descs: &BTreeMap<u32, DescPlan>, keep: &[RawFd]) -> Result<()> {
-    let opened = open_descs(descs, fd_floor(fds))?;
+pub fn restore_fds(fds: &[FdPlan], descs: &BTreeMap<u32, DescPlan>, keep: &[RawFd]) -> Result<Later> {
+    let (opened, later) = open_descs(descs, fd_floor(fds))?;
     let mut keep_all: Vec<RawFd> = keep.to_vec();
     keep_all.extend(opened.values().map(|f| f.as_raw_fd()));
     close_all_but(&keep_all)?;
-    dup_all(fds, &opened)
+    dup_all(fds, &opened)?;
+    Ok(later)
 }
 
 /// Puts descriptions created earlier (by [`open_descs`], possibly in an
@@ -109,21 +111,23 @@ fn dup_all(fds: &[FdPlan], opened: &BTreeMap<u32, OwnedFd>) -> Result<()> {
 /// Creates every description on a temporary fd at or above `floor`, each
 /// by its kind. A kind may answer "not yet" (it needs another description
 /// first): those are asked again after the others, until a round opens
-/// nothing.
-pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<BTreeMap<u32, OwnedFd>> {
+/// nothing. Then what the kinds left for "once everything is open" is
+/// done; the rest of [`Later`] is the caller's.
+pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<(BTreeMap<u32, OwnedFd>, Later)> {
     open_descs_with(descs, floor, &BTreeMap::new())
 }
 
 /// [`open_descs`] with the tree's memfd objects by inode id (see
 /// [`super::OpenCtx::memfds`]).
-pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &BTreeMap<u64, BorrowedFd<'_>>) -> Result<BTreeMap<u32, OwnedFd>> {
+pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &BTreeMap<u64, BorrowedFd<'_>>) -> Result<(BTreeMap<u32, OwnedFd>, Later)> {
     let mut out = BTreeMap::new();
     let mut states = OpenStates::default();
+    let leftover = RefCell::new(Later::default());
     let mut pending: Vec<(&u32, &DescPlan)> = descs.iter().collect();
     while !pending.is_empty() {
         let mut later = Vec::new();
         for &(id, d) in &pending {
-            let cx = OpenCtx { floor, opened: &out, memfds };
+            let cx = OpenCtx { floor, opened: &out, memfds, later: &leftover };
             match d.open(&mut states, &cx)? {
                 Opened::Fd(fd) => {
                     tracing::debug!(id, name = %d.name(), "opened description");
@@ -141,7 +145,9 @@ pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &B
         pending = later;
     }
     drop(states);
-    Ok(out)
+    let mut later = leftover.into_inner();
+    later.after_open()?;
+    Ok((out, later))
 }
 
 /// Writes all of `buf` to `fd`.

@@ -252,7 +252,7 @@ mod tests {
             path: Some(path.to_owned()),
         };
         let set = InotifySet { flags: libc::O_NONBLOCK, watches: vec![w(3, &file), w(7, dir.path())] };
-        let Opened::Fd(fd) = Inotify::open(&set, &mut (), &OpenCtx { floor: 3, opened: &Default::default(), memfds: &Default::default() }).unwrap() else {
+        let Opened::Fd(fd) = Inotify::open(&set, &mut (), &OpenCtx { floor: 3, opened: &Default::default(), memfds: &Default::default(), later: &Default::default() }).unwrap() else {
             panic!("not opened")
         };
         let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();

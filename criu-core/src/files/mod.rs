@@ -27,7 +27,7 @@
 //! [`eventfd`], [`epoll`], [`timerfd`], [`signalfd`], [`inotify`],
 //! [`fanotify`], [`pidfd`], [`memfd`], [`unix`] (unix sockets; the peers
 //! of the whole tree are checked in [`finish_tree`], once every task is
-//! collected).
+//! collected), [`inet`] (TCP and UDP sockets), [`netlink`], [`packet`].
 //!
 //! Most descriptions are made by criu-rs before the tree is forked and
 //! inherited; [`task`] is the tasks' own side: installing them at their
@@ -54,6 +54,9 @@ pub mod task;
 pub mod epoll;
 pub mod eventfd;
 pub mod fanotify;
+pub mod inet;
+pub mod netlink;
+pub mod packet;
 pub mod fifo;
 pub mod inotify;
 pub mod memfd;
@@ -71,6 +74,7 @@ mod roundtrip;
 pub use error::FileDumpError;
 pub use probe::FdProbe;
 pub use seen::SeenFiles;
+pub use crate::net::dump_state::DumpSockets;
 
 use crate::images::{pb, ImageDir, ImageError, ImageKind, ImageWriter};
 use crate::restore::error::{RestoreError, Result as RestoreResult};
@@ -274,6 +278,12 @@ macro_rules! fd_kinds {
 fd_kinds! {
     /// A terminal (before `Reg`: it is a character device too).
     Tty => tty::Tty;
+    /// A TCP, UDP or UDP-Lite socket.
+    Inet => inet::Inet;
+    /// A netlink socket.
+    Netlink => netlink::Netlink;
+    /// A packet socket.
+    Packet => packet::Packet;
     /// An eventfd.
     Eventfd => eventfd::Eventfd;
     /// An epoll set and its targets.
@@ -330,13 +340,15 @@ pub struct CollectCtx<'a> {
     pub opts: FilesOptions,
     /// Descriptions and pipes seen so far in the whole dump.
     pub seen: &'a mut SeenFiles,
+    /// The dump's sockets (sock_diag tables, connections in repair mode).
+    pub sockets: &'a mut DumpSockets,
     next_id: &'a mut u32,
 }
 
 impl<'a> CollectCtx<'a> {
     /// A context for the fds of `pid`, file ids taken from `next_id`.
-    pub fn new(pid: i32, opts: FilesOptions, seen: &'a mut SeenFiles, next_id: &'a mut u32) -> Self {
-        CollectCtx { pid, opts, seen, next_id }
+    pub fn new(pid: i32, opts: FilesOptions, seen: &'a mut SeenFiles, sockets: &'a mut DumpSockets, next_id: &'a mut u32) -> Self {
+        CollectCtx { pid, opts, seen, sockets, next_id }
     }
 
     /// Whether `pid` is a task (or zombie) of the tree being dumped.
@@ -519,6 +531,10 @@ pub struct LoadOptions {
     /// `--inherit-fd fd[N]:KEY`: the file CRIU names KEY (`tty[RDEV:DEV]`)
     /// is criu-rs's fd N.
     pub inherit_fds: Vec<(String, RawFd)>,
+    /// `--tcp-established`: established TCP connections are rebuilt.
+    pub tcp_established: bool,
+    /// `--tcp-close`: TCP connections come back closed.
+    pub tcp_close: bool,
     /// `--ext-unix-sk`: unix sockets whose peer was outside the dumped tree
     /// are connected to that peer's name again.
     pub ext_unix_sk: bool,
@@ -614,4 +630,34 @@ pub struct OpenCtx<'a> {
     /// shared memory, [`crate::restore::shared`]): a memfd description is
     /// a reopening of its inode's object, the one its areas map too.
     pub memfds: &'a BTreeMap<u64, BorrowedFd<'a>>,
+    /// What kinds leave for later steps of the restore.
+    pub later: &'a RefCell<Later>,
+}
+
+/// What kinds leave for later: criu-rs does it once every description is
+/// open ([`Later::after_open`], in [`fdtable::open_descs`]), just before
+/// the restored tree runs ([`Later::before_run`]) and once it runs
+/// ([`Later::after_run`]).
+#[derive(Debug, Default)]
+pub struct Later {
+    /// Sockets: `SO_REUSEADDR` once all are bound, TCP connections out of
+    /// repair mode, the network lock lifted.
+    pub sockets: crate::net::restore_state::RestoredSockets,
+}
+
+impl Later {
+    /// Every description is open.
+    pub fn after_open(&mut self) -> RestoreResult<()> {
+        self.sockets.all_open().map_err(|e| RestoreError::sys(format!("after opening every file: {}", e.call), e.errno))
+    }
+
+    /// Every task is restored and none runs yet.
+    pub fn before_run(&mut self) -> RestoreResult<()> {
+        self.sockets.go_live().map_err(|e| RestoreError::Prepare(e.to_string()))
+    }
+
+    /// The tree runs (problems are logged only).
+    pub fn after_run(&mut self) {
+        self.sockets.unlock();
+    }
 }

@@ -202,7 +202,7 @@ mod tests {
     fn a_reaped_stand_in_reads_as_exited() {
         let plan = PidfdPlan { flags: libc::O_NONBLOCK as u32, target: Target::Reaped { ino: 7 } };
         let mut st = Standins::default();
-        let cx = OpenCtx { floor: 3, opened: &Default::default(), memfds: &Default::default() };
+        let cx = OpenCtx { floor: 3, opened: &Default::default(), memfds: &Default::default(), later: &Default::default() };
         let Opened::Fd(a) = Pidfd::open(&plan, &mut st, &cx).unwrap() else { panic!() };
         let Opened::Fd(b) = Pidfd::open(&plan, &mut st, &cx).unwrap() else { panic!() };
         assert_eq!(st.children.len(), 1, "one stand-in per reaped process");

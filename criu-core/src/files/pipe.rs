@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(plans[&1], want(libc::O_RDONLY, b"queued"));
         assert_eq!(plans[&2], want(libc::O_WRONLY | libc::O_NONBLOCK, b"queued"));
         crit_decodes(&tmp.path().join("pipes-data.img"));
-        let opened = fdtable::open_descs(&plans, 100).unwrap();
+        let (opened, _) = fdtable::open_descs(&plans, 100).unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(rustix::io::write(&opened[&2], b"+").unwrap(), 1);
         let n = rustix::io::read(&opened[&1], &mut buf).unwrap();

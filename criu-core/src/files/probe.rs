@@ -59,6 +59,16 @@ impl FdProbe {
         fdinfo_field(&self.fdinfo, key)
     }
 
+    /// A socket's protocol name (`system.sockprotoname`: `TCP`, `UDPv6`,
+    /// `UNIX-STREAM`, `NETLINK`, `PACKET`, ...), read without taking the
+    /// socket; `None` for other files.
+    pub fn socket_proto(&self) -> Option<String> {
+        if self.file_type() != libc::S_IFSOCK {
+            return None;
+        }
+        crate::net::sock_proto(&self.proc_path())
+    }
+
     /// Whether the descriptor is close-on-exec.
     pub fn cloexec(&self) -> bool {
         self.info.flags & libc::O_CLOEXEC as u32 != 0

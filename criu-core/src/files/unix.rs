@@ -86,7 +86,7 @@ impl FdKind for UnixSk {
     type OpenState = UnixOpened;
 
     fn claims(p: &FdProbe) -> bool {
-        p.file_type() == libc::S_IFSOCK && crate::net::sock_proto(&p.proc_path()).is_some_and(|n| n.starts_with("UNIX"))
+        p.socket_proto().is_some_and(|n| n.starts_with("UNIX"))
     }
 
     fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> Result<UnixSocketDump, FileDumpError> {

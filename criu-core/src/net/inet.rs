@@ -202,7 +202,7 @@ impl InetSocket {
         }
         let shutdown = match info.and_then(|i| i.shutdown) {
             Some(s) => s,
-            None => shutdown_by_poll(fd)?,
+            None => shutdown_by_poll(fd, is_tcp)?,
         };
         let v6 = family == libc::AF_INET6;
         let v6only = v6 && flag(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY")?;
@@ -225,7 +225,13 @@ impl InetSocket {
         };
         let udp = matches!(proto, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
         let udp_cork = udp && flag(fd, libc::SOL_UDP, libc::UDP_CORK, "UDP_CORK")?;
-        let queued = udp && readable(fd)?;
+        // What waits in the receive queue (a socket shut down for reading
+        // polls readable without anything queued).
+        let queued = udp
+            && match info {
+                Some(i) => i.rqueue > 0,
+                None => shutdown & RCV_SHUTDOWN == 0 && readable(fd)?,
+            };
         Ok(InetSocket { family, ty, proto, state: st, local, peer, backlog, pending, v6only, ifname, opts, ip, tcp, shutdown, queued, udp_cork })
     }
 
@@ -358,17 +364,23 @@ pub fn set_reuseaddr(fd: impl AsFd, on: bool) -> Result<(), InetError> {
     set(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, on as u32, "SO_REUSEADDR")
 }
 
-/// The shutdown state of a socket sock_diag does not list, as CRIU reads
-/// it: `POLLHUP` shows a shut down socket, `POLLRDHUP` its reading side.
-fn shutdown_by_poll(fd: BorrowedFd<'_>) -> Result<u8, InetError> {
+/// The shutdown state of a socket sock_diag does not list (neither bound
+/// nor connected), from `poll`: `POLLRDHUP` shows the reading side shut
+/// down. A closed TCP socket always polls `POLLHUP`, so only a datagram
+/// socket's `POLLHUP` (both sides shut) says more.
+fn shutdown_by_poll(fd: BorrowedFd<'_>, tcp: bool) -> Result<u8, InetError> {
     use rustix::event::{poll, PollFd, PollFlags};
     let mut p = [PollFd::new(&fd, PollFlags::RDHUP | PollFlags::HUP)];
     poll(&mut p, Some(&rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 })).map_err(err("poll"))?;
     let r = p[0].revents();
-    if !r.contains(PollFlags::HUP) {
-        return Ok(0);
+    let mut s = 0;
+    if r.contains(PollFlags::RDHUP) {
+        s |= RCV_SHUTDOWN;
     }
-    Ok(if r.contains(PollFlags::RDHUP) { RCV_SHUTDOWN | SEND_SHUTDOWN } else { SEND_SHUTDOWN })
+    if !tcp && r.contains(PollFlags::HUP) {
+        s |= RCV_SHUTDOWN | SEND_SHUTDOWN;
+    }
+    Ok(s)
 }
 
 /// Whether something waits to be read (`POLLIN`).
@@ -465,6 +477,14 @@ mod tests {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn an_unbound_tcp_socket_is_not_taken_for_shut_down() {
+        let t = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::STREAM, None).unwrap();
+        assert_eq!(InetSocket::read(t.as_fd(), None).unwrap().shutdown, 0);
+        rustix::net::shutdown(&t, rustix::net::Shutdown::Read).unwrap_err();
+        assert_eq!(InetSocket::read(t.as_fd(), None).unwrap().shutdown, RCV_SHUTDOWN);
     }
 
     #[test]

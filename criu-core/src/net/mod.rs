@@ -13,6 +13,8 @@
 //! - [`inet_diag`]: TCP/UDP sockets as sock_diag reports them.
 //! - [`netlink`]: netlink sockets: read from a socket, made again.
 //! - [`packet`]: packet sockets as sock_diag reports them, made again.
+//! - [`restore_state`]: a restore's sockets: reuseaddr once all are bound,
+//!   connections out of repair mode, the lock lifted.
 //! - [`sockopt`]: raw `getsockopt`/`setsockopt` at any level, for the
 //!   options rustix lacks (`SOL_TCP`, `SOL_IP`, `SOL_PACKET`...).
 //! - [`tcp_repair`]: established TCP connections through `TCP_REPAIR`.
@@ -30,6 +32,7 @@ pub mod inet_diag;
 pub mod lock;
 pub mod netlink;
 pub mod packet;
+pub mod restore_state;
 pub mod sockopt;
 pub mod tcp_repair;
 pub mod tcp_stream;

@@ -480,16 +480,20 @@ mod tests {
         let mut total = 0;
         let block: Vec<u8> = (0..4096).map(pattern).collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // Write until the window is shut and bytes wait unsent: a write
+        // refused after a pause with unsent bytes queued.
+        let mut refused = false;
         loop {
             assert!(std::time::Instant::now() < deadline);
             let off = total % 251;
             match a.write(&block[off..off + 1024]) {
-                Ok(n) => total += n,
+                Ok(n) => (total, refused) = (total + n, false),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                    if sockopt::ioctl_int(&a, SIOCOUTQNSD).unwrap() > 0 && a.write(&block[off..off + 1024]).is_err() {
+                    if refused && sockopt::ioctl_int(&a, SIOCOUTQNSD).unwrap() > 0 {
                         break;
                     }
+                    refused = true;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 Err(e) => panic!("{e}"),
             }

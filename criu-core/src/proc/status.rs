@@ -64,6 +64,9 @@ pub struct ProcStatus {
     /// `THP_enabled`: false after `PR_SET_THP_DISABLE` (absent on old
     /// kernels).
     pub thp_enabled: Option<bool>,
+    /// `VmPin`: memory whose pages something holds pinned (io_uring
+    /// registered buffers, RDMA memory regions), in kB.
+    pub vm_pin_kb: u64,
 }
 
 fn ids<T: std::str::FromStr>(v: &str) -> Option<Vec<T>> {
@@ -114,6 +117,7 @@ pub fn parse_status(text: &str, path: &Path) -> Result<ProcStatus> {
             "Seccomp" => s.seccomp = num(val)? as u32,
             "Seccomp_filters" => s.seccomp_filters = Some(num(val)? as u32),
             "THP_enabled" => s.thp_enabled = Some(num(val)? != 0),
+            "VmPin" => s.vm_pin_kb = num(val.strip_suffix("kB").ok_or_else(bad)?.trim())? as u64,
             _ => {}
         }
     }
@@ -174,7 +178,8 @@ mod tests {
                  SigPnd:\t0000000000000001\nShdPnd:\t0000000000000002\nSigBlk:\t0000000000000004\n\
                  SigIgn:\t0000000000000008\nSigCgt:\t0000000000000010\nCapInh:\t0000000000000020\n\
                  CapPrm:\t0000000000000040\nCapEff:\t0000000000000080\nCapBnd:\t0000000000000100\n\
-                 CapAmb:\t0000000000000200\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t3\nTHP_enabled:\t0\n";
+                 CapAmb:\t0000000000000200\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t3\nTHP_enabled:\t0\n\
+                 VmPin:\t      12 kB\n";
         let s = parse_status(t, Path::new("x")).unwrap();
         let want = ProcStatus {
             name: "worker".into(),
@@ -205,6 +210,7 @@ mod tests {
             seccomp: 2,
             seccomp_filters: Some(3),
             thp_enabled: Some(false),
+            vm_pin_kb: 12,
         };
         assert_eq!(s, want);
         // Three ids where four belong is an error, not a guess.

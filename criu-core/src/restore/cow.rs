@@ -4,14 +4,17 @@
 //! Every task builds (premaps and fills) its private memory before it forks
 //! its children ([`super::tree`]), so each child starts with its parent's
 //! copy of that memory, shared copy-on-write. A child area with the same
-//! bounds and kind as one of its parent's (private anonymous, same mapping
-//! type, grows-down and no-reserve flags) takes the inherited copy into
+//! bounds and kind as one of its parent's (private anonymous, or a private
+//! mapping of the same file at the same offset; same mapping type,
+//! grows-down and no-reserve flags) takes the inherited copy into
 //! its own premap area with `mremap` (the pages stay shared) instead of a
 //! fresh mapping ([`Parent::inherited`]). It is then filled by comparison
 //! ([`fill_inherited`]): a dumped page equal to the one there is left
 //! shared, a different one is written (the kernel copies the page first).
-//! Pages the parent has where the child has none (the child's were zero or
-//! never touched) are dropped with `MADV_DONTNEED` ([`drop_unshared`]).
+//! Pages the parent has where the child has none (the child's were zero,
+//! never touched, or still the file's) are dropped with `MADV_DONTNEED`
+//! ([`drop_unshared`]), which leaves anonymous memory reading zeros and a
+//! private file mapping reading its file (zdtm `cow01`).
 //! The child ends with exactly its own contents, sharing every page that
 //! is the same in both tasks, as in CRIU's restore (zdtm `cow00`); a tree
 //! like PostgreSQL's, whose workers inherit most of their memory, uses
@@ -43,12 +46,13 @@ impl Parent<'_> {
     /// Where the inherited copy of the parent's area matching `v` is (same
     /// bounds, both private anonymous with the same mapping flags), if any.
     pub fn inherited(&self, v: &VmaPlan) -> Option<u64> {
-        if v.kind != VmaKind::Anon {
+        if !matches!(v.kind, VmaKind::Anon | VmaKind::PrivateFile { .. }) {
             return None;
         }
         let i = self.vmas.binary_search_by_key(&v.start, |p| p.start).ok()?;
         let p = &self.vmas[i];
-        let same = p.end == v.end && p.kind == VmaKind::Anon && (p.flags ^ v.flags) & SAME_FLAGS == 0;
+        // A private file area: the same file at the same offset.
+        let same = p.end == v.end && p.kind == v.kind && p.pgoff == v.pgoff && (p.flags ^ v.flags) & SAME_FLAGS == 0;
         if !same {
             return None;
         }
@@ -168,7 +172,7 @@ pub fn drop_unshared(addr: u64, vma: &VmaPlan, sources: &[&PagesPlan], stats: &m
         }
         let (at, len) = (addr + first as u64 * PAGE_SIZE, (k - first) * PAGE_SIZE as usize);
         // SAFETY: pages of this task's premapped area that must read as
-        // zero (the task had none there).
+        // zero or as the file (the task had no page of its own there).
         unsafe { rustix::mm::madvise(at as *mut c_void, len, rustix::mm::Advice::LinuxDontNeed) }
             .sys(|| format!("MADV_DONTNEED({at:#x}, {len:#x})"))?;
         stats.dropped += (k - first) as u64;

@@ -36,6 +36,9 @@ pub struct SharedObjects {
     pub shmem: BTreeMap<u64, OwnedFd>,
     /// The shmid of every memfd inode, by inode id (`memfd_inode_entry`).
     pub memfd_shmids: BTreeMap<u64, u64>,
+    /// What the file kinds left for when the tree is about to run and runs
+    /// (TCP connections out of repair mode, the network lock lifted).
+    pub later: crate::files::Later,
 }
 
 impl SharedObjects {
@@ -83,9 +86,9 @@ pub fn create(images: &ImageDir, tasks: &[&TaskPlan]) -> Result<SharedObjects> {
     // After the objects: a memfd's descriptions are reopenings of its object.
     let memfds: BTreeMap<u64, BorrowedFd<'_>> =
         memfd_shmids.iter().filter_map(|(&inode, shmid)| Some((inode, shmem.get(shmid)?.as_fd()))).collect();
-    let descs = open_descs_with(&all, floor, &memfds)?;
+    let (descs, later) = open_descs_with(&all, floor, &memfds)?;
     drop(memfds);
-    Ok(SharedObjects { descs, shmem, memfd_shmids })
+    Ok(SharedObjects { descs, shmem, memfd_shmids, later })
 }
 
 /// The name CRIU gives a memfd inode that is shared anonymous memory (the

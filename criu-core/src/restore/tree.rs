@@ -244,7 +244,14 @@ struct TaskPipes {
 /// Must be called from a single-threaded process (the tasks are forks).
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let start = std::time::Instant::now();
-    let mut tree = load_tree(&opts.dir, LoadOptions { shell_job: opts.shell_job, ext_unix_sk: opts.ext_unix_sk, ..Default::default() })?;
+    let load_opts = LoadOptions {
+        shell_job: opts.shell_job,
+        ext_unix_sk: opts.ext_unix_sk,
+        tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
+        ..Default::default()
+    };
+    let mut tree = load_tree(&opts.dir, load_opts)?;
     let images = open_dir(&opts.dir)?;
     tracing::info!(tasks = tree.tasks.len(), root = tree.tasks[0].pid, "images loaded");
     // Before any task exists: every thread's credentials are ours to give.
@@ -272,7 +279,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: Some(max), maximum: Some(max) });
     }
     let live: Vec<&TaskPlan> = tree.live().collect();
-    let shared = super::shared::create(&images, &live)?;
+    let mut shared = super::shared::create(&images, &live)?;
     let floor = super::shared::tree_floor(&live);
     drop(live);
     let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
@@ -294,6 +301,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         Forked::Child => task_main(&tree, 0, &mut pipes, &shared, None),
         Forked::Parent { child } => {
             let forking_time = start.elapsed();
+            let mut later = std::mem::take(&mut shared.later);
             drop(shared);
             pipes.status_tx.clear();
             pipes.go_rx.clear();
@@ -311,6 +319,8 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             let hooks = opts.actions.as_ref();
             barrier::run(&mut tracked, &mut guard, &mut || {
                 crate::actions::run(hooks, Action::PostRestore, Some(child))?;
+                // TCP connections out of repair mode before anything runs.
+                later.before_run()?;
                 if let Err(e) = crate::actions::run(hooks, Action::PreResume, Some(child)) {
                     tracing::error!("pre-resume: {e} (the tasks resume anyway)");
                 }
@@ -323,6 +333,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 super::verify::verify_tree(&images, &tasks)
             })?;
             guard.disarm();
+            later.after_run();
             let stats = RestoreStats { forking_time, restore_time: start.elapsed(), pages_restored };
             tracing::info!(pid = child, tasks = tracked.len(), restore_ms = stats.restore_time.as_millis() as u64, pages_restored, "restored");
             Ok(Restored { pid: child, stats })

@@ -82,7 +82,13 @@ pub fn write_pagemaps(dir: &std::path::Path, procs: &[ProcessDump]) -> Result<()
 /// its children) and `zombies` (listed after the live tasks in `pstree.img`,
 /// which keeps parents first since zombies have no children), the
 /// inventory last.
-pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], zombies: &[ZombieDump], s: &DumpSummary) -> Result<(), DumpError> {
+pub fn write_images(
+    dir: &std::path::Path,
+    procs: &[ProcessDump],
+    zombies: &[ZombieDump],
+    s: &DumpSummary,
+    sockets: &crate::net::dump_state::DumpSockets,
+) -> Result<(), DumpError> {
     let dir = ImageDir::open_unchecked(dir);
     let entry = |pid: i32, ppid: i32, pgid: i32, sid: i32, threads: Vec<u32>| pb::PstreeEntry {
         pid: Some(pid as u32),
@@ -117,6 +123,11 @@ pub fn write_images(dir: &std::path::Path, procs: &[ProcessDump], zombies: &[Zom
         root_ids: Some(kobj_ids(std::process::id() as i32)),
         ns_per_id: Some(true),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+        // Restore (ours or CRIU's) lifts the lock the dump left with the
+        // same method, and needs --tcp-close when the dump had it.
+        network_lock_method: Some(sockets.opts.lock as u32),
+        dump_criu_run_id: Some(sockets.run_id().to_owned()),
+        tcp_close: sockets.opts.tcp_close.then_some(true),
         ..Default::default()
     };
     dir.write_inventory(&inv).map_err(img_err)
