@@ -5,7 +5,9 @@
 //! the work directory, which is the images directory unless `-W`), created before the
 //! command runs so it exists even when the command fails. The command's
 //! final error is always one `Error: ...` line on stderr and, with `-o`,
-//! also in the log file, whatever the level.
+//! also in the log file, whatever the level. At `-v4` every step (each a
+//! `tracing` span) ends with a line saying how long it took, as CRIU's
+//! logs do.
 
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -65,7 +67,12 @@ pub fn one_line(e: &anyhow::Error) -> String {
 /// `dir` when given: CRIU's work directory, the images directory unless
 /// `-W`; `label` names it in errors).
 pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>, label: &str) -> Result<Log> {
-    let builder = tracing_subscriber::fmt().with_max_level(level(verbosity)).with_target(false);
+    // Each step (a span, at debug level: -v4) ends with a line saying how
+    // long it took ("close time.busy=... time.idle=...").
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level(verbosity))
+        .with_target(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE);
     let Some(f) = file else {
         // SAFETY: isatty only inspects the descriptor.
         let tty = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;

@@ -3,8 +3,10 @@
 //! Order, as CRIU: `pre-restore` scripts; the restore (the engine calls
 //! `post-restore` and `pre-resume` while every task is held); the pid file
 //! and `stats-restore` in the work directory; `post-resume` scripts; the
-//! status byte; then, without `-d`, waiting for the root and exiting with
-//! its status.
+//! status byte; a watch of the restored tasks (`--watch`, 2 s by default
+//! without `-d`) that reports a task dying of a signal with where it
+//! faulted; then, without `-d`, waiting for the root and exiting with its
+//! status.
 
 use anyhow::{bail, Context, Result};
 use criu_core::actions::Action;
@@ -12,6 +14,10 @@ use criu_core::restore::RestoreOptions;
 
 use crate::cli::{FinalState, Opts};
 use crate::stages::Stages;
+
+/// How long a restore without `-d` watches the tasks it let go
+/// ([`criu_core::restore::watch`]).
+const DEFAULT_WATCH_MS: u64 = 2000;
 
 /// `criu-rs restore`.
 pub fn restore(o: &Opts) -> Result<i32> {
@@ -47,8 +53,10 @@ pub fn restore(o: &Opts) -> Result<i32> {
     opts.external = o.external.clone();
     opts.verify = o.verify;
     opts.actions = Some(stages.hook());
+    let watch = std::time::Duration::from_millis(o.watch_ms.unwrap_or(if o.detach { 0 } else { DEFAULT_WATCH_MS }));
+    opts.watch = !watch.is_zero();
     stages.run(Action::PreRestore, None).context("pre-restore script failed")?;
-    let r = criu_core::restore::restore(&opts).context("restore failed")?;
+    let mut r = criu_core::restore::restore(&opts).context("restore failed")?;
     if let Some(pidfile) = &o.pidfile {
         let path = o.in_work_dir(pidfile);
         std::fs::write(&path, format!("{}", r.pid)).with_context(|| format!("writing the pid file {}", path.display()))?;
@@ -64,9 +72,22 @@ pub fn restore(o: &Opts) -> Result<i32> {
         tracing::error!("post-resume: {e}");
     }
     stages.ready()?;
+    let seen = std::mem::take(&mut r.watch).run(watch, r.pid);
+    for d in &seen.deaths {
+        tracing::error!("{d}");
+        if o.log_file.is_some() {
+            crate::progress::suspend(|| eprintln!("criu-rs: {d}"));
+        }
+    }
     if o.detach {
+        if let Some(d) = seen.deaths.first() {
+            bail!("{d}");
+        }
         return Ok(0);
     }
     // As CRIU: wait for the restored task and exit with its status.
-    Ok(criu_core::restore::wait_exit(r.pid)?)
+    match seen.root_status {
+        Some(status) => Ok(status),
+        None => Ok(criu_core::restore::wait_exit(r.pid)?),
+    }
 }

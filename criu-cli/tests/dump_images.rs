@@ -297,7 +297,7 @@ fn images_hold_what_the_program_set_up() {
     let r = remap.iter().find(|r| jnum(&r["orig_id"]) == ghost_id).expect("ghost remap");
     assert_eq!(r["remap_type"], "GHOST");
     let g = &entries(&dir, &format!("ghost-file-{:x}.img", jnum(&r["remap_id"])))[0];
-    assert_eq!(jnum(&g["size"]), 14);
+    assert!(g.get("size").is_none() && g.get("chunks").is_none(), "a small ghost is raw, without a size, as CRIU writes it: {g}");
     assert_eq!(b64(g["extra"].as_str().unwrap()), b"ghost contents");
     let pr = file_of(p.num("pipe_r"));
     let pw = file_of(p.num("pipe_w"));

@@ -15,7 +15,7 @@ fn entries_of(images: &std::path::Path, ty: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn eventfds_come_back_with_counter_mode_and_flags() {
+fn eventfds_pipes_and_unlinked_files_come_back_with_their_state() {
     let work = scratch("fdkinds-work");
     let images = scratch("fdkinds-images");
     let result = work.join("result");
@@ -31,6 +31,22 @@ fn eventfds_come_back_with_counter_mode_and_flags() {
     let mut counters: Vec<u64> = efds.iter().map(|e| jnum(&e["efd"]["counter"])).collect();
     counters.sort();
     assert_eq!(counters, vec![3, 5, (1 << 40) + 7], "one entry per description (the dup shares one): {efds:?}");
+    let data = crit_decode(&images.join("pipes-data.img"));
+    let pipes: Vec<(u64, u64)> = data["entries"].as_array().unwrap().iter().map(|e| (jnum(&e["size"]), jnum(&e["bytes"]))).collect();
+    for want in [(4096, 100), (256 << 10, 0), (1 << 20, 1 << 20)] {
+        assert!(pipes.contains(&want), "no pipe of capacity {} holding {} bytes: {pipes:?}", want.0, want.1);
+    }
+    // The sparse unlinked file in CRIU 4.2's chunked form: one chunk per extent.
+    let ghosts: Vec<serde_json::Value> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("ghost-file-"))
+        .map(|p| crit_decode(&p))
+        .collect();
+    let sparse = ghosts.iter().find(|g| g["entries"][0]["chunks"] == true).expect("a chunked ghost file");
+    let chunks: Vec<(u64, u64)> = sparse["entries"].as_array().unwrap()[1..].iter().map(|c| (jnum(&c["off"]), jnum(&c["len"]))).collect();
+    assert_eq!((jnum(&sparse["entries"][0]["size"]), chunks.len()), (7 << 20, 2), "chunks {chunks:?}");
+    assert!(ghosts.iter().any(|g| g["entries"][0].get("size").is_none()), "the small one is raw, without a size");
     let before = snapshot(&images);
 
     let held = restore_detached(&images, pid);
@@ -59,7 +75,7 @@ fn fdkinds_checks_pass_without_checkpoint_and_fail_on_change() {
     let report = wait_result(&result);
     assert!(report.contains("FAIL eventfd-counter: read 6"), "{report}");
     assert!(report.ends_with("FAIL 1 check(s)\n"), "{report}");
-    for name in ["eventfd-semaphore", "eventfd-big-counter", "eventfd-cloexec", "eventfd-dup-shares"] {
+    for name in ["eventfd-semaphore", "eventfd-big-counter", "eventfd-cloexec", "eventfd-dup-shares", "ghost-holes", "ghost-mtime", "pipe-1MiB-full"] {
         assert!(report.contains(&format!("ok {name}\n")), "no check {name}:\n{report}");
     }
 }
@@ -116,8 +132,8 @@ impl Pty {
 /// (refused without), and restored by a criu-rs running on terminal B: the
 /// job's terminal fds become B (never A, nor whatever /dev/pts/N is by
 /// then), with the dumped raw mode, control characters and window size;
-/// /dev/tty is reopened (B, criu-rs's controlling terminal); the job's
-/// output appears on B.
+/// /dev/tty is reopened (B, criu-rs's controlling terminal); the job
+/// becomes B's foreground group; its output appears on B.
 #[test]
 fn shell_job_takes_over_the_restoring_terminal() {
     let work = scratch("shelljob-work");
@@ -170,6 +186,11 @@ fn shell_job_takes_over_the_restoring_terminal() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let held = Held::open(job).unwrap();
+    // As CRIU does: the restored job (a group leader) is B's foreground group.
+    let mut fg: libc::pid_t = 0;
+    // SAFETY: TIOCGPGRP on our own master fd writes one pid_t.
+    assert_eq!(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&b.master), libc::TIOCGPGRP, &mut fg) }, 0);
+    assert_eq!(fg, job, "the job is the foreground group of the restoring terminal");
     let link = |fd: i32| std::fs::read_link(format!("/proc/{job}/fd/{fd}")).unwrap().display().to_string();
     assert_eq!([link(0), link(1), link(2), link(5)], [b.path.clone(), b.path.clone(), b.path.clone(), "/dev/tty".into()]);
     let _ = std::fs::remove_file(&result);

@@ -300,39 +300,3 @@ fn corrupt_stream_images_are_refused_and_nothing_is_left() {
     assert!(err.contains(&stream.file_name().unwrap().to_string_lossy().to_string()), "{err}");
     assert!(!alive(pid) && !alive(a), "a task of the failed restore is left");
 }
-
-// ------------------------------------------------------- real programs
-
-/// `python3 -m http.server` answers on its port after the restore.
-#[test]
-fn python_http_server_answers_after_restore() {
-    let work = scratch("http-server");
-    std::fs::write(work.join("hello.txt"), "hello from before the dump\n").unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(work.join("server.log")).unwrap();
-    let mut cmd = std::process::Command::new("/usr/bin/python3");
-    cmd.args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
-        .current_dir(&work)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    in_own_session(&mut cmd);
-    let mut child = Proc::from(cmd.spawn().unwrap());
-    let pid = child.pid() as i32;
-    wait_port(port, &mut child);
-    let get = || {
-        let out = std::process::Command::new("curl").args(["-sS", "--max-time", "60", &format!("http://127.0.0.1:{port}/hello.txt")]).output().unwrap();
-        assert!(out.status.success(), "curl: {}", text(&out.stderr));
-        text(&out.stdout)
-    };
-    assert_eq!(get(), "hello from before the dump\n");
-    let images = scratch("http-server-images");
-    dump_ok(pid, &images, &[]);
-    child.wait();
-    wait_pid_gone(pid);
-    let held = restore_detached(&images, pid);
-    assert_eq!(get(), "hello from before the dump\n");
-    assert_eq!(get(), "hello from before the dump\n");
-    assert_eq!(proc_state(pid).map(|s| s != 'Z'), Some(true));
-    held.signal(libc::SIGKILL).unwrap();
-}

@@ -147,6 +147,11 @@ pub const RESTORE_F_CLOSE_FDS: u64 = 1 << 4;
 /// credentials sets it with PR_SET_DUMPABLE (any thread's uid change resets
 /// it, and it belongs to the address space).
 pub const RESTORE_F_DUMPABLE: u64 = 1 << 5;
+/// `RestoreArgs::flags`, for tests of criu-rs's crash reports only: the
+/// blob faults on purpose (a read of address 8) right after the
+/// sigactions, with every VMA of the image in place. The host sets it for
+/// `CRIU_RS_FAIL_AT=blob-crash`.
+pub const RESTORE_F_TEST_CRASH: u64 = 1 << 6;
 
 /// A range of target addresses `[start, start + len)`.
 #[repr(C)]
@@ -165,9 +170,10 @@ pub struct ArgArray {
     pub count: u64,
 }
 
-/// Where the blob records how far it got and why it stopped.
+/// Where the blob records how far it got, how long each stage took, and
+/// why it stopped.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RestoreStatus {
     /// The `STAGE_*` the blob is in (updated as it goes).
     pub stage: u32,
@@ -176,6 +182,32 @@ pub struct RestoreStatus {
     pub error: i64,
     /// Extra context: an address, an index, a resource number.
     pub detail: u64,
+    /// Marks written to `trail` so far (taken atomically, one per
+    /// recorded stage; may exceed [`TRAIL_LEN`]: later marks are dropped).
+    pub trail_len: u32,
+    pub _pad2: u32,
+    /// Each stage as it was entered, with the time: thread 0's stages in
+    /// order, and every other thread's [`STAGE_SIGRETURN`]. The blob cannot
+    /// format text; the host logs the durations (`-v4`).
+    pub trail: [StageMark; TRAIL_LEN],
+}
+
+/// Marks [`RestoreStatus::trail`] holds.
+pub const TRAIL_LEN: usize = 64;
+
+/// One stage entered: which, and when (`CLOCK_MONOTONIC`, nanoseconds).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageMark {
+    pub stage: u32,
+    pub _pad: u32,
+    pub ns: u64,
+}
+
+impl Default for RestoreStatus {
+    fn default() -> Self {
+        RestoreStatus { stage: 0, _pad: 0, error: 0, detail: 0, trail_len: 0, _pad2: 0, trail: [StageMark::default(); TRAIL_LEN] }
+    }
 }
 
 pub const STAGE_START: u32 = 1;

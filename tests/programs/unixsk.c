@@ -22,9 +22,9 @@
  *            bound to an abstract name (closed): recvfrom must name them
  *   opts     a stream pair end with SO_SNDBUF, SO_RCVBUF, SO_PASSCRED,
  *            SO_PASSSEC, SO_PEEK_OFF, SO_RCVLOWAT, SO_PRIORITY, SO_RCVTIMEO,
- *            SO_SNDTIMEO, SO_LINGER set, O_NONBLOCK and an F_SETOWN owner
- *            (recorded in the images; not checked here yet: restoring
- *            owners is the file framework's, after the tree is forked)
+ *            SO_SNDTIMEO, SO_LINGER set, O_NONBLOCK, an F_SETOWN owner (the
+ *            process) and F_SETSIG SIGRTMIN+2 (restored by the file
+ *            framework once the tree exists)
  *   shut     stream pair, one end shut down for writing after 5 bytes
  *   child    a child holding one end of a stream pair, blocked in read()
  *   unbound  a plain unconnected datagram socket
@@ -232,6 +232,7 @@ static void setup(const char *dir)
 	setsockopt(F.opt[0], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 	fcntl(F.opt[0], F_SETFL, O_NONBLOCK);
 	fcntl(F.opt[0], F_SETOWN, getpid());
+	fcntl(F.opt[0], F_SETSIG, SIGRTMIN + 2);
 	socklen_t sl = sizeof(int);
 	getsockopt(F.opt[0], SOL_SOCKET, SO_SNDBUF, &o_snd, &sl);
 	getsockopt(F.opt[0], SOL_SOCKET, SO_RCVBUF, &o_rcv, &sl);
@@ -482,6 +483,8 @@ static void check_all(void)
 	getsockopt(F.opt[0], SOL_SOCKET, SO_LINGER, &lg, &ll);
 	CHECK(&R, "opt-linger", lg.l_onoff && lg.l_linger == 9, "%d %d", lg.l_onoff, lg.l_linger);
 	CHECK(&R, "opt-nonblock", fcntl(F.opt[0], F_GETFL) & O_NONBLOCK, "flags %#x", fcntl(F.opt[0], F_GETFL));
+	CHECK(&R, "opt-owner", fcntl(F.opt[0], F_GETOWN) == getpid(), "owner %d, want %d", fcntl(F.opt[0], F_GETOWN), getpid());
+	CHECK(&R, "opt-owner-sig", fcntl(F.opt[0], F_GETSIG) == SIGRTMIN + 2, "sig %d", fcntl(F.opt[0], F_GETSIG));
 	CHECK(&R, "opt-peer-plain", sock_int(F.opt[1], SO_PASSCRED) == 0 && !(fcntl(F.opt[1], F_GETFL) & O_NONBLOCK),
 	      "the other end has passcred %d flags %#x", sock_int(F.opt[1], SO_PASSCRED), fcntl(F.opt[1], F_GETFL));
 

@@ -142,6 +142,9 @@ pub struct Opts {
     pub inherit_fd: Vec<criu_core::restore::InheritFd>,
     /// `-d` / `--restore-detached` / `--daemon`.
     pub detach: bool,
+    /// `--watch MS` (criu-rs's): how long restore watches the restored
+    /// tasks after their release (None: 2 s, or 0 with `-d`).
+    pub watch_ms: Option<u64>,
     /// `-r` / `--root`.
     pub root: Option<PathBuf>,
     /// `--manage-cgroups[=MODE]`.
@@ -213,6 +216,7 @@ impl Default for Opts {
             external: Vec::new(),
             inherit_fd: Vec::new(),
             detach: false,
+            watch_ms: None,
             root: None,
             manage_cgroups: None,
             cpu_cap: None,

@@ -191,6 +191,9 @@ pub static OPTIONS: &[Opt] = &[
         "restore the root as a sibling of criu-rs"),
     flag("daemon", None, &[Restore, PageServer, LazyPages], set!(|o, v, on| { o.detach = on; Ok(()) }),
         "same as --restore-detached"),
+    opt("watch", None, Required("MS"), RESTORE, set!(|o, v, on| { o.watch_ms = Some(number(v)?); Ok(()) }),
+        "(criu-rs) trace the restored tasks for MS ms after their release and report one that dies of a signal \
+         (default 2000, 0 with -d)"),
     opt("images-dir", Some('D'), Required("DIR"), ALL, set!(|o, v, on| { o.images_dir = Some(path(v)); Ok(()) }),
         "the images directory (default: the current directory)"),
     opt("work-dir", Some('W'), Required("DIR"), ALL, set!(|o, v, on| { o.work_dir = Some(path(v)); Ok(()) }),

@@ -23,7 +23,7 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind").port()
 }
 
-/// Waits until something listens on `port`.
+/// Waits until something listens on `port` (IPv4 or IPv6).
 pub fn wait_port(port: u16, p: &mut Proc) {
     wait_port_in(None, port, p)
 }
@@ -35,10 +35,11 @@ pub fn wait_port_in(netns: Option<&str>, port: u16, p: &mut Proc) {
     // /proc/net/tcp for the listening socket instead.
     let hex = format!(":{port:04X} ");
     loop {
+        // IPv6 sockets (a JVM's, even bound to 127.0.0.1) are in tcp6.
         let tcp = match netns {
-            None => std::fs::read_to_string("/proc/net/tcp").unwrap_or_default(),
+            None => ["/proc/net/tcp", "/proc/net/tcp6"].map(|f| std::fs::read_to_string(f).unwrap_or_default()).concat(),
             Some(ns) => Command::new("ip")
-                .args(["netns", "exec", ns, "cat", "/proc/net/tcp"])
+                .args(["netns", "exec", ns, "cat", "/proc/net/tcp", "/proc/net/tcp6"])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default(),

@@ -7,7 +7,7 @@ use super::memory::MemStats;
 use super::model::*;
 use super::shared::Shared;
 use super::{vmas, DumpError};
-use crate::files::reg::{path_file, DIR_FLAGS};
+use crate::files::reg::{map_file_flags, path_file, DIR_FLAGS};
 use crate::files::FilesOptions;
 use crate::proc::{self, maps::MapEntry};
 use crate::ptrace::freeze::Frozen;
@@ -102,6 +102,7 @@ fn seccomp_of(tid: i32, mode: u32) -> Result<Seccomp, DumpError> {
 const SIGTRAP_BIT: u64 = 1 << (libc::SIGTRAP - 1);
 
 /// Reads one thread's registers and signal state (no injection).
+#[tracing::instrument(level = "debug", skip_all, fields(tid))]
 fn thread_state(pid: i32, tid: i32) -> Result<ThreadState, DumpError> {
     let sys = |op| move |errno| PtraceError::Sys { op, tid, errno };
     let rseq = match ptrace_get_rseq_configuration(tid) {
@@ -155,6 +156,7 @@ fn vdso_syscall(pid: i32, maps: &[MapEntry]) -> Option<u64> {
 
 /// Runs the injected queries: process-wide ones in the leader, per-thread
 /// ones in every thread. Everything is undone before returning, on errors too.
+#[tracing::instrument(level = "debug", skip_all, fields(pid, threads = threads.len()))]
 fn run_injection(
     pid: i32,
     threads: &mut [ThreadState],
@@ -250,6 +252,7 @@ fn dump_memfd_contents(dir: &std::path::Path, stats: &mut MemStats, sh: &mut Sha
 /// Collects the descriptors, cwd, root, the executable and the files behind
 /// file-backed areas (setting each area's `file_id`). Returns the files and
 /// the executable's file id.
+#[tracing::instrument(level = "debug", skip_all, fields(pid))]
 fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Shared) -> Result<(FilesState, u32), DumpError> {
     let mut next_id = sh.next_file_id;
     let mut files_state = crate::files::dump::collect_fds(pid, &mut next_id, &mut sh.seen, &mut sh.sockets, FilesOptions { shell_job })?;
@@ -263,8 +266,11 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
     files_state.files.push(path_file(pid, "exe", exe_file_id, libc::O_RDONLY as u32)?);
     files_state.cwd_id = cwd_id;
     files_state.root_id = root_id;
-    // File-backed areas get a file id each (same file, same id).
-    let mut vma_files: Vec<((u32, u32), u64, u32)> = Vec::new();
+    // File-backed areas get a file id each (same file opened the same way,
+    // same id), with the mode the file was opened in (not the area's
+    // protection: a read-only area of a file opened O_RDWR may become
+    // writable again with mprotect).
+    let mut vma_files: Vec<(((u32, u32), u64), u32, u32)> = Vec::new();
     for v in vma_list.iter_mut() {
         if v.map.inode == 0 || v.status & vmas::status::AREA_REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
             continue;
@@ -272,16 +278,15 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
         if crate::files::memfd::is_memfd_link(&format!("{} (deleted)", v.map.path)) && v.map.deleted {
             v.status |= vmas::status::AREA_MEMFD;
         }
-        let key = (v.map.dev, v.map.inode);
+        let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
+        let key = ((v.map.dev, v.map.inode), map_file_flags(pid, &link)?);
         v.file_id = match vma_files.iter().find(|f| (f.0, f.1) == key) {
             Some(f) => f.2,
             None => {
                 let id = next_id;
                 next_id += 1;
                 vma_files.push((key.0, key.1, id));
-                let writable = v.map.shared && v.map.has(crate::proc::maps::vmflag::MAYWRITE);
-                let flags = if writable { libc::O_RDWR } else { libc::O_RDONLY } as u32;
-                let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
+                let flags = key.1;
                 let target = format!("{}{}", v.map.path, if v.map.deleted { " (deleted)" } else { "" });
                 if crate::files::memfd::is_memfd_link(&target) {
                     files_state.files.push(crate::files::memfd::vma_file(pid, &link, &target, id, flags, &mut sh.seen)?);
@@ -298,6 +303,7 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
 
 /// Collects everything about the frozen process and writes its memory to
 /// `pages`. Returns the state, the memory counters and the memory time.
+#[tracing::instrument(level = "debug", skip_all, fields(pid = fr.pid()))]
 pub fn collect(
     fr: &Frozen,
     dir: &std::path::Path,
@@ -334,6 +340,17 @@ pub fn collect(
     // The address space as it is with nothing of ours in it.
     let maps = proc::maps::read_smaps(pid)?;
     let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
+    for v in &vma_list {
+        tracing::debug!(
+            start = format_args!("{:#x}", v.map.start),
+            end = format_args!("{:#x}", v.map.end),
+            prot = v.prot,
+            flags = format_args!("{:#x}", v.mmap_flags),
+            status = format_args!("{:#x}", v.status),
+            "VMA {}",
+            v.map.path
+        );
+    }
     if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
         let m = &bad.map;
         return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}: {}", m.start, m.end, m.path, vmas::unsupported_reason(m))));

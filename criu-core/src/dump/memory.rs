@@ -317,6 +317,7 @@ fn write_batch(out: &std::fs::File, b: &Batch) -> Result<(), DumpError> {
 /// With `inc` (a dump against a parent), pages of tracked areas neither
 /// written since nor missing from the parent get `PE_PARENT` entries and
 /// are not copied.
+#[tracing::instrument(level = "debug", skip_all, fields(pid, vmas = vmas.len()))]
 pub fn dump_private(
     pid: i32,
     pm: &Pagemap,

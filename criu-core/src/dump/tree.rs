@@ -135,6 +135,7 @@ impl FrozenTree {
 
     /// Freezes `root` (already checked with [`check_target`]) and all its
     /// descendants within `timeout`.
+    #[tracing::instrument(level = "debug", skip_all, fields(root))]
     pub fn freeze(root: i32, timeout: Duration) -> Result<FrozenTree, DumpError> {
         let deadline = Instant::now() + timeout;
         let mut tree = FrozenTree::default();
@@ -345,6 +346,7 @@ fn task_pages(opts: &DumpOptions, id: u32, root_pages: &Option<std::fs::File>) -
 /// Collects every task of a frozen tree and writes the images; with
 /// `sink`, the private pages go to the page server, with
 /// [`PagesTo::Held`] those of lazy areas are returned.
+#[tracing::instrument(level = "debug", skip_all)]
 fn collect_tree(
     tree: &FrozenTree,
     opts: &DumpOptions,
@@ -446,6 +448,7 @@ fn collect_tree(
 }
 
 /// Dumps `opts.pid` and all its descendants. See the module documentation.
+#[tracing::instrument(level = "debug", skip_all, fields(pid = opts.pid))]
 pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     super::check_supported(opts)?;
     let stat = check_target(opts.pid)?;

@@ -4,6 +4,8 @@
 use super::seen::{FileKey, SeenFile};
 use super::{CollectCtx, DumpSockets, FdEntry, FdProbe, FileDesc, FileDumpError, FileKind, FilesOptions, FilesState, Fown, SeenFiles};
 use crate::proc::fds::FdDirs;
+use linux_raw_sys::general::{f_owner_ex, F_GETOWNER_UIDS, F_GETOWN_EX, F_GETSIG};
+use rustix::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 /// Collects the descriptors of `pid`. File ids start at `next_id`, which is
@@ -26,9 +28,53 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, sockets: &
         let id = cx.alloc_id();
         cx.seen.insert(slot, SeenFile { pid, fd: p.fd, id });
         let kind = FileKind::collect(&p, &mut cx)?;
-        tracing::debug!(pid, fd = p.fd, id, kind = ?kind.fd_type(), target = %p.target, "collected fd");
-        st.files.push(FileDesc { id, flags: p.flags(), pos: p.info.pos, fown: Fown::default(), kind });
+        let fown = read_fown(&p, &cx)?;
+        tracing::debug!(pid, fd = p.fd, id, kind = ?kind.fd_type(), target = %p.target, ?fown, "collected fd");
+        st.files.push(FileDesc { id, flags: p.flags(), pos: p.info.pos, fown, kind });
         st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
     }
     Ok(st)
+}
+
+/// The owner of the probed fd's description (`F_GETSIG`, `F_GETOWN_EX`,
+/// `F_GETOWNER_UIDS`, which needs CONFIG_CHECKPOINT_RESTORE, on a copy of
+/// it); none for `O_PATH` files.
+fn read_fown(p: &FdProbe, cx: &CollectCtx<'_>) -> Result<Fown, FileDumpError> {
+    if p.info.flags & libc::O_PATH as u32 != 0 {
+        return Ok(Fown::default());
+    }
+    let fd = cx.copy_fd(p)?;
+    let sys = |what: &str| {
+        let what = what.to_owned();
+        move |errno| FileDumpError::Sys { at: p.at(), what, errno }
+    };
+    let signum = fcntl_int(&fd, F_GETSIG as libc::c_int, 0).map_err(sys("F_GETSIG"))? as u32;
+    let mut owner = f_owner_ex { type_: 0, pid: 0 };
+    fcntl_ptr(&fd, F_GETOWN_EX as libc::c_int, &mut owner).map_err(sys("F_GETOWN_EX"))?;
+    if owner.pid == 0 {
+        return Ok(Fown { signum, ..Fown::default() });
+    }
+    let mut uids = [0u32; 2];
+    fcntl_ptr(&fd, F_GETOWNER_UIDS as libc::c_int, &mut uids).map_err(sys("F_GETOWNER_UIDS"))?;
+    Ok(Fown { uid: uids[0], euid: uids[1], signum, pid_type: owner.type_ as u32, pid: owner.pid as u32 })
+}
+
+/// `fcntl(fd, cmd, arg)` returning an int.
+pub(super) fn fcntl_int(fd: &impl AsRawFd, cmd: libc::c_int, arg: libc::c_int) -> Result<libc::c_int, rustix::io::Errno> {
+    // SAFETY: an fcntl taking and returning integers only.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, arg) };
+    if r < 0 {
+        return Err(rustix::io::Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+    }
+    Ok(r)
+}
+
+/// `fcntl(fd, cmd, &mut *arg)` for a command reading or filling `T`.
+pub(super) fn fcntl_ptr<T>(fd: &impl AsRawFd, cmd: libc::c_int, arg: &mut T) -> Result<(), rustix::io::Errno> {
+    // SAFETY: `cmd` reads or writes one `T` at a valid, exclusive pointer.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, arg as *mut T) };
+    if r < 0 {
+        return Err(rustix::io::Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+    }
+    Ok(())
 }

@@ -44,7 +44,7 @@ pub enum FileDumpError {
         problem: String,
     },
     /// An unlinked file is too large to keep in the images.
-    #[error("{at}: unlinked file of {size} bytes is over the {limit} limit")]
+    #[error("{at}: unlinked file of {size} bytes on disk is over the {limit} limit (--ghost-limit)")]
     GhostTooBig {
         /// Which fd or link.
         at: String,

@@ -6,7 +6,8 @@
 //! again). Everything else criu-rs had open is closed, except the service
 //! fds the caller still needs.
 
-use super::{DescPlan, Later, OpenCtx, OpenStates, Opened};
+use super::{DescPlan, Fown, Later, OpenCtx, OpenStates, Opened};
+use linux_raw_sys::general::{f_owner_ex, F_SETOWN_EX, F_SETSIG};
 use std::cell::RefCell;
 use crate::restore::error::{RestoreError, Result, SysContext};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -104,8 +105,28 @@ fn dup_all(fds: &[FdPlan], opened: &BTreeMap<u32, OwnedFd>) -> Result<()> {
     for f in fds {
         let desc = opened.get(&f.desc).ok_or(RestoreError::UnknownFileId { fd: f.fd, id: f.desc })?;
         dup3_to(desc.as_fd(), f.fd, f.cloexec)?;
+        tracing::debug!(fd = f.fd, id = f.desc, cloexec = f.cloexec, "fd installed");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for f in fds.iter().filter(|f| seen.insert(f.desc)) {
+        renew_async(f.fd)?;
     }
     Ok(())
+}
+
+/// For a description in `O_ASYNC` mode, turns it off and on again on `fd`:
+/// the kernel reports that fd number in the SIGIO it sends (`si_fd`), and
+/// the description was opened on another number (in criu-rs).
+fn renew_async(fd: RawFd) -> Result<()> {
+    // SAFETY: `fd` is open for the duration (just dup3'd); borrowed only.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = rustix::fs::fcntl_getfl(fd).sys(|| format!("F_GETFL({})", fd.as_raw_fd()))?;
+    if !flags.contains(OFlags::ASYNC) {
+        return Ok(());
+    }
+    let set = |f: OFlags| rustix::fs::fcntl_setfl(fd, f).sys(|| format!("F_SETFL({:#x}) on fd {}", f.bits(), fd.as_raw_fd()));
+    set(flags - OFlags::ASYNC)?;
+    set(flags)
 }
 
 /// Creates every description on a temporary fd at or above `floor`, each
@@ -119,6 +140,7 @@ pub fn open_descs(descs: &BTreeMap<u32, DescPlan>, floor: RawFd) -> Result<(BTre
 
 /// [`open_descs`] with the tree's memfd objects by inode id (see
 /// [`super::OpenCtx::memfds`]).
+#[tracing::instrument(level = "debug", skip_all, fields(descs = descs.len()))]
 pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &BTreeMap<u64, BorrowedFd<'_>>) -> Result<(BTreeMap<u32, OwnedFd>, Later)> {
     let mut out = BTreeMap::new();
     let mut states = OpenStates::default();
@@ -128,9 +150,10 @@ pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &B
         let mut later = Vec::new();
         for &(id, d) in &pending {
             let cx = OpenCtx { floor, opened: &out, memfds, later: &leftover };
+            let t = std::time::Instant::now();
             match d.open(&mut states, &cx)? {
                 Opened::Fd(fd) => {
-                    tracing::debug!(id, name = %d.name(), "opened description");
+                    tracing::debug!(id, name = %d.name(), us = t.elapsed().as_micros() as u64, "opened description");
                     out.insert(*id, move_above(fd, floor)?);
                 }
                 Opened::NotYet => later.push((id, d)),
@@ -148,6 +171,71 @@ pub fn open_descs_with(descs: &BTreeMap<u32, DescPlan>, floor: RawFd, memfds: &B
     let mut later = leftover.into_inner();
     later.after_open()?;
     Ok((out, later))
+}
+
+/// Copies (at or above `floor`) of the descriptions in `opened` that have
+/// an owner in `owners`, with it: kept by criu-rs until every task exists
+/// ([`set_owners`]).
+pub fn owned<'a>(opened: &BTreeMap<u32, OwnedFd>, owners: impl IntoIterator<Item = (&'a u32, &'a Fown)>, floor: RawFd) -> Result<Vec<(OwnedFd, Fown)>> {
+    let mut out = Vec::new();
+    for (id, fown) in owners {
+        let Some(fd) = opened.get(id) else { continue };
+        let copy = rustix::io::fcntl_dupfd_cloexec(fd, floor).sys(|| format!("dup of file {id:#x}"))?;
+        out.push((copy, *fown));
+    }
+    Ok(out)
+}
+
+/// `F_SETSIG` and `F_SETOWN_EX` (under the owner's uid and euid, which the
+/// kernel records with it) on each description: once every task of the
+/// tree exists, before any runs (the owner must exist).
+pub fn set_owners(owned: &[(OwnedFd, Fown)]) -> Result<()> {
+    for (fd, fown) in owned {
+        if fown.signum != 0 {
+            // SAFETY: an fcntl taking an integer.
+            if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG as libc::c_int, fown.signum as libc::c_int) } < 0 {
+                return Err(RestoreError::sys(format!("F_SETSIG({})", fown.signum), last_errno()));
+            }
+        }
+        if fown.pid == 0 {
+            continue;
+        }
+        let owner = f_owner_ex { type_: fown.pid_type as libc::c_int, pid: fown.pid as libc::pid_t };
+        let set = || {
+            // SAFETY: F_SETOWN_EX reads one f_owner_ex at a valid pointer.
+            match unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX as libc::c_int, &owner) } {
+                0 => Ok(()),
+                _ => Err(last_errno()),
+            }
+        };
+        as_uids(fown.uid, fown.euid, set).map_err(|e| RestoreError::sys(format!("F_SETOWN_EX(type {}, pid {}) as uid {}/{}", fown.pid_type, fown.pid, fown.uid, fown.euid), e))?;
+    }
+    Ok(())
+}
+
+/// Runs `f` with this thread's real and effective uid set to `uid`, `euid`
+/// (the saved uid keeps criu-rs's, so its capabilities come back after).
+fn as_uids<T>(uid: u32, euid: u32, f: impl FnOnce() -> std::result::Result<T, rustix::io::Errno>) -> std::result::Result<T, rustix::io::Errno> {
+    let (ruid0, euid0) = (rustix::process::getuid().as_raw(), rustix::process::geteuid().as_raw());
+    if (ruid0, euid0) == (uid, euid) {
+        return f();
+    }
+    let setresuid = |r: u32, e: u32| {
+        // SAFETY: a raw setresuid(2) for this thread only (the saved uid is
+        // left alone); no Rust state depends on the thread's uids.
+        match unsafe { libc::syscall(libc::SYS_setresuid, r, e, -1i32) } {
+            0 => Ok(()),
+            _ => Err(last_errno()),
+        }
+    };
+    setresuid(uid, euid)?;
+    let out = f();
+    setresuid(ruid0, euid0)?;
+    out
+}
+
+fn last_errno() -> rustix::io::Errno {
+    rustix::io::Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }
 
 /// Writes all of `buf` to `fd`.

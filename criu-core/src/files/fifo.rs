@@ -4,8 +4,8 @@
 //! per FIFO while its descriptions are opened (so opening never blocks and
 //! the buffer survives), puts the bytes back through it, then lets it go.
 
-use super::fdtable::{set_status_flags, write_all};
-use super::pipe::{peek_pipe, read_queued, write_queued};
+use super::fdtable::set_status_flags;
+use super::pipe::{fill_pipe, peek_pipe, read_queued, write_queued, PipeData};
 use super::reg::{reg_entry, reg_file, strip_deleted, RegFile};
 use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, LoadCtx, OpenCtx, Opened, SideImage};
 use crate::images::pb::{self, FdTypes};
@@ -26,8 +26,8 @@ pub struct FifoDumped {
     pub path: String,
     /// The FIFO's inode number.
     pub pipe_ino: u64,
-    /// Bytes queued in it (first end seen only).
-    pub data: Option<Vec<u8>>,
+    /// Capacity and queued bytes (first end seen only).
+    pub data: Option<PipeData>,
     /// `st_mode`.
     pub mode: u32,
     /// Id of the regular-file entry naming the FIFO's path.
@@ -41,8 +41,8 @@ pub struct FifoPlan {
     pub file: RegFile,
     /// Shared by every end of one FIFO.
     pub pipe_id: u32,
-    /// Bytes to put back once per FIFO.
-    pub queued: Vec<u8>,
+    /// Capacity and bytes to put back, once per FIFO.
+    pub data: PipeData,
 }
 
 /// One read-write end per FIFO, held while its descriptions are opened.
@@ -70,7 +70,7 @@ impl FdKind for Fifo {
         let pipe_id = d.pipe_ino as u32;
         let fifo = pb::FifoEntry { id: Some(f.id), pipe_id: Some(pipe_id), regf_id: Some(d.regf_id) };
         sink.push(pb::FileEntry { r#type: Some(FdTypes::Fifo as i32), id: Some(f.id), fifo: Some(fifo), ..Default::default() });
-        write_queued(sink, ImageKind::FifoData, pipe_id, d.data.as_deref())?;
+        write_queued(sink, ImageKind::FifoData, pipe_id, d.data.as_ref())?;
         // The FIFO's path, as the regular-file entry `regf_id` names it.
         let mut reg = reg_entry(d.regf_id, f.flags, &f.fown, &d.path);
         reg.mode = Some(d.mode);
@@ -87,13 +87,13 @@ impl FdKind for Fifo {
             return Err(cx.bad(format!("FIFO {id:#x} without its pipe id or path entry {regf_id:#x}")));
         };
         let file = RegFile { pos: 0, size: None, ..reg_file(reg) };
-        let queued = cx.side::<FifoData>()?.0.get(&pipe_id).cloned().unwrap_or_default();
-        Ok(FifoPlan { file, pipe_id, queued })
+        let data = cx.side::<FifoData>()?.0.get(&pipe_id).cloned().unwrap_or_default();
+        Ok(FifoPlan { file, pipe_id, data })
     }
 
     fn open(p: &FifoPlan, st: &mut Keepers, _cx: &OpenCtx<'_>) -> Result<Opened> {
         if let std::collections::btree_map::Entry::Vacant(v) = st.0.entry(p.pipe_id) {
-            v.insert(open_keeper(&p.file, &p.queued)?);
+            v.insert(open_keeper(&p.file, p.pipe_id, &p.data)?);
         }
         let r = &p.file;
         let flags = OFlags::from_bits_retain((r.flags & libc::O_ACCMODE) as u32) | OFlags::NONBLOCK | OFlags::CLOEXEC;
@@ -109,7 +109,7 @@ impl FdKind for Fifo {
 }
 
 /// `fifo-data.img`.
-struct FifoData(BTreeMap<u32, Vec<u8>>);
+struct FifoData(BTreeMap<u32, PipeData>);
 
 impl SideImage for FifoData {
     fn read(images: &ImageDir) -> Result<Self> {
@@ -118,30 +118,41 @@ impl SideImage for FifoData {
 }
 
 /// `open(path, O_RDWR | O_NONBLOCK)` on a FIFO (never blocks, keeps the
-/// FIFO's buffer alive) and puts its queued bytes back through it.
-fn open_keeper(r: &RegFile, queued: &[u8]) -> Result<OwnedFd> {
+/// FIFO's buffer alive); gives it its capacity and queued bytes through it.
+fn open_keeper(r: &RegFile, pipe_id: u32, data: &PipeData) -> Result<OwnedFd> {
     let fd = rustix::fs::open(&r.path, OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| RestoreError::FileChanged { path: r.path.clone(), problem: format!("cannot open the FIFO: {e}") })?;
     let st = rustix::fs::fstat(&fd).sys(|| format!("fstat({})", r.path.display()))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
         return Err(RestoreError::FileChanged { path: r.path.clone(), problem: "no longer a FIFO".into() });
     }
-    write_all(&fd, queued).map_err(|e| RestoreError::sys(format!("refilling FIFO {}", r.path.display()), e))?;
+    fill_pipe(&fd, pipe_id, data)?;
     Ok(fd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::roundtrip::{crit_decodes, desc, roundtrip};
+    use crate::files::roundtrip::{crit_decodes, desc, roundtrip, roundtrip_files};
+    use crate::files::Fown;
     use crate::files::{DescPlan, FileKind, LoadOptions};
 
     #[test]
     fn fifo_and_its_path_round_trip() {
-        let d = FifoDumped { path: "/tmp/ff".into(), pipe_ino: 9, data: Some(b"xy".to_vec()), mode: libc::S_IFIFO | 0o600, regf_id: 5 };
+        let data = PipeData { size: Some(4096), bytes: b"xy".to_vec() };
+        let d = FifoDumped { path: "/tmp/ff".into(), pipe_ino: 9, data: Some(data.clone()), mode: libc::S_IFIFO | 0o600, regf_id: 5 };
         let (plans, tmp) = roundtrip(&[desc(1, libc::O_RDONLY, FileKind::Fifo(d))], &LoadOptions::default());
         let file = RegFile { path: "/tmp/ff".into(), flags: libc::O_RDONLY, pos: 0, size: None, mode: Some(libc::S_IFIFO | 0o600) };
-        assert_eq!(plans.unwrap()[&1], DescPlan::Fifo(FifoPlan { file, pipe_id: 9, queued: b"xy".to_vec() }));
+        assert_eq!(plans.unwrap()[&1], DescPlan::Fifo(FifoPlan { file, pipe_id: 9, data }));
         crit_decodes(&tmp.path().join("fifo-data.img"));
+    }
+
+    #[test]
+    fn owner_of_a_fifo_travels_in_its_path_entry() {
+        let d = FifoDumped { path: "/tmp/ff".into(), pipe_ino: 9, data: None, mode: libc::S_IFIFO | 0o600, regf_id: 5 };
+        let mut f = desc(1, libc::O_RDONLY, FileKind::Fifo(d));
+        f.fown = Fown { uid: 0, euid: 1000, signum: 0, pid_type: 0, pid: 77 };
+        let (files, _tmp) = roundtrip_files(&[f.clone()], &LoadOptions::default());
+        assert_eq!(files.unwrap().owners, [(1, f.fown)].into());
     }
 }

@@ -2,7 +2,7 @@
 //! and the descriptions it names, each loaded by its kind.
 
 use super::fdtable::FdPlan;
-use super::{DescPlan, LoadCtx, LoadOptions, SideImages};
+use super::{DescPlan, Fown, LoadCtx, LoadOptions, SideImages};
 use crate::images::pb;
 use crate::images::{ImageDir, ImageKind};
 use crate::restore::error::{RestoreError, Result};
@@ -24,14 +24,19 @@ pub fn load_files(images: &ImageDir) -> Result<BTreeMap<u32, pb::FileEntry>> {
     Ok(out)
 }
 
-/// `fdinfo-FILES_ID.img` with the descriptions it refers to; the fd table
-/// sorted by fd number.
-pub fn load_fds(
-    images: &ImageDir,
-    files_id: u32,
-    files: &BTreeMap<u32, pb::FileEntry>,
-    opts: &LoadOptions,
-) -> Result<(Vec<FdPlan>, BTreeMap<u32, DescPlan>)> {
+/// A task's fd table and the descriptions it refers to.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFiles {
+    /// The fd table, sorted by fd number.
+    pub fds: Vec<FdPlan>,
+    /// Descriptions by file id.
+    pub descs: BTreeMap<u32, DescPlan>,
+    /// Owners (`F_SETOWN`/`F_SETSIG`) of the descriptions that have one.
+    pub owners: BTreeMap<u32, Fown>,
+}
+
+/// `fdinfo-FILES_ID.img` with the descriptions it refers to.
+pub fn load_fds(images: &ImageDir, files_id: u32, files: &BTreeMap<u32, pb::FileEntry>, opts: &LoadOptions) -> Result<TaskFiles> {
     let fdinfo_path = images.image_path(ImageKind::Fdinfo, files_id as u64);
     let infos: Vec<pb::FdinfoEntry> = images.read_all(ImageKind::Fdinfo, files_id as u64)?;
     let side = SideImages::default();
@@ -39,6 +44,7 @@ pub fn load_fds(
     let mut fds: Vec<FdPlan> = Vec::with_capacity(infos.len());
     let mut numbers = std::collections::HashSet::with_capacity(infos.len());
     let mut descs = BTreeMap::new();
+    let mut owners = BTreeMap::new();
     for info in &infos {
         let (fd, id) = (info.fd.unwrap_or_default() as i32, info.id.unwrap_or_default());
         if fd < 0 || !numbers.insert(fd) {
@@ -53,7 +59,11 @@ pub fn load_fds(
             return Err(RestoreError::bad(cx.files_path(), format!("no file with id {id:#x} (fd {fd} in {})", fdinfo_path.display())));
         };
         descs.insert(id, DescPlan::load(file, &cx.for_fd(fd))?);
+        let fown = Fown::of_entry(file, files);
+        if fown.is_set() {
+            owners.insert(id, fown);
+        }
     }
     fds.sort_by_key(|f| f.fd);
-    Ok((fds, descs))
+    Ok(TaskFiles { fds, descs, owners })
 }

@@ -429,6 +429,36 @@ pub struct Fown {
 }
 
 impl Fown {
+    /// Whether anything is set (a signal or an owner).
+    pub fn is_set(&self) -> bool {
+        self.signum != 0 || self.pid != 0
+    }
+
+    /// The owner recorded in `e` (every kind's part carries a `fown_entry`,
+    /// but a FIFO's, which is in the REG entry naming its path).
+    pub fn of_entry(e: &pb::FileEntry, files: &BTreeMap<u32, pb::FileEntry>) -> Fown {
+        let fown = None
+            .or(e.reg.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.isk.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.psk.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.nlsk.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.efd.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.epfd.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.sgfd.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.tfd.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.ify.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.ffy.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.ext.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.usk.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.pipe.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.tty.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.memfd.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.bpf.as_ref().and_then(|x| x.fown.as_ref()))
+            .or(e.pidfd.as_ref().and_then(|x| x.fown.as_ref()));
+        let fifo_path = e.fifo.as_ref().and_then(|f| f.regf_id).and_then(|id| files.get(&id)).and_then(|r| r.reg.as_ref());
+        Fown::from_entry(fown.or(fifo_path.and_then(|r| r.fown.as_ref())))
+    }
+
     /// As a `fown_entry`.
     pub fn entry(&self) -> pb::FownEntry {
         pb::FownEntry {

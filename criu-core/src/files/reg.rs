@@ -4,10 +4,15 @@
 //! `ghost-file-N.img`, named by a `remap-fpath.img` record, and restore
 //! recreates, opens and unlinks them again).
 //!
+//! Ghosts are written as CRIU 4.2 does: owner, mode, times, and the
+//! contents raw after the entry (below 12 KiB), or as `ghost_chunk_entry`
+//! records, one per data extent (`SEEK_DATA`/`SEEK_HOLE`), with `chunks`
+//! and `size` set, so a sparse file keeps its holes. Restore writes the
+//! extents into a file of the dumped size, then sets owner, mode and times.
+//!
 //! Also the files behind `/proc/PID/{cwd,root,exe,map_files/..}`
 //! ([`path_file`]), which are REG entries nobody's fd refers to.
 
-use super::fdtable::write_all;
 use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FileKind, FilesSink, Fown, LoadCtx, OpenCtx, Opened, SideImage};
 use crate::images::pb::{self, FdTypes, RemapType};
 use crate::images::{ImageDir, ImageError, ImageKind};
@@ -18,8 +23,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Largest unlinked file whose contents we keep.
-pub const GHOST_LIMIT: u64 = 64 << 20;
+/// Largest unlinked file whose contents we keep, in allocated bytes
+/// (`st_blocks * 512`: holes are free), CRIU's default `--ghost-limit`.
+pub const GHOST_LIMIT: u64 = 1 << 20;
 
 /// Open flags CRIU records for directories (cwd, root).
 pub const DIR_FLAGS: u32 = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;
@@ -59,15 +65,20 @@ pub struct Ghost {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Mode.
+    /// Mode (type and permission bits).
     pub mode: u32,
     /// Modification time (sec, nsec).
     pub mtime: (i64, i64),
     /// Access time (sec, nsec).
     pub atime: (i64, i64),
-    /// The contents.
-    pub data: Vec<u8>,
+    /// `st_size`.
+    pub size: u64,
+    /// The data, by extent: (offset, bytes); holes between them.
+    pub extents: Vec<(u64, Vec<u8>)>,
 }
+
+/// Files from this size on are written in chunks (as CRIU does).
+const GHOST_CHUNKS_FROM: u64 = 3 * 4096;
 
 /// A file opened by path, with what the dump recorded about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +100,8 @@ pub struct RegFile {
 pub struct RegPlan {
     /// The path and flags.
     pub file: RegFile,
-    /// An unlinked file's contents: recreated, opened, unlinked again.
-    pub ghost: Option<Vec<u8>>,
+    /// An unlinked file: recreated, opened, unlinked again.
+    pub ghost: Option<Ghost>,
 }
 
 impl FdKind for Reg {
@@ -129,7 +140,7 @@ impl FdKind for Reg {
         let reg = e.reg.as_ref().ok_or_else(|| cx.bad(format!("file {id:#x} is REG without reg_file_entry")))?;
         let file = reg_file(reg);
         match cx.side::<Remaps>()?.0.get(&id) {
-            Some(&ghost_id) => Ok(RegPlan { ghost: Some(load_ghost(cx.images, ghost_id)?), file: RegFile { size: None, ..file } }),
+            Some(&ghost_id) => Ok(RegPlan { ghost: Some(load_ghost(cx.images, ghost_id)?), file: RegFile { size: None, mode: None, ..file } }),
             None => Ok(RegPlan { file, ghost: None }),
         }
     }
@@ -137,7 +148,7 @@ impl FdKind for Reg {
     fn open(p: &RegPlan, _st: &mut (), _cx: &OpenCtx<'_>) -> Result<Opened> {
         match &p.ghost {
             None => open_reg(&p.file),
-            Some(contents) => open_ghost(&p.file, contents),
+            Some(g) => open_ghost(&p.file, g),
         }
         .map(Opened::Fd)
     }
@@ -163,21 +174,66 @@ pub fn dumped(path: &str, mnt_id: i32, md: &std::fs::Metadata, ghost: Option<Gho
 }
 
 /// Saves an unlinked file through its `/proc/PID/NAME` link (`fd/N`,
-/// `exe`, `map_files/START-END`); `at` names it in errors.
+/// `exe`, `map_files/START-END`): attributes and data extents; `at` names
+/// it in errors. The limit is on the blocks it occupies, not on its (maybe sparse) size.
 fn read_ghost(pid: i32, name: &str, at: &str, md: &std::fs::Metadata) -> std::result::Result<Ghost, FileDumpError> {
-    if md.len() > GHOST_LIMIT {
-        return Err(FileDumpError::GhostTooBig { at: at.into(), size: md.len(), limit: GHOST_LIMIT });
-    }
     let path = crate::proc::path(pid, name);
-    let data = std::fs::read(&path).map_err(|source| FileDumpError::Ghost { at: at.into(), source })?;
+    let io = |e: rustix::io::Errno| FileDumpError::Ghost { at: at.into(), source: e.into() };
+    let fd = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOATIME, Mode::empty())
+        .or_else(|_| rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()))
+        .map_err(io)?;
+    // As CRIU counts it: what the file occupies on disk.
+    let allocated = md.blocks() * 512;
+    if allocated > GHOST_LIMIT {
+        return Err(FileDumpError::GhostTooBig { at: at.into(), size: allocated, limit: GHOST_LIMIT });
+    }
+    let size = md.len();
+    let ranges = data_ranges(&fd, size).map_err(io)?;
+    let mut extents = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        let mut buf = vec![0u8; (end - start) as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match rustix::io::pread(&fd, &mut buf[got..], start + got as u64).map_err(io)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        // The file shrank while we read (it cannot: its owner is frozen).
+        buf.truncate(got);
+        extents.push((start, buf));
+    }
     Ok(Ghost {
         uid: md.uid(),
         gid: md.gid(),
         mode: md.mode(),
         mtime: (md.mtime(), md.mtime_nsec()),
         atime: (md.atime(), md.atime_nsec()),
-        data,
+        size,
+        extents,
     })
+}
+
+/// The `[start, end)` ranges of `fd` holding data (`SEEK_DATA`,
+/// `SEEK_HOLE`); all of it where the file system cannot tell.
+fn data_ranges(fd: &OwnedFd, size: u64) -> std::result::Result<Vec<(u64, u64)>, rustix::io::Errno> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let start = match rustix::fs::seek(fd, SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL) if pos == 0 => return Ok(vec![(0, size)]),
+            Err(e) => return Err(e),
+        };
+        let end = rustix::fs::seek(fd, SeekFrom::Hole(start))?.min(size);
+        if end <= start {
+            break;
+        }
+        out.push((start, end));
+        pos = end;
+    }
+    Ok(out)
 }
 
 /// Strips the ` (deleted)` suffix the kernel adds to unlinked paths.
@@ -201,6 +257,19 @@ pub fn path_file(pid: i32, name: &str, id: u32, flags: u32) -> std::result::Resu
     // An unlinked executable or mapped file (or a memfd) travels as a ghost.
     let ghost = if deleted && md.is_file() && md.nlink() == 0 { Some(read_ghost(pid, name, name, &md)?) } else { None };
     Ok(FileDesc { id, flags, pos: 0, fown: Fown::default(), kind: FileKind::Reg(dumped(path, -1, &md, ghost)) })
+}
+
+/// The access mode (`O_RDONLY`/`O_WRONLY`/`O_RDWR`) of the file mapped at
+/// `/proc/PID/LINK` (`map_files/START-END`), which the kernel shows as the
+/// link's owner permissions.
+pub fn map_file_flags(pid: i32, link: &str) -> std::result::Result<u32, FileDumpError> {
+    let md = std::fs::symlink_metadata(crate::proc::path(pid, link)).map_err(|source| FileDumpError::Stat { at: link.into(), source })?;
+    let (r, w) = (md.mode() & libc::S_IRUSR != 0, md.mode() & libc::S_IWUSR != 0);
+    Ok(match (r, w) {
+        (true, true) => libc::O_RDWR,
+        (false, true) => libc::O_WRONLY,
+        _ => libc::O_RDONLY,
+    } as u32)
 }
 
 /// A `reg_file_entry` naming `path` (pos 0; no mount id, size or mode).
@@ -231,26 +300,46 @@ pub fn kdev(dev: u64) -> u32 {
     (libc::major(dev) << 20) | libc::minor(dev)
 }
 
-/// `ghost-file-GID.img`: the entry and the contents.
+/// `ghost-file-GID.img` as CRIU 4.2 writes it: the entry, then the
+/// contents raw (small files) or as one `ghost_chunk_entry` + bytes per
+/// data extent.
 fn write_ghost(dir: &ImageDir, gid: u64, d: &RegDumped, g: &Ghost) -> std::result::Result<(), ImageError> {
     let tv = |(sec, nsec): (i64, i64)| pb::Timeval { tv_sec: Some(sec as u64), tv_usec: Some(nsec as u64 / 1000) };
+    let chunks = g.size >= GHOST_CHUNKS_FROM;
     let ge = pb::GhostFileEntry {
         uid: Some(g.uid),
         gid: Some(g.gid),
         mode: Some(g.mode),
         dev: Some(kdev(d.dev_ino.0)),
         ino: Some(d.dev_ino.1),
-        rdev: Some(kdev(d.rdev)),
+        rdev: None,
         atim: Some(tv(g.atime)),
         mtim: Some(tv(g.mtime)),
-        chunks: Some(false),
-        size: Some(g.data.len() as u64),
+        chunks: chunks.then_some(true),
+        size: chunks.then_some(g.size),
         symlnk_target: None,
     };
     let mut w = dir.create_image(ImageKind::GhostFile, gid)?;
     w.write_entry(&ge)?;
-    w.write_raw(&g.data)?;
+    if chunks {
+        for (off, bytes) in &g.extents {
+            w.write_entry_with_payload(&pb::GhostChunkEntry { len: Some(bytes.len() as u64), off: Some(*off) }, bytes)?;
+        }
+    } else {
+        w.write_raw(&dense(g.size, &g.extents))?;
+    }
     w.finish()
+}
+
+/// The contents of a file of `size` bytes with these extents.
+fn dense(size: u64, extents: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = vec![0u8; size as usize];
+    for (off, bytes) in extents {
+        let at = (*off as usize).min(out.len());
+        let n = bytes.len().min(out.len() - at);
+        out[at..at + n].copy_from_slice(&bytes[..n]);
+    }
+    out
 }
 
 // ------------------------------------------------------------- restore side
@@ -288,31 +377,53 @@ impl SideImage for Remaps {
     }
 }
 
-/// The saved contents of ghost file `id` (`ghost-file-ID.img`).
-fn load_ghost(images: &ImageDir, id: u32) -> Result<Vec<u8>> {
+/// Ghost file `id` (`ghost-file-ID.img`): CRIU's chunked form, its raw
+/// form (contents up to the end of the image, no size), or ours before
+/// chunks (raw, `size` set).
+fn load_ghost(images: &ImageDir, id: u32) -> Result<Ghost> {
     let path = images.image_path(ImageKind::GhostFile, id as u64);
     let mut r = images.open_image(ImageKind::GhostFile, id as u64)?;
     let g: pb::GhostFileEntry = r.read_next()?;
-    if g.mode.unwrap_or_default() & libc::S_IFMT != libc::S_IFREG {
-        return Err(RestoreError::Unsupported { file: path, what: "ghost that is not a regular file".into() });
+    let mode = g.mode.unwrap_or_default();
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(RestoreError::Unsupported { file: path, what: format!("ghost file of mode {mode:o} (not a regular file)") });
     }
-    let size = g.size.unwrap_or_default();
-    let mut data = Vec::new();
+    let time = |t: &Option<pb::Timeval>| t.as_ref().map_or((0, 0), |t| (t.tv_sec.unwrap_or_default() as i64, t.tv_usec.unwrap_or_default() as i64 * 1000));
+    let mut ghost = Ghost {
+        uid: g.uid.unwrap_or_default(),
+        gid: g.gid.unwrap_or_default(),
+        mode,
+        mtime: time(&g.mtim),
+        atime: time(&g.atim),
+        size: 0,
+        extents: Vec::new(),
+    };
     if g.chunks == Some(true) {
-        data.resize(size as usize, 0u8);
+        let size = g.size.ok_or_else(|| RestoreError::bad(&path, "chunked ghost file without its size"))?;
+        let mut end_prev = 0;
         while let Some(c) = r.read_entry::<pb::GhostChunkEntry>()? {
             let (off, len) = (c.off.unwrap_or_default(), c.len.unwrap_or_default());
-            let end = off.checked_add(len).filter(|&e| e <= size);
+            let end = off.checked_add(len).filter(|&e| e <= size && off >= end_prev);
             let Some(end) = end else {
-                return Err(RestoreError::bad(&path, format!("chunk {off:#x}+{len:#x} is past the file size {size}")));
+                return Err(RestoreError::bad(&path, format!("chunk {off:#x}+{len:#x} overlaps another or is past the file size {size}")));
             };
-            r.read_raw_into(&mut data[off as usize..end as usize])?;
+            ghost.extents.push((off, r.read_raw(len)?));
+            end_prev = end;
         }
+        ghost.size = size;
     } else {
-        data = r.read_raw(size)?;
+        let len = match g.size {
+            Some(size) => size,
+            None => {
+                let total = std::fs::metadata(&path).map_err(|source| RestoreError::ImageIo { file: path.clone(), source })?.len();
+                total.saturating_sub(r.offset())
+            }
+        };
+        ghost.extents.push((0, r.read_raw(len)?));
         r.expect_eof("ghost_file_entry contents")?;
+        ghost.size = len;
     }
-    Ok(data)
+    Ok(ghost)
 }
 
 /// Opens a regular file or directory by path and checks it against the dump.
@@ -347,21 +458,39 @@ fn check_reg(fd: &OwnedFd, r: &RegFile) -> Result<()> {
     Ok(())
 }
 
-/// Recreates an unlinked file from its saved contents, opens it with the
-/// dumped flags and unlinks it again.
-fn open_ghost(r: &RegFile, contents: &[u8]) -> Result<OwnedFd> {
+/// Recreates an unlinked file from its saved contents (holes kept), gives
+/// it its owner, mode and times, opens it with the dumped flags and
+/// unlinks it again.
+fn open_ghost(r: &RegFile, g: &Ghost) -> Result<OwnedFd> {
     let path = free_name(&r.path);
-    let perm = Mode::from_bits_truncate(r.mode.unwrap_or(0o600) & 0o7777);
     let create = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-    let w = rustix::fs::open(&path, create, perm).sys(|| format!("creating ghost file {}", path.display()))?;
-    rustix::fs::fchmod(&w, perm).sys(|| format!("fchmod({})", path.display()))?;
-    write_all(&w, contents).map_err(|e| RestoreError::sys(format!("writing ghost file {}", path.display()), e))?;
+    let w = rustix::fs::open(&path, create, Mode::from_bits_truncate(0o600)).sys(|| format!("creating ghost file {}", path.display()))?;
+    let made = fill_ghost(&w, &path, g);
     drop(w);
-    let fd = open_reg(&RegFile { path: path.clone(), ..r.clone() });
+    let fd = made.and_then(|()| open_reg(&RegFile { path: path.clone(), ..r.clone() }));
     let unlinked = rustix::fs::unlink(&path).sys(|| format!("unlinking ghost file {}", path.display()));
     let fd = fd?;
     unlinked?;
     Ok(fd)
+}
+
+/// Writes a ghost's extents, size, owner, mode (after the owner, which
+/// clears set-id bits) and times into the new file `w`.
+fn fill_ghost(w: &OwnedFd, path: &Path, g: &Ghost) -> Result<()> {
+    let what = |call: &str| format!("{call} on ghost file {}", path.display());
+    for (off, bytes) in &g.extents {
+        let mut done = 0;
+        while done < bytes.len() {
+            done += rustix::io::pwrite(w, &bytes[done..], off + done as u64).sys(|| what("pwrite"))?;
+        }
+    }
+    rustix::fs::ftruncate(w, g.size).sys(|| what("ftruncate"))?;
+    let (uid, gid) = (rustix::fs::Uid::from_raw(g.uid), rustix::fs::Gid::from_raw(g.gid));
+    rustix::fs::fchown(w, Some(uid), Some(gid)).sys(|| what("fchown"))?;
+    rustix::fs::fchmod(w, Mode::from_bits_truncate(g.mode & 0o7777)).sys(|| what("fchmod"))?;
+    let ts = |(sec, nsec): (i64, i64)| rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec as _ };
+    let times = rustix::fs::Timestamps { last_access: ts(g.atime), last_modification: ts(g.mtime) };
+    rustix::fs::futimens(w, &times).sys(|| what("futimens"))
 }
 
 /// `path` if nothing exists there, else a sibling name that is free.
@@ -393,21 +522,58 @@ mod tests {
         })
     }
 
+    fn sparse_ghost() -> Ghost {
+        let extents = vec![(0, b"head".to_vec()), (1 << 20, vec![7u8; 5000])];
+        Ghost { uid: 1, gid: 2, mode: libc::S_IFREG | 0o6604, mtime: (123456, 789000), atime: (5, 6000), size: (1 << 20) + 8192, extents }
+    }
+
     #[test]
-    fn path_and_ghost_round_trip() {
-        let ghost = Ghost { uid: 1, gid: 2, mode: libc::S_IFREG | 0o600, mtime: (3, 4000), atime: (5, 6000), data: b"gone!".to_vec() };
+    fn path_and_ghosts_round_trip() {
+        let small = Ghost { size: 5, extents: vec![(0, b"gone!".to_vec())], ..sparse_ghost() };
         let mut a = desc(1, libc::O_RDWR | libc::O_APPEND, file("/tmp/a", None));
         a.pos = 3;
-        let b = desc(2, libc::O_RDONLY, file("/tmp/b", Some(ghost)));
-        let (plans, tmp) = roundtrip(&[a, b], &LoadOptions::default());
+        let b = desc(2, libc::O_RDONLY, file("/tmp/b", Some(small.clone())));
+        let c = desc(3, libc::O_RDONLY, file("/tmp/c", Some(sparse_ghost())));
+        let (plans, tmp) = roundtrip(&[a, b, c], &LoadOptions::default());
         let plans = plans.unwrap();
         let a_file = RegFile { path: "/tmp/a".into(), flags: libc::O_RDWR | libc::O_APPEND, pos: 3, size: Some(5), mode: Some(libc::S_IFREG | 0o640) };
         assert_eq!(plans[&1], DescPlan::Reg(RegPlan { file: a_file, ghost: None }));
-        let DescPlan::Reg(b) = &plans[&2] else { panic!("{plans:?}") };
-        assert_eq!((b.file.path.to_str(), b.file.size, b.ghost.as_deref()), (Some("/tmp/b"), None, Some(&b"gone!"[..])));
-        for name in ["files.img", "remap-fpath.img", "ghost-file-1.img"] {
+        let ghost_of = |id| match &plans[&id] {
+            DescPlan::Reg(RegPlan { ghost: Some(g), file }) => (file.path.clone(), g.clone()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ghost_of(2), ("/tmp/b".into(), small));
+        // Times travel in microseconds; the holes stay holes.
+        assert_eq!(ghost_of(3), ("/tmp/c".into(), sparse_ghost()));
+        for name in ["files.img", "remap-fpath.img", "ghost-file-1.img", "ghost-file-2.img"] {
             crit_decodes(&tmp.path().join(name));
         }
+        // CRIU's forms: small files raw without a size, larger ones in chunks.
+        let dir = ImageDir::open_unchecked(tmp.path());
+        let mut r = dir.open_image(ImageKind::GhostFile, 1).unwrap();
+        let e: pb::GhostFileEntry = r.read_next().unwrap();
+        assert_eq!((e.size, e.chunks), (None, None));
+        let e: pb::GhostFileEntry = dir.open_image(ImageKind::GhostFile, 2).unwrap().read_next().unwrap();
+        assert_eq!((e.size, e.chunks, e.rdev), (Some((1 << 20) + 8192), Some(true), None));
+    }
+
+    #[test]
+    fn ghost_is_recreated_sparse_with_owner_mode_and_times() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = RegFile { path: tmp.path().join("g"), flags: libc::O_RDWR, pos: 4, size: None, mode: Some(libc::S_IFREG | 0o644) };
+        let g = sparse_ghost();
+        let fd = open_ghost(&file, &g).unwrap();
+        assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "the ghost is unlinked again");
+        let st = rustix::fs::fstat(&fd).unwrap();
+        assert_eq!((st.st_uid, st.st_gid, st.st_mode, st.st_size as u64), (1, 2, libc::S_IFREG | 0o6604, g.size));
+        assert_eq!((st.st_mtime, st.st_mtime_nsec), (123456, 789000));
+        assert!((st.st_blocks as u64) * 512 < 64 << 10, "holes kept: {} blocks", st.st_blocks);
+        assert_eq!(rustix::fs::seek(&fd, SeekFrom::Current(0)).unwrap(), 4);
+        let mut buf = [0u8; 4];
+        rustix::io::pread(&fd, &mut buf, 0).unwrap();
+        assert_eq!(&buf, b"head");
+        rustix::io::pread(&fd, &mut buf, (1 << 20) + 4996).unwrap();
+        assert_eq!(buf, [7, 7, 7, 7]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! temporary images directory, then read back through `files.img`, the
 //! side images and the kind's `load`, as a restore would.
 
-use super::load::{load_fds, load_files};
+use super::load::{load_fds, load_files, TaskFiles};
 use super::{write_desc, DescPlan, FileDesc, FileKind, FilesSink, Fown, LoadOptions};
 use crate::images::{pb, ImageDir, ImageKind};
 use crate::restore::Result;
@@ -16,6 +16,12 @@ pub fn desc(id: u32, flags: i32, kind: FileKind) -> FileDesc {
 /// Writes `descs` (each on fd = its index) and loads them back with
 /// `opts`: the plans by file id, and the images directory (kept alive).
 pub fn roundtrip(descs: &[FileDesc], opts: &LoadOptions) -> (Result<BTreeMap<u32, DescPlan>>, tempfile::TempDir) {
+    let (files, dir) = roundtrip_files(descs, opts);
+    (files.map(|t| t.descs), dir)
+}
+
+/// [`roundtrip`], with the fd table and owners.
+pub fn roundtrip_files(descs: &[FileDesc], opts: &LoadOptions) -> (Result<TaskFiles>, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = ImageDir::create(tmp.path()).unwrap();
     let mut sink = FilesSink::new(&dir);
@@ -36,7 +42,7 @@ pub fn roundtrip(descs: &[FileDesc], opts: &LoadOptions) -> (Result<BTreeMap<u32
         .collect();
     dir.write_all(ImageKind::Fdinfo, 1, &infos).unwrap();
     let files = load_files(&dir).unwrap();
-    let plans = load_fds(&dir, 1, &files, opts).map(|(_, descs)| descs);
+    let plans = load_fds(&dir, 1, &files, opts);
     (plans, tmp)
 }
 

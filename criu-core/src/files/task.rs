@@ -61,6 +61,7 @@ pub fn install(t: &TaskFiles<'_>, opened: &BTreeMap<u32, OwnedFd>, keep: &[RawFd
             made.insert(f.desc, move_above(d.open_in_task(&t.cx())?, fd_floor(t.fds))?);
         }
         dup3_to(made[&f.desc].as_fd(), f.fd, f.cloexec)?;
+        tracing::debug!(fd = f.fd, id = f.desc, cloexec = f.cloexec, "fd installed (opened in the task)");
     }
     drop(made);
     t.run(TaskStage::FdsInstalled)

@@ -265,6 +265,43 @@ impl FdKind for Tty {
     }
 }
 
+/// As CRIU does for a restored shell job: if the root took over criu-rs's
+/// terminal (`--shell-job`) and leads its own process group in criu-rs's
+/// session, that group becomes the terminal's foreground group (else it
+/// would be stopped by SIGTTIN at its first read). Called in the root once
+/// its group exists; nothing to do when the terminal is not criu-rs's
+/// controlling terminal.
+pub fn take_foreground(plan: &crate::restore::plan::TaskPlan, pid: i32, pgid: i32, sid: i32) -> Result<()> {
+    let inherits = plan.descs.values().any(|d| matches!(d, super::DescPlan::Tty(TtyPlan { how: TtyHow::Inherit(0), .. })));
+    if !inherits || sid == pid || pgid != pid {
+        return Ok(());
+    }
+    let stdin = rustix::stdio::stdin();
+    let ours = rustix::termios::tcgetsid(stdin).ok().zip(rustix::process::getsid(None).ok());
+    if !matches!(ours, Some((a, b)) if a == b) {
+        return Ok(());
+    }
+    let group = rustix::process::Pid::from_raw(pid).ok_or_else(|| RestoreError::Prepare(format!("bad pid {pid}")))?;
+    // A background group's tcsetpgrp raises SIGTTOU unless it is blocked.
+    let ttou = [libc::SIGTTOU];
+    let set = |how| {
+        // SAFETY: sigprocmask on this (single-threaded) task with a set built
+        // from one signal number; the old mask is not needed.
+        unsafe {
+            let mut m: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut m);
+            ttou.iter().for_each(|&s| {
+                libc::sigaddset(&mut m, s);
+            });
+            libc::sigprocmask(how, &m, std::ptr::null_mut());
+        }
+    };
+    set(libc::SIG_BLOCK);
+    let done = rustix::termios::tcsetpgrp(stdin, group).sys(|| format!("tcsetpgrp(stdin, {pid}) for the restored shell job"));
+    set(libc::SIG_UNBLOCK);
+    done
+}
+
 // ---------------------------------------------------------------- dump side
 
 /// The number of `/dev/pts/N`.

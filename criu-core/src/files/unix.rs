@@ -94,7 +94,7 @@ impl FdKind for UnixSk {
     }
 
     fn write(f: &FileDesc, d: &UnixSocketDump, sink: &mut FilesSink<'_>) -> Result<(), ImageError> {
-        sink.push(file_entry(f.id, d));
+        sink.push(file_entry(f.id, d, f.fown));
         if let Some(e) = &d.external {
             sink.push(external_entry(e));
         }
@@ -135,18 +135,6 @@ pub const USK_INHERIT: u32 = 8;
 /// `SIOCUNIXFILE` (`SIOCPROTOPRIVATE + 0`): an `O_PATH` descriptor of a
 /// bound socket's file.
 const SIOCUNIXFILE: u32 = 0x89e0;
-/// `F_GETOWNER_UIDS` (`CONFIG_CHECKPOINT_RESTORE`): the owner's uid and euid.
-const F_GETOWNER_UIDS: i32 = 17;
-/// `F_GETSIG`, `F_GETOWN_EX` (`asm-generic/fcntl.h`).
-const F_GETSIG: i32 = 11;
-const F_GETOWN_EX: i32 = 16;
-
-/// `struct f_owner_ex`.
-#[repr(C)]
-struct FOwnerEx {
-    type_: libc::c_int,
-    pid: libc::pid_t,
-}
 /// One stream chunk read at a time.
 const STREAM_CHUNK: usize = 1 << 20;
 /// Room for control messages on a peeked message.
@@ -246,29 +234,6 @@ pub enum UnixDumpError {
     },
 }
 
-/// Reads the owner of the file behind `fd` (`F_GETOWN_EX`, `F_GETSIG`,
-/// `F_GETOWNER_UIDS`); `fd` may be a copy of the task's descriptor: the
-/// owner belongs to the description.
-pub fn read_fown(fd: BorrowedFd<'_>) -> Result<Fown, (String, Errno)> {
-    let mut ex = FOwnerEx { type_: 0, pid: 0 };
-    // SAFETY: F_GETOWN_EX writes one f_owner_ex into `ex`.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut ex) } < 0 {
-        return Err(("fcntl(F_GETOWN_EX)".into(), last_errno()));
-    }
-    // SAFETY: F_GETSIG takes no argument.
-    let sig = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) };
-    if sig < 0 {
-        return Err(("fcntl(F_GETSIG)".into(), last_errno()));
-    }
-    let mut uids = [0u32; 2];
-    // SAFETY: F_GETOWNER_UIDS writes two uid_t into `uids`.
-    let r = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWNER_UIDS, uids.as_mut_ptr()) };
-    if r < 0 && last_errno() != Errno::INVAL {
-        return Err(("fcntl(F_GETOWNER_UIDS)".into(), last_errno()));
-    }
-    Ok(Fown { uid: uids[0], euid: uids[1], signum: sig as u32, pid_type: ex.type_ as u32, pid: ex.pid as u32 })
-}
-
 /// The errno of the last failed libc call.
 fn last_errno() -> Errno {
     Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL))
@@ -293,8 +258,6 @@ pub struct UnixSocketDump {
     pub info: UnixSockInfo,
     /// File status flags (`O_RDWR`, `O_NONBLOCK`, ...).
     pub flags: u32,
-    /// Signal owner.
-    pub fown: Fown,
     /// `SOL_SOCKET` options.
     pub opts: SockOpts,
     /// A path name's file: mode, uid, gid.
@@ -416,7 +379,6 @@ impl UnixDumpCtx {
         let mut d = UnixSocketDump {
             info,
             flags,
-            fown: Fown::default(),
             opts: SockOpts::default(),
             perms: None,
             name_dir: None,
@@ -436,7 +398,6 @@ impl UnixDumpCtx {
         }
         let sys = |(call, errno): (String, Errno)| UnixDumpError::Sys { sock: sock.clone(), call, errno };
         let own = self.take_fd(pid, fd).map_err(sys)?;
-        d.fown = read_fown(own.as_fd()).map_err(sys)?;
         d.opts = SockOpts::read(own.as_fd(), libc::AF_UNIX).map_err(|source| UnixDumpError::Opt { sock: sock.clone(), source })?;
         if d.info.has_path() {
             let (perms, dir, deleted) = path_name(own.as_fd(), d.info.name.as_deref().unwrap_or_default()).map_err(sys)?;
@@ -703,8 +664,9 @@ pub fn resolve_peers(sockets: &mut [&mut UnixSocketDump], ctx: &UnixDumpCtx, nex
     Ok(externals)
 }
 
-/// The `files.img` entry of a dumped socket, description `id`.
-pub fn file_entry(id: u32, s: &UnixSocketDump) -> pb::FileEntry {
+/// The `files.img` entry of a dumped socket, description `id`, owned by
+/// `fown` (read for every kind by the framework, restored at release).
+pub fn file_entry(id: u32, s: &UnixSocketDump, fown: Fown) -> pb::FileEntry {
     let shutdown = match s.info.shutdown & 3 {
         0 => None,
         1 => Some(pb::SkShutdown::Read),
@@ -721,7 +683,7 @@ pub fn file_entry(id: u32, s: &UnixSocketDump) -> pb::FileEntry {
         // CRIU records the send queue length here for a non-listener.
         backlog: Some(s.info.wqlen),
         peer: Some(s.info.peer),
-        fown: Some(s.fown.entry()),
+        fown: Some(fown.entry()),
         opts: Some(s.opts.to_entry()),
         name: Some(s.info.name.clone().unwrap_or_default()),
         shutdown: shutdown.map(|x| x as i32),
@@ -1564,7 +1526,7 @@ mod tests {
         resolve_peers(&mut refs, &ctx, &mut next)?;
         let mut entries: Vec<pb::FileEntry> = Vec::new();
         for (id, d) in &dumped {
-            entries.push(file_entry(*id, d));
+            entries.push(file_entry(*id, d, Fown::default()));
             entries.extend(d.external.iter().map(external_entry));
         }
         dir.write_all(ImageKind::Files, 0, &entries).unwrap();

@@ -172,17 +172,21 @@ impl<R: Read> ImageReader<R> {
 
     /// Reads an image holding exactly one entry (`mm`, `fs`, `inventory`...).
     pub fn read_one<M: Message + Default + Name + Validate>(&mut self) -> Result<M> {
+        let t = std::time::Instant::now();
         let m = self.read_next()?;
         self.expect_eof(M::NAME)?;
+        tracing::debug!(path = %self.path.display(), bytes = self.offset, us = t.elapsed().as_micros() as u64, "image read: one {}", M::NAME);
         Ok(m)
     }
 
     /// Reads every remaining entry (for images without raw payloads).
     pub fn read_all<M: Message + Default + Name + Validate>(&mut self) -> Result<Vec<M>> {
+        let t = std::time::Instant::now();
         let mut v = Vec::new();
         while let Some(m) = self.read_entry()? {
             v.push(m);
         }
+        tracing::debug!(path = %self.path.display(), bytes = self.offset, us = t.elapsed().as_micros() as u64, "image read: {} {}", v.len(), M::NAME);
         Ok(v)
     }
 

@@ -85,6 +85,7 @@ impl ImageWriter {
         if let Some(mut t) = self.temp.take() {
             t.commit()?;
         }
+        tracing::debug!(path = %self.path.display(), bytes = self.offset, "image written");
         Ok(())
     }
 }

@@ -187,6 +187,10 @@ pub fn build_args(
     if matches!(plan.mm.dumpable, Some(0 | 1)) {
         flags |= RESTORE_F_DUMPABLE;
     }
+    if std::env::var_os("CRIU_RS_FAIL_AT").is_some_and(|v| v == "blob-crash") {
+        // Tests of the crash report: the blob faults on purpose.
+        flags |= RESTORE_F_TEST_CRASH;
+    }
     let auxv: Vec<u8> = plan.mm.auxv().iter().flat_map(|w| w.to_le_bytes()).collect();
     let mm = mm_arg(&plan.mm, b.push_bytes(&auxv), fds.exe);
     let timers = tc.timers.clone().unwrap_or_default();

@@ -10,7 +10,8 @@
 //! they come. [`TreeGuard`] kills every task of ours if anything fails.
 
 use super::error::Result;
-use super::finalize::{blob_failure, cleanup, died, failure, ptrace_err, read_status, step_syscall, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
+use super::finalize::{blob_failure, cleanup, died, failure, log_trail, ptrace_err, read_status, stage_name, step_syscall, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
+use super::watch::{signame, Area, Fault, Watch};
 use crate::abi::STAGE_SIGRETURN;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
@@ -34,11 +35,50 @@ pub struct Tracked {
     /// Some task of the tree enters seccomp: trace with
     /// `PTRACE_O_SUSPEND_SECCOMP`.
     suspend_seccomp: bool,
+    /// Its image's VMAs, to name where a crash happened.
+    areas: Vec<Area>,
+    /// The last signal a thread was seen taking in the blob.
+    fault: Option<Fault>,
 }
 
 impl Tracked {
     pub fn new(pid: i32, threads: Vec<ThreadEnd>, status_rx: OwnedFd, go: Option<OwnedFd>, stopped: bool) -> Self {
-        Tracked { pid, threads, status_rx, go, log: StatusLog::default(), place: None, stopped, suspend_seccomp: false }
+        Tracked {
+            pid,
+            threads,
+            status_rx,
+            go,
+            log: StatusLog::default(),
+            place: None,
+            stopped,
+            suspend_seccomp: false,
+            areas: Vec::new(),
+            fault: None,
+        }
+    }
+
+    /// The areas of its image (named in crash reports).
+    pub fn with_areas(self, areas: Vec<Area>) -> Self {
+        Tracked { areas, ..self }
+    }
+
+    /// The image's areas and criu-rs's own (blob, arguments) once placed.
+    fn all_areas(&self) -> Vec<Area> {
+        let mut v = self.areas.clone();
+        if let Some(pl) = self.log.place() {
+            let own = |start: u64, len: u64, what: &str| Area { start, end: start + len, prot: String::new(), what: what.into() };
+            v.push(own(pl.blob_start, pl.blob_len, "criu-rs's restorer blob"));
+            v.push(own(pl.args_start, pl.args_len, "criu-rs's restorer arguments"));
+        }
+        v
+    }
+
+    /// How the task died in the blob: the signal a thread took there, if one.
+    fn crash(&self) -> String {
+        match &self.fault {
+            Some(f) => format!("; thread {} took {}", f.tid, f.describe(&self.all_areas())),
+            None => String::new(),
+        }
     }
 
     /// Traces the task with its seccomp suspended (set on every task of a
@@ -67,13 +107,17 @@ fn seize_tree(pid: i32, suspend_seccomp: bool) -> Result<()> {
 /// (an error there fails the restore, the guard kills the tree), steps
 /// every thread through its `rt_sigreturn` and removes the blob, asks
 /// `check` (every task is then as it will run, still stopped and traced:
-/// `--verify` looks at it), then lets them all go.
+/// `--verify` looks at it), then lets them all go: detached, or, with
+/// `watch`, still traced by the returned [`Watch`] (all but tasks left
+/// stopped).
+#[tracing::instrument(level = "debug", skip_all, fields(tasks = tasks.len()))]
 pub fn run(
     tasks: &mut [Tracked],
     guard: &mut TreeGuard,
+    watch: bool,
     before_release: &mut dyn FnMut() -> Result<()>,
     check: &mut dyn FnMut() -> Result<()>,
-) -> Result<()> {
+) -> Result<Watch> {
     for t in tasks.iter_mut() {
         if let Some(go) = t.go.take() {
             // The root (our child), or a task forked by a helper (whose
@@ -88,16 +132,25 @@ pub fn run(
         }
     }
     tracing::debug!(tasks = tasks.len(), "every thread of every task reached the blob's last stop");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for t in tasks.iter() {
+            if let Some(st) = t.place.as_ref().and_then(|pl| read_status(t.pid, pl)) {
+                log_trail(t.pid, &st);
+            }
+        }
+    }
     guard.all_trapped = true;
     before_release()?;
+    let mut watched = Watch::default();
     for t in tasks.iter() {
         finish(t)?;
     }
     check()?;
     for t in tasks.iter() {
-        let_go(t)?;
+        let_go(t, watch.then_some(&mut watched))?;
     }
-    Ok(())
+    watched.start().map_err(ptrace_err(tasks.first().map_or(0, |t| t.pid), "starting the watch"))?;
+    Ok(watched)
 }
 
 /// Lets `tid` of task `t` run until the blob's trap, passing on signals
@@ -134,13 +187,25 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
                 return Ok(());
             }
             WaitStatus::Stopped(_, sig) => {
-                tracing::debug!(pid, tid, ?sig, "signal while restoring; passing it on");
+                t.log.drain(&t.status_rx);
+                let f = Fault::read(tid, sig as i32);
+                tracing::debug!(pid, tid, "signal while restoring, passed on: {}", f.describe(&t.all_areas()));
+                t.fault = Some(f);
                 ptrace::cont(p, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
             }
             WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
                 t.log.drain(&t.status_rx);
                 let st = t.log.place().and_then(|pl| read_status(pid, &pl));
+                if let Some(st) = &st {
+                    log_trail(pid, st);
+                }
+                let status = ptrace::getevent(p).unwrap_or(0) as i32;
                 let _ = ptrace::cont(p, None);
+                if libc::WIFSIGNALED(status) {
+                    let sig = libc::WTERMSIG(status);
+                    let stage = st.map_or_else(|| "before the blob started".to_string(), |s| format!("in the blob at stage {} ({})", s.stage, stage_name(s.stage)));
+                    return Err(died(pid, format!("thread {tid} died of {} {stage}{}", signame(sig), t.crash())));
+                }
                 return Err(failure(pid, &t.log, || blob_failure(st)));
             }
             WaitStatus::PtraceEvent(_, _, ev) => {
@@ -164,7 +229,7 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
                 t.log.drain(&t.status_rx);
                 return Err(failure(pid, &t.log, || format!("thread {tid} exited with status {code}")));
             }
-            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("thread {tid} killed by {sig:?}"))),
+            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("thread {tid} killed by {sig:?}{}", t.crash()))),
             other => tracing::debug!(pid, tid, ?other, "wait status while restoring"),
         }
     }
@@ -172,6 +237,7 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
 
 /// Steps every thread of `t` through `rt_sigreturn` and removes the blob
 /// (on the leader); every thread stays stopped and traced.
+#[tracing::instrument(level = "debug", skip_all, fields(pid = t.pid, threads = t.threads.len()))]
 fn finish(t: &Tracked) -> Result<()> {
     let place = t.place.as_ref().ok_or_else(|| died(t.pid, "no blob placement"))?;
     let mut leader_insn = 0;
@@ -184,14 +250,23 @@ fn finish(t: &Tracked) -> Result<()> {
     cleanup(t.pid, leader_insn, place, &t.threads)
 }
 
-/// Detaches every thread of `t` (stopped first if it was dumped stopped).
-fn let_go(t: &Tracked) -> Result<()> {
+/// Detaches every thread of `t` (stopped first if it was dumped stopped),
+/// or hands them to `watch`.
+fn let_go(t: &Tracked, watch: Option<&mut Watch>) -> Result<()> {
     if t.stopped {
         // Queued while every thread is still ours: each one takes it (the
         // whole group stops, the parent is told) before it runs any code.
         // SIGSTOP whatever stopped it at dump time: the others can be
         // handled or, in an orphaned process group, discarded.
         nix::sys::signal::kill(Pid::from_raw(t.pid), Signal::SIGSTOP).map_err(ptrace_err(t.pid, "kill(SIGSTOP)"))?;
+    }
+    match watch {
+        Some(w) if !t.stopped => {
+            w.add(t.pid, t.threads.iter().map(|th| th.tid).collect(), t.areas.clone());
+            tracing::debug!(pid = t.pid, threads = t.threads.len(), "task restored, watched as it runs");
+            return Ok(());
+        }
+        _ => {}
     }
     for tid in t.threads.iter().rev().map(|th| th.tid) {
         ptrace::detach(Pid::from_raw(tid), None).map_err(ptrace_err(t.pid, "PTRACE_DETACH"))?;

@@ -58,6 +58,7 @@ pub fn guarded(plan: &TaskPlan, status: OwnedFd, f: impl FnOnce(&OwnedFd) -> Res
 /// memory object of the tree, created by criu-rs and inherited), the
 /// memory's final protections, fs context, name, the blob; ends in the
 /// jump (`Ok` never happens).
+#[tracing::instrument(level = "debug", skip_all, fields(pid = plan.pid, fds = plan.fds.len()))]
 pub fn prepare(
     plan: &TaskPlan,
     lazy: Option<&LazySetup>,
@@ -131,6 +132,13 @@ fn shared_mapping_fds(plan: &TaskPlan, objs: &SharedObjects, floor: i32) -> Resu
             }
             _ => continue,
         };
+        tracing::debug!(
+            start = format_args!("{:#x}", v.start),
+            end = format_args!("{:#x}", v.end),
+            prot = v.prot,
+            "VMA mapped in place by the blob: {:?}",
+            v.kind
+        );
         shared.push((i, move_above(fd, floor)?));
     }
     Ok(shared)
@@ -209,6 +217,7 @@ fn open_ro(path: &std::path::Path, floor: i32) -> Result<OwnedFd> {
 /// fills them from the pages files. Protections and advice come later
 /// ([`prepare`]), after the children are forked. `ids`: every pid and tid
 /// of the tree (the fill's helper thread must not hold one of them).
+#[tracing::instrument(level = "debug", skip_all, fields(pid = plan.pid, vmas = plan.vmas.len()))]
 pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32]) -> Result<Premap> {
     raise_nofile();
     set_thp_disabled(plan.mm.thp_disabled.unwrap_or(false))?;

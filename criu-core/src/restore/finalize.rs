@@ -114,8 +114,28 @@ pub(super) fn blob_failure(st: Option<RestoreStatus>) -> String {
     }
 }
 
+/// Logs (`-v4`) the blob's stages in task `pid` from its status trail:
+/// each stage with the time until the next one was entered.
+pub(super) fn log_trail(pid: i32, st: &RestoreStatus) {
+    let n = (st.trail_len as usize).min(crate::abi::TRAIL_LEN);
+    let marks = &st.trail[..n];
+    for (i, m) in marks.iter().enumerate() {
+        let took = marks.get(i + 1).map(|next| next.ns.saturating_sub(m.ns));
+        match took {
+            Some(ns) => tracing::debug!(pid, stage = m.stage, us = ns / 1000, "blob: {}", stage_name(m.stage)),
+            None => tracing::debug!(pid, stage = m.stage, "blob: {} (last)", stage_name(m.stage)),
+        }
+    }
+    if let (Some(first), Some(last)) = (marks.first(), marks.last()) {
+        tracing::debug!(pid, stages = n, us = last.ns.saturating_sub(first.ns) / 1000, "blob: done");
+    }
+    if st.trail_len as usize > n {
+        tracing::debug!(pid, dropped = st.trail_len as usize - n, "blob: more stages than its trail holds");
+    }
+}
+
 /// What the blob was doing at `STAGE_*` `stage`.
-fn stage_name(stage: u32) -> &'static str {
+pub(super) fn stage_name(stage: u32) -> &'static str {
     use crate::abi::*;
     match stage {
         STAGE_START => "start",

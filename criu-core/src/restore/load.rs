@@ -51,6 +51,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<TaskPlan> {
 }
 
 /// Loads the live task `root` of the dump in `images` with all its threads.
+#[tracing::instrument(level = "debug", skip_all, fields(pid = root.pid))]
 pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) -> Result<TaskPlan> {
     let images = images.clone();
     let pstree_path = images.image_path(ImageKind::Pstree, 0);
@@ -86,7 +87,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
     let (pages, lazy, parent_pages) = load_pages(&images, pid, &vmas)?;
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
-    let (fds, descs) = load_fds(&images, files_id, &files, opts)?;
+    let task_files = load_fds(&images, files_id, &files, opts)?;
     let creds = std::iter::once((pid, &core))
         .chain(threads.iter().map(|(t, c)| (*t, c)))
         .map(|(tid, c)| {
@@ -121,8 +122,9 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         pgid: root.pgid.unwrap_or_default() as i32,
         sid: root.sid.unwrap_or_default() as i32,
         fs,
-        fds,
-        descs,
+        fds: task_files.fds,
+        descs: task_files.descs,
+        owners: task_files.owners,
         first_held: Default::default(),
         vmas,
         pages,

@@ -47,6 +47,7 @@ pub mod tree;
 pub mod validate;
 pub mod verify;
 pub mod vdso;
+pub mod watch;
 pub mod xsave;
 
 pub use error::{RestoreError, Result};
@@ -87,6 +88,9 @@ pub struct RestoreOptions {
     /// The caller's action hook ([`crate::actions`]): called at
     /// `post-restore` and `pre-resume`, with the root's pid.
     pub actions: Option<crate::actions::ActionHook>,
+    /// Keep tracing the restored tasks after the release, in
+    /// [`Restored::watch`], to report one that dies ([`watch`]).
+    pub watch: bool,
 }
 
 /// One `--inherit-fd fd[N]:KEY`.
@@ -116,6 +120,7 @@ impl RestoreOptions {
             external: Vec::new(),
             verify: false,
             actions: None,
+            watch: false,
         }
     }
 
@@ -126,7 +131,8 @@ impl RestoreOptions {
         if self.leave_stopped {
             return refuse("--leave-stopped (leaving the restored tree stopped)".into());
         }
-        if let Some(i) = self.inherit_fd.first() {
+        // Terminals (`tty[RDEV:DEV]`) are taken by the tty file kind.
+        if let Some(i) = self.inherit_fd.iter().find(|i| !i.key.starts_with("tty[")) {
             return refuse(format!("--inherit-fd fd[{}]:{}", i.fd, i.key));
         }
         if let Some(e) = self.external.first() {
@@ -136,14 +142,17 @@ impl RestoreOptions {
     }
 }
 
-/// A task brought back and running (detached from criu-rs's ptrace; still
-/// criu-rs's child).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A task brought back and running (still criu-rs's child; detached from
+/// criu-rs's ptrace, or watched with [`RestoreOptions::watch`]).
+#[derive(Debug)]
 pub struct Restored {
     /// The root task's pid.
     pub pid: i32,
     /// What the restore took (CRIU's `restore_stats_entry`).
     pub stats: RestoreStats,
+    /// The tasks still traced for diagnosis ([`watch::Watch::run`]); empty
+    /// unless [`RestoreOptions::watch`]. Dropping it lets them go.
+    pub watch: watch::Watch,
 }
 
 /// Counters of one restore, as CRIU's `stats-restore` holds them.

@@ -27,6 +27,9 @@ pub struct TaskPlan {
     pub fds: Vec<FdPlan>,
     /// Open file descriptions by image id (shared by dup'd fds).
     pub descs: BTreeMap<u32, DescPlan>,
+    /// Owners (`F_SETOWN_EX`, `F_SETSIG`) of descriptions that have one,
+    /// set once every task exists ([`crate::files::fdtable::set_owners`]).
+    pub owners: BTreeMap<u32, crate::files::Fown>,
     /// The descriptions this task is the first of the tree to hold: it
     /// finishes them ([`crate::files::task`]); filled in with the tree.
     pub first_held: std::collections::BTreeSet<u32>,

@@ -114,6 +114,7 @@ pub fn premap(
         let what = || format!("premapping VMA {:#x}-{:#x} at {addr:#x}", v.start, v.end);
         if let Some(from) = inherited(i) {
             take_inherited(from, addr, v.len(), prot).sys(|| format!("moving the inherited copy of VMA {:#x}-{:#x} from {from:#x} to {addr:#x}", v.start, v.end))?;
+            tracing::debug!(start = format_args!("{:#x}", v.start), end = format_args!("{:#x}", v.end), at = format_args!("{addr:#x}"), "VMA premapped: the parent's copy, shared copy-on-write");
             placed.push(Placed { vma: i, addr, inherited: true });
             continue;
         }
@@ -130,6 +131,18 @@ pub fn premap(
             }
             _ => return Err(RestoreError::bad("mm", format!("VMA {:#x}-{:#x} cannot be premapped", v.start, v.end))),
         };
+        tracing::debug!(
+            start = format_args!("{:#x}", v.start),
+            end = format_args!("{:#x}", v.end),
+            at = format_args!("{addr:#x}"),
+            prot = v.prot,
+            filled = has_pages(i),
+            "VMA premapped: {}",
+            match &v.kind {
+                VmaKind::PrivateFile { path } => path.display().to_string(),
+                k => format!("{k:?}"),
+            }
+        );
         placed.push(Placed { vma: i, addr, inherited: false });
     }
     Ok(Premap { base, len, placed })

@@ -55,6 +55,7 @@ pub fn tree_floor(tasks: &[&TaskPlan]) -> RawFd {
 
 /// Creates every description and shmem object of `tasks` above their fd
 /// tables.
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn create(images: &ImageDir, tasks: &[&TaskPlan]) -> Result<SharedObjects> {
     let floor = tree_floor(tasks);
     let mut all: BTreeMap<u32, DescPlan> = BTreeMap::new();

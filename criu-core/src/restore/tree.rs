@@ -87,6 +87,7 @@ impl TreePlan {
 }
 
 /// Reads and checks the whole tree of the dump in `dir`.
+#[tracing::instrument(level = "debug", skip_all, fields(dir = %dir.display()))]
 pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
     let images = open_dir(dir)?;
     let path = images.image_path(ImageKind::Pstree, 0);
@@ -242,10 +243,12 @@ struct TaskPipes {
 /// created is killed (nothing half-restored stays).
 ///
 /// Must be called from a single-threaded process (the tasks are forks).
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let start = std::time::Instant::now();
     let load_opts = LoadOptions {
         shell_job: opts.shell_job,
+        inherit_fds: opts.inherit_fd.iter().map(|i| (i.key.clone(), i.fd)).collect(),
         ext_unix_sk: opts.ext_unix_sk,
         tcp_established: opts.tcp_established,
         tcp_close: opts.tcp_close,
@@ -281,6 +284,8 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let live: Vec<&TaskPlan> = tree.live().collect();
     let mut shared = super::shared::create(&images, &live)?;
     let floor = super::shared::tree_floor(&live);
+    // Owners are set once every task exists (the owner may be any of them).
+    let owned = crate::files::fdtable::owned(&shared.descs, live.iter().flat_map(|t| &t.owners), floor)?;
     drop(live);
     let mut pipes = TaskPipes { status_rx: Vec::new(), status_tx: Vec::new(), go_rx: Vec::new(), go_tx: Vec::new() };
     let above = |(rx, tx): (OwnedFd, OwnedFd)| -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
@@ -312,12 +317,17 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                 let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
                 rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
                 let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
-                tracked.push(Tracked::new(t.pid, thread_ends(plan), rx, go, stopped).suspending_seccomp(seccomp));
+                tracked.push(
+                    Tracked::new(t.pid, thread_ends(plan), rx, go, stopped)
+                        .suspending_seccomp(seccomp)
+                        .with_areas(super::watch::Area::of_image(&plan.vmas)),
+                );
             }
             // Every task is held before its first instruction: the caller
             // may still refuse (post-restore) or prepare (pre-resume).
             let hooks = opts.actions.as_ref();
-            barrier::run(&mut tracked, &mut guard, &mut || {
+            let watch = barrier::run(&mut tracked, &mut guard, opts.watch, &mut || {
+                crate::files::fdtable::set_owners(&owned)?;
                 crate::actions::run(hooks, Action::PostRestore, Some(child))?;
                 // TCP connections out of repair mode before anything runs.
                 later.before_run()?;
@@ -336,7 +346,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             later.after_run();
             let stats = RestoreStats { forking_time, restore_time: start.elapsed(), pages_restored };
             tracing::info!(pid = child, tasks = tracked.len(), restore_ms = stats.restore_time.as_millis() as u64, pages_restored, "restored");
-            Ok(Restored { pid: child, stats })
+            Ok(Restored { pid: child, stats, watch })
         }
     }
 }
@@ -382,6 +392,9 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
             }
         }
         set_ids(t, &tree.tasks[0])?;
+        if idx == 0 {
+            crate::files::tty::take_foreground(plan, t.pid, t.pgid, t.sid)?;
+        }
         let pm = build_memory(plan, parent, &tree.ids())?;
         // Children inherit this memory copy-on-write (not in a lazy
         // restore, where pages come later, each task's on its own).

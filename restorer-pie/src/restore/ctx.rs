@@ -3,7 +3,8 @@
 //! [`RestoreStatus`], and the failure path (log line, status, exit_group).
 
 use crate::abi::{
-    ArgArray, MemRange, RestoreArgs, RestoreStatus, ERR_BAD_ARRAY, ERR_BAD_HEADER, RESTORE_MAGIC, RESTORE_VERSION,
+    ArgArray, MemRange, RestoreArgs, RestoreStatus, StageMark, ERR_BAD_ARRAY, ERR_BAD_HEADER, RESTORE_MAGIC, RESTORE_VERSION,
+    TRAIL_LEN,
 };
 use crate::sys;
 use core::mem::{align_of, size_of};
@@ -115,10 +116,23 @@ impl Ctx {
         (self.base + core::mem::offset_of!(RestoreArgs, status)) as *mut RestoreStatus
     }
 
-    /// Records the stage the blob is entering.
+    /// Records the stage the blob is entering, and appends it with the
+    /// time to the status's trail.
     pub fn stage(&self, stage: u32) {
+        let s = self.status_ptr();
         // SAFETY: the status field lies in the checked, writable header.
-        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*self.status_ptr()).stage), stage) }
+        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*s).stage), stage) }
+        // SAFETY: `trail_len` lies in the checked, writable header, is
+        // 4-byte aligned (the header is 8-byte aligned) and is only ever
+        // accessed atomically by the threads of the blob.
+        let len = unsafe { core::sync::atomic::AtomicU32::from_ptr(ptr::addr_of_mut!((*s).trail_len)) };
+        let i = len.fetch_add(1, core::sync::atomic::Ordering::SeqCst) as usize;
+        if i < TRAIL_LEN {
+            let mark = StageMark { stage, _pad: 0, ns: sys::monotonic_ns() };
+            // SAFETY: slot `i` is inside the trail array of the header and
+            // was handed to this call alone by the atomic counter.
+            unsafe { ptr::write_volatile(ptr::addr_of_mut!((*s).trail[i]), mark) }
+        }
     }
 
     /// The stage last recorded.

@@ -84,6 +84,9 @@ fn stages(ctx: &Ctx, base: u64) -> Step<u64> {
     task::set_rlimits(ctx)?;
     ctx.stage(STAGE_SIGACTIONS);
     task::set_sigactions(ctx)?;
+    if a.flags & RESTORE_F_TEST_CRASH != 0 {
+        task::crash_for_test();
+    }
     ctx.stage(STAGE_ITIMERS);
     task::set_itimers(ctx)?;
     if a.flags & RESTORE_F_PERSONALITY != 0 {

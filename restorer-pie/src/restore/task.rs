@@ -217,6 +217,14 @@ pub fn set_sched(t: &ThreadArg) -> Step {
     sys::setpriority(PRIO_PROCESS, 0, t.sched_nice).map(drop).map_err(|e| Fail::errno(e, t.sched_nice as u64, b"setpriority"))
 }
 
+/// Faults on purpose ([`crate::abi::RESTORE_F_TEST_CRASH`]): reads
+/// address 8, which no task maps.
+pub fn crash_for_test() {
+    // SAFETY: the read faults and the task dies of SIGSEGV, as the test
+    // that asked for it wants; nothing of ours runs after it.
+    unsafe { core::arch::asm!("mov {tmp}, qword ptr [8]", tmp = out(reg) _, options(nostack, readonly)) }
+}
+
 /// Registers the dumped membarrier commands for the address space.
 pub fn set_membarriers(mask: u32) -> Step {
     for cmd in crate::abi::MEMBARRIER_REGISTER_CMDS.into_iter().filter(|c| mask & c != 0) {

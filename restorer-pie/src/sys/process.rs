@@ -1,5 +1,5 @@
 //! Process and thread syscalls: exit_group, getpid, gettid, prctl,
-//! set_tid_address, arch_prctl, setitimer.
+//! set_tid_address, arch_prctl, setitimer, clock_gettime.
 
 use core::arch::asm;
 use syscalls::{syscall, Errno, Sysno};
@@ -14,6 +14,17 @@ pub fn exit_group(code: i32) -> ! {
             in("rdi") code as isize,
             options(noreturn, nostack)
         )
+    }
+}
+
+/// `clock_gettime(CLOCK_MONOTONIC, &ts)` in nanoseconds (0 if the call
+/// fails): a raw syscall, since the blob runs while the vDSO is moved.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = [0i64; 2];
+    // SAFETY: the kernel writes one struct timespec (two longs) to `ts`.
+    match unsafe { syscall!(Sysno::clock_gettime, 1usize, ts.as_mut_ptr()) } {
+        Ok(_) => (ts[0] as u64).wrapping_mul(1_000_000_000).wrapping_add(ts[1] as u64),
+        Err(_) => 0,
     }
 }
 

@@ -35,7 +35,7 @@ pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
                     status: Some(v.status),
                     fd: Some(-1),
                     madv: (v.madv != 0).then_some(v.madv),
-                    fdflags: fdflags(v),
+                    fdflags: fdflags(p, v),
                 }
             })
             .collect(),
@@ -48,17 +48,15 @@ pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
     mm
 }
 
-/// `vma_entry.fdflags`: how a file area's file was opened, or how a SysV
-/// segment was attached (`O_RDONLY` for `SHM_RDONLY`, which leaves the
-/// area without `VM_MAYWRITE`). A shared file area has `VM_MAYWRITE` when
-/// its file was opened for writing, whatever its protection now (a
-/// read-only area of such a file may be made writable later, zdtm
-/// `maps_file_prot`).
-fn fdflags(v: &Vma) -> Option<u32> {
+/// `vma_entry.fdflags`: how a file area's file was opened (its REG entry's
+/// mode, from the `map_files` link), or how a SysV segment was attached
+/// (`O_RDONLY` for `SHM_RDONLY`, which leaves the area without
+/// `VM_MAYWRITE`).
+fn fdflags(p: &ProcessDump, v: &Vma) -> Option<u32> {
     let mode = if v.status & crate::dump::vmas::status::AREA_SYSVIPC != 0 {
         if v.map.has(crate::proc::maps::vmflag::MAYWRITE) { libc::O_RDWR } else { libc::O_RDONLY }
     } else if v.file_id != 0 {
-        if v.map.shared && v.map.has(crate::proc::maps::vmflag::MAYWRITE) { libc::O_RDWR } else { libc::O_RDONLY }
+        return Some(p.files.files.iter().find(|f| f.id == v.file_id).map_or(libc::O_RDONLY as u32, |f| f.flags));
     } else {
         return None;
     };

@@ -67,6 +67,7 @@ fn write_process(dir: &ImageDir, p: &ProcessDump, pagemap: bool, sc: &seccomp::S
 /// Writes what a pre-dump leaves: every task's pagemaps (the pages images
 /// were written during collection). No inventory: a pre-dump is only ever
 /// a parent of another dump, never restored by itself.
+#[tracing::instrument(level = "debug", skip_all, fields(tasks = procs.len()))]
 pub fn write_pagemaps(dir: &std::path::Path, procs: &[ProcessDump]) -> Result<(), DumpError> {
     let dir = ImageDir::open_unchecked(dir);
     for p in procs {
@@ -82,6 +83,7 @@ pub fn write_pagemaps(dir: &std::path::Path, procs: &[ProcessDump]) -> Result<()
 /// its children) and `zombies` (listed after the live tasks in `pstree.img`,
 /// which keeps parents first since zombies have no children), the
 /// inventory last.
+#[tracing::instrument(level = "debug", skip_all, fields(tasks = procs.len()))]
 pub fn write_images(
     dir: &std::path::Path,
     procs: &[ProcessDump],
