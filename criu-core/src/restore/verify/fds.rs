@@ -1,9 +1,9 @@
 //! The fd table: `/proc/PID/fd` and `/proc/PID/fdinfo` against
 //! `fdinfo-ID.img` and `files.img` (numbers, close-on-exec, what kind of
 //! file each is, the status flags and position and path of regular files,
-//! the status flags and buffer size of pipes, the owner (`F_SETOWN`,
-//! `F_SETSIG`) of any file the images give one), and the working and root
-//! directories against `fs-PID.img`.
+//! the status flags and buffer size of pipes), and the working and root
+//! directories against `fs-PID.img`. Owners (`F_SETOWN`) are not compared
+//! yet.
 //!
 //! What only `fcntl` tells is read on our own copy of the task's
 //! descriptor (`pidfd_getfd`), taken only where the images have something
@@ -96,51 +96,7 @@ fn one_fd(t: &TaskImages, peek: &mut Peek, fd: i32, link: &Path, m: &pb::FdinfoE
         }
         _ => {}
     }
-    owner(peek, fd, &link, file)
-}
-
-/// The kinds whose owner (`F_SETOWN_EX`, `F_SETSIG`) criu-rs restores:
-/// only those are compared. None yet: unix sockets record theirs but the
-/// restore does not set it (`verify` found it); add a kind here with its
-/// restore.
-const OWNER_RESTORED: &[FdTypes] = &[];
-
-/// The owner of the file behind `fd`, if the image gives it one.
-fn owner(peek: &mut Peek, fd: i32, link: &str, file: &pb::FileEntry) -> Check {
-    let kind = FdTypes::try_from(file.r#type.unwrap_or_default()).unwrap_or(FdTypes::Und);
-    if !OWNER_RESTORED.contains(&kind) {
-        return Ok(());
-    }
-    let Some(want) = fown_of(file) else { return Ok(()) };
-    let want = crate::files::Fown::from_entry(Some(want));
-    if want.pid == 0 && want.signum == 0 {
-        return Ok(());
-    }
-    let copy = peek.copy(fd)?;
-    let live = crate::files::unix::read_fown(rustix::fd::AsFd::as_fd(&copy)).map_err(|(what, e)| format!("fd {fd}: {what}: {e}"))?;
-    let show = |f: &crate::files::Fown| format!("pid {} (type {}) signal {}", f.pid, f.pid_type, f.signum);
-    if (live.pid, live.pid_type, live.signum) != (want.pid, want.pid_type, want.signum) {
-        return Err(format!("fd {fd} ({link}): owner {}, image {}", show(&live), show(&want)));
-    }
     Ok(())
-}
-
-/// The `fown_entry` of a file of any kind that has one.
-fn fown_of(f: &pb::FileEntry) -> Option<&pb::FownEntry> {
-    None.or(f.reg.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.pipe.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.efd.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.epfd.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.sgfd.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.tfd.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.ify.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.ffy.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.usk.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.isk.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.psk.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.nlsk.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.memfd.as_ref().and_then(|e| e.fown.as_ref()))
-        .or(f.pidfd.as_ref().and_then(|e| e.fown.as_ref()))
 }
 
 /// Our own copies of the task's descriptors (`pidfd_getfd`), for what only

@@ -12,7 +12,7 @@
 //!   private, backing file and offset, grows-down/locked/noreserve, the
 //!   madvise advice `VmFlags` shows) against `mm-PID.img`'s VMAs;
 //! - [`fds`]: the fd table (numbers, close-on-exec, status flags, file
-//!   positions, kinds, paths, owners, pipe sizes) against `fdinfo-ID.img` and
+//!   positions, kinds, paths, pipe sizes) against `fdinfo-ID.img` and
 //!   `files.img`; the working and root directories and the umask against
 //!   `fs-PID.img`;
 //! - [`locks`]: the file locks of `filelocks.img` each task holds;
