@@ -96,7 +96,7 @@ fn verify_passes_and_logs_on_a_right_restore() {
     let d = Dirs::new("verify-ok");
     let pid = start_and_dump(&d, "fullstate");
     let log = d.work.join("restore.log");
-    let out = restore_cmd(&d.images).args(["-d", "-v4", "-o"]).arg(&log).output().unwrap();
+    let out = restore_cmd(&d.images).args(["-d", "-v3", "-o"]).arg(&log).output().unwrap();
     let held = Held::open(pid);
     assert!(out.status.success(), "restore --verify failed: {}", text(&out.stderr));
     let held = held.unwrap();
