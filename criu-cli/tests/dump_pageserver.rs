@@ -3,9 +3,10 @@
 //! local dump, and with them copied in the dump restores (the program checks
 //! itself); a connection broken mid-dump, or any other failure, leaves the
 //! process running as it was; a process tree goes through the page server
-//! too (each task's pages image under the id the dump gave it, never one of
-//! the local shared memory images: the two directories merge into one dump
-//! that restores and checks itself); a lazy dump holds the memory of lazy areas
+//! too (each task's pages image under the server's numbering, from 0x10001
+//! as CRIU's, never one of the local shared memory images: the two
+//! directories merge into one dump that restores and checks itself); the
+//! protocol is CRIU's (`page_server_iov`), so criu-rs talks to CRIU here; a lazy dump holds the memory of lazy areas
 //! (images with `LAZY` entries and no data for them, refused by a plain
 //! restore), frees the pid, serves exactly the dumped bytes, and exits when
 //! its client goes away.
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 use criu_core::images::consts::pagemap_flags::{LAZY, PRESENT};
 use criu_core::images::PAGE_SIZE;
 use criu_core::pageserver::client::PageClient;
-use criu_core::pageserver::proto::{read_exact_header, Hello, Reply, Request, Status, VERSION};
+use criu_core::pageserver::proto::{Cmd, Iov};
+use criu_core::pageserver::server::FIRST_PAGES_ID;
 
 /// Pagemap entries (vaddr, pages, flags) as crit decodes them.
 fn pagemap(path: &Path) -> Vec<(u64, u64, u32)> {
@@ -101,17 +103,23 @@ fn page_server_images_are_those_of_a_local_dump() {
     let local = scratch("ps-local");
     dump_ok(pid, &local, &["-R", "-j"]);
 
+    // The server numbers pages images from 0x10001, as CRIU's; the
+    // entries and the bytes are the local dump's.
     let pm = format!("pagemap-{pid}.img");
-    assert_eq!(file_names(&served), [pm.clone(), "pages-1.img".into()]);
+    let served_pages = format!("pages-{FIRST_PAGES_ID}.img");
+    assert_eq!(file_names(&served), [pm.clone(), served_pages.clone()]);
     assert!(!remote.join("pages-1.img").exists() && !remote.join(&pm).exists(), "pages written locally too");
-    for f in [&pm, "pages-1.img"] {
-        assert!(std::fs::read(served.join(f)).unwrap() == std::fs::read(local.join(f)).unwrap(), "{f} differs from the local dump's");
+    assert_eq!(pagemap(&served.join(&pm)), pagemap(&local.join(&pm)), "pagemap entries");
+    assert_eq!(pagemap_pages(&served.join(&pm)).0, u64::from(FIRST_PAGES_ID));
+    assert!(std::fs::read(served.join(&served_pages)).unwrap() == std::fs::read(local.join("pages-1.img")).unwrap(), "pages differ from the local dump's");
+    for f in [&pm, &served_pages] {
         std::fs::copy(served.join(f), remote.join(f)).unwrap();
     }
-    // The 24 MiB run went as many PUTs and is one entry, as locally.
+    // The 24 MiB run is one entry, as locally.
     assert!(pagemap(&remote.join(&pm)).iter().any(|e| e.1 >= 24 << 8), "{:?}", pagemap(&remote.join(&pm)));
-    assert_eq!(file_names(&remote), file_names(&local));
-    for f in file_names(&remote).iter().filter(|f| !f.starts_with("pages-")) {
+    let not_pages = |d: &Path| file_names(d).into_iter().filter(|f| !f.starts_with("pages-")).collect::<Vec<_>>();
+    assert_eq!(not_pages(&remote), not_pages(&local));
+    for f in not_pages(&remote) {
         crit_decode(&remote.join(f));
     }
     assert_eq!(p.finish().trim(), "OK");
@@ -181,7 +189,7 @@ fn tree_through_page_server(name: &str, same_dir: bool) {
         assert_eq!(std::fs::metadata(served.join(&pages)).unwrap().len(), bytes, "{pages} against pagemap-{pid}.img");
         from_server.push(pages);
     }
-    assert_eq!(ids[0], 1, "the root's pages are pages-1.img");
+    assert_eq!(ids[0], u64::from(FIRST_PAGES_ID), "the server's numbering, as CRIU's");
     from_server.sort();
     let local: Vec<String> = file_names(&images).into_iter().filter(|f| !(same_dir && from_server.contains(f))).collect();
     if !same_dir {
@@ -222,27 +230,30 @@ fn tree_through_page_server(name: &str, same_dir: bool) {
     drop(restored);
 }
 
-/// A page server that takes the hello, OPEN and `puts` PUTs, then drops the
-/// connection. Returns its port and the number of PUTs it saw.
+/// A page server (CRIU's protocol) that answers OPEN2 and takes `puts`
+/// entries with pages, then drops the connection. Returns its port and the
+/// number of entries with pages it saw.
 fn breaking_server(puts: usize) -> (u16, std::thread::JoinHandle<usize>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let t = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let h = Hello::decode(&read_exact_header(&mut s).unwrap()).unwrap();
-        s.write_all(&Hello { version: VERSION, role: h.role }.encode()).unwrap();
         let mut seen = 0;
         loop {
-            let req = Request::decode(&read_exact_header(&mut s).unwrap()).unwrap();
-            if req.flags & PRESENT != 0 {
-                let mut data = vec![0u8; req.data_len()];
+            let mut b = [0u8; 32];
+            s.read_exact(&mut b).unwrap();
+            let iov = Iov::decode(&b).unwrap();
+            if iov.cmd == Cmd::Open2 {
+                s.write_all(&[0]).unwrap();
+            }
+            if iov.cmd == Cmd::AddF && iov.flags & PRESENT != 0 {
+                let mut data = vec![0u8; iov.len() as usize];
                 s.read_exact(&mut data).unwrap();
                 seen += 1;
             }
             if seen > puts {
                 return seen;
             }
-            s.write_all(&Reply { status: Status::Ok, len: 0 }.encode()).unwrap();
         }
     });
     (port, t)
@@ -274,7 +285,7 @@ fn broken_page_server_connection_leaves_the_process_running() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the dump should fail");
     assert!(err.contains("page server"), "{err}");
-    assert_eq!(server.join().unwrap(), 4, "the connection broke after 3 PUTs");
+    assert_eq!(server.join().unwrap(), 4, "the connection broke after 3 entries with pages");
     assert!(!dir.join("inventory.img").exists(), "inventory written by a failed dump");
     still_running(&mut p, &maps_before, "broken connection");
 
@@ -446,8 +457,6 @@ fn lazy_dump_holds_the_memory_and_serves_it() {
     assert!(bad.is_empty(), "{} pages of the patterned area differ: {bad:x?}", bad.len());
     let served = entries.iter().filter(|e| e.2 == LAZY && (mem..mem_end).contains(&e.0)).map(|e| e.1).sum::<u64>();
     assert!(served > p_pages / 2, "{served} lazy pages in the patterned area");
-    // Eager pages are not served (refused, the session goes on).
-    assert!(c.get(pid as u32, locked, PAGE_SIZE).is_err());
     c.finish().unwrap();
     let (st, out) = src.wait();
     assert!(st.success(), "{st}: {out}");

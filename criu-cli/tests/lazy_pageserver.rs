@@ -11,6 +11,8 @@ use std::os::unix::process::ExitStatusExt;
 use criu_core::images::consts::pagemap_flags::{LAZY, PRESENT};
 use criu_core::images::{ImageDir, PAGE_SIZE};
 use criu_core::pageserver::client::PageSink;
+use criu_core::pageserver::proto::Target;
+use criu_core::pageserver::server::FIRST_PAGES_ID;
 use criu_core::pageserver::store::{read_pagemap, ImagesStore, PageStore};
 
 const MIB: u64 = 1 << 20;
@@ -28,10 +30,12 @@ fn dump_pages_arrive_as_images() {
     let (srv, port) = page_server(dir.path());
     let data: Vec<u8> = (0..2000 * PAGE_SIZE as usize).map(|i| (i / 4096 + i % 251) as u8).collect();
     let mut sink = PageSink::connect(("127.0.0.1", port)).unwrap();
-    sink.open(77, 5).unwrap();
-    sink.put(77, 0x10_0000, LAZY, &data).unwrap();
-    sink.put_entry(77, 0x90_0000, 3, LAZY).unwrap();
-    sink.close(77).unwrap();
+    assert!(!sink.open(Target::Task(77)).unwrap(), "no parent");
+    sink.entry(0x10_0000, 2000, LAZY | PRESENT).unwrap();
+    for piece in data.chunks(3 << 20) {
+        sink.data(piece).unwrap();
+    }
+    sink.entry(0x90_0000, 3, LAZY).unwrap();
     sink.finish().unwrap();
     let (st, out, err) = srv.finish();
     assert!(st.success(), "{out}\n{err}");
@@ -39,10 +43,9 @@ fn dump_pages_arrive_as_images() {
 
     let images = ImageDir::open_unchecked(dir.path());
     let (pages_id, entries) = read_pagemap(&images, 77).unwrap();
-    assert_eq!(pages_id, 5, "the pages image OPEN named");
-    assert!(dir.path().join("pages-5.img").exists());
-    // 2000 pages went as PUTs of at most 1024 and came back as one entry,
-    // then the data-less one.
+    assert_eq!(pages_id, FIRST_PAGES_ID, "the server's numbering (CRIU's)");
+    assert!(dir.path().join(format!("pages-{FIRST_PAGES_ID}.img")).exists());
+    // 2000 pages sent in pieces are one entry, then the data-less one.
     let got: Vec<(u64, u64, u32)> = entries.iter().map(|e| (e.vaddr(), e.page_count(), e.flags())).collect();
     assert_eq!(got, [(0x10_0000, 2000, LAZY | PRESENT), (0x90_0000, 3, LAZY)]);
     let mut store = ImagesStore::new(images);
@@ -100,5 +103,6 @@ fn page_server_dying_mid_way_kills_the_task() {
     let _ = d.pid();
     let (st, _, err) = d.finish();
     assert!(!st.success(), "the daemon must fail: {err}");
-    assert!(err.contains("page server connection"), "{err}");
+    // A reset, or the end of the stream before the answer.
+    assert!(err.contains("page server connection") || err.contains("page server closed the connection"), "{err}");
 }

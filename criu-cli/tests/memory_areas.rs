@@ -20,6 +20,10 @@
 //! - SysV shared memory attachments of a segment that outlives the
 //!   processes are attached again (a restore without the segment fails
 //!   cleanly); one marked for removal is refused at dump by name;
+//! - guard regions (`MADV_GUARD_INSTALL`) in anonymous and private file
+//!   areas are guards again (written as CRIU does: `VMA_AREA_GUARD`
+//!   entries after the areas); a shared file area opened read-write can be
+//!   made writable again, one opened read-only cannot;
 //! - refused at dump by name, the process left running: memory pinned by
 //!   a holder outside the tree (an io_uring fixed buffer: `VmPin`), device
 //!   memory (a perf_event ring, `VM_IO|VM_PFNMAP`), a private mapping of
@@ -251,6 +255,21 @@ fn refused_at_dump(name: &str, feature: &str, says: &[&str]) {
     assert!(!out.status.success() && says.iter().all(|s| err.contains(s)), "{feature}: {err}");
     assert!(!images.join("inventory.img").exists());
     wait_all_suspended(&pids);
+}
+
+#[test]
+fn guard_regions_come_back() {
+    let d = dumped("mem-guard", &["guard"]);
+    // In CRIU's layout: entries with only VMA_AREA_GUARD, after the areas.
+    let images = ImageDir::open(&d.images).unwrap();
+    let mm: pb::MmEntry = images.read_one(ImageKind::Mm, d.pids[0] as u64).unwrap();
+    let guards: Vec<_> = mm.vmas.iter().skip_while(|v| v.status() != st::AREA_GUARD).map(|v| (v.status(), v.end() - v.start())).collect();
+    assert_eq!(guards, [(st::AREA_GUARD, 0x2000), (st::AREA_GUARD, 0x1000), (st::AREA_GUARD, 0x1000)], "{:x?}", mm.vmas);
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("guard regions", &report);
+    for check in ["guard-pages", "guard-faults", "guard-contents"] {
+        assert!(report.contains(&format!("R: ok {check}\n")) && report.contains(&format!("C: ok {check}\n")), "{report}");
+    }
 }
 
 #[test]

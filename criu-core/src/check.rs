@@ -100,6 +100,12 @@ pub static FEATURES: &[Feature] = &[
         probe: probe_uffd_move,
     },
     Feature {
+        name: "guard_regions",
+        what: "madvise(MADV_GUARD_INSTALL) and ioctl(PAGEMAP_SCAN) reporting PAGE_IS_GUARD",
+        disables: "dumping processes with guard regions (without it they are not seen)",
+        probe: probe_guard_regions,
+    },
+    Feature {
         name: "pagemap_scan",
         what: "ioctl(PAGEMAP_SCAN) on /proc/PID/pagemap",
         disables: "pre-dump and incremental dumps",
@@ -409,6 +415,32 @@ fn probe_pagemap_scan() -> Result<(), String> {
     Ok(())
 }
 
+fn probe_guard_regions() -> Result<(), String> {
+    const MADV_GUARD_INSTALL: i32 = 102;
+    let page = 4096usize;
+    // SAFETY: a fresh private anonymous mapping of our own, unmapped below.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), 2 * page, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(errno_text("mmap"));
+    }
+    // SAFETY: advice on the mapping above only.
+    let r = if unsafe { libc::madvise(p, page, MADV_GUARD_INSTALL) } != 0 {
+        Err(errno_text("madvise(MADV_GUARD_INSTALL)"))
+    } else {
+        let mut got = Vec::new();
+        let start = p as u64;
+        match crate::proc::pagemap::Pagemap::open(std::process::id() as i32).and_then(|pm| pm.scan_guards(start, start + 2 * page as u64, &mut got)) {
+            Ok(true) if got == [(start, start + page as u64)] => Ok(()),
+            Ok(true) => Err(format!("PAGEMAP_SCAN reported guard regions {got:x?}")),
+            Ok(false) => Err("ioctl(PAGEMAP_SCAN) does not know PAGE_IS_GUARD".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    // SAFETY: our mapping, not used after this.
+    unsafe { libc::munmap(p, 2 * page) };
+    r
+}
+
 fn probe_dirty_track() -> Result<(), String> {
     match (probe_uffd_wp_async(), probe_pagemap_scan()) {
         (Ok(()), Ok(())) => Ok(()),
@@ -542,7 +574,7 @@ pub static CRIU_FEATURES: &[CriuFeature] = &[
     },
     CriuFeature { name: "overlayfs_maps", answer: Answer::No(NO_MNTNS) },
     CriuFeature { name: "breakpoints", answer: Answer::No("criu-rs does not restore hardware breakpoints") },
-    CriuFeature { name: "pagemap_scan_guard_pages", answer: Answer::No("criu-rs does not dump guard regions (MADV_GUARD_INSTALL)") },
+    CriuFeature { name: "pagemap_scan_guard_pages", answer: Answer::Probe("guard_regions") },
 ];
 
 /// Looks up one of CRIU's feature names.

@@ -242,6 +242,8 @@ pub const STAGE_SECCOMP: u32 = 24;
 pub const STAGE_SCHED: u32 = 25;
 /// Registering the address space's membarrier commands.
 pub const STAGE_MEMBARRIER: u32 = 26;
+/// Installing guard regions (`RestoreArgs::guards`).
+pub const STAGE_GUARDS: u32 = 27;
 
 /// Bad magic/version/size in the header.
 pub const ERR_BAD_HEADER: i64 = -1000;
@@ -350,6 +352,9 @@ pub struct RestoreArgs {
     /// issues each.
     pub membarrier_mask: u32,
     pub _pad3: u32,
+    /// [`MemRange`]s to guard with `madvise(MADV_GUARD_INSTALL)` once the
+    /// VMAs are final (each inside VMAs of this list).
+    pub guards: ArgArray,
 }
 
 /// The `MEMBARRIER_CMD_REGISTER_*` commands [`RestoreArgs::membarrier_mask`]

@@ -52,6 +52,12 @@
  *          read-write (its second page then made writable), one opened
  *          read-only (zdtm maps_file_prot). R checks the first can be made
  *          writable and writes reach the file, the second cannot (EACCES).
+ *   guard  guard regions (MADV_GUARD_INSTALL): pages 1, 2 and 5 of 8 pages
+ *          of private anonymous memory and page 1 of a private mapping of a
+ *          4-page file, made by R before the fork. Each task checks, through
+ *          PAGEMAP_SCAN, that it has the guard regions it had before the
+ *          dump (C: what its fork copied), that a write to a guarded page
+ *          faults and the other pages hold their data.
  *   pinned  64 KiB of R's memory registered as an io_uring fixed buffer
  *          (pinned, VmPin), the ring held only by a process outside the
  *          tree (READY says holder=PID; the test kills it): refused.
@@ -66,6 +72,8 @@
  */
 #define _GNU_SOURCE
 #include <linux/io_uring.h>
+#include <setjmp.h>
+#include <sys/ioctl.h>
 #include <linux/perf_event.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -502,24 +510,31 @@ static void cow_mark(char *area, size_t pg)
 	*(uint64_t *)(area + pg * PAGE) = 0xc0ffee0000ULL + pg;
 }
 
+/* A file NAME of PAGES pages holding the pattern of SEED, mapped privately
+ * and read-write at AT. */
+static char *pattern_file(const char *name, uint64_t seed, size_t pages, unsigned long at)
+{
+	int fd = open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)(pages * PAGE)))
+		die(name);
+	char *w = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (w == MAP_FAILED)
+		die(name);
+	fill(w, seed, pages);
+	munmap(w, pages * PAGE);
+	char *p = mmap((void *)at, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		die(name);
+	return p;
+}
+
 /* cow-file: a file holding the pattern, mapped privately; R writes its
  * first COW_PRE pages before the fork. */
 static void cow_file_setup(void)
 {
 	cow_file.read = &ctl->cowf_read;
-	int fd = open("cow-file", O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || ftruncate(fd, COW_PAGES * PAGE))
-		die("cow-file");
-	char *w = mmap(NULL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (w == MAP_FAILED)
-		die("mmap cow-file shared");
-	fill(w, COW_SEED, COW_PAGES);
-	munmap(w, COW_PAGES * PAGE);
-	cow_file.p = mmap((void *)0x6e1000000000UL, COW_PAGES * PAGE, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0);
-	close(fd);
-	if (cow_file.p == MAP_FAILED)
-		die("mmap cow-file");
+	cow_file.p = pattern_file("cow-file", COW_SEED, COW_PAGES, 0x6e1000000000UL);
 	for (size_t pg = 0; pg < COW_PRE; pg++)
 		cow_mark(cow_file.p, pg);
 }
@@ -663,6 +678,128 @@ static void sysv_check(void)
 	}
 }
 
+/* ---------- guard ---------- */
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef PAGE_IS_GUARD
+#define PAGE_IS_GUARD (1 << 8)
+#endif
+/* struct pm_scan_arg / page_region and PAGEMAP_SCAN (linux/fs.h, 6.7). */
+struct gd_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct gd_region {
+	uint64_t start, end, categories;
+};
+#define GD_PAGEMAP_SCAN 0xc0606610UL
+#define GD_ANON_PAGES 8
+#define GD_FILE_PAGES 4
+#define GD_SEED 0x9d
+#define GD_ANON_MASK 0x26u /* anonymous pages 1, 2 and 5 */
+#define GD_FILE_MASK 0x2u  /* file page 1 */
+
+static char *gd_anon, *gd_file;
+static uint32_t gd_before[2]; /* guarded pages of each area (bit = page) before the dump */
+
+/* The guarded pages of [P, P + PAGES pages) as a bitmask, through
+ * PAGEMAP_SCAN (PAGE_IS_GUARD); ~0 if the scan fails. */
+static uint32_t gd_mask(const char *p, size_t pages)
+{
+	struct gd_region regs[8];
+	struct gd_scan_arg a = {
+		.size = sizeof a,
+		.start = (uintptr_t)p,
+		.end = (uintptr_t)p + pages * PAGE,
+		.vec = (uintptr_t)regs,
+		.vec_len = 8,
+		.category_mask = PAGE_IS_GUARD,
+		.return_mask = PAGE_IS_GUARD,
+	};
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	long n = fd < 0 ? -1 : ioctl(fd, GD_PAGEMAP_SCAN, &a);
+	if (fd >= 0)
+		close(fd);
+	if (n < 0)
+		return ~0u;
+	uint32_t m = 0;
+	for (long i = 0; i < n; i++)
+		for (uint64_t at = regs[i].start; at < regs[i].end; at += PAGE)
+			m |= 1u << ((at - (uintptr_t)p) / PAGE);
+	return m;
+}
+
+static sigjmp_buf gd_jmp;
+static void gd_segv(int sig)
+{
+	(void)sig;
+	siglongjmp(gd_jmp, 1);
+}
+
+/* Whether a write to P (of the byte already there) goes through (a guard
+ * page raises SIGSEGV). */
+static int gd_writable(char *p)
+{
+	struct sigaction sa = {0}, old;
+	sa.sa_handler = gd_segv;
+	sigaction(SIGSEGV, &sa, &old);
+	int ok = 0;
+	if (!sigsetjmp(gd_jmp, 1)) {
+		*(volatile char *)p = *(volatile char *)p;
+		ok = 1;
+	}
+	sigaction(SIGSEGV, &old, NULL);
+	return ok;
+}
+
+static void guard_record(void)
+{
+	gd_before[0] = gd_mask(gd_anon, GD_ANON_PAGES);
+	gd_before[1] = gd_mask(gd_file, GD_FILE_PAGES);
+}
+
+static void guard_setup(void)
+{
+	gd_anon = mmap((void *)0x6e2000000000UL, GD_ANON_PAGES * PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (gd_anon == MAP_FAILED)
+		die("mmap guard");
+	fill(gd_anon, GD_SEED, GD_ANON_PAGES);
+	gd_file = pattern_file("guard-file", GD_SEED, GD_FILE_PAGES, 0x6e2100000000UL);
+	for (size_t pg = 0; pg < GD_ANON_PAGES; pg++)
+		if (GD_ANON_MASK >> pg & 1 && madvise(gd_anon + pg * PAGE, PAGE, MADV_GUARD_INSTALL))
+			die("MADV_GUARD_INSTALL");
+	if (madvise(gd_file + PAGE, PAGE, MADV_GUARD_INSTALL))
+		die("MADV_GUARD_INSTALL (file)");
+	guard_record();
+}
+
+static void guard_check(void)
+{
+	struct report *R = &rep;
+	uint32_t anon = gd_mask(gd_anon, GD_ANON_PAGES), file = gd_mask(gd_file, GD_FILE_PAGES);
+	if (!is_child)
+		CHECK(R, "guard-set-up", gd_before[0] == GD_ANON_MASK && gd_before[1] == GD_FILE_MASK,
+		      "before the dump: %#x %#x", gd_before[0], gd_before[1]);
+	CHECK(R, "guard-pages", anon == gd_before[0] && file == gd_before[1], "%#x %#x, were %#x %#x", anon, file,
+	      gd_before[0], gd_before[1]);
+	size_t bad = 0;
+	for (size_t pg = 0; pg < GD_ANON_PAGES; pg++)
+		if (!(gd_before[0] >> pg & 1))
+			bad += page_diff(gd_anon, GD_SEED, pg) != 0;
+	for (size_t pg = 0; pg < GD_FILE_PAGES; pg++)
+		if (!(gd_before[1] >> pg & 1))
+			bad += page_diff(gd_file, GD_SEED, pg) != 0;
+	CHECK(R, "guard-contents", !bad, "%zu unguarded pages differ", bad);
+	/* Page 1 of each is guarded in R (checked above) and, if its fork
+	 * copied the guards, in C. */
+	int w0 = gd_writable(gd_anon), w1 = gd_writable(gd_anon + PAGE), wf = gd_writable(gd_file + PAGE);
+	CHECK(R, "guard-faults", w0 && w1 == !(gd_before[0] >> 1 & 1) && wf == !(gd_before[1] >> 1 & 1),
+	      "writes: page 0 %d, page 1 %d, file page 1 %d", w0, w1, wf);
+}
+
 /* ---------- file-prot ---------- */
 
 static char *fp_rw_file, *fp_ro_file; /* 2 pages each: file-prot-rw, file-prot-ro */
@@ -804,6 +941,7 @@ static struct feature features[] = {
 	{"sysv", sysv_setup, NULL, NULL, sysv_check, 0},
 	{"sysv-rmid", sysv_rmid_setup, NULL, NULL, sysv_check, 0},
 	{"file-prot", file_prot_setup, NULL, NULL, file_prot_check, 0},
+	{"guard", guard_setup, guard_record, NULL, guard_check, 0},
 	{"pinned", pinned_setup, NULL, NULL, no_check, 0},
 	{"device-ring", device_ring_setup, NULL, NULL, no_check, 0},
 	{"shmem-private", shmem_private_setup, NULL, NULL, no_check, 0},

@@ -18,6 +18,10 @@
 //!   tests that passed must pass again (`criu-cli/tests/zdtm.rs`).
 //! - `setup`: installs the test tools (qemu-user, criu's `crit`) if missing.
 //! - `demo`: checkpoints and restores a demo process (the README's main job).
+//! - `interop [--bin CRIU_RS] [--tests T,..] [--modes plain,page-server,lazy]`:
+//!   CRIU 4.2 and criu-rs dumping and restoring each other's images, driven
+//!   by CRIU's zdtm, as a matrix (skipped with the reason where CRIU is not
+//!   built).
 
 mod bench;
 mod bench_dump;
@@ -27,13 +31,14 @@ mod bench_lazy_restore;
 mod bench_predump;
 mod bench_restore;
 mod demo;
+mod interop;
 mod setup;
 mod mutants;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|lazy-fault|lazy-bg] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...] | zdtm>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|lazy-fault|lazy-bg] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...] | zdtm | interop [--bin CRIU_RS] [--tests T,..] [--modes M,..]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +50,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(&workspace_root()),
         "test" => test(rest),
         "mutants" => mutants::run(&workspace_root(), rest),
+        "interop" => interop::run(&workspace_root(), rest),
         "zdtm" => zdtm(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

@@ -368,6 +368,10 @@ pub fn collect(
     super::sysv::check_attachments(pid, &vma_list)?;
     let t_mem = std::time::Instant::now();
     let pm = proc::pagemap::Pagemap::open(pid)?;
+    let mut guards = Vec::new();
+    if !pm.scan_guards(0, crate::restore::hole::TASK_SIZE, &mut guards)? {
+        tracing::debug!(pid, "the kernel does not report guard regions (PAGE_IS_GUARD)");
+    }
     let inc = track.prepare(&pm, &vma_list)?;
     let mut batches = 0u32;
     let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, inc.as_ref(), || {
@@ -431,6 +435,7 @@ pub fn collect(
         exe: proc::misc::read_link(pid, "exe")?.to_string_lossy().into_owned(),
         exe_file_id,
         vmas: vma_list,
+        guards,
     };
     let dump = ProcessDump {
         pid,

@@ -238,6 +238,9 @@ pub struct MmState {
     pub exe_file_id: u32,
     /// The memory areas, in address order.
     pub vmas: Vec<Vma>,
+    /// Guard regions (`MADV_GUARD_INSTALL`): `[start, end)`, in address
+    /// order, each inside the areas (not areas themselves).
+    pub guards: Vec<(u64, u64)>,
 }
 
 /// One memory area.

@@ -7,11 +7,12 @@
 //! Then, while the process is still frozen:
 //!
 //! - page server: every pagemap entry and its data are sent with a
-//!   [`StreamSink`] (pipelined; the server writes `pagemap-PID.img` and
-//!   `pages-N.img`, N the task's pages id, which the dump allocates from the
-//!   numbering its shared memory images use too); the local directory gets
-//!   every other image, and the two directories merged are one dump. A failure here (refused,
-//!   connection broken) fails the dump, which resumes the process.
+//!   [`PageSink`] in CRIU's protocol (the server, CRIU's or criu-rs's,
+//!   writes `pagemap-PID.img` and `pages-N.img`, N from its own numbering,
+//!   which starts above the dump's); the local directory gets every other
+//!   image, and the two directories merged are one dump. A failure here
+//!   (connection broken, the server gone) fails the dump, which resumes
+//!   the process.
 //! - lazy: the entries [`flag_lazy`] flagged (as CRIU: private anonymous,
 //!   not locked, not vDSO/vvar/vsyscall, not a thread's stack-pointer
 //!   page) lose `PRESENT` and their data stays in the memfd
@@ -32,10 +33,10 @@ use super::vmas::status;
 use super::DumpError;
 use crate::images::consts::pagemap_flags;
 use crate::images::PAGE_SIZE;
-use crate::pageserver::stream_sink::StreamSink;
+use crate::pageserver::client::PageSink;
+use crate::pageserver::proto::Target;
 use crate::pageserver::server::{serve_one, SessionStats};
 use crate::pageserver::store::PageStore;
-use crate::pageserver::proto::PUT_CONTINUES;
 use crate::pageserver::PageServerError;
 
 /// Where the private pages of a dump go.
@@ -71,31 +72,27 @@ pub fn plain_pages_image(dir: &std::path::Path, id: u32) -> Result<File, DumpErr
 const CHUNK: usize = 4 << 20;
 
 /// Sends the private pages of `p` (data in `pages`, in pagemap order) to the
-/// page server behind `sink`: OPEN (with the pages id the dump gave `p`,
-/// so the server's `pages-N.img` is the one `p`'s pagemap names), the
-/// entries (each as PUTs the protocol allows, the later ones continuing the
-/// first: one entry on the server as here), CLOSE.
-pub fn send_pages(sink: &mut StreamSink, p: &ProcessDump, pages: &File) -> Result<(), DumpError> {
-    let pid = p.pid as u32;
-    sink.open(pid, p.pages_id)?;
+/// page server behind `sink`: OPEN of its pagemap, then each entry and its
+/// data (streamed from the memfd in pieces), so the server's pagemap has
+/// the entries of a local dump.
+pub fn send_pages(sink: &mut PageSink, p: &ProcessDump, pages: &File) -> Result<(), DumpError> {
+    sink.open(Target::Task(p.pid as u32))?;
     let mut buf = vec![0u8; CHUNK];
     let mut off = 0u64;
     for e in &p.pagemap {
-        let mut at = e.vaddr;
-        let end = e.vaddr + u64::from(e.nr_pages) * PAGE_SIZE;
-        while at < end {
-            let n = ((end - at) as usize).min(CHUNK);
+        sink.entry(e.vaddr, u64::from(e.nr_pages), e.flags)?;
+        let mut left = if e.flags & PE_PRESENT != 0 { u64::from(e.nr_pages) * PAGE_SIZE } else { 0 };
+        while left > 0 {
+            let n = (left as usize).min(CHUNK);
             pages.read_exact_at(&mut buf[..n], off).map_err(DumpError::WritePages)?;
-            let more = if at > e.vaddr { PUT_CONTINUES } else { 0 };
-            sink.put(pid, at, (e.flags & !PE_PRESENT) | more, &buf[..n])?;
+            sink.data(&buf[..n])?;
             if off == 0 {
                 super::failpoint::check(super::failpoint::MID_SEND)?;
             }
-            at += n as u64;
+            left -= n as u64;
             off += n as u64;
         }
     }
-    sink.close(pid)?;
     Ok(())
 }
 
@@ -216,6 +213,21 @@ impl HeldPages {
 }
 
 impl PageStore for HeldPages {
+    /// The run of held entries without a gap from `vaddr` on.
+    fn available(&mut self, pid: u32, vaddr: u64, max: u64) -> crate::pageserver::proto::Result<u64> {
+        let (_, entries) = self.pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))?;
+        let Some(mut i) = entries.partition_point(|e| e.0 <= vaddr).checked_sub(1) else { return Ok(0) };
+        let mut at = vaddr;
+        while let Some(&(v, elen, _)) = entries.get(i) {
+            if at < v || at >= v + elen || at - vaddr >= max {
+                break;
+            }
+            at = v + elen;
+            i += 1;
+        }
+        Ok((at - vaddr).min(max))
+    }
+
     /// Any range covered by held entries without a gap (a lazy-pages
     /// daemon may merge adjacent entries into one request).
     fn pages(&mut self, pid: u32, vaddr: u64, len: u64) -> crate::pageserver::proto::Result<&[u8]> {

@@ -46,7 +46,7 @@ use super::model::{ProcessDump, ZombieDump};
 use super::shared::Shared;
 use super::remote::{self, HeldPages, PagesTo};
 use super::{check_target, collect, create_pages_image, prepare_dir, vmas, write, DumpError, DumpOptions, DumpSummary, PAGES_ID};
-use crate::pageserver::stream_sink::StreamSink;
+use crate::pageserver::client::PageSink;
 use crate::proc::stat::{read_stat, ProcStat};
 use crate::ptrace::freeze::Frozen;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -351,7 +351,7 @@ fn collect_tree(
     tree: &FrozenTree,
     opts: &DumpOptions,
     root_pages: Option<std::fs::File>,
-    mut sink: Option<StreamSink>,
+    mut sink: Option<PageSink>,
     t0: Instant,
     adopted: &mut Option<Adopted>,
     sh: &mut Shared,
@@ -458,7 +458,7 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>),
     // Connect before touching the tree: a server that is not there is an
     // error with nothing to undo.
     let sink = match &opts.pages_to {
-        PagesTo::PageServer(addr) => Some(StreamSink::connect(addr.as_str())?),
+        PagesTo::PageServer(addr) => Some(PageSink::connect(addr.as_str())?),
         _ => None,
     };
     let pages = prepare_dir(&opts.dir, opts.pid, &opts.pages_to)?;

@@ -13,7 +13,7 @@ use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, Loa
 use crate::images::pb::{self, FdTypes};
 use crate::images::{ImageDir, ImageError, ImageKind};
 use crate::restore::error::{RestoreError, Result, SysContext};
-use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fd::{AsRawFd, OwnedFd, RawFd};
 use rustix::fs::{Mode, OFlags};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -48,6 +48,9 @@ pub struct PipePlan {
     pub flags: i32,
     /// Capacity and bytes to put back (the same for every end of the pipe).
     pub data: PipeData,
+    /// `--inherit-fd fd[N]:pipe:[ID]`: criu-rs's fd N is this pipe (an end
+    /// of it is reopened with the dumped flags, nothing is put back).
+    pub inherited: Option<RawFd>,
 }
 
 impl PipePlan {
@@ -92,11 +95,21 @@ impl FdKind for Pipe {
         let p = e.pipe.as_ref().ok_or_else(|| cx.bad(format!("file {id:#x} is PIPE without pipe_entry")))?;
         let pipe_id = p.pipe_id.unwrap_or_default();
         let data = cx.side::<PipesData>()?.0.get(&pipe_id).cloned().unwrap_or_default();
-        Ok(PipePlan { pipe_id, flags: p.flags.unwrap_or_default() as i32, data })
+        let inherited = cx.opts.inherit_fd(&format!("pipe:[{pipe_id}]"));
+        Ok(PipePlan { pipe_id, flags: p.flags.unwrap_or_default() as i32, data, inherited })
     }
 
     fn open(p: &PipePlan, st: &mut PipeEnds, _cx: &OpenCtx<'_>) -> Result<Opened> {
         use std::collections::btree_map::Entry;
+        if let Some(n) = p.inherited {
+            // As CRIU: a description of its own on the inherited pipe, the
+            // end the dump had.
+            let mode = if p.write_end() { OFlags::WRONLY } else { OFlags::RDONLY };
+            let fd = rustix::fs::open(format!("/proc/self/fd/{n}"), mode | OFlags::CLOEXEC, Mode::empty())
+                .sys(|| format!("reopening inherited fd {n} for pipe:[{}]", p.pipe_id))?;
+            set_status_flags(&fd, p.flags)?;
+            return Ok(Opened::Fd(fd));
+        }
         let ends = match st.pipes.entry(p.pipe_id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(v) => {
@@ -263,7 +276,7 @@ mod tests {
         let w = desc(2, libc::O_WRONLY | libc::O_NONBLOCK, FileKind::Pipe(PipeDumped { pipe_ino: 77, data: None }));
         let (plans, tmp) = roundtrip(&[r, w], &LoadOptions::default());
         let plans = plans.unwrap();
-        let want = |flags| DescPlan::Pipe(PipePlan { pipe_id: 77, flags, data: data.clone() });
+        let want = |flags| DescPlan::Pipe(PipePlan { pipe_id: 77, flags, data: data.clone(), inherited: None });
         assert_eq!(plans[&1], want(libc::O_RDONLY));
         assert_eq!(plans[&2], want(libc::O_WRONLY | libc::O_NONBLOCK));
         crit_decodes(&tmp.path().join("pipes-data.img"));

@@ -17,7 +17,7 @@ use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FileKind, File
 use crate::images::pb::{self, FdTypes, RemapType};
 use crate::images::{ImageDir, ImageError, ImageKind};
 use crate::restore::error::{RestoreError, Result, SysContext};
-use rustix::fd::OwnedFd;
+use rustix::fd::{OwnedFd, RawFd};
 use rustix::fs::{Mode, OFlags, SeekFrom};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -102,6 +102,10 @@ pub struct RegPlan {
     pub file: RegFile,
     /// An unlinked file: recreated, opened, unlinked again.
     pub ghost: Option<Ghost>,
+    /// `--inherit-fd fd[N]:PATH` (the path without its leading `/`, as
+    /// CRIU names it): criu-rs's fd N is used as this file (its own
+    /// description, shared, as CRIU does).
+    pub inherited: Option<RawFd>,
 }
 
 impl FdKind for Reg {
@@ -139,13 +143,23 @@ impl FdKind for Reg {
         let id = e.id.unwrap_or_default();
         let reg = e.reg.as_ref().ok_or_else(|| cx.bad(format!("file {id:#x} is REG without reg_file_entry")))?;
         let file = reg_file(reg);
+        let key = file.path.to_string_lossy();
+        let inherited = cx.opts.inherit_fd(key.strip_prefix('/').unwrap_or(&key));
         match cx.side::<Remaps>()?.0.get(&id) {
-            Some(&ghost_id) => Ok(RegPlan { ghost: Some(load_ghost(cx.images, ghost_id)?), file: RegFile { size: None, mode: None, ..file } }),
-            None => Ok(RegPlan { file, ghost: None }),
+            _ if inherited.is_some() => Ok(RegPlan { file, ghost: None, inherited }),
+            Some(&ghost_id) => Ok(RegPlan { ghost: Some(load_ghost(cx.images, ghost_id)?), file: RegFile { size: None, mode: None, ..file }, inherited }),
+            None => Ok(RegPlan { file, ghost: None, inherited }),
         }
     }
 
     fn open(p: &RegPlan, _st: &mut (), _cx: &OpenCtx<'_>) -> Result<Opened> {
+        if let Some(n) = p.inherited {
+            // SAFETY: `n` was checked to be open when the restore started,
+            // and criu-rs's caller keeps it open until the restore ends.
+            let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(n) };
+            let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0).sys(|| format!("dup of inherited fd {n} for {}", p.file.path.display()))?;
+            return Ok(Opened::Fd(dup));
+        }
         match &p.ghost {
             None => open_reg(&p.file),
             Some(g) => open_ghost(&p.file, g),
@@ -537,9 +551,9 @@ mod tests {
         let (plans, tmp) = roundtrip(&[a, b, c], &LoadOptions::default());
         let plans = plans.unwrap();
         let a_file = RegFile { path: "/tmp/a".into(), flags: libc::O_RDWR | libc::O_APPEND, pos: 3, size: Some(5), mode: Some(libc::S_IFREG | 0o640) };
-        assert_eq!(plans[&1], DescPlan::Reg(RegPlan { file: a_file, ghost: None }));
+        assert_eq!(plans[&1], DescPlan::Reg(RegPlan { file: a_file, ghost: None, inherited: None }));
         let ghost_of = |id| match &plans[&id] {
-            DescPlan::Reg(RegPlan { ghost: Some(g), file }) => (file.path.clone(), g.clone()),
+            DescPlan::Reg(RegPlan { ghost: Some(g), file, .. }) => (file.path.clone(), g.clone()),
             other => panic!("{other:?}"),
         };
         assert_eq!(ghost_of(2), ("/tmp/b".into(), small));

@@ -1461,6 +1461,18 @@ mod tests {
         rustix::net::socket_with(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None).unwrap()
     }
 
+    /// Waits until abstract name `@name` is free again: a child forked
+    /// meanwhile by another test of this binary (fork without exec keeps
+    /// CLOEXEC descriptors) may still hold the socket bound to it.
+    fn wait_name_free(name: &str) {
+        let addr = SocketAddrUnix::new_abstract_name(name.as_bytes()).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while rustix::net::bind(&sock(SocketType::DGRAM), &addr) == Err(Errno::ADDRINUSE) {
+            assert!(std::time::Instant::now() < until, "@{name} still bound by someone else after 60 s");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     fn send(fd: &OwnedFd, b: &[u8]) {
         assert_eq!(rustix::net::send(fd, b, SendFlags::NOSIGNAL).unwrap(), b.len());
     }
@@ -1635,6 +1647,7 @@ mod tests {
             (id(&l), id(&c), id(&a), id(&pending), id(&srv), id(&cli), id(&h0), id(&h1));
         drop((d0, d1, s0, s1, q0, q1, l, c, a, pending, srv, cli, h0, h1));
 
+        wait_name_free(&abs);
         let mut got = world.open_all(false).unwrap();
         let mut take = |id: u32| got.remove(&id).unwrap();
         let (d0, d1, s0, s1, _q0, q1) = (take(id_d0), take(id_d1), take(id_s0), take(id_s1), take(id_q0), take(id_q1));
@@ -1711,6 +1724,7 @@ mod tests {
         let b_full = [b_path.as_os_str().as_encoded_bytes(), &[0]].concat();
         assert_eq!(senders, vec![Some(a_full.clone()), Some(b_full.clone()), None, Some(a_full.clone())]);
         drop((srv, a));
+        wait_name_free(&a_name);
         let mut got = world.open_all(false).unwrap();
         let (srv, _a) = (got.remove(&srv_id).unwrap(), got.remove(&a_id).unwrap());
         assert_eq!(recv_from(&srv), (b"from a".to_vec(), a_full.clone()));

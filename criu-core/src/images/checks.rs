@@ -82,10 +82,22 @@ fn xsave_error(x: &UserX86XsaveEntry) -> Option<String> {
 impl MmEntry {
     /// Problems in the VMA list: bounds not page-aligned, empty or inverted
     /// areas, areas out of order or overlapping.
+    /// Guard regions (`VMA_AREA_GUARD` entries, which CRIU writes after
+    /// the areas) must each lie inside the areas.
     pub fn layout_error(&self) -> Option<String> {
         let mut prev_end = 0u64;
+        let areas = || self.vmas.iter().filter(|v| !is_guard(v));
         for (i, v) in self.vmas.iter().enumerate() {
             let (start, end) = (v.start(), v.end());
+            if is_guard(v) {
+                if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start >= end {
+                    return Some(format!("vmas[{i}] guard region {start:#x}-{end:#x} is unaligned or empty"));
+                }
+                if !covered(areas(), start, end) {
+                    return Some(format!("vmas[{i}] guard region {start:#x}-{end:#x} is not inside the areas"));
+                }
+                continue;
+            }
             if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
                 return Some(format!("vmas[{i}] {start:#x}-{end:#x} is not page-aligned"));
             }
@@ -101,6 +113,25 @@ impl MmEntry {
         }
         None
     }
+}
+
+/// Whether a `vma_entry` is a guard region rather than an area.
+pub fn is_guard(v: &VmaEntry) -> bool {
+    v.status() & super::consts::vma_status::AREA_GUARD != 0
+}
+
+/// Whether the sorted, disjoint `areas` cover `[start, end)` without a hole.
+fn covered<'a>(areas: impl Iterator<Item = &'a VmaEntry>, start: u64, end: u64) -> bool {
+    let mut at = start;
+    for v in areas {
+        if v.start() <= at && at < v.end() {
+            at = v.end();
+        }
+        if at >= end {
+            return true;
+        }
+    }
+    false
 }
 
 /// Problems in a pagemap against its process's VMAs (sorted, as checked by
@@ -127,7 +158,7 @@ pub fn pagemap_error(vmas: &[VmaEntry], entries: &[PagemapEntry]) -> Option<Stri
         if start < prev_end {
             return Some(format!("entry {i} at {start:#x} overlaps or precedes the previous one (ends {prev_end:#x})"));
         }
-        if !vmas.iter().any(|v| v.start() <= start && end <= v.end()) {
+        if !vmas.iter().any(|v| !is_guard(v) && v.start() <= start && end <= v.end()) {
             return Some(format!(
                 "entry {i} {start:#x}-{end:#x} is not inside one VMA"
             ));

@@ -1,68 +1,82 @@
 //! The wire format of the page server (layout in the [module doc](super)):
-//! fixed-size hello/request/reply headers, their checks, and bounded reads.
+//! CRIU's 32-byte `page_server_iov`, its commands and image ids, their
+//! checks, and bounded reads.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use crate::images::{ImageError, PAGE_SIZE};
 
-/// `"CRPS"` as a little-endian u32.
-pub const MAGIC: u32 = 0x5350_5243;
-/// The protocol version spoken here (2: OPEN names the pages image id).
-pub const VERSION: u32 = 2;
-/// Most pages one PUT or GET may carry (4 MiB).
-pub const MAX_PAGES: u64 = 1024;
+/// Most pages one GET asks for or one GET reply carries here (4 MiB). CRIU
+/// sets no limit; a reply may carry fewer pages than asked for.
+pub const MAX_GET_PAGES: u64 = 1024;
 
-/// PUT flag: this PUT continues the previous one's pagemap entry (same
-/// flags, adjacent address); the server writes them as one entry.
-pub const PUT_CONTINUES: u32 = 1 << 31;
+/// Bits of the command word that hold the command; the pagemap flags of an
+/// [`Cmd::AddF`] are above them (CRIU's `PS_CMD_BITS`).
+pub const CMD_BITS: u32 = 16;
+/// Bits of an image id that hold its type (CRIU's `PS_TYPE_BITS`).
+pub const TYPE_BITS: u32 = 8;
 
-/// What a connection is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// A dump sends pages (OPEN/PUT/CLOSE).
-    Put = 1,
-    /// A lazy-pages daemon fetches pages (GET).
-    Get = 2,
-}
-
-/// Request commands.
+/// The commands (CRIU's `PS_IOV_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
-    /// Start a pid's pagemap.
-    Open = 1,
-    /// One pagemap entry (and its pages when PRESENT).
-    Put = 2,
-    /// Finish a pid's images.
-    Close = 3,
-    /// Fetch pages.
-    Get = 4,
-    /// End of session.
-    Finish = 5,
+    /// Pages with data (flags PRESENT implied): an old dump's ADD.
+    Add = 1,
+    /// A hole in the parent (flags PARENT implied): an old dump's HOLE.
+    Hole = 2,
+    /// Starts an image, no answer.
+    Open = 3,
+    /// Starts an image; answered with one byte, 1 if the server has a
+    /// parent image of it.
+    Open2 = 4,
+    /// Asks whether the server has a parent image; answered with an i32.
+    Parent = 5,
+    /// A pagemap entry, its flags in the command word's high bits; the
+    /// pages follow when PRESENT. Also a GET's answer.
+    AddF = 6,
+    /// Fetches pages (post-copy); `dst_id` is the bare pid.
+    Get = 7,
+    /// Ends the session; answered with an i32 status (0).
+    Close = 0x1023,
+    /// As CLOSE, for a socket another process keeps open.
+    ForceClose = 0x1024,
 }
 
-/// Reply status codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Done.
-    Ok = 0,
-    /// No such pid in the store / not opened.
-    UnknownPid = 1,
-    /// The range is not (entirely) in the store.
-    NoData = 2,
-    /// Malformed or out-of-order request.
-    BadRequest = 3,
-    /// More than [`MAX_PAGES`].
-    TooLarge = 4,
-    /// The server failed to read or write its images.
-    Io = 5,
-    /// Unsupported protocol version.
-    Version = 6,
+impl Cmd {
+    fn from_code(c: u32) -> Option<Cmd> {
+        use Cmd::*;
+        [Add, Hole, Open, Open2, Parent, AddF, Get, Close, ForceClose].into_iter().find(|x| *x as u32 == c)
+    }
 }
 
-impl Status {
-    fn from_u32(v: u32) -> Option<Status> {
-        use Status::*;
-        [Ok, UnknownPid, NoData, BadRequest, TooLarge, Io, Version].into_iter().find(|s| *s as u32 == v)
+/// Which pagemap an image id names (CRIU's `encode_pm`: id << 8 | type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `pagemap-PID.img`.
+    Task(u32),
+    /// `pagemap-shmem-SHMID.img`.
+    Shmem(u64),
+}
+
+impl Target {
+    /// The 64-bit `dst_id`.
+    pub fn encode(self) -> u64 {
+        match self {
+            Target::Task(pid) => u64::from(pid) << TYPE_BITS | 1,
+            Target::Shmem(id) => id << TYPE_BITS | 2,
+        }
+    }
+
+    /// Decodes a `dst_id`, including the type numbers older CRIUs sent
+    /// (their image-kind numbers, which changed between releases).
+    pub fn decode(dst_id: u64) -> Result<Target> {
+        let id = dst_id >> TYPE_BITS;
+        match dst_id & ((1 << TYPE_BITS) - 1) {
+            1 | 10 | 11 | 16 | 17 => {
+                u32::try_from(id).map(Target::Task).map_err(|_| PageServerError::Protocol(format!("pid {id} out of range")))
+            }
+            2 | 27 | 28 | 29 | 32 | 33 | 34 => Ok(Target::Shmem(id)),
+            t => Err(PageServerError::Protocol(format!("unknown pagemap type {t} in image id {dst_id:#x}"))),
+        }
     }
 }
 
@@ -72,38 +86,19 @@ pub enum PageServerError {
     /// The connection failed or closed early.
     #[error("page server connection: {0}")]
     Io(#[from] io::Error),
-    /// The peer does not speak this protocol.
-    #[error("not a criu-rs page server peer (magic {0:#x})")]
-    BadMagic(u32),
-    /// The peer speaks another version.
-    #[error("page server protocol version {got}, this side speaks {VERSION}")]
-    Version {
-        /// The peer's version.
-        got: u32,
-    },
-    /// A request or reply beyond the bounds.
-    #[error("{what}: {pages} pages is more than the limit of {MAX_PAGES}")]
-    TooLarge {
-        /// Which message.
-        what: &'static str,
-        /// Pages it claimed.
-        pages: u64,
-    },
-    /// Malformed message.
+    /// Malformed message, or one out of order.
     #[error("page server protocol: {0}")]
     Protocol(String),
-    /// The server refused a request.
-    #[error("page server refused {cmd:?} pid {pid} at {vaddr:#x}: {status:?}")]
-    Refused {
-        /// The request.
-        cmd: Cmd,
-        /// Its pid.
-        pid: u32,
-        /// Its address.
-        vaddr: u64,
-        /// Why.
-        status: Status,
+    /// The peer closed the connection instead of answering (CRIU's page
+    /// server does so on any failure, e.g. pages it does not have).
+    #[error("page server closed the connection after {what} (see its log)")]
+    Closed {
+        /// The request left unanswered.
+        what: String,
     },
+    /// The server answered CLOSE with a failure status.
+    #[error("page server ended the session with status {0}")]
+    Status(i32),
     /// A store lookup failed (server side).
     #[error("pid {pid}: no data for {len:#x} bytes at {vaddr:#x}")]
     NoData {
@@ -125,122 +120,66 @@ pub enum PageServerError {
 /// A result with [`PageServerError`].
 pub type Result<T> = std::result::Result<T, PageServerError>;
 
-/// The 16-byte hello.
+/// CRIU's `struct page_server_iov`, 32 bytes on x86_64:
+/// `u32 cmd` (flags << 16 | command), 4 bytes of padding, `u64 nr_pages`,
+/// `u64 vaddr`, `u64 dst_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hello {
-    /// Protocol version.
-    pub version: u32,
-    /// Role as u32 (see [`Role`]).
-    pub role: u32,
-}
-
-impl Hello {
-    /// Encodes with the magic.
-    pub fn encode(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        b[4..8].copy_from_slice(&self.version.to_le_bytes());
-        b[8..12].copy_from_slice(&self.role.to_le_bytes());
-        b
-    }
-
-    /// Decodes, checking the magic (not the version: the caller answers it).
-    pub fn decode(b: &[u8; 16]) -> Result<Hello> {
-        let magic = le32(b, 0);
-        if magic != MAGIC {
-            return Err(PageServerError::BadMagic(magic));
-        }
-        Ok(Hello { version: le32(b, 4), role: le32(b, 8) })
-    }
-}
-
-/// The 32-byte request header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
+pub struct Iov {
     /// Command.
     pub cmd: Cmd,
-    /// Pagemap flags (PUT).
+    /// Pagemap flags ([`Cmd::AddF`] only; 16 bits on the wire).
     pub flags: u32,
-    /// Process id (image pid).
-    pub pid: u32,
-    /// OPEN: the id of the pages image to write (`pages-<id>.img`, chosen
-    /// by the dump so it cannot collide with the images it writes itself);
-    /// 0 in every other request.
-    pub pages_id: u32,
-    /// Page-aligned address.
-    pub vaddr: u64,
     /// Pages.
     pub nr_pages: u64,
+    /// Page-aligned address.
+    pub vaddr: u64,
+    /// The image ([`Target::encode`]), or a GET's bare pid.
+    pub dst_id: u64,
 }
 
-impl Request {
+impl Iov {
+    /// A request without pages or address.
+    pub fn bare(cmd: Cmd, dst_id: u64) -> Iov {
+        Iov { cmd, flags: 0, nr_pages: 0, vaddr: 0, dst_id }
+    }
+
     /// Encodes.
     pub fn encode(&self) -> [u8; 32] {
         let mut b = [0u8; 32];
-        b[0..4].copy_from_slice(&(self.cmd as u32).to_le_bytes());
-        b[4..8].copy_from_slice(&self.flags.to_le_bytes());
-        b[8..12].copy_from_slice(&self.pid.to_le_bytes());
-        b[12..16].copy_from_slice(&self.pages_id.to_le_bytes());
+        b[0..4].copy_from_slice(&((self.flags << CMD_BITS) | self.cmd as u32).to_le_bytes());
+        b[8..16].copy_from_slice(&self.nr_pages.to_le_bytes());
         b[16..24].copy_from_slice(&self.vaddr.to_le_bytes());
-        b[24..32].copy_from_slice(&self.nr_pages.to_le_bytes());
+        b[24..32].copy_from_slice(&self.dst_id.to_le_bytes());
         b
     }
 
-    /// Decodes and checks the bounds: known command, aligned address, at
-    /// most [`MAX_PAGES`] pages, a pages id only in OPEN.
-    pub fn decode(b: &[u8; 32]) -> Result<Request> {
-        use Cmd::*;
-        let c = le32(b, 0);
-        let cmd = [Open, Put, Close, Get, Finish]
-            .into_iter()
-            .find(|x| *x as u32 == c)
-            .ok_or_else(|| PageServerError::Protocol(format!("unknown command {c}")))?;
-        let r = Request { cmd, flags: le32(b, 4), pid: le32(b, 8), pages_id: le32(b, 12), vaddr: le64(b, 16), nr_pages: le64(b, 24) };
-        if r.pages_id != 0 && cmd != Open {
-            return Err(PageServerError::Protocol(format!("{cmd:?} with a pages id ({})", r.pages_id)));
+    /// Decodes and checks: a known command, flags only on ADD_F, an aligned
+    /// address, a range that does not wrap.
+    pub fn decode(b: &[u8; 32]) -> Result<Iov> {
+        let word = le32(b, 0);
+        let code = word & ((1 << CMD_BITS) - 1);
+        let cmd = Cmd::from_code(code).ok_or_else(|| PageServerError::Protocol(format!("unknown command {word:#x}")))?;
+        let iov = Iov { cmd, flags: word >> CMD_BITS, nr_pages: le64(b, 8), vaddr: le64(b, 16), dst_id: le64(b, 24) };
+        if iov.flags != 0 && cmd != Cmd::AddF {
+            return Err(PageServerError::Protocol(format!("{cmd:?} with flags {:#x}", iov.flags)));
         }
-        if !r.vaddr.is_multiple_of(PAGE_SIZE) {
-            return Err(PageServerError::Protocol(format!("unaligned address {:#x}", r.vaddr)));
+        if !iov.vaddr.is_multiple_of(PAGE_SIZE) {
+            return Err(PageServerError::Protocol(format!("unaligned address {:#x}", iov.vaddr)));
         }
-        if r.nr_pages > MAX_PAGES {
-            return Err(PageServerError::TooLarge { what: "request", pages: r.nr_pages });
+        if iov.nr_pages.checked_mul(PAGE_SIZE).and_then(|l| l.checked_add(iov.vaddr)).is_none() {
+            return Err(PageServerError::Protocol(format!("{} pages at {:#x} wrap around", iov.nr_pages, iov.vaddr)));
         }
-        Ok(r)
+        Ok(iov)
     }
 
-    /// Bytes of pages this request carries or asks for.
-    pub fn data_len(&self) -> usize {
-        (self.nr_pages * PAGE_SIZE) as usize
-    }
-}
-
-/// The 16-byte reply header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
-    /// Outcome.
-    pub status: Status,
-    /// Bytes following.
-    pub len: u64,
-}
-
-impl Reply {
-    /// Encodes.
-    pub fn encode(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[0..4].copy_from_slice(&(self.status as u32).to_le_bytes());
-        b[8..16].copy_from_slice(&self.len.to_le_bytes());
-        b
+    /// Bytes of pages this request covers.
+    pub fn len(&self) -> u64 {
+        self.nr_pages * PAGE_SIZE
     }
 
-    /// Decodes; a length above [`MAX_PAGES`] pages is refused.
-    pub fn decode(b: &[u8; 16]) -> Result<Reply> {
-        let s = le32(b, 0);
-        let status = Status::from_u32(s).ok_or_else(|| PageServerError::Protocol(format!("unknown status {s}")))?;
-        let len = le64(b, 8);
-        if len > MAX_PAGES * PAGE_SIZE {
-            return Err(PageServerError::TooLarge { what: "reply", pages: len / PAGE_SIZE });
-        }
-        Ok(Reply { status, len })
+    /// Whether it covers no page.
+    pub fn is_empty(&self) -> bool {
+        self.nr_pages == 0
     }
 }
 
@@ -273,22 +212,24 @@ pub fn read_header<const N: usize>(r: &mut impl Read) -> Result<Option<[u8; N]>>
     Ok(Some(b))
 }
 
-/// Reads a header that must be there.
-pub fn read_exact_header<const N: usize>(r: &mut impl Read) -> Result<[u8; N]> {
-    read_header(r)?.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof).into())
+/// Reads the answer to `what`, which must come: the peer closing instead
+/// is [`PageServerError::Closed`].
+pub fn read_answer<const N: usize>(r: &mut impl Read, what: impl FnOnce() -> String) -> Result<[u8; N]> {
+    match read_header(r) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(PageServerError::Closed { what: what() }),
+        Err(PageServerError::Io(e)) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof) => {
+            Err(PageServerError::Closed { what: what() })
+        }
+        Err(e) => Err(e),
+    }
 }
 
-/// Sends our hello and checks the peer's (client side).
-pub fn client_hello(s: &mut (impl Read + Write), role: Role) -> Result<()> {
-    s.write_all(&Hello { version: VERSION, role: role as u32 }.encode())?;
-    let b: [u8; 16] = read_exact_header(s)?;
-    // A server refusing our version answers with a reply instead.
-    if le32(&b, 0) == Status::Version as u32 {
-        return Err(PageServerError::Version { got: VERSION });
-    }
-    let h = Hello::decode(&b)?;
-    if h.version != VERSION {
-        return Err(PageServerError::Version { got: h.version });
+/// Reads CLOSE's answer, the session's status (0: all was well).
+pub fn close_status(r: &mut impl Read) -> Result<()> {
+    let status = i32::from_le_bytes(read_answer(r, || "CLOSE".into())?);
+    if status != 0 {
+        return Err(PageServerError::Status(status));
     }
     Ok(())
 }
@@ -298,28 +239,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn headers_round_trip_and_bounds() {
-        let r = Request { cmd: Cmd::Get, flags: 4, pid: 42, pages_id: 0, vaddr: 0x7000_0000, nr_pages: 16 };
-        assert_eq!(Request::decode(&r.encode()).unwrap(), r);
-        let open = Request { cmd: Cmd::Open, flags: 0, pid: 42, pages_id: 7, vaddr: 0, nr_pages: 0 };
-        assert_eq!(Request::decode(&open.encode()).unwrap(), open);
-        // A pages id belongs in OPEN only.
-        assert!(matches!(Request::decode(&Request { pages_id: 7, ..r }.encode()), Err(PageServerError::Protocol(_))));
-        let mut big = r;
-        big.nr_pages = MAX_PAGES + 1;
-        assert!(matches!(Request::decode(&big.encode()), Err(PageServerError::TooLarge { .. })));
-        let mut b = r.encode();
-        b[16] = 1;
-        assert!(matches!(Request::decode(&b), Err(PageServerError::Protocol(_))));
-        b = r.encode();
-        b[0] = 9;
-        assert!(matches!(Request::decode(&b), Err(PageServerError::Protocol(_))));
-        let rep = Reply { status: Status::NoData, len: 8192 };
-        assert_eq!(Reply::decode(&rep.encode()).unwrap(), rep);
-        let h = Hello { version: 7, role: 2 };
-        assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
-        let mut hb = h.encode();
-        hb[0] ^= 1;
-        assert!(matches!(Hello::decode(&hb), Err(PageServerError::BadMagic(_))));
+    fn iov_is_criu_s_layout_and_bounded() {
+        let iov = Iov { cmd: Cmd::AddF, flags: 6, nr_pages: 3, vaddr: 0x7000_0000, dst_id: Target::Task(42).encode() };
+        let b = iov.encode();
+        // cmd = flags << 16 | 6, padding, nr_pages, vaddr, dst_id = 42 << 8 | 1.
+        assert_eq!(&b[0..8], &[6, 0, 6, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[8..16], &3u64.to_le_bytes());
+        assert_eq!(&b[24..32], &(42u64 << 8 | 1).to_le_bytes());
+        assert_eq!(Iov::decode(&b).unwrap(), iov);
+        assert_eq!(Iov::decode(&Iov::bare(Cmd::Close, 0).encode()).unwrap().cmd, Cmd::Close);
+        assert_eq!(&Iov::bare(Cmd::ForceClose, 0).encode()[..4], &0x1024u32.to_le_bytes());
+        // Flags only on ADD_F; unknown commands; unaligned or wrapping ranges.
+        let mut bad = Iov { cmd: Cmd::Add, ..iov }.encode();
+        assert!(matches!(Iov::decode(&bad), Err(PageServerError::Protocol(_))));
+        bad = iov.encode();
+        bad[0] = 8;
+        assert!(matches!(Iov::decode(&bad), Err(PageServerError::Protocol(_))));
+        assert!(Iov::decode(&Iov { vaddr: 0x7000_0010, ..iov }.encode()).is_err());
+        assert!(Iov::decode(&Iov { nr_pages: u64::MAX / 4096, ..iov }.encode()).is_err());
+    }
+
+    #[test]
+    fn image_ids_as_criu_numbers_them() {
+        assert_eq!(Target::Task(7).encode(), 0x701);
+        assert_eq!(Target::Shmem(0x1234).encode(), 0x12_3402);
+        for t in [Target::Task(7), Target::Shmem(99)] {
+            assert_eq!(Target::decode(t.encode()).unwrap(), t);
+        }
+        // Older CRIUs' type numbers.
+        assert_eq!(Target::decode(7 << 8 | 11).unwrap(), Target::Task(7));
+        assert_eq!(Target::decode(7 << 8 | 34).unwrap(), Target::Shmem(7));
+        assert!(Target::decode(7 << 8 | 3).is_err());
+        assert!(Target::decode(1 << 60 | 1).is_err());
     }
 }

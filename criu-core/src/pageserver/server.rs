@@ -1,19 +1,26 @@
-//! The serving side: one connection at a time, answering OPEN/PUT/CLOSE by
-//! writing images and GET from a [`PageStore`].
+//! The serving side: one connection at a time, answering OPEN/ADD/CLOSE by
+//! writing images and GET from a [`PageStore`], as CRIU's page server does.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use super::proto::{read_exact_header, read_header, Cmd, Hello, PageServerError, Reply, Request, Result, Role, Status, PUT_CONTINUES, VERSION};
+use super::proto::{read_header, Cmd, Iov, PageServerError, Result, Target, MAX_GET_PAGES};
 use super::store::PageStore;
 use crate::images::consts::pagemap_flags;
 use crate::images::pb::{PagemapEntry, PagemapHead};
 use crate::images::{ImageDir, ImageKind, ImageWriter, PAGE_SIZE};
 
+/// The first pages image id a server gives (CRIU's `up_page_ids_base`):
+/// above those of a dump writing into the same directory.
+pub const FIRST_PAGES_ID: u32 = 0x10001;
+
+/// Bytes of pages copied from the socket to the pages image at a time.
+const CHUNK: usize = 1 << 20;
+
 /// Counters of one session.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SessionStats {
-    /// Pages received by PUT.
+    /// Pages received by ADD.
     pub pages_put: u64,
     /// Pages sent by GET.
     pub pages_got: u64,
@@ -21,23 +28,21 @@ pub struct SessionStats {
     pub requests: u64,
 }
 
-/// The images being received for one pid.
+/// The images being received for one pagemap.
 struct Incoming {
-    pid: u32,
+    dst_id: u64,
     pagemap: ImageWriter,
     pages: ImageWriter,
-    /// The entry being received (vaddr, pages, flags): written when the
-    /// next PUT does not continue it ([`PUT_CONTINUES`]) or at CLOSE.
-    entry: Option<(u64, u64, u32)>,
 }
 
-/// One connection's state: where PUTs go and where GETs come from.
+/// One connection's state: where ADDs go and where GETs come from.
 pub struct Session<'a> {
     sink: Option<&'a ImageDir>,
     store: Option<&'a mut dyn PageStore>,
     open: Option<Incoming>,
-    /// (pid, pages id) of every OPEN accepted so far: neither may come again.
-    opened: Vec<(u32, u32)>,
+    /// Every image opened so far: none may come twice.
+    opened: Vec<u64>,
+    next_pages_id: u32,
     buf: Vec<u8>,
     /// Counters.
     pub stats: SessionStats,
@@ -45,137 +50,138 @@ pub struct Session<'a> {
 
 impl<'a> Session<'a> {
     /// A session writing received pages into `sink` and answering GETs from
-    /// `store` (either may be absent: those requests are refused).
+    /// `store` (either may be absent: those requests end the session).
     pub fn new(sink: Option<&'a ImageDir>, store: Option<&'a mut dyn PageStore>) -> Self {
-        Session { sink, store, open: None, opened: Vec::new(), buf: Vec::new(), stats: SessionStats::default() }
+        Session { sink, store, open: None, opened: Vec::new(), next_pages_id: FIRST_PAGES_ID, buf: Vec::new(), stats: SessionStats::default() }
     }
 
-    /// Serves one connection until FINISH or the peer closes.
+    /// Serves one connection until CLOSE or the peer closes. A dump that
+    /// sent pages and went away without CLOSE failed: an error (its images
+    /// are not whole); a GET client may just close. Any failure ends the
+    /// session, the connection closed without an answer (as CRIU's: the
+    /// protocol has no error replies).
     pub fn serve(&mut self, s: &mut (impl Read + Write)) -> Result<()> {
-        let h = Hello::decode(&read_exact_header(s)?)?;
-        if h.version != VERSION {
-            s.write_all(&Reply { status: Status::Version, len: 0 }.encode())?;
-            return Err(PageServerError::Version { got: h.version });
-        }
-        s.write_all(&Hello { version: VERSION, role: h.role }.encode())?;
+        let mut receiving = false;
         while let Some(b) = read_header::<32>(s)? {
-            let req = Request::decode(&b)?;
+            let iov = Iov::decode(&b)?;
             self.stats.requests += 1;
-            match req.cmd {
-                Cmd::Get => self.get(s, &req)?,
-                Cmd::Finish => {
+            match iov.cmd {
+                Cmd::Open | Cmd::Open2 => {
+                    receiving = true;
+                    let has_parent = self.open_image(iov.dst_id)?;
+                    if iov.cmd == Cmd::Open2 {
+                        s.write_all(&[u8::from(has_parent)])?;
+                    }
+                }
+                Cmd::Parent => {
+                    let has = self.has_parent(Target::decode(iov.dst_id)?)?;
+                    s.write_all(&i32::from(has).to_le_bytes())?;
+                }
+                Cmd::Add | Cmd::AddF | Cmd::Hole => {
+                    receiving = true;
+                    let flags = match iov.cmd {
+                        Cmd::Add => pagemap_flags::PRESENT,
+                        Cmd::Hole => pagemap_flags::PARENT,
+                        _ => iov.flags,
+                    };
+                    self.add(s, &iov, flags)?;
+                }
+                Cmd::Close | Cmd::ForceClose => {
                     self.close_open()?;
-                    s.write_all(&Reply { status: Status::Ok, len: 0 }.encode())?;
+                    s.write_all(&0i32.to_le_bytes())?;
                     return Ok(());
                 }
-                _ => {
-                    let status = self.put_side(s, &req)?;
-                    s.write_all(&Reply { status, len: 0 }.encode())?;
-                }
+                Cmd::Get => self.get(s, &iov)?,
             }
         }
-        // A dump that went away without FINISH failed: its images are not
-        // whole. (A GET client may just close.)
         match &self.open {
-            Some(inc) => Err(PageServerError::Protocol(format!("connection closed with the images of pid {} unfinished", inc.pid))),
-            None if h.role == Role::Put as u32 => Err(PageServerError::Protocol("the dump closed the connection without FINISH".into())),
+            Some(inc) => Err(PageServerError::Protocol(format!(
+                "connection closed with image {:?} unfinished (no CLOSE)",
+                Target::decode(inc.dst_id)?
+            ))),
+            None if receiving => Err(PageServerError::Protocol("the dump closed the connection without CLOSE".into())),
             None => Ok(()),
         }
     }
 
-    fn get(&mut self, s: &mut impl Write, req: &Request) -> Result<()> {
-        let len = req.data_len() as u64;
-        let Some(store) = self.store.as_deref_mut() else {
-            return Ok(s.write_all(&Reply { status: Status::BadRequest, len: 0 }.encode())?);
-        };
-        match store.pages(req.pid, req.vaddr, len) {
-            Ok(data) => {
-                s.write_all(&Reply { status: Status::Ok, len }.encode())?;
-                s.write_all(data)?;
-                self.stats.pages_got += req.nr_pages;
-            }
-            Err(e) => {
-                tracing::warn!("page server: GET refused: {e}");
-                let status = match e {
-                    PageServerError::UnknownPid(_) => Status::UnknownPid,
-                    PageServerError::NoData { .. } => Status::NoData,
-                    _ => Status::Io,
-                };
-                s.write_all(&Reply { status, len: 0 }.encode())?;
-            }
+    fn sink(&self) -> Result<&'a ImageDir> {
+        self.sink.ok_or_else(|| PageServerError::Protocol("this server does not take pages".into()))
+    }
+
+    /// Whether the images directory's `parent` holds the pagemap of `t`.
+    fn has_parent(&self, t: Target) -> Result<bool> {
+        let (kind, id) = image_of(t);
+        let parent = ImageDir::open_unchecked(self.sink()?.path().join("parent"));
+        Ok(parent.exists(kind, id))
+    }
+
+    /// Finishes the image being received and starts the pagemap `dst_id`
+    /// names (with a pages image of the next id); whether a parent has it.
+    fn open_image(&mut self, dst_id: u64) -> Result<bool> {
+        self.close_open()?;
+        let t = Target::decode(dst_id)?;
+        if self.opened.contains(&dst_id) {
+            return Err(PageServerError::Protocol(format!("image {t:?} opened twice")));
         }
+        let dir = self.sink()?;
+        let (kind, id) = image_of(t);
+        let pages_id = self.next_pages_id;
+        self.next_pages_id += 1;
+        let mut pagemap = dir.create_image(kind, id)?;
+        pagemap.write_entry(&PagemapHead { pages_id: Some(pages_id) })?;
+        let pages = dir.create_pages(u64::from(pages_id))?;
+        self.opened.push(dst_id);
+        self.open = Some(Incoming { dst_id, pagemap, pages });
+        tracing::debug!("page server: receiving {t:?} (pages-{pages_id}.img)");
+        self.has_parent(t)
+    }
+
+    /// One pagemap entry; with PRESENT its pages follow, copied through.
+    fn add(&mut self, s: &mut impl Read, iov: &Iov, flags: u32) -> Result<()> {
+        if iov.is_empty() {
+            return Err(PageServerError::Protocol(format!("an entry of no pages at {:#x}", iov.vaddr)));
+        }
+        // CRIU's old dumps sent entries without OPEN: the image opens then.
+        if self.open.as_ref().is_none_or(|i| i.dst_id != iov.dst_id) {
+            self.open_image(iov.dst_id)?;
+        }
+        let inc = self.open.as_mut().ok_or(PageServerError::Protocol("no image open".into()))?;
+        inc.pagemap.write_entry(&PagemapEntry::new(iov.vaddr, iov.nr_pages, flags))?;
+        if flags & pagemap_flags::PRESENT == 0 {
+            return Ok(());
+        }
+        let mut left = iov.len();
+        self.buf.resize(CHUNK, 0);
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            s.read_exact(&mut self.buf[..n])?;
+            inc.pages.write_raw(&self.buf[..n])?;
+            left -= n as u64;
+        }
+        self.stats.pages_put += iov.nr_pages;
         Ok(())
     }
 
-    /// OPEN/PUT/CLOSE: returns the status to answer. A PUT's data is always
-    /// consumed so the stream stays in step.
-    fn put_side(&mut self, s: &mut impl Read, req: &Request) -> Result<Status> {
-        if req.cmd == Cmd::Put && req.flags & pagemap_flags::PRESENT != 0 {
-            self.buf.resize(req.data_len(), 0);
-            s.read_exact(&mut self.buf)?;
+    /// Answers with an ADD_F header and the pages: as many as the store has
+    /// in one run from the address (at least one), at most what was asked.
+    fn get(&mut self, s: &mut impl Write, iov: &Iov) -> Result<()> {
+        let store = self.store.as_deref_mut().ok_or_else(|| PageServerError::Protocol("this server serves no pages".into()))?;
+        let pid = u32::try_from(iov.dst_id).map_err(|_| PageServerError::UnknownPid(u32::MAX))?;
+        let want = iov.nr_pages.min(MAX_GET_PAGES) * PAGE_SIZE;
+        let len = store.available(pid, iov.vaddr, want)?;
+        if len == 0 {
+            return Err(PageServerError::NoData { pid, vaddr: iov.vaddr, len: iov.len() });
         }
-        let Some(dir) = self.sink else {
-            return Ok(Status::BadRequest);
-        };
-        match req.cmd {
-            Cmd::Open => {
-                // One pid at a time, each once, each into its own pages image.
-                let again = self.opened.iter().any(|&(pid, id)| pid == req.pid || id == req.pages_id);
-                if self.open.is_some() || req.pages_id == 0 || again {
-                    return Ok(Status::BadRequest);
-                }
-                let id = req.pages_id;
-                self.opened.push((req.pid, id));
-                let mut pagemap = dir.create_image(ImageKind::Pagemap, u64::from(req.pid))?;
-                pagemap.write_entry(&PagemapHead { pages_id: Some(id) })?;
-                let pages = dir.create_pages(u64::from(id))?;
-                self.open = Some(Incoming { pid: req.pid, pagemap, pages, entry: None });
-                Ok(Status::Ok)
-            }
-            Cmd::Put => {
-                let Some(inc) = self.open.as_mut().filter(|i| i.pid == req.pid) else {
-                    return Ok(Status::UnknownPid);
-                };
-                if req.nr_pages == 0 {
-                    return Ok(Status::BadRequest);
-                }
-                let flags = req.flags & !PUT_CONTINUES;
-                match inc.entry.as_mut() {
-                    Some((v, n, f)) if req.flags & PUT_CONTINUES != 0 => {
-                        if *f != flags || *v + *n * PAGE_SIZE != req.vaddr {
-                            return Ok(Status::BadRequest);
-                        }
-                        *n += req.nr_pages;
-                    }
-                    None if req.flags & PUT_CONTINUES != 0 => return Ok(Status::BadRequest),
-                    _ => {
-                        if let Some((v, n, f)) = inc.entry.replace((req.vaddr, req.nr_pages, flags)) {
-                            inc.pagemap.write_entry(&PagemapEntry::new(v, n, f))?;
-                        }
-                    }
-                }
-                if req.flags & pagemap_flags::PRESENT != 0 {
-                    inc.pages.write_raw(&self.buf)?;
-                    self.stats.pages_put += req.nr_pages;
-                }
-                Ok(Status::Ok)
-            }
-            Cmd::Close => {
-                if self.open.as_ref().is_none_or(|i| i.pid != req.pid) {
-                    return Ok(Status::UnknownPid);
-                }
-                self.close_open()?;
-                Ok(Status::Ok)
-            }
-            Cmd::Get | Cmd::Finish => Ok(Status::BadRequest),
-        }
+        let data = store.pages(pid, iov.vaddr, len)?;
+        let head = Iov { cmd: Cmd::AddF, flags: pagemap_flags::PRESENT, nr_pages: len / PAGE_SIZE, vaddr: iov.vaddr, dst_id: iov.dst_id };
+        s.write_all(&head.encode())?;
+        s.write_all(data)?;
+        self.stats.pages_got += len / PAGE_SIZE;
+        Ok(())
     }
 
     fn close_open(&mut self) -> Result<()> {
-        if let Some(mut inc) = self.open.take() {
-            if let Some((v, n, f)) = inc.entry.take() {
-                inc.pagemap.write_entry(&PagemapEntry::new(v, n, f))?;
-            }
+        if let Some(inc) = self.open.take() {
             inc.pagemap.finish()?;
             inc.pages.finish()?;
         }
@@ -183,9 +189,17 @@ impl<'a> Session<'a> {
     }
 }
 
+/// The image kind and id of a target's pagemap.
+fn image_of(t: Target) -> (ImageKind, u64) {
+    match t {
+        Target::Task(pid) => (ImageKind::Pagemap, u64::from(pid)),
+        Target::Shmem(id) => (ImageKind::ShmemPagemap, id),
+    }
+}
+
 /// Accepts one connection on `listener` and serves it (`criu-rs
 /// page-server`; also the source side of `dump --lazy-pages`, with `sink`
-/// `None` and a [`MemStore`](super::store::MemStore)).
+/// `None` and the held pages as store).
 pub fn serve_one<'a>(
     listener: &TcpListener,
     sink: Option<&'a ImageDir>,
@@ -195,12 +209,12 @@ pub fn serve_one<'a>(
     conn.set_nodelay(true)?;
     tracing::info!("page server: connection from {peer}");
     let mut session = Session::new(sink, store);
-    session.serve(&mut conn)?;
+    let r = session.serve(&mut conn);
     tracing::info!(
-        "page server: session done: {} pages received, {} pages sent, {} requests",
+        "page server: session over: {} pages received, {} pages sent, {} requests",
         session.stats.pages_put,
         session.stats.pages_got,
         session.stats.requests
     );
-    Ok(session.stats)
+    r.map(|()| session.stats)
 }

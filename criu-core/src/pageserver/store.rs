@@ -16,6 +16,12 @@ pub trait PageStore {
     /// The `len` bytes at image address `vaddr` of process `pid`. The range
     /// lies inside one stored entry, or the call fails.
     fn pages(&mut self, pid: u32, vaddr: u64, len: u64) -> Result<&[u8]>;
+
+    /// How many of the `max` bytes from `vaddr` on one [`PageStore::pages`]
+    /// call can give (0 when it has not the first page): a GET is answered
+    /// with that many (CRIU's page server answers with fewer pages than
+    /// asked for at the end of what it has).
+    fn available(&mut self, pid: u32, vaddr: u64, max: u64) -> Result<u64>;
 }
 
 /// Reads `pagemap-<pid>.img`: its pages id and entries, checked for order and
@@ -167,6 +173,13 @@ impl ImagesStore {
 }
 
 impl PageStore for ImagesStore {
+    fn available(&mut self, pid: u32, vaddr: u64, max: u64) -> Result<u64> {
+        self.load(pid)?;
+        let p = self.pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))?;
+        let i = p.entries.partition_point(|&(v, _, _)| v <= vaddr);
+        Ok(i.checked_sub(1).and_then(|i| p.entries.get(i)).map_or(0, |&(v, elen, _)| (v + elen).saturating_sub(vaddr).min(max)))
+    }
+
     fn pages(&mut self, pid: u32, vaddr: u64, len: u64) -> Result<&[u8]> {
         let no = || PageServerError::NoData { pid, vaddr, len };
         self.load(pid)?;
@@ -200,6 +213,11 @@ impl MemStore {
 }
 
 impl PageStore for MemStore {
+    fn available(&mut self, pid: u32, vaddr: u64, max: u64) -> Result<u64> {
+        let m = self.pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))?;
+        Ok(m.range(..=vaddr).next_back().map_or(0, |(&v, data)| (v + data.len() as u64).saturating_sub(vaddr).min(max)))
+    }
+
     fn pages(&mut self, pid: u32, vaddr: u64, len: u64) -> Result<&[u8]> {
         let m = self.pids.get(&pid).ok_or(PageServerError::UnknownPid(pid))?;
         let no = || PageServerError::NoData { pid, vaddr, len };

@@ -182,6 +182,8 @@ pub fn build_args(
         .filter(|_| !super::failpoint::skip(super::failpoint::SKIP_RLIMITS))
         .collect();
     let rlimits = b.push(&rl);
+    let guards: Vec<MemRange> = plan.guards.iter().map(|&(start, end)| MemRange { start, len: end - start }).collect();
+    let guards = b.push(&guards);
     let mut flags = RESTORE_F_PERSONALITY | RESTORE_F_MM | RESTORE_F_CREDS;
     // PR_SET_DUMPABLE takes 0 or 1 only (2, "suid dumpable", is not settable).
     if matches!(plan.mm.dumpable, Some(0 | 1)) {
@@ -231,6 +233,7 @@ pub fn build_args(
         membarrier_mask: membarrier_mask(tc.membarrier_registration_mask.unwrap_or(0))
             .map_err(|what| RestoreError::Unsupported { file: core_file().into(), what })?,
         _pad3: 0,
+        guards,
     };
     let total = b.buf.len().next_multiple_of(PAGE_SIZE as usize) as u64;
     Ok(b.finish(&RestoreArgs { total_size: total, ..head }))

@@ -162,6 +162,7 @@ pub(super) fn stage_name(stage: u32) -> &'static str {
         STAGE_THREADS => "creating threads",
         STAGE_LAZY => "registering lazy memory",
         STAGE_SECCOMP => "seccomp",
+        STAGE_GUARDS => "installing guard regions",
         STAGE_SCHED => "scheduling policy and nice value",
         STAGE_MEMBARRIER => "membarrier registrations",
         _ => "unknown stage",

@@ -77,8 +77,10 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         }
     };
     let memfds = load_memfd_inodes(&images)?;
-    let vmas = mm.vmas.iter().map(|v| vma_plan(v, &mm_path, &files, &memfds, &reg_path)).collect::<Result<Vec<_>>>()?;
+    let (guard_entries, areas): (Vec<_>, Vec<_>) = mm.vmas.iter().partition(|v| crate::images::is_guard(v));
+    let vmas = areas.into_iter().map(|v| vma_plan(v, &mm_path, &files, &memfds, &reg_path)).collect::<Result<Vec<_>>>()?;
     check_address_space(&mm_path, &vmas)?;
+    let guards = guard_regions(&mm_path, &guard_entries, &vmas)?;
     let exe = match mm.exe_file_id {
         Some(id) if files.contains_key(&id) => Some(reg_path(id, "mm exe_file_id")?),
         _ => None,
@@ -127,6 +129,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         owners: task_files.owners,
         first_held: Default::default(),
         vmas,
+        guards,
         pages,
         lazy,
         parent_pages,
@@ -270,6 +273,28 @@ fn vma_plan(
         lock_on_fault: status & st::LOCK_ONFAULT != 0,
         kind,
     })
+}
+
+/// The guard regions of `mm-PID.img` (`VMA_AREA_GUARD` entries): each
+/// page aligned and inside areas the blob maps as memory (premapped, shared
+/// or file areas; not the vDSO or vvar).
+fn guard_regions(mm_path: &Path, entries: &[&pb::VmaEntry], vmas: &[VmaPlan]) -> Result<Vec<(u64, u64)>> {
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(entries.len());
+    for g in entries {
+        let (start, end) = (g.start.unwrap_or_default(), g.end.unwrap_or_default());
+        let aligned = start.is_multiple_of(super::plan::PAGE_SIZE) && end.is_multiple_of(super::plan::PAGE_SIZE);
+        let mut at = start;
+        for v in vmas.iter().filter(|v| !matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall)) {
+            if v.start <= at && at < v.end {
+                at = v.end;
+            }
+        }
+        if !aligned || start >= end || at < end || out.last().is_some_and(|&(_, e)| e > start) {
+            return Err(RestoreError::bad(mm_path, format!("guard region {start:#x}-{end:#x} is not inside the areas, in order")));
+        }
+        out.push((start, end));
+    }
+    Ok(out)
 }
 
 /// `pagemap-PID.img` and its `pages-N.img`, and the `LAZY` entries.

@@ -78,7 +78,12 @@ pub struct RestoreOptions {
     /// `--file-locks` (`-l`): file locks in the images are restored.
     pub file_locks: bool,
     /// `--inherit-fd fd[N]:KEY`: descriptors of criu-rs standing for
-    /// resources outside the dump (not implemented yet: refused).
+    /// resources outside the dump, as CRIU's: `pipe:[INO]` (a pipe, reopened
+    /// with the dumped end and flags, its queued bytes not put back), a
+    /// regular file's path without its leading `/` (the descriptor itself
+    /// is used), `tty[RDEV:DEV]` (a terminal). `socket:[INO]` and
+    /// `file[MNT:INO]` are refused; keys naming nothing in the dump are
+    /// ignored, as CRIU does.
     pub inherit_fd: Vec<InheritFd>,
     /// `--external TYPE[ID]:VALUE` as given (not implemented yet: refused).
     pub external: Vec<String>,
@@ -131,9 +136,14 @@ impl RestoreOptions {
         if self.leave_stopped {
             return refuse("--leave-stopped (leaving the restored tree stopped)".into());
         }
-        // Terminals (`tty[RDEV:DEV]`) are taken by the tty file kind.
-        if let Some(i) = self.inherit_fd.iter().find(|i| !i.key.starts_with("tty[")) {
-            return refuse(format!("--inherit-fd fd[{}]:{}", i.fd, i.key));
+        for i in &self.inherit_fd {
+            if i.key.starts_with("socket:[") || i.key.starts_with("file[") {
+                return refuse(format!("--inherit-fd fd[{}]:{} (inheriting sockets and external files)", i.fd, i.key));
+            }
+            // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+            if unsafe { libc::fcntl(i.fd, libc::F_GETFD) } < 0 {
+                return Err(RestoreError::Sys { what: format!("--inherit-fd fd[{}]:{}: fd {}", i.fd, i.key, i.fd), errno: rustix::io::Errno::BADF });
+            }
         }
         if let Some(e) = self.external.first() {
             return refuse(format!("--external {e}"));

@@ -35,6 +35,9 @@ pub struct TaskPlan {
     pub first_held: std::collections::BTreeSet<u32>,
     /// Every dumped VMA, sorted by address, non-overlapping.
     pub vmas: Vec<VmaPlan>,
+    /// Guard regions (`MADV_GUARD_INSTALL`) inside them, `[start, end)`:
+    /// the blob installs them once the areas are final.
+    pub guards: Vec<(u64, u64)>,
     pub pages: PagesPlan,
     /// Entries of `pagemap-PID.img` flagged `LAZY`, in address order (their
     /// `PRESENT` ones are also in `pages.runs`); see [`super::lazy`].

@@ -21,6 +21,7 @@ const PROT_READ_WRITE: u32 = 0x3;
 const MAP_LOCKED: u32 = 0x2000;
 const MLOCK_ONFAULT: u32 = 1;
 const SHM_RDONLY: u32 = 0o10000;
+const MADV_GUARD_INSTALL: u32 = 102;
 /// `_IOWR(0xAA, 0x00, struct uffdio_register)` (32-byte argument).
 const UFFDIO_REGISTER: u32 = 0xc020_aa00;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
@@ -221,6 +222,19 @@ pub fn protect(vmas: &[VmaArg]) -> Step {
             // SAFETY: the VMA is in place with its final contents (not lazy).
             unsafe { sys::mlock2(v.start as usize, len, onfault) }.map_err(|e| Fail::errno(e, v.start, b"mlock2"))?;
         }
+    }
+    Ok(())
+}
+
+/// Installs the guard regions (`RestoreArgs::guards`, `MADV_GUARD_INSTALL`)
+/// in the final VMAs, as the dumped task had them.
+pub fn install_guards(ctx: &Ctx) -> Step {
+    for g in ctx.array::<MemRange>(ctx.args.guards)? {
+        // SAFETY: guard markers in restored memory only (the host checked
+        // each range lies inside the task's VMAs); the task had no pages
+        // there.
+        unsafe { sys::madvise(g.start as usize, g.len as usize, MADV_GUARD_INSTALL) }
+            .map_err(|e| Fail::errno(e, g.start, b"madvise(MADV_GUARD_INSTALL)"))?;
     }
     Ok(())
 }

@@ -68,6 +68,8 @@ fn stages(ctx: &Ctx, base: u64) -> Step<u64> {
     memory::close_vma_fds(ctx, vmas);
     ctx.stage(STAGE_PROTECT);
     memory::protect(vmas)?;
+    ctx.stage(STAGE_GUARDS);
+    memory::install_guards(ctx)?;
     ctx.stage(STAGE_VDSO);
     memory::place_vdso(ctx, vmas)?;
     memory::drop_staging(ctx, vmas)?;

@@ -38,6 +38,7 @@ pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
                     fdflags: fdflags(p, v),
                 }
             })
+            .chain(m.guards.iter().map(|&(start, end)| guard_entry(start, end)))
             .collect(),
         dumpable: Some(p.task.dumpable as i32),
         aios: Vec::new(),
@@ -46,6 +47,23 @@ pub(super) fn mm_entry(p: &ProcessDump) -> pb::MmEntry {
     };
     mm.set_auxv(&m.auxv);
     mm
+}
+
+/// A guard region as CRIU writes it: an entry after every area, with
+/// only `VMA_AREA_GUARD` for status (it is not an area of its own).
+fn guard_entry(start: u64, end: u64) -> pb::VmaEntry {
+    pb::VmaEntry {
+        start: Some(start),
+        end: Some(end),
+        pgoff: Some(0),
+        shmid: Some(0),
+        prot: Some(0),
+        flags: Some(0),
+        status: Some(crate::dump::vmas::status::AREA_GUARD),
+        fd: Some(-1),
+        madv: None,
+        fdflags: None,
+    }
 }
 
 /// `vma_entry.fdflags`: how a file area's file was opened (its REG entry's
