@@ -198,7 +198,8 @@ fn live_area(m: &MapEntry) -> Area {
 
 fn image_area(t: &TaskImages, v: &pb::VmaEntry) -> Option<Area> {
     let status = v.status.unwrap_or_default();
-    if status & st::AREA_VSYSCALL != 0 {
+    // Guard regions are pages inside another VMA, not VMAs of their own.
+    if status & (st::AREA_VSYSCALL | st::AREA_GUARD) != 0 {
         return None;
     }
     let id = v.shmid.unwrap_or_default();
