@@ -63,6 +63,7 @@ pub fn restore(o: &Opts) -> Result<i32> {
     opts.file_locks = o.file_locks;
     opts.inherit_fd = o.inherit_fd.clone();
     opts.external = o.external.clone();
+    opts.verify = o.verify;
     opts.actions = Some(stages.hook());
     let watch = std::time::Duration::from_millis(o.watch_ms.unwrap_or(if o.detach { 0 } else { DEFAULT_WATCH_MS }));
     opts.watch = !watch.is_zero();

@@ -64,7 +64,7 @@ fn scripts_status_fd_pidfile_and_stats_as_criu() {
     let (rx, tx) = rustix::pipe::pipe().unwrap();
     let tx_fd = tx.as_raw_fd();
     let mut cmd = criu_rs();
-    cmd.args(["restore", "--no-default-config", "-d", "--pidfile", "root.pid", "-o", "restore.log", "-v4", "-D"])
+    cmd.args(["restore", "--verify", "--no-default-config", "-d", "--pidfile", "root.pid", "-o", "restore.log", "-v4", "-D"])
         .arg(&images)
         .arg("-W")
         .arg(&work)
@@ -119,7 +119,7 @@ fn failing_scripts_stop_the_command() {
     let out = run(criu_rs().args(["dump", "-t", &p.pid().to_string(), "-D"]).arg(&base));
     assert!(out.status.success(), "{}", text(&out.stderr));
     p.reap();
-    let out = run(criu_rs().args(["restore", "-d", "-D"]).arg(&base).arg("--action-script").arg(script(&base, &log, "post-restore", 5)));
+    let out = run(criu_rs().args(["restore", "--verify", "-d", "-D"]).arg(&base).arg("--action-script").arg(script(&base, &log, "post-restore", 5)));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("post-restore"), "{}", text(&out.stderr));
     wait_pid_gone(p.pid());

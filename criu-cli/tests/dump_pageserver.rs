@@ -547,7 +547,7 @@ fn page_server_dump_restores_with_the_served_pages() {
     for f in file_names(&served) {
         std::fs::copy(served.join(&f), images.join(&f)).unwrap();
     }
-    let mut restore = Proc::from(criu_rs().args(["restore", "-D"]).arg(&images).stderr(Stdio::piped()).spawn().unwrap());
+    let mut restore = Proc::from(restore_cmd(&images).stderr(Stdio::piped()).spawn().unwrap());
     wait_until("the restored task to run", PATIENCE, || {
         if let Some(st) = restore.try_wait() {
             let mut err = String::new();

@@ -180,7 +180,7 @@ fn shell_job_takes_over_the_restoring_terminal() {
     let mut restore = std::process::Command::new("setsid")
         .arg("-c")
         .arg(env!("CARGO_BIN_EXE_criu-rs"))
-        .args(["restore", "-j", "-D"])
+        .args(["restore", "--verify", "-j", "-D"])
         .arg(&images)
         .stdin(slave_b.try_clone().unwrap())
         .stdout(std::fs::File::create(work.join("restore.out")).unwrap())

@@ -133,7 +133,7 @@ fn assert_refused(images: &Path, pid: i32, wrapper: &[&str], want: &str) {
         Some((prog, args)) => std::process::Command::new(prog)
             .args(args)
             .arg(env!("CARGO_BIN_EXE_criu-rs"))
-            .args(["restore", "-D"])
+            .args(["restore", "--verify", "-D"])
             .arg(images)
             .output()
             .unwrap(),

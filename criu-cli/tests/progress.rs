@@ -86,7 +86,7 @@ fn terminal_shows_the_bar_for_dump_and_restore() {
     wait_pid_gone(pid);
 
     let pidfile = Path::new(d).with_extension("pid");
-    let out = in_pty(&["-v0", "restore", "-j", "-d", "--pidfile", pidfile.to_str().unwrap(), "-D", d]);
+    let out = in_pty(&["-v0", "restore", "--verify", "-j", "-d", "--pidfile", pidfile.to_str().unwrap(), "-D", d]);
     let held = Held::open(pid);
     let shown = text(&out.stdout);
     assert!(out.status.success(), "restore failed: {shown}");

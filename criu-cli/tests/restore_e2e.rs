@@ -45,7 +45,7 @@ fn dumped_program_comes_back_and_finds_itself_intact() {
     wait_pid_gone(pid);
     let images_before = snapshot(&images);
 
-    let mut restore = Proc::from(criu_rs().args(["restore", "-D"]).arg(&images).stderr(Stdio::piped()).spawn().unwrap());
+    let mut restore = Proc::from(restore_cmd(&images).stderr(Stdio::piped()).spawn().unwrap());
     wait_until("the restored task to run detached", PATIENCE, || restoree_waits(pid));
     let held = Held::open(pid).expect("the restored task");
     assert_eq!(maps(pid), maps_before, "mappings differ from before the dump");

@@ -12,7 +12,6 @@ use common::*;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
-use criu_rs;
 
 fn dirs(name: &str) -> Dirs {
     Dirs::new(name)
@@ -131,7 +130,7 @@ fn restore_with_pid_in_use_fails_cleanly() {
 /// Starts `criu-rs restore -D DIR` (not detached) and waits until the
 /// restored pid waits for its trigger.
 fn restore_attached(images: &Path, pid: i32) -> (Proc, Held) {
-    let mut c = Proc::from(criu_rs().arg("restore").arg("-D").arg(images).stdin(Stdio::null()).spawn().unwrap());
+    let mut c = Proc::from(restore_cmd(images).stdin(Stdio::null()).spawn().unwrap());
     wait_until(&format!("restored pid {pid} to come up"), PATIENCE, || {
         if let Some(st) = c.try_wait() {
             panic!("criu-rs restore exited early with {st}");

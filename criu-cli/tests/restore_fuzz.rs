@@ -108,7 +108,7 @@ fn run_case(case: &Case, pid: i32, deadline: Instant) -> bool {
         )
     };
     let mut child = Proc::from(
-        criu_rs().args(["restore", "-d", "-v0", "-D"]).arg(case.dir).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap(),
+        criu_rs().args(["restore", "--verify", "-d", "-v0", "-D"]).arg(case.dir).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap(),
     );
     let t = Instant::now();
     let status = loop {

@@ -302,7 +302,7 @@ fn post_copy_migration_between_two_network_namespaces() {
     let out = restore(&dst_images, &["-d"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--lazy-pages"));
     let mut rst = Command::new(env!("CARGO_BIN_EXE_criu-rs"));
-    rst.args(["restore", "-D"]).arg(&dst_images).args(["-d", "--lazy-pages", "--address"]).arg(&sock);
+    rst.args(["restore", "--verify", "-D"]).arg(&dst_images).args(["-d", "--lazy-pages", "--address"]).arg(&sock);
     let out = in_netns_cmd(&net.dst, rst).output().unwrap();
     let held = Held::open(pid);
     assert!(out.status.success(), "restore on the destination failed: {}", String::from_utf8_lossy(&out.stderr));

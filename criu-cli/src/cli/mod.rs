@@ -159,6 +159,8 @@ pub struct Opts {
     pub check_experimental: bool,
     /// `--close FD`, done before the command runs.
     pub close_fds: Vec<i32>,
+    /// criu-rs: `restore --verify`.
+    pub verify: bool,
     /// criu-rs: `dump --lazy-pages --lazy-timeout SECONDS`.
     pub lazy_timeout: Option<u64>,
     /// criu-rs: `lazy-pages --lazy-socket PATH`.
@@ -226,6 +228,7 @@ impl Default for Opts {
             check_extra: false,
             check_experimental: false,
             close_fds: Vec::new(),
+            verify: false,
             lazy_timeout: None,
             lazy_socket: None,
             fault_chunk: 16,

@@ -334,6 +334,8 @@ pub static OPTIONS: &[Opt] = &[
     flag("ghost-fiemap", None, DUMPS, Effect::Tuning("how sparse ghost files are read"), "read sparse ghost files with fiemap"),
     flag("allow-uprobes", None, DUMP_RESTORE, Effect::Tuning("a permission"), "allow a uprobes area"),
     // criu-rs's own options.
+    flag("verify", None, RESTORE, set!(|o, v, on| { o.verify = on; Ok(()) }),
+        "criu-rs: before the restored tasks run, compare them with the images (memory areas, files, ids, signals, limits...) and fail, killing them, on a difference"),
     opt("lazy-timeout", None, Required("SECONDS"), &[Dump], set!(|o, v, on| { o.lazy_timeout = Some(number(v)?); Ok(()) }),
         "criu-rs: with --lazy-pages, give up when no lazy-pages client connects within SECONDS"),
     opt("lazy-socket", None, Required("PATH"), &[LazyPages], set!(|o, v, on| { o.lazy_socket = Some(path(v)); Ok(()) }),

@@ -43,12 +43,21 @@ pub fn dump_failing_at(pid: i32, dir: &Path, point: &str, extra: &[&str]) {
     assert!(!dir.join("inventory.img").exists(), "{point}: inventory written");
 }
 
-/// `criu-rs restore -D DIR EXTRA...`.
+/// `criu-rs restore --verify -D DIR EXTRA...`: every test restore checks
+/// the restored tasks against the images before they run (`--no-verify`
+/// in `extra` turns that off).
 pub fn restore(dir: &Path, extra: &[&str]) -> Output {
-    criu_rs().arg("restore").arg("-D").arg(dir).args(extra).output().expect("running criu-rs")
+    restore_cmd(dir).args(extra).output().expect("running criu-rs")
 }
 
-/// `criu-rs restore -D DIR -d --pidfile F`, asserted to succeed and to
+/// The command `criu-rs restore --verify -D DIR`, to add to and run.
+pub fn restore_cmd(dir: &Path) -> Command {
+    let mut c = criu_rs();
+    c.args(["restore", "--verify", "-D"]).arg(dir);
+    c
+}
+
+/// `criu-rs restore --verify -D DIR -d --pidfile F`, asserted to succeed and to
 /// give back `want_pid`; returns a handle on the restored root.
 pub fn restore_detached(dir: &Path, want_pid: i32) -> Held {
     restore_detached_with(dir, want_pid, &[])

@@ -48,6 +48,33 @@ const MADV_NOHUGEPAGE: u32 = 15;
 const MADV_DONTDUMP: u32 = 16;
 const MADV_WIPEONFORK: u32 = 18;
 
+/// The `VmFlags` bits that show a `madvise` advice, and the advice.
+const MADV_OF_VMFLAG: [(u64, u32); 8] = [
+    (vmflag::RAND_READ, MADV_RANDOM),
+    (vmflag::SEQ_READ, MADV_SEQUENTIAL),
+    (vmflag::DONTCOPY, MADV_DONTFORK),
+    (vmflag::MERGEABLE, MADV_MERGEABLE),
+    (vmflag::HUGEPAGE, MADV_HUGEPAGE),
+    (vmflag::NOHUGEPAGE, MADV_NOHUGEPAGE),
+    (vmflag::DONTDUMP, MADV_DONTDUMP),
+    (vmflag::WIPEONFORK, MADV_WIPEONFORK),
+];
+
+/// The `madv` bits (`1 << MADV_*`) [`classify`] can see in `VmFlags`.
+pub const MADV_SHOWN: u64 = {
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < MADV_OF_VMFLAG.len() {
+        m |= 1 << MADV_OF_VMFLAG[i].1;
+        i += 1;
+    }
+    m
+};
+
+/// The `MAP_*` bits [`classify`] sets from `VmFlags`, besides
+/// shared/private and anonymous.
+pub const MAP_SHOWN: u32 = MAP_GROWSDOWN | MAP_LOCKED | MAP_NORESERVE;
+
 /// Describes one smaps area as an image VMA (file ids are filled in later).
 pub fn classify(m: &MapEntry) -> Vma {
     let bit = |on: bool, v: libc::c_int| if on { v as u32 } else { 0 };
@@ -67,16 +94,7 @@ pub fn classify(m: &MapEntry) -> Vma {
         flags |= MAP_NORESERVE;
     }
     let mut madv = 0u64;
-    for (bit, adv) in [
-        (vmflag::RAND_READ, MADV_RANDOM),
-        (vmflag::SEQ_READ, MADV_SEQUENTIAL),
-        (vmflag::DONTCOPY, MADV_DONTFORK),
-        (vmflag::MERGEABLE, MADV_MERGEABLE),
-        (vmflag::HUGEPAGE, MADV_HUGEPAGE),
-        (vmflag::NOHUGEPAGE, MADV_NOHUGEPAGE),
-        (vmflag::DONTDUMP, MADV_DONTDUMP),
-        (vmflag::WIPEONFORK, MADV_WIPEONFORK),
-    ] {
+    for (bit, adv) in MADV_OF_VMFLAG {
         if m.has(bit) {
             madv |= 1 << adv;
         }

@@ -500,7 +500,7 @@ pub fn open_reg(r: &RegFile) -> Result<OwnedFd> {
         problem: format!("cannot reopen: {e}"),
     })?;
     check_reg(&fd, r)?;
-    if r.pos != 0 {
+    if r.pos != 0 && !crate::restore::failpoint::skip(crate::restore::failpoint::SKIP_FD_POS) {
         rustix::fs::seek(&fd, SeekFrom::Start(r.pos)).sys(|| format!("lseek({}, {})", r.path.display(), r.pos))?;
     }
     Ok(fd)

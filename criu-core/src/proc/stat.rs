@@ -54,6 +54,11 @@ pub struct ProcStat {
     pub env_end: u64,
     /// Exit code (for zombies).
     pub exit_code: i32,
+    /// Real-time priority (`sched_param.sched_priority`; 0 for normal
+    /// policies).
+    pub rt_priority: u32,
+    /// Scheduling policy (`SCHED_*`, without `SCHED_RESET_ON_FORK`).
+    pub policy: u32,
 }
 
 /// Kernel task flag: this is a kernel thread.
@@ -98,6 +103,8 @@ pub fn parse_stat(text: &str, path: &Path) -> Result<ProcStat> {
         env_start: u(50)?,
         env_end: u(51)?,
         exit_code: n(52)? as i32,
+        rt_priority: u(40)? as u32,
+        policy: u(41)? as u32,
     })
 }
 
@@ -138,5 +145,6 @@ mod tests {
         assert_eq!(s.ppid, 4);
         assert_eq!(s.env_end, 51);
         assert_eq!(s.exit_code, 52);
+        assert_eq!((s.rt_priority, s.policy), (40, 41));
     }
 }

@@ -58,6 +58,12 @@ pub struct ProcStatus {
     pub no_new_privs: bool,
     /// `Seccomp` mode (0 none, 1 strict, 2 filter).
     pub seccomp: u32,
+    /// `Seccomp_filters`: filters attached to the thread (absent on old
+    /// kernels).
+    pub seccomp_filters: Option<u32>,
+    /// `THP_enabled`: false after `PR_SET_THP_DISABLE` (absent on old
+    /// kernels).
+    pub thp_enabled: Option<bool>,
     /// `VmPin`: memory whose pages something holds pinned (io_uring
     /// registered buffers, RDMA memory regions), in kB.
     pub vm_pin_kb: u64,
@@ -109,6 +115,8 @@ pub fn parse_status(text: &str, path: &Path) -> Result<ProcStatus> {
             "CapAmb" => s.cap_amb = hex(val).ok_or_else(bad)?,
             "NoNewPrivs" => s.no_new_privs = num(val)? != 0,
             "Seccomp" => s.seccomp = num(val)? as u32,
+            "Seccomp_filters" => s.seccomp_filters = Some(num(val)? as u32),
+            "THP_enabled" => s.thp_enabled = Some(num(val)? != 0),
             "VmPin" => s.vm_pin_kb = num(val.strip_suffix("kB").ok_or_else(bad)?.trim())? as u64,
             _ => {}
         }
@@ -170,7 +178,8 @@ mod tests {
                  SigPnd:\t0000000000000001\nShdPnd:\t0000000000000002\nSigBlk:\t0000000000000004\n\
                  SigIgn:\t0000000000000008\nSigCgt:\t0000000000000010\nCapInh:\t0000000000000020\n\
                  CapPrm:\t0000000000000040\nCapEff:\t0000000000000080\nCapBnd:\t0000000000000100\n\
-                 CapAmb:\t0000000000000200\nNoNewPrivs:\t1\nSeccomp:\t2\nVmPin:\t      12 kB\n";
+                 CapAmb:\t0000000000000200\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t3\nTHP_enabled:\t0\n\
+                 VmPin:\t      12 kB\n";
         let s = parse_status(t, Path::new("x")).unwrap();
         let want = ProcStatus {
             name: "worker".into(),
@@ -199,6 +208,8 @@ mod tests {
             cap_amb: 0x200,
             no_new_privs: true,
             seccomp: 2,
+            seccomp_filters: Some(3),
+            thp_enabled: Some(false),
             vm_pin_kb: 12,
         };
         assert_eq!(s, want);

@@ -179,6 +179,7 @@ pub fn build_args(
         .iter()
         .flat_map(|r| r.rlimits.iter().enumerate())
         .map(|(i, r)| RlimitArg { resource: i as u32, _pad: 0, cur: r.cur.unwrap_or_default(), max: r.max.unwrap_or_default() })
+        .filter(|_| !super::failpoint::skip(super::failpoint::SKIP_RLIMITS))
         .collect();
     let rlimits = b.push(&rl);
     let guards: Vec<MemRange> = plan.guards.iter().map(|&(start, end)| MemRange { start, len: end - start }).collect();
@@ -286,7 +287,7 @@ fn thread_arg(b: &mut Block, tid: i32, core: &pb::CoreEntry, task_mask: u64, sta
         tid,
         gpregs: gpregs(ti.gpregs.as_ref().ok_or_else(|| RestoreError::bad(file(), "no gpregs"))?),
         xsave,
-        sigmask: th.blk_sigset.unwrap_or(task_mask),
+        sigmask: if super::failpoint::skip(super::failpoint::SKIP_SIGMASK) { 0 } else { th.blk_sigset.unwrap_or(task_mask) },
         sas_sp: th.sas.as_ref().and_then(|s| s.ss_sp).unwrap_or_default(),
         sas_flags: th.sas.as_ref().and_then(|s| s.ss_flags).map_or(libc::SS_DISABLE, |f| f as i32),
         sas_size: th.sas.as_ref().and_then(|s| s.ss_size).unwrap_or_default(),

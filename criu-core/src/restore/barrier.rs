@@ -104,11 +104,20 @@ fn seize_tree(pid: i32, suspend_seccomp: bool) -> Result<()> {
 }
 
 /// Holds every task until all reached the trap, asks `before_release`
-/// (an error there fails the restore, the guard kills the tree), then lets
-/// them all go: detached, or, with `watch`, still traced by the returned
-/// [`Watch`] (all but tasks left stopped).
+/// (an error there fails the restore, the guard kills the tree), steps
+/// every thread through its `rt_sigreturn` and removes the blob, asks
+/// `check` (every task is then as it will run, still stopped and traced:
+/// `--verify` looks at it), then lets them all go: detached, or, with
+/// `watch`, still traced by the returned [`Watch`] (all but tasks left
+/// stopped).
 #[tracing::instrument(level = "debug", skip_all, fields(tasks = tasks.len()))]
-pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, watch: bool, before_release: &mut dyn FnMut() -> Result<()>) -> Result<Watch> {
+pub fn run(
+    tasks: &mut [Tracked],
+    guard: &mut TreeGuard,
+    watch: bool,
+    before_release: &mut dyn FnMut() -> Result<()>,
+    check: &mut dyn FnMut() -> Result<()>,
+) -> Result<Watch> {
     for t in tasks.iter_mut() {
         if let Some(go) = t.go.take() {
             // The root (our child), or a task forked by a helper (whose
@@ -134,7 +143,11 @@ pub fn run(tasks: &mut [Tracked], guard: &mut TreeGuard, watch: bool, before_rel
     before_release()?;
     let mut watched = Watch::default();
     for t in tasks.iter() {
-        finish(t, watch.then_some(&mut watched))?;
+        finish(t)?;
+    }
+    check()?;
+    for t in tasks.iter() {
+        let_go(t, watch.then_some(&mut watched))?;
     }
     watched.start().map_err(ptrace_err(tasks.first().map_or(0, |t| t.pid), "starting the watch"))?;
     Ok(watched)
@@ -222,10 +235,10 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
     }
 }
 
-/// Steps every thread of `t` through `rt_sigreturn`, removes the blob (on
-/// the leader) and detaches them all, or hands them to `watch`.
+/// Steps every thread of `t` through `rt_sigreturn` and removes the blob
+/// (on the leader); every thread stays stopped and traced.
 #[tracing::instrument(level = "debug", skip_all, fields(pid = t.pid, threads = t.threads.len()))]
-fn finish(t: &Tracked, watch: Option<&mut Watch>) -> Result<()> {
+fn finish(t: &Tracked) -> Result<()> {
     let place = t.place.as_ref().ok_or_else(|| died(t.pid, "no blob placement"))?;
     let mut leader_insn = 0;
     for th in &t.threads {
@@ -234,7 +247,12 @@ fn finish(t: &Tracked, watch: Option<&mut Watch>) -> Result<()> {
             leader_insn = insn;
         }
     }
-    cleanup(t.pid, leader_insn, place, &t.threads)?;
+    cleanup(t.pid, leader_insn, place, &t.threads)
+}
+
+/// Detaches every thread of `t` (stopped first if it was dumped stopped),
+/// or hands them to `watch`.
+fn let_go(t: &Tracked, watch: Option<&mut Watch>) -> Result<()> {
     if t.stopped {
         // Queued while every thread is still ours: each one takes it (the
         // whole group stops, the parent is told) before it runs any code.

@@ -60,6 +60,10 @@ pub enum RestoreError {
     /// An option asks for something criu-rs does not do yet.
     #[error("not supported: {0}")]
     NotSupported(String),
+    /// `--verify`: the restored tasks differ from the images (the first
+    /// difference of each task that has one, by pid).
+    #[error("{}", verify_report(diffs))]
+    Verify { diffs: Vec<(i32, String)> },
     /// An action hook (`--action-script`) failed.
     #[error("{0}")]
     Action(#[from] crate::actions::ActionFailed),
@@ -75,6 +79,12 @@ impl RestoreError {
     pub fn bad(file: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
         RestoreError::BadImage { file: file.into(), problem: problem.into() }
     }
+}
+
+/// "verify: pid P: DIFF; pid Q: DIFF".
+fn verify_report(diffs: &[(i32, String)]) -> String {
+    let each: Vec<String> = diffs.iter().map(|(pid, d)| format!("verify: pid {pid}: {d}")).collect();
+    each.join("; ")
 }
 
 /// Maps an `Errno` result into a [`RestoreError::Sys`] naming the call.

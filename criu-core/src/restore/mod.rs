@@ -14,7 +14,8 @@
 //!   ([`child`]);
 //! - in criu-rs, [`barrier`] holds every thread at the blob's last stop
 //!   until the whole tree is there, then ([`finalize`]) removes the blob
-//!   from each task and lets them all run.
+//!   from each task and lets them all run; with `--verify`, [`verify`]
+//!   first compares every task with the images.
 //!
 //! [`barrier::TreeGuard`] kills every task if anything fails.
 
@@ -25,6 +26,7 @@ pub mod clone;
 pub mod cow;
 pub mod creds;
 pub mod error;
+pub mod failpoint;
 pub mod fds;
 pub mod finalize;
 pub mod fill;
@@ -44,6 +46,7 @@ pub mod seccomp;
 pub mod shared;
 pub mod tree;
 pub mod validate;
+pub mod verify;
 pub mod vdso;
 pub mod watch;
 pub mod xsave;
@@ -88,6 +91,9 @@ pub struct RestoreOptions {
     pub inherit_fd: Vec<InheritFd>,
     /// `--external TYPE[ID]:VALUE` as given (not implemented yet: refused).
     pub external: Vec<String>,
+    /// `--verify`: before the tasks run, compare each with the images and
+    /// fail (killing the tree) on a difference ([`verify`]).
+    pub verify: bool,
     /// The caller's action hook ([`crate::actions`]): called at
     /// `post-restore` and `pre-resume`, with the root's pid.
     pub actions: Option<crate::actions::ActionHook>,
@@ -122,6 +128,7 @@ impl RestoreOptions {
             file_locks: false,
             inherit_fd: Vec::new(),
             external: Vec::new(),
+            verify: false,
             actions: None,
             watch: false,
         }

@@ -344,6 +344,12 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
                     tracing::error!("pre-resume: {e} (the tasks resume anyway)");
                 }
                 Ok(())
+            }, &mut || {
+                if !opts.verify {
+                    return Ok(());
+                }
+                let tasks: Vec<(i32, Vec<i32>)> = tree.live().map(|p| (p.pid, thread_ends(p).iter().map(|t| t.tid).collect())).collect();
+                super::verify::verify_tree(&images, &tasks)
             })?;
             guard.disarm();
             later.after_run();
