@@ -109,18 +109,10 @@ pub(crate) fn prepare_lazymem(root: &Path, sub: &str) -> Result<(PathBuf, PathBu
     Ok((work, lazymem))
 }
 
-/// A dumped lazymem with its images flagged lazy.
-struct Dumped {
-    pid: i32,
-    images: PathBuf,
-    result: PathBuf,
-    sock: PathBuf,
-}
-
-impl Dumped {
-    /// Starts lazymem holding `mib` MiB in `mode`, dumps it into `dir` and
-    /// flags its memory lazy.
-    fn new(criu_rs: &Path, lazymem: &Path, dir: &Path, mib: u32, mode: &str) -> Result<Dumped> {
+/// Starts lazymem holding `mib` MiB in `mode`, waits until it sits in its
+/// wait, dumps it into `dir/images` and waits until its pid is free:
+/// `(pid, images, result file)`.
+pub(crate) fn dump_lazymem(criu_rs: &Path, lazymem: &Path, dir: &Path, mib: u32, mode: &str) -> Result<(i32, PathBuf, PathBuf)> {
         let images = dir.join("images");
         std::fs::create_dir_all(&images)?;
         let result = dir.join("result");
@@ -144,6 +136,22 @@ impl Dumped {
         ensure!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
         prog.0.wait()?;
         wait_until("the dumped pid to be free", || !Path::new(&format!("/proc/{pid}")).exists())?;
+        Ok((pid, images, result))
+}
+
+/// A dumped lazymem with its images flagged lazy.
+struct Dumped {
+    pid: i32,
+    images: PathBuf,
+    result: PathBuf,
+    sock: PathBuf,
+}
+
+impl Dumped {
+    /// Starts lazymem holding `mib` MiB in `mode`, dumps it into `dir` and
+    /// flags its memory lazy.
+    fn new(criu_rs: &Path, lazymem: &Path, dir: &Path, mib: u32, mode: &str) -> Result<Dumped> {
+        let (pid, images, result) = dump_lazymem(criu_rs, lazymem, dir, mib, mode)?;
         Ok(Dumped { pid, images, result, sock: dir.join("lazy.sock") })
     }
 

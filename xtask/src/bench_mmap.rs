@@ -15,11 +15,10 @@
 //! (`CRIU_RS_CONVERT_STALL_AFTER=0`, then killed): a page-cache fault per
 //! page; then `--finish-mmap` converts, timed.
 
-use crate::bench_lazy_restore::{pidfd_open, prepare_lazymem, wait_until, Kill};
+use crate::bench_lazy_restore::{pidfd_open, prepare_lazymem, wait_until};
 use anyhow::{ensure, Context, Result};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 /// A dumped lazymem.
@@ -32,29 +31,7 @@ struct Dumped {
 
 impl Dumped {
     fn new(criu_rs: &Path, lazymem: &Path, dir: &Path, mib: u32, mode: &str) -> Result<Dumped> {
-        let images = dir.join("images");
-        std::fs::create_dir_all(&images)?;
-        let result = dir.join("result");
-        let mut prog = Kill(
-            Command::new(lazymem)
-                .arg(dir)
-                .arg(&result)
-                .args([&mib.to_string(), mode])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()?,
-        );
-        let mut line = String::new();
-        BufReader::new(prog.0.stdout.take().context("stdout")?).read_line(&mut line)?;
-        ensure!(line.starts_with("READY"), "lazymem said {line:?}");
-        let pid = prog.0.id() as i32;
-        wait_until("lazymem to wait", || {
-            std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| s.starts_with("130 "))
-        })?;
-        let out = Command::new(criu_rs).args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output()?;
-        ensure!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
-        prog.0.wait()?;
-        wait_until("the dumped pid to be free", || !Path::new(&format!("/proc/{pid}")).exists())?;
+        let (pid, images, result) = crate::bench_lazy_restore::dump_lazymem(criu_rs, lazymem, dir, mib, mode)?;
         Ok(Dumped { pid, images, result, log: dir.join("restore.log") })
     }
 
