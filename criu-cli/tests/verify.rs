@@ -12,9 +12,14 @@ use std::path::Path;
 /// `CRIU_RS_FAILPOINT` (criu-core's `restore::failpoint::ENV`).
 const FAILPOINT: &str = "CRIU_RS_FAILPOINT";
 
-/// Starts `program` (a self-checking one: DIR RESULT [args]) and dumps it.
+/// Starts `program` (a self-checking one: DIR RESULT, or RESULT only for
+/// fdkinds) and dumps it.
 fn start_and_dump(d: &Dirs, program: &str) -> i32 {
-    let mut p = Program::spawn(program, &[&d.work, &d.result]);
+    let mut p = if program == "fdkinds" {
+        Program::spawn(program, &[&d.result])
+    } else {
+        Program::spawn(program, &[&d.work, &d.result])
+    };
     let pid = p.pid();
     wait_all_suspended(&[pid]);
     dump_ok(pid, &d.images, &[]);
@@ -86,6 +91,13 @@ fn verify_catches_skipped_file_positions() {
 #[test]
 fn verify_catches_skipped_signal_mask() {
     caught("skip-sigmask", "fullstate", "skip-sigmask", "blocked signals (SigBlk)", "sig");
+}
+
+/// fdkinds' pipe owned by its pid (set as euid 1000) with SIGRTMIN+1, and
+/// its FIFO owned by its thread.
+#[test]
+fn verify_catches_skipped_file_owners() {
+    caught("skip-fown", "fdkinds", "skip-fown", "owner pid 0", "fown-pid");
 }
 
 /// The check runs on every restore of the suite: a plain restore of a
