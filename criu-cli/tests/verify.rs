@@ -100,6 +100,26 @@ fn verify_catches_skipped_file_owners() {
     caught("skip-fown", "fdkinds", "skip-fown", "owner pid 0", "fown-pid");
 }
 
+/// A restore run by a tool that passes `--no-default-config` (zdtm) is
+/// verified when `CRIU_CONFIG_FILE` names a file saying `verify`.
+#[test]
+fn verify_is_turned_on_by_the_criu_config_file_variable() {
+    let d = Dirs::new("verify-config");
+    let pid = start_and_dump(&d, "taskstate");
+    let conf = d.work.join("verify.conf");
+    std::fs::write(&conf, "# as for zdtm\nverify\n").unwrap();
+    let out = criu_rs()
+        .args(["restore", "--no-default-config", "-d", "-D"])
+        .arg(&d.images)
+        .env("CRIU_CONFIG_FILE", &conf)
+        .env(FAILPOINT, "skip-rlimits")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("verify: pid {pid}: rlimit ")), "not verified: {err}");
+    wait_pid_gone(pid);
+}
+
 /// The check runs on every restore of the suite: a plain restore of a
 /// tree with threads, fds and memory of every kind passes it, and says so
 /// in the log.
