@@ -10,14 +10,16 @@
 //! yet and a UDP socket with datagrams waiting (unless `--skip-in-flight`,
 //! which leaves them out, as CRIU does); a corked UDP socket; a TCP
 //! connection without `--tcp-established` (or `--tcp-close`), or in a state
-//! other than ESTABLISHED. A connection is locked and put in repair mode
+//! other than ESTABLISHED or half-closed (FIN_WAIT1/2, CLOSE_WAIT,
+//! LAST_ACK, CLOSING: see [`tcp_repair`]). A connection is locked and put in repair mode
 //! through the dump's [`DumpSockets`], which undoes both if the dump fails
 //! or the tree keeps running.
 //!
-//! Restore: the socket is created in criu-rs with `SO_REUSEADDR` on, then
+//! Restore: the socket is created in criu-rs with `SO_REUSEADDR` and
+//! `SO_REUSEPORT` on, then
 //! bound and listening or connected, or, for a connection, rebuilt in
 //! repair mode ([`tcp_repair::restore`]); [`RestoredSockets`] (through
-//! [`super::Later`]) puts the dumped `SO_REUSEADDR` back once everything is
+//! [`super::Later`]) puts the dumped `SO_REUSEADDR`/`SO_REUSEPORT` back once everything is
 //! open, brings connections live just before the tree runs and lifts the
 //! network lock after.
 
@@ -113,15 +115,15 @@ impl FdKind for Inet {
         if sock.proto == libc::IPPROTO_TCP {
             match sock.state {
                 state::LISTEN | state::CLOSE => {}
-                _ if !sock.is_tcp_connection() => return Err(refuse(p, format!("{what} (only listening, closed and ESTABLISHED TCP sockets are dumped)"))),
+                _ if !sock.is_tcp_connection() => return Err(refuse(p, format!("{what} (only listening, closed, established and half-closed TCP sockets are dumped)"))),
                 _ if opts.tcp_close => {}
-                state::ESTABLISHED if opts.tcp_established => {
+                st if state::repairable(st) && opts.tcp_established => {
                     let conn = Conn { local: sock.local, peer: sock.peer };
                     let repaired = cx.sockets.repair(fd, conn, sock.opts.reuseaddr).map_err(|e| refuse(p, format!("{what}: {e}")))?;
                     stream = Some(tcp_repair::save(repaired).map_err(|e| refuse(p, format!("{what}: {e}")))?);
                 }
-                state::ESTABLISHED => return Err(refuse(p, format!("{what}; pass --tcp-established to dump it"))),
-                _ => return Err(refuse(p, format!("{what} (only listening, closed and ESTABLISHED TCP sockets are dumped)"))),
+                st if state::repairable(st) => return Err(refuse(p, format!("{what}; pass --tcp-established to dump it"))),
+                _ => return Err(refuse(p, format!("{what} (only listening, closed, established and half-closed TCP sockets are dumped)"))),
             }
         }
         tracing::debug!(pid = cx.pid, fd = p.fd, ino, "{what}");
@@ -247,7 +249,7 @@ impl FdKind for Inet {
                 return Err(cx.unsupported(format!("TCP connection {local} → {peer}: pass --tcp-established to restore it")));
             }
             if !dumped_closed && !cx.opts.tcp_close {
-                if st != state::ESTABLISHED {
+                if !state::repairable(st) {
                     return Err(cx.unsupported(format!("TCP connection {local} → {peer} in state {}", state::name(st))));
                 }
                 let ino = ie.ino.unwrap_or_default();
@@ -293,14 +295,15 @@ impl FdKind for Inet {
                     (big.opts.sndbuf, big.opts.rcvbuf) = (BIG_BUF * 2, BIG_BUF * 2);
                     big.set_options(fd.as_fd()).map_err(call)?;
                     let copy = rustix::io::fcntl_dupfd_cloexec(&fd, cx.floor).sys(|| format!("{}: F_DUPFD_CLOEXEC", what()))?;
-                    sockets.repaired(GoLive { fd: copy, conn, unsent: stream.unsent().to_vec(), reuseaddr: s.opts.reuseaddr, bufs: (s.opts.sndbuf, s.opts.rcvbuf) });
+                    let finish = tcp_repair::Finish::of(stream, &s.local, &s.peer, s.shutdown);
+                    sockets.repaired(GoLive { fd: copy, conn, finish, reuse: (s.opts.reuseaddr, s.opts.reuseport), bufs: (s.opts.sndbuf, s.opts.rcvbuf), buf_lock: s.opts.buf_lock });
                 }
             }
         } else {
             s.bind_listen_connect(fd.as_fd()).map_err(call)?;
             s.set_options(fd.as_fd()).map_err(call)?;
             let copy = rustix::io::fcntl_dupfd_cloexec(&fd, cx.floor).sys(|| format!("{}: F_DUPFD_CLOEXEC", what()))?;
-            sockets.bound(copy, s.opts.reuseaddr);
+            sockets.bound(copy, (s.opts.reuseaddr, s.opts.reuseport));
         }
         set_status_flags(&fd, p.flags)?;
         Ok(Opened::Fd(fd))

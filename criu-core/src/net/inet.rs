@@ -5,12 +5,15 @@
 //! [`InetSocket::set_options`]).
 //!
 //! Restore order, as the kernel needs it: `socket`; `IPV6_V6ONLY`;
-//! `SO_REUSEADDR` on (so that a listener and the connections it accepted,
-//! which share its port, can all be bound; [`set_reuseaddr`] puts the
-//! dumped value back once every socket is bound); `bind` (IPv6 with
-//! `IP_FREEBIND` for the time of the call: an address still tentative
-//! would refuse it); `listen` with the dumped backlog or `connect` (UDP);
-//! then the options and the shutdown state. Established TCP connections
+//! `SO_REUSEADDR` and `SO_REUSEPORT` on (so that a listener and the
+//! connections it accepted, which share its port, and listeners sharing a
+//! port whatever their dumped options, can all be bound, as CRIU does;
+//! [`set_reuse`] puts the dumped values back once every socket is bound);
+//! `SO_BINDTODEVICE` and `IP_FREEBIND`/`IPV6_FREEBIND` (both change what
+//! `bind` accepts); `bind` (IPv6 with `IPV6_FREEBIND` for the time of the
+//! call: an address still tentative would refuse it); `listen` with the
+//! dumped backlog or `connect` (UDP); then the other options and the
+//! shutdown state. Established TCP connections
 //! are rebuilt by [`super::tcp_repair`] instead of bind/connect.
 
 use super::inet_diag::InetSockInfo;
@@ -241,9 +244,10 @@ impl InetSocket {
         self.proto == libc::IPPROTO_TCP && self.peer.port() != 0
     }
 
-    /// `socket(family, type | SOCK_CLOEXEC, proto)`, `IPV6_V6ONLY`,
-    /// `SO_REUSEADDR` on (see the module documentation) and `SO_REUSEPORT`
-    /// as dumped.
+    /// `socket(family, type | SOCK_CLOEXEC, proto)` and what must precede
+    /// `bind`: `IPV6_V6ONLY`, `SO_REUSEADDR` and `SO_REUSEPORT` on (see the
+    /// module documentation), `SO_BINDTODEVICE`, `IP_FREEBIND` /
+    /// `IPV6_FREEBIND`.
     pub fn create(&self) -> Result<OwnedFd, InetError> {
         use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
         let proto = std::num::NonZeroU32::new(self.proto as u32).map(Protocol::from_raw);
@@ -254,8 +258,13 @@ impl InetSocket {
             set(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, self.v6only as u32, "IPV6_V6ONLY")?;
         }
         set(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
-        if self.opts.reuseport {
-            set(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
+        set(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
+        if let Some(dev) = &self.opts.bound_dev {
+            sockopt::set_bytes(fd, libc::SOL_SOCKET as u32, libc::SO_BINDTODEVICE as u32, dev.as_bytes()).map_err(err(format!("setsockopt(SO_BINDTODEVICE, {dev:?})")))?;
+        }
+        if self.ip.freebind {
+            let (level, name) = if self.family == libc::AF_INET6 { (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND) } else { (libc::IPPROTO_IP, libc::IP_FREEBIND) };
+            set(fd, level, name, 1, "IP_FREEBIND")?;
         }
         Ok(s)
     }
@@ -364,6 +373,13 @@ pub fn set_reuseaddr(fd: impl AsFd, on: bool) -> Result<(), InetError> {
     set(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, on as u32, "SO_REUSEADDR")
 }
 
+/// `SO_REUSEADDR` and `SO_REUSEPORT` as dumped, once every socket of the
+/// restore is bound (both were on for the binds).
+pub fn set_reuse(fd: impl AsFd, addr: bool, port: bool) -> Result<(), InetError> {
+    set_reuseaddr(&fd, addr)?;
+    set(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, port as u32, "SO_REUSEPORT")
+}
+
 /// The shutdown state of a socket sock_diag does not list (neither bound
 /// nor connected), from `poll`: `POLLRDHUP` shows the reading side shut
 /// down. A closed TCP socket always polls `POLLHUP`, so only a datagram
@@ -405,7 +421,7 @@ mod tests {
         let fd = s.create().unwrap();
         s.bind_listen_connect(fd.as_fd()).unwrap();
         s.set_options(fd.as_fd()).unwrap();
-        set_reuseaddr(&fd, s.opts.reuseaddr).unwrap();
+        set_reuse(&fd, s.opts.reuseaddr, s.opts.reuseport).unwrap();
         let r = InetSocket::read(fd.as_fd(), None).unwrap();
         (fd, r)
     }
