@@ -495,6 +495,41 @@ mod tests {
         }
     }
 
+    /// Two listeners share a port through SO_REUSEPORT, which the first
+    /// turned off after listening (zdtm socket-tcp-reuseport): both bind
+    /// again (the option is on for every bind) and get their own value
+    /// back after.
+    #[test]
+    fn listeners_sharing_a_port_come_back_whatever_their_reuseport() {
+        let listen_on = |port: u16| {
+            let s = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::STREAM, None).unwrap();
+            set(s.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "").unwrap();
+            rustix::net::bind(&s, &SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+            rustix::net::listen(&s, 5).unwrap();
+            s
+        };
+        let a = listen_on(0);
+        let port = to_std(rustix::net::getsockname(&a).unwrap()).unwrap().port();
+        let b = listen_on(port);
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0, "").unwrap();
+        let (sa, sb) = (InetSocket::read(a.as_fd(), None).unwrap(), InetSocket::read(b.as_fd(), None).unwrap());
+        assert_eq!((sa.opts.reuseport, sb.opts.reuseport, sa.local), (false, true, sb.local));
+        drop((a, b));
+        let made: Vec<OwnedFd> = [&sa, &sb]
+            .iter()
+            .map(|s| {
+                let fd = s.create().unwrap();
+                s.bind_listen_connect(fd.as_fd()).unwrap();
+                s.set_options(fd.as_fd()).unwrap();
+                fd
+            })
+            .collect();
+        for (fd, s) in made.iter().zip([&sa, &sb]) {
+            set_reuse(fd, s.opts.reuseaddr, s.opts.reuseport).unwrap();
+            assert_eq!(&InetSocket::read(fd.as_fd(), None).unwrap(), s);
+        }
+    }
+
     #[test]
     fn an_unbound_tcp_socket_is_not_taken_for_shut_down() {
         let t = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::STREAM, None).unwrap();
