@@ -521,6 +521,13 @@ mod tests {
         s
     }
 
+    /// Both ends in repair mode, saved, with their addresses.
+    fn save_pair(a: &StdTcp, b: &StdTcp) -> (TcpStream, TcpStream, SocketAddr, SocketAddr) {
+        repair_on(a).unwrap();
+        repair_on(b).unwrap();
+        (save(a).unwrap(), save(b).unwrap(), a.local_addr().unwrap(), b.local_addr().unwrap())
+    }
+
     /// Both ends rebuilt on fresh sockets, live again.
     fn rebuild(sa: &TcpStream, sb: &TcpStream, la: &SocketAddr, lb: &SocketAddr) -> (OwnedFd, OwnedFd) {
         let (na, nb) = (fresh(la), fresh(lb));
@@ -544,11 +551,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let (la, lb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        repair_on(&a).unwrap();
-        repair_on(&b).unwrap();
-        let sa = save(&a).unwrap();
-        let sb = save(&b).unwrap();
+        let (sa, sb, la, lb) = save_pair(&a, &b);
         assert_eq!(sa.inq, b"to a, unread");
         assert_eq!(sb.inq, b"to b, unread");
         assert_eq!(sa.outq, b"", "acked bytes leave the send queue");
@@ -640,11 +643,7 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        let (la, lb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        repair_on(&a).unwrap();
-        repair_on(&b).unwrap();
-        let sa = save(&a).unwrap();
-        let sb = save(&b).unwrap();
+        let (sa, sb, la, lb) = save_pair(&a, &b);
         assert!(sa.unsq_len > 0, "the writer has bytes never sent");
         assert!(!sb.inq.is_empty(), "the reader has bytes unread");
         drop((a, b));
@@ -685,11 +684,7 @@ mod tests {
         wait_state(&a, state::CLOSE_WAIT);
         wait_state(&b, state::FIN_WAIT2);
         wait_inq(&b, 12);
-        let (la, lb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        repair_on(&a).unwrap();
-        repair_on(&b).unwrap();
-        let sa = save(&a).unwrap();
-        let sb = save(&b).unwrap();
+        let (sa, sb, la, lb) = save_pair(&a, &b);
         assert_eq!((sa.state, sb.state), (state::CLOSE_WAIT, state::FIN_WAIT2));
         assert_eq!((&sa.inq[..], &sb.inq[..]), (&b"before the FIN"[..], &b"to b, unread"[..]));
         assert_eq!((sa.outq.len(), sb.outq.len(), sb.unsq_len), (0, 0, 0), "the FIN is no data");
@@ -748,11 +743,7 @@ mod tests {
         }
         a.shutdown(std::net::Shutdown::Write).unwrap();
         assert_eq!(tcp_info(&a).unwrap().state as u32, state::FIN_WAIT1);
-        let (la, lb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        repair_on(&a).unwrap();
-        repair_on(&b).unwrap();
-        let sa = save(&a).unwrap();
-        let sb = save(&b).unwrap();
+        let (sa, sb, la, lb) = save_pair(&a, &b);
         assert_eq!((sa.state, sb.state), (state::FIN_WAIT1, state::ESTABLISHED));
         assert!(sa.unsq_len > 0);
         // Bytes b got but has not acknowledged yet are in both queues.
