@@ -434,6 +434,12 @@ fn collect_tree(
             p.ppid = t.ppid;
         }
         p.kobj = sh.kobj_ids(p.pid).map_err(|e| DumpError::Tree(format!("kcmp on pid {}: {e}", p.pid)))?;
+        // A shared descriptor table is restored by forking with CLONE_FILES
+        // from the parent: one shared with another task cannot be.
+        if p.kobj.files != p.pid as u32 && procs.iter().find(|q| q.pid == p.ppid).is_none_or(|q| q.kobj.files != p.kobj.files) {
+            let what = format!("fd table shared (CLONE_FILES) with task {}, which is not its parent", p.kobj.files);
+            return Err(DumpError::Unsupported { pid: p.pid, what });
+        }
         // As CRIU: the pages a lazy restore may leave to the daemon are
         // flagged in every dump (not a pre-dump's: it is never restored).
         if !opts.pre_dump {
