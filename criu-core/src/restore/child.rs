@@ -90,9 +90,12 @@ pub fn prepare(
     let mut keep: Vec<i32> = vec![status.as_raw_fd()];
     keep.extend(exe.iter().map(|f| f.as_raw_fd()));
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
-    let files = crate::files::task::TaskFiles { pid: plan.pid, fds: &plan.fds, descs: &plan.descs, first_held: &plan.first_held };
-    if let FdTable::Own = table {
-        crate::files::task::install(&files, &objs.descs, &keep)?;
+    let files = plan.task_files();
+    match table {
+        FdTable::Own => crate::files::task::install(&files, &objs.descs, &keep)?,
+        FdTable::Installed { .. } => {}
+        // Its own locks (installed by the first task of the table).
+        FdTable::Parent => crate::files::task::take_locks(&files)?,
     }
     finish(&pm, &plan.vmas)?;
     // Before restore_fs: the socket path is relative to criu-rs's root and cwd.

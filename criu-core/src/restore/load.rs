@@ -90,6 +90,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
     let task_files = load_fds(&images, files_id, &files, opts)?;
+    let locks = crate::files::locks::load_for(&images, pid, &task_files.fds, opts)?;
     let creds = std::iter::once((pid, &core))
         .chain(threads.iter().map(|(t, c)| (*t, c)))
         .map(|(tid, c)| {
@@ -128,6 +129,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         descs: task_files.descs,
         owners: task_files.owners,
         first_held: Default::default(),
+        locks,
         vmas,
         guards,
         pages,

@@ -158,6 +158,9 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
         check_table(&task, &tasks, &path)?;
         tasks.push(task);
     }
+    let live: Vec<i32> = tasks.iter().filter(|t| matches!(t.kind, TaskKind::Live(_))).map(|t| t.pid).collect();
+    let taken = tasks.iter().map(|t| if let TaskKind::Live(p) = &t.kind { p.locks.len() } else { 0 }).sum();
+    crate::files::locks::check_all_taken(&images, &opts, &live, taken)?;
     assign_first_held(&images, &mut tasks)?;
     Ok(TreePlan { tasks, lazy: Vec::new(), map_pages: false })
 }
@@ -281,6 +284,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         ext_unix_sk: opts.ext_unix_sk,
         tcp_established: opts.tcp_established,
         tcp_close: opts.tcp_close,
+        file_locks: opts.file_locks,
         ..Default::default()
     };
     let mut tree = load_tree(&opts.dir, load_opts)?;
@@ -482,7 +486,7 @@ fn install_for_sharers(tree: &TreePlan, idx: usize, plan: &TaskPlan, pipes: &Tas
     let below: Vec<(usize, i32)> = tx.chain(go).chain(held).collect();
     let mut keep: Vec<i32> = below.iter().map(|b| b.1).collect();
     keep.push(status.as_raw_fd());
-    let files = crate::files::task::TaskFiles { pid: plan.pid, fds: &plan.fds, descs: &plan.descs, first_held: &plan.first_held };
+    let files = plan.task_files();
     crate::files::task::install(&files, &objs.descs, &keep)?;
     let leftovers = below.into_iter().filter(|(i, _)| !sharers.contains(i)).map(|b| b.1).collect();
     tracing::debug!(pid = plan.pid, sharers = ?sharers.iter().map(|&i| tree.tasks[i].pid).collect::<Vec<_>>(), "fd table installed before forking the tasks sharing it");
