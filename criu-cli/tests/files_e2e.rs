@@ -246,3 +246,21 @@ fn tasks_sharing_an_fd_table_share_it_after_restore() {
     let report = d.trigger(&held);
     assert_all_ok("restored fdtshared", &report);
 }
+
+/// A table shared with a task that is not the parent (X left the table R
+/// and its child Z share) cannot be rebuilt by forking: the dump refuses
+/// it by name and the tree runs on.
+#[test]
+fn an_fd_table_shared_past_a_parent_is_refused_at_dump() {
+    let d = Dirs::new("fdtshared-split");
+    let p = Program::spawn("fdtshared", &[&d.work, &d.result, std::path::Path::new("split")]);
+    let (pid, z) = (p.pid(), p.int("z"));
+    wait_all_suspended(&[pid]);
+    let out = dump(pid, &d.images, &[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "dump succeeded");
+    assert!(err.contains(&format!("pid {z}: unsupported: fd table shared (CLONE_FILES) with task {pid}, which is not its parent")), "{err}");
+    let held = Held::open(pid).unwrap();
+    let report = d.trigger(&held);
+    assert_all_ok("fdtshared after the refused dump", &report);
+}
