@@ -12,9 +12,11 @@ mod common;
 use common::*;
 
 /// Starts locks.c; returns it once it and its child wait.
-fn start(d: &Dirs) -> Program {
+fn start(d: &Dirs, extra: &[&str]) -> Program {
     let _ = std::fs::remove_file(&d.result);
-    let p = Program::spawn("locks", &[&d.work, &d.result]);
+    let mut args: Vec<&std::path::Path> = vec![&d.work, &d.result];
+    args.extend(extra.iter().map(std::path::Path::new));
+    let p = Program::spawn("locks", &args);
     let child = p.int("child");
     wait_all_suspended(&[p.pid()]);
     wait_until("the child blocked in read()", PATIENCE, || blocked_in(child, child) == Some(libc::SYS_read as u64));
@@ -24,7 +26,7 @@ fn start(d: &Dirs) -> Program {
 #[test]
 fn locks_checks_pass_without_checkpoint() {
     let d = Dirs::new("locks-live");
-    let p = start(&d);
+    let p = start(&d, &[]);
     let held = Held::open(p.pid()).unwrap();
     let report = d.trigger(&held);
     assert_all_ok("locks without checkpoint", &report);
@@ -36,7 +38,7 @@ fn locks_checks_pass_without_checkpoint() {
 #[test]
 fn held_locks_are_refused_without_file_locks_and_restored_with_it() {
     let d = Dirs::new("locks");
-    let mut p = start(&d);
+    let mut p = start(&d, &[]);
     let pid = p.pid();
 
     let out = dump(pid, &d.images, &[]);
@@ -62,4 +64,21 @@ fn held_locks_are_refused_without_file_locks_and_restored_with_it() {
     let report = d.trigger(&held);
     assert_all_ok("restored locks", &report);
     assert_same_dir(&before, &snapshot(&d.images));
+}
+
+/// A POSIX lock on a file the task also maps shared cannot be kept (criu-rs
+/// closes its own fd of the mapped file in the task after the locks are
+/// taken, which drops them): the restore refuses it by name.
+#[test]
+fn posix_lock_on_a_shared_mapped_file_is_refused_at_restore() {
+    let d = Dirs::new("locks-mapped");
+    let mut p = start(&d, &["mapped"]);
+    let pid = p.pid();
+    dump_ok(pid, &d.images, &["--file-locks"]);
+    p.reap();
+    let out = restore(&d.images, &["--file-locks"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "restore succeeded");
+    assert!(err.contains("POSIX WRITE 0+100 on fd 10") && err.contains("also maps or runs") && err.contains("/posix"), "{err}");
+    assert_eq!(proc_state(pid), None, "the refused restore left pid {pid} behind");
 }

@@ -1,7 +1,9 @@
 /*
  * Test program for file locks (dumped and restored with --file-locks).
  *
- * Usage: locks DIR RESULT
+ * Usage: locks DIR RESULT [mapped]
+ * ("mapped": "posix" is also mapped shared, which criu-rs cannot restore
+ * with its POSIX locks.)
  * Phase 1, in DIR (in a session of its own): fd 10 holds POSIX locks on
  * "posix" (WRITE bytes 0-99, READ from 200 to EOF), fd 11 a flock
  * LOCK_EX on "flock", fd 12 an OFD WRITE lock on bytes 10-29 of "ofd",
@@ -16,6 +18,7 @@
 #define _GNU_SOURCE
 #include "selfcheck.h"
 #include <sys/file.h>
+#include <sys/mman.h>
 
 enum { FD_POSIX = 10, FD_FLOCK = 11, FD_OFD = 12, FD_SHARED = 13, FD_CHILD = 20 };
 
@@ -95,13 +98,15 @@ static void child_main(int in, int out)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: locks DIR RESULT\n");
+	if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "mapped"))) {
+		fprintf(stderr, "usage: locks DIR RESULT [mapped]\n");
 		return 2;
 	}
 	sigset_t wait_mask;
 	start_usr1_waiter(argv[1], on_usr1, &wait_mask);
 	open_at("posix", FD_POSIX);
+	if (argc == 4 && mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, FD_POSIX, 0) == MAP_FAILED)
+		die("mmap");
 	if (lock(FD_POSIX, F_SETLK, F_WRLCK, 0, 100) || lock(FD_POSIX, F_SETLK, F_RDLCK, 200, 0))
 		die("POSIX locks");
 	open_at("flock", FD_FLOCK);
