@@ -366,7 +366,9 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             // may still refuse (post-restore) or prepare (pre-resume).
             let hooks = opts.actions.as_ref();
             let watch = barrier::run(&mut tracked, &mut guard, opts.watch, &mut || {
-                crate::files::fdtable::set_owners(&owned)?;
+                if !super::failpoint::skip(super::failpoint::SKIP_FOWN) {
+                    crate::files::fdtable::set_owners(&owned)?;
+                }
                 crate::actions::run(hooks, Action::PostRestore, Some(child))?;
                 // TCP connections out of repair mode before anything runs.
                 later.before_run()?;
@@ -485,7 +487,8 @@ fn install_for_sharers(tree: &TreePlan, idx: usize, plan: &TaskPlan, pipes: &Tas
     let held = objs.descs.values().chain(objs.shmem.values()).map(|f| (usize::MAX, f.as_raw_fd()));
     let below: Vec<(usize, i32)> = tx.chain(go).chain(held).collect();
     let mut keep: Vec<i32> = below.iter().map(|b| b.1).collect();
-    keep.push(status.as_raw_fd());
+    let log = crate::logfd::move_above(crate::files::fdtable::fd_floor(&plan.fds)).sys(|| "moving the log fd out of the task's way".into())?;
+    keep.extend([status.as_raw_fd(), log]);
     let files = plan.task_files();
     crate::files::task::install(&files, &objs.descs, &keep)?;
     let leftovers = below.into_iter().filter(|(i, _)| !sharers.contains(i)).map(|b| b.1).collect();
@@ -546,12 +549,18 @@ fn fork_helper(
 fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects, parent: Option<&cow::Parent>) -> Result<()> {
     let t = &tree.tasks[idx];
     match &t.kind {
-        TaskKind::Live(_) => {
+        TaskKind::Live(plan) => {
             // A task that shared its parent's table shares it again (the
-            // parent installed it before forking it).
-            let flags = if tree.shares_parent_table(idx) { libc::CLONE_FILES as u64 } else { 0 };
+            // parent installed it before forking it), with a log fd of its own.
+            let sharing = tree.shares_parent_table(idx);
+            let flags = if sharing { libc::CLONE_FILES as u64 } else { 0 };
+            let floor = crate::files::fdtable::fd_floor(&plan.fds);
+            let log = if sharing { crate::logfd::copy_above(floor).sys(|| "copying the log fd".into())? } else { -1 };
             // SAFETY: the task is single-threaded (a fork of criu-rs).
             if let Forked::Child = unsafe { clone3_set_tid_flags(t.pid, flags)? } {
+                if sharing {
+                    crate::logfd::adopt(log);
+                }
                 task_main(tree, idx, pipes, objs, parent)
             }
         }
