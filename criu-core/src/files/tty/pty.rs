@@ -88,15 +88,19 @@ pub fn set_termios(fd: BorrowedFd<'_>, req: libc::Ioctl, t: &libc::termios, name
 }
 
 /// `ioctl(master, TIOCGPTPEER, flags)`: a new description of the pair's
-/// slave (without a path: the master's own devpts instance).
+/// slave (without a path: the master's own devpts instance), close-on-exec
+/// (set on the descriptor only: the ioctl would keep `O_CLOEXEC` in the
+/// description's flags too, where `/proc/PID/fdinfo` shows it).
 pub fn open_peer(master: BorrowedFd<'_>, flags: i32) -> CallResult<OwnedFd> {
     // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd.
-    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, (flags | libc::O_NOCTTY | libc::O_CLOEXEC) as libc::c_ulong) };
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, ((flags & !libc::O_CLOEXEC) | libc::O_NOCTTY) as libc::c_ulong) };
     if fd < 0 {
         return Err(("TIOCGPTPEER", errno()));
     }
     // SAFETY: the ioctl returned a new descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).map_err(|e| ("F_SETFD", e))?;
+    Ok(fd)
 }
 
 /// Opens the multiplexer at `path` until it gives pair `index` (numbers
@@ -207,7 +211,8 @@ pub fn refill(master: BorrowedFd<'_>, slave: BorrowedFd<'_>, t: &libc::termios, 
     if !output.is_empty() || !input.is_empty() {
         let mut quiet = *t;
         quiet.c_lflag &= !(libc::ECHO | libc::ECHOE | libc::ECHOK | libc::ECHONL | libc::ECHOCTL | libc::ECHOPRT | libc::ECHOKE | libc::ISIG);
-        quiet.c_iflag &= !(libc::INLCR | libc::IGNCR | libc::ICRNL | libc::IUCLC | libc::IXON | libc::ISTRIP);
+        // IXON stays: a change of it shows in a packet-mode master's reads.
+        quiet.c_iflag &= !(libc::INLCR | libc::IGNCR | libc::ICRNL | libc::IUCLC | libc::ISTRIP);
         quiet.c_oflag &= !libc::OPOST;
         set_termios(slave, libc::TCSETS, &quiet, "TCSETS (quiet)")?;
         write_all(slave, output, "write(slave)")?;
