@@ -24,9 +24,10 @@
 //!   window size and owner. A hung-up slave (its master closed) comes back
 //!   hung up.
 //! - `/dev/tty` is opened by each task holding it once its controlling
-//!   terminal is back; the console, virtual consoles and serial lines are
-//!   reopened by path (with `--shell-job` only).
-//! - Refused by name: BSD pty masters, terminals of no known driver.
+//!   terminal is back; the console, virtual consoles and serial lines (one
+//!   device each, nobody else's by then) are reopened by path, as CRIU does.
+//! - Refused by name: pty masters opened from a device node of their own
+//!   (majors 128-135, not `/dev/ptmx`) and terminals of no known driver.
 
 pub mod pty;
 
@@ -244,10 +245,6 @@ impl FdKind for Tty {
         let path = reg::strip_deleted(&p.target).0.to_owned();
         cx.seen.tty.shell_job = cx.opts.shell_job;
         let unsupported = |what: String| FileDumpError::UnsupportedState { at: p.at(), what };
-        let shell_only = |ty: TtyType, index: u32| match cx.opts.shell_job {
-            true => Ok((ty, index, false)),
-            false => Err(FileDumpError::Terminal { at: p.at(), path: path.clone() }),
-        };
         let rdev = p.md.rdev();
         let (ty, index, master) = match (libc::major(rdev), libc::minor(rdev)) {
             (5, 2) => {
@@ -255,12 +252,12 @@ impl FdKind for Tty {
                 let n = pty::get_int(fd.as_fd(), libc::TIOCGPTN, "TIOCGPTN").map_err(|(what, errno)| FileDumpError::Sys { at: p.at(), what: what.into(), errno })?;
                 (TtyType::Pty, n as u32, true)
             }
-            (128..=135, _) => return Err(unsupported(format!("{path}: a BSD pty master (only /dev/ptmx pairs are supported)"))),
+            (128..=135, _) => return Err(unsupported(format!("{path}: a pty master device node (only masters from /dev/ptmx are supported)"))),
             (136..=143, _) => (TtyType::Pty, pts_index(&path).ok_or_else(|| unsupported(format!("{path}: a pty slave without a number")))?, false),
-            (5, 1) => shell_only(TtyType::Console, CONSOLE_INDEX)?,
+            (5, 1) => (TtyType::Console, CONSOLE_INDEX, false),
             (5, 0) => (TtyType::Ctty, CTTY_INDEX, false),
-            (4, 1..=63) => shell_only(TtyType::Vt, VT_INDEX)?,
-            (188, _) | (204, _) => shell_only(TtyType::Serial, SERIAL_INDEX)?,
+            (4, 1..=63) => (TtyType::Vt, VT_INDEX, false),
+            (188, _) | (204, _) => (TtyType::Serial, SERIAL_INDEX, false),
             (major, minor) => return Err(unsupported(format!("{path}: terminal {major}:{minor} of no known driver"))),
         };
         let info_id = index << 1 | master as u32;
@@ -683,8 +680,29 @@ fn termios_entry(t: &Termios) -> pb::TermiosEntry {
         c_line: Some(t.line as u32),
         c_ispeed: Some(0),
         c_ospeed: Some(0),
-        c_cc: t.cc.iter().map(|&c| c as u32).collect(),
+        c_cc: cc_entry(&t.cc),
     }
+}
+
+/// `termios_entry.c_cc` as CRIU writes it: CRIU copies the 32 bytes of
+/// glibc's `c_cc` into the repeated `uint32` field (19 entries), so the
+/// control characters go four to an entry, little-endian, in the first 8
+/// entries; the other entries mean nothing (zero here).
+fn cc_entry(cc: &[u8; NCC]) -> Vec<u32> {
+    let mut bytes = [0u8; 32];
+    bytes[..NCC].copy_from_slice(cc);
+    let mut v: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    v.resize(NCC, 0);
+    v
+}
+
+/// The control characters of a `termios_entry.c_cc` ([`cc_entry`]); None
+/// if it has fewer than the 8 entries they take.
+fn cc_from(v: &[u32]) -> Option<[u8; NCC]> {
+    let bytes: Vec<u8> = v.get(..8)?.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut cc = [0u8; NCC];
+    cc.copy_from_slice(&bytes[..NCC]);
+    Some(cc)
 }
 
 fn info_entry(id: u32, i: &TtyInfo) -> pb::TtyInfoEntry {
@@ -801,13 +819,10 @@ fn pair_plan(info_id: u32, info: &pb::TtyInfoEntry, params: Option<TtyParams>, p
 }
 
 fn termios_from(e: &pb::TermiosEntry) -> Option<Termios> {
-    if e.c_cc.len() > NCC + 13 {
+    if e.c_cc.len() > 64 {
         return None;
     }
-    let mut cc = [0u8; NCC];
-    for (d, s) in cc.iter_mut().zip(&e.c_cc) {
-        *d = *s as u8;
-    }
+    let cc = cc_from(&e.c_cc)?;
     Some(Termios {
         iflag: e.c_iflag.unwrap_or_default(),
         oflag: e.c_oflag.unwrap_or_default(),
@@ -911,6 +926,18 @@ mod tests {
         for name in ["files.img", "tty-info.img", "tty-data.img"] {
             crit_decodes(&tmp.path().join(name));
         }
+    }
+
+    #[test]
+    fn control_characters_are_packed_as_criu_packs_them() {
+        let mut cc = [0u8; NCC];
+        cc.iter_mut().enumerate().for_each(|(i, c)| *c = i as u8 + 1);
+        let v = cc_entry(&cc);
+        assert_eq!(v.len(), NCC, "CRIU wants at least 19 entries");
+        assert_eq!(v[0], 0x0403_0201);
+        assert_eq!(v[4], 0x0013_1211);
+        assert_eq!(cc_from(&v), Some(cc));
+        assert_eq!(cc_from(&v[..7]), None);
     }
 
     #[test]
