@@ -124,6 +124,12 @@ pub static FEATURES: &[Feature] = &[
         probe: probe_soft_dirty,
     },
     Feature {
+        name: "fdinfo_lock",
+        what: "file locks listed in /proc/PID/fdinfo (lock: lines)",
+        disables: "dumping file locks (--file-locks)",
+        probe: probe_fdinfo_lock,
+    },
+    Feature {
         name: "vdso",
         what: "a [vdso] mapping criu-rs can identify (split [vvar]/[vvar_vclock] included)",
         disables: "restoring the vDSO at its dumped address",
@@ -310,6 +316,17 @@ fn probe_kcmp() -> Result<(), String> {
     let r = unsafe { libc::syscall(libc::SYS_kcmp, me, me, KCMP_FILE, 0, 0) };
     if r < 0 {
         return Err(errno_text("kcmp(KCMP_FILE)"));
+    }
+    Ok(())
+}
+
+fn probe_fdinfo_lock() -> Result<(), String> {
+    use rustix::fd::AsRawFd;
+    let fd = rustix::fs::memfd_create("criu-rs-check", rustix::fs::MemfdFlags::CLOEXEC).map_err(|e| format!("memfd_create: {e}"))?;
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| format!("flock: {e}"))?;
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).map_err(|e| format!("fdinfo: {e}"))?;
+    if !info.lines().any(|l| l.starts_with("lock:")) {
+        return Err("a flock is not listed in fdinfo".into());
     }
     Ok(())
 }
@@ -534,7 +551,7 @@ pub static CRIU_FEATURES: &[CriuFeature] = &[
     CriuFeature { name: "tun", answer: Answer::No("criu-rs does not dump tun devices") },
     CriuFeature { name: "tun_ns", answer: Answer::No("criu-rs does not dump tun devices") },
     CriuFeature { name: "userns", answer: Answer::No("criu-rs does not dump or restore user namespaces") },
-    CriuFeature { name: "fdinfo_lock", answer: Answer::No("criu-rs does not dump file locks") },
+    CriuFeature { name: "fdinfo_lock", answer: Answer::Probe("fdinfo_lock") },
     CriuFeature { name: "seccomp_suspend", answer: Answer::No("criu-rs does not dump seccomp filters yet") },
     CriuFeature { name: "seccomp_filters", answer: Answer::No("criu-rs does not dump seccomp filters yet") },
     CriuFeature { name: "loginuid", answer: Answer::No("criu-rs does not restore the audit loginuid") },

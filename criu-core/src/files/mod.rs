@@ -46,6 +46,7 @@ pub mod dump;
 pub mod error;
 pub mod fdtable;
 pub mod load;
+pub mod locks;
 pub mod probe;
 pub mod seen;
 
@@ -330,6 +331,8 @@ pub struct FilesOptions {
     /// `--shell-job`: terminals are dumped, to be replaced by the restoring
     /// criu-rs's own.
     pub shell_job: bool,
+    /// `--file-locks`: locks held on the files are dumped (else refused).
+    pub file_locks: bool,
 }
 
 /// What a kind's `collect` may use besides the probe.
@@ -385,6 +388,8 @@ pub struct FilesState {
     pub cwd_id: u32,
     /// File id of the root directory.
     pub root_id: u32,
+    /// File locks this task takes again at restore ([`locks`]).
+    pub locks: Vec<locks::FileLock>,
 }
 
 /// One descriptor.
@@ -586,6 +591,9 @@ pub struct LoadOptions {
     /// `--ext-unix-sk`: unix sockets whose peer was outside the dumped tree
     /// are connected to that peer's name again.
     pub ext_unix_sk: bool,
+    /// `--file-locks`: the locks in the images are taken again (else
+    /// images holding locks are refused).
+    pub file_locks: bool,
 }
 
 impl LoadOptions {
