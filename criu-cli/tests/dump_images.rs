@@ -293,6 +293,9 @@ fn images_hold_what_the_program_set_up() {
     assert_eq!(file_of(p.num("devnull"))["reg"]["name"], "/dev/null");
     let ghost = file_of(p.num("ghost"));
     let ghost_id = jnum(&ghost["id"]);
+    // As CRIU without a dumped mount namespace: CRIU's restore would link the
+    // ghost back through the mount this id names, in a tree it does not have.
+    assert!(ghost["reg"].get("mnt_id").is_none() && reg["reg"].get("mnt_id").is_none(), "no mnt_id: {ghost}");
     let remap = entries(&dir, "remap-fpath.img");
     let r = remap.iter().find(|r| jnum(&r["orig_id"]) == ghost_id).expect("ghost remap");
     assert_eq!(r["remap_type"], "GHOST");
