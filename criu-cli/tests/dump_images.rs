@@ -100,7 +100,7 @@ fn images_hold_what_the_program_set_up() {
     }
 
     // The restore side's own readers accept the set (inventory, cores,
-    // VMA layout, pagemap entries each inside one VMA).
+    // VMA layout, pagemap entries inside the VMAs).
     let images = criu_core::images::ImageDir::open(&dir).expect("complete image set");
     let mm_e = images.read_mm(pid).expect("mm layout");
     images.read_pagemap(pid, &mm_e).expect("pagemap within the VMAs");
