@@ -61,6 +61,19 @@ pub const MIN_MAPPED: u64 = 16 * PAGE_SIZE;
 /// Most stretches mapped from the images per task.
 pub const MAX_MAPPED: usize = 8192;
 
+/// Below this many bytes left to read after [`map_from_image`], the read
+/// is done without the fill's helper thread: starting and joining a thread
+/// costs more than reading a few hundred KiB (on a loaded machine the new
+/// thread can wait milliseconds for a CPU), and the restore's time to
+/// return is what this mode is for.
+pub const READ_ALONE: u64 = 32 << 20;
+
+/// Whether the fill of `rest` (what [`map_from_image`] left) is worth a
+/// helper thread.
+pub fn read_with_helper(rest: &PagesPlan) -> bool {
+    rest.runs.iter().map(PageRun::len).sum::<u64>() >= READ_ALONE
+}
+
 /// What [`map_from_image`] did: the stretches left to read and the bytes
 /// mapped.
 #[derive(Debug)]
