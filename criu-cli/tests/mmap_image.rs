@@ -189,3 +189,62 @@ fn pages_of_a_pre_dump_chain_are_mapped_from_each_image_and_converted() {
     std::fs::remove_dir_all(&pre).unwrap();
     delete_images_and_check(&d, &held, "mmapimg from a pre-dump chain");
 }
+
+/// The writers' stack arrays as mmapimg listed them: (address, bytes).
+fn writer_stacks(d: &Dirs) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(d.work.join("stacks")).expect("mmapimg's stacks file");
+    let hex = |w: &str| u64::from_str_radix(w, 16).unwrap();
+    text.lines().map(|l| l.split_once(' ').map(|(a, n)| (hex(a), hex(n))).unwrap()).collect()
+}
+
+/// Whether `[addr, addr + len)` lies in image mappings of `pid`, whole.
+fn mapped_from_images(pid: i32, images: &Path, addr: u64, len: u64) -> bool {
+    let hex = |w: &str| u64::from_str_radix(w, 16).unwrap();
+    let spans: Vec<(u64, u64)> = image_mappings(pid, images)
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap().split_once('-').map(|(s, e)| (hex(s), hex(e))).unwrap())
+        .collect();
+    let mut at = addr;
+    while at < addr + len {
+        match spans.iter().find(|&&(s, e)| s <= at && at < e) {
+            Some(&(_, e)) => at = e,
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn thread_stacks_mapped_from_the_image_are_converted_while_the_threads_run_on_them() {
+    let d = dirs("mmap-stacks");
+    let pid = start_and_dump(&d, 32, 3);
+    let stacks = writer_stacks(&d);
+    assert_eq!(stacks.len(), 3, "{stacks:?}");
+    let held = restore_mapped(&d, pid, &[("CRIU_RS_CONVERT_STALL_AFTER", "0")]);
+    let helper = helper_pid(&d);
+    wait_until("the helper to stall", PATIENCE, || log(&d).contains("stalling until killed"));
+    // SAFETY: kill(2) of the helper this test's restore started.
+    assert_eq!(unsafe { libc::kill(helper, libc::SIGKILL) }, 0);
+    for &(addr, len) in &stacks {
+        assert!(
+            mapped_from_images(pid, &d.images, addr, len),
+            "writer stack array {addr:#x}+{len:#x} is not mapped from the image:\n{}",
+            image_mappings(pid, &d.images).join("\n")
+        );
+    }
+    // The threads run on those stacks (writing their counters) while
+    // --finish-mmap switches them.
+    let out = criu_rs().args(["restore", "--finish-mmap", &pid.to_string(), "-v4", "-D"]).arg(&d.images).output().unwrap();
+    assert!(out.status.success(), "--finish-mmap failed: {}", text(&out.stderr));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    for &(addr, _) in &stacks {
+        let hex = |w: &str| u64::from_str_radix(w, 16).unwrap();
+        let line = maps.lines().find(|l| {
+            let (s, e) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+            hex(s) <= addr && addr < hex(e)
+        });
+        let line = line.unwrap_or_else(|| panic!("no VMA holds the stack array at {addr:#x}:\n{maps}"));
+        assert_eq!(line.split_whitespace().nth(4), Some("0"), "the stack array's VMA is not anonymous after the conversion: {line}");
+    }
+    delete_images_and_check(&d, &held, "mmapimg's thread stacks");
+}
