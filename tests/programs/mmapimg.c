@@ -1,7 +1,7 @@
 /*
  * Self-check for `restore --mmap-page-image` (criu-cli/tests/mmap_image.rs).
  *
- * Usage: mmapimg DIR MIB WRITERS
+ * Usage: mmapimg DIR MIB WRITERS [nothp]
  *
  * Maps MIB MiB of private anonymous memory. The first part (all of it when
  * WRITERS is 0, else all but WRITERS * 8 MiB) is filled with a pattern and
@@ -16,8 +16,11 @@
  * after a `--mmap-page-image` restore the stack is mapped from the image
  * (a stretch of more than 16 pages) and the thread runs on it while it is
  * converted. The writers' stack arrays are listed in DIR/stacks ("ADDR
- * BYTES" per line, hexadecimal address). Prints "READY PID" once every part
- * runs. On SIGUSR1 (sent once
+ * BYTES" per line, hexadecimal address). The region is advised
+ * MADV_HUGEPAGE unless "nothp" is given (its address and size in
+ * DIR/region, the same way): the converted memory must stay eligible for
+ * huge pages. Prints "READY PID"
+ * once every part runs. On SIGUSR1 (sent once
  * the conversion is done and the images are deleted) the threads stop, each
  * checks all of its pages once more, the main thread makes one more full
  * pass, and the report goes to DIR/result: "ok" lines and "ALL OK".
@@ -118,8 +121,9 @@ static size_t check_pass(const void *base, size_t pages, size_t *first_bad)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4)
+	if (argc != 4 && !(argc == 5 && !strcmp(argv[4], "nothp")))
 		return 2;
+	int nothp = argc == 5;
 	sigset_t wait_mask;
 	start_usr1_waiter(argv[1], on_usr1, &wait_mask);
 	size_t total = strtoul(argv[2], NULL, 10) << 20;
@@ -131,6 +135,8 @@ int main(int argc, char **argv)
 	char *region = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (region == MAP_FAILED)
 		die("mmap");
+	if (!nothp && madvise(region, total, MADV_HUGEPAGE))
+		die("madvise");
 	fill(region, SEED, checked / PAGE);
 	struct writer *ws = calloc((size_t)nw + 1, sizeof *ws);
 	for (int i = 0; i < nw; i++) {
@@ -152,6 +158,10 @@ int main(int argc, char **argv)
 		fprintf(f, "%lx %lx\n", (unsigned long)ws[i].stack, STACK_PAGES * PAGE);
 	if (fclose(f))
 		die("stacks");
+	snprintf(path, sizeof path, "%s/region", argv[1]);
+	f = fopen(path, "w");
+	if (!f || fprintf(f, "%lx %lx\n", (unsigned long)region, (unsigned long)total) < 0 || fclose(f))
+		die("region");
 	announce_ready("READY %d\n", getpid());
 
 	size_t passes = 0, bad = 0, first_bad = 0;

@@ -35,8 +35,10 @@
 //! 2. running: the chunk is write-protected (asynchronously) through a
 //!    userfaultfd the process made (an injected `userfaultfd`, our copy by
 //!    `pidfd_getfd`, theirs closed), then copied into the copy area with
-//!    `process_vm_readv`/`process_vm_writev` (pages the process wrote come
-//!    from its private copies: reading the region reads what it sees);
+//!    `process_vm_writev`: the pages the process wrote (its private copies,
+//!    `PAGEMAP_SCAN`) read from the region with `process_vm_readv`, the
+//!    others read from the image file with `O_DIRECT` by a reader thread
+//!    (see `copy_first`: no page-cache copy of the memory is made);
 //! 3. *stop*: `PAGEMAP_SCAN` lists the pages written since step 2's
 //!    protection; they are copied again; injected `mprotect` (the region's
 //!    protection), `mremap` of the copy over the chunk, `madvise`s for the

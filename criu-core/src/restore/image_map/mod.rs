@@ -25,20 +25,30 @@
 //! `mmap` fails) is read instead, stretch by stretch: the read fallback.
 //! Images of a pre-dump chain map each page from the image that holds it
 //! (the parent's `pages-N.img` too). Huge pages: a private file mapping is
-//! built of small pages; the converted memory is plain anonymous memory,
-//! which the kernel backs with huge pages as for any other (the VMA's
-//! `MADV_HUGEPAGE` is kept).
+//! built of small pages; the converted memory is plain anonymous memory in
+//! copy areas placed at the region's offset within a 2 MiB page, and a VMA
+//! advised `MADV_HUGEPAGE` is advised so again after the switch (tested:
+//! `hg` in its `VmFlags`), so khugepaged collapses it as it would the
+//! original. The copy itself writes small pages: on this VM a huge page
+//! the host took back costs 0.5-7 s per GiB to touch, small pages 1.5-2 s.
 //!
 //! In a tree, each task maps its own image: children do not take their
 //! parent's memory copy-on-write as they do otherwise ([`super::cow`]).
 //!
-//! The images must stay as they are until the conversion ends: a pages
-//! image truncated under the running process (before the conversion copied
-//! the truncated part) makes the process take `SIGBUS` on its next touch of
-//! the cut pages, as with any mapped file, and the conversion stops with an
-//! error naming the region (reading it fails). criu-rs checks the image
-//! sizes before the restore (a short image is refused then, with nothing
-//! made); it cannot stop someone from truncating them afterwards.
+//! The images must stay as they are until the conversion ends. Bad input,
+//! and what happens (each tested in `criu-cli/tests/mmap_image.rs`):
+//! - a pages image shorter than its pagemap says: refused before the
+//!   restore, with nothing made (the load checks the sizes);
+//! - an image on a file system that cannot `mmap` it: read instead (the
+//!   read fallback above, as without the option);
+//! - a pages image truncated under the running process, before the
+//!   conversion copied the cut part: the process takes `SIGBUS` on its next
+//!   touch of a cut page, as with any mapped file (the restore's watch,
+//!   `--watch`, reports it with the address and the image's VMA); the
+//!   bytes are gone, so no fallback can bring them back, and a conversion
+//!   running then stops with an error naming the chunk (its copy of the
+//!   cut pages fails). criu-rs cannot stop someone from truncating a file
+//!   after the restore.
 //!
 //! # Conversion (while the tasks run)
 //!
