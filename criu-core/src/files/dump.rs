@@ -20,6 +20,7 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, sockets: &
         let slot = match seen.find(pid, p.fd, key).map_err(|errno| FileDumpError::Kcmp { at: p.at(), errno })? {
             Ok(id) => {
                 st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
+                note_locks(&p, id, &mut st, seen, opts)?;
                 continue;
             }
             Err(slot) => slot,
@@ -32,30 +33,53 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, sockets: &
         tracing::debug!(pid, fd = p.fd, id, kind = ?kind.fd_type(), target = %p.target, ?fown, "collected fd");
         st.files.push(FileDesc { id, flags: p.flags(), pos: p.info.pos, fown, kind });
         st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
+        note_locks(&p, id, &mut st, seen, opts)?;
     }
     Ok(st)
 }
 
-/// The owner of the probed fd's description (`F_GETSIG`, `F_GETOWN_EX`,
-/// `F_GETOWNER_UIDS`, which needs CONFIG_CHECKPOINT_RESTORE, on a copy of
+/// Records the locks the fdinfo of `p` (description `file`) lists that
+/// were not seen through another fd or task; refuses them without
+/// `--file-locks`.
+fn note_locks(p: &FdProbe, file: u32, st: &mut FilesState, seen: &mut SeenFiles, opts: FilesOptions) -> Result<(), FileDumpError> {
+    if !p.fdinfo.contains("lock:") {
+        return Ok(());
+    }
+    let locks = super::locks::parse_fdinfo(&p.fdinfo, p.pid, p.fd).map_err(|what| FileDumpError::UnsupportedState { at: p.at(), what })?;
+    for l in locks {
+        if !opts.file_locks {
+            return Err(FileDumpError::FileLock { at: p.at(), lock: l.describe() });
+        }
+        if seen.locks.insert(super::locks::same_lock_key(&l, file)) {
+            tracing::debug!(pid = p.pid, fd = p.fd, lock = %l.describe(), "file lock");
+            st.locks.push(l);
+        }
+    }
+    Ok(())
+}
+
+/// The owner of the probed fd's description ([`read_owner`] on a copy of
 /// it); none for `O_PATH` files.
 fn read_fown(p: &FdProbe, cx: &CollectCtx<'_>) -> Result<Fown, FileDumpError> {
     if p.info.flags & libc::O_PATH as u32 != 0 {
         return Ok(Fown::default());
     }
     let fd = cx.copy_fd(p)?;
-    let sys = |what: &str| {
-        let what = what.to_owned();
-        move |errno| FileDumpError::Sys { at: p.at(), what, errno }
-    };
-    let signum = fcntl_int(&fd, F_GETSIG as libc::c_int, 0).map_err(sys("F_GETSIG"))? as u32;
+    read_owner(&fd).map_err(|(what, errno)| FileDumpError::Sys { at: p.at(), what: what.to_owned(), errno })
+}
+
+/// The owner of the description behind `fd`: `F_GETSIG`, `F_GETOWN_EX`
+/// and, when there is an owner, `F_GETOWNER_UIDS` (which needs
+/// CONFIG_CHECKPOINT_RESTORE). A failure names the fcntl.
+pub fn read_owner(fd: &impl AsRawFd) -> Result<Fown, (&'static str, rustix::io::Errno)> {
+    let signum = fcntl_int(fd, F_GETSIG as libc::c_int, 0).map_err(|e| ("F_GETSIG", e))? as u32;
     let mut owner = f_owner_ex { type_: 0, pid: 0 };
-    fcntl_ptr(&fd, F_GETOWN_EX as libc::c_int, &mut owner).map_err(sys("F_GETOWN_EX"))?;
+    fcntl_ptr(fd, F_GETOWN_EX as libc::c_int, &mut owner).map_err(|e| ("F_GETOWN_EX", e))?;
     if owner.pid == 0 {
         return Ok(Fown { signum, ..Fown::default() });
     }
     let mut uids = [0u32; 2];
-    fcntl_ptr(&fd, F_GETOWNER_UIDS as libc::c_int, &mut uids).map_err(sys("F_GETOWNER_UIDS"))?;
+    fcntl_ptr(fd, F_GETOWNER_UIDS as libc::c_int, &mut uids).map_err(|e| ("F_GETOWNER_UIDS", e))?;
     Ok(Fown { uid: uids[0], euid: uids[1], signum, pid_type: owner.type_ as u32, pid: owner.pid as u32 })
 }
 
