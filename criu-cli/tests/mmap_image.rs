@@ -57,6 +57,21 @@ fn restore_mapped(d: &Dirs, pid: i32, envs: &[(&str, &str)]) -> Held {
     held.unwrap_or_else(|e| panic!("restored pid {pid} is not there: {e}"))
 }
 
+/// `criu-rs restore --mmap-page-image` without `-d` (`extra` added),
+/// started: it returns when the restored process ends.
+fn restore_attached(d: &Dirs, extra: &[&str]) -> std::process::Child {
+    criu_rs()
+        .args(["restore", "--mmap-page-image", "-v4"])
+        .args(extra)
+        .arg("-D")
+        .arg(&d.images)
+        .arg("-o")
+        .arg(&d.log)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("running criu-rs")
+}
+
 fn log(d: &Dirs) -> String {
     std::fs::read_to_string(&d.log).unwrap_or_default()
 }
@@ -164,14 +179,7 @@ fn a_helper_killed_half_way_leaves_a_working_process_that_finish_mmap_completes(
 fn without_detach_the_restore_converts_before_waiting() {
     let d = dirs("mmap-attached");
     let pid = start_and_dump(&d, 32, 1);
-    let mut restore = criu_rs()
-        .args(["restore", "--mmap-page-image", "-v4", "-D"])
-        .arg(&d.images)
-        .arg("-o")
-        .arg(&d.log)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("running criu-rs");
+    let mut restore = restore_attached(&d, &[]);
     let mut held = None;
     wait_until("the restored process", PATIENCE, || {
         held = Held::open(pid).ok();
@@ -305,14 +313,7 @@ fn a_pages_image_cut_under_the_running_process_ends_it_with_sigbus_reported() {
     let pid = start_and_dump(&d, 64, 0);
     // Attached, watching long enough for the cut to happen meanwhile; the
     // conversion waits for the watch.
-    let mut restore = criu_rs()
-        .args(["restore", "--mmap-page-image", "--watch", "60000", "-v4", "-D"])
-        .arg(&d.images)
-        .arg("-o")
-        .arg(&d.log)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("running criu-rs");
+    let mut restore = restore_attached(&d, &["--watch", "60000"]);
     wait_until("the restored process", PATIENCE, || log(&d).contains("restored pid="));
     let pages = d.images.join("pages-1.img");
     let len = std::fs::metadata(&pages).unwrap().len();
