@@ -472,11 +472,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        let bad: [&[(u64, u64, u64)]; 4] = [
+        let bad: [&[(u64, u64, u64)]; 6] = [
             &[(0x1000, 0x9000, 0x2000), (0x2000, 0xb000, 0x1000)],  // sources overlap
             &[(0x1000, 0x9000, 0x2000), (0x5000, 0xa000, 0x1000)],  // destinations overlap
             &[(0x1000, 0x9000, 0x1000), (0x5000, 0x20000, 0x1000)], // dst touches bounce
             &[(u64::MAX - 0xfff, 0x9000, 0x2000)],                  // wraps
+            &[(0x1000, 0x9000, 0)],                                 // empty
+            &[(0x20000, 0x9000, 0x1000)],                           // src is the bounce area
         ];
         for (k, moves) in bad.iter().enumerate() {
             let mut pm: Vec<_> = moves.iter().map(|&(s, d, l)| PlanMove::new(s, d, l)).collect();
@@ -495,6 +497,28 @@ mod tests {
         });
         assert_eq!(r, Err(PlanError::Step(-12)));
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn swap_takes_indices_in_any_order() {
+        let mut v: Vec<PlanMove> = (0..3).map(|i| PlanMove::new(i, 0, 1)).collect();
+        swap(&mut v, 2, 0);
+        swap(&mut v, 1, 1);
+        assert_eq!(v.iter().map(|m| m.src).collect::<Vec<_>>(), [2, 1, 0]);
+    }
+
+    /// B's destination starts where A's source ends: not blocked by A, so
+    /// B goes first and then A, no parking (there is no bounce area).
+    #[test]
+    fn a_destination_just_after_a_source_is_not_blocked() {
+        let mut pm = [PlanMove::new(0x1000, 0x3000, 0x1000), PlanMove::new(0x3000, 0x2000, 0x1000)];
+        let mut steps = Vec::new();
+        let r: Result<usize, PlanError<()>> = run_plan(&mut pm, (0, 0), |f, t, l| {
+            steps.push((f, t, l));
+            Ok(())
+        });
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(steps, [(0x3000, 0x2000, 0x1000), (0x1000, 0x3000, 0x1000)]);
     }
 
     #[test]
