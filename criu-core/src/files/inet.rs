@@ -313,7 +313,17 @@ impl FdKind for Inet {
                 }
             }
         } else {
-            s.bind_listen_connect(fd.as_fd()).map_err(call)?;
+            match s.bind_listen_connect(fd.as_fd()) {
+                // A TCP socket whose connection closed still names the
+                // port it had, which the kernel released unless the
+                // program bound it by hand; a TIME_WAIT of that very
+                // connection may hold it now. Such a socket can do nothing
+                // but close: it stays unbound.
+                Err(e) if e.errno == rustix::io::Errno::ADDRINUSE && s.state == state::CLOSE && s.ty == libc::SOCK_STREAM => {
+                    tracing::debug!("{}: {e}; left unbound", what());
+                }
+                r => r.map_err(call)?,
+            }
             s.set_options(fd.as_fd()).map_err(call)?;
             let copy = rustix::io::fcntl_dupfd_cloexec(&fd, cx.floor).sys(|| format!("{}: F_DUPFD_CLOEXEC", what()))?;
             sockets.bound(copy, (s.opts.reuseaddr, s.opts.reuseport));
