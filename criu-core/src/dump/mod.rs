@@ -293,8 +293,8 @@ pub fn check_supported(opts: &DumpOptions) -> Result<(), DumpError> {
     if opts.leave_stopped {
         return refuse("--leave-stopped (leaving the dumped tree stopped)".into());
     }
-    if let Some(e) = opts.external.iter().find(|e| crate::files::unix::external_unix_inode(e).is_none()) {
-        return refuse(format!("--external {e} (only unix[INODE] can be marked external yet)"));
+    if let Some(e) = opts.external.iter().find(|e| crate::files::unix::external_unix_inode(e).is_none() && !crate::files::reg::external_file_key(e)) {
+        return refuse(format!("--external {e} (only unix[INODE] and file[MNT:INO] can be marked external yet)"));
     }
     if opts.ghost_limit != crate::files::reg::GHOST_LIMIT {
         return refuse(format!("--ghost-limit {} (deleted files are kept up to {} bytes)", opts.ghost_limit, crate::files::reg::GHOST_LIMIT));

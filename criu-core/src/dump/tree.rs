@@ -409,6 +409,7 @@ fn collect_tree(
     }
     sh.seen.set_tree(tree.live.iter().map(|t| t.frozen.pid()).chain(tree.zombies.iter().map(|z| z.pid)));
     sh.seen.unix.ext = crate::files::unix::ExtUnixSk::from_options(opts.ext_unix_sk.as_deref(), &opts.external);
+    sh.seen.external_files = opts.external.iter().filter(|e| crate::files::reg::external_file_key(e)).cloned().collect();
     note_shared_memory(tree, sh)?;
     let mut procs: Vec<ProcessDump> = Vec::new();
     let mut mem = MemStats::default();
