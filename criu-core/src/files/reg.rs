@@ -53,7 +53,10 @@ pub struct Reg;
 pub struct RegDumped {
     /// Path (without ` (deleted)`).
     pub path: String,
-    /// Mount id.
+    /// Mount id (not written: CRIU writes `reg_file_entry.mnt_id`
+    /// only with a dumped mount namespace, and restores a file of a mount
+    /// it does not know through that mount's root: a ghost then fails to
+    /// link back).
     pub mnt_id: i32,
     /// `st_size`.
     pub size: u64,
@@ -332,7 +335,6 @@ pub fn reg_entry(id: u32, flags: u32, fown: &Fown, path: &str) -> pb::RegFileEnt
 pub fn write_reg(sink: &mut FilesSink<'_>, id: u32, flags: u32, pos: u64, fown: &Fown, d: &RegDumped) {
     let mut reg = reg_entry(id, flags, fown, &d.path);
     reg.pos = Some(pos);
-    reg.mnt_id = Some(d.mnt_id);
     reg.size = Some(d.size);
     reg.mode = Some(d.mode);
     sink.push(pb::FileEntry { r#type: Some(FdTypes::Reg as i32), id: Some(id), reg: Some(reg), ..Default::default() });
