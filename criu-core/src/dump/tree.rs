@@ -553,12 +553,13 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>),
         }
         Ok(done)
     });
-    let Shared { sockets, .. } = sh;
+    let Shared { sockets, mut seen, .. } = sh;
     match result {
         Ok(done) => {
             if opts.leave_running || opts.pre_dump {
                 // Connections out of repair mode before anything runs.
                 sockets.release();
+                seen.tty.put_back();
                 tree.detach()?;
             } else {
                 tree.kill()?;
@@ -569,6 +570,7 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>),
         }
         Err(e) => {
             sockets.release();
+            seen.tty.put_back();
             // The caller reports `e`; here only what happens next.
             tracing::info!("dump failed ({e}); resuming every task");
             if let Err(d) = tree.detach() {

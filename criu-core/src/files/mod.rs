@@ -550,7 +550,8 @@ impl<'a> FilesSink<'a> {
 
 /// What needs every task of the tree collected: the peers of unix sockets
 /// (both ends in the tree, pending connections, outside peers; file ids
-/// for outside peers from `next_id`).
+/// for outside peers from `next_id`), then pty pairs (their sessions and
+/// queues: [`tty::finish_pairs`]).
 pub fn finish_tree(procs: &mut [crate::dump::model::ProcessDump], seen: &mut SeenFiles, next_id: &mut u32) -> Result<(), FileDumpError> {
     let mut unix: Vec<&mut unix::UnixSocketDump> = procs
         .iter_mut()
@@ -563,7 +564,9 @@ pub fn finish_tree(procs: &mut [crate::dump::model::ProcessDump], seen: &mut See
     if !unix.is_empty() {
         unix::resolve_peers(&mut unix, &seen.unix, next_id)?;
     }
-    Ok(())
+    drop(unix);
+    // Last: it reads the ptys' queues (put back if the dump fails later).
+    tty::finish_pairs(procs, seen)
 }
 
 /// Writes one description's entries (with its kind).
@@ -696,11 +699,14 @@ pub struct Later {
     /// Sockets: `SO_REUSEADDR` once all are bound, TCP connections out of
     /// repair mode, the network lock lifted.
     pub sockets: crate::net::restore_state::RestoredSockets,
+    /// pty pairs: queues, termios, exclusive and lock modes.
+    pub ttys: Vec<tty::PairFinish>,
 }
 
 impl Later {
     /// Every description is open.
     pub fn after_open(&mut self) -> RestoreResult<()> {
+        self.ttys.drain(..).try_for_each(tty::PairFinish::finish)?;
         self.sockets.all_open().map_err(|e| RestoreError::sys(format!("after opening every file: {}", e.call), e.errno))
     }
 

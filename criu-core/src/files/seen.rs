@@ -91,6 +91,8 @@ pub struct SeenFiles {
     /// Unix sockets: the kernel's view of each network namespace met,
     /// what `--ext-unix-sk` allows.
     pub unix: crate::files::unix::UnixDumpCtx,
+    /// Terminals: `--shell-job`, the pty queues read out.
+    pub tty: crate::files::tty::TtyDumpState,
 }
 
 /// One (dev, ino) group.

@@ -68,6 +68,8 @@ pub struct TreePlan {
     /// `--mmap-page-image`: private anonymous pages are mapped from the
     /// images ([`super::image_map`]).
     pub map_pages: bool,
+    /// The pty pairs that are controlling terminals of the tree's sessions.
+    pub cttys: Vec<crate::files::tty::Ctty>,
 }
 
 impl TreePlan {
@@ -162,7 +164,11 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
     let taken = tasks.iter().map(|t| if let TaskKind::Live(p) = &t.kind { p.locks.len() } else { 0 }).sum();
     crate::files::locks::check_all_taken(&images, &opts, &live, taken)?;
     assign_first_held(&images, &mut tasks)?;
-    Ok(TreePlan { tasks, lazy: Vec::new(), map_pages: false })
+    let cttys = crate::files::tty::cttys(tasks.iter().flat_map(|t| match &t.kind {
+        TaskKind::Live(p) => Some(p.descs.iter()),
+        TaskKind::Zombie { .. } => None,
+    }).flatten());
+    Ok(TreePlan { tasks, lazy: Vec::new(), map_pages: false, cttys })
 }
 
 /// Gives each live task the descriptions it is the first to hold (it
@@ -433,6 +439,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
             }
         }
         set_ids(t, &tree.tasks[0])?;
+        crate::files::tty::take_ctty(&tree.cttys, t.pid, t.pgid, t.sid, &objs.descs)?;
         if idx == 0 {
             crate::files::tty::take_foreground(plan, t.pid, t.pgid, t.sid)?;
         }
@@ -701,6 +708,7 @@ mod tests {
             tasks: vec![zombie(10, 0, 10, 10), zombie(11, 10, 11, 10), zombie(12, 10, 20, 20), zombie(13, 10, 13, 13)],
             lazy: Vec::new(),
             map_pages: false,
+            cttys: Vec::new(),
         };
         let need: Vec<Option<Helper>> = (0..4).map(|i| needs_helper(&tree, i)).collect();
         assert_eq!(need, [None, None, Some(Helper::Session(20)), None]);
