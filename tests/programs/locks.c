@@ -131,12 +131,6 @@ int main(int argc, char **argv)
 	if (child < 0)
 		die("fork");
 	if (child == 0) {
-		/* As announce_ready does for the parent: nothing outside (a test
-		 * log that grows, say) is restored with the child. */
-		int null = open("/dev/null", O_RDWR);
-		if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
-			_exit(4);
-		close(null);
 		if (lock(FD_CHILD, F_SETLK, F_WRLCK, 5, 5))
 			_exit(3);
 		child_main(ask[0], answer[1]);
