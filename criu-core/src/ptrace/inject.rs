@@ -128,6 +128,34 @@ impl Injector {
         Ok(after.rax as i64)
     }
 
+    /// Runs the code at `entry` in the thread (with the saved registers,
+    /// `orig_rax` -1, signals blocked as for calls) until it traps on an
+    /// `int3` whose next instruction is at `end`. The code must leave the
+    /// stack alone and end in that `int3`.
+    pub fn run_code(&mut self, entry: u64, end: u64) -> Result<()> {
+        let tid = self.tid;
+        let mut r = self.saved;
+        r.rip = entry;
+        r.orig_rax = u64::MAX;
+        set_gpregs(tid, &r)?;
+        ptrace::cont(npid(tid), None).map_err(sys("PTRACE_CONT", tid))?;
+        loop {
+            match waitpid(npid(tid), Some(WaitPidFlag::__WALL)).map_err(sys("waitpid", tid))? {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+                WaitStatus::Stopped(_, sig) => {
+                    return Err(PtraceError::Unexpected { tid, what: format!("got {sig:?} during injected code") });
+                }
+                WaitStatus::PtraceEvent(..) => ptrace::cont(npid(tid), None).map_err(sys("PTRACE_CONT", tid))?,
+                other => return Err(PtraceError::Unexpected { tid, what: format!("wait status {other:?} during injected code") }),
+            }
+        }
+        let after = get_gpregs(tid)?;
+        if after.rip != end {
+            return Err(PtraceError::Unexpected { tid, what: format!("injected code stopped at {:#x}, expected {end:#x}", after.rip) });
+        }
+        Ok(())
+    }
+
     /// Like [`syscall`](Self::syscall) but turns a negative result into an error.
     pub fn syscall_ok(&mut self, nr: i64, args: &[u64]) -> Result<u64> {
         let r = self.syscall(nr, args)?;
