@@ -10,7 +10,7 @@
 //! they come. [`TreeGuard`] kills every task of ours if anything fails.
 
 use super::error::Result;
-use super::finalize::{blob_failure, cleanup, died, failure, log_trail, ptrace_err, read_status, stage_name, step_syscall, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
+use super::finalize::{blob_failure, cleanup, died, failure, log_trail, ptrace_err, read_status, stage_name, step_syscalls, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
 use super::watch::{signame, Area, Fault, Watch};
 use crate::abi::STAGE_SIGRETURN;
 use nix::sys::ptrace;
@@ -105,7 +105,8 @@ fn seize_tree(pid: i32, suspend_seccomp: bool) -> Result<()> {
 
 /// Holds every task until all reached the trap, asks `before_release`
 /// (an error there fails the restore, the guard kills the tree), steps
-/// every thread through its `rt_sigreturn` and removes the blob, asks
+/// every thread through its `rt_sigreturn` (all in the same two steps)
+/// and removes the blob, asks
 /// `check` (every task is then as it will run, still stopped and traced:
 /// `--verify` looks at it), then lets them all go: detached, or, with
 /// `watch`, still traced by the returned [`Watch`] (all but tasks left
@@ -142,8 +143,11 @@ pub fn run(
     guard.all_trapped = true;
     before_release()?;
     let mut watched = Watch::default();
+    let threads: Vec<(i32, i32)> = tasks.iter().flat_map(|t| t.threads.iter().map(move |th| (t.pid, th.tid))).collect();
+    let insns = step_syscalls(&threads, libc::SYS_rt_sigreturn)?;
     for t in tasks.iter() {
-        finish(t)?;
+        let leader = threads.iter().position(|&(_, tid)| tid == t.pid).and_then(|k| insns.get(k));
+        finish(t, *leader.ok_or_else(|| died(t.pid, "no leader thread"))?)?;
     }
     check()?;
     for t in tasks.iter() {
@@ -235,18 +239,12 @@ fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
     }
 }
 
-/// Steps every thread of `t` through `rt_sigreturn` and removes the blob
-/// (on the leader); every thread stays stopped and traced.
+/// Removes the blob from `t` (its threads past `rt_sigreturn`, the
+/// leader's `syscall` instruction at `leader_insn`); every thread stays
+/// stopped and traced.
 #[tracing::instrument(level = "debug", skip_all, fields(pid = t.pid, threads = t.threads.len()))]
-fn finish(t: &Tracked) -> Result<()> {
+fn finish(t: &Tracked, leader_insn: u64) -> Result<()> {
     let place = t.place.as_ref().ok_or_else(|| died(t.pid, "no blob placement"))?;
-    let mut leader_insn = 0;
-    for th in &t.threads {
-        let insn = step_syscall(th.tid, libc::SYS_rt_sigreturn)?;
-        if th.tid == t.pid {
-            leader_insn = insn;
-        }
-    }
     cleanup(t.pid, leader_insn, place, &t.threads)
 }
 
