@@ -102,22 +102,7 @@ impl Injector {
         a[..args.len().min(6)].copy_from_slice(&args[..args.len().min(6)]);
         (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (a[0], a[1], a[2], a[3], a[4], a[5]);
         set_gpregs(tid, &r)?;
-        ptrace::step(npid(tid), None).map_err(sys("PTRACE_SINGLESTEP", tid))?;
-        loop {
-            match waitpid(npid(tid), Some(WaitPidFlag::__WALL)).map_err(sys("waitpid", tid))? {
-                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
-                WaitStatus::Stopped(_, sig) => {
-                    // Only unblockable signals get here; keep them for later.
-                    return Err(PtraceError::Unexpected { tid, what: format!("got {sig:?} during an injected syscall") });
-                }
-                WaitStatus::PtraceEvent(..) => {
-                    ptrace::step(npid(tid), None).map_err(sys("PTRACE_SINGLESTEP", tid))?;
-                }
-                other => {
-                    return Err(PtraceError::Unexpected { tid, what: format!("wait status {other:?} during an injected syscall") })
-                }
-            }
-        }
+        run_to_trap(tid, true, "an injected syscall")?;
         let after = get_gpregs(tid)?;
         if after.rip != self.syscall_ip + 2 {
             return Err(PtraceError::Unexpected {
@@ -138,17 +123,7 @@ impl Injector {
         r.rip = entry;
         r.orig_rax = u64::MAX;
         set_gpregs(tid, &r)?;
-        ptrace::cont(npid(tid), None).map_err(sys("PTRACE_CONT", tid))?;
-        loop {
-            match waitpid(npid(tid), Some(WaitPidFlag::__WALL)).map_err(sys("waitpid", tid))? {
-                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
-                WaitStatus::Stopped(_, sig) => {
-                    return Err(PtraceError::Unexpected { tid, what: format!("got {sig:?} during injected code") });
-                }
-                WaitStatus::PtraceEvent(..) => ptrace::cont(npid(tid), None).map_err(sys("PTRACE_CONT", tid))?,
-                other => return Err(PtraceError::Unexpected { tid, what: format!("wait status {other:?} during injected code") }),
-            }
-        }
+        run_to_trap(tid, false, "injected code")?;
         let after = get_gpregs(tid)?;
         if after.rip != end {
             return Err(PtraceError::Unexpected { tid, what: format!("injected code stopped at {:#x}, expected {end:#x}", after.rip) });
@@ -180,6 +155,27 @@ impl Injector {
     /// Puts back the registers (general and FPU), code bytes and signal mask.
     pub fn restore(mut self) -> Result<()> {
         self.put_back()
+    }
+}
+
+/// Resumes `tid` (one instruction with `step`, else until it traps) and
+/// waits for its SIGTRAP, resuming it the same way after ptrace events.
+fn run_to_trap(tid: i32, step: bool, during: &str) -> Result<()> {
+    let resume = || match step {
+        true => ptrace::step(npid(tid), None).map_err(sys("PTRACE_SINGLESTEP", tid)),
+        false => ptrace::cont(npid(tid), None).map_err(sys("PTRACE_CONT", tid)),
+    };
+    resume()?;
+    loop {
+        match waitpid(npid(tid), Some(WaitPidFlag::__WALL)).map_err(sys("waitpid", tid))? {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) => return Ok(()),
+            WaitStatus::Stopped(_, sig) => {
+                // Only unblockable signals get here; keep them for later.
+                return Err(PtraceError::Unexpected { tid, what: format!("got {sig:?} during {during}") });
+            }
+            WaitStatus::PtraceEvent(..) => resume()?,
+            other => return Err(PtraceError::Unexpected { tid, what: format!("wait status {other:?} during {during}") }),
+        }
     }
 }
 
