@@ -99,6 +99,8 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
         return Err(RestoreError::bad(&path, "no process"));
     }
     let shared = SharedImages::read(&images)?;
+    // Asked once here, inherited by every task forked later.
+    super::xsave::host_xfeatures();
     let mut tasks: Vec<TreeTask> = Vec::with_capacity(entries.len());
     let mut ids: Vec<i32> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
