@@ -263,7 +263,7 @@ impl FdKind for Tty {
         let info_id = index << 1 | master as u32;
         let info = if cx.seen.first_sight(FdTypes::Tty, info_id as u64) { Some(tty_info(p, cx, ty, index)?) } else { None };
         let regf_id = cx.alloc_id();
-        Ok(TtyDumped { info_id, regf_id, reg: reg::dumped(&path, p.info.mnt_id, &p.md, None), info, holder: (cx.pid, p.fd), queued: Vec::new() })
+        Ok(TtyDumped { info_id, regf_id, reg: reg::dumped(&path, &p.md, None), info, holder: (cx.pid, p.fd), queued: Vec::new() })
     }
 
     fn write(f: &FileDesc, d: &TtyDumped, sink: &mut FilesSink<'_>) -> std::result::Result<(), ImageError> {
@@ -857,7 +857,7 @@ mod tests {
     use crate::files::{DescPlan, FileKind, LoadOptions};
 
     fn slave(info: Option<TtyInfo>, regf_id: u32) -> FileKind {
-        let reg = RegDumped { path: "/dev/pts/3".into(), mnt_id: 30, size: 0, mode: libc::S_IFCHR | 0o620, dev_ino: (0x19, 6), rdev: libc::makedev(136, 3), unlinked: false, ghost: None };
+        let reg = RegDumped { path: "/dev/pts/3".into(), size: 0, mode: libc::S_IFCHR | 0o620, dev_ino: (0x19, 6), rdev: libc::makedev(136, 3), unlinked: false, ghost: None };
         FileKind::Tty(TtyDumped { info_id: 6, regf_id, reg, info, holder: (100, 0), queued: Vec::new() })
     }
 
