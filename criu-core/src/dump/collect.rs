@@ -155,6 +155,7 @@ fn run_injection(
     syscall_ip: Option<u64>,
     timer_ids: &[i32],
     track: &mut super::track::TaskTrack,
+    live_uffd: Option<&mut Option<crate::uffd::Uffd>>,
 ) -> Result<injected::ProcessValues, DumpError> {
     let mut leader = Injector::new(pid, syscall_ip)?;
     let scratch = match map_scratch(&mut leader) {
@@ -164,10 +165,17 @@ fn run_injection(
             return Err(e);
         }
     };
+    let mut live_uffd = live_uffd;
     let mut work = |leader: &mut Injector| -> Result<injected::ProcessValues, DumpError> {
         let vals = injected::process_values(leader, pid, scratch, timer_ids)?;
         if track.want && track.uffd.is_none() {
             track.uffd = Some(super::track::take_task_uffd(leader, pid)?);
+        }
+        if let Some(out) = live_uffd.as_deref_mut() {
+            *out = super::track::take_kernel_uffd(leader, pid, super::live::LIVE_FEATURES)?;
+            if out.is_none() {
+                tracing::info!(pid, "no userfaultfd for kernel faults in this task (no CAP_SYS_PTRACE, vm.unprivileged_userfaultfd 0): memory copied frozen");
+            }
         }
         failpoint::check(failpoint::MID_INJECT)?;
         for t in threads.iter_mut() {
@@ -293,8 +301,30 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Share
     Ok((files_state, exe_file_id))
 }
 
+/// How a task's private pages are copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemCopy {
+    /// Now, while the task is frozen.
+    Frozen,
+    /// Later while it runs, exactly as at the freeze ([`super::live`]).
+    Exact,
+    /// Later while it runs, as they are then (pre-dump: tracking fixes it).
+    Tracked,
+}
+
+/// A task's private memory left to copy once the tree runs.
+#[derive(Debug)]
+pub struct PendingCopy {
+    /// What to copy.
+    pub plan: super::memory::PrivatePlan,
+    /// How.
+    pub live: std::sync::Arc<super::live::TaskLive>,
+}
+
 /// Collects everything about the frozen process and writes its memory to
-/// `pages`. Returns the state, the memory counters and the memory time.
+/// `pages` (with `copy` other than [`MemCopy::Frozen`], prepares the copy
+/// and returns it as pending; `pagemap` is then empty). Returns the state,
+/// the memory counters and the memory time.
 #[tracing::instrument(level = "debug", skip_all, fields(pid = fr.pid()))]
 pub fn collect(
     fr: &Frozen,
@@ -303,7 +333,8 @@ pub fn collect(
     shell_job: bool,
     sh: &mut Shared,
     track: &mut super::track::TaskTrack,
-) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
+    copy: MemCopy,
+) -> Result<(ProcessDump, MemStats, std::time::Duration, Option<PendingCopy>), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
     let stat = proc::stat::read_stat(pid)?;
@@ -321,7 +352,9 @@ pub fn collect(
 
     let maps_before = proc::maps::read_smaps(pid)?;
     let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps_before) };
-    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids, track)?;
+    let mut live_uffd = None;
+    let want_live = (copy == MemCopy::Exact).then_some(&mut live_uffd);
+    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids, track, want_live)?;
     // Threads dumped at their rseq abort handler go on from there too
     // (when let go), as the kernel would have sent them.
     for t in threads.iter().filter(|t| t.rseq_aborted) {
@@ -365,14 +398,35 @@ pub fn collect(
         tracing::debug!(pid, "the kernel does not report guard regions (PAGE_IS_GUARD)");
     }
     let inc = track.prepare(&pm, &vma_list)?;
-    let mut batches = 0u32;
-    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, inc.as_ref(), || {
-        batches += 1;
-        if batches == 1 {
-            failpoint::check(failpoint::MID_MEMORY)?;
+    let plan = super::memory::plan_private(&pm, &vma_list, inc.as_ref())?;
+    let (pagemap, mut mem_stats, pending) = match (copy, live_uffd) {
+        (MemCopy::Exact, Some(uffd)) => {
+            // The parent's tracking descriptor holds the areas: the
+            // write-protection of this copy needs them (tracking ends here).
+            if let Some(old) = &track.uffd {
+                for a in &plan.areas {
+                    let _ = old.unregister(a.start, a.end - a.start);
+                }
+            }
+            let live = super::live::TaskLive::protect(pid, uffd, &plan.areas)?;
+            (Vec::new(), MemStats::default(), Some(PendingCopy { plan, live: std::sync::Arc::new(live) }))
         }
-        Ok(())
-    })?;
+        (MemCopy::Tracked, _) => {
+            let live = super::live::TaskLive::tracked(pid, &plan.areas);
+            (Vec::new(), MemStats::default(), Some(PendingCopy { plan, live: std::sync::Arc::new(live) }))
+        }
+        _ => {
+            let mut batches = 0u32;
+            let (pagemap, stats) = super::memory::copy_private(pid, plan, pages, None, || {
+                batches += 1;
+                if batches == 1 {
+                    failpoint::check(failpoint::MID_MEMORY)?;
+                }
+                Ok(())
+            })?;
+            (pagemap, stats, None)
+        }
+    };
     let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats, sh)?;
     let memdump_time = t_mem.elapsed();
 
@@ -444,5 +498,5 @@ pub fn collect(
         pages_id: super::PAGES_ID,
         kobj: KobjIds::own(pid),
     };
-    Ok((dump, mem_stats, memdump_time))
+    Ok((dump, mem_stats, memdump_time, pending))
 }
