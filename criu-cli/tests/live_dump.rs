@@ -154,6 +154,35 @@ fn a_live_pre_dump_then_incremental_dump_restore_the_freeze_instant() {
     let _ = std::fs::remove_dir_all(&fin);
 }
 
+#[test]
+fn an_area_unmapped_before_it_was_copied_makes_the_dump_start_over_frozen() {
+    let work = scratch("remap-work");
+    let images = scratch("remap-images");
+    let p = start_writer(&work, "4");
+    let pid = p.pid();
+    let mut args: Vec<String> = vec!["dump".into(), "-t".into(), pid.to_string(), "-D".into(), images.to_string_lossy().into_owned(), "-R".into()];
+    args.extend(log_args(&images));
+    let mut cmd = criu_rs();
+    // The copy waits after the let-go: the area is remapped before it.
+    cmd.args(&args).env("CRIU_RS_LIVE_PAUSE_MS", "1500").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let d = Proc::from(cmd.spawn().unwrap());
+    wait_until("the dump to let the tree go", PATIENCE, || log_of(&images).contains("tree let go"));
+    // SAFETY: kill(2) on the program this test started.
+    unsafe { libc::kill(pid, libc::SIGUSR2) };
+    let (st, _, err) = d.finish();
+    assert!(st.success(), "dump failed: {err}");
+    let log = log_of(&images);
+    assert!(log.contains("live copy abandoned"), "the unmap went unnoticed:\n{log}");
+    assert!(log.contains("dumping again with the memory copied frozen"), "{log}");
+    assert_eq!(uffds_of(pid), Vec::<String>::new(), "the dumped process holds a userfaultfd");
+    wait_writing(&work);
+    let report = restore_and_check(p, &work, &images);
+    eprintln!("{report}");
+    assert!(report.contains("ok remaps=1"), "restored from before the remap:\n{report}");
+    assert_all_ok("restored after a live copy gave way to a frozen one", &report);
+    let _ = std::fs::remove_dir_all(&images);
+}
+
 /// xorshift64*: the trials' random moments, reproducible from the seed.
 struct Rng(u64);
 

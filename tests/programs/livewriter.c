@@ -23,6 +23,9 @@
  * with read(2) from a pipe (kernel-mode writes); the others store them.
  *
  * STATIC_MIB more MiB are filled once with a pattern and never written.
+ * A 1 MiB area V holds pattern 20 + remaps; SIGUSR2 makes the main thread
+ * unmap V and map it again at the same address with the next pattern
+ * (address-space changes during a live copy).
  *
  * SIGUSR1 (sent with go = 0): the main thread waits until every writer is
  * parked, then checks every writer's pages against its `done` (a restored
@@ -54,7 +57,10 @@ struct writer {
 
 static struct ctl *ctl;
 static struct writer writers[NW];
-static volatile sig_atomic_t want_check;
+static volatile sig_atomic_t want_check, want_remap;
+enum { VPAGES = 256 };
+static void *victim;
+static uint64_t remaps;
 
 static uint64_t gen_word(int t, uint64_t gen, uint64_t page, uint64_t w)
 {
@@ -111,6 +117,21 @@ static void on_usr1(int s)
 	want_check = 1;
 }
 
+static void on_usr2(int s)
+{
+	(void)s;
+	want_remap = 1;
+}
+
+static void map_victim(void)
+{
+	void *p = mmap(victim, VPAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (victim ? MAP_FIXED : 0), -1, 0);
+	if (p == MAP_FAILED)
+		die("mmap victim");
+	victim = p;
+	fill(victim, 20 + remaps, VPAGES);
+}
+
 static void check(struct report *r, uint64_t *stat, size_t stat_pages)
 {
 	static uint64_t expect[NP];
@@ -142,6 +163,11 @@ static void check(struct report *r, uint64_t *stat, size_t stat_pages)
 	for (size_t pg = 0; pg < stat_pages; pg++)
 		bad += page_diff(stat, 7, pg) != 0;
 	CHECK(r, "static area", bad == 0, "%zu of %zu pages differ", bad, stat_pages);
+	bad = 0;
+	for (size_t pg = 0; pg < VPAGES; pg++)
+		bad += page_diff(victim, 20 + remaps, pg) != 0;
+	CHECK(r, "remapped area", bad == 0, "%zu of %d pages differ from pattern %llu", bad, VPAGES, (unsigned long long)(20 + remaps));
+	say(r, "ok remaps=%llu\n", (unsigned long long)remaps);
 }
 
 int main(int argc, char **argv)
@@ -165,6 +191,8 @@ int main(int argc, char **argv)
 	if (stat == MAP_FAILED)
 		die("mmap static");
 	fill(stat, 7, stat_pages);
+	map_victim();
+	handle_blocked(SIGUSR2, on_usr2);
 	for (int t = 0; t < NW; t++) {
 		struct writer *w = &writers[t];
 		w->t = t;
@@ -181,8 +209,21 @@ int main(int argc, char **argv)
 			die("pthread_create");
 	}
 	announce_ready("READY pid=%d\n", getpid());
+	sigset_t wait;
+	sigprocmask(SIG_BLOCK, NULL, &wait);
+	sigdelset(&wait, SIGUSR1);
+	sigdelset(&wait, SIGUSR2);
 	for (;;) {
-		suspend_until(SIGUSR1, &want_check);
+		while (!want_check && !want_remap)
+			sigsuspend(&wait);
+		if (want_remap) {
+			want_remap = 0;
+			if (munmap(victim, VPAGES * PAGE))
+				die("munmap victim");
+			remaps++;
+			map_victim();
+			continue;
+		}
 		want_check = 0;
 		for (int t = 0; t < NW; t++)
 			while (!writers[t].parked)

@@ -218,13 +218,14 @@ impl TaskLive {
                 Err(e) => {
                     tracing::debug!(pid, "area {:#x}-{:#x} not write-protected ({e}): copied frozen", a.start, a.end);
                     for &(addr, n) in &a.runs {
-                        for p in 0..n as u64 {
-                            let at = addr + p * PAGE_SIZE;
+                        let mut buf = vec![0u8; n * PAGE_SIZE as usize];
+                        read_runs(pid, &mut mem, &mut buf, &[(addr, n)], a.readable)?;
+                        for (i, chunk) in buf.chunks_exact(PAGE_SIZE as usize).enumerate() {
                             let mut page: Page = Box::new([0; PAGE_SIZE as usize]);
-                            read_runs(pid, &mut mem, &mut page[..], &[(at, 1)], a.readable)?;
-                            st.early.insert(at, page);
-                            st.stats.pages_frozen += 1;
+                            page.copy_from_slice(chunk);
+                            st.early.insert(addr + i as u64 * PAGE_SIZE, page);
                         }
+                        st.stats.pages_frozen += n as u64;
                     }
                 }
             }
@@ -452,6 +453,9 @@ fn serve(tasks: &[Arc<TaskLive>], stop: i32) {
             }
             let Some(uffd) = &t.uffd else { continue };
             match uffd.read_events(&mut events) {
+                // Nothing to read on an error or hang-up: not polled again
+                // (the copier finds out by itself).
+                Ok(0) if polls[i].revents & (libc::POLLERR | libc::POLLHUP) != 0 => polls[i].fd = -1,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(pid = t.pid, "reading the live userfaultfd: {e}");

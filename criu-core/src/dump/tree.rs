@@ -532,6 +532,7 @@ fn mem_copy(opts: &DumpOptions) -> collect::MemCopy {
 /// exact-mode tasks' write faults meanwhile; fills each task's pagemap.
 fn copy_live(pending: Vec<(usize, collect::PendingCopy, std::fs::File)>, procs: &mut [ProcessDump], mem: &mut MemStats) -> Result<(), DumpError> {
     let server = super::live::Server::start(pending.iter().map(|(_, p, _)| p.live.clone()).collect())?;
+    failpoint::live_pause();
     let mut lives = Vec::new();
     for (i, p, file) in pending {
         let pid = procs[i].pid;
