@@ -350,7 +350,8 @@ pub fn collect(
     let ptimers = proc::misc::read_timers(pid)?;
     let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
 
-    let maps_before = proc::maps::read_smaps(pid)?;
+    // Only the vDSO is looked for: `maps` (no page counting) will do.
+    let maps_before = proc::maps::read_maps(pid)?;
     let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps_before) };
     let mut live_uffd = None;
     let want_live = (copy == MemCopy::Exact).then_some(&mut live_uffd);
@@ -394,9 +395,11 @@ pub fn collect(
     let t_mem = std::time::Instant::now();
     let pm = proc::pagemap::Pagemap::open(pid)?;
     let mut guards = Vec::new();
+    let _guard_span = tracing::debug_span!("scan_guards").entered();
     if !pm.scan_guards(0, crate::restore::hole::TASK_SIZE, &mut guards)? {
         tracing::debug!(pid, "the kernel does not report guard regions (PAGE_IS_GUARD)");
     }
+    drop(_guard_span);
     let inc = track.prepare(&pm, &vma_list)?;
     let plan = super::memory::plan_private(&pm, &vma_list, inc.as_ref())?;
     let (pagemap, mut mem_stats, pending) = match (copy, live_uffd) {

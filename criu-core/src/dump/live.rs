@@ -200,6 +200,7 @@ impl TaskLive {
     /// Exact mode, while the task is frozen: registers and protects every
     /// area of `areas` on `uffd`; the pages of an area that cannot be
     /// protected are copied now.
+    #[tracing::instrument(level = "debug", skip_all, fields(pid))]
     pub fn protect(pid: i32, uffd: Uffd, areas: &[AreaCopy]) -> Result<TaskLive, DumpError> {
         let live = TaskLive::new(pid, Some(uffd), areas);
         let uffd = live.uffd.as_ref().ok_or(DumpError::Internal("no live uffd"))?;

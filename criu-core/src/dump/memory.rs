@@ -345,6 +345,7 @@ impl PrivatePlan {
 /// populated ones, less (with `inc`, a dump against a parent) those of
 /// tracked areas neither written since nor missing from the parent, which
 /// get `PE_PARENT` entries. Reads only the pagemap.
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn plan_private(pm: &Pagemap, vmas: &[Vma], inc: Option<&Incremental>) -> Result<PrivatePlan, DumpError> {
     let mut plan = PrivatePlan::default();
     for v in vmas.iter().filter(|v| v.dumps_private_pages()) {

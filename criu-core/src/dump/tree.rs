@@ -355,7 +355,9 @@ fn wait_task_dead(pid: i32, start: u64, deadline: Instant) -> bool {
 /// The sizes of the shared anonymous objects over every task's mappings.
 fn note_shared_memory(tree: &FrozenTree, sh: &mut Shared) -> Result<(), DumpError> {
     for t in &tree.live {
-        for m in crate::proc::maps::read_smaps(t.frozen.pid())? {
+        // `maps`, not `smaps`: sizes and kinds only, without counting every
+        // area's pages (tens of ms per GiB, the tree frozen).
+        for m in crate::proc::maps::read_maps(t.frozen.pid())? {
             if vmas::classify(&m).is_shmem_object() {
                 sh.note_shmem(m.inode, m.offset + m.len());
             }
