@@ -12,7 +12,6 @@
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use tracing::level_filters::LevelFilter;
 
 /// Maps CRIU's verbosity 0..4 to a tracing level filter.
@@ -28,18 +27,16 @@ fn level(v: u8) -> LevelFilter {
 
 /// The log, as set up by [`init`].
 pub struct Log {
-    /// The `-o` file, shared with the subscriber.
-    file: Option<Arc<Mutex<std::fs::File>>>,
+    /// Whether the log goes to an `-o` file.
+    file: bool,
 }
 
 impl Log {
     /// Reports the command's final error: on stderr, and in the log file.
     pub fn error(&self, e: &anyhow::Error) {
         let line = one_line(e);
-        if let Some(f) = &self.file {
-            if let Ok(mut f) = f.lock() {
-                let _ = writeln!(f, "Error: {line}");
-            }
+        if self.file {
+            let _ = criu_core::logfd::write(format!("Error: {line}\n").as_bytes());
         }
         crate::progress::suspend(|| eprintln!("Error: {line}"));
     }
@@ -77,7 +74,7 @@ pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>, label: &str)
         // SAFETY: isatty only inspects the descriptor.
         let tty = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;
         builder.with_ansi(tty).with_writer(|| Stderr).init();
-        return Ok(Log { file: None });
+        return Ok(Log { file: false });
     };
     let path = match dir {
         Some(d) if f.is_relative() => {
@@ -91,35 +88,34 @@ pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>, label: &str)
         _ => f.to_path_buf(),
     };
     let out = std::fs::File::create(&path).with_context(|| format!("cannot create the log file {}", path.display()))?;
-    let out = Arc::new(Mutex::new(out));
-    let writer = Arc::clone(&out);
-    builder
-        .with_ansi(false)
-        .with_writer(move || LogFile(Arc::clone(&writer)))
-        .init();
-    Ok(Log { file: Some(out) })
+    // Through criu_core::logfd, which moves the log out of the way in the
+    // tasks criu-rs forks to restore.
+    criu_core::logfd::set(out.into());
+    builder.with_ansi(false).with_writer(|| LogFile).init();
+    Ok(Log { file: true })
 }
 
 /// The `-o` file, one whole event per write.
-struct LogFile(Arc<Mutex<std::fs::File>>);
+struct LogFile;
 
 impl Write for LogFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("log file lock poisoned"))?.write(buf)
+        criu_core::logfd::write(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
 
-/// stderr, written with any progress bar cleared out of the way.
+/// stderr (through criu_core::logfd, as [`LogFile`]), written with any
+/// progress bar cleared out of the way.
 struct Stderr;
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        crate::progress::suspend(|| std::io::stderr().write(buf))
+        crate::progress::suspend(|| criu_core::logfd::write(buf))
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        Ok(())
     }
 }

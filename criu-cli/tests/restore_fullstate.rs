@@ -109,6 +109,36 @@ fn restore_same_images_twice() {
     assert_same_dir(&before, &snapshot(&d.images));
 }
 
+/// At -v4 the restored task logs after it rebuilt its fd table, in which
+/// criu-rs's log fd (3 with `-o`, 2 without) is one of the program's files:
+/// the log must go on to criu-rs's log, not into the program's fd 3 (whose
+/// offset and size fullstate checks) or its stderr.
+#[test]
+fn restore_at_debug_level_leaves_the_programs_fds_alone() {
+    let d = dirs("v4");
+    let (pid, fds, maps) = start_and_dump(&d);
+    for to_file in [true, false] {
+        let log = d.images.join("restore-v4.log");
+        let _ = std::fs::remove_file(&log);
+        let pidfile = d.images.with_extension("pid");
+        let mut c = restore_cmd(&d.images);
+        c.args(["-v4", "-d", "--pidfile", pidfile.to_str().unwrap()]);
+        if to_file {
+            c.args(["-o", "restore-v4.log"]);
+        }
+        let out = c.output().unwrap();
+        let held = Held::open(pid);
+        assert!(out.status.success(), "restore -v4 failed: {}", text(&out.stderr));
+        let held = held.unwrap();
+        let report = check_restored(&d, &held, &fds, &maps);
+        assert_all_ok(&format!("restored at -v4 (log to a file: {to_file})"), &report);
+        let logged = if to_file { std::fs::read_to_string(&log).unwrap() } else { text(&out.stderr) };
+        assert!(logged.contains("fd installed fd=3"), "the task's own log lines are missing (to a file: {to_file})");
+        drop(held);
+        wait_pid_gone(pid);
+    }
+}
+
 #[test]
 fn restore_with_pid_in_use_fails_cleanly() {
     let d = dirs("pid-in-use");

@@ -12,9 +12,14 @@ use std::path::Path;
 /// `CRIU_RS_FAILPOINT` (criu-core's `restore::failpoint::ENV`).
 const FAILPOINT: &str = "CRIU_RS_FAILPOINT";
 
-/// Starts `program` (a self-checking one: DIR RESULT [args]) and dumps it.
+/// Starts `program` (a self-checking one: DIR RESULT, or RESULT only for
+/// fdkinds) and dumps it.
 fn start_and_dump(d: &Dirs, program: &str) -> i32 {
-    let mut p = Program::spawn(program, &[&d.work, &d.result]);
+    let mut p = if program == "fdkinds" {
+        Program::spawn(program, &[&d.result])
+    } else {
+        Program::spawn(program, &[&d.work, &d.result])
+    };
     let pid = p.pid();
     wait_all_suspended(&[pid]);
     dump_ok(pid, &d.images, &[]);
@@ -86,6 +91,33 @@ fn verify_catches_skipped_file_positions() {
 #[test]
 fn verify_catches_skipped_signal_mask() {
     caught("skip-sigmask", "fullstate", "skip-sigmask", "blocked signals (SigBlk)", "sig");
+}
+
+/// fdkinds' pipe owned by its pid (set as euid 1000) with SIGRTMIN+1, and
+/// its FIFO owned by its thread.
+#[test]
+fn verify_catches_skipped_file_owners() {
+    caught("skip-fown", "fdkinds", "skip-fown", "owner pid 0", "fown-pid");
+}
+
+/// A restore run by a tool that passes `--no-default-config` (zdtm) is
+/// verified when `CRIU_CONFIG_FILE` names a file saying `verify`.
+#[test]
+fn verify_is_turned_on_by_the_criu_config_file_variable() {
+    let d = Dirs::new("verify-config");
+    let pid = start_and_dump(&d, "taskstate");
+    let conf = d.work.join("verify.conf");
+    std::fs::write(&conf, "# as for zdtm\nverify\n").unwrap();
+    let out = criu_rs()
+        .args(["restore", "--no-default-config", "-d", "-D"])
+        .arg(&d.images)
+        .env("CRIU_CONFIG_FILE", &conf)
+        .env(FAILPOINT, "skip-rlimits")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("verify: pid {pid}: rlimit ")), "not verified: {err}");
+    wait_pid_gone(pid);
 }
 
 /// The check runs on every restore of the suite: a plain restore of a

@@ -15,6 +15,7 @@
 //! - [`net`]: sockets: sock_diag queries, socket options, network namespaces.
 //! - [`pageserver`]: moving pages over TCP (dump to a remote host, post-copy).
 //! - [`stats`]: CRIU's `stats-dump` / `stats-restore` images.
+//! - [`logfd`]: the fd the log goes to, kept out of restored tasks' fd tables.
 //! - [`progress`]: page counts of long dumps and restores, for a front end to draw.
 
 pub mod actions;
@@ -23,6 +24,7 @@ pub mod dump;
 pub mod files;
 pub mod images;
 pub mod lazy;
+pub mod logfd;
 pub mod net;
 pub mod pageserver;
 pub mod pie;

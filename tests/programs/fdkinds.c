@@ -196,10 +196,17 @@ static void check_owned(struct report *r)
 	struct f_owner_ex own = {0};
 	uint32_t uids[2] = {0};
 	int ok = fcntl(P_OWNED, F_GETOWN_EX, &own) == 0 && fcntl(P_OWNED, F_GETOWNER_UIDS, uids) == 0;
-	CHECK(r, "fown-pid", ok && own.type == F_OWNER_PID && own.pid == getpid() && uids[0] == 0 && uids[1] == 1000,
-	      "type %d pid %d uids %u/%u", own.type, own.pid, uids[0], uids[1]);
-	CHECK(r, "fown-signal", fcntl(P_OWNED, F_GETSIG) == SIGRTMIN + 1 && (fcntl(P_OWNED, F_GETFL) & O_ASYNC), "sig %d flags %#x",
-	      fcntl(P_OWNED, F_GETSIG), fcntl(P_OWNED, F_GETFL));
+	int owned = ok && own.type == F_OWNER_PID && own.pid == getpid() && uids[0] == 0 && uids[1] == 1000;
+	CHECK(r, "fown-pid", owned, "type %d pid %d uids %u/%u", own.type, own.pid, uids[0], uids[1]);
+	int sig = fcntl(P_OWNED, F_GETSIG) == SIGRTMIN + 1 && (fcntl(P_OWNED, F_GETFL) & O_ASYNC);
+	CHECK(r, "fown-signal", sig, "sig %d flags %#x", fcntl(P_OWNED, F_GETSIG), fcntl(P_OWNED, F_GETFL));
+	struct f_owner_ex tid = {0};
+	CHECK(r, "fown-fifo-tid", fcntl(F_OWNED, F_GETOWN_EX, &tid) == 0 && tid.type == F_OWNER_TID && tid.pid == getpid(), "type %d pid %d",
+	      tid.type, tid.pid);
+	if (!owned || !sig) {
+		CHECK(r, "fown-delivers", 0, "not tried: the owner is wrong");
+		return;
+	}
 	/* It works: writing into the pipe signals us. */
 	sigset_t rt;
 	sigemptyset(&rt);
@@ -210,9 +217,6 @@ static void check_owned(struct report *r)
 	int sent = write(P_OWNED + 1, "x", 1) == 1;
 	int got = sigtimedwait(&rt, &si, &patience);
 	CHECK(r, "fown-delivers", sent && got == SIGRTMIN + 1 && si.si_fd == P_OWNED, "write %d, signal %d fd %d", sent, got, si.si_fd);
-	struct f_owner_ex tid = {0};
-	CHECK(r, "fown-fifo-tid", fcntl(F_OWNED, F_GETOWN_EX, &tid) == 0 && tid.type == F_OWNER_TID && tid.pid == getpid(), "type %d pid %d",
-	      tid.type, tid.pid);
 }
 
 /* Two pages of a file opened O_RDWR, mapped shared and read-only, the

@@ -718,6 +718,12 @@ static void check_files(void)
 	      (long)lseek(fd_dup, 0, SEEK_CUR));
 	CHECK(&R, "separate-open-offset", lseek(fd_reg2, 0, SEEK_CUR) == 200, "offset %ld", (long)lseek(fd_reg2, 0, SEEK_CUR));
 	CHECK(&R, "fd-100-offset", lseek(fd_hi, 0, SEEK_CUR) == 300, "offset %ld", (long)lseek(fd_hi, 0, SEEK_CUR));
+	/* fd 3 at -v4: criu-rs's log was on fd 3 and once wrote into this file. */
+	struct stat pst;
+	CHECK(&R, "mapped-file-offset", lseek(fd_priv, 0, SEEK_CUR) == PRIV_PAGES * PAGE, "offset %ld",
+	      (long)lseek(fd_priv, 0, SEEK_CUR));
+	CHECK(&R, "mapped-file-size", fstat(fd_priv, &pst) == 0 && pst.st_size == PRIV_PAGES * PAGE, "size %ld",
+	      (long)pst.st_size);
 	CHECK(&R, "access-modes", (fcntl(fd_reg, F_GETFL) & O_ACCMODE) == O_RDWR && (fcntl(fd_reg2, F_GETFL) & O_ACCMODE) == O_RDONLY &&
 				      (fcntl(fd_app, F_GETFL) & O_ACCMODE) == O_WRONLY,
 	      "flags %#x %#x %#x", fcntl(fd_reg, F_GETFL), fcntl(fd_reg2, F_GETFL), fcntl(fd_app, F_GETFL));

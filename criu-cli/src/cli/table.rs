@@ -337,7 +337,7 @@ pub static OPTIONS: &[Opt] = &[
     flag("allow-uprobes", None, DUMP_RESTORE, Effect::Tuning("a permission"), "allow a uprobes area"),
     // criu-rs's own options.
     flag("verify", None, RESTORE, set!(|o, v, on| { o.verify = on; Ok(()) }),
-        "criu-rs: before the restored tasks run, compare them with the images (memory areas, files, ids, signals, limits...) and fail, killing them, on a difference"),
+        "criu-rs: before the restored tasks run, compare them with the images (memory areas, files, ids, signals, limits...) and fail, killing them, on a difference. For restores run by a tool (zdtm passes --no-default-config): CRIU_CONFIG_FILE naming a file with the line `verify`"),
     opt("lazy-timeout", None, Required("SECONDS"), &[Dump], set!(|o, v, on| { o.lazy_timeout = Some(number(v)?); Ok(()) }),
         "criu-rs: with --lazy-pages, give up when no lazy-pages client connects within SECONDS"),
     opt("lazy-socket", None, Required("PATH"), &[LazyPages], set!(|o, v, on| { o.lazy_socket = Some(path(v)); Ok(()) }),

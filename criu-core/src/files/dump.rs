@@ -36,26 +36,28 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, sockets: &
     Ok(st)
 }
 
-/// The owner of the probed fd's description (`F_GETSIG`, `F_GETOWN_EX`,
-/// `F_GETOWNER_UIDS`, which needs CONFIG_CHECKPOINT_RESTORE, on a copy of
+/// The owner of the probed fd's description ([`read_owner`] on a copy of
 /// it); none for `O_PATH` files.
 fn read_fown(p: &FdProbe, cx: &CollectCtx<'_>) -> Result<Fown, FileDumpError> {
     if p.info.flags & libc::O_PATH as u32 != 0 {
         return Ok(Fown::default());
     }
     let fd = cx.copy_fd(p)?;
-    let sys = |what: &str| {
-        let what = what.to_owned();
-        move |errno| FileDumpError::Sys { at: p.at(), what, errno }
-    };
-    let signum = fcntl_int(&fd, F_GETSIG as libc::c_int, 0).map_err(sys("F_GETSIG"))? as u32;
+    read_owner(&fd).map_err(|(what, errno)| FileDumpError::Sys { at: p.at(), what: what.to_owned(), errno })
+}
+
+/// The owner of the description behind `fd`: `F_GETSIG`, `F_GETOWN_EX`
+/// and, when there is an owner, `F_GETOWNER_UIDS` (which needs
+/// CONFIG_CHECKPOINT_RESTORE). A failure names the fcntl.
+pub fn read_owner(fd: &impl AsRawFd) -> Result<Fown, (&'static str, rustix::io::Errno)> {
+    let signum = fcntl_int(fd, F_GETSIG as libc::c_int, 0).map_err(|e| ("F_GETSIG", e))? as u32;
     let mut owner = f_owner_ex { type_: 0, pid: 0 };
-    fcntl_ptr(&fd, F_GETOWN_EX as libc::c_int, &mut owner).map_err(sys("F_GETOWN_EX"))?;
+    fcntl_ptr(fd, F_GETOWN_EX as libc::c_int, &mut owner).map_err(|e| ("F_GETOWN_EX", e))?;
     if owner.pid == 0 {
         return Ok(Fown { signum, ..Fown::default() });
     }
     let mut uids = [0u32; 2];
-    fcntl_ptr(&fd, F_GETOWNER_UIDS as libc::c_int, &mut uids).map_err(sys("F_GETOWNER_UIDS"))?;
+    fcntl_ptr(fd, F_GETOWNER_UIDS as libc::c_int, &mut uids).map_err(|e| ("F_GETOWNER_UIDS", e))?;
     Ok(Fown { uid: uids[0], euid: uids[1], signum, pid_type: owner.type_ as u32, pid: owner.pid as u32 })
 }
 

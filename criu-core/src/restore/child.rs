@@ -73,7 +73,9 @@ pub fn prepare(
         Some(p) => Some(open_ro(p, floor)?),
         None => None,
     };
-    let mut keep: Vec<i32> = vec![status.as_raw_fd()];
+    // criu-rs's log (fd 3 or 2, say) must not end up in one of the task's files.
+    let log = crate::logfd::move_above(floor).sys(|| "moving the log fd out of the task's way".into())?;
+    let mut keep: Vec<i32> = vec![status.as_raw_fd(), log];
     keep.extend(exe.iter().map(|f| f.as_raw_fd()));
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
     let files = crate::files::task::TaskFiles { pid: plan.pid, fds: &plan.fds, descs: &plan.descs, first_held: &plan.first_held };
@@ -106,6 +108,7 @@ pub fn prepare(
     std::mem::forget(shared);
     std::mem::forget(exe);
     unregister_rseq();
+    crate::logfd::detach();
     // SAFETY: the blob is mapped and relocated at place.blob, the argument
     // block at `args`, and thread 0's stack (the first slice) lies inside
     // the args mapping.

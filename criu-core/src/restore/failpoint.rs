@@ -8,6 +8,8 @@ pub const ENV: &str = "CRIU_RS_FAILPOINT";
 pub const SKIP_RLIMITS: &str = "skip-rlimits";
 /// Regular files are not positioned (they stay at offset 0).
 pub const SKIP_FD_POS: &str = "skip-fd-pos";
+/// File owners (`F_SETOWN_EX`, `F_SETSIG`) are not set.
+pub const SKIP_FOWN: &str = "skip-fown";
 /// Blocked signal masks are not restored (nothing blocked).
 pub const SKIP_SIGMASK: &str = "skip-sigmask";
 

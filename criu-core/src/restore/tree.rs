@@ -336,7 +336,9 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             // may still refuse (post-restore) or prepare (pre-resume).
             let hooks = opts.actions.as_ref();
             let watch = barrier::run(&mut tracked, &mut guard, opts.watch, &mut || {
-                crate::files::fdtable::set_owners(&owned)?;
+                if !super::failpoint::skip(super::failpoint::SKIP_FOWN) {
+                    crate::files::fdtable::set_owners(&owned)?;
+                }
                 crate::actions::run(hooks, Action::PostRestore, Some(child))?;
                 // TCP connections out of repair mode before anything runs.
                 later.before_run()?;

@@ -1,9 +1,9 @@
 //! The fd table: `/proc/PID/fd` and `/proc/PID/fdinfo` against
 //! `fdinfo-ID.img` and `files.img` (numbers, close-on-exec, what kind of
 //! file each is, the status flags and position and path of regular files,
-//! the status flags and buffer size of pipes), and the working and root
-//! directories against `fs-PID.img`. Owners (`F_SETOWN`) are not compared
-//! yet.
+//! the status flags and buffer size of pipes, the owner (`F_SETOWN_EX`,
+//! `F_SETSIG` and who set it) of every file but `O_PATH` ones), and the
+//! working and root directories against `fs-PID.img`.
 //!
 //! What only `fcntl` tells is read on our own copy of the task's
 //! descriptor (`pidfd_getfd`), taken only where the images have something
@@ -96,7 +96,22 @@ fn one_fd(t: &TaskImages, peek: &mut Peek, fd: i32, link: &Path, m: &pb::FdinfoE
         }
         _ => {}
     }
+    if info.flags & libc::O_PATH as u32 == 0 {
+        owner(peek, fd, &link, crate::files::Fown::of_entry(file, &t.tree.files))?;
+    }
     Ok(())
+}
+
+/// The owner of the file behind `fd` against `want`, the image's (none,
+/// signal 0, when the image has no `fown_entry`).
+fn owner(peek: &mut Peek, fd: i32, link: &str, want: crate::files::Fown) -> Check {
+    let copy = peek.copy(fd)?;
+    let live = crate::files::dump::read_owner(&copy).map_err(|(what, e)| format!("fd {fd}: {what}: {e}"))?;
+    if live == want {
+        return Ok(());
+    }
+    let show = |f: &crate::files::Fown| format!("pid {} (type {}, set by uid {}/{}) signal {}", f.pid, f.pid_type, f.uid, f.euid, f.signum);
+    Err(format!("fd {fd} ({link}): owner {}, image {}", show(&live), show(&want)))
 }
 
 /// Our own copies of the task's descriptors (`pidfd_getfd`), for what only
