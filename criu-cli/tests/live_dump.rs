@@ -216,7 +216,7 @@ fn killing_criu_rs_during_a_live_copy_leaves_the_program_running_and_whole() {
     let mut rng = Rng(seed);
     let work = scratch("kill-work");
     let root = scratch("kill-images");
-    let p = start_writer(&work, "32");
+    let p = start_writer(&work, "8");
     let pid = p.pid();
     let run = |dir: &Path, pre: bool| {
         let mut args: Vec<String> = vec![if pre { "pre-dump" } else { "dump" }.into(), "-t".into(), pid.to_string()];

@@ -334,6 +334,7 @@ pub fn collect(
     sh: &mut Shared,
     track: &mut super::track::TaskTrack,
     copy: MemCopy,
+    armed: Option<std::sync::Arc<super::live::TaskLive>>,
 ) -> Result<(ProcessDump, MemStats, std::time::Duration, Option<PendingCopy>), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
@@ -354,7 +355,7 @@ pub fn collect(
     let maps_before = proc::maps::read_maps(pid)?;
     let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps_before) };
     let mut live_uffd = None;
-    let want_live = (copy == MemCopy::Exact).then_some(&mut live_uffd);
+    let want_live = (copy == MemCopy::Exact && armed.is_none()).then_some(&mut live_uffd);
     let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids, track, want_live)?;
     // Threads dumped at their rseq abort handler go on from there too
     // (when let go), as the kernel would have sent them.
@@ -402,19 +403,25 @@ pub fn collect(
     drop(_guard_span);
     let inc = track.prepare(&pm, &vma_list)?;
     let plan = super::memory::plan_private(&pm, &vma_list, inc.as_ref())?;
-    let (pagemap, mut mem_stats, pending) = match (copy, live_uffd) {
-        (MemCopy::Exact, Some(uffd)) => {
-            // The parent's tracking descriptor holds the areas: the
-            // write-protection of this copy needs them (tracking ends here).
-            if let Some(old) = &track.uffd {
-                for a in &plan.areas {
-                    let _ = old.unregister(a.start, a.end - a.start);
-                }
+    if copy == MemCopy::Exact && (armed.is_some() || live_uffd.is_some()) {
+        // The parent's tracking descriptor holds the areas: the
+        // write-protection of this copy needs them (tracking ends here).
+        if let Some(old) = &track.uffd {
+            for a in &plan.areas {
+                let _ = old.unregister(a.start, a.end - a.start);
             }
-            let live = super::live::TaskLive::protect(pid, uffd, &plan.areas)?;
+        }
+    }
+    let (pagemap, mut mem_stats, pending) = match (copy, live_uffd, armed) {
+        (MemCopy::Exact, _, Some(live)) => {
+            live.arm_frozen(&pm, &plan.areas)?;
+            (Vec::new(), MemStats::default(), Some(PendingCopy { plan, live }))
+        }
+        (MemCopy::Exact, Some(uffd), None) => {
+            let live = super::live::TaskLive::protect(pid, uffd, &pm, &plan.areas)?;
             (Vec::new(), MemStats::default(), Some(PendingCopy { plan, live: std::sync::Arc::new(live) }))
         }
-        (MemCopy::Tracked, _) => {
+        (MemCopy::Tracked, ..) => {
             let live = super::live::TaskLive::tracked(pid, &plan.areas);
             (Vec::new(), MemStats::default(), Some(PendingCopy { plan, live: std::sync::Arc::new(live) }))
         }

@@ -65,7 +65,7 @@
 
 use super::memory::{read_runs, AreaCopy, Run};
 use super::DumpError;
-use crate::proc::pagemap::PAGE_SIZE;
+use crate::proc::pagemap::{Pagemap, PAGE_SIZE};
 use crate::uffd::{feature, Event, Uffd};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -200,23 +200,46 @@ impl TaskLive {
     /// Exact mode, while the task is frozen: registers and protects every
     /// area of `areas` on `uffd`; the pages of an area that cannot be
     /// protected are copied now.
-    #[tracing::instrument(level = "debug", skip_all, fields(pid))]
-    pub fn protect(pid: i32, uffd: Uffd, areas: &[AreaCopy]) -> Result<TaskLive, DumpError> {
-        let live = TaskLive::new(pid, Some(uffd), areas);
-        let uffd = live.uffd.as_ref().ok_or(DumpError::Internal("no live uffd"))?;
+    pub fn protect(pid: i32, uffd: Uffd, pm: &Pagemap, areas: &[AreaCopy]) -> Result<TaskLive, DumpError> {
+        let live = TaskLive::new(pid, Some(uffd), &[]);
+        live.arm_frozen(pm, areas)?;
+        Ok(live)
+    }
+
+    /// Exact mode, while the task is frozen for the dump: the copy will be
+    /// of `areas`. Each is registered (again: a no-op for an area [`arm`]
+    /// registered) and its populated pages not protected yet (all of them
+    /// for an area new to the descriptor; those written or populated since
+    /// for an armed one) are protected; an area that cannot be protected is
+    /// copied now.
+    #[tracing::instrument(level = "debug", skip_all, fields(pid = self.pid))]
+    pub fn arm_frozen(&self, pm: &Pagemap, areas: &[AreaCopy]) -> Result<(), DumpError> {
+        let pid = self.pid;
+        let uffd = self.uffd.as_ref().ok_or(DumpError::Internal("no live uffd"))?;
         let mut mem = None;
-        let mut st = live.lock();
+        let mut st = self.lock();
+        st.runs = areas.iter().flat_map(|a| &a.runs).map(|&(a, n)| (a, a + n as u64 * PAGE_SIZE)).collect();
+        st.protected.clear();
+        st.early.clear();
+        st.done_to = 0;
+        let mut ranges = Vec::new();
         for a in areas {
             let len = a.end - a.start;
-            let registered = uffd.register(a.start, len, crate::uffd::mode::WP);
-            let protected = registered.and_then(|_| {
-                uffd.writeprotect(a.start, len, crate::uffd::mode::WRITEPROTECT).inspect_err(|_| {
-                    let _ = uffd.unregister(a.start, len);
-                })
+            let protected = uffd.register(a.start, len, crate::uffd::mode::WP).and_then(|_| {
+                ranges.clear();
+                let whole = match pm.scan_unprotected(a.start, a.end, &mut ranges) {
+                    Ok(true) => false,
+                    _ => true,
+                };
+                if whole {
+                    return uffd.writeprotect(a.start, len, crate::uffd::mode::WRITEPROTECT);
+                }
+                ranges.iter().try_for_each(|&(s, e)| uffd.writeprotect(s, e - s, crate::uffd::mode::WRITEPROTECT))
             });
             match protected {
                 Ok(()) => st.protected.push((a.start, a.end)),
                 Err(e) => {
+                    let _ = uffd.unregister(a.start, len);
                     tracing::debug!(pid, "area {:#x}-{:#x} not write-protected ({e}): copied frozen", a.start, a.end);
                     for &(addr, n) in &a.runs {
                         let mut buf = vec![0u8; n * PAGE_SIZE as usize];
@@ -231,8 +254,7 @@ impl TaskLive {
                 }
             }
         }
-        drop(st);
-        Ok(live)
+        Ok(())
     }
 
     /// The counters so far.
@@ -360,13 +382,15 @@ impl TaskLive {
                 }
             }
         }
-        drop(st);
         // Un-protecting wakes the thread (also when the page was copied
         // meanwhile, or the copy is abandoned: it must not wait for us).
+        // Under the lock: the copy's plan may be set ([`Self::arm_frozen`])
+        // only before or after, never between the decision and the act.
         if let Err(e) = uffd.writeprotect(page, len, 0) {
             tracing::debug!(pid = self.pid, "un-protecting {page:#x}+{len:#x}: {e}");
             let _ = uffd.wake(page, len);
         }
+        drop(st);
     }
 
     /// Handles an address-space event: pages not copied yet that it drops
@@ -473,6 +497,113 @@ fn serve(tasks: &[Arc<TaskLive>], stop: i32) {
             }
         }
     }
+}
+
+/// Exact-mode descriptors made and write-protected ahead of the dump's
+/// freeze ([`arm`]), by task pid.
+pub struct Armed {
+    /// Each task's copy, with nothing to copy yet.
+    pub tasks: BTreeMap<i32, Arc<TaskLive>>,
+    /// Serves the tasks' faults from the arming until the dump is over:
+    /// through the dump's freeze too (a thread that was waiting on a fault,
+    /// or an injected call that writes to protected memory, needs it).
+    server: Option<Server>,
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
+}
+
+/// Bytes write-protected per `UFFDIO_WRITEPROTECT` while arming (the
+/// tree runs; shorter calls hold its page-table lock for less).
+const ARM_CHUNK: u64 = 64 << 20;
+
+/// Arms the exact copy of the tree rooted at `root` ahead of the dump (see
+/// the module documentation): a short freeze to give each task its
+/// descriptor and register its private anonymous areas, then the areas are
+/// write-protected while the tree runs, faults served (un-protected,
+/// nothing copied) meanwhile. `None` (with the reason logged) when it
+/// cannot be: the dump then protects everything while frozen.
+pub fn arm(root: i32, timeout: Duration) -> Option<Armed> {
+    let t0 = Instant::now();
+    let tree = match super::tree::FrozenTree::freeze(root, timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!("live copy not armed ahead: {e}");
+            return None;
+        }
+    };
+    let mut tasks = BTreeMap::new();
+    let mut todo = Vec::new();
+    for t in &tree.live {
+        let pid = t.frozen.pid();
+        match arm_task(pid) {
+            Ok(Some((live, areas))) => {
+                let live = Arc::new(live);
+                todo.push((live.clone(), areas));
+                tasks.insert(pid, live);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::info!(pid, "live copy not armed ahead for this task: {e}"),
+        }
+    }
+    let frozen = t0.elapsed();
+    if let Err(e) = tree.detach() {
+        tracing::warn!("resuming the tree after arming the live copy: {e}");
+        return None;
+    }
+    let server = match Server::start(tasks.values().cloned().collect()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("live copy not armed ahead: {e}");
+            return None;
+        }
+    };
+    let t1 = Instant::now();
+    for (live, areas) in &todo {
+        let Some(uffd) = &live.uffd else { continue };
+        for &(start, end) in areas {
+            let mut at = start;
+            while at < end {
+                let len = ARM_CHUNK.min(end - at);
+                if let Err(e) = uffd.writeprotect(at, len, crate::uffd::mode::WRITEPROTECT) {
+                    tracing::debug!(pid = live.pid, "arming {at:#x}+{len:#x}: {e}");
+                }
+                at += len;
+            }
+        }
+    }
+    tracing::info!(
+        tasks = tasks.len(),
+        frozen_ms = frozen.as_millis() as u64,
+        protect_ms = t1.elapsed().as_millis() as u64,
+        "live copy armed ahead of the freeze"
+    );
+    Some(Armed { tasks, server: Some(server) })
+}
+
+/// One frozen task's part of [`arm`]: its descriptor (none when it may
+/// not have one) and the areas registered on it.
+fn arm_task(pid: i32) -> Result<Option<(TaskLive, Vec<(u64, u64)>)>, DumpError> {
+    use crate::ptrace::inject::{vdso_syscall_ip, Injector};
+    let maps = crate::proc::maps::read_maps(pid)?;
+    let ip = if super::failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps) };
+    let mut inj = Injector::new(pid, ip)?;
+    let uffd = super::track::take_kernel_uffd(&mut inj, pid, LIVE_FEATURES);
+    inj.restore()?;
+    let Some(uffd) = uffd? else { return Ok(None) };
+    let mut areas = Vec::new();
+    for m in &maps {
+        let v = super::vmas::classify(m);
+        if v.dumps_private_pages() && v.zero_pages_implicit() && uffd.register(m.start, m.end - m.start, crate::uffd::mode::WP).is_ok() {
+            areas.push((m.start, m.end));
+        }
+    }
+    Ok(Some((TaskLive::new(pid, Some(uffd), &[]), areas)))
 }
 
 /// Logs one task's live-copy counters.

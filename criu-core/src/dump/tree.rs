@@ -405,6 +405,7 @@ fn collect_tree(
     t0: Instant,
     adopted: &mut Option<Adopted>,
     sh: &mut Shared,
+    armed: Option<&super::live::Armed>,
 ) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     if !opts.pre_dump {
         tree.check_sessions(opts.shell_job)?;
@@ -436,7 +437,8 @@ fn collect_tree(
                 track.parent_pages = track::parent_pages(&opts.dir.join(parent), pid);
             }
         }
-        let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, opts.shell_job, sh, &mut track, copy)?;
+        let armed_task = armed.and_then(|a| a.tasks.get(&pid).cloned());
+        let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, opts.shell_job, sh, &mut track, copy, armed_task)?;
         if let Some(later) = later {
             pending.push((i, later, pages.try_clone().map_err(DumpError::WritePages)?));
         }
@@ -479,7 +481,7 @@ fn collect_tree(
         frozen_time = t0.elapsed();
         tracing::info!(frozen_ms = frozen_time.as_millis() as u64, "tree let go; copying memory live");
         let t = Instant::now();
-        copy_live(pending, &mut procs, &mut mem)?;
+        copy_live(pending, &mut procs, &mut mem, armed)?;
         memdump_time += t.elapsed();
     }
     failpoint::check(failpoint::BEFORE_WRITE)?;
@@ -532,8 +534,16 @@ fn mem_copy(opts: &DumpOptions) -> collect::MemCopy {
 
 /// Copies the pending tasks' memory while the tree runs, serving the
 /// exact-mode tasks' write faults meanwhile; fills each task's pagemap.
-fn copy_live(pending: Vec<(usize, collect::PendingCopy, std::fs::File)>, procs: &mut [ProcessDump], mem: &mut MemStats) -> Result<(), DumpError> {
-    let server = super::live::Server::start(pending.iter().map(|(_, p, _)| p.live.clone()).collect())?;
+/// The tasks armed ahead have their server already (`armed`'s, serving
+/// since the arming, through the freeze).
+fn copy_live(
+    pending: Vec<(usize, collect::PendingCopy, std::fs::File)>,
+    procs: &mut [ProcessDump],
+    mem: &mut MemStats,
+    armed: Option<&super::live::Armed>,
+) -> Result<(), DumpError> {
+    let unserved = |pid: i32| armed.is_none_or(|a| !a.tasks.contains_key(&pid));
+    let server = super::live::Server::start(pending.iter().filter(|(i, ..)| unserved(procs[*i].pid)).map(|(_, p, _)| p.live.clone()).collect())?;
     failpoint::live_pause();
     let mut lives = Vec::new();
     for (i, p, file) in pending {
@@ -602,6 +612,11 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
         }
         None => None,
     };
+    // An exact live copy protects the memory ahead of the freeze.
+    let armed = match mem_copy(opts) {
+        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout),
+        _ => None,
+    };
     let t0 = Instant::now();
     let mut tree = match FrozenTree::freeze(opts.pid, opts.freeze_timeout) {
         Ok(t) => t,
@@ -613,7 +628,7 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
     };
     let freezing_time = t0.elapsed();
     let mut sh = Shared::new(crate::net::dump_state::DumpSockets::new(opts.socket_opts(), crate::net::lock::new_run_id()));
-    let result = collect_tree(&mut tree, opts, pages, sink, t0, &mut adopted, &mut sh).map(|(mut s, held)| {
+    let result = collect_tree(&mut tree, opts, pages, sink, t0, &mut adopted, &mut sh, armed.as_ref()).map(|(mut s, held)| {
         s.freezing_time = freezing_time;
         (s, held)
     });
