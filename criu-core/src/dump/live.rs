@@ -5,19 +5,31 @@
 //! Two ways, by what the images are for:
 //!
 //! - **Exact** (`dump -R`, and the incremental `dump -R --prev-images-dir`
-//!   after a pre-dump): while the task is frozen, a userfaultfd in
-//!   synchronous write-protect mode ([`LIVE_FEATURES`]) is registered
-//!   (`UFFDIO_REGISTER` with `MODE_WP`) on every private anonymous area with
-//!   pages to copy and all of it is protected (`UFFDIO_WRITEPROTECT`). The
-//!   tree is let go. A copier ([`super::memory::copy_private`]) reads the
-//!   areas in address order, batch after batch, and un-protects each batch
-//!   once read. The first write to a page not copied yet faults: the
-//!   writing thread waits while a server thread ([`Server`]) reads that page
-//!   and up to [`NEIGHBOURS`] - 1 following ones into an early store, then
+//!   after a pre-dump): a userfaultfd in synchronous write-protect mode
+//!   ([`LIVE_FEATURES`]) is registered (`UFFDIO_REGISTER` with `MODE_WP`)
+//!   on every private anonymous area with pages to copy and their pages
+//!   are protected (`UFFDIO_WRITEPROTECT`). To keep the page-table walk out
+//!   of the freeze, this is armed ahead ([`arm`]): a first short freeze
+//!   gives each task its descriptor and registers its areas, then the
+//!   areas are protected while the tree runs (a write meanwhile faults and
+//!   is simply let through, un-protected). The dump's own freeze then
+//!   protects only the populated pages that are not (written or populated
+//!   since the arming, found with `PAGEMAP_SCAN`; every page of an area
+//!   new to the descriptor) in [`TaskLive::arm_frozen`]. The tree is let
+//!   go. A copier ([`super::memory::copy_private`]) reads the areas in
+//!   address order, batch after batch, and un-protects each batch once
+//!   read. The first write to a page not copied yet faults: the writing
+//!   thread waits while a server thread ([`Server`]) reads that page and up
+//!   to [`NEIGHBOURS`] - 1 following ones into an early store, then
 //!   un-protects them, which wakes the thread. The copier takes a page from
 //!   the early store when it gets there. Every page is thus read before any
 //!   write after the freeze lands on it: the snapshot is the memory of the
-//!   freeze instant, as a frozen copy would be.
+//!   freeze instant, as a frozen copy would be. The server runs from the
+//!   arming to the end, through the dump's freeze (a thread waiting on a
+//!   fault when it came, or an injected call writing to protected memory,
+//!   needs it). After a pre-dump the areas are held by the pre-dump's
+//!   asynchronous tracking until the dump's freeze scans them: they are
+//!   registered and protected in that freeze.
 //! - **Tracked** (`pre-dump`): the pre-dump's own asynchronous tracking
 //!   ([`super::track`]) is set up while frozen, so any page written after
 //!   the freeze is dumped again by the next dump; the pages are copied
@@ -56,6 +68,11 @@
 //! user writes, so the descriptor is opened without `UFFD_USER_MODE_ONLY`,
 //! which needs `CAP_SYS_PTRACE` in the task or `vm.unprivileged_userfaultfd
 //! = 1`; a task that cannot have one is copied frozen.
+//!
+//! What the freeze still costs: the registers and small state, the
+//! injected queries, `/proc/PID/smaps` (the areas' `VmFlags`; the kernel
+//! counts every page of every area to print it, the largest cost left for
+//! a big process), the pagemap scans and the re-protection above.
 //!
 //! A writer faster than the copier: the early store holds at most
 //! [`EARLY_CAP`] bytes; beyond that a fault waits until the copier has
@@ -526,17 +543,12 @@ const ARM_CHUNK: u64 = 64 << 20;
 /// the module documentation): a short freeze to give each task its
 /// descriptor and register its private anonymous areas, then the areas are
 /// write-protected while the tree runs, faults served (un-protected,
-/// nothing copied) meanwhile. `None` (with the reason logged) when it
-/// cannot be: the dump then protects everything while frozen.
-pub fn arm(root: i32, timeout: Duration) -> Option<Armed> {
+/// nothing copied) meanwhile. `Ok(None)` (with the reason logged) when it
+/// cannot be: the dump then protects everything while frozen. A tree that
+/// cannot be frozen is the dump's error.
+pub fn arm(root: i32, timeout: Duration) -> Result<Option<Armed>, DumpError> {
     let t0 = Instant::now();
-    let tree = match super::tree::FrozenTree::freeze(root, timeout) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::info!("live copy not armed ahead: {e}");
-            return None;
-        }
-    };
+    let tree = super::tree::FrozenTree::freeze(root, timeout)?;
     let mut tasks = BTreeMap::new();
     let mut todo = Vec::new();
     for t in &tree.live {
@@ -552,15 +564,12 @@ pub fn arm(root: i32, timeout: Duration) -> Option<Armed> {
         }
     }
     let frozen = t0.elapsed();
-    if let Err(e) = tree.detach() {
-        tracing::warn!("resuming the tree after arming the live copy: {e}");
-        return None;
-    }
+    tree.detach()?;
     let server = match Server::start(tasks.values().cloned().collect()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("live copy not armed ahead: {e}");
-            return None;
+            return Ok(None);
         }
     };
     let t1 = Instant::now();
@@ -583,7 +592,7 @@ pub fn arm(root: i32, timeout: Duration) -> Option<Armed> {
         protect_ms = t1.elapsed().as_millis() as u64,
         "live copy armed ahead of the freeze"
     );
-    Some(Armed { tasks, server: Some(server) })
+    Ok(Some(Armed { tasks, server: Some(server) }))
 }
 
 /// One frozen task's part of [`arm`]: its descriptor (none when it may

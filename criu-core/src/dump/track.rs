@@ -54,6 +54,12 @@ fn take_uffd(inj: &mut Injector, pid: i32, extra: u64, features: u64) -> Result<
     let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | extra;
     let fd = match inj.syscall(libc::SYS_userfaultfd, &[flags])? {
         r if r == -(libc::EPERM as i64) => return Ok(None),
+        // Only the live copy asks for this kind: without it, memory is
+        // copied frozen, as it always could be.
+        r if r < 0 && extra == 0 => {
+            tracing::info!(pid, "no userfaultfd in the task ({}): memory copied frozen", nix::errno::Errno::from_raw(-r as i32));
+            return Ok(None);
+        }
         r if r < 0 => return Err(DumpError::Track(format!("userfaultfd in pid {pid}: {}", nix::errno::Errno::from_raw(-r as i32)))),
         r => r as u64,
     };
@@ -63,8 +69,14 @@ fn take_uffd(inj: &mut Injector, pid: i32, extra: u64, features: u64) -> Result<
     let ours = copied?;
     closed?;
     let uffd = Uffd::from_fd(ours);
-    uffd.api(features).map_err(|errno| DumpError::Track(format!("UFFDIO_API with features {features:#x}: {errno}")))?;
-    Ok(Some(uffd))
+    match uffd.api(features) {
+        Ok(_) => Ok(Some(uffd)),
+        Err(errno) if extra == 0 => {
+            tracing::info!(pid, "UFFDIO_API with features {features:#x}: {errno}; memory copied frozen");
+            Ok(None)
+        }
+        Err(errno) => Err(DumpError::Track(format!("UFFDIO_API with features {features:#x}: {errno}"))),
+    }
 }
 
 /// `pidfd_getfd(pidfd_open(pid), fd)`: our copy of another process's descriptor.

@@ -481,7 +481,7 @@ fn collect_tree(
         frozen_time = t0.elapsed();
         tracing::info!(frozen_ms = frozen_time.as_millis() as u64, "tree let go; copying memory live");
         let t = Instant::now();
-        copy_live(pending, &mut procs, &mut mem, armed)?;
+        copy_live(pending, &mut procs, &mut mem, armed, !opts.pre_dump)?;
         memdump_time += t.elapsed();
     }
     failpoint::check(failpoint::BEFORE_WRITE)?;
@@ -541,6 +541,7 @@ fn copy_live(
     procs: &mut [ProcessDump],
     mem: &mut MemStats,
     armed: Option<&super::live::Armed>,
+    lazy_flags: bool,
 ) -> Result<(), DumpError> {
     let unserved = |pid: i32| armed.is_none_or(|a| !a.tasks.contains_key(&pid));
     let server = super::live::Server::start(pending.iter().filter(|(i, ..)| unserved(procs[*i].pid)).map(|(_, p, _)| p.live.clone()).collect())?;
@@ -562,6 +563,11 @@ fn copy_live(
             return Err(DumpError::LiveBroken(why));
         }
         procs[i].pagemap = entries;
+        // As for a frozen copy: the pages a lazy restore may leave to the
+        // daemon, flagged once the pagemap is there.
+        if lazy_flags {
+            remote::flag_lazy(&mut procs[i]);
+        }
         add_stats(mem, &stats);
         lives.push((pid, p.live));
     }
@@ -614,7 +620,7 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
     };
     // An exact live copy protects the memory ahead of the freeze.
     let armed = match mem_copy(opts) {
-        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout),
+        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout)?,
         _ => None,
     };
     let t0 = Instant::now();
