@@ -107,6 +107,7 @@ pub fn dump(cmd: Cmd, o: &Opts) -> Result<i32> {
     display(o, &s);
     // Tells whoever waits for the images (they are complete now).
     println!("dump: {} pages held for lazy restore, serving on {}", held.pages(), listener.local_addr()?);
+    tracing::info!("page server: serving {} lazy pages on {}", held.pages(), listener.local_addr()?);
     stages.run(Action::StatusReady, Some(pid))?;
     let timeout = o.lazy_timeout.map(Duration::from_secs);
     let stats = dump::remote::serve_held(&listener, &mut held, timeout)

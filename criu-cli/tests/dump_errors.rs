@@ -209,11 +209,11 @@ fn task_that_cannot_stop_times_out() {
     assert_eq!(p.finish().trim(), "OK");
 }
 
-/// A task holding a file lock is refused (criu-rs does not dump locks
-/// yet; a restore without them would run on unlocked files), with or
-/// without `--file-locks`, and left running untraced.
+/// A task holding a file lock is refused without `--file-locks` (a
+/// restore without its locks would run on unlocked files), naming the
+/// lock, and left running untraced; with it the lock is dumped.
 #[test]
-fn file_locks_are_refused() {
+fn file_locks_are_refused_without_file_locks() {
     let dir = scratch("file-locks");
     let lockfile = dir.join("lockfile");
     std::fs::write(&lockfile, "x").unwrap();
@@ -229,13 +229,19 @@ fn file_locks_are_refused() {
     });
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    for extra in [&["-R"][..], &["-R", "--file-locks"]] {
-        let out = dump(pid, &images, extra);
-        assert_fails(&out, "not supported:");
-        assert_fails(&out, &format!("pid {pid} fd"));
-        assert_fails(&out, "holds a file lock");
-    }
+    let out = dump(pid, &images, &["-R"]);
+    assert_fails(&out, "not supported:");
+    assert_fails(&out, &format!("pid {pid} fd"));
+    assert_fails(&out, "holds a file lock (");
+    assert_fails(&out, "--file-locks");
     assert!(p.try_wait().is_none(), "flock went away");
     assert!(!images.join("inventory.img").exists());
+    assert_eq!(status_field(pid, "TracerPid:").as_deref(), Some("0"));
+    let out = dump(pid, &images, &["-R", "--file-locks"]);
+    assert!(out.status.success(), "dump --file-locks: {}", text(&out.stderr));
+    let locks = crit_decode(&images.join("filelocks.img"));
+    let e = &locks["entries"][0];
+    assert_eq!((jnum(&e["flag"]), jnum(&e["type"]), jnum(&e["pid"]) as i32), (2, libc::F_WRLCK as u64, pid), "{locks}");
+    assert!(p.try_wait().is_none(), "flock went away");
     assert_eq!(status_field(pid, "TracerPid:").as_deref(), Some("0"));
 }

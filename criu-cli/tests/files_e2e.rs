@@ -224,3 +224,43 @@ fn shell_job_takes_over_the_restoring_terminal() {
     assert_eq!(lflag & (libc::ECHO | libc::ICANON) as u32, 0, "terminal B is in the dumped raw mode");
     assert_same_dir(&before, &snapshot(&images));
 }
+
+/// Tasks sharing one descriptor table (`CLONE_FILES`, two levels deep)
+/// share it again after the restore: a dup2 or close in one is seen by the
+/// others (checked from inside, `tests/programs/fdtshared.c`), and not by
+/// a forked task with its own copy.
+#[test]
+fn tasks_sharing_an_fd_table_share_it_after_restore() {
+    let d = Dirs::new("fdtshared");
+    let mut p = Program::spawn("fdtshared", &[&d.work, &d.result]);
+    let (pid, x, y, z) = (p.pid(), p.int("x"), p.int("y"), p.int("z"));
+    wait_all_suspended(&[pid]);
+    dump_ok(pid, &d.images, &[]);
+    p.reap();
+    for t in [x, y, z] {
+        wait_pid_gone(t);
+    }
+    let ids = |t: i32| jnum(&crit_decode(&d.images.join(format!("ids-{t}.img")))["entries"][0]["files_id"]) as i32;
+    assert_eq!([ids(x), ids(z), ids(y)], [pid, pid, y], "X and Z share R's table, Y has its own");
+    let held = restore_detached(&d.images, pid);
+    let report = d.trigger(&held);
+    assert_all_ok("restored fdtshared", &report);
+}
+
+/// A table shared with a task that is not the parent (X left the table R
+/// and its child Z share) cannot be rebuilt by forking: the dump refuses
+/// it by name and the tree runs on.
+#[test]
+fn an_fd_table_shared_past_a_parent_is_refused_at_dump() {
+    let d = Dirs::new("fdtshared-split");
+    let p = Program::spawn("fdtshared", &[&d.work, &d.result, std::path::Path::new("split")]);
+    let (pid, z) = (p.pid(), p.int("z"));
+    wait_all_suspended(&[pid]);
+    let out = dump(pid, &d.images, &[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "dump succeeded");
+    assert!(err.contains(&format!("pid {z}: unsupported: fd table shared (CLONE_FILES) with task {pid}, which is not its parent")), "{err}");
+    let held = Held::open(pid).unwrap();
+    let report = d.trigger(&held);
+    assert_all_ok("fdtshared after the refused dump", &report);
+}

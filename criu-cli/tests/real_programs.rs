@@ -102,14 +102,20 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// What the servers' dumps and restores are given: the connection of a
+/// client that just left may still be open at the server, half closed
+/// (CLOSE_WAIT until the server reads the end of it), and is dumped and
+/// restored as such, as a user checkpointing a server would ask.
+const TCP: &[&str] = &["--tcp-established"];
+
 /// Dumps the server `child` (our child) with `by`, reaps it, restores it
 /// with `then`.
 fn dump_and_restore(child: &mut Proc, images: &Path, by: Tool, then: Tool) -> Held {
     let pid = child.pid() as i32;
-    dump_with(by, pid, images, &[]);
+    dump_with(by, pid, images, TCP);
     child.wait();
     wait_pid_gone(pid);
-    restore_with(then, images, pid, &[])
+    restore_with(then, images, pid, TCP)
 }
 
 // ------------------------------------------------------------------ node
@@ -278,11 +284,11 @@ fn jvm_server_answers_and_counts(name: &str, by: Tool, then: Tool) {
     }
     let images = work.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    dump_with(by, pid, &images, &[]);
+    dump_with(by, pid, &images, TCP);
     child.wait();
     wait_pid_gone(pid);
     let before = counts(&out);
-    let held = restore_with(then, &images, pid, &[]);
+    let held = restore_with(then, &images, pid, TCP);
     let last = *before.last().unwrap();
     let after = wait_count(&out, last + 20, PATIENCE);
     assert_eq!(after[before.len()], last + 1, "the restored loop did not continue from {last}");

@@ -132,6 +132,42 @@ fn a_256_mib_process_restored_lazily_checks_every_byte() {
     assert_same_dir(&before, &snapshot(&d.images));
 }
 
+#[test]
+fn a_pagemap_entry_spanning_two_areas_as_criu_writes_is_served_lazily() {
+    // CRIU merges the pages of adjacent areas into one pagemap entry; a
+    // UFFDIO_COPY must stay inside one VMA. Here the program's memory area
+    // is cut in two in mm.img, the second half made read-only (so the two
+    // stay distinct VMAs; `check` only reads), and its entry left whole.
+    let d = Dirs::new("span");
+    let (pid, lazy) = dump_lazymem(&d, 4, "check");
+    let images = ImageDir::open(&d.images).unwrap();
+    let mut mm = images.read_mm(pid as u64).unwrap();
+    let mut r = images.open_image(ImageKind::Pagemap, pid as u64).unwrap();
+    let _: PagemapHead = r.read_next().unwrap();
+    let entries: Vec<PagemapEntry> = r.read_all().unwrap();
+    let big = entries.iter().filter(|e| e.flags() & pagemap_flags::LAZY != 0).max_by_key(|e| e.page_count()).unwrap();
+    // At an odd page: the 16 KiB block a fault there asks for straddles it.
+    let cut = big.vaddr() + (big.page_count() / 2 | 1) * 4096;
+    let i = mm.vmas.iter().position(|v| v.start() < cut && cut < v.end()).expect("the entry's area");
+    let mut second = mm.vmas[i].clone();
+    mm.vmas[i].end = Some(cut);
+    second.start = Some(cut);
+    second.prot = Some(libc::PROT_READ as u32);
+    mm.vmas.insert(i + 1, second);
+    images.write_one(ImageKind::Mm, pid as u64, &mm).unwrap();
+    let (_, read) = images.read_pagemap(pid as u64, &mm).unwrap();
+    assert!(read.len() > entries.len(), "the spanning entry is read as two");
+    // Faults only: they come once the areas have their own protections.
+    let dm = daemon(&d, &["--no-background"]);
+    let held = restore_lazy(&d, pid);
+    let report = trigger(&held, &d.result);
+    assert_all_ok("memory across two areas, lazily restored", &report);
+    assert!(held.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
+    let sum = daemon_done(dm);
+    assert!(count(&sum, "pages copied") >= 4 * 256 && count(&sum, "pages copied") <= lazy, "the 4 MiB checked came by faults: {sum}");
+    assert_eq!(count(&sum, "killed"), 0, "{sum}");
+}
+
 /// `pages_restored` of the last restore's `stats-restore`.
 fn pages_restored(dir: &Path) -> u64 {
     jnum(&crit_decode(&dir.join("stats-restore"))["entries"][0]["restore"]["pages_restored"])

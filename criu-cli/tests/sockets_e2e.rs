@@ -3,8 +3,8 @@
 //! From inside: `tests/programs/inet_socks.c` (listeners v4/v6/v4-mapped,
 //! bound and unbound TCP, UDP bound/connected/shut down, netlink, each with
 //! options) and `tests/programs/tcp_conn.c` (connections between two
-//! processes of the tree with bytes in flight both ways, and to this test,
-//! a peer outside the tree) are dumped, die, are restored and check
+//! processes of the tree with bytes in flight both ways, one of them half
+//! closed, and to this test, a peer outside the tree) are dumped, die, are restored and check
 //! themselves. From outside: the images decode with crit, the network lock
 //! holds while the tree is down (bytes the outside peer sends then arrive
 //! after the restore instead of resetting the connection) and is gone
@@ -228,13 +228,16 @@ fn established_connections_carry_on_with_bytes_in_flight() {
     assert_eq!(lock_rules(port).len(), 2, "lock rules: {:?}", lock_rules(port));
     c.outside.write_all(b"before").unwrap();
 
-    // Five connection ends (two v4, two v6, one to us), each with its
-    // stream image; crit reads them.
+    // Five connection ends (two v4, two v6, one to us) and a half-closed
+    // pair (FIN_WAIT2 = 5 at A, CLOSE_WAIT = 8 at R), each with its stream
+    // image; crit reads them.
     let inet = entries_of(&images, "INETSK");
     let est: Vec<&serde_json::Value> = inet.iter().filter(|e| e["isk"]["state"] == 1).collect();
     assert_eq!(est.len(), 5, "{inet:?}");
+    let half: Vec<&serde_json::Value> = inet.iter().filter(|e| e["isk"]["state"] == 5 || e["isk"]["state"] == 8).collect();
+    assert_eq!(half.len(), 2, "{inet:?}");
     let mut queued = 0;
-    for e in &est {
+    for e in est.iter().chain(&half) {
         let ino = jnum(&e["isk"]["ino"]);
         let s = crit_decode(&images.join(format!("tcp-stream-{ino:x}.img")));
         queued += jnum(&s["entries"][0]["inq_len"]) + jnum(&s["entries"][0]["outq_len"]);

@@ -282,6 +282,32 @@ fn dump_restore_tree(name: &str, orphans: bool) {
     assert_same_dir(&snap, &snapshot(&images));
 }
 
+/// A lazy restore of the tree: the zombie hands no memory over, so the
+/// lazy-pages daemon must not wait for it (it counts the live tasks).
+#[test]
+fn tree_lazy_restore_with_a_zombie() {
+    let d = dirs("tree-lazy");
+    let images = scratch("tree-lazy-images");
+    let mut t = Tree::start(&d, false);
+    let before = t.layout();
+    t.dump(&images);
+    let sock = d.work.join("lazy.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut daemon = spawn_criu_rs(&["lazy-pages", "-D", images.to_str().unwrap(), "--address", sock.to_str().unwrap()]);
+    wait_for(&sock, &mut daemon);
+    let root = restore_detached_with(&images, t.pids[0], &["--lazy-pages", "--address", sock.to_str().unwrap()]);
+    t.held = std::iter::once(root).chain(t.pids[1..].iter().map(|&pid| Held::open(pid).unwrap())).collect();
+    wait_all_suspended(&t.pids);
+    assert_eq!(t.layout(), before, "pids, parents, groups, sessions or the zombie differ");
+    // The tasks wait untouched: the daemon copies everything in the
+    // background and leaves by itself, having served the four live tasks.
+    let (st, out, err) = daemon.finish();
+    assert!(st.success(), "lazy-pages failed ({st}):\n{out}\n{err}");
+    assert!(out.contains("lazy-pages: 4 task(s)"), "{out}");
+    let report = trigger(&d, &t.held[0]);
+    assert_all_ok("tree restored lazily", &report);
+}
+
 #[test]
 fn tree_with_orphaned_session_checks_pass_without_checkpoint() {
     let d = dirs("orphans-nockpt");

@@ -124,6 +124,30 @@ pub static FEATURES: &[Feature] = &[
         probe: probe_soft_dirty,
     },
     Feature {
+        name: "tcp_half_closed",
+        what: "TCP_REPAIR on half-closed connections, and raw IPPROTO_RAW sockets with SO_MARK to forge their FINs",
+        disables: "--tcp-established dumps of connections in FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING",
+        probe: probe_tcp_half_closed,
+    },
+    Feature {
+        name: "ipv6_freebind",
+        what: "setsockopt(IPV6_FREEBIND)",
+        disables: "restoring IPv6 sockets bound to addresses not (or not yet) on the host",
+        probe: probe_ipv6_freebind,
+    },
+    Feature {
+        name: "sockopt_buf_lock",
+        what: "getsockopt/setsockopt(SO_BUF_LOCK)",
+        disables: "keeping whether a socket's buffer sizes were set by hand (SOCK_SNDBUF_LOCK/SOCK_RCVBUF_LOCK)",
+        probe: probe_sockopt_buf_lock,
+    },
+    Feature {
+        name: "fdinfo_lock",
+        what: "file locks listed in /proc/PID/fdinfo (lock: lines)",
+        disables: "dumping file locks (--file-locks)",
+        probe: probe_fdinfo_lock,
+    },
+    Feature {
         name: "vdso",
         what: "a [vdso] mapping criu-rs can identify (split [vvar]/[vvar_vclock] included)",
         disables: "restoring the vDSO at its dumped address",
@@ -314,6 +338,17 @@ fn probe_kcmp() -> Result<(), String> {
     Ok(())
 }
 
+fn probe_fdinfo_lock() -> Result<(), String> {
+    use rustix::fd::AsRawFd;
+    let fd = rustix::fs::memfd_create("criu-rs-check", rustix::fs::MemfdFlags::CLOEXEC).map_err(|e| format!("memfd_create: {e}"))?;
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| format!("flock: {e}"))?;
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).map_err(|e| format!("fdinfo: {e}"))?;
+    if !info.lines().any(|l| l.starts_with("lock:")) {
+        return Err("a flock is not listed in fdinfo".into());
+    }
+    Ok(())
+}
+
 fn probe_pidfd_getfd() -> Result<(), String> {
     // SAFETY: integer-only syscalls; every fd obtained is closed.
     unsafe {
@@ -471,6 +506,38 @@ fn probe_soft_dirty() -> Result<(), String> {
     }
 }
 
+fn probe_tcp_half_closed() -> Result<(), String> {
+    use crate::net::tcp_repair::{self, state};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listening on 127.0.0.1: {e}"))?;
+    let a = std::net::TcpStream::connect(l.local_addr().map_err(|e| e.to_string())?).map_err(|e| format!("connect: {e}"))?;
+    let (_b, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    a.shutdown(std::net::Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+    let st = tcp_repair::tcp_info(&a).map_err(|e| format!("TCP_INFO: {e}"))?.state as u32;
+    if !state::fin_sent(st) {
+        return Err(format!("a socket shut down for writing is {}", state::name(st)));
+    }
+    tcp_repair::repair_on(&a).map_err(|e| e.to_string())?;
+    let raw = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::RAW, std::num::NonZeroU32::new(libc::IPPROTO_RAW as u32).map(rustix::net::Protocol::from_raw))
+        .map_err(|e| format!("raw socket (CAP_NET_RAW): {e}"))?;
+    crate::net::sockopt::set_u32(&raw, libc::SOL_SOCKET as u32, libc::SO_MARK as u32, 0xC114).map_err(|e| format!("SO_MARK (CAP_NET_ADMIN): {e}"))
+}
+
+fn probe_ipv6_freebind() -> Result<(), String> {
+    let s = rustix::net::socket(rustix::net::AddressFamily::INET6, rustix::net::SocketType::STREAM, None).map_err(|e| format!("IPv6 socket: {e}"))?;
+    crate::net::sockopt::set_u32(&s, libc::IPPROTO_IPV6 as u32, libc::IPV6_FREEBIND as u32, 1).map_err(|e| format!("IPV6_FREEBIND: {e}"))
+}
+
+fn probe_sockopt_buf_lock() -> Result<(), String> {
+    const SO_BUF_LOCK: u32 = crate::net::sockopts::SO_BUF_LOCK as u32;
+    let s = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::DGRAM, None).map_err(|e| format!("socket: {e}"))?;
+    crate::net::sockopt::set_u32(&s, libc::SOL_SOCKET as u32, SO_BUF_LOCK, 3).map_err(|e| format!("SO_BUF_LOCK: {e}"))?;
+    match crate::net::sockopt::get_u32(&s, libc::SOL_SOCKET as u32, SO_BUF_LOCK) {
+        Ok(3) => Ok(()),
+        Ok(v) => Err(format!("SO_BUF_LOCK reads {v} after setting 3")),
+        Err(e) => Err(format!("SO_BUF_LOCK: {e}")),
+    }
+}
+
 fn probe_vdso() -> Result<(), String> {
     let maps = fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
     let vdso = maps.lines().find(|l| l.ends_with("[vdso]")).ok_or("no [vdso] in /proc/self/maps")?;
@@ -534,13 +601,13 @@ pub static CRIU_FEATURES: &[CriuFeature] = &[
     CriuFeature { name: "tun", answer: Answer::No("criu-rs does not dump tun devices") },
     CriuFeature { name: "tun_ns", answer: Answer::No("criu-rs does not dump tun devices") },
     CriuFeature { name: "userns", answer: Answer::No("criu-rs does not dump or restore user namespaces") },
-    CriuFeature { name: "fdinfo_lock", answer: Answer::No("criu-rs does not dump file locks") },
+    CriuFeature { name: "fdinfo_lock", answer: Answer::Probe("fdinfo_lock") },
     CriuFeature { name: "seccomp_suspend", answer: Answer::No("criu-rs does not dump seccomp filters yet") },
     CriuFeature { name: "seccomp_filters", answer: Answer::No("criu-rs does not dump seccomp filters yet") },
     CriuFeature { name: "loginuid", answer: Answer::No("criu-rs does not restore the audit loginuid") },
     CriuFeature { name: "cgroupns", answer: Answer::No("criu-rs does not dump or restore cgroups") },
     CriuFeature { name: "autofs", answer: Answer::No(NO_MNTNS) },
-    CriuFeature { name: "tcp_half_closed", answer: Answer::No(NO_SOCKETS) },
+    CriuFeature { name: "tcp_half_closed", answer: Answer::Probe("tcp_half_closed") },
     CriuFeature { name: "compat_cr", answer: Answer::No("criu-rs does not dump 32-bit tasks") },
     CriuFeature { name: "uffd", answer: Answer::Probe("uffd") },
     CriuFeature { name: "uffd-noncoop", answer: Answer::Probe("uffd-noncoop") },
@@ -561,12 +628,12 @@ pub static CRIU_FEATURES: &[CriuFeature] = &[
     CriuFeature { name: "ns_pid", answer: Answer::No("criu-rs does not dump or restore pid namespaces") },
     CriuFeature { name: "apparmor_stacking", answer: Answer::No("criu-rs does not dump or restore LSM profiles") },
     CriuFeature { name: "network_lock_nftables", answer: Answer::No(NO_NETLOCK) },
-    CriuFeature { name: "sockopt_buf_lock", answer: Answer::No(NO_SOCKETS) },
+    CriuFeature { name: "sockopt_buf_lock", answer: Answer::Probe("sockopt_buf_lock") },
     CriuFeature { name: "memfd_hugetlb", answer: Answer::No("criu-rs does not dump hugetlb memory yet") },
     CriuFeature { name: "move_mount_set_group", answer: Answer::No(NO_MNTNS) },
     CriuFeature { name: "openat2", answer: Answer::No(NO_MNTNS) },
     CriuFeature { name: "get_rseq_conf", answer: Answer::Probe("get_rseq_conf") },
-    CriuFeature { name: "ipv6_freebind", answer: Answer::No(NO_SOCKETS) },
+    CriuFeature { name: "ipv6_freebind", answer: Answer::Probe("ipv6_freebind") },
     CriuFeature { name: "pagemap_scan", answer: Answer::Probe("pagemap_scan") },
     CriuFeature {
         name: "timer_cr_ids",

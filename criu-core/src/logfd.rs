@@ -68,3 +68,23 @@ pub fn detach() {
         unsafe { libc::close(fd) };
     }
 }
+
+/// Before forking a task that shares this one's fd table (`CLONE_FILES`):
+/// a copy of the log fd at or above `floor` for that task to [`adopt`], so
+/// that each task closes its own at [`detach`]. -1 when logging is off.
+pub fn copy_above(floor: RawFd) -> Result<RawFd, rustix::io::Errno> {
+    let fd = current();
+    if fd < 0 {
+        return Ok(-1);
+    }
+    // SAFETY: as in `write`.
+    let old = unsafe { BorrowedFd::borrow_raw(fd) };
+    use rustix::fd::IntoRawFd;
+    Ok(rustix::io::fcntl_dupfd_cloexec(old, floor)?.into_raw_fd())
+}
+
+/// In a task forked sharing its parent's fd table: the log goes to `fd`
+/// (made for it by [`copy_above`]) from now on.
+pub fn adopt(fd: RawFd) {
+    FD.store(fd, Ordering::SeqCst);
+}

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use common::{core_entry, write_sample_set, PID};
-use criu_core::images::consts::pagemap_flags;
+use criu_core::images::consts::{pagemap_flags, vma_status};
 use criu_core::images::pb::*;
 use criu_core::images::{
     ImageDir, ImageError, ImageKind, ImageReader, ImageWriter, Validate, IMG_COMMON_MAGIC,
@@ -618,13 +618,21 @@ fn restore_checks_reject_inconsistent_entries() {
         dir.read_pagemap(3, &mm),
         &[
             "pagemap-3.img",
-            "entry 0 0x500000-0x501000 is not inside one VMA",
+            "entry 0 0x500000-0x501000 is not inside the VMAs",
         ],
     );
     let across = PagemapEntry::new(0x40_1000, 2, pagemap_flags::PRESENT);
     assert!(criu_core::images::pagemap_error(&mm.vmas, &[across])
         .unwrap()
-        .contains("not inside one VMA"));
+        .contains("not inside the VMAs"));
+    // Adjacent areas: one entry may span them, as CRIU writes it.
+    let mut next = mm.vmas.clone();
+    next.insert(1, common::vma(0x40_2000, 0x40_3000, 3, 2, vma_status::AREA_REGULAR | vma_status::ANON_PRIVATE));
+    assert_eq!(criu_core::images::pagemap_error(&next, &[across]), None);
+    // ... and is read cut at the boundary (a UFFDIO_COPY stays in one VMA).
+    let cut = criu_core::images::split_at_areas(&next, vec![across]);
+    let got: Vec<(u64, u64, u32)> = cut.iter().map(|e| (e.vaddr(), e.page_count(), e.flags())).collect();
+    assert_eq!(got, [(0x40_1000, 1, pagemap_flags::PRESENT), (0x40_2000, 1, pagemap_flags::PRESENT)]);
     let huge = PagemapEntry::new(0x40_0000, u64::MAX / 2, pagemap_flags::PRESENT);
     assert!(criu_core::images::pagemap_error(&mm.vmas, &[huge])
         .unwrap()

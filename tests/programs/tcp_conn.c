@@ -17,6 +17,9 @@
  *   - to the outside peer R writes "hello from R" (the test reads it), and
  *     the test writes "to R before" (unread; the test may send part of it
  *     while the tree is down, against the network lock).
+ *   - on a second IPv4 connection, half closed, A writes "A half before"
+ *     and shuts down for writing (A in FIN_WAIT2, R in CLOSE_WAIT), R
+ *     writes "R half before" (unread at A);
  *   TCP_NODELAY and SO_KEEPALIVE are set on R's IPv4 end.
  * R prints "READY pid=R a=A stream=N" once all of that is done.
  *
@@ -24,7 +27,9 @@
  * reads what was queued (the whole pattern stream at A, in order), writes
  * "<X> after" on both connections and reads the other's; R reads "to R
  * before" from the outside peer, writes "R after restore" and reads "test
- * after restore". A writes "result-A"; R collects it and writes
+ * after restore". On the half-closed connection R reads "A half before"
+ * then EOF, writes "R half after" and shuts down; A reads "R half
+ * before", "R half after", then EOF, and cannot write. A writes "result-A"; R collects it and writes
  * RESULT_FILE ("ALL OK" or "FAIL N check(s)").
  */
 #define _GNU_SOURCE
@@ -84,6 +89,14 @@ static int write_all(int fd, const void *buf, size_t n)
 	return 0;
 }
 
+/* Checks that FD is at EOF (the peer's FIN is next). */
+static void expect_eof(struct report *R, const char *name, int fd)
+{
+	char c;
+	ssize_t r = read(fd, &c, 1);
+	CHECK(R, name, r == 0, "read returned %zd (%s), want EOF", r, r < 0 ? strerror(errno) : "data");
+}
+
 /* Checks that FD reads exactly the string S next. */
 static void expect(struct report *R, const char *name, int fd, const char *s)
 {
@@ -138,6 +151,26 @@ static int listener(int family, struct sockaddr_storage *addr)
 	return l;
 }
 
+static int tcp_state(int fd)
+{
+	struct tcp_info ti;
+	socklen_t l = sizeof ti;
+	memset(&ti, 0, sizeof ti);
+	getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l);
+	return ti.tcpi_state;
+}
+
+/* Waits (30 s at most) until FD is in TCP state ST. */
+static int wait_tcp_state(int fd, int st)
+{
+	for (int i = 0; i < 3000; i++) {
+		if (tcp_state(fd) == st)
+			return 0;
+		sys_sleep_ms(10);
+	}
+	return -1;
+}
+
 static void run_a(struct shared *sh, const struct sockaddr_storage *l4, const struct sockaddr_storage *l6)
 {
 	struct report rep = {0}, *R = &rep;
@@ -154,6 +187,10 @@ static void run_a(struct shared *sh, const struct sockaddr_storage *l4, const st
 		die("A connect");
 	if (write_all(c4, "A4 before", 9) || write_all(c6, "A6 before", 9))
 		die("A write");
+	int ch = socket(AF_INET, SOCK_STREAM, 0);
+	if (ch < 0 || connect(ch, (const struct sockaddr *)l4, sizeof(struct sockaddr_in)) || write_all(ch, "A half before", 13) ||
+	    shutdown(ch, SHUT_WR) || wait_tcp_state(ch, TCP_FIN_WAIT2))
+		die("A half-closed connection");
 	struct sockaddr_storage s4, p4, s6, p6;
 	names(c4, &s4, &p4);
 	names(c6, &s6, &p6);
@@ -178,6 +215,13 @@ static void run_a(struct shared *sh, const struct sockaddr_storage *l4, const st
 	write_all(c6, "A after", 7);
 	expect(R, "a4-after", c4, "R after");
 	expect(R, "a6-after", c6, "R after");
+	/* FIN_WAIT2 until R's FIN comes, then closed (TIME_WAIT is another socket). */
+	int hs = tcp_state(ch);
+	CHECK(R, "a-half-state", hs == TCP_FIN_WAIT2 || hs == TCP_CLOSE, "state %d, want FIN_WAIT2", hs);
+	expect(R, "a-half-queued", ch, "R half before");
+	expect(R, "a-half-after", ch, "R half after");
+	expect_eof(R, "a-half-eof", ch);
+	CHECK(R, "a-half-shut", send(ch, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "writing after shutdown(SHUT_WR): %s", strerror(errno));
 	finish_report(R, "result-A");
 	exit(report_status(R));
 }
@@ -205,9 +249,11 @@ int main(int argc, char **argv)
 		close(l6);
 		run_a(sh, &la4, &la6);
 	}
-	int s4 = accept(l4, NULL, NULL), s6 = accept(l6, NULL, NULL);
-	if (s4 < 0 || s6 < 0)
+	int s4 = accept(l4, NULL, NULL), s6 = accept(l6, NULL, NULL), sh4 = accept(l4, NULL, NULL);
+	if (s4 < 0 || s6 < 0 || sh4 < 0)
 		die("accept");
+	if (wait_tcp_state(sh4, TCP_CLOSE_WAIT) || write_all(sh4, "R half before", 13))
+		die("R half-closed connection");
 	close(l4);
 	close(l6);
 	set_int(s4, IPPROTO_TCP, TCP_NODELAY, 1);
@@ -264,6 +310,10 @@ int main(int argc, char **argv)
 	write_all(s6, "R after", 7);
 	expect(R, "r4-after", s4, "A after");
 	expect(R, "r6-after", s6, "A after");
+	CHECK(R, "r-half-state", tcp_state(sh4) == TCP_CLOSE_WAIT, "state %d, want CLOSE_WAIT", tcp_state(sh4));
+	expect(R, "r-half-queued", sh4, "A half before");
+	expect_eof(R, "r-half-eof", sh4);
+	CHECK(R, "r-half-after", write_all(sh4, "R half after", 12) == 0 && shutdown(sh4, SHUT_WR) == 0, "write/shutdown: %s", strerror(errno));
 	expect(R, "outside-queued", o, "to R before");
 	CHECK(R, "outside-write", write_all(o, "R after restore", 15) == 0, "write: %s", strerror(errno));
 	expect(R, "outside-after", o, "test after restore");

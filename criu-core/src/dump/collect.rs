@@ -253,9 +253,9 @@ fn dump_memfd_contents(dir: &std::path::Path, stats: &mut MemStats, sh: &mut Sha
 /// file-backed areas (setting each area's `file_id`). Returns the files and
 /// the executable's file id.
 #[tracing::instrument(level = "debug", skip_all, fields(pid))]
-fn collect_files(pid: i32, vma_list: &mut [Vma], shell_job: bool, sh: &mut Shared) -> Result<(FilesState, u32), DumpError> {
+fn collect_files(pid: i32, vma_list: &mut [Vma], files_opts: FilesOptions, sh: &mut Shared) -> Result<(FilesState, u32), DumpError> {
     let mut next_id = sh.next_file_id;
-    let mut files_state = crate::files::dump::collect_fds(pid, &mut next_id, &mut sh.seen, &mut sh.sockets, FilesOptions { shell_job })?;
+    let mut files_state = crate::files::dump::collect_fds(pid, &mut next_id, &mut sh.seen, &mut sh.sockets, files_opts)?;
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
@@ -330,7 +330,7 @@ pub fn collect(
     fr: &Frozen,
     dir: &std::path::Path,
     pages: &mut std::fs::File,
-    shell_job: bool,
+    files_opts: FilesOptions,
     sh: &mut Shared,
     track: &mut super::track::TaskTrack,
     copy: MemCopy,
@@ -440,7 +440,7 @@ pub fn collect(
     let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats, sh)?;
     let memdump_time = t_mem.elapsed();
 
-    let (files_state, exe_file_id) = collect_files(pid, &mut vma_list, shell_job, sh)?;
+    let (files_state, exe_file_id) = collect_files(pid, &mut vma_list, files_opts, sh)?;
     let mut shmem = shmem;
     shmem.extend(dump_memfd_contents(dir, &mut mem_stats, sh)?);
 

@@ -82,14 +82,18 @@ pub struct FrozenTree {
 /// too unless `--file-locks`, and then dumps them). The kernel lists a
 /// descriptor's locks (POSIX, OFD, flock, lease) in its fdinfo `lock:` lines.
 fn refuse_file_locks(pid: i32, asked: bool) -> Result<(), DumpError> {
+    // With --file-locks they are dumped (crate::files::locks).
+    if asked {
+        return Ok(());
+    }
     let dir = crate::proc::path(pid, "fdinfo");
     let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
     for e in rd.flatten() {
         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
         if let Some(lock) = text.lines().find_map(|l| l.strip_prefix("lock:")) {
             let fd = e.file_name().to_string_lossy().into_owned();
-            let why = format!("pid {pid} fd {fd} holds a file lock ({}); criu-rs does not dump file locks yet", lock.trim());
-            return Err(DumpError::NotSupported(if asked { format!("--file-locks: {why}") } else { why }));
+            let why = format!("pid {pid} fd {fd} holds a file lock ({}); dump with --file-locks (-l) to keep it", lock.trim());
+            return Err(DumpError::NotSupported(why));
         }
     }
     Ok(())
@@ -438,7 +442,8 @@ fn collect_tree(
             }
         }
         let armed_task = armed.and_then(|a| a.tasks.get(&pid).cloned());
-        let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, opts.shell_job, sh, &mut track, copy, armed_task)?;
+        let files_opts = crate::files::FilesOptions { shell_job: opts.shell_job, file_locks: opts.file_locks };
+        let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track, copy, armed_task)?;
         if let Some(later) = later {
             pending.push((i, later, pages.try_clone().map_err(DumpError::WritePages)?));
         }
@@ -450,6 +455,12 @@ fn collect_tree(
             p.ppid = t.ppid;
         }
         p.kobj = sh.kobj_ids(p.pid).map_err(|e| DumpError::Tree(format!("kcmp on pid {}: {e}", p.pid)))?;
+        // A shared descriptor table is restored by forking with CLONE_FILES
+        // from the parent: one shared with another task cannot be.
+        if p.kobj.files != p.pid as u32 && procs.iter().find(|q| q.pid == p.ppid).is_none_or(|q| q.kobj.files != p.kobj.files) {
+            let what = format!("fd table shared (CLONE_FILES) with task {}, which is not its parent", p.kobj.files);
+            return Err(DumpError::Unsupported { pid: p.pid, what });
+        }
         // As CRIU: the pages a lazy restore may leave to the daemon are
         // flagged in every dump (not a pre-dump's: it is never restored).
         if !opts.pre_dump {
@@ -652,12 +663,13 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
         }
         Ok(done)
     });
-    let Shared { sockets, .. } = sh;
+    let Shared { sockets, mut seen, .. } = sh;
     match result {
         Ok(done) => {
             if opts.leave_running || opts.pre_dump {
                 // Connections out of repair mode before anything runs.
                 sockets.release();
+                seen.tty.put_back();
                 tree.detach()?;
             } else {
                 tree.kill()?;
@@ -668,6 +680,7 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
         }
         Err(e) => {
             sockets.release();
+            seen.tty.put_back();
             // The caller reports `e`; here only what happens next.
             tracing::info!("dump failed ({e}); resuming every task");
             if let Err(d) = tree.detach() {

@@ -20,6 +20,7 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, sockets: &
         let slot = match seen.find(pid, p.fd, key).map_err(|errno| FileDumpError::Kcmp { at: p.at(), errno })? {
             Ok(id) => {
                 st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
+                note_locks(&p, id, &mut st, seen, opts)?;
                 continue;
             }
             Err(slot) => slot,
@@ -32,8 +33,29 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, sockets: &
         tracing::debug!(pid, fd = p.fd, id, kind = ?kind.fd_type(), target = %p.target, ?fown, "collected fd");
         st.files.push(FileDesc { id, flags: p.flags(), pos: p.info.pos, fown, kind });
         st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
+        note_locks(&p, id, &mut st, seen, opts)?;
     }
     Ok(st)
+}
+
+/// Records the locks the fdinfo of `p` (description `file`) lists that
+/// were not seen through another fd or task; refuses them without
+/// `--file-locks`.
+fn note_locks(p: &FdProbe, file: u32, st: &mut FilesState, seen: &mut SeenFiles, opts: FilesOptions) -> Result<(), FileDumpError> {
+    if !p.fdinfo.contains("lock:") {
+        return Ok(());
+    }
+    let locks = super::locks::parse_fdinfo(&p.fdinfo, p.pid, p.fd).map_err(|what| FileDumpError::UnsupportedState { at: p.at(), what })?;
+    for l in locks {
+        if !opts.file_locks {
+            return Err(FileDumpError::FileLock { at: p.at(), lock: l.describe() });
+        }
+        if seen.locks.insert(super::locks::same_lock_key(&l, file)) {
+            tracing::debug!(pid = p.pid, fd = p.fd, lock = %l.describe(), "file lock");
+            st.locks.push(l);
+        }
+    }
+    Ok(())
 }
 
 /// The owner of the probed fd's description ([`read_owner`] on a copy of

@@ -77,6 +77,14 @@ pub enum FileDumpError {
         /// Its `/proc` link text.
         target: String,
     },
+    /// A lock is held and `--file-locks` was not given.
+    #[error("{at}: holds a file lock ({lock}); dump with --file-locks (-l) to keep it")]
+    FileLock {
+        /// Which fd.
+        at: String,
+        /// The lock.
+        lock: String,
+    },
     /// A kind cannot keep this file's state exactly.
     #[error("{at}: unsupported: {what}")]
     UnsupportedState {

@@ -5,19 +5,23 @@
 //! sequence numbers, options, window and queues in `tcp-stream-INO.img`.
 //!
 //! Dump: [`InetSocket::read`] on criu-rs's `pidfd_getfd` copy of the
-//! socket, with sock_diag's word on its shutdown state. Refused by name:
-//! raw, ping and MPTCP sockets; a listener with connections not accepted
+//! socket, with sock_diag's word on its shutdown state. Raw sockets keep
+//! their protocol, bound address and options (`IP_HDRINCL`, `IP_NODEFRAG`,
+//! ICMP filters), not what waits in their queues (copies of the host's
+//! traffic), as CRIU. Refused by name: ping and MPTCP sockets; a listener with connections not accepted
 //! yet and a UDP socket with datagrams waiting (unless `--skip-in-flight`,
 //! which leaves them out, as CRIU does); a corked UDP socket; a TCP
 //! connection without `--tcp-established` (or `--tcp-close`), or in a state
-//! other than ESTABLISHED. A connection is locked and put in repair mode
+//! other than ESTABLISHED or half-closed (FIN_WAIT1/2, CLOSE_WAIT,
+//! LAST_ACK, CLOSING: see [`tcp_repair`]). A connection is locked and put in repair mode
 //! through the dump's [`DumpSockets`], which undoes both if the dump fails
 //! or the tree keeps running.
 //!
-//! Restore: the socket is created in criu-rs with `SO_REUSEADDR` on, then
+//! Restore: the socket is created in criu-rs with `SO_REUSEADDR` and
+//! `SO_REUSEPORT` on, then
 //! bound and listening or connected, or, for a connection, rebuilt in
 //! repair mode ([`tcp_repair::restore`]); [`RestoredSockets`] (through
-//! [`super::Later`]) puts the dumped `SO_REUSEADDR` back once everything is
+//! [`super::Later`]) puts the dumped `SO_REUSEADDR`/`SO_REUSEPORT` back once everything is
 //! open, brings connections live just before the tree runs and lifts the
 //! network lock after.
 
@@ -25,7 +29,7 @@ use super::fdtable::set_status_flags;
 use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, LoadCtx, OpenCtx, Opened};
 use crate::images::pb::{self, FdTypes};
 use crate::images::ImageError;
-use crate::net::inet::{addr_from_words, addr_words, InetSocket, IpOpts, TcpOpts};
+use crate::net::inet::{addr_from_words, addr_words, InetSocket, IpOpts, RawOpts, TcpOpts};
 use crate::net::lock::{Conn, LockMethod};
 use crate::net::restore_state::{GoLive, BIG_BUF};
 use crate::net::sockopts::SockOpts;
@@ -86,7 +90,6 @@ impl FdKind for Inet {
     fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> std::result::Result<InetDumped, FileDumpError> {
         let name = p.socket_proto().unwrap_or_default();
         match name.as_str() {
-            "RAW" | "RAWv6" => return Err(refuse(p, format!("raw socket ({name})"))),
             "PING" | "PINGv6" => return Err(refuse(p, format!("ICMP ping socket ({name})"))),
             "MPTCP" | "MPTCPv6" => return Err(refuse(p, format!("multipath TCP socket ({name}); Go programs can do without it (GODEBUG=multipathtcp=0)"))),
             _ => {}
@@ -96,7 +99,11 @@ impl FdKind for Inet {
         let sys = |what: String| move |errno| FileDumpError::Sys { at: p.at(), what, errno };
         let family = rustix::net::sockopt::socket_domain(&fd).map_err(sys("SO_DOMAIN".into()))?.as_raw() as i32;
         let proto = crate::net::sockopt::get_u32(&fd, libc::SOL_SOCKET as u32, libc::SO_PROTOCOL as u32).map_err(sys("SO_PROTOCOL".into()))? as i32;
-        let info = cx.sockets.inet_info(cx.pid, family, proto, ino).map_err(|e| refuse(p, format!("sock_diag: {e}")))?;
+        // sock_diag lists raw sockets by protocol only on request (CRIU's
+        // net_diag_raw); what it would add (shutdown, queues) does not
+        // apply to them.
+        let raw = matches!(name.as_str(), "RAW" | "RAWv6");
+        let info = if raw { None } else { cx.sockets.inet_info(cx.pid, family, proto, ino).map_err(|e| refuse(p, format!("sock_diag: {e}")))? };
         let sock = InetSocket::read(fd.as_fd(), info.as_ref()).map_err(|e| FileDumpError::Sys { at: p.at(), what: e.call, errno: e.errno })?;
         let opts = cx.sockets.opts;
         let what = describe(&sock);
@@ -110,18 +117,18 @@ impl FdKind for Inet {
             return Err(refuse(p, format!("{what} is corked (UDP_CORK)")));
         }
         let mut stream = None;
-        if sock.proto == libc::IPPROTO_TCP {
+        if sock.proto == libc::IPPROTO_TCP && sock.ty == libc::SOCK_STREAM {
             match sock.state {
                 state::LISTEN | state::CLOSE => {}
-                _ if !sock.is_tcp_connection() => return Err(refuse(p, format!("{what} (only listening, closed and ESTABLISHED TCP sockets are dumped)"))),
+                _ if !sock.is_tcp_connection() => return Err(refuse(p, format!("{what} (only listening, closed, established and half-closed TCP sockets are dumped)"))),
                 _ if opts.tcp_close => {}
-                state::ESTABLISHED if opts.tcp_established => {
+                st if state::repairable(st) && opts.tcp_established => {
                     let conn = Conn { local: sock.local, peer: sock.peer };
                     let repaired = cx.sockets.repair(fd, conn, sock.opts.reuseaddr).map_err(|e| refuse(p, format!("{what}: {e}")))?;
                     stream = Some(tcp_repair::save(repaired).map_err(|e| refuse(p, format!("{what}: {e}")))?);
                 }
-                state::ESTABLISHED => return Err(refuse(p, format!("{what}; pass --tcp-established to dump it"))),
-                _ => return Err(refuse(p, format!("{what} (only listening, closed and ESTABLISHED TCP sockets are dumped)"))),
+                st if state::repairable(st) => return Err(refuse(p, format!("{what}; pass --tcp-established to dump it"))),
+                _ => return Err(refuse(p, format!("{what} (only listening, closed, established and half-closed TCP sockets are dumped)"))),
             }
         }
         tracing::debug!(pid = cx.pid, fd = p.fd, ino, "{what}");
@@ -133,7 +140,12 @@ impl FdKind for Inet {
         let v6 = s.family == libc::AF_INET6;
         let ip = pb::IpOptsEntry {
             freebind: s.ip.freebind.then_some(true),
-            raw: None,
+            raw: s.ip.raw.as_ref().map(|r| pb::IpOptsRawEntry {
+                hdrincl: r.hdrincl.then_some(true),
+                nodefrag: r.nodefrag.then_some(true),
+                checksum: None,
+                icmpv_filter: r.icmp_filter.clone(),
+            }),
             pktinfo: s.ip.pktinfo.then_some(true),
             tos: (s.ip.tos != 0).then_some(s.ip.tos),
             ttl: (s.ip.ttl != 0).then_some(s.ip.ttl),
@@ -188,9 +200,8 @@ impl FdKind for Inet {
         }
         match (ty, proto) {
             (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) => {}
-            (libc::SOCK_RAW, _) | (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {
-                return Err(cx.unsupported(format!("inet socket {id:#x}: raw and ping sockets")))
-            }
+            (libc::SOCK_RAW, 0..=255) => {}
+            (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => return Err(cx.unsupported(format!("inet socket {id:#x}: ping sockets"))),
             _ => return Err(bad(format!("type {ty} with protocol {proto}"))),
         }
         let local = addr_from_words(family, &ie.src_addr, ie.src_port.unwrap_or_default()).ok_or_else(|| bad(format!("source address {:?} port {:?}", ie.src_addr, ie.src_port)))?;
@@ -206,11 +217,15 @@ impl FdKind for Inet {
             pktinfo: o.pktinfo.unwrap_or(false),
             tos: o.tos.unwrap_or(0),
             ttl: o.ttl.unwrap_or(0),
+            raw: (ty == libc::SOCK_RAW).then(|| {
+                let r = o.raw.clone().unwrap_or_default();
+                RawOpts { hdrincl: r.hdrincl.unwrap_or(false), nodefrag: r.nodefrag.unwrap_or(false), icmp_filter: r.icmpv_filter }
+            }),
         });
         if ip.tos > 255 || ip.ttl > 255 {
             return Err(bad(format!("IP_TOS {} / IP_TTL {}", ip.tos, ip.ttl)));
         }
-        let tcp = (proto == libc::IPPROTO_TCP).then(|| {
+        let tcp = (ty == libc::SOCK_STREAM).then(|| {
             let t = ie.tcp_opts.clone().unwrap_or_default();
             TcpOpts { nodelay: t.nodelay.unwrap_or(false), cork: t.cork.unwrap_or(false), keepcnt: t.keepcnt.unwrap_or(0), keepidle: t.keepidle.unwrap_or(0), keepintvl: t.keepintvl.unwrap_or(0) }
         });
@@ -247,7 +262,7 @@ impl FdKind for Inet {
                 return Err(cx.unsupported(format!("TCP connection {local} → {peer}: pass --tcp-established to restore it")));
             }
             if !dumped_closed && !cx.opts.tcp_close {
-                if st != state::ESTABLISHED {
+                if !state::repairable(st) {
                     return Err(cx.unsupported(format!("TCP connection {local} → {peer} in state {}", state::name(st))));
                 }
                 let ino = ie.ino.unwrap_or_default();
@@ -293,14 +308,15 @@ impl FdKind for Inet {
                     (big.opts.sndbuf, big.opts.rcvbuf) = (BIG_BUF * 2, BIG_BUF * 2);
                     big.set_options(fd.as_fd()).map_err(call)?;
                     let copy = rustix::io::fcntl_dupfd_cloexec(&fd, cx.floor).sys(|| format!("{}: F_DUPFD_CLOEXEC", what()))?;
-                    sockets.repaired(GoLive { fd: copy, conn, unsent: stream.unsent().to_vec(), reuseaddr: s.opts.reuseaddr, bufs: (s.opts.sndbuf, s.opts.rcvbuf) });
+                    let finish = tcp_repair::Finish::of(stream, &s.local, &s.peer, s.shutdown);
+                    sockets.repaired(GoLive { fd: copy, conn, finish, reuse: (s.opts.reuseaddr, s.opts.reuseport), bufs: (s.opts.sndbuf, s.opts.rcvbuf), buf_lock: s.opts.buf_lock });
                 }
             }
         } else {
             s.bind_listen_connect(fd.as_fd()).map_err(call)?;
             s.set_options(fd.as_fd()).map_err(call)?;
             let copy = rustix::io::fcntl_dupfd_cloexec(&fd, cx.floor).sys(|| format!("{}: F_DUPFD_CLOEXEC", what()))?;
-            sockets.bound(copy, s.opts.reuseaddr);
+            sockets.bound(copy, (s.opts.reuseaddr, s.opts.reuseport));
         }
         set_status_flags(&fd, p.flags)?;
         Ok(Opened::Fd(fd))
@@ -313,6 +329,10 @@ impl FdKind for Inet {
 
 /// `TCP listener 127.0.0.1:80`, `UDP socket [::1]:53 → [::1]:9`, ...
 fn describe(s: &InetSocket) -> String {
+    if s.ty == libc::SOCK_RAW {
+        let v = if s.family == libc::AF_INET6 { "v6" } else { "" };
+        return if s.local.ip().is_unspecified() { format!("raw{v} socket (protocol {})", s.proto) } else { format!("raw{v} socket (protocol {}) {}", s.proto, s.local.ip()) };
+    }
     let proto = match (s.proto, s.family) {
         (libc::IPPROTO_TCP, _) => "TCP",
         (libc::IPPROTO_UDPLITE, _) => "UDP-Lite",

@@ -46,6 +46,7 @@ pub mod dump;
 pub mod error;
 pub mod fdtable;
 pub mod load;
+pub mod locks;
 pub mod probe;
 pub mod seen;
 
@@ -330,6 +331,8 @@ pub struct FilesOptions {
     /// `--shell-job`: terminals are dumped, to be replaced by the restoring
     /// criu-rs's own.
     pub shell_job: bool,
+    /// `--file-locks`: locks held on the files are dumped (else refused).
+    pub file_locks: bool,
 }
 
 /// What a kind's `collect` may use besides the probe.
@@ -385,6 +388,8 @@ pub struct FilesState {
     pub cwd_id: u32,
     /// File id of the root directory.
     pub root_id: u32,
+    /// File locks this task takes again at restore ([`locks`]).
+    pub locks: Vec<locks::FileLock>,
 }
 
 /// One descriptor.
@@ -545,7 +550,8 @@ impl<'a> FilesSink<'a> {
 
 /// What needs every task of the tree collected: the peers of unix sockets
 /// (both ends in the tree, pending connections, outside peers; file ids
-/// for outside peers from `next_id`).
+/// for outside peers from `next_id`), then pty pairs (their sessions and
+/// queues: [`tty::finish_pairs`]).
 pub fn finish_tree(procs: &mut [crate::dump::model::ProcessDump], seen: &mut SeenFiles, next_id: &mut u32) -> Result<(), FileDumpError> {
     let mut unix: Vec<&mut unix::UnixSocketDump> = procs
         .iter_mut()
@@ -558,7 +564,9 @@ pub fn finish_tree(procs: &mut [crate::dump::model::ProcessDump], seen: &mut See
     if !unix.is_empty() {
         unix::resolve_peers(&mut unix, &seen.unix, next_id)?;
     }
-    Ok(())
+    drop(unix);
+    // Last: it reads the ptys' queues (put back if the dump fails later).
+    tty::finish_pairs(procs, seen)
 }
 
 /// Writes one description's entries (with its kind).
@@ -583,6 +591,9 @@ pub struct LoadOptions {
     /// `--ext-unix-sk`: unix sockets whose peer was outside the dumped tree
     /// are connected to that peer's name again.
     pub ext_unix_sk: bool,
+    /// `--file-locks`: the locks in the images are taken again (else
+    /// images holding locks are refused).
+    pub file_locks: bool,
 }
 
 impl LoadOptions {
@@ -688,11 +699,14 @@ pub struct Later {
     /// Sockets: `SO_REUSEADDR` once all are bound, TCP connections out of
     /// repair mode, the network lock lifted.
     pub sockets: crate::net::restore_state::RestoredSockets,
+    /// pty pairs: queues, termios, exclusive and lock modes.
+    pub ttys: Vec<tty::PairFinish>,
 }
 
 impl Later {
     /// Every description is open.
     pub fn after_open(&mut self) -> RestoreResult<()> {
+        self.ttys.drain(..).try_for_each(tty::PairFinish::finish)?;
         self.sockets.all_open().map_err(|e| RestoreError::sys(format!("after opening every file: {}", e.call), e.errno))
     }
 

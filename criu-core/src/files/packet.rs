@@ -1,15 +1,16 @@
 //! Packet sockets (`FD_TYPES__PACKETSK`, `packet_sock_entry` in
 //! `files.img`, as CRIU writes them): type, protocol, interface, packet
-//! options, memberships, fanout group ([`PacketSocket`], read through
-//! packet_diag). Refused: sockets with a mapped ring (its memory is part
-//! of the address space) and `SOCK_PACKET` ones. Packets waiting in the
+//! options, memberships, fanout group, ring geometry ([`PacketSocket`],
+//! read through packet_diag). Refused: sockets whose ring is mapped (its
+//! memory is part of the address space; seen in `/proc/PID/maps`) and
+//! `SOCK_PACKET` ones. Packets waiting in the
 //! queue are not kept, as with CRIU: a capture loses them.
 
 use super::fdtable::set_status_flags;
 use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, LoadCtx, OpenCtx, Opened};
 use crate::images::pb::{self, FdTypes};
 use crate::images::ImageError;
-use crate::net::packet::{Membership, PacketSocket};
+use crate::net::packet::{Membership, PacketSocket, Ring};
 use crate::net::sockopts::SockOpts;
 use crate::restore::error::{RestoreError, Result};
 use rustix::fd::AsFd;
@@ -43,8 +44,8 @@ impl FdKind for Packet {
         let refuse = |what: String| FileDumpError::UnsupportedState { at: p.at(), what };
         let ino = p.md.ino() as u32;
         let mut sock = cx.sockets.packet_info(cx.pid, ino).map_err(|e| refuse(format!("packet socket: sock_diag: {e}")))?.ok_or_else(|| refuse(format!("packet socket {ino} not listed by sock_diag")))?;
-        if sock.ring {
-            return Err(refuse(format!("packet socket (ifindex {}) with a mapped ring", sock.ifindex)));
+        if (sock.rx_ring.is_some() || sock.tx_ring.is_some()) && ring_mapped(cx.pid, ino) {
+            return Err(refuse(format!("packet socket (ifindex {}) with a mapped ring (PACKET_RX_RING/PACKET_TX_RING memory in the address space)", sock.ifindex)));
         }
         // SOCK_PACKET (10): the obsolete interface.
         if sock.ty == 10 {
@@ -81,8 +82,8 @@ impl FdKind for Packet {
             copy_thresh: Some(s.copy_thresh),
             mclist,
             fanout: s.fanout,
-            rx_ring: None,
-            tx_ring: None,
+            rx_ring: s.rx_ring.map(ring_entry),
+            tx_ring: s.tx_ring.map(ring_entry),
             ns_id: None,
         };
         sink.push(pb::FileEntry { r#type: Some(FdTypes::Packetsk as i32), id: Some(f.id), psk: Some(e), ..Default::default() });
@@ -93,9 +94,6 @@ impl FdKind for Packet {
         let id = e.id.unwrap_or_default();
         let ps = e.psk.as_ref().ok_or_else(|| cx.bad(format!("file {id:#x} is PACKETSK without packet_sock_entry")))?;
         let bad = |what: String| cx.bad(format!("packet socket {id:#x}: {what}"));
-        if ps.rx_ring.is_some() || ps.tx_ring.is_some() {
-            return Err(cx.unsupported(format!("packet socket {id:#x} with a mapped ring")));
-        }
         let ty = ps.r#type.unwrap_or_default();
         if ty != libc::SOCK_RAW as u32 && ty != libc::SOCK_DGRAM as u32 {
             return Err(cx.unsupported(format!("packet socket {id:#x} of type {ty}")));
@@ -128,7 +126,8 @@ impl FdKind for Packet {
             mclist,
             // CRIU's default for "no fanout" is 0xffffffff.
             fanout: ps.fanout.filter(|&f| f != u32::MAX),
-            ring: false,
+            rx_ring: ps.rx_ring.as_ref().map(ring_of),
+            tx_ring: ps.tx_ring.as_ref().map(ring_of),
             opts,
         };
         Ok(PacketPlan { id, sock, flags: ps.flags.unwrap_or_default() as i32 })
@@ -142,5 +141,36 @@ impl FdKind for Packet {
 
     fn name(p: &PacketPlan) -> String {
         format!("packet socket (protocol {:#x}, ifindex {})", u16::from_be(p.sock.protocol as u16), p.sock.ifindex)
+    }
+}
+
+/// Whether task `pid` maps packet socket `ino` (its ring): a line of
+/// `/proc/PID/maps` naming `socket:[INO]`.
+fn ring_mapped(pid: i32, ino: u32) -> bool {
+    let name = format!("socket:[{ino}]");
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).map_or(true, |m| m.lines().any(|l| l.ends_with(&name)))
+}
+
+fn ring_entry(r: Ring) -> pb::PacketRing {
+    pb::PacketRing {
+        block_size: Some(r.block_size),
+        block_nr: Some(r.block_nr),
+        frame_size: Some(r.frame_size),
+        frame_nr: Some(r.frame_nr),
+        retire_tmo: Some(r.retire_tmo),
+        sizeof_priv: Some(r.sizeof_priv),
+        features: Some(r.features),
+    }
+}
+
+fn ring_of(e: &pb::PacketRing) -> Ring {
+    Ring {
+        block_size: e.block_size.unwrap_or_default(),
+        block_nr: e.block_nr.unwrap_or_default(),
+        frame_size: e.frame_size.unwrap_or_default(),
+        frame_nr: e.frame_nr.unwrap_or_default(),
+        retire_tmo: e.retire_tmo.unwrap_or_default(),
+        sizeof_priv: e.sizeof_priv.unwrap_or_default(),
+        features: e.features.unwrap_or_default(),
     }
 }

@@ -53,8 +53,6 @@ pub struct Reg;
 pub struct RegDumped {
     /// Path (without ` (deleted)`).
     pub path: String,
-    /// Mount id.
-    pub mnt_id: i32,
     /// `st_size`.
     pub size: u64,
     /// `st_mode`.
@@ -145,7 +143,7 @@ impl FdKind for Reg {
         } else {
             None
         };
-        Ok(RegDumped { unlinked, ..dumped(path, p.info.mnt_id, &p.md, ghost) })
+        Ok(RegDumped { unlinked, ..dumped(path, &p.md, ghost) })
     }
 
     fn write(f: &FileDesc, d: &RegDumped, sink: &mut FilesSink<'_>) -> std::result::Result<(), ImageError> {
@@ -203,11 +201,10 @@ impl FdKind for Reg {
 
 // ---------------------------------------------------------------- dump side
 
-/// A path as [`Reg`] records it (`mnt_id` -1: unknown).
-pub fn dumped(path: &str, mnt_id: i32, md: &std::fs::Metadata, ghost: Option<Ghost>) -> RegDumped {
+/// A path as [`Reg`] records it.
+pub fn dumped(path: &str, md: &std::fs::Metadata, ghost: Option<Ghost>) -> RegDumped {
     RegDumped {
         path: path.to_owned(),
-        mnt_id,
         size: md.len(),
         mode: md.mode(),
         dev_ino: (md.dev(), md.ino()),
@@ -300,7 +297,7 @@ pub fn path_file(pid: i32, name: &str, id: u32, flags: u32) -> std::result::Resu
     }
     // An unlinked executable or mapped file (or a memfd) travels as a ghost.
     let ghost = if deleted && md.is_file() && md.nlink() == 0 { Some(read_ghost(pid, name, name, &md)?) } else { None };
-    Ok(FileDesc { id, flags, pos: 0, fown: Fown::default(), kind: FileKind::Reg(dumped(path, -1, &md, ghost)) })
+    Ok(FileDesc { id, flags, pos: 0, fown: Fown::default(), kind: FileKind::Reg(dumped(path, &md, ghost)) })
 }
 
 /// The access mode (`O_RDONLY`/`O_WRONLY`/`O_RDWR`) of the file mapped at
@@ -329,10 +326,14 @@ pub fn reg_entry(id: u32, flags: u32, fown: &Fown, path: &str) -> pb::RegFileEnt
 }
 
 /// Pushes the REG entry of `d` with file id `id` (without its ghost).
+///
+/// No `mnt_id`: as CRIU, which records it only when it dumps the mount
+/// namespace (we never do). CRIU's restore resolves a file that has one
+/// against the dumped mount tree, and without that tree it links a ghost
+/// back into the wrong root (ENOENT).
 pub fn write_reg(sink: &mut FilesSink<'_>, id: u32, flags: u32, pos: u64, fown: &Fown, d: &RegDumped) {
     let mut reg = reg_entry(id, flags, fown, &d.path);
     reg.pos = Some(pos);
-    reg.mnt_id = Some(d.mnt_id);
     reg.size = Some(d.size);
     reg.mode = Some(d.mode);
     sink.push(pb::FileEntry { r#type: Some(FdTypes::Reg as i32), id: Some(id), reg: Some(reg), ..Default::default() });
@@ -583,7 +584,6 @@ mod tests {
     fn file(path: &str, ghost: Option<Ghost>) -> FileKind {
         FileKind::Reg(RegDumped {
             path: path.into(),
-            mnt_id: 7,
             size: 5,
             mode: libc::S_IFREG | 0o640,
             dev_ino: (0x803, 42),

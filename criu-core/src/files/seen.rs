@@ -86,9 +86,13 @@ pub struct SeenFiles {
     memfd_pending: Vec<PendingContents>,
     /// Unlinked files (dev, ino) whose contents are saved.
     ghosts: HashSet<(u64, u64)>,
+    /// File locks recorded ([`crate::files::locks::same_lock_key`]).
+    pub locks: HashSet<(u32, u32, i32, i64, i64, i32)>,
     /// Unix sockets: the kernel's view of each network namespace met,
     /// what `--ext-unix-sk` allows.
     pub unix: crate::files::unix::UnixDumpCtx,
+    /// Terminals: `--shell-job`, the pty queues read out.
+    pub tty: crate::files::tty::TtyDumpState,
 }
 
 /// One (dev, ino) group.

@@ -23,6 +23,8 @@ pub struct TaskFiles<'a> {
     pub descs: &'a BTreeMap<u32, DescPlan>,
     /// The descriptions it is the first task of the tree to hold.
     pub first_held: &'a BTreeSet<u32>,
+    /// The file locks it takes.
+    pub locks: &'a [super::locks::FileLock],
 }
 
 impl TaskFiles<'_> {
@@ -49,7 +51,8 @@ impl TaskFiles<'_> {
 
 /// Puts the task's fds in place: descriptions criu-rs created (`opened`)
 /// by `dup3`, the others opened by the task now; closes every other fd but
-/// `keep`; then runs the [`TaskStage::FdsInstalled`] steps.
+/// `keep`; then runs the [`TaskStage::FdsInstalled`] steps and takes the
+/// task's file locks ([`take_locks`]).
 pub fn install(t: &TaskFiles<'_>, opened: &BTreeMap<u32, OwnedFd>, keep: &[RawFd]) -> Result<()> {
     let (ours, theirs): (Vec<FdPlan>, Vec<FdPlan>) = t.fds.iter().partition(|f| !opened.contains_key(&f.desc) && t.descs.contains_key(&f.desc));
     install_fds(&theirs, opened, keep)?;
@@ -64,7 +67,18 @@ pub fn install(t: &TaskFiles<'_>, opened: &BTreeMap<u32, OwnedFd>, keep: &[RawFd
         tracing::debug!(fd = f.fd, id = f.desc, cloexec = f.cloexec, "fd installed (opened in the task)");
     }
     drop(made);
-    t.run(TaskStage::FdsInstalled)
+    t.run(TaskStage::FdsInstalled)?;
+    take_locks(t)
+}
+
+/// Takes the task's file locks on its installed fds (after every fd is in
+/// place: a POSIX lock goes when its owner closes any fd of the file).
+pub fn take_locks(t: &TaskFiles<'_>) -> Result<()> {
+    for l in t.locks {
+        // SAFETY: the lock's fd is in the task's table (checked at load).
+        super::locks::take(l, unsafe { BorrowedFd::borrow_raw(l.fd) })?;
+    }
+    Ok(())
 }
 
 /// The [`TaskStage::BeforeResume`] steps.

@@ -134,9 +134,41 @@ fn covered<'a>(areas: impl Iterator<Item = &'a VmaEntry>, start: u64, end: u64) 
     false
 }
 
+/// `entries` (checked by [`pagemap_error`]) cut at area boundaries, so that
+/// each lies inside one area: what a `UFFDIO_COPY` (one VMA at a time) or a
+/// per-area fill needs. The pieces keep the entry's flags and their order,
+/// so offsets in the pages file, counted along the entries, are unchanged.
+pub fn split_at_areas(vmas: &[VmaEntry], entries: Vec<PagemapEntry>) -> Vec<PagemapEntry> {
+    let mut ends: Vec<u64> = vmas.iter().filter(|v| !is_guard(v)).map(|v| v.end()).collect();
+    ends.sort_unstable();
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let (mut at, end) = (e.vaddr(), e.vaddr() + e.page_count() * PAGE_SIZE);
+        let first = ends.partition_point(|&x| x <= at);
+        for &cut in ends[first..].iter().take_while(|&&x| x < end) {
+            out.push(piece(&e, at, cut));
+            at = cut;
+        }
+        if at == e.vaddr() {
+            out.push(e);
+        } else {
+            out.push(piece(&e, at, end));
+        }
+    }
+    out
+}
+
+/// The part `[start, end)` of entry `e`.
+fn piece(e: &PagemapEntry, start: u64, end: u64) -> PagemapEntry {
+    let n = (end - start) / PAGE_SIZE;
+    PagemapEntry { vaddr: Some(start), nr_pages: Some(n), compat_nr_pages: Some(u32::try_from(n).unwrap_or(0)), ..e.clone() }
+}
+
 /// Problems in a pagemap against its process's VMAs (sorted, as checked by
 /// [`MmEntry::layout_error`]): entries must be page-aligned, non-empty,
-/// ascending, disjoint and each inside one VMA.
+/// ascending, disjoint and each covered by areas without a gap. One entry
+/// may span adjacent areas: CRIU merges contiguous pages across area
+/// boundaries (a binary's read-only and writable data pages, say).
 pub fn pagemap_error(vmas: &[VmaEntry], entries: &[PagemapEntry]) -> Option<String> {
     let mut prev_end = 0u64;
     for (i, e) in entries.iter().enumerate() {
@@ -158,9 +190,9 @@ pub fn pagemap_error(vmas: &[VmaEntry], entries: &[PagemapEntry]) -> Option<Stri
         if start < prev_end {
             return Some(format!("entry {i} at {start:#x} overlaps or precedes the previous one (ends {prev_end:#x})"));
         }
-        if !vmas.iter().any(|v| !is_guard(v) && v.start() <= start && end <= v.end()) {
+        if !covered(vmas.iter().filter(|v| !is_guard(v)), start, end) {
             return Some(format!(
-                "entry {i} {start:#x}-{end:#x} is not inside one VMA"
+                "entry {i} {start:#x}-{end:#x} is not inside the VMAs"
             ));
         }
         prev_end = end;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use prost::{Message, Name};
 
-use super::checks::pagemap_error;
+use super::checks::{pagemap_error, split_at_areas};
 use super::consts::IMG_VERSION;
 use super::error::{ImageError, Result};
 use super::kind::ImageKind;
@@ -186,13 +186,14 @@ impl ImageDir {
     }
 
     /// Reads `pagemap-<pid>.img`: the pages image id and the entries, checked
-    /// against `mm`'s VMAs.
+    /// against `mm`'s VMAs, each cut to lie inside one VMA (CRIU's may span
+    /// adjacent ones).
     pub fn read_pagemap(&self, pid: u64, mm: &MmEntry) -> Result<(u32, Vec<PagemapEntry>)> {
         let mut r = self.open_image(ImageKind::Pagemap, pid)?;
         let head: PagemapHead = r.read_next()?;
         let entries: Vec<PagemapEntry> = r.read_all()?;
         match pagemap_error(&mm.vmas, &entries) {
-            None => Ok((head.pages_id(), entries)),
+            None => Ok((head.pages_id(), split_at_areas(&mm.vmas, entries))),
             Some(problem) => Err(self.invalid(ImageKind::Pagemap, pid, "pagemap_entry", problem)),
         }
     }

@@ -62,7 +62,7 @@ pub mod pb;
 mod reader;
 mod writer;
 
-pub use checks::{is_guard, pagemap_error, PAGE_SIZE};
+pub use checks::{is_guard, pagemap_error, split_at_areas, PAGE_SIZE};
 pub use consts::IMG_VERSION;
 pub use dir::ImageDir;
 pub use entries::Payload;

@@ -281,11 +281,24 @@ fn check_local_data(dir: &ImageDir) -> Result<(), LazyError> {
     Ok(())
 }
 
-/// Tasks to wait for: processes in `pstree.img`, else pagemap images.
+/// Tasks to wait for: processes in `pstree.img` but zombies (their core
+/// says `TASK_DEAD`: restored without memory, they hand nothing over),
+/// else pagemap images.
 fn count_tasks(dir: &ImageDir) -> Result<usize, LazyError> {
+    use crate::images::consts::task_state;
+    use crate::images::pb::{CoreEntry, PstreeEntry};
     if dir.exists(ImageKind::Pstree, 0) {
-        let p: Vec<crate::images::pb::PstreeEntry> = dir.read_all(ImageKind::Pstree, 0)?;
-        return Ok(p.len());
+        let p: Vec<PstreeEntry> = dir.read_all(ImageKind::Pstree, 0)?;
+        let mut live = 0;
+        for e in &p {
+            let pid = u64::from(e.pid.unwrap_or_default());
+            let zombie = dir.exists(ImageKind::Core, pid) && {
+                let core: CoreEntry = dir.read_one(ImageKind::Core, pid)?;
+                core.tc.and_then(|tc| tc.task_state) == Some(task_state::DEAD)
+            };
+            live += usize::from(!zombie);
+        }
+        return Ok(live);
     }
     Ok(pagemap_pids(dir)?.len())
 }

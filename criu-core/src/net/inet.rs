@@ -5,12 +5,15 @@
 //! [`InetSocket::set_options`]).
 //!
 //! Restore order, as the kernel needs it: `socket`; `IPV6_V6ONLY`;
-//! `SO_REUSEADDR` on (so that a listener and the connections it accepted,
-//! which share its port, can all be bound; [`set_reuseaddr`] puts the
-//! dumped value back once every socket is bound); `bind` (IPv6 with
-//! `IP_FREEBIND` for the time of the call: an address still tentative
-//! would refuse it); `listen` with the dumped backlog or `connect` (UDP);
-//! then the options and the shutdown state. Established TCP connections
+//! `SO_REUSEADDR` and `SO_REUSEPORT` on (so that a listener and the
+//! connections it accepted, which share its port, and listeners sharing a
+//! port whatever their dumped options, can all be bound, as CRIU does;
+//! [`set_reuse`] puts the dumped values back once every socket is bound);
+//! `SO_BINDTODEVICE` and `IP_FREEBIND`/`IPV6_FREEBIND` (both change what
+//! `bind` accepts); `bind` (IPv6 with `IPV6_FREEBIND` for the time of the
+//! call: an address still tentative would refuse it); `listen` with the
+//! dumped backlog or `connect` (UDP); then the other options and the
+//! shutdown state. Established TCP connections
 //! are rebuilt by [`super::tcp_repair`] instead of bind/connect.
 
 use super::inet_diag::InetSockInfo;
@@ -22,7 +25,7 @@ use rustix::io::Errno;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 /// `IP_*`-level options CRIU keeps in `ip_opts_entry`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpOpts {
     /// `IP_FREEBIND` / `IPV6_FREEBIND`.
     pub freebind: bool,
@@ -32,6 +35,71 @@ pub struct IpOpts {
     pub tos: u32,
     /// `IP_TTL` (IPv4).
     pub ttl: u32,
+    /// Raw sockets' options.
+    pub raw: Option<RawOpts>,
+}
+
+/// A raw socket's options, as CRIU's `ip_opts_raw_entry` keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawOpts {
+    /// `IP_HDRINCL` / `IPV6_HDRINCL`: the program writes the IP header.
+    pub hdrincl: bool,
+    /// `IP_NODEFRAG` (IPv4).
+    pub nodefrag: bool,
+    /// `ICMP_FILTER` (one word, IPv4 ICMP) or `ICMPV6_FILTER` (eight
+    /// words, ICMPv6); empty for other protocols.
+    pub icmp_filter: Vec<u32>,
+}
+
+/// `IPV6_HDRINCL`, `IP_NODEFRAG`, `SOL_RAW`/`SOL_ICMPV6` and their
+/// `ICMP_FILTER`/`ICMPV6_FILTER` (not in libc's list for every target).
+const IPV6_HDRINCL: i32 = 36;
+const IP_NODEFRAG: i32 = 22;
+const SOL_RAW: u32 = 255;
+const SOL_ICMPV6: u32 = 58;
+const ICMP_FILTER: u32 = 1;
+
+impl RawOpts {
+    fn read(fd: BorrowedFd<'_>, family: i32, proto: i32) -> Result<RawOpts, InetError> {
+        let mut r = RawOpts::default();
+        if family == libc::AF_INET6 {
+            r.hdrincl = flag(fd, libc::IPPROTO_IPV6, IPV6_HDRINCL, "IPV6_HDRINCL")?;
+            if proto == libc::IPPROTO_ICMPV6 {
+                r.icmp_filter = sockopt::get::<[u32; 8]>(fd, SOL_ICMPV6, ICMP_FILTER).map_err(err("getsockopt(ICMPV6_FILTER)"))?.to_vec();
+            }
+        } else {
+            r.hdrincl = flag(fd, libc::IPPROTO_IP, libc::IP_HDRINCL, "IP_HDRINCL")?;
+            r.nodefrag = flag(fd, libc::IPPROTO_IP, IP_NODEFRAG, "IP_NODEFRAG")?;
+            if proto == libc::IPPROTO_ICMP {
+                r.icmp_filter = vec![sockopt::get_u32(fd, SOL_RAW, ICMP_FILTER).map_err(err("getsockopt(ICMP_FILTER)"))?];
+            }
+        }
+        Ok(r)
+    }
+
+    fn apply(&self, fd: BorrowedFd<'_>, family: i32, proto: i32) -> Result<(), InetError> {
+        let v6 = family == libc::AF_INET6;
+        match (v6, proto, self.icmp_filter.len()) {
+            (_, _, 0) => {}
+            (false, libc::IPPROTO_ICMP, 1) => sockopt::set_u32(fd, SOL_RAW, ICMP_FILTER, self.icmp_filter[0]).map_err(err("setsockopt(ICMP_FILTER)"))?,
+            (true, libc::IPPROTO_ICMPV6, 8) => {
+                let words: Vec<u8> = self.icmp_filter.iter().flat_map(|w| w.to_ne_bytes()).collect();
+                sockopt::set_bytes(fd, SOL_ICMPV6, ICMP_FILTER, &words).map_err(err("setsockopt(ICMPV6_FILTER)"))?
+            }
+            (_, _, n) => return Err(InetError { call: format!("an ICMP filter of {n} words for protocol {proto}"), errno: Errno::INVAL }),
+        }
+        if self.nodefrag && !v6 {
+            set(fd, libc::IPPROTO_IP, IP_NODEFRAG, 1, "IP_NODEFRAG")?;
+        }
+        if self.hdrincl {
+            if v6 {
+                set(fd, libc::IPPROTO_IPV6, IPV6_HDRINCL, 1, "IPV6_HDRINCL")?;
+            } else {
+                set(fd, libc::IPPROTO_IP, libc::IP_HDRINCL, 1, "IP_HDRINCL")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `TCP_*`-level options CRIU keeps in `tcp_opts_entry`.
@@ -54,9 +122,10 @@ pub const SEND_SHUTDOWN: u8 = 2;
 pub struct InetSocket {
     /// `AF_INET` or `AF_INET6`.
     pub family: i32,
-    /// `SOCK_STREAM` or `SOCK_DGRAM`.
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_RAW`.
     pub ty: i32,
-    /// `IPPROTO_TCP`, `IPPROTO_UDP` or `IPPROTO_UDPLITE`.
+    /// `IPPROTO_TCP`, `IPPROTO_UDP` or `IPPROTO_UDPLITE`; any protocol
+    /// for a raw socket.
     pub proto: i32,
     /// TCP state; UDP: [`state::ESTABLISHED`] when connected, else
     /// [`state::CLOSE`].
@@ -181,6 +250,8 @@ impl InetSocket {
             Err(e) => return Err(err("getpeername")(e)),
         };
         let is_tcp = proto == libc::IPPROTO_TCP && ty == libc::SOCK_STREAM;
+        // A raw socket's peer has no port: getpeername says ENOTCONN even
+        // after connect, and CRIU keeps it unconnected too.
         let (mut st, mut backlog, mut pending) = (if peer.port() != 0 { state::ESTABLISHED } else { state::CLOSE }, 0, 0);
         let mut tcp = None;
         if is_tcp {
@@ -214,6 +285,7 @@ impl InetSocket {
                 pktinfo: flag(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO")?,
                 tos: 0,
                 ttl: 0,
+                raw: None,
             }
         } else {
             IpOpts {
@@ -221,9 +293,11 @@ impl InetSocket {
                 pktinfo: flag(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, "IP_PKTINFO")?,
                 tos: int(fd, libc::IPPROTO_IP, libc::IP_TOS, "IP_TOS")?,
                 ttl: int(fd, libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL")?,
+                raw: None,
             }
         };
-        let udp = matches!(proto, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
+        let ip = IpOpts { raw: if ty == libc::SOCK_RAW { Some(RawOpts::read(fd, family, proto)?) } else { None }, ..ip };
+        let udp = ty == libc::SOCK_DGRAM && matches!(proto, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE);
         let udp_cork = udp && flag(fd, libc::SOL_UDP, libc::UDP_CORK, "UDP_CORK")?;
         // What waits in the receive queue (a socket shut down for reading
         // polls readable without anything queued).
@@ -241,21 +315,29 @@ impl InetSocket {
         self.proto == libc::IPPROTO_TCP && self.peer.port() != 0
     }
 
-    /// `socket(family, type | SOCK_CLOEXEC, proto)`, `IPV6_V6ONLY`,
-    /// `SO_REUSEADDR` on (see the module documentation) and `SO_REUSEPORT`
-    /// as dumped.
+    /// `socket(family, type | SOCK_CLOEXEC, proto)` and what must precede
+    /// `bind`: `IPV6_V6ONLY`, `SO_REUSEADDR` and `SO_REUSEPORT` on (see the
+    /// module documentation), `SO_BINDTODEVICE`, `IP_FREEBIND` /
+    /// `IPV6_FREEBIND`.
     pub fn create(&self) -> Result<OwnedFd, InetError> {
         use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
         let proto = std::num::NonZeroU32::new(self.proto as u32).map(Protocol::from_raw);
         let s = rustix::net::socket_with(AddressFamily::from_raw(self.family as u16), SocketType::from_raw(self.ty as u32), SocketFlags::CLOEXEC, proto)
             .map_err(err(format!("socket({}, {}, {})", self.family, self.ty, self.proto)))?;
         let fd = s.as_fd();
-        if self.family == libc::AF_INET6 {
+        // A raw socket has its protocol as port from the start, which
+        // IPV6_V6ONLY refuses (EINVAL).
+        if self.family == libc::AF_INET6 && self.ty != libc::SOCK_RAW {
             set(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, self.v6only as u32, "IPV6_V6ONLY")?;
         }
         set(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
-        if self.opts.reuseport {
-            set(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
+        set(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
+        if let Some(dev) = &self.opts.bound_dev {
+            sockopt::set_bytes(fd, libc::SOL_SOCKET as u32, libc::SO_BINDTODEVICE as u32, dev.as_bytes()).map_err(err(format!("setsockopt(SO_BINDTODEVICE, {dev:?})")))?;
+        }
+        if self.ip.freebind {
+            let (level, name) = if self.family == libc::AF_INET6 { (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND) } else { (libc::IPPROTO_IP, libc::IP_FREEBIND) };
+            set(fd, level, name, 1, "IP_FREEBIND")?;
         }
         Ok(s)
     }
@@ -324,6 +406,9 @@ impl InetSocket {
                 set(fd, libc::IPPROTO_IP, libc::IP_TTL, self.ip.ttl, "IP_TTL")?;
             }
         }
+        if let Some(r) = &self.ip.raw {
+            r.apply(fd, self.family, self.proto)?;
+        }
         if let Some(t) = &self.tcp {
             if t.nodelay {
                 set(fd, libc::SOL_TCP, libc::TCP_NODELAY, 1, "TCP_NODELAY")?;
@@ -362,6 +447,13 @@ impl InetSocket {
 /// clears it).
 pub fn set_reuseaddr(fd: impl AsFd, on: bool) -> Result<(), InetError> {
     set(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, on as u32, "SO_REUSEADDR")
+}
+
+/// `SO_REUSEADDR` and `SO_REUSEPORT` as dumped, once every socket of the
+/// restore is bound (both were on for the binds).
+pub fn set_reuse(fd: impl AsFd, addr: bool, port: bool) -> Result<(), InetError> {
+    set_reuseaddr(&fd, addr)?;
+    set(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, port as u32, "SO_REUSEPORT")
 }
 
 /// The shutdown state of a socket sock_diag does not list (neither bound
@@ -405,7 +497,7 @@ mod tests {
         let fd = s.create().unwrap();
         s.bind_listen_connect(fd.as_fd()).unwrap();
         s.set_options(fd.as_fd()).unwrap();
-        set_reuseaddr(&fd, s.opts.reuseaddr).unwrap();
+        set_reuse(&fd, s.opts.reuseaddr, s.opts.reuseport).unwrap();
         let r = InetSocket::read(fd.as_fd(), None).unwrap();
         (fd, r)
     }
@@ -477,6 +569,73 @@ mod tests {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    /// Two listeners share a port through SO_REUSEPORT, which the first
+    /// turned off after listening (zdtm socket-tcp-reuseport): both bind
+    /// again (the option is on for every bind) and get their own value
+    /// back after.
+    #[test]
+    fn listeners_sharing_a_port_come_back_whatever_their_reuseport() {
+        let listen_on = |port: u16| {
+            let s = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::STREAM, None).unwrap();
+            set(s.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "").unwrap();
+            rustix::net::bind(&s, &SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+            rustix::net::listen(&s, 5).unwrap();
+            s
+        };
+        let a = listen_on(0);
+        let port = to_std(rustix::net::getsockname(&a).unwrap()).unwrap().port();
+        let b = listen_on(port);
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0, "").unwrap();
+        let (sa, sb) = (InetSocket::read(a.as_fd(), None).unwrap(), InetSocket::read(b.as_fd(), None).unwrap());
+        assert_eq!((sa.opts.reuseport, sb.opts.reuseport, sa.local), (false, true, sb.local));
+        drop((a, b));
+        let made: Vec<OwnedFd> = [&sa, &sb]
+            .iter()
+            .map(|s| {
+                let fd = s.create().unwrap();
+                s.bind_listen_connect(fd.as_fd()).unwrap();
+                s.set_options(fd.as_fd()).unwrap();
+                fd
+            })
+            .collect();
+        for (fd, s) in made.iter().zip([&sa, &sb]) {
+            set_reuse(fd, s.opts.reuseaddr, s.opts.reuseport).unwrap();
+            assert_eq!(&InetSocket::read(fd.as_fd(), None).unwrap(), s);
+        }
+    }
+
+    /// Raw sockets (zdtm sock_ip_opts00): protocol, bound address, IP
+    /// options and raw options (header included, no defrag, ICMP filter).
+    #[test]
+    fn raw_sockets_come_back_with_their_options() {
+        use rustix::net::{AddressFamily, Protocol, SocketType};
+        let raw = |fam, proto: i32| rustix::net::socket(fam, SocketType::RAW, std::num::NonZeroU32::new(proto as u32).map(Protocol::from_raw)).unwrap();
+        let udp4 = raw(AddressFamily::INET, libc::IPPROTO_UDP);
+        set(udp4.as_fd(), libc::IPPROTO_IP, libc::IP_FREEBIND, 1, "").unwrap();
+        set(udp4.as_fd(), libc::IPPROTO_IP, libc::IP_TTL, 32, "").unwrap();
+        set(udp4.as_fd(), libc::IPPROTO_IP, libc::IP_HDRINCL, 1, "").unwrap();
+        set(udp4.as_fd(), libc::IPPROTO_IP, IP_NODEFRAG, 1, "").unwrap();
+        let icmp = raw(AddressFamily::INET, libc::IPPROTO_ICMP);
+        rustix::net::bind(&icmp, &"127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+        sockopt::set_u32(&icmp, SOL_RAW, ICMP_FILTER, 0x5).unwrap();
+        let icmp6 = raw(AddressFamily::INET6, libc::IPPROTO_ICMPV6);
+        sockopt::set(&icmp6, SOL_ICMPV6, ICMP_FILTER, &[1u32, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        let udp6 = raw(AddressFamily::INET6, libc::IPPROTO_UDP);
+        set(udp6.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1, "").unwrap();
+        set(udp6.as_fd(), libc::IPPROTO_IPV6, IPV6_HDRINCL, 1, "").unwrap();
+        for s in [&udp4, &icmp, &icmp6, &udp6] {
+            let r = InetSocket::read(s.as_fd(), None).unwrap();
+            assert_eq!((r.ty, r.state), (libc::SOCK_RAW, state::CLOSE));
+            assert!(r.ip.raw.is_some());
+            let (_fd, again) = again(&r);
+            assert_eq!(again, r);
+        }
+        let r = InetSocket::read(icmp.as_fd(), None).unwrap();
+        assert_eq!((r.local.ip(), r.ip.raw.unwrap().icmp_filter), ("127.0.0.1".parse::<IpAddr>().unwrap(), vec![5]));
+        let r = InetSocket::read(udp4.as_fd(), None).unwrap();
+        assert_eq!((r.ip.ttl, r.ip.freebind, r.ip.raw.unwrap()), (32, true, RawOpts { hdrincl: true, nodefrag: true, icmp_filter: vec![] }));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`sockopt`]: raw `getsockopt`/`setsockopt` at any level, for the
 //!   options rustix lacks (`SOL_TCP`, `SOL_IP`, `SOL_PACKET`...).
 //! - [`tcp_repair`]: established TCP connections through `TCP_REPAIR`.
+//! - [`tcp_segment`]: forged TCP segments (the FINs repair mode cannot set).
 //! - [`tcp_stream`]: `tcp-stream-INO.img`, a connection's state in the images.
 //! - [`lock`]: the network lock (iptables or nftables rules per connection).
 
@@ -35,6 +36,7 @@ pub mod packet;
 pub mod restore_state;
 pub mod sockopt;
 pub mod tcp_repair;
+pub mod tcp_segment;
 pub mod tcp_stream;
 
 /// The protocol name of the socket behind `path` (a `/proc/PID/fd/N`

@@ -13,8 +13,9 @@
 //! RX_RING (2), TX_RING (3): ring sizes     FANOUT (4): u32 id | type << 16
 //! ```
 //!
-//! Sockets with a mapped ring (`PACKET_RX_RING`/`TX_RING`) are refused by
-//! their users: the ring's memory is part of the address space.
+//! Rings (`PACKET_RX_RING`/`TX_RING`) are set up again with their
+//! geometry; a ring mapped into the address space is refused by the file
+//! kind (its memory would have to come back with it).
 //! Packets waiting in the queue are not kept (a capture loses them).
 
 use super::diag::{attr_u32, attrs, DiagError, DiagSocket};
@@ -49,6 +50,24 @@ const PACKET_VNET_HDR: u32 = 15;
 const PACKET_TIMESTAMP: u32 = 17;
 const PACKET_FANOUT: u32 = 18;
 const PACKET_COPY_THRESH: u32 = 7;
+const PACKET_RX_RING: u32 = 5;
+const PACKET_TX_RING: u32 = 13;
+/// `TPACKET_V3`: rings take a `tpacket_req3` (with the block fields).
+const TPACKET_V3: u32 = 2;
+
+/// A receive or transmit ring's geometry (`packet_diag_ring`, CRIU's
+/// `packet_ring`), as `PACKET_RX_RING`/`PACKET_TX_RING` set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ring {
+    pub block_size: u32,
+    pub block_nr: u32,
+    pub frame_size: u32,
+    pub frame_nr: u32,
+    /// `TPACKET_V3` only: block retire timeout, private area, features.
+    pub retire_tmo: u32,
+    pub sizeof_priv: u32,
+    pub features: u32,
+}
 
 /// One multicast membership (`PACKET_ADD_MEMBERSHIP`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,8 +105,10 @@ pub struct PacketSocket {
     pub mclist: Vec<(Membership, u32)>,
     /// `PACKET_FANOUT` (id | type << 16).
     pub fanout: Option<u32>,
-    /// A receive or transmit ring is set up.
-    pub ring: bool,
+    /// `PACKET_RX_RING`.
+    pub rx_ring: Option<Ring>,
+    /// `PACKET_TX_RING`.
+    pub tx_ring: Option<Ring>,
     /// `SOL_SOCKET` options.
     pub opts: SockOpts,
 }
@@ -138,7 +159,8 @@ pub fn sockets(diag: &mut DiagSocket) -> Result<HashMap<u32, PacketSocket>, Diag
             loss: false,
             mclist: Vec::new(),
             fanout: None,
-            ring: false,
+            rx_ring: None,
+            tx_ring: None,
             opts: SockOpts::default(),
         };
         for a in attrs(p, MSG_LEN) {
@@ -161,7 +183,15 @@ pub fn sockets(diag: &mut DiagSocket) -> Result<HashMap<u32, PacketSocket>, Diag
                         s.mclist.push((m, attr_u32(&mc[4..8])?));
                     }
                 }
-                2 | 3 => s.ring = true,
+                2 | 3 => {
+                    let w = |i: usize| attr_u32(d.get(i * 4..).unwrap_or_default());
+                    let r = Ring { block_size: w(0)?, block_nr: w(1)?, frame_size: w(2)?, frame_nr: w(3)?, retire_tmo: w(4)?, sizeof_priv: w(5)?, features: w(6)? };
+                    if ty == 2 {
+                        s.rx_ring = Some(r);
+                    } else {
+                        s.tx_ring = Some(r);
+                    }
+                }
                 4 => s.fanout = Some(attr_u32(d)?),
                 _ => {}
             }
@@ -207,6 +237,15 @@ impl PacketSocket {
             if on {
                 set(name, 1, what)?;
             }
+        }
+        // Rings after the version, reserve, vnet header and loss options (all
+        // refused once a ring exists).
+        for (ring, name, what) in [(self.rx_ring, PACKET_RX_RING, "PACKET_RX_RING"), (self.tx_ring, PACKET_TX_RING, "PACKET_TX_RING")] {
+            let Some(r) = ring else { continue };
+            let req = [r.block_size, r.block_nr, r.frame_size, r.frame_nr, r.retire_tmo, r.sizeof_priv, r.features];
+            let len = if self.version == TPACKET_V3 { 7 } else { 4 };
+            let bytes: Vec<u8> = req[..len].iter().flat_map(|w| w.to_ne_bytes()).collect();
+            sockopt::set_bytes(&s, SOL_PACKET, name, &bytes).map_err(call(format!("setsockopt({what}, {r:?})")))?;
         }
         for (m, count) in &self.mclist {
             // packet_mreq_max: int ifindex, u16 type, u16 alen, u8 addr[32].
@@ -257,7 +296,8 @@ mod tests {
             loss: true,
             mclist: vec![(Membership { index: lo, ty: 0, addr: vec![1, 0, 0x5e, 0, 0, 0xfb] }, 1)],
             fanout: Some(0x4242),
-            ring: false,
+            rx_ring: Some(Ring { block_size: 4096, block_nr: 2, frame_size: 2048, frame_nr: 4, ..Ring::default() }),
+            tx_ring: None,
             opts: SockOpts::default(),
         };
         let fd = s.open().unwrap();

@@ -2,13 +2,15 @@
 //! and does in three steps:
 //!
 //! 1. [`RestoredSockets::all_open`], once every description is open: the
-//!    dumped `SO_REUSEADDR` of each bound socket (every socket was bound
-//!    with it on, so that a listener and the connections it accepted can
-//!    share their port).
+//!    dumped `SO_REUSEADDR` and `SO_REUSEPORT` of each bound socket (every
+//!    socket was bound with both on, so that a listener and the
+//!    connections it accepted, or listeners sharing a port, can all be
+//!    bound).
 //! 2. [`RestoredSockets::go_live`], once every task of the tree is
 //!    restored and just before any runs: each connection rebuilt in repair
 //!    mode leaves it (a window probe goes out), sends what the dumped one
-//!    had not sent yet, gets its buffer sizes and `SO_REUSEADDR` back.
+//!    had not sent yet (and its FIN), gets its buffer sizes,
+//!    `SO_REUSEADDR` and `SO_REUSEPORT` back.
 //! 3. [`RestoredSockets::unlock`], once the tree runs: the network lock the
 //!    dump left is lifted (iptables rules of each connection; the nftables
 //!    table of the dump's run id). The peers' retransmissions get through.
@@ -17,7 +19,7 @@
 //! mode (the peers see nothing) and the lock stays: the dump can be
 //! restored again.
 
-use super::inet::{set_reuseaddr, InetError};
+use super::inet::{set_reuse, InetError};
 use super::lock::{Conn, LockMethod, NetLock};
 use super::sockopt;
 use super::tcp_repair::{self, RepairError};
@@ -30,12 +32,14 @@ pub struct GoLive {
     pub fd: OwnedFd,
     /// Its addresses.
     pub conn: Conn,
-    /// Bytes the dumped socket had not sent.
-    pub unsent: Vec<u8>,
-    /// `SO_REUSEADDR` as dumped.
-    pub reuseaddr: bool,
+    /// What going live sends: unsent bytes, a FIN.
+    pub finish: tcp_repair::Finish,
+    /// `SO_REUSEADDR` and `SO_REUSEPORT` as dumped.
+    pub reuse: (bool, bool),
     /// `SO_SNDBUF` and `SO_RCVBUF` as dumped (doubled values, as read).
     pub bufs: (u32, u32),
+    /// `SO_BUF_LOCK` as dumped (setting the sizes locks both).
+    pub buf_lock: Option<u32>,
 }
 
 /// The sockets' part of a restore (see the module documentation).
@@ -43,7 +47,7 @@ pub struct GoLive {
 pub struct RestoredSockets {
     lock: Option<NetLock>,
     conns: Vec<Conn>,
-    bound: Vec<(OwnedFd, bool)>,
+    bound: Vec<(OwnedFd, (bool, bool))>,
     live: Vec<GoLive>,
 }
 
@@ -61,10 +65,11 @@ impl RestoredSockets {
         }
     }
 
-    /// A socket bound with `SO_REUSEADDR` on, which gets `reuseaddr` back in
-    /// [`Self::all_open`]. `fd` is criu-rs's copy.
-    pub fn bound(&mut self, fd: OwnedFd, reuseaddr: bool) {
-        self.bound.push((fd, reuseaddr));
+    /// A socket bound with `SO_REUSEADDR` and `SO_REUSEPORT` on, which
+    /// gets `reuse` (the dumped values) back in [`Self::all_open`]. `fd` is
+    /// criu-rs's copy.
+    pub fn bound(&mut self, fd: OwnedFd, reuse: (bool, bool)) {
+        self.bound.push((fd, reuse));
     }
 
     /// A connection rebuilt in repair mode, to go live with the tree.
@@ -78,10 +83,11 @@ impl RestoredSockets {
         self.conns.push(conn);
     }
 
-    /// Step 1: the dumped `SO_REUSEADDR` of every bound socket.
+    /// Step 1: the dumped `SO_REUSEADDR` and `SO_REUSEPORT` of every bound
+    /// socket.
     pub fn all_open(&mut self) -> Result<(), InetError> {
-        for (fd, on) in self.bound.drain(..) {
-            set_reuseaddr(&fd, on)?;
+        for (fd, (addr, port)) in self.bound.drain(..) {
+            set_reuse(&fd, addr, port)?;
         }
         Ok(())
     }
@@ -91,14 +97,18 @@ impl RestoredSockets {
     pub fn go_live(&mut self) -> Result<(), GoLiveError> {
         for g in self.live.drain(..) {
             let at = |source| GoLiveError { local: g.conn.local.to_string(), peer: g.conn.peer.to_string(), source };
-            tcp_repair::go_live(&g.fd, &g.unsent).map_err(at)?;
+            tcp_repair::go_live(&g.fd, &g.finish).map_err(at)?;
             let set = |name: i32, v: u32, what: &'static str| {
                 sockopt::set_u32(&g.fd, libc::SOL_SOCKET as u32, name as u32, v).map_err(|errno| RepairError::Call { call: what, errno })
             };
             set(libc::SO_SNDBUFFORCE, g.bufs.0 / 2, "SO_SNDBUFFORCE").map_err(at)?;
             set(libc::SO_RCVBUFFORCE, g.bufs.1 / 2, "SO_RCVBUFFORCE").map_err(at)?;
-            set(libc::SO_REUSEADDR, g.reuseaddr as u32, "SO_REUSEADDR").map_err(at)?;
-            tracing::debug!(local = %g.conn.local, peer = %g.conn.peer, unsent = g.unsent.len(), "TCP connection live");
+            if let Some(lock) = g.buf_lock {
+                set(super::sockopts::SO_BUF_LOCK, lock, "SO_BUF_LOCK").map_err(at)?;
+            }
+            set(libc::SO_REUSEADDR, g.reuse.0 as u32, "SO_REUSEADDR").map_err(at)?;
+            set(libc::SO_REUSEPORT, g.reuse.1 as u32, "SO_REUSEPORT").map_err(at)?;
+            tracing::debug!(local = %g.conn.local, peer = %g.conn.peer, unsent = g.finish.unsent.len(), state = tcp_repair::state::name(g.finish.state), "TCP connection live");
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use rustix::fd::BorrowedFd;
 use rustix::io::Errno;
 
 /// `SO_BUF_LOCK` (Linux 5.14).
-const SO_BUF_LOCK: i32 = 72;
+pub const SO_BUF_LOCK: i32 = 72;
 
 /// The saved options of one socket (the fields of `sk_opts_entry`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -23,13 +23,34 @@
 //! of the output queue (`unsq_len`, `SIOCOUTQNSD`) is written with repair
 //! off, so the stack sends it as new data.
 //!
-//! Only ESTABLISHED connections are handled; half-closed ones (FIN_WAIT*,
-//! CLOSE_WAIT, LAST_ACK, CLOSING) would need a FIN forged into the receive
-//! queue and are refused by name ([`RepairError::State`]).
+//! Half-closed connections (CRIU's states and image, its order of
+//! replaying them): a FIN takes one sequence number, so `inq_seq` /
+//! `outq_seq` as saved count the FINs the connection holds, while the
+//! queue lengths count data only ([`save`] leaves our FIN out of `SIOCOUTQ`
+//! and `SIOCOUTQNSD`). [`restore`] builds the connection ESTABLISHED with
+//! the sequence numbers before the FINs; [`go_live`] replays them once
+//! every connection of the restore exists, so that what the socket answers
+//! finds its peer (or the network lock):
+//!
+//! ```text
+//!  state        in repair mode                 after repair off and the unsent bytes
+//!  FIN_WAIT1    -                              shutdown(WR)
+//!  FIN_WAIT2    shutdown(WR) in the send       -
+//!               queue + forged ACK of our FIN
+//!  CLOSE_WAIT   -                              forged FIN
+//!  LAST_ACK     -                              forged FIN, shutdown(WR)
+//!  CLOSING      -                              shutdown(WR), forged FIN
+//! ```
+//!
+//! Only a socket out of repair mode sends new bytes, and our FIN must
+//! follow them; the forged segments come from [`super::tcp_segment`].
+//! Other states (SYN_SENT, SYN_RECV, TIME_WAIT) are refused by name
+//! ([`RepairError::State`]).
 
 use super::sockopt;
+use super::tcp_segment::{self, Segment};
 use linux_raw_sys::net as k;
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, BorrowedFd};
 use rustix::io::Errno;
 use std::net::SocketAddr;
 
@@ -71,6 +92,26 @@ pub mod state {
             _ => "unknown",
         }
     }
+
+    /// Whether our FIN is in the send queue (`shutdown(SHUT_WR)` done).
+    pub fn fin_sent(s: u32) -> bool {
+        matches!(s, FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK)
+    }
+
+    /// Whether the peer acknowledged our FIN.
+    pub fn fin_acked(s: u32) -> bool {
+        s == FIN_WAIT2
+    }
+
+    /// Whether the peer's FIN is in the receive queue (reads see EOF).
+    pub fn fin_received(s: u32) -> bool {
+        matches!(s, CLOSE_WAIT | CLOSING | LAST_ACK)
+    }
+
+    /// The states a connection is saved and rebuilt in.
+    pub fn repairable(s: u32) -> bool {
+        s == ESTABLISHED || fin_sent(s) || fin_received(s)
+    }
 }
 
 /// `TCPOPT_*` option kinds for `TCP_REPAIR_OPTIONS`.
@@ -101,7 +142,7 @@ pub enum RepairError {
         errno: Errno,
     },
     /// A state this module does not carry over.
-    #[error("TCP connection in state {name} ({0}) cannot be dumped (only ESTABLISHED ones)", name = state::name(*.0))]
+    #[error("TCP connection in state {name} ({0}) cannot be dumped (only ESTABLISHED and half-closed ones)", name = state::name(*.0))]
     State(u32),
     /// Peeking at a queue returned another length than its size.
     #[error("peeking at the {queue} queue: got {got} bytes, {want} queued")]
@@ -135,13 +176,15 @@ pub struct Window {
 /// One connection's state, as `tcp-stream-INO.img` keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpStream {
-    /// TCP state (only [`state::ESTABLISHED`] for now).
+    /// TCP state (see [`state::repairable`]).
     pub state: u32,
-    /// `rcv_nxt`: the sequence number after the last byte received.
+    /// `rcv_nxt`: the sequence number after the last byte received (and
+    /// after the peer's FIN, when received).
     pub inq_seq: u32,
-    /// `write_seq`: the sequence number after the last byte queued to send.
+    /// `write_seq`: the sequence number after the last byte queued to send
+    /// (and after our FIN, when shut down for writing).
     pub outq_seq: u32,
-    /// Bytes at the end of the send queue never sent.
+    /// Bytes at the end of the send queue never sent (data only).
     pub unsq_len: u32,
     /// `TCPI_OPT_*` negotiated options.
     pub opt_mask: u32,
@@ -240,11 +283,17 @@ pub fn save(fd: impl AsFd) -> Result<TcpStream, RepairError> {
     let fd = fd.as_fd();
     let ti = tcp_info(fd).map_err(call("TCP_INFO"))?;
     let st = ti.state as u32;
-    if st != state::ESTABLISHED {
+    if !state::repairable(st) {
         return Err(RepairError::State(st));
     }
-    let outq_len = sockopt::ioctl_int(fd, SIOCOUTQ).map_err(call("SIOCOUTQ"))? as usize;
-    let unsq_len = sockopt::ioctl_int(fd, SIOCOUTQNSD).map_err(call("SIOCOUTQNSD"))?;
+    let mut outq_len = sockopt::ioctl_int(fd, SIOCOUTQ).map_err(call("SIOCOUTQ"))? as usize;
+    let mut unsq_len = sockopt::ioctl_int(fd, SIOCOUTQNSD).map_err(call("SIOCOUTQNSD"))?;
+    if state::fin_sent(st) {
+        // Our FIN counts in both while not acknowledged (not sent); it is
+        // no data.
+        outq_len = outq_len.saturating_sub(1);
+        unsq_len = unsq_len.saturating_sub(1);
+    }
     let inq_len = sockopt::ioctl_int(fd, SIOCINQ).map_err(call("SIOCINQ"))? as usize;
     let mss_clamp = sockopt::get_u32(fd, libc::SOL_TCP as u32, libc::TCP_MAXSEG as u32).map_err(call("TCP_MAXSEG"))?;
     let opt_mask = ti.options as u32;
@@ -294,25 +343,88 @@ impl TcpStream {
     }
 }
 
+/// What [`go_live`] does to a rebuilt connection, from [`Finish::of`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// The dumped state.
+    pub state: u32,
+    /// Bytes the dumped socket had not sent.
+    pub unsent: Vec<u8>,
+    /// The dumped socket was shut down for reading (`SHUT_RD` leaves no
+    /// trace in the state).
+    pub shutdown_read: bool,
+    /// A segment from the peer as the rebuilt socket expects the next one
+    /// (at `rcv_nxt` before the peer's FIN, acknowledging `snd_una`).
+    from_peer: Segment,
+    /// `write_seq` before our FIN.
+    write_seq: u32,
+}
+
+impl Finish {
+    /// What is left to do for connection `s` (`local` → `peer`, dumped
+    /// with `sk_shutdown` bits `shutdown`) once [`restore`] rebuilt it.
+    pub fn of(s: &TcpStream, local: &SocketAddr, peer: &SocketAddr, shutdown: u8) -> Finish {
+        let (rcv_nxt, write_seq) = s.data_seqs();
+        let window = match s.window {
+            Some(w) => (w.snd_wnd >> s.snd_wscale).min(0xffff) as u16,
+            None => 0xffff,
+        };
+        let from_peer = Segment { local: *local, peer: *peer, seq: rcv_nxt, ack: write_seq.wrapping_sub(s.outq.len() as u32), flags: tcp_segment::ACK, window };
+        Finish { state: s.state, unsent: s.unsent().to_vec(), shutdown_read: shutdown & 1 != 0, from_peer, write_seq }
+    }
+}
+
+impl TcpStream {
+    /// `rcv_nxt` and `write_seq` without the FINs (what repair mode sets).
+    fn data_seqs(&self) -> (u32, u32) {
+        (self.inq_seq.wrapping_sub(state::fin_received(self.state) as u32), self.outq_seq.wrapping_sub(state::fin_sent(self.state) as u32))
+    }
+}
+
+/// Forges `seg` and waits (a hang guard) until the socket left state
+/// `from`.
+fn forge(fd: BorrowedFd<'_>, seg: &Segment, what: &'static str, from: u32) -> Result<(), RepairError> {
+    tcp_segment::inject(seg).map_err(call(what))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let st = tcp_info(fd).map_err(call("TCP_INFO"))?.state as u32;
+        if st != from {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(RepairError::Bad(format!("{what}: the socket stayed {}", state::name(st))));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn shut_write(fd: BorrowedFd<'_>) -> Result<(), RepairError> {
+    rustix::net::shutdown(fd, rustix::net::Shutdown::Write).map_err(call("shutdown(SHUT_WR)"))
+}
+
 /// Rebuilds connection `s` from `local` to `peer` on `fd`: a fresh TCP
 /// socket of the right family, in repair mode, with big enough buffers
 /// (`SO_SNDBUFFORCE`/`SO_RCVBUFFORCE`, set back by the caller). Leaves it
-/// in repair mode, with everything but the unsent tail of the send queue,
-/// which [`go_live`] sends.
+/// ESTABLISHED in repair mode, with everything but the unsent tail of the
+/// send queue and the FINs, which [`go_live`] replays.
 pub fn restore(fd: impl AsFd, s: &TcpStream, local: &SocketAddr, peer: &SocketAddr) -> Result<(), RepairError> {
     let fd = fd.as_fd();
-    if s.state != state::ESTABLISHED {
+    if !state::repairable(s.state) {
         return Err(RepairError::State(s.state));
     }
     if s.unsq_len as usize > s.outq.len() {
         return Err(RepairError::Bad(format!("{} unsent bytes in a send queue of {}", s.unsq_len, s.outq.len())));
     }
+    if state::fin_acked(s.state) && s.outq.len() > 0 {
+        return Err(RepairError::Bad(format!("{} bytes not acknowledged before an acknowledged FIN", s.outq.len())));
+    }
+    let (rcv_nxt, write_seq) = s.data_seqs();
     rustix::net::bind(fd, local).map_err(call("bind"))?;
     set_queue(fd, TCP_RECV_QUEUE)?;
-    let rcv_start = s.inq_seq.wrapping_sub(s.inq.len() as u32);
+    let rcv_start = rcv_nxt.wrapping_sub(s.inq.len() as u32);
     sockopt::set_u32(fd, libc::SOL_TCP as u32, k::TCP_QUEUE_SEQ, rcv_start).map_err(call("TCP_QUEUE_SEQ (receive)"))?;
     set_queue(fd, TCP_SEND_QUEUE)?;
-    let snd_start = s.outq_seq.wrapping_sub(s.outq.len() as u32);
+    let snd_start = write_seq.wrapping_sub(s.outq.len() as u32);
     sockopt::set_u32(fd, libc::SOL_TCP as u32, k::TCP_QUEUE_SEQ, snd_start).map_err(call("TCP_QUEUE_SEQ (send)"))?;
     match rustix::net::connect(fd, peer) {
         Ok(()) | Err(Errno::INPROGRESS) => {}
@@ -339,22 +451,52 @@ pub fn restore(fd: impl AsFd, s: &TcpStream, local: &SocketAddr, peer: &SocketAd
     set_queue(fd, TCP_SEND_QUEUE)?;
     fill_queue(fd, "writing the send queue", s.sent())?;
     if let Some(w) = s.window {
-        let v = [w.snd_wl1, w.snd_wnd, w.max_window, w.rcv_wnd, w.rcv_wup];
+        let mut v = [w.snd_wl1, w.snd_wnd, w.max_window, w.rcv_wnd, w.rcv_wup];
+        if state::fin_received(s.state) {
+            // The window was saved after the peer's FIN, which is not in
+            // yet: rcv_wup may not pass rcv_nxt.
+            v[4] = v[4].wrapping_sub(1);
+            v[3] = v[3].wrapping_add(1);
+        }
         sockopt::set(fd, libc::SOL_TCP as u32, k::TCP_REPAIR_WINDOW, &v).map_err(call("TCP_REPAIR_WINDOW"))?;
     }
     set_queue(fd, TCP_NO_QUEUE)
 }
 
-/// Turns repair off on a restored connection and sends what the dumped
-/// one had not sent yet (`s.unsent()`). Call it once every connection of
-/// the restore is rebuilt: the window probe and the bytes sent here must
-/// find the peer's socket (or a network lock) rather than nothing, which
-/// would answer with a reset. The caller then puts `SO_REUSEADDR` and the
-/// buffer sizes back.
-pub fn go_live(fd: impl AsFd, unsent: &[u8]) -> Result<(), RepairError> {
+/// Turns repair off on a restored connection, sends what the dumped one
+/// had not sent yet and replays the FINs (see the module documentation).
+/// Call it once every connection of the restore is rebuilt: the window
+/// probe, the bytes and the acknowledgements sent here must find the
+/// peer's socket (or a network lock) rather than nothing, which would
+/// answer with a reset. The caller then puts `SO_REUSEADDR` and the buffer
+/// sizes back.
+pub fn go_live(fd: impl AsFd, f: &Finish) -> Result<(), RepairError> {
     let fd = fd.as_fd();
+    let fin = Segment { flags: tcp_segment::FIN | tcp_segment::ACK, ..f.from_peer };
+    if state::fin_acked(f.state) {
+        // Our FIN as sent (send queue selected: not transmitted), then the
+        // peer's acknowledgement of it.
+        set_queue(fd, TCP_SEND_QUEUE)?;
+        shut_write(fd)?;
+        set_queue(fd, TCP_NO_QUEUE)?;
+        let ack = Segment { ack: f.write_seq.wrapping_add(1), ..f.from_peer };
+        forge(fd, &ack, "forging the ACK of our FIN", state::FIN_WAIT1)?;
+    }
     repair_off(fd)?;
-    fill_queue(fd, "sending the unsent bytes", unsent)
+    fill_queue(fd, "sending the unsent bytes", &f.unsent)?;
+    if matches!(f.state, state::CLOSE_WAIT | state::LAST_ACK) {
+        forge(fd, &fin, "forging the peer's FIN", state::ESTABLISHED)?;
+    }
+    if state::fin_sent(f.state) && !state::fin_acked(f.state) {
+        shut_write(fd)?;
+    }
+    if f.state == state::CLOSING {
+        forge(fd, &fin, "forging the peer's FIN", state::FIN_WAIT1)?;
+    }
+    if f.shutdown_read {
+        rustix::net::shutdown(fd, rustix::net::Shutdown::Read).map_err(call("shutdown(SHUT_RD)"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -379,13 +521,20 @@ mod tests {
         s
     }
 
+    /// Both ends in repair mode, saved, with their addresses.
+    fn save_pair(a: &StdTcp, b: &StdTcp) -> (TcpStream, TcpStream, SocketAddr, SocketAddr) {
+        repair_on(a).unwrap();
+        repair_on(b).unwrap();
+        (save(a).unwrap(), save(b).unwrap(), a.local_addr().unwrap(), b.local_addr().unwrap())
+    }
+
     /// Both ends rebuilt on fresh sockets, live again.
     fn rebuild(sa: &TcpStream, sb: &TcpStream, la: &SocketAddr, lb: &SocketAddr) -> (OwnedFd, OwnedFd) {
         let (na, nb) = (fresh(la), fresh(lb));
         restore(&na, sa, la, lb).unwrap();
         restore(&nb, sb, lb, la).unwrap();
-        go_live(&na, sa.unsent()).unwrap();
-        go_live(&nb, sb.unsent()).unwrap();
+        go_live(&na, &Finish::of(sa, la, lb, 0)).unwrap();
+        go_live(&nb, &Finish::of(sb, lb, la, 0)).unwrap();
         (na, nb)
     }
 
@@ -402,11 +551,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let (la, lb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        repair_on(&a).unwrap();
-        repair_on(&b).unwrap();
-        let sa = save(&a).unwrap();
-        let sb = save(&b).unwrap();
+        let (sa, sb, la, lb) = save_pair(&a, &b);
         assert_eq!(sa.inq, b"to a, unread");
         assert_eq!(sb.inq, b"to b, unread");
         assert_eq!(sa.outq, b"", "acked bytes leave the send queue");
@@ -498,11 +643,7 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        let (la, lb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        repair_on(&a).unwrap();
-        repair_on(&b).unwrap();
-        let sa = save(&a).unwrap();
-        let sb = save(&b).unwrap();
+        let (sa, sb, la, lb) = save_pair(&a, &b);
         assert!(sa.unsq_len > 0, "the writer has bytes never sent");
         assert!(!sb.inq.is_empty(), "the reader has bytes unread");
         drop((a, b));
@@ -515,20 +656,115 @@ mod tests {
         assert!(got.iter().enumerate().all(|(i, &c)| c == pattern(i)), "stream out of order");
     }
 
-    #[test]
-    fn other_states_are_refused_by_name() {
-        let (a, b) = pair(false);
-        b.shutdown(std::net::Shutdown::Write).unwrap();
+    fn wait_state(s: &impl AsFd, want: u32) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while tcp_info(&a).unwrap().state as u32 != state::CLOSE_WAIT {
+        while tcp_info(s).unwrap().state as u32 != want {
+            assert!(std::time::Instant::now() < deadline, "never {}", state::name(want));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn wait_inq(s: &impl AsFd, n: u32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while sockopt::ioctl_int(s, SIOCINQ).unwrap() < n {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        repair_on(&a).unwrap();
-        let e = save(&a).unwrap_err();
-        assert_eq!(e, RepairError::State(state::CLOSE_WAIT));
-        assert!(e.to_string().contains("CLOSE_WAIT"), "{e}");
-        repair_off(&a).unwrap();
+    }
+
+    /// b shut down for writing (FIN_WAIT2), a saw it (CLOSE_WAIT), bytes
+    /// unread both ways. After the rebuild: both states back, the bytes
+    /// read once, EOF where it was (after a's unread bytes), and the open
+    /// direction carries on until a closes it too.
+    fn half_closed(v6: bool) {
+        let (mut a, mut b) = pair(v6);
+        b.write_all(b"before the FIN").unwrap();
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        a.write_all(b"to b, unread").unwrap();
+        wait_state(&a, state::CLOSE_WAIT);
+        wait_state(&b, state::FIN_WAIT2);
+        wait_inq(&b, 12);
+        let (sa, sb, la, lb) = save_pair(&a, &b);
+        assert_eq!((sa.state, sb.state), (state::CLOSE_WAIT, state::FIN_WAIT2));
+        assert_eq!((&sa.inq[..], &sb.inq[..]), (&b"before the FIN"[..], &b"to b, unread"[..]));
+        assert_eq!((sa.outq.len(), sb.outq.len(), sb.unsq_len), (0, 0, 0), "the FIN is no data");
+        drop((a, b));
+        let (na, nb) = rebuild(&sa, &sb, &la, &lb);
+        assert_eq!(tcp_info(&na).unwrap().state as u32, state::CLOSE_WAIT);
+        assert_eq!(tcp_info(&nb).unwrap().state as u32, state::FIN_WAIT2);
+        let mut a = StdTcp::from(na);
+        let mut b = StdTcp::from(nb);
+        a.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        a.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"before the FIN", "a reads b's bytes, then EOF");
+        let mut buf = [0u8; 12];
+        b.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"to b, unread");
+        a.write_all(b"after").unwrap();
+        drop(a);
+        let mut rest = Vec::new();
+        b.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"after", "a's close reaches b as EOF");
+        assert!(b.write_all(b"x").is_err() || b.write_all(b"x").is_err(), "b stays shut for writing");
+    }
+
+    #[test]
+    fn half_closed_connection_carries_on_v4() {
+        half_closed(false);
+    }
+
+    #[test]
+    fn half_closed_connection_carries_on_v6() {
+        half_closed(true);
+    }
+
+    /// FIN_WAIT1 with bytes never sent before the FIN (the reader's window
+    /// is shut), and the peer in ESTABLISHED. After the rebuild the reader
+    /// gets every byte, then EOF.
+    #[test]
+    fn fin_after_unsent_bytes_survives() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        rustix::net::sockopt::set_socket_recv_buffer_size(&l, 4096).unwrap();
+        let mut a = StdTcp::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let block = vec![7u8; 1024];
+        let mut total = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while sockopt::ioctl_int(&a, SIOCOUTQNSD).unwrap() == 0 {
+            assert!(std::time::Instant::now() < deadline);
+            match a.write(&block) {
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(tcp_info(&a).unwrap().state as u32, state::FIN_WAIT1);
+        let (sa, sb, la, lb) = save_pair(&a, &b);
+        assert_eq!((sa.state, sb.state), (state::FIN_WAIT1, state::ESTABLISHED));
+        assert!(sa.unsq_len > 0);
+        // Bytes b got but has not acknowledged yet are in both queues.
+        assert!(sa.outq.len() + sb.inq.len() >= total && sa.outq.len() <= total, "the FIN is no data");
+        drop((a, b));
+        let (na, nb) = rebuild(&sa, &sb, &la, &lb);
+        let mut b = StdTcp::from(nb);
+        b.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), total);
+        wait_state(&na, state::FIN_WAIT2);
+    }
+
+    #[test]
+    fn other_states_are_refused_by_name() {
+        let s = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        repair_on(&s).unwrap();
+        let e = save(&s).unwrap_err();
+        assert_eq!(e, RepairError::State(state::CLOSE));
+        assert!(e.to_string().contains("CLOSE"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::plan::{PagesPlan, TaskPlan, VmaKind, PAGE_SIZE};
 use super::premap::{fill, finish, premap, Premap};
 use super::shared::SharedObjects;
 use crate::abi::MemRange;
-use rustix::fd::{AsFd, AsRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use std::ffi::c_void;
@@ -53,6 +53,19 @@ pub fn guarded(plan: &TaskPlan, status: OwnedFd, f: impl FnOnce(&OwnedFd) -> Res
     unsafe { libc::_exit(1) }
 }
 
+/// How a task comes by its descriptor table.
+#[derive(Debug)]
+pub enum FdTable {
+    /// It installs its own ([`prepare`]).
+    Own,
+    /// It installed it before forking the tasks that share it
+    /// (`CLONE_FILES`); `leftovers` are criu-rs's fds kept in it for the
+    /// tasks forked below, which criu-rs closes in this task at the end.
+    Installed { leftovers: Vec<RawFd> },
+    /// It shares its parent's table, installed by the task that owns it.
+    Parent,
+}
+
 /// Everything after the task's memory is built ([`build_memory`], `pm`)
 /// and its children forked: files (`objs`: every description and shared
 /// memory object of the tree, created by criu-rs and inherited), the
@@ -65,6 +78,7 @@ pub fn prepare(
     status: &OwnedFd,
     objs: &SharedObjects,
     pm: Premap,
+    table: &FdTable,
 ) -> Result<std::convert::Infallible> {
     raise_nofile();
     let floor = fd_floor(&plan.fds);
@@ -78,8 +92,13 @@ pub fn prepare(
     let mut keep: Vec<i32> = vec![status.as_raw_fd(), log];
     keep.extend(exe.iter().map(|f| f.as_raw_fd()));
     keep.extend(shared.iter().map(|(_, f)| f.as_raw_fd()));
-    let files = crate::files::task::TaskFiles { pid: plan.pid, fds: &plan.fds, descs: &plan.descs, first_held: &plan.first_held };
-    crate::files::task::install(&files, &objs.descs, &keep)?;
+    let files = plan.task_files();
+    match table {
+        FdTable::Own => crate::files::task::install(&files, &objs.descs, &keep)?,
+        FdTable::Installed { .. } => {}
+        // Its own locks (installed by the first task of the table).
+        FdTable::Parent => crate::files::task::take_locks(&files)?,
+    }
     finish(&pm, &plan.vmas)?;
     // Before restore_fs: the socket path is relative to criu-rs's root and cwd.
     let uffd = lazy.map(|l| hand_over_uffd(l, plan.pid, floor)).transpose()?.unwrap_or(-1);
@@ -99,7 +118,12 @@ pub fn prepare(
     // Last: timers count from here.
     crate::files::task::before_resume(&files)?;
     let mut line = format!("{PLACED} {} {} {} {}", place.blob.start, place.blob.len, place.args.start, place.args.len);
-    for fd in std::iter::once(fds.log).chain(fds.shared.iter().map(|s| s.1)).chain((fds.exe >= 0).then_some(fds.exe)) {
+    let leftovers = match table {
+        FdTable::Installed { leftovers } => &leftovers[..],
+        FdTable::Own | FdTable::Parent => &[],
+    };
+    let ours = std::iter::once(fds.log).chain(fds.shared.iter().map(|s| s.1)).chain((fds.exe >= 0).then_some(fds.exe));
+    for fd in ours.chain(leftovers.iter().copied()) {
         line += &format!(" {fd}");
     }
     line.push('\n');

@@ -90,6 +90,8 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
     let task_files = load_fds(&images, files_id, &files, opts)?;
+    let locks = crate::files::locks::load_for(&images, pid, &task_files.fds, opts)?;
+    check_posix_locks(&images, &locks, &task_files, &vmas, exe.as_deref())?;
     let creds = std::iter::once((pid, &core))
         .chain(threads.iter().map(|(t, c)| (*t, c)))
         .map(|(tid, c)| {
@@ -128,6 +130,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
         descs: task_files.descs,
         owners: task_files.owners,
         first_held: Default::default(),
+        locks,
         vmas,
         guards,
         pages,
@@ -145,6 +148,34 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
 
 /// The id naming the task's `fdinfo-ID.img`: from `core_entry.ids`, else
 /// from `ids-PID.img`, else the pid.
+/// A POSIX lock belongs to the task's fd table and goes when the task
+/// closes any fd of its file: criu-rs's own fds of the files the task maps
+/// shared (or runs) are closed in the task after the locks are taken, so
+/// a POSIX lock on one of those cannot be kept.
+fn check_posix_locks(
+    images: &ImageDir,
+    locks: &[crate::files::locks::FileLock],
+    files: &crate::files::load::TaskFiles,
+    vmas: &[VmaPlan],
+    exe: Option<&Path>,
+) -> Result<()> {
+    let shared = vmas.iter().filter_map(|v| match &v.kind {
+        VmaKind::SharedFile { path, .. } => Some(path.as_path()),
+        _ => None,
+    });
+    let reopened: Vec<&Path> = shared.chain(exe).collect();
+    for l in locks.iter().filter(|l| l.kind == crate::files::locks::FL_POSIX) {
+        let desc = files.fds.iter().find(|f| f.fd == l.fd).and_then(|f| files.descs.get(&f.desc));
+        if let Some(crate::files::DescPlan::Reg(r)) = desc {
+            if reopened.contains(&r.file.path.as_path()) {
+                let what = format!("{} on fd {} of pid {}: the task also maps or runs {}", l.describe(), l.fd, l.pid, r.file.path.display());
+                return Err(RestoreError::Unsupported { file: images.image_path(ImageKind::FileLocks, 0), what });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn files_id(images: &ImageDir, core: &pb::CoreEntry, pid: i32) -> Result<u32> {
     if let Some(id) = core.ids.as_ref().and_then(|i| i.files_id) {
         return Ok(id);

@@ -33,6 +33,8 @@ pub struct TaskPlan {
     /// The descriptions this task is the first of the tree to hold: it
     /// finishes them ([`crate::files::task`]); filled in with the tree.
     pub first_held: std::collections::BTreeSet<u32>,
+    /// File locks it takes once its fd table is in place (`--file-locks`).
+    pub locks: Vec<crate::files::locks::FileLock>,
     /// Every dumped VMA, sorted by address, non-overlapping.
     pub vmas: Vec<VmaPlan>,
     /// Guard regions (`MADV_GUARD_INSTALL`) inside them, `[start, end)`:
@@ -61,6 +63,13 @@ pub struct TaskPlan {
     /// The root of the tree: its parent is criu-rs, so its parent-death
     /// signal is not restored (criu-rs exits after a detached restore).
     pub root: bool,
+}
+
+impl TaskPlan {
+    /// What the task finishes of its files ([`crate::files::task`]).
+    pub fn task_files(&self) -> crate::files::task::TaskFiles<'_> {
+        crate::files::task::TaskFiles { pid: self.pid, fds: &self.fds, descs: &self.descs, first_held: &self.first_held, locks: &self.locks }
+    }
 }
 
 /// Root, cwd and umask.

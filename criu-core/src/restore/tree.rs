@@ -17,7 +17,7 @@
 //! trap until the whole tree is there, then lets them all go.
 
 use super::barrier::{self, Tracked, TreeGuard};
-use super::child::{build_memory, guarded, prepare};
+use super::child::{build_memory, guarded, prepare, FdTable};
 use super::cow;
 use super::clone::{clone3_set_tid, clone3_set_tid_flags, Forked};
 use super::error::{RestoreError, Result, SysContext};
@@ -44,6 +44,9 @@ pub struct TreeTask {
     pub ppid: i32,
     pub pgid: i32,
     pub sid: i32,
+    /// Its descriptor table's id (`files_id`; 0 for a zombie): tasks with
+    /// the same id shared one table (`CLONE_FILES`).
+    pub files_id: u32,
     pub kind: TaskKind,
 }
 
@@ -65,6 +68,8 @@ pub struct TreePlan {
     /// `--mmap-page-image`: private anonymous pages are mapped from the
     /// images ([`super::image_map`]).
     pub map_pages: bool,
+    /// The pty pairs that are controlling terminals of the tree's sessions.
+    pub cttys: Vec<crate::files::tty::Ctty>,
 }
 
 impl TreePlan {
@@ -80,6 +85,22 @@ impl TreePlan {
     pub fn ids(&self) -> Vec<i32> {
         let tids = self.live().flat_map(|p| p.threads.iter().map(|t| t.0));
         self.tasks.iter().map(|t| t.pid).chain(tids).collect()
+    }
+
+    /// Whether task `idx` shares its parent's descriptor table (forked with
+    /// `CLONE_FILES`).
+    fn shares_parent_table(&self, idx: usize) -> bool {
+        let t = &self.tasks[idx];
+        let parent = self.tasks.iter().find(|p| p.pid == t.ppid && t.ppid != 0);
+        matches!(t.kind, TaskKind::Live(_)) && parent.is_some_and(|p| matches!(p.kind, TaskKind::Live(_)) && p.files_id == t.files_id)
+    }
+
+    /// The tasks other than `idx` that share task `idx`'s descriptor table.
+    fn table_sharers(&self, idx: usize) -> impl Iterator<Item = usize> + '_ {
+        let id = self.tasks[idx].files_id;
+        let live = |t: &TreeTask| matches!(t.kind, TaskKind::Live(_));
+        let mine = live(&self.tasks[idx]);
+        self.tasks.iter().enumerate().filter(move |&(i, t)| mine && i != idx && live(t) && t.files_id == id).map(|(i, _)| i)
     }
 
     /// Indices of the tasks whose parent is task `idx`, in image order.
@@ -121,6 +142,7 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
         }
         let core: pb::CoreEntry = images.read_one(ImageKind::Core, pid as u64)?;
         let tc = core.tc.as_ref();
+        let mut files_id = 0;
         let kind = if tc.and_then(|tc| tc.task_state) == Some(task_state::DEAD) {
             if i == 0 {
                 return Err(RestoreError::Unsupported { file: path, what: format!("the root {pid} is a zombie") });
@@ -130,15 +152,23 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
         } else {
             let mut plan = load_task(&images, e, &opts)?;
             plan.root = i == 0;
+            files_id = super::load::files_id(&images, &plan.core, pid)?;
             TaskKind::Live(Box::new(plan))
         };
-        let task = TreeTask { pid, ppid, pgid, sid, kind };
+        let task = TreeTask { pid, ppid, pgid, sid, files_id, kind };
         check_ids(&task, &tasks, &path)?;
+        check_table(&task, &tasks, &path)?;
         tasks.push(task);
     }
-    warn_shared_tables(&images, &tasks)?;
+    let live: Vec<i32> = tasks.iter().filter(|t| matches!(t.kind, TaskKind::Live(_))).map(|t| t.pid).collect();
+    let taken = tasks.iter().map(|t| if let TaskKind::Live(p) = &t.kind { p.locks.len() } else { 0 }).sum();
+    crate::files::locks::check_all_taken(&images, &opts, &live, taken)?;
     assign_first_held(&images, &mut tasks)?;
-    Ok(TreePlan { tasks, lazy: Vec::new(), map_pages: false })
+    let cttys = crate::files::tty::cttys(tasks.iter().flat_map(|t| match &t.kind {
+        TaskKind::Live(p) => Some(p.descs.iter()),
+        TaskKind::Zombie { .. } => None,
+    }).flatten());
+    Ok(TreePlan { tasks, lazy: Vec::new(), map_pages: false, cttys })
 }
 
 /// Gives each live task the descriptions it is the first to hold (it
@@ -163,18 +193,23 @@ fn assign_first_held(images: &crate::images::ImageDir, tasks: &mut [TreeTask]) -
     Ok(())
 }
 
-/// Tasks that shared one descriptor table (`CLONE_FILES`) get a copy each
-/// (same descriptions, separate tables): said in the log.
-fn warn_shared_tables(images: &crate::images::ImageDir, tasks: &[TreeTask]) -> Result<()> {
-    let mut seen: BTreeMap<u32, i32> = BTreeMap::new();
-    for t in tasks {
-        let TaskKind::Live(plan) = &t.kind else { continue };
-        let id = super::load::files_id(images, &plan.core, t.pid)?;
-        if let Some(first) = seen.insert(id, t.pid) {
-            tracing::warn!(first, pid = t.pid, "tasks shared one fd table (CLONE_FILES): each gets its own copy");
-        }
+/// A task that shared its descriptor table with tasks listed before it
+/// (`CLONE_FILES`) is forked sharing its parent's: the table must be its
+/// parent's, and the task one its parent forks itself (not a helper).
+fn check_table(t: &TreeTask, before: &[TreeTask], path: &std::path::Path) -> Result<()> {
+    if !matches!(t.kind, TaskKind::Live(_)) {
+        return Ok(());
     }
-    Ok(())
+    let Some(owner) = before.iter().find(|b| matches!(b.kind, TaskKind::Live(_)) && b.files_id == t.files_id) else { return Ok(()) };
+    let parent = before.iter().find(|b| b.pid == t.ppid);
+    let what = if parent.is_none_or(|p| p.files_id != t.files_id) {
+        format!("task {} shares the fd table of task {} (CLONE_FILES), which is not its parent's", t.pid, owner.pid)
+    } else if helper_for(t, before).ok().flatten().is_some() {
+        format!("task {} shares its parent's fd table (CLONE_FILES) but its session or group leader is gone", t.pid)
+    } else {
+        return Ok(());
+    };
+    Err(RestoreError::Unsupported { file: path.into(), what })
 }
 
 /// A task whose session or group leader is gone (and is no task of the
@@ -255,6 +290,7 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         ext_unix_sk: opts.ext_unix_sk,
         tcp_established: opts.tcp_established,
         tcp_close: opts.tcp_close,
+        file_locks: opts.file_locks,
         ..Default::default()
     };
     let mut tree = load_tree(&opts.dir, load_opts)?;
@@ -403,10 +439,18 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
             }
         }
         set_ids(t, &tree.tasks[0])?;
+        crate::files::tty::take_ctty(&tree.cttys, t.pid, t.pgid, t.sid, &objs.descs)?;
         if idx == 0 {
             crate::files::tty::take_foreground(plan, t.pid, t.pgid, t.sid)?;
         }
         let pm = build_memory(plan, parent, &tree.ids(), tree.map_pages)?;
+        let table = if tree.shares_parent_table(idx) {
+            FdTable::Parent
+        } else if tree.table_sharers(idx).next().is_some() {
+            install_for_sharers(tree, idx, plan, pipes, objs, status)?
+        } else {
+            FdTable::Own
+        };
         // Children inherit this memory copy-on-write (not in a lazy
         // restore, where pages come later, each task's on its own, nor
         // where pages are mapped from each task's own image).
@@ -431,8 +475,32 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
         set_child_subreaper(subreaper)?;
         // The parent-death signal is set by the blob, after the
         // credentials (whose change clears it).
-        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, pm)
+        prepare(plan, tree.lazy.get(idx).and_then(Option::as_ref), status, objs, pm, &table)
     })
+}
+
+/// For task `idx` whose descriptor table other tasks below it share: puts
+/// its fds in place now, before it forks them (with `CLONE_FILES`: they
+/// never touch the table), keeping what the tasks forked below need
+/// (their status and go pipes, the tree's descriptions and shmem
+/// objects). Those criu-rs fds stay in the shared table until criu-rs
+/// closes them in this task at the end, but for the status pipes of the
+/// sharers, which each closes as its own.
+fn install_for_sharers(tree: &TreePlan, idx: usize, plan: &TaskPlan, pipes: &TaskPipes, objs: &SharedObjects, status: &OwnedFd) -> Result<FdTable> {
+    use rustix::fd::AsRawFd;
+    let sharers: Vec<usize> = tree.table_sharers(idx).collect();
+    let tx = pipes.status_tx.iter().enumerate().filter_map(|(i, f)| Some((i, f.as_ref()?.as_raw_fd())));
+    let go = pipes.go_rx.iter().flatten().map(|f| (usize::MAX, f.as_raw_fd()));
+    let held = objs.descs.values().chain(objs.shmem.values()).map(|f| (usize::MAX, f.as_raw_fd()));
+    let below: Vec<(usize, i32)> = tx.chain(go).chain(held).collect();
+    let mut keep: Vec<i32> = below.iter().map(|b| b.1).collect();
+    let log = crate::logfd::move_above(crate::files::fdtable::fd_floor(&plan.fds)).sys(|| "moving the log fd out of the task's way".into())?;
+    keep.extend([status.as_raw_fd(), log]);
+    let files = plan.task_files();
+    crate::files::task::install(&files, &objs.descs, &keep)?;
+    let leftovers = below.into_iter().filter(|(i, _)| !sharers.contains(i)).map(|b| b.1).collect();
+    tracing::debug!(pid = plan.pid, sharers = ?sharers.iter().map(|&i| tree.tasks[i].pid).collect::<Vec<_>>(), "fd table installed before forking the tasks sharing it");
+    Ok(FdTable::Installed { leftovers })
 }
 
 /// `prctl(PR_SET_CHILD_SUBREAPER, on)`.
@@ -488,9 +556,18 @@ fn fork_helper(
 fn fork_child(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedObjects, parent: Option<&cow::Parent>) -> Result<()> {
     let t = &tree.tasks[idx];
     match &t.kind {
-        TaskKind::Live(_) => {
+        TaskKind::Live(plan) => {
+            // A task that shared its parent's table shares it again (the
+            // parent installed it before forking it), with a log fd of its own.
+            let sharing = tree.shares_parent_table(idx);
+            let flags = if sharing { libc::CLONE_FILES as u64 } else { 0 };
+            let floor = crate::files::fdtable::fd_floor(&plan.fds);
+            let log = if sharing { crate::logfd::copy_above(floor).sys(|| "copying the log fd".into())? } else { -1 };
             // SAFETY: the task is single-threaded (a fork of criu-rs).
-            if let Forked::Child = unsafe { clone3_set_tid(t.pid)? } {
+            if let Forked::Child = unsafe { clone3_set_tid_flags(t.pid, flags)? } {
+                if sharing {
+                    crate::logfd::adopt(log);
+                }
                 task_main(tree, idx, pipes, objs, parent)
             }
         }
@@ -583,7 +660,7 @@ mod tests {
     use super::*;
 
     fn zombie(pid: i32, ppid: i32, pgid: i32, sid: i32) -> TreeTask {
-        TreeTask { pid, ppid, pgid, sid, kind: TaskKind::Zombie { status: 0, comm: String::new() } }
+        TreeTask { pid, ppid, pgid, sid, files_id: 0, kind: TaskKind::Zombie { status: 0, comm: String::new() } }
     }
 
     fn check(t: &TreeTask, before: &[TreeTask]) -> bool {
@@ -631,6 +708,7 @@ mod tests {
             tasks: vec![zombie(10, 0, 10, 10), zombie(11, 10, 11, 10), zombie(12, 10, 20, 20), zombie(13, 10, 13, 13)],
             lazy: Vec::new(),
             map_pages: false,
+            cttys: Vec::new(),
         };
         let need: Vec<Option<Helper>> = (0..4).map(|i| needs_helper(&tree, i)).collect();
         assert_eq!(need, [None, None, Some(Helper::Session(20)), None]);

@@ -17,6 +17,10 @@ pub(super) fn write_files(dir: &ImageDir, procs: &[ProcessDump]) -> Result<(), D
         write_desc(f, &mut sink)?;
     }
     sink.finish()?;
+    let locks: Vec<pb::FileLockEntry> = procs.iter().flat_map(|p| &p.files.locks).map(|l| l.entry()).collect();
+    if !locks.is_empty() {
+        dir.write_all(ImageKind::FileLocks, 0, &locks).map_err(img_err)?;
+    }
     // A description shared between tasks is in the files of the first.
     let types: BTreeMap<u32, pb::FdTypes> = procs.iter().flat_map(|p| &p.files.files).map(|f| (f.id, f.kind.fd_type())).collect();
     let mut tables: Vec<u32> = Vec::new();
