@@ -137,28 +137,64 @@ fn finish_mmap(pid: i32, dir: &std::path::Path) -> Result<()> {
 /// Starts the detached conversion helper: `criu-rs restore --finish-mmap
 /// PID -D DIR`, in a session of its own, logging at our level to our log
 /// file (appended) or our stderr.
+///
+/// A plain `fork` + `execve`, not waited for: `std::process::Command`
+/// waits until the child has exec'd (to report an exec failure), and on a
+/// loaded machine the new process can wait milliseconds for a CPU, all of
+/// it added to the restore's time to return. An exec failure is reported
+/// by the child on the log (and the process keeps running on its mappings;
+/// `--finish-mmap PID` converts them).
 fn spawn_converter(o: &Opts, pid: i32, dir: &std::path::Path) -> Result<()> {
-    use std::os::unix::process::CommandExt;
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
     let exe = std::env::current_exe().context("finding criu-rs's own binary")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("restore").arg("--finish-mmap").arg(pid.to_string()).arg("-D").arg(dir).arg(format!("-v{}", o.level()));
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
-    if let Some(log) = &o.log_file {
-        let path = o.in_work_dir(log);
-        let f = std::fs::OpenOptions::new().append(true).open(&path).with_context(|| format!("opening the log file {}", path.display()))?;
-        cmd.stderr(f);
-    }
-    // SAFETY: setsid and close_range are plain syscalls (async-signal
-    // safe); nothing else runs between fork and exec. Descriptors above 2
-    // (a --status-fd pipe, ...) are not the helper's to keep open.
-    unsafe {
-        cmd.pre_exec(|| {
+    let cstr = |b: &[u8]| CString::new(b).context("a NUL in the helper's arguments");
+    let argv: Vec<CString> = vec![
+        cstr(exe.as_os_str().as_bytes())?,
+        cstr(b"restore")?,
+        cstr(b"--finish-mmap")?,
+        cstr(pid.to_string().as_bytes())?,
+        cstr(b"-D")?,
+        cstr(dir.as_os_str().as_bytes())?,
+        cstr(format!("-v{}", o.level()).as_bytes())?,
+    ];
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("opening /dev/null")?;
+    let log = match &o.log_file {
+        Some(log) => {
+            let path = o.in_work_dir(log);
+            Some(std::fs::OpenOptions::new().append(true).open(&path).with_context(|| format!("opening the log file {}", path.display()))?)
+        }
+        None => None,
+    };
+    let (null_fd, err_fd) = (null.as_raw_fd(), log.as_ref().map_or(2, |f| f.as_raw_fd()));
+    const FAILED: &[u8] = b"criu-rs: the conversion helper could not be started (execve failed)\n";
+    // SAFETY: between fork and execve the child makes only async-signal-safe
+    // syscalls on values prepared before the fork (no allocation, no
+    // locks); criu-rs is single-threaded here.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: as above; the child ends in execve or _exit.
+        unsafe {
             libc::setsid();
+            libc::dup2(null_fd, 0);
+            libc::dup2(null_fd, 1);
+            if err_fd != 2 {
+                libc::dup2(err_fd, 2);
+            }
+            // Descriptors above 2 (a --status-fd pipe, ...) are not the
+            // helper's to keep open.
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
+            libc::execv(ptrs[0], ptrs.as_ptr());
+            libc::write(2, FAILED.as_ptr().cast(), FAILED.len());
+            libc::_exit(127);
+        }
     }
-    let child = cmd.spawn().context("starting the conversion helper")?;
-    tracing::info!(helper = child.id(), pid, "conversion helper started");
+    if child < 0 {
+        return Err(std::io::Error::last_os_error()).context("starting the conversion helper");
+    }
+    tracing::info!(helper = child, pid, "conversion helper started");
     Ok(())
 }

@@ -22,6 +22,8 @@ struct Dirs {
 
 fn dirs(name: &str) -> Dirs {
     let work = scratch(&format!("{name}-work"));
+    // A log of an earlier run would answer for this one.
+    let _ = std::fs::remove_file(work.with_extension("log"));
     Dirs { log: work.with_extension("log"), images: scratch(&format!("{name}-images")), work }
 }
 
@@ -53,6 +55,21 @@ fn restore_mapped(d: &Dirs, pid: i32, envs: &[(&str, &str)]) -> Held {
     let held = Held::open(pid);
     assert!(out.status.success(), "restore failed: {}\n{}", text(&out.stderr), log(d));
     held.unwrap_or_else(|e| panic!("restored pid {pid} is not there: {e}"))
+}
+
+/// `criu-rs restore --mmap-page-image` without `-d` (`extra` added),
+/// started: it returns when the restored process ends.
+fn restore_attached(d: &Dirs, extra: &[&str]) -> std::process::Child {
+    criu_rs()
+        .args(["restore", "--mmap-page-image", "-v4"])
+        .args(extra)
+        .arg("-D")
+        .arg(&d.images)
+        .arg("-o")
+        .arg(&d.log)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("running criu-rs")
 }
 
 fn log(d: &Dirs) -> String {
@@ -101,6 +118,25 @@ fn every_byte_of_256_mib_stays_right_through_the_conversion() {
     wait_converted(&d, helper);
     let l = log(&d);
     assert!(l.contains("region chunk converted"), "no region converted:\n{l}");
+    // The region was advised MADV_HUGEPAGE: so is the anonymous memory
+    // that replaced it (every VMA of it).
+    let text = std::fs::read_to_string(d.work.join("region")).unwrap();
+    let (start, len) = text.trim().split_once(' ').map(|(a, n)| (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(n, 16).unwrap())).unwrap();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut inside = false;
+    let mut seen = 0;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ').filter(|(r, _)| r.contains('-') && !r.ends_with(':')) {
+            let (s, e) = range.split_once('-').unwrap();
+            let (s, e) = (u64::from_str_radix(s, 16).unwrap(), u64::from_str_radix(e, 16).unwrap());
+            inside = s < start + len && e > start;
+            assert!(!inside || line.split_whitespace().nth(4) == Some("0"), "part of the region is not anonymous: {line}");
+        } else if inside && line.starts_with("VmFlags:") {
+            assert!(line.split_whitespace().any(|f| f == "hg"), "converted region not advised MADV_HUGEPAGE: {line}");
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no VMA of the region at {start:#x}");
     delete_images_and_check(&d, &held, "mmapimg 256 MiB");
 }
 
@@ -143,14 +179,7 @@ fn a_helper_killed_half_way_leaves_a_working_process_that_finish_mmap_completes(
 fn without_detach_the_restore_converts_before_waiting() {
     let d = dirs("mmap-attached");
     let pid = start_and_dump(&d, 32, 1);
-    let mut restore = criu_rs()
-        .args(["restore", "--mmap-page-image", "-v4", "-D"])
-        .arg(&d.images)
-        .arg("-o")
-        .arg(&d.log)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("running criu-rs");
+    let mut restore = restore_attached(&d, &[]);
     let mut held = None;
     wait_until("the restored process", PATIENCE, || {
         held = Held::open(pid).ok();
@@ -171,6 +200,17 @@ fn pages_of_a_pre_dump_chain_are_mapped_from_each_image_and_converted() {
     let pid = p.pid();
     let out = criu_rs().args(["pre-dump", "-t", &pid.to_string(), "-D"]).arg(&pre).output().unwrap();
     assert!(out.status.success(), "pre-dump failed: {}", text(&out.stderr));
+    // The last dump must find pages written since the pre-dump: the
+    // writers must have run meanwhile (on a loaded machine they may not
+    // get a CPU before the dump freezes them again). 50 ms of CPU time
+    // are thousands of their rounds.
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<u64> = stat.rsplit_once(") ").unwrap().1.split_whitespace().map(|w| w.parse().unwrap_or(0)).collect();
+        f[11] + f[12]
+    };
+    let before = cpu();
+    wait_until("the writers to run after the pre-dump", PATIENCE, || cpu() >= before + 5);
     dump_ok(pid, &d.images, &["--prev-images-dir", "../mmap-chain-pre"]);
     p.reap();
     // Stalled before the first chunk: what the restore mapped can be seen.
@@ -188,4 +228,99 @@ fn pages_of_a_pre_dump_chain_are_mapped_from_each_image_and_converted() {
     assert_eq!(image_mappings(pid, &pre), Vec::<String>::new(), "mappings of the pre-dump's image left");
     std::fs::remove_dir_all(&pre).unwrap();
     delete_images_and_check(&d, &held, "mmapimg from a pre-dump chain");
+}
+
+/// The writers' stack arrays as mmapimg listed them: (address, bytes).
+fn writer_stacks(d: &Dirs) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(d.work.join("stacks")).expect("mmapimg's stacks file");
+    let hex = |w: &str| u64::from_str_radix(w, 16).unwrap();
+    text.lines().map(|l| l.split_once(' ').map(|(a, n)| (hex(a), hex(n))).unwrap()).collect()
+}
+
+/// Whether `[addr, addr + len)` lies in image mappings of `pid`, whole.
+fn mapped_from_images(pid: i32, images: &Path, addr: u64, len: u64) -> bool {
+    let hex = |w: &str| u64::from_str_radix(w, 16).unwrap();
+    let spans: Vec<(u64, u64)> = image_mappings(pid, images)
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap().split_once('-').map(|(s, e)| (hex(s), hex(e))).unwrap())
+        .collect();
+    let mut at = addr;
+    while at < addr + len {
+        match spans.iter().find(|&&(s, e)| s <= at && at < e) {
+            Some(&(_, e)) => at = e,
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn thread_stacks_mapped_from_the_image_are_converted_while_the_threads_run_on_them() {
+    let d = dirs("mmap-stacks");
+    let pid = start_and_dump(&d, 32, 3);
+    let stacks = writer_stacks(&d);
+    assert_eq!(stacks.len(), 3, "{stacks:?}");
+    let held = restore_mapped(&d, pid, &[("CRIU_RS_CONVERT_STALL_AFTER", "0")]);
+    let helper = helper_pid(&d);
+    wait_until("the helper to stall", PATIENCE, || log(&d).contains("stalling until killed"));
+    // SAFETY: kill(2) of the helper this test's restore started.
+    assert_eq!(unsafe { libc::kill(helper, libc::SIGKILL) }, 0);
+    for &(addr, len) in &stacks {
+        assert!(
+            mapped_from_images(pid, &d.images, addr, len),
+            "writer stack array {addr:#x}+{len:#x} is not mapped from the image:\n{}",
+            image_mappings(pid, &d.images).join("\n")
+        );
+    }
+    // The threads run on those stacks (writing their counters) while
+    // --finish-mmap switches them.
+    let out = criu_rs().args(["restore", "--finish-mmap", &pid.to_string(), "-v4", "-D"]).arg(&d.images).output().unwrap();
+    assert!(out.status.success(), "--finish-mmap failed: {}", text(&out.stderr));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    for &(addr, _) in &stacks {
+        let hex = |w: &str| u64::from_str_radix(w, 16).unwrap();
+        let line = maps.lines().find(|l| {
+            let (s, e) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+            hex(s) <= addr && addr < hex(e)
+        });
+        let line = line.unwrap_or_else(|| panic!("no VMA holds the stack array at {addr:#x}:\n{maps}"));
+        assert_eq!(line.split_whitespace().nth(4), Some("0"), "the stack array's VMA is not anonymous after the conversion: {line}");
+    }
+    delete_images_and_check(&d, &held, "mmapimg's thread stacks");
+}
+
+#[test]
+fn a_pages_image_cut_short_before_the_restore_is_refused_with_nothing_made() {
+    let d = dirs("mmap-short");
+    let pid = start_and_dump(&d, 16, 0);
+    let pages = d.images.join("pages-1.img");
+    let len = std::fs::metadata(&pages).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&pages).unwrap().set_len(len / 2).unwrap();
+    let out = criu_rs().args(["restore", "--mmap-page-image", "-d", "-v4", "-D"]).arg(&d.images).arg("-o").arg(&d.log).output().unwrap();
+    assert!(!out.status.success(), "a restore from a cut pages image succeeded:\n{}", log(&d));
+    assert!(text(&out.stderr).contains("pages-1.img"), "the error does not name the pages image: {}", text(&out.stderr));
+    assert!(!alive(pid), "pid {pid} runs after a refused restore");
+    assert!(!log(&d).contains("conversion helper started"), "a helper was started:\n{}", log(&d));
+}
+
+/// A pages image truncated under the running process (documented in
+/// `image_map`): the process takes SIGBUS on its next touch of a cut page,
+/// as with any mapped file cut short (mmapimg reads all its memory over and
+/// over: at once). The restore's watch says so, naming the address.
+#[test]
+fn a_pages_image_cut_under_the_running_process_ends_it_with_sigbus_reported() {
+    let d = dirs("mmap-cut");
+    let pid = start_and_dump(&d, 64, 0);
+    // Attached, watching long enough for the cut to happen meanwhile; the
+    // conversion waits for the watch.
+    let mut restore = restore_attached(&d, &["--watch", "60000"]);
+    wait_until("the restored process", PATIENCE, || log(&d).contains("restored pid="));
+    let pages = d.images.join("pages-1.img");
+    let len = std::fs::metadata(&pages).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&pages).unwrap().set_len(len / 2).unwrap();
+    let status = restore.wait().unwrap();
+    let l = log(&d);
+    assert!(!status.success(), "the restore ended well over a cut image:\n{l}");
+    assert!(l.contains(&format!("restored task {pid} died of SIGBUS")), "no SIGBUS reported:\n{l}");
+    assert!(!l.contains("conversion helper started") && !l.contains("converting image mappings"), "a conversion ran:\n{l}");
 }

@@ -1,7 +1,8 @@
 //! Terminals (issue 13): `tests/programs/ptypair.c` holds a pty pair inside
 //! the tree (termios, window size, packet and exclusive modes, bytes queued
-//! both ways, a child whose controlling terminal is the slave), is dumped,
-//! killed, restored with `--verify`, and checks itself from the inside.
+//! both ways, a child whose controlling terminal is the slave, a grandchild
+//! whose group is the foreground one), is dumped, killed, restored with
+//! `--verify`, and checks itself from the inside.
 //! Also: a dump that fails after the queues were read puts them back (the
 //! program still passes its checks, never restored), and `crit` decodes the
 //! images. (A slave whose master is outside the tree is refused by name

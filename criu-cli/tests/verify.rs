@@ -100,6 +100,37 @@ fn verify_catches_skipped_file_owners() {
     caught("skip-fown", "fdkinds", "skip-fown", "owner pid 0", "fown-pid");
 }
 
+/// sharers.c: R and X share one fd table (`CLONE_FILES`). The restore
+/// gives them one table again, or `--verify` refuses it naming the split:
+/// never two tables and a success (zdtm fdt_shared).
+#[test]
+fn a_shared_fd_table_comes_back_shared_or_verify_refuses_it() {
+    let d = Dirs::new("verify-sharers");
+    let mut p = Program::spawn("sharers", &[&d.work]);
+    let (r, x, y) = (p.pid(), p.int("x"), p.int("y"));
+    // Killed on a failure before the dump (R's children, not ours to reap).
+    let _before: Vec<_> = [x, y].iter().map(|&pid| Held::open(pid).unwrap()).collect();
+    dump_ok(r, &d.images, &[]);
+    p.reap();
+    for pid in [x, y] {
+        wait_pid_gone(pid);
+    }
+    let out = restore_cmd(&d.images).arg("-d").output().unwrap();
+    let held: Vec<_> = [r, x, y].iter().filter_map(|&pid| Held::open(pid).ok()).collect();
+    let err = text(&out.stderr);
+    if out.status.success() {
+        // SAFETY: kcmp(2) compares two tasks' kernel objects; no pointers.
+        let same = unsafe { libc::syscall(libc::SYS_kcmp, r, x, 2 /* KCMP_FILES */, 0, 0) };
+        assert_eq!((held.len(), same), (3, 0), "restored, but R and X do not share one fd table");
+    } else {
+        assert!(err.contains(&format!("verify: pid {x}: fd table not shared with pid {r}")), "{err}");
+        drop(held);
+        for pid in [r, x, y] {
+            wait_pid_gone(pid);
+        }
+    }
+}
+
 /// A restore run by a tool that passes `--no-default-config` (zdtm) is
 /// verified when `CRIU_CONFIG_FILE` names a file saying `verify`.
 #[test]

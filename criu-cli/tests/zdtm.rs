@@ -5,7 +5,9 @@
 //! zdtm starts each test program (most as uid 18943), then runs `criu-rs
 //! dump`, `restore` and friends with CRIU's command line, checks the
 //! restored program's own verdict, the page counts of `stats-dump` against
-//! the pages images, and that the logs hold no error.
+//! the pages images, and that the logs hold no error. Every restore runs
+//! with `--verify` (zdtm passes `--no-default-config`; criu-rs still reads
+//! `CRIU_CONFIG_FILE`, which names a file saying `verify`).
 //!
 //! CRIU's test tree is built outside the repository
 //! (`../shared/tools/upstream-criu.sh` builds `/tmp/upstream-criu`; another
@@ -85,7 +87,10 @@ fn zdtm_tests_that_passed_still_pass() {
     // zdtm's output (and criu-rs's stderr through it) goes to a file.
     let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("zdtm-run.log");
     let file = std::fs::File::create(&log).unwrap();
+    let conf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("zdtm-verify.conf");
+    std::fs::write(&conf, "verify\n").unwrap();
     cmd.env("PATH", "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CRIU_CONFIG_FILE", &conf)
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file);

@@ -10,7 +10,8 @@
  * master "line1\nline2@partial" (two lines and the start of a third, for
  * the slave to read), through the slave "out1\nout2" (for the master to
  * read). Its child starts a session whose controlling terminal is the
- * slave, holds the slave and /dev/tty but not the master. Both wait for
+ * slave, holds the slave and /dev/tty but not the master; its grandchild,
+ * a job in a group of its own, is the terminal's foreground group. Both wait for
  * SIGUSR1; then the root checks termios, window size, modes, the queued
  * bytes in order and by lines, new bytes both ways, and has the child check
  * its session, foreground group and controlling terminal and answer
@@ -55,9 +56,10 @@ static int read_master(int fdm, char *buf, int want)
 
 /* The child: the slave is its controlling terminal. Answers "child-XX\n"
  * through /dev/tty, XX the failed checks as bits (1 session, 2 tcgetsid,
- * 4 foreground group, 8 the slave is not the controlling terminal, 16 /dev/tty does not
- * open); exits with them. */
-static int child_checks(int fds, int tty)
+ * 4 foreground group not the job's, 8 the slave is not the controlling
+ * terminal, 16 /dev/tty does not open, 32 the answer, 64 the job did not
+ * exit well); exits with them. */
+static int child_checks(int fds, int tty, pid_t job)
 {
 	int fails = 0;
 	pid_t me = getpid();
@@ -65,7 +67,7 @@ static int child_checks(int fds, int tty)
 		fails |= 1;
 	if (tcgetsid(tty) != me)
 		fails |= 2;
-	if (tcgetpgrp(tty) != getpgrp())
+	if (tcgetpgrp(tty) != job || getpgid(job) != job)
 		fails |= 4;
 	if (tcgetsid(fds) != me)
 		fails |= 8;
@@ -77,6 +79,9 @@ static int child_checks(int fds, int tty)
 	int n = snprintf(line, sizeof line, "child-%02x\n", fails);
 	if (write(tty, line, (size_t)n) != n)
 		fails |= 32;
+	int status = 0;
+	if (kill(job, SIGUSR1) || waitpid(job, &status, 0) != job || !WIFEXITED(status) || WEXITSTATUS(status))
+		fails |= 64;
 	return fails;
 }
 
@@ -121,13 +126,22 @@ int main(int argc, char **argv)
 		close(ready[0]);
 		if (setsid() < 0 || ioctl(fds, TIOCSCTTY, 0))
 			_exit(90);
+		/* A job in a group of its own, the terminal's foreground group. */
+		pid_t job = fork();
+		if (job == 0) {
+			setpgid(0, 0);
+			suspend_until(SIGUSR1, &go);
+			_exit(0);
+		}
+		if (job < 0 || setpgid(job, job) || tcsetpgrp(fds, job))
+			_exit(92);
 		int tty = open("/dev/tty", O_RDWR), null = open("/dev/null", O_RDWR);
 		if (tty < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || write(ready[1], "r", 1) != 1)
 			_exit(91);
 		close(null);
 		close(ready[1]);
 		suspend_until(SIGUSR1, &go);
-		_exit(child_checks(fds, tty));
+		_exit(child_checks(fds, tty, job));
 	}
 	close(ready[1]);
 	char c;

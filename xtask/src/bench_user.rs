@@ -11,7 +11,11 @@
 //! With `CRIU_BIN` set (an upstream CRIU, e.g. /tmp/upstream-criu/criu/criu),
 //! every run of criu-rs is paired with one of CRIU on the same program
 //! (which goes first alternates), and each row gives both medians and the
-//! ratio criu-rs / CRIU (below 1: criu-rs is faster).
+//! ratio criu-rs / CRIU (below 1: criu-rs is faster). The
+//! `--mmap-page-image` rows (`1g-mmap`, `1g-mmap-lazy`, not in the default
+//! bench) pair criu-rs's mapped restore with CRIU's eager restore and with
+//! CRIU's lazy restore (`criu lazy-pages -D DIR` started first, then
+//! `criu restore -d --lazy-pages`).
 //!
 //! # Adding a row
 //! Add a [`Case`] to [`CASES`]: a name (selects it with
@@ -53,16 +57,35 @@ pub struct Case {
     pub default: bool,
     /// Runs per tool in the default bench (`--runs` caps it).
     pub runs: u32,
+    /// How CRIU restores in this row's pairs.
+    pub criu: CriuRestore,
+}
+
+/// How the CRIU run of a pair restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CriuRestore {
+    /// `criu restore -d`: every page read before the tasks run.
+    Eager,
+    /// `criu lazy-pages -D DIR` started first, then `criu restore -d
+    /// --lazy-pages`: pages served on first touch (a plain CRIU dump marks
+    /// anonymous memory lazy).
+    Lazy,
 }
 
 /// A plain single-process case.
 const fn mem(name: &'static str, mib: u64, default: bool, runs: u32) -> Case {
-    Case { name, mib, tree: Tree::Single, dump_args: &[], restore_args: &[], default, runs }
+    Case { name, mib, tree: Tree::Single, dump_args: &[], restore_args: &[], default, runs, criu: CriuRestore::Eager }
+}
+
+/// A single process restored by criu-rs with `--mmap-page-image` (issue
+/// 10), beside CRIU restoring it eagerly or lazily.
+const fn mapped(name: &'static str, mib: u64, criu: CriuRestore) -> Case {
+    Case { name, mib, tree: Tree::Single, dump_args: &[], restore_args: &["--mmap-page-image"], default: false, runs: 3, criu }
 }
 
 /// A tree of small tasks.
 const fn tree(name: &'static str, tree: Tree, default: bool) -> Case {
-    Case { name, mib: 1, tree, dump_args: &[], restore_args: &[], default, runs: 3 }
+    Case { name, mib: 1, tree, dump_args: &[], restore_args: &[], default, runs: 3, criu: CriuRestore::Eager }
 }
 
 /// Every user-flow case, in table order.
@@ -74,6 +97,8 @@ pub const CASES: &[Case] = &[
     tree("wide100", Tree::Wide(100), true),
     tree("wide1000", Tree::Wide(1000), false),
     tree("deep100", Tree::Deep(100), true),
+    mapped("1g-mmap", 1024, CriuRestore::Eager),
+    mapped("1g-mmap-lazy", 1024, CriuRestore::Lazy),
 ];
 
 impl Case {
@@ -85,12 +110,18 @@ impl Case {
     }
 
     fn label(&self) -> String {
-        match self.tree {
+        let how = match (self.restore_args, self.criu) {
+            (&[], CriuRestore::Eager) => "",
+            (_, CriuRestore::Eager) => ", criu-rs --mmap-page-image vs CRIU eager",
+            (_, CriuRestore::Lazy) => ", criu-rs --mmap-page-image vs CRIU --lazy-pages",
+        };
+        let what = match self.tree {
             Tree::Single if self.mib >= 1024 => format!("{} GiB", self.mib / 1024),
             Tree::Single => format!("{} MiB", self.mib),
             Tree::Wide(n) => format!("wide tree, root + {n} children, {} MiB each", self.mib),
             Tree::Deep(n) => format!("deep tree, chain of {} tasks, {} MiB each", n + 1, self.mib),
-        }
+        };
+        format!("{what}{how}")
     }
 
     fn program_args(&self) -> Vec<String> {
@@ -109,6 +140,8 @@ struct Tool {
     /// Extra arguments (criu-rs only).
     dump_args: Vec<String>,
     restore_args: Vec<String>,
+    /// Restores through a lazy-pages daemon started first (CRIU only).
+    lazy: bool,
 }
 
 /// One run's times, in seconds.
@@ -199,12 +232,14 @@ fn run_once(tool: &Tool, bigmem: &Path, case: &Case, work: &Path) -> Result<Time
     let _ = child.wait();
     wait_all_gone(&pids, Duration::from_secs(60))?;
     let gone = t.elapsed().as_secs_f64();
+    let daemon = if tool.lazy { Some(start_lazy_daemon(tool, &images)?) } else { None };
     let t = Instant::now();
     let out = Command::new(&tool.exe)
         .args(["restore", "-d", "-D"])
         .arg(&images)
         .args(["-o", "restore.log"])
         .args(&tool.restore_args)
+        .args(if tool.lazy { &["--lazy-pages"][..] } else { &[] })
         .output()?;
     let restore = t.elapsed().as_secs_f64();
     let verdict = if out.status.success() {
@@ -222,6 +257,15 @@ fn run_once(tool: &Tool, bigmem: &Path, case: &Case, work: &Path) -> Result<Time
         // SAFETY: kill(2) of the tree this run restored (if still there).
         unsafe { libc::kill(p, libc::SIGKILL) };
     }
+    if let Some(mut d) = daemon {
+        // The daemon ends once the tree is gone; a hang guard all the same.
+        let start = Instant::now();
+        while d.try_wait()?.is_none() && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = d.kill();
+        let _ = d.wait();
+    }
     if !out.status.success() {
         bail!("{} restore failed: {}{}", tool.name, String::from_utf8_lossy(&out.stderr), log_tail(&images, "restore.log"));
     }
@@ -234,6 +278,30 @@ fn run_once(tool: &Tool, bigmem: &Path, case: &Case, work: &Path) -> Result<Time
     let _ = std::fs::remove_dir_all(&images);
     let _ = std::fs::remove_file(&result);
     Ok(Times { dump, gone, restore })
+}
+
+/// `TOOL lazy-pages -D IMAGES -o lazy-pages.log`, once its socket is
+/// there (the restore connects to it).
+fn start_lazy_daemon(tool: &Tool, images: &Path) -> Result<std::process::Child> {
+    let mut d = Command::new(&tool.exe)
+        .args(["lazy-pages", "-D"])
+        .arg(images)
+        .args(["-o", "lazy-pages.log"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let socket = images.join("lazy-pages.socket");
+    let start = Instant::now();
+    while !socket.exists() {
+        if d.try_wait()?.is_some() || start.elapsed() > Duration::from_secs(30) {
+            let _ = d.kill();
+            let _ = d.wait();
+            bail!("{} lazy-pages did not start: {}", tool.name, log_tail(images, "lazy-pages.log"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(d)
 }
 
 /// Seconds as text.
@@ -284,8 +352,10 @@ pub fn rows(root: &Path, cases: &[Case], runs: u32) -> Result<Vec<(String, Strin
             exe: criu_rs.clone(),
             dump_args: case.dump_args.iter().map(|s| s.to_string()).collect(),
             restore_args: case.restore_args.iter().map(|s| s.to_string()).collect(),
+            lazy: false,
         };
-        let theirs = criu.as_ref().map(|exe| Tool { name: "criu", exe: exe.clone(), dump_args: vec![], restore_args: vec![] });
+        let lazy = case.criu == CriuRestore::Lazy;
+        let theirs = criu.as_ref().map(|exe| Tool { name: "criu", exe: exe.clone(), dump_args: vec![], restore_args: vec![], lazy });
         let (mut a, mut b) = (Vec::new(), Vec::new());
         let mut criu_error = None;
         let n = case.runs.min(runs).max(1);
@@ -313,7 +383,8 @@ pub fn rows(root: &Path, cases: &[Case], runs: u32) -> Result<Vec<(String, Strin
                 (None, true) => "CRIU not run (set CRIU_BIN)".into(),
                 (None, false) => {
                     let t = med(&b, f);
-                    format!("CRIU {}, ratio {:.2}", secs(t), o / t)
+                    let how = if lazy { " (lazy-pages)" } else { "" };
+                    format!("CRIU{how} {}, ratio {:.2}", secs(t), o / t)
                 }
             };
             format!("{}{per_task}; {vs}; median of {}; load {load_before}; `{cmd}`", secs(o), a.len())

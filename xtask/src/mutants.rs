@@ -34,6 +34,9 @@ struct Scope {
     package: Option<&'static str>,
     /// `cargo test` arguments, then `--` and the test binary's.
     test_args: &'static [&'static str],
+    /// Seconds a mutant's test run may take (`--timeout`): a hang guard
+    /// (a mutant may loop forever), a few times what the tests need.
+    timeout: u32,
 }
 
 const SCOPES: &[Scope] = &[
@@ -44,6 +47,7 @@ const SCOPES: &[Scope] = &[
         re: None,
         package: Some("criu-core"),
         test_args: &["--lib", "--", "proc::limits"],
+        timeout: 60,
     },
     Scope {
         name: "creds",
@@ -52,6 +56,7 @@ const SCOPES: &[Scope] = &[
         re: None,
         package: Some("criu-core"),
         test_args: &["--lib", "--", "proc::status"],
+        timeout: 60,
     },
     Scope {
         name: "args",
@@ -60,6 +65,7 @@ const SCOPES: &[Scope] = &[
         re: None,
         package: Some("criu-core"),
         test_args: &["--lib", "--", "restore::args"],
+        timeout: 60,
     },
     Scope {
         name: "task-state-e2e",
@@ -68,6 +74,7 @@ const SCOPES: &[Scope] = &[
         re: Some("creds_arg|build"),
         package: Some("criu-cli"),
         test_args: &["--test", "restore_task_state"],
+        timeout: 600,
     },
     Scope {
         name: "fds",
@@ -76,6 +83,7 @@ const SCOPES: &[Scope] = &[
         re: None,
         package: Some("criu-core"),
         test_args: &["--lib", "--", "restore::fds"],
+        timeout: 60,
     },
     Scope {
         name: "fill",
@@ -84,6 +92,7 @@ const SCOPES: &[Scope] = &[
         re: None,
         package: Some("criu-core"),
         test_args: &["--lib", "--", "restore::fill"],
+        timeout: 60,
     },
     Scope {
         name: "blob-layout",
@@ -92,6 +101,7 @@ const SCOPES: &[Scope] = &[
         re: None,
         package: None,
         test_args: &["--lib"],
+        timeout: 60,
     },
     Scope {
         name: "blob-plan",
@@ -100,6 +110,7 @@ const SCOPES: &[Scope] = &[
         re: None,
         package: None,
         test_args: &["--lib"],
+        timeout: 60,
     },
 ];
 
@@ -122,6 +133,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let (mut total_caught, mut total_missed) = (0usize, 0usize);
     for s in SCOPES.iter().filter(|s| names.is_empty() || names.contains(&s.name)) {
         let out_dir = root.join("target/mutants").join(s.name);
+        // cargo-mutants creates only the last component.
+        std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
         let mut cmd = Command::new("cargo");
         cmd.arg("mutants").current_dir(root.join(s.dir));
         for f in s.files {
@@ -141,8 +154,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         if let Some(p) = s.package {
             cmd.args(["--test-package", p]);
         }
-        // --timeout: a hang guard per mutant's test run (the e2e scope restores processes).
-        cmd.args(["--baseline", "skip", "--no-shuffle", "--timeout", "600", "--output"])
+        cmd.args(["--baseline", "skip", "--no-shuffle", "--timeout", &s.timeout.to_string(), "--output"])
             .arg(&out_dir)
             .env("CARGO_TARGET_DIR", root.join("target/mutants-target").join(s.dir))
             .arg("--")

@@ -119,6 +119,28 @@ impl Pagemap {
         }
     }
 
+    /// `ioctl(pagemap, PAGEMAP_SCAN, &arg)`: appends to `out` the ranges of
+    /// `[start, end)` whose pages are present, not page-cache pages and not
+    /// the shared zero page: in a private file mapping, the pages the
+    /// process copied on write. Unlike [`Pagemap::scan`] it leaves out
+    /// swap entries, which include the markers of asynchronous
+    /// write-protection on unpopulated pages. Returns false when the kernel
+    /// lacks the ioctl.
+    pub fn scan_present_private(&self, start: u64, end: u64, out: &mut Vec<(u64, u64)>) -> Result<bool> {
+        let not = PAGE_IS_PFNZERO | PAGE_IS_FILE;
+        let query = PmScanArg {
+            category_inverted: not,
+            category_mask: not | PAGE_IS_PRESENT,
+            return_mask: PAGE_IS_PRESENT,
+            ..Default::default()
+        };
+        match self.scan_with(start, end, query, out) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) && out.is_empty() => Ok(false),
+            Err(source) => Err(ProcError::Io { path: self.path.clone(), source }),
+            Ok(()) => Ok(true),
+        }
+    }
+
     /// `ioctl(pagemap, PAGEMAP_SCAN, &arg)` for `PAGE_IS_GUARD`: appends
     /// to `out` the guard regions (`MADV_GUARD_INSTALL`) of `[start, end)`.
     /// Returns false when the kernel cannot report them (before 6.14; it

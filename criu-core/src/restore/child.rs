@@ -17,7 +17,7 @@ use super::lazy::{hand_over_uffd, LazySetup};
 use super::maps::{read_maps, special_areas, SpecialAreas};
 use super::cow;
 use super::plan::{PagesPlan, TaskPlan, VmaKind, PAGE_SIZE};
-use super::premap::{fill, finish, premap, Premap};
+use super::premap::{finish, premap, Premap};
 use super::shared::SharedObjects;
 use crate::abi::MemRange;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -271,11 +271,13 @@ pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32], 
     for pages in &sources {
         let fd = open_ro(&pages.path, floor)?;
         let (shared, mut own) = cow::split(pages, &plan.vmas, &take);
+        let mut ways = super::fill::FillWays::default();
         if map_pages && !own.runs.is_empty() {
             own = super::image_map::map_from_image(&pm, &plan.vmas, &own, &fd, &mut budget)?.rest;
+            ways.helper = super::image_map::read_with_helper(&own);
         }
         if !own.runs.is_empty() {
-            fill(&pm, &plan.vmas, &own, &fd, ids)?;
+            super::fill::fill_with(&pm, &plan.vmas, &own, &fd, ids, ways)?;
         }
         cow::fill_inherited(&pm, &plan.vmas, &shared, &fd, &mut stats)?;
     }

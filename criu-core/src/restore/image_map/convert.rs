@@ -35,8 +35,10 @@
 //! 2. running: the chunk is write-protected (asynchronously) through a
 //!    userfaultfd the process made (an injected `userfaultfd`, our copy by
 //!    `pidfd_getfd`, theirs closed), then copied into the copy area with
-//!    `process_vm_readv`/`process_vm_writev` (pages the process wrote come
-//!    from its private copies: reading the region reads what it sees);
+//!    `process_vm_writev`: the pages the process wrote (its private copies,
+//!    `PAGEMAP_SCAN`) read from the region with `process_vm_readv`, the
+//!    others read from the image file with `O_DIRECT` by a reader thread
+//!    (see `copy_first`: no page-cache copy of the memory is made);
 //! 3. *stop*: `PAGEMAP_SCAN` lists the pages written since step 2's
 //!    protection; they are copied again; injected `mprotect` (the region's
 //!    protection), `mremap` of the copy over the chunk, `madvise`s for the
@@ -89,7 +91,7 @@ const ROUNDS: usize = 3;
 /// during the stop.
 const SETTLED: u64 = 256 << 10;
 /// Bytes copied per `process_vm_readv`/`writev` pair.
-const COPY_STEP: usize = 4 << 20;
+const COPY_STEP: usize = 8 << 20;
 /// Huge page size: copy areas keep the region's offset within one.
 const HUGE: u64 = 2 << 20;
 /// Test knob: with `CRIU_RS_CONVERT_STALL_AFTER=N` set, the conversion
@@ -283,7 +285,10 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
     tracing::info!(pid, chunks = chunks.len(), bytes = chunks.iter().map(Chunk::len).sum::<u64>(), "converting image mappings");
     let pagemap = Pagemap::open(pid)?;
     let mut uffd: Option<Uffd> = None;
-    let mut buf = vec![0u8; COPY_STEP];
+    let mut raw = vec![0u8; COPY_STEP + DIRECT_ALIGN];
+    let skip = raw.as_ptr().align_offset(DIRECT_ALIGN);
+    let buf = &mut raw[skip..skip + COPY_STEP];
+    let mut reads = ImageReads::new(pid);
     // The copy area for the next chunk, made during the previous stop.
     let mut area: Option<u64> = None;
     let stall_after: Option<usize> = std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok());
@@ -315,7 +320,7 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
         // 2. Protect, then copy while the process runs; again for what was
         // written meanwhile, while that shrinks.
         let tracked = uffd.as_ref().is_some_and(|u| start_area(u, c.start, c.end));
-        copy_range(pid, c.start, copy, c.len(), &c.map, &mut buf)?;
+        copy_first(pid, c, copy, &pagemap, &mut reads, buf)?;
         let mut last = c.len();
         for _ in 1..ROUNDS {
             let mut dirty = Vec::new();
@@ -324,7 +329,7 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
             }
             let bytes: u64 = dirty.iter().map(|(s, e)| e - s).sum();
             for &(s, e) in &dirty {
-                copy_range(pid, s, copy + (s - c.start), e - s, &c.map, &mut buf)?;
+                copy_range(pid, s, copy + (s - c.start), e - s, &c.map, buf)?;
             }
             if bytes < SETTLED || bytes * 2 > last {
                 break;
@@ -348,7 +353,7 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
                     pagemap.scan(c.start, c.end, true, &mut dirty)?;
                 }
                 for &(s, e) in &dirty {
-                    copy_range(pid, s, copy + (s - c.start), e - s, &c.map, &mut buf)?;
+                    copy_range(pid, s, copy + (s - c.start), e - s, &c.map, buf)?;
                     total.recopied += e - s;
                 }
                 switch(inj, pid, copy, c)?;
@@ -437,6 +442,143 @@ fn map_copy_area(inj: &mut Injector, pid: i32, c: &Chunk) -> Result<u64> {
 /// `munmap(addr, len)` in the process.
 fn unmap(inj: &mut Injector, pid: i32, addr: u64, len: u64) -> Result<()> {
     call(inj, pid, NR_MUNMAP, &[addr, len], || format!("munmap({addr:#x}, {len:#x})")).map(drop)
+}
+
+/// The first copy of chunk `c` into the copy area at `copy`: the pages
+/// the process wrote (private copies, found with `PAGEMAP_SCAN` after the
+/// write tracking started) from its memory, every other page from the
+/// pages image itself, read with `O_DIRECT` where the file system allows
+/// it. Reading the file rather than the mapping does not fault the image
+/// into the page cache: on this kind of VM every page of fresh memory
+/// costs as much as the copy itself, and the page cache would hold a
+/// second copy of the process's memory that nobody reads again. A page
+/// written after the scan is found written by the next scan, as any other
+/// (without write tracking, the stop copies every private copy). Where the
+/// scan or the file cannot be used, the whole chunk is read from the
+/// mapping; so it is on a system with swap (a private copy swapped out
+/// looks like the markers of write tracking to `PAGEMAP_SCAN`: see
+/// [`Pagemap::scan_present_private`]).
+fn copy_first(pid: i32, c: &Chunk, copy: u64, pagemap: &Pagemap, reads: &mut ImageReads, buf: &mut [u8]) -> Result<()> {
+    let mut written = Vec::new();
+    if reads.swap || !pagemap.scan_present_private(c.start, c.end, &mut written)? || reads.file(c).is_none() {
+        return copy_range(pid, c.start, copy, c.len(), &c.map, buf);
+    }
+    let mut at = c.start;
+    for (s, e) in written.into_iter().chain(std::iter::once((c.end, c.end))) {
+        if s > at {
+            reads.copy(pid, c, at, copy + (at - c.start), s - at, buf)?;
+        }
+        if e > s {
+            copy_range(pid, s, copy + (s - c.start), e - s, &c.map, buf)?;
+        }
+        at = at.max(e);
+    }
+    Ok(())
+}
+
+/// Alignment of [`ImageReads`]'s buffer for `O_DIRECT`.
+const DIRECT_ALIGN: usize = 4096;
+
+/// The pages images a task maps, opened for reading by (device, inode):
+/// through `/proc/PID/map_files/` (the very file mapped, wherever its name
+/// went), with `O_DIRECT` where the file system allows it. None for an
+/// image that cannot be opened (its chunks are read from the mapping).
+struct ImageReads {
+    pid: i32,
+    /// The system has swap (see [`copy_first`]).
+    swap: bool,
+    files: std::collections::BTreeMap<((u32, u32), u64), Option<std::fs::File>>,
+}
+
+impl ImageReads {
+    fn new(pid: i32) -> Self {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let swap = meminfo.lines().find_map(|l| l.strip_prefix("SwapTotal:")).is_none_or(|v| v.trim() != "0 kB");
+        ImageReads { pid, swap, files: Default::default() }
+    }
+
+    fn file(&mut self, c: &Chunk) -> Option<&std::fs::File> {
+        let m = &c.map;
+        let pid = self.pid;
+        self.files
+            .entry((m.dev, m.inode))
+            .or_insert_with(|| {
+                use std::os::unix::fs::OpenOptionsExt;
+                // The VMA holding the chunk now (write tracking splits
+                // VMAs), named in map_files by its range.
+                let now = crate::proc::maps::read_maps(pid).ok()?.into_iter().find(|v| v.start <= c.start && c.start < v.end)?;
+                let path = format!("/proc/{pid}/map_files/{:x}-{:x}", now.start, now.end);
+                let open = |flags| std::fs::OpenOptions::new().read(true).custom_flags(flags).open(&path);
+                let f = open(libc::O_DIRECT).or_else(|_| open(0));
+                let f = f.map_err(|e| tracing::debug!(pid, path, "image read from the mapping: {e}")).ok()?;
+                let md = f.metadata().ok()?;
+                ((libc::major(md.dev()), libc::minor(md.dev())) == m.dev && md.ino() == m.inode).then_some(f)
+            })
+            .as_ref()
+    }
+
+    /// Copies `len` bytes of chunk `c` at `from` (never written by the
+    /// process: the image's bytes) to `to` in the process. A read that
+    /// fails or comes short (a file system refusing `O_DIRECT` reads, an
+    /// image cut short) is done from the mapping instead.
+    ///
+    /// The file is read by a second thread into one buffer while this one
+    /// writes the other into the process: the disk read and the first
+    /// touch of the copy area's fresh memory (each about as long here)
+    /// overlap.
+    fn copy(&mut self, pid: i32, c: &Chunk, from: u64, to: u64, len: u64, buf: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        use std::sync::mpsc::sync_channel;
+        let Some(f) = self.file(c) else { return copy_range(pid, from, to, len, &c.map, buf) };
+        let (spare, mine) = buf.split_at_mut(buf.len() / 2);
+        let (full_tx, full_rx) = sync_channel::<(&mut [u8], u64, bool)>(2);
+        let (empty_tx, empty_rx) = sync_channel::<&mut [u8]>(2);
+        std::thread::scope(|scope| {
+            let half = spare.len() as u64;
+            empty_tx.send(spare).ok();
+            empty_tx.send(mine).ok();
+            let reader = scope.spawn(move || {
+                let mut done = 0u64;
+                while done < len {
+                    let Ok(b) = empty_rx.recv() else { return };
+                    let n = (len - done).min(half) as usize;
+                    let ok = f.read_exact_at(&mut b[..n], c.offset_at(from + done)).is_ok();
+                    if full_tx.send((b, done, ok)).is_err() || !ok {
+                        return;
+                    }
+                    done += n as u64;
+                }
+            });
+            let mut result = Ok(());
+            let mut done = 0u64;
+            while done < len {
+                let Ok((b, at, ok)) = full_rx.recv() else { break };
+                let n = (len - at).min(half) as usize;
+                if !ok {
+                    drop(empty_tx);
+                    let _ = reader.join();
+                    result = copy_range(pid, from + at, to + at, len - at, &c.map, b);
+                    return result;
+                }
+                if let Err(errno) = remote::process_vm_writev(pid, to + at, &b[..n]) {
+                    result = Err(ConvertError::Copy { pid, what: "into the copy area", addr: to + at, len: n as u64, errno });
+                    break;
+                }
+                done = at + n as u64;
+                if done < len {
+                    let _ = empty_tx.send(b);
+                }
+            }
+            drop(empty_tx);
+            drop(full_rx);
+            let _ = reader.join();
+            if result.is_ok() && done < len {
+                // The reader is gone without saying why: the rest from the mapping.
+                result = copy_range(pid, from + done, to + done, len - done, &c.map, &mut vec![0u8; COPY_STEP]);
+            }
+            result
+        })
+    }
 }
 
 /// Copies `len` bytes at `from` to `to`, both in process `pid`, through

@@ -25,20 +25,30 @@
 //! `mmap` fails) is read instead, stretch by stretch: the read fallback.
 //! Images of a pre-dump chain map each page from the image that holds it
 //! (the parent's `pages-N.img` too). Huge pages: a private file mapping is
-//! built of small pages; the converted memory is plain anonymous memory,
-//! which the kernel backs with huge pages as for any other (the VMA's
-//! `MADV_HUGEPAGE` is kept).
+//! built of small pages; the converted memory is plain anonymous memory in
+//! copy areas placed at the region's offset within a 2 MiB page, and a VMA
+//! advised `MADV_HUGEPAGE` is advised so again after the switch (tested:
+//! `hg` in its `VmFlags`), so khugepaged collapses it as it would the
+//! original. The copy itself writes small pages: on this VM a huge page
+//! the host took back costs 0.5-7 s per GiB to touch, small pages 1.5-2 s.
 //!
 //! In a tree, each task maps its own image: children do not take their
 //! parent's memory copy-on-write as they do otherwise ([`super::cow`]).
 //!
-//! The images must stay as they are until the conversion ends: a pages
-//! image truncated under the running process (before the conversion copied
-//! the truncated part) makes the process take `SIGBUS` on its next touch of
-//! the cut pages, as with any mapped file, and the conversion stops with an
-//! error naming the region (reading it fails). criu-rs checks the image
-//! sizes before the restore (a short image is refused then, with nothing
-//! made); it cannot stop someone from truncating them afterwards.
+//! The images must stay as they are until the conversion ends. Bad input,
+//! and what happens (each tested in `criu-cli/tests/mmap_image.rs`):
+//! - a pages image shorter than its pagemap says: refused before the
+//!   restore, with nothing made (the load checks the sizes);
+//! - an image on a file system that cannot `mmap` it: read instead (the
+//!   read fallback above, as without the option);
+//! - a pages image truncated under the running process, before the
+//!   conversion copied the cut part: the process takes `SIGBUS` on its next
+//!   touch of a cut page, as with any mapped file (the restore's watch,
+//!   `--watch`, reports it with the address and the image's VMA); the
+//!   bytes are gone, so no fallback can bring them back, and a conversion
+//!   running then stops with an error naming the chunk (its copy of the
+//!   cut pages fails). criu-rs cannot stop someone from truncating a file
+//!   after the restore.
 //!
 //! # Conversion (while the tasks run)
 //!
@@ -60,6 +70,19 @@ use std::ffi::c_void;
 pub const MIN_MAPPED: u64 = 16 * PAGE_SIZE;
 /// Most stretches mapped from the images per task.
 pub const MAX_MAPPED: usize = 8192;
+
+/// Below this many bytes left to read after [`map_from_image`], the read
+/// is done without the fill's helper thread: starting and joining a thread
+/// costs more than reading a few hundred KiB (on a loaded machine the new
+/// thread can wait milliseconds for a CPU), and the restore's time to
+/// return is what this mode is for.
+pub const READ_ALONE: u64 = 32 << 20;
+
+/// Whether the fill of `rest` (what [`map_from_image`] left) is worth a
+/// helper thread.
+pub fn read_with_helper(rest: &PagesPlan) -> bool {
+    rest.runs.iter().map(PageRun::len).sum::<u64>() >= READ_ALONE
+}
 
 /// What [`map_from_image`] did: the stretches left to read and the bytes
 /// mapped.

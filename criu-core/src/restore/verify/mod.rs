@@ -27,7 +27,10 @@
 //! - [`regs`]: every thread's general registers and rseq registration;
 //! - [`task`]: process group and session, the executable, the mm's
 //!   bounds, thread names, personality, `oom_score_adj`, THP disable,
-//!   umask.
+//!   umask;
+//! - [`shared`] (across the tree): which tasks share an address space, fd
+//!   table, fs context or signal handlers (`kcmp`), against the ids of
+//!   `ids-PID.img`.
 //!
 //! Reading `/proc` costs a few files per task and thread: cheap enough to
 //! run on every restore of the test suite.
@@ -39,6 +42,7 @@ pub mod locks;
 pub mod maps;
 pub mod regs;
 pub mod sched;
+pub mod shared;
 pub mod signals;
 pub mod task;
 pub mod timers;
@@ -161,12 +165,21 @@ pub fn verify_tree(images: &ImageDir, tasks: &[(i32, Vec<i32>)]) -> Result<()> {
     let start = std::time::Instant::now();
     let tree = TreeImages::read(images)?;
     let mut diffs = Vec::new();
+    let mut ids = Vec::new();
     for (pid, tids) in tasks {
         let task = TaskImages::read(images, &tree, *pid, tids)?;
         if let Some(d) = verify_task(&task) {
             diffs.push((*pid, d));
         }
+        ids.extend(shared::ids(images, &task.core, *pid)?.map(|i| (*pid, i)));
     }
+    for (pid, d) in shared::check(&ids) {
+        if !diffs.iter().any(|(p, _)| *p == pid) {
+            tracing::debug!(pid, check = "shared", "verify: {d}");
+            diffs.push((pid, d));
+        }
+    }
+    diffs.sort_by_key(|(pid, _)| tasks.iter().position(|(p, _)| p == pid));
     tracing::info!(tasks = tasks.len(), differ = diffs.len(), us = start.elapsed().as_micros() as u64, "verify");
     if diffs.is_empty() {
         return Ok(());
