@@ -158,7 +158,10 @@ fn run_injection(
     live_uffd: Option<&mut Option<crate::uffd::Uffd>>,
 ) -> Result<injected::ProcessValues, DumpError> {
     let mut leader = Injector::new(pid, syscall_ip)?;
-    let scratch = match map_scratch(&mut leader) {
+    let query = injected::process_query(timer_ids);
+    let thread_queries: Vec<injected::ThreadQuery> = threads.iter().map(|_| injected::thread_query()).collect();
+    let stubs: Vec<&injected::Calls> = std::iter::once(&query.calls).chain(thread_queries.iter().map(|q| &q.calls)).collect();
+    let scratch = match map_scratch(&mut leader, pid, &stubs, !failpoint::patch_code_forced()) {
         Ok(s) => s,
         Err(e) => {
             leader.restore()?;
@@ -167,7 +170,7 @@ fn run_injection(
     };
     let mut live_uffd = live_uffd;
     let mut work = |leader: &mut Injector| -> Result<injected::ProcessValues, DumpError> {
-        let vals = injected::process_values(leader, pid, scratch, timer_ids)?;
+        let vals = query.values(pid, &scratch.run(leader, pid, 0, &query.calls)?)?;
         if track.want && track.uffd.is_none() {
             track.uffd = Some(super::track::take_task_uffd(leader, pid)?);
         }
@@ -178,15 +181,16 @@ fn run_injection(
             }
         }
         failpoint::check(failpoint::MID_INJECT)?;
-        for t in threads.iter_mut() {
-            let tv = if t.tid == pid {
-                injected::thread_values(leader, pid, scratch)?
+        for (k, (t, q)) in threads.iter_mut().zip(&thread_queries).enumerate() {
+            let done = if t.tid == pid {
+                scratch.run(leader, pid, k + 1, &q.calls)?
             } else {
                 let mut inj = Injector::new(t.tid, syscall_ip)?;
-                let r = injected::thread_values(&mut inj, pid, scratch);
+                let r = scratch.run(&mut inj, pid, k + 1, &q.calls);
                 inj.restore()?;
                 r?
             };
+            let tv = q.values(&done)?;
             t.altstack = tv.altstack;
             t.clear_tid_addr = tv.clear_tid_addr;
             t.creds.secbits = tv.secbits;

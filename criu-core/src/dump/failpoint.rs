@@ -32,7 +32,9 @@ pub fn check(point: &'static str) -> Result<(), DumpError> {
 
 /// Test knob: with `CRIU_RS_PATCH_CODE=1`, syscalls are injected by
 /// patching the code at each thread's `rip` instead of using a `syscall`
-/// instruction of the vDSO (the fallback for processes without one).
+/// instruction of the vDSO (the fallback for processes without one), and
+/// one by one instead of as one piece of code per thread (the fallback
+/// for tasks that refuse an executable scratch mapping).
 pub const PATCH_CODE_ENV: &str = "CRIU_RS_PATCH_CODE";
 
 /// Whether [`PATCH_CODE_ENV`] asks for code patching.
