@@ -47,6 +47,7 @@ fn options(o: &Opts, cmd: Cmd, pid: i32, stages: &std::sync::Arc<Stages>) -> Res
     d.freeze_timeout = Duration::from_secs(o.timeout);
     d.parent = o.prev_images_dir.clone();
     d.track_mem = o.track_mem || d.pre_dump;
+    d.live = o.live_copy;
     d.ext_unix_sk = o.ext_unix_sk.clone();
     d.tcp_established = o.tcp_established;
     d.tcp_skip_in_flight = o.tcp_skip_in_flight;

@@ -124,7 +124,7 @@ fn v4_tells_every_step_with_its_duration() {
     dump_ok(pid, &images, &["-v4", "-o", "dump.log"]);
     s.reap();
     let dump = std::fs::read_to_string(images.join("dump.log")).unwrap();
-    for step in ["freeze", "thread_state", "run_injection", "dump_private", "collect_files", "write_images"] {
+    for step in ["freeze", "thread_state", "run_injection", "plan_private", "copy_private", "collect_files", "write_images"] {
         lines_with(&dump, &[step, "close time.busy="]);
     }
     lines_with(&dump, &[&format!("collect{{pid={pid}}}: close time.busy=")]);

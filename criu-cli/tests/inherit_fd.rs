@@ -3,8 +3,9 @@
 //! restore, the ones the restoring side hands over (`pipe:[INO]` with the
 //! dumped pipe's inode, a file by its path without the leading `/`). A
 //! shell loop reading stdin and answering on stdout and stderr shows from
-//! outside which pipes and file it uses; `socket:[INO]` keys and descriptors
-//! that are not open are refused before anything is made.
+//! outside which pipes and file it uses. CRIU's other keys: a unix socket
+//! (`socket:[INO]`) and a file dumped as external (`file[MNT:INO]`).
+//! Descriptors that are not open are refused before anything is made.
 
 mod common;
 
@@ -119,14 +120,80 @@ fn pipes_and_a_file_are_inherited() {
 }
 
 #[test]
-fn sockets_and_closed_descriptors_are_refused() {
+fn closed_descriptors_are_refused() {
     let dir = scratch("inherit-refused");
     std::fs::write(dir.join("inventory.img"), b"").unwrap();
-    let (r, _w) = pipe();
-    let out = restore_with_fds(&dir, &[&r], &["--inherit-fd".into(), "fd[3]:socket:[1234]".into()]);
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("not supported: --inherit-fd fd[3]:socket:[1234]"), "{}", text(&out.stderr));
     let out = restore_with_fds(&dir, &[], &["--inherit-fd".into(), "fd[9]:pipe:[1234]".into()]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--inherit-fd fd[9]:pipe:[1234]: fd 9"), "{}", text(&out.stderr));
+}
+
+/// A connected unix socket: (ours, the other end), close-on-exec.
+fn socketpair() -> (File, File) {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two descriptors we then own.
+    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) }, 0);
+    // SAFETY: both are fresh descriptors owned by nobody else.
+    unsafe { (File::from(OwnedFd::from_raw_fd(fds[0])), File::from(OwnedFd::from_raw_fd(fds[1]))) }
+}
+
+/// The mount id of the file behind our descriptor (fdinfo's `mnt_id`).
+fn mnt_id(f: &File) -> u64 {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd())).unwrap();
+    info.lines().find_map(|l| l.strip_prefix("mnt_id:")).unwrap().trim().parse().unwrap()
+}
+
+/// CRIU's keys for resources outside the dump: the shell's stdin and
+/// stdout are one end of a unix socketpair whose other end is ours (its
+/// peer is outside: dumped with `--external unix[INO]`), its stderr a file marked
+/// `--external file[MNT:INO]`. Restored with `socket:[INO]` and
+/// `file[MNT:INO]`, it talks on the socket and writes to the file handed over.
+#[test]
+fn a_socket_and_an_external_file_are_inherited() {
+    let dir = scratch("inherit-sk");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let (log1, log2) = (dir.join("stderr-before"), dir.join("stderr-after"));
+    let (ours, theirs) = socketpair();
+    let err = File::options().create(true).append(true).open(&log1).unwrap();
+    let sk_ino = theirs.metadata().unwrap().ino();
+    let file_key = format!("file[{:x}:{:x}]", mnt_id(&err), err.metadata().unwrap().ino());
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "while read l; do echo \"got $l\"; echo \"err $l\" >&2; done"]).stdin(theirs.try_clone().unwrap()).stdout(theirs).stderr(err);
+    let mut sh = Proc::from(in_own_session(&mut cmd).spawn().unwrap());
+    let pid = sh.pid() as i32;
+    let mut ours_r = BufReader::new(ours.try_clone().unwrap());
+    writeln!(&ours, "one").unwrap();
+    assert_eq!(read_line(&mut ours_r), "got one\n");
+    wait_state(pid, 'S');
+    dump_ok(pid, &images, &["--external", &format!("unix[{sk_ino}]"), "--external", &file_key]);
+    assert!(!sh.wait().success(), "killed by the dump");
+    let files = crit_decode(&images.join("files.img"));
+    let ext = files["entries"].as_array().unwrap().iter().find(|e| e["reg"]["name"] == file_key.as_str()).expect("the external file's entry");
+    assert_eq!(ext["reg"]["ext"], true, "{ext}");
+    assert!(std::fs::read(&log1).unwrap().ends_with(b"err one\n"));
+
+    // Without the file: refused, naming the key.
+    let out = restore_with_fds(&images, &[], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(&format!("--inherit-fd fd[N]:{file_key}")), "{}", text(&out.stderr));
+
+    let (new_ours, new_theirs) = socketpair();
+    let new_err = File::options().create(true).append(true).open(&log2).unwrap();
+    let args = ["--inherit-fd".to_string(), format!("fd[3]:socket:[{sk_ino}]"), "--inherit-fd".into(), format!("fd[4]:{file_key}")];
+    let out = restore_with_fds(&images, &[&new_theirs, &new_err], &args);
+    let held = Held::open(pid);
+    assert!(out.status.success(), "restore: {}", text(&out.stderr));
+    let held = held.unwrap();
+    drop((new_theirs, new_err));
+    let mut new_r = BufReader::new(new_ours.try_clone().unwrap());
+    writeln!(&new_ours, "two").unwrap();
+    assert_eq!(read_line(&mut new_r), "got two\n", "the answer comes on the inherited socket");
+    wait_until("the shell's stderr line", PATIENCE, || std::fs::read_to_string(&log2).unwrap().contains("err two"));
+    assert_eq!(std::fs::read_to_string(&log1).unwrap(), "err one\n", "the dumped file is not written any more");
+    // Nothing comes on the old socket; the shell ends at the end of its input.
+    drop(ours_r);
+    drop(ours);
+    rustix::net::shutdown(&new_ours, rustix::net::Shutdown::Write).unwrap();
+    assert!(held.wait_exit(PATIENCE), "the shell did not end at the end of its input");
 }

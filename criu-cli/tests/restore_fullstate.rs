@@ -94,6 +94,25 @@ fn restore_detached_brings_fullstate_back() {
     assert_same_dir(&before, &snapshot(&d.images));
 }
 
+/// The dump's fallback injection (calls one by one on code patched at
+/// `rip`, as for a task without a vDSO or refusing an executable scratch
+/// area) reads the same state as the usual one stub per thread: the
+/// restored program finds every sigaction, timer, alternate stack and
+/// prctl value as it set them.
+#[test]
+fn restored_from_a_dump_injecting_calls_one_by_one() {
+    let d = dirs("one-by-one");
+    let mut p = start_fullstate(&d);
+    let pid = p.pid();
+    let (fds, maps) = (fd_kinds(pid), coalesce(proc_maps(pid)));
+    let out = criu_rs().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&d.images).env("CRIU_RS_PATCH_CODE", "1").output().unwrap();
+    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    p.reap();
+    let held = restore_detached(&d.images, pid);
+    let report = check_restored(&d, &held, &fds, &maps);
+    assert_all_ok("restored fullstate (dumped with calls one by one)", &report);
+}
+
 #[test]
 fn restore_same_images_twice() {
     let d = dirs("twice");

@@ -44,7 +44,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let reloc = start.elapsed() / runs;
 
-    // `--only blob|dump|restore|predump|lazy|fds|mmap`: one group of rows.
+    // `--only blob|dump|restore|predump|live|lazy|fds|mmap`: one group of rows.
     let only = crate::flag_value(args, "--only")?;
     let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut rows: Vec<(&str, String)> = Vec::new();
@@ -66,6 +66,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if want("predump") {
         rows.push(crate::bench_predump::row(&root)?);
     }
+    let mut live = Vec::new();
+    if want("live") {
+        live = crate::bench_live::rows(&root, runs.min(3))?;
+    }
     if want("lazy") {
         rows.extend(crate::bench_lazy::rows(&root, runs.min(3))?);
     }
@@ -77,6 +81,7 @@ pub fn run(args: &[String]) -> Result<()> {
         rows.extend(crate::bench_mmap::rows(&root, &criu_rs, if only.is_some() { runs.min(5) } else { runs.min(3) })?);
     }
     let mut all = user;
+    all.extend(live);
     all.extend(owned(rows));
     print_rows(&all);
     Ok(())

@@ -3,7 +3,7 @@
 //! - `build-pie [--out FILE]`: builds and packages the restorer blob, prints
 //!   the package summary (size, segments, relocations, entries).
 //! - `bench [--runs N] [--only GROUP]`: prints a table of measurements
-//!   (`--only blob|dump|restore|predump|lazy|fds|mmap`: one group of rows;
+//!   (`--only blob|dump|restore|predump|live|lazy|fds|mmap`: one group of rows;
 //!   `lazy-fault`: the lazy fault latency, N runs; `lazy-bg`: the lazy
 //!   background copy throughput, N runs per chunk size; `user`: every
 //!   user-flow row, `user:NAME,...` some (see `bench_user.rs`), CRIU's
@@ -28,6 +28,7 @@
 mod bench;
 mod bench_dump;
 mod bench_fds;
+mod bench_live;
 mod bench_lazy;
 mod bench_lazy_restore;
 mod bench_mmap;
@@ -42,7 +43,7 @@ mod mutants;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|lazy|fds|mmap|lazy-fault|lazy-bg|user|user:NAME,...] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...] | zdtm | interop [--bin CRIU_RS] [--tests T,..] [--modes M,..]>";
+const USAGE: &str = "usage: cargo xtask <build-pie [--out FILE] | bench [--runs N] [--only blob|dump|restore|predump|live|lazy|fds|mmap|lazy-fault|lazy-bg|user|user:NAME,...] | setup | demo | test [ARGS] | mutants [--list] [SCOPE...] | zdtm | interop [--bin CRIU_RS] [--tests T,..] [--modes M,..]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

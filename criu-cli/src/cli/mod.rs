@@ -118,6 +118,8 @@ pub struct Opts {
     pub prev_images_dir: Option<PathBuf>,
     /// `--track-mem`.
     pub track_mem: bool,
+    /// `--[no-]live-copy` (criu-rs's own; on by default).
+    pub live_copy: bool,
     /// `--lazy-pages`.
     pub lazy_pages: bool,
     /// `-x` / `--ext-unix-sk[=INODE,...]`: `Some(empty)` for all.
@@ -208,6 +210,7 @@ impl Default for Opts {
             port: None,
             prev_images_dir: None,
             track_mem: false,
+            live_copy: true,
             lazy_pages: false,
             ext_unix_sk: None,
             tcp_established: false,

@@ -246,6 +246,11 @@ pub static OPTIONS: &[Opt] = &[
         "the parent (pre-)dump, relative to the images directory"),
     opt("ms", None, NoArg, ALL, set!(|o, v, on| Err("--ms is deprecated; see check --help".into())), "deprecated"),
     flag("track-mem", None, DUMPS, set!(|o, v, on| { o.track_mem = on; Ok(()) }), "keep tracking written pages for the next dump"),
+    // On by default: two plain flags (a negatable one only turns off what is off by default).
+    opt("live-copy", None, NoArg, DUMPS, set!(|o, v, on| { o.live_copy = true; Ok(()) }),
+        "criu-rs: copy memory while the tree runs (pre-dump, dump -R; the default)"),
+    opt("no-live-copy", None, NoArg, DUMPS, set!(|o, v, on| { o.live_copy = false; Ok(()) }),
+        "criu-rs: copy memory with the tree frozen, as CRIU does"),
     flag("auto-dedup", None, DUMP_RESTORE, Effect::Refused(DUMP_RESTORE, "criu-rs never rewrites images"),
         "punch pages out of parent images (dump) or of the images as restored (restore)"),
     opt("libdir", Some('L'), Required("DIR"), ALL, Effect::Tuning("criu-rs has no plugins"), "plugins directory"),

@@ -189,3 +189,10 @@ fn configuration_files() {
     // --help still works with a broken file.
     assert!(matches!(parse(&words(&format!("dump --config {conf_s} --help"))).unwrap().0, Request::Print(_)));
 }
+
+#[test]
+fn live_copy_is_on_unless_turned_off() {
+    assert!(run("dump -t 1 -R").1.live_copy);
+    assert!(!run("dump -t 1 -R --no-live-copy").1.live_copy);
+    assert!(!run("pre-dump -t 1 --no-live-copy").1.live_copy);
+}

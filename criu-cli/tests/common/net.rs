@@ -18,9 +18,28 @@ pub fn wait_for(path: &Path, daemon: &mut Proc) {
     });
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, below the ephemeral range
+/// (`ip_local_port_range`): a server's port stays free while the server is
+/// dumped and not restored yet, and no client's connect (the tests run in
+/// parallel) may take it as its own port meanwhile, which would make the
+/// restore's bind fail.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|v| v.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    let (base, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
+    // Spread test processes apart (by pid), then walk on.
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = base + (start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span);
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port in {base}..{}", base + span)
 }
 
 /// Waits until something listens on `port` (IPv4 or IPv6).

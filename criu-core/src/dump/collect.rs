@@ -155,30 +155,42 @@ fn run_injection(
     syscall_ip: Option<u64>,
     timer_ids: &[i32],
     track: &mut super::track::TaskTrack,
+    live_uffd: Option<&mut Option<crate::uffd::Uffd>>,
 ) -> Result<injected::ProcessValues, DumpError> {
     let mut leader = Injector::new(pid, syscall_ip)?;
-    let scratch = match map_scratch(&mut leader) {
+    let query = injected::process_query(timer_ids);
+    let thread_queries: Vec<injected::ThreadQuery> = threads.iter().map(|_| injected::thread_query()).collect();
+    let stubs: Vec<&injected::Calls> = std::iter::once(&query.calls).chain(thread_queries.iter().map(|q| &q.calls)).collect();
+    let scratch = match map_scratch(&mut leader, pid, &stubs, !failpoint::patch_code_forced()) {
         Ok(s) => s,
         Err(e) => {
             leader.restore()?;
             return Err(e);
         }
     };
+    let mut live_uffd = live_uffd;
     let mut work = |leader: &mut Injector| -> Result<injected::ProcessValues, DumpError> {
-        let vals = injected::process_values(leader, pid, scratch, timer_ids)?;
+        let vals = query.values(pid, &scratch.run(leader, pid, 0, &query.calls)?)?;
         if track.want && track.uffd.is_none() {
             track.uffd = Some(super::track::take_task_uffd(leader, pid)?);
         }
+        if let Some(out) = live_uffd.as_deref_mut() {
+            *out = super::track::take_kernel_uffd(leader, pid, super::live::LIVE_FEATURES)?;
+            if out.is_none() {
+                tracing::info!(pid, "no userfaultfd for kernel faults in this task (no CAP_SYS_PTRACE, vm.unprivileged_userfaultfd 0): memory copied frozen");
+            }
+        }
         failpoint::check(failpoint::MID_INJECT)?;
-        for t in threads.iter_mut() {
-            let tv = if t.tid == pid {
-                injected::thread_values(leader, pid, scratch)?
+        for (k, (t, q)) in threads.iter_mut().zip(&thread_queries).enumerate() {
+            let done = if t.tid == pid {
+                scratch.run(leader, pid, k + 1, &q.calls)?
             } else {
                 let mut inj = Injector::new(t.tid, syscall_ip)?;
-                let r = injected::thread_values(&mut inj, pid, scratch);
+                let r = scratch.run(&mut inj, pid, k + 1, &q.calls);
                 inj.restore()?;
                 r?
             };
+            let tv = q.values(&done)?;
             t.altstack = tv.altstack;
             t.clear_tid_addr = tv.clear_tid_addr;
             t.creds.secbits = tv.secbits;
@@ -293,8 +305,30 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], files_opts: FilesOptions, sh: &
     Ok((files_state, exe_file_id))
 }
 
+/// How a task's private pages are copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemCopy {
+    /// Now, while the task is frozen.
+    Frozen,
+    /// Later while it runs, exactly as at the freeze ([`super::live`]).
+    Exact,
+    /// Later while it runs, as they are then (pre-dump: tracking fixes it).
+    Tracked,
+}
+
+/// A task's private memory left to copy once the tree runs.
+#[derive(Debug)]
+pub struct PendingCopy {
+    /// What to copy.
+    pub plan: super::memory::PrivatePlan,
+    /// How.
+    pub live: std::sync::Arc<super::live::TaskLive>,
+}
+
 /// Collects everything about the frozen process and writes its memory to
-/// `pages`. Returns the state, the memory counters and the memory time.
+/// `pages` (with `copy` other than [`MemCopy::Frozen`], prepares the copy
+/// and returns it as pending; `pagemap` is then empty). Returns the state,
+/// the memory counters and the memory time.
 #[tracing::instrument(level = "debug", skip_all, fields(pid = fr.pid()))]
 pub fn collect(
     fr: &Frozen,
@@ -303,7 +337,9 @@ pub fn collect(
     files_opts: FilesOptions,
     sh: &mut Shared,
     track: &mut super::track::TaskTrack,
-) -> Result<(ProcessDump, MemStats, std::time::Duration), DumpError> {
+    copy: MemCopy,
+    armed: Option<std::sync::Arc<super::live::TaskLive>>,
+) -> Result<(ProcessDump, MemStats, std::time::Duration, Option<PendingCopy>), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
     let stat = proc::stat::read_stat(pid)?;
@@ -319,9 +355,12 @@ pub fn collect(
     let ptimers = proc::misc::read_timers(pid)?;
     let timer_ids: Vec<i32> = ptimers.iter().map(|t| t.id).collect();
 
-    let maps_before = proc::maps::read_smaps(pid)?;
+    // Only the vDSO is looked for: `maps` (no page counting) will do.
+    let maps_before = proc::maps::read_maps(pid)?;
     let syscall_ip = if failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps_before) };
-    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids, track)?;
+    let mut live_uffd = None;
+    let want_live = (copy == MemCopy::Exact && armed.is_none()).then_some(&mut live_uffd);
+    let vals = run_injection(pid, &mut threads, syscall_ip, &timer_ids, track, want_live)?;
     // Threads dumped at their rseq abort handler go on from there too
     // (when let go), as the kernel would have sent them.
     for t in threads.iter().filter(|t| t.rseq_aborted) {
@@ -361,18 +400,47 @@ pub fn collect(
     let t_mem = std::time::Instant::now();
     let pm = proc::pagemap::Pagemap::open(pid)?;
     let mut guards = Vec::new();
+    let _guard_span = tracing::debug_span!("scan_guards").entered();
     if !pm.scan_guards(0, crate::restore::hole::TASK_SIZE, &mut guards)? {
         tracing::debug!(pid, "the kernel does not report guard regions (PAGE_IS_GUARD)");
     }
+    drop(_guard_span);
     let inc = track.prepare(&pm, &vma_list)?;
-    let mut batches = 0u32;
-    let (pagemap, mut mem_stats) = super::memory::dump_private(pid, &pm, &vma_list, pages, inc.as_ref(), || {
-        batches += 1;
-        if batches == 1 {
-            failpoint::check(failpoint::MID_MEMORY)?;
+    let plan = super::memory::plan_private(&pm, &vma_list, inc.as_ref())?;
+    if copy == MemCopy::Exact && (armed.is_some() || live_uffd.is_some()) {
+        // The parent's tracking descriptor holds the areas: the
+        // write-protection of this copy needs them (tracking ends here).
+        if let Some(old) = &track.uffd {
+            for a in &plan.areas {
+                let _ = old.unregister(a.start, a.end - a.start);
+            }
         }
-        Ok(())
-    })?;
+    }
+    let (pagemap, mut mem_stats, pending) = match (copy, live_uffd, armed) {
+        (MemCopy::Exact, _, Some(live)) => {
+            live.arm_frozen(&pm, &plan.areas)?;
+            (Vec::new(), MemStats::default(), Some(PendingCopy { plan, live }))
+        }
+        (MemCopy::Exact, Some(uffd), None) => {
+            let live = super::live::TaskLive::protect(pid, uffd, &pm, &plan.areas)?;
+            (Vec::new(), MemStats::default(), Some(PendingCopy { plan, live: std::sync::Arc::new(live) }))
+        }
+        (MemCopy::Tracked, ..) => {
+            let live = super::live::TaskLive::tracked(pid, &plan.areas);
+            (Vec::new(), MemStats::default(), Some(PendingCopy { plan, live: std::sync::Arc::new(live) }))
+        }
+        _ => {
+            let mut batches = 0u32;
+            let (pagemap, stats) = super::memory::copy_private(pid, plan, pages, None, || {
+                batches += 1;
+                if batches == 1 {
+                    failpoint::check(failpoint::MID_MEMORY)?;
+                }
+                Ok(())
+            })?;
+            (pagemap, stats, None)
+        }
+    };
     let shmem = dump_shmem_objects(pid, dir, &vma_list, &mut mem_stats, sh)?;
     let memdump_time = t_mem.elapsed();
 
@@ -444,5 +512,5 @@ pub fn collect(
         pages_id: super::PAGES_ID,
         kobj: KobjIds::own(pid),
     };
-    Ok((dump, mem_stats, memdump_time))
+    Ok((dump, mem_stats, memdump_time, pending))
 }

@@ -32,10 +32,25 @@ pub fn check(point: &'static str) -> Result<(), DumpError> {
 
 /// Test knob: with `CRIU_RS_PATCH_CODE=1`, syscalls are injected by
 /// patching the code at each thread's `rip` instead of using a `syscall`
-/// instruction of the vDSO (the fallback for processes without one).
+/// instruction of the vDSO (the fallback for processes without one), and
+/// one by one instead of as one piece of code per thread (the fallback
+/// for tasks that refuse an executable scratch mapping).
 pub const PATCH_CODE_ENV: &str = "CRIU_RS_PATCH_CODE";
 
 /// Whether [`PATCH_CODE_ENV`] asks for code patching.
 pub fn patch_code_forced() -> bool {
     std::env::var(PATCH_CODE_ENV).is_ok_and(|v| v == "1")
+}
+
+/// Test knob: `CRIU_RS_LIVE_PAUSE_MS=N` makes a live copy wait N ms after
+/// the tree is let go, before the first page is copied (faults and events
+/// are served meanwhile): a test changes the address space in that window.
+pub const LIVE_PAUSE_ENV: &str = "CRIU_RS_LIVE_PAUSE_MS";
+
+/// Waits as [`LIVE_PAUSE_ENV`] asks, if it does.
+pub fn live_pause() {
+    if let Some(ms) = std::env::var(LIVE_PAUSE_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+        tracing::info!(ms, "pausing the live copy ({LIVE_PAUSE_ENV})");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }

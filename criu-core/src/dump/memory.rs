@@ -44,7 +44,7 @@ pub struct MemStats {
 }
 
 /// A run of populated pages: (address, number of pages).
-type Run = (u64, usize);
+pub type Run = (u64, usize);
 
 /// The runs of populated pages of `[start, end)`: present or swapped, (with
 /// `PAGEMAP_SCAN`) not the shared zero page, and with `skip_file` not a
@@ -174,7 +174,7 @@ fn record(entries: &mut Vec<PagemapEntry>, vma_start: u64, vaddr: u64, nr: usize
 
 /// Reads the runs into `buf` (large enough) with `process_vm_readv`, or
 /// through `/proc/PID/mem` for areas without read permission.
-fn read_runs(pid: i32, mem: &mut Option<std::fs::File>, buf: &mut [u8], runs: &[Run], readable: bool) -> Result<(), DumpError> {
+pub(super) fn read_runs(pid: i32, mem: &mut Option<std::fs::File>, buf: &mut [u8], runs: &[Run], readable: bool) -> Result<(), DumpError> {
     let mut done = 0usize;
     if readable {
         for chunk in runs.chunks(IOV_MAX) {
@@ -307,16 +307,72 @@ fn write_batch(out: &std::fs::File, b: &Batch) -> Result<(), DumpError> {
     Ok(())
 }
 
+/// One private area's share of a memory dump: the runs of pages to copy.
+#[derive(Debug, Clone)]
+pub struct AreaCopy {
+    /// The area.
+    pub start: u64,
+    /// Its end (exclusive).
+    pub end: u64,
+    /// Readable (else read through `/proc/PID/mem`).
+    pub readable: bool,
+    /// All-zero pages may be left out (anonymous memory).
+    pub skip_zero: bool,
+    /// The runs of pages to copy, sorted.
+    pub runs: Vec<Run>,
+}
+
+/// What to copy of a task's private memory, decided while it is frozen
+/// ([`plan_private`]), copied then or later ([`copy_private`]).
+#[derive(Debug, Default)]
+pub struct PrivatePlan {
+    /// The areas with pages to copy, in address order.
+    pub areas: Vec<AreaCopy>,
+    /// Entries for pages left in the parent images.
+    in_parent: Vec<PagemapEntry>,
+    /// Counters of what was left in the parent.
+    stats: MemStats,
+}
+
+impl PrivatePlan {
+    /// Pages to copy.
+    pub fn pages(&self) -> u64 {
+        self.areas.iter().flat_map(|a| &a.runs).map(|r| r.1 as u64).sum()
+    }
+}
+
+/// Decides which pages of every private area of `vmas` a dump copies: the
+/// populated ones, less (with `inc`, a dump against a parent) those of
+/// tracked areas neither written since nor missing from the parent, which
+/// get `PE_PARENT` entries. Reads only the pagemap.
+#[tracing::instrument(level = "debug", skip_all)]
+pub fn plan_private(pm: &Pagemap, vmas: &[Vma], inc: Option<&Incremental>) -> Result<PrivatePlan, DumpError> {
+    let mut plan = PrivatePlan::default();
+    for v in vmas.iter().filter(|v| v.dumps_private_pages()) {
+        let runs = populated_runs(pm, v.map.start, v.map.end, v.file_pages_implicit())?;
+        let runs = match inc.and_then(|i| Some((i.written.get(&v.map.start)?, &i.in_parent))) {
+            Some((written, parent)) => {
+                let (dump, keep) = split_runs(&runs, written, parent);
+                for (vaddr, n) in keep {
+                    plan.stats.pages_scanned += n as u64;
+                    plan.stats.pages_in_parent += n as u64;
+                    plan.in_parent.push(PagemapEntry { vaddr, nr_pages: n as u32, flags: PE_PARENT });
+                }
+                dump
+            }
+            None => runs,
+        };
+        if !runs.is_empty() {
+            plan.areas.push(AreaCopy { start: v.map.start, end: v.map.end, readable: v.map.read, skip_zero: v.zero_pages_implicit(), runs });
+        }
+    }
+    Ok(plan)
+}
+
 /// Dumps the populated pages of every private area of `vmas` into `out`
-/// (the pages image). This thread reads batches and picks the pages to
-/// keep; [`WRITERS`] threads write finished batches at their offsets
-/// meanwhile. `on_batch` runs after each batch is read; an error from it
-/// aborts the dump. Returns the pagemap entries and counters (`write_time`
-/// is summed over the writers).
-///
-/// With `inc` (a dump against a parent), pages of tracked areas neither
-/// written since nor missing from the parent get `PE_PARENT` entries and
-/// are not copied.
+/// (the pages image): [`plan_private`], then [`copy_private`] at once.
+/// `on_batch` runs after each batch is read; an error from it aborts the
+/// dump. Returns the pagemap entries and counters.
 #[tracing::instrument(level = "debug", skip_all, fields(pid, vmas = vmas.len()))]
 pub fn dump_private(
     pid: i32,
@@ -324,6 +380,24 @@ pub fn dump_private(
     vmas: &[Vma],
     out: &std::fs::File,
     inc: Option<&Incremental>,
+    on_batch: impl FnMut() -> Result<(), DumpError>,
+) -> Result<(Vec<PagemapEntry>, MemStats), DumpError> {
+    let plan = plan_private(pm, vmas, inc)?;
+    copy_private(pid, plan, out, None, on_batch)
+}
+
+/// Copies the pages `plan` names into `out` (the pages image). This thread
+/// reads batches and picks the pages to keep; [`WRITERS`] threads write
+/// finished batches at their offsets meanwhile. With `live` (the task runs:
+/// [`super::live`]) each batch is read through it. `on_batch` runs after
+/// each batch is read; an error from it aborts the dump. Returns the
+/// pagemap entries and counters (`write_time` is summed over the writers).
+#[tracing::instrument(level = "debug", skip_all, fields(pid, pages = plan.pages()))]
+pub fn copy_private(
+    pid: i32,
+    plan: PrivatePlan,
+    out: &std::fs::File,
+    live: Option<&super::live::TaskLive>,
     mut on_batch: impl FnMut() -> Result<(), DumpError>,
 ) -> Result<(Vec<PagemapEntry>, MemStats), DumpError> {
     use std::sync::mpsc::sync_channel;
@@ -334,6 +408,7 @@ pub fn dump_private(
     for _ in 0..BUFFERS {
         free_tx.send(PageBuf::default()).map_err(|_| DumpError::Internal("buffer channel"))?;
     }
+    let PrivatePlan { areas, in_parent, mut stats } = plan;
     std::thread::scope(|s| {
         let writers: Vec<_> = (0..WRITERS)
             .map(|_| {
@@ -354,40 +429,26 @@ pub fn dump_private(
             .collect();
         drop(free_tx);
         let mut entries = Vec::new();
-        let mut in_parent: Vec<PagemapEntry> = Vec::new();
-        let mut stats = MemStats::default();
         let reader = (|| -> Result<(), DumpError> {
             let mut mem = None;
             let mut file_off = 0u64;
-            // Every area's runs first: their total sizes the progress report.
-            let mut areas = Vec::new();
-            for v in vmas.iter().filter(|v| v.dumps_private_pages()) {
-                let runs = populated_runs(pm, v.map.start, v.map.end, v.file_pages_implicit())?;
-                match inc.and_then(|i| Some((i.written.get(&v.map.start)?, &i.in_parent))) {
-                    Some((written, parent)) => {
-                        let (dump, keep) = split_runs(&runs, written, parent);
-                        for (vaddr, n) in keep {
-                            stats.pages_scanned += n as u64;
-                            stats.pages_in_parent += n as u64;
-                            in_parent.push(PagemapEntry { vaddr, nr_pages: n as u32, flags: PE_PARENT });
-                        }
-                        areas.push((v, dump));
-                    }
-                    None => areas.push((v, runs)),
-                }
-            }
-            let total = areas.iter().flat_map(|a| &a.1).map(|r| r.1 as u64).sum();
+            let total = areas.iter().flat_map(|a| &a.runs).map(|r| r.1 as u64).sum();
             let _phase = crate::progress::Phase::start("dumping memory", total, std::io::stderr().as_fd());
-            for (vma, runs) in areas {
-                for runs in batches(runs) {
+            for area in &areas {
+                let all = batches(area.runs.clone());
+                let n = all.len();
+                for (i, runs) in all.into_iter().enumerate() {
                     let bytes = runs.iter().map(|r| r.1).sum::<usize>() * PAGE_SIZE as usize;
                     // A closed channel means the writers failed; their error is reported below.
                     let Ok(mut buf) = free_rx.recv() else { return Ok(()) };
                     buf.reserve_bytes(bytes);
                     let t = std::time::Instant::now();
-                    read_runs(pid, &mut mem, buf.bytes_mut(), &runs, vma.map.read)?;
+                    match live {
+                        None => read_runs(pid, &mut mem, buf.bytes_mut(), &runs, area.readable)?,
+                        Some(l) => l.read_batch(&mut mem, &mut buf.bytes_mut()[..bytes], &runs, area, i + 1 == n)?,
+                    }
                     stats.read_time += t.elapsed();
-                    let pieces = select_pages(buf.bytes(), &runs, vma.zero_pages_implicit(), vma.map.start, &mut entries, &mut stats);
+                    let pieces = select_pages(buf.bytes(), &runs, area.skip_zero, area.start, &mut entries, &mut stats);
                     let len: usize = pieces.iter().map(|p| p.1).sum();
                     if full_tx.send(Batch { buf, pieces, file_off }).is_err() {
                         return Ok(());

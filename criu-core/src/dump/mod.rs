@@ -44,6 +44,7 @@
 pub mod collect;
 pub mod failpoint;
 pub mod injected;
+pub mod live;
 pub mod memory;
 pub mod model;
 pub mod remote;
@@ -113,6 +114,11 @@ pub enum DumpError {
         /// What is wrong.
         what: String,
     },
+    /// A live memory copy can no longer be exact (an area was unmapped or
+    /// moved before it was copied, a page could not be read); the dump is
+    /// made again frozen ([`tree::dump_tree`]).
+    #[error("live memory copy abandoned: {0}")]
+    LiveBroken(String),
     /// Dirty-page tracking could not be set up or carried on.
     #[error("dirty-page tracking: {0}")]
     Track(String),
@@ -215,6 +221,10 @@ pub struct DumpOptions {
     pub track_mem: bool,
     /// `pre-dump`: only memory, the tree always left running, tracking kept.
     pub pre_dump: bool,
+    /// Copy private memory while the tree runs where the dump lets it run
+    /// on (`pre-dump`, `--leave-running`; see [`live`]); `--no-live-copy`
+    /// turns it off (memory copied frozen, as CRIU does).
+    pub live: bool,
     /// `--leave-stopped` (`-s`): leave every task stopped after the dump
     /// (not implemented yet: refused before the tree is touched).
     pub leave_stopped: bool,
@@ -261,6 +271,7 @@ impl DumpOptions {
             parent: None,
             track_mem: false,
             pre_dump: false,
+            live: true,
             leave_stopped: false,
             ext_unix_sk: None,
             tcp_established: false,
@@ -293,8 +304,8 @@ pub fn check_supported(opts: &DumpOptions) -> Result<(), DumpError> {
     if opts.leave_stopped {
         return refuse("--leave-stopped (leaving the dumped tree stopped)".into());
     }
-    if let Some(e) = opts.external.iter().find(|e| crate::files::unix::external_unix_inode(e).is_none()) {
-        return refuse(format!("--external {e} (only unix[INODE] can be marked external yet)"));
+    if let Some(e) = opts.external.iter().find(|e| crate::files::unix::external_unix_inode(e).is_none() && !crate::files::reg::external_file_key(e)) {
+        return refuse(format!("--external {e} (only unix[INODE] and file[MNT:INO] can be marked external yet)"));
     }
     if opts.ghost_limit != crate::files::reg::GHOST_LIMIT {
         return refuse(format!("--ghost-limit {} (deleted files are kept up to {} bytes)", opts.ghost_limit, crate::files::reg::GHOST_LIMIT));

@@ -39,16 +39,44 @@ pub const TRACK_FEATURES: u64 = feature::WP_ASYNC | feature::WP_UNPOPULATED;
 /// Call form in the task: `userfaultfd(O_CLOEXEC | O_NONBLOCK |
 /// UFFD_USER_MODE_ONLY)`, then `close(fd)`.
 pub fn take_task_uffd(inj: &mut Injector, pid: i32) -> Result<Uffd, DumpError> {
-    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
-    let fd = inj.syscall_ok(libc::SYS_userfaultfd, &[flags])?;
+    take_uffd(inj, pid, UFFD_USER_MODE_ONLY, TRACK_FEATURES)?.ok_or_else(|| DumpError::Track(format!("pid {pid} may not create a userfaultfd")))
+}
+
+/// [`take_task_uffd`] for a descriptor that also takes kernel-mode faults
+/// (`userfaultfd(O_CLOEXEC | O_NONBLOCK)`), with `features`: `None` when
+/// the task may not have one (`EPERM`: no `CAP_SYS_PTRACE` and
+/// `vm.unprivileged_userfaultfd` is 0).
+pub fn take_kernel_uffd(inj: &mut Injector, pid: i32, features: u64) -> Result<Option<Uffd>, DumpError> {
+    take_uffd(inj, pid, 0, features)
+}
+
+fn take_uffd(inj: &mut Injector, pid: i32, extra: u64, features: u64) -> Result<Option<Uffd>, DumpError> {
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | extra;
+    let fd = match inj.syscall(libc::SYS_userfaultfd, &[flags])? {
+        r if r == -(libc::EPERM as i64) => return Ok(None),
+        // Only the live copy asks for this kind: without it, memory is
+        // copied frozen, as it always could be.
+        r if r < 0 && extra == 0 => {
+            tracing::info!(pid, "no userfaultfd in the task ({}): memory copied frozen", nix::errno::Errno::from_raw(-r as i32));
+            return Ok(None);
+        }
+        r if r < 0 => return Err(DumpError::Track(format!("userfaultfd in pid {pid}: {}", nix::errno::Errno::from_raw(-r as i32)))),
+        r => r as u64,
+    };
     let copied = copy_fd(pid, fd as i32);
     // Whatever happened, the task's descriptor goes.
     let closed = inj.syscall_ok(libc::SYS_close, &[fd]);
     let ours = copied?;
     closed?;
     let uffd = Uffd::from_fd(ours);
-    uffd.api(TRACK_FEATURES).map_err(|errno| DumpError::Track(format!("UFFDIO_API with WP_ASYNC|WP_UNPOPULATED: {errno}")))?;
-    Ok(uffd)
+    match uffd.api(features) {
+        Ok(_) => Ok(Some(uffd)),
+        Err(errno) if extra == 0 => {
+            tracing::info!(pid, "UFFDIO_API with features {features:#x}: {errno}; memory copied frozen");
+            Ok(None)
+        }
+        Err(errno) => Err(DumpError::Track(format!("UFFDIO_API with features {features:#x}: {errno}"))),
+    }
 }
 
 /// `pidfd_getfd(pidfd_open(pid), fd)`: our copy of another process's descriptor.

@@ -43,6 +43,7 @@ use super::tracker::{self, Adopted};
 use super::failpoint;
 use super::memory::MemStats;
 use super::model::{ProcessDump, ZombieDump};
+
 use super::shared::Shared;
 use super::remote::{self, HeldPages, PagesTo};
 use super::{check_target, collect, create_pages_image, prepare_dir, vmas, write, DumpError, DumpOptions, DumpSummary, PAGES_ID};
@@ -266,6 +267,12 @@ impl FrozenTree {
         Ok(())
     }
 
+    /// Lets every live task run on (the zombies stay recorded): the tree
+    /// runs while a live copy goes on; a later `detach` has nothing to do.
+    pub fn let_go(&mut self) -> Result<(), DumpError> {
+        FrozenTree { live: std::mem::take(&mut self.live), zombies: Vec::new() }.detach()
+    }
+
     /// Lets every task run on as it was.
     pub fn detach(self) -> Result<(), DumpError> {
         let mut first = Ok(());
@@ -352,7 +359,9 @@ fn wait_task_dead(pid: i32, start: u64, deadline: Instant) -> bool {
 /// The sizes of the shared anonymous objects over every task's mappings.
 fn note_shared_memory(tree: &FrozenTree, sh: &mut Shared) -> Result<(), DumpError> {
     for t in &tree.live {
-        for m in crate::proc::maps::read_smaps(t.frozen.pid())? {
+        // `maps`, not `smaps`: sizes and kinds only, without counting every
+        // area's pages (tens of ms per GiB, the tree frozen).
+        for m in crate::proc::maps::read_maps(t.frozen.pid())? {
             if vmas::classify(&m).is_shmem_object() {
                 sh.note_shmem(m.inode, m.offset + m.len());
             }
@@ -393,13 +402,14 @@ fn task_pages(opts: &DumpOptions, id: u32, root_pages: &Option<std::fs::File>) -
 /// [`PagesTo::Held`] those of lazy areas are returned.
 #[tracing::instrument(level = "debug", skip_all)]
 fn collect_tree(
-    tree: &FrozenTree,
+    tree: &mut FrozenTree,
     opts: &DumpOptions,
     root_pages: Option<std::fs::File>,
     mut sink: Option<PageSink>,
     t0: Instant,
     adopted: &mut Option<Adopted>,
     sh: &mut Shared,
+    armed: Option<&super::live::Armed>,
 ) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     if !opts.pre_dump {
         tree.check_sessions(opts.shell_job)?;
@@ -409,12 +419,15 @@ fn collect_tree(
     }
     sh.seen.set_tree(tree.live.iter().map(|t| t.frozen.pid()).chain(tree.zombies.iter().map(|z| z.pid)));
     sh.seen.unix.ext = crate::files::unix::ExtUnixSk::from_options(opts.ext_unix_sk.as_deref(), &opts.external);
+    sh.seen.external_files = opts.external.iter().filter(|e| crate::files::reg::external_file_key(e)).cloned().collect();
     note_shared_memory(tree, sh)?;
     let mut procs: Vec<ProcessDump> = Vec::new();
     let mut mem = MemStats::default();
     let mut memdump_time = Duration::ZERO;
     let mut held = (opts.pages_to == PagesTo::Held).then(HeldPages::default);
     let mut tracked: Vec<(i32, crate::uffd::Uffd)> = Vec::new();
+    let copy = mem_copy(opts);
+    let mut pending: Vec<(usize, collect::PendingCopy, std::fs::File)> = Vec::new();
     for (i, t) in tree.live.iter().enumerate() {
         if i > 0 && i + 1 == tree.live.len() {
             failpoint::check(failpoint::MID_TREE)?;
@@ -429,8 +442,12 @@ fn collect_tree(
                 track.parent_pages = track::parent_pages(&opts.dir.join(parent), pid);
             }
         }
+        let armed_task = armed.and_then(|a| a.tasks.get(&pid).cloned());
         let files_opts = crate::files::FilesOptions { shell_job: opts.shell_job, file_locks: opts.file_locks };
-        let (mut p, mut m, d) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track)?;
+        let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track, copy, armed_task)?;
+        if let Some(later) = later {
+            pending.push((i, later, pages.try_clone().map_err(DumpError::WritePages)?));
+        }
         if let Some(uffd) = track.uffd.take() {
             tracked.push((pid, uffd));
         }
@@ -467,6 +484,18 @@ fn collect_tree(
         procs.push(p);
     }
     crate::files::finish_tree(&mut procs, &mut sh.seen, &mut sh.next_file_id)?;
+    let mut frozen_time = t0.elapsed();
+    if !pending.is_empty() {
+        // Everything but the pages is collected: the tree runs from here
+        // on, its connections out of repair mode first.
+        sh.sockets.release_now();
+        tree.let_go()?;
+        frozen_time = t0.elapsed();
+        tracing::info!(frozen_ms = frozen_time.as_millis() as u64, "tree let go; copying memory live");
+        let t = Instant::now();
+        copy_live(pending, &mut procs, &mut mem, armed, !opts.pre_dump)?;
+        memdump_time += t.elapsed();
+    }
     failpoint::check(failpoint::BEFORE_WRITE)?;
     let pages_remote = sink.is_some();
     if let Some(sink) = sink.take() {
@@ -477,7 +506,7 @@ fn collect_tree(
         process: procs.first().cloned().ok_or(DumpError::Internal("empty tree"))?,
         mem,
         freezing_time: Duration::ZERO,
-        frozen_time: t0.elapsed(),
+        frozen_time,
         memdump_time,
         tasks: procs.len(),
         zombies: tree.zombies.len(),
@@ -499,9 +528,86 @@ fn collect_tree(
     Ok((summary, held))
 }
 
+/// How this dump copies private memory ([`super::live`]): while the tree
+/// runs for `pre-dump` and `dump --leave-running` to local images (unless
+/// `--track-mem` asks the dump to go on tracking), frozen otherwise.
+fn mem_copy(opts: &DumpOptions) -> collect::MemCopy {
+    use collect::MemCopy;
+    if !opts.live || opts.pages_to != PagesTo::Local {
+        MemCopy::Frozen
+    } else if opts.pre_dump {
+        MemCopy::Tracked
+    } else if opts.leave_running && !opts.track_mem {
+        MemCopy::Exact
+    } else {
+        MemCopy::Frozen
+    }
+}
+
+/// Copies the pending tasks' memory while the tree runs, serving the
+/// exact-mode tasks' write faults meanwhile; fills each task's pagemap.
+/// The tasks armed ahead have their server already (`armed`'s, serving
+/// since the arming, through the freeze).
+fn copy_live(
+    pending: Vec<(usize, collect::PendingCopy, std::fs::File)>,
+    procs: &mut [ProcessDump],
+    mem: &mut MemStats,
+    armed: Option<&super::live::Armed>,
+    lazy_flags: bool,
+) -> Result<(), DumpError> {
+    let unserved = |pid: i32| armed.is_none_or(|a| !a.tasks.contains_key(&pid));
+    let server = super::live::Server::start(pending.iter().filter(|(i, ..)| unserved(procs[*i].pid)).map(|(_, p, _)| p.live.clone()).collect())?;
+    failpoint::live_pause();
+    let mut lives = Vec::new();
+    for (i, p, file) in pending {
+        let pid = procs[i].pid;
+        let mut batches = 0u32;
+        let (entries, stats) = super::memory::copy_private(pid, p.plan, &file, Some(&p.live), || {
+            batches += 1;
+            if batches == 1 {
+                failpoint::check(failpoint::MID_MEMORY)?;
+            }
+            Ok(())
+        })?;
+        // Pages still to come may fault until the last batch; the task is
+        // done only once every batch is in.
+        if let Some(why) = p.live.broken() {
+            return Err(DumpError::LiveBroken(why));
+        }
+        procs[i].pagemap = entries;
+        // As for a frozen copy: the pages a lazy restore may leave to the
+        // daemon, flagged once the pagemap is there.
+        if lazy_flags {
+            remote::flag_lazy(&mut procs[i]);
+        }
+        add_stats(mem, &stats);
+        lives.push((pid, p.live));
+    }
+    server.stop();
+    for (pid, live) in lives {
+        live.finish();
+        super::live::log_stats(pid, &live.stats());
+    }
+    Ok(())
+}
+
 /// Dumps `opts.pid` and all its descendants. See the module documentation.
-#[tracing::instrument(level = "debug", skip_all, fields(pid = opts.pid))]
+/// A live copy that can no longer be exact ([`DumpError::LiveBroken`]) is
+/// given up and the dump made again with the memory copied frozen.
 pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
+    match dump_tree_once(opts) {
+        Err(DumpError::LiveBroken(why)) => {
+            tracing::warn!("live copy abandoned ({why}); dumping again with the memory copied frozen");
+            let mut frozen = opts.clone();
+            frozen.live = false;
+            dump_tree_once(&frozen)
+        }
+        r => r,
+    }
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(pid = opts.pid))]
+fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     super::check_supported(opts)?;
     let stat = check_target(opts.pid)?;
     if !opts.shell_job && !opts.pre_dump && (stat.sid != opts.pid || stat.pgid != opts.pid) {
@@ -524,8 +630,13 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>),
         }
         None => None,
     };
+    // An exact live copy protects the memory ahead of the freeze.
+    let armed = match mem_copy(opts) {
+        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout)?,
+        _ => None,
+    };
     let t0 = Instant::now();
-    let tree = match FrozenTree::freeze(opts.pid, opts.freeze_timeout) {
+    let mut tree = match FrozenTree::freeze(opts.pid, opts.freeze_timeout) {
         Ok(t) => t,
         Err(e) => {
             // Nothing was scanned: the parent's tracking is still good.
@@ -535,7 +646,7 @@ pub fn dump_tree(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>),
     };
     let freezing_time = t0.elapsed();
     let mut sh = Shared::new(crate::net::dump_state::DumpSockets::new(opts.socket_opts(), crate::net::lock::new_run_id()));
-    let result = collect_tree(&tree, opts, pages, sink, t0, &mut adopted, &mut sh).map(|(mut s, held)| {
+    let result = collect_tree(&mut tree, opts, pages, sink, t0, &mut adopted, &mut sh, armed.as_ref()).map(|(mut s, held)| {
         s.freezing_time = freezing_time;
         (s, held)
     });

@@ -8,7 +8,9 @@
 //! socket, with sock_diag's word on its shutdown state. Raw sockets keep
 //! their protocol, bound address and options (`IP_HDRINCL`, `IP_NODEFRAG`,
 //! ICMP filters), not what waits in their queues (copies of the host's
-//! traffic), as CRIU. Refused by name: ping and MPTCP sockets; a listener with connections not accepted
+//! traffic), as CRIU. ICMP ping sockets come back unbound, as with CRIU
+//! (the kernel picks their echo id at the first send). Refused by name:
+//! MPTCP sockets; a listener with connections not accepted
 //! yet and a UDP socket with datagrams waiting (unless `--skip-in-flight`,
 //! which leaves them out, as CRIU does); a corked UDP socket; a TCP
 //! connection without `--tcp-established` (or `--tcp-close`), or in a state
@@ -90,7 +92,6 @@ impl FdKind for Inet {
     fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> std::result::Result<InetDumped, FileDumpError> {
         let name = p.socket_proto().unwrap_or_default();
         match name.as_str() {
-            "PING" | "PINGv6" => return Err(refuse(p, format!("ICMP ping socket ({name})"))),
             "MPTCP" | "MPTCPv6" => return Err(refuse(p, format!("multipath TCP socket ({name}); Go programs can do without it (GODEBUG=multipathtcp=0)"))),
             _ => {}
         }
@@ -102,7 +103,7 @@ impl FdKind for Inet {
         // sock_diag lists raw sockets by protocol only on request (CRIU's
         // net_diag_raw); what it would add (shutdown, queues) does not
         // apply to them.
-        let raw = matches!(name.as_str(), "RAW" | "RAWv6");
+        let raw = matches!(name.as_str(), "RAW" | "RAWv6" | "PING" | "PINGv6");
         let info = if raw { None } else { cx.sockets.inet_info(cx.pid, family, proto, ino).map_err(|e| refuse(p, format!("sock_diag: {e}")))? };
         let sock = InetSocket::read(fd.as_fd(), info.as_ref()).map_err(|e| FileDumpError::Sys { at: p.at(), what: e.call, errno: e.errno })?;
         let opts = cx.sockets.opts;
@@ -201,7 +202,7 @@ impl FdKind for Inet {
         match (ty, proto) {
             (libc::SOCK_STREAM, libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE) => {}
             (libc::SOCK_RAW, 0..=255) => {}
-            (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => return Err(cx.unsupported(format!("inet socket {id:#x}: ping sockets"))),
+            (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => {}
             _ => return Err(bad(format!("type {ty} with protocol {proto}"))),
         }
         let local = addr_from_words(family, &ie.src_addr, ie.src_port.unwrap_or_default()).ok_or_else(|| bad(format!("source address {:?} port {:?}", ie.src_addr, ie.src_port)))?;
@@ -313,7 +314,17 @@ impl FdKind for Inet {
                 }
             }
         } else {
-            s.bind_listen_connect(fd.as_fd()).map_err(call)?;
+            match s.bind_listen_connect(fd.as_fd()) {
+                // A TCP socket whose connection closed still names the
+                // port it had, which the kernel released unless the
+                // program bound it by hand; a TIME_WAIT of that very
+                // connection may hold it now. Such a socket can do nothing
+                // but close: it stays unbound.
+                Err(e) if e.errno == rustix::io::Errno::ADDRINUSE && s.state == state::CLOSE && s.ty == libc::SOCK_STREAM => {
+                    tracing::debug!("{}: {e}; left unbound", what());
+                }
+                r => r.map_err(call)?,
+            }
             s.set_options(fd.as_fd()).map_err(call)?;
             let copy = rustix::io::fcntl_dupfd_cloexec(&fd, cx.floor).sys(|| format!("{}: F_DUPFD_CLOEXEC", what()))?;
             sockets.bound(copy, (s.opts.reuseaddr, s.opts.reuseport));
@@ -336,6 +347,7 @@ fn describe(s: &InetSocket) -> String {
     let proto = match (s.proto, s.family) {
         (libc::IPPROTO_TCP, _) => "TCP",
         (libc::IPPROTO_UDPLITE, _) => "UDP-Lite",
+        (libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6, _) => "ICMP ping",
         _ => "UDP",
     };
     let what = match s.state {

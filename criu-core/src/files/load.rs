@@ -35,12 +35,18 @@ pub struct TaskFiles {
     pub owners: BTreeMap<u32, Fown>,
 }
 
-/// `fdinfo-FILES_ID.img` with the descriptions it refers to.
-pub fn load_fds(images: &ImageDir, files_id: u32, files: &BTreeMap<u32, pb::FileEntry>, opts: &LoadOptions) -> Result<TaskFiles> {
+/// `fdinfo-FILES_ID.img` with the descriptions it refers to (`side`: the
+/// side images read so far, shared by the tasks of a tree).
+pub fn load_fds(
+    images: &ImageDir,
+    files_id: u32,
+    files: &BTreeMap<u32, pb::FileEntry>,
+    side: &SideImages,
+    opts: &LoadOptions,
+) -> Result<TaskFiles> {
     let fdinfo_path = images.image_path(ImageKind::Fdinfo, files_id as u64);
     let infos: Vec<pb::FdinfoEntry> = images.read_all(ImageKind::Fdinfo, files_id as u64)?;
-    let side = SideImages::default();
-    let cx = LoadCtx::new(images, files, &side, opts);
+    let cx = LoadCtx::new(images, files, side, opts);
     let mut fds: Vec<FdPlan> = Vec::with_capacity(infos.len());
     let mut numbers = std::collections::HashSet::with_capacity(infos.len());
     let mut descs = BTreeMap::new();

@@ -2,8 +2,9 @@
 //! `files.img`, as CRIU writes them): type, protocol, interface, packet
 //! options, memberships, fanout group, ring geometry ([`PacketSocket`],
 //! read through packet_diag). Refused: sockets whose ring is mapped (its
-//! memory is part of the address space; seen in `/proc/PID/maps`) and
-//! `SOCK_PACKET` ones. Packets waiting in the
+//! memory is part of the address space; seen in `/proc/PID/maps`).
+//! `SOCK_PACKET` sockets (the obsolete interface) keep their interface and
+//! socket options. Packets waiting in the
 //! queue are not kept, as with CRIU: a capture loses them.
 
 use super::fdtable::set_status_flags;
@@ -46,10 +47,6 @@ impl FdKind for Packet {
         let mut sock = cx.sockets.packet_info(cx.pid, ino).map_err(|e| refuse(format!("packet socket: sock_diag: {e}")))?.ok_or_else(|| refuse(format!("packet socket {ino} not listed by sock_diag")))?;
         if (sock.rx_ring.is_some() || sock.tx_ring.is_some()) && ring_mapped(cx.pid, ino) {
             return Err(refuse(format!("packet socket (ifindex {}) with a mapped ring (PACKET_RX_RING/PACKET_TX_RING memory in the address space)", sock.ifindex)));
-        }
-        // SOCK_PACKET (10): the obsolete interface.
-        if sock.ty == 10 {
-            return Err(refuse("SOCK_PACKET socket".into()));
         }
         let fd = cx.copy_fd(p)?;
         sock.opts = SockOpts::read(fd.as_fd(), libc::AF_PACKET).map_err(|e| FileDumpError::Sys { at: p.at(), what: e.opt.into(), errno: e.errno })?;
@@ -95,7 +92,7 @@ impl FdKind for Packet {
         let ps = e.psk.as_ref().ok_or_else(|| cx.bad(format!("file {id:#x} is PACKETSK without packet_sock_entry")))?;
         let bad = |what: String| cx.bad(format!("packet socket {id:#x}: {what}"));
         let ty = ps.r#type.unwrap_or_default();
-        if ty != libc::SOCK_RAW as u32 && ty != libc::SOCK_DGRAM as u32 {
+        if ty != libc::SOCK_RAW as u32 && ty != libc::SOCK_DGRAM as u32 && ty != crate::net::packet::SOCK_PACKET {
             return Err(cx.unsupported(format!("packet socket {id:#x} of type {ty}")));
         }
         let mut mclist: Vec<(Membership, u32)> = Vec::new();

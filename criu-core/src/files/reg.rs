@@ -66,6 +66,9 @@ pub struct RegDumped {
     /// The ghost's contents, kept with the first description of the inode
     /// collected (`None` on the others, which refer to it).
     pub ghost: Option<Ghost>,
+    /// Marked external at dump (`--external file[MNT:INO]`, the key then
+    /// in `path`): restore needs `--inherit-fd fd[N]:file[MNT:INO]`.
+    pub external: bool,
 }
 
 /// An unlinked file's saved contents and attributes.
@@ -135,6 +138,13 @@ impl FdKind for Reg {
     }
 
     fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> std::result::Result<RegDumped, FileDumpError> {
+        if !cx.seen.external_files.is_empty() {
+            // CRIU's key for it: mount id and inode, in hex.
+            let key = format!("file[{:x}:{:x}]", p.info.mnt_id, p.md.ino());
+            if cx.seen.external_files.contains(&key) {
+                return Ok(RegDumped { external: true, ..dumped(&key, &p.md, None) });
+            }
+        }
         let (path, deleted) = strip_deleted(&p.target);
         let unlinked = deleted && p.md.nlink() == 0 && p.file_type() == libc::S_IFREG;
         // The contents once per inode: its other descriptions refer to them.
@@ -165,6 +175,11 @@ impl FdKind for Reg {
         let file = reg_file(reg);
         let key = file.path.to_string_lossy();
         let inherited = cx.opts.inherit_fd(key.strip_prefix('/').unwrap_or(&key));
+        // CRIU's `--external file[MNT:INO]`: the entry names no path, only
+        // the key the restoring side must give a descriptor for.
+        if reg.ext == Some(true) && inherited.is_none() {
+            return Err(RestoreError::NotSupported(format!("file {id:#x} was dumped as external {key}: give it with --inherit-fd fd[N]:{key}")));
+        }
         match cx.side::<Remaps>()?.0.get(&id) {
             _ if inherited.is_some() => Ok(RegPlan { file, ghost: None, inherited }),
             Some(&ghost_id) => {
@@ -211,6 +226,7 @@ pub fn dumped(path: &str, md: &std::fs::Metadata, ghost: Option<Ghost>) -> RegDu
         rdev: md.rdev(),
         unlinked: ghost.is_some(),
         ghost,
+        external: false,
     }
 }
 
@@ -277,6 +293,13 @@ fn data_ranges(fd: &OwnedFd, size: u64) -> std::result::Result<Vec<(u64, u64)>, 
     Ok(out)
 }
 
+/// Whether `item` is CRIU's `--external` key for a file: `file[MNT:INO]`,
+/// mount id and inode in hex.
+pub fn external_file_key(item: &str) -> bool {
+    let hex = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_hexdigit());
+    item.strip_prefix("file[").and_then(|r| r.strip_suffix(']')).and_then(|r| r.split_once(':')).is_some_and(|(m, i)| hex(m) && hex(i))
+}
+
 /// Strips the ` (deleted)` suffix the kernel adds to unlinked paths.
 pub fn strip_deleted(p: &str) -> (&str, bool) {
     match p.strip_suffix(" (deleted)") {
@@ -334,6 +357,7 @@ pub fn reg_entry(id: u32, flags: u32, fown: &Fown, path: &str) -> pb::RegFileEnt
 pub fn write_reg(sink: &mut FilesSink<'_>, id: u32, flags: u32, pos: u64, fown: &Fown, d: &RegDumped) {
     let mut reg = reg_entry(id, flags, fown, &d.path);
     reg.pos = Some(pos);
+    reg.ext = d.external.then_some(true);
     reg.size = Some(d.size);
     reg.mode = Some(d.mode);
     sink.push(pb::FileEntry { r#type: Some(FdTypes::Reg as i32), id: Some(id), reg: Some(reg), ..Default::default() });
@@ -590,6 +614,7 @@ mod tests {
             rdev: 0,
             unlinked: ghost.is_some(),
             ghost,
+            external: false,
         })
     }
 

@@ -42,7 +42,7 @@ pub fn roundtrip_files(descs: &[FileDesc], opts: &LoadOptions) -> (Result<TaskFi
         .collect();
     dir.write_all(ImageKind::Fdinfo, 1, &infos).unwrap();
     let files = load_files(&dir).unwrap();
-    let plans = load_fds(&dir, 1, &files, opts);
+    let plans = load_fds(&dir, 1, &files, &super::SideImages::default(), opts);
     (plans, tmp)
 }
 

@@ -88,6 +88,9 @@ pub struct SeenFiles {
     ghosts: HashSet<(u64, u64)>,
     /// File locks recorded ([`crate::files::locks::same_lock_key`]).
     pub locks: HashSet<(u32, u32, i32, i64, i64, i32)>,
+    /// `--external file[MNT:INO]` keys (CRIU's form, hex): those files are
+    /// dumped by key, to be given back with `--inherit-fd` at restore.
+    pub external_files: HashSet<String>,
     /// Unix sockets: the kernel's view of each network namespace met,
     /// what `--ext-unix-sk` allows.
     pub unix: crate::files::unix::UnixDumpCtx,

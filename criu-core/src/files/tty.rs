@@ -857,7 +857,7 @@ mod tests {
     use crate::files::{DescPlan, FileKind, LoadOptions};
 
     fn slave(info: Option<TtyInfo>, regf_id: u32) -> FileKind {
-        let reg = RegDumped { path: "/dev/pts/3".into(), size: 0, mode: libc::S_IFCHR | 0o620, dev_ino: (0x19, 6), rdev: libc::makedev(136, 3), unlinked: false, ghost: None };
+        let reg = RegDumped { path: "/dev/pts/3".into(), size: 0, mode: libc::S_IFCHR | 0o620, dev_ino: (0x19, 6), rdev: libc::makedev(136, 3), unlinked: false, ghost: None, external: false };
         FileKind::Tty(TtyDumped { info_id: 6, regf_id, reg, info, holder: (100, 0), queued: Vec::new() })
     }
 

@@ -43,7 +43,7 @@ use crate::net::diag::{DiagError, DiagSocket};
 use crate::net::sockopts::{SockOptError, SockOpts};
 use crate::net::unix_diag::{self, display_name, state, UnixSockInfo};
 use crate::restore::error::{RestoreError, Result as RestoreResult, SysContext};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +64,9 @@ pub struct UnixSkPlan {
     pub world: Rc<UnixWorld>,
     /// `--ext-unix-sk` given to restore.
     pub ext_unix_sk: bool,
+    /// `--inherit-fd fd[N]:socket:[INO]`: sockets of the images (by dumped
+    /// inode) that criu-rs's descriptor N stands for, as CRIU's `USK_INHERIT`.
+    pub inherited: BTreeMap<u32, RawFd>,
 }
 
 /// The sockets made by the first `open`, handed out by file id.
@@ -106,12 +109,13 @@ impl FdKind for UnixSk {
 
     fn load(e: &pb::FileEntry, cx: &LoadCtx<'_>) -> RestoreResult<UnixSkPlan> {
         let world = cx.side::<UnixWorld>()?;
-        Ok(UnixSkPlan { id: e.id.unwrap_or_default(), world, ext_unix_sk: cx.opts.ext_unix_sk })
+        let inherited = world.sockets.iter().filter_map(|s| Some((s.ino, cx.opts.inherit_fd(&format!("socket:[{}]", s.ino))?))).collect();
+        Ok(UnixSkPlan { id: e.id.unwrap_or_default(), world, ext_unix_sk: cx.opts.ext_unix_sk, inherited })
     }
 
     fn open(p: &UnixSkPlan, st: &mut UnixOpened, _cx: &OpenCtx<'_>) -> RestoreResult<Opened> {
         if st.made.is_none() {
-            st.made = Some(p.world.open_all(p.ext_unix_sk)?);
+            st.made = Some(p.world.open_with(p.ext_unix_sk, &p.inherited)?);
         }
         let made = st.made.as_mut().expect("made above");
         made.remove(&p.id).map(Opened::Fd).ok_or_else(|| RestoreError::Prepare(format!("unix socket {:#x} opened twice", p.id)))
@@ -812,9 +816,6 @@ impl UnixWorld {
             if s.peer != 0 && !by_ino.contains_key(&s.peer) {
                 return Err(RestoreError::bad(&files_path, format!("{}: its peer socket:[{}] names no socket of the image", s.describe(), s.peer)));
             }
-            if s.external && s.name.is_empty() {
-                return Err(RestoreError::bad(&files_path, format!("{}: an outside peer without a name", s.describe())));
-            }
         }
         let mut world = UnixWorld { sockets };
         world.load_queues(images, &by_ino)?;
@@ -860,6 +861,45 @@ impl UnixWorld {
     /// file id. `ext_unix_sk`: connecting to outside peers is allowed.
     /// See the module documentation for the order.
     pub fn open_all(&self, ext_unix_sk: bool) -> RestoreResult<BTreeMap<u32, OwnedFd>> {
+        self.open_with(ext_unix_sk, &BTreeMap::new())
+    }
+
+    /// [`UnixWorld::open_all`], the sockets of `inherited` (dumped inode →
+    /// criu-rs's descriptor, `--inherit-fd fd[N]:socket:[INO]`) being
+    /// copies of those descriptors, as they are: not bound, connected or
+    /// refilled. A socket of the images connected to one of them is
+    /// refused (it would have to be connected to what the caller gave).
+    pub fn open_with(&self, ext_unix_sk: bool, inherited: &BTreeMap<u32, RawFd>) -> RestoreResult<BTreeMap<u32, OwnedFd>> {
+        if inherited.is_empty() {
+            return self.build_all(ext_unix_sk);
+        }
+        if let Some(s) = self.sockets.iter().find(|s| !inherited.contains_key(&s.ino) && inherited.contains_key(&s.peer)) {
+            return Err(RestoreError::NotSupported(format!(
+                "--inherit-fd fd[{}]:socket:[{}]: {} of the images is connected to it",
+                inherited[&s.peer],
+                s.peer,
+                s.describe()
+            )));
+        }
+        let rest = UnixWorld { sockets: self.sockets.iter().filter(|s| !inherited.contains_key(&s.ino)).cloned().collect() };
+        let mut out = rest.build_all(ext_unix_sk)?;
+        for s in self.sockets.iter().filter(|s| !s.external) {
+            let Some(&fd) = inherited.get(&s.ino) else { continue };
+            // SAFETY: checked open when the restore started; criu-rs's
+            // caller keeps it open until the restore ends.
+            let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+            let st = rustix::fs::fstat(fd).sys(|| format!("fstat of the inherited descriptor for {}", s.describe()))?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+                return Err(RestoreError::Prepare(format!("--inherit-fd for {}: the descriptor is not a socket", s.describe())));
+            }
+            let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0).sys(|| format!("dup of the inherited descriptor for {}", s.describe()))?;
+            out.insert(s.id, dup);
+        }
+        Ok(out)
+    }
+
+    /// Makes every socket of the world (see [`UnixWorld::open_all`]).
+    fn build_all(&self, ext_unix_sk: bool) -> RestoreResult<BTreeMap<u32, OwnedFd>> {
         let mut b = Builder {
             world: self,
             by_ino: self.sockets.iter().enumerate().map(|(i, s)| (s.ino, i)).collect(),
@@ -1091,6 +1131,14 @@ impl<'a> Builder<'a> {
         // Datagram sockets connected to a peer that is not connected back.
         for s in world.sockets.iter().filter(|s| !s.external && !s.stream_like() && s.peer != 0 && !is_mutual(s) && !connected.contains(&s.ino)) {
             let p = self.sock(s.peer);
+            if p.external && p.name.is_empty() {
+                return Err(RestoreError::Prepare(format!(
+                    "{} was connected to {}, an unnamed socket outside the dumped tree; give it with --inherit-fd fd[N]:socket:[{}]",
+                    s.describe(),
+                    p.describe(),
+                    s.ino
+                )));
+            }
             if p.external && !ext_unix_sk {
                 return Err(RestoreError::Prepare(format!(
                     "{} was connected to {} outside the dumped tree; pass --ext-unix-sk to connect it again",

@@ -157,6 +157,12 @@ impl DumpSockets {
         self.undo();
     }
 
+    /// [`Self::release`] in place, before the tree runs on while the dump
+    /// goes on (a live memory copy); dropping or releasing later is a no-op.
+    pub fn release_now(&mut self) {
+        self.undo();
+    }
+
     fn undo(&mut self) {
         for r in self.repaired.drain(..) {
             if let Err(e) = tcp_repair::repair_off(&r.fd) {

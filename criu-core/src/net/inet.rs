@@ -362,7 +362,10 @@ impl InetSocket {
     /// or `connect` for a connected datagram socket. Not for TCP
     /// connections (see [`super::tcp_repair`]).
     pub fn bind_listen_connect(&self, fd: BorrowedFd<'_>) -> Result<(), InetError> {
-        if self.local.port() != 0 {
+        // A ping socket's "port" is its echo id, which the kernel picks at
+        // the first send; CRIU does not bind them again either.
+        let ping = self.ty == libc::SOCK_DGRAM && matches!(self.proto, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6);
+        if self.local.port() != 0 && !ping {
             let addr = self.bind_addr()?;
             let v6 = self.family == libc::AF_INET6;
             if v6 && !self.ip.freebind {
@@ -375,7 +378,7 @@ impl InetSocket {
         }
         if self.state == state::LISTEN {
             rustix::net::listen(fd, self.backlog as i32).map_err(err(format!("listen({})", self.backlog)))?;
-        } else if self.peer.port() != 0 && self.proto != libc::IPPROTO_TCP {
+        } else if self.peer.port() != 0 && self.proto != libc::IPPROTO_TCP && !ping {
             rustix::net::connect(fd, &self.peer).map_err(err(format!("connect({})", self.peer)))?;
         }
         Ok(())
@@ -636,6 +639,46 @@ mod tests {
         assert_eq!((r.local.ip(), r.ip.raw.unwrap().icmp_filter), ("127.0.0.1".parse::<IpAddr>().unwrap(), vec![5]));
         let r = InetSocket::read(udp4.as_fd(), None).unwrap();
         assert_eq!((r.ip.ttl, r.ip.freebind, r.ip.raw.unwrap()), (32, true, RawOpts { hdrincl: true, nodefrag: true, icmp_filter: vec![] }));
+    }
+
+    /// ICMP ping sockets come back (unbound: the echo id is the kernel's
+    /// pick at the first send) and can ping.
+    #[test]
+    fn ping_sockets_come_back_and_ping() {
+        // In a network namespace of this thread's own, where ping sockets
+        // are allowed (a sysctl of the namespace) and loopback is up.
+        std::thread::spawn(ping_in_own_netns).join().unwrap();
+    }
+
+    fn ping_in_own_netns() {
+        use rustix::net::{AddressFamily, Protocol, SocketType};
+        // SAFETY: only this thread's network namespace changes; it owns
+        // no socket yet and ends with the test.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }.unwrap();
+        // net sysctls are those of the opener's namespace.
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647").unwrap();
+        let ctl = rustix::net::socket(AddressFamily::INET, SocketType::DGRAM, None).unwrap();
+        // SAFETY: ifreq is plain data; SIOCGIFFLAGS/SIOCSIFFLAGS read and
+        // write its name and flags only.
+        unsafe {
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            ifr.ifr_name[..2].copy_from_slice(&[b'l' as libc::c_char, b'o' as libc::c_char]);
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&ctl);
+            assert_eq!(libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut ifr), 0);
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as i16;
+            assert_eq!(libc::ioctl(raw, libc::SIOCSIFFLAGS, &ifr), 0);
+        }
+        let icmp = std::num::NonZeroU32::new(libc::IPPROTO_ICMP as u32).map(Protocol::from_raw);
+        let s = rustix::net::socket(AddressFamily::INET, SocketType::DGRAM, icmp).unwrap();
+        rustix::net::sendto(&s, &[8, 0, 0, 0, 0, 0, 0, 1], rustix::net::SendFlags::empty(), &"127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+        let r = InetSocket::read(s.as_fd(), None).unwrap();
+        assert_eq!((r.ty, r.proto), (libc::SOCK_DGRAM, libc::IPPROTO_ICMP));
+        let (fd, _) = again(&r);
+        rustix::net::sendto(&fd, &[8, 0, 0, 0, 0, 0, 0, 2], rustix::net::SendFlags::empty(), &"127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+        let mut buf = [0u8; 64];
+        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(std::time::Duration::from_secs(20))).unwrap();
+        let n = rustix::net::recv(&fd, &mut buf, rustix::net::RecvFlags::empty()).unwrap().0;
+        assert!(n >= 8 && buf[0] == 0, "an echo reply: {:?}", &buf[..n]);
     }
 
     #[test]

@@ -202,7 +202,29 @@ pub fn sockets(diag: &mut DiagSocket) -> Result<HashMap<u32, PacketSocket>, Diag
     Ok(out)
 }
 
+/// The obsolete `SOCK_PACKET` type: bound by interface name, none of the
+/// packet options.
+pub const SOCK_PACKET: u32 = 10;
+
 impl PacketSocket {
+    /// Binds a `SOCK_PACKET` socket to its interface (a `sockaddr` whose
+    /// data is the interface's name), when it had one.
+    fn bind_spkt(&self, s: &OwnedFd) -> Result<(), PacketError> {
+        if self.ifindex == 0 {
+            return Ok(());
+        }
+        let name = rustix::net::netdevice::index_to_name(s, self.ifindex).map_err(call(format!("interface {}", self.ifindex)))?;
+        let mut sa = [0u8; 16];
+        sa[..2].copy_from_slice(&(libc::AF_PACKET as u16).to_ne_bytes());
+        let n = name.len().min(13);
+        sa[2..2 + n].copy_from_slice(&name.as_bytes()[..n]);
+        // SAFETY: `sa` is a complete struct sockaddr of the length given.
+        if unsafe { libc::bind(std::os::fd::AsRawFd::as_raw_fd(s), sa.as_ptr().cast(), sa.len() as u32) } < 0 {
+            return Err(call(format!("bind(SOCK_PACKET, {name})"))(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))));
+        }
+        Ok(())
+    }
+
     /// Makes the socket again: `socket(AF_PACKET, type, protocol)` bound to
     /// its interface, its packet options, memberships, fanout group and
     /// socket options.
@@ -214,6 +236,11 @@ impl PacketSocket {
         }
         // SAFETY: `raw` is a new descriptor nobody else owns.
         let s = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        if self.ty == SOCK_PACKET {
+            self.bind_spkt(&s)?;
+            self.opts.apply(s.as_fd()).map_err(|e| PacketError::Call { call: format!("setsockopt({})", e.opt), errno: e.errno })?;
+            return Ok(s);
+        }
         // sockaddr_ll with only the family and interface (protocol 0 keeps
         // the socket's).
         let mut ll = [0u8; 20];
@@ -305,5 +332,10 @@ mod tests {
         let mut got = sockets(&mut d).unwrap().remove(&ino(&fd)).unwrap();
         got.opts = SockOpts::default();
         assert_eq!(got, s);
+        // The obsolete SOCK_PACKET: bound by interface name.
+        let spkt = PacketSocket { ty: SOCK_PACKET, version: 0, reserve: 0, aux_data: false, loss: false, mclist: vec![], fanout: None, rx_ring: None, ..s };
+        let fd = spkt.open().unwrap();
+        let got = sockets(&mut d).unwrap().remove(&ino(&fd)).unwrap();
+        assert_eq!((got.ty, got.protocol, got.ifindex), (SOCK_PACKET, spkt.protocol, lo));
     }
 }

@@ -174,6 +174,25 @@ impl Pagemap {
         }
     }
 
+    /// `ioctl(pagemap, PAGEMAP_SCAN, &arg)`: appends to `out` the ranges of
+    /// `[start, end)` whose pages are present or swapped, not the shared
+    /// zero page, and not write-protected by a userfaultfd. `Ok(false)` when
+    /// the kernel has no `PAGEMAP_SCAN`.
+    pub fn scan_unprotected(&self, start: u64, end: u64, out: &mut Vec<(u64, u64)>) -> Result<bool> {
+        let query = PmScanArg {
+            category_inverted: PAGE_IS_PFNZERO,
+            category_mask: PAGE_IS_WRITTEN | PAGE_IS_PFNZERO,
+            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            ..Default::default()
+        };
+        match self.scan_with(start, end, query, out) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) && out.is_empty() => Ok(false),
+            Err(source) => Err(ProcError::Io { path: self.path.clone(), source }),
+            Ok(()) => Ok(true),
+        }
+    }
+
     /// Runs `PAGEMAP_SCAN` with `query`'s flags and masks over `[start,
     /// end)`, as many calls as the result vector needs, merging adjacent
     /// ranges into `out`.

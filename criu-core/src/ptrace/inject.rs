@@ -102,22 +102,7 @@ impl Injector {
         a[..args.len().min(6)].copy_from_slice(&args[..args.len().min(6)]);
         (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (a[0], a[1], a[2], a[3], a[4], a[5]);
         set_gpregs(tid, &r)?;
-        ptrace::step(npid(tid), None).map_err(sys("PTRACE_SINGLESTEP", tid))?;
-        loop {
-            match waitpid(npid(tid), Some(WaitPidFlag::__WALL)).map_err(sys("waitpid", tid))? {
-                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
-                WaitStatus::Stopped(_, sig) => {
-                    // Only unblockable signals get here; keep them for later.
-                    return Err(PtraceError::Unexpected { tid, what: format!("got {sig:?} during an injected syscall") });
-                }
-                WaitStatus::PtraceEvent(..) => {
-                    ptrace::step(npid(tid), None).map_err(sys("PTRACE_SINGLESTEP", tid))?;
-                }
-                other => {
-                    return Err(PtraceError::Unexpected { tid, what: format!("wait status {other:?} during an injected syscall") })
-                }
-            }
-        }
+        run_to_trap(tid, true, "an injected syscall")?;
         let after = get_gpregs(tid)?;
         if after.rip != self.syscall_ip + 2 {
             return Err(PtraceError::Unexpected {
@@ -126,6 +111,24 @@ impl Injector {
             });
         }
         Ok(after.rax as i64)
+    }
+
+    /// Runs the code at `entry` in the thread (with the saved registers,
+    /// `orig_rax` -1, signals blocked as for calls) until it traps on an
+    /// `int3` whose next instruction is at `end`. The code must leave the
+    /// stack alone and end in that `int3`.
+    pub fn run_code(&mut self, entry: u64, end: u64) -> Result<()> {
+        let tid = self.tid;
+        let mut r = self.saved;
+        r.rip = entry;
+        r.orig_rax = u64::MAX;
+        set_gpregs(tid, &r)?;
+        run_to_trap(tid, false, "injected code")?;
+        let after = get_gpregs(tid)?;
+        if after.rip != end {
+            return Err(PtraceError::Unexpected { tid, what: format!("injected code stopped at {:#x}, expected {end:#x}", after.rip) });
+        }
+        Ok(())
     }
 
     /// Like [`syscall`](Self::syscall) but turns a negative result into an error.
@@ -152,6 +155,27 @@ impl Injector {
     /// Puts back the registers (general and FPU), code bytes and signal mask.
     pub fn restore(mut self) -> Result<()> {
         self.put_back()
+    }
+}
+
+/// Resumes `tid` (one instruction with `step`, else until it traps) and
+/// waits for its SIGTRAP, resuming it the same way after ptrace events.
+fn run_to_trap(tid: i32, step: bool, during: &str) -> Result<()> {
+    let resume = || match step {
+        true => ptrace::step(npid(tid), None).map_err(sys("PTRACE_SINGLESTEP", tid)),
+        false => ptrace::cont(npid(tid), None).map_err(sys("PTRACE_CONT", tid)),
+    };
+    resume()?;
+    loop {
+        match waitpid(npid(tid), Some(WaitPidFlag::__WALL)).map_err(sys("waitpid", tid))? {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) => return Ok(()),
+            WaitStatus::Stopped(_, sig) => {
+                // Only unblockable signals get here; keep them for later.
+                return Err(PtraceError::Unexpected { tid, what: format!("got {sig:?} during {during}") });
+            }
+            WaitStatus::PtraceEvent(..) => resume()?,
+            other => return Err(PtraceError::Unexpected { tid, what: format!("wait status {other:?} during {during}") }),
+        }
     }
 }
 

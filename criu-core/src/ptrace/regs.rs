@@ -77,13 +77,21 @@ pub fn set_fpstate(tid: i32, st: &FpState) -> Result<()> {
 
 /// Offset and size of XSAVE component `i` in the standard format
 /// (CPUID leaf 0xD, sub-leaf i: EBX offset, EAX size); None if unsupported.
+/// Read once per process: CPUID traps to the hypervisor in a VM, and a
+/// restore asks for every component of every thread of every task.
 pub fn xsave_component(i: u32) -> Option<(usize, usize)> {
-    if i < 2 {
-        return None;
-    }
-    // CPUID leaf 0xD is architecturally defined and harmless for unsupported sub-leaves.
-    let r = std::arch::x86_64::__cpuid_count(0xd, i);
-    (r.eax != 0).then_some((r.ebx as usize, r.eax as usize))
+    static TABLE: std::sync::OnceLock<[Option<(usize, usize)>; 64]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        std::array::from_fn(|i| {
+            if i < 2 {
+                return None;
+            }
+            // CPUID leaf 0xD is architecturally defined and harmless for unsupported sub-leaves.
+            let r = std::arch::x86_64::__cpuid_count(0xd, i as u32);
+            (r.eax != 0).then_some((r.ebx as usize, r.eax as usize))
+        })
+    });
+    table.get(i as usize).copied().flatten()
 }
 
 impl FpState {

@@ -21,6 +21,16 @@ pub fn process_vm_writev(pid: i32, addr: u64, buf: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Writes all of `buf` at `addr` through `/proc/PID/mem`, which (for the
+/// task's tracer) also writes pages the task cannot write, as a debugger
+/// plants breakpoints in code.
+pub fn write_forced(pid: i32, addr: u64, buf: &[u8]) -> Result<(), Errno> {
+    use std::os::unix::fs::FileExt;
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let mem = std::fs::OpenOptions::new().write(true).open(format!("/proc/{pid}/mem")).map_err(errno)?;
+    mem.write_all_at(buf, addr).map_err(errno)
+}
+
 /// Reads all of `buf` from `addr`, failing on a short read.
 pub fn read_exact(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
     let mut done = 0;

@@ -10,7 +10,7 @@
 //! they come. [`TreeGuard`] kills every task of ours if anything fails.
 
 use super::error::Result;
-use super::finalize::{blob_failure, cleanup, died, failure, log_trail, ptrace_err, read_status, stage_name, step_syscall, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
+use super::finalize::{blob_failure, cleanup, died, failure, log_trail, ptrace_err, read_status, stage_name, step_syscalls, BlobPlace, StatusLog, ThreadEnd, PTRACE_EVENT_STOP};
 use super::watch::{signame, Area, Fault, Watch};
 use crate::abi::STAGE_SIGRETURN;
 use nix::sys::ptrace;
@@ -105,7 +105,8 @@ fn seize_tree(pid: i32, suspend_seccomp: bool) -> Result<()> {
 
 /// Holds every task until all reached the trap, asks `before_release`
 /// (an error there fails the restore, the guard kills the tree), steps
-/// every thread through its `rt_sigreturn` and removes the blob, asks
+/// every thread through its `rt_sigreturn` (all in the same two steps)
+/// and removes the blob, asks
 /// `check` (every task is then as it will run, still stopped and traced:
 /// `--verify` looks at it), then lets them all go: detached, or, with
 /// `watch`, still traced by the returned [`Watch`] (all but tasks left
@@ -118,17 +119,21 @@ pub fn run(
     before_release: &mut dyn FnMut() -> Result<()>,
     check: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Watch> {
-    for t in tasks.iter_mut() {
-        if let Some(go) = t.go.take() {
+    let mut trapped = std::collections::HashSet::new();
+    for k in 0..tasks.len() {
+        if let Some(go) = tasks[k].go.take() {
             // The root (our child), or a task forked by a helper (whose
             // parent has reaped the helper, so it exists by now).
+            let t = &tasks[k];
             seize_tree(t.pid, t.suspend_seccomp)?;
             guard.saw(t.pid, t.pid);
             rustix::io::write(&go, b"g").map_err(|e| died(t.pid, format!("starting the task: {e}")))?;
         }
-        for i in 0..t.threads.len() {
-            let tid = t.threads[i].tid;
-            wait_trap(t, tid, guard)?;
+        for i in 0..tasks[k].threads.len() {
+            let tid = tasks[k].threads[i].tid;
+            while !trapped.contains(&tid) {
+                wait_any(tasks, tid, &mut trapped, guard)?;
+            }
         }
     }
     tracing::debug!(tasks = tasks.len(), "every thread of every task reached the blob's last stop");
@@ -142,8 +147,11 @@ pub fn run(
     guard.all_trapped = true;
     before_release()?;
     let mut watched = Watch::default();
+    let threads: Vec<(i32, i32)> = tasks.iter().flat_map(|t| t.threads.iter().map(move |th| (t.pid, th.tid))).collect();
+    let insns = step_syscalls(&threads, libc::SYS_rt_sigreturn)?;
     for t in tasks.iter() {
-        finish(t)?;
+        let leader = threads.iter().position(|&(_, tid)| tid == t.pid).and_then(|k| insns.get(k));
+        finish(t, *leader.ok_or_else(|| died(t.pid, "no leader thread"))?)?;
     }
     check()?;
     for t in tasks.iter() {
@@ -153,100 +161,115 @@ pub fn run(
     Ok(watched)
 }
 
-/// Lets `tid` of task `t` run until the blob's trap, passing on signals
-/// and creation events.
-fn wait_trap(t: &mut Tracked, tid: i32, guard: &mut TreeGuard) -> Result<()> {
-    let pid = t.pid;
-    let p = Pid::from_raw(tid);
-    loop {
-        let ws = match waitpid(p, Some(WaitPidFlag::__WALL)) {
-            Ok(ws) => ws,
-            Err(nix::errno::Errno::ECHILD) => {
-                t.log.drain(&t.status_rx);
-                return Err(failure(pid, &t.log, || format!("thread {tid} was never created")));
-            }
-            Err(e) => return Err(died(pid, format!("waitpid({tid}): {e}"))),
-        };
-        guard.saw(pid, tid);
-        match ws {
-            WaitStatus::Stopped(_, Signal::SIGTRAP) => {
-                t.log.drain(&t.status_rx);
-                let place = t.log.place().ok_or_else(|| died(pid, format!("thread {tid} trapped before the blob was placed")))?;
-                // status.stage is thread 0's; other threads show they
-                // trapped in the blob by where they stopped.
-                let st = read_status(pid, &place);
-                let ready = if tid == pid {
-                    st.map(|s| s.stage) == Some(STAGE_SIGRETURN)
-                } else {
-                    ptrace::getregs(p).is_ok_and(|r| (place.blob_start..place.blob_start + place.blob_len).contains(&r.rip))
-                };
-                if !ready {
-                    return Err(died(pid, format!("unexpected SIGTRAP in thread {tid}: {}", blob_failure(st))));
-                }
-                t.place = Some(place);
-                return Ok(());
-            }
-            WaitStatus::Stopped(_, sig) => {
-                t.log.drain(&t.status_rx);
-                let f = Fault::read(tid, sig as i32);
-                tracing::debug!(pid, tid, "signal while restoring, passed on: {}", f.describe(&t.all_areas()));
-                t.fault = Some(f);
-                ptrace::cont(p, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
-            }
-            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
-                t.log.drain(&t.status_rx);
-                let st = t.log.place().and_then(|pl| read_status(pid, &pl));
-                if let Some(st) = &st {
-                    log_trail(pid, st);
-                }
-                let status = ptrace::getevent(p).unwrap_or(0) as i32;
-                let _ = ptrace::cont(p, None);
-                if libc::WIFSIGNALED(status) {
-                    let sig = libc::WTERMSIG(status);
-                    let stage = st.map_or_else(|| "before the blob started".to_string(), |s| format!("in the blob at stage {} ({})", s.stage, stage_name(s.stage)));
-                    return Err(died(pid, format!("thread {tid} died of {} {stage}{}", signame(sig), t.crash())));
-                }
-                return Err(failure(pid, &t.log, || blob_failure(st)));
-            }
-            WaitStatus::PtraceEvent(_, _, ev) => {
-                if ev == libc::PTRACE_EVENT_FORK || ev == libc::PTRACE_EVENT_VFORK {
-                    if let Ok(child) = ptrace::getevent(p) {
-                        guard.saw(child as i32, child as i32);
-                    }
-                } else if ev == libc::PTRACE_EVENT_CLONE {
-                    if let Ok(thread) = ptrace::getevent(p) {
-                        guard.saw(pid, thread as i32);
-                    }
-                } else if ev != PTRACE_EVENT_STOP {
-                    tracing::debug!(pid, tid, ev, "ptrace event while restoring");
-                }
-                ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
-            }
-            WaitStatus::PtraceSyscall(_) => {
-                ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
-            }
-            WaitStatus::Exited(_, code) => {
-                t.log.drain(&t.status_rx);
-                return Err(failure(pid, &t.log, || format!("thread {tid} exited with status {code}")));
-            }
-            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("thread {tid} killed by {sig:?}{}", t.crash()))),
-            other => tracing::debug!(pid, tid, ?other, "wait status while restoring"),
+/// Waits for the next stop or exit of any thread of ours (while `awaited`
+/// has not trapped) and handles it: a thread at the blob's trap is added
+/// to `trapped` and left stopped; signals and creation events are passed
+/// on. Every task runs as soon as it exists, whichever is waited for: a
+/// task created while criu-rs waits for another one is not held up.
+fn wait_any(tasks: &mut [Tracked], awaited: i32, trapped: &mut std::collections::HashSet<i32>, guard: &mut TreeGuard) -> Result<()> {
+    let ws = match waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
+        Ok(ws) => ws,
+        Err(e) => {
+            let t = tasks.iter_mut().find(|t| t.threads.iter().any(|th| th.tid == awaited)).ok_or_else(|| died(awaited, "not a task"))?;
+            t.log.drain(&t.status_rx);
+            return Err(match e {
+                nix::errno::Errno::ECHILD => failure(t.pid, &t.log, || format!("thread {awaited} was never created")),
+                e => died(t.pid, format!("waiting for thread {awaited}: waitpid: {e}")),
+            });
         }
+    };
+    let Some(tid) = ws.pid().map(|p| p.as_raw()) else { return Ok(()) };
+    let Some(t) = tasks.iter_mut().find(|t| t.threads.iter().any(|th| th.tid == tid)) else {
+        // Not a thread of the plan: let it go on.
+        tracing::debug!(tid, ?ws, "wait status of a thread not in the plan");
+        let _ = ptrace::cont(Pid::from_raw(tid), None);
+        return Ok(());
+    };
+    if handle_stop(t, tid, ws, guard)? {
+        trapped.insert(tid);
     }
+    Ok(())
 }
 
-/// Steps every thread of `t` through `rt_sigreturn` and removes the blob
-/// (on the leader); every thread stays stopped and traced.
-#[tracing::instrument(level = "debug", skip_all, fields(pid = t.pid, threads = t.threads.len()))]
-fn finish(t: &Tracked) -> Result<()> {
-    let place = t.place.as_ref().ok_or_else(|| died(t.pid, "no blob placement"))?;
-    let mut leader_insn = 0;
-    for th in &t.threads {
-        let insn = step_syscall(th.tid, libc::SYS_rt_sigreturn)?;
-        if th.tid == t.pid {
-            leader_insn = insn;
+/// Handles wait status `ws` of `tid` of task `t`; true when the thread
+/// sits at the blob's trap (it stays stopped), else it was let go on.
+fn handle_stop(t: &mut Tracked, tid: i32, ws: WaitStatus, guard: &mut TreeGuard) -> Result<bool> {
+    let pid = t.pid;
+    let p = Pid::from_raw(tid);
+    guard.saw(pid, tid);
+    match ws {
+        WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+            t.log.drain(&t.status_rx);
+            let place = t.log.place().ok_or_else(|| died(pid, format!("thread {tid} trapped before the blob was placed")))?;
+            // status.stage is thread 0's; other threads show they
+            // trapped in the blob by where they stopped.
+            let st = read_status(pid, &place);
+            let ready = if tid == pid {
+                st.map(|s| s.stage) == Some(STAGE_SIGRETURN)
+            } else {
+                ptrace::getregs(p).is_ok_and(|r| (place.blob_start..place.blob_start + place.blob_len).contains(&r.rip))
+            };
+            if !ready {
+                return Err(died(pid, format!("unexpected SIGTRAP in thread {tid}: {}", blob_failure(st))));
+            }
+            t.place = Some(place);
+            return Ok(true);
         }
+        WaitStatus::Stopped(_, sig) => {
+            t.log.drain(&t.status_rx);
+            let f = Fault::read(tid, sig as i32);
+            tracing::debug!(pid, tid, "signal while restoring, passed on: {}", f.describe(&t.all_areas()));
+            t.fault = Some(f);
+            ptrace::cont(p, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+        }
+        WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
+            t.log.drain(&t.status_rx);
+            let st = t.log.place().and_then(|pl| read_status(pid, &pl));
+            if let Some(st) = &st {
+                log_trail(pid, st);
+            }
+            let status = ptrace::getevent(p).unwrap_or(0) as i32;
+            let _ = ptrace::cont(p, None);
+            if libc::WIFSIGNALED(status) {
+                let sig = libc::WTERMSIG(status);
+                let stage = st.map_or_else(|| "before the blob started".to_string(), |s| format!("in the blob at stage {} ({})", s.stage, stage_name(s.stage)));
+                return Err(died(pid, format!("thread {tid} died of {} {stage}{}", signame(sig), t.crash())));
+            }
+            return Err(failure(pid, &t.log, || blob_failure(st)));
+        }
+        WaitStatus::PtraceEvent(_, _, ev) => {
+            if ev == libc::PTRACE_EVENT_FORK || ev == libc::PTRACE_EVENT_VFORK {
+                if let Ok(child) = ptrace::getevent(p) {
+                    guard.saw(child as i32, child as i32);
+                }
+            } else if ev == libc::PTRACE_EVENT_CLONE {
+                if let Ok(thread) = ptrace::getevent(p) {
+                    guard.saw(pid, thread as i32);
+                }
+            } else if ev != PTRACE_EVENT_STOP {
+                tracing::debug!(pid, tid, ev, "ptrace event while restoring");
+            }
+            ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+        }
+        WaitStatus::PtraceSyscall(_) => {
+            ptrace::cont(p, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+        }
+        WaitStatus::Exited(_, code) => {
+            t.log.drain(&t.status_rx);
+            return Err(failure(pid, &t.log, || format!("thread {tid} exited with status {code}")));
+        }
+        WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("thread {tid} killed by {sig:?}{}", t.crash()))),
+        other => tracing::debug!(pid, tid, ?other, "wait status while restoring"),
     }
+    Ok(false)
+}
+
+/// Removes the blob from `t` (its threads past `rt_sigreturn`, the
+/// leader's `syscall` instruction at `leader_insn`); every thread stays
+/// stopped and traced.
+#[tracing::instrument(level = "debug", skip_all, fields(pid = t.pid, threads = t.threads.len()))]
+fn finish(t: &Tracked, leader_insn: u64) -> Result<()> {
+    let place = t.place.as_ref().ok_or_else(|| died(t.pid, "no blob placement"))?;
     cleanup(t.pid, leader_insn, place, &t.threads)
 }
 

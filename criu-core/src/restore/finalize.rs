@@ -6,7 +6,8 @@
 //! Handshake (see `abi.rs`): the blob stops itself with `int3` once the
 //! task is restored; we check `status.stage == STAGE_SIGRETURN`, step it
 //! through the `rt_sigreturn` syscall with `PTRACE_SYSCALL` (entry, then
-//! exit, which leaves the dumped registers in place), then inject the
+//! exit, which leaves the dumped registers in place; every thread of the
+//! tree in the same two steps, [`step_syscalls`]), then inject the
 //! clean-up calls on the blob's own `syscall` instruction with all signals
 //! blocked, put the registers and mask back and detach.
 
@@ -178,29 +179,43 @@ pub struct ThreadEnd {
     pub robust_len: u64,
 }
 
-/// Resumes to the entry and exit stops of system call `nr`; returns the
-/// address of its `syscall` instruction.
-pub(super) fn step_syscall(pid: i32, nr: i64) -> Result<u64> {
-    let p = Pid::from_raw(pid);
-    let mut insn = None;
-    loop {
-        ptrace::syscall(p, None).map_err(ptrace_err(pid, "PTRACE_SYSCALL"))?;
-        match waitpid(p, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))? {
-            WaitStatus::PtraceSyscall(_) => {
-                let regs = ptrace::getregs(p).map_err(ptrace_err(pid, "PTRACE_GETREGS"))?;
-                match insn {
-                    None if regs.orig_rax as i64 == nr => insn = Some(regs.rip - 2),
-                    None => return Err(died(pid, format!("expected rt_sigreturn, the blob called syscall {}", regs.orig_rax as i64))),
-                    Some(at) => return Ok(at),
-                }
-            }
-            WaitStatus::Exited(_, code) => return Err(died(pid, format!("exited with status {code} in rt_sigreturn"))),
-            WaitStatus::Signaled(_, sig, _) => return Err(died(pid, format!("killed by {sig:?} in rt_sigreturn"))),
-            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
-                return Err(died(pid, "exiting in rt_sigreturn (bad signal frame?)"))
-            }
-            other => return Err(died(pid, format!("unexpected stop {other:?} around rt_sigreturn"))),
+/// Steps every thread of `threads` ((task pid, tid)) through system call
+/// `nr`, which each is about to make: resumes them all to the call's entry
+/// stop, then all to its exit stop (which leaves the registers the call
+/// set). All are resumed before any is waited for, so the tree pays one
+/// scheduling delay per step rather than one per thread. Returns the
+/// address of each thread's `syscall` instruction.
+pub(super) fn step_syscalls(threads: &[(i32, i32)], nr: i64) -> Result<Vec<u64>> {
+    let mut insns = Vec::with_capacity(threads.len());
+    for entry in [true, false] {
+        for &(pid, tid) in threads {
+            ptrace::syscall(Pid::from_raw(tid), None).map_err(ptrace_err(pid, "PTRACE_SYSCALL"))?;
         }
+        for &(pid, tid) in threads {
+            let regs = syscall_stop(pid, tid)?;
+            if entry {
+                if regs.orig_rax as i64 != nr {
+                    return Err(died(pid, format!("expected syscall {nr} in thread {tid}, the blob called syscall {}", regs.orig_rax as i64)));
+                }
+                insns.push(regs.rip - 2);
+            }
+        }
+    }
+    Ok(insns)
+}
+
+/// Waits for thread `tid` (of task `pid`) to stop at a system call's entry
+/// or exit; returns its registers there.
+fn syscall_stop(pid: i32, tid: i32) -> Result<libc::user_regs_struct> {
+    let p = Pid::from_raw(tid);
+    match waitpid(p, Some(WaitPidFlag::__WALL)).map_err(ptrace_err(pid, "waitpid"))? {
+        WaitStatus::PtraceSyscall(_) => ptrace::getregs(p).map_err(ptrace_err(pid, "PTRACE_GETREGS")),
+        WaitStatus::Exited(_, code) => Err(died(pid, format!("thread {tid} exited with status {code} in rt_sigreturn"))),
+        WaitStatus::Signaled(_, sig, _) => Err(died(pid, format!("thread {tid} killed by {sig:?} in rt_sigreturn"))),
+        WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXIT => {
+            Err(died(pid, format!("thread {tid} exiting in rt_sigreturn (bad signal frame?)")))
+        }
+        other => Err(died(pid, format!("unexpected stop {other:?} of thread {tid} around rt_sigreturn"))),
     }
 }
 

@@ -7,6 +7,7 @@
 use super::error::{RestoreError, Result};
 use super::plan::{FsPlan, LazyRun, PagesPlan, TaskPlan, VmaKind, VmaPlan, MAP_DROPPABLE, MAP_TYPE};
 use crate::files::load::{load_fds, load_files};
+use crate::files::SideImages;
 use super::validate::{check_address_space, pagemap_runs, PagemapEntry};
 use crate::images::consts::pagemap_flags::{LAZY as PE_LAZY, PRESENT as PE_PRESENT};
 use crate::images::consts::vma_status as st;
@@ -44,15 +45,35 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<TaskPlan> {
     let pstree_path = images.image_path(ImageKind::Pstree, 0);
     let tree: Vec<pb::PstreeEntry> = images.read_all(ImageKind::Pstree, 0)?;
     match tree.as_slice() {
-        [one] => load_task(&images, one, opts).map(|p| TaskPlan { root: true, ..p }),
+        [one] => load_task(&images, &SharedImages::read(&images)?, one, opts).map(|p| TaskPlan { root: true, ..p }),
         [] => Err(RestoreError::bad(&pstree_path, "no process")),
         _ => Err(RestoreError::Unsupported { file: pstree_path, what: format!("{} processes (only one for now)", tree.len()) }),
     }
 }
 
-/// Loads the live task `root` of the dump in `images` with all its threads.
+/// The images every task of a tree refers to, read once per restore (not
+/// once per task: `files.img` holds every task's files, so reading it per
+/// task made loading a tree quadratic in its size).
+pub struct SharedImages {
+    /// `files.img` by file id.
+    pub files: BTreeMap<u32, pb::FileEntry>,
+    /// `memfd.img` by inode id.
+    pub memfds: BTreeMap<u64, pb::MemfdInodeEntry>,
+    /// The file kinds' side images, each read on first use.
+    pub side: SideImages,
+}
+
+impl SharedImages {
+    /// Reads `files.img` and `memfd.img` of `images`.
+    pub fn read(images: &ImageDir) -> Result<Self> {
+        Ok(SharedImages { files: load_files(images)?, memfds: load_memfd_inodes(images)?, side: SideImages::default() })
+    }
+}
+
+/// Loads the live task `root` of the dump in `images` with all its threads
+/// (`shared`: what the tree's tasks share, read from the same `images`).
 #[tracing::instrument(level = "debug", skip_all, fields(pid = root.pid))]
-pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) -> Result<TaskPlan> {
+pub fn load_task(images: &ImageDir, shared: &SharedImages, root: &pb::PstreeEntry, opts: &LoadOptions) -> Result<TaskPlan> {
     let images = images.clone();
     let pstree_path = images.image_path(ImageKind::Pstree, 0);
     let pid = root.pid.unwrap_or_default() as i32;
@@ -69,16 +90,15 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
     let threads = root.threads.iter().skip(1).map(|&t| Ok((t as i32, images.read_core(t as u64, false)?))).collect::<Result<Vec<_>>>()?;
     let mm_path = images.image_path(ImageKind::Mm, pid as u64);
     let files_path = images.image_path(ImageKind::Files, 0);
-    let files = load_files(&images)?;
+    let (files, memfds) = (&shared.files, &shared.memfds);
     let reg_path = |id: u32, what: &str| -> Result<PathBuf> {
         match files.get(&id).and_then(|f| f.reg.as_ref()) {
             Some(r) => Ok(PathBuf::from(r.name.clone().unwrap_or_default())),
             None => Err(RestoreError::bad(&files_path, format!("no regular file with id {id:#x} (needed by {what})"))),
         }
     };
-    let memfds = load_memfd_inodes(&images)?;
     let (guard_entries, areas): (Vec<_>, Vec<_>) = mm.vmas.iter().partition(|v| crate::images::is_guard(v));
-    let vmas = areas.into_iter().map(|v| vma_plan(v, &mm_path, &files, &memfds, &reg_path)).collect::<Result<Vec<_>>>()?;
+    let vmas = areas.into_iter().map(|v| vma_plan(v, &mm_path, files, memfds, &reg_path)).collect::<Result<Vec<_>>>()?;
     check_address_space(&mm_path, &vmas)?;
     let guards = guard_regions(&mm_path, &guard_entries, &vmas)?;
     let exe = match mm.exe_file_id {
@@ -89,7 +109,7 @@ pub fn load_task(images: &ImageDir, root: &pb::PstreeEntry, opts: &LoadOptions) 
     let (pages, lazy, parent_pages) = load_pages(&images, pid, &vmas)?;
     let fs = load_fs(&images, pid, &reg_path)?;
     let files_id = files_id(&images, &core, pid)?;
-    let task_files = load_fds(&images, files_id, &files, opts)?;
+    let task_files = load_fds(&images, files_id, files, &shared.side, opts)?;
     let locks = crate::files::locks::load_for(&images, pid, &task_files.fds, opts)?;
     check_posix_locks(&images, &locks, &task_files, &vmas, exe.as_deref())?;
     let creds = std::iter::once((pid, &core))

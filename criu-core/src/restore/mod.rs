@@ -85,9 +85,11 @@ pub struct RestoreOptions {
     /// resources outside the dump, as CRIU's: `pipe:[INO]` (a pipe, reopened
     /// with the dumped end and flags, its queued bytes not put back), a
     /// regular file's path without its leading `/` (the descriptor itself
-    /// is used), `tty[RDEV:DEV]` (a terminal). `socket:[INO]` and
-    /// `file[MNT:INO]` are refused; keys naming nothing in the dump are
-    /// ignored, as CRIU does.
+    /// is used), `tty[RDEV:DEV]` (a terminal), `socket:[INO]` (a unix
+    /// socket, by its dumped inode: the descriptor is used as it is, not
+    /// bound, connected or refilled) and `file[MNT:INO]` (a file CRIU
+    /// dumped as external, `--external file[MNT:INO]`); keys naming
+    /// nothing in the dump are ignored, as CRIU does.
     pub inherit_fd: Vec<InheritFd>,
     /// `--external TYPE[ID]:VALUE` as given (not implemented yet: refused).
     pub external: Vec<String>,
@@ -142,9 +144,6 @@ impl RestoreOptions {
             return refuse("--leave-stopped (leaving the restored tree stopped)".into());
         }
         for i in &self.inherit_fd {
-            if i.key.starts_with("socket:[") || i.key.starts_with("file[") {
-                return refuse(format!("--inherit-fd fd[{}]:{} (inheriting sockets and external files)", i.fd, i.key));
-            }
             // SAFETY: F_GETFD only asks whether the number is an open descriptor.
             if unsafe { libc::fcntl(i.fd, libc::F_GETFD) } < 0 {
                 return Err(RestoreError::Sys { what: format!("--inherit-fd fd[{}]:{}: fd {}", i.fd, i.key, i.fd), errno: rustix::io::Errno::BADF });

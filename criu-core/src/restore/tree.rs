@@ -23,7 +23,7 @@ use super::clone::{clone3_set_tid, clone3_set_tid_flags, Forked};
 use super::error::{RestoreError, Result, SysContext};
 use super::finalize::ThreadEnd;
 use super::lazy::{self, LazySetup};
-use super::load::{load_task, open_dir, LoadOptions};
+use super::load::{load_task, open_dir, LoadOptions, SharedImages};
 use super::plan::TaskPlan;
 use super::shared::SharedObjects;
 use super::{RestoreOptions, RestoreStats, Restored};
@@ -119,6 +119,9 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
     if entries.is_empty() {
         return Err(RestoreError::bad(&path, "no process"));
     }
+    let shared = SharedImages::read(&images)?;
+    // Asked once here, inherited by every task forked later.
+    super::xsave::host_xfeatures();
     let mut tasks: Vec<TreeTask> = Vec::with_capacity(entries.len());
     let mut ids: Vec<i32> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
@@ -150,7 +153,7 @@ pub fn load_tree(dir: &std::path::Path, opts: LoadOptions) -> Result<TreePlan> {
             let tc = tc.cloned().unwrap_or_default();
             TaskKind::Zombie { status: tc.exit_code.unwrap_or_default() as i32, comm: tc.comm.unwrap_or_default() }
         } else {
-            let mut plan = load_task(&images, e, &opts)?;
+            let mut plan = load_task(&images, &shared, e, &opts)?;
             plan.root = i == 0;
             files_id = super::load::files_id(&images, &plan.core, pid)?;
             TaskKind::Live(Box::new(plan))

@@ -16,10 +16,16 @@ const HEADER: usize = 64;
 use crate::ptrace::regs::xsave_component as component;
 
 /// The XCR0 features the host supports (CPUID(0xD, 0) EDX:EAX) and the
-/// XSAVE area size for the enabled ones (EBX).
-fn host_xfeatures() -> (u64, usize) {
-    let r = std::arch::x86_64::__cpuid_count(0xd, 0);
-    (((r.edx as u64) << 32) | r.eax as u64, r.ebx as usize)
+/// XSAVE area size for the enabled ones (EBX). Read once per process, with
+/// every component's place: call it before forking tasks, which then
+/// inherit the answers (CPUID traps to the hypervisor in a VM).
+pub fn host_xfeatures() -> (u64, usize) {
+    static HOST: std::sync::OnceLock<(u64, usize)> = std::sync::OnceLock::new();
+    *HOST.get_or_init(|| {
+        let _ = component(2);
+        let r = std::arch::x86_64::__cpuid_count(0xd, 0);
+        (((r.edx as u64) << 32) | r.eax as u64, r.ebx as usize)
+    })
 }
 
 /// Copies little-endian words into `area` at `off`, never past `len` bytes.

@@ -1,0 +1,630 @@
+//! Live memory copy: the tree is frozen only to collect its registers and
+//! small state and to fix which pages the dump copies; the pages are then
+//! copied while the tree runs.
+//!
+//! Two ways, by what the images are for:
+//!
+//! - **Exact** (`dump -R`, and the incremental `dump -R --prev-images-dir`
+//!   after a pre-dump): a userfaultfd in synchronous write-protect mode
+//!   ([`LIVE_FEATURES`]) is registered (`UFFDIO_REGISTER` with `MODE_WP`)
+//!   on every private anonymous area with pages to copy and their pages
+//!   are protected (`UFFDIO_WRITEPROTECT`). To keep the page-table walk out
+//!   of the freeze, this is armed ahead ([`arm`]): a first short freeze
+//!   gives each task its descriptor and registers its areas, then the
+//!   areas are protected while the tree runs (a write meanwhile faults and
+//!   is simply let through, un-protected). The dump's own freeze then
+//!   protects only the populated pages that are not (written or populated
+//!   since the arming, found with `PAGEMAP_SCAN`; every page of an area
+//!   new to the descriptor) in [`TaskLive::arm_frozen`]. The tree is let
+//!   go. A copier ([`super::memory::copy_private`]) reads the areas in
+//!   address order, batch after batch, and un-protects each batch once
+//!   read. The first write to a page not copied yet faults: the writing
+//!   thread waits while a server thread ([`Server`]) reads that page and up
+//!   to [`NEIGHBOURS`] - 1 following ones into an early store, then
+//!   un-protects them, which wakes the thread. The copier takes a page from
+//!   the early store when it gets there. Every page is thus read before any
+//!   write after the freeze lands on it: the snapshot is the memory of the
+//!   freeze instant, as a frozen copy would be. The server runs from the
+//!   arming to the end, through the dump's freeze (a thread waiting on a
+//!   fault when it came, or an injected call writing to protected memory,
+//!   needs it). After a pre-dump the areas are held by the pre-dump's
+//!   asynchronous tracking until the dump's freeze scans them: they are
+//!   registered and protected in that freeze.
+//! - **Tracked** (`pre-dump`): the pre-dump's own asynchronous tracking
+//!   ([`super::track`]) is set up while frozen, so any page written after
+//!   the freeze is dumped again by the next dump; the pages are copied
+//!   while the tree runs with no protection of their own (a page torn by a
+//!   write during its copy is one the next dump replaces; one unmapped
+//!   meanwhile reads as zeros and is not in that dump's pagemap).
+//!
+//! What stays copied under the freeze (exact mode): private areas the
+//! kernel will not write-protect synchronously (private file mappings:
+//! synchronous `MODE_WP` is for anonymous, shmem and hugetlb memory only;
+//! areas another userfaultfd holds), copied into the early store before the
+//! tree is let go; shared memory (anonymous shared objects, memfd
+//! contents), dumped frozen by [`super::collect`] as before. Both are
+//! usually small (a library's data pages).
+//!
+//! Changes to the address space during the copy: the userfaultfd asks for
+//! `UNMAP`, `REMAP` and `REMOVE` events (the task waits until the server
+//! reads each). The kernel reports `munmap` after the pages are gone, and a
+//! removal (`MADV_DONTNEED`) as it happens: when such an event covers a page
+//! not copied yet, the freeze-instant contents are lost and the live copy
+//! is abandoned ([`DumpError::LiveBroken`]): the uffds are closed (the tree
+//! runs on unprotected) and the dump starts over with the memory copied
+//! under the freeze. A page that cannot be read (the process exited,
+//! exec'd, or made an area unreadable) abandons it the same way. New
+//! mappings are not registered and not dumped (they did not exist at the
+//! freeze); `fork` needs no event: without `EVENT_FORK` the child's areas
+//! are not registered and its page-table entries lose the protection.
+//!
+//! Safety: the userfaultfd is made in the task by an injected syscall,
+//! copied out with `pidfd_getfd` and closed in the task before it runs
+//! ([`super::track::take_task_uffd`]): criu-rs holds the only reference.
+//! If criu-rs dies at any moment, the kernel releases the descriptor with
+//! it, which unregisters the areas, clears every protection and wakes any
+//! waiting thread; nothing is left protected with nobody to serve it.
+//! Kernel-mode writes (a `read(2)` into protected memory) fault to us like
+//! user writes, so the descriptor is opened without `UFFD_USER_MODE_ONLY`,
+//! which needs `CAP_SYS_PTRACE` in the task or `vm.unprivileged_userfaultfd
+//! = 1`; a task that cannot have one is copied frozen.
+//!
+//! What the freeze still costs: the registers and small state, the
+//! injected queries, `/proc/PID/smaps` (the areas' `VmFlags`; the kernel
+//! counts every page of every area to print it, the largest cost left for
+//! a big process), the pagemap scans and the re-protection above.
+//!
+//! A writer faster than the copier: the early store holds at most
+//! [`EARLY_CAP`] bytes; beyond that a fault waits until the copier has
+//! consumed some (the process is throttled to the copier's speed, the
+//! snapshot still completes and stays exact). The log reports the faults
+//! served, pages copied early and the time faults were held back.
+
+use super::memory::{read_runs, AreaCopy, Run};
+use super::DumpError;
+use crate::proc::pagemap::{Pagemap, PAGE_SIZE};
+use crate::uffd::{feature, Event, Uffd};
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Features of the exact-mode userfaultfd: address-space changes reported.
+pub const LIVE_FEATURES: u64 = feature::EVENT_REMAP | feature::EVENT_REMOVE | feature::EVENT_UNMAP;
+/// Pages read per write fault (the faulting one and the ones after it
+/// not copied yet, in its run): writes tend to go on forward.
+pub const NEIGHBOURS: usize = 16;
+/// Most bytes copied ahead of the copier before faults wait for it.
+pub const EARLY_CAP: usize = 256 << 20;
+
+/// One page, boxed.
+type Page = Box<[u8; PAGE_SIZE as usize]>;
+
+/// Counters of one task's live copy.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LiveStats {
+    /// Write faults read from the userfaultfd.
+    pub faults: u64,
+    /// Pages copied ahead of the copier (faults and their neighbours).
+    pub pages_early: u64,
+    /// Pages copied while still frozen (areas that cannot be protected).
+    pub pages_frozen: u64,
+    /// Largest early store, in bytes.
+    pub early_peak: u64,
+    /// Time faults waited for room in the early store.
+    pub throttled: Duration,
+    /// Address-space events read.
+    pub events: u64,
+}
+
+/// What the copier and the server share of one task.
+#[derive(Debug)]
+struct State {
+    /// Page ranges `[start, end)` the dump copies, sorted.
+    runs: Vec<(u64, u64)>,
+    /// Areas registered and protected, sorted.
+    protected: Vec<(u64, u64)>,
+    /// Every page below is copied and un-protected.
+    done_to: u64,
+    /// Pages at or above `done_to` copied ahead, by address.
+    early: BTreeMap<u64, Page>,
+    /// Why the copy can no longer be exact.
+    broken: Option<String>,
+    stats: LiveStats,
+}
+
+impl State {
+    /// The end of the run holding `page`, if the dump copies it.
+    fn run_end(&self, page: u64) -> Option<u64> {
+        let i = self.runs.partition_point(|r| r.1 <= page);
+        self.runs.get(i).filter(|r| r.0 <= page).map(|r| r.1)
+    }
+
+    /// Whether `[start, end)` holds a page the dump copies and has not yet.
+    fn uncopied_in(&self, start: u64, end: u64) -> bool {
+        let start = start.max(self.done_to);
+        let i = self.runs.partition_point(|r| r.1 <= start);
+        for r in &self.runs[i..] {
+            if r.0 >= end {
+                break;
+            }
+            let mut p = r.0.max(start) & !(PAGE_SIZE - 1);
+            while p < r.1.min(end) {
+                if !self.early.contains_key(&p) {
+                    return true;
+                }
+                p += PAGE_SIZE;
+            }
+        }
+        false
+    }
+
+    fn break_with(&mut self, why: String) {
+        if self.broken.is_none() {
+            tracing::warn!("live copy abandoned: {why}");
+            self.broken = Some(why);
+        }
+    }
+}
+
+/// One task's live copy.
+#[derive(Debug)]
+pub struct TaskLive {
+    pid: i32,
+    /// Exact mode's synchronous write-protect descriptor.
+    uffd: Option<Uffd>,
+    state: Mutex<State>,
+    /// Signalled when the copier consumed early pages.
+    progress: Condvar,
+}
+
+/// Reads `len` bytes at `addr` of `pid` into `buf`, with `process_vm_readv`,
+/// else through `/proc/PID/mem` (an area made unreadable).
+fn read_pages(pid: i32, mem: &mut Option<std::fs::File>, buf: &mut [u8], addr: u64) -> Result<(), DumpError> {
+    let run = [(addr, buf.len() / PAGE_SIZE as usize)];
+    read_runs(pid, mem, buf, &run, true).or_else(|_| read_runs(pid, mem, buf, &run, false))
+}
+
+impl TaskLive {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking holder leaves counters at worst; carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new(pid: i32, uffd: Option<Uffd>, areas: &[AreaCopy]) -> TaskLive {
+        let runs = areas.iter().flat_map(|a| &a.runs).map(|&(a, n)| (a, a + n as u64 * PAGE_SIZE)).collect();
+        TaskLive {
+            pid,
+            uffd,
+            state: Mutex::new(State {
+                runs,
+                protected: Vec::new(),
+                done_to: 0,
+                early: BTreeMap::new(),
+                broken: None,
+                stats: LiveStats::default(),
+            }),
+            progress: Condvar::new(),
+        }
+    }
+
+    /// Tracked mode (pre-dump): nothing to protect; the pages are read as
+    /// they are when the copier gets to them.
+    pub fn tracked(pid: i32, areas: &[AreaCopy]) -> TaskLive {
+        TaskLive::new(pid, None, areas)
+    }
+
+    /// Exact mode, while the task is frozen: registers and protects every
+    /// area of `areas` on `uffd`; the pages of an area that cannot be
+    /// protected are copied now.
+    pub fn protect(pid: i32, uffd: Uffd, pm: &Pagemap, areas: &[AreaCopy]) -> Result<TaskLive, DumpError> {
+        let live = TaskLive::new(pid, Some(uffd), &[]);
+        live.arm_frozen(pm, areas)?;
+        Ok(live)
+    }
+
+    /// Exact mode, while the task is frozen for the dump: the copy will be
+    /// of `areas`. Each is registered (again: a no-op for an area [`arm`]
+    /// registered) and its populated pages not protected yet (all of them
+    /// for an area new to the descriptor; those written or populated since
+    /// for an armed one) are protected; an area that cannot be protected is
+    /// copied now.
+    #[tracing::instrument(level = "debug", skip_all, fields(pid = self.pid))]
+    pub fn arm_frozen(&self, pm: &Pagemap, areas: &[AreaCopy]) -> Result<(), DumpError> {
+        let pid = self.pid;
+        let uffd = self.uffd.as_ref().ok_or(DumpError::Internal("no live uffd"))?;
+        let mut mem = None;
+        let mut st = self.lock();
+        st.runs = areas.iter().flat_map(|a| &a.runs).map(|&(a, n)| (a, a + n as u64 * PAGE_SIZE)).collect();
+        st.protected.clear();
+        st.early.clear();
+        st.done_to = 0;
+        let mut ranges = Vec::new();
+        for a in areas {
+            let len = a.end - a.start;
+            let protected = uffd.register(a.start, len, crate::uffd::mode::WP).and_then(|_| {
+                ranges.clear();
+                let whole = match pm.scan_unprotected(a.start, a.end, &mut ranges) {
+                    Ok(true) => false,
+                    _ => true,
+                };
+                if whole {
+                    return uffd.writeprotect(a.start, len, crate::uffd::mode::WRITEPROTECT);
+                }
+                ranges.iter().try_for_each(|&(s, e)| uffd.writeprotect(s, e - s, crate::uffd::mode::WRITEPROTECT))
+            });
+            match protected {
+                Ok(()) => st.protected.push((a.start, a.end)),
+                Err(e) => {
+                    let _ = uffd.unregister(a.start, len);
+                    tracing::debug!(pid, "area {:#x}-{:#x} not write-protected ({e}): copied frozen", a.start, a.end);
+                    for &(addr, n) in &a.runs {
+                        let mut buf = vec![0u8; n * PAGE_SIZE as usize];
+                        read_runs(pid, &mut mem, &mut buf, &[(addr, n)], a.readable)?;
+                        for (i, chunk) in buf.chunks_exact(PAGE_SIZE as usize).enumerate() {
+                            let mut page: Page = Box::new([0; PAGE_SIZE as usize]);
+                            page.copy_from_slice(chunk);
+                            st.early.insert(addr + i as u64 * PAGE_SIZE, page);
+                        }
+                        st.stats.pages_frozen += n as u64;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> LiveStats {
+        self.lock().stats
+    }
+
+    /// Why the copy is no longer exact, if it is not.
+    pub fn broken(&self) -> Option<String> {
+        self.lock().broken.clone()
+    }
+
+    /// The copier's read of one batch (`runs`, all in `area`, after every
+    /// earlier batch) into `buf`: pages copied early are taken from the
+    /// store, the others read from the task; then the batch (through the
+    /// area's end when `last`) is un-protected.
+    pub fn read_batch(&self, mem: &mut Option<std::fs::File>, buf: &mut [u8], runs: &[Run], area: &AreaCopy, last: bool) -> Result<(), DumpError> {
+        let read = read_runs(self.pid, mem, buf, runs, area.readable);
+        let mut st = self.lock();
+        let ps = PAGE_SIZE as usize;
+        if let Err(e) = read {
+            if self.uffd.is_some() {
+                // Unless every page failing is one copied early already, it is lost.
+                let mut off = 0;
+                for &(addr, n) in runs {
+                    for p in 0..n {
+                        let at = addr + (p * ps) as u64;
+                        if !st.early.contains_key(&at) && read_pages(self.pid, mem, &mut buf[off..off + ps], at).is_err() {
+                            st.break_with(format!("page {at:#x} of pid {} could not be read ({e})", self.pid));
+                        }
+                        off += ps;
+                    }
+                }
+            } else {
+                // Tracked: the next dump has whatever this one misses.
+                let mut off = 0;
+                for &(addr, n) in runs {
+                    for p in 0..n {
+                        let at = addr + (p * ps) as u64;
+                        if read_pages(self.pid, mem, &mut buf[off..off + ps], at).is_err() {
+                            buf[off..off + ps].fill(0);
+                        }
+                        off += ps;
+                    }
+                }
+            }
+        }
+        if let Some(why) = &st.broken {
+            return Err(DumpError::LiveBroken(why.clone()));
+        }
+        if !st.early.is_empty() {
+            let mut off = 0;
+            for &(addr, n) in runs {
+                for p in 0..n {
+                    if let Some(page) = st.early.remove(&(addr + (p * ps) as u64)) {
+                        buf[off..off + ps].copy_from_slice(&page[..]);
+                    }
+                    off += ps;
+                }
+            }
+        }
+        let batch_end = runs.last().map_or(area.start, |&(a, n)| a + (n * ps) as u64);
+        let to = if last { area.end } else { batch_end };
+        let from = st.done_to.max(area.start);
+        if let Some(uffd) = &self.uffd {
+            if to > from && st.protected.iter().any(|&(s, e)| s <= from && to <= e) {
+                if let Err(e) = uffd.writeprotect(from, to - from, 0) {
+                    // ESRCH: the address space is gone (exit, exec): what
+                    // was read may be another one's.
+                    st.break_with(format!("un-protecting {from:#x}-{to:#x} of pid {}: {e}", self.pid));
+                    return Err(DumpError::LiveBroken(st.broken.clone().unwrap_or_default()));
+                }
+            }
+        }
+        st.done_to = st.done_to.max(to);
+        drop(st);
+        self.progress.notify_all();
+        Ok(())
+    }
+
+    /// The copy is over: every page is copied, nothing left protected (the
+    /// descriptor, closed with `self`, would clear the rest anyway).
+    pub fn finish(&self) {
+        let mut st = self.lock();
+        st.done_to = u64::MAX;
+        st.early.clear();
+        drop(st);
+        self.progress.notify_all();
+    }
+
+    /// Serves one write fault at `addr` (see the module documentation).
+    fn on_fault(&self, mem: &mut Option<std::fs::File>, addr: u64) {
+        let Some(uffd) = &self.uffd else { return };
+        let page = addr & !(PAGE_SIZE - 1);
+        let mut st = self.lock();
+        st.stats.faults += 1;
+        let mut len = PAGE_SIZE;
+        let wanted = |st: &State| st.broken.is_none() && page >= st.done_to && !st.early.contains_key(&page);
+        if wanted(&st) {
+            if let Some(run_end) = st.run_end(page) {
+                let t = Instant::now();
+                while wanted(&st) && st.early.len() * PAGE_SIZE as usize >= EARLY_CAP {
+                    st = self.progress.wait_timeout(st, Duration::from_millis(20)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+                }
+                st.stats.throttled += t.elapsed();
+                if wanted(&st) {
+                    let mut n = 1u64;
+                    while (n as usize) < NEIGHBOURS && page + n * PAGE_SIZE < run_end && !st.early.contains_key(&(page + n * PAGE_SIZE)) {
+                        n += 1;
+                    }
+                    let mut buf = vec![0u8; (n * PAGE_SIZE) as usize];
+                    match read_pages(self.pid, mem, &mut buf, page) {
+                        Ok(()) => {
+                            for (i, chunk) in buf.chunks_exact(PAGE_SIZE as usize).enumerate() {
+                                let mut p: Page = Box::new([0; PAGE_SIZE as usize]);
+                                p.copy_from_slice(chunk);
+                                st.early.insert(page + i as u64 * PAGE_SIZE, p);
+                            }
+                            st.stats.pages_early += n;
+                            st.stats.early_peak = st.stats.early_peak.max(st.early.len() as u64 * PAGE_SIZE);
+                            len = n * PAGE_SIZE;
+                        }
+                        Err(e) => st.break_with(format!("page {page:#x} of pid {} could not be read at its first write ({e})", self.pid)),
+                    }
+                }
+            }
+        }
+        // Un-protecting wakes the thread (also when the page was copied
+        // meanwhile, or the copy is abandoned: it must not wait for us).
+        // Under the lock: the copy's plan may be set ([`Self::arm_frozen`])
+        // only before or after, never between the decision and the act.
+        if let Err(e) = uffd.writeprotect(page, len, 0) {
+            tracing::debug!(pid = self.pid, "un-protecting {page:#x}+{len:#x}: {e}");
+            let _ = uffd.wake(page, len);
+        }
+        drop(st);
+    }
+
+    /// Handles an address-space event: pages not copied yet that it drops
+    /// or moves make the copy inexact.
+    fn on_event(&self, ev: &Event) {
+        let mut st = self.lock();
+        st.stats.events += 1;
+        let (what, start, end) = match *ev {
+            Event::Unmap { start, end } => ("unmapped", start, end),
+            Event::Remove { start, end } => ("dropped (madvise)", start, end),
+            Event::Remap { from, len, .. } => ("moved (mremap)", from, from + len),
+            _ => return,
+        };
+        tracing::debug!(pid = self.pid, "live copy: {start:#x}-{end:#x} {what}");
+        if st.uncopied_in(start, end) {
+            let why = format!("pid {} {what} {start:#x}-{end:#x} before it was copied", self.pid);
+            st.break_with(why);
+            drop(st);
+            self.progress.notify_all();
+        }
+    }
+}
+
+/// The thread serving every task's write faults while the copier runs.
+pub struct Server {
+    stop: OwnedFd,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts serving the exact-mode tasks of `tasks`.
+    pub fn start(tasks: Vec<Arc<TaskLive>>) -> Result<Server, DumpError> {
+        let stop = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+            .map_err(|e| DumpError::Track(format!("eventfd for the live copy: {e}")))?;
+        let stop_fd = stop.as_raw_fd();
+        let tasks: Vec<Arc<TaskLive>> = tasks.into_iter().filter(|t| t.uffd.is_some()).collect();
+        let thread = std::thread::Builder::new()
+            .name("live-faults".into())
+            .spawn(move || serve(&tasks, stop_fd))
+            .map_err(|e| DumpError::Track(format!("starting the fault server: {e}")))?;
+        Ok(Server { stop, thread: Some(thread) })
+    }
+
+    /// Stops the server and waits for it.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// The server's loop: poll every descriptor and `stop`, handle what comes.
+fn serve(tasks: &[Arc<TaskLive>], stop: i32) {
+    let mut polls: Vec<libc::pollfd> = tasks
+        .iter()
+        .filter_map(|t| t.uffd.as_ref())
+        .map(|u| libc::pollfd { fd: u.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 })
+        .collect();
+    polls.push(libc::pollfd { fd: stop, events: libc::POLLIN, revents: 0 });
+    let mut mems: Vec<Option<std::fs::File>> = tasks.iter().map(|_| None).collect();
+    let mut events = Vec::new();
+    loop {
+        // SAFETY: poll on descriptors that outlive the loop (the tasks' and `stop`).
+        let r = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+        if r < 0 {
+            continue;
+        }
+        if polls.last().is_some_and(|p| p.revents != 0) {
+            return;
+        }
+        for (i, t) in tasks.iter().enumerate() {
+            if polls[i].revents == 0 {
+                continue;
+            }
+            let Some(uffd) = &t.uffd else { continue };
+            match uffd.read_events(&mut events) {
+                // Nothing to read on an error or hang-up: not polled again
+                // (the copier finds out by itself).
+                Ok(0) if polls[i].revents & (libc::POLLERR | libc::POLLHUP) != 0 => polls[i].fd = -1,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(pid = t.pid, "reading the live userfaultfd: {e}");
+                    t.lock().break_with(format!("reading the userfaultfd of pid {}: {e}", t.pid));
+                    polls[i].fd = -1;
+                    continue;
+                }
+            }
+            for ev in events.drain(..) {
+                match ev {
+                    Event::PageFault { addr, .. } => t.on_fault(&mut mems[i], addr),
+                    ev => t.on_event(&ev),
+                }
+            }
+        }
+    }
+}
+
+/// Exact-mode descriptors made and write-protected ahead of the dump's
+/// freeze ([`arm`]), by task pid.
+pub struct Armed {
+    /// Each task's copy, with nothing to copy yet.
+    pub tasks: BTreeMap<i32, Arc<TaskLive>>,
+    /// Serves the tasks' faults from the arming until the dump is over:
+    /// through the dump's freeze too (a thread that was waiting on a fault,
+    /// or an injected call that writes to protected memory, needs it).
+    server: Option<Server>,
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
+}
+
+/// Bytes write-protected per `UFFDIO_WRITEPROTECT` while arming (the
+/// tree runs; shorter calls hold its page-table lock for less).
+const ARM_CHUNK: u64 = 64 << 20;
+
+/// Arms the exact copy of the tree rooted at `root` ahead of the dump (see
+/// the module documentation): a short freeze to give each task its
+/// descriptor and register its private anonymous areas, then the areas are
+/// write-protected while the tree runs, faults served (un-protected,
+/// nothing copied) meanwhile. `Ok(None)` (with the reason logged) when it
+/// cannot be: the dump then protects everything while frozen. A tree that
+/// cannot be frozen is the dump's error.
+pub fn arm(root: i32, timeout: Duration) -> Result<Option<Armed>, DumpError> {
+    let t0 = Instant::now();
+    let tree = super::tree::FrozenTree::freeze(root, timeout)?;
+    let mut tasks = BTreeMap::new();
+    let mut todo = Vec::new();
+    for t in &tree.live {
+        let pid = t.frozen.pid();
+        match arm_task(pid) {
+            Ok(Some((live, areas))) => {
+                let live = Arc::new(live);
+                todo.push((live.clone(), areas));
+                tasks.insert(pid, live);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::info!(pid, "live copy not armed ahead for this task: {e}"),
+        }
+    }
+    let frozen = t0.elapsed();
+    tree.detach()?;
+    let server = match Server::start(tasks.values().cloned().collect()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("live copy not armed ahead: {e}");
+            return Ok(None);
+        }
+    };
+    let t1 = Instant::now();
+    for (live, areas) in &todo {
+        let Some(uffd) = &live.uffd else { continue };
+        for &(start, end) in areas {
+            let mut at = start;
+            while at < end {
+                let len = ARM_CHUNK.min(end - at);
+                if let Err(e) = uffd.writeprotect(at, len, crate::uffd::mode::WRITEPROTECT) {
+                    tracing::debug!(pid = live.pid, "arming {at:#x}+{len:#x}: {e}");
+                }
+                at += len;
+            }
+        }
+    }
+    tracing::info!(
+        tasks = tasks.len(),
+        frozen_ms = frozen.as_millis() as u64,
+        protect_ms = t1.elapsed().as_millis() as u64,
+        "live copy armed ahead of the freeze"
+    );
+    Ok(Some(Armed { tasks, server: Some(server) }))
+}
+
+/// One frozen task's part of [`arm`]: its descriptor (none when it may
+/// not have one) and the areas registered on it.
+fn arm_task(pid: i32) -> Result<Option<(TaskLive, Vec<(u64, u64)>)>, DumpError> {
+    use crate::ptrace::inject::{vdso_syscall_ip, Injector};
+    let maps = crate::proc::maps::read_maps(pid)?;
+    let ip = if super::failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps) };
+    let mut inj = Injector::new(pid, ip)?;
+    let uffd = super::track::take_kernel_uffd(&mut inj, pid, LIVE_FEATURES);
+    inj.restore()?;
+    let Some(uffd) = uffd? else { return Ok(None) };
+    let mut areas = Vec::new();
+    for m in &maps {
+        let v = super::vmas::classify(m);
+        if v.dumps_private_pages() && v.zero_pages_implicit() && uffd.register(m.start, m.end - m.start, crate::uffd::mode::WP).is_ok() {
+            areas.push((m.start, m.end));
+        }
+    }
+    Ok(Some((TaskLive::new(pid, Some(uffd), &[]), areas)))
+}
+
+/// Logs one task's live-copy counters.
+pub fn log_stats(pid: i32, s: &LiveStats) {
+    tracing::info!(
+        pid,
+        faults = s.faults,
+        pages_early = s.pages_early,
+        pages_frozen = s.pages_frozen,
+        early_peak_kib = s.early_peak / 1024,
+        throttled_ms = s.throttled.as_millis() as u64,
+        events = s.events,
+        "live copy done"
+    );
+}
