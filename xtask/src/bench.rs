@@ -3,7 +3,19 @@
 
 use anyhow::{Context, Result};
 use criu_core::pie::{self, Loaded};
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+/// A child process of a bench, killed and reaped when dropped (also when
+/// the bench fails half-way).
+pub(crate) struct Kill(pub(crate) Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 pub fn run(args: &[String]) -> Result<()> {
     let runs: u32 = match crate::flag_value(args, "--runs")? {

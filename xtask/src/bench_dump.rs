@@ -13,19 +13,11 @@ use anyhow::{bail, Context, Result};
 use criu_core::images::{pb, ImageDir, ImageKind};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use crate::bench::Kill;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const MIB: u64 = 1024;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Builds release `criu-rs` and `bigmem`; returns their paths.
 pub(crate) fn build(root: &Path) -> Result<(PathBuf, PathBuf)> {

@@ -15,18 +15,9 @@ use anyhow::{bail, ensure, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use crate::bench::Kill;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Kills and reaps a child on drop.
-pub(crate) struct Kill(pub(crate) Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The rows: best-of-`runs` restore times for 64 MiB and 1 GiB, and the
 /// fault latency a lazily restored program sees (64 MiB touched in random

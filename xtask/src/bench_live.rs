@@ -16,20 +16,12 @@
 use anyhow::{bail, Context, Result};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use crate::bench::Kill;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// MiB the program holds.
 const MIB: u64 = 1024;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The program, started and filled.
 struct Stall {

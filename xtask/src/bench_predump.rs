@@ -11,17 +11,9 @@ use anyhow::{bail, Context, Result};
 use criu_core::images::{pb, ImageDir, ImageKind};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use crate::bench::Kill;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `criu-rs ARGS -D dir` into a fresh `dir`; returns wall seconds.
 fn timed(criu: &Path, args: &[&str], dir: &Path) -> Result<f64> {

@@ -112,11 +112,7 @@ impl Pagemap {
             return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
             ..Default::default()
         };
-        match self.scan_with(start, end, query, out) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) && out.is_empty() => Ok(false),
-            Err(source) => Err(ProcError::Io { path: self.path.clone(), source }),
-            Ok(()) => Ok(true),
-        }
+        self.scan_or_absent(start, end, query, out)
     }
 
     /// `ioctl(pagemap, PAGEMAP_SCAN, &arg)`: appends to `out` the ranges of
@@ -134,11 +130,7 @@ impl Pagemap {
             return_mask: PAGE_IS_PRESENT,
             ..Default::default()
         };
-        match self.scan_with(start, end, query, out) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) && out.is_empty() => Ok(false),
-            Err(source) => Err(ProcError::Io { path: self.path.clone(), source }),
-            Ok(()) => Ok(true),
-        }
+        self.scan_or_absent(start, end, query, out)
     }
 
     /// `ioctl(pagemap, PAGEMAP_SCAN, &arg)` for `PAGE_IS_GUARD`: appends
@@ -147,11 +139,7 @@ impl Pagemap {
     /// then rejects the category).
     pub fn scan_guards(&self, start: u64, end: u64, out: &mut Vec<(u64, u64)>) -> Result<bool> {
         let query = PmScanArg { category_mask: PAGE_IS_GUARD, return_mask: PAGE_IS_GUARD, ..Default::default() };
-        match self.scan_with(start, end, query, out) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) && out.is_empty() => Ok(false),
-            Err(source) => Err(ProcError::Io { path: self.path.clone(), source }),
-            Ok(()) => Ok(true),
-        }
+        self.scan_or_absent(start, end, query, out)
     }
 
     /// `ioctl(pagemap, PAGEMAP_SCAN, &arg)` with `PM_SCAN_WP_MATCHING`:
@@ -186,6 +174,13 @@ impl Pagemap {
             return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
             ..Default::default()
         };
+        self.scan_or_absent(start, end, query, out)
+    }
+
+    /// [`Pagemap::scan_with`], `Ok(false)` when the kernel rejects the
+    /// ioctl or a category in `query` before reporting anything (it has no
+    /// `PAGEMAP_SCAN`, or not that category), `Ok(true)` once scanned.
+    fn scan_or_absent(&self, start: u64, end: u64, query: PmScanArg, out: &mut Vec<(u64, u64)>) -> Result<bool> {
         match self.scan_with(start, end, query, out) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) && out.is_empty() => Ok(false),
             Err(source) => Err(ProcError::Io { path: self.path.clone(), source }),
