@@ -70,7 +70,7 @@ fn file_names(dir: &Path) -> Vec<String> {
 fn start_pinned(exe: &Path, args: &[&str]) -> Program {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(exe);
-    cmd.args(args).stderr(Stdio::inherit());
+    cmd.args(args).stderr(common::procs::program_stderr());
     // SAFETY: sched_setaffinity on the child itself between fork and exec;
     // it only reads the set on our stack and allocates nothing.
     unsafe {

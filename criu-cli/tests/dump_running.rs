@@ -135,7 +135,7 @@ fn process_of_another_user() {
     let tmp = scratch("other-user-files");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
     let mut cmd = std::process::Command::new(&exe);
-    cmd.args(["2", "1", tmp.to_str().unwrap()]).uid(65534).gid(65534);
+    cmd.args(["2", "1", tmp.to_str().unwrap()]).uid(65534).gid(65534).stderr(common::procs::program_stderr());
     let mut p = Program::start_cmd(cmd);
     let dir = scratch("other-user");
     let out = dump(p.pid(), &dir, &["-R", "-j"]);

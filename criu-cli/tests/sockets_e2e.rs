@@ -175,7 +175,7 @@ fn conn(name: &str) -> Conn {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port().to_string();
     let mut cmd = std::process::Command::new(compile("tcp_conn"));
-    cmd.args([work.as_os_str(), result.as_os_str(), port.as_ref()]).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::inherit());
+    cmd.args([work.as_os_str(), result.as_os_str(), port.as_ref()]).stdin(std::process::Stdio::null()).stderr(common::procs::program_stderr());
     let child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let (mut outside, peer) = l.accept().unwrap();
     outside.set_read_timeout(Some(PATIENCE)).unwrap();

@@ -35,7 +35,7 @@ fn start_in(d: &Dirs, extra: &[&str], netns: bool) -> Program {
     } else {
         std::process::Command::new(exe)
     };
-    cmd.arg(&d.work).arg(&d.result).args(extra);
+    cmd.arg(&d.work).arg(&d.result).args(extra).stderr(common::procs::program_stderr());
     in_own_session(&mut cmd);
     let p = Program::start_cmd(cmd);
     wait_all_suspended(&[p.pid()]);

@@ -24,6 +24,24 @@ use criu_core::images::ImageDir;
 /// `rt_sigsuspend`'s syscall number: where the self-checking programs wait.
 pub const NR_RT_SIGSUSPEND: u64 = 130;
 
+/// The stderr a test program gets: the test's own when that is a terminal
+/// or a pipe; when it is a regular file (`cargo xtask test > log 2>&1`, as
+/// CI may run it) a file of the program's own under the target's scratch
+/// dir instead, because the log keeps growing while the program is dumped
+/// and a restore rightly refuses a file whose size changed since the dump.
+pub fn program_stderr() -> Stdio {
+    use std::os::unix::fs::FileTypeExt;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ours = std::fs::metadata("/proc/self/fd/2").map(|m| m.file_type());
+    let growing_file = ours.is_ok_and(|t| t.is_file() && !t.is_char_device());
+    if !growing_file {
+        return Stdio::inherit();
+    }
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("program-stderr-{}-{n}.txt", std::process::id()));
+    std::fs::File::create(&path).map(Stdio::from).unwrap_or_else(|_| Stdio::null())
+}
+
 /// A test program we started: killed (unless already reaped) and reaped on drop.
 pub struct Program {
     pub child: Child,
@@ -41,7 +59,7 @@ impl Program {
     /// stdin, check themselves and print the result).
     pub fn start(exe: &Path, args: &[&str]) -> Program {
         let mut cmd = Command::new(exe);
-        cmd.args(args).stderr(Stdio::inherit());
+        cmd.args(args).stderr(program_stderr());
         Self::start_cmd(cmd)
     }
 
@@ -59,7 +77,7 @@ impl Program {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(program_stderr())
             .spawn()
             .expect("starting the test program");
         Program::from_child(child, false)
