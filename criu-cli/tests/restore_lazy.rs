@@ -193,7 +193,12 @@ fn a_plain_dump_of_1_gib_restores_lazily_when_asked() {
     assert_all_ok("1 GiB lazily restored from a plain dump", &report);
     assert!(held.wait_exit(PATIENCE), "pid {pid} did not exit after its check");
     let sum = daemon_done(dm);
-    assert_eq!(count(&sum, "pages copied") + count(&sum, "pages in background"), lazy, "every lazy page served by the daemon: {sum}");
+    // Every lazy page served, but for those the program never touched and
+    // the background copy had not reached when it exited (few: its check
+    // reads all its data).
+    let left = count(&sum, "pages left");
+    assert!(left < lazy / 100, "{left} of {lazy} lazy pages never served: {sum}");
+    assert_eq!(count(&sum, "pages copied") + count(&sum, "pages in background") + left, lazy, "every lazy page served by the daemon: {sum}");
     assert_eq!(count(&sum, "killed"), 0, "{sum}");
     drop(held);
     wait_pid_gone(pid);

@@ -855,6 +855,7 @@ impl Daemon {
         tracing::info!("lazy-pages: task {token} (pid {}): {why}, {} pages left", t.pid, t.missing.pages());
         if why != "all pages in" {
             self.stats.gone += 1;
+            self.stats.gone_pages += t.missing.pages();
         }
     }
 

@@ -207,6 +207,9 @@ pub struct Stats {
     pub removes: u64,
     /// Tasks that went away before completion.
     pub gone: u64,
+    /// Pages still missing in those tasks when they went (never touched,
+    /// and the background copy had not reached them yet).
+    pub gone_pages: u64,
     /// Tasks the daemon killed.
     pub killed: u64,
     /// Median time to serve a fault (message read to fill done), when
@@ -235,7 +238,7 @@ impl fmt::Display for Stats {
             f,
             "{} task(s), {} faults ({} pages copied, {} zero pages, median service {}, p90 {}, data {}, copy {}, {} CPU follows, {} busy), \
              {} pages in background in {} chunks ({:.1} ms, {:.1} ms of it reading data), {} forks, {} remaps, {} removes/unmaps, \
-             {} gone early, {} killed, served in {:.3} s, {:.3} s in all",
+             {} gone early ({} pages left), {} killed, served in {:.3} s, {:.3} s in all",
             self.tasks,
             self.faults,
             self.fault_pages,
@@ -254,6 +257,7 @@ impl fmt::Display for Stats {
             self.remaps,
             self.removes,
             self.gone,
+            self.gone_pages,
             self.killed,
             self.served.as_secs_f64(),
             self.elapsed.as_secs_f64()
