@@ -35,6 +35,19 @@ impl Dumped {
         Ok(Dumped { pid, images, result, log: dir.join("restore.log") })
     }
 
+    /// Restores with the conversion helper stalled before its first chunk
+    /// (`CRIU_RS_CONVERT_STALL_AFTER=0`), then kills the helper: the task
+    /// runs on its image mappings, unconverted. Returns the task's pidfd.
+    fn restore_unconverted(&self, criu_rs: &Path) -> Result<std::os::fd::OwnedFd> {
+        let (_, task) = self.restore(criu_rs, &[("CRIU_RS_CONVERT_STALL_AFTER", "0")])?;
+        wait_until("the helper to stall", || std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains("stalling until killed")))?;
+        let log = std::fs::read_to_string(&self.log)?;
+        let helper = log.lines().find(|l| l.contains("conversion helper started")).and_then(|l| field(l, "helper")).context("helper pid")? as i32;
+        // SAFETY: kill(2) of the helper our restore started.
+        unsafe { libc::kill(helper, libc::SIGKILL) };
+        Ok(task)
+    }
+
     /// `restore -d --mmap-page-image` (with `envs`): its time to return in
     /// ms, and a pidfd of the restored task.
     fn restore(&self, criu_rs: &Path, envs: &[(&str, &str)]) -> Result<(f64, std::os::fd::OwnedFd)> {
@@ -112,12 +125,7 @@ pub fn rows(root: &Path, criu_rs: &Path, runs: u32) -> Result<Vec<(&'static str,
     let d = Dumped::new(criu_rs, &lazymem, &work.join("random"), 64, "random")?;
     let (mut med, mut p90, mut fin) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
-        let (_, task) = d.restore(criu_rs, &[("CRIU_RS_CONVERT_STALL_AFTER", "0")])?;
-        wait_until("the helper to stall", || std::fs::read_to_string(&d.log).is_ok_and(|l| l.contains("stalling until killed")))?;
-        let log = std::fs::read_to_string(&d.log)?;
-        let helper = log.lines().find(|l| l.contains("conversion helper started")).and_then(|l| field(l, "helper")).context("helper pid")? as i32;
-        // SAFETY: kill(2) of the helper our restore started.
-        unsafe { libc::kill(helper, libc::SIGKILL) };
+        let task = d.restore_unconverted(criu_rs)?;
         rustix::process::pidfd_send_signal(&task, rustix::process::Signal::USR1)?;
         let times = d.result.with_extension("times");
         wait_until("the first-touch times", || times.exists())?;
@@ -138,12 +146,7 @@ pub fn rows(root: &Path, criu_rs: &Path, runs: u32) -> Result<Vec<(&'static str,
     // --finish-mmap on a stalled restore of 1 GiB.
     let d = Dumped::new(criu_rs, &lazymem, &work.join("finish"), 1024, "check")?;
     for _ in 0..runs.max(1) {
-        let (_, task) = d.restore(criu_rs, &[("CRIU_RS_CONVERT_STALL_AFTER", "0")])?;
-        wait_until("the helper to stall", || std::fs::read_to_string(&d.log).is_ok_and(|l| l.contains("stalling until killed")))?;
-        let log = std::fs::read_to_string(&d.log)?;
-        let helper = log.lines().find(|l| l.contains("conversion helper started")).and_then(|l| field(l, "helper")).context("helper pid")? as i32;
-        // SAFETY: kill(2) of the helper our restore started.
-        unsafe { libc::kill(helper, libc::SIGKILL) };
+        let task = d.restore_unconverted(criu_rs)?;
         let t = Instant::now();
         let out = Command::new(criu_rs).args(["restore", "--finish-mmap", &d.pid.to_string(), "-D"]).arg(&d.images).output()?;
         ensure!(out.status.success(), "--finish-mmap failed: {}", String::from_utf8_lossy(&out.stderr));
