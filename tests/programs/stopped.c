@@ -68,6 +68,12 @@ static void on_usr1(int sig)
 static void *ticker(void *arg)
 {
 	(void)arg;
+	/* SIGCONT is sent to the process: its handler must run in the thread
+	 * that stopped and checks it, not here after that thread's check. */
+	sigset_t cont;
+	sigemptyset(&cont);
+	sigaddset(&cont, SIGCONT);
+	pthread_sigmask(SIG_BLOCK, &cont, NULL);
 	atomic_store(&t_tid, (int)syscall(SYS_gettid));
 	for (;;) {
 		struct timespec ts = {0, 1000000};

@@ -138,12 +138,15 @@ mod tests {
         let s = route();
         // RTNLGRP_LINK (1) through the bind mask, RTNLGRP_IPV6_RULE (19)
         // and a group above 32 (RTNLGRP_NEXTHOP, 32; RTNLGRP_STATS 36).
-        rustix::net::bind(&s, &SocketAddrNetlink::new(0, 1)).unwrap();
+        // A port id of our own: an autobound one (the pid first) could be
+        // taken by a parallel test's socket between the drop and the open.
+        let portid = 0x5e00_0000 | std::process::id();
+        rustix::net::bind(&s, &SocketAddrNetlink::new(portid, 1)).unwrap();
         sockopt::set_u32(&s, linux_raw_sys::net::SOL_NETLINK, nl::NETLINK_ADD_MEMBERSHIP, 19).unwrap();
         sockopt::set_u32(&s, linux_raw_sys::net::SOL_NETLINK, nl::NETLINK_ADD_MEMBERSHIP, 36).unwrap();
         rustix::net::sockopt::set_socket_passcred(&s, true).unwrap();
         let n = NetlinkSocket::read(s.as_fd()).unwrap();
-        assert_ne!(n.portid, 0);
+        assert_eq!(n.portid, portid);
         assert_eq!(n.groups, vec![1 | (1 << 18), 1 << 3]);
         assert!(n.opts.passcred);
         assert!(!n.queued);
