@@ -13,6 +13,8 @@
 //!   unserved request type; options criu-rs refuses, named by field; a
 //!   caller refusing the pre-dump notification fails the dump and leaves
 //!   the process running;
+//! - PAGE_SERVER_CHLD (pycriu's page_server_chld, port 0) receives a
+//!   `criu-rs dump --page-server`, then WAIT_PID reports its end;
 //! - the same over `criu-rs service`'s socket.
 
 mod common;
@@ -156,4 +158,23 @@ fn the_service_serves_each_connection() {
     wait_until("sleep to run on", PATIENCE, || proc_state(pid) == Some('S') && status_field(pid, "TracerPid:").as_deref() == Some("0"));
     drop(p);
     drop(svc);
+}
+
+#[test]
+fn a_page_server_started_over_rpc_receives_a_dump() {
+    has_pycriu();
+    let images = scratch("swrk-ps-images");
+    let local = scratch("swrk-ps-local");
+    let mut p = sleeper();
+    let pid = p.pid() as i32;
+    wait_until("sleep to sleep", PATIENCE, || proc_state(pid) == Some('S'));
+    let out = client("page-server", &[images.to_str().unwrap(), local.to_str().unwrap(), &pid.to_string()]);
+    assert_eq!(line(&out, "page-server"), "page-server True True", "{out}");
+    assert!(line(&out, "dumped").starts_with("dumped 0 "), "{out}");
+    assert_eq!(line(&out, "waited"), "waited True 0", "{out}\n{}", read(&images.join("criu.log")));
+    let pagemaps = std::fs::read_dir(&images).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("pagemap-")).count();
+    assert!(pagemaps > 0, "the pages went to the RPC page server's images directory");
+    assert!(local.join("inventory.img").exists());
+    wait_until("sleep to run on", PATIENCE, || proc_state(pid) == Some('S') && status_field(pid, "TracerPid:").as_deref() == Some("0"));
+    drop(p);
 }

@@ -146,5 +146,22 @@ elif mode == "service-dump":
     req.opts.notify_scripts = True
     resp, seen = call(req, path)
     show("service-dump", resp, " ".join(seen))
+elif mode == "page-server":
+    # pycriu's page_server_chld() (port 0: the server's choice), a
+    # `criu-rs dump --page-server` to it, then wait_pid() for its end.
+    images, local, pid = args[0], args[1], int(args[2])
+    c = Criu()
+    c.use_binary(binary)
+    c.opts.images_dir_fd = dir_fd(images)
+    c.opts.ps.address = "127.0.0.1"
+    c.opts.ps.port = 0
+    ps = c.page_server_chld()
+    print("page-server", ps.pid > 0, ps.port > 0, flush=True)
+    dump = subprocess.run([binary, "dump", "-t", str(pid), "-D", local, "-R", "--page-server",
+                           "--address", "127.0.0.1", "--port", str(ps.port)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    print("dumped", dump.returncode, dump.stderr.replace("\n", " "), flush=True)
+    status = c.wait_pid(ps.pid)
+    print("waited", os.WIFEXITED(status), os.WEXITSTATUS(status), flush=True)
 else:
     sys.exit("unknown mode " + mode)
