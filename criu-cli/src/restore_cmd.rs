@@ -63,6 +63,10 @@ pub fn restore(o: &Opts) -> Result<i32> {
     if o.address.is_some() && !o.lazy_pages {
         bail!("restore --address names the lazy-pages socket: it needs --lazy-pages");
     }
+    if o.restore_sibling && !o.detach {
+        bail!("--restore-sibling only makes sense with --restore-detached (criu-rs cannot wait for a task that is not its child)");
+    }
+    opts.sibling = o.restore_sibling;
     opts.leave_stopped = o.final_state == FinalState::Stopped;
     opts.ext_unix_sk = o.ext_unix_sk.is_some();
     opts.mmap_page_image = o.mmap_page_image;

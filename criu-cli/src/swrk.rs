@@ -4,11 +4,14 @@
 //! ```text
 //!  caller ──criu_req──▶ swrk (one SOCK_SEQPACKET packet per message)
 //!         ◀─criu_resp──   │ VERSION, FEATURE_CHECK: answered here
-//!                         │ DUMP, PRE_DUMP, RESTORE, CHECK: a forked worker
+//!                         │ DUMP, PRE_DUMP, CHECK: a forked worker
 //!                         │   runs the command; with notify_scripts each
 //!                         │   stage goes out as a NOTIFY criu_resp and waits
 //!                         │   for the caller's NOTIFY criu_req
 //!                         │   (notify_success); the worker sends the answer
+//!                         │ RESTORE: swrk itself (rst_sibling: the root
+//!                         │   becomes the caller's child), answered with
+//!                         │   the root's pid
 //!                         │ PAGE_SERVER(_CHLD): a forked page server,
 //!                         │   answered with its pid and port
 //! ```
@@ -17,7 +20,9 @@
 //! options (`criu_opts`) become the command line they stand for
 //! ([`opts`]). A worker per request keeps each request's log, level and
 //! state its own (as CRIU forks for CHECK, PRE_DUMP and the page server);
-//! the serving process stays single-threaded so that it may fork.
+//! the serving process stays single-threaded so that it may fork. A
+//! RESTORE, which ends the conversation, runs in swrk itself, as in CRIU
+//! (in a worker under `service` or with `keep_open`).
 //!
 //! Conversation rules, as CRIU's: a connection serves one request, or more
 //! while the caller sets `keep_open`; after a PRE_DUMP it waits for another
@@ -164,6 +169,10 @@ impl Conn {
         let resp = match ty {
             req::VERSION => version(),
             req::FEATURE_CHECK => features(r.features.as_ref()),
+            // As CRIU's swrk: a restore runs in this process, so that with
+            // rst_sibling the root becomes a child of the caller (runc and
+            // libcriu's criu_restore_child wait for it).
+            req::RESTORE if self.caller.swrk && r.keep_open != Some(true) => return Ok(worker(self, ty, &opts) == ANSWERED),
             req::DUMP | req::PRE_DUMP | req::RESTORE | req::CHECK => return self.in_worker(ty, &opts),
             req::PAGE_SERVER | req::PAGE_SERVER_CHLD => self.page_server(ty, &opts),
             req::WAIT_PID => wait_pid(r.pid.unwrap_or(0) as i32),

@@ -7,8 +7,9 @@
 //! - restoree is pre-dumped by pycriu's own `criu.pre_dump()`, dumped on
 //!   top of it with `notify_scripts`, then restored; the notifications are
 //!   CRIU's (pre-dump, post-dump; pre-restore, post-restore with the pid,
-//!   pre-resume, post-resume), the answer carries the restored pid, and
-//!   restoree checks itself from inside;
+//!   pre-resume, post-resume), the answer carries the restored pid, the
+//!   root is the caller's child (rst_sibling, as runc asks), and restoree
+//!   checks itself from inside;
 //! - VERSION, FEATURE_CHECK (on one kept-open connection), CHECK, an
 //!   unserved request type; options criu-rs refuses, named by field; a
 //!   caller refusing the pre-dump notification fails the dump and leaves
@@ -80,6 +81,7 @@ fn pycriu_pre_dumps_dumps_and_restores_through_swrk() {
     let restored = line(&out, "restore");
     let want = format!("restore True {pid} pre-restore post-restore:{pid} pre-resume post-resume |");
     assert!(restored.starts_with(&want), "{restored}\n{}", read(&images.join("restore.log")));
+    assert_eq!(line(&out, "parent"), "parent True", "rst_sibling: the root is the caller's child");
     wait_until("the restored restoree to wait", PATIENCE, || restoree_waits(pid));
     let held = Held::open(pid).expect("the restored task");
     assert_eq!(fd_kinds(pid), fds_before, "descriptors (none of criu-rs's RPC socket)");
@@ -116,7 +118,7 @@ fn questions_refusals_and_a_caller_saying_no() {
     let pid = p.pid() as i32;
     wait_until("sleep to sleep", PATIENCE, || proc_state(pid) == Some('S'));
     let out = client("refusals", &[images.to_str().unwrap(), &pid.to_string()]);
-    for field in ["auto_dedup", "orphan_pts_master", "rst_sibling"] {
+    for field in ["auto_dedup", "orphan_pts_master", "tls"] {
         let l = line(&out, &format!("refused-{field}"));
         assert!(l.starts_with(&format!("refused-{field} False {} |", libc::EBADRQC)), "{l}");
         assert!(l.contains(&format!("not supported: criu_opts.{field}")), "{l}");

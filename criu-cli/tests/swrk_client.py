@@ -97,8 +97,13 @@ elif mode == "restore":
     req.opts.log_level = 4
     req.opts.log_file = "restore.log"
     req.opts.notify_scripts = True
+    req.opts.rst_sibling = True
     resp, seen = call(req)
     show("restore", resp, resp.restore.pid, " ".join(seen))
+    # rst_sibling: the restored root is this process's child.
+    with open("/proc/%d/stat" % resp.restore.pid) as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    print("parent", ppid == os.getpid(), flush=True)
 elif mode == "questions":
     # VERSION and FEATURE_CHECK on one connection (keep_open), then CHECK.
     s, p = connect(args[0] if args else None)
@@ -121,8 +126,8 @@ elif mode == "questions":
     show("cpuinfo", resp)
 elif mode == "refusals":
     images, pid = args[0], int(args[1])
-    for field in ["auto_dedup", "orphan_pts_master", "rst_sibling"]:
-        req = rpc.criu_req(type=rpc.DUMP if field == "auto_dedup" else rpc.RESTORE)
+    for field, typ in [("auto_dedup", rpc.DUMP), ("orphan_pts_master", rpc.RESTORE), ("tls", rpc.DUMP)]:
+        req = rpc.criu_req(type=typ)
         req.opts.images_dir_fd = dir_fd(images)
         req.opts.pid = pid
         setattr(req.opts, field, True)

@@ -147,6 +147,8 @@ pub struct Opts {
     pub inherit_fd: Vec<criu_core::restore::InheritFd>,
     /// `-d` / `--restore-detached` / `--daemon`.
     pub detach: bool,
+    /// `-S` / `--restore-sibling`.
+    pub restore_sibling: bool,
     /// `--watch MS` (criu-rs's): how long restore watches the restored
     /// tasks after their release (None: 2 s, or 0 with `-d`).
     pub watch_ms: Option<u64>,
@@ -226,6 +228,7 @@ impl Default for Opts {
             external: Vec::new(),
             inherit_fd: Vec::new(),
             detach: false,
+            restore_sibling: false,
             watch_ms: None,
             root: None,
             manage_cgroups: None,
