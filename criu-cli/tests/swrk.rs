@@ -95,14 +95,6 @@ fn read(p: &std::path::Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
-/// A sleeping child in its own session, for the requests that must not
-/// touch it (or only with leave_running).
-fn sleeper() -> Proc {
-    let mut cmd = Command::new("sleep");
-    cmd.arg("600").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    Proc::from(in_own_session(&mut cmd).spawn().unwrap())
-}
-
 #[test]
 fn questions_refusals_and_a_caller_saying_no() {
     has_pycriu();
@@ -114,9 +106,8 @@ fn questions_refusals_and_a_caller_saying_no() {
     assert!(cpuinfo.starts_with("cpuinfo False |") && cpuinfo.contains("not supported: request type 7"), "{cpuinfo}");
 
     let images = scratch("swrk-refused");
-    let mut p = sleeper();
-    let pid = p.pid() as i32;
-    wait_until("sleep to sleep", PATIENCE, || proc_state(pid) == Some('S'));
+    let p = Sleeper::start();
+    let pid = p.pid();
     let out = client("refusals", &[images.to_str().unwrap(), &pid.to_string()]);
     for field in ["auto_dedup", "orphan_pts_master", "tls"] {
         let l = line(&out, &format!("refused-{field}"));
@@ -126,8 +117,7 @@ fn questions_refusals_and_a_caller_saying_no() {
     let no = line(&out, "said-no");
     assert!(no.starts_with("said-no False pre-dump |") && no.contains("pre-dump"), "{no}");
     assert!(!images.join("inventory.img").exists(), "a refused dump writes no images");
-    assert_eq!(proc_state(pid), Some('S'), "the process is left as it was");
-    assert_eq!(status_field(pid, "TracerPid:").as_deref(), Some("0"));
+    assert!(p.untouched(), "the process is left as it was");
     drop(p);
 }
 
@@ -150,14 +140,13 @@ fn the_service_serves_each_connection() {
     assert!(line(&out, "version").starts_with("version True 4 2 criu-rs |"), "{out}");
     assert!(line(&out, "check").starts_with("check True |"), "{out}");
 
-    let mut p = sleeper();
-    let pid = p.pid() as i32;
-    wait_until("sleep to sleep", PATIENCE, || proc_state(pid) == Some('S'));
+    let p = Sleeper::start();
+    let pid = p.pid();
     let out = client("service-dump", &[sock.to_str().unwrap(), images.to_str().unwrap(), &pid.to_string()]);
     let l = line(&out, "service-dump");
     assert!(l.starts_with("service-dump True pre-dump post-dump |"), "{l}\n{}", read(&images.join("criu.log")));
     assert!(images.join("inventory.img").exists() && images.join("criu.log").exists(), "images and CRIU's default log name");
-    wait_until("sleep to run on", PATIENCE, || proc_state(pid) == Some('S') && status_field(pid, "TracerPid:").as_deref() == Some("0"));
+    wait_until("sleep to run on", PATIENCE, || p.untouched());
     drop(p);
     drop(svc);
 }
@@ -167,9 +156,8 @@ fn a_page_server_started_over_rpc_receives_a_dump() {
     has_pycriu();
     let images = scratch("swrk-ps-images");
     let local = scratch("swrk-ps-local");
-    let mut p = sleeper();
-    let pid = p.pid() as i32;
-    wait_until("sleep to sleep", PATIENCE, || proc_state(pid) == Some('S'));
+    let p = Sleeper::start();
+    let pid = p.pid();
     let out = client("page-server", &[images.to_str().unwrap(), local.to_str().unwrap(), &pid.to_string()]);
     assert_eq!(line(&out, "page-server"), "page-server True True", "{out}");
     assert!(line(&out, "dumped").starts_with("dumped 0 "), "{out}");
@@ -177,6 +165,6 @@ fn a_page_server_started_over_rpc_receives_a_dump() {
     let pagemaps = std::fs::read_dir(&images).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("pagemap-")).count();
     assert!(pagemaps > 0, "the pages went to the RPC page server's images directory");
     assert!(local.join("inventory.img").exists());
-    wait_until("sleep to run on", PATIENCE, || proc_state(pid) == Some('S') && status_field(pid, "TracerPid:").as_deref() == Some("0"));
+    wait_until("sleep to run on", PATIENCE, || p.untouched());
     drop(p);
 }
