@@ -611,7 +611,7 @@ mod tests {
         // 16 MiB: 1 MiB batches; 1 GiB: 8 MiB ones (a 32nd would be 32).
         assert_eq!(batch_pages(4096) * PAGE_SIZE as usize, BATCH_MIN);
         assert_eq!(batch_pages(1 << 18) * PAGE_SIZE as usize, BATCH_MAX);
-        assert_eq!(batch_pages(1 << 16), 512);
+        assert_eq!(batch_pages(1 << 14), 512);
     }
 
     #[test]
