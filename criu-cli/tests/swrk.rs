@@ -147,15 +147,15 @@ fn the_service_serves_each_connection() {
     let dir = scratch("swrk-service");
     let images = scratch("swrk-service-images");
     let sock = dir.join("criu.sock");
-    let svc = Proc::from(
-        criu_rs()
-            .args(["service", "--address", sock.to_str().unwrap(), "-o", "service.log", "-W", dir.to_str().unwrap(), "-v4"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the service socket", PATIENCE, || sock.exists());
+    // In the background (-d), as CRIU's service is usually run: the
+    // foreground exits once it listens, with the daemon's pid in the file.
+    let out = criu_rs()
+        .args(["service", "-d", "--pidfile", "svc.pid", "--address", sock.to_str().unwrap(), "-o", "service.log", "-W", dir.to_str().unwrap(), "-v4"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success() && sock.exists(), "{}", text(&out.stderr));
+    let svc = Daemon(read(&dir.join("svc.pid")).trim().parse().unwrap());
     let out = client("questions", &[sock.to_str().unwrap()]);
     assert!(line(&out, "version").starts_with("version True 4 2 criu-rs |"), "{out}");
     assert!(line(&out, "check").starts_with("check True |"), "{out}");
@@ -169,6 +169,16 @@ fn the_service_serves_each_connection() {
     wait_until("sleep to run on", PATIENCE, || p.untouched());
     drop(p);
     drop(svc);
+}
+
+/// A daemon this test started (by its pid file), killed when dropped.
+struct Daemon(i32);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the service this test started.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! until it does them.
 
 use super::{Cmd, FinalState, Opts};
-use Cmd::{Check, Dump, LazyPages, PageServer, PreDump, Restore};
+use Cmd::{Check, Dump, LazyPages, PageServer, PreDump, Restore, Service};
 
 /// The argument an option takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,11 +185,11 @@ pub static OPTIONS: &[Opt] = &[
         "leave the tasks stopped after dump or restore"),
     opt("leave-running", Some('R'), NoArg, DUMPS, set!(|o, v, on| { o.final_state = FinalState::Running; Ok(()) }),
         "let the tree run on after the dump instead of killing it"),
-    flag("restore-detached", Some('d'), &[Restore, PageServer, LazyPages], set!(|o, v, on| { o.detach = on; Ok(()) }),
+    flag("restore-detached", Some('d'), &[Restore, PageServer, LazyPages, Service], set!(|o, v, on| { o.detach = on; Ok(()) }),
         "restore: exit once the tree runs; page-server, lazy-pages: run in the background"),
     flag("restore-sibling", Some('S'), RESTORE, set!(|o, v, on| { o.restore_sibling = on; Ok(()) }),
         "restore the root as a sibling of criu-rs (a child of criu-rs's parent; needs -d)"),
-    flag("daemon", None, &[Restore, PageServer, LazyPages], set!(|o, v, on| { o.detach = on; Ok(()) }),
+    flag("daemon", None, &[Restore, PageServer, LazyPages, Service], set!(|o, v, on| { o.detach = on; Ok(()) }),
         "same as --restore-detached"),
     opt("watch", None, Required("MS"), RESTORE, set!(|o, v, on| { o.watch_ms = Some(number(v)?); Ok(()) }),
         "(criu-rs) trace the restored tasks for MS ms after their release and report one that dies of a signal \
@@ -221,7 +221,7 @@ pub static OPTIONS: &[Opt] = &[
     opt("version", Some('V'), NoArg, ALL, Effect::Tuning("prints the version"), "print the version and exit"),
     flag("evasive-devices", None, DUMPS, Effect::Tuning("a permission: criu-rs records device files by path"),
         "use any path to a device file if the original is inaccessible"),
-    opt("pidfile", None, Required("FILE"), &[Restore, PageServer, LazyPages], set!(|o, v, on| { o.pidfile = Some(path(v)); Ok(()) }),
+    opt("pidfile", None, Required("FILE"), &[Restore, PageServer, LazyPages, Service], set!(|o, v, on| { o.pidfile = Some(path(v)); Ok(()) }),
         "write the restored root's (or the daemon's) pid to FILE"),
     opt("veth-pair", None, Required("IN=OUT"), RESTORE, Effect::Refused(RESTORE, NO_NETNS), "outer name of a veth device").many(),
     opt("action-script", None, Required("FILE"), DUMP_RESTORE, set!(|o, v, on| { o.action_scripts.push(path(v)); Ok(()) }),
@@ -232,8 +232,8 @@ pub static OPTIONS: &[Opt] = &[
     flag("file-locks", Some('l'), DUMP_RESTORE, set!(|o, v, on| { o.file_locks = on; Ok(()) }), "dump and restore file locks"),
     flag("page-server", None, &[Dump, PreDump, LazyPages], set!(|o, v, on| { o.page_server = on; Ok(()) }),
         "dump: send pages to a page server at --address/--port; lazy-pages: fetch them from one"),
-    opt("address", None, Required("ADDR"), &[Dump, PreDump, Restore, PageServer, LazyPages], set!(|o, v, on| { o.address = Some(v.unwrap_or("").into()); Ok(()) }),
-        "page server address (restore --lazy-pages, lazy-pages: the daemon's socket)"),
+    opt("address", None, Required("ADDR"), &[Dump, PreDump, Restore, PageServer, LazyPages, Service], set!(|o, v, on| { o.address = Some(v.unwrap_or("").into()); Ok(()) }),
+        "page server address (restore --lazy-pages, lazy-pages: the daemon's socket; service: its socket)"),
     opt("port", None, Required("PORT"), NETWORKED, set!(|o, v, on| {
         let p: u16 = number(v)?;
         if p == 0 {
@@ -303,7 +303,7 @@ pub static OPTIONS: &[Opt] = &[
     flag("display-stats", None, DUMP_RESTORE, set!(|o, v, on| { o.display_stats = on; Ok(()) }),
         "print the dump or restore statistics at the end"),
     flag("weak-sysctls", None, RESTORE, Effect::Tuning("criu-rs restores no sysctl"), "skip sysctls the kernel lacks"),
-    opt("status-fd", None, Required("FD"), &[Dump, Restore, PageServer, LazyPages], set!(|o, v, on| { o.status_fd = Some(number(v)?); Ok(()) }),
+    opt("status-fd", None, Required("FD"), &[Dump, Restore, PageServer, LazyPages, Service], set!(|o, v, on| { o.status_fd = Some(number(v)?); Ok(()) }),
         "write a NUL byte to FD when ready (restored, listening; dump --lazy-pages: serving), then close it"),
     flag("tcp-close", None, DUMP_RESTORE, set!(|o, v, on| { o.tcp_close = on; Ok(()) }), "dump and restore TCP connections closed"),
     opt("verbosity", Some('v'), Optional("N"), ALL, Effect::Set(verbosity),
