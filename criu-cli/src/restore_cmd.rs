@@ -128,6 +128,9 @@ fn finish_mmap(pid: i32, dir: &std::path::Path) -> Result<()> {
         recopied = done.recopied,
         longest_stop_us = done.longest_stop.as_micros() as u64,
         skipped = done.skipped,
+        huge = done.huge,
+        cached = done.cached,
+        direct = done.direct,
         elapsed_ms = t.elapsed().as_millis() as u64,
         "image mappings converted: the images are no longer used"
     );
