@@ -255,11 +255,19 @@ fn mprotect_flags(prot: u32) -> MprotectFlags {
 #[cfg(test)]
 pub(super) fn premap_here(vmas: &[VmaPlan], pages: &std::path::Path) -> (Premap, OwnedFd) {
     use super::error::SysContext;
-    let mut busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
-    busy.extend(super::maps::read_maps(None).unwrap().iter().map(|m| (m.start, m.end)));
     let open = |p: &std::path::Path| rustix::fs::open(p, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).sys(|| "open".into());
-    let pm = premap(vmas, &busy, &|_| true, &open, &|_| None).unwrap();
-    (pm, open(pages).unwrap())
+    // Parallel tests of this process map memory too: a place found free
+    // can be taken before the premap reserves it (EEXIST); look again.
+    for _ in 0..50 {
+        let mut busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
+        busy.extend(super::maps::read_maps(None).unwrap().iter().map(|m| (m.start, m.end)));
+        match premap(vmas, &busy, &|_| true, &open, &|_| None) {
+            Ok(pm) => return (pm, open(pages).unwrap()),
+            Err(super::error::RestoreError::Sys { errno, .. }) if errno == rustix::io::Errno::EXIST => continue,
+            Err(e) => panic!("premap: {e}"),
+        }
+    }
+    panic!("premap: the place found free was taken 50 times")
 }
 
 #[cfg(test)]
