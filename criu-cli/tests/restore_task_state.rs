@@ -2,7 +2,9 @@
 //! process (tests/programs/taskstate.c): eleven resource limits with soft
 //! below hard (hard limits lowered: nothing here may raise one), the
 //! personality (`ADDR_NO_RANDOMIZE | UNAME26`, which uname shows), and, for
-//! a process running as another user, every uid, gid and group. Also a
+//! a process running as another user, every uid, gid and group; a
+//! chrooted process's root and cwd (its root is taken after the restore
+//! has read what it needs through /proc: zdtm chroot). Also a
 //! pipe raised to 1 MiB holding 1 MiB (tests/programs/bigpipe.c).
 //!
 //! Each restore test has a twin that runs the same checks without any
@@ -93,6 +95,18 @@ fn other_user_checks_pass_without_checkpoint() {
 #[test]
 fn other_user_comes_back_with_its_ids() {
     dump_restore_check("ids", &["ids"]);
+}
+
+#[test]
+fn chrooted_checks_pass_without_checkpoint() {
+    checks_pass_without_checkpoint("chroot-live", &["chroot"]);
+}
+
+/// A process chrooted into a directory comes back inside it (its root's
+/// inode, a file only the jail holds, its cwd in the jail).
+#[test]
+fn chrooted_process_comes_back_in_its_root() {
+    dump_restore_check("chroot", &["chroot"]);
 }
 
 #[test]

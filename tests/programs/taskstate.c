@@ -2,7 +2,7 @@
  * Test program for the per-task state restore sets late, in the blob:
  * resource limits, personality and (optionally) credentials.
  *
- * Usage: taskstate DIR RESULT_FILE [ids]
+ * Usage: taskstate DIR RESULT_FILE [ids|chroot]
  *
  * Phase 1: in its own session (setsid) and in DIR, it lowers eleven resource
  * limits to values no default has, each soft limit below its hard one
@@ -18,9 +18,16 @@
  * says and, with "ids", every id from the inside; writes one line per check
  * and a last line "ALL OK" or "FAIL N check(s)" to RESULT_FILE, and exits
  * 0 or 10 + failures.
+ *
+ * With "chroot" it takes DIR/jail as its root instead of changing ids
+ * (DIR/jail/marker holds "inside", cwd /work in the jail), keeping an
+ * O_PATH fd on the old root to leave the jail by before it writes
+ * RESULT_FILE. Phase 2 checks its root (the marker, the root's inode) and
+ * cwd from inside the jail.
  */
 #define _GNU_SOURCE
 #include <grp.h>
+#include <sys/stat.h>
 #include <sys/personality.h>
 #include <sys/resource.h>
 #include <sys/fsuid.h>
@@ -59,11 +66,14 @@ static void on_usr1(int sig)
 
 int main(int argc, char **argv)
 {
-	if (argc < 3 || (argc > 3 && strcmp(argv[3], "ids"))) {
-		fprintf(stderr, "usage: taskstate DIR RESULT_FILE [ids]\n");
+	if (argc < 3 || (argc > 3 && strcmp(argv[3], "ids") && strcmp(argv[3], "chroot"))) {
+		fprintf(stderr, "usage: taskstate DIR RESULT_FILE [ids|chroot]\n");
 		return 2;
 	}
-	int ids = argc > 3;
+	int ids = argc > 3 && !strcmp(argv[3], "ids");
+	int jail = argc > 3 && !strcmp(argv[3], "chroot");
+	int old_root = -1;
+	struct stat jail_st = {0};
 	sigset_t old;
 	start_usr1_waiter(argv[1], on_usr1, &old);
 	for (size_t i = 0; i < NLIMITS; i++) {
@@ -78,7 +88,26 @@ int main(int argc, char **argv)
 		if (setgroups(2, groups) || setresgid(65534, 1001, 1002) || setresuid(65534, 1001, 1002))
 			die("setgroups/setresgid/setresuid");
 	}
-	announce_ready("READY pid=%d\n", getpid());
+	if (jail) {
+		FILE *m;
+		if ((mkdir("jail", 0755) && errno != EEXIST) || (mkdir("jail/work", 0755) && errno != EEXIST) ||
+		    !(m = fopen("jail/marker", "w")) || fputs("inside", m) < 0 || fclose(m))
+			die("making the jail");
+		old_root = open("/", O_PATH | O_DIRECTORY);
+		/* announce_ready's /dev/null is outside the jail: open it first. */
+		int out = dup(1), null = open("/dev/null", O_RDWR);
+		if (old_root < 0 || out < 0 || null < 0 || stat("jail", &jail_st) || chroot("jail") || chdir("/work"))
+			die("chroot");
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		close(null);
+		if (dprintf(out, "READY pid=%d\n", getpid()) < 0)
+			die("write READY");
+		close(out);
+	} else {
+		announce_ready("READY pid=%d\n", getpid());
+	}
 
 	while (!go)
 		sigsuspend(&old);
@@ -116,6 +145,19 @@ int main(int argc, char **argv)
 		CHECK(&R, "groups", n == 2 && g[0] == 27 && g[1] == 65534, "%d groups: %u %u", n, n > 0 ? g[0] : 0,
 		      n > 1 ? g[1] : 0);
 		CHECK(&R, "no-capabilities", kill(1, 0) < 0 && errno == EPERM, "kill(1, 0) allowed: still root");
+	}
+	if (jail) {
+		char buf[16] = {0}, cwd[64] = {0};
+		int m = open("/marker", O_RDONLY);
+		ssize_t n = m >= 0 ? read(m, buf, sizeof buf - 1) : -1;
+		CHECK(&R, "root-marker", n == 6 && !strcmp(buf, "inside"), "/marker: %zd bytes %s", n, buf);
+		struct stat st;
+		CHECK(&R, "root-inode", !stat("/", &st) && st.st_ino == jail_st.st_ino && st.st_dev == jail_st.st_dev,
+		      "/ is inode %lu, want %lu", (unsigned long)st.st_ino, (unsigned long)jail_st.st_ino);
+		CHECK(&R, "cwd", getcwd(cwd, sizeof cwd) && !strcmp(cwd, "/work"), "cwd %s", cwd);
+		/* Leave the jail to write the result where the test reads it. */
+		if (fchdir(old_root) || chroot("."))
+			die("leaving the jail");
 	}
 	if (finish_report(&R, argv[2]))
 		return 98;
