@@ -247,9 +247,10 @@ fn open_ro(path: &std::path::Path, floor: i32) -> Result<OwnedFd> {
 /// fills them from the pages files (with `map_pages`, maps what it can
 /// from them instead: [`super::image_map`]). Protections and advice come
 /// later ([`prepare`]), after the children are forked. `ids`: every pid and
-/// tid of the tree (the fill's helper thread must not hold one of them).
+/// tid of the tree (the fill's helper thread must not hold one of them);
+/// `objs`: the tree's shmem objects (private mappings of them).
 #[tracing::instrument(level = "debug", skip_all, fields(pid = plan.pid, vmas = plan.vmas.len()))]
-pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32], map_pages: bool) -> Result<Premap> {
+pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32], map_pages: bool, objs: &SharedObjects) -> Result<Premap> {
     raise_nofile();
     set_thp_disabled(plan.mm.thp_disabled.unwrap_or(false))?;
     let floor = fd_floor(&plan.fds);
@@ -259,7 +260,8 @@ pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32], 
         sources.iter().flat_map(|p| &p.runs).any(|r| r.vaddr < v.end && r.vaddr + r.len() > v.start)
     };
     let inherited = |i: usize| parent.and_then(|p| p.inherited(&plan.vmas[i]));
-    let pm = premap(&plan.vmas, &busy_now(plan, &read_maps(None)?), &has_pages, &|p| open_ro(p, floor), &inherited)?;
+    let shmem = |shmid: u64| objs.shmem.get(&shmid).map(|f| f.as_fd());
+    let pm = premap(&plan.vmas, &busy_now(plan, &read_maps(None)?), &has_pages, &|p| open_ro(p, floor), &shmem, &inherited)?;
     if let Some(p) = parent {
         p.release()?;
     }

@@ -448,7 +448,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
         if idx == 0 {
             crate::files::tty::take_foreground(plan, t.pid, t.pgid, t.sid)?;
         }
-        let pm = build_memory(plan, parent, &tree.ids(), tree.map_pages)?;
+        let pm = build_memory(plan, parent, &tree.ids(), tree.map_pages, objs)?;
         let table = if tree.shares_parent_table(idx) {
             FdTable::Parent
         } else if tree.table_sharers(idx).next().is_some() {
