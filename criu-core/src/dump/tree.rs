@@ -4,8 +4,9 @@
 //! children of the tasks frozen in the last round are listed
 //! (`/proc/PID/task/TID/children`, or a scan of `/proc` on kernels without
 //! it), and each new one is frozen
-//! (every thread seized and interrupted, see [`Frozen::freeze`]) or, if it
-//! has exited, recorded as a zombie. A frozen task cannot fork, so once a
+//! (every thread seized and interrupted, see [`Frozen::begin`]; all of a
+//! round's before any is waited for) or, if it has exited, recorded as a
+//! zombie. A frozen task cannot fork, so once a
 //! round finds nothing new the tree is complete; a task that forks while we
 //! freeze it has its child found in the next round, and a child that exits
 //! before we reach it is recorded as a zombie (or skipped once reaped).
@@ -49,7 +50,7 @@ use super::remote::{self, HeldPages, PagesTo};
 use super::{check_target, collect, create_pages_image, prepare_dir, vmas, write, DumpError, DumpOptions, DumpSummary, PAGES_ID};
 use crate::pageserver::client::PageSink;
 use crate::proc::stat::{read_stat, ProcStat};
-use crate::ptrace::freeze::Frozen;
+use crate::ptrace::freeze::{Freezing, Frozen};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::time::{Duration, Instant};
 
@@ -194,8 +195,23 @@ impl FrozenTree {
             if new.is_empty() {
                 break;
             }
-            for (pid, ppid) in new {
-                tree.add(pid, ppid, deadline)?;
+            // Every new task is interrupted before any is waited for: they
+            // stop together, not one scheduling round each.
+            let begun: Vec<(i32, i32, Result<Freezing, DumpError>)> = new
+                .into_iter()
+                .map(|(pid, ppid)| (pid, ppid, check_target(pid).and_then(|_| Frozen::begin(pid).map_err(DumpError::from))))
+                .collect();
+            let mut failed = None;
+            for (pid, ppid, b) in begun {
+                // After a failure the rest are still finished (and dropped,
+                // so let go): none is left interrupted.
+                let res = b.and_then(|f| f.finish(deadline).map_err(DumpError::from));
+                if failed.is_none() {
+                    failed = tree.add(pid, ppid, res).err();
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         tracing::info!(
@@ -208,13 +224,11 @@ impl FrozenTree {
         Ok(tree)
     }
 
-    /// Freezes (or records as a zombie) `pid`, a child of the frozen `ppid`.
-    /// A failure is forgiven if the child turns out to have exited meanwhile
-    /// (then it is recorded as a zombie, or skipped once reaped).
-    fn add(&mut self, pid: i32, ppid: i32, deadline: Instant) -> Result<(), DumpError> {
-        let res = check_target(pid).and_then(|_| {
-            Frozen::freeze(pid, deadline.saturating_duration_since(Instant::now())).map_err(DumpError::from)
-        });
+    /// Records `pid`, a child of the frozen `ppid`, as frozen (`res`) or as
+    /// a zombie. A failure to freeze it is forgiven if the child turns out
+    /// to have exited meanwhile (then it is recorded as a zombie, or
+    /// skipped once reaped).
+    fn add(&mut self, pid: i32, ppid: i32, res: Result<Frozen, DumpError>) -> Result<(), DumpError> {
         match res {
             Ok(frozen) => {
                 tracing::debug!(pid, ppid, threads = frozen.tids().len(), "frozen");
