@@ -20,7 +20,8 @@
 //!   address order, batch after batch, and un-protects each batch once
 //!   read. The first write to a page not copied yet faults: the writing
 //!   thread waits while a server thread ([`Server`]) reads that page and up
-//!   to [`NEIGHBOURS`] - 1 following ones into an early store, then
+//!   (for a writer going forward) up to [`NEIGHBOURS`] - 1 following ones
+//!   into an early store, then
 //!   un-protects them, which wakes the thread. The copier takes a page from
 //!   the early store when it gets there. Every page is thus read before any
 //!   write after the freeze lands on it: the snapshot is the memory of the
@@ -91,8 +92,9 @@ use std::time::{Duration, Instant};
 
 /// Features of the exact-mode userfaultfd: address-space changes reported.
 pub const LIVE_FEATURES: u64 = feature::EVENT_REMAP | feature::EVENT_REMOVE | feature::EVENT_UNMAP;
-/// Pages read per write fault (the faulting one and the ones after it
-/// not copied yet, in its run): writes tend to go on forward.
+/// Pages read per write fault right after the last fault's pages (the
+/// faulting one and the ones after it not copied yet, in its run): such a
+/// writer tends to go on forward. Other faults read their page only.
 pub const NEIGHBOURS: usize = 16;
 /// Most bytes copied ahead of the copier before faults wait for it.
 pub const EARLY_CAP: usize = 256 << 20;
@@ -130,6 +132,9 @@ struct State {
     early: BTreeMap<u64, Page>,
     /// Why the copy can no longer be exact.
     broken: Option<String>,
+    /// The page after the last fault's pages: a fault there is a writer
+    /// going forward, served with neighbours.
+    next_fault: u64,
     stats: LiveStats,
 }
 
@@ -202,6 +207,7 @@ impl TaskLive {
                 done_to: 0,
                 early: BTreeMap::new(),
                 broken: None,
+                next_fault: 0,
                 stats: LiveStats::default(),
             }),
             progress: Condvar::new(),
@@ -378,8 +384,11 @@ impl TaskLive {
                 }
                 st.stats.throttled += t.elapsed();
                 if wanted(&st) {
+                    // Neighbours only for a writer going forward: a random
+                    // one would fill the early store 16 times as fast.
+                    let most = if page == st.next_fault { NEIGHBOURS } else { 1 };
                     let mut n = 1u64;
-                    while (n as usize) < NEIGHBOURS && page + n * PAGE_SIZE < run_end && !st.early.contains_key(&(page + n * PAGE_SIZE)) {
+                    while (n as usize) < most && page + n * PAGE_SIZE < run_end && !st.early.contains_key(&(page + n * PAGE_SIZE)) {
                         n += 1;
                     }
                     let mut buf = vec![0u8; (n * PAGE_SIZE) as usize];
@@ -391,6 +400,7 @@ impl TaskLive {
                                 st.early.insert(page + i as u64 * PAGE_SIZE, p);
                             }
                             st.stats.pages_early += n;
+                            st.next_fault = page + n * PAGE_SIZE;
                             st.stats.early_peak = st.stats.early_peak.max(st.early.len() as u64 * PAGE_SIZE);
                             len = n * PAGE_SIZE;
                         }
@@ -472,6 +482,7 @@ impl Drop for Server {
 
 /// The server's loop: poll every descriptor and `stop`, handle what comes.
 fn serve(tasks: &[Arc<TaskLive>], stop: i32) {
+    let _boost = super::boost::Boost::now("live fault server");
     let mut polls: Vec<libc::pollfd> = tasks
         .iter()
         .filter_map(|t| t.uffd.as_ref())
@@ -547,8 +558,9 @@ const ARM_CHUNK: u64 = 64 << 20;
 /// cannot be: the dump then protects everything while frozen. A tree that
 /// cannot be frozen is the dump's error.
 pub fn arm(root: i32, timeout: Duration) -> Result<Option<Armed>, DumpError> {
+    let boost = super::boost::Boost::now("arming freeze");
     let t0 = Instant::now();
-    let tree = super::tree::FrozenTree::freeze(root, timeout)?;
+    let tree = super::tree::FrozenTree { boost: Some(boost), ..super::tree::FrozenTree::freeze(root, timeout)? };
     let mut tasks = BTreeMap::new();
     let mut todo = Vec::new();
     for t in &tree.live {
@@ -613,6 +625,67 @@ fn arm_task(pid: i32) -> Result<Option<(TaskLive, Vec<(u64, u64)>)>, DumpError> 
         }
     }
     Ok(Some((TaskLive::new(pid, Some(uffd), &[]), areas)))
+}
+
+/// Each task's areas with their `VmFlags`, read before the freeze (by a
+/// live copy: see the module documentation), by pid.
+#[derive(Debug, Default)]
+pub struct SmapsAhead {
+    tasks: BTreeMap<i32, Vec<crate::proc::maps::MapEntry>>,
+}
+
+impl SmapsAhead {
+    /// Reads the smaps of `root` and of every descendant found (the tree
+    /// runs: a task that is gone is left out, one born since is read
+    /// frozen).
+    #[tracing::instrument(level = "debug", skip_all, fields(root))]
+    pub fn read(root: i32) -> SmapsAhead {
+        let mut tasks = BTreeMap::new();
+        let mut todo = vec![root];
+        while !todo.is_empty() {
+            for &pid in &todo {
+                if let Ok(m) = crate::proc::maps::read_smaps(pid) {
+                    tasks.insert(pid, m);
+                }
+            }
+            let known: Vec<i32> = tasks.keys().copied().collect();
+            let kids = super::tree::children_of(&todo, &known).unwrap_or_default();
+            todo = kids.into_iter().map(|(k, _)| k).filter(|k| !tasks.contains_key(k)).collect();
+        }
+        SmapsAhead { tasks }
+    }
+
+    /// `pid`'s areas, if read.
+    pub fn get(&self, pid: i32) -> Option<&[crate::proc::maps::MapEntry]> {
+        self.tasks.get(&pid).map(Vec::as_slice)
+    }
+
+    /// The areas of each task dumped with flags read ahead, to check them
+    /// with [`Self::check`] once the tree runs again.
+    pub fn to_check(&self, procs: &[super::model::ProcessDump]) -> Vec<(i32, Vec<crate::proc::maps::MapEntry>)> {
+        procs.iter().filter(|p| self.tasks.contains_key(&p.pid)).map(|p| (p.pid, p.mm.vmas.iter().map(|v| v.map.clone()).collect())).collect()
+    }
+
+    /// After the freeze, with the tree running: whether the flags read
+    /// ahead are still every area's (smaps read again). A change means an
+    /// `madvise` (or `mlock`, or a new mapping with the same line) between
+    /// the reading and now, perhaps before the freeze: the images could be
+    /// wrong, so the copy is given up ([`DumpError::LiveBroken`]: the dump
+    /// is made again frozen). One changed and changed back within that
+    /// moment goes unseen.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub fn check(dumped: &[(i32, Vec<crate::proc::maps::MapEntry>)]) -> Result<(), DumpError> {
+        for (pid, then) in dumped {
+            let now = crate::proc::maps::read_smaps(*pid)
+                .map_err(|e| DumpError::LiveBroken(format!("reading the areas of pid {pid} again: {e}")))?;
+            if let Some((start, end, was, is)) = crate::proc::maps::flags_changed(then, &now) {
+                return Err(DumpError::LiveBroken(format!(
+                    "pid {pid} changed the flags of {start:#x}-{end:#x} (VmFlags bits {was:#x} -> {is:#x}) around the freeze"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Logs one task's live-copy counters.

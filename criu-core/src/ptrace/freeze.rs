@@ -76,7 +76,8 @@ fn wait_stop(tid: i32, deadline: Instant) -> Result<Stopped> {
                     });
                 }
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(2));
+                // Short: the tree is stopped from the first thread on.
+                pause = (pause * 2).min(Duration::from_micros(200));
             }
             WaitStatus::PtraceEvent(_, sig, PTRACE_EVENT_STOP) if is_group_stop(sig) => return Ok(Stopped::Group(sig)),
             WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => return Ok(Stopped::Interrupted),
