@@ -70,10 +70,18 @@
 //! which needs `CAP_SYS_PTRACE` in the task or `vm.unprivileged_userfaultfd
 //! = 1`; a task that cannot have one is copied frozen.
 //!
+//! Out of the freeze too: `/proc/PID/smaps` (the areas' `VmFlags`; the
+//! kernel counts every page of every area to print it, 100-200 ms per GiB)
+//! is read just before it ([`SmapsAhead`]); frozen, `/proc/PID/maps` is read
+//! and, when every line is as it was, the flags are taken from that reading
+//! (else smaps is read frozen). An `madvise` in between changes flags
+//! without a line: once the tree runs again smaps is read once more
+//! ([`SmapsAhead::check`], beside the copy) and a flag that differs gives
+//! the copy up ([`DumpError::LiveBroken`]). And the thread doing the frozen
+//! work and the fault server run at real-time priority ([`super::boost`]).
 //! What the freeze still costs: the registers and small state, the
-//! injected queries, `/proc/PID/smaps` (the areas' `VmFlags`; the kernel
-//! counts every page of every area to print it, the largest cost left for
-//! a big process), the pagemap scans and the re-protection above.
+//! injected queries, `maps`, the pagemap scans and the re-protection above
+//! (a few ms for 1 GiB).
 //!
 //! A writer faster than the copier: the early store holds at most
 //! [`EARLY_CAP`] bytes; beyond that a fault waits until the copier has
