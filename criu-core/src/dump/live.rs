@@ -535,15 +535,46 @@ fn serve(tasks: &[Arc<TaskLive>], stop: i32) {
     }
 }
 
-/// Exact-mode descriptors made and write-protected ahead of the dump's
-/// freeze ([`arm`]), by task pid.
+/// What a dump's userfaultfds are armed for ahead of its freeze ([`arm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArmFor {
+    /// The exact copy (`dump -R`): a synchronous write-protect descriptor
+    /// per task, its faults served from the arming on.
+    Exact,
+    /// The tracking a pre-dump leaves ([`super::track`]): an asynchronous
+    /// one. Pages written between the arming and the freeze count as
+    /// written after the pre-dump too: the next dump copies them again,
+    /// which costs a little and is never wrong.
+    Tracking,
+}
+
+/// One task's tracking descriptor made ahead ([`ArmFor::Tracking`]).
+#[derive(Debug)]
+pub struct ArmedTrack {
+    /// The descriptor, for [`super::track::TaskTrack::uffd`].
+    pub uffd: Uffd,
+    /// Areas registered and write-protected on it, sorted.
+    pub areas: Vec<(u64, u64)>,
+}
+
+/// Descriptors made and write-protected ahead of the dump's freeze
+/// ([`arm`]), by task pid.
 pub struct Armed {
-    /// Each task's copy, with nothing to copy yet.
+    /// Exact mode: each task's copy, with nothing to copy yet.
     pub tasks: BTreeMap<i32, Arc<TaskLive>>,
-    /// Serves the tasks' faults from the arming until the dump is over:
-    /// through the dump's freeze too (a thread that was waiting on a fault,
-    /// or an injected call that writes to protected memory, needs it).
+    /// Tracking mode: each task's descriptor, taken by its collection.
+    pub tracks: Mutex<BTreeMap<i32, ArmedTrack>>,
+    /// Serves the exact tasks' faults from the arming until the dump is
+    /// over: through the dump's freeze too (a thread that was waiting on a
+    /// fault, or an injected call that writes to protected memory, needs it).
     server: Option<Server>,
+}
+
+impl Armed {
+    /// Task `pid`'s tracking descriptor made ahead, if any (once).
+    pub fn take_track(&self, pid: i32) -> Option<ArmedTrack> {
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid)
+    }
 }
 
 impl Drop for Armed {
@@ -558,81 +589,99 @@ impl Drop for Armed {
 /// tree runs; shorter calls hold its page-table lock for less).
 const ARM_CHUNK: u64 = 64 << 20;
 
-/// Arms the exact copy of the tree rooted at `root` ahead of the dump (see
-/// the module documentation): a short freeze to give each task its
-/// descriptor and register its private anonymous areas, then the areas are
-/// write-protected while the tree runs, faults served (un-protected,
-/// nothing copied) meanwhile. `Ok(None)` (with the reason logged) when it
-/// cannot be: the dump then protects everything while frozen. A tree that
-/// cannot be frozen is the dump's error.
-pub fn arm(root: i32, timeout: Duration) -> Result<Option<Armed>, DumpError> {
+/// Arms the userfaultfds of a dump of the tree rooted at `root` ahead of
+/// its freeze (see the module documentation): a short freeze to give each
+/// task its descriptor and register its private areas (anonymous ones for
+/// an exact copy), then the areas are write-protected while the tree runs
+/// (exact: faults served, un-protected, nothing copied, meanwhile).
+/// `Ok(None)` (with the reason logged) when it cannot be: the dump then
+/// protects everything while frozen. A tree that cannot be frozen is the
+/// dump's error.
+pub fn arm(root: i32, timeout: Duration, what: ArmFor) -> Result<Option<Armed>, DumpError> {
     let boost = super::boost::Boost::now("arming freeze");
     let t0 = Instant::now();
     let tree = super::tree::FrozenTree { boost: Some(boost), ..super::tree::FrozenTree::freeze(root, timeout)? };
     let mut tasks = BTreeMap::new();
-    let mut todo = Vec::new();
+    let mut tracks = BTreeMap::new();
     for t in &tree.live {
         let pid = t.frozen.pid();
-        match arm_task(pid) {
-            Ok(Some((live, areas))) => {
-                let live = Arc::new(live);
-                todo.push((live.clone(), areas));
-                tasks.insert(pid, live);
+        match arm_task(pid, what) {
+            Ok(Some((uffd, areas))) if what == ArmFor::Exact => {
+                tasks.insert(pid, (Arc::new(TaskLive::new(pid, Some(uffd), &[])), areas));
+            }
+            Ok(Some((uffd, areas))) => {
+                tracks.insert(pid, ArmedTrack { uffd, areas });
             }
             Ok(None) => {}
-            Err(e) => tracing::info!(pid, "live copy not armed ahead for this task: {e}"),
+            Err(e) => tracing::info!(pid, "userfaultfd not armed ahead for this task: {e}"),
         }
     }
     let frozen = t0.elapsed();
     tree.detach()?;
-    let server = match Server::start(tasks.values().cloned().collect()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("live copy not armed ahead: {e}");
-            return Ok(None);
-        }
+    let server = match what {
+        ArmFor::Exact => match Server::start(tasks.values().map(|t| t.0.clone()).collect()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("live copy not armed ahead: {e}");
+                return Ok(None);
+            }
+        },
+        ArmFor::Tracking => None,
     };
     let t1 = Instant::now();
-    for (live, areas) in &todo {
-        let Some(uffd) = &live.uffd else { continue };
+    let protect = |pid: i32, uffd: &Uffd, areas: &[(u64, u64)]| {
         for &(start, end) in areas {
             let mut at = start;
             while at < end {
                 let len = ARM_CHUNK.min(end - at);
                 if let Err(e) = uffd.writeprotect(at, len, crate::uffd::mode::WRITEPROTECT) {
-                    tracing::debug!(pid = live.pid, "arming {at:#x}+{len:#x}: {e}");
+                    tracing::debug!(pid, "arming {at:#x}+{len:#x}: {e}");
                 }
                 at += len;
             }
         }
+    };
+    for (pid, (live, areas)) in &tasks {
+        if let Some(uffd) = &live.uffd {
+            protect(*pid, uffd, areas);
+        }
+    }
+    for (pid, t) in &tracks {
+        protect(*pid, &t.uffd, &t.areas);
     }
     tracing::info!(
-        tasks = tasks.len(),
+        tasks = tasks.len() + tracks.len(),
+        ?what,
         frozen_ms = frozen.as_millis() as u64,
         protect_ms = t1.elapsed().as_millis() as u64,
-        "live copy armed ahead of the freeze"
+        "userfaultfds armed ahead of the freeze"
     );
-    Ok(Some(Armed { tasks, server: Some(server) }))
+    let tasks = tasks.into_iter().map(|(pid, (live, _))| (pid, live)).collect();
+    Ok(Some(Armed { tasks, tracks: Mutex::new(tracks), server }))
 }
 
 /// One frozen task's part of [`arm`]: its descriptor (none when it may
 /// not have one) and the areas registered on it.
-fn arm_task(pid: i32) -> Result<Option<(TaskLive, Vec<(u64, u64)>)>, DumpError> {
+fn arm_task(pid: i32, what: ArmFor) -> Result<Option<(Uffd, Vec<(u64, u64)>)>, DumpError> {
     use crate::ptrace::inject::{vdso_syscall_ip, Injector};
     let maps = crate::proc::maps::read_maps(pid)?;
     let ip = if super::failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps) };
     let mut inj = Injector::new(pid, ip)?;
-    let uffd = super::track::take_kernel_uffd(&mut inj, pid, LIVE_FEATURES);
+    let uffd = match what {
+        ArmFor::Exact => super::track::take_kernel_uffd(&mut inj, pid, LIVE_FEATURES),
+        ArmFor::Tracking => super::track::take_task_uffd(&mut inj, pid).map(Some),
+    };
     inj.restore()?;
     let Some(uffd) = uffd? else { return Ok(None) };
     let mut areas = Vec::new();
     for m in &maps {
         let v = super::vmas::classify(m);
-        if v.dumps_private_pages() && v.zero_pages_implicit() && uffd.register(m.start, m.end - m.start, crate::uffd::mode::WP).is_ok() {
+        let wanted = v.dumps_private_pages() && (what == ArmFor::Tracking || v.zero_pages_implicit());
+        if wanted && uffd.register(m.start, m.end - m.start, crate::uffd::mode::WP).is_ok() {
             areas.push((m.start, m.end));
         }
     }
-    Ok(Some((TaskLive::new(pid, Some(uffd), &[]), areas)))
+    Ok(Some((uffd, areas)))
 }
 
 /// Each task's areas with their `VmFlags`, read before the freeze (by a

@@ -126,6 +126,9 @@ pub struct TaskTrack {
     /// The pages the parent images hold for this task (sorted ranges):
     /// `Some` only when `uffd` has tracked writes since the parent dump.
     pub parent_pages: Option<Vec<(u64, u64)>>,
+    /// Areas `uffd` was given registered and write-protected before the
+    /// freeze ([`super::live::arm`]): tracked already, nothing to do frozen.
+    pub armed: Vec<(u64, u64)>,
 }
 
 impl TaskTrack {
@@ -143,7 +146,11 @@ impl TaskTrack {
                     continue;
                 }
             }
-            if self.want {
+            let armed = || {
+                let i = self.armed.partition_point(|a| a.1 <= v.map.start);
+                self.armed.get(i).is_some_and(|a| a.0 <= v.map.start && v.map.end <= a.1)
+            };
+            if self.want && !armed() {
                 start_area(uffd, v.map.start, v.map.end);
             }
         }

@@ -446,6 +446,10 @@ fn collect_tree(
                 track.parent_pages = track::parent_pages(&opts.dir.join(parent), pid);
             }
         }
+        if let Some(t) = armed.and_then(|a| a.take_track(pid)) {
+            track.uffd = Some(t.uffd);
+            track.armed = t.areas;
+        }
         let armed_task = armed.and_then(|a| a.tasks.get(&pid).cloned());
         let files_opts = crate::files::FilesOptions { shell_job: opts.shell_job, file_locks: opts.file_locks };
         let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track, copy, armed_task, ahead.get(pid))?;
@@ -640,9 +644,12 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
         }
         None => None,
     };
-    // An exact live copy protects the memory ahead of the freeze.
+    // A live copy protects the memory ahead of the freeze: for itself
+    // (exact), or for the tracking a pre-dump leaves (unless the parent's
+    // tracking holds the areas).
     let armed = match mem_copy(opts) {
-        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout)?,
+        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Exact)?,
+        collect::MemCopy::Tracked if adopted.is_none() => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Tracking)?,
         _ => None,
     };
     // A copy made while the tree runs reads the areas' flags (smaps, which
