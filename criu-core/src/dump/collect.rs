@@ -430,7 +430,10 @@ pub fn collect(
         // write-protection of this copy needs them (tracking ends here).
         if let Some(old) = &track.uffd {
             for a in &plan.areas {
-                let _ = old.unregister(a.start, a.end - a.start);
+                // Not what was moved to the live copy's descriptor already.
+                for (s, e) in super::track::outside(&track.swapped, a.start, a.end) {
+                    let _ = old.unregister(s, e - s);
+                }
             }
         }
     }

@@ -29,8 +29,12 @@
 //!   arming to the end, through the dump's freeze (a thread waiting on a
 //!   fault when it came, or an injected call writing to protected memory,
 //!   needs it). After a pre-dump the areas are held by the pre-dump's
-//!   asynchronous tracking until the dump's freeze scans them: they are
-//!   registered and protected in that freeze.
+//!   asynchronous tracking: after the arming they are moved to the exact
+//!   descriptor a slice at a time, each slice in a short freeze of its own
+//!   ([`swap_areas`]: pages the tracking saw written kept, unregistered
+//!   there, registered and protected here); at the dump's freeze, the
+//!   pages written since the pre-dump are those plus the ones found
+//!   un-protected ([`super::track::TaskTrack::prepare`]).
 //! - **Tracked** (`pre-dump`): the pre-dump's own asynchronous tracking
 //!   ([`super::track`]) is set up while frozen, so any page written after
 //!   the freeze is dumped again by the next dump; the pages are copied
@@ -564,6 +568,9 @@ pub struct Armed {
     pub tasks: BTreeMap<i32, Arc<TaskLive>>,
     /// Tracking mode: each task's descriptor, taken by its collection.
     pub tracks: Mutex<BTreeMap<i32, ArmedTrack>>,
+    /// Exact mode after a pre-dump: each task's areas moved from the
+    /// pre-dump's tracking to the exact descriptor, taken by its collection.
+    pub swaps: Mutex<BTreeMap<i32, Swapped>>,
     /// Serves the exact tasks' faults from the arming until the dump is
     /// over: through the dump's freeze too (a thread that was waiting on a
     /// fault, or an injected call that writes to protected memory, needs it).
@@ -574,6 +581,11 @@ impl Armed {
     /// Task `pid`'s tracking descriptor made ahead, if any (once).
     pub fn take_track(&self, pid: i32) -> Option<ArmedTrack> {
         self.tracks.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid)
+    }
+
+    /// Task `pid`'s areas moved from the pre-dump's tracking, if any (once).
+    pub fn take_swap(&self, pid: i32) -> Option<Swapped> {
+        self.swaps.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid)
     }
 }
 
@@ -597,7 +609,12 @@ const ARM_CHUNK: u64 = 64 << 20;
 /// `Ok(None)` (with the reason logged) when it cannot be: the dump then
 /// protects everything while frozen. A tree that cannot be frozen is the
 /// dump's error.
-pub fn arm(root: i32, timeout: Duration, what: ArmFor) -> Result<Option<Armed>, DumpError> {
+///
+/// After a pre-dump (`tracking`: its descriptors, by pid) an exact copy
+/// cannot register the areas the tracking holds; they are moved to the
+/// exact descriptor a slice at a time, each in a freeze of its own
+/// ([`swap_areas`]).
+pub fn arm(root: i32, timeout: Duration, what: ArmFor, tracking: Option<&BTreeMap<i32, Uffd>>) -> Result<Option<Armed>, DumpError> {
     let boost = super::boost::Boost::now("arming freeze");
     let t0 = Instant::now();
     let tree = super::tree::FrozenTree { boost: Some(boost), ..super::tree::FrozenTree::freeze(root, timeout)? };
@@ -606,10 +623,10 @@ pub fn arm(root: i32, timeout: Duration, what: ArmFor) -> Result<Option<Armed>, 
     for t in &tree.live {
         let pid = t.frozen.pid();
         match arm_task(pid, what) {
-            Ok(Some((uffd, areas))) if what == ArmFor::Exact => {
-                tasks.insert(pid, (Arc::new(TaskLive::new(pid, Some(uffd), &[])), areas));
+            Ok(Some((uffd, areas, held))) if what == ArmFor::Exact => {
+                tasks.insert(pid, (Arc::new(TaskLive::new(pid, Some(uffd), &[])), areas, held));
             }
-            Ok(Some((uffd, areas))) => {
+            Ok(Some((uffd, areas, _))) => {
                 tracks.insert(pid, ArmedTrack { uffd, areas });
             }
             Ok(None) => {}
@@ -641,13 +658,21 @@ pub fn arm(root: i32, timeout: Duration, what: ArmFor) -> Result<Option<Armed>, 
             }
         }
     };
-    for (pid, (live, areas)) in &tasks {
+    for (pid, (live, areas, _)) in &tasks {
         if let Some(uffd) = &live.uffd {
             protect(*pid, uffd, areas);
         }
     }
     for (pid, t) in &tracks {
         protect(*pid, &t.uffd, &t.areas);
+    }
+    let mut swaps = BTreeMap::new();
+    for (pid, (live, _, held)) in &tasks {
+        if let (Some(old), Some(new)) = (tracking.and_then(|t| t.get(pid)), &live.uffd) {
+            if !held.is_empty() {
+                swaps.insert(*pid, swap_areas(*pid, old, new, held, timeout));
+            }
+        }
     }
     tracing::info!(
         tasks = tasks.len() + tracks.len(),
@@ -656,13 +681,15 @@ pub fn arm(root: i32, timeout: Duration, what: ArmFor) -> Result<Option<Armed>, 
         protect_ms = t1.elapsed().as_millis() as u64,
         "userfaultfds armed ahead of the freeze"
     );
-    let tasks = tasks.into_iter().map(|(pid, (live, _))| (pid, live)).collect();
-    Ok(Some(Armed { tasks, tracks: Mutex::new(tracks), server }))
+    let tasks = tasks.into_iter().map(|(pid, (live, ..))| (pid, live)).collect();
+    Ok(Some(Armed { tasks, tracks: Mutex::new(tracks), swaps: Mutex::new(swaps), server }))
 }
 
 /// One frozen task's part of [`arm`]: its descriptor (none when it may
-/// not have one) and the areas registered on it.
-fn arm_task(pid: i32, what: ArmFor) -> Result<Option<(Uffd, Vec<(u64, u64)>)>, DumpError> {
+/// not have one), the areas registered on it and those another descriptor
+/// holds (`EBUSY`: an earlier pre-dump's tracking).
+#[allow(clippy::type_complexity)]
+fn arm_task(pid: i32, what: ArmFor) -> Result<Option<(Uffd, Vec<(u64, u64)>, Vec<(u64, u64)>)>, DumpError> {
     use crate::ptrace::inject::{vdso_syscall_ip, Injector};
     let maps = crate::proc::maps::read_maps(pid)?;
     let ip = if super::failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps) };
@@ -673,15 +700,99 @@ fn arm_task(pid: i32, what: ArmFor) -> Result<Option<(Uffd, Vec<(u64, u64)>)>, D
     };
     inj.restore()?;
     let Some(uffd) = uffd? else { return Ok(None) };
-    let mut areas = Vec::new();
+    let (mut areas, mut held) = (Vec::new(), Vec::new());
     for m in &maps {
         let v = super::vmas::classify(m);
-        let wanted = v.dumps_private_pages() && (what == ArmFor::Tracking || v.zero_pages_implicit());
-        if wanted && uffd.register(m.start, m.end - m.start, crate::uffd::mode::WP).is_ok() {
-            areas.push((m.start, m.end));
+        if !(v.dumps_private_pages() && (what == ArmFor::Tracking || v.zero_pages_implicit())) {
+            continue;
+        }
+        match uffd.register(m.start, m.end - m.start, crate::uffd::mode::WP) {
+            Ok(_) => areas.push((m.start, m.end)),
+            Err(rustix::io::Errno::BUSY) => held.push((m.start, m.end)),
+            Err(_) => {}
         }
     }
-    Ok(Some((uffd, areas)))
+    Ok(Some((uffd, areas, held)))
+}
+
+/// Areas of one task moved from a pre-dump's tracking descriptor to the
+/// exact copy's ahead of the freeze ([`swap_areas`]).
+#[derive(Debug, Default)]
+pub struct Swapped {
+    /// Ranges registered and write-protected on the exact descriptor now
+    /// (sorted): from the move on, a page written there is one it finds
+    /// un-protected.
+    pub ranges: Vec<(u64, u64)>,
+    /// Pages of `ranges` the tracking found written since the pre-dump,
+    /// up to the move (sorted, disjoint).
+    pub written: Vec<(u64, u64)>,
+}
+
+/// Bytes moved per freeze by [`swap_areas`] (about 1 ms of work per 8 MiB:
+/// the pages are unprotected and protected again).
+const SWAP_CHUNK: u64 = 32 << 20;
+
+/// Moves `held` (areas of `pid` registered on `old`, a pre-dump's
+/// asynchronous tracking) to `new` (the exact copy's synchronous
+/// descriptor), [`SWAP_CHUNK`] at a time, each in a freeze of the task
+/// alone: the pages the tracking found written are kept
+/// (`PAGEMAP_SCAN`), the slice unregistered from `old` (which clears its
+/// markers), registered on `new` and write-protected. A slice that cannot
+/// be moved stays with the tracking (its area is then scanned frozen, as
+/// without this); one lost half-way (off `old`, not protected on `new`) is
+/// in no tracking any more, which makes the dump copy its area whole.
+pub fn swap_areas(pid: i32, old: &Uffd, new: &Uffd, held: &[(u64, u64)], timeout: Duration) -> Swapped {
+    let mut out = Swapped::default();
+    let Ok(pm) = Pagemap::open(pid) else { return out };
+    let t0 = Instant::now();
+    let mut slices = 0;
+    for &(start, end) in held {
+        let mut at = start;
+        while at < end {
+            let to = (at + SWAP_CHUNK).min(end);
+            match swap_slice(pid, &pm, old, new, (at, to), timeout, &mut out.written) {
+                Ok(true) => match out.ranges.last_mut() {
+                    Some(last) if last.1 == at => last.1 = to,
+                    _ => out.ranges.push((at, to)),
+                },
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::info!(pid, "moving {at:#x}-{to:#x} to the live copy's userfaultfd: {e}");
+                    break;
+                }
+            }
+            slices += 1;
+            at = to;
+            // The task runs a moment between two slices.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    out.written.sort_unstable();
+    tracing::info!(pid, slices, ms = t0.elapsed().as_millis() as u64, "tracked areas moved to the live copy's userfaultfd");
+    out
+}
+
+/// One slice of [`swap_areas`]: `Ok(false)` when nothing changed.
+fn swap_slice(pid: i32, pm: &Pagemap, old: &Uffd, new: &Uffd, (start, end): (u64, u64), timeout: Duration, written: &mut Vec<(u64, u64)>) -> Result<bool, DumpError> {
+    let _boost = super::boost::Boost::now("moving tracked memory");
+    let fr = crate::ptrace::freeze::Frozen::freeze(pid, timeout)?;
+    let moved = (|| {
+        let mut w = Vec::new();
+        if !pm.scan_written(start, end, &mut w)? {
+            return Ok(false);
+        }
+        let len = end - start;
+        if old.unregister(start, len).is_err() {
+            return Ok(false);
+        }
+        let how = |e: rustix::io::Errno| DumpError::Track(format!("{start:#x}-{end:#x} of pid {pid}: {e}"));
+        new.register(start, len, crate::uffd::mode::WP).map_err(how)?;
+        new.writeprotect(start, len, crate::uffd::mode::WRITEPROTECT).map_err(how)?;
+        written.extend(w);
+        Ok(true)
+    })();
+    fr.detach()?;
+    moved
 }
 
 /// Each task's areas with their `VmFlags`, read before the freeze (by a

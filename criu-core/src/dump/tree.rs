@@ -450,6 +450,10 @@ fn collect_tree(
             track.uffd = Some(t.uffd);
             track.armed = t.areas;
         }
+        if let Some(s) = armed.and_then(|a| a.take_swap(pid)) {
+            track.swapped = s.ranges;
+            track.written_before_swap = s.written;
+        }
         let armed_task = armed.and_then(|a| a.tasks.get(&pid).cloned());
         let files_opts = crate::files::FilesOptions { shell_job: opts.shell_job, file_locks: opts.file_locks };
         let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track, copy, armed_task, ahead.get(pid))?;
@@ -648,8 +652,8 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
     // (exact), or for the tracking a pre-dump leaves (unless the parent's
     // tracking holds the areas).
     let armed = match mem_copy(opts) {
-        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Exact)?,
-        collect::MemCopy::Tracked if adopted.is_none() => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Tracking)?,
+        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Exact, adopted.as_ref().map(|a| &a.uffds))?,
+        collect::MemCopy::Tracked if adopted.is_none() => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Tracking, None)?,
         _ => None,
     };
     // A copy made while the tree runs reads the areas' flags (smaps, which
