@@ -16,6 +16,9 @@
 //!   the process running;
 //! - PAGE_SERVER_CHLD (pycriu's page_server_chld, port 0) receives a
 //!   `criu-rs dump --page-server`, then WAIT_PID reports its end;
+//! - runc's lazy migration: DUMP with lazy_pages, ps and status_fd serves
+//!   the memory; at its status-ready notification a lazy-pages daemon and
+//!   a lazy RESTORE take it; restoree checks itself;
 //! - the same over `criu-rs service`'s socket.
 
 mod common;
@@ -27,20 +30,37 @@ use std::process::{Command, Stdio};
 /// Python with pycriu (Debian's, not a pyenv shim's).
 const PYTHON: &str = "/usr/bin/python3";
 
-/// Runs the client in `mode`; its output lines.
-fn client(mode: &str, args: &[&str]) -> String {
+/// The client in `mode`, started.
+fn spawn_client(mode: &str, args: &[&str]) -> Proc {
     let script = repo_root().join("criu-cli/tests/swrk_client.py");
-    let out = Command::new(PYTHON)
+    let child = Command::new(PYTHON)
         .arg(&script)
         .arg(env!("CARGO_BIN_EXE_criu-rs"))
         .arg(mode)
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "client {mode}: {stdout}\n{}", text(&out.stderr));
-    stdout
+    Proc::from(child)
+}
+
+/// Waits for the client (killed, failing the test, after [`PATIENCE`]):
+/// its success, stdout and stderr (a few lines: the pipes cannot fill).
+fn client_done(mut p: Proc) -> (bool, String, String) {
+    let st = p.wait();
+    let (mut out, mut err) = (String::new(), String::new());
+    std::io::Read::read_to_string(&mut p.stdout().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(&mut p.stderr().unwrap(), &mut err).unwrap();
+    (st.success(), out, err)
+}
+
+/// Runs the client in `mode`; its output lines.
+fn client(mode: &str, args: &[&str]) -> String {
+    let (ok, out, err) = client_done(spawn_client(mode, args));
+    assert!(ok, "client {mode}: {out}\n{err}");
+    out
 }
 
 /// The line of `out` starting with `key`.
@@ -167,4 +187,30 @@ fn a_page_server_started_over_rpc_receives_a_dump() {
     assert!(local.join("inventory.img").exists());
     wait_until("sleep to run on", PATIENCE, || p.untouched());
     drop(p);
+}
+
+#[test]
+fn a_lazy_dump_over_rpc_serves_a_lazy_restore() {
+    has_pycriu();
+    let wd = scratch("swrk-lazy-work");
+    let images = scratch("swrk-lazy-images");
+    let (child, log) = start_restoree(&wd);
+    let pid = child.id() as i32;
+    let mut child = Proc::from(child);
+    let port = free_port();
+    let client = spawn_client("lazy", &[images.to_str().unwrap(), &pid.to_string(), &port.to_string()]);
+    // The dump kills restoree: reaped here, so that the restore gets its pid.
+    child.wait();
+    let (ok, out, err) = client_done(client);
+    let logs = || ["dump.log", "restore.log", "lazy-pages.log"].map(|f| read(&images.join(f))).join("\n----\n");
+    assert!(ok, "client: {out}\n{err}\n{}", logs());
+    assert!(line(&out, "dump").starts_with("dump True True pre-dump post-dump status-ready |"), "{out}\n{}", logs());
+    assert!(line(&out, "restore").starts_with(&format!("restore True {pid} |")), "{out}");
+    assert_eq!(line(&out, "daemon"), "daemon 0", "{out}\n{}", logs());
+    wait_until("the restored restoree to wait", PATIENCE, || restoree_waits(pid));
+    let held = Held::open(pid).expect("the restored task");
+    held.signal(libc::SIGUSR1).unwrap();
+    wait_until("restoree's verdict", PATIENCE, || read(&log).contains("OK") || read(&log).contains("FAIL"));
+    assert!(read(&log).contains("OK"), "the restored program's checks: {}", read(&log));
+    wait_pid_gone(pid);
 }

@@ -168,5 +168,57 @@ elif mode == "page-server":
     print("dumped", dump.returncode, dump.stderr.replace("\n", " "), flush=True)
     status = c.wait_pid(ps.pid)
     print("waited", os.WIFEXITED(status), os.WEXITSTATUS(status), flush=True)
+elif mode == "lazy":
+    # runc's --lazy-pages: DUMP with lazy_pages and ps (the dump serves the
+    # memory once the images are written) and status_fd (a pipe of ours,
+    # written once it serves). At status-ready, a lazy-pages daemon fetches
+    # from it and RESTORE (lazy_pages) restores through it; the DUMP
+    # answer comes once the memory has been served.
+    import threading
+    import time
+    images, pid, port = args[0], int(args[1]), int(args[2])
+    r, w = os.pipe()
+    req = rpc.criu_req(type=rpc.DUMP)
+    req.opts.images_dir_fd = dir_fd(images)
+    req.opts.pid = pid
+    req.opts.lazy_pages = True
+    req.opts.ps.address = "127.0.0.1"
+    req.opts.ps.port = port
+    req.opts.status_fd = w
+    req.opts.notify_scripts = True
+    req.opts.log_file = "dump.log"
+    req.opts.log_level = 4
+    state = {}
+
+    def restore():
+        daemon = subprocess.Popen([binary, "lazy-pages", "-D", images, "--page-server", "--address", "127.0.0.1",
+                                   "--port", str(port), "-o", "lazy-pages.log", "-v4"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        state["daemon"] = daemon
+        while not os.path.exists(os.path.join(images, "lazy-pages.socket")):
+            if daemon.poll() is not None:
+                return
+            time.sleep(0.01)
+        req = rpc.criu_req(type=rpc.RESTORE)
+        req.opts.images_dir_fd = dir_fd(images)
+        req.opts.lazy_pages = True
+        req.opts.log_file = "restore.log"
+        req.opts.log_level = 4
+        resp, _ = call(req)
+        show("restore", resp, resp.restore.pid)
+
+    def at(script):
+        # Answered at once (the dump serves its memory only then); the
+        # daemon and the restore go on beside it, as runc's caller does.
+        if script == "status-ready":
+            state["thread"] = threading.Thread(target=restore)
+            state["thread"].start()
+        return True
+
+    resp, seen = call(req, answer_notify=at)
+    state["thread"].join()
+    status = os.read(r, 1)
+    show("dump", resp, status == b"\0", " ".join(seen))
+    print("daemon", state["daemon"].wait(), flush=True)
 else:
     sys.exit("unknown mode " + mode)

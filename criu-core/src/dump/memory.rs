@@ -15,8 +15,15 @@ use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
-/// Bytes read per batch.
+/// Bytes of pagemap read at a time, and most bytes of a shared memory
+/// object read at a time.
 const BATCH: usize = 32 << 20;
+/// Fewest and most bytes of one batch of private pages. The batch buffers
+/// are fresh memory for every dump (its first touch costs about as much as
+/// writing the data on a VM whose free memory goes back to the host), so
+/// they are kept small beside what is copied: see [`batch_pages`].
+const BATCH_MIN: usize = 1 << 20;
+const BATCH_MAX: usize = 8 << 20;
 /// Batch buffers in flight between the reader and the writers.
 const BUFFERS: usize = 3;
 /// Threads writing batches to the pages image.
@@ -123,9 +130,16 @@ fn split_runs(runs: &[Run], written: &[(u64, u64)], parent: &[(u64, u64)]) -> (V
     (dump, keep)
 }
 
-/// Splits runs into batches of at most [`BATCH`] bytes (splitting long runs).
-fn batches(runs: Vec<Run>) -> Vec<Vec<Run>> {
-    let max = BATCH / PAGE_SIZE as usize;
+/// Pages per batch for a copy of `total` pages: a 32nd of it, between
+/// [`BATCH_MIN`] and [`BATCH_MAX`] bytes (the [`BUFFERS`] buffers then
+/// hold about a tenth of what is copied: 3 MiB at least, 24 MiB at most).
+fn batch_pages(total: u64) -> usize {
+    let bytes = (total * PAGE_SIZE / 32).clamp(BATCH_MIN as u64, BATCH_MAX as u64);
+    (bytes / PAGE_SIZE) as usize
+}
+
+/// Splits runs into batches of at most `max` pages (splitting long runs).
+fn batches(runs: Vec<Run>, max: usize) -> Vec<Vec<Run>> {
     let mut out: Vec<Vec<Run>> = Vec::new();
     let mut cur: Vec<Run> = Vec::new();
     let mut pages = 0usize;
@@ -433,9 +447,10 @@ pub fn copy_private(
             let mut mem = None;
             let mut file_off = 0u64;
             let total = areas.iter().flat_map(|a| &a.runs).map(|r| r.1 as u64).sum();
+            let per_batch = batch_pages(total);
             let _phase = crate::progress::Phase::start("dumping memory", total, std::io::stderr().as_fd());
             for area in &areas {
-                let all = batches(area.runs.clone());
+                let all = batches(area.runs.clone(), per_batch);
                 let n = all.len();
                 for (i, runs) in all.into_iter().enumerate() {
                     let bytes = runs.iter().map(|r| r.1).sum::<usize>() * PAGE_SIZE as usize;
@@ -587,12 +602,16 @@ mod tests {
 
     #[test]
     fn batching_splits_long_runs() {
-        let max = BATCH / PAGE_SIZE as usize;
-        let b = batches(vec![(0x1000, 3), (0x10_0000, max), (0x9000_0000, 1)]);
+        let max = 2048;
+        let b = batches(vec![(0x1000, 3), (0x10_0000, max), (0x9000_0000, 1)], max);
         assert_eq!(b.len(), 2);
         assert_eq!(b[0], vec![(0x1000, 3), (0x10_0000, max - 3)]);
         assert_eq!(b[1], vec![(0x10_0000 + (max - 3) as u64 * PAGE_SIZE, 3), (0x9000_0000, 1)]);
-        assert!(batches(Vec::new()).is_empty());
+        assert!(batches(Vec::new(), max).is_empty());
+        // 16 MiB: 1 MiB batches; 1 GiB: 8 MiB ones (a 32nd would be 32).
+        assert_eq!(batch_pages(4096) * PAGE_SIZE as usize, BATCH_MIN);
+        assert_eq!(batch_pages(1 << 18) * PAGE_SIZE as usize, BATCH_MAX);
+        assert_eq!(batch_pages(1 << 14), 512);
     }
 
     #[test]
