@@ -10,17 +10,19 @@
 //!
 //! With `--mmap-page-image` the memory mapped from the images is converted
 //! to anonymous memory ([`criu_core::restore::image_map`]) after the
-//! status byte: by a detached `criu-rs restore --finish-mmap PID` with `-d`
-//! (its log goes to the restore's log file, or its stderr), by criu-rs
-//! itself after the watch and before it waits without `-d`.
-//! `--finish-mmap PID` alone runs that conversion again, for a helper that
-//! was killed.
+//! status byte: by a detached `criu-rs restore --finish-mmap stdin` with
+//! `-d` (started before the restore, so that neither its start nor a wait
+//! for it adds to the restore's time to return; handed the pid through
+//! its stdin once the tree runs; its log goes to the restore's log file, or
+//! its stderr), by criu-rs itself after the watch and before it waits
+//! without `-d`. `--finish-mmap PID` alone runs that conversion again, for
+//! a helper that was killed.
 
 use anyhow::{bail, Context, Result};
 use criu_core::actions::Action;
 use criu_core::restore::RestoreOptions;
 
-use crate::cli::{FinalState, Opts};
+use crate::cli::{FinalState, FinishMmap, Opts};
 use crate::stages::Stages;
 
 /// How long a restore without `-d` watches the tasks it let go
@@ -50,8 +52,18 @@ pub fn restore(o: &Opts) -> Result<i32> {
         }
     }
     let dir = o.images_dir();
-    if let Some(pid) = o.finish_mmap {
-        return finish_mmap(pid, &dir).map(|()| 0);
+    match o.finish_mmap {
+        Some(FinishMmap::Pid(pid)) => return finish_mmap(pid, &dir).map(|()| 0),
+        Some(FinishMmap::Stdin) => {
+            return match pid_from_stdin()? {
+                Some(pid) => finish_mmap(pid, &dir).map(|()| 0),
+                None => {
+                    tracing::debug!("the restore ended without a tree to convert");
+                    Ok(0)
+                }
+            };
+        }
+        None => {}
     }
     let stages = Stages::new(&o.action_scripts, &dir, o.status_fd);
     let mut opts = RestoreOptions::new(&dir);
@@ -80,6 +92,8 @@ pub fn restore(o: &Opts) -> Result<i32> {
     let watch = std::time::Duration::from_millis(o.watch_ms.unwrap_or(if o.detach { 0 } else { DEFAULT_WATCH_MS }));
     opts.watch = !watch.is_zero();
     stages.run(Action::PreRestore, None).context("pre-restore script failed")?;
+    // Dropped on any failure below: the helper reads EOF and exits.
+    let converter = if o.detach && o.mmap_page_image { Some(Converter::start(o, &dir)?) } else { None };
     let mut r = criu_core::restore::restore(&opts).context("restore failed")?;
     let _ = RESTORED.set(r.pid);
     if let Some(pidfile) = &o.pidfile {
@@ -109,8 +123,8 @@ pub fn restore(o: &Opts) -> Result<i32> {
         if let Some(d) = seen.deaths.first() {
             bail!("{d}");
         }
-        if o.mmap_page_image {
-            spawn_converter(o, r.pid, &dir)?;
+        if let Some(c) = converter {
+            c.go(r.pid);
         }
         return Ok(0);
     }
@@ -141,73 +155,111 @@ fn finish_mmap(pid: i32, dir: &std::path::Path) -> Result<()> {
         recopied = done.recopied,
         longest_stop_us = done.longest_stop.as_micros() as u64,
         skipped = done.skipped,
+        huge = done.huge,
+        cached = done.cached,
+        direct = done.direct,
         elapsed_ms = t.elapsed().as_millis() as u64,
         "image mappings converted: the images are no longer used"
     );
     Ok(())
 }
 
-/// Starts the detached conversion helper: `criu-rs restore --finish-mmap
-/// PID -D DIR`, in a session of its own, logging at our level to our log
-/// file (appended) or our stderr.
-///
-/// A plain `fork` + `execve`, not waited for: `std::process::Command`
-/// waits until the child has exec'd (to report an exec failure), and on a
-/// loaded machine the new process can wait milliseconds for a CPU, all of
-/// it added to the restore's time to return. An exec failure is reported
-/// by the child on the log (and the process keeps running on its mappings;
-/// `--finish-mmap PID` converts them).
-fn spawn_converter(o: &Opts, pid: i32, dir: &std::path::Path) -> Result<()> {
-    use std::ffi::CString;
-    use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let exe = std::env::current_exe().context("finding criu-rs's own binary")?;
-    let cstr = |b: &[u8]| CString::new(b).context("a NUL in the helper's arguments");
-    let argv: Vec<CString> = vec![
-        cstr(exe.as_os_str().as_bytes())?,
-        cstr(b"restore")?,
-        cstr(b"--finish-mmap")?,
-        cstr(pid.to_string().as_bytes())?,
-        cstr(b"-D")?,
-        cstr(dir.as_os_str().as_bytes())?,
-        cstr(format!("-v{}", o.level()).as_bytes())?,
-    ];
-    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("opening /dev/null")?;
-    let log = match &o.log_file {
-        Some(log) => {
-            let path = o.in_work_dir(log);
-            Some(std::fs::OpenOptions::new().append(true).open(&path).with_context(|| format!("opening the log file {}", path.display()))?)
-        }
-        None => None,
-    };
-    let (null_fd, err_fd) = (null.as_raw_fd(), log.as_ref().map_or(2, |f| f.as_raw_fd()));
-    const FAILED: &[u8] = b"criu-rs: the conversion helper could not be started (execve failed)\n";
-    // SAFETY: between fork and execve the child makes only async-signal-safe
-    // syscalls on values prepared before the fork (no allocation, no
-    // locks); criu-rs is single-threaded here.
-    let child = unsafe { libc::fork() };
-    if child == 0 {
-        // SAFETY: as above; the child ends in execve or _exit.
-        unsafe {
-            libc::setsid();
-            libc::dup2(null_fd, 0);
-            libc::dup2(null_fd, 1);
-            if err_fd != 2 {
-                libc::dup2(err_fd, 2);
+/// `--finish-mmap stdin`: the pid the restore writes, or None at EOF
+/// (the restore failed).
+fn pid_from_stdin() -> Result<Option<i32>> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the pid to convert from stdin")?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).with_context(|| format!("invalid pid {text:?} on stdin"))
+}
+
+/// The detached conversion helper of a `-d --mmap-page-image` restore,
+/// waiting for its pid.
+struct Converter {
+    /// The write end of the helper's stdin.
+    to_helper: std::fs::File,
+    helper: i32,
+}
+
+impl Converter {
+    /// Starts `criu-rs restore --finish-mmap stdin -D DIR`, in a session of
+    /// its own, logging at our level to our log file (appended) or our
+    /// stderr; it waits on its stdin for the pid.
+    ///
+    /// A plain `fork` + `execve`, not waited for: `std::process::Command`
+    /// waits until the child has exec'd (to report an exec failure), and on
+    /// a loaded machine the new process can wait milliseconds for a CPU. It
+    /// is started before the restore: its start (and its closing of our
+    /// stdout and stderr, which a caller capturing them waits for) overlaps
+    /// the restore instead of following it. An exec failure is reported by
+    /// the child on the log (the process then keeps running on its
+    /// mappings; `--finish-mmap PID` converts them).
+    fn start(o: &Opts, dir: &std::path::Path) -> Result<Converter> {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let exe = std::env::current_exe().context("finding criu-rs's own binary")?;
+        let cstr = |b: &[u8]| CString::new(b).context("a NUL in the helper's arguments");
+        let argv: Vec<CString> = vec![
+            cstr(exe.as_os_str().as_bytes())?,
+            cstr(b"restore")?,
+            cstr(b"--finish-mmap")?,
+            cstr(b"stdin")?,
+            cstr(b"-D")?,
+            cstr(dir.as_os_str().as_bytes())?,
+            cstr(format!("-v{}", o.level()).as_bytes())?,
+        ];
+        let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("opening /dev/null")?;
+        let log = match &o.log_file {
+            Some(log) => {
+                let path = o.in_work_dir(log);
+                Some(std::fs::OpenOptions::new().append(true).open(&path).with_context(|| format!("opening the log file {}", path.display()))?)
             }
-            // Descriptors above 2 (a --status-fd pipe, ...) are not the
-            // helper's to keep open.
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            libc::execv(ptrs[0], ptrs.as_ptr());
-            libc::write(2, FAILED.as_ptr().cast(), FAILED.len());
-            libc::_exit(127);
+            None => None,
+        };
+        let (from_us, to_helper) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe2 (the helper's stdin)")?;
+        let (in_fd, null_fd, err_fd) = (from_us.as_raw_fd(), null.as_raw_fd(), log.as_ref().map_or(2, |f| f.as_raw_fd()));
+        const FAILED: &[u8] = b"criu-rs: the conversion helper could not be started (execve failed)\n";
+        // SAFETY: between fork and execve the child makes only
+        // async-signal-safe syscalls on values prepared before the fork (no
+        // allocation, no locks); criu-rs is single-threaded here.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: as above; the child ends in execve or _exit.
+            unsafe {
+                libc::setsid();
+                libc::dup2(in_fd, 0);
+                libc::dup2(null_fd, 1);
+                if err_fd != 2 {
+                    libc::dup2(err_fd, 2);
+                }
+                // Descriptors above 2 (a --status-fd pipe, our end of the
+                // pipe, ...) are not the helper's to keep open.
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                libc::execv(ptrs[0], ptrs.as_ptr());
+                libc::write(2, FAILED.as_ptr().cast(), FAILED.len());
+                libc::_exit(127);
+            }
         }
+        if child < 0 {
+            return Err(std::io::Error::last_os_error()).context("starting the conversion helper");
+        }
+        tracing::info!(helper = child, "conversion helper started");
+        Ok(Converter { to_helper: to_helper.into(), helper: child })
     }
-    if child < 0 {
-        return Err(std::io::Error::last_os_error()).context("starting the conversion helper");
+
+    /// Hands the helper the restored root's pid.
+    fn go(mut self, pid: i32) {
+        use std::io::Write;
+        if let Err(e) = self.to_helper.write_all(format!("{pid}\n").as_bytes()) {
+            tracing::error!(helper = self.helper, "the conversion helper is gone ({e}): `criu-rs restore --finish-mmap {pid}` converts the mappings");
+            return;
+        }
+        tracing::info!(helper = self.helper, pid, "conversion helper handed the pid");
     }
-    tracing::info!(helper = child, pid, "conversion helper started");
-    Ok(())
 }

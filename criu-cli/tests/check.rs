@@ -37,7 +37,8 @@ fn report_lists_every_feature_and_single_checks_agree() {
 fn features_this_project_needs_are_present_here() {
     // The machines this project runs on provide these (see the README); a
     // regression in a probe shows up here.
-    for name in ["ptrace", "clone3_set_tid", "uffd", "uffd-wp-async", "pagemap_scan", "map_files", "prctl_mm_map"] {
+    // seccomp_*: what CRIU's test driver asks before its seccomp tests.
+    for name in ["ptrace", "clone3_set_tid", "uffd", "uffd-wp-async", "pagemap_scan", "map_files", "prctl_mm_map", "seccomp_suspend", "seccomp_filters"] {
         let (code, out, err) = run(&["check", "--feature", name]);
         assert_eq!(code, 0, "{name}: {out}{err}");
     }

@@ -6,8 +6,11 @@
 //!   within a task and shared between the two, in criu-rs's images and in
 //!   the layout CRIU 4.x writes (a memfd named `/dev/zero`, which this test
 //!   makes from criu-rs's images, since CI has no CRIU); the same images
-//!   naming another memfd give that memfd, and a private memfd mapping is
-//!   refused by name;
+//!   naming another memfd give that memfd;
+//! - private mappings of shared anonymous memory and of a memfd: the pages
+//!   a task wrote are its own, the others follow the object (written as
+//!   CRIU does: `FILE_PRIVATE | AREA_MEMFD` areas of a memfd inode, named
+//!   `/dev/zero` for shared anonymous memory);
 //! - special areas: memory locked (populated, and on fault), areas advised
 //!   DONTFORK, WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE, DONTDUMP,
 //!   SEQUENTIAL, RANDOM, `MAP_NORESERVE` and `MAP_DROPPABLE` ones (their
@@ -24,10 +27,11 @@
 //!   areas are guards again (written as CRIU does: `VMA_AREA_GUARD`
 //!   entries after the areas); a shared file area opened read-write can be
 //!   made writable again, one opened read-only cannot;
+//! - a process that unmapped its vDSO and vvar gets none back;
 //! - refused at dump by name, the process left running: memory pinned by
 //!   a holder outside the tree (an io_uring fixed buffer: `VmPin`), device
-//!   memory (a perf_event ring, `VM_IO|VM_PFNMAP`), a private mapping of
-//!   shared anonymous memory (see `criu_core::dump::vmas` on pinned areas).
+//!   memory (a perf_event ring, `VM_IO|VM_PFNMAP`) (see
+//!   `criu_core::dump::vmas` on pinned areas).
 
 mod common;
 
@@ -191,22 +195,6 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn criu_memfd_layout_of_shared_anonymous_memory_restores() {
     let d = dumped("mem-shmem-criu", &["shmem"]);
-    // A private mapping of a memfd is refused by name, leaving nothing.
-    let private = d.images.with_extension("private");
-    copy_dir(&d.images, &private);
-    to_criu_memfd_layout(&private, &d.pids, "/dev/zero");
-    let images = ImageDir::open(&private).unwrap();
-    let mut mm: pb::MmEntry = images.read_one(ImageKind::Mm, d.pids[0] as u64).unwrap();
-    let v = mm.vmas.iter_mut().find(|v| v.status() & st::AREA_MEMFD != 0).unwrap();
-    v.status = Some(st::AREA_REGULAR | st::FILE_PRIVATE | st::AREA_MEMFD);
-    v.flags = Some(libc::MAP_PRIVATE as u32);
-    images.write_one(ImageKind::Mm, d.pids[0] as u64, &mm).unwrap();
-    let out = restore(&private, &["-d"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("private mapping of memfd \"/dev/zero\""), "{err}");
-    for pid in d.pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a failed restore left {pid}");
-    }
     // A real memfd (another name): the same memory, shared again, now shown as that memfd.
     let other = d.images.with_extension("other");
     copy_dir(&d.images, &other);
@@ -287,10 +275,31 @@ fn pinned_memory_is_refused_at_dump() {
     refused_at_dump("mem-pinned", "pinned", &["unsupported: 64 kB of memory pinned (VmPin"]);
 }
 
+/// A process that unmapped its vDSO (zdtm vdso02) gets none back (the
+/// restore's own vDSO is unmapped, not left parked).
 #[test]
-fn device_memory_and_private_shared_memory_mappings_are_refused_at_dump() {
+fn a_process_without_vdso_comes_back_without_one() {
+    let d = dumped("mem-no-vdso", &["no-vdso"]);
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("no vDSO", &report);
+}
+
+#[test]
+fn device_memory_is_refused_at_dump() {
     refused_at_dump("mem-device-ring", "device-ring", &["anon_inode:[perf_event]", "device memory mapped by a driver (VM_IO/VM_PFNMAP)"]);
-    refused_at_dump("mem-shmem-private", "shmem-private", &["unsupported: private mapping", "of the shared memory object /dev/zero"]);
+}
+
+/// Private mappings of shared anonymous memory (through map_files) and of
+/// a memfd (zdtm shmemfd-priv, memfd02): the written pages are the task's
+/// own, the others follow the object after the restore.
+#[test]
+fn private_mappings_of_shared_memory_objects_follow_the_object() {
+    let d = dumped("mem-priv-obj", &["shmem-private", "memfd-private"]);
+    let report = d.restore_and_check(&d.images);
+    assert_all_ok("private mappings of shared memory objects", &report);
+    for check in ["shmem-private-follows-object", "memfd-private-follows-object"] {
+        assert!(report.contains(&format!("R: ok {check}\n")) && report.contains(&format!("C: ok {check}\n")), "{report}");
+    }
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //! process (tests/programs/taskstate.c): eleven resource limits with soft
 //! below hard (hard limits lowered: nothing here may raise one), the
 //! personality (`ADDR_NO_RANDOMIZE | UNAME26`, which uname shows), and, for
-//! a process running as another user, every uid, gid and group. Also a
-//! pipe raised to 1 MiB holding 1 MiB (tests/programs/bigpipe.c).
+//! a process running as another user, every uid, gid and group; a POSIX
+//! timer signalling one thread; a chrooted process's root and cwd (its
+//! root is taken after the restore has read what it needs through /proc:
+//! zdtm chroot). Also a pipe raised to 1 MiB holding 1 MiB
+//! (tests/programs/bigpipe.c).
 //!
 //! Each restore test has a twin that runs the same checks without any
 //! checkpoint, so a failure after restore is the restore's.
@@ -93,6 +96,31 @@ fn other_user_checks_pass_without_checkpoint() {
 #[test]
 fn other_user_comes_back_with_its_ids() {
     dump_restore_check("ids", &["ids"]);
+}
+
+#[test]
+fn thread_timer_checks_pass_without_checkpoint() {
+    checks_pass_without_checkpoint("timer-live", &["timer"]);
+}
+
+/// A POSIX timer signalling one thread (`SIGEV_THREAD_ID`, as glibc's
+/// `SIGEV_THREAD` timers do: zdtm pthread_timers_h) still signals that
+/// thread alone, not the process.
+#[test]
+fn thread_directed_timer_still_signals_its_thread() {
+    dump_restore_check("timer", &["timer"]);
+}
+
+#[test]
+fn chrooted_checks_pass_without_checkpoint() {
+    checks_pass_without_checkpoint("chroot-live", &["chroot"]);
+}
+
+/// A process chrooted into a directory comes back inside it (its root's
+/// inode, a file only the jail holds, its cwd in the jail).
+#[test]
+fn chrooted_process_comes_back_in_its_root() {
+    dump_restore_check("chroot", &["chroot"]);
 }
 
 #[test]

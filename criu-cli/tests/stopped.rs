@@ -1,7 +1,9 @@
 //! Stopped tasks (issue 9): a stopped job and a stopped child of a running
 //! parent (`tests/programs/stopped.c`, each stopped task with two threads)
 //! are dumped as they are, come back stopped (`T`, every thread), and run
-//! on SIGCONT, checking themselves from inside.
+//! on SIGCONT, checking themselves from inside. A child stopped by SIGTSTP
+//! with more SIGSTOPs queued is dumped (the queued ones dropped, as CRIU)
+//! and comes back stopped by SIGTSTP, as its parent's waitid reports.
 
 mod common;
 
@@ -37,7 +39,7 @@ fn start(name: &str, mode: &str) -> (Program, i32, PathBuf) {
     let p = Program::spawn("stopped", &[&work, &result, std::path::Path::new(mode)]);
     let stopped = if mode == "job" { p.pid() } else { p.int("s") };
     wait_stopped(stopped);
-    if mode == "child" {
+    if mode != "job" {
         wait_all_suspended(&[p.pid()]);
     }
     (p, stopped, result)
@@ -102,4 +104,30 @@ fn stopped_child_of_running_parent_comes_back_stopped() {
     assert_eq!(thread_states(p.pid()), vec!['S'], "the parent runs (waits in rt_sigsuspend)");
     held.signal(libc::SIGUSR1).unwrap();
     assert_all_ok("restored stopped child", &wait_result(&result));
+}
+
+/// `SigPnd` and `ShdPnd` of `pid` (its own queue, its group's).
+fn pending(pid: i32) -> (u64, u64) {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = |key: &str| {
+        let line = st.lines().find(|l| l.starts_with(key)).unwrap();
+        u64::from_str_radix(line[key.len()..].trim(), 16).unwrap()
+    };
+    (mask("SigPnd:"), mask("ShdPnd:"))
+}
+
+/// A child stopped by SIGTSTP (its own process group, not orphaned) with a
+/// SIGSTOP queued for it and one for its group: the dump takes them, the
+/// child comes back stopped by SIGTSTP (its parent's waitid says so).
+#[test]
+fn child_stopped_by_sigtstp_with_queued_sigstops_comes_back_stopped_by_sigtstp() {
+    let (mut p, child, result) = start("stopped-tstp", "child-tstp");
+    let sigstop = 1u64 << (libc::SIGSTOP - 1);
+    wait_until("both SIGSTOPs queued", PATIENCE, || pending(child) == (sigstop, sigstop));
+    let guard = Held::open(child).unwrap();
+    let (held, _child) = dump_and_restore("stopped-tstp", &mut p, child, Some(guard));
+    wait_stopped(child);
+    wait_all_suspended(&[p.pid()]);
+    held.signal(libc::SIGUSR1).unwrap();
+    assert_all_ok("restored child stopped by SIGTSTP", &wait_result(&result));
 }

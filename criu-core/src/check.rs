@@ -34,6 +34,18 @@ pub static FEATURES: &[Feature] = &[
         probe: probe_ptrace,
     },
     Feature {
+        name: "seccomp_suspend",
+        what: "PTRACE_O_SUSPEND_SECCOMP (as root)",
+        disables: "dumping and restoring tasks under seccomp (injected syscalls would meet the filters)",
+        probe: probe_seccomp_suspend,
+    },
+    Feature {
+        name: "seccomp_filters",
+        what: "PTRACE_SECCOMP_GET_FILTER",
+        disables: "dumping tasks with seccomp filters",
+        probe: probe_seccomp_filters,
+    },
+    Feature {
         name: "get_rseq_conf",
         what: "PTRACE_GET_RSEQ_CONFIGURATION",
         disables: "dumping tasks with a registered rseq area",
@@ -232,6 +244,28 @@ fn probe_ptrace() -> Result<(), String> {
             return Err(errno_text("PTRACE_GETREGSET(NT_X86_XSTATE)"));
         }
         Ok(())
+    })?
+}
+
+fn probe_seccomp_suspend() -> Result<(), String> {
+    with_paused_child(|pid| {
+        // SAFETY: a plain ptrace request on our own child; no memory is passed.
+        if unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, libc::PTRACE_O_SUSPEND_SECCOMP) } != 0 {
+            return Err(errno_text("PTRACE_SEIZE(PTRACE_O_SUSPEND_SECCOMP)"));
+        }
+        Ok(())
+    })?
+}
+
+fn probe_seccomp_filters() -> Result<(), String> {
+    with_paused_child(|pid| {
+        seize_and_stop(pid)?;
+        // The child has no filter: a kernel that knows the request says
+        // EINVAL; EIO means it does not know it.
+        match crate::ptrace::raw::ptrace_seccomp_get_filter(pid, 0) {
+            Err(nix::errno::Errno::EIO) => Err("PTRACE_SECCOMP_GET_FILTER: unknown request (EIO)".to_string()),
+            _ => Ok(()),
+        }
     })?
 }
 
@@ -602,8 +636,8 @@ pub static CRIU_FEATURES: &[CriuFeature] = &[
     CriuFeature { name: "tun_ns", answer: Answer::No("criu-rs does not dump tun devices") },
     CriuFeature { name: "userns", answer: Answer::No("criu-rs does not dump or restore user namespaces") },
     CriuFeature { name: "fdinfo_lock", answer: Answer::Probe("fdinfo_lock") },
-    CriuFeature { name: "seccomp_suspend", answer: Answer::No("criu-rs does not dump seccomp filters yet") },
-    CriuFeature { name: "seccomp_filters", answer: Answer::No("criu-rs does not dump seccomp filters yet") },
+    CriuFeature { name: "seccomp_suspend", answer: Answer::Probe("seccomp_suspend") },
+    CriuFeature { name: "seccomp_filters", answer: Answer::Probe("seccomp_filters") },
     CriuFeature { name: "loginuid", answer: Answer::No("criu-rs does not restore the audit loginuid") },
     CriuFeature { name: "cgroupns", answer: Answer::No("criu-rs does not dump or restore cgroups") },
     CriuFeature { name: "autofs", answer: Answer::No(NO_MNTNS) },

@@ -63,7 +63,12 @@
  *          tree (READY says holder=PID; the test kills it): refused.
  *   device-ring  a perf_event ring buffer mapped (VM_IO|VM_PFNMAP): refused.
  *   shmem-private  shared anonymous memory mapped again privately through
- *          /proc/self/map_files: refused.
+ *          /proc/self/map_files; memfd-private  a memfd mapped shared and
+ *          privately. Each task checks its private copy of a page, that the
+ *          pages it never wrote privately follow the object (see
+ *          priv_obj_check).
+ *   no-vdso  R unmaps its [vdso] and [vvar] areas (C inherits that);
+ *          checked: none is mapped after the restore.
  *
  * R writes "READY pid=R c=C" once both wait. On SIGUSR1 (R passes it on to
  * C) both check; C writes "result-C" in DIR and exits 0 or 10 + failures; R
@@ -851,7 +856,7 @@ static void file_prot_check(void)
 	CHECK(R, "file-prot-ro-stays", r < 0 && errno == EACCES, "mprotect %d errno %d", r, errno);
 }
 
-/* ---------- refused: pinned, device-ring, shmem-private ---------- */
+/* ---------- refused: pinned, device-ring ---------- */
 
 #define PIN_SIZE (64UL << 10)
 static pid_t pin_holder = -1; /* holds the io_uring outside the tree */
@@ -905,19 +910,122 @@ static void device_ring_setup(void)
 	close(fd);
 }
 
-/* Shared anonymous memory mapped again privately through map_files. */
-static void shmem_private_setup(void)
+/* ---------- private mappings of shared memory objects ---------- */
+
+/* A 4-page object (shared anonymous memory, or a memfd) mapped shared (sh)
+ * and privately (pv), the object's descriptor closed. Before the fork R
+ * writes pv page 1 (its private copy) and, through sh, page 2 (which pv,
+ * never written there, follows). After the restore: page 1 is the private
+ * copy in both tasks and differs from the object; page 2 reads the
+ * object's write; R writes page 0 through sh, C page 3: each then reads
+ * its write through pv (an unwritten private page still follows the
+ * object, as a fresh copy would not). */
+struct priv_obj {
+	const char *name;
+	char *sh, *pv;
+};
+static struct priv_obj po_shmem = {"shmem-private", NULL, NULL}, po_memfd = {"memfd-private", NULL, NULL};
+static const char PO_PRIVATE[] = "private copy", PO_SHARED[] = "written through the object";
+
+static void priv_obj_map(struct priv_obj *o, int fd)
 {
-	char *sh = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	char path[96];
-	snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", (unsigned long)sh, (unsigned long)sh + 4 * PAGE);
-	int fd = open(path, O_RDWR);
-	if (sh == MAP_FAILED || fd < 0 || mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) == MAP_FAILED)
-		die("private mapping of shared memory");
+	o->pv = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	if (o->pv == MAP_FAILED)
+		die("private mapping of a shared memory object");
 	close(fd);
+	strcpy(o->pv + PAGE, PO_PRIVATE);
+	strcpy(o->sh + 2 * PAGE, PO_SHARED);
 }
 
+static void shmem_private_setup(void)
+{
+	po_shmem.sh = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (po_shmem.sh == MAP_FAILED)
+		die("mmap shared");
+	fill(po_shmem.sh, 21, 4);
+	char path[96];
+	snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", (unsigned long)po_shmem.sh, (unsigned long)po_shmem.sh + 4 * PAGE);
+	int fd = open(path, O_RDWR);
+	if (fd < 0)
+		die("open map_files");
+	priv_obj_map(&po_shmem, fd);
+}
+
+static void memfd_private_setup(void)
+{
+	int fd = (int)syscall(SYS_memfd_create, "privmap", 0);
+	if (fd < 0 || ftruncate(fd, 4 * PAGE))
+		die("memfd");
+	po_memfd.sh = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (po_memfd.sh == MAP_FAILED)
+		die("mmap memfd");
+	fill(po_memfd.sh, 22, 4);
+	priv_obj_map(&po_memfd, fd);
+}
+
+static void priv_obj_check(struct priv_obj *o, uint64_t seed)
+{
+	char name[64];
+	snprintf(name, sizeof name, "%s-private-page", o->name);
+	CHECK(&rep, name, !strcmp(o->pv + PAGE, PO_PRIVATE) && !page_diff(o->sh, seed, 1), "pv \"%.16s\", object page 1 %s",
+	      o->pv + PAGE, page_diff(o->sh, seed, 1) ? "changed" : "intact");
+	snprintf(name, sizeof name, "%s-follows-earlier-write", o->name);
+	CHECK(&rep, name, !strcmp(o->pv + 2 * PAGE, PO_SHARED), "pv page 2 \"%.16s\"", o->pv + 2 * PAGE);
+	size_t mine = is_child ? 3 : 0;
+	snprintf(name, sizeof name, "%s-unwritten-page", o->name);
+	CHECK(&rep, name, !page_diff(o->pv, seed, mine), "pv page %zu differs from the object's pattern", mine);
+	const char *text = is_child ? "written by C after" : "written by R after";
+	strcpy(o->sh + mine * PAGE, text);
+	snprintf(name, sizeof name, "%s-follows-object", o->name);
+	CHECK(&rep, name, !strcmp(o->pv + mine * PAGE, text), "pv page %zu \"%.20s\" after a write to the object", mine,
+	      o->pv + mine * PAGE);
+}
+
+static void shmem_private_check(void) { priv_obj_check(&po_shmem, 21); }
+static void memfd_private_check(void) { priv_obj_check(&po_memfd, 22); }
+
 static void no_check(void) {}
+
+/* ---------- no-vdso ---------- */
+
+/* The special areas named in /proc/self/maps: how many, and (with UNMAP)
+ * unmapped. */
+static int special_areas(int unmap)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		die("maps");
+	unsigned long at[8][2];
+	int n = 0;
+	char line[512];
+	while (fgets(line, sizeof line, f) && n < 8) {
+		unsigned long s, e;
+		if (sscanf(line, "%lx-%lx", &s, &e) == 2 &&
+		    (strstr(line, "[vdso]") || strstr(line, "[vvar]") || strstr(line, "[vvar_vclock]"))) {
+			at[n][0] = s;
+			at[n++][1] = e;
+		}
+	}
+	fclose(f);
+	for (int i = 0; unmap && i < n; i++)
+		if (munmap((void *)at[i][0], at[i][1] - at[i][0]))
+			die("munmap vdso");
+	return n;
+}
+
+/* R unmaps its vDSO and vvar (zdtm vdso02; nothing here calls the vDSO),
+ * C inherits that; after the restore neither has them back. */
+static void no_vdso_setup(void)
+{
+	if (special_areas(1) == 0)
+		die("no [vdso] to unmap");
+}
+
+static void no_vdso_check(void)
+{
+	int n = special_areas(0);
+	CHECK(&rep, "no-vdso", n == 0, "%d vDSO/vvar areas mapped", n);
+}
 
 /* ---------- the features ---------- */
 
@@ -944,7 +1052,9 @@ static struct feature features[] = {
 	{"guard", guard_setup, guard_record, NULL, guard_check, 0},
 	{"pinned", pinned_setup, NULL, NULL, no_check, 0},
 	{"device-ring", device_ring_setup, NULL, NULL, no_check, 0},
-	{"shmem-private", shmem_private_setup, NULL, NULL, no_check, 0},
+	{"shmem-private", shmem_private_setup, NULL, NULL, shmem_private_check, 0},
+	{"memfd-private", memfd_private_setup, NULL, NULL, memfd_private_check, 0},
+	{"no-vdso", no_vdso_setup, NULL, NULL, no_vdso_check, 0},
 };
 #define NFEATURES (sizeof features / sizeof features[0])
 

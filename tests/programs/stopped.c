@@ -2,7 +2,7 @@
  * Test program for stopped tasks: dumped stopped, restored stopped, running
  * again on SIGCONT and checking itself from inside.
  *
- * Usage: stopped DIR RESULT_FILE job|child
+ * Usage: stopped DIR RESULT_FILE job|child|child-tstp
  *
  *   job:    R (session leader, two threads) stops itself with SIGSTOP
  *           after its READY line: a stopped job. On SIGCONT it checks
@@ -14,6 +14,11 @@
  *           the restored child stopped for its parent too), sends it
  *           SIGCONT, waits for its exit and collects its report
  *           ("result-S" in DIR) into RESULT_FILE.
+ *   child-tstp: as child, but S moves to a process group of its own (not
+ *           orphaned: its parent is in another group of the session) and
+ *           stops with SIGTSTP; once it is stopped, R queues two more
+ *           SIGSTOPs for it (kill: the group's queue, tgkill: its own).
+ *           R checks that S is reported stopped by SIGTSTP.
  *
  * The task that stopped checks, once continued: its SIGCONT handler ran,
  * a memory pattern written before the stop, its pid and parent, and that
@@ -36,6 +41,7 @@ static volatile sig_atomic_t conted, go;
 static uint64_t *pattern_area;
 static atomic_long ticks;
 static atomic_int t_tid;
+static int stop_sig = SIGSTOP;
 
 /* The state letter of PID from /proc/PID/stat ('?' if unreadable). */
 static char proc_state_of(pid_t pid)
@@ -101,11 +107,11 @@ static void prepare_stopper(void)
 		usleep(1000);
 }
 
-/* Stops (SIGSTOP), then checks itself once continued (its parent only if
+/* Stops (stop_sig), then checks itself once continued (its parent only if
  * WANT_PPID is not 0: a restored root's parent is not the dumped one). */
 static void stop_and_check(pid_t want_pid, pid_t want_ppid)
 {
-	raise(SIGSTOP);
+	raise(stop_sig);
 	CHECK(&rep, "sigcont-handler", conted == 1, "ran %d times", (int)conted);
 	size_t bad = 0;
 	for (size_t pg = 0; pg < PAGES; pg++)
@@ -127,13 +133,15 @@ static void stop_and_check(pid_t want_pid, pid_t want_ppid)
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
-		fprintf(stderr, "usage: stopped DIR RESULT_FILE job|child\n");
+		fprintf(stderr, "usage: stopped DIR RESULT_FILE job|child|child-tstp\n");
 		return 2;
 	}
 	if (chdir(argv[1]))
 		die("chdir");
 	const char *result = argv[2];
 	int job = !strcmp(argv[3], "job");
+	if (!strcmp(argv[3], "child-tstp"))
+		stop_sig = SIGTSTP;
 	if (setsid() < 0)
 		die("setsid");
 	pid_t me = getpid();
@@ -166,6 +174,8 @@ int main(int argc, char **argv)
 			die("/dev/null");
 		close(null);
 		sigprocmask(SIG_SETMASK, &wait_mask, NULL);
+		if (stop_sig == SIGTSTP && setpgid(0, 0))
+			die("setpgid");
 		prepare_stopper();
 		int t = atomic_load(&t_tid);
 		if (write(tpipe[1], &t, sizeof t) != sizeof t)
@@ -185,15 +195,17 @@ int main(int argc, char **argv)
 	memset(&si, 0, sizeof si);
 	if (waitid(P_PID, s, &si, WSTOPPED | WNOWAIT))
 		die("waitid");
-	if (si.si_code != CLD_STOPPED)
+	if (si.si_code != CLD_STOPPED || si.si_status != stop_sig)
 		die("S did not stop");
+	if (stop_sig == SIGTSTP && (kill(s, SIGSTOP) || syscall(SYS_tgkill, s, s, SIGSTOP)))
+		die("queueing SIGSTOP");
 	announce_ready("READY pid=%d s=%d t=%d\n", me, s, t);
 	while (!go)
 		sigsuspend(&wait_mask);
 
 	memset(&si, 0, sizeof si);
 	int r = waitid(P_PID, s, &si, WSTOPPED | WNOHANG | WNOWAIT);
-	CHECK(&rep, "child-reported-stopped", r == 0 && si.si_pid == s && si.si_code == CLD_STOPPED && si.si_status == SIGSTOP,
+	CHECK(&rep, "child-reported-stopped", r == 0 && si.si_pid == s && si.si_code == CLD_STOPPED && si.si_status == stop_sig,
 	      "waitid %d: pid %d code %d status %d", r, si.si_pid, si.si_code, si.si_status);
 	CHECK(&rep, "child-still-stopped", proc_state_of(s) == 'T', "state %c", proc_state_of(s));
 	if (kill(s, SIGCONT))

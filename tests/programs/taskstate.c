@@ -2,7 +2,7 @@
  * Test program for the per-task state restore sets late, in the blob:
  * resource limits, personality and (optionally) credentials.
  *
- * Usage: taskstate DIR RESULT_FILE [ids]
+ * Usage: taskstate DIR RESULT_FILE [ids|chroot|timer]
  *
  * Phase 1: in its own session (setsid) and in DIR, it lowers eleven resource
  * limits to values no default has, each soft limit below its hard one
@@ -18,9 +18,23 @@
  * says and, with "ids", every id from the inside; writes one line per check
  * and a last line "ALL OK" or "FAIL N check(s)" to RESULT_FILE, and exits
  * 0 or 10 + failures.
+ *
+ * With "chroot" it takes DIR/jail as its root instead of changing ids
+ * (DIR/jail/marker holds "inside", cwd /work in the jail), keeping an
+ * O_PATH fd on the old root to leave the jail by before it writes
+ * RESULT_FILE. Phase 2 checks its root (the marker, the root's inode) and
+ * cwd from inside the jail.
+ *
+ * With "timer" a second thread T waits in pause() and a POSIX timer
+ * (SIGEV_THREAD_ID, every 2 ms) signals it alone: the handler counts the
+ * signals T takes and those any other thread takes (the main thread, in
+ * sigsuspend, would take a signal sent to the process). Phase 1 waits for
+ * T's first 3; phase 2 checks T takes 5 more and nobody else ever took one.
  */
 #define _GNU_SOURCE
 #include <grp.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <sys/personality.h>
 #include <sys/resource.h>
 #include <sys/fsuid.h>
@@ -50,6 +64,46 @@ static const struct {
 #define PERSONA (ADDR_NO_RANDOMIZE | UNAME26)
 
 static volatile sig_atomic_t go;
+static atomic_int timer_tid, in_t, elsewhere;
+
+static void on_timer(int sig)
+{
+	(void)sig;
+	if ((int)syscall(SYS_gettid) == atomic_load(&timer_tid))
+		atomic_fetch_add(&in_t, 1);
+	else
+		atomic_fetch_add(&elsewhere, 1);
+}
+
+static void *timer_thread(void *arg)
+{
+	(void)arg;
+	atomic_store(&timer_tid, (int)syscall(SYS_gettid));
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* T and its timer (see "timer" above); returns once T took 3 signals. */
+static void start_thread_timer(void)
+{
+	struct sigaction sa = {.sa_handler = on_timer, .sa_flags = SA_RESTART};
+	sigemptyset(&sa.sa_mask);
+	pthread_t th;
+	if (sigaction(SIGRTMIN + 3, &sa, NULL) || pthread_create(&th, NULL, timer_thread, NULL))
+		die("timer thread");
+	wait_count(&timer_tid, 1);
+	struct sigevent sev;
+	memset(&sev, 0, sizeof sev);
+	sev.sigev_notify = SIGEV_THREAD_ID;
+	sev.sigev_signo = SIGRTMIN + 3;
+	sev._sigev_un._tid = atomic_load(&timer_tid);
+	timer_t id;
+	struct itimerspec its = {{0, 2000000}, {0, 2000000}};
+	if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &sev, &id) || syscall(SYS_timer_settime, id, 0, &its, NULL))
+		die("timer_create");
+	wait_count(&in_t, 3);
+}
 
 static void on_usr1(int sig)
 {
@@ -59,11 +113,15 @@ static void on_usr1(int sig)
 
 int main(int argc, char **argv)
 {
-	if (argc < 3 || (argc > 3 && strcmp(argv[3], "ids"))) {
-		fprintf(stderr, "usage: taskstate DIR RESULT_FILE [ids]\n");
+	if (argc < 3 || (argc > 3 && strcmp(argv[3], "ids") && strcmp(argv[3], "chroot") && strcmp(argv[3], "timer"))) {
+		fprintf(stderr, "usage: taskstate DIR RESULT_FILE [ids|chroot|timer]\n");
 		return 2;
 	}
-	int ids = argc > 3;
+	int ids = argc > 3 && !strcmp(argv[3], "ids");
+	int jail = argc > 3 && !strcmp(argv[3], "chroot");
+	int timer = argc > 3 && !strcmp(argv[3], "timer");
+	int old_root = -1;
+	struct stat jail_st = {0};
 	sigset_t old;
 	start_usr1_waiter(argv[1], on_usr1, &old);
 	for (size_t i = 0; i < NLIMITS; i++) {
@@ -78,7 +136,28 @@ int main(int argc, char **argv)
 		if (setgroups(2, groups) || setresgid(65534, 1001, 1002) || setresuid(65534, 1001, 1002))
 			die("setgroups/setresgid/setresuid");
 	}
-	announce_ready("READY pid=%d\n", getpid());
+	if (timer)
+		start_thread_timer();
+	if (jail) {
+		FILE *m;
+		if ((mkdir("jail", 0755) && errno != EEXIST) || (mkdir("jail/work", 0755) && errno != EEXIST) ||
+		    !(m = fopen("jail/marker", "w")) || fputs("inside", m) < 0 || fclose(m))
+			die("making the jail");
+		old_root = open("/", O_PATH | O_DIRECTORY);
+		/* announce_ready's /dev/null is outside the jail: open it first. */
+		int out = dup(1), null = open("/dev/null", O_RDWR);
+		if (old_root < 0 || out < 0 || null < 0 || stat("jail", &jail_st) || chroot("jail") || chdir("/work"))
+			die("chroot");
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		close(null);
+		if (dprintf(out, "READY pid=%d\n", getpid()) < 0)
+			die("write READY");
+		close(out);
+	} else {
+		announce_ready("READY pid=%d\n", getpid());
+	}
 
 	while (!go)
 		sigsuspend(&old);
@@ -116,6 +195,29 @@ int main(int argc, char **argv)
 		CHECK(&R, "groups", n == 2 && g[0] == 27 && g[1] == 65534, "%d groups: %u %u", n, n > 0 ? g[0] : 0,
 		      n > 1 ? g[1] : 0);
 		CHECK(&R, "no-capabilities", kill(1, 0) < 0 && errno == EPERM, "kill(1, 0) allowed: still root");
+	}
+	if (timer) {
+		int t0 = atomic_load(&in_t), moved = 0;
+		for (int i = 0; i < 60000 && !moved; i++) {
+			usleep(1000);
+			moved = atomic_load(&in_t) >= t0 + 5;
+		}
+		CHECK(&R, "timer-signals-its-thread", moved, "thread took %d signals, %d before", atomic_load(&in_t), t0);
+		CHECK(&R, "timer-signals-no-other-thread", atomic_load(&elsewhere) == 0, "%d signals taken by another thread",
+		      atomic_load(&elsewhere));
+	}
+	if (jail) {
+		char buf[16] = {0}, cwd[64] = {0};
+		int m = open("/marker", O_RDONLY);
+		ssize_t n = m >= 0 ? read(m, buf, sizeof buf - 1) : -1;
+		CHECK(&R, "root-marker", n == 6 && !strcmp(buf, "inside"), "/marker: %zd bytes %s", n, buf);
+		struct stat st;
+		CHECK(&R, "root-inode", !stat("/", &st) && st.st_ino == jail_st.st_ino && st.st_dev == jail_st.st_dev,
+		      "/ is inode %lu, want %lu", (unsigned long)st.st_ino, (unsigned long)jail_st.st_ino);
+		CHECK(&R, "cwd", getcwd(cwd, sizeof cwd) && !strcmp(cwd, "/work"), "cwd %s", cwd);
+		/* Leave the jail to write the result where the test reads it. */
+		if (fchdir(old_root) || chroot("."))
+			die("leaving the jail");
 	}
 	if (finish_report(&R, argv[2]))
 		return 98;

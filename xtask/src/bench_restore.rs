@@ -80,7 +80,7 @@ fn run(path: &std::path::Path, runs: u32) -> Result<(Vec<MemRun>, Vec<MemRun>)> 
             .chain([(target, target + SIZE)])
             .collect();
         let start = Instant::now();
-        let pm = premap(&vmas, &busy, &|_| true, &open, &|_| None)?;
+        let pm = premap(&vmas, &busy, &|_| true, &open, &|_| None, &|_| None)?;
         let filled = fill_with(&pm, &vmas, &pages, &fd, &[], ways)?;
         finish(&pm, &vmas)?;
         let secs = start.elapsed().as_secs_f64();

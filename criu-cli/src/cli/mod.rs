@@ -83,6 +83,17 @@ pub enum FinalState {
     Stopped,
 }
 
+/// `restore --finish-mmap`: whose image mappings to convert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishMmap {
+    /// `--finish-mmap PID`: that process and its descendants.
+    Pid(i32),
+    /// `--finish-mmap stdin`: the pid read from stdin, where the restore
+    /// that started this helper writes it once the tree runs (EOF: the
+    /// restore failed, nothing to convert).
+    Stdin,
+}
+
 /// Everything the command line and the configuration files said.
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -188,8 +199,8 @@ pub struct Opts {
     pub connect_timeout: u64,
     /// criu-rs: `restore --mmap-page-image`.
     pub mmap_page_image: bool,
-    /// criu-rs: `restore --finish-mmap PID`.
-    pub finish_mmap: Option<i32>,
+    /// criu-rs: `restore --finish-mmap PID|stdin`.
+    pub finish_mmap: Option<FinishMmap>,
     /// Options given that criu-rs refuses where they matter: long name ->
     /// (the option as written, commands where refused, why).
     pub refused: BTreeMap<&'static str, (String, &'static [Cmd], &'static str)>,

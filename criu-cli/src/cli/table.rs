@@ -362,10 +362,13 @@ pub static OPTIONS: &[Opt] = &[
     opt("mmap-page-image", None, NoArg, RESTORE, set!(|o, v, on| { o.mmap_page_image = true; Ok(()) }),
         "criu-rs: map private memory from the pages images (instant restore), then make it anonymous in the background"),
     opt("finish-mmap", None, Required("PID"), RESTORE, set!(|o, v, on| {
-        let pid: i32 = v.unwrap_or("").trim().parse().map_err(|_| format!("invalid pid {:?}", v.unwrap_or("")))?;
-        o.finish_mmap = Some(pid);
+        let v = v.unwrap_or("").trim();
+        o.finish_mmap = Some(match v {
+            "stdin" => super::FinishMmap::Stdin,
+            _ => super::FinishMmap::Pid(v.parse().map_err(|_| format!("invalid pid {v:?}"))?),
+        });
         Ok(())
-    }), "criu-rs: convert what a --mmap-page-image restore of -D's images left mapped in PID and its descendants, then exit"),
+    }), "criu-rs: convert what a --mmap-page-image restore of -D's images left mapped in PID and its descendants (stdin: the pid read from stdin), then exit"),
 ];
 
 /// The clap argument for `o` in command `cmd`'s parser (hidden where it

@@ -244,6 +244,11 @@ fn dump_shmem_objects(
 fn dump_memfd_contents(dir: &std::path::Path, stats: &mut MemStats, sh: &mut Shared) -> Result<Vec<ShmemDump>, DumpError> {
     let mut out = Vec::new();
     for c in sh.seen.take_memfd_contents() {
+        // Shared anonymous memory mapped privately too: dumped once.
+        if sh.shmem_done.contains(&c.shmid) {
+            continue;
+        }
+        sh.shmem_done.push(c.shmid);
         let pages_id = sh.alloc_pages_id();
         let path = dir.join(format!("pages-{pages_id}.img"));
         let mut f = std::fs::File::create(&path).map_err(|source| DumpError::ImagesDir { path, source })?;
@@ -279,7 +284,11 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], files_opts: FilesOptions, sh: &
         if v.map.inode == 0 || v.status & vmas::status::AREA_REGULAR == 0 || v.status & vmas::status::ANON_SHARED != 0 {
             continue;
         }
-        if crate::files::memfd::is_memfd_link(&format!("{} (deleted)", v.map.path)) && v.map.deleted {
+        // A memfd's areas, and private ones of shared anonymous memory
+        // (as CRIU: an inode named `/dev/zero`), are areas of a memfd inode.
+        let memfd_area = crate::files::memfd::is_memfd_link(&format!("{} (deleted)", v.map.path)) && v.map.deleted;
+        let shmem_private = vmas::private_shmem(&v.map);
+        if memfd_area || shmem_private {
             v.status |= vmas::status::AREA_MEMFD;
         }
         let link = format!("map_files/{:x}-{:x}", v.map.start, v.map.end);
@@ -292,7 +301,7 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], files_opts: FilesOptions, sh: &
                 vma_files.push((key.0, key.1, id));
                 let flags = key.1;
                 let target = format!("{}{}", v.map.path, if v.map.deleted { " (deleted)" } else { "" });
-                if crate::files::memfd::is_memfd_link(&target) {
+                if memfd_area || shmem_private {
                     files_state.files.push(crate::files::memfd::vma_file(pid, &link, &target, id, flags, &mut sh.seen)?);
                 } else {
                     files_state.files.push(path_file(pid, &link, id, flags)?);
@@ -339,6 +348,7 @@ pub fn collect(
     track: &mut super::track::TaskTrack,
     copy: MemCopy,
     armed: Option<std::sync::Arc<super::live::TaskLive>>,
+    smaps_ahead: Option<&[proc::maps::MapEntry]>,
 ) -> Result<(ProcessDump, MemStats, std::time::Duration, Option<PendingCopy>), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
@@ -368,8 +378,25 @@ pub fn collect(
     }
     failpoint::check(failpoint::AFTER_INJECT)?;
 
-    // The address space as it is with nothing of ours in it.
-    let maps = proc::maps::read_smaps(pid)?;
+    // The address space as it is with nothing of ours in it; the areas'
+    // `VmFlags` from smaps read before the freeze when the areas are still
+    // those (a live copy checks them again afterwards, see [`super::live`]).
+    let maps = match smaps_ahead {
+        Some(ahead) => {
+            let _span = tracing::debug_span!("maps_with_flags_ahead").entered();
+            match proc::maps::with_flags_of(proc::maps::read_maps(pid)?, ahead) {
+                Some(maps) => maps,
+                None => {
+                    tracing::debug!(pid, "areas changed since smaps was read: read again frozen");
+                    proc::maps::read_smaps(pid)?
+                }
+            }
+        }
+        None => {
+            let _span = tracing::debug_span!("read_smaps").entered();
+            proc::maps::read_smaps(pid)?
+        }
+    };
     let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
     for v in &vma_list {
         tracing::debug!(
@@ -385,16 +412,6 @@ pub fn collect(
     if let Some(bad) = vma_list.iter().find(|v| v.status & vmas::status::UNSUPP != 0) {
         let m = &bad.map;
         return Err(DumpError::UnsupportedVma(format!("{:#x}-{:#x} {}: {}", m.start, m.end, m.path, vmas::unsupported_reason(m))));
-    }
-    if let Some(v) = vma_list.iter().find(|v| vmas::private_shmem(&v.map)) {
-        let m = &v.map;
-        return Err(DumpError::Unsupported {
-            pid,
-            what: format!(
-                "private mapping {:#x}-{:#x} of the shared memory object {} (its unwritten pages follow the object)",
-                m.start, m.end, m.path
-            ),
-        });
     }
     super::sysv::check_attachments(pid, &vma_list)?;
     let t_mem = std::time::Instant::now();
@@ -412,7 +429,10 @@ pub fn collect(
         // write-protection of this copy needs them (tracking ends here).
         if let Some(old) = &track.uffd {
             for a in &plan.areas {
-                let _ = old.unregister(a.start, a.end - a.start);
+                // Not what was moved to the live copy's descriptor already.
+                for (s, e) in super::track::outside(&track.swapped, a.start, a.end) {
+                    let _ = old.unregister(s, e - s);
+                }
             }
         }
     }

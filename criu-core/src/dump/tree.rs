@@ -75,6 +75,9 @@ pub struct FrozenTree {
     pub live: Vec<LiveTask>,
     /// Zombies (children of live tasks).
     pub zombies: Vec<ZombieDump>,
+    /// Real-time priority for the thread working on the frozen tree, given
+    /// up when the tree runs again (a live snapshot's, see [`super::boost`]).
+    pub boost: Option<super::boost::Boost>,
 }
 
 /// Refuses a task holding a file lock: criu-rs does not dump locks yet,
@@ -270,7 +273,7 @@ impl FrozenTree {
     /// Lets every live task run on (the zombies stay recorded): the tree
     /// runs while a live copy goes on; a later `detach` has nothing to do.
     pub fn let_go(&mut self) -> Result<(), DumpError> {
-        FrozenTree { live: std::mem::take(&mut self.live), zombies: Vec::new() }.detach()
+        FrozenTree { live: std::mem::take(&mut self.live), zombies: Vec::new(), boost: self.boost.take() }.detach()
     }
 
     /// Lets every task run on as it was.
@@ -410,6 +413,7 @@ fn collect_tree(
     adopted: &mut Option<Adopted>,
     sh: &mut Shared,
     armed: Option<&super::live::Armed>,
+    ahead: &super::live::SmapsAhead,
 ) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     if !opts.pre_dump {
         tree.check_sessions(opts.shell_job)?;
@@ -442,9 +446,17 @@ fn collect_tree(
                 track.parent_pages = track::parent_pages(&opts.dir.join(parent), pid);
             }
         }
+        if let Some(t) = armed.and_then(|a| a.take_track(pid)) {
+            track.uffd = Some(t.uffd);
+            track.armed = t.areas;
+        }
+        if let Some(s) = armed.and_then(|a| a.take_swap(pid)) {
+            track.swapped = s.ranges;
+            track.written_before_swap = s.written;
+        }
         let armed_task = armed.and_then(|a| a.tasks.get(&pid).cloned());
         let files_opts = crate::files::FilesOptions { shell_job: opts.shell_job, file_locks: opts.file_locks };
-        let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track, copy, armed_task)?;
+        let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track, copy, armed_task, ahead.get(pid))?;
         if let Some(later) = later {
             pending.push((i, later, pages.try_clone().map_err(DumpError::WritePages)?));
         }
@@ -493,7 +505,13 @@ fn collect_tree(
         frozen_time = t0.elapsed();
         tracing::info!(frozen_ms = frozen_time.as_millis() as u64, "tree let go; copying memory live");
         let t = Instant::now();
-        copy_live(pending, &mut procs, &mut mem, armed, !opts.pre_dump)?;
+        // The flags read ahead are checked again meanwhile.
+        let to_check = ahead.to_check(&procs);
+        std::thread::scope(|s| {
+            let checked = s.spawn(|| super::live::SmapsAhead::check(&to_check));
+            let copied = copy_live(pending, &mut procs, &mut mem, armed, !opts.pre_dump);
+            copied.and(checked.join().unwrap_or(Err(DumpError::Internal("the smaps check panicked"))))
+        })?;
         memdump_time += t.elapsed();
     }
     failpoint::check(failpoint::BEFORE_WRITE)?;
@@ -630,14 +648,24 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
         }
         None => None,
     };
-    // An exact live copy protects the memory ahead of the freeze.
+    // A live copy protects the memory ahead of the freeze: for itself
+    // (exact), or for the tracking a pre-dump leaves (unless the parent's
+    // tracking holds the areas).
     let armed = match mem_copy(opts) {
-        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout)?,
+        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Exact, adopted.as_ref().map(|a| &a.uffds))?,
+        collect::MemCopy::Tracked if adopted.is_none() => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Tracking, None)?,
         _ => None,
     };
+    // A copy made while the tree runs reads the areas' flags (smaps, which
+    // counts every page) before the freeze too.
+    let ahead = match mem_copy(opts) {
+        collect::MemCopy::Frozen => super::live::SmapsAhead::default(),
+        _ => super::live::SmapsAhead::read(opts.pid),
+    };
+    let boost = (mem_copy(opts) != collect::MemCopy::Frozen).then(|| super::boost::Boost::now("dump freeze"));
     let t0 = Instant::now();
     let mut tree = match FrozenTree::freeze(opts.pid, opts.freeze_timeout) {
-        Ok(t) => t,
+        Ok(t) => FrozenTree { boost, ..t },
         Err(e) => {
             // Nothing was scanned: the parent's tracking is still good.
             drop(adopted);
@@ -646,7 +674,7 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
     };
     let freezing_time = t0.elapsed();
     let mut sh = Shared::new(crate::net::dump_state::DumpSockets::new(opts.socket_opts(), crate::net::lock::new_run_id()));
-    let result = collect_tree(&mut tree, opts, pages, sink, t0, &mut adopted, &mut sh, armed.as_ref()).map(|(mut s, held)| {
+    let result = collect_tree(&mut tree, opts, pages, sink, t0, &mut adopted, &mut sh, armed.as_ref(), &ahead).map(|(mut s, held)| {
         s.freezing_time = freezing_time;
         (s, held)
     });

@@ -129,16 +129,12 @@ pub fn classify(m: &MapEntry) -> Vma {
     Vma { map: m.clone(), prot, mmap_flags: flags, status: st, madv, file_id: 0 }
 }
 
-/// Whether `m` is a private mapping of a shared memory object (shared
-/// anonymous memory mapped again through `/proc/PID/map_files`, which shows
-/// as a deleted `/dev/zero`, or a memfd). Its pages nobody wrote read the
-/// object as it is now, which criu-rs's restore does not rebuild (CRIU maps
-/// the object again, restored as a memfd).
+/// Whether `m` is a private mapping of shared anonymous memory (mapped
+/// again through `/proc/PID/map_files`, it shows as a deleted `/dev/zero`).
+/// Its pages nobody wrote read the object as it is now: it is dumped, as
+/// CRIU does, as an area of a memfd inode named `/dev/zero` (the object).
 pub fn private_shmem(m: &MapEntry) -> bool {
-    !m.shared
-        && m.inode != 0
-        && m.deleted
-        && (m.path == "/dev/zero" || crate::files::memfd::is_memfd_link(&format!("{} (deleted)", m.path)))
+    !m.shared && m.inode != 0 && m.deleted && m.path == "/dev/zero"
 }
 
 /// Why the dump refuses a process with pinned memory (`VmPin`, in kB).

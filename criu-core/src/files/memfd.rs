@@ -120,7 +120,8 @@ fn inode_of(pid: i32, name: &str, link: &str, at: &str, seen: &mut SeenFiles) ->
     let seals = rustix::fs::fcntl_get_seals(&file).map_err(sys("F_GET_SEALS"))?;
     let inode = MemfdInode {
         inode_id: 0,
-        name: memfd_name(link).unwrap_or_default().to_owned(),
+        // Shared anonymous memory: `/dev/zero`, as CRIU names it.
+        name: memfd_name(link).unwrap_or_else(|| link.strip_suffix(" (deleted)").unwrap_or(link)).to_owned(),
         size: st.st_size as u64,
         uid: st.st_uid,
         gid: st.st_gid,

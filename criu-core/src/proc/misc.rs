@@ -48,12 +48,29 @@ pub struct ProcTimer {
     pub signo: i32,
     /// `sigev_value` (as a pointer-sized integer).
     pub sigval: u64,
-    /// Notification kind: `signal`, `thread`, `none`, or `thread` + `signal`.
+    /// Notification kind: `signal`, `thread` or `none`.
     pub notify: String,
     /// Thread id to notify (for `SIGEV_THREAD_ID`), else the process.
     pub notify_tid: i32,
+    /// The notification goes to thread `notify_tid` (`tid.N`, not `pid.N`:
+    /// `SIGEV_THREAD_ID`).
+    pub to_thread: bool,
     /// Clock id.
     pub clock_id: i32,
+}
+
+impl ProcTimer {
+    /// `sigev_notify` as `timer_create` took it: `SIGEV_SIGNAL` (0),
+    /// `SIGEV_NONE` (1) or `SIGEV_THREAD` (2), with `SIGEV_THREAD_ID` (4)
+    /// when a thread is notified.
+    pub fn sigev_notify(&self) -> u32 {
+        let kind = match self.notify.as_str() {
+            "none" => 1,
+            "thread" => 2,
+            _ => 0,
+        };
+        kind | if self.to_thread { 4 } else { 0 }
+    }
 }
 
 /// Parses timers text.
@@ -77,8 +94,9 @@ pub fn parse_timers(text: &str, path: &std::path::Path) -> Result<Vec<ProcTimer>
             "notify" => {
                 let (kind, who) = v.split_once('/').ok_or_else(bad)?;
                 t.notify = kind.to_owned();
-                let (_, id) = who.split_once('.').ok_or_else(bad)?;
+                let (whom, id) = who.split_once('.').ok_or_else(bad)?;
                 t.notify_tid = id.parse().map_err(|_| bad())?;
+                t.to_thread = whom == "tid";
             }
             "ClockID" => t.clock_id = v.parse().map_err(|_| bad())?,
             _ => {}
@@ -116,8 +134,9 @@ mod tests {
         let t = "ID: 0\nsignal: 14/00000000deadbeef\nnotify: signal/pid.77\nClockID: 1\nID: 3\nsignal: 34/0000000000000000\nnotify: thread/tid.78\nClockID: 0\n";
         let v = parse_timers(t, std::path::Path::new("x")).unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!(v[0], ProcTimer { id: 0, signo: 14, sigval: 0xdeadbeef, notify: "signal".into(), notify_tid: 77, clock_id: 1 });
+        assert_eq!(v[0], ProcTimer { id: 0, signo: 14, sigval: 0xdeadbeef, notify: "signal".into(), notify_tid: 77, to_thread: false, clock_id: 1 });
         assert_eq!(v[1].notify, "thread");
         assert_eq!(v[1].notify_tid, 78);
+        assert_eq!((v[0].sigev_notify(), v[1].sigev_notify()), (0, 2 | 4));
     }
 }

@@ -4,8 +4,10 @@
 //! A process stopped by job control (state `T`) is frozen like any other:
 //! seized, its threads report `PTRACE_EVENT_STOP` with the stop signal
 //! (the kernel puts the stop signal there while the group stop is in
-//! effect, SIGTRAP otherwise), and [`Frozen::stop_signo`] says so. A stop signal a thread dequeues while we freeze it (sent just
-//! before) is passed on, so it stops as it would have. Syscalls can still
+//! effect, SIGTRAP otherwise), and [`Frozen::stop_signo`] says so. A stop
+//! signal a thread dequeues while we freeze it (sent just before) is passed
+//! on, so it stops as it would have; stop signals still queued for a thread
+//! already stopped are taken and dropped (as CRIU does). Syscalls can still
 //! be injected (a seized tracee runs when resumed, group stop or not), and
 //! on detach the kernel puts every thread back into the group stop, which
 //! lasts until a SIGCONT.
@@ -76,7 +78,8 @@ fn wait_stop(tid: i32, deadline: Instant) -> Result<Stopped> {
                     });
                 }
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(2));
+                // Short: the tree is stopped from the first thread on.
+                pause = (pause * 2).min(Duration::from_micros(200));
             }
             WaitStatus::PtraceEvent(_, sig, PTRACE_EVENT_STOP) if is_group_stop(sig) => return Ok(Stopped::Group(sig)),
             WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => return Ok(Stopped::Interrupted),
@@ -92,6 +95,56 @@ fn wait_stop(tid: i32, deadline: Instant) -> Result<Stopped> {
             }
         }
     }
+}
+
+/// `1 << (sig - 1)`: a signal's bit in a `/proc/PID/status` mask.
+fn sig_bit(sig: Signal) -> u64 {
+    1 << (sig as i32 - 1)
+}
+
+/// Lets thread `tid` of a process in a job-control stop take the SIGSTOPs
+/// (and unblocked SIGTSTPs) still queued for it or its group, dropping
+/// them: it is stopped already, and a SIGCONT would discard them anyway.
+/// Left queued, the thread would take them (and stop) as soon as it runs
+/// code we inject. Each one is caught in its signal-delivery stop, then the
+/// thread is interrupted again. Another unblocked signal queued with them
+/// is left alone (the thread would take it first: injection then fails by
+/// name).
+fn drop_pending_stops(pid: i32, tid: i32, deadline: Instant) -> Result<()> {
+    for _ in 0..4 {
+        let st = read_status_file(pid, &format!("task/{tid}/status"))?;
+        let pending = (st.sig_pnd | st.shd_pnd) & !st.sig_blk;
+        let stops = sig_bit(Signal::SIGSTOP) | sig_bit(Signal::SIGTSTP);
+        if pending & stops == 0 || pending & !stops != 0 {
+            return Ok(());
+        }
+        // The first resumption may end in the group stop's trap again.
+        let mut took = None;
+        for _ in 0..4 {
+            ptrace::cont(npid(tid), None).map_err(sys("PTRACE_CONT", tid))?;
+            match waitpid(npid(tid), Some(WaitPidFlag::__WALL)).map_err(sys("waitpid", tid))? {
+                WaitStatus::Stopped(_, sig) if sig_bit(sig) & stops != 0 => {
+                    took = Some(sig);
+                    break;
+                }
+                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => {}
+                other => {
+                    return Err(PtraceError::Unexpected { tid, what: format!("wait status {other:?} while taking its queued stop signal") })
+                }
+            }
+        }
+        let Some(sig) = took else {
+            return Err(PtraceError::Unexpected { tid, what: "its queued stop signal was never taken".into() });
+        };
+        tracing::debug!(tid, ?sig, "dropping a stop signal queued for a stopped task");
+        // Back into a trap once the signal is suppressed.
+        ptrace::interrupt(npid(tid)).map_err(sys("PTRACE_INTERRUPT", tid))?;
+        ptrace::cont(npid(tid), None).map_err(sys("PTRACE_CONT", tid))?;
+        if let Stopped::Gone = wait_stop(tid, deadline)? {
+            return Err(PtraceError::Unexpected { tid, what: "exited while its queued stop signal was taken".into() });
+        }
+    }
+    Ok(())
 }
 
 impl Frozen {
@@ -141,7 +194,10 @@ impl Frozen {
                         return Err(PtraceError::Unexpected { tid, what: "the process exited while being frozen".into() })
                     }
                     Stopped::Gone => fr.tids.retain(|t| *t != tid),
-                    Stopped::Group(sig) => fr.stop_signo = Some(sig as i32),
+                    Stopped::Group(sig) => {
+                        fr.stop_signo = Some(sig as i32);
+                        drop_pending_stops(pid, tid, deadline)?;
+                    }
                     Stopped::Interrupted => {}
                 }
             }

@@ -109,7 +109,7 @@ pub fn build_args(
     for (i, v) in plan.vmas.iter().enumerate() {
         let premap_addr = premap.placed.iter().find(|p| p.vma == i).map_or(0, |p| p.addr);
         let (kind, fd) = match &v.kind {
-            VmaKind::Anon | VmaKind::PrivateFile { .. } => (VMA_PREMAPPED, -1),
+            VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::PrivateShmem { .. } => (VMA_PREMAPPED, -1),
             VmaKind::Vdso => (VMA_VDSO, -1),
             VmaKind::Vvar => (VMA_VVAR, -1),
             VmaKind::SharedFile { .. } | VmaKind::Shmem { .. } => {

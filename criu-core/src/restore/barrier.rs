@@ -30,8 +30,9 @@ pub struct Tracked {
     go: Option<OwnedFd>,
     log: StatusLog,
     place: Option<BlobPlace>,
-    /// Leave it in a job-control stop, as dumped (`TASK_STOPPED`).
-    stopped: bool,
+    /// Leave it in a job-control stop, as dumped (`TASK_STOPPED`): the
+    /// signal that stopped it (`stop_signo`, 0 when the image has none).
+    stopped: Option<i32>,
     /// Some task of the tree enters seccomp: trace with
     /// `PTRACE_O_SUSPEND_SECCOMP`.
     suspend_seccomp: bool,
@@ -42,7 +43,7 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    pub fn new(pid: i32, threads: Vec<ThreadEnd>, status_rx: OwnedFd, go: Option<OwnedFd>, stopped: bool) -> Self {
+    pub fn new(pid: i32, threads: Vec<ThreadEnd>, status_rx: OwnedFd, go: Option<OwnedFd>, stopped: Option<i32>) -> Self {
         Tracked {
             pid,
             threads,
@@ -276,15 +277,15 @@ fn finish(t: &Tracked, leader_insn: u64) -> Result<()> {
 /// Detaches every thread of `t` (stopped first if it was dumped stopped),
 /// or hands them to `watch`.
 fn let_go(t: &Tracked, watch: Option<&mut Watch>) -> Result<()> {
-    if t.stopped {
+    if let Some(dumped) = t.stopped {
         // Queued while every thread is still ours: each one takes it (the
-        // whole group stops, the parent is told) before it runs any code.
-        // SIGSTOP whatever stopped it at dump time: the others can be
-        // handled or, in an orphaned process group, discarded.
-        nix::sys::signal::kill(Pid::from_raw(t.pid), Signal::SIGSTOP).map_err(ptrace_err(t.pid, "kill(SIGSTOP)"))?;
+        // whole group stops, the parent is told, with this signal) before
+        // it runs any code.
+        let sig = stop_signal(t.pid, dumped);
+        nix::sys::signal::kill(Pid::from_raw(t.pid), sig).map_err(ptrace_err(t.pid, "kill(stop signal)"))?;
     }
     match watch {
-        Some(w) if !t.stopped => {
+        Some(w) if t.stopped.is_none() => {
             w.add(t.pid, t.threads.iter().map(|th| th.tid).collect(), t.areas.clone());
             tracing::debug!(pid = t.pid, threads = t.threads.len(), "task restored, watched as it runs");
             return Ok(());
@@ -296,6 +297,41 @@ fn let_go(t: &Tracked, watch: Option<&mut Watch>) -> Result<()> {
     }
     tracing::debug!(pid = t.pid, threads = t.threads.len(), "task restored and running");
     Ok(())
+}
+
+/// The signal that puts restored task `pid` back into the job-control stop
+/// it was dumped in by signal `dumped`: that one (its parent's `waitid`
+/// reports it) when it surely stops the task: SIGSTOP, or SIGTSTP, SIGTTIN
+/// or SIGTTOU left at its default action, not blocked by the leader, in a
+/// process group that is not orphaned (the kernel discards those there).
+/// Otherwise SIGSTOP.
+fn stop_signal(pid: i32, dumped: i32) -> Signal {
+    let sig = match Signal::try_from(dumped) {
+        Ok(s @ (Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)) => s,
+        _ => return Signal::SIGSTOP,
+    };
+    let bit = 1u64 << (dumped - 1);
+    let default_action = match crate::proc::status::read_status(pid) {
+        Ok(st) => (st.sig_blk | st.sig_cgt | st.sig_ign) & bit == 0,
+        Err(_) => false,
+    };
+    if default_action && !pgrp_orphaned(pid) {
+        sig
+    } else {
+        Signal::SIGSTOP
+    }
+}
+
+/// Whether the process group of `pid` is orphaned: no member has its parent
+/// in another group of the same session (read from `/proc`; unreadable
+/// counts as orphaned).
+fn pgrp_orphaned(pid: i32) -> bool {
+    use crate::proc::stat::read_stat;
+    let Ok(me) = read_stat(pid) else { return true };
+    let Ok(dir) = std::fs::read_dir("/proc") else { return true };
+    let pids = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
+    let mut members = pids.filter_map(|p| read_stat(p).ok()).filter(|s| s.pgid == me.pgid);
+    !members.any(|m| matches!(read_stat(m.ppid), Ok(p) if p.pgid != me.pgid && p.sid == me.sid))
 }
 
 /// Every task created for the restore; on drop (unless disarmed) all are

@@ -14,7 +14,7 @@ use super::fds::{fd_floor, move_above};
 use super::fs::restore_fs;
 use super::hole::find_hole;
 use super::lazy::{hand_over_uffd, LazySetup};
-use super::maps::{read_maps, special_areas, SpecialAreas};
+use super::maps::{read_maps, special_areas, MapRange, SpecialAreas};
 use super::cow;
 use super::plan::{PagesPlan, TaskPlan, VmaKind, PAGE_SIZE};
 use super::premap::{finish, premap, Premap};
@@ -104,6 +104,9 @@ pub fn prepare(
     let uffd = lazy.map(|l| hand_over_uffd(l, plan.pid, floor)).transpose()?.unwrap_or(-1);
     // Through /proc, before the task takes its dumped root.
     set_oom_score_adj(plan)?;
+    // Read before the task takes its dumped root (a chroot may hide /proc);
+    // nothing maps or unmaps between here and the blob's placement.
+    let maps_now = read_maps(None)?;
     restore_fs(&plan.fs)?;
     set_comm(plan)?;
 
@@ -114,7 +117,7 @@ pub fn prepare(
         uffd,
         lazy: lazy.map(|l| l.vmas.clone()).unwrap_or_default(),
     };
-    let (entry, place, args) = place_blob(plan, &pm, &fds)?;
+    let (entry, place, args) = place_blob(plan, &pm, &fds, &maps_now)?;
     // Last: timers count from here.
     crate::files::task::before_resume(&files)?;
     let mut line = format!("{PLACED} {} {} {} {}", place.blob.start, place.blob.len, place.args.start, place.args.len);
@@ -213,11 +216,11 @@ fn target_ranges(plan: &TaskPlan) -> Vec<(u64, u64)> {
     plan.vmas.iter().map(|v| (v.start, v.end)).collect()
 }
 
-/// Ranges in use now plus the target layout.
-fn busy_now(plan: &TaskPlan) -> Result<Vec<(u64, u64)>> {
+/// Ranges in use now (`maps_now`) plus the target layout.
+fn busy_now(plan: &TaskPlan, maps_now: &[MapRange]) -> Vec<(u64, u64)> {
     let mut busy = target_ranges(plan);
-    busy.extend(read_maps(None)?.iter().map(|m| (m.start, m.end)));
-    Ok(busy)
+    busy.extend(maps_now.iter().map(|m| (m.start, m.end)));
+    busy
 }
 
 /// Room for every dumped fd number (the blob puts the dumped limits back).
@@ -244,9 +247,10 @@ fn open_ro(path: &std::path::Path, floor: i32) -> Result<OwnedFd> {
 /// fills them from the pages files (with `map_pages`, maps what it can
 /// from them instead: [`super::image_map`]). Protections and advice come
 /// later ([`prepare`]), after the children are forked. `ids`: every pid and
-/// tid of the tree (the fill's helper thread must not hold one of them).
+/// tid of the tree (the fill's helper thread must not hold one of them);
+/// `objs`: the tree's shmem objects (private mappings of them).
 #[tracing::instrument(level = "debug", skip_all, fields(pid = plan.pid, vmas = plan.vmas.len()))]
-pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32], map_pages: bool) -> Result<Premap> {
+pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32], map_pages: bool, objs: &SharedObjects) -> Result<Premap> {
     raise_nofile();
     set_thp_disabled(plan.mm.thp_disabled.unwrap_or(false))?;
     let floor = fd_floor(&plan.fds);
@@ -256,7 +260,8 @@ pub fn build_memory(plan: &TaskPlan, parent: Option<&cow::Parent>, ids: &[i32], 
         sources.iter().flat_map(|p| &p.runs).any(|r| r.vaddr < v.end && r.vaddr + r.len() > v.start)
     };
     let inherited = |i: usize| parent.and_then(|p| p.inherited(&plan.vmas[i]));
-    let pm = premap(&plan.vmas, &busy_now(plan)?, &has_pages, &|p| open_ro(p, floor), &inherited)?;
+    let shmem = |shmid: u64| objs.shmem.get(&shmid).map(|f| f.as_fd());
+    let pm = premap(&plan.vmas, &busy_now(plan, &read_maps(None)?), &has_pages, &|p| open_ro(p, floor), &shmem, &inherited)?;
     if let Some(p) = parent {
         p.release()?;
     }
@@ -311,16 +316,17 @@ fn take_hole(busy: &mut Vec<(u64, u64)>, len: u64, what: &'static str) -> Result
 }
 
 /// Maps the blob, its argument block + stack, and the bounce area; returns
-/// the entry address, the placement and the block's address.
-fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds) -> Result<(u64, Placement, u64)> {
+/// the entry address, the placement and the block's address. `maps_now`:
+/// the task's mappings as they are now.
+fn place_blob(plan: &TaskPlan, pm: &Premap, fds: &BlobFds, maps_now: &[MapRange]) -> Result<(u64, Placement, u64)> {
     let pkg = crate::pie::embedded().map_err(|e| RestoreError::Prepare(e.to_string()))?;
-    let now: SpecialAreas = special_areas(&read_maps(None)?);
+    let now: SpecialAreas = special_areas(maps_now);
     let dumped_vdso = dumped_vdso_image(plan, pm);
     // The block's size does not depend on where it goes: size it first.
     let sizing = build_args(plan, pm, fds, &Placement::default(), &now, dumped_vdso)?;
     let blob_len = pkg.mem_size().next_multiple_of(PAGE_SIZE);
     let block_len = sizing.len() as u64;
-    let mut busy = busy_now(plan)?;
+    let mut busy = busy_now(plan, maps_now);
     let stacks = STACK_SIZE * (1 + plan.threads.len() as u64);
     let base = take_hole(&mut busy, blob_len + block_len + stacks, "blob, arguments and stacks")?;
     let largest = plan.vmas.iter().filter(|v| v.is_premapped()).map(|v| v.len()).max().unwrap_or(PAGE_SIZE);

@@ -223,8 +223,8 @@ pub(super) fn load_memfd_inodes(images: &ImageDir) -> Result<BTreeMap<u64, pb::M
 }
 
 /// A memfd-backed VMA (`AREA_MEMFD`, `shmid` a file id of type `MEMFD`):
-/// a shared mapping of its inode's shmem object (CRIU 4.x also writes
-/// shared anonymous memory this way, as an inode named `/dev/zero`).
+/// a shared or private mapping of its inode's shmem object (CRIU 4.x also
+/// writes shared anonymous memory this way, as an inode named `/dev/zero`).
 fn memfd_vma(
     v: &pb::VmaEntry,
     files: &BTreeMap<u32, pb::FileEntry>,
@@ -237,8 +237,7 @@ fn memfd_vma(
         return Err(unsupported(&format!("memfd mapping of file {id:#x} with no memfd entry or inode in memfd.img")));
     };
     if v.status.unwrap_or_default() & st::FILE_SHARED == 0 {
-        let name = inode.name.as_deref().unwrap_or_default();
-        return Err(unsupported(&format!("private mapping of memfd {name:?}")));
+        return Ok(VmaKind::PrivateShmem { shmid: inode.shmid.unwrap_or_default() as u64 });
     }
     Ok(VmaKind::Shmem { shmid: inode.shmid.unwrap_or_default() as u64, size: inode.size.unwrap_or_default() })
 }

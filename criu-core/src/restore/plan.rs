@@ -116,7 +116,7 @@ impl VmaPlan {
 
     /// Whether the VMA is premapped and moved into place by the blob.
     pub fn is_premapped(&self) -> bool {
-        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::Vdso)
+        matches!(self.kind, VmaKind::Anon | VmaKind::PrivateFile { .. } | VmaKind::PrivateShmem { .. } | VmaKind::Vdso)
     }
 
     /// The mapping type for `mmap`: `MAP_PRIVATE`, `MAP_SHARED` or
@@ -148,6 +148,12 @@ pub enum VmaKind {
     /// bytes long (0: as long as its mappings reach), and mapped at its
     /// place by the blob.
     Shmem { shmid: u64, size: u64 },
+    /// A private (copy-on-write) mapping, `pgoff` bytes in, of shmem
+    /// object `shmid` (a memfd, or shared anonymous memory reopened through
+    /// `/proc/PID/map_files`): premapped from the object criu-rs made
+    /// ([`super::shared`]), so the pages the task never wrote keep
+    /// following the object; the written ones are filled on top.
+    PrivateShmem { shmid: u64 },
     /// A SysV shared memory segment attached whole (`shmat`) at its place
     /// by the blob; `read_only`: attached `SHM_RDONLY`. The segment stayed
     /// in the kernel ([`crate::dump::sysv`]).

@@ -11,7 +11,7 @@ use super::error::{RestoreError, Result, SysContext};
 use super::hole::find_hole;
 use super::hugefill::HUGE;
 use super::plan::{PagesPlan, VmaKind, VmaPlan, PAGE_SIZE};
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use std::ffi::c_void;
 
@@ -80,14 +80,16 @@ fn reserve(addr: u64, len: u64) -> Result<()> {
 
 /// Reserves the premap area (avoiding `busy` ranges: target layout and
 /// current mappings) and maps every private VMA in it, writable where pages
-/// will be filled. `open_file` opens a private file mapping's backing file;
+/// will be filled. `open_file` opens a private file mapping's backing file,
+/// `shmem(shmid)` gives the shmem object a private mapping maps;
 /// `inherited(i)` says where a copy of VMA `i` inherited from the parent is
 /// ([`super::cow`]): it is moved into place instead of a fresh mapping.
-pub fn premap(
+pub fn premap<'o>(
     vmas: &[VmaPlan],
     busy: &[(u64, u64)],
     has_pages: &dyn Fn(usize) -> bool,
     open_file: &dyn Fn(&std::path::Path) -> Result<OwnedFd>,
+    shmem: &dyn Fn(u64) -> Option<BorrowedFd<'o>>,
     inherited: &dyn Fn(usize) -> Option<u64>,
 ) -> Result<Premap> {
     let (offsets, len) = layout(vmas);
@@ -128,6 +130,11 @@ pub fn premap(
                 // SAFETY: as above; a private mapping never writes the file.
                 unsafe { rustix::mm::mmap(addr as *mut c_void, v.len() as usize, prot, flags, fd.as_fd(), v.pgoff) }
                     .sys(what)?
+            }
+            VmaKind::PrivateShmem { shmid } => {
+                let fd = shmem(*shmid).ok_or_else(|| RestoreError::bad("mm", format!("VMA {:#x}-{:#x}: no shared memory object {shmid:#x}", v.start, v.end)))?;
+                // SAFETY: as above; a private mapping never writes the object.
+                unsafe { rustix::mm::mmap(addr as *mut c_void, v.len() as usize, prot, flags, fd, v.pgoff) }.sys(what)?
             }
             _ => return Err(RestoreError::bad("mm", format!("VMA {:#x}-{:#x} cannot be premapped", v.start, v.end))),
         };
@@ -255,11 +262,19 @@ fn mprotect_flags(prot: u32) -> MprotectFlags {
 #[cfg(test)]
 pub(super) fn premap_here(vmas: &[VmaPlan], pages: &std::path::Path) -> (Premap, OwnedFd) {
     use super::error::SysContext;
-    let mut busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
-    busy.extend(super::maps::read_maps(None).unwrap().iter().map(|m| (m.start, m.end)));
     let open = |p: &std::path::Path| rustix::fs::open(p, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).sys(|| "open".into());
-    let pm = premap(vmas, &busy, &|_| true, &open, &|_| None).unwrap();
-    (pm, open(pages).unwrap())
+    // Parallel tests of this process map memory too: a place found free
+    // can be taken before the premap reserves it (EEXIST); look again.
+    for _ in 0..50 {
+        let mut busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
+        busy.extend(super::maps::read_maps(None).unwrap().iter().map(|m| (m.start, m.end)));
+        match premap(vmas, &busy, &|_| true, &open, &|_| None, &|_| None) {
+            Ok(pm) => return (pm, open(pages).unwrap()),
+            Err(super::error::RestoreError::Sys { errno, .. }) if errno == rustix::io::Errno::EXIST => continue,
+            Err(e) => panic!("premap: {e}"),
+        }
+    }
+    panic!("premap: the place found free was taken 50 times")
 }
 
 #[cfg(test)]

@@ -367,7 +367,9 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
             for ((t, rx), go) in tree.tasks.iter().zip(pipes.status_rx.drain(..)).zip(pipes.go_tx.drain(..)) {
                 let (TaskKind::Live(plan), Some(rx)) = (&t.kind, rx) else { continue };
                 rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).sys(|| "F_SETFL(O_NONBLOCK)".into())?;
-                let stopped = plan.core.tc.as_ref().and_then(|tc| tc.task_state) == Some(task_state::STOPPED);
+                let tc = plan.core.tc.as_ref();
+                let stopped = (tc.and_then(|tc| tc.task_state) == Some(task_state::STOPPED))
+                    .then(|| tc.and_then(|tc| tc.stop_signo).unwrap_or(0) as i32);
                 tracked.push(
                     Tracked::new(t.pid, thread_ends(plan), rx, go, stopped)
                         .suspending_seccomp(seccomp)
@@ -449,7 +451,7 @@ fn task_main(tree: &TreePlan, idx: usize, pipes: &mut TaskPipes, objs: &SharedOb
         if idx == 0 {
             crate::files::tty::take_foreground(plan, t.pid, t.pgid, t.sid)?;
         }
-        let pm = build_memory(plan, parent, &tree.ids(), tree.map_pages)?;
+        let pm = build_memory(plan, parent, &tree.ids(), tree.map_pages, objs)?;
         let table = if tree.shares_parent_table(idx) {
             FdTable::Parent
         } else if tree.table_sharers(idx).next().is_some() {

@@ -46,7 +46,7 @@ impl Area {
                 let what = match &v.kind {
                     VmaKind::Anon => "[anon]".to_string(),
                     VmaKind::PrivateFile { path } | VmaKind::SharedFile { path, .. } => path.display().to_string(),
-                    VmaKind::Shmem { shmid, .. } => format!("[shmem {shmid:#x}]"),
+                    VmaKind::Shmem { shmid, .. } | VmaKind::PrivateShmem { shmid } => format!("[shmem {shmid:#x}]"),
                     VmaKind::SysvShm { shmid, .. } => format!("[SysV shm {shmid}]"),
                     VmaKind::Vdso => "[vdso]".to_string(),
                     VmaKind::Vvar => "[vvar]".to_string(),

@@ -258,10 +258,18 @@ fn syms_of(r: MemRange) -> Step<VdsoSyms> {
 /// Puts the vDSO where the process had it: the running one (with its
 /// vvar) if it matches the dumped one, else the dumped copy (already moved
 /// to its place with the other premapped VMAs) with jumps to the running
-/// one, or syscall stubs when there is no running vDSO.
+/// one, or syscall stubs when there is no running vDSO. A process dumped
+/// without a vDSO gets none.
 pub fn place_vdso(ctx: &Ctx, vmas: &[VmaArg]) -> Step {
     let vd = &ctx.args.vdso;
     let Some(dumped) = vmas.iter().find(|v| v.kind == VMA_VDSO) else {
+        // The process had unmapped its vDSO: the parked one goes too.
+        if vd.park.len != 0 {
+            // SAFETY: the park holds only the running vvar/vDSO, which
+            // nothing of the process uses.
+            unsafe { sys::munmap(vd.park.start as usize, vd.park.len as usize) }
+                .map_err(|e| Fail::errno(e, vd.park.start, b"munmap parked vDSO"))?;
+        }
         return Ok(());
     };
     let dumped_range = MemRange { start: dumped.start, len: dumped.end - dumped.start };

@@ -146,16 +146,6 @@ fn itimer(t: &ItimerVal) -> pb::ItimerEntry {
     pb::ItimerEntry { isec: Some(t.isec), iusec: Some(t.iusec), vsec: Some(t.vsec), vusec: Some(t.vusec) }
 }
 
-/// `SIGEV_*` number for a `/proc/PID/timers` notify word.
-fn sigev_notify(kind: &str) -> u32 {
-    match kind {
-        "none" => 1,
-        "thread" => 2,
-        "thread+signal" | "signal+thread" => 4,
-        _ => 0,
-    }
-}
-
 fn task_core(p: &ProcessDump) -> pb::TaskCoreEntry {
     let t = &p.task;
     let leader = &p.threads[0];
@@ -181,7 +171,7 @@ fn task_core(p: &ProcessDump) -> pb::TaskCoreEntry {
                     it_id: Some(pt.proc.id as u32),
                     clock_id: Some(pt.proc.clock_id as u32),
                     si_signo: Some(pt.proc.signo as u32),
-                    it_sigev_notify: Some(sigev_notify(&pt.proc.notify)),
+                    it_sigev_notify: Some(pt.proc.sigev_notify()),
                     sival_ptr: Some(pt.proc.sigval),
                     overrun: Some(pt.overrun as u32),
                     isec: Some(pt.interval.0),

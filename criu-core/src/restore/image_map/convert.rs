@@ -32,18 +32,22 @@
 //! 1. *stop*: an injected `mmap` makes the anonymous copy area in the
 //!    process (2 MiB aligned like the region, so huge pages survive the
 //!    move); *go*;
-//! 2. running: the chunk is write-protected (asynchronously) through a
-//!    userfaultfd the process made (an injected `userfaultfd`, our copy by
-//!    `pidfd_getfd`, theirs closed), then copied into the copy area with
-//!    `process_vm_writev`: the pages the process wrote (its private copies,
-//!    `PAGEMAP_SCAN`) read from the region with `process_vm_readv`, the
-//!    others read from the image file with `O_DIRECT` by a reader thread
-//!    (see `copy_first`: no page-cache copy of the memory is made);
+//! 2. running: the copy area is made of huge pages where that is faster
+//!    (`huge_copy_area`, `PageChoice`: on this VM every 4 KiB fault of
+//!    fresh memory costs 10-20 µs); the chunk is write-protected
+//!    (asynchronously) through a userfaultfd the process made (an injected
+//!    `userfaultfd`, our copy by `pidfd_getfd`, theirs closed), then copied
+//!    into the copy area with `process_vm_writev` by two threads: the pages
+//!    the process wrote (its private copies, `PAGEMAP_SCAN`) read from the
+//!    region with `process_vm_readv`, the others read from the image file,
+//!    from the page cache where it holds them and with `O_DIRECT` where it
+//!    does not (see `copy_first`: no page-cache copy of the memory is made);
 //! 3. *stop*: `PAGEMAP_SCAN` lists the pages written since step 2's
 //!    protection; they are copied again; injected `mprotect` (the region's
 //!    protection), `mremap` of the copy over the chunk, `madvise`s for the
 //!    VMA's flags (huge pages, dontdump, dontfork, mergeable) and `mlock`
-//!    when it was locked; *go*.
+//!    when it was locked; the next chunk's copy area is mapped where this
+//!    one was (one injected `mmap`); *go*.
 //!
 //! Step 2 copies again, while the process runs, what was written during
 //! the copy before (the scan protects those pages again), up to [`ROUNDS`]
@@ -202,6 +206,12 @@ pub struct Converted {
     pub longest_stop: Duration,
     /// Chunks left alone because the process changed them meanwhile.
     pub skipped: usize,
+    /// Bytes of copy areas made of huge pages before the copy (see
+    /// [`huge_copy_area`]).
+    pub huge: u64,
+    /// Bytes of the images read from the page cache, and from the disk.
+    pub cached: u64,
+    pub direct: u64,
 }
 
 /// Converts every image mapping of `root` and of its descendants (as
@@ -289,6 +299,12 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
     let skip = raw.as_ptr().align_offset(DIRECT_ALIGN);
     let buf = &mut raw[skip..skip + COPY_STEP];
     let mut reads = ImageReads::new(pid);
+    // For MADV_COLLAPSE of the copy areas; None (and 4 KiB pages) where
+    // the kernel refuses it.
+    let mut pidfd = rustix::process::Pid::from_raw(pid).and_then(|p| {
+        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(|e| tracing::debug!(pid, "no huge copy areas: pidfd_open: {e}")).ok()
+    });
+    let mut pages = PageChoice::default();
     // The copy area for the next chunk, made during the previous stop.
     let mut area: Option<u64> = None;
     let stall_after: Option<usize> = std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok());
@@ -310,17 +326,25 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
                     if uffd.is_none() {
                         uffd = take_uffd(inj, pid);
                     }
-                    map_copy_area(inj, pid, c)
+                    map_copy_area(inj, pid, c, None)
                 });
                 fr.detach()?;
                 total.longest_stop = total.longest_stop.max(t.elapsed());
                 r?
             }
         };
-        // 2. Protect, then copy while the process runs; again for what was
-        // written meanwhile, while that shrinks.
+        // 2. Huge pages for the copy area; protect, then copy while the
+        // process runs; again for what was written meanwhile, while that
+        // shrinks.
+        let t = Instant::now();
+        let huge = if pages.want_huge() { huge_copy_area(pid, &mut pidfd, copy, c) } else { 0 };
+        total.huge += huge;
+        let collapse_us = t.elapsed().as_micros() as u64;
         let tracked = uffd.as_ref().is_some_and(|u| start_area(u, c.start, c.end));
+        let t = Instant::now();
         copy_first(pid, c, copy, &pagemap, &mut reads, buf)?;
+        let copy_us = t.elapsed().as_micros() as u64;
+        pages.record(huge == c.len(), huge == 0, (collapse_us + copy_us) as f64 / c.len() as f64);
         let mut last = c.len();
         for _ in 1..ROUNDS {
             let mut dirty = Vec::new();
@@ -360,18 +384,20 @@ fn convert_task(pid: i32, files: &ImageFiles, total: &mut Converted) -> Result<(
                 total.chunks += 1;
                 total.bytes += c.len();
             }
-            next.map(|n| map_copy_area(inj, pid, n)).transpose()
+            next.map(|n| map_copy_area(inj, pid, n, Some(copy))).transpose()
         });
         fr.detach()?;
         let stop = t.elapsed();
         total.longest_stop = total.longest_stop.max(stop);
         area = r?;
-        tracing::info!(pid, start = c.start, end = c.end, stop_us = stop.as_micros() as u64, "region chunk converted to anonymous memory");
+        tracing::info!(pid, start = c.start, end = c.end, huge, collapse_us, copy_us, stop_us = stop.as_micros() as u64, "region chunk converted to anonymous memory");
         if let Some(p) = pause {
             std::thread::sleep(p);
         }
     }
-    tracing::info!(pid, elapsed_ms = started.elapsed().as_millis() as u64, "image mappings converted");
+    total.cached += reads.cached;
+    total.direct += reads.direct;
+    tracing::info!(pid, elapsed_ms = started.elapsed().as_millis() as u64, cached = reads.cached, direct = reads.direct, "image mappings converted");
     Ok(())
 }
 
@@ -419,12 +445,23 @@ fn take_uffd(inj: &mut Injector, pid: i32) -> Option<Uffd> {
 }
 
 /// Maps the anonymous copy area for chunk `c` in the process, at the same
-/// offset within a huge page as the chunk.
-fn map_copy_area(inj: &mut Injector, pid: i32, c: &Chunk) -> Result<u64> {
+/// offset within a huge page as the chunk. `hint` is where the previous
+/// chunk's copy area was (free again after its `mremap`): asked for first,
+/// it takes one injected `mmap` instead of three (the kernel gives the hint
+/// only where it is free).
+fn map_copy_area(inj: &mut Injector, pid: i32, c: &Chunk, hint: Option<u64>) -> Result<u64> {
     let len = c.len();
-    let extra = if len >= HUGE { HUGE } else { 0 };
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let aligned = |at: u64| at % HUGE == c.start % HUGE;
+    if let Some(h) = hint.map(|h| h - h % HUGE + c.start % HUGE) {
+        let got = call(inj, pid, NR_MMAP, &[h, len, prot, flags, u64::MAX, 0], || format!("mmap({h:#x}, {len:#x})"))?;
+        if aligned(got) || len < HUGE {
+            return Ok(got);
+        }
+        unmap(inj, pid, got, len)?;
+    }
+    let extra = if len >= HUGE { HUGE } else { 0 };
     let raw = call(inj, pid, NR_MMAP, &[0, len + extra, prot, flags, u64::MAX, 0], || format!("mmap({:#x})", len + extra))?;
     if extra == 0 {
         return Ok(raw);
@@ -444,14 +481,104 @@ fn unmap(inj: &mut Injector, pid: i32, addr: u64, len: u64) -> Result<()> {
     call(inj, pid, NR_MUNMAP, &[addr, len], || format!("munmap({addr:#x}, {len:#x})")).map(drop)
 }
 
+/// Whether the next copy area is made of huge pages: whichever of huge
+/// and small pages copied the last chunks faster, per byte (a huge page
+/// costs one fault, but where free memory is fragmented the kernel
+/// compacts memory for each, and small pages win then); the other kind is
+/// tried again every [`PROBE_EVERY`] chunks, as memory comes and goes.
+#[derive(Debug, Default)]
+struct PageChoice {
+    /// µs per byte of the last chunks copied into huge and small pages.
+    huge: Option<f64>,
+    small: Option<f64>,
+    chunks: usize,
+    last_huge: bool,
+}
+
+/// See [`PageChoice`].
+const PROBE_EVERY: usize = 8;
+
+impl PageChoice {
+    fn want_huge(&mut self) -> bool {
+        self.chunks += 1;
+        let faster = match (self.huge, self.small) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(h), Some(s)) => h <= s,
+        };
+        self.last_huge = if self.chunks % PROBE_EVERY == 0 { !faster } else { faster };
+        self.last_huge
+    }
+
+    /// Records a chunk's cost (collapse and copy) per byte; a chunk copied
+    /// partly into huge pages counts for neither.
+    fn record(&mut self, all_huge: bool, all_small: bool, us_per_byte: f64) {
+        let slot = match (all_huge, all_small) {
+            (true, _) => &mut self.huge,
+            (_, true) if !self.last_huge => &mut self.small,
+            _ => return,
+        };
+        *slot = Some(slot.map_or(us_per_byte, |old| (old + us_per_byte) / 2.0));
+    }
+}
+
+/// `MADV_COLLAPSE` (not in libc's constants yet).
+const MADV_COLLAPSE: i32 = 25;
+
+/// Makes the whole 2 MiB pages of the copy area for chunk `c` huge pages
+/// before the copy writes them; returns their bytes (0 when it could not).
+///
+/// On this VM a page fault costs the same (10-20 µs) whether the page is
+/// 4 KiB or 2 MiB: every first touch of a 4 KiB page of fresh memory is a
+/// fault, and 262,144 of them cost 1.5-3 s per GiB, more than the copy
+/// itself; 512 huge pages per GiB cost a fraction of that. The copy area
+/// is not advised `MADV_HUGEPAGE` (the flag would move with it over the
+/// region and stay in its `VmFlags`): one byte written in each huge page
+/// gives it a page table, and `process_madvise(MADV_COLLAPSE)` (which needs
+/// no advice, and with one present page fills the rest with zeroes) puts a
+/// huge page there, all from here while the process runs. The copy area
+/// keeps the chunk's offset within a huge page ([`map_copy_area`]), so the
+/// `mremap` moves the huge pages whole. A region advised
+/// `MADV_NOHUGEPAGE` gets small pages, as it had; a kernel that refuses
+/// the collapse (no THP) leaves small pages for the rest of the task.
+fn huge_copy_area(pid: i32, pidfd: &mut Option<rustix::fd::OwnedFd>, copy: u64, c: &Chunk) -> u64 {
+    use std::os::fd::AsRawFd;
+    let first = copy.next_multiple_of(HUGE);
+    let last = (copy + c.len()) / HUGE * HUGE;
+    let Some(fd) = pidfd.as_ref() else { return 0 };
+    if last <= first || c.map.has(vmflag::NOHUGEPAGE) {
+        return 0;
+    }
+    for at in (first..last).step_by(HUGE as usize) {
+        if remote::process_vm_writev(pid, at, &[0u8]).is_err() {
+            return 0;
+        }
+    }
+    let iov = libc::iovec { iov_base: first as *mut libc::c_void, iov_len: (last - first) as usize };
+    // SAFETY: process_madvise reads one iovec from `iov`, alive for the
+    // call; the range is the copy area this conversion mapped in the process.
+    let r = unsafe { libc::syscall(libc::SYS_process_madvise, fd.as_raw_fd(), &iov as *const libc::iovec, 1usize, MADV_COLLAPSE, 0u32) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        // EAGAIN/ENOMEM: no huge page free now; small pages this time.
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOMEM)) {
+            tracing::debug!(pid, "no huge copy areas: process_madvise(MADV_COLLAPSE): {e}");
+            *pidfd = None;
+        }
+        return 0;
+    }
+    last - first
+}
+
 /// The first copy of chunk `c` into the copy area at `copy`: the pages
 /// the process wrote (private copies, found with `PAGEMAP_SCAN` after the
 /// write tracking started) from its memory, every other page from the
-/// pages image itself, read with `O_DIRECT` where the file system allows
-/// it. Reading the file rather than the mapping does not fault the image
-/// into the page cache: on this kind of VM every page of fresh memory
-/// costs as much as the copy itself, and the page cache would hold a
-/// second copy of the process's memory that nobody reads again. A page
+/// pages image itself ([`ImageFile::read_at`]: what the page cache holds
+/// from there, the rest with `O_DIRECT` where the file system allows it).
+/// Reading the file rather than the mapping does not fault the image into
+/// the page cache: on this kind of VM every page of fresh memory costs as
+/// much as the copy itself, and the page cache would hold a second copy of
+/// the process's memory that nobody reads again. A page
 /// written after the scan is found written by the next scan, as any other
 /// (without write tracking, the stop copies every private copy). Where the
 /// scan or the file cannot be used, the whole chunk is read from the
@@ -481,23 +608,61 @@ const DIRECT_ALIGN: usize = 4096;
 
 /// The pages images a task maps, opened for reading by (device, inode):
 /// through `/proc/PID/map_files/` (the very file mapped, wherever its name
-/// went), with `O_DIRECT` where the file system allows it. None for an
-/// image that cannot be opened (its chunks are read from the mapping).
+/// went), once for page-cache reads and once with `O_DIRECT` where the file
+/// system allows it. None for an image that cannot be opened (its chunks
+/// are read from the mapping).
 struct ImageReads {
     pid: i32,
     /// The system has swap (see [`copy_first`]).
     swap: bool,
-    files: std::collections::BTreeMap<((u32, u32), u64), Option<std::fs::File>>,
+    files: std::collections::BTreeMap<((u32, u32), u64), Option<ImageFile>>,
+    /// Bytes read from the page cache, and from the disk.
+    cached: u64,
+    direct: u64,
+}
+
+/// One pages image, opened twice (see [`ImageFile::read_at`]).
+struct ImageFile {
+    buffered: std::fs::File,
+    direct: Option<std::fs::File>,
+}
+
+impl ImageFile {
+    /// Reads `buf.len()` bytes at `off`: what the page cache holds with
+    /// `preadv2(RWF_NOWAIT)` (a copy from memory the VM already backs: an
+    /// image just written by a dump, or pages the process faulted in
+    /// before the conversion), the rest from the disk with `O_DIRECT`
+    /// (no page-cache copy of memory the process is about to own; see
+    /// [`copy_first`]). Returns the bytes that came from the page cache.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut got = 0usize;
+        while got < buf.len() {
+            let mut io = [std::io::IoSliceMut::new(&mut buf[got..])];
+            match rustix::io::preadv2(&self.buffered, &mut io, off + got as u64, rustix::io::ReadWriteFlags::NOWAIT) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(_) => break,
+            }
+        }
+        if got < buf.len() {
+            // O_DIRECT reads whole aligned blocks: from the page boundary.
+            let from = got / DIRECT_ALIGN * DIRECT_ALIGN;
+            self.direct.as_ref().unwrap_or(&self.buffered).read_exact_at(&mut buf[from..], off + from as u64)?;
+            got = from;
+        }
+        Ok(got as u64)
+    }
 }
 
 impl ImageReads {
     fn new(pid: i32) -> Self {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let swap = meminfo.lines().find_map(|l| l.strip_prefix("SwapTotal:")).is_none_or(|v| v.trim() != "0 kB");
-        ImageReads { pid, swap, files: Default::default() }
+        ImageReads { pid, swap, files: Default::default(), cached: 0, direct: 0 }
     }
 
-    fn file(&mut self, c: &Chunk) -> Option<&std::fs::File> {
+    fn file(&mut self, c: &Chunk) -> Option<&ImageFile> {
         let m = &c.map;
         let pid = self.pid;
         self.files
@@ -509,75 +674,59 @@ impl ImageReads {
                 let now = crate::proc::maps::read_maps(pid).ok()?.into_iter().find(|v| v.start <= c.start && c.start < v.end)?;
                 let path = format!("/proc/{pid}/map_files/{:x}-{:x}", now.start, now.end);
                 let open = |flags| std::fs::OpenOptions::new().read(true).custom_flags(flags).open(&path);
-                let f = open(libc::O_DIRECT).or_else(|_| open(0));
-                let f = f.map_err(|e| tracing::debug!(pid, path, "image read from the mapping: {e}")).ok()?;
-                let md = f.metadata().ok()?;
-                ((libc::major(md.dev()), libc::minor(md.dev())) == m.dev && md.ino() == m.inode).then_some(f)
+                let buffered = open(0).map_err(|e| tracing::debug!(pid, path, "image read from the mapping: {e}")).ok()?;
+                let md = buffered.metadata().ok()?;
+                if (libc::major(md.dev()), libc::minor(md.dev())) != m.dev || md.ino() != m.inode {
+                    return None;
+                }
+                let direct = open(libc::O_DIRECT).map_err(|e| tracing::debug!(pid, path, "no O_DIRECT reads: {e}")).ok();
+                Some(ImageFile { buffered, direct })
             })
             .as_ref()
     }
 
     /// Copies `len` bytes of chunk `c` at `from` (never written by the
-    /// process: the image's bytes) to `to` in the process. A read that
-    /// fails or comes short (a file system refusing `O_DIRECT` reads, an
-    /// image cut short) is done from the mapping instead.
+    /// process: the image's bytes) to `to` in the process. A piece whose
+    /// read fails or comes short (a file system refusing `O_DIRECT` reads,
+    /// an image cut short) is copied from the mapping instead.
     ///
-    /// The file is read by a second thread into one buffer while this one
-    /// writes the other into the process: the disk read and the first
-    /// touch of the copy area's fresh memory (each about as long here)
-    /// overlap.
+    /// Two threads, each with half of `buf`, take every other piece, each
+    /// reading its piece and writing it into the process: the faults of
+    /// the copy area's fresh memory (most of the time here) and the reads
+    /// run on both cores when they are free.
     fn copy(&mut self, pid: i32, c: &Chunk, from: u64, to: u64, len: u64, buf: &mut [u8]) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        use std::sync::mpsc::sync_channel;
         let Some(f) = self.file(c) else { return copy_range(pid, from, to, len, &c.map, buf) };
-        let (spare, mine) = buf.split_at_mut(buf.len() / 2);
-        let (full_tx, full_rx) = sync_channel::<(&mut [u8], u64, bool)>(2);
-        let (empty_tx, empty_rx) = sync_channel::<&mut [u8]>(2);
-        std::thread::scope(|scope| {
-            let half = spare.len() as u64;
-            empty_tx.send(spare).ok();
-            empty_tx.send(mine).ok();
-            let reader = scope.spawn(move || {
-                let mut done = 0u64;
-                while done < len {
-                    let Ok(b) = empty_rx.recv() else { return };
-                    let n = (len - done).min(half) as usize;
-                    let ok = f.read_exact_at(&mut b[..n], c.offset_at(from + done)).is_ok();
-                    if full_tx.send((b, done, ok)).is_err() || !ok {
-                        return;
+        let (one, two) = buf.split_at_mut(buf.len() / 2);
+        let piece = one.len() as u64;
+        let pieces = len.div_ceil(piece);
+        // Pieces first, second, ... of every other: (bytes from the page
+        // cache, from the disk).
+        let work = |first: u64, b: &mut [u8]| -> Result<(u64, u64)> {
+            let (mut cached, mut disk) = (0u64, 0u64);
+            for k in (first..pieces).step_by(2) {
+                let at = k * piece;
+                let n = (len - at).min(piece) as usize;
+                match f.read_at(&mut b[..n], c.offset_at(from + at)) {
+                    Ok(hit) => {
+                        cached += hit;
+                        disk += n as u64 - hit;
+                        remote::process_vm_writev(pid, to + at, &b[..n])
+                            .map_err(|errno| ConvertError::Copy { pid, what: "into the copy area", addr: to + at, len: n as u64, errno })?;
                     }
-                    done += n as u64;
-                }
-            });
-            let mut result = Ok(());
-            let mut done = 0u64;
-            while done < len {
-                let Ok((b, at, ok)) = full_rx.recv() else { break };
-                let n = (len - at).min(half) as usize;
-                if !ok {
-                    drop(empty_tx);
-                    let _ = reader.join();
-                    result = copy_range(pid, from + at, to + at, len - at, &c.map, b);
-                    return result;
-                }
-                if let Err(errno) = remote::process_vm_writev(pid, to + at, &b[..n]) {
-                    result = Err(ConvertError::Copy { pid, what: "into the copy area", addr: to + at, len: n as u64, errno });
-                    break;
-                }
-                done = at + n as u64;
-                if done < len {
-                    let _ = empty_tx.send(b);
+                    Err(_) => copy_range(pid, from + at, to + at, n as u64, &c.map, b)?,
                 }
             }
-            drop(empty_tx);
-            drop(full_rx);
-            let _ = reader.join();
-            if result.is_ok() && done < len {
-                // The reader is gone without saying why: the rest from the mapping.
-                result = copy_range(pid, from + done, to + done, len - done, &c.map, &mut vec![0u8; COPY_STEP]);
-            }
-            result
-        })
+            Ok((cached, disk))
+        };
+        let (r1, r2) = std::thread::scope(|scope| {
+            let second = scope.spawn(|| work(1, two));
+            let r1 = work(0, one);
+            (r1, second.join().unwrap_or_else(|_| Ok((0, 0))))
+        });
+        let ((c1, d1), (c2, d2)) = (r1?, r2?);
+        self.cached += c1 + c2;
+        self.direct += d1 + d2;
+        Ok(())
     }
 }
 
@@ -624,7 +773,10 @@ fn switch(inj: &mut Injector, pid: i32, copy: u64, c: &Chunk) -> Result<()> {
     let m = &c.map;
     let len = c.len();
     let prot = (m.read as u64 * libc::PROT_READ as u64) | (m.write as u64 * libc::PROT_WRITE as u64) | (m.exec as u64 * libc::PROT_EXEC as u64);
-    call(inj, pid, NR_MPROTECT, &[copy, len, prot], || format!("mprotect({copy:#x}, {len:#x}, {prot})"))?;
+    if prot != (libc::PROT_READ | libc::PROT_WRITE) as u64 {
+        // The copy area is made read-write.
+        call(inj, pid, NR_MPROTECT, &[copy, len, prot], || format!("mprotect({copy:#x}, {len:#x}, {prot})"))?;
+    }
     let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
     let got = call(inj, pid, NR_MREMAP, &[copy, len, len, flags, c.start], || format!("mremap({copy:#x} -> {:#x}, {len:#x})", c.start))?;
     if got != c.start {
@@ -677,6 +829,72 @@ mod tests {
         assert_eq!(got, vec![(CHUNK - PAGE_SIZE, CHUNK), (CHUNK, 2 * CHUNK), (2 * CHUNK, 2 * CHUNK + PAGE_SIZE)]);
         let c = &chunks_of(&maps, &files)[1];
         assert_eq!(c.offset_at(CHUNK), 0x1000 + PAGE_SIZE);
+    }
+
+    #[test]
+    fn page_choice_takes_the_faster_kind_and_probes_the_other() {
+        let mut p = PageChoice::default();
+        // Nothing measured: huge pages first, then small ones to compare.
+        assert!(p.want_huge());
+        p.record(true, false, 3.0);
+        assert!(!p.want_huge());
+        p.record(false, true, 1.0);
+        // Small pages were faster: kept, but every PROBE_EVERY-th chunk
+        // tries huge pages again.
+        let picks: Vec<bool> = (3..=PROBE_EVERY + 1).map(|_| p.want_huge()).collect();
+        assert_eq!(picks.iter().filter(|&&h| h).count(), 1, "{picks:?}");
+        assert!(picks[PROBE_EVERY - 3]);
+        // A probe that turns out faster flips the choice (averaged: 3.0 and
+        // 0.2 make 1.6, then 0.9 < 1.0).
+        p.record(true, false, 0.2);
+        assert!(!p.want_huge());
+        p.record(true, false, 0.2);
+        assert!(p.want_huge());
+        // A chunk copied partly into huge pages (a collapse refused half
+        // way) counts for neither.
+        let before = (p.huge, p.small);
+        p.record(false, false, 99.0);
+        assert_eq!((p.huge, p.small), before);
+    }
+
+    fn image_file(path: &Path) -> ImageFile {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |flags| std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path);
+        ImageFile { buffered: open(0).unwrap(), direct: open(libc::O_DIRECT).ok() }
+    }
+
+    #[test]
+    fn image_reads_come_from_the_page_cache_or_the_disk_with_the_same_bytes() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        // (Where /tmp is a tmpfs its pages never leave the page cache: the
+        // second read then comes from it too, as the assertions allow.)
+        let dir = std::env::temp_dir().join(format!("criu-rs-convert-reads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pages-1.img");
+        let pages = 64u64;
+        let data: Vec<u8> = (0..pages * PAGE_SIZE).map(|i| (i / 8 % 251) as u8 ^ (i / PAGE_SIZE) as u8).collect();
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        let img = image_file(&path);
+        let mut raw = vec![0u8; (pages * PAGE_SIZE) as usize + DIRECT_ALIGN];
+        let skip = raw.as_ptr().align_offset(DIRECT_ALIGN);
+        let buf = &mut raw[skip..skip + (16 * PAGE_SIZE) as usize];
+        // Just written: all of it from the page cache.
+        assert_eq!(img.read_at(buf, 8 * PAGE_SIZE).unwrap(), 16 * PAGE_SIZE);
+        assert!(buf[..] == data[(8 * PAGE_SIZE) as usize..(24 * PAGE_SIZE) as usize]);
+        // Dropped from the page cache (written back above): read from the
+        // disk, the same bytes.
+        // SAFETY: posix_fadvise on a descriptor this test owns.
+        assert_eq!(unsafe { libc::posix_fadvise(img.buffered.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+        buf.fill(0);
+        let hit = img.read_at(buf, 40 * PAGE_SIZE).unwrap();
+        assert!(hit <= 16 * PAGE_SIZE);
+        assert!(buf[..] == data[(40 * PAGE_SIZE) as usize..(56 * PAGE_SIZE) as usize]);
+        // Past the end (an image cut short): an error, not zeroes.
+        assert!(img.read_at(buf, 56 * PAGE_SIZE).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -29,8 +29,10 @@
 //! copy areas placed at the region's offset within a 2 MiB page, and a VMA
 //! advised `MADV_HUGEPAGE` is advised so again after the switch (tested:
 //! `hg` in its `VmFlags`), so khugepaged collapses it as it would the
-//! original. The copy itself writes small pages: on this VM a huge page
-//! the host took back costs 0.5-7 s per GiB to touch, small pages 1.5-2 s.
+//! original. The copy goes into huge pages (made by `MADV_COLLAPSE`, so
+//! the VMA's flags stay as they were) while they are the faster kind to
+//! fill, small pages while the kernel must compact memory for each huge
+//! page ([`convert`]'s `PageChoice`).
 //!
 //! In a tree, each task maps its own image: children do not take their
 //! parent's memory copy-on-write as they do otherwise ([`super::cow`]).

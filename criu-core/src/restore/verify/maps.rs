@@ -174,7 +174,9 @@ fn live_area(m: &MapEntry) -> Area {
         "[vdso]" => Backing::Vdso,
         "[vvar]" | "[vvar_vclock]" => Backing::Vvar,
         _ if m.is_anon() => Backing::Anon,
-        p if m.shared && m.deleted && p.starts_with("/dev/zero") => Backing::SharedAnon,
+        // Shared anonymous memory, mapped shared or (through map_files)
+        // privately.
+        p if m.deleted && p.starts_with("/dev/zero") => Backing::SharedAnon,
         p if m.shared && p.starts_with("/SYSV") => Backing::SysV,
         p if m.deleted && p.starts_with("/memfd:") => Backing::Memfd(p["/memfd:".len()..].to_string()),
         p if m.deleted => Backing::Deleted(p.to_string()),

@@ -3,15 +3,16 @@
 
 use super::{proc_err, Check, TaskImages};
 
-/// How `/proc/PID/timers` names a `SIGEV_*` (`SIGEV_THREAD_ID` shows as
-/// "signal", to a tid).
-fn notify_name(n: u32) -> &'static str {
-    match n & !4 {
+/// How `/proc/PID/timers` names a `SIGEV_*`: the kind, to the process
+/// (`pid`) or, with `SIGEV_THREAD_ID`, to a thread (`tid`).
+fn notify_name(n: u32) -> String {
+    let kind = match n & !4 {
         0 => "signal",
         1 => "none",
         2 => "thread",
         _ => "?",
-    }
+    };
+    format!("{kind}/{}", if n & 4 != 0 { "tid" } else { "pid" })
 }
 
 pub fn check(t: &TaskImages) -> Check {
@@ -27,7 +28,7 @@ pub fn check(t: &TaskImages) -> Check {
     let mut live: Vec<String> = crate::proc::misc::read_timers(t.pid)
         .map_err(proc_err)?
         .iter()
-        .map(|p| format!("{} signal {} clock {} {}", p.id, p.signo, p.clock_id, p.notify))
+        .map(|p| format!("{} signal {} clock {} {}", p.id, p.signo, p.clock_id, notify_name(p.sigev_notify())))
         .collect();
     want.sort();
     live.sort();
