@@ -10,7 +10,8 @@
  * longest time between the ends of two slices: about 1 ms while it runs
  * freely; a freeze, or a write that waits on a snapshot, shows up as a
  * longer gap. SIGUSR1 resets the longest gap; SIGUSR2 writes
- * "max_gap_us=N slices=S" to RESULT (via RESULT.tmp and rename).
+ * "max_gap_us=N slices=S ended=T" to RESULT (via RESULT.tmp and rename),
+ * T the wall-clock time the longest gap ended (to find it in a -v4 log).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -28,7 +29,7 @@
 
 static uint64_t *mem;
 static size_t pages;
-static volatile uint64_t max_gap_ns, slices;
+static volatile uint64_t max_gap_ns, max_gap_at_ns, slices;
 static volatile int reset;
 
 static uint64_t now_ns(void)
@@ -59,7 +60,10 @@ static void *writer(void *arg)
 			reset = 0;
 			max_gap_ns = 0;
 		} else if (t - last > max_gap_ns) {
+			struct timespec wall;
+			clock_gettime(CLOCK_REALTIME, &wall);
 			max_gap_ns = t - last;
+			max_gap_at_ns = (uint64_t)wall.tv_sec * 1000000000ULL + (uint64_t)wall.tv_nsec;
 		}
 		last = t;
 		slices++;
@@ -105,8 +109,9 @@ int main(int argc, char **argv)
 		}
 		char tmp[4200], line[128];
 		snprintf(tmp, sizeof tmp, "%s.tmp", result);
-		int n = snprintf(line, sizeof line, "max_gap_us=%llu slices=%llu\n", (unsigned long long)(max_gap_ns / 1000),
-				 (unsigned long long)slices);
+		int n = snprintf(line, sizeof line, "max_gap_us=%llu slices=%llu ended=%llu.%09llu\n",
+				 (unsigned long long)(max_gap_ns / 1000), (unsigned long long)slices,
+				 (unsigned long long)(max_gap_at_ns / 1000000000ULL), (unsigned long long)(max_gap_at_ns % 1000000000ULL));
 		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		if (fd >= 0 && write(fd, line, (size_t)n) == n && !close(fd))
 			rename(tmp, result);

@@ -348,6 +348,7 @@ pub fn collect(
     track: &mut super::track::TaskTrack,
     copy: MemCopy,
     armed: Option<std::sync::Arc<super::live::TaskLive>>,
+    smaps_ahead: Option<&[proc::maps::MapEntry]>,
 ) -> Result<(ProcessDump, MemStats, std::time::Duration, Option<PendingCopy>), DumpError> {
     let pid = fr.pid();
     failpoint::check(failpoint::AFTER_FREEZE)?;
@@ -377,8 +378,25 @@ pub fn collect(
     }
     failpoint::check(failpoint::AFTER_INJECT)?;
 
-    // The address space as it is with nothing of ours in it.
-    let maps = proc::maps::read_smaps(pid)?;
+    // The address space as it is with nothing of ours in it; the areas'
+    // `VmFlags` from smaps read before the freeze when the areas are still
+    // those (a live copy checks them again afterwards, see [`super::live`]).
+    let maps = match smaps_ahead {
+        Some(ahead) => {
+            let _span = tracing::debug_span!("maps_with_flags_ahead").entered();
+            match proc::maps::with_flags_of(proc::maps::read_maps(pid)?, ahead) {
+                Some(maps) => maps,
+                None => {
+                    tracing::debug!(pid, "areas changed since smaps was read: read again frozen");
+                    proc::maps::read_smaps(pid)?
+                }
+            }
+        }
+        None => {
+            let _span = tracing::debug_span!("read_smaps").entered();
+            proc::maps::read_smaps(pid)?
+        }
+    };
     let mut vma_list: Vec<super::model::Vma> = maps.iter().map(vmas::classify).collect();
     for v in &vma_list {
         tracing::debug!(
@@ -411,7 +429,10 @@ pub fn collect(
         // write-protection of this copy needs them (tracking ends here).
         if let Some(old) = &track.uffd {
             for a in &plan.areas {
-                let _ = old.unregister(a.start, a.end - a.start);
+                // Not what was moved to the live copy's descriptor already.
+                for (s, e) in super::track::outside(&track.swapped, a.start, a.end) {
+                    let _ = old.unregister(s, e - s);
+                }
             }
         }
     }

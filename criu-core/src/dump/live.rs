@@ -20,7 +20,8 @@
 //!   address order, batch after batch, and un-protects each batch once
 //!   read. The first write to a page not copied yet faults: the writing
 //!   thread waits while a server thread ([`Server`]) reads that page and up
-//!   to [`NEIGHBOURS`] - 1 following ones into an early store, then
+//!   (for a writer going forward) up to [`NEIGHBOURS`] - 1 following ones
+//!   into an early store, then
 //!   un-protects them, which wakes the thread. The copier takes a page from
 //!   the early store when it gets there. Every page is thus read before any
 //!   write after the freeze lands on it: the snapshot is the memory of the
@@ -28,8 +29,12 @@
 //!   arming to the end, through the dump's freeze (a thread waiting on a
 //!   fault when it came, or an injected call writing to protected memory,
 //!   needs it). After a pre-dump the areas are held by the pre-dump's
-//!   asynchronous tracking until the dump's freeze scans them: they are
-//!   registered and protected in that freeze.
+//!   asynchronous tracking: after the arming they are moved to the exact
+//!   descriptor a slice at a time, each slice in a short freeze of its own
+//!   ([`swap_areas`]: pages the tracking saw written kept, unregistered
+//!   there, registered and protected here); at the dump's freeze, the
+//!   pages written since the pre-dump are those plus the ones found
+//!   un-protected ([`super::track::TaskTrack::prepare`]).
 //! - **Tracked** (`pre-dump`): the pre-dump's own asynchronous tracking
 //!   ([`super::track`]) is set up while frozen, so any page written after
 //!   the freeze is dumped again by the next dump; the pages are copied
@@ -69,10 +74,18 @@
 //! which needs `CAP_SYS_PTRACE` in the task or `vm.unprivileged_userfaultfd
 //! = 1`; a task that cannot have one is copied frozen.
 //!
+//! Out of the freeze too: `/proc/PID/smaps` (the areas' `VmFlags`; the
+//! kernel counts every page of every area to print it, 100-200 ms per GiB)
+//! is read just before it ([`SmapsAhead`]); frozen, `/proc/PID/maps` is read
+//! and, when every line is as it was, the flags are taken from that reading
+//! (else smaps is read frozen). An `madvise` in between changes flags
+//! without a line: once the tree runs again smaps is read once more
+//! ([`SmapsAhead::check`], beside the copy) and a flag that differs gives
+//! the copy up ([`DumpError::LiveBroken`]). And the thread doing the frozen
+//! work and the fault server run at real-time priority ([`super::boost`]).
 //! What the freeze still costs: the registers and small state, the
-//! injected queries, `/proc/PID/smaps` (the areas' `VmFlags`; the kernel
-//! counts every page of every area to print it, the largest cost left for
-//! a big process), the pagemap scans and the re-protection above.
+//! injected queries, `maps`, the pagemap scans and the re-protection above
+//! (a few ms for 1 GiB).
 //!
 //! A writer faster than the copier: the early store holds at most
 //! [`EARLY_CAP`] bytes; beyond that a fault waits until the copier has
@@ -91,8 +104,9 @@ use std::time::{Duration, Instant};
 
 /// Features of the exact-mode userfaultfd: address-space changes reported.
 pub const LIVE_FEATURES: u64 = feature::EVENT_REMAP | feature::EVENT_REMOVE | feature::EVENT_UNMAP;
-/// Pages read per write fault (the faulting one and the ones after it
-/// not copied yet, in its run): writes tend to go on forward.
+/// Pages read per write fault right after the last fault's pages (the
+/// faulting one and the ones after it not copied yet, in its run): such a
+/// writer tends to go on forward. Other faults read their page only.
 pub const NEIGHBOURS: usize = 16;
 /// Most bytes copied ahead of the copier before faults wait for it.
 pub const EARLY_CAP: usize = 256 << 20;
@@ -130,6 +144,9 @@ struct State {
     early: BTreeMap<u64, Page>,
     /// Why the copy can no longer be exact.
     broken: Option<String>,
+    /// The page after the last fault's pages: a fault there is a writer
+    /// going forward, served with neighbours.
+    next_fault: u64,
     stats: LiveStats,
 }
 
@@ -202,6 +219,7 @@ impl TaskLive {
                 done_to: 0,
                 early: BTreeMap::new(),
                 broken: None,
+                next_fault: 0,
                 stats: LiveStats::default(),
             }),
             progress: Condvar::new(),
@@ -378,8 +396,11 @@ impl TaskLive {
                 }
                 st.stats.throttled += t.elapsed();
                 if wanted(&st) {
+                    // Neighbours only for a writer going forward: a random
+                    // one would fill the early store 16 times as fast.
+                    let most = if page == st.next_fault { NEIGHBOURS } else { 1 };
                     let mut n = 1u64;
-                    while (n as usize) < NEIGHBOURS && page + n * PAGE_SIZE < run_end && !st.early.contains_key(&(page + n * PAGE_SIZE)) {
+                    while (n as usize) < most && page + n * PAGE_SIZE < run_end && !st.early.contains_key(&(page + n * PAGE_SIZE)) {
                         n += 1;
                     }
                     let mut buf = vec![0u8; (n * PAGE_SIZE) as usize];
@@ -391,6 +412,7 @@ impl TaskLive {
                                 st.early.insert(page + i as u64 * PAGE_SIZE, p);
                             }
                             st.stats.pages_early += n;
+                            st.next_fault = page + n * PAGE_SIZE;
                             st.stats.early_peak = st.stats.early_peak.max(st.early.len() as u64 * PAGE_SIZE);
                             len = n * PAGE_SIZE;
                         }
@@ -472,6 +494,7 @@ impl Drop for Server {
 
 /// The server's loop: poll every descriptor and `stop`, handle what comes.
 fn serve(tasks: &[Arc<TaskLive>], stop: i32) {
+    let _boost = super::boost::Boost::now("live fault server");
     let mut polls: Vec<libc::pollfd> = tasks
         .iter()
         .filter_map(|t| t.uffd.as_ref())
@@ -516,15 +539,54 @@ fn serve(tasks: &[Arc<TaskLive>], stop: i32) {
     }
 }
 
-/// Exact-mode descriptors made and write-protected ahead of the dump's
-/// freeze ([`arm`]), by task pid.
+/// What a dump's userfaultfds are armed for ahead of its freeze ([`arm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArmFor {
+    /// The exact copy (`dump -R`): a synchronous write-protect descriptor
+    /// per task, its faults served from the arming on.
+    Exact,
+    /// The tracking a pre-dump leaves ([`super::track`]): an asynchronous
+    /// one. Pages written between the arming and the freeze count as
+    /// written after the pre-dump too: the next dump copies them again,
+    /// which costs a little and is never wrong.
+    Tracking,
+}
+
+/// One task's tracking descriptor made ahead ([`ArmFor::Tracking`]).
+#[derive(Debug)]
+pub struct ArmedTrack {
+    /// The descriptor, for [`super::track::TaskTrack::uffd`].
+    pub uffd: Uffd,
+    /// Areas registered and write-protected on it, sorted.
+    pub areas: Vec<(u64, u64)>,
+}
+
+/// Descriptors made and write-protected ahead of the dump's freeze
+/// ([`arm`]), by task pid.
 pub struct Armed {
-    /// Each task's copy, with nothing to copy yet.
+    /// Exact mode: each task's copy, with nothing to copy yet.
     pub tasks: BTreeMap<i32, Arc<TaskLive>>,
-    /// Serves the tasks' faults from the arming until the dump is over:
-    /// through the dump's freeze too (a thread that was waiting on a fault,
-    /// or an injected call that writes to protected memory, needs it).
+    /// Tracking mode: each task's descriptor, taken by its collection.
+    pub tracks: Mutex<BTreeMap<i32, ArmedTrack>>,
+    /// Exact mode after a pre-dump: each task's areas moved from the
+    /// pre-dump's tracking to the exact descriptor, taken by its collection.
+    pub swaps: Mutex<BTreeMap<i32, Swapped>>,
+    /// Serves the exact tasks' faults from the arming until the dump is
+    /// over: through the dump's freeze too (a thread that was waiting on a
+    /// fault, or an injected call that writes to protected memory, needs it).
     server: Option<Server>,
+}
+
+impl Armed {
+    /// Task `pid`'s tracking descriptor made ahead, if any (once).
+    pub fn take_track(&self, pid: i32) -> Option<ArmedTrack> {
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid)
+    }
+
+    /// Task `pid`'s areas moved from the pre-dump's tracking, if any (once).
+    pub fn take_swap(&self, pid: i32) -> Option<Swapped> {
+        self.swaps.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid)
+    }
 }
 
 impl Drop for Armed {
@@ -539,80 +601,259 @@ impl Drop for Armed {
 /// tree runs; shorter calls hold its page-table lock for less).
 const ARM_CHUNK: u64 = 64 << 20;
 
-/// Arms the exact copy of the tree rooted at `root` ahead of the dump (see
-/// the module documentation): a short freeze to give each task its
-/// descriptor and register its private anonymous areas, then the areas are
-/// write-protected while the tree runs, faults served (un-protected,
-/// nothing copied) meanwhile. `Ok(None)` (with the reason logged) when it
-/// cannot be: the dump then protects everything while frozen. A tree that
-/// cannot be frozen is the dump's error.
-pub fn arm(root: i32, timeout: Duration) -> Result<Option<Armed>, DumpError> {
+/// Arms the userfaultfds of a dump of the tree rooted at `root` ahead of
+/// its freeze (see the module documentation): a short freeze to give each
+/// task its descriptor and register its private areas (anonymous ones for
+/// an exact copy), then the areas are write-protected while the tree runs
+/// (exact: faults served, un-protected, nothing copied, meanwhile).
+/// `Ok(None)` (with the reason logged) when it cannot be: the dump then
+/// protects everything while frozen. A tree that cannot be frozen is the
+/// dump's error.
+///
+/// After a pre-dump (`tracking`: its descriptors, by pid) an exact copy
+/// cannot register the areas the tracking holds; they are moved to the
+/// exact descriptor a slice at a time, each in a freeze of its own
+/// ([`swap_areas`]).
+pub fn arm(root: i32, timeout: Duration, what: ArmFor, tracking: Option<&BTreeMap<i32, Uffd>>) -> Result<Option<Armed>, DumpError> {
+    let boost = super::boost::Boost::now("arming freeze");
     let t0 = Instant::now();
-    let tree = super::tree::FrozenTree::freeze(root, timeout)?;
+    let tree = super::tree::FrozenTree { boost: Some(boost), ..super::tree::FrozenTree::freeze(root, timeout)? };
     let mut tasks = BTreeMap::new();
-    let mut todo = Vec::new();
+    let mut tracks = BTreeMap::new();
     for t in &tree.live {
         let pid = t.frozen.pid();
-        match arm_task(pid) {
-            Ok(Some((live, areas))) => {
-                let live = Arc::new(live);
-                todo.push((live.clone(), areas));
-                tasks.insert(pid, live);
+        match arm_task(pid, what) {
+            Ok(Some((uffd, areas, held))) if what == ArmFor::Exact => {
+                tasks.insert(pid, (Arc::new(TaskLive::new(pid, Some(uffd), &[])), areas, held));
+            }
+            Ok(Some((uffd, areas, _))) => {
+                tracks.insert(pid, ArmedTrack { uffd, areas });
             }
             Ok(None) => {}
-            Err(e) => tracing::info!(pid, "live copy not armed ahead for this task: {e}"),
+            Err(e) => tracing::info!(pid, "userfaultfd not armed ahead for this task: {e}"),
         }
     }
     let frozen = t0.elapsed();
     tree.detach()?;
-    let server = match Server::start(tasks.values().cloned().collect()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("live copy not armed ahead: {e}");
-            return Ok(None);
-        }
+    let server = match what {
+        ArmFor::Exact => match Server::start(tasks.values().map(|t| t.0.clone()).collect()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("live copy not armed ahead: {e}");
+                return Ok(None);
+            }
+        },
+        ArmFor::Tracking => None,
     };
     let t1 = Instant::now();
-    for (live, areas) in &todo {
-        let Some(uffd) = &live.uffd else { continue };
+    let protect = |pid: i32, uffd: &Uffd, areas: &[(u64, u64)]| {
         for &(start, end) in areas {
             let mut at = start;
             while at < end {
                 let len = ARM_CHUNK.min(end - at);
                 if let Err(e) = uffd.writeprotect(at, len, crate::uffd::mode::WRITEPROTECT) {
-                    tracing::debug!(pid = live.pid, "arming {at:#x}+{len:#x}: {e}");
+                    tracing::debug!(pid, "arming {at:#x}+{len:#x}: {e}");
                 }
                 at += len;
             }
         }
+    };
+    for (pid, (live, areas, _)) in &tasks {
+        if let Some(uffd) = &live.uffd {
+            protect(*pid, uffd, areas);
+        }
+    }
+    for (pid, t) in &tracks {
+        protect(*pid, &t.uffd, &t.areas);
+    }
+    let mut swaps = BTreeMap::new();
+    for (pid, (live, _, held)) in &tasks {
+        if let (Some(old), Some(new)) = (tracking.and_then(|t| t.get(pid)), &live.uffd) {
+            if !held.is_empty() {
+                swaps.insert(*pid, swap_areas(*pid, old, new, held, timeout));
+            }
+        }
     }
     tracing::info!(
-        tasks = tasks.len(),
+        tasks = tasks.len() + tracks.len(),
+        ?what,
         frozen_ms = frozen.as_millis() as u64,
         protect_ms = t1.elapsed().as_millis() as u64,
-        "live copy armed ahead of the freeze"
+        "userfaultfds armed ahead of the freeze"
     );
-    Ok(Some(Armed { tasks, server: Some(server) }))
+    let tasks = tasks.into_iter().map(|(pid, (live, ..))| (pid, live)).collect();
+    Ok(Some(Armed { tasks, tracks: Mutex::new(tracks), swaps: Mutex::new(swaps), server }))
 }
 
 /// One frozen task's part of [`arm`]: its descriptor (none when it may
-/// not have one) and the areas registered on it.
-fn arm_task(pid: i32) -> Result<Option<(TaskLive, Vec<(u64, u64)>)>, DumpError> {
+/// not have one), the areas registered on it and those another descriptor
+/// holds (`EBUSY`: an earlier pre-dump's tracking).
+#[allow(clippy::type_complexity)]
+fn arm_task(pid: i32, what: ArmFor) -> Result<Option<(Uffd, Vec<(u64, u64)>, Vec<(u64, u64)>)>, DumpError> {
     use crate::ptrace::inject::{vdso_syscall_ip, Injector};
     let maps = crate::proc::maps::read_maps(pid)?;
     let ip = if super::failpoint::patch_code_forced() { None } else { vdso_syscall_ip(pid, &maps) };
     let mut inj = Injector::new(pid, ip)?;
-    let uffd = super::track::take_kernel_uffd(&mut inj, pid, LIVE_FEATURES);
+    let uffd = match what {
+        ArmFor::Exact => super::track::take_kernel_uffd(&mut inj, pid, LIVE_FEATURES),
+        ArmFor::Tracking => super::track::take_task_uffd(&mut inj, pid).map(Some),
+    };
     inj.restore()?;
     let Some(uffd) = uffd? else { return Ok(None) };
-    let mut areas = Vec::new();
+    let (mut areas, mut held) = (Vec::new(), Vec::new());
     for m in &maps {
         let v = super::vmas::classify(m);
-        if v.dumps_private_pages() && v.zero_pages_implicit() && uffd.register(m.start, m.end - m.start, crate::uffd::mode::WP).is_ok() {
-            areas.push((m.start, m.end));
+        if !(v.dumps_private_pages() && (what == ArmFor::Tracking || v.zero_pages_implicit())) {
+            continue;
+        }
+        match uffd.register(m.start, m.end - m.start, crate::uffd::mode::WP) {
+            Ok(_) => areas.push((m.start, m.end)),
+            Err(rustix::io::Errno::BUSY) => held.push((m.start, m.end)),
+            Err(_) => {}
         }
     }
-    Ok(Some((TaskLive::new(pid, Some(uffd), &[]), areas)))
+    Ok(Some((uffd, areas, held)))
+}
+
+/// Areas of one task moved from a pre-dump's tracking descriptor to the
+/// exact copy's ahead of the freeze ([`swap_areas`]).
+#[derive(Debug, Default)]
+pub struct Swapped {
+    /// Ranges registered and write-protected on the exact descriptor now
+    /// (sorted): from the move on, a page written there is one it finds
+    /// un-protected.
+    pub ranges: Vec<(u64, u64)>,
+    /// Pages of `ranges` the tracking found written since the pre-dump,
+    /// up to the move (sorted, disjoint).
+    pub written: Vec<(u64, u64)>,
+}
+
+/// Bytes moved per freeze by [`swap_areas`] (about 1 ms of work per 8 MiB:
+/// the pages are unprotected and protected again).
+const SWAP_CHUNK: u64 = 32 << 20;
+
+/// Moves `held` (areas of `pid` registered on `old`, a pre-dump's
+/// asynchronous tracking) to `new` (the exact copy's synchronous
+/// descriptor), [`SWAP_CHUNK`] at a time, each in a freeze of the task
+/// alone: the pages the tracking found written are kept
+/// (`PAGEMAP_SCAN`), the slice unregistered from `old` (which clears its
+/// markers), registered on `new` and write-protected. A slice that cannot
+/// be moved stays with the tracking (its area is then scanned frozen, as
+/// without this); one lost half-way (off `old`, not protected on `new`) is
+/// in no tracking any more, which makes the dump copy its area whole.
+pub fn swap_areas(pid: i32, old: &Uffd, new: &Uffd, held: &[(u64, u64)], timeout: Duration) -> Swapped {
+    let mut out = Swapped::default();
+    let Ok(pm) = Pagemap::open(pid) else { return out };
+    let t0 = Instant::now();
+    let mut slices = 0;
+    for &(start, end) in held {
+        let mut at = start;
+        while at < end {
+            let to = (at + SWAP_CHUNK).min(end);
+            match swap_slice(pid, &pm, old, new, (at, to), timeout, &mut out.written) {
+                Ok(true) => match out.ranges.last_mut() {
+                    Some(last) if last.1 == at => last.1 = to,
+                    _ => out.ranges.push((at, to)),
+                },
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::info!(pid, "moving {at:#x}-{to:#x} to the live copy's userfaultfd: {e}");
+                    break;
+                }
+            }
+            slices += 1;
+            at = to;
+            // The task runs a moment between two slices.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    out.written.sort_unstable();
+    tracing::info!(pid, slices, ms = t0.elapsed().as_millis() as u64, "tracked areas moved to the live copy's userfaultfd");
+    out
+}
+
+/// One slice of [`swap_areas`]: `Ok(false)` when nothing changed.
+fn swap_slice(pid: i32, pm: &Pagemap, old: &Uffd, new: &Uffd, (start, end): (u64, u64), timeout: Duration, written: &mut Vec<(u64, u64)>) -> Result<bool, DumpError> {
+    let _boost = super::boost::Boost::now("moving tracked memory");
+    let fr = crate::ptrace::freeze::Frozen::freeze(pid, timeout)?;
+    let moved = (|| {
+        let mut w = Vec::new();
+        if !pm.scan_written(start, end, &mut w)? {
+            return Ok(false);
+        }
+        let len = end - start;
+        if old.unregister(start, len).is_err() {
+            return Ok(false);
+        }
+        let how = |e: rustix::io::Errno| DumpError::Track(format!("{start:#x}-{end:#x} of pid {pid}: {e}"));
+        new.register(start, len, crate::uffd::mode::WP).map_err(how)?;
+        new.writeprotect(start, len, crate::uffd::mode::WRITEPROTECT).map_err(how)?;
+        written.extend(w);
+        Ok(true)
+    })();
+    fr.detach()?;
+    moved
+}
+
+/// Each task's areas with their `VmFlags`, read before the freeze (by a
+/// live copy: see the module documentation), by pid.
+#[derive(Debug, Default)]
+pub struct SmapsAhead {
+    tasks: BTreeMap<i32, Vec<crate::proc::maps::MapEntry>>,
+}
+
+impl SmapsAhead {
+    /// Reads the smaps of `root` and of every descendant found (the tree
+    /// runs: a task that is gone is left out, one born since is read
+    /// frozen).
+    #[tracing::instrument(level = "debug", skip_all, fields(root))]
+    pub fn read(root: i32) -> SmapsAhead {
+        let mut tasks = BTreeMap::new();
+        let mut todo = vec![root];
+        while !todo.is_empty() {
+            for &pid in &todo {
+                if let Ok(m) = crate::proc::maps::read_smaps(pid) {
+                    tasks.insert(pid, m);
+                }
+            }
+            let known: Vec<i32> = tasks.keys().copied().collect();
+            let kids = super::tree::children_of(&todo, &known).unwrap_or_default();
+            todo = kids.into_iter().map(|(k, _)| k).filter(|k| !tasks.contains_key(k)).collect();
+        }
+        SmapsAhead { tasks }
+    }
+
+    /// `pid`'s areas, if read.
+    pub fn get(&self, pid: i32) -> Option<&[crate::proc::maps::MapEntry]> {
+        self.tasks.get(&pid).map(Vec::as_slice)
+    }
+
+    /// The areas of each task dumped with flags read ahead, to check them
+    /// with [`Self::check`] once the tree runs again.
+    pub fn to_check(&self, procs: &[super::model::ProcessDump]) -> Vec<(i32, Vec<crate::proc::maps::MapEntry>)> {
+        procs.iter().filter(|p| self.tasks.contains_key(&p.pid)).map(|p| (p.pid, p.mm.vmas.iter().map(|v| v.map.clone()).collect())).collect()
+    }
+
+    /// After the freeze, with the tree running: whether the flags read
+    /// ahead are still every area's (smaps read again). A change means an
+    /// `madvise` (or `mlock`, or a new mapping with the same line) between
+    /// the reading and now, perhaps before the freeze: the images could be
+    /// wrong, so the copy is given up ([`DumpError::LiveBroken`]: the dump
+    /// is made again frozen). One changed and changed back within that
+    /// moment goes unseen.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub fn check(dumped: &[(i32, Vec<crate::proc::maps::MapEntry>)]) -> Result<(), DumpError> {
+        for (pid, then) in dumped {
+            let now = crate::proc::maps::read_smaps(*pid)
+                .map_err(|e| DumpError::LiveBroken(format!("reading the areas of pid {pid} again: {e}")))?;
+            if let Some((start, end, was, is)) = crate::proc::maps::flags_changed(then, &now) {
+                return Err(DumpError::LiveBroken(format!(
+                    "pid {pid} changed the flags of {start:#x}-{end:#x} (VmFlags bits {was:#x} -> {is:#x}) around the freeze"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Logs one task's live-copy counters.

@@ -5,7 +5,9 @@
 //! `process_vm_readv` per batch (many iovecs), all-zero anonymous pages are
 //! dropped and the pagemap entries recorded; writer threads put each batch
 //! at its place in the pages file (`pwritev`, `O_DIRECT` where possible,
-//! from page-aligned buffers) while the next batch is being read. Areas without read permission are read through
+//! from page-aligned buffers) while the next batch is being read; a task
+//! with little memory has it written through the page cache by the reading
+//! thread alone. Areas without read permission are read through
 //! `/proc/PID/mem`, which may read them on behalf of a tracer.
 
 use super::model::{PagemapEntry, Vma, PE_PARENT, PE_PRESENT};
@@ -30,6 +32,12 @@ const BUFFERS: usize = 3;
 const WRITERS: usize = 2;
 /// Most iovecs in one `process_vm_readv` call (`IOV_MAX`).
 const IOV_MAX: usize = 1024;
+/// A task with fewer bytes of pages than this has them copied by the
+/// calling thread alone (no writer threads) and written through the page
+/// cache: for small amounts, starting threads and waiting for the device
+/// (`O_DIRECT`) cost more than the copy, and a restore soon after reads
+/// them back from the cache. Trees of many small tasks pay it per task.
+const SMALL: u64 = 8 << 20;
 
 /// Counters for the stats image and the log.
 #[derive(Debug, Clone, Copy, Default)]
@@ -402,7 +410,8 @@ pub fn dump_private(
 
 /// Copies the pages `plan` names into `out` (the pages image). This thread
 /// reads batches and picks the pages to keep; [`WRITERS`] threads write
-/// finished batches at their offsets meanwhile. With `live` (the task runs:
+/// finished batches at their offsets meanwhile (below [`SMALL`] bytes this
+/// thread writes them itself, through the page cache). With `live` (the task runs:
 /// [`super::live`]) each batch is read through it. `on_batch` runs after
 /// each batch is read; an error from it aborts the dump. Returns the
 /// pagemap entries and counters (`write_time` is summed over the writers).
@@ -422,9 +431,13 @@ pub fn copy_private(
     for _ in 0..BUFFERS {
         free_tx.send(PageBuf::default()).map_err(|_| DumpError::Internal("buffer channel"))?;
     }
+    let small = plan.pages() * PAGE_SIZE < SMALL;
+    if small {
+        write_through_cache(out)?;
+    }
     let PrivatePlan { areas, in_parent, mut stats } = plan;
     std::thread::scope(|s| {
-        let writers: Vec<_> = (0..WRITERS)
+        let writers: Vec<_> = (0..if small { 0 } else { WRITERS })
             .map(|_| {
                 let (free_tx, full_rx) = (free_tx.clone(), &full_rx);
                 s.spawn(move || -> Result<std::time::Duration, DumpError> {
@@ -441,7 +454,7 @@ pub fn copy_private(
                 })
             })
             .collect();
-        drop(free_tx);
+        let free_tx = small.then_some(free_tx);
         let mut entries = Vec::new();
         let reader = (|| -> Result<(), DumpError> {
             let mut mem = None;
@@ -465,7 +478,16 @@ pub fn copy_private(
                     stats.read_time += t.elapsed();
                     let pieces = select_pages(buf.bytes(), &runs, area.skip_zero, area.start, &mut entries, &mut stats);
                     let len: usize = pieces.iter().map(|p| p.1).sum();
-                    if full_tx.send(Batch { buf, pieces, file_off }).is_err() {
+                    let batch = Batch { buf, pieces, file_off };
+                    if small {
+                        // No writer threads: written here, the buffer reused.
+                        let t = std::time::Instant::now();
+                        write_batch(out, &batch)?;
+                        stats.write_time += t.elapsed();
+                        if let Some(tx) = &free_tx {
+                            let _ = tx.send(batch.buf);
+                        }
+                    } else if full_tx.send(batch).is_err() {
                         return Ok(());
                     }
                     file_off += len as u64;
@@ -494,6 +516,16 @@ pub fn copy_private(
         }
         Ok((entries, stats))
     })
+}
+
+/// Clears `O_DIRECT` on the pages image `out` (`fcntl(F_SETFL)`): its
+/// writes go through the page cache from here on.
+fn write_through_cache(out: &std::fs::File) -> Result<(), DumpError> {
+    let flags = rustix::fs::fcntl_getfl(out).map_err(|e| DumpError::WritePages(e.into()))?;
+    if flags.contains(rustix::fs::OFlags::DIRECT) {
+        rustix::fs::fcntl_setfl(out, flags - rustix::fs::OFlags::DIRECT).map_err(|e| DumpError::WritePages(e.into()))?;
+    }
+    Ok(())
 }
 
 /// `lseek(fd, off, whence)` for SEEK_DATA / SEEK_HOLE; None at end of file.

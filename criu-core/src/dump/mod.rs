@@ -41,6 +41,7 @@
 //! space without being threads (`CLONE_VM`, e.g. a vfork child: its parent
 //! cannot be frozen anyway).
 
+pub mod boost;
 pub mod collect;
 pub mod failpoint;
 pub mod injected;

@@ -48,8 +48,10 @@ pub struct Shared {
     pub shmem_sizes: Vec<(u64, u64)>,
     /// Shared anonymous objects already dumped (by an earlier task).
     pub shmem_done: Vec<u64>,
-    /// Tasks collected so far and their kernel-object ids.
-    pub tasks: Vec<(i32, KobjIds)>,
+    /// The kernel objects of the tasks collected so far, per kind (vm,
+    /// files, fs, sighand): one (task holding it, its id) per object, in
+    /// `kcmp` order ([`Shared::kobj_ids`]).
+    pub kobjs: [Vec<(i32, u32)>; 4],
     /// The dump's sockets: diag tables, connections in repair mode and
     /// locked until the dump ends (released when dropped).
     pub sockets: crate::net::dump_state::DumpSockets,
@@ -70,7 +72,7 @@ impl Default for Shared {
             seen: SeenFiles::default(),
             shmem_sizes: Vec::new(),
             shmem_done: Vec::new(),
-            tasks: Vec::new(),
+            kobjs: Default::default(),
             sockets: crate::net::dump_state::DumpSockets::new(Default::default(), String::new()),
         }
     }
@@ -99,24 +101,46 @@ impl Shared {
 
     /// The kernel-object ids of `pid`: for each of vm, files, fs and
     /// sighand, the id of an earlier task holding the same object
-    /// (`kcmp`), else `pid` itself. Records the task.
+    /// (`kcmp`), else `pid` itself. Records the task. Each kind's objects
+    /// are kept in `kcmp` order, so a task costs O(log n) `kcmp` calls per
+    /// kind, not one per task collected before it (a tree of a thousand
+    /// tasks made two million).
     pub fn kobj_ids(&mut self, pid: i32) -> Result<KobjIds, nix::errno::Errno> {
+        use kcmp_type::{FILES, FS, SIGHAND, VM};
         let mut ids = KobjIds::own(pid);
-        for &(other, oids) in &self.tasks {
-            if kcmp(pid, other, kcmp_type::VM, 0, 0)? {
-                ids.vm = oids.vm;
-            }
-            if kcmp(pid, other, kcmp_type::FILES, 0, 0)? {
-                ids.files = oids.files;
-            }
-            if kcmp(pid, other, kcmp_type::FS, 0, 0)? {
-                ids.fs = oids.fs;
-            }
-            if kcmp(pid, other, kcmp_type::SIGHAND, 0, 0)? {
-                ids.sighand = oids.sighand;
+        let slots = [(VM, &mut ids.vm), (FILES, &mut ids.files), (FS, &mut ids.fs), (SIGHAND, &mut ids.sighand)];
+        for ((ty, id), objs) in slots.into_iter().zip(self.kobjs.iter_mut()) {
+            match find_kobj(objs, pid, ty)? {
+                Ok(found) => *id = found,
+                Err(at) => objs.insert(at, (pid, *id)),
             }
         }
-        self.tasks.push((pid, ids));
         Ok(ids)
     }
+}
+
+/// `pid`'s object of kcmp type `ty` in `objs` (kept in `kcmp` order): its
+/// id, or where it goes. Objects the kernel cannot order are looked for
+/// one by one and go last.
+fn find_kobj(objs: &[(i32, u32)], pid: i32, ty: i32) -> Result<Result<u32, usize>, nix::errno::Errno> {
+    use std::cmp::Ordering::*;
+    let order = |other: i32| crate::files::seen::kcmp_order(pid, other, ty, 0, 0).map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error()));
+    let (mut lo, mut hi) = (0, objs.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match order(objs[mid].0)? {
+            Some(Equal) => return Ok(Ok(objs[mid].1)),
+            Some(Less) => hi = mid,
+            Some(Greater) => lo = mid + 1,
+            None => {
+                for &(other, id) in objs {
+                    if order(other)? == Some(Equal) {
+                        return Ok(Ok(id));
+                    }
+                }
+                return Ok(Err(objs.len()));
+            }
+        }
+    }
+    Ok(Err(lo))
 }

@@ -126,6 +126,14 @@ pub struct TaskTrack {
     /// The pages the parent images hold for this task (sorted ranges):
     /// `Some` only when `uffd` has tracked writes since the parent dump.
     pub parent_pages: Option<Vec<(u64, u64)>>,
+    /// Areas `uffd` was given registered and write-protected before the
+    /// freeze ([`super::live::arm`]): tracked already, nothing to do frozen.
+    pub armed: Vec<(u64, u64)>,
+    /// Ranges moved from `uffd` (the parent's tracking) to the exact live
+    /// copy's descriptor before the freeze ([`super::live::swap_areas`]).
+    pub swapped: Vec<(u64, u64)>,
+    /// Pages of `swapped` written since the parent dump, up to the move.
+    pub written_before_swap: Vec<(u64, u64)>,
 }
 
 impl TaskTrack {
@@ -138,17 +146,65 @@ impl TaskTrack {
         let mut written = std::collections::BTreeMap::new();
         for v in vmas.iter().filter(|v| v.dumps_private_pages()) {
             if self.parent_pages.is_some() {
+                if covers(&self.swapped, v.map.start, v.map.end) {
+                    // Written before the move, or since (un-protected).
+                    let mut since = Vec::new();
+                    if pm.scan_unprotected(v.map.start, v.map.end, &mut since)? {
+                        let before = self.written_before_swap.iter().filter(|r| r.0 < v.map.end && v.map.start < r.1);
+                        let clipped = before.map(|r| (r.0.max(v.map.start), r.1.min(v.map.end)));
+                        written.insert(v.map.start, union(clipped.chain(since).collect()));
+                        continue;
+                    }
+                }
                 if let Some(w) = written_since(pm, v.map.start, v.map.end)? {
                     written.insert(v.map.start, w);
                     continue;
                 }
             }
-            if self.want {
+            let armed = || {
+                let i = self.armed.partition_point(|a| a.1 <= v.map.start);
+                self.armed.get(i).is_some_and(|a| a.0 <= v.map.start && v.map.end <= a.1)
+            };
+            if self.want && !armed() {
                 start_area(uffd, v.map.start, v.map.end);
             }
         }
         Ok(self.parent_pages.take().map(|in_parent| super::memory::Incremental { written, in_parent }))
     }
+}
+
+/// Whether the sorted, disjoint `ranges` cover `[start, end)` whole.
+pub fn covers(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    outside(ranges, start, end).is_empty()
+}
+
+/// The parts of `[start, end)` the sorted, disjoint `ranges` leave out.
+pub fn outside(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for &(s, e) in ranges.iter().filter(|r| r.1 > start && r.0 < end) {
+        if s > at {
+            out.push((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
+}
+
+/// `ranges` sorted and merged (overlapping or adjacent ones joined).
+fn union(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
 }
 
 /// The pages `parent/pagemap-PID.img` holds (present there, or in its own
@@ -184,5 +240,19 @@ pub fn parent_pages(parent: &std::path::Path, pid: i32) -> Option<Vec<(u64, u64)
             tracing::warn!(pid, "parent pagemap in {}: {e}; this task's pages are dumped whole", parent.display());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_sets() {
+        let r = [(0x1000, 0x3000), (0x5000, 0x6000)];
+        assert_eq!(outside(&r, 0x0, 0x7000), vec![(0x0, 0x1000), (0x3000, 0x5000), (0x6000, 0x7000)]);
+        assert_eq!(outside(&r, 0x1000, 0x3000), vec![]);
+        assert!(covers(&r, 0x2000, 0x3000) && !covers(&r, 0x2000, 0x5001));
+        assert_eq!(union(vec![(5, 6), (1, 3), (2, 4), (4, 5), (8, 9)]), vec![(1, 6), (8, 9)]);
     }
 }

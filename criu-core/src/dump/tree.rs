@@ -4,8 +4,9 @@
 //! children of the tasks frozen in the last round are listed
 //! (`/proc/PID/task/TID/children`, or a scan of `/proc` on kernels without
 //! it), and each new one is frozen
-//! (every thread seized and interrupted, see [`Frozen::freeze`]) or, if it
-//! has exited, recorded as a zombie. A frozen task cannot fork, so once a
+//! (every thread seized and interrupted, see [`Frozen::begin`]; all of a
+//! round's before any is waited for) or, if it has exited, recorded as a
+//! zombie. A frozen task cannot fork, so once a
 //! round finds nothing new the tree is complete; a task that forks while we
 //! freeze it has its child found in the next round, and a child that exits
 //! before we reach it is recorded as a zombie (or skipped once reaped).
@@ -49,7 +50,7 @@ use super::remote::{self, HeldPages, PagesTo};
 use super::{check_target, collect, create_pages_image, prepare_dir, vmas, write, DumpError, DumpOptions, DumpSummary, PAGES_ID};
 use crate::pageserver::client::PageSink;
 use crate::proc::stat::{read_stat, ProcStat};
-use crate::ptrace::freeze::Frozen;
+use crate::ptrace::freeze::{Freezing, Frozen};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,9 @@ pub struct FrozenTree {
     pub live: Vec<LiveTask>,
     /// Zombies (children of live tasks).
     pub zombies: Vec<ZombieDump>,
+    /// Real-time priority for the thread working on the frozen tree, given
+    /// up when the tree runs again (a live snapshot's, see [`super::boost`]).
+    pub boost: Option<super::boost::Boost>,
 }
 
 /// Refuses a task holding a file lock: criu-rs does not dump locks yet,
@@ -194,8 +198,23 @@ impl FrozenTree {
             if new.is_empty() {
                 break;
             }
-            for (pid, ppid) in new {
-                tree.add(pid, ppid, deadline)?;
+            // Every new task is interrupted before any is waited for: they
+            // stop together, not one scheduling round each.
+            let begun: Vec<(i32, i32, Result<Freezing, DumpError>)> = new
+                .into_iter()
+                .map(|(pid, ppid)| (pid, ppid, check_target(pid).and_then(|_| Frozen::begin(pid).map_err(DumpError::from))))
+                .collect();
+            let mut failed = None;
+            for (pid, ppid, b) in begun {
+                // After a failure the rest are still finished (and dropped,
+                // so let go): none is left interrupted.
+                let res = b.and_then(|f| f.finish(deadline).map_err(DumpError::from));
+                if failed.is_none() {
+                    failed = tree.add(pid, ppid, res).err();
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         tracing::info!(
@@ -208,13 +227,11 @@ impl FrozenTree {
         Ok(tree)
     }
 
-    /// Freezes (or records as a zombie) `pid`, a child of the frozen `ppid`.
-    /// A failure is forgiven if the child turns out to have exited meanwhile
-    /// (then it is recorded as a zombie, or skipped once reaped).
-    fn add(&mut self, pid: i32, ppid: i32, deadline: Instant) -> Result<(), DumpError> {
-        let res = check_target(pid).and_then(|_| {
-            Frozen::freeze(pid, deadline.saturating_duration_since(Instant::now())).map_err(DumpError::from)
-        });
+    /// Records `pid`, a child of the frozen `ppid`, as frozen (`res`) or as
+    /// a zombie. A failure to freeze it is forgiven if the child turns out
+    /// to have exited meanwhile (then it is recorded as a zombie, or
+    /// skipped once reaped).
+    fn add(&mut self, pid: i32, ppid: i32, res: Result<Frozen, DumpError>) -> Result<(), DumpError> {
         match res {
             Ok(frozen) => {
                 tracing::debug!(pid, ppid, threads = frozen.tids().len(), "frozen");
@@ -270,7 +287,7 @@ impl FrozenTree {
     /// Lets every live task run on (the zombies stay recorded): the tree
     /// runs while a live copy goes on; a later `detach` has nothing to do.
     pub fn let_go(&mut self) -> Result<(), DumpError> {
-        FrozenTree { live: std::mem::take(&mut self.live), zombies: Vec::new() }.detach()
+        FrozenTree { live: std::mem::take(&mut self.live), zombies: Vec::new(), boost: self.boost.take() }.detach()
     }
 
     /// Lets every task run on as it was.
@@ -410,6 +427,7 @@ fn collect_tree(
     adopted: &mut Option<Adopted>,
     sh: &mut Shared,
     armed: Option<&super::live::Armed>,
+    ahead: &super::live::SmapsAhead,
 ) -> Result<(DumpSummary, Option<HeldPages>), DumpError> {
     if !opts.pre_dump {
         tree.check_sessions(opts.shell_job)?;
@@ -442,9 +460,17 @@ fn collect_tree(
                 track.parent_pages = track::parent_pages(&opts.dir.join(parent), pid);
             }
         }
+        if let Some(t) = armed.and_then(|a| a.take_track(pid)) {
+            track.uffd = Some(t.uffd);
+            track.armed = t.areas;
+        }
+        if let Some(s) = armed.and_then(|a| a.take_swap(pid)) {
+            track.swapped = s.ranges;
+            track.written_before_swap = s.written;
+        }
         let armed_task = armed.and_then(|a| a.tasks.get(&pid).cloned());
         let files_opts = crate::files::FilesOptions { shell_job: opts.shell_job, file_locks: opts.file_locks };
-        let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track, copy, armed_task)?;
+        let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track, copy, armed_task, ahead.get(pid))?;
         if let Some(later) = later {
             pending.push((i, later, pages.try_clone().map_err(DumpError::WritePages)?));
         }
@@ -493,7 +519,13 @@ fn collect_tree(
         frozen_time = t0.elapsed();
         tracing::info!(frozen_ms = frozen_time.as_millis() as u64, "tree let go; copying memory live");
         let t = Instant::now();
-        copy_live(pending, &mut procs, &mut mem, armed, !opts.pre_dump)?;
+        // The flags read ahead are checked again meanwhile.
+        let to_check = ahead.to_check(&procs);
+        std::thread::scope(|s| {
+            let checked = s.spawn(|| super::live::SmapsAhead::check(&to_check));
+            let copied = copy_live(pending, &mut procs, &mut mem, armed, !opts.pre_dump);
+            copied.and(checked.join().unwrap_or(Err(DumpError::Internal("the smaps check panicked"))))
+        })?;
         memdump_time += t.elapsed();
     }
     failpoint::check(failpoint::BEFORE_WRITE)?;
@@ -630,14 +662,24 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
         }
         None => None,
     };
-    // An exact live copy protects the memory ahead of the freeze.
+    // A live copy protects the memory ahead of the freeze: for itself
+    // (exact), or for the tracking a pre-dump leaves (unless the parent's
+    // tracking holds the areas).
     let armed = match mem_copy(opts) {
-        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout)?,
+        collect::MemCopy::Exact => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Exact, adopted.as_ref().map(|a| &a.uffds))?,
+        collect::MemCopy::Tracked if adopted.is_none() => super::live::arm(opts.pid, opts.freeze_timeout, super::live::ArmFor::Tracking, None)?,
         _ => None,
     };
+    // A copy made while the tree runs reads the areas' flags (smaps, which
+    // counts every page) before the freeze too.
+    let ahead = match mem_copy(opts) {
+        collect::MemCopy::Frozen => super::live::SmapsAhead::default(),
+        _ => super::live::SmapsAhead::read(opts.pid),
+    };
+    let boost = (mem_copy(opts) != collect::MemCopy::Frozen).then(|| super::boost::Boost::now("dump freeze"));
     let t0 = Instant::now();
     let mut tree = match FrozenTree::freeze(opts.pid, opts.freeze_timeout) {
-        Ok(t) => t,
+        Ok(t) => FrozenTree { boost, ..t },
         Err(e) => {
             // Nothing was scanned: the parent's tracking is still good.
             drop(adopted);
@@ -646,7 +688,7 @@ fn dump_tree_once(opts: &DumpOptions) -> Result<(DumpSummary, Option<HeldPages>)
     };
     let freezing_time = t0.elapsed();
     let mut sh = Shared::new(crate::net::dump_state::DumpSockets::new(opts.socket_opts(), crate::net::lock::new_run_id()));
-    let result = collect_tree(&mut tree, opts, pages, sink, t0, &mut adopted, &mut sh, armed.as_ref()).map(|(mut s, held)| {
+    let result = collect_tree(&mut tree, opts, pages, sink, t0, &mut adopted, &mut sh, armed.as_ref(), &ahead).map(|(mut s, held)| {
         s.freezing_time = freezing_time;
         (s, held)
     });

@@ -74,6 +74,14 @@ pub mod vmflag {
     /// `dp` droppable (`MAP_DROPPABLE`: the kernel may drop its pages).
     pub const DROPPABLE: u64 = 1 << 32;
 
+    /// Bits the kernel changes behind the process's back or ours
+    /// (userfaultfd registration, soft-dirty clearing): never compared.
+    pub const VOLATILE: u64 = UFFD_MISSING | UFFD_WP | SOFTDIRTY;
+    /// Bits a process can change on a whole area without changing its
+    /// `maps` line (`madvise`, `mlock`, `mseal`).
+    pub const ADVICE: u64 =
+        SEQ_READ | RAND_READ | DONTCOPY | WIPEONFORK | DONTDUMP | MERGEABLE | HUGEPAGE | NOHUGEPAGE | LOCKED | LOCKONFAULT | SEALED;
+
     /// Maps a mnemonic to its bit (0 for the ones we do not track).
     pub fn from_mnemonic(m: &str) -> u64 {
         match m {
@@ -162,6 +170,44 @@ impl MapEntry {
     pub fn is_anon(&self) -> bool {
         self.inode == 0
     }
+    /// Whether `other` has the same `maps` line (`VmFlags` aside).
+    pub fn same_line(&self, other: &MapEntry) -> bool {
+        MapEntry { vmflags: other.vmflags, ..self.clone() } == *other
+    }
+}
+
+/// `maps` (read now) with the `VmFlags` of `earlier` (smaps read before,
+/// sorted by address, as the kernel lists them): None unless every area
+/// of `maps` has the same line in `earlier`. Takes the page counting of
+/// smaps out of a freeze (see [`crate::dump::live`]); whatever `madvise`
+/// changed in between, [`flags_changed`] finds afterwards.
+pub fn with_flags_of(mut maps: Vec<MapEntry>, earlier: &[MapEntry]) -> Option<Vec<MapEntry>> {
+    for m in &mut maps {
+        let i = earlier.binary_search_by_key(&m.start, |e| e.start).ok()?;
+        if !earlier[i].same_line(m) {
+            return None;
+        }
+        m.vmflags = earlier[i].vmflags;
+    }
+    Some(maps)
+}
+
+/// The first area of `then` whose `VmFlags` differ in `now` (smaps read
+/// later), as (start, end, flags then, flags now): against an area of `now`
+/// with the same line, every bit but [`vmflag::VOLATILE`]; against one that
+/// changed shape but overlaps, the bits no `maps` line shows
+/// ([`vmflag::ADVICE`]).
+pub fn flags_changed(then: &[MapEntry], now: &[MapEntry]) -> Option<(u64, u64, u64, u64)> {
+    for t in then {
+        let from = now.partition_point(|n| n.end <= t.start);
+        for n in now[from..].iter().take_while(|n| n.start < t.end) {
+            let mask = if n.same_line(t) { !vmflag::VOLATILE } else { vmflag::ADVICE };
+            if (t.vmflags ^ n.vmflags) & mask != 0 {
+                return Some((t.start, t.end, t.vmflags, n.vmflags));
+            }
+        }
+    }
+    None
 }
 
 /// Parses one `maps` header line.
@@ -270,5 +316,36 @@ VmFlags: rd wr sh mr mw ms dc
     fn reads_own_smaps() {
         let m = read_smaps(std::process::id() as i32).unwrap();
         assert!(m.iter().any(|e| e.path == "[stack]" && e.has(vmflag::GROWSDOWN)));
+    }
+
+    #[test]
+    fn flags_carried_over_and_changes_found() {
+        let earlier = parse_smaps(
+            "1000-3000 rw-p 00000000 00:00 0 \nVmFlags: rd wr mr mw me ac\n5000-6000 r--p 00000000 fe:01 7 /lib/x\nVmFlags: rd mr\n",
+            std::path::Path::new("x"),
+        )
+        .unwrap();
+        let maps = parse_smaps("1000-3000 rw-p 00000000 00:00 0 \n5000-6000 r--p 00000000 fe:01 7 /lib/x\n", std::path::Path::new("x")).unwrap();
+        let got = with_flags_of(maps.clone(), &earlier).unwrap();
+        assert_eq!(got, earlier);
+        // Another shape (split by mprotect), another line: not carried over.
+        let split = parse_smaps("1000-2000 r--p 00000000 00:00 0 \n2000-3000 rw-p 00000000 00:00 0 \n", std::path::Path::new("x")).unwrap();
+        assert!(with_flags_of(split, &earlier).is_none());
+        // Unchanged but for our own userfaultfd: no change.
+        let mut now = earlier.clone();
+        now[0].vmflags |= vmflag::UFFD_WP;
+        assert_eq!(flags_changed(&earlier, &now), None);
+        // madvise(MADV_DONTDUMP) on the whole area.
+        now[0].vmflags |= vmflag::DONTDUMP;
+        assert_eq!(flags_changed(&earlier, &now).map(|c| c.0), Some(0x1000));
+        // Split by mprotect since: only the advice bits count.
+        let mut split = parse_smaps(
+            "1000-2000 r--p 00000000 00:00 0 \nVmFlags: rd mr mw me\n2000-3000 rw-p 00000000 00:00 0 \nVmFlags: rd wr mr mw me ac\n",
+            std::path::Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(flags_changed(&earlier, &split), None);
+        split[1].vmflags |= vmflag::HUGEPAGE;
+        assert_eq!(flags_changed(&earlier, &split).map(|c| c.0), Some(0x1000));
     }
 }

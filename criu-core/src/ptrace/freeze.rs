@@ -78,7 +78,8 @@ fn wait_stop(tid: i32, deadline: Instant) -> Result<Stopped> {
                     });
                 }
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(2));
+                // Short: the tree is stopped from the first thread on.
+                pause = (pause * 2).min(Duration::from_micros(200));
             }
             WaitStatus::PtraceEvent(_, sig, PTRACE_EVENT_STOP) if is_group_stop(sig) => return Ok(Stopped::Group(sig)),
             WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => return Ok(Stopped::Interrupted),
@@ -146,63 +147,71 @@ fn drop_pending_stops(pid: i32, tid: i32, deadline: Instant) -> Result<()> {
     Ok(())
 }
 
+/// A process being frozen ([`Frozen::begin`]): its threads seized and
+/// interrupted, their stops not collected yet ([`Freezing::finish`]).
+/// Starting many before finishing any lets them all stop at once.
+#[derive(Debug)]
+pub struct Freezing {
+    fr: Frozen,
+    /// Threads interrupted whose stop is still to come.
+    seized: Vec<i32>,
+}
+
 impl Frozen {
     /// Seizes and stops every thread of `pid`, repeating until no new thread
     /// shows up in `/proc/PID/task`; fails if that takes longer than `timeout`.
     pub fn freeze(pid: i32, timeout: Duration) -> Result<Frozen> {
         let deadline = Instant::now() + timeout;
+        Frozen::begin(pid)?.finish(deadline)
+    }
+
+    /// Seizes and interrupts every thread of `pid` listed now, without
+    /// waiting for them to stop.
+    pub fn begin(pid: i32) -> Result<Freezing> {
         let st = read_status_file(pid, "status")?;
         if st.tracer_pid != 0 {
             return Err(PtraceError::AlreadyTraced { pid, tracer: st.tracer_pid });
         }
         let mut fr = Frozen { pid, tids: Vec::new(), released: false, stop_signo: None };
-        loop {
-            let tids = read_tasks(pid)?;
-            let new: Vec<i32> = tids.into_iter().filter(|t| !fr.tids.contains(t)).collect();
-            if new.is_empty() {
-                break;
+        let seized = fr.seize_new()?.unwrap_or_default();
+        Ok(Freezing { fr, seized })
+    }
+
+    /// Seizes and interrupts the threads of the process not held yet; None
+    /// when there is none (the ones that exited meanwhile are skipped).
+    fn seize_new(&mut self) -> Result<Option<Vec<i32>>> {
+        let pid = self.pid;
+        let tids = read_tasks(pid)?;
+        let new: Vec<i32> = tids.into_iter().filter(|t| !self.tids.contains(t)).collect();
+        if new.is_empty() {
+            return Ok(None);
+        }
+        let mut seized = Vec::new();
+        for tid in new {
+            match ptrace::seize(npid(tid), seize_options(pid, tid)) {
+                Ok(()) => {}
+                // The thread exited since the listing.
+                Err(Errno::ESRCH) if tid != pid => continue,
+                Err(Errno::EPERM) => {
+                    match read_status_file(pid, &format!("task/{tid}/status")) {
+                        Ok(s) if s.tracer_pid != 0 => return Err(PtraceError::AlreadyTraced { pid, tracer: s.tracer_pid }),
+                        // A thread on its way out refuses to be attached.
+                        Ok(s) if tid != pid && matches!(s.state, 'Z' | 'X') => continue,
+                        Err(_) if tid != pid => continue,
+                        _ if tid == pid => return Err(PtraceError::NotPermitted(pid)),
+                        _ => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: Errno::EPERM }),
+                    }
+                }
+                Err(e) => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: e }),
             }
-            let mut seized = Vec::new();
-            for tid in new {
-                match ptrace::seize(npid(tid), seize_options(pid, tid)) {
-                    Ok(()) => {}
-                    // The thread exited since the listing.
-                    Err(Errno::ESRCH) if tid != pid => continue,
-                    Err(Errno::EPERM) => {
-                        match read_status_file(pid, &format!("task/{tid}/status")) {
-                            Ok(s) if s.tracer_pid != 0 => return Err(PtraceError::AlreadyTraced { pid, tracer: s.tracer_pid }),
-                            // A thread on its way out refuses to be attached.
-                            Ok(s) if tid != pid && matches!(s.state, 'Z' | 'X') => continue,
-                            Err(_) if tid != pid => continue,
-                            _ if tid == pid => return Err(PtraceError::NotPermitted(pid)),
-                            _ => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: Errno::EPERM }),
-                        }
-                    }
-                    Err(e) => return Err(PtraceError::Sys { op: "PTRACE_SEIZE", tid, errno: e }),
-                }
-                fr.tids.push(tid);
-                match ptrace::interrupt(npid(tid)) {
-                    Ok(()) => seized.push(tid),
-                    Err(Errno::ESRCH) if tid != pid => fr.tids.retain(|t| *t != tid),
-                    Err(e) => return Err(PtraceError::Sys { op: "PTRACE_INTERRUPT", tid, errno: e }),
-                }
-            }
-            for tid in seized {
-                match wait_stop(tid, deadline)? {
-                    Stopped::Gone if tid == pid => {
-                        return Err(PtraceError::Unexpected { tid, what: "the process exited while being frozen".into() })
-                    }
-                    Stopped::Gone => fr.tids.retain(|t| *t != tid),
-                    Stopped::Group(sig) => {
-                        fr.stop_signo = Some(sig as i32);
-                        drop_pending_stops(pid, tid, deadline)?;
-                    }
-                    Stopped::Interrupted => {}
-                }
+            self.tids.push(tid);
+            match ptrace::interrupt(npid(tid)) {
+                Ok(()) => seized.push(tid),
+                Err(Errno::ESRCH) if tid != pid => self.tids.retain(|t| *t != tid),
+                Err(e) => return Err(PtraceError::Sys { op: "PTRACE_INTERRUPT", tid, errno: e }),
             }
         }
-        tracing::debug!(pid, threads = fr.tids.len(), stopped = ?fr.stop_signo, "frozen");
-        Ok(fr)
+        Ok(Some(seized))
     }
 
     /// The signal that stopped the process (job control), if it was
@@ -276,6 +285,41 @@ pub fn wait_gone(pid: i32, limit: std::time::Duration) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     false
+}
+
+impl Freezing {
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.fr.pid
+    }
+
+    /// Waits until every interrupted thread stopped, then seizes the
+    /// threads created meanwhile, until none is new; fails past `deadline`.
+    pub fn finish(self, deadline: Instant) -> Result<Frozen> {
+        let Freezing { mut fr, mut seized } = self;
+        let pid = fr.pid;
+        loop {
+            for tid in seized {
+                match wait_stop(tid, deadline)? {
+                    Stopped::Gone if tid == pid => {
+                        return Err(PtraceError::Unexpected { tid, what: "the process exited while being frozen".into() })
+                    }
+                    Stopped::Gone => fr.tids.retain(|t| *t != tid),
+                    Stopped::Group(sig) => {
+                        fr.stop_signo = Some(sig as i32);
+                        drop_pending_stops(pid, tid, deadline)?;
+                    }
+                    Stopped::Interrupted => {}
+                }
+            }
+            match fr.seize_new()? {
+                Some(more) => seized = more,
+                None => break,
+            }
+        }
+        tracing::debug!(pid, threads = fr.tids.len(), stopped = ?fr.stop_signo, "frozen");
+        Ok(fr)
+    }
 }
 
 impl Drop for Frozen {

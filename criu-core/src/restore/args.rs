@@ -506,6 +506,37 @@ mod tests {
         assert_eq!((w[gpreg::RAX], w[gpreg::RIP]), (5, 0x1000));
     }
 
+    /// The block holds the head at offset 0, then each array 64-byte
+    /// aligned where its ArgArray says, and ends on a page boundary.
+    #[test]
+    fn the_block_holds_the_head_and_every_array_where_it_says() {
+        let mut b = Block::new();
+        let words = b.push(&[0x1111_2222u32, 0x3333_4444, 0x5555_6666]);
+        let none = b.push::<u64>(&[]);
+        let bytes = b.push_bytes(b"seven b");
+        let ranges = b.push(&[MemRange { start: 0x7000, len: 0x2000 }]);
+        let head = RestoreArgs { magic: RESTORE_MAGIC, total_size: 0x1234, rlimits: words, guards: ranges, ..Default::default() };
+        let buf = b.finish(&head);
+        let head_size = std::mem::size_of::<RestoreArgs>();
+        assert!(buf.len() >= head_size + 64 * 4, "{} bytes", buf.len());
+        assert_eq!(buf.len() % PAGE_SIZE as usize, 0, "whole pages");
+        // SAFETY: RestoreArgs is a plain-integer #[repr(C)] struct; the
+        // buffer holds one at offset 0 (read unaligned).
+        let back = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<RestoreArgs>()) };
+        assert_eq!((back.magic, back.total_size, back.rlimits, back.guards), (RESTORE_MAGIC, 0x1234, words, ranges));
+        assert_eq!((words.off as usize, words.count), (head_size.next_multiple_of(64), 3));
+        let at = |a: ArgArray, len: usize| &buf[a.off as usize..a.off as usize + len];
+        let w: Vec<u32> = at(words, 12).chunks(4).map(|c| u32::from_ne_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(w, [0x1111_2222, 0x3333_4444, 0x5555_6666]);
+        assert_eq!(none.count, 0);
+        assert_eq!((bytes.count, at(bytes, 7)), (7, &b"seven b"[..]));
+        assert!(bytes.off > words.off && ranges.off > bytes.off);
+        assert!([words, none, bytes, ranges].iter().all(|a| a.off % 64 == 0), "64-byte aligned");
+        let r = at(ranges, 16);
+        assert_eq!((u64::from_ne_bytes(r[..8].try_into().unwrap()), u64::from_ne_bytes(r[8..].try_into().unwrap())), (0x7000, 0x2000));
+        assert!(ranges.off as usize + 16 <= buf.len());
+    }
+
     #[test]
     fn sigactions_skip_kill_and_stop() {
         let list: Vec<pb::SaEntry> = (0..62).map(|i| pb::SaEntry { sigaction: Some(i), ..Default::default() }).collect();

@@ -113,9 +113,13 @@ const CHUNK: usize = 1 << 20;
 /// it differs from the page there (or none is there).
 pub fn fill_inherited(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, stats: &mut CowStats) -> Result<()> {
     let ps = PAGE_SIZE as usize;
-    let mut buf = vec![0u8; CHUNK];
-    let mut resident = vec![0u8; CHUNK / ps];
-    for seg in segments(pm, vmas, pages)? {
+    let segs = segments(pm, vmas, pages)?;
+    // No bigger than needed: written right after a fork, every page of it
+    // is a copy-on-write fault (a task inheriting little compares little).
+    let most = segs.iter().map(|s| s.len as usize).max().unwrap_or(0).min(CHUNK);
+    let mut buf = vec![0u8; most];
+    let mut resident = vec![0u8; most.div_ceil(ps)];
+    for seg in segs {
         let mut done = 0u64;
         while done < seg.len {
             let n = (seg.len - done).min(CHUNK as u64) as usize;

@@ -7,7 +7,8 @@
 //! or, once huge pages are given up, read into a reused bounce area and
 //! copied into place. Everything else is read with `preadv` into pages
 //! faulted in beforehand with `MADV_POPULATE_WRITE`, in jobs of at most
-//! [`PLAIN_CHUNK`] bytes. The calling thread and a helper thread
+//! [`PLAIN_CHUNK`] bytes. The calling thread and (from [`HELPER_MIN`]
+//! bytes on) a helper thread
 //! ([`super::helper_thread`]) take jobs in turn.
 //!
 //! Huge pages are only cheaper while the kernel has warm free ones at hand
@@ -48,6 +49,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 const IOV: usize = 64;
 /// Most bytes of one plain job.
 const PLAIN_CHUNK: u64 = 16 << 20;
+/// Fewer bytes than this are filled by the calling thread alone: starting
+/// a helper thread costs more than it saves (a tree of small tasks pays it
+/// per task).
+const HELPER_MIN: u64 = 4 << 20;
 /// Below this rate (bytes per second) populating a huge-page scratch area
 /// was slowed down (plain 4 KiB pages populate at 2-3 GB/s, warm huge
 /// pages at about 10 GB/s, huge pages the host took back at 0.5-1 GB/s).
@@ -237,7 +242,7 @@ pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd,
     // on the helper thread.
     let _ = now_ns();
     let mut helper = false;
-    let result = if ways.helper && f.jobs.len() > 1 {
+    let result = if ways.helper && f.jobs.len() > 1 && segs.iter().map(|s| s.len).sum::<u64>() >= HELPER_MIN {
         run_pair(&|| { let _ = f.work(true); }, |tid| {
             helper = tid.is_some_and(|t| !avoid.contains(&t));
             if !helper {
