@@ -70,6 +70,20 @@ pub fn load_fds(
             owners.insert(id, fown);
         }
     }
+    // Descriptions its descriptions need though no fd holds them (files in
+    // flight in a unix socket's queue).
+    let needed: Vec<u32> = descs.values().flat_map(DescPlan::files_needed).filter(|id| !descs.contains_key(id)).collect();
+    for id in needed {
+        if descs.contains_key(&id) {
+            continue;
+        }
+        let file = files.get(&id).ok_or_else(|| RestoreError::bad(cx.files_path(), format!("no file with id {id:#x} (in flight in a unix socket's queue)")))?;
+        descs.insert(id, DescPlan::load(file, &cx)?);
+        let fown = Fown::of_entry(file, files);
+        if fown.is_set() {
+            owners.insert(id, fown);
+        }
+    }
     fds.sort_by_key(|f| f.fd);
     Ok(TaskFiles { fds, descs, owners })
 }

@@ -147,6 +147,12 @@ pub trait FdKind {
     fn pids_needed(_p: &Self::Plan) -> Vec<i32> {
         Vec::new()
     }
+    /// Descriptions to open with this one though maybe held by no fd (the
+    /// ones in flight in a unix socket's queue), by file id: loaded with
+    /// the task's descriptions.
+    fn files_needed(_p: &Self::Plan) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// When [`FdKind::in_task`] runs.
@@ -272,6 +278,11 @@ macro_rules! fd_kinds {
             pub fn pids_needed(&self) -> Vec<i32> {
                 match self { $(DescPlan::$kind(p) => <$ty as FdKind>::pids_needed(p),)* }
             }
+
+            /// [`FdKind::files_needed`] of its kind.
+            pub fn files_needed(&self) -> Vec<u32> {
+                match self { $(DescPlan::$kind(p) => <$ty as FdKind>::files_needed(p),)* }
+            }
         }
     };
 }
@@ -346,12 +357,15 @@ pub struct CollectCtx<'a> {
     /// The dump's sockets (sock_diag tables, connections in repair mode).
     pub sockets: &'a mut DumpSockets,
     next_id: &'a mut u32,
+    /// Descriptions found while collecting (in flight in a socket's queue),
+    /// held by no descriptor: written with the task's.
+    pub extra: Vec<FileDesc>,
 }
 
 impl<'a> CollectCtx<'a> {
     /// A context for the fds of `pid`, file ids taken from `next_id`.
     pub fn new(pid: i32, opts: FilesOptions, seen: &'a mut SeenFiles, sockets: &'a mut DumpSockets, next_id: &'a mut u32) -> Self {
-        CollectCtx { pid, opts, seen, sockets, next_id }
+        CollectCtx { pid, opts, seen, sockets, next_id, extra: Vec::new() }
     }
 
     /// Whether `pid` is a task (or zombie) of the tree being dumped.
