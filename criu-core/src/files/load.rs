@@ -87,3 +87,25 @@ pub fn load_fds(
     fds.sort_by_key(|f| f.fd);
     Ok(TaskFiles { fds, descs, owners })
 }
+
+/// The REG entries of `ids` that are ghosts (files removed while open)
+/// a task opens by path (the files it maps, its working directory and
+/// executable): each is marked so ([`super::reg::GhostFile::by_path`]),
+/// to be recreated at its path and left there until the tree runs, and
+/// added to `descs` (opened with the task's descriptions).
+pub fn load_by_path(
+    images: &ImageDir,
+    files: &BTreeMap<u32, pb::FileEntry>,
+    side: &SideImages,
+    opts: &LoadOptions,
+    ids: &[u32],
+    descs: &mut BTreeMap<u32, DescPlan>,
+) -> Result<()> {
+    let cx = LoadCtx::new(images, files, side, opts);
+    for &id in ids {
+        if let Some(plan) = super::reg::ghost_by_path(id, &cx)? {
+            descs.entry(id).or_insert(DescPlan::Reg(plan));
+        }
+    }
+    Ok(())
+}

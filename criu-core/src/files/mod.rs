@@ -337,13 +337,21 @@ pub fn fdinfo_key(p: &FdProbe, keep: impl Fn(&str) -> bool) -> u64 {
 }
 
 /// Options of a dump that file kinds look at.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct FilesOptions {
     /// `--shell-job`: terminals are dumped, to be replaced by the restoring
     /// criu-rs's own.
     pub shell_job: bool,
     /// `--file-locks`: locks held on the files are dumped (else refused).
     pub file_locks: bool,
+    /// `--ghost-limit`: the largest unlinked file kept, in bytes on disk.
+    pub ghost_limit: u64,
+}
+
+impl Default for FilesOptions {
+    fn default() -> Self {
+        FilesOptions { shell_job: false, file_locks: false, ghost_limit: reg::GHOST_LIMIT }
+    }
 }
 
 /// What a kind's `collect` may use besides the probe.
@@ -715,6 +723,8 @@ pub struct Later {
     pub sockets: crate::net::restore_state::RestoredSockets,
     /// pty pairs: queues, termios, exclusive and lock modes.
     pub ttys: Vec<tty::PairFinish>,
+    /// Ghost files the tasks open by path, removed before the tree runs.
+    pub ghosts: reg::LinkedGhosts,
 }
 
 impl Later {
@@ -726,6 +736,7 @@ impl Later {
 
     /// Every task is restored and none runs yet.
     pub fn before_run(&mut self) -> RestoreResult<()> {
+        self.ghosts.remove_all()?;
         self.sockets.go_live().map_err(|e| RestoreError::Prepare(e.to_string()))
     }
 
