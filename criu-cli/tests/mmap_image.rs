@@ -200,17 +200,17 @@ fn pages_of_a_pre_dump_chain_are_mapped_from_each_image_and_converted() {
     let pid = p.pid();
     let out = criu_rs().args(["pre-dump", "-t", &pid.to_string(), "-D"]).arg(&pre).output().unwrap();
     assert!(out.status.success(), "pre-dump failed: {}", text(&out.stderr));
-    // The last dump must find pages written since the pre-dump: the
-    // writers must have run meanwhile (on a loaded machine they may not
-    // get a CPU before the dump freezes them again). 50 ms of CPU time
-    // are thousands of their rounds.
-    let cpu = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let f: Vec<u64> = stat.rsplit_once(") ").unwrap().1.split_whitespace().map(|w| w.parse().unwrap_or(0)).collect();
-        f[11] + f[12]
-    };
-    let before = cpu();
-    wait_until("the writers to run after the pre-dump", PATIENCE, || cpu() >= before + 5);
+    // The last dump must find pages written since the pre-dump: every
+    // writer thread must have run meanwhile (on a loaded machine they may
+    // not get a CPU before the dump freezes them again; the main thread's
+    // reading does not count). 5 ms of a writer's CPU time are thousands of
+    // its pages.
+    let writers: Vec<i32> = threads_of(pid).into_iter().filter(|&t| t != pid).collect();
+    assert_eq!(writers.len(), 2, "mmapimg's writer threads");
+    let before: Vec<u64> = writers.iter().map(|&t| cpu_ns(pid, t)).collect();
+    wait_until("the writers to run after the pre-dump", PATIENCE, || {
+        writers.iter().zip(&before).all(|(&t, &b)| cpu_ns(pid, t) >= b + 5_000_000)
+    });
     dump_ok(pid, &d.images, &["--prev-images-dir", "../mmap-chain-pre"]);
     p.reap();
     // Stalled before the first chunk: what the restore mapped can be seen.

@@ -17,7 +17,7 @@ fn expect_failure(dir: &Path, pid: i32, needles: &[&str]) -> String {
     for n in needles {
         assert!(err.contains(n), "error should mention {n:?}: {err}");
     }
-    assert!(!alive(pid), "a process with the dumped pid {pid} is left");
+    assert!(!alive(pid), "a process with the dumped pid is left: {}", who_holds(pid));
     assert_eq!(before, snapshot(dir), "restore changed the images");
     err
 }

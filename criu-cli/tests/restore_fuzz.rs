@@ -47,14 +47,15 @@ fn env_num(name: &str) -> Option<u64> {
 }
 
 /// The pid the images name: `FUZZ_PID`, else the first free one of a fixed
-/// list of 3-byte-varint pids (waiting up to [`PATIENCE`] for one).
+/// list of low pids (2-byte varints, so the same seed flips the same bytes;
+/// below 300, so no process of the machine takes it between rounds: see
+/// [`free_pid`]), waiting up to [`PATIENCE`] for one.
 fn fuzz_pid() -> i32 {
     if let Some(p) = env_num("FUZZ_PID") {
         return p as i32;
     }
-    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
-    let candidates: Vec<i32> = (1..=16).map(|i| max - 700 - 37 * i).filter(|p| *p >= 1 << 14).collect();
-    assert!(!candidates.is_empty(), "pid_max {max} leaves no 3-byte pid");
+    assert!(pid_counter() > LOW_PIDS.end, "the pid counter is still below {}: pids are not reserved yet", LOW_PIDS.end);
+    let candidates: Vec<i32> = (1..=16).map(|i| LOW_PIDS.end - 1 - 9 * i).collect();
     let mut got = None;
     wait_until("a free pid for the fuzzer", PATIENCE, || {
         got = candidates.iter().copied().find(|p| !alive(*p));
@@ -69,18 +70,25 @@ fn become_subreaper() {
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0, "PR_SET_CHILD_SUBREAPER");
 }
 
-/// Kills and reaps every child of this process (what a restore left);
+/// Kills and reaps every descendant of this process (what a restore left:
+/// children first, then what their deaths handed to this subreaper);
 /// returns them with their state letters.
 fn kill_children() -> Vec<(i32, char)> {
     let me = std::process::id() as i32;
-    let kids: Vec<(i32, char)> = children_of(me).into_iter().map(|p| (p, proc_state(p).unwrap_or('?'))).collect();
-    for &(p, _) in &kids {
-        // SAFETY: kill(2) of our own child, not yet reaped (so not recycled).
-        unsafe { libc::kill(p, libc::SIGKILL) };
-        // SAFETY: waitpid on our own child.
-        unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
+    let mut all = Vec::new();
+    loop {
+        let kids: Vec<(i32, char)> = children_of(me).into_iter().map(|p| (p, proc_state(p).unwrap_or('?'))).collect();
+        if kids.is_empty() {
+            return all;
+        }
+        for &(p, _) in &kids {
+            // SAFETY: kill(2) of our own child, not yet reaped (so not recycled).
+            unsafe { libc::kill(p, libc::SIGKILL) };
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
+        }
+        all.extend(kids);
     }
-    kids
 }
 
 /// One input: a directory of images.
@@ -140,7 +148,7 @@ fn run_case(case: &Case, pid: i32, deadline: Instant) -> bool {
         _ => fail(format!("criu-rs ended with {status}: {err}")),
     }
     if alive(pid) {
-        fail(format!("pid {pid} is still there after its restore was killed"));
+        fail(format!("pid {pid} is still there after its restore was killed: {}", who_holds(pid)));
     }
     if before != snapshot(case.dir) {
         fail("restore changed the images".into());

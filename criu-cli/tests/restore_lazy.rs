@@ -71,7 +71,8 @@ fn dump_lazymem(d: &Dirs, mib: u32, mode: &str) -> (i32, u64) {
 fn daemon(d: &Dirs, extra: &[&str]) -> Proc {
     let sock = d.socket();
     let _ = std::fs::remove_file(&sock);
-    let mut args = vec!["lazy-pages", "-D", d.images.to_str().unwrap(), "--address", sock.to_str().unwrap()];
+    // -v3: how each task ended, for failure messages (see daemon_done).
+    let mut args = vec!["lazy-pages", "-v3", "-D", d.images.to_str().unwrap(), "--address", sock.to_str().unwrap()];
     args.extend_from_slice(extra);
     let mut p = spawn_criu_rs(&args);
     wait_for(&sock, &mut p);
@@ -88,11 +89,17 @@ fn restore_lazy(d: &Dirs, pid: i32) -> Held {
 }
 
 /// Waits for the daemon to exit; asserts success and returns its summary
-/// line ("lazy-pages: N task(s), ...").
+/// line ("lazy-pages: N task(s), ..."), followed (for failure messages) by
+/// its warnings and the log lines of tasks that ended otherwise than with
+/// all their pages in.
 fn daemon_done(p: Proc) -> String {
     let (st, out, err) = p.finish();
     assert!(st.success(), "lazy-pages daemon failed ({st}):\n{out}\n{err}");
-    out.lines().chain(err.lines()).find(|l| l.starts_with("lazy-pages: ")).unwrap_or_else(|| panic!("no summary:\n{out}\n{err}")).to_string()
+    let sum = out.lines().chain(err.lines()).find(|l| l.starts_with("lazy-pages: ")).unwrap_or_else(|| panic!("no summary:\n{out}\n{err}"));
+    let notes = err.lines().filter(|l| {
+        (l.contains("lazy-pages: task") && !l.contains("all pages in")) || l.contains(" WARN ") || l.contains("ERROR")
+    });
+    std::iter::once(sum).chain(notes).collect::<Vec<_>>().join("\n")
 }
 
 /// The number before `what` in a daemon summary.

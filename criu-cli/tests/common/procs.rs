@@ -421,6 +421,14 @@ pub fn wait_all_in_read(pid: i32) {
     });
 }
 
+/// Nanoseconds thread `tid` of `pid` has run on a CPU
+/// (`/proc/PID/task/TID/schedstat`; exact, unlike the tick-sampled times of
+/// `stat`); 0 once it is gone.
+pub fn cpu_ns(pid: i32, tid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).unwrap_or_default();
+    s.split_whitespace().next().and_then(|w| w.parse().ok()).unwrap_or(0)
+}
+
 /// The thread ids of a process, sorted.
 pub fn threads_of(pid: i32) -> Vec<i32> {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return vec![] };
@@ -429,16 +437,49 @@ pub fn threads_of(pid: i32) -> Vec<i32> {
     v
 }
 
-/// A pid no process uses now (high, so the kernel is unlikely to hand it
-/// out meanwhile; distinct per call, so parallel tests never share one).
+/// A pid no process uses now, for hand-built images; distinct per call, so
+/// parallel tests never share one. Below 300 (2-byte varints): once the
+/// kernel's pid counter has passed 300 (at boot) it hands out only
+/// 300..pid_max (RESERVED_PIDS), so no other process of the machine can take
+/// the pid between this call and the test's last look at it (a high pid was
+/// taken by whatever the machine forked when the counter wrapped past it:
+/// "a process with the dumped pid is left"). Only an explicit `set_tid`
+/// (a restore) can take it. Spread by this process's id, so test binaries
+/// running at once rarely pick the same.
 pub fn free_pid() -> i32 {
-    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
     static NEXT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-    let seed = std::process::id() as i32 % 1000 * 1000;
-    (0..1000)
-        .map(|_| max - 1000 - (seed + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 7) % (max / 2))
-        .find(|p| *p > 300 && !alive(*p))
-        .unwrap()
+    let next = || NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = std::process::id() as i32 % 1000;
+    if pid_counter() > LOW_PIDS.end {
+        // 7 is prime to the range's length: every low pid comes up once.
+        let len = LOW_PIDS.end - LOW_PIDS.start;
+        return (0..len)
+            .map(|_| LOW_PIDS.start + (seed + next() * 7) % len)
+            .find(|p| !alive(*p))
+            .expect("every pid below 300 is in use");
+    }
+    // A young pid namespace: the counter still runs below 300; high pids
+    // are the next best.
+    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    (0..1000).map(|_| max - 1000 - (seed * 1000 + next() * 7) % (max / 2)).find(|p| *p > 300 && !alive(*p)).unwrap()
+}
+
+/// Pids the kernel hands out only to `set_tid` once its counter has passed
+/// them (all with 2-byte varints in images).
+pub const LOW_PIDS: std::ops::Range<i32> = 128..300;
+
+/// The last pid the kernel handed out in this pid namespace.
+pub fn pid_counter() -> i32 {
+    std::fs::read_to_string("/proc/sys/kernel/ns_last_pid").unwrap().trim().parse().unwrap()
+}
+
+/// Who holds `pid` now, for a failure message: "pid P: COMM (state S,
+/// parent PP)", or that nothing does.
+pub fn who_holds(pid: i32) -> String {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return format!("pid {pid}: no process") };
+    let comm = s.find('(').zip(s.rfind(')')).map(|(a, b)| &s[a + 1..b]).unwrap_or("?");
+    let rest: Vec<&str> = s.rfind(')').map(|i| s[i + 2..].split_whitespace().collect()).unwrap_or_default();
+    format!("pid {pid}: {comm} (state {}, parent {})", rest.first().unwrap_or(&"?"), rest.get(1).unwrap_or(&"?"))
 }
 
 /// Pids of the processes whose parent is `parent` (zombies included), from

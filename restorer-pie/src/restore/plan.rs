@@ -257,7 +257,6 @@ where
     let n = moves.len();
     loop {
         let mut progress = false;
-        let mut left = 0usize;
         // Down-movers, ascending.
         for i in 0..n {
             let Some(m) = moves.get(i) else { break };
@@ -282,21 +281,12 @@ where
                 progress = true;
             }
         }
-        let mut first_pending = None;
-        for (i, m) in moves.iter().enumerate() {
-            if m.state != DONE {
-                left += 1;
-                if m.state == PENDING && first_pending.is_none() {
-                    first_pending = Some(i);
-                }
-            }
-        }
-        if left == 0 {
+        if moves.iter().all(|m| m.state == DONE) {
             break;
         }
         if !progress {
             // A cycle: every pending move waits for another one.
-            match first_pending {
+            match moves.iter().position(|m| m.state == PENDING) {
                 Some(i) => park(moves, i, &mut bounce, &mut counting)?,
                 None => return Err(PlanError::NoBounce(0)),
             }
@@ -452,6 +442,46 @@ mod tests {
         let mut pm = moves.map(|(s, d, l)| PlanMove::new(s, d, l));
         let r: Result<usize, PlanError<()>> = run_plan(&mut pm, (0x9000_0000, PAGE), |_, _, _| Ok(()));
         assert_eq!(r, Err(PlanError::NoBounce(0)));
+    }
+
+    /// Two VMAs parked at once: A's destination covers the sources of B
+    /// and C, whose destinations are A's source. B is parked first (the
+    /// lowest source), which frees nothing; then C, next to B in the
+    /// bounce area; then A moves and both come home, emptying the bounce
+    /// area for the swap of X and Y, which needs one page of it again.
+    #[test]
+    fn two_parked_at_once_share_the_bounce_area_which_empties_after() {
+        let (b, c, a) = (0x10000, 0x11000, 0x20000);
+        let (x, y) = (0x40000, 0x50000);
+        let moves = [(b, a, PAGE), (c, a + PAGE, PAGE), (a, b, 2 * PAGE), (x, y, PAGE), (y, x, PAGE)];
+        let bounce = (0x90000, 2 * PAGE);
+        let mut seen = Vec::new();
+        let mut pm = moves.map(|(s, d, l)| PlanMove::new(s, d, l));
+        let r: Result<usize, PlanError<()>> = run_plan(&mut pm, bounce, |f, t, l| {
+            seen.push((f, t, l));
+            Ok(())
+        });
+        let (b0, b1) = (bounce.0, bounce.0 + PAGE);
+        let expected = [
+            (b, b0, PAGE),
+            (c, b1, PAGE),
+            (a, b, 2 * PAGE),
+            (b0, a, PAGE),
+            (b1, a + PAGE, PAGE),
+            (x, b0, PAGE),
+            (y, x, PAGE),
+            (b0, y, PAGE),
+        ];
+        assert_eq!((r, &seen[..]), (Ok(8), &expected[..]));
+        assert_eq!(simulate(&moves, bounce), Ok(8));
+    }
+
+    /// One swap, then another: the first parked VMA is back home before the
+    /// second swap needs the whole (one page) bounce area.
+    #[test]
+    fn the_bounce_area_is_reused_once_nothing_is_parked() {
+        let moves = [(0x10000, 0x20000, PAGE), (0x20000, 0x10000, PAGE), (0x40000, 0x50000, PAGE), (0x50000, 0x40000, PAGE)];
+        assert_eq!(simulate(&moves, (0x90000, PAGE)), Ok(6));
     }
 
     #[test]
