@@ -8,7 +8,8 @@
 //! larger `--ghost-limit`; with it, every one is a ghost image in CRIU's
 //! form (crit decodes them), and the restored program finds each file of
 //! its kind, with its contents, still removed, nothing left in its
-//! directory.
+//! directory. Its own `/proc/PID/stat`, open too, is opened again by the
+//! restored task (it exists only once the task does).
 
 mod common;
 
@@ -29,7 +30,7 @@ fn ghosts_checks_pass_without_checkpoint() {
     let held = Held::open(p.pid()).unwrap();
     let report = d.trigger(&held);
     assert_all_ok("ghosts without checkpoint", &report);
-    for name in ["cwd-removed", "dev-node", "fifo-data", "symlink", "tmpfile", "big-ghost", "mapped-ghost", "dir-empty"] {
+    for name in ["cwd-removed", "dev-node", "fifo-data", "symlink", "tmpfile", "big-ghost", "mapped-ghost", "proc-own-stat", "dir-empty"] {
         assert!(report.contains(&format!("ok {name}\n")), "check {name} did not run:\n{report}");
     }
 }

@@ -11,7 +11,8 @@
  * file holding "tmpfile" at offset 2; fd 15 a 2 MiB file, removed (over
  * criu-rs's default --ghost-limit); a file of two pages mapped shared,
  * removed and closed (only the mapping holds it), 'A' written at byte
- * 4096 + 5 through the mapping. Prints "READY pid=N" and waits for
+ * 4096 + 5 through the mapping; fd 16 its own /proc/PID/stat (a file that
+ * exists only once the restored task does). Prints "READY pid=N" and waits for
  * SIGUSR1. Phase 2 checks from inside: each file is still the same kind
  * with its contents, still removed, and DIR holds nothing. Report to
  * RESULT (selfcheck.h).
@@ -23,7 +24,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-enum { FD_DIR = 10, FD_DEV = 11, FD_FIFO = 12, FD_LINK = 13, FD_TMP = 14, FD_BIG = 15 };
+enum { FD_DIR = 10, FD_DEV = 11, FD_FIFO = 12, FD_LINK = 13, FD_TMP = 14, FD_BIG = 15, FD_PROC = 16 };
 #define BIG (2 << 20)
 
 static volatile sig_atomic_t go;
@@ -99,6 +100,7 @@ int main(int argc, char **argv)
 		die("unlink");
 	if (chdir("gone/sub") || rmdir("../sub") || rmdir("../../gone"))
 		die("rmdir");
+	place(open("/proc/self/stat", O_RDONLY), FD_PROC);
 
 	announce_ready("READY pid=%d\n", getpid());
 	while (!go)
@@ -131,6 +133,15 @@ int main(int argc, char **argv)
 	      (long)st.st_size);
 	map[4096 + 6] = 'B';
 	CHECK(&R, "mapped-ghost", map[4096 + 5] == 'A' && map[0] == 0 && map[8191] == 0, "byte %d", map[4096 + 5]);
+	char want[32], stat[64] = {0};
+	snprintf(want, sizeof want, "%d (ghosts)", getpid());
+	memset(link, 0, sizeof link);
+	snprintf(buf, sizeof buf, "/proc/self/fd/%d", FD_PROC);
+	n = readlink(buf, link, sizeof link - 1);
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/stat", getpid());
+	CHECK(&R, "proc-own-stat", pread(FD_PROC, stat, sizeof stat - 1, 0) > 0 && !strncmp(stat, want, strlen(want)) && n > 0 &&
+	      !strcmp(link, path), "read '%.20s', link %s", stat, link);
 	CHECK(&R, "dir-empty", empty_dir(dir), "%s holds files", dir);
 	CHECK(&R, "gone-gone", access(strcat(dir, "/gone"), F_OK) && errno == ENOENT, "%s exists", dir);
 	if (finish_report(&R, argv[2]))

@@ -148,6 +148,10 @@ pub struct RegPlan {
     /// CRIU names it): criu-rs's fd N is used as this file (its own
     /// description, shared, as CRIU does).
     pub inherited: Option<RawFd>,
+    /// A file of a task of the tree under `/proc/PID/`: it exists once the
+    /// tree is forked, so each task holding it opens it itself
+    /// ([`Opened::InTask`]).
+    pub in_task: bool,
 }
 
 /// A ghost image as restore uses it: what it holds, and whether a task
@@ -244,13 +248,14 @@ impl FdKind for Reg {
         if reg.ext == Some(true) && inherited.is_none() {
             return Err(RestoreError::NotSupported(format!("file {id:#x} was dumped as external {key}: give it with --inherit-fd fd[N]:{key}")));
         }
+        let in_task = proc_pid(&file.path).is_some_and(|pid| cx.side::<TreePids>().is_ok_and(|t| t.0.contains(&pid)));
         match cx.side::<Remaps>()?.0.get(&id) {
-            _ if inherited.is_some() => Ok(RegPlan { file, ghost: None, inherited }),
+            _ if inherited.is_some() => Ok(RegPlan { file, ghost: None, inherited, in_task: false }),
             Some(&ghost_id) => {
                 let ghost = cx.side::<Ghosts>()?.get(cx.images, ghost_id)?;
-                Ok(RegPlan { ghost: Some((ghost_id, ghost)), file: RegFile { size: None, mode: None, ..file }, inherited })
+                Ok(RegPlan { ghost: Some((ghost_id, ghost)), file: RegFile { size: None, mode: None, ..file }, inherited, in_task: false })
             }
-            None => Ok(RegPlan { file, ghost: None, inherited }),
+            None => Ok(RegPlan { file, ghost: None, inherited, in_task }),
         }
     }
 
@@ -261,6 +266,9 @@ impl FdKind for Reg {
             let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(n) };
             let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0).sys(|| format!("dup of inherited fd {n} for {}", p.file.path.display()))?;
             return Ok(Opened::Fd(dup));
+        }
+        if p.in_task {
+            return Ok(Opened::InTask);
         }
         let Some((id, g)) = &p.ghost else { return open_reg(&p.file).map(Opened::Fd) };
         if let Some((keeper, linked)) = made.0.get(id) {
@@ -284,6 +292,38 @@ impl FdKind for Reg {
 
     fn name(p: &RegPlan) -> String {
         p.file.path.display().to_string()
+    }
+
+    fn open_in_task(p: &RegPlan, _cx: &super::InTaskCtx<'_>) -> Result<OwnedFd> {
+        // The task may be forked by another branch of the tree right now,
+        // or be the one installing its own fds (its fdinfo/N).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open_reg(&p.file) {
+                Err(RestoreError::FileChanged { .. }) if std::time::Instant::now() < deadline && !p.file.path.exists() => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+/// The pid of a `/proc/PID/...` path (not `/proc/self`, which the kernel
+/// never shows in a link).
+fn proc_pid(path: &Path) -> Option<i32> {
+    let rest = path.to_str()?.strip_prefix("/proc/")?;
+    let pid = rest.split('/').next()?;
+    pid.bytes().all(|b| b.is_ascii_digit()).then(|| pid.parse().ok()).flatten()
+}
+
+/// The pids and thread ids of the restored tree (`pstree.img`).
+struct TreePids(std::collections::BTreeSet<i32>);
+
+impl SideImage for TreePids {
+    fn read(images: &ImageDir) -> Result<Self> {
+        let tree: Vec<pb::PstreeEntry> = images.read_all(ImageKind::Pstree, 0)?;
+        Ok(TreePids(tree.iter().flat_map(|t| std::iter::once(t.pid.unwrap_or_default()).chain(t.threads.iter().copied())).map(|p| p as i32).collect()))
     }
 }
 
@@ -455,7 +495,10 @@ pub fn write_reg(sink: &mut FilesSink<'_>, id: u32, flags: u32, pos: u64, fown: 
     let mut reg = reg_entry(id, flags, fown, &d.path);
     reg.pos = Some(pos);
     reg.ext = d.external.then_some(true);
-    reg.size = Some(d.size);
+    // As CRIU: the size only of a regular file, and not of one opened
+    // write-only for appending (a log others may write to).
+    let append_only = flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 && flags & libc::O_APPEND as u32 != 0;
+    reg.size = (d.mode & libc::S_IFMT == libc::S_IFREG && !append_only).then_some(d.size);
     reg.mode = Some(d.mode);
     sink.push(pb::FileEntry { r#type: Some(FdTypes::Reg as i32), id: Some(id), reg: Some(reg), ..Default::default() });
 }
@@ -883,7 +926,7 @@ mod tests {
         let (plans, tmp) = roundtrip(&[a, b, c], &LoadOptions::default());
         let plans = plans.unwrap();
         let a_file = RegFile { path: "/tmp/a".into(), flags: libc::O_RDWR | libc::O_APPEND, pos: 3, size: Some(5), mode: Some(libc::S_IFREG | 0o640) };
-        assert_eq!(plans[&1], DescPlan::Reg(RegPlan { file: a_file, ghost: None, inherited: None }));
+        assert_eq!(plans[&1], DescPlan::Reg(RegPlan { file: a_file, ghost: None, inherited: None, in_task: false }));
         let ghost_of = |id| match &plans[&id] {
             DescPlan::Reg(RegPlan { ghost: Some((_, g)), file, .. }) => (file.path.clone(), g.ghost.clone()),
             other => panic!("{other:?}"),
