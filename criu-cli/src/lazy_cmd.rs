@@ -57,11 +57,18 @@ pub fn page_server(o: &Opts) -> Result<i32> {
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let listener = std::net::TcpListener::bind((address.as_str(), port)).with_context(|| format!("listen on {address}:{port}"))?;
     let daemon = Daemon::start(o)?;
-    tracing::info!("page server: listening on {}", listener.local_addr()?);
     daemon.stages.run(Action::StatusReady, None)?;
-    let dir = ImageDir::open_unchecked(&dir);
+    serve_pages(o, &listener)
+}
+
+/// The page server's work once it listens on `listener` (also for
+/// `swrk`'s PAGE_SERVER requests): receives one dump's pages into the
+/// images directory, or serves them from it.
+pub fn serve_pages(o: &Opts, listener: &std::net::TcpListener) -> Result<i32> {
+    tracing::info!("page server: listening on {}", listener.local_addr()?);
+    let dir = ImageDir::open_unchecked(o.images_dir());
     let mut store = ImagesStore::new(dir.clone());
-    let stats = server::serve_one(&listener, Some(&dir), Some(&mut store)).context("page server")?;
+    let stats = server::serve_one(listener, Some(&dir), Some(&mut store)).context("page server")?;
     println!("page-server: {} pages received, {} pages sent, {} requests", stats.pages_put, stats.pages_got, stats.requests);
     Ok(0)
 }
@@ -124,7 +131,7 @@ fn into_raw(fd: OwnedFd) -> i32 {
 
 /// A daemon's own session, stdin/stdout/stderr on /dev/null (CRIU's
 /// `cr_daemon(1, 0, ...)`); the log goes to `-o` if given.
-fn detach_stdio() {
+pub fn detach_stdio() {
     // SAFETY: setsid and dup2 on descriptors we own; no memory is shared.
     unsafe {
         libc::setsid();

@@ -73,7 +73,9 @@ pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>, label: &str)
     let Some(f) = file else {
         // SAFETY: isatty only inspects the descriptor.
         let tty = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;
-        builder.with_ansi(tty).with_writer(|| Stderr).init();
+        // A process may set its log up twice (a `service` connection's
+        // worker): the first subscriber stays, the log fd follows.
+        let _ = builder.with_ansi(tty).with_writer(|| Stderr).try_init();
         return Ok(Log { file: false });
     };
     let path = match dir {
@@ -91,7 +93,7 @@ pub fn init(verbosity: u8, file: Option<&Path>, dir: Option<&Path>, label: &str)
     // Through criu_core::logfd, which moves the log out of the way in the
     // tasks criu-rs forks to restore.
     criu_core::logfd::set(out.into());
-    builder.with_ansi(false).with_writer(|| LogFile).init();
+    let _ = builder.with_ansi(false).with_writer(|| LogFile).try_init();
     Ok(Log { file: true })
 }
 

@@ -8,12 +8,17 @@ mod log;
 mod progress;
 mod restore_cmd;
 mod stages;
+mod swrk;
 
 use anyhow::Result;
 use cli::{Cmd, Opts, Request};
 
 fn main() {
     let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    // `criu swrk FD`: for RPC clients, which exec it with exactly this.
+    if args.first().map(String::as_str) == Some("swrk") {
+        std::process::exit(swrk::swrk(&args[1..]));
+    }
     let (request, opts) = match cli::parse(&args) {
         Ok(r) => r,
         Err(e) => {
@@ -33,7 +38,7 @@ fn main() {
         // runs; nothing in this process owns FD yet.
         unsafe { libc::close(fd) };
     }
-    let work = (cmd != Cmd::Check || opts.images_dir.is_some() || opts.work_dir.is_some()).then(|| opts.work_dir());
+    let work = (!matches!(cmd, Cmd::Check | Cmd::Service) || opts.images_dir.is_some() || opts.work_dir.is_some()).then(|| opts.work_dir());
     let label = if opts.work_dir.is_some() { "work directory" } else { "images directory" };
     let log = match log::init(opts.level(), opts.log_file.as_deref(), work.as_deref(), label) {
         Ok(log) => log,
@@ -71,5 +76,6 @@ fn run(cmd: Cmd, opts: &Opts) -> Result<i32> {
         Cmd::Check => check_cmd::check(opts),
         Cmd::LazyPages => lazy_cmd::lazy_pages(opts),
         Cmd::PageServer => lazy_cmd::page_server(opts),
+        Cmd::Service => swrk::service(opts),
     }
 }

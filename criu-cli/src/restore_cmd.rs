@@ -27,6 +27,14 @@ use crate::stages::Stages;
 /// ([`criu_core::restore::watch`]).
 const DEFAULT_WATCH_MS: u64 = 2000;
 
+/// The root's pid once this process restored a tree (for `swrk`'s answer).
+static RESTORED: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// The pid of the tree this process restored.
+pub fn restored_pid() -> Option<i32> {
+    RESTORED.get().copied()
+}
+
 /// `criu-rs restore`.
 pub fn restore(o: &Opts) -> Result<i32> {
     crate::dump_cmd::check_values(o)?;
@@ -55,6 +63,10 @@ pub fn restore(o: &Opts) -> Result<i32> {
     if o.address.is_some() && !o.lazy_pages {
         bail!("restore --address names the lazy-pages socket: it needs --lazy-pages");
     }
+    if o.restore_sibling && !o.detach {
+        bail!("--restore-sibling only makes sense with --restore-detached (criu-rs cannot wait for a task that is not its child)");
+    }
+    opts.sibling = o.restore_sibling;
     opts.leave_stopped = o.final_state == FinalState::Stopped;
     opts.ext_unix_sk = o.ext_unix_sk.is_some();
     opts.mmap_page_image = o.mmap_page_image;
@@ -69,6 +81,7 @@ pub fn restore(o: &Opts) -> Result<i32> {
     opts.watch = !watch.is_zero();
     stages.run(Action::PreRestore, None).context("pre-restore script failed")?;
     let mut r = criu_core::restore::restore(&opts).context("restore failed")?;
+    let _ = RESTORED.set(r.pid);
     if let Some(pidfile) = &o.pidfile {
         let path = o.in_work_dir(pidfile);
         std::fs::write(&path, format!("{}", r.pid)).with_context(|| format!("writing the pid file {}", path.display()))?;

@@ -8,12 +8,28 @@
 //! fails the stage (every script still runs), with its exit status as the
 //! code. At `status-ready` the scripts run, then one NUL byte is written to
 //! the status descriptor, which is closed.
+//!
+//! Under `criu-rs swrk` with `notify_scripts` ([`crate::swrk`]), each stage
+//! is first sent to the RPC client as a NOTIFY message, and the stage fails
+//! unless the client answers `notify_success` (CRIU's RPC mode; the
+//! scripts of a configuration file still run after it).
 
 use criu_core::actions::{Action, ActionFailed, ActionHook};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+
+/// The RPC client's stage handler (`criu-rs swrk` with `notify_scripts`):
+/// set once, in the process that runs the request.
+pub type RpcNotify = Box<dyn Fn(Action, Option<i32>) -> Result<(), ActionFailed> + Send + Sync>;
+
+static RPC_NOTIFY: std::sync::OnceLock<RpcNotify> = std::sync::OnceLock::new();
+
+/// Sends every stage to `notify` first (see the module doc).
+pub fn set_rpc_notify(notify: RpcNotify) {
+    let _ = RPC_NOTIFY.set(notify);
+}
 
 /// The stage handler of one command.
 pub struct Stages {
@@ -50,6 +66,9 @@ impl Stages {
             }
             *known
         };
+        if let Some(notify) = RPC_NOTIFY.get() {
+            notify(action, root)?;
+        }
         let mut failed = None;
         for script in &self.scripts {
             tracing::debug!(action = action.name(), script = %script.display(), "running action script");

@@ -168,10 +168,30 @@ fn unsupported_options_are_refused_before_anything_happens() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("Memory pages written:"), "--display-stats: {}", text(&out.stdout));
     let out = run(criu_rs().args(["restore", "--restore-sibling", "-D"]).arg(&base));
-    assert!(text(&out.stderr).contains("not supported: --restore-sibling"), "{}", text(&out.stderr));
+    assert!(!out.status.success() && text(&out.stderr).contains("--restore-sibling only makes sense with --restore-detached"), "{}", text(&out.stderr));
     let out = run(criu_rs().args(["restore", "--inherit-fd", "fd[0]", "-D"]).arg(&base));
     assert!(!out.status.success() && text(&out.stderr).contains("fd[0]"), "{}", text(&out.stderr));
     assert!(running(&p));
+}
+
+/// `restore -d --restore-sibling`: the root is a child of criu-rs's
+/// parent (here, the test), which can wait for it.
+#[test]
+fn restore_sibling_gives_the_root_to_criu_rs_s_parent() {
+    let images = scratch("dropin-sibling");
+    let mut p = Sleeper::start();
+    let pid = p.pid();
+    dump_ok(pid, &images, &[]);
+    p.reap();
+    let out = run(criu_rs().args(["restore", "-d", "--restore-sibling", "-D"]).arg(&images));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: u32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(ppid, std::process::id(), "the restored root's parent");
+    // Ours to kill and to reap.
+    // SAFETY: plain syscalls on the pid this test restored.
+    let (killed, waited) = unsafe { (libc::kill(pid, libc::SIGKILL), libc::waitpid(pid, std::ptr::null_mut(), 0)) };
+    assert_eq!((killed, waited), (0, pid));
 }
 
 #[test]

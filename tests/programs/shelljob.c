@@ -77,8 +77,11 @@ static int job(const char *result)
 	snprintf(ready, sizeof ready, "%s.ready", result);
 	struct report pid = {0};
 	say(&pid, "%d\n", getpid());
-	int fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || write(fd, pid.buf, pid.len) != (ssize_t)pid.len || close(fd))
+	/* Written aside, then renamed: the test reads it as soon as it exists. */
+	char tmp[4300];
+	snprintf(tmp, sizeof tmp, "%s.tmp", ready);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, pid.buf, pid.len) != (ssize_t)pid.len || close(fd) || rename(tmp, ready))
 		die("writing RESULT.ready");
 	while (!go)
 		sigsuspend(&empty);

@@ -1,5 +1,6 @@
 //! `cargo xtask setup`: installs the tools the tests use (qemu-x86_64 from
-//! qemu-user, crit from criu, iptables and nft for the network lock of
+//! qemu-user, crit and CRIU's Python RPC bindings (pycriu, for the swrk
+//! test's client) from criu, iptables and nft for the network lock of
 //! TCP connections, a JDK, node, curl and PostgreSQL for the real-program
 //! tests) with apt-get when they are missing.
 
@@ -52,6 +53,14 @@ pub fn run() -> Result<()> {
             println!("{cmd}: missing, will install package {pkg}");
             missing.push(pkg);
         }
+    }
+    // criu-cli/tests/swrk.rs's client: Debian's python3 with pycriu.
+    let pycriu = Command::new("/usr/bin/python3").args(["-c", "import pycriu.rpc_pb2, pycriu.criu"]).output().is_ok_and(|o| o.status.success());
+    if pycriu {
+        println!("pycriu: found");
+    } else if !missing.contains(&"criu") {
+        println!("pycriu: missing, will install packages criu python3-protobuf");
+        missing.extend(["criu", "python3-protobuf"]);
     }
     if pg_server_found() {
         println!("initdb: found");

@@ -34,11 +34,12 @@ pub enum Cmd {
     Check,
     PageServer,
     LazyPages,
+    Service,
 }
 
 impl Cmd {
     /// Every command, in help order.
-    pub const ALL: &'static [Cmd] = &[Cmd::Dump, Cmd::PreDump, Cmd::Restore, Cmd::Check, Cmd::PageServer, Cmd::LazyPages];
+    pub const ALL: &'static [Cmd] = &[Cmd::Dump, Cmd::PreDump, Cmd::Restore, Cmd::Check, Cmd::PageServer, Cmd::LazyPages, Cmd::Service];
 
     /// The command's name on the command line.
     pub fn name(self) -> &'static str {
@@ -49,6 +50,7 @@ impl Cmd {
             Cmd::Check => "check",
             Cmd::PageServer => "page-server",
             Cmd::LazyPages => "lazy-pages",
+            Cmd::Service => "service",
         }
     }
 
@@ -61,12 +63,13 @@ impl Cmd {
             Cmd::Check => "report whether criu-rs can work here (kernel features)",
             Cmd::PageServer => "receive pages from a remote dump, or serve an images directory's pages",
             Cmd::LazyPages => "serve the memory of lazily restored tasks over userfaultfd",
+            Cmd::Service => "serve CRIU's RPC (rpc.proto) on a unix socket (--address, default ./criu_service.socket)",
         }
     }
 }
 
 /// CRIU's commands criu-rs does not run.
-const OTHER_COMMANDS: &[&str] = &["exec", "show", "service", "swrk", "dedup", "cpuinfo", "image-cache", "image-proxy"];
+const OTHER_COMMANDS: &[&str] = &["exec", "show", "dedup", "cpuinfo", "image-cache", "image-proxy"];
 
 /// What the tasks are left as after a dump (`-R`, `-s`; the last one wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -144,6 +147,8 @@ pub struct Opts {
     pub inherit_fd: Vec<criu_core::restore::InheritFd>,
     /// `-d` / `--restore-detached` / `--daemon`.
     pub detach: bool,
+    /// `-S` / `--restore-sibling`.
+    pub restore_sibling: bool,
     /// `--watch MS` (criu-rs's): how long restore watches the restored
     /// tasks after their release (None: 2 s, or 0 with `-d`).
     pub watch_ms: Option<u64>,
@@ -223,6 +228,7 @@ impl Default for Opts {
             external: Vec::new(),
             inherit_fd: Vec::new(),
             detach: false,
+            restore_sibling: false,
             watch_ms: None,
             root: None,
             manage_cgroups: None,
@@ -328,14 +334,14 @@ pub fn parse(args: &[String]) -> Result<(Request, Opts), String> {
             }
         }
         Some(name) if OTHER_COMMANDS.contains(&name) => {
-            return Err(format!("not supported: command {name:?} (criu-rs runs dump, pre-dump, restore, check, page-server and lazy-pages)"))
+            return Err(format!("not supported: command {name:?} (criu-rs runs dump, pre-dump, restore, check, page-server, lazy-pages, service and swrk)"))
         }
-        Some(name) => return Err(format!("unknown command {name:?} (dump, pre-dump, restore, check, page-server, lazy-pages)")),
+        Some(name) => return Err(format!("unknown command {name:?} (dump, pre-dump, restore, check, page-server, lazy-pages, service)")),
     }
     words.extend(positional.iter().cloned());
     words.extend(normalize::canonical(&occurrences));
     if positional.is_empty() && !wants_help && !occurrences.iter().any(|o| o.opt.long == "version") {
-        return Err("no command given (dump, pre-dump, restore, check, page-server, lazy-pages); see --help".into());
+        return Err("no command given (dump, pre-dump, restore, check, page-server, lazy-pages, service); see --help".into());
     }
     let m = match table::clap_command().try_get_matches_from(std::iter::once("criu-rs".to_string()).chain(words)) {
         Ok(m) => m,

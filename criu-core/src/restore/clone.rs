@@ -41,7 +41,9 @@ pub unsafe fn clone3_set_tid_flags(pid: i32, flags: u64) -> Result<Forked> {
         pidfd: 0,
         child_tid: 0,
         parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
+        // The kernel refuses an exit signal with CLONE_PARENT: the child
+        // takes ours (SIGCHLD for criu-rs), for its new parent.
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 },
         stack: 0,
         stack_size: 0,
         tls: 0,

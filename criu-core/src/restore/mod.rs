@@ -102,6 +102,11 @@ pub struct RestoreOptions {
     /// Keep tracing the restored tasks after the release, in
     /// [`Restored::watch`], to report one that dies ([`watch`]).
     pub watch: bool,
+    /// `--restore-sibling` (CRIU's RPC `rst_sibling`): the root is created
+    /// with `CLONE_PARENT`, a child of criu-rs's parent (runc and libcriu's
+    /// `criu_restore_child` wait for it) rather than of criu-rs. criu-rs
+    /// cannot wait for it, so this goes with a detached restore.
+    pub sibling: bool,
 }
 
 /// One `--inherit-fd fd[N]:KEY`.
@@ -133,6 +138,7 @@ impl RestoreOptions {
             verify: false,
             actions: None,
             watch: false,
+            sibling: false,
         }
     }
 

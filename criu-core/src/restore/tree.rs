@@ -19,7 +19,7 @@
 use super::barrier::{self, Tracked, TreeGuard};
 use super::child::{build_memory, guarded, prepare, FdTable};
 use super::cow;
-use super::clone::{clone3_set_tid, clone3_set_tid_flags, Forked};
+use super::clone::{clone3_set_tid_flags, Forked};
 use super::error::{RestoreError, Result, SysContext};
 use super::finalize::ThreadEnd;
 use super::lazy::{self, LazySetup};
@@ -349,8 +349,11 @@ pub fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     // the blob that cannot create the thread).
     let pids: Vec<i32> = tree.tasks.iter().map(|t| t.pid).collect();
     super::clone::wait_pids_free(&pids, super::clone::PID_PATIENCE)?;
+    // A sibling root is not our child, but we trace it (seized below)
+    // until it is released, which is all the restore needs of it.
+    let flags = if opts.sibling { libc::CLONE_PARENT as u64 } else { 0 };
     // SAFETY: criu-rs is single-threaded here (documented requirement).
-    match unsafe { clone3_set_tid(root)? } {
+    match unsafe { clone3_set_tid_flags(root, flags)? } {
         Forked::Child => task_main(&tree, 0, &mut pipes, &shared, None),
         Forked::Parent { child } => {
             let forking_time = start.elapsed();
