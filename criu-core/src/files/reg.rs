@@ -219,6 +219,9 @@ impl FdKind for Reg {
             }
         }
         let (path, deleted) = strip_deleted(&p.target);
+        if deleted && p.md.nlink() > 0 && p.file_type() == libc::S_IFREG {
+            return Err(still_linked(&p.at(), path, p.md.nlink()));
+        }
         let unlinked = deleted && p.md.nlink() == 0 && ghost_type(p.file_type());
         // The contents once per inode: its other descriptions refer to them.
         let ghost = if unlinked && cx.seen.first_ghost(p.md.dev(), p.md.ino()) {
@@ -428,6 +431,17 @@ fn data_ranges(fd: &OwnedFd, size: u64) -> std::result::Result<Vec<(u64, u64)>, 
     Ok(out)
 }
 
+/// A file unlinked from the path it was opened by but still linked under
+/// another name: that name cannot be found (CRIU links such a file back
+/// with `--link-remap`, which criu-rs does not do), and the path may name
+/// another file by the restore.
+fn still_linked(at: &str, path: &str, nlink: u64) -> FileDumpError {
+    FileDumpError::UnsupportedState {
+        at: at.into(),
+        what: format!("{path} was unlinked but the file has {nlink} other link(s), whose names criu-rs cannot find (--link-remap is not supported)"),
+    }
+}
+
 /// Whether `item` is CRIU's `--external` key for a file: `file[MNT:INO]`,
 /// mount id and inode in hex.
 pub fn external_file_key(item: &str) -> bool {
@@ -452,6 +466,9 @@ pub fn path_file(pid: i32, name: &str, id: u32, flags: u32, ghost_limit: u64) ->
     let md = std::fs::metadata(crate::proc::path(pid, name)).map_err(|source| FileDumpError::Stat { at: name.into(), source })?;
     let target = target.to_string_lossy().into_owned();
     let (path, deleted) = strip_deleted(&target);
+    if deleted && md.nlink() > 0 && md.is_file() {
+        return Err(still_linked(name, path, md.nlink()));
+    }
     let gone = deleted && md.nlink() == 0 && (md.is_file() || md.is_dir());
     if deleted && md.is_dir() && (!gone || name == "root") {
         return Err(FileDumpError::RemovedDir { at: name.into(), path: path.into() });
