@@ -153,7 +153,7 @@ fn unsupported_options_are_refused_before_anything_happens() {
     let base = scratch("dropin-refused");
     let p = Sleeper::start();
     let pid = p.pid().to_string();
-    for extra in [&["--stream"][..], &["--auto-dedup"], &["--manage-cgroups=full"], &["--leave-stopped"], &["--external", "mnt[/x]:y"], &["--ghost-limit", "2M"]] {
+    for extra in [&["--stream"][..], &["--auto-dedup"], &["--manage-cgroups=full"], &["--leave-stopped"], &["--external", "mnt[/x]:y"]] {
         let out = run(criu_rs().args(["dump", "-t", &pid, "-D"]).arg(&base).args(extra));
         let err = text(&out.stderr);
         assert!(!out.status.success() && err.contains("not supported:"), "{extra:?}: {err}");

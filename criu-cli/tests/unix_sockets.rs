@@ -5,7 +5,8 @@
 //! end of a pair; after a dump and a restore it checks all of it from the
 //! inside. Also: `crit` decodes every image, a failed or `--leave-running`
 //! dump loses no queued byte, an outside peer is refused by name unless
-//! `--ext-unix-sk`, and descriptors in flight are refused by name.
+//! `--ext-unix-sk`, and descriptors in flight (`SCM_RIGHTS`) come back
+//! with their messages (a unix socket in flight is refused by name).
 
 mod common;
 
@@ -165,17 +166,51 @@ fn an_outside_peer_is_refused_by_name_unless_ext_unix_sk() {
 }
 
 #[test]
-fn descriptors_in_flight_are_refused_by_name_and_stay_queued() {
+fn descriptors_in_flight_come_back_with_their_messages() {
     let d = dirs("scm");
-    let p = start(&d, &["scm"]);
+    let mut p = start(&d, &["scm"]);
+    let pid = p.pid();
+    dump_ok(pid, &d.images, &[]);
+    p.reap();
+    wait_pid_gone(p.int("child"));
+    crit_reads_everything(&d.images);
+    // Each message names what is in flight with it (CRIU's scm_entry) by
+    // the id of a files.img entry.
+    let files = crit_decode(&d.images.join("files.img"));
+    let ids: Vec<u64> = files["entries"].as_array().unwrap().iter().map(|e| jnum(&e["id"])).collect();
+    let queues = crit_decode(&d.images.join("sk-queues.img"));
+    let mut rights: Vec<usize> = Vec::new();
+    for e in queues["entries"].as_array().unwrap() {
+        let Some(scm) = e["scm"].as_array() else { continue };
+        for s in scm {
+            assert_eq!(jnum(&s["type"]), libc::SCM_RIGHTS as u64, "{s}");
+            let r = s["rights"].as_array().unwrap();
+            assert!(r.iter().all(|id| ids.contains(&jnum(id))), "{s} names a file not in files.img");
+            rights.push(r.len());
+        }
+    }
+    rights.sort();
+    assert_eq!(rights, [1, 1, 2], "{queues}");
+    let held = restore_detached(&d.images, pid);
+    let report = trigger(&d, &held);
+    assert_all_ok("unixsk with descriptors in flight", &report);
+    for name in ["scm-rights", "scm-two", "scm-shared-offset", "scm-eventfd", "scm-stream", "scm-stream-after"] {
+        assert!(report.contains(&format!("ok {name}\n")), "check {name} did not run:\n{report}");
+    }
+}
+
+#[test]
+fn a_unix_socket_in_flight_is_refused_by_name_and_stays_queued() {
+    let d = dirs("scmsock");
+    let p = start(&d, &["scmsock"]);
     let pid = p.pid();
     let out = dump(pid, &d.images, &[]);
     let err = text(&out.stderr);
-    assert!(!out.status.success(), "dumped descriptors in flight");
-    assert!(err.contains("SCM_RIGHTS"), "{err}");
+    assert!(!out.status.success(), "dumped a unix socket in flight");
+    assert!(err.contains("a unix socket (SCM_RIGHTS in flight)"), "{err}");
     let held = Held::open(pid).unwrap();
     let report = trigger(&d, &held);
     assert_all_ok("unixsk after a refused dump", &report);
-    assert!(report.contains("ok scm-rights\n"), "{report}");
+    assert!(report.contains("ok scm-socket\n"), "{report}");
     drop(p);
 }

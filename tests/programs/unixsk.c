@@ -3,7 +3,7 @@
  * child) holding unix sockets of every kind in known states, checking them
  * from the inside after a restore.
  *
- * Usage: unixsk DIR RESULT_FILE [ext=PATH] [scm]
+ * Usage: unixsk DIR RESULT_FILE [ext=PATH] [scm] [scmsock]
  *
  * Phase 1 (in DIR, which must be short enough for socket paths):
  *   dgram    socketpair(SOCK_DGRAM): three datagrams queued one way, one
@@ -33,9 +33,14 @@
  *            with an accepted connection carrying bytes
  *   ext      (with ext=PATH) a datagram socket connected to PATH, a socket
  *            outside the process; phase 2 sends "restored" through it
- *   scm      (with scm) a datagram pair with a message carrying a pipe's
- *            read end in flight (SCM_RIGHTS); phase 2 receives it and reads
- *            the pipe
+ *   scm      (with scm) descriptors in flight (SCM_RIGHTS): a datagram
+ *            pair with a message carrying a pipe's read end (held by no
+ *            one else) and a second one carrying a file the process keeps
+ *            open too (at offset 3: the offset must stay shared) and an
+ *            eventfd (counter 5); a stream pair with "abc", "d" carrying
+ *            another pipe's read end, "ef" queued. Phase 2 receives them,
+ *            reads the pipes, the eventfd and the shared offset
+ *   scmsock  (with scmsock) a datagram pair with a unix socket in flight
  * then writes "READY pid=N child=C" and waits for SIGUSR1.
  *
  * Phase 2 (SIGUSR1): checks every queue (bytes, order, message boundaries),
@@ -48,6 +53,7 @@
  * removes its socket files and exits 0 or 10 + failures (99: set-up failed).
  */
 #define _GNU_SOURCE
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -73,6 +79,8 @@ struct fds {
 	int unb;
 	int ext;
 	int scm[2];
+	int scms[2], scm_file;
+	int scmu[2];
 	int rel;
 	int gone, gone_cli, gone_acc;
 };
@@ -130,10 +138,53 @@ static int connect_to(struct sockaddr_un *a, int len, int type)
 }
 
 static const char *ext_path;
-static int with_scm;
+static int with_scm, with_scm_sock;
 
 /* A stream listener bound to PATH (backlog BACKLOG), returned, with one
  * connection made (*CLI) and accepted (*ACC). */
+/* Sends MSG on SK with the N descriptors FDS in flight. */
+static void send_fds(int sk, const char *msg, const int *fds, int n)
+{
+	char c[CMSG_SPACE(4 * sizeof(int))];
+	struct iovec iov = {(void *)msg, strlen(msg)};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = CMSG_SPACE(n * sizeof(int))};
+	struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
+	ch->cmsg_level = SOL_SOCKET;
+	ch->cmsg_type = SCM_RIGHTS;
+	ch->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(ch), fds, n * sizeof(int));
+	if (sendmsg(sk, &mh, 0) != (ssize_t)strlen(msg))
+		die("sendmsg SCM_RIGHTS");
+}
+
+/* Receives one message of at most LEN bytes from SK into BUF and up to 4
+ * descriptors into FDS (-1 for those not received); returns its length. */
+static ssize_t recv_fds(int sk, char *buf, size_t len, int fds[4])
+{
+	char c[CMSG_SPACE(4 * sizeof(int))];
+	struct iovec iov = {buf, len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof c};
+	for (int i = 0; i < 4; i++)
+		fds[i] = -1;
+	ssize_t n = recvmsg(sk, &mh, MSG_DONTWAIT);
+	struct cmsghdr *ch = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+	if (ch && ch->cmsg_level == SOL_SOCKET && ch->cmsg_type == SCM_RIGHTS) {
+		size_t k = (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		memcpy(fds, CMSG_DATA(ch), (k > 4 ? 4 : k) * sizeof(int));
+	}
+	return n;
+}
+
+/* A pipe holding TEXT whose write end is closed: its read end. */
+static int pipe_with(const char *text)
+{
+	int p[2];
+	if (pipe(p) || write(p[1], text, strlen(text)) != (ssize_t)strlen(text))
+		die("pipe");
+	close(p[1]);
+	return p[0];
+}
+
 static int listen_with_one(const char *path, int backlog, int *cli, int *acc)
 {
 	struct sockaddr_un a;
@@ -283,24 +334,33 @@ static void setup(const char *dir)
 		len = un_addr(&a, ext_path);
 		F.ext = connect_to(&a, len, SOCK_DGRAM);
 	}
-	F.scm[0] = F.scm[1] = -1;
+	F.scm[0] = F.scm[1] = F.scms[0] = F.scms[1] = F.scm_file = -1;
 	if (with_scm) {
-		int p[2];
 		xsocketpair(SOCK_DGRAM, F.scm);
-		if (pipe(p) || write(p[1], "through fd", 10) != 10)
-			die("pipe");
-		close(p[1]);
-		char c[CMSG_SPACE(sizeof(int))];
-		struct iovec iov = {"fd", 2};
-		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof c};
-		struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
-		ch->cmsg_level = SOL_SOCKET;
-		ch->cmsg_type = SCM_RIGHTS;
-		ch->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(ch), &p[0], sizeof(int));
-		if (sendmsg(F.scm[0], &mh, 0) != 2)
-			die("sendmsg SCM_RIGHTS");
-		close(p[0]);
+		int fd = pipe_with("through fd");
+		send_fds(F.scm[0], "fd", &fd, 1);
+		close(fd);
+		F.scm_file = open("scm.file", O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (F.scm_file < 0 || write(F.scm_file, "0123456789", 10) != 10 || lseek(F.scm_file, 3, SEEK_SET) != 3)
+			die("scm.file");
+		int two[2] = {F.scm_file, eventfd(5, 0)};
+		send_fds(F.scm[0], "f2", two, 2);
+		close(two[1]);
+		xsocketpair(SOCK_STREAM, F.scms);
+		xsend(F.scms[0], "abc", 3);
+		fd = pipe_with("by stream");
+		send_fds(F.scms[0], "d", &fd, 1);
+		close(fd);
+		xsend(F.scms[0], "ef", 2);
+	}
+	F.scmu[0] = F.scmu[1] = -1;
+	if (with_scm_sock) {
+		int q[2];
+		xsocketpair(SOCK_DGRAM, F.scmu);
+		xsocketpair(SOCK_DGRAM, q);
+		send_fds(F.scmu[0], "s", q, 1);
+		close(q[0]);
+		close(q[1]);
 	}
 }
 
@@ -538,6 +598,29 @@ static void check_all(void)
 		char through[16] = {0};
 		CHECK(&R, "scm-rights", got >= 0 && read(got, through, 10) == 10 && !memcmp(through, "through fd", 10),
 		      "recvmsg gave %zd, fd %d", n, got);
+		int fds[4];
+		char buf[16] = {0};
+		n = recv_fds(F.scm[1], buf, sizeof buf, fds);
+		CHECK(&R, "scm-two", n == 2 && !memcmp(buf, "f2", 2) && fds[0] >= 0 && fds[1] >= 0 && fds[2] < 0,
+		      "recvmsg gave %zd '%.*s', fds %d %d %d", n, (int)(n > 0 ? n : 0), buf, fds[0], fds[1], fds[2]);
+		off_t at = fds[0] >= 0 ? lseek(fds[0], 0, SEEK_CUR) : -1;
+		off_t moved = fds[0] >= 0 && lseek(fds[0], 7, SEEK_SET) == 7 ? lseek(F.scm_file, 0, SEEK_CUR) : -1;
+		CHECK(&R, "scm-shared-offset", at == 3 && moved == 7, "offset %lld in flight, %lld kept after a seek to 7", (long long)at, (long long)moved);
+		uint64_t v = 0;
+		CHECK(&R, "scm-eventfd", fds[1] >= 0 && read(fds[1], &v, 8) == 8 && v == 5, "eventfd read %llu", (unsigned long long)v);
+		n = recv_fds(F.scms[1], buf, sizeof buf, fds);
+		memset(through, 0, sizeof through);
+		CHECK(&R, "scm-stream", n == 4 && !memcmp(buf, "abcd", 4) && fds[0] >= 0 && read(fds[0], through, 9) == 9 && !memcmp(through, "by stream", 9),
+		      "recvmsg gave %zd '%.*s', fd %d", n, (int)(n > 0 ? n : 0), buf, fds[0]);
+		n = recv_fds(F.scms[1], buf, sizeof buf, fds);
+		CHECK(&R, "scm-stream-after", n == 2 && !memcmp(buf, "ef", 2) && fds[0] < 0, "recvmsg gave %zd, fd %d", n, fds[0]);
+		unlink("scm.file");
+	}
+	if (F.scmu[1] >= 0) {
+		int fds[4];
+		char buf[4];
+		n = recv_fds(F.scmu[1], buf, sizeof buf, fds);
+		CHECK(&R, "scm-socket", n == 1 && fds[0] >= 0, "recvmsg gave %zd, fd %d", n, fds[0]);
 	}
 }
 
@@ -550,6 +633,8 @@ int main(int argc, char **argv)
 			ext_path = argv[i] + 4;
 		else if (!strcmp(argv[i], "scm"))
 			with_scm = 1;
+		else if (!strcmp(argv[i], "scmsock"))
+			with_scm_sock = 1;
 		else
 			return 99;
 	}

@@ -268,11 +268,12 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], files_opts: FilesOptions, sh: &
     let cwd_id = next_id;
     let root_id = next_id + 1;
     next_id += 2;
-    files_state.files.push(path_file(pid, "cwd", cwd_id, DIR_FLAGS)?);
-    files_state.files.push(path_file(pid, "root", root_id, DIR_FLAGS)?);
+    let limit = files_opts.ghost_limit;
+    files_state.files.push(path_file(pid, "cwd", cwd_id, DIR_FLAGS, limit)?);
+    files_state.files.push(path_file(pid, "root", root_id, DIR_FLAGS, limit)?);
     let exe_file_id = next_id;
     next_id += 1;
-    files_state.files.push(path_file(pid, "exe", exe_file_id, libc::O_RDONLY as u32)?);
+    files_state.files.push(path_file(pid, "exe", exe_file_id, libc::O_RDONLY as u32, limit)?);
     files_state.cwd_id = cwd_id;
     files_state.root_id = root_id;
     // File-backed areas get a file id each (same file opened the same way,
@@ -304,7 +305,7 @@ fn collect_files(pid: i32, vma_list: &mut [Vma], files_opts: FilesOptions, sh: &
                 if memfd_area || shmem_private {
                     files_state.files.push(crate::files::memfd::vma_file(pid, &link, &target, id, flags, &mut sh.seen)?);
                 } else {
-                    files_state.files.push(path_file(pid, &link, id, flags)?);
+                    files_state.files.push(path_file(pid, &link, id, flags, limit)?);
                 }
                 id
             }

@@ -246,8 +246,8 @@ pub struct DumpOptions {
     pub file_locks: bool,
     /// `--link-remap`: unlinked files may be linked back at restore.
     pub link_remap: bool,
-    /// `--ghost-limit`: the largest deleted file carried in the images
-    /// (only [`crate::files::reg::GHOST_LIMIT`] so far; another value is refused).
+    /// `--ghost-limit`: the largest deleted file carried in the images, in
+    /// bytes on disk (holes are free); a larger one fails the dump by name.
     pub ghost_limit: u64,
     /// `--external TYPE[ID]:VALUE` as given: resources outside the dump.
     pub external: Vec<String>,
@@ -307,9 +307,6 @@ pub fn check_supported(opts: &DumpOptions) -> Result<(), DumpError> {
     }
     if let Some(e) = opts.external.iter().find(|e| crate::files::unix::external_unix_inode(e).is_none() && !crate::files::reg::external_file_key(e)) {
         return refuse(format!("--external {e} (only unix[INODE] and file[MNT:INO] can be marked external yet)"));
-    }
-    if opts.ghost_limit != crate::files::reg::GHOST_LIMIT {
-        return refuse(format!("--ghost-limit {} (deleted files are kept up to {} bytes)", opts.ghost_limit, crate::files::reg::GHOST_LIMIT));
     }
     Ok(())
 }

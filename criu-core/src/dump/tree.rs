@@ -469,7 +469,7 @@ fn collect_tree(
             track.written_before_swap = s.written;
         }
         let armed_task = armed.and_then(|a| a.tasks.get(&pid).cloned());
-        let files_opts = crate::files::FilesOptions { shell_job: opts.shell_job, file_locks: opts.file_locks };
+        let files_opts = crate::files::FilesOptions { shell_job: opts.shell_job, file_locks: opts.file_locks, ghost_limit: opts.ghost_limit };
         let (mut p, mut m, d, later) = collect::collect(&t.frozen, &opts.dir, &mut pages, files_opts, sh, &mut track, copy, armed_task, ahead.get(pid))?;
         if let Some(later) = later {
             pending.push((i, later, pages.try_clone().map_err(DumpError::WritePages)?));

@@ -31,11 +31,53 @@ pub fn collect_fds(pid: i32, next_id: &mut u32, seen: &mut SeenFiles, sockets: &
         let kind = FileKind::collect(&p, &mut cx)?;
         let fown = read_fown(&p, &cx)?;
         tracing::debug!(pid, fd = p.fd, id, kind = ?kind.fd_type(), target = %p.target, ?fown, "collected fd");
+        st.files.append(&mut cx.extra);
         st.files.push(FileDesc { id, flags: p.flags(), pos: p.info.pos, fown, kind });
         st.fds.push(FdEntry { fd: p.fd, file_id: id, cloexec: p.cloexec() });
         note_locks(&p, id, &mut st, seen, opts)?;
     }
     Ok(st)
+}
+
+/// Collects a description criu-rs holds as `fd` (one in flight in a
+/// socket's queue, which peeking gave it) and returns its file id: the id
+/// of a description already seen (a task may hold it too), else a new one,
+/// whose [`FileDesc`] goes to `cx.extra`. criu-rs keeps `fd` open until
+/// the dump ends (descriptions seen later are compared with it).
+pub fn collect_in_flight(fd: rustix::fd::OwnedFd, cx: &mut CollectCtx<'_>) -> Result<u32, FileDumpError> {
+    let me = std::process::id() as i32;
+    let raw = fd.as_raw_fd();
+    let target = std::fs::read_link(format!("/proc/self/fd/{raw}")).map_err(|source| FileDumpError::Stat { at: format!("fd {raw} of criu-rs (in flight)"), source })?;
+    let p = FdProbe::read(me, &crate::proc::fds::FdLink { fd: raw, target })?;
+    let key = FileKey { dev: p.md.dev(), ino: p.md.ino(), share: FileKind::share_key(&p) };
+    let slot = match cx.seen.find(me, raw, key).map_err(|errno| FileDumpError::Kcmp { at: p.at(), errno })? {
+        Ok(id) => return Ok(id),
+        Err(slot) => slot,
+    };
+    let (pid, opts) = (cx.pid, cx.opts);
+    let mut own = CollectCtx::new(me, opts, cx.seen, cx.sockets, cx.next_id);
+    let id = own.alloc_id();
+    own.seen.insert(slot, SeenFile { pid: me, fd: raw, id });
+    own.seen.in_flight.push(fd);
+    let kind = FileKind::collect(&p, &mut own)?;
+    // What a task finishes at restore (epoll targets under its fd numbers,
+    // a timer armed, a pidfd or terminal it opens) has no task here.
+    let stays = match &kind {
+        FileKind::Epoll(e) if !e.targets.is_empty() => Some("an epoll set with targets"),
+        FileKind::Timerfd(_) => Some("a timerfd"),
+        FileKind::Pidfd(_) => Some("a pidfd"),
+        FileKind::Tty(_) => Some("a terminal"),
+        _ => None,
+    };
+    if let Some(what) = stays {
+        return Err(FileDumpError::UnsupportedState { at: format!("{} in flight in a unix socket's queue (SCM_RIGHTS)", p.target), what: what.into() });
+    }
+    let fown = read_fown(&p, &own)?;
+    tracing::debug!(pid, id, kind = ?kind.fd_type(), target = %p.target, ?fown, "collected a file in flight");
+    let mut extra = std::mem::take(&mut own.extra);
+    cx.extra.append(&mut extra);
+    cx.extra.push(FileDesc { id, flags: p.flags(), pos: p.info.pos, fown, kind });
+    Ok(id)
 }
 
 /// Records the locks the fdinfo of `p` (description `file`) lists that

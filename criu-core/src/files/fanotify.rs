@@ -13,7 +13,7 @@ use crate::images::pb::{self, FdTypes};
 use crate::images::ImageError;
 use crate::proc::kind_fdinfo::{parse_fanotify, FanotifyTarget, FileHandle};
 use crate::proc::mounts::{path_of_handle, read_mountinfo};
-use crate::restore::error::{RestoreError, Result};
+use crate::restore::error::{RestoreError, Result, SysContext};
 use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -198,13 +198,17 @@ impl FdKind for Fanotify {
 
     fn open(p: &FanotifyGroup, _st: &mut (), _cx: &OpenCtx<'_>) -> Result<Opened> {
         let errno = || rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL);
+        // The dumped flags as they were: the group keeps them (fdinfo's
+        // "fanotify flags" shows FAN_CLOEXEC too); criu-rs's descriptor is
+        // made close-on-exec apart.
         // SAFETY: fanotify_init takes two flag words and returns a new fd.
-        let raw = unsafe { libc::fanotify_init(p.init_flags | libc::FAN_CLOEXEC, p.event_flags) };
+        let raw = unsafe { libc::fanotify_init(p.init_flags, p.event_flags) };
         if raw < 0 {
             return Err(RestoreError::sys(format!("fanotify_init({:#x}, {:#x})", p.init_flags, p.event_flags), errno()));
         }
         // SAFETY: a new fd returned to us, owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).sys(|| "F_SETFD(FD_CLOEXEC) on a fanotify group".into())?;
         set_status_flags(&fd, p.flags)?;
         for m in &p.marks {
             let on = if matches!(m.on, MarkOn::Mount { .. }) { libc::FAN_MARK_MOUNT } else { 0 };

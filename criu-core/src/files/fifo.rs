@@ -3,15 +3,19 @@
 //! go once per FIFO to `fifo-data.img`. Restore holds one read-write end
 //! per FIFO while its descriptions are opened (so opening never blocks and
 //! the buffer survives), puts the bytes back through it, then lets it go.
+//! A FIFO removed while open is a ghost of its path entry (as CRIU has
+//! it): made again under a free name for its keeper, removed at once; its
+//! ends are opened through the keeper.
 
 use super::fdtable::set_status_flags;
 use super::pipe::{fill_pipe, peek_pipe, read_queued, write_queued, PipeData};
-use super::reg::{reg_entry, reg_file, strip_deleted, RegFile};
+use super::reg::{ghost_of, read_ghost, reg_entry, reg_file, strip_deleted, with_ghost, write_ghost_remap, Ghost, GhostFile, RegFile};
 use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, LoadCtx, OpenCtx, Opened, SideImage};
 use crate::images::pb::{self, FdTypes};
 use crate::images::{ImageDir, ImageError, ImageKind};
 use crate::restore::error::{RestoreError, Result, SysContext};
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
 use rustix::fs::{Mode, OFlags};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -32,6 +36,9 @@ pub struct FifoDumped {
     pub mode: u32,
     /// Id of the regular-file entry naming the FIFO's path.
     pub regf_id: u32,
+    /// Removed while open: its inode's (dev, ino), and its ghost (owner,
+    /// mode, times) with the first end collected.
+    pub unlinked: Option<((u64, u64), Option<Ghost>)>,
 }
 
 /// How to reopen a FIFO end.
@@ -43,6 +50,8 @@ pub struct FifoPlan {
     pub pipe_id: u32,
     /// Capacity and bytes to put back, once per FIFO.
     pub data: PipeData,
+    /// Removed while open: made again from its ghost image (by id).
+    pub ghost: Option<(u32, Rc<GhostFile>)>,
 }
 
 /// One read-write end per FIFO, held while its descriptions are opened.
@@ -63,7 +72,19 @@ impl FdKind for Fifo {
         let ino = p.md.ino();
         let data = if cx.seen.first_sight(FdTypes::Pipe, ino) { Some(peek_pipe(p)?) } else { None };
         let regf_id = cx.alloc_id();
-        Ok(FifoDumped { path: strip_deleted(&p.target).0.to_owned(), pipe_ino: ino, data, mode: p.md.mode(), regf_id })
+        let (path, deleted) = strip_deleted(&p.target);
+        let unlinked = if deleted && p.md.nlink() == 0 {
+            let dev_ino = (p.md.dev(), ino);
+            let ghost = if cx.seen.first_ghost(dev_ino.0, dev_ino.1) {
+                Some(read_ghost(p.pid, &format!("fd/{}", p.fd), &p.at(), &p.md, cx.opts.ghost_limit)?)
+            } else {
+                None
+            };
+            Some((dev_ino, ghost))
+        } else {
+            None
+        };
+        Ok(FifoDumped { path: path.to_owned(), pipe_ino: ino, data, mode: p.md.mode(), regf_id, unlinked })
     }
 
     fn write(f: &FileDesc, d: &FifoDumped, sink: &mut FilesSink<'_>) -> std::result::Result<(), ImageError> {
@@ -75,6 +96,9 @@ impl FdKind for Fifo {
         let mut reg = reg_entry(d.regf_id, f.flags, &f.fown, &d.path);
         reg.mode = Some(d.mode);
         sink.push(pb::FileEntry { r#type: Some(FdTypes::Reg as i32), id: Some(d.regf_id), reg: Some(reg), ..Default::default() });
+        if let Some((dev_ino, ghost)) = &d.unlinked {
+            write_ghost_remap(sink, d.regf_id, *dev_ino, ghost.as_ref())?;
+        }
         Ok(())
     }
 
@@ -88,16 +112,30 @@ impl FdKind for Fifo {
         };
         let file = RegFile { pos: 0, size: None, ..reg_file(reg) };
         let data = cx.side::<FifoData>()?.0.get(&pipe_id).cloned().unwrap_or_default();
-        Ok(FifoPlan { file, pipe_id, data })
+        let ghost = ghost_of(regf_id, cx)?;
+        if let Some((gid, g)) = &ghost {
+            if g.ghost.mode & libc::S_IFMT != libc::S_IFIFO {
+                return Err(cx.bad(format!("FIFO {id:#x}: its ghost image {gid} is not a FIFO (mode {:o})", g.ghost.mode)));
+            }
+        }
+        Ok(FifoPlan { file, pipe_id, data, ghost })
     }
 
     fn open(p: &FifoPlan, st: &mut Keepers, _cx: &OpenCtx<'_>) -> Result<Opened> {
         if let std::collections::btree_map::Entry::Vacant(v) = st.0.entry(p.pipe_id) {
-            v.insert(open_keeper(&p.file, p.pipe_id, &p.data)?);
+            let keeper = match &p.ghost {
+                Some((_, g)) => with_ghost(&p.file.path, &g.ghost, |at| open_keeper(&RegFile { path: at.to_path_buf(), ..p.file.clone() }, p.pipe_id, &p.data))?,
+                None => open_keeper(&p.file, p.pipe_id, &p.data)?,
+            };
+            v.insert(keeper);
         }
         let r = &p.file;
+        let path = match &p.ghost {
+            Some(_) => std::path::PathBuf::from(format!("/proc/self/fd/{}", st.0[&p.pipe_id].as_raw_fd())),
+            None => r.path.clone(),
+        };
         let flags = OFlags::from_bits_retain((r.flags & libc::O_ACCMODE) as u32) | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(&r.path, flags, Mode::empty())
+        let fd = rustix::fs::open(&path, flags, Mode::empty())
             .map_err(|e| RestoreError::FileChanged { path: r.path.clone(), problem: format!("cannot open the FIFO: {e}") })?;
         set_status_flags(&fd, r.flags)?;
         Ok(Opened::Fd(fd))
@@ -140,16 +178,16 @@ mod tests {
     #[test]
     fn fifo_and_its_path_round_trip() {
         let data = PipeData { size: Some(4096), bytes: b"xy".to_vec() };
-        let d = FifoDumped { path: "/tmp/ff".into(), pipe_ino: 9, data: Some(data.clone()), mode: libc::S_IFIFO | 0o600, regf_id: 5 };
+        let d = FifoDumped { path: "/tmp/ff".into(), pipe_ino: 9, data: Some(data.clone()), mode: libc::S_IFIFO | 0o600, regf_id: 5, unlinked: None };
         let (plans, tmp) = roundtrip(&[desc(1, libc::O_RDONLY, FileKind::Fifo(d))], &LoadOptions::default());
         let file = RegFile { path: "/tmp/ff".into(), flags: libc::O_RDONLY, pos: 0, size: None, mode: Some(libc::S_IFIFO | 0o600) };
-        assert_eq!(plans.unwrap()[&1], DescPlan::Fifo(FifoPlan { file, pipe_id: 9, data }));
+        assert_eq!(plans.unwrap()[&1], DescPlan::Fifo(FifoPlan { file, pipe_id: 9, data, ghost: None }));
         crit_decodes(&tmp.path().join("fifo-data.img"));
     }
 
     #[test]
     fn owner_of_a_fifo_travels_in_its_path_entry() {
-        let d = FifoDumped { path: "/tmp/ff".into(), pipe_ino: 9, data: None, mode: libc::S_IFIFO | 0o600, regf_id: 5 };
+        let d = FifoDumped { path: "/tmp/ff".into(), pipe_ino: 9, data: None, mode: libc::S_IFIFO | 0o600, regf_id: 5, unlinked: None };
         let mut f = desc(1, libc::O_RDONLY, FileKind::Fifo(d));
         f.fown = Fown { uid: 0, euid: 1000, signum: 0, pid_type: 0, pid: 77 };
         let (files, _tmp) = roundtrip_files(&[f.clone()], &LoadOptions::default());

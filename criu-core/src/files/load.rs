@@ -70,6 +70,42 @@ pub fn load_fds(
             owners.insert(id, fown);
         }
     }
+    // Descriptions its descriptions need though no fd holds them (files in
+    // flight in a unix socket's queue).
+    let needed: Vec<u32> = descs.values().flat_map(DescPlan::files_needed).filter(|id| !descs.contains_key(id)).collect();
+    for id in needed {
+        if descs.contains_key(&id) {
+            continue;
+        }
+        let file = files.get(&id).ok_or_else(|| RestoreError::bad(cx.files_path(), format!("no file with id {id:#x} (in flight in a unix socket's queue)")))?;
+        descs.insert(id, DescPlan::load(file, &cx)?);
+        let fown = Fown::of_entry(file, files);
+        if fown.is_set() {
+            owners.insert(id, fown);
+        }
+    }
     fds.sort_by_key(|f| f.fd);
     Ok(TaskFiles { fds, descs, owners })
+}
+
+/// The REG entries of `ids` that are ghosts (files removed while open)
+/// a task opens by path (the files it maps, its working directory and
+/// executable): each is marked so ([`super::reg::GhostFile::by_path`]),
+/// to be recreated at its path and left there until the tree runs, and
+/// added to `descs` (opened with the task's descriptions).
+pub fn load_by_path(
+    images: &ImageDir,
+    files: &BTreeMap<u32, pb::FileEntry>,
+    side: &SideImages,
+    opts: &LoadOptions,
+    ids: &[u32],
+    descs: &mut BTreeMap<u32, DescPlan>,
+) -> Result<()> {
+    let cx = LoadCtx::new(images, files, side, opts);
+    for &id in ids {
+        if let Some(plan) = super::reg::ghost_by_path(id, &cx)? {
+            descs.entry(id).or_insert(DescPlan::Reg(plan));
+        }
+    }
+    Ok(())
 }

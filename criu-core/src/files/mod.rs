@@ -147,6 +147,12 @@ pub trait FdKind {
     fn pids_needed(_p: &Self::Plan) -> Vec<i32> {
         Vec::new()
     }
+    /// Descriptions to open with this one though maybe held by no fd (the
+    /// ones in flight in a unix socket's queue), by file id: loaded with
+    /// the task's descriptions.
+    fn files_needed(_p: &Self::Plan) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// When [`FdKind::in_task`] runs.
@@ -272,6 +278,11 @@ macro_rules! fd_kinds {
             pub fn pids_needed(&self) -> Vec<i32> {
                 match self { $(DescPlan::$kind(p) => <$ty as FdKind>::pids_needed(p),)* }
             }
+
+            /// [`FdKind::files_needed`] of its kind.
+            pub fn files_needed(&self) -> Vec<u32> {
+                match self { $(DescPlan::$kind(p) => <$ty as FdKind>::files_needed(p),)* }
+            }
         }
     };
 }
@@ -326,13 +337,21 @@ pub fn fdinfo_key(p: &FdProbe, keep: impl Fn(&str) -> bool) -> u64 {
 }
 
 /// Options of a dump that file kinds look at.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct FilesOptions {
     /// `--shell-job`: terminals are dumped, to be replaced by the restoring
     /// criu-rs's own.
     pub shell_job: bool,
     /// `--file-locks`: locks held on the files are dumped (else refused).
     pub file_locks: bool,
+    /// `--ghost-limit`: the largest unlinked file kept, in bytes on disk.
+    pub ghost_limit: u64,
+}
+
+impl Default for FilesOptions {
+    fn default() -> Self {
+        FilesOptions { shell_job: false, file_locks: false, ghost_limit: reg::GHOST_LIMIT }
+    }
 }
 
 /// What a kind's `collect` may use besides the probe.
@@ -346,12 +365,15 @@ pub struct CollectCtx<'a> {
     /// The dump's sockets (sock_diag tables, connections in repair mode).
     pub sockets: &'a mut DumpSockets,
     next_id: &'a mut u32,
+    /// Descriptions found while collecting (in flight in a socket's queue),
+    /// held by no descriptor: written with the task's.
+    pub extra: Vec<FileDesc>,
 }
 
 impl<'a> CollectCtx<'a> {
     /// A context for the fds of `pid`, file ids taken from `next_id`.
     pub fn new(pid: i32, opts: FilesOptions, seen: &'a mut SeenFiles, sockets: &'a mut DumpSockets, next_id: &'a mut u32) -> Self {
-        CollectCtx { pid, opts, seen, sockets, next_id }
+        CollectCtx { pid, opts, seen, sockets, next_id, extra: Vec::new() }
     }
 
     /// Whether `pid` is a task (or zombie) of the tree being dumped.
@@ -701,6 +723,8 @@ pub struct Later {
     pub sockets: crate::net::restore_state::RestoredSockets,
     /// pty pairs: queues, termios, exclusive and lock modes.
     pub ttys: Vec<tty::PairFinish>,
+    /// Ghost files the tasks open by path, removed before the tree runs.
+    pub ghosts: reg::LinkedGhosts,
 }
 
 impl Later {
@@ -712,6 +736,7 @@ impl Later {
 
     /// Every task is restored and none runs yet.
     pub fn before_run(&mut self) -> RestoreResult<()> {
+        self.ghosts.remove_all()?;
         self.sockets.go_live().map_err(|e| RestoreError::Prepare(e.to_string()))
     }
 

@@ -96,6 +96,9 @@ pub struct SeenFiles {
     pub unix: crate::files::unix::UnixDumpCtx,
     /// Terminals: `--shell-job`, the pty queues read out.
     pub tty: crate::files::tty::TtyDumpState,
+    /// Descriptions in flight in unix sockets' queues, as criu-rs's own
+    /// descriptors (kept open for `kcmp` until the dump ends).
+    pub in_flight: Vec<rustix::fd::OwnedFd>,
 }
 
 /// One (dev, ino) group.

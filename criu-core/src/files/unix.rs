@@ -18,8 +18,12 @@
 //! `SO_PEEK_OFF` (set back afterwards), so a failed dump loses nothing;
 //! datagrams and seqpackets keep their boundaries (one `sk_packet_entry`
 //! per message), a stream queue is written in large chunks. `id_for` names
-//! the socket whose receive queue holds the message. A message carrying
-//! descriptors (`SCM_RIGHTS`) is refused. A datagram's sender address is
+//! the socket whose receive queue holds the message. Descriptions in
+//! flight with a message (`SCM_RIGHTS`) are received (peeked) by criu-rs
+//! and collected as its own descriptors (a task may hold them too: `kcmp`
+//! finds them), written as `files.img` entries like any other and named
+//! by id in the message's `scm_entry`, as CRIU does; unix sockets in
+//! flight are refused. A datagram's sender address is
 //! kept in the field CRIU reserves for it (`sk_packet_entry.addr`, 3;
 //! CRIU skips it); credentials are not kept.
 //!
@@ -33,8 +37,10 @@
 //! refilled by sending from the peer, or from a temporary socket when
 //! there is none; datagrams with a sender address are sent again from the
 //! socket of the tree bound to it, or from a temporary socket bound to it
-//! (the sender had closed), so `recvfrom` names the same sender. Then
-//! options, shutdown state and file flags are set.
+//! (the sender had closed), so `recvfrom` names the same sender.
+//! Descriptions in flight are opened first (loaded with the task holding
+//! the socket: [`FdKind::files_needed`]) and sent again with their
+//! messages. Then options, shutdown state and file flags are set.
 
 use super::fdtable::set_status_flags;
 use super::{CollectCtx, FdKind, FdProbe, FileDesc, FileDumpError, FilesSink, Fown, LoadCtx, OpenCtx, Opened, SideImage};
@@ -93,7 +99,19 @@ impl FdKind for UnixSk {
     }
 
     fn collect(p: &FdProbe, cx: &mut CollectCtx<'_>) -> Result<UnixSocketDump, FileDumpError> {
-        Ok(cx.seen.unix.collect(p.pid, p.fd, std::os::unix::fs::MetadataExt::ino(&p.md), p.flags())?)
+        let (mut d, in_flight) = cx.seen.unix.collect(p.pid, p.fd, std::os::unix::fs::MetadataExt::ino(&p.md), p.flags())?;
+        for (k, fds) in in_flight {
+            for fd in fds {
+                if rustix::fs::fstat(&fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+                    && crate::net::sock_proto(std::path::Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd()))).is_some_and(|n| n.starts_with("UNIX"))
+                {
+                    return Err(UnixDumpError::ScmRights { sock: d.describe(), what: "a unix socket".into() }.into());
+                }
+                let id = super::dump::collect_in_flight(fd, cx)?;
+                d.queue[k].rights.push(id);
+            }
+        }
+        Ok(d)
     }
 
     fn write(f: &FileDesc, d: &UnixSocketDump, sink: &mut FilesSink<'_>) -> Result<(), ImageError> {
@@ -113,9 +131,15 @@ impl FdKind for UnixSk {
         Ok(UnixSkPlan { id: e.id.unwrap_or_default(), world, ext_unix_sk: cx.opts.ext_unix_sk, inherited })
     }
 
-    fn open(p: &UnixSkPlan, st: &mut UnixOpened, _cx: &OpenCtx<'_>) -> RestoreResult<Opened> {
+    fn open(p: &UnixSkPlan, st: &mut UnixOpened, cx: &OpenCtx<'_>) -> RestoreResult<Opened> {
         if st.made.is_none() {
-            st.made = Some(p.world.open_with(p.ext_unix_sk, &p.inherited)?);
+            // Descriptions in flight are sent again with the queues.
+            let mut passed = Passed::default();
+            for id in p.world.in_flight() {
+                let Some(fd) = cx.opened.get(&id) else { return Ok(Opened::NotYet) };
+                passed.0.insert(id, fd.as_raw_fd());
+            }
+            st.made = Some(p.world.open_with(p.ext_unix_sk, &p.inherited, &passed)?);
         }
         let made = st.made.as_mut().expect("made above");
         made.remove(&p.id).map(Opened::Fd).ok_or_else(|| RestoreError::Prepare(format!("unix socket {:#x} opened twice", p.id)))
@@ -123,6 +147,30 @@ impl FdKind for UnixSk {
 
     fn name(p: &UnixSkPlan) -> String {
         p.world.sockets.iter().find(|s| s.id == p.id).map_or(format!("unix socket {:#x}", p.id), |s| s.describe())
+    }
+
+    fn files_needed(p: &UnixSkPlan) -> Vec<u32> {
+        p.world.sockets.iter().find(|s| s.id == p.id).map_or(Vec::new(), |s| s.queue.iter().flat_map(|q| q.rights.iter().copied()).collect())
+    }
+}
+
+/// Descriptions to put in flight again (`SCM_RIGHTS`), by file id:
+/// criu-rs's descriptors, open while the sockets are made.
+#[derive(Debug, Default)]
+pub struct Passed(BTreeMap<u32, RawFd>);
+
+impl Passed {
+    /// The descriptors to send with `q`.
+    fn of(&self, q: &Queued) -> RestoreResult<Vec<BorrowedFd<'_>>> {
+        q.rights
+            .iter()
+            .map(|id| {
+                let fd = self.0.get(id).ok_or_else(|| RestoreError::Prepare(format!("file {id:#x} in flight in a unix socket's queue is not open")))?;
+                // SAFETY: the caller of `open_with` keeps these descriptors
+                // open while the sockets are made.
+                Ok(unsafe { BorrowedFd::borrow_raw(*fd) })
+            })
+            .collect()
     }
 }
 
@@ -206,11 +254,13 @@ pub enum UnixDumpError {
         /// Which option.
         source: SockOptError,
     },
-    /// A queued message carries descriptors.
-    #[error("{sock}: a queued message carries file descriptors (SCM_RIGHTS in flight), which criu-rs cannot dump")]
+    /// A queued message carries descriptors criu-rs cannot keep.
+    #[error("{sock}: a queued message carries {what} (SCM_RIGHTS in flight), which criu-rs cannot dump")]
     ScmRights {
         /// The socket.
         sock: String,
+        /// What is in flight.
+        what: String,
     },
     /// The peer is outside the tree and may not be reconnected.
     #[error("{sock} is connected to {peer}, which is outside the dumped tree; {hint}")]
@@ -253,6 +303,9 @@ pub struct Queued {
     /// A datagram's sender address (`sun_path` bytes as the kernel reports
     /// them), if the sender was bound.
     pub sender: Option<Vec<u8>>,
+    /// Descriptions in flight with it (`SCM_RIGHTS`), by file id, in the
+    /// order they were sent.
+    pub rights: Vec<u32>,
 }
 
 /// One unix socket as dumped.
@@ -372,8 +425,10 @@ impl UnixDumpCtx {
 
     /// Collects the socket behind `pid`'s `fd` (inode `ino`, status
     /// `flags`): its kernel state, options, owner, name and queue (peeked,
-    /// left in place).
-    pub fn collect(&mut self, pid: i32, fd: i32, ino: u64, flags: u32) -> Result<UnixSocketDump, UnixDumpError> {
+    /// left in place). Descriptors in flight in the queue come back as
+    /// criu-rs's own, by message index, for the caller to collect (the
+    /// messages' `rights` are left empty).
+    pub fn collect(&mut self, pid: i32, fd: i32, ino: u64, flags: u32) -> Result<(UnixSocketDump, InFlight), UnixDumpError> {
         let place = format!("fd {fd} of pid {pid}");
         let generic = format!("{place}: unix socket socket:[{ino}]");
         let (ns, all) = self.sockets_of(pid, &|| generic.clone())?;
@@ -411,13 +466,20 @@ impl UnixDumpCtx {
         }
         // Only a connected stream or seqpacket socket can be read (an
         // unconnected datagram socket can hold a queue).
+        let mut in_flight = Vec::new();
         if ty == DGRAM || d.info.state == state::ESTABLISHED {
-            d.queue = peek_queue(own.as_fd(), ty).map_err(|e| match e {
-                PeekError::Rights => UnixDumpError::ScmRights { sock: sock.clone() },
+            let queue = peek_queue(own.as_fd(), ty).map_err(|e| match e {
+                PeekError::Truncated => UnixDumpError::ScmRights { sock: sock.clone(), what: "more descriptors than one read can take".into() },
                 PeekError::Sys(call, errno) => UnixDumpError::Sys { sock: sock.clone(), call, errno },
             })?;
+            for (k, (q, fds)) in queue.into_iter().enumerate() {
+                d.queue.push(q);
+                if !fds.is_empty() {
+                    in_flight.push((k, fds));
+                }
+            }
         }
-        Ok(d)
+        Ok((d, in_flight))
     }
 }
 
@@ -454,18 +516,25 @@ fn path_name(sock: BorrowedFd<'_>, name: &[u8]) -> Result<((u32, u32, u32), Opti
     Ok(((st.st_mode, st.st_uid, st.st_gid), dir, deleted))
 }
 
+/// Descriptors in flight in a socket's queue, received (peeked) by
+/// criu-rs: (index of the message in the queue, its descriptors).
+pub type InFlight = Vec<(usize, Vec<OwnedFd>)>;
+
 /// Why peeking a queue failed.
 enum PeekError {
-    /// A message carries descriptors.
-    Rights,
+    /// A message's control data did not fit (`MSG_CTRUNC`).
+    Truncated,
     /// A call failed.
     Sys(String, Errno),
 }
 
 /// Reads the receive queue of `sock` without consuming it: `MSG_PEEK` with
 /// `SO_PEEK_OFF` moving over it, one element per datagram or packet, stream
-/// data in chunks. The peek offset is set back whatever happens.
-fn peek_queue(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Queued>, PeekError> {
+/// data in chunks (the kernel ends a read at a message carrying
+/// descriptors, so they stay with their bytes), each with the descriptors
+/// in flight with it (peeking installs copies in criu-rs's table). The
+/// peek offset is set back whatever happens.
+fn peek_queue(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<(Queued, Vec<OwnedFd>)>, PeekError> {
     use crate::net::sockopts::{get_int, set_int};
     let orig = get_int(sock, libc::SO_PEEK_OFF).map_err(|e| PeekError::Sys("getsockopt(SO_PEEK_OFF)".into(), e))?;
     set_int(sock, libc::SO_PEEK_OFF, 0).map_err(|e| PeekError::Sys("setsockopt(SO_PEEK_OFF, 0)".into(), e))?;
@@ -476,15 +545,12 @@ fn peek_queue(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Queued>, PeekError> {
     Ok(queue)
 }
 
-fn peek_all(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Queued>, PeekError> {
+fn peek_all(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<(Queued, Vec<OwnedFd>)>, PeekError> {
     let mut out = Vec::new();
     let mut off: i32 = 0;
     let mut buf = vec![0u8; if ty == STREAM { STREAM_CHUNK } else { 64 << 10 }];
     loop {
         let (n, full, rights, sender) = peek_one(sock, &mut buf, ty != STREAM, ty == DGRAM)?;
-        if rights {
-            return Err(PeekError::Rights);
-        }
         if n == 0 {
             // End of a stream, or a zero-length message (which stops the
             // walk, as it does in CRIU).
@@ -496,16 +562,17 @@ fn peek_all(sock: BorrowedFd<'_>, ty: u32) -> Result<Vec<Queued>, PeekError> {
             crate::net::sockopts::set_int(sock, libc::SO_PEEK_OFF, off).map_err(|e| PeekError::Sys(format!("setsockopt(SO_PEEK_OFF, {off})"), e))?;
             continue;
         }
-        out.push(Queued { data: buf[..n].to_vec(), sender });
+        out.push((Queued { data: buf[..n].to_vec(), sender, rights: Vec::new() }, rights));
         off = off.saturating_add(n as i32);
     }
 }
 
 /// One `recvmsg(MSG_PEEK | MSG_DONTWAIT)`: (bytes copied, message length
-/// (with `MSG_TRUNC` for datagrams), whether descriptors came with it, the
-/// sender's name when `name` is asked and the sender was bound). An empty
-/// queue reads as 0 bytes.
-fn peek_one(sock: BorrowedFd<'_>, buf: &mut [u8], trunc: bool, name: bool) -> Result<(usize, usize, bool, Option<Vec<u8>>), PeekError> {
+/// (with `MSG_TRUNC` for datagrams), the descriptors in flight with it
+/// (`SCM_RIGHTS`, now also in criu-rs's table), the sender's name when
+/// `name` is asked and the sender was bound). An empty queue reads as 0
+/// bytes.
+fn peek_one(sock: BorrowedFd<'_>, buf: &mut [u8], trunc: bool, name: bool) -> Result<(usize, usize, Vec<OwnedFd>, Option<Vec<u8>>), PeekError> {
     let mut cmsg = [0u64; CMSG_ROOM / 8];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: all-zero msghdr and sockaddr_un are valid; pointers set below.
@@ -527,29 +594,34 @@ fn peek_one(sock: BorrowedFd<'_>, buf: &mut [u8], trunc: bool, name: bool) -> Re
     if r < 0 {
         let e = last_errno();
         if e == Errno::AGAIN {
-            return Ok((0, 0, false, None));
+            return Ok((0, 0, Vec::new(), None));
         }
         return Err(PeekError::Sys("recvmsg(MSG_PEEK)".into(), e));
     }
     let full = r as usize;
     let n = full.min(buf.len());
-    let mut rights = mh.msg_flags & libc::MSG_CTRUNC != 0;
+    let mut rights = Vec::new();
     // SAFETY: walking the control buffer the kernel filled, with the
     // libc CMSG_* accessors on the msghdr it describes.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&mh);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && ((*c).cmsg_type == libc::SCM_RIGHTS || (*c).cmsg_type == 0x04 /* SCM_PIDFD */) {
-                // Peeking installed these descriptors in our table: close them.
+                // Peeking installed these descriptors in our table: ours now.
                 let data = libc::CMSG_DATA(c) as *const libc::c_int;
                 let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<libc::c_int>();
                 for i in 0..count {
-                    drop(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    let fd = OwnedFd::from_raw_fd(data.add(i).read_unaligned());
+                    if (*c).cmsg_type == libc::SCM_RIGHTS {
+                        rights.push(fd);
+                    }
                 }
-                rights |= (*c).cmsg_type == libc::SCM_RIGHTS;
             }
             c = libc::CMSG_NXTHDR(&mh, c);
         }
+    }
+    if mh.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(PeekError::Truncated);
     }
     let path_off = std::mem::size_of::<libc::sa_family_t>();
     let sender = (name && mh.msg_namelen as usize > path_off).then(|| {
@@ -724,7 +796,8 @@ pub fn external_entry(e: &ExternalPeer) -> pb::FileEntry {
 /// (with its payload) per queued element.
 pub fn queue_entries(id: u32, s: &UnixSocketDump) -> impl Iterator<Item = (pb::SkPacketEntry, &[u8])> {
     s.queue.iter().map(move |m| {
-        let e = pb::SkPacketEntry { id_for: Some(id), length: Some(m.data.len() as u32), addr: m.sender.clone(), scm: Vec::new() };
+        let scm = (!m.rights.is_empty()).then(|| pb::ScmEntry { r#type: Some(libc::SCM_RIGHTS as u32), rights: m.rights.clone() });
+        let e = pb::SkPacketEntry { id_for: Some(id), length: Some(m.data.len() as u32), addr: m.sender.clone(), scm: scm.into_iter().collect() };
         (e, m.data.as_slice())
     })
 }
@@ -734,6 +807,8 @@ pub fn queue_entries(id: u32, s: &UnixSocketDump) -> impl Iterator<Item = (pb::S
 
 /// Longest `sun_path`.
 const UNIX_PATH_MAX: usize = 108;
+/// Most descriptors one message can carry (`SCM_MAX_FD`).
+const SCM_MAX_FD: usize = 253;
 
 /// One unix socket to recreate (an entry of `files.img` with the messages
 /// `sk-queues.img` holds for it).
@@ -839,8 +914,19 @@ impl UnixWorld {
             };
             let id = e.id_for.unwrap_or(0);
             let bad = |p: String| RestoreError::bad(&path, format!("entry {k} (for {id:#x}): {p}"));
-            if !e.scm.is_empty() {
-                return Err(RestoreError::Unsupported { file: path.clone(), what: format!("entry {k} (for {id:#x}): a message carrying descriptors (SCM_RIGHTS)") });
+            let mut rights = Vec::new();
+            for scm in &e.scm {
+                let ty = scm.r#type.unwrap_or_default();
+                if ty != libc::SCM_RIGHTS as u32 || !rights.is_empty() {
+                    return Err(RestoreError::Unsupported { file: path.clone(), what: format!("entry {k} (for {id:#x}): control message of type {ty} (only one SCM_RIGHTS)") });
+                }
+                if scm.rights.is_empty() || scm.rights.len() > SCM_MAX_FD {
+                    return Err(bad(format!("SCM_RIGHTS with {} descriptors", scm.rights.len())));
+                }
+                if let Some(u) = scm.rights.iter().find(|r| by_id.contains_key(r)) {
+                    return Err(RestoreError::Unsupported { file: path.clone(), what: format!("entry {k} (for {id:#x}): unix socket {u:#x} in flight (SCM_RIGHTS)") });
+                }
+                rights = scm.rights.clone();
             }
             let Some(&i) = by_id.get(&id) else {
                 return Err(bad("names no unix socket of files.img".into()));
@@ -852,7 +938,7 @@ impl UnixWorld {
             if e.addr.as_ref().is_some_and(|a| a.len() > UNIX_PATH_MAX) {
                 return Err(bad(format!("a sender address of {} bytes", e.addr.as_ref().map_or(0, Vec::len))));
             }
-            s.queue.push(Queued { data, sender: e.addr.filter(|a| !a.is_empty()) });
+            s.queue.push(Queued { data, sender: e.addr.filter(|a| !a.is_empty()), rights });
         }
         Ok(())
     }
@@ -861,7 +947,12 @@ impl UnixWorld {
     /// file id. `ext_unix_sk`: connecting to outside peers is allowed.
     /// See the module documentation for the order.
     pub fn open_all(&self, ext_unix_sk: bool) -> RestoreResult<BTreeMap<u32, OwnedFd>> {
-        self.open_with(ext_unix_sk, &BTreeMap::new())
+        self.open_with(ext_unix_sk, &BTreeMap::new(), &Passed::default())
+    }
+
+    /// The file ids in flight in every queue (`SCM_RIGHTS`).
+    pub fn in_flight(&self) -> std::collections::BTreeSet<u32> {
+        self.sockets.iter().flat_map(|s| s.queue.iter().flat_map(|q| q.rights.iter().copied())).collect()
     }
 
     /// [`UnixWorld::open_all`], the sockets of `inherited` (dumped inode →
@@ -869,9 +960,10 @@ impl UnixWorld {
     /// copies of those descriptors, as they are: not bound, connected or
     /// refilled. A socket of the images connected to one of them is
     /// refused (it would have to be connected to what the caller gave).
-    pub fn open_with(&self, ext_unix_sk: bool, inherited: &BTreeMap<u32, RawFd>) -> RestoreResult<BTreeMap<u32, OwnedFd>> {
+    /// The descriptions in flight in the queues are sent from `passed`.
+    pub fn open_with(&self, ext_unix_sk: bool, inherited: &BTreeMap<u32, RawFd>, passed: &Passed) -> RestoreResult<BTreeMap<u32, OwnedFd>> {
         if inherited.is_empty() {
-            return self.build_all(ext_unix_sk);
+            return self.build_all(ext_unix_sk, passed);
         }
         if let Some(s) = self.sockets.iter().find(|s| !inherited.contains_key(&s.ino) && inherited.contains_key(&s.peer)) {
             return Err(RestoreError::NotSupported(format!(
@@ -882,7 +974,7 @@ impl UnixWorld {
             )));
         }
         let rest = UnixWorld { sockets: self.sockets.iter().filter(|s| !inherited.contains_key(&s.ino)).cloned().collect() };
-        let mut out = rest.build_all(ext_unix_sk)?;
+        let mut out = rest.build_all(ext_unix_sk, passed)?;
         for s in self.sockets.iter().filter(|s| !s.external) {
             let Some(&fd) = inherited.get(&s.ino) else { continue };
             // SAFETY: checked open when the restore started; criu-rs's
@@ -899,9 +991,10 @@ impl UnixWorld {
     }
 
     /// Makes every socket of the world (see [`UnixWorld::open_all`]).
-    fn build_all(&self, ext_unix_sk: bool) -> RestoreResult<BTreeMap<u32, OwnedFd>> {
+    fn build_all(&self, ext_unix_sk: bool, passed: &Passed) -> RestoreResult<BTreeMap<u32, OwnedFd>> {
         let mut b = Builder {
             world: self,
+            passed,
             by_ino: self.sockets.iter().enumerate().map(|(i, s)| (s.ino, i)).collect(),
             made: HashMap::new(),
             targets: HashMap::new(),
@@ -992,6 +1085,8 @@ enum Target {
 /// The state of one [`UnixWorld::open_all`].
 struct Builder<'a> {
     world: &'a UnixWorld,
+    /// Descriptions in flight, sent with their messages.
+    passed: &'a Passed,
     by_ino: HashMap<u32, usize>,
     /// Sockets created so far, by inode.
     made: HashMap<u32, OwnedFd>,
@@ -1043,7 +1138,7 @@ impl<'a> Builder<'a> {
             // A datagram socket's queue goes in before it is connected
             // anywhere (from a throw-away peer it is then cut from).
             // (Or later, from their senders, once those are bound too.)
-            let fd = if s.queue.is_empty() || from_senders(s) { new_socket(s)? } else { prefilled_dgram(s)? };
+            let fd = if s.queue.is_empty() || from_senders(s) { new_socket(s)? } else { prefilled_dgram(s, self.passed)? };
             if !s.name.is_empty() {
                 self.bind(&fd, s)?;
             }
@@ -1081,8 +1176,8 @@ impl<'a> Builder<'a> {
                     (a, b)
                 }
             };
-            send_queue(&b, &a, s)?;
-            send_queue(&a, &b, p)?;
+            send_queue(&b, s, self.passed)?;
+            send_queue(&a, p, self.passed)?;
             self.made.insert(s.ino, a);
             self.made.insert(p.ino, b);
         }
@@ -1114,7 +1209,7 @@ impl<'a> Builder<'a> {
                     }
                     let (a, t) = rustix::net::socketpair(AddressFamily::UNIX, SocketType::from_raw(s.ty), SocketFlags::CLOEXEC, None)
                         .sys(|| format!("socketpair for {}", s.describe()))?;
-                    send_queue(&t, &a, s)?;
+                    send_queue(&t, s, self.passed)?;
                     a
                 }
             };
@@ -1240,7 +1335,8 @@ impl<'a> Builder<'a> {
                 }
                 None => temps[&key].as_fd(),
             };
-            let sent = if early { rustix::net::send(from, &q.data, send_flags()) } else { self.send_to(from, &q.data, x.ino) };
+            let fds = self.passed.of(q)?;
+            let sent = if early { send_with(from, &q.data, None, &fds) } else { self.send_to(from, &q.data, &fds, x.ino) };
             match sent {
                 Ok(n) if n == q.data.len() => {}
                 Ok(n) => return Err(RestoreError::Prepare(format!("refilling {}: message {k} cut to {n} of {} bytes", x.describe(), q.data.len()))),
@@ -1301,15 +1397,15 @@ impl<'a> Builder<'a> {
         Ok(d)
     }
 
-    /// `sendto(from, data, the bound socket to)`.
-    fn send_to(&self, from: BorrowedFd<'_>, data: &[u8], to: u32) -> std::result::Result<usize, Errno> {
+    /// `sendto(from, data, the bound socket to)`, `fds` in flight with it.
+    fn send_to(&self, from: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>], to: u32) -> std::result::Result<usize, Errno> {
         match self.targets.get(&to) {
             Some(Target::Name(name, dir)) => {
                 let addr = sockaddr(name)?;
                 let dir = if name.first().is_some_and(|&b| b != 0) { dir.as_deref() } else { None };
                 let mut r = Err(Errno::INVAL);
                 in_dir(dir, || {
-                    r = rustix::net::sendto(from, data, send_flags(), &addr);
+                    r = send_with(from, data, Some(&addr), fds);
                     Ok(())
                 })
                 .map_err(|_| Errno::NOENT)?;
@@ -1317,7 +1413,7 @@ impl<'a> Builder<'a> {
             }
             Some(Target::Ghost(file)) => {
                 let addr = SocketAddrUnix::new(format!("/proc/self/fd/{}", file.as_raw_fd()).as_str())?;
-                rustix::net::sendto(from, data, send_flags(), &addr)
+                send_with(from, data, Some(&addr), fds)
             }
             None => Err(Errno::DESTADDRREQ),
         }
@@ -1423,6 +1519,28 @@ fn send_flags() -> rustix::net::SendFlags {
     rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL
 }
 
+/// `send`/`sendto` (when `to` is given) of `data` from `from`, with `fds`
+/// in flight (`SCM_RIGHTS`) when there are any.
+fn send_with(from: BorrowedFd<'_>, data: &[u8], to: Option<&SocketAddrUnix>, fds: &[BorrowedFd<'_>]) -> std::result::Result<usize, Errno> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+    if fds.is_empty() {
+        return match to {
+            Some(addr) => rustix::net::sendto(from, data, send_flags(), addr),
+            None => rustix::net::send(from, data, send_flags()),
+        };
+    }
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(Errno::NOBUFS);
+    }
+    let iov = [std::io::IoSlice::new(data)];
+    match to {
+        Some(addr) => rustix::net::sendmsg_addr(from, addr, &iov, &mut control, send_flags()),
+        None => rustix::net::sendmsg(from, &iov, &mut control, send_flags()),
+    }
+}
+
 /// The path of a path name, without its terminating NUL.
 fn path_of(name: &[u8]) -> &[u8] {
     name.strip_suffix(&[0]).unwrap_or(name)
@@ -1457,27 +1575,29 @@ fn new_socket(s: &UnixPlan) -> RestoreResult<OwnedFd> {
 /// A datagram socket holding `s`'s queue and connected to nothing: made
 /// as one end of a pair, cut from the other end (which keeps it as its
 /// peer and can still send to it), filled from there.
-fn prefilled_dgram(s: &UnixPlan) -> RestoreResult<OwnedFd> {
+fn prefilled_dgram(s: &UnixPlan, passed: &Passed) -> RestoreResult<OwnedFd> {
     let (a, t) = rustix::net::socketpair(AddressFamily::UNIX, SocketType::from_raw(s.ty), SocketFlags::CLOEXEC, None)
         .sys(|| format!("socketpair for {}", s.describe()))?;
     rustix::net::connect_unspec(&a).sys(|| format!("disconnecting {}", s.describe()))?;
-    send_queue(&t, &a, s)?;
+    send_queue(&t, s, passed)?;
     Ok(a)
 }
 
-/// Sends `s`'s queue from `from` (connected to `to`, which is `s`'s
-/// socket): one send per message, so datagrams and packets keep their
-/// boundaries. `from`'s send buffer is made large enough first (its own
-/// options are set afterwards).
-fn send_queue(from: &OwnedFd, _to: &OwnedFd, s: &UnixPlan) -> RestoreResult<()> {
+/// Sends `s`'s queue from `from` (connected to `s`'s socket): one send
+/// per message, so datagrams and packets keep their boundaries, each with
+/// the descriptions in flight with it (from `passed`). `from`'s send
+/// buffer is made large enough first (its own options are set afterwards).
+fn send_queue(from: &OwnedFd, s: &UnixPlan, passed: &Passed) -> RestoreResult<()> {
     if s.queue.is_empty() {
         return Ok(());
     }
     crate::net::sockopts::set_int(from.as_fd(), libc::SO_SNDBUFFORCE, i32::MAX / 2).sys(|| format!("SO_SNDBUFFORCE to refill {}", s.describe()))?;
-    for (k, m) in s.queue.iter().map(|q| &q.data).enumerate() {
+    for (k, q) in s.queue.iter().enumerate() {
+        let (m, fds) = (&q.data, passed.of(q)?);
         let mut sent = 0;
         loop {
-            let n = rustix::net::send(from, &m[sent..], rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL).map_err(|e| {
+            // The descriptions go with the first bytes.
+            let n = send_with(from.as_fd(), &m[sent..], None, if sent == 0 { &fds } else { &[] }).map_err(|e| {
                 let hint = if e == Errno::AGAIN && s.ty == DGRAM { " (more datagrams than net.unix.max_dgram_qlen allows?)" } else { "" };
                 RestoreError::sys(format!("refilling {}: message {k} of {}{hint}", s.describe(), s.queue.len()), e)
             })?;
@@ -1578,7 +1698,7 @@ mod tests {
             .enumerate()
             .map(|(i, fd)| {
                 let flags = rustix::fs::fcntl_getfl(fd).unwrap().bits() | libc::O_RDWR as u32;
-                (10 + i as u32, ctx.collect(pid, fd.as_raw_fd(), ino(fd), flags).unwrap())
+                (10 + i as u32, ctx.collect(pid, fd.as_raw_fd(), ino(fd), flags).unwrap().0)
             })
             .collect();
         let mut next = 100;
@@ -1814,7 +1934,7 @@ mod tests {
     }
 
     #[test]
-    fn a_message_with_descriptors_is_refused_and_stays_queued() {
+    fn descriptors_in_flight_are_received_and_the_message_stays_queued() {
         let (x, y) = pair(SocketType::DGRAM);
         let (pr, _pw) = rustix::pipe::pipe().unwrap();
         let passed = [pr.as_fd()];
@@ -1831,9 +1951,14 @@ mod tests {
         rustix::net::sendmsg(&x, &[std::io::IoSlice::new(b"fd")], &mut cm, SendFlags::empty()).unwrap();
         let mut ctx = UnixDumpCtx::default();
         let pid = std::process::id() as i32;
-        let e = ctx.collect(pid, y.as_raw_fd(), ino(&y), 2).unwrap_err().to_string();
-        assert!(e.contains("SCM_RIGHTS"), "{e}");
-        assert_eq!(copies(), 2, "the descriptor peeking installed is closed (both pipe ends remain)");
+        let (d, in_flight) = ctx.collect(pid, y.as_raw_fd(), ino(&y), 2).unwrap();
+        assert_eq!(d.queue.len(), 1);
+        assert_eq!(in_flight.len(), 1);
+        let (k, fds) = &in_flight[0];
+        assert_eq!((*k, fds.len()), (0, 1));
+        assert_eq!(ino(&fds[0]), ino(&pr), "the pipe end in flight");
+        drop(in_flight);
+        assert_eq!(copies(), 2, "only the peeked copy was added (both pipe ends remain)");
         assert_eq!(recv(&y, 64).unwrap(), b"fd", "the message is still there");
     }
 }

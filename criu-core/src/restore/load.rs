@@ -105,11 +105,17 @@ pub fn load_task(images: &ImageDir, shared: &SharedImages, root: &pb::PstreeEntr
         Some(id) if files.contains_key(&id) => Some(reg_path(id, "mm exe_file_id")?),
         _ => None,
     };
+    // Files the task opens by path (removed ones must be there meanwhile).
+    let mapped = mm.vmas.iter().filter(|v| v.status.unwrap_or_default() & (st::FILE_PRIVATE | st::FILE_SHARED) != 0 && v.status.unwrap_or_default() & st::AREA_MEMFD == 0);
+    let mut by_path: Vec<u32> = mapped.map(|v| v.shmid.unwrap_or_default() as u32).collect();
+    by_path.extend(mm.exe_file_id);
     mm.vmas.clear();
     let (pages, lazy, parent_pages) = load_pages(&images, pid, &vmas)?;
-    let fs = load_fs(&images, pid, &reg_path)?;
+    let (fs, cwd_id) = load_fs(&images, pid, &reg_path)?;
+    by_path.push(cwd_id);
     let files_id = files_id(&images, &core, pid)?;
-    let task_files = load_fds(&images, files_id, files, &shared.side, opts)?;
+    let mut task_files = load_fds(&images, files_id, files, &shared.side, opts)?;
+    crate::files::load::load_by_path(&images, files, &shared.side, opts, &by_path, &mut task_files.descs)?;
     let locks = crate::files::locks::load_for(&images, pid, &task_files.fds, opts)?;
     check_posix_locks(&images, &locks, &task_files, &vmas, exe.as_deref())?;
     let creds = std::iter::once((pid, &core))
@@ -400,12 +406,13 @@ pub(crate) fn read_pagemap(
     Ok((PagesPlan { path: pages_path, runs }, lazy))
 }
 
-/// `fs-PID.img`: cwd and root by file id, umask.
-fn load_fs(images: &ImageDir, pid: i32, reg_path: &dyn Fn(u32, &str) -> Result<PathBuf>) -> Result<FsPlan> {
+/// `fs-PID.img`: cwd and root by file id, umask; and the cwd's file id.
+fn load_fs(images: &ImageDir, pid: i32, reg_path: &dyn Fn(u32, &str) -> Result<PathBuf>) -> Result<(FsPlan, u32)> {
     let fs: pb::FsEntry = images.read_one(ImageKind::Fs, pid as u64)?;
-    Ok(FsPlan {
+    let plan = FsPlan {
         cwd: reg_path(fs.cwd_id.unwrap_or_default(), "fs cwd_id")?,
         root: reg_path(fs.root_id.unwrap_or_default(), "fs root_id")?,
         umask: fs.umask.unwrap_or(0o022),
-    })
+    };
+    Ok((plan, fs.cwd_id.unwrap_or_default()))
 }
