@@ -4,10 +4,11 @@
 //! (present or swapped); those are read in large batches with one
 //! `process_vm_readv` per batch (many iovecs), all-zero anonymous pages are
 //! dropped and the pagemap entries recorded; writer threads put each batch
-//! at its place in the pages file (`pwritev`, `O_DIRECT` where possible,
-//! from page-aligned buffers) while the next batch is being read; a task
-//! with little memory has it written through the page cache by the reading
-//! thread alone. Areas without read permission are read through
+//! at its place in the pages file (`pwritev` from page-aligned buffers)
+//! while the next batch is being read: through the page cache while that
+//! is measured to be faster than the device and the kernel's dirty budget
+//! allows, else with `O_DIRECT` ([`WriteWays`]); a task with little memory
+//! has it written through the page cache by the reading thread alone. Areas without read permission are read through
 //! `/proc/PID/mem`, which may read them on behalf of a tracer.
 
 use super::model::{PagemapEntry, Vma, PE_PARENT, PE_PRESENT};
@@ -16,6 +17,7 @@ use crate::proc::pagemap::{is_file_page, is_populated, Pagemap, PAGE_SIZE};
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes of pagemap read at a time, and most bytes of a shared memory
 /// object read at a time.
@@ -435,18 +437,22 @@ pub fn copy_private(
     if small {
         write_through_cache(out)?;
     }
+    // Up to `cached` bytes of the pages may go through the page cache (a
+    // restore soon after reads them from memory), the rest to the device.
+    let cached = if small { 0 } else { dirty_budget(&DirtyState::now()) };
+    let ways = WriteWays::new(if cached > 0 { reopen_buffered(out) } else { None }, cached);
     let PrivatePlan { areas, in_parent, mut stats } = plan;
-    std::thread::scope(|s| {
+    let result = std::thread::scope(|s| {
         let writers: Vec<_> = (0..if small { 0 } else { WRITERS })
             .map(|_| {
-                let (free_tx, full_rx) = (free_tx.clone(), &full_rx);
+                let (free_tx, full_rx, ways) = (free_tx.clone(), &full_rx, &ways);
                 s.spawn(move || -> Result<std::time::Duration, DumpError> {
                     let mut busy = std::time::Duration::ZERO;
                     loop {
                         let next = full_rx.lock().map_err(|_| DumpError::Internal("writer queue"))?.recv();
                         let Ok(b) = next else { return Ok(busy) };
                         let t = std::time::Instant::now();
-                        write_batch(out, &b)?;
+                        ways.write(out, &b)?;
                         busy += t.elapsed();
                         // The reader may be gone already; then nobody needs the buffer.
                         let _ = free_tx.send(b.buf);
@@ -515,7 +521,153 @@ pub fn copy_private(
             entries.sort_by_key(|e| e.vaddr);
         }
         Ok((entries, stats))
-    })
+    });
+    if !small {
+        tracing::debug!(
+            budget = cached,
+            cached = ways.cached_bytes.load(Ordering::Relaxed),
+            direct = ways.direct_bytes.load(Ordering::Relaxed),
+            "pages image written: through the page cache, to the device"
+        );
+    }
+    result
+}
+
+/// Bytes per second a buffered write of a batch is assumed to beat an
+/// `O_DIRECT` one by until an `O_DIRECT` write was timed.
+const DIRECT_GUESS: f64 = 1.5e9;
+/// Writes shorter than this are not timed (a few pages say more about the
+/// syscall than about the way).
+const TIMED_MIN: u64 = 1 << 20;
+/// While buffered writes are the slower way, one batch in this many is
+/// written buffered all the same, to see whether that changed.
+const PROBE_EVERY: u64 = 8;
+
+/// How the writer threads put batches into the pages image: through the
+/// page cache (a restore soon after then reads them from memory: several
+/// times faster than from the device) while that is not slower than
+/// writing them to the device with `O_DIRECT`, and while the dirty budget
+/// lasts. Each write is timed: the page cache is fast while the kernel has
+/// warm free memory at hand, but on a VM whose free memory went back to the
+/// host it is slower than the device (fresh memory costs 2-4 s per GiB to
+/// touch there), and then batches go to the device until a buffered probe
+/// is fast again.
+struct WriteWays {
+    /// The pages image without `O_DIRECT` (None: everything direct).
+    buffered: Option<std::fs::File>,
+    /// Most bytes written through the page cache.
+    budget: u64,
+    /// Buffered writes one at a time (they take the inode's lock anyway;
+    /// a second writer spinning on it wastes a core).
+    lock: std::sync::Mutex<()>,
+    /// Bytes per second of the last timed write each way (`f64` bits).
+    buffered_rate: AtomicU64,
+    direct_rate: AtomicU64,
+    batches: AtomicU64,
+    cached_bytes: AtomicU64,
+    direct_bytes: AtomicU64,
+}
+
+impl WriteWays {
+    fn new(buffered: Option<std::fs::File>, budget: u64) -> Self {
+        WriteWays {
+            buffered,
+            budget,
+            lock: std::sync::Mutex::new(()),
+            buffered_rate: AtomicU64::new(f64::INFINITY.to_bits()),
+            direct_rate: AtomicU64::new(DIRECT_GUESS.to_bits()),
+            batches: AtomicU64::new(0),
+            cached_bytes: AtomicU64::new(0),
+            direct_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether batch number `n` goes through the page cache.
+    fn through_cache(&self, n: u64) -> bool {
+        let rate = |r: &AtomicU64| f64::from_bits(r.load(Ordering::Relaxed));
+        self.buffered.is_some()
+            && self.cached_bytes.load(Ordering::Relaxed) < self.budget
+            && (rate(&self.buffered_rate) >= rate(&self.direct_rate) || n % PROBE_EVERY == 0)
+    }
+
+    /// Writes batch `b` one way or the other (`out`: the `O_DIRECT` file).
+    fn write(&self, out: &std::fs::File, b: &Batch) -> Result<(), DumpError> {
+        let n = self.batches.fetch_add(1, Ordering::Relaxed);
+        let len: u64 = b.pieces.iter().map(|p| p.1 as u64).sum();
+        let timed = |f: &dyn Fn() -> Result<(), DumpError>, rate: &AtomicU64, bytes: &AtomicU64| {
+            let t = std::time::Instant::now();
+            f()?;
+            let secs = t.elapsed().as_secs_f64().max(1e-9);
+            if len >= TIMED_MIN {
+                rate.store((len as f64 / secs).to_bits(), Ordering::Relaxed);
+            }
+            tracing::trace!(n, len, us = (secs * 1e6) as u64, cached = std::ptr::eq(rate, &self.buffered_rate), "batch written");
+            bytes.fetch_add(len, Ordering::Relaxed);
+            Ok(())
+        };
+        match &self.buffered {
+            Some(c) if self.through_cache(n) => {
+                let _one = self.lock.lock().map_err(|_| DumpError::Internal("buffered write lock"))?;
+                timed(&|| write_batch(c, b), &self.buffered_rate, &self.cached_bytes)
+            }
+            _ => timed(&|| write_batch(out, b), &self.direct_rate, &self.direct_bytes),
+        }
+    }
+}
+
+/// What the kernel lets be dirty (`/proc/vmstat`, in pages).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct DirtyState {
+    /// `nr_dirty_threshold`, `nr_dirty_background_threshold`.
+    threshold: u64,
+    background: u64,
+    /// `nr_dirty` + `nr_writeback`.
+    dirty: u64,
+}
+
+impl DirtyState {
+    /// The kernel's figures now (zeros where it does not tell).
+    fn now() -> Self {
+        let text = std::fs::read_to_string("/proc/vmstat").unwrap_or_default();
+        Self::parse(&text)
+    }
+
+    fn parse(vmstat: &str) -> Self {
+        let mut d = DirtyState::default();
+        for line in vmstat.lines() {
+            let Some((k, v)) = line.split_once(' ') else { continue };
+            let Ok(v) = v.trim().parse::<u64>() else { continue };
+            match k {
+                "nr_dirty_threshold" => d.threshold = v,
+                "nr_dirty_background_threshold" => d.background = v,
+                "nr_dirty" | "nr_writeback" => d.dirty += v,
+                _ => {}
+            }
+        }
+        d
+    }
+}
+
+/// Bytes of pages a dump may write through the page cache now: what keeps
+/// the dirty pages below the ceiling under which the kernel never slows a
+/// writer down (halfway between the background and the hard threshold),
+/// less an eighth of it left to other writers. Written that way the pages
+/// cost a copy into memory and a restore soon after reads them from there
+/// (a buffered write is several times faster than the device); beyond it
+/// the kernel would throttle the dump to the device's speed anyway, and
+/// the rest goes to the device directly (`O_DIRECT`, no copy). Zero when
+/// the kernel does not tell.
+fn dirty_budget(d: &DirtyState) -> u64 {
+    let ceiling = (d.threshold + d.background) / 2;
+    ceiling.saturating_sub(ceiling / 8).saturating_sub(d.dirty) * PAGE_SIZE
+}
+
+/// The pages image `out` opened again without `O_DIRECT` (through
+/// `/proc/self/fd`), for the part written through the page cache; None if
+/// that fails (then everything goes to the device).
+fn reopen_buffered(out: &std::fs::File) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{}", out.as_raw_fd())).ok()
 }
 
 /// Clears `O_DIRECT` on the pages image `out` (`fcntl(F_SETFL)`): its
@@ -607,6 +759,31 @@ pub fn dump_shmem_path(path: &std::path::Path, size: u64, out: &mut std::fs::Fil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dirty_budget_stays_under_the_free_run_ceiling() {
+        let d = DirtyState::parse("nr_dirty 1000\nnr_writeback 24\nnr_dirty_threshold 1102444\nnr_dirty_background_threshold 550549\nnr_free_pages 5\n");
+        assert_eq!(d, DirtyState { threshold: 1102444, background: 550549, dirty: 1024 });
+        let ceiling = (1102444 + 550549) / 2;
+        assert_eq!(dirty_budget(&d), (ceiling - ceiling / 8 - 1024) * PAGE_SIZE);
+        // Already past it, or a kernel that does not say: nothing cached.
+        assert_eq!(dirty_budget(&DirtyState { dirty: 900_000, ..d }), 0);
+        assert_eq!(dirty_budget(&DirtyState::parse("")), 0);
+    }
+
+    #[test]
+    fn slow_buffered_writes_give_way_to_direct_ones() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let w = WriteWays::new(Some(f), 1 << 30);
+        assert!(w.through_cache(1), "buffered first");
+        w.buffered_rate.store(0.3e9f64.to_bits(), Ordering::Relaxed);
+        assert!(!w.through_cache(1), "slower than the device");
+        assert!(w.through_cache(PROBE_EVERY), "probed now and then");
+        w.direct_rate.store(0.2e9f64.to_bits(), Ordering::Relaxed);
+        assert!(w.through_cache(1), "the device is slower still");
+        w.cached_bytes.store(1 << 30, Ordering::Relaxed);
+        assert!(!w.through_cache(1), "budget spent");
+    }
 
     #[test]
     fn zero_detection() {

@@ -18,11 +18,12 @@
 //! [`SLOW_ROUNDS`] in a row come slower than [`SLOW_RATE`], the rest of
 //! its step and every later one is copied from the bounce area instead.
 //!
-//! Whether the pages file is in the page cache decides how it is read
-//! ([`page_cache_share`], `cachestat(2)`): a file mostly cached (CRIU's
-//! dumps, which write through the page cache, or a file read before) is
-//! read as above; a file mostly not cached (our dumps write it with
-//! `O_DIRECT`) is read with `O_DIRECT`, by the same jobs: into the
+//! Whether a job's part of the pages file is in the page cache decides how
+//! it is read (`cachestat(2)` per job): a part mostly cached (CRIU's
+//! dumps, which write through the page cache, ours while the page cache
+//! was faster than the device, or a file read before) is read as above; a
+//! part mostly not cached (written with `O_DIRECT`) is read with
+//! `O_DIRECT`, by the same jobs: into the
 //! scratch areas (huge pages then moved into place whole) and straight
 //! into the premapped VMAs for plain jobs. The device writes into the
 //! pages, no page-cache pages are allocated and nothing is copied (a
@@ -80,16 +81,22 @@ struct JobError {
     off: u64,
 }
 
-/// Below this share of the pages file in the page cache, it is read with
-/// `O_DIRECT`.
+/// Below this share of a job's part of the pages file in the page cache,
+/// the job reads it with `O_DIRECT`.
 const CACHED_ENOUGH: f64 = 0.5;
+/// From this share of the whole file in the page cache on, every job reads
+/// it the buffered way.
+const ALL_CACHED: f64 = 0.99;
 
 /// The work list and what the workers share.
 struct Filler<'a> {
     fd: &'a OwnedFd,
-    /// The same file opened with `O_DIRECT`, for plain jobs (cold files).
+    /// The same file opened with `O_DIRECT`, for the jobs whose part of
+    /// the file is not in the page cache.
     direct: Option<OwnedFd>,
     jobs: Vec<Job>,
+    /// Per job: read with `O_DIRECT` (its part of the file is cold).
+    cold: Vec<bool>,
     /// Plain stretches: (premap address, length, file offset).
     plain: Vec<(u64, u64, u64)>,
     uffd: Option<Uffd>,
@@ -119,7 +126,8 @@ pub struct Filled {
     pub huge: u64,
     /// Whether a helper thread shared the work.
     pub helper: bool,
-    /// Whether the file was read with `O_DIRECT` (it was not cached).
+    /// Whether (part of) the file was read with `O_DIRECT` (it was not
+    /// cached).
     pub direct: bool,
 }
 
@@ -154,6 +162,16 @@ impl Default for FillWays {
 /// The share of `fd`'s file in the page cache (`cachestat(2)`, Linux 6.5);
 /// 1.0 when the kernel cannot tell (then the file is read as if cached).
 pub fn page_cache_share(fd: &OwnedFd) -> f64 {
+    let size = rustix::fs::fstat(fd).map(|st| st.st_size as u64).unwrap_or(0);
+    if size == 0 {
+        return 1.0;
+    }
+    cached_share(fd, 0, size)
+}
+
+/// The share of bytes `off..off + len` of `fd`'s file in the page cache
+/// (`cachestat(2)`); 1.0 when the kernel cannot tell.
+fn cached_share(fd: &OwnedFd, off: u64, len: u64) -> f64 {
     #[repr(C)]
     struct Range {
         off: u64,
@@ -169,18 +187,17 @@ pub fn page_cache_share(fd: &OwnedFd) -> f64 {
         nr_recently_evicted: u64,
     }
     const SYS_CACHESTAT: libc::c_long = 451;
-    let size = rustix::fs::fstat(fd).map(|st| st.st_size as u64).unwrap_or(0);
-    if size == 0 {
+    if len == 0 {
         return 1.0;
     }
-    let range = Range { off: 0, len: 0 };
+    let range = Range { off, len };
     let mut cs = CacheStat::default();
     // SAFETY: cachestat(2) reads `range` and writes `cs`, both live here.
     let r = unsafe { libc::syscall(SYS_CACHESTAT, fd.as_raw_fd(), &range as *const Range, &mut cs as *mut CacheStat, 0) };
     if r != 0 {
         return 1.0;
     }
-    (cs.nr_cache * PAGE_SIZE) as f64 / size as f64
+    (cs.nr_cache * PAGE_SIZE) as f64 / len as f64
 }
 
 /// `fd`'s file opened again with `O_DIRECT` (through `/proc/self/fd`);
@@ -198,7 +215,7 @@ pub fn fill_report(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedF
 /// [`fill_report`] using only the ways allowed (benchmarks compare them).
 pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd, avoid: &[i32], ways: FillWays) -> Result<Filled> {
     let segs = segments(pm, vmas, pages)?;
-    let direct = if ways.direct && page_cache_share(fd) < CACHED_ENOUGH { reopen_direct(fd) } else { None };
+    let direct = if ways.direct && page_cache_share(fd) < ALL_CACHED { reopen_direct(fd) } else { None };
     let want_uffd = ways.uffd && segs.iter().any(|s| s.anon && s.addr.next_multiple_of(HUGE) + HUGE <= s.addr + s.len);
     let uffd = if want_uffd { Uffd::open() } else { None };
     let huge = ways.huge && thp_available();
@@ -206,6 +223,7 @@ pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd,
         fd,
         direct,
         jobs: Vec::new(),
+        cold: Vec::new(),
         plain: Vec::new(),
         uffd,
         next: AtomicUsize::new(0),
@@ -235,6 +253,10 @@ pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd,
         push_plain(&mut pieces, (b, s.addr + s.len - b, s.off + (b - s.addr)));
     }
     (f.jobs, f.plain) = make_jobs(&pieces);
+    if let Some(d) = &f.direct {
+        f.cold = f.jobs.iter().map(|j| cached_share(d, f.file_range(j).0, f.file_range(j).1) < CACHED_ENOUGH).collect();
+    }
+    let cold_jobs = f.cold.iter().filter(|c| **c).count();
 
     let f = &f;
     let started = std::time::Instant::now();
@@ -255,7 +277,7 @@ pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd,
     };
     let result = result.and_then(|()| match f.helper_failed.load(Ordering::SeqCst) {
         usize::MAX => Ok(()),
-        k => f.jobs.get(k).map_or(Ok(()), |job| f.run(job, &mut Areas::default(), true).map(|n| f.add(n))),
+        k => f.run(k, &mut Areas::default(), true).map(|n| f.add(n)),
     });
     if let Some(u) = &f.uffd {
         for &(a, len) in &registered {
@@ -270,7 +292,8 @@ pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd,
         bytes = done,
         huge = moved,
         huge_given_up = f.no_huge.load(Ordering::SeqCst) && huge,
-        direct = f.direct.is_some(),
+        cold_jobs,
+        jobs = f.jobs.len(),
         helper,
         ms = started.elapsed().as_millis() as u64,
         "pages filled"
@@ -279,7 +302,7 @@ pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd,
         Some(errno) => RestoreError::sys(format!("{} ({} at {:#x})", e.what, pages.path.display(), e.off), errno),
         None => RestoreError::bad(&pages.path, format!("unexpected end of file at {:#x}", e.off)),
     })?;
-    Ok(Filled { bytes: done, huge: moved, helper, direct: f.direct.is_some() })
+    Ok(Filled { bytes: done, huge: moved, helper, direct: cold_jobs > 0 })
 }
 
 /// A stretch to fill (premap address, length, file offset): registered
@@ -371,8 +394,10 @@ impl Filler<'_> {
                 return Ok(());
             }
             let k = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some(job) = self.jobs.get(k) else { return Ok(()) };
-            match self.run(job, &mut areas, false) {
+            if k >= self.jobs.len() {
+                return Ok(());
+            }
+            match self.run(k, &mut areas, false) {
                 Ok(n) => {
                     self.add(n);
                     if !helper {
@@ -393,11 +418,12 @@ impl Filler<'_> {
 
     /// Runs one job (without huge pages if `no_huge`); returns the bytes
     /// filled.
-    fn run(&self, job: &Job, areas: &mut Areas, no_huge: bool) -> std::result::Result<u64, JobError> {
+    fn run(&self, k: usize, areas: &mut Areas, no_huge: bool) -> std::result::Result<u64, JobError> {
+        let Some(job) = self.jobs.get(k) else { return Ok(0) };
         match *job {
             Job::Plain { first, count } => {
                 let segs = self.plain.get(first..first + count).unwrap_or(&[]);
-                match &self.direct {
+                match self.direct_for(k) {
                     // Nothing is read twice: a failed read is retried whole.
                     Some(d) => read_plain(d, segs).or_else(|_| read_plain_unpopulated(self.fd, segs)),
                     None => read_plain(self.fd, segs),
@@ -417,7 +443,7 @@ impl Filler<'_> {
                             huge += HUGE;
                         }
                         if huge > 0 {
-                            self.read_exact(s.addr, huge, off)?;
+                            self.read_exact(k, s.addr, huge, off)?;
                             let moved = uffd.move_pages(addr, s.addr, huge);
                             self.moved.fetch_add(moved, Ordering::Relaxed);
                             // What did not move is still in the scratch area.
@@ -432,7 +458,7 @@ impl Filler<'_> {
                     let mut at = huge;
                     while at < len {
                         let n = (len - at).min(BOUNCE);
-                        self.read_exact(b.addr, n, off + at)?;
+                        self.read_exact(k, b.addr, n, off + at)?;
                         copy(uffd, addr + at, b.addr, n, off + at)?;
                         at += n;
                     }
@@ -443,12 +469,28 @@ impl Filler<'_> {
     }
 
     /// Reads `len` bytes at file offset `off` into the scratch area at
-    /// `addr`: with `O_DIRECT` for a cold file (the device writes into the
+    /// `addr` for job `k`: with `O_DIRECT` for a cold part of the file (the device writes into the
     /// scratch pages, no page-cache copy), the buffered way if that fails.
-    fn read_exact(&self, addr: u64, len: u64, off: u64) -> std::result::Result<(), JobError> {
-        match &self.direct {
+    fn read_exact(&self, k: usize, addr: u64, len: u64, off: u64) -> std::result::Result<(), JobError> {
+        match self.direct_for(k) {
             Some(d) => read_exact(d, addr, len, off).or_else(|_| read_exact(self.fd, addr, len, off)),
             None => read_exact(self.fd, addr, len, off),
+        }
+    }
+
+    /// The `O_DIRECT` file to read job `k` with, if its part is cold.
+    fn direct_for(&self, k: usize) -> Option<&OwnedFd> {
+        self.direct.as_ref().filter(|_| self.cold.get(k).copied().unwrap_or(false))
+    }
+
+    /// The part of the file `job` reads: (offset, length).
+    fn file_range(&self, job: &Job) -> (u64, u64) {
+        match *job {
+            Job::Huge { len, off, .. } => (off, len),
+            Job::Plain { first, count } => {
+                let segs = self.plain.get(first..first + count).unwrap_or(&[]);
+                (segs.first().map_or(0, |s| s.2), segs.iter().map(|s| s.1).sum())
+            }
         }
     }
 
@@ -641,8 +683,23 @@ mod tests {
     /// With `cold`, the pages file is written with `O_DIRECT` (as our dumps
     /// write it): not in the page cache, it must be read with `O_DIRECT`.
     fn fill_and_check(ways: FillWays, cold: bool) {
+        fill_and_check_part(ways, if cold { Cold::All } else { Cold::Nothing })
+    }
+
+    /// Which part of the pages file the page cache lacks.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Cold {
+        Nothing,
+        All,
+        /// Written through the page cache, then its second half dropped
+        /// from it (a dump that went to the device part of the way).
+        SecondHalf,
+    }
+
+    fn fill_and_check_part(ways: FillWays, part: Cold) {
+        let cold = part != Cold::Nothing;
         let dir = std::env::temp_dir()
-            .join(format!("criu-rs-fill-{}-{:?}-{cold}", std::process::id(), ways).replace(['{', '}', ' ', ',', ':'], ""));
+            .join(format!("criu-rs-fill-{}-{:?}-{part:?}", std::process::id(), ways).replace(['{', '}', ' ', ',', ':'], ""));
         std::fs::create_dir_all(&dir).unwrap();
         let pages_path = dir.join("pages-1.img");
         let t = 0x5200_0000_5000u64;
@@ -661,15 +718,24 @@ mod tests {
                 data.extend_from_slice(&page);
             }
         }
-        if cold {
-            write_direct(&pages_path, &data);
-        } else {
-            std::fs::write(&pages_path, &data).unwrap();
+        match part {
+            Cold::All => write_direct(&pages_path, &data),
+            Cold::Nothing => std::fs::write(&pages_path, &data).unwrap(),
+            Cold::SecondHalf => {
+                std::fs::write(&pages_path, &data).unwrap();
+                let f = std::fs::File::open(&pages_path).unwrap();
+                f.sync_all().unwrap();
+                let half = (data.len() / 2) as u64 / PAGE_SIZE * PAGE_SIZE;
+                rustix::fs::fadvise(&f, half, std::num::NonZeroU64::new(data.len() as u64 - half), rustix::fs::Advice::DontNeed).unwrap();
+            }
         }
         let vmas = vec![VmaPlan { start: t, end: t + 40 * MIB, pgoff: 0, prot: 3, flags: 0x22, madv: 0, lock_on_fault: false, kind: VmaKind::Anon }];
         let pages = PagesPlan { path: pages_path.clone(), runs };
         let (pm, fd) = premap_here(&vmas, &pages_path);
-        if cold {
+        if part == Cold::SecondHalf {
+            let share = page_cache_share(&fd);
+            assert!(share < 0.7, "half the pages file dropped from the page cache, yet {share} of it cached");
+        } else if cold {
             assert!(page_cache_share(&fd) < CACHED_ENOUGH, "the pages file written with O_DIRECT is in the page cache");
         } else {
             assert!(page_cache_share(&fd) > 0.99, "the pages file just written is not in the page cache");
@@ -737,6 +803,12 @@ mod tests {
     #[test]
     fn a_file_not_in_the_page_cache_is_read_with_o_direct_straight_into_place() {
         fill_and_check(FillWays { uffd: false, huge: false, ..FillWays::default() }, true);
+    }
+
+    #[test]
+    fn a_file_half_in_the_page_cache_is_read_both_ways() {
+        fill_and_check_part(FillWays::default(), Cold::SecondHalf);
+        fill_and_check_part(FillWays { uffd: false, huge: false, ..FillWays::default() }, Cold::SecondHalf);
     }
 
     #[test]
