@@ -177,7 +177,9 @@ fn is_zero(page: &[u8]) -> bool {
         // SAFETY: u64 has no invalid bit patterns; align_to gives the aligned middle part.
         unsafe { page.align_to::<u64>() }
     };
-    pre.iter().all(|b| *b == 0) && post.iter().all(|b| *b == 0) && mid.iter().fold(0, |a, w| a | w) == 0
+    // 64 bytes at a time (vectorised), stopping at the first that is not
+    // zero: a page of data is told apart in its first bytes.
+    pre.iter().all(|b| *b == 0) && post.iter().all(|b| *b == 0) && mid.chunks(8).all(|c| c.iter().fold(0, |a, w| a | w) == 0)
 }
 
 /// Merges a run of `nr` pages at `vaddr` into the last entry when adjacent
