@@ -100,8 +100,13 @@ struct Filler<'a> {
     /// Plain stretches: (premap address, length, file offset).
     plain: Vec<(u64, u64, u64)>,
     uffd: Option<Uffd>,
-    /// Next job to take.
-    next: AtomicUsize,
+    /// The jobs in the order they are taken: those read from the page
+    /// cache first, then the cold ones. The main thread takes from the
+    /// front, the helper from the back: while one thread waits for the
+    /// device, the other copies from memory.
+    order: Vec<usize>,
+    /// Untaken part of `order`: front index << 32 | back index (exclusive).
+    untaken: AtomicU64,
     /// Bytes filled so far, and pages of them passed to the progress
     /// display.
     done: AtomicU64,
@@ -226,7 +231,8 @@ pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd,
         cold: Vec::new(),
         plain: Vec::new(),
         uffd,
-        next: AtomicUsize::new(0),
+        order: Vec::new(),
+        untaken: AtomicU64::new(0),
         done: AtomicU64::new(0),
         reported: AtomicU64::new(0),
         quit: AtomicBool::new(false),
@@ -257,6 +263,9 @@ pub fn fill_with(pm: &Premap, vmas: &[VmaPlan], pages: &PagesPlan, fd: &OwnedFd,
         f.cold = f.jobs.iter().map(|j| cached_share(d, f.file_range(j).0, f.file_range(j).1) < CACHED_ENOUGH).collect();
     }
     let cold_jobs = f.cold.iter().filter(|c| **c).count();
+    let is_cold = |k: &usize| f.cold.get(*k).copied().unwrap_or(false);
+    f.order = (0..f.jobs.len()).filter(|k| !is_cold(k)).chain((0..f.jobs.len()).filter(|k| is_cold(k))).collect();
+    f.untaken = AtomicU64::new(f.order.len() as u64);
 
     let f = &f;
     let started = std::time::Instant::now();
@@ -393,10 +402,7 @@ impl Filler<'_> {
             if self.quit.load(Ordering::Relaxed) || (helper && self.quit_helper.load(Ordering::Relaxed)) {
                 return Ok(());
             }
-            let k = self.next.fetch_add(1, Ordering::Relaxed);
-            if k >= self.jobs.len() {
-                return Ok(());
-            }
+            let Some(k) = self.take(!helper) else { return Ok(()) };
             match self.run(k, &mut areas, false) {
                 Ok(n) => {
                     self.add(n);
@@ -475,6 +481,23 @@ impl Filler<'_> {
         match self.direct_for(k) {
             Some(d) => read_exact(d, addr, len, off).or_else(|_| read_exact(self.fd, addr, len, off)),
             None => read_exact(self.fd, addr, len, off),
+        }
+    }
+
+    /// The next job from the front or the back of [`Self::order`], if any
+    /// is left.
+    fn take(&self, front: bool) -> Option<usize> {
+        let mut v = self.untaken.load(Ordering::Relaxed);
+        loop {
+            let (f, b) = (v >> 32, v & 0xffff_ffff);
+            if f >= b {
+                return None;
+            }
+            let (next, at) = if front { ((f + 1) << 32 | b, f) } else { (f << 32 | (b - 1), b - 1) };
+            match self.untaken.compare_exchange_weak(v, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return self.order.get(at as usize).copied(),
+                Err(now) => v = now,
+            }
         }
     }
 
